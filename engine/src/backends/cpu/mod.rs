@@ -1,0 +1,1 @@
+//! CPU reference backend (plain f32, multi-threaded). The oracle for every op.

@@ -1,0 +1,180 @@
+//! The whole op surface of the engine, as one trait.
+//!
+//! Models (`crate::models`) are written once, generic over `B: Backend`. The CPU
+//! reference backend (`cpu`) is the f32 oracle; the CUDA backend implements the
+//! same list with fused kernels. Every tensor is contiguous and row-major;
+//! layout ops (`permute`, `concat`, `narrow`) materialise a new tensor.
+//!
+//! Conventions (shared by every backend):
+//! - images are NCHW; sequences are (batch, tokens, channels);
+//! - weights follow PyTorch: linear `(out, in)`, conv `(out, in/groups, kh, kw)`;
+//! - binary elementwise ops broadcast with NumPy rules.
+
+pub mod cpu;
+
+use anyhow::Result;
+
+/// Shape access for backend tensors.
+pub trait TensorLike: Clone + Send + Sync + std::fmt::Debug {
+    fn shape(&self) -> &[usize];
+    fn elem_count(&self) -> usize {
+        self.shape().iter().product()
+    }
+    fn rank(&self) -> usize {
+        self.shape().len()
+    }
+}
+
+/// Pointwise activation functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Unary {
+    /// x * sigmoid(x)
+    Silu,
+    /// exact GELU: 0.5 x (1 + erf(x / sqrt 2))
+    Gelu,
+    /// tanh approximation of GELU
+    GeluTanh,
+    Relu,
+    Sigmoid,
+    Tanh,
+    Exp,
+    Neg,
+    Sqrt,
+}
+
+/// Binary elementwise ops (NumPy broadcasting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// 2-D convolution geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2dParams {
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Conv2dParams { stride: (1, 1), padding: (0, 0), dilation: (1, 1), groups: 1 }
+    }
+}
+
+impl Conv2dParams {
+    /// Square kernel helper: stride `s`, padding `p`.
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Conv2dParams { stride: (stride, stride), padding: (padding, padding), ..Default::default() }
+    }
+}
+
+/// Every primitive the models use. All methods take and return contiguous tensors.
+pub trait Backend: Clone + Send + Sync + 'static {
+    type Tensor: TensorLike;
+
+    fn name(&self) -> &'static str;
+
+    // ---- creation and transfer -------------------------------------------------
+    /// Build a tensor from host f32 data (`data.len()` must equal the shape's product).
+    fn from_f32(&self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor>;
+    /// Copy a tensor back to host f32.
+    fn to_f32(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    fn zeros(&self, shape: &[usize]) -> Result<Self::Tensor>;
+
+    // ---- layout ----------------------------------------------------------------
+    /// Same data, new shape (element counts must match).
+    fn reshape(&self, t: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Reorder dimensions: output dim i is input dim `dims[i]`.
+    fn permute(&self, t: &Self::Tensor, dims: &[usize]) -> Result<Self::Tensor>;
+    /// Concatenate along `dim` (all other dims equal).
+    fn concat(&self, ts: &[&Self::Tensor], dim: usize) -> Result<Self::Tensor>;
+    /// The slice `start..start+len` of dimension `dim`.
+    fn narrow(&self, t: &Self::Tensor, dim: usize, start: usize, len: usize) -> Result<Self::Tensor>;
+    /// Gather rows of `dim` by index (used for clamped windows and repeats).
+    fn index_select(&self, t: &Self::Tensor, dim: usize, idx: &[usize]) -> Result<Self::Tensor>;
+
+    // ---- elementwise -----------------------------------------------------------
+    fn unary(&self, t: &Self::Tensor, op: Unary) -> Result<Self::Tensor>;
+    fn binary(&self, a: &Self::Tensor, b: &Self::Tensor, op: Binary) -> Result<Self::Tensor>;
+    /// `t * mul + add`
+    fn affine(&self, t: &Self::Tensor, mul: f32, add: f32) -> Result<Self::Tensor>;
+
+    // ---- normalisation and reductions -------------------------------------------
+    /// Softmax over the last dimension.
+    fn softmax_last(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
+    /// GroupNorm over x (N, C, *spatial): statistics per (n, group) over C/groups
+    /// channels and all spatial positions; optional per-channel affine.
+    fn group_norm(
+        &self,
+        x: &Self::Tensor,
+        groups: usize,
+        gamma: Option<&Self::Tensor>,
+        beta: Option<&Self::Tensor>,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+    /// LayerNorm over the last dimension with optional affine.
+    fn layer_norm(
+        &self,
+        x: &Self::Tensor,
+        gamma: Option<&Self::Tensor>,
+        beta: Option<&Self::Tensor>,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+
+    // ---- linear algebra ----------------------------------------------------------
+    /// x (.., K) · wᵀ with w (N, K), plus optional bias (N,).
+    fn linear(&self, x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>) -> Result<Self::Tensor>;
+    /// Batched matmul a (.., M, K) · b (.., K, N); batch dims must be equal.
+    fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Conv2d: x (N, C, H, W), w (O, C/groups, kh, kw), bias (O,).
+    fn conv2d(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        p: Conv2dParams,
+    ) -> Result<Self::Tensor>;
+    /// Scaled dot-product attention: q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv)
+    /// → (B, H, Lq, Dv), softmax(q kᵀ · scale) v. No mask.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        scale: f32,
+    ) -> Result<Self::Tensor>;
+
+    // ---- resampling ----------------------------------------------------------------
+    /// Nearest-neighbour resize of (N, C, H, W) to (N, C, out_h, out_w) (PyTorch `nearest`).
+    fn upsample_nearest2d(&self, x: &Self::Tensor, out_h: usize, out_w: usize) -> Result<Self::Tensor>;
+    /// Zero padding of the last two dims: (left, right, top, bottom).
+    fn pad2d(&self, x: &Self::Tensor, left: usize, right: usize, top: usize, bottom: usize) -> Result<Self::Tensor>;
+    /// Mean over dim, keeping it with size 1.
+    fn mean_dim(&self, t: &Self::Tensor, dim: usize) -> Result<Self::Tensor>;
+}
+
+/// Convenience methods built from the primitives; models call these.
+pub trait BackendExt: Backend {
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor> {
+        self.binary(a, b, Binary::Add)
+    }
+    fn sub(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor> {
+        self.binary(a, b, Binary::Sub)
+    }
+    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor> {
+        self.binary(a, b, Binary::Mul)
+    }
+    fn silu(&self, t: &Self::Tensor) -> Result<Self::Tensor> {
+        self.unary(t, Unary::Silu)
+    }
+    fn scale(&self, t: &Self::Tensor, s: f32) -> Result<Self::Tensor> {
+        self.affine(t, s, 0.0)
+    }
+}
+
+impl<B: Backend> BackendExt for B {}

@@ -1,0 +1,3 @@
+//! cyberhost-engine: config, backends, models, sampler, pipeline.
+
+pub mod backends;

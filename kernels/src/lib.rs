@@ -1,0 +1,1 @@
+//! Embedded PTX modules, one constant per `.cu` file.

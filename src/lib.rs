@@ -1,0 +1,1 @@
+//! Cross-crate test suite and benches live in tests/ and benches/.

@@ -1,0 +1,1 @@
+//! A warp-level PTX interpreter.

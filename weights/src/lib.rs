@@ -1,0 +1,1 @@
+//! Checkpoints: memory-mapped safetensors, diffusers/transformers directory layouts, validation.
