@@ -1,3 +1,4 @@
 //! cyberhost-engine: config, backends, models, sampler, pipeline.
 
 pub mod backends;
+pub mod conformance;
