@@ -1,0 +1,54 @@
+// ------------------------------------------------------------------------------------------------
+// common.cuh: fixed-width integers, bf16/f32 load-store helpers, warp reductions, ceil_div.
+// Included by every kernels/cuda/*.cu. Compiled by NVRTC (no libc headers) and by nvcc alike.
+// ------------------------------------------------------------------------------------------------
+#pragma once
+
+// NVRTC ships no <stdint.h>: define the few fixed-width types we use ourselves.
+#ifdef __CUDACC_RTC__
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef unsigned int uint32_t;
+typedef int int32_t;
+typedef unsigned long long uint64_t;
+typedef long long int64_t;
+#else
+#include <stdint.h>
+#endif
+
+#include <cuda_bf16.h>
+
+// ------------------------------------------------------------------------------------------------
+// helpers
+// ------------------------------------------------------------------------------------------------
+
+__host__ __device__ constexpr uint32_t ceil_div(uint32_t a, uint32_t b) { return (a + b - 1) / b; }
+
+// Geometry constants are unnamed enums: NVRTC would emit a namespace-scope `constexpr` variable as a
+// module `.global`, an enumerator costs nothing.
+enum : uint32_t { WARP_SIZE = 32 };
+enum : uint32_t { FULL_MASK = 0xffffffffu };
+
+// Storage <-> f32 accumulate conversions. One overload per storage dtype.
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + __expf(-v)); }
+
+// Butterfly reductions: every lane ends with the result.
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(FULL_MASK, v, offset);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, offset));
+  return v;
+}
