@@ -29,6 +29,9 @@ __host__ __device__ constexpr uint32_t ceil_div(uint32_t a, uint32_t b) { return
 enum : uint32_t { WARP_SIZE = 32 };
 enum : uint32_t { FULL_MASK = 0xffffffffu };
 
+// NVRTC has no <math.h> INFINITY.
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
+
 // Storage <-> f32 accumulate conversions. One overload per storage dtype.
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }

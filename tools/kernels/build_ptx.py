@@ -143,7 +143,7 @@ def local_headers(src: str, seen: dict[str, str] | None = None) -> dict[str, str
         path = CUDA_DIR / inc
         if not path.exists():
             die(f'#include "{inc}" not found in kernels/cuda')
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         seen[inc] = text
         local_headers(text, seen)
     return seen
@@ -227,7 +227,7 @@ def build(out_root: Path, only: list[str] | None) -> dict:
     ptx_dir.mkdir(parents=True, exist_ok=True)
     rep_dir.mkdir(parents=True, exist_ok=True)
 
-    old = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+    old = json.loads(MANIFEST.read_text(encoding="utf-8")) if MANIFEST.exists() else {}
     kernels_out = {}
     sources = sorted(CUDA_DIR.glob("*.cu"))
     if not sources:
@@ -243,7 +243,7 @@ def build(out_root: Path, only: list[str] | None) -> dict:
                 if (REPORT_DIR / f"{name}.txt").exists():
                     (rep_dir / f"{name}.txt").write_bytes((REPORT_DIR / f"{name}.txt").read_bytes())
                 continue
-        src = cu.read_text()
+        src = cu.read_text(encoding="utf-8")
         headers = dict(sorted(local_headers(src).items()))
         variants = [""] + (["_sm90a"] if ARCH_RE.search(src) else [])
         per_arch: dict[str, dict[str, dict]] = {}
@@ -255,7 +255,7 @@ def build(out_root: Path, only: list[str] | None) -> dict:
             if str(ROOT) in ptx or "/work/" in ptx:
                 die(f"PTX for {cu.name} contains a machine path; check the NVRTC flags")
             out = ptx_dir / f"{name}{var}.ptx"
-            out.write_text(ptx)
+            out.write_text(ptx, encoding="utf-8")
             ptx_files[f"{name}{var}.ptx"] = sha256(ptx.encode())
             if var == "":
                 entries = ENTRY_RE.findall(ptx)
@@ -263,7 +263,7 @@ def build(out_root: Path, only: list[str] | None) -> dict:
                     per_arch[arch] = ptxas_report(out, arch)
             else:
                 per_arch["sm_90a"] = ptxas_report(out, "sm_90a")
-        (rep_dir / f"{name}.txt").write_text(format_report(name, per_arch, ptxas_ver))
+        (rep_dir / f"{name}.txt").write_text(format_report(name, per_arch, ptxas_ver), encoding="utf-8")
         kernels_out[name] = {
             "source": f"kernels/cuda/{cu.name}",
             "source_sha256": sha256(cu.read_bytes()),
@@ -280,7 +280,7 @@ def build(out_root: Path, only: list[str] | None) -> dict:
         "toolchain": {"pip": TOOLCHAIN_PINS, "nvrtc": nvrtc_ver, "ptxas": ptxas_ver},
         "kernels": kernels_out,
     }
-    (out_root / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (out_root / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return manifest
 
 
@@ -343,4 +343,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (RuntimeError, subprocess.CalledProcessError) as e:
+        die(str(e))
