@@ -2,3 +2,5 @@
 
 pub mod backends;
 pub mod conformance;
+pub mod error;
+pub mod pipeline;

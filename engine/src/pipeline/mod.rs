@@ -1,0 +1,5 @@
+//! The end-to-end pipeline: inputs (image, audio, pose), conditions, output video.
+
+pub mod audio;
+pub mod conditions;
+pub mod image;
