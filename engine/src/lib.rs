@@ -4,3 +4,4 @@ pub mod backends;
 pub mod conformance;
 pub mod error;
 pub mod pipeline;
+pub mod sampler;
