@@ -3,3 +3,4 @@
 pub mod audio;
 pub mod conditions;
 pub mod image;
+pub mod video;
