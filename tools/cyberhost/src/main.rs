@@ -1,1 +1,44 @@
-fn main() {}
+//! `cyberhost`: the command-line tool.
+//!
+//! Exit codes: 0 success; 1 internal error or a failed check; 2 bad user input
+//! (file, flag, checkpoint); 3 no GPU where one is required.
+
+mod check_fixture;
+
+use clap::{Parser, Subcommand};
+use cyberhost_engine::error::is_user_error;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cyberhost", version, about = "Audio-driven talking-body video diffusion (CyberHost), CPU reference and CUDA kernels")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run conformance fixtures (model/ + case.safetensors) against the CPU reference.
+    CheckFixture(check_fixture::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Cmd::CheckFixture(a) => check_fixture::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(if is_user_error(&e) { 2 } else { 1 })
+        }
+    }
+}
