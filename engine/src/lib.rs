@@ -5,3 +5,4 @@ pub mod conformance;
 pub mod error;
 pub mod pipeline;
 pub mod sampler;
+pub mod var_builder;
