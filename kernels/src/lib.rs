@@ -1,1 +1,175 @@
 //! Embedded PTX modules, one constant per `.cu` file.
+//!
+//! `kernels/cuda/<name>.cu` is compiled by `tools/kernels/build_ptx.py` (pinned NVRTC, never at
+//! `cargo build` time) into the committed `kernels/ptx/<name>.ptx`, embedded here as the constant
+//! `<NAME>` and listed in [`KernelModule::ALL`]. Each module has a Rust file mirroring its `.cu`:
+//! the `#[repr(C)]` params struct passed as the kernel's single argument, the geometry constants,
+//! a typed `launch_config(shape)` and the entry list. CPU references live in [`reference`].
+//!
+//! Loading a module (cudarc on a GPU, `ptx-emu` in tests) is the caller's job: this crate only
+//! provides PTX text, entry names, params structs and launch rules.
+
+pub mod elementwise;
+pub mod gemm_bf16;
+pub mod group_norm;
+pub mod reference;
+pub mod softmax;
+
+/// `kernels/ptx/elementwise.ptx` (from `kernels/cuda/elementwise.cu`).
+pub const ELEMENTWISE: &str = include_str!("../ptx/elementwise.ptx");
+/// `kernels/ptx/gemm_bf16.ptx` (from `kernels/cuda/gemm_bf16.cu`).
+pub const GEMM_BF16: &str = include_str!("../ptx/gemm_bf16.ptx");
+/// `kernels/ptx/group_norm.ptx` (from `kernels/cuda/group_norm.cu`).
+pub const GROUP_NORM: &str = include_str!("../ptx/group_norm.ptx");
+/// `kernels/ptx/softmax.ptx` (from `kernels/cuda/softmax.cu`).
+pub const SOFTMAX: &str = include_str!("../ptx/softmax.ptx");
+
+/// One PTX module per `.cu` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelModule {
+    Elementwise,
+    GemmBf16,
+    GroupNorm,
+    Softmax,
+}
+
+/// Short alias (candle's `Id`).
+pub use KernelModule as Id;
+
+impl KernelModule {
+    pub const ALL: [KernelModule; 4] = [
+        KernelModule::Elementwise,
+        KernelModule::GemmBf16,
+        KernelModule::GroupNorm,
+        KernelModule::Softmax,
+    ];
+
+    /// File stem: `kernels/cuda/<name>.cu`, `kernels/ptx/<name>.ptx`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelModule::Elementwise => "elementwise",
+            KernelModule::GemmBf16 => "gemm_bf16",
+            KernelModule::GroupNorm => "group_norm",
+            KernelModule::Softmax => "softmax",
+        }
+    }
+
+    /// The committed PTX text.
+    pub fn ptx(self) -> &'static str {
+        match self {
+            KernelModule::Elementwise => ELEMENTWISE,
+            KernelModule::GemmBf16 => GEMM_BF16,
+            KernelModule::GroupNorm => GROUP_NORM,
+            KernelModule::Softmax => SOFTMAX,
+        }
+    }
+
+    /// Every `extern "C"` entry of the module.
+    pub fn entries(self) -> &'static [Entry] {
+        match self {
+            KernelModule::Elementwise => elementwise::ENTRIES,
+            KernelModule::GemmBf16 => gemm_bf16::ENTRIES,
+            KernelModule::GroupNorm => group_norm::ENTRIES,
+            KernelModule::Softmax => softmax::ENTRIES,
+        }
+    }
+}
+
+/// Storage dtype of a kernel entry (the `_dtype` suffix of its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    Bf16,
+}
+
+impl DType {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::Bf16 => "bf16",
+        }
+    }
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::Bf16 => 2,
+        }
+    }
+}
+
+/// Builds an entry name `op_vN_dtype`, e.g. `kernel_name("group_norm", 1, DType::F32)` is
+/// `group_norm_v1_f32`. The one place Rust spells entry names.
+pub fn kernel_name(op: &str, version: u32, dtype: DType) -> String {
+    format!("{op}_v{version}_{}", dtype.suffix())
+}
+
+/// One `extern "C"` entry of a module: its name, the op it belongs to, the params struct it takes
+/// as its single argument and the rule that shapes its launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub name: &'static str,
+    pub op: &'static str,
+    pub version: u32,
+    pub dtype: DType,
+    /// Rust name of the `#[repr(C)]` params struct.
+    pub params: &'static str,
+    /// `size_of` the params struct: the size of the kernel's single `.param`.
+    pub params_size: usize,
+    /// The launch rule in words (the typed one is the module's `launch_config`).
+    pub launch: &'static str,
+}
+
+/// Grid, block and dynamic shared memory of one launch (cudarc's `LaunchConfig` and
+/// `ptx_emu::LaunchConfig` carry the same three fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dynamic_smem_bytes: u32,
+}
+
+/// `ceil(a / b)` for launch rules.
+pub const fn ceil_div(a: u64, b: u64) -> u64 {
+    a.div_ceil(b)
+}
+
+/// Converts a size to the `u32` a params field holds, naming the field in the error.
+pub(crate) fn to_u32(value: u64, what: &str) -> anyhow::Result<u32> {
+    u32::try_from(value)
+        .map_err(|_| anyhow::anyhow!("{what} = {value} does not fit the kernel's u32 field"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_is_in_its_ptx() {
+        for m in KernelModule::ALL {
+            for e in m.entries() {
+                let decl = format!(".visible .entry {}(", e.name);
+                assert!(
+                    m.ptx().contains(&decl),
+                    "{} missing from kernels/ptx/{}.ptx",
+                    e.name,
+                    m.name()
+                );
+                assert_eq!(e.name, kernel_name(e.op, e.version, e.dtype));
+                let param = format!("{}_param_0[{}]", e.name, e.params_size);
+                assert!(
+                    m.ptx().contains(&param),
+                    "{}: expected one .param of {} bytes",
+                    e.name,
+                    e.params_size
+                );
+            }
+            let listed = m.ptx().matches(".visible .entry ").count();
+            assert_eq!(
+                listed,
+                m.entries().len(),
+                "kernels/ptx/{}.ptx entry count",
+                m.name()
+            );
+        }
+    }
+}

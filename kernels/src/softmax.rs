@@ -1,0 +1,95 @@
+//! `kernels/cuda/softmax.cu`: row softmax over the last dim of `(rows, cols)`, with a pre-scale.
+
+use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
+use anyhow::{ensure, Result};
+
+/// Rows (one warp each) per block (`SOFTMAX_WARPS` in the `.cu`).
+pub const SOFTMAX_WARPS: u32 = 4;
+pub const SOFTMAX_THREADS: u32 = SOFTMAX_WARPS * 32;
+
+const LAUNCH: &str = "grid = ceil(rows / 4), block = 128 (one warp per row)";
+
+pub const ENTRIES: &[Entry] = &[
+    Entry {
+        name: "softmax_v1_f32",
+        op: "softmax",
+        version: 1,
+        dtype: DType::F32,
+        params: "SoftmaxParams",
+        params_size: 32,
+        launch: LAUNCH,
+    },
+    Entry {
+        name: "softmax_v1_bf16",
+        op: "softmax",
+        version: 1,
+        dtype: DType::Bf16,
+        params: "SoftmaxParams",
+        params_size: 32,
+        launch: LAUNCH,
+    },
+];
+
+/// Mirrors `struct SoftmaxParams` in `softmax.cu` (32 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SoftmaxParams {
+    /// `(rows, cols)` input.
+    pub x: u64,
+    /// `(rows, cols)` output; may equal `x`.
+    pub y: u64,
+    pub rows: u32,
+    pub cols: u32,
+    /// Multiplies x before the softmax, e.g. `1 / sqrt(head_dim)`.
+    pub scale: f32,
+    pub _pad: u32,
+}
+
+/// `(rows, cols)`, e.g. `(batch * heads * q_len, k_len)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoftmaxShape {
+    pub rows: u64,
+    pub cols: u64,
+}
+
+impl SoftmaxParams {
+    pub fn new(x: u64, y: u64, shape: SoftmaxShape, scale: f32) -> Result<Self> {
+        ensure!(scale.is_finite(), "softmax: scale {scale} must be finite");
+        Ok(SoftmaxParams {
+            x,
+            y,
+            rows: to_u32(shape.rows, "softmax rows")?,
+            cols: to_u32(shape.cols, "softmax cols")?,
+            scale,
+            _pad: 0,
+        })
+    }
+}
+
+/// `grid = ceil(rows / 4)`, `block = 128`, no dynamic smem.
+pub fn launch_config(shape: SoftmaxShape) -> LaunchConfig {
+    let blocks = ceil_div(shape.rows, SOFTMAX_WARPS as u64).max(1) as u32;
+    LaunchConfig {
+        grid: [blocks, 1, 1],
+        block: [SOFTMAX_THREADS, 1, 1],
+        dynamic_smem_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_layout_matches_cu() {
+        assert_eq!(std::mem::size_of::<SoftmaxParams>(), 32);
+    }
+
+    #[test]
+    fn launch_rounds_rows_up() {
+        assert_eq!(
+            launch_config(SoftmaxShape { rows: 9, cols: 7 }).grid,
+            [3, 1, 1]
+        );
+    }
+}
