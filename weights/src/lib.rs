@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod dtype;
 pub mod inspect;
 pub mod safetensors_file;
+pub mod synthetic;
 pub mod validate;
 pub mod weight_norm;
 pub mod writer;
