@@ -1,1 +1,244 @@
 //! CPU reference backend (plain f32, multi-threaded). The oracle for every op.
+//!
+//! `CpuTensor` is a shape plus a contiguous, row-major `Arc<Vec<f32>>`: clones and
+//! `reshape` share the buffer; every other op writes a fresh buffer. Work is spread
+//! over the rayon pool; matrix products go through the `gemm` crate (`gemm.rs`).
+//!
+//! One op per file, named after the trait method:
+//! `layout.rs` (reshape, permute, concat, narrow, index_select, pad2d),
+//! `elementwise.rs` (unary, binary, affine), `softmax.rs`, `group_norm.rs`,
+//! `layer_norm.rs`, `linear.rs` (linear, matmul), `conv2d.rs`, `attention.rs`,
+//! `upsample.rs`, `mean_dim.rs`, `pool.rs` (max_pool2d).
+
+mod attention;
+mod conv2d;
+mod elementwise;
+mod gemm;
+mod group_norm;
+mod layer_norm;
+mod layout;
+mod linear;
+mod mean_dim;
+mod pool;
+mod softmax;
+mod upsample;
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+
+use super::{Backend, Binary, Conv2dParams, TensorLike, Unary};
+
+pub use elementwise::{erf_f32, gelu_erf, gelu_tanh, silu};
+
+/// A contiguous row-major f32 tensor. Cheap to clone (the data is shared).
+#[derive(Clone)]
+pub struct CpuTensor {
+    shape: Vec<usize>,
+    data: Arc<Vec<f32>>,
+}
+
+impl CpuTensor {
+    /// Wrap `data` as a tensor of `shape`; errors when the element count differs.
+    pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            bail!(
+                "CpuTensor::from_vec: shape {:?} needs {} elements, got {}",
+                shape,
+                n,
+                data.len()
+            );
+        }
+        Ok(CpuTensor {
+            shape: shape.to_vec(),
+            data: Arc::new(data),
+        })
+    }
+
+    /// Internal constructor for ops that computed a buffer of the right size.
+    pub(crate) fn new_unchecked(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        CpuTensor {
+            shape,
+            data: Arc::new(data),
+        }
+    }
+
+    /// The row-major data.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// Same data, new shape (no copy).
+    pub(crate) fn with_shape(&self, shape: Vec<usize>) -> Self {
+        CpuTensor {
+            shape,
+            data: self.data.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for CpuTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CpuTensor{:?}", self.shape)
+    }
+}
+
+impl TensorLike for CpuTensor {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+}
+
+/// The CPU reference backend. Stateless; threads come from the global rayon pool.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+/// Checks an optional per-channel vector (gamma/beta/bias) has exactly `n` elements.
+pub(crate) fn check_vec(op: &str, what: &str, t: Option<&CpuTensor>, n: usize) -> Result<()> {
+    if let Some(t) = t {
+        if t.elem_count() != n {
+            bail!(
+                "{op}: {what} has shape {:?}, expected {n} elements",
+                t.shape()
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn from_f32(&self, shape: &[usize], data: &[f32]) -> Result<CpuTensor> {
+        CpuTensor::from_vec(shape, data.to_vec())
+    }
+
+    fn to_f32(&self, t: &CpuTensor) -> Result<Vec<f32>> {
+        Ok(t.data.as_ref().clone())
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<CpuTensor> {
+        let n: usize = shape.iter().product();
+        Ok(CpuTensor::new_unchecked(shape.to_vec(), vec![0.0; n]))
+    }
+
+    fn reshape(&self, t: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
+        layout::reshape(t, shape)
+    }
+
+    fn permute(&self, t: &CpuTensor, dims: &[usize]) -> Result<CpuTensor> {
+        layout::permute(t, dims)
+    }
+
+    fn concat(&self, ts: &[&CpuTensor], dim: usize) -> Result<CpuTensor> {
+        layout::concat(ts, dim)
+    }
+
+    fn narrow(&self, t: &CpuTensor, dim: usize, start: usize, len: usize) -> Result<CpuTensor> {
+        layout::narrow(t, dim, start, len)
+    }
+
+    fn index_select(&self, t: &CpuTensor, dim: usize, idx: &[usize]) -> Result<CpuTensor> {
+        layout::index_select(t, dim, idx)
+    }
+
+    fn unary(&self, t: &CpuTensor, op: Unary) -> Result<CpuTensor> {
+        Ok(elementwise::unary(t, op))
+    }
+
+    fn binary(&self, a: &CpuTensor, b: &CpuTensor, op: Binary) -> Result<CpuTensor> {
+        elementwise::binary(a, b, op)
+    }
+
+    fn affine(&self, t: &CpuTensor, mul: f32, add: f32) -> Result<CpuTensor> {
+        Ok(elementwise::affine(t, mul, add))
+    }
+
+    fn softmax_last(&self, t: &CpuTensor) -> Result<CpuTensor> {
+        softmax::softmax_last(t)
+    }
+
+    fn group_norm(
+        &self,
+        x: &CpuTensor,
+        groups: usize,
+        gamma: Option<&CpuTensor>,
+        beta: Option<&CpuTensor>,
+        eps: f32,
+    ) -> Result<CpuTensor> {
+        group_norm::group_norm(x, groups, gamma, beta, eps)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &CpuTensor,
+        gamma: Option<&CpuTensor>,
+        beta: Option<&CpuTensor>,
+        eps: f32,
+    ) -> Result<CpuTensor> {
+        layer_norm::layer_norm(x, gamma, beta, eps)
+    }
+
+    fn linear(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> Result<CpuTensor> {
+        linear::linear(x, w, bias)
+    }
+
+    fn matmul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        linear::matmul(a, b)
+    }
+
+    fn conv2d(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        bias: Option<&CpuTensor>,
+        p: Conv2dParams,
+    ) -> Result<CpuTensor> {
+        conv2d::conv2d(x, w, bias, p)
+    }
+
+    fn attention(
+        &self,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        v: &CpuTensor,
+        scale: f32,
+    ) -> Result<CpuTensor> {
+        attention::attention(q, k, v, scale)
+    }
+
+    fn upsample_nearest2d(&self, x: &CpuTensor, out_h: usize, out_w: usize) -> Result<CpuTensor> {
+        upsample::upsample_nearest2d(x, out_h, out_w)
+    }
+
+    fn pad2d(
+        &self,
+        x: &CpuTensor,
+        left: usize,
+        right: usize,
+        top: usize,
+        bottom: usize,
+    ) -> Result<CpuTensor> {
+        layout::pad2d(x, left, right, top, bottom)
+    }
+
+    fn mean_dim(&self, t: &CpuTensor, dim: usize) -> Result<CpuTensor> {
+        mean_dim::mean_dim(t, dim)
+    }
+
+    fn max_pool2d(&self, x: &CpuTensor, kernel: usize, stride: usize, padding: usize) -> Result<CpuTensor> {
+        pool::max_pool2d(x, kernel, stride, padding)
+    }
+}

@@ -1,0 +1,76 @@
+//! GroupNorm over x (N, C, *spatial): statistics per (n, group) over C/groups
+//! channels and all spatial positions, biased variance (two-pass, f64), then
+//! an optional per-channel affine. Matches `torch.nn.GroupNorm`.
+
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+
+use super::{check_vec, CpuTensor};
+use crate::backends::TensorLike;
+
+/// Mean and biased variance of `xs`, two-pass in f64.
+#[inline]
+pub(crate) fn mean_var(xs: &[f32]) -> (f64, f64) {
+    let n = xs.len().max(1) as f64;
+    let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = xs
+        .iter()
+        .map(|&v| {
+            let d = v as f64 - mean;
+            d * d
+        })
+        .sum::<f64>()
+        / n;
+    (mean, var)
+}
+
+pub(crate) fn group_norm(
+    x: &CpuTensor,
+    groups: usize,
+    gamma: Option<&CpuTensor>,
+    beta: Option<&CpuTensor>,
+    eps: f32,
+) -> Result<CpuTensor> {
+    if x.rank() < 2 {
+        bail!(
+            "group_norm: x must be (N, C, *spatial), got shape {:?}",
+            x.shape()
+        );
+    }
+    let c = x.shape()[1];
+    if groups == 0 || c % groups != 0 {
+        bail!(
+            "group_norm: {c} channels of x {:?} are not divisible into {groups} groups",
+            x.shape()
+        );
+    }
+    check_vec("group_norm", "gamma", gamma, c)?;
+    check_vec("group_norm", "beta", beta, c)?;
+    let spatial: usize = x.shape()[2..].iter().product();
+    let cpg = c / groups;
+    let chunk = cpg * spatial;
+    let mut out = vec![0.0f32; x.elem_count()];
+    if chunk == 0 {
+        return Ok(CpuTensor::new_unchecked(x.shape().to_vec(), out));
+    }
+    let (gamma, beta) = (gamma.map(|t| t.data()), beta.map(|t| t.data()));
+    out.par_chunks_mut(chunk)
+        .zip(x.data().par_chunks(chunk))
+        .enumerate()
+        .for_each(|(i, (o, xs))| {
+            let g = i % groups;
+            let (mean, var) = mean_var(xs);
+            let rstd = 1.0 / (var + eps as f64).sqrt();
+            for cc in 0..cpg {
+                let ch = g * cpg + cc;
+                // y = (x − mean)·(rstd·γ) + β, in f64: no cancellation when |mean| ≫ std.
+                let a = rstd * gamma.map_or(1.0, |g| g[ch] as f64);
+                let b = beta.map_or(0.0, |b| b[ch] as f64);
+                let range = cc * spatial..(cc + 1) * spatial;
+                for (o, &v) in o[range.clone()].iter_mut().zip(&xs[range]) {
+                    *o = ((v as f64 - mean) * a + b) as f32;
+                }
+            }
+        });
+    Ok(CpuTensor::new_unchecked(x.shape().to_vec(), out))
+}

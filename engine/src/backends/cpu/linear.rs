@@ -1,0 +1,97 @@
+//! `linear` (x · wᵀ + b) and batched `matmul`, both through `gemm::sgemm`.
+
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+
+use super::gemm::{sgemm, Mat, Threads};
+use super::{check_vec, CpuTensor};
+use crate::backends::TensorLike;
+
+/// x (.., K) · wᵀ with w (N, K), plus optional bias (N,) → (.., N).
+pub(crate) fn linear(x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> Result<CpuTensor> {
+    if x.rank() == 0 || w.rank() != 2 || x.shape()[x.rank() - 1] != w.shape()[1] {
+        bail!(
+            "linear: x {:?} must end in K and w {:?} must be (N, K)",
+            x.shape(),
+            w.shape()
+        );
+    }
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    check_vec("linear", "bias", bias, n)?;
+    let m: usize = x.shape()[..x.rank() - 1].iter().product();
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap() = n;
+    let mut out = vec![0.0f32; m * n];
+    if let Some(b) = bias {
+        if n > 0 {
+            out.par_chunks_mut(n)
+                .for_each(|row| row.copy_from_slice(b.data()));
+        }
+    }
+    sgemm(
+        m,
+        n,
+        k,
+        Mat::rows(x.data(), k),
+        Mat::transposed(w.data(), k),
+        &mut out,
+        n,
+        bias.is_some(),
+        1.0,
+        Threads::Auto,
+    )?;
+    Ok(CpuTensor::new_unchecked(shape, out))
+}
+
+/// Products smaller than this (multiply-adds) are spread over the batch instead
+/// of inside one GEMM.
+const SMALL_GEMM_MACS: usize = 1 << 21;
+
+/// a (.., M, K) · b (.., K, N) with equal batch dims → (.., M, N).
+pub(crate) fn matmul(a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+    let (ra, rb) = (a.rank(), b.rank());
+    if ra < 2
+        || ra != rb
+        || a.shape()[..ra - 2] != b.shape()[..rb - 2]
+        || a.shape()[ra - 1] != b.shape()[rb - 2]
+    {
+        bail!(
+            "matmul: a {:?} and b {:?} must be (.., M, K) and (.., K, N) with equal batch dims",
+            a.shape(),
+            b.shape()
+        );
+    }
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    let batch: usize = a.shape()[..ra - 2].iter().product();
+    let mut shape = a.shape().to_vec();
+    shape[ra - 1] = n;
+    let mut out = vec![0.0f32; batch * m * n];
+    if m * n == 0 {
+        return Ok(CpuTensor::new_unchecked(shape, out));
+    }
+    let (ad, bd) = (a.data(), b.data());
+    let one = |i: usize, c: &mut [f32], threads: Threads| {
+        sgemm(
+            m,
+            n,
+            k,
+            Mat::rows(&ad[i * m * k..(i + 1) * m * k], k),
+            Mat::rows(&bd[i * k * n..(i + 1) * k * n], n),
+            c,
+            n,
+            false,
+            1.0,
+            threads,
+        )
+    };
+    if batch > 1 && m * n * k < SMALL_GEMM_MACS {
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .try_for_each(|(i, c)| one(i, c, Threads::Single))?;
+    } else {
+        for (i, c) in out.chunks_mut(m * n).enumerate() {
+            one(i, c, Threads::Auto)?;
+        }
+    }
+    Ok(CpuTensor::new_unchecked(shape, out))
+}

@@ -1,0 +1,56 @@
+//! Nearest-neighbour resize of (N, C, H, W), PyTorch `mode="nearest"`:
+//! src = min(floor(dst · (in / out)), in − 1) with the scale computed in f32.
+
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+
+use super::CpuTensor;
+use crate::backends::TensorLike;
+
+/// Source index per destination index, as ATen's `nearest_idx`.
+pub(crate) fn nearest_indices(input: usize, output: usize) -> Vec<usize> {
+    if output == input {
+        (0..output).collect()
+    } else if output == 2 * input {
+        (0..output).map(|i| i >> 1).collect()
+    } else {
+        let scale = input as f32 / output as f32;
+        (0..output)
+            .map(|i| ((i as f32 * scale).floor() as usize).min(input - 1))
+            .collect()
+    }
+}
+
+pub(crate) fn upsample_nearest2d(x: &CpuTensor, out_h: usize, out_w: usize) -> Result<CpuTensor> {
+    if x.rank() != 4 {
+        bail!(
+            "upsample_nearest2d: x must be (N, C, H, W), got shape {:?}",
+            x.shape()
+        );
+    }
+    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    if (h == 0 || w == 0) && out_h * out_w > 0 {
+        bail!(
+            "upsample_nearest2d: cannot resize empty spatial dims of {:?} to {out_h}x{out_w}",
+            x.shape()
+        );
+    }
+    let iy = nearest_indices(h, out_h);
+    let ix = nearest_indices(w, out_w);
+    let mut out = vec![0.0f32; n * c * out_h * out_w];
+    if out_h * out_w > 0 {
+        let src = x.data();
+        out.par_chunks_mut(out_h * out_w)
+            .enumerate()
+            .for_each(|(p, dst)| {
+                let plane = &src[p * h * w..(p + 1) * h * w];
+                for (y, row) in dst.chunks_mut(out_w).enumerate() {
+                    let srow = &plane[iy[y] * w..(iy[y] + 1) * w];
+                    for (o, &sx) in row.iter_mut().zip(&ix) {
+                        *o = srow[sx];
+                    }
+                }
+            });
+    }
+    Ok(CpuTensor::new_unchecked(vec![n, c, out_h, out_w], out))
+}
