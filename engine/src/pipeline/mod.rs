@@ -4,3 +4,4 @@ pub mod audio;
 pub mod conditions;
 pub mod image;
 pub mod video;
+pub mod presets;
