@@ -11,6 +11,7 @@
 //! - binary elementwise ops broadcast with NumPy rules.
 
 pub mod cpu;
+pub mod shape;
 
 use anyhow::Result;
 
@@ -156,6 +157,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn pad2d(&self, x: &Self::Tensor, left: usize, right: usize, top: usize, bottom: usize) -> Result<Self::Tensor>;
     /// Mean over dim, keeping it with size 1.
     fn mean_dim(&self, t: &Self::Tensor, dim: usize) -> Result<Self::Tensor>;
+    /// Max pooling of (N, C, H, W), square `kernel`, `stride`, `padding` (PyTorch
+    /// `max_pool2d`: floor mode, padded positions −∞) → (N, C, Ho, Wo). ResNet stems.
+    fn max_pool2d(&self, x: &Self::Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Self::Tensor>;
 }
 
 /// Convenience methods built from the primitives; models call these.
