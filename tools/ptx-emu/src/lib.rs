@@ -1,1 +1,242 @@
-//! A warp-level PTX interpreter.
+//! A warp-level PTX interpreter with hazard detection.
+//!
+//! `Module::parse` reads NVRTC-style PTX (ISA 8.x, `sm_80`) and decodes every `.entry` once into a
+//! compact instruction array (registers resolved to slot indices, `.func` calls inlined).
+//! `launch` runs a grid block by block; inside a block the warps are interleaved by a seeded
+//! scheduler, each warp executes one instruction for all its active lanes at a time and diverged
+//! lanes reconverge by min-PC scheduling. See `docs/emulator.md` for what is and is not modelled.
+
+mod exec;
+mod float;
+mod memory;
+mod parser;
+mod program;
+
+pub use memory::Memory;
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Errors from parsing PTX or from host-side memory operations.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmuError {
+    #[error("PTX parse error at line {line} near `{token}`: {msg}")]
+    Parse {
+        line: usize,
+        token: String,
+        msg: String,
+    },
+    #[error("memory error: {0}")]
+    Memory(String),
+}
+
+/// Size and alignment of one kernel `.param`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamInfo {
+    pub name: String,
+    pub size: usize,
+    pub align: usize,
+}
+
+/// A module-scope `.global` or `.const` variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalInfo {
+    pub name: String,
+    pub size: usize,
+    pub align: usize,
+    /// `true` for `.const`, `false` for `.global`.
+    pub is_const: bool,
+    /// Initial contents (zero-filled where the PTX has no initializer).
+    pub init: Vec<u8>,
+}
+
+/// A parsed and decoded PTX module.
+pub struct Module {
+    pub(crate) id: u64,
+    pub(crate) globals: Vec<GlobalInfo>,
+    pub(crate) kernels: Vec<Arc<program::Program>>,
+}
+
+impl Module {
+    /// Parse PTX text. Errors name the line and the token.
+    pub fn parse(ptx: &str) -> Result<Module, EmuError> {
+        program::build_module(ptx)
+    }
+
+    pub fn kernel_names(&self) -> Vec<String> {
+        self.kernels.iter().map(|k| k.name.clone()).collect()
+    }
+
+    pub fn kernel_params(&self, kernel: &str) -> Option<Vec<ParamInfo>> {
+        self.kernel(kernel).map(|k| k.params.clone())
+    }
+
+    /// Module-scope `.global`/`.const` variables (name, size) so a driver can back them.
+    pub fn globals(&self) -> Vec<GlobalInfo> {
+        self.globals.clone()
+    }
+
+    /// Unique id of this module (keys its globals in a `Memory`).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Static shared memory (bytes) the kernel declares (dynamic shared comes from the launch).
+    pub fn static_shared_bytes(&self, kernel: &str) -> Option<usize> {
+        self.kernel(kernel).map(|k| k.static_shared)
+    }
+
+    /// Per-thread local memory (bytes) of the kernel, including inlined `.func` frames.
+    pub fn local_bytes(&self, kernel: &str) -> Option<usize> {
+        self.kernel(kernel).map(|k| k.local_size)
+    }
+
+    /// Number of decoded instructions of the kernel (after `.func` inlining).
+    pub fn instruction_count(&self, kernel: &str) -> Option<usize> {
+        self.kernel(kernel).map(|k| k.instrs.len())
+    }
+
+    pub(crate) fn kernel(&self, name: &str) -> Option<&Arc<program::Program>> {
+        self.kernels.iter().find(|k| k.name == name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dynamic_smem_bytes: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchOptions {
+    /// Number of seeded warp schedules the launch is run with (hazard search); results come from
+    /// the first; default from env `PTX_EMU_SCHEDULES` or 2.
+    pub schedules: u32,
+    pub seed: u64,
+    pub detect_races: bool,
+    pub detect_uninit_shared: bool,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        let schedules = std::env::var("PTX_EMU_SCHEDULES")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|&n| n >= 1)
+            .unwrap_or(2);
+        let seed = std::env::var("PTX_EMU_SEED")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0x5eed);
+        LaunchOptions {
+            schedules,
+            seed,
+            detect_races: true,
+            detect_uninit_shared: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaunchStats {
+    pub thread_instructions: u64,
+    pub warp_instructions: u64,
+    pub blocks: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub kernel: String,
+    /// 1-based line in the PTX source (0 when the fault is not tied to one instruction).
+    pub ptx_line: usize,
+    /// The PTX text of the faulting instruction.
+    pub instruction: String,
+    pub block: [u32; 3],
+    pub thread: [u32; 3],
+    pub address: Option<u64>,
+    /// E.g. the other thread of a race, the allocation bounds.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    OutOfBounds,
+    Misaligned,
+    SharedRace,
+    BarrierDivergence,
+    UninitSharedRead,
+    Unsupported,
+    InvalidParams,
+    Trap,
+}
+
+impl FaultKind {
+    /// The CUDA driver error code a launch with this fault returns.
+    pub fn cuda_error_code(self) -> u32 {
+        match self {
+            FaultKind::OutOfBounds | FaultKind::Misaligned => 700,
+            FaultKind::SharedRace
+            | FaultKind::BarrierDivergence
+            | FaultKind::UninitSharedRead
+            | FaultKind::Trap
+            | FaultKind::Unsupported => 719,
+            FaultKind::InvalidParams => 1,
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            FaultKind::OutOfBounds => "out-of-bounds access",
+            FaultKind::Misaligned => "misaligned access",
+            FaultKind::SharedRace => "shared-memory race",
+            FaultKind::BarrierDivergence => "barrier divergence",
+            FaultKind::UninitSharedRead => "read of uninitialised shared memory",
+            FaultKind::Unsupported => "unsupported instruction",
+            FaultKind::InvalidParams => "invalid launch parameters",
+            FaultKind::Trap => "trap",
+        };
+        f.write_str(s)
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kernel {}, PTX line {} `{}`: {} at block ({},{},{}) thread ({},{},{})",
+            self.kernel,
+            self.ptx_line,
+            self.instruction,
+            self.kind,
+            self.block[0],
+            self.block[1],
+            self.block[2],
+            self.thread[0],
+            self.thread[1],
+            self.thread[2]
+        )?;
+        if let Some(a) = self.address {
+            write!(f, ", address {a:#x}")?;
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+impl std::error::Error for Fault {}
+
+/// Run a kernel. `params[i]` are the raw little-endian bytes of parameter i (pointers are u64
+/// device addresses from `Memory`), exactly what cuLaunchKernel's kernelParams point to.
+pub fn launch(
+    module: &Module,
+    kernel: &str,
+    cfg: &LaunchConfig,
+    params: &[&[u8]],
+    mem: &mut Memory,
+    opts: &LaunchOptions,
+) -> Result<LaunchStats, Fault> {
+    exec::launch(module, kernel, cfg, params, mem, opts)
+}

@@ -1,0 +1,2346 @@
+//! The interpreter: blocks run one after another; inside a block, warps are interleaved by a
+//! seeded scheduler. A warp executes one instruction for its current group of converged lanes
+//! (min-PC reconvergence); lanes blocked at `bar.sync` or at a `.sync` collective wait.
+
+use crate::float::{self, Fmt, Rnd};
+use crate::memory::Memory;
+use crate::program::*;
+use crate::{Fault, FaultKind, LaunchConfig, LaunchOptions, LaunchStats, Module};
+
+pub(crate) const SHARED_WINDOW: u64 = 0x0000_7a00_0000_0000;
+pub(crate) const LOCAL_WINDOW: u64 = 0x0000_7b00_0000_0000;
+pub(crate) const PARAM_WINDOW: u64 = 0x0000_7c00_0000_0000;
+const WINDOW_SIZE: u64 = 1 << 32;
+
+/// Max shared memory per block (sm_80 opt-in limit).
+const MAX_SHARED: usize = 163 * 1024;
+
+const NONE: u32 = u32::MAX;
+
+pub(crate) struct Err1 {
+    kind: FaultKind,
+    lane: u32,
+    addr: Option<u64>,
+    detail: String,
+}
+
+type R<T> = Result<T, Err1>;
+
+fn e(kind: FaultKind, lane: u32, addr: Option<u64>, detail: impl Into<String>) -> Err1 {
+    Err1 {
+        kind,
+        lane,
+        addr,
+        detail: detail.into(),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Acc {
+    tid: u32,
+    epoch: u32,
+    wepoch: u32,
+    atomic: bool,
+}
+
+const NO_ACC: Acc = Acc {
+    tid: NONE,
+    epoch: 0,
+    wepoch: 0,
+    atomic: false,
+};
+
+#[derive(Clone, Copy)]
+struct Shadow {
+    w: Acc,
+    r1: Acc,
+    r2: Acc,
+    pending: u16,
+}
+
+const NO_SHADOW: Shadow = Shadow {
+    w: NO_ACC,
+    r1: NO_ACC,
+    r2: NO_ACC,
+    pending: 0,
+};
+
+struct Pending {
+    lane: u8,
+    len: u8,
+    group: u32,
+    dst: u32,
+    data: [u8; 16],
+    pc: u32,
+}
+
+#[derive(Default)]
+struct Warp {
+    idx: u32,
+    regs: Vec<u64>,
+    pc: u32,
+    mask: u32,
+    lane_pc: [u32; 32],
+    running: u32,
+    at_bar: u32,
+    at_coll: u32,
+    exited: u32,
+    others_min: u32,
+    dirty: bool,
+    wepoch: u32,
+    local: Vec<u8>,
+    pending: Vec<Pending>,
+    committed: [u32; 32],
+    clock: u64,
+}
+
+impl Warp {
+    /// Pick the next group of lanes: the running lanes with the minimum PC.
+    fn regroup(&mut self) -> bool {
+        let mut m = self.mask & self.running;
+        while m != 0 {
+            let l = m.trailing_zeros();
+            m &= m - 1;
+            self.lane_pc[l as usize] = self.pc;
+        }
+        self.dirty = false;
+        if self.running == 0 {
+            self.mask = 0;
+            return false;
+        }
+        let mut min = u32::MAX;
+        let mut m = self.running;
+        while m != 0 {
+            let l = m.trailing_zeros();
+            m &= m - 1;
+            min = min.min(self.lane_pc[l as usize]);
+        }
+        let mut mask = 0;
+        let mut omin = u32::MAX;
+        let mut m = self.running;
+        while m != 0 {
+            let l = m.trailing_zeros();
+            m &= m - 1;
+            let p = self.lane_pc[l as usize];
+            if p == min {
+                mask |= 1 << l;
+            } else {
+                omin = omin.min(p);
+            }
+        }
+        self.pc = min;
+        self.mask = mask;
+        self.others_min = omin;
+        true
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+struct Ctx<'a> {
+    prog: &'a Program,
+    kernel: &'a str,
+    cfg: &'a LaunchConfig,
+    opts: &'a LaunchOptions,
+    params: &'a [u8],
+    gsyms: &'a [u64],
+    shared_size: usize,
+    nthreads: u32,
+    stats: LaunchStats,
+}
+
+struct Block<'a, 'b> {
+    c: &'b mut Ctx<'a>,
+    mem: &'b mut Memory,
+    ctaid: [u32; 3],
+    shared: Vec<u8>,
+    shadow: Vec<Shadow>,
+    epoch: u32,
+    warps: Vec<Warp>,
+}
+
+pub(crate) fn launch(
+    module: &Module,
+    kernel: &str,
+    cfg: &LaunchConfig,
+    params: &[&[u8]],
+    mem: &mut Memory,
+    opts: &LaunchOptions,
+) -> Result<LaunchStats, Fault> {
+    let bad = |detail: String| Fault {
+        kind: FaultKind::InvalidParams,
+        kernel: kernel.to_string(),
+        ptx_line: 0,
+        instruction: String::new(),
+        block: [0; 3],
+        thread: [0; 3],
+        address: None,
+        detail,
+    };
+    let prog = module
+        .kernel(kernel)
+        .ok_or_else(|| {
+            bad(format!(
+                "no kernel `{kernel}` in module (have: {:?})",
+                module.kernel_names()
+            ))
+        })?
+        .clone();
+    if let Some((i, ins)) = prog
+        .instrs
+        .iter()
+        .enumerate()
+        .find(|(_, i)| matches!(i.op, Op::Unsupported(_)))
+    {
+        let Op::Unsupported(msg) = &ins.op else {
+            unreachable!()
+        };
+        return Err(Fault {
+            kind: FaultKind::Unsupported,
+            kernel: kernel.to_string(),
+            ptx_line: ins.line as usize,
+            instruction: prog.texts[i].clone(),
+            block: [0; 3],
+            thread: [0; 3],
+            address: None,
+            detail: msg.clone(),
+        });
+    }
+    if params.len() != prog.params.len() {
+        return Err(bad(format!(
+            "kernel takes {} parameters, launch passed {}",
+            prog.params.len(),
+            params.len()
+        )));
+    }
+    let mut pbuf = vec![0u8; prog.param_size];
+    for (i, (p, info)) in params.iter().zip(&prog.params).enumerate() {
+        if p.len() != info.size {
+            return Err(bad(format!(
+                "parameter {i} (`{}`) is {} bytes, launch passed {}",
+                info.name,
+                info.size,
+                p.len()
+            )));
+        }
+        let o = prog.param_offsets[i];
+        pbuf[o..o + p.len()].copy_from_slice(p);
+    }
+    let nthreads = cfg.block[0] as u64 * cfg.block[1] as u64 * cfg.block[2] as u64;
+    if nthreads == 0 || nthreads > 1024 || cfg.block[2] > 64 {
+        return Err(bad(format!(
+            "block {:?} is invalid (1..=1024 threads, z ≤ 64)",
+            cfg.block
+        )));
+    }
+    if cfg.grid.iter().any(|&g| g == 0) || cfg.grid[1] > 65535 || cfg.grid[2] > 65535 {
+        return Err(bad(format!("grid {:?} is invalid", cfg.grid)));
+    }
+    let shared_size = prog.dyn_shared_offset() + cfg.dynamic_smem_bytes as usize;
+    let shared_size = if cfg.dynamic_smem_bytes == 0 {
+        prog.static_shared
+    } else {
+        shared_size
+    };
+    if shared_size > MAX_SHARED {
+        return Err(bad(format!(
+            "kernel needs {shared_size} bytes of shared memory; the limit is {MAX_SHARED}"
+        )));
+    }
+    let gsyms: Vec<u64> = mem
+        .load_module_globals(module)
+        .map_err(|er| bad(format!("cannot back module globals: {er}")))?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    let mut ctx = Ctx {
+        prog: &prog,
+        kernel,
+        cfg,
+        opts,
+        params: &pbuf,
+        gsyms: &gsyms,
+        shared_size,
+        nthreads: nthreads as u32,
+        stats: LaunchStats::default(),
+    };
+    let nblocks = cfg.grid[0] as u64 * cfg.grid[1] as u64 * cfg.grid[2] as u64;
+    // Extra schedules first (journaled, rolled back), then schedule 0 for the results.
+    for s in (0..opts.schedules.max(1)).rev() {
+        let journal = s != 0;
+        if journal {
+            mem.start_journal();
+        }
+        let mut rng = Rng(opts.seed ^ (s as u64).wrapping_mul(0x9e37_79b9));
+        let mut order: Vec<u64> = (0..nblocks).collect();
+        if s != 0 {
+            for i in (1..order.len()).rev() {
+                let j = rng.below(i as u64 + 1) as usize;
+                order.swap(i, j);
+            }
+        }
+        let saved = ctx.stats;
+        let mut res = Ok(());
+        for &b in &order {
+            let ctaid = [
+                (b % cfg.grid[0] as u64) as u32,
+                ((b / cfg.grid[0] as u64) % cfg.grid[1] as u64) as u32,
+                (b / (cfg.grid[0] as u64 * cfg.grid[1] as u64)) as u32,
+            ];
+            res = run_block(&mut ctx, mem, ctaid, s, &mut rng);
+            if res.is_err() {
+                break;
+            }
+            ctx.stats.blocks += 1;
+        }
+        if journal {
+            mem.rollback_journal();
+            ctx.stats = saved;
+        }
+        res?;
+    }
+    Ok(ctx.stats)
+}
+
+fn run_block(
+    ctx: &mut Ctx,
+    mem: &mut Memory,
+    ctaid: [u32; 3],
+    sched: u32,
+    rng: &mut Rng,
+) -> Result<(), Fault> {
+    let prog = ctx.prog;
+    let nwarps = ctx.nthreads.div_ceil(32);
+    let cfg = *ctx.cfg;
+    let mut warps = Vec::with_capacity(nwarps as usize);
+    for wi in 0..nwarps {
+        let mut w = Warp {
+            idx: wi,
+            regs: vec![0u64; prog.nregs * 32],
+            local: vec![0u8; prog.local_size * 32],
+            others_min: u32::MAX,
+            ..Default::default()
+        };
+        for l in 0..32u32 {
+            let tid = wi * 32 + l;
+            let li = l as usize;
+            if tid >= ctx.nthreads {
+                w.exited |= 1 << l;
+                continue;
+            }
+            w.running |= 1 << l;
+            let t = [
+                tid % cfg.block[0],
+                (tid / cfg.block[0]) % cfg.block[1],
+                tid / (cfg.block[0] * cfg.block[1]),
+            ];
+            let vals: [u64; 26] = [
+                t[0] as u64,
+                t[1] as u64,
+                t[2] as u64,
+                cfg.block[0] as u64,
+                cfg.block[1] as u64,
+                cfg.block[2] as u64,
+                ctaid[0] as u64,
+                ctaid[1] as u64,
+                ctaid[2] as u64,
+                cfg.grid[0] as u64,
+                cfg.grid[1] as u64,
+                cfg.grid[2] as u64,
+                l as u64,
+                wi as u64,
+                nwarps as u64,
+                0,
+                1,
+                0,
+                1u64 << l,
+                ((2u64 << l) - 1) & 0xffff_ffff,
+                (1u64 << l) - 1,
+                (!((1u64 << l) - 1)) & 0xffff_ffff,
+                (!((2u64 << l) - 1)) & 0xffff_ffff,
+                cfg.dynamic_smem_bytes as u64,
+                ctx.shared_size as u64,
+                32,
+            ];
+            for (k, v) in vals.iter().enumerate() {
+                w.regs[k * 32 + li] = *v;
+            }
+        }
+        w.mask = w.running;
+        w.pc = 0;
+        w.dirty = true;
+        warps.push(w);
+    }
+    let mut blk = Block {
+        shared: vec![0u8; ctx.shared_size],
+        shadow: vec![NO_SHADOW; ctx.shared_size],
+        c: ctx,
+        mem,
+        ctaid,
+        epoch: 0,
+        warps,
+    };
+    let mut rr = 0usize;
+    loop {
+        let runnable: Vec<usize> = (0..blk.warps.len())
+            .filter(|&i| {
+                let w = &blk.warps[i];
+                w.running != 0
+            })
+            .collect();
+        if runnable.is_empty() {
+            if !blk.resolve_barrier()? {
+                return Ok(());
+            }
+            continue;
+        }
+        let (wi, slice) = if sched == 0 {
+            rr = (rr + 1) % runnable.len();
+            (runnable[rr], 256)
+        } else {
+            (
+                runnable[rng.below(runnable.len() as u64) as usize],
+                1 + rng.below(96) as u32,
+            )
+        };
+        let mut w = std::mem::take(&mut blk.warps[wi]);
+        let r = blk.run_warp(&mut w, slice);
+        blk.warps[wi] = w;
+        if let Err(er) = r {
+            let pc = blk.warps[wi].pc as usize;
+            return Err(blk.fault(wi, pc, er));
+        }
+    }
+}
+
+#[inline(always)]
+fn mask_bits(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
+
+#[inline(always)]
+fn sext(v: u64, bits: u32) -> i64 {
+    if bits >= 64 {
+        v as i64
+    } else {
+        let s = 64 - bits;
+        ((v << s) as i64) >> s
+    }
+}
+
+fn lanes(mut m: u32) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if m == 0 {
+            None
+        } else {
+            let l = m.trailing_zeros();
+            m &= m - 1;
+            Some(l as usize)
+        }
+    })
+}
+
+impl<'a, 'b> Block<'a, 'b> {
+    fn tid_of(&self, warp: usize, lane: u32) -> [u32; 3] {
+        let b = self.c.cfg.block;
+        let t = warp as u32 * 32 + lane;
+        [t % b[0], (t / b[0]) % b[1], t / (b[0] * b[1])]
+    }
+
+    fn fault(&self, warp: usize, pc: usize, er: Err1) -> Fault {
+        let prog = self.c.prog;
+        let (line, text) = match prog.instrs.get(pc) {
+            Some(i) => (i.line as usize, prog.texts[pc].clone()),
+            None => (0, String::new()),
+        };
+        Fault {
+            kind: er.kind,
+            kernel: self.c.kernel.to_string(),
+            ptx_line: line,
+            instruction: text,
+            block: self.ctaid,
+            thread: self.tid_of(warp, er.lane),
+            address: er.addr,
+            detail: er.detail,
+        }
+    }
+
+    fn describe_tid(&self, tid: u32) -> String {
+        let t = self.tid_of((tid / 32) as usize, tid % 32);
+        format!(
+            "thread ({},{},{}) (warp {}, lane {})",
+            t[0],
+            t[1],
+            t[2],
+            tid / 32,
+            tid % 32
+        )
+    }
+
+    /// All warps are blocked: release a barrier, detect divergence/deadlock, or report done.
+    fn resolve_barrier(&mut self) -> Result<bool, Fault> {
+        let mut bar_pc: Option<(u32, usize, u32)> = None;
+        let mut any_waiting = false;
+        for (wi, w) in self.warps.iter().enumerate() {
+            if w.at_coll != 0 {
+                let l = w.at_coll.trailing_zeros();
+                let pc = w.lane_pc[l as usize] as usize;
+                let missing = !w.at_coll & !w.exited;
+                return Err(self.fault(
+                    wi,
+                    pc,
+                    e(
+                        FaultKind::BarrierDivergence,
+                        l,
+                        None,
+                        format!(
+                            "deadlock: lanes {:#010x} wait at this warp-synchronous instruction for lanes {:#010x} of their membermask, which never arrive (they wait at a barrier elsewhere or exited)",
+                            w.at_coll, missing
+                        ),
+                    ),
+                ));
+            }
+            for l in lanes(w.at_bar) {
+                any_waiting = true;
+                let pc = w.lane_pc[l];
+                match bar_pc {
+                    None => bar_pc = Some((pc, wi, l as u32)),
+                    Some((p0, w0, l0)) if p0 != pc => {
+                        let other = self.tid_of(w0, l0);
+                        let line0 = self.c.prog.instrs[p0 as usize].line;
+                        return Err(self.fault(
+                            wi,
+                            pc as usize,
+                            e(
+                                FaultKind::BarrierDivergence,
+                                l as u32,
+                                None,
+                                format!(
+                                    "threads wait at different barriers: this one and PTX line {line0} `{}` (thread ({},{},{}))",
+                                    self.c.prog.texts[p0 as usize], other[0], other[1], other[2]
+                                ),
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !any_waiting {
+            return Ok(false);
+        }
+        // all non-exited threads wait at the same barrier: release
+        self.epoch += 1;
+        let kind_red = matches!(
+            self.c.prog.instrs[bar_pc.unwrap().0 as usize].op,
+            Op::BarRed(..)
+        );
+        if kind_red {
+            self.finish_bar_red(bar_pc.unwrap().0 as usize);
+        }
+        for w in self.warps.iter_mut() {
+            for l in lanes(w.at_bar) {
+                w.lane_pc[l] += 1;
+            }
+            w.running |= w.at_bar;
+            w.at_bar = 0;
+            w.mask = 0;
+            w.wepoch += 1;
+            w.dirty = true;
+        }
+        Ok(true)
+    }
+
+    fn finish_bar_red(&mut self, pc: usize) {
+        let ins = &self.c.prog.instrs[pc];
+        let Op::BarRed(bop, popc) = ins.op else {
+            return;
+        };
+        let (Opnd::Reg(pr), Some(d)) = (&ins.s[0], ins.d.first()) else {
+            return;
+        };
+        let pr = *pr as usize;
+        let mut count = 0u64;
+        let mut all = true;
+        let mut any = false;
+        for w in &self.warps {
+            for l in lanes(w.at_bar) {
+                let v = w.regs[pr * 32 + l] & 1 != 0;
+                count += v as u64;
+                all &= v;
+                any |= v;
+            }
+        }
+        let res = if popc {
+            count
+        } else {
+            match bop {
+                BoolOp::And => all as u64,
+                _ => any as u64,
+            }
+        };
+        let Opnd::Reg(dr) = d else { return };
+        for w in self.warps.iter_mut() {
+            for l in lanes(w.at_bar) {
+                w.regs[*dr as usize * 32 + l] = res;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn val(&self, w: &Warp, o: &Opnd, lane: usize) -> u64 {
+        match o {
+            Opnd::Reg(r) => w.regs[*r as usize * 32 + lane],
+            Opnd::Imm(v) => *v,
+            Opnd::NotReg(r) => (!w.regs[*r as usize * 32 + lane]) & 1,
+            Opnd::GSym(g, off) => self.c.gsyms[*g as usize].wrapping_add(*off as u64),
+            Opnd::Clock => w.clock,
+            _ => 0,
+        }
+    }
+
+    #[inline(always)]
+    fn set(w: &mut Warp, o: &Opnd, lane: usize, v: u64) {
+        if let Opnd::Reg(r) = o {
+            w.regs[*r as usize * 32 + lane] = v;
+        }
+    }
+
+    fn addr(&self, w: &Warp, o: &Opnd, lane: usize) -> u64 {
+        match o {
+            Opnd::Addr(b, off) => {
+                let base = match b {
+                    Base::None => 0,
+                    Base::Reg(r) => w.regs[*r as usize * 32 + lane],
+                    Base::GSym(g) => self.c.gsyms[*g as usize],
+                };
+                base.wrapping_add(*off as u64)
+            }
+            _ => 0,
+        }
+    }
+
+    fn run_warp(&mut self, w: &mut Warp, budget: u32) -> R<()> {
+        let prog = self.c.prog;
+        for _ in 0..budget {
+            if w.dirty && !w.regroup() {
+                return Ok(());
+            }
+            let pc = w.pc;
+            let ins = &prog.instrs[pc as usize];
+            let mask = w.mask;
+            let exec = match ins.guard {
+                None => mask,
+                Some((p, neg)) => {
+                    let mut ex = 0u32;
+                    let base = p as usize * 32;
+                    for l in lanes(mask) {
+                        if ((w.regs[base + l] & 1) != 0) != neg {
+                            ex |= 1 << l;
+                        }
+                    }
+                    ex
+                }
+            };
+            self.c.stats.thread_instructions += mask.count_ones() as u64;
+            self.c.stats.warp_instructions += 1;
+            w.clock += 1;
+            match &ins.op {
+                Op::Bra(t) => {
+                    let t = *t;
+                    if exec == mask {
+                        w.pc = t;
+                    } else if exec == 0 {
+                        w.pc = pc + 1;
+                    } else {
+                        for l in lanes(exec) {
+                            w.lane_pc[l] = t;
+                        }
+                        for l in lanes(mask & !exec) {
+                            w.lane_pc[l] = pc + 1;
+                        }
+                        w.mask = 0;
+                        w.dirty = true;
+                        continue;
+                    }
+                    if w.pc >= w.others_min {
+                        w.dirty = true;
+                    }
+                    continue;
+                }
+                Op::Exit => {
+                    if exec != 0 {
+                        w.exited |= exec;
+                        w.running &= !exec;
+                        // pending cp.async of exited lanes are dropped
+                        if !w.pending.is_empty() {
+                            let sh = &mut self.shadow;
+                            w.pending.retain(|p| {
+                                if exec & (1 << p.lane) != 0 {
+                                    for i in 0..p.len as usize {
+                                        sh[p.dst as usize + i].pending -= 1;
+                                    }
+                                    false
+                                } else {
+                                    true
+                                }
+                            });
+                        }
+                        for l in lanes(mask & !exec) {
+                            w.lane_pc[l] = pc + 1;
+                        }
+                        w.mask = 0;
+                        w.dirty = true;
+                        continue;
+                    }
+                }
+                Op::BarSync | Op::BarRed(..) => {
+                    if exec != 0 {
+                        w.at_bar |= exec;
+                        w.running &= !exec;
+                        for l in lanes(exec) {
+                            w.lane_pc[l] = pc;
+                        }
+                        for l in lanes(mask & !exec) {
+                            w.lane_pc[l] = pc + 1;
+                        }
+                        w.mask = 0;
+                        w.dirty = true;
+                        // cp.async groups are not waited for by bar.sync
+                        continue;
+                    }
+                }
+                Op::WarpSync
+                | Op::Shfl(_)
+                | Op::Vote(_)
+                | Op::Redux(..)
+                | Op::Ldmatrix { .. }
+                | Op::Mma { .. } => {
+                    if exec != 0 {
+                        let member = match &ins.op {
+                            Op::WarpSync => {
+                                self.val(w, &ins.s[0], exec.trailing_zeros() as usize) as u32
+                            }
+                            Op::Shfl(_) => {
+                                self.val(w, &ins.s[3], exec.trailing_zeros() as usize) as u32
+                            }
+                            Op::Vote(_) | Op::Redux(..) => {
+                                self.val(w, &ins.s[1], exec.trailing_zeros() as usize) as u32
+                            }
+                            _ => u32::MAX,
+                        };
+                        if member & w.exited != 0 {
+                            return Err(e(
+                                FaultKind::BarrierDivergence,
+                                exec.trailing_zeros(),
+                                None,
+                                format!(
+                                    "membermask {member:#010x} names lanes {:#010x} that have exited (for .aligned ldmatrix/mma all 32 lanes must execute it)",
+                                    member & w.exited
+                                ),
+                            ));
+                        }
+                        if exec & !member != 0 {
+                            return Err(e(
+                                FaultKind::BarrierDivergence,
+                                (exec & !member).trailing_zeros(),
+                                None,
+                                format!("executing lane is not in membermask {member:#010x}"),
+                            ));
+                        }
+                        let mut here = 0u32;
+                        for l in lanes(w.at_coll) {
+                            if w.lane_pc[l] == pc {
+                                here |= 1 << l;
+                            }
+                        }
+                        let full = exec | here;
+                        if member & !full != 0 {
+                            // wait for the rest of the membermask
+                            w.at_coll |= exec;
+                            w.running &= !exec;
+                            for l in lanes(exec) {
+                                w.lane_pc[l] = pc;
+                            }
+                            for l in lanes(mask & !exec) {
+                                w.lane_pc[l] = pc + 1;
+                            }
+                            w.mask = 0;
+                            w.dirty = true;
+                            continue;
+                        }
+                        if here != 0 {
+                            w.at_coll &= !here;
+                            w.running |= here;
+                            w.mask |= here;
+                        }
+                        self.collective(w, ins, full)?;
+                    }
+                }
+                _ => {
+                    if exec != 0 {
+                        self.exec(w, ins, exec)?;
+                    }
+                }
+            }
+            w.pc = pc + 1;
+            if w.pc >= w.others_min {
+                w.dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn exec(&mut self, w: &mut Warp, ins: &Instr, exec: u32) -> R<()> {
+        match &ins.op {
+            Op::Alu(op, ty, f) => {
+                let (op, ty, f) = (*op, *ty, *f);
+                let d = &ins.d[0];
+                let s = &ins.s;
+                match s.len() {
+                    2 => {
+                        for l in lanes(exec) {
+                            let a = self.val(w, &s[0], l);
+                            let b = self.val(w, &s[1], l);
+                            Self::set(w, d, l, alu(op, ty, f, a, b, 0, 0));
+                        }
+                    }
+                    1 => {
+                        for l in lanes(exec) {
+                            let a = self.val(w, &s[0], l);
+                            Self::set(w, d, l, alu(op, ty, f, a, 0, 0, 0));
+                        }
+                    }
+                    3 => {
+                        for l in lanes(exec) {
+                            let a = self.val(w, &s[0], l);
+                            let b = self.val(w, &s[1], l);
+                            let c = self.val(w, &s[2], l);
+                            Self::set(w, d, l, alu(op, ty, f, a, b, c, 0));
+                        }
+                    }
+                    _ => {
+                        for l in lanes(exec) {
+                            let a = self.val(w, &s[0], l);
+                            let b = self.val(w, &s[1], l);
+                            let c = self.val(w, &s[2], l);
+                            let x = self.val(w, &s[3], l);
+                            Self::set(w, d, l, alu(op, ty, f, a, b, c, x));
+                        }
+                    }
+                }
+            }
+            Op::Mov(ty) => {
+                let ty = *ty;
+                match (&ins.d[0], &ins.s[0]) {
+                    (Opnd::Vec(parts), src) => {
+                        // unpack
+                        let n = parts.len() as u32;
+                        let eb = ty.bits() / n;
+                        for l in lanes(exec) {
+                            let v = self.val(w, src, l);
+                            for (i, p) in parts.iter().enumerate() {
+                                Self::set(w, p, l, (v >> (eb * i as u32)) & mask_bits(eb));
+                            }
+                        }
+                    }
+                    (d, Opnd::Vec(parts)) => {
+                        let n = parts.len() as u32;
+                        let eb = ty.bits() / n;
+                        for l in lanes(exec) {
+                            let mut v = 0u64;
+                            for (i, p) in parts.iter().enumerate() {
+                                v |= (self.val(w, p, l) & mask_bits(eb)) << (eb * i as u32);
+                            }
+                            Self::set(w, d, l, v);
+                        }
+                    }
+                    (d, s) => {
+                        let m = mask_bits(ty.bits());
+                        for l in lanes(exec) {
+                            let v = self.val(w, s, l) & m;
+                            Self::set(w, d, l, v);
+                        }
+                    }
+                }
+            }
+            Op::Setp { cmp, ty, bop, ftz } => {
+                for l in lanes(exec) {
+                    let a = self.val(w, &ins.s[0], l);
+                    let b = self.val(w, &ins.s[1], l);
+                    let mut r = compare(*cmp, *ty, *ftz, a, b);
+                    let mut q = !r;
+                    if let Some(bop) = bop {
+                        let c = self.val(w, &ins.s[2], l) & 1 != 0;
+                        let f = |x: bool| match bop {
+                            BoolOp::And => x & c,
+                            BoolOp::Or => x | c,
+                            BoolOp::Xor => x ^ c,
+                        };
+                        r = f(r);
+                        q = f(q);
+                    }
+                    Self::set(w, &ins.d[0], l, r as u64);
+                    if let Some(d2) = ins.d.get(1) {
+                        Self::set(w, d2, l, q as u64);
+                    }
+                }
+            }
+            Op::Cvt { d, s, f } => {
+                for l in lanes(exec) {
+                    let a = self.val(w, &ins.s[0], l);
+                    let v = if d.packed() {
+                        let b = self.val(w, &ins.s[1], l);
+                        (cvt(*d, *s, *f, a) << 16) | cvt(*d, *s, *f, b)
+                    } else {
+                        cvt(*d, *s, *f, a)
+                    };
+                    Self::set(w, &ins.d[0], l, v);
+                }
+            }
+            Op::Cvta { to, space } => {
+                let win = match space {
+                    Space::Shared => SHARED_WINDOW,
+                    Space::Local => LOCAL_WINDOW,
+                    Space::Param => PARAM_WINDOW,
+                    _ => 0,
+                };
+                for l in lanes(exec) {
+                    let a = self.val(w, &ins.s[0], l);
+                    let v = if win == 0 {
+                        a
+                    } else if *to {
+                        a.wrapping_sub(win) & 0xffff_ffff
+                    } else {
+                        (a & 0xffff_ffff) + win
+                    };
+                    Self::set(w, &ins.d[0], l, v);
+                }
+            }
+            Op::Ld { space, ty, n } => {
+                let eb = ty.bytes();
+                let total = eb * *n as usize;
+                for l in lanes(exec) {
+                    let a = self.addr(w, &ins.s[0], l);
+                    let mut buf = [0u8; 64];
+                    self.read(w, l, *space, a, &mut buf[..total], false)?;
+                    let sign = ty.signed();
+                    let get = |i: usize| {
+                        let mut b8 = [0u8; 8];
+                        b8[..eb.min(8)].copy_from_slice(&buf[i * eb..i * eb + eb.min(8)]);
+                        let v = u64::from_le_bytes(b8);
+                        if sign {
+                            sext(v, eb as u32 * 8) as u64
+                        } else {
+                            v
+                        }
+                    };
+                    match &ins.d[0] {
+                        Opnd::Vec(parts) => {
+                            for (i, p) in parts.iter().enumerate() {
+                                let v = get(i);
+                                Self::set(w, p, l, v);
+                            }
+                        }
+                        d => {
+                            let v = get(0);
+                            Self::set(w, d, l, v);
+                        }
+                    }
+                }
+            }
+            Op::St { space, ty, n } => {
+                let eb = ty.bytes();
+                let total = eb * *n as usize;
+                for l in lanes(exec) {
+                    let a = self.addr(w, &ins.s[0], l);
+                    let mut buf = [0u8; 64];
+                    match &ins.s[1] {
+                        Opnd::Vec(parts) => {
+                            for (i, p) in parts.iter().enumerate() {
+                                let v = self.val(w, p, l);
+                                buf[i * eb..i * eb + eb].copy_from_slice(&v.to_le_bytes()[..eb]);
+                            }
+                        }
+                        s => {
+                            let v = self.val(w, s, l);
+                            buf[..eb].copy_from_slice(&v.to_le_bytes()[..eb]);
+                        }
+                    }
+                    self.write(w, l, *space, a, &buf[..total], false)?;
+                }
+            }
+            Op::Atom { space, op, ty, red } => {
+                let eb = ty.bytes();
+                for l in lanes(exec) {
+                    let a = self.addr(w, &ins.s[0], l);
+                    let b = self.val(w, &ins.s[1], l);
+                    let c = if *op == AtomOp::Cas {
+                        self.val(w, &ins.s[2], l)
+                    } else {
+                        0
+                    };
+                    let mut buf = [0u8; 8];
+                    self.read(w, l, *space, a, &mut buf[..eb], true)?;
+                    let old = u64::from_le_bytes(buf);
+                    let new = atom_op(*op, *ty, old, b, c);
+                    self.write(w, l, *space, a, &new.to_le_bytes()[..eb], true)?;
+                    if !*red {
+                        Self::set(w, &ins.d[0], l, old);
+                    }
+                }
+            }
+            Op::LocalCopy { dst, src, size } => {
+                let ls = self.c.prog.local_size;
+                for l in lanes(exec) {
+                    let base = l * ls;
+                    w.local.copy_within(
+                        base + *src as usize..base + (*src + *size) as usize,
+                        base + *dst as usize,
+                    );
+                }
+            }
+            Op::Activemask => {
+                let m = w.mask;
+                for l in lanes(exec) {
+                    Self::set(w, &ins.d[0], l, m as u64);
+                }
+            }
+            Op::CpAsync { size, src_size } => {
+                let size = *size as usize;
+                for l in lanes(exec) {
+                    let dst = self.addr(w, &ins.s[0], l);
+                    let src = self.addr(w, &ins.s[1], l);
+                    let n = if *src_size {
+                        (self.val(w, &ins.s[2], l) as usize).min(size)
+                    } else {
+                        size
+                    };
+                    let mut data = [0u8; 16];
+                    if n > 0 {
+                        if src % size as u64 != 0 {
+                            return Err(e(
+                                FaultKind::Misaligned,
+                                l as u32,
+                                Some(src),
+                                format!("cp.async source must be {size}-byte aligned"),
+                            ));
+                        }
+                        self.global_read(l, src, &mut data[..n])?;
+                    }
+                    let off = self.shared_off(l, dst, size, true)?;
+                    for i in 0..size {
+                        let sh = &mut self.shadow[off + i];
+                        if sh.pending != 0 && self.c.opts.detect_races {
+                            return Err(e(
+                                FaultKind::SharedRace,
+                                l as u32,
+                                Some(dst),
+                                "cp.async to shared bytes that already have an outstanding cp.async (no wait in between)",
+                            ));
+                        }
+                        sh.pending += 1;
+                    }
+                    let group = w.committed[l];
+                    w.pending.push(Pending {
+                        lane: l as u8,
+                        len: size as u8,
+                        group,
+                        dst: off as u32,
+                        data,
+                        pc: w.pc,
+                    });
+                }
+            }
+            Op::CpCommit => {
+                for l in lanes(exec) {
+                    w.committed[l] += 1;
+                }
+            }
+            Op::CpWait(n) => {
+                if *n == u32::MAX {
+                    for l in lanes(exec) {
+                        w.committed[l] += 1;
+                    }
+                }
+                let keep = if *n == u32::MAX { 0 } else { *n };
+                let mut i = 0;
+                while i < w.pending.len() {
+                    let p = &w.pending[i];
+                    let l = p.lane as usize;
+                    if exec & (1 << l) != 0 && p.group + keep < w.committed[l] {
+                        let p = w.pending.swap_remove(i);
+                        self.land(w, p)?;
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            Op::Membar | Op::Nop => {}
+            Op::Trap => {
+                return Err(e(
+                    FaultKind::Trap,
+                    exec.trailing_zeros(),
+                    None,
+                    "trap instruction executed",
+                ));
+            }
+            Op::Unsupported(msg) => {
+                return Err(e(
+                    FaultKind::Unsupported,
+                    exec.trailing_zeros(),
+                    None,
+                    msg.clone(),
+                ));
+            }
+            other => {
+                return Err(e(
+                    FaultKind::Unsupported,
+                    exec.trailing_zeros(),
+                    None,
+                    format!("internal: {other:?} not executable here"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Data of a finished cp.async lands in shared memory (a write by the issuing thread now).
+    fn land(&mut self, w: &mut Warp, p: Pending) -> R<()> {
+        let off = p.dst as usize;
+        for i in 0..p.len as usize {
+            self.shadow[off + i].pending -= 1;
+        }
+        let tid = w.idx * 32 + p.lane as u32;
+        self.shared_check(
+            w,
+            p.lane as usize,
+            tid,
+            off,
+            p.len as usize,
+            true,
+            false,
+            Some(&p.data[..p.len as usize]),
+        )
+        .map_err(|mut er| {
+            er.detail += &format!(
+                " (data of the cp.async at PTX line {} landing at cp.async.wait)",
+                self.c.prog.instrs[p.pc as usize].line
+            );
+            er
+        })?;
+        self.shared[off..off + p.len as usize].copy_from_slice(&p.data[..p.len as usize]);
+        Ok(())
+    }
+
+    fn collective(&mut self, w: &mut Warp, ins: &Instr, full: u32) -> R<()> {
+        match &ins.op {
+            Op::WarpSync => {
+                w.wepoch += 1;
+            }
+            Op::Shfl(mode) => {
+                let mut src = [0u64; 32];
+                for l in lanes(full) {
+                    src[l] = self.val(w, &ins.s[0], l);
+                }
+                for l in lanes(full) {
+                    let b = self.val(w, &ins.s[1], l) as u32 & 31;
+                    let c = self.val(w, &ins.s[2], l) as u32;
+                    let cval = c & 0x1f;
+                    let segmask = (c >> 8) & 0x1f;
+                    let lane = l as u32;
+                    let max_lane = (lane & segmask) | (cval & !segmask);
+                    let min_lane = lane & segmask;
+                    let (j, pval) = match mode {
+                        ShflMode::Up => {
+                            let j = lane as i32 - b as i32;
+                            (j, j >= max_lane as i32)
+                        }
+                        ShflMode::Down => {
+                            let j = lane + b;
+                            (j as i32, j <= max_lane)
+                        }
+                        ShflMode::Bfly => {
+                            let j = lane ^ b;
+                            (j as i32, j <= max_lane)
+                        }
+                        ShflMode::Idx => {
+                            let j = min_lane | (b & !segmask);
+                            (j as i32, j <= max_lane)
+                        }
+                    };
+                    let j = if pval { j as usize } else { l };
+                    if full & (1 << j) == 0 {
+                        return Err(e(
+                            FaultKind::BarrierDivergence,
+                            l as u32,
+                            None,
+                            format!("shfl.sync reads lane {j}, which does not execute this shfl (undefined value)"),
+                        ));
+                    }
+                    Self::set(w, &ins.d[0], l, src[j]);
+                    if let Some(p) = ins.d.get(1) {
+                        Self::set(w, p, l, pval as u64);
+                    }
+                }
+            }
+            Op::Vote(mode) => {
+                let mut ballot = 0u32;
+                for l in lanes(full) {
+                    if self.val(w, &ins.s[0], l) & 1 != 0 {
+                        ballot |= 1 << l;
+                    }
+                }
+                for l in lanes(full) {
+                    let member = self.val(w, &ins.s[1], l) as u32 & full;
+                    let b = ballot & member;
+                    let r = match mode {
+                        VoteMode::Ballot => b as u64,
+                        VoteMode::All => (b == member) as u64,
+                        VoteMode::Any => (b != 0) as u64,
+                        VoteMode::Uni => (b == 0 || b == member) as u64,
+                    };
+                    Self::set(w, &ins.d[0], l, r);
+                }
+            }
+            Op::Redux(op, ty) => {
+                let mut acc: Option<u64> = None;
+                for l in lanes(full) {
+                    let v = self.val(w, &ins.s[0], l) & 0xffff_ffff;
+                    acc = Some(match acc {
+                        None => v,
+                        Some(a) => alu(*op, *ty, AluFlags::default(), a, v, 0, 0) & 0xffff_ffff,
+                    });
+                }
+                let r = acc.unwrap_or(0);
+                for l in lanes(full) {
+                    Self::set(w, &ins.d[0], l, r);
+                }
+            }
+            Op::Ldmatrix { num, trans } => self.ldmatrix(w, ins, *num as usize, *trans)?,
+            Op::Mma { k, ab } => self.mma(w, ins, *k as usize, *ab),
+            _ => unreachable!(),
+        }
+        Ok(())
+    }
+
+    fn ldmatrix(&mut self, w: &mut Warp, ins: &Instr, num: usize, trans: bool) -> R<()> {
+        // rows[m][r][c]: matrix m, row r (from lane 8m+r), 8 b16 columns
+        let mut rows = [[[0u16; 8]; 8]; 4];
+        let generic = matches!(ins.s[1], Opnd::Imm(x) if x == Space::Generic as u64);
+        for (m, mat) in rows.iter_mut().enumerate().take(num) {
+            for (r, row) in mat.iter_mut().enumerate() {
+                let l = m * 8 + r;
+                let mut a = self.addr(w, &ins.s[0], l);
+                if generic {
+                    if !(SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&a) {
+                        return Err(e(
+                            FaultKind::OutOfBounds,
+                            l as u32,
+                            Some(a),
+                            "ldmatrix generic address is not in the shared window",
+                        ));
+                    }
+                    a -= SHARED_WINDOW;
+                }
+                if a % 16 != 0 {
+                    return Err(e(
+                        FaultKind::Misaligned,
+                        l as u32,
+                        Some(a),
+                        "ldmatrix row address must be 16-byte aligned",
+                    ));
+                }
+                let mut buf = [0u8; 16];
+                self.shared_read(w, l, a, &mut buf, false)?;
+                for c in 0..8 {
+                    row[c] = u16::from_le_bytes([buf[2 * c], buf[2 * c + 1]]);
+                }
+            }
+        }
+        let Opnd::Vec(d) = &ins.d[0] else {
+            unreachable!()
+        };
+        for l in 0..32usize {
+            let (g, t) = (l / 4, l % 4);
+            for (m, dm) in d.iter().enumerate().take(num) {
+                let (x0, x1) = if trans {
+                    (rows[m][2 * t][g], rows[m][2 * t + 1][g])
+                } else {
+                    (rows[m][g][2 * t], rows[m][g][2 * t + 1])
+                };
+                Self::set(w, dm, l, x0 as u64 | ((x1 as u64) << 16));
+            }
+        }
+        Ok(())
+    }
+
+    fn mma(&mut self, w: &mut Warp, ins: &Instr, k: usize, ab: Ty) {
+        let fmt = if ab == Ty::BF16 { Fmt::BF16 } else { Fmt::F16 };
+        let mut a = [[0f64; 16]; 16];
+        let mut b = [[0f64; 8]; 16];
+        let mut c = [[0f64; 8]; 16];
+        let (Opnd::Vec(da), Opnd::Vec(db), Opnd::Vec(dc), Opnd::Vec(dd)) =
+            (&ins.s[0], &ins.s[1], &ins.s[2], &ins.d[0])
+        else {
+            unreachable!()
+        };
+        for l in 0..32usize {
+            let (g, t) = (l / 4, l % 4);
+            for (ri, r) in da.iter().enumerate() {
+                let v = self.val(w, r, l);
+                for h in 0..2 {
+                    let i = ri * 2 + h;
+                    let (row, col) = mma_a_pos(k, g, t, i);
+                    a[row][col] = fmt.to_f64((v >> (16 * h)) & 0xffff);
+                }
+            }
+            for (ri, r) in db.iter().enumerate() {
+                let v = self.val(w, r, l);
+                for h in 0..2 {
+                    let i = ri * 2 + h;
+                    let (row, col) = mma_b_pos(k, g, t, i);
+                    b[row][col] = fmt.to_f64((v >> (16 * h)) & 0xffff);
+                }
+            }
+            for (i, r) in dc.iter().enumerate() {
+                let v = self.val(w, r, l);
+                let (row, col) = mma_c_pos(g, t, i);
+                c[row][col] = f32::from_bits(v as u32) as f64;
+            }
+        }
+        let mut out = [[0u32; 8]; 16];
+        for m in 0..16 {
+            for n in 0..8 {
+                let mut s = c[m][n];
+                for kk in 0..k {
+                    s += a[m][kk] * b[kk][n];
+                }
+                out[m][n] = (s as f32).to_bits();
+            }
+        }
+        for l in 0..32usize {
+            let (g, t) = (l / 4, l % 4);
+            for (i, r) in dd.iter().enumerate() {
+                let (row, col) = mma_c_pos(g, t, i);
+                Self::set(w, r, l, out[row][col] as u64);
+            }
+        }
+    }
+
+    // ---- memory ----
+
+    fn global_read(&self, lane: usize, addr: u64, out: &mut [u8]) -> R<()> {
+        match self.mem.find(addr, out.len()) {
+            Some(i) => {
+                out.copy_from_slice(self.mem.slice(i, addr, out.len()));
+                Ok(())
+            }
+            None => Err(e(
+                FaultKind::OutOfBounds,
+                lane as u32,
+                Some(addr),
+                self.mem.describe(addr, out.len()),
+            )),
+        }
+    }
+
+    fn global_write(&mut self, lane: usize, addr: u64, data: &[u8]) -> R<()> {
+        match self.mem.find(addr, data.len()) {
+            Some(i) => {
+                self.mem
+                    .slice_mut(i, addr, data.len())
+                    .copy_from_slice(data);
+                Ok(())
+            }
+            None => Err(e(
+                FaultKind::OutOfBounds,
+                lane as u32,
+                Some(addr),
+                self.mem.describe(addr, data.len()),
+            )),
+        }
+    }
+
+    fn resolve(&self, space: Space, addr: u64) -> (Space, u64) {
+        match space {
+            Space::Generic => {
+                if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&addr) {
+                    (Space::Shared, addr - SHARED_WINDOW)
+                } else if (LOCAL_WINDOW..LOCAL_WINDOW + WINDOW_SIZE).contains(&addr) {
+                    (Space::Local, addr - LOCAL_WINDOW)
+                } else if (PARAM_WINDOW..PARAM_WINDOW + WINDOW_SIZE).contains(&addr) {
+                    (Space::Param, addr - PARAM_WINDOW)
+                } else {
+                    (Space::Global, addr)
+                }
+            }
+            Space::Const => (Space::Global, addr),
+            s => (s, addr),
+        }
+    }
+
+    fn read(
+        &mut self,
+        w: &mut Warp,
+        lane: usize,
+        space: Space,
+        addr: u64,
+        out: &mut [u8],
+        atomic: bool,
+    ) -> R<()> {
+        let len = out.len();
+        if addr % len as u64 != 0 {
+            return Err(e(
+                FaultKind::Misaligned,
+                lane as u32,
+                Some(addr),
+                format!("{len}-byte access must be {len}-byte aligned"),
+            ));
+        }
+        let (sp, a) = self.resolve(space, addr);
+        match sp {
+            Space::Global => self.global_read(lane, a, out),
+            Space::Shared => self.shared_read(w, lane, a, out, atomic),
+            Space::Local => {
+                let ls = self.c.prog.local_size as u64;
+                if a + len as u64 > ls {
+                    return Err(e(
+                        FaultKind::OutOfBounds,
+                        lane as u32,
+                        Some(addr),
+                        format!(
+                            "local access [{a}, {}) outside the {ls}-byte local frame",
+                            a + len as u64
+                        ),
+                    ));
+                }
+                let o = lane * ls as usize + a as usize;
+                out.copy_from_slice(&w.local[o..o + len]);
+                Ok(())
+            }
+            Space::Param => {
+                let ps = self.c.params.len() as u64;
+                if a + len as u64 > ps {
+                    return Err(e(
+                        FaultKind::OutOfBounds,
+                        lane as u32,
+                        Some(addr),
+                        format!(
+                            "param access [{a}, {}) outside the {ps}-byte parameter buffer",
+                            a + len as u64
+                        ),
+                    ));
+                }
+                out.copy_from_slice(&self.c.params[a as usize..a as usize + len]);
+                Ok(())
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn write(
+        &mut self,
+        w: &mut Warp,
+        lane: usize,
+        space: Space,
+        addr: u64,
+        data: &[u8],
+        atomic: bool,
+    ) -> R<()> {
+        let len = data.len();
+        if addr % len as u64 != 0 {
+            return Err(e(
+                FaultKind::Misaligned,
+                lane as u32,
+                Some(addr),
+                format!("{len}-byte access must be {len}-byte aligned"),
+            ));
+        }
+        let (sp, a) = self.resolve(space, addr);
+        match sp {
+            Space::Global => self.global_write(lane, a, data),
+            Space::Shared => {
+                let off = self.shared_off(lane, a, len, false)?;
+                let tid = w.idx * 32 + lane as u32;
+                self.shared_check(w, lane, tid, off, len, true, atomic, Some(data))?;
+                self.shared[off..off + len].copy_from_slice(data);
+                Ok(())
+            }
+            Space::Local => {
+                let ls = self.c.prog.local_size as u64;
+                if a + len as u64 > ls {
+                    return Err(e(
+                        FaultKind::OutOfBounds,
+                        lane as u32,
+                        Some(addr),
+                        format!(
+                            "local access [{a}, {}) outside the {ls}-byte local frame",
+                            a + len as u64
+                        ),
+                    ));
+                }
+                let o = lane * ls as usize + a as usize;
+                w.local[o..o + len].copy_from_slice(data);
+                Ok(())
+            }
+            Space::Param => Err(e(
+                FaultKind::Unsupported,
+                lane as u32,
+                Some(addr),
+                "store to the kernel parameter space",
+            )),
+            _ => unreachable!(),
+        }
+    }
+
+    fn shared_off(&self, lane: usize, a: u64, len: usize, align: bool) -> R<usize> {
+        if align && a % len as u64 != 0 {
+            return Err(e(
+                FaultKind::Misaligned,
+                lane as u32,
+                Some(a),
+                format!("{len}-byte shared access must be {len}-byte aligned"),
+            ));
+        }
+        if a + len as u64 > self.shared.len() as u64 {
+            return Err(e(
+                FaultKind::OutOfBounds,
+                lane as u32,
+                Some(a),
+                format!(
+                    "shared access [{a}, {}) outside the block's {} bytes of shared memory ({} static + {} dynamic)",
+                    a + len as u64,
+                    self.shared.len(),
+                    self.c.prog.static_shared,
+                    self.c.cfg.dynamic_smem_bytes
+                ),
+            ));
+        }
+        Ok(a as usize)
+    }
+
+    fn shared_read(
+        &mut self,
+        w: &mut Warp,
+        lane: usize,
+        a: u64,
+        out: &mut [u8],
+        atomic: bool,
+    ) -> R<()> {
+        let len = out.len();
+        let off = self.shared_off(lane, a, len, false)?;
+        let tid = w.idx * 32 + lane as u32;
+        self.shared_check(w, lane, tid, off, len, false, atomic, None)?;
+        out.copy_from_slice(&self.shared[off..off + len]);
+        Ok(())
+    }
+
+    /// Hazard checks and shadow update for one shared access by thread `tid`.
+    #[allow(clippy::too_many_arguments)]
+    fn shared_check(
+        &mut self,
+        w: &Warp,
+        lane: usize,
+        tid: u32,
+        off: usize,
+        len: usize,
+        write: bool,
+        atomic: bool,
+        data: Option<&[u8]>,
+    ) -> R<()> {
+        let races = self.c.opts.detect_races;
+        let uninit = self.c.opts.detect_uninit_shared;
+        let epoch = self.epoch;
+        let wepoch = w.wepoch;
+        let me = Acc {
+            tid,
+            epoch,
+            wepoch,
+            atomic,
+        };
+        let unordered = |p: &Acc| -> bool {
+            p.tid != NONE
+                && p.tid != tid
+                && p.epoch == epoch
+                && !(p.tid / 32 == tid / 32 && p.wepoch != wepoch)
+                && !(p.atomic && atomic)
+        };
+        for i in 0..len {
+            let sh = self.shadow[off + i];
+            if sh.pending != 0 && races {
+                return Err(e(
+                    FaultKind::SharedRace,
+                    lane as u32,
+                    Some((off + i) as u64),
+                    format!(
+                        "{} of shared byte {} while a cp.async into it is outstanding: its data lands only at cp.async.wait_group/wait_all",
+                        if write { "write" } else { "read" },
+                        off + i
+                    ),
+                ));
+            }
+            if write {
+                if races {
+                    if unordered(&sh.w)
+                        && (sh.w.atomic != atomic
+                            || data.map(|d| d[i] != self.shared[off + i]).unwrap_or(true))
+                    {
+                        return Err(self.race(lane, off + i, "write-after-write", sh.w.tid));
+                    }
+                    for r in [&sh.r1, &sh.r2] {
+                        if unordered(r) {
+                            return Err(self.race(lane, off + i, "write-after-read", r.tid));
+                        }
+                    }
+                }
+                self.shadow[off + i].w = me;
+            } else {
+                if sh.w.tid == NONE && uninit {
+                    return Err(e(
+                        FaultKind::UninitSharedRead,
+                        lane as u32,
+                        Some((off + i) as u64),
+                        format!("shared byte {} (offset in the block's shared memory) was never written in this block", off + i),
+                    ));
+                }
+                if races && unordered(&sh.w) {
+                    return Err(self.race(lane, off + i, "read-after-write", sh.w.tid));
+                }
+                if races {
+                    let s = &mut self.shadow[off + i];
+                    if s.r1.tid == NONE || s.r1.epoch != epoch || s.r1.tid == tid {
+                        s.r1 = me;
+                    } else if s.r2.tid == NONE
+                        || s.r2.epoch != epoch
+                        || s.r2.tid == tid
+                        || (s.r2.tid / 32 == s.r1.tid / 32 && tid / 32 != s.r1.tid / 32)
+                    {
+                        s.r2 = me;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn race(&self, lane: usize, off: usize, what: &str, other: u32) -> Err1 {
+        e(
+            FaultKind::SharedRace,
+            lane as u32,
+            Some(off as u64),
+            format!(
+                "{what} race on shared byte {off} with {} with no bar.sync (or bar.warp.sync within a warp) in between",
+                self.describe_tid(other)
+            ),
+        )
+    }
+}
+
+pub(crate) fn mma_a_pos(k: usize, g: usize, t: usize, i: usize) -> (usize, usize) {
+    if k == 16 {
+        (g + 8 * ((i >> 1) & 1), t * 2 + (i & 1) + 8 * (i >> 2))
+    } else {
+        (g + 8 * (i >> 1), t * 2 + (i & 1))
+    }
+}
+pub(crate) fn mma_b_pos(k: usize, g: usize, t: usize, i: usize) -> (usize, usize) {
+    if k == 16 {
+        (t * 2 + (i & 1) + 8 * (i >> 1), g)
+    } else {
+        (t * 2 + i, g)
+    }
+}
+pub(crate) fn mma_c_pos(g: usize, t: usize, i: usize) -> (usize, usize) {
+    (g + 8 * (i >> 1), t * 2 + (i & 1))
+}
+
+fn atom_op(op: AtomOp, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
+    let bits = ty.bits();
+    let m = mask_bits(bits);
+    if ty.is_float() {
+        let fmt = ty.fmt().unwrap();
+        return match op {
+            AtomOp::Add => {
+                let (hi, lo) = float::two_sum(fmt.to_f64(old), fmt.to_f64(b));
+                float::round(fmt, hi, lo, Rnd::Rn)
+            }
+            AtomOp::Exch => b & m,
+            AtomOp::Cas => {
+                if old == b & m {
+                    c & m
+                } else {
+                    old
+                }
+            }
+            AtomOp::Min | AtomOp::Max => {
+                let x = fmt.to_f64(old);
+                let y = fmt.to_f64(b);
+                let r = if op == AtomOp::Min {
+                    x.min(y)
+                } else {
+                    x.max(y)
+                };
+                if r == x {
+                    old
+                } else {
+                    b & m
+                }
+            }
+            _ => old,
+        };
+    }
+    let signed = ty.signed();
+    match op {
+        AtomOp::Add => old.wrapping_add(b) & m,
+        AtomOp::Exch => b & m,
+        AtomOp::Cas => {
+            if old == b & m {
+                c & m
+            } else {
+                old
+            }
+        }
+        AtomOp::And => old & b & m,
+        AtomOp::Or => (old | b) & m,
+        AtomOp::Xor => (old ^ b) & m,
+        AtomOp::Min | AtomOp::Max => {
+            let less = if signed {
+                sext(b, bits) < sext(old, bits)
+            } else {
+                (b & m) < old
+            };
+            if (op == AtomOp::Min) == less {
+                b & m
+            } else {
+                old
+            }
+        }
+        AtomOp::Inc => {
+            if old >= b & m {
+                0
+            } else {
+                old + 1
+            }
+        }
+        AtomOp::Dec => {
+            if old == 0 || old > b & m {
+                b & m
+            } else {
+                old - 1
+            }
+        }
+    }
+}
+
+fn compare(cmp: Cmp, ty: Ty, ftz: bool, a: u64, b: u64) -> bool {
+    if let Some(fmt) = ty.fmt() {
+        if ty.packed() {
+            // setp on f16x2 writes two predicates; only the scalar form is supported here
+        }
+        let (a, b) = if ftz {
+            (fmt.ftz(a), fmt.ftz(b))
+        } else {
+            (a, b)
+        };
+        let x = fmt.to_f64(a);
+        let y = fmt.to_f64(b);
+        let nan = x.is_nan() || y.is_nan();
+        return match cmp {
+            Cmp::Eq => !nan && x == y,
+            Cmp::Ne => !nan && x != y,
+            Cmp::Lt | Cmp::Lo => !nan && x < y,
+            Cmp::Le | Cmp::Ls => !nan && x <= y,
+            Cmp::Gt | Cmp::Hi => !nan && x > y,
+            Cmp::Ge | Cmp::Hs => !nan && x >= y,
+            Cmp::Equ => nan || x == y,
+            Cmp::Neu => nan || x != y,
+            Cmp::Ltu => nan || x < y,
+            Cmp::Leu => nan || x <= y,
+            Cmp::Gtu => nan || x > y,
+            Cmp::Geu => nan || x >= y,
+            Cmp::Num => !nan,
+            Cmp::Nan => nan,
+        };
+    }
+    let bits = ty.bits();
+    let m = mask_bits(bits);
+    let (ua, ub) = (a & m, b & m);
+    let (sa, sb) = (sext(a, bits), sext(b, bits));
+    let signed = ty.signed();
+    match cmp {
+        Cmp::Eq => ua == ub,
+        Cmp::Ne => ua != ub,
+        Cmp::Lt => {
+            if signed {
+                sa < sb
+            } else {
+                ua < ub
+            }
+        }
+        Cmp::Le => {
+            if signed {
+                sa <= sb
+            } else {
+                ua <= ub
+            }
+        }
+        Cmp::Gt => {
+            if signed {
+                sa > sb
+            } else {
+                ua > ub
+            }
+        }
+        Cmp::Ge => {
+            if signed {
+                sa >= sb
+            } else {
+                ua >= ub
+            }
+        }
+        Cmp::Lo => ua < ub,
+        Cmp::Ls => ua <= ub,
+        Cmp::Hi => ua > ub,
+        Cmp::Hs => ua >= ub,
+        _ => false,
+    }
+}
+
+/// One ALU operation on register bits.
+#[inline]
+pub(crate) fn alu(op: Alu, ty: Ty, f: AluFlags, a: u64, b: u64, c: u64, x: u64) -> u64 {
+    if let Some(fmt) = ty.fmt() {
+        if ty.packed() {
+            let lo = falu(op, fmt, f, a & 0xffff, b & 0xffff, c & 0xffff);
+            let hi = falu(
+                op,
+                fmt,
+                f,
+                (a >> 16) & 0xffff,
+                (b >> 16) & 0xffff,
+                (c >> 16) & 0xffff,
+            );
+            return (hi << 16) | lo;
+        }
+        if matches!(op, Alu::Selp) {
+            return if c & 1 != 0 { a } else { b };
+        }
+        if op == Alu::Testp {
+            let v = fmt.to_f64(a);
+            return match b {
+                0 => v.is_finite(),
+                1 => v.is_infinite(),
+                2 => !v.is_nan(),
+                3 => v.is_nan(),
+                4 => v.is_normal(),
+                _ => v.is_subnormal() || (fmt != Fmt::F64 && v != 0.0 && fmt.ftz(a) != a),
+            } as u64;
+        }
+        if matches!(
+            op,
+            Alu::And | Alu::Or | Alu::Xor | Alu::Not | Alu::Shl | Alu::Shr
+        ) {
+            // bit ops typed as float are not valid PTX
+        }
+        return falu(op, fmt, f, a, b, c);
+    }
+    let bits = ty.bits();
+    let m = mask_bits(bits);
+    let signed = ty.signed();
+    let (sa, sb) = (sext(a, bits), sext(b, bits));
+    let (ua, ub) = (a & m, b & m);
+    match op {
+        Alu::Add => {
+            if f.sat && signed {
+                (sa as i128 + sb as i128).clamp(i32::MIN as i128, i32::MAX as i128) as u64 & m
+            } else {
+                ua.wrapping_add(ub) & m
+            }
+        }
+        Alu::Sub => {
+            if f.sat && signed {
+                (sa as i128 - sb as i128).clamp(i32::MIN as i128, i32::MAX as i128) as u64 & m
+            } else {
+                ua.wrapping_sub(ub) & m
+            }
+        }
+        Alu::MulLo => ua.wrapping_mul(ub) & m,
+        Alu::MulHi => {
+            if signed {
+                ((sa as i128 * sb as i128) >> bits) as u64 & m
+            } else {
+                ((ua as u128 * ub as u128) >> bits) as u64 & m
+            }
+        }
+        Alu::MulWide => {
+            let m2 = mask_bits(bits * 2);
+            if signed {
+                (sa as i128 * sb as i128) as u64 & m2
+            } else {
+                (ua as u128 * ub as u128) as u64 & m2
+            }
+        }
+        Alu::MadLo => ua.wrapping_mul(ub).wrapping_add(c) & m,
+        Alu::MadHi => {
+            let p = if signed {
+                ((sa as i128 * sb as i128) >> bits) as u64
+            } else {
+                ((ua as u128 * ub as u128) >> bits) as u64
+            };
+            p.wrapping_add(c) & m
+        }
+        Alu::MadWide => {
+            let m2 = mask_bits(bits * 2);
+            let p = if signed {
+                (sa as i128 * sb as i128) as u64
+            } else {
+                (ua as u128 * ub as u128) as u64
+            };
+            p.wrapping_add(c) & m2
+        }
+        Alu::Div => {
+            if ub == 0 {
+                m
+            } else if signed {
+                sa.wrapping_div(sb) as u64 & m
+            } else {
+                ua / ub
+            }
+        }
+        Alu::Rem => {
+            if ub == 0 {
+                ua
+            } else if signed {
+                sa.wrapping_rem(sb) as u64 & m
+            } else {
+                ua % ub
+            }
+        }
+        Alu::Min => {
+            if signed {
+                sa.min(sb) as u64 & m
+            } else {
+                ua.min(ub)
+            }
+        }
+        Alu::Max => {
+            if signed {
+                sa.max(sb) as u64 & m
+            } else {
+                ua.max(ub)
+            }
+        }
+        Alu::And => {
+            if ty == Ty::Pred {
+                a & b & 1
+            } else {
+                ua & ub
+            }
+        }
+        Alu::Or => (ua | ub) & if ty == Ty::Pred { 1 } else { m },
+        Alu::Xor => (ua ^ ub) & if ty == Ty::Pred { 1 } else { m },
+        Alu::Not => {
+            if ty == Ty::Pred {
+                (!a) & 1
+            } else {
+                (!a) & m
+            }
+        }
+        Alu::Cnot => (ua == 0) as u64,
+        Alu::Shl => {
+            let s = b & 0xffff_ffff;
+            if s >= bits as u64 {
+                0
+            } else {
+                (ua << s) & m
+            }
+        }
+        Alu::Shr => {
+            let s = (b & 0xffff_ffff).min(bits as u64 - 1 + (!signed) as u64);
+            if signed {
+                (sa >> s.min(63)) as u64 & m
+            } else if s >= bits as u64 {
+                0
+            } else {
+                ua >> s
+            }
+        }
+        Alu::Neg => (sa.wrapping_neg() as u64) & m,
+        Alu::Abs => (sa.wrapping_abs() as u64) & m,
+        Alu::Popc => ua.count_ones() as u64,
+        Alu::Clz => (ua.leading_zeros() - (64 - bits)) as u64,
+        Alu::Brev => ua.reverse_bits() >> (64 - bits),
+        Alu::Bfind => {
+            let v = if signed && sa < 0 { !ua & m } else { ua };
+            if v == 0 {
+                0xffff_ffff
+            } else {
+                63 - v.leading_zeros() as u64
+            }
+        }
+        Alu::Selp => {
+            if c & 1 != 0 {
+                ua
+            } else {
+                ub
+            }
+        }
+        Alu::Bfe => {
+            let pos = (b & 0xff) as u32;
+            let len = (c & 0xff) as u32;
+            let msb = bits - 1;
+            let sbit = if !signed || len == 0 {
+                0
+            } else {
+                let p = (pos + len - 1).min(msb);
+                (ua >> p) & 1
+            };
+            let mut d = 0u64;
+            for i in 0..bits {
+                let bit = if i < len && pos + i <= msb {
+                    (ua >> (pos + i)) & 1
+                } else {
+                    sbit
+                };
+                d |= bit << i;
+            }
+            d
+        }
+        Alu::Bfi => {
+            let pos = (c & 0xff) as u32;
+            let len = (x & 0xff) as u32;
+            let mut d = ub;
+            for i in 0..len {
+                if pos + i >= bits {
+                    break;
+                }
+                let bit = (ua >> i) & 1;
+                d = (d & !(1 << (pos + i))) | (bit << (pos + i));
+            }
+            d
+        }
+        Alu::Prmt => {
+            let bytes = ((ub & 0xffff_ffff) << 32) | (ua & 0xffff_ffff);
+            let mut d = 0u64;
+            for i in 0..4 {
+                let sel = (c >> (4 * i)) & 0xf;
+                let byte = (bytes >> (8 * (sel & 7))) & 0xff;
+                let v = if sel & 8 != 0 {
+                    if byte & 0x80 != 0 {
+                        0xff
+                    } else {
+                        0
+                    }
+                } else {
+                    byte
+                };
+                d |= v << (8 * i);
+            }
+            d
+        }
+        Alu::Lop3 => {
+            let lut = x & 0xff;
+            let mut d = 0u64;
+            for k in 0..8u64 {
+                if (lut >> k) & 1 != 0 {
+                    let ta = if k & 4 != 0 { a } else { !a };
+                    let tb = if k & 2 != 0 { b } else { !b };
+                    let tc = if k & 1 != 0 { c } else { !c };
+                    d |= ta & tb & tc;
+                }
+            }
+            d & m
+        }
+        Alu::ShfL | Alu::ShfR => {
+            let n = if f.clamp {
+                (c & 0xffff_ffff).min(32)
+            } else {
+                c & 31
+            };
+            let v = ((ub & 0xffff_ffff) << 32) | (ua & 0xffff_ffff);
+            if op == Alu::ShfL {
+                ((v << n) >> 32) & 0xffff_ffff
+            } else {
+                (v >> n) & 0xffff_ffff
+            }
+        }
+        Alu::Sad => {
+            let d = if signed {
+                (sa - sb).unsigned_abs()
+            } else {
+                ua.abs_diff(ub)
+            };
+            d.wrapping_add(c) & m
+        }
+        Alu::Dp4a => {
+            let (sa_, sb_) = (x & 1 != 0, x & 2 != 0);
+            let mut acc = c as u32 as i64;
+            for i in 0..4 {
+                let ba = (a >> (8 * i)) & 0xff;
+                let bb = (b >> (8 * i)) & 0xff;
+                let va = if sa_ { ba as i8 as i64 } else { ba as i64 };
+                let vb = if sb_ { bb as i8 as i64 } else { bb as i64 };
+                acc += va * vb;
+            }
+            acc as u64 & 0xffff_ffff
+        }
+        Alu::Copysign
+        | Alu::Sqrt
+        | Alu::Rsqrt
+        | Alu::Rcp
+        | Alu::Ex2
+        | Alu::Lg2
+        | Alu::Sin
+        | Alu::Cos
+        | Alu::Tanh
+        | Alu::Fma
+        | Alu::Testp => 0,
+    }
+}
+
+/// Float ALU on one element.
+fn falu(op: Alu, fmt: Fmt, f: AluFlags, a: u64, b: u64, c: u64) -> u64 {
+    let ftz = f.ftz && fmt == Fmt::F32;
+    let (a, b, c) = if ftz {
+        (fmt.ftz(a), fmt.ftz(b), fmt.ftz(c))
+    } else {
+        (a, b, c)
+    };
+    let sign = 1u64 << (fmt.bits() - 1);
+    let x = fmt.to_f64(a);
+    let y = fmt.to_f64(b);
+    let rnd = f.rnd;
+    let r = match op {
+        Alu::Add => {
+            let (h, l) = float::two_sum(x, y);
+            float::round(fmt, h, l, rnd)
+        }
+        Alu::Sub => {
+            let (h, l) = float::two_sum(x, -y);
+            float::round(fmt, h, l, rnd)
+        }
+        Alu::MulLo => {
+            let (h, l) = float::two_prod(x, y);
+            float::round(fmt, h, l, rnd)
+        }
+        Alu::Fma | Alu::MadLo => {
+            let z = fmt.to_f64(c);
+            let (h, l) = if fmt == Fmt::F64 {
+                float::fma_f64(x, y, z)
+            } else {
+                float::fma_parts(x, y, z)
+            };
+            float::round(fmt, h, l, rnd)
+        }
+        Alu::Div => {
+            if f.approx {
+                float::round(fmt, x / y, 0.0, Rnd::Rn)
+            } else {
+                let (h, l) = float::div_parts(fmt == Fmt::F64, x, y);
+                float::round(fmt, h, l, rnd)
+            }
+        }
+        Alu::Min | Alu::Max => {
+            if x.is_nan() && y.is_nan() {
+                fmt.canonical_nan()
+            } else if x.is_nan() {
+                b
+            } else if y.is_nan() {
+                a
+            } else {
+                let pick_a = if op == Alu::Min {
+                    x < y || (x == y && a & sign != 0)
+                } else {
+                    x > y || (x == y && a & sign == 0)
+                };
+                if pick_a {
+                    a
+                } else {
+                    b
+                }
+            }
+        }
+        Alu::Neg => a ^ sign,
+        Alu::Abs => a & !sign,
+        Alu::Copysign => (b & !sign) | (a & sign),
+        Alu::Sqrt => {
+            if f.approx {
+                float::round(fmt, x.sqrt(), 0.0, Rnd::Rn)
+            } else {
+                let (h, l) = float::sqrt_parts(x);
+                float::round(fmt, h, l, rnd)
+            }
+        }
+        Alu::Rcp => {
+            if f.approx {
+                float::round(fmt, 1.0 / x, 0.0, Rnd::Rn)
+            } else {
+                let (h, l) = float::div_parts(fmt == Fmt::F64, 1.0, x);
+                float::round(fmt, h, l, rnd)
+            }
+        }
+        Alu::Rsqrt => float::round(fmt, 1.0 / x.sqrt(), 0.0, Rnd::Rn),
+        Alu::Ex2 => float::round(fmt, x.exp2(), 0.0, Rnd::Rn),
+        Alu::Lg2 => float::round(
+            fmt,
+            if x == 0.0 {
+                f64::NEG_INFINITY
+            } else {
+                x.log2()
+            },
+            0.0,
+            Rnd::Rn,
+        ),
+        Alu::Sin => float::round(fmt, x.sin(), 0.0, Rnd::Rn),
+        Alu::Cos => float::round(fmt, x.cos(), 0.0, Rnd::Rn),
+        Alu::Tanh => float::round(fmt, x.tanh(), 0.0, Rnd::Rn),
+        _ => return fmt.canonical_nan(),
+    };
+    let mut r = r;
+    if f.sat {
+        let v = fmt.to_f64(r);
+        r = if v.is_nan() || v <= 0.0 {
+            0
+        } else if v > 1.0 {
+            float::round(fmt, 1.0, 0.0, Rnd::Rn)
+        } else {
+            r
+        };
+    }
+    if f.relu {
+        let v = fmt.to_f64(r);
+        if v.is_nan() {
+            r = fmt.canonical_nan();
+        } else if v < 0.0 || r == sign {
+            r = 0;
+        }
+    }
+    if ftz {
+        r = fmt.ftz(r);
+    }
+    r
+}
+
+pub(crate) fn cvt(d: Ty, s: Ty, f: AluFlags, a: u64) -> u64 {
+    let rnd = f.rnd;
+    match (s.fmt(), d.fmt()) {
+        (Some(sf), Some(df)) => {
+            let a = if f.ftz && sf == Fmt::F32 {
+                sf.ftz(a)
+            } else {
+                a
+            };
+            let x = sf.to_f64(a);
+            let mut r = if f.int_rnd {
+                if x.is_nan() {
+                    df.canonical_nan()
+                } else {
+                    float::round(df, float::round_int(x, rnd), 0.0, Rnd::Rn)
+                }
+            } else {
+                float::round(df, x, 0.0, rnd)
+            };
+            if f.sat {
+                let v = df.to_f64(r);
+                r = if v.is_nan() || v <= 0.0 {
+                    0
+                } else if v > 1.0 {
+                    float::round(df, 1.0, 0.0, Rnd::Rn)
+                } else {
+                    r
+                };
+            }
+            if f.relu {
+                let v = df.to_f64(r);
+                if v.is_nan() {
+                    r = df.canonical_nan();
+                } else if v <= 0.0 {
+                    r = 0;
+                }
+            }
+            if f.ftz && df == Fmt::F32 {
+                r = df.ftz(r);
+            }
+            r
+        }
+        (Some(sf), None) => {
+            let a = if f.ftz && sf == Fmt::F32 {
+                sf.ftz(a)
+            } else {
+                a
+            };
+            let x = sf.to_f64(a);
+            if x.is_nan() {
+                return 0;
+            }
+            let r = float::round_int(x, rnd);
+            let bits = d.bits();
+            let (lo, hi) = if d.signed() {
+                (
+                    -(2f64.powi(bits as i32 - 1)),
+                    2f64.powi(bits as i32 - 1) - 1.0,
+                )
+            } else {
+                (0.0, 2f64.powi(bits as i32) - 1.0)
+            };
+            let r = r.clamp(lo, hi);
+            let v = if d.signed() {
+                r as i64 as u64
+            } else {
+                r as u64
+            };
+            v & mask_bits(bits)
+        }
+        (None, Some(df)) => {
+            let bits = s.bits();
+            let v: i128 = if s.signed() {
+                sext(a, bits) as i128
+            } else {
+                (a & mask_bits(bits)) as i128
+            };
+            let hi = v as f64;
+            let lo = (v - hi as i128) as f64;
+            float::round(df, hi, lo, rnd)
+        }
+        (None, None) => {
+            let sb = s.bits();
+            let db = d.bits();
+            let v: i128 = if s.signed() {
+                sext(a, sb) as i128
+            } else {
+                (a & mask_bits(sb)) as i128
+            };
+            if f.sat {
+                let (lo, hi): (i128, i128) = if d.signed() {
+                    (-(1i128 << (db - 1)), (1i128 << (db - 1)) - 1)
+                } else {
+                    (0, (1i128 << db) - 1)
+                };
+                (v.clamp(lo, hi) as u64) & mask_bits(db)
+            } else if d.signed() && db < 64 {
+                // cvt to a signed type sign-extends the truncated value into the register
+                (sext(v as u64, db) as u64) & mask_bits(db)
+            } else {
+                v as u64 & mask_bits(db)
+            }
+        }
+    }
+}

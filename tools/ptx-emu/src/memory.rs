@@ -1,0 +1,245 @@
+//! Device global memory: allocations with 64-bit device addresses.
+
+use crate::{EmuError, Module};
+use std::collections::HashMap;
+
+/// First device address handed out. Addresses are never reused, so a use after `free` is an
+/// out-of-bounds access. Generic windows for shared/local/param memory live far above.
+const GLOBAL_BASE: u64 = 0x0000_0002_0000_0000;
+pub(crate) const GLOBAL_LIMIT: u64 = 0x0000_7000_0000_0000;
+
+struct Alloc {
+    start: u64,
+    data: Vec<u8>,
+}
+
+/// Device global memory: a set of allocations with 64-bit device addresses (never 0,
+/// 256-byte aligned). Out-of-bounds = outside every live allocation.
+pub struct Memory {
+    /// Live allocations sorted by start address.
+    allocs: Vec<Alloc>,
+    next: u64,
+    alloc_calls: u64,
+    bytes: usize,
+    /// (module id, symbol) → device address of module-scope `.global`/`.const` variables.
+    symbols: HashMap<(u64, String), u64>,
+    /// Undo log used while running the extra hazard-search schedules of a launch.
+    journal: Option<Vec<(u64, Vec<u8>)>>,
+    last_hit: std::cell::Cell<usize>,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Memory::new()
+    }
+}
+
+impl Memory {
+    pub fn new() -> Memory {
+        Memory {
+            allocs: Vec::new(),
+            next: GLOBAL_BASE,
+            alloc_calls: 0,
+            bytes: 0,
+            symbols: HashMap::new(),
+            journal: None,
+            last_hit: std::cell::Cell::new(0),
+        }
+    }
+
+    pub fn alloc(&mut self, bytes: usize) -> Result<u64, EmuError> {
+        let start = self.next;
+        let span = (bytes.max(1) as u64 + 255) & !255;
+        if start + span >= GLOBAL_LIMIT {
+            return Err(EmuError::Memory(format!(
+                "out of device address space allocating {bytes} bytes"
+            )));
+        }
+        // Leave a 256-byte gap after each allocation so off-by-one overruns are caught.
+        self.next = start + span + 256;
+        self.allocs.push(Alloc {
+            start,
+            data: vec![0u8; bytes],
+        });
+        self.alloc_calls += 1;
+        self.bytes += bytes;
+        Ok(start)
+    }
+
+    pub fn free(&mut self, addr: u64) -> Result<(), EmuError> {
+        match self.allocs.binary_search_by_key(&addr, |a| a.start) {
+            Ok(i) => {
+                let a = self.allocs.remove(i);
+                self.bytes -= a.data.len();
+                self.last_hit.set(0);
+                self.symbols.retain(|_, v| *v != addr);
+                Ok(())
+            }
+            Err(_) => Err(EmuError::Memory(format!(
+                "free of {addr:#x}: not the start of a live allocation"
+            ))),
+        }
+    }
+
+    /// Index of the allocation containing `[addr, addr+len)`.
+    #[inline]
+    pub(crate) fn find(&self, addr: u64, len: usize) -> Option<usize> {
+        let h = self.last_hit.get();
+        if let Some(a) = self.allocs.get(h) {
+            if addr >= a.start && addr + len as u64 <= a.start + a.data.len() as u64 {
+                return Some(h);
+            }
+        }
+        let i = match self.allocs.binary_search_by_key(&addr, |a| a.start) {
+            Ok(i) => i,
+            Err(0) => return None,
+            Err(i) => i - 1,
+        };
+        let a = &self.allocs[i];
+        if addr >= a.start && addr + len as u64 <= a.start + a.data.len() as u64 {
+            self.last_hit.set(i);
+            Some(i)
+        } else {
+            None
+        }
+    }
+
+    /// Describes where `addr` lies relative to the allocations (for fault messages).
+    pub(crate) fn describe(&self, addr: u64, len: usize) -> String {
+        let i = match self.allocs.binary_search_by_key(&addr, |a| a.start) {
+            Ok(i) => Some(i),
+            Err(0) => None,
+            Err(i) => Some(i - 1),
+        };
+        let mut s = format!("{len}-byte access at {addr:#x} is outside every live allocation");
+        if let Some(i) = i {
+            let a = &self.allocs[i];
+            s += &format!(
+                "; nearest allocation below: [{:#x}, {:#x}) ({} bytes), access starts {} bytes past its start",
+                a.start,
+                a.start + a.data.len() as u64,
+                a.data.len(),
+                addr - a.start
+            );
+        }
+        if let Some(a) = self.allocs.get(i.map(|i| i + 1).unwrap_or(0)) {
+            s += &format!("; next allocation starts at {:#x}", a.start);
+        }
+        s
+    }
+
+    #[inline]
+    pub(crate) fn slice(&self, idx: usize, addr: u64, len: usize) -> &[u8] {
+        let a = &self.allocs[idx];
+        let o = (addr - a.start) as usize;
+        &a.data[o..o + len]
+    }
+
+    #[inline]
+    pub(crate) fn slice_mut(&mut self, idx: usize, addr: u64, len: usize) -> &mut [u8] {
+        let a = &mut self.allocs[idx];
+        let o = (addr - a.start) as usize;
+        if let Some(j) = self.journal.as_mut() {
+            j.push((addr, a.data[o..o + len].to_vec()));
+        }
+        &mut a.data[o..o + len]
+    }
+
+    fn checked(&self, addr: u64, len: usize, what: &str) -> Result<usize, EmuError> {
+        if len == 0 {
+            return Ok(usize::MAX);
+        }
+        self.find(addr, len)
+            .ok_or_else(|| EmuError::Memory(format!("{what}: {}", self.describe(addr, len))))
+    }
+
+    pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), EmuError> {
+        let i = self.checked(addr, data.len(), "write")?;
+        if i != usize::MAX {
+            self.slice_mut(i, addr, data.len()).copy_from_slice(data);
+        }
+        Ok(())
+    }
+
+    pub fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), EmuError> {
+        let i = self.checked(addr, out.len(), "read")?;
+        if i != usize::MAX {
+            out.copy_from_slice(self.slice(i, addr, out.len()));
+        }
+        Ok(())
+    }
+
+    pub fn memset_d8(&mut self, addr: u64, value: u8, bytes: usize) -> Result<(), EmuError> {
+        let i = self.checked(addr, bytes, "memset_d8")?;
+        if i != usize::MAX {
+            self.slice_mut(i, addr, bytes).fill(value);
+        }
+        Ok(())
+    }
+
+    pub fn memset_d32(&mut self, addr: u64, value: u32, count: usize) -> Result<(), EmuError> {
+        if addr % 4 != 0 {
+            return Err(EmuError::Memory(format!(
+                "memset_d32 at {addr:#x}: address not 4-byte aligned"
+            )));
+        }
+        let i = self.checked(addr, count * 4, "memset_d32")?;
+        if i != usize::MAX {
+            for c in self.slice_mut(i, addr, count * 4).chunks_exact_mut(4) {
+                c.copy_from_slice(&value.to_le_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    /// Total alloc calls so far.
+    pub fn alloc_count(&self) -> u64 {
+        self.alloc_calls
+    }
+
+    pub fn bytes_in_use(&self) -> usize {
+        self.bytes
+    }
+
+    /// Allocate and initialise the module-scope `.global`/`.const` variables of `module` (once per
+    /// module); returns (name, device address) for each. Called by `launch` on first use.
+    pub fn load_module_globals(&mut self, module: &Module) -> Result<Vec<(String, u64)>, EmuError> {
+        let mut out = Vec::new();
+        for g in &module.globals {
+            let key = (module.id, g.name.clone());
+            let addr = match self.symbols.get(&key) {
+                Some(&a) => a,
+                None => {
+                    let a = self.alloc(g.size.max(1))?;
+                    self.write(a, &g.init)?;
+                    self.symbols.insert(key, a);
+                    a
+                }
+            };
+            out.push((g.name.clone(), addr));
+        }
+        Ok(out)
+    }
+
+    /// Device address of a module-scope `.global`/`.const` variable (after `load_module_globals`).
+    pub fn global_address(&self, module: &Module, name: &str) -> Option<u64> {
+        self.symbols.get(&(module.id, name.to_string())).copied()
+    }
+
+    pub(crate) fn start_journal(&mut self) {
+        self.journal = Some(Vec::new());
+    }
+
+    /// Undo every write made since `start_journal`.
+    pub(crate) fn rollback_journal(&mut self) {
+        if let Some(j) = self.journal.take() {
+            for (addr, old) in j.into_iter().rev() {
+                if let Some(i) = self.find(addr, old.len()) {
+                    let a = &mut self.allocs[i];
+                    let o = (addr - a.start) as usize;
+                    a.data[o..o + old.len()].copy_from_slice(&old);
+                }
+            }
+        }
+    }
+}
