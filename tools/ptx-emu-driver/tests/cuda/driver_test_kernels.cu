@@ -53,22 +53,25 @@ extern "C" __global__ void oob_write_f32(float* out, int n) {
     if (i < n) out[i + n] = 1.0f;
 }
 
-// Shared-memory race: thread t writes s[t] and reads s[t ^ 32] (another warp's slot) with no
-// barrier in between (launch with 64 threads) -> 719.
+// Shared-memory race: after a barrier every thread rewrites s[t] and reads s[t ^ 32] (a slot of
+// the other warp) with no barrier in between (launch with 64 threads) -> 719.
 extern "C" __global__ void smem_race_f32(float* out) {
     volatile __shared__ float s[64];
     int t = threadIdx.x;
     s[t] = (float)t;
+    __syncthreads();
+    s[t] = (float)(2 * t);
     out[t] = s[t ^ 32];
 }
 
-// Barrier divergence: only half the block reaches __syncthreads -> 719.
+// Barrier divergence: odd threads wait at an extra __syncthreads that even threads skip -> 719.
 extern "C" __global__ void barrier_divergence_f32(float* out) {
     __shared__ float s[64];
     int t = threadIdx.x;
     s[t] = (float)t;
-    if (t < 16) __syncthreads();
-    out[t] = s[t];
+    if (t & 1) __syncthreads();
+    __syncthreads();
+    out[t] = s[t ^ 1];
 }
 
 // Uninitialised shared read: s[] is read without ever being written -> 719.
