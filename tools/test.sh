@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The project's test command (README, CI): every unit, integration, fixture,
+# emulator and stand-in-driver test. Needs no GPU and no CUDA install.
+#   1. runtime tools (ffmpeg) for the end-to-end tests,
+#   2. the pinned NVRTC/ptxas toolchain and the PTX drift check,
+#   3. cargo test over the whole workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh
+tools/kernels/setup_toolchain.sh
+python3 tools/kernels/build_ptx.py --check
+cargo test --workspace --all-targets --no-fail-fast "$@"
