@@ -6,6 +6,9 @@
 //! `input.<name>` / `expected.<name>` and `__metadata__` keys `component`,
 //! `args` (JSON string) and `tolerance` (relative L2).
 
+mod unet2d;
+mod unet_motion;
+
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -141,14 +144,11 @@ pub fn run_component(dir: &Path, case: &Case) -> Result<Outputs> {
     match case.component.as_str() {
         // Component arms are registered here by the model modules:
         // "vae_encode" | "vae_decode" | "unet2d" | "unet_motion" | "wav2vec2" | "ddim"
+        "unet2d" => unet2d::run(&model, case),
+        "unet_motion" => unet_motion::run(&model, case),
         other => bail!(
             "unknown fixture component `{other}` (known: vae_encode, vae_decode, unet2d, unet_motion, wav2vec2, ddim)"
         ),
-    }
-    #[allow(unreachable_code)]
-    {
-        let _ = model;
-        unreachable!()
     }
 }
 

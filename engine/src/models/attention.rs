@@ -1,0 +1,293 @@
+//! diffusers `Attention` (`models/attention_processor.py`) run the way
+//! `AttnProcessor2_0` runs it, plus reference attention (extra key/value tokens
+//! for a range of batch rows).
+//!
+//! ```text
+//! x (N, L, C) or (N, C, H, W)  ─[group_norm]─► tokens (N, L, C)
+//! q = to_q(tokens); k, v = to_k/to_v(encoder_hidden_states or tokens)
+//! out = to_out.0(softmax(q kᵀ / sqrt(d)) v)       heads split as (N, heads, L, d)
+//! [4-D input: back to (N, C, H, W)]  [+ x if residual_connection]  / rescale_output_factor
+//! ```
+
+use std::ops::Range;
+
+use anyhow::{bail, Context, Result};
+
+use crate::backends::{Backend, BackendExt, TensorLike};
+use crate::models::nn::{GroupNorm, Linear};
+use crate::var_builder::VarBuilder;
+
+/// Construction arguments of `Attention` (diffusers names).
+#[derive(Clone, Debug)]
+pub struct AttentionConfig {
+    /// e.g. 320
+    pub query_dim: usize,
+    /// e.g. Some(768) for cross-attention; None = self-attention (k/v from query_dim)
+    pub cross_attention_dim: Option<usize>,
+    /// e.g. 8
+    pub heads: usize,
+    /// e.g. 40
+    pub dim_head: usize,
+    /// bias of to_q/to_k/to_v, e.g. false (UNet), true (VAE)
+    pub bias: bool,
+    /// bias of to_out.0, e.g. true
+    pub out_bias: bool,
+    /// e.g. None; Some(32) adds a `group_norm` before the projections (VAE mid block)
+    pub norm_num_groups: Option<usize>,
+    /// eps of `group_norm`, e.g. 1e-5 (diffusers default), 1e-6 (VAE)
+    pub eps: f32,
+    /// e.g. false; true adds the input back (VAE)
+    pub residual_connection: bool,
+    /// e.g. 1.0
+    pub rescale_output_factor: f32,
+    /// e.g. None; Some(d) sets inner dim = d and heads = d / dim_head
+    pub out_dim: Option<usize>,
+}
+
+impl AttentionConfig {
+    /// A UNet transformer attention: no qkv bias, output bias, no norm.
+    pub fn new(query_dim: usize, cross_attention_dim: Option<usize>, heads: usize, dim_head: usize) -> Self {
+        AttentionConfig {
+            query_dim,
+            cross_attention_dim,
+            heads,
+            dim_head,
+            bias: false,
+            out_bias: true,
+            norm_num_groups: None,
+            eps: 1e-5,
+            residual_connection: false,
+            rescale_output_factor: 1.0,
+            out_dim: None,
+        }
+    }
+}
+
+impl Default for AttentionConfig {
+    fn default() -> Self {
+        AttentionConfig::new(320, Some(768), 8, 40)
+    }
+}
+
+/// Extra key/value tokens for reference attention.
+#[derive(Clone, Copy, Debug)]
+pub enum ExtraKvSource<'a, B: Backend> {
+    /// Raw tokens (1 or n_rows, L_ref, query_dim), projected by this layer's to_k / to_v.
+    Tokens(&'a B::Tensor),
+    /// Already projected by [`Attention::project_kv`]: k, v each (1 or n_rows, L_ref, inner_dim).
+    Projected { k: &'a B::Tensor, v: &'a B::Tensor },
+}
+
+/// Extra keys/values appended (after the layer's own keys) for the batch rows `rows`;
+/// the other rows run plain attention.
+#[derive(Clone, Debug)]
+pub struct ExtraKv<'a, B: Backend> {
+    pub source: ExtraKvSource<'a, B>,
+    pub rows: Range<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Attention<B: Backend> {
+    pub group_norm: Option<GroupNorm<B>>,
+    /// (inner, query_dim)
+    pub to_q: Linear<B>,
+    /// (inner, cross_dim)
+    pub to_k: Linear<B>,
+    /// (inner, cross_dim)
+    pub to_v: Linear<B>,
+    /// `to_out.0`: (out_dim, inner)
+    pub to_out: Linear<B>,
+    pub heads: usize,
+    pub inner_dim: usize,
+    pub residual_connection: bool,
+    pub rescale_output_factor: f32,
+}
+
+impl<B: Backend> Attention<B> {
+    pub fn load(vb: &VarBuilder<B>, cfg: &AttentionConfig) -> Result<Self> {
+        let inner = cfg.out_dim.unwrap_or(cfg.dim_head * cfg.heads);
+        let heads = match cfg.out_dim {
+            Some(d) => d / cfg.dim_head,
+            None => cfg.heads,
+        };
+        if heads == 0 || inner % heads != 0 {
+            bail!("Attention `{}`: inner dim {inner} is not divisible by {heads} heads", vb.prefix());
+        }
+        let out_dim = cfg.out_dim.unwrap_or(cfg.query_dim);
+        let kv_dim = cfg.cross_attention_dim.unwrap_or(cfg.query_dim);
+        let group_norm = match cfg.norm_num_groups {
+            Some(g) => Some(GroupNorm::load(&vb.pp("group_norm"), g, cfg.query_dim, cfg.eps)?),
+            None => None,
+        };
+        Ok(Attention {
+            group_norm,
+            to_q: Linear::load(&vb.pp("to_q"), cfg.query_dim, inner, cfg.bias)?,
+            to_k: Linear::load(&vb.pp("to_k"), kv_dim, inner, cfg.bias)?,
+            to_v: Linear::load(&vb.pp("to_v"), kv_dim, inner, cfg.bias)?,
+            to_out: Linear::load(&vb.pp("to_out").pp("0"), inner, out_dim, cfg.out_bias)?,
+            heads,
+            inner_dim: inner,
+            residual_connection: cfg.residual_connection,
+            rescale_output_factor: cfg.rescale_output_factor,
+        })
+    }
+
+    /// Project reference tokens (n, L_ref, cross_dim) once: returns (k, v), each (n, L_ref, inner).
+    /// Pass them back as [`ExtraKvSource::Projected`] to skip the projection on every call.
+    pub fn project_kv(&self, be: &B, tokens: &B::Tensor) -> Result<(B::Tensor, B::Tensor)> {
+        Ok((self.to_k.forward(be, tokens)?, self.to_v.forward(be, tokens)?))
+    }
+
+    /// x (N, L, C) or (N, C, H, W); encoder_hidden_states (N, S, cross_dim) or None (self-attention).
+    pub fn forward(&self, be: &B, x: &B::Tensor, encoder_hidden_states: Option<&B::Tensor>) -> Result<B::Tensor> {
+        self.forward_ext(be, x, encoder_hidden_states, None)
+    }
+
+    /// [`forward`](Self::forward) with optional extra key/value tokens for some batch rows.
+    pub fn forward_ext(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        encoder_hidden_states: Option<&B::Tensor>,
+        extra: Option<&ExtraKv<'_, B>>,
+    ) -> Result<B::Tensor> {
+        let shape = x.shape().to_vec();
+        // tokens (N, L, C)
+        let tokens = match shape.len() {
+            4 => {
+                let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+                let t = match &self.group_norm {
+                    Some(gn) => gn.forward(be, x)?,
+                    None => x.clone(),
+                };
+                let t = be.reshape(&t, &[n, c, h * w])?;
+                be.permute(&t, &[0, 2, 1])?
+            }
+            3 => match &self.group_norm {
+                Some(gn) => {
+                    let t = be.permute(x, &[0, 2, 1])?;
+                    let t = gn.forward(be, &t)?;
+                    be.permute(&t, &[0, 2, 1])?
+                }
+                None => x.clone(),
+            },
+            r => bail!("Attention: input must be (N, L, C) or (N, C, H, W), got rank {r} {shape:?}"),
+        };
+        let n = tokens.shape()[0];
+        let q = self.to_q.forward(be, &tokens)?;
+        let ctx = encoder_hidden_states.unwrap_or(&tokens);
+        if ctx.shape()[0] != n {
+            bail!(
+                "Attention: encoder_hidden_states batch {} differs from the hidden states batch {n}",
+                ctx.shape()[0]
+            );
+        }
+        let k = self.to_k.forward(be, ctx)?;
+        let v = self.to_v.forward(be, ctx)?;
+
+        let out = match extra {
+            None => self.sdpa(be, &q, &k, &v)?,
+            Some(extra) => {
+                let rows = extra.rows.clone();
+                if rows.start > rows.end || rows.end > n {
+                    bail!("Attention: extra key/value rows {rows:?} are outside the batch of {n}");
+                }
+                let (k_ref, v_ref) = match extra.source {
+                    ExtraKvSource::Tokens(t) => self.project_kv(be, t)?,
+                    ExtraKvSource::Projected { k, v } => (k.clone(), v.clone()),
+                };
+                let nr = rows.len();
+                let k_ref = broadcast_rows(be, &k_ref, nr).context("reference keys")?;
+                let v_ref = broadcast_rows(be, &v_ref, nr).context("reference values")?;
+                let mut parts = Vec::new();
+                if rows.start > 0 {
+                    let r = 0..rows.start;
+                    parts.push(self.sdpa_rows(be, &q, &k, &v, r, None)?);
+                }
+                if nr > 0 {
+                    parts.push(self.sdpa_rows(be, &q, &k, &v, rows.clone(), Some((&k_ref, &v_ref)))?);
+                }
+                if rows.end < n {
+                    parts.push(self.sdpa_rows(be, &q, &k, &v, rows.end..n, None)?);
+                }
+                let refs: Vec<&B::Tensor> = parts.iter().collect();
+                if refs.len() == 1 {
+                    parts.pop().unwrap()
+                } else {
+                    be.concat(&refs, 0)?
+                }
+            }
+        };
+        let mut out = self.to_out.forward(be, &out)?;
+        if shape.len() == 4 {
+            let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+            let oc = out.shape()[2];
+            if oc != c {
+                bail!("Attention: 4-D input needs out_dim == channels ({oc} != {c})");
+            }
+            out = be.reshape(&out, &[n, h, w, c])?;
+            out = be.permute(&out, &[0, 3, 1, 2])?;
+        }
+        if self.residual_connection {
+            out = be.add(&out, x)?;
+        }
+        if self.rescale_output_factor != 1.0 {
+            out = be.scale(&out, 1.0 / self.rescale_output_factor)?;
+        }
+        Ok(out)
+    }
+
+    /// Attention for batch rows `rows`, keys/values optionally extended by `extra` (rows.len(), L_ref, inner).
+    fn sdpa_rows(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        v: &B::Tensor,
+        rows: Range<usize>,
+        extra: Option<(&B::Tensor, &B::Tensor)>,
+    ) -> Result<B::Tensor> {
+        let n = q.shape()[0];
+        let take = |t: &B::Tensor| -> Result<B::Tensor> {
+            if rows.start == 0 && rows.end == n {
+                Ok(t.clone())
+            } else {
+                be.narrow(t, 0, rows.start, rows.len())
+            }
+        };
+        let (q, mut k, mut v) = (take(q)?, take(k)?, take(v)?);
+        if let Some((ke, ve)) = extra {
+            k = be.concat(&[&k, ke], 1)?;
+            v = be.concat(&[&v, ve], 1)?;
+        }
+        self.sdpa(be, &q, &k, &v)
+    }
+
+    /// q (N, Lq, inner), k/v (N, Lk, inner) → (N, Lq, inner), heads split and merged.
+    fn sdpa(&self, be: &B, q: &B::Tensor, k: &B::Tensor, v: &B::Tensor) -> Result<B::Tensor> {
+        let h = self.heads;
+        let (n, lq, inner) = (q.shape()[0], q.shape()[1], q.shape()[2]);
+        let lk = k.shape()[1];
+        let d = inner / h;
+        let split = |t: &B::Tensor, l: usize| -> Result<B::Tensor> {
+            let t = be.reshape(t, &[n, l, h, d])?;
+            be.permute(&t, &[0, 2, 1, 3])
+        };
+        let (qh, kh, vh) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
+        let o = be.attention(&qh, &kh, &vh, 1.0 / (d as f32).sqrt())?;
+        let o = be.permute(&o, &[0, 2, 1, 3])?;
+        be.reshape(&o, &[n, lq, inner])
+    }
+}
+
+/// (1, L, D) → (n, L, D) by repeating; (n, L, D) passes through.
+fn broadcast_rows<B: Backend>(be: &B, t: &B::Tensor, n: usize) -> Result<B::Tensor> {
+    let b = t.shape()[0];
+    if b == n {
+        Ok(t.clone())
+    } else if b == 1 {
+        be.index_select(t, 0, &vec![0; n])
+    } else {
+        bail!("extra key/value tokens have batch {b}; expected 1 or the number of rows ({n})")
+    }
+}

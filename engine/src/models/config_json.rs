@@ -1,0 +1,175 @@
+//! Typed reads of a diffusers `config.json` with errors that name the key, the
+//! value and what is supported. Missing keys and `null` take diffusers' defaults.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{Map, Value};
+
+/// A parsed `config.json` object; `what` names it in errors (e.g. "UNet2DConditionModel config").
+#[derive(Clone, Debug)]
+pub struct ConfigJson {
+    pub what: String,
+    pub obj: Map<String, Value>,
+}
+
+impl ConfigJson {
+    pub fn from_value(what: &str, v: &Value) -> Result<Self> {
+        match v {
+            Value::Object(m) => Ok(ConfigJson { what: what.to_string(), obj: m.clone() }),
+            _ => bail!("{what}: config must be a JSON object"),
+        }
+    }
+
+    pub fn from_file(what: &str, path: &Path) -> Result<Self> {
+        let s = std::fs::read_to_string(path)
+            .with_context(|| format!("{what}: cannot read {}", path.display()))?;
+        let v: Value = serde_json::from_str(&s)
+            .with_context(|| format!("{what}: {} is not valid JSON", path.display()))?;
+        Self::from_value(&format!("{what} ({})", path.display()), &v)
+    }
+
+    /// The value of `key`, `None` when missing or null.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v),
+        }
+    }
+
+    fn bad(&self, key: &str, v: &Value, expected: &str) -> anyhow::Error {
+        anyhow::anyhow!("{}: `{key}` = {v} is not {expected}", self.what)
+    }
+
+    pub fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| self.bad(key, v, "a non-negative integer")),
+        }
+    }
+
+    pub fn usize(&self, key: &str, default: usize) -> Result<usize> {
+        Ok(self.opt_usize(key)?.unwrap_or(default))
+    }
+
+    pub fn f32(&self, key: &str, default: f32) -> Result<f32> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_f64().map(|x| x as f32).ok_or_else(|| self.bad(key, v, "a number")),
+        }
+    }
+
+    pub fn bool(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| self.bad(key, v, "a boolean")),
+        }
+    }
+
+    pub fn opt_str(&self, key: &str) -> Result<Option<String>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_str().map(|s| Some(s.to_string())).ok_or_else(|| self.bad(key, v, "a string")),
+        }
+    }
+
+    pub fn str(&self, key: &str, default: &str) -> Result<String> {
+        Ok(self.opt_str(key)?.unwrap_or_else(|| default.to_string()))
+    }
+
+    /// A required list of strings.
+    pub fn str_list(&self, key: &str, default: &[&str]) -> Result<Vec<String>> {
+        match self.get(key) {
+            None => Ok(default.iter().map(|s| s.to_string()).collect()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.bad(key, v, "a string")))
+                .collect(),
+            Some(v) => Err(self.bad(key, v, "a list of strings")),
+        }
+    }
+
+    /// A list of non-negative integers.
+    pub fn usize_list(&self, key: &str, default: &[usize]) -> Result<Vec<usize>> {
+        match self.get(key) {
+            None => Ok(default.to_vec()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_u64().map(|x| x as usize).ok_or_else(|| self.bad(key, v, "a non-negative integer")))
+                .collect(),
+            Some(v) => Err(self.bad(key, v, "a list of integers")),
+        }
+    }
+
+    /// An integer (repeated `n` times) or a list of `n` integers; `None` when missing or null.
+    pub fn opt_int_or_list(&self, key: &str, n: usize) -> Result<Option<Vec<usize>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(a)) => {
+                if a.len() != n {
+                    bail!("{}: `{key}` has {} entries; expected one per block ({n})", self.what, a.len());
+                }
+                let v = a
+                    .iter()
+                    .map(|v| {
+                        v.as_u64().map(|x| x as usize).ok_or_else(|| {
+                            self.bad(key, v, "an integer (nested per-layer lists are not supported)")
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Some(v))
+            }
+            Some(v) => match v.as_u64() {
+                Some(x) => Ok(Some(vec![x as usize; n])),
+                None => Err(self.bad(key, v, "an integer or a list of integers")),
+            },
+        }
+    }
+
+    pub fn int_or_list(&self, key: &str, n: usize, default: usize) -> Result<Vec<usize>> {
+        Ok(self.opt_int_or_list(key, n)?.unwrap_or_else(|| vec![default; n]))
+    }
+
+    /// A boolean (repeated `n` times) or a list of `n` booleans.
+    pub fn bool_or_list(&self, key: &str, n: usize, default: bool) -> Result<Vec<bool>> {
+        match self.get(key) {
+            None => Ok(vec![default; n]),
+            Some(Value::Array(a)) => {
+                if a.len() != n {
+                    bail!("{}: `{key}` has {} entries; expected one per block ({n})", self.what, a.len());
+                }
+                a.iter().map(|v| v.as_bool().ok_or_else(|| self.bad(key, v, "a boolean"))).collect()
+            }
+            Some(v) => match v.as_bool() {
+                Some(b) => Ok(vec![b; n]),
+                None => Err(self.bad(key, v, "a boolean or a list of booleans")),
+            },
+        }
+    }
+
+    /// Error unless `key` is missing or null.
+    pub fn require_null(&self, key: &str) -> Result<()> {
+        if let Some(v) = self.get(key) {
+            bail!("{}: `{key}` = {v} is not supported (only null is)", self.what);
+        }
+        Ok(())
+    }
+
+    /// Error unless `key` (default `default`) is one of `allowed`.
+    pub fn require_str(&self, key: &str, default: &str, allowed: &[&str]) -> Result<String> {
+        let s = self.str(key, default)?;
+        if !allowed.contains(&s.as_str()) {
+            bail!("{}: `{key}` = {s:?} is not supported (supported: {allowed:?})", self.what);
+        }
+        Ok(s)
+    }
+
+    /// Error unless the boolean `key` (default `default`) equals `want`.
+    pub fn require_bool(&self, key: &str, default: bool, want: bool) -> Result<()> {
+        let b = self.bool(key, default)?;
+        if b != want {
+            bail!("{}: `{key}` = {b} is not supported (only {want} is)", self.what);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! Call sites a caller (the CyberHost pipeline) can use to change a U-Net run
+//! without forking it: add a feature map after `conv_in`, add a vector to the
+//! time embedding, edit each up block's output before its upsampler, record
+//! every `BasicTransformerBlock`'s `norm1` output, and give `attn1` extra
+//! key/value tokens (reference attention).
+//!
+//! Transformer blocks are named by their full checkpoint prefix, e.g.
+//! `down_blocks.0.attentions.0.transformer_blocks.0`, `mid_block.attentions.0
+//! .transformer_blocks.0`, `up_blocks.1.attentions.2.transformer_blocks.0`;
+//! blocks inside motion modules are `down_blocks.0.motion_modules.0.transformer_blocks.0`.
+
+use anyhow::Result;
+
+use crate::backends::Backend;
+use crate::models::attention::ExtraKv;
+
+/// Every method has a no-op default; implement only what you need.
+pub trait UNetHooks<B: Backend> {
+    /// After `conv_in`: `h` is (N, C0, h, w) with N = batch·num_frames (num_frames = 1 for
+    /// `UNet2DConditionModel`), frame-major within each batch item. Return the new `h`.
+    fn after_conv_in(&mut self, _be: &B, h: B::Tensor, _num_frames: usize) -> Result<B::Tensor> {
+        Ok(h)
+    }
+
+    /// After `time_embedding` (and before the motion model repeats it per frame):
+    /// `emb` is (batch, time_embed_dim). Return the new `emb`.
+    fn after_time_embedding(&mut self, _be: &B, emb: B::Tensor) -> Result<B::Tensor> {
+        Ok(emb)
+    }
+
+    /// At the output of `up_blocks.{index}`, before its upsampler: `h` is (N, C, h, w).
+    /// Return the new `h`.
+    fn after_up_block(&mut self, _be: &B, _index: usize, h: B::Tensor, _num_frames: usize) -> Result<B::Tensor> {
+        Ok(h)
+    }
+
+    /// The `norm1` output (N, L, C) of the transformer block `name` (before any positional embedding).
+    fn on_norm1(&mut self, _be: &B, _name: &str, _norm1: &B::Tensor) -> Result<()> {
+        Ok(())
+    }
+
+    /// Extra key/value tokens for `attn1` of the transformer block `name`, for some batch rows.
+    fn attn1_extra_kv(&self, _name: &str) -> Option<ExtraKv<'_, B>> {
+        None
+    }
+}
+
+/// The default: changes nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHooks;
+
+impl<B: Backend> UNetHooks<B> for NoHooks {}

@@ -1,0 +1,136 @@
+//! AnimateDiff's temporal transformer, diffusers `AnimateDiffTransformer3D`
+//! (`models/unets/unet_motion_model.py`): attention over frames, per pixel.
+//!
+//! ```text
+//! x (B·F, C, H, W) → (B, C, F, H, W) → GroupNorm (eps 1e-6, stats over F, H, W)
+//!   → (B·H·W, F, C) → proj_in → BasicTransformerBlocks (self-attn ×2, sinusoidal
+//!   positions over frames, geglu) → proj_out → (B·F, C, H, W) → + x
+//! ```
+
+use anyhow::{bail, Result};
+
+use crate::backends::{Backend, BackendExt, TensorLike};
+use crate::models::hooks::UNetHooks;
+use crate::models::nn::{GroupNorm, Linear};
+use crate::models::transformer::{BasicTransformerBlock, BasicTransformerBlockConfig, FeedForwardActivation};
+use crate::var_builder::VarBuilder;
+
+/// Construction arguments of `AnimateDiffTransformer3D` as the motion blocks build it.
+#[derive(Clone, Debug)]
+pub struct AnimateDiffTransformer3DConfig {
+    /// e.g. 8 (`motion_num_attention_heads`)
+    pub num_attention_heads: usize,
+    /// e.g. 40 (= in_channels / heads)
+    pub attention_head_dim: usize,
+    /// e.g. 320
+    pub in_channels: usize,
+    /// e.g. 1 (`temporal_transformer_layers_per_block`)
+    pub num_layers: usize,
+    /// e.g. 32 (`norm_num_groups`)
+    pub norm_num_groups: usize,
+    /// e.g. None (`temporal_cross_attention_dim`)
+    pub cross_attention_dim: Option<usize>,
+    /// e.g. true
+    pub double_self_attention: bool,
+    /// e.g. 32 (`motion_max_seq_length`)
+    pub max_seq_length: usize,
+}
+
+impl AnimateDiffTransformer3DConfig {
+    /// The motion module of a block with `channels` channels.
+    pub fn new(channels: usize, heads: usize, num_layers: usize, norm_num_groups: usize, max_seq_length: usize) -> Self {
+        AnimateDiffTransformer3DConfig {
+            num_attention_heads: heads,
+            attention_head_dim: if heads == 0 { 0 } else { channels / heads },
+            in_channels: channels,
+            num_layers,
+            norm_num_groups,
+            cross_attention_dim: None,
+            double_self_attention: true,
+            max_seq_length,
+        }
+    }
+}
+
+impl Default for AnimateDiffTransformer3DConfig {
+    fn default() -> Self {
+        AnimateDiffTransformer3DConfig::new(320, 8, 1, 32, 32)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AnimateDiffTransformer3D<B: Backend> {
+    pub norm: GroupNorm<B>,
+    /// (inner, C)
+    pub proj_in: Linear<B>,
+    pub transformer_blocks: Vec<BasicTransformerBlock<B>>,
+    /// (C, inner)
+    pub proj_out: Linear<B>,
+    pub inner_dim: usize,
+}
+
+impl<B: Backend> AnimateDiffTransformer3D<B> {
+    /// `name` is the module's full checkpoint prefix, e.g. `down_blocks.0.motion_modules.0`.
+    pub fn load(vb: &VarBuilder<B>, cfg: &AnimateDiffTransformer3DConfig, name: &str) -> Result<Self> {
+        let c = cfg.in_channels;
+        if cfg.num_attention_heads == 0 || c % cfg.num_attention_heads != 0 {
+            bail!(
+                "motion module `{name}`: {c} channels are not divisible by motion_num_attention_heads = {}",
+                cfg.num_attention_heads
+            );
+        }
+        let inner = cfg.num_attention_heads * cfg.attention_head_dim;
+        let bcfg = BasicTransformerBlockConfig {
+            dim: inner,
+            num_attention_heads: cfg.num_attention_heads,
+            attention_head_dim: cfg.attention_head_dim,
+            cross_attention_dim: cfg.cross_attention_dim,
+            activation_fn: FeedForwardActivation::Geglu,
+            attention_bias: false,
+            only_cross_attention: false,
+            double_self_attention: cfg.double_self_attention,
+            norm_elementwise_affine: true,
+            norm_eps: 1e-5,
+            sinusoidal_pos_embed: Some(cfg.max_seq_length),
+            ff_inner_dim: None,
+            ff_bias: true,
+            attention_out_bias: true,
+        };
+        let vbt = vb.pp("transformer_blocks");
+        let transformer_blocks = (0..cfg.num_layers)
+            .map(|i| BasicTransformerBlock::load(&vbt.pp(i.to_string()), &bcfg, format!("{name}.transformer_blocks.{i}")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AnimateDiffTransformer3D {
+            norm: GroupNorm::load(&vb.pp("norm"), cfg.norm_num_groups, c, 1e-6)?,
+            proj_in: Linear::load(&vb.pp("proj_in"), c, inner, true)?,
+            transformer_blocks,
+            proj_out: Linear::load(&vb.pp("proj_out"), inner, c, true)?,
+            inner_dim: inner,
+        })
+    }
+
+    /// x (B·F, C, H, W), frame-major within each batch item → (B·F, C, H, W).
+    pub fn forward(&self, be: &B, x: &B::Tensor, num_frames: usize, hooks: &mut dyn UNetHooks<B>) -> Result<B::Tensor> {
+        let s = x.shape();
+        let (bf, c, hh, ww) = (s[0], s[1], s[2], s[3]);
+        if num_frames == 0 || bf % num_frames != 0 {
+            bail!("motion module: batch·frames {bf} is not a multiple of num_frames {num_frames}");
+        }
+        let b = bf / num_frames;
+        let f = num_frames;
+        let h = be.reshape(x, &[b, f, c, hh, ww])?;
+        let h = be.permute(&h, &[0, 2, 1, 3, 4])?; // (B, C, F, H, W)
+        let h = self.norm.forward(be, &h)?;
+        let h = be.permute(&h, &[0, 3, 4, 2, 1])?; // (B, H, W, F, C)
+        let h = be.reshape(&h, &[b * hh * ww, f, c])?;
+        let mut h = self.proj_in.forward(be, &h)?;
+        for block in &self.transformer_blocks {
+            h = block.forward(be, &h, None, hooks)?;
+        }
+        let h = self.proj_out.forward(be, &h)?;
+        let h = be.reshape(&h, &[b, hh, ww, f, c])?;
+        let h = be.permute(&h, &[0, 3, 4, 1, 2])?; // (B, F, C, H, W)
+        let h = be.reshape(&h, &[bf, c, hh, ww])?;
+        be.add(&h, x)
+    }
+}

@@ -1,0 +1,174 @@
+//! Leaf layers shared by every model: `Linear`, `Conv2d`, `GroupNorm`, `LayerNorm`
+//! and the diffusers activation names (`get_activation`).
+//!
+//! Each layer holds its weights (PyTorch layout, shapes in the field comments),
+//! loads them with `load(vb, ..)` under the checkpoint's own key names
+//! (`weight`, `bias`) and runs with `forward(be, x)`.
+
+use anyhow::{bail, Result};
+
+use crate::backends::{Backend, Conv2dParams, Unary};
+use crate::var_builder::VarBuilder;
+
+// ---------------------------------------------------------------------------
+// Activation
+// ---------------------------------------------------------------------------
+
+/// A diffusers activation name (`diffusers.models.activations.get_activation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `"silu"` / `"swish"`
+    Silu,
+    /// `"gelu"` (exact, erf)
+    Gelu,
+    /// `"relu"`
+    Relu,
+}
+
+impl Activation {
+    /// Parse a diffusers activation name; `key` names the config field for the error.
+    pub fn parse(name: &str, key: &str) -> Result<Self> {
+        Ok(match name {
+            "silu" | "swish" => Activation::Silu,
+            "gelu" => Activation::Gelu,
+            "relu" => Activation::Relu,
+            other => bail!(
+                "config `{key}` = {other:?} is not supported (supported activations: \"silu\", \"swish\", \"gelu\", \"relu\")"
+            ),
+        })
+    }
+
+    pub fn forward<B: Backend>(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        let op = match self {
+            Activation::Silu => Unary::Silu,
+            Activation::Gelu => Unary::Gelu,
+            Activation::Relu => Unary::Relu,
+        };
+        be.unary(x, op)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Linear
+// ---------------------------------------------------------------------------
+
+/// `nn.Linear`: y = x · Wᵀ + b over the last dimension.
+#[derive(Clone, Debug)]
+pub struct Linear<B: Backend> {
+    /// (out, in)
+    pub weight: B::Tensor,
+    /// (out,)
+    pub bias: Option<B::Tensor>,
+}
+
+impl<B: Backend> Linear<B> {
+    pub fn load(vb: &VarBuilder<B>, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get("weight", &[out_dim, in_dim])?;
+        let bias = if bias { Some(vb.get("bias", &[out_dim])?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+
+    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        be.linear(x, &self.weight, self.bias.as_ref())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Conv2d
+// ---------------------------------------------------------------------------
+
+/// `nn.Conv2d` with a square kernel.
+#[derive(Clone, Debug)]
+pub struct Conv2d<B: Backend> {
+    /// (out, in/groups, k, k)
+    pub weight: B::Tensor,
+    /// (out,)
+    pub bias: Option<B::Tensor>,
+    pub params: Conv2dParams,
+}
+
+impl<B: Backend> Conv2d<B> {
+    /// Conv2d `in_ch → out_ch`, kernel `k`, `stride`, `padding`, groups 1.
+    pub fn load(
+        vb: &VarBuilder<B>,
+        in_ch: usize,
+        out_ch: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let weight = vb.get("weight", &[out_ch, in_ch, k, k])?;
+        let bias = if bias { Some(vb.get("bias", &[out_ch])?) } else { None };
+        Ok(Conv2d { weight, bias, params: Conv2dParams::new(stride, padding) })
+    }
+
+    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        be.conv2d(x, &self.weight, self.bias.as_ref(), self.params)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// GroupNorm
+// ---------------------------------------------------------------------------
+
+/// `nn.GroupNorm(num_groups, num_channels, eps, affine=True)` over (N, C, *spatial).
+#[derive(Clone, Debug)]
+pub struct GroupNorm<B: Backend> {
+    /// (C,)
+    pub weight: B::Tensor,
+    /// (C,)
+    pub bias: B::Tensor,
+    pub groups: usize,
+    pub eps: f32,
+}
+
+impl<B: Backend> GroupNorm<B> {
+    pub fn load(vb: &VarBuilder<B>, groups: usize, channels: usize, eps: f32) -> Result<Self> {
+        if groups == 0 || channels % groups != 0 {
+            bail!(
+                "GroupNorm `{}`: {channels} channels are not divisible into {groups} groups (check `norm_num_groups`)",
+                vb.prefix()
+            );
+        }
+        Ok(GroupNorm {
+            weight: vb.get("weight", &[channels])?,
+            bias: vb.get("bias", &[channels])?,
+            groups,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        be.group_norm(x, self.groups, Some(&self.weight), Some(&self.bias), self.eps)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// LayerNorm
+// ---------------------------------------------------------------------------
+
+/// `nn.LayerNorm(dim, eps, elementwise_affine)` over the last dimension.
+#[derive(Clone, Debug)]
+pub struct LayerNorm<B: Backend> {
+    /// (dim,) when elementwise_affine
+    pub weight: Option<B::Tensor>,
+    /// (dim,) when elementwise_affine
+    pub bias: Option<B::Tensor>,
+    pub eps: f32,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    pub fn load(vb: &VarBuilder<B>, dim: usize, eps: f32, affine: bool) -> Result<Self> {
+        let (weight, bias) = if affine {
+            (Some(vb.get("weight", &[dim])?), Some(vb.get("bias", &[dim])?))
+        } else {
+            (None, None)
+        };
+        Ok(LayerNorm { weight, bias, eps })
+    }
+
+    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        be.layer_norm(x, self.weight.as_ref(), self.bias.as_ref(), self.eps)
+    }
+}

@@ -1,0 +1,426 @@
+//! diffusers `BasicTransformerBlock` and `FeedForward` (`models/attention.py`,
+//! `norm_type = "layer_norm"`) and `Transformer2DModel` (`models/transformers/
+//! transformer_2d.py`, continuous input).
+//!
+//! ```text
+//! BasicTransformerBlock, x (N, L, C):
+//!   n = norm1(x) [+ pos_embed];  x = attn1(n [, extra kv]) + x
+//!   n = norm2(x) [+ pos_embed];  x = attn2(n, encoder_hidden_states) + x     (if attn2)
+//!   x = ff(norm3(x)) + x
+//! Transformer2DModel, x (N, C, H, W):
+//!   h = norm(x) (GroupNorm eps 1e-6) → proj_in (1x1 conv, or linear after flattening)
+//!   → blocks → proj_out → + x
+//! ```
+
+use anyhow::{bail, Result};
+
+use crate::backends::{Backend, BackendExt, TensorLike, Unary};
+use crate::models::attention::{Attention, AttentionConfig};
+use crate::models::embeddings::SinusoidalPositionalEmbedding;
+use crate::models::hooks::UNetHooks;
+use crate::models::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
+use crate::var_builder::VarBuilder;
+
+// ---------------------------------------------------------------------------
+// FeedForward
+// ---------------------------------------------------------------------------
+
+/// `FeedForward.activation_fn`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedForwardActivation {
+    /// `"geglu"`: proj (2·inner) → a · gelu(gate)
+    Geglu,
+    /// `"geglu-approximate"` (`ApproximateGELU`): x · sigmoid(1.702 x)
+    GegluApproximate,
+    /// `"gelu"`
+    Gelu,
+    /// `"gelu-approximate"` (tanh)
+    GeluApproximate,
+}
+
+impl FeedForwardActivation {
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "geglu" => FeedForwardActivation::Geglu,
+            "geglu-approximate" => FeedForwardActivation::GegluApproximate,
+            "gelu" => FeedForwardActivation::Gelu,
+            "gelu-approximate" => FeedForwardActivation::GeluApproximate,
+            other => bail!(
+                "activation_fn {other:?} is not supported (supported: \"geglu\", \"geglu-approximate\", \"gelu\", \"gelu-approximate\")"
+            ),
+        })
+    }
+}
+
+/// `FeedForward(dim, mult=4, activation_fn, inner_dim, bias)`: `net.0.proj`, `net.2`.
+#[derive(Clone, Debug)]
+pub struct FeedForward<B: Backend> {
+    /// `net.0.proj`: (2·inner, dim) for geglu, else (inner, dim)
+    pub proj_in: Linear<B>,
+    /// `net.2`: (dim_out, inner)
+    pub proj_out: Linear<B>,
+    pub act: FeedForwardActivation,
+    pub inner_dim: usize,
+}
+
+impl<B: Backend> FeedForward<B> {
+    pub fn load(
+        vb: &VarBuilder<B>,
+        dim: usize,
+        inner_dim: Option<usize>,
+        act: FeedForwardActivation,
+        bias: bool,
+    ) -> Result<Self> {
+        let inner = inner_dim.unwrap_or(dim * 4);
+        let proj_w = if act == FeedForwardActivation::Geglu { 2 * inner } else { inner };
+        Ok(FeedForward {
+            proj_in: Linear::load(&vb.pp("net").pp("0").pp("proj"), dim, proj_w, bias)?,
+            proj_out: Linear::load(&vb.pp("net").pp("2"), inner, dim, bias)?,
+            act,
+            inner_dim: inner,
+        })
+    }
+
+    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        let h = self.proj_in.forward(be, x)?;
+        let h = match self.act {
+            FeedForwardActivation::Geglu => {
+                let last = h.rank() - 1;
+                let a = be.narrow(&h, last, 0, self.inner_dim)?;
+                let gate = be.narrow(&h, last, self.inner_dim, self.inner_dim)?;
+                let gate = be.unary(&gate, Unary::Gelu)?;
+                be.mul(&a, &gate)?
+            }
+            FeedForwardActivation::GegluApproximate => {
+                let s = be.affine(&h, 1.702, 0.0)?;
+                let s = be.unary(&s, Unary::Sigmoid)?;
+                be.mul(&h, &s)?
+            }
+            FeedForwardActivation::Gelu => be.unary(&h, Unary::Gelu)?,
+            FeedForwardActivation::GeluApproximate => be.unary(&h, Unary::GeluTanh)?,
+        };
+        self.proj_out.forward(be, &h)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// BasicTransformerBlock
+// ---------------------------------------------------------------------------
+
+/// Construction arguments of `BasicTransformerBlock` (diffusers names, `norm_type = "layer_norm"`).
+#[derive(Clone, Debug)]
+pub struct BasicTransformerBlockConfig {
+    /// e.g. 320
+    pub dim: usize,
+    /// e.g. 8
+    pub num_attention_heads: usize,
+    /// e.g. 40
+    pub attention_head_dim: usize,
+    /// e.g. Some(768); None: no attn2 unless double_self_attention
+    pub cross_attention_dim: Option<usize>,
+    /// e.g. Geglu
+    pub activation_fn: FeedForwardActivation,
+    /// e.g. false
+    pub attention_bias: bool,
+    /// e.g. false
+    pub only_cross_attention: bool,
+    /// e.g. false (true in motion modules)
+    pub double_self_attention: bool,
+    /// e.g. true
+    pub norm_elementwise_affine: bool,
+    /// e.g. 1e-5
+    pub norm_eps: f32,
+    /// `positional_embeddings = "sinusoidal"` with this `num_positional_embeddings`, e.g. Some(32)
+    pub sinusoidal_pos_embed: Option<usize>,
+    /// e.g. None (= 4·dim)
+    pub ff_inner_dim: Option<usize>,
+    /// e.g. true
+    pub ff_bias: bool,
+    /// e.g. true
+    pub attention_out_bias: bool,
+}
+
+impl Default for BasicTransformerBlockConfig {
+    fn default() -> Self {
+        BasicTransformerBlockConfig {
+            dim: 320,
+            num_attention_heads: 8,
+            attention_head_dim: 40,
+            cross_attention_dim: Some(768),
+            activation_fn: FeedForwardActivation::Geglu,
+            attention_bias: false,
+            only_cross_attention: false,
+            double_self_attention: false,
+            norm_elementwise_affine: true,
+            norm_eps: 1e-5,
+            sinusoidal_pos_embed: None,
+            ff_inner_dim: None,
+            ff_bias: true,
+            attention_out_bias: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct BasicTransformerBlock<B: Backend> {
+    /// Full checkpoint prefix, e.g. `down_blocks.0.attentions.0.transformer_blocks.0` (hook key).
+    pub name: String,
+    pub norm1: LayerNorm<B>,
+    pub attn1: Attention<B>,
+    pub norm2: Option<LayerNorm<B>>,
+    pub attn2: Option<Attention<B>>,
+    pub norm3: LayerNorm<B>,
+    pub ff: FeedForward<B>,
+    pub pos_embed: Option<SinusoidalPositionalEmbedding<B>>,
+    pub only_cross_attention: bool,
+}
+
+impl<B: Backend> BasicTransformerBlock<B> {
+    /// `name` is the block's full checkpoint prefix (the hook key).
+    pub fn load(vb: &VarBuilder<B>, cfg: &BasicTransformerBlockConfig, name: String) -> Result<Self> {
+        let dim = cfg.dim;
+        let heads = cfg.num_attention_heads;
+        let hd = cfg.attention_head_dim;
+        let pos_embed = match cfg.sinusoidal_pos_embed {
+            Some(max_len) => Some(SinusoidalPositionalEmbedding::load(&vb.pp("pos_embed"), dim, max_len)?),
+            None => None,
+        };
+        let norm1 = LayerNorm::load(&vb.pp("norm1"), dim, cfg.norm_eps, cfg.norm_elementwise_affine)?;
+        let mut a1 = AttentionConfig::new(
+            dim,
+            if cfg.only_cross_attention { cfg.cross_attention_dim } else { None },
+            heads,
+            hd,
+        );
+        a1.bias = cfg.attention_bias;
+        a1.out_bias = cfg.attention_out_bias;
+        let attn1 = Attention::load(&vb.pp("attn1"), &a1)?;
+        let (norm2, attn2) = if cfg.cross_attention_dim.is_some() || cfg.double_self_attention {
+            let norm2 = LayerNorm::load(&vb.pp("norm2"), dim, cfg.norm_eps, cfg.norm_elementwise_affine)?;
+            let mut a2 = AttentionConfig::new(
+                dim,
+                if cfg.double_self_attention { None } else { cfg.cross_attention_dim },
+                heads,
+                hd,
+            );
+            a2.bias = cfg.attention_bias;
+            a2.out_bias = cfg.attention_out_bias;
+            (Some(norm2), Some(Attention::load(&vb.pp("attn2"), &a2)?))
+        } else {
+            (None, None)
+        };
+        let norm3 = LayerNorm::load(&vb.pp("norm3"), dim, cfg.norm_eps, cfg.norm_elementwise_affine)?;
+        let ff = FeedForward::load(&vb.pp("ff"), dim, cfg.ff_inner_dim, cfg.activation_fn, cfg.ff_bias)?;
+        Ok(BasicTransformerBlock {
+            name,
+            norm1,
+            attn1,
+            norm2,
+            attn2,
+            norm3,
+            ff,
+            pos_embed,
+            only_cross_attention: cfg.only_cross_attention,
+        })
+    }
+
+    /// x (N, L, dim); encoder_hidden_states (N, S, cross_dim) or None.
+    pub fn forward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        encoder_hidden_states: Option<&B::Tensor>,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
+        let n = self.norm1.forward(be, x)?;
+        hooks.on_norm1(be, &self.name, &n)?;
+        let n = match &self.pos_embed {
+            Some(pe) => pe.forward(be, &n)?,
+            None => n,
+        };
+        let a = {
+            let extra = hooks.attn1_extra_kv(&self.name);
+            let enc = if self.only_cross_attention { encoder_hidden_states } else { None };
+            self.attn1.forward_ext(be, &n, enc, extra.as_ref())?
+        };
+        let mut h = be.add(&a, x)?;
+        if let (Some(norm2), Some(attn2)) = (&self.norm2, &self.attn2) {
+            let n = norm2.forward(be, &h)?;
+            let n = match &self.pos_embed {
+                Some(pe) => pe.forward(be, &n)?,
+                None => n,
+            };
+            let a = attn2.forward(be, &n, encoder_hidden_states)?;
+            h = be.add(&a, &h)?;
+        }
+        let n = self.norm3.forward(be, &h)?;
+        let f = self.ff.forward(be, &n)?;
+        be.add(&f, &h)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Transformer2DModel
+// ---------------------------------------------------------------------------
+
+/// Construction arguments of `Transformer2DModel` (continuous input; diffusers names).
+#[derive(Clone, Debug)]
+pub struct Transformer2DModelConfig {
+    /// e.g. 8
+    pub num_attention_heads: usize,
+    /// e.g. 40
+    pub attention_head_dim: usize,
+    /// e.g. 320
+    pub in_channels: usize,
+    /// e.g. None (= in_channels)
+    pub out_channels: Option<usize>,
+    /// e.g. 1 (`transformer_layers_per_block`)
+    pub num_layers: usize,
+    /// e.g. Some(768)
+    pub cross_attention_dim: Option<usize>,
+    /// e.g. 32
+    pub norm_num_groups: usize,
+    /// e.g. false (SD1.5), true (SD2)
+    pub use_linear_projection: bool,
+    /// e.g. false
+    pub only_cross_attention: bool,
+    /// e.g. false
+    pub double_self_attention: bool,
+    /// e.g. Geglu
+    pub activation_fn: FeedForwardActivation,
+    /// e.g. false
+    pub attention_bias: bool,
+    /// e.g. true
+    pub norm_elementwise_affine: bool,
+    /// e.g. 1e-5
+    pub norm_eps: f32,
+}
+
+impl Default for Transformer2DModelConfig {
+    fn default() -> Self {
+        Transformer2DModelConfig {
+            num_attention_heads: 8,
+            attention_head_dim: 40,
+            in_channels: 320,
+            out_channels: None,
+            num_layers: 1,
+            cross_attention_dim: Some(768),
+            norm_num_groups: 32,
+            use_linear_projection: false,
+            only_cross_attention: false,
+            double_self_attention: false,
+            activation_fn: FeedForwardActivation::Geglu,
+            attention_bias: false,
+            norm_elementwise_affine: true,
+            norm_eps: 1e-5,
+        }
+    }
+}
+
+/// `proj_in` / `proj_out`: a 1x1 conv or a linear layer.
+#[derive(Clone, Debug)]
+pub enum Projection<B: Backend> {
+    /// (out, in, 1, 1)
+    Conv(Conv2d<B>),
+    /// (out, in)
+    Linear(Linear<B>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Transformer2DModel<B: Backend> {
+    pub norm: GroupNorm<B>,
+    pub proj_in: Projection<B>,
+    pub transformer_blocks: Vec<BasicTransformerBlock<B>>,
+    pub proj_out: Projection<B>,
+    pub inner_dim: usize,
+}
+
+impl<B: Backend> Transformer2DModel<B> {
+    /// `name` is the module's full checkpoint prefix, e.g. `down_blocks.0.attentions.0`.
+    pub fn load(vb: &VarBuilder<B>, cfg: &Transformer2DModelConfig, name: &str) -> Result<Self> {
+        let cin = cfg.in_channels;
+        let cout = cfg.out_channels.unwrap_or(cin);
+        let inner = cfg.num_attention_heads * cfg.attention_head_dim;
+        if cout != inner {
+            bail!(
+                "Transformer2DModel `{name}`: out_channels {cout} must equal heads·head_dim {inner} \
+                 (diffusers reshapes the output with the inner dim)"
+            );
+        }
+        let norm = GroupNorm::load(&vb.pp("norm"), cfg.norm_num_groups, cin, 1e-6)?;
+        let (proj_in, proj_out) = if cfg.use_linear_projection {
+            (
+                Projection::Linear(Linear::load(&vb.pp("proj_in"), cin, inner, true)?),
+                Projection::Linear(Linear::load(&vb.pp("proj_out"), inner, cout, true)?),
+            )
+        } else {
+            (
+                Projection::Conv(Conv2d::load(&vb.pp("proj_in"), cin, inner, 1, 1, 0, true)?),
+                Projection::Conv(Conv2d::load(&vb.pp("proj_out"), inner, cout, 1, 1, 0, true)?),
+            )
+        };
+        let bcfg = BasicTransformerBlockConfig {
+            dim: inner,
+            num_attention_heads: cfg.num_attention_heads,
+            attention_head_dim: cfg.attention_head_dim,
+            cross_attention_dim: cfg.cross_attention_dim,
+            activation_fn: cfg.activation_fn,
+            attention_bias: cfg.attention_bias,
+            only_cross_attention: cfg.only_cross_attention,
+            double_self_attention: cfg.double_self_attention,
+            norm_elementwise_affine: cfg.norm_elementwise_affine,
+            norm_eps: cfg.norm_eps,
+            sinusoidal_pos_embed: None,
+            ff_inner_dim: None,
+            ff_bias: true,
+            attention_out_bias: true,
+        };
+        let vbt = vb.pp("transformer_blocks");
+        let transformer_blocks = (0..cfg.num_layers)
+            .map(|i| BasicTransformerBlock::load(&vbt.pp(i.to_string()), &bcfg, format!("{name}.transformer_blocks.{i}")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Transformer2DModel { norm, proj_in, transformer_blocks, proj_out, inner_dim: inner })
+    }
+
+    /// x (N, C, H, W); encoder_hidden_states (N, S, cross_dim) → (N, C, H, W).
+    pub fn forward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        encoder_hidden_states: Option<&B::Tensor>,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
+        let s = x.shape();
+        let (n, c, hh, ww) = (s[0], s[1], s[2], s[3]);
+        let inner = self.inner_dim;
+        let h = self.norm.forward(be, x)?;
+        let mut h = match &self.proj_in {
+            Projection::Conv(conv) => {
+                let h = conv.forward(be, &h)?;
+                let h = be.permute(&h, &[0, 2, 3, 1])?;
+                be.reshape(&h, &[n, hh * ww, inner])?
+            }
+            Projection::Linear(lin) => {
+                let h = be.permute(&h, &[0, 2, 3, 1])?;
+                let h = be.reshape(&h, &[n, hh * ww, c])?;
+                lin.forward(be, &h)?
+            }
+        };
+        for block in &self.transformer_blocks {
+            h = block.forward(be, &h, encoder_hidden_states, hooks)?;
+        }
+        let h = match &self.proj_out {
+            Projection::Conv(conv) => {
+                let h = be.reshape(&h, &[n, hh, ww, inner])?;
+                let h = be.permute(&h, &[0, 3, 1, 2])?;
+                conv.forward(be, &h)?
+            }
+            Projection::Linear(lin) => {
+                let h = lin.forward(be, &h)?;
+                let h = be.reshape(&h, &[n, hh, ww, inner])?;
+                be.permute(&h, &[0, 3, 1, 2])?
+            }
+        };
+        be.add(&h, x)
+    }
+}

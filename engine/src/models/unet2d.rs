@@ -1,0 +1,297 @@
+//! diffusers `UNet2DConditionModel` (`models/unets/unet_2d_condition.py`, 0.31.0),
+//! built from its `config.json`.
+//!
+//! Supported: `CrossAttnDownBlock2D`, `DownBlock2D`, `UNetMidBlock2DCrossAttn` (or
+//! no mid block), `CrossAttnUpBlock2D`, `UpBlock2D`; any channel/group/head sizes;
+//! `attention_head_dim` int or per-block list (it is the number of heads: diffusers'
+//! naming quirk; `num_attention_heads` wins when set); `use_linear_projection`;
+//! `only_cross_attention`; `transformer_layers_per_block` int or per-block list;
+//! `flip_sin_to_cos`, `freq_shift`, `time_embedding_dim`, `time_embedding_act_fn`,
+//! `timestep_post_act`, `conv_in_kernel`, `conv_out_kernel`, `center_input_sample`,
+//! `mid_block_scale_factor`. Everything else that changes the computation
+//! (`class_embed_type`, `addition_embed_type`, `encoder_hid_dim_type`,
+//! `resnet_time_scale_shift != "default"`, ...) is an error naming the key.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::backends::{Backend, TensorLike};
+use crate::models::config_json::ConfigJson;
+use crate::models::embeddings::{TimestepEmbeddingConfig, Timesteps};
+use crate::models::hooks::UNetHooks;
+use crate::models::nn::Activation;
+use crate::models::transformer::BasicTransformerBlock;
+use crate::models::unet_blocks::{
+    CrossAttnConfig, DownBlockConfig, MidBlockConfig, ResnetSettings, UpBlockConfig,
+};
+use crate::models::unet_trunk::{UNetTrunk, UNetTrunkConfig};
+use crate::var_builder::VarBuilder;
+
+/// Parsed `UNet2DConditionModel` config: the resolved trunk.
+#[derive(Clone, Debug)]
+pub struct UNet2DConditionModelConfig {
+    pub trunk: UNetTrunkConfig,
+}
+
+/// Strip diffusers' `UNetRes` prefix (`get_down_block` / `get_up_block` do the same).
+fn strip_unetres(s: &str) -> &str {
+    s.strip_prefix("UNetRes").unwrap_or(s)
+}
+
+impl UNet2DConditionModelConfig {
+    /// Read `config.json` of a `UNet2DConditionModel` directory.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        Self::parse(&ConfigJson::from_file("UNet2DConditionModel config", path)?)
+    }
+
+    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
+        Self::parse(&ConfigJson::from_value("UNet2DConditionModel config", v)?)
+    }
+
+    pub fn parse(c: &ConfigJson) -> Result<Self> {
+        // --- what changes the computation but is not supported -----------------------
+        for key in [
+            "class_embed_type",
+            "addition_embed_type",
+            "encoder_hid_dim",
+            "encoder_hid_dim_type",
+            "num_class_embeds",
+            "reverse_transformer_layers_per_block",
+            "projection_class_embeddings_input_dim",
+        ] {
+            c.require_null(key)?;
+        }
+        c.require_str("time_embedding_type", "positional", &["positional"])?;
+        c.require_str("resnet_time_scale_shift", "default", &["default"])?;
+        c.require_str("attention_type", "default", &["default"])?;
+        c.require_bool("dual_cross_attention", false, false)?;
+
+        let down_types = c.str_list(
+            "down_block_types",
+            &["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        )?;
+        let up_types = c.str_list(
+            "up_block_types",
+            &["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        )?;
+        let n = down_types.len();
+        if n == 0 {
+            bail!("{}: `down_block_types` is empty", c.what);
+        }
+        if up_types.len() != n {
+            bail!(
+                "{}: `down_block_types` has {n} entries but `up_block_types` has {}",
+                c.what,
+                up_types.len()
+            );
+        }
+        let block_out = c.usize_list("block_out_channels", &[320, 640, 1280, 1280])?;
+        if block_out.len() != n {
+            bail!("{}: `block_out_channels` has {} entries; expected {n}", c.what, block_out.len());
+        }
+        let mut down_attn = Vec::with_capacity(n);
+        for t in &down_types {
+            down_attn.push(match strip_unetres(t) {
+                "CrossAttnDownBlock2D" => true,
+                "DownBlock2D" => false,
+                other => bail!(
+                    "{}: down block type {other:?} in `down_block_types` is not supported \
+                     (supported: \"CrossAttnDownBlock2D\", \"DownBlock2D\")",
+                    c.what
+                ),
+            });
+        }
+        let mut up_attn = Vec::with_capacity(n);
+        for t in &up_types {
+            up_attn.push(match strip_unetres(t) {
+                "CrossAttnUpBlock2D" => true,
+                "UpBlock2D" => false,
+                other => bail!(
+                    "{}: up block type {other:?} in `up_block_types` is not supported \
+                     (supported: \"CrossAttnUpBlock2D\", \"UpBlock2D\")",
+                    c.what
+                ),
+            });
+        }
+        // missing: diffusers' default; explicit null: no mid block
+        let mid_type = match c.obj.contains_key("mid_block_type") {
+            false => Some("UNetMidBlock2DCrossAttn".to_string()),
+            true => c.opt_str("mid_block_type")?,
+        };
+        if let Some(t) = &mid_type {
+            if t != "UNetMidBlock2DCrossAttn" {
+                bail!(
+                    "{}: mid block type {t:?} in `mid_block_type` is not supported \
+                     (supported: \"UNetMidBlock2DCrossAttn\" or null)",
+                    c.what
+                );
+            }
+        }
+
+        let in_channels = c.usize("in_channels", 4)?;
+        let out_channels = c.usize("out_channels", 4)?;
+        let layers = c.int_or_list("layers_per_block", n, 2)?;
+        let downsample_padding = c.usize("downsample_padding", 1)?;
+        let mid_scale = c.f32("mid_block_scale_factor", 1.0)?;
+        let act = Activation::parse(&c.str("act_fn", "silu")?, "act_fn")?;
+        let groups = match c.opt_usize("norm_num_groups")? {
+            Some(g) => g,
+            None if c.obj.contains_key("norm_num_groups") => {
+                bail!("{}: `norm_num_groups` = null is not supported (the resnets need groups)", c.what)
+            }
+            None => 32,
+        };
+        let eps = c.f32("norm_eps", 1e-5)?;
+        let cross = c.int_or_list("cross_attention_dim", n, 1280)?;
+        let tlayers = c.int_or_list("transformer_layers_per_block", n, 1)?;
+        let head_dim = c.int_or_list("attention_head_dim", n, 8)?;
+        // diffusers: num_attention_heads = num_attention_heads or attention_head_dim
+        let heads = c.opt_int_or_list("num_attention_heads", n)?.unwrap_or(head_dim);
+        let linear = c.bool("use_linear_projection", false)?;
+        let only_cross = c.bool_or_list("only_cross_attention", n, false)?;
+        let flip = c.bool("flip_sin_to_cos", true)?;
+        let shift = c.f32("freq_shift", 0.0)?;
+        let c0 = block_out[0];
+        let time_embed_dim = c.usize("time_embedding_dim", c0 * 4)?;
+        let time_embed_act = match c.opt_str("time_embedding_act_fn")? {
+            Some(s) => Some(Activation::parse(&s, "time_embedding_act_fn")?),
+            None => None,
+        };
+        let post_act = match c.opt_str("timestep_post_act")? {
+            Some(s) => Some(Activation::parse(&s, "timestep_post_act")?),
+            None => None,
+        };
+
+        let resnet = ResnetSettings { temb_channels: time_embed_dim, eps, act, groups, output_scale_factor: 1.0 };
+        let attn = |i: usize, layers: usize| CrossAttnConfig {
+            num_attention_heads: heads[i],
+            transformer_layers: vec![tlayers[i]; layers],
+            cross_attention_dim: cross[i],
+            use_linear_projection: linear,
+            only_cross_attention: only_cross[i],
+        };
+
+        let mut down_blocks = Vec::with_capacity(n);
+        let mut out_ch = c0;
+        for i in 0..n {
+            let in_ch = out_ch;
+            out_ch = block_out[i];
+            down_blocks.push(DownBlockConfig {
+                in_channels: in_ch,
+                out_channels: out_ch,
+                num_layers: layers[i],
+                resnet,
+                add_downsample: i + 1 < n,
+                downsample_padding,
+                attention: if down_attn[i] { Some(attn(i, layers[i])) } else { None },
+                motion: None,
+            });
+        }
+        let mid_block = mid_type.map(|_| MidBlockConfig {
+            channels: block_out[n - 1],
+            num_layers: 1,
+            resnet: ResnetSettings { output_scale_factor: mid_scale, ..resnet },
+            attention: CrossAttnConfig {
+                num_attention_heads: heads[n - 1],
+                transformer_layers: vec![tlayers[n - 1]],
+                cross_attention_dim: cross[n - 1],
+                use_linear_projection: linear,
+                only_cross_attention: false,
+            },
+            motion: None,
+        });
+        let mut up_blocks = Vec::with_capacity(n);
+        let rev = |v: &[usize]| v.iter().rev().copied().collect::<Vec<_>>();
+        let (rb, rh, rl, rc, rt) = (rev(&block_out), rev(&heads), rev(&layers), rev(&cross), rev(&tlayers));
+        let only_cross_rev: Vec<bool> = only_cross.iter().rev().copied().collect();
+        let mut out_ch = rb[0];
+        for i in 0..n {
+            let prev = out_ch;
+            out_ch = rb[i];
+            let in_ch = rb[(i + 1).min(n - 1)];
+            let num_layers = rl[i] + 1;
+            up_blocks.push(UpBlockConfig {
+                in_channels: in_ch,
+                prev_output_channel: prev,
+                out_channels: out_ch,
+                num_layers,
+                resnet,
+                add_upsample: i + 1 < n,
+                attention: if up_attn[i] {
+                    Some(CrossAttnConfig {
+                        num_attention_heads: rh[i],
+                        transformer_layers: vec![rt[i]; num_layers],
+                        cross_attention_dim: rc[i],
+                        use_linear_projection: linear,
+                        only_cross_attention: only_cross_rev[i],
+                    })
+                } else {
+                    None
+                },
+                motion: None,
+            });
+        }
+
+        Ok(UNet2DConditionModelConfig {
+            trunk: UNetTrunkConfig {
+                in_channels,
+                out_channels,
+                block_out_channels: block_out,
+                conv_in_kernel: c.usize("conv_in_kernel", 3)?,
+                conv_out_kernel: c.usize("conv_out_kernel", 3)?,
+                center_input_sample: c.bool("center_input_sample", false)?,
+                time_proj: Timesteps { num_channels: c0, flip_sin_to_cos: flip, downscale_freq_shift: shift },
+                time_embedding: TimestepEmbeddingConfig {
+                    in_channels: c0,
+                    time_embed_dim,
+                    act_fn: act,
+                    out_dim: None,
+                    post_act_fn: post_act,
+                },
+                time_embed_act,
+                down_blocks,
+                mid_block,
+                up_blocks,
+                conv_norm_out: Some((groups, eps)),
+                conv_act: act,
+            },
+        })
+    }
+}
+
+/// `UNet2DConditionModel`: sample (B, C, H, W), timesteps (B,), encoder_hidden_states (B, S, D).
+#[derive(Clone, Debug)]
+pub struct UNet2DConditionModel<B: Backend> {
+    pub config: UNet2DConditionModelConfig,
+    pub trunk: UNetTrunk<B>,
+}
+
+impl<B: Backend> UNet2DConditionModel<B> {
+    pub fn load(vb: &VarBuilder<B>, cfg: &UNet2DConditionModelConfig) -> Result<Self> {
+        Ok(UNet2DConditionModel { config: cfg.clone(), trunk: UNetTrunk::load(vb, &cfg.trunk)? })
+    }
+
+    /// Every `BasicTransformerBlock` (hook name: `.name`).
+    pub fn transformer_blocks(&self) -> Vec<&BasicTransformerBlock<B>> {
+        self.trunk.transformer_blocks()
+    }
+
+    /// sample (B, C_in, H, W); timesteps B values (or 1 for all); encoder_hidden_states
+    /// (B, S, cross_attention_dim) → (B, C_out, H, W).
+    pub fn forward(
+        &self,
+        be: &B,
+        sample: &B::Tensor,
+        timesteps: &[f32],
+        encoder_hidden_states: &B::Tensor,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
+        if sample.rank() != 4 {
+            bail!("UNet2DConditionModel: sample must be (B, C, H, W), got {:?}", sample.shape());
+        }
+        self.trunk
+            .forward(be, sample, timesteps, Some(encoder_hidden_states), 1, hooks)
+            .context("UNet2DConditionModel forward")
+    }
+}

@@ -1,0 +1,403 @@
+//! The U-Net's down, mid and up blocks (`models/unets/unet_2d_blocks.py` and
+//! `unet_motion_model.py`). One struct per role covers the 2-D and the motion
+//! variant; what a block holds is decided by its config:
+//!
+//! | diffusers class            | attention | motion |
+//! |----------------------------|-----------|--------|
+//! | `DownBlock2D`              | -         | -      |
+//! | `CrossAttnDownBlock2D`     | yes       | -      |
+//! | `DownBlockMotion`          | -         | yes    |
+//! | `CrossAttnDownBlockMotion` | yes       | yes    |
+//!
+//! (likewise `UpBlock2D`/`CrossAttnUpBlock2D`/`UpBlockMotion`/`CrossAttnUpBlockMotion`
+//! and `UNetMidBlock2DCrossAttn`/`UNetMidBlockCrossAttnMotion`).
+//!
+//! ```text
+//! down layer j: resnet → [attention] → [motion module]          → output state
+//! mid:          resnet₀, then per layer: attention → [motion] → resnet
+//! up layer j:   concat(h, skip) → resnet → [attention] → [motion]; hook; upsampler
+//! ```
+
+use anyhow::{bail, Result};
+
+use crate::backends::{Backend, TensorLike};
+use crate::models::hooks::UNetHooks;
+use crate::models::motion_module::{AnimateDiffTransformer3D, AnimateDiffTransformer3DConfig};
+use crate::models::nn::Activation;
+use crate::models::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
+use crate::models::sampling::{Downsample2D, Downsample2DConfig, Upsample2D, Upsample2DConfig};
+use crate::models::transformer::{FeedForwardActivation, Transformer2DModel, Transformer2DModelConfig};
+use crate::var_builder::VarBuilder;
+
+/// The spatial transformers of a cross-attention block.
+#[derive(Clone, Debug)]
+pub struct CrossAttnConfig {
+    /// e.g. 8 (head_dim = channels / heads)
+    pub num_attention_heads: usize,
+    /// `transformer_layers_per_block`, one entry per layer, e.g. [1, 1]
+    pub transformer_layers: Vec<usize>,
+    /// e.g. 768
+    pub cross_attention_dim: usize,
+    /// e.g. false
+    pub use_linear_projection: bool,
+    /// e.g. false
+    pub only_cross_attention: bool,
+}
+
+/// The motion modules of a motion block.
+#[derive(Clone, Debug)]
+pub struct MotionConfig {
+    /// `motion_num_attention_heads`, e.g. 8
+    pub num_attention_heads: usize,
+    /// `temporal_transformer_layers_per_block`, one entry per layer, e.g. [1, 1]
+    pub transformer_layers: Vec<usize>,
+    /// `motion_max_seq_length`, e.g. 32
+    pub max_seq_length: usize,
+}
+
+/// Resnet settings shared by a block's resnets.
+#[derive(Clone, Copy, Debug)]
+pub struct ResnetSettings {
+    /// e.g. 1280
+    pub temb_channels: usize,
+    /// `norm_eps`, e.g. 1e-5
+    pub eps: f32,
+    /// `act_fn`, e.g. silu
+    pub act: Activation,
+    /// `norm_num_groups`, e.g. 32
+    pub groups: usize,
+    /// e.g. 1.0 (`mid_block_scale_factor` in the mid block)
+    pub output_scale_factor: f32,
+}
+
+impl ResnetSettings {
+    fn resnet(&self, cin: usize, cout: usize) -> ResnetBlock2DConfig {
+        let mut c = ResnetBlock2DConfig::new(cin, cout, Some(self.temb_channels), self.groups, self.eps);
+        c.non_linearity = self.act;
+        c.output_scale_factor = self.output_scale_factor;
+        c
+    }
+}
+
+fn transformer_cfg(a: &CrossAttnConfig, channels: usize, groups: usize, layers: usize, name: &str) -> Result<Transformer2DModelConfig> {
+    let heads = a.num_attention_heads;
+    if heads == 0 || channels % heads != 0 {
+        bail!("`{name}`: {channels} channels are not divisible by {heads} attention heads (check `attention_head_dim` / `num_attention_heads`)");
+    }
+    Ok(Transformer2DModelConfig {
+        num_attention_heads: heads,
+        attention_head_dim: channels / heads,
+        in_channels: channels,
+        out_channels: None,
+        num_layers: layers,
+        cross_attention_dim: Some(a.cross_attention_dim),
+        norm_num_groups: groups,
+        use_linear_projection: a.use_linear_projection,
+        only_cross_attention: a.only_cross_attention,
+        double_self_attention: false,
+        activation_fn: FeedForwardActivation::Geglu,
+        attention_bias: false,
+        norm_elementwise_affine: true,
+        norm_eps: 1e-5,
+    })
+}
+
+fn layer_count(v: &[usize], num_layers: usize, what: &str, name: &str) -> Result<()> {
+    if v.len() != num_layers {
+        bail!("`{name}`: {what} has {} entries but the block has {num_layers} layers", v.len());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Down block
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub struct DownBlockConfig {
+    /// e.g. 320
+    pub in_channels: usize,
+    /// e.g. 640
+    pub out_channels: usize,
+    /// `layers_per_block`, e.g. 2
+    pub num_layers: usize,
+    pub resnet: ResnetSettings,
+    /// e.g. true (false for the last block)
+    pub add_downsample: bool,
+    /// e.g. 1
+    pub downsample_padding: usize,
+    pub attention: Option<CrossAttnConfig>,
+    pub motion: Option<MotionConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DownBlock<B: Backend> {
+    pub resnets: Vec<ResnetBlock2D<B>>,
+    pub attentions: Vec<Transformer2DModel<B>>,
+    pub motion_modules: Vec<AnimateDiffTransformer3D<B>>,
+    pub downsampler: Option<Downsample2D<B>>,
+}
+
+impl<B: Backend> DownBlock<B> {
+    /// `name` is the block's checkpoint prefix, e.g. `down_blocks.0`.
+    pub fn load(vb: &VarBuilder<B>, cfg: &DownBlockConfig, name: &str) -> Result<Self> {
+        let mut resnets = Vec::new();
+        let mut attentions = Vec::new();
+        let mut motion_modules = Vec::new();
+        if let Some(a) = &cfg.attention {
+            layer_count(&a.transformer_layers, cfg.num_layers, "transformer_layers_per_block", name)?;
+        }
+        if let Some(m) = &cfg.motion {
+            layer_count(&m.transformer_layers, cfg.num_layers, "temporal_transformer_layers_per_block", name)?;
+        }
+        for i in 0..cfg.num_layers {
+            let cin = if i == 0 { cfg.in_channels } else { cfg.out_channels };
+            let r = cfg.resnet.resnet(cin, cfg.out_channels);
+            resnets.push(ResnetBlock2D::load(&vb.pp("resnets").pp(i.to_string()), &r)?);
+            if let Some(a) = &cfg.attention {
+                let n = format!("{name}.attentions.{i}");
+                let t = transformer_cfg(a, cfg.out_channels, cfg.resnet.groups, a.transformer_layers[i], &n)?;
+                attentions.push(Transformer2DModel::load(&vb.pp("attentions").pp(i.to_string()), &t, &n)?);
+            }
+            if let Some(m) = &cfg.motion {
+                let n = format!("{name}.motion_modules.{i}");
+                let mc = AnimateDiffTransformer3DConfig::new(
+                    cfg.out_channels,
+                    m.num_attention_heads,
+                    m.transformer_layers[i],
+                    cfg.resnet.groups,
+                    m.max_seq_length,
+                );
+                motion_modules.push(AnimateDiffTransformer3D::load(&vb.pp("motion_modules").pp(i.to_string()), &mc, &n)?);
+            }
+        }
+        let downsampler = if cfg.add_downsample {
+            let d = Downsample2DConfig::new(cfg.out_channels, cfg.downsample_padding);
+            Some(Downsample2D::load(&vb.pp("downsamplers").pp("0"), &d)?)
+        } else {
+            None
+        };
+        Ok(DownBlock { resnets, attentions, motion_modules, downsampler })
+    }
+
+    /// Returns the block output and the states it pushes for the skip connections.
+    pub fn forward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        temb: &B::Tensor,
+        encoder_hidden_states: Option<&B::Tensor>,
+        num_frames: usize,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<(B::Tensor, Vec<B::Tensor>)> {
+        let mut h = x.clone();
+        let mut states = Vec::with_capacity(self.resnets.len() + 1);
+        for (i, resnet) in self.resnets.iter().enumerate() {
+            h = resnet.forward(be, &h, Some(temb))?;
+            if let Some(attn) = self.attentions.get(i) {
+                h = attn.forward(be, &h, encoder_hidden_states, hooks)?;
+            }
+            if let Some(mm) = self.motion_modules.get(i) {
+                h = mm.forward(be, &h, num_frames, hooks)?;
+            }
+            states.push(h.clone());
+        }
+        if let Some(d) = &self.downsampler {
+            h = d.forward(be, &h)?;
+            states.push(h.clone());
+        }
+        Ok((h, states))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Mid block
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub struct MidBlockConfig {
+    /// e.g. 1280
+    pub channels: usize,
+    /// e.g. 1 (`mid_block_layers` in the motion model)
+    pub num_layers: usize,
+    pub resnet: ResnetSettings,
+    pub attention: CrossAttnConfig,
+    pub motion: Option<MotionConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MidBlock<B: Backend> {
+    /// num_layers + 1
+    pub resnets: Vec<ResnetBlock2D<B>>,
+    pub attentions: Vec<Transformer2DModel<B>>,
+    pub motion_modules: Vec<AnimateDiffTransformer3D<B>>,
+}
+
+impl<B: Backend> MidBlock<B> {
+    /// `name` is the block's checkpoint prefix, `mid_block`.
+    pub fn load(vb: &VarBuilder<B>, cfg: &MidBlockConfig, name: &str) -> Result<Self> {
+        let c = cfg.channels;
+        let a = &cfg.attention;
+        layer_count(&a.transformer_layers, cfg.num_layers, "transformer_layers_per_block", name)?;
+        if let Some(m) = &cfg.motion {
+            layer_count(&m.transformer_layers, cfg.num_layers, "temporal_transformer_layers_per_mid_block", name)?;
+        }
+        let mut resnets = vec![ResnetBlock2D::load(&vb.pp("resnets").pp("0"), &cfg.resnet.resnet(c, c))?];
+        let mut attentions = Vec::new();
+        let mut motion_modules = Vec::new();
+        for i in 0..cfg.num_layers {
+            let n = format!("{name}.attentions.{i}");
+            let t = transformer_cfg(a, c, cfg.resnet.groups, a.transformer_layers[i], &n)?;
+            attentions.push(Transformer2DModel::load(&vb.pp("attentions").pp(i.to_string()), &t, &n)?);
+            resnets.push(ResnetBlock2D::load(&vb.pp("resnets").pp((i + 1).to_string()), &cfg.resnet.resnet(c, c))?);
+            if let Some(m) = &cfg.motion {
+                let n = format!("{name}.motion_modules.{i}");
+                let mc = AnimateDiffTransformer3DConfig::new(
+                    c,
+                    m.num_attention_heads,
+                    m.transformer_layers[i],
+                    cfg.resnet.groups,
+                    m.max_seq_length,
+                );
+                motion_modules.push(AnimateDiffTransformer3D::load(&vb.pp("motion_modules").pp(i.to_string()), &mc, &n)?);
+            }
+        }
+        Ok(MidBlock { resnets, attentions, motion_modules })
+    }
+
+    pub fn forward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        temb: &B::Tensor,
+        encoder_hidden_states: Option<&B::Tensor>,
+        num_frames: usize,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
+        let mut h = self.resnets[0].forward(be, x, Some(temb))?;
+        for (i, attn) in self.attentions.iter().enumerate() {
+            h = attn.forward(be, &h, encoder_hidden_states, hooks)?;
+            if let Some(mm) = self.motion_modules.get(i) {
+                h = mm.forward(be, &h, num_frames, hooks)?;
+            }
+            h = self.resnets[i + 1].forward(be, &h, Some(temb))?;
+        }
+        Ok(h)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Up block
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub struct UpBlockConfig {
+    /// channels of the skip states of the last layer, e.g. 640
+    pub in_channels: usize,
+    /// channels coming from the previous (deeper) block, e.g. 1280
+    pub prev_output_channel: usize,
+    /// e.g. 1280
+    pub out_channels: usize,
+    /// `layers_per_block + 1`, e.g. 3
+    pub num_layers: usize,
+    pub resnet: ResnetSettings,
+    /// e.g. true (false for the last block)
+    pub add_upsample: bool,
+    pub attention: Option<CrossAttnConfig>,
+    pub motion: Option<MotionConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct UpBlock<B: Backend> {
+    pub resnets: Vec<ResnetBlock2D<B>>,
+    pub attentions: Vec<Transformer2DModel<B>>,
+    pub motion_modules: Vec<AnimateDiffTransformer3D<B>>,
+    pub upsampler: Option<Upsample2D<B>>,
+}
+
+impl<B: Backend> UpBlock<B> {
+    /// `name` is the block's checkpoint prefix, e.g. `up_blocks.1`.
+    pub fn load(vb: &VarBuilder<B>, cfg: &UpBlockConfig, name: &str) -> Result<Self> {
+        let mut resnets = Vec::new();
+        let mut attentions = Vec::new();
+        let mut motion_modules = Vec::new();
+        if let Some(a) = &cfg.attention {
+            layer_count(&a.transformer_layers, cfg.num_layers, "transformer_layers_per_block", name)?;
+        }
+        if let Some(m) = &cfg.motion {
+            layer_count(&m.transformer_layers, cfg.num_layers, "temporal_transformer_layers_per_block", name)?;
+        }
+        for i in 0..cfg.num_layers {
+            let skip = if i == cfg.num_layers - 1 { cfg.in_channels } else { cfg.out_channels };
+            let cin = if i == 0 { cfg.prev_output_channel } else { cfg.out_channels };
+            let r = cfg.resnet.resnet(cin + skip, cfg.out_channels);
+            resnets.push(ResnetBlock2D::load(&vb.pp("resnets").pp(i.to_string()), &r)?);
+            if let Some(a) = &cfg.attention {
+                let n = format!("{name}.attentions.{i}");
+                let t = transformer_cfg(a, cfg.out_channels, cfg.resnet.groups, a.transformer_layers[i], &n)?;
+                attentions.push(Transformer2DModel::load(&vb.pp("attentions").pp(i.to_string()), &t, &n)?);
+            }
+            if let Some(m) = &cfg.motion {
+                let n = format!("{name}.motion_modules.{i}");
+                let mc = AnimateDiffTransformer3DConfig::new(
+                    cfg.out_channels,
+                    m.num_attention_heads,
+                    m.transformer_layers[i],
+                    cfg.resnet.groups,
+                    m.max_seq_length,
+                );
+                motion_modules.push(AnimateDiffTransformer3D::load(&vb.pp("motion_modules").pp(i.to_string()), &mc, &n)?);
+            }
+        }
+        let upsampler = if cfg.add_upsample {
+            Some(Upsample2D::load(&vb.pp("upsamplers").pp("0"), &Upsample2DConfig::new(cfg.out_channels))?)
+        } else {
+            None
+        };
+        Ok(UpBlock { resnets, attentions, motion_modules, upsampler })
+    }
+
+    /// Runs the layers (popping one skip state from the end of `skips` per resnet),
+    /// then `hooks.after_up_block(index, ..)`, then the upsampler (to `upsample_size` if given).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        skips: &mut Vec<B::Tensor>,
+        temb: &B::Tensor,
+        encoder_hidden_states: Option<&B::Tensor>,
+        num_frames: usize,
+        upsample_size: Option<(usize, usize)>,
+        index: usize,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
+        let mut h = x.clone();
+        for (i, resnet) in self.resnets.iter().enumerate() {
+            let skip = match skips.pop() {
+                Some(s) => s,
+                None => bail!("up_blocks.{index}: ran out of skip connections"),
+            };
+            if skip.shape()[2..] != h.shape()[2..] {
+                bail!(
+                    "up_blocks.{index}: skip state {:?} does not match hidden state {:?}",
+                    skip.shape(),
+                    h.shape()
+                );
+            }
+            h = be.concat(&[&h, &skip], 1)?;
+            h = resnet.forward(be, &h, Some(temb))?;
+            if let Some(attn) = self.attentions.get(i) {
+                h = attn.forward(be, &h, encoder_hidden_states, hooks)?;
+            }
+            if let Some(mm) = self.motion_modules.get(i) {
+                h = mm.forward(be, &h, num_frames, hooks)?;
+            }
+        }
+        h = hooks.after_up_block(be, index, h, num_frames)?;
+        if let Some(u) = &self.upsampler {
+            h = u.forward(be, &h, upsample_size)?;
+        }
+        Ok(h)
+    }
+}

@@ -1,0 +1,308 @@
+//! diffusers `UNetMotionModel` (AnimateDiff; `models/unets/unet_motion_model.py`,
+//! 0.31.0), built from its `config.json`.
+//!
+//! Frames are folded into the batch for every spatial layer exactly as diffusers
+//! does: sample (B, C, F, H, W) → (B·F, C, H, W), frame-major per batch item; the
+//! time embedding is computed per batch item and repeated per frame; motion
+//! modules attend over the F frames of each pixel.
+//!
+//! `encoder_hidden_states`: diffusers 0.31 passes it to the spatial transformers
+//! unchanged, so it must have B·F rows (the AnimateDiff pipeline repeats the prompt
+//! per frame before calling the U-Net). For convenience a (B, S, D) tensor is
+//! repeated per frame here (what the pipeline does), giving the same numbers.
+//!
+//! Supported blocks: `CrossAttnDownBlockMotion`, `DownBlockMotion`,
+//! `CrossAttnUpBlockMotion`, `UpBlockMotion`, and as mid block
+//! `UNetMidBlockCrossAttnMotion` (`use_motion_mid_block`) or `UNetMidBlock2DCrossAttn`.
+//! The time projection is always `Timesteps(C0, flip_sin_to_cos=True, 0)`, as in diffusers.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::backends::{Backend, TensorLike};
+use crate::models::config_json::ConfigJson;
+use crate::models::embeddings::{TimestepEmbeddingConfig, Timesteps};
+use crate::models::hooks::UNetHooks;
+use crate::models::nn::Activation;
+use crate::models::transformer::BasicTransformerBlock;
+use crate::models::unet_blocks::{
+    CrossAttnConfig, DownBlockConfig, MidBlockConfig, MotionConfig, ResnetSettings, UpBlockConfig,
+};
+use crate::models::unet_trunk::{UNetTrunk, UNetTrunkConfig};
+use crate::var_builder::VarBuilder;
+
+/// Parsed `UNetMotionModel` config: the resolved trunk.
+#[derive(Clone, Debug)]
+pub struct UNetMotionModelConfig {
+    pub trunk: UNetTrunkConfig,
+    /// `motion_max_seq_length`, e.g. 32: the most frames a forward may have.
+    pub motion_max_seq_length: usize,
+}
+
+impl UNetMotionModelConfig {
+    /// Read `config.json` of a `UNetMotionModel` directory.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        Self::parse(&ConfigJson::from_file("UNetMotionModel config", path)?)
+    }
+
+    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
+        Self::parse(&ConfigJson::from_value("UNetMotionModel config", v)?)
+    }
+
+    pub fn parse(c: &ConfigJson) -> Result<Self> {
+        for key in ["encoder_hid_dim", "encoder_hid_dim_type", "addition_embed_type"] {
+            c.require_null(key)?;
+        }
+        let down_types = c.str_list(
+            "down_block_types",
+            &["CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion", "DownBlockMotion"],
+        )?;
+        let up_types = c.str_list(
+            "up_block_types",
+            &["UpBlockMotion", "CrossAttnUpBlockMotion", "CrossAttnUpBlockMotion", "CrossAttnUpBlockMotion"],
+        )?;
+        let n = down_types.len();
+        if n == 0 {
+            bail!("{}: `down_block_types` is empty", c.what);
+        }
+        if up_types.len() != n {
+            bail!(
+                "{}: `down_block_types` has {n} entries but `up_block_types` has {}",
+                c.what,
+                up_types.len()
+            );
+        }
+        let block_out = c.usize_list("block_out_channels", &[320, 640, 1280, 1280])?;
+        if block_out.len() != n {
+            bail!("{}: `block_out_channels` has {} entries; expected {n}", c.what, block_out.len());
+        }
+        let mut down_attn = Vec::with_capacity(n);
+        for t in &down_types {
+            down_attn.push(match t.as_str() {
+                "CrossAttnDownBlockMotion" => true,
+                "DownBlockMotion" => false,
+                other => bail!(
+                    "{}: down block type {other:?} in `down_block_types` is not supported \
+                     (supported: \"CrossAttnDownBlockMotion\", \"DownBlockMotion\")",
+                    c.what
+                ),
+            });
+        }
+        let mut up_attn = Vec::with_capacity(n);
+        for t in &up_types {
+            up_attn.push(match t.as_str() {
+                "CrossAttnUpBlockMotion" => true,
+                "UpBlockMotion" => false,
+                other => bail!(
+                    "{}: up block type {other:?} in `up_block_types` is not supported \
+                     (supported: \"CrossAttnUpBlockMotion\", \"UpBlockMotion\")",
+                    c.what
+                ),
+            });
+        }
+
+        let in_channels = c.usize("in_channels", 4)?;
+        let out_channels = c.usize("out_channels", 4)?;
+        let layers = c.int_or_list("layers_per_block", n, 2)?;
+        let downsample_padding = c.usize("downsample_padding", 1)?;
+        let mid_scale = c.f32("mid_block_scale_factor", 1.0)?;
+        let act = Activation::parse(&c.str("act_fn", "silu")?, "act_fn")?;
+        let groups = match c.opt_usize("norm_num_groups")? {
+            Some(g) => g,
+            None if c.obj.contains_key("norm_num_groups") => {
+                bail!("{}: `norm_num_groups` = null is not supported (the resnets need groups)", c.what)
+            }
+            None => 32,
+        };
+        let eps = c.f32("norm_eps", 1e-5)?;
+        let cross = c.int_or_list("cross_attention_dim", n, 1280)?;
+        let tlayers = c.int_or_list("transformer_layers_per_block", n, 1)?;
+        let rev_tlayers = c.opt_int_or_list("reverse_transformer_layers_per_block", n)?;
+        let temporal = c.int_or_list("temporal_transformer_layers_per_block", n, 1)?;
+        let rev_temporal = c.opt_int_or_list("reverse_temporal_transformer_layers_per_block", n)?;
+        let heads = c.int_or_list("num_attention_heads", n, 8)?;
+        let motion_heads = c.int_or_list("motion_num_attention_heads", n, 8)?;
+        let max_seq = c.usize("motion_max_seq_length", 32)?;
+        let use_motion_mid = c.bool("use_motion_mid_block", true)?;
+        let mid_layers = c.usize("mid_block_layers", 1)?;
+        let linear = c.bool("use_linear_projection", false)?;
+        let mid_tlayers = c
+            .opt_int_or_list("transformer_layers_per_mid_block", mid_layers)?
+            .unwrap_or_else(|| vec![tlayers[n - 1]; mid_layers]);
+        let mid_temporal = c.int_or_list("temporal_transformer_layers_per_mid_block", mid_layers, 1)?;
+        let c0 = block_out[0];
+        let time_embed_dim = c0 * 4;
+
+        let resnet = ResnetSettings { temb_channels: time_embed_dim, eps, act, groups, output_scale_factor: 1.0 };
+        let mut down_blocks = Vec::with_capacity(n);
+        let mut out_ch = c0;
+        for i in 0..n {
+            let in_ch = out_ch;
+            out_ch = block_out[i];
+            down_blocks.push(DownBlockConfig {
+                in_channels: in_ch,
+                out_channels: out_ch,
+                num_layers: layers[i],
+                resnet,
+                add_downsample: i + 1 < n,
+                downsample_padding,
+                attention: down_attn[i].then(|| CrossAttnConfig {
+                    num_attention_heads: heads[i],
+                    transformer_layers: vec![tlayers[i]; layers[i]],
+                    cross_attention_dim: cross[i],
+                    use_linear_projection: linear,
+                    only_cross_attention: false,
+                }),
+                motion: Some(MotionConfig {
+                    num_attention_heads: motion_heads[i],
+                    transformer_layers: vec![temporal[i]; layers[i]],
+                    max_seq_length: max_seq,
+                }),
+            });
+        }
+        let mid_block = Some(MidBlockConfig {
+            channels: block_out[n - 1],
+            num_layers: mid_layers,
+            resnet: ResnetSettings { output_scale_factor: mid_scale, ..resnet },
+            attention: CrossAttnConfig {
+                num_attention_heads: heads[n - 1],
+                transformer_layers: mid_tlayers,
+                cross_attention_dim: cross[n - 1],
+                use_linear_projection: linear,
+                only_cross_attention: false,
+            },
+            motion: use_motion_mid.then(|| MotionConfig {
+                num_attention_heads: motion_heads[n - 1],
+                transformer_layers: mid_temporal,
+                max_seq_length: max_seq,
+            }),
+        });
+        let rev = |v: &[usize]| v.iter().rev().copied().collect::<Vec<_>>();
+        let (rb, rh, rl, rc, rmh) = (rev(&block_out), rev(&heads), rev(&layers), rev(&cross), rev(&motion_heads));
+        let rt = rev_tlayers.unwrap_or_else(|| rev(&tlayers));
+        let rtt = rev_temporal.unwrap_or_else(|| rev(&temporal));
+        let mut up_blocks = Vec::with_capacity(n);
+        let mut out_ch = rb[0];
+        for i in 0..n {
+            let prev = out_ch;
+            out_ch = rb[i];
+            let in_ch = rb[(i + 1).min(n - 1)];
+            let num_layers = rl[i] + 1;
+            up_blocks.push(UpBlockConfig {
+                in_channels: in_ch,
+                prev_output_channel: prev,
+                out_channels: out_ch,
+                num_layers,
+                resnet,
+                add_upsample: i + 1 < n,
+                attention: up_attn[i].then(|| CrossAttnConfig {
+                    num_attention_heads: rh[i],
+                    transformer_layers: vec![rt[i]; num_layers],
+                    cross_attention_dim: rc[i],
+                    use_linear_projection: linear,
+                    only_cross_attention: false,
+                }),
+                motion: Some(MotionConfig {
+                    num_attention_heads: rmh[i],
+                    transformer_layers: vec![rtt[i]; num_layers],
+                    max_seq_length: max_seq,
+                }),
+            });
+        }
+
+        Ok(UNetMotionModelConfig {
+            trunk: UNetTrunkConfig {
+                in_channels,
+                out_channels,
+                block_out_channels: block_out,
+                conv_in_kernel: 3,
+                conv_out_kernel: 3,
+                center_input_sample: false,
+                time_proj: Timesteps { num_channels: c0, flip_sin_to_cos: true, downscale_freq_shift: 0.0 },
+                time_embedding: TimestepEmbeddingConfig {
+                    in_channels: c0,
+                    time_embed_dim,
+                    act_fn: act,
+                    out_dim: None,
+                    post_act_fn: None,
+                },
+                time_embed_act: None,
+                down_blocks,
+                mid_block,
+                up_blocks,
+                conv_norm_out: Some((groups, eps)),
+                conv_act: Activation::Silu,
+            },
+            motion_max_seq_length: max_seq,
+        })
+    }
+}
+
+/// `UNetMotionModel`: sample (B, C, F, H, W), timesteps (B,), encoder_hidden_states (B·F or B, S, D).
+#[derive(Clone, Debug)]
+pub struct UNetMotionModel<B: Backend> {
+    pub config: UNetMotionModelConfig,
+    pub trunk: UNetTrunk<B>,
+}
+
+impl<B: Backend> UNetMotionModel<B> {
+    pub fn load(vb: &VarBuilder<B>, cfg: &UNetMotionModelConfig) -> Result<Self> {
+        Ok(UNetMotionModel { config: cfg.clone(), trunk: UNetTrunk::load(vb, &cfg.trunk)? })
+    }
+
+    /// Every `BasicTransformerBlock` (hook name: `.name`), spatial and temporal.
+    pub fn transformer_blocks(&self) -> Vec<&BasicTransformerBlock<B>> {
+        self.trunk.transformer_blocks()
+    }
+
+    /// sample (B, C_in, F, H, W); timesteps B values (or 1 for all); encoder_hidden_states
+    /// (B·F, S, D) frame-major per batch item, or (B, S, D) shared by the frames
+    /// → (B, C_out, F, H, W).
+    pub fn forward(
+        &self,
+        be: &B,
+        sample: &B::Tensor,
+        timesteps: &[f32],
+        encoder_hidden_states: &B::Tensor,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
+        let s = sample.shape().to_vec();
+        if s.len() != 5 {
+            bail!("UNetMotionModel: sample must be (B, C, F, H, W), got {s:?}");
+        }
+        let (b, c, f, h, w) = (s[0], s[1], s[2], s[3], s[4]);
+        if f > self.config.motion_max_seq_length {
+            bail!(
+                "UNetMotionModel: {f} frames exceed motion_max_seq_length {}",
+                self.config.motion_max_seq_length
+            );
+        }
+        let e = encoder_hidden_states;
+        if e.rank() != 3 {
+            bail!("UNetMotionModel: encoder_hidden_states must be (B·F, S, D), got {:?}", e.shape());
+        }
+        let enc = if e.shape()[0] == b * f {
+            e.clone()
+        } else if e.shape()[0] == b {
+            let idx: Vec<usize> = (0..b * f).map(|i| i / f).collect();
+            be.index_select(e, 0, &idx)?
+        } else {
+            bail!(
+                "UNetMotionModel: encoder_hidden_states has {} rows; expected batch·frames = {} (or batch = {b})",
+                e.shape()[0],
+                b * f
+            );
+        };
+        // (B, C, F, H, W) → (B, F, C, H, W) → (B·F, C, H, W)
+        let x = be.permute(sample, &[0, 2, 1, 3, 4])?;
+        let x = be.reshape(&x, &[b * f, c, h, w])?;
+        let y = self
+            .trunk
+            .forward(be, &x, timesteps, Some(&enc), f, hooks)
+            .context("UNetMotionModel forward")?;
+        let co = y.shape()[1];
+        let y = be.reshape(&y, &[b, f, co, h, w])?;
+        be.permute(&y, &[0, 2, 1, 3, 4])
+    }
+}

@@ -1,0 +1,251 @@
+//! The U-Net trunk shared by `UNet2DConditionModel` and `UNetMotionModel`
+//! (same checkpoint layout): time embedding, `conv_in`, down blocks, mid block,
+//! up blocks, `conv_norm_out`, `conv_out`, with the [`UNetHooks`] call sites.
+//!
+//! ```text
+//! emb = time_embedding(time_proj(t))  (B, D) ─hook─► [time_embed_act] ─repeat per frame─► (B·F, D)
+//! h = conv_in(x) ─hook─► down blocks (push skips) → mid → up blocks (pop skips; hook before
+//! each upsampler) → conv_out(act(conv_norm_out(h)))
+//! ```
+
+use anyhow::{bail, Context, Result};
+
+use crate::backends::{Backend, TensorLike};
+use crate::models::embeddings::{TimestepEmbedding, TimestepEmbeddingConfig, Timesteps};
+use crate::models::hooks::UNetHooks;
+use crate::models::nn::{Activation, Conv2d, GroupNorm};
+use crate::models::motion_module::AnimateDiffTransformer3D;
+use crate::models::transformer::{BasicTransformerBlock, Transformer2DModel};
+use crate::models::unet_blocks::{DownBlock, DownBlockConfig, MidBlock, MidBlockConfig, UpBlock, UpBlockConfig};
+use crate::var_builder::VarBuilder;
+
+/// A fully resolved trunk: every block spelled out (built from a config.json by
+/// `UNet2DConditionModelConfig` / `UNetMotionModelConfig`).
+#[derive(Clone, Debug)]
+pub struct UNetTrunkConfig {
+    /// e.g. 4
+    pub in_channels: usize,
+    /// e.g. 4
+    pub out_channels: usize,
+    /// e.g. [320, 640, 1280, 1280]
+    pub block_out_channels: Vec<usize>,
+    /// e.g. 3
+    pub conv_in_kernel: usize,
+    /// e.g. 3
+    pub conv_out_kernel: usize,
+    /// e.g. false
+    pub center_input_sample: bool,
+    pub time_proj: Timesteps,
+    pub time_embedding: TimestepEmbeddingConfig,
+    /// `time_embedding_act_fn`, e.g. None
+    pub time_embed_act: Option<Activation>,
+    pub down_blocks: Vec<DownBlockConfig>,
+    /// None when `mid_block_type` is null
+    pub mid_block: Option<MidBlockConfig>,
+    pub up_blocks: Vec<UpBlockConfig>,
+    /// `norm_num_groups`, `norm_eps` of `conv_norm_out`, e.g. Some((32, 1e-5))
+    pub conv_norm_out: Option<(usize, f32)>,
+    /// activation after `conv_norm_out`, e.g. silu
+    pub conv_act: Activation,
+}
+
+#[derive(Clone, Debug)]
+pub struct UNetTrunk<B: Backend> {
+    pub time_proj: Timesteps,
+    pub time_embedding: TimestepEmbedding<B>,
+    pub time_embed_act: Option<Activation>,
+    /// (C0, in_channels, k, k)
+    pub conv_in: Conv2d<B>,
+    pub down_blocks: Vec<DownBlock<B>>,
+    pub mid_block: Option<MidBlock<B>>,
+    pub up_blocks: Vec<UpBlock<B>>,
+    pub conv_norm_out: Option<GroupNorm<B>>,
+    pub conv_act: Activation,
+    /// (out_channels, C0, k, k)
+    pub conv_out: Conv2d<B>,
+    pub center_input_sample: bool,
+    pub num_upsamplers: usize,
+    pub in_channels: usize,
+}
+
+impl<B: Backend> UNetTrunk<B> {
+    pub fn load(vb: &VarBuilder<B>, cfg: &UNetTrunkConfig) -> Result<Self> {
+        let c0 = cfg.block_out_channels[0];
+        let conv_in = Conv2d::load(
+            &vb.pp("conv_in"),
+            cfg.in_channels,
+            c0,
+            cfg.conv_in_kernel,
+            1,
+            (cfg.conv_in_kernel - 1) / 2,
+            true,
+        )?;
+        let time_embedding = TimestepEmbedding::load(&vb.pp("time_embedding"), &cfg.time_embedding)?;
+        let down_blocks = cfg
+            .down_blocks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| DownBlock::load(&vb.pp("down_blocks").pp(i.to_string()), d, &format!("down_blocks.{i}")))
+            .collect::<Result<Vec<_>>>()?;
+        let mid_block = match &cfg.mid_block {
+            Some(m) => Some(MidBlock::load(&vb.pp("mid_block"), m, "mid_block")?),
+            None => None,
+        };
+        let up_blocks = cfg
+            .up_blocks
+            .iter()
+            .enumerate()
+            .map(|(i, u)| UpBlock::load(&vb.pp("up_blocks").pp(i.to_string()), u, &format!("up_blocks.{i}")))
+            .collect::<Result<Vec<_>>>()?;
+        let conv_norm_out = match cfg.conv_norm_out {
+            Some((g, eps)) => Some(GroupNorm::load(&vb.pp("conv_norm_out"), g, c0, eps)?),
+            None => None,
+        };
+        let conv_out = Conv2d::load(
+            &vb.pp("conv_out"),
+            c0,
+            cfg.out_channels,
+            cfg.conv_out_kernel,
+            1,
+            (cfg.conv_out_kernel - 1) / 2,
+            true,
+        )?;
+        let num_upsamplers = cfg.up_blocks.iter().filter(|u| u.add_upsample).count();
+        Ok(UNetTrunk {
+            time_proj: cfg.time_proj,
+            time_embedding,
+            time_embed_act: cfg.time_embed_act,
+            conv_in,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out,
+            conv_act: cfg.conv_act,
+            conv_out,
+            center_input_sample: cfg.center_input_sample,
+            num_upsamplers,
+            in_channels: cfg.in_channels,
+        })
+    }
+
+    /// Every `BasicTransformerBlock` (its hook name is `.name`), block by block:
+    /// spatial transformers, then motion modules.
+    pub fn transformer_blocks(&self) -> Vec<&BasicTransformerBlock<B>> {
+        fn push<'a, B: Backend>(
+            out: &mut Vec<&'a BasicTransformerBlock<B>>,
+            ts: &'a [Transformer2DModel<B>],
+            ms: &'a [AnimateDiffTransformer3D<B>],
+        ) {
+            out.extend(ts.iter().flat_map(|t| t.transformer_blocks.iter()));
+            out.extend(ms.iter().flat_map(|m| m.transformer_blocks.iter()));
+        }
+        let mut out = Vec::new();
+        for d in &self.down_blocks {
+            push(&mut out, &d.attentions, &d.motion_modules);
+        }
+        if let Some(m) = &self.mid_block {
+            push(&mut out, &m.attentions, &m.motion_modules);
+        }
+        for u in &self.up_blocks {
+            push(&mut out, &u.attentions, &u.motion_modules);
+        }
+        out
+    }
+
+    /// The embedding (B, D) of per-batch-item timesteps, after the time-embedding hook.
+    pub fn time_embed(&self, be: &B, timesteps: &[f32], hooks: &mut dyn UNetHooks<B>) -> Result<B::Tensor> {
+        let t = self.time_proj.forward(be, timesteps)?;
+        let emb = self.time_embedding.forward(be, &t)?;
+        let emb = hooks.after_time_embedding(be, emb)?;
+        match self.time_embed_act {
+            Some(a) => a.forward(be, &emb),
+            None => Ok(emb),
+        }
+    }
+
+    /// sample (B·F, C_in, H, W) frame-major per batch item; timesteps: B values (or 1,
+    /// broadcast); encoder_hidden_states (B·F, S, D) or None → (B·F, C_out, H, W).
+    pub fn forward(
+        &self,
+        be: &B,
+        sample: &B::Tensor,
+        timesteps: &[f32],
+        encoder_hidden_states: Option<&B::Tensor>,
+        num_frames: usize,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
+        let s = sample.shape().to_vec();
+        if s.len() != 4 {
+            bail!("UNet: sample must be (N, C, H, W), got {s:?}");
+        }
+        if s[1] != self.in_channels {
+            bail!("UNet: sample has {} channels but the model's in_channels is {}", s[1], self.in_channels);
+        }
+        let n = s[0];
+        if num_frames == 0 || n % num_frames != 0 {
+            bail!("UNet: batch·frames {n} is not a multiple of num_frames {num_frames}");
+        }
+        let b = n / num_frames;
+        let timesteps: Vec<f32> = match timesteps.len() {
+            1 => vec![timesteps[0]; b],
+            l if l == b => timesteps.to_vec(),
+            l => bail!("UNet: {l} timesteps for a batch of {b}; give one per batch item (or one for all)"),
+        };
+        if let Some(e) = encoder_hidden_states {
+            if e.rank() != 3 || e.shape()[0] != n {
+                bail!(
+                    "UNet: encoder_hidden_states {:?} must be (batch·frames = {n}, seq, dim)",
+                    e.shape()
+                );
+            }
+        }
+
+        // upsample sizes are forwarded when H or W is not a multiple of 2^num_upsamplers
+        let factor = 1usize << self.num_upsamplers;
+        let forward_upsample_size = s[2] % factor != 0 || s[3] % factor != 0;
+
+        let mut x = sample.clone();
+        if self.center_input_sample {
+            x = be.affine(&x, 2.0, -1.0)?;
+        }
+        let mut emb = self.time_embed(be, &timesteps, hooks)?;
+        if num_frames > 1 {
+            let idx: Vec<usize> = (0..n).map(|i| i / num_frames).collect();
+            emb = be.index_select(&emb, 0, &idx)?;
+        }
+
+        let h = self.conv_in.forward(be, &x)?;
+        let mut h = hooks.after_conv_in(be, h, num_frames)?;
+        let mut skips = vec![h.clone()];
+        for (i, block) in self.down_blocks.iter().enumerate() {
+            let (out, states) = block
+                .forward(be, &h, &emb, encoder_hidden_states, num_frames, hooks)
+                .with_context(|| format!("down_blocks.{i}"))?;
+            h = out;
+            skips.extend(states);
+        }
+        if let Some(mid) = &self.mid_block {
+            h = mid.forward(be, &h, &emb, encoder_hidden_states, num_frames, hooks).context("mid_block")?;
+        }
+        let nb = self.up_blocks.len();
+        for (i, block) in self.up_blocks.iter().enumerate() {
+            let is_final = i + 1 == nb;
+            let keep = skips.len().checked_sub(block.resnets.len()).context("UNet: too few skip states")?;
+            let upsample_size = if !is_final && forward_upsample_size && keep > 0 {
+                let t = &skips[keep - 1];
+                Some((t.shape()[2], t.shape()[3]))
+            } else {
+                None
+            };
+            let mut res = skips.split_off(keep);
+            h = block
+                .forward(be, &h, &mut res, &emb, encoder_hidden_states, num_frames, upsample_size, i, hooks)
+                .with_context(|| format!("up_blocks.{i}"))?;
+        }
+        if let Some(gn) = &self.conv_norm_out {
+            h = gn.forward(be, &h)?;
+            h = self.conv_act.forward(be, &h)?;
+        }
+        self.conv_out.forward(be, &h)
+    }
+}
