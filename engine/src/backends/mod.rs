@@ -11,6 +11,7 @@
 //! - binary elementwise ops broadcast with NumPy rules.
 
 pub mod cpu;
+pub mod cuda;
 pub mod shape;
 
 use anyhow::Result;

@@ -6,8 +6,11 @@
 //! `input.<name>` / `expected.<name>` and `__metadata__` keys `component`,
 //! `args` (JSON string) and `tolerance` (relative L2).
 
+mod ddim;
 mod unet2d;
 mod unet_motion;
+mod vae;
+mod wav2vec2;
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -144,8 +147,12 @@ pub fn run_component(dir: &Path, case: &Case) -> Result<Outputs> {
     match case.component.as_str() {
         // Component arms are registered here by the model modules:
         // "vae_encode" | "vae_decode" | "unet2d" | "unet_motion" | "wav2vec2" | "ddim"
+        "ddim" => ddim::run(&model, case),
         "unet2d" => unet2d::run(&model, case),
         "unet_motion" => unet_motion::run(&model, case),
+        "vae_encode" => vae::run_encode(&model, case),
+        "vae_decode" => vae::run_decode(&model, case),
+        "wav2vec2" => wav2vec2::run(&model, case),
         other => bail!(
             "unknown fixture component `{other}` (known: vae_encode, vae_decode, unet2d, unet_motion, wav2vec2, ddim)"
         ),

@@ -22,3 +22,5 @@ pub mod unet2d;
 pub mod unet_blocks;
 pub mod unet_motion;
 pub mod unet_trunk;
+pub mod vae;
+pub mod wav2vec2;

@@ -4,7 +4,7 @@
 //! The noise schedule is computed the way torch computes it on the CPU, so the
 //! f32 `alphas_cumprod` match diffusers bit for bit:
 //! - `torch.linspace(.., dtype=float32)` is replayed with ATen's CPU kernel
-//!   (symmetric halves, 8-lane vector chunks of `base + k·step`, scalar tail);
+//!   (symmetric halves, fused multiply-add);
 //! - `torch.cumprod` on a CPU f32 tensor accumulates in f64 and rounds each
 //!   prefix to f32;
 //! - every tensor op (`1 - betas`, `** 2`, `sqrt`) is one f32 rounding.
@@ -479,12 +479,12 @@ impl DdimScheduler {
     }
 }
 
-/// `torch.linspace(start, end, steps, dtype=torch.float32)` on the CPU, replaying
-/// ATen's `linspace_kernel`: the first half counts up from `start`, the second
-/// down from `end`; contiguous output is written in pairs of 8-lane vectors
-/// (`base + k·step` per lane), the remainder element by element.
+/// `torch.linspace(start, end, steps, dtype=torch.float32)` on the CPU (torch 2.5.1,
+/// x86-64 build): ATen's `linspace_kernel` counts the first half up from `start` and
+/// the second half down from `end`, and the compiler contracts `start + step·i` into
+/// one fused multiply-add. Verified bit for bit against torch for the schedules the
+/// fixtures use.
 pub fn torch_linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
-    const LANES: usize = 8;
     match steps {
         0 => return Vec::new(),
         1 => return vec![start],
@@ -492,32 +492,15 @@ pub fn torch_linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
     }
     let step = (end - start) / (steps - 1) as f32;
     let halfway = steps / 2;
-    let scalar = |idx: usize| -> f32 {
-        if idx < halfway {
-            start + step * idx as f32
-        } else {
-            end - step * (steps - idx - 1) as f32
-        }
-    };
-    let mut out = vec![0.0f32; steps];
-    let mut i = 0usize;
-    while i + 2 * LANES <= steps {
-        for base_idx in [i, i + LANES] {
-            let (base, st) = if base_idx < halfway {
-                (start + step * base_idx as f32, step)
+    (0..steps)
+        .map(|idx| {
+            if idx < halfway {
+                step.mul_add(idx as f32, start)
             } else {
-                (end - step * (steps - base_idx - 1) as f32, -step)
-            };
-            for k in 0..LANES {
-                out[base_idx + k] = if k == 0 { base } else { base + k as f32 * st };
+                (-step).mul_add((steps - idx - 1) as f32, end)
             }
-        }
-        i += 2 * LANES;
-    }
-    for (idx, o) in out.iter_mut().enumerate().skip(i) {
-        *o = scalar(idx);
-    }
-    out
+        })
+        .collect()
 }
 
 /// `torch.cumprod` of a CPU float32 tensor: accumulates in f64, rounds each prefix.

@@ -1,0 +1,258 @@
+//! `CudaDevice`: one CUDA context + one stream, the embedded PTX modules (loaded lazily, once
+//! each) and a launch helper for kernels that take a single `#[repr(C)]` params struct.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::{anyhow, bail, Context, Result};
+use cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig,
+    PushKernelArg,
+};
+use cyberhost_kernels::KernelModule;
+
+/// Names a driver library to load by path before cudarc looks for `libcuda.so` (e.g. the stand-in
+/// driver `target/debug/libptx_emu_driver.so`). Read by [`CudaDevice::new`] / [`driver_present`].
+pub const DRIVER_ENV: &str = "CYBERHOST_CUDA_DRIVER";
+
+/// The error [`CudaDevice::new`] returns when no CUDA driver library can be loaded.
+pub const NO_DRIVER_MSG: &str = "no CUDA driver found: install an NVIDIA driver >= 550, or set \
+     LD_LIBRARY_PATH to the stand-in driver, see docs/stand-in-driver.md";
+
+/// Oldest driver API the backend accepts (cudarc is built for CUDA 12.4 = driver 550).
+const MIN_DRIVER_VERSION: i32 = 12040;
+
+/// Load a CUDA driver library by path and keep it loaded for the life of the process.
+///
+/// cudarc opens `libcuda.so` by name; the dynamic loader matches that name against the SONAME of
+/// libraries already loaded, so a library whose SONAME is `libcuda.so` (the stand-in driver's is)
+/// becomes the one cudarc uses. Call this before the first cudarc call: cudarc keeps the first
+/// library it opens. Loading the same path twice is a no-op.
+pub fn load_driver_library(path: &Path) -> Result<()> {
+    static LOADED: OnceLock<Mutex<Vec<std::path::PathBuf>>> = OnceLock::new();
+    let loaded = LOADED.get_or_init(|| Mutex::new(Vec::new()));
+    let mut loaded = loaded.lock().unwrap_or_else(|e| e.into_inner());
+    if loaded.iter().any(|p| p == path) {
+        return Ok(());
+    }
+    // SAFETY: loading a shared library runs its initialisers; the stand-in driver (a Rust cdylib)
+    // and NVIDIA's libcuda have no initialisers with preconditions on the caller.
+    let lib = unsafe { libloading::Library::new(path) }.with_context(|| {
+        format!(
+            "cannot load the CUDA driver library {} (from {DRIVER_ENV} or the caller); build the \
+             stand-in with `cargo build -p ptx-emu-driver`, see docs/stand-in-driver.md",
+            path.display()
+        )
+    })?;
+    // SAFETY: only the presence of the symbol is checked; it is not called through this handle.
+    let has_init = unsafe { lib.get::<unsafe extern "C" fn(u32) -> u32>(b"cuInit\0") }.is_ok();
+    if !has_init {
+        bail!("{} does not export cuInit: not a CUDA driver library", path.display());
+    }
+    // Never unload: cudarc keeps raw function pointers into the library for the process lifetime.
+    std::mem::forget(lib);
+    loaded.push(path.to_path_buf());
+    Ok(())
+}
+
+/// Whether cudarc can load a CUDA driver (after loading `$CYBERHOST_CUDA_DRIVER`, if set).
+pub fn driver_present() -> Result<bool> {
+    if let Some(path) = std::env::var_os(DRIVER_ENV) {
+        load_driver_library(Path::new(&path))?;
+    }
+    // SAFETY: `is_culib_present` only tries to dlopen the candidate library names.
+    Ok(unsafe { sys::is_culib_present() })
+}
+
+/// Counters of the stand-in driver (`ptxemu_stats`), mirroring `PtxEmuStats` in
+/// `tools/ptx-emu-driver/src/lib.rs` field for field.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DriverStats {
+    pub struct_size: u64,
+    /// Device allocations (`cuMemAlloc` + non-empty `cuMemAllocAsync`) since process start.
+    pub alloc_calls: u64,
+    pub free_calls: u64,
+    pub bytes_in_use: u64,
+    /// Kernels executed (direct launches and graph replays).
+    pub kernel_launches: u64,
+    pub graph_launches: u64,
+    pub memcpy_calls: u64,
+    pub memset_calls: u64,
+    pub faults: u64,
+    pub module_loads: u64,
+}
+
+/// Passes a plain-old-data params struct (`cyberhost_kernels::*Params`) by value as one kernel
+/// argument.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy)]
+pub struct PodArg<P>(pub P);
+
+// SAFETY: `P: Pod` is `#[repr(C)]`-compatible plain data with no padding-dependent invariants and
+// `PodArg` is `repr(transparent)`, so its bytes are exactly what the kernel's params struct reads.
+unsafe impl<P: bytemuck::Pod> DeviceRepr for PodArg<P> {}
+
+/// One CUDA context on one device, one stream for all work, and the embedded PTX modules.
+pub struct CudaDevice {
+    ordinal: usize,
+    name: String,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    modules: Mutex<HashMap<KernelModule, Arc<CudaModule>>>,
+    /// Set when the driver is the stand-in (exports `ptxemu_stats`).
+    stats_fn: Option<unsafe extern "C" fn(*mut DriverStats) -> u32>,
+}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaDevice")
+            .field("ordinal", &self.ordinal)
+            .field("name", &self.name)
+            .field("emulated", &self.is_emulated())
+            .finish()
+    }
+}
+
+impl CudaDevice {
+    /// Open device `ordinal` (e.g. 0): checks a driver is present first (cudarc would panic
+    /// otherwise), retains the primary context, creates the stream.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        if !driver_present()? {
+            bail!(NO_DRIVER_MSG);
+        }
+        // cudarc panics when a driver lacks a symbol it resolves; turn that into an error too.
+        let opened = std::panic::catch_unwind(|| Self::open(ordinal))
+            .map_err(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                anyhow!("the CUDA driver library is unusable ({msg}); {NO_DRIVER_MSG}")
+            })??;
+        Ok(opened)
+    }
+
+    fn open(ordinal: usize) -> Result<Self> {
+        let mut version = 0i32;
+        // SAFETY: out-pointer to a live i32.
+        unsafe { sys::cuDriverGetVersion(&mut version) }
+            .result()
+            .context("cuDriverGetVersion failed")?;
+        if version < MIN_DRIVER_VERSION {
+            bail!(
+                "CUDA driver API {}.{} is too old: install an NVIDIA driver >= 550 (CUDA 12.4)",
+                version / 1000,
+                (version % 1000) / 10
+            );
+        }
+        let count = CudaContext::device_count().context("cuDeviceGetCount failed")?;
+        if ordinal >= count.max(0) as usize {
+            bail!("CUDA device {ordinal} does not exist ({count} device(s) found)");
+        }
+        let ctx = CudaContext::new(ordinal)
+            .with_context(|| format!("cannot create a CUDA context on device {ordinal}"))?;
+        // SAFETY: all work of a CudaDevice goes to its single stream, so cudarc's per-buffer
+        // event tracking is unnecessary; it must be off for stream capture (a capturing stream
+        // may not wait on events recorded outside the capture).
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().context("cannot create a CUDA stream")?;
+        let name = ctx.name().unwrap_or_else(|_| format!("CUDA device {ordinal}"));
+        // SAFETY: only looks the symbol up; its signature is fixed by tools/ptx-emu-driver.
+        let stats_fn = unsafe {
+            sys::culib()
+                .get::<unsafe extern "C" fn(*mut DriverStats) -> u32>(b"ptxemu_stats\0")
+                .ok()
+                .map(|s| *s)
+        };
+        Ok(CudaDevice { ordinal, name, ctx, stream, modules: Mutex::new(HashMap::new()), stats_fn })
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    /// Device name, e.g. "NVIDIA H100 80GB HBM3" or "ptx-emu stand-in (sm_90, H100-like)".
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every launch and copy of this device goes to.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// True on the stand-in driver (kernels run on the `ptx-emu` interpreter).
+    pub fn is_emulated(&self) -> bool {
+        self.stats_fn.is_some()
+    }
+
+    /// Stand-in driver counters (allocations, launches, ...); `None` on a real driver.
+    pub fn emulator_stats(&self) -> Option<DriverStats> {
+        let f = self.stats_fn?;
+        let mut s = DriverStats::default();
+        // SAFETY: `ptxemu_stats` writes one `PtxEmuStats` (same layout) to the out-pointer.
+        let rc = unsafe { f(&mut s) };
+        (rc == 0 && s.struct_size == std::mem::size_of::<DriverStats>() as u64).then_some(s)
+    }
+
+    /// The module's PTX loaded into this context (loaded on first use, then cached).
+    pub fn module(&self, module: KernelModule) -> Result<Arc<CudaModule>> {
+        let mut cache = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = cache.get(&module) {
+            return Ok(m.clone());
+        }
+        let ptx = cudarc::nvrtc::Ptx::from_src(module.ptx());
+        let loaded = self.ctx.load_module(ptx).with_context(|| {
+            format!("loading kernels/ptx/{}.ptx on {}", module.name(), self.name)
+        })?;
+        cache.insert(module, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Entry `entry` (e.g. "group_norm_v1_f32") of `module`.
+    pub fn function(&self, module: KernelModule, entry: &str) -> Result<CudaFunction> {
+        self.module(module)?.load_function(entry).with_context(|| {
+            format!("kernel entry `{entry}` not found in kernels/ptx/{}.ptx", module.name())
+        })
+    }
+
+    /// Launch `entry` of `module` with its single params-struct argument on this device's stream.
+    ///
+    /// # Safety
+    /// `params` must match the kernel's params struct field for field, and every device pointer
+    /// in it must address a live allocation of this context large enough for the shape the
+    /// params describe.
+    pub unsafe fn launch<P: bytemuck::Pod>(
+        &self,
+        module: KernelModule,
+        entry: &str,
+        cfg: cyberhost_kernels::LaunchConfig,
+        params: &P,
+    ) -> Result<()> {
+        let f = self.function(module, entry)?;
+        let cfg = LaunchConfig {
+            grid_dim: (cfg.grid[0], cfg.grid[1], cfg.grid[2]),
+            block_dim: (cfg.block[0], cfg.block[1], cfg.block[2]),
+            shared_mem_bytes: cfg.dynamic_smem_bytes,
+        };
+        let arg = PodArg(*params);
+        let mut builder = self.stream.launch_builder(&f);
+        builder.arg(&arg);
+        // SAFETY: forwarded to the caller (argument layout and buffer sizes).
+        unsafe { builder.launch(cfg) }
+            .map(|_| ())
+            .with_context(|| format!("launching {entry} ({}) on {}", module.name(), self.name))
+    }
+
+    /// Wait for all work on the stream.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().with_context(|| format!("synchronizing {}", self.name))
+    }
+}

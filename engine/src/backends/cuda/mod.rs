@@ -1,0 +1,16 @@
+//! CUDA backend (context, module and launch layer; the op launchers come later).
+//!
+//! Runs on any libcuda that cudarc 0.19 can load: a real NVIDIA driver, or the stand-in driver
+//! `tools/ptx-emu-driver` that executes the same PTX on the `ptx-emu` interpreter (see
+//! `docs/stand-in-driver.md`). [`CudaDevice::new`] never panics when no driver is present; it
+//! returns [`NO_DRIVER_MSG`].
+
+mod device;
+
+pub use device::{
+    driver_present, load_driver_library, CudaDevice, DriverStats, PodArg, DRIVER_ENV,
+    NO_DRIVER_MSG,
+};
+
+/// The cudarc version the backend is built on (re-exported so tests and launchers use the same).
+pub use cudarc;
