@@ -1,0 +1,366 @@
+//! Region Codebook Attention (spec section 4): one site (an up block's output, C channels),
+//! one region r ∈ {face, hand}; `rca.{face,hand}.{site}.*`.
+//!
+//! ```text
+//! F_in (N, C, h, w), N = batch·(M+F) frame-major (row n is frame slot f = n mod (M+F))
+//! X   = GroupNorm(norm_num_groups, eps 1e-6)(F_in) as (N, h·w, C)
+//! A_s = MHA_spatial(q = X, kv = S)                     S (n, C): spatial bank
+//! A_t = MHA_temporal(q = X + A_s + T_f, kv = T)        T (M+F, C): temporal bank, T_f = row f
+//! F_id = MHA_identity(q = X, kv = id_proj(id tokens))  rows with identity (cond half); 0 elsewhere
+//! M_r = sigmoid(mask.conv2(SiLU(mask.conv1(F_in))))    conv1 3×3 C→C/4, conv2 1×1 C/4→1
+//! F_out = F_in + M_r ⊙ to_out(A_s + A_t + F_id)
+//! MHA = to_q/to_k/to_v (C×C, no bias), heads C/64 (≥ 1), softmax(q kᵀ/√d) v, no out proj
+//! ```
+//!
+//! Both banks are orthonormalised at load time (modified Gram-Schmidt over rows in row order,
+//! f64, then × √C, cast to f32), so S Sᵀ = C·I: [`orthonormalize_rows`].
+//!
+//! **[choice]** Per site, the face RCA runs first and the hand RCA takes its output
+//! ([`RcaSite::forward`]): F_out = RCA_hand(RCA_face(F_in)).
+//!
+//! A freshly initialised RCA has `to_out` = 0 ([`RegionCodebookAttention::with_fresh_to_out`]),
+//! so F_out = F_in exactly.
+
+use std::ops::Range;
+
+use anyhow::{bail, Result};
+
+use super::config::RcaConfig;
+use crate::backends::{Backend, BackendExt, TensorLike, Unary};
+use crate::models::nn::{Conv2d, GroupNorm, Linear};
+use crate::var_builder::VarBuilder;
+
+/// GroupNorm eps of `rca.*.norm`.
+pub const RCA_NORM_EPS: f32 = 1e-6;
+
+/// The two regions, in the order they run and their checkpoint names.
+pub const RCA_REGIONS: [&str; 2] = ["face", "hand"];
+
+/// Sizes of one RCA (one site, one region).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RcaSiteConfig {
+    /// C, e.g. 64
+    pub channels: usize,
+    /// n, spatial bank rows, e.g. 8
+    pub codebook_size: usize,
+    /// M+F, temporal bank rows, e.g. 10
+    pub num_frames: usize,
+    /// the U-Net's norm_num_groups, e.g. 8
+    pub norm_num_groups: usize,
+    /// E, identity token width, e.g. 16
+    pub identity_dim: usize,
+}
+
+impl RcaSiteConfig {
+    /// The config of site index `i` (position in `rca.sites`).
+    pub fn from_rca(cfg: &RcaConfig, i: usize) -> Self {
+        RcaSiteConfig {
+            channels: cfg.site_channels[i],
+            codebook_size: cfg.codebook_size,
+            num_frames: cfg.num_frames,
+            norm_num_groups: cfg.norm_num_groups,
+            identity_dim: cfg.identity_dim,
+        }
+    }
+
+    /// C/64, at least 1.
+    pub fn heads(&self) -> usize {
+        (self.channels / 64).max(1)
+    }
+}
+
+/// Modified Gram-Schmidt over the rows of `rows` (n, c) row-major, in row order, in f64;
+/// the orthonormal rows are scaled by √c and cast to f32 (so the result R has R Rᵀ = c·I).
+/// `what` names the tensor in errors (n > c, or a row dependent on the earlier ones).
+pub fn orthonormalize_rows(rows: &[f32], n: usize, c: usize, what: &str) -> Result<Vec<f32>> {
+    if rows.len() != n * c {
+        bail!("{what}: {} values do not fill ({n}, {c})", rows.len());
+    }
+    if n > c {
+        bail!("{what}: {n} rows cannot be orthonormal in {c} dimensions (Gram-Schmidt needs rows ≤ C)");
+    }
+    let mut q: Vec<f64> = rows.iter().map(|&v| v as f64).collect();
+    for i in 0..n {
+        let (done, rest) = q.split_at_mut(i * c);
+        let v = &mut rest[..c];
+        let norm0 = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        for j in 0..i {
+            let qj = &done[j * c..(j + 1) * c];
+            let dot: f64 = v.iter().zip(qj).map(|(a, b)| a * b).sum();
+            for (a, b) in v.iter_mut().zip(qj) {
+                *a -= dot * b;
+            }
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if !(norm.is_finite() && norm > 1e-10 * norm0) {
+            bail!("{what}: row {i} is (numerically) a combination of rows 0..{i}; cannot orthonormalise (draw the bank at random)");
+        }
+        for a in v.iter_mut() {
+            *a /= norm;
+        }
+    }
+    let s = (c as f64).sqrt();
+    Ok(q.iter().map(|&v| (v * s) as f32).collect())
+}
+
+/// One multi-head attention of the RCA: `to_q`, `to_k`, `to_v` (C×C, no bias), no output
+/// projection. Keys and values are one token set shared by every query row.
+#[derive(Clone, Debug)]
+pub struct CodebookAttention<B: Backend> {
+    /// (C, C)
+    pub to_q: Linear<B>,
+    /// (C, C)
+    pub to_k: Linear<B>,
+    /// (C, C)
+    pub to_v: Linear<B>,
+    pub heads: usize,
+}
+
+impl<B: Backend> CodebookAttention<B> {
+    pub fn load(vb: &VarBuilder<B>, channels: usize, heads: usize) -> Result<Self> {
+        Ok(CodebookAttention {
+            to_q: Linear::load(&vb.pp("to_q"), channels, channels, false)?,
+            to_k: Linear::load(&vb.pp("to_k"), channels, channels, false)?,
+            to_v: Linear::load(&vb.pp("to_v"), channels, channels, false)?,
+            heads,
+        })
+    }
+
+    /// (L, C) → (1, heads, L, d)
+    fn split_heads(&self, be: &B, t: &B::Tensor, l: usize, c: usize) -> Result<B::Tensor> {
+        let d = c / self.heads;
+        let t = be.reshape(t, &[l, self.heads, d])?;
+        let t = be.permute(&t, &[1, 0, 2])?;
+        be.reshape(&t, &[1, self.heads, l, d])
+    }
+
+    /// q_in (N, L, C), kv (L_kv, C) → (N, L, C).
+    pub fn forward(&self, be: &B, q_in: &B::Tensor, kv: &B::Tensor) -> Result<B::Tensor> {
+        let (n, l, c) = (q_in.shape()[0], q_in.shape()[1], q_in.shape()[2]);
+        let lk = kv.shape()[0];
+        let d = c / self.heads;
+        // Keys are shared by all rows: fold the N·L queries into one sequence per head.
+        let q = self.to_q.forward(be, &be.reshape(q_in, &[n * l, c])?)?;
+        let q = self.split_heads(be, &q, n * l, c)?;
+        let k = self.split_heads(be, &self.to_k.forward(be, kv)?, lk, c)?;
+        let v = self.split_heads(be, &self.to_v.forward(be, kv)?, lk, c)?;
+        let o = be.attention(&q, &k, &v, 1.0 / (d as f32).sqrt())?; // (1, heads, N·L, d)
+        let o = be.reshape(&o, &[self.heads, n * l, d])?;
+        let o = be.permute(&o, &[1, 0, 2])?;
+        be.reshape(&o, &[n, l, c])
+    }
+}
+
+/// One Region Codebook Attention (`rca.{face,hand}.{site}`).
+#[derive(Clone, Debug)]
+pub struct RegionCodebookAttention<B: Backend> {
+    /// S (n, C), orthonormalised × √C
+    pub spatial_bank: B::Tensor,
+    /// T (M+F, C), orthonormalised × √C
+    pub temporal_bank: B::Tensor,
+    /// GroupNorm (C,), eps 1e-6
+    pub norm: GroupNorm<B>,
+    pub spatial: CodebookAttention<B>,
+    pub temporal: CodebookAttention<B>,
+    pub identity: CodebookAttention<B>,
+    /// (C, E)
+    pub id_proj: Linear<B>,
+    /// (C/4, C, 3, 3), padding 1
+    pub mask_conv1: Conv2d<B>,
+    /// (1, C/4, 1, 1)
+    pub mask_conv2: Conv2d<B>,
+    /// (C, C), zero-init when fresh
+    pub to_out: Linear<B>,
+    pub cfg: RcaSiteConfig,
+}
+
+impl<B: Backend> RegionCodebookAttention<B> {
+    /// `vb` at `rca.{face,hand}.{site}`.
+    pub fn load(vb: &VarBuilder<B>, cfg: &RcaSiteConfig) -> Result<Self> {
+        let c = cfg.channels;
+        let heads = cfg.heads();
+        if c % 4 != 0 || c % heads != 0 {
+            bail!(
+                "RCA `{}`: {c} channels must be divisible by 4 and by its {heads} heads",
+                vb.prefix()
+            );
+        }
+        let be = vb.backend();
+        let bank = |name: &str, rows: usize| -> Result<B::Tensor> {
+            let raw = vb.get_f32(name, &[rows, c])?;
+            let q =
+                orthonormalize_rows(&raw, rows, c, &format!("RCA bank `{}`", vb.full_name(name)))
+                    .or_else(|e| {
+                    // An all-zero placeholder (missing or mis-shaped tensor, reported by
+                    // `finish`) must not hide the real problem behind a Gram-Schmidt error.
+                    if raw.iter().all(|&v| v == 0.0) {
+                        Ok(raw.clone())
+                    } else {
+                        Err(e)
+                    }
+                })?;
+            be.from_f32(&[rows, c], &q)
+        };
+        Ok(RegionCodebookAttention {
+            spatial_bank: bank("spatial_bank", cfg.codebook_size)?,
+            temporal_bank: bank("temporal_bank", cfg.num_frames)?,
+            norm: GroupNorm::load(&vb.pp("norm"), cfg.norm_num_groups, c, RCA_NORM_EPS)?,
+            spatial: CodebookAttention::load(&vb.pp("spatial"), c, heads)?,
+            temporal: CodebookAttention::load(&vb.pp("temporal"), c, heads)?,
+            identity: CodebookAttention::load(&vb.pp("identity"), c, heads)?,
+            id_proj: Linear::load(&vb.pp("id_proj"), cfg.identity_dim, c, true)?,
+            mask_conv1: Conv2d::load(&vb.pp("mask").pp("conv1"), c, c / 4, 3, 1, 1, true)?,
+            mask_conv2: Conv2d::load(&vb.pp("mask").pp("conv2"), c / 4, 1, 1, 1, 0, true)?,
+            to_out: Linear::load(&vb.pp("to_out"), c, c, true)?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The freshly-initialised rule of spec section 4: `to_out` weight and bias zero, so
+    /// the module is the identity (F_out = F_in exactly).
+    pub fn with_fresh_to_out(mut self, be: &B) -> Result<Self> {
+        let c = self.cfg.channels;
+        self.to_out = Linear {
+            weight: be.zeros(&[c, c])?,
+            bias: Some(be.zeros(&[c])?),
+        };
+        Ok(self)
+    }
+
+    /// f_in (N, C, h, w), N = batch·num_frames frame-major (num_frames = M+F) →
+    /// F_out (N, C, h, w). `id` = (identity tokens (T_id, E) of this region, the rows of
+    /// f_in that receive them, e.g. `0..M+F` for the cond half); other rows get F_id = 0.
+    pub fn forward(
+        &self,
+        be: &B,
+        f_in: &B::Tensor,
+        num_frames: usize,
+        id: Option<(&B::Tensor, Range<usize>)>,
+    ) -> Result<B::Tensor> {
+        let s = f_in.shape();
+        let c = self.cfg.channels;
+        if s.len() != 4 || s[1] != c {
+            bail!("RCA: input has shape {s:?}, expected (N, {c}, h, w)");
+        }
+        if num_frames != self.cfg.num_frames || s[0] % num_frames != 0 {
+            bail!(
+                "RCA: {} rows with {num_frames} frames per batch item; the temporal bank has {} frame slots (M+F) and rows must be batch·(M+F)",
+                s[0],
+                self.cfg.num_frames
+            );
+        }
+        let (n, h, w) = (s[0], s[2], s[3]);
+        let hw = h * w;
+
+        // X = GroupNorm(F_in) as (N, h·w, C)
+        let x = self.norm.forward(be, f_in)?;
+        let x = be.permute(&be.reshape(&x, &[n, c, hw])?, &[0, 2, 1])?;
+
+        // motion codebook
+        let a_s = self.spatial.forward(be, &x, &self.spatial_bank)?;
+        let slots: Vec<usize> = (0..n).map(|i| i % num_frames).collect();
+        let t_f = be.reshape(
+            &be.index_select(&self.temporal_bank, 0, &slots)?,
+            &[n, 1, c],
+        )?;
+        let q_t = be.add(&be.add(&x, &a_s)?, &t_f)?;
+        let a_t = self.temporal.forward(be, &q_t, &self.temporal_bank)?;
+        let mut sum = be.add(&a_s, &a_t)?;
+
+        // identity descriptor on the rows that have identity tokens
+        if let Some((tokens, rows)) = id {
+            let ts = tokens.shape();
+            if ts.len() != 2 || ts[1] != self.cfg.identity_dim {
+                bail!(
+                    "RCA: identity tokens have shape {ts:?}, expected (T_id, {})",
+                    self.cfg.identity_dim
+                );
+            }
+            if rows.start > rows.end || rows.end > n {
+                bail!("RCA: identity rows {rows:?} are outside the {n} input rows");
+            }
+            if !rows.is_empty() {
+                let kv = self.id_proj.forward(be, tokens)?;
+                let len = rows.end - rows.start;
+                let x_id = be.narrow(&x, 0, rows.start, len)?;
+                let f_id = self.identity.forward(be, &x_id, &kv)?;
+                let mid = be.add(&be.narrow(&sum, 0, rows.start, len)?, &f_id)?;
+                let mut parts = Vec::with_capacity(3);
+                let pre = (rows.start > 0)
+                    .then(|| be.narrow(&sum, 0, 0, rows.start))
+                    .transpose()?;
+                let post = (rows.end < n)
+                    .then(|| be.narrow(&sum, 0, rows.end, n - rows.end))
+                    .transpose()?;
+                if let Some(p) = &pre {
+                    parts.push(p);
+                }
+                parts.push(&mid);
+                if let Some(p) = &post {
+                    parts.push(p);
+                }
+                sum = be.concat(&parts, 0)?;
+            }
+        }
+
+        // merge: F_in + M_r ⊙ to_out(...)
+        let out = self.to_out.forward(be, &sum)?;
+        let out = be.reshape(&be.permute(&out, &[0, 2, 1])?, &[n, c, h, w])?;
+        let m = be.silu(&self.mask_conv1.forward(be, f_in)?)?;
+        let m = be.unary(&self.mask_conv2.forward(be, &m)?, Unary::Sigmoid)?;
+        be.add(f_in, &be.mul(&m, &out)?)
+    }
+}
+
+/// Identity tokens of one video, per region (spec section 6), before each site's `id_proj`.
+#[derive(Clone, Debug)]
+pub struct IdentityTokens<B: Backend> {
+    /// (g², E)
+    pub face: B::Tensor,
+    /// (2·g², E): both hand crops' tokens, concatenated
+    pub hand: B::Tensor,
+}
+
+/// The face and hand RCAs of one site (`rca.{face,hand}.{site}`).
+#[derive(Clone, Debug)]
+pub struct RcaSite<B: Backend> {
+    /// the up block index, e.g. 1
+    pub site: usize,
+    pub face: RegionCodebookAttention<B>,
+    pub hand: RegionCodebookAttention<B>,
+}
+
+impl<B: Backend> RcaSite<B> {
+    /// `vb` at `rca`; loads `face.{site}` and `hand.{site}`.
+    pub fn load(vb: &VarBuilder<B>, site: usize, cfg: &RcaSiteConfig) -> Result<Self> {
+        Ok(RcaSite {
+            site,
+            face: RegionCodebookAttention::load(&vb.pp("face").pp(site), cfg)?,
+            hand: RegionCodebookAttention::load(&vb.pp("hand").pp(site), cfg)?,
+        })
+    }
+
+    /// Both regions freshly initialised (`to_out` = 0).
+    pub fn with_fresh_to_out(self, be: &B) -> Result<Self> {
+        Ok(RcaSite {
+            site: self.site,
+            face: self.face.with_fresh_to_out(be)?,
+            hand: self.hand.with_fresh_to_out(be)?,
+        })
+    }
+
+    /// Face, then hands on the face's output ([choice], module docs). `id` = (this video's
+    /// identity tokens, the rows that receive them (the cond half)); `None` for no identity.
+    pub fn forward(
+        &self,
+        be: &B,
+        f_in: &B::Tensor,
+        num_frames: usize,
+        id: Option<(&IdentityTokens<B>, Range<usize>)>,
+    ) -> Result<B::Tensor> {
+        let face_id = id.as_ref().map(|(t, r)| (&t.face, r.clone()));
+        let hand_id = id.as_ref().map(|(t, r)| (&t.hand, r.clone()));
+        let h = self.face.forward(be, f_in, num_frames, face_id)?;
+        self.hand.forward(be, &h, num_frames, hand_id)
+    }
+}
