@@ -187,7 +187,9 @@ pub(crate) fn conv2d(
         conv_unit(xs, ws, og, geom, dst, threads)
     };
     let units = n * groups;
-    if units > 1 && og * hw * kc < SMALL_UNIT_MACS {
+    // One unit per thread when there are enough of them (or they are small);
+    // otherwise each GEMM spreads over the pool itself.
+    if units >= rayon::current_num_threads() || (units > 1 && og * hw * kc < SMALL_UNIT_MACS) {
         out.par_chunks_mut(og * hw)
             .enumerate()
             .try_for_each(|(i, d)| unit(i, d, Threads::Single))?;

@@ -84,7 +84,7 @@ pub(crate) fn matmul(a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
             threads,
         )
     };
-    if batch > 1 && m * n * k < SMALL_GEMM_MACS {
+    if batch >= rayon::current_num_threads() || (batch > 1 && m * n * k < SMALL_GEMM_MACS) {
         out.par_chunks_mut(m * n)
             .enumerate()
             .try_for_each(|(i, c)| one(i, c, Threads::Single))?;

@@ -238,7 +238,13 @@ impl Backend for CpuBackend {
         mean_dim::mean_dim(t, dim)
     }
 
-    fn max_pool2d(&self, x: &CpuTensor, kernel: usize, stride: usize, padding: usize) -> Result<CpuTensor> {
+    fn max_pool2d(
+        &self,
+        x: &CpuTensor,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<CpuTensor> {
         pool::max_pool2d(x, kernel, stride, padding)
     }
 }

@@ -10,7 +10,12 @@ use rayon::prelude::*;
 use super::CpuTensor;
 use crate::backends::TensorLike;
 
-pub(crate) fn max_pool2d(x: &CpuTensor, kernel: usize, stride: usize, padding: usize) -> Result<CpuTensor> {
+pub(crate) fn max_pool2d(
+    x: &CpuTensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<CpuTensor> {
     if x.rank() != 4 {
         bail!("max_pool2d: expected x (N, C, H, W), got {:?}", x.shape());
     }
@@ -21,7 +26,10 @@ pub(crate) fn max_pool2d(x: &CpuTensor, kernel: usize, stride: usize, padding: u
     }
     let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     if h + 2 * padding < kernel || w + 2 * padding < kernel {
-        bail!("max_pool2d: input {:?} is smaller than the {kernel}×{kernel} kernel", x.shape());
+        bail!(
+            "max_pool2d: input {:?} is smaller than the {kernel}×{kernel} kernel",
+            x.shape()
+        );
     }
     let ho = (h + 2 * padding - kernel) / stride + 1;
     let wo = (w + 2 * padding - kernel) / stride + 1;
@@ -30,27 +38,29 @@ pub(crate) fn max_pool2d(x: &CpuTensor, kernel: usize, stride: usize, padding: u
         return Ok(CpuTensor::new_unchecked(vec![n, c, ho, wo], out));
     }
     let src = x.data();
-    out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, dst)| {
-        let p = &src[plane * h * w..(plane + 1) * h * w];
-        for oy in 0..ho {
-            // window rows oy·s − pad .. +kernel, clipped to the image (padding is −∞)
-            let y0 = (oy * stride).saturating_sub(padding);
-            let y1 = (oy * stride + kernel).saturating_sub(padding).min(h);
-            for ox in 0..wo {
-                let x0 = (ox * stride).saturating_sub(padding);
-                let x1 = (ox * stride + kernel).saturating_sub(padding).min(w);
-                let mut m = f32::NEG_INFINITY;
-                for y in y0..y1 {
-                    for &v in &p[y * w + x0..y * w + x1] {
-                        // NaN propagates, as in PyTorch
-                        if v > m || v.is_nan() {
-                            m = v;
+    out.par_chunks_mut(ho * wo)
+        .enumerate()
+        .for_each(|(plane, dst)| {
+            let p = &src[plane * h * w..(plane + 1) * h * w];
+            for oy in 0..ho {
+                // window rows oy·s − pad .. +kernel, clipped to the image (padding is −∞)
+                let y0 = (oy * stride).saturating_sub(padding);
+                let y1 = (oy * stride + kernel).saturating_sub(padding).min(h);
+                for ox in 0..wo {
+                    let x0 = (ox * stride).saturating_sub(padding);
+                    let x1 = (ox * stride + kernel).saturating_sub(padding).min(w);
+                    let mut m = f32::NEG_INFINITY;
+                    for y in y0..y1 {
+                        for &v in &p[y * w + x0..y * w + x1] {
+                            // NaN propagates, as in PyTorch
+                            if v > m || v.is_nan() {
+                                m = v;
+                            }
                         }
                     }
+                    dst[oy * wo + ox] = m;
                 }
-                dst[oy * wo + ox] = m;
             }
-        }
-    });
+        });
     Ok(CpuTensor::new_unchecked(vec![n, c, ho, wo], out))
 }
