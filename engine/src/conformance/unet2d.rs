@@ -20,7 +20,9 @@ pub fn run(model_dir: &Path, case: &Case) -> Result<Outputs> {
     let cfg = UNet2DConditionModelConfig::from_file(&model_dir.join("config.json"))?;
     let vb = VarBuilder::open(be.clone(), model_dir)?;
     let unet = UNet2DConditionModel::load(&vb, &cfg)?;
-    vb.finish().map_err(anyhow::Error::from).with_context(|| format!("loading {}", model_dir.display()))?;
+    vb.finish()
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("loading {}", model_dir.display()))?;
 
     let sample = to_tensor(&be, case.input("sample")?)?;
     let timesteps = case.input("timestep")?.data.clone();

@@ -20,15 +20,23 @@ pub fn run(model_dir: &Path, case: &Case) -> Result<Outputs> {
     let cfg = UNetMotionModelConfig::from_file(&model_dir.join("config.json"))?;
     let vb = VarBuilder::open(be.clone(), model_dir)?;
     let unet = UNetMotionModel::load(&vb, &cfg)?;
-    vb.finish().map_err(anyhow::Error::from).with_context(|| format!("loading {}", model_dir.display()))?;
+    vb.finish()
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("loading {}", model_dir.display()))?;
 
     let sample_h = case.input("sample")?;
     if sample_h.shape.len() != 5 {
-        bail!("unet_motion fixture: `input.sample` must be (B, C, F, H, W), got {:?}", sample_h.shape);
+        bail!(
+            "unet_motion fixture: `input.sample` must be (B, C, F, H, W), got {:?}",
+            sample_h.shape
+        );
     }
     if let Some(f) = case.args.get("num_frames").and_then(|v| v.as_u64()) {
         if f as usize != sample_h.shape[2] {
-            bail!("unet_motion fixture: args num_frames {f} but the sample has {} frames", sample_h.shape[2]);
+            bail!(
+                "unet_motion fixture: args num_frames {f} but the sample has {} frames",
+                sample_h.shape[2]
+            );
         }
     }
     let sample = to_tensor(&be, sample_h)?;

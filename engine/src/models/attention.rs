@@ -46,7 +46,12 @@ pub struct AttentionConfig {
 
 impl AttentionConfig {
     /// A UNet transformer attention: no qkv bias, output bias, no norm.
-    pub fn new(query_dim: usize, cross_attention_dim: Option<usize>, heads: usize, dim_head: usize) -> Self {
+    pub fn new(
+        query_dim: usize,
+        cross_attention_dim: Option<usize>,
+        heads: usize,
+        dim_head: usize,
+    ) -> Self {
         AttentionConfig {
             query_dim,
             cross_attention_dim,
@@ -111,12 +116,20 @@ impl<B: Backend> Attention<B> {
             None => cfg.heads,
         };
         if heads == 0 || inner % heads != 0 {
-            bail!("Attention `{}`: inner dim {inner} is not divisible by {heads} heads", vb.prefix());
+            bail!(
+                "Attention `{}`: inner dim {inner} is not divisible by {heads} heads",
+                vb.prefix()
+            );
         }
         let out_dim = cfg.out_dim.unwrap_or(cfg.query_dim);
         let kv_dim = cfg.cross_attention_dim.unwrap_or(cfg.query_dim);
         let group_norm = match cfg.norm_num_groups {
-            Some(g) => Some(GroupNorm::load(&vb.pp("group_norm"), g, cfg.query_dim, cfg.eps)?),
+            Some(g) => Some(GroupNorm::load(
+                &vb.pp("group_norm"),
+                g,
+                cfg.query_dim,
+                cfg.eps,
+            )?),
             None => None,
         };
         Ok(Attention {
@@ -135,11 +148,19 @@ impl<B: Backend> Attention<B> {
     /// Project reference tokens (n, L_ref, cross_dim) once: returns (k, v), each (n, L_ref, inner).
     /// Pass them back as [`ExtraKvSource::Projected`] to skip the projection on every call.
     pub fn project_kv(&self, be: &B, tokens: &B::Tensor) -> Result<(B::Tensor, B::Tensor)> {
-        Ok((self.to_k.forward(be, tokens)?, self.to_v.forward(be, tokens)?))
+        Ok((
+            self.to_k.forward(be, tokens)?,
+            self.to_v.forward(be, tokens)?,
+        ))
     }
 
     /// x (N, L, C) or (N, C, H, W); encoder_hidden_states (N, S, cross_dim) or None (self-attention).
-    pub fn forward(&self, be: &B, x: &B::Tensor, encoder_hidden_states: Option<&B::Tensor>) -> Result<B::Tensor> {
+    pub fn forward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        encoder_hidden_states: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         self.forward_ext(be, x, encoder_hidden_states, None)
     }
 
@@ -171,7 +192,9 @@ impl<B: Backend> Attention<B> {
                 }
                 None => x.clone(),
             },
-            r => bail!("Attention: input must be (N, L, C) or (N, C, H, W), got rank {r} {shape:?}"),
+            r => {
+                bail!("Attention: input must be (N, L, C) or (N, C, H, W), got rank {r} {shape:?}")
+            }
         };
         let n = tokens.shape()[0];
         let q = self.to_q.forward(be, &tokens)?;
@@ -205,7 +228,14 @@ impl<B: Backend> Attention<B> {
                     parts.push(self.sdpa_rows(be, &q, &k, &v, r, None)?);
                 }
                 if nr > 0 {
-                    parts.push(self.sdpa_rows(be, &q, &k, &v, rows.clone(), Some((&k_ref, &v_ref)))?);
+                    parts.push(self.sdpa_rows(
+                        be,
+                        &q,
+                        &k,
+                        &v,
+                        rows.clone(),
+                        Some((&k_ref, &v_ref)),
+                    )?);
                 }
                 if rows.end < n {
                     parts.push(self.sdpa_rows(be, &q, &k, &v, rows.end..n, None)?);

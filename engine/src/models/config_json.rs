@@ -16,7 +16,10 @@ pub struct ConfigJson {
 impl ConfigJson {
     pub fn from_value(what: &str, v: &Value) -> Result<Self> {
         match v {
-            Value::Object(m) => Ok(ConfigJson { what: what.to_string(), obj: m.clone() }),
+            Value::Object(m) => Ok(ConfigJson {
+                what: what.to_string(),
+                obj: m.clone(),
+            }),
             _ => bail!("{what}: config must be a JSON object"),
         }
     }
@@ -44,7 +47,10 @@ impl ConfigJson {
     pub fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| self.bad(key, v, "a non-negative integer")),
+            Some(v) => v
+                .as_u64()
+                .map(|x| Some(x as usize))
+                .ok_or_else(|| self.bad(key, v, "a non-negative integer")),
         }
     }
 
@@ -55,7 +61,10 @@ impl ConfigJson {
     pub fn f32(&self, key: &str, default: f32) -> Result<f32> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.as_f64().map(|x| x as f32).ok_or_else(|| self.bad(key, v, "a number")),
+            Some(v) => v
+                .as_f64()
+                .map(|x| x as f32)
+                .ok_or_else(|| self.bad(key, v, "a number")),
         }
     }
 
@@ -69,7 +78,10 @@ impl ConfigJson {
     pub fn opt_str(&self, key: &str) -> Result<Option<String>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_str().map(|s| Some(s.to_string())).ok_or_else(|| self.bad(key, v, "a string")),
+            Some(v) => v
+                .as_str()
+                .map(|s| Some(s.to_string()))
+                .ok_or_else(|| self.bad(key, v, "a string")),
         }
     }
 
@@ -83,7 +95,11 @@ impl ConfigJson {
             None => Ok(default.iter().map(|s| s.to_string()).collect()),
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.bad(key, v, "a string")))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.bad(key, v, "a string"))
+                })
                 .collect(),
             Some(v) => Err(self.bad(key, v, "a list of strings")),
         }
@@ -95,7 +111,11 @@ impl ConfigJson {
             None => Ok(default.to_vec()),
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|v| v.as_u64().map(|x| x as usize).ok_or_else(|| self.bad(key, v, "a non-negative integer")))
+                .map(|v| {
+                    v.as_u64()
+                        .map(|x| x as usize)
+                        .ok_or_else(|| self.bad(key, v, "a non-negative integer"))
+                })
                 .collect(),
             Some(v) => Err(self.bad(key, v, "a list of integers")),
         }
@@ -107,13 +127,21 @@ impl ConfigJson {
             None => Ok(None),
             Some(Value::Array(a)) => {
                 if a.len() != n {
-                    bail!("{}: `{key}` has {} entries; expected one per block ({n})", self.what, a.len());
+                    bail!(
+                        "{}: `{key}` has {} entries; expected one per block ({n})",
+                        self.what,
+                        a.len()
+                    );
                 }
                 let v = a
                     .iter()
                     .map(|v| {
                         v.as_u64().map(|x| x as usize).ok_or_else(|| {
-                            self.bad(key, v, "an integer (nested per-layer lists are not supported)")
+                            self.bad(
+                                key,
+                                v,
+                                "an integer (nested per-layer lists are not supported)",
+                            )
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -127,7 +155,9 @@ impl ConfigJson {
     }
 
     pub fn int_or_list(&self, key: &str, n: usize, default: usize) -> Result<Vec<usize>> {
-        Ok(self.opt_int_or_list(key, n)?.unwrap_or_else(|| vec![default; n]))
+        Ok(self
+            .opt_int_or_list(key, n)?
+            .unwrap_or_else(|| vec![default; n]))
     }
 
     /// A boolean (repeated `n` times) or a list of `n` booleans.
@@ -136,9 +166,15 @@ impl ConfigJson {
             None => Ok(vec![default; n]),
             Some(Value::Array(a)) => {
                 if a.len() != n {
-                    bail!("{}: `{key}` has {} entries; expected one per block ({n})", self.what, a.len());
+                    bail!(
+                        "{}: `{key}` has {} entries; expected one per block ({n})",
+                        self.what,
+                        a.len()
+                    );
                 }
-                a.iter().map(|v| v.as_bool().ok_or_else(|| self.bad(key, v, "a boolean"))).collect()
+                a.iter()
+                    .map(|v| v.as_bool().ok_or_else(|| self.bad(key, v, "a boolean")))
+                    .collect()
             }
             Some(v) => match v.as_bool() {
                 Some(b) => Ok(vec![b; n]),
@@ -150,7 +186,10 @@ impl ConfigJson {
     /// Error unless `key` is missing or null.
     pub fn require_null(&self, key: &str) -> Result<()> {
         if let Some(v) = self.get(key) {
-            bail!("{}: `{key}` = {v} is not supported (only null is)", self.what);
+            bail!(
+                "{}: `{key}` = {v} is not supported (only null is)",
+                self.what
+            );
         }
         Ok(())
     }
@@ -159,7 +198,10 @@ impl ConfigJson {
     pub fn require_str(&self, key: &str, default: &str, allowed: &[&str]) -> Result<String> {
         let s = self.str(key, default)?;
         if !allowed.contains(&s.as_str()) {
-            bail!("{}: `{key}` = {s:?} is not supported (supported: {allowed:?})", self.what);
+            bail!(
+                "{}: `{key}` = {s:?} is not supported (supported: {allowed:?})",
+                self.what
+            );
         }
         Ok(s)
     }
@@ -168,7 +210,10 @@ impl ConfigJson {
     pub fn require_bool(&self, key: &str, default: bool, want: bool) -> Result<()> {
         let b = self.bool(key, default)?;
         if b != want {
-            bail!("{}: `{key}` = {b} is not supported (only {want} is)", self.what);
+            bail!(
+                "{}: `{key}` = {b} is not supported (only {want} is)",
+                self.what
+            );
         }
         Ok(())
     }

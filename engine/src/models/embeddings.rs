@@ -59,7 +59,10 @@ impl Timesteps {
 
     /// (N,) timesteps → (N, num_channels) tensor.
     pub fn forward<B: Backend>(&self, be: &B, timesteps: &[f32]) -> Result<B::Tensor> {
-        be.from_f32(&[timesteps.len(), self.num_channels], &self.embed_host(timesteps))
+        be.from_f32(
+            &[timesteps.len(), self.num_channels],
+            &self.embed_host(timesteps),
+        )
     }
 }
 
@@ -112,7 +115,12 @@ impl<B: Backend> TimestepEmbedding<B> {
         // `cond_proj` (time_cond_proj_dim) only acts on `timestep_cond`, never passed here.
         vb.pp("cond_proj").skip("weight");
         Ok(TimestepEmbedding {
-            linear_1: Linear::load(&vb.pp("linear_1"), cfg.in_channels, cfg.time_embed_dim, true)?,
+            linear_1: Linear::load(
+                &vb.pp("linear_1"),
+                cfg.in_channels,
+                cfg.time_embed_dim,
+                true,
+            )?,
             linear_2: Linear::load(&vb.pp("linear_2"), cfg.time_embed_dim, out, true)?,
             act: cfg.act_fn,
             post_act: cfg.post_act_fn,
@@ -146,7 +154,10 @@ pub struct SinusoidalPositionalEmbedding<B: Backend> {
 
 impl<B: Backend> SinusoidalPositionalEmbedding<B> {
     pub fn load(vb: &VarBuilder<B>, embed_dim: usize, max_seq_length: usize) -> Result<Self> {
-        Ok(SinusoidalPositionalEmbedding { pe: vb.get("pe", &[1, max_seq_length, embed_dim])?, max_seq_length })
+        Ok(SinusoidalPositionalEmbedding {
+            pe: vb.get("pe", &[1, max_seq_length, embed_dim])?,
+            max_seq_length,
+        })
     }
 
     /// The buffer diffusers builds at init (f32, torch's order of operations): (max_seq_length, embed_dim).

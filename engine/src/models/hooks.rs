@@ -30,7 +30,13 @@ pub trait UNetHooks<B: Backend> {
 
     /// At the output of `up_blocks.{index}`, before its upsampler: `h` is (N, C, h, w).
     /// Return the new `h`.
-    fn after_up_block(&mut self, _be: &B, _index: usize, h: B::Tensor, _num_frames: usize) -> Result<B::Tensor> {
+    fn after_up_block(
+        &mut self,
+        _be: &B,
+        _index: usize,
+        h: B::Tensor,
+        _num_frames: usize,
+    ) -> Result<B::Tensor> {
         Ok(h)
     }
 

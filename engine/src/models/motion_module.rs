@@ -12,7 +12,9 @@ use anyhow::{bail, Result};
 use crate::backends::{Backend, BackendExt, TensorLike};
 use crate::models::hooks::UNetHooks;
 use crate::models::nn::{GroupNorm, Linear};
-use crate::models::transformer::{BasicTransformerBlock, BasicTransformerBlockConfig, FeedForwardActivation};
+use crate::models::transformer::{
+    BasicTransformerBlock, BasicTransformerBlockConfig, FeedForwardActivation,
+};
 use crate::var_builder::VarBuilder;
 
 /// Construction arguments of `AnimateDiffTransformer3D` as the motion blocks build it.
@@ -38,7 +40,13 @@ pub struct AnimateDiffTransformer3DConfig {
 
 impl AnimateDiffTransformer3DConfig {
     /// The motion module of a block with `channels` channels.
-    pub fn new(channels: usize, heads: usize, num_layers: usize, norm_num_groups: usize, max_seq_length: usize) -> Self {
+    pub fn new(
+        channels: usize,
+        heads: usize,
+        num_layers: usize,
+        norm_num_groups: usize,
+        max_seq_length: usize,
+    ) -> Self {
         AnimateDiffTransformer3DConfig {
             num_attention_heads: heads,
             attention_head_dim: if heads == 0 { 0 } else { channels / heads },
@@ -71,7 +79,11 @@ pub struct AnimateDiffTransformer3D<B: Backend> {
 
 impl<B: Backend> AnimateDiffTransformer3D<B> {
     /// `name` is the module's full checkpoint prefix, e.g. `down_blocks.0.motion_modules.0`.
-    pub fn load(vb: &VarBuilder<B>, cfg: &AnimateDiffTransformer3DConfig, name: &str) -> Result<Self> {
+    pub fn load(
+        vb: &VarBuilder<B>,
+        cfg: &AnimateDiffTransformer3DConfig,
+        name: &str,
+    ) -> Result<Self> {
         let c = cfg.in_channels;
         if cfg.num_attention_heads == 0 || c % cfg.num_attention_heads != 0 {
             bail!(
@@ -98,7 +110,13 @@ impl<B: Backend> AnimateDiffTransformer3D<B> {
         };
         let vbt = vb.pp("transformer_blocks");
         let transformer_blocks = (0..cfg.num_layers)
-            .map(|i| BasicTransformerBlock::load(&vbt.pp(i.to_string()), &bcfg, format!("{name}.transformer_blocks.{i}")))
+            .map(|i| {
+                BasicTransformerBlock::load(
+                    &vbt.pp(i.to_string()),
+                    &bcfg,
+                    format!("{name}.transformer_blocks.{i}"),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(AnimateDiffTransformer3D {
             norm: GroupNorm::load(&vb.pp("norm"), cfg.norm_num_groups, c, 1e-6)?,
@@ -110,7 +128,13 @@ impl<B: Backend> AnimateDiffTransformer3D<B> {
     }
 
     /// x (B·F, C, H, W), frame-major within each batch item → (B·F, C, H, W).
-    pub fn forward(&self, be: &B, x: &B::Tensor, num_frames: usize, hooks: &mut dyn UNetHooks<B>) -> Result<B::Tensor> {
+    pub fn forward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        num_frames: usize,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
         let s = x.shape();
         let (bf, c, hh, ww) = (s[0], s[1], s[2], s[3]);
         if num_frames == 0 || bf % num_frames != 0 {

@@ -64,7 +64,11 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     pub fn load(vb: &VarBuilder<B>, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = vb.get("weight", &[out_dim, in_dim])?;
-        let bias = if bias { Some(vb.get("bias", &[out_dim])?) } else { None };
+        let bias = if bias {
+            Some(vb.get("bias", &[out_dim])?)
+        } else {
+            None
+        };
         Ok(Linear { weight, bias })
     }
 
@@ -99,8 +103,16 @@ impl<B: Backend> Conv2d<B> {
         bias: bool,
     ) -> Result<Self> {
         let weight = vb.get("weight", &[out_ch, in_ch, k, k])?;
-        let bias = if bias { Some(vb.get("bias", &[out_ch])?) } else { None };
-        Ok(Conv2d { weight, bias, params: Conv2dParams::new(stride, padding) })
+        let bias = if bias {
+            Some(vb.get("bias", &[out_ch])?)
+        } else {
+            None
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            params: Conv2dParams::new(stride, padding),
+        })
     }
 
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
@@ -140,7 +152,13 @@ impl<B: Backend> GroupNorm<B> {
     }
 
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        be.group_norm(x, self.groups, Some(&self.weight), Some(&self.bias), self.eps)
+        be.group_norm(
+            x,
+            self.groups,
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+        )
     }
 }
 
@@ -161,7 +179,10 @@ pub struct LayerNorm<B: Backend> {
 impl<B: Backend> LayerNorm<B> {
     pub fn load(vb: &VarBuilder<B>, dim: usize, eps: f32, affine: bool) -> Result<Self> {
         let (weight, bias) = if affine {
-            (Some(vb.get("weight", &[dim])?), Some(vb.get("bias", &[dim])?))
+            (
+                Some(vb.get("weight", &[dim])?),
+                Some(vb.get("bias", &[dim])?),
+            )
         } else {
             (None, None)
         };

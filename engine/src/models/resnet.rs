@@ -42,7 +42,13 @@ pub struct ResnetBlock2DConfig {
 
 impl ResnetBlock2DConfig {
     /// A UNet/VAE resnet with diffusers' defaults for everything else.
-    pub fn new(in_channels: usize, out_channels: usize, temb_channels: Option<usize>, groups: usize, eps: f32) -> Self {
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        temb_channels: Option<usize>,
+        groups: usize,
+        eps: f32,
+    ) -> Self {
         ResnetBlock2DConfig {
             in_channels,
             out_channels: Some(out_channels),
@@ -98,7 +104,15 @@ impl<B: Backend> ResnetBlock2D<B> {
         let conv2 = Conv2d::load(&vb.pp("conv2"), cout, cout2, 3, 1, 1, true)?;
         let use_in_shortcut = cfg.use_in_shortcut.unwrap_or(cin != cout2);
         let conv_shortcut = if use_in_shortcut {
-            Some(Conv2d::load(&vb.pp("conv_shortcut"), cin, cout2, 1, 1, 0, cfg.conv_shortcut_bias)?)
+            Some(Conv2d::load(
+                &vb.pp("conv_shortcut"),
+                cin,
+                cout2,
+                1,
+                1,
+                0,
+                cfg.conv_shortcut_bias,
+            )?)
         } else {
             None
         };
@@ -125,7 +139,9 @@ impl<B: Backend> ResnetBlock2D<B> {
             let t = proj.forward(be, &t)?;
             let (n, c) = (t.shape()[0], t.shape()[1]);
             let t = be.reshape(&t, &[n, c, 1, 1])?;
-            h = be.add(&h, &t).context("ResnetBlock2D: temb batch must equal the sample batch")?;
+            h = be
+                .add(&h, &t)
+                .context("ResnetBlock2D: temb batch must equal the sample batch")?;
         }
         let h = self.norm2.forward(be, &h)?;
         let h = self.act.forward(be, &h)?;
@@ -135,7 +151,11 @@ impl<B: Backend> ResnetBlock2D<B> {
             None => x.clone(),
         };
         if shortcut.shape() != h.shape() {
-            bail!("ResnetBlock2D: shortcut {:?} and residual {:?} differ", shortcut.shape(), h.shape());
+            bail!(
+                "ResnetBlock2D: shortcut {:?} and residual {:?} differ",
+                shortcut.shape(),
+                h.shape()
+            );
         }
         let out = be.add(&shortcut, &h)?;
         if self.output_scale_factor != 1.0 {

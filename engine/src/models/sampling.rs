@@ -31,7 +31,14 @@ pub struct Downsample2DConfig {
 
 impl Downsample2DConfig {
     pub fn new(channels: usize, padding: usize) -> Self {
-        Downsample2DConfig { channels, use_conv: true, out_channels: None, padding, kernel_size: 3, bias: true }
+        Downsample2DConfig {
+            channels,
+            use_conv: true,
+            out_channels: None,
+            padding,
+            kernel_size: 3,
+            bias: true,
+        }
     }
 }
 
@@ -53,20 +60,39 @@ impl<B: Backend> Downsample2D<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &Downsample2DConfig) -> Result<Self> {
         let out = cfg.out_channels.unwrap_or(cfg.channels);
         let conv = if cfg.use_conv {
-            Some(Conv2d::load(&vb.pp("conv"), cfg.channels, out, cfg.kernel_size, 2, cfg.padding, cfg.bias)?)
+            Some(Conv2d::load(
+                &vb.pp("conv"),
+                cfg.channels,
+                out,
+                cfg.kernel_size,
+                2,
+                cfg.padding,
+                cfg.bias,
+            )?)
         } else {
             if out != cfg.channels {
-                bail!("Downsample2D `{}`: avg-pool downsampling cannot change channels", vb.prefix());
+                bail!(
+                    "Downsample2D `{}`: avg-pool downsampling cannot change channels",
+                    vb.prefix()
+                );
             }
             None
         };
-        Ok(Downsample2D { conv, channels: cfg.channels, padding: cfg.padding })
+        Ok(Downsample2D {
+            conv,
+            channels: cfg.channels,
+            padding: cfg.padding,
+        })
     }
 
     /// x (N, C, H, W) → (N, C_out, H', W').
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
         if x.shape()[1] != self.channels {
-            bail!("Downsample2D: input has {} channels, expected {}", x.shape()[1], self.channels);
+            bail!(
+                "Downsample2D: input has {} channels, expected {}",
+                x.shape()[1],
+                self.channels
+            );
         }
         match &self.conv {
             Some(conv) => {
@@ -81,7 +107,11 @@ impl<B: Backend> Downsample2D<B> {
                 // AvgPool2d(2, 2) as a depthwise conv with weights 1/4.
                 let c = self.channels;
                 let w = be.from_f32(&[c, 1, 2, 2], &vec![0.25; c * 4])?;
-                let p = Conv2dParams { stride: (2, 2), groups: c, ..Default::default() };
+                let p = Conv2dParams {
+                    stride: (2, 2),
+                    groups: c,
+                    ..Default::default()
+                };
                 be.conv2d(x, &w, None, p)
             }
         }
@@ -107,7 +137,14 @@ pub struct Upsample2DConfig {
 
 impl Upsample2DConfig {
     pub fn new(channels: usize) -> Self {
-        Upsample2DConfig { channels, use_conv: true, out_channels: None, kernel_size: 3, padding: 1, bias: true }
+        Upsample2DConfig {
+            channels,
+            use_conv: true,
+            out_channels: None,
+            kernel_size: 3,
+            padding: 1,
+            bias: true,
+        }
     }
 }
 
@@ -128,18 +165,38 @@ impl<B: Backend> Upsample2D<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &Upsample2DConfig) -> Result<Self> {
         let out = cfg.out_channels.unwrap_or(cfg.channels);
         let conv = if cfg.use_conv {
-            Some(Conv2d::load(&vb.pp("conv"), cfg.channels, out, cfg.kernel_size, 1, cfg.padding, cfg.bias)?)
+            Some(Conv2d::load(
+                &vb.pp("conv"),
+                cfg.channels,
+                out,
+                cfg.kernel_size,
+                1,
+                cfg.padding,
+                cfg.bias,
+            )?)
         } else {
             None
         };
-        Ok(Upsample2D { conv, channels: cfg.channels })
+        Ok(Upsample2D {
+            conv,
+            channels: cfg.channels,
+        })
     }
 
     /// x (N, C, H, W) → nearest to `output_size` (default (2H, 2W)) → [conv].
-    pub fn forward(&self, be: &B, x: &B::Tensor, output_size: Option<(usize, usize)>) -> Result<B::Tensor> {
+    pub fn forward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        output_size: Option<(usize, usize)>,
+    ) -> Result<B::Tensor> {
         let s = x.shape();
         if s[1] != self.channels {
-            bail!("Upsample2D: input has {} channels, expected {}", s[1], self.channels);
+            bail!(
+                "Upsample2D: input has {} channels, expected {}",
+                s[1],
+                self.channels
+            );
         }
         let (oh, ow) = output_size.unwrap_or((s[2] * 2, s[3] * 2));
         let h = be.upsample_nearest2d(x, oh, ow)?;

@@ -72,7 +72,11 @@ impl<B: Backend> FeedForward<B> {
         bias: bool,
     ) -> Result<Self> {
         let inner = inner_dim.unwrap_or(dim * 4);
-        let proj_w = if act == FeedForwardActivation::Geglu { 2 * inner } else { inner };
+        let proj_w = if act == FeedForwardActivation::Geglu {
+            2 * inner
+        } else {
+            inner
+        };
         Ok(FeedForward {
             proj_in: Linear::load(&vb.pp("net").pp("0").pp("proj"), dim, proj_w, bias)?,
             proj_out: Linear::load(&vb.pp("net").pp("2"), inner, dim, bias)?,
@@ -177,18 +181,35 @@ pub struct BasicTransformerBlock<B: Backend> {
 
 impl<B: Backend> BasicTransformerBlock<B> {
     /// `name` is the block's full checkpoint prefix (the hook key).
-    pub fn load(vb: &VarBuilder<B>, cfg: &BasicTransformerBlockConfig, name: String) -> Result<Self> {
+    pub fn load(
+        vb: &VarBuilder<B>,
+        cfg: &BasicTransformerBlockConfig,
+        name: String,
+    ) -> Result<Self> {
         let dim = cfg.dim;
         let heads = cfg.num_attention_heads;
         let hd = cfg.attention_head_dim;
         let pos_embed = match cfg.sinusoidal_pos_embed {
-            Some(max_len) => Some(SinusoidalPositionalEmbedding::load(&vb.pp("pos_embed"), dim, max_len)?),
+            Some(max_len) => Some(SinusoidalPositionalEmbedding::load(
+                &vb.pp("pos_embed"),
+                dim,
+                max_len,
+            )?),
             None => None,
         };
-        let norm1 = LayerNorm::load(&vb.pp("norm1"), dim, cfg.norm_eps, cfg.norm_elementwise_affine)?;
+        let norm1 = LayerNorm::load(
+            &vb.pp("norm1"),
+            dim,
+            cfg.norm_eps,
+            cfg.norm_elementwise_affine,
+        )?;
         let mut a1 = AttentionConfig::new(
             dim,
-            if cfg.only_cross_attention { cfg.cross_attention_dim } else { None },
+            if cfg.only_cross_attention {
+                cfg.cross_attention_dim
+            } else {
+                None
+            },
             heads,
             hd,
         );
@@ -196,10 +217,19 @@ impl<B: Backend> BasicTransformerBlock<B> {
         a1.out_bias = cfg.attention_out_bias;
         let attn1 = Attention::load(&vb.pp("attn1"), &a1)?;
         let (norm2, attn2) = if cfg.cross_attention_dim.is_some() || cfg.double_self_attention {
-            let norm2 = LayerNorm::load(&vb.pp("norm2"), dim, cfg.norm_eps, cfg.norm_elementwise_affine)?;
+            let norm2 = LayerNorm::load(
+                &vb.pp("norm2"),
+                dim,
+                cfg.norm_eps,
+                cfg.norm_elementwise_affine,
+            )?;
             let mut a2 = AttentionConfig::new(
                 dim,
-                if cfg.double_self_attention { None } else { cfg.cross_attention_dim },
+                if cfg.double_self_attention {
+                    None
+                } else {
+                    cfg.cross_attention_dim
+                },
                 heads,
                 hd,
             );
@@ -209,8 +239,19 @@ impl<B: Backend> BasicTransformerBlock<B> {
         } else {
             (None, None)
         };
-        let norm3 = LayerNorm::load(&vb.pp("norm3"), dim, cfg.norm_eps, cfg.norm_elementwise_affine)?;
-        let ff = FeedForward::load(&vb.pp("ff"), dim, cfg.ff_inner_dim, cfg.activation_fn, cfg.ff_bias)?;
+        let norm3 = LayerNorm::load(
+            &vb.pp("norm3"),
+            dim,
+            cfg.norm_eps,
+            cfg.norm_elementwise_affine,
+        )?;
+        let ff = FeedForward::load(
+            &vb.pp("ff"),
+            dim,
+            cfg.ff_inner_dim,
+            cfg.activation_fn,
+            cfg.ff_bias,
+        )?;
         Ok(BasicTransformerBlock {
             name,
             norm1,
@@ -240,7 +281,11 @@ impl<B: Backend> BasicTransformerBlock<B> {
         };
         let a = {
             let extra = hooks.attn1_extra_kv(&self.name);
-            let enc = if self.only_cross_attention { encoder_hidden_states } else { None };
+            let enc = if self.only_cross_attention {
+                encoder_hidden_states
+            } else {
+                None
+            };
             self.attn1.forward_ext(be, &n, enc, extra.as_ref())?
         };
         let mut h = be.add(&a, x)?;
@@ -356,7 +401,15 @@ impl<B: Backend> Transformer2DModel<B> {
         } else {
             (
                 Projection::Conv(Conv2d::load(&vb.pp("proj_in"), cin, inner, 1, 1, 0, true)?),
-                Projection::Conv(Conv2d::load(&vb.pp("proj_out"), inner, cout, 1, 1, 0, true)?),
+                Projection::Conv(Conv2d::load(
+                    &vb.pp("proj_out"),
+                    inner,
+                    cout,
+                    1,
+                    1,
+                    0,
+                    true,
+                )?),
             )
         };
         let bcfg = BasicTransformerBlockConfig {
@@ -377,9 +430,21 @@ impl<B: Backend> Transformer2DModel<B> {
         };
         let vbt = vb.pp("transformer_blocks");
         let transformer_blocks = (0..cfg.num_layers)
-            .map(|i| BasicTransformerBlock::load(&vbt.pp(i.to_string()), &bcfg, format!("{name}.transformer_blocks.{i}")))
+            .map(|i| {
+                BasicTransformerBlock::load(
+                    &vbt.pp(i.to_string()),
+                    &bcfg,
+                    format!("{name}.transformer_blocks.{i}"),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Transformer2DModel { norm, proj_in, transformer_blocks, proj_out, inner_dim: inner })
+        Ok(Transformer2DModel {
+            norm,
+            proj_in,
+            transformer_blocks,
+            proj_out,
+            inner_dim: inner,
+        })
     }
 
     /// x (N, C, H, W); encoder_hidden_states (N, S, cross_dim) → (N, C, H, W).

@@ -69,11 +69,21 @@ impl UNet2DConditionModelConfig {
 
         let down_types = c.str_list(
             "down_block_types",
-            &["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+            &[
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D",
+            ],
         )?;
         let up_types = c.str_list(
             "up_block_types",
-            &["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+            &[
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+            ],
         )?;
         let n = down_types.len();
         if n == 0 {
@@ -88,7 +98,11 @@ impl UNet2DConditionModelConfig {
         }
         let block_out = c.usize_list("block_out_channels", &[320, 640, 1280, 1280])?;
         if block_out.len() != n {
-            bail!("{}: `block_out_channels` has {} entries; expected {n}", c.what, block_out.len());
+            bail!(
+                "{}: `block_out_channels` has {} entries; expected {n}",
+                c.what,
+                block_out.len()
+            );
         }
         let mut down_attn = Vec::with_capacity(n);
         for t in &down_types {
@@ -138,7 +152,10 @@ impl UNet2DConditionModelConfig {
         let groups = match c.opt_usize("norm_num_groups")? {
             Some(g) => g,
             None if c.obj.contains_key("norm_num_groups") => {
-                bail!("{}: `norm_num_groups` = null is not supported (the resnets need groups)", c.what)
+                bail!(
+                    "{}: `norm_num_groups` = null is not supported (the resnets need groups)",
+                    c.what
+                )
             }
             None => 32,
         };
@@ -147,7 +164,9 @@ impl UNet2DConditionModelConfig {
         let tlayers = c.int_or_list("transformer_layers_per_block", n, 1)?;
         let head_dim = c.int_or_list("attention_head_dim", n, 8)?;
         // diffusers: num_attention_heads = num_attention_heads or attention_head_dim
-        let heads = c.opt_int_or_list("num_attention_heads", n)?.unwrap_or(head_dim);
+        let heads = c
+            .opt_int_or_list("num_attention_heads", n)?
+            .unwrap_or(head_dim);
         let linear = c.bool("use_linear_projection", false)?;
         let only_cross = c.bool_or_list("only_cross_attention", n, false)?;
         let flip = c.bool("flip_sin_to_cos", true)?;
@@ -163,7 +182,13 @@ impl UNet2DConditionModelConfig {
             None => None,
         };
 
-        let resnet = ResnetSettings { temb_channels: time_embed_dim, eps, act, groups, output_scale_factor: 1.0 };
+        let resnet = ResnetSettings {
+            temb_channels: time_embed_dim,
+            eps,
+            act,
+            groups,
+            output_scale_factor: 1.0,
+        };
         let attn = |i: usize, layers: usize| CrossAttnConfig {
             num_attention_heads: heads[i],
             transformer_layers: vec![tlayers[i]; layers],
@@ -184,14 +209,21 @@ impl UNet2DConditionModelConfig {
                 resnet,
                 add_downsample: i + 1 < n,
                 downsample_padding,
-                attention: if down_attn[i] { Some(attn(i, layers[i])) } else { None },
+                attention: if down_attn[i] {
+                    Some(attn(i, layers[i]))
+                } else {
+                    None
+                },
                 motion: None,
             });
         }
         let mid_block = mid_type.map(|_| MidBlockConfig {
             channels: block_out[n - 1],
             num_layers: 1,
-            resnet: ResnetSettings { output_scale_factor: mid_scale, ..resnet },
+            resnet: ResnetSettings {
+                output_scale_factor: mid_scale,
+                ..resnet
+            },
             attention: CrossAttnConfig {
                 num_attention_heads: heads[n - 1],
                 transformer_layers: vec![tlayers[n - 1]],
@@ -203,7 +235,13 @@ impl UNet2DConditionModelConfig {
         });
         let mut up_blocks = Vec::with_capacity(n);
         let rev = |v: &[usize]| v.iter().rev().copied().collect::<Vec<_>>();
-        let (rb, rh, rl, rc, rt) = (rev(&block_out), rev(&heads), rev(&layers), rev(&cross), rev(&tlayers));
+        let (rb, rh, rl, rc, rt) = (
+            rev(&block_out),
+            rev(&heads),
+            rev(&layers),
+            rev(&cross),
+            rev(&tlayers),
+        );
         let only_cross_rev: Vec<bool> = only_cross.iter().rev().copied().collect();
         let mut out_ch = rb[0];
         for i in 0..n {
@@ -241,7 +279,11 @@ impl UNet2DConditionModelConfig {
                 conv_in_kernel: c.usize("conv_in_kernel", 3)?,
                 conv_out_kernel: c.usize("conv_out_kernel", 3)?,
                 center_input_sample: c.bool("center_input_sample", false)?,
-                time_proj: Timesteps { num_channels: c0, flip_sin_to_cos: flip, downscale_freq_shift: shift },
+                time_proj: Timesteps {
+                    num_channels: c0,
+                    flip_sin_to_cos: flip,
+                    downscale_freq_shift: shift,
+                },
                 time_embedding: TimestepEmbeddingConfig {
                     in_channels: c0,
                     time_embed_dim,
@@ -269,7 +311,10 @@ pub struct UNet2DConditionModel<B: Backend> {
 
 impl<B: Backend> UNet2DConditionModel<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &UNet2DConditionModelConfig) -> Result<Self> {
-        Ok(UNet2DConditionModel { config: cfg.clone(), trunk: UNetTrunk::load(vb, &cfg.trunk)? })
+        Ok(UNet2DConditionModel {
+            config: cfg.clone(),
+            trunk: UNetTrunk::load(vb, &cfg.trunk)?,
+        })
     }
 
     /// Every `BasicTransformerBlock` (hook name: `.name`).
@@ -288,7 +333,10 @@ impl<B: Backend> UNet2DConditionModel<B> {
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<B::Tensor> {
         if sample.rank() != 4 {
-            bail!("UNet2DConditionModel: sample must be (B, C, H, W), got {:?}", sample.shape());
+            bail!(
+                "UNet2DConditionModel: sample must be (B, C, H, W), got {:?}",
+                sample.shape()
+            );
         }
         self.trunk
             .forward(be, sample, timesteps, Some(encoder_hidden_states), 1, hooks)

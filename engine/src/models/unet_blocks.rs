@@ -26,7 +26,9 @@ use crate::models::motion_module::{AnimateDiffTransformer3D, AnimateDiffTransfor
 use crate::models::nn::Activation;
 use crate::models::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 use crate::models::sampling::{Downsample2D, Downsample2DConfig, Upsample2D, Upsample2DConfig};
-use crate::models::transformer::{FeedForwardActivation, Transformer2DModel, Transformer2DModelConfig};
+use crate::models::transformer::{
+    FeedForwardActivation, Transformer2DModel, Transformer2DModelConfig,
+};
 use crate::var_builder::VarBuilder;
 
 /// The spatial transformers of a cross-attention block.
@@ -72,14 +74,21 @@ pub struct ResnetSettings {
 
 impl ResnetSettings {
     fn resnet(&self, cin: usize, cout: usize) -> ResnetBlock2DConfig {
-        let mut c = ResnetBlock2DConfig::new(cin, cout, Some(self.temb_channels), self.groups, self.eps);
+        let mut c =
+            ResnetBlock2DConfig::new(cin, cout, Some(self.temb_channels), self.groups, self.eps);
         c.non_linearity = self.act;
         c.output_scale_factor = self.output_scale_factor;
         c
     }
 }
 
-fn transformer_cfg(a: &CrossAttnConfig, channels: usize, groups: usize, layers: usize, name: &str) -> Result<Transformer2DModelConfig> {
+fn transformer_cfg(
+    a: &CrossAttnConfig,
+    channels: usize,
+    groups: usize,
+    layers: usize,
+    name: &str,
+) -> Result<Transformer2DModelConfig> {
     let heads = a.num_attention_heads;
     if heads == 0 || channels % heads != 0 {
         bail!("`{name}`: {channels} channels are not divisible by {heads} attention heads (check `attention_head_dim` / `num_attention_heads`)");
@@ -104,7 +113,10 @@ fn transformer_cfg(a: &CrossAttnConfig, channels: usize, groups: usize, layers: 
 
 fn layer_count(v: &[usize], num_layers: usize, what: &str, name: &str) -> Result<()> {
     if v.len() != num_layers {
-        bail!("`{name}`: {what} has {} entries but the block has {num_layers} layers", v.len());
+        bail!(
+            "`{name}`: {what} has {} entries but the block has {num_layers} layers",
+            v.len()
+        );
     }
     Ok(())
 }
@@ -145,19 +157,46 @@ impl<B: Backend> DownBlock<B> {
         let mut attentions = Vec::new();
         let mut motion_modules = Vec::new();
         if let Some(a) = &cfg.attention {
-            layer_count(&a.transformer_layers, cfg.num_layers, "transformer_layers_per_block", name)?;
+            layer_count(
+                &a.transformer_layers,
+                cfg.num_layers,
+                "transformer_layers_per_block",
+                name,
+            )?;
         }
         if let Some(m) = &cfg.motion {
-            layer_count(&m.transformer_layers, cfg.num_layers, "temporal_transformer_layers_per_block", name)?;
+            layer_count(
+                &m.transformer_layers,
+                cfg.num_layers,
+                "temporal_transformer_layers_per_block",
+                name,
+            )?;
         }
         for i in 0..cfg.num_layers {
-            let cin = if i == 0 { cfg.in_channels } else { cfg.out_channels };
+            let cin = if i == 0 {
+                cfg.in_channels
+            } else {
+                cfg.out_channels
+            };
             let r = cfg.resnet.resnet(cin, cfg.out_channels);
-            resnets.push(ResnetBlock2D::load(&vb.pp("resnets").pp(i.to_string()), &r)?);
+            resnets.push(ResnetBlock2D::load(
+                &vb.pp("resnets").pp(i.to_string()),
+                &r,
+            )?);
             if let Some(a) = &cfg.attention {
                 let n = format!("{name}.attentions.{i}");
-                let t = transformer_cfg(a, cfg.out_channels, cfg.resnet.groups, a.transformer_layers[i], &n)?;
-                attentions.push(Transformer2DModel::load(&vb.pp("attentions").pp(i.to_string()), &t, &n)?);
+                let t = transformer_cfg(
+                    a,
+                    cfg.out_channels,
+                    cfg.resnet.groups,
+                    a.transformer_layers[i],
+                    &n,
+                )?;
+                attentions.push(Transformer2DModel::load(
+                    &vb.pp("attentions").pp(i.to_string()),
+                    &t,
+                    &n,
+                )?);
             }
             if let Some(m) = &cfg.motion {
                 let n = format!("{name}.motion_modules.{i}");
@@ -168,7 +207,11 @@ impl<B: Backend> DownBlock<B> {
                     cfg.resnet.groups,
                     m.max_seq_length,
                 );
-                motion_modules.push(AnimateDiffTransformer3D::load(&vb.pp("motion_modules").pp(i.to_string()), &mc, &n)?);
+                motion_modules.push(AnimateDiffTransformer3D::load(
+                    &vb.pp("motion_modules").pp(i.to_string()),
+                    &mc,
+                    &n,
+                )?);
             }
         }
         let downsampler = if cfg.add_downsample {
@@ -177,7 +220,12 @@ impl<B: Backend> DownBlock<B> {
         } else {
             None
         };
-        Ok(DownBlock { resnets, attentions, motion_modules, downsampler })
+        Ok(DownBlock {
+            resnets,
+            attentions,
+            motion_modules,
+            downsampler,
+        })
     }
 
     /// Returns the block output and the states it pushes for the skip connections.
@@ -238,18 +286,38 @@ impl<B: Backend> MidBlock<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &MidBlockConfig, name: &str) -> Result<Self> {
         let c = cfg.channels;
         let a = &cfg.attention;
-        layer_count(&a.transformer_layers, cfg.num_layers, "transformer_layers_per_block", name)?;
+        layer_count(
+            &a.transformer_layers,
+            cfg.num_layers,
+            "transformer_layers_per_block",
+            name,
+        )?;
         if let Some(m) = &cfg.motion {
-            layer_count(&m.transformer_layers, cfg.num_layers, "temporal_transformer_layers_per_mid_block", name)?;
+            layer_count(
+                &m.transformer_layers,
+                cfg.num_layers,
+                "temporal_transformer_layers_per_mid_block",
+                name,
+            )?;
         }
-        let mut resnets = vec![ResnetBlock2D::load(&vb.pp("resnets").pp("0"), &cfg.resnet.resnet(c, c))?];
+        let mut resnets = vec![ResnetBlock2D::load(
+            &vb.pp("resnets").pp("0"),
+            &cfg.resnet.resnet(c, c),
+        )?];
         let mut attentions = Vec::new();
         let mut motion_modules = Vec::new();
         for i in 0..cfg.num_layers {
             let n = format!("{name}.attentions.{i}");
             let t = transformer_cfg(a, c, cfg.resnet.groups, a.transformer_layers[i], &n)?;
-            attentions.push(Transformer2DModel::load(&vb.pp("attentions").pp(i.to_string()), &t, &n)?);
-            resnets.push(ResnetBlock2D::load(&vb.pp("resnets").pp((i + 1).to_string()), &cfg.resnet.resnet(c, c))?);
+            attentions.push(Transformer2DModel::load(
+                &vb.pp("attentions").pp(i.to_string()),
+                &t,
+                &n,
+            )?);
+            resnets.push(ResnetBlock2D::load(
+                &vb.pp("resnets").pp((i + 1).to_string()),
+                &cfg.resnet.resnet(c, c),
+            )?);
             if let Some(m) = &cfg.motion {
                 let n = format!("{name}.motion_modules.{i}");
                 let mc = AnimateDiffTransformer3DConfig::new(
@@ -259,10 +327,18 @@ impl<B: Backend> MidBlock<B> {
                     cfg.resnet.groups,
                     m.max_seq_length,
                 );
-                motion_modules.push(AnimateDiffTransformer3D::load(&vb.pp("motion_modules").pp(i.to_string()), &mc, &n)?);
+                motion_modules.push(AnimateDiffTransformer3D::load(
+                    &vb.pp("motion_modules").pp(i.to_string()),
+                    &mc,
+                    &n,
+                )?);
             }
         }
-        Ok(MidBlock { resnets, attentions, motion_modules })
+        Ok(MidBlock {
+            resnets,
+            attentions,
+            motion_modules,
+        })
     }
 
     pub fn forward(
@@ -322,20 +398,51 @@ impl<B: Backend> UpBlock<B> {
         let mut attentions = Vec::new();
         let mut motion_modules = Vec::new();
         if let Some(a) = &cfg.attention {
-            layer_count(&a.transformer_layers, cfg.num_layers, "transformer_layers_per_block", name)?;
+            layer_count(
+                &a.transformer_layers,
+                cfg.num_layers,
+                "transformer_layers_per_block",
+                name,
+            )?;
         }
         if let Some(m) = &cfg.motion {
-            layer_count(&m.transformer_layers, cfg.num_layers, "temporal_transformer_layers_per_block", name)?;
+            layer_count(
+                &m.transformer_layers,
+                cfg.num_layers,
+                "temporal_transformer_layers_per_block",
+                name,
+            )?;
         }
         for i in 0..cfg.num_layers {
-            let skip = if i == cfg.num_layers - 1 { cfg.in_channels } else { cfg.out_channels };
-            let cin = if i == 0 { cfg.prev_output_channel } else { cfg.out_channels };
+            let skip = if i == cfg.num_layers - 1 {
+                cfg.in_channels
+            } else {
+                cfg.out_channels
+            };
+            let cin = if i == 0 {
+                cfg.prev_output_channel
+            } else {
+                cfg.out_channels
+            };
             let r = cfg.resnet.resnet(cin + skip, cfg.out_channels);
-            resnets.push(ResnetBlock2D::load(&vb.pp("resnets").pp(i.to_string()), &r)?);
+            resnets.push(ResnetBlock2D::load(
+                &vb.pp("resnets").pp(i.to_string()),
+                &r,
+            )?);
             if let Some(a) = &cfg.attention {
                 let n = format!("{name}.attentions.{i}");
-                let t = transformer_cfg(a, cfg.out_channels, cfg.resnet.groups, a.transformer_layers[i], &n)?;
-                attentions.push(Transformer2DModel::load(&vb.pp("attentions").pp(i.to_string()), &t, &n)?);
+                let t = transformer_cfg(
+                    a,
+                    cfg.out_channels,
+                    cfg.resnet.groups,
+                    a.transformer_layers[i],
+                    &n,
+                )?;
+                attentions.push(Transformer2DModel::load(
+                    &vb.pp("attentions").pp(i.to_string()),
+                    &t,
+                    &n,
+                )?);
             }
             if let Some(m) = &cfg.motion {
                 let n = format!("{name}.motion_modules.{i}");
@@ -346,15 +453,27 @@ impl<B: Backend> UpBlock<B> {
                     cfg.resnet.groups,
                     m.max_seq_length,
                 );
-                motion_modules.push(AnimateDiffTransformer3D::load(&vb.pp("motion_modules").pp(i.to_string()), &mc, &n)?);
+                motion_modules.push(AnimateDiffTransformer3D::load(
+                    &vb.pp("motion_modules").pp(i.to_string()),
+                    &mc,
+                    &n,
+                )?);
             }
         }
         let upsampler = if cfg.add_upsample {
-            Some(Upsample2D::load(&vb.pp("upsamplers").pp("0"), &Upsample2DConfig::new(cfg.out_channels))?)
+            Some(Upsample2D::load(
+                &vb.pp("upsamplers").pp("0"),
+                &Upsample2DConfig::new(cfg.out_channels),
+            )?)
         } else {
             None
         };
-        Ok(UpBlock { resnets, attentions, motion_modules, upsampler })
+        Ok(UpBlock {
+            resnets,
+            attentions,
+            motion_modules,
+            upsampler,
+        })
     }
 
     /// Runs the layers (popping one skip state from the end of `skips` per resnet),

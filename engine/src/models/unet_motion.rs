@@ -51,16 +51,30 @@ impl UNetMotionModelConfig {
     }
 
     pub fn parse(c: &ConfigJson) -> Result<Self> {
-        for key in ["encoder_hid_dim", "encoder_hid_dim_type", "addition_embed_type"] {
+        for key in [
+            "encoder_hid_dim",
+            "encoder_hid_dim_type",
+            "addition_embed_type",
+        ] {
             c.require_null(key)?;
         }
         let down_types = c.str_list(
             "down_block_types",
-            &["CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion", "DownBlockMotion"],
+            &[
+                "CrossAttnDownBlockMotion",
+                "CrossAttnDownBlockMotion",
+                "CrossAttnDownBlockMotion",
+                "DownBlockMotion",
+            ],
         )?;
         let up_types = c.str_list(
             "up_block_types",
-            &["UpBlockMotion", "CrossAttnUpBlockMotion", "CrossAttnUpBlockMotion", "CrossAttnUpBlockMotion"],
+            &[
+                "UpBlockMotion",
+                "CrossAttnUpBlockMotion",
+                "CrossAttnUpBlockMotion",
+                "CrossAttnUpBlockMotion",
+            ],
         )?;
         let n = down_types.len();
         if n == 0 {
@@ -75,7 +89,11 @@ impl UNetMotionModelConfig {
         }
         let block_out = c.usize_list("block_out_channels", &[320, 640, 1280, 1280])?;
         if block_out.len() != n {
-            bail!("{}: `block_out_channels` has {} entries; expected {n}", c.what, block_out.len());
+            bail!(
+                "{}: `block_out_channels` has {} entries; expected {n}",
+                c.what,
+                block_out.len()
+            );
         }
         let mut down_attn = Vec::with_capacity(n);
         for t in &down_types {
@@ -111,7 +129,10 @@ impl UNetMotionModelConfig {
         let groups = match c.opt_usize("norm_num_groups")? {
             Some(g) => g,
             None if c.obj.contains_key("norm_num_groups") => {
-                bail!("{}: `norm_num_groups` = null is not supported (the resnets need groups)", c.what)
+                bail!(
+                    "{}: `norm_num_groups` = null is not supported (the resnets need groups)",
+                    c.what
+                )
             }
             None => 32,
         };
@@ -130,11 +151,18 @@ impl UNetMotionModelConfig {
         let mid_tlayers = c
             .opt_int_or_list("transformer_layers_per_mid_block", mid_layers)?
             .unwrap_or_else(|| vec![tlayers[n - 1]; mid_layers]);
-        let mid_temporal = c.int_or_list("temporal_transformer_layers_per_mid_block", mid_layers, 1)?;
+        let mid_temporal =
+            c.int_or_list("temporal_transformer_layers_per_mid_block", mid_layers, 1)?;
         let c0 = block_out[0];
         let time_embed_dim = c0 * 4;
 
-        let resnet = ResnetSettings { temb_channels: time_embed_dim, eps, act, groups, output_scale_factor: 1.0 };
+        let resnet = ResnetSettings {
+            temb_channels: time_embed_dim,
+            eps,
+            act,
+            groups,
+            output_scale_factor: 1.0,
+        };
         let mut down_blocks = Vec::with_capacity(n);
         let mut out_ch = c0;
         for i in 0..n {
@@ -164,7 +192,10 @@ impl UNetMotionModelConfig {
         let mid_block = Some(MidBlockConfig {
             channels: block_out[n - 1],
             num_layers: mid_layers,
-            resnet: ResnetSettings { output_scale_factor: mid_scale, ..resnet },
+            resnet: ResnetSettings {
+                output_scale_factor: mid_scale,
+                ..resnet
+            },
             attention: CrossAttnConfig {
                 num_attention_heads: heads[n - 1],
                 transformer_layers: mid_tlayers,
@@ -179,7 +210,13 @@ impl UNetMotionModelConfig {
             }),
         });
         let rev = |v: &[usize]| v.iter().rev().copied().collect::<Vec<_>>();
-        let (rb, rh, rl, rc, rmh) = (rev(&block_out), rev(&heads), rev(&layers), rev(&cross), rev(&motion_heads));
+        let (rb, rh, rl, rc, rmh) = (
+            rev(&block_out),
+            rev(&heads),
+            rev(&layers),
+            rev(&cross),
+            rev(&motion_heads),
+        );
         let rt = rev_tlayers.unwrap_or_else(|| rev(&tlayers));
         let rtt = rev_temporal.unwrap_or_else(|| rev(&temporal));
         let mut up_blocks = Vec::with_capacity(n);
@@ -219,7 +256,11 @@ impl UNetMotionModelConfig {
                 conv_in_kernel: 3,
                 conv_out_kernel: 3,
                 center_input_sample: false,
-                time_proj: Timesteps { num_channels: c0, flip_sin_to_cos: true, downscale_freq_shift: 0.0 },
+                time_proj: Timesteps {
+                    num_channels: c0,
+                    flip_sin_to_cos: true,
+                    downscale_freq_shift: 0.0,
+                },
                 time_embedding: TimestepEmbeddingConfig {
                     in_channels: c0,
                     time_embed_dim,
@@ -248,7 +289,10 @@ pub struct UNetMotionModel<B: Backend> {
 
 impl<B: Backend> UNetMotionModel<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &UNetMotionModelConfig) -> Result<Self> {
-        Ok(UNetMotionModel { config: cfg.clone(), trunk: UNetTrunk::load(vb, &cfg.trunk)? })
+        Ok(UNetMotionModel {
+            config: cfg.clone(),
+            trunk: UNetTrunk::load(vb, &cfg.trunk)?,
+        })
     }
 
     /// Every `BasicTransformerBlock` (hook name: `.name`), spatial and temporal.
@@ -280,7 +324,10 @@ impl<B: Backend> UNetMotionModel<B> {
         }
         let e = encoder_hidden_states;
         if e.rank() != 3 {
-            bail!("UNetMotionModel: encoder_hidden_states must be (B·F, S, D), got {:?}", e.shape());
+            bail!(
+                "UNetMotionModel: encoder_hidden_states must be (B·F, S, D), got {:?}",
+                e.shape()
+            );
         }
         let enc = if e.shape()[0] == b * f {
             e.clone()

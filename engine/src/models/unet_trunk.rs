@@ -13,10 +13,12 @@ use anyhow::{bail, Context, Result};
 use crate::backends::{Backend, TensorLike};
 use crate::models::embeddings::{TimestepEmbedding, TimestepEmbeddingConfig, Timesteps};
 use crate::models::hooks::UNetHooks;
-use crate::models::nn::{Activation, Conv2d, GroupNorm};
 use crate::models::motion_module::AnimateDiffTransformer3D;
+use crate::models::nn::{Activation, Conv2d, GroupNorm};
 use crate::models::transformer::{BasicTransformerBlock, Transformer2DModel};
-use crate::models::unet_blocks::{DownBlock, DownBlockConfig, MidBlock, MidBlockConfig, UpBlock, UpBlockConfig};
+use crate::models::unet_blocks::{
+    DownBlock, DownBlockConfig, MidBlock, MidBlockConfig, UpBlock, UpBlockConfig,
+};
 use crate::var_builder::VarBuilder;
 
 /// A fully resolved trunk: every block spelled out (built from a config.json by
@@ -80,12 +82,19 @@ impl<B: Backend> UNetTrunk<B> {
             (cfg.conv_in_kernel - 1) / 2,
             true,
         )?;
-        let time_embedding = TimestepEmbedding::load(&vb.pp("time_embedding"), &cfg.time_embedding)?;
+        let time_embedding =
+            TimestepEmbedding::load(&vb.pp("time_embedding"), &cfg.time_embedding)?;
         let down_blocks = cfg
             .down_blocks
             .iter()
             .enumerate()
-            .map(|(i, d)| DownBlock::load(&vb.pp("down_blocks").pp(i.to_string()), d, &format!("down_blocks.{i}")))
+            .map(|(i, d)| {
+                DownBlock::load(
+                    &vb.pp("down_blocks").pp(i.to_string()),
+                    d,
+                    &format!("down_blocks.{i}"),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let mid_block = match &cfg.mid_block {
             Some(m) => Some(MidBlock::load(&vb.pp("mid_block"), m, "mid_block")?),
@@ -95,7 +104,13 @@ impl<B: Backend> UNetTrunk<B> {
             .up_blocks
             .iter()
             .enumerate()
-            .map(|(i, u)| UpBlock::load(&vb.pp("up_blocks").pp(i.to_string()), u, &format!("up_blocks.{i}")))
+            .map(|(i, u)| {
+                UpBlock::load(
+                    &vb.pp("up_blocks").pp(i.to_string()),
+                    u,
+                    &format!("up_blocks.{i}"),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let conv_norm_out = match cfg.conv_norm_out {
             Some((g, eps)) => Some(GroupNorm::load(&vb.pp("conv_norm_out"), g, c0, eps)?),
@@ -153,7 +168,12 @@ impl<B: Backend> UNetTrunk<B> {
     }
 
     /// The embedding (B, D) of per-batch-item timesteps, after the time-embedding hook.
-    pub fn time_embed(&self, be: &B, timesteps: &[f32], hooks: &mut dyn UNetHooks<B>) -> Result<B::Tensor> {
+    pub fn time_embed(
+        &self,
+        be: &B,
+        timesteps: &[f32],
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
         let t = self.time_proj.forward(be, timesteps)?;
         let emb = self.time_embedding.forward(be, &t)?;
         let emb = hooks.after_time_embedding(be, emb)?;
@@ -179,7 +199,11 @@ impl<B: Backend> UNetTrunk<B> {
             bail!("UNet: sample must be (N, C, H, W), got {s:?}");
         }
         if s[1] != self.in_channels {
-            bail!("UNet: sample has {} channels but the model's in_channels is {}", s[1], self.in_channels);
+            bail!(
+                "UNet: sample has {} channels but the model's in_channels is {}",
+                s[1],
+                self.in_channels
+            );
         }
         let n = s[0];
         if num_frames == 0 || n % num_frames != 0 {
@@ -189,7 +213,9 @@ impl<B: Backend> UNetTrunk<B> {
         let timesteps: Vec<f32> = match timesteps.len() {
             1 => vec![timesteps[0]; b],
             l if l == b => timesteps.to_vec(),
-            l => bail!("UNet: {l} timesteps for a batch of {b}; give one per batch item (or one for all)"),
+            l => bail!(
+                "UNet: {l} timesteps for a batch of {b}; give one per batch item (or one for all)"
+            ),
         };
         if let Some(e) = encoder_hidden_states {
             if e.rank() != 3 || e.shape()[0] != n {
@@ -225,12 +251,17 @@ impl<B: Backend> UNetTrunk<B> {
             skips.extend(states);
         }
         if let Some(mid) = &self.mid_block {
-            h = mid.forward(be, &h, &emb, encoder_hidden_states, num_frames, hooks).context("mid_block")?;
+            h = mid
+                .forward(be, &h, &emb, encoder_hidden_states, num_frames, hooks)
+                .context("mid_block")?;
         }
         let nb = self.up_blocks.len();
         for (i, block) in self.up_blocks.iter().enumerate() {
             let is_final = i + 1 == nb;
-            let keep = skips.len().checked_sub(block.resnets.len()).context("UNet: too few skip states")?;
+            let keep = skips
+                .len()
+                .checked_sub(block.resnets.len())
+                .context("UNet: too few skip states")?;
             let upsample_size = if !is_final && forward_upsample_size && keep > 0 {
                 let t = &skips[keep - 1];
                 Some((t.shape()[2], t.shape()[3]))
@@ -239,7 +270,17 @@ impl<B: Backend> UNetTrunk<B> {
             };
             let mut res = skips.split_off(keep);
             h = block
-                .forward(be, &h, &mut res, &emb, encoder_hidden_states, num_frames, upsample_size, i, hooks)
+                .forward(
+                    be,
+                    &h,
+                    &mut res,
+                    &emb,
+                    encoder_hidden_states,
+                    num_frames,
+                    upsample_size,
+                    i,
+                    hooks,
+                )
                 .with_context(|| format!("up_blocks.{i}"))?;
         }
         if let Some(gn) = &self.conv_norm_out {
