@@ -15,8 +15,6 @@ const WINDOW_SIZE: u64 = 1 << 32;
 /// Max shared memory per block (sm_80 opt-in limit).
 const MAX_SHARED: usize = 163 * 1024;
 
-const NONE: u32 = u32::MAX;
-
 pub(crate) struct Err1 {
     kind: FaultKind,
     lane: u32,
@@ -35,33 +33,61 @@ fn e(kind: FaultKind, lane: u32, addr: Option<u64>, detail: impl Into<String>) -
     }
 }
 
-#[derive(Clone, Copy)]
-struct Acc {
-    tid: u32,
-    epoch: u32,
-    wepoch: u32,
-    atomic: bool,
+/// One shared access to a 4-byte word, packed: bits 0..11 thread index + 1 (0 = none), bit 11
+/// atomic, bits 12..16 byte mask within the word, bits 16..40 block barrier epoch, bits 40..64
+/// warp-sync epoch of the accessing warp (epochs modulo 2^24).
+type Acc = u64;
+const NO_ACC: Acc = 0;
+const EPOCH_MASK: u32 = (1 << 24) - 1;
+
+#[inline(always)]
+fn acc(tid: u32, epoch: u32, wepoch: u32, atomic: bool, bytes: u32) -> Acc {
+    (tid as u64 + 1)
+        | ((atomic as u64) << 11)
+        | ((bytes as u64 & 0xf) << 12)
+        | (((epoch & EPOCH_MASK) as u64) << 16)
+        | (((wepoch & EPOCH_MASK) as u64) << 40)
+}
+#[inline(always)]
+fn acc_tid(a: Acc) -> u32 {
+    ((a & 0x7ff) as u32).wrapping_sub(1)
+}
+#[inline(always)]
+fn acc_atomic(a: Acc) -> bool {
+    a & (1 << 11) != 0
+}
+#[inline(always)]
+fn acc_bytes(a: Acc) -> u32 {
+    ((a >> 12) & 0xf) as u32
+}
+#[inline(always)]
+fn acc_epoch(a: Acc) -> u32 {
+    ((a >> 16) as u32) & EPOCH_MASK
+}
+#[inline(always)]
+fn acc_wepoch(a: Acc) -> u32 {
+    (a >> 40) as u32 & EPOCH_MASK
 }
 
-const NO_ACC: Acc = Acc {
-    tid: NONE,
-    epoch: 0,
-    wepoch: 0,
-    atomic: false,
-};
-
+/// Shadow state of one 4-byte word of shared memory.
 #[derive(Clone, Copy)]
 struct Shadow {
+    /// Last write.
     w: Acc,
+    /// Up to two reads since (kept preferring readers of different warps).
     r1: Acc,
     r2: Acc,
-    pending: u16,
+    /// Bytes of the word ever written in this block (uninitialised-read detection).
+    init: u8,
+    /// Outstanding cp.async copies into the word.
+    pending: u8,
 }
 
 const NO_SHADOW: Shadow = Shadow {
     w: NO_ACC,
     r1: NO_ACC,
     r2: NO_ACC,
+    init: 0,
     pending: 0,
 };
 
@@ -160,6 +186,9 @@ struct Ctx<'a> {
     shared_size: usize,
     nthreads: u32,
     stats: LaunchStats,
+    pool: Vec<Warp>,
+    shared_buf: Vec<u8>,
+    shadow_buf: Vec<Shadow>,
 }
 
 struct Block<'a, 'b> {
@@ -276,6 +305,9 @@ pub(crate) fn launch(
         shared_size,
         nthreads: nthreads as u32,
         stats: LaunchStats::default(),
+        pool: Vec::new(),
+        shared_buf: Vec::new(),
+        shadow_buf: Vec::new(),
     };
     let nblocks = cfg.grid[0] as u64 * cfg.grid[1] as u64 * cfg.grid[2] as u64;
     // Extra schedules first (journaled, rolled back), then schedule 0 for the results.
@@ -327,10 +359,20 @@ fn run_block(
     let cfg = *ctx.cfg;
     let mut warps = Vec::with_capacity(nwarps as usize);
     for wi in 0..nwarps {
+        let mut w = ctx.pool.pop().unwrap_or_default();
+        let mut regs = std::mem::take(&mut w.regs);
+        let mut local = std::mem::take(&mut w.local);
+        let mut pending = std::mem::take(&mut w.pending);
+        regs.clear();
+        regs.resize(prog.nregs * 32, 0);
+        local.clear();
+        local.resize(prog.local_size * 32, 0);
+        pending.clear();
         let mut w = Warp {
             idx: wi,
-            regs: vec![0u64; prog.nregs * 32],
-            local: vec![0u8; prog.local_size * 32],
+            regs,
+            local,
+            pending,
             others_min: u32::MAX,
             ..Default::default()
         };
@@ -384,44 +426,64 @@ fn run_block(
         w.dirty = true;
         warps.push(w);
     }
+    let mut shared = std::mem::take(&mut ctx.shared_buf);
+    shared.clear();
+    shared.resize(ctx.shared_size, 0);
+    let mut shadow = std::mem::take(&mut ctx.shadow_buf);
+    shadow.clear();
+    shadow.resize(ctx.shared_size.div_ceil(4), NO_SHADOW);
     let mut blk = Block {
-        shared: vec![0u8; ctx.shared_size],
-        shadow: vec![NO_SHADOW; ctx.shared_size],
+        shared,
+        shadow,
         c: ctx,
         mem,
         ctaid,
         epoch: 0,
         warps,
     };
-    let mut rr = 0usize;
-    loop {
-        let runnable: Vec<usize> = (0..blk.warps.len())
-            .filter(|&i| {
-                let w = &blk.warps[i];
-                w.running != 0
-            })
-            .collect();
-        if runnable.is_empty() {
-            if !blk.resolve_barrier()? {
-                return Ok(());
+    let r = blk.schedule(sched, rng);
+    // return the buffers to the pools
+    blk.c.shared_buf = std::mem::take(&mut blk.shared);
+    blk.c.shadow_buf = std::mem::take(&mut blk.shadow);
+    let warps = std::mem::take(&mut blk.warps);
+    blk.c.pool.extend(warps);
+    r
+}
+
+impl<'a, 'b> Block<'a, 'b> {
+    fn schedule(&mut self, sched: u32, rng: &mut Rng) -> Result<(), Fault> {
+        let mut rr = 0usize;
+        let mut runnable = [0usize; 32];
+        loop {
+            let mut n = 0;
+            for (i, w) in self.warps.iter().enumerate() {
+                if w.running != 0 {
+                    runnable[n] = i;
+                    n += 1;
+                }
             }
-            continue;
-        }
-        let (wi, slice) = if sched == 0 {
-            rr = (rr + 1) % runnable.len();
-            (runnable[rr], 256)
-        } else {
-            (
-                runnable[rng.below(runnable.len() as u64) as usize],
-                1 + rng.below(96) as u32,
-            )
-        };
-        let mut w = std::mem::take(&mut blk.warps[wi]);
-        let r = blk.run_warp(&mut w, slice);
-        blk.warps[wi] = w;
-        if let Err(er) = r {
-            let pc = blk.warps[wi].pc as usize;
-            return Err(blk.fault(wi, pc, er));
+            if n == 0 {
+                if !self.resolve_barrier()? {
+                    return Ok(());
+                }
+                continue;
+            }
+            let (wi, slice) = if sched == 0 {
+                rr = (rr + 1) % n;
+                (runnable[rr], 256)
+            } else {
+                (
+                    runnable[rng.below(n as u64) as usize],
+                    1 + rng.below(96) as u32,
+                )
+            };
+            let mut w = std::mem::take(&mut self.warps[wi]);
+            let r = self.run_warp(&mut w, slice);
+            self.warps[wi] = w;
+            if let Err(er) = r {
+                let pc = self.warps[wi].pc as usize;
+                return Err(self.fault(wi, pc, er));
+            }
         }
     }
 }
@@ -694,8 +756,8 @@ impl<'a, 'b> Block<'a, 'b> {
                             let sh = &mut self.shadow;
                             w.pending.retain(|p| {
                                 if exec & (1 << p.lane) != 0 {
-                                    for i in 0..p.len as usize {
-                                        sh[p.dst as usize + i].pending -= 1;
+                                    for i in (0..p.len as usize).step_by(4) {
+                                        sh[(p.dst as usize + i) / 4].pending -= 1;
                                     }
                                     false
                                 } else {
@@ -814,6 +876,9 @@ impl<'a, 'b> Block<'a, 'b> {
                 let (op, ty, f) = (*op, *ty, *f);
                 let d = &ins.d[0];
                 let s = &ins.s;
+                if self.fast_int(w, op, ty, f, d, s, exec) {
+                    return Ok(());
+                }
                 match s.len() {
                     2 => {
                         for l in lanes(exec) {
@@ -1046,8 +1111,8 @@ impl<'a, 'b> Block<'a, 'b> {
                         self.global_read(l, src, &mut data[..n])?;
                     }
                     let off = self.shared_off(l, dst, size, true)?;
-                    for i in 0..size {
-                        let sh = &mut self.shadow[off + i];
+                    for i in (0..size).step_by(4) {
+                        let sh = &mut self.shadow[(off + i) / 4];
                         if sh.pending != 0 && self.c.opts.detect_races {
                             return Err(e(
                                 FaultKind::SharedRace,
@@ -1122,11 +1187,90 @@ impl<'a, 'b> Block<'a, 'b> {
         Ok(())
     }
 
+    /// Specialised lane loops for the integer ops that dominate address arithmetic.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn fast_int(
+        &self,
+        w: &mut Warp,
+        op: Alu,
+        ty: Ty,
+        f: AluFlags,
+        d: &Opnd,
+        s: &[Opnd],
+        exec: u32,
+    ) -> bool {
+        if ty.is_float() || f.sat || ty == Ty::Pred {
+            return false;
+        }
+        let Opnd::Reg(dr) = d else { return false };
+        let dr = *dr as usize * 32;
+        macro_rules! bin {
+            ($m:expr, |$a:ident, $b:ident| $e:expr) => {{
+                let m: u64 = $m;
+                if exec == u32::MAX {
+                    for l in 0..32 {
+                        let $a = self.val(w, &s[0], l);
+                        let $b = self.val(w, &s[1], l);
+                        w.regs[dr + l] = ($e) & m;
+                    }
+                } else {
+                    for l in lanes(exec) {
+                        let $a = self.val(w, &s[0], l);
+                        let $b = self.val(w, &s[1], l);
+                        w.regs[dr + l] = ($e) & m;
+                    }
+                }
+                true
+            }};
+        }
+        let bits = ty.bits();
+        let m = mask_bits(bits);
+        match (op, bits) {
+            (Alu::Add, 32 | 64) => bin!(m, |a, b| a.wrapping_add(b)),
+            (Alu::Sub, 32 | 64) => bin!(m, |a, b| a.wrapping_sub(b)),
+            (Alu::MulLo, 32 | 64) => bin!(m, |a, b| a.wrapping_mul(b)),
+            (Alu::And, _) => bin!(m, |a, b| a & b),
+            (Alu::Or, _) => bin!(m, |a, b| a | b),
+            (Alu::Xor, _) => bin!(m, |a, b| a ^ b),
+            (Alu::Shl, 32 | 64) => bin!(m, |a, b| {
+                let sh = b & 0xffff_ffff;
+                if sh >= bits as u64 {
+                    0
+                } else {
+                    a << sh
+                }
+            }),
+            (Alu::Shr, 32 | 64) if !ty.signed() => bin!(m, |a, b| {
+                let sh = b & 0xffff_ffff;
+                if sh >= bits as u64 {
+                    0
+                } else {
+                    (a & m) >> sh
+                }
+            }),
+            (Alu::MulWide, 32) if ty.signed() => bin!(u64::MAX, |a, b| (a as i32 as i64)
+                .wrapping_mul(b as i32 as i64)
+                as u64),
+            (Alu::MulWide, 32) => bin!(u64::MAX, |a, b| (a & 0xffff_ffff) * (b & 0xffff_ffff)),
+            (Alu::MadLo, 32 | 64) => {
+                for l in lanes(exec) {
+                    let a = self.val(w, &s[0], l);
+                    let b = self.val(w, &s[1], l);
+                    let c = self.val(w, &s[2], l);
+                    w.regs[dr + l] = a.wrapping_mul(b).wrapping_add(c) & m;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Data of a finished cp.async lands in shared memory (a write by the issuing thread now).
     fn land(&mut self, w: &mut Warp, p: Pending) -> R<()> {
         let off = p.dst as usize;
-        for i in 0..p.len as usize {
-            self.shadow[off + i].pending -= 1;
+        for i in (0..p.len as usize).step_by(4) {
+            self.shadow[(off + i) / 4].pending -= 1;
         }
         let tid = w.idx * 32 + p.lane as u32;
         self.shared_check(
@@ -1326,14 +1470,19 @@ impl<'a, 'b> Block<'a, 'b> {
                 c[row][col] = f32::from_bits(v as u32) as f64;
             }
         }
+        // D = A·B + C: products are exact in f64, the sum runs over k in order in f64 and is
+        // rounded once to f32 (see docs/emulator.md for the error model).
         let mut out = [[0u32; 8]; 16];
         for m in 0..16 {
-            for n in 0..8 {
-                let mut s = c[m][n];
-                for kk in 0..k {
-                    s += a[m][kk] * b[kk][n];
+            let mut acc = c[m];
+            for kk in 0..k {
+                let am = a[m][kk];
+                for n in 0..8 {
+                    acc[n] += am * b[kk][n];
                 }
-                out[m][n] = (s as f32).to_bits();
+            }
+            for n in 0..8 {
+                out[m][n] = (acc[n] as f32).to_bits();
             }
         }
         for l in 0..32usize {
@@ -1568,75 +1717,106 @@ impl<'a, 'b> Block<'a, 'b> {
     ) -> R<()> {
         let races = self.c.opts.detect_races;
         let uninit = self.c.opts.detect_uninit_shared;
-        let epoch = self.epoch;
-        let wepoch = w.wepoch;
-        let me = Acc {
-            tid,
-            epoch,
-            wepoch,
-            atomic,
-        };
-        let unordered = |p: &Acc| -> bool {
-            p.tid != NONE
-                && p.tid != tid
-                && p.epoch == epoch
-                && !(p.tid / 32 == tid / 32 && p.wepoch != wepoch)
-                && !(p.atomic && atomic)
-        };
-        for i in 0..len {
-            let sh = self.shadow[off + i];
+        let ep = self.epoch & EPOCH_MASK;
+        let wep = w.wepoch & EPOCH_MASK;
+        let end = off + len;
+        let mut word = off / 4;
+        while word * 4 < end {
+            let wb = word * 4;
+            let lo = off.max(wb) - wb;
+            let hi = end.min(wb + 4) - wb;
+            let bytes = ((1u32 << hi) - 1) & !((1u32 << lo) - 1);
+            let me = acc(tid, ep, wep, atomic, bytes);
+            // Is the earlier access `p` unordered with this one (a potential race)?
+            let unordered = |p: Acc| -> bool {
+                if p == NO_ACC || p == me {
+                    return false;
+                }
+                let pt = acc_tid(p);
+                pt != tid
+                    && acc_bytes(p) & bytes != 0
+                    && acc_epoch(p) == ep
+                    && !(pt / 32 == tid / 32 && acc_wepoch(p) != wep)
+                    && !(acc_atomic(p) && atomic)
+            };
+            let sh = self.shadow[word];
             if sh.pending != 0 && races {
                 return Err(e(
                     FaultKind::SharedRace,
                     lane as u32,
-                    Some((off + i) as u64),
+                    Some(wb as u64 + lo as u64),
                     format!(
-                        "{} of shared byte {} while a cp.async into it is outstanding: its data lands only at cp.async.wait_group/wait_all",
+                        "{} of shared bytes [{}, {}) while a cp.async into them is outstanding: its data lands only at cp.async.wait_group/wait_all",
                         if write { "write" } else { "read" },
-                        off + i
+                        off,
+                        end
                     ),
                 ));
             }
             if write {
                 if races {
-                    if unordered(&sh.w)
-                        && (sh.w.atomic != atomic
-                            || data.map(|d| d[i] != self.shared[off + i]).unwrap_or(true))
-                    {
-                        return Err(self.race(lane, off + i, "write-after-write", sh.w.tid));
+                    if unordered(sh.w) {
+                        // Same-value writes (e.g. every lane storing one flag) are benign.
+                        let same = !atomic
+                            && !acc_atomic(sh.w)
+                            && data.is_some_and(|d| {
+                                (lo..hi).all(|b| d[wb + b - off] == self.shared[wb + b])
+                            });
+                        if !same {
+                            return Err(self.race(
+                                lane,
+                                wb + lo,
+                                "write-after-write",
+                                acc_tid(sh.w),
+                            ));
+                        }
                     }
-                    for r in [&sh.r1, &sh.r2] {
+                    for r in [sh.r1, sh.r2] {
                         if unordered(r) {
-                            return Err(self.race(lane, off + i, "write-after-read", r.tid));
+                            return Err(self.race(lane, wb + lo, "write-after-read", acc_tid(r)));
                         }
                     }
                 }
-                self.shadow[off + i].w = me;
+                let s = &mut self.shadow[word];
+                s.w = me;
+                s.init |= bytes as u8;
             } else {
-                if sh.w.tid == NONE && uninit {
+                if uninit && (sh.init as u32 & bytes) != bytes {
+                    let first = (0..4)
+                        .find(|b| bytes & (1 << b) != 0 && sh.init & (1 << b) == 0)
+                        .unwrap_or(0);
                     return Err(e(
                         FaultKind::UninitSharedRead,
                         lane as u32,
-                        Some((off + i) as u64),
-                        format!("shared byte {} (offset in the block's shared memory) was never written in this block", off + i),
+                        Some((wb + first) as u64),
+                        format!("shared byte {} (offset in the block's shared memory) was never written in this block", wb + first),
                     ));
                 }
-                if races && unordered(&sh.w) {
-                    return Err(self.race(lane, off + i, "read-after-write", sh.w.tid));
-                }
                 if races {
-                    let s = &mut self.shadow[off + i];
-                    if s.r1.tid == NONE || s.r1.epoch != epoch || s.r1.tid == tid {
+                    if unordered(sh.w) {
+                        return Err(self.race(lane, wb + lo, "read-after-write", acc_tid(sh.w)));
+                    }
+                    let s = &mut self.shadow[word];
+                    if s.r1 == me {
+                        word += 1;
+                        continue;
+                    }
+                    let r1t = acc_tid(s.r1);
+                    if s.r1 == NO_ACC
+                        || acc_epoch(s.r1) != ep
+                        || (r1t == tid && acc_bytes(s.r1) & !bytes == 0)
+                    {
                         s.r1 = me;
-                    } else if s.r2.tid == NONE
-                        || s.r2.epoch != epoch
-                        || s.r2.tid == tid
-                        || (s.r2.tid / 32 == s.r1.tid / 32 && tid / 32 != s.r1.tid / 32)
+                    } else if s.r2 == NO_ACC
+                        || acc_epoch(s.r2) != ep
+                        || (acc_tid(s.r2) == tid && acc_bytes(s.r2) & !bytes == 0)
+                        || (acc_tid(s.r2) / 32 == r1t / 32 && tid / 32 != r1t / 32)
                     {
                         s.r2 = me;
                     }
                 }
             }
+            word += 1;
         }
         Ok(())
     }

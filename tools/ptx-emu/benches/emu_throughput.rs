@@ -1,0 +1,122 @@
+//! Emulator throughput (thread-instructions per second) on a GEMM-like kernel: the bf16
+//! ldmatrix + mma.sync + cp.async GEMM tile of `tests/ptx/gemm_bf16.ptx` (128x128x256, 16 blocks
+//! of 128 threads) and the row softmax of `tests/ptx/softmax.ptx`, one schedule, all detectors on.
+//! Criterion's "elem/s" is thread-instructions/s.
+//!
+//! Run: `cargo bench -p ptx-emu --bench emu_throughput`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ptx_emu::*;
+use std::time::Duration;
+
+fn ptx(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/tests/ptx/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let opts = LaunchOptions {
+        schedules: 1,
+        ..LaunchOptions::default()
+    };
+    // GEMM
+    let m = Module::parse(&ptx("gemm_bf16.ptx")).unwrap();
+    let (mm, nn, kk) = (128usize, 128usize, 256usize);
+    let mut mem = Memory::new();
+    let pa = mem.alloc(mm * kk * 2).unwrap();
+    let pb = mem.alloc(kk * nn * 2).unwrap();
+    let pc = mem.alloc(mm * nn * 4).unwrap();
+    let a: Vec<u8> = (0..mm * kk)
+        .flat_map(|i| {
+            half::bf16::from_f32((i % 7) as f32 * 0.25 - 0.5)
+                .to_bits()
+                .to_le_bytes()
+        })
+        .collect();
+    let b: Vec<u8> = (0..kk * nn)
+        .flat_map(|i| {
+            half::bf16::from_f32((i % 5) as f32 * 0.125 - 0.25)
+                .to_bits()
+                .to_le_bytes()
+        })
+        .collect();
+    mem.write(pa, &a).unwrap();
+    mem.write(pb, &b).unwrap();
+    let cfg = LaunchConfig {
+        grid: [(nn / 32) as u32, (mm / 32) as u32, 1],
+        block: [128, 1, 1],
+        dynamic_smem_bytes: 0,
+    };
+    let params: Vec<Vec<u8>> = vec![
+        pa.to_le_bytes().to_vec(),
+        pb.to_le_bytes().to_vec(),
+        pc.to_le_bytes().to_vec(),
+        (mm as i32).to_le_bytes().to_vec(),
+        (nn as i32).to_le_bytes().to_vec(),
+        (kk as i32).to_le_bytes().to_vec(),
+    ];
+    let p: Vec<&[u8]> = params.iter().map(|v| v.as_slice()).collect();
+    let st = launch(&m, "gemm_bf16_tile", &cfg, &p, &mut mem, &opts).unwrap();
+    let t0 = std::time::Instant::now();
+    let c0 = cpu_seconds();
+    let reps = 20;
+    for _ in 0..reps {
+        launch(&m, "gemm_bf16_tile", &cfg, &p, &mut mem, &opts).unwrap();
+    }
+    let dt = t0.elapsed().as_secs_f64() / reps as f64;
+    let dc = c0.map(|c0| (cpu_seconds().unwrap() - c0) / reps as f64);
+    println!(
+        "gemm_bf16_tile 128x128x256: {} thread-instructions, {} warp-instructions per launch; {:.1} M thread-instr/s wall-clock{}",
+        st.thread_instructions,
+        st.warp_instructions,
+        st.thread_instructions as f64 / dt / 1e6,
+        dc.map(|dc| format!(", {:.1} M thread-instr per CPU-second (this thread)", st.thread_instructions as f64 / dc / 1e6))
+            .unwrap_or_default()
+    );
+    let mut g = c.benchmark_group("ptx_emu");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    g.throughput(Throughput::Elements(st.thread_instructions));
+    g.bench_function("gemm_bf16_tile_128x128x256", |bch| {
+        bch.iter(|| launch(&m, "gemm_bf16_tile", &cfg, &p, &mut mem, &opts).unwrap())
+    });
+    // softmax
+    let m2 = Module::parse(&ptx("softmax.ptx")).unwrap();
+    let (rows, cols) = (64usize, 1024usize);
+    let px = mem.alloc(rows * cols * 4).unwrap();
+    let py = mem.alloc(rows * cols * 4).unwrap();
+    let x: Vec<u8> = (0..rows * cols)
+        .flat_map(|i| ((i % 13) as f32 * 0.3).to_le_bytes())
+        .collect();
+    mem.write(px, &x).unwrap();
+    let cfg2 = LaunchConfig {
+        grid: [rows as u32, 1, 1],
+        block: [256, 1, 1],
+        dynamic_smem_bytes: 0,
+    };
+    let params2: Vec<Vec<u8>> = vec![
+        px.to_le_bytes().to_vec(),
+        py.to_le_bytes().to_vec(),
+        (cols as i32).to_le_bytes().to_vec(),
+    ];
+    let p2: Vec<&[u8]> = params2.iter().map(|v| v.as_slice()).collect();
+    let st2 = launch(&m2, "softmax_rows", &cfg2, &p2, &mut mem, &opts).unwrap();
+    g.throughput(Throughput::Elements(st2.thread_instructions));
+    g.bench_function("softmax_rows_64x1024", |bch| {
+        bch.iter(|| launch(&m2, "softmax_rows", &cfg2, &p2, &mut mem, &opts).unwrap())
+    });
+    g.finish();
+}
+
+/// CPU time of this thread (Linux `/proc/thread-self/stat`, clock ticks of 10 ms), so the number
+/// is meaningful on a loaded machine.
+fn cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
