@@ -18,7 +18,7 @@ pub const DRIVER_ENV: &str = "CYBERHOST_CUDA_DRIVER";
 
 /// The error [`CudaDevice::new`] returns when no CUDA driver library can be loaded.
 pub const NO_DRIVER_MSG: &str = "no CUDA driver found: install an NVIDIA driver >= 550, or set \
-     LD_LIBRARY_PATH to the stand-in driver, see docs/stand-in-driver.md";
+     CYBERHOST_CUDA_DRIVER (or LD_LIBRARY_PATH) to the stand-in driver, see docs/stand-in-driver.md";
 
 /// Oldest driver API the backend accepts (cudarc is built for CUDA 12.4 = driver 550).
 const MIN_DRIVER_VERSION: i32 = 12040;

@@ -1,0 +1,338 @@
+//! cudarc 0.19's safe API on the stand-in driver (`tools/ptx-emu-driver`), and the engine's CUDA
+//! layer (`cyberhost_engine::backends::cuda`) on top of it.
+//!
+//! The stand-in cdylib is loaded by path (it sits next to this test executable in
+//! `target/<profile>/deps/`); its SONAME `libcuda.so` makes cudarc's `dlopen("libcuda.so")` return
+//! it. No environment setup is needed. All tests here share one process-wide driver, so they take
+//! `SERIAL` to keep the driver's call counters attributable.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use cyberhost_engine::backends::cuda::cudarc::driver::{
+    sys, CudaContext, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
+};
+use cyberhost_engine::backends::cuda::cudarc::nvrtc::Ptx;
+use cyberhost_engine::backends::cuda::{load_driver_library, CudaDevice, DRIVER_ENV, NO_DRIVER_MSG};
+use cyberhost_kernels::elementwise::{self, BiasActShape, ElementwiseParams};
+use cyberhost_kernels::KernelModule;
+
+const TEST_PTX: &str = include_str!("../tools/ptx-emu-driver/tests/ptx/driver_test_kernels.ptx");
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `target/<profile>/deps/libptx_emu_driver.so` (built because the suite dev-depends on it).
+fn stand_in_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("test executable directory");
+    let name = format!("{}ptx_emu_driver{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    [dir.join(&name), dir.parent().unwrap_or(dir).join(&name)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} not found next to {}: build ptx-emu-driver", exe.display()))
+}
+
+/// The engine device on the stand-in driver (loaded once per process).
+fn emu_device() -> &'static CudaDevice {
+    static DEV: OnceLock<CudaDevice> = OnceLock::new();
+    DEV.get_or_init(|| {
+        load_driver_library(&stand_in_path()).expect("load the stand-in driver");
+        let dev = CudaDevice::new(0).expect("CudaDevice::new on the stand-in driver");
+        assert!(dev.is_emulated(), "expected the stand-in driver, got {}", dev.name());
+        dev
+    })
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let num: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w as f64).powi(2)).sum();
+    let den: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+fn axpy_ref(alpha: f32, a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(&x, &y)| alpha * x + y).collect()
+}
+
+fn launch_axpy(
+    stream: &Arc<CudaStream>,
+    f: &cyberhost_engine::backends::cuda::cudarc::driver::CudaFunction,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<f32>,
+    out: &mut CudaSlice<f32>,
+    alpha: f32,
+) -> Result<(), DriverError> {
+    let n = a.len() as i32;
+    let cfg = LaunchConfig { grid_dim: ((n as u32).div_ceil(128), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let mut b_ = stream.launch_builder(f);
+    b_.arg(a).arg(b).arg(out).arg(&alpha).arg(&n);
+    // SAFETY: axpy_f32(const float*, const float*, float*, float, int): three n-float buffers.
+    unsafe { b_.launch(cfg) }.map(|_| ())
+}
+
+#[test]
+fn cudarc_safe_api_roundtrip() {
+    let _g = serial();
+    let dev = emu_device();
+    let ctx = dev.context();
+    assert_eq!(ctx.compute_capability().unwrap(), (9, 0));
+    assert_eq!(
+        ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).unwrap(),
+        132
+    );
+    let stream = dev.stream();
+    let n = 1000;
+    let (a, b) = (random(n, 1), random(n, 2));
+    let da = stream.clone_htod(&a).unwrap();
+    let db = stream.clone_htod(&b).unwrap();
+    let mut dout = stream.alloc_zeros::<f32>(n).unwrap();
+    let module = ctx.load_module(Ptx::from_src(TEST_PTX)).unwrap();
+    let f = module.load_function("axpy_f32").unwrap();
+    launch_axpy(stream, &f, &da, &db, &mut dout, 0.75).unwrap();
+    let got = stream.clone_dtoh(&dout).unwrap();
+    let err = rel_l2(&got, &axpy_ref(0.75, &a, &b));
+    assert!(err < 1e-6, "axpy_f32 rel L2 {err}");
+
+    // device-to-device copy and memset through the safe API
+    let mut copy = stream.alloc_zeros::<f32>(n).unwrap();
+    stream.memcpy_dtod(&dout, &mut copy).unwrap();
+    assert_eq!(stream.clone_dtoh(&copy).unwrap(), got);
+    stream.memset_zeros(&mut copy).unwrap();
+    assert!(stream.clone_dtoh(&copy).unwrap().iter().all(|&v| v == 0.0));
+
+    // module global through cudarc's get_global
+    let scale = module.load_function("scale_by_global_f32").unwrap();
+    let mut g = module.get_global("g_scale", stream).unwrap();
+    let mut g_scale = unsafe { g.transmute_mut::<f32>(1) }.unwrap();
+    stream.memcpy_htod(&[3.0f32], &mut g_scale).unwrap();
+    let mut x = stream.clone_htod(&a).unwrap();
+    let ni = n as i32;
+    let mut lb = stream.launch_builder(&scale);
+    lb.arg(&mut x).arg(&ni);
+    // SAFETY: scale_by_global_f32(float*, int) on an n-float buffer.
+    unsafe { lb.launch(LaunchConfig::for_num_elems(n as u32)) }.unwrap();
+    let want: Vec<f32> = a.iter().map(|v| 3.0 * v).collect();
+    assert!(rel_l2(&stream.clone_dtoh(&x).unwrap(), &want) < 1e-6);
+
+    // events: synchronous execution, 0 ms elapsed (documented)
+    let t0 = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+    let t1 = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+    assert_eq!(t0.elapsed_ms(&t1).unwrap(), 0.0);
+    ctx.synchronize().unwrap();
+}
+
+#[test]
+fn stream_capture_records_then_graph_replays() {
+    let _g = serial();
+    let dev = emu_device();
+    let stream = dev.stream();
+    let module = dev.context().load_module(Ptx::from_src(TEST_PTX)).unwrap();
+    let f = module.load_function("axpy_f32").unwrap();
+    let n = 777;
+    let (mut a_host, b) = (random(n, 3), random(n, 4));
+    let mut da = stream.clone_htod(&a_host).unwrap();
+    let db = stream.clone_htod(&b).unwrap();
+    let mut tmp = stream.alloc_zeros::<f32>(n).unwrap();
+    let mut out = stream.alloc_zeros::<f32>(n).unwrap();
+    stream.synchronize().unwrap();
+
+    // out = 2 * (0.5 * a + b) + b, recorded, not executed
+    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).unwrap();
+    assert_eq!(
+        stream.capture_status().unwrap(),
+        sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE
+    );
+    stream.memset_zeros(&mut out).unwrap();
+    launch_axpy(stream, &f, &da, &db, &mut tmp, 0.5).unwrap();
+    launch_axpy(stream, &f, &tmp, &db, &mut out, 2.0).unwrap();
+    let graph = stream
+        .end_capture(sys::CUgraphInstantiate_flags(0))
+        .unwrap()
+        .expect("a graph");
+    assert!(
+        stream.clone_dtoh(&out).unwrap().iter().all(|&v| v == 0.0),
+        "captured work must not run before the graph is launched"
+    );
+
+    let before = dev.emulator_stats().unwrap();
+    let want = |a: &[f32]| axpy_ref(2.0, &axpy_ref(0.5, a, &b), &b);
+    for step in 0..3 {
+        graph.launch().unwrap();
+        let err = rel_l2(&stream.clone_dtoh(&out).unwrap(), &want(&a_host));
+        assert!(err < 1e-6, "replay {step}: rel L2 {err}");
+        // new input in place; the graph reads it on the next replay
+        a_host = random(n, 10 + step);
+        stream.memcpy_htod(&a_host, &mut da).unwrap();
+    }
+    let after = dev.emulator_stats().unwrap();
+    assert_eq!(after.alloc_calls, before.alloc_calls, "graph replays must not allocate");
+    assert_eq!(after.graph_launches - before.graph_launches, 3);
+    assert_eq!(after.kernel_launches - before.kernel_launches, 6);
+}
+
+#[test]
+fn capture_rejects_waits_on_uncaptured_events() {
+    // With cudarc's event tracking on (its default), buffers record events outside the capture
+    // and a capturing stream then waits on them: CUDA refuses (STREAM_CAPTURE_ISOLATION) and so
+    // does the stand-in. CudaDevice turns tracking off for this reason.
+    let _g = serial();
+    emu_device();
+    let ctx = CudaContext::new_non_primary(0, 0).unwrap();
+    let stream = ctx.new_stream().unwrap();
+    let mut buf = stream.clone_htod(&[1.0f32; 16]).unwrap();
+    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).unwrap();
+    let err = stream.memset_zeros(&mut buf);
+    let end = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+    let isolation = DriverError(sys::CUresult::CUDA_ERROR_STREAM_CAPTURE_ISOLATION);
+    let invalidated = DriverError(sys::CUresult::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
+    assert!(
+        matches!(&err, Err(e) if *e == isolation || *e == invalidated)
+            || matches!(&end, Err(e) if *e == isolation || *e == invalidated),
+        "expected a capture isolation error, got {err:?} / {:?}",
+        end.as_ref().map(|g| g.is_some())
+    );
+    let _ = ctx.check_err();
+}
+
+#[test]
+fn kernel_fault_returns_cuda_code_and_poisons_context() {
+    let _g = serial();
+    emu_device();
+    let before = emu_device().emulator_stats().unwrap();
+    for (kernel, code) in [
+        ("oob_write_f32", sys::CUresult::CUDA_ERROR_ILLEGAL_ADDRESS),
+        ("smem_race_f32", sys::CUresult::CUDA_ERROR_LAUNCH_FAILED),
+        ("barrier_divergence_f32", sys::CUresult::CUDA_ERROR_LAUNCH_FAILED),
+        ("uninit_smem_f32", sys::CUresult::CUDA_ERROR_LAUNCH_FAILED),
+    ] {
+        // A separate (non-primary) context, so the sticky error does not reach the other tests.
+        let ctx = CudaContext::new_non_primary(0, 0).unwrap();
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().unwrap();
+        let module = ctx.load_module(Ptx::from_src(TEST_PTX)).unwrap();
+        let f = module.load_function(kernel).unwrap();
+        let mut buf = stream.alloc_zeros::<f32>(64).unwrap();
+        let n = 64i32;
+        let mut lb = stream.launch_builder(&f);
+        lb.arg(&mut buf);
+        if kernel == "oob_write_f32" {
+            lb.arg(&n);
+        }
+        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (64, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: deliberately broken kernels; the emulator catches the fault.
+        let r = unsafe { lb.launch(cfg) };
+        assert_eq!(r.err(), Some(DriverError(code)), "{kernel}");
+        // sticky: the context is unusable afterwards, as on hardware
+        assert_eq!(stream.alloc_zeros::<f32>(4).err(), Some(DriverError(code)), "{kernel} sticky");
+        drop(buf);
+        drop(module);
+        drop(stream);
+        let _ = ctx.check_err();
+    }
+    let after = emu_device().emulator_stats().unwrap();
+    assert_eq!(after.faults - before.faults, 4);
+    // the primary context (other tests) is unaffected
+    emu_device().stream().alloc_zeros::<f32>(4).unwrap();
+}
+
+#[test]
+fn engine_loads_every_kernel_module_and_launches_bias_act() {
+    let _g = serial();
+    let dev = emu_device();
+    for m in KernelModule::ALL {
+        dev.module(m).unwrap_or_else(|e| panic!("{}: {e:#}", m.name()));
+    }
+    let loads = dev.emulator_stats().unwrap().module_loads;
+    dev.module(KernelModule::Elementwise).unwrap();
+    assert_eq!(dev.emulator_stats().unwrap().module_loads, loads, "modules load once");
+
+    let stream = dev.stream();
+    let (c, hw) = (5usize, 37usize); // not multiples of any tile
+    let n = 2 * c * hw;
+    let (x, bias, res) = (random(n, 20), random(c, 21), random(n, 22));
+    let dx = stream.clone_htod(&x).unwrap();
+    let dbias = stream.clone_htod(&bias).unwrap();
+    let dres = stream.clone_htod(&res).unwrap();
+    let dy = stream.alloc_zeros::<f32>(n).unwrap();
+    let ptr = |s: &CudaSlice<f32>| {
+        use cyberhost_engine::backends::cuda::cudarc::driver::DevicePtr;
+        s.device_ptr(stream).0
+    };
+    let shape = BiasActShape { n: n as u64, channels: c as u32, inner: hw as u32 };
+    let params =
+        ElementwiseParams::new(ptr(&dx), ptr(&dbias), ptr(&dres), ptr(&dy), shape, 1.25, -0.5).unwrap();
+    // SAFETY: ElementwiseParams mirrors the .cu struct; x, residual, y hold n floats, bias c.
+    unsafe {
+        dev.launch(KernelModule::Elementwise, "bias_silu_v1_f32", elementwise::launch_config(shape), &params)
+    }
+    .unwrap();
+    let want = cyberhost_kernels::reference::bias_act(&x, Some(&bias), Some(&res), hw, true, 1.25, -0.5);
+    let err = rel_l2(&stream.clone_dtoh(&dy).unwrap(), &want);
+    assert!(err < 1e-5, "bias_silu_v1_f32 rel L2 {err}");
+}
+
+#[test]
+fn bad_driver_path_is_a_clear_error() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_open_device", "--nocapture", "--test-threads=1"])
+        .env("EMU_DRIVER_TEST_CHILD", "1")
+        .env(DRIVER_ENV, "/nonexistent/libcuda-stand-in.so")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed (a panic?):\n{text}");
+    assert!(text.contains("CHILD-RESULT: Err"), "{text}");
+    assert!(text.contains("/nonexistent/libcuda-stand-in.so") && text.contains(DRIVER_ENV), "{text}");
+}
+
+#[test]
+fn no_driver_is_a_clear_error_not_a_panic() {
+    // A fresh process that never loads the stand-in, with nothing on LD_LIBRARY_PATH.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_open_device", "--nocapture", "--test-threads=1"])
+        .env("EMU_DRIVER_TEST_CHILD", "1")
+        .env("LD_LIBRARY_PATH", "")
+        .env_remove(DRIVER_ENV)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed (a panic?):\n{text}");
+    if text.contains("CHILD-SYSTEM-DRIVER") {
+        // A machine with an NVIDIA driver installed system-wide: the no-driver path cannot be
+        // produced here; the child still had to return without panicking.
+        return;
+    }
+    assert!(text.contains(&format!("CHILD-RESULT: Err({NO_DRIVER_MSG})")), "{text}");
+}
+
+/// Runs only as the child of the two tests above.
+#[test]
+fn child_open_device() {
+    if std::env::var_os("EMU_DRIVER_TEST_CHILD").is_none() {
+        return;
+    }
+    if std::env::var_os(DRIVER_ENV).is_none()
+        && unsafe { sys::is_culib_present() }
+    {
+        println!("CHILD-SYSTEM-DRIVER");
+    }
+    match CudaDevice::new(0) {
+        Ok(d) => println!("CHILD-RESULT: Ok({})", d.name()),
+        Err(e) => println!("CHILD-RESULT: Err({e:#})"),
+    }
+}
