@@ -5,3 +5,5 @@ pub mod conditions;
 pub mod image;
 pub mod video;
 pub mod presets;
+pub mod checkpoint;
+pub mod generate;

@@ -4,6 +4,9 @@
 //! (file, flag, checkpoint); 3 no GPU where one is required.
 
 mod check_fixture;
+mod generate;
+mod inspect;
+mod make_weights;
 
 use clap::{Parser, Subcommand};
 use cyberhost_engine::error::is_user_error;
@@ -20,6 +23,12 @@ struct Cli {
 enum Cmd {
     /// Run conformance fixtures (model/ + case.safetensors) against the CPU reference.
     CheckFixture(check_fixture::Args),
+    /// Make a talking-body video from a reference image and speech (MP4).
+    Generate(generate::Args),
+    /// List a checkpoint's tensors and validate them against its config.
+    Inspect(inspect::Args),
+    /// Write a synthetic checkpoint of a preset (tiny or paper).
+    MakeWeights(make_weights::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +42,10 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Cmd::CheckFixture(a) => check_fixture::run(a),
+        Cmd::Generate(a) => generate::run(a),
+        Cmd::Inspect(a) => inspect::run(a),
+        Cmd::MakeWeights(a) => make_weights::run(a),
+
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,195 @@
+//! `cyberhost generate`: reference image + speech → MP4.
+
+use anyhow::{Context, Result};
+use cyberhost_engine::backends::cpu::CpuBackend;
+use cyberhost_engine::error::UserError;
+use cyberhost_engine::pipeline::audio::{load_wav, load_wav_bytes};
+use cyberhost_engine::pipeline::checkpoint::WeightsSource;
+use cyberhost_engine::pipeline::conditions::PoseFile;
+use cyberhost_engine::pipeline::generate::{Event, Request};
+use cyberhost_engine::pipeline::image::{decode_image, load_image};
+use cyberhost_engine::pipeline::presets::Preset;
+use cyberhost_engine::pipeline::video::{check_ffmpeg, check_output_path, write_mp4, write_png_frames, AudioTrack};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// The bundled defaults: a drawn figure and ~2.4 s of espeak-ng speech.
+const DEFAULT_IMAGE: &[u8] = include_bytes!("../../../engine/assets/reference.png");
+const DEFAULT_SPEECH: &[u8] = include_bytes!("../../../engine/assets/speech.wav");
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Reference photo (PNG or JPEG, any size). Default: a bundled drawn figure.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Speech (WAV: 8/16/24/32-bit PCM or float, any channels, 8–192 kHz). Default: bundled speech.
+    #[arg(long)]
+    audio: Option<PathBuf>,
+    /// Checkpoint directory (spec layout; see `make-weights`). Default: the built-in `tiny` model.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Output MP4.
+    #[arg(long, default_value = "out.mp4")]
+    out: PathBuf,
+    /// Also write PNG frames into this directory.
+    #[arg(long)]
+    frames: Option<PathBuf>,
+    /// Noise seed (same seed and inputs → the same video).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// DDIM steps (default: the checkpoint's).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Classifier-free guidance scale (default: the checkpoint's).
+    #[arg(long, allow_negative_numbers = true)]
+    guidance: Option<f32>,
+    /// Output size WxH, multiples of the latent grid (default: the checkpoint's).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(usize, usize)>,
+    /// Keypoints / face / hands / movement JSON (see docs/pipeline.md).
+    #[arg(long)]
+    pose: Option<PathBuf>,
+    /// Hand clarity condition in [0, 1] (default: the checkpoint's, 1.0 = sharp hands).
+    #[arg(long, allow_negative_numbers = true)]
+    hand_clarity: Option<f32>,
+    /// Backend: cpu.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Print progress as JSON lines on stdout instead of bars.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("`{s}` is not WxH, e.g. 128x128"))?;
+    let p = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("`{s}` is not WxH, e.g. 128x128"));
+    Ok((p(w)?, p(h)?))
+}
+
+/// Progress as bars (terminal), JSON lines (`--json`) or nothing.
+struct Progress {
+    json: bool,
+    bar: Option<ProgressBar>,
+    start: Instant,
+}
+
+impl Progress {
+    fn new(json: bool) -> Self {
+        Progress { json, bar: None, start: Instant::now() }
+    }
+
+    fn emit(&mut self, v: serde_json::Value) {
+        if self.json {
+            println!("{v}");
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        let t = self.start.elapsed().as_secs_f64();
+        match e {
+            Event::Stage(s) => self.emit(serde_json::json!({"event": "stage", "stage": s, "t": t})),
+            Event::Note(n) => {
+                if self.json {
+                    self.emit(serde_json::json!({"event": "note", "message": n, "t": t}));
+                } else {
+                    eprintln!("note: {n}");
+                }
+            }
+            Event::Clip { index, count, steps } => {
+                self.emit(serde_json::json!({"event": "clip", "clip": index, "clips": count, "t": t}));
+                if !self.json {
+                    if self.bar.is_none() {
+                        let bar = ProgressBar::new((count * steps) as u64);
+                        let target = if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+                        bar.set_draw_target(target);
+                        bar.set_style(
+                            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps {elapsed}/{eta}")
+                                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                        );
+                        self.bar = Some(bar);
+                    }
+                    if let Some(b) = &self.bar {
+                        b.set_message(format!("clip {}/{count}", index + 1));
+                    }
+                }
+            }
+            Event::Step { clip, step, steps } => {
+                self.emit(serde_json::json!({"event": "step", "clip": clip, "step": step, "steps": steps, "t": t}));
+                if let Some(b) = &self.bar {
+                    b.inc(1);
+                }
+            }
+        }
+    }
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    if a.backend != "cpu" {
+        return Err(UserError::new(format!("--backend {}: this build runs `cpu` (the CUDA backend is `cyberhost selftest` territory for now)", a.backend)).into());
+    }
+    check_output_path(&a.out)?;
+    check_ffmpeg()?;
+    let reference = match &a.image {
+        Some(p) => load_image(p)?,
+        None => decode_image(DEFAULT_IMAGE, "bundled reference.png")?,
+    };
+    let speech = match &a.audio {
+        Some(p) => load_wav(p)?,
+        None => load_wav_bytes(DEFAULT_SPEECH, "bundled speech.wav")?,
+    };
+    let pose = match &a.pose {
+        Some(p) => PoseFile::load(p)?,
+        None => PoseFile::default(),
+    };
+    let source = match &a.weights {
+        Some(d) => WeightsSource::Dir(d.clone()),
+        None => WeightsSource::Preset { preset: Preset::Tiny, seed: 0 },
+    };
+    let req = Request {
+        seed: a.seed,
+        steps: a.steps,
+        guidance: a.guidance,
+        size: a.size,
+        hand_clarity: a.hand_clarity,
+        trace: false,
+    };
+    let be = CpuBackend::new();
+    let mut progress = Progress::new(a.json);
+    progress.event(Event::Stage("load"));
+    let comps = source.load(&be)?;
+    comps.geometry(&req)?;
+    let video = comps.generate(&be, &reference, &speech, &pose, &req, &mut |e| progress.event(e))?;
+    if let Some(b) = &progress.bar {
+        b.finish_and_clear();
+    }
+    if let Some(dir) = &a.frames {
+        write_png_frames(dir, &video.frames)?;
+    }
+    let track = match &a.audio {
+        Some(p) => AudioTrack::File(p),
+        None => AudioTrack::Bytes(DEFAULT_SPEECH),
+    };
+    write_mp4(&a.out, &video.frames, video.fps, track).context("writing the video")?;
+    let secs = progress.start.elapsed().as_secs_f64();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "done", "out": a.out.display().to_string(), "frames": video.frames.len(),
+                "fps": video.fps, "audio_seconds": speech.seconds, "reference_hand_clarity": video.reference_hand_clarity, "t": secs})
+        );
+    } else {
+        eprintln!(
+            "wrote {} ({} frames at {} fps for {:.2} s of audio; reference hand clarity {:.2}) in {:.1} s",
+            a.out.display(),
+            video.frames.len(),
+            video.fps,
+            speech.seconds,
+            video.reference_hand_clarity,
+            secs
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
