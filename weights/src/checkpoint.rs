@@ -39,7 +39,12 @@ const WN_V_ALIAS: &str = ".parametrizations.weight.original1";
 /// The canonical spelling of a tensor name: `X.parametrizations.weight.original0` →
 /// `X.weight_g`, `...original1` → `X.weight_v`; every other name is returned unchanged.
 pub fn canonical_name(name: &str) -> Cow<'_, str> {
-    if let Some(base) = name.strip_suffix(WN_G_ALIAS) {
+    // A module at the root has no leading dot: `parametrizations.weight.original0`.
+    if name == &WN_G_ALIAS[1..] {
+        Cow::Borrowed("weight_g")
+    } else if name == &WN_V_ALIAS[1..] {
+        Cow::Borrowed("weight_v")
+    } else if let Some(base) = name.strip_suffix(WN_G_ALIAS) {
         Cow::Owned(format!("{base}.weight_g"))
     } else if let Some(base) = name.strip_suffix(WN_V_ALIAS) {
         Cow::Owned(format!("{base}.weight_v"))

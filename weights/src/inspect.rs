@@ -15,7 +15,12 @@ pub fn inspect(ckpt: &Checkpoint) -> String {
     let _ = writeln!(s, "checkpoint {}", ckpt.path().display());
     match ckpt.config_path() {
         Some(cp) => {
-            let class = ckpt.config().get("_class_name").and_then(|c| c.as_str());
+            // diffusers writes `_class_name`, transformers `architectures: [..]`.
+            let cfg = ckpt.config();
+            let class = cfg
+                .get("_class_name")
+                .or_else(|| cfg.get("architectures").and_then(|a| a.get(0)))
+                .and_then(|c| c.as_str());
             let _ = match class {
                 Some(c) => writeln!(s, "config     {} ({c})", cp.display()),
                 None => writeln!(s, "config     {}", cp.display()),

@@ -224,3 +224,58 @@ pub(crate) fn write_atomically(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files from `write_safetensors` are read by the reference `safetensors` crate.
+    #[test]
+    fn reference_reader_accepts_our_files() {
+        let dir = std::env::temp_dir().join(format!("cyberhost-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.safetensors");
+        let a: Vec<f32> = (0..5).map(|i| i as f32 * 0.37 - 1.0).collect();
+        let b: Vec<f32> = (0..6).map(|i| i as f32 * -0.11 + 0.5).collect();
+        let meta: BTreeMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+        write_safetensors(
+            &path,
+            &[
+                WriteTensor::new("a", DType::F16, &[5], &a),
+                WriteTensor::new("b", DType::F32, &[2, 3], &b),
+            ],
+            &meta,
+        )
+        .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let tb = st.tensor("b").unwrap();
+        assert_eq!(tb.dtype(), safetensors::Dtype::F32);
+        assert_eq!(tb.shape(), &[2, 3]);
+        let got: Vec<f32> = tb
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(got, b);
+        let ta = st.tensor("a").unwrap();
+        assert_eq!(ta.dtype(), safetensors::Dtype::F16);
+        let got: Vec<f32> = ta
+            .data()
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect();
+        let want: Vec<f32> = a.iter().map(|x| f16::from_f32(*x).to_f32()).collect();
+        assert_eq!(got, want);
+        let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(
+            m.metadata()
+                .as_ref()
+                .unwrap()
+                .get("format")
+                .map(String::as_str),
+            Some("pt")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
