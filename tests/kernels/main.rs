@@ -1,0 +1,14 @@
+//! Kernel tests: every entry of `kernels/ptx/*.ptx` (the committed bytes that ship) runs in the PTX
+//! emulator on random inputs with ragged shapes and several warp schedules, against the CPU
+//! references in `cyberhost_kernels::reference`.
+//!
+//!   cargo test --test kernels                      # all kernels
+//!   cargo test --test kernels gemm_bf16            # one kernel
+//!   PTX_EMU_SCHEDULES=4 cargo test --test kernels  # more warp schedules per launch
+
+mod harness;
+
+mod elementwise;
+mod gemm_bf16;
+mod group_norm;
+mod softmax;
