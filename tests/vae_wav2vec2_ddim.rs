@@ -4,11 +4,14 @@
 //!
 //! cargo test --test vae_wav2vec2_ddim
 
+use cyberhost_engine::backends::TensorLike;
 use cyberhost_engine::conformance::{check_fixture, load_case, run_component};
 use std::path::{Path, PathBuf};
 
 fn fixtures_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
 }
 
 /// Every fixture directory whose case names `component`.
@@ -18,7 +21,11 @@ fn fixtures_of(component: &str) -> Vec<PathBuf> {
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", root.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("case.safetensors").is_file())
-        .filter(|p| load_case(p).map(|c| c.component == component).unwrap_or(false))
+        .filter(|p| {
+            load_case(p)
+                .map(|c| c.component == component)
+                .unwrap_or(false)
+        })
         .collect();
     dirs.sort();
     dirs
@@ -27,20 +34,38 @@ fn fixtures_of(component: &str) -> Vec<PathBuf> {
 /// Run every fixture of `component`; fails when there is none.
 fn check_all(component: &str) {
     let dirs = fixtures_of(component);
-    assert!(!dirs.is_empty(), "no `{component}` fixtures under {}", fixtures_root().display());
+    assert!(
+        !dirs.is_empty(),
+        "no `{component}` fixtures under {}",
+        fixtures_root().display()
+    );
     let mut failures = Vec::new();
     for d in &dirs {
         match check_fixture(d) {
             Ok(r) => {
-                eprintln!("{}: rel L2 {:.3e} (tolerance {:.0e})", d.display(), r.rel_l2, r.tolerance);
+                eprintln!(
+                    "{}: rel L2 {:.3e} (tolerance {:.0e})",
+                    d.display(),
+                    r.rel_l2,
+                    r.tolerance
+                );
                 if !r.ok() {
-                    failures.push(format!("{}: rel L2 {:.3e} > {:.0e}", d.display(), r.rel_l2, r.tolerance));
+                    failures.push(format!(
+                        "{}: rel L2 {:.3e} > {:.0e}",
+                        d.display(),
+                        r.rel_l2,
+                        r.tolerance
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{}: {e:#}", d.display())),
         }
     }
-    assert!(failures.is_empty(), "{component} fixtures failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{component} fixtures failed:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -63,13 +88,22 @@ fn ddim_config_errors_name_key_and_value() {
     use cyberhost_engine::sampler::ddim::{DdimConfig, DdimScheduler};
     let cfg = DdimConfig::from_json_str(r#"{"beta_schedule": "sigmoid"}"#).unwrap();
     let msg = format!("{:#}", DdimScheduler::new(cfg).unwrap_err());
-    assert!(msg.contains("beta_schedule") && msg.contains("sigmoid"), "{msg}");
+    assert!(
+        msg.contains("beta_schedule") && msg.contains("sigmoid"),
+        "{msg}"
+    );
     let cfg = DdimConfig::from_json_str(r#"{"timestep_spacing": "karras"}"#).unwrap();
     let msg = format!("{:#}", DdimScheduler::new(cfg).unwrap_err());
-    assert!(msg.contains("timestep_spacing") && msg.contains("karras"), "{msg}");
+    assert!(
+        msg.contains("timestep_spacing") && msg.contains("karras"),
+        "{msg}"
+    );
     let cfg = DdimConfig::from_json_str(r#"{"prediction_type": "flow"}"#).unwrap();
     let msg = format!("{:#}", DdimScheduler::new(cfg).unwrap_err());
-    assert!(msg.contains("prediction_type") && msg.contains("flow"), "{msg}");
+    assert!(
+        msg.contains("prediction_type") && msg.contains("flow"),
+        "{msg}"
+    );
     let cfg = DdimConfig::from_json_str(r#"{"thresholding": true}"#).unwrap();
     let msg = format!("{:#}", DdimScheduler::new(cfg).unwrap_err());
     assert!(msg.contains("thresholding"), "{msg}");
@@ -78,4 +112,115 @@ fn ddim_config_errors_name_key_and_value() {
     s.set_timesteps(4).unwrap();
     let x = vec![0.5f32; 8];
     assert!(s.step(&x, s.timesteps()[0], &x, 0.5, None).is_err());
+}
+
+#[test]
+fn vae_encode_fixtures() {
+    check_all("vae_encode");
+}
+
+#[test]
+fn vae_decode_fixtures() {
+    check_all("vae_decode");
+}
+
+#[test]
+fn wav2vec2_fixtures() {
+    check_all("wav2vec2");
+}
+
+#[test]
+fn wav2vec2_config_errors_name_key_and_value() {
+    use cyberhost_engine::models::config_json::ConfigJson;
+    use cyberhost_engine::models::wav2vec2::Wav2Vec2Config;
+    let c = ConfigJson::from_value(
+        "Wav2Vec2 config",
+        &serde_json::json!({"feat_extract_norm": "batch"}),
+    )
+    .unwrap();
+    let msg = format!("{:#}", Wav2Vec2Config::from_config(&c).unwrap_err());
+    assert!(
+        msg.contains("feat_extract_norm") && msg.contains("batch"),
+        "{msg}"
+    );
+    let c = ConfigJson::from_value(
+        "Wav2Vec2 config",
+        &serde_json::json!({"feat_extract_activation": "mish"}),
+    )
+    .unwrap();
+    let msg = format!("{:#}", Wav2Vec2Config::from_config(&c).unwrap_err());
+    assert!(
+        msg.contains("feat_extract_activation") && msg.contains("mish"),
+        "{msg}"
+    );
+    let c = ConfigJson::from_value(
+        "Wav2Vec2 config",
+        &serde_json::json!({"conv_dim": [8, 8], "conv_stride": [5]}),
+    )
+    .unwrap();
+    let msg = format!("{:#}", Wav2Vec2Config::from_config(&c).unwrap_err());
+    assert!(msg.contains("conv_stride"), "{msg}");
+}
+
+#[test]
+fn vae_config_errors_name_key_and_value() {
+    use cyberhost_engine::models::config_json::ConfigJson;
+    use cyberhost_engine::models::vae::AutoencoderKLConfig;
+    let c = ConfigJson::from_value(
+        "AutoencoderKL config",
+        &serde_json::json!({"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D", "AttnDownEncoderBlock2D"], "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"]}),
+    )
+    .unwrap();
+    let msg = format!("{:#}", AutoencoderKLConfig::from_config(&c).unwrap_err());
+    assert!(
+        msg.contains("down_block_types") && msg.contains("AttnDownEncoderBlock2D"),
+        "{msg}"
+    );
+}
+
+/// The posterior mean is exactly the first `latent_channels` channels of the moments,
+/// and a checkpoint with a missing tensor is refused with its name.
+#[test]
+fn vae_mean_is_first_half_of_moments_and_missing_weights_are_named() {
+    use cyberhost_engine::backends::cpu::CpuBackend;
+    use cyberhost_engine::backends::Backend;
+    use cyberhost_engine::models::config_json::ConfigJson;
+    use cyberhost_engine::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+    use cyberhost_engine::var_builder::VarBuilder;
+    let dir = fixtures_of("vae_encode")
+        .into_iter()
+        .next()
+        .expect("a vae_encode fixture");
+    let be = CpuBackend::new();
+    let vb = VarBuilder::open(be, dir.join("model")).unwrap();
+    let cfg =
+        AutoencoderKLConfig::from_config(&ConfigJson::from_value("vae", vb.config()).unwrap())
+            .unwrap();
+    let vae = AutoencoderKL::load(&vb, &cfg).unwrap();
+    vb.finish().unwrap();
+    let case = load_case(&dir).unwrap();
+    let x = case.input("sample").unwrap();
+    let x = be.from_f32(&x.shape, &x.data).unwrap();
+    let m = be.to_f32(&vae.encode_moments(&be, &x).unwrap()).unwrap();
+    let mean = be.to_f32(&vae.encode(&be, &x).unwrap()).unwrap();
+    let n = x.shape()[0];
+    let per = m.len() / n;
+    for b in 0..n {
+        assert_eq!(
+            &m[b * per..b * per + per / 2],
+            &mean[b * per / 2..(b + 1) * per / 2]
+        );
+    }
+    // Drop the decoder's conv_out weight: loading must name it.
+    let ckpt = cyberhost_weights::Checkpoint::open(dir.join("model")).unwrap();
+    let mut tensors = std::collections::HashMap::new();
+    for name in ckpt.names() {
+        if name != "decoder.conv_out.weight" {
+            tensors.insert(name.to_string(), ckpt.get_f32(name).unwrap());
+        }
+    }
+    let vb = VarBuilder::from_tensors_with_config(be, tensors, ckpt.config().clone()).unwrap();
+    AutoencoderKL::load(&vb, &cfg).unwrap();
+    let msg = vb.finish().unwrap_err().to_string();
+    assert!(msg.contains("decoder.conv_out.weight"), "{msg}");
 }
