@@ -911,3 +911,55 @@ fn inspect_text() {
     );
     assert_eq!(inspect_path(&unet).unwrap(), s);
 }
+
+#[test]
+fn canonical_names() {
+    use cyberhost_weights::canonical_name;
+    assert_eq!(
+        canonical_name("a.b.parametrizations.weight.original0"),
+        "a.b.weight_g"
+    );
+    assert_eq!(
+        canonical_name("a.b.parametrizations.weight.original1"),
+        "a.b.weight_v"
+    );
+    assert_eq!(
+        canonical_name("parametrizations.weight.original0"),
+        "weight_g"
+    );
+    assert_eq!(
+        canonical_name("parametrizations.weight.original1"),
+        "weight_v"
+    );
+    assert_eq!(canonical_name("a.weight"), "a.weight");
+    assert_eq!(
+        canonical_name("a.parametrizations.weight.original"),
+        "a.parametrizations.weight.original"
+    );
+}
+
+#[test]
+fn shapes_only_mode_checks_without_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ts = vec![
+        t("b.weight", &[4, 2], 1),
+        t("a.weight", &[3], 2),
+        t("wn.weight_g", &[1, 3], 3),
+        t("wn.weight_v", &[2, 3], 4),
+    ];
+    let dir = make_ckpt(&tmp.path().join("m"), &ts, DType::F32);
+    let vb = VarBuilder::open(CpuBackend, &dir).unwrap().shapes_only();
+    let x = vb.pp("b").get("weight", &[4, 2]).unwrap();
+    assert_eq!(CpuBackend.to_f32(&x).unwrap(), vec![0.0; 8]);
+    let w = vb.get_weight_norm("wn", &[2, 3], 1).unwrap();
+    assert_eq!(CpuBackend.to_f32(&w).unwrap(), vec![0.0; 6]);
+    // Problems are recorded as usual, in request order.
+    vb.get("z.missing", &[1]).unwrap();
+    vb.get("a.weight", &[4]).unwrap();
+    vb.get("c.missing", &[2]).unwrap();
+    let e = vb.finish().unwrap_err();
+    let missing: Vec<&str> = e.missing.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(missing, vec!["z.missing", "c.missing"]);
+    assert_eq!(e.mismatched.len(), 1);
+    assert!(e.unexpected.is_empty(), "{e}");
+}

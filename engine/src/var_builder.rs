@@ -57,6 +57,9 @@ pub struct VarBuilder<B: Backend> {
     backend: B,
     /// `""` or a dotted path such as `"down_blocks.0.resnets.1"`.
     prefix: String,
+    /// Check names, shapes and dtypes only; no tensor data is read
+    /// (see [`VarBuilder::shapes_only`]).
+    shapes_only: bool,
     shared: Arc<Shared>,
 }
 
@@ -65,6 +68,7 @@ impl<B: Backend> Clone for VarBuilder<B> {
         VarBuilder {
             backend: self.backend.clone(),
             prefix: self.prefix.clone(),
+            shapes_only: self.shapes_only,
             shared: self.shared.clone(),
         }
     }
@@ -94,6 +98,7 @@ impl<B: Backend> VarBuilder<B> {
         VarBuilder {
             backend,
             prefix: String::new(),
+            shapes_only: false,
             shared: Arc::new(Shared {
                 source,
                 config,
@@ -170,8 +175,18 @@ impl<B: Backend> VarBuilder<B> {
         VarBuilder {
             backend: self.backend.clone(),
             prefix,
+            shapes_only: self.shapes_only,
             shared: self.shared.clone(),
         }
+    }
+
+    /// Validation mode: every request is checked and recorded as usual, but no tensor data
+    /// is read or converted and every tensor returned is `backend.zeros(shape)` (host values
+    /// are zeros). For checking a large checkpoint against a config, e.g. with a shape-only
+    /// backend. Applies to this builder and the ones derived from it.
+    pub fn shapes_only(mut self) -> Self {
+        self.shapes_only = true;
+        self
     }
 
     /// The current dotted prefix (`""` at the root).
@@ -248,7 +263,15 @@ impl<B: Backend> VarBuilder<B> {
     /// tensor of `shape` is returned so loading can go on and report everything at once.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
         let data = self.get_f32(name, shape)?;
-        self.backend.from_f32(shape, &data)
+        self.upload(shape, &data)
+    }
+
+    fn upload(&self, shape: &[usize], data: &[f32]) -> Result<B::Tensor> {
+        if self.shapes_only {
+            self.backend.zeros(shape)
+        } else {
+            self.backend.from_f32(shape, data)
+        }
     }
 
     /// Like [`VarBuilder::get`], but an absent tensor is `None` and not a problem.
@@ -256,21 +279,23 @@ impl<B: Backend> VarBuilder<B> {
     pub fn get_opt(&self, name: &str, shape: &[usize]) -> Result<Option<B::Tensor>> {
         let full = self.full_name(name);
         match self.load_full(&full, shape, true)? {
-            Some(data) => Ok(Some(self.backend.from_f32(shape, &data)?)),
-            None if self.source_shape(&full).is_some() => {
-                Ok(Some(self.backend.from_f32(shape, &zeros(shape))?))
-            }
+            Some(data) => Ok(Some(self.upload(shape, &data)?)),
+            None if self.source_shape(&full).is_some() => Ok(Some(self.backend.zeros(shape)?)),
             None => Ok(None),
         }
     }
 
     /// `Some(values)` when `full` exists with `shape` and a float dtype; `None` after
     /// recording the problem (a missing tensor is recorded unless `optional`).
+    /// In shapes-only mode the values are zeros and no tensor data is read.
     fn load_full(&self, full: &str, shape: &[usize], optional: bool) -> Result<Option<Vec<f32>>> {
         let found = match &self.shared.source {
             Source::Checkpoint(c) => match c.get(full) {
                 None => None,
                 Some(v) if v.shape != shape => Some(Err(v.shape.to_vec())),
+                Some(v) if self.shapes_only && v.dtype.is_float_supported() => {
+                    Some(Ok(zeros(shape)))
+                }
                 Some(v) => match v.to_f32() {
                     Ok(d) => Some(Ok(d)),
                     Err(e) => {
@@ -284,6 +309,7 @@ impl<B: Backend> VarBuilder<B> {
             Source::Memory(m) => match m.get(full) {
                 None => None,
                 Some((s, _)) if s.as_slice() != shape => Some(Err(s.clone())),
+                Some(_) if self.shapes_only => Some(Ok(zeros(shape))),
                 Some((_, d)) => Some(Ok(d.clone())),
             },
         };
@@ -318,7 +344,7 @@ impl<B: Backend> VarBuilder<B> {
     /// Problems are recorded as for [`VarBuilder::get`].
     pub fn get_weight_norm(&self, name: &str, shape: &[usize], dim: usize) -> Result<B::Tensor> {
         let data = self.get_weight_norm_f32(name, shape, dim)?;
-        self.backend.from_f32(shape, &data)
+        self.upload(shape, &data)
     }
 
     /// Host-side [`VarBuilder::get_weight_norm`].
@@ -338,6 +364,7 @@ impl<B: Backend> VarBuilder<B> {
         let g = vb.load_full(&vb.full_name("weight_g"), &g_shape, false)?;
         let v = vb.load_full(&vb.full_name("weight_v"), shape, false)?;
         match (g, v) {
+            (Some(_), Some(_)) if self.shapes_only => Ok(zeros(shape)),
             (Some(g), Some(v)) => weight_norm(&g, &v, shape, dim),
             _ => Ok(zeros(shape)),
         }

@@ -55,17 +55,19 @@ impl ValidationError {
         self.missing.len() + self.mismatched.len() + self.unreadable.len() + self.unexpected.len()
     }
 
-    /// `Ok(())` when there is nothing to report, else `Err(self)` with sorted lists.
+    /// `Ok(())` when there is nothing to report, else `Err(self)`. Missing, mis-shaped and
+    /// unreadable tensors keep request order (the first entry of a name is kept);
+    /// unexpected ones are sorted by name.
     pub fn into_result(mut self) -> Result<(), ValidationError> {
         if self.is_empty() {
             return Ok(());
         }
-        self.missing.sort();
-        self.missing.dedup();
-        self.mismatched.sort_by(|a, b| a.name.cmp(&b.name));
-        self.mismatched.dedup();
-        self.unreadable.sort();
-        self.unreadable.dedup();
+        let mut seen = std::collections::HashSet::new();
+        self.missing.retain(|m| seen.insert(m.0.clone()));
+        seen.clear();
+        self.mismatched.retain(|m| seen.insert(m.name.clone()));
+        seen.clear();
+        self.unreadable.retain(|m| seen.insert(m.0.clone()));
         self.unexpected.sort();
         self.unexpected.dedup();
         Err(self)
