@@ -11,6 +11,7 @@
 
 pub mod attention;
 pub mod config_json;
+pub mod cyberhost;
 pub mod embeddings;
 pub mod hooks;
 pub mod motion_module;
