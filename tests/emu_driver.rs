@@ -6,7 +6,6 @@
 //! it. No environment setup is needed. All tests here share one process-wide driver, so they take
 //! `SERIAL` to keep the driver's call counters attributable.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -14,7 +13,7 @@ use cyberhost_engine::backends::cuda::cudarc::driver::{
     sys, CudaContext, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
 };
 use cyberhost_engine::backends::cuda::cudarc::nvrtc::Ptx;
-use cyberhost_engine::backends::cuda::{load_driver_library, CudaDevice, DRIVER_ENV, NO_DRIVER_MSG};
+use cyberhost_engine::backends::cuda::{CudaDevice, DRIVER_ENV, NO_DRIVER_MSG};
 use cyberhost_kernels::elementwise::{self, BiasActShape, ElementwiseParams};
 use cyberhost_kernels::KernelModule;
 
@@ -26,33 +25,30 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `target/<profile>/deps/libptx_emu_driver.so` (built because the suite dev-depends on it).
-fn stand_in_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().expect("test executable directory");
-    let name = format!("{}ptx_emu_driver{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
-    [dir.join(&name), dir.parent().unwrap_or(dir).join(&name)]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} not found next to {}: build ptx-emu-driver", exe.display()))
-}
-
-/// The engine device on the stand-in driver (loaded once per process).
+/// The engine device on the stand-in driver (loaded once per process; cargo builds
+/// `libptx_emu_driver.so` into `target/<profile>/deps/` because the suite dev-depends on it).
 fn emu_device() -> &'static CudaDevice {
     static DEV: OnceLock<CudaDevice> = OnceLock::new();
     DEV.get_or_init(|| {
-        load_driver_library(&stand_in_path()).expect("load the stand-in driver");
-        let dev = CudaDevice::new(0).expect("CudaDevice::new on the stand-in driver");
-        assert!(dev.is_emulated(), "expected the stand-in driver, got {}", dev.name());
+        let dev = CudaDevice::new_emulated(0).expect("CudaDevice::new_emulated");
+        assert!(
+            dev.is_emulated(),
+            "expected the stand-in driver, got {}",
+            dev.name()
+        );
         dev
     })
 }
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -60,7 +56,11 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
 
 fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len());
-    let num: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w as f64).powi(2)).sum();
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
+        .sum();
     let den: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
     (num / den.max(1e-30)).sqrt()
 }
@@ -78,7 +78,11 @@ fn launch_axpy(
     alpha: f32,
 ) -> Result<(), DriverError> {
     let n = a.len() as i32;
-    let cfg = LaunchConfig { grid_dim: ((n as u32).div_ceil(128), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: ((n as u32).div_ceil(128), 1, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let mut b_ = stream.launch_builder(f);
     b_.arg(a).arg(b).arg(out).arg(&alpha).arg(&n);
     // SAFETY: axpy_f32(const float*, const float*, float*, float, int): three n-float buffers.
@@ -92,7 +96,8 @@ fn cudarc_safe_api_roundtrip() {
     let ctx = dev.context();
     assert_eq!(ctx.compute_capability().unwrap(), (9, 0));
     assert_eq!(
-        ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).unwrap(),
+        ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .unwrap(),
         132
     );
     let stream = dev.stream();
@@ -130,8 +135,12 @@ fn cudarc_safe_api_roundtrip() {
     assert!(rel_l2(&stream.clone_dtoh(&x).unwrap(), &want) < 1e-6);
 
     // events: synchronous execution, 0 ms elapsed (documented)
-    let t0 = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
-    let t1 = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+    let t0 = stream
+        .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+        .unwrap();
+    let t1 = stream
+        .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+        .unwrap();
     assert_eq!(t0.elapsed_ms(&t1).unwrap(), 0.0);
     ctx.synchronize().unwrap();
 }
@@ -152,7 +161,9 @@ fn stream_capture_records_then_graph_replays() {
     stream.synchronize().unwrap();
 
     // out = 2 * (0.5 * a + b) + b, recorded, not executed
-    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).unwrap();
+    stream
+        .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .unwrap();
     assert_eq!(
         stream.capture_status().unwrap(),
         sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE
@@ -180,7 +191,10 @@ fn stream_capture_records_then_graph_replays() {
         stream.memcpy_htod(&a_host, &mut da).unwrap();
     }
     let after = dev.emulator_stats().unwrap();
-    assert_eq!(after.alloc_calls, before.alloc_calls, "graph replays must not allocate");
+    assert_eq!(
+        after.alloc_calls, before.alloc_calls,
+        "graph replays must not allocate"
+    );
     assert_eq!(after.graph_launches - before.graph_launches, 3);
     assert_eq!(after.kernel_launches - before.kernel_launches, 6);
 }
@@ -195,7 +209,9 @@ fn capture_rejects_waits_on_uncaptured_events() {
     let ctx = CudaContext::new_non_primary(0, 0).unwrap();
     let stream = ctx.new_stream().unwrap();
     let mut buf = stream.clone_htod(&[1.0f32; 16]).unwrap();
-    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).unwrap();
+    stream
+        .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .unwrap();
     let err = stream.memset_zeros(&mut buf);
     let end = stream.end_capture(sys::CUgraphInstantiate_flags(0));
     let isolation = DriverError(sys::CUresult::CUDA_ERROR_STREAM_CAPTURE_ISOLATION);
@@ -217,7 +233,10 @@ fn kernel_fault_returns_cuda_code_and_poisons_context() {
     for (kernel, code) in [
         ("oob_write_f32", sys::CUresult::CUDA_ERROR_ILLEGAL_ADDRESS),
         ("smem_race_f32", sys::CUresult::CUDA_ERROR_LAUNCH_FAILED),
-        ("barrier_divergence_f32", sys::CUresult::CUDA_ERROR_LAUNCH_FAILED),
+        (
+            "barrier_divergence_f32",
+            sys::CUresult::CUDA_ERROR_LAUNCH_FAILED,
+        ),
         ("uninit_smem_f32", sys::CUresult::CUDA_ERROR_LAUNCH_FAILED),
     ] {
         // A separate (non-primary) context, so the sticky error does not reach the other tests.
@@ -233,12 +252,20 @@ fn kernel_fault_returns_cuda_code_and_poisons_context() {
         if kernel == "oob_write_f32" {
             lb.arg(&n);
         }
-        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (64, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (64, 1, 1),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: deliberately broken kernels; the emulator catches the fault.
         let r = unsafe { lb.launch(cfg) };
         assert_eq!(r.err(), Some(DriverError(code)), "{kernel}");
         // sticky: the context is unusable afterwards, as on hardware
-        assert_eq!(stream.alloc_zeros::<f32>(4).err(), Some(DriverError(code)), "{kernel} sticky");
+        assert_eq!(
+            stream.alloc_zeros::<f32>(4).err(),
+            Some(DriverError(code)),
+            "{kernel} sticky"
+        );
         drop(buf);
         drop(module);
         drop(stream);
@@ -255,11 +282,16 @@ fn engine_loads_every_kernel_module_and_launches_bias_act() {
     let _g = serial();
     let dev = emu_device();
     for m in KernelModule::ALL {
-        dev.module(m).unwrap_or_else(|e| panic!("{}: {e:#}", m.name()));
+        dev.module(m)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", m.name()));
     }
     let loads = dev.emulator_stats().unwrap().module_loads;
     dev.module(KernelModule::Elementwise).unwrap();
-    assert_eq!(dev.emulator_stats().unwrap().module_loads, loads, "modules load once");
+    assert_eq!(
+        dev.emulator_stats().unwrap().module_loads,
+        loads,
+        "modules load once"
+    );
 
     let stream = dev.stream();
     let (c, hw) = (5usize, 37usize); // not multiples of any tile
@@ -273,15 +305,33 @@ fn engine_loads_every_kernel_module_and_launches_bias_act() {
         use cyberhost_engine::backends::cuda::cudarc::driver::DevicePtr;
         s.device_ptr(stream).0
     };
-    let shape = BiasActShape { n: n as u64, channels: c as u32, inner: hw as u32 };
-    let params =
-        ElementwiseParams::new(ptr(&dx), ptr(&dbias), ptr(&dres), ptr(&dy), shape, 1.25, -0.5).unwrap();
+    let shape = BiasActShape {
+        n: n as u64,
+        channels: c as u32,
+        inner: hw as u32,
+    };
+    let params = ElementwiseParams::new(
+        ptr(&dx),
+        ptr(&dbias),
+        ptr(&dres),
+        ptr(&dy),
+        shape,
+        1.25,
+        -0.5,
+    )
+    .unwrap();
     // SAFETY: ElementwiseParams mirrors the .cu struct; x, residual, y hold n floats, bias c.
     unsafe {
-        dev.launch(KernelModule::Elementwise, "bias_silu_v1_f32", elementwise::launch_config(shape), &params)
+        dev.launch(
+            KernelModule::Elementwise,
+            "bias_silu_v1_f32",
+            elementwise::launch_config(shape),
+            &params,
+        )
     }
     .unwrap();
-    let want = cyberhost_kernels::reference::bias_act(&x, Some(&bias), Some(&res), hw, true, 1.25, -0.5);
+    let want =
+        cyberhost_kernels::reference::bias_act(&x, Some(&bias), Some(&res), hw, true, 1.25, -0.5);
     let err = rel_l2(&stream.clone_dtoh(&dy).unwrap(), &want);
     assert!(err < 1e-5, "bias_silu_v1_f32 rel L2 {err}");
 }
@@ -289,35 +339,53 @@ fn engine_loads_every_kernel_module_and_launches_bias_act() {
 #[test]
 fn bad_driver_path_is_a_clear_error() {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_open_device", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_open_device",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("EMU_DRIVER_TEST_CHILD", "1")
         .env(DRIVER_ENV, "/nonexistent/libcuda-stand-in.so")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed (a panic?):\n{text}");
     assert!(text.contains("CHILD-RESULT: Err"), "{text}");
-    assert!(text.contains("/nonexistent/libcuda-stand-in.so") && text.contains(DRIVER_ENV), "{text}");
+    assert!(
+        text.contains("/nonexistent/libcuda-stand-in.so") && text.contains(DRIVER_ENV),
+        "{text}"
+    );
 }
 
 #[test]
 fn no_driver_is_a_clear_error_not_a_panic() {
     // A fresh process that never loads the stand-in, with nothing on LD_LIBRARY_PATH.
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_open_device", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_open_device",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("EMU_DRIVER_TEST_CHILD", "1")
         .env("LD_LIBRARY_PATH", "")
         .env_remove(DRIVER_ENV)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed (a panic?):\n{text}");
     if text.contains("CHILD-SYSTEM-DRIVER") {
         // A machine with an NVIDIA driver installed system-wide: the no-driver path cannot be
         // produced here; the child still had to return without panicking.
         return;
     }
-    assert!(text.contains(&format!("CHILD-RESULT: Err({NO_DRIVER_MSG})")), "{text}");
+    assert!(
+        text.contains(&format!("CHILD-RESULT: Err({NO_DRIVER_MSG})")),
+        "{text}"
+    );
 }
 
 /// Runs only as the child of the two tests above.
@@ -326,9 +394,7 @@ fn child_open_device() {
     if std::env::var_os("EMU_DRIVER_TEST_CHILD").is_none() {
         return;
     }
-    if std::env::var_os(DRIVER_ENV).is_none()
-        && unsafe { sys::is_culib_present() }
-    {
+    if std::env::var_os(DRIVER_ENV).is_none() && unsafe { sys::is_culib_present() } {
         println!("CHILD-SYSTEM-DRIVER");
     }
     match CudaDevice::new(0) {

@@ -54,37 +54,121 @@ table![
     (2, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"),
     (3, "CUDA_ERROR_NOT_INITIALIZED", "initialization error"),
     (4, "CUDA_ERROR_DEINITIALIZED", "driver shutting down"),
-    (34, "CUDA_ERROR_STUB_LIBRARY", "CUDA driver is a stub library"),
-    (100, "CUDA_ERROR_NO_DEVICE", "no CUDA-capable device is detected"),
+    (
+        34,
+        "CUDA_ERROR_STUB_LIBRARY",
+        "CUDA driver is a stub library"
+    ),
+    (
+        100,
+        "CUDA_ERROR_NO_DEVICE",
+        "no CUDA-capable device is detected"
+    ),
     (101, "CUDA_ERROR_INVALID_DEVICE", "invalid device ordinal"),
-    (200, "CUDA_ERROR_INVALID_IMAGE", "device kernel image is invalid"),
+    (
+        200,
+        "CUDA_ERROR_INVALID_IMAGE",
+        "device kernel image is invalid"
+    ),
     (201, "CUDA_ERROR_INVALID_CONTEXT", "invalid device context"),
-    (209, "CUDA_ERROR_NO_BINARY_FOR_GPU", "no kernel image is available for execution on the device"),
-    (218, "CUDA_ERROR_INVALID_PTX", "a PTX JIT compilation failed"),
+    (
+        209,
+        "CUDA_ERROR_NO_BINARY_FOR_GPU",
+        "no kernel image is available for execution on the device"
+    ),
+    (
+        218,
+        "CUDA_ERROR_INVALID_PTX",
+        "a PTX JIT compilation failed"
+    ),
     (301, "CUDA_ERROR_FILE_NOT_FOUND", "file not found"),
     (400, "CUDA_ERROR_INVALID_HANDLE", "invalid resource handle"),
-    (401, "CUDA_ERROR_ILLEGAL_STATE", "the operation cannot be performed in the present state"),
+    (
+        401,
+        "CUDA_ERROR_ILLEGAL_STATE",
+        "the operation cannot be performed in the present state"
+    ),
     (500, "CUDA_ERROR_NOT_FOUND", "named symbol not found"),
     (600, "CUDA_ERROR_NOT_READY", "device not ready"),
-    (700, "CUDA_ERROR_ILLEGAL_ADDRESS", "an illegal memory access was encountered"),
-    (701, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", "too many resources requested for launch"),
-    (702, "CUDA_ERROR_LAUNCH_TIMEOUT", "the launch timed out and was terminated"),
-    (709, "CUDA_ERROR_CONTEXT_IS_DESTROYED", "context is destroyed"),
+    (
+        700,
+        "CUDA_ERROR_ILLEGAL_ADDRESS",
+        "an illegal memory access was encountered"
+    ),
+    (
+        701,
+        "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
+        "too many resources requested for launch"
+    ),
+    (
+        702,
+        "CUDA_ERROR_LAUNCH_TIMEOUT",
+        "the launch timed out and was terminated"
+    ),
+    (
+        709,
+        "CUDA_ERROR_CONTEXT_IS_DESTROYED",
+        "context is destroyed"
+    ),
     (710, "CUDA_ERROR_ASSERT", "device-side assert triggered"),
-    (715, "CUDA_ERROR_ILLEGAL_INSTRUCTION", "an illegal instruction was encountered"),
+    (
+        715,
+        "CUDA_ERROR_ILLEGAL_INSTRUCTION",
+        "an illegal instruction was encountered"
+    ),
     (716, "CUDA_ERROR_MISALIGNED_ADDRESS", "misaligned address"),
-    (719, "CUDA_ERROR_LAUNCH_FAILED", "unspecified launch failure"),
+    (
+        719,
+        "CUDA_ERROR_LAUNCH_FAILED",
+        "unspecified launch failure"
+    ),
     (800, "CUDA_ERROR_NOT_PERMITTED", "operation not permitted"),
     (801, "CUDA_ERROR_NOT_SUPPORTED", "operation not supported"),
-    (900, "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED", "operation not permitted when stream is capturing"),
-    (901, "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED", "operation failed due to a previous error during capture"),
-    (902, "CUDA_ERROR_STREAM_CAPTURE_MERGE", "operation would result in a merge of separate capture sequences"),
-    (903, "CUDA_ERROR_STREAM_CAPTURE_UNMATCHED", "capture was not ended in the same stream as it began"),
-    (904, "CUDA_ERROR_STREAM_CAPTURE_UNJOINED", "capturing stream has unjoined work"),
-    (905, "CUDA_ERROR_STREAM_CAPTURE_ISOLATION", "dependency created on uncaptured work in another stream"),
-    (906, "CUDA_ERROR_STREAM_CAPTURE_IMPLICIT", "operation would make the legacy stream depend on a capturing blocking stream"),
-    (907, "CUDA_ERROR_CAPTURED_EVENT", "operation not permitted on an event last recorded in a capturing stream"),
-    (908, "CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD", "attempt to terminate a thread-local capture sequence from another thread"),
+    (
+        900,
+        "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+        "operation not permitted when stream is capturing"
+    ),
+    (
+        901,
+        "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
+        "operation failed due to a previous error during capture"
+    ),
+    (
+        902,
+        "CUDA_ERROR_STREAM_CAPTURE_MERGE",
+        "operation would result in a merge of separate capture sequences"
+    ),
+    (
+        903,
+        "CUDA_ERROR_STREAM_CAPTURE_UNMATCHED",
+        "capture was not ended in the same stream as it began"
+    ),
+    (
+        904,
+        "CUDA_ERROR_STREAM_CAPTURE_UNJOINED",
+        "capturing stream has unjoined work"
+    ),
+    (
+        905,
+        "CUDA_ERROR_STREAM_CAPTURE_ISOLATION",
+        "dependency created on uncaptured work in another stream"
+    ),
+    (
+        906,
+        "CUDA_ERROR_STREAM_CAPTURE_IMPLICIT",
+        "operation would make the legacy stream depend on a capturing blocking stream"
+    ),
+    (
+        907,
+        "CUDA_ERROR_CAPTURED_EVENT",
+        "operation not permitted on an event last recorded in a capturing stream"
+    ),
+    (
+        908,
+        "CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD",
+        "attempt to terminate a thread-local capture sequence from another thread"
+    ),
     (999, "CUDA_ERROR_UNKNOWN", "unknown error"),
 ];
 

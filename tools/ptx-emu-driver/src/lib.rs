@@ -13,7 +13,11 @@
 //! - Entry points this driver resolves but does not implement print their name and return
 //!   `CUDA_ERROR_NOT_SUPPORTED` (801).
 //! - `ptxemu_stats` (extra symbol) exposes call counters (allocations, launches, ...).
-#![allow(non_snake_case, clippy::missing_safety_doc, clippy::not_unsafe_ptr_arg_deref)]
+#![allow(
+    non_snake_case,
+    clippy::missing_safety_doc,
+    clippy::not_unsafe_ptr_arg_deref
+)]
 
 pub mod device;
 pub mod errors;
@@ -64,7 +68,9 @@ fn trace_err(name: &str, e: CUresult) {
 }
 
 fn unsupported(name: &str) -> CUresult {
-    eprintln!("ptx-emu-driver: {name} is not supported by the stand-in driver (CUDA_ERROR_NOT_SUPPORTED)");
+    eprintln!(
+        "ptx-emu-driver: {name} is not supported by the stand-in driver (CUDA_ERROR_NOT_SUPPORTED)"
+    );
     CUDA_ERROR_NOT_SUPPORTED
 }
 
@@ -128,7 +134,14 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
     ctx.check()?;
     let c = counters();
     match op {
-        Op::Launch { module, kernel, grid, block, dynamic_smem_bytes, params } => {
+        Op::Launch {
+            module,
+            kernel,
+            grid,
+            block,
+            dynamic_smem_bytes,
+            params,
+        } => {
             bump(&c.kernel_launches);
             let cfg = LaunchConfig {
                 grid: *grid,
@@ -142,7 +155,10 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
                 Err(fault) => {
                     bump(&c.faults);
                     let code = fault.kind.cuda_error_code() as CUresult;
-                    eprintln!("ptx-emu-driver: kernel fault ({}): {fault}", errors::name(code));
+                    eprintln!(
+                        "ptx-emu-driver: kernel fault ({}): {fault}",
+                        errors::name(code)
+                    );
                     if is_sticky(code) {
                         ctx.sticky = Some(code);
                     }
@@ -154,27 +170,39 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
             bump(&c.memcpy_calls);
             // SAFETY: the caller guarantees `src` points to `bytes` readable bytes.
             let data = unsafe { std::slice::from_raw_parts(src.0 as *const u8, *bytes) };
-            ctx.mem.write(*dst, data).map_err(|e| mem_err("memcpy HtoD", e))
+            ctx.mem
+                .write(*dst, data)
+                .map_err(|e| mem_err("memcpy HtoD", e))
         }
         Op::DtoH { dst, src, bytes } => {
             bump(&c.memcpy_calls);
             // SAFETY: the caller guarantees `dst` points to `bytes` writable bytes.
             let data = unsafe { std::slice::from_raw_parts_mut(dst.0, *bytes) };
-            ctx.mem.read(*src, data).map_err(|e| mem_err("memcpy DtoH", e))
+            ctx.mem
+                .read(*src, data)
+                .map_err(|e| mem_err("memcpy DtoH", e))
         }
         Op::DtoD { dst, src, bytes } => {
             bump(&c.memcpy_calls);
             let mut tmp = vec![0u8; *bytes];
-            ctx.mem.read(*src, &mut tmp).map_err(|e| mem_err("memcpy DtoD (source)", e))?;
-            ctx.mem.write(*dst, &tmp).map_err(|e| mem_err("memcpy DtoD (destination)", e))
+            ctx.mem
+                .read(*src, &mut tmp)
+                .map_err(|e| mem_err("memcpy DtoD (source)", e))?;
+            ctx.mem
+                .write(*dst, &tmp)
+                .map_err(|e| mem_err("memcpy DtoD (destination)", e))
         }
         Op::MemsetD8 { dst, value, count } => {
             bump(&c.memset_calls);
-            ctx.mem.memset_d8(*dst, *value, *count).map_err(|e| mem_err("memset D8", e))
+            ctx.mem
+                .memset_d8(*dst, *value, *count)
+                .map_err(|e| mem_err("memset D8", e))
         }
         Op::MemsetD32 { dst, value, count } => {
             bump(&c.memset_calls);
-            ctx.mem.memset_d32(*dst, *value, *count).map_err(|e| mem_err("memset D32", e))
+            ctx.mem
+                .memset_d32(*dst, *value, *count)
+                .map_err(|e| mem_err("memset D32", e))
         }
     }
 }
@@ -211,7 +239,9 @@ pub extern "C" fn cuInit(_flags: c_uint) -> CUresult {
 
 #[no_mangle]
 pub unsafe extern "C" fn cuDriverGetVersion(version: *mut c_int) -> CUresult {
-    entry("cuDriverGetVersion", || unsafe { out(version, device::DRIVER_VERSION) })
+    entry("cuDriverGetVersion", || unsafe {
+        out(version, device::DRIVER_VERSION)
+    })
 }
 
 #[no_mangle]
@@ -282,7 +312,11 @@ pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) -
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuDeviceGetAttribute(pi: *mut c_int, attrib: c_int, dev: CUdevice) -> CUresult {
+pub unsafe extern "C" fn cuDeviceGetAttribute(
+    pi: *mut c_int,
+    attrib: c_int,
+    dev: CUdevice,
+) -> CUresult {
     entry("cuDeviceGetAttribute", || {
         check_device(dev)?;
         let v = device::attribute(attrib).ok_or(CUDA_ERROR_INVALID_VALUE)?;
@@ -291,7 +325,11 @@ pub unsafe extern "C" fn cuDeviceGetAttribute(pi: *mut c_int, attrib: c_int, dev
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuDeviceComputeCapability(major: *mut c_int, minor: *mut c_int, dev: CUdevice) -> CUresult {
+pub unsafe extern "C" fn cuDeviceComputeCapability(
+    major: *mut c_int,
+    minor: *mut c_int,
+    dev: CUdevice,
+) -> CUresult {
     entry("cuDeviceComputeCapability", || {
         check_device(dev)?;
         unsafe {
@@ -376,11 +414,16 @@ fn primary_reset(dev: CUdevice) -> Result<(), CUresult> {
     let reg = registry();
     if let Some((ctx, _)) = reg.primary {
         // Keep the handle (it stays retained) but drop every resource and the sticky error.
-        let cell = reg.contexts.get(&ctx).cloned().ok_or(CUDA_ERROR_INVALID_CONTEXT)?;
+        let cell = reg
+            .contexts
+            .get(&ctx)
+            .cloned()
+            .ok_or(CUDA_ERROR_INVALID_CONTEXT)?;
         drop(reg);
         *lock(&cell) = Ctx::new(ctx);
         let mut reg = registry();
-        reg.owner.retain(|&k, &mut (kind, owner)| owner != ctx || kind == Kind::Context || k == ctx);
+        reg.owner
+            .retain(|&k, &mut (kind, owner)| owner != ctx || kind == Kind::Context || k == ctx);
     }
     Ok(())
 }
@@ -396,7 +439,11 @@ pub extern "C" fn cuDevicePrimaryCtxReset(dev: CUdevice) -> CUresult {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(dev: CUdevice, flags: *mut c_uint, active: *mut c_int) -> CUresult {
+pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(
+    dev: CUdevice,
+    flags: *mut c_uint,
+    active: *mut c_int,
+) -> CUresult {
     entry("cuDevicePrimaryCtxGetState", || {
         check_device(dev)?;
         let active_now = registry().primary.is_some();
@@ -431,12 +478,23 @@ pub unsafe extern "C" fn cuCtxCreate_v2(pctx: *mut Ptr, flags: c_uint, dev: CUde
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuCtxCreate_v3(pctx: *mut Ptr, _params: Ptr, _n: c_int, flags: c_uint, dev: CUdevice) -> CUresult {
+pub unsafe extern "C" fn cuCtxCreate_v3(
+    pctx: *mut Ptr,
+    _params: Ptr,
+    _n: c_int,
+    flags: c_uint,
+    dev: CUdevice,
+) -> CUresult {
     entry("cuCtxCreate_v3", || ctx_create(pctx, flags, dev))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuCtxCreate_v4(pctx: *mut Ptr, params: Ptr, flags: c_uint, dev: CUdevice) -> CUresult {
+pub unsafe extern "C" fn cuCtxCreate_v4(
+    pctx: *mut Ptr,
+    params: Ptr,
+    flags: c_uint,
+    dev: CUdevice,
+) -> CUresult {
     if !params.is_null() {
         return unsupported("cuCtxCreate_v4 (with CUctxCreateParams)");
     }
@@ -497,7 +555,9 @@ pub extern "C" fn cuCtxPushCurrent_v2(ctx: Ptr) -> CUresult {
 pub unsafe extern "C" fn cuCtxPopCurrent_v2(pctx: *mut Ptr) -> CUresult {
     entry("cuCtxPopCurrent_v2", || {
         need_init()?;
-        let top = CURRENT.with(|c| c.borrow_mut().pop()).ok_or(CUDA_ERROR_INVALID_CONTEXT)?;
+        let top = CURRENT
+            .with(|c| c.borrow_mut().pop())
+            .ok_or(CUDA_ERROR_INVALID_CONTEXT)?;
         if !pctx.is_null() {
             unsafe { out(pctx, ptr(top))? };
         }
@@ -585,7 +645,10 @@ pub extern "C" fn cuCtxSetCacheConfig(config: c_int) -> CUresult {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuCtxGetStreamPriorityRange(least: *mut c_int, greatest: *mut c_int) -> CUresult {
+pub unsafe extern "C" fn cuCtxGetStreamPriorityRange(
+    least: *mut c_int,
+    greatest: *mut c_int,
+) -> CUresult {
     entry("cuCtxGetStreamPriorityRange", || {
         current_ctx()?;
         unsafe {
@@ -648,7 +711,12 @@ fn load_module(pmod: *mut Ptr, image: *const u8, name: &str) -> Result<(), CUres
     load_module_text(&ctx_cell, pmod, text, name)
 }
 
-fn load_module_text(ctx_cell: &Arc<Mutex<Ctx>>, pmod: *mut Ptr, text: &str, name: &str) -> Result<(), CUresult> {
+fn load_module_text(
+    ctx_cell: &Arc<Mutex<Ctx>>,
+    pmod: *mut Ptr,
+    text: &str,
+    name: &str,
+) -> Result<(), CUresult> {
     lock(ctx_cell).check()?;
     let module = Module::parse(text).map_err(|e| {
         eprintln!("ptx-emu-driver: {name}: PTX parse error: {e}");
@@ -661,7 +729,11 @@ fn load_module_text(ctx_cell: &Arc<Mutex<Ctx>>, pmod: *mut Ptr, text: &str, name
     let globals = bind_globals(&mut ctx, &module)?;
     ctx.modules.insert(
         mh,
-        ModuleState { module: Arc::new(module), ptx_version: ptx_version(text), globals },
+        ModuleState {
+            module: Arc::new(module),
+            ptx_version: ptx_version(text),
+            globals,
+        },
     );
     unsafe { out(pmod, ptr(mh)) }
 }
@@ -672,8 +744,11 @@ fn bind_globals(
     ctx: &mut Ctx,
     module: &Module,
 ) -> Result<std::collections::HashMap<String, (u64, usize)>, CUresult> {
-    let sizes: std::collections::HashMap<String, usize> =
-        module.globals().into_iter().map(|g| (g.name, g.size)).collect();
+    let sizes: std::collections::HashMap<String, usize> = module
+        .globals()
+        .into_iter()
+        .map(|g| (g.name, g.size))
+        .collect();
     let placed = ctx.mem.load_module_globals(module).map_err(|e| {
         eprintln!("ptx-emu-driver: cannot allocate module globals: {e}");
         CUDA_ERROR_OUT_OF_MEMORY
@@ -689,7 +764,9 @@ fn bind_globals(
 
 #[no_mangle]
 pub unsafe extern "C" fn cuModuleLoadData(pmod: *mut Ptr, image: *const c_void) -> CUresult {
-    entry("cuModuleLoadData", || load_module(pmod, image as *const u8, "cuModuleLoadData"))
+    entry("cuModuleLoadData", || {
+        load_module(pmod, image as *const u8, "cuModuleLoadData")
+    })
 }
 
 #[no_mangle]
@@ -700,7 +777,9 @@ pub unsafe extern "C" fn cuModuleLoadDataEx(
     _options: Ptr,
     _values: *mut Ptr,
 ) -> CUresult {
-    entry("cuModuleLoadDataEx", || load_module(pmod, image as *const u8, "cuModuleLoadDataEx"))
+    entry("cuModuleLoadDataEx", || {
+        load_module(pmod, image as *const u8, "cuModuleLoadDataEx")
+    })
 }
 
 #[no_mangle]
@@ -711,7 +790,9 @@ pub unsafe extern "C" fn cuModuleLoad(pmod: *mut Ptr, fname: *const c_char) -> C
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         // SAFETY: NUL-terminated path per the API contract.
-        let path = unsafe { CStr::from_ptr(fname) }.to_string_lossy().into_owned();
+        let path = unsafe { CStr::from_ptr(fname) }
+            .to_string_lossy()
+            .into_owned();
         let text = std::fs::read_to_string(&path).map_err(|e| {
             eprintln!("ptx-emu-driver: cuModuleLoad: cannot read {path}: {e}");
             CUDA_ERROR_FILE_NOT_FOUND
@@ -726,12 +807,19 @@ pub extern "C" fn cuModuleUnload(module: Ptr) -> CUresult {
         need_init()?;
         let cell = registry().owner_of(h(module), Kind::Module)?;
         let mut ctx = lock(&cell);
-        let m = ctx.modules.remove(&h(module)).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        let m = ctx
+            .modules
+            .remove(&h(module))
+            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
         for (addr, _) in m.globals.values() {
             let _ = ctx.mem.free(*addr);
         }
-        let dead: Vec<Handle> =
-            ctx.functions.iter().filter(|(_, f)| f.module == h(module)).map(|(&k, _)| k).collect();
+        let dead: Vec<Handle> = ctx
+            .functions
+            .iter()
+            .filter(|(_, f)| f.module == h(module))
+            .map(|(&k, _)| k)
+            .collect();
         for f in &dead {
             ctx.functions.remove(f);
         }
@@ -746,20 +834,29 @@ pub extern "C" fn cuModuleUnload(module: Ptr) -> CUresult {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuModuleGetFunction(pfunc: *mut Ptr, module: Ptr, name: *const c_char) -> CUresult {
+pub unsafe extern "C" fn cuModuleGetFunction(
+    pfunc: *mut Ptr,
+    module: Ptr,
+    name: *const c_char,
+) -> CUresult {
     entry("cuModuleGetFunction", || {
         need_init()?;
         if name.is_null() || pfunc.is_null() {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         // SAFETY: NUL-terminated name per the API contract.
-        let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
+        let name = unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned();
         let cell = registry().owner_of(h(module), Kind::Module)?;
         let ctx_handle = {
             let ctx = lock(&cell);
             ctx.check()?;
-            let m = ctx.modules.get(&h(module)).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
-            if !m.module.kernel_names().iter().any(|k| *k == name) {
+            let m = ctx
+                .modules
+                .get(&h(module))
+                .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+            if !m.module.kernel_names().contains(&name) {
                 return Err(CUDA_ERROR_NOT_FOUND);
             }
             ctx.handle
@@ -773,7 +870,14 @@ pub unsafe extern "C" fn cuModuleGetFunction(pfunc: *mut Ptr, module: Ptr, name:
             .unwrap_or(0) as u32;
         // As on hardware: without opt-in, static + dynamic shared memory must fit in 48 KiB.
         let max_dynamic_smem = device::SMEM_PER_BLOCK.saturating_sub(static_smem);
-        ctx.functions.insert(fh, FunctionState { module: h(module), kernel: name, max_dynamic_smem });
+        ctx.functions.insert(
+            fh,
+            FunctionState {
+                module: h(module),
+                kernel: name,
+                max_dynamic_smem,
+            },
+        );
         unsafe { out(pfunc, ptr(fh)) }
     })
 }
@@ -791,11 +895,16 @@ pub unsafe extern "C" fn cuModuleGetGlobal_v2(
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         // SAFETY: NUL-terminated name per the API contract.
-        let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
+        let name = unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned();
         let cell = registry().owner_of(h(module), Kind::Module)?;
         let ctx = lock(&cell);
         ctx.check()?;
-        let m = ctx.modules.get(&h(module)).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        let m = ctx
+            .modules
+            .get(&h(module))
+            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
         let &(addr, size) = m.globals.get(&name).ok_or(CUDA_ERROR_NOT_FOUND)?;
         unsafe {
             if !dptr.is_null() {
@@ -816,8 +925,14 @@ pub unsafe extern "C" fn cuFuncGetAttribute(pi: *mut c_int, attrib: c_int, func:
         let cell = registry().owner_of(h(func), Kind::Function)?;
         let ctx = lock(&cell);
         ctx.check()?;
-        let f = ctx.functions.get(&h(func)).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
-        let m = ctx.modules.get(&f.module).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        let f = ctx
+            .functions
+            .get(&h(func))
+            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        let m = ctx
+            .modules
+            .get(&f.module)
+            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
         let static_smem = m.module.static_shared_bytes(&f.kernel).unwrap_or(0) as c_int;
         let local = m.module.local_bytes(&f.kernel).unwrap_or(0) as c_int;
         let v = match attrib {
@@ -826,12 +941,12 @@ pub unsafe extern "C" fn cuFuncGetAttribute(pi: *mut c_int, attrib: c_int, func:
             2 => 0,                                      // CONST_SIZE_BYTES
             3 => local,                                  // LOCAL_SIZE_BYTES
             4 => 0, // NUM_REGS: no register allocation in an interpreter (documented)
-            5 => m.ptx_version,                          // PTX_VERSION
-            6 => 90,                                     // BINARY_VERSION
-            7 => 0,                                      // CACHE_MODE_CA
-            8 => f.max_dynamic_smem as c_int,            // MAX_DYNAMIC_SHARED_SIZE_BYTES
-            9 => -1,                                     // PREFERRED_SHARED_MEMORY_CARVEOUT
-            10..=16 => 0,                                // cluster attributes: none
+            5 => m.ptx_version, // PTX_VERSION
+            6 => 90, // BINARY_VERSION
+            7 => 0, // CACHE_MODE_CA
+            8 => f.max_dynamic_smem as c_int, // MAX_DYNAMIC_SHARED_SIZE_BYTES
+            9 => -1, // PREFERRED_SHARED_MEMORY_CARVEOUT
+            10..=16 => 0, // cluster attributes: none
             _ => return Err(CUDA_ERROR_INVALID_VALUE),
         };
         unsafe { out(pi, v) }
@@ -845,13 +960,19 @@ pub extern "C" fn cuFuncSetAttribute(func: Ptr, attrib: c_int, value: c_int) -> 
         let cell = registry().owner_of(h(func), Kind::Function)?;
         let mut ctx = lock(&cell);
         ctx.check()?;
-        let f = ctx.functions.get(&h(func)).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        let f = ctx
+            .functions
+            .get(&h(func))
+            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
         let static_smem = ctx
             .modules
             .get(&f.module)
             .and_then(|m| m.module.static_shared_bytes(&f.kernel))
             .unwrap_or(0) as u32;
-        let f = ctx.functions.get_mut(&h(func)).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        let f = ctx
+            .functions
+            .get_mut(&h(func))
+            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
         match attrib {
             8 => {
                 if value < 0 || value as u32 + static_smem > device::SMEM_PER_BLOCK_OPTIN {
@@ -909,7 +1030,9 @@ pub unsafe extern "C" fn cuLaunchKernel(
     entry("cuLaunchKernel", || {
         need_init()?;
         if !extra.is_null() {
-            return Err(unsupported("cuLaunchKernel with `extra` (use kernelParams)"));
+            return Err(unsupported(
+                "cuLaunchKernel with `extra` (use kernelParams)",
+            ));
         }
         let grid = [gx, gy, gz];
         let block = [bx, by, bz];
@@ -921,7 +1044,10 @@ pub unsafe extern "C" fn cuLaunchKernel(
         }
         let mut ctx = lock(&cell);
         ctx.check()?;
-        let f = ctx.functions.get(&h(func)).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        let f = ctx
+            .functions
+            .get(&h(func))
+            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
         let kernel = f.kernel.clone();
         if shared_mem_bytes > f.max_dynamic_smem {
             eprintln!(
@@ -931,7 +1057,12 @@ pub unsafe extern "C" fn cuLaunchKernel(
             );
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
-        let module = ctx.modules.get(&f.module).ok_or(CUDA_ERROR_INVALID_HANDLE)?.module.clone();
+        let module = ctx
+            .modules
+            .get(&f.module)
+            .ok_or(CUDA_ERROR_INVALID_HANDLE)?
+            .module
+            .clone();
         let infos = module.kernel_params(&kernel).ok_or(CUDA_ERROR_NOT_FOUND)?;
         if !infos.is_empty() && kernel_params.is_null() {
             return Err(CUDA_ERROR_INVALID_VALUE);
@@ -949,7 +1080,14 @@ pub unsafe extern "C" fn cuLaunchKernel(
             };
             params.push(bytes);
         }
-        let op = Op::Launch { module, kernel, grid, block, dynamic_smem_bytes: shared_mem_bytes, params };
+        let op = Op::Launch {
+            module,
+            kernel,
+            grid,
+            block,
+            dynamic_smem_bytes: shared_mem_bytes,
+            params,
+        };
         if let Some(cap) = ctx.capture_of(s)? {
             cap.ops.push(op);
             return Ok(());
@@ -1003,7 +1141,11 @@ pub extern "C" fn cuMemFree_v2(dptr: CUdeviceptr) -> CUresult {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuMemAllocAsync(dptr: *mut CUdeviceptr, bytes: usize, stream: Ptr) -> CUresult {
+pub unsafe extern "C" fn cuMemAllocAsync(
+    dptr: *mut CUdeviceptr,
+    bytes: usize,
+    stream: Ptr,
+) -> CUresult {
     entry("cuMemAllocAsync", || {
         let (cell, s) = stream_ctx(stream)?;
         let mut ctx = lock(&cell);
@@ -1038,7 +1180,9 @@ pub extern "C" fn cuMemFreeAsync(dptr: CUdeviceptr, stream: Ptr) -> CUresult {
                 return Ok(());
             }
             cap.invalidated.get_or_insert(CUDA_ERROR_NOT_SUPPORTED);
-            return Err(unsupported("cuMemFreeAsync (in capture) of memory not allocated in the capture"));
+            return Err(unsupported(
+                "cuMemFreeAsync (in capture) of memory not allocated in the capture",
+            ));
         }
         ctx.mem.free(dptr).map_err(|e| mem_err("cuMemFreeAsync", e))
     })
@@ -1057,53 +1201,128 @@ pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) ->
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const c_void, bytes: usize) -> CUresult {
-    entry("cuMemcpyHtoD_v2", || submit_sync(Op::HtoD { dst, src: HostPtr(src as *mut u8), bytes }))
+pub unsafe extern "C" fn cuMemcpyHtoD_v2(
+    dst: CUdeviceptr,
+    src: *const c_void,
+    bytes: usize,
+) -> CUresult {
+    entry("cuMemcpyHtoD_v2", || {
+        submit_sync(Op::HtoD {
+            dst,
+            src: HostPtr(src as *mut u8),
+            bytes,
+        })
+    })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: CUdeviceptr, bytes: usize) -> CUresult {
-    entry("cuMemcpyDtoH_v2", || submit_sync(Op::DtoH { dst: HostPtr(dst as *mut u8), src, bytes }))
+pub unsafe extern "C" fn cuMemcpyDtoH_v2(
+    dst: *mut c_void,
+    src: CUdeviceptr,
+    bytes: usize,
+) -> CUresult {
+    entry("cuMemcpyDtoH_v2", || {
+        submit_sync(Op::DtoH {
+            dst: HostPtr(dst as *mut u8),
+            src,
+            bytes,
+        })
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, bytes: usize) -> CUresult {
-    entry("cuMemcpyDtoD_v2", || submit_sync(Op::DtoD { dst, src, bytes }))
+    entry("cuMemcpyDtoD_v2", || {
+        submit_sync(Op::DtoD { dst, src, bytes })
+    })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(dst: CUdeviceptr, src: *const c_void, bytes: usize, stream: Ptr) -> CUresult {
-    entry("cuMemcpyHtoDAsync_v2", || submit(stream, Op::HtoD { dst, src: HostPtr(src as *mut u8), bytes }))
+pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(
+    dst: CUdeviceptr,
+    src: *const c_void,
+    bytes: usize,
+    stream: Ptr,
+) -> CUresult {
+    entry("cuMemcpyHtoDAsync_v2", || {
+        submit(
+            stream,
+            Op::HtoD {
+                dst,
+                src: HostPtr(src as *mut u8),
+                bytes,
+            },
+        )
+    })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: CUdeviceptr, bytes: usize, stream: Ptr) -> CUresult {
-    entry("cuMemcpyDtoHAsync_v2", || submit(stream, Op::DtoH { dst: HostPtr(dst as *mut u8), src, bytes }))
+pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(
+    dst: *mut c_void,
+    src: CUdeviceptr,
+    bytes: usize,
+    stream: Ptr,
+) -> CUresult {
+    entry("cuMemcpyDtoHAsync_v2", || {
+        submit(
+            stream,
+            Op::DtoH {
+                dst: HostPtr(dst as *mut u8),
+                src,
+                bytes,
+            },
+        )
+    })
 }
 
 #[no_mangle]
-pub extern "C" fn cuMemcpyDtoDAsync_v2(dst: CUdeviceptr, src: CUdeviceptr, bytes: usize, stream: Ptr) -> CUresult {
-    entry("cuMemcpyDtoDAsync_v2", || submit(stream, Op::DtoD { dst, src, bytes }))
+pub extern "C" fn cuMemcpyDtoDAsync_v2(
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    bytes: usize,
+    stream: Ptr,
+) -> CUresult {
+    entry("cuMemcpyDtoDAsync_v2", || {
+        submit(stream, Op::DtoD { dst, src, bytes })
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn cuMemsetD8_v2(dst: CUdeviceptr, value: u8, count: usize) -> CUresult {
-    entry("cuMemsetD8_v2", || submit_sync(Op::MemsetD8 { dst, value, count }))
+    entry("cuMemsetD8_v2", || {
+        submit_sync(Op::MemsetD8 { dst, value, count })
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn cuMemsetD32_v2(dst: CUdeviceptr, value: c_uint, count: usize) -> CUresult {
-    entry("cuMemsetD32_v2", || submit_sync(Op::MemsetD32 { dst, value, count }))
+    entry("cuMemsetD32_v2", || {
+        submit_sync(Op::MemsetD32 { dst, value, count })
+    })
 }
 
 #[no_mangle]
-pub extern "C" fn cuMemsetD8Async(dst: CUdeviceptr, value: u8, count: usize, stream: Ptr) -> CUresult {
-    entry("cuMemsetD8Async", || submit(stream, Op::MemsetD8 { dst, value, count }))
+pub extern "C" fn cuMemsetD8Async(
+    dst: CUdeviceptr,
+    value: u8,
+    count: usize,
+    stream: Ptr,
+) -> CUresult {
+    entry("cuMemsetD8Async", || {
+        submit(stream, Op::MemsetD8 { dst, value, count })
+    })
 }
 
 #[no_mangle]
-pub extern "C" fn cuMemsetD32Async(dst: CUdeviceptr, value: c_uint, count: usize, stream: Ptr) -> CUresult {
-    entry("cuMemsetD32Async", || submit(stream, Op::MemsetD32 { dst, value, count }))
+pub extern "C" fn cuMemsetD32Async(
+    dst: CUdeviceptr,
+    value: c_uint,
+    count: usize,
+    stream: Ptr,
+) -> CUresult {
+    entry("cuMemsetD32Async", || {
+        submit(stream, Op::MemsetD32 { dst, value, count })
+    })
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1127,7 +1346,11 @@ pub unsafe extern "C" fn cuStreamCreate(pstream: *mut Ptr, _flags: c_uint) -> CU
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuStreamCreateWithPriority(pstream: *mut Ptr, _flags: c_uint, _priority: c_int) -> CUresult {
+pub unsafe extern "C" fn cuStreamCreateWithPriority(
+    pstream: *mut Ptr,
+    _flags: c_uint,
+    _priority: c_int,
+) -> CUresult {
     entry("cuStreamCreateWithPriority", || stream_create(pstream))
 }
 
@@ -1164,7 +1387,8 @@ fn stream_sync(stream: Ptr) -> Result<(), CUresult> {
         return ctx.forbid_unsafe_call();
     }
     if let Some(Some(cap)) = ctx.streams.get_mut(&s).map(|st| st.capture.as_mut()) {
-        cap.invalidated.get_or_insert(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+        cap.invalidated
+            .get_or_insert(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
         return Err(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
     }
     Ok(())
@@ -1200,7 +1424,8 @@ pub extern "C" fn cuStreamWaitEvent(stream: Ptr, event: Ptr, _flags: c_uint) -> 
                 }
                 if ev.recorded && ev.captured_in != Some(cap.id) {
                     // CUDA: a capturing stream may not depend on work outside its capture.
-                    cap.invalidated.get_or_insert(CUDA_ERROR_STREAM_CAPTURE_ISOLATION);
+                    cap.invalidated
+                        .get_or_insert(CUDA_ERROR_STREAM_CAPTURE_ISOLATION);
                     eprintln!(
                         "ptx-emu-driver: cuStreamWaitEvent: capturing stream waits on an event recorded \
                          outside the capture (CUDA_ERROR_STREAM_CAPTURE_ISOLATION); with cudarc, call \
@@ -1214,9 +1439,14 @@ pub extern "C" fn cuStreamWaitEvent(stream: Ptr, event: Ptr, _flags: c_uint) -> 
         };
         if !capturing {
             if let Some(id) = ev.captured_in {
-                let live = ctx.streams.values().any(|st| st.capture.as_ref().is_some_and(|c| c.id == id));
+                let live = ctx
+                    .streams
+                    .values()
+                    .any(|st| st.capture.as_ref().is_some_and(|c| c.id == id));
                 if live {
-                    return Err(unsupported("cuStreamWaitEvent joining another stream into a capture"));
+                    return Err(unsupported(
+                        "cuStreamWaitEvent joining another stream into a capture",
+                    ));
                 }
                 return Err(CUDA_ERROR_CAPTURED_EVENT);
             }
@@ -1280,11 +1510,17 @@ pub unsafe extern "C" fn cuStreamEndCapture(stream: Ptr, pgraph: *mut Ptr) -> CU
             None => {
                 drop(ctx);
                 registry().owner.remove(&gh);
-                return Err(if s == 0 { CUDA_ERROR_STREAM_CAPTURE_UNMATCHED } else { 401 });
+                return Err(if s == 0 {
+                    CUDA_ERROR_STREAM_CAPTURE_UNMATCHED
+                } else {
+                    401
+                });
             }
         };
         if cap.mode == 1 && cap.thread != std::thread::current().id() {
-            ctx.streams.get_mut(&s).map(|st| st.capture = Some(cap));
+            if let Some(st) = ctx.streams.get_mut(&s) {
+                st.capture = Some(cap);
+            }
             drop(ctx);
             registry().owner.remove(&gh);
             return Err(CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD);
@@ -1296,7 +1532,13 @@ pub unsafe extern "C" fn cuStreamEndCapture(stream: Ptr, pgraph: *mut Ptr) -> CU
             unsafe { out(pgraph, std::ptr::null_mut())? };
             return Err(CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
         }
-        ctx.graphs.insert(gh, GraphState { ops: Arc::new(cap.ops), allocs: Arc::new(cap.allocs) });
+        ctx.graphs.insert(
+            gh,
+            GraphState {
+                ops: Arc::new(cap.ops),
+                allocs: Arc::new(cap.allocs),
+            },
+        );
         unsafe { out(pgraph, ptr(gh)) }
     })
 }
@@ -1304,11 +1546,13 @@ pub unsafe extern "C" fn cuStreamEndCapture(stream: Ptr, pgraph: *mut Ptr) -> CU
 fn capture_status(stream: Ptr) -> Result<(u32, u64, Handle), CUresult> {
     let (cell, s) = stream_ctx(stream)?;
     let ctx = lock(&cell);
-    Ok(match ctx.streams.get(&s).and_then(|st| st.capture.as_ref()) {
-        Some(c) if c.invalidated.is_some() => (2, c.id, 0),
-        Some(c) => (1, c.id, 0),
-        None => (0, 0, 0),
-    })
+    Ok(
+        match ctx.streams.get(&s).and_then(|st| st.capture.as_ref()) {
+            Some(c) if c.invalidated.is_some() => (2, c.id, 0),
+            Some(c) => (1, c.id, 0),
+            None => (0, 0, 0),
+        },
+    )
 }
 
 #[no_mangle]
@@ -1320,7 +1564,11 @@ pub unsafe extern "C" fn cuStreamIsCapturing(stream: Ptr, status: *mut c_uint) -
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuStreamGetCaptureInfo(stream: Ptr, status: *mut c_uint, id: *mut u64) -> CUresult {
+pub unsafe extern "C" fn cuStreamGetCaptureInfo(
+    stream: Ptr,
+    status: *mut c_uint,
+    id: *mut u64,
+) -> CUresult {
     entry("cuStreamGetCaptureInfo", || {
         let (st, cid, _) = capture_status(stream)?;
         unsafe {
@@ -1377,7 +1625,13 @@ pub unsafe extern "C" fn cuEventCreate(pevent: *mut Ptr, flags: c_uint) -> CUres
             ctx.handle
         };
         let eh = registry().new_handle(Kind::Event, ctx_handle);
-        lock(&cell).events.insert(eh, EventState { flags, ..Default::default() });
+        lock(&cell).events.insert(
+            eh,
+            EventState {
+                flags,
+                ..Default::default()
+            },
+        );
         unsafe { out(pevent, ptr(eh)) }
     })
 }
@@ -1409,7 +1663,10 @@ fn event_record(event: Ptr, stream: Ptr) -> Result<(), CUresult> {
     let mut ctx = lock(&cell);
     ctx.check()?;
     let captured_in = ctx.capture_of(s)?.map(|c| c.id);
-    let ev = ctx.events.get_mut(&h(event)).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+    let ev = ctx
+        .events
+        .get_mut(&h(event))
+        .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
     ev.recorded = true;
     ev.captured_in = captured_in;
     Ok(())
@@ -1496,7 +1753,9 @@ fn instantiate(pexec: *mut Ptr, graph: Ptr, flags: u64) -> Result<(), CUresult> 
         return Err(CUDA_ERROR_INVALID_VALUE);
     }
     if flags & DEVICE_LAUNCH != 0 {
-        return Err(unsupported("cuGraphInstantiateWithFlags(CUDA_GRAPH_INSTANTIATE_FLAG_DEVICE_LAUNCH)"));
+        return Err(unsupported(
+            "cuGraphInstantiateWithFlags(CUDA_GRAPH_INSTANTIATE_FLAG_DEVICE_LAUNCH)",
+        ));
     }
     let cell = registry().owner_of(h(graph), Kind::Graph)?;
     let ctx_handle = lock(&cell).handle;
@@ -1504,19 +1763,34 @@ fn instantiate(pexec: *mut Ptr, graph: Ptr, flags: u64) -> Result<(), CUresult> 
     let mut ctx = lock(&cell);
     ctx.check()?;
     let g = ctx.graphs.get(&h(graph)).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
-    let exec = GraphState { ops: g.ops.clone(), allocs: g.allocs.clone() };
+    let exec = GraphState {
+        ops: g.ops.clone(),
+        allocs: g.allocs.clone(),
+    };
     ctx.execs.insert(eh, exec);
     unsafe { out(pexec, ptr(eh)) }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuGraphInstantiateWithFlags(pexec: *mut Ptr, graph: Ptr, flags: u64) -> CUresult {
-    entry("cuGraphInstantiateWithFlags", || instantiate(pexec, graph, flags))
+pub unsafe extern "C" fn cuGraphInstantiateWithFlags(
+    pexec: *mut Ptr,
+    graph: Ptr,
+    flags: u64,
+) -> CUresult {
+    entry("cuGraphInstantiateWithFlags", || {
+        instantiate(pexec, graph, flags)
+    })
 }
 
 /// The 11.x five-argument form (error node and log buffer are left untouched).
 #[no_mangle]
-pub unsafe extern "C" fn cuGraphInstantiate_v2(pexec: *mut Ptr, graph: Ptr, _err_node: *mut Ptr, _log: *mut c_char, _size: usize) -> CUresult {
+pub unsafe extern "C" fn cuGraphInstantiate_v2(
+    pexec: *mut Ptr,
+    graph: Ptr,
+    _err_node: *mut Ptr,
+    _log: *mut c_char,
+    _size: usize,
+) -> CUresult {
     entry("cuGraphInstantiate_v2", || instantiate(pexec, graph, 0))
 }
 
@@ -1531,7 +1805,12 @@ pub extern "C" fn cuGraphLaunch(exec: Ptr, stream: Ptr) -> CUresult {
         }
         let mut ctx = lock(&cell);
         ctx.check()?;
-        let ops = ctx.execs.get(&h(exec)).ok_or(CUDA_ERROR_INVALID_HANDLE)?.ops.clone();
+        let ops = ctx
+            .execs
+            .get(&h(exec))
+            .ok_or(CUDA_ERROR_INVALID_HANDLE)?
+            .ops
+            .clone();
         bump(&counters().graph_launches);
         if let Some(cap) = ctx.capture_of(s)? {
             // A graph launched into a capturing stream becomes part of that capture.

@@ -64,7 +64,8 @@ impl Registry {
     pub fn new_handle(&mut self, kind: Kind, ctx: Handle) -> Handle {
         self.next += 0x10;
         let h = self.next;
-        self.owner.insert(h, (kind, if kind == Kind::Context { h } else { ctx }));
+        self.owner
+            .insert(h, (kind, if kind == Kind::Context { h } else { ctx }));
         h
     }
     pub fn capture_id(&mut self) -> u64 {
@@ -147,11 +148,31 @@ pub enum Op {
         dynamic_smem_bytes: u32,
         params: Vec<Vec<u8>>,
     },
-    HtoD { dst: u64, src: HostPtr, bytes: usize },
-    DtoH { dst: HostPtr, src: u64, bytes: usize },
-    DtoD { dst: u64, src: u64, bytes: usize },
-    MemsetD8 { dst: u64, value: u8, count: usize },
-    MemsetD32 { dst: u64, value: u32, count: usize },
+    HtoD {
+        dst: u64,
+        src: HostPtr,
+        bytes: usize,
+    },
+    DtoH {
+        dst: HostPtr,
+        src: u64,
+        bytes: usize,
+    },
+    DtoD {
+        dst: u64,
+        src: u64,
+        bytes: usize,
+    },
+    MemsetD8 {
+        dst: u64,
+        value: u8,
+        count: usize,
+    },
+    MemsetD32 {
+        dst: u64,
+        value: u32,
+        count: usize,
+    },
 }
 
 pub struct Capture {
@@ -248,7 +269,8 @@ impl Ctx {
             if let Some(c) = s.capture.as_mut() {
                 // 0 = GLOBAL (any thread), 1 = THREAD_LOCAL (this thread), 2 = RELAXED (never).
                 if c.mode == 0 || (c.mode == 1 && c.thread == me) {
-                    c.invalidated.get_or_insert(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+                    c.invalidated
+                        .get_or_insert(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
                     hit = true;
                 }
             }
@@ -263,7 +285,11 @@ impl Ctx {
     /// The capture a stream operation goes into, or `None` to execute it now.
     /// Errors when the capture was invalidated.
     pub fn capture_of(&mut self, stream: Handle) -> Result<Option<&mut Capture>, CUresult> {
-        match self.streams.get_mut(&stream).and_then(|s| s.capture.as_mut()) {
+        match self
+            .streams
+            .get_mut(&stream)
+            .and_then(|s| s.capture.as_mut())
+        {
             Some(c) if c.invalidated.is_some() => Err(CUDA_ERROR_STREAM_CAPTURE_INVALIDATED),
             Some(c) => Ok(Some(c)),
             None => Ok(None),

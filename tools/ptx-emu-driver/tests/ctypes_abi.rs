@@ -35,10 +35,21 @@ fn raw_c_abi_through_ctypes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    assert!(out.status.success(), "driver_ctypes.py failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "driver_ctypes.py failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("all checks passed"));
     // The driver prints each fault (kernel, PTX line, thread/block) to stderr.
-    for kernel in ["oob_write_f32", "smem_race_f32", "barrier_divergence_f32", "uninit_smem_f32"] {
-        assert!(stderr.contains(&format!("kernel {kernel}")), "no fault report for {kernel}:\n{stderr}");
+    for kernel in [
+        "oob_write_f32",
+        "smem_race_f32",
+        "barrier_divergence_f32",
+        "uninit_smem_f32",
+    ] {
+        assert!(
+            stderr.contains(&format!("kernel {kernel}")),
+            "no fault report for {kernel}:\n{stderr}"
+        );
     }
 }

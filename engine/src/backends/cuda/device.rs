@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{
-    sys, CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig,
-    PushKernelArg,
+    sys, CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use cyberhost_kernels::KernelModule;
 
@@ -48,12 +47,36 @@ pub fn load_driver_library(path: &Path) -> Result<()> {
     // SAFETY: only the presence of the symbol is checked; it is not called through this handle.
     let has_init = unsafe { lib.get::<unsafe extern "C" fn(u32) -> u32>(b"cuInit\0") }.is_ok();
     if !has_init {
-        bail!("{} does not export cuInit: not a CUDA driver library", path.display());
+        bail!(
+            "{} does not export cuInit: not a CUDA driver library",
+            path.display()
+        );
     }
     // Never unload: cudarc keeps raw function pointers into the library for the process lifetime.
     std::mem::forget(lib);
     loaded.push(path.to_path_buf());
     Ok(())
+}
+
+/// File name of the stand-in driver cdylib (`tools/ptx-emu-driver`).
+pub const STAND_IN_FILE: &str = "libptx_emu_driver.so";
+
+/// Where the stand-in driver is: `$CYBERHOST_CUDA_DRIVER`, else next to the running executable
+/// (`target/<profile>/deps/` for tests and benches, `target/<profile>/` for binaries) or one
+/// directory up. `None` when it has not been built.
+pub fn find_stand_in_driver() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os(DRIVER_ENV) {
+        return Some(p.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let candidates = [Some(dir), dir.parent()];
+    let found = candidates
+        .into_iter()
+        .flatten()
+        .map(|d| d.join(STAND_IN_FILE))
+        .find(|p| p.exists());
+    found
 }
 
 /// Whether cudarc can load a CUDA driver (after loading `$CYBERHOST_CUDA_DRIVER`, if set).
@@ -123,16 +146,37 @@ impl CudaDevice {
             bail!(NO_DRIVER_MSG);
         }
         // cudarc panics when a driver lacks a symbol it resolves; turn that into an error too.
-        let opened = std::panic::catch_unwind(|| Self::open(ordinal))
-            .map_err(|p| {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                anyhow!("the CUDA driver library is unusable ({msg}); {NO_DRIVER_MSG}")
-            })??;
+        let opened = std::panic::catch_unwind(|| Self::open(ordinal)).map_err(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            anyhow!("the CUDA driver library is unusable ({msg}); {NO_DRIVER_MSG}")
+        })??;
         Ok(opened)
+    }
+
+    /// Open device `ordinal` on the stand-in driver ([`find_stand_in_driver`]): kernels run on the
+    /// `ptx-emu` interpreter with hazard detection. Errors if the stand-in is not built, or if
+    /// cudarc already loaded another driver in this process.
+    pub fn new_emulated(ordinal: usize) -> Result<Self> {
+        let path = find_stand_in_driver().ok_or_else(|| {
+            anyhow!(
+                "stand-in CUDA driver {STAND_IN_FILE} not found next to the executable and \
+                 {DRIVER_ENV} is not set: run `cargo build -p ptx-emu-driver`, see \
+                 docs/stand-in-driver.md"
+            )
+        })?;
+        load_driver_library(&path)?;
+        let dev = Self::new(ordinal)?;
+        if !dev.is_emulated() {
+            bail!(
+                "asked for the stand-in driver but cudarc had already loaded {} in this process",
+                dev.name
+            );
+        }
+        Ok(dev)
     }
 
     fn open(ordinal: usize) -> Result<Self> {
@@ -159,7 +203,9 @@ impl CudaDevice {
         // may not wait on events recorded outside the capture).
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().context("cannot create a CUDA stream")?;
-        let name = ctx.name().unwrap_or_else(|_| format!("CUDA device {ordinal}"));
+        let name = ctx
+            .name()
+            .unwrap_or_else(|_| format!("CUDA device {ordinal}"));
         // SAFETY: only looks the symbol up; its signature is fixed by tools/ptx-emu-driver.
         let stats_fn = unsafe {
             sys::culib()
@@ -167,7 +213,14 @@ impl CudaDevice {
                 .ok()
                 .map(|s| *s)
         };
-        Ok(CudaDevice { ordinal, name, ctx, stream, modules: Mutex::new(HashMap::new()), stats_fn })
+        Ok(CudaDevice {
+            ordinal,
+            name,
+            ctx,
+            stream,
+            modules: Mutex::new(HashMap::new()),
+            stats_fn,
+        })
     }
 
     pub fn ordinal(&self) -> usize {
@@ -219,7 +272,10 @@ impl CudaDevice {
     /// Entry `entry` (e.g. "group_norm_v1_f32") of `module`.
     pub fn function(&self, module: KernelModule, entry: &str) -> Result<CudaFunction> {
         self.module(module)?.load_function(entry).with_context(|| {
-            format!("kernel entry `{entry}` not found in kernels/ptx/{}.ptx", module.name())
+            format!(
+                "kernel entry `{entry}` not found in kernels/ptx/{}.ptx",
+                module.name()
+            )
         })
     }
 
@@ -253,6 +309,8 @@ impl CudaDevice {
 
     /// Wait for all work on the stream.
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().with_context(|| format!("synchronizing {}", self.name))
+        self.stream
+            .synchronize()
+            .with_context(|| format!("synchronizing {}", self.name))
     }
 }

@@ -8,8 +8,8 @@
 mod device;
 
 pub use device::{
-    driver_present, load_driver_library, CudaDevice, DriverStats, PodArg, DRIVER_ENV,
-    NO_DRIVER_MSG,
+    driver_present, find_stand_in_driver, load_driver_library, CudaDevice, DriverStats, PodArg,
+    DRIVER_ENV, NO_DRIVER_MSG, STAND_IN_FILE,
 };
 
 /// The cudarc version the backend is built on (re-exported so tests and launchers use the same).
