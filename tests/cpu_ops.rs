@@ -153,7 +153,8 @@ fn unary_ops_match_f64_formulas() -> Result<()> {
     let shape = [3, 5, 37];
     let x: Vec<f32> = rng.vec(3 * 5 * 37).iter().map(|v| v * 2.5).collect();
     let t = cpu().from_f32(&shape, &x)?;
-    let cases: [(Unary, fn(f64) -> f64); 9] = [
+    type Case = (Unary, fn(f64) -> f64);
+    let cases: [Case; 9] = [
         (Unary::Gelu, |x| {
             0.5 * x * (1.0 + erf_series(x / 2f64.sqrt()))
         }),
@@ -201,8 +202,7 @@ fn naive_binary(
 ) -> (Vec<usize>, Vec<f64>) {
     let r = sa.len().max(sb.len());
     let pad = |s: &[usize]| -> Vec<usize> {
-        std::iter::repeat(1)
-            .take(r - s.len())
+        std::iter::repeat_n(1, r - s.len())
             .chain(s.iter().copied())
             .collect()
     };
@@ -387,7 +387,7 @@ fn layout_ops() -> Result<()> {
         .map(|i| {
             let idx = unravel(i, &[6, oh, ow]);
             let (y, x) = (idx[1] as isize - tp as isize, idx[2] as isize - l as isize);
-            if y < 0 || y >= 4 || x < 0 || x >= 5 {
+            if !(0..4).contains(&y) || !(0..5).contains(&x) {
                 0.0
             } else {
                 v[idx[0] * 20 + y as usize * 5 + x as usize] as f64
@@ -844,6 +844,7 @@ fn conv2d_matches_naive() -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn naive_attention(
     q: &[f32],
     k: &[f32],
