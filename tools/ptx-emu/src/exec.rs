@@ -2413,10 +2413,29 @@ fn falu(op: Alu, fmt: Fmt, f: AluFlags, a: u64, b: u64, c: u64) -> u64 {
             r = 0;
         }
     }
+    if f.satfinite {
+        r = satfinite(fmt, r);
+    }
     if ftz {
         r = fmt.ftz(r);
     }
     r
+}
+
+/// `.satfinite`: clamp ±inf to the largest finite value of the format.
+fn satfinite(fmt: Fmt, r: u64) -> u64 {
+    let v = fmt.to_f64(r);
+    if v.is_infinite() {
+        let max = match fmt {
+            Fmt::F16 => 65504.0,
+            Fmt::BF16 => half::bf16::MAX.to_f64(),
+            Fmt::F32 => f32::MAX as f64,
+            Fmt::F64 => f64::MAX,
+        };
+        float::round(fmt, if v > 0.0 { max } else { -max }, 0.0, Rnd::Rn)
+    } else {
+        r
+    }
 }
 
 pub(crate) fn cvt(d: Ty, s: Ty, f: AluFlags, a: u64) -> u64 {
@@ -2455,6 +2474,9 @@ pub(crate) fn cvt(d: Ty, s: Ty, f: AluFlags, a: u64) -> u64 {
                 } else if v <= 0.0 {
                     r = 0;
                 }
+            }
+            if f.satfinite {
+                r = satfinite(df, r);
             }
             if f.ftz && df == Fmt::F32 {
                 r = df.ftz(r);

@@ -96,6 +96,22 @@ impl Module {
         self.kernel(kernel).map(|k| k.instrs.len())
     }
 
+    /// Instructions of `kernel` that the emulator does not support, as (PTX line, text, reason).
+    /// `launch` fails with `FaultKind::Unsupported` on the first of them.
+    pub fn unsupported(&self, kernel: &str) -> Vec<(usize, String, String)> {
+        let Some(k) = self.kernel(kernel) else {
+            return Vec::new();
+        };
+        k.instrs
+            .iter()
+            .zip(&k.texts)
+            .filter_map(|(i, t)| match &i.op {
+                program::Op::Unsupported(m) => Some((i.line as usize, t.clone(), m.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub(crate) fn kernel(&self, name: &str) -> Option<&Arc<program::Program>> {
         self.kernels.iter().find(|k| k.name == name)
     }

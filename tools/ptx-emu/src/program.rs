@@ -250,6 +250,8 @@ pub(crate) struct AluFlags {
     pub int_rnd: bool,
     /// rounding mode explicitly given
     pub has_rnd: bool,
+    /// `.satfinite`: ±inf → ±max finite (NaN stays NaN)
+    pub satfinite: bool,
 }
 
 impl Default for AluFlags {
@@ -263,6 +265,7 @@ impl Default for AluFlags {
             relu: false,
             int_rnd: false,
             has_rnd: false,
+            satfinite: false,
         }
     }
 }
@@ -1841,7 +1844,8 @@ impl<'a> Mods<'a> {
         }
         f.approx = self.take("approx");
         f.ftz = self.take("ftz");
-        f.sat = self.take("sat") || self.take("satfinite");
+        f.sat = self.take("sat");
+        f.satfinite = self.take("satfinite");
         f.relu = self.take("relu");
         self.take("full");
         f

@@ -1,0 +1,451 @@
+//! NVRTC-compiled feature kernels (tests/ptx/features.cu): divergence and reconvergence,
+//! shuffles and votes, `.func` calls, `.local` arrays, dynamic shared memory, atomics, math
+//! approximations and conversions, each against a CPU reference.
+mod common;
+use common::*;
+use half::{bf16, f16};
+use ptx_emu::*;
+
+fn p64(a: u64) -> Vec<u8> {
+    a.to_le_bytes().to_vec()
+}
+fn p32(a: i32) -> Vec<u8> {
+    a.to_le_bytes().to_vec()
+}
+
+fn rand_i32(n: usize, seed: u64, modulo: i32) -> Vec<i32> {
+    rand_f32(n, seed)
+        .iter()
+        .map(|v| ((v + 1.0) * 0.5 * modulo as f32) as i32)
+        .collect()
+}
+
+#[test]
+fn divergent_loops_branches_and_early_return() {
+    let m = module("features.ptx");
+    let mut mem = Memory::new();
+    let n = 300usize;
+    let input = rand_i32(n, 11, 200);
+    let pin = upload(
+        &mut mem,
+        &input
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>(),
+    );
+    let pout = mem.alloc(n * 4).unwrap();
+    run(
+        &m,
+        "divergence",
+        cfg([3, 1, 1], [128, 1, 1], 0),
+        &[p64(pin), p64(pout), p32(n as i32)],
+        &mut mem,
+    )
+    .unwrap();
+    let out: Vec<i32> = download(&mem, pout, n * 4)
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    for i in 0..n {
+        let v = input[i];
+        let mut acc = 0i32;
+        let want = if v % 3 == 0 {
+            for k in 0..(v & 15) {
+                acc += k * v;
+            }
+            if acc > 100 {
+                -acc
+            } else {
+                acc
+            }
+        } else if v % 3 == 1 {
+            let mut k = v;
+            while k > 1 {
+                k = if k & 1 != 0 { 3 * k + 1 } else { k >> 1 };
+                acc += 1;
+            }
+            acc
+        } else {
+            v * v - 7
+        };
+        assert_eq!(out[i], want, "thread {i} input {v}");
+    }
+}
+
+#[test]
+fn shuffles_after_divergence_reconverge() {
+    let m = module("features.ptx");
+    let mut mem = Memory::new();
+    let nb = 2usize;
+    let input = rand_f32(nb * 64, 5);
+    let pin = upload(&mut mem, &f32_bytes(&input));
+    let pout = mem.alloc(nb * 64 * 16).unwrap();
+    run(
+        &m,
+        "reconverge_shfl",
+        cfg([nb as u32, 1, 1], [64, 1, 1], 0),
+        &[p64(pin), p64(pout)],
+        &mut mem,
+    )
+    .unwrap();
+    let out = bytes_f32(&download(&mem, pout, nb * 64 * 16));
+    for w in 0..nb * 2 {
+        let mut x = [0f32; 32];
+        for lane in 0..32 {
+            let mut v = input[w * 32 + lane];
+            if lane % 3 == 0 {
+                v *= 2.0;
+            } else if lane % 3 == 1 {
+                for _ in 0..lane {
+                    v += 0.5;
+                }
+            } else {
+                v = -v;
+            }
+            x[lane] = v;
+        }
+        for o in [16, 8, 4, 2, 1] {
+            let prev = x;
+            for lane in 0..32 {
+                x[lane] = prev[lane] + prev[lane ^ o];
+            }
+        }
+        for lane in 0..32 {
+            let base = (w * 32 + lane) * 4;
+            let src_up = if lane >= 3 { lane - 3 } else { lane };
+            let seg = lane & !15;
+            let src_dn = if (lane & 15) + 5 < 16 { lane + 5 } else { lane };
+            let seg8 = lane & !7;
+            let src_ix = seg8 + (((lane * 7) & 31) & 7);
+            assert!(
+                (out[base] - x[lane]).abs() <= 1e-4 * x[lane].abs().max(1.0),
+                "xor reduce lane {lane}"
+            );
+            assert_eq!(
+                out[base + 1],
+                x[src_up] + src_up as f32,
+                "shfl.up lane {lane}"
+            );
+            let _ = seg;
+            assert_eq!(
+                out[base + 2],
+                x[src_dn] + src_dn as f32,
+                "shfl.down width 16 lane {lane}"
+            );
+            assert_eq!(out[base + 3], src_ix as f32, "shfl.idx width 8 lane {lane}");
+        }
+    }
+}
+
+#[test]
+fn vote_ballot_any_all_activemask() {
+    let m = module("features.ptx");
+    let mut mem = Memory::new();
+    let input: Vec<i32> = (0..64)
+        .map(|i| if i % 5 == 0 { -3 } else { i * 3 })
+        .collect();
+    let pin = upload(
+        &mut mem,
+        &input
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>(),
+    );
+    let pout = mem.alloc(64 * 16).unwrap();
+    run(
+        &m,
+        "vote_ballot",
+        cfg([1, 1, 1], [64, 1, 1], 0),
+        &[p64(pin), p64(pout)],
+        &mut mem,
+    )
+    .unwrap();
+    let out = bytes_u32(&download(&mem, pout, 64 * 16));
+    for w in 0..2 {
+        let mut ballot = 0u32;
+        let mut any = false;
+        for l in 0..32 {
+            let v = input[w * 32 + l];
+            if v > 0 {
+                ballot |= 1 << l;
+            }
+            any |= v > 100;
+        }
+        for l in 0..32 {
+            let t = w * 32 + l;
+            assert_eq!(out[t * 4], ballot, "ballot thread {t}");
+            assert_eq!(out[t * 4 + 1], any as u32, "any thread {t}");
+            assert_eq!(out[t * 4 + 2], 1, "all thread {t}");
+            let want_am = if l & 1 == 1 { 0xaaaa_aaaa } else { 0 };
+            assert_eq!(out[t * 4 + 3], want_am, "activemask thread {t}");
+        }
+    }
+}
+
+#[test]
+fn noinline_func_call_with_struct_return() {
+    let m = module("features.ptx");
+    let mut mem = Memory::new();
+    let p = rand_f32(8, 9);
+    let pp = upload(&mut mem, &f32_bytes(&p));
+    let pout = mem.alloc(64 * 4).unwrap();
+    run(
+        &m,
+        "func_call",
+        cfg([1, 1, 1], [64, 1, 1], 0),
+        &[p64(pp), p64(pout)],
+        &mut mem,
+    )
+    .unwrap();
+    let out = bytes_f32(&download(&mem, pout, 64 * 4));
+    for t in 0..64i32 {
+        let (a, b) = if t & 1 == 1 {
+            (t as f32 * p[(t & 7) as usize], t * 3)
+        } else {
+            (t as f32 + 1.0, -t)
+        };
+        assert_eq!(out[t as usize], a + b as f32, "thread {t}");
+    }
+}
+
+#[test]
+fn local_array_dynamic_index() {
+    let m = module("features.ptx");
+    let mut mem = Memory::new();
+    let idx = rand_i32(32, 4, 1000);
+    let pi = upload(
+        &mut mem,
+        &idx.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>(),
+    );
+    let pout = mem.alloc(32 * 4).unwrap();
+    run(
+        &m,
+        "local_array",
+        cfg([1, 1, 1], [32, 1, 1], 0),
+        &[p64(pi), p64(pout)],
+        &mut mem,
+    )
+    .unwrap();
+    let out = bytes_f32(&download(&mem, pout, 32 * 4));
+    for t in 0..32usize {
+        let mut arr: Vec<f32> = (0..16).map(|k| (k * t) as f32).collect();
+        let j = (idx[t] & 15) as usize;
+        arr[j] += 100.0;
+        assert_eq!(out[t], arr[j] + arr[(j + 5) & 15], "thread {t}");
+    }
+}
+
+#[test]
+fn dynamic_shared_memory() {
+    let m = module("features.ptx");
+    let mut mem = Memory::new();
+    let n = 96usize;
+    let x = rand_f32(2 * n, 8);
+    let pin = upload(&mut mem, &f32_bytes(&x));
+    let pout = mem.alloc(2 * n * 4).unwrap();
+    run(
+        &m,
+        "dyn_smem",
+        cfg([2, 1, 1], [n as u32, 1, 1], (n * 4) as u32),
+        &[p64(pin), p64(pout), p32(n as i32)],
+        &mut mem,
+    )
+    .unwrap();
+    let out = bytes_f32(&download(&mem, pout, 2 * n * 4));
+    for b in 0..2 {
+        for t in 0..n {
+            assert_eq!(out[b * n + t], x[b * n + n - 1 - t]);
+        }
+    }
+    // Too little dynamic shared memory for the block: out of bounds at the st.shared.
+    let f = run(
+        &m,
+        "dyn_smem",
+        cfg([2, 1, 1], [n as u32, 1, 1], (n * 4 - 4) as u32),
+        &[p64(pin), p64(pout), p32(n as i32)],
+        &mut mem,
+    )
+    .unwrap_err();
+    assert_eq!(f.kind, FaultKind::OutOfBounds, "{f}");
+    assert!(f.instruction.starts_with("st.shared"), "{f}");
+}
+
+#[test]
+fn atomics_global_and_shared() {
+    let m = module("features.ptx");
+    let mut mem = Memory::new();
+    let nb = 3usize;
+    let input = rand_i32(nb * 128, 21, 100_000);
+    let pin = upload(
+        &mut mem,
+        &input
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>(),
+    );
+    let pf = upload(&mut mem, &0f32.to_le_bytes());
+    let pm = upload(&mut mem, &i32::MIN.to_le_bytes());
+    let ph = upload(&mut mem, &[0u8; 32]);
+    let pc = upload(&mut mem, &[0u8; 4]);
+    run(
+        &m,
+        "atomics",
+        cfg([nb as u32, 1, 1], [128, 1, 1], 0),
+        &[p64(pin), p64(pf), p64(pm), p64(ph), p64(pc)],
+        &mut mem,
+    )
+    .unwrap();
+    let fsum = bytes_f32(&download(&mem, pf, 4))[0];
+    let imax = i32::from_le_bytes(download(&mem, pm, 4).try_into().unwrap());
+    let hist = bytes_u32(&download(&mem, ph, 32));
+    let ctr = i32::from_le_bytes(download(&mem, pc, 4).try_into().unwrap());
+    let want_sum: f64 = input.iter().map(|v| (v & 255) as f64 * 0.5).sum();
+    assert!(
+        (fsum as f64 - want_sum).abs() < 1e-3 * want_sum,
+        "{fsum} vs {want_sum}"
+    );
+    assert_eq!(imax, *input.iter().max().unwrap());
+    for b in 0..8 {
+        assert_eq!(
+            hist[b] as usize,
+            input.iter().filter(|v| (*v & 7) as usize == b).count(),
+            "bin {b}"
+        );
+    }
+    assert_eq!(ctr, 2 * input.len() as i32);
+}
+
+#[test]
+fn math_approximations_within_documented_error() {
+    let m = module("features.ptx");
+    let mut mem = Memory::new();
+    let x: Vec<f32> = rand_f32(64, 31).iter().map(|v| v * 3.0).collect();
+    let pin = upload(&mut mem, &f32_bytes(&x));
+    let pout = mem.alloc(64 * 48).unwrap();
+    run(
+        &m,
+        "math_fns",
+        cfg([1, 1, 1], [64, 1, 1], 0),
+        &[p64(pin), p64(pout)],
+        &mut mem,
+    )
+    .unwrap();
+    let out = bytes_f32(&download(&mem, pout, 64 * 48));
+    for t in 0..64 {
+        let v = x[t] as f64;
+        let want = [
+            v.exp(),
+            ((v.abs() as f32 + 0.5) as f64).ln(),
+            v.sin(),
+            v.cos(),
+            1.0 / ((v.abs() as f32 + 0.1) as f64).sqrt(),
+            v.abs().sqrt(),
+            v / (v * v + 1.0),
+            v.exp(),
+            v.tanh(),
+            1.0 / (v + 3.0),
+            v.tanh(),
+            erf(v),
+        ];
+        for (k, w) in want.iter().enumerate() {
+            let g = out[t * 12 + k] as f64;
+            let tol = 2e-6 * w.abs().max(1.0);
+            assert!((g - w).abs() <= tol, "thread {t} fn {k}: got {g}, want {w}");
+        }
+    }
+}
+
+/// erf via a high-precision series (|x| ≤ 3).
+fn erf(x: f64) -> f64 {
+    let mut sum = 0.0f64;
+    let mut term = x;
+    let mut n = 0.0f64;
+    while term.abs() > 1e-17 * sum.abs().max(1e-300) || n < 5.0 {
+        sum += term / (2.0 * n + 1.0);
+        n += 1.0;
+        term *= -x * x / n;
+        if n > 200.0 {
+            break;
+        }
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+#[test]
+fn conversions_with_rounding_modes() {
+    let m = module("features.ptx");
+    let mut mem = Memory::new();
+    let mut x: Vec<f32> = vec![
+        2.5,
+        -2.5,
+        3.5,
+        -0.5,
+        1e10,
+        -1e10,
+        65520.0,
+        1.00048828125,
+        -7.99,
+        0.3,
+        f32::NAN,
+        1e-8,
+    ];
+    x.extend(rand_f32(52, 77).iter().map(|v| v * 1000.0));
+    let pin = upload(&mut mem, &f32_bytes(&x));
+    let pout = mem.alloc(64 * 40).unwrap();
+    run(
+        &m,
+        "conversions",
+        cfg([1, 1, 1], [64, 1, 1], 0),
+        &[p64(pin), p64(pout)],
+        &mut mem,
+    )
+    .unwrap();
+    let out = bytes_u32(&download(&mem, pout, 64 * 40));
+    let sat_i32 = |v: f64| -> u32 {
+        if v.is_nan() {
+            0
+        } else {
+            v.clamp(i32::MIN as f64, i32::MAX as f64) as i32 as u32
+        }
+    };
+    for t in 0..64 {
+        let v = x[t] as f64;
+        let o = &out[t * 10..t * 10 + 10];
+        assert_eq!(o[0], sat_i32(v.round_ties_even()), "rn {v}");
+        assert_eq!(o[1], sat_i32(v.trunc()), "rz {v}");
+        assert_eq!(o[2], sat_i32(v.floor()), "rd {v}");
+        assert_eq!(o[3], sat_i32(v.ceil()), "ru {v}");
+        let b = bf16::from_f32(x[t]);
+        if x[t].is_nan() {
+            assert!(bf16::from_bits(o[4] as u16).is_nan());
+            assert!(f16::from_bits(o[5] as u16).is_nan());
+            continue;
+        }
+        assert_eq!(o[4], b.to_bits() as u32, "bf16 rn {v}");
+        assert_eq!(o[5], f16::from_f32(x[t]).to_bits() as u32, "f16 rn {v}");
+        // rz: |r| ≤ |x| and the next f16 away from zero exceeds |x|
+        let rz = f16::from_bits(o[6] as u16).to_f64();
+        assert!(rz.abs() <= v.abs(), "f16 rz {v} -> {rz}");
+        let next = f16::from_bits((o[6] as u16 & 0x7fff) + 1).to_f64();
+        assert!(
+            next > v.abs() || (rz.abs() == 65504.0),
+            "f16 rz {v} -> {rz}"
+        );
+        let u = if v <= 0.0 {
+            0
+        } else {
+            v.round_ties_even().min(u32::MAX as f64) as u32
+        };
+        assert_eq!(o[7], u, "f2uint rn {v}");
+        // __floats2bfloat162_rn(x, -x): .x (low half) = x, .y (high half) = -x
+        assert_eq!(
+            o[8],
+            ((bf16::from_f32(-x[t]).to_bits() as u32) << 16) | b.to_bits() as u32,
+            "bf16x2 {v}"
+        );
+        let i = ((x[t] * 10.0) as f64)
+            .trunc()
+            .clamp(i32::MIN as f64, i32::MAX as f64) as i32;
+        assert_eq!(o[9], (i as i8) as i32 as u32, "s8 trunc {v}");
+    }
+}
