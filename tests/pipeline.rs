@@ -96,19 +96,21 @@ fn unconditional_branch_drops_audio_reference_and_identity() {
     other_speech.samples.iter_mut().enumerate().for_each(|(i, s)| *s = ((i as f32) * 0.05).sin() * 0.3);
     let q = prepare(&be, &comps, &other_img, &other_speech, 1);
     let slots = p.geometry.motion + p.geometry.frames;
-    let hooks = |pp: &'_ Prepared<CpuBackend>, rows| DenoiseHooks {
-        comps: &comps,
-        p_move: &p.p_move,
-        clarity_emb: &p.clarity_emb,
-        ref_kv: &pp.ref_kv,
-        id: &pp.id,
-        cond_rows: rows,
-        reference: true,
-    };
+    fn hooks<'a>(comps: &'a Components<CpuBackend>, p: &'a Prepared<CpuBackend>, pp: &'a Prepared<CpuBackend>, rows: std::ops::Range<usize>) -> DenoiseHooks<'a, CpuBackend> {
+        DenoiseHooks {
+            comps,
+            p_move: &p.p_move,
+            clarity_emb: &p.clarity_emb,
+            ref_kv: &pp.ref_kv,
+            id: &pp.id,
+            cond_rows: rows,
+            reference: true,
+        }
+    }
     let ctx_p = comps.clip_context(&be, &p, 0).unwrap();
     let ctx_q = comps.clip_context(&be, &q, 0).unwrap();
-    let (c1, u1) = denoise_rows(&be, &comps, &p, &ctx_p, &mut hooks(&p, 0..slots));
-    let (c2, u2) = denoise_rows(&be, &comps, &p, &ctx_q, &mut hooks(&q, 0..slots));
+    let (c1, u1) = denoise_rows(&be, &comps, &p, &ctx_p, &mut hooks(&comps, &p, &p, 0..slots));
+    let (c2, u2) = denoise_rows(&be, &comps, &p, &ctx_q, &mut hooks(&comps, &p, &q, 0..slots));
     assert_eq!(u1, u2, "the uncond half must not see audio tokens, reference K/V or identity tokens");
     assert!(rel_l2(&c2, &c1) > 1e-4, "the cond half must see them");
     // The uncond context rows really are zeros.

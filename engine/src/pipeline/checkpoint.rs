@@ -270,7 +270,7 @@ pub fn validate_folder(folder: &Path) -> Result<Option<(String, std::result::Res
     let config = ckpt.config().clone();
     let Some(class) = folder_class(&config) else { return Ok(None) };
     let what = folder.join("config.json").display().to_string();
-    let vb = VarBuilder::from_checkpoint(ShapeBackend, ckpt);
+    let vb = VarBuilder::from_checkpoint(ShapeBackend, ckpt).shapes_only();
     match class.as_str() {
         "AutoencoderKL" => drop(AutoencoderKL::load(&vb, &AutoencoderKLConfig::from_config(&ConfigJson::from_value(&what, &config)?)?)?),
         "UNet2DConditionModel" => drop(UNet2DConditionModel::load(&vb, &UNet2DConditionModelConfig::from_json(&config)?)?),
