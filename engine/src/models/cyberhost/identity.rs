@@ -68,7 +68,7 @@ fn load_conv_bn<B: Backend>(
     let mean = b.get_f32("running_mean", &[out_ch])?;
     let var = b.get_f32("running_var", &[out_ch])?;
     b.skip("num_batches_tracked");
-    if let Some(v) = var.iter().find(|v| !(**v >= 0.0)) {
+    if let Some(v) = var.iter().find(|v| v.is_nan() || **v < 0.0) {
         bail!(
             "identity encoder: `{}` holds {v}; a BatchNorm running variance must be ≥ 0",
             b.full_name("running_var")
