@@ -71,6 +71,8 @@ pub fn find_stand_in_driver() -> Option<std::path::PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
     let candidates = [Some(dir), dir.parent()];
+    // A named binding: the iterator borrows `exe`, which must outlive it.
+    #[allow(clippy::let_and_return)]
     let found = candidates
         .into_iter()
         .flatten()
