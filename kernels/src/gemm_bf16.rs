@@ -15,6 +15,10 @@ pub const GEMM_LDS: u32 = GEMM_BK + 8;
 /// Static shared memory per block: A and B tiles, double-buffered.
 pub const GEMM_STATIC_SMEM_BYTES: u32 = GEMM_STAGES * (GEMM_BM + GEMM_BN) * GEMM_LDS * 2;
 
+// Static shared memory is capped at 48 KiB; ldmatrix / cp.async rows must stay 16-byte aligned.
+const _: () = assert!(GEMM_STATIC_SMEM_BYTES <= 48 * 1024);
+const _: () = assert!((GEMM_LDS * 2) % 16 == 0);
+
 const LAUNCH: &str = "grid = (ceil(N / 64), ceil(M / 64), batch), block = 128, 20 KiB static smem";
 
 pub const ENTRIES: &[Entry] = &[
@@ -184,7 +188,6 @@ mod tests {
 
     #[test]
     fn smem_fits_static_limit() {
-        assert!(GEMM_STATIC_SMEM_BYTES <= 48 * 1024);
         assert_eq!(GEMM_STATIC_SMEM_BYTES, 20_480);
         // ldmatrix / cp.async rows must stay 16-byte aligned.
         assert_eq!((GEMM_LDS * 2) % 16, 0);

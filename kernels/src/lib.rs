@@ -9,6 +9,9 @@
 //! Loading a module (cudarc on a GPU, `ptx-emu` in tests) is the caller's job: this crate only
 //! provides PTX text, entry names, params structs and launch rules.
 
+// `u64::is_multiple_of` is newer than the workspace's rust-version (1.80).
+#![allow(unknown_lints, clippy::manual_is_multiple_of)]
+
 pub mod elementwise;
 pub mod gemm_bf16;
 pub mod group_norm;

@@ -94,6 +94,15 @@ fn cases() -> Vec<Case> {
             ..BASE
         }, // lda 24: partial 16B chunk
         Case {
+            batch: 2,
+            m: 130,
+            n: 200,
+            k: 264,
+            bias: true,
+            broadcast_b: false,
+            ..BASE
+        }, // 3 x 4 blocks, 9 k-tiles
+        Case {
             m: 5,
             n: 6,
             k: 0,
@@ -255,4 +264,66 @@ fn gemm_bf16_path_selection() {
             .aligned,
         0
     );
+}
+
+/// Small integers are exact in bf16 and their sums exact in f32: the f32 result must match the
+/// reference bit for bit (exposes any fragment or index mix-up without tolerance).
+#[test]
+fn gemm_bf16_exact_on_integers() {
+    let (m, n, k) = (67usize, 72usize, 88usize);
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7 + i / k) % 5) as f32 - 2.0)
+        .collect();
+    let b: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 3 + i / k) % 7) as f32 - 3.0)
+        .collect();
+    let bias: Vec<f32> = (0..n).map(|j| j as f32 - 30.0).collect();
+    let want = reference::gemm_nt(&a, &b, Some(&bias), 1, m, n, k, false);
+    for plain in [false, true] {
+        let mut dev = Device::emu(2, 11);
+        let (da, db, dbias) = (
+            dev.upload(&to_bf16(&a)).unwrap(),
+            dev.upload(&to_bf16(&b)).unwrap(),
+            dev.upload(&to_bf16(&bias)).unwrap(),
+        );
+        let dc = dev.alloc_poisoned(m * n * 4).unwrap();
+        let shape = GemmShape {
+            batch: 1,
+            m: m as u64,
+            n: n as u64,
+            k: k as u64,
+        };
+        let mut p = GemmParams::new(
+            GemmPtrs {
+                a: da,
+                b: db,
+                bias: dbias,
+                c: dc,
+            },
+            shape,
+            GemmLayout::contiguous(shape, true),
+        )
+        .unwrap();
+        assert_eq!(p.aligned, 1);
+        if plain {
+            p = p.without_cp_async();
+        }
+        dev.launch(
+            KernelModule::GemmBf16,
+            "gemm_bf16_v1_f32",
+            launch_config(shape),
+            &p,
+        )
+        .unwrap();
+        let got = dev.download::<f32>(dc, m * n).unwrap();
+        if let Some(i) = (0..m * n).find(|&i| got[i] != want[i]) {
+            panic!(
+                "gemm_bf16_v1_f32 (plain loads: {plain}) at (row {}, col {}): got {}, want {}",
+                i / n,
+                i % n,
+                got[i],
+                want[i]
+            );
+        }
+    }
 }

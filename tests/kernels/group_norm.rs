@@ -13,6 +13,7 @@ const SHAPES: &[(usize, usize, usize, usize)] = &[
     (2, 64, 9, 32),
     (1, 4, 301, 2),
     (1, 3, 5, 1),
+    (2, 64, 1000, 32),
 ];
 
 fn run(

@@ -73,12 +73,13 @@ impl Device {
         cfg: LaunchConfig,
         params: &P,
     ) -> Result<ptx_emu::LaunchStats> {
-        if !self.modules.contains_key(&module) {
-            let parsed = ptx_emu::Module::parse(module.ptx())
-                .map_err(|e| anyhow!("parse kernels/ptx/{}.ptx: {e:?}", module.name()))?;
-            self.modules.insert(module, parsed);
-        }
-        let m = &self.modules[&module];
+        let m = match self.modules.entry(module) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                ptx_emu::Module::parse(module.ptx())
+                    .map_err(|e| anyhow!("parse kernels/ptx/{}.ptx: {e:?}", module.name()))?,
+            ),
+        };
         let cfg = ptx_emu::LaunchConfig {
             grid: cfg.grid,
             block: cfg.block,
