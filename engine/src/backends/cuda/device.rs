@@ -32,6 +32,8 @@ pub fn load_driver_library(path: &Path) -> Result<()> {
     static LOADED: OnceLock<Mutex<Vec<std::path::PathBuf>>> = OnceLock::new();
     let loaded = LOADED.get_or_init(|| Mutex::new(Vec::new()));
     let mut loaded = loaded.lock().unwrap_or_else(|e| e.into_inner());
+    // Absolute, so that dlopen never searches the library path for a bare file name.
+    let path = &std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     if loaded.iter().any(|p| p == path) {
         return Ok(());
     }
