@@ -675,10 +675,12 @@ impl<'a> Decoder<'a> {
     }
 
     fn text(&self, line: usize) -> String {
-        self.lines
+        let l = self
+            .lines
             .get(line.wrapping_sub(1))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
+            .copied()
+            .unwrap_or_default();
+        l.split("//").next().unwrap_or_default().trim().to_string()
     }
 
     /// Decode a function body. `ret_target`: Some(fixup list) when inlined (ret → bra end).
