@@ -133,7 +133,7 @@ fn cases() -> Vec<Case> {
 #[test]
 fn bias_act_f32() {
     for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
-        let mut dev = Device::emu(*schedules, *seed);
+        let mut dev = Device::new(*schedules, *seed);
         for (j, c) in cases().iter().enumerate() {
             run(&mut dev, DType::F32, c, (i * 100 + j) as u64).unwrap();
         }
@@ -143,7 +143,7 @@ fn bias_act_f32() {
 #[test]
 fn bias_act_bf16() {
     for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
-        let mut dev = Device::emu(*schedules, *seed);
+        let mut dev = Device::new(*schedules, *seed);
         for (j, c) in cases().iter().enumerate() {
             run(&mut dev, DType::Bf16, c, (i * 100 + j) as u64 + 7).unwrap();
         }
@@ -153,7 +153,7 @@ fn bias_act_bf16() {
 /// y may alias x (in-place activation).
 #[test]
 fn bias_silu_in_place() {
-    let mut dev = Device::emu(2, 1);
+    let mut dev = Device::new(2, 1);
     let mut rng = Rng::new(3);
     let x = rng.randn(300, 1.0, 0.0);
     let bias = rng.randn(30, 1.0, 0.0);

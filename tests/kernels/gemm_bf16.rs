@@ -204,7 +204,7 @@ fn run(dev: &mut Device, out: DType, c: Case, seed: u64) -> anyhow::Result<()> {
 
 fn sweep(out: DType) {
     for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
-        let mut dev = Device::emu(*schedules, *seed);
+        let mut dev = Device::new(*schedules, *seed);
         for (j, c) in cases().into_iter().enumerate() {
             run(
                 &mut dev,
@@ -230,7 +230,7 @@ fn gemm_bf16_bf16_out() {
 /// The aligned flag picks cp.async for the dense 16-byte-aligned cases and plain loads otherwise.
 #[test]
 fn gemm_bf16_path_selection() {
-    let mut dev = Device::emu(1, 0);
+    let mut dev = Device::new(1, 0);
     let da = dev.upload(&vec![bf16::ONE; 64 * 40]).unwrap();
     let shape = GemmShape {
         batch: 1,
@@ -280,7 +280,7 @@ fn gemm_bf16_exact_on_integers() {
     let bias: Vec<f32> = (0..n).map(|j| j as f32 - 30.0).collect();
     let want = reference::gemm_nt(&a, &b, Some(&bias), 1, m, n, k, false);
     for plain in [false, true] {
-        let mut dev = Device::emu(2, 11);
+        let mut dev = Device::new(2, 11);
         let (da, db, dbias) = (
             dev.upload(&to_bf16(&a)).unwrap(),
             dev.upload(&to_bf16(&b)).unwrap(),

@@ -76,7 +76,7 @@ fn run(
 
 fn sweep(dtype: DType, silu: bool) {
     for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
-        let mut dev = Device::emu(*schedules, *seed);
+        let mut dev = Device::new(*schedules, *seed);
         for (j, &shape) in SHAPES.iter().enumerate() {
             run(
                 &mut dev,

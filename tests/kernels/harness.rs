@@ -1,94 +1,167 @@
 //! The one place tests touch a device: [`Device`] allocates, uploads, poisons, launches and reads
-//! back. Today it drives `ptx_emu` directly; a cudarc-backed `Device` with the same methods can
-//! replace it without touching the per-kernel tests.
+//! back. The per-kernel tests never see which device runs them; `CYBERHOST_KERNEL_TEST_DEVICE`
+//! picks it:
+//!
+//! * `emu` (default): `ptx_emu::launch` directly, with the warp schedules each test asks for;
+//! * `stand-in`: cudarc through the engine's `CudaDevice` on the stand-in driver
+//!   (`tools/ptx-emu-driver`, schedules from `PTX_EMU_SCHEDULES`);
+//! * `cuda`: cudarc on the real NVIDIA driver (a GPU machine).
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use bytemuck::Pod;
+use cyberhost_engine::backends::cuda::cudarc::driver::{CudaSlice, DevicePtr};
+use cyberhost_engine::backends::cuda::CudaDevice;
 use cyberhost_kernels::{KernelModule, LaunchConfig};
 use half::bf16;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 /// Byte written over every output before a launch: 0xFF.. is NaN in f32 and in bf16, so an element
 /// the kernel forgot to write fails the comparison.
 pub const POISON: u8 = 0xFF;
 
-pub struct Device {
-    mem: ptx_emu::Memory,
-    modules: HashMap<KernelModule, ptx_emu::Module>,
-    pub opts: ptx_emu::LaunchOptions,
+/// Environment variable choosing the device: `emu` (default), `stand-in` or `cuda`.
+pub const DEVICE_ENV: &str = "CYBERHOST_KERNEL_TEST_DEVICE";
+
+pub enum Device {
+    Emu {
+        mem: ptx_emu::Memory,
+        modules: HashMap<KernelModule, ptx_emu::Module>,
+        opts: ptx_emu::LaunchOptions,
+    },
+    Cuda {
+        dev: &'static CudaDevice,
+        /// Live buffers by device address (freed when the test's `Device` drops).
+        bufs: HashMap<u64, CudaSlice<u8>>,
+    },
+}
+
+/// One `CudaDevice` per test process (a driver is loaded once).
+fn cuda_device(kind: &str) -> &'static CudaDevice {
+    static DEV: OnceLock<CudaDevice> = OnceLock::new();
+    DEV.get_or_init(|| {
+        let dev = match kind {
+            "stand-in" => CudaDevice::new_emulated(0),
+            _ => CudaDevice::new(0),
+        };
+        dev.unwrap_or_else(|e| panic!("{DEVICE_ENV}={kind}: {e:#}"))
+    })
 }
 
 impl Device {
-    /// Emulator device running each launch under `schedules` seeded warp schedules.
-    pub fn emu(schedules: u32, seed: u64) -> Device {
-        let opts = ptx_emu::LaunchOptions {
-            schedules,
-            seed,
-            ..Default::default()
-        };
-        Device {
-            mem: ptx_emu::Memory::new(),
-            modules: HashMap::new(),
-            opts,
+    /// The device named by [`DEVICE_ENV`]; on the direct emulator every launch runs under
+    /// `schedules` seeded warp schedules starting from `seed`.
+    pub fn new(schedules: u32, seed: u64) -> Device {
+        let kind = std::env::var(DEVICE_ENV).unwrap_or_else(|_| "emu".to_string());
+        match kind.as_str() {
+            "emu" | "" => Device::Emu {
+                mem: ptx_emu::Memory::new(),
+                modules: HashMap::new(),
+                opts: ptx_emu::LaunchOptions {
+                    schedules,
+                    seed,
+                    ..Default::default()
+                },
+            },
+            "stand-in" | "cuda" => Device::Cuda {
+                dev: cuda_device(&kind),
+                bufs: HashMap::new(),
+            },
+            other => panic!("{DEVICE_ENV}={other}: expected emu, stand-in or cuda"),
+        }
+    }
+
+    fn alloc_bytes(&mut self, bytes: &[u8]) -> Result<u64> {
+        match self {
+            Device::Emu { mem, .. } => {
+                let addr = mem
+                    .alloc(bytes.len().max(1))
+                    .map_err(|e| anyhow!("alloc {} bytes: {e:?}", bytes.len()))?;
+                mem.write(addr, bytes)
+                    .map_err(|e| anyhow!("write {} bytes: {e:?}", bytes.len()))?;
+                Ok(addr)
+            }
+            Device::Cuda { dev, bufs } => {
+                let stream = dev.stream();
+                let data: &[u8] = if bytes.is_empty() { &[0] } else { bytes };
+                let slice = stream
+                    .clone_htod(data)
+                    .with_context(|| format!("upload {} bytes to {}", data.len(), dev.name()))?;
+                let (addr, _sync) = slice.device_ptr(stream);
+                drop(_sync);
+                bufs.insert(addr, slice);
+                Ok(addr)
+            }
         }
     }
 
     pub fn upload<T: Pod>(&mut self, data: &[T]) -> Result<u64> {
-        let bytes: &[u8] = bytemuck::cast_slice(data);
-        let addr = self
-            .mem
-            .alloc(bytes.len().max(1))
-            .map_err(|e| anyhow!("alloc {} bytes: {e:?}", bytes.len()))?;
-        self.mem
-            .write(addr, bytes)
-            .map_err(|e| anyhow!("write {} bytes: {e:?}", bytes.len()))?;
-        Ok(addr)
+        self.alloc_bytes(bytemuck::cast_slice(data))
     }
 
     /// An output buffer of `bytes`, filled with [`POISON`].
     pub fn alloc_poisoned(&mut self, bytes: usize) -> Result<u64> {
-        let addr = self
-            .mem
-            .alloc(bytes.max(1))
-            .map_err(|e| anyhow!("alloc {bytes} bytes: {e:?}"))?;
-        self.mem
-            .memset_d8(addr, POISON, bytes)
-            .map_err(|e| anyhow!("memset {bytes} bytes: {e:?}"))?;
-        Ok(addr)
+        self.alloc_bytes(&vec![POISON; bytes])
     }
 
+    /// Reads `len` elements from the start of the buffer at `addr`.
     pub fn download<T: Pod + Default + Clone>(&self, addr: u64, len: usize) -> Result<Vec<T>> {
         let mut out = vec![T::default(); len];
-        self.mem
-            .read(addr, bytemuck::cast_slice_mut(&mut out))
-            .map_err(|e| anyhow!("read {len} elements: {e:?}"))?;
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+        match self {
+            Device::Emu { mem, .. } => mem
+                .read(addr, bytes)
+                .map_err(|e| anyhow!("read {len} elements: {e:?}"))?,
+            Device::Cuda { dev, bufs } => {
+                let Some(slice) = bufs.get(&addr) else {
+                    bail!("download: {addr:#x} is not the start of a buffer of this test");
+                };
+                let n = bytes.len();
+                dev.stream()
+                    .memcpy_dtoh(&slice.slice(0..n), bytes)
+                    .with_context(|| format!("download {n} bytes from {}", dev.name()))?;
+                dev.synchronize()?;
+            }
+        }
         Ok(out)
     }
 
-    /// Launches `entry` of `module` with its params struct as the single argument.
+    /// Launches `entry` of `module` with its params struct as the single argument and waits.
     pub fn launch<P: Pod>(
         &mut self,
         module: KernelModule,
         entry: &str,
         cfg: LaunchConfig,
         params: &P,
-    ) -> Result<ptx_emu::LaunchStats> {
-        let m = match self.modules.entry(module) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(
-                ptx_emu::Module::parse(module.ptx())
-                    .map_err(|e| anyhow!("parse kernels/ptx/{}.ptx: {e:?}", module.name()))?,
-            ),
-        };
-        let cfg = ptx_emu::LaunchConfig {
-            grid: cfg.grid,
-            block: cfg.block,
-            dynamic_smem_bytes: cfg.dynamic_smem_bytes,
-        };
-        let bytes: &[u8] = bytemuck::bytes_of(params);
-        ptx_emu::launch(m, entry, &cfg, &[bytes], &mut self.mem, &self.opts)
-            .map_err(|f| anyhow!("{f}"))
-            .with_context(|| format!("launch {entry} grid {:?} block {:?}", cfg.grid, cfg.block))
+    ) -> Result<()> {
+        let what = || format!("launch {entry} grid {:?} block {:?}", cfg.grid, cfg.block);
+        match self {
+            Device::Emu { mem, modules, opts } => {
+                let m = match modules.entry(module) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(ptx_emu::Module::parse(module.ptx()).map_err(|e| {
+                            anyhow!("parse kernels/ptx/{}.ptx: {e:?}", module.name())
+                        })?)
+                    }
+                };
+                let emu_cfg = ptx_emu::LaunchConfig {
+                    grid: cfg.grid,
+                    block: cfg.block,
+                    dynamic_smem_bytes: cfg.dynamic_smem_bytes,
+                };
+                ptx_emu::launch(m, entry, &emu_cfg, &[bytemuck::bytes_of(params)], mem, opts)
+                    .map_err(|f| anyhow!("{f}"))
+                    .with_context(what)?;
+            }
+            Device::Cuda { dev, .. } => {
+                // SAFETY: every test builds `params` with the kernel's own params constructor over
+                // buffers it allocated here with the sizes that shape describes.
+                unsafe { dev.launch(module, entry, cfg, params) }.with_context(what)?;
+                dev.synchronize().with_context(what)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //!   cargo test --test kernels                      # all kernels
 //!   cargo test --test kernels gemm_bf16            # one kernel
-//!   PTX_EMU_SCHEDULES=4 cargo test --test kernels  # more warp schedules per launch
+//!   CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test --test kernels   # via cudarc + stand-in driver
+//!   CYBERHOST_KERNEL_TEST_DEVICE=cuda cargo test --test kernels       # via cudarc on a real GPU
 
 mod harness;
 

@@ -72,7 +72,7 @@ fn run(
 #[test]
 fn softmax_f32() {
     for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
-        let mut dev = Device::emu(*schedules, *seed);
+        let mut dev = Device::new(*schedules, *seed);
         for (j, &(r, c, s)) in SHAPES.iter().enumerate() {
             run(&mut dev, DType::F32, r, c, s, (i * 10 + j) as u64).unwrap();
         }
@@ -82,7 +82,7 @@ fn softmax_f32() {
 #[test]
 fn softmax_bf16() {
     for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
-        let mut dev = Device::emu(*schedules, *seed);
+        let mut dev = Device::new(*schedules, *seed);
         for (j, &(r, c, s)) in SHAPES.iter().enumerate() {
             run(&mut dev, DType::Bf16, r, c, s, (i * 10 + j) as u64 + 50).unwrap();
         }
