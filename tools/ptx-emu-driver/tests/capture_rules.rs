@@ -200,7 +200,7 @@ fn capture_rules_match_cuda() {
         let mut status = 0u32;
         ok(cuStreamIsCapturing(f.stream, &mut status), "is capturing");
         assert_eq!(status, 2, "invalidated");
-        let mut graph = 1 as *mut c_void;
+        let mut graph = std::ptr::dangling_mut::<c_void>(); // must be overwritten with null
         assert_eq!(
             cuStreamEndCapture(f.stream, &mut graph),
             CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
