@@ -263,14 +263,17 @@ def build(out_root: Path, only: list[str] | None) -> dict:
                     per_arch[arch] = ptxas_report(out, arch)
             else:
                 per_arch["sm_90a"] = ptxas_report(out, "sm_90a")
-        (rep_dir / f"{name}.txt").write_text(format_report(name, per_arch, ptxas_ver), encoding="utf-8")
+        report = format_report(name, per_arch, ptxas_ver)
+        if len(variants) > 1:
+            report = report.replace("\n\n", f"\n# sm_90a rows: ptxas on kernels/ptx/{name}_sm90a.ptx\n\n", 1)
+        (rep_dir / f"{name}.txt").write_text(report, encoding="utf-8")
         kernels_out[name] = {
             "source": f"kernels/cuda/{cu.name}",
             "source_sha256": sha256(cu.read_bytes()),
             "headers": {h: sha256((CUDA_DIR / h).read_bytes()) for h in headers},
             "ptx": ptx_files,
             "entries": entries,
-            "flags": [VARIANTS[v] for v in variants] + COMMON_FLAGS + [INCLUDE_FLAG_RECORDED],
+            "flags": {f"{name}{v}.ptx": [VARIANTS[v], *COMMON_FLAGS, INCLUDE_FLAG_RECORDED] for v in variants},
             "ptxas": {arch: per_arch.get(arch, {}) for arch in REPORT_ARCHS},
         }
         print(f"build_ptx: {cu.name} -> {', '.join(ptx_files)} ({len(entries)} entries)")
