@@ -19,6 +19,7 @@ use crate::pipeline::presets::{Preset, COMPONENTS};
 use crate::sampler::ddim::DdimConfig;
 use crate::var_builder::VarBuilder;
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 use cyberhost_weights::synthetic::init_tensor;
 use cyberhost_weights::{write_safetensors, DType, ValidationError, WriteTensor};
 use serde_json::Value;
@@ -233,7 +234,7 @@ pub fn make_weights(preset: Preset, seed: u64, out: &Path, dtype: DType, mut log
         let n: usize = params.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
         log(&format!("{component}: {} tensors, {n} parameters", params.len()));
         total += n;
-        let data: Vec<Vec<f32>> = params.iter().map(|(name, shape)| init_tensor(seed, name, shape)).collect();
+        let data: Vec<Vec<f32>> = params.par_iter().map(|(name, shape)| init_tensor(seed, name, shape)).collect();
         let tensors: Vec<WriteTensor<'_>> = params
             .iter()
             .zip(&data)

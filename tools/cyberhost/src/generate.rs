@@ -49,7 +49,7 @@ pub struct Args {
     /// Output size WxH, multiples of the latent grid (default: the checkpoint's).
     #[arg(long, value_parser = parse_size)]
     size: Option<(usize, usize)>,
-    /// Keypoints / face / hands / movement JSON (see docs/pipeline.md).
+    /// Keypoints / face / hands / movement JSON in input-image pixels (format in the README).
     #[arg(long)]
     pose: Option<PathBuf>,
     /// Hand clarity condition in [0, 1] (default: the checkpoint's, 1.0 = sharp hands).
