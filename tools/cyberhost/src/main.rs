@@ -7,6 +7,7 @@ mod check_fixture;
 mod generate;
 mod inspect;
 mod make_weights;
+mod selftest;
 
 use clap::{Parser, Subcommand};
 use cyberhost_engine::error::is_user_error;
@@ -29,6 +30,8 @@ enum Cmd {
     Inspect(inspect::Args),
     /// Write a synthetic checkpoint of a preset (tiny or paper).
     MakeWeights(make_weights::Args),
+    /// Check every CUDA op against the CPU reference (exit 3 without a GPU).
+    Selftest(selftest::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Cmd::Generate(a) => generate::run(a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::MakeWeights(a) => make_weights::run(a),
+        Cmd::Selftest(a) => selftest::run(a),
 
     };
     match result {

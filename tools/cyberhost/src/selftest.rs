@@ -1,0 +1,201 @@
+//! `cyberhost selftest`: every backend op on the CUDA device against the CPU
+//! reference, on seeded random shapes; prints a table (op, shape, rel L2, time).
+//!
+//! Exit codes: 0 all within tolerance, 1 a mismatch or a failing op, 3 no GPU
+//! (no CUDA driver). With `CYBERHOST_CUDA_DRIVER` pointing at the stand-in
+//! driver (`docs/stand-in-driver.md`) it runs on the CPU through the PTX emulator.
+
+use anyhow::Result;
+use cyberhost_engine::backends::cpu::CpuBackend;
+use cyberhost_engine::backends::cuda::{CudaBackend, NO_DRIVER_MSG};
+use cyberhost_engine::backends::{Backend, Binary, Conv2dParams, TensorLike, Unary};
+use cyberhost_engine::conformance::rel_l2;
+use cyberhost_weights::synthetic::normal_at;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seed of the random shapes and values.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Relative L2 tolerance (bf16 storage, f32 accumulation).
+    #[arg(long, default_value_t = 2e-2)]
+    tolerance: f64,
+    /// Only ops whose name contains this.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Print the table as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One op under test, applied to its inputs on any backend.
+#[derive(Clone, Debug)]
+enum Op {
+    Conv2d(Conv2dParams),
+    Linear,
+    Matmul,
+    Attention,
+    GroupNorm(usize),
+    GroupNormSilu(usize),
+    LayerNorm,
+    Softmax,
+    Unary(Unary),
+    Binary(Binary),
+    Permute(Vec<usize>),
+    Concat(usize),
+    Upsample(usize, usize),
+    Pad2d,
+    MaxPool,
+    MeanDim(usize),
+}
+
+impl Op {
+    fn run<B: Backend>(&self, be: &B, x: &[B::Tensor]) -> Result<B::Tensor> {
+        match self {
+            Op::Conv2d(p) => be.conv2d(&x[0], &x[1], Some(&x[2]), *p),
+            Op::Linear => be.linear(&x[0], &x[1], Some(&x[2])),
+            Op::Matmul => be.matmul(&x[0], &x[1]),
+            Op::Attention => {
+                let d = x[0].shape()[3] as f32;
+                be.attention(&x[0], &x[1], &x[2], 1.0 / d.sqrt())
+            }
+            Op::GroupNorm(g) => be.group_norm(&x[0], *g, Some(&x[1]), Some(&x[2]), 1e-5),
+            Op::GroupNormSilu(g) => {
+                let y = be.group_norm(&x[0], *g, Some(&x[1]), Some(&x[2]), 1e-5)?;
+                be.unary(&y, Unary::Silu)
+            }
+            Op::LayerNorm => be.layer_norm(&x[0], Some(&x[1]), Some(&x[2]), 1e-5),
+            Op::Softmax => be.softmax_last(&x[0]),
+            Op::Unary(u) => be.unary(&x[0], *u),
+            Op::Binary(b) => be.binary(&x[0], &x[1], *b),
+            Op::Permute(d) => be.permute(&x[0], d),
+            Op::Concat(d) => be.concat(&[&x[0], &x[1]], *d),
+            Op::Upsample(h, w) => be.upsample_nearest2d(&x[0], *h, *w),
+            Op::Pad2d => be.pad2d(&x[0], 1, 0, 1, 0),
+            Op::MaxPool => be.max_pool2d(&x[0], 3, 2, 1),
+            Op::MeanDim(d) => be.mean_dim(&x[0], *d),
+        }
+    }
+}
+
+struct Case {
+    name: String,
+    op: Op,
+    inputs: Vec<Vec<usize>>,
+}
+
+/// Sizes drawn from a small seeded range, so ragged edges show up.
+struct Dice {
+    seed: u64,
+    n: u64,
+}
+
+impl Dice {
+    fn pick(&mut self, lo: usize, hi: usize) -> usize {
+        self.n += 1;
+        let u = normal_at(self.seed, 0x5e1f, self.n).abs() as f64;
+        lo + ((u * 1000.0) as usize) % (hi - lo + 1)
+    }
+}
+
+fn cases(seed: u64) -> Vec<Case> {
+    let mut d = Dice { seed, n: 0 };
+    let mut v = Vec::new();
+    let mut add = |name: &str, op: Op, inputs: Vec<Vec<usize>>| v.push(Case { name: name.to_string(), op, inputs });
+    let (h, w) = (d.pick(5, 12), d.pick(5, 12));
+    let (ci, co) = (d.pick(3, 24), d.pick(3, 24));
+    add("conv2d_3x3_s1", Op::Conv2d(Conv2dParams::new(1, 1)), vec![vec![2, ci, h, w], vec![co, ci, 3, 3], vec![co]]);
+    add("conv2d_3x3_s2", Op::Conv2d(Conv2dParams::new(2, 1)), vec![vec![1, ci, h, w], vec![co, ci, 3, 3], vec![co]]);
+    add("conv2d_1x1", Op::Conv2d(Conv2dParams::new(1, 0)), vec![vec![2, ci, h, w], vec![co, ci, 1, 1], vec![co]]);
+    let (m, k, n) = (d.pick(7, 70), d.pick(8, 72), d.pick(5, 40));
+    add("linear", Op::Linear, vec![vec![m, k], vec![n, k], vec![n]]);
+    add("matmul", Op::Matmul, vec![vec![2, m, k], vec![2, k, n]]);
+    for dh in [40, 64, 80, 128, 160] {
+        let (lq, lk) = (d.pick(5, 40), d.pick(20, 80));
+        add(&format!("attention_d{dh}"), Op::Attention, vec![vec![1, 2, lq, dh], vec![1, 2, lk, dh], vec![1, 2, lk, dh]]);
+    }
+    add("attention_short_kv", Op::Attention, vec![vec![2, 2, 33, 40], vec![2, 2, 4, 40], vec![2, 2, 4, 40]]);
+    let c = 4 * d.pick(2, 8);
+    add("group_norm", Op::GroupNorm(4), vec![vec![2, c, h, w], vec![c], vec![c]]);
+    add("group_norm_silu", Op::GroupNormSilu(4), vec![vec![2, c, h, w], vec![c], vec![c]]);
+    add("layer_norm", Op::LayerNorm, vec![vec![m, k], vec![k], vec![k]]);
+    add("softmax", Op::Softmax, vec![vec![m, n]]);
+    for (nm, u) in [("silu", Unary::Silu), ("gelu", Unary::Gelu), ("sigmoid", Unary::Sigmoid)] {
+        add(nm, Op::Unary(u), vec![vec![m, n]]);
+    }
+    add("add_broadcast", Op::Binary(Binary::Add), vec![vec![2, c, h, w], vec![1, c, 1, 1]]);
+    add("mul", Op::Binary(Binary::Mul), vec![vec![m, n], vec![m, n]]);
+    add("permute", Op::Permute(vec![0, 2, 3, 1]), vec![vec![2, c, h, w]]);
+    add("concat", Op::Concat(1), vec![vec![2, c, h, w], vec![2, 3, h, w]]);
+    add("upsample_nearest2d", Op::Upsample(2 * h, 2 * w), vec![vec![1, c, h, w]]);
+    add("pad2d", Op::Pad2d, vec![vec![1, c, h, w]]);
+    add("max_pool2d", Op::MaxPool, vec![vec![1, c, h, w]]);
+    add("mean_dim", Op::MeanDim(1), vec![vec![2, c, h * w]]);
+    v
+}
+
+fn random(seed: u64, stream: u64, shape: &[usize]) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    (0..n as u64).map(|i| normal_at(seed, stream, i)).collect()
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let gpu = match CudaBackend::new(0) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("selftest: no GPU available: {e:#}");
+            if !format!("{e:#}").contains(NO_DRIVER_MSG) {
+                eprintln!("({NO_DRIVER_MSG})");
+            }
+            return Ok(ExitCode::from(3));
+        }
+    };
+    let cpu = CpuBackend::new();
+    let device = format!("{:?}", gpu.device());
+    if !a.json {
+        println!("device: {device}");
+        println!("{:<22} {:<34} {:>10} {:>10}  result", "op", "input shapes", "rel_l2", "time_ms");
+    }
+    let mut failed = 0;
+    for (ci, case) in cases(a.seed).into_iter().enumerate() {
+        if a.filter.as_ref().is_some_and(|f| !case.name.contains(f.as_str())) {
+            continue;
+        }
+        let host: Vec<Vec<f32>> =
+            case.inputs.iter().enumerate().map(|(i, s)| random(a.seed, (ci * 16 + i) as u64, s)).collect();
+        let reference = (|| -> Result<Vec<f32>> {
+            let xs = case.inputs.iter().zip(&host).map(|(s, d)| cpu.from_f32(s, d)).collect::<Result<Vec<_>>>()?;
+            cpu.to_f32(&case.op.run(&cpu, &xs)?)
+        })();
+        let start = Instant::now();
+        let got = (|| -> Result<Vec<f32>> {
+            let xs = case.inputs.iter().zip(&host).map(|(s, d)| gpu.from_f32(s, d)).collect::<Result<Vec<_>>>()?;
+            let y = case.op.run(&gpu, &xs)?;
+            gpu.device().synchronize()?;
+            gpu.to_f32(&y)
+        })();
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let shapes = case.inputs.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" ");
+        let (err, verdict) = match (&reference, &got) {
+            (Ok(r), Ok(g)) => {
+                let e = rel_l2(g, r);
+                (e, if e <= a.tolerance { "ok".to_string() } else { "FAIL".to_string() })
+            }
+            (_, Err(e)) | (Err(e), _) => (f64::NAN, format!("FAIL: {e:#}")),
+        };
+        if verdict != "ok" {
+            failed += 1;
+        }
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"op": case.name, "inputs": case.inputs, "rel_l2": err, "time_ms": ms, "result": verdict, "device": device})
+            );
+        } else {
+            println!("{:<22} {:<34} {:>10.3e} {:>10.2}  {verdict}", case.name, shapes, err, ms);
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
