@@ -189,6 +189,7 @@ struct Ctx<'a> {
     pool: Vec<Warp>,
     shared_buf: Vec<u8>,
     shadow_buf: Vec<Shadow>,
+    max_steps: u64,
 }
 
 struct Block<'a, 'b> {
@@ -199,6 +200,8 @@ struct Block<'a, 'b> {
     shadow: Vec<Shadow>,
     epoch: u32,
     warps: Vec<Warp>,
+    /// Warp-instructions executed by this block (watchdog).
+    steps: u64,
 }
 
 pub(crate) fn launch(
@@ -308,6 +311,10 @@ pub(crate) fn launch(
         pool: Vec::new(),
         shared_buf: Vec::new(),
         shadow_buf: Vec::new(),
+        max_steps: std::env::var("PTX_EMU_MAX_WARP_INSTRUCTIONS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1u64 << 31),
     };
     let nblocks = cfg.grid[0] as u64 * cfg.grid[1] as u64 * cfg.grid[2] as u64;
     // Extra schedules first (journaled, rolled back), then schedule 0 for the results.
@@ -440,6 +447,7 @@ fn run_block(
         ctaid,
         epoch: 0,
         warps,
+        steps: 0,
     };
     let r = blk.schedule(sched, rng);
     // return the buffers to the pools
@@ -669,7 +677,13 @@ impl<'a, 'b> Block<'a, 'b> {
     #[inline(always)]
     fn val(&self, w: &Warp, o: &Opnd, lane: usize) -> u64 {
         match o {
-            Opnd::Reg(r) => w.regs[*r as usize * 32 + lane],
+            Opnd::Reg(r) => {
+                let i = *r as usize * 32 + (lane & 31);
+                debug_assert!(i < w.regs.len());
+                // SAFETY: the decoder only creates `Reg(r)` with r < Program::nregs, and every
+                // warp's register file holds nregs * 32 slots (run_block); lane is masked to 0..32.
+                unsafe { *w.regs.get_unchecked(i) }
+            }
             Opnd::Imm(v) => *v,
             Opnd::NotReg(r) => (!w.regs[*r as usize * 32 + lane]) & 1,
             Opnd::GSym(g, off) => self.c.gsyms[*g as usize].wrapping_add(*off as u64),
@@ -681,7 +695,10 @@ impl<'a, 'b> Block<'a, 'b> {
     #[inline(always)]
     fn set(w: &mut Warp, o: &Opnd, lane: usize, v: u64) {
         if let Opnd::Reg(r) = o {
-            w.regs[*r as usize * 32 + lane] = v;
+            let i = *r as usize * 32 + (lane & 31);
+            debug_assert!(i < w.regs.len());
+            // SAFETY: as in `val`: r < nregs by construction and the file has nregs * 32 slots.
+            unsafe { *w.regs.get_unchecked_mut(i) = v }
         }
     }
 
@@ -723,6 +740,18 @@ impl<'a, 'b> Block<'a, 'b> {
             };
             self.c.stats.thread_instructions += mask.count_ones() as u64;
             self.c.stats.warp_instructions += 1;
+            self.steps += 1;
+            if self.steps > self.c.max_steps {
+                return Err(e(
+                    FaultKind::Trap,
+                    mask.trailing_zeros(),
+                    None,
+                    format!(
+                        "watchdog: the block executed more than {} warp-instructions (endless loop or spin-wait on another block?); raise PTX_EMU_MAX_WARP_INSTRUCTIONS if the kernel is just long",
+                        self.c.max_steps
+                    ),
+                ));
+            }
             w.clock += 1;
             match &ins.op {
                 Op::Bra(t) => {
@@ -968,6 +997,25 @@ impl<'a, 'b> Block<'a, 'b> {
                     }
                 }
             }
+            Op::Cvt { d, s, f } if !d.is_float() && !s.is_float() && !f.sat => {
+                // integer ↔ integer without saturation: truncate / sign- or zero-extend
+                let (sb, db) = (s.bits(), d.bits());
+                let (ss, ds) = (s.signed(), d.signed());
+                for l in lanes(exec) {
+                    let a = self.val(w, &ins.s[0], l);
+                    let v = if ss {
+                        sext(a, sb) as u64
+                    } else {
+                        a & mask_bits(sb)
+                    };
+                    let v = if ds {
+                        sext(v, db) as u64 & mask_bits(db)
+                    } else {
+                        v & mask_bits(db)
+                    };
+                    Self::set(w, &ins.d[0], l, v);
+                }
+            }
             Op::Cvt { d, s, f } => {
                 for l in lanes(exec) {
                     let a = self.val(w, &ins.s[0], l);
@@ -997,6 +1045,36 @@ impl<'a, 'b> Block<'a, 'b> {
                         (a & 0xffff_ffff) + win
                     };
                     Self::set(w, &ins.d[0], l, v);
+                }
+            }
+            Op::Ld {
+                space: Space::Global,
+                ty,
+                n: 1,
+            } if ty.bytes() <= 8 && !ty.signed() => {
+                let eb = ty.bytes();
+                let d = &ins.d[0];
+                for l in lanes(exec) {
+                    let a = self.addr(w, &ins.s[0], l);
+                    if a % eb as u64 != 0 {
+                        return Err(e(
+                            FaultKind::Misaligned,
+                            l as u32,
+                            Some(a),
+                            format!("{eb}-byte access must be {eb}-byte aligned"),
+                        ));
+                    }
+                    let Some(i) = self.mem.find(a, eb) else {
+                        return Err(e(
+                            FaultKind::OutOfBounds,
+                            l as u32,
+                            Some(a),
+                            self.mem.describe(a, eb),
+                        ));
+                    };
+                    let mut b8 = [0u8; 8];
+                    b8[..eb].copy_from_slice(self.mem.slice(i, a, eb));
+                    Self::set(w, d, l, u64::from_le_bytes(b8));
                 }
             }
             Op::Ld { space, ty, n } => {

@@ -24,7 +24,7 @@ pub struct Memory {
     /// (module id, symbol) → device address of module-scope `.global`/`.const` variables.
     symbols: HashMap<(u64, String), u64>,
     /// Undo log used while running the extra hazard-search schedules of a launch.
-    journal: Option<Vec<(u64, Vec<u8>)>>,
+    journal: Option<Vec<(u64, u8, [u8; 16])>>,
     last_hit: std::cell::Cell<usize>,
 }
 
@@ -140,7 +140,11 @@ impl Memory {
         let a = &mut self.allocs[idx];
         let o = (addr - a.start) as usize;
         if let Some(j) = self.journal.as_mut() {
-            j.push((addr, a.data[o..o + len].to_vec()));
+            for (k, chunk) in a.data[o..o + len].chunks(16).enumerate() {
+                let mut old = [0u8; 16];
+                old[..chunk.len()].copy_from_slice(chunk);
+                j.push((addr + 16 * k as u64, chunk.len() as u8, old));
+            }
         }
         &mut a.data[o..o + len]
     }
@@ -233,11 +237,12 @@ impl Memory {
     /// Undo every write made since `start_journal`.
     pub(crate) fn rollback_journal(&mut self) {
         if let Some(j) = self.journal.take() {
-            for (addr, old) in j.into_iter().rev() {
-                if let Some(i) = self.find(addr, old.len()) {
+            for (addr, len, old) in j.into_iter().rev() {
+                let len = len as usize;
+                if let Some(i) = self.find(addr, len) {
                     let a = &mut self.allocs[i];
                     let o = (addr - a.start) as usize;
-                    a.data[o..o + old.len()].copy_from_slice(&old);
+                    a.data[o..o + len].copy_from_slice(&old[..len]);
                 }
             }
         }
