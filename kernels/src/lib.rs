@@ -13,6 +13,7 @@
 #![allow(unknown_lints, clippy::manual_is_multiple_of)]
 
 pub mod elementwise;
+pub mod gemm;
 pub mod gemm_bf16;
 pub mod group_norm;
 pub mod reference;
@@ -20,6 +21,8 @@ pub mod softmax;
 
 /// `kernels/ptx/elementwise.ptx` (from `kernels/cuda/elementwise.cu`).
 pub const ELEMENTWISE: &str = include_str!("../ptx/elementwise.ptx");
+/// `kernels/ptx/gemm.ptx` (from `kernels/cuda/gemm.cu`).
+pub const GEMM: &str = include_str!("../ptx/gemm.ptx");
 /// `kernels/ptx/gemm_bf16.ptx` (from `kernels/cuda/gemm_bf16.cu`).
 pub const GEMM_BF16: &str = include_str!("../ptx/gemm_bf16.ptx");
 /// `kernels/ptx/group_norm.ptx` (from `kernels/cuda/group_norm.cu`).
@@ -31,6 +34,7 @@ pub const SOFTMAX: &str = include_str!("../ptx/softmax.ptx");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelModule {
     Elementwise,
+    Gemm,
     GemmBf16,
     GroupNorm,
     Softmax,
@@ -40,8 +44,9 @@ pub enum KernelModule {
 pub use KernelModule as Id;
 
 impl KernelModule {
-    pub const ALL: [KernelModule; 4] = [
+    pub const ALL: [KernelModule; 5] = [
         KernelModule::Elementwise,
+        KernelModule::Gemm,
         KernelModule::GemmBf16,
         KernelModule::GroupNorm,
         KernelModule::Softmax,
@@ -51,6 +56,7 @@ impl KernelModule {
     pub fn name(self) -> &'static str {
         match self {
             KernelModule::Elementwise => "elementwise",
+            KernelModule::Gemm => "gemm",
             KernelModule::GemmBf16 => "gemm_bf16",
             KernelModule::GroupNorm => "group_norm",
             KernelModule::Softmax => "softmax",
@@ -61,6 +67,7 @@ impl KernelModule {
     pub fn ptx(self) -> &'static str {
         match self {
             KernelModule::Elementwise => ELEMENTWISE,
+            KernelModule::Gemm => GEMM,
             KernelModule::GemmBf16 => GEMM_BF16,
             KernelModule::GroupNorm => GROUP_NORM,
             KernelModule::Softmax => SOFTMAX,
@@ -71,6 +78,7 @@ impl KernelModule {
     pub fn entries(self) -> &'static [Entry] {
         match self {
             KernelModule::Elementwise => elementwise::ENTRIES,
+            KernelModule::Gemm => gemm::ENTRIES,
             KernelModule::GemmBf16 => gemm_bf16::ENTRIES,
             KernelModule::GroupNorm => group_norm::ENTRIES,
             KernelModule::Softmax => softmax::ENTRIES,

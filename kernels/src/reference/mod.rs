@@ -2,6 +2,8 @@
 //! bf16 first and feed the same values to both sides, so the reference sees exactly what the kernel
 //! reads. Plain loops on purpose: they are the specification.
 
+pub mod compute;
+
 /// `y = alpha * act(x + bias[(i / inner) % channels]) + beta * residual` (see `elementwise.cu`).
 #[allow(clippy::too_many_arguments)]
 pub fn bias_act(

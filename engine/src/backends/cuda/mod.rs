@@ -6,6 +6,7 @@
 //! returns [`NO_DRIVER_MSG`].
 
 mod device;
+pub mod gemm;
 
 pub use device::{
     driver_present, find_stand_in_driver, load_driver_library, CudaDevice, DriverStats, PodArg,

@@ -1,0 +1,86 @@
+// ------------------------------------------------------------------------------------------------
+// mma.cuh: tensor-core building blocks shared by gemm.cu, conv2d.cu and attention.cu.
+//   cp.async 16-byte copies with zero fill, ldmatrix (plain and .trans), mma.sync m16n8k16 bf16 with
+//   f32 accumulators, a predicated 8-element chunk loader, bf16 packing, GELU (erf).
+// Fragment layouts (PTX ISA "mma.m16n8k16"): lane l, g = l / 4, t = l % 4
+//   A (16x16, row): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)
+//   B (16x8, col):  b0 (k 2t..2t+1, n g), b1 (k 2t+8.., n g)
+//   C (16x8):       c0, c1 (g, 2t..2t+1), c2, c3 (g+8, 2t..2t+1)
+// ------------------------------------------------------------------------------------------------
+#pragma once
+
+#include "common.cuh"
+
+enum : uint32_t { MMA_M = 16, MMA_N = 8, MMA_K = 16 };
+enum : uint32_t { CHUNK = 8 }; // bf16 per 16-byte cp.async
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy; bytes [src_bytes, 16) of the destination are zero-filled.
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, uint32_t src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// D = A(16x16, row) * B(16x8, col) + D, bf16 in, f32 accumulate.
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Two f32 -> one bf16x2 register (lo in bits 0-15), round to nearest even.
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+__device__ __forceinline__ float bf16_bits_to_f32(uint16_t v) { return __uint_as_float((uint32_t)v << 16); }
+
+// One 16-byte chunk (8 bf16) of row `row` starting at column `col` of a row-major operand with
+// row stride `ld` into shared memory at `dst`. A row with `row_ok` false and columns >= `cols` read
+// as zero. `aligned`: base, ld and col are multiples of 8 elements (cp.async path), else predicated
+// scalar loads.
+__device__ __forceinline__ void load_chunk(__nv_bfloat16* dst, const uint16_t* base, uint64_t row,
+                                           bool row_ok, uint32_t col, uint32_t cols, uint64_t ld,
+                                           bool aligned) {
+  const uint32_t valid = (row_ok && col < cols) ? min(cols - col, (uint32_t)CHUNK) : 0u;
+  if (aligned) {
+    // Out-of-range chunks still name a valid address (the operand base); src-size 0 reads nothing.
+    const uint16_t* src = valid > 0 ? base + row * ld + col : base;
+    cp_async_16(smem_u32(dst), src, valid * 2);
+  } else {
+    uint32_t w[4];
+    const uint16_t* src = base + row * ld + col;
+#pragma unroll
+    for (uint32_t i = 0; i < 4; ++i) {
+      const uint32_t lo = (2 * i < valid) ? src[2 * i] : 0u;
+      const uint32_t hi = (2 * i + 1 < valid) ? src[2 * i + 1] : 0u;
+      w[i] = lo | (hi << 16);
+    }
+    *reinterpret_cast<uint4*>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+
+// GELU, exact (erf) form, as torch.nn.functional.gelu(approximate="none").
+__device__ __forceinline__ float gelu_erf(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }

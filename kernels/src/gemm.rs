@@ -1,0 +1,321 @@
+//! `kernels/cuda/gemm.cu`: batched bf16 tensor-core GEMM for `linear` (B `(N, K)`) and `matmul`
+//! (B `(K, N)`) with a fused epilogue `C = scale * (A.B + bias [GEGLU] + residual)`, bf16 out.
+
+use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
+use anyhow::{ensure, Result};
+
+/// Block tile (`GEMM_BM`, `GEMM_BN`, `GEMM_BK` in the `.cu`).
+pub const GEMM_BM: u32 = 64;
+pub const GEMM_BN: u32 = 64;
+pub const GEMM_BK: u32 = 32;
+/// Output columns per block with the GEGLU epilogue (value and gate tiles share the 64 B rows).
+pub const GEMM_BN_GEGLU: u32 = GEMM_BN / 2;
+/// 2 x 2 warps, each a 32 x 32 warp tile.
+pub const GEMM_THREADS: u32 = 128;
+pub const GEMM_STAGES: u32 = 2;
+/// Padded shared rows, bf16 elements: `[row][k]` tiles and `(K, N)` B tiles `[k][n]`.
+pub const GEMM_LDS: u32 = GEMM_BK + 8;
+pub const GEMM_LDS_KN: u32 = GEMM_BN + 8;
+/// Static shared memory per block of `linear_v1_bf16` / `matmul_v1_bf16`.
+pub const LINEAR_STATIC_SMEM_BYTES: u32 = GEMM_STAGES * (GEMM_BM + GEMM_BN) * GEMM_LDS * 2;
+pub const MATMUL_STATIC_SMEM_BYTES: u32 =
+    GEMM_STAGES * (GEMM_BM * GEMM_LDS + GEMM_BK * GEMM_LDS_KN) * 2;
+
+const _: () = assert!(LINEAR_STATIC_SMEM_BYTES <= 48 * 1024);
+const _: () = assert!(MATMUL_STATIC_SMEM_BYTES <= 48 * 1024);
+const _: () = assert!((GEMM_LDS * 2) % 16 == 0 && (GEMM_LDS_KN * 2) % 16 == 0);
+
+const LAUNCH: &str =
+    "grid = (ceil(N / 64) | GEGLU ceil(N / 32), ceil(M / 64), batch), block = 128, static smem";
+
+pub const ENTRIES: &[Entry] = &[
+    Entry {
+        name: "linear_v1_bf16",
+        op: "linear",
+        version: 1,
+        dtype: DType::Bf16,
+        params: "GemmParams",
+        params_size: 112,
+        launch: LAUNCH,
+    },
+    Entry {
+        name: "matmul_v1_bf16",
+        op: "matmul",
+        version: 1,
+        dtype: DType::Bf16,
+        params: "GemmParams",
+        params_size: 112,
+        launch: LAUNCH,
+    },
+];
+
+/// Which entry: how B is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GemmOp {
+    /// B `(N, K)` (nn.Linear weight `(out, in)`), entry `linear_v1_bf16`; GEGLU allowed.
+    Linear,
+    /// B `(K, N)`, entry `matmul_v1_bf16`.
+    Matmul,
+}
+
+impl GemmOp {
+    pub fn entry(self) -> &'static str {
+        match self {
+            GemmOp::Linear => ENTRIES[0].name,
+            GemmOp::Matmul => ENTRIES[1].name,
+        }
+    }
+}
+
+/// Mirrors `struct GemmParams` in `gemm.cu` (112 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GemmParams {
+    /// `(batch, M, lda)` bf16.
+    pub a: u64,
+    /// Linear `(batch, N | 2N, ldb)`, matmul `(batch, K, ldb)` bf16.
+    pub b: u64,
+    /// `(N | 2N)` bf16, or 0.
+    pub bias: u64,
+    /// `(batch, M, ldr)` bf16, or 0 (may equal `c`).
+    pub residual: u64,
+    /// `(batch, M, ldc)` bf16.
+    pub c: u64,
+    pub stride_a: u64,
+    pub stride_b: u64,
+    pub stride_r: u64,
+    pub stride_c: u64,
+    pub m: u32,
+    /// Output columns (GEGLU: B has `2 n` rows).
+    pub n: u32,
+    pub k: u32,
+    pub lda: u32,
+    pub ldb: u32,
+    pub ldr: u32,
+    pub ldc: u32,
+    pub scale: f32,
+    pub geglu: u32,
+    /// 1: cp.async path (set by [`GemmParams::new`] from the addresses and strides).
+    pub aligned: u32,
+}
+
+/// `batch` products `(M, K) x B -> (M, N)`, e.g. `batch = 1, M = 32 * 4096, N = 1280, K = 320`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmShape {
+    pub batch: u64,
+    pub m: u64,
+    /// Output columns.
+    pub n: u64,
+    pub k: u64,
+}
+
+/// Device addresses (bias / residual 0 = none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmPtrs {
+    pub a: u64,
+    pub b: u64,
+    pub bias: u64,
+    pub residual: u64,
+    pub c: u64,
+}
+
+/// Row strides and batch strides, in elements (a batch stride of 0 broadcasts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmLayout {
+    pub lda: u64,
+    pub ldb: u64,
+    pub ldr: u64,
+    pub ldc: u64,
+    pub stride_a: u64,
+    pub stride_b: u64,
+    pub stride_r: u64,
+    pub stride_c: u64,
+}
+
+/// What the epilogue adds: `C = scale * (acc + bias [, GEGLU] + residual)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GemmEpilogue {
+    pub scale: f32,
+    /// Linear only: B has `2 N` rows, `C = (A.B[n] + bias[n]) * gelu(A.B[N + n] + bias[N + n])`.
+    pub geglu: bool,
+}
+
+impl Default for GemmEpilogue {
+    fn default() -> Self {
+        GemmEpilogue {
+            scale: 1.0,
+            geglu: false,
+        }
+    }
+}
+
+impl GemmLayout {
+    /// Dense operands; `broadcast_b` shares one B (a weight) across the batch.
+    pub fn contiguous(op: GemmOp, shape: GemmShape, geglu: bool, broadcast_b: bool) -> GemmLayout {
+        let b_rows = if geglu { 2 * shape.n } else { shape.n };
+        let (ldb, b_size) = match op {
+            GemmOp::Linear => (shape.k, b_rows * shape.k),
+            GemmOp::Matmul => (shape.n, shape.k * shape.n),
+        };
+        GemmLayout {
+            lda: shape.k,
+            ldb,
+            ldr: shape.n,
+            ldc: shape.n,
+            stride_a: shape.m * shape.k,
+            stride_b: if broadcast_b { 0 } else { b_size },
+            stride_r: shape.m * shape.n,
+            stride_c: shape.m * shape.n,
+        }
+    }
+}
+
+impl GemmParams {
+    pub fn new(
+        op: GemmOp,
+        ptrs: GemmPtrs,
+        shape: GemmShape,
+        layout: GemmLayout,
+        epi: GemmEpilogue,
+    ) -> Result<Self> {
+        let b_cols = match op {
+            GemmOp::Linear => shape.k,
+            GemmOp::Matmul => shape.n,
+        };
+        ensure!(
+            layout.lda >= shape.k && layout.ldb >= b_cols && layout.ldc >= shape.n,
+            "{}: row strides lda {} ldb {} ldc {} too small for K {} / N {}",
+            op.entry(),
+            layout.lda,
+            layout.ldb,
+            layout.ldc,
+            shape.k,
+            shape.n
+        );
+        ensure!(
+            ptrs.residual == 0 || layout.ldr >= shape.n,
+            "{}: residual row stride {} < N {}",
+            op.entry(),
+            layout.ldr,
+            shape.n
+        );
+        ensure!(
+            !epi.geglu || op == GemmOp::Linear,
+            "GEGLU epilogue needs the linear layout (B (2N, K)); matmul_v1_bf16 has none"
+        );
+        ensure!(
+            (1..=65_535).contains(&shape.batch),
+            "{}: batch {} must be in 1..=65535 (gridDim.z)",
+            op.entry(),
+            shape.batch
+        );
+        ensure!(
+            ceil_div(shape.m, GEMM_BM as u64) <= 65_535,
+            "{}: M {} needs more than 65535 row blocks",
+            op.entry(),
+            shape.m
+        );
+        let aligned = ptrs.a % 16 == 0
+            && ptrs.b % 16 == 0
+            && layout.lda % 8 == 0
+            && layout.ldb % 8 == 0
+            && layout.stride_a % 8 == 0
+            && layout.stride_b % 8 == 0;
+        let what = op.entry();
+        Ok(GemmParams {
+            a: ptrs.a,
+            b: ptrs.b,
+            bias: ptrs.bias,
+            residual: ptrs.residual,
+            c: ptrs.c,
+            stride_a: layout.stride_a,
+            stride_b: layout.stride_b,
+            stride_r: layout.stride_r,
+            stride_c: layout.stride_c,
+            m: to_u32(shape.m, &format!("{what} M"))?,
+            n: to_u32(shape.n, &format!("{what} N"))?,
+            k: to_u32(shape.k, &format!("{what} K"))?,
+            lda: to_u32(layout.lda, &format!("{what} lda"))?,
+            ldb: to_u32(layout.ldb, &format!("{what} ldb"))?,
+            ldr: to_u32(layout.ldr, &format!("{what} ldr"))?,
+            ldc: to_u32(layout.ldc, &format!("{what} ldc"))?,
+            scale: epi.scale,
+            geglu: epi.geglu as u32,
+            aligned: aligned as u32,
+        })
+    }
+
+    /// Forces the plain-load path (tests exercise both loaders on the same shapes).
+    pub fn without_cp_async(mut self) -> Self {
+        self.aligned = 0;
+        self
+    }
+}
+
+/// `grid = (ceil(N / 64) | GEGLU ceil(N / 32), ceil(M / 64), batch)`, `block = 128`.
+pub fn launch_config(shape: GemmShape, geglu: bool) -> LaunchConfig {
+    let bn = if geglu { GEMM_BN_GEGLU } else { GEMM_BN };
+    LaunchConfig {
+        grid: [
+            ceil_div(shape.n, bn as u64).max(1) as u32,
+            ceil_div(shape.m, GEMM_BM as u64).max(1) as u32,
+            shape.batch.max(1) as u32,
+        ],
+        block: [GEMM_THREADS, 1, 1],
+        dynamic_smem_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_layout_matches_cu() {
+        assert_eq!(std::mem::size_of::<GemmParams>(), 112);
+        assert_eq!(std::mem::align_of::<GemmParams>(), 8);
+    }
+
+    #[test]
+    fn smem_matches_report() {
+        assert_eq!(LINEAR_STATIC_SMEM_BYTES, 20_480);
+        assert_eq!(MATMUL_STATIC_SMEM_BYTES, 19_456);
+    }
+
+    #[test]
+    fn geglu_grid_covers_half_tiles() {
+        let s = GemmShape {
+            batch: 1,
+            m: 65,
+            n: 33,
+            k: 8,
+        };
+        assert_eq!(launch_config(s, false).grid, [1, 2, 1]);
+        assert_eq!(launch_config(s, true).grid, [2, 2, 1]);
+    }
+
+    #[test]
+    fn geglu_rejected_for_matmul() {
+        let s = GemmShape {
+            batch: 1,
+            m: 4,
+            n: 4,
+            k: 4,
+        };
+        let ptrs = GemmPtrs {
+            a: 0,
+            b: 0,
+            bias: 0,
+            residual: 0,
+            c: 0,
+        };
+        let epi = GemmEpilogue {
+            scale: 1.0,
+            geglu: true,
+        };
+        let l = GemmLayout::contiguous(GemmOp::Matmul, s, false, false);
+        assert!(GemmParams::new(GemmOp::Matmul, ptrs, s, l, epi).is_err());
+        let l = GemmLayout::contiguous(GemmOp::Linear, s, true, true);
+        assert!(GemmParams::new(GemmOp::Linear, ptrs, s, l, epi).is_ok());
+    }
+}
