@@ -2,6 +2,8 @@
 
 use anyhow::{Context, Result};
 use cyberhost_engine::backends::cpu::CpuBackend;
+use cyberhost_engine::backends::cuda::CudaBackend;
+use cyberhost_engine::backends::Backend;
 use cyberhost_engine::error::UserError;
 use cyberhost_engine::pipeline::audio::{load_wav, load_wav_bytes};
 use cyberhost_engine::pipeline::checkpoint::WeightsSource;
@@ -55,7 +57,8 @@ pub struct Args {
     /// Hand clarity condition in [0, 1] (default: the checkpoint's, 1.0 = sharp hands).
     #[arg(long, allow_negative_numbers = true)]
     hand_clarity: Option<f32>,
-    /// Backend: cpu.
+    /// Backend: cpu (f32 reference) or cuda (our kernels; on the PTX emulator when
+    /// CYBERHOST_CUDA_DRIVER points at the stand-in driver).
     #[arg(long, default_value = "cpu")]
     backend: String,
     /// Print progress as JSON lines on stdout instead of bars.
@@ -127,9 +130,17 @@ impl Progress {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    if a.backend != "cpu" {
-        return Err(UserError::new(format!("--backend {}: this build runs `cpu` (the CUDA backend is `cyberhost selftest` territory for now)", a.backend)).into());
+    match a.backend.as_str() {
+        "cpu" => run_on(CpuBackend::new(), a),
+        "cuda" => {
+            let be = CudaBackend::new(0).map_err(|e| UserError::new(format!("--backend cuda: {e:#}")))?;
+            run_on(be, a)
+        }
+        other => Err(UserError::new(format!("--backend {other}: use `cpu` or `cuda`")).into()),
     }
+}
+
+fn run_on<B: Backend>(be: B, a: Args) -> Result<ExitCode> {
     check_output_path(&a.out)?;
     check_ffmpeg()?;
     let reference = match &a.image {
@@ -156,7 +167,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
         hand_clarity: a.hand_clarity,
         trace: false,
     };
-    let be = CpuBackend::new();
     let mut progress = Progress::new(a.json);
     progress.event(Event::Stage("load"));
     let comps = source.load(&be)?;
