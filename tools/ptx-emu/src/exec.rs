@@ -797,6 +797,10 @@ impl<'a, 'b> Block<'a, 'b> {
                         for l in lanes(mask & !exec) {
                             w.lane_pc[l] = pc + 1;
                         }
+                        // lanes waiting at a collective re-check their membermask now that
+                        // some lanes have exited
+                        w.running |= w.at_coll;
+                        w.at_coll = 0;
                         w.mask = 0;
                         w.dirty = true;
                         continue;
@@ -837,14 +841,15 @@ impl<'a, 'b> Block<'a, 'b> {
                             }
                             _ => u32::MAX,
                         };
-                        if member & w.exited != 0 {
+                        let aligned = matches!(ins.op, Op::Ldmatrix { .. } | Op::Mma { .. });
+                        if aligned && w.exited != 0 {
                             return Err(e(
                                 FaultKind::BarrierDivergence,
                                 exec.trailing_zeros(),
                                 None,
                                 format!(
-                                    "membermask {member:#010x} names lanes {:#010x} that have exited (for .aligned ldmatrix/mma all 32 lanes must execute it)",
-                                    member & w.exited
+                                    "lanes {:#010x} of the warp have exited: .sync.aligned ldmatrix/mma need all 32 lanes",
+                                    w.exited
                                 ),
                             ));
                         }
@@ -856,6 +861,8 @@ impl<'a, 'b> Block<'a, 'b> {
                                 format!("executing lane is not in membermask {member:#010x}"),
                             ));
                         }
+                        // .sync collectives wait only for the non-exited lanes of the membermask
+                        let member = member & !w.exited;
                         let mut here = 0u32;
                         for l in lanes(w.at_coll) {
                             if w.lane_pc[l] == pc {

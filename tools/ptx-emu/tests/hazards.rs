@@ -541,3 +541,34 @@ fn invalid_launch_parameters() {
     .unwrap_err();
     assert_eq!(f.kind, FaultKind::InvalidParams);
 }
+
+#[test]
+fn collectives_after_partial_warp_exit() {
+    let h = h();
+    let mut mem = Memory::new();
+    let o = out_buf(&mut mem, 32 * 4);
+    mem.memset_d32(o, 0xdead, 32).unwrap();
+    run(
+        &h.m,
+        "shfl_after_exit_fixed",
+        cfg([1, 1, 1], [32, 1, 1], 0),
+        &[p64(o)],
+        &mut mem,
+    )
+    .unwrap();
+    let out = bytes_u32(&download(&mem, o, 32 * 4));
+    for l in 0..32u32 {
+        // ballot of %p1 (lane >= 20) over the live lanes is 0
+        let want = if l < 20 { (l ^ 1) * 10 } else { 0xdead };
+        assert_eq!(out[l as usize], want, "lane {l}");
+    }
+    let f = h.expect(
+        "shfl_reads_exited_broken",
+        cfg([1, 1, 1], [32, 1, 1], 0),
+        &[p64(o)],
+        &mut mem,
+        FaultKind::BarrierDivergence,
+        "shfl_exited",
+    );
+    assert!(f.detail.contains("does not execute"), "{f}");
+}
