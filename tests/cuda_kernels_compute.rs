@@ -320,3 +320,373 @@ fn gemm_engine_launcher() {
     .unwrap_err();
     assert!(format!("{err:#}").contains("out"), "{err:#}");
 }
+
+// ------------------------------------------------------------------------------------------------
+// conv2d
+// ------------------------------------------------------------------------------------------------
+
+use cyberhost_kernels::conv2d::{
+    launch_config as conv_launch, Conv2dParams, Conv2dPtrs, Conv2dShape,
+};
+use reference::ConvGeom;
+
+#[derive(Clone, Copy, Debug)]
+struct ConvCase {
+    s: Conv2dShape,
+    bias: bool,
+    temb: bool,
+    residual: bool,
+    scale: f32,
+    plain: bool,
+}
+
+fn conv_shape(
+    n: u64,
+    c_in: u64,
+    h: u64,
+    w: u64,
+    c_out: u64,
+    k: u64,
+    stride: u64,
+    pad: u64,
+) -> Conv2dShape {
+    Conv2dShape {
+        n,
+        c_in,
+        h,
+        w,
+        c_out,
+        kh: k,
+        kw: k,
+        stride,
+        pad,
+    }
+}
+
+fn conv_cases() -> Vec<ConvCase> {
+    let c = |s, bias, temb, residual, scale, plain| ConvCase {
+        s,
+        bias,
+        temb,
+        residual,
+        scale,
+        plain,
+    };
+    vec![
+        c(
+            conv_shape(2, 8, 9, 7, 70, 3, 1, 1),
+            true,
+            true,
+            false,
+            1.0,
+            false,
+        ), // ResNet conv1 + temb
+        c(
+            conv_shape(1, 8, 9, 7, 70, 3, 1, 1),
+            true,
+            false,
+            false,
+            1.0,
+            true,
+        ), // plain W loads
+        c(
+            conv_shape(1, 16, 11, 10, 24, 3, 1, 1),
+            true,
+            false,
+            true,
+            0.5,
+            false,
+        ), // conv2 + shortcut / scale
+        c(
+            conv_shape(2, 12, 9, 9, 20, 3, 2, 1),
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ), // downsample stride 2
+        c(
+            conv_shape(1, 24, 6, 13, 33, 1, 1, 0),
+            true,
+            false,
+            true,
+            1.0,
+            false,
+        ), // 1x1 shortcut
+        c(
+            conv_shape(1, 3, 8, 8, 5, 3, 1, 1),
+            false,
+            false,
+            false,
+            1.0,
+            false,
+        ), // K = 27 (unaligned)
+    ]
+}
+
+fn geom(s: Conv2dShape) -> ConvGeom {
+    ConvGeom {
+        n: s.n as usize,
+        c_in: s.c_in as usize,
+        h: s.h as usize,
+        w: s.w as usize,
+        c_out: s.c_out as usize,
+        kh: s.kh as usize,
+        kw: s.kw as usize,
+        stride: s.stride as usize,
+        pad: s.pad as usize,
+    }
+}
+
+fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
+    let s = c.s;
+    let g = geom(s);
+    let mut rng = Rng::new(seed);
+    let out_len = g.n * g.c_out * g.h_out() * g.w_out();
+    let x = round_bf16(&rng.randn(g.n * g.c_in * g.h * g.w, 1.0, 0.0));
+    let w = round_bf16(&rng.randn(g.c_out * g.c_in * g.kh * g.kw, 0.3, 0.0));
+    let bias = round_bf16(&rng.randn(g.c_out, 1.0, 0.0));
+    let temb = round_bf16(&rng.randn(g.n * g.c_out, 1.0, 0.0));
+    let res = round_bf16(&rng.randn(out_len, 1.0, 0.0));
+    let want = reference::conv2d(
+        &x,
+        &w,
+        g,
+        c.bias.then_some(&bias[..]),
+        c.temb.then_some(&temb[..]),
+        c.residual.then_some(&res[..]),
+        c.scale,
+    );
+    let ptrs = Conv2dPtrs {
+        x: dev.upload(&to_bf16(&x))?,
+        w: dev.upload(&to_bf16(&w))?,
+        bias: if c.bias {
+            dev.upload(&to_bf16(&bias))?
+        } else {
+            0
+        },
+        temb: if c.temb {
+            dev.upload(&to_bf16(&temb))?
+        } else {
+            0
+        },
+        residual: if c.residual {
+            dev.upload(&to_bf16(&res))?
+        } else {
+            0
+        },
+        y: dev.alloc_poisoned(out_len * 2)?,
+    };
+    let mut p = Conv2dParams::new(ptrs, s, c.scale)?;
+    if c.plain {
+        p = p.without_cp_async();
+    }
+    dev.launch(KernelModule::Conv2d, "conv2d_v1_bf16", conv_launch(s), &p)?;
+    let got = from_bf16(&dev.download::<bf16>(ptrs.y, out_len)?);
+    assert_close(&format!("{c:?} aligned {}", p.aligned), &got, &want, TOL);
+    Ok(())
+}
+
+#[test]
+fn conv2d_implicit_gemm_epilogues() {
+    for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
+        let mut dev = Device::new(*schedules, *seed);
+        for (j, c) in conv_cases().into_iter().enumerate() {
+            run_conv(&mut dev, c, (i * 100 + j) as u64 + 5000).unwrap();
+        }
+    }
+}
+
+#[test]
+fn conv2d_engine_launcher() {
+    use cyberhost_engine::backends::cuda::conv2d::{conv2d, Conv2dExtras};
+    let dev = engine_device();
+    let mut rng = Rng::new(11);
+    let s = conv_shape(2, 8, 7, 6, 20, 3, 1, 1);
+    let g = geom(s);
+    let out_len = g.n * g.c_out * g.h_out() * g.w_out();
+    let x = round_bf16(&rng.randn(g.n * g.c_in * g.h * g.w, 1.0, 0.0));
+    let w = round_bf16(&rng.randn(g.c_out * g.c_in * 9, 0.3, 0.0));
+    let b = round_bf16(&rng.randn(g.c_out, 1.0, 0.0));
+    let t = round_bf16(&rng.randn(g.n * g.c_out, 1.0, 0.0));
+    let r = round_bf16(&rng.randn(out_len, 1.0, 0.0));
+    let (dx, dw, db, dt, dr) = (
+        upload(dev, &x),
+        upload(dev, &w),
+        upload(dev, &b),
+        upload(dev, &t),
+        upload(dev, &r),
+    );
+    let mut y = dev.stream().alloc_zeros::<u16>(out_len).unwrap();
+    let extras = Conv2dExtras {
+        bias: Some(&db),
+        temb: Some(&dt),
+        residual: Some(&dr),
+        scale: 0.5,
+    };
+    conv2d(dev, &dx, &dw, &mut y, s, extras).unwrap();
+    let want = reference::conv2d(&x, &w, g, Some(&b), Some(&t), Some(&r), 0.5);
+    assert_close("engine conv2d", &download(dev, &y), &want, TOL);
+}
+
+// ------------------------------------------------------------------------------------------------
+// attention
+// ------------------------------------------------------------------------------------------------
+
+use cyberhost_kernels::attention::{
+    launch_config as attn_launch, traits_for, AttentionParams, AttentionShape, AttnStrides,
+};
+
+#[derive(Clone, Copy, Debug)]
+struct AttnCase {
+    batch: u64,
+    heads: u64,
+    lq: u64,
+    lk: u64,
+    d: u64,
+    /// `(B, L, H, D)` operands instead of `(B, H, L, D)`.
+    blhd: bool,
+    plain: bool,
+}
+
+fn attn_cases() -> Vec<AttnCase> {
+    let c = |batch, heads, lq, lk, d, blhd, plain| AttnCase {
+        batch,
+        heads,
+        lq,
+        lk,
+        d,
+        blhd,
+        plain,
+    };
+    vec![
+        c(1, 2, 70, 150, 40, false, false), // reference attention Lk > Lq, ragged both, 3 key tiles
+        c(2, 1, 37, 9, 40, true, false),    // audio cross-attention: short Lk, (B, L, H, D)
+        c(1, 1, 16, 16, 64, false, false),  // temporal attention Lq = Lk = frames
+        c(1, 2, 33, 70, 80, false, true),   // plain loads
+        c(1, 1, 65, 40, 128, false, false), // 2 query blocks, BN 32 tiles
+        c(1, 1, 20, 45, 160, true, false),  // largest head dim
+        c(1, 1, 5, 4, 160, false, true),    // 4 audio tokens
+    ]
+}
+
+fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
+    let mut rng = Rng::new(seed);
+    let (b, h, lq, lk, d) = (
+        c.batch as usize,
+        c.heads as usize,
+        c.lq as usize,
+        c.lk as usize,
+        c.d as usize,
+    );
+    // Dense (B*H, L, D) for the reference; scores of O(3) so the softmax is not flat.
+    let q = round_bf16(&rng.randn(b * h * lq * d, 1.0, 0.0));
+    let k = round_bf16(&rng.randn(b * h * lk * d, 1.0, 0.0));
+    let v = round_bf16(&rng.randn(b * h * lk * d, 1.0, 0.0));
+    let scale = 1.0 / (d as f32).sqrt();
+    let want = reference::attention(&q, &k, &v, b * h, lq, lk, d, scale);
+    // (B, H, L, D) -> (B, L, H, D) when asked.
+    let to_layout = |x: &[f32], len: usize| -> Vec<f32> {
+        if !c.blhd {
+            return x.to_vec();
+        }
+        let mut y = vec![0.0; x.len()];
+        for bi in 0..b {
+            for hi in 0..h {
+                for l in 0..len {
+                    let src = ((bi * h + hi) * len + l) * d;
+                    let dst = ((bi * len + l) * h + hi) * d;
+                    y[dst..dst + d].copy_from_slice(&x[src..src + d]);
+                }
+            }
+        }
+        y
+    };
+    let st = |len: u64| {
+        if c.blhd {
+            AttnStrides::blhd(c.heads, len, c.d)
+        } else {
+            AttnStrides::bhld(c.heads, len, c.d)
+        }
+    };
+    let shape = AttentionShape {
+        batch: c.batch,
+        heads: c.heads,
+        lq: c.lq,
+        lk: c.lk,
+        d: c.d,
+    };
+    let ptrs = [
+        dev.upload(&to_bf16(&to_layout(&q, lq)))?,
+        dev.upload(&to_bf16(&to_layout(&k, lk)))?,
+        dev.upload(&to_bf16(&to_layout(&v, lk)))?,
+        dev.alloc_poisoned(want.len() * 2)?,
+    ];
+    let mut p = AttentionParams::new(ptrs, [st(c.lq), st(c.lk), st(c.lk), st(c.lq)], shape, scale)?;
+    if c.plain {
+        p = p.without_cp_async();
+    }
+    let entry = traits_for(c.d)?.entry;
+    dev.launch(KernelModule::Attention, entry, attn_launch(shape), &p)?;
+    let got = from_bf16(&dev.download::<bf16>(ptrs[3], want.len())?);
+    // back to (B, H, L, D)
+    let got = if c.blhd {
+        let mut y = vec![0.0; got.len()];
+        for bi in 0..b {
+            for hi in 0..h {
+                for l in 0..lq {
+                    let dst = ((bi * h + hi) * lq + l) * d;
+                    let src = ((bi * lq + l) * h + hi) * d;
+                    y[dst..dst + d].copy_from_slice(&got[src..src + d]);
+                }
+            }
+        }
+        y
+    } else {
+        got
+    };
+    assert_close(
+        &format!("{entry} {c:?} aligned {}", p.aligned),
+        &got,
+        &want,
+        TOL,
+    );
+    Ok(())
+}
+
+#[test]
+fn attention_flash_head_dims() {
+    for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
+        let mut dev = Device::new(*schedules, *seed);
+        for (j, c) in attn_cases().into_iter().enumerate() {
+            run_attn(&mut dev, c, (i * 100 + j) as u64 + 9000).unwrap();
+        }
+    }
+}
+
+#[test]
+fn attention_engine_launcher() {
+    use cyberhost_engine::backends::cuda::attention::{attention, AttnLayout};
+    let dev = engine_device();
+    let mut rng = Rng::new(13);
+    let (b, h, lq, lk, d) = (1usize, 2usize, 40usize, 72usize, 40usize);
+    let q = round_bf16(&rng.randn(b * h * lq * d, 1.0, 0.0));
+    let k = round_bf16(&rng.randn(b * h * lk * d, 1.0, 0.0));
+    let v = round_bf16(&rng.randn(b * h * lk * d, 1.0, 0.0));
+    let (dq, dk, dv) = (upload(dev, &q), upload(dev, &k), upload(dev, &v));
+    let mut o = dev.stream().alloc_zeros::<u16>(b * h * lq * d).unwrap();
+    let shape = AttentionShape {
+        batch: b as u64,
+        heads: h as u64,
+        lq: lq as u64,
+        lk: lk as u64,
+        d: d as u64,
+    };
+    let scale = 1.0 / (d as f32).sqrt();
+    attention(dev, &dq, &dk, &dv, &mut o, shape, AttnLayout::Bhld, scale).unwrap();
+    let want = reference::attention(&q, &k, &v, b * h, lq, lk, d, scale);
+    assert_close("engine attention", &download(dev, &o), &want, TOL);
+    // Unsupported head dim: an error, not a launch.
+    let bad = AttentionShape { d: 36, ..shape };
+    assert!(attention(dev, &dq, &dk, &dv, &mut o, bad, AttnLayout::Bhld, scale).is_err());
+}

@@ -12,6 +12,8 @@
 // `u64::is_multiple_of` is newer than the workspace's rust-version (1.80).
 #![allow(unknown_lints, clippy::manual_is_multiple_of)]
 
+pub mod attention;
+pub mod conv2d;
 pub mod elementwise;
 pub mod gemm;
 pub mod gemm_bf16;
@@ -21,6 +23,10 @@ pub mod softmax;
 
 /// `kernels/ptx/elementwise.ptx` (from `kernels/cuda/elementwise.cu`).
 pub const ELEMENTWISE: &str = include_str!("../ptx/elementwise.ptx");
+/// `kernels/ptx/attention.ptx` (from `kernels/cuda/attention.cu`).
+pub const ATTENTION: &str = include_str!("../ptx/attention.ptx");
+/// `kernels/ptx/conv2d.ptx` (from `kernels/cuda/conv2d.cu`).
+pub const CONV2D: &str = include_str!("../ptx/conv2d.ptx");
 /// `kernels/ptx/gemm.ptx` (from `kernels/cuda/gemm.cu`).
 pub const GEMM: &str = include_str!("../ptx/gemm.ptx");
 /// `kernels/ptx/gemm_bf16.ptx` (from `kernels/cuda/gemm_bf16.cu`).
@@ -34,6 +40,8 @@ pub const SOFTMAX: &str = include_str!("../ptx/softmax.ptx");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelModule {
     Elementwise,
+    Attention,
+    Conv2d,
     Gemm,
     GemmBf16,
     GroupNorm,
@@ -44,8 +52,10 @@ pub enum KernelModule {
 pub use KernelModule as Id;
 
 impl KernelModule {
-    pub const ALL: [KernelModule; 5] = [
+    pub const ALL: [KernelModule; 7] = [
         KernelModule::Elementwise,
+        KernelModule::Attention,
+        KernelModule::Conv2d,
         KernelModule::Gemm,
         KernelModule::GemmBf16,
         KernelModule::GroupNorm,
@@ -56,6 +66,8 @@ impl KernelModule {
     pub fn name(self) -> &'static str {
         match self {
             KernelModule::Elementwise => "elementwise",
+            KernelModule::Attention => "attention",
+            KernelModule::Conv2d => "conv2d",
             KernelModule::Gemm => "gemm",
             KernelModule::GemmBf16 => "gemm_bf16",
             KernelModule::GroupNorm => "group_norm",
@@ -67,6 +79,8 @@ impl KernelModule {
     pub fn ptx(self) -> &'static str {
         match self {
             KernelModule::Elementwise => ELEMENTWISE,
+            KernelModule::Attention => ATTENTION,
+            KernelModule::Conv2d => CONV2D,
             KernelModule::Gemm => GEMM,
             KernelModule::GemmBf16 => GEMM_BF16,
             KernelModule::GroupNorm => GROUP_NORM,
@@ -78,6 +92,8 @@ impl KernelModule {
     pub fn entries(self) -> &'static [Entry] {
         match self {
             KernelModule::Elementwise => elementwise::ENTRIES,
+            KernelModule::Attention => attention::ENTRIES,
+            KernelModule::Conv2d => conv2d::ENTRIES,
             KernelModule::Gemm => gemm::ENTRIES,
             KernelModule::GemmBf16 => gemm_bf16::ENTRIES,
             KernelModule::GroupNorm => group_norm::ENTRIES,

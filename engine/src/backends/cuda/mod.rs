@@ -6,6 +6,8 @@
 //! returns [`NO_DRIVER_MSG`].
 
 mod device;
+pub mod attention;
+pub mod conv2d;
 pub mod gemm;
 
 pub use device::{

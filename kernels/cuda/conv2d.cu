@@ -1,0 +1,226 @@
+// ------------------------------------------------------------------------------------------------
+// conv2d.cu: NCHW 2-D convolution as an implicit GEMM on tensor cores, bf16 storage, f32
+// accumulation, fused epilogue.
+//
+//   y[n, o, p] = scale * (sum_k W[o, k] * X_col[n, k, p] + bias[o] + temb[n, o] + R[n, o, p])
+//   k = (c, ky, kx) over C_in x kh x kw, p = (oy, ox) over Ho x Wo,
+//   X_col[n, k, p] = x[n, c, oy * stride - pad + ky, ox * stride - pad + kx] (0 outside the image)
+//
+//   x : (N, C_in, H, W) bf16;  W : (C_out, C_in, kh, kw) bf16 = a row-major (C_out, K) matrix
+//   bias : (C_out) | null;  temb : (N, C_out) | null (ResNet time embedding, already projected)
+//   R : (N, C_out, Ho, Wo) | null (may alias y);  y : (N, C_out, Ho, Wo) bf16;  groups = 1.
+//   Any kernel size, stride and padding (3x3 / 1x1, stride 1 / 2 in the models); ragged C_out,
+//   Ho * Wo and K are handled by zero-filled loads and guarded stores.
+//
+// Versions:
+//   v1: GEMM M = C_out, N = Ho * Wo (per image, gridDim.z = N), K = C_in * kh * kw; block tile
+//       64x64x32, 4 warps (2x2) of 32x32; W tiles by cp.async (plain loads when K % 8 != 0), X_col
+//       tiles gathered by scalar loads into registers one k-tile ahead (each thread owns one output
+//       pixel column and 16 k rows, (c, ky, kx) stepped incrementally), stored to a double-buffered
+//       [k][p] smem tile; fragments by ldmatrix (W) and ldmatrix.trans (X_col).          <- ships
+// Entries: conv2d_v1_bf16 (one Conv2dParams).
+// ------------------------------------------------------------------------------------------------
+
+#include "common.cuh"
+#include "mma.cuh"
+
+// ------------------------------------------------------------------------------------------------
+// geometry
+// ------------------------------------------------------------------------------------------------
+
+// Launch rule (kernels/src/conv2d.rs): grid = (ceil(Ho * Wo / CONV_BN), ceil(C_out / CONV_BM), N),
+// block = CONV_THREADS, static smem only.
+enum : uint32_t { CONV_BM = 64, CONV_BN = 64, CONV_BK = 32 };
+enum : uint32_t { CONV_WARPS_M = 2, CONV_WARPS_N = 2 };
+enum : uint32_t { CONV_THREADS = CONV_WARPS_M * CONV_WARPS_N * WARP_SIZE };
+enum : uint32_t { CONV_WM = CONV_BM / CONV_WARPS_M, CONV_WN = CONV_BN / CONV_WARPS_N }; // 32 x 32
+enum : uint32_t { CONV_TM = CONV_WM / MMA_M, CONV_TN = CONV_WN / MMA_N };               // 2 x 4
+enum : uint32_t { CONV_LDA = CONV_BK + 8, CONV_LDB = CONV_BN + 8 }; // padded smem rows
+enum : uint32_t { CONV_STAGES = 2 };
+enum : uint32_t { CONV_A_CPR = CONV_BK / CHUNK, CONV_A_CHUNKS = CONV_BM * CONV_A_CPR / CONV_THREADS };
+// X_col gather: thread t owns pixel column t % CONV_BN and k rows t / CONV_BN + CONV_B_KSTEP * i.
+enum : uint32_t { CONV_B_KSTEP = CONV_THREADS / CONV_BN, CONV_B_PER_THREAD = CONV_BK / CONV_B_KSTEP };
+
+static_assert(CONV_THREADS % CONV_BN == 0 && CONV_BK % CONV_B_KSTEP == 0, "X_col gather");
+static_assert(CONV_BM * CONV_A_CPR % CONV_THREADS == 0, "W tile loader");
+static_assert((CONV_LDA * 2) % 16 == 0 && (CONV_LDB * 2) % 16 == 0, "16-byte aligned smem rows");
+
+// ------------------------------------------------------------------------------------------------
+// params (mirrored by kernels/src/conv2d.rs `Conv2dParams`, 104 bytes)
+// ------------------------------------------------------------------------------------------------
+
+struct Conv2dParams {
+  const void* x;        // (N, C_in, H, W) bf16
+  const void* w;        // (C_out, C_in, kh, kw) bf16
+  const void* bias;     // (C_out) bf16, or null
+  const void* temb;     // (N, C_out) bf16, or null
+  const void* residual; // (N, C_out, Ho, Wo) bf16, or null
+  void* y;              // (N, C_out, Ho, Wo) bf16
+  uint32_t n, c_in, h, w_in;
+  uint32_t c_out, h_out, w_out;
+  uint32_t kh, kw, stride, pad;
+  uint32_t k;           // C_in * kh * kw
+  float scale;          // output scale (1 = none)
+  uint32_t aligned;     // 1: w 16-byte aligned and K % 8 == 0 (cp.async for W tiles)
+};
+
+// ------------------------------------------------------------------------------------------------
+// mainloop
+// ------------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
+  __shared__ __align__(16) __nv_bfloat16 sa[CONV_STAGES][CONV_BM][CONV_LDA];
+  __shared__ __align__(16) __nv_bfloat16 sb[CONV_STAGES][CONV_BK][CONV_LDB];
+
+  const uint32_t tid = threadIdx.x;
+  const uint32_t warp = tid / WARP_SIZE;
+  const uint32_t lane = tid % WARP_SIZE;
+  const uint32_t wm = warp / CONV_WARPS_N;
+  const uint32_t wn = warp % CONV_WARPS_N;
+  const uint32_t bm = blockIdx.y * CONV_BM; // output channels
+  const uint32_t bn = blockIdx.x * CONV_BN; // output pixels
+  const uint32_t img = blockIdx.z;
+  const bool aligned = p.aligned != 0;
+  const uint32_t npix = p.h_out * p.w_out;
+  const uint32_t khw = p.kh * p.kw;
+
+  const uint16_t* w = static_cast<const uint16_t*>(p.w);
+  const uint16_t* x = static_cast<const uint16_t*>(p.x) + (uint64_t)img * p.c_in * p.h * p.w_in;
+
+  // This thread's pixel column of the X_col tile.
+  const uint32_t pcol = tid % CONV_BN;
+  const uint32_t krow0 = tid / CONV_BN;
+  const uint32_t pix = bn + pcol;
+  const bool pix_ok = pix < npix;
+  const int32_t iy0 = pix_ok ? (int32_t)((pix / p.w_out) * p.stride) - (int32_t)p.pad : 0;
+  const int32_t ix0 = pix_ok ? (int32_t)((pix % p.w_out) * p.stride) - (int32_t)p.pad : 0;
+
+  auto load_a = [&](uint32_t stage, uint32_t k0) {
+#pragma unroll
+    for (uint32_t i = 0; i < CONV_A_CHUNKS; ++i) {
+      const uint32_t chunk = tid + i * CONV_THREADS;
+      const uint32_t r = chunk / CONV_A_CPR;
+      const uint32_t kc = (chunk % CONV_A_CPR) * CHUNK;
+      load_chunk(&sa[stage][r][kc], w, bm + r, bm + r < p.c_out, k0 + kc, p.k, p.k, aligned);
+    }
+  };
+  uint16_t breg[CONV_B_PER_THREAD];
+  auto gather_b = [&](uint32_t k0) {
+    uint32_t kidx = k0 + krow0;
+    uint32_t c = kidx / khw;
+    uint32_t rem = kidx % khw;
+    uint32_t ky = rem / p.kw, kx = rem % p.kw;
+#pragma unroll
+    for (uint32_t i = 0; i < CONV_B_PER_THREAD; ++i) {
+      const int32_t iy = iy0 + (int32_t)ky, ix = ix0 + (int32_t)kx;
+      const bool ok = pix_ok && kidx < p.k && iy >= 0 && iy < (int32_t)p.h && ix >= 0 && ix < (int32_t)p.w_in;
+      breg[i] = ok ? x[((uint64_t)c * p.h + iy) * p.w_in + ix] : (uint16_t)0;
+      // advance k by CONV_B_KSTEP: (c, ky, kx) in row-major order
+      kidx += CONV_B_KSTEP;
+      kx += CONV_B_KSTEP;
+      while (kx >= p.kw) {
+        kx -= p.kw;
+        if (++ky == p.kh) {
+          ky = 0;
+          ++c;
+        }
+      }
+    }
+  };
+  auto store_b = [&](uint32_t stage) {
+#pragma unroll
+    for (uint32_t i = 0; i < CONV_B_PER_THREAD; ++i)
+      reinterpret_cast<uint16_t*>(&sb[stage][krow0 + i * CONV_B_KSTEP][0])[pcol] = breg[i];
+  };
+
+  float acc[CONV_TM][CONV_TN][4];
+#pragma unroll
+  for (uint32_t i = 0; i < CONV_TM; ++i)
+#pragma unroll
+    for (uint32_t j = 0; j < CONV_TN; ++j)
+#pragma unroll
+      for (uint32_t e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+  const uint32_t ktiles = ceil_div(p.k, CONV_BK);
+  if (ktiles > 0) {
+    load_a(0, 0);
+    gather_b(0);
+    store_b(0);
+  }
+  cp_async_commit();
+  for (uint32_t kt = 0; kt < ktiles; ++kt) {
+    const uint32_t stage = kt % CONV_STAGES;
+    const bool more = kt + 1 < ktiles;
+    cp_async_wait<0>();
+    __syncthreads(); // tile kt visible; every warp done with the other stage
+    if (more) {
+      load_a(stage ^ 1, (kt + 1) * CONV_BK);
+      gather_b((kt + 1) * CONV_BK); // global loads in flight during the mma below
+    }
+    cp_async_commit();
+
+#pragma unroll
+    for (uint32_t kk = 0; kk < CONV_BK; kk += MMA_K) {
+      uint32_t af[CONV_TM][4];
+      uint32_t bf[CONV_TN][2];
+#pragma unroll
+      for (uint32_t i = 0; i < CONV_TM; ++i) {
+        const uint32_t row = wm * CONV_WM + i * MMA_M + (lane % 16);
+        ldmatrix_x4(af[i], smem_u32(&sa[stage][row][kk + (lane / 16) * 8]));
+      }
+#pragma unroll
+      for (uint32_t j = 0; j < CONV_TN; j += 2) {
+        // matrices (k 0-7, n-tile j), (k 8-15, j), (k 0-7, j+1), (k 8-15, j+1), transposed
+        const uint32_t krow = kk + (lane % 8) + ((lane / 8) % 2) * 8;
+        const uint32_t ncol = wn * CONV_WN + j * MMA_N + (lane / 16) * 8;
+        uint32_t r[4];
+        ldmatrix_x4_trans(r, smem_u32(&sb[stage][krow][ncol]));
+        bf[j][0] = r[0];
+        bf[j][1] = r[1];
+        bf[j + 1][0] = r[2];
+        bf[j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (uint32_t i = 0; i < CONV_TM; ++i)
+#pragma unroll
+        for (uint32_t j = 0; j < CONV_TN; ++j) mma_bf16_16816(acc[i][j], af[i], bf[j]);
+    }
+    if (more) store_b(stage ^ 1);
+  }
+
+  // Epilogue: rows = output channels, columns = pixels.
+  const uint64_t plane = (uint64_t)p.c_out * npix;
+  uint16_t* y = static_cast<uint16_t*>(p.y) + img * plane;
+  const uint16_t* res = p.residual ? static_cast<const uint16_t*>(p.residual) + img * plane : nullptr;
+  const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
+  const uint16_t* temb = p.temb ? static_cast<const uint16_t*>(p.temb) + (uint64_t)img * p.c_out : nullptr;
+#pragma unroll
+  for (uint32_t i = 0; i < CONV_TM; ++i) {
+#pragma unroll
+    for (uint32_t h = 0; h < 2; ++h) {
+      const uint32_t o = bm + wm * CONV_WM + i * MMA_M + lane / 4 + h * 8;
+      if (o >= p.c_out) continue;
+      float add = 0.0f;
+      if (bias != nullptr) add += bf16_bits_to_f32(bias[o]);
+      if (temb != nullptr) add += bf16_bits_to_f32(temb[o]);
+#pragma unroll
+      for (uint32_t j = 0; j < CONV_TN; ++j) {
+#pragma unroll
+        for (uint32_t e = 0; e < 2; ++e) {
+          const uint32_t px = bn + wn * CONV_WN + j * MMA_N + (lane % 4) * 2 + e;
+          if (px >= npix) continue;
+          const uint64_t idx = (uint64_t)o * npix + px;
+          float v = acc[i][j][2 * h + e] + add;
+          if (res != nullptr) v += bf16_bits_to_f32(res[idx]);
+          reinterpret_cast<__nv_bfloat16*>(y)[idx] = __float2bfloat16_rn(v * p.scale);
+        }
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// entries
+// ------------------------------------------------------------------------------------------------
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_v1_bf16(const Conv2dParams p) { conv2d_v1(p); }

@@ -1,0 +1,283 @@
+//! `kernels/cuda/attention.cu`: fused flash-style multi-head attention forward, bf16 in/out, f32
+//! accumulation; one entry per padded head dim (`attention_d{48,64,80,128,160}_v1_bf16`).
+
+use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
+use anyhow::{bail, ensure, Result};
+
+/// Query rows per block (4 warps x 16).
+pub const ATTN_BM: u32 = 64;
+pub const ATTN_THREADS: u32 = 128;
+
+/// One head-dim specialisation: `AttnTraits<DP, BN>` in the `.cu`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnTraits {
+    /// Padded head dim (multiple of 16).
+    pub dp: u32,
+    /// Keys per tile.
+    pub bn: u32,
+    pub entry: &'static str,
+}
+
+impl AttnTraits {
+    /// Padded shared row, bf16 elements.
+    pub const fn lds(self) -> u32 {
+        self.dp + 8
+    }
+    /// Static shared memory: Q tile + K tile + V tile.
+    pub const fn smem_bytes(self) -> u32 {
+        (ATTN_BM + 2 * self.bn) * self.lds() * 2
+    }
+}
+
+/// Every specialisation, smallest head dim first (the launcher picks the first with `dp >= D`).
+pub const TRAITS: [AttnTraits; 5] = [
+    AttnTraits {
+        dp: 48,
+        bn: 64,
+        entry: "attention_d48_v1_bf16",
+    },
+    AttnTraits {
+        dp: 64,
+        bn: 64,
+        entry: "attention_d64_v1_bf16",
+    },
+    AttnTraits {
+        dp: 80,
+        bn: 64,
+        entry: "attention_d80_v1_bf16",
+    },
+    AttnTraits {
+        dp: 128,
+        bn: 32,
+        entry: "attention_d128_v1_bf16",
+    },
+    AttnTraits {
+        dp: 160,
+        bn: 32,
+        entry: "attention_d160_v1_bf16",
+    },
+];
+
+const _: () = {
+    let mut i = 0;
+    while i < TRAITS.len() {
+        assert!(TRAITS[i].smem_bytes() <= 48 * 1024);
+        assert!(TRAITS[i].dp % 16 == 0 && TRAITS[i].bn % 16 == 0);
+        i += 1;
+    }
+};
+
+const LAUNCH: &str = "grid = (ceil(Lq / 64), H, B), block = 128, static smem (Q + K + V tiles)";
+
+macro_rules! entry {
+    ($name:literal, $op:literal) => {
+        Entry {
+            name: $name,
+            op: $op,
+            version: 1,
+            dtype: DType::Bf16,
+            params: "AttentionParams",
+            params_size: 136,
+            launch: LAUNCH,
+        }
+    };
+}
+
+pub const ENTRIES: &[Entry] = &[
+    entry!("attention_d48_v1_bf16", "attention_d48"),
+    entry!("attention_d64_v1_bf16", "attention_d64"),
+    entry!("attention_d80_v1_bf16", "attention_d80"),
+    entry!("attention_d128_v1_bf16", "attention_d128"),
+    entry!("attention_d160_v1_bf16", "attention_d160"),
+];
+
+/// Mirrors `struct AttentionParams` in `attention.cu` (136 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AttentionParams {
+    /// `(B, H, Lq, D)` bf16 (strided).
+    pub q: u64,
+    /// `(B, H, Lk, D)` bf16.
+    pub k: u64,
+    /// `(B, H, Lk, D)` bf16.
+    pub v: u64,
+    /// `(B, H, Lq, D)` bf16.
+    pub o: u64,
+    pub q_batch: u64,
+    pub q_head: u64,
+    pub k_batch: u64,
+    pub k_head: u64,
+    pub v_batch: u64,
+    pub v_head: u64,
+    pub o_batch: u64,
+    pub o_head: u64,
+    pub q_row: u32,
+    pub k_row: u32,
+    pub v_row: u32,
+    pub o_row: u32,
+    pub heads: u32,
+    pub lq: u32,
+    pub lk: u32,
+    pub d: u32,
+    /// Softmax scale times `log2(e)`.
+    pub scale_log2: f32,
+    pub aligned: u32,
+}
+
+/// `B x H` heads of `Lq` queries over `Lk` keys at head dim `D`, e.g. `B 32, H 8, Lq 4096,
+/// Lk 8192, D 40` (reference attention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub batch: u64,
+    pub heads: u64,
+    pub lq: u64,
+    pub lk: u64,
+    pub d: u64,
+}
+
+/// Strides of one operand in elements: `(batch, head, row)`; the head dim is contiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnStrides {
+    pub batch: u64,
+    pub head: u64,
+    pub row: u64,
+}
+
+impl AttnStrides {
+    /// Dense `(B, H, L, D)`.
+    pub fn bhld(heads: u64, len: u64, d: u64) -> AttnStrides {
+        AttnStrides {
+            batch: heads * len * d,
+            head: len * d,
+            row: d,
+        }
+    }
+    /// Dense `(B, L, H, D)` (a projection output before the head transpose).
+    pub fn blhd(heads: u64, len: u64, d: u64) -> AttnStrides {
+        AttnStrides {
+            batch: len * heads * d,
+            head: d,
+            row: heads * d,
+        }
+    }
+}
+
+/// The specialisation for head dim `d` (smallest padded dim that holds it).
+pub fn traits_for(d: u64) -> Result<AttnTraits> {
+    ensure!(
+        d % 8 == 0 && d > 0,
+        "attention: head dim {d} must be a positive multiple of 8"
+    );
+    match TRAITS.iter().find(|t| t.dp as u64 >= d) {
+        Some(t) => Ok(*t),
+        None => bail!("attention: head dim {d} > 160, the largest specialisation"),
+    }
+}
+
+impl AttentionParams {
+    /// Pointers `[q, k, v, o]`, strides in the same order.
+    pub fn new(
+        ptrs: [u64; 4],
+        strides: [AttnStrides; 4],
+        shape: AttentionShape,
+        scale: f32,
+    ) -> Result<Self> {
+        traits_for(shape.d)?;
+        ensure!(shape.lk >= 1, "attention: Lk = 0 (no keys) has no softmax");
+        ensure!(
+            (1..=65_535).contains(&shape.batch) && (1..=65_535).contains(&shape.heads),
+            "attention: batch {} and heads {} must be in 1..=65535",
+            shape.batch,
+            shape.heads
+        );
+        for (s, what) in strides.iter().zip(["q", "k", "v", "o"]) {
+            ensure!(
+                s.row >= shape.d,
+                "attention: {what} row stride {} < D {}",
+                s.row,
+                shape.d
+            );
+        }
+        let aligned = ptrs[..3].iter().all(|p| p % 16 == 0)
+            && strides[..3]
+                .iter()
+                .all(|s| s.batch % 8 == 0 && s.head % 8 == 0 && s.row % 8 == 0);
+        Ok(AttentionParams {
+            q: ptrs[0],
+            k: ptrs[1],
+            v: ptrs[2],
+            o: ptrs[3],
+            q_batch: strides[0].batch,
+            q_head: strides[0].head,
+            k_batch: strides[1].batch,
+            k_head: strides[1].head,
+            v_batch: strides[2].batch,
+            v_head: strides[2].head,
+            o_batch: strides[3].batch,
+            o_head: strides[3].head,
+            q_row: to_u32(strides[0].row, "attention q row stride")?,
+            k_row: to_u32(strides[1].row, "attention k row stride")?,
+            v_row: to_u32(strides[2].row, "attention v row stride")?,
+            o_row: to_u32(strides[3].row, "attention o row stride")?,
+            heads: to_u32(shape.heads, "attention heads")?,
+            lq: to_u32(shape.lq, "attention Lq")?,
+            lk: to_u32(shape.lk, "attention Lk")?,
+            d: to_u32(shape.d, "attention D")?,
+            scale_log2: scale * std::f32::consts::LOG2_E,
+            aligned: aligned as u32,
+        })
+    }
+
+    /// Forces the plain-load path.
+    pub fn without_cp_async(mut self) -> Self {
+        self.aligned = 0;
+        self
+    }
+}
+
+/// `grid = (ceil(Lq / 64), H, B)`, `block = 128`, static smem only.
+pub fn launch_config(shape: AttentionShape) -> LaunchConfig {
+    LaunchConfig {
+        grid: [
+            ceil_div(shape.lq, ATTN_BM as u64).max(1) as u32,
+            shape.heads.max(1) as u32,
+            shape.batch.max(1) as u32,
+        ],
+        block: [ATTN_THREADS, 1, 1],
+        dynamic_smem_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_layout_matches_cu() {
+        assert_eq!(std::mem::size_of::<AttentionParams>(), 136);
+    }
+
+    #[test]
+    fn smem_fits_and_matches_report() {
+        let want = [21_504, 27_648, 33_792, 34_816, 43_008];
+        for (t, w) in TRAITS.iter().zip(want) {
+            assert_eq!(t.smem_bytes(), w, "{}", t.entry);
+            assert!(t.smem_bytes() <= 48 * 1024);
+        }
+        for (t, e) in TRAITS.iter().zip(ENTRIES) {
+            assert_eq!(t.entry, e.name);
+        }
+    }
+
+    #[test]
+    fn head_dims_pick_padded_entries() {
+        let pick = |d| traits_for(d).unwrap().entry;
+        assert_eq!(pick(40), "attention_d48_v1_bf16");
+        assert_eq!(pick(64), "attention_d64_v1_bf16");
+        assert_eq!(pick(80), "attention_d80_v1_bf16");
+        assert_eq!(pick(128), "attention_d128_v1_bf16");
+        assert_eq!(pick(160), "attention_d160_v1_bf16");
+        assert!(traits_for(36).is_err());
+        assert!(traits_for(168).is_err());
+    }
+}
