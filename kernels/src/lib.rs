@@ -18,6 +18,10 @@ pub mod elementwise;
 pub mod gemm;
 pub mod gemm_bf16;
 pub mod group_norm;
+pub mod layer_norm;
+pub mod layout;
+pub mod pointwise;
+pub mod pool;
 pub mod reference;
 pub mod softmax;
 
@@ -33,6 +37,14 @@ pub const GEMM: &str = include_str!("../ptx/gemm.ptx");
 pub const GEMM_BF16: &str = include_str!("../ptx/gemm_bf16.ptx");
 /// `kernels/ptx/group_norm.ptx` (from `kernels/cuda/group_norm.cu`).
 pub const GROUP_NORM: &str = include_str!("../ptx/group_norm.ptx");
+/// `kernels/ptx/layer_norm.ptx` (from `kernels/cuda/layer_norm.cu`).
+pub const LAYER_NORM: &str = include_str!("../ptx/layer_norm.ptx");
+/// `kernels/ptx/layout.ptx` (from `kernels/cuda/layout.cu`).
+pub const LAYOUT: &str = include_str!("../ptx/layout.ptx");
+/// `kernels/ptx/pointwise.ptx` (from `kernels/cuda/pointwise.cu`).
+pub const POINTWISE: &str = include_str!("../ptx/pointwise.ptx");
+/// `kernels/ptx/pool.ptx` (from `kernels/cuda/pool.cu`).
+pub const POOL: &str = include_str!("../ptx/pool.ptx");
 /// `kernels/ptx/softmax.ptx` (from `kernels/cuda/softmax.cu`).
 pub const SOFTMAX: &str = include_str!("../ptx/softmax.ptx");
 
@@ -45,6 +57,10 @@ pub enum KernelModule {
     Gemm,
     GemmBf16,
     GroupNorm,
+    LayerNorm,
+    Layout,
+    Pointwise,
+    Pool,
     Softmax,
 }
 
@@ -52,13 +68,17 @@ pub enum KernelModule {
 pub use KernelModule as Id;
 
 impl KernelModule {
-    pub const ALL: [KernelModule; 7] = [
+    pub const ALL: [KernelModule; 11] = [
         KernelModule::Elementwise,
         KernelModule::Attention,
         KernelModule::Conv2d,
         KernelModule::Gemm,
         KernelModule::GemmBf16,
         KernelModule::GroupNorm,
+        KernelModule::LayerNorm,
+        KernelModule::Layout,
+        KernelModule::Pointwise,
+        KernelModule::Pool,
         KernelModule::Softmax,
     ];
 
@@ -71,6 +91,10 @@ impl KernelModule {
             KernelModule::Gemm => "gemm",
             KernelModule::GemmBf16 => "gemm_bf16",
             KernelModule::GroupNorm => "group_norm",
+            KernelModule::LayerNorm => "layer_norm",
+            KernelModule::Layout => "layout",
+            KernelModule::Pointwise => "pointwise",
+            KernelModule::Pool => "pool",
             KernelModule::Softmax => "softmax",
         }
     }
@@ -84,6 +108,10 @@ impl KernelModule {
             KernelModule::Gemm => GEMM,
             KernelModule::GemmBf16 => GEMM_BF16,
             KernelModule::GroupNorm => GROUP_NORM,
+            KernelModule::LayerNorm => LAYER_NORM,
+            KernelModule::Layout => LAYOUT,
+            KernelModule::Pointwise => POINTWISE,
+            KernelModule::Pool => POOL,
             KernelModule::Softmax => SOFTMAX,
         }
     }
@@ -97,6 +125,10 @@ impl KernelModule {
             KernelModule::Gemm => gemm::ENTRIES,
             KernelModule::GemmBf16 => gemm_bf16::ENTRIES,
             KernelModule::GroupNorm => group_norm::ENTRIES,
+            KernelModule::LayerNorm => layer_norm::ENTRIES,
+            KernelModule::Layout => layout::ENTRIES,
+            KernelModule::Pointwise => pointwise::ENTRIES,
+            KernelModule::Pool => pool::ENTRIES,
             KernelModule::Softmax => softmax::ENTRIES,
         }
     }

@@ -5,11 +5,19 @@
 //! `docs/stand-in-driver.md`). [`CudaDevice::new`] never panics when no driver is present; it
 //! returns [`NO_DRIVER_MSG`].
 
+mod backend;
 mod device;
+mod elementwise;
+mod layout;
+mod linalg;
+mod norm;
+mod pool;
 pub mod attention;
 pub mod conv2d;
 pub mod gemm;
 
+pub use backend::{CudaBackend, CudaTensor};
+pub use cyberhost_kernels::DType;
 pub use device::{
     driver_present, find_stand_in_driver, load_driver_library, CudaDevice, DriverStats, PodArg,
     DRIVER_ENV, NO_DRIVER_MSG, STAND_IN_FILE,

@@ -1,0 +1,414 @@
+//! `CudaBackend`: the [`Backend`] trait on one CUDA device, tensors in bf16 (or f32) storage with
+//! f32 math inside every kernel.
+//!
+//! `CudaTensor` is a device buffer + shape + storage dtype. `from_f32` / `to_f32` convert on the
+//! host (f32 -> bf16 rounds to nearest even). New tensors take the backend's storage dtype
+//! ([`CudaBackend::storage`], bf16 by default); [`CudaBackend::from_f32_as`] and
+//! [`CudaBackend::to_dtype`] make f32 tensors where precision matters (e.g. the latents the sampler
+//! reads). Every op returns the dtype of its input; ops with several tensor inputs promote to f32
+//! when the dtypes differ (per-channel vectors such as gamma / beta / bias follow `x` instead).
+//!
+//! One file per op family, each a thin launcher over one `kernels/cuda/*.cu` module:
+//! `layout.rs` (`layout.cu`), `elementwise.rs` (`pointwise.cu`), `norm.rs` (`softmax.cu`,
+//! `group_norm.cu`, `layer_norm.cu`), `pool.rs` (`pool.cu`), `linalg.rs` (`gemm_bf16.cu`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use cudarc::driver::{CudaSlice, DevicePtr};
+use cyberhost_kernels::{kernel_name, DType, KernelModule, LaunchConfig};
+
+use super::device::CudaDevice;
+use super::{elementwise, layout, linalg, norm, pool};
+use crate::backends::{Backend, Binary, Conv2dParams, TensorLike, Unary};
+
+/// A contiguous row-major tensor on the device. Cheap to clone (the buffer is shared).
+#[derive(Clone)]
+pub struct CudaTensor {
+    /// At least one element is allocated, so the address is never null (even for empty shapes).
+    buf: Arc<CudaSlice<u8>>,
+    shape: Vec<usize>,
+    dtype: DType,
+}
+
+impl CudaTensor {
+    /// Storage dtype of the elements.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Bytes the elements occupy (`elem_count * dtype size`).
+    pub fn size_in_bytes(&self) -> usize {
+        self.elem_count() * self.dtype.size_in_bytes()
+    }
+
+    /// Same buffer, new shape (the caller checked the element count).
+    pub(crate) fn with_shape(&self, shape: Vec<usize>) -> CudaTensor {
+        CudaTensor {
+            buf: self.buf.clone(),
+            shape,
+            dtype: self.dtype,
+        }
+    }
+}
+
+impl std::fmt::Debug for CudaTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaTensor{:?}<{}>", self.shape, self.dtype.suffix())
+    }
+}
+
+impl TensorLike for CudaTensor {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+}
+
+struct Inner {
+    dev: Arc<CudaDevice>,
+    storage: DType,
+    /// Fill every freshly allocated output with 0xFF bytes (NaN in f32 and bf16) before the kernel
+    /// that writes it runs: tests catch elements a kernel forgets to write.
+    poison: AtomicBool,
+}
+
+/// The CUDA backend: one device, one stream; clones share them.
+#[derive(Clone)]
+pub struct CudaBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend")
+            .field("device", &self.inner.dev)
+            .field("storage", &self.inner.storage)
+            .finish()
+    }
+}
+
+impl CudaBackend {
+    /// Open CUDA device `ordinal` (e.g. 0) with bf16 storage. Without a driver this is an error
+    /// naming how to install one or select the stand-in (`NO_DRIVER_MSG`), never a panic.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let dev = CudaDevice::new(ordinal).context("CudaBackend::new")?;
+        Ok(Self::from_device(Arc::new(dev), DType::Bf16))
+    }
+
+    /// Device `ordinal` on the stand-in driver (`tools/ptx-emu-driver`), bf16 storage.
+    pub fn new_emulated(ordinal: usize) -> Result<Self> {
+        let dev = CudaDevice::new_emulated(ordinal).context("CudaBackend::new_emulated")?;
+        Ok(Self::from_device(Arc::new(dev), DType::Bf16))
+    }
+
+    /// A backend on an open device whose new tensors use `storage` (bf16 or f32).
+    pub fn from_device(dev: Arc<CudaDevice>, storage: DType) -> Self {
+        CudaBackend {
+            inner: Arc::new(Inner {
+                dev,
+                storage,
+                poison: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The same device with another storage dtype for new tensors.
+    pub fn with_storage(&self, storage: DType) -> Self {
+        let b = Self::from_device(self.inner.dev.clone(), storage);
+        b.set_poison_outputs(self.poison_outputs());
+        b
+    }
+
+    /// Storage dtype of tensors made by `from_f32` / `zeros`.
+    pub fn storage(&self) -> DType {
+        self.inner.storage
+    }
+
+    pub fn device(&self) -> &Arc<CudaDevice> {
+        &self.inner.dev
+    }
+
+    /// Tests: fill new outputs with 0xFF (NaN) before kernels write them.
+    pub fn set_poison_outputs(&self, on: bool) {
+        self.inner.poison.store(on, Ordering::Relaxed);
+    }
+
+    pub fn poison_outputs(&self) -> bool {
+        self.inner.poison.load(Ordering::Relaxed)
+    }
+
+    /// Upload host f32 data as a tensor of `dtype`.
+    pub fn from_f32_as(&self, shape: &[usize], data: &[f32], dtype: DType) -> Result<CudaTensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            bail!(
+                "from_f32: shape {shape:?} needs {n} elements, got {}",
+                data.len()
+            );
+        }
+        let bytes: Vec<u8> = match dtype {
+            DType::F32 => bytemuck::cast_slice(data).to_vec(),
+            DType::Bf16 => {
+                let v: Vec<u16> = data
+                    .iter()
+                    .map(|&x| half::bf16::from_f32(x).to_bits())
+                    .collect();
+                bytemuck::cast_slice(&v).to_vec()
+            }
+        };
+        let mut padded = bytes;
+        if padded.is_empty() {
+            padded.resize(dtype.size_in_bytes(), 0);
+        }
+        let buf = self.stream().clone_htod(&padded).with_context(|| {
+            format!("uploading a {shape:?} tensor to {}", self.inner.dev.name())
+        })?;
+        Ok(CudaTensor {
+            buf: Arc::new(buf),
+            shape: shape.to_vec(),
+            dtype,
+        })
+    }
+
+    /// The tensor converted to `dtype` (a clone when it already has it).
+    pub fn to_dtype(&self, t: &CudaTensor, dtype: DType) -> Result<CudaTensor> {
+        elementwise::cast(self, t, dtype)
+    }
+
+    // ---- helpers for the op files ------------------------------------------------------------
+
+    pub(crate) fn stream(&self) -> &Arc<cudarc::driver::CudaStream> {
+        self.inner.dev.stream()
+    }
+
+    /// Device address of a tensor's first element.
+    pub(crate) fn ptr(&self, t: &CudaTensor) -> u64 {
+        let (p, _sync) = t.buf.device_ptr(self.stream());
+        p
+    }
+
+    /// An uninitialised (poisoned in tests) tensor of `shape` and `dtype`.
+    pub(crate) fn alloc(&self, shape: &[usize], dtype: DType) -> Result<CudaTensor> {
+        let n: usize = shape.iter().product();
+        let bytes = n.max(1) * dtype.size_in_bytes();
+        // SAFETY: the buffer is uninitialised device memory; every op writes all `n` elements
+        // before any read (tests poison it to check exactly that).
+        let buf = unsafe { self.stream().alloc::<u8>(bytes) }.with_context(|| {
+            format!(
+                "allocating {bytes} bytes for a {shape:?} tensor on {}",
+                self.inner.dev.name()
+            )
+        })?;
+        let t = CudaTensor {
+            buf: Arc::new(buf),
+            shape: shape.to_vec(),
+            dtype,
+        };
+        if self.poison_outputs() {
+            let p = self.ptr(&t);
+            // SAFETY: `p` addresses the `bytes` bytes just allocated on this stream.
+            unsafe {
+                cudarc::driver::result::memset_d8_async(p, 0xFF, bytes, self.stream().cu_stream())
+            }
+            .context("poisoning a new output")?;
+        }
+        Ok(t)
+    }
+
+    /// Launch `op`_v1_`dtype` of `module` with one params struct.
+    ///
+    /// # Safety
+    /// As [`CudaDevice::launch`]: `params` is the entry's params struct and every address in it
+    /// points to a live buffer of this backend large enough for the described shape.
+    pub(crate) unsafe fn launch<P: bytemuck::Pod>(
+        &self,
+        module: KernelModule,
+        op: &str,
+        dtype: DType,
+        cfg: LaunchConfig,
+        params: &P,
+    ) -> Result<()> {
+        let entry = kernel_name(op, 1, dtype);
+        // SAFETY: forwarded to the caller.
+        unsafe { self.inner.dev.launch(module, &entry, cfg, params) }
+    }
+
+    /// Bring `t` to `dtype` when it differs (per-channel vectors following `x`).
+    pub(crate) fn as_dtype(&self, t: &CudaTensor, dtype: DType) -> Result<CudaTensor> {
+        if t.dtype == dtype {
+            Ok(t.clone())
+        } else {
+            elementwise::cast(self, t, dtype)
+        }
+    }
+}
+
+/// The dtype several tensor operands are computed in: theirs when equal, else f32.
+pub(crate) fn promote(ts: &[&CudaTensor]) -> DType {
+    match ts.first() {
+        Some(f) if ts.iter().all(|t| t.dtype == f.dtype) => f.dtype,
+        Some(_) => DType::F32,
+        None => DType::Bf16,
+    }
+}
+
+/// A size as the `u32` a kernel field holds, naming the op and the quantity in the error.
+pub(crate) fn u32_of(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v)
+        .map_err(|_| anyhow::anyhow!("{what} = {v} does not fit the kernel's u32 field"))
+}
+
+impl Backend for CudaBackend {
+    type Tensor = CudaTensor;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn from_f32(&self, shape: &[usize], data: &[f32]) -> Result<CudaTensor> {
+        self.from_f32_as(shape, data, self.storage())
+    }
+
+    fn to_f32(&self, t: &CudaTensor) -> Result<Vec<f32>> {
+        let bytes = self
+            .stream()
+            .clone_dtoh(t.buf.as_ref())
+            .with_context(|| format!("downloading {t:?} from {}", self.inner.dev.name()))?;
+        self.inner.dev.synchronize()?;
+        let n = t.elem_count();
+        Ok(match t.dtype {
+            DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(&bytes[..n * 4]),
+            DType::Bf16 => bytemuck::pod_collect_to_vec::<u8, u16>(&bytes[..n * 2])
+                .into_iter()
+                .map(|b| half::bf16::from_bits(b).to_f32())
+                .collect(),
+        })
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<CudaTensor> {
+        let mut t = self.alloc(shape, self.storage())?;
+        let buf = Arc::get_mut(&mut t.buf).expect("fresh buffer is unshared");
+        self.stream().memset_zeros(buf).context("zeros: memset")?;
+        Ok(t)
+    }
+
+    fn reshape(&self, t: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
+        layout::reshape(t, shape)
+    }
+
+    fn permute(&self, t: &CudaTensor, dims: &[usize]) -> Result<CudaTensor> {
+        layout::permute(self, t, dims)
+    }
+
+    fn concat(&self, ts: &[&CudaTensor], dim: usize) -> Result<CudaTensor> {
+        layout::concat(self, ts, dim)
+    }
+
+    fn narrow(&self, t: &CudaTensor, dim: usize, start: usize, len: usize) -> Result<CudaTensor> {
+        layout::narrow(self, t, dim, start, len)
+    }
+
+    fn index_select(&self, t: &CudaTensor, dim: usize, idx: &[usize]) -> Result<CudaTensor> {
+        layout::index_select(self, t, dim, idx)
+    }
+
+    fn unary(&self, t: &CudaTensor, op: Unary) -> Result<CudaTensor> {
+        elementwise::unary(self, t, op)
+    }
+
+    fn binary(&self, a: &CudaTensor, b: &CudaTensor, op: Binary) -> Result<CudaTensor> {
+        elementwise::binary(self, a, b, op)
+    }
+
+    fn affine(&self, t: &CudaTensor, mul: f32, add: f32) -> Result<CudaTensor> {
+        elementwise::affine(self, t, mul, add)
+    }
+
+    fn softmax_last(&self, t: &CudaTensor) -> Result<CudaTensor> {
+        norm::softmax_last(self, t, 1.0)
+    }
+
+    fn group_norm(
+        &self,
+        x: &CudaTensor,
+        groups: usize,
+        gamma: Option<&CudaTensor>,
+        beta: Option<&CudaTensor>,
+        eps: f32,
+    ) -> Result<CudaTensor> {
+        norm::group_norm(self, x, groups, gamma, beta, eps)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &CudaTensor,
+        gamma: Option<&CudaTensor>,
+        beta: Option<&CudaTensor>,
+        eps: f32,
+    ) -> Result<CudaTensor> {
+        norm::layer_norm(self, x, gamma, beta, eps)
+    }
+
+    fn linear(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        bias: Option<&CudaTensor>,
+    ) -> Result<CudaTensor> {
+        linalg::linear(self, x, w, bias)
+    }
+
+    fn matmul(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+        linalg::matmul(self, a, b)
+    }
+
+    fn conv2d(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        bias: Option<&CudaTensor>,
+        p: Conv2dParams,
+    ) -> Result<CudaTensor> {
+        linalg::conv2d(self, x, w, bias, p)
+    }
+
+    fn attention(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        scale: f32,
+    ) -> Result<CudaTensor> {
+        linalg::attention(self, q, k, v, scale)
+    }
+
+    fn upsample_nearest2d(&self, x: &CudaTensor, out_h: usize, out_w: usize) -> Result<CudaTensor> {
+        layout::upsample_nearest2d(self, x, out_h, out_w)
+    }
+
+    fn pad2d(
+        &self,
+        x: &CudaTensor,
+        left: usize,
+        right: usize,
+        top: usize,
+        bottom: usize,
+    ) -> Result<CudaTensor> {
+        layout::pad2d(self, x, left, right, top, bottom)
+    }
+
+    fn mean_dim(&self, t: &CudaTensor, dim: usize) -> Result<CudaTensor> {
+        pool::mean_dim(self, t, dim)
+    }
+
+    fn max_pool2d(
+        &self,
+        x: &CudaTensor,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<CudaTensor> {
+        pool::max_pool2d(self, x, kernel, stride, padding)
+    }
+}

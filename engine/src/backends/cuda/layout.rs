@@ -1,0 +1,387 @@
+//! Layout ops on CUDA (`kernels/cuda/layout.cu`): reshape (no copy), permute, concat, narrow
+//! (strided `copy`), index_select, pad2d, upsample_nearest2d.
+
+use anyhow::{bail, Result};
+use cyberhost_kernels::layout::{launch_config, LayoutParams, LAYOUT_MAX_RANK};
+use cyberhost_kernels::KernelModule;
+
+use super::backend::{promote, u32_of, CudaBackend, CudaTensor};
+use crate::backends::TensorLike;
+
+/// Row-major strides of a contiguous tensor.
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Merges adjacent dims whose strides (one list per operand) are mutually contiguous and drops
+/// size-1 dims, so a kernel with [`LAYOUT_MAX_RANK`] index dims covers any rank that collapses to
+/// it. Returns (sizes, strides per operand), at least one dim.
+pub(crate) fn collapse_dims(
+    shape: &[usize],
+    strides: &[Vec<usize>],
+) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut sizes: Vec<usize> = Vec::new();
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
+    for d in (0..shape.len()).rev() {
+        if shape[d] == 1 {
+            continue;
+        }
+        let merge = !sizes.is_empty()
+            && strides
+                .iter()
+                .zip(out.iter())
+                .all(|(s, o)| s[d] == o[0] * sizes[0]);
+        if merge {
+            sizes[0] *= shape[d];
+        } else {
+            sizes.insert(0, shape[d]);
+            for (s, o) in strides.iter().zip(out.iter_mut()) {
+                o.insert(0, s[d]);
+            }
+        }
+    }
+    if sizes.is_empty() {
+        sizes.push(1);
+        for o in out.iter_mut() {
+            o.push(0);
+        }
+    }
+    (sizes, out)
+}
+
+/// Pads a per-dim list in front to the kernel's rank.
+fn pad_front<T: Copy>(v: &[T], fill: T) -> [T; LAYOUT_MAX_RANK] {
+    let mut out = [fill; LAYOUT_MAX_RANK];
+    out[LAYOUT_MAX_RANK - v.len()..].copy_from_slice(v);
+    out
+}
+
+/// The `copy` entry: `dst[dst_off + Σ c·dst_strides] = src[src_off + Σ c·src_strides]` over
+/// `shape` (collapsed first; errors when it still has more than 6 dims).
+#[allow(clippy::too_many_arguments)]
+fn strided_copy(
+    be: &CudaBackend,
+    op: &str,
+    src: &CudaTensor,
+    src_offset: usize,
+    src_strides: &[usize],
+    dst: &CudaTensor,
+    dst_offset: usize,
+    dst_strides: &[usize],
+    shape: &[usize],
+) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if n == 0 {
+        return Ok(());
+    }
+    let (sizes, st) = collapse_dims(shape, &[src_strides.to_vec(), dst_strides.to_vec()]);
+    if sizes.len() > LAYOUT_MAX_RANK {
+        bail!(
+            "{op}: the copy of shape {shape:?} has {} non-mergeable dims, the CUDA kernel takes at \
+             most {LAYOUT_MAX_RANK}",
+            sizes.len()
+        );
+    }
+    let sizes32: Vec<u32> = sizes
+        .iter()
+        .map(|&d| u32_of(d, op))
+        .collect::<Result<_>>()?;
+    let mut p = LayoutParams::new(be.ptr(src), be.ptr(dst), &sizes32)?;
+    p.src_offset = src_offset as u64;
+    p.dst_offset = dst_offset as u64;
+    p.src_strides = pad_front(&st[0].iter().map(|&s| s as u64).collect::<Vec<_>>(), 0);
+    p.dst_strides = pad_front(&st[1].iter().map(|&s| s as u64).collect::<Vec<_>>(), 0);
+    let dtype = src.dtype();
+    // SAFETY: copy_v1_<dtype>(LayoutParams): src holds every element `src_offset + Σ c·src_strides`
+    // for c inside `shape` (callers derive the strides from src's own shape), dst likewise; both
+    // are live tensors of this backend with the entry's dtype.
+    unsafe { be.launch(KernelModule::Layout, "copy", dtype, launch_config(p.n), &p) }
+}
+
+pub(crate) fn reshape(t: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
+    let n: usize = shape.iter().product();
+    if n != t.elem_count() {
+        bail!(
+            "reshape: cannot view {:?} ({} elements) as {:?} ({} elements)",
+            t.shape(),
+            t.elem_count(),
+            shape,
+            n
+        );
+    }
+    Ok(t.with_shape(shape.to_vec()))
+}
+
+pub(crate) fn permute(be: &CudaBackend, t: &CudaTensor, dims: &[usize]) -> Result<CudaTensor> {
+    let r = t.rank();
+    let mut seen = vec![false; r];
+    if dims.len() != r
+        || dims
+            .iter()
+            .any(|&d| d >= r || std::mem::replace(&mut seen[d], true))
+    {
+        bail!(
+            "permute: {:?} is not a permutation of the {} dims of {:?}",
+            dims,
+            r,
+            t.shape()
+        );
+    }
+    if dims.iter().enumerate().all(|(i, &d)| i == d) {
+        return Ok(t.clone());
+    }
+    let in_strides = contiguous_strides(t.shape());
+    let shape: Vec<usize> = dims.iter().map(|&d| t.shape()[d]).collect();
+    let src_strides: Vec<usize> = dims.iter().map(|&d| in_strides[d]).collect();
+    let out = be.alloc(&shape, t.dtype())?;
+    strided_copy(
+        be,
+        "permute",
+        t,
+        0,
+        &src_strides,
+        &out,
+        0,
+        &contiguous_strides(&shape),
+        &shape,
+    )?;
+    Ok(out)
+}
+
+pub(crate) fn concat(be: &CudaBackend, ts: &[&CudaTensor], dim: usize) -> Result<CudaTensor> {
+    let Some(first) = ts.first() else {
+        bail!("concat: no tensors given");
+    };
+    let r = first.rank();
+    if dim >= r {
+        bail!(
+            "concat: dim {dim} out of range for shape {:?}",
+            first.shape()
+        );
+    }
+    for t in ts {
+        let ok = t.rank() == r && (0..r).all(|d| d == dim || t.shape()[d] == first.shape()[d]);
+        if !ok {
+            let shapes: Vec<_> = ts.iter().map(|t| t.shape().to_vec()).collect();
+            bail!("concat: shapes {:?} differ outside dim {dim}", shapes);
+        }
+    }
+    let dtype = promote(ts);
+    let outer: usize = first.shape()[..dim].iter().product();
+    let inner: usize = first.shape()[dim + 1..].iter().product();
+    let total: usize = ts.iter().map(|t| t.shape()[dim]).sum();
+    let mut shape = first.shape().to_vec();
+    shape[dim] = total;
+    let out = be.alloc(&shape, dtype)?;
+    let mut off = 0;
+    for t in ts {
+        let t = be.as_dtype(t, dtype)?;
+        let len = t.shape()[dim] * inner;
+        strided_copy(
+            be,
+            "concat",
+            &t,
+            0,
+            &[len, 1],
+            &out,
+            off,
+            &[total * inner, 1],
+            &[outer, len],
+        )?;
+        off += len;
+    }
+    Ok(out)
+}
+
+pub(crate) fn narrow(
+    be: &CudaBackend,
+    t: &CudaTensor,
+    dim: usize,
+    start: usize,
+    len: usize,
+) -> Result<CudaTensor> {
+    if dim >= t.rank() || start + len > t.shape()[dim] {
+        bail!(
+            "narrow: range {start}..{} of dim {dim} is outside shape {:?}",
+            start + len,
+            t.shape()
+        );
+    }
+    if len == t.shape()[dim] {
+        return Ok(t.clone());
+    }
+    let d = t.shape()[dim];
+    let outer: usize = t.shape()[..dim].iter().product();
+    let inner: usize = t.shape()[dim + 1..].iter().product();
+    let mut shape = t.shape().to_vec();
+    shape[dim] = len;
+    let out = be.alloc(&shape, t.dtype())?;
+    strided_copy(
+        be,
+        "narrow",
+        t,
+        start * inner,
+        &[d * inner, 1],
+        &out,
+        0,
+        &[len * inner, 1],
+        &[outer, len * inner],
+    )?;
+    Ok(out)
+}
+
+pub(crate) fn index_select(
+    be: &CudaBackend,
+    t: &CudaTensor,
+    dim: usize,
+    idx: &[usize],
+) -> Result<CudaTensor> {
+    if dim >= t.rank() {
+        bail!(
+            "index_select: dim {dim} out of range for shape {:?}",
+            t.shape()
+        );
+    }
+    let d = t.shape()[dim];
+    if let Some(&bad) = idx.iter().find(|&&i| i >= d) {
+        bail!(
+            "index_select: index {bad} out of range for dim {dim} of shape {:?}",
+            t.shape()
+        );
+    }
+    let outer: usize = t.shape()[..dim].iter().product();
+    let inner: usize = t.shape()[dim + 1..].iter().product();
+    let mut shape = t.shape().to_vec();
+    shape[dim] = idx.len();
+    let out = be.alloc(&shape, t.dtype())?;
+    if out.elem_count() == 0 {
+        return Ok(out);
+    }
+    let idx32: Vec<u32> = idx
+        .iter()
+        .map(|&i| u32_of(i, "index_select index"))
+        .collect::<Result<_>>()?;
+    let dev_idx = be.stream().clone_htod(&idx32)?;
+    let iter = [
+        u32_of(outer, "index_select outer")?,
+        u32_of(idx.len(), "index_select len")?,
+        u32_of(inner, "index_select inner")?,
+    ];
+    let mut p = LayoutParams::new(be.ptr(t), be.ptr(&out), &iter)?;
+    p.src_h = u32_of(d, "index_select dim size")?;
+    p.index = {
+        let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(&dev_idx, be.stream());
+        ptr
+    };
+    // SAFETY: index_select_v1_<dtype>(LayoutParams): src is (outer, d, inner), `index` holds
+    // idx.len() u32 values < d (checked above), dst is (outer, idx.len(), inner) contiguous. The
+    // index buffer is freed stream-ordered after the launch (dropped at the end of this scope).
+    unsafe {
+        be.launch(
+            KernelModule::Layout,
+            "index_select",
+            t.dtype(),
+            launch_config(p.n),
+            &p,
+        )
+    }?;
+    Ok(out)
+}
+
+pub(crate) fn pad2d(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    left: usize,
+    right: usize,
+    top: usize,
+    bottom: usize,
+) -> Result<CudaTensor> {
+    let r = x.rank();
+    if r < 2 {
+        bail!("pad2d: needs at least 2 dims, got shape {:?}", x.shape());
+    }
+    let (h, w) = (x.shape()[r - 2], x.shape()[r - 1]);
+    let (oh, ow) = (h + top + bottom, w + left + right);
+    let planes: usize = x.shape()[..r - 2].iter().product();
+    let mut shape = x.shape().to_vec();
+    shape[r - 2] = oh;
+    shape[r - 1] = ow;
+    let out = be.alloc(&shape, x.dtype())?;
+    if out.elem_count() == 0 {
+        return Ok(out);
+    }
+    let iter = [
+        u32_of(planes, "pad2d planes")?,
+        u32_of(oh, "pad2d out_h")?,
+        u32_of(ow, "pad2d out_w")?,
+    ];
+    let mut p = LayoutParams::new(be.ptr(x), be.ptr(&out), &iter)?;
+    p.src_h = u32_of(h, "pad2d h")?;
+    p.src_w = u32_of(w, "pad2d w")?;
+    p.pad_top = u32_of(top, "pad2d top")?;
+    p.pad_left = u32_of(left, "pad2d left")?;
+    // SAFETY: pad2d_v1_<dtype>(LayoutParams): src is (planes, h, w), dst (planes, oh, ow), both
+    // contiguous with x's dtype; only in-plane source positions are read.
+    unsafe {
+        be.launch(
+            KernelModule::Layout,
+            "pad2d",
+            x.dtype(),
+            launch_config(p.n),
+            &p,
+        )
+    }?;
+    Ok(out)
+}
+
+pub(crate) fn upsample_nearest2d(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    out_h: usize,
+    out_w: usize,
+) -> Result<CudaTensor> {
+    if x.rank() != 4 {
+        bail!(
+            "upsample_nearest2d: x must be (N, C, H, W), got shape {:?}",
+            x.shape()
+        );
+    }
+    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    if (h == 0 || w == 0) && out_h * out_w > 0 {
+        bail!(
+            "upsample_nearest2d: cannot resize empty spatial dims of {:?} to {out_h}x{out_w}",
+            x.shape()
+        );
+    }
+    let out = be.alloc(&[n, c, out_h, out_w], x.dtype())?;
+    if out.elem_count() == 0 {
+        return Ok(out);
+    }
+    let iter = [
+        u32_of(n * c, "upsample planes")?,
+        u32_of(out_h, "upsample out_h")?,
+        u32_of(out_w, "upsample out_w")?,
+    ];
+    let mut p = LayoutParams::new(be.ptr(x), be.ptr(&out), &iter)?;
+    p.src_h = u32_of(h, "upsample h")?;
+    p.src_w = u32_of(w, "upsample w")?;
+    // PyTorch's scale, in f32 (ATen `compute_scales_value` for an explicit size).
+    p.scale_h = h as f32 / out_h as f32;
+    p.scale_w = w as f32 / out_w as f32;
+    // SAFETY: upsample_nearest2d_v1_<dtype>(LayoutParams): src (n*c, h, w) with h, w >= 1, dst
+    // (n*c, out_h, out_w); source indices are clamped to h-1 / w-1 in the kernel.
+    unsafe {
+        be.launch(
+            KernelModule::Layout,
+            "upsample_nearest2d",
+            x.dtype(),
+            launch_config(p.n),
+            &p,
+        )
+    }?;
+    Ok(out)
+}

@@ -1,0 +1,214 @@
+//! Matrix products on CUDA.
+//!
+//! Interim: `linear`, `matmul` and `attention` run on the bf16 tensor-core GEMM
+//! `kernels/cuda/gemm_bf16.cu` (`C = A·Bᵀ + bias`, f32 accumulation), with `matmul` transposing
+//! B through the layout `copy` kernel and `attention` composed as GEMM (f32 scores) -> softmax
+//! (`softmax.cu`, scale fused) -> GEMM. f32 operands are rounded to bf16 for the GEMM; the output
+//! keeps the input's dtype. The fused launchers of `engine/src/backends/cuda/{gemm,attention,
+//! conv2d}.rs` (GEMM epilogues, flash attention, implicit-GEMM conv) replace these once they land.
+//! `conv2d` is not implemented on CUDA yet and returns an error.
+
+use anyhow::{bail, Result};
+use cyberhost_kernels::gemm_bf16::{launch_config, GemmLayout, GemmParams, GemmPtrs, GemmShape};
+use cyberhost_kernels::{DType, KernelModule};
+
+use super::backend::{promote, CudaBackend, CudaTensor};
+use super::{layout, norm};
+use crate::backends::{Conv2dParams, TensorLike};
+
+/// gridDim.z limit: larger batches run in chunks.
+const MAX_BATCH: usize = 65_535;
+
+/// `C[b] = A[b]·B[b]ᵀ + bias` for bf16 A `(batch, m, k)` and B `(batch or 1, n, k)` into a new
+/// `(batch, m, n)` tensor of `out` dtype (`out_shape` gives its logical shape).
+#[allow(clippy::too_many_arguments)]
+fn gemm_nt(
+    be: &CudaBackend,
+    a: &CudaTensor,
+    b: &CudaTensor,
+    bias: Option<&CudaTensor>,
+    (batch, m, n, k): (usize, usize, usize, usize),
+    broadcast_b: bool,
+    out: DType,
+    out_shape: &[usize],
+) -> Result<CudaTensor> {
+    debug_assert!(a.dtype() == DType::Bf16 && b.dtype() == DType::Bf16);
+    let c = be.alloc(out_shape, out)?;
+    if batch * m * n == 0 {
+        return Ok(c);
+    }
+    let (pa, pb, pc) = (be.ptr(a), be.ptr(b), be.ptr(&c));
+    let pbias = bias.map_or(0, |t| be.ptr(t));
+    let mut done = 0;
+    while done < batch {
+        let chunk = (batch - done).min(MAX_BATCH);
+        let shape = GemmShape {
+            batch: chunk as u64,
+            m: m as u64,
+            n: n as u64,
+            k: k as u64,
+        };
+        let lay = GemmLayout::contiguous(shape, broadcast_b);
+        let ptrs = GemmPtrs {
+            a: pa + (done * m * k * 2) as u64,
+            b: pb
+                + if broadcast_b {
+                    0
+                } else {
+                    (done * n * k * 2) as u64
+                },
+            bias: pbias,
+            c: pc + (done * m * n * out.size_in_bytes()) as u64,
+        };
+        let p = GemmParams::new(ptrs, shape, lay)?;
+        // SAFETY: gemm_bf16_v1_<out>(GemmParams): A holds (batch, m, k) bf16 and B (batch or 1,
+        // n, k) bf16, contiguous; bias (n) bf16 or null; C (batch, m, n) of `out`; the chunk
+        // offsets stay inside them.
+        unsafe {
+            be.launch(
+                KernelModule::GemmBf16,
+                "gemm_bf16",
+                out,
+                launch_config(shape),
+                &p,
+            )
+        }?;
+        done += chunk;
+    }
+    Ok(c)
+}
+
+pub(crate) fn linear(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+) -> Result<CudaTensor> {
+    if w.rank() != 2 || x.rank() == 0 || x.shape().last() != Some(&w.shape()[1]) {
+        bail!(
+            "linear: x {:?} · w {:?}ᵀ needs w (out, in) with in = the last dim of x",
+            x.shape(),
+            w.shape()
+        );
+    }
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    if let Some(b) = bias {
+        if b.elem_count() != n {
+            bail!(
+                "linear: bias has shape {:?}, expected {n} elements",
+                b.shape()
+            );
+        }
+    }
+    let m: usize = x.shape()[..x.rank() - 1].iter().product();
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap() = n;
+    let xa = be.as_dtype(x, DType::Bf16)?;
+    let wb = be.as_dtype(w, DType::Bf16)?;
+    let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
+    gemm_nt(
+        be,
+        &xa,
+        &wb,
+        bb.as_ref(),
+        (1, m, n, k),
+        true,
+        x.dtype(),
+        &shape,
+    )
+}
+
+pub(crate) fn matmul(be: &CudaBackend, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+    let (ra, rb) = (a.rank(), b.rank());
+    if ra < 2
+        || ra != rb
+        || a.shape()[..ra - 2] != b.shape()[..rb - 2]
+        || a.shape()[ra - 1] != b.shape()[rb - 2]
+    {
+        bail!(
+            "matmul: a {:?} · b {:?} needs (.., M, K) · (.., K, N) with equal batch dims",
+            a.shape(),
+            b.shape()
+        );
+    }
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    let batch: usize = a.shape()[..ra - 2].iter().product();
+    let out = promote(&[a, b]);
+    let mut shape = a.shape().to_vec();
+    shape[ra - 1] = n;
+    let ab = be.as_dtype(a, DType::Bf16)?;
+    let bb = be.as_dtype(b, DType::Bf16)?;
+    let mut dims: Vec<usize> = (0..rb).collect();
+    dims.swap(rb - 2, rb - 1);
+    let bt = layout::permute(be, &bb, &dims)?; // (.., N, K)
+    gemm_nt(be, &ab, &bt, None, (batch, m, n, k), false, out, &shape)
+}
+
+pub(crate) fn attention(
+    be: &CudaBackend,
+    q: &CudaTensor,
+    k: &CudaTensor,
+    v: &CudaTensor,
+    scale: f32,
+) -> Result<CudaTensor> {
+    let ok = q.rank() == 4
+        && k.rank() == 4
+        && v.rank() == 4
+        && q.shape()[..2] == k.shape()[..2]
+        && k.shape()[..3] == v.shape()[..3]
+        && q.shape()[3] == k.shape()[3];
+    if !ok {
+        bail!(
+            "attention: q {:?}, k {:?}, v {:?} must be (B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, Dv)",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        );
+    }
+    let (bsz, h, lq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (lk, dv) = (k.shape()[2], v.shape()[3]);
+    let bh = bsz * h;
+    let out = promote(&[q, k, v]);
+    let qb = be.as_dtype(q, DType::Bf16)?;
+    let kb = be.as_dtype(k, DType::Bf16)?;
+    let vb = be.as_dtype(v, DType::Bf16)?;
+    // scores (BH, Lq, Lk) in f32, softmax(scale · scores) in f32, then rounded to bf16 for P·V
+    let s = gemm_nt(
+        be,
+        &qb,
+        &kb,
+        None,
+        (bh, lq, lk, d),
+        false,
+        DType::F32,
+        &[bsz, h, lq, lk],
+    )?;
+    let p = norm::softmax_last(be, &s, scale)?;
+    let p = be.as_dtype(&p, DType::Bf16)?;
+    let vt = layout::permute(be, &vb, &[0, 1, 3, 2])?; // (B, H, Dv, Lk)
+    gemm_nt(
+        be,
+        &p,
+        &vt,
+        None,
+        (bh, lq, dv, lk),
+        false,
+        out,
+        &[bsz, h, lq, dv],
+    )
+}
+
+pub(crate) fn conv2d(
+    _be: &CudaBackend,
+    x: &CudaTensor,
+    w: &CudaTensor,
+    _bias: Option<&CudaTensor>,
+    _p: Conv2dParams,
+) -> Result<CudaTensor> {
+    bail!(
+        "conv2d (x {:?}, w {:?}) is not yet implemented on CUDA: the implicit-GEMM kernel \
+         (kernels/cuda/conv2d.cu) has not landed; run this model on the CPU backend",
+        x.shape(),
+        w.shape()
+    )
+}

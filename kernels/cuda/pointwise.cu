@@ -1,0 +1,155 @@
+// ------------------------------------------------------------------------------------------------
+// pointwise.cu: unary activations, NumPy-broadcast binary ops, affine, dtype casts.
+//
+//   unary   y[i] = f(a[i]),            f = op (silu, gelu, gelu_tanh, relu, sigmoid, tanh, exp, neg,
+//                                      sqrt), y may alias a
+//   affine  y[i] = a[i] * mul + add
+//   binary  y[i] = a[idx_a(i)] (+ - * /) b[idx_b(i)], i over the broadcast output shape (row-major,
+//           rank <= POINTWISE_MAX_RANK after the host merges contiguous dims), idx_x(i) = sum over
+//           dims of coord_d * x_strides[d] (stride 0 on broadcast dims)
+//   cast    y[i] = a[i] converted f32 -> bf16 (round to nearest even) or bf16 -> f32
+//
+//   storage dtype T in {f32, bf16} (all operands of one entry share it); math in f32.
+//
+// Versions:
+//   v1: grid-stride loop, one element per thread per step, POINTWISE_THREADS threads; the binary
+//       entry decomposes the flat index per element (u64 div/mod per dim).            <- ships
+// Entries (one PointwiseParams argument): unary_v1_{f32,bf16}, affine_v1_{f32,bf16},
+//   binary_v1_{f32,bf16}, cast_bf16_v1_f32 (f32 in, bf16 out), cast_f32_v1_bf16 (bf16 in, f32 out).
+// ------------------------------------------------------------------------------------------------
+
+#include "common.cuh"
+
+// ------------------------------------------------------------------------------------------------
+// geometry
+// ------------------------------------------------------------------------------------------------
+
+// Launch rule (kernels/src/pointwise.rs): block = POINTWISE_THREADS,
+// grid = clamp(ceil(n / (POINTWISE_THREADS * 4)), 1, 65535); the grid-stride loop covers the rest.
+enum : uint32_t { POINTWISE_THREADS = 256 };
+enum : uint32_t { POINTWISE_MAX_RANK = 6 };
+
+// ------------------------------------------------------------------------------------------------
+// params (mirrored by kernels/src/pointwise.rs `PointwiseParams`, 168 bytes)
+// ------------------------------------------------------------------------------------------------
+
+struct PointwiseParams {
+  const void* a;                          // (n) T, or the binary lhs read through a_strides
+  const void* b;                          // binary rhs read through b_strides; null otherwise
+  void* y;                                // (n) output, contiguous
+  uint64_t n;                             // output elements
+  uint64_t a_strides[POINTWISE_MAX_RANK]; // binary: element strides of a per output dim (0 = bcast)
+  uint64_t b_strides[POINTWISE_MAX_RANK]; // binary: same for b
+  uint32_t shape[POINTWISE_MAX_RANK];     // binary: output shape, leading dims padded with 1
+  uint32_t op;                            // unary: UnaryOp, binary: BinaryOp
+  float mul;                              // affine
+  float add;                              // affine
+  uint32_t _pad;
+};
+
+enum UnaryOp : uint32_t {
+  UNARY_SILU = 0,
+  UNARY_GELU = 1,
+  UNARY_GELU_TANH = 2,
+  UNARY_RELU = 3,
+  UNARY_SIGMOID = 4,
+  UNARY_TANH = 5,
+  UNARY_EXP = 6,
+  UNARY_NEG = 7,
+  UNARY_SQRT = 8,
+};
+
+enum BinaryOp : uint32_t { BINARY_ADD = 0, BINARY_SUB = 1, BINARY_MUL = 2, BINARY_DIV = 3 };
+
+// ------------------------------------------------------------------------------------------------
+// device
+// ------------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ float apply_unary(uint32_t op, float v) {
+  switch (op) {
+  case UNARY_SILU: return v / (1.0f + expf(-v));
+  case UNARY_GELU: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+  case UNARY_GELU_TANH: return 0.5f * v * (1.0f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)));
+  case UNARY_RELU: return v > 0.0f ? v : 0.0f;
+  case UNARY_SIGMOID: return 1.0f / (1.0f + expf(-v));
+  case UNARY_TANH: return tanhf(v);
+  case UNARY_EXP: return expf(v);
+  case UNARY_NEG: return -v;
+  default: return sqrtf(v);
+  }
+}
+
+__device__ __forceinline__ float apply_binary(uint32_t op, float a, float b) {
+  switch (op) {
+  case BINARY_ADD: return a + b;
+  case BINARY_SUB: return a - b;
+  case BINARY_MUL: return a * b;
+  default: return a / b;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void unary_v1(const PointwiseParams& p) {
+  const T* a = static_cast<const T*>(p.a);
+  T* y = static_cast<T*>(p.y);
+  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += stride)
+    y[i] = from_f32<T>(apply_unary(p.op, to_f32(a[i])));
+}
+
+template <typename T>
+__device__ __forceinline__ void affine_v1(const PointwiseParams& p) {
+  const T* a = static_cast<const T*>(p.a);
+  T* y = static_cast<T*>(p.y);
+  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += stride)
+    y[i] = from_f32<T>(to_f32(a[i]) * p.mul + p.add);
+}
+
+template <typename T>
+__device__ __forceinline__ void binary_v1(const PointwiseParams& p) {
+  const T* a = static_cast<const T*>(p.a);
+  const T* b = static_cast<const T*>(p.b);
+  T* y = static_cast<T*>(p.y);
+  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += stride) {
+    uint64_t rest = i, ia = 0, ib = 0;
+#pragma unroll
+    for (int d = POINTWISE_MAX_RANK - 1; d >= 0; --d) {
+      const uint64_t c = rest % p.shape[d];
+      rest /= p.shape[d];
+      ia += c * p.a_strides[d];
+      ib += c * p.b_strides[d];
+    }
+    y[i] = from_f32<T>(apply_binary(p.op, to_f32(a[ia]), to_f32(b[ib])));
+  }
+}
+
+template <typename S, typename D>
+__device__ __forceinline__ void cast_v1(const PointwiseParams& p) {
+  const S* a = static_cast<const S*>(p.a);
+  D* y = static_cast<D*>(p.y);
+  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += stride)
+    y[i] = from_f32<D>(to_f32(a[i]));
+}
+
+// ------------------------------------------------------------------------------------------------
+// entries
+// ------------------------------------------------------------------------------------------------
+
+#define POINTWISE_ENTRY(NAME, BODY)                                                                \
+  extern "C" __global__ void __launch_bounds__(POINTWISE_THREADS) NAME(const PointwiseParams p) {  \
+    BODY(p);                                                                                       \
+  }
+
+POINTWISE_ENTRY(unary_v1_f32, unary_v1<float>)
+POINTWISE_ENTRY(unary_v1_bf16, unary_v1<__nv_bfloat16>)
+POINTWISE_ENTRY(affine_v1_f32, affine_v1<float>)
+POINTWISE_ENTRY(affine_v1_bf16, affine_v1<__nv_bfloat16>)
+POINTWISE_ENTRY(binary_v1_f32, binary_v1<float>)
+POINTWISE_ENTRY(binary_v1_bf16, binary_v1<__nv_bfloat16>)
+#define CAST_F32_TO_BF16 cast_v1<float, __nv_bfloat16>
+#define CAST_BF16_TO_F32 cast_v1<__nv_bfloat16, float>
+POINTWISE_ENTRY(cast_bf16_v1_f32, CAST_F32_TO_BF16)
+POINTWISE_ENTRY(cast_f32_v1_bf16, CAST_BF16_TO_F32)

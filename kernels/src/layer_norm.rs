@@ -1,0 +1,109 @@
+//! `kernels/cuda/layer_norm.cu`: LayerNorm over the last dim of `(rows, cols)`, optional affine.
+
+use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
+use anyhow::{ensure, Result};
+
+/// Rows (one warp each) per block (`LN_WARPS` in the `.cu`).
+pub const LN_WARPS: u32 = 4;
+pub const LN_THREADS: u32 = LN_WARPS * 32;
+
+const LAUNCH: &str = "grid = ceil(rows / 4), block = 128 (one warp per row)";
+
+pub const ENTRIES: &[Entry] = &[
+    Entry {
+        name: "layer_norm_v1_f32",
+        op: "layer_norm",
+        version: 1,
+        dtype: DType::F32,
+        params: "LayerNormParams",
+        params_size: 48,
+        launch: LAUNCH,
+    },
+    Entry {
+        name: "layer_norm_v1_bf16",
+        op: "layer_norm",
+        version: 1,
+        dtype: DType::Bf16,
+        params: "LayerNormParams",
+        params_size: 48,
+        launch: LAUNCH,
+    },
+];
+
+/// Mirrors `struct LayerNormParams` in `layer_norm.cu` (48 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LayerNormParams {
+    /// `(rows, cols)` input.
+    pub x: u64,
+    /// `(cols)` scale, or 0.
+    pub gamma: u64,
+    /// `(cols)` shift, or 0.
+    pub beta: u64,
+    /// `(rows, cols)` output; may equal `x`.
+    pub y: u64,
+    pub rows: u32,
+    pub cols: u32,
+    pub eps: f32,
+    pub _pad: u32,
+}
+
+/// `(rows, cols)`, e.g. `(batch * tokens, 1024)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerNormShape {
+    pub rows: u64,
+    pub cols: u64,
+}
+
+impl LayerNormParams {
+    pub fn new(
+        x: u64,
+        gamma: u64,
+        beta: u64,
+        y: u64,
+        shape: LayerNormShape,
+        eps: f32,
+    ) -> Result<Self> {
+        ensure!(
+            eps >= 0.0 && eps.is_finite(),
+            "layer_norm: eps {eps} must be finite and >= 0"
+        );
+        Ok(LayerNormParams {
+            x,
+            gamma,
+            beta,
+            y,
+            rows: to_u32(shape.rows, "layer_norm rows")?,
+            cols: to_u32(shape.cols, "layer_norm cols")?,
+            eps,
+            _pad: 0,
+        })
+    }
+}
+
+/// `grid = ceil(rows / 4)`, `block = 128`, no dynamic smem.
+pub fn launch_config(shape: LayerNormShape) -> LaunchConfig {
+    LaunchConfig {
+        grid: [ceil_div(shape.rows, LN_WARPS as u64).max(1) as u32, 1, 1],
+        block: [LN_THREADS, 1, 1],
+        dynamic_smem_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_layout_matches_cu() {
+        assert_eq!(std::mem::size_of::<LayerNormParams>(), 48);
+    }
+
+    #[test]
+    fn launch_rounds_rows_up() {
+        assert_eq!(
+            launch_config(LayerNormShape { rows: 9, cols: 7 }).grid,
+            [3, 1, 1]
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! `kernels/cuda/layout.cu`: strided copy (permute, narrow, concat), index_select, pad2d,
+//! upsample_nearest2d.
+
+use crate::{ceil_div, DType, Entry, LaunchConfig};
+
+/// Threads per block (`LAYOUT_THREADS` in the `.cu`).
+pub const LAYOUT_THREADS: u32 = 256;
+/// Elements per thread the launch rule aims for before the grid is capped.
+pub const LAYOUT_ITEMS_PER_THREAD: u64 = 4;
+/// Grid cap; the kernels' grid-stride loops cover the rest.
+pub const LAYOUT_MAX_BLOCKS: u64 = 65_535;
+/// Dims of the copy index (`LAYOUT_MAX_RANK`); leading dims are padded with 1.
+pub const LAYOUT_MAX_RANK: usize = 6;
+
+const LAUNCH: &str = "grid = clamp(ceil(n / 1024), 1, 65535), block = 256, grid-stride loop";
+
+const fn entry(name: &'static str, op: &'static str, dtype: DType) -> Entry {
+    Entry {
+        name,
+        op,
+        version: 1,
+        dtype,
+        params: "LayoutParams",
+        params_size: 192,
+        launch: LAUNCH,
+    }
+}
+
+pub const ENTRIES: &[Entry] = &[
+    entry("copy_v1_f32", "copy", DType::F32),
+    entry("copy_v1_bf16", "copy", DType::Bf16),
+    entry("index_select_v1_f32", "index_select", DType::F32),
+    entry("index_select_v1_bf16", "index_select", DType::Bf16),
+    entry("pad2d_v1_f32", "pad2d", DType::F32),
+    entry("pad2d_v1_bf16", "pad2d", DType::Bf16),
+    entry(
+        "upsample_nearest2d_v1_f32",
+        "upsample_nearest2d",
+        DType::F32,
+    ),
+    entry(
+        "upsample_nearest2d_v1_bf16",
+        "upsample_nearest2d",
+        DType::Bf16,
+    ),
+];
+
+/// Mirrors `struct LayoutParams` in `layout.cu` field for field (192 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LayoutParams {
+    pub src: u64,
+    pub dst: u64,
+    /// index_select: `(len)` u32 indices into the source dim; 0 otherwise.
+    pub index: u64,
+    /// Elements written: the product of `shape`.
+    pub n: u64,
+    /// copy: elements.
+    pub src_offset: u64,
+    pub dst_offset: u64,
+    /// copy: element strides per dim of `shape`.
+    pub src_strides: [u64; LAYOUT_MAX_RANK],
+    pub dst_strides: [u64; LAYOUT_MAX_RANK],
+    /// Iteration shape, leading dims padded with 1; index_select / pad2d / upsample use the last
+    /// three: `(outer, len, inner)` or `(planes, out_h, out_w)`.
+    pub shape: [u32; LAYOUT_MAX_RANK],
+    /// pad2d / upsample: source rows; index_select: size of the indexed source dim.
+    pub src_h: u32,
+    /// pad2d / upsample: source columns.
+    pub src_w: u32,
+    pub pad_top: u32,
+    pub pad_left: u32,
+    /// upsample: `src_h as f32 / out_h as f32` (PyTorch's f32 scale).
+    pub scale_h: f32,
+    pub scale_w: f32,
+}
+
+impl LayoutParams {
+    /// All-zero params with `src`, `dst` and a shape (padded in front with 1 to rank 6).
+    pub fn new(src: u64, dst: u64, shape: &[u32]) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            shape.len() <= LAYOUT_MAX_RANK,
+            "layout: rank {} exceeds the kernel's {LAYOUT_MAX_RANK} dims",
+            shape.len()
+        );
+        let mut padded = [1u32; LAYOUT_MAX_RANK];
+        padded[LAYOUT_MAX_RANK - shape.len()..].copy_from_slice(shape);
+        let mut p: LayoutParams = bytemuck::Zeroable::zeroed();
+        p.src = src;
+        p.dst = dst;
+        p.shape = padded;
+        p.n = shape.iter().map(|&d| d as u64).product();
+        Ok(p)
+    }
+}
+
+/// `grid = clamp(ceil(n / (256 * 4)), 1, 65535)`, `block = 256`, no dynamic smem.
+pub fn launch_config(n: u64) -> LaunchConfig {
+    let per_block = LAYOUT_THREADS as u64 * LAYOUT_ITEMS_PER_THREAD;
+    let blocks = ceil_div(n, per_block).clamp(1, LAYOUT_MAX_BLOCKS) as u32;
+    LaunchConfig {
+        grid: [blocks, 1, 1],
+        block: [LAYOUT_THREADS, 1, 1],
+        dynamic_smem_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_layout_matches_cu() {
+        assert_eq!(std::mem::size_of::<LayoutParams>(), 192);
+        assert_eq!(std::mem::align_of::<LayoutParams>(), 8);
+    }
+
+    #[test]
+    fn new_pads_shape_in_front() {
+        let p = LayoutParams::new(8, 16, &[2, 3, 5]).unwrap();
+        assert_eq!(p.shape, [1, 1, 1, 2, 3, 5]);
+        assert_eq!(p.n, 30);
+        assert!(LayoutParams::new(8, 16, &[1; 7]).is_err());
+    }
+}
