@@ -3,10 +3,12 @@
 # emulator and stand-in-driver test. Needs no GPU and no CUDA install.
 #   1. runtime tools (ffmpeg) for the end-to-end tests,
 #   2. the pinned NVRTC/ptxas toolchain and the PTX drift check,
-#   3. cargo test over the whole workspace.
+#   3. cargo test over the whole workspace (kernel tests straight on the emulator),
+#   4. the kernel tests again through cudarc on the stand-in CUDA driver.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
 tools/kernels/setup_toolchain.sh
 python3 tools/kernels/build_ptx.py --check
 cargo test --workspace --all-targets --no-fail-fast "$@"
+CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test --test kernels --test cuda_kernels_compute "$@"
