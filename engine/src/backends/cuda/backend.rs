@@ -10,7 +10,8 @@
 //!
 //! One file per op family, each a thin launcher over one `kernels/cuda/*.cu` module:
 //! `layout.rs` (`layout.cu`), `elementwise.rs` (`pointwise.cu`), `norm.rs` (`softmax.cu`,
-//! `group_norm.cu`, `layer_norm.cu`), `pool.rs` (`pool.cu`), `linalg.rs` (`gemm_bf16.cu`).
+//! `group_norm.cu`, `layer_norm.cu`), `pool.rs` (`pool.cu`), `linalg.rs` (the launchers of
+//! `gemm.rs`, `conv2d.rs`, `attention.rs`, plus `gemm_bf16.cu` for f32 outputs).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,6 +42,17 @@ impl CudaTensor {
     /// Bytes the elements occupy (`elem_count * dtype size`).
     pub fn size_in_bytes(&self) -> usize {
         self.elem_count() * self.dtype.size_in_bytes()
+    }
+
+    /// The device bytes (at least one element, even for empty shapes).
+    pub(crate) fn buf(&self) -> &CudaSlice<u8> {
+        &self.buf
+    }
+
+    /// Mutable device bytes of a tensor no clone shares yet (a fresh output).
+    pub(crate) fn buf_mut(&mut self) -> Result<&mut CudaSlice<u8>> {
+        Arc::get_mut(&mut self.buf)
+            .ok_or_else(|| anyhow::anyhow!("CudaTensor{:?}: output buffer is shared", self.shape))
     }
 
     /// Same buffer, new shape (the caller checked the element count).
@@ -288,8 +300,8 @@ impl Backend for CudaBackend {
 
     fn zeros(&self, shape: &[usize]) -> Result<CudaTensor> {
         let mut t = self.alloc(shape, self.storage())?;
-        let buf = Arc::get_mut(&mut t.buf).expect("fresh buffer is unshared");
-        self.stream().memset_zeros(buf).context("zeros: memset")?;
+        let stream = self.stream().clone();
+        stream.memset_zeros(t.buf_mut()?).context("zeros: memset")?;
         Ok(t)
     }
 

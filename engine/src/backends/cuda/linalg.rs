@@ -1,20 +1,26 @@
 //! Matrix products on CUDA.
 //!
-//! Interim: `linear`, `matmul` and `attention` run on the bf16 tensor-core GEMM
-//! `kernels/cuda/gemm_bf16.cu` (`C = A·Bᵀ + bias`, f32 accumulation), with `matmul` transposing
-//! B through the layout `copy` kernel and `attention` composed as GEMM (f32 scores) -> softmax
-//! (`softmax.cu`, scale fused) -> GEMM. f32 operands are rounded to bf16 for the GEMM; the output
-//! keeps the input's dtype. The fused launchers of `engine/src/backends/cuda/{gemm,attention,
-//! conv2d}.rs` (GEMM epilogues, flash attention, implicit-GEMM conv) replace these once they land.
-//! `conv2d` is not implemented on CUDA yet and returns an error.
+//! bf16 tensors go to the fused launchers: `linear` / `matmul` to `gemm.rs` (`kernels/cuda/gemm.cu`,
+//! bias in the epilogue, B `(K, N)` read directly), `conv2d` to `conv2d.rs` (implicit-GEMM NCHW,
+//! bias in the epilogue; groups 1, dilation 1, square stride and padding), `attention` to
+//! `attention.rs` (flash attention, head dim a multiple of 8 up to 160, `Dv = D`). f32 tensors keep
+//! f32 outputs: `linear` / `matmul` run `kernels/cuda/gemm_bf16.cu` (operands rounded to bf16, f32
+//! accumulate and store), `conv2d` casts around the bf16 kernel. Attention shapes the flash kernel
+//! does not take (or f32 inputs) are composed: GEMM (f32 scores) -> softmax (`softmax.cu`, scale
+//! fused) -> GEMM. `conv2d` with groups > 1, dilation or non-square stride/padding is an error.
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::gemm_bf16::{launch_config, GemmLayout, GemmParams, GemmPtrs, GemmShape};
 use cyberhost_kernels::{DType, KernelModule};
 
+use super::attention::{self as flash, AttnLayout};
 use super::backend::{promote, CudaBackend, CudaTensor};
-use super::{layout, norm};
+use super::conv2d::{self as conv, Conv2dExtras};
+use super::gemm::{self, GemmExtras};
+use super::{elementwise, layout, norm};
 use crate::backends::{Conv2dParams, TensorLike};
+use cyberhost_kernels::attention::{traits_for, AttentionShape};
+use cyberhost_kernels::conv2d::Conv2dShape;
 
 /// gridDim.z limit: larger batches run in chunks.
 const MAX_BATCH: usize = 65_535;
@@ -106,6 +112,26 @@ pub(crate) fn linear(
     let xa = be.as_dtype(x, DType::Bf16)?;
     let wb = be.as_dtype(w, DType::Bf16)?;
     let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
+    if x.dtype() == DType::Bf16 {
+        let mut out = be.alloc(&shape, DType::Bf16)?;
+        if out.elem_count() > 0 {
+            let extras = GemmExtras {
+                bias: bb.as_ref().map(|b| b.buf()),
+                ..Default::default()
+            };
+            gemm::linear(
+                be.device(),
+                xa.buf(),
+                wb.buf(),
+                out.buf_mut()?,
+                m,
+                n,
+                k,
+                extras,
+            )?;
+        }
+        return Ok(out);
+    }
     gemm_nt(
         be,
         &xa,
@@ -138,6 +164,25 @@ pub(crate) fn matmul(be: &CudaBackend, a: &CudaTensor, b: &CudaTensor) -> Result
     shape[ra - 1] = n;
     let ab = be.as_dtype(a, DType::Bf16)?;
     let bb = be.as_dtype(b, DType::Bf16)?;
+    if out == DType::Bf16 && batch <= MAX_BATCH {
+        let mut c = be.alloc(&shape, DType::Bf16)?;
+        if c.elem_count() > 0 {
+            let extras = GemmExtras::default();
+            gemm::matmul(
+                be.device(),
+                ab.buf(),
+                bb.buf(),
+                c.buf_mut()?,
+                batch,
+                m,
+                n,
+                k,
+                false,
+                extras,
+            )?;
+        }
+        return Ok(c);
+    }
     let mut dims: Vec<usize> = (0..rb).collect();
     dims.swap(rb - 2, rb - 1);
     let bt = layout::permute(be, &bb, &dims)?; // (.., N, K)
@@ -172,6 +217,35 @@ pub(crate) fn attention(
     let qb = be.as_dtype(q, DType::Bf16)?;
     let kb = be.as_dtype(k, DType::Bf16)?;
     let vb = be.as_dtype(v, DType::Bf16)?;
+    let flash_ok = out == DType::Bf16
+        && dv == d
+        && lk >= 1
+        && traits_for(d as u64).is_ok()
+        && (1..=65_535).contains(&bsz)
+        && (1..=65_535).contains(&h);
+    if flash_ok {
+        let mut o = be.alloc(&[bsz, h, lq, dv], DType::Bf16)?;
+        if o.elem_count() > 0 {
+            let shape = AttentionShape {
+                batch: bsz as u64,
+                heads: h as u64,
+                lq: lq as u64,
+                lk: lk as u64,
+                d: d as u64,
+            };
+            flash::attention(
+                be.device(),
+                qb.buf(),
+                kb.buf(),
+                vb.buf(),
+                o.buf_mut()?,
+                shape,
+                AttnLayout::Bhld,
+                scale,
+            )?;
+        }
+        return Ok(o);
+    }
     // scores (BH, Lq, Lk) in f32, softmax(scale · scores) in f32, then rounded to bf16 for P·V
     let s = gemm_nt(
         be,
@@ -199,16 +273,68 @@ pub(crate) fn attention(
 }
 
 pub(crate) fn conv2d(
-    _be: &CudaBackend,
+    be: &CudaBackend,
     x: &CudaTensor,
     w: &CudaTensor,
-    _bias: Option<&CudaTensor>,
-    _p: Conv2dParams,
+    bias: Option<&CudaTensor>,
+    p: Conv2dParams,
 ) -> Result<CudaTensor> {
-    bail!(
-        "conv2d (x {:?}, w {:?}) is not yet implemented on CUDA: the implicit-GEMM kernel \
-         (kernels/cuda/conv2d.cu) has not landed; run this model on the CPU backend",
-        x.shape(),
-        w.shape()
-    )
+    if x.rank() != 4 || w.rank() != 4 || p.groups == 0 || x.shape()[1] != w.shape()[1] * p.groups {
+        bail!(
+            "conv2d: x {:?} and w {:?} must be (N, C, H, W) and (O, C/groups, kh, kw) with groups {}",
+            x.shape(),
+            w.shape(),
+            p.groups
+        );
+    }
+    if p.groups != 1
+        || p.dilation != (1, 1)
+        || p.stride.0 != p.stride.1
+        || p.padding.0 != p.padding.1
+    {
+        bail!(
+            "conv2d with {p:?} is not yet implemented on CUDA (the kernel takes groups 1, dilation 1, \
+             square stride and padding); run this model on the CPU backend"
+        );
+    }
+    let (n, c, hh, ww) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (o, kh, kw) = (w.shape()[0], w.shape()[2], w.shape()[3]);
+    if let Some(b) = bias {
+        if b.elem_count() != o {
+            bail!(
+                "conv2d: bias has shape {:?}, expected {o} elements",
+                b.shape()
+            );
+        }
+    }
+    if p.stride.0 == 0 || hh + 2 * p.padding.0 < kh || ww + 2 * p.padding.1 < kw {
+        bail!(
+            "conv2d: kernel {kh}x{kw} with {p:?} does not fit the input {:?}",
+            x.shape()
+        );
+    }
+    let shape = Conv2dShape {
+        n: n as u64,
+        c_in: c as u64,
+        h: hh as u64,
+        w: ww as u64,
+        c_out: o as u64,
+        kh: kh as u64,
+        kw: kw as u64,
+        stride: p.stride.0 as u64,
+        pad: p.padding.0 as u64,
+    };
+    let out_shape = [n, o, shape.h_out() as usize, shape.w_out() as usize];
+    let xb = be.as_dtype(x, DType::Bf16)?;
+    let wb = be.as_dtype(w, DType::Bf16)?;
+    let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
+    let mut y = be.alloc(&out_shape, DType::Bf16)?;
+    if y.elem_count() > 0 {
+        let extras = Conv2dExtras {
+            bias: bb.as_ref().map(|b| b.buf()),
+            ..Default::default()
+        };
+        conv::conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, shape, extras)?;
+    }
+    elementwise::cast(be, &y, x.dtype())
 }
