@@ -6,6 +6,7 @@ use crate::float::{self, Fmt, Rnd};
 use crate::memory::Memory;
 use crate::program::*;
 use crate::{Fault, FaultKind, LaunchConfig, LaunchOptions, LaunchStats, Module};
+use half::f16;
 
 pub(crate) const SHARED_WINDOW: u64 = 0x0000_7a00_0000_0000;
 pub(crate) const LOCAL_WINDOW: u64 = 0x0000_7b00_0000_0000;
@@ -67,6 +68,12 @@ fn acc_epoch(a: Acc) -> u32 {
 #[inline(always)]
 fn acc_wepoch(a: Acc) -> u32 {
     (a >> 40) as u32 & EPOCH_MASK
+}
+
+enum Hazard {
+    Pending,
+    Uninit,
+    Race(&'static str),
 }
 
 /// Shadow state of one 4-byte word of shared memory.
@@ -370,7 +377,8 @@ fn run_block(
         let mut regs = std::mem::take(&mut w.regs);
         let mut local = std::mem::take(&mut w.local);
         let mut pending = std::mem::take(&mut w.pending);
-        regs.clear();
+        // Registers keep whatever the previous block left (PTX registers start undefined);
+        // only the special-register slots are (re)written below.
         regs.resize(prog.nregs * 32, 0);
         local.clear();
         local.resize(prog.local_size * 32, 0);
@@ -915,37 +923,24 @@ impl<'a, 'b> Block<'a, 'b> {
                 if self.fast_int(w, op, ty, f, d, s, exec) {
                     return Ok(());
                 }
-                match s.len() {
-                    2 => {
-                        for l in lanes(exec) {
-                            let a = self.val(w, &s[0], l);
-                            let b = self.val(w, &s[1], l);
-                            Self::set(w, d, l, alu(op, ty, f, a, b, 0, 0));
-                        }
-                    }
-                    1 => {
-                        for l in lanes(exec) {
-                            let a = self.val(w, &s[0], l);
-                            Self::set(w, d, l, alu(op, ty, f, a, 0, 0, 0));
-                        }
-                    }
-                    3 => {
-                        for l in lanes(exec) {
-                            let a = self.val(w, &s[0], l);
-                            let b = self.val(w, &s[1], l);
-                            let c = self.val(w, &s[2], l);
-                            Self::set(w, d, l, alu(op, ty, f, a, b, c, 0));
-                        }
-                    }
-                    _ => {
-                        for l in lanes(exec) {
-                            let a = self.val(w, &s[0], l);
-                            let b = self.val(w, &s[1], l);
-                            let c = self.val(w, &s[2], l);
-                            let x = self.val(w, &s[3], l);
-                            Self::set(w, d, l, alu(op, ty, f, a, b, c, x));
-                        }
-                    }
+                let av = self.gather(w, &s[0]);
+                let bv = if s.len() > 1 {
+                    self.gather(w, &s[1])
+                } else {
+                    [0; 32]
+                };
+                let cv = if s.len() > 2 {
+                    self.gather(w, &s[2])
+                } else {
+                    [0; 32]
+                };
+                let xv = if s.len() > 3 {
+                    self.gather(w, &s[3])
+                } else {
+                    [0; 32]
+                };
+                for l in lanes(exec) {
+                    Self::set(w, d, l, alu(op, ty, f, av[l], bv[l], cv[l], xv[l]));
                 }
             }
             Op::Mov(ty) => {
@@ -975,9 +970,9 @@ impl<'a, 'b> Block<'a, 'b> {
                     }
                     (d, s) => {
                         let m = mask_bits(ty.bits());
+                        let sv = self.gather(w, s);
                         for l in lanes(exec) {
-                            let v = self.val(w, s, l) & m;
-                            Self::set(w, d, l, v);
+                            Self::set(w, d, l, sv[l] & m);
                         }
                     }
                 }
@@ -1272,6 +1267,28 @@ impl<'a, 'b> Block<'a, 'b> {
         Ok(())
     }
 
+    /// The 32 lane values of a source operand (inactive lanes included; callers mask).
+    #[inline(always)]
+    fn gather(&self, w: &Warp, o: &Opnd) -> [u64; 32] {
+        match o {
+            Opnd::Reg(r) => {
+                let i = *r as usize * 32;
+                let mut v = [0u64; 32];
+                v.copy_from_slice(&w.regs[i..i + 32]);
+                v
+            }
+            Opnd::NotReg(r) => {
+                let i = *r as usize * 32;
+                let mut v = [0u64; 32];
+                for (l, x) in v.iter_mut().enumerate() {
+                    *x = (!w.regs[i + l]) & 1;
+                }
+                v
+            }
+            o => [self.val(w, o, 0); 32],
+        }
+    }
+
     /// Specialised lane loops for the integer ops that dominate address arithmetic.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
@@ -1293,17 +1310,20 @@ impl<'a, 'b> Block<'a, 'b> {
         macro_rules! bin {
             ($m:expr, |$a:ident, $b:ident| $e:expr) => {{
                 let m: u64 = $m;
+                let av = self.gather(w, &s[0]);
+                let bv = self.gather(w, &s[1]);
+                let dst = &mut w.regs[dr..dr + 32];
                 if exec == u32::MAX {
                     for l in 0..32 {
-                        let $a = self.val(w, &s[0], l);
-                        let $b = self.val(w, &s[1], l);
-                        w.regs[dr + l] = ($e) & m;
+                        let $a = av[l];
+                        let $b = bv[l];
+                        dst[l] = ($e) & m;
                     }
                 } else {
                     for l in lanes(exec) {
-                        let $a = self.val(w, &s[0], l);
-                        let $b = self.val(w, &s[1], l);
-                        w.regs[dr + l] = ($e) & m;
+                        let $a = av[l];
+                        let $b = bv[l];
+                        dst[l] = ($e) & m;
                     }
                 }
                 true
@@ -1339,11 +1359,14 @@ impl<'a, 'b> Block<'a, 'b> {
                 as u64),
             (Alu::MulWide, 32) => bin!(u64::MAX, |a, b| (a & 0xffff_ffff) * (b & 0xffff_ffff)),
             (Alu::MadLo, 32 | 64) => {
+                let (av, bv, cv) = (
+                    self.gather(w, &s[0]),
+                    self.gather(w, &s[1]),
+                    self.gather(w, &s[2]),
+                );
+                let dst = &mut w.regs[dr..dr + 32];
                 for l in lanes(exec) {
-                    let a = self.val(w, &s[0], l);
-                    let b = self.val(w, &s[1], l);
-                    let c = self.val(w, &s[2], l);
-                    w.regs[dr + l] = a.wrapping_mul(b).wrapping_add(c) & m;
+                    dst[l] = av[l].wrapping_mul(bv[l]).wrapping_add(cv[l]) & m;
                 }
                 true
             }
@@ -1531,22 +1554,28 @@ impl<'a, 'b> Block<'a, 'b> {
         else {
             unreachable!()
         };
+        let to_f64 = |h: u64| -> f64 {
+            if fmt == Fmt::BF16 {
+                // bf16 is the top half of an f32: exact widening
+                f32::from_bits((h as u32) << 16) as f64
+            } else {
+                f16::from_bits(h as u16).to_f64()
+            }
+        };
         for l in 0..32usize {
             let (g, t) = (l / 4, l % 4);
             for (ri, r) in da.iter().enumerate() {
                 let v = self.val(w, r, l);
                 for h in 0..2 {
-                    let i = ri * 2 + h;
-                    let (row, col) = mma_a_pos(k, g, t, i);
-                    a[row][col] = fmt.to_f64((v >> (16 * h)) & 0xffff);
+                    let (row, col) = mma_a_pos(k, g, t, ri * 2 + h);
+                    a[row][col] = to_f64((v >> (16 * h)) & 0xffff);
                 }
             }
             for (ri, r) in db.iter().enumerate() {
                 let v = self.val(w, r, l);
                 for h in 0..2 {
-                    let i = ri * 2 + h;
-                    let (row, col) = mma_b_pos(k, g, t, i);
-                    b[row][col] = fmt.to_f64((v >> (16 * h)) & 0xffff);
+                    let (row, col) = mma_b_pos(k, g, t, ri * 2 + h);
+                    b[row][col] = to_f64((v >> (16 * h)) & 0xffff);
                 }
             }
             for (i, r) in dc.iter().enumerate() {
@@ -1805,38 +1834,35 @@ impl<'a, 'b> Block<'a, 'b> {
         let ep = self.epoch & EPOCH_MASK;
         let wep = w.wepoch & EPOCH_MASK;
         let end = off + len;
-        let mut word = off / 4;
-        while word * 4 < end {
-            let wb = word * 4;
-            let lo = off.max(wb) - wb;
-            let hi = end.min(wb + 4) - wb;
-            let bytes = ((1u32 << hi) - 1) & !((1u32 << lo) - 1);
-            let me = acc(tid, ep, wep, atomic, bytes);
+        let first = off / 4;
+        let last = (end + 3) / 4;
+        let shadow = &mut self.shadow[first..last];
+        let mut hazard = None;
+        let whole = off % 4 == 0 && len % 4 == 0;
+        let me_whole = acc(tid, ep, wep, atomic, 0xf);
+        for (k, sh) in shadow.iter_mut().enumerate() {
+            let wb = (first + k) * 4;
+            let (lo, hi, bytes, me) = if whole {
+                (0, 4, 0xf, me_whole)
+            } else {
+                let lo = off.max(wb) - wb;
+                let hi = end.min(wb + 4) - wb;
+                let bytes = ((1u32 << hi) - 1) & !((1u32 << lo) - 1);
+                (lo, hi, bytes, acc(tid, ep, wep, atomic, bytes))
+            };
             // Is the earlier access `p` unordered with this one (a potential race)?
             let unordered = |p: Acc| -> bool {
-                if p == NO_ACC || p == me {
-                    return false;
-                }
-                let pt = acc_tid(p);
-                pt != tid
-                    && acc_bytes(p) & bytes != 0
+                p != NO_ACC
                     && acc_epoch(p) == ep
-                    && !(pt / 32 == tid / 32 && acc_wepoch(p) != wep)
+                    && p != me
+                    && acc_tid(p) != tid
+                    && acc_bytes(p) & bytes != 0
+                    && !(acc_tid(p) / 32 == tid / 32 && acc_wepoch(p) != wep)
                     && !(acc_atomic(p) && atomic)
             };
-            let sh = self.shadow[word];
             if sh.pending != 0 && races {
-                return Err(e(
-                    FaultKind::SharedRace,
-                    lane as u32,
-                    Some(wb as u64 + lo as u64),
-                    format!(
-                        "{} of shared bytes [{}, {}) while a cp.async into them is outstanding: its data lands only at cp.async.wait_group/wait_all",
-                        if write { "write" } else { "read" },
-                        off,
-                        end
-                    ),
-                ));
+                hazard = Some((Hazard::Pending, wb + lo, 0));
+                break;
             }
             if write {
                 if races {
@@ -1848,62 +1874,73 @@ impl<'a, 'b> Block<'a, 'b> {
                                 (lo..hi).all(|b| d[wb + b - off] == self.shared[wb + b])
                             });
                         if !same {
-                            return Err(self.race(
-                                lane,
-                                wb + lo,
-                                "write-after-write",
-                                acc_tid(sh.w),
-                            ));
+                            hazard =
+                                Some((Hazard::Race("write-after-write"), wb + lo, acc_tid(sh.w)));
+                            break;
                         }
                     }
-                    for r in [sh.r1, sh.r2] {
-                        if unordered(r) {
-                            return Err(self.race(lane, wb + lo, "write-after-read", acc_tid(r)));
-                        }
+                    if unordered(sh.r1) {
+                        hazard = Some((Hazard::Race("write-after-read"), wb + lo, acc_tid(sh.r1)));
+                        break;
+                    }
+                    if unordered(sh.r2) {
+                        hazard = Some((Hazard::Race("write-after-read"), wb + lo, acc_tid(sh.r2)));
+                        break;
                     }
                 }
-                let s = &mut self.shadow[word];
-                s.w = me;
-                s.init |= bytes as u8;
+                sh.w = me;
+                sh.init |= bytes as u8;
             } else {
                 if uninit && (sh.init as u32 & bytes) != bytes {
-                    let first = (0..4)
+                    let b = (0..4)
                         .find(|b| bytes & (1 << b) != 0 && sh.init & (1 << b) == 0)
                         .unwrap_or(0);
-                    return Err(e(
-                        FaultKind::UninitSharedRead,
-                        lane as u32,
-                        Some((wb + first) as u64),
-                        format!("shared byte {} (offset in the block's shared memory) was never written in this block", wb + first),
-                    ));
+                    hazard = Some((Hazard::Uninit, wb + b, 0));
+                    break;
                 }
                 if races {
                     if unordered(sh.w) {
-                        return Err(self.race(lane, wb + lo, "read-after-write", acc_tid(sh.w)));
+                        hazard = Some((Hazard::Race("read-after-write"), wb + lo, acc_tid(sh.w)));
+                        break;
                     }
-                    let s = &mut self.shadow[word];
-                    if s.r1 == me {
-                        word += 1;
+                    if sh.r1 == me {
                         continue;
                     }
-                    let r1t = acc_tid(s.r1);
-                    if s.r1 == NO_ACC
-                        || acc_epoch(s.r1) != ep
-                        || (r1t == tid && acc_bytes(s.r1) & !bytes == 0)
+                    let r1t = acc_tid(sh.r1);
+                    if sh.r1 == NO_ACC
+                        || acc_epoch(sh.r1) != ep
+                        || (r1t == tid && acc_bytes(sh.r1) & !bytes == 0)
                     {
-                        s.r1 = me;
-                    } else if s.r2 == NO_ACC
-                        || acc_epoch(s.r2) != ep
-                        || (acc_tid(s.r2) == tid && acc_bytes(s.r2) & !bytes == 0)
-                        || (acc_tid(s.r2) / 32 == r1t / 32 && tid / 32 != r1t / 32)
+                        sh.r1 = me;
+                    } else if sh.r2 == NO_ACC
+                        || acc_epoch(sh.r2) != ep
+                        || (acc_tid(sh.r2) == tid && acc_bytes(sh.r2) & !bytes == 0)
+                        || (acc_tid(sh.r2) / 32 == r1t / 32 && tid / 32 != r1t / 32)
                     {
-                        s.r2 = me;
+                        sh.r2 = me;
                     }
                 }
             }
-            word += 1;
         }
-        Ok(())
+        match hazard {
+            None => Ok(()),
+            Some((Hazard::Pending, at, _)) => Err(e(
+                FaultKind::SharedRace,
+                lane as u32,
+                Some(at as u64),
+                format!(
+                    "{} of shared bytes [{off}, {end}) while a cp.async into them is outstanding: its data lands only at cp.async.wait_group/wait_all",
+                    if write { "write" } else { "read" },
+                ),
+            )),
+            Some((Hazard::Uninit, at, _)) => Err(e(
+                FaultKind::UninitSharedRead,
+                lane as u32,
+                Some(at as u64),
+                format!("shared byte {at} (offset in the block's shared memory) was never written in this block"),
+            )),
+            Some((Hazard::Race(what), at, other)) => Err(self.race(lane, at, what, other)),
+        }
     }
 
     fn race(&self, lane: usize, off: usize, what: &str, other: u32) -> Err1 {
@@ -2092,6 +2129,24 @@ fn compare(cmp: Cmp, ty: Ty, ftz: bool, a: u64, b: u64) -> bool {
 /// One ALU operation on register bits.
 #[inline]
 pub(crate) fn alu(op: Alu, ty: Ty, f: AluFlags, a: u64, b: u64, c: u64, x: u64) -> u64 {
+    if ty == Ty::F32 && f.rnd == Rnd::Rn && !f.ftz && !f.sat && !f.relu && !f.satfinite {
+        // Native f32 add/sub/mul are correctly rounded to nearest even, like PTX `.rn`.
+        let (fa, fb) = (f32::from_bits(a as u32), f32::from_bits(b as u32));
+        let r = match op {
+            Alu::Add => Some(fa + fb),
+            Alu::Sub => Some(fa - fb),
+            Alu::MulLo => Some(fa * fb),
+            _ => None,
+        };
+        if let Some(r) = r {
+            // PTX returns the canonical NaN
+            return if r.is_nan() {
+                0x7fff_ffff
+            } else {
+                r.to_bits() as u64
+            };
+        }
+    }
     if let Some(fmt) = ty.fmt() {
         if ty.packed() {
             let lo = falu(op, fmt, f, a & 0xffff, b & 0xffff, c & 0xffff);
