@@ -3,7 +3,9 @@
 pub mod backends;
 pub mod conformance;
 pub mod error;
+pub mod graph;
 pub mod models;
 pub mod pipeline;
+pub mod planner;
 pub mod sampler;
 pub mod var_builder;

@@ -1,0 +1,417 @@
+//! Op graphs of model runs, recorded by the tracing backend, with an exact cost model.
+//!
+//! ```ignore
+//! let tb = TraceBackend::new();                      // a `Backend`: tensors are ids + shapes
+//! let comps = load_components(&tb, &source)?;        // weights: shape-only leaves, nothing allocated
+//! tb.set_leaf_kind(TensorKind::Input);
+//! let x = tb.zeros(&[1, 4, 16, 64, 64])?;            // a graph input
+//! let y = comps.denoising_unet.forward(&tb, &x, ..)?; // every op becomes a `Node`
+//! let g = tb.cut("denoise_step", &[&y]);             // the nodes since the last cut, as a `Graph`
+//! ```
+//!
+//! A `Graph` lists its tensors ([`TensorInfo`]: shape, [`TensorKind`], producer, storage root)
+//! and its nodes in execution order ([`Node`]: op, input ids, output id, FLOPs, bytes). Tensors
+//! produced by an earlier cut and consumed by this one are its inputs. `reshape` produces an
+//! alias of its input's storage (no copy); every other op writes a new tensor, as the
+//! [`Backend`](crate::backends::Backend) contract says.
+//!
+//! Cost model (bytes at bf16 storage, [`BYTES_PER_ELEMENT`] = 2; a multiply-add is 2 FLOPs;
+//! a transcendental counts as 1):
+//!
+//! | op | FLOPs | bytes |
+//! |---|---|---|
+//! | `conv2d` | 2·N·Cout·Ho·Wo·(Cin/g)·kh·kw + N·Cout·Ho·Wo with bias | x + w + bias + out |
+//! | `linear` | 2·M·N·K + M·N with bias | x + w + bias + out |
+//! | `matmul` | 2·batch·M·N·K | a + b + out |
+//! | `attention` | 2·B·H·Lq·Lk·(D + Dv) + 6·B·H·Lq·Lk (scale 1, softmax 5) | q + k + v + out (fused: scores never stored) |
+//! | `softmax_last` | 5 per element (max, subtract, exp, sum, divide) | in + out |
+//! | `group_norm`, `layer_norm` | 5 per element, + 2 with affine | x + gamma + beta + out |
+//! | `unary`, `binary` | 1 per output element | inputs + out |
+//! | `affine` | 2 per element | in + out |
+//! | `mean_dim` | input + output elements | in + out |
+//! | `max_pool2d` | out · k² | in + out |
+//! | `permute`, `concat`, `pad2d`, `upsample_nearest2d` | 0 | in + out |
+//! | `narrow`, `index_select` | 0 | 2 · out (only the selected part is read) |
+//! | `reshape` | 0 | 0 (alias) |
+
+pub mod pipeline;
+pub mod trace;
+
+pub use trace::{TraceBackend, TraceTensor};
+
+use crate::backends::{Binary, Conv2dParams, Unary};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+
+/// Storage size of one element (bf16).
+pub const BYTES_PER_ELEMENT: u64 = 2;
+
+/// Index of a tensor in [`Graph::tensors`].
+pub type TensorId = usize;
+
+/// What a tensor is, for memory planning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TensorKind {
+    /// A model parameter (created while loading); lives outside any arena.
+    Weight,
+    /// Data fed into the graph (uploaded, or produced by an earlier graph); outside the arena.
+    Input,
+    /// Produced by a node of this graph; planned into the arena.
+    Activation,
+}
+
+/// One tensor of a graph.
+#[derive(Clone, Debug, Serialize)]
+pub struct TensorInfo {
+    pub shape: Vec<usize>,
+    pub kind: TensorKind,
+    /// The node that writes it (`None` for weights and inputs).
+    pub producer: Option<usize>,
+    /// The tensor whose storage this one uses: itself, or the root of a `reshape` chain.
+    pub storage: TensorId,
+}
+
+impl TensorInfo {
+    pub fn elem_count(&self) -> u64 {
+        self.shape.iter().map(|&d| d as u64).product()
+    }
+    /// Bytes at bf16 storage.
+    pub fn bytes(&self) -> u64 {
+        self.elem_count() * BYTES_PER_ELEMENT
+    }
+}
+
+/// The operation of a node (one `Backend` primitive call).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Op {
+    Reshape,
+    Permute,
+    Concat { dim: usize },
+    Narrow { dim: usize },
+    IndexSelect { dim: usize },
+    Unary(Unary),
+    Binary(Binary),
+    Affine,
+    Softmax,
+    GroupNorm { groups: usize, affine: bool },
+    LayerNorm { affine: bool },
+    Linear { bias: bool },
+    Matmul,
+    Conv2d { params: Conv2dParams, bias: bool },
+    Attention,
+    UpsampleNearest2d,
+    Pad2d,
+    MeanDim { dim: usize },
+    MaxPool2d { kernel: usize },
+}
+
+/// Op classes of the cost tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpClass {
+    Conv2d,
+    Linear,
+    Matmul,
+    Attention,
+    Norm,
+    Softmax,
+    Elementwise,
+    Layout,
+    Reduce,
+}
+
+impl OpClass {
+    pub const ALL: [OpClass; 9] = [
+        OpClass::Conv2d,
+        OpClass::Linear,
+        OpClass::Matmul,
+        OpClass::Attention,
+        OpClass::Norm,
+        OpClass::Softmax,
+        OpClass::Elementwise,
+        OpClass::Layout,
+        OpClass::Reduce,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OpClass::Conv2d => "conv2d",
+            OpClass::Linear => "linear",
+            OpClass::Matmul => "matmul",
+            OpClass::Attention => "attention",
+            OpClass::Norm => "norm",
+            OpClass::Softmax => "softmax",
+            OpClass::Elementwise => "elementwise",
+            OpClass::Layout => "layout",
+            OpClass::Reduce => "reduce",
+        }
+    }
+}
+
+impl Op {
+    /// The `Backend` method name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Reshape => "reshape",
+            Op::Permute => "permute",
+            Op::Concat { .. } => "concat",
+            Op::Narrow { .. } => "narrow",
+            Op::IndexSelect { .. } => "index_select",
+            Op::Unary(_) => "unary",
+            Op::Binary(_) => "binary",
+            Op::Affine => "affine",
+            Op::Softmax => "softmax_last",
+            Op::GroupNorm { .. } => "group_norm",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::Linear { .. } => "linear",
+            Op::Matmul => "matmul",
+            Op::Conv2d { .. } => "conv2d",
+            Op::Attention => "attention",
+            Op::UpsampleNearest2d => "upsample_nearest2d",
+            Op::Pad2d => "pad2d",
+            Op::MeanDim { .. } => "mean_dim",
+            Op::MaxPool2d { .. } => "max_pool2d",
+        }
+    }
+
+    pub fn class(&self) -> OpClass {
+        match self {
+            Op::Reshape
+            | Op::Permute
+            | Op::Concat { .. }
+            | Op::Narrow { .. }
+            | Op::IndexSelect { .. }
+            | Op::UpsampleNearest2d
+            | Op::Pad2d => OpClass::Layout,
+            Op::Unary(_) | Op::Binary(_) | Op::Affine => OpClass::Elementwise,
+            Op::Softmax => OpClass::Softmax,
+            Op::GroupNorm { .. } | Op::LayerNorm { .. } => OpClass::Norm,
+            Op::Linear { .. } => OpClass::Linear,
+            Op::Matmul => OpClass::Matmul,
+            Op::Conv2d { .. } => OpClass::Conv2d,
+            Op::Attention => OpClass::Attention,
+            Op::MeanDim { .. } | Op::MaxPool2d { .. } => OpClass::Reduce,
+        }
+    }
+
+    /// Whether the output shares its input's storage.
+    pub fn is_alias(&self) -> bool {
+        matches!(self, Op::Reshape)
+    }
+
+    /// Exact FLOPs of the op on operands of `inputs` shapes giving `out` (module docs).
+    pub fn flops(&self, inputs: &[&[usize]], out: &[usize]) -> u64 {
+        let n = |s: &[usize]| s.iter().map(|&d| d as u64).product::<u64>();
+        let out_n = n(out);
+        match *self {
+            Op::Conv2d { bias, .. } => {
+                let w = inputs[1];
+                let (cin_g, kh, kw) = (w[1] as u64, w[2] as u64, w[3] as u64);
+                2 * out_n * cin_g * kh * kw + if bias { out_n } else { 0 }
+            }
+            Op::Linear { bias } => {
+                let k = *inputs[0].last().unwrap_or(&1) as u64;
+                2 * out_n * k + if bias { out_n } else { 0 }
+            }
+            Op::Matmul => {
+                let a = inputs[0];
+                let k = a[a.len() - 1] as u64;
+                2 * out_n * k
+            }
+            Op::Attention => {
+                let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
+                let scores = q[0] as u64 * q[1] as u64 * q[2] as u64 * k[2] as u64;
+                2 * scores * (q[3] as u64 + v[3] as u64) + 6 * scores
+            }
+            Op::Softmax => 5 * out_n,
+            Op::GroupNorm { affine, .. } | Op::LayerNorm { affine } => {
+                (5 + if affine { 2 } else { 0 }) * out_n
+            }
+            Op::Unary(_) | Op::Binary(_) => out_n,
+            Op::Affine => 2 * out_n,
+            Op::MeanDim { .. } => n(inputs[0]) + out_n,
+            Op::MaxPool2d { kernel } => out_n * (kernel * kernel) as u64,
+            Op::Reshape
+            | Op::Permute
+            | Op::Concat { .. }
+            | Op::Narrow { .. }
+            | Op::IndexSelect { .. }
+            | Op::UpsampleNearest2d
+            | Op::Pad2d => 0,
+        }
+    }
+
+    /// Bytes read and written at bf16 storage (module docs).
+    pub fn bytes(&self, inputs: &[&[usize]], out: &[usize]) -> u64 {
+        let n = |s: &[usize]| s.iter().map(|&d| d as u64).product::<u64>();
+        let out_n = n(out);
+        let elems = match self {
+            Op::Reshape => 0,
+            Op::Narrow { .. } | Op::IndexSelect { .. } => 2 * out_n,
+            _ => inputs.iter().map(|s| n(s)).sum::<u64>() + out_n,
+        };
+        elems * BYTES_PER_ELEMENT
+    }
+}
+
+/// One op call.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<TensorId>,
+    pub output: TensorId,
+    pub flops: u64,
+    pub bytes: u64,
+}
+
+/// The ops of one model run, in execution order.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    pub name: String,
+    pub tensors: Vec<TensorInfo>,
+    pub nodes: Vec<Node>,
+    /// Tensors the caller keeps (live to the end of the graph).
+    pub outputs: Vec<TensorId>,
+}
+
+/// FLOPs, bytes and op count of one op class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClassCost {
+    pub ops: usize,
+    pub flops: u64,
+    pub bytes: u64,
+}
+
+impl Graph {
+    /// An empty graph, for building by hand (tests, synthetic graphs).
+    pub fn new(name: &str) -> Self {
+        Graph {
+            name: name.to_string(),
+            tensors: Vec::new(),
+            nodes: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Add a weight or input tensor.
+    pub fn add_leaf(&mut self, shape: &[usize], kind: TensorKind) -> TensorId {
+        assert!(
+            kind != TensorKind::Activation,
+            "add_leaf: activations come from add_node"
+        );
+        let id = self.tensors.len();
+        self.tensors.push(TensorInfo {
+            shape: shape.to_vec(),
+            kind,
+            producer: None,
+            storage: id,
+        });
+        id
+    }
+
+    /// Append a node computing `op` on `inputs`, producing a tensor of `out_shape`; its
+    /// FLOPs and bytes come from the cost model. Returns the output id.
+    pub fn add_node(&mut self, op: Op, inputs: &[TensorId], out_shape: &[usize]) -> TensorId {
+        let shapes: Vec<&[usize]> = inputs
+            .iter()
+            .map(|&i| self.tensors[i].shape.as_slice())
+            .collect();
+        let flops = op.flops(&shapes, out_shape);
+        let bytes = op.bytes(&shapes, out_shape);
+        let id = self.tensors.len();
+        let node = self.nodes.len();
+        let (kind, storage) = if op.is_alias() {
+            let root = self.tensors[inputs[0]].storage;
+            (self.tensors[root].kind, root)
+        } else {
+            (TensorKind::Activation, id)
+        };
+        self.tensors.push(TensorInfo {
+            shape: out_shape.to_vec(),
+            kind,
+            producer: Some(node),
+            storage,
+        });
+        self.nodes.push(Node {
+            op,
+            inputs: inputs.to_vec(),
+            output: id,
+            flops,
+            bytes,
+        });
+        id
+    }
+
+    pub fn total_flops(&self) -> u64 {
+        self.nodes.iter().map(|n| n.flops).sum()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.nodes.iter().map(|n| n.bytes).sum()
+    }
+
+    /// Bytes of every tensor of `kind` that owns its storage.
+    pub fn kind_bytes(&self, kind: TensorKind) -> u64 {
+        self.tensors
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| t.kind == kind && t.storage == *i)
+            .map(|(_, t)| t.bytes())
+            .sum()
+    }
+
+    /// Per op class (in [`OpClass::ALL`] order, classes with no op left out).
+    pub fn cost_by_class(&self) -> Vec<(OpClass, ClassCost)> {
+        OpClass::ALL
+            .iter()
+            .map(|&c| {
+                let mut cost = ClassCost::default();
+                for n in self.nodes.iter().filter(|n| n.op.class() == c) {
+                    cost.ops += 1;
+                    cost.flops += n.flops;
+                    cost.bytes += n.bytes;
+                }
+                (c, cost)
+            })
+            .filter(|(_, c)| c.ops > 0)
+            .collect()
+    }
+
+    /// The graph without the nodes no output depends on (tensor ids are renumbered).
+    pub fn pruned(&self) -> Graph {
+        let mut live: HashSet<usize> = self.outputs.iter().copied().collect();
+        let mut keep = vec![false; self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate().rev() {
+            if live.contains(&n.output) {
+                keep[i] = true;
+                live.extend(n.inputs.iter().copied());
+            }
+        }
+        let mut g = Graph::new(&self.name);
+        let mut map: HashMap<usize, usize> = HashMap::new();
+        let get = |g: &mut Graph, map: &mut HashMap<usize, usize>, id: usize| -> usize {
+            *map.entry(id)
+                .or_insert_with(|| g.add_leaf(&self.tensors[id].shape, self.tensors[id].kind))
+        };
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !keep[i] {
+                continue;
+            }
+            let ins: Vec<usize> = n.inputs.iter().map(|&t| get(&mut g, &mut map, t)).collect();
+            let out = g.add_node(n.op, &ins, &self.tensors[n.output].shape);
+            map.insert(n.output, out);
+        }
+        for &o in &self.outputs {
+            let l = get(&mut g, &mut map, o);
+            g.outputs.push(l);
+        }
+        g
+    }
+
+    /// A short description of node `i`: `#i op → shape`.
+    pub fn describe_node(&self, i: usize) -> String {
+        let n = &self.nodes[i];
+        format!("#{i} {} → {:?}", n.op.name(), self.tensors[n.output].shape)
+    }
+}

@@ -1,0 +1,304 @@
+//! The graphs of one CyberHost run, traced from the pipeline's own code
+//! (`Components::guided_eps` and the models), with shape-only weights.
+//!
+//! Graphs (each is cut where the CPU pipeline goes through the host):
+//! - `vae_encode`: the reference image → `z_ref` (× scaling factor);
+//! - `reference`: pose encoder on the skeleton and movement maps, ReferenceNet at t = 0
+//!   (dead ops after the last `norm1` that is read are pruned, as on the GPU path), the
+//!   reference K/V projections of every denoiser `attn1`, identity tokens, clarity embedding;
+//! - `audio`: wav2vec2 on one clip's speech (F / fps seconds) and `audio_proj` on the F
+//!   frames' windows (the windows are built on the host: an input);
+//! - `denoise_step`: one CFG step, `x = concat(motion, z)`, ONE `UNetMotionModel::forward`
+//!   on the batch of 2 with every hook (p_move, clarity, reference K/V, RCA), guidance, and
+//!   the eta = 0 DDIM update; the clip's audio context and every one-off result are inputs;
+//! - `vae_decode`: the F clean latents of one clip → frames.
+
+use super::{Graph, TensorKind, TraceBackend, TraceTensor};
+use crate::backends::{Backend, BackendExt};
+use crate::error::UserError;
+use crate::models::cyberhost::CyberHostModules;
+use crate::models::hooks::UNetHooks;
+use crate::models::unet2d::UNet2DConditionModel;
+use crate::models::unet_motion::UNetMotionModel;
+use crate::models::vae::AutoencoderKL;
+use crate::models::wav2vec2::Wav2Vec2Model;
+use crate::pipeline::checkpoint::{Components, WeightsSource};
+use crate::pipeline::generate::{Geometry, Prepared, Request};
+use crate::var_builder::VarBuilder;
+use anyhow::{Context, Result};
+use std::collections::HashMap;
+
+/// wav2vec2's input rate.
+const AUDIO_SAMPLE_RATE: f64 = 16_000.0;
+
+/// Parameter count per component, in load order.
+pub type ParamCounts = Vec<(String, u64)>;
+
+/// Every graph of one run, and what it was traced for.
+pub struct PipelineGraphs {
+    /// `preset tiny`, `preset paper` or the weights directory.
+    pub label: String,
+    pub geometry: Geometry,
+    /// Parameter count per component (in load order).
+    pub params: ParamCounts,
+    pub vae_encode: Graph,
+    pub reference: Graph,
+    pub audio: Graph,
+    pub step: Graph,
+    pub vae_decode: Graph,
+}
+
+impl PipelineGraphs {
+    /// The graphs in run order.
+    pub fn all(&self) -> [&Graph; 5] {
+        [
+            &self.vae_encode,
+            &self.reference,
+            &self.audio,
+            &self.step,
+            &self.vae_decode,
+        ]
+    }
+}
+
+/// A `VarBuilder` over `component` that reads no tensor data: a preset's parameters are
+/// requested from nothing (every request is zeros of the right shape, as `list_params`
+/// does), a directory's are checked by name and shape only.
+fn shape_builder(
+    be: &TraceBackend,
+    source: &WeightsSource,
+    component: &str,
+    raw: &serde_json::Value,
+) -> Result<VarBuilder<TraceBackend>> {
+    Ok(match source {
+        WeightsSource::Preset { .. } => {
+            VarBuilder::from_tensors_with_config(be.clone(), HashMap::new(), raw.clone())?
+                .shapes_only()
+        }
+        WeightsSource::Dir(dir) => VarBuilder::open(be.clone(), dir.join(component))
+            .map_err(|e| anyhow::Error::new(UserError::new(format!("{e:#}"))))?
+            .shapes_only(),
+    })
+}
+
+/// Load every component on `be` with shape-only weights (leaves of kind `Weight`).
+/// A directory is validated as `WeightsSource::load` does (all problems in one error);
+/// no tensor data is read or kept. Returns the components and the parameter count of each.
+pub fn load_shapes_only(
+    be: &TraceBackend,
+    source: &WeightsSource,
+) -> Result<(Components<TraceBackend>, ParamCounts)> {
+    be.set_leaf_kind(TensorKind::Weight);
+    let configs = source.configs()?;
+    let mut problems = Vec::new();
+    let mut params = Vec::new();
+    let mut done = |name: &str, vb: &VarBuilder<TraceBackend>, before: u64| {
+        if matches!(source, WeightsSource::Dir(_)) {
+            if let Err(e) = vb.finish() {
+                problems.push(format!("{e}"));
+            }
+        }
+        params.push((name.to_string(), weight_elems(be) - before));
+    };
+    let before = weight_elems(be);
+    let vb = shape_builder(be, source, "vae", &configs.raw["vae"])?;
+    let vae = AutoencoderKL::load(&vb, &configs.vae)?;
+    done("vae", &vb, before);
+    let before = weight_elems(be);
+    let vb = shape_builder(be, source, "reference_unet", &configs.raw["reference_unet"])?;
+    let reference_unet = UNet2DConditionModel::load(&vb, &configs.reference_unet)?;
+    done("reference_unet", &vb, before);
+    let before = weight_elems(be);
+    let vb = shape_builder(be, source, "denoising_unet", &configs.raw["denoising_unet"])?;
+    let denoising_unet = UNetMotionModel::load(&vb, &configs.denoising_unet)?;
+    done("denoising_unet", &vb, before);
+    let before = weight_elems(be);
+    let vb = shape_builder(be, source, "audio_encoder", &configs.raw["audio_encoder"])?;
+    let audio_encoder = Wav2Vec2Model::load(&vb, &configs.audio_encoder)?;
+    done("audio_encoder", &vb, before);
+    let before = weight_elems(be);
+    let vb = shape_builder(be, source, "cyberhost", &configs.raw["cyberhost"])?;
+    let modules = CyberHostModules::load(
+        &vb,
+        &configs.cyberhost,
+        &configs.denoising_unet.trunk.time_proj,
+    )?;
+    done("cyberhost", &vb, before);
+    if !problems.is_empty() {
+        return Err(UserError::new(format!(
+            "the checkpoint does not match its configs:\n{}\n(fix the tensors or the config.json that contradicts them)",
+            problems.join("\n")
+        ))
+        .into());
+    }
+    Ok((
+        Components {
+            configs,
+            vae,
+            reference_unet,
+            denoising_unet,
+            audio_encoder,
+            modules,
+        },
+        params,
+    ))
+}
+
+fn weight_elems(be: &TraceBackend) -> u64 {
+    be.leaf_elems(TensorKind::Weight)
+}
+
+/// ReferenceNet hooks: add the pose-aligned reference feature, record every `norm1`.
+struct ReferenceHooks {
+    p_ref: TraceTensor,
+    norm1: HashMap<String, TraceTensor>,
+}
+
+impl UNetHooks<TraceBackend> for ReferenceHooks {
+    fn after_conv_in(
+        &mut self,
+        be: &TraceBackend,
+        h: TraceTensor,
+        _num_frames: usize,
+    ) -> Result<TraceTensor> {
+        be.add(&h, &self.p_ref)
+    }
+    fn on_norm1(&mut self, _be: &TraceBackend, name: &str, norm1: &TraceTensor) -> Result<()> {
+        self.norm1.insert(name.to_string(), norm1.clone());
+        Ok(())
+    }
+}
+
+/// Trace every graph of a run from `source` at `size` (default: the checkpoint's).
+pub fn trace_pipeline(
+    source: &WeightsSource,
+    size: Option<(usize, usize)>,
+) -> Result<PipelineGraphs> {
+    let be = TraceBackend::new();
+    let (comps, params) = load_shapes_only(&be, source)?;
+    let label = match source {
+        WeightsSource::Preset { preset, .. } => format!("preset {}", preset.name()),
+        WeightsSource::Dir(d) => d.display().to_string(),
+    };
+    let g = comps.geometry(&Request {
+        size,
+        ..Default::default()
+    })?;
+    let cfg = &comps.configs.cyberhost;
+    let (f, m, h, w) = (g.frames, g.motion, g.latent_h, g.latent_w);
+    let latent = comps.configs.denoising_unet.trunk.in_channels;
+    be.set_leaf_kind(TensorKind::Input);
+
+    // ---- vae_encode
+    let image = be.zeros(&[1, 3, g.height, g.width])?;
+    let z_ref = comps
+        .vae
+        .encode(&be, &image)
+        .context("tracing VAE encode")?;
+    let z_ref = be.scale(&z_ref, comps.vae.config.scaling_factor)?;
+    let vae_encode = be.cut("vae_encode", &[&z_ref]);
+
+    // ---- reference
+    let map = |be: &TraceBackend| -> Result<TraceTensor> {
+        be.affine(&be.zeros(&[1, 3, g.height, g.width])?, 0.5, 0.5)
+    };
+    let p_ref = comps.modules.pose_encoder.forward(&be, &map(&be)?)?;
+    let p_move = comps.modules.pose_encoder.forward(&be, &map(&be)?)?;
+    let ctx = &cfg.audio_proj;
+    let zeros_ctx = be.zeros(&[1, ctx.num_tokens, ctx.context_dim])?;
+    let mut rh = ReferenceHooks {
+        p_ref,
+        norm1: HashMap::new(),
+    };
+    comps
+        .reference_unet
+        .forward(&be, &z_ref, &[0.0], &zeros_ctx, &mut rh)
+        .context("tracing the ReferenceNet")?;
+    let mut ref_kv = HashMap::new();
+    for block in comps.denoising_unet.transformer_blocks() {
+        if let Some(tokens) = rh.norm1.get(&block.name) {
+            ref_kv.insert(block.name.clone(), block.attn1.project_kv(&be, tokens)?);
+        }
+    }
+    let s = cfg.identity_encoder.crop_size;
+    let face = be.zeros(&[1, 3, s, s])?;
+    let hands = be.concat(&[&be.zeros(&[1, 3, s, s])?, &be.zeros(&[1, 3, s, s])?], 0)?;
+    let id = comps.modules.identity_tokens(&be, &face, &hands)?;
+    let clarity_emb = comps
+        .modules
+        .clarity_embedding
+        .forward(&be, &[cfg.pipeline.hand_clarity])?;
+    let mut keep: Vec<&TraceTensor> = vec![&p_move, &clarity_emb, &id.face, &id.hand];
+    let mut names: Vec<&String> = ref_kv.keys().collect();
+    names.sort();
+    for n in names {
+        let (k, v) = &ref_kv[n];
+        keep.extend([k, v]);
+    }
+    let reference = be.cut("reference", &keep).pruned();
+
+    // ---- audio (one clip: F frames of speech)
+    let samples = ((f as f64 / g.fps) * AUDIO_SAMPLE_RATE).round() as usize;
+    let speech = be.zeros(&[1, samples])?;
+    let hidden = comps
+        .audio_encoder
+        .forward(&be, &speech)
+        .context("tracing wav2vec2")?;
+    let windows = be.zeros(&[f, ctx.input_dim()])?;
+    let audio_tokens = comps.modules.audio_proj.forward(&be, &windows)?;
+    let mut keep: Vec<&TraceTensor> = hidden.iter().collect();
+    keep.push(&audio_tokens);
+    let audio = be.cut("audio", &keep);
+
+    // ---- denoise_step
+    let motion = be.zeros(&[1, latent, m, h, w])?;
+    let z = be.zeros(&[1, latent, f, h, w])?;
+    let context = be.zeros(&[2 * (m + f), ctx.num_tokens, ctx.context_dim])?;
+    let scheduler = comps.scheduler(g.steps)?;
+    let t = scheduler.timesteps()[0];
+    let c = scheduler.step_coeffs(t, 0.0)?;
+    let prepared = Prepared {
+        geometry: g,
+        z_ref: z_ref.clone(),
+        p_move: p_move.clone(),
+        clarity_emb: clarity_emb.clone(),
+        ref_kv,
+        id,
+        audio_tokens,
+        num_frames: f,
+        reference_hand_clarity: 0.0,
+    };
+    let x = be.concat(&[&motion, &z], 2)?;
+    let eps = comps
+        .guided_eps(&be, &prepared, &x, t, &context, true)
+        .context("tracing one CFG step")?;
+    // eta = 0 DDIM, epsilon prediction: x0 = (z − √(1−ᾱ_t)·eps)/√ᾱ_t; z' = √ᾱ_prev·x0 + √(1−ᾱ_prev)·eps
+    let x0 = be.scale(
+        &be.sub(&z, &be.scale(&eps, c.sqrt_beta_prod_t)?)?,
+        1.0 / c.sqrt_alpha_prod_t,
+    )?;
+    let z_next = be.add(
+        &be.scale(&x0, c.sqrt_alpha_prod_t_prev)?,
+        &be.scale(&eps, c.direction_coeff)?,
+    )?;
+    let step = be.cut("denoise_step", &[&z_next]);
+
+    // ---- vae_decode (as `Components::decode_frames`, up to the host copy)
+    let z0 = be.zeros(&[1, latent, f, h, w])?;
+    let zf = be.permute(&z0, &[0, 2, 1, 3, 4])?;
+    let zf = be.reshape(&zf, &[f, latent, h, w])?;
+    let zf = be.scale(&zf, 1.0 / comps.vae.config.scaling_factor)?;
+    let frames = comps.vae.decode(&be, &zf).context("tracing VAE decode")?;
+    let vae_decode = be.cut("vae_decode", &[&frames]);
+
+    Ok(PipelineGraphs {
+        label,
+        geometry: g,
+        params,
+        vae_encode,
+        reference,
+        audio,
+        step,
+        vae_decode,
+    })
+}
