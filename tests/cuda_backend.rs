@@ -305,7 +305,7 @@ fn concat_narrow_index_select_are_exact() {
     let _g = serial();
     for (be, _) in storages() {
         for dim in 0..3 {
-            let mut shapes = vec![vec![3usize, 5, 7], vec![3, 5, 7], vec![3, 5, 7]];
+            let mut shapes = [vec![3usize, 5, 7], vec![3, 5, 7], vec![3, 5, 7]];
             for (k, s) in shapes.iter_mut().enumerate() {
                 s[dim] = [2, 5, 1][k];
             }
@@ -611,7 +611,8 @@ fn conv2d_matches_cpu() {
     let _g = serial();
     for (be, _) in storages() {
         // (x shape, out channels, kernel, stride, padding, bias)
-        let cases: [([usize; 4], usize, (usize, usize), usize, usize, bool); 4] = [
+        type Case = ([usize; 4], usize, (usize, usize), usize, usize, bool);
+        let cases: [Case; 4] = [
             ([1, 3, 9, 11], 5, (3, 3), 1, 1, true),
             ([2, 4, 8, 7], 6, (3, 3), 2, 1, false),
             ([1, 5, 6, 6], 3, (1, 1), 1, 0, true),
