@@ -449,3 +449,46 @@ fn conversions_with_rounding_modes() {
         assert_eq!(o[9], (i as i8) as i32 as u32, "s8 trunc {v}");
     }
 }
+
+#[test]
+fn nvrtc_reduction_missing_syncthreads_is_a_race() {
+    let src = ptx("features.ptx");
+    let m = module("features.ptx");
+    let mut mem = Memory::new();
+    let nb = 3usize;
+    let x = rand_f32(nb * 256, 12);
+    let pin = upload(&mut mem, &f32_bytes(&x));
+    let pout = mem.alloc(nb * 4).unwrap();
+    run(
+        &m,
+        "block_sum",
+        cfg([nb as u32, 1, 1], [256, 1, 1], 0),
+        &[p64(pin), p64(pout)],
+        &mut mem,
+    )
+    .unwrap();
+    let out = bytes_f32(&download(&mem, pout, nb * 4));
+    for b in 0..nb {
+        let want: f64 = x[b * 256..(b + 1) * 256].iter().map(|v| *v as f64).sum();
+        assert!(
+            (out[b] as f64 - want).abs() < 1e-4,
+            "block {b}: {} vs {want}",
+            out[b]
+        );
+    }
+    let f = run(
+        &m,
+        "block_sum_racy",
+        cfg([nb as u32, 1, 1], [256, 1, 1], 0),
+        &[p64(pin), p64(pout)],
+        &mut mem,
+    )
+    .unwrap_err();
+    assert_eq!(f.kind, FaultKind::SharedRace, "{f}");
+    let start = line_of(&src, ".entry block_sum_racy(");
+    assert!(f.ptx_line > start, "{f}");
+    assert!(
+        f.instruction.starts_with("ld.shared") || f.instruction.starts_with("st.shared"),
+        "{f}"
+    );
+}

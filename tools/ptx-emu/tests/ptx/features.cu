@@ -127,3 +127,26 @@ extern "C" __global__ void conversions(const float* __restrict__ in, unsigned* _
   o[8] = *(unsigned*)&p;
   o[9] = (unsigned)(int)(signed char)(int)(x * 10.f);
 }
+
+// Shared-memory tree reduction; the racy variant drops the __syncthreads() between levels.
+extern "C" __global__ void block_sum(const float* __restrict__ in, float* __restrict__ out) {
+  __shared__ float s[256];
+  int t = threadIdx.x;
+  s[t] = in[blockIdx.x * blockDim.x + t];
+  __syncthreads();
+  for (int h = blockDim.x / 2; h > 0; h >>= 1) {
+    if (t < h) s[t] += s[t + h];
+    __syncthreads();
+  }
+  if (t == 0) out[blockIdx.x] = s[0];
+}
+extern "C" __global__ void block_sum_racy(const float* __restrict__ in, float* __restrict__ out) {
+  __shared__ float s[256];
+  int t = threadIdx.x;
+  s[t] = in[blockIdx.x * blockDim.x + t];
+  __syncthreads();
+  for (int h = blockDim.x / 2; h > 0; h >>= 1) {
+    if (t < h) s[t] += s[t + h];
+  }
+  if (t == 0) out[blockIdx.x] = s[0];
+}
