@@ -7,6 +7,7 @@ mod check_fixture;
 mod generate;
 mod inspect;
 mod make_weights;
+mod plan;
 mod selftest;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Cmd {
     Inspect(inspect::Args),
     /// Write a synthetic checkpoint of a preset (tiny or paper).
     MakeWeights(make_weights::Args),
+    /// Trace one run, plan its activation memory and print FLOPs, bytes and the H100 roofline floor.
+    Plan(plan::Args),
     /// Check every CUDA op against the CPU reference (exit 3 without a GPU).
     Selftest(selftest::Args),
 }
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Cmd::Generate(a) => generate::run(a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::MakeWeights(a) => make_weights::run(a),
+        Cmd::Plan(a) => plan::run(a),
         Cmd::Selftest(a) => selftest::run(a),
 
     };

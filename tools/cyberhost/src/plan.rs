@@ -1,0 +1,183 @@
+//! `cyberhost plan [--preset tiny|paper | --weights DIR] [--size WxH] [--json]`: trace one
+//! run on the tracing backend (shape-only weights: nothing is allocated), plan every graph's
+//! activations into one arena, and print the cost of one CFG step per op class with its H100
+//! roofline floor (989 TFLOP/s dense bf16, 3.35 TB/s), plus the one-off graphs.
+
+use anyhow::Result;
+use cyberhost_engine::graph::pipeline::{trace_pipeline, PipelineGraphs};
+use cyberhost_engine::graph::Graph;
+use cyberhost_engine::pipeline::checkpoint::WeightsSource;
+use cyberhost_engine::pipeline::presets::Preset;
+use cyberhost_engine::planner::{plan, PlanKey, PlanReport, H100_BF16_FLOPS, H100_HBM_BYTES_PER_S};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// tiny or paper (default tiny).
+    #[arg(long, conflicts_with = "weights")]
+    preset: Option<String>,
+    /// A checkpoint directory (spec layout); only configs, names and shapes are read.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Output size WxH (default: the checkpoint's).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(usize, usize)>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("`{s}` is not WxH, e.g. 512x512"))?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{s}` is not WxH, e.g. 512x512"))
+    };
+    Ok((p(w)?, p(h)?))
+}
+
+fn report(pg: &PipelineGraphs, g: &Graph) -> PlanReport {
+    let geo = pg.geometry;
+    let key = PlanKey {
+        model: pg.label.clone(),
+        graph: g.name.clone(),
+        width: geo.width,
+        height: geo.height,
+        frames: geo.motion + geo.frames,
+        batch: 2,
+    };
+    PlanReport::new(key, g, &plan(g))
+}
+
+fn gib(b: u64) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let source = match (&a.weights, &a.preset) {
+        (Some(dir), _) => WeightsSource::Dir(dir.clone()),
+        (None, p) => WeightsSource::Preset {
+            preset: Preset::parse(p.as_deref().unwrap_or("tiny"))?,
+            seed: 0,
+        },
+    };
+    let pg = trace_pipeline(&source, a.size)?;
+    let geo = pg.geometry;
+    let step = report(&pg, &pg.step);
+    let one_off: Vec<PlanReport> = [&pg.vae_encode, &pg.reference, &pg.audio, &pg.vae_decode]
+        .iter()
+        .map(|g| report(&pg, g))
+        .collect();
+    let params: u64 = pg.params.iter().map(|(_, n)| n).sum();
+
+    if a.json {
+        let out = json!({
+            "model": pg.label,
+            "width": geo.width,
+            "height": geo.height,
+            "frames_per_clip": geo.frames,
+            "motion_frames": geo.motion,
+            "steps": geo.steps,
+            "parameters": pg.params.iter().map(|(c, n)| json!({"component": c, "count": n})).collect::<Vec<_>>(),
+            "h100": {"bf16_flops": H100_BF16_FLOPS, "hbm_bytes_per_s": H100_HBM_BYTES_PER_S},
+            "step": step,
+            "one_off": one_off,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    println!(
+        "{}: {}x{}, {}+{} frames (F+M), CFG batch 2, {} steps; {:.3} G parameters ({:.2} GiB at bf16, never allocated here)",
+        pg.label,
+        geo.width,
+        geo.height,
+        geo.frames,
+        geo.motion,
+        geo.steps,
+        params as f64 / 1e9,
+        gib(params * 2)
+    );
+    println!();
+    println!(
+        "One CFG step (one UNetMotionModel forward on 2·(M+F) = {} latent frames + guidance + DDIM): {} ops",
+        2 * (geo.frames + geo.motion),
+        step.ops
+    );
+    println!("| op class | ops | GFLOP | GB moved | FLOP/byte | H100 floor (ms) |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for c in &step.classes {
+        println!(
+            "| {} | {} | {:.1} | {:.2} | {:.1} | {:.3} |",
+            c.class.name(),
+            c.ops,
+            c.flops as f64 / 1e9,
+            c.bytes as f64 / 1e9,
+            c.intensity,
+            c.h100_floor_s * 1e3
+        );
+    }
+    println!(
+        "| **total** | {} | {:.1} | {:.2} | {:.1} | {:.3} |",
+        step.ops,
+        step.flops as f64 / 1e9,
+        step.bytes as f64 / 1e9,
+        step.flops as f64 / step.bytes.max(1) as f64,
+        step.h100_floor_s * 1e3
+    );
+    println!();
+    println!(
+        "Floor per op (no overlap between ops): {:.3} ms; per clip ({} steps): {:.3} s.",
+        step.h100_floor_per_op_s * 1e3,
+        geo.steps,
+        step.h100_floor_per_op_s * geo.steps as f64
+    );
+    println!(
+        "Weights read per step {:.2} GiB, inputs {:.2} GiB (bf16).",
+        gib(step.weight_bytes),
+        gib(step.input_bytes)
+    );
+    println!();
+    println!("Activation memory of one step (bf16, 256-byte aligned):");
+    println!(
+        "- planned arena (peak): {:.3} GiB ({} B)",
+        gib(step.peak_bytes),
+        step.peak_bytes
+    );
+    println!(
+        "- naive sum: {:.3} GiB ({} B), {:.1}x the arena",
+        gib(step.naive_bytes),
+        step.naive_bytes,
+        step.naive_bytes as f64 / step.peak_bytes.max(1) as f64
+    );
+    println!(
+        "- largest live set: {:.3} GiB ({} B, {} tensors) at op {}",
+        gib(step.max_live.aligned_bytes),
+        step.max_live.aligned_bytes,
+        step.max_live.count,
+        step.max_live_op
+    );
+    println!();
+    println!("One-off graphs (audio and decode: per clip):");
+    println!("| graph | ops | GFLOP | GB moved | H100 floor (ms) | arena (MiB) | naive (MiB) | largest live set at |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    for r in &one_off {
+        println!(
+            "| {} | {} | {:.1} | {:.2} | {:.3} | {:.1} | {:.1} | {} |",
+            r.key.graph,
+            r.ops,
+            r.flops as f64 / 1e9,
+            r.bytes as f64 / 1e9,
+            r.h100_floor_s * 1e3,
+            r.peak_bytes as f64 / (1 << 20) as f64,
+            r.naive_bytes as f64 / (1 << 20) as f64,
+            r.max_live_op
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
