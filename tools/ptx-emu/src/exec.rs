@@ -285,7 +285,7 @@ pub(crate) fn launch(
             cfg.block
         )));
     }
-    if cfg.grid.iter().any(|&g| g == 0) || cfg.grid[1] > 65535 || cfg.grid[2] > 65535 {
+    if cfg.grid.contains(&0) || cfg.grid[1] > 65535 || cfg.grid[2] > 65535 {
         return Err(bad(format!("grid {:?} is invalid", cfg.grid)));
     }
     let shared_size = prog.dyn_shared_offset() + cfg.dynamic_smem_bytes as usize;
@@ -1058,7 +1058,7 @@ impl<'a, 'b> Block<'a, 'b> {
                 let d = &ins.d[0];
                 for l in lanes(exec) {
                     let a = self.addr(w, &ins.s[0], l);
-                    if a % eb as u64 != 0 {
+                    if !a.is_multiple_of(eb as u64) {
                         return Err(e(
                             FaultKind::Misaligned,
                             l as u32,
@@ -1180,7 +1180,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     };
                     let mut data = [0u8; 16];
                     if n > 0 {
-                        if src % size as u64 != 0 {
+                        if !src.is_multiple_of(size as u64) {
                             return Err(e(
                                 FaultKind::Misaligned,
                                 l as u32,
@@ -1512,7 +1512,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     }
                     a -= SHARED_WINDOW;
                 }
-                if a % 16 != 0 {
+                if !a.is_multiple_of(16) {
                     return Err(e(
                         FaultKind::Misaligned,
                         l as u32,
@@ -1670,7 +1670,7 @@ impl<'a, 'b> Block<'a, 'b> {
         atomic: bool,
     ) -> R<()> {
         let len = out.len();
-        if addr % len as u64 != 0 {
+        if !addr.is_multiple_of(len as u64) {
             return Err(e(
                 FaultKind::Misaligned,
                 lane as u32,
@@ -1729,7 +1729,7 @@ impl<'a, 'b> Block<'a, 'b> {
         atomic: bool,
     ) -> R<()> {
         let len = data.len();
-        if addr % len as u64 != 0 {
+        if !addr.is_multiple_of(len as u64) {
             return Err(e(
                 FaultKind::Misaligned,
                 lane as u32,
@@ -1775,7 +1775,7 @@ impl<'a, 'b> Block<'a, 'b> {
     }
 
     fn shared_off(&self, lane: usize, a: u64, len: usize, align: bool) -> R<usize> {
-        if align && a % len as u64 != 0 {
+        if align && !a.is_multiple_of(len as u64) {
             return Err(e(
                 FaultKind::Misaligned,
                 lane as u32,
@@ -1835,10 +1835,10 @@ impl<'a, 'b> Block<'a, 'b> {
         let wep = w.wepoch & EPOCH_MASK;
         let end = off + len;
         let first = off / 4;
-        let last = (end + 3) / 4;
+        let last = end.div_ceil(4);
         let shadow = &mut self.shadow[first..last];
         let mut hazard = None;
-        let whole = off % 4 == 0 && len % 4 == 0;
+        let whole = off.is_multiple_of(4) && len.is_multiple_of(4);
         let me_whole = acc(tid, ep, wep, atomic, 0xf);
         for (k, sh) in shadow.iter_mut().enumerate() {
             let wb = (first + k) * 4;

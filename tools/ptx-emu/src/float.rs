@@ -68,7 +68,7 @@ impl Fmt {
             b as i128
         }
     }
-    fn from_ord(self, o: i128, neg_zero: bool) -> u64 {
+    fn bits_of_ord(self, o: i128, neg_zero: bool) -> u64 {
         if o < 0 {
             self.sign_bit() | (-o) as u64
         } else if o == 0 && neg_zero {
@@ -80,7 +80,7 @@ impl Fmt {
     fn step(self, b: u64, up: bool) -> u64 {
         let o = self.ord(b);
         let n = if up { o + 1 } else { o - 1 };
-        self.from_ord(n, false)
+        self.bits_of_ord(n, false)
     }
     /// Flush a subnormal to a zero of the same sign.
     pub fn ftz(self, b: u64) -> u64 {

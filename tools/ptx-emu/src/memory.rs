@@ -182,7 +182,7 @@ impl Memory {
     }
 
     pub fn memset_d32(&mut self, addr: u64, value: u32, count: usize) -> Result<(), EmuError> {
-        if addr % 4 != 0 {
+        if !addr.is_multiple_of(4) {
             return Err(EmuError::Memory(format!(
                 "memset_d32 at {addr:#x}: address not 4-byte aligned"
             )));

@@ -710,9 +710,12 @@ impl<'a> Decoder<'a> {
                         self.decode_call(ins)?;
                         continue;
                     }
-                    if (mnem == "ret") && ret_fix.is_some() {
+                    if mnem == "ret" && ret_fix.is_some() {
                         let guard = self.guard(ins)?;
-                        ret_fix.as_mut().unwrap().push(self.instrs.len());
+                        let at = self.instrs.len();
+                        if let Some(f) = ret_fix.as_mut() {
+                            f.push(at);
+                        }
                         self.push(
                             Op::Bra(u32::MAX),
                             guard,

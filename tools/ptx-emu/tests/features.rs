@@ -1,6 +1,7 @@
 //! NVRTC-compiled feature kernels (tests/ptx/features.cu): divergence and reconvergence,
 //! shuffles and votes, `.func` calls, `.local` arrays, dynamic shared memory, atomics, math
 //! approximations and conversions, each against a CPU reference.
+#![allow(clippy::needless_range_loop)]
 mod common;
 use common::*;
 use half::{bf16, f16};
@@ -383,7 +384,7 @@ fn conversions_with_rounding_modes() {
         1e10,
         -1e10,
         65520.0,
-        1.00048828125,
+        1.000_488_3,
         -7.99,
         0.3,
         f32::NAN,

@@ -1,5 +1,5 @@
 //! Helpers shared by the emulator self-tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err)]
 
 use ptx_emu::*;
 
