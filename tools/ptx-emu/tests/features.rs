@@ -493,3 +493,54 @@ fn nvrtc_reduction_missing_syncthreads_is_a_race() {
         "{f}"
     );
 }
+
+#[test]
+fn const_and_global_variables_generic_shared_and_exch() {
+    let m = module("memory_spaces.ptx");
+    let globals = m.globals();
+    assert_eq!(
+        globals
+            .iter()
+            .map(|g| (g.name.as_str(), g.size, g.is_const))
+            .collect::<Vec<_>>(),
+        vec![
+            ("table", 16, true),
+            ("scale", 4, true),
+            ("counter", 4, false),
+            ("last_exch", 4, false)
+        ]
+    );
+    let mut mem = Memory::new();
+    let n = 128usize;
+    let x = rand_f32(n, 41);
+    let pin = upload(&mut mem, &f32_bytes(&x));
+    let pout = mem.alloc(n * 4).unwrap();
+    run(
+        &m,
+        "spaces",
+        cfg([1, 1, 1], [n as u32, 1, 1], 0),
+        &[p64(pin), p64(pout)],
+        &mut mem,
+    )
+    .unwrap();
+    let out = bytes_f32(&download(&mem, pout, n * 4));
+    for t in 0..n {
+        assert_eq!(out[t], x[t] * 2.0 + (t % 4 + 1) as f32, "thread {t}");
+    }
+    let counter = mem
+        .global_address(&m, "counter")
+        .expect("counter is backed");
+    assert_eq!(bytes_u32(&download(&mem, counter, 4))[0], n as u32);
+    let last = mem.global_address(&m, "last_exch").unwrap();
+    assert_eq!(bytes_u32(&download(&mem, last, 4))[0], 7);
+    // a second launch sees the global state of the first
+    run(
+        &m,
+        "spaces",
+        cfg([1, 1, 1], [n as u32, 1, 1], 0),
+        &[p64(pin), p64(pout)],
+        &mut mem,
+    )
+    .unwrap();
+    assert_eq!(bytes_u32(&download(&mem, counter, 4))[0], 2 * n as u32);
+}
