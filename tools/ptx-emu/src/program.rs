@@ -1374,6 +1374,9 @@ impl<'a> Decoder<'a> {
                 };
                 let ftz = m.take("ftz");
                 let ty = m.ty1()?;
+                if ty.packed() {
+                    return Err("setp on packed .f16x2/.bf16x2 is not supported".into());
+                }
                 need(if bop.is_some() { 4 } else { 3 })?;
                 let d = match &ops[0] {
                     AOp::Pair(p, q) => vec![
@@ -1770,6 +1773,9 @@ impl<'a> Mods<'a> {
     fn ty1(&mut self) -> Result<Ty, String> {
         for i in 0..self.parts.len() {
             if let Some(t) = Ty::parse(self.parts[i]) {
+                if t == Ty::B128 {
+                    return Err("128-bit (.b128) operands are not supported".into());
+                }
                 self.parts.remove(i);
                 return Ok(t);
             }
@@ -1781,8 +1787,9 @@ impl<'a> Mods<'a> {
             2
         } else if self.take("v4") {
             4
-        } else if self.take("v8") {
-            8
+        } else if self.parts.contains(&"v8") {
+            // left in place: reported as an unsupported modifier
+            1
         } else {
             1
         }

@@ -559,20 +559,23 @@ fn unsupported_modifiers_are_rejected() {
         "cvt.rna.tf32.f32 %d, %a;",
         "min.NaN.f32 %d, %a, %b;",
         "bar.sync 1;",
+        "ld.global.b128 %d, [%a];",
+        "ld.global.v8.f32 {%d, %d, %d, %d, %d, %d, %d, %d}, [%a];",
+        "setp.lt.f16x2 %p|%q, %a, %b;",
         "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%d, %d, %d, %d}, {%a, %a, %a, %a}, {%b, %b}, {%c, %c, %c, %c};",
     ] {
         let src = format!(
-            ".version 8.4\n.target sm_80\n.address_size 64\n.visible .entry t()\n{{\n\t.reg .b64 %a, %b, %c, %d;\n\t{body}\n\tret;\n}}\n"
+            ".version 8.4\n.target sm_80\n.address_size 64\n.visible .entry t()\n{{\n\t.reg .b64 %a, %b, %c, %d;\n\t.reg .pred %p, %q;\n\t{body}\n\tret;\n}}\n"
         );
         let m = Module::parse(&src).unwrap_or_else(|e| panic!("{body}: {e}"));
         let u = m.unsupported("t");
         assert_eq!(u.len(), 1, "{body} must be reported unsupported");
-        assert_eq!(u[0].0, 7, "{body}: line");
+        assert_eq!(u[0].0, 8, "{body}: line");
         let mut mem = Memory::new();
         let cfg = LaunchConfig { grid: [1, 1, 1], block: [32, 1, 1], dynamic_smem_bytes: 0 };
         let f = launch(&m, "t", &cfg, &[], &mut mem, &LaunchOptions::default()).unwrap_err();
         assert_eq!(f.kind, FaultKind::Unsupported, "{body}");
-        assert_eq!(f.ptx_line, 7);
+        assert_eq!(f.ptx_line, 8);
         assert_eq!(f.instruction, body);
     }
 }
