@@ -1739,8 +1739,65 @@ impl<'a> Decoder<'a> {
                 ins.opcode
             ));
         }
+        if let Op::Alu(alu, ty, f) = &r.0 {
+            validate_alu(*alu, *ty, f).map_err(|e| format!("`{}`: {e}", ins.opcode))?;
+        }
         Ok(r)
     }
+}
+
+/// Reject type/modifier combinations the ALU would not execute faithfully.
+fn validate_alu(alu: Alu, ty: Ty, f: &AluFlags) -> Result<(), String> {
+    use Alu::*;
+    if ty.is_float() {
+        let ok = matches!(
+            alu,
+            Add | Sub
+                | MulLo
+                | Div
+                | Min
+                | Max
+                | Neg
+                | Abs
+                | Copysign
+                | Sqrt
+                | Rsqrt
+                | Rcp
+                | Ex2
+                | Lg2
+                | Sin
+                | Cos
+                | Tanh
+                | Fma
+                | Selp
+                | Testp
+        );
+        if !ok {
+            return Err(format!("{alu:?} on a floating-point type is not supported"));
+        }
+        if matches!(alu, Min | Max) && (f.has_rnd || f.sat) {
+            return Err("rounding/saturation modifiers on min/max are not supported".into());
+        }
+    } else {
+        if f.relu || f.ftz || f.approx || f.has_rnd || f.satfinite {
+            return Err(format!(
+                "floating-point modifiers on integer type {ty:?} are not supported"
+            ));
+        }
+        if f.sat && !(matches!(alu, Add | Sub) && ty == Ty::S32) {
+            return Err(".sat is only supported on add/sub.s32".into());
+        }
+        if matches!(
+            alu,
+            Copysign | Sqrt | Rsqrt | Rcp | Ex2 | Lg2 | Sin | Cos | Tanh | Fma | Testp
+        ) {
+            return Err(format!("{alu:?} on integer type {ty:?} is not supported"));
+        }
+        if ty == Ty::Pred && !matches!(alu, And | Or | Xor | Not | Selp) {
+            return Err(format!("{alu:?} on .pred is not supported"));
+        }
+    }
+    Ok(())
 }
 
 fn wide(t: Ty) -> Ty {
