@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 internal error or a failed check; 2 bad user input
 //! (file, flag, checkpoint); 3 no GPU where one is required.
 
+mod bench;
 mod check_fixture;
 mod generate;
 mod inspect;
@@ -25,6 +26,8 @@ struct Cli {
 enum Cmd {
     /// Run conformance fixtures (model/ + case.safetensors) against the CPU reference.
     CheckFixture(check_fixture::Args),
+    /// Time sampler steps next to their exact FLOPs, bytes and planned arena.
+    Bench(bench::Args),
     /// Make a talking-body video from a reference image and speech (MP4).
     Generate(generate::Args),
     /// List a checkpoint's tensors and validate them against its config.
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Cmd::CheckFixture(a) => check_fixture::run(a),
+        Cmd::Bench(a) => bench::run(a),
         Cmd::Generate(a) => generate::run(a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::MakeWeights(a) => make_weights::run(a),
