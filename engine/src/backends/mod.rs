@@ -13,6 +13,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod shape;
+pub mod strides;
 
 use anyhow::Result;
 

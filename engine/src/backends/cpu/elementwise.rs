@@ -3,7 +3,8 @@
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
-use super::layout::{collapse_dims, contiguous_strides, row_offset};
+use super::layout::{collapse_dims, row_offset};
+use crate::backends::strides::{broadcast_strides, contiguous_strides};
 use super::CpuTensor;
 use crate::backends::{Binary, TensorLike, Unary};
 
@@ -96,22 +97,6 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
         };
     }
     Some(out)
-}
-
-/// Strides that read a contiguous tensor of `shape` as the broadcast `out` shape
-/// (0 on broadcast dims).
-fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
-    let cs = contiguous_strides(shape);
-    let off = out.len() - shape.len();
-    (0..out.len())
-        .map(|i| {
-            if i < off || shape[i - off] == 1 {
-                0
-            } else {
-                cs[i - off]
-            }
-        })
-        .collect()
 }
 
 #[inline(always)]

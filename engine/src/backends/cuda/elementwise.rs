@@ -8,7 +8,8 @@ use cyberhost_kernels::pointwise::{
 use cyberhost_kernels::{DType, KernelModule};
 
 use super::backend::{promote, u32_of, CudaBackend, CudaTensor};
-use super::layout::{collapse_dims, contiguous_strides};
+use super::layout::{collapse_dims};
+use crate::backends::strides::broadcast_strides;
 use crate::backends::shape::broadcast_shape;
 use crate::backends::{Binary, TensorLike, Unary};
 
@@ -103,22 +104,6 @@ pub(crate) fn cast(be: &CudaBackend, t: &CudaTensor, dtype: DType) -> Result<Cud
         )
     }?;
     Ok(out)
-}
-
-/// Strides that read a contiguous tensor of `shape` as the broadcast `out` shape (0 on broadcast
-/// dims).
-fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
-    let cs = contiguous_strides(shape);
-    let off = out.len() - shape.len();
-    (0..out.len())
-        .map(|i| {
-            if i < off || shape[i - off] == 1 {
-                0
-            } else {
-                cs[i - off]
-            }
-        })
-        .collect()
 }
 
 pub(crate) fn binary(

@@ -7,51 +7,7 @@ use cyberhost_kernels::KernelModule;
 
 use super::backend::{promote, u32_of, CudaBackend, CudaTensor};
 use crate::backends::TensorLike;
-
-/// Row-major strides of a contiguous tensor.
-pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1usize; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
-
-/// Merges adjacent dims whose strides (one list per operand) are mutually contiguous and drops
-/// size-1 dims, so a kernel with [`LAYOUT_MAX_RANK`] index dims covers any rank that collapses to
-/// it. Returns (sizes, strides per operand), at least one dim.
-pub(crate) fn collapse_dims(
-    shape: &[usize],
-    strides: &[Vec<usize>],
-) -> (Vec<usize>, Vec<Vec<usize>>) {
-    let mut sizes: Vec<usize> = Vec::new();
-    let mut out: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
-    for d in (0..shape.len()).rev() {
-        if shape[d] == 1 {
-            continue;
-        }
-        let merge = !sizes.is_empty()
-            && strides
-                .iter()
-                .zip(out.iter())
-                .all(|(s, o)| s[d] == o[0] * sizes[0]);
-        if merge {
-            sizes[0] *= shape[d];
-        } else {
-            sizes.insert(0, shape[d]);
-            for (s, o) in strides.iter().zip(out.iter_mut()) {
-                o.insert(0, s[d]);
-            }
-        }
-    }
-    if sizes.is_empty() {
-        sizes.push(1);
-        for o in out.iter_mut() {
-            o.push(0);
-        }
-    }
-    (sizes, out)
-}
+pub(crate) use crate::backends::strides::{collapse_dims, contiguous_strides};
 
 /// Pads a per-dim list in front to the kernel's rank.
 fn pad_front<T: Copy>(v: &[T], fill: T) -> [T; LAYOUT_MAX_RANK] {
