@@ -639,18 +639,49 @@ fn conv2d_matches_cpu() {
             );
         }
     }
-    // grouped convolution has no CUDA kernel yet: a clear error, not a wrong result
-    let (x, _) = rand_pair(gpu(), &[1, 4, 5, 5], 1);
-    let (w, _) = rand_pair(gpu(), &[4, 2, 3, 3], 2);
-    let prm = Conv2dParams {
-        groups: 2,
-        ..Conv2dParams::new(1, 1)
-    };
-    let err = gpu().conv2d(&x, &w, None, prm).unwrap_err();
-    assert!(
-        err.to_string().contains("not yet implemented on CUDA"),
-        "{err}"
-    );
+    // groups, dilation, per-axis stride / padding (wav2vec2's 1-D convs as H = 1 conv2d)
+    let cases: [([usize; 4], [usize; 4], Conv2dParams); 3] = [
+        (
+            [1, 4, 5, 5],
+            [4, 2, 3, 3],
+            Conv2dParams {
+                groups: 2,
+                ..Conv2dParams::new(1, 1)
+            },
+        ),
+        (
+            [2, 8, 1, 23],
+            [8, 2, 1, 6],
+            Conv2dParams {
+                padding: (0, 3),
+                groups: 4,
+                ..Default::default()
+            },
+        ),
+        (
+            [1, 3, 1, 41],
+            [5, 3, 1, 4],
+            Conv2dParams {
+                stride: (1, 3),
+                dilation: (1, 2),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (be, _) in storages() {
+        for (i, (xs, ws, prm)) in cases.into_iter().enumerate() {
+            let (x, xc) = rand_pair(&be, &xs, 210 + i as u64);
+            let (w, wc) = rand_pair(&be, &ws, 220 + i as u64);
+            let (b, bc) = rand_pair(&be, &[ws[0]], 230 + i as u64);
+            check(
+                &format!("conv2d {xs:?} w {ws:?} {prm:?}"),
+                &be,
+                &be.conv2d(&x, &w, Some(&b), prm).unwrap(),
+                &CPU.conv2d(&xc, &wc, Some(&bc), prm).unwrap(),
+                1e-2,
+            );
+        }
+    }
 }
 
 #[test]

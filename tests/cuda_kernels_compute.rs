@@ -328,7 +328,6 @@ fn gemm_engine_launcher() {
 use cyberhost_kernels::conv2d::{
     launch_config as conv_launch, Conv2dParams, Conv2dPtrs, Conv2dShape,
 };
-use reference::ConvGeom;
 
 #[derive(Clone, Copy, Debug)]
 struct ConvCase {
@@ -350,17 +349,75 @@ fn conv_shape(
     stride: u64,
     pad: u64,
 ) -> Conv2dShape {
+    Conv2dShape::square(n, c_in, h, w, c_out, k, stride, pad)
+}
+
+/// 1-D convolution as conv2d with H = 1: kernel (1, k), stride (1, stride), padding (0, pad).
+fn conv1d_shape(n: u64, c_in: u64, w: u64, c_out: u64, k: u64, stride: u64, pad: u64, groups: u64) -> Conv2dShape {
     Conv2dShape {
         n,
         c_in,
-        h,
+        h: 1,
         w,
         c_out,
-        kh: k,
+        kh: 1,
         kw: k,
-        stride,
-        pad,
+        stride: (1, stride),
+        pad: (0, pad),
+        dilation: (1, 1),
+        groups,
     }
+}
+
+/// f32 reference for any geometry (groups, dilation, per-axis stride / padding):
+/// `scale * (conv + bias[o] + temb[n, o] + residual)`.
+fn conv_ref(
+    x: &[f32],
+    w: &[f32],
+    s: Conv2dShape,
+    bias: Option<&[f32]>,
+    temb: Option<&[f32]>,
+    res: Option<&[f32]>,
+    scale: f32,
+) -> Vec<f32> {
+    let u = |v: u64| v as usize;
+    let (n, c_in, h, wi, c_out, kh, kw) = (u(s.n), u(s.c_in), u(s.h), u(s.w), u(s.c_out), u(s.kh), u(s.kw));
+    let (ho, wo, cig, cog) = (u(s.h_out()), u(s.w_out()), u(s.c_in_g()), u(s.c_out_g()));
+    let mut y = vec![0f32; n * c_out * ho * wo];
+    for img in 0..n {
+        for o in 0..c_out {
+            let g = o / cog;
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut acc = 0f64;
+                    for c in 0..cig {
+                        for ky in 0..kh {
+                            let iy = (oy * u(s.stride.0) + ky * u(s.dilation.0)) as isize - s.pad.0 as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for kx in 0..kw {
+                                let ix = (ox * u(s.stride.1) + kx * u(s.dilation.1)) as isize - s.pad.1 as isize;
+                                if ix < 0 || ix >= wi as isize {
+                                    continue;
+                                }
+                                let xv = x[((img * c_in + g * cig + c) * h + iy as usize) * wi + ix as usize];
+                                let wv = w[((o * cig + c) * kh + ky) * kw + kx];
+                                acc += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    let idx = ((img * c_out + o) * ho + oy) * wo + ox;
+                    let mut v = acc as f32;
+                    v += bias.map_or(0.0, |b| b[o]);
+                    v += temb.map_or(0.0, |t| t[img * c_out + o]);
+                    v += res.map_or(0.0, |r| r[idx]);
+                    y[idx] = v * scale;
+                }
+            }
+        }
+    }
+    y
 }
 
 fn conv_cases() -> Vec<ConvCase> {
@@ -421,37 +478,88 @@ fn conv_cases() -> Vec<ConvCase> {
             1.0,
             false,
         ), // K = 27 (unaligned)
+        c(
+            conv1d_shape(2, 1, 403, 70, 10, 5, 0, 1),
+            false,
+            false,
+            false,
+            1.0,
+            false,
+        ), // wav2vec2 feature extractor conv0: 1x10 stride (1, 5), H = 1, C_in 1 (K = 10)
+        c(
+            conv1d_shape(1, 24, 97, 33, 3, 2, 0, 1),
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ), // feature extractor conv1..: 1x3 stride (1, 2)
+        c(
+            conv1d_shape(2, 16, 50, 16, 8, 1, 4, 2),
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ), // positional conv embedding: groups 2, 1x8, padding (0, 4) -> Wo = W + 1
+        c(
+            conv1d_shape(2, 32, 37, 32, 6, 1, 3, 4),
+            true,
+            false,
+            true,
+            1.0,
+            false,
+        ), // groups 4, 1x6, padding (0, 3), K = 48 (cp.async), + residual
+        c(
+            conv1d_shape(1, 48, 29, 280, 4, 1, 2, 4),
+            true,
+            true,
+            false,
+            0.5,
+            true,
+        ), // groups 4 with 70 channels per group (ragged M tile inside each group), plain loads
+        c(
+            Conv2dShape {
+                dilation: (2, 2),
+                ..conv_shape(2, 8, 9, 11, 20, 3, 1, 2)
+            },
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ), // dilation 2, 3x3
+        c(
+            Conv2dShape {
+                kh: 3,
+                kw: 2,
+                stride: (2, 1),
+                pad: (1, 0),
+                dilation: (1, 3),
+                ..conv_shape(1, 6, 10, 9, 12, 3, 1, 1)
+            },
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ), // rectangular 3x2, stride (2, 1), padding (1, 0), dilation (1, 3)
     ]
-}
-
-fn geom(s: Conv2dShape) -> ConvGeom {
-    ConvGeom {
-        n: s.n as usize,
-        c_in: s.c_in as usize,
-        h: s.h as usize,
-        w: s.w as usize,
-        c_out: s.c_out as usize,
-        kh: s.kh as usize,
-        kw: s.kw as usize,
-        stride: s.stride as usize,
-        pad: s.pad as usize,
-    }
 }
 
 fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
     let s = c.s;
-    let g = geom(s);
     let mut rng = Rng::new(seed);
-    let out_len = g.n * g.c_out * g.h_out() * g.w_out();
-    let x = round_bf16(&rng.randn(g.n * g.c_in * g.h * g.w, 1.0, 0.0));
-    let w = round_bf16(&rng.randn(g.c_out * g.c_in * g.kh * g.kw, 0.3, 0.0));
-    let bias = round_bf16(&rng.randn(g.c_out, 1.0, 0.0));
-    let temb = round_bf16(&rng.randn(g.n * g.c_out, 1.0, 0.0));
+    let out_len = (s.n * s.c_out * s.h_out() * s.w_out()) as usize;
+    let x = round_bf16(&rng.randn((s.n * s.c_in * s.h * s.w) as usize, 1.0, 0.0));
+    let w = round_bf16(&rng.randn((s.c_out * s.k()) as usize, 0.3, 0.0));
+    let bias = round_bf16(&rng.randn(s.c_out as usize, 1.0, 0.0));
+    let temb = round_bf16(&rng.randn((s.n * s.c_out) as usize, 1.0, 0.0));
     let res = round_bf16(&rng.randn(out_len, 1.0, 0.0));
-    let want = reference::conv2d(
+    let want = conv_ref(
         &x,
         &w,
-        g,
+        s,
         c.bias.then_some(&bias[..]),
         c.temb.then_some(&temb[..]),
         c.residual.then_some(&res[..]),
@@ -502,13 +610,20 @@ fn conv2d_engine_launcher() {
     use cyberhost_engine::backends::cuda::conv2d::{conv2d, Conv2dExtras};
     let dev = engine_device();
     let mut rng = Rng::new(11);
-    let s = conv_shape(2, 8, 7, 6, 20, 3, 1, 1);
-    let g = geom(s);
-    let out_len = g.n * g.c_out * g.h_out() * g.w_out();
-    let x = round_bf16(&rng.randn(g.n * g.c_in * g.h * g.w, 1.0, 0.0));
-    let w = round_bf16(&rng.randn(g.c_out * g.c_in * 9, 0.3, 0.0));
-    let b = round_bf16(&rng.randn(g.c_out, 1.0, 0.0));
-    let t = round_bf16(&rng.randn(g.n * g.c_out, 1.0, 0.0));
+    // Grouped, rectangular, per-axis stride / padding.
+    let s = Conv2dShape {
+        kh: 3,
+        kw: 2,
+        stride: (1, 2),
+        pad: (1, 0),
+        groups: 2,
+        ..conv_shape(2, 8, 7, 6, 20, 3, 1, 1)
+    };
+    let out_len = (s.n * s.c_out * s.h_out() * s.w_out()) as usize;
+    let x = round_bf16(&rng.randn((s.n * s.c_in * s.h * s.w) as usize, 1.0, 0.0));
+    let w = round_bf16(&rng.randn((s.c_out * s.k()) as usize, 0.3, 0.0));
+    let b = round_bf16(&rng.randn(s.c_out as usize, 1.0, 0.0));
+    let t = round_bf16(&rng.randn((s.n * s.c_out) as usize, 1.0, 0.0));
     let r = round_bf16(&rng.randn(out_len, 1.0, 0.0));
     let (dx, dw, db, dt, dr) = (
         upload(dev, &x),
@@ -525,7 +640,7 @@ fn conv2d_engine_launcher() {
         scale: 0.5,
     };
     conv2d(dev, &dx, &dw, &mut y, s, extras).unwrap();
-    let want = reference::conv2d(&x, &w, g, Some(&b), Some(&t), Some(&r), 0.5);
+    let want = conv_ref(&x, &w, s, Some(&b), Some(&t), Some(&r), 0.5);
     assert_close("engine conv2d", &download(dev, &y), &want, TOL);
 }
 

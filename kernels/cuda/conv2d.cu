@@ -2,18 +2,22 @@
 // conv2d.cu: NCHW 2-D convolution as an implicit GEMM on tensor cores, bf16 storage, f32
 // accumulation, fused epilogue.
 //
-//   y[n, o, p] = scale * (sum_k W[o, k] * X_col[n, k, p] + bias[o] + temb[n, o] + R[n, o, p])
-//   k = (c, ky, kx) over C_in x kh x kw, p = (oy, ox) over Ho x Wo,
-//   X_col[n, k, p] = x[n, c, oy * stride - pad + ky, ox * stride - pad + kx] (0 outside the image)
+//   y[n, o, p] = scale * (sum_k W[o, k] * X_col[n, g, k, p] + bias[o] + temb[n, o] + R[n, o, p])
+//   g = o / Cog (group of output channel o), k = (c, ky, kx) over Cig x kh x kw, p = (oy, ox),
+//   X_col[n, g, k, p] = x[n, g * Cig + c, oy * sh - ph + ky * dh, ox * sw - pw + kx * dw]
+//   (0 outside the image);  Cig = C_in / groups, Cog = C_out / groups.
 //
-//   x : (N, C_in, H, W) bf16;  W : (C_out, C_in, kh, kw) bf16 = a row-major (C_out, K) matrix
-//   bias : (C_out) | null;  temb : (N, C_out) | null (ResNet time embedding, already projected)
-//   R : (N, C_out, Ho, Wo) | null (may alias y);  y : (N, C_out, Ho, Wo) bf16;  groups = 1.
-//   Any kernel size, stride and padding (3x3 / 1x1, stride 1 / 2 in the models); ragged C_out,
-//   Ho * Wo and K are handled by zero-filled loads and guarded stores.
+//   x : (N, C_in, H, W) bf16;  W : (C_out, Cig, kh, kw) bf16 = per group a row-major (Cog, K)
+//   matrix;  bias : (C_out) | null;  temb : (N, C_out) | null (ResNet time embedding, projected)
+//   R : (N, C_out, Ho, Wo) | null (may alias y);  y : (N, C_out, Ho, Wo) bf16.
+//   Any rectangular kernel, per-axis stride / padding / dilation, any groups (3x3 / 1x1 stride 1 / 2
+//   in the UNet and VAE; 1xk stride (1, s) with H = 1 in the wav2vec2 feature extractor; grouped
+//   1xK padding (0, K/2) in its positional conv embedding); ragged C_out / groups, Ho * Wo and K
+//   are handled by zero-filled loads and guarded stores.
 //
 // Versions:
-//   v1: GEMM M = C_out, N = Ho * Wo (per image, gridDim.z = N), K = C_in * kh * kw; block tile
+//   v1: per (image, group) GEMM M = Cog, N = Ho * Wo, K = Cig * kh * kw (gridDim.z = N * groups,
+//       pointer offsets per image and group); block tile
 //       64x64x32, 4 warps (2x2) of 32x32; W tiles by cp.async (plain loads when K % 8 != 0), X_col
 //       tiles gathered by scalar loads into registers one k-tile ahead (each thread owns one output
 //       pixel column and 16 k rows, (c, ky, kx) stepped incrementally), stored to a double-buffered
@@ -28,7 +32,8 @@
 // geometry
 // ------------------------------------------------------------------------------------------------
 
-// Launch rule (kernels/src/conv2d.rs): grid = (ceil(Ho * Wo / CONV_BN), ceil(C_out / CONV_BM), N),
+// Launch rule (kernels/src/conv2d.rs):
+// grid = (ceil(Ho * Wo / CONV_BN), ceil(C_out / groups / CONV_BM), N * groups),
 // block = CONV_THREADS, static smem only.
 enum : uint32_t { CONV_BM = 64, CONV_BN = 64, CONV_BK = 32 };
 enum : uint32_t { CONV_WARPS_M = 2, CONV_WARPS_N = 2 };
@@ -46,22 +51,27 @@ static_assert(CONV_BM * CONV_A_CPR % CONV_THREADS == 0, "W tile loader");
 static_assert((CONV_LDA * 2) % 16 == 0 && (CONV_LDB * 2) % 16 == 0, "16-byte aligned smem rows");
 
 // ------------------------------------------------------------------------------------------------
-// params (mirrored by kernels/src/conv2d.rs `Conv2dParams`, 104 bytes)
+// params (mirrored by kernels/src/conv2d.rs `Conv2dParams`, 136 bytes)
 // ------------------------------------------------------------------------------------------------
 
 struct Conv2dParams {
   const void* x;        // (N, C_in, H, W) bf16
-  const void* w;        // (C_out, C_in, kh, kw) bf16
+  const void* w;        // (C_out, C_in / groups, kh, kw) bf16
   const void* bias;     // (C_out) bf16, or null
   const void* temb;     // (N, C_out) bf16, or null
   const void* residual; // (N, C_out, Ho, Wo) bf16, or null
   void* y;              // (N, C_out, Ho, Wo) bf16
   uint32_t n, c_in, h, w_in;
   uint32_t c_out, h_out, w_out;
-  uint32_t kh, kw, stride, pad;
-  uint32_t k;           // C_in * kh * kw
+  uint32_t kh, kw;
+  uint32_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  uint32_t groups;      // C_in and C_out divisible by groups
+  uint32_t c_in_g;      // C_in / groups
+  uint32_t c_out_g;     // C_out / groups
+  uint32_t k;           // C_in / groups * kh * kw
   float scale;          // output scale (1 = none)
   uint32_t aligned;     // 1: w 16-byte aligned and K % 8 == 0 (cp.async for W tiles)
+  uint32_t pad0;        // keeps the struct a multiple of 8 bytes
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -79,21 +89,24 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
   const uint32_t wn = warp % CONV_WARPS_N;
   const uint32_t bm = blockIdx.y * CONV_BM; // output channels
   const uint32_t bn = blockIdx.x * CONV_BN; // output pixels
-  const uint32_t img = blockIdx.z;
+  const uint32_t img = blockIdx.z / p.groups;
+  const uint32_t grp = blockIdx.z % p.groups;
   const bool aligned = p.aligned != 0;
   const uint32_t npix = p.h_out * p.w_out;
   const uint32_t khw = p.kh * p.kw;
 
-  const uint16_t* w = static_cast<const uint16_t*>(p.w);
-  const uint16_t* x = static_cast<const uint16_t*>(p.x) + (uint64_t)img * p.c_in * p.h * p.w_in;
+  // This (image, group)'s GEMM operands: W rows grp * Cog.., x channels grp * Cig...
+  const uint16_t* w = static_cast<const uint16_t*>(p.w) + (uint64_t)grp * p.c_out_g * p.k;
+  const uint16_t* x =
+      static_cast<const uint16_t*>(p.x) + ((uint64_t)img * p.c_in + (uint64_t)grp * p.c_in_g) * p.h * p.w_in;
 
   // This thread's pixel column of the X_col tile.
   const uint32_t pcol = tid % CONV_BN;
   const uint32_t krow0 = tid / CONV_BN;
   const uint32_t pix = bn + pcol;
   const bool pix_ok = pix < npix;
-  const int32_t iy0 = pix_ok ? (int32_t)((pix / p.w_out) * p.stride) - (int32_t)p.pad : 0;
-  const int32_t ix0 = pix_ok ? (int32_t)((pix % p.w_out) * p.stride) - (int32_t)p.pad : 0;
+  const int32_t iy0 = pix_ok ? (int32_t)((pix / p.w_out) * p.stride_h) - (int32_t)p.pad_h : 0;
+  const int32_t ix0 = pix_ok ? (int32_t)((pix % p.w_out) * p.stride_w) - (int32_t)p.pad_w : 0;
 
   auto load_a = [&](uint32_t stage, uint32_t k0) {
 #pragma unroll
@@ -101,7 +114,7 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
       const uint32_t chunk = tid + i * CONV_THREADS;
       const uint32_t r = chunk / CONV_A_CPR;
       const uint32_t kc = (chunk % CONV_A_CPR) * CHUNK;
-      load_chunk(&sa[stage][r][kc], w, bm + r, bm + r < p.c_out, k0 + kc, p.k, p.k, aligned);
+      load_chunk(&sa[stage][r][kc], w, bm + r, bm + r < p.c_out_g, k0 + kc, p.k, p.k, aligned);
     }
   };
   uint16_t breg[CONV_B_PER_THREAD];
@@ -112,7 +125,7 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
     uint32_t ky = rem / p.kw, kx = rem % p.kw;
 #pragma unroll
     for (uint32_t i = 0; i < CONV_B_PER_THREAD; ++i) {
-      const int32_t iy = iy0 + (int32_t)ky, ix = ix0 + (int32_t)kx;
+      const int32_t iy = iy0 + (int32_t)(ky * p.dil_h), ix = ix0 + (int32_t)(kx * p.dil_w);
       const bool ok = pix_ok && kidx < p.k && iy >= 0 && iy < (int32_t)p.h && ix >= 0 && ix < (int32_t)p.w_in;
       breg[i] = ok ? x[((uint64_t)c * p.h + iy) * p.w_in + ix] : (uint16_t)0;
       // advance k by CONV_B_KSTEP: (c, ky, kx) in row-major order
@@ -188,18 +201,20 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
     if (more) store_b(stage ^ 1);
   }
 
-  // Epilogue: rows = output channels, columns = pixels.
+  // Epilogue: rows = this group's output channels, columns = pixels.
+  const uint32_t o0 = grp * p.c_out_g; // first output channel of the group
   const uint64_t plane = (uint64_t)p.c_out * npix;
-  uint16_t* y = static_cast<uint16_t*>(p.y) + img * plane;
-  const uint16_t* res = p.residual ? static_cast<const uint16_t*>(p.residual) + img * plane : nullptr;
-  const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
-  const uint16_t* temb = p.temb ? static_cast<const uint16_t*>(p.temb) + (uint64_t)img * p.c_out : nullptr;
+  const uint64_t yoff = img * plane + (uint64_t)o0 * npix;
+  uint16_t* y = static_cast<uint16_t*>(p.y) + yoff;
+  const uint16_t* res = p.residual ? static_cast<const uint16_t*>(p.residual) + yoff : nullptr;
+  const uint16_t* bias = p.bias ? static_cast<const uint16_t*>(p.bias) + o0 : nullptr;
+  const uint16_t* temb = p.temb ? static_cast<const uint16_t*>(p.temb) + (uint64_t)img * p.c_out + o0 : nullptr;
 #pragma unroll
   for (uint32_t i = 0; i < CONV_TM; ++i) {
 #pragma unroll
     for (uint32_t h = 0; h < 2; ++h) {
       const uint32_t o = bm + wm * CONV_WM + i * MMA_M + lane / 4 + h * 8;
-      if (o >= p.c_out) continue;
+      if (o >= p.c_out_g) continue;
       float add = 0.0f;
       if (bias != nullptr) add += bf16_bits_to_f32(bias[o]);
       if (temb != nullptr) add += bf16_bits_to_f32(temb[o]);

@@ -1,10 +1,12 @@
-//! `kernels/cuda/conv2d.cu`: NCHW convolution (groups 1) as an implicit GEMM on tensor cores with a
-//! fused `scale * (conv + bias + temb + residual)` epilogue, bf16 in/out.
+//! `kernels/cuda/conv2d.cu`: NCHW convolution (rectangular kernels, per-axis stride / padding /
+//! dilation, groups) as an implicit GEMM on tensor cores, one GEMM per (image, group), with a fused
+//! `scale * (conv + bias + temb + residual)` epilogue, bf16 in/out.
 
 use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
-/// Block tile: `CONV_BM` output channels x `CONV_BN` output pixels x `CONV_BK` of `C_in * kh * kw`.
+/// Block tile: `CONV_BM` output channels x `CONV_BN` output pixels x `CONV_BK` of
+/// `C_in / groups * kh * kw`.
 pub const CONV_BM: u32 = 64;
 pub const CONV_BN: u32 = 64;
 pub const CONV_BK: u32 = 32;
@@ -21,17 +23,17 @@ pub const ENTRIES: &[Entry] = &[Entry {
     version: 1,
     dtype: DType::Bf16,
     params: "Conv2dParams",
-    params_size: 104,
-    launch: "grid = (ceil(Ho * Wo / 64), ceil(C_out / 64), N), block = 128, static smem",
+    params_size: 136,
+    launch: "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem",
 }];
 
-/// Mirrors `struct Conv2dParams` in `conv2d.cu` (104 bytes).
+/// Mirrors `struct Conv2dParams` in `conv2d.cu` (136 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Conv2dParams {
     /// `(N, C_in, H, W)` bf16.
     pub x: u64,
-    /// `(C_out, C_in, kh, kw)` bf16.
+    /// `(C_out, C_in / groups, kh, kw)` bf16.
     pub w: u64,
     /// `(C_out)` bf16, or 0.
     pub bias: u64,
@@ -50,15 +52,27 @@ pub struct Conv2dParams {
     pub w_out: u32,
     pub kh: u32,
     pub kw: u32,
-    pub stride: u32,
-    pub pad: u32,
+    pub stride_h: u32,
+    pub stride_w: u32,
+    pub pad_h: u32,
+    pub pad_w: u32,
+    pub dil_h: u32,
+    pub dil_w: u32,
+    pub groups: u32,
+    /// `C_in / groups`.
+    pub c_in_g: u32,
+    /// `C_out / groups`.
+    pub c_out_g: u32,
+    /// `C_in / groups * kh * kw`.
     pub k: u32,
     pub scale: f32,
     pub aligned: u32,
+    pub pad0: u32,
 }
 
 /// Convolution geometry, e.g. SD1.5 ResNet `conv1`: `n 32, c_in 320, h 64, w 64, c_out 320,
-/// kh 3, kw 3, stride 1, pad 1`.
+/// kh 3, kw 3, stride (1, 1), pad (1, 1), dilation (1, 1), groups 1`; wav2vec2's positional conv
+/// embedding: `h 1, kh 1, kw 128, pad (0, 64), groups 16`. Pairs are (height, width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dShape {
     pub n: u64,
@@ -68,19 +82,63 @@ pub struct Conv2dShape {
     pub c_out: u64,
     pub kh: u64,
     pub kw: u64,
-    pub stride: u64,
-    pub pad: u64,
+    pub stride: (u64, u64),
+    pub pad: (u64, u64),
+    pub dilation: (u64, u64),
+    pub groups: u64,
 }
 
 impl Conv2dShape {
+    /// Square kernel `k`, square `stride` / `pad`, dilation 1, groups 1.
+    #[allow(clippy::too_many_arguments)]
+    pub fn square(
+        n: u64,
+        c_in: u64,
+        h: u64,
+        w: u64,
+        c_out: u64,
+        k: u64,
+        stride: u64,
+        pad: u64,
+    ) -> Self {
+        Conv2dShape {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            kh: k,
+            kw: k,
+            stride: (stride, stride),
+            pad: (pad, pad),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+    /// Kernel extent along H with dilation: `dh * (kh - 1) + 1`.
+    pub fn kh_eff(&self) -> u64 {
+        self.dilation.0 * self.kh.saturating_sub(1) + 1
+    }
+    pub fn kw_eff(&self) -> u64 {
+        self.dilation.1 * self.kw.saturating_sub(1) + 1
+    }
     pub fn h_out(&self) -> u64 {
-        (self.h + 2 * self.pad).saturating_sub(self.kh) / self.stride.max(1) + 1
+        (self.h + 2 * self.pad.0).saturating_sub(self.kh_eff()) / self.stride.0.max(1) + 1
     }
     pub fn w_out(&self) -> u64 {
-        (self.w + 2 * self.pad).saturating_sub(self.kw) / self.stride.max(1) + 1
+        (self.w + 2 * self.pad.1).saturating_sub(self.kw_eff()) / self.stride.1.max(1) + 1
     }
+    /// `C_in / groups`.
+    pub fn c_in_g(&self) -> u64 {
+        self.c_in / self.groups.max(1)
+    }
+    /// `C_out / groups`.
+    pub fn c_out_g(&self) -> u64 {
+        self.c_out / self.groups.max(1)
+    }
+    /// GEMM depth: `C_in / groups * kh * kw`.
     pub fn k(&self) -> u64 {
-        self.c_in * self.kh * self.kw
+        self.c_in_g() * self.kh * self.kw
     }
 }
 
@@ -97,7 +155,23 @@ pub struct Conv2dPtrs {
 
 impl Conv2dParams {
     pub fn new(ptrs: Conv2dPtrs, s: Conv2dShape, scale: f32) -> Result<Self> {
-        ensure!(s.stride >= 1, "conv2d: stride must be >= 1");
+        ensure!(
+            s.stride.0 >= 1 && s.stride.1 >= 1,
+            "conv2d: stride {:?} must be >= 1",
+            s.stride
+        );
+        ensure!(
+            s.dilation.0 >= 1 && s.dilation.1 >= 1,
+            "conv2d: dilation {:?} must be >= 1",
+            s.dilation
+        );
+        ensure!(
+            s.groups >= 1 && s.c_in % s.groups == 0 && s.c_out % s.groups == 0,
+            "conv2d: groups {} must divide C_in {} and C_out {}",
+            s.groups,
+            s.c_in,
+            s.c_out
+        );
         ensure!(
             s.kh >= 1 && s.kw >= 1,
             "conv2d: empty kernel {}x{}",
@@ -105,23 +179,25 @@ impl Conv2dParams {
             s.kw
         );
         ensure!(
-            s.h + 2 * s.pad >= s.kh && s.w + 2 * s.pad >= s.kw,
-            "conv2d: kernel {}x{} larger than the padded input {}x{} (pad {})",
+            s.h + 2 * s.pad.0 >= s.kh_eff() && s.w + 2 * s.pad.1 >= s.kw_eff(),
+            "conv2d: kernel {}x{} (dilation {:?}) larger than the padded input {}x{} (pad {:?})",
             s.kh,
             s.kw,
+            s.dilation,
             s.h,
             s.w,
             s.pad
         );
         ensure!(
-            (1..=65_535).contains(&s.n),
-            "conv2d: batch {} must be in 1..=65535 (gridDim.z)",
-            s.n
+            (1..=65_535).contains(&(s.n * s.groups)),
+            "conv2d: batch {} x groups {} must be in 1..=65535 (gridDim.z)",
+            s.n,
+            s.groups
         );
         ensure!(
-            ceil_div(s.c_out, CONV_BM as u64) <= 65_535,
-            "conv2d: C_out {} needs more than 65535 blocks",
-            s.c_out
+            ceil_div(s.c_out_g(), CONV_BM as u64) <= 65_535,
+            "conv2d: C_out / groups {} needs more than 65535 blocks",
+            s.c_out_g()
         );
         // Pixel offsets within one image are 32-bit in the kernel.
         ensure!(
@@ -145,11 +221,20 @@ impl Conv2dParams {
             w_out: to_u32(s.w_out(), "conv2d Wo")?,
             kh: to_u32(s.kh, "conv2d kh")?,
             kw: to_u32(s.kw, "conv2d kw")?,
-            stride: to_u32(s.stride, "conv2d stride")?,
-            pad: to_u32(s.pad, "conv2d pad")?,
-            k: to_u32(k, "conv2d C_in * kh * kw")?,
+            stride_h: to_u32(s.stride.0, "conv2d stride")?,
+            stride_w: to_u32(s.stride.1, "conv2d stride")?,
+            pad_h: to_u32(s.pad.0, "conv2d padding")?,
+            pad_w: to_u32(s.pad.1, "conv2d padding")?,
+            dil_h: to_u32(s.dilation.0, "conv2d dilation")?,
+            dil_w: to_u32(s.dilation.1, "conv2d dilation")?,
+            groups: to_u32(s.groups, "conv2d groups")?,
+            c_in_g: to_u32(s.c_in_g(), "conv2d C_in / groups")?,
+            c_out_g: to_u32(s.c_out_g(), "conv2d C_out / groups")?,
+            k: to_u32(k, "conv2d C_in / groups * kh * kw")?,
             scale,
+            // Group offsets in W are multiples of K elements: 16-byte aligned when K % 8 == 0.
             aligned: (ptrs.w % 16 == 0 && k % 8 == 0) as u32,
+            pad0: 0,
         })
     }
 
@@ -160,13 +245,14 @@ impl Conv2dParams {
     }
 }
 
-/// `grid = (ceil(Ho * Wo / 64), ceil(C_out / 64), N)`, `block = 128`, static smem only.
+/// `grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups)`, `block = 128`, static
+/// smem only.
 pub fn launch_config(s: Conv2dShape) -> LaunchConfig {
     LaunchConfig {
         grid: [
             ceil_div(s.h_out() * s.w_out(), CONV_BN as u64).max(1) as u32,
-            ceil_div(s.c_out, CONV_BM as u64).max(1) as u32,
-            s.n.max(1) as u32,
+            ceil_div(s.c_out_g(), CONV_BM as u64).max(1) as u32,
+            (s.n * s.groups).max(1) as u32,
         ],
         block: [CONV_THREADS, 1, 1],
         dynamic_smem_bytes: 0,
@@ -179,24 +265,36 @@ mod tests {
 
     #[test]
     fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<Conv2dParams>(), 104);
+        assert_eq!(std::mem::size_of::<Conv2dParams>(), 136);
         assert_eq!(CONV_STATIC_SMEM_BYTES, 19_456);
     }
 
     #[test]
     fn output_size_and_grid() {
-        let s = Conv2dShape {
-            n: 2,
-            c_in: 3,
-            h: 9,
-            w: 7,
-            c_out: 70,
-            kh: 3,
-            kw: 3,
-            stride: 2,
-            pad: 1,
-        };
+        let s = Conv2dShape::square(2, 3, 9, 7, 70, 3, 2, 1);
         assert_eq!((s.h_out(), s.w_out()), (5, 4));
         assert_eq!(launch_config(s).grid, [1, 2, 2]);
+        // wav2vec2 positional conv: 1x8, padding (0, 4), groups 4 -> one extra output column.
+        let g = Conv2dShape {
+            n: 2,
+            c_in: 32,
+            h: 1,
+            w: 50,
+            c_out: 32,
+            kh: 1,
+            kw: 8,
+            stride: (1, 1),
+            pad: (0, 4),
+            dilation: (1, 1),
+            groups: 4,
+        };
+        assert_eq!((g.h_out(), g.w_out(), g.k()), (1, 51, 64));
+        assert_eq!(launch_config(g).grid, [1, 1, 8]);
+        // Dilation 2: effective 5x5.
+        let d = Conv2dShape {
+            dilation: (2, 2),
+            ..s
+        };
+        assert_eq!((d.h_out(), d.w_out()), (4, 3));
     }
 }

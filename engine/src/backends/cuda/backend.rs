@@ -382,7 +382,7 @@ impl Backend for CudaBackend {
         bias: Option<&CudaTensor>,
         p: Conv2dParams,
     ) -> Result<CudaTensor> {
-        linalg::conv2d(self, x, w, bias, p)
+        super::conv2d::conv2d_op(self, x, w, bias, p)
     }
 
     fn attention(

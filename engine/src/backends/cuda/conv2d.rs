@@ -1,13 +1,18 @@
-//! Launcher for `kernels/cuda/conv2d.cu` (`conv2d_v1_bf16`): NCHW implicit-GEMM convolution with a
-//! fused `scale * (conv + bias + temb + residual)` epilogue.
+//! Launcher for `kernels/cuda/conv2d.cu` (`conv2d_v1_bf16`): NCHW implicit-GEMM convolution
+//! (rectangular kernels, per-axis stride / padding / dilation, groups) with a fused
+//! `scale * (conv + bias + temb + residual)` epilogue, and `CudaBackend::conv2d` on top of it (f32
+//! tensors are cast around the bf16 kernel).
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
 use cyberhost_kernels::conv2d::{launch_config, Conv2dParams, Conv2dPtrs, Conv2dShape};
-use cyberhost_kernels::KernelModule;
+use cyberhost_kernels::{DType, KernelModule};
 
+use super::backend::{CudaBackend, CudaTensor};
+use super::elementwise;
 use super::gemm::check_len;
 use super::CudaDevice;
+use crate::backends::{self, TensorLike};
 
 /// Optional epilogue operands of [`conv2d`]: `y = scale * (conv + bias + temb + residual)`.
 #[derive(Debug)]
@@ -40,7 +45,7 @@ impl<T: DeviceRepr> Default for Conv2dExtras<'_, T> {
     }
 }
 
-/// `y (N, C_out, Ho, Wo) = conv(x (N, C_in, H, W), w (C_out, C_in, kh, kw)) + ...`, groups 1.
+/// `y (N, C_out, Ho, Wo) = conv(x (N, C_in, H, W), w (C_out, C_in / groups, kh, kw)) + ...`.
 /// Buffers may be typed `u8`, `u16` or `half::bf16` (sizes checked in bytes, 2 per element).
 pub fn conv2d<T: DeviceRepr>(
     dev: &CudaDevice,
@@ -92,4 +97,79 @@ pub fn conv2d<T: DeviceRepr>(
         )
     }
     .with_context(|| format!("conv2d_v1_bf16 {s:?}"))
+}
+
+/// `CudaBackend::conv2d`: x `(N, C, H, W)`, w `(O, C / groups, kh, kw)`, bias `(O)`, any stride,
+/// padding, dilation and groups. bf16 and f32 tensors (f32 is rounded to bf16 for the kernel and
+/// the bf16 result cast back).
+pub(crate) fn conv2d_op(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+    p: backends::Conv2dParams,
+) -> Result<CudaTensor> {
+    if x.rank() != 4 || w.rank() != 4 || p.groups == 0 || x.shape()[1] != w.shape()[1] * p.groups {
+        bail!(
+            "conv2d: x {:?} and w {:?} must be (N, C, H, W) and (O, C/groups, kh, kw) with groups {}",
+            x.shape(),
+            w.shape(),
+            p.groups
+        );
+    }
+    let (n, c, hh, ww) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (o, kh, kw) = (w.shape()[0], w.shape()[2], w.shape()[3]);
+    if o % p.groups != 0 {
+        bail!(
+            "conv2d: {o} output channels (w {:?}) are not divisible by groups {}",
+            w.shape(),
+            p.groups
+        );
+    }
+    if let Some(b) = bias {
+        if b.elem_count() != o {
+            bail!(
+                "conv2d: bias has shape {:?}, expected {o} elements",
+                b.shape()
+            );
+        }
+    }
+    let shape = Conv2dShape {
+        n: n as u64,
+        c_in: c as u64,
+        h: hh as u64,
+        w: ww as u64,
+        c_out: o as u64,
+        kh: kh as u64,
+        kw: kw as u64,
+        stride: (p.stride.0 as u64, p.stride.1 as u64),
+        pad: (p.padding.0 as u64, p.padding.1 as u64),
+        dilation: (p.dilation.0 as u64, p.dilation.1 as u64),
+        groups: p.groups as u64,
+    };
+    if p.stride.0 == 0
+        || p.stride.1 == 0
+        || p.dilation.0 == 0
+        || p.dilation.1 == 0
+        || hh + 2 * p.padding.0 < shape.kh_eff() as usize
+        || ww + 2 * p.padding.1 < shape.kw_eff() as usize
+    {
+        bail!(
+            "conv2d: kernel {kh}x{kw} with {p:?} does not fit the input {:?}",
+            x.shape()
+        );
+    }
+    let out_shape = [n, o, shape.h_out() as usize, shape.w_out() as usize];
+    let xb = be.as_dtype(x, DType::Bf16)?;
+    let wb = be.as_dtype(w, DType::Bf16)?;
+    let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
+    let mut y = be.alloc(&out_shape, DType::Bf16)?;
+    if y.elem_count() > 0 {
+        let extras = Conv2dExtras {
+            bias: bb.as_ref().map(|b| b.buf()),
+            ..Default::default()
+        };
+        conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, shape, extras)?;
+    }
+    elementwise::cast(be, &y, x.dtype())
 }

@@ -2,12 +2,12 @@
 //!
 //! bf16 tensors go to the fused launchers: `linear` / `matmul` to `gemm.rs` (`kernels/cuda/gemm.cu`,
 //! bias in the epilogue, B `(K, N)` read directly), `conv2d` to `conv2d.rs` (implicit-GEMM NCHW,
-//! bias in the epilogue; groups 1, dilation 1, square stride and padding), `attention` to
+//! bias in the epilogue; the backend op lives in `conv2d.rs`), `attention` to
 //! `attention.rs` (flash attention, head dim a multiple of 8 up to 160, `Dv = D`). f32 tensors keep
 //! f32 outputs: `linear` / `matmul` run `kernels/cuda/gemm_bf16.cu` (operands rounded to bf16, f32
 //! accumulate and store), `conv2d` casts around the bf16 kernel. Attention shapes the flash kernel
 //! does not take (or f32 inputs) are composed: GEMM (f32 scores) -> softmax (`softmax.cu`, scale
-//! fused) -> GEMM. `conv2d` with groups > 1, dilation or non-square stride/padding is an error.
+//! fused) -> GEMM.
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::gemm_bf16::{launch_config, GemmLayout, GemmParams, GemmPtrs, GemmShape};
@@ -15,12 +15,10 @@ use cyberhost_kernels::{DType, KernelModule};
 
 use super::attention::{self as flash, AttnLayout};
 use super::backend::{promote, CudaBackend, CudaTensor};
-use super::conv2d::{self as conv, Conv2dExtras};
 use super::gemm::{self, GemmExtras};
-use super::{elementwise, layout, norm};
-use crate::backends::{Conv2dParams, TensorLike};
+use super::{layout, norm};
+use crate::backends::TensorLike;
 use cyberhost_kernels::attention::{traits_for, AttentionShape};
-use cyberhost_kernels::conv2d::Conv2dShape;
 
 /// gridDim.z limit: larger batches run in chunks.
 const MAX_BATCH: usize = 65_535;
@@ -270,71 +268,4 @@ pub(crate) fn attention(
         out,
         &[bsz, h, lq, dv],
     )
-}
-
-pub(crate) fn conv2d(
-    be: &CudaBackend,
-    x: &CudaTensor,
-    w: &CudaTensor,
-    bias: Option<&CudaTensor>,
-    p: Conv2dParams,
-) -> Result<CudaTensor> {
-    if x.rank() != 4 || w.rank() != 4 || p.groups == 0 || x.shape()[1] != w.shape()[1] * p.groups {
-        bail!(
-            "conv2d: x {:?} and w {:?} must be (N, C, H, W) and (O, C/groups, kh, kw) with groups {}",
-            x.shape(),
-            w.shape(),
-            p.groups
-        );
-    }
-    if p.groups != 1
-        || p.dilation != (1, 1)
-        || p.stride.0 != p.stride.1
-        || p.padding.0 != p.padding.1
-    {
-        bail!(
-            "conv2d with {p:?} is not yet implemented on CUDA (the kernel takes groups 1, dilation 1, \
-             square stride and padding); run this model on the CPU backend"
-        );
-    }
-    let (n, c, hh, ww) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    let (o, kh, kw) = (w.shape()[0], w.shape()[2], w.shape()[3]);
-    if let Some(b) = bias {
-        if b.elem_count() != o {
-            bail!(
-                "conv2d: bias has shape {:?}, expected {o} elements",
-                b.shape()
-            );
-        }
-    }
-    if p.stride.0 == 0 || hh + 2 * p.padding.0 < kh || ww + 2 * p.padding.1 < kw {
-        bail!(
-            "conv2d: kernel {kh}x{kw} with {p:?} does not fit the input {:?}",
-            x.shape()
-        );
-    }
-    let shape = Conv2dShape {
-        n: n as u64,
-        c_in: c as u64,
-        h: hh as u64,
-        w: ww as u64,
-        c_out: o as u64,
-        kh: kh as u64,
-        kw: kw as u64,
-        stride: p.stride.0 as u64,
-        pad: p.padding.0 as u64,
-    };
-    let out_shape = [n, o, shape.h_out() as usize, shape.w_out() as usize];
-    let xb = be.as_dtype(x, DType::Bf16)?;
-    let wb = be.as_dtype(w, DType::Bf16)?;
-    let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
-    let mut y = be.alloc(&out_shape, DType::Bf16)?;
-    if y.elem_count() > 0 {
-        let extras = Conv2dExtras {
-            bias: bb.as_ref().map(|b| b.buf()),
-            ..Default::default()
-        };
-        conv::conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, shape, extras)?;
-    }
-    elementwise::cast(be, &y, x.dtype())
 }
