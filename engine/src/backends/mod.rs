@@ -10,6 +10,7 @@
 //! - weights follow PyTorch: linear `(out, in)`, conv `(out, in/groups, kh, kw)`;
 //! - binary elementwise ops broadcast with NumPy rules.
 
+pub mod composed;
 pub mod cpu;
 pub mod cuda;
 pub mod shape;
@@ -73,6 +74,77 @@ impl Conv2dParams {
     /// Square kernel helper: stride `s`, padding `p`.
     pub fn new(stride: usize, padding: usize) -> Self {
         Conv2dParams { stride: (stride, stride), padding: (padding, padding), ..Default::default() }
+    }
+}
+
+/// Epilogue of [`Backend::linear_ext`]:
+/// `out = scale · (x·wᵀ + bias + residual)`, or with `geglu` (w has 2N rows, bias 2N)
+/// `out = scale · ((x·w[:N]ᵀ + b[:N]) ⊙ gelu(x·w[N:]ᵀ + b[N:]) + residual)` (exact erf GELU,
+/// diffusers `GEGLU`: value half first, gate half second).
+#[derive(Debug)]
+pub struct LinearEpilogue<'a, T> {
+    /// Same shape as the output (e.g. the transformer block's hidden states).
+    pub residual: Option<&'a T>,
+    /// Output scale, 1.0 = none (diffusers' `1 / rescale_output_factor`).
+    pub scale: f32,
+    /// FeedForward GEGLU projection.
+    pub geglu: bool,
+}
+
+impl<T> Clone for LinearEpilogue<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for LinearEpilogue<'_, T> {}
+
+impl<T> Default for LinearEpilogue<'_, T> {
+    fn default() -> Self {
+        LinearEpilogue {
+            residual: None,
+            scale: 1.0,
+            geglu: false,
+        }
+    }
+}
+
+impl<'a, T> LinearEpilogue<'a, T> {
+    /// `out = x·wᵀ + bias + residual`.
+    pub fn residual(residual: &'a T) -> Self {
+        LinearEpilogue {
+            residual: Some(residual),
+            ..Default::default()
+        }
+    }
+}
+
+/// Epilogue of [`Backend::conv2d_ext`]: `out = scale · (conv(x, w) + bias + temb + residual)`
+/// (diffusers `ResnetBlock2D`: `(shortcut + conv2(..)) / output_scale_factor`, and the time
+/// embedding added after `conv1`).
+#[derive(Debug)]
+pub struct ConvEpilogue<'a, T> {
+    /// `(N, C_out)`: added per (image, channel), broadcast over the spatial dims.
+    pub temb: Option<&'a T>,
+    /// Same shape as the output `(N, C_out, Ho, Wo)`.
+    pub residual: Option<&'a T>,
+    /// Output scale, 1.0 = none.
+    pub scale: f32,
+}
+
+impl<T> Clone for ConvEpilogue<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for ConvEpilogue<'_, T> {}
+
+impl<T> Default for ConvEpilogue<'_, T> {
+    fn default() -> Self {
+        ConvEpilogue {
+            temb: None,
+            residual: None,
+            scale: 1.0,
+        }
     }
 }
 
@@ -162,6 +234,46 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Max pooling of (N, C, H, W), square `kernel`, `stride`, `padding` (PyTorch
     /// `max_pool2d`: floor mode, padded positions −∞) → (N, C, Ho, Wo). ResNet stems.
     fn max_pool2d(&self, x: &Self::Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Self::Tensor>;
+
+    // ---- fused primitives ------------------------------------------------------------
+    // One kernel launch each on CUDA. The defaults compose the primitives above (the CPU
+    // reference keeps them, so fused and unfused models agree bit for bit on the CPU).
+
+    /// `act(group_norm(x))`, e.g. ResnetBlock2D's `SiLU(norm1(x))`.
+    fn group_norm_act(
+        &self,
+        x: &Self::Tensor,
+        groups: usize,
+        gamma: Option<&Self::Tensor>,
+        beta: Option<&Self::Tensor>,
+        eps: f32,
+        act: Option<Unary>,
+    ) -> Result<Self::Tensor> {
+        composed::group_norm_act(self, x, groups, gamma, beta, eps, act)
+    }
+
+    /// `linear` with a fused epilogue (see [`LinearEpilogue`]); `bias` is `(N)`, or `(2N)` with GEGLU.
+    fn linear_ext(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        epi: LinearEpilogue<'_, Self::Tensor>,
+    ) -> Result<Self::Tensor> {
+        composed::linear_ext(self, x, w, bias, epi)
+    }
+
+    /// `conv2d` with a fused epilogue (see [`ConvEpilogue`]).
+    fn conv2d_ext(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        p: Conv2dParams,
+        epi: ConvEpilogue<'_, Self::Tensor>,
+    ) -> Result<Self::Tensor> {
+        composed::conv2d_ext(self, x, w, bias, p, epi)
+    }
 }
 
 /// Convenience methods built from the primitives; models call these.

@@ -5,7 +5,7 @@
 //! them (synthetic checkpoints of any size), and dry-running a forward pass to
 //! validate shapes cheaply.
 
-use super::{Backend, Binary, Conv2dParams, TensorLike, Unary};
+use super::{Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
 use anyhow::{bail, ensure, Result};
 
 /// Shape-only tensor.
@@ -205,5 +205,98 @@ impl Backend for ShapeBackend {
         ensure!(x.rank() == 4 && stride > 0 && x.shape[2] + 2 * padding >= kernel && x.shape[3] + 2 * padding >= kernel, "max_pool2d {:?} k {kernel}", x.shape);
         let o = |i: usize| (i + 2 * padding - kernel) / stride + 1;
         t(vec![x.shape[0], x.shape[1], o(x.shape[2]), o(x.shape[3])])
+    }
+
+    fn group_norm_act(
+        &self,
+        x: &ShapeTensor,
+        groups: usize,
+        g: Option<&ShapeTensor>,
+        b: Option<&ShapeTensor>,
+        eps: f32,
+        _act: Option<Unary>,
+    ) -> Result<ShapeTensor> {
+        let c = if x.rank() >= 2 { x.shape[1] } else { 0 };
+        for (what, v) in [("gamma", g), ("beta", b)] {
+            if let Some(v) = v {
+                ensure!(
+                    v.elem_count() == c,
+                    "group_norm_act: {what} {:?} for {c} channels",
+                    v.shape
+                );
+            }
+        }
+        self.group_norm(x, groups, g, b, eps)
+    }
+
+    fn linear_ext(
+        &self,
+        x: &ShapeTensor,
+        w: &ShapeTensor,
+        bias: Option<&ShapeTensor>,
+        epi: LinearEpilogue<'_, ShapeTensor>,
+    ) -> Result<ShapeTensor> {
+        let mut s = self.linear(x, w, bias)?.shape;
+        let rows = w.shape[0];
+        if let Some(b) = bias {
+            ensure!(
+                b.elem_count() == rows,
+                "linear_ext: bias {:?} for w {:?}",
+                b.shape,
+                w.shape
+            );
+        }
+        if epi.geglu {
+            ensure!(
+                rows % 2 == 0,
+                "linear_ext GEGLU: w {:?} needs an even number of rows",
+                w.shape
+            );
+            *s.last_mut().unwrap() = rows / 2;
+        }
+        if let Some(r) = epi.residual {
+            ensure!(
+                r.shape == s,
+                "linear_ext: residual {:?} differs from the output {s:?}",
+                r.shape
+            );
+        }
+        t(s)
+    }
+
+    fn conv2d_ext(
+        &self,
+        x: &ShapeTensor,
+        w: &ShapeTensor,
+        bias: Option<&ShapeTensor>,
+        p: Conv2dParams,
+        epi: ConvEpilogue<'_, ShapeTensor>,
+    ) -> Result<ShapeTensor> {
+        let y = self.conv2d(x, w, bias, p)?;
+        if let Some(b) = bias {
+            ensure!(
+                b.elem_count() == w.shape[0],
+                "conv2d_ext: bias {:?} for w {:?}",
+                b.shape,
+                w.shape
+            );
+        }
+        if let Some(tb) = epi.temb {
+            ensure!(
+                tb.shape == y.shape[..2],
+                "conv2d_ext: temb {:?} must be (N, C_out) of {:?}",
+                tb.shape,
+                y.shape
+            );
+        }
+        if let Some(r) = epi.residual {
+            ensure!(
+                r.shape == y.shape,
+                "conv2d_ext: residual {:?} differs from the output {:?}",
+                r.shape,
+                y.shape
+            );
+        }
+        Ok(y)
     }
 }

@@ -20,12 +20,12 @@
 //!
 //! | op | FLOPs | bytes |
 //! |---|---|---|
-//! | `conv2d` | 2·N·Cout·Ho·Wo·(Cin/g)·kh·kw + N·Cout·Ho·Wo with bias | x + w + bias + out |
-//! | `linear` | 2·M·N·K + M·N with bias | x + w + bias + out |
+//! | `conv2d` | 2·N·Cout·Ho·Wo·(Cin/g)·kh·kw + N·Cout·Ho·Wo for each of bias, temb, residual, scale ≠ 1 | x + w + bias + temb + residual + out |
+//! | `linear` | 2·M·Nw·K (Nw = rows of w: 2N with GEGLU) + M·Nw with bias + 2·M·N with GEGLU + M·N for each of residual, scale ≠ 1 | x + w + bias + residual + out |
 //! | `matmul` | 2·batch·M·N·K | a + b + out |
 //! | `attention` | 2·B·H·Lq·Lk·(D + Dv) + 6·B·H·Lq·Lk (scale 1, softmax 5) | q + k + v + out (fused: scores never stored) |
 //! | `softmax_last` | 5 per element (max, subtract, exp, sum, divide) | in + out |
-//! | `group_norm`, `layer_norm` | 5 per element, + 2 with affine | x + gamma + beta + out |
+//! | `group_norm`, `layer_norm` | 5 per element, + 2 with affine, + 1 with a fused activation | x + gamma + beta + out |
 //! | `unary`, `binary` | 1 per output element | inputs + out |
 //! | `affine` | 2 per element | in + out |
 //! | `mean_dim` | input + output elements | in + out |
@@ -94,11 +94,14 @@ pub enum Op {
     Binary(Binary),
     Affine,
     Softmax,
-    GroupNorm { groups: usize, affine: bool },
+    /// `act`: a fused activation (`group_norm_act`).
+    GroupNorm { groups: usize, affine: bool, act: Option<Unary> },
     LayerNorm { affine: bool },
-    Linear { bias: bool },
+    /// `residual`, `geglu`, `scaled`: the fused epilogue of `linear_ext`.
+    Linear { bias: bool, residual: bool, geglu: bool, scaled: bool },
     Matmul,
-    Conv2d { params: Conv2dParams, bias: bool },
+    /// `temb`, `residual`, `scaled`: the fused epilogue of `conv2d_ext`.
+    Conv2d { params: Conv2dParams, bias: bool, temb: bool, residual: bool, scaled: bool },
     Attention,
     UpsampleNearest2d,
     Pad2d,
@@ -205,14 +208,23 @@ impl Op {
         let n = |s: &[usize]| s.iter().map(|&d| d as u64).product::<u64>();
         let out_n = n(out);
         match *self {
-            Op::Conv2d { bias, .. } => {
+            Op::Conv2d { bias, temb, residual, scaled, .. } => {
                 let w = inputs[1];
                 let (cin_g, kh, kw) = (w[1] as u64, w[2] as u64, w[3] as u64);
-                2 * out_n * cin_g * kh * kw + if bias { out_n } else { 0 }
+                let epilogue = [bias, temb, residual, scaled].iter().filter(|&&b| b).count() as u64;
+                2 * out_n * cin_g * kh * kw + epilogue * out_n
             }
-            Op::Linear { bias } => {
+            Op::Linear { bias, residual, geglu, scaled } => {
                 let k = *inputs[0].last().unwrap_or(&1) as u64;
-                2 * out_n * k + if bias { out_n } else { 0 }
+                // GEMM over all w rows (2N with GEGLU), bias on each; then gelu + multiply
+                let cols = *out.last().unwrap_or(&1) as u64;
+                let rows_w = inputs[1][0] as u64;
+                let gemm_n = if cols == 0 { 0 } else { out_n / cols * rows_w };
+                let epilogue = [residual, scaled].iter().filter(|&&b| b).count() as u64;
+                2 * gemm_n * k
+                    + if bias { gemm_n } else { 0 }
+                    + if geglu { 2 * out_n } else { 0 }
+                    + epilogue * out_n
             }
             Op::Matmul => {
                 let a = inputs[0];
@@ -225,9 +237,10 @@ impl Op {
                 2 * scores * (q[3] as u64 + v[3] as u64) + 6 * scores
             }
             Op::Softmax => 5 * out_n,
-            Op::GroupNorm { affine, .. } | Op::LayerNorm { affine } => {
-                (5 + if affine { 2 } else { 0 }) * out_n
+            Op::GroupNorm { affine, act, .. } => {
+                (5 + if affine { 2 } else { 0 } + if act.is_some() { 1 } else { 0 }) * out_n
             }
+            Op::LayerNorm { affine } => (5 + if affine { 2 } else { 0 }) * out_n,
             Op::Unary(_) | Op::Binary(_) => out_n,
             Op::Affine => 2 * out_n,
             Op::MeanDim { .. } => n(inputs[0]) + out_n,

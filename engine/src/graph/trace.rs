@@ -7,7 +7,9 @@
 
 use super::{Graph, Op, TensorKind};
 use crate::backends::shape::{ShapeBackend, ShapeTensor};
-use crate::backends::{Backend, Binary, Conv2dParams, TensorLike, Unary};
+use crate::backends::{
+    Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
+};
 use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -265,6 +267,7 @@ impl Backend for TraceBackend {
             Op::GroupNorm {
                 groups,
                 affine: gamma.is_some() || beta.is_some(),
+                act: None,
             },
             &ins,
             o,
@@ -305,6 +308,9 @@ impl Backend for TraceBackend {
         self.record(
             Op::Linear {
                 bias: bias.is_some(),
+                residual: false,
+                geglu: false,
+                scaled: false,
             },
             &ins,
             o,
@@ -331,6 +337,9 @@ impl Backend for TraceBackend {
             Op::Conv2d {
                 params: p,
                 bias: bias.is_some(),
+                temb: false,
+                residual: false,
+                scaled: false,
             },
             &ins,
             o,
@@ -384,5 +393,94 @@ impl Backend for TraceBackend {
     ) -> Result<TraceTensor> {
         let o = ShapeBackend.max_pool2d(&st(x), kernel, stride, padding)?;
         self.record(Op::MaxPool2d { kernel }, &[x], o)
+    }
+
+    fn group_norm_act(
+        &self,
+        x: &TraceTensor,
+        groups: usize,
+        gamma: Option<&TraceTensor>,
+        beta: Option<&TraceTensor>,
+        eps: f32,
+        act: Option<Unary>,
+    ) -> Result<TraceTensor> {
+        let (g, b) = (gamma.map(st), beta.map(st));
+        let o = ShapeBackend.group_norm_act(&st(x), groups, g.as_ref(), b.as_ref(), eps, act)?;
+        let mut ins = vec![x];
+        ins.extend(gamma);
+        ins.extend(beta);
+        self.record(
+            Op::GroupNorm {
+                groups,
+                affine: gamma.is_some() || beta.is_some(),
+                act,
+            },
+            &ins,
+            o,
+        )
+    }
+
+    fn linear_ext(
+        &self,
+        x: &TraceTensor,
+        w: &TraceTensor,
+        bias: Option<&TraceTensor>,
+        epi: LinearEpilogue<'_, TraceTensor>,
+    ) -> Result<TraceTensor> {
+        let b = bias.map(st);
+        let r = epi.residual.map(st);
+        let shape_epi = LinearEpilogue {
+            residual: r.as_ref(),
+            scale: epi.scale,
+            geglu: epi.geglu,
+        };
+        let o = ShapeBackend.linear_ext(&st(x), &st(w), b.as_ref(), shape_epi)?;
+        let mut ins = vec![x, w];
+        ins.extend(bias);
+        ins.extend(epi.residual);
+        self.record(
+            Op::Linear {
+                bias: bias.is_some(),
+                residual: epi.residual.is_some(),
+                geglu: epi.geglu,
+                scaled: epi.scale != 1.0,
+            },
+            &ins,
+            o,
+        )
+    }
+
+    fn conv2d_ext(
+        &self,
+        x: &TraceTensor,
+        w: &TraceTensor,
+        bias: Option<&TraceTensor>,
+        p: Conv2dParams,
+        epi: ConvEpilogue<'_, TraceTensor>,
+    ) -> Result<TraceTensor> {
+        let b = bias.map(st);
+        let t = epi.temb.map(st);
+        let r = epi.residual.map(st);
+        let shape_epi = ConvEpilogue {
+            temb: t.as_ref(),
+            residual: r.as_ref(),
+            scale: epi.scale,
+        };
+        let o = ShapeBackend.conv2d_ext(&st(x), &st(w), b.as_ref(), p, shape_epi)?;
+        let mut ins = vec![x, w];
+        ins.extend(bias);
+        ins.extend(epi.temb);
+        ins.extend(epi.residual);
+        self.record(
+            Op::Conv2d {
+                params: p,
+                bias: bias.is_some(),
+                temb: epi.temb.is_some(),
+                residual: epi.residual.is_some(),
+                scaled: epi.scale != 1.0,
+            },
+            &ins,
+            o,
+        )
     }
 }

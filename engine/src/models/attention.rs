@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use anyhow::{bail, Context, Result};
 
-use crate::backends::{Backend, BackendExt, TensorLike};
+use crate::backends::{Backend, BackendExt, LinearEpilogue, TensorLike};
 use crate::models::nn::{GroupNorm, Linear};
 use crate::var_builder::VarBuilder;
 
@@ -172,6 +172,20 @@ impl<B: Backend> Attention<B> {
         encoder_hidden_states: Option<&B::Tensor>,
         extra: Option<&ExtraKv<'_, B>>,
     ) -> Result<B::Tensor> {
+        self.forward_residual(be, x, encoder_hidden_states, extra, None)
+    }
+
+    /// [`forward_ext`](Self::forward_ext) `+ residual` (the caller's skip connection, e.g.
+    /// `BasicTransformerBlock`'s `attn1(norm1(x)) + x`; same shape as the output), with the
+    /// skip fused into `to_out`'s epilogue whenever the arithmetic allows.
+    pub fn forward_residual(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        encoder_hidden_states: Option<&B::Tensor>,
+        extra: Option<&ExtraKv<'_, B>>,
+        residual: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         let shape = x.shape().to_vec();
         // tokens (N, L, C)
         let tokens = match shape.len() {
@@ -248,7 +262,37 @@ impl<B: Backend> Attention<B> {
                 }
             }
         };
-        let mut out = self.to_out.forward(be, &out)?;
+        // to_out epilogue: scale · (to_out(..) + fused); `after` is added once back in x's layout
+        let scale = 1.0 / self.rescale_output_factor;
+        let (fused, scale, after) = match (self.residual_connection, residual) {
+            (true, r) => (Some(x), scale, r),
+            (false, Some(r)) if scale == 1.0 => (Some(r), 1.0, None),
+            (false, r) => (None, scale, r),
+        };
+        let fused = match fused {
+            Some(r) if shape.len() == 4 => {
+                let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+                if r.shape() != shape.as_slice() {
+                    bail!(
+                        "Attention: residual {:?} differs from the input {shape:?}",
+                        r.shape()
+                    );
+                }
+                let t = be.reshape(r, &[n, c, h * w])?;
+                Some(be.permute(&t, &[0, 2, 1])?)
+            }
+            Some(r) => Some(r.clone()),
+            None => None,
+        };
+        let epi = LinearEpilogue {
+            residual: fused.as_ref(),
+            scale,
+            geglu: false,
+        };
+        let mut out = self
+            .to_out
+            .forward_ext(be, &out, epi)
+            .context("Attention: the residual must have the output's shape (N, L, out_dim)")?;
         if shape.len() == 4 {
             let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
             let oc = out.shape()[2];
@@ -258,11 +302,8 @@ impl<B: Backend> Attention<B> {
             out = be.reshape(&out, &[n, h, w, c])?;
             out = be.permute(&out, &[0, 3, 1, 2])?;
         }
-        if self.residual_connection {
-            out = be.add(&out, x)?;
-        }
-        if self.rescale_output_factor != 1.0 {
-            out = be.scale(&out, 1.0 / self.rescale_output_factor)?;
+        if let Some(r) = after {
+            out = be.add(&out, r)?;
         }
         Ok(out)
     }

@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::backends::{Backend, BackendExt, TensorLike};
+use crate::backends::{Backend, LinearEpilogue, TensorLike};
 use crate::models::hooks::UNetHooks;
 use crate::models::nn::{GroupNorm, Linear};
 use crate::models::transformer::{
@@ -151,10 +151,15 @@ impl<B: Backend> AnimateDiffTransformer3D<B> {
         for block in &self.transformer_blocks {
             h = block.forward(be, &h, None, hooks)?;
         }
-        let h = self.proj_out.forward(be, &h)?;
+        // proj_out + x: the skip connection (x in token layout) rides in proj_out's epilogue
+        let r = be.reshape(x, &[b, f, c, hh, ww])?;
+        let r = be.permute(&r, &[0, 3, 4, 1, 2])?; // (B, H, W, F, C)
+        let r = be.reshape(&r, &[b * hh * ww, f, c])?;
+        let h = self
+            .proj_out
+            .forward_ext(be, &h, LinearEpilogue::residual(&r))?;
         let h = be.reshape(&h, &[b, hh, ww, f, c])?;
         let h = be.permute(&h, &[0, 3, 4, 1, 2])?; // (B, F, C, H, W)
-        let h = be.reshape(&h, &[bf, c, hh, ww])?;
-        be.add(&h, x)
+        be.reshape(&h, &[bf, c, hh, ww])
     }
 }

@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::backends::{Backend, Conv2dParams, Unary};
+use crate::backends::{Backend, Conv2dParams, ConvEpilogue, LinearEpilogue, Unary};
 use crate::var_builder::VarBuilder;
 
 // ---------------------------------------------------------------------------
@@ -38,13 +38,17 @@ impl Activation {
         })
     }
 
-    pub fn forward<B: Backend>(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        let op = match self {
+    /// The backend's pointwise op for this activation.
+    pub fn unary(&self) -> Unary {
+        match self {
             Activation::Silu => Unary::Silu,
             Activation::Gelu => Unary::Gelu,
             Activation::Relu => Unary::Relu,
-        };
-        be.unary(x, op)
+        }
+    }
+
+    pub fn forward<B: Backend>(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        be.unary(x, self.unary())
     }
 }
 
@@ -74,6 +78,16 @@ impl<B: Backend> Linear<B> {
 
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
         be.linear(x, &self.weight, self.bias.as_ref())
+    }
+
+    /// `forward` with a fused epilogue (residual, output scale, GEGLU): one launch on CUDA.
+    pub fn forward_ext(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        epi: LinearEpilogue<'_, B::Tensor>,
+    ) -> Result<B::Tensor> {
+        be.linear_ext(x, &self.weight, self.bias.as_ref(), epi)
     }
 }
 
@@ -118,6 +132,16 @@ impl<B: Backend> Conv2d<B> {
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
         be.conv2d(x, &self.weight, self.bias.as_ref(), self.params)
     }
+
+    /// `forward` with a fused epilogue (time embedding, residual, output scale).
+    pub fn forward_ext(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        epi: ConvEpilogue<'_, B::Tensor>,
+    ) -> Result<B::Tensor> {
+        be.conv2d_ext(x, &self.weight, self.bias.as_ref(), self.params, epi)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -158,6 +182,18 @@ impl<B: Backend> GroupNorm<B> {
             Some(&self.weight),
             Some(&self.bias),
             self.eps,
+        )
+    }
+
+    /// `act(forward(x))` in one op (`Backend::group_norm_act`).
+    pub fn forward_act(&self, be: &B, x: &B::Tensor, act: Activation) -> Result<B::Tensor> {
+        be.group_norm_act(
+            x,
+            self.groups,
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            Some(act.unary()),
         )
     }
 }

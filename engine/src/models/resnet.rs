@@ -7,9 +7,9 @@
 //! out = (shortcut(x) + h) / output_scale_factor           (shortcut: 1x1 conv when C_in != C_out)
 //! ```
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use crate::backends::{Backend, BackendExt, TensorLike};
+use crate::backends::{Backend, ConvEpilogue, TensorLike};
 use crate::models::nn::{Activation, Conv2d, GroupNorm, Linear};
 use crate::var_builder::VarBuilder;
 
@@ -130,38 +130,49 @@ impl<B: Backend> ResnetBlock2D<B> {
     }
 
     /// x (N, C_in, H, W), temb (N, temb_channels) or None → (N, C_out, H, W).
+    ///
+    /// Fused: `act(norm)` is one `group_norm_act`; the time embedding rides in `conv1`'s
+    /// epilogue; the shortcut and `1 / output_scale_factor` in `conv2`'s.
     pub fn forward(&self, be: &B, x: &B::Tensor, temb: Option<&B::Tensor>) -> Result<B::Tensor> {
-        let h = self.norm1.forward(be, x)?;
-        let h = self.act.forward(be, &h)?;
-        let mut h = self.conv1.forward(be, &h)?;
-        if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = self.act.forward(be, temb)?;
-            let t = proj.forward(be, &t)?;
-            let (n, c) = (t.shape()[0], t.shape()[1]);
-            let t = be.reshape(&t, &[n, c, 1, 1])?;
-            h = be
-                .add(&h, &t)
-                .context("ResnetBlock2D: temb batch must equal the sample batch")?;
-        }
-        let h = self.norm2.forward(be, &h)?;
-        let h = self.act.forward(be, &h)?;
-        let h = self.conv2.forward(be, &h)?;
+        let h = self.norm1.forward_act(be, x, self.act)?;
+        let t = match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(temb)) => {
+                let t = self.act.forward(be, temb)?;
+                Some(proj.forward(be, &t)?)
+            }
+            _ => None,
+        };
+        let h = self
+            .conv1
+            .forward_ext(
+                be,
+                &h,
+                ConvEpilogue {
+                    temb: t.as_ref(),
+                    ..Default::default()
+                },
+            )
+            .context("ResnetBlock2D: temb must be (N, temb_channels) with N the sample batch")?;
+        let h = self.norm2.forward_act(be, &h, self.act)?;
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(be, x)?,
             None => x.clone(),
         };
-        if shortcut.shape() != h.shape() {
-            bail!(
-                "ResnetBlock2D: shortcut {:?} and residual {:?} differ",
-                shortcut.shape(),
-                h.shape()
-            );
-        }
-        let out = be.add(&shortcut, &h)?;
-        if self.output_scale_factor != 1.0 {
-            be.scale(&out, 1.0 / self.output_scale_factor)
-        } else {
-            Ok(out)
-        }
+        self.conv2
+            .forward_ext(
+                be,
+                &h,
+                ConvEpilogue {
+                    temb: None,
+                    residual: Some(&shortcut),
+                    scale: 1.0 / self.output_scale_factor,
+                },
+            )
+            .with_context(|| {
+                format!(
+                    "ResnetBlock2D: shortcut {:?} must match conv2's output",
+                    shortcut.shape()
+                )
+            })
     }
 }

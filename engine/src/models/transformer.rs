@@ -14,7 +14,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::backends::{Backend, BackendExt, TensorLike, Unary};
+use crate::backends::{Backend, BackendExt, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
 use crate::models::attention::{Attention, AttentionConfig};
 use crate::models::embeddings::SinusoidalPositionalEmbedding;
 use crate::models::hooks::UNetHooks;
@@ -86,8 +86,37 @@ impl<B: Backend> FeedForward<B> {
     }
 
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        let h = self.proj_in.forward(be, x)?;
+        self.forward_residual(be, x, None)
+    }
+
+    /// `forward(x) + residual`: GEGLU fused into `proj_in`, the residual into `proj_out`.
+    pub fn forward_residual(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        residual: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         let h = match self.act {
+            FeedForwardActivation::Geglu => self.proj_in.forward_ext(
+                be,
+                x,
+                LinearEpilogue {
+                    geglu: true,
+                    ..Default::default()
+                },
+            )?,
+            act => self.activate(be, &self.proj_in.forward(be, x)?, act)?,
+        };
+        let epi = LinearEpilogue {
+            residual,
+            ..Default::default()
+        };
+        self.proj_out.forward_ext(be, &h, epi)
+    }
+
+    fn activate(&self, be: &B, h: &B::Tensor, act: FeedForwardActivation) -> Result<B::Tensor> {
+        let h = h.clone();
+        Ok(match act {
             FeedForwardActivation::Geglu => {
                 let last = h.rank() - 1;
                 let a = be.narrow(&h, last, 0, self.inner_dim)?;
@@ -102,8 +131,7 @@ impl<B: Backend> FeedForward<B> {
             }
             FeedForwardActivation::Gelu => be.unary(&h, Unary::Gelu)?,
             FeedForwardActivation::GeluApproximate => be.unary(&h, Unary::GeluTanh)?,
-        };
-        self.proj_out.forward(be, &h)
+        })
     }
 }
 
@@ -286,21 +314,20 @@ impl<B: Backend> BasicTransformerBlock<B> {
             } else {
                 None
             };
-            self.attn1.forward_ext(be, &n, enc, extra.as_ref())?
+            self.attn1
+                .forward_residual(be, &n, enc, extra.as_ref(), Some(x))?
         };
-        let mut h = be.add(&a, x)?;
+        let mut h = a;
         if let (Some(norm2), Some(attn2)) = (&self.norm2, &self.attn2) {
             let n = norm2.forward(be, &h)?;
             let n = match &self.pos_embed {
                 Some(pe) => pe.forward(be, &n)?,
                 None => n,
             };
-            let a = attn2.forward(be, &n, encoder_hidden_states)?;
-            h = be.add(&a, &h)?;
+            h = attn2.forward_residual(be, &n, encoder_hidden_states, None, Some(&h))?;
         }
         let n = self.norm3.forward(be, &h)?;
-        let f = self.ff.forward(be, &n)?;
-        be.add(&f, &h)
+        self.ff.forward_residual(be, &n, Some(&h))
     }
 }
 
@@ -474,18 +501,24 @@ impl<B: Backend> Transformer2DModel<B> {
         for block in &self.transformer_blocks {
             h = block.forward(be, &h, encoder_hidden_states, hooks)?;
         }
-        let h = match &self.proj_out {
+        // proj_out + x: the skip connection rides in proj_out's epilogue
+        match &self.proj_out {
             Projection::Conv(conv) => {
                 let h = be.reshape(&h, &[n, hh, ww, inner])?;
                 let h = be.permute(&h, &[0, 3, 1, 2])?;
-                conv.forward(be, &h)?
+                let epi = ConvEpilogue {
+                    residual: Some(x),
+                    ..Default::default()
+                };
+                conv.forward_ext(be, &h, epi)
             }
             Projection::Linear(lin) => {
-                let h = lin.forward(be, &h)?;
-                let h = be.reshape(&h, &[n, hh, ww, inner])?;
-                be.permute(&h, &[0, 3, 1, 2])?
+                let r = be.permute(x, &[0, 2, 3, 1])?;
+                let r = be.reshape(&r, &[n, hh * ww, c])?;
+                let h = lin.forward_ext(be, &h, LinearEpilogue::residual(&r))?;
+                let h = be.reshape(&h, &[n, hh, ww, c])?;
+                be.permute(&h, &[0, 3, 1, 2])
             }
-        };
-        be.add(&h, x)
+        }
     }
 }

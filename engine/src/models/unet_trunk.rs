@@ -284,8 +284,7 @@ impl<B: Backend> UNetTrunk<B> {
                 .with_context(|| format!("up_blocks.{i}"))?;
         }
         if let Some(gn) = &self.conv_norm_out {
-            h = gn.forward(be, &h)?;
-            h = self.conv_act.forward(be, &h)?;
+            h = gn.forward_act(be, &h, self.conv_act)?;
         }
         self.conv_out.forward(be, &h)
     }

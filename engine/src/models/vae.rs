@@ -290,8 +290,7 @@ impl<B: Backend> VaeEncoder<B> {
             h = b.forward(be, &h)?;
         }
         let h = self.mid_block.forward(be, &h)?;
-        let h = self.conv_norm_out.forward(be, &h)?;
-        let h = Activation::Silu.forward(be, &h)?;
+        let h = self.conv_norm_out.forward_act(be, &h, Activation::Silu)?;
         self.conv_out.forward(be, &h)
     }
 }
@@ -390,8 +389,7 @@ impl<B: Backend> VaeDecoder<B> {
         for b in &self.up_blocks {
             h = b.forward(be, &h)?;
         }
-        let h = self.conv_norm_out.forward(be, &h)?;
-        let h = Activation::Silu.forward(be, &h)?;
+        let h = self.conv_norm_out.forward_act(be, &h, Activation::Silu)?;
         self.conv_out.forward(be, &h)
     }
 }

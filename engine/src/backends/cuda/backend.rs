@@ -21,8 +21,10 @@ use cudarc::driver::{CudaSlice, DevicePtr};
 use cyberhost_kernels::{kernel_name, DType, KernelModule, LaunchConfig};
 
 use super::device::CudaDevice;
-use super::{elementwise, layout, linalg, norm, pool};
-use crate::backends::{Backend, Binary, Conv2dParams, TensorLike, Unary};
+use super::{elementwise, fused, layout, linalg, norm, pool};
+use crate::backends::{
+    Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
+};
 
 /// A contiguous row-major tensor on the device. Cheap to clone (the buffer is shared).
 #[derive(Clone)]
@@ -422,5 +424,38 @@ impl Backend for CudaBackend {
         padding: usize,
     ) -> Result<CudaTensor> {
         pool::max_pool2d(self, x, kernel, stride, padding)
+    }
+
+    fn group_norm_act(
+        &self,
+        x: &CudaTensor,
+        groups: usize,
+        gamma: Option<&CudaTensor>,
+        beta: Option<&CudaTensor>,
+        eps: f32,
+        act: Option<Unary>,
+    ) -> Result<CudaTensor> {
+        fused::group_norm_act(self, x, groups, gamma, beta, eps, act)
+    }
+
+    fn linear_ext(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        bias: Option<&CudaTensor>,
+        epi: LinearEpilogue<'_, CudaTensor>,
+    ) -> Result<CudaTensor> {
+        fused::linear_ext(self, x, w, bias, epi)
+    }
+
+    fn conv2d_ext(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        bias: Option<&CudaTensor>,
+        p: Conv2dParams,
+        epi: ConvEpilogue<'_, CudaTensor>,
+    ) -> Result<CudaTensor> {
+        fused::conv2d_ext(self, x, w, bias, p, epi)
     }
 }

@@ -8,6 +8,7 @@
 mod backend;
 mod device;
 mod elementwise;
+mod fused;
 mod layout;
 mod linalg;
 mod norm;

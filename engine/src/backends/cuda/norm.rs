@@ -65,6 +65,19 @@ pub(crate) fn group_norm(
     beta: Option<&CudaTensor>,
     eps: f32,
 ) -> Result<CudaTensor> {
+    group_norm_op(be, "group_norm", x, groups, gamma, beta, eps)
+}
+
+/// `group_norm` (op `"group_norm"`) or GroupNorm + SiLU in one launch (op `"group_norm_silu"`).
+pub(crate) fn group_norm_op(
+    be: &CudaBackend,
+    op: &str,
+    x: &CudaTensor,
+    groups: usize,
+    gamma: Option<&CudaTensor>,
+    beta: Option<&CudaTensor>,
+    eps: f32,
+) -> Result<CudaTensor> {
     if x.rank() < 2 {
         bail!(
             "group_norm: x must be (N, C, *spatial), got shape {:?}",
@@ -109,12 +122,12 @@ pub(crate) fn group_norm(
         shape,
         eps,
     )?;
-    // SAFETY: group_norm_v1_<dtype>(GroupNormParams): x and y are (N, C, S) contiguous, gamma and
-    // beta (C), all in x's dtype; groups divides C (checked by GroupNormParams::new too).
+    // SAFETY: group_norm[_silu]_v1_<dtype>(GroupNormParams): x and y are (N, C, S) contiguous,
+    // gamma and beta (C), all in x's dtype; groups divides C (checked by GroupNormParams::new too).
     unsafe {
         be.launch(
             KernelModule::GroupNorm,
-            "group_norm",
+            op,
             x.dtype(),
             gn::launch_config(shape),
             &p,

@@ -1,0 +1,200 @@
+//! The fused primitives of [`Backend`](crate::backends::Backend) on CUDA, one launch each:
+//! `group_norm_act` (SiLU) on `group_norm_silu_v1_*` (`kernels/cuda/group_norm.cu`),
+//! `linear_ext` on the GEMM epilogue of `linear_v1_bf16` (`gemm.rs`: bias, GEGLU, residual,
+//! scale), `conv2d_ext` on the epilogue of `conv2d_v1_bf16` (`conv2d.rs`: bias, temb, residual,
+//! scale). What a fused kernel does not take (another activation, f32 GEMM operands, a conv
+//! geometry the kernel rejects) runs as the composition of the unfused ops
+//! ([`composed`](crate::backends::composed)).
+
+use anyhow::{bail, Result};
+use cyberhost_kernels::conv2d::{Conv2dParams as ConvKernelParams, Conv2dPtrs, Conv2dShape};
+use cyberhost_kernels::DType;
+
+use super::backend::{CudaBackend, CudaTensor};
+use super::conv2d::{self as conv, Conv2dExtras};
+use super::gemm::{self, GemmExtras};
+use super::{elementwise, norm};
+use crate::backends::{composed, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
+
+pub(crate) fn group_norm_act(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    groups: usize,
+    gamma: Option<&CudaTensor>,
+    beta: Option<&CudaTensor>,
+    eps: f32,
+    act: Option<Unary>,
+) -> Result<CudaTensor> {
+    match act {
+        None => norm::group_norm(be, x, groups, gamma, beta, eps),
+        Some(Unary::Silu) => {
+            norm::group_norm_op(be, "group_norm_silu", x, groups, gamma, beta, eps)
+        }
+        Some(_) => composed::group_norm_act(be, x, groups, gamma, beta, eps, act),
+    }
+}
+
+pub(crate) fn linear_ext(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+    epi: LinearEpilogue<'_, CudaTensor>,
+) -> Result<CudaTensor> {
+    if w.rank() != 2 || x.rank() == 0 || x.shape().last() != Some(&w.shape()[1]) {
+        bail!(
+            "linear_ext: x {:?} · w {:?}ᵀ needs w (out, in) with in = the last dim of x",
+            x.shape(),
+            w.shape()
+        );
+    }
+    let (rows, k) = (w.shape()[0], w.shape()[1]);
+    if epi.geglu && rows % 2 != 0 {
+        bail!(
+            "linear_ext GEGLU: w {:?} needs an even number of rows (value and gate halves)",
+            w.shape()
+        );
+    }
+    if let Some(b) = bias {
+        if b.elem_count() != rows {
+            bail!(
+                "linear_ext: bias has shape {:?}, expected {rows} elements",
+                b.shape()
+            );
+        }
+    }
+    let n = if epi.geglu { rows / 2 } else { rows };
+    let m: usize = x.shape()[..x.rank() - 1].iter().product();
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap() = n;
+    if let Some(r) = epi.residual {
+        if r.shape() != shape.as_slice() {
+            bail!(
+                "linear_ext: residual {:?} differs from the output {shape:?}",
+                r.shape()
+            );
+        }
+    }
+    // The epilogue GEMM stores bf16: f32 activations keep the f32 path of the unfused ops.
+    if x.dtype() != DType::Bf16 {
+        return composed::linear_ext(be, x, w, bias, epi);
+    }
+    let wb = be.as_dtype(w, DType::Bf16)?;
+    let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
+    let rb = epi
+        .residual
+        .map(|r| be.as_dtype(r, DType::Bf16))
+        .transpose()?;
+    let mut out = be.alloc(&shape, DType::Bf16)?;
+    if out.elem_count() > 0 {
+        let extras = GemmExtras {
+            bias: bb.as_ref().map(|b| b.buf()),
+            residual: rb.as_ref().map(|r| r.buf()),
+            scale: epi.scale,
+            geglu: epi.geglu,
+        };
+        gemm::linear(
+            be.device(),
+            x.buf(),
+            wb.buf(),
+            out.buf_mut()?,
+            m,
+            n,
+            k,
+            extras,
+        )?;
+    }
+    Ok(out)
+}
+
+/// The kernel's geometry for `x * w` with `p`, or `None` when `conv2d_v1` does not take it.
+fn conv_shape(x: &CudaTensor, w: &CudaTensor, p: Conv2dParams) -> Option<Conv2dShape> {
+    let (xs, ws) = (x.shape(), w.shape());
+    let s = Conv2dShape {
+        n: xs[0] as u64,
+        c_in: xs[1] as u64,
+        h: xs[2] as u64,
+        w: xs[3] as u64,
+        c_out: ws[0] as u64,
+        kh: ws[2] as u64,
+        kw: ws[3] as u64,
+        stride: (p.stride.0 as u64, p.stride.1 as u64),
+        pad: (p.padding.0 as u64, p.padding.1 as u64),
+        dilation: (p.dilation.0 as u64, p.dilation.1 as u64),
+        groups: p.groups as u64,
+    };
+    // Validation only: the kernel's own checks, on placeholder addresses.
+    let ptrs = Conv2dPtrs {
+        x: 16,
+        w: 16,
+        bias: 0,
+        temb: 0,
+        residual: 0,
+        y: 16,
+    };
+    ConvKernelParams::new(ptrs, s, 1.0).ok().map(|_| s)
+}
+
+pub(crate) fn conv2d_ext(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+    p: Conv2dParams,
+    epi: ConvEpilogue<'_, CudaTensor>,
+) -> Result<CudaTensor> {
+    if x.rank() != 4 || w.rank() != 4 || p.groups == 0 || x.shape()[1] != w.shape()[1] * p.groups {
+        bail!(
+            "conv2d_ext: x {:?} and w {:?} must be (N, C, H, W) and (O, C/groups, kh, kw) with groups {}",
+            x.shape(),
+            w.shape(),
+            p.groups
+        );
+    }
+    let Some(s) = conv_shape(x, w, p) else {
+        return composed::conv2d_ext(be, x, w, bias, p, epi);
+    };
+    let (n, o) = (x.shape()[0], w.shape()[0]);
+    let out_shape = [n, o, s.h_out() as usize, s.w_out() as usize];
+    if let Some(b) = bias {
+        if b.elem_count() != o {
+            bail!(
+                "conv2d_ext: bias has shape {:?}, expected {o} elements",
+                b.shape()
+            );
+        }
+    }
+    if let Some(t) = epi.temb {
+        if t.shape() != [n, o] {
+            bail!(
+                "conv2d_ext: temb {:?} must be (N, C_out) = ({n}, {o})",
+                t.shape()
+            );
+        }
+    }
+    if let Some(r) = epi.residual {
+        if r.shape() != out_shape {
+            bail!(
+                "conv2d_ext: residual {:?} differs from the output {out_shape:?}",
+                r.shape()
+            );
+        }
+    }
+    let bf = |t: &CudaTensor| be.as_dtype(t, DType::Bf16);
+    let xb = bf(x)?;
+    let wb = bf(w)?;
+    let bb = bias.map(bf).transpose()?;
+    let tb = epi.temb.map(bf).transpose()?;
+    let rb = epi.residual.map(bf).transpose()?;
+    let mut y = be.alloc(&out_shape, DType::Bf16)?;
+    if y.elem_count() > 0 {
+        let extras = Conv2dExtras {
+            bias: bb.as_ref().map(|b| b.buf()),
+            temb: tb.as_ref().map(|t| t.buf()),
+            residual: rb.as_ref().map(|r| r.buf()),
+            scale: epi.scale,
+        };
+        conv::conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, s, extras)?;
+    }
+    elementwise::cast(be, &y, x.dtype())
+}
