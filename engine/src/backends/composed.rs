@@ -45,19 +45,25 @@ pub fn linear_ext<B: Backend + ?Sized>(
         y = be.binary(&a, &gate, Binary::Mul)?;
     }
     if let Some(r) = epi.residual {
-        if r.shape() != y.shape() {
-            bail!(
-                "linear_ext: residual {:?} differs from the output {:?}",
-                r.shape(),
-                y.shape()
-            );
-        }
+        check_linear_residual(r.shape(), y.shape())?;
         y = be.binary(&y, r, Binary::Add)?;
     }
     if epi.scale != 1.0 {
         y = be.affine(&y, epi.scale, 0.0)?;
     }
     Ok(y)
+}
+
+/// A `linear_ext` residual is the output's shape, or one row (all leading dims 1, at most the
+/// output's rank) broadcast over every row.
+pub fn check_linear_residual(r: &[usize], out: &[usize]) -> Result<()> {
+    let row = r.len() <= out.len()
+        && r.last() == out.last()
+        && r[..r.len().saturating_sub(1)].iter().all(|&d| d == 1);
+    if r != out && !row {
+        bail!("linear_ext: residual {r:?} is neither the output's shape {out:?} nor one row of it");
+    }
+    Ok(())
 }
 
 /// `conv2d`, [`add` temb as (N, C, 1, 1)], [`add` residual], [`affine` scale].

@@ -83,7 +83,8 @@ impl Conv2dParams {
 /// diffusers `GEGLU`: value half first, gate half second).
 #[derive(Debug)]
 pub struct LinearEpilogue<'a, T> {
-    /// Same shape as the output (e.g. the transformer block's hidden states).
+    /// Same shape as the output (e.g. the transformer block's hidden states), or one row of
+    /// `N` elements (`(1, N)`, `(1, 1, N)`, ..) added to every row.
     pub residual: Option<&'a T>,
     /// Output scale, 1.0 = none (diffusers' `1 / rescale_output_factor`).
     pub scale: f32,

@@ -255,11 +255,7 @@ impl Backend for ShapeBackend {
             *s.last_mut().unwrap() = rows / 2;
         }
         if let Some(r) = epi.residual {
-            ensure!(
-                r.shape == s,
-                "linear_ext: residual {:?} differs from the output {s:?}",
-                r.shape
-            );
+            super::composed::check_linear_residual(&r.shape, &s)?;
         }
         t(s)
     }

@@ -155,13 +155,12 @@ struct ReferenceHooks {
 }
 
 impl UNetHooks<TraceBackend> for ReferenceHooks {
-    fn after_conv_in(
+    fn conv_in_residual(
         &mut self,
-        be: &TraceBackend,
-        h: TraceTensor,
+        _be: &TraceBackend,
         _num_frames: usize,
-    ) -> Result<TraceTensor> {
-        be.add(&h, &self.p_ref)
+    ) -> Result<Option<TraceTensor>> {
+        Ok(Some(self.p_ref.clone()))
     }
     fn on_norm1(&mut self, _be: &TraceBackend, name: &str, norm1: &TraceTensor) -> Result<()> {
         self.norm1.insert(name.to_string(), norm1.clone());

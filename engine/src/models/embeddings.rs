@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::backends::{Backend, BackendExt, TensorLike};
+use crate::backends::{Backend, BackendExt, LinearEpilogue, TensorLike};
 use crate::models::nn::{Activation, Linear};
 use crate::var_builder::VarBuilder;
 
@@ -129,12 +129,35 @@ impl<B: Backend> TimestepEmbedding<B> {
 
     /// x (N, in_channels) → (N, out_dim).
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        self.forward_residual(be, x, None)
+    }
+
+    /// `forward(x) + residual` (the output's shape, or one row broadcast over the batch); it
+    /// rides in `linear_2`'s epilogue when there is no `post_act`.
+    pub fn forward_residual(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        residual: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         let h = self.linear_1.forward(be, x)?;
         let h = self.act.forward(be, &h)?;
-        let h = self.linear_2.forward(be, &h)?;
-        match self.post_act {
-            Some(a) => a.forward(be, &h),
-            None => Ok(h),
+        let fuse = residual.filter(|_| self.post_act.is_none());
+        let h = self.linear_2.forward_ext(
+            be,
+            &h,
+            LinearEpilogue {
+                residual: fuse,
+                ..Default::default()
+            },
+        )?;
+        let h = match self.post_act {
+            Some(a) => a.forward(be, &h)?,
+            None => h,
+        };
+        match residual {
+            Some(r) if fuse.is_none() => be.add(&h, r),
+            _ => Ok(h),
         }
     }
 }

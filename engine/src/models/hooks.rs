@@ -22,6 +22,21 @@ pub trait UNetHooks<B: Backend> {
         Ok(h)
     }
 
+    /// A feature map to add to `conv_in`'s output, before [`after_conv_in`](Self::after_conv_in):
+    /// (N, C0, h, w) rides in `conv_in`'s epilogue; a map that only broadcasts to it (e.g.
+    /// (1, C0, h, w)) is added by a separate `add`.
+    fn conv_in_residual(&mut self, _be: &B, _num_frames: usize) -> Result<Option<B::Tensor>> {
+        Ok(None)
+    }
+
+    /// A vector to add to the time embedding, before
+    /// [`after_time_embedding`](Self::after_time_embedding): (batch, time_embed_dim) rides in
+    /// `linear_2`'s epilogue (when there is no `post_act`), and so does (1, time_embed_dim),
+    /// broadcast over the batch.
+    fn time_embedding_residual(&mut self, _be: &B) -> Result<Option<B::Tensor>> {
+        Ok(None)
+    }
+
     /// After `time_embedding` (and before the motion model repeats it per frame):
     /// `emb` is (batch, time_embed_dim). Return the new `emb`.
     fn after_time_embedding(&mut self, _be: &B, emb: B::Tensor) -> Result<B::Tensor> {

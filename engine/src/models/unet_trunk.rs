@@ -10,7 +10,8 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::backends::{Backend, TensorLike};
+use crate::backends::shape::{ShapeBackend, ShapeTensor};
+use crate::backends::{Backend, BackendExt, ConvEpilogue, TensorLike};
 use crate::models::embeddings::{TimestepEmbedding, TimestepEmbeddingConfig, Timesteps};
 use crate::models::hooks::UNetHooks;
 use crate::models::motion_module::AnimateDiffTransformer3D;
@@ -175,7 +176,8 @@ impl<B: Backend> UNetTrunk<B> {
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<B::Tensor> {
         let t = self.time_proj.forward(be, timesteps)?;
-        let emb = self.time_embedding.forward(be, &t)?;
+        let r = hooks.time_embedding_residual(be)?;
+        let emb = self.time_embedding.forward_residual(be, &t, r.as_ref())?;
         let emb = hooks.after_time_embedding(be, emb)?;
         match self.time_embed_act {
             Some(a) => a.forward(be, &emb),
@@ -240,7 +242,25 @@ impl<B: Backend> UNetTrunk<B> {
             emb = be.index_select(&emb, 0, &idx)?;
         }
 
-        let h = self.conv_in.forward(be, &x)?;
+        // a hook's feature map rides in conv_in's epilogue when it has the output's shape
+        let r = hooks.conv_in_residual(be, num_frames)?;
+        let out = ShapeBackend.conv2d(
+            &ShapeTensor::new(x.shape()),
+            &ShapeTensor::new(self.conv_in.weight.shape()),
+            None,
+            self.conv_in.params,
+        )?;
+        let h = match &r {
+            Some(r) if r.shape() == out.shape() => {
+                let epi = ConvEpilogue {
+                    residual: Some(r),
+                    ..Default::default()
+                };
+                self.conv_in.forward_ext(be, &x, epi)?
+            }
+            Some(r) => be.add(&self.conv_in.forward(be, &x)?, r)?,
+            None => self.conv_in.forward(be, &x)?,
+        };
         let mut h = hooks.after_conv_in(be, h, num_frames)?;
         let mut skips = vec![h.clone()];
         for (i, block) in self.down_blocks.iter().enumerate() {

@@ -16,7 +16,7 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::backends::{Backend, BackendExt, Conv2dParams, TensorLike, Unary};
+use crate::backends::{Backend, BackendExt, Conv2dParams, LinearEpilogue, TensorLike, Unary};
 use crate::models::config_json::ConfigJson;
 use crate::models::nn::{LayerNorm, Linear};
 use crate::var_builder::VarBuilder;
@@ -397,6 +397,16 @@ impl<B: Backend> Wav2Vec2Attention<B> {
 
     /// x (B, T, H) → (B, T, H).
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        self.forward_residual(be, x, None)
+    }
+
+    /// `forward(x) + residual`, the residual fused into `out_proj`.
+    pub fn forward_residual(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        residual: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let d = c / self.heads;
         let split = |y: B::Tensor| -> Result<B::Tensor> {
@@ -409,7 +419,11 @@ impl<B: Backend> Wav2Vec2Attention<B> {
         let o = be.attention(&q, &k, &v, 1.0 / (d as f32).sqrt())?;
         let o = be.permute(&o, &[0, 2, 1, 3])?;
         let o = be.reshape(&o, &[b, t, c])?;
-        self.out_proj.forward(be, &o)
+        let epi = LinearEpilogue {
+            residual,
+            ..Default::default()
+        };
+        self.out_proj.forward_ext(be, &o, epi)
     }
 }
 
@@ -443,9 +457,23 @@ impl<B: Backend> Wav2Vec2FeedForward<B> {
     }
 
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        self.forward_residual(be, x, None)
+    }
+
+    /// `forward(x) + residual`, the residual fused into `output_dense`.
+    pub fn forward_residual(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        residual: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         let h = self.intermediate_dense.forward(be, x)?;
         let h = self.act.forward(be, &h)?;
-        self.output_dense.forward(be, &h)
+        let epi = LinearEpilogue {
+            residual,
+            ..Default::default()
+        };
+        self.output_dense.forward_ext(be, &h, epi)
     }
 }
 
@@ -479,17 +507,13 @@ impl<B: Backend> Wav2Vec2EncoderLayer<B> {
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
         if self.stable {
             let h = self.layer_norm.forward(be, x)?;
-            let h = self.attention.forward(be, &h)?;
-            let h = be.add(x, &h)?;
+            let h = self.attention.forward_residual(be, &h, Some(x))?;
             let f = self.final_layer_norm.forward(be, &h)?;
-            let f = self.feed_forward.forward(be, &f)?;
-            be.add(&h, &f)
+            self.feed_forward.forward_residual(be, &f, Some(&h))
         } else {
-            let a = self.attention.forward(be, x)?;
-            let h = be.add(x, &a)?;
+            let h = self.attention.forward_residual(be, x, Some(x))?;
             let h = self.layer_norm.forward(be, &h)?;
-            let f = self.feed_forward.forward(be, &h)?;
-            let h = be.add(&h, &f)?;
+            let h = self.feed_forward.forward_residual(be, &h, Some(&h))?;
             self.final_layer_norm.forward(be, &h)
         }
     }

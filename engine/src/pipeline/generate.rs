@@ -124,8 +124,8 @@ struct ReferenceHooks<B: Backend> {
 }
 
 impl<B: Backend> UNetHooks<B> for ReferenceHooks<B> {
-    fn after_conv_in(&mut self, be: &B, h: B::Tensor, _num_frames: usize) -> Result<B::Tensor> {
-        be.add(&h, &self.p_ref)
+    fn conv_in_residual(&mut self, _be: &B, _num_frames: usize) -> Result<Option<B::Tensor>> {
+        Ok(Some(self.p_ref.clone()))
     }
     fn on_norm1(&mut self, _be: &B, name: &str, norm1: &B::Tensor) -> Result<()> {
         self.norm1.insert(name.to_string(), norm1.clone());
@@ -149,11 +149,11 @@ pub struct DenoiseHooks<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> UNetHooks<B> for DenoiseHooks<'a, B> {
-    fn after_conv_in(&mut self, be: &B, h: B::Tensor, _num_frames: usize) -> Result<B::Tensor> {
-        be.add(&h, self.p_move)
+    fn conv_in_residual(&mut self, _be: &B, _num_frames: usize) -> Result<Option<B::Tensor>> {
+        Ok(Some(self.p_move.clone()))
     }
-    fn after_time_embedding(&mut self, be: &B, emb: B::Tensor) -> Result<B::Tensor> {
-        be.add(&emb, self.clarity_emb)
+    fn time_embedding_residual(&mut self, _be: &B) -> Result<Option<B::Tensor>> {
+        Ok(Some(self.clarity_emb.clone()))
     }
     fn after_up_block(&mut self, be: &B, index: usize, h: B::Tensor, num_frames: usize) -> Result<B::Tensor> {
         match self.comps.modules.rca_site(index) {

@@ -8,6 +8,7 @@
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::conv2d::{Conv2dParams as ConvKernelParams, Conv2dPtrs, Conv2dShape};
+use cyberhost_kernels::gemm::{GemmLayout, GemmOp, GemmShape};
 use cyberhost_kernels::DType;
 
 use super::backend::{CudaBackend, CudaTensor};
@@ -33,6 +34,10 @@ pub(crate) fn group_norm_act(
         Some(_) => composed::group_norm_act(be, x, groups, gamma, beta, eps, act),
     }
 }
+
+/// Largest row count a one-row (broadcast) residual runs fused with (one GEMM batch per row,
+/// gridDim.z); e.g. the time embedding's batch. Larger ones run composed.
+const MAX_ROW_BATCH: usize = 1024;
 
 pub(crate) fn linear_ext(
     be: &CudaBackend,
@@ -68,12 +73,7 @@ pub(crate) fn linear_ext(
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
     if let Some(r) = epi.residual {
-        if r.shape() != shape.as_slice() {
-            bail!(
-                "linear_ext: residual {:?} differs from the output {shape:?}",
-                r.shape()
-            );
-        }
+        composed::check_linear_residual(r.shape(), &shape)?;
     }
     // The epilogue GEMM stores bf16: f32 activations keep the f32 path of the unfused ops.
     if x.dtype() != DType::Bf16 {
@@ -93,14 +93,41 @@ pub(crate) fn linear_ext(
             scale: epi.scale,
             geglu: epi.geglu,
         };
-        gemm::linear(
+        let row_residual = rb.as_ref().is_some_and(|r| r.elem_count() == n && m > 1);
+        let (gs, layout) = if row_residual && m <= MAX_ROW_BATCH {
+            // One residual row for every output row: M batches of one row, the weight and the
+            // residual shared across them (batch stride 0).
+            let gs = GemmShape {
+                batch: m as u64,
+                m: 1,
+                n: n as u64,
+                k: k as u64,
+            };
+            let mut layout = GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true);
+            layout.stride_r = 0;
+            (gs, layout)
+        } else if row_residual {
+            return composed::linear_ext(be, x, w, bias, epi);
+        } else {
+            let gs = GemmShape {
+                batch: 1,
+                m: m as u64,
+                n: n as u64,
+                k: k as u64,
+            };
+            (
+                gs,
+                GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true),
+            )
+        };
+        gemm::launch(
             be.device(),
+            GemmOp::Linear,
             x.buf(),
             wb.buf(),
             out.buf_mut()?,
-            m,
-            n,
-            k,
+            gs,
+            layout,
             extras,
         )?;
     }

@@ -19,7 +19,7 @@
 use anyhow::{bail, Result};
 
 use super::config::IdentityEncoderConfig;
-use crate::backends::{Backend, Conv2dParams, TensorLike, Unary};
+use crate::backends::{Backend, Conv2dParams, ConvEpilogue, TensorLike, Unary};
 use crate::models::nn::Conv2d;
 use crate::var_builder::VarBuilder;
 
@@ -113,15 +113,16 @@ impl<B: Backend> BasicBlock<B> {
 
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
         let h = be.unary(&self.conv1.forward(be, x)?, Unary::Relu)?;
-        let h = self.conv2.forward(be, &h)?;
         let skip = match &self.downsample {
             Some(d) => d.forward(be, x)?,
             None => x.clone(),
         };
-        be.unary(
-            &be.binary(&h, &skip, crate::backends::Binary::Add)?,
-            Unary::Relu,
-        )
+        // the skip rides in conv2's epilogue
+        let epi = ConvEpilogue {
+            residual: Some(&skip),
+            ..Default::default()
+        };
+        be.unary(&self.conv2.forward_ext(be, &h, epi)?, Unary::Relu)
     }
 }
 

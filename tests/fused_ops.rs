@@ -1,0 +1,815 @@
+//! The fused primitives of `Backend` (`group_norm_act`, `linear_ext`, `conv2d_ext`):
+//! - CPU against the unfused composition written out here (≤ 1e-6 relative L2);
+//! - the shape and trace backends (output shapes, rejected operands, ONE traced node with
+//!   the epilogue's FLOPs);
+//! - CUDA (bf16 storage, stand-in driver `CudaBackend::new_emulated(0)`) against the CPU
+//!   (≤ 1e-2), plus the f32-storage and non-SiLU fallbacks;
+//! - the fusion rules on the traced graphs of the tiny preset's pipeline: no GroupNorm
+//!   output feeds a SiLU node, and no conv/linear output feeds an `add` node (bias,
+//!   time embedding and residuals ride in the producer's epilogue).
+//!
+//! ```sh
+//! cargo build -p ptx-emu-driver && cargo test --test fused_ops
+//! ```
+
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use cyberhost_engine::backends::cpu::{CpuBackend, CpuTensor};
+use cyberhost_engine::backends::cuda::{CudaBackend, DType};
+use cyberhost_engine::backends::shape::{ShapeBackend, ShapeTensor};
+use cyberhost_engine::backends::{
+    Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
+};
+use cyberhost_engine::graph::pipeline::trace_pipeline;
+use cyberhost_engine::graph::{Graph, Op, TraceBackend};
+use cyberhost_engine::pipeline::checkpoint::WeightsSource;
+use cyberhost_engine::pipeline::presets::Preset;
+
+const CPU: CpuBackend = CpuBackend;
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
+        .sum();
+    let den: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
+    assert!(den > 0.0, "reference is all zeros");
+    (num / den).sqrt()
+}
+
+/// Host data of one operand: shape and seeded values.
+struct Data {
+    shape: Vec<usize>,
+    v: Vec<f32>,
+}
+
+fn data(shape: &[usize], seed: u64) -> Data {
+    Data {
+        shape: shape.to_vec(),
+        v: random(shape.iter().product(), seed),
+    }
+}
+
+fn up<B: Backend>(be: &B, d: &Data) -> B::Tensor {
+    be.from_f32(&d.shape, &d.v).unwrap()
+}
+
+fn cpu(d: &Data) -> CpuTensor {
+    up(&CPU, d)
+}
+
+fn vals(t: &CpuTensor) -> Vec<f32> {
+    CPU.to_f32(t).unwrap()
+}
+
+// ---- CPU: fused vs the unfused composition --------------------------------------------------
+
+#[test]
+fn cpu_group_norm_act_matches_group_norm_then_act() {
+    let x = cpu(&data(&[2, 12, 5, 7], 1));
+    let g = cpu(&data(&[12], 2));
+    let b = cpu(&data(&[12], 3));
+    for act in [None, Some(Unary::Silu), Some(Unary::Gelu)] {
+        let fused = CPU
+            .group_norm_act(&x, 4, Some(&g), Some(&b), 1e-5, act)
+            .unwrap();
+        let mut want = CPU.group_norm(&x, 4, Some(&g), Some(&b), 1e-5).unwrap();
+        if let Some(op) = act {
+            want = CPU.unary(&want, op).unwrap();
+        }
+        let e = rel_l2(&vals(&fused), &vals(&want));
+        assert!(e <= 1e-6, "{act:?}: rel L2 {e}");
+    }
+}
+
+#[test]
+fn cpu_linear_ext_matches_composition() {
+    let x = cpu(&data(&[2, 5, 24], 4));
+    let w = cpu(&data(&[2 * 18, 24], 5));
+    let b = cpu(&data(&[2 * 18], 6));
+    // GEGLU: value half first, gate half second; exact GELU.
+    let fused = CPU
+        .linear_ext(
+            &x,
+            &w,
+            Some(&b),
+            LinearEpilogue {
+                geglu: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(fused.shape(), &[2, 5, 18]);
+    let y = vals(&CPU.linear(&x, &w, Some(&b)).unwrap());
+    let erf_gelu = |v: f32| {
+        let t = CPU.from_f32(&[1], &[v]).unwrap();
+        vals(&CPU.unary(&t, Unary::Gelu).unwrap())[0]
+    };
+    let want: Vec<f32> = y
+        .chunks(36)
+        .flat_map(|row| {
+            (0..18)
+                .map(|j| row[j] * erf_gelu(row[18 + j]))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let e = rel_l2(&vals(&fused), &want);
+    assert!(e <= 1e-6, "geglu: rel L2 {e}");
+
+    // residual and scale: scale * (x·wᵀ + b + r)
+    let w = cpu(&data(&[18, 24], 7));
+    let b = cpu(&data(&[18], 8));
+    let r = cpu(&data(&[2, 5, 18], 9));
+    for (res, scale, geglu) in [(true, 1.0, false), (true, 0.5, false), (false, 0.25, false)] {
+        let epi = LinearEpilogue {
+            residual: res.then_some(&r),
+            scale,
+            geglu,
+        };
+        let fused = CPU.linear_ext(&x, &w, Some(&b), epi).unwrap();
+        let mut want = CPU.linear(&x, &w, Some(&b)).unwrap();
+        if res {
+            want = CPU.binary(&want, &r, Binary::Add).unwrap();
+        }
+        want = CPU.affine(&want, scale, 0.0).unwrap();
+        let e = rel_l2(&vals(&fused), &vals(&want));
+        assert!(e <= 1e-6, "residual {res} scale {scale}: rel L2 {e}");
+    }
+    // GEGLU + residual
+    let wg = cpu(&data(&[36, 24], 10));
+    let fused = CPU
+        .linear_ext(
+            &x,
+            &wg,
+            None,
+            LinearEpilogue {
+                residual: Some(&r),
+                scale: 1.0,
+                geglu: true,
+            },
+        )
+        .unwrap();
+    let g = CPU
+        .linear_ext(
+            &x,
+            &wg,
+            None,
+            LinearEpilogue {
+                geglu: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let want = CPU.binary(&g, &r, Binary::Add).unwrap();
+    assert!(rel_l2(&vals(&fused), &vals(&want)) <= 1e-6);
+}
+
+#[test]
+fn cpu_conv2d_ext_matches_composition() {
+    let x = cpu(&data(&[2, 6, 7, 9], 11));
+    let w = cpu(&data(&[10, 6, 3, 3], 12));
+    let b = cpu(&data(&[10], 13));
+    let t = cpu(&data(&[2, 10], 14));
+    let r = cpu(&data(&[2, 10, 7, 9], 15));
+    let p = Conv2dParams::new(1, 1);
+    for (temb, res, scale) in [
+        (true, false, 1.0),
+        (false, true, 1.0),
+        (true, true, 1.0 / 1.5),
+    ] {
+        let epi = ConvEpilogue {
+            temb: temb.then_some(&t),
+            residual: res.then_some(&r),
+            scale,
+        };
+        let fused = CPU.conv2d_ext(&x, &w, Some(&b), p, epi).unwrap();
+        let mut want = CPU.conv2d(&x, &w, Some(&b), p).unwrap();
+        if temb {
+            let t4 = CPU.reshape(&t, &[2, 10, 1, 1]).unwrap();
+            want = CPU.binary(&want, &t4, Binary::Add).unwrap();
+        }
+        if res {
+            want = CPU.binary(&want, &r, Binary::Add).unwrap();
+        }
+        want = CPU.affine(&want, scale, 0.0).unwrap();
+        let e = rel_l2(&vals(&fused), &vals(&want));
+        assert!(
+            e <= 1e-6,
+            "temb {temb} residual {res} scale {scale}: rel L2 {e}"
+        );
+    }
+    // operands of the wrong shape are errors, not broadcasts
+    let bad_t = cpu(&data(&[1, 10], 16));
+    let epi = ConvEpilogue {
+        temb: Some(&bad_t),
+        ..Default::default()
+    };
+    assert!(CPU.conv2d_ext(&x, &w, Some(&b), p, epi).is_err());
+    let bad_r = cpu(&data(&[2, 10, 7, 8], 17));
+    let epi = ConvEpilogue {
+        residual: Some(&bad_r),
+        ..Default::default()
+    };
+    assert!(CPU.conv2d_ext(&x, &w, Some(&b), p, epi).is_err());
+}
+
+// ---- shape and trace backends ----------------------------------------------------------------
+
+#[test]
+fn shape_backend_checks_epilogue_operands() {
+    let s = |d: &[usize]| ShapeTensor::new(d);
+    let be = ShapeBackend;
+    let (x, w) = (s(&[3, 4, 16]), s(&[20, 16]));
+    let y = be
+        .linear_ext(
+            &x,
+            &w,
+            Some(&s(&[20])),
+            LinearEpilogue {
+                geglu: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(y.shape(), &[3, 4, 10]);
+    let r = s(&[3, 4, 10]);
+    assert!(be
+        .linear_ext(
+            &x,
+            &w,
+            None,
+            LinearEpilogue {
+                residual: Some(&r),
+                scale: 1.0,
+                geglu: true
+            }
+        )
+        .is_ok());
+    assert!(be
+        .linear_ext(&x, &w, None, LinearEpilogue::residual(&r))
+        .is_err());
+    assert!(be
+        .linear_ext(
+            &x,
+            &s(&[7, 16]),
+            None,
+            LinearEpilogue {
+                geglu: true,
+                ..Default::default()
+            }
+        )
+        .is_err());
+    let (x, w) = (s(&[2, 8, 6, 6]), s(&[4, 8, 3, 3]));
+    let p = Conv2dParams::new(2, 1);
+    let t = s(&[2, 4]);
+    let r = s(&[2, 4, 3, 3]);
+    let y = be
+        .conv2d_ext(
+            &x,
+            &w,
+            None,
+            p,
+            ConvEpilogue {
+                temb: Some(&t),
+                residual: Some(&r),
+                scale: 0.5,
+            },
+        )
+        .unwrap();
+    assert_eq!(y.shape(), &[2, 4, 3, 3]);
+    assert!(be
+        .conv2d_ext(
+            &x,
+            &w,
+            None,
+            p,
+            ConvEpilogue {
+                temb: Some(&s(&[2, 3])),
+                ..Default::default()
+            }
+        )
+        .is_err());
+    assert!(be
+        .conv2d_ext(
+            &x,
+            &w,
+            None,
+            p,
+            ConvEpilogue {
+                residual: Some(&s(&[2, 4, 6, 6])),
+                ..Default::default()
+            }
+        )
+        .is_err());
+    assert!(be
+        .group_norm_act(&x, 4, Some(&s(&[7])), None, 1e-5, Some(Unary::Silu))
+        .is_err());
+}
+
+#[test]
+fn trace_records_one_node_per_fused_op() {
+    let tb = TraceBackend::new();
+    let x = tb.zeros(&[2, 8, 6, 6]).unwrap();
+    let g = tb.zeros(&[8]).unwrap();
+    let b = tb.zeros(&[8]).unwrap();
+    let w = tb.zeros(&[4, 8, 3, 3]).unwrap();
+    let cb = tb.zeros(&[4]).unwrap();
+    let t = tb.zeros(&[2, 4]).unwrap();
+    let r = tb.zeros(&[2, 4, 6, 6]).unwrap();
+    let h = tb
+        .group_norm_act(&x, 2, Some(&g), Some(&b), 1e-5, Some(Unary::Silu))
+        .unwrap();
+    let p = Conv2dParams::new(1, 1);
+    let y = tb
+        .conv2d_ext(
+            &h,
+            &w,
+            Some(&cb),
+            p,
+            ConvEpilogue {
+                temb: Some(&t),
+                residual: Some(&r),
+                scale: 0.5,
+            },
+        )
+        .unwrap();
+    let xs = tb.zeros(&[3, 5, 16]).unwrap();
+    let wl = tb.zeros(&[24, 16]).unwrap();
+    let bl = tb.zeros(&[24]).unwrap();
+    let rl = tb.zeros(&[3, 5, 12]).unwrap();
+    let z = tb
+        .linear_ext(
+            &xs,
+            &wl,
+            Some(&bl),
+            LinearEpilogue {
+                residual: Some(&rl),
+                scale: 1.0,
+                geglu: true,
+            },
+        )
+        .unwrap();
+    let graph = tb.cut("fused", &[&y, &z]);
+    assert_eq!(graph.nodes.len(), 3, "one node per fused op");
+    let [gn, conv, lin] = [&graph.nodes[0], &graph.nodes[1], &graph.nodes[2]];
+    assert_eq!(
+        gn.op,
+        Op::GroupNorm {
+            groups: 2,
+            affine: true,
+            act: Some(Unary::Silu)
+        }
+    );
+    assert_eq!(gn.flops, 8 * 2 * 8 * 36);
+    assert!(matches!(
+        conv.op,
+        Op::Conv2d {
+            bias: true,
+            temb: true,
+            residual: true,
+            scaled: true,
+            ..
+        }
+    ));
+    assert_eq!(conv.inputs.len(), 5, "x, w, bias, temb, residual");
+    let out = 2 * 4 * 36u64;
+    assert_eq!(conv.flops, 2 * out * 8 * 9 + 4 * out);
+    assert_eq!(
+        conv.bytes,
+        2 * (2 * 8 * 36 + 4 * 8 * 9 + 4 + 2 * 4 + out + out)
+    );
+    assert_eq!(
+        lin.op,
+        Op::Linear {
+            bias: true,
+            residual: true,
+            geglu: true,
+            scaled: false
+        }
+    );
+    // GEMM over 24 rows, bias on 24, gelu + multiply on 12, residual on 12
+    let m = 15u64;
+    assert_eq!(lin.flops, 2 * m * 24 * 16 + m * 24 + 2 * m * 12 + m * 12);
+    assert_eq!(graph.tensors[lin.output].shape, vec![3, 5, 12]);
+}
+
+// ---- the fusion rules on the real model graphs -----------------------------------------------
+
+/// Whether tensor `t` of `g` is computed from tensor `target`.
+fn depends_on(g: &Graph, t: usize, target: usize) -> bool {
+    let mut stack = vec![t];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(t) = stack.pop() {
+        if t == target {
+            return true;
+        }
+        if seen.insert(t) {
+            if let Some(p) = g.tensors[t].producer {
+                stack.extend(g.nodes[p].inputs.iter().copied());
+            }
+        }
+    }
+    false
+}
+
+/// Nodes of `g` that break the issue's fusion rules: a SiLU reading a GroupNorm output, or an
+/// `add` of a conv/linear output and an operand that does not depend on it (so it could have
+/// ridden in the producer's epilogue; wav2vec2's `h + gelu(pos_conv(h))` cannot).
+fn unfused(g: &Graph) -> Vec<String> {
+    let producer = |t: usize| g.tensors[t].producer.map(|p| &g.nodes[p]);
+    let mut bad = Vec::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        match n.op {
+            Op::Unary(Unary::Silu)
+                if n.inputs
+                    .iter()
+                    .filter_map(|&t| producer(t))
+                    .any(|p| matches!(p.op, Op::GroupNorm { .. })) =>
+            {
+                bad.push(format!("{} reads a group_norm", g.describe_node(i)))
+            }
+            Op::Binary(Binary::Add) => {
+                let fusable = n.inputs.iter().enumerate().any(|(j, &t)| {
+                    let other = n.inputs[1 - j.min(1)];
+                    producer(t)
+                        .is_some_and(|p| matches!(p.op, Op::Conv2d { .. } | Op::Linear { .. }))
+                        && !depends_on(g, other, t)
+                });
+                if fusable {
+                    let from: Vec<String> = n
+                        .inputs
+                        .iter()
+                        .map(|&t| match g.tensors[t].producer {
+                            Some(p) => g.describe_node(p),
+                            None => format!("leaf {:?}", g.tensors[t].shape),
+                        })
+                        .collect();
+                    bad.push(format!(
+                        "{} reads a conv2d/linear output: {from:?}",
+                        g.describe_node(i)
+                    ))
+                }
+            }
+            _ => {}
+        }
+    }
+    bad
+}
+
+/// Whether node `i` is an `add` of a conv output and a map that only broadcasts to it over the
+/// batch (`(1, C, H, W)` + `(N, C, H, W)`, N > 1): `conv2d.cu`'s residual has no batch stride.
+fn batch_broadcast_conv_add(g: &Graph, i: usize) -> bool {
+    let n = &g.nodes[i];
+    let out = &g.tensors[n.output].shape;
+    let conv_in = n.inputs.iter().any(|&t| {
+        g.tensors[t]
+            .producer
+            .is_some_and(|p| matches!(g.nodes[p].op, Op::Conv2d { .. }))
+    });
+    let other_batch1 = n.inputs.iter().any(|&t| {
+        let s = &g.tensors[t].shape;
+        s.len() == out.len() && s[0] == 1 && out[0] > 1 && s[1..] == out[1..]
+    });
+    n.op == Op::Binary(Binary::Add) && conv_in && other_batch1
+}
+
+#[test]
+fn tiny_pipeline_graphs_obey_the_fusion_rules() {
+    let pg = trace_pipeline(
+        &WeightsSource::Preset {
+            preset: Preset::Tiny,
+            seed: 0,
+        },
+        None,
+    )
+    .unwrap();
+    let mut report = Vec::new();
+    let mut broadcast = Vec::new();
+    for g in pg.all() {
+        let fused_gn = g
+            .nodes
+            .iter()
+            .filter(|n| {
+                matches!(
+                    n.op,
+                    Op::GroupNorm {
+                        act: Some(Unary::Silu),
+                        ..
+                    }
+                )
+            })
+            .count();
+        let bad = unfused(g);
+        println!(
+            "{}: {} nodes, {fused_gn} group_norm+silu, {} unfused",
+            g.name,
+            g.nodes.len(),
+            bad.len()
+        );
+        for b in &bad {
+            println!("  {b}");
+        }
+        for (i, _) in g.nodes.iter().enumerate() {
+            if batch_broadcast_conv_add(g, i) {
+                broadcast.push(format!("{}: {}", g.name, g.describe_node(i)));
+            }
+        }
+        report.extend(bad.into_iter().map(|b| format!("{}: {b}", g.name)));
+    }
+    let step = &pg.step;
+    assert!(step.nodes.iter().any(|n| matches!(
+        n.op,
+        Op::GroupNorm {
+            act: Some(Unary::Silu),
+            ..
+        }
+    )));
+    assert!(step
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::Conv2d { temb: true, .. })));
+    assert!(step
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::Conv2d { residual: true, .. })));
+    assert!(step
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::Linear { geglu: true, .. })));
+    assert!(step
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::Linear { residual: true, .. })));
+    // The one known exception: the movement map p_move (1, C0, h, w) added to conv_in's
+    // (2·F, C0, h, w) output; fusing it needs a batch stride for conv2d.cu's residual.
+    assert_eq!(
+        broadcast.len(),
+        1,
+        "expected exactly the p_move add to be a batch-broadcast conv add: {broadcast:?}"
+    );
+    assert!(broadcast[0].starts_with("denoise_step"), "{broadcast:?}");
+    report.retain(|r| !broadcast.iter().any(|b| r.starts_with(b.as_str())));
+    assert!(
+        report.is_empty(),
+        "unfused epilogues:\n{}",
+        report.join("\n")
+    );
+}
+
+// ---- CUDA (stand-in driver) vs CPU ------------------------------------------------------------
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One device per process, used by one test at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// bf16-storage backend on the stand-in driver, outputs poisoned (NaN) before every kernel.
+fn gpu() -> &'static CudaBackend {
+    static BE: OnceLock<CudaBackend> = OnceLock::new();
+    BE.get_or_init(|| {
+        let be = CudaBackend::new_emulated(0)
+            .expect("CudaBackend::new_emulated (cargo build -p ptx-emu-driver)");
+        assert!(be.device().is_emulated());
+        be.set_poison_outputs(true);
+        be
+    })
+}
+
+fn check(what: &str, got: &CudaTensor, want: &CpuTensor, tol: f64) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let g = gpu().to_f32(got).unwrap();
+    let e = rel_l2(&g, &vals(want));
+    println!("{what}: rel L2 {e:.2e}");
+    assert!(e <= tol, "{what}: rel L2 {e} > {tol}");
+}
+
+use cyberhost_engine::backends::cuda::CudaTensor;
+
+#[test]
+fn cuda_group_norm_act_matches_cpu() {
+    let _g = serial();
+    for (be, label) in [
+        (gpu().clone(), "bf16"),
+        (gpu().with_storage(DType::F32), "f32"),
+    ] {
+        let x = data(&[2, 8, 5, 3], 21);
+        let gm = data(&[8], 22);
+        let bt = data(&[8], 23);
+        for act in [Some(Unary::Silu), Some(Unary::Gelu), None] {
+            let got = be
+                .group_norm_act(
+                    &up(&be, &x),
+                    4,
+                    Some(&up(&be, &gm)),
+                    Some(&up(&be, &bt)),
+                    1e-5,
+                    act,
+                )
+                .unwrap();
+            let want = CPU
+                .group_norm_act(&cpu(&x), 4, Some(&cpu(&gm)), Some(&cpu(&bt)), 1e-5, act)
+                .unwrap();
+            check(
+                &format!("group_norm_act {label} {act:?}"),
+                &got,
+                &want,
+                1e-2,
+            );
+        }
+    }
+}
+
+#[test]
+fn cuda_linear_ext_matches_cpu() {
+    let _g = serial();
+    let x = data(&[2, 5, 24], 31);
+    let wg = data(&[36, 24], 32);
+    let bg = data(&[36], 33);
+    let w = data(&[18, 24], 34);
+    let b = data(&[18], 35);
+    let r = data(&[2, 5, 18], 36);
+    let row = data(&[1, 18], 37);
+    for (be, label) in [
+        (gpu().clone(), "bf16"),
+        (gpu().with_storage(DType::F32), "f32"),
+    ] {
+        let cases: [(&str, &Data, &Data, Option<&Data>, f32, bool); 5] = [
+            ("geglu", &wg, &bg, None, 1.0, true),
+            ("geglu+residual", &wg, &bg, Some(&r), 1.0, true),
+            ("residual+scale", &w, &b, Some(&r), 0.5, false),
+            ("row residual", &w, &b, Some(&row), 1.0, false),
+            ("scale", &w, &b, None, 0.25, false),
+        ];
+        for (name, w, b, res, scale, geglu) in cases {
+            let rg = res.map(|r| up(&be, r));
+            let rc = res.map(cpu);
+            let got = be
+                .linear_ext(
+                    &up(&be, &x),
+                    &up(&be, w),
+                    Some(&up(&be, b)),
+                    LinearEpilogue {
+                        residual: rg.as_ref(),
+                        scale,
+                        geglu,
+                    },
+                )
+                .unwrap();
+            let want = CPU
+                .linear_ext(
+                    &cpu(&x),
+                    &cpu(w),
+                    Some(&cpu(b)),
+                    LinearEpilogue {
+                        residual: rc.as_ref(),
+                        scale,
+                        geglu,
+                    },
+                )
+                .unwrap();
+            check(&format!("linear_ext {label} {name}"), &got, &want, 1e-2);
+        }
+    }
+}
+
+#[test]
+fn cuda_conv2d_ext_matches_cpu() {
+    let _g = serial();
+    let x = data(&[2, 6, 7, 9], 41);
+    let w = data(&[10, 6, 3, 3], 42);
+    let b = data(&[10], 43);
+    let t = data(&[2, 10], 44);
+    let r = data(&[2, 10, 7, 9], 45);
+    let r2 = data(&[2, 10, 4, 5], 46);
+    let wg = data(&[10, 3, 3, 3], 47);
+    for (be, label) in [
+        (gpu().clone(), "bf16"),
+        (gpu().with_storage(DType::F32), "f32"),
+    ] {
+        let p1 = Conv2dParams::new(1, 1);
+        let p2 = Conv2dParams::new(2, 1);
+        let pg = Conv2dParams {
+            groups: 2,
+            ..Conv2dParams::new(1, 1)
+        };
+        let cases: [(&str, &Data, Conv2dParams, bool, Option<&Data>, f32); 5] = [
+            ("temb", &w, p1, true, None, 1.0),
+            ("residual", &w, p1, false, Some(&r), 1.0),
+            ("temb+residual+scale", &w, p1, true, Some(&r), 1.0 / 1.5),
+            ("stride 2 residual", &w, p2, false, Some(&r2), 1.0),
+            ("groups 2 temb+residual", &wg, pg, true, Some(&r), 0.5),
+        ];
+        for (name, w, p, temb, res, scale) in cases {
+            let (tg, tc) = (temb.then(|| up(&be, &t)), temb.then(|| cpu(&t)));
+            let (rg, rc) = (res.map(|r| up(&be, r)), res.map(cpu));
+            let got = be
+                .conv2d_ext(
+                    &up(&be, &x),
+                    &up(&be, w),
+                    Some(&up(&be, &b)),
+                    p,
+                    ConvEpilogue {
+                        temb: tg.as_ref(),
+                        residual: rg.as_ref(),
+                        scale,
+                    },
+                )
+                .unwrap();
+            let want = CPU
+                .conv2d_ext(
+                    &cpu(&x),
+                    &cpu(w),
+                    Some(&cpu(&b)),
+                    p,
+                    ConvEpilogue {
+                        temb: tc.as_ref(),
+                        residual: rc.as_ref(),
+                        scale,
+                    },
+                )
+                .unwrap();
+            check(&format!("conv2d_ext {label} {name}"), &got, &want, 1e-2);
+        }
+    }
+}
+
+/// Kernels the stand-in driver ran during `f`.
+fn launches(f: impl FnOnce()) -> u64 {
+    let count = || {
+        gpu()
+            .device()
+            .emulator_stats()
+            .expect("stand-in driver stats")
+            .kernel_launches
+    };
+    let before = count();
+    f();
+    count() - before
+}
+
+#[test]
+fn cuda_fused_ops_are_one_launch_each() {
+    let _g = serial();
+    let be = gpu();
+    let x = up(be, &data(&[2, 8, 5, 3], 51));
+    let (gm, bt) = (up(be, &data(&[8], 52)), up(be, &data(&[8], 53)));
+    let n = launches(|| {
+        be.group_norm_act(&x, 4, Some(&gm), Some(&bt), 1e-5, Some(Unary::Silu))
+            .unwrap();
+    });
+    assert_eq!(n, 1, "group_norm_act(SiLU)");
+
+    let xl = up(be, &data(&[2, 5, 24], 54));
+    let wg = up(be, &data(&[36, 24], 55));
+    let bg = up(be, &data(&[36], 56));
+    let r = up(be, &data(&[2, 5, 18], 57));
+    let n = launches(|| {
+        let epi = LinearEpilogue {
+            residual: Some(&r),
+            scale: 0.5,
+            geglu: true,
+        };
+        be.linear_ext(&xl, &wg, Some(&bg), epi).unwrap();
+    });
+    assert_eq!(n, 1, "linear_ext(GEGLU + residual + scale)");
+    let row = up(be, &data(&[1, 36], 58));
+    let n = launches(|| {
+        be.linear_ext(&xl, &wg, Some(&bg), LinearEpilogue::residual(&row))
+            .unwrap();
+    });
+    assert_eq!(n, 1, "linear_ext(one-row residual)");
+
+    let xc = up(be, &data(&[2, 6, 7, 9], 59));
+    let wc = up(be, &data(&[10, 6, 3, 3], 60));
+    let bc = up(be, &data(&[10], 61));
+    let t = up(be, &data(&[2, 10], 62));
+    let rc = up(be, &data(&[2, 10, 7, 9], 63));
+    let n = launches(|| {
+        let epi = ConvEpilogue {
+            temb: Some(&t),
+            residual: Some(&rc),
+            scale: 0.5,
+        };
+        be.conv2d_ext(&xc, &wc, Some(&bc), Conv2dParams::new(1, 1), epi)
+            .unwrap();
+    });
+    assert_eq!(n, 1, "conv2d_ext(temb + residual + scale)");
+}
