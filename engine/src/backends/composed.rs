@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use super::{Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
 
 /// `act(group_norm(x))`: `group_norm`, then `unary`.
-pub fn group_norm_act<B: Backend + ?Sized>(
+pub fn group_norm_act<B: Backend>(
     be: &B,
     x: &B::Tensor,
     groups: usize,
@@ -24,7 +24,7 @@ pub fn group_norm_act<B: Backend + ?Sized>(
 }
 
 /// `linear`, [GEGLU: `narrow` ×2, `unary(Gelu)`, `mul`], [`add` residual], [`affine` scale].
-pub fn linear_ext<B: Backend + ?Sized>(
+pub fn linear_ext<B: Backend>(
     be: &B,
     x: &B::Tensor,
     w: &B::Tensor,
@@ -67,7 +67,7 @@ pub fn check_linear_residual(r: &[usize], out: &[usize]) -> Result<()> {
 }
 
 /// `conv2d`, [`add` temb as (N, C, 1, 1)], [`add` residual], [`affine` scale].
-pub fn conv2d_ext<B: Backend + ?Sized>(
+pub fn conv2d_ext<B: Backend>(
     be: &B,
     x: &B::Tensor,
     w: &B::Tensor,
