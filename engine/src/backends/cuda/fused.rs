@@ -2,7 +2,7 @@
 //! `group_norm_act` (SiLU) on `group_norm_silu_v1_*` (`kernels/cuda/group_norm.cu`),
 //! `linear_ext` on the GEMM epilogue of `linear_v1_bf16` (`gemm.rs`: bias, GEGLU, residual,
 //! scale), `conv2d_ext` on the epilogue of `conv2d_v1_bf16` (`conv2d.rs`: bias, temb, residual,
-//! scale). What a fused kernel does not take (another activation, f32 GEMM operands, a conv
+//! scale). What a fused kernel does not take (another activation, f32 activations, a conv
 //! geometry the kernel rejects) runs as the composition of the unfused ops
 //! ([`composed`](crate::backends::composed)).
 
@@ -178,7 +178,9 @@ pub(crate) fn conv2d_ext(
             p.groups
         );
     }
-    let Some(s) = conv_shape(x, w, p) else {
+    // f32 activations (e.g. the sampler's latents) keep the unfused path: the kernel stores bf16,
+    // which would round the f32 residual sum.
+    let Some(s) = conv_shape(x, w, p).filter(|_| x.dtype() == DType::Bf16) else {
         return composed::conv2d_ext(be, x, w, bias, p, epi);
     };
     let (n, o) = (x.shape()[0], w.shape()[0]);
