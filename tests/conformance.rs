@@ -29,22 +29,50 @@ fn every_committed_fixture_passes() {
         match check_fixture(dir) {
             Ok(r) => {
                 *per_component.entry(r.component.clone()).or_default() += 1;
-                assert!(r.tolerance <= 1e-4, "{}: tolerance {} is looser than 1e-4", dir.display(), r.tolerance);
+                assert!(
+                    r.tolerance <= 1e-4,
+                    "{}: tolerance {} is looser than 1e-4",
+                    dir.display(),
+                    r.tolerance
+                );
                 if !r.ok() {
-                    failures.push(format!("{} {} rel_l2={:.3e} tol={:.0e}", dir.display(), r.component, r.rel_l2, r.tolerance));
+                    failures.push(format!(
+                        "{} {} rel_l2={:.3e} tol={:.0e}",
+                        dir.display(),
+                        r.component,
+                        r.rel_l2,
+                        r.tolerance
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{}: {e:#}", dir.display())),
         }
     }
-    assert!(failures.is_empty(), "failing fixtures:\n{}", failures.join("\n"));
-    for c in ["vae_encode", "vae_decode", "unet2d", "unet_motion", "wav2vec2", "ddim"] {
-        assert!(per_component.get(c).copied().unwrap_or(0) >= 2, "fewer than two `{c}` fixtures: {per_component:?}");
+    assert!(
+        failures.is_empty(),
+        "failing fixtures:\n{}",
+        failures.join("\n")
+    );
+    for c in [
+        "vae_encode",
+        "vae_decode",
+        "unet2d",
+        "unet_motion",
+        "wav2vec2",
+        "ddim",
+    ] {
+        assert!(
+            per_component.get(c).copied().unwrap_or(0) >= 2,
+            "fewer than two `{c}` fixtures: {per_component:?}"
+        );
     }
 }
 
 /// Copy `src` fixture to a temp dir, rewriting its case with `edit`.
-fn mutated(src: &str, edit: impl FnOnce(&mut BTreeMap<String, (Vec<usize>, Vec<f32>)>, &mut BTreeMap<String, String>)) -> tempfile::TempDir {
+fn mutated(
+    src: &str,
+    edit: impl FnOnce(&mut BTreeMap<String, (Vec<usize>, Vec<f32>)>, &mut BTreeMap<String, String>),
+) -> tempfile::TempDir {
     let src = fixtures_dir().join(src);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("model")).unwrap();
@@ -65,7 +93,10 @@ fn mutated(src: &str, edit: impl FnOnce(&mut BTreeMap<String, (Vec<usize>, Vec<f
     meta.insert("args".to_string(), case.args.to_string());
     meta.insert("tolerance".to_string(), format!("{}", case.tolerance));
     edit(&mut tensors, &mut meta);
-    let list: Vec<WriteTensor<'_>> = tensors.iter().map(|(n, (s, d))| WriteTensor::new(n, DType::F32, s, d)).collect();
+    let list: Vec<WriteTensor<'_>> = tensors
+        .iter()
+        .map(|(n, (s, d))| WriteTensor::new(n, DType::F32, s, d))
+        .collect();
     write_safetensors(dir.path().join("case.safetensors"), &list, &meta).unwrap();
     dir
 }

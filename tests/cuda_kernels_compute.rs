@@ -353,7 +353,16 @@ fn conv_shape(
 }
 
 /// 1-D convolution as conv2d with H = 1: kernel (1, k), stride (1, stride), padding (0, pad).
-fn conv1d_shape(n: u64, c_in: u64, w: u64, c_out: u64, k: u64, stride: u64, pad: u64, groups: u64) -> Conv2dShape {
+fn conv1d_shape(
+    n: u64,
+    c_in: u64,
+    w: u64,
+    c_out: u64,
+    k: u64,
+    stride: u64,
+    pad: u64,
+    groups: u64,
+) -> Conv2dShape {
     Conv2dShape {
         n,
         c_in,
@@ -381,7 +390,15 @@ fn conv_ref(
     scale: f32,
 ) -> Vec<f32> {
     let u = |v: u64| v as usize;
-    let (n, c_in, h, wi, c_out, kh, kw) = (u(s.n), u(s.c_in), u(s.h), u(s.w), u(s.c_out), u(s.kh), u(s.kw));
+    let (n, c_in, h, wi, c_out, kh, kw) = (
+        u(s.n),
+        u(s.c_in),
+        u(s.h),
+        u(s.w),
+        u(s.c_out),
+        u(s.kh),
+        u(s.kw),
+    );
     let (ho, wo, cig, cog) = (u(s.h_out()), u(s.w_out()), u(s.c_in_g()), u(s.c_out_g()));
     let mut y = vec![0f32; n * c_out * ho * wo];
     for img in 0..n {
@@ -392,16 +409,19 @@ fn conv_ref(
                     let mut acc = 0f64;
                     for c in 0..cig {
                         for ky in 0..kh {
-                            let iy = (oy * u(s.stride.0) + ky * u(s.dilation.0)) as isize - s.pad.0 as isize;
+                            let iy = (oy * u(s.stride.0) + ky * u(s.dilation.0)) as isize
+                                - s.pad.0 as isize;
                             if iy < 0 || iy >= h as isize {
                                 continue;
                             }
                             for kx in 0..kw {
-                                let ix = (ox * u(s.stride.1) + kx * u(s.dilation.1)) as isize - s.pad.1 as isize;
+                                let ix = (ox * u(s.stride.1) + kx * u(s.dilation.1)) as isize
+                                    - s.pad.1 as isize;
                                 if ix < 0 || ix >= wi as isize {
                                     continue;
                                 }
-                                let xv = x[((img * c_in + g * cig + c) * h + iy as usize) * wi + ix as usize];
+                                let xv = x[((img * c_in + g * cig + c) * h + iy as usize) * wi
+                                    + ix as usize];
                                 let wv = w[((o * cig + c) * kh + ky) * kw + kx];
                                 acc += xv as f64 * wv as f64;
                             }

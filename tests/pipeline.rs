@@ -17,15 +17,31 @@ const SPEECH: &[u8] = include_bytes!("../engine/assets/speech.wav");
 
 fn setup() -> (CpuBackend, Components<CpuBackend>, RgbImage, Speech) {
     let be = CpuBackend::new();
-    let comps = WeightsSource::Preset { preset: Preset::Tiny, seed: 0 }.load(&be).unwrap();
+    let comps = WeightsSource::Preset {
+        preset: Preset::Tiny,
+        seed: 0,
+    }
+    .load(&be)
+    .unwrap();
     let img = decode_image(IMAGE, "reference.png").unwrap();
     let speech = load_wav_bytes(SPEECH, "speech.wav").unwrap();
     (be, comps, img, speech)
 }
 
-fn prepare(be: &CpuBackend, comps: &Components<CpuBackend>, img: &RgbImage, speech: &Speech, steps: usize) -> Prepared<CpuBackend> {
-    let req = Request { steps: Some(steps), ..Default::default() };
-    comps.prepare(be, img, speech, &PoseFile::default(), &req, &mut |_| {}).unwrap()
+fn prepare(
+    be: &CpuBackend,
+    comps: &Components<CpuBackend>,
+    img: &RgbImage,
+    speech: &Speech,
+    steps: usize,
+) -> Prepared<CpuBackend> {
+    let req = Request {
+        steps: Some(steps),
+        ..Default::default()
+    };
+    comps
+        .prepare(be, img, speech, &PoseFile::default(), &req, &mut |_| {})
+        .unwrap()
 }
 
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
@@ -38,12 +54,37 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 fn second_clip_depends_on_the_first_through_the_motion_frames() {
     let (be, comps, img, speech) = setup();
     let p = prepare(&be, &comps, &img, &speech, 2);
-    assert!(p.num_frames > p.geometry.frames, "the bundled speech must span two clips");
+    assert!(
+        p.num_frames > p.geometry.frames,
+        "the bundled speech must span two clips"
+    );
     let sched = comps.scheduler(2).unwrap();
     let m0 = comps.initial_motion(&be, &p).unwrap();
     // Clip 0 from two different noises gives two different motion contexts...
-    let z_a = comps.run_clip(&be, &p, &sched, &m0, comps.clip_noise(&be, &p, 1, 0).unwrap(), 0, None, &mut |_| {}).unwrap();
-    let z_b = comps.run_clip(&be, &p, &sched, &m0, comps.clip_noise(&be, &p, 2, 0).unwrap(), 0, None, &mut |_| {}).unwrap();
+    let z_a = comps
+        .run_clip(
+            &be,
+            &p,
+            &sched,
+            &m0,
+            comps.clip_noise(&be, &p, 1, 0).unwrap(),
+            0,
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
+    let z_b = comps
+        .run_clip(
+            &be,
+            &p,
+            &sched,
+            &m0,
+            comps.clip_noise(&be, &p, 2, 0).unwrap(),
+            0,
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
     let m_a = comps.next_motion(&be, &p, &m0, &z_a).unwrap();
     let m_b = comps.next_motion(&be, &p, &m0, &z_b).unwrap();
     // ...which are the last M clean latents of clip 0.
@@ -55,17 +96,34 @@ fn second_clip_depends_on_the_first_through_the_motion_frames() {
         for m in 0..g.motion {
             let src = &za[(c * g.frames + g.frames - g.motion + m) * per..][..per];
             let dst = &ma[(c * g.motion + m) * per..][..per];
-            assert_eq!(src, dst, "motion frame {m} channel {c} is not clip 0's latent");
+            assert_eq!(
+                src, dst,
+                "motion frame {m} channel {c} is not clip 0's latent"
+            );
         }
     }
     // Clip 1 with the SAME noise differs only because its motion frames differ.
     let noise1 = comps.clip_noise(&be, &p, 3, 1).unwrap();
-    let y_a = comps.run_clip(&be, &p, &sched, &m_a, noise1.clone(), 1, None, &mut |_| {}).unwrap();
-    let y_a2 = comps.run_clip(&be, &p, &sched, &m_a, noise1.clone(), 1, None, &mut |_| {}).unwrap();
-    let y_b = comps.run_clip(&be, &p, &sched, &m_b, noise1, 1, None, &mut |_| {}).unwrap();
-    let (ya, ya2, yb) = (be.to_f32(&y_a).unwrap(), be.to_f32(&y_a2).unwrap(), be.to_f32(&y_b).unwrap());
+    let y_a = comps
+        .run_clip(&be, &p, &sched, &m_a, noise1.clone(), 1, None, &mut |_| {})
+        .unwrap();
+    let y_a2 = comps
+        .run_clip(&be, &p, &sched, &m_a, noise1.clone(), 1, None, &mut |_| {})
+        .unwrap();
+    let y_b = comps
+        .run_clip(&be, &p, &sched, &m_b, noise1, 1, None, &mut |_| {})
+        .unwrap();
+    let (ya, ya2, yb) = (
+        be.to_f32(&y_a).unwrap(),
+        be.to_f32(&y_a2).unwrap(),
+        be.to_f32(&y_b).unwrap(),
+    );
     assert_eq!(ya, ya2);
-    assert!(rel_l2(&yb, &ya) > 1e-3, "clip 1 ignores clip 0 (rel change {})", rel_l2(&yb, &ya));
+    assert!(
+        rel_l2(&yb, &ya) > 1e-3,
+        "clip 1 ignores clip 0 (rel change {})",
+        rel_l2(&yb, &ya)
+    );
 }
 
 /// Run the denoiser once on a fixed input with the given hooks; returns (cond rows, uncond rows).
@@ -80,7 +138,10 @@ fn denoise_rows(
     let noise = comps.clip_noise(be, p, 5, 0).unwrap();
     let x = be.concat(&[&motion, &noise], 2).unwrap();
     let x2 = be.concat(&[&x, &x], 0).unwrap();
-    let out = comps.denoising_unet.forward(be, &x2, &[500.0, 500.0], context, hooks).unwrap();
+    let out = comps
+        .denoising_unet
+        .forward(be, &x2, &[500.0, 500.0], context, hooks)
+        .unwrap();
     let cond = be.to_f32(&be.narrow(&out, 0, 0, 1).unwrap()).unwrap();
     let uncond = be.to_f32(&be.narrow(&out, 0, 1, 1).unwrap()).unwrap();
     (cond, uncond)
@@ -91,12 +152,23 @@ fn unconditional_branch_drops_audio_reference_and_identity() {
     let (be, comps, img, speech) = setup();
     let p = prepare(&be, &comps, &img, &speech, 1);
     // A second preparation from another reference and other speech.
-    let other_img = RgbImage::from_fn(96, 160, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 77]));
+    let other_img = RgbImage::from_fn(96, 160, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, 77])
+    });
     let mut other_speech = speech.clone();
-    other_speech.samples.iter_mut().enumerate().for_each(|(i, s)| *s = ((i as f32) * 0.05).sin() * 0.3);
+    other_speech
+        .samples
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, s)| *s = ((i as f32) * 0.05).sin() * 0.3);
     let q = prepare(&be, &comps, &other_img, &other_speech, 1);
     let slots = p.geometry.motion + p.geometry.frames;
-    fn hooks<'a>(comps: &'a Components<CpuBackend>, p: &'a Prepared<CpuBackend>, pp: &'a Prepared<CpuBackend>, rows: std::ops::Range<usize>) -> DenoiseHooks<'a, CpuBackend> {
+    fn hooks<'a>(
+        comps: &'a Components<CpuBackend>,
+        p: &'a Prepared<CpuBackend>,
+        pp: &'a Prepared<CpuBackend>,
+        rows: std::ops::Range<usize>,
+    ) -> DenoiseHooks<'a, CpuBackend> {
         DenoiseHooks {
             comps,
             p_move: &p.p_move,
@@ -109,9 +181,24 @@ fn unconditional_branch_drops_audio_reference_and_identity() {
     }
     let ctx_p = comps.clip_context(&be, &p, 0).unwrap();
     let ctx_q = comps.clip_context(&be, &q, 0).unwrap();
-    let (c1, u1) = denoise_rows(&be, &comps, &p, &ctx_p, &mut hooks(&comps, &p, &p, 0..slots));
-    let (c2, u2) = denoise_rows(&be, &comps, &p, &ctx_q, &mut hooks(&comps, &p, &q, 0..slots));
-    assert_eq!(u1, u2, "the uncond half must not see audio tokens, reference K/V or identity tokens");
+    let (c1, u1) = denoise_rows(
+        &be,
+        &comps,
+        &p,
+        &ctx_p,
+        &mut hooks(&comps, &p, &p, 0..slots),
+    );
+    let (c2, u2) = denoise_rows(
+        &be,
+        &comps,
+        &p,
+        &ctx_q,
+        &mut hooks(&comps, &p, &q, 0..slots),
+    );
+    assert_eq!(
+        u1, u2,
+        "the uncond half must not see audio tokens, reference K/V or identity tokens"
+    );
     assert!(rel_l2(&c2, &c1) > 1e-4, "the cond half must see them");
     // The uncond context rows really are zeros.
     let ctx = be.to_f32(&ctx_p).unwrap();
@@ -124,10 +211,19 @@ struct NoRca<'a> {
     p: &'a Prepared<CpuBackend>,
 }
 impl UNetHooks<CpuBackend> for NoRca<'_> {
-    fn after_conv_in(&mut self, be: &CpuBackend, h: <CpuBackend as Backend>::Tensor, _n: usize) -> anyhow::Result<<CpuBackend as Backend>::Tensor> {
+    fn after_conv_in(
+        &mut self,
+        be: &CpuBackend,
+        h: <CpuBackend as Backend>::Tensor,
+        _n: usize,
+    ) -> anyhow::Result<<CpuBackend as Backend>::Tensor> {
         be.add(&h, &self.p.p_move)
     }
-    fn after_time_embedding(&mut self, be: &CpuBackend, e: <CpuBackend as Backend>::Tensor) -> anyhow::Result<<CpuBackend as Backend>::Tensor> {
+    fn after_time_embedding(
+        &mut self,
+        be: &CpuBackend,
+        e: <CpuBackend as Backend>::Tensor,
+    ) -> anyhow::Result<<CpuBackend as Backend>::Tensor> {
         be.add(&e, &self.p.clarity_emb)
     }
 }
@@ -139,7 +235,10 @@ fn freshly_initialised_rca_leaves_the_unet_output_unchanged() {
     let ctx = comps.clip_context(&be, &p, 0).unwrap();
     let slots = p.geometry.motion + p.geometry.frames;
     let (base_c, base_u) = denoise_rows(&be, &comps, &p, &ctx, &mut NoRca { p: &p });
-    let fresh = Components { modules: comps.modules.clone().with_fresh_rca(&be).unwrap(), ..comps };
+    let fresh = Components {
+        modules: comps.modules.clone().with_fresh_rca(&be).unwrap(),
+        ..comps
+    };
     let mut hooks = DenoiseHooks {
         comps: &fresh,
         p_move: &p.p_move,
@@ -150,7 +249,10 @@ fn freshly_initialised_rca_leaves_the_unet_output_unchanged() {
         reference: true,
     };
     let (c, u) = denoise_rows(&be, &fresh, &p, &ctx, &mut hooks);
-    assert_eq!(c, base_c, "zero to_out must leave the cond output unchanged");
+    assert_eq!(
+        c, base_c,
+        "zero to_out must leave the cond output unchanged"
+    );
     assert_eq!(u, base_u);
 }
 
@@ -171,7 +273,10 @@ fn rca_with_synthetic_weights_changes_the_output() {
         reference: true,
     };
     let (c, _) = denoise_rows(&be, &comps, &p, &ctx, &mut hooks);
-    assert!(rel_l2(&c, &base_c) > 1e-4, "RCA with non-zero to_out must change the output");
+    assert!(
+        rel_l2(&c, &base_c) > 1e-4,
+        "RCA with non-zero to_out must change the output"
+    );
 }
 
 #[test]
@@ -181,8 +286,15 @@ fn generation_is_deterministic_by_seed() {
     short.samples.truncate(8000);
     short.seconds = 0.5;
     let run = |seed| {
-        let req = Request { seed, steps: Some(1), trace: true, ..Default::default() };
-        comps.generate(&be, &img, &short, &PoseFile::default(), &req, &mut |_| {}).unwrap()
+        let req = Request {
+            seed,
+            steps: Some(1),
+            trace: true,
+            ..Default::default()
+        };
+        comps
+            .generate(&be, &img, &short, &PoseFile::default(), &req, &mut |_| {})
+            .unwrap()
     };
     let (a, b, c) = (run(1), run(1), run(2));
     assert_eq!(a.frames.len(), 6);

@@ -11,4 +11,4 @@ tools/setup.sh
 tools/kernels/setup_toolchain.sh
 python3 tools/kernels/build_ptx.py --check
 cargo test --workspace --all-targets --no-fail-fast "$@"
-CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test --test kernels --test cuda_kernels_compute "$@"
+CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test --workspace --test kernels --test cuda_kernels_compute "$@"

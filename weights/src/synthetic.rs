@@ -73,7 +73,9 @@ pub fn init_tensor(seed: u64, name: &str, shape: &[usize]) -> Vec<f32> {
     fill_normal(seed, name_hash(name), &mut v);
     let leaf = name.rsplit('.').next().unwrap_or(name);
     let parent = name.rsplit('.').nth(1).unwrap_or("");
-    let is_norm = ["norm", "bn", "layer_norm", "ln"].iter().any(|k| parent.contains(k))
+    let is_norm = ["norm", "bn", "layer_norm", "ln"]
+        .iter()
+        .any(|k| parent.contains(k))
         || parent.starts_with("downsample") && shape.len() == 1;
     let (scale, offset, abs) = match leaf {
         "running_mean" => (0.05, 0.0, false),
@@ -106,7 +108,10 @@ mod tests {
         fill_normal(7, 3, &mut a);
         let mean = a.iter().map(|&x| x as f64).sum::<f64>() / a.len() as f64;
         let var = a.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
-        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.02, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.02 && (var - 1.0).abs() < 0.02,
+            "{mean} {var}"
+        );
         let mut b = vec![0f32; 100_000];
         fill_normal(7, 3, &mut b);
         assert_eq!(a, b);
@@ -121,6 +126,8 @@ mod tests {
         assert!((rms - (1.0 / 144f32).sqrt()).abs() < 0.03, "{rms}");
         let g = init_tensor(1, "mid.norm1.weight", &[64]);
         assert!(g.iter().all(|&x| (x - 1.0).abs() < 0.6));
-        assert!(init_tensor(1, "rca.face.1.to_out.weight", &[4, 4]).iter().any(|&x| x != 0.0));
+        assert!(init_tensor(1, "rca.face.1.to_out.weight", &[4, 4])
+            .iter()
+            .any(|&x| x != 0.0));
     }
 }

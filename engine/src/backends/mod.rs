@@ -66,14 +66,23 @@ pub struct Conv2dParams {
 
 impl Default for Conv2dParams {
     fn default() -> Self {
-        Conv2dParams { stride: (1, 1), padding: (0, 0), dilation: (1, 1), groups: 1 }
+        Conv2dParams {
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        }
     }
 }
 
 impl Conv2dParams {
     /// Square kernel helper: stride `s`, padding `p`.
     pub fn new(stride: usize, padding: usize) -> Self {
-        Conv2dParams { stride: (stride, stride), padding: (padding, padding), ..Default::default() }
+        Conv2dParams {
+            stride: (stride, stride),
+            padding: (padding, padding),
+            ..Default::default()
+        }
     }
 }
 
@@ -170,7 +179,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Concatenate along `dim` (all other dims equal).
     fn concat(&self, ts: &[&Self::Tensor], dim: usize) -> Result<Self::Tensor>;
     /// The slice `start..start+len` of dimension `dim`.
-    fn narrow(&self, t: &Self::Tensor, dim: usize, start: usize, len: usize) -> Result<Self::Tensor>;
+    fn narrow(
+        &self,
+        t: &Self::Tensor,
+        dim: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<Self::Tensor>;
     /// Gather rows of `dim` by index (used for clamped windows and repeats).
     fn index_select(&self, t: &Self::Tensor, dim: usize, idx: &[usize]) -> Result<Self::Tensor>;
 
@@ -204,7 +219,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
 
     // ---- linear algebra ----------------------------------------------------------
     /// x (.., K) · wᵀ with w (N, K), plus optional bias (N,).
-    fn linear(&self, x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>) -> Result<Self::Tensor>;
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+    ) -> Result<Self::Tensor>;
     /// Batched matmul a (.., M, K) · b (.., K, N); batch dims must be equal.
     fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     /// Conv2d: x (N, C, H, W), w (O, C/groups, kh, kw), bias (O,).
@@ -227,14 +247,32 @@ pub trait Backend: Clone + Send + Sync + 'static {
 
     // ---- resampling ----------------------------------------------------------------
     /// Nearest-neighbour resize of (N, C, H, W) to (N, C, out_h, out_w) (PyTorch `nearest`).
-    fn upsample_nearest2d(&self, x: &Self::Tensor, out_h: usize, out_w: usize) -> Result<Self::Tensor>;
+    fn upsample_nearest2d(
+        &self,
+        x: &Self::Tensor,
+        out_h: usize,
+        out_w: usize,
+    ) -> Result<Self::Tensor>;
     /// Zero padding of the last two dims: (left, right, top, bottom).
-    fn pad2d(&self, x: &Self::Tensor, left: usize, right: usize, top: usize, bottom: usize) -> Result<Self::Tensor>;
+    fn pad2d(
+        &self,
+        x: &Self::Tensor,
+        left: usize,
+        right: usize,
+        top: usize,
+        bottom: usize,
+    ) -> Result<Self::Tensor>;
     /// Mean over dim, keeping it with size 1.
     fn mean_dim(&self, t: &Self::Tensor, dim: usize) -> Result<Self::Tensor>;
     /// Max pooling of (N, C, H, W), square `kernel`, `stride`, `padding` (PyTorch
     /// `max_pool2d`: floor mode, padded positions −∞) → (N, C, Ho, Wo). ResNet stems.
-    fn max_pool2d(&self, x: &Self::Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Self::Tensor>;
+    fn max_pool2d(
+        &self,
+        x: &Self::Tensor,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self::Tensor>;
 
     // ---- fused primitives ------------------------------------------------------------
     // One kernel launch each on CUDA. The defaults compose the primitives above (the CPU

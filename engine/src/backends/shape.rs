@@ -16,7 +16,9 @@ pub struct ShapeTensor {
 
 impl ShapeTensor {
     pub fn new(shape: &[usize]) -> Self {
-        ShapeTensor { shape: shape.to_vec() }
+        ShapeTensor {
+            shape: shape.to_vec(),
+        }
     }
 }
 
@@ -39,8 +41,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -59,7 +69,11 @@ impl Backend for ShapeBackend {
     }
 
     fn from_f32(&self, shape: &[usize], data: &[f32]) -> Result<ShapeTensor> {
-        ensure!(shape.iter().product::<usize>() == data.len(), "from_f32: {} values for shape {shape:?}", data.len());
+        ensure!(
+            shape.iter().product::<usize>() == data.len(),
+            "from_f32: {} values for shape {shape:?}",
+            data.len()
+        );
         t(shape.to_vec())
     }
 
@@ -72,7 +86,11 @@ impl Backend for ShapeBackend {
     }
 
     fn reshape(&self, x: &ShapeTensor, shape: &[usize]) -> Result<ShapeTensor> {
-        ensure!(x.elem_count() == shape.iter().product::<usize>(), "reshape {:?} → {shape:?}", x.shape);
+        ensure!(
+            x.elem_count() == shape.iter().product::<usize>(),
+            "reshape {:?} → {shape:?}",
+            x.shape
+        );
         t(shape.to_vec())
     }
 
@@ -80,7 +98,10 @@ impl Backend for ShapeBackend {
         ensure!(dims.len() == x.rank(), "permute {:?} by {dims:?}", x.shape);
         let mut seen = vec![false; dims.len()];
         for &d in dims {
-            ensure!(d < dims.len() && !seen[d], "permute: {dims:?} is not a permutation");
+            ensure!(
+                d < dims.len() && !seen[d],
+                "permute: {dims:?} is not a permutation"
+            );
             seen[d] = true;
         }
         t(dims.iter().map(|&d| x.shape[d]).collect())
@@ -93,7 +114,12 @@ impl Backend for ShapeBackend {
         for x in &ts[1..] {
             ensure!(x.rank() == s.len(), "concat {:?} with {:?}", s, x.shape);
             for i in 0..s.len() {
-                ensure!(i == dim || x.shape[i] == s[i], "concat {:?} with {:?} on dim {dim}", ts[0].shape, x.shape);
+                ensure!(
+                    i == dim || x.shape[i] == s[i],
+                    "concat {:?} with {:?} on dim {dim}",
+                    ts[0].shape,
+                    x.shape
+                );
             }
             s[dim] += x.shape[dim];
         }
@@ -101,14 +127,22 @@ impl Backend for ShapeBackend {
     }
 
     fn narrow(&self, x: &ShapeTensor, dim: usize, start: usize, len: usize) -> Result<ShapeTensor> {
-        ensure!(dim < x.rank() && start + len <= x.shape[dim], "narrow {:?} dim {dim} {start}+{len}", x.shape);
+        ensure!(
+            dim < x.rank() && start + len <= x.shape[dim],
+            "narrow {:?} dim {dim} {start}+{len}",
+            x.shape
+        );
         let mut s = x.shape.clone();
         s[dim] = len;
         t(s)
     }
 
     fn index_select(&self, x: &ShapeTensor, dim: usize, idx: &[usize]) -> Result<ShapeTensor> {
-        ensure!(dim < x.rank() && idx.iter().all(|&i| i < x.shape[dim]), "index_select {:?} dim {dim}", x.shape);
+        ensure!(
+            dim < x.rank() && idx.iter().all(|&i| i < x.shape[dim]),
+            "index_select {:?} dim {dim}",
+            x.shape
+        );
         let mut s = x.shape.clone();
         s[dim] = idx.len();
         t(s)
@@ -138,16 +172,36 @@ impl Backend for ShapeBackend {
         _b: Option<&ShapeTensor>,
         _eps: f32,
     ) -> Result<ShapeTensor> {
-        ensure!(x.rank() >= 2 && groups > 0 && x.shape[1] % groups == 0, "group_norm {:?} groups {groups}", x.shape);
+        ensure!(
+            x.rank() >= 2 && groups > 0 && x.shape[1] % groups == 0,
+            "group_norm {:?} groups {groups}",
+            x.shape
+        );
         Ok(x.clone())
     }
 
-    fn layer_norm(&self, x: &ShapeTensor, _g: Option<&ShapeTensor>, _b: Option<&ShapeTensor>, _eps: f32) -> Result<ShapeTensor> {
+    fn layer_norm(
+        &self,
+        x: &ShapeTensor,
+        _g: Option<&ShapeTensor>,
+        _b: Option<&ShapeTensor>,
+        _eps: f32,
+    ) -> Result<ShapeTensor> {
         Ok(x.clone())
     }
 
-    fn linear(&self, x: &ShapeTensor, w: &ShapeTensor, _bias: Option<&ShapeTensor>) -> Result<ShapeTensor> {
-        ensure!(w.rank() == 2 && x.shape.last() == Some(&w.shape[1]), "linear {:?} · {:?}ᵀ", x.shape, w.shape);
+    fn linear(
+        &self,
+        x: &ShapeTensor,
+        w: &ShapeTensor,
+        _bias: Option<&ShapeTensor>,
+    ) -> Result<ShapeTensor> {
+        ensure!(
+            w.rank() == 2 && x.shape.last() == Some(&w.shape[1]),
+            "linear {:?} · {:?}ᵀ",
+            x.shape,
+            w.shape
+        );
         let mut s = x.shape.clone();
         *s.last_mut().unwrap() = w.shape[0];
         t(s)
@@ -155,37 +209,99 @@ impl Backend for ShapeBackend {
 
     fn matmul(&self, a: &ShapeTensor, b: &ShapeTensor) -> Result<ShapeTensor> {
         let (ra, rb) = (a.rank(), b.rank());
-        ensure!(ra >= 2 && ra == rb && a.shape[..ra - 2] == b.shape[..rb - 2] && a.shape[ra - 1] == b.shape[rb - 2],
-            "matmul {:?} · {:?}", a.shape, b.shape);
+        ensure!(
+            ra >= 2
+                && ra == rb
+                && a.shape[..ra - 2] == b.shape[..rb - 2]
+                && a.shape[ra - 1] == b.shape[rb - 2],
+            "matmul {:?} · {:?}",
+            a.shape,
+            b.shape
+        );
         let mut s = a.shape.clone();
         s[ra - 1] = b.shape[rb - 1];
         t(s)
     }
 
-    fn conv2d(&self, x: &ShapeTensor, w: &ShapeTensor, _bias: Option<&ShapeTensor>, p: Conv2dParams) -> Result<ShapeTensor> {
-        ensure!(x.rank() == 4 && w.rank() == 4 && x.shape[1] == w.shape[1] * p.groups, "conv2d {:?} * {:?} groups {}", x.shape, w.shape, p.groups);
+    fn conv2d(
+        &self,
+        x: &ShapeTensor,
+        w: &ShapeTensor,
+        _bias: Option<&ShapeTensor>,
+        p: Conv2dParams,
+    ) -> Result<ShapeTensor> {
+        ensure!(
+            x.rank() == 4 && w.rank() == 4 && x.shape[1] == w.shape[1] * p.groups,
+            "conv2d {:?} * {:?} groups {}",
+            x.shape,
+            w.shape,
+            p.groups
+        );
         let out = |i: usize, k: usize, s: usize, pd: usize, d: usize| -> Result<usize> {
             let eff = d * (k - 1) + 1;
-            ensure!(i + 2 * pd >= eff, "conv2d: input {i} too small for kernel {k}");
+            ensure!(
+                i + 2 * pd >= eff,
+                "conv2d: input {i} too small for kernel {k}"
+            );
             Ok((i + 2 * pd - eff) / s + 1)
         };
-        let h = out(x.shape[2], w.shape[2], p.stride.0, p.padding.0, p.dilation.0)?;
-        let wd = out(x.shape[3], w.shape[3], p.stride.1, p.padding.1, p.dilation.1)?;
+        let h = out(
+            x.shape[2],
+            w.shape[2],
+            p.stride.0,
+            p.padding.0,
+            p.dilation.0,
+        )?;
+        let wd = out(
+            x.shape[3],
+            w.shape[3],
+            p.stride.1,
+            p.padding.1,
+            p.dilation.1,
+        )?;
         t(vec![x.shape[0], w.shape[0], h, wd])
     }
 
-    fn attention(&self, q: &ShapeTensor, k: &ShapeTensor, v: &ShapeTensor, _scale: f32) -> Result<ShapeTensor> {
-        ensure!(q.rank() == 4 && k.rank() == 4 && v.rank() == 4 && q.shape[..2] == k.shape[..2] && k.shape[..3] == v.shape[..3] && q.shape[3] == k.shape[3],
-            "attention q {:?} k {:?} v {:?}", q.shape, k.shape, v.shape);
+    fn attention(
+        &self,
+        q: &ShapeTensor,
+        k: &ShapeTensor,
+        v: &ShapeTensor,
+        _scale: f32,
+    ) -> Result<ShapeTensor> {
+        ensure!(
+            q.rank() == 4
+                && k.rank() == 4
+                && v.rank() == 4
+                && q.shape[..2] == k.shape[..2]
+                && k.shape[..3] == v.shape[..3]
+                && q.shape[3] == k.shape[3],
+            "attention q {:?} k {:?} v {:?}",
+            q.shape,
+            k.shape,
+            v.shape
+        );
         t(vec![q.shape[0], q.shape[1], q.shape[2], v.shape[3]])
     }
 
-    fn upsample_nearest2d(&self, x: &ShapeTensor, out_h: usize, out_w: usize) -> Result<ShapeTensor> {
+    fn upsample_nearest2d(
+        &self,
+        x: &ShapeTensor,
+        out_h: usize,
+        out_w: usize,
+    ) -> Result<ShapeTensor> {
         ensure!(x.rank() == 4, "upsample {:?}", x.shape);
         t(vec![x.shape[0], x.shape[1], out_h, out_w])
     }
 
-    fn pad2d(&self, x: &ShapeTensor, l: usize, r: usize, top: usize, bottom: usize) -> Result<ShapeTensor> {
+    fn pad2d(
+        &self,
+        x: &ShapeTensor,
+        l: usize,
+        r: usize,
+        top: usize,
+        bottom: usize,
+    ) -> Result<ShapeTensor> {
         ensure!(x.rank() >= 2, "pad2d {:?}", x.shape);
         let mut s = x.shape.clone();
         let n = s.len();
@@ -201,8 +317,21 @@ impl Backend for ShapeBackend {
         t(s)
     }
 
-    fn max_pool2d(&self, x: &ShapeTensor, kernel: usize, stride: usize, padding: usize) -> Result<ShapeTensor> {
-        ensure!(x.rank() == 4 && stride > 0 && x.shape[2] + 2 * padding >= kernel && x.shape[3] + 2 * padding >= kernel, "max_pool2d {:?} k {kernel}", x.shape);
+    fn max_pool2d(
+        &self,
+        x: &ShapeTensor,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<ShapeTensor> {
+        ensure!(
+            x.rank() == 4
+                && stride > 0
+                && x.shape[2] + 2 * padding >= kernel
+                && x.shape[3] + 2 * padding >= kernel,
+            "max_pool2d {:?} k {kernel}",
+            x.shape
+        );
         let o = |i: usize| (i + 2 * padding - kernel) / stride + 1;
         t(vec![x.shape[0], x.shape[1], o(x.shape[2]), o(x.shape[3])])
     }

@@ -12,10 +12,7 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 /// Merges adjacent dims of an output shape whose strides (one list per operand)
 /// are mutually contiguous, so strided loops run over as few, long dims as
 /// possible. Size-1 dims are dropped. Returns (sizes, strides per operand).
-pub fn collapse_dims(
-    shape: &[usize],
-    strides: &[Vec<usize>],
-) -> (Vec<usize>, Vec<Vec<usize>>) {
+pub fn collapse_dims(shape: &[usize], strides: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
     let mut sizes: Vec<usize> = Vec::new();
     let mut out: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
     for d in (0..shape.len()).rev() {

@@ -94,8 +94,12 @@ pub fn rel_l2(got: &[f32], exp: &[f32]) -> f64 {
 /// Read `case.safetensors` of a fixture directory.
 pub fn load_case(dir: &Path) -> Result<Case> {
     let path = dir.join("case.safetensors");
-    let bytes = std::fs::read(&path)
-        .with_context(|| format!("cannot read {}: a fixture directory holds model/ and case.safetensors", path.display()))?;
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read {}: a fixture directory holds model/ and case.safetensors",
+            path.display()
+        )
+    })?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
@@ -106,20 +110,33 @@ pub fn load_case(dir: &Path) -> Result<Case> {
         .with_context(|| format!("{}: __metadata__ has no `component` key", path.display()))?
         .clone();
     let args: serde_json::Value = match md.get("args") {
-        Some(s) if !s.trim().is_empty() => serde_json::from_str(s)
-            .with_context(|| format!("{}: __metadata__ `args` is not valid JSON: {s}", path.display()))?,
+        Some(s) if !s.trim().is_empty() => serde_json::from_str(s).with_context(|| {
+            format!(
+                "{}: __metadata__ `args` is not valid JSON: {s}",
+                path.display()
+            )
+        })?,
         _ => serde_json::json!({}),
     };
     let tolerance: f64 = md
         .get("tolerance")
         .with_context(|| format!("{}: __metadata__ has no `tolerance` key", path.display()))?
         .parse()
-        .with_context(|| format!("{}: __metadata__ `tolerance` is not a number", path.display()))?;
+        .with_context(|| {
+            format!(
+                "{}: __metadata__ `tolerance` is not a number",
+                path.display()
+            )
+        })?;
     let mut inputs = BTreeMap::new();
     let mut expected = BTreeMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            bail!("{}: tensor `{name}` is {:?}; fixtures hold f32 tensors only", path.display(), view.dtype());
+            bail!(
+                "{}: tensor `{name}` is {:?}; fixtures hold f32 tensors only",
+                path.display(),
+                view.dtype()
+            );
         }
         let data: Vec<f32> = view
             .data()
@@ -132,13 +149,22 @@ pub fn load_case(dir: &Path) -> Result<Case> {
         } else if let Some(n) = name.strip_prefix("expected.") {
             expected.insert(n.to_string(), t);
         } else {
-            bail!("{}: tensor `{name}` is neither `input.*` nor `expected.*`", path.display());
+            bail!(
+                "{}: tensor `{name}` is neither `input.*` nor `expected.*`",
+                path.display()
+            );
         }
     }
     if expected.is_empty() {
         bail!("{}: no `expected.*` tensors", path.display());
     }
-    Ok(Case { component, args, tolerance, inputs, expected })
+    Ok(Case {
+        component,
+        args,
+        tolerance,
+        inputs,
+        expected,
+    })
 }
 
 /// Run the component a case names on its `model/` directory.
@@ -180,5 +206,10 @@ pub fn check_fixture(dir: &Path) -> Result<FixtureResult> {
         }
         worst = worst.max(rel_l2(&got.data, &exp.data));
     }
-    Ok(FixtureResult { dir: dir.to_path_buf(), component: case.component, rel_l2: worst, tolerance: case.tolerance })
+    Ok(FixtureResult {
+        dir: dir.to_path_buf(),
+        component: case.component,
+        rel_l2: worst,
+        tolerance: case.tolerance,
+    })
 }

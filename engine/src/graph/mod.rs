@@ -87,26 +87,53 @@ impl TensorInfo {
 pub enum Op {
     Reshape,
     Permute,
-    Concat { dim: usize },
-    Narrow { dim: usize },
-    IndexSelect { dim: usize },
+    Concat {
+        dim: usize,
+    },
+    Narrow {
+        dim: usize,
+    },
+    IndexSelect {
+        dim: usize,
+    },
     Unary(Unary),
     Binary(Binary),
     Affine,
     Softmax,
     /// `act`: a fused activation (`group_norm_act`).
-    GroupNorm { groups: usize, affine: bool, act: Option<Unary> },
-    LayerNorm { affine: bool },
+    GroupNorm {
+        groups: usize,
+        affine: bool,
+        act: Option<Unary>,
+    },
+    LayerNorm {
+        affine: bool,
+    },
     /// `residual`, `geglu`, `scaled`: the fused epilogue of `linear_ext`.
-    Linear { bias: bool, residual: bool, geglu: bool, scaled: bool },
+    Linear {
+        bias: bool,
+        residual: bool,
+        geglu: bool,
+        scaled: bool,
+    },
     Matmul,
     /// `temb`, `residual`, `scaled`: the fused epilogue of `conv2d_ext`.
-    Conv2d { params: Conv2dParams, bias: bool, temb: bool, residual: bool, scaled: bool },
+    Conv2d {
+        params: Conv2dParams,
+        bias: bool,
+        temb: bool,
+        residual: bool,
+        scaled: bool,
+    },
     Attention,
     UpsampleNearest2d,
     Pad2d,
-    MeanDim { dim: usize },
-    MaxPool2d { kernel: usize },
+    MeanDim {
+        dim: usize,
+    },
+    MaxPool2d {
+        kernel: usize,
+    },
 }
 
 /// Op classes of the cost tables.
@@ -208,13 +235,27 @@ impl Op {
         let n = |s: &[usize]| s.iter().map(|&d| d as u64).product::<u64>();
         let out_n = n(out);
         match *self {
-            Op::Conv2d { bias, temb, residual, scaled, .. } => {
+            Op::Conv2d {
+                bias,
+                temb,
+                residual,
+                scaled,
+                ..
+            } => {
                 let w = inputs[1];
                 let (cin_g, kh, kw) = (w[1] as u64, w[2] as u64, w[3] as u64);
-                let epilogue = [bias, temb, residual, scaled].iter().filter(|&&b| b).count() as u64;
+                let epilogue = [bias, temb, residual, scaled]
+                    .iter()
+                    .filter(|&&b| b)
+                    .count() as u64;
                 2 * out_n * cin_g * kh * kw + epilogue * out_n
             }
-            Op::Linear { bias, residual, geglu, scaled } => {
+            Op::Linear {
+                bias,
+                residual,
+                geglu,
+                scaled,
+            } => {
                 let k = *inputs[0].last().unwrap_or(&1) as u64;
                 // GEMM over all w rows (2N with GEGLU), bias on each; then gelu + multiply
                 let cols = *out.last().unwrap_or(&1) as u64;

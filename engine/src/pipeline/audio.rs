@@ -48,7 +48,9 @@ pub fn normalize(x: &[f32]) -> Vec<f32> {
     let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
     let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
     let inv = 1.0 / (var + 1e-7).sqrt();
-    x.iter().map(|&v| ((v as f64 - mean) * inv) as f32).collect()
+    x.iter()
+        .map(|&v| ((v as f64 - mean) * inv) as f32)
+        .collect()
 }
 
 /// Read a WAV file and convert it to 16 kHz mono.
@@ -117,9 +119,18 @@ fn decode<R: std::io::Read>(mut reader: hound::WavReader<R>, name: &str) -> Resu
         .map(|f| f.iter().sum::<f32>() / ch as f32)
         .collect();
     let seconds = frames as f64 / spec.sample_rate as f64;
-    let samples = resample(&mono, spec.sample_rate, TARGET_RATE)
-        .with_context(|| format!("resampling {name} from {} Hz to {TARGET_RATE} Hz", spec.sample_rate))?;
-    Ok(Speech { samples, seconds, source_rate: spec.sample_rate, source_channels: spec.channels })
+    let samples = resample(&mono, spec.sample_rate, TARGET_RATE).with_context(|| {
+        format!(
+            "resampling {name} from {} Hz to {TARGET_RATE} Hz",
+            spec.sample_rate
+        )
+    })?;
+    Ok(Speech {
+        samples,
+        seconds,
+        source_rate: spec.sample_rate,
+        source_channels: spec.channels,
+    })
 }
 
 /// Resample mono audio with rubato's FFT resampler, compensating its delay so the
@@ -165,7 +176,9 @@ mod tests {
         let secs = 0.5;
         let n = (from as f64 * secs) as usize;
         let f = 440.0f64;
-        let x: Vec<f32> = (0..n).map(|i| (2.0 * std::f64::consts::PI * f * i as f64 / from as f64).sin() as f32).collect();
+        let x: Vec<f32> = (0..n)
+            .map(|i| (2.0 * std::f64::consts::PI * f * i as f64 / from as f64).sin() as f32)
+            .collect();
         let y = resample(&x, from, TARGET_RATE).unwrap();
         assert_eq!(y.len(), (n as f64 * 16_000.0 / 44_100.0).round() as usize);
         // Compare against the ideal tone away from the edges.
@@ -181,7 +194,9 @@ mod tests {
 
     #[test]
     fn normalize_gives_zero_mean_unit_variance() {
-        let x: Vec<f32> = (0..1000).map(|i| ((i * 37 % 101) as f32) / 50.0 - 0.3).collect();
+        let x: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37 % 101) as f32) / 50.0 - 0.3)
+            .collect();
         let y = normalize(&x);
         let mean = y.iter().map(|&v| v as f64).sum::<f64>() / y.len() as f64;
         let var = y.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / y.len() as f64;

@@ -19,9 +19,9 @@ use crate::pipeline::presets::{Preset, COMPONENTS};
 use crate::sampler::ddim::DdimConfig;
 use crate::var_builder::VarBuilder;
 use anyhow::{Context, Result};
-use rayon::prelude::*;
 use cyberhost_weights::synthetic::init_tensor;
 use cyberhost_weights::{write_safetensors, DType, ValidationError, WriteTensor};
+use rayon::prelude::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -89,11 +89,11 @@ impl WeightsSource {
                     .into());
                 }
                 let path = folder.join(config_file(component));
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    UserError::new(format!("cannot read {}: {e}", path.display()))
-                })?;
-                serde_json::from_str(&text)
-                    .map_err(|e| UserError::new(format!("{} is not valid JSON: {e}", path.display())).into())
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| UserError::new(format!("cannot read {}: {e}", path.display())))?;
+                serde_json::from_str(&text).map_err(|e| {
+                    UserError::new(format!("{} is not valid JSON: {e}", path.display())).into()
+                })
             }
         }
     }
@@ -109,30 +109,48 @@ impl WeightsSource {
             WeightsSource::Dir(d) => d.join(c).join(config_file(c)).display().to_string(),
         };
         let user = |e: anyhow::Error| anyhow::Error::new(UserError::new(format!("{e:#}")));
-        let vae = AutoencoderKLConfig::from_config(&ConfigJson::from_value(&what("vae"), &raw["vae"])?).map_err(user)?;
+        let vae =
+            AutoencoderKLConfig::from_config(&ConfigJson::from_value(&what("vae"), &raw["vae"])?)
+                .map_err(user)?;
         let reference_unet = UNet2DConditionModelConfig::from_json(&raw["reference_unet"])
             .with_context(|| what("reference_unet"))
             .map_err(user)?;
         let denoising_unet = UNetMotionModelConfig::from_json(&raw["denoising_unet"])
             .with_context(|| what("denoising_unet"))
             .map_err(user)?;
-        let audio_encoder = Wav2Vec2Config::from_config(&ConfigJson::from_value(&what("audio_encoder"), &raw["audio_encoder"])?)
-            .map_err(user)?;
-        let cyberhost = CyberHostConfig::from_value(&what("cyberhost"), &raw["cyberhost"]).map_err(user)?;
+        let audio_encoder = Wav2Vec2Config::from_config(&ConfigJson::from_value(
+            &what("audio_encoder"),
+            &raw["audio_encoder"],
+        )?)
+        .map_err(user)?;
+        let cyberhost =
+            CyberHostConfig::from_value(&what("cyberhost"), &raw["cyberhost"]).map_err(user)?;
         let scheduler = DdimConfig::from_json_str(&raw["scheduler"].to_string())
             .with_context(|| what("scheduler"))
             .map_err(user)?;
-        Ok(Configs { vae, reference_unet, denoising_unet, audio_encoder, cyberhost, scheduler, raw })
+        Ok(Configs {
+            vae,
+            reference_unet,
+            denoising_unet,
+            audio_encoder,
+            cyberhost,
+            scheduler,
+            raw,
+        })
     }
 
     /// A `VarBuilder` over `component`'s tensors.
-    fn var_builder<B: Backend>(&self, be: &B, component: &str, configs: &Configs) -> Result<VarBuilder<B>> {
+    fn var_builder<B: Backend>(
+        &self,
+        be: &B,
+        component: &str,
+        configs: &Configs,
+    ) -> Result<VarBuilder<B>> {
         match self {
             WeightsSource::Dir(dir) => {
                 let folder = dir.join(component);
-                VarBuilder::open(be.clone(), &folder).map_err(|e| {
-                    anyhow::Error::new(UserError::new(format!("{e:#}")))
-                })
+                VarBuilder::open(be.clone(), &folder)
+                    .map_err(|e| anyhow::Error::new(UserError::new(format!("{e:#}"))))
             }
             WeightsSource::Preset { seed, .. } => {
                 let params = list_params(component, configs)?;
@@ -143,7 +161,11 @@ impl WeightsSource {
                         (name, (shape, data))
                     })
                     .collect();
-                VarBuilder::from_tensors_with_config(be.clone(), tensors, configs.raw[component].clone())
+                VarBuilder::from_tensors_with_config(
+                    be.clone(),
+                    tensors,
+                    configs.raw[component].clone(),
+                )
             }
         }
     }
@@ -170,16 +192,31 @@ impl WeightsSource {
         let audio_encoder = Wav2Vec2Model::load(&vb, &configs.audio_encoder)?;
         finish(&vb);
         let vb = self.var_builder(be, "cyberhost", &configs)?;
-        let modules = CyberHostModules::load(&vb, &configs.cyberhost, &configs.denoising_unet.trunk.time_proj)?;
+        let modules = CyberHostModules::load(
+            &vb,
+            &configs.cyberhost,
+            &configs.denoising_unet.trunk.time_proj,
+        )?;
         finish(&vb);
         if !problems.is_empty() {
-            let text = problems.iter().map(|p| format!("{p}")).collect::<Vec<_>>().join("\n");
+            let text = problems
+                .iter()
+                .map(|p| format!("{p}"))
+                .collect::<Vec<_>>()
+                .join("\n");
             return Err(UserError::new(format!(
                 "the checkpoint does not match its configs:\n{text}\n(fix the tensors or the config.json that contradicts them)"
             ))
             .into());
         }
-        Ok(Components { configs, vae, reference_unet, denoising_unet, audio_encoder, modules })
+        Ok(Components {
+            configs,
+            vae,
+            reference_unet,
+            denoising_unet,
+            audio_encoder,
+            modules,
+        })
     }
 }
 
@@ -192,7 +229,11 @@ pub fn list_params(component: &str, configs: &Configs) -> Result<Vec<(String, Ve
         "reference_unet" => drop(UNet2DConditionModel::load(&vb, &configs.reference_unet)?),
         "denoising_unet" => drop(UNetMotionModel::load(&vb, &configs.denoising_unet)?),
         "audio_encoder" => drop(Wav2Vec2Model::load(&vb, &configs.audio_encoder)?),
-        "cyberhost" => drop(CyberHostModules::load(&vb, &configs.cyberhost, &configs.denoising_unet.trunk.time_proj)?),
+        "cyberhost" => drop(CyberHostModules::load(
+            &vb,
+            &configs.cyberhost,
+            &configs.denoising_unet.trunk.time_proj,
+        )?),
         other => anyhow::bail!("component `{other}` has no tensors"),
     }
     Ok(match vb.finish() {
@@ -203,7 +244,13 @@ pub fn list_params(component: &str, configs: &Configs) -> Result<Vec<(String, Ve
 
 /// Write a synthetic checkpoint of `preset` into `out` (atomically: a temporary
 /// sibling directory renamed at the end). Returns the parameter count.
-pub fn make_weights(preset: Preset, seed: u64, out: &Path, dtype: DType, mut log: impl FnMut(&str)) -> Result<usize> {
+pub fn make_weights(
+    preset: Preset,
+    seed: u64,
+    out: &Path,
+    dtype: DType,
+    mut log: impl FnMut(&str),
+) -> Result<usize> {
     if out.exists() {
         return Err(UserError::new(format!(
             "{} already exists; choose a new --out directory (make-weights never overwrites)",
@@ -216,11 +263,17 @@ pub fn make_weights(preset: Preset, seed: u64, out: &Path, dtype: DType, mut log
         _ => PathBuf::from("."),
     };
     if !parent.is_dir() {
-        return Err(UserError::new(format!("directory {} does not exist; create it first", parent.display())).into());
+        return Err(UserError::new(format!(
+            "directory {} does not exist; create it first",
+            parent.display()
+        ))
+        .into());
     }
     let source = WeightsSource::Preset { preset, seed };
     let configs = source.configs()?;
-    let tmp = tempfile::Builder::new().prefix(".cyberhost-weights-").tempdir_in(&parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".cyberhost-weights-")
+        .tempdir_in(&parent)?;
     let mut total = 0usize;
     for component in COMPONENTS {
         let dir = tmp.path().join(component);
@@ -231,10 +284,19 @@ pub fn make_weights(preset: Preset, seed: u64, out: &Path, dtype: DType, mut log
             continue;
         }
         let params = list_params(component, &configs)?;
-        let n: usize = params.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
-        log(&format!("{component}: {} tensors, {n} parameters", params.len()));
+        let n: usize = params
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        log(&format!(
+            "{component}: {} tensors, {n} parameters",
+            params.len()
+        ));
         total += n;
-        let data: Vec<Vec<f32>> = params.par_iter().map(|(name, shape)| init_tensor(seed, name, shape)).collect();
+        let data: Vec<Vec<f32>> = params
+            .par_iter()
+            .map(|(name, shape)| init_tensor(seed, name, shape))
+            .collect();
         let tensors: Vec<WriteTensor<'_>> = params
             .iter()
             .zip(&data)
@@ -249,7 +311,8 @@ pub fn make_weights(preset: Preset, seed: u64, out: &Path, dtype: DType, mut log
         serde_json::to_string_pretty(&preset.config("model_index"))? + "\n",
     )?;
     let tmp_path = tmp.keep();
-    std::fs::rename(&tmp_path, out).with_context(|| format!("moving the checkpoint into {}", out.display()))?;
+    std::fs::rename(&tmp_path, out)
+        .with_context(|| format!("moving the checkpoint into {}", out.display()))?;
     Ok(total)
 }
 
@@ -259,30 +322,52 @@ pub fn folder_class(config: &Value) -> Option<String> {
     config
         .get("_class_name")
         .and_then(Value::as_str)
-        .or_else(|| config.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str))
+        .or_else(|| {
+            config
+                .get("architectures")
+                .and_then(|a| a.get(0))
+                .and_then(Value::as_str)
+        })
         .map(str::to_string)
 }
 
 /// Validate one component folder's tensors against its `config.json`, without
 /// keeping any weights (shape-only backend). `Ok(None)` when the folder holds a
 /// config of no tensor-bearing class (e.g. a scheduler).
-pub fn validate_folder(folder: &Path) -> Result<Option<(String, std::result::Result<(), ValidationError>)>> {
-    let ckpt = cyberhost_weights::Checkpoint::open(folder).map_err(|e| anyhow::Error::new(UserError::new(format!("{e:#}"))))?;
+pub fn validate_folder(
+    folder: &Path,
+) -> Result<Option<(String, std::result::Result<(), ValidationError>)>> {
+    let ckpt = cyberhost_weights::Checkpoint::open(folder)
+        .map_err(|e| anyhow::Error::new(UserError::new(format!("{e:#}"))))?;
     let config = ckpt.config().clone();
-    let Some(class) = folder_class(&config) else { return Ok(None) };
+    let Some(class) = folder_class(&config) else {
+        return Ok(None);
+    };
     let what = folder.join("config.json").display().to_string();
     let vb = VarBuilder::from_checkpoint(ShapeBackend, ckpt).shapes_only();
     match class.as_str() {
-        "AutoencoderKL" => drop(AutoencoderKL::load(&vb, &AutoencoderKLConfig::from_config(&ConfigJson::from_value(&what, &config)?)?)?),
-        "UNet2DConditionModel" => drop(UNet2DConditionModel::load(&vb, &UNet2DConditionModelConfig::from_json(&config)?)?),
-        "UNetMotionModel" => drop(UNetMotionModel::load(&vb, &UNetMotionModelConfig::from_json(&config)?)?),
-        "Wav2Vec2Model" | "Wav2Vec2ForPreTraining" | "Wav2Vec2ForCTC" => {
-            drop(Wav2Vec2Model::load(&vb, &Wav2Vec2Config::from_config(&ConfigJson::from_value(&what, &config)?)?)?)
-        }
+        "AutoencoderKL" => drop(AutoencoderKL::load(
+            &vb,
+            &AutoencoderKLConfig::from_config(&ConfigJson::from_value(&what, &config)?)?,
+        )?),
+        "UNet2DConditionModel" => drop(UNet2DConditionModel::load(
+            &vb,
+            &UNet2DConditionModelConfig::from_json(&config)?,
+        )?),
+        "UNetMotionModel" => drop(UNetMotionModel::load(
+            &vb,
+            &UNetMotionModelConfig::from_json(&config)?,
+        )?),
+        "Wav2Vec2Model" | "Wav2Vec2ForPreTraining" | "Wav2Vec2ForCTC" => drop(Wav2Vec2Model::load(
+            &vb,
+            &Wav2Vec2Config::from_config(&ConfigJson::from_value(&what, &config)?)?,
+        )?),
         "CyberHostModules" => {
             let cfg = CyberHostConfig::from_value(&what, &config)?;
             // The clarity embedding uses the denoising U-Net's time_proj: read the sibling config if present.
-            let sibling = folder.parent().map(|p| p.join("denoising_unet").join("config.json"));
+            let sibling = folder
+                .parent()
+                .map(|p| p.join("denoising_unet").join("config.json"));
             let time_proj = match sibling.filter(|p| p.is_file()) {
                 Some(p) => UNetMotionModelConfig::from_file(&p)?.trunk.time_proj,
                 None => crate::models::embeddings::Timesteps {

@@ -26,15 +26,44 @@ pub const LIMB_WIDTH: f64 = 4.0;
 
 /// OpenPose's COCO-18 limbs (0-based joint pairs), in drawing order.
 pub const LIMBS: [(usize, usize); 17] = [
-    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
-    (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
+    (1, 2),
+    (1, 5),
+    (2, 3),
+    (3, 4),
+    (5, 6),
+    (6, 7),
+    (1, 8),
+    (8, 9),
+    (9, 10),
+    (1, 11),
+    (11, 12),
+    (12, 13),
+    (1, 0),
+    (0, 14),
+    (14, 16),
+    (0, 15),
+    (15, 17),
 ];
 
 /// OpenPose's limb colours (RGB), one per limb above.
 pub const LIMB_COLORS: [[u8; 3]; 17] = [
-    [255, 0, 0], [255, 85, 0], [255, 170, 0], [255, 255, 0], [170, 255, 0], [85, 255, 0],
-    [0, 255, 0], [0, 255, 85], [0, 255, 170], [0, 255, 255], [0, 170, 255], [0, 85, 255],
-    [0, 0, 255], [85, 0, 255], [170, 0, 255], [255, 0, 255], [255, 0, 170],
+    [255, 0, 0],
+    [255, 85, 0],
+    [255, 170, 0],
+    [255, 255, 0],
+    [170, 255, 0],
+    [85, 255, 0],
+    [0, 255, 0],
+    [0, 255, 85],
+    [0, 255, 170],
+    [0, 255, 255],
+    [0, 170, 255],
+    [0, 85, 255],
+    [0, 0, 255],
+    [85, 0, 255],
+    [170, 0, 255],
+    [255, 0, 255],
+    [255, 0, 170],
 ];
 
 /// The upright half-body template (fractions of the frame; conf 0 = not drawn):
@@ -42,12 +71,24 @@ pub const LIMB_COLORS: [[u8; 3]; 17] = [
 /// hip/knee/ankle, left hip/knee/ankle, right/left eye, right/left ear.
 /// "Right" is the person's right, on the image's left (OpenPose convention).
 pub const TEMPLATE: [[f64; 3]; NUM_KEYPOINTS] = [
-    [0.50, 0.20, 1.0], [0.50, 0.38, 1.0],
-    [0.35, 0.40, 1.0], [0.28, 0.58, 1.0], [0.25, 0.75, 1.0],
-    [0.65, 0.40, 1.0], [0.72, 0.58, 1.0], [0.75, 0.75, 1.0],
-    [0.42, 0.85, 1.0], [0.42, 1.00, 0.0], [0.42, 1.00, 0.0],
-    [0.58, 0.85, 1.0], [0.58, 1.00, 0.0], [0.58, 1.00, 0.0],
-    [0.47, 0.17, 1.0], [0.53, 0.17, 1.0], [0.44, 0.19, 1.0], [0.56, 0.19, 1.0],
+    [0.50, 0.20, 1.0],
+    [0.50, 0.38, 1.0],
+    [0.35, 0.40, 1.0],
+    [0.28, 0.58, 1.0],
+    [0.25, 0.75, 1.0],
+    [0.65, 0.40, 1.0],
+    [0.72, 0.58, 1.0],
+    [0.75, 0.75, 1.0],
+    [0.42, 0.85, 1.0],
+    [0.42, 1.00, 0.0],
+    [0.42, 1.00, 0.0],
+    [0.58, 0.85, 1.0],
+    [0.58, 1.00, 0.0],
+    [0.58, 1.00, 0.0],
+    [0.47, 0.17, 1.0],
+    [0.53, 0.17, 1.0],
+    [0.44, 0.19, 1.0],
+    [0.56, 0.19, 1.0],
 ];
 
 /// A box `[x0, y0, x1, y1]` in pixels.
@@ -66,7 +107,10 @@ pub struct PoseFile {
 impl PoseFile {
     pub fn load(path: &Path) -> Result<PoseFile> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            UserError::new(format!("cannot read pose file {}: {e}; pass an existing JSON file with --pose", path.display()))
+            UserError::new(format!(
+                "cannot read pose file {}: {e}; pass an existing JSON file with --pose",
+                path.display()
+            ))
         })?;
         let p: PoseFile = serde_json::from_str(&text).map_err(|e| {
             UserError::new(format!(
@@ -86,10 +130,19 @@ impl PoseFile {
         }
         if let Some(h) = &p.hands {
             if h.len() != 2 {
-                return Err(UserError::new(format!("{}: `hands` must hold exactly two boxes", path.display())).into());
+                return Err(UserError::new(format!(
+                    "{}: `hands` must hold exactly two boxes",
+                    path.display()
+                ))
+                .into());
             }
         }
-        for b in p.face.iter().chain(p.movement.iter()).chain(p.hands.iter().flatten()) {
+        for b in p
+            .face
+            .iter()
+            .chain(p.movement.iter())
+            .chain(p.hands.iter().flatten())
+        {
             if !(b[2] > b[0] && b[3] > b[1]) {
                 return Err(UserError::new(format!(
                     "{}: box {b:?} is empty; boxes are [x0, y0, x1, y1] with x1 > x0 and y1 > y0",
@@ -146,7 +199,10 @@ impl Conditions {
             Some(v) => [map_box(&v[0]), map_box(&v[1])],
             None => {
                 defaulted.push("hands");
-                [frac_box(0.10, 0.55, 0.40, 0.95), frac_box(0.60, 0.55, 0.90, 0.95)]
+                [
+                    frac_box(0.10, 0.55, 0.40, 0.95),
+                    frac_box(0.60, 0.55, 0.90, 0.95),
+                ]
             }
         };
         let movement = match &file.movement {
@@ -156,18 +212,35 @@ impl Conditions {
                 chest_box(&keypoints, w, h)
             }
         };
-        Conditions { keypoints, face, hands, movement, defaulted }
+        Conditions {
+            keypoints,
+            face,
+            hands,
+            movement,
+            defaulted,
+        }
     }
 }
 
 fn clip_box(b: Box2, w: f64, h: f64) -> Box2 {
-    [b[0].clamp(0.0, w), b[1].clamp(0.0, h), b[2].clamp(0.0, w), b[3].clamp(0.0, h)]
+    [
+        b[0].clamp(0.0, w),
+        b[1].clamp(0.0, h),
+        b[2].clamp(0.0, w),
+        b[3].clamp(0.0, h),
+    ]
 }
 
 /// The chest box (shoulders to hips) enlarged 1.5× about its centre, clipped.
 /// Falls back to the template's joints where the keypoints are not confident.
 pub fn chest_box(k: &[[f64; 3]; NUM_KEYPOINTS], w: f64, h: f64) -> Box2 {
-    let pick = |i: usize| if k[i][2] >= MIN_CONF { [k[i][0], k[i][1]] } else { [TEMPLATE[i][0] * w, TEMPLATE[i][1] * h] };
+    let pick = |i: usize| {
+        if k[i][2] >= MIN_CONF {
+            [k[i][0], k[i][1]]
+        } else {
+            [TEMPLATE[i][0] * w, TEMPLATE[i][1] * h]
+        }
+    };
     let pts = [pick(2), pick(5), pick(8), pick(11)];
     let x0 = pts.iter().map(|p| p[0]).fold(f64::INFINITY, f64::min);
     let x1 = pts.iter().map(|p| p[0]).fold(f64::NEG_INFINITY, f64::max);
@@ -204,7 +277,11 @@ fn draw_segment(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), width: f64, c:
     for y in y0..=y1 {
         for x in x0..=x1 {
             let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
-            let t = if len2 > 0.0 { (((px - a.0) * dx + (py - a.1) * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
+            let t = if len2 > 0.0 {
+                (((px - a.0) * dx + (py - a.1) * dy) / len2).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             let (qx, qy) = (a.0 + t * dx - px, a.1 + t * dy - py);
             if qx * qx + qy * qy <= r * r {
                 img.put_pixel(x as u32, y as u32, c);
@@ -230,7 +307,10 @@ pub fn render_box(b: &Box2, width: usize, height: usize) -> RgbImage {
 pub fn square_crop(img: &RgbImage, b: &Box2, size: u32) -> RgbImage {
     let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
     let side = (b[2] - b[0]).max(b[3] - b[1]).max(1.0);
-    let (x0, y0) = ((cx - side / 2.0).round() as i64, (cy - side / 2.0).round() as i64);
+    let (x0, y0) = (
+        (cx - side / 2.0).round() as i64,
+        (cy - side / 2.0).round() as i64,
+    );
     let s = side.round().max(1.0) as u32;
     let mut sq = RgbImage::new(s, s);
     for y in 0..s {
@@ -252,7 +332,11 @@ pub fn square_crop(img: &RgbImage, b: &Box2, size: u32) -> RgbImage {
 /// 128×128 (pixels in [0, 1]), divided by 0.25 and clipped to [0, 1].
 pub fn hand_clarity(crop: &RgbImage) -> f64 {
     let g: GrayImage = image::imageops::grayscale(crop);
-    let g = if g.dimensions() == (128, 128) { g } else { image::imageops::resize(&g, 128, 128, FilterType::Triangle) };
+    let g = if g.dimensions() == (128, 128) {
+        g
+    } else {
+        image::imageops::resize(&g, 128, 128, FilterType::Triangle)
+    };
     let px = |x: u32, y: u32| g.get_pixel(x, y)[0] as f64 / 255.0;
     let mut vals = Vec::with_capacity(126 * 126);
     for y in 1..127 {

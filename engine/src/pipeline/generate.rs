@@ -43,9 +43,17 @@ pub enum Event {
     /// Something the user should know once (e.g. defaults used).
     Note(String),
     /// Clip `index` of `count` starts.
-    Clip { index: usize, count: usize, steps: usize },
+    Clip {
+        index: usize,
+        count: usize,
+        steps: usize,
+    },
     /// Step `step` (1-based) of clip `clip` is done.
-    Step { clip: usize, step: usize, steps: usize },
+    Step {
+        clip: usize,
+        step: usize,
+        steps: usize,
+    },
 }
 
 /// The result.
@@ -96,11 +104,16 @@ impl<B: Backend> Components<B> {
         }
         let guidance = req.guidance.unwrap_or(p.guidance_scale);
         if !(guidance >= 0.0) || !guidance.is_finite() {
-            return Err(UserError::new(format!("--guidance {guidance}: use a finite scale ≥ 0 (1 = no guidance)")).into());
+            return Err(UserError::new(format!(
+                "--guidance {guidance}: use a finite scale ≥ 0 (1 = no guidance)"
+            ))
+            .into());
         }
         if let Some(s) = req.hand_clarity {
             if !(0.0..=1.0).contains(&s) {
-                return Err(UserError::new(format!("--hand-clarity {s}: use a score in [0, 1]")).into());
+                return Err(
+                    UserError::new(format!("--hand-clarity {s}: use a score in [0, 1]")).into(),
+                );
             }
         }
         Ok(Geometry {
@@ -155,7 +168,13 @@ impl<'a, B: Backend> UNetHooks<B> for DenoiseHooks<'a, B> {
     fn time_embedding_residual(&mut self, _be: &B) -> Result<Option<B::Tensor>> {
         Ok(Some(self.clarity_emb.clone()))
     }
-    fn after_up_block(&mut self, be: &B, index: usize, h: B::Tensor, num_frames: usize) -> Result<B::Tensor> {
+    fn after_up_block(
+        &mut self,
+        be: &B,
+        index: usize,
+        h: B::Tensor,
+        num_frames: usize,
+    ) -> Result<B::Tensor> {
         match self.comps.modules.rca_site(index) {
             Some(site) => {
                 let id = self.reference.then(|| (self.id, self.cond_rows.clone()));
@@ -232,14 +251,24 @@ impl<B: Backend> Components<B> {
 
         let skeleton = conditions::render_skeleton(&conds.keypoints, w, h);
         let movement = conditions::render_box(&conds.movement, w, h);
-        let p_ref = self.modules.pose_encoder.forward(be, &map_tensor(be, &skeleton)?)?;
-        let p_move = self.modules.pose_encoder.forward(be, &map_tensor(be, &movement)?)?;
+        let p_ref = self
+            .modules
+            .pose_encoder
+            .forward(be, &map_tensor(be, &skeleton)?)?;
+        let p_move = self
+            .modules
+            .pose_encoder
+            .forward(be, &map_tensor(be, &movement)?)?;
 
         // ReferenceNet at t = 0 with zero context; keep every norm1 output.
         let ctx = &cfg.audio_proj;
         let zeros_ctx = be.zeros(&[1, ctx.num_tokens, ctx.context_dim])?;
-        let mut rh = ReferenceHooks::<B> { p_ref, norm1: HashMap::new() };
-        self.reference_unet.forward(be, &z_ref, &[0.0], &zeros_ctx, &mut rh)?;
+        let mut rh = ReferenceHooks::<B> {
+            p_ref,
+            norm1: HashMap::new(),
+        };
+        self.reference_unet
+            .forward(be, &z_ref, &[0.0], &zeros_ctx, &mut rh)?;
         let mut ref_kv = HashMap::new();
         for block in self.denoising_unet.transformer_blocks() {
             if let Some(tokens) = rh.norm1.get(&block.name) {
@@ -250,9 +279,16 @@ impl<B: Backend> Components<B> {
         // Identity tokens from the face and hand crops of the reference frame.
         let crop_size = cfg.identity_encoder.crop_size as u32;
         let face = conditions::square_crop(&crop, &conds.face, crop_size);
-        let hands = conds.hands.map(|b| conditions::square_crop(&crop, &b, crop_size));
-        let hand_crops = be.concat(&[&image_tensor(be, &hands[0])?, &image_tensor(be, &hands[1])?], 0)?;
-        let id = self.modules.identity_tokens(be, &image_tensor(be, &face)?, &hand_crops)?;
+        let hands = conds
+            .hands
+            .map(|b| conditions::square_crop(&crop, &b, crop_size));
+        let hand_crops = be.concat(
+            &[&image_tensor(be, &hands[0])?, &image_tensor(be, &hands[1])?],
+            0,
+        )?;
+        let id = self
+            .modules
+            .identity_tokens(be, &image_tensor(be, &face)?, &hand_crops)?;
         let reference_hand_clarity = conds
             .hands
             .iter()
@@ -274,7 +310,10 @@ impl<B: Backend> Components<B> {
             .into());
         }
         let input = be.from_f32(&[1, speech.samples.len()], &speech.normalized())?;
-        let hidden = self.audio_encoder.forward(be, &input).context("wav2vec2 on the input speech")?;
+        let hidden = self
+            .audio_encoder
+            .forward(be, &input)
+            .context("wav2vec2 on the input speech")?;
         let (t_a, d_a) = (hidden[0].shape()[1], hidden[0].shape()[2]);
         let mut stacked = Vec::with_capacity(hidden.len() * t_a * d_a);
         for hs in &hidden {
@@ -300,7 +339,11 @@ impl<B: Backend> Components<B> {
     /// Audio tokens of every slot of clip `clip` (M motion slots, then F new frames),
     /// cond rows then zeros for the uncond rows: (2·(M+F), K_a, D_ctx).
     pub fn clip_context(&self, be: &B, p: &Prepared<B>, clip: usize) -> Result<B::Tensor> {
-        let (f, m, n) = (p.geometry.frames as i64, p.geometry.motion as i64, p.num_frames as i64);
+        let (f, m, n) = (
+            p.geometry.frames as i64,
+            p.geometry.motion as i64,
+            p.num_frames as i64,
+        );
         let slots: Vec<usize> = (0..m + f)
             .map(|s| (clip as i64 * f - m + s).clamp(0, n - 1) as usize)
             .collect();
@@ -332,7 +375,9 @@ impl<B: Backend> Components<B> {
             cond_rows: 0..slots,
             reference,
         };
-        let eps = self.denoising_unet.forward(be, &x2, &[t as f32, t as f32], context, &mut hooks)?;
+        let eps =
+            self.denoising_unet
+                .forward(be, &x2, &[t as f32, t as f32], context, &mut hooks)?;
         let eps = be.narrow(&eps, 2, g.motion, g.frames)?;
         let cond = be.narrow(&eps, 0, 0, 1)?;
         let uncond = be.narrow(&eps, 0, 1, 1)?;
@@ -360,7 +405,9 @@ impl<B: Backend> Components<B> {
         let img = self.vae.decode(be, &z)?;
         let (ih, iw) = (img.shape()[2], img.shape()[3]);
         let data = be.to_f32(&img)?;
-        Ok((0..f).map(|i| from_chw_signed(&data[i * 3 * ih * iw..(i + 1) * 3 * ih * iw], iw, ih)).collect())
+        Ok((0..f)
+            .map(|i| from_chw_signed(&data[i * 3 * ih * iw..(i + 1) * 3 * ih * iw], iw, ih))
+            .collect())
     }
 
     /// Denoise one clip from `noise` (1, 4, F, h, w) with `motion` (1, 4, M, h, w) in
@@ -389,7 +436,11 @@ impl<B: Backend> Components<B> {
             if let Some(tr) = trace.as_deref_mut() {
                 tr.push(next);
             }
-            on(Event::Step { clip, step: i + 1, steps: timesteps.len() });
+            on(Event::Step {
+                clip,
+                step: i + 1,
+                steps: timesteps.len(),
+            });
         }
         Ok(z)
     }
@@ -409,7 +460,13 @@ impl<B: Backend> Components<B> {
     }
 
     /// The next clip's motion latents: the last M of concat(motion, z0).
-    pub fn next_motion(&self, be: &B, p: &Prepared<B>, motion: &B::Tensor, z0: &B::Tensor) -> Result<B::Tensor> {
+    pub fn next_motion(
+        &self,
+        be: &B,
+        p: &Prepared<B>,
+        motion: &B::Tensor,
+        z0: &B::Tensor,
+    ) -> Result<B::Tensor> {
         let all = be.concat(&[motion, z0], 2)?;
         be.narrow(&all, 2, p.geometry.frames, p.geometry.motion)
     }
@@ -432,15 +489,33 @@ impl<B: Backend> Components<B> {
         let mut frames = Vec::with_capacity(clips * g.frames);
         let mut trace = Vec::new();
         for clip in 0..clips {
-            on(Event::Clip { index: clip, count: clips, steps: scheduler.timesteps().len() });
+            on(Event::Clip {
+                index: clip,
+                count: clips,
+                steps: scheduler.timesteps().len(),
+            });
             let noise = self.clip_noise(be, &p, req.seed, clip)?;
             let mut clip_trace = Vec::new();
-            let z0 = self.run_clip(be, &p, &scheduler, &motion, noise, clip, req.trace.then_some(&mut clip_trace), on)?;
+            let z0 = self.run_clip(
+                be,
+                &p,
+                &scheduler,
+                &motion,
+                noise,
+                clip,
+                req.trace.then_some(&mut clip_trace),
+                on,
+            )?;
             trace.push(clip_trace);
             frames.extend(self.decode_frames(be, &z0)?);
             motion = self.next_motion(be, &p, &motion, &z0)?;
         }
         frames.truncate(p.num_frames);
-        Ok(Video { frames, fps: g.fps, reference_hand_clarity: p.reference_hand_clarity, trace })
+        Ok(Video {
+            frames,
+            fps: g.fps,
+            reference_hand_clarity: p.reference_hand_clarity,
+            trace,
+        })
     }
 }

@@ -25,7 +25,11 @@ pub struct CropTransform {
 
 impl CropTransform {
     pub fn identity() -> Self {
-        CropTransform { scale: 1.0, off_x: 0.0, off_y: 0.0 }
+        CropTransform {
+            scale: 1.0,
+            off_x: 0.0,
+            off_y: 0.0,
+        }
     }
     pub fn apply(&self, x: f64, y: f64) -> (f64, f64) {
         (x * self.scale - self.off_x, y * self.scale - self.off_y)
@@ -35,7 +39,10 @@ impl CropTransform {
 /// Decode a PNG or JPEG file.
 pub fn load_image(path: &Path) -> Result<RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| {
-        UserError::new(format!("cannot read image {}: {e}; pass an existing PNG or JPEG with --image", path.display()))
+        UserError::new(format!(
+            "cannot read image {}: {e}; pass an existing PNG or JPEG with --image",
+            path.display()
+        ))
     })?;
     decode_image(&bytes, &path.display().to_string())
 }
@@ -47,12 +54,10 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
         .map_err(|e| UserError::new(format!("{name}: cannot read image ({e})")))?;
     match reader.format() {
         Some(image::ImageFormat::Png) | Some(image::ImageFormat::Jpeg) => {}
-        _ => {
-            return Err(UserError::new(format!(
-                "{name} is not a PNG or JPEG image; convert it first (e.g. `convert in.webp out.png`)"
-            ))
-            .into())
-        }
+        _ => return Err(UserError::new(format!(
+            "{name} is not a PNG or JPEG image; convert it first (e.g. `convert in.webp out.png`)"
+        ))
+        .into()),
     }
     let (w, h) = reader
         .into_dimensions()
@@ -84,11 +89,19 @@ pub fn cover_crop(img: &RgbImage, width: u32, height: u32) -> (RgbImage, CropTra
     let s = (width as f64 / w as f64).max(height as f64 / h as f64);
     let nw = ((w as f64 * s).round() as u32).max(width);
     let nh = ((h as f64 * s).round() as u32).max(height);
-    let resized = if (nw, nh) == (w, h) { img.clone() } else { image::imageops::resize(img, nw, nh, FilterType::Triangle) };
+    let resized = if (nw, nh) == (w, h) {
+        img.clone()
+    } else {
+        image::imageops::resize(img, nw, nh, FilterType::Triangle)
+    };
     let ox = (nw - width) / 2;
     let oy = (nh - height) / 2;
     let crop = image::imageops::crop_imm(&resized, ox, oy, width, height).to_image();
-    let t = CropTransform { scale: nw as f64 / w as f64, off_x: ox as f64, off_y: oy as f64 };
+    let t = CropTransform {
+        scale: nw as f64 / w as f64,
+        off_x: ox as f64,
+        off_y: oy as f64,
+    };
     (crop, t)
 }
 
@@ -133,7 +146,10 @@ mod tests {
         assert!((t.scale - 0.64).abs() < 1e-9);
         // The input's centre maps to the crop's centre.
         let (cx, cy) = t.apply(200.0, 100.0);
-        assert!((cx - 64.0).abs() <= 1.0 && (cy - 64.0).abs() <= 1.0, "{cx} {cy}");
+        assert!(
+            (cx - 64.0).abs() <= 1.0 && (cy - 64.0).abs() <= 1.0,
+            "{cx} {cy}"
+        );
     }
 
     #[test]

@@ -10,8 +10,14 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 /// Component folders of a checkpoint, in load order.
-pub const COMPONENTS: [&str; 6] =
-    ["vae", "reference_unet", "denoising_unet", "audio_encoder", "cyberhost", "scheduler"];
+pub const COMPONENTS: [&str; 6] = [
+    "vae",
+    "reference_unet",
+    "denoising_unet",
+    "audio_encoder",
+    "cyberhost",
+    "scheduler",
+];
 
 /// Named preset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +31,10 @@ impl Preset {
         match s {
             "tiny" => Ok(Preset::Tiny),
             "paper" => Ok(Preset::Paper),
-            other => Err(UserError::new(format!("unknown preset `{other}`: use `tiny` or `paper`")).into()),
+            other => Err(UserError::new(format!(
+                "unknown preset `{other}`: use `tiny` or `paper`"
+            ))
+            .into()),
         }
     }
 
@@ -54,24 +63,70 @@ impl Preset {
     fn params(self) -> Params {
         match self {
             Preset::Tiny => Params {
-                width: 128, height: 128, fps: 12, frames: 8, motion: 2, steps: 4,
-                vae_blocks: vec![32, 32, 64, 64], vae_layers: 1, vae_groups: 8,
-                unet_blocks: vec![32, 64, 64], unet_layers: 1, unet_heads: 2, unet_groups: 8, ctx: 64,
-                motion_layers: 1, motion_heads: 2,
-                w2v_hidden: 64, w2v_layers: 2, w2v_heads: 4, w2v_conv: 32, w2v_inter: 128, w2v_pos: 16, w2v_pos_groups: 4,
-                audio_inter: 64, audio_tokens: 4,
-                pose: vec![8, 16, 16, 32], codebook: 8,
-                id_stem: 8, id_stages: vec![8, 16], id_blocks: vec![1, 1], crop: 32,
+                width: 128,
+                height: 128,
+                fps: 12,
+                frames: 8,
+                motion: 2,
+                steps: 4,
+                vae_blocks: vec![32, 32, 64, 64],
+                vae_layers: 1,
+                vae_groups: 8,
+                unet_blocks: vec![32, 64, 64],
+                unet_layers: 1,
+                unet_heads: 2,
+                unet_groups: 8,
+                ctx: 64,
+                motion_layers: 1,
+                motion_heads: 2,
+                w2v_hidden: 64,
+                w2v_layers: 2,
+                w2v_heads: 4,
+                w2v_conv: 32,
+                w2v_inter: 128,
+                w2v_pos: 16,
+                w2v_pos_groups: 4,
+                audio_inter: 64,
+                audio_tokens: 4,
+                pose: vec![8, 16, 16, 32],
+                codebook: 8,
+                id_stem: 8,
+                id_stages: vec![8, 16],
+                id_blocks: vec![1, 1],
+                crop: 32,
             },
             Preset::Paper => Params {
-                width: 512, height: 512, fps: 25, frames: 12, motion: 4, steps: 40,
-                vae_blocks: vec![128, 256, 512, 512], vae_layers: 2, vae_groups: 32,
-                unet_blocks: vec![320, 640, 1280, 1280], unet_layers: 2, unet_heads: 8, unet_groups: 32, ctx: 768,
-                motion_layers: 1, motion_heads: 8,
-                w2v_hidden: 768, w2v_layers: 12, w2v_heads: 12, w2v_conv: 512, w2v_inter: 3072, w2v_pos: 128, w2v_pos_groups: 16,
-                audio_inter: 512, audio_tokens: 32,
-                pose: vec![16, 32, 96, 256], codebook: 32,
-                id_stem: 64, id_stages: vec![64, 128, 256, 512], id_blocks: vec![2, 2, 2, 2], crop: 128,
+                width: 512,
+                height: 512,
+                fps: 25,
+                frames: 12,
+                motion: 4,
+                steps: 40,
+                vae_blocks: vec![128, 256, 512, 512],
+                vae_layers: 2,
+                vae_groups: 32,
+                unet_blocks: vec![320, 640, 1280, 1280],
+                unet_layers: 2,
+                unet_heads: 8,
+                unet_groups: 32,
+                ctx: 768,
+                motion_layers: 1,
+                motion_heads: 8,
+                w2v_hidden: 768,
+                w2v_layers: 12,
+                w2v_heads: 12,
+                w2v_conv: 512,
+                w2v_inter: 3072,
+                w2v_pos: 128,
+                w2v_pos_groups: 16,
+                audio_inter: 512,
+                audio_tokens: 32,
+                pose: vec![16, 32, 96, 256],
+                codebook: 32,
+                id_stem: 64,
+                id_stages: vec![64, 128, 256, 512],
+                id_blocks: vec![2, 2, 2, 2],
+                crop: 128,
             },
         }
     }
@@ -115,10 +170,22 @@ struct Params {
 fn unet_block_types(n: usize, motion: bool) -> (Vec<String>, Vec<String>) {
     let sfx = if motion { "Motion" } else { "2D" };
     let down = (0..n)
-        .map(|i| if i + 1 < n { format!("CrossAttnDownBlock{sfx}") } else { format!("DownBlock{sfx}") })
+        .map(|i| {
+            if i + 1 < n {
+                format!("CrossAttnDownBlock{sfx}")
+            } else {
+                format!("DownBlock{sfx}")
+            }
+        })
         .collect();
     let up = (0..n)
-        .map(|i| if i == 0 { format!("UpBlock{sfx}") } else { format!("CrossAttnUpBlock{sfx}") })
+        .map(|i| {
+            if i == 0 {
+                format!("UpBlock{sfx}")
+            } else {
+                format!("CrossAttnUpBlock{sfx}")
+            }
+        })
         .collect();
     (down, up)
 }
@@ -184,7 +251,10 @@ fn denoising_unet(p: &Params) -> Value {
     o.insert("num_attention_heads".into(), json!(p.unet_heads));
     o.insert("motion_num_attention_heads".into(), json!(p.motion_heads));
     o.insert("motion_max_seq_length".into(), json!(32));
-    o.insert("temporal_transformer_layers_per_block".into(), json!(p.motion_layers));
+    o.insert(
+        "temporal_transformer_layers_per_block".into(),
+        json!(p.motion_layers),
+    );
     o.insert("use_motion_mid_block".into(), json!(true));
     o.insert("mid_block_layers".into(), json!(1));
     v

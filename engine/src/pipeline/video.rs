@@ -21,7 +21,9 @@ pub enum AudioTrack<'a> {
 
 /// The `ffmpeg` binary: `$CYBERHOST_FFMPEG` or `ffmpeg` on PATH.
 pub fn ffmpeg_binary() -> PathBuf {
-    std::env::var_os("CYBERHOST_FFMPEG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("ffmpeg"))
+    std::env::var_os("CYBERHOST_FFMPEG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("ffmpeg"))
 }
 
 /// Fail early, with the fix, if ffmpeg cannot run.
@@ -48,7 +50,11 @@ pub fn check_output_path(out: &Path) -> Result<()> {
         .into());
     }
     if out.is_dir() {
-        return Err(UserError::new(format!("--out {} is a directory; give a file name such as out.mp4", out.display())).into());
+        return Err(UserError::new(format!(
+            "--out {} is a directory; give a file name such as out.mp4",
+            out.display()
+        ))
+        .into());
     }
     Ok(())
 }
@@ -86,12 +92,40 @@ pub fn write_mp4(out: &Path, frames: &[RgbImage], fps: f64, audio: AudioTrack<'_
         }
     };
     let mut child = Command::new(ffmpeg_binary())
-        .args(["-y", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24"])
-        .args(["-s", &format!("{w}x{h}"), "-framerate", &format!("{fps}"), "-i", "-"])
+        .args([
+            "-y",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+        ])
+        .args([
+            "-s",
+            &format!("{w}x{h}"),
+            "-framerate",
+            &format!("{fps}"),
+            "-i",
+            "-",
+        ])
         .arg("-i")
         .arg(audio_path)
-        .args(["-map", "0:v:0", "-map", "1:a:0", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18"])
-        .args(["-pix_fmt", "yuv420p", "-af", "aformat=channel_layouts=mono|stereo", "-c:a", "aac", "-b:a", "128k"])
+        .args([
+            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "libx264", "-preset", "veryfast", "-crf",
+            "18",
+        ])
+        .args([
+            "-pix_fmt",
+            "yuv420p",
+            "-af",
+            "aformat=channel_layouts=mono|stereo",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+        ])
         .args(["-movflags", "+faststart", "-f", "mp4"])
         .arg(tmp.path())
         .stdin(Stdio::piped())
@@ -112,23 +146,37 @@ pub fn write_mp4(out: &Path, frames: &[RgbImage], fps: f64, audio: AudioTrack<'_
     }
     let output = child.wait_with_output().context("waiting for ffmpeg")?;
     if !output.status.success() {
-        bail!("ffmpeg failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "ffmpeg failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
-    tmp.persist(out).with_context(|| format!("cannot move the finished video to {}", out.display()))?;
+    tmp.persist(out)
+        .with_context(|| format!("cannot move the finished video to {}", out.display()))?;
     Ok(())
 }
 
 /// Write `frame_00000.png`, ... into `dir` (created if missing), each atomically.
 pub fn write_png_frames(dir: &Path, frames: &[RgbImage]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| {
-        UserError::new(format!("cannot create frames directory {}: {e}", dir.display()))
+        UserError::new(format!(
+            "cannot create frames directory {}: {e}",
+            dir.display()
+        ))
     })?;
     for (i, f) in frames.iter().enumerate() {
         let path = dir.join(format!("frame_{i:05}.png"));
-        let tmp = tempfile::Builder::new().prefix(".frame-").suffix(".png").tempfile_in(dir)?;
-        f.write_to(&mut std::io::BufWriter::new(tmp.as_file()), image::ImageFormat::Png)
+        let tmp = tempfile::Builder::new()
+            .prefix(".frame-")
+            .suffix(".png")
+            .tempfile_in(dir)?;
+        f.write_to(
+            &mut std::io::BufWriter::new(tmp.as_file()),
+            image::ImageFormat::Png,
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        tmp.persist(&path)
             .with_context(|| format!("writing {}", path.display()))?;
-        tmp.persist(&path).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -54,8 +54,14 @@ pub struct Args {
 }
 
 fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("`{s}` is not WxH, e.g. 512x512"))?;
-    let p = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("`{s}` is not WxH, e.g. 512x512"));
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("`{s}` is not WxH, e.g. 512x512"))?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{s}` is not WxH, e.g. 512x512"))
+    };
     Ok((p(w)?, p(h)?))
 }
 
@@ -117,12 +123,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     let source = match (&a.weights, &a.preset) {
         (Some(dir), _) => WeightsSource::Dir(dir.clone()),
-        (None, p) => WeightsSource::Preset { preset: Preset::parse(p.as_deref().unwrap_or("tiny"))?, seed: 0 },
+        (None, p) => WeightsSource::Preset {
+            preset: Preset::parse(p.as_deref().unwrap_or("tiny"))?,
+            seed: 0,
+        },
     };
     match a.backend.as_str() {
         "cpu" => bench(CpuBackend::new(), &source, &a),
         "cuda" => {
-            let be = CudaBackend::new(0).map_err(|e| UserError::new(format!("--backend cuda: {e:#}")))?;
+            let be = CudaBackend::new(0)
+                .map_err(|e| UserError::new(format!("--backend cuda: {e:#}")))?;
             bench(be, &source, &a)
         }
         other => Err(UserError::new(format!("--backend {other}: use `cpu` or `cuda`")).into()),
@@ -139,12 +149,19 @@ fn bench<B: Bench>(be: B, source: &WeightsSource, a: &Args) -> Result<ExitCode> 
     let comps = source.load(&be)?;
     let img = decode_image(IMAGE, "bundled reference.png")?;
     let mut speech = load_wav_bytes(SPEECH, "bundled speech.wav")?;
-    let g0 = comps.geometry(&Request { size: a.size, ..Default::default() })?;
+    let g0 = comps.geometry(&Request {
+        size: a.size,
+        ..Default::default()
+    })?;
     // One clip of audio is enough for the step loop.
     let keep = ((g0.frames as f64 / g0.fps) * 16_000.0).ceil() as usize;
     speech.samples.truncate(keep.max(1));
     speech.seconds = speech.samples.len() as f64 / 16_000.0;
-    let req = Request { size: a.size, steps: Some(a.warmup + a.steps), ..Default::default() };
+    let req = Request {
+        size: a.size,
+        steps: Some(a.warmup + a.steps),
+        ..Default::default()
+    };
     let p = comps.prepare(&be, &img, &speech, &PoseFile::default(), &req, &mut |_| {})?;
     let sched = comps.scheduler(a.warmup + a.steps)?;
     let context = comps.clip_context(&be, &p, 0)?;
@@ -160,7 +177,16 @@ fn bench<B: Bench>(be: B, source: &WeightsSource, a: &Args) -> Result<ExitCode> 
         let x = be.concat(&[&motion, &z], 2)?;
         let eps = comps.guided_eps(&be, &p, &x, t, &context, true)?;
         let next = sched.step(&be.to_f32(&eps)?, t, &be.to_f32(&z)?, 0.0, None)?;
-        z = be.from_f32(&[1, 4, p.geometry.frames, p.geometry.latent_h, p.geometry.latent_w], &next)?;
+        z = be.from_f32(
+            &[
+                1,
+                4,
+                p.geometry.frames,
+                p.geometry.latent_h,
+                p.geometry.latent_w,
+            ],
+            &next,
+        )?;
         be.sync()?;
         let dt = start.elapsed().as_secs_f64();
         if i >= a.warmup {
@@ -173,7 +199,9 @@ fn bench<B: Bench>(be: B, source: &WeightsSource, a: &Args) -> Result<ExitCode> 
     let timed = !be.emulated();
     times.sort_by(|x, y| x.total_cmp(y));
     let median = times[times.len() / 2];
-    let per_step = |f: fn(&DriverStats) -> u64| counted.map(|(b, e)| (f(&e) - f(&b)) as f64 / times.len() as f64);
+    let per_step = |f: fn(&DriverStats) -> u64| {
+        counted.map(|(b, e)| (f(&e) - f(&b)) as f64 / times.len() as f64)
+    };
     let launches = per_step(|s| s.kernel_launches);
     let allocs = per_step(|s| s.alloc_calls);
     let copies = per_step(|s| s.memcpy_calls);
@@ -200,14 +228,38 @@ fn bench<B: Bench>(be: B, source: &WeightsSource, a: &Args) -> Result<ExitCode> 
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{} on {} ({}), {}x{}, {}+{} frames, CFG batch 2", graphs.label, be.name(), name, p.geometry.width, p.geometry.height, p.geometry.frames, p.geometry.motion);
-    println!("per step: {} ops, {:.3} GFLOP, {:.3} GB moved; planned arena {:.1} MiB (naive {:.1} MiB)",
-        step_graph.nodes.len(), flops as f64 / 1e9, bytes as f64 / 1e9,
-        step_plan.peak_bytes as f64 / (1 << 20) as f64, step_plan.naive_bytes as f64 / (1 << 20) as f64);
+    println!(
+        "{} on {} ({}), {}x{}, {}+{} frames, CFG batch 2",
+        graphs.label,
+        be.name(),
+        name,
+        p.geometry.width,
+        p.geometry.height,
+        p.geometry.frames,
+        p.geometry.motion
+    );
+    println!(
+        "per step: {} ops, {:.3} GFLOP, {:.3} GB moved; planned arena {:.1} MiB (naive {:.1} MiB)",
+        step_graph.nodes.len(),
+        flops as f64 / 1e9,
+        bytes as f64 / 1e9,
+        step_plan.peak_bytes as f64 / (1 << 20) as f64,
+        step_plan.naive_bytes as f64 / (1 << 20) as f64
+    );
     if timed {
-        println!("step time: median {:.3} ms (min {:.3}, max {:.3}) over {} steps after {} warm-up",
-            median * 1e3, times[0] * 1e3, times[times.len() - 1] * 1e3, times.len(), a.warmup);
-        println!("achieved: {:.2} TFLOP/s, {:.1} GB/s", tflops.unwrap_or(0.0), gbs.unwrap_or(0.0));
+        println!(
+            "step time: median {:.3} ms (min {:.3}, max {:.3}) over {} steps after {} warm-up",
+            median * 1e3,
+            times[0] * 1e3,
+            times[times.len() - 1] * 1e3,
+            times.len(),
+            a.warmup
+        );
+        println!(
+            "achieved: {:.2} TFLOP/s, {:.1} GB/s",
+            tflops.unwrap_or(0.0),
+            gbs.unwrap_or(0.0)
+        );
         if let Some((card, f, b)) = limits {
             println!("{card} limits: {:.0} TFLOP/s bf16, {:.2} TB/s → {:.1} % of compute, {:.1} % of bandwidth",
                 f / 1e12, b / 1e12, 100.0 * flops as f64 / median / f, 100.0 * bytes as f64 / median / b);

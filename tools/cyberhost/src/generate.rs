@@ -11,7 +11,9 @@ use cyberhost_engine::pipeline::conditions::PoseFile;
 use cyberhost_engine::pipeline::generate::{Event, Request};
 use cyberhost_engine::pipeline::image::{decode_image, load_image};
 use cyberhost_engine::pipeline::presets::Preset;
-use cyberhost_engine::pipeline::video::{check_ffmpeg, check_output_path, write_mp4, write_png_frames, AudioTrack};
+use cyberhost_engine::pipeline::video::{
+    check_ffmpeg, check_output_path, write_mp4, write_png_frames, AudioTrack,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -67,8 +69,14 @@ pub struct Args {
 }
 
 fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("`{s}` is not WxH, e.g. 128x128"))?;
-    let p = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("`{s}` is not WxH, e.g. 128x128"));
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("`{s}` is not WxH, e.g. 128x128"))?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{s}` is not WxH, e.g. 128x128"))
+    };
     Ok((p(w)?, p(h)?))
 }
 
@@ -81,7 +89,11 @@ struct Progress {
 
 impl Progress {
     fn new(json: bool) -> Self {
-        Progress { json, bar: None, start: Instant::now() }
+        Progress {
+            json,
+            bar: None,
+            start: Instant::now(),
+        }
     }
 
     fn emit(&mut self, v: serde_json::Value) {
@@ -101,16 +113,28 @@ impl Progress {
                     eprintln!("note: {n}");
                 }
             }
-            Event::Clip { index, count, steps } => {
-                self.emit(serde_json::json!({"event": "clip", "clip": index, "clips": count, "t": t}));
+            Event::Clip {
+                index,
+                count,
+                steps,
+            } => {
+                self.emit(
+                    serde_json::json!({"event": "clip", "clip": index, "clips": count, "t": t}),
+                );
                 if !self.json {
                     if self.bar.is_none() {
                         let bar = ProgressBar::new((count * steps) as u64);
-                        let target = if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+                        let target = if std::io::stderr().is_terminal() {
+                            ProgressDrawTarget::stderr()
+                        } else {
+                            ProgressDrawTarget::hidden()
+                        };
                         bar.set_draw_target(target);
                         bar.set_style(
-                            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps {elapsed}/{eta}")
-                                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                            ProgressStyle::with_template(
+                                "{msg} [{bar:30}] {pos}/{len} steps {elapsed}/{eta}",
+                            )
+                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
                         );
                         self.bar = Some(bar);
                     }
@@ -133,7 +157,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     match a.backend.as_str() {
         "cpu" => run_on(CpuBackend::new(), a),
         "cuda" => {
-            let be = CudaBackend::new(0).map_err(|e| UserError::new(format!("--backend cuda: {e:#}")))?;
+            let be = CudaBackend::new(0)
+                .map_err(|e| UserError::new(format!("--backend cuda: {e:#}")))?;
             run_on(be, a)
         }
         other => Err(UserError::new(format!("--backend {other}: use `cpu` or `cuda`")).into()),
@@ -157,7 +182,10 @@ fn run_on<B: Backend>(be: B, a: Args) -> Result<ExitCode> {
     };
     let source = match &a.weights {
         Some(d) => WeightsSource::Dir(d.clone()),
-        None => WeightsSource::Preset { preset: Preset::Tiny, seed: 0 },
+        None => WeightsSource::Preset {
+            preset: Preset::Tiny,
+            seed: 0,
+        },
     };
     let req = Request {
         seed: a.seed,
@@ -171,7 +199,9 @@ fn run_on<B: Backend>(be: B, a: Args) -> Result<ExitCode> {
     progress.event(Event::Stage("load"));
     let comps = source.load(&be)?;
     comps.geometry(&req)?;
-    let video = comps.generate(&be, &reference, &speech, &pose, &req, &mut |e| progress.event(e))?;
+    let video = comps.generate(&be, &reference, &speech, &pose, &req, &mut |e| {
+        progress.event(e)
+    })?;
     if let Some(b) = &progress.bar {
         b.finish_and_clear();
     }

@@ -16,11 +16,14 @@ pub struct Args {
 }
 
 fn inspect_one(path: &Path, failed: &mut bool) -> Result<()> {
-    let text = cyberhost_weights::inspect_path(path).map_err(|e| UserError::new(format!("{e:#}")))?;
+    let text =
+        cyberhost_weights::inspect_path(path).map_err(|e| UserError::new(format!("{e:#}")))?;
     print!("{text}");
     if path.is_dir() {
         match validate_folder(path)? {
-            Some((class, Ok(()))) => println!("validation ({class}): ok, every tensor matches config.json"),
+            Some((class, Ok(()))) => {
+                println!("validation ({class}): ok, every tensor matches config.json")
+            }
             Some((class, Err(e))) => {
                 println!("validation ({class}): FAILED\n{e}");
                 *failed = true;
@@ -50,5 +53,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     } else {
         inspect_one(&a.path, &mut failed)?;
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -16,7 +16,11 @@ use cyberhost_engine::error::is_user_error;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cyberhost", version, about = "Audio-driven talking-body video diffusion (CyberHost), CPU reference and CUDA kernels")]
+#[command(
+    name = "cyberhost",
+    version,
+    about = "Audio-driven talking-body video diffusion (CyberHost), CPU reference and CUDA kernels"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -57,7 +61,6 @@ fn main() -> ExitCode {
         Cmd::MakeWeights(a) => make_weights::run(a),
         Cmd::Plan(a) => plan::run(a),
         Cmd::Selftest(a) => selftest::run(a),
-
     };
     match result {
         Ok(code) => code,

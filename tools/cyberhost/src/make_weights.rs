@@ -31,7 +31,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         None | Some("f32") => DType::F32,
         Some("f16") => DType::F16,
         Some("bf16") => DType::BF16,
-        Some(other) => return Err(UserError::new(format!("--dtype {other}: use f32, f16 or bf16")).into()),
+        Some(other) => {
+            return Err(UserError::new(format!("--dtype {other}: use f32, f16 or bf16")).into())
+        }
     };
     let n = make_weights(preset, a.seed, &a.out, dtype, |m| eprintln!("{m}"))?;
     eprintln!("wrote {} ({} parameters, {:?})", a.out.display(), n, dtype);

@@ -103,33 +103,91 @@ impl Dice {
 fn cases(seed: u64) -> Vec<Case> {
     let mut d = Dice { seed, n: 0 };
     let mut v = Vec::new();
-    let mut add = |name: &str, op: Op, inputs: Vec<Vec<usize>>| v.push(Case { name: name.to_string(), op, inputs });
+    let mut add = |name: &str, op: Op, inputs: Vec<Vec<usize>>| {
+        v.push(Case {
+            name: name.to_string(),
+            op,
+            inputs,
+        })
+    };
     let (h, w) = (d.pick(5, 12), d.pick(5, 12));
     let (ci, co) = (d.pick(3, 24), d.pick(3, 24));
-    add("conv2d_3x3_s1", Op::Conv2d(Conv2dParams::new(1, 1)), vec![vec![2, ci, h, w], vec![co, ci, 3, 3], vec![co]]);
-    add("conv2d_3x3_s2", Op::Conv2d(Conv2dParams::new(2, 1)), vec![vec![1, ci, h, w], vec![co, ci, 3, 3], vec![co]]);
-    add("conv2d_1x1", Op::Conv2d(Conv2dParams::new(1, 0)), vec![vec![2, ci, h, w], vec![co, ci, 1, 1], vec![co]]);
+    add(
+        "conv2d_3x3_s1",
+        Op::Conv2d(Conv2dParams::new(1, 1)),
+        vec![vec![2, ci, h, w], vec![co, ci, 3, 3], vec![co]],
+    );
+    add(
+        "conv2d_3x3_s2",
+        Op::Conv2d(Conv2dParams::new(2, 1)),
+        vec![vec![1, ci, h, w], vec![co, ci, 3, 3], vec![co]],
+    );
+    add(
+        "conv2d_1x1",
+        Op::Conv2d(Conv2dParams::new(1, 0)),
+        vec![vec![2, ci, h, w], vec![co, ci, 1, 1], vec![co]],
+    );
     let (m, k, n) = (d.pick(7, 70), d.pick(8, 72), d.pick(5, 40));
     add("linear", Op::Linear, vec![vec![m, k], vec![n, k], vec![n]]);
     add("matmul", Op::Matmul, vec![vec![2, m, k], vec![2, k, n]]);
     for dh in [40, 64, 80, 128, 160] {
         let (lq, lk) = (d.pick(5, 40), d.pick(20, 80));
-        add(&format!("attention_d{dh}"), Op::Attention, vec![vec![1, 2, lq, dh], vec![1, 2, lk, dh], vec![1, 2, lk, dh]]);
+        add(
+            &format!("attention_d{dh}"),
+            Op::Attention,
+            vec![vec![1, 2, lq, dh], vec![1, 2, lk, dh], vec![1, 2, lk, dh]],
+        );
     }
-    add("attention_short_kv", Op::Attention, vec![vec![2, 2, 33, 40], vec![2, 2, 4, 40], vec![2, 2, 4, 40]]);
+    add(
+        "attention_short_kv",
+        Op::Attention,
+        vec![vec![2, 2, 33, 40], vec![2, 2, 4, 40], vec![2, 2, 4, 40]],
+    );
     let c = 4 * d.pick(2, 8);
-    add("group_norm", Op::GroupNorm(4), vec![vec![2, c, h, w], vec![c], vec![c]]);
-    add("group_norm_silu", Op::GroupNormSilu(4), vec![vec![2, c, h, w], vec![c], vec![c]]);
-    add("layer_norm", Op::LayerNorm, vec![vec![m, k], vec![k], vec![k]]);
+    add(
+        "group_norm",
+        Op::GroupNorm(4),
+        vec![vec![2, c, h, w], vec![c], vec![c]],
+    );
+    add(
+        "group_norm_silu",
+        Op::GroupNormSilu(4),
+        vec![vec![2, c, h, w], vec![c], vec![c]],
+    );
+    add(
+        "layer_norm",
+        Op::LayerNorm,
+        vec![vec![m, k], vec![k], vec![k]],
+    );
     add("softmax", Op::Softmax, vec![vec![m, n]]);
-    for (nm, u) in [("silu", Unary::Silu), ("gelu", Unary::Gelu), ("sigmoid", Unary::Sigmoid)] {
+    for (nm, u) in [
+        ("silu", Unary::Silu),
+        ("gelu", Unary::Gelu),
+        ("sigmoid", Unary::Sigmoid),
+    ] {
         add(nm, Op::Unary(u), vec![vec![m, n]]);
     }
-    add("add_broadcast", Op::Binary(Binary::Add), vec![vec![2, c, h, w], vec![1, c, 1, 1]]);
+    add(
+        "add_broadcast",
+        Op::Binary(Binary::Add),
+        vec![vec![2, c, h, w], vec![1, c, 1, 1]],
+    );
     add("mul", Op::Binary(Binary::Mul), vec![vec![m, n], vec![m, n]]);
-    add("permute", Op::Permute(vec![0, 2, 3, 1]), vec![vec![2, c, h, w]]);
-    add("concat", Op::Concat(1), vec![vec![2, c, h, w], vec![2, 3, h, w]]);
-    add("upsample_nearest2d", Op::Upsample(2 * h, 2 * w), vec![vec![1, c, h, w]]);
+    add(
+        "permute",
+        Op::Permute(vec![0, 2, 3, 1]),
+        vec![vec![2, c, h, w]],
+    );
+    add(
+        "concat",
+        Op::Concat(1),
+        vec![vec![2, c, h, w], vec![2, 3, h, w]],
+    );
+    add(
+        "upsample_nearest2d",
+        Op::Upsample(2 * h, 2 * w),
+        vec![vec![1, c, h, w]],
+    );
     add("pad2d", Op::Pad2d, vec![vec![1, c, h, w]]);
     add("max_pool2d", Op::MaxPool, vec![vec![1, c, h, w]]);
     add("mean_dim", Op::MeanDim(1), vec![vec![2, c, h * w]]);
@@ -156,32 +214,64 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let device = format!("{:?}", gpu.device());
     if !a.json {
         println!("device: {device}");
-        println!("{:<22} {:<34} {:>10} {:>10}  result", "op", "input shapes", "rel_l2", "time_ms");
+        println!(
+            "{:<22} {:<34} {:>10} {:>10}  result",
+            "op", "input shapes", "rel_l2", "time_ms"
+        );
     }
     let mut failed = 0;
     for (ci, case) in cases(a.seed).into_iter().enumerate() {
-        if a.filter.as_ref().is_some_and(|f| !case.name.contains(f.as_str())) {
+        if a.filter
+            .as_ref()
+            .is_some_and(|f| !case.name.contains(f.as_str()))
+        {
             continue;
         }
-        let host: Vec<Vec<f32>> =
-            case.inputs.iter().enumerate().map(|(i, s)| random(a.seed, (ci * 16 + i) as u64, s)).collect();
+        let host: Vec<Vec<f32>> = case
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| random(a.seed, (ci * 16 + i) as u64, s))
+            .collect();
         let reference = (|| -> Result<Vec<f32>> {
-            let xs = case.inputs.iter().zip(&host).map(|(s, d)| cpu.from_f32(s, d)).collect::<Result<Vec<_>>>()?;
+            let xs = case
+                .inputs
+                .iter()
+                .zip(&host)
+                .map(|(s, d)| cpu.from_f32(s, d))
+                .collect::<Result<Vec<_>>>()?;
             cpu.to_f32(&case.op.run(&cpu, &xs)?)
         })();
         let start = Instant::now();
         let got = (|| -> Result<Vec<f32>> {
-            let xs = case.inputs.iter().zip(&host).map(|(s, d)| gpu.from_f32(s, d)).collect::<Result<Vec<_>>>()?;
+            let xs = case
+                .inputs
+                .iter()
+                .zip(&host)
+                .map(|(s, d)| gpu.from_f32(s, d))
+                .collect::<Result<Vec<_>>>()?;
             let y = case.op.run(&gpu, &xs)?;
             gpu.device().synchronize()?;
             gpu.to_f32(&y)
         })();
         let ms = start.elapsed().as_secs_f64() * 1e3;
-        let shapes = case.inputs.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" ");
+        let shapes = case
+            .inputs
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         let (err, verdict) = match (&reference, &got) {
             (Ok(r), Ok(g)) => {
                 let e = rel_l2(g, r);
-                (e, if e <= a.tolerance { "ok".to_string() } else { "FAIL".to_string() })
+                (
+                    e,
+                    if e <= a.tolerance {
+                        "ok".to_string()
+                    } else {
+                        "FAIL".to_string()
+                    },
+                )
             }
             (_, Err(e)) | (Err(e), _) => (f64::NAN, format!("FAIL: {e:#}")),
         };
@@ -194,8 +284,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 serde_json::json!({"op": case.name, "inputs": case.inputs, "rel_l2": err, "time_ms": ms, "result": verdict, "device": device})
             );
         } else {
-            println!("{:<22} {:<34} {:>10.3e} {:>10.2}  {verdict}", case.name, shapes, err, ms);
+            println!(
+                "{:<22} {:<34} {:>10.3e} {:>10.2}  {verdict}",
+                case.name, shapes, err, ms
+            );
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

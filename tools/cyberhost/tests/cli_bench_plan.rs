@@ -15,7 +15,12 @@ fn json_of(args: &[&str], envs: &[(&str, &str)]) -> serde_json::Value {
 
 #[test]
 fn bench_tiny_cpu_json_carries_costs_and_times() {
-    let v = json_of(&["bench", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--json"], &[]);
+    let v = json_of(
+        &[
+            "bench", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--json",
+        ],
+        &[],
+    );
     assert!(v["flops_per_step"].as_u64().unwrap() > 1_000_000_000);
     assert!(v["bytes_per_step"].as_u64().unwrap() > 0);
     assert!(v["arena_bytes"].as_u64().unwrap() > 0);
@@ -26,8 +31,14 @@ fn bench_tiny_cpu_json_carries_costs_and_times() {
 
 #[test]
 fn bench_rejects_bad_flags() {
-    let o = Command::new(env!("CARGO_BIN_EXE_cyberhost")).args(["bench", "--steps", "0"]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_cyberhost"))
+        .args(["bench", "--steps", "0"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    let o = Command::new(env!("CARGO_BIN_EXE_cyberhost")).args(["bench", "--backend", "tpu"]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_cyberhost"))
+        .args(["bench", "--backend", "tpu"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }

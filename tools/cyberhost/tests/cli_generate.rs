@@ -22,7 +22,11 @@ fn write_wav(path: &Path, rate: u32, channels: u16, bits: u16, float: bool, seco
         channels,
         sample_rate: rate,
         bits_per_sample: bits,
-        sample_format: if float { hound::SampleFormat::Float } else { hound::SampleFormat::Int },
+        sample_format: if float {
+            hound::SampleFormat::Float
+        } else {
+            hound::SampleFormat::Int
+        },
     };
     let mut w = hound::WavWriter::create(path, spec).unwrap();
     let n = (rate as f64 * seconds) as usize;
@@ -49,7 +53,9 @@ fn write_wav(path: &Path, rate: u32, channels: u16, bits: u16, float: bool, seco
 }
 
 fn write_png(path: &Path, w: u32, h: u32) {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8]));
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
+    });
     img.save(path).unwrap();
 }
 
@@ -59,7 +65,9 @@ struct Case {
 
 impl Case {
     fn new() -> Case {
-        Case { dir: tempfile::tempdir().unwrap() }
+        Case {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -83,19 +91,39 @@ impl Case {
 const FAST: [&str; 2] = ["--steps", "1"];
 
 fn expect_user_error(o: &Output, needle: &str) {
-    assert_eq!(o.status.code(), Some(2), "expected exit 2; stderr: {}", stderr(o));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected exit 2; stderr: {}",
+        stderr(o)
+    );
     let e = stderr(o).to_lowercase();
-    assert!(e.contains(&needle.to_lowercase()), "stderr does not mention `{needle}`: {}", stderr(o));
+    assert!(
+        e.contains(&needle.to_lowercase()),
+        "stderr does not mention `{needle}`: {}",
+        stderr(o)
+    );
     assert!(!e.contains("panicked"), "panic: {}", stderr(o));
 }
 
 fn ffprobe(path: &Path) -> serde_json::Value {
     let o = Command::new("ffprobe")
-        .args(["-v", "error", "-show_streams", "-show_format", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe");
-    assert!(o.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -107,8 +135,14 @@ fn default_run_writes_a_playable_mp4_with_the_right_frame_count_and_audio() {
     assert!(o.status.success(), "{}", stderr(&o));
     let probe = ffprobe(&c.path("out.mp4"));
     let streams = probe["streams"].as_array().unwrap();
-    let video = streams.iter().find(|s| s["codec_type"] == "video").expect("video stream");
-    let audio = streams.iter().find(|s| s["codec_type"] == "audio").expect("audio stream");
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .expect("video stream");
+    let audio = streams
+        .iter()
+        .find(|s| s["codec_type"] == "audio")
+        .expect("audio stream");
     assert_eq!(video["codec_name"], "h264");
     let frames: usize = video["nb_frames"].as_str().unwrap().parse().unwrap();
     // The bundled speech lasts 2.41 s: round(2.41 × 12) = 29 frames.
@@ -120,7 +154,10 @@ fn default_run_writes_a_playable_mp4_with_the_right_frame_count_and_audio() {
     let secs = done["audio_seconds"].as_f64().unwrap();
     assert_eq!(frames, (secs * 12.0).round() as usize);
     let adur: f64 = audio["duration"].as_str().unwrap().parse().unwrap();
-    assert!((adur - secs).abs() < 0.05, "audio track {adur} s vs input {secs} s");
+    assert!(
+        (adur - secs).abs() < 0.05,
+        "audio track {adur} s vs input {secs} s"
+    );
 }
 
 #[test]
@@ -129,10 +166,25 @@ fn same_seed_same_frames_other_seed_other_frames() {
     let wav = c.s("a.wav");
     write_wav(&c.path("a.wav"), 16_000, 1, 16, false, 0.5);
     let gen = |seed: &str, dir: &str| {
-        let o = run(&["generate", "--audio", &wav, "--out", &c.s(&format!("{dir}.mp4")), "--frames", &c.s(dir), "--seed", seed, "--steps", "2"]);
+        let o = run(&[
+            "generate",
+            "--audio",
+            &wav,
+            "--out",
+            &c.s(&format!("{dir}.mp4")),
+            "--frames",
+            &c.s(dir),
+            "--seed",
+            seed,
+            "--steps",
+            "2",
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let mut frames = Vec::new();
-        let mut names: Vec<_> = std::fs::read_dir(c.path(dir)).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut names: Vec<_> = std::fs::read_dir(c.path(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         names.sort();
         for p in names {
             frames.push(std::fs::read(p).unwrap());
@@ -150,16 +202,33 @@ fn same_seed_same_frames_other_seed_other_frames() {
 #[test]
 fn wav_formats_rates_and_channels_work() {
     let c = Case::new();
-    for (i, (rate, ch, bits, float)) in
-        [(8_000, 1, 8, false), (22_050, 2, 16, false), (44_100, 1, 24, false), (48_000, 2, 32, false), (32_000, 1, 32, true)]
-            .into_iter()
-            .enumerate()
+    for (i, (rate, ch, bits, float)) in [
+        (8_000, 1, 8, false),
+        (22_050, 2, 16, false),
+        (44_100, 1, 24, false),
+        (48_000, 2, 32, false),
+        (32_000, 1, 32, true),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let wav = c.path(&format!("in{i}.wav"));
         write_wav(&wav, rate, ch, bits, float, 0.3);
         let out = c.s(&format!("o{i}.mp4"));
-        let o = run(&["generate", "--audio", &wav.display().to_string(), "--out", &out, FAST[0], FAST[1]]);
-        assert!(o.status.success(), "{rate} Hz {ch} ch {bits}-bit float={float}: {}", stderr(&o));
+        let o = run(&[
+            "generate",
+            "--audio",
+            &wav.display().to_string(),
+            "--out",
+            &out,
+            FAST[0],
+            FAST[1],
+        ]);
+        assert!(
+            o.status.success(),
+            "{rate} Hz {ch} ch {bits}-bit float={float}: {}",
+            stderr(&o)
+        );
         assert!(c.path(&format!("o{i}.mp4")).is_file());
     }
 }
@@ -169,12 +238,26 @@ fn very_short_audio() {
     let c = Case::new();
     // 0.1 s at 12 fps = round(1.2) = 1 frame: works.
     write_wav(&c.path("short.wav"), 16_000, 1, 16, false, 0.1);
-    let o = run(&["generate", "--audio", &c.s("short.wav"), "--out", &c.s("o.mp4"), FAST[0], FAST[1]]);
+    let o = run(&[
+        "generate",
+        "--audio",
+        &c.s("short.wav"),
+        "--out",
+        &c.s("o.mp4"),
+        FAST[0],
+        FAST[1],
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     // An empty WAV stops with a message.
     let c2 = Case::new();
     write_wav(&c2.path("empty.wav"), 16_000, 1, 16, false, 0.0);
-    let o = run(&["generate", "--audio", &c2.s("empty.wav"), "--out", &c2.s("o.mp4")]);
+    let o = run(&[
+        "generate",
+        "--audio",
+        &c2.s("empty.wav"),
+        "--out",
+        &c2.s("o.mp4"),
+    ]);
     expect_user_error(&o, "no audio");
     c2.no_mp4();
 }
@@ -182,10 +265,22 @@ fn very_short_audio() {
 #[test]
 fn missing_and_non_wav_audio() {
     let c = Case::new();
-    let o = run(&["generate", "--audio", &c.s("nope.wav"), "--out", &c.s("o.mp4")]);
+    let o = run(&[
+        "generate",
+        "--audio",
+        &c.s("nope.wav"),
+        "--out",
+        &c.s("o.mp4"),
+    ]);
     expect_user_error(&o, "nope.wav");
     std::fs::write(c.path("fake.wav"), b"this is not a wav file at all").unwrap();
-    let o = run(&["generate", "--audio", &c.s("fake.wav"), "--out", &c.s("o.mp4")]);
+    let o = run(&[
+        "generate",
+        "--audio",
+        &c.s("fake.wav"),
+        "--out",
+        &c.s("o.mp4"),
+    ]);
     expect_user_error(&o, "not a readable WAV");
     c.no_mp4();
 }
@@ -193,16 +288,34 @@ fn missing_and_non_wav_audio() {
 #[test]
 fn bad_images() {
     let c = Case::new();
-    let o = run(&["generate", "--image", &c.s("missing.png"), "--out", &c.s("o.mp4")]);
+    let o = run(&[
+        "generate",
+        "--image",
+        &c.s("missing.png"),
+        "--out",
+        &c.s("o.mp4"),
+    ]);
     expect_user_error(&o, "missing.png");
     write_png(&c.path("ok.png"), 64, 48);
     let mut bytes = std::fs::read(c.path("ok.png")).unwrap();
     bytes.truncate(bytes.len() / 2);
     std::fs::write(c.path("corrupt.png"), &bytes).unwrap();
-    let o = run(&["generate", "--image", &c.s("corrupt.png"), "--out", &c.s("o.mp4")]);
+    let o = run(&[
+        "generate",
+        "--image",
+        &c.s("corrupt.png"),
+        "--out",
+        &c.s("o.mp4"),
+    ]);
     expect_user_error(&o, "corrupt.png");
     std::fs::write(c.path("text.png"), b"hello").unwrap();
-    let o = run(&["generate", "--image", &c.s("text.png"), "--out", &c.s("o.mp4")]);
+    let o = run(&[
+        "generate",
+        "--image",
+        &c.s("text.png"),
+        "--out",
+        &c.s("o.mp4"),
+    ]);
     expect_user_error(&o, "not a PNG or JPEG");
     c.no_mp4();
 }
@@ -210,11 +323,23 @@ fn bad_images() {
 #[test]
 fn huge_image_works() {
     let c = Case::new();
-    let img = image::RgbImage::from_fn(10_000, 10_000, |x, y| image::Rgb([(x / 40) as u8, (y / 40) as u8, 128]));
+    let img = image::RgbImage::from_fn(10_000, 10_000, |x, y| {
+        image::Rgb([(x / 40) as u8, (y / 40) as u8, 128])
+    });
     img.save(c.path("big.png")).unwrap();
     drop(img);
     write_wav(&c.path("a.wav"), 16_000, 1, 16, false, 0.2);
-    let o = run(&["generate", "--image", &c.s("big.png"), "--audio", &c.s("a.wav"), "--out", &c.s("o.mp4"), FAST[0], FAST[1]]);
+    let o = run(&[
+        "generate",
+        "--image",
+        &c.s("big.png"),
+        "--audio",
+        &c.s("a.wav"),
+        "--out",
+        &c.s("o.mp4"),
+        FAST[0],
+        FAST[1],
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -238,7 +363,13 @@ fn bad_flags() {
 fn bad_weights_directories() {
     let c = Case::new();
     let w = c.path("w");
-    let o = run(&["make-weights", "--preset", "tiny", "--out", &w.display().to_string()]);
+    let o = run(&[
+        "make-weights",
+        "--preset",
+        "tiny",
+        "--out",
+        &w.display().to_string(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     // inspect validates every component.
     let o = run(&["inspect", &w.display().to_string()]);
@@ -246,15 +377,28 @@ fn bad_weights_directories() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("ok"));
     // A config that contradicts the tensors: every mismatch named.
     let cfg_path = w.join("vae/config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["block_out_channels"] = serde_json::json!([32, 32, 64, 96]);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let o = run(&["generate", "--weights", &w.display().to_string(), "--out", &c.s("o.mp4")]);
+    let o = run(&[
+        "generate",
+        "--weights",
+        &w.display().to_string(),
+        "--out",
+        &c.s("o.mp4"),
+    ]);
     expect_user_error(&o, "does not match");
     assert!(stderr(&o).contains("vae"), "{}", stderr(&o));
     // A missing component.
     std::fs::remove_dir_all(w.join("audio_encoder")).unwrap();
-    let o = run(&["generate", "--weights", &w.display().to_string(), "--out", &c.s("o.mp4")]);
+    let o = run(&[
+        "generate",
+        "--weights",
+        &w.display().to_string(),
+        "--out",
+        &c.s("o.mp4"),
+    ]);
     expect_user_error(&o, "audio_encoder");
     c.no_mp4();
 }

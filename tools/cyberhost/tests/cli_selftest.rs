@@ -8,10 +8,13 @@ fn stand_in() -> PathBuf {
     // The stand-in driver is built beside the test binaries (target/<profile>/).
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_cyberhost"));
     let dir = exe.parent().unwrap().to_path_buf();
-    [dir.join("libptx_emu_driver.so"), dir.join("deps").join("libptx_emu_driver.so")]
-        .into_iter()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| dir.join("libptx_emu_driver.so"))
+    [
+        dir.join("libptx_emu_driver.so"),
+        dir.join("deps").join("libptx_emu_driver.so"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| dir.join("libptx_emu_driver.so"))
 }
 
 #[test]
@@ -34,14 +37,22 @@ fn without_a_driver_selftest_exits_3_and_says_why() {
 #[test]
 fn on_the_stand_in_driver_selftest_checks_ops() {
     let lib = stand_in();
-    assert!(lib.is_file(), "stand-in driver not built at {}", lib.display());
+    assert!(
+        lib.is_file(),
+        "stand-in driver not built at {}",
+        lib.display()
+    );
     let o = Command::new(env!("CARGO_BIN_EXE_cyberhost"))
         .args(["selftest", "--filter", "layer_norm", "--json"])
         .env("CYBERHOST_CUDA_DRIVER", &lib)
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let row: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(row["op"], "layer_norm");
     assert_eq!(row["result"], "ok");

@@ -4,8 +4,8 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 
 use super::layout::{collapse_dims, row_offset};
-use crate::backends::strides::{broadcast_strides, contiguous_strides};
 use super::CpuTensor;
+use crate::backends::strides::{broadcast_strides, contiguous_strides};
 use crate::backends::{Binary, TensorLike, Unary};
 
 /// Elements per rayon task for cheap pointwise loops.

@@ -8,9 +8,9 @@ use cyberhost_kernels::pointwise::{
 use cyberhost_kernels::{DType, KernelModule};
 
 use super::backend::{promote, u32_of, CudaBackend, CudaTensor};
-use super::layout::{collapse_dims};
-use crate::backends::strides::broadcast_strides;
+use super::layout::collapse_dims;
 use crate::backends::shape::broadcast_shape;
+use crate::backends::strides::broadcast_strides;
 use crate::backends::{Binary, TensorLike, Unary};
 
 fn unary_code(op: Unary) -> u32 {

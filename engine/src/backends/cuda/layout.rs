@@ -6,8 +6,8 @@ use cyberhost_kernels::layout::{launch_config, LayoutParams, LAYOUT_MAX_RANK};
 use cyberhost_kernels::KernelModule;
 
 use super::backend::{promote, u32_of, CudaBackend, CudaTensor};
-use crate::backends::TensorLike;
 pub(crate) use crate::backends::strides::{collapse_dims, contiguous_strides};
+use crate::backends::TensorLike;
 
 /// Pads a per-dim list in front to the kernel's rank.
 fn pad_front<T: Copy>(v: &[T], fill: T) -> [T; LAYOUT_MAX_RANK] {

@@ -5,17 +5,17 @@
 //! `docs/stand-in-driver.md`). [`CudaDevice::new`] never panics when no driver is present; it
 //! returns [`NO_DRIVER_MSG`].
 
+pub mod attention;
 mod backend;
+pub mod conv2d;
 mod device;
 mod elementwise;
 mod fused;
+pub mod gemm;
 mod layout;
 mod linalg;
 mod norm;
 mod pool;
-pub mod attention;
-pub mod conv2d;
-pub mod gemm;
 
 pub use backend::{CudaBackend, CudaTensor};
 pub use cyberhost_kernels::DType;
