@@ -18,8 +18,9 @@ convert -size 256x256 xc:'#6fa8dc' \
   -fill '#e07a5f' -draw 'polygon 70,135 40,200 55,210 85,150' -draw 'polygon 186,135 216,200 201,210 171,150' \
   -fill '#f2cc8f' -draw 'circle 45,208 56,208' -draw 'circle 211,208 222,208' \
   -strip "$out/reference.png"
-espeak-ng -v en-us -s 165 -w /tmp/cyberhost-speech.wav "Hello. I am a talking avatar."
+raw="$(mktemp --suffix=.wav)"
+espeak-ng -v en-us -s 165 -w "$raw" "Hello. I am a talking avatar."
 # Resample to 16 kHz mono 16-bit with ffmpeg for a small, canonical file.
-ffmpeg -y -loglevel error -i /tmp/cyberhost-speech.wav -ac 1 -ar 16000 -sample_fmt s16 -bitexact "$out/speech.wav"
-rm -f /tmp/cyberhost-speech.wav
+ffmpeg -y -loglevel error -i "$raw" -ac 1 -ar 16000 -sample_fmt s16 -bitexact "$out/speech.wav"
+rm -f "$raw"
 ls -l "$out"
