@@ -54,10 +54,12 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
         .map_err(|e| UserError::new(format!("{name}: cannot read image ({e})")))?;
     match reader.format() {
         Some(image::ImageFormat::Png) | Some(image::ImageFormat::Jpeg) => {}
-        _ => return Err(UserError::new(format!(
+        _ => {
+            return Err(UserError::new(format!(
             "{name} is not a PNG or JPEG image; convert it first (e.g. `convert in.webp out.png`)"
         ))
-        .into()),
+            .into())
+        }
     }
     let (w, h) = reader
         .into_dimensions()
