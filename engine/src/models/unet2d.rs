@@ -25,7 +25,7 @@ use crate::models::transformer::BasicTransformerBlock;
 use crate::models::unet_blocks::{
     CrossAttnConfig, DownBlockConfig, MidBlockConfig, ResnetSettings, UpBlockConfig,
 };
-use crate::models::unet_trunk::{UNetTrunk, UNetTrunkConfig};
+use crate::models::unet_trunk::{parse_block_layout, BlockTypeNames, UNetTrunk, UNetTrunkConfig};
 use crate::var_builder::VarBuilder;
 
 /// Parsed `UNet2DConditionModel` config: the resolved trunk.
@@ -67,67 +67,17 @@ impl UNet2DConditionModelConfig {
         c.require_str("attention_type", "default", &["default"])?;
         c.require_bool("dual_cross_attention", false, false)?;
 
-        let down_types = c.str_list(
-            "down_block_types",
-            &[
-                "CrossAttnDownBlock2D",
-                "CrossAttnDownBlock2D",
-                "CrossAttnDownBlock2D",
-                "DownBlock2D",
-            ],
+        let (block_out, down_attn, up_attn) = parse_block_layout(
+            c,
+            &BlockTypeNames {
+                cross_down: "CrossAttnDownBlock2D",
+                down: "DownBlock2D",
+                cross_up: "CrossAttnUpBlock2D",
+                up: "UpBlock2D",
+                normalize: strip_unetres,
+            },
         )?;
-        let up_types = c.str_list(
-            "up_block_types",
-            &[
-                "UpBlock2D",
-                "CrossAttnUpBlock2D",
-                "CrossAttnUpBlock2D",
-                "CrossAttnUpBlock2D",
-            ],
-        )?;
-        let n = down_types.len();
-        if n == 0 {
-            bail!("{}: `down_block_types` is empty", c.what);
-        }
-        if up_types.len() != n {
-            bail!(
-                "{}: `down_block_types` has {n} entries but `up_block_types` has {}",
-                c.what,
-                up_types.len()
-            );
-        }
-        let block_out = c.usize_list("block_out_channels", &[320, 640, 1280, 1280])?;
-        if block_out.len() != n {
-            bail!(
-                "{}: `block_out_channels` has {} entries; expected {n}",
-                c.what,
-                block_out.len()
-            );
-        }
-        let mut down_attn = Vec::with_capacity(n);
-        for t in &down_types {
-            down_attn.push(match strip_unetres(t) {
-                "CrossAttnDownBlock2D" => true,
-                "DownBlock2D" => false,
-                other => bail!(
-                    "{}: down block type {other:?} in `down_block_types` is not supported \
-                     (supported: \"CrossAttnDownBlock2D\", \"DownBlock2D\")",
-                    c.what
-                ),
-            });
-        }
-        let mut up_attn = Vec::with_capacity(n);
-        for t in &up_types {
-            up_attn.push(match strip_unetres(t) {
-                "CrossAttnUpBlock2D" => true,
-                "UpBlock2D" => false,
-                other => bail!(
-                    "{}: up block type {other:?} in `up_block_types` is not supported \
-                     (supported: \"CrossAttnUpBlock2D\", \"UpBlock2D\")",
-                    c.what
-                ),
-            });
-        }
+        let n = block_out.len();
         // missing: diffusers' default; explicit null: no mid block
         let mid_type = match c.obj.contains_key("mid_block_type") {
             false => Some("UNetMidBlock2DCrossAttn".to_string()),

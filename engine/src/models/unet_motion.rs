@@ -29,7 +29,7 @@ use crate::models::transformer::BasicTransformerBlock;
 use crate::models::unet_blocks::{
     CrossAttnConfig, DownBlockConfig, MidBlockConfig, MotionConfig, ResnetSettings, UpBlockConfig,
 };
-use crate::models::unet_trunk::{UNetTrunk, UNetTrunkConfig};
+use crate::models::unet_trunk::{parse_block_layout, BlockTypeNames, UNetTrunk, UNetTrunkConfig};
 use crate::var_builder::VarBuilder;
 
 /// Parsed `UNetMotionModel` config: the resolved trunk.
@@ -58,67 +58,17 @@ impl UNetMotionModelConfig {
         ] {
             c.require_null(key)?;
         }
-        let down_types = c.str_list(
-            "down_block_types",
-            &[
-                "CrossAttnDownBlockMotion",
-                "CrossAttnDownBlockMotion",
-                "CrossAttnDownBlockMotion",
-                "DownBlockMotion",
-            ],
+        let (block_out, down_attn, up_attn) = parse_block_layout(
+            c,
+            &BlockTypeNames {
+                cross_down: "CrossAttnDownBlockMotion",
+                down: "DownBlockMotion",
+                cross_up: "CrossAttnUpBlockMotion",
+                up: "UpBlockMotion",
+                normalize: |s| s,
+            },
         )?;
-        let up_types = c.str_list(
-            "up_block_types",
-            &[
-                "UpBlockMotion",
-                "CrossAttnUpBlockMotion",
-                "CrossAttnUpBlockMotion",
-                "CrossAttnUpBlockMotion",
-            ],
-        )?;
-        let n = down_types.len();
-        if n == 0 {
-            bail!("{}: `down_block_types` is empty", c.what);
-        }
-        if up_types.len() != n {
-            bail!(
-                "{}: `down_block_types` has {n} entries but `up_block_types` has {}",
-                c.what,
-                up_types.len()
-            );
-        }
-        let block_out = c.usize_list("block_out_channels", &[320, 640, 1280, 1280])?;
-        if block_out.len() != n {
-            bail!(
-                "{}: `block_out_channels` has {} entries; expected {n}",
-                c.what,
-                block_out.len()
-            );
-        }
-        let mut down_attn = Vec::with_capacity(n);
-        for t in &down_types {
-            down_attn.push(match t.as_str() {
-                "CrossAttnDownBlockMotion" => true,
-                "DownBlockMotion" => false,
-                other => bail!(
-                    "{}: down block type {other:?} in `down_block_types` is not supported \
-                     (supported: \"CrossAttnDownBlockMotion\", \"DownBlockMotion\")",
-                    c.what
-                ),
-            });
-        }
-        let mut up_attn = Vec::with_capacity(n);
-        for t in &up_types {
-            up_attn.push(match t.as_str() {
-                "CrossAttnUpBlockMotion" => true,
-                "UpBlockMotion" => false,
-                other => bail!(
-                    "{}: up block type {other:?} in `up_block_types` is not supported \
-                     (supported: \"CrossAttnUpBlockMotion\", \"UpBlockMotion\")",
-                    c.what
-                ),
-            });
-        }
+        let n = block_out.len();
 
         let in_channels = c.usize("in_channels", 4)?;
         let out_channels = c.usize("out_channels", 4)?;

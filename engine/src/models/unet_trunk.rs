@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::backends::shape::{ShapeBackend, ShapeTensor};
 use crate::backends::{Backend, BackendExt, ConvEpilogue, TensorLike};
+use crate::models::config_json::ConfigJson;
 use crate::models::embeddings::{TimestepEmbedding, TimestepEmbeddingConfig, Timesteps};
 use crate::models::hooks::UNetHooks;
 use crate::models::motion_module::AnimateDiffTransformer3D;
@@ -308,4 +309,82 @@ impl<B: Backend> UNetTrunk<B> {
         }
         self.conv_out.forward(be, &h)
     }
+}
+
+/// The block type names of one U-Net family (`UNet2DConditionModel`: `...2D`;
+/// `UNetMotionModel`: `...Motion`).
+pub struct BlockTypeNames {
+    pub cross_down: &'static str,
+    pub down: &'static str,
+    pub cross_up: &'static str,
+    pub up: &'static str,
+    /// Spellings that mean the same block (e.g. diffusers' `UNetRes` prefix) map to the canonical one.
+    pub normalize: fn(&str) -> &str,
+}
+
+/// The checked block layout of a config: `block_out_channels` and, per level, whether the down /
+/// up block has cross-attention. Errors name the key and the unsupported value.
+pub fn parse_block_layout(
+    c: &ConfigJson,
+    names: &BlockTypeNames,
+) -> Result<(Vec<usize>, Vec<bool>, Vec<bool>)> {
+    let down_types = c.str_list(
+        "down_block_types",
+        &[
+            names.cross_down,
+            names.cross_down,
+            names.cross_down,
+            names.down,
+        ],
+    )?;
+    let up_types = c.str_list(
+        "up_block_types",
+        &[names.up, names.cross_up, names.cross_up, names.cross_up],
+    )?;
+    let n = down_types.len();
+    if n == 0 {
+        bail!("{}: `down_block_types` is empty", c.what);
+    }
+    if up_types.len() != n {
+        bail!(
+            "{}: `down_block_types` has {n} entries but `up_block_types` has {}",
+            c.what,
+            up_types.len()
+        );
+    }
+    let block_out = c.usize_list("block_out_channels", &[320, 640, 1280, 1280])?;
+    if block_out.len() != n {
+        bail!(
+            "{}: `block_out_channels` has {} entries; expected {n}",
+            c.what,
+            block_out.len()
+        );
+    }
+    let attn = |types: &[String],
+                key: &str,
+                dir: &str,
+                cross: &str,
+                plain: &str|
+     -> Result<Vec<bool>> {
+        types
+            .iter()
+            .map(|t| match (names.normalize)(t) {
+                x if x == cross => Ok(true),
+                x if x == plain => Ok(false),
+                other => bail!(
+                    "{}: {dir} block type {other:?} in `{key}` is not supported (supported: {cross:?}, {plain:?})",
+                    c.what
+                ),
+            })
+            .collect()
+    };
+    let down_attn = attn(
+        &down_types,
+        "down_block_types",
+        "down",
+        names.cross_down,
+        names.down,
+    )?;
+    let up_attn = attn(&up_types, "up_block_types", "up", names.cross_up, names.up)?;
+    Ok((block_out, down_attn, up_attn))
 }
