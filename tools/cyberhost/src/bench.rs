@@ -7,6 +7,7 @@
 //! (PTX emulator) the times mean nothing and are reported as `null`; kernel
 //! launches, allocations and copies per step are counted by the driver.
 
+use crate::args::{parse_size, weights_source};
 use anyhow::Result;
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::{CudaBackend, DriverStats};
@@ -18,7 +19,6 @@ use cyberhost_engine::pipeline::checkpoint::WeightsSource;
 use cyberhost_engine::pipeline::conditions::PoseFile;
 use cyberhost_engine::pipeline::generate::Request;
 use cyberhost_engine::pipeline::image::decode_image;
-use cyberhost_engine::pipeline::presets::Preset;
 use cyberhost_engine::planner::plan;
 use serde_json::json;
 use std::path::PathBuf;
@@ -51,18 +51,6 @@ pub struct Args {
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
-    let (w, h) = s
-        .split_once(['x', 'X'])
-        .ok_or_else(|| format!("`{s}` is not WxH, e.g. 512x512"))?;
-    let p = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("`{s}` is not WxH, e.g. 512x512"))
-    };
-    Ok((p(w)?, p(h)?))
 }
 
 /// Peak dense bf16 tensor FLOP/s and memory bandwidth of known cards (datasheets, SXM parts).
@@ -121,13 +109,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.steps == 0 {
         return Err(UserError::new("--steps 0: time at least one step").into());
     }
-    let source = match (&a.weights, &a.preset) {
-        (Some(dir), _) => WeightsSource::Dir(dir.clone()),
-        (None, p) => WeightsSource::Preset {
-            preset: Preset::parse(p.as_deref().unwrap_or("tiny"))?,
-            seed: 0,
-        },
-    };
+    let source = weights_source(&a.weights, &a.preset)?;
     match a.backend.as_str() {
         "cpu" => bench(CpuBackend::new(), &source, &a),
         "cuda" => {

@@ -1,5 +1,6 @@
 //! `cyberhost generate`: reference image + speech → MP4.
 
+use crate::args::parse_size;
 use anyhow::{Context, Result};
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::CudaBackend;
@@ -66,18 +67,6 @@ pub struct Args {
     /// Print progress as JSON lines on stdout instead of bars.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
-    let (w, h) = s
-        .split_once(['x', 'X'])
-        .ok_or_else(|| format!("`{s}` is not WxH, e.g. 128x128"))?;
-    let p = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("`{s}` is not WxH, e.g. 128x128"))
-    };
-    Ok((p(w)?, p(h)?))
 }
 
 /// Progress as bars (terminal), JSON lines (`--json`) or nothing.

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 internal error or a failed check; 2 bad user input
 //! (file, flag, checkpoint); 3 no GPU where one is required.
 
+mod args;
 mod bench;
 mod check_fixture;
 mod generate;

@@ -3,11 +3,10 @@
 //! activations into one arena, and print the cost of one CFG step per op class with its H100
 //! roofline floor (989 TFLOP/s dense bf16, 3.35 TB/s), plus the one-off graphs.
 
+use crate::args::{parse_size, weights_source};
 use anyhow::Result;
 use cyberhost_engine::graph::pipeline::{trace_pipeline, PipelineGraphs};
 use cyberhost_engine::graph::Graph;
-use cyberhost_engine::pipeline::checkpoint::WeightsSource;
-use cyberhost_engine::pipeline::presets::Preset;
 use cyberhost_engine::planner::{plan, PlanKey, PlanReport, H100_BF16_FLOPS, H100_HBM_BYTES_PER_S};
 use serde_json::json;
 use std::path::PathBuf;
@@ -29,18 +28,6 @@ pub struct Args {
     json: bool,
 }
 
-fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
-    let (w, h) = s
-        .split_once(['x', 'X'])
-        .ok_or_else(|| format!("`{s}` is not WxH, e.g. 512x512"))?;
-    let p = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("`{s}` is not WxH, e.g. 512x512"))
-    };
-    Ok((p(w)?, p(h)?))
-}
-
 fn report(pg: &PipelineGraphs, g: &Graph) -> PlanReport {
     let geo = pg.geometry;
     let key = PlanKey {
@@ -59,13 +46,7 @@ fn gib(b: u64) -> f64 {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let source = match (&a.weights, &a.preset) {
-        (Some(dir), _) => WeightsSource::Dir(dir.clone()),
-        (None, p) => WeightsSource::Preset {
-            preset: Preset::parse(p.as_deref().unwrap_or("tiny"))?,
-            seed: 0,
-        },
-    };
+    let source = weights_source(&a.weights, &a.preset)?;
     let pg = trace_pipeline(&source, a.size)?;
     let geo = pg.geometry;
     let step = report(&pg, &pg.step);

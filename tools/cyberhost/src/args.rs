@@ -1,0 +1,30 @@
+//! Argument helpers shared by the subcommands.
+
+use anyhow::Result;
+use cyberhost_engine::pipeline::checkpoint::WeightsSource;
+use cyberhost_engine::pipeline::presets::Preset;
+use std::path::PathBuf;
+
+/// `--size WxH`, e.g. `512x512`.
+pub fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("`{s}` is not WxH, e.g. 512x512"))?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{s}` is not WxH, e.g. 512x512"))
+    };
+    Ok((p(w)?, p(h)?))
+}
+
+/// `--weights DIR` or `--preset tiny|paper` (default `tiny`, seed 0).
+pub fn weights_source(weights: &Option<PathBuf>, preset: &Option<String>) -> Result<WeightsSource> {
+    Ok(match (weights, preset) {
+        (Some(dir), _) => WeightsSource::Dir(dir.clone()),
+        (None, p) => WeightsSource::Preset {
+            preset: Preset::parse(p.as_deref().unwrap_or("tiny"))?,
+            seed: 0,
+        },
+    })
+}
