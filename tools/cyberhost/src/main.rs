@@ -46,6 +46,12 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Exit quietly when stdout is closed early (`cyberhost plan | head`), like other Unix tools,
+    // instead of panicking on a broken pipe.
+    // SAFETY: restoring the default SIGPIPE disposition before any thread or I/O starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
