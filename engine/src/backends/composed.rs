@@ -102,3 +102,131 @@ pub fn conv2d_ext<B: Backend>(
     }
     Ok(y)
 }
+
+/// diffusers `get_timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift, scale=1,
+/// max_period=10000)` on the host, f32 arithmetic in torch's order → (N, dim) row-major.
+/// An odd `dim` leaves the last column zero (torch pads (0, 1)).
+pub fn timestep_embedding_host(
+    timesteps: &[f32],
+    dim: usize,
+    flip_sin_to_cos: bool,
+    downscale_freq_shift: f32,
+) -> Vec<f32> {
+    let half = dim / 2;
+    let ln_max = -(10000f64.ln() as f32);
+    // exponent = -ln(10000) * arange(half) / (half - shift); freqs = exp(exponent)  (all f32)
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| {
+            let e = ln_max * i as f32;
+            let e = e / (half as f32 - downscale_freq_shift);
+            (e as f64).exp() as f32
+        })
+        .collect();
+    let mut out = vec![0f32; timesteps.len() * dim];
+    for (n, &t) in timesteps.iter().enumerate() {
+        let row = &mut out[n * dim..(n + 1) * dim];
+        for (i, &f) in freqs.iter().enumerate() {
+            let arg = t * f;
+            let (s, c) = ((arg as f64).sin() as f32, (arg as f64).cos() as f32);
+            if flip_sin_to_cos {
+                row[i] = c;
+                row[half + i] = s;
+            } else {
+                row[i] = s;
+                row[half + i] = c;
+            }
+        }
+    }
+    out
+}
+
+/// [`Backend::timestep_embedding`] through the host: `to_f32(t)`, [`timestep_embedding_host`],
+/// `from_f32`.
+pub fn timestep_embedding<B: Backend>(
+    be: &B,
+    t: &B::Tensor,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    downscale_freq_shift: f32,
+) -> Result<B::Tensor> {
+    if t.rank() != 1 {
+        bail!("timestep_embedding: t {:?} must be (N,)", t.shape());
+    }
+    let ts = be.to_f32(t)?;
+    let data = timestep_embedding_host(&ts, dim, flip_sin_to_cos, downscale_freq_shift);
+    be.from_f32(&[ts.len(), dim], &data)
+}
+
+/// Length of the coefficient vector of [`Backend::cfg_ddim_step`].
+pub const CFG_DDIM_COEFFS: usize = 8;
+
+/// One element of [`Backend::cfg_ddim_step`]: `c` is the coefficient vector
+/// `[guidance, √ᾱ_t, √(1−ᾱ_t), √ᾱ_prev, direction, prediction (0 ε, 1 v, 2 x₀), clip_lo, clip_hi]`.
+#[inline]
+pub fn cfg_ddim_one(cond: f32, uncond: f32, z: f32, c: &[f32; CFG_DDIM_COEFFS]) -> f32 {
+    let m = uncond + c[0] * (cond - uncond);
+    let (sa, sb) = (c[1], c[2]);
+    let (mut x0, eps) = match c[5] as i32 {
+        0 => ((z - sb * m) / sa, m),
+        1 => (sa * z - sb * m, sa * m + sb * z),
+        _ => (m, (z - sa * m) / sb),
+    };
+    // torch.clamp: min(max(x, lo), hi); ±inf when clip_sample is off.
+    if x0 < c[6] {
+        x0 = c[6];
+    }
+    if x0 > c[7] {
+        x0 = c[7];
+    }
+    c[3] * x0 + c[4] * eps
+}
+
+/// Shapes of [`Backend::cfg_ddim_step`]: `out` (2, C, S, *rest), `z` (1, C, F, *rest) with
+/// `frame_offset + F <= S`, `coeffs` (8,). Returns (C, S, F, inner = prod(rest)).
+pub fn check_cfg_ddim(
+    out: &[usize],
+    z: &[usize],
+    frame_offset: usize,
+    coeffs: &[usize],
+) -> Result<(usize, usize, usize, usize)> {
+    if out.len() < 3 || out[0] != 2 || z.len() != out.len() || z[0] != 1 || z[1] != out[1] {
+        bail!(
+            "cfg_ddim_step: model output {out:?} must be (2, C, S, ..) (cond row, uncond row) and \
+             z {z:?} (1, C, F, ..) with the same C and trailing dims"
+        );
+    }
+    if out[3..] != z[3..] || frame_offset + z[2] > out[2] {
+        bail!(
+            "cfg_ddim_step: frames {frame_offset}..{} of the model output {out:?} do not match z {z:?}",
+            frame_offset + z[2]
+        );
+    }
+    if coeffs != [CFG_DDIM_COEFFS] {
+        bail!("cfg_ddim_step: coeffs {coeffs:?} must be ({CFG_DDIM_COEFFS},)");
+    }
+    Ok((out[1], out[2], z[2], out[3..].iter().product()))
+}
+
+/// [`Backend::cfg_ddim_step`] through the host.
+pub fn cfg_ddim_step<B: Backend>(
+    be: &B,
+    out: &B::Tensor,
+    z: &B::Tensor,
+    frame_offset: usize,
+    coeffs: &B::Tensor,
+) -> Result<B::Tensor> {
+    let (c, s, f, inner) = check_cfg_ddim(out.shape(), z.shape(), frame_offset, coeffs.shape())?;
+    let (o, zz, cv) = (be.to_f32(out)?, be.to_f32(z)?, be.to_f32(coeffs)?);
+    let cv: [f32; CFG_DDIM_COEFFS] = cv.try_into().expect("checked length");
+    let mut res = vec![0f32; zz.len()];
+    for ch in 0..c {
+        for fr in 0..f {
+            for i in 0..inner {
+                let zi = (ch * f + fr) * inner + i;
+                let oi = (ch * s + frame_offset + fr) * inner + i;
+                res[zi] = cfg_ddim_one(o[oi], o[c * s * inner + oi], zz[zi], &cv);
+            }
+        }
+    }
+    be.from_f32(z.shape(), &res)
+}

@@ -313,6 +313,38 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> Result<Self::Tensor> {
         composed::conv2d_ext(self, x, w, bias, p, epi)
     }
+
+    // ---- sampler ---------------------------------------------------------------------------
+    // Both read their step-dependent scalars from tensors, so a captured step graph replays for
+    // every step without re-capture (the defaults go through the host).
+
+    /// diffusers `get_timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift,
+    /// scale = 1, max_period = 10000)`: t (N,) → (N, dim), f32 math.
+    fn timestep_embedding(
+        &self,
+        t: &Self::Tensor,
+        dim: usize,
+        flip_sin_to_cos: bool,
+        downscale_freq_shift: f32,
+    ) -> Result<Self::Tensor> {
+        composed::timestep_embedding(self, t, dim, flip_sin_to_cos, downscale_freq_shift)
+    }
+
+    /// Classifier-free guidance fused with one DDIM step (eta 0). `out` (2, C, S, ..) is the
+    /// denoiser's output, row 0 cond and row 1 uncond; frames `frame_offset..frame_offset + F`
+    /// (dim 2) belong to `z` (1, C, F, ..), the sample being denoised. `coeffs` (8,) =
+    /// `DdimStepCoeffs::device_coeffs(guidance)`: `m = uncond + g·(cond − uncond)`, then the
+    /// DDIM update of `z` with model output `m` ([`composed::cfg_ddim_one`]). Returns the new `z`
+    /// in f32.
+    fn cfg_ddim_step(
+        &self,
+        out: &Self::Tensor,
+        z: &Self::Tensor,
+        frame_offset: usize,
+        coeffs: &Self::Tensor,
+    ) -> Result<Self::Tensor> {
+        composed::cfg_ddim_step(self, out, z, frame_offset, coeffs)
+    }
 }
 
 /// Convenience methods built from the primitives; models call these.

@@ -317,6 +317,32 @@ impl Backend for ShapeBackend {
         t(s)
     }
 
+    fn timestep_embedding(
+        &self,
+        ts: &ShapeTensor,
+        dim: usize,
+        _flip_sin_to_cos: bool,
+        _downscale_freq_shift: f32,
+    ) -> Result<ShapeTensor> {
+        ensure!(
+            ts.rank() == 1,
+            "timestep_embedding: t {:?} must be (N,)",
+            ts.shape
+        );
+        t(vec![ts.shape[0], dim])
+    }
+
+    fn cfg_ddim_step(
+        &self,
+        out: &ShapeTensor,
+        z: &ShapeTensor,
+        frame_offset: usize,
+        coeffs: &ShapeTensor,
+    ) -> Result<ShapeTensor> {
+        super::composed::check_cfg_ddim(&out.shape, &z.shape, frame_offset, &coeffs.shape)?;
+        t(z.shape.clone())
+    }
+
     fn max_pool2d(
         &self,
         x: &ShapeTensor,

@@ -134,6 +134,10 @@ pub enum Op {
     MaxPool2d {
         kernel: usize,
     },
+    /// Sinusoidal timestep projection (`timestep_embedding`).
+    TimestepEmbedding,
+    /// Classifier-free guidance + DDIM update (`cfg_ddim_step`).
+    CfgDdim,
 }
 
 /// Op classes of the cost tables.
@@ -202,6 +206,8 @@ impl Op {
             Op::Pad2d => "pad2d",
             Op::MeanDim { .. } => "mean_dim",
             Op::MaxPool2d { .. } => "max_pool2d",
+            Op::TimestepEmbedding => "timestep_embedding",
+            Op::CfgDdim => "cfg_ddim_step",
         }
     }
 
@@ -214,7 +220,9 @@ impl Op {
             | Op::IndexSelect { .. }
             | Op::UpsampleNearest2d
             | Op::Pad2d => OpClass::Layout,
-            Op::Unary(_) | Op::Binary(_) | Op::Affine => OpClass::Elementwise,
+            Op::Unary(_) | Op::Binary(_) | Op::Affine | Op::TimestepEmbedding | Op::CfgDdim => {
+                OpClass::Elementwise
+            }
             Op::Softmax => OpClass::Softmax,
             Op::GroupNorm { .. } | Op::LayerNorm { .. } => OpClass::Norm,
             Op::Linear { .. } => OpClass::Linear,
@@ -286,6 +294,10 @@ impl Op {
             Op::Affine => 2 * out_n,
             Op::MeanDim { .. } => n(inputs[0]) + out_n,
             Op::MaxPool2d { kernel } => out_n * (kernel * kernel) as u64,
+            // exp for the frequency, a multiply, sin or cos (counted as one each)
+            Op::TimestepEmbedding => 3 * out_n,
+            // guidance (3), x̂₀ (2), clamp (2), update (3)
+            Op::CfgDdim => 10 * out_n,
             Op::Reshape
             | Op::Permute
             | Op::Concat { .. }
@@ -303,6 +315,8 @@ impl Op {
         let elems = match self {
             Op::Reshape => 0,
             Op::Narrow { .. } | Op::IndexSelect { .. } => 2 * out_n,
+            // reads the F frames of both CFG rows and z, writes z (f32 in and out: ×2)
+            Op::CfgDdim => 2 * (3 * out_n + out_n),
             _ => inputs.iter().map(|s| n(s)).sum::<u64>() + out_n,
         };
         elems * BYTES_PER_ELEMENT

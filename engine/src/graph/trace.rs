@@ -384,6 +384,29 @@ impl Backend for TraceBackend {
         self.record(Op::MeanDim { dim }, &[t], o)
     }
 
+    fn timestep_embedding(
+        &self,
+        t: &TraceTensor,
+        dim: usize,
+        flip_sin_to_cos: bool,
+        downscale_freq_shift: f32,
+    ) -> Result<TraceTensor> {
+        let o =
+            ShapeBackend.timestep_embedding(&st(t), dim, flip_sin_to_cos, downscale_freq_shift)?;
+        self.record(Op::TimestepEmbedding, &[t], o)
+    }
+
+    fn cfg_ddim_step(
+        &self,
+        out: &TraceTensor,
+        z: &TraceTensor,
+        frame_offset: usize,
+        coeffs: &TraceTensor,
+    ) -> Result<TraceTensor> {
+        let o = ShapeBackend.cfg_ddim_step(&st(out), &st(z), frame_offset, &st(coeffs))?;
+        self.record(Op::CfgDdim, &[out, z, coeffs], o)
+    }
+
     fn max_pool2d(
         &self,
         x: &TraceTensor,

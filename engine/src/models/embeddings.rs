@@ -27,34 +27,22 @@ impl Timesteps {
     /// `get_timestep_embedding(t, num_channels, flip, shift, scale=1, max_period=10000)`
     /// on the host, with f32 arithmetic in torch's order → (N, num_channels) row-major.
     pub fn embed_host(&self, timesteps: &[f32]) -> Vec<f32> {
-        let dim = self.num_channels;
-        let half = dim / 2;
-        let ln_max = -(10000f64.ln() as f32);
-        // exponent = -ln(10000) * arange(half) / (half - shift); freqs = exp(exponent)  (all f32)
-        let freqs: Vec<f32> = (0..half)
-            .map(|i| {
-                let e = ln_max * i as f32;
-                let e = e / (half as f32 - self.downscale_freq_shift);
-                (e as f64).exp() as f32
-            })
-            .collect();
-        let mut out = vec![0f32; timesteps.len() * dim];
-        for (n, &t) in timesteps.iter().enumerate() {
-            let row = &mut out[n * dim..(n + 1) * dim];
-            for (i, &f) in freqs.iter().enumerate() {
-                let arg = t * f;
-                let (s, c) = ((arg as f64).sin() as f32, (arg as f64).cos() as f32);
-                if self.flip_sin_to_cos {
-                    row[i] = c;
-                    row[half + i] = s;
-                } else {
-                    row[i] = s;
-                    row[half + i] = c;
-                }
-            }
-            // odd dim: last column stays zero (torch pads (0, 1))
-        }
-        out
+        crate::backends::composed::timestep_embedding_host(
+            timesteps,
+            self.num_channels,
+            self.flip_sin_to_cos,
+            self.downscale_freq_shift,
+        )
+    }
+
+    /// (N,) timesteps on the device → (N, num_channels) ([`Backend::timestep_embedding`]).
+    pub fn forward_t<B: Backend>(&self, be: &B, timesteps: &B::Tensor) -> Result<B::Tensor> {
+        be.timestep_embedding(
+            timesteps,
+            self.num_channels,
+            self.flip_sin_to_cos,
+            self.downscale_freq_shift,
+        )
     }
 
     /// (N,) timesteps → (N, num_channels) tensor.

@@ -261,6 +261,19 @@ impl<B: Backend> UNetMotionModel<B> {
         encoder_hidden_states: &B::Tensor,
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<B::Tensor> {
+        let t = be.from_f32(&[timesteps.len()], timesteps)?;
+        self.forward_t(be, sample, &t, encoder_hidden_states, hooks)
+    }
+
+    /// [`Self::forward`] with the timesteps (B,) (or (1,)) on the device.
+    pub fn forward_t(
+        &self,
+        be: &B,
+        sample: &B::Tensor,
+        timesteps: &B::Tensor,
+        encoder_hidden_states: &B::Tensor,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
         let s = sample.shape().to_vec();
         if s.len() != 5 {
             bail!("UNetMotionModel: sample must be (B, C, F, H, W), got {s:?}");
@@ -296,7 +309,7 @@ impl<B: Backend> UNetMotionModel<B> {
         let x = be.reshape(&x, &[b * f, c, h, w])?;
         let y = self
             .trunk
-            .forward(be, &x, timesteps, Some(&enc), f, hooks)
+            .forward_t(be, &x, timesteps, Some(&enc), f, hooks)
             .context("UNetMotionModel forward")?;
         let co = y.shape()[1];
         let y = be.reshape(&y, &[b, f, co, h, w])?;

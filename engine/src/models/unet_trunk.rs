@@ -173,10 +173,10 @@ impl<B: Backend> UNetTrunk<B> {
     pub fn time_embed(
         &self,
         be: &B,
-        timesteps: &[f32],
+        timesteps: &B::Tensor,
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<B::Tensor> {
-        let t = self.time_proj.forward(be, timesteps)?;
+        let t = self.time_proj.forward_t(be, timesteps)?;
         let r = hooks.time_embedding_residual(be)?;
         let emb = self.time_embedding.forward_residual(be, &t, r.as_ref())?;
         let emb = hooks.after_time_embedding(be, emb)?;
@@ -186,13 +186,28 @@ impl<B: Backend> UNetTrunk<B> {
         }
     }
 
-    /// sample (B·F, C_in, H, W) frame-major per batch item; timesteps: B values (or 1,
-    /// broadcast); encoder_hidden_states (B·F, S, D) or None → (B·F, C_out, H, W).
+    /// [`Self::forward_t`] with the timesteps given on the host.
     pub fn forward(
         &self,
         be: &B,
         sample: &B::Tensor,
         timesteps: &[f32],
+        encoder_hidden_states: Option<&B::Tensor>,
+        num_frames: usize,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
+        let t = be.from_f32(&[timesteps.len()], timesteps)?;
+        self.forward_t(be, sample, &t, encoder_hidden_states, num_frames, hooks)
+    }
+
+    /// sample (B·F, C_in, H, W) frame-major per batch item; timesteps (B,) (or (1,),
+    /// broadcast) on the device, so a replayed step graph reads new values without re-capture;
+    /// encoder_hidden_states (B·F, S, D) or None → (B·F, C_out, H, W).
+    pub fn forward_t(
+        &self,
+        be: &B,
+        sample: &B::Tensor,
+        timesteps: &B::Tensor,
         encoder_hidden_states: Option<&B::Tensor>,
         num_frames: usize,
         hooks: &mut dyn UNetHooks<B>,
@@ -213,11 +228,11 @@ impl<B: Backend> UNetTrunk<B> {
             bail!("UNet: batch·frames {n} is not a multiple of num_frames {num_frames}");
         }
         let b = n / num_frames;
-        let timesteps: Vec<f32> = match timesteps.len() {
-            1 => vec![timesteps[0]; b],
-            l if l == b => timesteps.to_vec(),
-            l => bail!(
-                "UNet: {l} timesteps for a batch of {b}; give one per batch item (or one for all)"
+        let timesteps = match timesteps.shape() {
+            [1] if b > 1 => be.index_select(timesteps, 0, &vec![0; b])?,
+            [l] if *l == b => timesteps.clone(),
+            other => bail!(
+                "UNet: timesteps {other:?} for a batch of {b}; give one per batch item (or one for all)"
             ),
         };
         if let Some(e) = encoder_hidden_states {

@@ -187,6 +187,39 @@ pub struct DdimStepCoeffs {
 }
 
 impl DdimStepCoeffs {
+    /// The coefficient vector of [`crate::backends::Backend::cfg_ddim_step`] for classifier-free
+    /// guidance scale `guidance`. Errors for eta > 0 (the fused step draws no noise).
+    pub fn device_coeffs(
+        &self,
+        guidance: f32,
+    ) -> Result<[f32; crate::backends::composed::CFG_DDIM_COEFFS]> {
+        if self.std_dev_t > 0.0 {
+            bail!(
+                "the fused CFG + DDIM step supports eta = 0 only (got σ_t = {})",
+                self.std_dev_t
+            );
+        }
+        let pred = match self.prediction_type {
+            PredictionType::Epsilon => 0.0,
+            PredictionType::VPrediction => 1.0,
+            PredictionType::Sample => 2.0,
+        };
+        let (lo, hi) = match self.clip_sample_range {
+            Some(r) => (-r, r),
+            None => (f32::NEG_INFINITY, f32::INFINITY),
+        };
+        Ok([
+            guidance,
+            self.sqrt_alpha_prod_t,
+            self.sqrt_beta_prod_t,
+            self.sqrt_alpha_prod_t_prev,
+            self.direction_coeff,
+            pred,
+            lo,
+            hi,
+        ])
+    }
+
     /// One element: returns `(prev_sample, pred_original_sample)`. `noise` is the
     /// variance noise (only read when `std_dev_t > 0`).
     #[inline]
