@@ -111,6 +111,13 @@ pub struct DriverStats {
     pub module_loads: u64,
 }
 
+/// Watches every kernel launch of a [`CudaDevice`] (per-kernel CUDA-event timing, NVTX ranges):
+/// `before_launch` runs right before the launch is enqueued, `after_launch` right after.
+pub trait LaunchObserver: Send + Sync {
+    fn before_launch(&self, stream: &Arc<CudaStream>, module: KernelModule, entry: &str);
+    fn after_launch(&self, stream: &Arc<CudaStream>, module: KernelModule, entry: &str);
+}
+
 /// Passes a plain-old-data params struct (`cyberhost_kernels::*Params`) by value as one kernel
 /// argument.
 #[repr(transparent)]
@@ -130,6 +137,9 @@ pub struct CudaDevice {
     modules: Mutex<HashMap<KernelModule, Arc<CudaModule>>>,
     /// Set when the driver is the stand-in (exports `ptxemu_stats`).
     stats_fn: Option<unsafe extern "C" fn(*mut DriverStats) -> u32>,
+    observer: Mutex<Option<Arc<dyn LaunchObserver>>>,
+    /// Dry run: launches are checked and dropped (allocation recording, see `arena.rs`).
+    dry: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -224,6 +234,8 @@ impl CudaDevice {
             stream,
             modules: Mutex::new(HashMap::new()),
             stats_fn,
+            observer: Mutex::new(None),
+            dry: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -257,6 +269,20 @@ impl CudaDevice {
         // SAFETY: `ptxemu_stats` writes one `PtxEmuStats` (same layout) to the out-pointer.
         let rc = unsafe { f(&mut s) };
         (rc == 0 && s.struct_size == std::mem::size_of::<DriverStats>() as u64).then_some(s)
+    }
+
+    /// Install (or with `None` remove) the launch observer.
+    pub fn set_launch_observer(&self, observer: Option<Arc<dyn LaunchObserver>>) {
+        *self.observer.lock().unwrap_or_else(|e| e.into_inner()) = observer;
+    }
+
+    /// Dry mode: [`Self::launch`] resolves the kernel and returns without enqueueing it.
+    pub(crate) fn set_dry(&self, on: bool) {
+        self.dry.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_dry(&self) -> bool {
+        self.dry.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The module's PTX loaded into this context (loaded on first use, then cached).
@@ -297,6 +323,14 @@ impl CudaDevice {
         params: &P,
     ) -> Result<()> {
         let f = self.function(module, entry)?;
+        if self.is_dry() {
+            return Ok(());
+        }
+        let observer = self
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let cfg = LaunchConfig {
             grid_dim: (cfg.grid[0], cfg.grid[1], cfg.grid[2]),
             block_dim: (cfg.block[0], cfg.block[1], cfg.block[2]),
@@ -305,10 +339,17 @@ impl CudaDevice {
         let arg = PodArg(*params);
         let mut builder = self.stream.launch_builder(&f);
         builder.arg(&arg);
+        if let Some(o) = &observer {
+            o.before_launch(&self.stream, module, entry);
+        }
         // SAFETY: forwarded to the caller (argument layout and buffer sizes).
-        unsafe { builder.launch(cfg) }
+        let launched = unsafe { builder.launch(cfg) }
             .map(|_| ())
-            .with_context(|| format!("launching {entry} ({}) on {}", module.name(), self.name))
+            .with_context(|| format!("launching {entry} ({}) on {}", module.name(), self.name));
+        if let Some(o) = &observer {
+            o.after_launch(&self.stream, module, entry);
+        }
+        launched
     }
 
     /// Wait for all work on the stream.

@@ -20,8 +20,8 @@ mod pool;
 pub use backend::{CudaBackend, CudaTensor};
 pub use cyberhost_kernels::DType;
 pub use device::{
-    driver_present, find_stand_in_driver, load_driver_library, CudaDevice, DriverStats, PodArg,
-    DRIVER_ENV, NO_DRIVER_MSG, STAND_IN_FILE,
+    driver_present, find_stand_in_driver, load_driver_library, CudaDevice, DriverStats,
+    LaunchObserver, PodArg, DRIVER_ENV, NO_DRIVER_MSG, STAND_IN_FILE,
 };
 
 /// The cudarc version the backend is built on (re-exported so tests and launchers use the same).
