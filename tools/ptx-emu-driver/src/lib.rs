@@ -12,7 +12,8 @@
 //!   released/reset).
 //! - Entry points this driver resolves but does not implement print their name and return
 //!   `CUDA_ERROR_NOT_SUPPORTED` (801).
-//! - `ptxemu_stats` (extra symbol) exposes call counters (allocations, launches, ...).
+//! - `ptxemu_stats` (extra symbol) exposes call counters (allocations, launches, ...);
+//!   `ptxemu_instruction_counts` the instructions kernels executed.
 #![allow(
     non_snake_case,
     clippy::missing_safety_doc,
@@ -151,7 +152,13 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
             let slices: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
             let opts = LaunchOptions::default();
             match ptx_emu::launch(module, kernel, &cfg, &slices, &mut ctx.mem, &opts) {
-                Ok(_) => Ok(()),
+                Ok(stats) => {
+                    c.thread_instructions
+                        .fetch_add(stats.thread_instructions, Ordering::Relaxed);
+                    c.warp_instructions
+                        .fetch_add(stats.warp_instructions, Ordering::Relaxed);
+                    Ok(())
+                }
                 Err(fault) => {
                     bump(&c.faults);
                     let code = fault.kind.cuda_error_code() as CUresult;
@@ -1912,6 +1919,36 @@ pub unsafe extern "C" fn ptxemu_stats(stats: *mut PtxEmuStats) -> CUresult {
             module_loads: l(&c.module_loads),
         };
         unsafe { out(stats, s) }
+    })
+}
+
+/// Instructions executed by kernels since process start (all contexts), counted on the one warp
+/// schedule whose results a launch keeps (`PTX_EMU_SCHEDULES` extra schedules are not counted).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PtxEmuInstructionCounts {
+    /// `size_of::<PtxEmuInstructionCounts>()`.
+    pub struct_size: u64,
+    /// Sum over instructions of the active threads.
+    pub thread_instructions: u64,
+    /// Instructions issued per warp.
+    pub warp_instructions: u64,
+}
+
+/// Fill `*out` with the instruction counters (a separate symbol so that `PtxEmuStats` keeps its
+/// layout). Work runs at submission, so the difference around a launch is that kernel's count.
+#[no_mangle]
+pub unsafe extern "C" fn ptxemu_instruction_counts(
+    counts: *mut PtxEmuInstructionCounts,
+) -> CUresult {
+    entry("ptxemu_instruction_counts", || {
+        let c = counters();
+        let s = PtxEmuInstructionCounts {
+            struct_size: std::mem::size_of::<PtxEmuInstructionCounts>() as u64,
+            thread_instructions: c.thread_instructions.load(Ordering::Relaxed),
+            warp_instructions: c.warp_instructions.load(Ordering::Relaxed),
+        };
+        unsafe { out(counts, s) }
     })
 }
 

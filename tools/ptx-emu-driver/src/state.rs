@@ -39,6 +39,9 @@ pub struct Counters {
     pub memset_calls: AtomicU64,
     pub faults: AtomicU64,
     pub module_loads: AtomicU64,
+    /// Instructions executed by kernels (one schedule per launch), see `ptxemu_instruction_counts`.
+    pub thread_instructions: AtomicU64,
+    pub warp_instructions: AtomicU64,
 }
 
 pub static COUNTERS: OnceLock<Counters> = OnceLock::new();
