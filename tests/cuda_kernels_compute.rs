@@ -337,6 +337,8 @@ struct ConvCase {
     residual: bool,
     scale: f32,
     plain: bool,
+    /// The residual is one image `(1, C_out, Ho, Wo)` broadcast over the batch.
+    bcast: bool,
 }
 
 fn conv_shape(
@@ -379,7 +381,8 @@ fn conv1d_shape(
 }
 
 /// f32 reference for any geometry (groups, dilation, per-axis stride / padding):
-/// `scale * (conv + bias[o] + temb[n, o] + residual)`.
+/// `scale * (conv + bias[o] + temb[n, o] + residual)`; a residual of one image's length is
+/// broadcast over the batch.
 fn conv_ref(
     x: &[f32],
     w: &[f32],
@@ -431,7 +434,7 @@ fn conv_ref(
                     let mut v = acc as f32;
                     v += bias.map_or(0.0, |b| b[o]);
                     v += temb.map_or(0.0, |t| t[img * c_out + o]);
-                    v += res.map_or(0.0, |r| r[idx]);
+                    v += res.map_or(0.0, |r| r[idx % r.len()]);
                     y[idx] = v * scale;
                 }
             }
@@ -448,8 +451,20 @@ fn conv_cases() -> Vec<ConvCase> {
         residual,
         scale,
         plain,
+        bcast: false,
     };
-    vec![
+    let b = |s, scale, plain| ConvCase {
+        bcast: true,
+        ..c(s, true, false, true, scale, plain)
+    };
+    let mut cases = vec![
+        // broadcast residual (1, C_out, Ho, Wo): the denoiser's conv_in + p_move (3x3, N 3, ragged
+        // C_out and an odd pixel count), a 1x1 with scale and plain W loads, N = 1
+        b(conv_shape(3, 4, 9, 7, 20, 3, 1, 1), 1.0, false),
+        b(conv_shape(2, 24, 5, 13, 70, 1, 1, 0), 0.5, true),
+        b(conv_shape(1, 8, 6, 6, 12, 3, 2, 1), 1.0, false),
+    ];
+    cases.extend(vec![
         c(
             conv_shape(2, 8, 9, 7, 70, 3, 1, 1),
             true,
@@ -564,7 +579,8 @@ fn conv_cases() -> Vec<ConvCase> {
             1.0,
             false,
         ), // rectangular 3x2, stride (2, 1), padding (1, 0), dilation (1, 3)
-    ]
+    ]);
+    cases
 }
 
 fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
@@ -575,7 +591,12 @@ fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
     let w = round_bf16(&rng.randn((s.c_out * s.k()) as usize, 0.3, 0.0));
     let bias = round_bf16(&rng.randn(s.c_out as usize, 1.0, 0.0));
     let temb = round_bf16(&rng.randn((s.n * s.c_out) as usize, 1.0, 0.0));
-    let res = round_bf16(&rng.randn(out_len, 1.0, 0.0));
+    let res_len = if c.bcast {
+        out_len / s.n as usize
+    } else {
+        out_len
+    };
+    let res = round_bf16(&rng.randn(res_len, 1.0, 0.0));
     let want = conv_ref(
         &x,
         &w,
@@ -608,6 +629,9 @@ fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
     let mut p = Conv2dParams::new(ptrs, s, c.scale)?;
     if c.plain {
         p = p.without_cp_async();
+    }
+    if c.bcast {
+        p = p.with_broadcast_residual();
     }
     dev.launch(KernelModule::Conv2d, "conv2d_v1_bf16", conv_launch(s), &p)?;
     let got = from_bf16(&dev.download::<bf16>(ptrs.y, out_len)?);
@@ -657,6 +681,7 @@ fn conv2d_engine_launcher() {
         bias: Some(&db),
         temb: Some(&dt),
         residual: Some(&dr),
+        broadcast_residual: false,
         scale: 0.5,
     };
     conv2d(dev, &dx, &dw, &mut y, s, extras).unwrap();

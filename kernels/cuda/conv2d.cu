@@ -9,7 +9,9 @@
 //
 //   x : (N, C_in, H, W) bf16;  W : (C_out, Cig, kh, kw) bf16 = per group a row-major (Cog, K)
 //   matrix;  bias : (C_out) | null;  temb : (N, C_out) | null (ResNet time embedding, projected)
-//   R : (N, C_out, Ho, Wo) | null (may alias y);  y : (N, C_out, Ho, Wo) bf16.
+//   R : (N, C_out, Ho, Wo) | (1, C_out, Ho, Wo) broadcast over the batch (res_bcast = 1, batch
+//   stride 0; e.g. the movement map added after the denoiser's conv_in) | null (may alias y when
+//   not broadcast);  y : (N, C_out, Ho, Wo) bf16.
 //   Any rectangular kernel, per-axis stride / padding / dilation, any groups (3x3 / 1x1 stride 1 / 2
 //   in the UNet and VAE; 1xk stride (1, s) with H = 1 in the wav2vec2 feature extractor; grouped
 //   1xK padding (0, K/2) in its positional conv embedding); ragged C_out / groups, Ho * Wo and K
@@ -59,7 +61,7 @@ struct Conv2dParams {
   const void* w;        // (C_out, C_in / groups, kh, kw) bf16
   const void* bias;     // (C_out) bf16, or null
   const void* temb;     // (N, C_out) bf16, or null
-  const void* residual; // (N, C_out, Ho, Wo) bf16, or null
+  const void* residual; // (N | 1, C_out, Ho, Wo) bf16, or null
   void* y;              // (N, C_out, Ho, Wo) bf16
   uint32_t n, c_in, h, w_in;
   uint32_t c_out, h_out, w_out;
@@ -71,7 +73,7 @@ struct Conv2dParams {
   uint32_t k;           // C_in / groups * kh * kw
   float scale;          // output scale (1 = none)
   uint32_t aligned;     // 1: w 16-byte aligned and K % 8 == 0 (cp.async for W tiles)
-  uint32_t pad0;        // keeps the struct a multiple of 8 bytes
+  uint32_t res_bcast;   // 1: residual is (1, C_out, Ho, Wo), batch stride 0
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -206,7 +208,8 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
   const uint64_t plane = (uint64_t)p.c_out * npix;
   const uint64_t yoff = img * plane + (uint64_t)o0 * npix;
   uint16_t* y = static_cast<uint16_t*>(p.y) + yoff;
-  const uint16_t* res = p.residual ? static_cast<const uint16_t*>(p.residual) + yoff : nullptr;
+  const uint64_t roff = (p.res_bcast ? 0 : img * plane) + (uint64_t)o0 * npix;
+  const uint16_t* res = p.residual ? static_cast<const uint16_t*>(p.residual) + roff : nullptr;
   const uint16_t* bias = p.bias ? static_cast<const uint16_t*>(p.bias) + o0 : nullptr;
   const uint16_t* temb = p.temb ? static_cast<const uint16_t*>(p.temb) + (uint64_t)img * p.c_out + o0 : nullptr;
 #pragma unroll

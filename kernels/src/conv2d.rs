@@ -39,7 +39,7 @@ pub struct Conv2dParams {
     pub bias: u64,
     /// `(N, C_out)` bf16, or 0.
     pub temb: u64,
-    /// `(N, C_out, Ho, Wo)` bf16, or 0.
+    /// `(N, C_out, Ho, Wo)` bf16 (or `(1, C_out, Ho, Wo)` with `res_bcast`), or 0.
     pub residual: u64,
     /// `(N, C_out, Ho, Wo)` bf16.
     pub y: u64,
@@ -67,7 +67,8 @@ pub struct Conv2dParams {
     pub k: u32,
     pub scale: f32,
     pub aligned: u32,
-    pub pad0: u32,
+    /// 1: the residual is `(1, C_out, Ho, Wo)`, broadcast over the batch (batch stride 0).
+    pub res_bcast: u32,
 }
 
 /// Convolution geometry, e.g. SD1.5 ResNet `conv1`: `n 32, c_in 320, h 64, w 64, c_out 320,
@@ -234,8 +235,15 @@ impl Conv2dParams {
             scale,
             // Group offsets in W are multiples of K elements: 16-byte aligned when K % 8 == 0.
             aligned: (ptrs.w % 16 == 0 && k % 8 == 0) as u32,
-            pad0: 0,
+            res_bcast: 0,
         })
+    }
+
+    /// The residual is one image `(1, C_out, Ho, Wo)` added to every image of the batch (e.g. the
+    /// movement map after the denoiser's `conv_in`).
+    pub fn with_broadcast_residual(mut self) -> Self {
+        self.res_bcast = 1;
+        self
     }
 
     /// Forces the plain-load path for the weight tiles.

@@ -66,7 +66,8 @@ pub fn check_linear_residual(r: &[usize], out: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// `conv2d`, [`add` temb as (N, C, 1, 1)], [`add` residual], [`affine` scale].
+/// `conv2d`, [`add` temb as (N, C, 1, 1)], [`add` residual (broadcast over the batch when it is
+/// one image)], [`affine` scale].
 pub fn conv2d_ext<B: Backend>(
     be: &B,
     x: &B::Tensor,
@@ -88,19 +89,30 @@ pub fn conv2d_ext<B: Backend>(
         y = be.binary(&y, &t, Binary::Add)?;
     }
     if let Some(r) = epi.residual {
-        if r.shape() != y.shape() {
-            bail!(
-                "conv2d_ext: residual {:?} differs from the output {:?}",
-                r.shape(),
-                y.shape()
-            );
-        }
+        check_conv_residual(r.shape(), y.shape())?;
         y = be.binary(r, &y, Binary::Add)?;
     }
     if epi.scale != 1.0 {
         y = be.affine(&y, epi.scale, 0.0)?;
     }
     Ok(y)
+}
+
+/// A `conv2d_ext` residual is the output's shape `(N, C_out, Ho, Wo)`, or one image
+/// `(1, C_out, Ho, Wo)` broadcast over the batch; returns whether it broadcasts (N > 1).
+pub fn check_conv_residual(r: &[usize], out: &[usize]) -> Result<bool> {
+    if r == out {
+        return Ok(false);
+    }
+    if r.len() == 4 && out.len() == 4 && r[0] == 1 && r[1..] == out[1..] {
+        return Ok(true);
+    }
+    bail!(
+        "conv2d_ext: residual {r:?} is neither the output's shape {out:?} nor one image (1, {}, {}, {}) of it",
+        out.get(1).copied().unwrap_or(0),
+        out.get(2).copied().unwrap_or(0),
+        out.get(3).copied().unwrap_or(0)
+    );
 }
 
 /// diffusers `get_timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift, scale=1,

@@ -135,7 +135,8 @@ impl<'a, T> LinearEpilogue<'a, T> {
 pub struct ConvEpilogue<'a, T> {
     /// `(N, C_out)`: added per (image, channel), broadcast over the spatial dims.
     pub temb: Option<&'a T>,
-    /// Same shape as the output `(N, C_out, Ho, Wo)`.
+    /// Same shape as the output `(N, C_out, Ho, Wo)`, or one image `(1, C_out, Ho, Wo)` added to
+    /// every image of the batch (e.g. the movement map `p_move` after the denoiser's `conv_in`).
     pub residual: Option<&'a T>,
     /// Output scale, 1.0 = none.
     pub scale: f32,

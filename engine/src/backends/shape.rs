@@ -441,12 +441,7 @@ impl Backend for ShapeBackend {
             );
         }
         if let Some(r) = epi.residual {
-            ensure!(
-                r.shape == y.shape,
-                "conv2d_ext: residual {:?} differs from the output {:?}",
-                r.shape,
-                y.shape
-            );
+            super::composed::check_conv_residual(&r.shape, &y.shape)?;
         }
         Ok(y)
     }

@@ -258,7 +258,8 @@ impl<B: Backend> UNetTrunk<B> {
             emb = be.index_select(&emb, 0, &idx)?;
         }
 
-        // a hook's feature map rides in conv_in's epilogue when it has the output's shape
+        // a hook's feature map rides in conv_in's epilogue when it has the output's shape or is
+        // one image of it (broadcast over the batch: the denoiser's p_move)
         let r = hooks.conv_in_residual(be, num_frames)?;
         let out = ShapeBackend.conv2d(
             &ShapeTensor::new(x.shape()),
@@ -267,7 +268,10 @@ impl<B: Backend> UNetTrunk<B> {
             self.conv_in.params,
         )?;
         let h = match &r {
-            Some(r) if r.shape() == out.shape() => {
+            Some(r)
+                if crate::backends::composed::check_conv_residual(r.shape(), out.shape())
+                    .is_ok() =>
+            {
                 let epi = ConvEpilogue {
                     residual: Some(r),
                     ..Default::default()

@@ -1,6 +1,7 @@
 //! Launcher for `kernels/cuda/conv2d.cu` (`conv2d_v1_bf16`): NCHW implicit-GEMM convolution
 //! (rectangular kernels, per-axis stride / padding / dilation, groups) with a fused
-//! `scale * (conv + bias + temb + residual)` epilogue, and `CudaBackend::conv2d` on top of it (f32
+//! `scale * (conv + bias + temb + residual)` epilogue (the residual per image or one image broadcast
+//! over the batch), and `CudaBackend::conv2d` on top of it (f32
 //! tensors are cast around the bf16 kernel).
 
 use anyhow::{bail, Context, Result};
@@ -21,8 +22,11 @@ pub struct Conv2dExtras<'a, T: DeviceRepr> {
     pub bias: Option<&'a CudaSlice<T>>,
     /// `(N, C_out)`: ResNet time embedding, added per (image, channel).
     pub temb: Option<&'a CudaSlice<T>>,
-    /// `(N, C_out, Ho, Wo)`: ResNet shortcut.
+    /// `(N, C_out, Ho, Wo)`: ResNet shortcut; `(1, C_out, Ho, Wo)` with `broadcast_residual`.
     pub residual: Option<&'a CudaSlice<T>>,
+    /// The residual is one image added to every image of the batch (batch stride 0), e.g. the
+    /// movement map after the denoiser's `conv_in`.
+    pub broadcast_residual: bool,
     /// 1.0 = none (diffusers' `1 / output_scale_factor`).
     pub scale: f32,
 }
@@ -40,6 +44,7 @@ impl<T: DeviceRepr> Default for Conv2dExtras<'_, T> {
             bias: None,
             temb: None,
             residual: None,
+            broadcast_residual: false,
             scale: 1.0,
         }
     }
@@ -67,7 +72,8 @@ pub fn conv2d<T: DeviceRepr>(
         check_len("conv2d temb", t, s.n * s.c_out)?;
     }
     if let Some(r) = extras.residual {
-        check_len("conv2d residual", r, out_len)?;
+        let imgs = if extras.broadcast_residual { 1 } else { s.n };
+        check_len("conv2d residual", r, imgs * s.c_out * s.h_out() * s.w_out())?;
     }
     let stream = dev.stream();
     let (px, _gx) = x.device_ptr(stream);
@@ -84,10 +90,13 @@ pub fn conv2d<T: DeviceRepr>(
         residual: pr.as_ref().map_or(0, |p| p.0),
         y: py,
     };
-    let params = Conv2dParams::new(ptrs, s, extras.scale)?;
+    let mut params = Conv2dParams::new(ptrs, s, extras.scale)?;
+    if extras.broadcast_residual {
+        params = params.with_broadcast_residual();
+    }
     // SAFETY: `Conv2dParams` mirrors `struct Conv2dParams` of conv2d.cu (size asserted in
     // cyberhost-kernels); every pointer is a live `CudaSlice` of this device whose byte length was
-    // checked above against the NCHW extents the shape implies.
+    // checked above against the NCHW extents the shape implies (one image for a broadcast residual).
     unsafe {
         dev.launch(
             KernelModule::Conv2d,

@@ -1,9 +1,10 @@
 //! The fused primitives of [`Backend`](crate::backends::Backend) on CUDA, one launch each:
 //! `group_norm_act` (SiLU) on `group_norm_silu_v1_*` (`kernels/cuda/group_norm.cu`),
 //! `linear_ext` on the GEMM epilogue of `linear_v1_bf16` (`gemm.rs`: bias, GEGLU, residual,
-//! scale), `conv2d_ext` on the epilogue of `conv2d_v1_bf16` (`conv2d.rs`: bias, temb, residual,
-//! scale). What a fused kernel does not take (another activation, f32 activations, a conv
-//! geometry the kernel rejects) runs as the composition of the unfused ops
+//! scale), `conv2d_ext` on the epilogue of `conv2d_v1_bf16` (`conv2d.rs`: bias, temb, residual
+//! per image or broadcast over the batch, scale). What a fused kernel does not take (another
+//! activation, f32 activations, a conv geometry the kernel rejects) runs as the composition of the
+//! unfused ops
 //! ([`composed`](crate::backends::composed)).
 
 use anyhow::{bail, Result};
@@ -201,14 +202,10 @@ pub(crate) fn conv2d_ext(
             );
         }
     }
-    if let Some(r) = epi.residual {
-        if r.shape() != out_shape {
-            bail!(
-                "conv2d_ext: residual {:?} differs from the output {out_shape:?}",
-                r.shape()
-            );
-        }
-    }
+    let broadcast_residual = match epi.residual {
+        Some(r) => composed::check_conv_residual(r.shape(), &out_shape)?,
+        None => false,
+    };
     let bf = |t: &CudaTensor| be.as_dtype(t, DType::Bf16);
     let xb = bf(x)?;
     let wb = bf(w)?;
@@ -221,6 +218,7 @@ pub(crate) fn conv2d_ext(
             bias: bb.as_ref().map(|b| b.buf()),
             temb: tb.as_ref().map(|t| t.buf()),
             residual: rb.as_ref().map(|r| r.buf()),
+            broadcast_residual,
             scale: epi.scale,
         };
         conv::conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, s, extras)?;
