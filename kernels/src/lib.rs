@@ -13,6 +13,7 @@
 #![allow(unknown_lints, clippy::manual_is_multiple_of)]
 
 pub mod attention;
+pub mod cfg_ddim;
 pub mod conv2d;
 pub mod elementwise;
 pub mod gemm;
@@ -24,6 +25,7 @@ pub mod pointwise;
 pub mod pool;
 pub mod reference;
 pub mod softmax;
+pub mod timestep_embedding;
 
 /// `kernels/ptx/elementwise.ptx` (from `kernels/cuda/elementwise.cu`).
 pub const ELEMENTWISE: &str = include_str!("../ptx/elementwise.ptx");
@@ -47,6 +49,10 @@ pub const POINTWISE: &str = include_str!("../ptx/pointwise.ptx");
 pub const POOL: &str = include_str!("../ptx/pool.ptx");
 /// `kernels/ptx/softmax.ptx` (from `kernels/cuda/softmax.cu`).
 pub const SOFTMAX: &str = include_str!("../ptx/softmax.ptx");
+/// `kernels/ptx/timestep_embedding.ptx` (from `kernels/cuda/timestep_embedding.cu`).
+pub const TIMESTEP_EMBEDDING: &str = include_str!("../ptx/timestep_embedding.ptx");
+/// `kernels/ptx/cfg_ddim.ptx` (from `kernels/cuda/cfg_ddim.cu`).
+pub const CFG_DDIM: &str = include_str!("../ptx/cfg_ddim.ptx");
 
 /// One PTX module per `.cu` file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,13 +68,15 @@ pub enum KernelModule {
     Pointwise,
     Pool,
     Softmax,
+    TimestepEmbedding,
+    CfgDdim,
 }
 
 /// Short alias (candle's `Id`).
 pub use KernelModule as Id;
 
 impl KernelModule {
-    pub const ALL: [KernelModule; 11] = [
+    pub const ALL: [KernelModule; 13] = [
         KernelModule::Elementwise,
         KernelModule::Attention,
         KernelModule::Conv2d,
@@ -80,6 +88,8 @@ impl KernelModule {
         KernelModule::Pointwise,
         KernelModule::Pool,
         KernelModule::Softmax,
+        KernelModule::TimestepEmbedding,
+        KernelModule::CfgDdim,
     ];
 
     /// File stem: `kernels/cuda/<name>.cu`, `kernels/ptx/<name>.ptx`.
@@ -96,6 +106,8 @@ impl KernelModule {
             KernelModule::Pointwise => "pointwise",
             KernelModule::Pool => "pool",
             KernelModule::Softmax => "softmax",
+            KernelModule::TimestepEmbedding => "timestep_embedding",
+            KernelModule::CfgDdim => "cfg_ddim",
         }
     }
 
@@ -113,6 +125,8 @@ impl KernelModule {
             KernelModule::Pointwise => POINTWISE,
             KernelModule::Pool => POOL,
             KernelModule::Softmax => SOFTMAX,
+            KernelModule::TimestepEmbedding => TIMESTEP_EMBEDDING,
+            KernelModule::CfgDdim => CFG_DDIM,
         }
     }
 
@@ -130,6 +144,8 @@ impl KernelModule {
             KernelModule::Pointwise => pointwise::ENTRIES,
             KernelModule::Pool => pool::ENTRIES,
             KernelModule::Softmax => softmax::ENTRIES,
+            KernelModule::TimestepEmbedding => timestep_embedding::ENTRIES,
+            KernelModule::CfgDdim => cfg_ddim::ENTRIES,
         }
     }
 }

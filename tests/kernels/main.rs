@@ -12,4 +12,5 @@ mod harness;
 mod elementwise;
 mod gemm_bf16;
 mod group_norm;
+mod rca;
 mod softmax;

@@ -3,6 +3,9 @@
 //! reads. Plain loops on purpose: they are the specification.
 
 pub mod compute;
+pub mod sampler;
+
+pub use sampler::{cfg_ddim, timestep_embedding};
 
 /// `y = alpha * act(x + bias[(i / inner) % channels]) + beta * residual` (see `elementwise.cu`).
 #[allow(clippy::too_many_arguments)]

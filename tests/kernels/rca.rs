@@ -1,0 +1,141 @@
+//! `rca_temporal_query_v1_*`, `rca_motion_sum_v1_*`, `rca_merge_v1_*` against
+//! `reference::rca_*`: ragged C (not a multiple of 32 or of a vector width), odd L / h·w, N = 1,
+//! frame counts that do not divide N's period, identity rows in the middle / at the ends / none.
+
+use crate::harness::{assert_close, from_bf16, round_bf16, to_bf16, tol, Device, Rng, SCHEDULES};
+use cyberhost_kernels::rca::{launch_config, RcaOp, RcaParams};
+use cyberhost_kernels::{kernel_name, reference, DType, KernelModule};
+use half::bf16;
+
+fn up(dev: &mut Device, bf: bool, v: &[f32]) -> anyhow::Result<u64> {
+    if bf {
+        dev.upload(&to_bf16(v))
+    } else {
+        dev.upload(v)
+    }
+}
+
+fn down(dev: &Device, bf: bool, addr: u64, n: usize) -> anyhow::Result<Vec<f32>> {
+    Ok(if bf {
+        from_bf16(&dev.download::<bf16>(addr, n)?)
+    } else {
+        dev.download::<f32>(addr, n)?
+    })
+}
+
+fn sweep(f: impl Fn(&mut Device, DType, u64) -> anyhow::Result<()>) {
+    for dtype in [DType::F32, DType::Bf16] {
+        for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
+            let mut dev = Device::new(*schedules, *seed);
+            f(&mut dev, dtype, i as u64 * 100).unwrap();
+        }
+    }
+}
+
+/// (N, L, C, frames)
+const TQ_SHAPES: &[(usize, usize, usize, usize)] =
+    &[(6, 5, 33, 3), (1, 7, 64, 4), (10, 9, 20, 4), (4, 1, 3, 4)];
+
+#[test]
+fn rca_temporal_query() {
+    sweep(|dev, dtype, seed| {
+        let bf = dtype == DType::Bf16;
+        for (j, &(n, l, c, f)) in TQ_SHAPES.iter().enumerate() {
+            let mut rng = Rng::new(seed + j as u64);
+            let r = |v: Vec<f32>| if bf { round_bf16(&v) } else { v };
+            let x = r(rng.randn(n * l * c, 1.0, 0.5));
+            let a_s = r(rng.randn(n * l * c, 0.7, -0.2));
+            let bank = r(rng.randn(f * c, 1.0, 0.0));
+            let want = reference::rca_temporal_query(&x, &a_s, &bank, (n, l, c));
+            let (dx, da, db) = (up(dev, bf, &x)?, up(dev, bf, &a_s)?, up(dev, bf, &bank)?);
+            let dq = dev.alloc_poisoned(want.len() * dtype.size_in_bytes())?;
+            let dims = (n as u64, l as u64, c as u64);
+            let p = RcaParams::temporal_query(dx, da, db, dq, dims, f as u64)?;
+            let entry = kernel_name("rca_temporal_query", 1, dtype);
+            let cfg = launch_config(RcaOp::TemporalQuery, &p);
+            dev.launch(KernelModule::Rca, &entry, cfg, &p)?;
+            let got = down(dev, bf, dq, want.len())?;
+            assert_close(&format!("{entry} {:?}", TQ_SHAPES[j]), &got, &want, tol(bf));
+        }
+        Ok(())
+    });
+}
+
+/// (N, L, C, identity rows)
+const MS_SHAPES: &[(usize, usize, usize, Option<(usize, usize)>)] = &[
+    (6, 5, 33, Some((0, 3))),
+    (6, 5, 33, Some((2, 5))),
+    (4, 7, 20, Some((1, 4))),
+    (1, 9, 64, Some((0, 1))),
+    (3, 3, 7, None),
+    (5, 2, 9, Some((3, 3))),
+];
+
+#[test]
+fn rca_motion_sum() {
+    sweep(|dev, dtype, seed| {
+        let bf = dtype == DType::Bf16;
+        for (j, &(n, l, c, rows)) in MS_SHAPES.iter().enumerate() {
+            let mut rng = Rng::new(seed + 10 + j as u64);
+            let r = |v: Vec<f32>| if bf { round_bf16(&v) } else { v };
+            let a_s = r(rng.randn(n * l * c, 1.0, 0.3));
+            let a_t = r(rng.randn(n * l * c, 0.8, -0.1));
+            let nid = rows.map_or(0, |(a, b)| b - a);
+            let f_id = r(rng.randn(nid.max(1) * l * c, 1.2, 0.2));
+            let f_id = &f_id[..nid * l * c];
+            let want = reference::rca_motion_sum(&a_s, &a_t, rows.map(|(a, _)| (f_id, a)), l * c);
+            let (da, dt) = (up(dev, bf, &a_s)?, up(dev, bf, &a_t)?);
+            let df = if rows.is_some() { up(dev, bf, f_id)? } else { 0 };
+            let ds = dev.alloc_poisoned(want.len() * dtype.size_in_bytes())?;
+            let dims = (n as u64, l as u64, c as u64);
+            let rr = rows.map_or((0, 0), |(a, b)| (a as u64, b as u64));
+            let p = RcaParams::motion_sum(da, dt, df, ds, dims, rr)?;
+            let entry = kernel_name("rca_motion_sum", 1, dtype);
+            dev.launch(KernelModule::Rca, &entry, launch_config(RcaOp::MotionSum, &p), &p)?;
+            let got = down(dev, bf, ds, want.len())?;
+            assert_close(&format!("{entry} {:?}", MS_SHAPES[j]), &got, &want, tol(bf));
+        }
+        Ok(())
+    });
+}
+
+/// (N, C, h, w, C4, bias)
+const MERGE_SHAPES: &[(usize, usize, usize, usize, usize, bool)] = &[
+    (2, 64, 6, 6, 16, true),
+    (3, 70, 5, 7, 17, true),
+    (1, 8, 9, 9, 2, false),
+    (2, 33, 1, 1, 8, true),
+    (1, 96, 4, 17, 24, true),
+];
+
+#[test]
+fn rca_merge() {
+    sweep(|dev, dtype, seed| {
+        let bf = dtype == DType::Bf16;
+        for (j, &(n, c, h, w, c4, bias)) in MERGE_SHAPES.iter().enumerate() {
+            let p_ = h * w;
+            let mut rng = Rng::new(seed + 20 + j as u64);
+            let r = |v: Vec<f32>| if bf { round_bf16(&v) } else { v };
+            let f_in = r(rng.randn(n * c * p_, 1.0, 0.2));
+            let tok = r(rng.randn(n * p_ * c, 1.0, -0.3));
+            let hid = r(rng.randn(n * c4 * p_, 1.5, 0.1));
+            let w2 = r(rng.randn(c4, 0.4, 0.0));
+            let b2 = r(rng.randn(1, 0.5, 0.2));
+            let want =
+                reference::rca_merge(&f_in, &tok, &hid, &w2, bias.then_some(b2[0]), (n, c, p_));
+            let df = up(dev, bf, &f_in)?;
+            let dt = up(dev, bf, &tok)?;
+            let dh = up(dev, bf, &hid)?;
+            let dw = up(dev, bf, &w2)?;
+            let db = if bias { up(dev, bf, &b2)? } else { 0 };
+            let dout = dev.alloc_poisoned(want.len() * dtype.size_in_bytes())?;
+            let dims = (n as u64, p_ as u64, c as u64);
+            let p = RcaParams::merge(df, dt, dh, dw, db, dout, dims, c4 as u64)?;
+            let entry = kernel_name("rca_merge", 1, dtype);
+            dev.launch(KernelModule::Rca, &entry, launch_config(RcaOp::Merge, &p), &p)?;
+            let got = down(dev, bf, dout, want.len())?;
+            assert_close(&format!("{entry} {:?}", MERGE_SHAPES[j]), &got, &want, tol(bf));
+        }
+        Ok(())
+    });
+}
