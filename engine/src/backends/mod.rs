@@ -11,9 +11,11 @@
 //! - binary elementwise ops broadcast with NumPy rules.
 
 pub mod composed;
+pub mod composed_rca;
 pub mod cpu;
 pub mod cuda;
 pub mod shape;
+pub mod step_loop;
 pub mod strides;
 
 use anyhow::Result;
@@ -171,6 +173,11 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Copy a tensor back to host f32.
     fn to_f32(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
     fn zeros(&self, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Like `from_f32`, but keeps f32 precision on backends whose storage is narrower (the
+    /// sampler's latents, timesteps: bf16 cannot hold 999).
+    fn from_f32_full(&self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor> {
+        self.from_f32(shape, data)
+    }
 
     // ---- layout ----------------------------------------------------------------
     /// Same data, new shape (element counts must match).
@@ -316,6 +323,17 @@ pub trait Backend: Clone + Send + Sync + 'static {
     }
 
     // ---- sampler ---------------------------------------------------------------------------
+
+    /// Run a loop of identical steps from `init` ([`step_loop`]); returns the final state.
+    /// The CUDA backend captures one step as a CUDA graph and replays it for every step.
+    fn run_steps(
+        &self,
+        init: Self::Tensor,
+        lp: step_loop::StepLoop<'_, Self>,
+    ) -> Result<Self::Tensor> {
+        step_loop::run_plain(self, init, lp)
+    }
+
     // Both read their step-dependent scalars from tensors, so a captured step graph replays for
     // every step without re-capture (the defaults go through the host).
 
@@ -345,6 +363,61 @@ pub trait Backend: Clone + Send + Sync + 'static {
         coeffs: &Self::Tensor,
     ) -> Result<Self::Tensor> {
         composed::cfg_ddim_step(self, out, z, frame_offset, coeffs)
+    }
+
+    // ---- region codebook attention ----------------------------------------------------------
+    // `models::cyberhost::rca` (spec section 4). One launch each on CUDA (`kernels/cuda/rca.cu`,
+    // flash attention on token layouts); the defaults ([`composed_rca`]) are the op sequence the
+    // model ran before, so the CPU reference is unchanged bit for bit.
+
+    /// Multi-head attention of token rows against one shared key/value set: q `(N, L, C)`
+    /// (already projected), k and v `(Lk, C)`, `heads | C`, d = C/heads → `(N, L, C)`,
+    /// `softmax(q kᵀ · scale) v` per head over the N·L query rows. No output projection.
+    fn rca_attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        heads: usize,
+        scale: f32,
+    ) -> Result<Self::Tensor> {
+        composed_rca::rca_attention(self, q, k, v, heads, scale)
+    }
+
+    /// The temporal stage's query `x + a_s + bank[n mod F]`: x and a_s `(N, L, C)`, bank
+    /// `(F, C)` (row n is frame slot n mod F) → `(N, L, C)`.
+    fn rca_temporal_query(
+        &self,
+        x: &Self::Tensor,
+        a_s: &Self::Tensor,
+        bank: &Self::Tensor,
+    ) -> Result<Self::Tensor> {
+        composed_rca::rca_temporal_query(self, x, a_s, bank)
+    }
+
+    /// `a_s + a_t`, plus `f_id` `(R, L, C)` on rows `start..start + R` (the cond half's
+    /// identity descriptor): a_s, a_t `(N, L, C)` → `(N, L, C)`.
+    fn rca_motion_sum(
+        &self,
+        a_s: &Self::Tensor,
+        a_t: &Self::Tensor,
+        f_id: Option<(&Self::Tensor, usize)>,
+    ) -> Result<Self::Tensor> {
+        composed_rca::rca_motion_sum(self, a_s, a_t, f_id)
+    }
+
+    /// `F_in + sigmoid(conv1x1(SiLU(mask_hidden), mask_w, mask_b)) ⊙ tokens` with the tokens
+    /// `(N, h·w, C)` (to_out's output) read as NCHW: f_in `(N, C, h, w)`, mask_hidden
+    /// `(N, C4, h, w)` (mask conv1's output), mask_w `(1, C4, 1, 1)`, mask_b `(1)` → `(N, C, h, w)`.
+    fn rca_merge(
+        &self,
+        f_in: &Self::Tensor,
+        tokens: &Self::Tensor,
+        mask_hidden: &Self::Tensor,
+        mask_w: &Self::Tensor,
+        mask_b: Option<&Self::Tensor>,
+    ) -> Result<Self::Tensor> {
+        composed_rca::rca_merge(self, f_in, tokens, mask_hidden, mask_w, mask_b)
     }
 }
 

@@ -196,7 +196,7 @@ impl<B: Backend> UNetTrunk<B> {
         num_frames: usize,
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<B::Tensor> {
-        let t = be.from_f32(&[timesteps.len()], timesteps)?;
+        let t = be.from_f32_full(&[timesteps.len()], timesteps)?;
         self.forward_t(be, sample, &t, encoder_hidden_states, num_frames, hooks)
     }
 

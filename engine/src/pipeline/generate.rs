@@ -5,6 +5,8 @@
 //! F frames is denoised with its M motion frames in front, both CFG branches in
 //! one batch of 2 (row 0 = cond, row 1 = uncond), and decoded.
 
+use crate::backends::composed::CFG_DDIM_COEFFS;
+use crate::backends::step_loop::StepLoop;
 use crate::backends::{Backend, BackendExt, TensorLike};
 use crate::error::UserError;
 use crate::models::attention::{ExtraKv, ExtraKvSource};
@@ -352,14 +354,14 @@ impl<B: Backend> Components<B> {
         be.concat(&[&cond, &uncond], 0)
     }
 
-    /// One CFG denoiser evaluation: x (1, 4, M+F, h, w) → guided eps for the F new frames.
-    #[allow(clippy::too_many_arguments)]
-    pub fn guided_eps(
+    /// Both CFG branches of the denoiser: x (1, 4, M+F, h, w) at timestep `t` (1,) on the
+    /// device → model output (2, 4, M+F, h, w), row 0 cond, row 1 uncond.
+    pub fn denoise_both(
         &self,
         be: &B,
         p: &Prepared<B>,
         x: &B::Tensor,
-        t: usize,
+        t: &B::Tensor,
         context: &B::Tensor,
         reference: bool,
     ) -> Result<B::Tensor> {
@@ -375,9 +377,23 @@ impl<B: Backend> Components<B> {
             cond_rows: 0..slots,
             reference,
         };
-        let eps =
-            self.denoising_unet
-                .forward(be, &x2, &[t as f32, t as f32], context, &mut hooks)?;
+        self.denoising_unet
+            .forward_t(be, &x2, t, context, &mut hooks)
+    }
+
+    /// One CFG denoiser evaluation: x (1, 4, M+F, h, w) → guided eps for the F new frames.
+    pub fn guided_eps(
+        &self,
+        be: &B,
+        p: &Prepared<B>,
+        x: &B::Tensor,
+        t: usize,
+        context: &B::Tensor,
+        reference: bool,
+    ) -> Result<B::Tensor> {
+        let g = &p.geometry;
+        let tt = be.from_f32_full(&[1], &[t as f32])?;
+        let eps = self.denoise_both(be, p, x, &tt, context, reference)?;
         let eps = be.narrow(&eps, 2, g.motion, g.frames)?;
         let cond = be.narrow(&eps, 0, 0, 1)?;
         let uncond = be.narrow(&eps, 0, 1, 1)?;
@@ -392,7 +408,8 @@ impl<B: Backend> Components<B> {
         let n: usize = shape.iter().product();
         let stream = name_hash("noise") ^ (clip as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let data: Vec<f32> = (0..n as u64).map(|i| normal_at(seed, stream, i)).collect();
-        be.from_f32(&shape, &data)
+        // The latents stay f32 through the whole loop (bf16 would round them every step).
+        be.from_f32_full(&shape, &data)
     }
 
     /// Decode latents (1, 4, F, h, w) to F RGB frames.
@@ -426,23 +443,42 @@ impl<B: Backend> Components<B> {
         on: &mut dyn FnMut(Event),
     ) -> Result<B::Tensor> {
         let timesteps = scheduler.timesteps().to_vec();
+        let g = p.geometry;
         let context = self.clip_context(be, p, clip)?;
-        let mut z = noise;
-        for (i, &t) in timesteps.iter().enumerate() {
-            let x = be.concat(&[motion, &z], 2)?;
-            let eps = self.guided_eps(be, p, &x, t, &context, true)?;
-            let next = scheduler.step(&be.to_f32(&eps)?, t, &be.to_f32(&z)?, 0.0, None)?;
-            z = be.from_f32(z.shape(), &next)?;
+        // Per step: the timestep and the CFG + DDIM coefficients, as device inputs, so one
+        // captured step serves every step (`Backend::run_steps`).
+        let mut inputs = |i: usize| -> Result<Vec<Vec<f32>>> {
+            let t = timesteps[i];
+            let c = scheduler.step_coeffs(t, 0.0)?.device_coeffs(g.guidance)?;
+            Ok(vec![vec![t as f32], c.to_vec()])
+        };
+        let mut body = |be: &B, z: &B::Tensor, ins: &[B::Tensor]| -> Result<B::Tensor> {
+            let x = be.concat(&[motion, z], 2)?;
+            let out = self.denoise_both(be, p, &x, &ins[0], &context, true)?;
+            be.cfg_ddim_step(&out, z, g.motion, &ins[1])
+        };
+        let steps = timesteps.len();
+        let mut after = |i: usize, z: &B::Tensor| -> Result<()> {
             if let Some(tr) = trace.as_deref_mut() {
-                tr.push(next);
+                tr.push(be.to_f32(z)?);
             }
             on(Event::Step {
                 clip,
                 step: i + 1,
-                steps: timesteps.len(),
+                steps,
             });
-        }
-        Ok(z)
+            Ok(())
+        };
+        be.run_steps(
+            noise,
+            StepLoop {
+                steps,
+                input_shapes: vec![vec![1], vec![CFG_DDIM_COEFFS]],
+                inputs: &mut inputs,
+                body: &mut body,
+                after: &mut after,
+            },
+        )
     }
 
     /// The scheduler with `steps` timesteps set.

@@ -304,7 +304,18 @@ pub const SEARCH_ROUNDS: usize = 400;
 /// Plan `g` (see the module docs).
 pub fn plan(g: &Graph) -> Plan {
     let (buffers, buffer_of) = lifetimes(g);
-    let live = live_sets(&buffers, g.nodes.len());
+    Plan {
+        buffer_of,
+        ..place_all(buffers, g.nodes.len())
+    }
+}
+
+/// Place buffers whose lifetimes lie in `0..num_ops` (the strategies, then local search; see
+/// the module docs). `buffer_of` of the result is empty. Also used for the allocations a CUDA
+/// step records (`backends::cuda::arena`).
+pub fn place_all(buffers: Vec<Buffer>, num_ops: usize) -> Plan {
+    let buffer_of = Vec::new();
+    let live = live_sets(&buffers, num_ops);
     let max_live = live
         .iter()
         .copied()

@@ -13,14 +13,17 @@
 //! `group_norm.cu`, `layer_norm.cu`), `pool.rs` (`pool.cu`), `linalg.rs` (the launchers of
 //! `gemm.rs`, `conv2d.rs`, `attention.rs`, plus `gemm_bf16.cu` for f32 outputs).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaSlice, DevicePtr};
 use cyberhost_kernels::{kernel_name, DType, KernelModule, LaunchConfig};
 
+use super::arena::{AllocMode, DeviceBuffer};
 use super::device::CudaDevice;
+use super::graph::StepGraphInfo;
 use super::{elementwise, fused, layout, linalg, norm, pool};
 use crate::backends::{
     Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
@@ -30,7 +33,7 @@ use crate::backends::{
 #[derive(Clone)]
 pub struct CudaTensor {
     /// At least one element is allocated, so the address is never null (even for empty shapes).
-    buf: Arc<CudaSlice<u8>>,
+    buf: Arc<DeviceBuffer>,
     shape: Vec<usize>,
     dtype: DType,
 }
@@ -54,6 +57,7 @@ impl CudaTensor {
     /// Mutable device bytes of a tensor no clone shares yet (a fresh output).
     pub(crate) fn buf_mut(&mut self) -> Result<&mut CudaSlice<u8>> {
         Arc::get_mut(&mut self.buf)
+            .map(|b| &mut **b)
             .ok_or_else(|| anyhow::anyhow!("CudaTensor{:?}: output buffer is shared", self.shape))
     }
 
@@ -85,6 +89,16 @@ struct Inner {
     /// Fill every freshly allocated output with 0xFF bytes (NaN in f32 and bf16) before the kernel
     /// that writes it runs: tests catch elements a kernel forgets to write.
     poison: AtomicBool,
+    /// Plain driver allocations, a dry-run log, or a planned arena (`arena.rs`, `graph.rs`).
+    mode: Mutex<AllocMode>,
+    /// Host constants uploaded inside recorded / replayed steps, by content: a captured step may
+    /// not copy from the host, so the dry run uploads them once and the capture reuses them.
+    constants: Mutex<HashMap<(Vec<usize>, DType, Vec<u8>), CudaTensor>>,
+    /// `index_select` index lists on the device, by content (same reason; bounded by the model).
+    indices: Mutex<HashMap<Vec<u32>, Arc<CudaSlice<u32>>>>,
+    /// Replay sampler steps from captured CUDA graphs (`Backend::run_steps`).
+    graphs: AtomicBool,
+    last_step: Mutex<Option<StepGraphInfo>>,
 }
 
 /// The CUDA backend: one device, one stream; clones share them.
@@ -123,6 +137,11 @@ impl CudaBackend {
                 dev,
                 storage,
                 poison: AtomicBool::new(false),
+                mode: Mutex::new(AllocMode::Plain),
+                constants: Mutex::new(HashMap::new()),
+                indices: Mutex::new(HashMap::new()),
+                graphs: AtomicBool::new(graphs_default()),
+                last_step: Mutex::new(None),
             }),
         }
     }
@@ -131,6 +150,7 @@ impl CudaBackend {
     pub fn with_storage(&self, storage: DType) -> Self {
         let b = Self::from_device(self.inner.dev.clone(), storage);
         b.set_poison_outputs(self.poison_outputs());
+        b.set_graphs(self.graphs());
         b
     }
 
@@ -150,6 +170,43 @@ impl CudaBackend {
 
     pub fn poison_outputs(&self) -> bool {
         self.inner.poison.load(Ordering::Relaxed)
+    }
+
+    /// Replay each sampler step from one captured CUDA graph (default on; off with the
+    /// environment variable `CYBERHOST_CUDA_GRAPHS=0`): see [`Backend::run_steps`].
+    pub fn set_graphs(&self, on: bool) {
+        self.inner.graphs.store(on, Ordering::Relaxed);
+    }
+
+    pub fn graphs(&self) -> bool {
+        self.inner.graphs.load(Ordering::Relaxed)
+    }
+
+    /// The arena and allocation count of the last graph-replayed step loop.
+    pub fn last_step_graph(&self) -> Option<StepGraphInfo> {
+        self.inner
+            .last_step
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_last_step_graph(&self, info: StepGraphInfo) {
+        *self
+            .inner
+            .last_step
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(info);
+    }
+
+    /// The allocation mode (`arena.rs`).
+    pub(crate) fn mode(&self) -> MutexGuard<'_, AllocMode> {
+        self.inner.mode.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True while a step is recorded (dry run) or captured: host copies are not allowed.
+    fn in_step(&self) -> bool {
+        !matches!(*self.mode(), AllocMode::Plain)
     }
 
     /// Upload host f32 data as a tensor of `dtype`.
@@ -175,14 +232,67 @@ impl CudaBackend {
         if padded.is_empty() {
             padded.resize(dtype.size_in_bytes(), 0);
         }
-        let buf = self.stream().clone_htod(&padded).with_context(|| {
+        if self.in_step() {
+            return self.step_constant(shape, dtype, padded);
+        }
+        self.upload(shape, dtype, &padded)
+    }
+
+    fn upload(&self, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<CudaTensor> {
+        let buf = self.stream().clone_htod(bytes).with_context(|| {
             format!("uploading a {shape:?} tensor to {}", self.inner.dev.name())
         })?;
         Ok(CudaTensor {
-            buf: Arc::new(buf),
+            buf: Arc::new(DeviceBuffer::driver(buf)),
             shape: shape.to_vec(),
             dtype,
         })
+    }
+
+    /// A host constant made inside a recorded or captured step: uploaded once (during the dry
+    /// run, when nothing is being captured) and shared by content afterwards.
+    fn step_constant(&self, shape: &[usize], dtype: DType, bytes: Vec<u8>) -> Result<CudaTensor> {
+        let key = (shape.to_vec(), dtype, bytes);
+        let mut cache = self
+            .inner
+            .constants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = cache.get(&key) {
+            return Ok(t.clone());
+        }
+        if matches!(*self.mode(), AllocMode::Replay(_)) {
+            bail!(
+                "a {shape:?} host constant first appeared while a step was being captured: a \
+                 replayed step must upload the same constants in its recorded run (values that \
+                 change per step belong in the step inputs)"
+            );
+        }
+        let t = self.upload(shape, dtype, &key.2)?;
+        cache.insert(key, t.clone());
+        Ok(t)
+    }
+
+    /// `index_select` indices on the device, uploaded once per distinct list.
+    pub(crate) fn index_buffer(&self, idx: &[u32]) -> Result<u64> {
+        let mut cache = self.inner.indices.lock().unwrap_or_else(|e| e.into_inner());
+        let buf = match cache.get(idx) {
+            Some(b) => b.clone(),
+            None => {
+                if matches!(*self.mode(), AllocMode::Replay(_)) {
+                    bail!(
+                        "index_select with a new index list ({} entries) while a step was being \
+                         captured: the recorded run of the step must use the same indices",
+                        idx.len()
+                    );
+                }
+                let b = Arc::new(self.stream().clone_htod(idx)?);
+                cache.insert(idx.to_vec(), b.clone());
+                b
+            }
+        };
+        let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(buf.as_ref(), self.stream());
+        Ok(ptr)
     }
 
     /// The tensor converted to `dtype` (a clone when it already has it).
@@ -206,20 +316,27 @@ impl CudaBackend {
     pub(crate) fn alloc(&self, shape: &[usize], dtype: DType) -> Result<CudaTensor> {
         let n: usize = shape.iter().product();
         let bytes = n.max(1) * dtype.size_in_bytes();
-        // SAFETY: the buffer is uninitialised device memory; every op writes all `n` elements
-        // before any read (tests poison it to check exactly that).
-        let buf = unsafe { self.stream().alloc::<u8>(bytes) }.with_context(|| {
-            format!(
-                "allocating {bytes} bytes for a {shape:?} tensor on {}",
-                self.inner.dev.name()
-            )
-        })?;
+        let planned = self.mode().take(self.stream(), bytes)?;
+        let buf = match planned {
+            Some(b) => b,
+            None => {
+                // SAFETY: the buffer is uninitialised device memory; every op writes all `n`
+                // elements before any read (tests poison it to check exactly that).
+                let b = unsafe { self.stream().alloc::<u8>(bytes) }.with_context(|| {
+                    format!(
+                        "allocating {bytes} bytes for a {shape:?} tensor on {}",
+                        self.inner.dev.name()
+                    )
+                })?;
+                DeviceBuffer::driver(b)
+            }
+        };
         let t = CudaTensor {
             buf: Arc::new(buf),
             shape: shape.to_vec(),
             dtype,
         };
-        if self.poison_outputs() {
+        if self.poison_outputs() && !self.inner.dev.is_dry() {
             let p = self.ptr(&t);
             // SAFETY: `p` addresses the `bytes` bytes just allocated on this stream.
             unsafe {
@@ -258,6 +375,11 @@ impl CudaBackend {
     }
 }
 
+/// `CYBERHOST_CUDA_GRAPHS=0` turns graph replay off by default.
+fn graphs_default() -> bool {
+    std::env::var("CYBERHOST_CUDA_GRAPHS").map_or(true, |v| v != "0")
+}
+
 /// The dtype several tensor operands are computed in: theirs when equal, else f32.
 pub(crate) fn promote(ts: &[&CudaTensor]) -> DType {
     match ts.first() {
@@ -285,9 +407,15 @@ impl Backend for CudaBackend {
     }
 
     fn to_f32(&self, t: &CudaTensor) -> Result<Vec<f32>> {
+        if self.in_step() {
+            bail!(
+                "to_f32 of {t:?} inside a recorded or captured sampler step: a replayed step \
+                 cannot read the device from the host (move the read after `run_steps`)"
+            );
+        }
         let bytes = self
             .stream()
-            .clone_dtoh(t.buf.as_ref())
+            .clone_dtoh(t.buf())
             .with_context(|| format!("downloading {t:?} from {}", self.inner.dev.name()))?;
         self.inner.dev.synchronize()?;
         let n = t.elem_count();
@@ -300,10 +428,24 @@ impl Backend for CudaBackend {
         })
     }
 
+    fn from_f32_full(&self, shape: &[usize], data: &[f32]) -> Result<CudaTensor> {
+        self.from_f32_as(shape, data, DType::F32)
+    }
+
+    fn run_steps(
+        &self,
+        init: CudaTensor,
+        lp: crate::backends::step_loop::StepLoop<'_, Self>,
+    ) -> Result<CudaTensor> {
+        super::graph::run_steps(self, init, lp)
+    }
+
     fn zeros(&self, shape: &[usize]) -> Result<CudaTensor> {
         let mut t = self.alloc(shape, self.storage())?;
-        let stream = self.stream().clone();
-        stream.memset_zeros(t.buf_mut()?).context("zeros: memset")?;
+        if !self.inner.dev.is_dry() {
+            let stream = self.stream().clone();
+            stream.memset_zeros(t.buf_mut()?).context("zeros: memset")?;
+        }
         Ok(t)
     }
 

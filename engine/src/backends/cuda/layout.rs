@@ -221,7 +221,6 @@ pub(crate) fn index_select(
         .iter()
         .map(|&i| u32_of(i, "index_select index"))
         .collect::<Result<_>>()?;
-    let dev_idx = be.stream().clone_htod(&idx32)?;
     let iter = [
         u32_of(outer, "index_select outer")?,
         u32_of(idx.len(), "index_select len")?,
@@ -229,13 +228,10 @@ pub(crate) fn index_select(
     ];
     let mut p = LayoutParams::new(be.ptr(t), be.ptr(&out), &iter)?;
     p.src_h = u32_of(d, "index_select dim size")?;
-    p.index = {
-        let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(&dev_idx, be.stream());
-        ptr
-    };
+    p.index = be.index_buffer(&idx32)?;
     // SAFETY: index_select_v1_<dtype>(LayoutParams): src is (outer, d, inner), `index` holds
     // idx.len() u32 values < d (checked above), dst is (outer, idx.len(), inner) contiguous. The
-    // index buffer is freed stream-ordered after the launch (dropped at the end of this scope).
+    // index buffer is cached by the backend for its lifetime.
     unsafe {
         be.launch(
             KernelModule::Layout,

@@ -5,12 +5,14 @@
 //! `docs/stand-in-driver.md`). [`CudaDevice::new`] never panics when no driver is present; it
 //! returns [`NO_DRIVER_MSG`].
 
+pub mod arena;
 pub mod attention;
 mod backend;
 pub mod conv2d;
 mod device;
 mod elementwise;
 mod fused;
+pub mod graph;
 pub mod gemm;
 mod layout;
 mod linalg;
