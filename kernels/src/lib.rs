@@ -23,6 +23,7 @@ pub mod layer_norm;
 pub mod layout;
 pub mod pointwise;
 pub mod pool;
+pub mod rca;
 pub mod reference;
 pub mod softmax;
 pub mod timestep_embedding;
@@ -47,6 +48,8 @@ pub const LAYOUT: &str = include_str!("../ptx/layout.ptx");
 pub const POINTWISE: &str = include_str!("../ptx/pointwise.ptx");
 /// `kernels/ptx/pool.ptx` (from `kernels/cuda/pool.cu`).
 pub const POOL: &str = include_str!("../ptx/pool.ptx");
+/// `kernels/ptx/rca.ptx` (from `kernels/cuda/rca.cu`).
+pub const RCA: &str = include_str!("../ptx/rca.ptx");
 /// `kernels/ptx/softmax.ptx` (from `kernels/cuda/softmax.cu`).
 pub const SOFTMAX: &str = include_str!("../ptx/softmax.ptx");
 /// `kernels/ptx/timestep_embedding.ptx` (from `kernels/cuda/timestep_embedding.cu`).
@@ -67,6 +70,7 @@ pub enum KernelModule {
     Layout,
     Pointwise,
     Pool,
+    Rca,
     Softmax,
     TimestepEmbedding,
     CfgDdim,
@@ -76,7 +80,7 @@ pub enum KernelModule {
 pub use KernelModule as Id;
 
 impl KernelModule {
-    pub const ALL: [KernelModule; 13] = [
+    pub const ALL: [KernelModule; 14] = [
         KernelModule::Elementwise,
         KernelModule::Attention,
         KernelModule::Conv2d,
@@ -87,6 +91,7 @@ impl KernelModule {
         KernelModule::Layout,
         KernelModule::Pointwise,
         KernelModule::Pool,
+        KernelModule::Rca,
         KernelModule::Softmax,
         KernelModule::TimestepEmbedding,
         KernelModule::CfgDdim,
@@ -105,6 +110,7 @@ impl KernelModule {
             KernelModule::Layout => "layout",
             KernelModule::Pointwise => "pointwise",
             KernelModule::Pool => "pool",
+            KernelModule::Rca => "rca",
             KernelModule::Softmax => "softmax",
             KernelModule::TimestepEmbedding => "timestep_embedding",
             KernelModule::CfgDdim => "cfg_ddim",
@@ -124,6 +130,7 @@ impl KernelModule {
             KernelModule::Layout => LAYOUT,
             KernelModule::Pointwise => POINTWISE,
             KernelModule::Pool => POOL,
+            KernelModule::Rca => RCA,
             KernelModule::Softmax => SOFTMAX,
             KernelModule::TimestepEmbedding => TIMESTEP_EMBEDDING,
             KernelModule::CfgDdim => CFG_DDIM,
@@ -143,6 +150,7 @@ impl KernelModule {
             KernelModule::Layout => layout::ENTRIES,
             KernelModule::Pointwise => pointwise::ENTRIES,
             KernelModule::Pool => pool::ENTRIES,
+            KernelModule::Rca => rca::ENTRIES,
             KernelModule::Softmax => softmax::ENTRIES,
             KernelModule::TimestepEmbedding => timestep_embedding::ENTRIES,
             KernelModule::CfgDdim => cfg_ddim::ENTRIES,

@@ -9,8 +9,10 @@
 
 mod harness;
 
+mod cfg_ddim;
 mod elementwise;
 mod gemm_bf16;
 mod group_norm;
 mod rca;
 mod softmax;
+mod timestep_embedding;

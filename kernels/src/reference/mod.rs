@@ -179,3 +179,67 @@ mod tests {
         assert_eq!(c, vec![8.0, 23.0, 8.0, 27.5]);
     }
 }
+
+/// `rca_temporal_query` (see `rca.cu`): `x + a_s + bank[n mod frames]` on `(n, l, c)` tokens.
+pub fn rca_temporal_query(
+    x: &[f32],
+    a_s: &[f32],
+    bank: &[f32],
+    (n, l, c): (usize, usize, usize),
+) -> Vec<f32> {
+    let frames = bank.len() / c;
+    (0..n * l * c)
+        .map(|i| {
+            let (row, ch) = (i / (l * c), i % c);
+            (x[i] as f64 + a_s[i] as f64 + bank[(row % frames) * c + ch] as f64) as f32
+        })
+        .collect()
+}
+
+/// `rca_motion_sum`: `a_s + a_t`, plus `f_id[n - r0]` on rows `r0..r0 + f_id rows`.
+pub fn rca_motion_sum(
+    a_s: &[f32],
+    a_t: &[f32],
+    f_id: Option<(&[f32], usize)>,
+    row_len: usize,
+) -> Vec<f32> {
+    (0..a_s.len())
+        .map(|i| {
+            let mut v = a_s[i] as f64 + a_t[i] as f64;
+            if let Some((f, r0)) = f_id {
+                let lo = r0 * row_len;
+                if i >= lo && i < lo + f.len() {
+                    v += f[i - lo] as f64;
+                }
+            }
+            v as f32
+        })
+        .collect()
+}
+
+/// `rca_merge`: `f_in[n, c, p] + sigmoid(b2 + Σ_j w2[j] silu(hid[n, j, p])) · tok[n, p, c]`.
+pub fn rca_merge(
+    f_in: &[f32],
+    tok: &[f32],
+    hid: &[f32],
+    w2: &[f32],
+    b2: Option<f32>,
+    (n, c, p): (usize, usize, usize),
+) -> Vec<f32> {
+    let c4 = w2.len();
+    let mut out = vec![0f32; n * c * p];
+    for img in 0..n {
+        for px in 0..p {
+            let mut m = b2.unwrap_or(0.0) as f64;
+            for j in 0..c4 {
+                m += w2[j] as f64 * silu_f64(hid[(img * c4 + j) * p + px] as f64);
+            }
+            let m = 1.0 / (1.0 + (-m).exp());
+            for ch in 0..c {
+                let idx = (img * c + ch) * p + px;
+                out[idx] = (f_in[idx] as f64 + m * tok[(img * p + px) * c + ch] as f64) as f32;
+            }
+        }
+    }
+    out
+}
