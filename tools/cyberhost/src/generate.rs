@@ -64,6 +64,10 @@ pub struct Args {
     /// CYBERHOST_CUDA_DRIVER points at the stand-in driver).
     #[arg(long, default_value = "cpu")]
     backend: String,
+    /// CUDA: replay each sampler step from one captured CUDA graph (`on`, default) or launch
+    /// every kernel from the host (`off`); results are bit-identical.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    graphs: String,
     /// Print progress as JSON lines on stdout instead of bars.
     #[arg(long)]
     json: bool,
@@ -148,6 +152,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "cuda" => {
             let be = CudaBackend::new(0)
                 .map_err(|e| UserError::new(format!("--backend cuda: {e:#}")))?;
+            be.set_graphs(a.graphs == "on");
             run_on(be, a)
         }
         other => Err(UserError::new(format!("--backend {other}: use `cpu` or `cuda`")).into()),
