@@ -18,6 +18,7 @@ mod layout;
 mod linalg;
 mod norm;
 mod pool;
+mod sampler;
 
 pub use backend::{CudaBackend, CudaTensor};
 pub use cyberhost_kernels::DType;
