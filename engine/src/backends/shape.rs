@@ -445,4 +445,58 @@ impl Backend for ShapeBackend {
         }
         Ok(y)
     }
+
+    fn rca_attention(
+        &self,
+        q: &ShapeTensor,
+        k: &ShapeTensor,
+        v: &ShapeTensor,
+        heads: usize,
+        _scale: f32,
+    ) -> Result<ShapeTensor> {
+        super::composed_rca::check_attention(&q.shape, &k.shape, &v.shape, heads)?;
+        t(q.shape.clone())
+    }
+
+    fn rca_temporal_query(
+        &self,
+        x: &ShapeTensor,
+        a_s: &ShapeTensor,
+        bank: &ShapeTensor,
+    ) -> Result<ShapeTensor> {
+        super::composed_rca::check_temporal_query(&x.shape, &a_s.shape, &bank.shape)?;
+        t(x.shape.clone())
+    }
+
+    fn rca_motion_sum(
+        &self,
+        a_s: &ShapeTensor,
+        a_t: &ShapeTensor,
+        f_id: Option<(&ShapeTensor, usize)>,
+    ) -> Result<ShapeTensor> {
+        super::composed_rca::check_motion_sum(
+            &a_s.shape,
+            &a_t.shape,
+            f_id.map(|(f, s)| (f.shape.as_slice(), s)),
+        )?;
+        t(a_s.shape.clone())
+    }
+
+    fn rca_merge(
+        &self,
+        f_in: &ShapeTensor,
+        tokens: &ShapeTensor,
+        mask_hidden: &ShapeTensor,
+        mask_w: &ShapeTensor,
+        mask_b: Option<&ShapeTensor>,
+    ) -> Result<ShapeTensor> {
+        super::composed_rca::check_merge(
+            &f_in.shape,
+            &tokens.shape,
+            &mask_hidden.shape,
+            &mask_w.shape,
+            mask_b.map(|b| b.shape.as_slice()),
+        )?;
+        t(f_in.shape.clone())
+    }
 }

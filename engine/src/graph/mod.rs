@@ -138,6 +138,16 @@ pub enum Op {
     TimestepEmbedding,
     /// Classifier-free guidance + DDIM update (`cfg_ddim_step`).
     CfgDdim,
+    /// RCA multi-head attention on token rows against a shared key/value set (`rca_attention`).
+    RcaAttention {
+        heads: usize,
+    },
+    /// RCA temporal query `x + A_s + T[n mod F]` (`rca_temporal_query`).
+    RcaTemporalQuery,
+    /// RCA `A_s + A_t (+ F_id)` (`rca_motion_sum`).
+    RcaMotionSum,
+    /// RCA merge `F_in + sigmoid(conv2(SiLU(hid))) ⊙ tokensᵀ` (`rca_merge`).
+    RcaMerge,
 }
 
 /// Op classes of the cost tables.
@@ -208,6 +218,10 @@ impl Op {
             Op::MaxPool2d { .. } => "max_pool2d",
             Op::TimestepEmbedding => "timestep_embedding",
             Op::CfgDdim => "cfg_ddim_step",
+            Op::RcaAttention { .. } => "rca_attention",
+            Op::RcaTemporalQuery => "rca_temporal_query",
+            Op::RcaMotionSum => "rca_motion_sum",
+            Op::RcaMerge => "rca_merge",
         }
     }
 
@@ -228,7 +242,8 @@ impl Op {
             Op::Linear { .. } => OpClass::Linear,
             Op::Matmul => OpClass::Matmul,
             Op::Conv2d { .. } => OpClass::Conv2d,
-            Op::Attention => OpClass::Attention,
+            Op::Attention | Op::RcaAttention { .. } => OpClass::Attention,
+            Op::RcaTemporalQuery | Op::RcaMotionSum | Op::RcaMerge => OpClass::Elementwise,
             Op::MeanDim { .. } | Op::MaxPool2d { .. } => OpClass::Reduce,
         }
     }
@@ -298,6 +313,24 @@ impl Op {
             Op::TimestepEmbedding => 3 * out_n,
             // guidance (3), x̂₀ (2), clamp (2), update (3)
             Op::CfgDdim => 10 * out_n,
+            // as `attention` with B = 1, Lq = N·L, D = Dv = C / heads
+            Op::RcaAttention { heads } => {
+                let (q, k) = (inputs[0], inputs[1]);
+                let h = heads as u64;
+                let scores = h * q[0] as u64 * q[1] as u64 * k[0] as u64;
+                let d = q[2] as u64 / h.max(1);
+                2 * scores * (2 * d) + 6 * scores
+            }
+            // two adds per element
+            Op::RcaTemporalQuery => 2 * out_n,
+            // one add per element, one more per identity element
+            Op::RcaMotionSum => out_n + inputs.get(2).map_or(0, |f| n(f)),
+            // per hidden element SiLU (1) + multiply-add (2); per pixel bias + sigmoid (2);
+            // per output element multiply + add (2)
+            Op::RcaMerge => {
+                let pixels = n(inputs[0]) / inputs[0][1].max(1) as u64;
+                3 * n(inputs[2]) + 2 * pixels + 2 * out_n
+            }
             Op::Reshape
             | Op::Permute
             | Op::Concat { .. }

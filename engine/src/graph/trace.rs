@@ -506,4 +506,61 @@ impl Backend for TraceBackend {
             o,
         )
     }
+
+    fn rca_attention(
+        &self,
+        q: &TraceTensor,
+        k: &TraceTensor,
+        v: &TraceTensor,
+        heads: usize,
+        scale: f32,
+    ) -> Result<TraceTensor> {
+        let o = ShapeBackend.rca_attention(&st(q), &st(k), &st(v), heads, scale)?;
+        self.record(Op::RcaAttention { heads }, &[q, k, v], o)
+    }
+
+    fn rca_temporal_query(
+        &self,
+        x: &TraceTensor,
+        a_s: &TraceTensor,
+        bank: &TraceTensor,
+    ) -> Result<TraceTensor> {
+        let o = ShapeBackend.rca_temporal_query(&st(x), &st(a_s), &st(bank))?;
+        self.record(Op::RcaTemporalQuery, &[x, a_s, bank], o)
+    }
+
+    fn rca_motion_sum(
+        &self,
+        a_s: &TraceTensor,
+        a_t: &TraceTensor,
+        f_id: Option<(&TraceTensor, usize)>,
+    ) -> Result<TraceTensor> {
+        let f = f_id.map(|(f, r)| (st(f), r));
+        let o =
+            ShapeBackend.rca_motion_sum(&st(a_s), &st(a_t), f.as_ref().map(|(f, r)| (f, *r)))?;
+        let mut ins = vec![a_s, a_t];
+        ins.extend(f_id.map(|(f, _)| f));
+        self.record(Op::RcaMotionSum, &ins, o)
+    }
+
+    fn rca_merge(
+        &self,
+        f_in: &TraceTensor,
+        tokens: &TraceTensor,
+        mask_hidden: &TraceTensor,
+        mask_w: &TraceTensor,
+        mask_b: Option<&TraceTensor>,
+    ) -> Result<TraceTensor> {
+        let b = mask_b.map(st);
+        let o = ShapeBackend.rca_merge(
+            &st(f_in),
+            &st(tokens),
+            &st(mask_hidden),
+            &st(mask_w),
+            b.as_ref(),
+        )?;
+        let mut ins = vec![f_in, tokens, mask_hidden, mask_w];
+        ins.extend(mask_b);
+        self.record(Op::RcaMerge, &ins, o)
+    }
 }

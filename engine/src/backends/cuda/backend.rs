@@ -620,4 +620,64 @@ impl Backend for CudaBackend {
     ) -> Result<CudaTensor> {
         super::sampler::cfg_ddim_step(self, out, z, frame_offset, coeffs)
     }
+
+    fn rca_attention(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        heads: usize,
+        scale: f32,
+    ) -> Result<CudaTensor> {
+        super::rca::rca_attention(self, q, k, v, heads, scale)
+    }
+
+    fn rca_temporal_query(
+        &self,
+        x: &CudaTensor,
+        a_s: &CudaTensor,
+        bank: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        super::rca::rca_temporal_query(self, x, a_s, bank)
+    }
+
+    fn rca_motion_sum(
+        &self,
+        a_s: &CudaTensor,
+        a_t: &CudaTensor,
+        f_id: Option<(&CudaTensor, usize)>,
+    ) -> Result<CudaTensor> {
+        super::rca::rca_motion_sum(self, a_s, a_t, f_id)
+    }
+
+    fn rca_merge(
+        &self,
+        f_in: &CudaTensor,
+        tokens: &CudaTensor,
+        mask_hidden: &CudaTensor,
+        mask_w: &CudaTensor,
+        mask_b: Option<&CudaTensor>,
+    ) -> Result<CudaTensor> {
+        super::rca::rca_merge(self, f_in, tokens, mask_hidden, mask_w, mask_b)
+    }
+
+    fn timestep_embedding(
+        &self,
+        t: &CudaTensor,
+        dim: usize,
+        flip_sin_to_cos: bool,
+        downscale_freq_shift: f32,
+    ) -> Result<CudaTensor> {
+        super::sampler::timestep_embedding(self, t, dim, flip_sin_to_cos, downscale_freq_shift)
+    }
+
+    fn cfg_ddim_step(
+        &self,
+        out: &CudaTensor,
+        z: &CudaTensor,
+        frame_offset: usize,
+        coeffs: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        super::sampler::cfg_ddim_step(self, out, z, frame_offset, coeffs)
+    }
 }

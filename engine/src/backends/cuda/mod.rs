@@ -18,6 +18,7 @@ mod layout;
 mod linalg;
 mod norm;
 mod pool;
+mod rca;
 mod sampler;
 
 pub use backend::{CudaBackend, CudaTensor};

@@ -26,7 +26,7 @@ use std::ops::Range;
 use anyhow::{bail, Result};
 
 use super::config::RcaConfig;
-use crate::backends::{Backend, BackendExt, TensorLike, Unary};
+use crate::backends::{Backend, TensorLike};
 use crate::models::nn::{Conv2d, GroupNorm, Linear};
 use crate::var_builder::VarBuilder;
 
@@ -126,28 +126,16 @@ impl<B: Backend> CodebookAttention<B> {
         })
     }
 
-    /// (L, C) → (1, heads, L, d)
-    fn split_heads(&self, be: &B, t: &B::Tensor, l: usize, c: usize) -> Result<B::Tensor> {
-        let d = c / self.heads;
-        let t = be.reshape(t, &[l, self.heads, d])?;
-        let t = be.permute(&t, &[1, 0, 2])?;
-        be.reshape(&t, &[1, self.heads, l, d])
-    }
-
-    /// q_in (N, L, C), kv (L_kv, C) → (N, L, C).
+    /// q_in (N, L, C), kv (L_kv, C) → (N, L, C). The keys are shared by all rows: the N·L
+    /// queries are one sequence per head ([`Backend::rca_attention`]).
     pub fn forward(&self, be: &B, q_in: &B::Tensor, kv: &B::Tensor) -> Result<B::Tensor> {
         let (n, l, c) = (q_in.shape()[0], q_in.shape()[1], q_in.shape()[2]);
-        let lk = kv.shape()[0];
         let d = c / self.heads;
-        // Keys are shared by all rows: fold the N·L queries into one sequence per head.
         let q = self.to_q.forward(be, &be.reshape(q_in, &[n * l, c])?)?;
-        let q = self.split_heads(be, &q, n * l, c)?;
-        let k = self.split_heads(be, &self.to_k.forward(be, kv)?, lk, c)?;
-        let v = self.split_heads(be, &self.to_v.forward(be, kv)?, lk, c)?;
-        let o = be.attention(&q, &k, &v, 1.0 / (d as f32).sqrt())?; // (1, heads, N·L, d)
-        let o = be.reshape(&o, &[self.heads, n * l, d])?;
-        let o = be.permute(&o, &[1, 0, 2])?;
-        be.reshape(&o, &[n, l, c])
+        let q = be.reshape(&q, &[n, l, c])?;
+        let k = self.to_k.forward(be, kv)?;
+        let v = self.to_v.forward(be, kv)?;
+        be.rca_attention(&q, &k, &v, self.heads, 1.0 / (d as f32).sqrt())
     }
 }
 
@@ -258,16 +246,11 @@ impl<B: Backend> RegionCodebookAttention<B> {
 
         // motion codebook
         let a_s = self.spatial.forward(be, &x, &self.spatial_bank)?;
-        let slots: Vec<usize> = (0..n).map(|i| i % num_frames).collect();
-        let t_f = be.reshape(
-            &be.index_select(&self.temporal_bank, 0, &slots)?,
-            &[n, 1, c],
-        )?;
-        let q_t = be.add(&be.add(&x, &a_s)?, &t_f)?;
+        let q_t = be.rca_temporal_query(&x, &a_s, &self.temporal_bank)?;
         let a_t = self.temporal.forward(be, &q_t, &self.temporal_bank)?;
-        let mut sum = be.add(&a_s, &a_t)?;
 
         // identity descriptor on the rows that have identity tokens
+        let mut f_id = None;
         if let Some((tokens, rows)) = id {
             let ts = tokens.shape();
             if ts.len() != 2 || ts[1] != self.cfg.identity_dim {
@@ -281,34 +264,23 @@ impl<B: Backend> RegionCodebookAttention<B> {
             }
             if !rows.is_empty() {
                 let kv = self.id_proj.forward(be, tokens)?;
-                let len = rows.end - rows.start;
-                let x_id = be.narrow(&x, 0, rows.start, len)?;
-                let f_id = self.identity.forward(be, &x_id, &kv)?;
-                let mid = be.add(&be.narrow(&sum, 0, rows.start, len)?, &f_id)?;
-                let mut parts = Vec::with_capacity(3);
-                let pre = (rows.start > 0)
-                    .then(|| be.narrow(&sum, 0, 0, rows.start))
-                    .transpose()?;
-                let post = (rows.end < n)
-                    .then(|| be.narrow(&sum, 0, rows.end, n - rows.end))
-                    .transpose()?;
-                if let Some(p) = &pre {
-                    parts.push(p);
-                }
-                parts.push(&mid);
-                if let Some(p) = &post {
-                    parts.push(p);
-                }
-                sum = be.concat(&parts, 0)?;
+                let x_id = be.narrow(&x, 0, rows.start, rows.end - rows.start)?;
+                f_id = Some((self.identity.forward(be, &x_id, &kv)?, rows.start));
             }
         }
+        // A_s + A_t (+ F_id on the identity rows)
+        let sum = be.rca_motion_sum(&a_s, &a_t, f_id.as_ref().map(|(f, r)| (f, *r)))?;
 
-        // merge: F_in + M_r ⊙ to_out(...)
+        // merge: F_in + M_r ⊙ to_out(...), M_r = sigmoid(conv2(SiLU(conv1(F_in))))
         let out = self.to_out.forward(be, &sum)?;
-        let out = be.reshape(&be.permute(&out, &[0, 2, 1])?, &[n, c, h, w])?;
-        let m = be.silu(&self.mask_conv1.forward(be, f_in)?)?;
-        let m = be.unary(&self.mask_conv2.forward(be, &m)?, Unary::Sigmoid)?;
-        be.add(f_in, &be.mul(&m, &out)?)
+        let hidden = self.mask_conv1.forward(be, f_in)?;
+        be.rca_merge(
+            f_in,
+            &out,
+            &hidden,
+            &self.mask_conv2.weight,
+            self.mask_conv2.bias.as_ref(),
+        )
     }
 }
 

@@ -1,0 +1,157 @@
+//! Region Codebook Attention on CUDA: `rca_temporal_query`, `rca_motion_sum` and `rca_merge` on
+//! `kernels/cuda/rca.cu` (one launch each), `rca_attention` on the flash attention kernel with
+//! token (`(B, L, H, D)`) strides, so neither the N·L queries nor the output are transposed.
+//! Outputs come from `CudaBackend::alloc` only (no host uploads: the sampler step is captured as a
+//! CUDA graph). Head dims the flash kernel does not take, and f32 attention operands, run the
+//! composed default.
+
+use anyhow::{Context, Result};
+use cyberhost_kernels::attention::{traits_for, AttentionShape};
+use cyberhost_kernels::rca::{launch_config, RcaOp, RcaParams};
+use cyberhost_kernels::{DType, KernelModule};
+
+use super::attention::{self as flash, AttnLayout};
+use super::backend::{promote, CudaBackend, CudaTensor};
+use crate::backends::{composed_rca, TensorLike};
+
+/// Launch `op` with `p` in `dtype`.
+fn launch(be: &CudaBackend, op: RcaOp, dtype: DType, p: &RcaParams) -> Result<()> {
+    // SAFETY: `RcaParams` mirrors `struct RcaParams` of rca.cu (size asserted in
+    // cyberhost-kernels); every address in `p` is a live tensor of this backend in `dtype`
+    // whose shape the caller checked against the extents in `p` (composed_rca::check_*).
+    unsafe { be.launch(KernelModule::Rca, op.name(), dtype, launch_config(op, p), p) }
+        .with_context(|| format!("{} {p:?}", op.name()))
+}
+
+pub(crate) fn rca_attention(
+    be: &CudaBackend,
+    q: &CudaTensor,
+    k: &CudaTensor,
+    v: &CudaTensor,
+    heads: usize,
+    scale: f32,
+) -> Result<CudaTensor> {
+    let (n, l, c, lk) = composed_rca::check_attention(q.shape(), k.shape(), v.shape(), heads)?;
+    let d = c / heads;
+    let flash_ok =
+        promote(&[q, k, v]) == DType::Bf16 && traits_for(d as u64).is_ok() && heads <= 65_535;
+    if !flash_ok {
+        return composed_rca::rca_attention(be, q, k, v, heads, scale);
+    }
+    let mut o = be.alloc(&[n, l, c], DType::Bf16)?;
+    if o.elem_count() > 0 {
+        let shape = AttentionShape {
+            batch: 1,
+            heads: heads as u64,
+            lq: (n * l) as u64,
+            lk: lk as u64,
+            d: d as u64,
+        };
+        flash::attention(
+            be.device(),
+            q.buf(),
+            k.buf(),
+            v.buf(),
+            o.buf_mut()?,
+            shape,
+            AttnLayout::Blhd,
+            scale,
+        )?;
+    }
+    Ok(o)
+}
+
+pub(crate) fn rca_temporal_query(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    a_s: &CudaTensor,
+    bank: &CudaTensor,
+) -> Result<CudaTensor> {
+    composed_rca::check_temporal_query(x.shape(), a_s.shape(), bank.shape())?;
+    let dt = promote(&[x, a_s, bank]);
+    let (xd, ad, bd) = (
+        be.as_dtype(x, dt)?,
+        be.as_dtype(a_s, dt)?,
+        be.as_dtype(bank, dt)?,
+    );
+    let q = be.alloc(x.shape(), dt)?;
+    if q.elem_count() > 0 {
+        let s = x.shape();
+        let dims = (s[0] as u64, s[1] as u64, s[2] as u64);
+        let frames = bank.shape()[0] as u64;
+        let (px, pa, pb) = (be.ptr(&xd), be.ptr(&ad), be.ptr(&bd));
+        let pq = be.ptr(&q);
+        let p = RcaParams::temporal_query(px, pa, pb, pq, dims, frames)?;
+        launch(be, RcaOp::TemporalQuery, dt, &p)?;
+    }
+    Ok(q)
+}
+
+pub(crate) fn rca_motion_sum(
+    be: &CudaBackend,
+    a_s: &CudaTensor,
+    a_t: &CudaTensor,
+    f_id: Option<(&CudaTensor, usize)>,
+) -> Result<CudaTensor> {
+    composed_rca::check_motion_sum(a_s.shape(), a_t.shape(), f_id.map(|(f, s)| (f.shape(), s)))?;
+    let mut ops = vec![a_s, a_t];
+    ops.extend(f_id.map(|(f, _)| f));
+    let dt = promote(&ops);
+    let (ad, td) = (be.as_dtype(a_s, dt)?, be.as_dtype(a_t, dt)?);
+    let fd = f_id
+        .map(|(f, s)| be.as_dtype(f, dt).map(|f| (f, s)))
+        .transpose()?;
+    let out = be.alloc(a_s.shape(), dt)?;
+    if out.elem_count() > 0 {
+        let s = a_s.shape();
+        let dims = (s[0] as u64, s[1] as u64, s[2] as u64);
+        let (pf, rows) = match &fd {
+            Some((f, start)) if f.elem_count() > 0 => {
+                (be.ptr(f), (*start as u64, (*start + f.shape()[0]) as u64))
+            }
+            _ => (0, (0, 0)),
+        };
+        let p = RcaParams::motion_sum(be.ptr(&ad), be.ptr(&td), pf, be.ptr(&out), dims, rows)?;
+        launch(be, RcaOp::MotionSum, dt, &p)?;
+    }
+    Ok(out)
+}
+
+pub(crate) fn rca_merge(
+    be: &CudaBackend,
+    f_in: &CudaTensor,
+    tokens: &CudaTensor,
+    mask_hidden: &CudaTensor,
+    mask_w: &CudaTensor,
+    mask_b: Option<&CudaTensor>,
+) -> Result<CudaTensor> {
+    let (n, c, pix, c4) = composed_rca::check_merge(
+        f_in.shape(),
+        tokens.shape(),
+        mask_hidden.shape(),
+        mask_w.shape(),
+        mask_b.map(|b| b.shape()),
+    )?;
+    // the 1x1 conv's weight and bias follow the activations' dtype
+    let dt = promote(&[f_in, tokens, mask_hidden]);
+    let fd = be.as_dtype(f_in, dt)?;
+    let td = be.as_dtype(tokens, dt)?;
+    let hd = be.as_dtype(mask_hidden, dt)?;
+    let wd = be.as_dtype(mask_w, dt)?;
+    let bd = mask_b.map(|b| be.as_dtype(b, dt)).transpose()?;
+    let out = be.alloc(f_in.shape(), dt)?;
+    if out.elem_count() > 0 {
+        let p = RcaParams::merge(
+            be.ptr(&fd),
+            be.ptr(&td),
+            be.ptr(&hd),
+            be.ptr(&wd),
+            bd.as_ref().map_or(0, |b| be.ptr(b)),
+            be.ptr(&out),
+            (n as u64, pix as u64, c as u64),
+            c4 as u64,
+        )?;
+        launch(be, RcaOp::Merge, dt, &p)?;
+    }
+    Ok(out)
+}
