@@ -601,26 +601,6 @@ impl Backend for CudaBackend {
         fused::conv2d_ext(self, x, w, bias, p, epi)
     }
 
-    fn timestep_embedding(
-        &self,
-        t: &CudaTensor,
-        dim: usize,
-        flip_sin_to_cos: bool,
-        downscale_freq_shift: f32,
-    ) -> Result<CudaTensor> {
-        super::sampler::timestep_embedding(self, t, dim, flip_sin_to_cos, downscale_freq_shift)
-    }
-
-    fn cfg_ddim_step(
-        &self,
-        out: &CudaTensor,
-        z: &CudaTensor,
-        frame_offset: usize,
-        coeffs: &CudaTensor,
-    ) -> Result<CudaTensor> {
-        super::sampler::cfg_ddim_step(self, out, z, frame_offset, coeffs)
-    }
-
     fn rca_attention(
         &self,
         q: &CudaTensor,
