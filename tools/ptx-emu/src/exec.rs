@@ -3,7 +3,7 @@
 //! (min-PC reconvergence); lanes blocked at `bar.sync` or at a `.sync` collective wait.
 
 use crate::float::{self, Fmt, Rnd};
-use crate::memory::Memory;
+use crate::memory::{Memory, Overlay};
 use crate::program::*;
 use crate::{Fault, FaultKind, LaunchConfig, LaunchOptions, LaunchStats, Module};
 use half::f16;
@@ -199,9 +199,70 @@ struct Ctx<'a> {
     max_steps: u64,
 }
 
+/// Global memory as a block sees it: the memory itself (blocks one after another), or a shared
+/// read-only view plus the block's own writes (blocks of one launch on several threads).
+enum GMem<'b> {
+    Seq(&'b mut Memory),
+    Par(&'b Memory, &'b mut Overlay),
+}
+
+impl GMem<'_> {
+    fn base(&self) -> &Memory {
+        match self {
+            GMem::Seq(m) => m,
+            GMem::Par(m, _) => m,
+        }
+    }
+
+    /// Read `out.len()` bytes at `addr`; false when outside every live allocation.
+    #[inline]
+    fn read(&self, addr: u64, out: &mut [u8]) -> bool {
+        match self {
+            GMem::Seq(m) => match m.find(addr, out.len()) {
+                Some(i) => {
+                    out.copy_from_slice(m.slice(i, addr, out.len()));
+                    true
+                }
+                None => false,
+            },
+            GMem::Par(m, ov) => match m.find_from(addr, out.len(), ov.hint.get()) {
+                Some(i) => {
+                    ov.hint.set(i);
+                    out.copy_from_slice(m.slice(i, addr, out.len()));
+                    ov.patch(addr, out);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// Write `data` at `addr`; false when outside every live allocation.
+    #[inline]
+    fn write(&mut self, addr: u64, data: &[u8]) -> bool {
+        match self {
+            GMem::Seq(m) => match m.find(addr, data.len()) {
+                Some(i) => {
+                    m.slice_mut(i, addr, data.len()).copy_from_slice(data);
+                    true
+                }
+                None => false,
+            },
+            GMem::Par(m, ov) => match m.find_from(addr, data.len(), ov.hint.get()) {
+                Some(i) => {
+                    ov.hint.set(i);
+                    ov.write(addr, data);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+}
+
 struct Block<'a, 'b> {
     c: &'b mut Ctx<'a>,
-    mem: &'b mut Memory,
+    mem: GMem<'b>,
     ctaid: [u32; 3],
     shared: Vec<u8>,
     shadow: Vec<Shadow>,
@@ -305,7 +366,11 @@ pub(crate) fn launch(
         .into_iter()
         .map(|(_, a)| a)
         .collect();
-    let mut ctx = Ctx {
+    let max_steps = std::env::var("PTX_EMU_MAX_WARP_INSTRUCTIONS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1u64 << 31);
+    let new_ctx = || Ctx {
         prog: &prog,
         kernel,
         cfg,
@@ -318,12 +383,21 @@ pub(crate) fn launch(
         pool: Vec::new(),
         shared_buf: Vec::new(),
         shadow_buf: Vec::new(),
-        max_steps: std::env::var("PTX_EMU_MAX_WARP_INSTRUCTIONS")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(1u64 << 31),
+        max_steps,
     };
     let nblocks = cfg.grid[0] as u64 * cfg.grid[1] as u64 * cfg.grid[2] as u64;
+    let ctaid_of = |b: u64| {
+        [
+            (b % cfg.grid[0] as u64) as u32,
+            ((b / cfg.grid[0] as u64) % cfg.grid[1] as u64) as u32,
+            (b / (cfg.grid[0] as u64 * cfg.grid[1] as u64)) as u32,
+        ]
+    };
+    let threads = launch_threads(nblocks, &prog, opts);
+    if threads > 1 {
+        return launch_parallel(mem, opts, nblocks, threads, &new_ctx, &ctaid_of);
+    }
+    let mut ctx = new_ctx();
     // Extra schedules first (journaled, rolled back), then schedule 0 for the results.
     for s in (0..opts.schedules.max(1)).rev() {
         let journal = s != 0;
@@ -341,12 +415,7 @@ pub(crate) fn launch(
         let saved = ctx.stats;
         let mut res = Ok(());
         for &b in &order {
-            let ctaid = [
-                (b % cfg.grid[0] as u64) as u32,
-                ((b / cfg.grid[0] as u64) % cfg.grid[1] as u64) as u32,
-                (b / (cfg.grid[0] as u64 * cfg.grid[1] as u64)) as u32,
-            ];
-            res = run_block(&mut ctx, mem, ctaid, s, &mut rng);
+            res = run_block(&mut ctx, GMem::Seq(mem), ctaid_of(b), s, &mut rng);
             if res.is_err() {
                 break;
             }
@@ -361,9 +430,105 @@ pub(crate) fn launch(
     Ok(ctx.stats)
 }
 
+/// Worker threads for the blocks of one launch: `LaunchOptions::threads`, capped by the number
+/// of blocks; 1 (blocks in order on the calling thread) for kernels with atomics outside shared
+/// memory, whose blocks may communicate through them.
+fn launch_threads(nblocks: u64, prog: &Program, opts: &LaunchOptions) -> usize {
+    let t = opts.threads.max(1) as usize;
+    let global_atomics = prog
+        .instrs
+        .iter()
+        .any(|i| matches!(i.op, Op::Atom { space, .. } if space != Space::Shared));
+    if global_atomics || nblocks < 2 {
+        1
+    } else {
+        t.min(nblocks as usize)
+    }
+}
+
+/// The blocks of a launch on `threads` threads. Each block reads the global memory as it was
+/// before the launch plus its own writes (an [`Overlay`]); after all blocks ran, the writes land
+/// block by block in launch order, so the result equals running the blocks one after another
+/// whenever no block reads what another block of the same launch writes (which CUDA does not
+/// order either, short of atomics: kernels with global atomics never come here). Extra schedules
+/// shuffle nothing (blocks are independent here) and discard their writes; each block's warp
+/// schedule is seeded by (seed, schedule, block). Hazards are per block as before; the fault
+/// reported is the one of the first faulting block in launch order.
+fn launch_parallel<'a>(
+    mem: &mut Memory,
+    opts: &LaunchOptions,
+    nblocks: u64,
+    threads: usize,
+    new_ctx: &(dyn Fn() -> Ctx<'a> + Sync),
+    ctaid_of: &(dyn Fn(u64) -> [u32; 3] + Sync),
+) -> Result<LaunchStats, Fault> {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let mut stats = LaunchStats::default();
+    for s in (0..opts.schedules.max(1)).rev() {
+        let next = AtomicU64::new(0);
+        // Lowest faulting block so far: blocks after it need not run.
+        let first_fault = AtomicU64::new(u64::MAX);
+        let base: &Memory = mem;
+        type Done = (u64, Result<(), Fault>, Overlay, LaunchStats);
+        let mut done: Vec<Done> = std::thread::scope(|sc| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    sc.spawn(|| {
+                        let mut ctx = new_ctx();
+                        let mut out: Vec<Done> = Vec::new();
+                        loop {
+                            let b = next.fetch_add(1, Relaxed);
+                            if b >= nblocks || b > first_fault.load(Relaxed) {
+                                break;
+                            }
+                            let mut ov = Overlay::default();
+                            let mut rng = Rng(opts.seed
+                                ^ (s as u64).wrapping_mul(0x9e37_79b9)
+                                ^ b.wrapping_mul(0x2545_f491_4f6c_dd1d));
+                            ctx.stats = LaunchStats::default();
+                            let r = run_block(
+                                &mut ctx,
+                                GMem::Par(base, &mut ov),
+                                ctaid_of(b),
+                                s,
+                                &mut rng,
+                            );
+                            if r.is_err() {
+                                first_fault.fetch_min(b, Relaxed);
+                            } else {
+                                ctx.stats.blocks = 1;
+                            }
+                            if s != 0 {
+                                ov = Overlay::default();
+                            }
+                            out.push((b, r, ov, ctx.stats));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("ptx-emu block worker panicked"))
+                .collect()
+        });
+        done.sort_by_key(|d| d.0);
+        for (_, r, ov, st) in done {
+            r?;
+            if s == 0 {
+                mem.apply_overlay(&ov);
+                stats.thread_instructions += st.thread_instructions;
+                stats.warp_instructions += st.warp_instructions;
+                stats.blocks += st.blocks;
+            }
+        }
+    }
+    Ok(stats)
+}
+
 fn run_block(
     ctx: &mut Ctx,
-    mem: &mut Memory,
+    mem: GMem,
     ctaid: [u32; 3],
     sched: u32,
     rng: &mut Rng,
@@ -1066,16 +1231,15 @@ impl<'a, 'b> Block<'a, 'b> {
                             format!("{eb}-byte access must be {eb}-byte aligned"),
                         ));
                     }
-                    let Some(i) = self.mem.find(a, eb) else {
+                    let mut b8 = [0u8; 8];
+                    if !self.mem.read(a, &mut b8[..eb]) {
                         return Err(e(
                             FaultKind::OutOfBounds,
                             l as u32,
                             Some(a),
-                            self.mem.describe(a, eb),
+                            self.mem.base().describe(a, eb),
                         ));
-                    };
-                    let mut b8 = [0u8; 8];
-                    b8[..eb].copy_from_slice(self.mem.slice(i, a, eb));
+                    }
                     Self::set(w, d, l, u64::from_le_bytes(b8));
                 }
             }
@@ -1611,34 +1775,28 @@ impl<'a, 'b> Block<'a, 'b> {
     // ---- memory ----
 
     fn global_read(&self, lane: usize, addr: u64, out: &mut [u8]) -> R<()> {
-        match self.mem.find(addr, out.len()) {
-            Some(i) => {
-                out.copy_from_slice(self.mem.slice(i, addr, out.len()));
-                Ok(())
-            }
-            None => Err(e(
+        if self.mem.read(addr, out) {
+            Ok(())
+        } else {
+            Err(e(
                 FaultKind::OutOfBounds,
                 lane as u32,
                 Some(addr),
-                self.mem.describe(addr, out.len()),
-            )),
+                self.mem.base().describe(addr, out.len()),
+            ))
         }
     }
 
     fn global_write(&mut self, lane: usize, addr: u64, data: &[u8]) -> R<()> {
-        match self.mem.find(addr, data.len()) {
-            Some(i) => {
-                self.mem
-                    .slice_mut(i, addr, data.len())
-                    .copy_from_slice(data);
-                Ok(())
-            }
-            None => Err(e(
+        if self.mem.write(addr, data) {
+            Ok(())
+        } else {
+            Err(e(
                 FaultKind::OutOfBounds,
                 lane as u32,
                 Some(addr),
-                self.mem.describe(addr, data.len()),
-            )),
+                self.mem.base().describe(addr, data.len()),
+            ))
         }
     }
 

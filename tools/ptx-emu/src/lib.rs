@@ -135,6 +135,11 @@ pub struct LaunchOptions {
     pub seed: u64,
     pub detect_races: bool,
     pub detect_uninit_shared: bool,
+    /// Threads the blocks of one launch run on (each block sees global memory as before the
+    /// launch plus its own writes; writes land in block order; kernels with global atomics run
+    /// their blocks in order on the calling thread). Default from env `PTX_EMU_THREADS`, else the
+    /// available parallelism; 1 = blocks one after another.
+    pub threads: u32,
 }
 
 impl Default for LaunchOptions {
@@ -148,11 +153,22 @@ impl Default for LaunchOptions {
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .unwrap_or(0x5eed);
+        static THREADS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let threads = *THREADS.get_or_init(|| {
+            std::env::var("PTX_EMU_THREADS")
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .filter(|&n| n >= 1)
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+                })
+        });
         LaunchOptions {
             schedules,
             seed,
             detect_races: true,
             detect_uninit_shared: true,
+            threads,
         }
     }
 }

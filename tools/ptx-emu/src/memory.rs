@@ -2,6 +2,7 @@
 
 use crate::{EmuError, Module};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// First device address handed out. Addresses are never reused, so a use after `free` is an
 /// out-of-bounds access. Generic windows for shared/local/param memory live far above.
@@ -25,7 +26,9 @@ pub struct Memory {
     symbols: HashMap<(u64, String), u64>,
     /// Undo log used while running the extra hazard-search schedules of a launch.
     journal: Option<Vec<(u64, u8, [u8; 16])>>,
-    last_hit: std::cell::Cell<usize>,
+    /// Index of the allocation the last lookup hit (a hint; atomic so blocks running on
+    /// several threads can share a `&Memory`).
+    last_hit: AtomicUsize,
 }
 
 impl Default for Memory {
@@ -43,7 +46,7 @@ impl Memory {
             bytes: 0,
             symbols: HashMap::new(),
             journal: None,
-            last_hit: std::cell::Cell::new(0),
+            last_hit: AtomicUsize::new(0),
         }
     }
 
@@ -71,7 +74,7 @@ impl Memory {
             Ok(i) => {
                 let a = self.allocs.remove(i);
                 self.bytes -= a.data.len();
-                self.last_hit.set(0);
+                self.last_hit.store(0, Relaxed);
                 self.symbols.retain(|_, v| *v != addr);
                 Ok(())
             }
@@ -84,7 +87,17 @@ impl Memory {
     /// Index of the allocation containing `[addr, addr+len)`.
     #[inline]
     pub(crate) fn find(&self, addr: u64, len: usize) -> Option<usize> {
-        let h = self.last_hit.get();
+        let h = self.last_hit.load(Relaxed);
+        let i = self.find_from(addr, len, h)?;
+        if i != h {
+            self.last_hit.store(i, Relaxed);
+        }
+        Some(i)
+    }
+
+    /// [`Self::find`] with the caller's own hint (no shared state written).
+    #[inline]
+    pub(crate) fn find_from(&self, addr: u64, len: usize, h: usize) -> Option<usize> {
         if let Some(a) = self.allocs.get(h) {
             if addr >= a.start && addr + len as u64 <= a.start + a.data.len() as u64 {
                 return Some(h);
@@ -97,7 +110,6 @@ impl Memory {
         };
         let a = &self.allocs[i];
         if addr >= a.start && addr + len as u64 <= a.start + a.data.len() as u64 {
-            self.last_hit.set(i);
             Some(i)
         } else {
             None
@@ -246,5 +258,117 @@ impl Memory {
                 }
             }
         }
+    }
+}
+
+/// The global-memory writes of one block that runs concurrently with other blocks of its launch:
+/// 16-byte chunks over a read-only [`Memory`], each with a mask of the bytes written. Reads of
+/// the block see its own writes; [`Memory::apply_overlay`] lands them after the block.
+#[derive(Default)]
+pub(crate) struct Overlay {
+    chunks: HashMap<u64, ([u8; 16], u16), BuildFx>,
+    /// Written address range `[lo, hi)` (reads outside it skip the chunk lookup).
+    lo: u64,
+    hi: u64,
+    /// Allocation hint of this block's lookups.
+    pub(crate) hint: std::cell::Cell<usize>,
+}
+
+impl Overlay {
+    /// Record `data` written at `addr` (the caller checked the bounds).
+    pub(crate) fn write(&mut self, addr: u64, data: &[u8]) {
+        if self.chunks.is_empty() {
+            self.lo = addr;
+            self.hi = addr;
+        }
+        self.lo = self.lo.min(addr);
+        self.hi = self.hi.max(addr + data.len() as u64);
+        let mut a = addr;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let o = (a & 15) as usize;
+            let n = (16 - o).min(rest.len());
+            let c = self.chunks.entry(a >> 4).or_insert(([0; 16], 0));
+            c.0[o..o + n].copy_from_slice(&rest[..n]);
+            c.1 |= (((1u32 << n) - 1) << o) as u16;
+            a += n as u64;
+            rest = &rest[n..];
+        }
+    }
+
+    /// Patch `out` (read from the base memory at `addr`) with this block's writes.
+    #[inline]
+    pub(crate) fn patch(&self, addr: u64, out: &mut [u8]) {
+        if self.chunks.is_empty() || addr >= self.hi || addr + out.len() as u64 <= self.lo {
+            return;
+        }
+        let mut a = addr;
+        let mut k = 0;
+        while k < out.len() {
+            let o = (a & 15) as usize;
+            let n = (16 - o).min(out.len() - k);
+            if let Some((bytes, mask)) = self.chunks.get(&(a >> 4)) {
+                for i in 0..n {
+                    if mask & (1 << (o + i)) != 0 {
+                        out[k + i] = bytes[o + i];
+                    }
+                }
+            }
+            a += n as u64;
+            k += n;
+        }
+    }
+}
+
+impl Memory {
+    /// Land the writes of one block (see [`Overlay`]); bytes outside every live allocation
+    /// cannot occur (each write was bounds-checked against this memory).
+    pub(crate) fn apply_overlay(&mut self, ov: &Overlay) {
+        for (&key, &(bytes, mask)) in &ov.chunks {
+            let base = key << 4;
+            let mut i = 0;
+            while i < 16 {
+                if mask & (1 << i) == 0 {
+                    i += 1;
+                    continue;
+                }
+                let mut j = i;
+                while j < 16 && mask & (1 << j) != 0 {
+                    j += 1;
+                }
+                if let Some(idx) = self.find(base + i as u64, j - i) {
+                    self.slice_mut(idx, base + i as u64, j - i)
+                        .copy_from_slice(&bytes[i..j]);
+                }
+                i = j;
+            }
+        }
+    }
+}
+
+/// A fast multiplicative hasher for the chunk keys (addresses / 16).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct BuildFx;
+
+impl std::hash::BuildHasher for BuildFx {
+    type Hasher = Fx;
+    fn build_hasher(&self) -> Fx {
+        Fx(0)
+    }
+}
+
+pub(crate) struct Fx(u64);
+
+impl std::hash::Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 }

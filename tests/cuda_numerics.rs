@@ -1,0 +1,709 @@
+//! Where the CUDA backend's error against the CPU reference comes from, op by op.
+//!
+//! [`Probe`] wraps a backend. Each op runs on the wrapped backend; with `check` on, the op's
+//! inputs are downloaded and the same op runs on the CPU reference on exactly those values, and
+//! the local relative L2 error of the output is recorded per op kind and shape next to the
+//! "bf16 floor" (the error of merely rounding the CPU output to bf16). An op far above its floor
+//! has a kernel problem; an op at its floor is as good as bf16 storage allows. `round` simulates
+//! bf16 numerics on the CPU (every op output rounded to bf16, or only the GEMM/conv/attention
+//! operands) to measure how sensitive the whole network is to bf16 rounding alone.
+//!
+//! The tests here are diagnostics (ignored; the commands are in the ignore reasons), plus one
+//! fast CPU test that checks the probe itself.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use cyberhost_engine::backends::cpu::{CpuBackend, CpuTensor};
+use cyberhost_engine::backends::cuda::CudaBackend;
+use cyberhost_engine::backends::{
+    Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
+};
+use cyberhost_engine::pipeline::audio::{load_wav_bytes, Speech};
+use cyberhost_engine::pipeline::checkpoint::WeightsSource;
+use cyberhost_engine::pipeline::conditions::PoseFile;
+use cyberhost_engine::pipeline::generate::{Request, Video};
+use cyberhost_engine::pipeline::image::decode_image;
+use cyberhost_engine::pipeline::presets::Preset;
+
+const IMAGE: &[u8] = include_bytes!("../engine/assets/reference.png");
+const SPEECH: &[u8] = include_bytes!("../engine/assets/speech.wav");
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    cyberhost_engine::conformance::rel_l2(a, b)
+}
+
+fn bf16_round(v: &[f32]) -> Vec<f32> {
+    v.iter()
+        .map(|&x| half::bf16::from_f32(x).to_f32())
+        .collect()
+}
+
+/// What the probe does to the numbers of the wrapped backend (CPU simulations of bf16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Round {
+    /// Nothing: the wrapped backend's own numerics.
+    None,
+    /// Every op's output rounded to bf16 (bf16 storage with exact f32 math inside each op).
+    Outputs,
+    /// Only the operands of linear/matmul/conv/attention rounded to bf16, outputs kept in f32
+    /// (the CUDA backend with f32 storage: tensor-core operands are bf16).
+    GemmOperands,
+}
+
+/// Error statistics of one op kind and shape.
+#[derive(Clone, Debug, Default)]
+struct Stat {
+    count: usize,
+    sum_err: f64,
+    max_err: f64,
+    sum_floor: f64,
+}
+
+#[derive(Clone)]
+struct Probe<B: Backend> {
+    inner: B,
+    cpu: CpuBackend,
+    check: bool,
+    round: Round,
+    /// With `Round::Outputs`: round only the outputs of ops whose key starts with this; with
+    /// `Round::GemmOperands`: round the outputs of these ops too.
+    only: Option<String>,
+    stats: Arc<Mutex<BTreeMap<String, Stat>>>,
+}
+
+impl<B: Backend> Probe<B> {
+    fn new(inner: B, check: bool, round: Round) -> Self {
+        Probe {
+            inner,
+            cpu: CpuBackend::new(),
+            check,
+            round,
+            only: None,
+            stats: Arc::default(),
+        }
+    }
+
+    fn host(&self, t: &B::Tensor) -> Result<CpuTensor> {
+        CpuTensor::from_vec(t.shape(), self.inner.to_f32(t)?)
+    }
+
+    fn host_opt(&self, t: Option<&B::Tensor>) -> Result<Option<CpuTensor>> {
+        t.map(|t| self.host(t)).transpose()
+    }
+
+    /// `t` with its values rounded to bf16.
+    fn rounded(&self, t: &B::Tensor) -> Result<B::Tensor> {
+        let v = self.inner.to_f32(t)?;
+        self.inner.from_f32(t.shape(), &bf16_round(&v))
+    }
+
+    /// GEMM-like operand: rounded to bf16 under `Round::GemmOperands`.
+    fn operand(&self, t: &B::Tensor) -> Result<B::Tensor> {
+        if self.round == Round::GemmOperands {
+            self.rounded(t)
+        } else {
+            Ok(t.clone())
+        }
+    }
+
+    fn operand_opt(&self, t: Option<&B::Tensor>) -> Result<Option<B::Tensor>> {
+        t.map(|t| self.operand(t)).transpose()
+    }
+
+    /// Post-process `out` of op `key` (rounding), and with `check`, compare it to `reference`
+    /// (the CPU op on the same inputs, computed lazily).
+    fn finish(
+        &self,
+        inputs: &[&B::Tensor],
+        key: String,
+        out: B::Tensor,
+        reference: impl FnOnce() -> Result<CpuTensor>,
+    ) -> Result<B::Tensor> {
+        self.finish_as(inputs, key, out, false, reference)
+    }
+
+    /// [`Self::finish`]; `f32_out`: the op's output stays f32 on the CUDA backend whatever the
+    /// storage (never rounded by `Round::Outputs`).
+    fn finish_as(
+        &self,
+        inputs: &[&B::Tensor],
+        key: String,
+        out: B::Tensor,
+        f32_out: bool,
+        reference: impl FnOnce() -> Result<CpuTensor>,
+    ) -> Result<B::Tensor> {
+        let selected = self
+            .only
+            .as_ref()
+            .is_none_or(|p| key.starts_with(p.as_str()));
+        // The CUDA backend computes in f32 when any input is f32 (e.g. the latents, timesteps):
+        // an input whose values are not all bf16 numbers is one.
+        let bf16_inputs = || -> Result<bool> {
+            for t in inputs {
+                let v = self.inner.to_f32(t)?;
+                if v.iter()
+                    .any(|&x| half::bf16::from_f32(x).to_f32().to_bits() != x.to_bits())
+                {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        let round_out = match self.round {
+            Round::None => false,
+            Round::Outputs => !f32_out && selected && bf16_inputs()?,
+            // f32 storage: only the selected ops round their output (e.g. a bf16-only kernel).
+            Round::GemmOperands => self.only.is_some() && selected,
+        };
+        let out = if round_out {
+            self.rounded(&out)?
+        } else {
+            out
+        };
+        if self.check {
+            let r = reference()?;
+            let got = self.inner.to_f32(&out)?;
+            let err = rel_l2(&got, r.data());
+            let floor = rel_l2(&bf16_round(r.data()), r.data());
+            let mut stats = self.stats.lock().unwrap();
+            let s = stats.entry(key).or_default();
+            s.count += 1;
+            s.sum_err += err;
+            s.max_err = s.max_err.max(err);
+            s.sum_floor += floor;
+        }
+        Ok(out)
+    }
+
+    /// One table row per op kind and shape, worst excess over the bf16 floor first.
+    fn report(&self, title: &str) -> Vec<(String, Stat)> {
+        let stats = self.stats.lock().unwrap();
+        let mut rows: Vec<(String, Stat)> =
+            stats.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let ratio = |s: &Stat| s.sum_err / s.sum_floor.max(1e-12);
+        rows.sort_by(|a, b| ratio(&b.1).partial_cmp(&ratio(&a.1)).unwrap());
+        eprintln!("== {title}: per-op local rel L2 (CUDA op vs CPU op on the same inputs)");
+        eprintln!(
+            "{:>6} {:>10} {:>10} {:>10} {:>7}  op",
+            "count", "mean err", "max err", "bf16 flr", "ratio"
+        );
+        for (k, s) in &rows {
+            let n = s.count as f64;
+            eprintln!(
+                "{:>6} {:>10.3e} {:>10.3e} {:>10.3e} {:>7.2}  {k}",
+                s.count,
+                s.sum_err / n,
+                s.max_err,
+                s.sum_floor / n,
+                ratio(s)
+            );
+        }
+        rows
+    }
+}
+
+fn shp<T: TensorLike>(t: &T) -> String {
+    format!("{:?}", t.shape())
+}
+
+impl<B: Backend> Backend for Probe<B> {
+    type Tensor = B::Tensor;
+
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn from_f32(&self, shape: &[usize], data: &[f32]) -> Result<B::Tensor> {
+        if self.round == Round::Outputs {
+            self.inner.from_f32(shape, &bf16_round(data))
+        } else {
+            self.inner.from_f32(shape, data)
+        }
+    }
+
+    fn from_f32_full(&self, shape: &[usize], data: &[f32]) -> Result<B::Tensor> {
+        self.inner.from_f32_full(shape, data)
+    }
+
+    fn to_f32(&self, t: &B::Tensor) -> Result<Vec<f32>> {
+        self.inner.to_f32(t)
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<B::Tensor> {
+        self.inner.zeros(shape)
+    }
+
+    fn reshape(&self, t: &B::Tensor, shape: &[usize]) -> Result<B::Tensor> {
+        self.inner.reshape(t, shape)
+    }
+
+    fn permute(&self, t: &B::Tensor, dims: &[usize]) -> Result<B::Tensor> {
+        let out = self.inner.permute(t, dims)?;
+        self.finish(&[t], format!("permute {}", shp(t)), out, || {
+            self.cpu.permute(&self.host(t)?, dims)
+        })
+    }
+
+    fn concat(&self, ts: &[&B::Tensor], dim: usize) -> Result<B::Tensor> {
+        let out = self.inner.concat(ts, dim)?;
+        self.finish(ts, format!("concat {}", shp(&out)), out, || {
+            let h: Vec<CpuTensor> = ts.iter().map(|t| self.host(t)).collect::<Result<_>>()?;
+            let r: Vec<&CpuTensor> = h.iter().collect();
+            self.cpu.concat(&r, dim)
+        })
+    }
+
+    fn narrow(&self, t: &B::Tensor, dim: usize, start: usize, len: usize) -> Result<B::Tensor> {
+        let out = self.inner.narrow(t, dim, start, len)?;
+        self.finish(&[t], format!("narrow {}", shp(&out)), out, || {
+            self.cpu.narrow(&self.host(t)?, dim, start, len)
+        })
+    }
+
+    fn index_select(&self, t: &B::Tensor, dim: usize, idx: &[usize]) -> Result<B::Tensor> {
+        let out = self.inner.index_select(t, dim, idx)?;
+        self.finish(&[t], format!("index_select {}", shp(&out)), out, || {
+            self.cpu.index_select(&self.host(t)?, dim, idx)
+        })
+    }
+
+    fn unary(&self, t: &B::Tensor, op: Unary) -> Result<B::Tensor> {
+        let out = self.inner.unary(t, op)?;
+        self.finish(&[t], format!("unary {op:?} {}", shp(t)), out, || {
+            self.cpu.unary(&self.host(t)?, op)
+        })
+    }
+
+    fn binary(&self, a: &B::Tensor, b: &B::Tensor, op: Binary) -> Result<B::Tensor> {
+        let out = self.inner.binary(a, b, op)?;
+        self.finish(
+            &[a, b],
+            format!("binary {op:?} {} {}", shp(a), shp(b)),
+            out,
+            || self.cpu.binary(&self.host(a)?, &self.host(b)?, op),
+        )
+    }
+
+    fn affine(&self, t: &B::Tensor, mul: f32, add: f32) -> Result<B::Tensor> {
+        let out = self.inner.affine(t, mul, add)?;
+        self.finish(&[t], format!("affine {}", shp(t)), out, || {
+            self.cpu.affine(&self.host(t)?, mul, add)
+        })
+    }
+
+    fn softmax_last(&self, t: &B::Tensor) -> Result<B::Tensor> {
+        let out = self.inner.softmax_last(t)?;
+        self.finish(&[t], format!("softmax {}", shp(t)), out, || {
+            self.cpu.softmax_last(&self.host(t)?)
+        })
+    }
+
+    fn group_norm(
+        &self,
+        x: &B::Tensor,
+        groups: usize,
+        gamma: Option<&B::Tensor>,
+        beta: Option<&B::Tensor>,
+        eps: f32,
+    ) -> Result<B::Tensor> {
+        let out = self.inner.group_norm(x, groups, gamma, beta, eps)?;
+        self.finish(
+            &[x],
+            format!("group_norm g{groups} {}", shp(x)),
+            out,
+            || {
+                let (g, b) = (self.host_opt(gamma)?, self.host_opt(beta)?);
+                self.cpu
+                    .group_norm(&self.host(x)?, groups, g.as_ref(), b.as_ref(), eps)
+            },
+        )
+    }
+
+    fn layer_norm(
+        &self,
+        x: &B::Tensor,
+        gamma: Option<&B::Tensor>,
+        beta: Option<&B::Tensor>,
+        eps: f32,
+    ) -> Result<B::Tensor> {
+        let out = self.inner.layer_norm(x, gamma, beta, eps)?;
+        self.finish(&[x], format!("layer_norm {}", shp(x)), out, || {
+            let (g, b) = (self.host_opt(gamma)?, self.host_opt(beta)?);
+            self.cpu
+                .layer_norm(&self.host(x)?, g.as_ref(), b.as_ref(), eps)
+        })
+    }
+
+    fn linear(&self, x: &B::Tensor, w: &B::Tensor, bias: Option<&B::Tensor>) -> Result<B::Tensor> {
+        let (x, w, bias) = (self.operand(x)?, self.operand(w)?, self.operand_opt(bias)?);
+        let out = self.inner.linear(&x, &w, bias.as_ref())?;
+        self.finish(
+            &[&x, &w],
+            format!("linear {} {}", shp(&x), shp(&w)),
+            out,
+            || {
+                let b = self.host_opt(bias.as_ref())?;
+                self.cpu
+                    .linear(&self.host(&x)?, &self.host(&w)?, b.as_ref())
+            },
+        )
+    }
+
+    fn matmul(&self, a: &B::Tensor, b: &B::Tensor) -> Result<B::Tensor> {
+        let (a, b) = (self.operand(a)?, self.operand(b)?);
+        let out = self.inner.matmul(&a, &b)?;
+        self.finish(
+            &[&a, &b],
+            format!("matmul {} {}", shp(&a), shp(&b)),
+            out,
+            || self.cpu.matmul(&self.host(&a)?, &self.host(&b)?),
+        )
+    }
+
+    fn conv2d(
+        &self,
+        x: &B::Tensor,
+        w: &B::Tensor,
+        bias: Option<&B::Tensor>,
+        p: Conv2dParams,
+    ) -> Result<B::Tensor> {
+        let (x, w, bias) = (self.operand(x)?, self.operand(w)?, self.operand_opt(bias)?);
+        let out = self.inner.conv2d(&x, &w, bias.as_ref(), p)?;
+        self.finish(
+            &[&x, &w],
+            format!("conv2d {} {}", shp(&x), shp(&w)),
+            out,
+            || {
+                let b = self.host_opt(bias.as_ref())?;
+                self.cpu
+                    .conv2d(&self.host(&x)?, &self.host(&w)?, b.as_ref(), p)
+            },
+        )
+    }
+
+    fn attention(
+        &self,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        v: &B::Tensor,
+        scale: f32,
+    ) -> Result<B::Tensor> {
+        let (q, k, v) = (self.operand(q)?, self.operand(k)?, self.operand(v)?);
+        let out = self.inner.attention(&q, &k, &v, scale)?;
+        self.finish(
+            &[&q, &k, &v],
+            format!("attention q{} k{}", shp(&q), shp(&k)),
+            out,
+            || {
+                self.cpu
+                    .attention(&self.host(&q)?, &self.host(&k)?, &self.host(&v)?, scale)
+            },
+        )
+    }
+
+    fn upsample_nearest2d(&self, x: &B::Tensor, out_h: usize, out_w: usize) -> Result<B::Tensor> {
+        let out = self.inner.upsample_nearest2d(x, out_h, out_w)?;
+        self.finish(&[x], format!("upsample {}", shp(x)), out, || {
+            self.cpu.upsample_nearest2d(&self.host(x)?, out_h, out_w)
+        })
+    }
+
+    fn pad2d(
+        &self,
+        x: &B::Tensor,
+        left: usize,
+        right: usize,
+        top: usize,
+        bottom: usize,
+    ) -> Result<B::Tensor> {
+        let out = self.inner.pad2d(x, left, right, top, bottom)?;
+        self.finish(&[x], format!("pad2d {}", shp(x)), out, || {
+            self.cpu.pad2d(&self.host(x)?, left, right, top, bottom)
+        })
+    }
+
+    fn mean_dim(&self, t: &B::Tensor, dim: usize) -> Result<B::Tensor> {
+        let out = self.inner.mean_dim(t, dim)?;
+        self.finish(&[t], format!("mean_dim {dim} {}", shp(t)), out, || {
+            self.cpu.mean_dim(&self.host(t)?, dim)
+        })
+    }
+
+    fn max_pool2d(
+        &self,
+        x: &B::Tensor,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<B::Tensor> {
+        let out = self.inner.max_pool2d(x, kernel, stride, padding)?;
+        self.finish(&[x], format!("max_pool2d {}", shp(x)), out, || {
+            self.cpu.max_pool2d(&self.host(x)?, kernel, stride, padding)
+        })
+    }
+
+    fn group_norm_act(
+        &self,
+        x: &B::Tensor,
+        groups: usize,
+        gamma: Option<&B::Tensor>,
+        beta: Option<&B::Tensor>,
+        eps: f32,
+        act: Option<Unary>,
+    ) -> Result<B::Tensor> {
+        let out = self
+            .inner
+            .group_norm_act(x, groups, gamma, beta, eps, act)?;
+        self.finish(
+            &[x],
+            format!("group_norm_act {act:?} g{groups} {}", shp(x)),
+            out,
+            || {
+                let (g, b) = (self.host_opt(gamma)?, self.host_opt(beta)?);
+                self.cpu
+                    .group_norm_act(&self.host(x)?, groups, g.as_ref(), b.as_ref(), eps, act)
+            },
+        )
+    }
+
+    fn linear_ext(
+        &self,
+        x: &B::Tensor,
+        w: &B::Tensor,
+        bias: Option<&B::Tensor>,
+        epi: LinearEpilogue<'_, B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let (x, w, bias) = (self.operand(x)?, self.operand(w)?, self.operand_opt(bias)?);
+        let out = self.inner.linear_ext(&x, &w, bias.as_ref(), epi)?;
+        let key = format!(
+            "linear_ext{}{}{} {} {}",
+            if epi.geglu { " geglu" } else { "" },
+            if epi.residual.is_some() { " res" } else { "" },
+            if epi.scale != 1.0 { " scale" } else { "" },
+            shp(&x),
+            shp(&w)
+        );
+        self.finish(&[&x, &w], key, out, || {
+            let b = self.host_opt(bias.as_ref())?;
+            let r = self.host_opt(epi.residual)?;
+            let e = LinearEpilogue {
+                residual: r.as_ref(),
+                scale: epi.scale,
+                geglu: epi.geglu,
+            };
+            self.cpu
+                .linear_ext(&self.host(&x)?, &self.host(&w)?, b.as_ref(), e)
+        })
+    }
+
+    fn conv2d_ext(
+        &self,
+        x: &B::Tensor,
+        w: &B::Tensor,
+        bias: Option<&B::Tensor>,
+        p: Conv2dParams,
+        epi: ConvEpilogue<'_, B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let (x, w, bias) = (self.operand(x)?, self.operand(w)?, self.operand_opt(bias)?);
+        let out = self.inner.conv2d_ext(&x, &w, bias.as_ref(), p, epi)?;
+        let key = format!(
+            "conv2d_ext{}{}{} {} {}",
+            if epi.temb.is_some() { " temb" } else { "" },
+            if epi.residual.is_some() { " res" } else { "" },
+            if epi.scale != 1.0 { " scale" } else { "" },
+            shp(&x),
+            shp(&w)
+        );
+        self.finish(&[&x, &w], key, out, || {
+            let b = self.host_opt(bias.as_ref())?;
+            let t = self.host_opt(epi.temb)?;
+            let r = self.host_opt(epi.residual)?;
+            let e = ConvEpilogue {
+                temb: t.as_ref(),
+                residual: r.as_ref(),
+                scale: epi.scale,
+            };
+            self.cpu
+                .conv2d_ext(&self.host(&x)?, &self.host(&w)?, b.as_ref(), p, e)
+        })
+    }
+
+    fn timestep_embedding(
+        &self,
+        t: &B::Tensor,
+        dim: usize,
+        flip_sin_to_cos: bool,
+        downscale_freq_shift: f32,
+    ) -> Result<B::Tensor> {
+        let out = self
+            .inner
+            .timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift)?;
+        self.finish(
+            &[t],
+            format!("timestep_embedding {}", shp(&out)),
+            out,
+            || {
+                self.cpu.timestep_embedding(
+                    &self.host(t)?,
+                    dim,
+                    flip_sin_to_cos,
+                    downscale_freq_shift,
+                )
+            },
+        )
+    }
+
+    fn cfg_ddim_step(
+        &self,
+        out: &B::Tensor,
+        z: &B::Tensor,
+        frame_offset: usize,
+        coeffs: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        let res = self.inner.cfg_ddim_step(out, z, frame_offset, coeffs)?;
+        self.finish_as(&[], format!("cfg_ddim_step {}", shp(z)), res, true, || {
+            self.cpu.cfg_ddim_step(
+                &self.host(out)?,
+                &self.host(z)?,
+                frame_offset,
+                &self.host(coeffs)?,
+            )
+        })
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// runs
+// ------------------------------------------------------------------------------------------------
+
+fn inputs(samples: usize) -> (image::RgbImage, Speech) {
+    let img = decode_image(IMAGE, "reference.png").unwrap();
+    let mut speech = load_wav_bytes(SPEECH, "speech.wav").unwrap();
+    speech.samples.truncate(samples);
+    speech.seconds = samples as f64 / 16_000.0;
+    (img, speech)
+}
+
+fn run<B: Backend>(be: &B, req: &Request, samples: usize) -> Video {
+    let (img, speech) = inputs(samples);
+    let src = WeightsSource::Preset {
+        preset: Preset::Tiny,
+        seed: 0,
+    };
+    src.load(be)
+        .unwrap()
+        .generate(be, &img, &speech, &PoseFile::default(), req, &mut |_| {})
+        .unwrap()
+}
+
+fn compare(label: &str, reference: &Video, got: &Video) -> f64 {
+    let mut worst = 0f64;
+    for (c, (rc, gc)) in reference.trace.iter().zip(&got.trace).enumerate() {
+        for (s, (r, g)) in rc.iter().zip(gc).enumerate() {
+            let e = rel_l2(g, r);
+            worst = worst.max(e);
+            eprintln!("{label}: clip {c} step {s}: latents rel_l2 {e:.3e}");
+        }
+    }
+    for (i, (r, g)) in reference.frames.iter().zip(&got.frames).enumerate() {
+        let r: Vec<f32> = r.as_raw().iter().map(|&v| v as f32).collect();
+        let g: Vec<f32> = g.as_raw().iter().map(|&v| v as f32).collect();
+        let e = rel_l2(&g, &r);
+        worst = worst.max(e);
+        eprintln!("{label}: frame {i}: rel_l2 {e:.3e}");
+    }
+    worst
+}
+
+fn one_step_request() -> Request {
+    Request {
+        seed: 3,
+        steps: Some(1),
+        size: Some((64, 64)),
+        trace: true,
+        ..Default::default()
+    }
+}
+
+/// The probe on the CPU compares the CPU with itself: every op at zero error, so the wrapper
+/// forwards every op faithfully (and the bf16-output simulation sits at its floor).
+#[test]
+fn probe_on_the_cpu_is_exact() {
+    let be = Probe::new(CpuBackend::new(), true, Round::None);
+    let req = Request {
+        size: Some((32, 32)),
+        ..one_step_request()
+    };
+    let reference = run(&CpuBackend::new(), &req, 4_000);
+    let got = run(&be, &req, 4_000);
+    assert_eq!(compare("cpu probe", &reference, &got), 0.0);
+    let rows = be.report("cpu probe");
+    assert!(rows.len() > 10, "only {} op kinds seen", rows.len());
+    for (k, s) in &rows {
+        assert_eq!(s.max_err, 0.0, "{k}");
+    }
+}
+
+/// CPU simulation of bf16 numerics: how far bf16 rounding alone (no kernel) moves the whole
+/// tiny model, per step and frame.
+#[test]
+#[ignore = "diagnostic (~1 min): cargo test --test cuda_numerics bf16_sensitivity_on_the_cpu -- --ignored --nocapture"]
+fn bf16_sensitivity_on_the_cpu() {
+    let req = Request {
+        steps: Some(2),
+        ..one_step_request()
+    };
+    let reference = run(&CpuBackend::new(), &req, 16_000);
+    let cases = [
+        (Round::Outputs, None),
+        (Round::GemmOperands, None),
+        (Round::GemmOperands, Some("conv2d")),
+        (Round::GemmOperands, Some("conv2d [20, 32, 8, 8] [4, 32, 3, 3]")),
+    ];
+    for (round, only) in cases {
+        let mut be = Probe::new(CpuBackend::new(), false, round);
+        be.only = only.map(str::to_string);
+        let got = run(&be, &req, 16_000);
+        compare(&format!("cpu {round:?} {only:?}"), &reference, &got);
+    }
+}
+
+/// CPU simulation, one op kind at a time: only that kind's outputs rounded to bf16; the latents
+/// error after one step says how much of the whole-model error each op kind's rounding causes.
+#[test]
+#[ignore = "diagnostic (~2 min): cargo test --test cuda_numerics bf16_sensitivity_by_op -- --ignored --nocapture"]
+fn bf16_sensitivity_by_op() {
+    let req = one_step_request();
+    let reference = run(&CpuBackend::new(), &req, 10_000);
+    let probe = Probe::new(CpuBackend::new(), true, Round::None);
+    run(&probe, &req, 10_000);
+    let kinds: std::collections::BTreeSet<String> = probe
+        .stats
+        .lock()
+        .unwrap()
+        .keys()
+        .map(|k| k.split(' ').next().unwrap().to_string())
+        .collect();
+    for kind in kinds {
+        let mut be = Probe::new(CpuBackend::new(), false, Round::Outputs);
+        be.only = Some(format!("{kind} "));
+        let got = run(&be, &req, 10_000);
+        let e = rel_l2(&got.trace[0][0], &reference.trace[0][0]);
+        eprintln!("only {kind:>24} rounded: clip 0 step 0 latents rel_l2 {e:.3e}");
+    }
+}
+
+/// Per-op local error of the CUDA backend (stand-in driver) over one denoising step.
+#[test]
+#[ignore = "diagnostic (~5 min): cargo test --test cuda_numerics per_op_error_on_cuda -- --ignored --nocapture"]
+fn per_op_error_on_cuda() {
+    let req = one_step_request();
+    let reference = run(&CpuBackend::new(), &req, 10_000);
+    let gpu = CudaBackend::new_emulated(0).expect("stand-in driver");
+    let be = Probe::new(gpu, true, Round::None);
+    let got = run(&be, &req, 10_000);
+    compare("cuda", &reference, &got);
+    be.report("cuda (bf16 storage)");
+}
