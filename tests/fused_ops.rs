@@ -577,11 +577,13 @@ fn tiny_pipeline_graphs_obey_the_fusion_rules() {
         "batch-broadcast conv adds left: {broadcast:?}"
     );
     assert!(
-        step.nodes.iter().any(|n| matches!(n.op, Op::Conv2d { residual: true, .. })
-            && n.inputs.iter().any(|&t| {
-                let (s, o) = (&step.tensors[t].shape, &step.tensors[n.output].shape);
-                s.len() == 4 && s[0] == 1 && o[0] > 1 && s[1..] == o[1..]
-            })),
+        step.nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::Conv2d { residual: true, .. })
+                && n.inputs.iter().any(|&t| {
+                    let (s, o) = (&step.tensors[t].shape, &step.tensors[n.output].shape);
+                    s.len() == 4 && s[0] == 1 && o[0] > 1 && s[1..] == o[1..]
+                })),
         "the denoiser's conv_in takes p_move as a batch-broadcast residual"
     );
     assert!(

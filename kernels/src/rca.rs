@@ -50,10 +50,30 @@ const fn entry(name: &'static str, op: &'static str, dtype: DType, launch: &'sta
 }
 
 pub const ENTRIES: &[Entry] = &[
-    entry("rca_temporal_query_v1_f32", "rca_temporal_query", DType::F32, LAUNCH_EW),
-    entry("rca_temporal_query_v1_bf16", "rca_temporal_query", DType::Bf16, LAUNCH_EW),
-    entry("rca_motion_sum_v1_f32", "rca_motion_sum", DType::F32, LAUNCH_EW),
-    entry("rca_motion_sum_v1_bf16", "rca_motion_sum", DType::Bf16, LAUNCH_EW),
+    entry(
+        "rca_temporal_query_v1_f32",
+        "rca_temporal_query",
+        DType::F32,
+        LAUNCH_EW,
+    ),
+    entry(
+        "rca_temporal_query_v1_bf16",
+        "rca_temporal_query",
+        DType::Bf16,
+        LAUNCH_EW,
+    ),
+    entry(
+        "rca_motion_sum_v1_f32",
+        "rca_motion_sum",
+        DType::F32,
+        LAUNCH_EW,
+    ),
+    entry(
+        "rca_motion_sum_v1_bf16",
+        "rca_motion_sum",
+        DType::Bf16,
+        LAUNCH_EW,
+    ),
     entry("rca_merge_v1_f32", "rca_merge", DType::F32, LAUNCH_MERGE),
     entry("rca_merge_v1_bf16", "rca_merge", DType::Bf16, LAUNCH_MERGE),
 ];
@@ -113,7 +133,10 @@ impl RcaParams {
         (n, l, c): (u64, u64, u64),
         frames: u64,
     ) -> Result<Self> {
-        ensure!(frames >= 1, "rca_temporal_query: the temporal bank has no rows");
+        ensure!(
+            frames >= 1,
+            "rca_temporal_query: the temporal bank has no rows"
+        );
         Ok(RcaParams {
             a: x,
             b: a_s,

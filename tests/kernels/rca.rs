@@ -85,13 +85,22 @@ fn rca_motion_sum() {
             let f_id = &f_id[..nid * l * c];
             let want = reference::rca_motion_sum(&a_s, &a_t, rows.map(|(a, _)| (f_id, a)), l * c);
             let (da, dt) = (up(dev, bf, &a_s)?, up(dev, bf, &a_t)?);
-            let df = if rows.is_some() { up(dev, bf, f_id)? } else { 0 };
+            let df = if rows.is_some() {
+                up(dev, bf, f_id)?
+            } else {
+                0
+            };
             let ds = dev.alloc_poisoned(want.len() * dtype.size_in_bytes())?;
             let dims = (n as u64, l as u64, c as u64);
             let rr = rows.map_or((0, 0), |(a, b)| (a as u64, b as u64));
             let p = RcaParams::motion_sum(da, dt, df, ds, dims, rr)?;
             let entry = kernel_name("rca_motion_sum", 1, dtype);
-            dev.launch(KernelModule::Rca, &entry, launch_config(RcaOp::MotionSum, &p), &p)?;
+            dev.launch(
+                KernelModule::Rca,
+                &entry,
+                launch_config(RcaOp::MotionSum, &p),
+                &p,
+            )?;
             let got = down(dev, bf, ds, want.len())?;
             assert_close(&format!("{entry} {:?}", MS_SHAPES[j]), &got, &want, tol(bf));
         }
@@ -132,9 +141,19 @@ fn rca_merge() {
             let dims = (n as u64, p_ as u64, c as u64);
             let p = RcaParams::merge(df, dt, dh, dw, db, dout, dims, c4 as u64)?;
             let entry = kernel_name("rca_merge", 1, dtype);
-            dev.launch(KernelModule::Rca, &entry, launch_config(RcaOp::Merge, &p), &p)?;
+            dev.launch(
+                KernelModule::Rca,
+                &entry,
+                launch_config(RcaOp::Merge, &p),
+                &p,
+            )?;
             let got = down(dev, bf, dout, want.len())?;
-            assert_close(&format!("{entry} {:?}", MERGE_SHAPES[j]), &got, &want, tol(bf));
+            assert_close(
+                &format!("{entry} {:?}", MERGE_SHAPES[j]),
+                &got,
+                &want,
+                tol(bf),
+            );
         }
         Ok(())
     });
