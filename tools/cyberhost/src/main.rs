@@ -10,6 +10,7 @@ mod generate;
 mod inspect;
 mod make_weights;
 mod plan;
+mod profile;
 mod selftest;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,9 @@ enum Cmd {
     MakeWeights(make_weights::Args),
     /// Trace one run, plan its activation memory and print FLOPs, bytes and the H100 roofline floor.
     Plan(plan::Args),
+    /// Run denoising steps inside NVTX ranges and the CUDA profiler range (Nsight Systems/Compute).
+    #[command(after_help = profile::HELP)]
+    Profile(profile::Args),
     /// Check every CUDA op against the CPU reference (exit 3 without a GPU).
     Selftest(selftest::Args),
 }
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::MakeWeights(a) => make_weights::run(a),
         Cmd::Plan(a) => plan::run(a),
+        Cmd::Profile(a) => profile::run(a),
         Cmd::Selftest(a) => selftest::run(a),
     };
     match result {

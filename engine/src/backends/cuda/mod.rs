@@ -18,6 +18,7 @@ mod layout;
 mod linalg;
 mod norm;
 mod pool;
+pub mod profiling;
 mod rca;
 mod sampler;
 

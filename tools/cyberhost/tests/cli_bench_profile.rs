@@ -1,0 +1,165 @@
+//! `cyberhost bench` on the stand-in driver (PTX emulator) reports counts without times, and
+//! `cyberhost profile` runs there without libnvToolsExt, saying so. Kept small (32x32, one
+//! warm-up + one step): the emulator is slow.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn stand_in() -> PathBuf {
+    // The stand-in driver is built beside the test binaries (target/<profile>/).
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_cyberhost"));
+    let dir = exe.parent().unwrap().to_path_buf();
+    let lib = [
+        dir.join("libptx_emu_driver.so"),
+        dir.join("deps").join("libptx_emu_driver.so"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| dir.join("libptx_emu_driver.so"));
+    assert!(
+        lib.is_file(),
+        "stand-in driver not built at {}",
+        lib.display()
+    );
+    lib
+}
+
+fn cyberhost(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cyberhost"));
+    c.args(args)
+        .env("CYBERHOST_CUDA_DRIVER", stand_in())
+        // One warp schedule per launch: half the emulator time, same counts.
+        .env("PTX_EMU_SCHEDULES", "1");
+    c
+}
+
+#[test]
+fn bench_tiny_cuda_json_on_the_stand_in_carries_counts_not_times() {
+    let o = cyberhost(&[
+        "bench",
+        "--preset",
+        "tiny",
+        "--backend",
+        "cuda",
+        "--size",
+        "32x32",
+        "--warmup",
+        "1",
+        "--steps",
+        "1",
+        "--kernel-steps",
+        "1",
+        "--json",
+    ])
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["schema"], "cyberhost-bench/2");
+    assert_eq!(v["emulated"], true);
+    assert!(v["device"].as_str().unwrap().contains("ptx-emu"));
+    assert_eq!(v["timed_steps"], 1);
+    // Costs of one step: counted by the driver, traced, planned.
+    let launches = v["launches_per_step"].as_f64().unwrap();
+    assert!(launches > 100.0, "{launches}");
+    assert!(v["flops_per_step"].as_u64().unwrap() > 100_000_000);
+    assert!(v["bytes_per_step"].as_u64().unwrap() > 1_000_000);
+    let arena = v["arena_bytes"].as_u64().unwrap();
+    assert!(arena > 0 && arena < v["naive_activation_bytes"].as_u64().unwrap());
+    // No times on the emulator: null, never 0.
+    assert!(v["step_seconds"].is_null());
+    assert!(v["achieved_tflops"].is_null());
+    assert!(v["per_kernel_times"].is_null());
+    assert!(v["device_limits"].is_null());
+    assert!(v["telemetry"]["unavailable"].as_str().is_some());
+    // Per-kernel counts from the kernel pass (graphs off): launches add up to the plain step's,
+    // every kernel executed instructions, none has a time.
+    let kernels = v["kernels"].as_array().unwrap();
+    assert!(kernels.len() > 5, "{kernels:?}");
+    let sum: f64 = kernels
+        .iter()
+        .map(|k| k["launches_per_step"].as_f64().unwrap())
+        .sum();
+    assert!(sum > 100.0, "{sum}");
+    for k in kernels {
+        assert!(k["total_ms"].is_null(), "{k}");
+        assert!(k["thread_instructions"].as_u64().unwrap() > 0, "{k}");
+    }
+    assert!(v["thread_instructions_per_step"].as_f64().unwrap() > 1e6);
+}
+
+#[test]
+fn profile_on_the_stand_in_without_nvtx_says_so_and_runs() {
+    let o = cyberhost(&[
+        "profile",
+        "--preset",
+        "tiny",
+        "--backend",
+        "cuda",
+        "--size",
+        "32x32",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+    ])
+    .env("CYBERHOST_NVTX_LIB", "/nonexistent/libnvToolsExt.so.1")
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    if !err.contains("NVTX: ") {
+        // No libnvToolsExt on this machine (the usual CI case).
+        assert!(err.contains("NVTX unavailable"), "{err}");
+        assert!(err.contains("CYBERHOST_NVTX_LIB"), "{err}");
+        assert!(out.contains("none (libnvToolsExt not found)"), "{out}");
+    }
+    assert!(out.contains("kernel launches observed"), "{out}");
+}
+
+#[test]
+fn profile_help_prints_the_nsight_command_lines() {
+    let o = Command::new(env!("CARGO_BIN_EXE_cyberhost"))
+        .args(["profile", "--help"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(out.contains("nsys profile --trace=cuda,nvtx"), "{out}");
+    assert!(out.contains("ncu --profile-from-start off"), "{out}");
+}
+
+#[test]
+fn bench_cpu_json_has_the_new_keys() {
+    let o = Command::new(env!("CARGO_BIN_EXE_cyberhost"))
+        .args([
+            "bench", "--preset", "tiny", "--size", "32x32", "--warmup", "0", "--steps", "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["schema"], "cyberhost-bench/2");
+    let s = &v["step_seconds"];
+    let (min, med, max) = (
+        s["min"].as_f64().unwrap(),
+        s["median"].as_f64().unwrap(),
+        s["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < min && min <= med && med <= max, "{s}");
+    assert!(s["mean"].as_f64().unwrap() > 0.0);
+    assert_eq!(s["all"].as_array().unwrap().len(), 2);
+    assert!(v["achieved_tflops"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["device_limits_note"], "unknown device: no % of peak");
+    assert!(v["percent_of_peak"].is_null());
+    assert!(v["graphs"].is_null());
+    assert_eq!(v["kernels"].as_array().unwrap().len(), 0);
+    assert!(v["telemetry"]["unavailable"]
+        .as_str()
+        .unwrap()
+        .contains("cpu"));
+}
