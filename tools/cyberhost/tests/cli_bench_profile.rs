@@ -163,3 +163,27 @@ fn bench_cpu_json_has_the_new_keys() {
         .unwrap()
         .contains("cpu"));
 }
+
+#[test]
+fn compare_script_byte_compiles() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../benches/compare/compare_unet_step.py");
+    assert!(script.is_file(), "{}", script.display());
+    let out = tempfile::tempdir().unwrap();
+    let o = match Command::new("python3")
+        .args([
+            "-c",
+            "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)",
+        ])
+        .arg(&script)
+        .arg(out.path().join("compare_unet_step.pyc"))
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("skipped: no python3 ({e})");
+            return;
+        }
+    };
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
