@@ -1,5 +1,7 @@
-//! `cyberhost selftest`: every backend op on the CUDA device against the CPU
-//! reference, on seeded random shapes; prints a table (op, shape, rel L2, time).
+//! `cyberhost selftest`: every backend op, fused primitive and model-specific kernel (sampler,
+//! Region Codebook Attention) on the CUDA device against the CPU reference, on seeded random
+//! shapes with ragged sizes; prints a table (op, shapes, rel L2, kernel time). The time is one
+//! call after a warm-up call, inputs already on the device, synchronised around the op only.
 //!
 //! Exit codes: 0 all within tolerance, 1 a mismatch or a failing op, 3 no GPU
 //! (no CUDA driver). With `CYBERHOST_CUDA_DRIVER` pointing at the stand-in
@@ -8,7 +10,9 @@
 use anyhow::Result;
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::{CudaBackend, NO_DRIVER_MSG};
-use cyberhost_engine::backends::{Backend, Binary, Conv2dParams, TensorLike, Unary};
+use cyberhost_engine::backends::{
+    Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
+};
 use cyberhost_engine::conformance::rel_l2;
 use cyberhost_weights::synthetic::normal_at;
 use std::process::ExitCode;
@@ -49,6 +53,34 @@ enum Op {
     Pad2d,
     MaxPool,
     MeanDim(usize),
+    /// Fused GroupNorm + SiLU (one launch).
+    GroupNormAct(usize),
+    /// `linear_ext` with GEGLU (w has 2N rows).
+    LinearGeglu,
+    /// `linear_ext` with a residual and an output scale.
+    LinearResidual,
+    /// `conv2d_ext` 3×3 with time-embedding add, residual and output scale.
+    Conv2dEpilogue,
+    /// `conv2d_ext` 3×3 with a (1, C, H, W) residual broadcast over the batch.
+    Conv2dBroadcastResidual,
+    /// `timestep_embedding` (dim = the second input's length, flip sin/cos, shift 0).
+    TimestepEmbedding,
+    /// `cfg_ddim_step` (frame offset 1).
+    CfgDdim,
+    RcaAttention(usize),
+    RcaTemporalQuery,
+    RcaMotionSum,
+    RcaMerge,
+}
+
+/// How a case's input values are drawn.
+#[derive(Clone, Copy, Debug)]
+enum Values {
+    Normal,
+    /// Timesteps in [0, 1000).
+    Timesteps,
+    /// A valid CFG + DDIM coefficient vector.
+    DdimCoeffs,
 }
 
 impl Op {
@@ -76,6 +108,59 @@ impl Op {
             Op::Pad2d => be.pad2d(&x[0], 1, 0, 1, 0),
             Op::MaxPool => be.max_pool2d(&x[0], 3, 2, 1),
             Op::MeanDim(d) => be.mean_dim(&x[0], *d),
+            Op::GroupNormAct(g) => {
+                be.group_norm_act(&x[0], *g, Some(&x[1]), Some(&x[2]), 1e-5, Some(Unary::Silu))
+            }
+            Op::LinearGeglu => be.linear_ext(
+                &x[0],
+                &x[1],
+                Some(&x[2]),
+                LinearEpilogue {
+                    geglu: true,
+                    ..Default::default()
+                },
+            ),
+            Op::LinearResidual => be.linear_ext(
+                &x[0],
+                &x[1],
+                Some(&x[2]),
+                LinearEpilogue {
+                    residual: Some(&x[3]),
+                    scale: 0.7,
+                    geglu: false,
+                },
+            ),
+            Op::Conv2dEpilogue => be.conv2d_ext(
+                &x[0],
+                &x[1],
+                Some(&x[2]),
+                Conv2dParams::new(1, 1),
+                ConvEpilogue {
+                    temb: Some(&x[3]),
+                    residual: Some(&x[4]),
+                    scale: 0.5,
+                },
+            ),
+            Op::Conv2dBroadcastResidual => be.conv2d_ext(
+                &x[0],
+                &x[1],
+                Some(&x[2]),
+                Conv2dParams::new(1, 1),
+                ConvEpilogue {
+                    temb: None,
+                    residual: Some(&x[3]),
+                    scale: 1.0,
+                },
+            ),
+            Op::TimestepEmbedding => be.timestep_embedding(&x[0], x[1].shape()[0], true, 0.0),
+            Op::CfgDdim => be.cfg_ddim_step(&x[0], &x[1], 1, &x[2]),
+            Op::RcaAttention(heads) => {
+                let d = (x[0].shape()[2] / heads) as f32;
+                be.rca_attention(&x[0], &x[1], &x[2], *heads, 1.0 / d.sqrt())
+            }
+            Op::RcaTemporalQuery => be.rca_temporal_query(&x[0], &x[1], &x[2]),
+            Op::RcaMotionSum => be.rca_motion_sum(&x[0], &x[1], Some((&x[2], 1))),
+            Op::RcaMerge => be.rca_merge(&x[0], &x[1], &x[2], &x[3], Some(&x[4])),
         }
     }
 }
@@ -84,6 +169,8 @@ struct Case {
     name: String,
     op: Op,
     inputs: Vec<Vec<usize>>,
+    /// Per input (missing = normal).
+    values: Vec<Values>,
 }
 
 /// Sizes drawn from a small seeded range, so ragged edges show up.
@@ -103,13 +190,15 @@ impl Dice {
 fn cases(seed: u64) -> Vec<Case> {
     let mut d = Dice { seed, n: 0 };
     let mut v = Vec::new();
-    let mut add = |name: &str, op: Op, inputs: Vec<Vec<usize>>| {
+    let mut add_with = |name: &str, op: Op, inputs: Vec<Vec<usize>>, values: Vec<Values>| {
         v.push(Case {
             name: name.to_string(),
             op,
             inputs,
+            values,
         })
     };
+    let mut add = |name: &str, op: Op, inputs: Vec<Vec<usize>>| add_with(name, op, inputs, vec![]);
     let (h, w) = (d.pick(5, 12), d.pick(5, 12));
     let (ci, co) = (d.pick(3, 24), d.pick(3, 24));
     add(
@@ -191,7 +280,132 @@ fn cases(seed: u64) -> Vec<Case> {
     add("pad2d", Op::Pad2d, vec![vec![1, c, h, w]]);
     add("max_pool2d", Op::MaxPool, vec![vec![1, c, h, w]]);
     add("mean_dim", Op::MeanDim(1), vec![vec![2, c, h * w]]);
+
+    // fused primitives
+    add(
+        "group_norm_act_silu",
+        Op::GroupNormAct(4),
+        vec![vec![2, c, h, w], vec![c], vec![c]],
+    );
+    add(
+        "linear_geglu",
+        Op::LinearGeglu,
+        vec![vec![m, k], vec![2 * n, k], vec![2 * n]],
+    );
+    add(
+        "linear_residual_scale",
+        Op::LinearResidual,
+        vec![vec![m, k], vec![n, k], vec![n], vec![m, n]],
+    );
+    add(
+        "conv2d_temb_residual",
+        Op::Conv2dEpilogue,
+        vec![
+            vec![2, ci, h, w],
+            vec![co, ci, 3, 3],
+            vec![co],
+            vec![2, co],
+            vec![2, co, h, w],
+        ],
+    );
+    add(
+        "conv2d_bcast_residual",
+        Op::Conv2dBroadcastResidual,
+        vec![
+            vec![3, ci, h, w],
+            vec![co, ci, 3, 3],
+            vec![co],
+            vec![1, co, h, w],
+        ],
+    );
+
+    // sampler
+    let dim = 2 * d.pick(8, 96) + 1;
+    v.push(Case {
+        name: "timestep_embedding".into(),
+        op: Op::TimestepEmbedding,
+        inputs: vec![vec![d.pick(1, 5)], vec![dim]],
+        values: vec![Values::Timesteps],
+    });
+    let frames = d.pick(2, 6);
+    v.push(Case {
+        name: "cfg_ddim_step".into(),
+        op: Op::CfgDdim,
+        inputs: vec![
+            vec![2, 4, frames + 2, h, w],
+            vec![1, 4, frames, h, w],
+            vec![8],
+        ],
+        values: vec![Values::Normal, Values::Normal, Values::DdimCoeffs],
+    });
+
+    // Region Codebook Attention
+    let (rows, l, cb, fr) = (d.pick(2, 6), h * w, d.pick(3, 9), d.pick(2, 5));
+    let cc = 64 * d.pick(1, 2);
+    let mut add = |name: &str, op: Op, inputs: Vec<Vec<usize>>| {
+        v.push(Case {
+            name: name.to_string(),
+            op,
+            inputs,
+            values: vec![],
+        })
+    };
+    add(
+        "rca_attention",
+        Op::RcaAttention(cc / 64),
+        vec![vec![rows, l, cc], vec![cb, cc], vec![cb, cc]],
+    );
+    add(
+        "rca_temporal_query",
+        Op::RcaTemporalQuery,
+        vec![vec![fr * 2, l, cc], vec![fr * 2, l, cc], vec![fr, cc]],
+    );
+    add(
+        "rca_motion_sum",
+        Op::RcaMotionSum,
+        vec![
+            vec![rows + 1, l, cc],
+            vec![rows + 1, l, cc],
+            vec![rows, l, cc],
+        ],
+    );
+    add(
+        "rca_merge",
+        Op::RcaMerge,
+        vec![
+            vec![rows, cc, h, w],
+            vec![rows, h * w, cc],
+            vec![rows, cc / 4, h, w],
+            vec![1, cc / 4, 1, 1],
+            vec![1],
+        ],
+    );
     v
+}
+
+/// Host values of input `i` of a case.
+fn values(seed: u64, stream: u64, shape: &[usize], kind: Values) -> Vec<f32> {
+    match kind {
+        Values::Normal => random(seed, stream, shape),
+        Values::Timesteps => random(seed, stream, shape)
+            .iter()
+            .map(|u| ((u.abs() * 400.0) % 1000.0).floor())
+            .collect(),
+        Values::DdimCoeffs => {
+            // guidance 3.5 at ᾱ_t = 0.3 → ᾱ_prev = 0.6, ε-prediction, clip_sample to [-1, 1]
+            let (a, ap) = (0.3f32, 0.6f32);
+            vec![
+                3.5,
+                a.sqrt(),
+                (1.0 - a).sqrt(),
+                ap.sqrt(),
+                (1.0 - ap).sqrt(),
+                0.0,
+                -1.0,
+                1.0,
+            ]
+        }
+    }
 }
 
 fn random(seed: u64, stream: u64, shape: &[usize]) -> Vec<f32> {
@@ -231,7 +445,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .inputs
             .iter()
             .enumerate()
-            .map(|(i, s)| random(a.seed, (ci * 16 + i) as u64, s))
+            .map(|(i, s)| {
+                let kind = case.values.get(i).copied().unwrap_or(Values::Normal);
+                values(a.seed, (ci * 16 + i) as u64, s, kind)
+            })
             .collect();
         let reference = (|| -> Result<Vec<f32>> {
             let xs = case
@@ -242,19 +459,32 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 .collect::<Result<Vec<_>>>()?;
             cpu.to_f32(&case.op.run(&cpu, &xs)?)
         })();
-        let start = Instant::now();
+        let mut ms = f64::NAN;
         let got = (|| -> Result<Vec<f32>> {
             let xs = case
                 .inputs
                 .iter()
                 .zip(&host)
-                .map(|(s, d)| gpu.from_f32(s, d))
+                .map(|(s, d)| {
+                    // the sampler's latents and timesteps are f32 on the device; the rest bf16
+                    if matches!(case.op, Op::CfgDdim | Op::TimestepEmbedding) {
+                        gpu.from_f32_full(s, d)
+                    } else {
+                        gpu.from_f32(s, d)
+                    }
+                })
                 .collect::<Result<Vec<_>>>()?;
+            // warm-up on a GPU (module load, first touch); the emulator's times mean nothing
+            if !gpu.device().is_emulated() {
+                drop(case.op.run(&gpu, &xs)?);
+                gpu.device().synchronize()?;
+            }
+            let start = Instant::now();
             let y = case.op.run(&gpu, &xs)?;
             gpu.device().synchronize()?;
+            ms = start.elapsed().as_secs_f64() * 1e3;
             gpu.to_f32(&y)
         })();
-        let ms = start.elapsed().as_secs_f64() * 1e3;
         let shapes = case
             .inputs
             .iter()
