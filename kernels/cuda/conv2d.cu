@@ -11,7 +11,7 @@
 //   matrix;  bias : (C_out) | null;  temb : (N, C_out) | null (ResNet time embedding, projected)
 //   R : (N, C_out, Ho, Wo) | (1, C_out, Ho, Wo) broadcast over the batch (res_bcast = 1, batch
 //   stride 0; e.g. the movement map added after the denoiser's conv_in) | null (may alias y when
-//   not broadcast);  y : (N, C_out, Ho, Wo) bf16.
+//   not broadcast);  y : (N, C_out, Ho, Wo) bf16 (f32 for conv2d_v1_f32).
 //   Any rectangular kernel, per-axis stride / padding / dilation, any groups (3x3 / 1x1 stride 1 / 2
 //   in the UNet and VAE; 1xk stride (1, s) with H = 1 in the wav2vec2 feature extractor; grouped
 //   1xK padding (0, K/2) in its positional conv embedding); ragged C_out / groups, Ho * Wo and K
@@ -24,7 +24,8 @@
 //       tiles gathered by scalar loads into registers one k-tile ahead (each thread owns one output
 //       pixel column and 16 k rows, (c, ky, kx) stepped incrementally), stored to a double-buffered
 //       [k][p] smem tile; fragments by ldmatrix (W) and ldmatrix.trans (X_col).          <- ships
-// Entries: conv2d_v1_bf16 (one Conv2dParams).
+// Entries: conv2d_v1_bf16 (one Conv2dParams); conv2d_v1_f32: the same with an f32 y (operands
+// still bf16), for f32 activations.
 // ------------------------------------------------------------------------------------------------
 
 #include "common.cuh"
@@ -80,6 +81,7 @@ struct Conv2dParams {
 // mainloop
 // ------------------------------------------------------------------------------------------------
 
+template <typename OutT>
 __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
   __shared__ __align__(16) __nv_bfloat16 sa[CONV_STAGES][CONV_BM][CONV_LDA];
   __shared__ __align__(16) __nv_bfloat16 sb[CONV_STAGES][CONV_BK][CONV_LDB];
@@ -207,7 +209,7 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
   const uint32_t o0 = grp * p.c_out_g; // first output channel of the group
   const uint64_t plane = (uint64_t)p.c_out * npix;
   const uint64_t yoff = img * plane + (uint64_t)o0 * npix;
-  uint16_t* y = static_cast<uint16_t*>(p.y) + yoff;
+  OutT* y = static_cast<OutT*>(p.y) + yoff;
   const uint64_t roff = (p.res_bcast ? 0 : img * plane) + (uint64_t)o0 * npix;
   const uint16_t* res = p.residual ? static_cast<const uint16_t*>(p.residual) + roff : nullptr;
   const uint16_t* bias = p.bias ? static_cast<const uint16_t*>(p.bias) + o0 : nullptr;
@@ -230,7 +232,7 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
           const uint64_t idx = (uint64_t)o * npix + px;
           float v = acc[i][j][2 * h + e] + add;
           if (res != nullptr) v += bf16_bits_to_f32(res[idx]);
-          reinterpret_cast<__nv_bfloat16*>(y)[idx] = __float2bfloat16_rn(v * p.scale);
+          y[idx] = from_f32<OutT>(v * p.scale);
         }
       }
     }
@@ -241,4 +243,11 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
 // entries
 // ------------------------------------------------------------------------------------------------
 
-extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_v1_bf16(const Conv2dParams p) { conv2d_v1(p); }
+extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_v1_bf16(const Conv2dParams p) {
+  conv2d_v1<__nv_bfloat16>(p);
+}
+// bf16 operands (x, w, bias, temb, residual), f32 y: the f32-activation path keeps the conv output
+// unrounded (the residual must not alias y here).
+extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_v1_f32(const Conv2dParams p) {
+  conv2d_v1<float>(p);
+}

@@ -17,15 +17,27 @@ pub const CONV_LDB: u32 = CONV_BN + 8;
 pub const CONV_STATIC_SMEM_BYTES: u32 = CONV_STAGES * (CONV_BM * CONV_LDA + CONV_BK * CONV_LDB) * 2;
 const _: () = assert!(CONV_STATIC_SMEM_BYTES <= 48 * 1024);
 
-pub const ENTRIES: &[Entry] = &[Entry {
-    name: "conv2d_v1_bf16",
-    op: "conv2d",
-    version: 1,
-    dtype: DType::Bf16,
-    params: "Conv2dParams",
-    params_size: 136,
-    launch: "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem",
-}];
+pub const ENTRIES: &[Entry] = &[
+    Entry {
+        name: "conv2d_v1_bf16",
+        op: "conv2d",
+        version: 1,
+        dtype: DType::Bf16,
+        params: "Conv2dParams",
+        params_size: 136,
+        launch: "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem",
+    },
+    // bf16 operands, f32 y (f32 activations)
+    Entry {
+        name: "conv2d_v1_f32",
+        op: "conv2d",
+        version: 1,
+        dtype: DType::F32,
+        params: "Conv2dParams",
+        params_size: 136,
+        launch: "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem",
+    },
+];
 
 /// Mirrors `struct Conv2dParams` in `conv2d.cu` (136 bytes).
 #[repr(C)]

@@ -1,8 +1,8 @@
 //! Launcher for `kernels/cuda/conv2d.cu` (`conv2d_v1_bf16`): NCHW implicit-GEMM convolution
 //! (rectangular kernels, per-axis stride / padding / dilation, groups) with a fused
 //! `scale * (conv + bias + temb + residual)` epilogue (the residual per image or one image broadcast
-//! over the batch), and `CudaBackend::conv2d` on top of it (f32
-//! tensors are cast around the bf16 kernel).
+//! over the batch), and `CudaBackend::conv2d` on top of it (f32 tensors: operands rounded to
+//! bf16, `conv2d_v1_f32` writes the f32 output).
 
 use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
@@ -10,7 +10,6 @@ use cyberhost_kernels::conv2d::{launch_config, Conv2dParams, Conv2dPtrs, Conv2dS
 use cyberhost_kernels::{DType, KernelModule};
 
 use super::backend::{CudaBackend, CudaTensor};
-use super::elementwise;
 use super::gemm::check_len;
 use super::CudaDevice;
 use crate::backends::{self, TensorLike};
@@ -60,11 +59,42 @@ pub fn conv2d<T: DeviceRepr>(
     shape: Conv2dShape,
     extras: Conv2dExtras<'_, T>,
 ) -> Result<()> {
+    conv2d_entry(dev, "conv2d_v1_bf16", x, w, y, shape, extras)
+}
+
+/// [`conv2d`] with an f32 `y` (`conv2d_v1_f32`; operands bf16, no residual aliasing `y`): f32
+/// activations keep the convolution unrounded.
+pub fn conv2d_f32_out<T: DeviceRepr, Y: DeviceRepr>(
+    dev: &CudaDevice,
+    x: &CudaSlice<T>,
+    w: &CudaSlice<T>,
+    y: &mut CudaSlice<Y>,
+    shape: Conv2dShape,
+    extras: Conv2dExtras<'_, T>,
+) -> Result<()> {
+    conv2d_entry(dev, "conv2d_v1_f32", x, w, y, shape, extras)
+}
+
+fn conv2d_entry<T: DeviceRepr, Y: DeviceRepr>(
+    dev: &CudaDevice,
+    entry: &str,
+    x: &CudaSlice<T>,
+    w: &CudaSlice<T>,
+    y: &mut CudaSlice<Y>,
+    shape: Conv2dShape,
+    extras: Conv2dExtras<'_, T>,
+) -> Result<()> {
     let s = shape;
     let out_len = s.n * s.c_out * s.h_out() * s.w_out();
+    // y elements are 2 bytes (bf16) or 4 (f32: twice the bf16 count of bytes).
+    let y_elems = if entry.ends_with("_f32") {
+        2 * out_len
+    } else {
+        out_len
+    };
     check_len("conv2d x", x, s.n * s.c_in * s.h * s.w)?;
     check_len("conv2d w", w, s.c_out * s.k())?;
-    check_len("conv2d y", y, out_len)?;
+    check_len("conv2d y", y, y_elems)?;
     if let Some(b) = extras.bias {
         check_len("conv2d bias", b, s.c_out)?;
     }
@@ -97,20 +127,13 @@ pub fn conv2d<T: DeviceRepr>(
     // SAFETY: `Conv2dParams` mirrors `struct Conv2dParams` of conv2d.cu (size asserted in
     // cyberhost-kernels); every pointer is a live `CudaSlice` of this device whose byte length was
     // checked above against the NCHW extents the shape implies (one image for a broadcast residual).
-    unsafe {
-        dev.launch(
-            KernelModule::Conv2d,
-            "conv2d_v1_bf16",
-            launch_config(s),
-            &params,
-        )
-    }
-    .with_context(|| format!("conv2d_v1_bf16 {s:?}"))
+    unsafe { dev.launch(KernelModule::Conv2d, entry, launch_config(s), &params) }
+        .with_context(|| format!("{entry} {s:?}"))
 }
 
 /// `CudaBackend::conv2d`: x `(N, C, H, W)`, w `(O, C / groups, kh, kw)`, bias `(O)`, any stride,
-/// padding, dilation and groups. bf16 and f32 tensors (f32 is rounded to bf16 for the kernel and
-/// the bf16 result cast back).
+/// padding, dilation and groups. bf16 and f32 tensors (f32 operands are rounded to bf16 for the
+/// kernel, which writes an f32 result).
 pub(crate) fn conv2d_op(
     be: &CudaBackend,
     x: &CudaTensor,
@@ -172,13 +195,19 @@ pub(crate) fn conv2d_op(
     let xb = be.as_dtype(x, DType::Bf16)?;
     let wb = be.as_dtype(w, DType::Bf16)?;
     let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
-    let mut y = be.alloc(&out_shape, DType::Bf16)?;
+    // f32 activations get an f32 output straight from the kernel (rounding it to bf16 and back
+    // would add a bf16 rounding per conv to the f32 path, see docs/kernels.md "Numerics").
+    let mut y = be.alloc(&out_shape, x.dtype())?;
     if y.elem_count() > 0 {
         let extras = Conv2dExtras {
             bias: bb.as_ref().map(|b| b.buf()),
             ..Default::default()
         };
-        conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, shape, extras)?;
+        if x.dtype() == DType::F32 {
+            conv2d_f32_out(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, shape, extras)?;
+        } else {
+            conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, shape, extras)?;
+        }
     }
-    elementwise::cast(be, &y, x.dtype())
+    Ok(y)
 }
