@@ -94,23 +94,23 @@ pub fn device_limits(name: &str) -> Option<DeviceLimits> {
     if n.contains("PTX-EMU") || n.contains("STAND-IN") || n.starts_with("CPU") {
         return None;
     }
-    let l = |card, tf: f64, tb: f64| DeviceLimits {
+    let l = |card, bf16_flops: f64, bytes_per_s: f64| DeviceLimits {
         card,
-        bf16_flops: tf * 1e12,
-        bytes_per_s: tb * 1e12,
+        bf16_flops,
+        bytes_per_s,
     };
-    // Most specific names first: "H200 NVL" before "H200", "H100 PCIe" before "H100".
+    // Most specific names first: "GH200" and "H200 NVL" before "H200", "H100 PCIe" before "H100".
     let table = [
-        ("H200 NVL", l("H200 NVL", 835.0, 4.8)),
-        ("H200", l("H200 SXM", 989.0, 4.8)),
-        ("GH200", l("GH200", 989.0, 4.0)),
-        ("H100 NVL", l("H100 NVL", 835.0, 3.9)),
-        ("H100 PCIE", l("H100 PCIe", 756.0, 2.0)),
-        ("H100", l("H100 SXM", 989.0, 3.35)),
-        ("A100-SXM4-40GB", l("A100 40GB", 312.0, 1.555)),
-        ("A100-PCIE-40GB", l("A100 40GB", 312.0, 1.555)),
-        ("A100 80GB PCIE", l("A100 80GB PCIe", 312.0, 1.935)),
-        ("A100", l("A100 80GB", 312.0, 2.039)),
+        ("GH200", l("GH200", 989e12, 4.0e12)),
+        ("H200 NVL", l("H200 NVL", 835e12, 4.8e12)),
+        ("H200", l("H200 SXM", 989e12, 4.8e12)),
+        ("H100 NVL", l("H100 NVL", 835e12, 3.9e12)),
+        ("H100 PCIE", l("H100 PCIe", 756e12, 2.0e12)),
+        ("H100", l("H100 SXM", 989e12, 3.35e12)),
+        ("A100-SXM4-40GB", l("A100 40GB", 312e12, 1.555e12)),
+        ("A100-PCIE-40GB", l("A100 40GB", 312e12, 1.555e12)),
+        ("A100 80GB PCIE", l("A100 80GB PCIe", 312e12, 1.935e12)),
+        ("A100", l("A100 80GB", 312e12, 2.039e12)),
     ];
     table
         .iter()
@@ -658,6 +658,7 @@ mod tests {
         assert_eq!((a100.bf16_flops, a100.bytes_per_s), (312e12, 2.039e12));
         assert_eq!(device_limits("NVIDIA H100 PCIe").unwrap().card, "H100 PCIe");
         assert_eq!(device_limits("NVIDIA H100 NVL").unwrap().card, "H100 NVL");
+        assert_eq!(device_limits("NVIDIA GH200 480GB").unwrap().card, "GH200");
         assert_eq!(
             device_limits("NVIDIA A100-PCIE-40GB").unwrap().bytes_per_s,
             1.555e12
