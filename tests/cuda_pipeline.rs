@@ -19,9 +19,15 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 }
 
 #[test]
-#[ignore = "fails: bf16 storage puts clip 0 step 0 latents at rel L2 2.43e-2 > 2e-2 (2026-11 measurement); \
-            ~6 min CPU on the emulator. cargo test --test cuda_pipeline -- --ignored --nocapture"]
+#[ignore = "fails narrowly: latents rel L2 1.96e-2 / 1.95e-2 (clip 0), 2.03e-2 (clip 1 step 0) > 2e-2 after \
+            conv2d_v1_f32 (was 2.24e-2); the rest is bf16 weights (1.42e-2 alone) and bf16 tensor-core \
+            activation operands, see docs/kernels.md Numerics and tests/cuda_numerics.rs; ~8-10 min on 2 \
+            loaded cores. cargo test --test cuda_pipeline -- --ignored --nocapture"]
 fn tiny_model_on_cuda_matches_the_cpu_reference() {
+    // One warp schedule per launch: this test is about numerics; hazards are searched with several
+    // schedules by the kernel tests (schedule 0 still runs every hazard detector). Set before the
+    // stand-in driver's first launch reads it.
+    std::env::set_var("PTX_EMU_SCHEDULES", "1");
     let img = decode_image(IMAGE, "reference.png").unwrap();
     let mut speech = load_wav_bytes(SPEECH, "speech.wav").unwrap();
     // One clip of F frames plus a second clip: exercises motion-frame carry-over.
@@ -72,48 +78,4 @@ fn tiny_model_on_cuda_matches_the_cpu_reference() {
     }
 }
 
-/// Diagnostic (run by hand): one clip, one step, bf16 vs f32 storage against the CPU, to tell
-/// storage rounding from the bf16 kernel operands.
-#[test]
-#[ignore = "diagnostic: cargo test --test cuda_pipeline storage_error_breakdown -- --ignored --nocapture"]
-fn storage_error_breakdown() {
-    use cyberhost_kernels::DType;
-    let img = decode_image(IMAGE, "reference.png").unwrap();
-    let mut speech = load_wav_bytes(SPEECH, "speech.wav").unwrap();
-    speech.samples.truncate(10_000);
-    speech.seconds = 10_000.0 / 16_000.0;
-    let req = Request {
-        seed: 3,
-        steps: Some(1),
-        size: Some((64, 64)),
-        trace: true,
-        ..Default::default()
-    };
-    let src = WeightsSource::Preset {
-        preset: Preset::Tiny,
-        seed: 0,
-    };
-    let cpu = CpuBackend::new();
-    let reference = src
-        .load(&cpu)
-        .unwrap()
-        .generate(&cpu, &img, &speech, &PoseFile::default(), &req, &mut |_| {})
-        .unwrap();
-    let gpu = CudaBackend::new_emulated(0).expect("stand-in driver");
-    for storage in [DType::F32, DType::Bf16] {
-        let be = gpu.with_storage(storage);
-        let got = src
-            .load(&be)
-            .unwrap()
-            .generate(&be, &img, &speech, &PoseFile::default(), &req, &mut |_| {})
-            .unwrap();
-        for (c, (rc, gc)) in reference.trace.iter().zip(&got.trace).enumerate() {
-            for (s, (r, g)) in rc.iter().zip(gc).enumerate() {
-                eprintln!(
-                    "{storage:?} storage: clip {c} step {s}: rel_l2 {:.3e}",
-                    rel_l2(g, r)
-                );
-            }
-        }
-    }
-}
+// Per-op error breakdown and bf16 sensitivity diagnostics: tests/cuda_numerics.rs.
