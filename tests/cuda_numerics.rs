@@ -669,31 +669,6 @@ fn bf16_sensitivity_on_the_cpu() {
     }
 }
 
-/// CPU simulation, one op kind at a time: only that kind's outputs rounded to bf16; the latents
-/// error after one step says how much of the whole-model error each op kind's rounding causes.
-#[test]
-#[ignore = "diagnostic (~2 min): cargo test --test cuda_numerics bf16_sensitivity_by_op -- --ignored --nocapture"]
-fn bf16_sensitivity_by_op() {
-    let req = one_step_request();
-    let reference = run(&CpuBackend::new(), &req, 10_000);
-    let probe = Probe::new(CpuBackend::new(), true, Round::None);
-    run(&probe, &req, 10_000);
-    let kinds: std::collections::BTreeSet<String> = probe
-        .stats
-        .lock()
-        .unwrap()
-        .keys()
-        .map(|k| k.split(' ').next().unwrap().to_string())
-        .collect();
-    for kind in kinds {
-        let mut be = Probe::new(CpuBackend::new(), false, Round::Outputs);
-        be.only = Some(format!("{kind} "));
-        let got = run(&be, &req, 10_000);
-        let e = rel_l2(&got.trace[0][0], &reference.trace[0][0]);
-        eprintln!("only {kind:>24} rounded: clip 0 step 0 latents rel_l2 {e:.3e}");
-    }
-}
-
 /// Per-op local error of the CUDA backend (stand-in driver) over one denoising step.
 #[test]
 #[ignore = "diagnostic (~5 min): cargo test --test cuda_numerics per_op_error_on_cuda -- --ignored --nocapture"]
