@@ -240,5 +240,5 @@ pub fn cfg_ddim_step<B: Backend>(
             }
         }
     }
-    be.from_f32(z.shape(), &res)
+    be.from_f32_full(z.shape(), &res)
 }
