@@ -141,7 +141,7 @@ impl Recorder {
     }
 
     /// Place the logged allocations: buffers still live at the end live to the end.
-    pub fn plan(&self) -> ArenaPlan {
+    pub fn plan(&self) -> Result<ArenaPlan> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let end = s.events;
         let buffers: Vec<planner::Buffer> = s
@@ -158,14 +158,34 @@ impl Recorder {
             })
             .collect();
         let placed = planner::place_all(buffers, end + 1);
-        ArenaPlan {
+        if let Some((a, b)) = first_overlap(&placed.buffers) {
+            // The planner's invariant; checked because a violation would corrupt results silently.
+            bail!("step arena plan: allocations #{a} and #{b} are live together and overlap");
+        }
+        Ok(ArenaPlan {
             sizes: s.allocs.iter().map(|a| a.0).collect(),
             offsets: placed.buffers.iter().map(|b| b.offset).collect(),
             arena_bytes: placed.peak_bytes,
             naive_bytes: placed.naive_bytes,
             max_live_bytes: placed.max_live.aligned_bytes,
-        }
+        })
     }
+}
+
+/// Two buffers live at the same time whose bytes overlap, if any (sweep over first use).
+fn first_overlap(buffers: &[planner::Buffer]) -> Option<(usize, usize)> {
+    let mut order: Vec<usize> = (0..buffers.len()).collect();
+    order.sort_by_key(|&i| buffers[i].first);
+    let mut live: Vec<usize> = Vec::new();
+    for &i in &order {
+        let b = &buffers[i];
+        live.retain(|&j| buffers[j].last >= b.first);
+        if let Some(&j) = live.iter().find(|&&j| buffers[j].overlaps_in_memory(b)) {
+            return Some((j.min(i), j.max(i)));
+        }
+        live.push(i);
+    }
+    None
 }
 
 /// Offsets of one step's allocations in its arena.
@@ -258,5 +278,37 @@ impl AllocMode {
             AllocMode::Record(rec) => Ok(Some(rec.alloc(stream, bytes))),
             AllocMode::Replay(cur) => cur.take(stream, bytes).map(Some),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buf(first: usize, last: usize, offset: u64, size: u64) -> planner::Buffer {
+        planner::Buffer {
+            tensor: 0,
+            bytes: size,
+            size,
+            first,
+            last,
+            offset,
+        }
+    }
+
+    #[test]
+    fn overlap_sweep_finds_live_overlaps_only() {
+        // disjoint in time, same bytes: fine
+        assert_eq!(first_overlap(&[buf(0, 1, 0, 256), buf(2, 3, 0, 256)]), None);
+        // live together, disjoint bytes: fine
+        assert_eq!(
+            first_overlap(&[buf(0, 3, 0, 256), buf(1, 2, 256, 256)]),
+            None
+        );
+        // live together, overlapping bytes
+        assert_eq!(
+            first_overlap(&[buf(0, 3, 0, 512), buf(5, 6, 0, 256), buf(2, 4, 256, 256)]),
+            Some((0, 2))
+        );
     }
 }

@@ -88,7 +88,7 @@ pub(crate) fn run_steps(
         let out = (lp.body)(be, &state, &inputs).context("run_steps: recording the step")?;
         check_state(&state, &out, 0)?;
         drop(out);
-        Arc::new(rec.plan())
+        Arc::new(rec.plan()?)
     };
     be.set_last_step_graph(StepGraphInfo::from(plan.as_ref()));
 
