@@ -248,6 +248,31 @@ impl Op {
         }
     }
 
+    /// The `kernels/cuda/<name>.cu` module that runs the op on the CUDA backend (`None`: a view,
+    /// no launch). Several op kinds share a module (e.g. `permute`, `concat` → `layout`).
+    pub fn kernel(&self) -> Option<&'static str> {
+        Some(match self {
+            Op::Reshape => return None,
+            Op::Permute
+            | Op::Concat { .. }
+            | Op::Narrow { .. }
+            | Op::IndexSelect { .. }
+            | Op::UpsampleNearest2d
+            | Op::Pad2d => "layout",
+            Op::Unary(_) | Op::Binary(_) | Op::Affine => "pointwise",
+            Op::Softmax => "softmax",
+            Op::GroupNorm { .. } => "group_norm",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::Linear { .. } | Op::Matmul => "gemm",
+            Op::Conv2d { .. } => "conv2d",
+            Op::Attention | Op::RcaAttention { .. } => "attention",
+            Op::RcaTemporalQuery | Op::RcaMotionSum | Op::RcaMerge => "rca",
+            Op::MeanDim { .. } | Op::MaxPool2d { .. } => "pool",
+            Op::TimestepEmbedding => "timestep_embedding",
+            Op::CfgDdim => "cfg_ddim",
+        })
+    }
+
     /// Whether the output shares its input's storage.
     pub fn is_alias(&self) -> bool {
         matches!(self, Op::Reshape)
@@ -477,6 +502,27 @@ impl Graph {
             })
             .filter(|(_, c)| c.ops > 0)
             .collect()
+    }
+
+    /// Cost per CUDA kernel module ([`Op::kernel`]), largest H100 floor first; views are left out.
+    pub fn cost_by_kernel(&self) -> Vec<(&'static str, ClassCost)> {
+        let mut by: Vec<(&'static str, ClassCost)> = Vec::new();
+        for n in &self.nodes {
+            let Some(k) = n.op.kernel() else { continue };
+            let i = match by.iter().position(|(name, _)| *name == k) {
+                Some(i) => i,
+                None => {
+                    by.push((k, ClassCost::default()));
+                    by.len() - 1
+                }
+            };
+            by[i].1.ops += 1;
+            by[i].1.flops += n.flops;
+            by[i].1.bytes += n.bytes;
+        }
+        let floor = |c: &ClassCost| crate::planner::h100_floor_seconds(c.flops, c.bytes);
+        by.sort_by(|a, b| floor(&b.1).total_cmp(&floor(&a.1)).then(a.0.cmp(b.0)));
+        by
     }
 
     /// The graph without the nodes no output depends on (tensor ids are renumbered).

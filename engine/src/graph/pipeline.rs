@@ -1,5 +1,5 @@
 //! The graphs of one CyberHost run, traced from the pipeline's own code
-//! (`Components::guided_eps` and the models), with shape-only weights.
+//! (`Components::denoise_step` and the models), with shape-only weights.
 //!
 //! Graphs (each is cut where the CPU pipeline goes through the host):
 //! - `vae_encode`: the reference image → `z_ref` (× scaling factor);
@@ -9,8 +9,9 @@
 //! - `audio`: wav2vec2 on one clip's speech (F / fps seconds) and `audio_proj` on the F
 //!   frames' windows (the windows are built on the host: an input);
 //! - `denoise_step`: one CFG step, `x = concat(motion, z)`, ONE `UNetMotionModel::forward`
-//!   on the batch of 2 with every hook (p_move, clarity, reference K/V, RCA), guidance, and
-//!   the eta = 0 DDIM update; the clip's audio context and every one-off result are inputs;
+//!   on the batch of 2 with every hook (p_move, clarity, reference K/V, RCA), then the fused
+//!   guidance + eta = 0 DDIM update (`cfg_ddim_step`): exactly the step the CUDA backend
+//!   captures; the timestep, coefficients, audio context and one-off results are inputs;
 //! - `vae_decode`: the F clean latents of one clip → frames.
 
 use super::{Graph, TensorKind, TraceBackend, TraceTensor};
@@ -253,9 +254,9 @@ pub fn trace_pipeline(
     let motion = be.zeros(&[1, latent, m, h, w])?;
     let z = be.zeros(&[1, latent, f, h, w])?;
     let context = be.zeros(&[2 * (m + f), ctx.num_tokens, ctx.context_dim])?;
-    let scheduler = comps.scheduler(g.steps)?;
-    let t = scheduler.timesteps()[0];
-    let c = scheduler.step_coeffs(t, 0.0)?;
+    // the step inputs: timestep (1,) and the CFG + DDIM coefficients (8,)
+    let t = be.zeros(&[1])?;
+    let coeffs = be.zeros(&[crate::backends::composed::CFG_DDIM_COEFFS])?;
     let prepared = Prepared {
         geometry: g,
         z_ref: z_ref.clone(),
@@ -267,19 +268,9 @@ pub fn trace_pipeline(
         num_frames: f,
         reference_hand_clarity: 0.0,
     };
-    let x = be.concat(&[&motion, &z], 2)?;
-    let eps = comps
-        .guided_eps(&be, &prepared, &x, t, &context, true)
+    let z_next = comps
+        .denoise_step(&be, &prepared, &motion, &context, &z, &t, &coeffs)
         .context("tracing one CFG step")?;
-    // eta = 0 DDIM, epsilon prediction: x0 = (z − √(1−ᾱ_t)·eps)/√ᾱ_t; z' = √ᾱ_prev·x0 + √(1−ᾱ_prev)·eps
-    let x0 = be.scale(
-        &be.sub(&z, &be.scale(&eps, c.sqrt_beta_prod_t)?)?,
-        1.0 / c.sqrt_alpha_prod_t,
-    )?;
-    let z_next = be.add(
-        &be.scale(&x0, c.sqrt_alpha_prod_t_prev)?,
-        &be.scale(&eps, c.direction_coeff)?,
-    )?;
     let step = be.cut("denoise_step", &[&z_next]);
 
     // ---- vae_decode (as `Components::decode_frames`, up to the host copy)

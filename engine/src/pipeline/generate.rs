@@ -381,6 +381,25 @@ impl<B: Backend> Components<B> {
             .forward_t(be, &x2, t, context, &mut hooks)
     }
 
+    /// One sampler step, the body [`Backend::run_steps`] replays: latents z (1, 4, F, h, w) after
+    /// the motion latents (1, 4, M, h, w), both CFG branches of the denoiser at timestep `t`
+    /// (1,), then guidance + DDIM with `coeffs` (8,) (`DdimStepCoeffs::device_coeffs`) → new z.
+    #[allow(clippy::too_many_arguments)]
+    pub fn denoise_step(
+        &self,
+        be: &B,
+        p: &Prepared<B>,
+        motion: &B::Tensor,
+        context: &B::Tensor,
+        z: &B::Tensor,
+        t: &B::Tensor,
+        coeffs: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        let x = be.concat(&[motion, z], 2)?;
+        let out = self.denoise_both(be, p, &x, t, context, true)?;
+        be.cfg_ddim_step(&out, z, p.geometry.motion, coeffs)
+    }
+
     /// One CFG denoiser evaluation: x (1, 4, M+F, h, w) → guided eps for the F new frames.
     pub fn guided_eps(
         &self,
@@ -453,9 +472,7 @@ impl<B: Backend> Components<B> {
             Ok(vec![vec![t as f32], c.to_vec()])
         };
         let mut body = |be: &B, z: &B::Tensor, ins: &[B::Tensor]| -> Result<B::Tensor> {
-            let x = be.concat(&[motion, z], 2)?;
-            let out = self.denoise_both(be, p, &x, &ins[0], &context, true)?;
-            be.cfg_ddim_step(&out, z, g.motion, &ins[1])
+            self.denoise_step(be, p, motion, &context, z, &ins[0], &ins[1])
         };
         let steps = timesteps.len();
         let mut after = |i: usize, z: &B::Tensor| -> Result<()> {

@@ -432,6 +432,20 @@ impl ClassRow {
     }
 }
 
+/// One row of the per-kernel cost table.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelRow {
+    /// `kernels/cuda/<kernel>.cu`
+    pub kernel: &'static str,
+    pub ops: usize,
+    pub flops: u64,
+    pub bytes: u64,
+    /// FLOPs per byte.
+    pub intensity: f64,
+    /// max(FLOPs / 989 TFLOP/s, bytes / 3.35 TB/s) over the kernel's launches together, seconds.
+    pub h100_floor_s: f64,
+}
+
 /// Everything `cyberhost plan` reports for one graph.
 #[derive(Clone, Debug, Serialize)]
 pub struct PlanReport {
@@ -449,6 +463,8 @@ pub struct PlanReport {
     /// `#i op → shape` of the max-live op.
     pub max_live_op: String,
     pub classes: Vec<ClassRow>,
+    /// Per CUDA kernel module (`kernels/cuda/<kernel>.cu`), largest floor first.
+    pub kernels: Vec<KernelRow>,
     /// Sum of the class floors.
     pub h100_floor_s: f64,
     /// Sum over ops of each op's own floor (≥ `h100_floor_s`: no overlap between ops).
@@ -467,7 +483,24 @@ impl PlanReport {
         } else {
             g.describe_node(plan.max_live.op)
         };
+        let kernels = g
+            .cost_by_kernel()
+            .into_iter()
+            .map(|(kernel, c)| KernelRow {
+                kernel,
+                ops: c.ops,
+                flops: c.flops,
+                bytes: c.bytes,
+                intensity: if c.bytes == 0 {
+                    0.0
+                } else {
+                    c.flops as f64 / c.bytes as f64
+                },
+                h100_floor_s: h100_floor_seconds(c.flops, c.bytes),
+            })
+            .collect();
         PlanReport {
+            kernels,
             key,
             ops: g.nodes.len(),
             flops: g.total_flops(),

@@ -112,6 +112,21 @@ pub fn run(a: Args) -> Result<ExitCode> {
         step.h100_floor_s * 1e3
     );
     println!();
+    println!("The same step per CUDA kernel (kernels/cuda/<kernel>.cu; views excluded):");
+    println!("| kernel | launches | GFLOP | GB moved | FLOP/byte | H100 floor (ms) |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for k in &step.kernels {
+        println!(
+            "| `{}` | {} | {:.2} | {:.3} | {:.1} | {:.3} |",
+            k.kernel,
+            k.ops,
+            k.flops as f64 / 1e9,
+            k.bytes as f64 / 1e9,
+            k.intensity,
+            k.h100_floor_s * 1e3
+        );
+    }
+    println!();
     println!(
         "Floor per op (no overlap between ops): {:.3} ms; per clip ({} steps): {:.3} s.",
         step.h100_floor_per_op_s * 1e3,
