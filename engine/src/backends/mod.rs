@@ -178,6 +178,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn from_f32_full(&self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor> {
         self.from_f32(shape, data)
     }
+    /// `t` in the dtype the denoiser's activations are stored in. The sampler keeps its latents
+    /// in f32 (`from_f32_full`); this is where they enter the U-Net. CPU: `t` itself. CUDA: bf16
+    /// (fast, the default) or f32 (`CudaBackend::set_activations`: f32-accurate GEMM operands).
+    fn to_activation(&self, t: &Self::Tensor) -> Result<Self::Tensor> {
+        Ok(t.clone())
+    }
 
     // ---- layout ----------------------------------------------------------------
     /// Same data, new shape (element counts must match).

@@ -395,7 +395,7 @@ impl<B: Backend> Components<B> {
         t: &B::Tensor,
         coeffs: &B::Tensor,
     ) -> Result<B::Tensor> {
-        let x = be.concat(&[motion, z], 2)?;
+        let x = be.to_activation(&be.concat(&[motion, z], 2)?)?;
         let out = self.denoise_both(be, p, &x, t, context, true)?;
         be.cfg_ddim_step(&out, z, p.geometry.motion, coeffs)
     }

@@ -99,6 +99,8 @@ struct Inner {
     /// Replay sampler steps from captured CUDA graphs (`Backend::run_steps`).
     graphs: AtomicBool,
     last_step: Mutex<Option<StepGraphInfo>>,
+    /// Storage dtype of the denoiser's activations (`Backend::to_activation`).
+    activations: Mutex<DType>,
 }
 
 /// The CUDA backend: one device, one stream; clones share them.
@@ -142,6 +144,7 @@ impl CudaBackend {
                 indices: Mutex::new(HashMap::new()),
                 graphs: AtomicBool::new(graphs_default()),
                 last_step: Mutex::new(None),
+                activations: Mutex::new(activations_default()),
             }),
         }
     }
@@ -151,6 +154,7 @@ impl CudaBackend {
         let b = Self::from_device(self.inner.dev.clone(), storage);
         b.set_poison_outputs(self.poison_outputs());
         b.set_graphs(self.graphs());
+        b.set_activations(self.activations());
         b
     }
 
@@ -180,6 +184,26 @@ impl CudaBackend {
 
     pub fn graphs(&self) -> bool {
         self.inner.graphs.load(Ordering::Relaxed)
+    }
+
+    /// Storage dtype of the denoiser's activations: `Bf16` halves their bytes and runs every
+    /// GEMM / conv / attention on the bf16 tensor-core path; `F32` keeps them in f32 and makes the
+    /// products f32-accurate (split bf16 hi + lo operands: about twice the tensor-core work).
+    /// Default from `CYBERHOST_CUDA_ACTIVATIONS` (`bf16` or `f32`), else f32.
+    pub fn set_activations(&self, dtype: DType) {
+        *self
+            .inner
+            .activations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = dtype;
+    }
+
+    pub fn activations(&self) -> DType {
+        *self
+            .inner
+            .activations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The arena and allocation count of the last graph-replayed step loop.
@@ -375,6 +399,14 @@ impl CudaBackend {
     }
 }
 
+/// `CYBERHOST_CUDA_ACTIVATIONS=bf16|f32` (default f32).
+fn activations_default() -> DType {
+    match std::env::var("CYBERHOST_CUDA_ACTIVATIONS").as_deref() {
+        Ok("bf16") => DType::Bf16,
+        _ => DType::F32,
+    }
+}
+
 /// `CYBERHOST_CUDA_GRAPHS=0` turns graph replay off by default.
 fn graphs_default() -> bool {
     std::env::var("CYBERHOST_CUDA_GRAPHS").map_or(true, |v| v != "0")
@@ -430,6 +462,10 @@ impl Backend for CudaBackend {
 
     fn from_f32_full(&self, shape: &[usize], data: &[f32]) -> Result<CudaTensor> {
         self.from_f32_as(shape, data, DType::F32)
+    }
+
+    fn to_activation(&self, t: &CudaTensor) -> Result<CudaTensor> {
+        self.as_dtype(t, self.activations())
     }
 
     fn run_steps(
