@@ -71,6 +71,10 @@ pub struct Args {
     /// on unless CYBERHOST_CUDA_GRAPHS=0).
     #[arg(long, value_parser = ["on", "off"])]
     graphs: Option<String>,
+    /// CUDA: storage dtype of the denoiser's activations (bf16: fast; f32: f32-accurate products,
+    /// about twice the tensor-core work; default CYBERHOST_CUDA_ACTIVATIONS, else f32).
+    #[arg(long, value_parser = ["bf16", "f32"])]
+    activations: Option<String>,
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -132,6 +136,10 @@ pub(crate) trait Bench: Backend {
     fn step_graph(&self) -> Option<StepGraphInfo> {
         None
     }
+    /// Denoiser activation dtype (`None`: leave the default); returns the one in effect.
+    fn activations(&self, _dtype: Option<&str>) -> &'static str {
+        "f32"
+    }
     fn observe(&self, _o: Option<Arc<dyn LaunchObserver>>) {}
     fn kernel_timer(&self) -> Option<Arc<KernelTimer>> {
         None
@@ -177,6 +185,17 @@ impl Bench for CudaBackend {
     }
     fn step_graph(&self) -> Option<StepGraphInfo> {
         self.last_step_graph()
+    }
+    fn activations(&self, dtype: Option<&str>) -> &'static str {
+        match dtype {
+            Some("bf16") => self.set_activations(cyberhost_engine::backends::cuda::DType::Bf16),
+            Some(_) => self.set_activations(cyberhost_engine::backends::cuda::DType::F32),
+            None => {}
+        }
+        match CudaBackend::activations(self) {
+            cyberhost_engine::backends::cuda::DType::Bf16 => "bf16",
+            cyberhost_engine::backends::cuda::DType::F32 => "f32",
+        }
     }
     fn observe(&self, o: Option<Arc<dyn LaunchObserver>>) {
         self.device().set_launch_observer(o);
@@ -331,6 +350,7 @@ fn bench<B: Bench>(be: B, source: &WeightsSource, a: &Args) -> Result<ExitCode> 
     let (flops, bytes) = (step_graph.total_flops(), step_graph.total_bytes());
 
     let graphs_on = be.graphs(a.graphs.as_deref().map(|g| g == "on"));
+    let activations = be.activations(a.activations.as_deref());
     let s = setup(&be, source, a.size)?;
     let g = s.p.geometry;
     be.sync()?;
@@ -439,7 +459,7 @@ fn bench<B: Bench>(be: B, source: &WeightsSource, a: &Args) -> Result<ExitCode> 
             "model": graphs.label, "backend": be.name(), "device": name, "emulated": be.emulated(),
             "width": g.width, "height": g.height,
             "frames": g.motion + g.frames, "batch": 2,
-            "graphs": graphs_on,
+            "graphs": graphs_on, "activations": activations,
             "warmup_steps": a.warmup, "timed_steps": times.len(),
             "step_seconds": st.map(|t| json!({"mean": t.mean, "median": t.median, "min": t.min, "max": t.max, "all": times})),
             "launches_per_step": launches, "allocations_per_step": allocs, "memcpys_per_step": copies,

@@ -68,6 +68,10 @@ pub struct Args {
     /// every kernel from the host (`off`); results are bit-identical.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     graphs: String,
+    /// CUDA: storage dtype of the denoiser's activations: bf16 (fast) or f32 (f32-accurate
+    /// products, about twice the tensor-core work). Default: CYBERHOST_CUDA_ACTIVATIONS, else f32.
+    #[arg(long, value_parser = ["bf16", "f32"])]
+    activations: Option<String>,
     /// Print progress as JSON lines on stdout instead of bars.
     #[arg(long)]
     json: bool,
@@ -153,6 +157,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
             let be = CudaBackend::new(0)
                 .map_err(|e| UserError::new(format!("--backend cuda: {e:#}")))?;
             be.set_graphs(a.graphs == "on");
+            match a.activations.as_deref() {
+                Some("bf16") => be.set_activations(cyberhost_engine::backends::cuda::DType::Bf16),
+                Some(_) => be.set_activations(cyberhost_engine::backends::cuda::DType::F32),
+                None => {}
+            }
             run_on(be, a)
         }
         other => Err(UserError::new(format!("--backend {other}: use `cpu` or `cuda`")).into()),
