@@ -1,8 +1,8 @@
 //! Launcher for `kernels/cuda/conv2d.cu` (`conv2d_v1_bf16`): NCHW implicit-GEMM convolution
 //! (rectangular kernels, per-axis stride / padding / dilation, groups) with a fused
 //! `scale * (conv + bias + temb + residual)` epilogue (the residual per image or one image broadcast
-//! over the batch), and `CudaBackend::conv2d` on top of it (f32 tensors: operands rounded to
-//! bf16, `conv2d_v1_f32` writes the f32 output).
+//! over the batch), and `CudaBackend::conv2d` on top of it (f32 activations: bf16 hi + lo split
+//! operands, `conv2d_v1_f32` writes the f32 output).
 
 use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
@@ -192,8 +192,16 @@ pub(crate) fn conv2d_op(
         );
     }
     let out_shape = [n, o, shape.h_out() as usize, shape.w_out() as usize];
-    let xb = be.as_dtype(x, DType::Bf16)?;
-    let wb = be.as_dtype(w, DType::Bf16)?;
+    let mut shape = shape;
+    let (xb, wb) = if x.dtype() == DType::F32 && p.groups == 1 {
+        // f32 activations: bf16 hi + lo parts as extra input channels, f32-accurate conv
+        // (`linalg::split_operands`, docs/kernels.md Numerics).
+        let (xs, ws) = super::linalg::split_operands(be, x, w, 1, 1)?;
+        shape.c_in = xs.shape()[1] as u64;
+        (xs, ws)
+    } else {
+        (be.as_dtype(x, DType::Bf16)?, be.as_dtype(w, DType::Bf16)?)
+    };
     let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
     // f32 activations get an f32 output straight from the kernel (rounding it to bf16 and back
     // would add a bf16 rounding per conv to the f32 path, see docs/kernels.md "Numerics").

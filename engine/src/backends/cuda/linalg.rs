@@ -4,10 +4,11 @@
 //! bias in the epilogue, B `(K, N)` read directly), `conv2d` to `conv2d.rs` (implicit-GEMM NCHW,
 //! bias in the epilogue; the backend op lives in `conv2d.rs`), `attention` to
 //! `attention.rs` (flash attention, head dim a multiple of 8 up to 160, `Dv = D`). f32 tensors keep
-//! f32 outputs: `linear` / `matmul` run `kernels/cuda/gemm_bf16.cu` (operands rounded to bf16, f32
-//! accumulate and store), `conv2d` casts around the bf16 kernel. Attention shapes the flash kernel
-//! does not take (or f32 inputs) are composed: GEMM (f32 scores) -> softmax (`softmax.cu`, scale
-//! fused) -> GEMM.
+//! f32 outputs: `linear` / `matmul` run `kernels/cuda/gemm_bf16.cu` (f32 accumulate and store) on
+//! split operands (each f32 operand as bf16 hi + lo parts concatenated along K,
+//! [`split_operands`], so the product stays f32-accurate; bf16 weights are exact), `conv2d` runs
+//! `conv2d_v1_f32` the same way. Attention shapes the flash kernel does not take (or f32 inputs)
+//! are composed: GEMM (f32 scores) -> softmax (`softmax.cu`, scale fused) -> GEMM.
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::gemm_bf16::{launch_config, GemmLayout, GemmParams, GemmPtrs, GemmShape};
@@ -16,12 +17,60 @@ use cyberhost_kernels::{DType, KernelModule};
 use super::attention::{self as flash, AttnLayout};
 use super::backend::{promote, CudaBackend, CudaTensor};
 use super::gemm::{self, GemmExtras};
-use super::{layout, norm};
+use super::{elementwise, layout, norm};
+use crate::backends::Binary;
 use crate::backends::TensorLike;
 use cyberhost_kernels::attention::{traits_for, AttentionShape};
 
 /// gridDim.z limit: larger batches run in chunks.
 const MAX_BATCH: usize = 65_535;
+
+/// An f32 tensor as bf16 `hi + lo` (`hi = bf16(t)`, `lo = bf16(t - hi)`): together ~16
+/// significant bits, so tensor-core products of the parts are f32-accurate to ~1e-5 instead of
+/// the ~2e-3 of one bf16 rounding. A bf16 tensor is its own `hi` (no `lo`).
+pub(crate) fn split_bf16(
+    be: &CudaBackend,
+    t: &CudaTensor,
+) -> Result<(CudaTensor, Option<CudaTensor>)> {
+    if t.dtype() == DType::Bf16 {
+        return Ok((t.clone(), None));
+    }
+    let hi = elementwise::cast(be, t, DType::Bf16)?;
+    let rest = elementwise::binary(be, t, &hi, Binary::Sub)?; // f32 (mixed dtypes promote)
+    let lo = elementwise::cast(be, &rest, DType::Bf16)?;
+    Ok((hi, Some(lo)))
+}
+
+/// bf16 operands `(a', b')` of a product contracted over `a`'s dim `da` and `b`'s dim `db` with
+/// `a'·b' = a·b` to f32 accuracy: f32 operands are split ([`split_bf16`]) and the parts
+/// concatenated along the contracted dims, `[a_hi, a_lo]·[b, b]` (one f32 side) or
+/// `[a_hi, a_hi, a_lo]·[b_hi, b_lo, b_hi]` (both; the lo·lo term is below f32 rounding). bf16
+/// inputs come back unchanged. The K of the product grows 2x or 3x.
+pub(crate) fn split_operands(
+    be: &CudaBackend,
+    a: &CudaTensor,
+    b: &CudaTensor,
+    da: usize,
+    db: usize,
+) -> Result<(CudaTensor, CudaTensor)> {
+    let (ah, al) = split_bf16(be, a)?;
+    let (bh, bl) = split_bf16(be, b)?;
+    Ok(match (al, bl) {
+        (None, None) => (ah, bh),
+        (Some(al), None) => (
+            layout::concat(be, &[&ah, &al], da)?,
+            layout::concat(be, &[&bh, &bh], db)?,
+        ),
+        (None, Some(bl)) => (
+            layout::concat(be, &[&ah, &ah], da)?,
+            layout::concat(be, &[&bh, &bl], db)?,
+        ),
+        (Some(al), Some(bl)) => (
+            layout::concat(be, &[&ah, &ah, &al], da)?,
+            layout::concat(be, &[&bh, &bl, &bh], db)?,
+        ),
+    })
+}
 
 /// `C[b] = A[b]·B[b]ᵀ + bias` for bf16 A `(batch, m, k)` and B `(batch or 1, n, k)` into a new
 /// `(batch, m, n)` tensor of `out` dtype (`out_shape` gives its logical shape).
@@ -107,10 +156,9 @@ pub(crate) fn linear(
     let m: usize = x.shape()[..x.rank() - 1].iter().product();
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
-    let xa = be.as_dtype(x, DType::Bf16)?;
-    let wb = be.as_dtype(w, DType::Bf16)?;
     let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
     if x.dtype() == DType::Bf16 {
+        let wb = be.as_dtype(w, DType::Bf16)?;
         let mut out = be.alloc(&shape, DType::Bf16)?;
         if out.elem_count() > 0 {
             let extras = GemmExtras {
@@ -119,7 +167,7 @@ pub(crate) fn linear(
             };
             gemm::linear(
                 be.device(),
-                xa.buf(),
+                x.buf(),
                 wb.buf(),
                 out.buf_mut()?,
                 m,
@@ -130,12 +178,16 @@ pub(crate) fn linear(
         }
         return Ok(out);
     }
+    // f32 activations: split operands keep the product f32-accurate (docs/kernels.md Numerics).
+    let x2 = layout::reshape(x, &[m, k])?;
+    let (xs, ws) = split_operands(be, &x2, w, 1, 1)?;
+    let k2 = xs.shape()[1];
     gemm_nt(
         be,
-        &xa,
-        &wb,
+        &xs,
+        &ws,
         bb.as_ref(),
-        (1, m, n, k),
+        (1, m, n, k2),
         true,
         x.dtype(),
         &shape,
@@ -160,8 +212,8 @@ pub(crate) fn matmul(be: &CudaBackend, a: &CudaTensor, b: &CudaTensor) -> Result
     let out = promote(&[a, b]);
     let mut shape = a.shape().to_vec();
     shape[ra - 1] = n;
-    let ab = be.as_dtype(a, DType::Bf16)?;
-    let bb = be.as_dtype(b, DType::Bf16)?;
+    // Used when `out` is bf16, i.e. both are (f32 takes split operands below).
+    let (ab, bb) = (a.clone(), b.clone());
     if out == DType::Bf16 && batch <= MAX_BATCH {
         let mut c = be.alloc(&shape, DType::Bf16)?;
         if c.elem_count() > 0 {
@@ -183,8 +235,19 @@ pub(crate) fn matmul(be: &CudaBackend, a: &CudaTensor, b: &CudaTensor) -> Result
     }
     let mut dims: Vec<usize> = (0..rb).collect();
     dims.swap(rb - 2, rb - 1);
-    let bt = layout::permute(be, &bb, &dims)?; // (.., N, K)
-    gemm_nt(be, &ab, &bt, None, (batch, m, n, k), false, out, &shape)
+    if out == DType::Bf16 {
+        let bt = layout::permute(be, &bb, &dims)?; // (.., N, K)
+        return gemm_nt(be, &ab, &bt, None, (batch, m, n, k), false, out, &shape);
+    }
+    // f32: split operands (docs/kernels.md Numerics), contracted over the last dims.
+    let bt = layout::permute(be, b, &dims)?; // (.., N, K) in b's dtype
+    let (a3, bt3) = (
+        layout::reshape(a, &[batch, m, k])?,
+        layout::reshape(&bt, &[batch, n, k])?,
+    );
+    let (asp, bsp) = split_operands(be, &a3, &bt3, 2, 2)?;
+    let k2 = asp.shape()[2];
+    gemm_nt(be, &asp, &bsp, None, (batch, m, n, k2), false, out, &shape)
 }
 
 pub(crate) fn attention(
@@ -212,9 +275,8 @@ pub(crate) fn attention(
     let (lk, dv) = (k.shape()[2], v.shape()[3]);
     let bh = bsz * h;
     let out = promote(&[q, k, v]);
-    let qb = be.as_dtype(q, DType::Bf16)?;
-    let kb = be.as_dtype(k, DType::Bf16)?;
-    let vb = be.as_dtype(v, DType::Bf16)?;
+    // Used when `out` is bf16, i.e. all three are (f32 inputs take split operands below).
+    let (qb, kb, vb) = (q.clone(), k.clone(), v.clone());
     let flash_ok = out == DType::Bf16
         && dv == d
         && lk >= 1
@@ -244,26 +306,41 @@ pub(crate) fn attention(
         }
         return Ok(o);
     }
-    // scores (BH, Lq, Lk) in f32, softmax(scale · scores) in f32, then rounded to bf16 for P·V
+    // scores (BH, Lq, Lk) in f32, softmax(scale · scores) in f32, then P·V. bf16 inputs: P rounded
+    // to bf16; f32 inputs: q, k, P and v as split operands (docs/kernels.md Numerics).
+    let (qs, ks) = if out == DType::F32 {
+        split_operands(be, q, k, 3, 3)?
+    } else {
+        (qb, kb)
+    };
+    let dq = qs.shape()[3];
     let s = gemm_nt(
         be,
-        &qb,
-        &kb,
+        &qs,
+        &ks,
         None,
-        (bh, lq, lk, d),
+        (bh, lq, lk, dq),
         false,
         DType::F32,
         &[bsz, h, lq, lk],
     )?;
     let p = norm::softmax_last(be, &s, scale)?;
-    let p = be.as_dtype(&p, DType::Bf16)?;
-    let vt = layout::permute(be, &vb, &[0, 1, 3, 2])?; // (B, H, Dv, Lk)
+    let (ps, vts) = if out == DType::F32 {
+        let vt = layout::permute(be, v, &[0, 1, 3, 2])?; // (B, H, Dv, Lk)
+        split_operands(be, &p, &vt, 3, 3)?
+    } else {
+        (
+            be.as_dtype(&p, DType::Bf16)?,
+            layout::permute(be, &vb, &[0, 1, 3, 2])?,
+        )
+    };
+    let lk2 = ps.shape()[3];
     gemm_nt(
         be,
-        &p,
-        &vt,
+        &ps,
+        &vts,
         None,
-        (bh, lq, dv, lk),
+        (bh, lq, dv, lk2),
         false,
         out,
         &[bsz, h, lq, dv],
