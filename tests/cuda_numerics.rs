@@ -244,6 +244,10 @@ impl<B: Backend> Backend for Probe<B> {
         self.inner.to_f32(t)
     }
 
+    fn to_activation(&self, t: &B::Tensor) -> Result<B::Tensor> {
+        self.inner.to_activation(t)
+    }
+
     fn zeros(&self, shape: &[usize]) -> Result<B::Tensor> {
         self.inner.zeros(shape)
     }
