@@ -255,6 +255,13 @@ fn gpu() -> &'static CudaBackend {
     })
 }
 
+/// The stand-in's launch counter is per process: the CUDA tests of this file take turns, so one
+/// test's launches never land in another's count.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn launches(f: impl FnOnce()) -> u64 {
     let count = || {
         gpu()
@@ -270,6 +277,7 @@ fn launches(f: impl FnOnce()) -> u64 {
 
 #[test]
 fn cuda_rca_matches_cpu_and_launch_counts() {
+    let _serial = serial();
     let (cpu, be) = (CpuBackend::new(), gpu().clone());
     let (mc, mg) = (load(&cpu), load(&be));
     let tv = random(60, 7, 1.0);
@@ -314,6 +322,7 @@ fn cuda_rca_matches_cpu_and_launch_counts() {
 
 #[test]
 fn cuda_rca_ops_match_cpu() {
+    let _serial = serial();
     let (cpu, be) = (CpuBackend::new(), gpu().clone());
     let t = |shape: &[usize], seed: u64| {
         let v = random(shape.iter().product(), seed, 1.0);
