@@ -2,9 +2,9 @@
 """Time one CFG step's denoising UNet of a cyberhost preset in PyTorch (eager and torch.compile)
 on the same shapes as `cyberhost bench`, and print the ratio to a `cyberhost bench --json` file.
 
-    cyberhost make-weights --preset paper --out /tmp/paper
+    cyberhost make-weights --preset paper --out paper-weights
     cyberhost bench --preset paper --backend cuda --json > ours.json
-    python benches/compare/compare_unet_step.py --weights /tmp/paper --ours ours.json
+    python benches/compare/compare_unet_step.py --weights paper-weights --ours ours.json
 
 The model is diffusers' UNetMotionModel built from `<weights>/denoising_unet/config.json` (the
 diffusers layout `cyberhost make-weights` writes), weights from its safetensors file when they
