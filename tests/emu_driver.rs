@@ -6,6 +6,9 @@
 //! it. No environment setup is needed. All tests here share one process-wide driver, so they take
 //! `SERIAL` to keep the driver's call counters attributable.
 
+mod common;
+use common::{random, rel_l2};
+
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -38,31 +41,6 @@ fn emu_device() -> &'static CudaDevice {
         );
         dev
     })
-}
-
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
 }
 
 fn axpy_ref(alpha: f32, a: &[f32], b: &[f32]) -> Vec<f32> {

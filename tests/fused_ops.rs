@@ -12,6 +12,9 @@
 //! cargo build -p ptx-emu-driver && cargo test --test fused_ops
 //! ```
 
+mod common;
+use common::random;
+
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use cyberhost_engine::backends::cpu::{CpuBackend, CpuTensor};
@@ -27,30 +30,9 @@ use cyberhost_engine::pipeline::presets::Preset;
 
 const CPU: CpuBackend = CpuBackend;
 
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
-    assert!(den > 0.0, "reference is all zeros");
-    (num / den).sqrt()
+    assert!(want.iter().any(|&w| w != 0.0), "reference is all zeros");
+    common::rel_l2(got, want)
 }
 
 /// Host data of one operand: shape and seeded values.

@@ -11,6 +11,9 @@
 //! cargo test --test sampler_fused
 //! ```
 
+mod common;
+use common::rel_l2;
+
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use cyberhost_engine::backends::composed::{cfg_ddim_one, CFG_DDIM_COEFFS};
@@ -22,28 +25,7 @@ use cyberhost_engine::sampler::{DdimConfig, DdimScheduler};
 const CPU: CpuBackend = CpuBackend;
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
-}
-
-fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
+    common::random_span(n, seed, 2.0)
 }
 
 fn scheduler(prediction: &str, clip: bool, schedule: &str, steps: usize) -> DdimScheduler {
