@@ -3,26 +3,26 @@
 //! Sources (the `src` field of each row names the ones used):
 //! * [H100-DS]  NVIDIA H100 Tensor Core GPU datasheet (SXM5 and PCIe columns).
 //! * [H100-WP]  NVIDIA H100 Tensor Core GPU Architecture whitepaper (Hopper): SM counts, clocks,
-//!              per-SM resources (228 KB shared per SM, 227 KB per block; 50 MB L2).
+//!   per-SM resources (228 KB shared per SM, 227 KB per block; 50 MB L2).
 //! * [H200-DS]  NVIDIA H200 Tensor Core GPU datasheet / product brief (141 GB HBM3e, 4.8 TB/s;
-//!              compute identical to H100 SXM).
+//!   compute identical to H100 SXM).
 //! * [A100-DS]  NVIDIA A100 Tensor Core GPU datasheet (80 GB SXM: 2,039 GB/s).
 //! * [A100-WP]  NVIDIA A100 Tensor Core GPU Architecture whitepaper (Ampere GA100): 108 SMs,
-//!              1410 MHz boost, 40 MB L2, 164 KB shared per SM (163 KB per block).
+//!   1410 MHz boost, 40 MB L2, 164 KB shared per SM (163 KB per block).
 //! * [A6000-DS] NVIDIA RTX A6000 datasheet (84 SMs / 10,752 CUDA cores, 38.7 TF FP32,
-//!              309.7 TF sparse FP16 tensor, 768 GB/s); [GA102-WP] NVIDIA Ampere GA102 GPU
-//!              Architecture whitepaper (6 MB L2, 128 KB L1/shared per SM, 100 KB shared).
+//!   309.7 TF sparse FP16 tensor, 768 GB/s); [GA102-WP] NVIDIA Ampere GA102 GPU
+//!   Architecture whitepaper (6 MB L2, 128 KB L1/shared per SM, 100 KB shared).
 //! * [ADA-WP]   NVIDIA Ada GPU Architecture whitepaper (RTX 4090 appendix table: 128 SMs,
-//!              2520 MHz boost, 82.6 TF FP32, 165.2/330.3 TF FP16 tensor w/ FP32 accumulate
-//!              dense/sparse, 1008 GB/s, 72 MB L2); [L4-DS] NVIDIA L4 datasheet (30.3 TF FP32,
-//!              242 TF sparse FP16/BF16 tensor, 300 GB/s; 58 SMs, 48 MB L2 from [ADA-WP]).
+//!   2520 MHz boost, 82.6 TF FP32, 165.2/330.3 TF FP16 tensor w/ FP32 accumulate
+//!   dense/sparse, 1008 GB/s, 72 MB L2); [L4-DS] NVIDIA L4 datasheet (30.3 TF FP32,
+//!   242 TF sparse FP16/BF16 tensor, 300 GB/s; 58 SMs, 48 MB L2 from [ADA-WP]).
 //! * [CUDA-PG]  CUDA C++ Programming Guide, "Technical Specifications per Compute Capability":
-//!              65,536 registers/SM, 255 per thread, max threads/blocks per SM (8.0: 2048/32;
-//!              8.6 and 8.9: 1536/16 and 1536/24; 9.0: 2048/32), register allocation unit 256
-//!              per warp, 1 KB shared memory reserved per block (8.x, 9.0).
+//!   65,536 registers/SM, 255 per thread, max threads/blocks per SM (8.0: 2048/32;
+//!   8.6 and 8.9: 1536/16 and 1536/24; 9.0: 2048/32), register allocation unit 256
+//!   per warp, 1 KB shared memory reserved per block (8.x, 9.0).
 //! * [SM-ARCH]  The whitepapers' SM diagrams: 4 SM sub-partitions, each with one warp scheduler
-//!              dispatching one warp instruction per clock (issue rate 4 per SM per clock); the
-//!              L1/shared data path delivers 128 bytes per clock per SM (one wavefront).
+//!   dispatching one warp instruction per clock (issue rate 4 per SM per clock); the
+//!   L1/shared data path delivers 128 bytes per clock per SM (one wavefront).
 //!
 //! Tensor figures are *dense* (the datasheets' sparse figures halved). Throughputs are the
 //! datasheets' peaks at the boost clock; the model divides them by the SM count.
@@ -77,6 +77,7 @@ const KB: u64 = 1024;
 const L2_BYTES_PER_CLK_SM: f64 = 5120.0 / 108.0;
 const MB: u64 = 1024 * 1024;
 
+#[allow(clippy::too_many_arguments)]
 const fn hopper(
     name: &'static str,
     marketing: &'static str,
