@@ -566,3 +566,16 @@ impl LaunchAccumulator {
         c
     }
 }
+
+/// Registers per thread of `entry` for `arch` (`sm_80`, `sm_90a`) from a ptxas report as
+/// `tools/kernels/build_ptx.py` writes it (`kernels/reports/<name>.txt`: columns entry, arch,
+/// regs, ...). `None` when the report has no such row.
+pub fn registers_from_report(report: &str, entry: &str, arch: &str) -> Option<u32> {
+    report
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next()? == entry && f.next()? == arch).then(|| f.next()?.parse().ok())?
+        })
+}

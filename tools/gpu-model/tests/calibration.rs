@@ -132,3 +132,24 @@ fn published_series_within_2x_and_ranked() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn shapes_use_the_committed_ptxas_registers() {
+    for s in series() {
+        // The Hopper series' numbers are for sm_90a, the A6000's for sm_8x (reported as sm_80).
+        let arch = if s.gpu.starts_with("h1") {
+            "sm_90a"
+        } else {
+            "sm_80"
+        };
+        for st in &s.steps {
+            let k = st.kernel;
+            let rep_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("calibration/reports")
+                .join(k.ptx_file().replace(".ptx", ".txt"));
+            let rep = std::fs::read_to_string(&rep_path).unwrap();
+            let regs = gpu_model::counters::registers_from_report(&rep, k.entry(), arch);
+            assert_eq!(regs, Some(k.shape(s.n).regs), "{} ({arch})", k.entry());
+        }
+    }
+}

@@ -223,3 +223,24 @@ fn json_keys_are_nsight_metric_names() {
     let back: gpu_model::Counters = serde_json::from_value(v).unwrap();
     assert_eq!(back, c);
 }
+
+#[test]
+fn registers_from_the_committed_ptxas_report() {
+    let rep = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/calibration/reports/sgemm_a6000.txt"
+    ))
+    .unwrap();
+    assert_eq!(
+        gpu_model::counters::registers_from_report(&rep, "sgemm5_2d", "sm_80"),
+        Some(101)
+    );
+    assert_eq!(
+        gpu_model::counters::registers_from_report(&rep, "sgemm5_2d", "sm_86"),
+        None
+    );
+    assert_eq!(
+        gpu_model::counters::registers_from_report(&rep, "nope", "sm_80"),
+        None
+    );
+}
