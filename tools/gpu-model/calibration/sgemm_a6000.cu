@@ -119,6 +119,25 @@ extern "C" __global__ void sgemm5_2d(int M, int N, int K, float alpha, const flo
         }
 }
 
+// Steps 6, 9, 10: one tile of A (float4 loads, stored transposed) and of B (float4 in, float4 out).
+template <int BM, int BN, int BK, int NT>
+__device__ __forceinline__ void load_tiles_vec(int N, int K, const float *A, const float *B, float *As,
+                                               float *Bs) {
+    for (int e = threadIdx.x; e < BM * BK / 4; e += NT) {
+        const int r = e / (BK / 4), c = e % (BK / 4);
+        const float4 t = reinterpret_cast<const float4 *>(&A[r * K + c * 4])[0];
+        As[(c * 4 + 0) * BM + r] = t.x;
+        As[(c * 4 + 1) * BM + r] = t.y;
+        As[(c * 4 + 2) * BM + r] = t.z;
+        As[(c * 4 + 3) * BM + r] = t.w;
+    }
+    for (int e = threadIdx.x; e < BK * BN / 4; e += NT) {
+        const int r = e / (BN / 4), c = e % (BN / 4);
+        reinterpret_cast<float4 *>(&Bs[r * BN + c * 4])[0] =
+        reinterpret_cast<const float4 *>(&B[r * N + c * 4])[0];
+    }
+}
+
 // Step 6: vectorised memory access. Step 5 with float4 global loads, As stored transposed so the
 // inner loop reads both As and Bs as float4, float4 C stores.
 template <int BM, int BN, int BK, int TM, int TN>
@@ -133,19 +152,7 @@ __device__ void sgemm_vec_body(int M, int N, int K, float alpha, const float *A,
     C += blockIdx.y * BM * N + blockIdx.x * BN;
     float acc[TM * TN] = {0.f}, rm[TM], rn[TN];
     for (int k0 = 0; k0 < K; k0 += BK) {
-        for (int e = threadIdx.x; e < BM * BK / 4; e += NT) {
-            const int r = e / (BK / 4), c = e % (BK / 4);
-            const float4 t = reinterpret_cast<const float4 *>(&A[r * K + c * 4])[0];
-            As[(c * 4 + 0) * BM + r] = t.x;
-            As[(c * 4 + 1) * BM + r] = t.y;
-            As[(c * 4 + 2) * BM + r] = t.z;
-            As[(c * 4 + 3) * BM + r] = t.w;
-        }
-        for (int e = threadIdx.x; e < BK * BN / 4; e += NT) {
-            const int r = e / (BN / 4), c = e % (BN / 4);
-            reinterpret_cast<float4 *>(&Bs[r * BN + c * 4])[0] =
-                reinterpret_cast<const float4 *>(&B[r * N + c * 4])[0];
-        }
+        load_tiles_vec<BM, BN, BK, NT>(N, K, A, B, As, Bs);
         __syncthreads();
         A += BK;
         B += BK * N;
@@ -205,19 +212,7 @@ extern "C" __global__ void __launch_bounds__(128) sgemm10_warptile(int M, int N,
     C += (blockIdx.y * BM + wr * WM) * N + blockIdx.x * BN + wc * WN;
     float acc[WMITER * TM * WNITER * TN] = {0.f}, rm[WMITER * TM], rn[WNITER * TN];
     for (int k0 = 0; k0 < K; k0 += BK) {
-        for (int e = threadIdx.x; e < BM * BK / 4; e += NT) {
-            const int r = e / (BK / 4), c = e % (BK / 4);
-            const float4 t = reinterpret_cast<const float4 *>(&A[r * K + c * 4])[0];
-            As[(c * 4 + 0) * BM + r] = t.x;
-            As[(c * 4 + 1) * BM + r] = t.y;
-            As[(c * 4 + 2) * BM + r] = t.z;
-            As[(c * 4 + 3) * BM + r] = t.w;
-        }
-        for (int e = threadIdx.x; e < BK * BN / 4; e += NT) {
-            const int r = e / (BN / 4), c = e % (BN / 4);
-            reinterpret_cast<float4 *>(&Bs[r * BN + c * 4])[0] =
-                reinterpret_cast<const float4 *>(&B[r * N + c * 4])[0];
-        }
+        load_tiles_vec<BM, BN, BK, NT>(N, K, A, B, As, Bs);
         __syncthreads();
         A += BK;
         B += BK * N;

@@ -335,10 +335,8 @@ impl BlockAccumulator {
         if lane_addresses.iter().all(Option::is_none) {
             return;
         }
-        let mut sectors = std::mem::take(&mut self.scratch);
-        let lines = global_sectors_lines(width_bytes, lane_addresses, &mut sectors);
+        let sectors = self.sectors_of(width_bytes, lane_addresses);
         let n = sectors.len() as u64;
-        self.c.l1_global_wavefronts += lines;
         match kind {
             Access::Load => {
                 self.c.global_ld_requests += 1;
@@ -360,15 +358,22 @@ impl BlockAccumulator {
         self.scratch = sectors;
     }
 
+    /// The distinct sectors of one global access (in the reused scratch vector, to be put back);
+    /// adds its 128-B lines to the L1 global wavefronts.
+    fn sectors_of(&mut self, width_bytes: u32, lane_addresses: &[Option<u64>]) -> Vec<u64> {
+        let mut sectors = std::mem::take(&mut self.scratch);
+        self.c.l1_global_wavefronts +=
+            global_sectors_lines(width_bytes, lane_addresses, &mut sectors);
+        sectors
+    }
+
     /// `cp.async` (LDGSTS): counted on the global side under Nsight's `op_ldgsts` metrics; the
     /// shared-memory fill is done by the L1 itself and is not a shared `st` instruction.
     pub fn on_cp_async(&mut self, width_bytes: u32, global_lane_addresses: &[Option<u64>]) {
         if global_lane_addresses.iter().all(Option::is_none) {
             return;
         }
-        let mut sectors = std::mem::take(&mut self.scratch);
-        let lines = global_sectors_lines(width_bytes, global_lane_addresses, &mut sectors);
-        self.c.l1_global_wavefronts += lines;
+        let sectors = self.sectors_of(width_bytes, global_lane_addresses);
         self.c.global_ldgsts_requests += 1;
         self.c.global_ldgsts_sectors += sectors.len() as u64;
         self.read_sectors.extend(sectors.iter().copied());

@@ -77,6 +77,39 @@ const KB: u64 = 1024;
 const L2_BYTES_PER_CLK_SM: f64 = 5120.0 / 108.0;
 const MB: u64 = 1024 * 1024;
 
+/// Figures shared by every GPU in the table ([CUDA-PG], [SM-ARCH]) and the model's assumptions;
+/// each row below overrides the rest.
+const COMMON: GpuSpec = GpuSpec {
+    name: "",
+    marketing: "",
+    sms: 0,
+    boost_mhz: 0.0,
+    issue_per_clk: 4.0,
+    fp32_tflops: 0.0,
+    tensor_f16_tflops: 0.0,
+    tensor_bf16_tflops: 0.0,
+    tensor_tf32_tflops: 0.0,
+    tensor_f8_tflops: 0.0,
+    tensor_int8_tops: 0.0,
+    tensor_f64_tflops: 0.0,
+    shared_bytes_per_clk: 128.0,
+    dram_gbs: 0.0,
+    l2_bytes_per_clk_sm: L2_BYTES_PER_CLK_SM,
+    l2_bytes: 0,
+    regs_per_sm: 65536,
+    max_regs_per_thread: 255,
+    smem_per_sm: 0,
+    smem_per_block_max: 0,
+    smem_reserved_per_block: KB,
+    max_threads_per_sm: 2048,
+    max_blocks_per_sm: 32,
+    mem_latency_cycles: 600.0,
+    launch_us: 3.0,
+    src: "",
+};
+
+/// Hopper (compute capability 9.0): 228 KB shared per SM (227 per block), 50 MB L2; tensor
+/// rates from the bf16 figure (tf32 half, fp8/int8 double, fp64 tensor = FP32) [H100-DS].
 #[allow(clippy::too_many_arguments)]
 const fn hopper(
     name: &'static str,
@@ -93,7 +126,6 @@ const fn hopper(
         marketing,
         sms,
         boost_mhz,
-        issue_per_clk: 4.0,
         fp32_tflops: fp32,
         tensor_f16_tflops: bf16,
         tensor_bf16_tflops: bf16,
@@ -101,22 +133,23 @@ const fn hopper(
         tensor_f8_tflops: bf16 * 2.0,
         tensor_int8_tops: bf16 * 2.0,
         tensor_f64_tflops: fp32,
-        shared_bytes_per_clk: 128.0,
         dram_gbs,
-        l2_bytes_per_clk_sm: L2_BYTES_PER_CLK_SM,
         l2_bytes: 50 * MB,
-        regs_per_sm: 65536,
-        max_regs_per_thread: 255,
         smem_per_sm: 228 * KB,
         smem_per_block_max: 227 * KB,
-        smem_reserved_per_block: KB,
-        max_threads_per_sm: 2048,
-        max_blocks_per_sm: 32,
-        mem_latency_cycles: 600.0,
-        launch_us: 3.0,
         src,
+        ..COMMON
     }
 }
+
+/// GA102 / AD10x (compute capability 8.6 / 8.9): 100 KB shared per SM (99 per block), 1536
+/// threads per SM [GA102-WP, ADA-WP, CUDA-PG].
+const SM_8X_CONSUMER: GpuSpec = GpuSpec {
+    smem_per_sm: 100 * KB,
+    smem_per_block_max: 99 * KB,
+    max_threads_per_sm: 1536,
+    ..COMMON
+};
 
 /// Every GPU `PTX_EMU_GPU` accepts.
 pub const GPUS: &[GpuSpec] = &[
@@ -155,68 +188,52 @@ pub const GPUS: &[GpuSpec] = &[
         4800.0,
         "H200-DS, H100-WP, CUDA-PG, SM-ARCH",
     ),
+    // A100 SXM4 80 GB: 108 SMs, 1410 MHz, FP32 19.5, TF32 156, BF16/FP16 312, INT8 624 dense,
+    // FP64 tensor 19.5, 2,039 GB/s, 40 MB L2, 164 KB shared per SM [A100-DS, A100-WP].
     GpuSpec {
         name: "a100-sxm",
         marketing: "NVIDIA A100 SXM4 80GB",
         sms: 108,
         boost_mhz: 1410.0,
-        issue_per_clk: 4.0,
         fp32_tflops: 19.5,
         tensor_f16_tflops: 312.0,
         tensor_bf16_tflops: 312.0,
         tensor_tf32_tflops: 156.0,
-        tensor_f8_tflops: 0.0,
         tensor_int8_tops: 624.0,
         tensor_f64_tflops: 19.5,
-        shared_bytes_per_clk: 128.0,
         dram_gbs: 2039.0,
-        l2_bytes_per_clk_sm: L2_BYTES_PER_CLK_SM,
         l2_bytes: 40 * MB,
-        regs_per_sm: 65536,
-        max_regs_per_thread: 255,
         smem_per_sm: 164 * KB,
         smem_per_block_max: 163 * KB,
-        smem_reserved_per_block: KB,
-        max_threads_per_sm: 2048,
-        max_blocks_per_sm: 32,
-        mem_latency_cycles: 600.0,
-        launch_us: 3.0,
         src: "A100-DS, A100-WP, CUDA-PG, SM-ARCH",
+        ..COMMON
     },
+    // RTX A6000: 84 SMs, 1800 MHz, FP32 38.7, TF32 77.4, FP16/BF16 154.8, INT8 309.7 dense,
+    // 768 GB/s, 6 MB L2, 16 blocks/SM [A6000-DS, GA102-WP, CUDA-PG 8.6].
     GpuSpec {
         name: "a6000",
         marketing: "NVIDIA RTX A6000",
         sms: 84,
         boost_mhz: 1800.0,
-        issue_per_clk: 4.0,
         fp32_tflops: 38.7,
         tensor_f16_tflops: 154.8,
         tensor_bf16_tflops: 154.8,
         tensor_tf32_tflops: 77.4,
-        tensor_f8_tflops: 0.0,
         tensor_int8_tops: 309.7,
         tensor_f64_tflops: 0.6,
-        shared_bytes_per_clk: 128.0,
         dram_gbs: 768.0,
-        l2_bytes_per_clk_sm: L2_BYTES_PER_CLK_SM,
         l2_bytes: 6 * MB,
-        regs_per_sm: 65536,
-        max_regs_per_thread: 255,
-        smem_per_sm: 100 * KB,
-        smem_per_block_max: 99 * KB,
-        smem_reserved_per_block: KB,
-        max_threads_per_sm: 1536,
         max_blocks_per_sm: 16,
-        mem_latency_cycles: 600.0,
-        launch_us: 3.0,
         src: "A6000-DS, GA102-WP, CUDA-PG, SM-ARCH",
+        ..SM_8X_CONSUMER
     },
+    // L4: 58 SMs, 2040 MHz, FP32 30.3, TF32 60, FP16/BF16 121, FP8/INT8 242 dense, 300 GB/s,
+    // 48 MB L2, 24 blocks/SM [L4-DS, ADA-WP, CUDA-PG 8.9].
     GpuSpec {
         name: "l4",
         marketing: "NVIDIA L4",
         sms: 58,
         boost_mhz: 2040.0,
-        issue_per_clk: 4.0,
         fp32_tflops: 30.3,
         tensor_f16_tflops: 121.0,
         tensor_bf16_tflops: 121.0,
@@ -224,27 +241,19 @@ pub const GPUS: &[GpuSpec] = &[
         tensor_f8_tflops: 242.0,
         tensor_int8_tops: 242.0,
         tensor_f64_tflops: 0.5,
-        shared_bytes_per_clk: 128.0,
         dram_gbs: 300.0,
-        l2_bytes_per_clk_sm: L2_BYTES_PER_CLK_SM,
         l2_bytes: 48 * MB,
-        regs_per_sm: 65536,
-        max_regs_per_thread: 255,
-        smem_per_sm: 100 * KB,
-        smem_per_block_max: 99 * KB,
-        smem_reserved_per_block: KB,
-        max_threads_per_sm: 1536,
         max_blocks_per_sm: 24,
-        mem_latency_cycles: 600.0,
-        launch_us: 3.0,
         src: "L4-DS, ADA-WP, CUDA-PG, SM-ARCH",
+        ..SM_8X_CONSUMER
     },
+    // RTX 4090: 128 SMs, 2520 MHz, FP32 82.6, FP16/BF16 with FP32 accumulate 165.2, TF32 82.6,
+    // FP8 330.3, INT8 660.6 dense, 1008 GB/s, 72 MB L2 [ADA-WP appendix, CUDA-PG 8.9].
     GpuSpec {
         name: "rtx4090",
         marketing: "NVIDIA GeForce RTX 4090",
         sms: 128,
         boost_mhz: 2520.0,
-        issue_per_clk: 4.0,
         fp32_tflops: 82.6,
         tensor_f16_tflops: 165.2,
         tensor_bf16_tflops: 165.2,
@@ -252,20 +261,11 @@ pub const GPUS: &[GpuSpec] = &[
         tensor_f8_tflops: 330.3,
         tensor_int8_tops: 660.6,
         tensor_f64_tflops: 1.3,
-        shared_bytes_per_clk: 128.0,
         dram_gbs: 1008.0,
-        l2_bytes_per_clk_sm: L2_BYTES_PER_CLK_SM,
         l2_bytes: 72 * MB,
-        regs_per_sm: 65536,
-        max_regs_per_thread: 255,
-        smem_per_sm: 100 * KB,
-        smem_per_block_max: 99 * KB,
-        smem_reserved_per_block: KB,
-        max_threads_per_sm: 1536,
         max_blocks_per_sm: 24,
-        mem_latency_cycles: 600.0,
-        launch_us: 3.0,
         src: "ADA-WP, CUDA-PG, SM-ARCH",
+        ..SM_8X_CONSUMER
     },
 ];
 

@@ -164,6 +164,21 @@ pub fn build(
     }
 }
 
+/// Column headers of [`render_table`] (and their widths).
+pub const COLUMNS: [&str; 10] = [
+    "kernel",
+    "launches",
+    "predicted_us",
+    "share%",
+    "bound",
+    "sol%",
+    "TFLOP/s",
+    "DRAM_GB/s",
+    "bank_confl",
+    "sect/req",
+];
+const WIDTHS: [usize; 10] = [40, 8, 12, 7, 8, 6, 10, 9, 12, 8];
+
 /// The per-kernel table as text.
 pub fn render_table(r: &Report) -> String {
     use std::fmt::Write;
@@ -179,20 +194,12 @@ pub fn render_table(r: &Report) -> String {
             ""
         }
     );
-    let _ = write!(
-        s,
-        "{:<40} {:>8} {:>12} {:>7} {:>8} {:>6} {:>10} {:>9} {:>12} {:>8}",
-        "kernel",
-        "launches",
-        "predicted_us",
-        "share%",
-        "bound",
-        "sol%",
-        "TFLOP/s",
-        "DRAM_GB/s",
-        "bank_confl",
-        "sect/req"
-    );
+    for (i, (col, w)) in COLUMNS.iter().zip(WIDTHS).enumerate() {
+        let _ = match i {
+            0 => write!(s, "{col:<w$}"),
+            _ => write!(s, " {col:>w$}"),
+        };
+    }
     if measured {
         let _ = write!(s, " {:>12} {:>7}", "measured_us", "err%");
     }

@@ -231,20 +231,7 @@ fn report_table_json_and_roofline() {
     let share: f64 = r.kernels.iter().map(|k| k.share_pct).sum();
     assert!((share - 100.0).abs() < 1e-9);
     let t = render_table(&r);
-    for col in [
-        "kernel",
-        "launches",
-        "predicted_us",
-        "share%",
-        "bound",
-        "sol%",
-        "TFLOP/s",
-        "DRAM_GB/s",
-        "bank_confl",
-        "sect/req",
-        "gemm",
-        "norm",
-    ] {
+    for col in gpu_model::report::COLUMNS.iter().chain(&["gemm", "norm"]) {
         assert!(t.contains(col), "{col} missing in\n{t}");
     }
     let j: serde_json::Value = serde_json::from_str(&to_json(&r)).unwrap();
