@@ -306,14 +306,14 @@ impl GpuSpec {
     /// Dense tensor TFLOP/s for an operand type name (`f16`, `bf16`, `tf32`, `f8`, `int8`,
     /// `f64`); `None` when the GPU has no tensor path for it.
     pub fn tensor_tflops(&self, dtype: &str) -> Option<f64> {
-        let v = match dtype {
-            "f16" => self.tensor_f16_tflops,
-            "bf16" => self.tensor_bf16_tflops,
-            "tf32" => self.tensor_tf32_tflops,
-            "f8" => self.tensor_f8_tflops,
-            "int8" => self.tensor_int8_tops,
-            "f64" => self.tensor_f64_tflops,
-            _ => 0.0,
+        use crate::counters::TensorDtype as T;
+        let v = match T::from_name(dtype)? {
+            T::F16 => self.tensor_f16_tflops,
+            T::Bf16 => self.tensor_bf16_tflops,
+            T::Tf32 => self.tensor_tf32_tflops,
+            T::F8 => self.tensor_f8_tflops,
+            T::Int8 => self.tensor_int8_tops,
+            T::F64 => self.tensor_f64_tflops,
         };
         (v > 0.0).then_some(v)
     }

@@ -81,7 +81,19 @@ pub fn occupancy(c: &Counters, g: &GpuSpec) -> (u32, &'static str) {
 /// inputs together); each wave reads the union of its blocks' sectors, estimated as
 /// `min(F, resident blocks × mean distinct sectors per block)`, so
 /// `reads = max(F, waves × that)`. Writes: the distinct sectors written (write-back L2).
+///
+/// Rows without the footprint ingredients (e.g. converted from a real Nsight Compute run) use
+/// their `dram__bytes_*` values when present, else every requested global sector (no reuse).
 pub fn dram_bytes(c: &Counters, g: &GpuSpec) -> (u64, u64) {
+    if c.unique_read_sectors == 0 && c.unique_write_sectors == 0 && c.block_unique_read_sectors == 0
+    {
+        let rd = c.global_ld_sectors + c.global_ldgsts_sectors + c.global_atom_sectors;
+        let wr = c.global_st_sectors + c.global_atom_sectors;
+        return (
+            c.dram_bytes_read.unwrap_or(rd * SECTOR),
+            c.dram_bytes_write.unwrap_or(wr * SECTOR),
+        );
+    }
     let f = c.unique_read_sectors * SECTOR;
     let reads = if f <= g.l2_bytes || c.blocks_total == 0 {
         f
@@ -123,7 +135,13 @@ pub fn predict(c: &Counters, g: &GpuSpec) -> Prediction {
     }
     let l1_per_clk = g.shared_bytes_per_clk / 128.0;
     let (rd, wr) = dram_bytes(c, g);
-    let shared_cyc = (c.shared_wavefronts() + c.l1_global_wavefronts) as f64 * share / l1_per_clk;
+    // Rows without `emu__l1_global_wavefronts`: at least one pass per request, one per 4 sectors.
+    let l1_global = if c.l1_global_wavefronts > 0 {
+        c.l1_global_wavefronts
+    } else {
+        c.global_requests().max(c.global_sectors().div_ceil(4))
+    };
+    let shared_cyc = (c.shared_wavefronts() + l1_global) as f64 * share / l1_per_clk;
     let dram_us = (rd + wr) as f64 / (g.dram_gbs * 1e9) * 1e6;
     let waiting = c.waiting_warps.max(1) as f64;
     let trips_per_warp = c.mem_round_trips / waiting;
@@ -167,7 +185,7 @@ pub fn predict(c: &Counters, g: &GpuSpec) -> Prediction {
         tensor_s_ideal * 1e6,
         to_us(c.flop_fp32 as f64 / g.fp32_per_clk_sm() / sms),
         to_us(c.inst_executed as f64 / g.issue_per_clk / sms),
-        to_us((c.shared_wavefronts() + c.l1_global_wavefronts) as f64 / l1_per_clk / sms),
+        to_us((c.shared_wavefronts() + l1_global) as f64 / l1_per_clk / sms),
     ]
     .into_iter()
     .fold(0.0f64, f64::max);

@@ -179,6 +179,25 @@ pub const COLUMNS: [&str; 10] = [
 ];
 const WIDTHS: [usize; 10] = [40, 8, 12, 7, 8, 6, 10, 9, 12, 8];
 
+/// Append launch rows to a `PTX_EMU_STATS` file (created if missing), one JSON object per
+/// line, in a single write so a reader never sees half a row.
+pub fn append_jsonl(path: &std::path::Path, rows: &[Counters]) -> Result<(), String> {
+    use std::io::Write;
+    let mut text = String::new();
+    for r in rows {
+        text.push_str(&serde_json::to_string(r).map_err(|e| e.to_string())?);
+        text.push('\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open the stats file {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.flush())
+        .map_err(|e| format!("cannot write the stats file {}: {e}", path.display()))
+}
+
 /// The per-kernel table as text.
 pub fn render_table(r: &Report) -> String {
     use std::fmt::Write;

@@ -3,7 +3,9 @@
 use gpu_model::counters::{Access, BlockAccumulator, LaunchAccumulator, LaunchInfo, TensorDtype};
 use gpu_model::gpu::GPUS;
 use gpu_model::model::{dram_bytes, occupancy};
-use gpu_model::report::{build, parse_jsonl, render_table, roofline_svg, to_json, write_roofline};
+use gpu_model::report::{
+    append_jsonl, build, parse_jsonl, render_table, roofline_svg, to_json, write_roofline,
+};
 use gpu_model::sampling::{block_coords, sample_blocks, scale_to_grid};
 use gpu_model::{predict, Counters, GpuSpec};
 
@@ -246,4 +248,44 @@ fn report_table_json_and_roofline() {
     write_roofline(&r, g, &path).unwrap();
     assert!(std::fs::read_to_string(&path).unwrap().contains("</svg>"));
     assert!(write_roofline(&r, g, &dir.path().join("missing/roofline.svg")).is_err());
+}
+
+#[test]
+fn stats_file_appends_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("stats.jsonl");
+    let a = kernel(4, 64, 32, 0);
+    let mut b = kernel(8, 128, 40, 1024);
+    b.kernel = "other".into();
+    append_jsonl(&p, std::slice::from_ref(&a)).unwrap();
+    append_jsonl(&p, &[b.clone(), a.clone()]).unwrap();
+    assert_eq!(
+        parse_jsonl(&std::fs::read_to_string(&p).unwrap()).unwrap(),
+        vec![a.clone(), b, a]
+    );
+    let e = append_jsonl(&dir.path().join("no/such/dir.jsonl"), &[]).unwrap_err();
+    assert!(e.contains("stats file"), "{e}");
+}
+
+#[test]
+fn rows_without_emulator_ingredients_use_their_nsight_values() {
+    let g = GpuSpec::by_name("a100-sxm").unwrap();
+    let mut c = kernel(108 * 8, 256, 32, 0);
+    c.global_ld_requests = 1 << 20;
+    c.global_ld_sectors = 4 << 20;
+    c.inst_executed = 4 << 20;
+    // No footprint: every requested sector counts, 128 MiB.
+    assert_eq!(gpu_model::model::dram_bytes(&c, g), (128 << 20, 0));
+    c.dram_bytes_read = Some(1 << 30);
+    c.dram_bytes_write = Some(1 << 29);
+    assert_eq!(gpu_model::model::dram_bytes(&c, g), (1 << 30, 1 << 29));
+    let p = predict(&c, g);
+    assert_eq!(p.bound, "dram");
+    assert!((p.dram_us - 1.5 * (1u64 << 30) as f64 / 2039e9 * 1e6).abs() < 1e-6);
+    // Operand type aliases reach the right tensor rate.
+    assert_eq!(
+        GpuSpec::by_name("h100-sxm").unwrap().tensor_tflops("e4m3"),
+        Some(1978.8)
+    );
+    assert_eq!(g.tensor_tflops("f8"), None);
 }
