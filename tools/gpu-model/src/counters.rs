@@ -12,8 +12,9 @@
 //! [`BlockAccumulator`] and hands it to [`LaunchAccumulator::add_block`]; every total is a sum or
 //! a set union, so the result does not depend on the order blocks finish in.
 
+use rustc_hash::FxHashSet as HashSet;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 /// Sector size of the L1/L2 (bytes).
 pub const SECTOR: u64 = 32;
@@ -248,24 +249,33 @@ pub fn shared_wavefronts(width_bytes: u32, lanes: &[Option<u64>]) -> (u64, u64) 
         5..=8 => 16,
         _ => 8,
     };
-    let words_per_lane = u64::from(width_bytes.max(1)).div_ceil(4);
+    let width = u64::from(width_bytes.max(1));
     let mut wavefronts = 0u64;
     let mut ideal = 0u64;
+    // At most 32 lanes x 4 words (16-byte accesses) per group: no allocation.
+    let mut words = [0u64; 128];
     for chunk in lanes.chunks(group) {
-        let mut words: Vec<u64> = Vec::with_capacity(chunk.len() * words_per_lane as usize);
+        let mut n = 0;
         for &a in chunk.iter().flatten() {
-            let first = a / 4;
-            let last = (a + u64::from(width_bytes.max(1)) - 1) / 4;
-            words.extend(first..=last);
+            for w in a / 4..=(a + width - 1) / 4 {
+                if n < words.len() {
+                    words[n] = w;
+                    n += 1;
+                }
+            }
         }
-        if words.is_empty() {
+        if n == 0 {
             continue;
         }
-        words.sort_unstable();
-        words.dedup();
+        let ws = &mut words[..n];
+        ws.sort_unstable();
         let mut per_bank = [0u32; BANKS as usize];
-        for w in &words {
-            per_bank[(w % BANKS) as usize] += 1;
+        let mut prev = u64::MAX;
+        for &w in ws.iter() {
+            if w != prev {
+                per_bank[(w % BANKS) as usize] += 1;
+                prev = w;
+            }
         }
         wavefronts += u64::from(*per_bank.iter().max().unwrap_or(&1)).max(1);
         ideal += 1;
