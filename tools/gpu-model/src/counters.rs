@@ -310,6 +310,11 @@ pub fn global_sectors_lines(
     lines
 }
 
+/// `addresses` with the lanes outside `mask` turned off.
+pub fn masked(addresses: &[u64; 32], mask: u32) -> [Option<u64>; 32] {
+    std::array::from_fn(|l| (mask >> l & 1 == 1).then_some(addresses[l]))
+}
+
 /// Counter totals of one block (or any set of blocks), fed by the emulator.
 #[derive(Debug, Default, Clone)]
 pub struct BlockAccumulator {
@@ -388,6 +393,30 @@ impl BlockAccumulator {
         self.c.global_ldgsts_sectors += sectors.len() as u64;
         self.read_sectors.extend(sectors.iter().copied());
         self.scratch = sectors;
+    }
+
+    /// [`Self::on_global_access`] for a structure-of-arrays register file: lane `i` takes part
+    /// when bit `i` of `mask` is set (its guard predicate true), `addresses[i]` its address.
+    pub fn on_global_access_masked(
+        &mut self,
+        kind: Access,
+        width_bytes: u32,
+        addresses: &[u64; 32],
+        mask: u32,
+    ) {
+        self.on_global_access(kind, width_bytes, &masked(addresses, mask));
+    }
+
+    /// [`Self::on_shared_access`] with an active-lane bit mask (see
+    /// [`Self::on_global_access_masked`]).
+    pub fn on_shared_access_masked(
+        &mut self,
+        kind: Access,
+        width_bytes: u32,
+        addresses: &[u64; 32],
+        mask: u32,
+    ) {
+        self.on_shared_access(kind, width_bytes, &masked(addresses, mask));
     }
 
     /// A bulk (TMA-style) global→shared copy of `bytes` starting at `global_addr` issued by one

@@ -244,3 +244,29 @@ fn registers_from_the_committed_ptxas_report() {
         None
     );
 }
+
+#[test]
+fn masked_variants_match_option_lanes() {
+    let addrs: [u64; 32] = std::array::from_fn(|l| 4 * 33 * l as u64);
+    let mut a = BlockAccumulator::new();
+    let mut b = BlockAccumulator::new();
+    a.on_shared_access_masked(Access::Load, 4, &addrs, 0x0000_ffff);
+    a.on_global_access_masked(Access::Store, 4, &addrs, 0x8000_0001);
+    a.on_global_access_masked(Access::Load, 4, &addrs, 0);
+    let opt = |m: u32| -> Vec<Option<u64>> {
+        (0..32)
+            .map(|l| (m >> l & 1 == 1).then_some(addrs[l]))
+            .collect()
+    };
+    b.on_shared_access(Access::Load, 4, &opt(0x0000_ffff));
+    b.on_global_access(Access::Store, 4, &opt(0x8000_0001));
+    assert_eq!(a.c, b.c);
+    assert_eq!(
+        (
+            a.c.global_st_requests,
+            a.c.global_st_sectors,
+            a.c.global_ld_requests
+        ),
+        (1, 2, 0)
+    );
+}
