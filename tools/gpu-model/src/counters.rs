@@ -188,6 +188,15 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Blocks of the launch: `blocks_total`, or `launch__grid_size` when a row lacks it.
+    pub fn blocks(&self) -> u64 {
+        if self.blocks_total > 0 {
+            self.blocks_total
+        } else {
+            self.grid_size
+        }
+    }
+
     pub fn warps_per_block(&self) -> u64 {
         self.block_size.div_ceil(32).max(1)
     }

@@ -95,14 +95,15 @@ pub fn dram_bytes(c: &Counters, g: &GpuSpec) -> (u64, u64) {
         );
     }
     let f = c.unique_read_sectors * SECTOR;
-    let reads = if f <= g.l2_bytes || c.blocks_total == 0 {
+    let blocks = c.blocks();
+    let reads = if f <= g.l2_bytes || blocks == 0 {
         f
     } else {
         let (bps, _) = occupancy(c, g);
-        let resident = (bps as u64 * g.sms as u64).min(c.blocks_total).max(1);
-        let per_block = c.block_unique_read_sectors as f64 * SECTOR as f64 / c.blocks_total as f64;
+        let resident = (bps as u64 * g.sms as u64).min(blocks).max(1);
+        let per_block = c.block_unique_read_sectors as f64 * SECTOR as f64 / blocks as f64;
         let wave_union = (per_block * resident as f64).min(f as f64);
-        let waves = c.blocks_total as f64 / resident as f64;
+        let waves = blocks as f64 / resident as f64;
         (waves * wave_union).max(f as f64) as u64
     };
     (reads, c.unique_write_sectors * SECTOR)
@@ -112,8 +113,8 @@ pub fn dram_bytes(c: &Counters, g: &GpuSpec) -> (u64, u64) {
 pub fn predict(c: &Counters, g: &GpuSpec) -> Prediction {
     let (bps, limit) = occupancy(c, g);
     let sms = g.sms as f64;
-    let blocks = c.blocks_total.max(1) as f64;
-    let busiest = (c.blocks_total.max(1)).div_ceil(g.sms as u64) as f64;
+    let blocks = c.blocks().max(1) as f64;
+    let busiest = c.blocks().max(1).div_ceil(g.sms as u64) as f64;
     let share = busiest / blocks; // fraction of the launch's work on the busiest SM
     let hz = g.clock_hz();
     let to_us = |cycles: f64| cycles / hz * 1e6;
