@@ -107,7 +107,6 @@ fn load_then_sigterm_and_restart() {
     }
     let status = server.terminate(Duration::from_secs(60));
     assert!(status.success(), "SIGTERM exit: {status:?}");
-    drop(server);
 
     let server = Server::start(&jobs, &flags);
     let mut all = ids.clone();

@@ -35,6 +35,8 @@ const BUNDLED_IMAGE: &[u8] = include_bytes!("../../../../engine/assets/reference
 const BUNDLED_SPEECH: &[u8] = include_bytes!("../../../../engine/assets/speech.wav");
 /// Longest value of a text field (seed, steps, ...).
 const MAX_FIELD_BYTES: usize = 256;
+/// Most body bytes read from a request refused for its API key.
+const UNAUTHENTICATED_DRAIN: usize = 1 << 20;
 const PARTS: &str = "image, audio, pose, seed, steps, guidance, size, hand_clarity";
 
 // ------------------------------------------------------------------------------------------------
@@ -289,22 +291,22 @@ async fn auth(sh: AppState, req: Request, next: Next) -> Response {
             .or_else(|| h.get("x-api-key").and_then(|v| v.to_str().ok()))
             .map(str::to_string)
             .or_else(|| query.get("api_key").cloned());
-        match given {
-            None => {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "missing API key: send `Authorization: Bearer KEY` (or `X-API-Key: KEY`, or `?api_key=KEY`)",
-                )
-                .into_response()
-            }
+        let refusal = match given {
+            None => Some("missing API key: send `Authorization: Bearer KEY` (or `X-API-Key: KEY`, or `?api_key=KEY`)"),
             Some(k) if !keys.iter().any(|x| same_key(x, k.trim())) => {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "wrong API key: use one of the keys in the server's --api-key-file",
-                )
-                .into_response()
+                Some("wrong API key: use one of the keys in the server's --api-key-file")
             }
-            Some(_) => {}
+            Some(_) => None,
+        };
+        if let Some(msg) = refusal {
+            // Read (a bounded part of) the body first so a client still sending it gets the
+            // answer instead of a reset connection; larger bodies just get the connection closed.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                axum::body::to_bytes(req.into_body(), UNAUTHENTICATED_DRAIN),
+            )
+            .await;
+            return ApiError::new(StatusCode::UNAUTHORIZED, msg).into_response();
         }
     }
     next.run(req).await
@@ -387,8 +389,8 @@ async fn read_text(mut field: Field<'_>) -> Result<String, ApiError> {
     String::from_utf8(buf).map_err(|_| ApiError::bad(format!("field `{part}` is not UTF-8 text")))
 }
 
-/// After a 413, read and drop the rest of the body (bounded by the body limit) so the client,
-/// still sending, gets the answer instead of a reset connection.
+/// Before an early error, read and drop the rest of the body (bounded by the body limit) so
+/// the client, still sending, gets the answer instead of a reset connection.
 async fn drain(mp: &mut Multipart) {
     while let Ok(Some(mut f)) = mp.next_field().await {
         while let Ok(Some(_)) = f.chunk().await {}
@@ -434,7 +436,13 @@ async fn submit(sh: AppState, mp: Result<Multipart, MultipartRejection>) -> Resu
             format!("{}; send multipart/form-data with the parts {PARTS}", e.body_text()),
         )
     })?;
-    let model = ready_model(&sh)?;
+    let model = match ready_model(&sh) {
+        Ok(m) => m,
+        Err(e) => {
+            drain(&mut mp).await;
+            return Err(e);
+        }
+    };
     let id = Uuid::new_v4();
     let incoming = Incoming(sh.cfg.jobs_dir.join(jobs::INCOMING).join(id.to_string()));
     tokio::fs::create_dir_all(&incoming.0)
@@ -452,10 +460,8 @@ async fn submit(sh: AppState, mp: Result<Multipart, MultipartRejection>) -> Resu
             "pose" => pose,
             n => knobs.iter().any(|(k, _)| k == n),
         };
-        if seen {
-            return Err(ApiError::bad(format!("part `{name}` is given twice; send it once")));
-        }
         let r = match name.as_str() {
+            _ if seen => Err(ApiError::bad(format!("part `{name}` is given twice; send it once"))),
             "image" => {
                 let r = save_part(field, &incoming.0.join(jobs::IMAGE), c.max_image_bytes, "--max-image-bytes").await;
                 image = Some(display_name("image", file_name.as_deref()));
@@ -484,9 +490,7 @@ async fn submit(sh: AppState, mp: Result<Multipart, MultipartRejection>) -> Resu
             ))),
         };
         if let Err(e) = r {
-            if e.status == StatusCode::PAYLOAD_TOO_LARGE {
-                drain(&mut mp).await;
-            }
+            drain(&mut mp).await;
             return Err(e);
         }
     }
