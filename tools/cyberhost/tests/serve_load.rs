@@ -94,7 +94,7 @@ fn load_then_sigterm_and_restart() {
 
     // 2. A second batch, SIGTERM while a job runs (the default grace lets it finish; the rest
     //    stay queued on disk), then a restart that finishes everything.
-    let (more, _) = burst(&server.base, 30);
+    let (more, _) = burst(&server.base, 12);
     assert!(!more.is_empty());
     let t1 = Instant::now();
     loop {
