@@ -133,10 +133,9 @@ impl PoseFile {
         }
         if let Some(h) = &p.hands {
             if h.len() != 2 {
-                return Err(UserError::new(format!(
-                    "{name}: `hands` must hold exactly two boxes"
-                ))
-                .into());
+                return Err(
+                    UserError::new(format!("{name}: `hands` must hold exactly two boxes")).into(),
+                );
             }
         }
         for b in p

@@ -84,7 +84,10 @@ fn load_then_sigterm_and_restart() {
         assert_eq!(j["state"], "succeeded", "{j}");
         let (code, mp4) = get_bytes(&server.url(&format!("/v1/jobs/{id}/result")), &[]);
         assert_eq!(code, 200);
-        assert!(playable_mp4(&mp4), "job {id}: the result is not a playable MP4");
+        assert!(
+            playable_mp4(&mp4),
+            "job {id}: the result is not a playable MP4"
+        );
     }
     let burst_secs = t0.elapsed().as_secs_f64();
     eprintln!(
@@ -98,11 +101,20 @@ fn load_then_sigterm_and_restart() {
     assert!(!more.is_empty());
     let t1 = Instant::now();
     loop {
-        let j = request("GET", &server.url(&format!("/v1/jobs/{}", more[0])), &[], None).json();
+        let j = request(
+            "GET",
+            &server.url(&format!("/v1/jobs/{}", more[0])),
+            &[],
+            None,
+        )
+        .json();
         if j["state"] == "running" || j["state"] == "succeeded" {
             break;
         }
-        assert!(t1.elapsed() < Duration::from_secs(120), "the second batch never started");
+        assert!(
+            t1.elapsed() < Duration::from_secs(120),
+            "the second batch never started"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let status = server.terminate(Duration::from_secs(60));
@@ -116,7 +128,10 @@ fn load_then_sigterm_and_restart() {
         assert_eq!(j["state"], "succeeded", "{j}");
         let (code, mp4) = get_bytes(&server.url(&format!("/v1/jobs/{id}/result")), &[]);
         assert_eq!(code, 200);
-        assert!(playable_mp4(&mp4), "job {id}: the result is not a playable MP4");
+        assert!(
+            playable_mp4(&mp4),
+            "job {id}: the result is not a playable MP4"
+        );
     }
     // Jobs of the first burst are still known, succeeded, after the restart.
     for id in &ids {
@@ -125,7 +140,11 @@ fn load_then_sigterm_and_restart() {
     }
     let log = server.log_text();
     for id in &all {
-        assert_eq!(completions(&log, id), 1, "job {id} completed other than once:\n{log}");
+        assert_eq!(
+            completions(&log, id),
+            1,
+            "job {id} completed other than once:\n{log}"
+        );
     }
     eprintln!(
         "load test: {} jobs, total {:.1} s",
@@ -156,27 +175,44 @@ fn sigterm_with_no_grace_checkpoints_the_running_job() {
         .collect();
     let t0 = Instant::now();
     loop {
-        let j = request("GET", &server.url(&format!("/v1/jobs/{long_id}")), &[], None).json();
+        let j = request(
+            "GET",
+            &server.url(&format!("/v1/jobs/{long_id}")),
+            &[],
+            None,
+        )
+        .json();
         if j["step"].as_u64().unwrap_or(0) >= 1 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "the long job never stepped");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the long job never stepped"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let status = server.terminate(Duration::from_secs(60));
     assert!(status.success(), "SIGTERM exit: {status:?}");
-    let record: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(jobs.join(&long_id).join("job.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(record["state"], "queued", "checkpointed as queued: {record}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(jobs.join(&long_id).join("job.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        record["state"], "queued",
+        "checkpointed as queued: {record}"
+    );
 
     let server = Server::start(&jobs, &["--workers", "1"]);
     for id in std::iter::once(&long_id).chain(&queued) {
         let j = wait_final(&server.base, id, &[], Duration::from_secs(600));
         assert_eq!(j["state"], "succeeded", "{j}");
     }
-    let j = request("GET", &server.url(&format!("/v1/jobs/{long_id}")), &[], None).json();
+    let j = request(
+        "GET",
+        &server.url(&format!("/v1/jobs/{long_id}")),
+        &[],
+        None,
+    )
+    .json();
     assert_eq!(j["attempts"], 2, "the interrupted job ran again: {j}");
     let log = server.log_text();
     for id in std::iter::once(&long_id).chain(&queued) {

@@ -67,7 +67,10 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
     fn internal(e: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e}"),
+        )
     }
     fn no_job(id: Uuid) -> Self {
         Self::new(
@@ -96,7 +99,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.status, Json(ErrorBody { error: self.message })).into_response();
+        let mut r = (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response();
         if let Some(s) = self.retry_after {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
@@ -248,8 +257,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(v1)
         .route("/", get(|| async { Html(PAGE) }))
-        .route("/assets/reference.png", get(|| async { ([(header::CONTENT_TYPE, "image/png")], BUNDLED_IMAGE) }))
-        .route("/assets/speech.wav", get(|| async { ([(header::CONTENT_TYPE, "audio/wav")], BUNDLED_SPEECH) }))
+        .route(
+            "/assets/reference.png",
+            get(|| async { ([(header::CONTENT_TYPE, "image/png")], BUNDLED_IMAGE) }),
+        )
+        .route(
+            "/assets/speech.wav",
+            get(|| async { ([(header::CONTENT_TYPE, "audio/wav")], BUNDLED_SPEECH) }),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -326,7 +341,11 @@ fn parse_id(s: &str) -> Result<Uuid, ApiError> {
 
 /// The `generate` flags a job may set, parsed by clap as the CLI does (same messages).
 #[derive(Parser)]
-#[command(name = "cyberhost generate", no_binary_name = true, disable_help_flag = true)]
+#[command(
+    name = "cyberhost generate",
+    no_binary_name = true,
+    disable_help_flag = true
+)]
 struct Knobs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -407,12 +426,18 @@ fn display_name(part: &str, file_name: Option<&str>) -> String {
 /// The model, if it is loaded and the server takes jobs.
 fn ready_model(sh: &Shared) -> Result<Arc<dyn Model>, ApiError> {
     if !sh.accepting.load(Ordering::SeqCst) {
-        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down; submit again after it restarts");
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down; submit again after it restarts",
+        );
         e.retry_after = Some(5);
         return Err(e);
     }
     sh.model.get().cloned().ok_or_else(|| {
-        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading; retry once /readyz answers 200");
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the model is still loading; retry once /readyz answers 200",
+        );
         e.retry_after = Some(2);
         e
     })
@@ -429,11 +454,17 @@ fn ready_model(sh: &Shared) -> Result<Arc<dyn Model>, ApiError> {
         (status = 429, description = "Queue full; see Retry-After", body = ErrorBody),
         (status = 503, description = "Model loading or shutting down", body = ErrorBody),
     ))]
-async fn submit(sh: AppState, mp: Result<Multipart, MultipartRejection>) -> Result<Response, ApiError> {
+async fn submit(
+    sh: AppState,
+    mp: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
     let mut mp = mp.map_err(|e| {
         ApiError::new(
             e.status(),
-            format!("{}; send multipart/form-data with the parts {PARTS}", e.body_text()),
+            format!(
+                "{}; send multipart/form-data with the parts {PARTS}",
+                e.body_text()
+            ),
         )
     })?;
     let model = match ready_model(&sh) {
@@ -461,29 +492,52 @@ async fn submit(sh: AppState, mp: Result<Multipart, MultipartRejection>) -> Resu
             n => knobs.iter().any(|(k, _)| k == n),
         };
         let r = match name.as_str() {
-            _ if seen => Err(ApiError::bad(format!("part `{name}` is given twice; send it once"))),
+            _ if seen => Err(ApiError::bad(format!(
+                "part `{name}` is given twice; send it once"
+            ))),
             "image" => {
-                let r = save_part(field, &incoming.0.join(jobs::IMAGE), c.max_image_bytes, "--max-image-bytes").await;
+                let r = save_part(
+                    field,
+                    &incoming.0.join(jobs::IMAGE),
+                    c.max_image_bytes,
+                    "--max-image-bytes",
+                )
+                .await;
                 image = Some(display_name("image", file_name.as_deref()));
                 r
             }
             "audio" => {
-                let r = save_part(field, &incoming.0.join(jobs::AUDIO), c.max_audio_bytes, "--max-audio-bytes").await;
+                let r = save_part(
+                    field,
+                    &incoming.0.join(jobs::AUDIO),
+                    c.max_audio_bytes,
+                    "--max-audio-bytes",
+                )
+                .await;
                 audio = Some(display_name("audio", file_name.as_deref()));
                 r
             }
             "pose" => {
                 pose = true;
-                save_part(field, &incoming.0.join(jobs::POSE), c.max_pose_bytes, "--max-pose-bytes").await
+                save_part(
+                    field,
+                    &incoming.0.join(jobs::POSE),
+                    c.max_pose_bytes,
+                    "--max-pose-bytes",
+                )
+                .await
             }
-            "seed" | "steps" | "guidance" | "size" | "hand_clarity" => match read_text(field).await {
+            "seed" | "steps" | "guidance" | "size" | "hand_clarity" => match read_text(field).await
+            {
                 Ok(v) => {
                     knobs.push((name, v));
                     Ok(())
                 }
                 Err(e) => Err(e),
             },
-            "" => Err(ApiError::bad(format!("a part has no name; name each part one of {PARTS}"))),
+            "" => Err(ApiError::bad(format!(
+                "a part has no name; name each part one of {PARTS}"
+            ))),
             other => Err(ApiError::bad(format!(
                 "unknown part `{}`; the parts are {PARTS}",
                 other.chars().take(80).collect::<String>()
@@ -559,19 +613,26 @@ fn validate_and_enqueue(
             ),
         ));
     }
-    let g = model.geometry(&request(&rec.params)).map_err(ApiError::engine)?;
+    let g = model
+        .geometry(&request(&rec.params))
+        .map_err(ApiError::engine)?;
     video_frames(&speech, g.fps).map_err(ApiError::engine)?;
 
     let id = rec.id;
     let mut t = sh.lock();
     if !sh.accepting.load(Ordering::SeqCst) {
         drop(t);
-        return Err(ready_model(sh).err().unwrap_or_else(|| ApiError::internal("not accepting")));
+        return Err(ready_model(sh)
+            .err()
+            .unwrap_or_else(|| ApiError::internal("not accepting")));
     }
     if t.queue.len() >= sh.cfg.max_queue {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            format!("the queue is full ({} jobs waiting); retry after the Retry-After seconds", t.queue.len()),
+            format!(
+                "the queue is full ({} jobs waiting); retry after the Retry-After seconds",
+                t.queue.len()
+            ),
         );
         e.retry_after = Some(sh.retry_after(t.queue.len()));
         return Err(e);
@@ -596,7 +657,7 @@ fn validate_and_enqueue(
 
 /// A job's state, step n of N and ETA.
 #[utoipa::path(get, path = "/v1/jobs/{id}",
-    params(("id" = String, Path, description = "Job id (UUID)")),
+    params(("id" = Uuid, Path, description = "Job id (a UUID from POST /v1/jobs)")),
     responses(
         (status = 200, body = JobStatus),
         (status = 400, description = "Not a UUID", body = ErrorBody),
@@ -613,7 +674,7 @@ async fn job_status(sh: AppState, Path(id): Path<String>) -> Result<Json<JobStat
 /// Cancel a queued or running job (a running one stops at its next sampler step), or delete a
 /// finished job and its files.
 #[utoipa::path(delete, path = "/v1/jobs/{id}",
-    params(("id" = String, Path, description = "Job id (UUID)")),
+    params(("id" = Uuid, Path, description = "Job id (a UUID from POST /v1/jobs)")),
     responses(
         (status = 200, description = "Cancelled (it was queued)", body = JobStatus),
         (status = 202, description = "Cancel requested (it is running)", body = JobStatus),
@@ -626,7 +687,12 @@ async fn cancel(sh: AppState, Path(id): Path<String>) -> Result<Response, ApiErr
     let id = parse_id(&id)?;
     let answer = {
         let mut t = sh.lock();
-        let state = t.jobs.get(&id).ok_or_else(|| ApiError::no_job(id))?.rec.state;
+        let state = t
+            .jobs
+            .get(&id)
+            .ok_or_else(|| ApiError::no_job(id))?
+            .rec
+            .state;
         match state {
             State::Queued => {
                 t.queue.retain(|q| *q != id);
@@ -666,7 +732,7 @@ async fn cancel(sh: AppState, Path(id): Path<String>) -> Result<Response, ApiErr
 /// (`stage`, `note`, `clip`, `step`, `done`), or `error` / `cancelled`; the stream ends after
 /// the last event. Event ids allow resuming with `Last-Event-ID`.
 #[utoipa::path(get, path = "/v1/jobs/{id}/events",
-    params(("id" = String, Path, description = "Job id (UUID)")),
+    params(("id" = Uuid, Path, description = "Job id (a UUID from POST /v1/jobs)")),
     responses(
         (status = 200, description = "text/event-stream", content_type = "text/event-stream", body = String),
         (status = 400, body = ErrorBody),
@@ -725,7 +791,7 @@ async fn events(
 
 /// The video (video/mp4), with Range requests.
 #[utoipa::path(get, path = "/v1/jobs/{id}/result",
-    params(("id" = String, Path, description = "Job id (UUID)")),
+    params(("id" = Uuid, Path, description = "Job id (a UUID from POST /v1/jobs)")),
     responses(
         (status = 200, description = "The MP4", content_type = "video/mp4", body = String),
         (status = 206, description = "Part of the MP4 (Range)", content_type = "video/mp4", body = String),
@@ -738,7 +804,11 @@ async fn result(sh: AppState, Path(id): Path<String>, req: Request) -> Result<Re
     let id = parse_id(&id)?;
     let state = {
         let t = sh.lock();
-        t.jobs.get(&id).ok_or_else(|| ApiError::no_job(id))?.rec.state
+        t.jobs
+            .get(&id)
+            .ok_or_else(|| ApiError::no_job(id))?
+            .rec
+            .state
     };
     if state != State::Succeeded {
         return Err(ApiError::new(

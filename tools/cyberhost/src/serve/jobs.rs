@@ -223,12 +223,18 @@ pub fn load_all(root: &Path, ttl: f64) -> Result<Vec<Record>> {
         {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("serve: skipping {}: unreadable {RECORD} ({e})", dir.display());
+                eprintln!(
+                    "serve: skipping {}: unreadable {RECORD} ({e})",
+                    dir.display()
+                );
                 continue;
             }
         };
         if rec.id != id {
-            eprintln!("serve: skipping {}: its {RECORD} names another id", dir.display());
+            eprintln!(
+                "serve: skipping {}: its {RECORD} names another id",
+                dir.display()
+            );
             continue;
         }
         let mut rec = rec;

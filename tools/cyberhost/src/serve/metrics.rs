@@ -2,8 +2,8 @@
 
 use super::jobs::{State, Table};
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -46,7 +46,10 @@ impl Metrics {
             .buckets(buckets(0.01, 2.0, 20)),
         )?;
         let http_errors = IntCounterVec::new(
-            Opts::new("http_errors_total", "Requests answered with an error, by status"),
+            Opts::new(
+                "http_errors_total",
+                "Requests answered with an error, by status",
+            ),
             &["code"],
         )?;
         let device_memory_used = Gauge::new(

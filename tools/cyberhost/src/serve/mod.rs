@@ -172,7 +172,11 @@ fn read_api_keys(path: &PathBuf) -> Result<Vec<String>> {
 
 /// Load the model(s) on the chosen backend: one per worker on CUDA, one shared on the CPU.
 fn load_models(a: &Args, source: &WeightsSource) -> Result<Vec<Arc<dyn Model>>> {
-    fn load<B: Backend>(be: B, source: &WeightsSource, telemetry: Option<Telemetry>) -> Result<Arc<dyn Model>>
+    fn load<B: Backend>(
+        be: B,
+        source: &WeightsSource,
+        telemetry: Option<Telemetry>,
+    ) -> Result<Arc<dyn Model>>
     where
         cyberhost_engine::pipeline::checkpoint::Components<B>: Send + Sync,
     {

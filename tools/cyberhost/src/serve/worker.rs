@@ -79,7 +79,10 @@ pub fn request(p: &jobs::Params) -> Request {
 }
 
 /// Decode a job's inputs as the CLI does; errors are user errors naming the input.
-pub fn load_inputs(dir: &std::path::Path, rec: &jobs::Record) -> Result<(RgbImage, Speech, PoseFile)> {
+pub fn load_inputs(
+    dir: &std::path::Path,
+    rec: &jobs::Record,
+) -> Result<(RgbImage, Speech, PoseFile)> {
     let image = decode_image(&std::fs::read(dir.join(jobs::IMAGE))?, &rec.image_name)?;
     let speech = load_wav_bytes(&std::fs::read(dir.join(jobs::AUDIO))?, &rec.audio_name)?;
     let pose = if rec.params.pose {
@@ -102,10 +105,7 @@ pub fn worker(shared: Arc<Shared>, model: Arc<dyn Model>) {
                 if let Some(id) = t.queue.pop_front() {
                     break id;
                 }
-                t = shared
-                    .work
-                    .wait(t)
-                    .unwrap_or_else(|e| e.into_inner());
+                t = shared.work.wait(t).unwrap_or_else(|e| e.into_inner());
             }
         };
         run_job(&shared, model.as_ref(), id);

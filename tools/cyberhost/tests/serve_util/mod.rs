@@ -56,7 +56,10 @@ impl Server {
         };
         let t0 = Instant::now();
         while get(&s.url("/readyz")).0 != 200 {
-            assert!(t0.elapsed() < Duration::from_secs(120), "server never got ready");
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "server never got ready"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         s
@@ -132,9 +135,18 @@ pub const BOUNDARY: &str = "----cyberhost-test-boundary-7f3a";
 pub fn multipart(parts: &[Part]) -> Vec<u8> {
     let mut b = Vec::new();
     for p in parts {
-        write!(b, "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{}\"", p.name).unwrap();
+        write!(
+            b,
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{}\"",
+            p.name
+        )
+        .unwrap();
         if let Some(f) = p.file {
-            write!(b, "; filename=\"{f}\"\r\nContent-Type: application/octet-stream").unwrap();
+            write!(
+                b,
+                "; filename=\"{f}\"\r\nContent-Type: application/octet-stream"
+            )
+            .unwrap();
         }
         b.extend_from_slice(b"\r\n\r\n");
         b.extend_from_slice(&p.data);
@@ -163,8 +175,7 @@ impl Answer {
             .map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
@@ -220,7 +231,12 @@ pub fn post_job(base: &str, parts: &[Part], headers: &[(&str, &str)]) -> Answer 
     let ct = content_type();
     let mut h = vec![("Content-Type", ct.as_str())];
     h.extend_from_slice(headers);
-    request("POST", &format!("{base}/v1/jobs"), &h, Some(&multipart(parts)))
+    request(
+        "POST",
+        &format!("{base}/v1/jobs"),
+        &h,
+        Some(&multipart(parts)),
+    )
 }
 
 /// Raw HTTP/1.1 over a socket (for paths a client library would normalise).
@@ -240,7 +256,12 @@ pub fn raw(addr: &str, request: &str) -> (u16, String) {
 }
 
 /// Poll a job until it is final; returns its status JSON.
-pub fn wait_final(base: &str, id: &str, headers: &[(&str, &str)], limit: Duration) -> serde_json::Value {
+pub fn wait_final(
+    base: &str,
+    id: &str,
+    headers: &[(&str, &str)],
+    limit: Duration,
+) -> serde_json::Value {
     let t0 = Instant::now();
     loop {
         let a = request("GET", &format!("{base}/v1/jobs/{id}"), headers, None);
@@ -258,7 +279,11 @@ pub fn wait_final(base: &str, id: &str, headers: &[(&str, &str)], limit: Duratio
 /// A 64×64 PNG with some structure.
 pub fn png(w: u32, h: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x * 4 % 251) as u8, (y * 3 % 241) as u8, ((x + y) % 239) as u8])
+        image::Rgb([
+            (x * 4 % 251) as u8,
+            (y * 3 % 241) as u8,
+            ((x + y) % 239) as u8,
+        ])
     });
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png).unwrap();
@@ -303,7 +328,14 @@ pub fn playable_mp4(bytes: &[u8]) -> bool {
     let p = dir.path().join("v.mp4");
     std::fs::write(&p, bytes).unwrap();
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_type,codec_name", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&p)
         .output()
         .expect("ffprobe");
