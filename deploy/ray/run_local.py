@@ -20,7 +20,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "serve"))
 
-from loadgen import call, multipart, pct, png, wav  # noqa: E402
+from loadgen import call, multipart, pct, png, wait_all, wav  # noqa: E402
 
 
 def main():
@@ -63,17 +63,7 @@ def main():
         if status != 202:
             raise SystemExit(f"submission answered {status}: {data[:300]!r}")
         ids.append(json.loads(data)["id"])
-    recs = []
-    deadline = time.time() + 900
-    for jid in ids:
-        while True:
-            s = json.loads(call("GET", f"{base}/v1/jobs/{jid}")[1])
-            if s["state"] in ("succeeded", "failed", "cancelled"):
-                recs.append(s)
-                break
-            if time.time() > deadline:
-                raise SystemExit(f"job {jid} still {s['state']}")
-            time.sleep(0.1)
+    recs = wait_all(base, ids)
     passed = failed = 0
     for r in recs:
         status, data, headers = call("GET", f"{base}/v1/jobs/{r['id']}/result")

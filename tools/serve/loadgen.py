@@ -79,6 +79,22 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
 
 
+def wait_all(base, ids, limit=900):
+    """Poll every job until it is final; their status records, in order."""
+    recs = []
+    deadline = time.time() + limit
+    for jid in ids:
+        while True:
+            s = json.loads(call("GET", f"{base}/v1/jobs/{jid}")[1])
+            if s["state"] in ("succeeded", "failed", "cancelled"):
+                recs.append(s)
+                break
+            if time.time() > deadline:
+                raise SystemExit(f"job {jid} still {s['state']} after {limit} s")
+            time.sleep(0.05)
+    return recs
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary", nargs="?", default="target/release/cyberhost")
@@ -112,14 +128,7 @@ def main():
     t0 = time.time()
     with cf.ThreadPoolExecutor(a.concurrency) as ex:
         ids = list(ex.map(submit, range(a.jobs)))
-    recs = []
-    for jid in ids:
-        while True:
-            s = json.loads(call("GET", f"{base}/v1/jobs/{jid}")[1])
-            if s["state"] in ("succeeded", "failed", "cancelled"):
-                recs.append(s)
-                break
-            time.sleep(0.05)
+    recs = wait_all(base, ids)
     wall = max(r["finished"] for r in recs) - min(r["created"] for r in recs)
     proc.terminate()
     proc.wait(timeout=60)

@@ -5,7 +5,7 @@
 mod serve_util;
 
 use serve_util::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const KEY: &str = "s3cret-key";
 const AUTH: (&str, &str) = ("Authorization", "Bearer s3cret-key");
@@ -580,17 +580,11 @@ fn cancel_stops_a_running_job_at_the_next_step_and_a_queued_one_at_once() {
         .as_str()
         .unwrap()
         .to_string();
-    let t0 = Instant::now();
-    loop {
-        let j = request("GET", &s.url(&format!("/v1/jobs/{running}")), &[], None).json();
-        if j["step"].as_u64().unwrap_or(0) >= 1 {
-            assert!(j["eta_seconds"].as_f64().unwrap() > 0.0, "{j}");
-            assert_eq!(j["steps"], 500);
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(120));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let j = wait_for(&s.base, &running, "stepped", |j| {
+        j["step"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(j["eta_seconds"].as_f64().unwrap() > 0.0, "{j}");
+    assert_eq!(j["steps"], 500);
     let q = request("DELETE", &s.url(&format!("/v1/jobs/{queued}")), &[], None);
     assert_eq!(q.status, 200);
     assert_eq!(q.json()["state"], "cancelled");

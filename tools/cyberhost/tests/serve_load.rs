@@ -80,14 +80,7 @@ fn load_then_sigterm_and_restart() {
     let unique: HashSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "job ids are unique");
     for id in &ids {
-        let j = wait_final(&server.base, id, &[], Duration::from_secs(600));
-        assert_eq!(j["state"], "succeeded", "{j}");
-        let (code, mp4) = get_bytes(&server.url(&format!("/v1/jobs/{id}/result")), &[]);
-        assert_eq!(code, 200);
-        assert!(
-            playable_mp4(&mp4),
-            "job {id}: the result is not a playable MP4"
-        );
+        assert_succeeds_with_mp4(&server.base, id);
     }
     let burst_secs = t0.elapsed().as_secs_f64();
     eprintln!(
@@ -99,24 +92,9 @@ fn load_then_sigterm_and_restart() {
     //    stay queued on disk), then a restart that finishes everything.
     let (more, _) = burst(&server.base, 12);
     assert!(!more.is_empty());
-    let t1 = Instant::now();
-    loop {
-        let j = request(
-            "GET",
-            &server.url(&format!("/v1/jobs/{}", more[0])),
-            &[],
-            None,
-        )
-        .json();
-        if j["state"] == "running" || j["state"] == "succeeded" {
-            break;
-        }
-        assert!(
-            t1.elapsed() < Duration::from_secs(120),
-            "the second batch never started"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(&server.base, &more[0], "started", |j| {
+        j["state"] == "running" || j["state"] == "succeeded"
+    });
     let status = server.terminate(Duration::from_secs(60));
     assert!(status.success(), "SIGTERM exit: {status:?}");
 
@@ -124,14 +102,7 @@ fn load_then_sigterm_and_restart() {
     let mut all = ids.clone();
     all.extend(more.iter().cloned());
     for id in &more {
-        let j = wait_final(&server.base, id, &[], Duration::from_secs(600));
-        assert_eq!(j["state"], "succeeded", "{j}");
-        let (code, mp4) = get_bytes(&server.url(&format!("/v1/jobs/{id}/result")), &[]);
-        assert_eq!(code, 200);
-        assert!(
-            playable_mp4(&mp4),
-            "job {id}: the result is not a playable MP4"
-        );
+        assert_succeeds_with_mp4(&server.base, id);
     }
     // Jobs of the first burst are still known, succeeded, after the restart.
     for id in &ids {
@@ -173,24 +144,9 @@ fn sigterm_with_no_grace_checkpoints_the_running_job() {
             a.json()["id"].as_str().unwrap().to_string()
         })
         .collect();
-    let t0 = Instant::now();
-    loop {
-        let j = request(
-            "GET",
-            &server.url(&format!("/v1/jobs/{long_id}")),
-            &[],
-            None,
-        )
-        .json();
-        if j["step"].as_u64().unwrap_or(0) >= 1 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "the long job never stepped"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(&server.base, &long_id, "stepped", |j| {
+        j["step"].as_u64().unwrap_or(0) >= 1
+    });
     let status = server.terminate(Duration::from_secs(60));
     assert!(status.success(), "SIGTERM exit: {status:?}");
     let record: serde_json::Value =

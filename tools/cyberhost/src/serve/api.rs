@@ -480,65 +480,35 @@ async fn submit(
         .await
         .map_err(ApiError::internal)?;
     let c = &sh.cfg;
-    let (mut image, mut audio, mut pose) = (None, None, false);
+    // File parts: (name, file in the job directory, cap, the flag that sets the cap).
+    let uploads = [
+        ("image", jobs::IMAGE, c.max_image_bytes, "--max-image-bytes"),
+        ("audio", jobs::AUDIO, c.max_audio_bytes, "--max-audio-bytes"),
+        ("pose", jobs::POSE, c.max_pose_bytes, "--max-pose-bytes"),
+    ];
+    // Part → the name it goes by in messages.
+    let mut files: HashMap<&str, String> = HashMap::new();
     let mut knobs: Vec<(String, String)> = Vec::new();
     while let Some(field) = mp.next_field().await.map_err(ApiError::multipart)? {
         let name = field.name().unwrap_or_default().to_string();
         let file_name = field.file_name().map(str::to_string);
-        let seen = match name.as_str() {
-            "image" => image.is_some(),
-            "audio" => audio.is_some(),
-            "pose" => pose,
-            n => knobs.iter().any(|(k, _)| k == n),
-        };
-        let r = match name.as_str() {
+        let seen = files.contains_key(name.as_str()) || knobs.iter().any(|(k, _)| *k == name);
+        let upload = uploads.iter().find(|u| u.0 == name);
+        let r = match (name.as_str(), upload) {
             _ if seen => Err(ApiError::bad(format!(
                 "part `{name}` is given twice; send it once"
             ))),
-            "image" => {
-                let r = save_part(
-                    field,
-                    &incoming.0.join(jobs::IMAGE),
-                    c.max_image_bytes,
-                    "--max-image-bytes",
-                )
-                .await;
-                image = Some(display_name("image", file_name.as_deref()));
-                r
+            (_, Some(&(part, file, cap, flag))) => {
+                files.insert(part, display_name(part, file_name.as_deref()));
+                save_part(field, &incoming.0.join(file), cap, flag).await
             }
-            "audio" => {
-                let r = save_part(
-                    field,
-                    &incoming.0.join(jobs::AUDIO),
-                    c.max_audio_bytes,
-                    "--max-audio-bytes",
-                )
-                .await;
-                audio = Some(display_name("audio", file_name.as_deref()));
-                r
+            ("seed" | "steps" | "guidance" | "size" | "hand_clarity", _) => {
+                read_text(field).await.map(|v| knobs.push((name, v)))
             }
-            "pose" => {
-                pose = true;
-                save_part(
-                    field,
-                    &incoming.0.join(jobs::POSE),
-                    c.max_pose_bytes,
-                    "--max-pose-bytes",
-                )
-                .await
-            }
-            "seed" | "steps" | "guidance" | "size" | "hand_clarity" => match read_text(field).await
-            {
-                Ok(v) => {
-                    knobs.push((name, v));
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
-            "" => Err(ApiError::bad(format!(
+            ("", _) => Err(ApiError::bad(format!(
                 "a part has no name; name each part one of {PARTS}"
             ))),
-            other => Err(ApiError::bad(format!(
+            (other, _) => Err(ApiError::bad(format!(
                 "unknown part `{}`; the parts are {PARTS}",
                 other.chars().take(80).collect::<String>()
             ))),
@@ -548,10 +518,11 @@ async fn submit(
             return Err(e);
         }
     }
-    let image_name = image.ok_or_else(|| {
+    let pose = files.contains_key("pose");
+    let image_name = files.remove("image").ok_or_else(|| {
         ApiError::bad("missing part `image`: attach the reference photo (PNG or JPEG) as a file part named image")
     })?;
-    let audio_name = audio.ok_or_else(|| {
+    let audio_name = files.remove("audio").ok_or_else(|| {
         ApiError::bad("missing part `audio`: attach the speech (WAV) as a file part named audio")
     })?;
     let args: Vec<String> = knobs

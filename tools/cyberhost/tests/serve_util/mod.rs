@@ -359,3 +359,36 @@ pub fn get_bytes(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
     resp.into_reader().read_to_end(&mut b).unwrap();
     (status, b)
 }
+
+/// Poll job `id` until `pred` holds on its status JSON (at most 120 s); returns that status.
+pub fn wait_for(
+    base: &str,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let j = request("GET", &format!("{base}/v1/jobs/{id}"), &[], None).json();
+        if pred(&j) {
+            return j;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "job {id}: never {what}: {j}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Job `id` ends `succeeded` and its result is a playable MP4.
+pub fn assert_succeeds_with_mp4(base: &str, id: &str) {
+    let j = wait_final(base, id, &[], Duration::from_secs(600));
+    assert_eq!(j["state"], "succeeded", "{j}");
+    let (code, mp4) = get_bytes(&format!("{base}/v1/jobs/{id}/result"), &[]);
+    assert_eq!(code, 200);
+    assert!(
+        playable_mp4(&mp4),
+        "job {id}: the result is not a playable MP4"
+    );
+}
