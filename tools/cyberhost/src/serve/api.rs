@@ -133,18 +133,22 @@ pub struct SubmitForm {
     #[schema(value_type = String, format = Binary)]
     audio: Vec<u8>,
     /// Optional keypoints / face / hands / movement JSON in input-image pixels.
-    #[schema(value_type = Option<String>, format = Binary)]
+    #[schema(value_type = String, format = Binary, nullable = false)]
     pose: Option<Vec<u8>>,
     /// Noise seed (default 0).
+    #[schema(nullable = false)]
     seed: Option<u64>,
     /// DDIM steps (default: the checkpoint's).
+    #[schema(nullable = false, minimum = 1)]
     steps: Option<u32>,
-    /// Classifier-free guidance scale.
+    /// Classifier-free guidance scale (default: the checkpoint's).
+    #[schema(nullable = false, minimum = 0)]
     guidance: Option<f32>,
-    /// Output size WxH, e.g. 512x512.
-    #[schema(example = "64x64")]
+    /// Output size WxH, multiples of the latent grid (default: the checkpoint's).
+    #[schema(nullable = false, example = "64x64", pattern = "^[0-9]+[xX][0-9]+$")]
     size: Option<String>,
-    /// Hand clarity condition in [0, 1].
+    /// Hand clarity condition in [0, 1] (default: the checkpoint's).
+    #[schema(nullable = false, minimum = 0, maximum = 1)]
     hand_clarity: Option<f32>,
 }
 
