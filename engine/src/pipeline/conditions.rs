@@ -112,17 +112,20 @@ impl PoseFile {
                 path.display()
             ))
         })?;
-        let p: PoseFile = serde_json::from_str(&text).map_err(|e| {
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and check pose JSON; `name` (a path or upload name) leads every error message.
+    pub fn parse(text: &str, name: &str) -> Result<PoseFile> {
+        let p: PoseFile = serde_json::from_str(text).map_err(|e| {
             UserError::new(format!(
-                "{}: not a valid pose JSON ({e}); expected {{\"keypoints\": [[x,y,conf] ×18], \"face\": [x0,y0,x1,y1], \"hands\": [[..],[..]], \"movement\": [..]}}",
-                path.display()
+                "{name}: not a valid pose JSON ({e}); expected {{\"keypoints\": [[x,y,conf] ×18], \"face\": [x0,y0,x1,y1], \"hands\": [[..],[..]], \"movement\": [..]}}"
             ))
         })?;
         if let Some(k) = &p.keypoints {
             if k.len() != NUM_KEYPOINTS {
                 return Err(UserError::new(format!(
-                    "{}: `keypoints` has {} entries; OpenPose COCO-18 needs exactly 18 [x, y, conf]",
-                    path.display(),
+                    "{name}: `keypoints` has {} entries; OpenPose COCO-18 needs exactly 18 [x, y, conf]",
                     k.len()
                 ))
                 .into());
@@ -130,11 +133,9 @@ impl PoseFile {
         }
         if let Some(h) = &p.hands {
             if h.len() != 2 {
-                return Err(UserError::new(format!(
-                    "{}: `hands` must hold exactly two boxes",
-                    path.display()
-                ))
-                .into());
+                return Err(
+                    UserError::new(format!("{name}: `hands` must hold exactly two boxes")).into(),
+                );
             }
         }
         for b in p
@@ -145,8 +146,7 @@ impl PoseFile {
         {
             if !(b[2] > b[0] && b[3] > b[1]) {
                 return Err(UserError::new(format!(
-                    "{}: box {b:?} is empty; boxes are [x0, y0, x1, y1] with x1 > x0 and y1 > y0",
-                    path.display()
+                    "{name}: box {b:?} is empty; boxes are [x0, y0, x1, y1] with x1 > x0 and y1 > y0"
                 ))
                 .into());
             }

@@ -58,6 +58,36 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The event as one JSON object, `t` seconds into the run: the lines of
+    /// `cyberhost generate --json` and the Server-Sent Events of `cyberhost serve`.
+    pub fn to_json(&self, t: f64) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Event::Stage(s) => json!({"event": "stage", "stage": s, "t": t}),
+            Event::Note(n) => json!({"event": "note", "message": n, "t": t}),
+            Event::Clip { index, count, .. } => {
+                json!({"event": "clip", "clip": index, "clips": count, "t": t})
+            }
+            Event::Step { clip, step, steps } => {
+                json!({"event": "step", "clip": clip, "step": step, "steps": steps, "t": t})
+            }
+        }
+    }
+}
+
+/// The error a run returns when its stop check ([`Components::generate_until`]) said stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run was cancelled")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
 /// The result.
 pub struct Video {
     pub frames: Vec<RgbImage>,
@@ -130,6 +160,21 @@ impl<B: Backend> Components<B> {
             fps: p.fps as f64,
         })
     }
+}
+
+/// Frames of the video for `speech` at `fps`; a user error when the audio is too short.
+pub fn video_frames(speech: &Speech, fps: f64) -> Result<usize> {
+    let n = speech.frame_count(fps);
+    if n == 0 {
+        return Err(UserError::new(format!(
+            "the audio lasts {:.3} s, shorter than half a frame at {} fps; give at least {:.3} s of speech",
+            speech.seconds,
+            fps,
+            0.5 / fps
+        ))
+        .into());
+    }
+    Ok(n)
 }
 
 /// ReferenceNet hooks: add the pose-aligned reference feature, record every `norm1`.
@@ -301,16 +346,7 @@ impl<B: Backend> Components<B> {
         let clarity_emb = self.modules.clarity_embedding.forward(be, &[s])?;
 
         on(Event::Stage("audio"));
-        let num_frames = speech.frame_count(g.fps);
-        if num_frames == 0 {
-            return Err(UserError::new(format!(
-                "the audio lasts {:.3} s, shorter than half a frame at {} fps; give at least {:.3} s of speech",
-                speech.seconds,
-                g.fps,
-                0.5 / g.fps
-            ))
-            .into());
-        }
+        let num_frames = video_frames(speech, g.fps)?;
         let input = be.from_f32(&[1, speech.samples.len()], &speech.normalized())?;
         let hidden = self
             .audio_encoder
@@ -458,8 +494,26 @@ impl<B: Backend> Components<B> {
         motion: &B::Tensor,
         noise: B::Tensor,
         clip: usize,
+        trace: Option<&mut Vec<Vec<f32>>>,
+        on: &mut dyn FnMut(Event),
+    ) -> Result<B::Tensor> {
+        self.run_clip_until(be, p, scheduler, motion, noise, clip, trace, on, &|| false)
+    }
+
+    /// [`Self::run_clip`], asking `stop` after every step: `true` ends the run with
+    /// [`Cancelled`] (cooperative cancellation; the step in flight finishes first).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_clip_until(
+        &self,
+        be: &B,
+        p: &Prepared<B>,
+        scheduler: &DdimScheduler,
+        motion: &B::Tensor,
+        noise: B::Tensor,
+        clip: usize,
         mut trace: Option<&mut Vec<Vec<f32>>>,
         on: &mut dyn FnMut(Event),
+        stop: &dyn Fn() -> bool,
     ) -> Result<B::Tensor> {
         let timesteps = scheduler.timesteps().to_vec();
         let g = p.geometry;
@@ -484,6 +538,9 @@ impl<B: Backend> Components<B> {
                 step: i + 1,
                 steps,
             });
+            if stop() {
+                return Err(Cancelled.into());
+            }
             Ok(())
         };
         be.run_steps(
@@ -534,6 +591,22 @@ impl<B: Backend> Components<B> {
         req: &Request,
         on: &mut dyn FnMut(Event),
     ) -> Result<Video> {
+        self.generate_until(be, reference, speech, pose, req, on, &|| false)
+    }
+
+    /// [`Self::generate`], asking `stop` after every sampler step and before every clip:
+    /// `true` ends the run with [`Cancelled`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate_until(
+        &self,
+        be: &B,
+        reference: &RgbImage,
+        speech: &Speech,
+        pose: &PoseFile,
+        req: &Request,
+        on: &mut dyn FnMut(Event),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Video> {
         let p = self.prepare(be, reference, speech, pose, req, on)?;
         let g = p.geometry;
         let clips = p.num_frames.div_ceil(g.frames);
@@ -542,6 +615,9 @@ impl<B: Backend> Components<B> {
         let mut frames = Vec::with_capacity(clips * g.frames);
         let mut trace = Vec::new();
         for clip in 0..clips {
+            if stop() {
+                return Err(Cancelled.into());
+            }
             on(Event::Clip {
                 index: clip,
                 count: clips,
@@ -549,7 +625,7 @@ impl<B: Backend> Components<B> {
             });
             let noise = self.clip_noise(be, &p, req.seed, clip)?;
             let mut clip_trace = Vec::new();
-            let z0 = self.run_clip(
+            let z0 = self.run_clip_until(
                 be,
                 &p,
                 &scheduler,
@@ -558,6 +634,7 @@ impl<B: Backend> Components<B> {
                 clip,
                 req.trace.then_some(&mut clip_trace),
                 on,
+                stop,
             )?;
             trace.push(clip_trace);
             frames.extend(self.decode_frames(be, &z0)?);

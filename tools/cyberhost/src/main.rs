@@ -12,6 +12,7 @@ mod make_weights;
 mod plan;
 mod profile;
 mod selftest;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use cyberhost_engine::error::is_user_error;
@@ -47,6 +48,8 @@ enum Cmd {
     Profile(profile::Args),
     /// Check every CUDA op against the CPU reference (exit 3 without a GPU).
     Selftest(selftest::Args),
+    /// Serve an HTTP jobs API, progress events and a web page (docs/serving.md).
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Cmd::Plan(a) => plan::run(a),
         Cmd::Profile(a) => profile::run(a),
         Cmd::Selftest(a) => selftest::run(a),
+        Cmd::Serve(a) => serve::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,96 @@
+//! `/metrics`: Prometheus text exposition.
+
+use super::jobs::{State, Table};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    queue_depth: IntGauge,
+    jobs: IntGaugeVec,
+    pub step_seconds: Histogram,
+    pub job_seconds: Histogram,
+    pub latency_seconds: Histogram,
+    pub http_errors: IntCounterVec,
+    pub device_memory_used: Gauge,
+    pub device_memory_total: Gauge,
+}
+
+fn buckets(lo: f64, factor: f64, n: usize) -> Vec<f64> {
+    prometheus::exponential_buckets(lo, factor, n).unwrap_or_default()
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new_custom(Some("cyberhost".into()), None)?;
+        let queue_depth = IntGauge::new("queue_depth", "Jobs waiting in the queue")?;
+        let jobs = IntGaugeVec::new(Opts::new("jobs", "Jobs known, by state"), &["state"])?;
+        let step_seconds = Histogram::with_opts(
+            HistogramOpts::new("step_seconds", "Duration of one sampler step")
+                .buckets(buckets(0.001, 2.0, 20)),
+        )?;
+        let job_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "job_seconds",
+                "Run time of a finished job (start to video written)",
+            )
+            .buckets(buckets(0.01, 2.0, 20)),
+        )?;
+        let latency_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "job_latency_seconds",
+                "Submission to finish of a job (queue wait included)",
+            )
+            .buckets(buckets(0.01, 2.0, 20)),
+        )?;
+        let http_errors = IntCounterVec::new(
+            Opts::new(
+                "http_errors_total",
+                "Requests answered with an error, by status",
+            ),
+            &["code"],
+        )?;
+        let device_memory_used = Gauge::new(
+            "device_memory_used_bytes",
+            "GPU memory in use (NVML; 0 on the CPU backend)",
+        )?;
+        let device_memory_total = Gauge::new(
+            "device_memory_total_bytes",
+            "GPU memory in total (NVML; 0 on the CPU backend)",
+        )?;
+        registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(jobs.clone()))?;
+        registry.register(Box::new(step_seconds.clone()))?;
+        registry.register(Box::new(job_seconds.clone()))?;
+        registry.register(Box::new(latency_seconds.clone()))?;
+        registry.register(Box::new(http_errors.clone()))?;
+        registry.register(Box::new(device_memory_used.clone()))?;
+        registry.register(Box::new(device_memory_total.clone()))?;
+        Ok(Metrics {
+            registry,
+            queue_depth,
+            jobs,
+            step_seconds,
+            job_seconds,
+            latency_seconds,
+            http_errors,
+            device_memory_used,
+            device_memory_total,
+        })
+    }
+
+    /// The exposition text, with the gauges read from `table` now.
+    pub fn render(&self, table: &Table) -> String {
+        self.queue_depth.set(table.queue.len() as i64);
+        for s in State::ALL {
+            self.jobs
+                .with_label_values(&[s.name()])
+                .set(table.count(s) as i64);
+        }
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
