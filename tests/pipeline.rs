@@ -177,6 +177,9 @@ fn unconditional_branch_drops_audio_reference_and_identity() {
             id: &pp.id,
             cond_rows: rows,
             reference: true,
+            rca_kv: None,
+            time_emb: None,
+            context_kv: None,
         }
     }
     let ctx_p = comps.clip_context(&be, &p, 0).unwrap();
@@ -247,6 +250,9 @@ fn freshly_initialised_rca_leaves_the_unet_output_unchanged() {
         id: &p.id,
         cond_rows: 0..slots,
         reference: true,
+        rca_kv: None,
+        time_emb: None,
+        context_kv: None,
     };
     let (c, u) = denoise_rows(&be, &fresh, &p, &ctx, &mut hooks);
     assert_eq!(
@@ -271,6 +277,9 @@ fn rca_with_synthetic_weights_changes_the_output() {
         id: &p.id,
         cond_rows: 0..slots,
         reference: true,
+        rca_kv: None,
+        time_emb: None,
+        context_kv: None,
     };
     let (c, _) = denoise_rows(&be, &comps, &p, &ctx, &mut hooks);
     assert!(
