@@ -311,3 +311,60 @@ fn generation_is_deterministic_by_seed() {
     assert!(a.frames.iter().zip(&b.frames).all(|(x, y)| x == y));
     assert_ne!(a.trace, c.trace);
 }
+
+/// The step constants computed once (RCA bank/identity K/V per video, cross-attention K/V of
+/// the audio context and the schedule's time embeddings per clip) give the same bits as
+/// computing them inside every step.
+#[test]
+fn step_constants_computed_once_match_the_per_step_computation_bit_for_bit() {
+    let (be, comps, img, speech) = setup();
+    let p = prepare(&be, &comps, &img, &speech, 2);
+    let sched = comps.scheduler(2).unwrap();
+    // clip 1: its context differs from clip 0's (motion slots read earlier frames)
+    let consts = comps.clip_constants(&be, &p, 1).unwrap();
+    let temb = comps.time_embeddings(&be, &p, &sched).unwrap();
+    assert_eq!(temb.len(), sched.timesteps().len());
+    let slots = p.geometry.motion + p.geometry.frames;
+    let motion = comps.initial_motion(&be, &p).unwrap();
+    let noise = comps.clip_noise(&be, &p, 5, 1).unwrap();
+    let x = be.concat(&[&motion, &noise], 2).unwrap();
+    let x2 = be.concat(&[&x, &x], 0).unwrap();
+    for (i, &t) in sched.timesteps().iter().enumerate() {
+        let tt = be.from_f32_full(&[1], &[t as f32]).unwrap();
+        let mut per_step = DenoiseHooks {
+            comps: &comps,
+            p_move: &p.p_move,
+            clarity_emb: &p.clarity_emb,
+            ref_kv: &p.ref_kv,
+            id: &p.id,
+            cond_rows: 0..slots,
+            reference: true,
+            rca_kv: None,
+            time_emb: None,
+            context_kv: None,
+        };
+        let want = comps
+            .denoising_unet
+            .forward_t(&be, &x2, &tt, &consts.context, &mut per_step)
+            .unwrap();
+        let emb = be
+            .from_f32_full(&[2, comps.time_embed_dim()], &temb[i])
+            .unwrap();
+        let mut once = DenoiseHooks {
+            rca_kv: Some(&p.rca_kv),
+            time_emb: Some(&emb),
+            context_kv: Some(&consts.context_kv),
+            ..per_step
+        };
+        let got = comps
+            .denoising_unet
+            .forward_t(&be, &x2, &tt, &consts.context, &mut once)
+            .unwrap();
+        let (want, got) = (be.to_f32(&want).unwrap(), be.to_f32(&got).unwrap());
+        assert!(
+            want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "step {i} (t = {t}): rel L2 {:.3e}",
+            rel_l2(&got, &want)
+        );
+    }
+}
