@@ -50,7 +50,11 @@ fn bf16_latent_bound() -> f64 {
 /// mean pixel level.
 const FRAMES_BOUND: f64 = 3e-2;
 
-fn inputs() -> (image::RgbImage, cyberhost_engine::pipeline::audio::Speech, Request) {
+fn inputs() -> (
+    image::RgbImage,
+    cyberhost_engine::pipeline::audio::Speech,
+    Request,
+) {
     let img = decode_image(IMAGE, "reference.png").unwrap();
     let mut speech = load_wav_bytes(SPEECH, "speech.wav").unwrap();
     // One clip of F frames plus a second clip: exercises motion-frame carry-over.

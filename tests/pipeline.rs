@@ -126,6 +126,28 @@ fn second_clip_depends_on_the_first_through_the_motion_frames() {
     );
 }
 
+/// The pipeline's hooks for `p` with reference K/V and identity from `pp`, every step constant
+/// computed in the step.
+fn hooks<'a>(
+    comps: &'a Components<CpuBackend>,
+    p: &'a Prepared<CpuBackend>,
+    pp: &'a Prepared<CpuBackend>,
+    rows: std::ops::Range<usize>,
+) -> DenoiseHooks<'a, CpuBackend> {
+    DenoiseHooks {
+        comps,
+        p_move: &p.p_move,
+        clarity_emb: &p.clarity_emb,
+        ref_kv: &pp.ref_kv,
+        id: &pp.id,
+        cond_rows: rows,
+        reference: true,
+        rca_kv: None,
+        time_emb: None,
+        context_kv: None,
+    }
+}
+
 /// Run the denoiser once on a fixed input with the given hooks; returns (cond rows, uncond rows).
 fn denoise_rows(
     be: &CpuBackend,
@@ -163,25 +185,6 @@ fn unconditional_branch_drops_audio_reference_and_identity() {
         .for_each(|(i, s)| *s = ((i as f32) * 0.05).sin() * 0.3);
     let q = prepare(&be, &comps, &other_img, &other_speech, 1);
     let slots = p.geometry.motion + p.geometry.frames;
-    fn hooks<'a>(
-        comps: &'a Components<CpuBackend>,
-        p: &'a Prepared<CpuBackend>,
-        pp: &'a Prepared<CpuBackend>,
-        rows: std::ops::Range<usize>,
-    ) -> DenoiseHooks<'a, CpuBackend> {
-        DenoiseHooks {
-            comps,
-            p_move: &p.p_move,
-            clarity_emb: &p.clarity_emb,
-            ref_kv: &pp.ref_kv,
-            id: &pp.id,
-            cond_rows: rows,
-            reference: true,
-            rca_kv: None,
-            time_emb: None,
-            context_kv: None,
-        }
-    }
     let ctx_p = comps.clip_context(&be, &p, 0).unwrap();
     let ctx_q = comps.clip_context(&be, &q, 0).unwrap();
     let (c1, u1) = denoise_rows(
@@ -242,17 +245,10 @@ fn freshly_initialised_rca_leaves_the_unet_output_unchanged() {
         modules: comps.modules.clone().with_fresh_rca(&be).unwrap(),
         ..comps
     };
+    let no_ref = Default::default();
     let mut hooks = DenoiseHooks {
-        comps: &fresh,
-        p_move: &p.p_move,
-        clarity_emb: &p.clarity_emb,
-        ref_kv: &Default::default(),
-        id: &p.id,
-        cond_rows: 0..slots,
-        reference: true,
-        rca_kv: None,
-        time_emb: None,
-        context_kv: None,
+        ref_kv: &no_ref,
+        ..hooks(&fresh, &p, &p, 0..slots)
     };
     let (c, u) = denoise_rows(&be, &fresh, &p, &ctx, &mut hooks);
     assert_eq!(
@@ -269,17 +265,10 @@ fn rca_with_synthetic_weights_changes_the_output() {
     let ctx = comps.clip_context(&be, &p, 0).unwrap();
     let slots = p.geometry.motion + p.geometry.frames;
     let (base_c, _) = denoise_rows(&be, &comps, &p, &ctx, &mut NoRca { p: &p });
+    let no_ref = Default::default();
     let mut hooks = DenoiseHooks {
-        comps: &comps,
-        p_move: &p.p_move,
-        clarity_emb: &p.clarity_emb,
-        ref_kv: &Default::default(),
-        id: &p.id,
-        cond_rows: 0..slots,
-        reference: true,
-        rca_kv: None,
-        time_emb: None,
-        context_kv: None,
+        ref_kv: &no_ref,
+        ..hooks(&comps, &p, &p, 0..slots)
     };
     let (c, _) = denoise_rows(&be, &comps, &p, &ctx, &mut hooks);
     assert!(
@@ -331,18 +320,7 @@ fn step_constants_computed_once_match_the_per_step_computation_bit_for_bit() {
     let x2 = be.concat(&[&x, &x], 0).unwrap();
     for (i, &t) in sched.timesteps().iter().enumerate() {
         let tt = be.from_f32_full(&[1], &[t as f32]).unwrap();
-        let mut per_step = DenoiseHooks {
-            comps: &comps,
-            p_move: &p.p_move,
-            clarity_emb: &p.clarity_emb,
-            ref_kv: &p.ref_kv,
-            id: &p.id,
-            cond_rows: 0..slots,
-            reference: true,
-            rca_kv: None,
-            time_emb: None,
-            context_kv: None,
-        };
+        let mut per_step = hooks(&comps, &p, &p, 0..slots);
         let want = comps
             .denoising_unet
             .forward_t(&be, &x2, &tt, &consts.context, &mut per_step)
@@ -362,7 +340,9 @@ fn step_constants_computed_once_match_the_per_step_computation_bit_for_bit() {
             .unwrap();
         let (want, got) = (be.to_f32(&want).unwrap(), be.to_f32(&got).unwrap());
         assert!(
-            want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+            want.iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
             "step {i} (t = {t}): rel L2 {:.3e}",
             rel_l2(&got, &want)
         );
