@@ -126,6 +126,28 @@ fn second_clip_depends_on_the_first_through_the_motion_frames() {
     );
 }
 
+/// The pipeline's hooks for `p` with reference K/V and identity from `pp`, every step constant
+/// computed in the step.
+fn hooks<'a>(
+    comps: &'a Components<CpuBackend>,
+    p: &'a Prepared<CpuBackend>,
+    pp: &'a Prepared<CpuBackend>,
+    rows: std::ops::Range<usize>,
+) -> DenoiseHooks<'a, CpuBackend> {
+    DenoiseHooks {
+        comps,
+        p_move: &p.p_move,
+        clarity_emb: &p.clarity_emb,
+        ref_kv: &pp.ref_kv,
+        id: &pp.id,
+        cond_rows: rows,
+        reference: true,
+        rca_kv: None,
+        time_emb: None,
+        context_kv: None,
+    }
+}
+
 /// Run the denoiser once on a fixed input with the given hooks; returns (cond rows, uncond rows).
 fn denoise_rows(
     be: &CpuBackend,
@@ -163,22 +185,6 @@ fn unconditional_branch_drops_audio_reference_and_identity() {
         .for_each(|(i, s)| *s = ((i as f32) * 0.05).sin() * 0.3);
     let q = prepare(&be, &comps, &other_img, &other_speech, 1);
     let slots = p.geometry.motion + p.geometry.frames;
-    fn hooks<'a>(
-        comps: &'a Components<CpuBackend>,
-        p: &'a Prepared<CpuBackend>,
-        pp: &'a Prepared<CpuBackend>,
-        rows: std::ops::Range<usize>,
-    ) -> DenoiseHooks<'a, CpuBackend> {
-        DenoiseHooks {
-            comps,
-            p_move: &p.p_move,
-            clarity_emb: &p.clarity_emb,
-            ref_kv: &pp.ref_kv,
-            id: &pp.id,
-            cond_rows: rows,
-            reference: true,
-        }
-    }
     let ctx_p = comps.clip_context(&be, &p, 0).unwrap();
     let ctx_q = comps.clip_context(&be, &q, 0).unwrap();
     let (c1, u1) = denoise_rows(
@@ -239,14 +245,10 @@ fn freshly_initialised_rca_leaves_the_unet_output_unchanged() {
         modules: comps.modules.clone().with_fresh_rca(&be).unwrap(),
         ..comps
     };
+    let no_ref = Default::default();
     let mut hooks = DenoiseHooks {
-        comps: &fresh,
-        p_move: &p.p_move,
-        clarity_emb: &p.clarity_emb,
-        ref_kv: &Default::default(),
-        id: &p.id,
-        cond_rows: 0..slots,
-        reference: true,
+        ref_kv: &no_ref,
+        ..hooks(&fresh, &p, &p, 0..slots)
     };
     let (c, u) = denoise_rows(&be, &fresh, &p, &ctx, &mut hooks);
     assert_eq!(
@@ -263,14 +265,10 @@ fn rca_with_synthetic_weights_changes_the_output() {
     let ctx = comps.clip_context(&be, &p, 0).unwrap();
     let slots = p.geometry.motion + p.geometry.frames;
     let (base_c, _) = denoise_rows(&be, &comps, &p, &ctx, &mut NoRca { p: &p });
+    let no_ref = Default::default();
     let mut hooks = DenoiseHooks {
-        comps: &comps,
-        p_move: &p.p_move,
-        clarity_emb: &p.clarity_emb,
-        ref_kv: &Default::default(),
-        id: &p.id,
-        cond_rows: 0..slots,
-        reference: true,
+        ref_kv: &no_ref,
+        ..hooks(&comps, &p, &p, 0..slots)
     };
     let (c, _) = denoise_rows(&be, &comps, &p, &ctx, &mut hooks);
     assert!(
@@ -301,4 +299,52 @@ fn generation_is_deterministic_by_seed() {
     assert_eq!(a.trace, b.trace);
     assert!(a.frames.iter().zip(&b.frames).all(|(x, y)| x == y));
     assert_ne!(a.trace, c.trace);
+}
+
+/// The step constants computed once (RCA bank/identity K/V per video, cross-attention K/V of
+/// the audio context and the schedule's time embeddings per clip) give the same bits as
+/// computing them inside every step.
+#[test]
+fn step_constants_computed_once_match_the_per_step_computation_bit_for_bit() {
+    let (be, comps, img, speech) = setup();
+    let p = prepare(&be, &comps, &img, &speech, 2);
+    let sched = comps.scheduler(2).unwrap();
+    // clip 1: its context differs from clip 0's (motion slots read earlier frames)
+    let consts = comps.clip_constants(&be, &p, 1).unwrap();
+    let temb = comps.time_embeddings(&be, &p, &sched).unwrap();
+    assert_eq!(temb.len(), sched.timesteps().len());
+    let slots = p.geometry.motion + p.geometry.frames;
+    let motion = comps.initial_motion(&be, &p).unwrap();
+    let noise = comps.clip_noise(&be, &p, 5, 1).unwrap();
+    let x = be.concat(&[&motion, &noise], 2).unwrap();
+    let x2 = be.concat(&[&x, &x], 0).unwrap();
+    for (i, &t) in sched.timesteps().iter().enumerate() {
+        let tt = be.from_f32_full(&[1], &[t as f32]).unwrap();
+        let mut per_step = hooks(&comps, &p, &p, 0..slots);
+        let want = comps
+            .denoising_unet
+            .forward_t(&be, &x2, &tt, &consts.context, &mut per_step)
+            .unwrap();
+        let emb = be
+            .from_f32_full(&[2, comps.time_embed_dim()], &temb[i])
+            .unwrap();
+        let mut once = DenoiseHooks {
+            rca_kv: Some(&p.rca_kv),
+            time_emb: Some(&emb),
+            context_kv: Some(&consts.context_kv),
+            ..per_step
+        };
+        let got = comps
+            .denoising_unet
+            .forward_t(&be, &x2, &tt, &consts.context, &mut once)
+            .unwrap();
+        let (want, got) = (be.to_f32(&want).unwrap(), be.to_f32(&got).unwrap());
+        assert!(
+            want.iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "step {i} (t = {t}): rel L2 {:.3e}",
+            rel_l2(&got, &want)
+        );
+    }
 }

@@ -422,3 +422,73 @@ fn flops_and_bytes_of_hand_built_graph() {
     let total: u64 = g.cost_by_class().iter().map(|(_, c)| c.flops).sum();
     assert_eq!(total, g.total_flops());
 }
+
+/// Ops of the traced step that read nothing that changes between steps (the latents z, the
+/// timestep, its embedding, the CFG + DDIM coefficients): per-clip constants recomputed every
+/// step. None of them may do arithmetic (GEMM, conv, attention, norms, time embedding); the
+/// layout ops that remain (the reference K/V broadcast to the cond rows, position-embedding
+/// slices) are printed.
+#[test]
+fn step_graph_computes_no_per_clip_constants() {
+    let src = WeightsSource::Preset {
+        preset: Preset::Tiny,
+        seed: 0,
+    };
+    let pg = trace_pipeline(&src, None).unwrap();
+    let time_embed_dim = src
+        .configs()
+        .unwrap()
+        .denoising_unet
+        .trunk
+        .time_embedding
+        .time_embed_dim;
+    let g = &pg.step;
+    let geo = pg.geometry;
+    let z = vec![1, 4, geo.frames, geo.latent_h, geo.latent_w];
+    let per_step_shapes = [
+        z,
+        vec![1],
+        vec![2, time_embed_dim],
+        vec![cyberhost_engine::backends::composed::CFG_DDIM_COEFFS],
+    ];
+    let mut varies = vec![false; g.tensors.len()];
+    for (i, t) in g.tensors.iter().enumerate() {
+        if t.kind == TensorKind::Input && per_step_shapes.contains(&t.shape) {
+            varies[i] = true;
+        }
+    }
+    // z, the time embedding and the coefficients (the timestep itself is read by no op once
+    // its embedding is an input)
+    assert!(
+        varies.iter().filter(|&&v| v).count() >= 3,
+        "step inputs found"
+    );
+    let mut constant = Vec::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        if n.inputs.iter().any(|&t| varies[t]) {
+            varies[n.output] = true;
+        } else {
+            constant.push(i);
+        }
+    }
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for &i in &constant {
+        let n = &g.nodes[i];
+        let key = format!("{} → {:?}", n.op.name(), g.tensors[n.output].shape);
+        *kinds.entry(key).or_default() += 1;
+    }
+    println!("{} step-invariant ops: {kinds:#?}", constant.len());
+    for &i in &constant {
+        assert!(
+            matches!(
+                g.nodes[i].op,
+                Op::Reshape { .. }
+                    | Op::Narrow { .. }
+                    | Op::IndexSelect { .. }
+                    | Op::Permute { .. }
+            ),
+            "the step recomputes a per-clip constant: {}",
+            g.describe_node(i)
+        );
+    }
+}

@@ -33,3 +33,5 @@ pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     let den: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
     (num / den.max(1e-30)).sqrt()
 }
+
+pub mod numerics;

@@ -179,9 +179,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
         self.from_f32(shape, data)
     }
     /// `t` in the dtype the denoiser's activations are stored in. The sampler keeps its latents
-    /// in f32 (`from_f32_full`); this is where they enter the U-Net. CPU: `t` itself. CUDA: f32
-    /// (the default: f32-accurate products through split bf16 operands) or bf16 (fast; see
-    /// `CudaBackend::set_activations` and docs/performance.md).
+    /// in f32 (`from_f32_full`); this is where they enter the U-Net. CPU: `t` itself. CUDA: bf16
+    /// (the default, f32 accumulation; docs/numerics.md) or f32 (f32-accurate products through
+    /// split bf16 operands; see `CudaBackend::set_activations` and docs/performance.md).
     fn to_activation(&self, t: &Self::Tensor) -> Result<Self::Tensor> {
         Ok(t.clone())
     }

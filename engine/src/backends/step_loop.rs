@@ -4,7 +4,7 @@
 //! ```text
 //! state₀ = init
 //! for i in 0..steps:
-//!     inputs_i = inputs(i)                 host values, fixed shapes (timestep, DDIM coefficients)
+//!     inputs_i = inputs(i)                 host values, fixed shapes (timestep, DDIM coefficients, time embedding)
 //!     state_{i+1} = body(state_i, inputs_i) device work only, same shape and dtype as state
 //!     after(i, state_{i+1})                e.g. progress, a host copy of the latents
 //! ```
@@ -25,7 +25,7 @@ pub type StepInputs = Vec<Vec<f32>>;
 pub struct StepLoop<'a, B: Backend> {
     /// Number of iterations, e.g. 25.
     pub steps: usize,
-    /// Shapes of the per-step inputs, e.g. `[[1], [8]]`; they reach `body` as f32 tensors.
+    /// Shapes of the per-step inputs, e.g. `[[1], [8], [2, 1280]]`; they reach `body` as f32 tensors.
     pub input_shapes: Vec<Vec<usize>>,
     /// The input values of step `i`.
     pub inputs: &'a mut dyn FnMut(usize) -> Result<StepInputs>,

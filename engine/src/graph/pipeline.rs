@@ -5,13 +5,17 @@
 //! - `vae_encode`: the reference image → `z_ref` (× scaling factor);
 //! - `reference`: pose encoder on the skeleton and movement maps, ReferenceNet at t = 0
 //!   (dead ops after the last `norm1` that is read are pruned, as on the GPU path), the
-//!   reference K/V projections of every denoiser `attn1`, identity tokens, clarity embedding;
+//!   reference K/V projections of every denoiser `attn1`, identity tokens, clarity embedding,
+//!   the RCA banks' and identity tokens' K/V projections;
 //! - `audio`: wav2vec2 on one clip's speech (F / fps seconds) and `audio_proj` on the F
 //!   frames' windows (the windows are built on the host: an input);
+//! - `clip`: the per-clip constants of the step: every cross-attention's K/V of the clip's
+//!   audio context and the time embedding of every step of the schedule;
 //! - `denoise_step`: one CFG step, `x = concat(motion, z)`, ONE `UNetMotionModel::forward`
-//!   on the batch of 2 with every hook (p_move, clarity, reference K/V, RCA), then the fused
+//!   on the batch of 2 with every hook (p_move, reference K/V, RCA), then the fused
 //!   guidance + eta = 0 DDIM update (`cfg_ddim_step`): exactly the step the CUDA backend
-//!   captures; the timestep, coefficients, audio context and one-off results are inputs;
+//!   captures; the timestep, its embedding, coefficients, per-clip and one-off results are
+//!   inputs;
 //! - `vae_decode`: the F clean latents of one clip → frames.
 
 use super::{Graph, TensorKind, TraceBackend, TraceTensor};
@@ -45,17 +49,19 @@ pub struct PipelineGraphs {
     pub vae_encode: Graph,
     pub reference: Graph,
     pub audio: Graph,
+    pub clip: Graph,
     pub step: Graph,
     pub vae_decode: Graph,
 }
 
 impl PipelineGraphs {
     /// The graphs in run order.
-    pub fn all(&self) -> [&Graph; 5] {
+    pub fn all(&self) -> [&Graph; 6] {
         [
             &self.vae_encode,
             &self.reference,
             &self.audio,
+            &self.clip,
             &self.step,
             &self.vae_decode,
         ]
@@ -228,7 +234,18 @@ pub fn trace_pipeline(
         .modules
         .clarity_embedding
         .forward(&be, &[cfg.pipeline.hand_clarity])?;
+    let rca_kv = comps.rca_constants(&be, &id)?;
     let mut keep: Vec<&TraceTensor> = vec![&p_move, &clarity_emb, &id.face, &id.hand];
+    let mut sites: Vec<&usize> = rca_kv.keys().collect();
+    sites.sort();
+    for site in sites {
+        for r in [&rca_kv[site].face, &rca_kv[site].hand] {
+            keep.extend([&r.spatial.0, &r.spatial.1, &r.temporal.0, &r.temporal.1]);
+            if let Some((k, v)) = &r.identity {
+                keep.extend([k, v]);
+            }
+        }
+    }
     let mut names: Vec<&String> = ref_kv.keys().collect();
     names.sort();
     for n in names {
@@ -250,13 +267,6 @@ pub fn trace_pipeline(
     keep.push(&audio_tokens);
     let audio = be.cut("audio", &keep);
 
-    // ---- denoise_step
-    let motion = be.zeros(&[1, latent, m, h, w])?;
-    let z = be.zeros(&[1, latent, f, h, w])?;
-    let context = be.zeros(&[2 * (m + f), ctx.num_tokens, ctx.context_dim])?;
-    // the step inputs: timestep (1,) and the CFG + DDIM coefficients (8,)
-    let t = be.zeros(&[1])?;
-    let coeffs = be.zeros(&[crate::backends::composed::CFG_DDIM_COEFFS])?;
     let prepared = Prepared {
         geometry: g,
         z_ref: z_ref.clone(),
@@ -264,12 +274,39 @@ pub fn trace_pipeline(
         clarity_emb: clarity_emb.clone(),
         ref_kv,
         id,
+        rca_kv,
         audio_tokens,
         num_frames: f,
         reference_hand_clarity: 0.0,
     };
+
+    // ---- clip (the audio context is gathered from the audio tokens on the host side of a cut)
+    let context = be.zeros(&[2 * (m + f), ctx.num_tokens, ctx.context_dim])?;
+    let consts = comps.context_constants(&be, context)?;
+    let scheduler = comps.scheduler(g.steps)?;
+    let embeddings = scheduler
+        .timesteps()
+        .iter()
+        .map(|&t| comps.time_embedding(&be, &prepared, t))
+        .collect::<Result<Vec<_>>>()?;
+    let mut keep: Vec<&TraceTensor> = embeddings.iter().collect();
+    let mut names: Vec<&String> = consts.context_kv.keys().collect();
+    names.sort();
+    for n in names {
+        let (k, v) = &consts.context_kv[n];
+        keep.extend([k, v]);
+    }
+    let clip = be.cut("clip", &keep);
+
+    // ---- denoise_step
+    let motion = be.zeros(&[1, latent, m, h, w])?;
+    let z = be.zeros(&[1, latent, f, h, w])?;
+    // the step inputs: timestep (1,), its time embedding (2, D), CFG + DDIM coefficients (8,)
+    let t = be.zeros(&[1])?;
+    let temb = be.zeros(&[2, comps.time_embed_dim()])?;
+    let coeffs = be.zeros(&[crate::backends::composed::CFG_DDIM_COEFFS])?;
     let z_next = comps
-        .denoise_step(&be, &prepared, &motion, &context, &z, &t, &coeffs)
+        .denoise_step(&be, &prepared, &motion, &consts, &z, &t, &temb, &coeffs)
         .context("tracing one CFG step")?;
     let step = be.cut("denoise_step", &[&z_next]);
 
@@ -288,6 +325,7 @@ pub fn trace_pipeline(
         vae_encode,
         reference,
         audio,
+        clip,
         step,
         vae_decode,
     })

@@ -186,6 +186,36 @@ impl<B: Backend> Attention<B> {
         extra: Option<&ExtraKv<'_, B>>,
         residual: Option<&B::Tensor>,
     ) -> Result<B::Tensor> {
+        self.forward_inner(
+            be,
+            x,
+            KvSource::States(encoder_hidden_states),
+            extra,
+            residual,
+        )
+    }
+
+    /// Cross-attention with its keys and values already projected ([`Self::project_kv`] of
+    /// the encoder hidden states, each (N, S, inner)), `+ residual` as in
+    /// [`forward_residual`](Self::forward_residual).
+    pub fn forward_projected(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        (k, v): (&B::Tensor, &B::Tensor),
+        residual: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
+        self.forward_inner(be, x, KvSource::Projected(k, v), None, residual)
+    }
+
+    fn forward_inner(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        kv: KvSource<'_, B>,
+        extra: Option<&ExtraKv<'_, B>>,
+        residual: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         let shape = x.shape().to_vec();
         // tokens (N, L, C)
         let tokens = match shape.len() {
@@ -212,15 +242,30 @@ impl<B: Backend> Attention<B> {
         };
         let n = tokens.shape()[0];
         let q = self.to_q.forward(be, &tokens)?;
-        let ctx = encoder_hidden_states.unwrap_or(&tokens);
-        if ctx.shape()[0] != n {
-            bail!(
-                "Attention: encoder_hidden_states batch {} differs from the hidden states batch {n}",
-                ctx.shape()[0]
-            );
-        }
-        let k = self.to_k.forward(be, ctx)?;
-        let v = self.to_v.forward(be, ctx)?;
+        let (k, v) = match kv {
+            KvSource::States(states) => {
+                let ctx = states.unwrap_or(&tokens);
+                if ctx.shape()[0] != n {
+                    bail!(
+                        "Attention: encoder_hidden_states batch {} differs from the hidden states batch {n}",
+                        ctx.shape()[0]
+                    );
+                }
+                self.project_kv(be, ctx)?
+            }
+            KvSource::Projected(k, v) => {
+                for (what, t) in [("keys", k), ("values", v)] {
+                    if t.rank() != 3 || t.shape()[0] != n || t.shape()[2] != self.inner_dim {
+                        bail!(
+                            "Attention: projected {what} {:?} must be (batch {n}, S, inner {})",
+                            t.shape(),
+                            self.inner_dim
+                        );
+                    }
+                }
+                (k.clone(), v.clone())
+            }
+        };
 
         let out = match extra {
             None => self.sdpa(be, &q, &k, &v)?,
@@ -349,6 +394,15 @@ impl<B: Backend> Attention<B> {
         let o = be.permute(&o, &[0, 2, 1, 3])?;
         be.reshape(&o, &[n, lq, inner])
     }
+}
+
+/// Where `Attention` gets its keys and values.
+#[derive(Clone, Copy)]
+enum KvSource<'a, B: Backend> {
+    /// Projected here from the encoder hidden states (None: self-attention on the tokens).
+    States(Option<&'a B::Tensor>),
+    /// Already projected k, v (N, S, inner).
+    Projected(&'a B::Tensor, &'a B::Tensor),
 }
 
 /// (1, L, D) → (n, L, D) by repeating; (n, L, D) passes through.

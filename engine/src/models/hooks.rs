@@ -37,6 +37,13 @@ pub trait UNetHooks<B: Backend> {
         Ok(None)
     }
 
+    /// The finished time embedding (batch, time_embed_dim), computed before the run: when
+    /// `Some`, the time projection, `time_embedding`, `time_embed_act` and the two hooks around
+    /// them are skipped (the sampler embeds its whole schedule once and feeds one row per step).
+    fn time_embedding(&mut self, _be: &B) -> Result<Option<B::Tensor>> {
+        Ok(None)
+    }
+
     /// After `time_embedding` (and before the motion model repeats it per frame):
     /// `emb` is (batch, time_embed_dim). Return the new `emb`.
     fn after_time_embedding(&mut self, _be: &B, emb: B::Tensor) -> Result<B::Tensor> {
@@ -58,6 +65,12 @@ pub trait UNetHooks<B: Backend> {
     /// The `norm1` output (N, L, C) of the transformer block `name` (before any positional embedding).
     fn on_norm1(&mut self, _be: &B, _name: &str, _norm1: &B::Tensor) -> Result<()> {
         Ok(())
+    }
+
+    /// `attn2`'s keys and values (N, S, inner) of the transformer block `name`, already
+    /// projected from this run's `encoder_hidden_states` (constant over a clip's steps).
+    fn attn2_kv(&self, _name: &str) -> Option<(&B::Tensor, &B::Tensor)> {
+        None
     }
 
     /// Extra key/value tokens for `attn1` of the transformer block `name`, for some batch rows.

@@ -324,7 +324,10 @@ impl<B: Backend> BasicTransformerBlock<B> {
                 Some(pe) => pe.forward(be, &n)?,
                 None => n,
             };
-            h = attn2.forward_residual(be, &n, encoder_hidden_states, None, Some(&h))?;
+            h = match hooks.attn2_kv(&self.name) {
+                Some(kv) => attn2.forward_projected(be, &n, kv, Some(&h))?,
+                None => attn2.forward_residual(be, &n, encoder_hidden_states, None, Some(&h))?,
+            };
         }
         let n = self.norm3.forward(be, &h)?;
         self.ff.forward_residual(be, &n, Some(&h))

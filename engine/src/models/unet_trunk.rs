@@ -169,6 +169,18 @@ impl<B: Backend> UNetTrunk<B> {
         out
     }
 
+    /// The `BasicTransformerBlock`s of the spatial transformers: the ones whose `attn2` reads
+    /// `encoder_hidden_states` (motion modules pass none).
+    pub fn spatial_transformer_blocks(&self) -> Vec<&BasicTransformerBlock<B>> {
+        let down = self.down_blocks.iter().map(|d| &d.attentions);
+        let mid = self.mid_block.iter().map(|m| &m.attentions);
+        let up = self.up_blocks.iter().map(|u| &u.attentions);
+        down.chain(mid)
+            .chain(up)
+            .flat_map(|ts| ts.iter().flat_map(|t| t.transformer_blocks.iter()))
+            .collect()
+    }
+
     /// The embedding (B, D) of per-batch-item timesteps, after the time-embedding hook.
     pub fn time_embed(
         &self,
@@ -228,13 +240,13 @@ impl<B: Backend> UNetTrunk<B> {
             bail!("UNet: batch·frames {n} is not a multiple of num_frames {num_frames}");
         }
         let b = n / num_frames;
-        let timesteps = match timesteps.shape() {
-            [1] if b > 1 => be.index_select(timesteps, 0, &vec![0; b])?,
-            [l] if *l == b => timesteps.clone(),
+        match timesteps.shape() {
+            [1] => {}
+            [l] if *l == b => {}
             other => bail!(
                 "UNet: timesteps {other:?} for a batch of {b}; give one per batch item (or one for all)"
             ),
-        };
+        }
         if let Some(e) = encoder_hidden_states {
             if e.rank() != 3 || e.shape()[0] != n {
                 bail!(
@@ -252,7 +264,26 @@ impl<B: Backend> UNetTrunk<B> {
         if self.center_input_sample {
             x = be.affine(&x, 2.0, -1.0)?;
         }
-        let mut emb = self.time_embed(be, &timesteps, hooks)?;
+        let mut emb = match hooks.time_embedding(be)? {
+            Some(e) => {
+                if e.shape() != [b, self.time_embedding.linear_2.weight.shape()[0]] {
+                    bail!(
+                        "UNet: the precomputed time embedding {:?} must be (batch {b}, {})",
+                        e.shape(),
+                        self.time_embedding.linear_2.weight.shape()[0]
+                    );
+                }
+                e
+            }
+            None => {
+                let timesteps = if timesteps.shape()[0] != b {
+                    be.index_select(timesteps, 0, &vec![0; b])?
+                } else {
+                    timesteps.clone()
+                };
+                self.time_embed(be, &timesteps, hooks)?
+            }
+        };
         if num_frames > 1 {
             let idx: Vec<usize> = (0..n).map(|i| i / num_frames).collect();
             emb = be.index_select(&emb, 0, &idx)?;

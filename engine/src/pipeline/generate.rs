@@ -11,7 +11,7 @@ use crate::backends::{Backend, BackendExt, TensorLike};
 use crate::error::UserError;
 use crate::models::attention::{ExtraKv, ExtraKvSource};
 use crate::models::cyberhost::audio_proj::audio_windows;
-use crate::models::cyberhost::rca::IdentityTokens;
+use crate::models::cyberhost::rca::{IdentityTokens, RcaSiteKv};
 use crate::models::hooks::UNetHooks;
 use crate::pipeline::audio::Speech;
 use crate::pipeline::checkpoint::Components;
@@ -96,6 +96,14 @@ pub struct Video {
     pub reference_hand_clarity: f64,
     /// Per clip, per step: the clip's F latents (1, 4, F, h, w) after the step (when traced).
     pub trace: Vec<Vec<Vec<f32>>>,
+}
+
+/// What the steps of one clip read that is constant over them ([`Components::clip_constants`]).
+pub struct ClipConstants<B: Backend> {
+    /// (2·(M+F), K_a, D_ctx): cond rows, then zeros
+    pub context: B::Tensor,
+    /// Per transformer block with cross-attention: `attn2`'s K/V of `context`.
+    pub context_kv: ProjectedKv<B>,
 }
 
 /// Resolved run geometry.
@@ -193,8 +201,23 @@ impl<B: Backend> UNetHooks<B> for ReferenceHooks<B> {
     }
 }
 
+/// Only the clarity embedding, added to the time embedding (the sampler's per-clip table).
+struct ClarityHooks<'a, B: Backend> {
+    clarity_emb: &'a B::Tensor,
+}
+
+impl<B: Backend> UNetHooks<B> for ClarityHooks<'_, B> {
+    fn time_embedding_residual(&mut self, _be: &B) -> Result<Option<B::Tensor>> {
+        Ok(Some(self.clarity_emb.clone()))
+    }
+}
+
+/// Keys and values projected once (per video or per clip) instead of every step.
+pub type ProjectedKv<B> = HashMap<String, (<B as Backend>::Tensor, <B as Backend>::Tensor)>;
+
 /// Denoising U-Net hooks: movement map, clarity embedding, reference K/V for
-/// the cond rows, Region Codebook Attention at the up blocks.
+/// the cond rows, Region Codebook Attention at the up blocks. The `Option` fields are
+/// step-independent values computed before the step loop; `None` computes them in the step.
 pub struct DenoiseHooks<'a, B: Backend> {
     pub comps: &'a Components<B>,
     pub p_move: &'a B::Tensor,
@@ -206,6 +229,12 @@ pub struct DenoiseHooks<'a, B: Backend> {
     pub cond_rows: Range<usize>,
     /// When false the reference/identity paths are off (used by tests).
     pub reference: bool,
+    /// Per RCA site (up block index): bank and identity K/V ([`Prepared::rca_kv`]).
+    pub rca_kv: Option<&'a HashMap<usize, RcaSiteKv<B>>>,
+    /// This step's finished time embedding (2, D) ([`Components::time_embeddings`]).
+    pub time_emb: Option<&'a B::Tensor>,
+    /// Per transformer block: `attn2`'s K/V of the clip's audio context ([`ClipConstants`]).
+    pub context_kv: Option<&'a ProjectedKv<B>>,
 }
 
 impl<'a, B: Backend> UNetHooks<B> for DenoiseHooks<'a, B> {
@@ -215,6 +244,12 @@ impl<'a, B: Backend> UNetHooks<B> for DenoiseHooks<'a, B> {
     fn time_embedding_residual(&mut self, _be: &B) -> Result<Option<B::Tensor>> {
         Ok(Some(self.clarity_emb.clone()))
     }
+    fn time_embedding(&mut self, _be: &B) -> Result<Option<B::Tensor>> {
+        Ok(self.time_emb.cloned())
+    }
+    fn attn2_kv(&self, name: &str) -> Option<(&B::Tensor, &B::Tensor)> {
+        self.context_kv?.get(name).map(|(k, v)| (k, v))
+    }
     fn after_up_block(
         &mut self,
         be: &B,
@@ -222,12 +257,13 @@ impl<'a, B: Backend> UNetHooks<B> for DenoiseHooks<'a, B> {
         h: B::Tensor,
         num_frames: usize,
     ) -> Result<B::Tensor> {
-        match self.comps.modules.rca_site(index) {
-            Some(site) => {
-                let id = self.reference.then(|| (self.id, self.cond_rows.clone()));
-                site.forward(be, &h, num_frames, id)
-            }
-            None => Ok(h),
+        let Some(site) = self.comps.modules.rca_site(index) else {
+            return Ok(h);
+        };
+        let rows = self.reference.then(|| self.cond_rows.clone());
+        match self.rca_kv.and_then(|m| m.get(&index)) {
+            Some(kv) => site.forward_kv(be, &h, num_frames, kv, rows),
+            None => site.forward(be, &h, num_frames, rows.map(|r| (self.id, r))),
         }
     }
     fn attn1_extra_kv(&self, name: &str) -> Option<ExtraKv<'_, B>> {
@@ -250,6 +286,8 @@ pub struct Prepared<B: Backend> {
     pub clarity_emb: B::Tensor,
     pub ref_kv: HashMap<String, (B::Tensor, B::Tensor)>,
     pub id: IdentityTokens<B>,
+    /// Per RCA site (up block index): both banks' and the identity tokens' K/V, projected once.
+    pub rca_kv: HashMap<usize, RcaSiteKv<B>>,
     /// (N, K_a, D_ctx)
     pub audio_tokens: B::Tensor,
     /// N = round(seconds · fps)
@@ -344,6 +382,7 @@ impl<B: Backend> Components<B> {
             / 2.0;
         let s = req.hand_clarity.unwrap_or(cfg.pipeline.hand_clarity);
         let clarity_emb = self.modules.clarity_embedding.forward(be, &[s])?;
+        let rca_kv = self.rca_constants(be, &id)?;
 
         on(Event::Stage("audio"));
         let num_frames = video_frames(speech, g.fps)?;
@@ -368,10 +407,24 @@ impl<B: Backend> Components<B> {
             clarity_emb,
             ref_kv,
             id,
+            rca_kv,
             audio_tokens,
             num_frames,
             reference_hand_clarity,
         })
+    }
+
+    /// Every RCA site's step-independent keys and values for this video's identity tokens.
+    pub fn rca_constants(
+        &self,
+        be: &B,
+        id: &IdentityTokens<B>,
+    ) -> Result<HashMap<usize, RcaSiteKv<B>>> {
+        self.modules
+            .rca
+            .iter()
+            .map(|site| Ok((site.site, site.project_kv(be, Some(id))?)))
+            .collect()
     }
 
     /// Audio tokens of every slot of clip `clip` (M motion slots, then F new frames),
@@ -390,15 +443,76 @@ impl<B: Backend> Components<B> {
         be.concat(&[&cond, &uncond], 0)
     }
 
+    /// What the steps of clip `clip` read that does not change between them: the audio
+    /// context and every cross-attention's K/V of it.
+    pub fn clip_constants(&self, be: &B, p: &Prepared<B>, clip: usize) -> Result<ClipConstants<B>> {
+        let context = self.clip_context(be, p, clip)?;
+        self.context_constants(be, context)
+    }
+
+    /// [`ClipConstants`] of a given audio context (2·(M+F), K_a, D_ctx).
+    pub fn context_constants(&self, be: &B, context: B::Tensor) -> Result<ClipConstants<B>> {
+        let mut context_kv = HashMap::new();
+        for block in self.denoising_unet.trunk.spatial_transformer_blocks() {
+            if let Some(attn2) = &block.attn2 {
+                context_kv.insert(block.name.clone(), attn2.project_kv(be, &context)?);
+            }
+        }
+        Ok(ClipConstants {
+            context,
+            context_kv,
+        })
+    }
+
+    /// The finished time embedding (2, D) (clarity embedding added) of every timestep of
+    /// `scheduler`, as host values: the per-step input of [`Self::denoise_step`]. Computed once
+    /// per clip with exactly the ops the step would run, so the step reads the same values.
+    pub fn time_embeddings(
+        &self,
+        be: &B,
+        p: &Prepared<B>,
+        scheduler: &DdimScheduler,
+    ) -> Result<Vec<Vec<f32>>> {
+        scheduler
+            .timesteps()
+            .iter()
+            .map(|&t| be.to_f32(&self.time_embedding(be, p, t)?))
+            .collect()
+    }
+
+    /// The finished time embedding (2, D) of timestep `t` on the device: the ops
+    /// `UNetTrunk::forward_t` runs on a (1,) timestep for the CFG batch of 2.
+    pub fn time_embedding(&self, be: &B, p: &Prepared<B>, t: usize) -> Result<B::Tensor> {
+        let mut hooks = ClarityHooks {
+            clarity_emb: &p.clarity_emb,
+        };
+        let t = be.from_f32_full(&[1], &[t as f32])?;
+        let t = be.index_select(&t, 0, &[0, 0])?;
+        self.denoising_unet.trunk.time_embed(be, &t, &mut hooks)
+    }
+
+    /// The width D of the time embedding.
+    pub fn time_embed_dim(&self) -> usize {
+        self.denoising_unet
+            .trunk
+            .time_embedding
+            .linear_2
+            .weight
+            .shape()[0]
+    }
+
     /// Both CFG branches of the denoiser: x (1, 4, M+F, h, w) at timestep `t` (1,) on the
-    /// device → model output (2, 4, M+F, h, w), row 0 cond, row 1 uncond.
+    /// device (or its finished embedding `time_emb` (2, D)) → model output (2, 4, M+F, h, w),
+    /// row 0 cond, row 1 uncond.
+    #[allow(clippy::too_many_arguments)]
     pub fn denoise_both(
         &self,
         be: &B,
         p: &Prepared<B>,
         x: &B::Tensor,
         t: &B::Tensor,
-        context: &B::Tensor,
+        time_emb: Option<&B::Tensor>,
+        clip: &ClipConstants<B>,
         reference: bool,
     ) -> Result<B::Tensor> {
         let g = &p.geometry;
@@ -412,27 +526,35 @@ impl<B: Backend> Components<B> {
             id: &p.id,
             cond_rows: 0..slots,
             reference,
+            rca_kv: Some(&p.rca_kv),
+            time_emb,
+            context_kv: Some(&clip.context_kv),
         };
         self.denoising_unet
-            .forward_t(be, &x2, t, context, &mut hooks)
+            .forward_t(be, &x2, t, &clip.context, &mut hooks)
     }
 
     /// One sampler step, the body [`Backend::run_steps`] replays: latents z (1, 4, F, h, w) after
     /// the motion latents (1, 4, M, h, w), both CFG branches of the denoiser at timestep `t`
-    /// (1,), then guidance + DDIM with `coeffs` (8,) (`DdimStepCoeffs::device_coeffs`) → new z.
+    /// (1,) with its finished embedding `time_emb` (2, D) (f32 host values:
+    /// [`Self::time_embeddings`]), then guidance + DDIM with `coeffs` (8,)
+    /// (`DdimStepCoeffs::device_coeffs`) → new z. Everything constant over the clip's steps
+    /// comes in `p` and `clip`, computed once.
     #[allow(clippy::too_many_arguments)]
     pub fn denoise_step(
         &self,
         be: &B,
         p: &Prepared<B>,
         motion: &B::Tensor,
-        context: &B::Tensor,
+        clip: &ClipConstants<B>,
         z: &B::Tensor,
         t: &B::Tensor,
+        time_emb: &B::Tensor,
         coeffs: &B::Tensor,
     ) -> Result<B::Tensor> {
         let x = be.to_activation(&be.concat(&[motion, z], 2)?)?;
-        let out = self.denoise_both(be, p, &x, t, context, true)?;
+        let time_emb = be.to_activation(time_emb)?;
+        let out = self.denoise_both(be, p, &x, t, Some(&time_emb), clip, true)?;
         be.cfg_ddim_step(&out, z, p.geometry.motion, coeffs)
     }
 
@@ -443,12 +565,12 @@ impl<B: Backend> Components<B> {
         p: &Prepared<B>,
         x: &B::Tensor,
         t: usize,
-        context: &B::Tensor,
+        clip: &ClipConstants<B>,
         reference: bool,
     ) -> Result<B::Tensor> {
         let g = &p.geometry;
         let tt = be.from_f32_full(&[1], &[t as f32])?;
-        let eps = self.denoise_both(be, p, x, &tt, context, reference)?;
+        let eps = self.denoise_both(be, p, x, &tt, None, clip, reference)?;
         let eps = be.narrow(&eps, 2, g.motion, g.frames)?;
         let cond = be.narrow(&eps, 0, 0, 1)?;
         let uncond = be.narrow(&eps, 0, 1, 1)?;
@@ -517,16 +639,19 @@ impl<B: Backend> Components<B> {
     ) -> Result<B::Tensor> {
         let timesteps = scheduler.timesteps().to_vec();
         let g = p.geometry;
-        let context = self.clip_context(be, p, clip)?;
-        // Per step: the timestep and the CFG + DDIM coefficients, as device inputs, so one
-        // captured step serves every step (`Backend::run_steps`).
+        // Once per clip: the audio context's cross-attention K/V and the time embedding of
+        // every step of the schedule.
+        let consts = self.clip_constants(be, p, clip)?;
+        let time_emb = self.time_embeddings(be, p, scheduler)?;
+        // Per step: the timestep, the CFG + DDIM coefficients and the step's time embedding, as
+        // device inputs, so one captured step serves every step (`Backend::run_steps`).
         let mut inputs = |i: usize| -> Result<Vec<Vec<f32>>> {
             let t = timesteps[i];
             let c = scheduler.step_coeffs(t, 0.0)?.device_coeffs(g.guidance)?;
-            Ok(vec![vec![t as f32], c.to_vec()])
+            Ok(vec![vec![t as f32], c.to_vec(), time_emb[i].clone()])
         };
         let mut body = |be: &B, z: &B::Tensor, ins: &[B::Tensor]| -> Result<B::Tensor> {
-            self.denoise_step(be, p, motion, &context, z, &ins[0], &ins[1])
+            self.denoise_step(be, p, motion, &consts, z, &ins[0], &ins[2], &ins[1])
         };
         let steps = timesteps.len();
         let mut after = |i: usize, z: &B::Tensor| -> Result<()> {
@@ -547,7 +672,11 @@ impl<B: Backend> Components<B> {
             noise,
             StepLoop {
                 steps,
-                input_shapes: vec![vec![1], vec![CFG_DDIM_COEFFS]],
+                input_shapes: vec![
+                    vec![1],
+                    vec![CFG_DDIM_COEFFS],
+                    vec![2, self.time_embed_dim()],
+                ],
                 inputs: &mut inputs,
                 body: &mut body,
                 after: &mut after,

@@ -71,8 +71,8 @@ pub struct Args {
     /// on unless CYBERHOST_CUDA_GRAPHS=0).
     #[arg(long, value_parser = ["on", "off"])]
     graphs: Option<String>,
-    /// CUDA: storage dtype of the denoiser's activations (bf16: fast; f32: f32-accurate products,
-    /// about twice the tensor-core work; default CYBERHOST_CUDA_ACTIVATIONS, else f32).
+    /// CUDA: storage dtype of the denoiser's activations (bf16: the default; f32: f32-accurate
+    /// products at about 2x the step time; default CYBERHOST_CUDA_ACTIVATIONS, else bf16).
     #[arg(long, value_parser = ["bf16", "f32"])]
     activations: Option<String>,
     /// One JSON object on stdout.

@@ -68,8 +68,10 @@ pub struct Args {
     /// every kernel from the host (`off`); results are bit-identical.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     graphs: String,
-    /// CUDA: storage dtype of the denoiser's activations: bf16 (fast) or f32 (f32-accurate
-    /// products, about twice the tensor-core work). Default: CYBERHOST_CUDA_ACTIVATIONS, else f32.
+    /// CUDA: storage dtype of the denoiser's activations. bf16 (default; f32 accumulation,
+    /// statistics, timestep embeddings and sampler state) or f32 (f32-accurate products at about
+    /// 2x the step time: 2x activation bytes, 2-3x tensor-core work on split operands, fused
+    /// epilogues off, composed attention). Default: CYBERHOST_CUDA_ACTIVATIONS, else bf16.
     #[arg(long, value_parser = ["bf16", "f32"])]
     activations: Option<String>,
     /// Print progress as JSON lines on stdout instead of bars.

@@ -50,10 +50,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let pg = trace_pipeline(&source, a.size)?;
     let geo = pg.geometry;
     let step = report(&pg, &pg.step);
-    let one_off: Vec<PlanReport> = [&pg.vae_encode, &pg.reference, &pg.audio, &pg.vae_decode]
-        .iter()
-        .map(|g| report(&pg, g))
-        .collect();
+    let one_off: Vec<PlanReport> = [
+        &pg.vae_encode,
+        &pg.reference,
+        &pg.audio,
+        &pg.clip,
+        &pg.vae_decode,
+    ]
+    .iter()
+    .map(|g| report(&pg, g))
+    .collect();
     let params: u64 = pg.params.iter().map(|(_, n)| n).sum();
 
     if a.json {
@@ -159,7 +165,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         step.max_live_op
     );
     println!();
-    println!("One-off graphs (audio and decode: per clip):");
+    println!("One-off graphs (audio, clip and decode: per clip):");
     println!("| graph | ops | GFLOP | GB moved | H100 floor (ms) | arena (MiB) | naive (MiB) | largest live set at |");
     println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for r in &one_off {

@@ -189,7 +189,7 @@ impl CudaBackend {
     /// Storage dtype of the denoiser's activations: `Bf16` halves their bytes and runs every
     /// GEMM / conv / attention on the bf16 tensor-core path; `F32` keeps them in f32 and makes the
     /// products f32-accurate (split bf16 hi + lo operands: about twice the tensor-core work).
-    /// Default from `CYBERHOST_CUDA_ACTIVATIONS` (`bf16` or `f32`), else f32.
+    /// Default from `CYBERHOST_CUDA_ACTIVATIONS` (`bf16` or `f32`), else bf16.
     pub fn set_activations(&self, dtype: DType) {
         *self
             .inner
@@ -399,11 +399,11 @@ impl CudaBackend {
     }
 }
 
-/// `CYBERHOST_CUDA_ACTIVATIONS=bf16|f32` (default f32).
+/// `CYBERHOST_CUDA_ACTIVATIONS=bf16|f32` (default bf16; docs/numerics.md).
 fn activations_default() -> DType {
     match std::env::var("CYBERHOST_CUDA_ACTIVATIONS").as_deref() {
-        Ok("bf16") => DType::Bf16,
-        _ => DType::F32,
+        Ok("f32") => DType::F32,
+        _ => DType::Bf16,
     }
 }
 

@@ -126,17 +126,42 @@ impl<B: Backend> CodebookAttention<B> {
         })
     }
 
+    /// The keys and values (each (L_kv, C)) of the token set kv (L_kv, C): constant over a
+    /// video's steps, so the pipeline projects them once ([`RegionCodebookAttention::project_kv`]).
+    pub fn project_kv(&self, be: &B, kv: &B::Tensor) -> Result<(B::Tensor, B::Tensor)> {
+        Ok((self.to_k.forward(be, kv)?, self.to_v.forward(be, kv)?))
+    }
+
     /// q_in (N, L, C), kv (L_kv, C) → (N, L, C). The keys are shared by all rows: the N·L
     /// queries are one sequence per head ([`Backend::rca_attention`]).
     pub fn forward(&self, be: &B, q_in: &B::Tensor, kv: &B::Tensor) -> Result<B::Tensor> {
+        let (k, v) = self.project_kv(be, kv)?;
+        self.forward_projected(be, q_in, &k, &v)
+    }
+
+    /// [`Self::forward`] with the keys and values already projected ([`Self::project_kv`]).
+    pub fn forward_projected(
+        &self,
+        be: &B,
+        q_in: &B::Tensor,
+        k: &B::Tensor,
+        v: &B::Tensor,
+    ) -> Result<B::Tensor> {
         let (n, l, c) = (q_in.shape()[0], q_in.shape()[1], q_in.shape()[2]);
         let d = c / self.heads;
         let q = self.to_q.forward(be, &be.reshape(q_in, &[n * l, c])?)?;
         let q = be.reshape(&q, &[n, l, c])?;
-        let k = self.to_k.forward(be, kv)?;
-        let v = self.to_v.forward(be, kv)?;
-        be.rca_attention(&q, &k, &v, self.heads, 1.0 / (d as f32).sqrt())
+        be.rca_attention(&q, k, v, self.heads, 1.0 / (d as f32).sqrt())
     }
+}
+
+/// The keys and values one RCA reads that do not depend on the step: both banks' and (with
+/// identity tokens) the identity tokens' `id_proj` → `to_k` / `to_v`. Each (L_kv, C).
+#[derive(Clone, Debug)]
+pub struct RcaKv<B: Backend> {
+    pub spatial: (B::Tensor, B::Tensor),
+    pub temporal: (B::Tensor, B::Tensor),
+    pub identity: Option<(B::Tensor, B::Tensor)>,
 }
 
 /// One Region Codebook Attention (`rca.{face,hand}.{site}`).
@@ -215,6 +240,30 @@ impl<B: Backend> RegionCodebookAttention<B> {
         Ok(self)
     }
 
+    /// The step-independent keys and values ([`RcaKv`]) for identity tokens `id` (T_id, E) of
+    /// this region (None: no identity path).
+    pub fn project_kv(&self, be: &B, id: Option<&B::Tensor>) -> Result<RcaKv<B>> {
+        let identity = match id {
+            Some(tokens) => {
+                let ts = tokens.shape();
+                if ts.len() != 2 || ts[1] != self.cfg.identity_dim {
+                    bail!(
+                        "RCA: identity tokens have shape {ts:?}, expected (T_id, {})",
+                        self.cfg.identity_dim
+                    );
+                }
+                let kv = self.id_proj.forward(be, tokens)?;
+                Some(self.identity.project_kv(be, &kv)?)
+            }
+            None => None,
+        };
+        Ok(RcaKv {
+            spatial: self.spatial.project_kv(be, &self.spatial_bank)?,
+            temporal: self.temporal.project_kv(be, &self.temporal_bank)?,
+            identity,
+        })
+    }
+
     /// f_in (N, C, h, w), N = batch·num_frames frame-major (num_frames = M+F) →
     /// F_out (N, C, h, w). `id` = (identity tokens (T_id, E) of this region, the rows of
     /// f_in that receive them, e.g. `0..M+F` for the cond half); other rows get F_id = 0.
@@ -224,6 +273,21 @@ impl<B: Backend> RegionCodebookAttention<B> {
         f_in: &B::Tensor,
         num_frames: usize,
         id: Option<(&B::Tensor, Range<usize>)>,
+    ) -> Result<B::Tensor> {
+        let kv = self.project_kv(be, id.as_ref().map(|(t, _)| *t))?;
+        self.forward_kv(be, f_in, num_frames, &kv, id.map(|(_, r)| r))
+    }
+
+    /// [`Self::forward`] with the step-independent keys and values projected once
+    /// ([`Self::project_kv`]); `id_rows` = the rows that receive the identity descriptor (needs
+    /// `kv.identity`), None for none.
+    pub fn forward_kv(
+        &self,
+        be: &B,
+        f_in: &B::Tensor,
+        num_frames: usize,
+        kv: &RcaKv<B>,
+        id_rows: Option<Range<usize>>,
     ) -> Result<B::Tensor> {
         let s = f_in.shape();
         let c = self.cfg.channels;
@@ -245,27 +309,27 @@ impl<B: Backend> RegionCodebookAttention<B> {
         let x = be.permute(&be.reshape(&x, &[n, c, hw])?, &[0, 2, 1])?;
 
         // motion codebook
-        let a_s = self.spatial.forward(be, &x, &self.spatial_bank)?;
+        let (sk, sv) = &kv.spatial;
+        let a_s = self.spatial.forward_projected(be, &x, sk, sv)?;
         let q_t = be.rca_temporal_query(&x, &a_s, &self.temporal_bank)?;
-        let a_t = self.temporal.forward(be, &q_t, &self.temporal_bank)?;
+        let (tk, tv) = &kv.temporal;
+        let a_t = self.temporal.forward_projected(be, &q_t, tk, tv)?;
 
         // identity descriptor on the rows that have identity tokens
         let mut f_id = None;
-        if let Some((tokens, rows)) = id {
-            let ts = tokens.shape();
-            if ts.len() != 2 || ts[1] != self.cfg.identity_dim {
-                bail!(
-                    "RCA: identity tokens have shape {ts:?}, expected (T_id, {})",
-                    self.cfg.identity_dim
-                );
-            }
+        if let Some(rows) = id_rows {
+            let Some((ik, iv)) = &kv.identity else {
+                bail!("RCA: identity rows {rows:?} given without identity keys/values");
+            };
             if rows.start > rows.end || rows.end > n {
                 bail!("RCA: identity rows {rows:?} are outside the {n} input rows");
             }
             if !rows.is_empty() {
-                let kv = self.id_proj.forward(be, tokens)?;
                 let x_id = be.narrow(&x, 0, rows.start, rows.end - rows.start)?;
-                f_id = Some((self.identity.forward(be, &x_id, &kv)?, rows.start));
+                f_id = Some((
+                    self.identity.forward_projected(be, &x_id, ik, iv)?,
+                    rows.start,
+                ));
             }
         }
         // A_s + A_t (+ F_id on the identity rows)
@@ -330,9 +394,37 @@ impl<B: Backend> RcaSite<B> {
         num_frames: usize,
         id: Option<(&IdentityTokens<B>, Range<usize>)>,
     ) -> Result<B::Tensor> {
-        let face_id = id.as_ref().map(|(t, r)| (&t.face, r.clone()));
-        let hand_id = id.as_ref().map(|(t, r)| (&t.hand, r.clone()));
-        let h = self.face.forward(be, f_in, num_frames, face_id)?;
-        self.hand.forward(be, &h, num_frames, hand_id)
+        let kv = self.project_kv(be, id.as_ref().map(|(t, _)| *t))?;
+        self.forward_kv(be, f_in, num_frames, &kv, id.map(|(_, r)| r))
     }
+
+    /// Both regions' step-independent keys and values ([`RegionCodebookAttention::project_kv`]).
+    pub fn project_kv(&self, be: &B, id: Option<&IdentityTokens<B>>) -> Result<RcaSiteKv<B>> {
+        Ok(RcaSiteKv {
+            face: self.face.project_kv(be, id.map(|t| &t.face))?,
+            hand: self.hand.project_kv(be, id.map(|t| &t.hand))?,
+        })
+    }
+
+    /// [`Self::forward`] with the keys and values projected once ([`Self::project_kv`]).
+    pub fn forward_kv(
+        &self,
+        be: &B,
+        f_in: &B::Tensor,
+        num_frames: usize,
+        kv: &RcaSiteKv<B>,
+        id_rows: Option<Range<usize>>,
+    ) -> Result<B::Tensor> {
+        let h = self
+            .face
+            .forward_kv(be, f_in, num_frames, &kv.face, id_rows.clone())?;
+        self.hand.forward_kv(be, &h, num_frames, &kv.hand, id_rows)
+    }
+}
+
+/// One site's [`RcaKv`], per region.
+#[derive(Clone, Debug)]
+pub struct RcaSiteKv<B: Backend> {
+    pub face: RcaKv<B>,
+    pub hand: RcaKv<B>,
 }
