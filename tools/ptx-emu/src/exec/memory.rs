@@ -1,0 +1,234 @@
+//! Loads and stores per space (global, shared, local, param, generic), bounds and alignment
+//! checks, cp.async landing.
+
+use super::*;
+
+impl<'a, 'b> Block<'a, 'b> {
+    /// Data of a finished cp.async lands in shared memory (a write by the issuing thread now).
+    pub(super) fn land(&mut self, w: &mut Warp, p: Pending) -> R<()> {
+        let off = p.dst as usize;
+        for i in (0..p.len as usize).step_by(4) {
+            self.shadow[(off + i) / 4].pending -= 1;
+        }
+        let tid = w.idx * 32 + p.lane as u32;
+        self.shared_check(
+            w,
+            p.lane as usize,
+            tid,
+            off,
+            p.len as usize,
+            true,
+            false,
+            Some(&p.data[..p.len as usize]),
+        )
+        .map_err(|mut er| {
+            er.detail += &format!(
+                " (data of the cp.async at PTX line {} landing at cp.async.wait)",
+                self.c.prog.instrs[p.pc as usize].line
+            );
+            er
+        })?;
+        self.shared[off..off + p.len as usize].copy_from_slice(&p.data[..p.len as usize]);
+        Ok(())
+    }
+
+    pub(super) fn global_read(&self, lane: usize, addr: u64, out: &mut [u8]) -> R<()> {
+        if self.mem.read(addr, out) {
+            Ok(())
+        } else {
+            Err(e(
+                FaultKind::OutOfBounds,
+                lane as u32,
+                Some(addr),
+                self.mem.base().describe(addr, out.len()),
+            ))
+        }
+    }
+
+    pub(super) fn global_write(&mut self, lane: usize, addr: u64, data: &[u8]) -> R<()> {
+        if self.mem.write(addr, data) {
+            Ok(())
+        } else {
+            Err(e(
+                FaultKind::OutOfBounds,
+                lane as u32,
+                Some(addr),
+                self.mem.base().describe(addr, data.len()),
+            ))
+        }
+    }
+
+    pub(super) fn resolve(&self, space: Space, addr: u64) -> (Space, u64) {
+        match space {
+            Space::Generic => {
+                if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&addr) {
+                    (Space::Shared, addr - SHARED_WINDOW)
+                } else if (LOCAL_WINDOW..LOCAL_WINDOW + WINDOW_SIZE).contains(&addr) {
+                    (Space::Local, addr - LOCAL_WINDOW)
+                } else if (PARAM_WINDOW..PARAM_WINDOW + WINDOW_SIZE).contains(&addr) {
+                    (Space::Param, addr - PARAM_WINDOW)
+                } else {
+                    (Space::Global, addr)
+                }
+            }
+            Space::Const => (Space::Global, addr),
+            s => (s, addr),
+        }
+    }
+
+    pub(super) fn read(
+        &mut self,
+        w: &mut Warp,
+        lane: usize,
+        space: Space,
+        addr: u64,
+        out: &mut [u8],
+        atomic: bool,
+    ) -> R<()> {
+        let len = out.len();
+        if !addr.is_multiple_of(len as u64) {
+            return Err(e(
+                FaultKind::Misaligned,
+                lane as u32,
+                Some(addr),
+                format!("{len}-byte access must be {len}-byte aligned"),
+            ));
+        }
+        let (sp, a) = self.resolve(space, addr);
+        match sp {
+            Space::Global => self.global_read(lane, a, out),
+            Space::Shared => self.shared_read(w, lane, a, out, atomic),
+            Space::Local => {
+                let ls = self.c.prog.local_size as u64;
+                if a + len as u64 > ls {
+                    return Err(e(
+                        FaultKind::OutOfBounds,
+                        lane as u32,
+                        Some(addr),
+                        format!(
+                            "local access [{a}, {}) outside the {ls}-byte local frame",
+                            a + len as u64
+                        ),
+                    ));
+                }
+                let o = lane * ls as usize + a as usize;
+                out.copy_from_slice(&w.local[o..o + len]);
+                Ok(())
+            }
+            Space::Param => {
+                let ps = self.c.params.len() as u64;
+                if a + len as u64 > ps {
+                    return Err(e(
+                        FaultKind::OutOfBounds,
+                        lane as u32,
+                        Some(addr),
+                        format!(
+                            "param access [{a}, {}) outside the {ps}-byte parameter buffer",
+                            a + len as u64
+                        ),
+                    ));
+                }
+                out.copy_from_slice(&self.c.params[a as usize..a as usize + len]);
+                Ok(())
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    pub(super) fn write(
+        &mut self,
+        w: &mut Warp,
+        lane: usize,
+        space: Space,
+        addr: u64,
+        data: &[u8],
+        atomic: bool,
+    ) -> R<()> {
+        let len = data.len();
+        if !addr.is_multiple_of(len as u64) {
+            return Err(e(
+                FaultKind::Misaligned,
+                lane as u32,
+                Some(addr),
+                format!("{len}-byte access must be {len}-byte aligned"),
+            ));
+        }
+        let (sp, a) = self.resolve(space, addr);
+        match sp {
+            Space::Global => self.global_write(lane, a, data),
+            Space::Shared => {
+                let off = self.shared_off(lane, a, len, false)?;
+                let tid = w.idx * 32 + lane as u32;
+                self.shared_check(w, lane, tid, off, len, true, atomic, Some(data))?;
+                self.shared[off..off + len].copy_from_slice(data);
+                Ok(())
+            }
+            Space::Local => {
+                let ls = self.c.prog.local_size as u64;
+                if a + len as u64 > ls {
+                    return Err(e(
+                        FaultKind::OutOfBounds,
+                        lane as u32,
+                        Some(addr),
+                        format!(
+                            "local access [{a}, {}) outside the {ls}-byte local frame",
+                            a + len as u64
+                        ),
+                    ));
+                }
+                let o = lane * ls as usize + a as usize;
+                w.local[o..o + len].copy_from_slice(data);
+                Ok(())
+            }
+            Space::Param => Err(e(
+                FaultKind::Unsupported,
+                lane as u32,
+                Some(addr),
+                "store to the kernel parameter space",
+            )),
+            _ => unreachable!(),
+        }
+    }
+
+    pub(super) fn shared_off(&self, lane: usize, a: u64, len: usize, align: bool) -> R<usize> {
+        if align && !a.is_multiple_of(len as u64) {
+            return Err(e(
+                FaultKind::Misaligned,
+                lane as u32,
+                Some(a),
+                format!("{len}-byte shared access must be {len}-byte aligned"),
+            ));
+        }
+        if a + len as u64 > self.shared.len() as u64 {
+            return Err(e(
+                FaultKind::OutOfBounds,
+                lane as u32,
+                Some(a),
+                format!(
+                    "shared access [{a}, {}) outside the block's {} bytes of shared memory ({} static + {} dynamic)",
+                    a + len as u64,
+                    self.shared.len(),
+                    self.c.prog.static_shared,
+                    self.c.cfg.dynamic_smem_bytes
+                ),
+            ));
+        }
+        Ok(a as usize)
+    }
+
+    pub(super) fn shared_read(
+        &mut self,
+        w: &mut Warp,
+        lane: usize,
+        a: u64,
+        out: &mut [u8],
+        atomic: bool,
+    ) -> R<()> {
+        let len = out.len();
+        let off = self.shared_off(lane, a, len, false)?;
+        let tid = w.idx * 32 + lane as u32;
+        self.shared_check(w, lane, tid, off, len, false, atomic, None)?;
+        out.copy_from_slice(&self.shared[off..off + len]);
+        Ok(())
+    }
+}
