@@ -296,6 +296,12 @@ impl Overlay {
         }
     }
 
+    /// Whether `[addr, addr + len)` may overlap this block's writes.
+    #[inline(always)]
+    pub(crate) fn may_hold(&self, addr: u64, len: usize) -> bool {
+        !self.chunks.is_empty() && addr < self.hi && addr + len as u64 > self.lo
+    }
+
     /// Patch `out` (read from the base memory at `addr`) with this block's writes.
     #[inline]
     pub(crate) fn patch(&self, addr: u64, out: &mut [u8]) {

@@ -2,11 +2,35 @@
 
 use super::*;
 
+/// Sources `a`, `b`, `c` of a warp-wide loop.
+macro_rules! srcs {
+    ($regs:expr, $g:expr, $clk:expr, $s:expr; $($n:ident = $i:expr),*) => {
+        $(
+            let mut $n = [0u64; 32];
+            let $n = src32($regs, $g, $clk, &$s[$i], &mut $n);
+        )*
+    };
+}
+
+/// `r[l] = f(a[l], b[l])` for all lanes.
+macro_rules! lanes2 {
+    ($r:expr, $a:expr, $b:expr, |$x:ident, $y:ident| $e:expr) => {
+        for l in 0..32 {
+            let $x = $a[l];
+            let $y = $b[l];
+            $r[l] = $e;
+        }
+    };
+}
+
 impl<'a, 'b> Block<'a, 'b> {
-    /// Specialised lane loops for the integer ops that dominate address arithmetic.
+    /// Warp-wide loops for the common ALU ops: every lane is computed (the ops are pure and
+    /// cannot fault), then the lanes of `exec` are written back. Returns false when the
+    /// operation has no such loop (the caller then runs `alu` lane by lane). Results are bit for
+    /// bit those of `alu`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn fast_int(
+    pub(super) fn fast_alu(
         &self,
         w: &mut Warp,
         op: Alu,
@@ -16,77 +40,257 @@ impl<'a, 'b> Block<'a, 'b> {
         s: &[Opnd],
         exec: u32,
     ) -> bool {
-        if ty.is_float() || f.sat || ty == Ty::Pred {
-            return false;
-        }
-        let Opnd::Reg(dr) = d else { return false };
-        let dr = *dr as usize * 32;
-        macro_rules! bin {
-            ($m:expr, |$a:ident, $b:ident| $e:expr) => {{
-                let m: u64 = $m;
-                let av = self.gather(w, &s[0]);
-                let bv = self.gather(w, &s[1]);
-                let dst = &mut w.regs[dr..dr + 32];
-                if exec == u32::MAX {
-                    for l in 0..32 {
-                        let $a = av[l];
-                        let $b = bv[l];
-                        dst[l] = ($e) & m;
-                    }
-                } else {
-                    for l in lanes(exec) {
-                        let $a = av[l];
-                        let $b = bv[l];
-                        dst[l] = ($e) & m;
-                    }
-                }
-                true
-            }};
-        }
-        let bits = ty.bits();
-        let m = mask_bits(bits);
-        match (op, bits) {
-            (Alu::Add, 32 | 64) => bin!(m, |a, b| a.wrapping_add(b)),
-            (Alu::Sub, 32 | 64) => bin!(m, |a, b| a.wrapping_sub(b)),
-            (Alu::MulLo, 32 | 64) => bin!(m, |a, b| a.wrapping_mul(b)),
-            (Alu::And, _) => bin!(m, |a, b| a & b),
-            (Alu::Or, _) => bin!(m, |a, b| a | b),
-            (Alu::Xor, _) => bin!(m, |a, b| a ^ b),
-            (Alu::Shl, 32 | 64) => bin!(m, |a, b| {
-                let sh = b & 0xffff_ffff;
-                if sh >= bits as u64 {
-                    0
-                } else {
-                    a << sh
-                }
-            }),
-            (Alu::Shr, 32 | 64) if !ty.signed() => bin!(m, |a, b| {
-                let sh = b & 0xffff_ffff;
-                if sh >= bits as u64 {
-                    0
-                } else {
-                    (a & m) >> sh
-                }
-            }),
-            (Alu::MulWide, 32) if ty.signed() => bin!(u64::MAX, |a, b| (a as i32 as i64)
-                .wrapping_mul(b as i32 as i64)
-                as u64),
-            (Alu::MulWide, 32) => bin!(u64::MAX, |a, b| (a & 0xffff_ffff) * (b & 0xffff_ffff)),
-            (Alu::MadLo, 32 | 64) => {
-                let (av, bv, cv) = (
-                    self.gather(w, &s[0]),
-                    self.gather(w, &s[1]),
-                    self.gather(w, &s[2]),
-                );
-                let dst = &mut w.regs[dr..dr + 32];
-                for l in lanes(exec) {
-                    dst[l] = av[l].wrapping_mul(bv[l]).wrapping_add(cv[l]) & m;
-                }
-                true
+        let Opnd::Reg(dr) = *d else { return false };
+        let mut r = [0u64; 32];
+        let ok = if op == Alu::Selp && ty.is_float() && !ty.packed() {
+            // float selp moves the register bits unmasked
+            srcs!(&w.regs, self.c.gsyms, w.clock, s; a = 0, b = 1, c = 2);
+            for l in 0..32 {
+                r[l] = if c[l] & 1 != 0 { a[l] } else { b[l] };
             }
-            _ => false,
+            true
+        } else if ty == Ty::F32 {
+            f32_alu(&w.regs, self.c.gsyms, w.clock, op, f, s, &mut r)
+        } else if ty == Ty::Pred && matches!(op, Alu::And | Alu::Or | Alu::Xor | Alu::Not) {
+            srcs!(&w.regs, self.c.gsyms, w.clock, s; a = 0);
+            if op == Alu::Not {
+                for l in 0..32 {
+                    r[l] = !a[l] & 1;
+                }
+            } else {
+                srcs!(&w.regs, self.c.gsyms, w.clock, s; b = 1);
+                match op {
+                    Alu::And => lanes2!(r, a, b, |x, y| x & y & 1),
+                    Alu::Or => lanes2!(r, a, b, |x, y| (x | y) & 1),
+                    _ => lanes2!(r, a, b, |x, y| (x ^ y) & 1),
+                }
+            }
+            true
+        } else if ty.is_float() || f.sat || ty == Ty::Pred {
+            false
+        } else {
+            int_alu(&w.regs, self.c.gsyms, w.clock, op, ty, s, &mut r)
+        };
+        if ok {
+            store32(&mut w.regs, dr, &r, exec);
+        }
+        ok
+    }
+}
+
+/// Integer ops (not `.sat`, not predicates) over all 32 lanes; false when not covered.
+#[inline(always)]
+fn int_alu(
+    regs: &[u64],
+    g: &[u64],
+    clk: u64,
+    op: Alu,
+    ty: Ty,
+    s: &[Opnd],
+    r: &mut [u64; 32],
+) -> bool {
+    let bits = ty.bits();
+    let m = mask_bits(bits);
+    let signed = ty.signed();
+    match op {
+        Alu::Add
+        | Alu::Sub
+        | Alu::MulLo
+        | Alu::And
+        | Alu::Or
+        | Alu::Xor
+        | Alu::Min
+        | Alu::Max
+        | Alu::MulWide
+        | Alu::Shl
+        | Alu::Shr => {
+            if s.len() < 2 {
+                return false;
+            }
+            srcs!(regs, g, clk, s; a = 0, b = 1);
+            match op {
+                Alu::Add => lanes2!(r, a, b, |x, y| x.wrapping_add(y) & m),
+                Alu::Sub => lanes2!(r, a, b, |x, y| x.wrapping_sub(y) & m),
+                Alu::MulLo => lanes2!(r, a, b, |x, y| x.wrapping_mul(y) & m),
+                Alu::And => lanes2!(r, a, b, |x, y| x & y & m),
+                Alu::Or => lanes2!(r, a, b, |x, y| (x | y) & m),
+                Alu::Xor => lanes2!(r, a, b, |x, y| (x ^ y) & m),
+                Alu::Min if signed => {
+                    lanes2!(r, a, b, |x, y| sext(x, bits).min(sext(y, bits)) as u64 & m)
+                }
+                Alu::Max if signed => {
+                    lanes2!(r, a, b, |x, y| sext(x, bits).max(sext(y, bits)) as u64 & m)
+                }
+                Alu::Min => lanes2!(r, a, b, |x, y| (x & m).min(y & m)),
+                Alu::Max => lanes2!(r, a, b, |x, y| (x & m).max(y & m)),
+                Alu::MulWide if bits == 32 && signed => lanes2!(r, a, b, |x, y| (x as i32 as i64)
+                    .wrapping_mul(y as i32 as i64)
+                    as u64),
+                Alu::MulWide if bits == 32 => {
+                    lanes2!(r, a, b, |x, y| (x & 0xffff_ffff) * (y & 0xffff_ffff))
+                }
+                Alu::Shl => lanes2!(r, a, b, |x, y| {
+                    let sh = y & 0xffff_ffff;
+                    if sh >= bits as u64 {
+                        0
+                    } else {
+                        (x << sh) & m
+                    }
+                }),
+                Alu::Shr if signed => lanes2!(r, a, b, |x, y| {
+                    let sh = (y & 0xffff_ffff).min(bits as u64 - 1);
+                    (sext(x, bits) >> sh.min(63)) as u64 & m
+                }),
+                Alu::Shr => lanes2!(r, a, b, |x, y| {
+                    let sh = y & 0xffff_ffff;
+                    if sh >= bits as u64 {
+                        0
+                    } else {
+                        (x & m) >> sh
+                    }
+                }),
+                _ => return false,
+            }
+            true
+        }
+        Alu::MadLo => {
+            srcs!(regs, g, clk, s; a = 0, b = 1, c = 2);
+            for l in 0..32 {
+                r[l] = (a[l] & m).wrapping_mul(b[l] & m).wrapping_add(c[l]) & m;
+            }
+            true
+        }
+        Alu::Selp => {
+            srcs!(regs, g, clk, s; a = 0, b = 1, c = 2);
+            for l in 0..32 {
+                r[l] = if c[l] & 1 != 0 { a[l] & m } else { b[l] & m };
+            }
+            true
+        }
+        Alu::Neg if s.len() == 1 => {
+            srcs!(regs, g, clk, s; a = 0);
+            for l in 0..32 {
+                r[l] = (sext(a[l], bits).wrapping_neg() as u64) & m;
+            }
+            true
+        }
+        Alu::Not if s.len() == 1 => {
+            srcs!(regs, g, clk, s; a = 0);
+            for l in 0..32 {
+                r[l] = !a[l] & m;
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// f32 flush-to-zero of a subnormal (keeps the sign), on register bits.
+#[inline(always)]
+fn ftz32(b: u64) -> u64 {
+    if b & 0x7f80_0000 == 0 {
+        b & 0x8000_0000
+    } else {
+        b & 0xffff_ffff
+    }
+}
+
+/// The canonical NaN for a NaN result.
+#[inline(always)]
+fn canon32(v: f32) -> u64 {
+    if v.is_nan() {
+        0x7fff_ffff
+    } else {
+        v.to_bits() as u64
+    }
+}
+
+/// f32 ops in round-to-nearest without `.sat/.relu/.satfinite` over all 32 lanes (native f32
+/// arithmetic is correctly rounded to nearest even, like PTX `.rn`; `fma`/`mad` use the fused
+/// `mul_add`); false when not covered.
+#[inline(always)]
+fn f32_alu(
+    regs: &[u64],
+    g: &[u64],
+    clk: u64,
+    op: Alu,
+    f: AluFlags,
+    s: &[Opnd],
+    r: &mut [u64; 32],
+) -> bool {
+    if f.rnd != Rnd::Rn || f.sat || f.relu || f.satfinite {
+        return false;
+    }
+    let ftz = f.ftz;
+    let fl = |b: u64| if ftz { ftz32(b) } else { b & 0xffff_ffff };
+    let v = |b: u64| f32::from_bits(fl(b) as u32);
+    match op {
+        Alu::Add | Alu::Sub | Alu::MulLo | Alu::Min | Alu::Max => {
+            srcs!(regs, g, clk, s; a = 0, b = 1);
+            match op {
+                Alu::Add => lanes2!(r, a, b, |x, y| canon32(v(x) + v(y))),
+                Alu::Sub => lanes2!(r, a, b, |x, y| canon32(v(x) - v(y))),
+                Alu::MulLo => lanes2!(r, a, b, |x, y| canon32(v(x) * v(y))),
+                Alu::Min | Alu::Max => {
+                    let min = op == Alu::Min;
+                    lanes2!(r, a, b, |x, y| {
+                        let (xb, yb) = (fl(x), fl(y));
+                        let (xv, yv) = (f32::from_bits(xb as u32), f32::from_bits(yb as u32));
+                        if xv.is_nan() && yv.is_nan() {
+                            0x7fff_ffff
+                        } else if xv.is_nan() {
+                            yb
+                        } else if yv.is_nan() {
+                            xb
+                        } else {
+                            let neg = xb & 0x8000_0000 != 0;
+                            let pick_a = if min {
+                                xv < yv || (xv == yv && neg)
+                            } else {
+                                xv > yv || (xv == yv && !neg)
+                            };
+                            if pick_a {
+                                xb
+                            } else {
+                                yb
+                            }
+                        }
+                    })
+                }
+                _ => unreachable!(),
+            }
+        }
+        Alu::Fma | Alu::MadLo => {
+            srcs!(regs, g, clk, s; a = 0, b = 1, c = 2);
+            for l in 0..32 {
+                r[l] = canon32(v(a[l]).mul_add(v(b[l]), v(c[l])));
+            }
+        }
+        Alu::Neg | Alu::Abs if s.len() == 1 => {
+            srcs!(regs, g, clk, s; a = 0);
+            for l in 0..32 {
+                let x = fl(a[l]);
+                r[l] = if op == Alu::Neg {
+                    x ^ 0x8000_0000
+                } else {
+                    x & 0x7fff_ffff
+                };
+            }
+        }
+        Alu::Ex2 if f.approx => {
+            srcs!(regs, g, clk, s; a = 0);
+            for l in 0..32 {
+                r[l] = canon32((v(a[l]) as f64).exp2() as f32);
+            }
+        }
+        _ => return false,
+    }
+    if ftz {
+        for x in r.iter_mut() {
+            *x = ftz32(*x);
         }
     }
+    true
 }
 
 pub(super) fn compare(cmp: Cmp, ty: Ty, ftz: bool, a: u64, b: u64) -> bool {
@@ -471,4 +675,178 @@ pub(crate) fn alu(op: Alu, ty: Ty, f: AluFlags, a: u64, b: u64, c: u64, x: u64) 
         | Alu::Fma
         | Alu::Testp => 0,
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Interesting register bit patterns: zeros, subnormals, NaNs, infinities, extremes, and
+    /// pseudo-random values with garbage in the upper 32 bits.
+    fn patterns(n: usize) -> Vec<u64> {
+        let mut v: Vec<u64> = vec![
+            0,
+            0x8000_0000,
+            1,
+            0x8000_0001,
+            0x007f_ffff,
+            0x0080_0000,
+            0x7f80_0000,
+            0xff80_0000,
+            0x7fc0_0000,
+            0xffc0_0001,
+            0x7f7f_ffff,
+            0x3f80_0000,
+            0xbf80_0000,
+            0xffff_ffff,
+            0x7fff_ffff,
+            0xffff_ffff_ffff_ffff,
+            0x8000_0000_0000_0000,
+            31,
+            32,
+            33,
+            63,
+            64,
+        ];
+        let mut s = 0x1234_5678_9abc_def0u64;
+        while v.len() < n {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let x = s ^ (s >> 29);
+            v.push(match v.len() % 4 {
+                0 => x,
+                1 => x & 0xffff_ffff,
+                2 => (x & 0x807f_ffff) | 0x3f00_0000, // f32 near 1
+                _ => x & 0xff,
+            });
+        }
+        v
+    }
+
+    /// The warp-wide loops give exactly `alu`'s bits for every covered (op, type, flags).
+    #[test]
+    fn warp_loops_match_alu() {
+        let pats = patterns(96);
+        let ops = [
+            Alu::Add,
+            Alu::Sub,
+            Alu::MulLo,
+            Alu::And,
+            Alu::Or,
+            Alu::Xor,
+            Alu::Min,
+            Alu::Max,
+            Alu::MulWide,
+            Alu::Shl,
+            Alu::Shr,
+            Alu::MadLo,
+            Alu::Selp,
+            Alu::Neg,
+            Alu::Not,
+            Alu::Fma,
+            Alu::Abs,
+            Alu::Ex2,
+        ];
+        let tys = [
+            Ty::U16,
+            Ty::S16,
+            Ty::U32,
+            Ty::S32,
+            Ty::B32,
+            Ty::U64,
+            Ty::S64,
+            Ty::B64,
+            Ty::F32,
+        ];
+        let mut covered = 0;
+        for &op in &ops {
+            for &ty in &tys {
+                for ftz in [false, true] {
+                    for approx in [false, true] {
+                        let f = AluFlags {
+                            ftz,
+                            approx,
+                            ..AluFlags::default()
+                        };
+                        let nsrc = match op {
+                            Alu::Neg | Alu::Not | Alu::Abs | Alu::Ex2 => 1,
+                            Alu::MadLo | Alu::Selp | Alu::Fma => 3,
+                            _ => 2,
+                        };
+                        let srcs: Vec<Opnd> = (0..nsrc).map(|i| Opnd::Reg(i as u32)).collect();
+                        for rot in 0..pats.len() {
+                            let mut regs = vec![0u64; 3 * 32];
+                            for l in 0..32 {
+                                for k in 0..3 {
+                                    regs[k * 32 + l] =
+                                        pats[(rot + l * (k + 1) * 7 + k) % pats.len()];
+                                }
+                            }
+                            let mut r = [0u64; 32];
+                            let ok = if ty == Ty::F32 {
+                                f32_alu(&regs, &[], 0, op, f, &srcs, &mut r)
+                            } else {
+                                int_alu(&regs, &[], 0, op, ty, &srcs, &mut r)
+                            };
+                            if !ok {
+                                break;
+                            }
+                            covered += 1;
+                            for l in 0..32 {
+                                let a = regs[l];
+                                let b = if nsrc > 1 { regs[32 + l] } else { 0 };
+                                let c = if nsrc > 2 { regs[64 + l] } else { 0 };
+                                let want = alu(op, ty, f, a, b, c, 0);
+                                let (got, want) = if ty == Ty::F32 {
+                                    (r[l] & 0xffff_ffff, want & 0xffff_ffff)
+                                } else {
+                                    (r[l], want)
+                                };
+                                assert_eq!(
+                                    got, want,
+                                    "{op:?} {ty:?} ftz={ftz} approx={approx} a={a:#x} b={b:#x} c={c:#x}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(covered > 1000, "only {covered} cases covered");
+    }
+}
+
+/// Integer `setp` over all 32 lanes (`compare`'s integer rules); false for float types.
+#[inline(always)]
+pub(super) fn setp_int(cmp: Cmp, ty: Ty, a: &[u64; 32], b: &[u64; 32], r: &mut [u64; 32]) -> bool {
+    if ty.fmt().is_some() {
+        return false;
+    }
+    let bits = ty.bits();
+    let m = mask_bits(bits);
+    let signed = ty.signed();
+    macro_rules! lp {
+        (|$x:ident, $y:ident| $e:expr) => {
+            for l in 0..32 {
+                let $x = a[l];
+                let $y = b[l];
+                r[l] = ($e) as u64;
+            }
+        };
+    }
+    match cmp {
+        Cmp::Eq => lp!(|x, y| x & m == y & m),
+        Cmp::Ne => lp!(|x, y| x & m != y & m),
+        Cmp::Lt if signed => lp!(|x, y| sext(x, bits) < sext(y, bits)),
+        Cmp::Le if signed => lp!(|x, y| sext(x, bits) <= sext(y, bits)),
+        Cmp::Gt if signed => lp!(|x, y| sext(x, bits) > sext(y, bits)),
+        Cmp::Ge if signed => lp!(|x, y| sext(x, bits) >= sext(y, bits)),
+        Cmp::Lt | Cmp::Lo => lp!(|x, y| x & m < y & m),
+        Cmp::Le | Cmp::Ls => lp!(|x, y| x & m <= y & m),
+        Cmp::Gt | Cmp::Hi => lp!(|x, y| x & m > y & m),
+        Cmp::Ge | Cmp::Hs => lp!(|x, y| x & m >= y & m),
+        _ => lp!(|_x, _y| false),
+    }
+    true
 }

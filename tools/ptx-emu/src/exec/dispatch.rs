@@ -17,14 +17,17 @@ impl<'a, 'b> Block<'a, 'b> {
             let exec = match ins.guard {
                 None => mask,
                 Some((p, neg)) => {
-                    let mut ex = 0u32;
                     let base = p as usize * 32;
-                    for l in lanes(mask) {
-                        if ((w.regs[base + l] & 1) != 0) != neg {
-                            ex |= 1 << l;
-                        }
+                    let row: &[u64; 32] = w.regs[base..base + 32].try_into().unwrap();
+                    let mut bits = 0u32;
+                    for (l, v) in row.iter().enumerate() {
+                        bits |= ((v & 1) as u32) << l;
                     }
-                    ex
+                    if neg {
+                        !bits & mask
+                    } else {
+                        bits & mask
+                    }
                 }
             };
             self.c.stats.thread_instructions += mask.count_ones() as u64;
@@ -75,6 +78,9 @@ impl<'a, 'b> Block<'a, 'b> {
                             w.pending.retain(|p| {
                                 if exec & (1 << p.lane) != 0 {
                                     for i in (0..p.len as usize).step_by(4) {
+                                        if sh.is_empty() {
+                                            break;
+                                        }
                                         sh[(p.dst as usize + i) / 4].pending -= 1;
                                     }
                                     false
@@ -201,7 +207,7 @@ impl<'a, 'b> Block<'a, 'b> {
                 let (op, ty, f) = (*op, *ty, *f);
                 let d = &ins.d[0];
                 let s = &ins.s;
-                if self.fast_int(w, op, ty, f, d, s, exec) {
+                if self.fast_alu(w, op, ty, f, d, s, exec) {
                     return Ok(());
                 }
                 let av = self.gather(w, &s[0]);
@@ -231,72 +237,106 @@ impl<'a, 'b> Block<'a, 'b> {
                         // unpack
                         let n = parts.len() as u32;
                         let eb = ty.bits() / n;
-                        for l in lanes(exec) {
-                            let v = self.val(w, src, l);
-                            for (i, p) in parts.iter().enumerate() {
-                                Self::set(w, p, l, (v >> (eb * i as u32)) & mask_bits(eb));
+                        let mut tmp = [0u64; 32];
+                        let v = *src32(&w.regs, self.c.gsyms, w.clock, src, &mut tmp);
+                        for (i, p) in parts.iter().enumerate() {
+                            if let Opnd::Reg(pr) = *p {
+                                let mut r = [0u64; 32];
+                                for l in 0..32 {
+                                    r[l] = (v[l] >> (eb * i as u32)) & mask_bits(eb);
+                                }
+                                store32(&mut w.regs, pr, &r, exec);
                             }
                         }
                     }
                     (d, Opnd::Vec(parts)) => {
                         let n = parts.len() as u32;
                         let eb = ty.bits() / n;
-                        for l in lanes(exec) {
-                            let mut v = 0u64;
-                            for (i, p) in parts.iter().enumerate() {
-                                v |= (self.val(w, p, l) & mask_bits(eb)) << (eb * i as u32);
+                        let mut r = [0u64; 32];
+                        for (i, p) in parts.iter().enumerate() {
+                            let mut tmp = [0u64; 32];
+                            let v = src32(&w.regs, self.c.gsyms, w.clock, p, &mut tmp);
+                            for l in 0..32 {
+                                r[l] |= (v[l] & mask_bits(eb)) << (eb * i as u32);
                             }
-                            Self::set(w, d, l, v);
+                        }
+                        if let Opnd::Reg(dr) = *d {
+                            store32(&mut w.regs, dr, &r, exec);
                         }
                     }
                     (d, s) => {
                         let m = mask_bits(ty.bits());
-                        let sv = self.gather(w, s);
-                        for l in lanes(exec) {
-                            Self::set(w, d, l, sv[l] & m);
+                        let mut tmp = [0u64; 32];
+                        let v = src32(&w.regs, self.c.gsyms, w.clock, s, &mut tmp);
+                        let mut r = [0u64; 32];
+                        for l in 0..32 {
+                            r[l] = v[l] & m;
+                        }
+                        if let Opnd::Reg(dr) = *d {
+                            store32(&mut w.regs, dr, &r, exec);
                         }
                     }
                 }
             }
             Op::Setp { cmp, ty, bop, ftz } => {
-                for l in lanes(exec) {
-                    let a = self.val(w, &ins.s[0], l);
-                    let b = self.val(w, &ins.s[1], l);
-                    let mut r = compare(*cmp, *ty, *ftz, a, b);
-                    let mut q = !r;
-                    if let Some(bop) = bop {
-                        let c = self.val(w, &ins.s[2], l) & 1 != 0;
-                        let f = |x: bool| match bop {
+                let (g, clk) = (self.c.gsyms, w.clock);
+                let mut r = [0u64; 32];
+                {
+                    let (mut ta, mut tb) = ([0u64; 32], [0u64; 32]);
+                    let a = src32(&w.regs, g, clk, &ins.s[0], &mut ta);
+                    let b = src32(&w.regs, g, clk, &ins.s[1], &mut tb);
+                    if !setp_int(*cmp, *ty, a, b, &mut r) {
+                        for l in 0..32 {
+                            r[l] = compare(*cmp, *ty, *ftz, a[l], b[l]) as u64;
+                        }
+                    }
+                }
+                let mut q = [0u64; 32];
+                for l in 0..32 {
+                    q[l] = r[l] ^ 1;
+                }
+                if let Some(bop) = bop {
+                    let mut tc = [0u64; 32];
+                    let c = src32(&w.regs, g, clk, &ins.s[2], &mut tc);
+                    for l in 0..32 {
+                        let c = c[l] & 1;
+                        let f = |x: u64| match bop {
                             BoolOp::And => x & c,
                             BoolOp::Or => x | c,
                             BoolOp::Xor => x ^ c,
                         };
-                        r = f(r);
-                        q = f(q);
+                        r[l] = f(r[l]);
+                        q[l] = f(q[l]);
                     }
-                    Self::set(w, &ins.d[0], l, r as u64);
-                    if let Some(d2) = ins.d.get(1) {
-                        Self::set(w, d2, l, q as u64);
-                    }
+                }
+                if let Opnd::Reg(dr) = ins.d[0] {
+                    store32(&mut w.regs, dr, &r, exec);
+                }
+                if let Some(&Opnd::Reg(dr)) = ins.d.get(1) {
+                    store32(&mut w.regs, dr, &q, exec);
                 }
             }
             Op::Cvt { d, s, f } if !d.is_float() && !s.is_float() && !f.sat => {
                 // integer ↔ integer without saturation: truncate / sign- or zero-extend
                 let (sb, db) = (s.bits(), d.bits());
                 let (ss, ds) = (s.signed(), d.signed());
-                for l in lanes(exec) {
-                    let a = self.val(w, &ins.s[0], l);
+                let mut tmp = [0u64; 32];
+                let a = src32(&w.regs, self.c.gsyms, w.clock, &ins.s[0], &mut tmp);
+                let mut r = [0u64; 32];
+                for l in 0..32 {
                     let v = if ss {
-                        sext(a, sb) as u64
+                        sext(a[l], sb) as u64
                     } else {
-                        a & mask_bits(sb)
+                        a[l] & mask_bits(sb)
                     };
-                    let v = if ds {
+                    r[l] = if ds {
                         sext(v, db) as u64 & mask_bits(db)
                     } else {
                         v & mask_bits(db)
                     };
-                    Self::set(w, &ins.d[0], l, v);
+                }
+                if let Opnd::Reg(dr) = ins.d[0] {
+                    store32(&mut w.regs, dr, &r, exec);
                 }
             }
             Op::Cvt { d, s, f } => {
@@ -330,34 +370,8 @@ impl<'a, 'b> Block<'a, 'b> {
                     Self::set(w, &ins.d[0], l, v);
                 }
             }
-            Op::Ld {
-                space: Space::Global,
-                ty,
-                n: 1,
-            } if ty.bytes() <= 8 && !ty.signed() => {
-                let eb = ty.bytes();
-                let d = &ins.d[0];
-                for l in lanes(exec) {
-                    let a = self.addr(w, &ins.s[0], l);
-                    if !a.is_multiple_of(eb as u64) {
-                        return Err(e(
-                            FaultKind::Misaligned,
-                            l as u32,
-                            Some(a),
-                            format!("{eb}-byte access must be {eb}-byte aligned"),
-                        ));
-                    }
-                    let mut b8 = [0u8; 8];
-                    if !self.mem.read(a, &mut b8[..eb]) {
-                        return Err(e(
-                            FaultKind::OutOfBounds,
-                            l as u32,
-                            Some(a),
-                            self.mem.base().describe(a, eb),
-                        ));
-                    }
-                    Self::set(w, d, l, u64::from_le_bytes(b8));
-                }
+            Op::Ld { space, ty, n } if ty.bytes() <= 8 && *n <= 4 => {
+                self.ld_warp(w, ins, *space, *ty, *n as usize, exec)?;
             }
             Op::Ld { space, ty, n } => {
                 let eb = ty.bytes();
@@ -472,6 +486,9 @@ impl<'a, 'b> Block<'a, 'b> {
                     }
                     let off = self.shared_off(l, dst, size, true)?;
                     for i in (0..size).step_by(4) {
+                        if self.shadow.is_empty() {
+                            break;
+                        }
                         let sh = &mut self.shadow[(off + i) / 4];
                         if sh.pending != 0 && self.c.opts.detect_races {
                             return Err(e(

@@ -7,8 +7,10 @@ impl<'a, 'b> Block<'a, 'b> {
     /// Data of a finished cp.async lands in shared memory (a write by the issuing thread now).
     pub(super) fn land(&mut self, w: &mut Warp, p: Pending) -> R<()> {
         let off = p.dst as usize;
-        for i in (0..p.len as usize).step_by(4) {
-            self.shadow[(off + i) / 4].pending -= 1;
+        if !self.shadow.is_empty() {
+            for i in (0..p.len as usize).step_by(4) {
+                self.shadow[(off + i) / 4].pending -= 1;
+            }
         }
         let tid = w.idx * 32 + p.lane as u32;
         self.shared_check(
@@ -229,6 +231,108 @@ impl<'a, 'b> Block<'a, 'b> {
         let tid = w.idx * 32 + lane as u32;
         self.shared_check(w, lane, tid, off, len, false, atomic, None)?;
         out.copy_from_slice(&self.shared[off..off + len]);
+        Ok(())
+    }
+
+    /// The 32 lane addresses of an address operand.
+    #[inline(always)]
+    pub(super) fn addrs32(&self, w: &Warp, o: &Opnd) -> [u64; 32] {
+        match o {
+            Opnd::Addr(Base::Reg(r), off) => {
+                let i = *r as usize * 32;
+                let row: &[u64; 32] = w.regs[i..i + 32].try_into().unwrap();
+                let mut a = [0u64; 32];
+                for l in 0..32 {
+                    a[l] = row[l].wrapping_add(*off as u64);
+                }
+                a
+            }
+            o => [self.addr(w, o, 0); 32],
+        }
+    }
+
+    /// `ld` of up to four elements of at most 8 bytes for the lanes of `exec`: one lookup per
+    /// lane, results written back register row by register row. A uniform param address is read
+    /// once.
+    pub(super) fn ld_warp(
+        &mut self,
+        w: &mut Warp,
+        ins: &Instr,
+        space: Space,
+        ty: Ty,
+        n: usize,
+        exec: u32,
+    ) -> R<()> {
+        let eb = ty.bytes();
+        let total = eb * n;
+        let sign = ty.signed();
+        let addrs = self.addrs32(w, &ins.s[0]);
+        let mut vals = [[0u64; 32]; 4];
+        let uniform = space == Space::Param && !matches!(ins.s[0], Opnd::Addr(Base::Reg(_), _));
+        let decode = |buf: &[u8], i: usize| {
+            let mut b8 = [0u8; 8];
+            b8[..eb].copy_from_slice(&buf[i * eb..i * eb + eb]);
+            let v = u64::from_le_bytes(b8);
+            if sign {
+                sext(v, eb as u32 * 8) as u64
+            } else {
+                v
+            }
+        };
+        if uniform {
+            let l = exec.trailing_zeros() as usize;
+            let mut buf = [0u8; 32];
+            self.read(w, l, space, addrs[l], &mut buf[..total], false)?;
+            for (i, v) in vals.iter_mut().enumerate().take(n) {
+                *v = [decode(&buf, i); 32];
+            }
+        } else {
+            for l in lanes(exec) {
+                let a = addrs[l];
+                if n == 1
+                    && (space == Space::Global || (space == Space::Generic && a < GLOBAL_LIMIT))
+                {
+                    if !a.is_multiple_of(eb as u64) {
+                        return Err(e(
+                            FaultKind::Misaligned,
+                            l as u32,
+                            Some(a),
+                            format!("{eb}-byte access must be {eb}-byte aligned"),
+                        ));
+                    }
+                    let Some(v) = self.mem.read_le(a, eb) else {
+                        return Err(e(
+                            FaultKind::OutOfBounds,
+                            l as u32,
+                            Some(a),
+                            self.mem.base().describe(a, eb),
+                        ));
+                    };
+                    vals[0][l] = if sign {
+                        sext(v, eb as u32 * 8) as u64
+                    } else {
+                        v
+                    };
+                    continue;
+                }
+                let mut buf = [0u8; 32];
+                self.read(w, l, space, a, &mut buf[..total], false)?;
+                for (i, v) in vals.iter_mut().enumerate().take(n) {
+                    v[l] = decode(&buf, i);
+                }
+            }
+        }
+        match &ins.d[0] {
+            Opnd::Vec(parts) => {
+                for (p, v) in parts.iter().zip(&vals) {
+                    if let Opnd::Reg(r) = *p {
+                        store32(&mut w.regs, r, v, exec);
+                    }
+                }
+            }
+            Opnd::Reg(r) => store32(&mut w.regs, *r, &vals[0], exec),
+            _ => {}
+        }
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! (min-PC reconvergence); lanes blocked at `bar.sync` or at a `.sync` collective wait.
 
 use crate::float::{self, Fmt, Rnd};
-use crate::memory::{Memory, Overlay};
+use crate::memory::{Memory, Overlay, GLOBAL_LIMIT};
 use crate::program::*;
 use crate::{Fault, FaultKind, LaunchConfig, LaunchOptions, LaunchStats, Module};
 use half::f16;
@@ -17,7 +17,7 @@ mod hazards;
 mod memory;
 mod tensor_core;
 
-use self::alu::{alu, compare};
+use self::alu::{alu, compare, setp_int};
 use atomics::*;
 use float_ops::*;
 use hazards::*;
@@ -185,6 +185,35 @@ impl GMem<'_> {
                 None => false,
             },
         }
+    }
+
+    /// The `eb`-byte (1, 2, 4 or 8) little-endian value at `addr`; None when outside every live
+    /// allocation.
+    #[inline(always)]
+    fn read_le(&self, addr: u64, eb: usize) -> Option<u64> {
+        let (m, i) = match self {
+            GMem::Seq(m) => (&**m, m.find(addr, eb)?),
+            GMem::Par(m, ov) => {
+                let i = m.find_from(addr, eb, ov.hint.get())?;
+                ov.hint.set(i);
+                (&**m, i)
+            }
+        };
+        let b = m.slice(i, addr, eb);
+        let v = match eb {
+            1 => b[0] as u64,
+            2 => u16::from_le_bytes([b[0], b[1]]) as u64,
+            4 => u32::from_le_bytes(b.try_into().unwrap()) as u64,
+            _ => u64::from_le_bytes(b.try_into().unwrap()),
+        };
+        if let GMem::Par(_, ov) = self {
+            if ov.may_hold(addr, eb) {
+                let mut t = v.to_le_bytes();
+                ov.patch(addr, &mut t[..eb]);
+                return Some(u64::from_le_bytes(t));
+            }
+        }
+        Some(v)
     }
 
     /// Write `data` at `addr`; false when outside every live allocation.
@@ -561,7 +590,9 @@ fn run_block(
     shared.resize(ctx.shared_size, 0);
     let mut shadow = std::mem::take(&mut ctx.shadow_buf);
     shadow.clear();
-    shadow.resize(ctx.shared_size.div_ceil(4), NO_SHADOW);
+    if ctx.opts.detect_races || ctx.opts.detect_uninit_shared {
+        shadow.resize(ctx.shared_size.div_ceil(4), NO_SHADOW);
+    }
     let mut blk = Block {
         shared,
         shadow,
@@ -748,6 +779,55 @@ impl<'a, 'b> Block<'a, 'b> {
                 v
             }
             o => [self.val(w, o, 0); 32],
+        }
+    }
+}
+
+/// The 32 lane values of a source operand without copying a register: a register's row of the
+/// register file, or `tmp` filled with the operand's (lane-independent) value.
+#[inline(always)]
+pub(super) fn src32<'x>(
+    regs: &'x [u64],
+    gsyms: &[u64],
+    clock: u64,
+    o: &Opnd,
+    tmp: &'x mut [u64; 32],
+) -> &'x [u64; 32] {
+    match o {
+        Opnd::Reg(r) => {
+            let i = *r as usize * 32;
+            regs[i..i + 32].try_into().unwrap()
+        }
+        Opnd::NotReg(r) => {
+            let i = *r as usize * 32;
+            for (t, v) in tmp.iter_mut().zip(&regs[i..i + 32]) {
+                *t = !*v & 1;
+            }
+            tmp
+        }
+        o => {
+            let v = match o {
+                Opnd::Imm(v) => *v,
+                Opnd::GSym(g, off) => gsyms[*g as usize].wrapping_add(*off as u64),
+                Opnd::Clock => clock,
+                _ => 0,
+            };
+            *tmp = [v; 32];
+            tmp
+        }
+    }
+}
+
+/// Write the lanes of `exec` of register row `dr` from `r` (a straight select loop).
+#[inline(always)]
+pub(super) fn store32(regs: &mut [u64], dr: u32, r: &[u64; 32], exec: u32) {
+    let i = dr as usize * 32;
+    let dst: &mut [u64; 32] = (&mut regs[i..i + 32]).try_into().unwrap();
+    if exec == u32::MAX {
+        *dst = *r;
+    } else {
+        for l in 0..32 {
+            dst[l] = if (exec >> l) & 1 != 0 { r[l] } else { dst[l] };
         }
     }
 }

@@ -7,10 +7,11 @@ impl<'a, 'b> Block<'a, 'b> {
         // rows[m][r][c]: matrix m, row r (from lane 8m+r), 8 b16 columns
         let mut rows = [[[0u16; 8]; 8]; 4];
         let generic = matches!(ins.s[1], Opnd::Imm(x) if x == Space::Generic as u64);
+        let addrs = self.addrs32(w, &ins.s[0]);
         for (m, mat) in rows.iter_mut().enumerate().take(num) {
             for (r, row) in mat.iter_mut().enumerate() {
                 let l = m * 8 + r;
-                let mut a = self.addr(w, &ins.s[0], l);
+                let mut a = addrs[l];
                 if generic {
                     if !(SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&a) {
                         return Err(e(
@@ -40,22 +41,25 @@ impl<'a, 'b> Block<'a, 'b> {
         let Opnd::Vec(d) = &ins.d[0] else {
             unreachable!()
         };
-        for l in 0..32usize {
-            let (g, t) = (l / 4, l % 4);
-            for (m, dm) in d.iter().enumerate().take(num) {
+        for (m, dm) in d.iter().enumerate().take(num) {
+            let Opnd::Reg(dr) = *dm else { continue };
+            let mut v = [0u64; 32];
+            for (l, v) in v.iter_mut().enumerate() {
+                let (g, t) = (l / 4, l % 4);
                 let (x0, x1) = if trans {
                     (rows[m][2 * t][g], rows[m][2 * t + 1][g])
                 } else {
                     (rows[m][g][2 * t], rows[m][g][2 * t + 1])
                 };
-                Self::set(w, dm, l, x0 as u64 | ((x1 as u64) << 16));
+                *v = x0 as u64 | ((x1 as u64) << 16);
             }
+            store32(&mut w.regs, dr, &v, u32::MAX);
         }
         Ok(())
     }
 
     pub(super) fn mma(&mut self, w: &mut Warp, ins: &Instr, k: usize, ab: Ty) {
-        let fmt = if ab == Ty::BF16 { Fmt::BF16 } else { Fmt::F16 };
+        let bf = ab == Ty::BF16;
         let mut a = [[0f64; 16]; 16];
         let mut b = [[0f64; 8]; 16];
         let mut c = [[0f64; 8]; 16];
@@ -65,32 +69,39 @@ impl<'a, 'b> Block<'a, 'b> {
             unreachable!()
         };
         let to_f64 = |h: u64| -> f64 {
-            if fmt == Fmt::BF16 {
+            if bf {
                 // bf16 is the top half of an f32: exact widening
                 f32::from_bits((h as u32) << 16) as f64
             } else {
                 f16::from_bits(h as u16).to_f64()
             }
         };
-        for l in 0..32usize {
-            let (g, t) = (l / 4, l % 4);
-            for (ri, r) in da.iter().enumerate() {
-                let v = self.val(w, r, l);
+        let (g, clk) = (self.c.gsyms, w.clock);
+        let mut tmp = [0u64; 32];
+        for (ri, r) in da.iter().enumerate() {
+            let v = src32(&w.regs, g, clk, r, &mut tmp);
+            for (l, &v) in v.iter().enumerate() {
+                let (gr, t) = (l / 4, l % 4);
                 for h in 0..2 {
-                    let (row, col) = mma_a_pos(k, g, t, ri * 2 + h);
+                    let (row, col) = mma_a_pos(k, gr, t, ri * 2 + h);
                     a[row][col] = to_f64((v >> (16 * h)) & 0xffff);
                 }
             }
-            for (ri, r) in db.iter().enumerate() {
-                let v = self.val(w, r, l);
+        }
+        for (ri, r) in db.iter().enumerate() {
+            let v = src32(&w.regs, g, clk, r, &mut tmp);
+            for (l, &v) in v.iter().enumerate() {
+                let (gr, t) = (l / 4, l % 4);
                 for h in 0..2 {
-                    let (row, col) = mma_b_pos(k, g, t, ri * 2 + h);
+                    let (row, col) = mma_b_pos(k, gr, t, ri * 2 + h);
                     b[row][col] = to_f64((v >> (16 * h)) & 0xffff);
                 }
             }
-            for (i, r) in dc.iter().enumerate() {
-                let v = self.val(w, r, l);
-                let (row, col) = mma_c_pos(g, t, i);
+        }
+        for (i, r) in dc.iter().enumerate() {
+            let v = src32(&w.regs, g, clk, r, &mut tmp);
+            for (l, &v) in v.iter().enumerate() {
+                let (row, col) = mma_c_pos(l / 4, l % 4, i);
                 c[row][col] = f32::from_bits(v as u32) as f64;
             }
         }
@@ -109,11 +120,14 @@ impl<'a, 'b> Block<'a, 'b> {
                 out[m][n] = (acc[n] as f32).to_bits();
             }
         }
-        for l in 0..32usize {
-            let (g, t) = (l / 4, l % 4);
-            for (i, r) in dd.iter().enumerate() {
-                let (row, col) = mma_c_pos(g, t, i);
-                Self::set(w, r, l, out[row][col] as u64);
+        for (i, r) in dd.iter().enumerate() {
+            if let Opnd::Reg(r) = *r {
+                let mut v = [0u64; 32];
+                for (l, v) in v.iter_mut().enumerate() {
+                    let (row, col) = mma_c_pos(l / 4, l % 4, i);
+                    *v = out[row][col] as u64;
+                }
+                store32(&mut w.regs, r, &v, u32::MAX);
             }
         }
     }
