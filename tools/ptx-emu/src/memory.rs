@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 const GLOBAL_BASE: u64 = 0x0000_0002_0000_0000;
 pub(crate) const GLOBAL_LIMIT: u64 = 0x0000_7000_0000_0000;
 
+#[derive(Clone, PartialEq, Eq)]
 struct Alloc {
     start: u64,
     data: Vec<u8>,
@@ -29,6 +30,27 @@ pub struct Memory {
     /// Index of the allocation the last lookup hit (a hint; atomic so blocks running on
     /// several threads can share a `&Memory`).
     last_hit: AtomicUsize,
+}
+
+impl Clone for Memory {
+    fn clone(&self) -> Memory {
+        Memory {
+            allocs: self.allocs.clone(),
+            next: self.next,
+            alloc_calls: self.alloc_calls,
+            bytes: self.bytes,
+            symbols: self.symbols.clone(),
+            journal: self.journal.clone(),
+            last_hit: AtomicUsize::new(self.last_hit.load(Relaxed)),
+        }
+    }
+}
+
+/// Equal when the same allocations (addresses and contents) are live.
+impl PartialEq for Memory {
+    fn eq(&self, other: &Memory) -> bool {
+        self.allocs == other.allocs
+    }
 }
 
 impl Default for Memory {

@@ -56,6 +56,37 @@ impl<'a, 'b> Block<'a, 'b> {
         if !any_waiting {
             return Ok(false);
         }
+        // A warp whose lanes are partly at the barrier and partly exited (they returned, or
+        // branched around the barrier and then exited) is a divergent barrier (synccheck):
+        // `__syncthreads()` must be reached by every thread of the block, or not at all by
+        // whole warps that have exited.
+        for (wi, w) in self.warps.iter().enumerate() {
+            let gone = w.valid & w.exited;
+            if w.at_bar != 0 && gone != 0 {
+                let l = w.at_bar.trailing_zeros();
+                let x = gone.trailing_zeros() as usize;
+                let xpc = w.lane_pc[x] as usize;
+                let other = self.tid_of(wi, x as u32);
+                return Err(self.fault(
+                    wi,
+                    w.lane_pc[l as usize] as usize,
+                    e(
+                        FaultKind::BarrierDivergence,
+                        l,
+                        None,
+                        format!(
+                            "divergent barrier: lanes {:#010x} of warp {wi} wait at this barrier but lanes {gone:#010x} of the same warp exited without reaching it (e.g. thread ({},{},{}) at PTX line {} `{}`); every thread of the block must reach bar.sync (__syncthreads), or whole warps must exit before it",
+                            w.at_bar,
+                            other[0],
+                            other[1],
+                            other[2],
+                            self.c.prog.instrs.get(xpc).map_or(0, |i| i.line),
+                            self.c.prog.texts.get(xpc).map_or("", |t| t.as_str()),
+                        ),
+                    ),
+                ));
+            }
+        }
         // all non-exited threads wait at the same barrier: release
         self.epoch += 1;
         let kind_red = matches!(

@@ -72,6 +72,10 @@ impl<'a, 'b> Block<'a, 'b> {
                     if exec != 0 {
                         w.exited |= exec;
                         w.running &= !exec;
+                        // where the lanes exited (divergent-barrier reports)
+                        for l in lanes(exec) {
+                            w.lane_pc[l] = pc;
+                        }
                         // pending cp.async of exited lanes are dropped
                         if !w.pending.is_empty() {
                             let sh = &mut self.shadow;

@@ -68,6 +68,8 @@ struct Warp {
     at_bar: u32,
     at_coll: u32,
     exited: u32,
+    /// Lanes that are threads of the block (the last warp of a block can be partial).
+    valid: u32,
     others_min: u32,
     dirty: bool,
     wepoch: u32,
@@ -543,6 +545,7 @@ fn run_block(
                 continue;
             }
             w.running |= 1 << l;
+            w.valid |= 1 << l;
             let t = [
                 tid % cfg.block[0],
                 (tid / cfg.block[0]) % cfg.block[1],

@@ -553,8 +553,8 @@ pub(super) fn typed_imm(s: &str, ty: Ty) -> Option<u64> {
             return Some(match ty {
                 Ty::F64 => x.to_bits(),
                 Ty::F32 => (x as f32).to_bits() as u64,
-                Ty::F16 => half::f16::from_f64(x).to_bits() as u64,
-                Ty::BF16 => half::bf16::from_f64(x).to_bits() as u64,
+                Ty::F16 => crate::float::f16_rn(x) as u64,
+                Ty::BF16 => crate::float::bf16_rn(x) as u64,
                 _ => parse_int_signed(s)?,
             });
         }
