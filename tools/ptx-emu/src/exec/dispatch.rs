@@ -343,6 +343,24 @@ impl<'a, 'b> Block<'a, 'b> {
                     store32(&mut w.regs, dr, &r, exec);
                 }
             }
+            Op::Cvt { d, s, f }
+                if *d == Ty::BF16x2
+                    && *s == Ty::F32
+                    && f.rnd == Rnd::Rn
+                    && !(f.sat || f.relu || f.satfinite || f.ftz || f.int_rnd) =>
+            {
+                let (g, clk) = (self.c.gsyms, w.clock);
+                let (mut ta, mut tb) = ([0u64; 32], [0u64; 32]);
+                let a = src32(&w.regs, g, clk, &ins.s[0], &mut ta);
+                let b = src32(&w.regs, g, clk, &ins.s[1], &mut tb);
+                let mut r = [0u64; 32];
+                for l in 0..32 {
+                    r[l] = cvt_rn_bf16x2_f32(a[l], b[l]);
+                }
+                if let Opnd::Reg(dr) = ins.d[0] {
+                    store32(&mut w.regs, dr, &r, exec);
+                }
+            }
             Op::Cvt { d, s, f } => {
                 for l in lanes(exec) {
                     let a = self.val(w, &ins.s[0], l);
@@ -408,6 +426,9 @@ impl<'a, 'b> Block<'a, 'b> {
                         }
                     }
                 }
+            }
+            Op::St { space, ty, n } if ty.bytes() <= 8 && *n <= 4 => {
+                self.st_warp(w, ins, *space, *ty, *n as usize, exec)?;
             }
             Op::St { space, ty, n } => {
                 let eb = ty.bytes();

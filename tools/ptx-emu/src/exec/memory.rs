@@ -335,4 +335,62 @@ impl<'a, 'b> Block<'a, 'b> {
         }
         Ok(())
     }
+
+    /// `st` of up to four elements of at most 8 bytes for the lanes of `exec`, lane by lane in
+    /// order (a fault stops at the first faulting lane, as before).
+    pub(super) fn st_warp(
+        &mut self,
+        w: &mut Warp,
+        ins: &Instr,
+        space: Space,
+        ty: Ty,
+        n: usize,
+        exec: u32,
+    ) -> R<()> {
+        let eb = ty.bytes();
+        let total = eb * n;
+        let addrs = self.addrs32(w, &ins.s[0]);
+        let (g, clk) = (self.c.gsyms, w.clock);
+        let mut vals = [[0u64; 32]; 4];
+        match &ins.s[1] {
+            Opnd::Vec(parts) => {
+                for (v, p) in vals.iter_mut().zip(parts.iter()) {
+                    let mut t = [0u64; 32];
+                    *v = *src32(&w.regs, g, clk, p, &mut t);
+                }
+            }
+            s => {
+                let mut t = [0u64; 32];
+                vals[0] = *src32(&w.regs, g, clk, s, &mut t);
+            }
+        }
+        for l in lanes(exec) {
+            let a = addrs[l];
+            if n == 1 && (space == Space::Global || (space == Space::Generic && a < GLOBAL_LIMIT)) {
+                if !a.is_multiple_of(eb as u64) {
+                    return Err(e(
+                        FaultKind::Misaligned,
+                        l as u32,
+                        Some(a),
+                        format!("{eb}-byte access must be {eb}-byte aligned"),
+                    ));
+                }
+                if !self.mem.write_le(a, vals[0][l], eb) {
+                    return Err(e(
+                        FaultKind::OutOfBounds,
+                        l as u32,
+                        Some(a),
+                        self.mem.base().describe(a, eb),
+                    ));
+                }
+                continue;
+            }
+            let mut buf = [0u8; 32];
+            for (i, v) in vals.iter().enumerate().take(n) {
+                buf[i * eb..i * eb + eb].copy_from_slice(&v[l].to_le_bytes()[..eb]);
+            }
+            self.write(w, l, space, a, &buf[..total], false)?;
+        }
+        Ok(())
+    }
 }

@@ -218,6 +218,35 @@ impl GMem<'_> {
         Some(v)
     }
 
+    /// Write the low `eb` (1, 2, 4 or 8) bytes of `v` at `addr`; false when outside every live
+    /// allocation.
+    #[inline(always)]
+    fn write_le(&mut self, addr: u64, v: u64, eb: usize) -> bool {
+        match self {
+            GMem::Seq(m) => match m.find(addr, eb) {
+                Some(i) => {
+                    let b = m.slice_mut(i, addr, eb);
+                    match eb {
+                        1 => b[0] = v as u8,
+                        2 => b.copy_from_slice(&(v as u16).to_le_bytes()),
+                        4 => b.copy_from_slice(&(v as u32).to_le_bytes()),
+                        _ => b.copy_from_slice(&v.to_le_bytes()),
+                    }
+                    true
+                }
+                None => false,
+            },
+            GMem::Par(m, ov) => match m.find_from(addr, eb, ov.hint.get()) {
+                Some(i) => {
+                    ov.hint.set(i);
+                    ov.write(addr, &v.to_le_bytes()[..eb]);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
     /// Write `data` at `addr`; false when outside every live allocation.
     #[inline]
     fn write(&mut self, addr: u64, data: &[u8]) -> bool {
