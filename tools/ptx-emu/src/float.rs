@@ -42,8 +42,8 @@ impl Fmt {
     #[inline]
     fn rn(self, x: f64) -> u64 {
         match self {
-            Fmt::F16 => f16::from_f64(x).to_bits() as u64,
-            Fmt::BF16 => bf16::from_f64(x).to_bits() as u64,
+            Fmt::F16 => f16_rn(x) as u64,
+            Fmt::BF16 => bf16_rn(x) as u64,
             Fmt::F32 => (x as f32).to_bits() as u64,
             Fmt::F64 => x.to_bits(),
         }
@@ -96,6 +96,33 @@ impl Fmt {
             b
         }
     }
+}
+
+/// f64 → f32 rounded to odd: truncated toward zero, then the last bit set when inexact. A
+/// following round-to-nearest to a format of at most 22 significant bits is then correctly
+/// rounded (no double rounding).
+#[inline]
+fn f32_round_odd(x: f64) -> f32 {
+    let f = x as f32;
+    if !x.is_finite() || f as f64 == x {
+        return f;
+    }
+    let mut b = f.to_bits();
+    if (f as f64).abs() > x.abs() {
+        b -= 1; // one step toward zero (the magnitude is the bit order)
+    }
+    f32::from_bits(b | 1)
+}
+
+/// f64 → f16 bits, round to nearest even. (`half::f16::from_f64` drops the low 32 bits of the
+/// f64 before rounding, so a value just above a tie can round down.)
+pub(crate) fn f16_rn(x: f64) -> u16 {
+    f16::from_f32(f32_round_odd(x)).to_bits()
+}
+
+/// f64 → bf16 bits, round to nearest even (`half::bf16::from_f64` double-rounds like f16).
+pub(crate) fn bf16_rn(x: f64) -> u16 {
+    bf16::from_f32(f32_round_odd(x)).to_bits()
 }
 
 #[inline]
@@ -234,5 +261,49 @@ pub(crate) fn round_int(x: f64, rnd: Rnd) -> f64 {
         Rnd::Rz => x.trunc(),
         Rnd::Rm => x.floor(),
         Rnd::Rp => x.ceil(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An f32 just above a bf16 (or f16) tie rounds up; exactly at the tie, to even.
+    #[test]
+    fn narrowing_is_correctly_rounded() {
+        // bf16: ulp(1) = 2^-7, tie at 1 + 2^-8
+        let tie = 1.0 + 2f64.powi(-8);
+        let above = f32::from_bits((tie as f32).to_bits() + 1) as f64;
+        assert_eq!(bf16_rn(above), 0x3f81);
+        assert_eq!(bf16_rn(tie), 0x3f80);
+        let below = f32::from_bits((tie as f32).to_bits() - 1) as f64;
+        assert_eq!(bf16_rn(below), 0x3f80);
+        assert_eq!(bf16_rn(-above), 0xbf81);
+        // tie at 1 + 3·2^-8 (between odd 0x3f81 and even 0x3f82) goes to even
+        assert_eq!(bf16_rn(1.0 + 3.0 * 2f64.powi(-8)), 0x3f82);
+        // f16: ulp(1) = 2^-10, tie at 1 + 2^-11
+        let tie16 = 1.0 + 2f64.powi(-11);
+        let above16 = f32::from_bits((tie16 as f32).to_bits() + 1) as f64;
+        assert_eq!(f16_rn(above16), 0x3c01);
+        assert_eq!(f16_rn(tie16), 0x3c00);
+        // an f64 above the tie only in its low 32 bits
+        assert_eq!(bf16_rn(tie + 2f64.powi(-40)), 0x3f81);
+        // overflow, underflow, specials
+        assert_eq!(bf16_rn(1e39), 0x7f80);
+        assert_eq!(bf16_rn(-1e39), 0xff80);
+        assert_eq!(bf16_rn(1e-300), 0);
+        assert_eq!(bf16_rn(-1e-300), 0x8000);
+        assert_eq!(bf16_rn(f64::INFINITY), 0x7f80);
+        assert!(bf16_rn(f64::NAN) & 0x7fff > 0x7f80);
+        assert_eq!(f16_rn(65520.0), 0x7c00);
+        assert_eq!(f16_rn(65519.0), 0x7bff);
+        // every f32 in a sweep: bf16_rn agrees with half's (correct) f32 → bf16 rounding
+        let mut b = 0x3f00_0000u32;
+        while b < 0x4100_0000 {
+            let f = f32::from_bits(b);
+            assert_eq!(bf16_rn(f as f64), bf16::from_f32(f).to_bits(), "{f:e}");
+            assert_eq!(f16_rn(f as f64), f16::from_f32(f).to_bits(), "{f:e}");
+            b += 0x1_0001;
+        }
     }
 }

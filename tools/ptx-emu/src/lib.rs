@@ -127,10 +127,53 @@ pub struct LaunchConfig {
     pub dynamic_smem_bytes: u32,
 }
 
+/// How much a launch checks: `PTX_EMU_CHECKS=full|fast` (default `full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    /// Every hazard detector (shared races, uninitialised shared reads, cp.async misuse,
+    /// divergent barriers and collectives, bounds, alignment) and 2 schedules per launch.
+    Full,
+    /// Bounds, alignment, divergent barriers and collectives only: no shadow state for race and
+    /// initialisation checks, one schedule. Results are bit-identical to `Full`.
+    Fast,
+}
+
+impl Checks {
+    /// The level named by `PTX_EMU_CHECKS` (unset: `Full`). An unknown value prints a warning
+    /// naming the accepted values and uses `Full`.
+    pub fn from_env() -> Checks {
+        match std::env::var("PTX_EMU_CHECKS") {
+            Err(_) => Checks::Full,
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "" | "full" => Checks::Full,
+                "fast" => Checks::Fast,
+                other => {
+                    static WARNED: std::sync::Once = std::sync::Once::new();
+                    let other = other.to_string();
+                    WARNED.call_once(|| {
+                        eprintln!(
+                            "ptx-emu: PTX_EMU_CHECKS=`{other}` is not `full` or `fast`; using `full` (set PTX_EMU_CHECKS=fast for speed)"
+                        )
+                    });
+                    Checks::Full
+                }
+            },
+        }
+    }
+
+    /// Schedules per launch at this level (`PTX_EMU_SCHEDULES` overrides).
+    pub fn default_schedules(self) -> u32 {
+        match self {
+            Checks::Full => 2,
+            Checks::Fast => 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaunchOptions {
     /// Number of seeded warp schedules the launch is run with (hazard search); results come from
-    /// the first; default from env `PTX_EMU_SCHEDULES` or 2.
+    /// the first; default from env `PTX_EMU_SCHEDULES`, else 2 at `Checks::Full` and 1 at `Fast`.
     pub schedules: u32,
     pub seed: u64,
     pub detect_races: bool,
@@ -142,13 +185,44 @@ pub struct LaunchOptions {
     pub threads: u32,
 }
 
-impl Default for LaunchOptions {
-    fn default() -> Self {
+impl LaunchOptions {
+    /// The defaults (environment included) at checking level `checks`.
+    pub fn with_checks(checks: Checks) -> LaunchOptions {
         let schedules = std::env::var("PTX_EMU_SCHEDULES")
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
             .filter(|&n| n >= 1)
-            .unwrap_or(2);
+            .unwrap_or(checks.default_schedules());
+        let full = checks == Checks::Full;
+        LaunchOptions {
+            schedules,
+            detect_races: full,
+            detect_uninit_shared: full,
+            ..LaunchOptions::default()
+        }
+    }
+
+    /// `Fast` when both shadow-state detectors are off, else `Full`.
+    pub fn checks(&self) -> Checks {
+        if self.detect_races || self.detect_uninit_shared {
+            Checks::Full
+        } else {
+            Checks::Fast
+        }
+    }
+}
+
+impl Default for LaunchOptions {
+    /// From the environment: `PTX_EMU_CHECKS`, `PTX_EMU_SCHEDULES`, `PTX_EMU_SEED`,
+    /// `PTX_EMU_THREADS`.
+    fn default() -> Self {
+        let checks = Checks::from_env();
+        let full = checks == Checks::Full;
+        let schedules = std::env::var("PTX_EMU_SCHEDULES")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|&n| n >= 1)
+            .unwrap_or(checks.default_schedules());
         let seed = std::env::var("PTX_EMU_SEED")
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
@@ -166,8 +240,8 @@ impl Default for LaunchOptions {
         LaunchOptions {
             schedules,
             seed,
-            detect_races: true,
-            detect_uninit_shared: true,
+            detect_races: full,
+            detect_uninit_shared: full,
             threads,
         }
     }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 const GLOBAL_BASE: u64 = 0x0000_0002_0000_0000;
 pub(crate) const GLOBAL_LIMIT: u64 = 0x0000_7000_0000_0000;
 
+#[derive(Clone, PartialEq, Eq)]
 struct Alloc {
     start: u64,
     data: Vec<u8>,
@@ -29,6 +30,27 @@ pub struct Memory {
     /// Index of the allocation the last lookup hit (a hint; atomic so blocks running on
     /// several threads can share a `&Memory`).
     last_hit: AtomicUsize,
+}
+
+impl Clone for Memory {
+    fn clone(&self) -> Memory {
+        Memory {
+            allocs: self.allocs.clone(),
+            next: self.next,
+            alloc_calls: self.alloc_calls,
+            bytes: self.bytes,
+            symbols: self.symbols.clone(),
+            journal: self.journal.clone(),
+            last_hit: AtomicUsize::new(self.last_hit.load(Relaxed)),
+        }
+    }
+}
+
+/// Equal when the same allocations (addresses and contents) are live.
+impl PartialEq for Memory {
+    fn eq(&self, other: &Memory) -> bool {
+        self.allocs == other.allocs
+    }
 }
 
 impl Default for Memory {
@@ -261,13 +283,27 @@ impl Memory {
     }
 }
 
+/// Bytes per overlay page.
+const PAGE: usize = 4096;
+
+/// One page of a block's writes: the bytes and a bit per byte written.
+struct Page {
+    base: u64,
+    data: Box<[u8; PAGE]>,
+    mask: Box<[u64; PAGE / 64]>,
+}
+
 /// The global-memory writes of one block that runs concurrently with other blocks of its launch:
-/// 16-byte chunks over a read-only [`Memory`], each with a mask of the bytes written. Reads of
-/// the block see its own writes; [`Memory::apply_overlay`] lands them after the block.
+/// 4 KiB pages over a read-only [`Memory`], each with a bit per byte written. Reads of the block
+/// see its own writes; [`Memory::apply_overlay`] lands them after the block.
 #[derive(Default)]
 pub(crate) struct Overlay {
-    chunks: HashMap<u64, ([u8; 16], u16), BuildFx>,
-    /// Written address range `[lo, hi)` (reads outside it skip the chunk lookup).
+    /// Page base address → index in `list`.
+    pages: HashMap<u64, usize, BuildFx>,
+    list: Vec<Page>,
+    /// Index + 1 of the page the last lookup hit (0 = none).
+    last: std::cell::Cell<usize>,
+    /// Written address range `[lo, hi)` (reads outside it skip the page lookup).
     lo: u64,
     hi: u64,
     /// Allocation hint of this block's lookups.
@@ -275,9 +311,20 @@ pub(crate) struct Overlay {
 }
 
 impl Overlay {
+    #[inline(always)]
+    fn page(&self, base: u64) -> Option<usize> {
+        let l = self.last.get();
+        if l != 0 && self.list[l - 1].base == base {
+            return Some(l - 1);
+        }
+        let i = *self.pages.get(&base)?;
+        self.last.set(i + 1);
+        Some(i)
+    }
+
     /// Record `data` written at `addr` (the caller checked the bounds).
     pub(crate) fn write(&mut self, addr: u64, data: &[u8]) {
-        if self.chunks.is_empty() {
+        if self.list.is_empty() {
             self.lo = addr;
             self.hi = addr;
         }
@@ -286,31 +333,56 @@ impl Overlay {
         let mut a = addr;
         let mut rest = data;
         while !rest.is_empty() {
-            let o = (a & 15) as usize;
-            let n = (16 - o).min(rest.len());
-            let c = self.chunks.entry(a >> 4).or_insert(([0; 16], 0));
-            c.0[o..o + n].copy_from_slice(&rest[..n]);
-            c.1 |= (((1u32 << n) - 1) << o) as u16;
+            let base = a & !(PAGE as u64 - 1);
+            let o = (a - base) as usize;
+            let n = (PAGE - o).min(rest.len());
+            let i = match self.page(base) {
+                Some(i) => i,
+                None => {
+                    self.list.push(Page {
+                        base,
+                        data: Box::new([0; PAGE]),
+                        mask: Box::new([0; PAGE / 64]),
+                    });
+                    let i = self.list.len() - 1;
+                    self.pages.insert(base, i);
+                    self.last.set(i + 1);
+                    i
+                }
+            };
+            let p = &mut self.list[i];
+            p.data[o..o + n].copy_from_slice(&rest[..n]);
+            for b in o..o + n {
+                p.mask[b / 64] |= 1 << (b % 64);
+            }
             a += n as u64;
             rest = &rest[n..];
         }
     }
 
+    /// Whether `[addr, addr + len)` may overlap this block's writes.
+    #[inline(always)]
+    pub(crate) fn may_hold(&self, addr: u64, len: usize) -> bool {
+        !self.list.is_empty() && addr < self.hi && addr + len as u64 > self.lo
+    }
+
     /// Patch `out` (read from the base memory at `addr`) with this block's writes.
     #[inline]
     pub(crate) fn patch(&self, addr: u64, out: &mut [u8]) {
-        if self.chunks.is_empty() || addr >= self.hi || addr + out.len() as u64 <= self.lo {
+        if !self.may_hold(addr, out.len()) {
             return;
         }
         let mut a = addr;
         let mut k = 0;
         while k < out.len() {
-            let o = (a & 15) as usize;
-            let n = (16 - o).min(out.len() - k);
-            if let Some((bytes, mask)) = self.chunks.get(&(a >> 4)) {
-                for i in 0..n {
-                    if mask & (1 << (o + i)) != 0 {
-                        out[k + i] = bytes[o + i];
+            let base = a & !(PAGE as u64 - 1);
+            let o = (a - base) as usize;
+            let n = (PAGE - o).min(out.len() - k);
+            if let Some(i) = self.page(base) {
+                let p = &self.list[i];
+                for b in 0..n {
+                    if p.mask[(o + b) / 64] & (1 << ((o + b) % 64)) != 0 {
+                        out[k + b] = p.data[o + b];
                     }
                 }
             }
@@ -324,21 +396,33 @@ impl Memory {
     /// Land the writes of one block (see [`Overlay`]); bytes outside every live allocation
     /// cannot occur (each write was bounds-checked against this memory).
     pub(crate) fn apply_overlay(&mut self, ov: &Overlay) {
-        for (&key, &(bytes, mask)) in &ov.chunks {
-            let base = key << 4;
+        for p in &ov.list {
             let mut i = 0;
-            while i < 16 {
-                if mask & (1 << i) == 0 {
+            while i < PAGE {
+                if p.mask[i / 64] == 0 {
+                    i = (i / 64 + 1) * 64;
+                    continue;
+                }
+                if p.mask[i / 64] & (1 << (i % 64)) == 0 {
                     i += 1;
                     continue;
                 }
                 let mut j = i;
-                while j < 16 && mask & (1 << j) != 0 {
+                while j < PAGE && p.mask[j / 64] & (1 << (j % 64)) != 0 {
                     j += 1;
                 }
-                if let Some(idx) = self.find(base + i as u64, j - i) {
-                    self.slice_mut(idx, base + i as u64, j - i)
-                        .copy_from_slice(&bytes[i..j]);
+                let addr = p.base + i as u64;
+                if let Some(idx) = self.find(addr, j - i) {
+                    self.slice_mut(idx, addr, j - i)
+                        .copy_from_slice(&p.data[i..j]);
+                } else {
+                    // a run can span two adjacent allocations' bytes only through the guard
+                    // gap, which is never written; land byte by byte to be safe
+                    for b in i..j {
+                        if let Some(idx) = self.find(p.base + b as u64, 1) {
+                            self.slice_mut(idx, p.base + b as u64, 1)[0] = p.data[b];
+                        }
+                    }
                 }
                 i = j;
             }

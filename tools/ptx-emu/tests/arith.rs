@@ -33,23 +33,31 @@ fn run1(body: &str, a: u64, b: u64, c: u64) -> u64 {
         block: [1, 1, 1],
         dynamic_smem_bytes: 0,
     };
-    launch(
-        &m,
-        "t",
-        &cfg,
-        &[
-            &o.to_le_bytes(),
-            &a.to_le_bytes(),
-            &b.to_le_bytes(),
-            &c.to_le_bytes(),
-        ],
-        &mut mem,
-        &LaunchOptions::default(),
-    )
-    .unwrap_or_else(|f| panic!("{body}: {f}"));
-    let mut out = [0u8; 8];
-    mem.read(o, &mut out).unwrap();
-    u64::from_le_bytes(out)
+    let mut res = [0u64; 2];
+    for (r, level) in res.iter_mut().zip([Checks::Full, Checks::Fast]) {
+        launch(
+            &m,
+            "t",
+            &cfg,
+            &[
+                &o.to_le_bytes(),
+                &a.to_le_bytes(),
+                &b.to_le_bytes(),
+                &c.to_le_bytes(),
+            ],
+            &mut mem,
+            &LaunchOptions::with_checks(level),
+        )
+        .unwrap_or_else(|f| panic!("{body} ({level:?}): {f}"));
+        let mut out = [0u8; 8];
+        mem.read(o, &mut out).unwrap();
+        *r = u64::from_le_bytes(out);
+    }
+    assert_eq!(
+        res[0], res[1],
+        "{body}: PTX_EMU_CHECKS=full and fast differ"
+    );
+    res[0]
 }
 
 fn check(cases: &[(&str, u64, u64, u64, u64)]) {
@@ -288,6 +296,11 @@ fn conversions() {
         ),
         ("cvt.rn.bf16.f32 %d, %a;", 0x3f80_8000, 0, 0, 0x3f80),
         ("cvt.rn.bf16.f32 %d, %a;", 0x3f81_8000, 0, 0, 0x3f82),
+        // just above a tie rounds up (was double-rounded down through half::bf16::from_f64)
+        ("cvt.rn.bf16.f32 %d, %a;", 0x3f80_8001, 0, 0, 0x3f81),
+        ("cvt.rn.bf16.f32 %d, %a;", 0xbf80_8001, 0, 0, 0xbf81),
+        ("cvt.rn.bf16.f32 %d, %a;", 0x3f80_7fff, 0, 0, 0x3f80),
+        ("cvt.rn.f16.f32 %d, %a;", 0x3f80_1001, 0, 0, 0x3c01),
         ("cvt.rz.bf16.f32 %d, %a;", 0x3f81_ffff, 0, 0, 0x3f81),
         ("cvt.rn.relu.bf16.f32 %d, %a;", f32b(-1.0), 0, 0, 0),
         (

@@ -175,6 +175,65 @@ fn barrier_divergence() {
     );
 }
 
+/// A barrier reached by only part of a warp, because the other lanes returned or branched
+/// around it, is a divergent barrier (launch failure, 719) naming the barrier line, a waiting
+/// thread and where the missing lanes went; whole warps exiting before the barrier are fine.
+#[test]
+fn divergent_barrier_partial_warp() {
+    let h = h();
+    let mut mem = Memory::new();
+    let o = out_buf(&mut mem, 64 * 4);
+    let f = h.expect(
+        "barrier_partial_exit_broken",
+        cfg([1, 1, 1], [64, 1, 1], 0),
+        &[p64(o)],
+        &mut mem,
+        FaultKind::BarrierDivergence,
+        "partial_exit_bar",
+    );
+    assert_eq!(f.kind.cuda_error_code(), 719);
+    assert!(f.detail.contains("divergent barrier"), "{f}");
+    assert!(
+        f.detail.contains("0xffff0000"),
+        "names the exited lanes: {f}"
+    );
+    assert!(
+        f.detail
+            .contains(&format!("PTX line {}", h.flag_line("partial_exit_ret"))),
+        "names where they exited: {f}"
+    );
+    assert!(f.thread[0] % 32 < 16, "a waiting thread: {f}");
+
+    let f = h.expect(
+        "barrier_branch_around_broken",
+        cfg([1, 1, 1], [64, 1, 1], 0),
+        &[p64(o)],
+        &mut mem,
+        FaultKind::BarrierDivergence,
+        "branch_around_bar",
+    );
+    assert!(f.detail.contains("divergent barrier"), "{f}");
+    assert!(
+        f.detail.contains("0x0000ffff"),
+        "names the lanes that went around: {f}"
+    );
+
+    for (threads, cut) in [(64u32, 32u32), (48, 48), (96, 64)] {
+        let o = out_buf(&mut mem, threads as usize * 4);
+        run(
+            &h.m,
+            "barrier_whole_warp_exit_fixed",
+            cfg([1, 1, 1], [threads, 1, 1], 0),
+            &[p64(o), cut.to_le_bytes().to_vec()],
+            &mut mem,
+        )
+        .unwrap_or_else(|f| panic!("{threads} threads, cut {cut}: {f}"));
+        let got = bytes_u32(&download(&mem, o, threads as usize * 4));
+        let want: Vec<u32> = (0..threads).map(|t| if t < cut { t } else { 0 }).collect();
+        assert_eq!(got, want);
+    }
+}
+
 #[test]
 fn out_of_bounds_global() {
     let h = h();

@@ -72,9 +72,29 @@ pub fn run(
     let p: Vec<&[u8]> = params.iter().map(|v| v.as_slice()).collect();
     let opts = LaunchOptions {
         schedules: 3,
-        ..LaunchOptions::default()
+        ..LaunchOptions::with_checks(Checks::Full)
     };
-    launch(m, k, &c, &p, mem, &opts)
+    // Every kernel also runs at `PTX_EMU_CHECKS=fast` on a copy of the memory: when the full
+    // run passes, the fast one must pass with bit-identical memory.
+    let mut fast_mem = mem.clone();
+    let fast = launch(
+        m,
+        k,
+        &c,
+        &p,
+        &mut fast_mem,
+        &LaunchOptions::with_checks(Checks::Fast),
+    );
+    let full = launch(m, k, &c, &p, mem, &opts);
+    if let Ok(full_st) = &full {
+        let st = fast.unwrap_or_else(|f| panic!("{k}: passes at full, faults at fast: {f}"));
+        assert_eq!(st, *full_st, "{k}: statistics differ between levels");
+        assert!(
+            fast_mem == *mem,
+            "{k}: results differ between PTX_EMU_CHECKS=full and fast"
+        );
+    }
+    full
 }
 
 pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {

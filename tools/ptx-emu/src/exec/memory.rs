@@ -1,0 +1,465 @@
+//! Loads and stores per space (global, shared, local, param, generic), bounds and alignment
+//! checks, cp.async landing.
+
+use super::*;
+
+impl<'a, 'b> Block<'a, 'b> {
+    /// Data of a finished cp.async lands in shared memory (a write by the issuing thread now).
+    pub(super) fn land(&mut self, w: &mut Warp, p: Pending) -> R<()> {
+        let off = p.dst as usize;
+        if !self.shadow.is_empty() {
+            for i in (0..p.len as usize).step_by(4) {
+                self.shadow[(off + i) / 4].pending -= 1;
+            }
+        }
+        let tid = w.idx * 32 + p.lane as u32;
+        self.shared_check(
+            w,
+            p.lane as usize,
+            tid,
+            off,
+            p.len as usize,
+            true,
+            false,
+            Some(&p.data[..p.len as usize]),
+        )
+        .map_err(|mut er| {
+            er.detail += &format!(
+                " (data of the cp.async at PTX line {} landing at cp.async.wait)",
+                self.c.prog.instrs[p.pc as usize].line
+            );
+            er
+        })?;
+        self.shared[off..off + p.len as usize].copy_from_slice(&p.data[..p.len as usize]);
+        Ok(())
+    }
+
+    pub(super) fn global_read(&self, lane: usize, addr: u64, out: &mut [u8]) -> R<()> {
+        if self.mem.read(addr, out) {
+            Ok(())
+        } else {
+            Err(e(
+                FaultKind::OutOfBounds,
+                lane as u32,
+                Some(addr),
+                self.mem.base().describe(addr, out.len()),
+            ))
+        }
+    }
+
+    pub(super) fn global_write(&mut self, lane: usize, addr: u64, data: &[u8]) -> R<()> {
+        if self.mem.write(addr, data) {
+            Ok(())
+        } else {
+            Err(e(
+                FaultKind::OutOfBounds,
+                lane as u32,
+                Some(addr),
+                self.mem.base().describe(addr, data.len()),
+            ))
+        }
+    }
+
+    pub(super) fn resolve(&self, space: Space, addr: u64) -> (Space, u64) {
+        match space {
+            Space::Generic => {
+                if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&addr) {
+                    (Space::Shared, addr - SHARED_WINDOW)
+                } else if (LOCAL_WINDOW..LOCAL_WINDOW + WINDOW_SIZE).contains(&addr) {
+                    (Space::Local, addr - LOCAL_WINDOW)
+                } else if (PARAM_WINDOW..PARAM_WINDOW + WINDOW_SIZE).contains(&addr) {
+                    (Space::Param, addr - PARAM_WINDOW)
+                } else {
+                    (Space::Global, addr)
+                }
+            }
+            Space::Const => (Space::Global, addr),
+            s => (s, addr),
+        }
+    }
+
+    pub(super) fn read(
+        &mut self,
+        w: &mut Warp,
+        lane: usize,
+        space: Space,
+        addr: u64,
+        out: &mut [u8],
+        atomic: bool,
+    ) -> R<()> {
+        let len = out.len();
+        if !addr.is_multiple_of(len as u64) {
+            return Err(e(
+                FaultKind::Misaligned,
+                lane as u32,
+                Some(addr),
+                format!("{len}-byte access must be {len}-byte aligned"),
+            ));
+        }
+        let (sp, a) = self.resolve(space, addr);
+        match sp {
+            Space::Global => self.global_read(lane, a, out),
+            Space::Shared => self.shared_read(w, lane, a, out, atomic),
+            Space::Local => {
+                let ls = self.c.prog.local_size as u64;
+                if a + len as u64 > ls {
+                    return Err(e(
+                        FaultKind::OutOfBounds,
+                        lane as u32,
+                        Some(addr),
+                        format!(
+                            "local access [{a}, {}) outside the {ls}-byte local frame",
+                            a + len as u64
+                        ),
+                    ));
+                }
+                let o = lane * ls as usize + a as usize;
+                out.copy_from_slice(&w.local[o..o + len]);
+                Ok(())
+            }
+            Space::Param => {
+                let ps = self.c.params.len() as u64;
+                if a + len as u64 > ps {
+                    return Err(e(
+                        FaultKind::OutOfBounds,
+                        lane as u32,
+                        Some(addr),
+                        format!(
+                            "param access [{a}, {}) outside the {ps}-byte parameter buffer",
+                            a + len as u64
+                        ),
+                    ));
+                }
+                out.copy_from_slice(&self.c.params[a as usize..a as usize + len]);
+                Ok(())
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    pub(super) fn write(
+        &mut self,
+        w: &mut Warp,
+        lane: usize,
+        space: Space,
+        addr: u64,
+        data: &[u8],
+        atomic: bool,
+    ) -> R<()> {
+        let len = data.len();
+        if !addr.is_multiple_of(len as u64) {
+            return Err(e(
+                FaultKind::Misaligned,
+                lane as u32,
+                Some(addr),
+                format!("{len}-byte access must be {len}-byte aligned"),
+            ));
+        }
+        let (sp, a) = self.resolve(space, addr);
+        match sp {
+            Space::Global => self.global_write(lane, a, data),
+            Space::Shared => {
+                let off = self.shared_off(lane, a, len, false)?;
+                let tid = w.idx * 32 + lane as u32;
+                self.shared_check(w, lane, tid, off, len, true, atomic, Some(data))?;
+                self.shared[off..off + len].copy_from_slice(data);
+                Ok(())
+            }
+            Space::Local => {
+                let ls = self.c.prog.local_size as u64;
+                if a + len as u64 > ls {
+                    return Err(e(
+                        FaultKind::OutOfBounds,
+                        lane as u32,
+                        Some(addr),
+                        format!(
+                            "local access [{a}, {}) outside the {ls}-byte local frame",
+                            a + len as u64
+                        ),
+                    ));
+                }
+                let o = lane * ls as usize + a as usize;
+                w.local[o..o + len].copy_from_slice(data);
+                Ok(())
+            }
+            Space::Param => Err(e(
+                FaultKind::Unsupported,
+                lane as u32,
+                Some(addr),
+                "store to the kernel parameter space",
+            )),
+            _ => unreachable!(),
+        }
+    }
+
+    pub(super) fn shared_off(&self, lane: usize, a: u64, len: usize, align: bool) -> R<usize> {
+        if align && !a.is_multiple_of(len as u64) {
+            return Err(e(
+                FaultKind::Misaligned,
+                lane as u32,
+                Some(a),
+                format!("{len}-byte shared access must be {len}-byte aligned"),
+            ));
+        }
+        if a + len as u64 > self.shared.len() as u64 {
+            return Err(e(
+                FaultKind::OutOfBounds,
+                lane as u32,
+                Some(a),
+                format!(
+                    "shared access [{a}, {}) outside the block's {} bytes of shared memory ({} static + {} dynamic)",
+                    a + len as u64,
+                    self.shared.len(),
+                    self.c.prog.static_shared,
+                    self.c.cfg.dynamic_smem_bytes
+                ),
+            ));
+        }
+        Ok(a as usize)
+    }
+
+    pub(super) fn shared_read(
+        &mut self,
+        w: &mut Warp,
+        lane: usize,
+        a: u64,
+        out: &mut [u8],
+        atomic: bool,
+    ) -> R<()> {
+        let len = out.len();
+        let off = self.shared_off(lane, a, len, false)?;
+        let tid = w.idx * 32 + lane as u32;
+        self.shared_check(w, lane, tid, off, len, false, atomic, None)?;
+        out.copy_from_slice(&self.shared[off..off + len]);
+        Ok(())
+    }
+
+    /// The 32 lane addresses of an address operand.
+    #[inline(always)]
+    pub(super) fn addrs32(&self, w: &Warp, o: &Opnd) -> [u64; 32] {
+        match o {
+            Opnd::Addr(Base::Reg(r), off) => {
+                let i = *r as usize * 32;
+                let row: &[u64; 32] = w.regs[i..i + 32].try_into().unwrap();
+                let mut a = [0u64; 32];
+                for l in 0..32 {
+                    a[l] = row[l].wrapping_add(*off as u64);
+                }
+                a
+            }
+            o => [self.addr(w, o, 0); 32],
+        }
+    }
+
+    /// `ld` of up to four elements of at most 8 bytes for the lanes of `exec`: one lookup per
+    /// lane, results written back register row by register row. A uniform param address is read
+    /// once.
+    pub(super) fn ld_warp(
+        &mut self,
+        w: &mut Warp,
+        ins: &Instr,
+        space: Space,
+        ty: Ty,
+        n: usize,
+        exec: u32,
+    ) -> R<()> {
+        let eb = ty.bytes();
+        let total = eb * n;
+        let sign = ty.signed();
+        let addrs = self.addrs32(w, &ins.s[0]);
+        let mut vals = [[0u64; 32]; 4];
+        let uniform = space == Space::Param && !matches!(ins.s[0], Opnd::Addr(Base::Reg(_), _));
+        let decode = |buf: &[u8], i: usize| {
+            let v = get_le(&buf[i * eb..], eb);
+            if sign {
+                sext(v, eb as u32 * 8) as u64
+            } else {
+                v
+            }
+        };
+        if uniform {
+            let l = exec.trailing_zeros() as usize;
+            let mut buf = [0u8; 32];
+            self.read(w, l, space, addrs[l], &mut buf[..total], false)?;
+            for (i, v) in vals.iter_mut().enumerate().take(n) {
+                *v = [decode(&buf, i); 32];
+            }
+        } else {
+            for l in lanes(exec) {
+                let a = addrs[l];
+                if n == 1
+                    && (space == Space::Global || (space == Space::Generic && a < GLOBAL_LIMIT))
+                {
+                    if !a.is_multiple_of(eb as u64) {
+                        return Err(e(
+                            FaultKind::Misaligned,
+                            l as u32,
+                            Some(a),
+                            format!("{eb}-byte access must be {eb}-byte aligned"),
+                        ));
+                    }
+                    let Some(v) = self.mem.read_le(a, eb) else {
+                        return Err(e(
+                            FaultKind::OutOfBounds,
+                            l as u32,
+                            Some(a),
+                            self.mem.base().describe(a, eb),
+                        ));
+                    };
+                    vals[0][l] = if sign {
+                        sext(v, eb as u32 * 8) as u64
+                    } else {
+                        v
+                    };
+                    continue;
+                }
+                if let Some(sa) = shared_addr(space, a) {
+                    if !a.is_multiple_of(total as u64) {
+                        return Err(e(
+                            FaultKind::Misaligned,
+                            l as u32,
+                            Some(a),
+                            format!("{total}-byte access must be {total}-byte aligned"),
+                        ));
+                    }
+                    let off = self.shared_off(l, sa, total, false)?;
+                    if !self.shadow.is_empty() {
+                        let tid = w.idx * 32 + l as u32;
+                        self.shared_check(w, l, tid, off, total, false, false, None)?;
+                    }
+                    for (i, v) in vals.iter_mut().enumerate().take(n) {
+                        v[l] = decode(&self.shared[off..], i);
+                    }
+                    continue;
+                }
+                let mut buf = [0u8; 32];
+                self.read(w, l, space, a, &mut buf[..total], false)?;
+                for (i, v) in vals.iter_mut().enumerate().take(n) {
+                    v[l] = decode(&buf, i);
+                }
+            }
+        }
+        match &ins.d[0] {
+            Opnd::Vec(parts) => {
+                for (p, v) in parts.iter().zip(&vals) {
+                    if let Opnd::Reg(r) = *p {
+                        store32(&mut w.regs, r, v, exec);
+                    }
+                }
+            }
+            Opnd::Reg(r) => store32(&mut w.regs, *r, &vals[0], exec),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `st` of up to four elements of at most 8 bytes for the lanes of `exec`, lane by lane in
+    /// order (a fault stops at the first faulting lane, as before).
+    pub(super) fn st_warp(
+        &mut self,
+        w: &mut Warp,
+        ins: &Instr,
+        space: Space,
+        ty: Ty,
+        n: usize,
+        exec: u32,
+    ) -> R<()> {
+        let eb = ty.bytes();
+        let total = eb * n;
+        let addrs = self.addrs32(w, &ins.s[0]);
+        let (g, clk) = (self.c.gsyms, w.clock);
+        let mut vals = [[0u64; 32]; 4];
+        match &ins.s[1] {
+            Opnd::Vec(parts) => {
+                for (v, p) in vals.iter_mut().zip(parts.iter()) {
+                    let mut t = [0u64; 32];
+                    *v = *src32(&w.regs, g, clk, p, &mut t);
+                }
+            }
+            s => {
+                let mut t = [0u64; 32];
+                vals[0] = *src32(&w.regs, g, clk, s, &mut t);
+            }
+        }
+        for l in lanes(exec) {
+            let a = addrs[l];
+            if n == 1 && (space == Space::Global || (space == Space::Generic && a < GLOBAL_LIMIT)) {
+                if !a.is_multiple_of(eb as u64) {
+                    return Err(e(
+                        FaultKind::Misaligned,
+                        l as u32,
+                        Some(a),
+                        format!("{eb}-byte access must be {eb}-byte aligned"),
+                    ));
+                }
+                if !self.mem.write_le(a, vals[0][l], eb) {
+                    return Err(e(
+                        FaultKind::OutOfBounds,
+                        l as u32,
+                        Some(a),
+                        self.mem.base().describe(a, eb),
+                    ));
+                }
+                continue;
+            }
+            let mut buf = [0u8; 32];
+            for (i, v) in vals.iter().enumerate().take(n) {
+                put_le(&mut buf[i * eb..], v[l], eb);
+            }
+            if let Some(sa) = shared_addr(space, a) {
+                if !a.is_multiple_of(total as u64) {
+                    return Err(e(
+                        FaultKind::Misaligned,
+                        l as u32,
+                        Some(a),
+                        format!("{total}-byte access must be {total}-byte aligned"),
+                    ));
+                }
+                let off = self.shared_off(l, sa, total, false)?;
+                if !self.shadow.is_empty() {
+                    let tid = w.idx * 32 + l as u32;
+                    self.shared_check(w, l, tid, off, total, true, false, Some(&buf[..total]))?;
+                }
+                self.shared[off..off + total].copy_from_slice(&buf[..total]);
+                continue;
+            }
+            self.write(w, l, space, a, &buf[..total], false)?;
+        }
+        Ok(())
+    }
+}
+
+/// The shared-memory offset of an access in `space` at `a` (a `.shared` address, or a generic
+/// one in the shared window); None for other spaces.
+#[inline(always)]
+fn shared_addr(space: Space, a: u64) -> Option<u64> {
+    match space {
+        Space::Shared => Some(a),
+        Space::Generic if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&a) => {
+            Some(a - SHARED_WINDOW)
+        }
+        _ => None,
+    }
+}
+
+/// The `eb`-byte little-endian value at the start of `b` (eb ≤ 8).
+#[inline(always)]
+fn get_le(b: &[u8], eb: usize) -> u64 {
+    match eb {
+        1 => b[0] as u64,
+        2 => u16::from_le_bytes([b[0], b[1]]) as u64,
+        4 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64,
+        _ => u64::from_le_bytes(b[..8].try_into().unwrap()),
+    }
+}
+
+/// Store the low `eb` bytes of `v` little-endian at the start of `b` (eb ≤ 8).
+#[inline(always)]
+fn put_le(b: &mut [u8], v: u64, eb: usize) {
+    match eb {
+        1 => b[0] = v as u8,
+        2 => b[..2].copy_from_slice(&(v as u16).to_le_bytes()),
+        4 => b[..4].copy_from_slice(&(v as u32).to_le_bytes()),
+        _ => b[..8].copy_from_slice(&v.to_le_bytes()),
+    }
+}
