@@ -4,7 +4,8 @@
 //! `cargo build` time) into the committed `kernels/ptx/<name>.ptx`, embedded here as the constant
 //! `<NAME>` and listed in [`KernelModule::ALL`]. Each module has a Rust file mirroring its `.cu`:
 //! the `#[repr(C)]` params struct passed as the kernel's single argument, the geometry constants,
-//! a typed `launch_config(shape)` and the entry list. CPU references live in [`reference`].
+//! a typed `launch_config(shape)` and the entry list. The CPU reference of every kernel is the
+//! engine's CPU backend (`engine/src/backends/cpu`; docs/kernels.md).
 //!
 //! Loading a module (cudarc on a GPU, `ptx-emu` in tests) is the caller's job: this crate only
 //! provides PTX text, entry names, params structs and launch rules.
@@ -15,7 +16,6 @@
 pub mod attention;
 pub mod cfg_ddim;
 pub mod conv2d;
-pub mod elementwise;
 pub mod gemm;
 pub mod gemm_bf16;
 pub mod group_norm;
@@ -24,12 +24,9 @@ pub mod layout;
 pub mod pointwise;
 pub mod pool;
 pub mod rca;
-pub mod reference;
 pub mod softmax;
 pub mod timestep_embedding;
 
-/// `kernels/ptx/elementwise.ptx` (from `kernels/cuda/elementwise.cu`).
-pub const ELEMENTWISE: &str = include_str!("../ptx/elementwise.ptx");
 /// `kernels/ptx/attention.ptx` (from `kernels/cuda/attention.cu`).
 pub const ATTENTION: &str = include_str!("../ptx/attention.ptx");
 /// `kernels/ptx/conv2d.ptx` (from `kernels/cuda/conv2d.cu`).
@@ -60,7 +57,6 @@ pub const CFG_DDIM: &str = include_str!("../ptx/cfg_ddim.ptx");
 /// One PTX module per `.cu` file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelModule {
-    Elementwise,
     Attention,
     Conv2d,
     Gemm,
@@ -80,8 +76,7 @@ pub enum KernelModule {
 pub use KernelModule as Id;
 
 impl KernelModule {
-    pub const ALL: [KernelModule; 14] = [
-        KernelModule::Elementwise,
+    pub const ALL: [KernelModule; 13] = [
         KernelModule::Attention,
         KernelModule::Conv2d,
         KernelModule::Gemm,
@@ -100,7 +95,6 @@ impl KernelModule {
     /// File stem: `kernels/cuda/<name>.cu`, `kernels/ptx/<name>.ptx`.
     pub fn name(self) -> &'static str {
         match self {
-            KernelModule::Elementwise => "elementwise",
             KernelModule::Attention => "attention",
             KernelModule::Conv2d => "conv2d",
             KernelModule::Gemm => "gemm",
@@ -120,7 +114,6 @@ impl KernelModule {
     /// The committed PTX text.
     pub fn ptx(self) -> &'static str {
         match self {
-            KernelModule::Elementwise => ELEMENTWISE,
             KernelModule::Attention => ATTENTION,
             KernelModule::Conv2d => CONV2D,
             KernelModule::Gemm => GEMM,
@@ -140,7 +133,6 @@ impl KernelModule {
     /// Every `extern "C"` entry of the module.
     pub fn entries(self) -> &'static [Entry] {
         match self {
-            KernelModule::Elementwise => elementwise::ENTRIES,
             KernelModule::Attention => attention::ENTRIES,
             KernelModule::Conv2d => conv2d::ENTRIES,
             KernelModule::Gemm => gemm::ENTRIES,

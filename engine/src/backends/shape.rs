@@ -1,9 +1,15 @@
-//! A backend whose tensors carry only shapes: every op checks its operands and
-//! infers the output shape, and nothing is computed or stored.
+//! Shape rules, and a backend whose tensors carry only shapes.
 //!
-//! Uses: listing the parameters a model config requests without allocating
-//! them (synthetic checkpoints of any size), and dry-running a forward pass to
-//! validate shapes cheaply.
+//! The free functions (`reshape_shape`, `permute_shape`, `concat_shape`, `narrow_shape`,
+//! `index_select_shape`, `pad2d_shape`, `broadcast_shape`) are the one place an op's operands are
+//! checked and its output shape inferred: the CPU backend, the CUDA backend and [`ShapeBackend`]
+//! (hence the tracer, `graph::trace`) all call them, so the three agree on what is an error and
+//! say it in the same words.
+//!
+//! [`ShapeBackend`]: every op checks its operands and infers the output shape, and nothing is
+//! computed or stored. Uses: listing the parameters a model config requests without allocating
+//! them (synthetic checkpoints of any size), and dry-running a forward pass to validate shapes
+//! cheaply.
 
 use super::{Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
 use anyhow::{bail, ensure, Result};
@@ -34,6 +40,92 @@ pub struct ShapeBackend;
 
 fn t(shape: Vec<usize>) -> Result<ShapeTensor> {
     Ok(ShapeTensor { shape })
+}
+
+/// `reshape`: the element counts must agree.
+pub fn reshape_shape(from: &[usize], to: &[usize]) -> Result<()> {
+    let (a, b) = (from.iter().product::<usize>(), to.iter().product::<usize>());
+    if a != b {
+        bail!("reshape: cannot view {from:?} ({a} elements) as {to:?} ({b} elements)");
+    }
+    Ok(())
+}
+
+/// `permute`: `dims` must be a permutation of `0..rank`; returns the permuted shape.
+pub fn permute_shape(shape: &[usize], dims: &[usize]) -> Result<Vec<usize>> {
+    let r = shape.len();
+    let mut seen = vec![false; r];
+    if dims.len() != r
+        || dims
+            .iter()
+            .any(|&d| d >= r || std::mem::replace(&mut seen[d], true))
+    {
+        bail!("permute: {dims:?} is not a permutation of the {r} dims of {shape:?}");
+    }
+    Ok(dims.iter().map(|&d| shape[d]).collect())
+}
+
+/// `concat` along `dim`: at least one tensor, equal ranks, equal sizes outside `dim`.
+pub fn concat_shape(shapes: &[&[usize]], dim: usize) -> Result<Vec<usize>> {
+    let Some(first) = shapes.first() else {
+        bail!("concat: no tensors given");
+    };
+    let r = first.len();
+    if dim >= r {
+        bail!("concat: dim {dim} out of range for shape {first:?}");
+    }
+    for s in shapes {
+        if s.len() != r || (0..r).any(|d| d != dim && s[d] != first[d]) {
+            bail!("concat: shapes {shapes:?} differ outside dim {dim}");
+        }
+    }
+    let mut out = first.to_vec();
+    out[dim] = shapes.iter().map(|s| s[dim]).sum();
+    Ok(out)
+}
+
+/// `narrow`: `start..start + len` must lie inside `dim`.
+pub fn narrow_shape(shape: &[usize], dim: usize, start: usize, len: usize) -> Result<Vec<usize>> {
+    if dim >= shape.len() || start + len > shape[dim] {
+        bail!(
+            "narrow: range {start}..{} of dim {dim} is outside shape {shape:?}",
+            start + len
+        );
+    }
+    let mut out = shape.to_vec();
+    out[dim] = len;
+    Ok(out)
+}
+
+/// `index_select`: every index inside `dim`.
+pub fn index_select_shape(shape: &[usize], dim: usize, idx: &[usize]) -> Result<Vec<usize>> {
+    if dim >= shape.len() {
+        bail!("index_select: dim {dim} out of range for shape {shape:?}");
+    }
+    if let Some(&bad) = idx.iter().find(|&&i| i >= shape[dim]) {
+        bail!("index_select: index {bad} out of range for dim {dim} of shape {shape:?}");
+    }
+    let mut out = shape.to_vec();
+    out[dim] = idx.len();
+    Ok(out)
+}
+
+/// `pad2d` of the last two dims by `(left, right, top, bottom)`.
+pub fn pad2d_shape(
+    shape: &[usize],
+    left: usize,
+    right: usize,
+    top: usize,
+    bottom: usize,
+) -> Result<Vec<usize>> {
+    let r = shape.len();
+    if r < 2 {
+        bail!("pad2d: needs at least 2 dims, got shape {shape:?}");
+    }
+    let mut out = shape.to_vec();
+    out[r - 2] += top + bottom;
+    out[r - 1] += left + right;
+    Ok(out)
 }
 
 /// NumPy broadcasting of two shapes.
@@ -86,66 +178,25 @@ impl Backend for ShapeBackend {
     }
 
     fn reshape(&self, x: &ShapeTensor, shape: &[usize]) -> Result<ShapeTensor> {
-        ensure!(
-            x.elem_count() == shape.iter().product::<usize>(),
-            "reshape {:?} → {shape:?}",
-            x.shape
-        );
+        reshape_shape(&x.shape, shape)?;
         t(shape.to_vec())
     }
 
     fn permute(&self, x: &ShapeTensor, dims: &[usize]) -> Result<ShapeTensor> {
-        ensure!(dims.len() == x.rank(), "permute {:?} by {dims:?}", x.shape);
-        let mut seen = vec![false; dims.len()];
-        for &d in dims {
-            ensure!(
-                d < dims.len() && !seen[d],
-                "permute: {dims:?} is not a permutation"
-            );
-            seen[d] = true;
-        }
-        t(dims.iter().map(|&d| x.shape[d]).collect())
+        t(permute_shape(&x.shape, dims)?)
     }
 
     fn concat(&self, ts: &[&ShapeTensor], dim: usize) -> Result<ShapeTensor> {
-        ensure!(!ts.is_empty(), "concat of nothing");
-        let mut s = ts[0].shape.clone();
-        ensure!(dim < s.len(), "concat dim {dim} of {s:?}");
-        for x in &ts[1..] {
-            ensure!(x.rank() == s.len(), "concat {:?} with {:?}", s, x.shape);
-            for i in 0..s.len() {
-                ensure!(
-                    i == dim || x.shape[i] == s[i],
-                    "concat {:?} with {:?} on dim {dim}",
-                    ts[0].shape,
-                    x.shape
-                );
-            }
-            s[dim] += x.shape[dim];
-        }
-        t(s)
+        let shapes: Vec<&[usize]> = ts.iter().map(|x| x.shape()).collect();
+        t(concat_shape(&shapes, dim)?)
     }
 
     fn narrow(&self, x: &ShapeTensor, dim: usize, start: usize, len: usize) -> Result<ShapeTensor> {
-        ensure!(
-            dim < x.rank() && start + len <= x.shape[dim],
-            "narrow {:?} dim {dim} {start}+{len}",
-            x.shape
-        );
-        let mut s = x.shape.clone();
-        s[dim] = len;
-        t(s)
+        t(narrow_shape(&x.shape, dim, start, len)?)
     }
 
     fn index_select(&self, x: &ShapeTensor, dim: usize, idx: &[usize]) -> Result<ShapeTensor> {
-        ensure!(
-            dim < x.rank() && idx.iter().all(|&i| i < x.shape[dim]),
-            "index_select {:?} dim {dim}",
-            x.shape
-        );
-        let mut s = x.shape.clone();
-        s[dim] = idx.len();
-        t(s)
+        t(index_select_shape(&x.shape, dim, idx)?)
     }
 
     fn unary(&self, x: &ShapeTensor, _op: Unary) -> Result<ShapeTensor> {
@@ -302,12 +353,7 @@ impl Backend for ShapeBackend {
         top: usize,
         bottom: usize,
     ) -> Result<ShapeTensor> {
-        ensure!(x.rank() >= 2, "pad2d {:?}", x.shape);
-        let mut s = x.shape.clone();
-        let n = s.len();
-        s[n - 2] += top + bottom;
-        s[n - 1] += l + r;
-        t(s)
+        t(pad2d_shape(&x.shape, l, r, top, bottom)?)
     }
 
     fn mean_dim(&self, x: &ShapeTensor, dim: usize) -> Result<ShapeTensor> {

@@ -47,6 +47,16 @@ use std::collections::{HashMap, HashSet};
 pub const BYTES_PER_ELEMENT: u64 = 2;
 
 /// Index of a tensor in [`Graph::tensors`].
+/// H100 SXM dense bf16 tensor-core peak (FLOP/s).
+pub const H100_BF16_FLOPS: f64 = 989e12;
+/// H100 SXM HBM3 bandwidth (bytes/s).
+pub const H100_HBM_BYTES_PER_S: f64 = 3.35e12;
+
+/// Roofline floor on an H100: max(FLOPs / peak, bytes / bandwidth), seconds.
+pub fn h100_floor_seconds(flops: u64, bytes: u64) -> f64 {
+    (flops as f64 / H100_BF16_FLOPS).max(bytes as f64 / H100_HBM_BYTES_PER_S)
+}
+
 pub type TensorId = usize;
 
 /// What a tensor is, for memory planning.
@@ -520,7 +530,7 @@ impl Graph {
             by[i].1.flops += n.flops;
             by[i].1.bytes += n.bytes;
         }
-        let floor = |c: &ClassCost| crate::planner::h100_floor_seconds(c.flops, c.bytes);
+        let floor = |c: &ClassCost| h100_floor_seconds(c.flops, c.bytes);
         by.sort_by(|a, b| floor(&b.1).total_cmp(&floor(&a.1)).then(a.0.cmp(b.0)));
         by
     }

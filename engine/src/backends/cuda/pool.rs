@@ -4,7 +4,9 @@ use anyhow::{bail, Result};
 use cyberhost_kernels::pool::{launch_config, PoolParams};
 use cyberhost_kernels::KernelModule;
 
-use super::backend::{u32_of, CudaBackend, CudaTensor};
+use super::context::CudaBackend;
+use super::tensor::CudaTensor;
+use super::util::u32_of;
 use crate::backends::TensorLike;
 
 pub(crate) fn mean_dim(be: &CudaBackend, t: &CudaTensor, dim: usize) -> Result<CudaTensor> {
