@@ -1,4 +1,4 @@
-//! `layout.cu`: permute (strided `copy`), `index_select`, `pad2d`, `upsample_nearest2d`.
+//! `layout.cu`: permute (strided `copy`), `index_select`, `pad2d`.
 
 use criterion::Criterion;
 use cyberhost_engine::backends::Backend;

@@ -27,11 +27,13 @@ mod gemm_bf16;
 mod group_norm;
 mod layer_norm;
 mod layout;
+mod mean_dim;
 mod pointwise;
 mod pool;
 mod rca;
 mod softmax;
 mod timestep_embedding;
+mod upsample;
 
 /// The CUDA backend the benches time: a GPU with `CYBERHOST_KERNEL_TEST_DEVICE=cuda`, else the
 /// stand-in driver; bf16 storage (outputs not poisoned: no extra memset in the timings).
@@ -77,7 +79,7 @@ criterion_group! {
     config = config();
     targets = attention::benches, cfg_ddim::benches, conv2d::benches, gemm::benches,
         gemm_bf16::benches, group_norm::benches, layer_norm::benches, layout::benches,
-        pointwise::benches, pool::benches, rca::benches, softmax::benches,
-        timestep_embedding::benches
+        mean_dim::benches, pointwise::benches, pool::benches, rca::benches, softmax::benches,
+        timestep_embedding::benches, upsample::benches
 }
 criterion_main!(kernels);

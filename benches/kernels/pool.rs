@@ -1,4 +1,4 @@
-//! `pool.cu`: `mean_dim` and `max_pool2d`.
+//! `pool.cu`: `max_pool2d`.
 
 use criterion::Criterion;
 use cyberhost_engine::backends::Backend;
@@ -8,7 +8,6 @@ use crate::{backend, bench, tensor};
 pub fn benches(c: &mut Criterion) {
     let be = backend();
     let x = tensor(&[2, 16, 24, 24], 1);
-    bench(c, "pool", "mean_dim1_2x16x24x24", || be.mean_dim(&x, 1));
     bench(c, "pool", "max_pool2d_k3s2p1", || {
         be.max_pool2d(&x, 3, 2, 1)
     });

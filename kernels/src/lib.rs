@@ -21,11 +21,13 @@ pub mod gemm_bf16;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod layout;
+pub mod mean_dim;
 pub mod pointwise;
 pub mod pool;
 pub mod rca;
 pub mod softmax;
 pub mod timestep_embedding;
+pub mod upsample;
 
 /// `kernels/ptx/attention.ptx` (from `kernels/cuda/attention.cu`).
 pub const ATTENTION: &str = include_str!("../ptx/attention.ptx");
@@ -41,6 +43,10 @@ pub const GROUP_NORM: &str = include_str!("../ptx/group_norm.ptx");
 pub const LAYER_NORM: &str = include_str!("../ptx/layer_norm.ptx");
 /// `kernels/ptx/layout.ptx` (from `kernels/cuda/layout.cu`).
 pub const LAYOUT: &str = include_str!("../ptx/layout.ptx");
+/// `kernels/ptx/mean_dim.ptx` (from `kernels/cuda/mean_dim.cu`).
+pub const MEAN_DIM: &str = include_str!("../ptx/mean_dim.ptx");
+/// `kernels/ptx/upsample.ptx` (from `kernels/cuda/upsample.cu`).
+pub const UPSAMPLE: &str = include_str!("../ptx/upsample.ptx");
 /// `kernels/ptx/pointwise.ptx` (from `kernels/cuda/pointwise.cu`).
 pub const POINTWISE: &str = include_str!("../ptx/pointwise.ptx");
 /// `kernels/ptx/pool.ptx` (from `kernels/cuda/pool.cu`).
@@ -64,19 +70,21 @@ pub enum KernelModule {
     GroupNorm,
     LayerNorm,
     Layout,
+    MeanDim,
     Pointwise,
     Pool,
     Rca,
     Softmax,
     TimestepEmbedding,
     CfgDdim,
+    Upsample,
 }
 
 /// Short alias (candle's `Id`).
 pub use KernelModule as Id;
 
 impl KernelModule {
-    pub const ALL: [KernelModule; 13] = [
+    pub const ALL: [KernelModule; 15] = [
         KernelModule::Attention,
         KernelModule::Conv2d,
         KernelModule::Gemm,
@@ -84,12 +92,14 @@ impl KernelModule {
         KernelModule::GroupNorm,
         KernelModule::LayerNorm,
         KernelModule::Layout,
+        KernelModule::MeanDim,
         KernelModule::Pointwise,
         KernelModule::Pool,
         KernelModule::Rca,
         KernelModule::Softmax,
         KernelModule::TimestepEmbedding,
         KernelModule::CfgDdim,
+        KernelModule::Upsample,
     ];
 
     /// File stem: `kernels/cuda/<name>.cu`, `kernels/ptx/<name>.ptx`.
@@ -102,6 +112,8 @@ impl KernelModule {
             KernelModule::GroupNorm => "group_norm",
             KernelModule::LayerNorm => "layer_norm",
             KernelModule::Layout => "layout",
+            KernelModule::MeanDim => "mean_dim",
+            KernelModule::Upsample => "upsample",
             KernelModule::Pointwise => "pointwise",
             KernelModule::Pool => "pool",
             KernelModule::Rca => "rca",
@@ -121,6 +133,8 @@ impl KernelModule {
             KernelModule::GroupNorm => GROUP_NORM,
             KernelModule::LayerNorm => LAYER_NORM,
             KernelModule::Layout => LAYOUT,
+            KernelModule::MeanDim => MEAN_DIM,
+            KernelModule::Upsample => UPSAMPLE,
             KernelModule::Pointwise => POINTWISE,
             KernelModule::Pool => POOL,
             KernelModule::Rca => RCA,
@@ -140,6 +154,8 @@ impl KernelModule {
             KernelModule::GroupNorm => group_norm::ENTRIES,
             KernelModule::LayerNorm => layer_norm::ENTRIES,
             KernelModule::Layout => layout::ENTRIES,
+            KernelModule::MeanDim => mean_dim::ENTRIES,
+            KernelModule::Upsample => upsample::ENTRIES,
             KernelModule::Pointwise => pointwise::ENTRIES,
             KernelModule::Pool => pool::ENTRIES,
             KernelModule::Rca => rca::ENTRIES,
@@ -194,6 +210,28 @@ pub struct Entry {
     pub launch: &'static str,
 }
 
+impl Entry {
+    /// A version-1 entry (every entry that ships): `op_v1_dtype` taking the `params` struct of
+    /// `params_size` bytes, launched by the rule `launch`.
+    pub const fn v1(
+        name: &'static str,
+        op: &'static str,
+        dtype: DType,
+        (params, params_size): (&'static str, usize),
+        launch: &'static str,
+    ) -> Entry {
+        Entry {
+            name,
+            op,
+            version: 1,
+            dtype,
+            params,
+            params_size,
+            launch,
+        }
+    }
+}
+
 /// Grid, block and dynamic shared memory of one launch (cudarc's `LaunchConfig` and
 /// `ptx_emu::LaunchConfig` carry the same three fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +239,21 @@ pub struct LaunchConfig {
     pub grid: [u32; 3],
     pub block: [u32; 3],
     pub dynamic_smem_bytes: u32,
+}
+
+/// Largest grid of the grid-stride kernels; their loops cover the rest.
+pub const MAX_GRID_STRIDE_BLOCKS: u64 = 65_535;
+
+/// The launch rule of the grid-stride kernels (layout, pointwise, pool, rca, cfg_ddim,
+/// timestep_embedding): `grid = clamp(ceil(items / (threads * per_thread)), 1, 65535)`,
+/// `block = threads`, no dynamic shared memory.
+pub fn grid_stride(items: u64, threads: u32, per_thread: u64) -> LaunchConfig {
+    let blocks = ceil_div(items, threads as u64 * per_thread).clamp(1, MAX_GRID_STRIDE_BLOCKS);
+    LaunchConfig {
+        grid: [blocks as u32, 1, 1],
+        block: [threads, 1, 1],
+        dynamic_smem_bytes: 0,
+    }
 }
 
 /// `ceil(a / b)` for launch rules.

@@ -29,19 +29,6 @@ struct ConvCase {
     bcast: bool,
 }
 
-fn conv_shape(
-    n: u64,
-    c_in: u64,
-    h: u64,
-    w: u64,
-    c_out: u64,
-    k: u64,
-    stride: u64,
-    pad: u64,
-) -> Conv2dShape {
-    Conv2dShape::square(n, c_in, h, w, c_out, k, stride, pad)
-}
-
 /// 1-D convolution as conv2d with H = 1: kernel (1, k), stride (1, stride), padding (0, pad).
 fn conv1d_shape(
     n: u64,
@@ -124,13 +111,13 @@ fn conv_cases() -> Vec<ConvCase> {
     let mut cases = vec![
         // broadcast residual (1, C_out, Ho, Wo): the denoiser's conv_in + p_move (3x3, N 3, ragged
         // C_out and an odd pixel count), a 1x1 with scale and plain W loads, N = 1
-        b(conv_shape(3, 4, 9, 7, 20, 3, 1, 1), 1.0, false),
-        b(conv_shape(2, 24, 5, 13, 70, 1, 1, 0), 0.5, true),
-        b(conv_shape(1, 8, 6, 6, 12, 3, 2, 1), 1.0, false),
+        b(Conv2dShape::square(3, 4, 9, 7, 20, 3, 1, 1), 1.0, false),
+        b(Conv2dShape::square(2, 24, 5, 13, 70, 1, 1, 0), 0.5, true),
+        b(Conv2dShape::square(1, 8, 6, 6, 12, 3, 2, 1), 1.0, false),
     ];
     cases.extend(vec![
         c(
-            conv_shape(2, 8, 9, 7, 70, 3, 1, 1),
+            Conv2dShape::square(2, 8, 9, 7, 70, 3, 1, 1),
             true,
             true,
             false,
@@ -138,7 +125,7 @@ fn conv_cases() -> Vec<ConvCase> {
             false,
         ), // ResNet conv1 + temb
         c(
-            conv_shape(1, 8, 9, 7, 70, 3, 1, 1),
+            Conv2dShape::square(1, 8, 9, 7, 70, 3, 1, 1),
             true,
             false,
             false,
@@ -146,7 +133,7 @@ fn conv_cases() -> Vec<ConvCase> {
             true,
         ), // plain W loads
         c(
-            conv_shape(1, 16, 11, 10, 24, 3, 1, 1),
+            Conv2dShape::square(1, 16, 11, 10, 24, 3, 1, 1),
             true,
             false,
             true,
@@ -154,7 +141,7 @@ fn conv_cases() -> Vec<ConvCase> {
             false,
         ), // conv2 + shortcut / scale
         c(
-            conv_shape(2, 12, 9, 9, 20, 3, 2, 1),
+            Conv2dShape::square(2, 12, 9, 9, 20, 3, 2, 1),
             true,
             false,
             false,
@@ -162,7 +149,7 @@ fn conv_cases() -> Vec<ConvCase> {
             false,
         ), // downsample stride 2
         c(
-            conv_shape(1, 24, 6, 13, 33, 1, 1, 0),
+            Conv2dShape::square(1, 24, 6, 13, 33, 1, 1, 0),
             true,
             false,
             true,
@@ -170,7 +157,7 @@ fn conv_cases() -> Vec<ConvCase> {
             false,
         ), // 1x1 shortcut
         c(
-            conv_shape(1, 3, 8, 8, 5, 3, 1, 1),
+            Conv2dShape::square(1, 3, 8, 8, 5, 3, 1, 1),
             false,
             false,
             false,
@@ -220,7 +207,7 @@ fn conv_cases() -> Vec<ConvCase> {
         c(
             Conv2dShape {
                 dilation: (2, 2),
-                ..conv_shape(2, 8, 9, 11, 20, 3, 1, 2)
+                ..Conv2dShape::square(2, 8, 9, 11, 20, 3, 1, 2)
             },
             true,
             false,
@@ -235,7 +222,7 @@ fn conv_cases() -> Vec<ConvCase> {
                 stride: (2, 1),
                 pad: (1, 0),
                 dilation: (1, 3),
-                ..conv_shape(1, 6, 10, 9, 12, 3, 1, 1)
+                ..Conv2dShape::square(1, 6, 10, 9, 12, 3, 1, 1)
             },
             true,
             false,
@@ -320,7 +307,7 @@ fn conv2d_engine_launcher() {
         stride: (1, 2),
         pad: (1, 0),
         groups: 2,
-        ..conv_shape(2, 8, 7, 6, 20, 3, 1, 1)
+        ..Conv2dShape::square(2, 8, 7, 6, 20, 3, 1, 1)
     };
     let out_len = (s.n * s.c_out * s.h_out() * s.w_out()) as usize;
     let x = round_bf16(&rng.randn((s.n * s.c_in * s.h * s.w) as usize, 1.0, 0.0));

@@ -1,7 +1,8 @@
 //! Shape rules, and a backend whose tensors carry only shapes.
 //!
 //! The free functions (`reshape_shape`, `permute_shape`, `concat_shape`, `narrow_shape`,
-//! `index_select_shape`, `pad2d_shape`, `broadcast_shape`) are the one place an op's operands are
+//! `index_select_shape`, `pad2d_shape`, `upsample_nearest2d_shape`, `mean_dim_shape`,
+//! `max_pool2d_shape`, `matmul_shape`, `attention_shape`, `broadcast_shape`) are the one place an op's operands are
 //! checked and its output shape inferred: the CPU backend, the CUDA backend and [`ShapeBackend`]
 //! (hence the tracer, `graph::trace`) all call them, so the three agree on what is an error and
 //! say it in the same words.
@@ -126,6 +127,84 @@ pub fn pad2d_shape(
     out[r - 2] += top + bottom;
     out[r - 1] += left + right;
     Ok(out)
+}
+
+/// `upsample_nearest2d` of `(N, C, H, W)` to `(N, C, out_h, out_w)`; empty spatial dims cannot
+/// be resized to a non-empty plane.
+pub fn upsample_nearest2d_shape(shape: &[usize], out_h: usize, out_w: usize) -> Result<Vec<usize>> {
+    if shape.len() != 4 {
+        bail!("upsample_nearest2d: x must be (N, C, H, W), got shape {shape:?}");
+    }
+    if (shape[2] == 0 || shape[3] == 0) && out_h * out_w > 0 {
+        bail!(
+            "upsample_nearest2d: cannot resize empty spatial dims of {shape:?} to {out_h}x{out_w}"
+        );
+    }
+    Ok(vec![shape[0], shape[1], out_h, out_w])
+}
+
+/// `mean_dim`: the dim exists; it is kept with size 1.
+pub fn mean_dim_shape(shape: &[usize], dim: usize) -> Result<Vec<usize>> {
+    if dim >= shape.len() {
+        bail!("mean_dim: dim {dim} out of range for shape {shape:?}");
+    }
+    let mut out = shape.to_vec();
+    out[dim] = 1;
+    Ok(out)
+}
+
+/// `max_pool2d` of `(N, C, H, W)` (PyTorch: kernel, stride > 0, padding ≤ kernel / 2, floor
+/// mode) → `(N, C, Ho, Wo)`.
+pub fn max_pool2d_shape(
+    shape: &[usize],
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Vec<usize>> {
+    if shape.len() != 4 {
+        bail!("max_pool2d: expected x (N, C, H, W), got {shape:?}");
+    }
+    if kernel == 0 || stride == 0 || 2 * padding > kernel {
+        bail!(
+            "max_pool2d: kernel {kernel}, stride {stride}, padding {padding} is invalid (PyTorch \
+             needs kernel, stride > 0 and padding ≤ kernel/2)"
+        );
+    }
+    let (h, w) = (shape[2], shape[3]);
+    if h + 2 * padding < kernel || w + 2 * padding < kernel {
+        bail!("max_pool2d: input {shape:?} is smaller than the {kernel}×{kernel} kernel");
+    }
+    let o = |i: usize| (i + 2 * padding - kernel) / stride + 1;
+    Ok(vec![shape[0], shape[1], o(h), o(w)])
+}
+
+/// `matmul` of `a (.., M, K)` and `b (.., K, N)` with equal batch dims → `(.., M, N)`.
+pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let (ra, rb) = (a.len(), b.len());
+    if ra < 2 || ra != rb || a[..ra - 2] != b[..rb - 2] || a[ra - 1] != b[rb - 2] {
+        bail!(
+            "matmul: a {a:?} and b {b:?} must be (.., M, K) and (.., K, N) with equal batch dims"
+        );
+    }
+    let mut out = a.to_vec();
+    out[ra - 1] = b[rb - 1];
+    Ok(out)
+}
+
+/// `attention` of q `(B, H, Lq, D)`, k `(B, H, Lk, D)`, v `(B, H, Lk, Dv)` → `(B, H, Lq, Dv)`.
+pub fn attention_shape(q: &[usize], k: &[usize], v: &[usize]) -> Result<Vec<usize>> {
+    let ok = q.len() == 4
+        && k.len() == 4
+        && v.len() == 4
+        && q[..2] == k[..2]
+        && k[..3] == v[..3]
+        && q[3] == k[3];
+    if !ok {
+        bail!(
+            "attention: expected q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv); got q {q:?}, k {k:?}, v {v:?}"
+        );
+    }
+    Ok(vec![q[0], q[1], q[2], v[3]])
 }
 
 /// NumPy broadcasting of two shapes.
@@ -259,19 +338,7 @@ impl Backend for ShapeBackend {
     }
 
     fn matmul(&self, a: &ShapeTensor, b: &ShapeTensor) -> Result<ShapeTensor> {
-        let (ra, rb) = (a.rank(), b.rank());
-        ensure!(
-            ra >= 2
-                && ra == rb
-                && a.shape[..ra - 2] == b.shape[..rb - 2]
-                && a.shape[ra - 1] == b.shape[rb - 2],
-            "matmul {:?} · {:?}",
-            a.shape,
-            b.shape
-        );
-        let mut s = a.shape.clone();
-        s[ra - 1] = b.shape[rb - 1];
-        t(s)
+        t(matmul_shape(&a.shape, &b.shape)?)
     }
 
     fn conv2d(
@@ -320,19 +387,7 @@ impl Backend for ShapeBackend {
         v: &ShapeTensor,
         _scale: f32,
     ) -> Result<ShapeTensor> {
-        ensure!(
-            q.rank() == 4
-                && k.rank() == 4
-                && v.rank() == 4
-                && q.shape[..2] == k.shape[..2]
-                && k.shape[..3] == v.shape[..3]
-                && q.shape[3] == k.shape[3],
-            "attention q {:?} k {:?} v {:?}",
-            q.shape,
-            k.shape,
-            v.shape
-        );
-        t(vec![q.shape[0], q.shape[1], q.shape[2], v.shape[3]])
+        t(attention_shape(&q.shape, &k.shape, &v.shape)?)
     }
 
     fn upsample_nearest2d(
@@ -341,8 +396,7 @@ impl Backend for ShapeBackend {
         out_h: usize,
         out_w: usize,
     ) -> Result<ShapeTensor> {
-        ensure!(x.rank() == 4, "upsample {:?}", x.shape);
-        t(vec![x.shape[0], x.shape[1], out_h, out_w])
+        t(upsample_nearest2d_shape(&x.shape, out_h, out_w)?)
     }
 
     fn pad2d(
@@ -357,10 +411,7 @@ impl Backend for ShapeBackend {
     }
 
     fn mean_dim(&self, x: &ShapeTensor, dim: usize) -> Result<ShapeTensor> {
-        ensure!(dim < x.rank(), "mean_dim {:?} dim {dim}", x.shape);
-        let mut s = x.shape.clone();
-        s[dim] = 1;
-        t(s)
+        t(mean_dim_shape(&x.shape, dim)?)
     }
 
     fn timestep_embedding(
@@ -396,16 +447,7 @@ impl Backend for ShapeBackend {
         stride: usize,
         padding: usize,
     ) -> Result<ShapeTensor> {
-        ensure!(
-            x.rank() == 4
-                && stride > 0
-                && x.shape[2] + 2 * padding >= kernel
-                && x.shape[3] + 2 * padding >= kernel,
-            "max_pool2d {:?} k {kernel}",
-            x.shape
-        );
-        let o = |i: usize| (i + 2 * padding - kernel) / stride + 1;
-        t(vec![x.shape[0], x.shape[1], o(x.shape[2]), o(x.shape[3])])
+        t(max_pool2d_shape(&x.shape, kernel, stride, padding)?)
     }
 
     fn group_norm_act(

@@ -267,8 +267,8 @@ impl Op {
             | Op::Concat { .. }
             | Op::Narrow { .. }
             | Op::IndexSelect { .. }
-            | Op::UpsampleNearest2d
             | Op::Pad2d => "layout",
+            Op::UpsampleNearest2d => "upsample",
             Op::Unary(_) | Op::Binary(_) | Op::Affine => "pointwise",
             Op::Softmax => "softmax",
             Op::GroupNorm { .. } => "group_norm",
@@ -277,7 +277,8 @@ impl Op {
             Op::Conv2d { .. } => "conv2d",
             Op::Attention | Op::RcaAttention { .. } => "attention",
             Op::RcaTemporalQuery | Op::RcaMotionSum | Op::RcaMerge => "rca",
-            Op::MeanDim { .. } | Op::MaxPool2d { .. } => "pool",
+            Op::MeanDim { .. } => "mean_dim",
+            Op::MaxPool2d { .. } => "pool",
             Op::TimestepEmbedding => "timestep_embedding",
             Op::CfgDdim => "cfg_ddim",
         })

@@ -20,8 +20,8 @@ use cyberhost_kernels::DType;
 use super::context::CudaBackend;
 use super::tensor::CudaTensor;
 use super::{
-    cfg_ddim, conv2d, fused, graph, group_norm, layer_norm, layout, linalg, pointwise, pool, rca,
-    softmax, timestep_embedding,
+    cfg_ddim, conv2d, fused, graph, group_norm, layer_norm, layout, linalg, mean_dim, pointwise,
+    pool, rca, softmax, timestep_embedding, upsample,
 };
 use crate::backends::{
     Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
@@ -171,7 +171,7 @@ impl Backend for CudaBackend {
     }
 
     fn upsample_nearest2d(&self, x: &CudaTensor, out_h: usize, out_w: usize) -> Result<CudaTensor> {
-        layout::upsample_nearest2d(self, x, out_h, out_w)
+        upsample::upsample_nearest2d(self, x, out_h, out_w)
     }
 
     fn pad2d(
@@ -186,7 +186,7 @@ impl Backend for CudaBackend {
     }
 
     fn mean_dim(&self, t: &CudaTensor, dim: usize) -> Result<CudaTensor> {
-        pool::mean_dim(self, t, dim)
+        mean_dim::mean_dim(self, t, dim)
     }
 
     fn max_pool2d(

@@ -1,5 +1,5 @@
-//! Layout ops on CUDA (`kernels/cuda/layout.cu`): reshape (no copy), permute, concat, narrow
-//! (strided `copy`), index_select, pad2d, upsample_nearest2d.
+//! Launchers of `kernels/cuda/layout.cu`: reshape (no copy), permute, concat, narrow (strided
+//! `copy`), index_select, pad2d.
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::layout::{launch_config, LayoutParams, LAYOUT_MAX_RANK};
@@ -222,54 +222,6 @@ pub(crate) fn pad2d(
         be.launch(
             KernelModule::Layout,
             "pad2d",
-            x.dtype(),
-            launch_config(p.n),
-            &p,
-        )
-    }?;
-    Ok(out)
-}
-
-pub(crate) fn upsample_nearest2d(
-    be: &CudaBackend,
-    x: &CudaTensor,
-    out_h: usize,
-    out_w: usize,
-) -> Result<CudaTensor> {
-    if x.rank() != 4 {
-        bail!(
-            "upsample_nearest2d: x must be (N, C, H, W), got shape {:?}",
-            x.shape()
-        );
-    }
-    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    if (h == 0 || w == 0) && out_h * out_w > 0 {
-        bail!(
-            "upsample_nearest2d: cannot resize empty spatial dims of {:?} to {out_h}x{out_w}",
-            x.shape()
-        );
-    }
-    let out = be.alloc(&[n, c, out_h, out_w], x.dtype())?;
-    if out.elem_count() == 0 {
-        return Ok(out);
-    }
-    let iter = [
-        u32_of(n * c, "upsample planes")?,
-        u32_of(out_h, "upsample out_h")?,
-        u32_of(out_w, "upsample out_w")?,
-    ];
-    let mut p = LayoutParams::new(be.ptr(x), be.ptr(&out), &iter)?;
-    p.src_h = u32_of(h, "upsample h")?;
-    p.src_w = u32_of(w, "upsample w")?;
-    // PyTorch's scale, in f32 (ATen `compute_scales_value` for an explicit size).
-    p.scale_h = h as f32 / out_h as f32;
-    p.scale_w = w as f32 / out_w as f32;
-    // SAFETY: upsample_nearest2d_v1_<dtype>(LayoutParams): src (n*c, h, w) with h, w >= 1, dst
-    // (n*c, out_h, out_w); source indices are clamped to h-1 / w-1 in the kernel.
-    unsafe {
-        be.launch(
-            KernelModule::Layout,
-            "upsample_nearest2d",
             x.dtype(),
             launch_config(p.n),
             &p,

@@ -20,6 +20,7 @@ use super::gemm_bf16::{gemm_nt, MAX_BATCH};
 use super::split::split_operands;
 use super::tensor::{promote, CudaTensor};
 use super::{layout, softmax};
+use crate::backends::shape::{attention_shape, matmul_shape};
 use crate::backends::TensorLike;
 use cyberhost_kernels::attention::{traits_for, AttentionShape};
 
@@ -87,23 +88,11 @@ pub(crate) fn linear(
 }
 
 pub(crate) fn matmul(be: &CudaBackend, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+    let shape = matmul_shape(a.shape(), b.shape())?;
     let (ra, rb) = (a.rank(), b.rank());
-    if ra < 2
-        || ra != rb
-        || a.shape()[..ra - 2] != b.shape()[..rb - 2]
-        || a.shape()[ra - 1] != b.shape()[rb - 2]
-    {
-        bail!(
-            "matmul: a {:?} · b {:?} needs (.., M, K) · (.., K, N) with equal batch dims",
-            a.shape(),
-            b.shape()
-        );
-    }
     let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
     let batch: usize = a.shape()[..ra - 2].iter().product();
     let out = promote(&[a, b]);
-    let mut shape = a.shape().to_vec();
-    shape[ra - 1] = n;
     // Used when `out` is bf16, i.e. both are (f32 takes split operands below).
     let (ab, bb) = (a.clone(), b.clone());
     if out == DType::Bf16 && batch <= MAX_BATCH {
@@ -149,20 +138,7 @@ pub(crate) fn attention(
     v: &CudaTensor,
     scale: f32,
 ) -> Result<CudaTensor> {
-    let ok = q.rank() == 4
-        && k.rank() == 4
-        && v.rank() == 4
-        && q.shape()[..2] == k.shape()[..2]
-        && k.shape()[..3] == v.shape()[..3]
-        && q.shape()[3] == k.shape()[3];
-    if !ok {
-        bail!(
-            "attention: q {:?}, k {:?}, v {:?} must be (B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, Dv)",
-            q.shape(),
-            k.shape(),
-            v.shape()
-        );
-    }
+    attention_shape(q.shape(), k.shape(), v.shape())?;
     let (bsz, h, lq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
     let (lk, dv) = (k.shape()[2], v.shape()[3]);
     let bh = bsz * h;

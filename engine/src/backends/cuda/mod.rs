@@ -9,8 +9,8 @@
 //! Layout (docs/architecture.md; `tools/check_layout.sh` keeps the arrows one way):
 //! - `backend.rs`: `impl Backend for CudaBackend`, dispatching to the files below;
 //! - one launcher file per kernel module `kernels/cuda/NAME.cu`: `NAME.rs` (`attention`,
-//!   `cfg_ddim`, `conv2d`, `gemm`, `gemm_bf16`, `group_norm`, `layer_norm`, `layout`, `pointwise`,
-//!   `pool`, `rca`, `softmax`, `timestep_embedding`);
+//!   `cfg_ddim`, `conv2d`, `gemm`, `gemm_bf16`, `group_norm`, `layer_norm`, `layout`, `mean_dim`,
+//!   `pointwise`, `pool`, `rca`, `softmax`, `timestep_embedding`, `upsample`);
 //! - compositions over several launchers: `linalg.rs` (linear / matmul / attention), `fused.rs`
 //!   (the fused primitives), `split.rs` (f32-accurate bf16 operands), `graph.rs` (`run_steps`:
 //!   captured sampler steps);
@@ -33,6 +33,7 @@ mod group_norm;
 mod layer_norm;
 mod layout;
 mod linalg;
+mod mean_dim;
 mod pointwise;
 mod pool;
 pub mod profiling;
@@ -41,6 +42,7 @@ mod softmax;
 mod split;
 mod tensor;
 mod timestep_embedding;
+mod upsample;
 mod util;
 
 pub use context::CudaBackend;
