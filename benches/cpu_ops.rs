@@ -7,22 +7,20 @@
 
 use std::time::Duration;
 
+#[allow(dead_code)]
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use cyberhost_engine::backends::cpu::{CpuBackend, CpuTensor};
 use cyberhost_engine::backends::{Backend, Conv2dParams};
 
+/// Seeded values in [-1, 1) (`common::random`, the suite's one generator).
 fn rand_t(shape: &[usize], seed: u64) -> CpuTensor {
     let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let data: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
-        .collect();
-    CpuBackend.from_f32(shape, &data).unwrap()
+    CpuBackend
+        .from_f32(shape, &common::random(n, seed))
+        .unwrap()
 }
 
 fn configure<'a>(

@@ -17,7 +17,7 @@ use cyberhost_engine::backends::cuda::cudarc::driver::{
 };
 use cyberhost_engine::backends::cuda::cudarc::nvrtc::Ptx;
 use cyberhost_engine::backends::cuda::{CudaDevice, DRIVER_ENV, NO_DRIVER_MSG};
-use cyberhost_kernels::elementwise::{self, BiasActShape, ElementwiseParams};
+use cyberhost_kernels::pointwise::{self, PointwiseParams};
 use cyberhost_kernels::KernelModule;
 
 const TEST_PTX: &str = include_str!("../tools/ptx-emu-driver/tests/ptx/driver_test_kernels.ptx");
@@ -256,7 +256,7 @@ fn kernel_fault_returns_cuda_code_and_poisons_context() {
 }
 
 #[test]
-fn engine_loads_every_kernel_module_and_launches_bias_act() {
+fn engine_loads_every_kernel_module_and_launches_affine() {
     let _g = serial();
     let dev = emu_device();
     for m in KernelModule::ALL {
@@ -264,7 +264,7 @@ fn engine_loads_every_kernel_module_and_launches_bias_act() {
             .unwrap_or_else(|e| panic!("{}: {e:#}", m.name()));
     }
     let loads = dev.emulator_stats().unwrap().module_loads;
-    dev.module(KernelModule::Elementwise).unwrap();
+    dev.module(KernelModule::Pointwise).unwrap();
     assert_eq!(
         dev.emulator_stats().unwrap().module_loads,
         loads,
@@ -272,46 +272,32 @@ fn engine_loads_every_kernel_module_and_launches_bias_act() {
     );
 
     let stream = dev.stream();
-    let (c, hw) = (5usize, 37usize); // not multiples of any tile
-    let n = 2 * c * hw;
-    let (x, bias, res) = (random(n, 20), random(c, 21), random(n, 22));
+    let n = 2 * 5 * 37 + 1029; // not a multiple of any block or grid-stride step
+    let x = random(n, 20);
     let dx = stream.clone_htod(&x).unwrap();
-    let dbias = stream.clone_htod(&bias).unwrap();
-    let dres = stream.clone_htod(&res).unwrap();
     let dy = stream.alloc_zeros::<f32>(n).unwrap();
     let ptr = |s: &CudaSlice<f32>| {
         use cyberhost_engine::backends::cuda::cudarc::driver::DevicePtr;
         s.device_ptr(stream).0
     };
-    let shape = BiasActShape {
-        n: n as u64,
-        channels: c as u32,
-        inner: hw as u32,
+    let params = PointwiseParams {
+        mul: 1.25,
+        add: -0.5,
+        ..PointwiseParams::flat(ptr(&dx), ptr(&dy), n as u64)
     };
-    let params = ElementwiseParams::new(
-        ptr(&dx),
-        ptr(&dbias),
-        ptr(&dres),
-        ptr(&dy),
-        shape,
-        1.25,
-        -0.5,
-    )
-    .unwrap();
-    // SAFETY: ElementwiseParams mirrors the .cu struct; x, residual, y hold n floats, bias c.
+    // SAFETY: PointwiseParams mirrors the .cu struct; x and y hold n floats.
     unsafe {
         dev.launch(
-            KernelModule::Elementwise,
-            "bias_silu_v1_f32",
-            elementwise::launch_config(shape),
+            KernelModule::Pointwise,
+            "affine_v1_f32",
+            pointwise::launch_config(n as u64),
             &params,
         )
     }
     .unwrap();
-    let want =
-        cyberhost_kernels::reference::bias_act(&x, Some(&bias), Some(&res), hw, true, 1.25, -0.5);
+    let want: Vec<f32> = x.iter().map(|&v| v * 1.25 - 0.5).collect();
     let err = rel_l2(&stream.clone_dtoh(&dy).unwrap(), &want);
-    assert!(err < 1e-5, "bias_silu_v1_f32 rel L2 {err}");
+    assert!(err < 1e-6, "affine_v1_f32 rel L2 {err}");
 }
 
 #[test]

@@ -10,6 +10,9 @@
 //! cargo build -p ptx-emu-driver && cargo test --test rca_ops -- --nocapture
 //! ```
 
+mod common;
+use common::rel_l2;
+
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -21,28 +24,9 @@ use cyberhost_engine::graph::{Op, TraceBackend};
 use cyberhost_engine::models::cyberhost::{RcaSiteConfig, RegionCodebookAttention};
 use cyberhost_engine::var_builder::VarBuilder;
 
+/// Seeded uniform values in [−scale, scale) (the suite's one generator).
 fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
-    assert!(den > 0.0, "reference is all zeros");
-    (num / den).sqrt()
+    common::random_span(n, seed, scale)
 }
 
 /// C 64 (1 head, d 64), 6 codebook rows, 4 frame slots, E 12.

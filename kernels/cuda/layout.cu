@@ -9,50 +9,17 @@
 //                       src dim size src_h; dst contiguous.
 //   pad2d               shape = (1, 1, 1, planes, oh, ow): dst[p, y, x] = src[p, y - pad_top,
 //                       x - pad_left] inside the (src_h, src_w) source plane, else 0; dst contiguous.
-//   upsample_nearest2d  shape = (1, 1, 1, planes, oh, ow): dst[p, y, x] = src[p, sy, sx] with
-//                       sy = min(floor(y * scale_h), src_h - 1) in f32 (PyTorch `nearest`), same for x.
 //
 //   storage dtype T in {f32, bf16}; src and dst share it; dst never aliases src.
 //
 // Versions:
 //   v1: one output element per thread per step, grid-stride loop, flat index decomposed by u64
 //       div/mod per dim, LAYOUT_THREADS threads.                                       <- ships
-// Entries (one LayoutParams argument): copy_v1_{f32,bf16}, index_select_v1_{f32,bf16},
-//   pad2d_v1_{f32,bf16}, upsample_nearest2d_v1_{f32,bf16}.
+// Entries (one LayoutParams argument, layout.cuh): copy_v1_{f32,bf16},
+//   index_select_v1_{f32,bf16}, pad2d_v1_{f32,bf16}. Nearest upsampling: upsample.cu.
 // ------------------------------------------------------------------------------------------------
 
-#include "common.cuh"
-
-// ------------------------------------------------------------------------------------------------
-// geometry
-// ------------------------------------------------------------------------------------------------
-
-// Launch rule (kernels/src/layout.rs): block = LAYOUT_THREADS,
-// grid = clamp(ceil(n / (LAYOUT_THREADS * 4)), 1, 65535); the grid-stride loop covers the rest.
-enum : uint32_t { LAYOUT_THREADS = 256 };
-enum : uint32_t { LAYOUT_MAX_RANK = 6 };
-
-// ------------------------------------------------------------------------------------------------
-// params (mirrored by kernels/src/layout.rs `LayoutParams`, 192 bytes)
-// ------------------------------------------------------------------------------------------------
-
-struct LayoutParams {
-  const void* src;                          // T
-  void* dst;                                // T
-  const uint32_t* index;                    // index_select: (len) indices into src dim; else null
-  uint64_t n;                               // elements written = product of shape
-  uint64_t src_offset;                      // copy: elements
-  uint64_t dst_offset;                      // copy: elements
-  uint64_t src_strides[LAYOUT_MAX_RANK];    // copy: elements per step of each shape dim
-  uint64_t dst_strides[LAYOUT_MAX_RANK];    // copy: same for dst
-  uint32_t shape[LAYOUT_MAX_RANK];          // iteration shape, leading dims padded with 1
-  uint32_t src_h;                           // pad2d / upsample: source rows; index_select: dim size
-  uint32_t src_w;                           // pad2d / upsample: source columns
-  uint32_t pad_top;                         // pad2d
-  uint32_t pad_left;                        // pad2d
-  float scale_h;                            // upsample: src_h / out_h (f32, as PyTorch)
-  float scale_w;                            // upsample: src_w / out_w
-};
+#include "layout.cuh"
 
 // ------------------------------------------------------------------------------------------------
 // device
@@ -108,30 +75,9 @@ __device__ __forceinline__ void pad2d_v1(const LayoutParams& p) {
   }
 }
 
-template <typename T>
-__device__ __forceinline__ void upsample_nearest2d_v1(const LayoutParams& p) {
-  const T* src = static_cast<const T*>(p.src);
-  T* dst = static_cast<T*>(p.dst);
-  const uint64_t oh = p.shape[4], ow = p.shape[5];
-  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += stride) {
-    const uint64_t x = i % ow;
-    const uint64_t y = (i / ow) % oh;
-    const uint64_t plane = i / (ow * oh);
-    const uint32_t sy = min((uint32_t)floorf((float)y * p.scale_h), p.src_h - 1);
-    const uint32_t sx = min((uint32_t)floorf((float)x * p.scale_w), p.src_w - 1);
-    dst[i] = src[(plane * p.src_h + sy) * p.src_w + sx];
-  }
-}
-
 // ------------------------------------------------------------------------------------------------
 // entries
 // ------------------------------------------------------------------------------------------------
-
-#define LAYOUT_ENTRY(NAME, BODY, T)                                                                \
-  extern "C" __global__ void __launch_bounds__(LAYOUT_THREADS) NAME(const LayoutParams p) {        \
-    BODY<T>(p);                                                                                    \
-  }
 
 LAYOUT_ENTRY(copy_v1_f32, copy_v1, float)
 LAYOUT_ENTRY(copy_v1_bf16, copy_v1, __nv_bfloat16)
@@ -139,5 +85,3 @@ LAYOUT_ENTRY(index_select_v1_f32, index_select_v1, float)
 LAYOUT_ENTRY(index_select_v1_bf16, index_select_v1, __nv_bfloat16)
 LAYOUT_ENTRY(pad2d_v1_f32, pad2d_v1, float)
 LAYOUT_ENTRY(pad2d_v1_bf16, pad2d_v1, __nv_bfloat16)
-LAYOUT_ENTRY(upsample_nearest2d_v1_f32, upsample_nearest2d_v1, float)
-LAYOUT_ENTRY(upsample_nearest2d_v1_bf16, upsample_nearest2d_v1, __nv_bfloat16)

@@ -1,7 +1,7 @@
 //! `kernels/cuda/cfg_ddim.cu`: classifier-free guidance fused with one DDIM step (eta 0), the step
 //! scalars read from an `(8,)` f32 device vector.
 
-use crate::{ceil_div, DType, Entry, LaunchConfig};
+use crate::{grid_stride, DType, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
 /// Threads per block (`CFG_DDIM_THREADS` in the `.cu`).
@@ -11,22 +11,14 @@ pub const CFG_DDIM_VEC: u64 = 4;
 /// Length of the coefficient vector (`CFG_DDIM_COEFFS`; the engine's `composed::CFG_DDIM_COEFFS`).
 pub const CFG_DDIM_COEFFS: usize = 8;
 /// Grid cap; the kernel's grid-stride loop covers the rest.
-pub const CFG_DDIM_MAX_BLOCKS: u64 = 65_535;
+pub const CFG_DDIM_MAX_BLOCKS: u64 = crate::MAX_GRID_STRIDE_BLOCKS;
 
 const LAUNCH: &str =
     "items = vec ? n / 4 : n, grid = clamp(ceil(items / 256), 1, 65535), block = 256, grid-stride";
 
 /// `op` = `cfg_ddim_<sample dtype>`, entry suffix = model-output dtype.
 const fn entry(name: &'static str, op: &'static str, dtype: DType) -> Entry {
-    Entry {
-        name,
-        op,
-        version: 1,
-        dtype,
-        params: "CfgDdimParams",
-        params_size: 80,
-        launch: LAUNCH,
-    }
+    Entry::v1(name, op, dtype, ("CfgDdimParams", 80), LAUNCH)
 }
 
 pub const ENTRIES: &[Entry] = &[
@@ -161,12 +153,7 @@ impl CfgDdimParams {
 /// `items = vec ? n / 4 : n`, `grid = clamp(ceil(items / 256), 1, 65535)`, `block = 256`.
 pub fn launch_config(p: &CfgDdimParams) -> LaunchConfig {
     let items = if p.vec != 0 { p.n / CFG_DDIM_VEC } else { p.n };
-    let blocks = ceil_div(items, CFG_DDIM_THREADS as u64).clamp(1, CFG_DDIM_MAX_BLOCKS) as u32;
-    LaunchConfig {
-        grid: [blocks, 1, 1],
-        block: [CFG_DDIM_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    grid_stride(items, CFG_DDIM_THREADS, 1)
 }
 
 #[cfg(test)]

@@ -3,43 +3,29 @@
 use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
-/// Block tile (`GEMM_BM`, `GEMM_BN`, `GEMM_BK` in the `.cu`).
-pub const GEMM_BM: u32 = 64;
-pub const GEMM_BN: u32 = 64;
-pub const GEMM_BK: u32 = 32;
-/// 2 x 2 warps, each a 32 x 32 warp tile.
-pub const GEMM_THREADS: u32 = 128;
-pub const GEMM_STAGES: u32 = 2;
-/// Padded shared row (`GEMM_LDS`), bf16 elements.
-pub const GEMM_LDS: u32 = GEMM_BK + 8;
-/// Static shared memory per block: A and B tiles, double-buffered.
-pub const GEMM_STATIC_SMEM_BYTES: u32 = GEMM_STAGES * (GEMM_BM + GEMM_BN) * GEMM_LDS * 2;
-
-// Static shared memory is capped at 48 KiB; ldmatrix / cp.async rows must stay 16-byte aligned.
-const _: () = assert!(GEMM_STATIC_SMEM_BYTES <= 48 * 1024);
-const _: () = assert!((GEMM_LDS * 2) % 16 == 0);
+// One mainloop (`kernels/cuda/gemm_mainloop.cuh`), one geometry and launch rule with `gemm`.
+pub use crate::gemm::{
+    GemmShape, GEMM_BK, GEMM_BM, GEMM_BN, GEMM_LDS, GEMM_STAGES, GEMM_THREADS,
+    LINEAR_STATIC_SMEM_BYTES as GEMM_STATIC_SMEM_BYTES,
+};
 
 const LAUNCH: &str = "grid = (ceil(N / 64), ceil(M / 64), batch), block = 128, 20 KiB static smem";
 
 pub const ENTRIES: &[Entry] = &[
-    Entry {
-        name: "gemm_bf16_v1_f32",
-        op: "gemm_bf16",
-        version: 1,
-        dtype: DType::F32,
-        params: "GemmParams",
-        params_size: 88,
-        launch: LAUNCH,
-    },
-    Entry {
-        name: "gemm_bf16_v1_bf16",
-        op: "gemm_bf16",
-        version: 1,
-        dtype: DType::Bf16,
-        params: "GemmParams",
-        params_size: 88,
-        launch: LAUNCH,
-    },
+    Entry::v1(
+        "gemm_bf16_v1_f32",
+        "gemm_bf16",
+        DType::F32,
+        ("GemmParams", 88),
+        LAUNCH,
+    ),
+    Entry::v1(
+        "gemm_bf16_v1_bf16",
+        "gemm_bf16",
+        DType::Bf16,
+        ("GemmParams", 88),
+        LAUNCH,
+    ),
 ];
 
 /// Mirrors `struct GemmParams` in `gemm_bf16.cu` (88 bytes).
@@ -66,15 +52,6 @@ pub struct GemmParams {
     /// 1: cp.async path (set by [`GemmParams::new`] from the addresses and strides).
     pub aligned: u32,
     pub _pad: u32,
-}
-
-/// `batch` independent `(M, K) x (N, K)^T` products, e.g. `batch = 1, M = tokens, N = 1280, K = 320`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GemmShape {
-    pub batch: u64,
-    pub m: u64,
-    pub n: u64,
-    pub k: u64,
 }
 
 /// Device addresses of the operands (bias 0 = none).
@@ -164,17 +141,10 @@ impl GemmParams {
     }
 }
 
-/// `grid = (ceil(N / 64), ceil(M / 64), batch)`, `block = 128`, static smem only.
+/// `grid = (ceil(N / 64), ceil(M / 64), batch)`, `block = 128`, static smem only (`gemm`'s rule
+/// without GEGLU).
 pub fn launch_config(shape: GemmShape) -> LaunchConfig {
-    LaunchConfig {
-        grid: [
-            ceil_div(shape.n, GEMM_BN as u64).max(1) as u32,
-            ceil_div(shape.m, GEMM_BM as u64).max(1) as u32,
-            shape.batch.max(1) as u32,
-        ],
-        block: [GEMM_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    crate::gemm::launch_config(shape, false)
 }
 
 #[cfg(test)]

@@ -1,29 +1,22 @@
-//! `kernels/cuda/layout.cu`: strided copy (permute, narrow, concat), index_select, pad2d,
-//! upsample_nearest2d.
+//! `kernels/cuda/layout.cu`: strided copy (permute, narrow, concat), index_select, pad2d. The
+//! params struct and launch rule also serve `upsample.cu` (`kernels/cuda/layout.cuh`).
 
-use crate::{ceil_div, DType, Entry, LaunchConfig};
+use crate::{grid_stride, DType, Entry, LaunchConfig};
 
 /// Threads per block (`LAYOUT_THREADS` in the `.cu`).
 pub const LAYOUT_THREADS: u32 = 256;
 /// Elements per thread the launch rule aims for before the grid is capped.
 pub const LAYOUT_ITEMS_PER_THREAD: u64 = 4;
 /// Grid cap; the kernels' grid-stride loops cover the rest.
-pub const LAYOUT_MAX_BLOCKS: u64 = 65_535;
+pub const LAYOUT_MAX_BLOCKS: u64 = crate::MAX_GRID_STRIDE_BLOCKS;
 /// Dims of the copy index (`LAYOUT_MAX_RANK`); leading dims are padded with 1.
 pub const LAYOUT_MAX_RANK: usize = 6;
 
-const LAUNCH: &str = "grid = clamp(ceil(n / 1024), 1, 65535), block = 256, grid-stride loop";
+pub(crate) const LAUNCH: &str =
+    "grid = clamp(ceil(n / 1024), 1, 65535), block = 256, grid-stride loop";
 
-const fn entry(name: &'static str, op: &'static str, dtype: DType) -> Entry {
-    Entry {
-        name,
-        op,
-        version: 1,
-        dtype,
-        params: "LayoutParams",
-        params_size: 192,
-        launch: LAUNCH,
-    }
+pub(crate) const fn entry(name: &'static str, op: &'static str, dtype: DType) -> Entry {
+    Entry::v1(name, op, dtype, ("LayoutParams", 192), LAUNCH)
 }
 
 pub const ENTRIES: &[Entry] = &[
@@ -33,16 +26,6 @@ pub const ENTRIES: &[Entry] = &[
     entry("index_select_v1_bf16", "index_select", DType::Bf16),
     entry("pad2d_v1_f32", "pad2d", DType::F32),
     entry("pad2d_v1_bf16", "pad2d", DType::Bf16),
-    entry(
-        "upsample_nearest2d_v1_f32",
-        "upsample_nearest2d",
-        DType::F32,
-    ),
-    entry(
-        "upsample_nearest2d_v1_bf16",
-        "upsample_nearest2d",
-        DType::Bf16,
-    ),
 ];
 
 /// Mirrors `struct LayoutParams` in `layout.cu` field for field (192 bytes).
@@ -96,13 +79,7 @@ impl LayoutParams {
 
 /// `grid = clamp(ceil(n / (256 * 4)), 1, 65535)`, `block = 256`, no dynamic smem.
 pub fn launch_config(n: u64) -> LaunchConfig {
-    let per_block = LAYOUT_THREADS as u64 * LAYOUT_ITEMS_PER_THREAD;
-    let blocks = ceil_div(n, per_block).clamp(1, LAYOUT_MAX_BLOCKS) as u32;
-    LaunchConfig {
-        grid: [blocks, 1, 1],
-        block: [LAYOUT_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    grid_stride(n, LAYOUT_THREADS, LAYOUT_ITEMS_PER_THREAD)
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! `cargo build` time) into the committed `kernels/ptx/<name>.ptx`, embedded here as the constant
 //! `<NAME>` and listed in [`KernelModule::ALL`]. Each module has a Rust file mirroring its `.cu`:
 //! the `#[repr(C)]` params struct passed as the kernel's single argument, the geometry constants,
-//! a typed `launch_config(shape)` and the entry list. CPU references live in [`reference`].
+//! a typed `launch_config(shape)` and the entry list. The CPU reference of every kernel is the
+//! engine's CPU backend (`engine/src/backends/cpu`; docs/kernels.md).
 //!
 //! Loading a module (cudarc on a GPU, `ptx-emu` in tests) is the caller's job: this crate only
 //! provides PTX text, entry names, params structs and launch rules.
@@ -15,21 +16,19 @@
 pub mod attention;
 pub mod cfg_ddim;
 pub mod conv2d;
-pub mod elementwise;
 pub mod gemm;
 pub mod gemm_bf16;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod layout;
+pub mod mean_dim;
 pub mod pointwise;
 pub mod pool;
 pub mod rca;
-pub mod reference;
 pub mod softmax;
 pub mod timestep_embedding;
+pub mod upsample;
 
-/// `kernels/ptx/elementwise.ptx` (from `kernels/cuda/elementwise.cu`).
-pub const ELEMENTWISE: &str = include_str!("../ptx/elementwise.ptx");
 /// `kernels/ptx/attention.ptx` (from `kernels/cuda/attention.cu`).
 pub const ATTENTION: &str = include_str!("../ptx/attention.ptx");
 /// `kernels/ptx/conv2d.ptx` (from `kernels/cuda/conv2d.cu`).
@@ -44,6 +43,10 @@ pub const GROUP_NORM: &str = include_str!("../ptx/group_norm.ptx");
 pub const LAYER_NORM: &str = include_str!("../ptx/layer_norm.ptx");
 /// `kernels/ptx/layout.ptx` (from `kernels/cuda/layout.cu`).
 pub const LAYOUT: &str = include_str!("../ptx/layout.ptx");
+/// `kernels/ptx/mean_dim.ptx` (from `kernels/cuda/mean_dim.cu`).
+pub const MEAN_DIM: &str = include_str!("../ptx/mean_dim.ptx");
+/// `kernels/ptx/upsample.ptx` (from `kernels/cuda/upsample.cu`).
+pub const UPSAMPLE: &str = include_str!("../ptx/upsample.ptx");
 /// `kernels/ptx/pointwise.ptx` (from `kernels/cuda/pointwise.cu`).
 pub const POINTWISE: &str = include_str!("../ptx/pointwise.ptx");
 /// `kernels/ptx/pool.ptx` (from `kernels/cuda/pool.cu`).
@@ -60,7 +63,6 @@ pub const CFG_DDIM: &str = include_str!("../ptx/cfg_ddim.ptx");
 /// One PTX module per `.cu` file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelModule {
-    Elementwise,
     Attention,
     Conv2d,
     Gemm,
@@ -68,20 +70,21 @@ pub enum KernelModule {
     GroupNorm,
     LayerNorm,
     Layout,
+    MeanDim,
     Pointwise,
     Pool,
     Rca,
     Softmax,
     TimestepEmbedding,
     CfgDdim,
+    Upsample,
 }
 
 /// Short alias (candle's `Id`).
 pub use KernelModule as Id;
 
 impl KernelModule {
-    pub const ALL: [KernelModule; 14] = [
-        KernelModule::Elementwise,
+    pub const ALL: [KernelModule; 15] = [
         KernelModule::Attention,
         KernelModule::Conv2d,
         KernelModule::Gemm,
@@ -89,18 +92,19 @@ impl KernelModule {
         KernelModule::GroupNorm,
         KernelModule::LayerNorm,
         KernelModule::Layout,
+        KernelModule::MeanDim,
         KernelModule::Pointwise,
         KernelModule::Pool,
         KernelModule::Rca,
         KernelModule::Softmax,
         KernelModule::TimestepEmbedding,
         KernelModule::CfgDdim,
+        KernelModule::Upsample,
     ];
 
     /// File stem: `kernels/cuda/<name>.cu`, `kernels/ptx/<name>.ptx`.
     pub fn name(self) -> &'static str {
         match self {
-            KernelModule::Elementwise => "elementwise",
             KernelModule::Attention => "attention",
             KernelModule::Conv2d => "conv2d",
             KernelModule::Gemm => "gemm",
@@ -108,6 +112,8 @@ impl KernelModule {
             KernelModule::GroupNorm => "group_norm",
             KernelModule::LayerNorm => "layer_norm",
             KernelModule::Layout => "layout",
+            KernelModule::MeanDim => "mean_dim",
+            KernelModule::Upsample => "upsample",
             KernelModule::Pointwise => "pointwise",
             KernelModule::Pool => "pool",
             KernelModule::Rca => "rca",
@@ -120,7 +126,6 @@ impl KernelModule {
     /// The committed PTX text.
     pub fn ptx(self) -> &'static str {
         match self {
-            KernelModule::Elementwise => ELEMENTWISE,
             KernelModule::Attention => ATTENTION,
             KernelModule::Conv2d => CONV2D,
             KernelModule::Gemm => GEMM,
@@ -128,6 +133,8 @@ impl KernelModule {
             KernelModule::GroupNorm => GROUP_NORM,
             KernelModule::LayerNorm => LAYER_NORM,
             KernelModule::Layout => LAYOUT,
+            KernelModule::MeanDim => MEAN_DIM,
+            KernelModule::Upsample => UPSAMPLE,
             KernelModule::Pointwise => POINTWISE,
             KernelModule::Pool => POOL,
             KernelModule::Rca => RCA,
@@ -140,7 +147,6 @@ impl KernelModule {
     /// Every `extern "C"` entry of the module.
     pub fn entries(self) -> &'static [Entry] {
         match self {
-            KernelModule::Elementwise => elementwise::ENTRIES,
             KernelModule::Attention => attention::ENTRIES,
             KernelModule::Conv2d => conv2d::ENTRIES,
             KernelModule::Gemm => gemm::ENTRIES,
@@ -148,6 +154,8 @@ impl KernelModule {
             KernelModule::GroupNorm => group_norm::ENTRIES,
             KernelModule::LayerNorm => layer_norm::ENTRIES,
             KernelModule::Layout => layout::ENTRIES,
+            KernelModule::MeanDim => mean_dim::ENTRIES,
+            KernelModule::Upsample => upsample::ENTRIES,
             KernelModule::Pointwise => pointwise::ENTRIES,
             KernelModule::Pool => pool::ENTRIES,
             KernelModule::Rca => rca::ENTRIES,
@@ -202,6 +210,28 @@ pub struct Entry {
     pub launch: &'static str,
 }
 
+impl Entry {
+    /// A version-1 entry (every entry that ships): `op_v1_dtype` taking the `params` struct of
+    /// `params_size` bytes, launched by the rule `launch`.
+    pub const fn v1(
+        name: &'static str,
+        op: &'static str,
+        dtype: DType,
+        (params, params_size): (&'static str, usize),
+        launch: &'static str,
+    ) -> Entry {
+        Entry {
+            name,
+            op,
+            version: 1,
+            dtype,
+            params,
+            params_size,
+            launch,
+        }
+    }
+}
+
 /// Grid, block and dynamic shared memory of one launch (cudarc's `LaunchConfig` and
 /// `ptx_emu::LaunchConfig` carry the same three fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +239,21 @@ pub struct LaunchConfig {
     pub grid: [u32; 3],
     pub block: [u32; 3],
     pub dynamic_smem_bytes: u32,
+}
+
+/// Largest grid of the grid-stride kernels; their loops cover the rest.
+pub const MAX_GRID_STRIDE_BLOCKS: u64 = 65_535;
+
+/// The launch rule of the grid-stride kernels (layout, pointwise, pool, rca, cfg_ddim,
+/// timestep_embedding): `grid = clamp(ceil(items / (threads * per_thread)), 1, 65535)`,
+/// `block = threads`, no dynamic shared memory.
+pub fn grid_stride(items: u64, threads: u32, per_thread: u64) -> LaunchConfig {
+    let blocks = ceil_div(items, threads as u64 * per_thread).clamp(1, MAX_GRID_STRIDE_BLOCKS);
+    LaunchConfig {
+        grid: [blocks as u32, 1, 1],
+        block: [threads, 1, 1],
+        dynamic_smem_bytes: 0,
+    }
 }
 
 /// `ceil(a / b)` for launch rules.

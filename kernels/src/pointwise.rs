@@ -1,28 +1,20 @@
 //! `kernels/cuda/pointwise.cu`: unary activations, broadcast binary ops, affine, f32 <-> bf16 casts.
 
-use crate::{ceil_div, DType, Entry, LaunchConfig};
+use crate::{grid_stride, DType, Entry, LaunchConfig};
 
 /// Threads per block (`POINTWISE_THREADS` in the `.cu`).
 pub const POINTWISE_THREADS: u32 = 256;
 /// Elements per thread the launch rule aims for before the grid is capped.
 pub const POINTWISE_ITEMS_PER_THREAD: u64 = 4;
 /// Grid cap; the kernels' grid-stride loops cover the rest.
-pub const POINTWISE_MAX_BLOCKS: u64 = 65_535;
+pub const POINTWISE_MAX_BLOCKS: u64 = crate::MAX_GRID_STRIDE_BLOCKS;
 /// Dims of the binary broadcast index (`POINTWISE_MAX_RANK`); leading dims are padded with 1.
 pub const POINTWISE_MAX_RANK: usize = 6;
 
 const LAUNCH: &str = "grid = clamp(ceil(n / 1024), 1, 65535), block = 256, grid-stride loop";
 
 const fn entry(name: &'static str, op: &'static str, dtype: DType) -> Entry {
-    Entry {
-        name,
-        op,
-        version: 1,
-        dtype,
-        params: "PointwiseParams",
-        params_size: 168,
-        launch: LAUNCH,
-    }
+    Entry::v1(name, op, dtype, ("PointwiseParams", 168), LAUNCH)
 }
 
 pub const ENTRIES: &[Entry] = &[
@@ -104,13 +96,7 @@ impl PointwiseParams {
 
 /// `grid = clamp(ceil(n / (256 * 4)), 1, 65535)`, `block = 256`, no dynamic smem.
 pub fn launch_config(n: u64) -> LaunchConfig {
-    let per_block = POINTWISE_THREADS as u64 * POINTWISE_ITEMS_PER_THREAD;
-    let blocks = ceil_div(n, per_block).clamp(1, POINTWISE_MAX_BLOCKS) as u32;
-    LaunchConfig {
-        grid: [blocks, 1, 1],
-        block: [POINTWISE_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    grid_stride(n, POINTWISE_THREADS, POINTWISE_ITEMS_PER_THREAD)
 }
 
 #[cfg(test)]

@@ -1,29 +1,20 @@
-//! `kernels/cuda/pool.cu`: mean over one dim, 2-D max pooling.
+//! `kernels/cuda/pool.cu`: 2-D max pooling. The params struct and launch rule also serve
+//! `mean_dim.cu` (`kernels/cuda/pool.cuh`).
 
-use crate::{ceil_div, DType, Entry, LaunchConfig};
+use crate::{grid_stride, DType, Entry, LaunchConfig};
 
 /// Threads per block (`POOL_THREADS` in the `.cu`).
 pub const POOL_THREADS: u32 = 256;
 pub const POOL_ITEMS_PER_THREAD: u64 = 4;
-pub const POOL_MAX_BLOCKS: u64 = 65_535;
+pub const POOL_MAX_BLOCKS: u64 = crate::MAX_GRID_STRIDE_BLOCKS;
 
 const LAUNCH: &str = "grid = clamp(ceil(n_out / 1024), 1, 65535), block = 256, grid-stride loop";
 
-const fn entry(name: &'static str, op: &'static str, dtype: DType) -> Entry {
-    Entry {
-        name,
-        op,
-        version: 1,
-        dtype,
-        params: "PoolParams",
-        params_size: 64,
-        launch: LAUNCH,
-    }
+pub(crate) const fn entry(name: &'static str, op: &'static str, dtype: DType) -> Entry {
+    Entry::v1(name, op, dtype, ("PoolParams", 64), LAUNCH)
 }
 
 pub const ENTRIES: &[Entry] = &[
-    entry("mean_dim_v1_f32", "mean_dim", DType::F32),
-    entry("mean_dim_v1_bf16", "mean_dim", DType::Bf16),
     entry("max_pool2d_v1_f32", "max_pool2d", DType::F32),
     entry("max_pool2d_v1_bf16", "max_pool2d", DType::Bf16),
 ];
@@ -55,16 +46,7 @@ pub struct PoolParams {
 
 /// `grid = clamp(ceil(n_out / (256 * 4)), 1, 65535)`, `block = 256`, no dynamic smem.
 pub fn launch_config(n_out: u64) -> LaunchConfig {
-    let per_block = POOL_THREADS as u64 * POOL_ITEMS_PER_THREAD;
-    LaunchConfig {
-        grid: [
-            ceil_div(n_out, per_block).clamp(1, POOL_MAX_BLOCKS) as u32,
-            1,
-            1,
-        ],
-        block: [POOL_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    grid_stride(n_out, POOL_THREADS, POOL_ITEMS_PER_THREAD)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! `rca_temporal_query` (`x + A_s + T[n mod F]`), `rca_motion_sum` (`A_s + A_t + F_id` on the
 //! identity rows) and `rca_merge` (`F_in + sigmoid(conv2(SiLU(hid))) ⊙ tokens→NCHW`).
 
-use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
+use crate::{ceil_div, grid_stride, to_u32, DType, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
 /// Threads per block (`RCA_THREADS` in the `.cu`).
@@ -38,15 +38,7 @@ const LAUNCH_EW: &str = "grid = clamp(ceil(n / 1024), 1, 65535), block = 256, gr
 const LAUNCH_MERGE: &str = "grid = (ceil(P / 32), N), block = 256, static smem 5376 B";
 
 const fn entry(name: &'static str, op: &'static str, dtype: DType, launch: &'static str) -> Entry {
-    Entry {
-        name,
-        op,
-        version: 1,
-        dtype,
-        params: "RcaParams",
-        params_size: 88,
-        launch,
-    }
+    Entry::v1(name, op, dtype, ("RcaParams", 88), launch)
 }
 
 pub const ENTRIES: &[Entry] = &[
@@ -205,11 +197,9 @@ impl RcaParams {
 /// The launch of `op` on params `p` (see the `.cu` header).
 pub fn launch_config(op: RcaOp, p: &RcaParams) -> LaunchConfig {
     let grid = match op {
-        RcaOp::TemporalQuery | RcaOp::MotionSum => [
-            ceil_div(p.n_elem, RCA_THREADS as u64 * RCA_ITEMS_PER_THREAD).clamp(1, 65_535) as u32,
-            1,
-            1,
-        ],
+        RcaOp::TemporalQuery | RcaOp::MotionSum => {
+            grid_stride(p.n_elem, RCA_THREADS, RCA_ITEMS_PER_THREAD).grid
+        }
         RcaOp::Merge => [
             ceil_div(p.l as u64, RCA_TILE as u64).max(1) as u32,
             p.n.max(1),

@@ -1,27 +1,19 @@
 //! `kernels/cuda/timestep_embedding.cu`: diffusers `get_timestep_embedding` from device
 //! timesteps, `t (n,) -> (n, dim)`.
 
-use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
+use crate::{grid_stride, to_u32, DType, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
 /// Threads per block (`TEMB_THREADS` in the `.cu`).
 pub const TEMB_THREADS: u32 = 256;
 /// Grid cap; the kernel's grid-stride loop covers the rest.
-pub const TEMB_MAX_BLOCKS: u64 = 65_535;
+pub const TEMB_MAX_BLOCKS: u64 = crate::MAX_GRID_STRIDE_BLOCKS;
 
 const LAUNCH: &str = "grid = clamp(ceil(n * dim / 256), 1, 65535), block = 256, grid-stride loop";
 
 /// `op` = `timestep_embedding_<output dtype>`, entry suffix = timestep dtype.
 const fn entry(name: &'static str, op: &'static str, dtype: DType) -> Entry {
-    Entry {
-        name,
-        op,
-        version: 1,
-        dtype,
-        params: "TimestepEmbeddingParams",
-        params_size: 32,
-        launch: LAUNCH,
-    }
+    Entry::v1(name, op, dtype, ("TimestepEmbeddingParams", 32), LAUNCH)
 }
 
 pub const ENTRIES: &[Entry] = &[
@@ -94,13 +86,7 @@ impl TimestepEmbeddingParams {
 
 /// `grid = clamp(ceil(n * dim / 256), 1, 65535)`, `block = 256`, no dynamic smem.
 pub fn launch_config(p: &TimestepEmbeddingParams) -> LaunchConfig {
-    let total = p.n as u64 * p.dim as u64;
-    let blocks = ceil_div(total, TEMB_THREADS as u64).clamp(1, TEMB_MAX_BLOCKS) as u32;
-    LaunchConfig {
-        grid: [blocks, 1, 1],
-        block: [TEMB_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    grid_stride(p.n as u64 * p.dim as u64, TEMB_THREADS, 1)
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
-//! `cfg_ddim_<z>_v1_<out>` against `reference::cfg_ddim` (bit for bit: both are the same single-
-//! rounded f32 operations), and that reference against the engine's `composed::cfg_ddim_one`.
+//! `cfg_ddim_<z>_v1_<out>` against the CPU backend's `cfg_ddim_step` (bit for bit: both are the
+//! same single-rounded f32 operations, `composed::cfg_ddim_one`).
 
-use crate::harness::{assert_close, from_bf16, round_bf16, to_bf16, Device, Rng, SCHEDULES};
+use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, Rng, CPU};
+use crate::harness::{Device, SCHEDULES};
 use cyberhost_engine::backends::composed::cfg_ddim_one;
+use cyberhost_engine::backends::Backend;
 use cyberhost_kernels::cfg_ddim::{
     launch_config, op_for_sample, CfgDdimParams, CfgDdimShape, CFG_DDIM_COEFFS,
 };
-use cyberhost_kernels::{kernel_name, reference, DType, KernelModule};
+use cyberhost_kernels::{kernel_name, DType, KernelModule};
 use half::bf16;
 
 const INF: f32 = f32::INFINITY;
@@ -115,15 +117,14 @@ fn run(
     let round = |v: Vec<f32>, dt: DType| if dt == DType::Bf16 { round_bf16(&v) } else { v };
     let out = round(rng.randn(s.output_len(), 1.0, 0.05), out_dtype);
     let z = round(rng.randn(s.sample_len(), 1.0, -0.02), z_dtype);
-    let want = reference::cfg_ddim(
-        &out,
-        &z,
-        k,
-        s.channels,
-        s.frames_total,
-        s.frames,
-        s.frame_offset,
-        s.inner,
+    let want = host(
+        &CPU.cfg_ddim_step(
+            &cpu(&[2, s.channels, s.frames_total, s.inner], &out),
+            &cpu(&[1, s.channels, s.frames, s.inner], &z),
+            s.frame_offset,
+            &cpu(&[CFG_DDIM_COEFFS], k),
+        )
+        .unwrap(),
     );
     let want = round(want, z_dtype);
     let d_out = upload(dev, &out, out_dtype);
@@ -211,19 +212,24 @@ fn cfg_ddim_bf16_z() {
 
 /// Clipping keeps NaN (torch.clamp) and the ±inf bounds never clip.
 #[test]
-fn cfg_ddim_reference_is_the_engine_default() {
+fn cfg_ddim_reference_keeps_nan_and_inf_bounds_never_clip() {
     let mut rng = Rng::new(9);
     for pred in [EPSILON, V, SAMPLE] {
+        let (open, clipped) = (coeffs(5.0, pred, None), coeffs(5.0, pred, Some(1e30)));
+        for _ in 0..200 {
+            let (c, u, z) = (rng.normal() * 2.0, rng.normal(), rng.normal());
+            let (a, b) = (
+                cfg_ddim_one(c, u, z, &open),
+                cfg_ddim_one(c, u, z, &clipped),
+            );
+            assert_eq!(a.to_bits(), b.to_bits(), "pred {pred}: a far bound clipped");
+        }
         for clip in [None, Some(1.0)] {
             let k = coeffs(5.0, pred, clip);
-            for _ in 0..200 {
-                let (c, u, z) = (rng.normal() * 2.0, rng.normal(), rng.normal());
-                let a = reference::sampler::cfg_ddim_one(c, u, z, &k);
-                let b = cfg_ddim_one(c, u, z, &k);
-                assert_eq!(a.to_bits(), b.to_bits(), "pred {pred} clip {clip:?}");
-            }
-            let nan = reference::sampler::cfg_ddim_one(f32::NAN, 0.0, 0.0, &k);
-            assert!(nan.is_nan() && cfg_ddim_one(f32::NAN, 0.0, 0.0, &k).is_nan());
+            assert!(
+                cfg_ddim_one(f32::NAN, 0.0, 0.0, &k).is_nan(),
+                "pred {pred} clip {clip:?}"
+            );
         }
     }
 }

@@ -1,9 +1,10 @@
-//! `gemm_bf16_v1_*` against `reference::gemm_nt`: ragged M/N/K, batched and broadcast B, padded
+//! `gemm_bf16_v1_*` against the CPU backend's `linear` (`gemm_ref`): ragged M/N/K, batched and broadcast B, padded
 //! row strides (K-edge chunks zero-filled by cp.async src-size), unaligned K (plain-load path).
 
-use crate::harness::{assert_close, from_bf16, round_bf16, to_bf16, tol, Device, Rng, SCHEDULES};
+use crate::common::{assert_close, from_bf16, round_bf16, to_bf16, tol, Rng};
+use crate::harness::{gemm_ref, Device, SCHEDULES};
 use cyberhost_kernels::gemm_bf16::{launch_config, GemmLayout, GemmParams, GemmPtrs, GemmShape};
-use cyberhost_kernels::{kernel_name, reference, DType, KernelModule};
+use cyberhost_kernels::{kernel_name, DType, KernelModule};
 use half::bf16;
 
 #[derive(Clone, Copy)]
@@ -120,15 +121,16 @@ fn run(dev: &mut Device, out: DType, c: Case, seed: u64) -> anyhow::Result<()> {
     let a = round_bf16(&rng.randn(c.batch * c.m * c.k, 1.0, 0.0));
     let b = round_bf16(&rng.randn(b_count * c.n * c.k, 1.0, 0.0));
     let bias = round_bf16(&rng.randn(c.n, 1.0, 0.0));
-    let want = reference::gemm_nt(
+    let want = gemm_ref(
         &a,
         &b,
         c.bias.then_some(&bias[..]),
-        c.batch,
-        c.m,
-        c.n,
-        c.k,
+        None,
+        (c.batch, c.m, c.n, c.k),
+        false,
         !c.broadcast_b,
+        1.0,
+        false,
     );
 
     // Strided device copies; row padding holds NaN so a read past K poisons the result.
@@ -278,7 +280,17 @@ fn gemm_bf16_exact_on_integers() {
         .map(|i| ((i * 3 + i / k) % 7) as f32 - 3.0)
         .collect();
     let bias: Vec<f32> = (0..n).map(|j| j as f32 - 30.0).collect();
-    let want = reference::gemm_nt(&a, &b, Some(&bias), 1, m, n, k, false);
+    let want = gemm_ref(
+        &a,
+        &b,
+        Some(&bias),
+        None,
+        (1, m, n, k),
+        false,
+        false,
+        1.0,
+        false,
+    );
     for plain in [false, true] {
         let mut dev = Device::new(2, 11);
         let (da, db, dbias) = (

@@ -1,8 +1,11 @@
-//! `group_norm_v1_*` / `group_norm_silu_v1_*` against `reference::group_norm`.
+//! `group_norm_v1_*` / `group_norm_silu_v1_*` against the CPU backend's `group_norm_act`.
 
-use crate::harness::{assert_close, from_bf16, round_bf16, to_bf16, tol, Device, Rng, SCHEDULES};
+use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, tol, Rng, CPU};
+use crate::common::{check, cuda_serial, rand_pair, storages};
+use crate::harness::{Device, SCHEDULES};
+use cyberhost_engine::backends::{Backend, Unary};
 use cyberhost_kernels::group_norm::{launch_config, GroupNormParams, GroupNormShape};
-use cyberhost_kernels::{kernel_name, reference, DType, KernelModule};
+use cyberhost_kernels::{kernel_name, DType, KernelModule};
 use half::bf16;
 
 /// (N, C, S, groups): group sizes below, around and well above the 256 threads of a block, none a
@@ -32,7 +35,14 @@ fn run(
     let gamma = round(rng.randn(c, 0.5, 1.0));
     let beta = round(rng.randn(c, 0.5, 0.0));
     let eps = 1e-5;
-    let want = reference::group_norm(&x, &gamma, &beta, n, c, s, groups, eps, silu);
+    let want = host(&CPU.group_norm_act(
+        &cpu(&[n, c, s], &x),
+        groups,
+        Some(&cpu(&[c], &gamma)),
+        Some(&cpu(&[c], &beta)),
+        eps,
+        silu.then_some(Unary::Silu),
+    )?);
 
     let up = |dev: &mut Device, v: &[f32]| {
         if bf {
@@ -108,4 +118,63 @@ fn group_norm_silu_f32() {
 #[test]
 fn group_norm_silu_bf16() {
     sweep(DType::Bf16, true);
+}
+
+/// Channels not divisible into the groups, a rank-1 input and a gamma of the wrong length are
+/// errors.
+fn group_norm_bad_arguments<B: Backend>(be: &B) -> anyhow::Result<()> {
+    let x = be.from_f32(&[1, 6, 4], &[1.0; 24])?;
+    assert!(
+        be.group_norm(&x, 4, None, None, 1e-5).is_err(),
+        "6 channels in 4 groups"
+    );
+    assert!(be.group_norm(&x, 0, None, None, 1e-5).is_err(), "0 groups");
+    let v = be.from_f32(&[6], &[1.0; 6])?;
+    assert!(be.group_norm(&v, 3, None, None, 1e-5).is_err(), "rank 1");
+    let g = be.from_f32(&[5], &[1.0; 5])?;
+    assert!(
+        be.group_norm(&x, 3, Some(&g), None, 1e-5).is_err(),
+        "gamma of 5 for 6 channels"
+    );
+    Ok(())
+}
+crate::backend_test!(group_norm_bad_arguments);
+
+// ------------------------------------------------------------------------------------------------
+// through the CUDA backend (stand-in driver, or a GPU), against the CPU backend
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn group_norm_matches_cpu() {
+    let _g = cuda_serial();
+    for (be, tol) in storages() {
+        for (shape, groups) in [
+            (vec![2usize, 6, 5, 7], 3),
+            (vec![1, 8, 13], 4),
+            (vec![2, 4, 3, 3, 5], 2),
+            (vec![3, 5], 5),
+        ] {
+            let c = shape[1];
+            let (x, xc) = rand_pair(&be, &shape, 110);
+            let (g, gc) = rand_pair(&be, &[c], 111);
+            let (b, bc) = rand_pair(&be, &[c], 112);
+            check(
+                &format!("group_norm {shape:?} affine"),
+                &be,
+                &be.group_norm(&x, groups, Some(&g), Some(&b), 1e-5).unwrap(),
+                &CPU.group_norm(&xc, groups, Some(&gc), Some(&bc), 1e-5)
+                    .unwrap(),
+                tol,
+            );
+            check(
+                &format!("group_norm {shape:?} plain"),
+                &be,
+                &be.group_norm(&x, groups, None, None, 1e-6).unwrap(),
+                &CPU.group_norm(&xc, groups, None, None, 1e-6).unwrap(),
+                tol,
+            );
+        }
+        let (x, _) = rand_pair(&be, &[1, 6, 4], 1);
+        assert!(be.group_norm(&x, 4, None, None, 1e-5).is_err());
+    }
 }

@@ -11,17 +11,17 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytemuck::Pod;
 use cyberhost_engine::backends::cuda::cudarc::driver::{CudaSlice, DevicePtr};
 use cyberhost_engine::backends::cuda::CudaDevice;
+use cyberhost_engine::backends::{Backend, LinearEpilogue};
 use cyberhost_kernels::{KernelModule, LaunchConfig};
-use half::bf16;
+
+use crate::common::{cpu, host, to_bf16, CPU};
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 /// Byte written over every output before a launch: 0xFF.. is NaN in f32 and in bf16, so an element
 /// the kernel forgot to write fails the comparison.
 pub const POISON: u8 = 0xFF;
 
-/// Environment variable choosing the device: `emu` (default), `stand-in` or `cuda`.
-pub const DEVICE_ENV: &str = "CYBERHOST_KERNEL_TEST_DEVICE";
+pub use crate::common::DEVICE_ENV;
 
 pub enum Device {
     Emu {
@@ -36,16 +36,10 @@ pub enum Device {
     },
 }
 
-/// One `CudaDevice` per test process (a driver is loaded once).
-fn cuda_device(kind: &str) -> &'static CudaDevice {
-    static DEV: OnceLock<CudaDevice> = OnceLock::new();
-    DEV.get_or_init(|| {
-        let dev = match kind {
-            "stand-in" => CudaDevice::new_emulated(0),
-            _ => CudaDevice::new(0),
-        };
-        dev.unwrap_or_else(|e| panic!("{DEVICE_ENV}={kind}: {e:#}"))
-    })
+/// The test process's CUDA device (one driver, loaded once): the device of
+/// [`common::cuda_backend`](crate::common::cuda_backend), so raw launches and backend ops share it.
+pub fn cuda_device() -> &'static CudaDevice {
+    crate::common::cuda_backend().device()
 }
 
 impl Device {
@@ -64,7 +58,7 @@ impl Device {
                 },
             },
             "stand-in" | "cuda" => Device::Cuda {
-                dev: cuda_device(&kind),
+                dev: cuda_device(),
                 bufs: HashMap::new(),
             },
             other => panic!("{DEVICE_ENV}={other}: expected emu, stand-in or cuda"),
@@ -169,94 +163,96 @@ impl Device {
 /// alternatives for its race/hazard search.
 pub const SCHEDULES: [(u32, u64); 2] = [(1, 0x5eed), (3, 0xc0ffee)];
 
-// ------------------------------------------------------------------------------------------------
-// inputs
-// ------------------------------------------------------------------------------------------------
-
-/// Deterministic generator (splitmix64): no external crate, same data everywhere.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f32 {
-        let u1 = self.uniform().max(1e-7);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
-    pub fn randn(&mut self, n: usize, scale: f32, offset: f32) -> Vec<f32> {
-        (0..n).map(|_| self.normal() * scale + offset).collect()
-    }
-}
-
-pub fn to_bf16(x: &[f32]) -> Vec<bf16> {
-    x.iter().map(|&v| bf16::from_f32(v)).collect()
-}
-
-pub fn from_bf16(x: &[bf16]) -> Vec<f32> {
-    x.iter().map(|v| v.to_f32()).collect()
-}
-
-/// Rounds through bf16, so the reference sees exactly the values the kernel reads.
-pub fn round_bf16(x: &[f32]) -> Vec<f32> {
-    from_bf16(&to_bf16(x))
-}
-
-// ------------------------------------------------------------------------------------------------
-// comparison
-// ------------------------------------------------------------------------------------------------
-
-/// Tolerances by storage dtype: relative L2 of the whole tensor.
-pub fn tol(bf16_storage: bool) -> f64 {
-    if bf16_storage {
-        1e-2
-    } else {
-        1e-5
-    }
-}
-
-/// Fails unless every element is finite (no poison left) and ||got - want|| / ||want|| <= tol.
-pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let bad: Vec<usize> = (0..got.len())
-        .filter(|&i| !got[i].is_finite() && want[i].is_finite())
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{what}: {} non-finite outputs (poison left or NaN), first at index {} (got {}, want {})",
-        bad.len(),
-        bad[0],
-        got[bad[0]],
-        want[bad[0]]
-    );
-    let (mut num, mut den, mut max_err, mut max_at) = (0.0f64, 0.0f64, 0.0f64, 0usize);
-    for i in 0..got.len() {
-        let d = (got[i] as f64 - want[i] as f64).abs();
-        num += d * d;
-        den += (want[i] as f64).powi(2);
-        if d > max_err {
-            max_err = d;
-            max_at = i;
+/// Runs `case` on a fresh [`Device`] per schedule of [`SCHEDULES`], with a distinct seed per
+/// (schedule, case index): the loop every kernel test shares.
+pub fn for_each_schedule<C: Copy>(
+    cases: &[C],
+    seed_base: u64,
+    mut run: impl FnMut(&mut Device, C, u64) -> Result<()>,
+) {
+    for (i, &(schedules, seed)) in SCHEDULES.iter().enumerate() {
+        let mut dev = Device::new(schedules, seed);
+        for (j, &c) in cases.iter().enumerate() {
+            run(&mut dev, c, seed_base + (i * 100 + j) as u64).unwrap();
         }
     }
-    let rel = (num / den.max(1e-30)).sqrt();
-    assert!(
-        rel <= tol,
-        "{what}: relative L2 {rel:.3e} > {tol:.0e}; max abs error {max_err:.3e} at index {max_at} (got {}, want {})",
-        got[max_at],
-        want[max_at]
-    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// the engine's slice launchers (`backends::cuda::{gemm, conv2d, attention}`)
+// ------------------------------------------------------------------------------------------------
+
+/// Relative L2 tolerance of the bf16 tensor-core kernels (bf16 operands and output, f32 sums).
+pub const TOL_BF16: f64 = 1e-2;
+
+/// The device the engine's launchers run on: the stand-in driver, or a real GPU with
+/// `CYBERHOST_KERNEL_TEST_DEVICE=cuda` (whatever the raw launches above use).
+pub fn engine_device() -> &'static CudaDevice {
+    cuda_device()
+}
+
+pub type Bf16Slice = CudaSlice<u16>;
+
+/// bf16 values as raw bits (any 2-byte element type works for the launchers).
+pub fn upload_bf16(dev: &CudaDevice, x: &[f32]) -> Bf16Slice {
+    let bits: Vec<u16> = to_bf16(x).iter().map(|v| v.to_bits()).collect();
+    dev.stream().clone_htod(&bits).expect("upload")
+}
+
+pub fn download_bf16(dev: &CudaDevice, x: &Bf16Slice) -> Vec<f32> {
+    let v = dev.stream().clone_dtoh(x).expect("download");
+    dev.synchronize().unwrap();
+    v.iter()
+        .map(|&b| half::bf16::from_bits(b).to_f32())
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------------------
+// CPU references composed from the CPU backend
+// ------------------------------------------------------------------------------------------------
+
+/// `C[z] = scale * (A[z] · op(B[z]) + bias [GEGLU] + R[z])` per batch entry `z` on the CPU
+/// backend (`linear_ext`). `b_kn`: B is `(K, N)` (matmul), else `(N | 2N, K)` (linear);
+/// `b_batched`: B has `batch` copies, else one is shared. GEGLU: B and bias have `2N` rows, value
+/// rows first. Dense row-major operands; returns `(batch, M, N)`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_ref(
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    (batch, m, n, k): (usize, usize, usize, usize),
+    b_kn: bool,
+    b_batched: bool,
+    scale: f32,
+    geglu: bool,
+) -> Vec<f32> {
+    let b_rows = if geglu { 2 * n } else { n };
+    let b_size = b_rows * k;
+    let bias = bias.map(|v| cpu(&[b_rows], v));
+    let mut out = Vec::with_capacity(batch * m * n);
+    for z in 0..batch {
+        let x = cpu(&[m, k], &a[z * m * k..(z + 1) * m * k]);
+        let bz = if b_batched {
+            &b[z * b_size..(z + 1) * b_size]
+        } else {
+            &b[..b_size]
+        };
+        let w = if b_kn {
+            CPU.permute(&cpu(&[k, n], bz), &[1, 0]).unwrap()
+        } else {
+            cpu(&[b_rows, k], bz)
+        };
+        let res = residual.map(|r| cpu(&[m, n], &r[z * m * n..(z + 1) * m * n]));
+        let epi = LinearEpilogue {
+            residual: res.as_ref(),
+            scale,
+            geglu,
+        };
+        out.extend(host(
+            &CPU.linear_ext(&x, &w, bias.as_ref(), epi)
+                .expect("CPU linear_ext"),
+        ));
+    }
+    out
 }

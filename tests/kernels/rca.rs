@@ -1,10 +1,12 @@
 //! `rca_temporal_query_v1_*`, `rca_motion_sum_v1_*`, `rca_merge_v1_*` against
-//! `reference::rca_*`: ragged C (not a multiple of 32 or of a vector width), odd L / h·w, N = 1,
+//! the CPU backend's `rca_*` (the compositions of `backends/composed_rca.rs`): ragged C (not a multiple of 32 or of a vector width), odd L / h·w, N = 1,
 //! frame counts that do not divide N's period, identity rows in the middle / at the ends / none.
 
-use crate::harness::{assert_close, from_bf16, round_bf16, to_bf16, tol, Device, Rng, SCHEDULES};
+use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, tol, Rng, CPU};
+use crate::harness::{Device, SCHEDULES};
+use cyberhost_engine::backends::Backend;
 use cyberhost_kernels::rca::{launch_config, RcaOp, RcaParams};
-use cyberhost_kernels::{kernel_name, reference, DType, KernelModule};
+use cyberhost_kernels::{kernel_name, DType, KernelModule};
 use half::bf16;
 
 fn up(dev: &mut Device, bf: bool, v: &[f32]) -> anyhow::Result<u64> {
@@ -46,7 +48,11 @@ fn rca_temporal_query() {
             let x = r(rng.randn(n * l * c, 1.0, 0.5));
             let a_s = r(rng.randn(n * l * c, 0.7, -0.2));
             let bank = r(rng.randn(f * c, 1.0, 0.0));
-            let want = reference::rca_temporal_query(&x, &a_s, &bank, (n, l, c));
+            let want = host(&CPU.rca_temporal_query(
+                &cpu(&[n, l, c], &x),
+                &cpu(&[n, l, c], &a_s),
+                &cpu(&[f, c], &bank),
+            )?);
             let (dx, da, db) = (up(dev, bf, &x)?, up(dev, bf, &a_s)?, up(dev, bf, &bank)?);
             let dq = dev.alloc_poisoned(want.len() * dtype.size_in_bytes())?;
             let dims = (n as u64, l as u64, c as u64);
@@ -83,7 +89,12 @@ fn rca_motion_sum() {
             let nid = rows.map_or(0, |(a, b)| b - a);
             let f_id = r(rng.randn(nid.max(1) * l * c, 1.2, 0.2));
             let f_id = &f_id[..nid * l * c];
-            let want = reference::rca_motion_sum(&a_s, &a_t, rows.map(|(a, _)| (f_id, a)), l * c);
+            let f_id_t = cpu(&[nid, l, c], f_id);
+            let want = host(&CPU.rca_motion_sum(
+                &cpu(&[n, l, c], &a_s),
+                &cpu(&[n, l, c], &a_t),
+                rows.map(|(a, _)| (&f_id_t, a)),
+            )?);
             let (da, dt) = (up(dev, bf, &a_s)?, up(dev, bf, &a_t)?);
             let df = if rows.is_some() {
                 up(dev, bf, f_id)?
@@ -130,8 +141,14 @@ fn rca_merge() {
             let hid = r(rng.randn(n * c4 * p_, 1.5, 0.1));
             let w2 = r(rng.randn(c4, 0.4, 0.0));
             let b2 = r(rng.randn(1, 0.5, 0.2));
-            let want =
-                reference::rca_merge(&f_in, &tok, &hid, &w2, bias.then_some(b2[0]), (n, c, p_));
+            let b2_t = cpu(&[1], &b2);
+            let want = host(&CPU.rca_merge(
+                &cpu(&[n, c, h, w], &f_in),
+                &cpu(&[n, p_, c], &tok),
+                &cpu(&[n, c4, h, w], &hid),
+                &cpu(&[1, c4, 1, 1], &w2),
+                bias.then_some(&b2_t),
+            )?);
             let df = up(dev, bf, &f_in)?;
             let dt = up(dev, bf, &tok)?;
             let dh = up(dev, bf, &hid)?;

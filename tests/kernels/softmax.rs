@@ -1,8 +1,12 @@
-//! `softmax_v1_*` against `reference::softmax`.
+//! `softmax_v1_*` against the CPU backend's `softmax_last` (of `affine(x, scale)`); fully masked
+//! rows are 0 from the kernel (the attention convention) where the CPU, as PyTorch, gives NaN.
 
-use crate::harness::{assert_close, from_bf16, round_bf16, to_bf16, tol, Device, Rng, SCHEDULES};
+use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, tol, Rng, CPU};
+use crate::common::{check, cuda_serial, pair, random, storages};
+use crate::harness::{Device, SCHEDULES};
+use cyberhost_engine::backends::{Backend, TensorLike};
 use cyberhost_kernels::softmax::{launch_config, SoftmaxParams, SoftmaxShape};
-use cyberhost_kernels::{kernel_name, reference, DType, KernelModule};
+use cyberhost_kernels::{kernel_name, DType, KernelModule};
 use half::bf16;
 
 /// (rows, cols, scale): rows not a multiple of the 4 rows per block, cols below, at and above a
@@ -35,7 +39,13 @@ fn run(
         x[(rows - 1) * cols..].fill(f32::NEG_INFINITY);
     }
     let x = if bf { round_bf16(&x) } else { x };
-    let want = reference::softmax(&x, rows, cols, scale);
+    let mut want = host(&CPU.softmax_last(&CPU.affine(&cpu(&[rows, cols], &x), scale, 0.0)?)?);
+    // Fully masked rows: 0 from the kernel (the attention convention), NaN from the CPU (PyTorch).
+    for (xr, wr) in x.chunks(cols).zip(want.chunks_mut(cols)) {
+        if xr.iter().all(|&v| v == f32::NEG_INFINITY) {
+            wr.fill(0.0);
+        }
+    }
     let dx = if bf {
         dev.upload(&to_bf16(&x))?
     } else {
@@ -85,6 +95,41 @@ fn softmax_bf16() {
         let mut dev = Device::new(*schedules, *seed);
         for (j, &(r, c, s)) in SHAPES.iter().enumerate() {
             run(&mut dev, DType::Bf16, r, c, s, (i * 10 + j) as u64 + 50).unwrap();
+        }
+    }
+}
+
+/// A scalar is an error; a row of equal values is uniform; an empty last dim stays empty.
+fn softmax_bad_arguments_and_known_values<B: Backend>(be: &B) -> anyhow::Result<()> {
+    let s = be.from_f32(&[], &[1.0])?;
+    assert!(be.softmax_last(&s).is_err(), "scalar");
+    let x = be.from_f32(&[2, 4], &[7.0; 8])?;
+    assert_eq!(be.to_f32(&be.softmax_last(&x)?)?, [0.25; 8]);
+    let e = be.from_f32(&[3, 0], &[])?;
+    assert_eq!(be.softmax_last(&e)?.shape(), &[3, 0]);
+    Ok(())
+}
+crate::backend_test!(softmax_bad_arguments_and_known_values);
+
+// ------------------------------------------------------------------------------------------------
+// through the CUDA backend (stand-in driver, or a GPU), against the CPU backend
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn softmax_matches_cpu() {
+    let _g = cuda_serial();
+    for (be, tol) in storages() {
+        for shape in [vec![3usize, 7], vec![2, 5, 33], vec![4, 130], vec![1]] {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = random(n, 100).iter().map(|v| v * 4.0).collect();
+            let (g, c) = pair(&be, &shape, &data);
+            check(
+                &format!("softmax {shape:?}"),
+                &be,
+                &be.softmax_last(&g).unwrap(),
+                &CPU.softmax_last(&c).unwrap(),
+                tol.max(1e-5),
+            );
         }
     }
 }

@@ -1,9 +1,16 @@
-//! A backend whose tensors carry only shapes: every op checks its operands and
-//! infers the output shape, and nothing is computed or stored.
+//! Shape rules, and a backend whose tensors carry only shapes.
 //!
-//! Uses: listing the parameters a model config requests without allocating
-//! them (synthetic checkpoints of any size), and dry-running a forward pass to
-//! validate shapes cheaply.
+//! The free functions (`reshape_shape`, `permute_shape`, `concat_shape`, `narrow_shape`,
+//! `index_select_shape`, `pad2d_shape`, `upsample_nearest2d_shape`, `mean_dim_shape`,
+//! `max_pool2d_shape`, `matmul_shape`, `attention_shape`, `broadcast_shape`) are the one place an op's operands are
+//! checked and its output shape inferred: the CPU backend, the CUDA backend and [`ShapeBackend`]
+//! (hence the tracer, `graph::trace`) all call them, so the three agree on what is an error and
+//! say it in the same words.
+//!
+//! [`ShapeBackend`]: every op checks its operands and infers the output shape, and nothing is
+//! computed or stored. Uses: listing the parameters a model config requests without allocating
+//! them (synthetic checkpoints of any size), and dry-running a forward pass to validate shapes
+//! cheaply.
 
 use super::{Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
 use anyhow::{bail, ensure, Result};
@@ -34,6 +41,170 @@ pub struct ShapeBackend;
 
 fn t(shape: Vec<usize>) -> Result<ShapeTensor> {
     Ok(ShapeTensor { shape })
+}
+
+/// `reshape`: the element counts must agree.
+pub fn reshape_shape(from: &[usize], to: &[usize]) -> Result<()> {
+    let (a, b) = (from.iter().product::<usize>(), to.iter().product::<usize>());
+    if a != b {
+        bail!("reshape: cannot view {from:?} ({a} elements) as {to:?} ({b} elements)");
+    }
+    Ok(())
+}
+
+/// `permute`: `dims` must be a permutation of `0..rank`; returns the permuted shape.
+pub fn permute_shape(shape: &[usize], dims: &[usize]) -> Result<Vec<usize>> {
+    let r = shape.len();
+    let mut seen = vec![false; r];
+    if dims.len() != r
+        || dims
+            .iter()
+            .any(|&d| d >= r || std::mem::replace(&mut seen[d], true))
+    {
+        bail!("permute: {dims:?} is not a permutation of the {r} dims of {shape:?}");
+    }
+    Ok(dims.iter().map(|&d| shape[d]).collect())
+}
+
+/// `concat` along `dim`: at least one tensor, equal ranks, equal sizes outside `dim`.
+pub fn concat_shape(shapes: &[&[usize]], dim: usize) -> Result<Vec<usize>> {
+    let Some(first) = shapes.first() else {
+        bail!("concat: no tensors given");
+    };
+    let r = first.len();
+    if dim >= r {
+        bail!("concat: dim {dim} out of range for shape {first:?}");
+    }
+    for s in shapes {
+        if s.len() != r || (0..r).any(|d| d != dim && s[d] != first[d]) {
+            bail!("concat: shapes {shapes:?} differ outside dim {dim}");
+        }
+    }
+    let mut out = first.to_vec();
+    out[dim] = shapes.iter().map(|s| s[dim]).sum();
+    Ok(out)
+}
+
+/// `narrow`: `start..start + len` must lie inside `dim`.
+pub fn narrow_shape(shape: &[usize], dim: usize, start: usize, len: usize) -> Result<Vec<usize>> {
+    if dim >= shape.len() || start + len > shape[dim] {
+        bail!(
+            "narrow: range {start}..{} of dim {dim} is outside shape {shape:?}",
+            start + len
+        );
+    }
+    let mut out = shape.to_vec();
+    out[dim] = len;
+    Ok(out)
+}
+
+/// `index_select`: every index inside `dim`.
+pub fn index_select_shape(shape: &[usize], dim: usize, idx: &[usize]) -> Result<Vec<usize>> {
+    if dim >= shape.len() {
+        bail!("index_select: dim {dim} out of range for shape {shape:?}");
+    }
+    if let Some(&bad) = idx.iter().find(|&&i| i >= shape[dim]) {
+        bail!("index_select: index {bad} out of range for dim {dim} of shape {shape:?}");
+    }
+    let mut out = shape.to_vec();
+    out[dim] = idx.len();
+    Ok(out)
+}
+
+/// `pad2d` of the last two dims by `(left, right, top, bottom)`.
+pub fn pad2d_shape(
+    shape: &[usize],
+    left: usize,
+    right: usize,
+    top: usize,
+    bottom: usize,
+) -> Result<Vec<usize>> {
+    let r = shape.len();
+    if r < 2 {
+        bail!("pad2d: needs at least 2 dims, got shape {shape:?}");
+    }
+    let mut out = shape.to_vec();
+    out[r - 2] += top + bottom;
+    out[r - 1] += left + right;
+    Ok(out)
+}
+
+/// `upsample_nearest2d` of `(N, C, H, W)` to `(N, C, out_h, out_w)`; empty spatial dims cannot
+/// be resized to a non-empty plane.
+pub fn upsample_nearest2d_shape(shape: &[usize], out_h: usize, out_w: usize) -> Result<Vec<usize>> {
+    if shape.len() != 4 {
+        bail!("upsample_nearest2d: x must be (N, C, H, W), got shape {shape:?}");
+    }
+    if (shape[2] == 0 || shape[3] == 0) && out_h * out_w > 0 {
+        bail!(
+            "upsample_nearest2d: cannot resize empty spatial dims of {shape:?} to {out_h}x{out_w}"
+        );
+    }
+    Ok(vec![shape[0], shape[1], out_h, out_w])
+}
+
+/// `mean_dim`: the dim exists; it is kept with size 1.
+pub fn mean_dim_shape(shape: &[usize], dim: usize) -> Result<Vec<usize>> {
+    if dim >= shape.len() {
+        bail!("mean_dim: dim {dim} out of range for shape {shape:?}");
+    }
+    let mut out = shape.to_vec();
+    out[dim] = 1;
+    Ok(out)
+}
+
+/// `max_pool2d` of `(N, C, H, W)` (PyTorch: kernel, stride > 0, padding ≤ kernel / 2, floor
+/// mode) → `(N, C, Ho, Wo)`.
+pub fn max_pool2d_shape(
+    shape: &[usize],
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Vec<usize>> {
+    if shape.len() != 4 {
+        bail!("max_pool2d: expected x (N, C, H, W), got {shape:?}");
+    }
+    if kernel == 0 || stride == 0 || 2 * padding > kernel {
+        bail!(
+            "max_pool2d: kernel {kernel}, stride {stride}, padding {padding} is invalid (PyTorch \
+             needs kernel, stride > 0 and padding ≤ kernel/2)"
+        );
+    }
+    let (h, w) = (shape[2], shape[3]);
+    if h + 2 * padding < kernel || w + 2 * padding < kernel {
+        bail!("max_pool2d: input {shape:?} is smaller than the {kernel}×{kernel} kernel");
+    }
+    let o = |i: usize| (i + 2 * padding - kernel) / stride + 1;
+    Ok(vec![shape[0], shape[1], o(h), o(w)])
+}
+
+/// `matmul` of `a (.., M, K)` and `b (.., K, N)` with equal batch dims → `(.., M, N)`.
+pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let (ra, rb) = (a.len(), b.len());
+    if ra < 2 || ra != rb || a[..ra - 2] != b[..rb - 2] || a[ra - 1] != b[rb - 2] {
+        bail!(
+            "matmul: a {a:?} and b {b:?} must be (.., M, K) and (.., K, N) with equal batch dims"
+        );
+    }
+    let mut out = a.to_vec();
+    out[ra - 1] = b[rb - 1];
+    Ok(out)
+}
+
+/// `attention` of q `(B, H, Lq, D)`, k `(B, H, Lk, D)`, v `(B, H, Lk, Dv)` → `(B, H, Lq, Dv)`.
+pub fn attention_shape(q: &[usize], k: &[usize], v: &[usize]) -> Result<Vec<usize>> {
+    let ok = q.len() == 4
+        && k.len() == 4
+        && v.len() == 4
+        && q[..2] == k[..2]
+        && k[..3] == v[..3]
+        && q[3] == k[3];
+    if !ok {
+        bail!(
+            "attention: expected q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv); got q {q:?}, k {k:?}, v {v:?}"
+        );
+    }
+    Ok(vec![q[0], q[1], q[2], v[3]])
 }
 
 /// NumPy broadcasting of two shapes.
@@ -86,66 +257,25 @@ impl Backend for ShapeBackend {
     }
 
     fn reshape(&self, x: &ShapeTensor, shape: &[usize]) -> Result<ShapeTensor> {
-        ensure!(
-            x.elem_count() == shape.iter().product::<usize>(),
-            "reshape {:?} → {shape:?}",
-            x.shape
-        );
+        reshape_shape(&x.shape, shape)?;
         t(shape.to_vec())
     }
 
     fn permute(&self, x: &ShapeTensor, dims: &[usize]) -> Result<ShapeTensor> {
-        ensure!(dims.len() == x.rank(), "permute {:?} by {dims:?}", x.shape);
-        let mut seen = vec![false; dims.len()];
-        for &d in dims {
-            ensure!(
-                d < dims.len() && !seen[d],
-                "permute: {dims:?} is not a permutation"
-            );
-            seen[d] = true;
-        }
-        t(dims.iter().map(|&d| x.shape[d]).collect())
+        t(permute_shape(&x.shape, dims)?)
     }
 
     fn concat(&self, ts: &[&ShapeTensor], dim: usize) -> Result<ShapeTensor> {
-        ensure!(!ts.is_empty(), "concat of nothing");
-        let mut s = ts[0].shape.clone();
-        ensure!(dim < s.len(), "concat dim {dim} of {s:?}");
-        for x in &ts[1..] {
-            ensure!(x.rank() == s.len(), "concat {:?} with {:?}", s, x.shape);
-            for i in 0..s.len() {
-                ensure!(
-                    i == dim || x.shape[i] == s[i],
-                    "concat {:?} with {:?} on dim {dim}",
-                    ts[0].shape,
-                    x.shape
-                );
-            }
-            s[dim] += x.shape[dim];
-        }
-        t(s)
+        let shapes: Vec<&[usize]> = ts.iter().map(|x| x.shape()).collect();
+        t(concat_shape(&shapes, dim)?)
     }
 
     fn narrow(&self, x: &ShapeTensor, dim: usize, start: usize, len: usize) -> Result<ShapeTensor> {
-        ensure!(
-            dim < x.rank() && start + len <= x.shape[dim],
-            "narrow {:?} dim {dim} {start}+{len}",
-            x.shape
-        );
-        let mut s = x.shape.clone();
-        s[dim] = len;
-        t(s)
+        t(narrow_shape(&x.shape, dim, start, len)?)
     }
 
     fn index_select(&self, x: &ShapeTensor, dim: usize, idx: &[usize]) -> Result<ShapeTensor> {
-        ensure!(
-            dim < x.rank() && idx.iter().all(|&i| i < x.shape[dim]),
-            "index_select {:?} dim {dim}",
-            x.shape
-        );
-        let mut s = x.shape.clone();
-        s[dim] = idx.len();
-        t(s)
+        t(index_select_shape(&x.shape, dim, idx)?)
     }
 
     fn unary(&self, x: &ShapeTensor, _op: Unary) -> Result<ShapeTensor> {
@@ -208,19 +338,7 @@ impl Backend for ShapeBackend {
     }
 
     fn matmul(&self, a: &ShapeTensor, b: &ShapeTensor) -> Result<ShapeTensor> {
-        let (ra, rb) = (a.rank(), b.rank());
-        ensure!(
-            ra >= 2
-                && ra == rb
-                && a.shape[..ra - 2] == b.shape[..rb - 2]
-                && a.shape[ra - 1] == b.shape[rb - 2],
-            "matmul {:?} · {:?}",
-            a.shape,
-            b.shape
-        );
-        let mut s = a.shape.clone();
-        s[ra - 1] = b.shape[rb - 1];
-        t(s)
+        t(matmul_shape(&a.shape, &b.shape)?)
     }
 
     fn conv2d(
@@ -269,19 +387,7 @@ impl Backend for ShapeBackend {
         v: &ShapeTensor,
         _scale: f32,
     ) -> Result<ShapeTensor> {
-        ensure!(
-            q.rank() == 4
-                && k.rank() == 4
-                && v.rank() == 4
-                && q.shape[..2] == k.shape[..2]
-                && k.shape[..3] == v.shape[..3]
-                && q.shape[3] == k.shape[3],
-            "attention q {:?} k {:?} v {:?}",
-            q.shape,
-            k.shape,
-            v.shape
-        );
-        t(vec![q.shape[0], q.shape[1], q.shape[2], v.shape[3]])
+        t(attention_shape(&q.shape, &k.shape, &v.shape)?)
     }
 
     fn upsample_nearest2d(
@@ -290,8 +396,7 @@ impl Backend for ShapeBackend {
         out_h: usize,
         out_w: usize,
     ) -> Result<ShapeTensor> {
-        ensure!(x.rank() == 4, "upsample {:?}", x.shape);
-        t(vec![x.shape[0], x.shape[1], out_h, out_w])
+        t(upsample_nearest2d_shape(&x.shape, out_h, out_w)?)
     }
 
     fn pad2d(
@@ -302,19 +407,11 @@ impl Backend for ShapeBackend {
         top: usize,
         bottom: usize,
     ) -> Result<ShapeTensor> {
-        ensure!(x.rank() >= 2, "pad2d {:?}", x.shape);
-        let mut s = x.shape.clone();
-        let n = s.len();
-        s[n - 2] += top + bottom;
-        s[n - 1] += l + r;
-        t(s)
+        t(pad2d_shape(&x.shape, l, r, top, bottom)?)
     }
 
     fn mean_dim(&self, x: &ShapeTensor, dim: usize) -> Result<ShapeTensor> {
-        ensure!(dim < x.rank(), "mean_dim {:?} dim {dim}", x.shape);
-        let mut s = x.shape.clone();
-        s[dim] = 1;
-        t(s)
+        t(mean_dim_shape(&x.shape, dim)?)
     }
 
     fn timestep_embedding(
@@ -350,16 +447,7 @@ impl Backend for ShapeBackend {
         stride: usize,
         padding: usize,
     ) -> Result<ShapeTensor> {
-        ensure!(
-            x.rank() == 4
-                && stride > 0
-                && x.shape[2] + 2 * padding >= kernel
-                && x.shape[3] + 2 * padding >= kernel,
-            "max_pool2d {:?} k {kernel}",
-            x.shape
-        );
-        let o = |i: usize| (i + 2 * padding - kernel) / stride + 1;
-        t(vec![x.shape[0], x.shape[1], o(x.shape[2]), o(x.shape[3])])
+        t(max_pool2d_shape(&x.shape, kernel, stride, padding)?)
     }
 
     fn group_norm_act(

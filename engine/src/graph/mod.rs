@@ -47,6 +47,16 @@ use std::collections::{HashMap, HashSet};
 pub const BYTES_PER_ELEMENT: u64 = 2;
 
 /// Index of a tensor in [`Graph::tensors`].
+/// H100 SXM dense bf16 tensor-core peak (FLOP/s).
+pub const H100_BF16_FLOPS: f64 = 989e12;
+/// H100 SXM HBM3 bandwidth (bytes/s).
+pub const H100_HBM_BYTES_PER_S: f64 = 3.35e12;
+
+/// Roofline floor on an H100: max(FLOPs / peak, bytes / bandwidth), seconds.
+pub fn h100_floor_seconds(flops: u64, bytes: u64) -> f64 {
+    (flops as f64 / H100_BF16_FLOPS).max(bytes as f64 / H100_HBM_BYTES_PER_S)
+}
+
 pub type TensorId = usize;
 
 /// What a tensor is, for memory planning.
@@ -257,8 +267,8 @@ impl Op {
             | Op::Concat { .. }
             | Op::Narrow { .. }
             | Op::IndexSelect { .. }
-            | Op::UpsampleNearest2d
             | Op::Pad2d => "layout",
+            Op::UpsampleNearest2d => "upsample",
             Op::Unary(_) | Op::Binary(_) | Op::Affine => "pointwise",
             Op::Softmax => "softmax",
             Op::GroupNorm { .. } => "group_norm",
@@ -267,7 +277,8 @@ impl Op {
             Op::Conv2d { .. } => "conv2d",
             Op::Attention | Op::RcaAttention { .. } => "attention",
             Op::RcaTemporalQuery | Op::RcaMotionSum | Op::RcaMerge => "rca",
-            Op::MeanDim { .. } | Op::MaxPool2d { .. } => "pool",
+            Op::MeanDim { .. } => "mean_dim",
+            Op::MaxPool2d { .. } => "pool",
             Op::TimestepEmbedding => "timestep_embedding",
             Op::CfgDdim => "cfg_ddim",
         })
@@ -520,7 +531,7 @@ impl Graph {
             by[i].1.flops += n.flops;
             by[i].1.bytes += n.bytes;
         }
-        let floor = |c: &ClassCost| crate::planner::h100_floor_seconds(c.flops, c.bytes);
+        let floor = |c: &ClassCost| h100_floor_seconds(c.flops, c.bytes);
         by.sort_by(|a, b| floor(&b.1).total_cmp(&floor(&a.1)).then(a.0.cmp(b.0)));
         by
     }

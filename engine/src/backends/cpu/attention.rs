@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::gemm::{sgemm, Mat, Threads};
 use super::softmax::softmax_row;
 use super::CpuTensor;
+use crate::backends::shape::attention_shape;
 use crate::backends::TensorLike;
 
 /// Max floats in one task's score block (1 MiB).
@@ -24,20 +25,7 @@ pub(crate) fn attention(
     v: &CpuTensor,
     scale: f32,
 ) -> Result<CpuTensor> {
-    let ok = q.rank() == 4
-        && k.rank() == 4
-        && v.rank() == 4
-        && q.shape()[..2] == k.shape()[..2]
-        && k.shape()[..3] == v.shape()[..3]
-        && q.shape()[3] == k.shape()[3];
-    if !ok {
-        bail!(
-            "attention: expected q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv); got q {:?}, k {:?}, v {:?}",
-            q.shape(),
-            k.shape(),
-            v.shape()
-        );
-    }
+    attention_shape(q.shape(), k.shape(), v.shape())?;
     let (b, h, lq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
     let (lk, dv) = (k.shape()[2], v.shape()[3]);
     let mut out = vec![0.0f32; b * h * lq * dv];

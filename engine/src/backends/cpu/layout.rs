@@ -1,10 +1,13 @@
 //! Layout ops: reshape, permute, concat, narrow, index_select, pad2d.
 //! All but `reshape` materialise a new contiguous tensor.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 
 use super::CpuTensor;
+use crate::backends::shape::{
+    concat_shape, index_select_shape, narrow_shape, pad2d_shape, permute_shape, reshape_shape,
+};
 pub(crate) use crate::backends::strides::{collapse_dims, contiguous_strides};
 use crate::backends::TensorLike;
 
@@ -49,68 +52,28 @@ pub(crate) fn strided_copy(src: &[f32], shape: &[usize], src_strides: &[usize]) 
 }
 
 pub(crate) fn reshape(t: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
-    let n: usize = shape.iter().product();
-    if n != t.elem_count() {
-        bail!(
-            "reshape: cannot view {:?} ({} elements) as {:?} ({} elements)",
-            t.shape(),
-            t.elem_count(),
-            shape,
-            n
-        );
-    }
+    reshape_shape(t.shape(), shape)?;
     Ok(t.with_shape(shape.to_vec()))
 }
 
 pub(crate) fn permute(t: &CpuTensor, dims: &[usize]) -> Result<CpuTensor> {
-    let r = t.rank();
-    let mut seen = vec![false; r];
-    if dims.len() != r
-        || dims
-            .iter()
-            .any(|&d| d >= r || std::mem::replace(&mut seen[d], true))
-    {
-        bail!(
-            "permute: {:?} is not a permutation of the {} dims of {:?}",
-            dims,
-            r,
-            t.shape()
-        );
-    }
+    let shape = permute_shape(t.shape(), dims)?;
     if dims.iter().enumerate().all(|(i, &d)| i == d) {
         return Ok(t.clone());
     }
     let in_strides = contiguous_strides(t.shape());
-    let shape: Vec<usize> = dims.iter().map(|&d| t.shape()[d]).collect();
     let strides: Vec<usize> = dims.iter().map(|&d| in_strides[d]).collect();
     let data = strided_copy(t.data(), &shape, &strides);
     Ok(CpuTensor::new_unchecked(shape, data))
 }
 
 pub(crate) fn concat(ts: &[&CpuTensor], dim: usize) -> Result<CpuTensor> {
-    let Some(first) = ts.first() else {
-        bail!("concat: no tensors given");
-    };
-    let r = first.rank();
-    if dim >= r {
-        bail!(
-            "concat: dim {dim} out of range for shape {:?}",
-            first.shape()
-        );
-    }
-    for t in ts {
-        let ok = t.rank() == r && (0..r).all(|d| d == dim || t.shape()[d] == first.shape()[d]);
-        if !ok {
-            let shapes: Vec<_> = ts.iter().map(|t| t.shape().to_vec()).collect();
-            bail!("concat: shapes {:?} differ outside dim {dim}", shapes);
-        }
-    }
+    let shapes: Vec<&[usize]> = ts.iter().map(|t| t.shape()).collect();
+    let shape = concat_shape(&shapes, dim)?;
+    let first = ts[0];
     let outer: usize = first.shape()[..dim].iter().product();
     let inner: usize = first.shape()[dim + 1..].iter().product();
-    let total_d: usize = ts.iter().map(|t| t.shape()[dim]).sum();
-    let mut shape = first.shape().to_vec();
-    shape[dim] = total_d;
-    let row = total_d * inner;
+    let row = shape[dim] * inner;
     let mut out = vec![0.0f32; outer * row];
     if row > 0 {
         out.par_chunks_mut(row).enumerate().for_each(|(o, dst)| {
@@ -126,35 +89,16 @@ pub(crate) fn concat(ts: &[&CpuTensor], dim: usize) -> Result<CpuTensor> {
 }
 
 pub(crate) fn narrow(t: &CpuTensor, dim: usize, start: usize, len: usize) -> Result<CpuTensor> {
-    if dim >= t.rank() || start + len > t.shape()[dim] {
-        bail!(
-            "narrow: range {start}..{} of dim {dim} is outside shape {:?}",
-            start + len,
-            t.shape()
-        );
-    }
+    narrow_shape(t.shape(), dim, start, len)?;
     let idx: Vec<usize> = (start..start + len).collect();
     index_select(t, dim, &idx)
 }
 
 pub(crate) fn index_select(t: &CpuTensor, dim: usize, idx: &[usize]) -> Result<CpuTensor> {
-    if dim >= t.rank() {
-        bail!(
-            "index_select: dim {dim} out of range for shape {:?}",
-            t.shape()
-        );
-    }
+    let shape = index_select_shape(t.shape(), dim, idx)?;
     let d = t.shape()[dim];
-    if let Some(&bad) = idx.iter().find(|&&i| i >= d) {
-        bail!(
-            "index_select: index {bad} out of range for dim {dim} of shape {:?}",
-            t.shape()
-        );
-    }
     let outer: usize = t.shape()[..dim].iter().product();
     let inner: usize = t.shape()[dim + 1..].iter().product();
-    let mut shape = t.shape().to_vec();
-    shape[dim] = idx.len();
     let mut out = vec![0.0f32; outer * idx.len() * inner];
     if inner > 0 && !idx.is_empty() {
         let src = t.data();
@@ -177,16 +121,11 @@ pub(crate) fn pad2d(
     top: usize,
     bottom: usize,
 ) -> Result<CpuTensor> {
+    let shape = pad2d_shape(x.shape(), left, right, top, bottom)?;
     let r = x.rank();
-    if r < 2 {
-        bail!("pad2d: needs at least 2 dims, got shape {:?}", x.shape());
-    }
     let (h, w) = (x.shape()[r - 2], x.shape()[r - 1]);
-    let (oh, ow) = (h + top + bottom, w + left + right);
+    let (oh, ow) = (shape[r - 2], shape[r - 1]);
     let planes: usize = x.shape()[..r - 2].iter().product();
-    let mut shape = x.shape().to_vec();
-    shape[r - 2] = oh;
-    shape[r - 1] = ow;
     let mut out = vec![0.0f32; planes * oh * ow];
     if oh * ow > 0 && w > 0 {
         let src = x.data();

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm, Mat, Threads};
 use super::{check_vec, CpuTensor};
+use crate::backends::shape::matmul_shape;
 use crate::backends::TensorLike;
 
 /// x (.., K) · wᵀ with w (N, K), plus optional bias (N,) → (.., N).
@@ -49,22 +50,10 @@ const SMALL_GEMM_MACS: usize = 1 << 21;
 
 /// a (.., M, K) · b (.., K, N) with equal batch dims → (.., M, N).
 pub(crate) fn matmul(a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+    let shape = matmul_shape(a.shape(), b.shape())?;
     let (ra, rb) = (a.rank(), b.rank());
-    if ra < 2
-        || ra != rb
-        || a.shape()[..ra - 2] != b.shape()[..rb - 2]
-        || a.shape()[ra - 1] != b.shape()[rb - 2]
-    {
-        bail!(
-            "matmul: a {:?} and b {:?} must be (.., M, K) and (.., K, N) with equal batch dims",
-            a.shape(),
-            b.shape()
-        );
-    }
     let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
     let batch: usize = a.shape()[..ra - 2].iter().product();
-    let mut shape = a.shape().to_vec();
-    shape[ra - 1] = n;
     let mut out = vec![0.0f32; batch * m * n];
     if m * n == 0 {
         return Ok(CpuTensor::new_unchecked(shape, out));

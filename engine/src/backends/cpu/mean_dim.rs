@@ -1,20 +1,17 @@
 //! Mean over one dimension, kept with size 1 (f64 accumulation).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 
 use super::CpuTensor;
+use crate::backends::shape::mean_dim_shape;
 use crate::backends::TensorLike;
 
 pub(crate) fn mean_dim(t: &CpuTensor, dim: usize) -> Result<CpuTensor> {
-    if dim >= t.rank() {
-        bail!("mean_dim: dim {dim} out of range for shape {:?}", t.shape());
-    }
+    let shape = mean_dim_shape(t.shape(), dim)?;
     let d = t.shape()[dim];
     let outer: usize = t.shape()[..dim].iter().product();
     let inner: usize = t.shape()[dim + 1..].iter().product();
-    let mut shape = t.shape().to_vec();
-    shape[dim] = 1;
     let mut out = vec![0.0f32; outer * inner];
     if inner > 0 {
         let src = t.data();

@@ -6,19 +6,19 @@
 //!
 //! One op per file, named after the trait method:
 //! `layout.rs` (reshape, permute, concat, narrow, index_select, pad2d),
-//! `elementwise.rs` (unary, binary, affine), `softmax.rs`, `group_norm.rs`,
+//! `pointwise.rs` (unary, binary, affine), `softmax.rs`, `group_norm.rs`,
 //! `layer_norm.rs`, `linear.rs` (linear, matmul), `conv2d.rs`, `attention.rs`,
 //! `upsample.rs`, `mean_dim.rs`, `pool.rs` (max_pool2d).
 
 mod attention;
 mod conv2d;
-mod elementwise;
 mod gemm;
 mod group_norm;
 mod layer_norm;
 mod layout;
 mod linear;
 mod mean_dim;
+mod pointwise;
 mod pool;
 mod softmax;
 mod upsample;
@@ -29,7 +29,7 @@ use anyhow::{bail, Result};
 
 use super::{Backend, Binary, Conv2dParams, TensorLike, Unary};
 
-pub use elementwise::{erf_f32, gelu_erf, gelu_tanh, silu};
+pub use pointwise::{erf_f32, gelu_erf, gelu_tanh, silu};
 
 /// A contiguous row-major f32 tensor. Cheap to clone (the data is shared).
 #[derive(Clone)]
@@ -155,15 +155,15 @@ impl Backend for CpuBackend {
     }
 
     fn unary(&self, t: &CpuTensor, op: Unary) -> Result<CpuTensor> {
-        Ok(elementwise::unary(t, op))
+        Ok(pointwise::unary(t, op))
     }
 
     fn binary(&self, a: &CpuTensor, b: &CpuTensor, op: Binary) -> Result<CpuTensor> {
-        elementwise::binary(a, b, op)
+        pointwise::binary(a, b, op)
     }
 
     fn affine(&self, t: &CpuTensor, mul: f32, add: f32) -> Result<CpuTensor> {
-        Ok(elementwise::affine(t, mul, add))
+        Ok(pointwise::affine(t, mul, add))
     }
 
     fn softmax_last(&self, t: &CpuTensor) -> Result<CpuTensor> {

@@ -4,10 +4,11 @@
 //!
 //! One rayon task per (image, channel) plane.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 
 use super::CpuTensor;
+use crate::backends::shape::max_pool2d_shape;
 use crate::backends::TensorLike;
 
 pub(crate) fn max_pool2d(
@@ -16,23 +17,9 @@ pub(crate) fn max_pool2d(
     stride: usize,
     padding: usize,
 ) -> Result<CpuTensor> {
-    if x.rank() != 4 {
-        bail!("max_pool2d: expected x (N, C, H, W), got {:?}", x.shape());
-    }
-    if kernel == 0 || stride == 0 || 2 * padding > kernel {
-        bail!(
-            "max_pool2d: kernel {kernel}, stride {stride}, padding {padding} is invalid (PyTorch needs kernel, stride > 0 and padding ≤ kernel/2)"
-        );
-    }
+    let out_shape = max_pool2d_shape(x.shape(), kernel, stride, padding)?;
     let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    if h + 2 * padding < kernel || w + 2 * padding < kernel {
-        bail!(
-            "max_pool2d: input {:?} is smaller than the {kernel}×{kernel} kernel",
-            x.shape()
-        );
-    }
-    let ho = (h + 2 * padding - kernel) / stride + 1;
-    let wo = (w + 2 * padding - kernel) / stride + 1;
+    let (ho, wo) = (out_shape[2], out_shape[3]);
     let mut out = vec![0f32; n * c * ho * wo];
     if out.is_empty() {
         return Ok(CpuTensor::new_unchecked(vec![n, c, ho, wo], out));

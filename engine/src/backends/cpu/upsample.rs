@@ -1,10 +1,11 @@
 //! Nearest-neighbour resize of (N, C, H, W), PyTorch `mode="nearest"`:
 //! src = min(floor(dst · (in / out)), in − 1) with the scale computed in f32.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 
 use super::CpuTensor;
+use crate::backends::shape::upsample_nearest2d_shape;
 use crate::backends::TensorLike;
 
 /// Source index per destination index, as ATen's `nearest_idx`.
@@ -22,19 +23,8 @@ pub(crate) fn nearest_indices(input: usize, output: usize) -> Vec<usize> {
 }
 
 pub(crate) fn upsample_nearest2d(x: &CpuTensor, out_h: usize, out_w: usize) -> Result<CpuTensor> {
-    if x.rank() != 4 {
-        bail!(
-            "upsample_nearest2d: x must be (N, C, H, W), got shape {:?}",
-            x.shape()
-        );
-    }
+    upsample_nearest2d_shape(x.shape(), out_h, out_w)?;
     let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    if (h == 0 || w == 0) && out_h * out_w > 0 {
-        bail!(
-            "upsample_nearest2d: cannot resize empty spatial dims of {:?} to {out_h}x{out_w}",
-            x.shape()
-        );
-    }
     let iy = nearest_indices(h, out_h);
     let ix = nearest_indices(w, out_w);
     let mut out = vec![0.0f32; n * c * out_h * out_w];

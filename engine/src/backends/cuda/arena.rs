@@ -4,7 +4,7 @@
 //! ```text
 //! Plain     alloc = cuMemAllocAsync, drop = cuMemFreeAsync (stream-ordered)
 //! Record    dry run of one step: no memory, no launches; every alloc/free is logged
-//!           (`Recorder`) → lifetimes → planner::place_all → offsets, arena size
+//!           (`Recorder`) → lifetimes → placement::place_all → offsets, arena size
 //! Replay    the k-th alloc of the step is arena + offset[k] (size checked); drop is a no-op
 //! ```
 //!
@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Result};
 use cudarc::driver::{CudaSlice, CudaStream};
 
-use crate::planner::{self, align_up};
+use crate::placement::{self, align_up};
 
 /// First fake device address handed out by a dry run (never dereferenced: launches are skipped).
 const PHANTOM_BASE: u64 = 0x7f00_0000_0000;
@@ -144,11 +144,11 @@ impl Recorder {
     pub fn plan(&self) -> Result<ArenaPlan> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let end = s.events;
-        let buffers: Vec<planner::Buffer> = s
+        let buffers: Vec<placement::Buffer> = s
             .allocs
             .iter()
             .enumerate()
-            .map(|(k, &(bytes, first, freed))| planner::Buffer {
+            .map(|(k, &(bytes, first, freed))| placement::Buffer {
                 tensor: k,
                 bytes: bytes as u64,
                 size: align_up(bytes as u64),
@@ -157,7 +157,7 @@ impl Recorder {
                 offset: 0,
             })
             .collect();
-        let placed = planner::place_all(buffers, end + 1);
+        let placed = placement::place_all(buffers, end + 1);
         if let Some((a, b)) = first_overlap(&placed.buffers) {
             // The planner's invariant; checked because a violation would corrupt results silently.
             bail!("step arena plan: allocations #{a} and #{b} are live together and overlap");
@@ -173,7 +173,7 @@ impl Recorder {
 }
 
 /// Two buffers live at the same time whose bytes overlap, if any (sweep over first use).
-fn first_overlap(buffers: &[planner::Buffer]) -> Option<(usize, usize)> {
+fn first_overlap(buffers: &[placement::Buffer]) -> Option<(usize, usize)> {
     let mut order: Vec<usize> = (0..buffers.len()).collect();
     order.sort_by_key(|&i| buffers[i].first);
     let mut live: Vec<usize> = Vec::new();
@@ -285,8 +285,8 @@ impl AllocMode {
 mod tests {
     use super::*;
 
-    fn buf(first: usize, last: usize, offset: u64, size: u64) -> planner::Buffer {
-        planner::Buffer {
+    fn buf(first: usize, last: usize, offset: u64, size: u64) -> placement::Buffer {
+        placement::Buffer {
             tensor: 0,
             bytes: size,
             size,

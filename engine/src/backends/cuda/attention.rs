@@ -8,7 +8,7 @@ use cyberhost_kernels::attention::{
 };
 use cyberhost_kernels::KernelModule;
 
-use super::gemm::check_len;
+use super::util::check_len;
 use super::CudaDevice;
 
 /// Operand layout of [`attention`].

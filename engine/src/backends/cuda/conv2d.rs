@@ -9,8 +9,10 @@ use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
 use cyberhost_kernels::conv2d::{launch_config, Conv2dParams, Conv2dPtrs, Conv2dShape};
 use cyberhost_kernels::{DType, KernelModule};
 
-use super::backend::{CudaBackend, CudaTensor};
-use super::gemm::check_len;
+use super::context::CudaBackend;
+use super::split::split_operands;
+use super::tensor::CudaTensor;
+use super::util::check_len;
 use super::CudaDevice;
 use crate::backends::{self, TensorLike};
 
@@ -196,7 +198,7 @@ pub(crate) fn conv2d_op(
     let (xb, wb) = if x.dtype() == DType::F32 && p.groups == 1 {
         // f32 activations: bf16 hi + lo parts as extra input channels, f32-accurate conv
         // (`linalg::split_operands`, docs/kernels.md Numerics).
-        let (xs, ws) = super::linalg::split_operands(be, x, w, 1, 1)?;
+        let (xs, ws) = split_operands(be, x, w, 1, 1)?;
         shape.c_in = xs.shape()[1] as u64;
         (xs, ws)
     } else {

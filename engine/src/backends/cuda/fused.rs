@@ -12,10 +12,11 @@ use cyberhost_kernels::conv2d::{Conv2dParams as ConvKernelParams, Conv2dPtrs, Co
 use cyberhost_kernels::gemm::{GemmLayout, GemmOp, GemmShape};
 use cyberhost_kernels::DType;
 
-use super::backend::{CudaBackend, CudaTensor};
+use super::context::CudaBackend;
 use super::conv2d::{self as conv, Conv2dExtras};
 use super::gemm::{self, GemmExtras};
-use super::{elementwise, norm};
+use super::tensor::CudaTensor;
+use super::{group_norm, pointwise};
 use crate::backends::{composed, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
 
 pub(crate) fn group_norm_act(
@@ -28,9 +29,9 @@ pub(crate) fn group_norm_act(
     act: Option<Unary>,
 ) -> Result<CudaTensor> {
     match act {
-        None => norm::group_norm(be, x, groups, gamma, beta, eps),
+        None => group_norm::group_norm(be, x, groups, gamma, beta, eps),
         Some(Unary::Silu) => {
-            norm::group_norm_op(be, "group_norm_silu", x, groups, gamma, beta, eps)
+            group_norm::group_norm_op(be, "group_norm_silu", x, groups, gamma, beta, eps)
         }
         Some(_) => composed::group_norm_act(be, x, groups, gamma, beta, eps, act),
     }
@@ -223,5 +224,5 @@ pub(crate) fn conv2d_ext(
         };
         conv::conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, s, extras)?;
     }
-    elementwise::cast(be, &y, x.dtype())
+    pointwise::cast(be, &y, x.dtype())
 }

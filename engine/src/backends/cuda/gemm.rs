@@ -1,7 +1,7 @@
 //! Launchers for `kernels/cuda/gemm.cu` (`linear_v1_bf16`, `matmul_v1_bf16`): bf16 tensor-core
 //! GEMM with a fused `scale * (acc + bias [GEGLU] + residual)` epilogue.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use cudarc::driver::DeviceRepr;
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use cyberhost_kernels::gemm::{
@@ -9,6 +9,7 @@ use cyberhost_kernels::gemm::{
 };
 use cyberhost_kernels::KernelModule;
 
+use super::util::check_len;
 use super::CudaDevice;
 
 /// Optional epilogue operands of [`linear`] / [`matmul`]:
@@ -41,18 +42,6 @@ impl<T: DeviceRepr> Default for GemmExtras<'_, T> {
             geglu: false,
         }
     }
-}
-
-/// Buffers may be typed `CudaSlice<u8>` (the backend's byte buffers), `<u16>` (bf16 bits) or
-/// `<half::bf16>`: sizes are checked in bytes, 2 per bf16 element.
-pub(crate) fn check_len<T>(what: &str, buf: &CudaSlice<T>, need_elems: u64) -> Result<()> {
-    let have = buf.len() as u64 * std::mem::size_of::<T>() as u64;
-    ensure!(
-        have >= need_elems * 2,
-        "{what}: buffer holds {have} bytes, the shape needs {need_elems} bf16 elements ({} bytes)",
-        need_elems * 2
-    );
-    Ok(())
 }
 
 /// `out (M, N) = x (M, K) . w^T + ...` with `w (N, K)` (nn.Linear `(out, in)`; GEGLU `(2N, K)`);

@@ -21,33 +21,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use cudarc::driver::{result, sys};
 
-use super::arena::{AllocMode, ArenaCursor, ArenaPlan, Recorder};
-use super::{CudaBackend, CudaTensor, DType};
+use super::arena::{AllocMode, ArenaCursor, Recorder};
+use super::context::CudaBackend;
+pub use super::context::StepGraphInfo;
+use super::tensor::CudaTensor;
+use super::DType;
 use crate::backends::step_loop::{check_state, run_plain, StepLoop};
 use crate::backends::TensorLike;
-
-/// What the last graph-replayed loop planned (for `cyberhost bench` and tests).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StepGraphInfo {
-    /// Allocations one step makes (all from the arena).
-    pub allocations: usize,
-    pub arena_bytes: u64,
-    /// The same allocations without reuse (aligned).
-    pub naive_bytes: u64,
-    /// Largest set of simultaneously live allocations (aligned): the arena's lower bound.
-    pub max_live_bytes: u64,
-}
-
-impl From<&ArenaPlan> for StepGraphInfo {
-    fn from(p: &ArenaPlan) -> Self {
-        StepGraphInfo {
-            allocations: p.sizes.len(),
-            arena_bytes: p.arena_bytes,
-            naive_bytes: p.naive_bytes,
-            max_live_bytes: p.max_live_bytes,
-        }
-    }
-}
 
 /// Restores plain allocation (and leaves dry mode) on every exit path.
 struct ModeGuard<'a>(&'a CudaBackend);

@@ -1,12 +1,17 @@
-//! Layout ops on CUDA (`kernels/cuda/layout.cu`): reshape (no copy), permute, concat, narrow
-//! (strided `copy`), index_select, pad2d, upsample_nearest2d.
+//! Launchers of `kernels/cuda/layout.cu`: reshape (no copy), permute, concat, narrow (strided
+//! `copy`), index_select, pad2d.
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::layout::{launch_config, LayoutParams, LAYOUT_MAX_RANK};
 use cyberhost_kernels::KernelModule;
 
-use super::backend::{promote, u32_of, CudaBackend, CudaTensor};
-pub(crate) use crate::backends::strides::{collapse_dims, contiguous_strides};
+use super::context::CudaBackend;
+use super::tensor::{promote, CudaTensor};
+use super::util::u32_of;
+use crate::backends::shape::{
+    concat_shape, index_select_shape, narrow_shape, pad2d_shape, permute_shape, reshape_shape,
+};
+use crate::backends::strides::{collapse_dims, contiguous_strides};
 use crate::backends::TensorLike;
 
 /// Pads a per-dim list in front to the kernel's rank.
@@ -59,39 +64,16 @@ fn strided_copy(
 }
 
 pub(crate) fn reshape(t: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
-    let n: usize = shape.iter().product();
-    if n != t.elem_count() {
-        bail!(
-            "reshape: cannot view {:?} ({} elements) as {:?} ({} elements)",
-            t.shape(),
-            t.elem_count(),
-            shape,
-            n
-        );
-    }
+    reshape_shape(t.shape(), shape)?;
     Ok(t.with_shape(shape.to_vec()))
 }
 
 pub(crate) fn permute(be: &CudaBackend, t: &CudaTensor, dims: &[usize]) -> Result<CudaTensor> {
-    let r = t.rank();
-    let mut seen = vec![false; r];
-    if dims.len() != r
-        || dims
-            .iter()
-            .any(|&d| d >= r || std::mem::replace(&mut seen[d], true))
-    {
-        bail!(
-            "permute: {:?} is not a permutation of the {} dims of {:?}",
-            dims,
-            r,
-            t.shape()
-        );
-    }
+    let shape = permute_shape(t.shape(), dims)?;
     if dims.iter().enumerate().all(|(i, &d)| i == d) {
         return Ok(t.clone());
     }
     let in_strides = contiguous_strides(t.shape());
-    let shape: Vec<usize> = dims.iter().map(|&d| t.shape()[d]).collect();
     let src_strides: Vec<usize> = dims.iter().map(|&d| in_strides[d]).collect();
     let out = be.alloc(&shape, t.dtype())?;
     strided_copy(
@@ -109,29 +91,13 @@ pub(crate) fn permute(be: &CudaBackend, t: &CudaTensor, dims: &[usize]) -> Resul
 }
 
 pub(crate) fn concat(be: &CudaBackend, ts: &[&CudaTensor], dim: usize) -> Result<CudaTensor> {
-    let Some(first) = ts.first() else {
-        bail!("concat: no tensors given");
-    };
-    let r = first.rank();
-    if dim >= r {
-        bail!(
-            "concat: dim {dim} out of range for shape {:?}",
-            first.shape()
-        );
-    }
-    for t in ts {
-        let ok = t.rank() == r && (0..r).all(|d| d == dim || t.shape()[d] == first.shape()[d]);
-        if !ok {
-            let shapes: Vec<_> = ts.iter().map(|t| t.shape().to_vec()).collect();
-            bail!("concat: shapes {:?} differ outside dim {dim}", shapes);
-        }
-    }
+    let shapes: Vec<&[usize]> = ts.iter().map(|t| t.shape()).collect();
+    let shape = concat_shape(&shapes, dim)?;
+    let first = ts[0];
     let dtype = promote(ts);
     let outer: usize = first.shape()[..dim].iter().product();
     let inner: usize = first.shape()[dim + 1..].iter().product();
-    let total: usize = ts.iter().map(|t| t.shape()[dim]).sum();
-    let mut shape = first.shape().to_vec();
-    shape[dim] = total;
+    let total = shape[dim];
     let out = be.alloc(&shape, dtype)?;
     let mut off = 0;
     for t in ts {
@@ -160,21 +126,13 @@ pub(crate) fn narrow(
     start: usize,
     len: usize,
 ) -> Result<CudaTensor> {
-    if dim >= t.rank() || start + len > t.shape()[dim] {
-        bail!(
-            "narrow: range {start}..{} of dim {dim} is outside shape {:?}",
-            start + len,
-            t.shape()
-        );
-    }
+    let shape = narrow_shape(t.shape(), dim, start, len)?;
     if len == t.shape()[dim] {
         return Ok(t.clone());
     }
     let d = t.shape()[dim];
     let outer: usize = t.shape()[..dim].iter().product();
     let inner: usize = t.shape()[dim + 1..].iter().product();
-    let mut shape = t.shape().to_vec();
-    shape[dim] = len;
     let out = be.alloc(&shape, t.dtype())?;
     strided_copy(
         be,
@@ -196,23 +154,10 @@ pub(crate) fn index_select(
     dim: usize,
     idx: &[usize],
 ) -> Result<CudaTensor> {
-    if dim >= t.rank() {
-        bail!(
-            "index_select: dim {dim} out of range for shape {:?}",
-            t.shape()
-        );
-    }
+    let shape = index_select_shape(t.shape(), dim, idx)?;
     let d = t.shape()[dim];
-    if let Some(&bad) = idx.iter().find(|&&i| i >= d) {
-        bail!(
-            "index_select: index {bad} out of range for dim {dim} of shape {:?}",
-            t.shape()
-        );
-    }
     let outer: usize = t.shape()[..dim].iter().product();
     let inner: usize = t.shape()[dim + 1..].iter().product();
-    let mut shape = t.shape().to_vec();
-    shape[dim] = idx.len();
     let out = be.alloc(&shape, t.dtype())?;
     if out.elem_count() == 0 {
         return Ok(out);
@@ -252,16 +197,11 @@ pub(crate) fn pad2d(
     top: usize,
     bottom: usize,
 ) -> Result<CudaTensor> {
+    let shape = pad2d_shape(x.shape(), left, right, top, bottom)?;
     let r = x.rank();
-    if r < 2 {
-        bail!("pad2d: needs at least 2 dims, got shape {:?}", x.shape());
-    }
     let (h, w) = (x.shape()[r - 2], x.shape()[r - 1]);
-    let (oh, ow) = (h + top + bottom, w + left + right);
+    let (oh, ow) = (shape[r - 2], shape[r - 1]);
     let planes: usize = x.shape()[..r - 2].iter().product();
-    let mut shape = x.shape().to_vec();
-    shape[r - 2] = oh;
-    shape[r - 1] = ow;
     let out = be.alloc(&shape, x.dtype())?;
     if out.elem_count() == 0 {
         return Ok(out);
@@ -282,54 +222,6 @@ pub(crate) fn pad2d(
         be.launch(
             KernelModule::Layout,
             "pad2d",
-            x.dtype(),
-            launch_config(p.n),
-            &p,
-        )
-    }?;
-    Ok(out)
-}
-
-pub(crate) fn upsample_nearest2d(
-    be: &CudaBackend,
-    x: &CudaTensor,
-    out_h: usize,
-    out_w: usize,
-) -> Result<CudaTensor> {
-    if x.rank() != 4 {
-        bail!(
-            "upsample_nearest2d: x must be (N, C, H, W), got shape {:?}",
-            x.shape()
-        );
-    }
-    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    if (h == 0 || w == 0) && out_h * out_w > 0 {
-        bail!(
-            "upsample_nearest2d: cannot resize empty spatial dims of {:?} to {out_h}x{out_w}",
-            x.shape()
-        );
-    }
-    let out = be.alloc(&[n, c, out_h, out_w], x.dtype())?;
-    if out.elem_count() == 0 {
-        return Ok(out);
-    }
-    let iter = [
-        u32_of(n * c, "upsample planes")?,
-        u32_of(out_h, "upsample out_h")?,
-        u32_of(out_w, "upsample out_w")?,
-    ];
-    let mut p = LayoutParams::new(be.ptr(x), be.ptr(&out), &iter)?;
-    p.src_h = u32_of(h, "upsample h")?;
-    p.src_w = u32_of(w, "upsample w")?;
-    // PyTorch's scale, in f32 (ATen `compute_scales_value` for an explicit size).
-    p.scale_h = h as f32 / out_h as f32;
-    p.scale_w = w as f32 / out_w as f32;
-    // SAFETY: upsample_nearest2d_v1_<dtype>(LayoutParams): src (n*c, h, w) with h, w >= 1, dst
-    // (n*c, out_h, out_w); source indices are clamped to h-1 / w-1 in the kernel.
-    unsafe {
-        be.launch(
-            KernelModule::Layout,
-            "upsample_nearest2d",
             x.dtype(),
             launch_config(p.n),
             &p,

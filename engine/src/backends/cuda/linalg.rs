@@ -11,125 +11,18 @@
 //! are composed: GEMM (f32 scores) -> softmax (`softmax.cu`, scale fused) -> GEMM.
 
 use anyhow::{bail, Result};
-use cyberhost_kernels::gemm_bf16::{launch_config, GemmLayout, GemmParams, GemmPtrs, GemmShape};
-use cyberhost_kernels::{DType, KernelModule};
+use cyberhost_kernels::DType;
 
 use super::attention::{self as flash, AttnLayout};
-use super::backend::{promote, CudaBackend, CudaTensor};
+use super::context::CudaBackend;
 use super::gemm::{self, GemmExtras};
-use super::{elementwise, layout, norm};
-use crate::backends::Binary;
+use super::gemm_bf16::{gemm_nt, MAX_BATCH};
+use super::split::split_operands;
+use super::tensor::{promote, CudaTensor};
+use super::{layout, softmax};
+use crate::backends::shape::{attention_shape, matmul_shape};
 use crate::backends::TensorLike;
 use cyberhost_kernels::attention::{traits_for, AttentionShape};
-
-/// gridDim.z limit: larger batches run in chunks.
-const MAX_BATCH: usize = 65_535;
-
-/// An f32 tensor as bf16 `hi + lo` (`hi = bf16(t)`, `lo = bf16(t - hi)`): together ~16
-/// significant bits, so tensor-core products of the parts are f32-accurate to ~1e-5 instead of
-/// the ~2e-3 of one bf16 rounding. A bf16 tensor is its own `hi` (no `lo`).
-pub(crate) fn split_bf16(
-    be: &CudaBackend,
-    t: &CudaTensor,
-) -> Result<(CudaTensor, Option<CudaTensor>)> {
-    if t.dtype() == DType::Bf16 {
-        return Ok((t.clone(), None));
-    }
-    let hi = elementwise::cast(be, t, DType::Bf16)?;
-    let rest = elementwise::binary(be, t, &hi, Binary::Sub)?; // f32 (mixed dtypes promote)
-    let lo = elementwise::cast(be, &rest, DType::Bf16)?;
-    Ok((hi, Some(lo)))
-}
-
-/// bf16 operands `(a', b')` of a product contracted over `a`'s dim `da` and `b`'s dim `db` with
-/// `a'·b' = a·b` to f32 accuracy: f32 operands are split ([`split_bf16`]) and the parts
-/// concatenated along the contracted dims, `[a_hi, a_lo]·[b, b]` (one f32 side) or
-/// `[a_hi, a_hi, a_lo]·[b_hi, b_lo, b_hi]` (both; the lo·lo term is below f32 rounding). bf16
-/// inputs come back unchanged. The K of the product grows 2x or 3x.
-pub(crate) fn split_operands(
-    be: &CudaBackend,
-    a: &CudaTensor,
-    b: &CudaTensor,
-    da: usize,
-    db: usize,
-) -> Result<(CudaTensor, CudaTensor)> {
-    let (ah, al) = split_bf16(be, a)?;
-    let (bh, bl) = split_bf16(be, b)?;
-    Ok(match (al, bl) {
-        (None, None) => (ah, bh),
-        (Some(al), None) => (
-            layout::concat(be, &[&ah, &al], da)?,
-            layout::concat(be, &[&bh, &bh], db)?,
-        ),
-        (None, Some(bl)) => (
-            layout::concat(be, &[&ah, &ah], da)?,
-            layout::concat(be, &[&bh, &bl], db)?,
-        ),
-        (Some(al), Some(bl)) => (
-            layout::concat(be, &[&ah, &ah, &al], da)?,
-            layout::concat(be, &[&bh, &bl, &bh], db)?,
-        ),
-    })
-}
-
-/// `C[b] = A[b]·B[b]ᵀ + bias` for bf16 A `(batch, m, k)` and B `(batch or 1, n, k)` into a new
-/// `(batch, m, n)` tensor of `out` dtype (`out_shape` gives its logical shape).
-#[allow(clippy::too_many_arguments)]
-fn gemm_nt(
-    be: &CudaBackend,
-    a: &CudaTensor,
-    b: &CudaTensor,
-    bias: Option<&CudaTensor>,
-    (batch, m, n, k): (usize, usize, usize, usize),
-    broadcast_b: bool,
-    out: DType,
-    out_shape: &[usize],
-) -> Result<CudaTensor> {
-    debug_assert!(a.dtype() == DType::Bf16 && b.dtype() == DType::Bf16);
-    let c = be.alloc(out_shape, out)?;
-    if batch * m * n == 0 {
-        return Ok(c);
-    }
-    let (pa, pb, pc) = (be.ptr(a), be.ptr(b), be.ptr(&c));
-    let pbias = bias.map_or(0, |t| be.ptr(t));
-    let mut done = 0;
-    while done < batch {
-        let chunk = (batch - done).min(MAX_BATCH);
-        let shape = GemmShape {
-            batch: chunk as u64,
-            m: m as u64,
-            n: n as u64,
-            k: k as u64,
-        };
-        let lay = GemmLayout::contiguous(shape, broadcast_b);
-        let ptrs = GemmPtrs {
-            a: pa + (done * m * k * 2) as u64,
-            b: pb
-                + if broadcast_b {
-                    0
-                } else {
-                    (done * n * k * 2) as u64
-                },
-            bias: pbias,
-            c: pc + (done * m * n * out.size_in_bytes()) as u64,
-        };
-        let p = GemmParams::new(ptrs, shape, lay)?;
-        // SAFETY: gemm_bf16_v1_<out>(GemmParams): A holds (batch, m, k) bf16 and B (batch or 1,
-        // n, k) bf16, contiguous; bias (n) bf16 or null; C (batch, m, n) of `out`; the chunk
-        // offsets stay inside them.
-        unsafe {
-            be.launch(
-                KernelModule::GemmBf16,
-                "gemm_bf16",
-                out,
-                launch_config(shape),
-                &p,
-            )
-        }?;
-        done += chunk;
-    }
-    Ok(c)
-}
 
 pub(crate) fn linear(
     be: &CudaBackend,
@@ -195,23 +88,11 @@ pub(crate) fn linear(
 }
 
 pub(crate) fn matmul(be: &CudaBackend, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+    let shape = matmul_shape(a.shape(), b.shape())?;
     let (ra, rb) = (a.rank(), b.rank());
-    if ra < 2
-        || ra != rb
-        || a.shape()[..ra - 2] != b.shape()[..rb - 2]
-        || a.shape()[ra - 1] != b.shape()[rb - 2]
-    {
-        bail!(
-            "matmul: a {:?} · b {:?} needs (.., M, K) · (.., K, N) with equal batch dims",
-            a.shape(),
-            b.shape()
-        );
-    }
     let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
     let batch: usize = a.shape()[..ra - 2].iter().product();
     let out = promote(&[a, b]);
-    let mut shape = a.shape().to_vec();
-    shape[ra - 1] = n;
     // Used when `out` is bf16, i.e. both are (f32 takes split operands below).
     let (ab, bb) = (a.clone(), b.clone());
     if out == DType::Bf16 && batch <= MAX_BATCH {
@@ -257,20 +138,7 @@ pub(crate) fn attention(
     v: &CudaTensor,
     scale: f32,
 ) -> Result<CudaTensor> {
-    let ok = q.rank() == 4
-        && k.rank() == 4
-        && v.rank() == 4
-        && q.shape()[..2] == k.shape()[..2]
-        && k.shape()[..3] == v.shape()[..3]
-        && q.shape()[3] == k.shape()[3];
-    if !ok {
-        bail!(
-            "attention: q {:?}, k {:?}, v {:?} must be (B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, Dv)",
-            q.shape(),
-            k.shape(),
-            v.shape()
-        );
-    }
+    attention_shape(q.shape(), k.shape(), v.shape())?;
     let (bsz, h, lq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
     let (lk, dv) = (k.shape()[2], v.shape()[3]);
     let bh = bsz * h;
@@ -324,7 +192,7 @@ pub(crate) fn attention(
         DType::F32,
         &[bsz, h, lq, lk],
     )?;
-    let p = norm::softmax_last(be, &s, scale)?;
+    let p = softmax::softmax_last(be, &s, scale)?;
     let (ps, vts) = if out == DType::F32 {
         let vt = layout::permute(be, v, &[0, 1, 3, 2])?; // (B, H, Dv, Lk)
         split_operands(be, &p, &vt, 3, 3)?

@@ -1,33 +1,57 @@
-//! CUDA backend (context, module and launch layer; the op launchers come later).
+//! CUDA backend: `CudaBackend` implements [`Backend`](crate::backends::Backend) with our PTX
+//! (`kernels/`) launched through `cudarc`.
 //!
 //! Runs on any libcuda that cudarc 0.19 can load: a real NVIDIA driver, or the stand-in driver
 //! `tools/ptx-emu-driver` that executes the same PTX on the `ptx-emu` interpreter (see
 //! `docs/stand-in-driver.md`). [`CudaDevice::new`] never panics when no driver is present; it
 //! returns [`NO_DRIVER_MSG`].
+//!
+//! Layout (docs/architecture.md; `tools/check_layout.sh` keeps the arrows one way):
+//! - `backend.rs`: `impl Backend for CudaBackend`, dispatching to the files below;
+//! - one launcher file per kernel module `kernels/cuda/NAME.cu`: `NAME.rs` (`attention`,
+//!   `cfg_ddim`, `conv2d`, `gemm`, `gemm_bf16`, `group_norm`, `layer_norm`, `layout`, `mean_dim`,
+//!   `pointwise`, `pool`, `rca`, `softmax`, `timestep_embedding`, `upsample`);
+//! - compositions over several launchers: `linalg.rs` (linear / matmul / attention), `fused.rs`
+//!   (the fused primitives), `split.rs` (f32-accurate bf16 operands), `graph.rs` (`run_steps`:
+//!   captured sampler steps);
+//! - the layer they all launch through: `context.rs` (`CudaBackend`'s state, allocation,
+//!   uploads, `launch`), `tensor.rs` (`CudaTensor`, dtype promotion), `util.rs` (size checks),
+//!   `device.rs` (driver, modules, launches), `arena.rs` (planned step memory), `profiling.rs`.
 
 pub mod arena;
 pub mod attention;
 mod backend;
+mod cfg_ddim;
+mod context;
 pub mod conv2d;
 mod device;
-mod elementwise;
 mod fused;
 pub mod gemm;
+mod gemm_bf16;
 pub mod graph;
+mod group_norm;
+mod layer_norm;
 mod layout;
 mod linalg;
-mod norm;
+mod mean_dim;
+mod pointwise;
 mod pool;
 pub mod profiling;
 mod rca;
-mod sampler;
+mod softmax;
+mod split;
+mod tensor;
+mod timestep_embedding;
+mod upsample;
+mod util;
 
-pub use backend::{CudaBackend, CudaTensor};
+pub use context::CudaBackend;
 pub use cyberhost_kernels::DType;
 pub use device::{
     driver_present, find_stand_in_driver, load_driver_library, CudaDevice, DriverStats,
     LaunchObserver, PodArg, DRIVER_ENV, NO_DRIVER_MSG, STAND_IN_FILE,
 };
+pub use tensor::CudaTensor;
 
 /// The cudarc version the backend is built on (re-exported so tests and launchers use the same).
 pub use cudarc;

@@ -1,44 +1,14 @@
-//! Reductions on CUDA (`kernels/cuda/pool.cu`): `mean_dim`, `max_pool2d`.
+//! Launcher of `kernels/cuda/pool.cu`: `max_pool2d`.
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::pool::{launch_config, PoolParams};
 use cyberhost_kernels::KernelModule;
 
-use super::backend::{u32_of, CudaBackend, CudaTensor};
+use super::context::CudaBackend;
+use super::tensor::CudaTensor;
+use super::util::u32_of;
+use crate::backends::shape::max_pool2d_shape;
 use crate::backends::TensorLike;
-
-pub(crate) fn mean_dim(be: &CudaBackend, t: &CudaTensor, dim: usize) -> Result<CudaTensor> {
-    if dim >= t.rank() {
-        bail!("mean_dim: dim {dim} out of range for shape {:?}", t.shape());
-    }
-    let d = t.shape()[dim];
-    let outer: usize = t.shape()[..dim].iter().product();
-    let inner: usize = t.shape()[dim + 1..].iter().product();
-    let mut shape = t.shape().to_vec();
-    shape[dim] = 1;
-    let out = be.alloc(&shape, t.dtype())?;
-    if outer * inner == 0 {
-        return Ok(out);
-    }
-    let mut p: PoolParams = bytemuck::Zeroable::zeroed();
-    p.x = be.ptr(t);
-    p.y = be.ptr(&out);
-    p.n_out = (outer * inner) as u64;
-    p.d = u32_of(d, "mean_dim size")?;
-    p.inner = u32_of(inner, "mean_dim inner")?;
-    // SAFETY: mean_dim_v1_<dtype>(PoolParams): x is (outer, d, inner), y (outer, inner), both
-    // contiguous in t's dtype.
-    unsafe {
-        be.launch(
-            KernelModule::Pool,
-            "mean_dim",
-            t.dtype(),
-            launch_config(p.n_out),
-            &p,
-        )
-    }?;
-    Ok(out)
-}
 
 pub(crate) fn max_pool2d(
     be: &CudaBackend,
@@ -47,25 +17,9 @@ pub(crate) fn max_pool2d(
     stride: usize,
     padding: usize,
 ) -> Result<CudaTensor> {
-    if x.rank() != 4 {
-        bail!("max_pool2d: expected x (N, C, H, W), got {:?}", x.shape());
-    }
-    if kernel == 0 || stride == 0 || 2 * padding > kernel {
-        bail!(
-            "max_pool2d: kernel {kernel}, stride {stride}, padding {padding} is invalid (PyTorch \
-             needs kernel, stride > 0 and padding ≤ kernel/2)"
-        );
-    }
-    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    if h + 2 * padding < kernel || w + 2 * padding < kernel {
-        bail!(
-            "max_pool2d: input {:?} is smaller than the {kernel}×{kernel} kernel",
-            x.shape()
-        );
-    }
-    let ho = (h + 2 * padding - kernel) / stride + 1;
-    let wo = (w + 2 * padding - kernel) / stride + 1;
-    let out = be.alloc(&[n, c, ho, wo], x.dtype())?;
+    let out_shape = max_pool2d_shape(x.shape(), kernel, stride, padding)?;
+    let (h, w, ho, wo) = (x.shape()[2], x.shape()[3], out_shape[2], out_shape[3]);
+    let out = be.alloc(&out_shape, x.dtype())?;
     if out.elem_count() == 0 {
         return Ok(out);
     }

@@ -11,7 +11,8 @@ use cyberhost_kernels::rca::{launch_config, RcaOp, RcaParams};
 use cyberhost_kernels::{DType, KernelModule};
 
 use super::attention::{self as flash, AttnLayout};
-use super::backend::{promote, CudaBackend, CudaTensor};
+use super::context::CudaBackend;
+use super::tensor::{promote, CudaTensor};
 use crate::backends::{composed_rca, TensorLike};
 
 /// Launch `op` with `p` in `dtype`.

@@ -1,10 +1,11 @@
 //! Elementwise ops: unary activations, NumPy-broadcast binary ops, affine.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 
 use super::layout::{collapse_dims, row_offset};
 use super::CpuTensor;
+use crate::backends::shape::broadcast_shape;
 use crate::backends::strides::{broadcast_strides, contiguous_strides};
 use crate::backends::{Binary, TensorLike, Unary};
 
@@ -71,32 +72,6 @@ pub(crate) fn unary(t: &CpuTensor, op: Unary) -> CpuTensor {
 
 pub(crate) fn affine(t: &CpuTensor, mul: f32, add: f32) -> CpuTensor {
     CpuTensor::new_unchecked(t.shape().to_vec(), map(t.data(), |v| v * mul + add))
-}
-
-/// NumPy broadcast of two shapes, or `None` when incompatible.
-pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let r = a.len().max(b.len());
-    let mut out = vec![0; r];
-    for i in 0..r {
-        let da = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
-        out[i] = if da == db || db == 1 {
-            da
-        } else if da == 1 {
-            db
-        } else {
-            return None;
-        };
-    }
-    Some(out)
 }
 
 #[inline(always)]
@@ -168,14 +143,8 @@ fn binary_op<const OP: u8>(
 }
 
 pub(crate) fn binary(a: &CpuTensor, b: &CpuTensor, op: Binary) -> Result<CpuTensor> {
-    let Some(shape) = broadcast_shape(a.shape(), b.shape()) else {
-        bail!(
-            "binary {:?}: shapes {:?} and {:?} do not broadcast",
-            op,
-            a.shape(),
-            b.shape()
-        );
-    };
+    let shape =
+        broadcast_shape(a.shape(), b.shape()).map_err(|e| anyhow::anyhow!("binary {op:?}: {e}"))?;
     let sa = broadcast_strides(a.shape(), &shape);
     let sb = broadcast_strides(b.shape(), &shape);
     let data = match op {

@@ -7,10 +7,12 @@ use cyberhost_kernels::pointwise::{
 };
 use cyberhost_kernels::{DType, KernelModule};
 
-use super::backend::{promote, u32_of, CudaBackend, CudaTensor};
-use super::layout::collapse_dims;
+use super::context::CudaBackend;
+use super::tensor::{promote, CudaTensor};
+use super::util::u32_of;
 use crate::backends::shape::broadcast_shape;
 use crate::backends::strides::broadcast_strides;
+use crate::backends::strides::collapse_dims;
 use crate::backends::{Binary, TensorLike, Unary};
 
 fn unary_code(op: Unary) -> u32 {
@@ -112,15 +114,8 @@ pub(crate) fn binary(
     b: &CudaTensor,
     op: Binary,
 ) -> Result<CudaTensor> {
-    let shape = match broadcast_shape(a.shape(), b.shape()) {
-        Ok(s) => s,
-        Err(_) => bail!(
-            "binary {:?}: shapes {:?} and {:?} do not broadcast",
-            op,
-            a.shape(),
-            b.shape()
-        ),
-    };
+    let shape =
+        broadcast_shape(a.shape(), b.shape()).map_err(|e| anyhow::anyhow!("binary {op:?}: {e}"))?;
     let dtype = promote(&[a, b]);
     let (a, b) = (be.as_dtype(a, dtype)?, be.as_dtype(b, dtype)?);
     let out = be.alloc(&shape, dtype)?;
@@ -163,4 +158,39 @@ pub(crate) fn binary(
         )
     }?;
     Ok(out)
+}
+
+impl CudaBackend {
+    /// The tensor converted to `dtype` (a clone when it already has it).
+    pub fn to_dtype(&self, t: &CudaTensor, dtype: DType) -> Result<CudaTensor> {
+        cast(self, t, dtype)
+    }
+
+    /// Bring `t` to `dtype` when it differs (per-channel vectors following `x`).
+    pub(crate) fn as_dtype(&self, t: &CudaTensor, dtype: DType) -> Result<CudaTensor> {
+        if t.dtype == dtype {
+            Ok(t.clone())
+        } else {
+            cast(self, t, dtype)
+        }
+    }
+}
+
+/// Checks an optional per-channel vector has exactly `n` elements and brings it to `x`'s dtype.
+pub(crate) fn channel_vec(
+    be: &CudaBackend,
+    op: &str,
+    what: &str,
+    t: Option<&CudaTensor>,
+    n: usize,
+    x: &CudaTensor,
+) -> Result<Option<CudaTensor>> {
+    let Some(t) = t else { return Ok(None) };
+    if t.elem_count() != n {
+        bail!(
+            "{op}: {what} has shape {:?}, expected {n} elements",
+            t.shape()
+        );
+    }
+    Ok(Some(be.as_dtype(t, x.dtype())?))
 }

@@ -1,0 +1,436 @@
+//! `conv2d_v1_*` (`kernels/cuda/conv2d.cu`, implicit GEMM) against the CPU backend's
+//! `conv2d_ext`: any rectangular kernel, per-axis stride / padding / dilation, groups, 1-D (H = 1)
+//! convolutions, bias / temb / residual (per image or broadcast) / scale epilogues, plain loads,
+//! poisoned outputs, several warp schedules; and the engine's slice launcher
+//! (`backends::cuda::conv2d`).
+
+use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, Rng, CPU};
+use crate::common::{check, cuda_serial, rand_pair, storages};
+use crate::harness::{
+    download_bf16 as download, engine_device, for_each_schedule, upload_bf16 as upload, Device,
+    TOL_BF16 as TOL,
+};
+use cyberhost_engine::backends::{Backend, Conv2dParams as EngineConv, ConvEpilogue};
+use cyberhost_kernels::conv2d::{
+    launch_config as conv_launch, Conv2dParams, Conv2dPtrs, Conv2dShape,
+};
+use cyberhost_kernels::KernelModule;
+use half::bf16;
+
+#[derive(Clone, Copy, Debug)]
+struct ConvCase {
+    s: Conv2dShape,
+    bias: bool,
+    temb: bool,
+    residual: bool,
+    scale: f32,
+    plain: bool,
+    /// The residual is one image `(1, C_out, Ho, Wo)` broadcast over the batch.
+    bcast: bool,
+}
+
+/// 1-D convolution as conv2d with H = 1: kernel (1, k), stride (1, stride), padding (0, pad).
+fn conv1d_shape(
+    n: u64,
+    c_in: u64,
+    w: u64,
+    c_out: u64,
+    k: u64,
+    stride: u64,
+    pad: u64,
+    groups: u64,
+) -> Conv2dShape {
+    Conv2dShape {
+        n,
+        c_in,
+        h: 1,
+        w,
+        c_out,
+        kh: 1,
+        kw: k,
+        stride: (1, stride),
+        pad: (0, pad),
+        dilation: (1, 1),
+        groups,
+    }
+}
+
+/// The CPU backend's `conv2d_ext` for any geometry (groups, dilation, per-axis stride /
+/// padding): `scale * (conv + bias[o] + temb[n, o] + residual)`; a residual of one image's length
+/// is broadcast over the batch.
+fn conv_ref(
+    x: &[f32],
+    w: &[f32],
+    s: Conv2dShape,
+    bias: Option<&[f32]>,
+    temb: Option<&[f32]>,
+    res: Option<&[f32]>,
+    scale: f32,
+) -> Vec<f32> {
+    let u = |v: u64| v as usize;
+    let (n, c_out, ho, wo) = (u(s.n), u(s.c_out), u(s.h_out()), u(s.w_out()));
+    let p = EngineConv {
+        stride: (u(s.stride.0), u(s.stride.1)),
+        padding: (u(s.pad.0), u(s.pad.1)),
+        dilation: (u(s.dilation.0), u(s.dilation.1)),
+        groups: u(s.groups),
+    };
+    let xt = cpu(&[n, u(s.c_in), u(s.h), u(s.w)], x);
+    let wt = cpu(&[c_out, u(s.c_in_g()), u(s.kh), u(s.kw)], w);
+    let bias = bias.map(|b| cpu(&[c_out], b));
+    let temb = temb.map(|t| cpu(&[n, c_out], t));
+    let res = res.map(|r| {
+        let images = r.len() / (c_out * ho * wo);
+        cpu(&[images, c_out, ho, wo], r)
+    });
+    let epi = ConvEpilogue {
+        temb: temb.as_ref(),
+        residual: res.as_ref(),
+        scale,
+    };
+    host(
+        &CPU.conv2d_ext(&xt, &wt, bias.as_ref(), p, epi)
+            .expect("CPU conv2d_ext"),
+    )
+}
+
+fn conv_cases() -> Vec<ConvCase> {
+    let c = |s, bias, temb, residual, scale, plain| ConvCase {
+        s,
+        bias,
+        temb,
+        residual,
+        scale,
+        plain,
+        bcast: false,
+    };
+    let b = |s, scale, plain| ConvCase {
+        bcast: true,
+        ..c(s, true, false, true, scale, plain)
+    };
+    let mut cases = vec![
+        // broadcast residual (1, C_out, Ho, Wo): the denoiser's conv_in + p_move (3x3, N 3, ragged
+        // C_out and an odd pixel count), a 1x1 with scale and plain W loads, N = 1
+        b(Conv2dShape::square(3, 4, 9, 7, 20, 3, 1, 1), 1.0, false),
+        b(Conv2dShape::square(2, 24, 5, 13, 70, 1, 1, 0), 0.5, true),
+        b(Conv2dShape::square(1, 8, 6, 6, 12, 3, 2, 1), 1.0, false),
+    ];
+    cases.extend(vec![
+        c(
+            Conv2dShape::square(2, 8, 9, 7, 70, 3, 1, 1),
+            true,
+            true,
+            false,
+            1.0,
+            false,
+        ), // ResNet conv1 + temb
+        c(
+            Conv2dShape::square(1, 8, 9, 7, 70, 3, 1, 1),
+            true,
+            false,
+            false,
+            1.0,
+            true,
+        ), // plain W loads
+        c(
+            Conv2dShape::square(1, 16, 11, 10, 24, 3, 1, 1),
+            true,
+            false,
+            true,
+            0.5,
+            false,
+        ), // conv2 + shortcut / scale
+        c(
+            Conv2dShape::square(2, 12, 9, 9, 20, 3, 2, 1),
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ), // downsample stride 2
+        c(
+            Conv2dShape::square(1, 24, 6, 13, 33, 1, 1, 0),
+            true,
+            false,
+            true,
+            1.0,
+            false,
+        ), // 1x1 shortcut
+        c(
+            Conv2dShape::square(1, 3, 8, 8, 5, 3, 1, 1),
+            false,
+            false,
+            false,
+            1.0,
+            false,
+        ), // K = 27 (unaligned)
+        c(
+            conv1d_shape(2, 1, 403, 70, 10, 5, 0, 1),
+            false,
+            false,
+            false,
+            1.0,
+            false,
+        ), // wav2vec2 feature extractor conv0: 1x10 stride (1, 5), H = 1, C_in 1 (K = 10)
+        c(
+            conv1d_shape(1, 24, 97, 33, 3, 2, 0, 1),
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ), // feature extractor conv1..: 1x3 stride (1, 2)
+        c(
+            conv1d_shape(2, 16, 50, 16, 8, 1, 4, 2),
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ), // positional conv embedding: groups 2, 1x8, padding (0, 4) -> Wo = W + 1
+        c(
+            conv1d_shape(2, 32, 37, 32, 6, 1, 3, 4),
+            true,
+            false,
+            true,
+            1.0,
+            false,
+        ), // groups 4, 1x6, padding (0, 3), K = 48 (cp.async), + residual
+        c(
+            conv1d_shape(1, 48, 29, 280, 4, 1, 2, 4),
+            true,
+            true,
+            false,
+            0.5,
+            true,
+        ), // groups 4 with 70 channels per group (ragged M tile inside each group), plain loads
+        c(
+            Conv2dShape {
+                dilation: (2, 2),
+                ..Conv2dShape::square(2, 8, 9, 11, 20, 3, 1, 2)
+            },
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ), // dilation 2, 3x3
+        c(
+            Conv2dShape {
+                kh: 3,
+                kw: 2,
+                stride: (2, 1),
+                pad: (1, 0),
+                dilation: (1, 3),
+                ..Conv2dShape::square(1, 6, 10, 9, 12, 3, 1, 1)
+            },
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ), // rectangular 3x2, stride (2, 1), padding (1, 0), dilation (1, 3)
+    ]);
+    cases
+}
+
+fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
+    let s = c.s;
+    let mut rng = Rng::new(seed);
+    let out_len = (s.n * s.c_out * s.h_out() * s.w_out()) as usize;
+    let x = round_bf16(&rng.randn((s.n * s.c_in * s.h * s.w) as usize, 1.0, 0.0));
+    let w = round_bf16(&rng.randn((s.c_out * s.k()) as usize, 0.3, 0.0));
+    let bias = round_bf16(&rng.randn(s.c_out as usize, 1.0, 0.0));
+    let temb = round_bf16(&rng.randn((s.n * s.c_out) as usize, 1.0, 0.0));
+    let res_len = if c.bcast {
+        out_len / s.n as usize
+    } else {
+        out_len
+    };
+    let res = round_bf16(&rng.randn(res_len, 1.0, 0.0));
+    let want = conv_ref(
+        &x,
+        &w,
+        s,
+        c.bias.then_some(&bias[..]),
+        c.temb.then_some(&temb[..]),
+        c.residual.then_some(&res[..]),
+        c.scale,
+    );
+    let ptrs = Conv2dPtrs {
+        x: dev.upload(&to_bf16(&x))?,
+        w: dev.upload(&to_bf16(&w))?,
+        bias: if c.bias {
+            dev.upload(&to_bf16(&bias))?
+        } else {
+            0
+        },
+        temb: if c.temb {
+            dev.upload(&to_bf16(&temb))?
+        } else {
+            0
+        },
+        residual: if c.residual {
+            dev.upload(&to_bf16(&res))?
+        } else {
+            0
+        },
+        y: dev.alloc_poisoned(out_len * 2)?,
+    };
+    let mut p = Conv2dParams::new(ptrs, s, c.scale)?;
+    if c.plain {
+        p = p.without_cp_async();
+    }
+    if c.bcast {
+        p = p.with_broadcast_residual();
+    }
+    dev.launch(KernelModule::Conv2d, "conv2d_v1_bf16", conv_launch(s), &p)?;
+    let got = from_bf16(&dev.download::<bf16>(ptrs.y, out_len)?);
+    assert_close(&format!("{c:?} aligned {}", p.aligned), &got, &want, TOL);
+    Ok(())
+}
+
+#[test]
+fn conv2d_implicit_gemm_epilogues() {
+    for_each_schedule(&conv_cases(), 5000, run_conv);
+}
+
+#[test]
+fn conv2d_engine_launcher() {
+    use cyberhost_engine::backends::cuda::conv2d::{conv2d, Conv2dExtras};
+    let dev = engine_device();
+    let mut rng = Rng::new(11);
+    // Grouped, rectangular, per-axis stride / padding.
+    let s = Conv2dShape {
+        kh: 3,
+        kw: 2,
+        stride: (1, 2),
+        pad: (1, 0),
+        groups: 2,
+        ..Conv2dShape::square(2, 8, 7, 6, 20, 3, 1, 1)
+    };
+    let out_len = (s.n * s.c_out * s.h_out() * s.w_out()) as usize;
+    let x = round_bf16(&rng.randn((s.n * s.c_in * s.h * s.w) as usize, 1.0, 0.0));
+    let w = round_bf16(&rng.randn((s.c_out * s.k()) as usize, 0.3, 0.0));
+    let b = round_bf16(&rng.randn(s.c_out as usize, 1.0, 0.0));
+    let t = round_bf16(&rng.randn((s.n * s.c_out) as usize, 1.0, 0.0));
+    let r = round_bf16(&rng.randn(out_len, 1.0, 0.0));
+    let (dx, dw, db, dt, dr) = (
+        upload(dev, &x),
+        upload(dev, &w),
+        upload(dev, &b),
+        upload(dev, &t),
+        upload(dev, &r),
+    );
+    let mut y = dev.stream().alloc_zeros::<u16>(out_len).unwrap();
+    let extras = Conv2dExtras {
+        bias: Some(&db),
+        temb: Some(&dt),
+        residual: Some(&dr),
+        broadcast_residual: false,
+        scale: 0.5,
+    };
+    conv2d(dev, &dx, &dw, &mut y, s, extras).unwrap();
+    let want = conv_ref(&x, &w, s, Some(&b), Some(&t), Some(&r), 0.5);
+    assert_close("engine conv2d", &download(dev, &y), &want, TOL);
+}
+
+/// Input channels that do not match the weight, or a kernel larger than the padded input, are
+/// errors.
+fn conv2d_bad_shapes<B: Backend>(be: &B) -> anyhow::Result<()> {
+    let x = be.from_f32(&[1, 3, 5, 5], &[1.0; 75])?;
+    let w = be.from_f32(&[4, 2, 3, 3], &[1.0; 72])?;
+    assert!(
+        be.conv2d(&x, &w, None, EngineConv::new(1, 1)).is_err(),
+        "3 vs 2 input channels"
+    );
+    let w = be.from_f32(&[4, 3, 7, 7], &[1.0; 588])?;
+    assert!(
+        be.conv2d(&x, &w, None, EngineConv::new(1, 0)).is_err(),
+        "7x7 kernel on 5x5"
+    );
+    Ok(())
+}
+crate::backend_test!(conv2d_bad_shapes);
+
+// ------------------------------------------------------------------------------------------------
+// through the CUDA backend (stand-in driver, or a GPU), against the CPU backend
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn conv2d_matches_cpu() {
+    let _g = cuda_serial();
+    for (be, _) in storages() {
+        // (x shape, out channels, kernel, stride, padding, bias)
+        type Case = ([usize; 4], usize, (usize, usize), usize, usize, bool);
+        let cases: [Case; 4] = [
+            ([1, 3, 9, 11], 5, (3, 3), 1, 1, true),
+            ([2, 4, 8, 7], 6, (3, 3), 2, 1, false),
+            ([1, 5, 6, 6], 3, (1, 1), 1, 0, true),
+            ([2, 2, 7, 5], 4, (2, 3), 1, 0, true),
+        ];
+        for (i, (xs, o, (kh, kw), s, p, bias)) in cases.into_iter().enumerate() {
+            let (x, xc) = rand_pair(&be, &xs, 180 + i as u64);
+            let (w, wc) = rand_pair(&be, &[o, xs[1], kh, kw], 190 + i as u64);
+            let (b, bc) = rand_pair(&be, &[o], 200 + i as u64);
+            let (gb, cb) = if bias {
+                (Some(&b), Some(&bc))
+            } else {
+                (None, None)
+            };
+            let prm = EngineConv::new(s, p);
+            let got = be.conv2d(&x, &w, gb, prm).unwrap();
+            assert_eq!(got.dtype(), be.storage());
+            check(
+                &format!("conv2d {xs:?} o{o} k{kh}x{kw} s{s} p{p}"),
+                &be,
+                &got,
+                &CPU.conv2d(&xc, &wc, cb, prm).unwrap(),
+                1e-2,
+            );
+        }
+    }
+    // groups, dilation, per-axis stride / padding (wav2vec2's 1-D convs as H = 1 conv2d)
+    let cases: [([usize; 4], [usize; 4], EngineConv); 3] = [
+        (
+            [1, 4, 5, 5],
+            [4, 2, 3, 3],
+            EngineConv {
+                groups: 2,
+                ..EngineConv::new(1, 1)
+            },
+        ),
+        (
+            [2, 8, 1, 23],
+            [8, 2, 1, 6],
+            EngineConv {
+                padding: (0, 3),
+                groups: 4,
+                ..Default::default()
+            },
+        ),
+        (
+            [1, 3, 1, 41],
+            [5, 3, 1, 4],
+            EngineConv {
+                stride: (1, 3),
+                dilation: (1, 2),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (be, _) in storages() {
+        for (i, (xs, ws, prm)) in cases.into_iter().enumerate() {
+            let (x, xc) = rand_pair(&be, &xs, 210 + i as u64);
+            let (w, wc) = rand_pair(&be, &ws, 220 + i as u64);
+            let (b, bc) = rand_pair(&be, &[ws[0]], 230 + i as u64);
+            check(
+                &format!("conv2d {xs:?} w {ws:?} {prm:?}"),
+                &be,
+                &be.conv2d(&x, &w, Some(&b), prm).unwrap(),
+                &CPU.conv2d(&xc, &wc, Some(&bc), prm).unwrap(),
+                1e-2,
+            );
+        }
+    }
+}

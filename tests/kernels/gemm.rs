@@ -1,0 +1,353 @@
+//! `linear_v1_bf16` / `matmul_v1_bf16` (`kernels/cuda/gemm.cu`) against the CPU backend's
+//! `linear_ext` / `matmul` (`gemm_ref`): random bf16 inputs, ragged shapes (not multiples of the
+//! tiles), bias / residual / scale / GEGLU epilogues, plain (non-cp.async) loads, every output
+//! poisoned before the launch, several warp schedules, relative L2 <= 1e-2; and the engine's slice
+//! launcher (`backends::cuda::gemm`) with its buffer-size errors.
+
+use crate::common::{assert_close, from_bf16, round_bf16, to_bf16, Rng};
+use crate::common::{check, cuda_serial, rand_pair, storages, CPU};
+use crate::harness::{
+    download_bf16 as download, engine_device, for_each_schedule, gemm_ref, upload_bf16 as upload,
+    Device, TOL_BF16 as TOL,
+};
+use cyberhost_engine::backends::{Backend, TensorLike};
+use cyberhost_kernels::gemm::{
+    launch_config as gemm_launch, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPtrs, GemmShape,
+};
+use cyberhost_kernels::KernelModule;
+use half::bf16;
+
+#[derive(Clone, Copy, Debug)]
+struct GemmCase {
+    op: GemmOp,
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    bias: bool,
+    residual: bool,
+    scale: f32,
+    geglu: bool,
+    broadcast_b: bool,
+    plain: bool,
+}
+
+const G: GemmCase = GemmCase {
+    op: GemmOp::Linear,
+    batch: 1,
+    m: 1,
+    n: 1,
+    k: 1,
+    bias: false,
+    residual: false,
+    scale: 1.0,
+    geglu: false,
+    broadcast_b: true,
+    plain: false,
+};
+
+fn gemm_cases() -> Vec<GemmCase> {
+    vec![
+        GemmCase {
+            m: 70,
+            n: 50,
+            k: 40,
+            bias: true,
+            residual: true,
+            scale: 0.5,
+            ..G
+        },
+        GemmCase {
+            m: 70,
+            n: 50,
+            k: 40,
+            bias: true,
+            residual: true,
+            scale: 0.5,
+            plain: true,
+            ..G
+        },
+        GemmCase {
+            m: 65,
+            n: 64,
+            k: 96,
+            ..G
+        },
+        GemmCase {
+            m: 17,
+            n: 9,
+            k: 21,
+            bias: true,
+            ..G
+        }, // unaligned K: scalar loads
+        GemmCase {
+            m: 33,
+            n: 40,
+            k: 72,
+            bias: true,
+            geglu: true,
+            ..G
+        },
+        GemmCase {
+            m: 70,
+            n: 20,
+            k: 24,
+            bias: true,
+            geglu: true,
+            plain: true,
+            scale: 2.0,
+            ..G
+        },
+        GemmCase {
+            op: GemmOp::Linear,
+            batch: 2,
+            m: 20,
+            n: 33,
+            k: 48,
+            broadcast_b: false,
+            residual: true,
+            ..G
+        },
+        GemmCase {
+            op: GemmOp::Matmul,
+            batch: 2,
+            m: 33,
+            n: 65,
+            k: 72,
+            broadcast_b: false,
+            scale: 0.125,
+            ..G
+        },
+        GemmCase {
+            op: GemmOp::Matmul,
+            batch: 3,
+            m: 9,
+            n: 21,
+            k: 19,
+            bias: true,
+            residual: true,
+            ..G
+        },
+        GemmCase {
+            op: GemmOp::Matmul,
+            batch: 1,
+            m: 66,
+            n: 72,
+            k: 40,
+            bias: true,
+            ..G
+        },
+    ]
+}
+
+fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
+    let mut rng = Rng::new(seed);
+    let b_rows = if c.geglu { 2 * c.n } else { c.n };
+    let b_count = if c.broadcast_b { 1 } else { c.batch };
+    let a = round_bf16(&rng.randn(c.batch * c.m * c.k, 1.0, 0.0));
+    let b = round_bf16(&rng.randn(b_count * b_rows * c.k, 1.0, 0.0));
+    let bias = round_bf16(&rng.randn(b_rows, 1.0, 0.0));
+    let res = round_bf16(&rng.randn(c.batch * c.m * c.n, 1.0, 0.0));
+    let want = gemm_ref(
+        &a,
+        &b,
+        c.bias.then_some(&bias[..]),
+        c.residual.then_some(&res[..]),
+        (c.batch, c.m, c.n, c.k),
+        c.op == GemmOp::Matmul,
+        !c.broadcast_b,
+        c.scale,
+        c.geglu,
+    );
+    let shape = GemmShape {
+        batch: c.batch as u64,
+        m: c.m as u64,
+        n: c.n as u64,
+        k: c.k as u64,
+    };
+    let layout = GemmLayout::contiguous(c.op, shape, c.geglu, c.broadcast_b);
+    let ptrs = GemmPtrs {
+        a: dev.upload(&to_bf16(&a))?,
+        b: dev.upload(&to_bf16(&b))?,
+        bias: if c.bias {
+            dev.upload(&to_bf16(&bias))?
+        } else {
+            0
+        },
+        residual: if c.residual {
+            dev.upload(&to_bf16(&res))?
+        } else {
+            0
+        },
+        c: dev.alloc_poisoned(want.len() * 2)?,
+    };
+    let epi = GemmEpilogue {
+        scale: c.scale,
+        geglu: c.geglu,
+    };
+    let mut p = GemmParams::new(c.op, ptrs, shape, layout, epi)?;
+    if c.plain {
+        p = p.without_cp_async();
+    }
+    dev.launch(
+        KernelModule::Gemm,
+        c.op.entry(),
+        gemm_launch(shape, c.geglu),
+        &p,
+    )?;
+    let got = from_bf16(&dev.download::<bf16>(ptrs.c, want.len())?);
+    assert_close(&format!("{c:?} aligned {}", p.aligned), &got, &want, TOL);
+    Ok(())
+}
+
+#[test]
+fn gemm_linear_matmul_epilogues() {
+    for_each_schedule(&gemm_cases(), 0, run_gemm);
+}
+
+#[test]
+fn gemm_engine_launcher() {
+    use cyberhost_engine::backends::cuda::gemm::{linear, matmul, GemmExtras};
+    let dev = engine_device();
+    let mut rng = Rng::new(7);
+    // FeedForward GEGLU proj: x (M, K) . w (2N, K)^T.
+    let (m, n, k) = (37, 24, 40);
+    let x = round_bf16(&rng.randn(m * k, 1.0, 0.0));
+    let w = round_bf16(&rng.randn(2 * n * k, 1.0, 0.0));
+    let b = round_bf16(&rng.randn(2 * n, 1.0, 0.0));
+    let (dx, dw, db) = (upload(dev, &x), upload(dev, &w), upload(dev, &b));
+    let mut out = dev.stream().alloc_zeros::<u16>(m * n).unwrap();
+    let extras = GemmExtras {
+        bias: Some(&db),
+        geglu: true,
+        ..Default::default()
+    };
+    linear(dev, &dx, &dw, &mut out, m, n, k, extras).unwrap();
+    let want = gemm_ref(
+        &x,
+        &w,
+        Some(&b),
+        None,
+        (1, m, n, k),
+        false,
+        false,
+        1.0,
+        true,
+    );
+    assert_close("engine linear GEGLU", &download(dev, &out), &want, TOL);
+
+    // Batched matmul with residual and scale.
+    let (batch, m, n, k) = (2, 19, 30, 24);
+    let a = round_bf16(&rng.randn(batch * m * k, 1.0, 0.0));
+    let bm = round_bf16(&rng.randn(batch * k * n, 1.0, 0.0));
+    let r = round_bf16(&rng.randn(batch * m * n, 1.0, 0.0));
+    let (da, dbm, dr) = (upload(dev, &a), upload(dev, &bm), upload(dev, &r));
+    let mut out = dev.stream().alloc_zeros::<u16>(batch * m * n).unwrap();
+    let extras = GemmExtras {
+        residual: Some(&dr),
+        scale: 0.5,
+        ..Default::default()
+    };
+    matmul(dev, &da, &dbm, &mut out, batch, m, n, k, false, extras).unwrap();
+    let want = gemm_ref(
+        &a,
+        &bm,
+        None,
+        Some(&r),
+        (batch, m, n, k),
+        true,
+        true,
+        0.5,
+        false,
+    );
+    assert_close("engine matmul", &download(dev, &out), &want, TOL);
+
+    // Too-short output buffer: an error naming the buffer, not a fault.
+    let mut short = dev.stream().alloc_zeros::<u16>(3).unwrap();
+    let err = matmul(
+        dev,
+        &da,
+        &dbm,
+        &mut short,
+        batch,
+        m,
+        n,
+        k,
+        false,
+        GemmExtras::default(),
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("out"), "{err:#}");
+}
+
+/// Mismatched inner dims are errors naming the shapes; a product with K = 0 is the bias.
+fn linear_matmul_bad_shapes<B: Backend>(be: &B) -> anyhow::Result<()> {
+    let x = be.from_f32(&[3, 4], &[1.0; 12])?;
+    let w = be.from_f32(&[5, 3], &[1.0; 15])?;
+    assert!(be.linear(&x, &w, None).is_err(), "linear K 4 vs 3");
+    let b = be.from_f32(&[5, 2], &[1.0; 10])?;
+    assert!(be.matmul(&x, &b).is_err(), "matmul K 4 vs 5");
+    let w = be.from_f32(&[2, 4], &[1.0; 8])?;
+    let bias = be.from_f32(&[3], &[1.0; 3])?;
+    assert!(
+        be.linear(&x, &w, Some(&bias)).is_err(),
+        "bias of 3 for 2 outputs"
+    );
+    let y = be.linear(&x, &w, None)?;
+    assert_eq!(y.shape(), &[3, 2]);
+    assert_eq!(be.to_f32(&y)?, [4.0; 6]);
+    Ok(())
+}
+crate::backend_test!(linear_matmul_bad_shapes);
+
+// ------------------------------------------------------------------------------------------------
+// through the CUDA backend (stand-in driver, or a GPU), against the CPU backend
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn linear_and_matmul_match_cpu() {
+    let _g = cuda_serial();
+    // the GEMM rounds its operands to bf16 in both storages
+    for (be, _) in storages() {
+        for (xs, n, bias) in [
+            (vec![37usize, 70], 45usize, true),
+            (vec![2, 5, 24], 17, false),
+            (vec![3, 8], 64, true),
+        ] {
+            let k = *xs.last().unwrap();
+            let (x, xc) = rand_pair(&be, &xs, 150);
+            let (w, wc) = rand_pair(&be, &[n, k], 151);
+            let (b, bc) = rand_pair(&be, &[n], 152);
+            let (gb, cb) = if bias {
+                (Some(&b), Some(&bc))
+            } else {
+                (None, None)
+            };
+            check(
+                &format!("linear {xs:?} n {n}"),
+                &be,
+                &be.linear(&x, &w, gb).unwrap(),
+                &CPU.linear(&xc, &wc, cb).unwrap(),
+                1e-2,
+            );
+        }
+        for (sa, sb) in [
+            ([2usize, 3, 19, 21], [2usize, 3, 21, 13]),
+            ([1, 1, 40, 8], [1, 1, 8, 70]),
+        ] {
+            let (a, ac) = rand_pair(&be, &sa, 160);
+            let (b, bc) = rand_pair(&be, &sb, 161);
+            check(
+                &format!("matmul {sa:?} {sb:?}"),
+                &be,
+                &be.matmul(&a, &b).unwrap(),
+                &CPU.matmul(&ac, &bc).unwrap(),
+                1e-2,
+            );
+        }
+        let (a, _) = rand_pair(&be, &[2, 3], 1);
+        assert!(be.matmul(&a, &a).is_err());
+        let (w, _) = rand_pair(&be, &[4, 2], 2);
+        assert!(be.linear(&a, &w, None).is_err());
+    }
+}
