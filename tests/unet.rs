@@ -1,4 +1,4 @@
-//! UNet2DConditionModel / UNetMotionModel against diffusers 0.31.0 fixtures
+//! UNet2DConditionModel / UNetMotionModel against diffusers 0.42.1 fixtures
 //! (`tests/fixtures/unet2d_*`, `tests/fixtures/unet_motion_*`), config errors,
 //! and the hook call sites.
 

@@ -129,37 +129,106 @@ fn wav2vec2_fixtures() {
     check_all("wav2vec2");
 }
 
+/// transformers 5.x: for pre-LN (`do_stable_layer_norm`) models `hidden_states[-1]` is
+/// the last layer's output BEFORE `encoder.layer_norm` (only `last_hidden_state` is normed),
+/// unless `config.json` sets `tie_last_hidden_states` (transformers 4.x's behaviour).
+/// Checks the fixtures tell the two apart and that `forward` (what the audio path
+/// uses) gives the right last entry.
+#[test]
+fn wav2vec2_stable_layer_norm_last_hidden_state_follows_transformers_5() {
+    use cyberhost_engine::backends::cpu::CpuBackend;
+    use cyberhost_engine::backends::Backend;
+    use cyberhost_engine::conformance::rel_l2;
+    use cyberhost_engine::models::config_json::ConfigJson;
+    use cyberhost_engine::models::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
+    use cyberhost_engine::var_builder::VarBuilder;
+    let (mut untied, mut tied) = (0, 0);
+    let mut failures = Vec::new();
+    for d in fixtures_of("wav2vec2") {
+        let json = ConfigJson::from_file("wav2vec2 config", &d.join("model/config.json")).unwrap();
+        let cfg = Wav2Vec2Config::from_config(&json).unwrap();
+        if !cfg.do_stable_layer_norm {
+            continue;
+        }
+        let tie = json.bool("tie_last_hidden_states", false).unwrap();
+        let case = load_case(&d).unwrap();
+        let states = &case.expected["hidden_states"];
+        let last = &case.expected["last_hidden_state"];
+        let n = last.data.len();
+        let exp_final = &states.data[states.data.len() - n..];
+        // the fixture separates the two semantics
+        let gap = rel_l2(exp_final, &last.data);
+        if tie {
+            tied += 1;
+            assert_eq!(
+                gap,
+                0.0,
+                "{}: tied, yet hidden_states[-1] != last_hidden_state",
+                d.display()
+            );
+        } else {
+            untied += 1;
+            assert!(
+                gap > 1e-2,
+                "{}: hidden_states[-1] vs last_hidden_state only {gap:.1e} apart",
+                d.display()
+            );
+        }
+        let be = CpuBackend::new();
+        let vb = VarBuilder::open(be, &d.join("model")).unwrap();
+        let model = Wav2Vec2Model::load(&vb, &cfg).unwrap();
+        let x = case.input("input_values").unwrap();
+        let x = be.from_f32(&x.shape, &x.data).unwrap();
+        let got = model.forward(&be, &x).unwrap();
+        assert_eq!(got.len(), cfg.num_hidden_layers + 1);
+        let got_final = be.to_f32(got.last().unwrap()).unwrap();
+        let err = rel_l2(&got_final, exp_final);
+        eprintln!(
+            "{}: tie_last_hidden_states={tie}: hidden_states[-1] rel L2 {err:.3e} (fixture gap {gap:.3e})",
+            d.display()
+        );
+        if !(err <= case.tolerance) {
+            failures.push(format!(
+                "{}: hidden_states[-1] rel L2 {err:.3e} > {:.0e} (vs last_hidden_state {:.3e})",
+                d.display(),
+                case.tolerance,
+                rel_l2(&got_final, &last.data)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        untied >= 2 && tied >= 1,
+        "pre-LN wav2vec2 fixtures: {untied} untied, {tied} with tie_last_hidden_states"
+    );
+}
+
 #[test]
 fn wav2vec2_config_errors_name_key_and_value() {
     use cyberhost_engine::models::config_json::ConfigJson;
     use cyberhost_engine::models::wav2vec2::Wav2Vec2Config;
-    let c = ConfigJson::from_value(
-        "Wav2Vec2 config",
-        &serde_json::json!({"feat_extract_norm": "batch"}),
-    )
-    .unwrap();
-    let msg = format!("{:#}", Wav2Vec2Config::from_config(&c).unwrap_err());
-    assert!(
-        msg.contains("feat_extract_norm") && msg.contains("batch"),
-        "{msg}"
-    );
-    let c = ConfigJson::from_value(
-        "Wav2Vec2 config",
-        &serde_json::json!({"feat_extract_activation": "mish"}),
-    )
-    .unwrap();
-    let msg = format!("{:#}", Wav2Vec2Config::from_config(&c).unwrap_err());
-    assert!(
-        msg.contains("feat_extract_activation") && msg.contains("mish"),
-        "{msg}"
-    );
-    let c = ConfigJson::from_value(
-        "Wav2Vec2 config",
-        &serde_json::json!({"conv_dim": [8, 8], "conv_stride": [5]}),
-    )
-    .unwrap();
-    let msg = format!("{:#}", Wav2Vec2Config::from_config(&c).unwrap_err());
-    assert!(msg.contains("conv_stride"), "{msg}");
+    for (json, names) in [
+        (
+            serde_json::json!({"feat_extract_norm": "batch"}),
+            &["feat_extract_norm", "batch"][..],
+        ),
+        (
+            serde_json::json!({"feat_extract_activation": "mish"}),
+            &["feat_extract_activation", "mish"][..],
+        ),
+        (
+            serde_json::json!({"conv_dim": [8, 8], "conv_stride": [5]}),
+            &["conv_stride"][..],
+        ),
+        (
+            serde_json::json!({"tie_last_hidden_states": "yes"}),
+            &["tie_last_hidden_states", "yes"][..],
+        ),
+    ] {
+        let c = ConfigJson::from_value("Wav2Vec2 config", &json).unwrap();
+        let msg = format!("{:#}", Wav2Vec2Config::from_config(&c).unwrap_err());
+        assert!(names.iter().all(|n| msg.contains(n)), "{json}: {msg}");
+    }
 }
 
 #[test]

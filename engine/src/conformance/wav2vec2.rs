@@ -1,7 +1,8 @@
 //! Conformance arm `wav2vec2`: `Wav2Vec2Model(input_values, output_hidden_states=True)`.
 //!
-//! Input: `input_values` (B, L). Output: `hidden_states`, the stacked
-//! `num_hidden_layers + 1` hidden states (L+1, B, T, H).
+//! Input: `input_values` (B, L). Outputs: `hidden_states`, the stacked
+//! `num_hidden_layers + 1` hidden states (L+1, B, T, H) (transformers 5.x semantics,
+//! see `models::wav2vec2`), and `last_hidden_state` (B, T, H).
 
 use super::{Case, HostTensor, Outputs};
 use crate::backends::cpu::CpuBackend;
@@ -26,13 +27,21 @@ pub fn run(model_dir: &Path, case: &Case) -> Result<Outputs> {
         .context("wav2vec2 checkpoint does not match its config")?;
     let x = case.input("input_values")?;
     let x = be.from_f32(&x.shape, &x.data)?;
-    let states = model.forward(&be, &x)?;
+    let out = model.forward_outputs(&be, &x)?;
+    let states = &out.hidden_states;
     let refs: Vec<&_> = states.iter().collect();
     let stacked = be.concat(&refs, 0)?;
     let mut shape = vec![states.len()];
     shape.extend_from_slice(states[0].shape());
-    Ok(vec![(
-        "hidden_states".to_string(),
-        HostTensor::new(shape, be.to_f32(&stacked)?),
-    )])
+    let last = &out.last_hidden_state;
+    Ok(vec![
+        (
+            "hidden_states".to_string(),
+            HostTensor::new(shape, be.to_f32(&stacked)?),
+        ),
+        (
+            "last_hidden_state".to_string(),
+            HostTensor::new(last.shape().to_vec(), be.to_f32(last)?),
+        ),
+    ])
 }

@@ -1,4 +1,4 @@
-//! diffusers `UNet2DConditionModel` (`models/unets/unet_2d_condition.py`, 0.31.0),
+//! diffusers `UNet2DConditionModel` (`models/unets/unet_2d_condition.py`, 0.42.1),
 //! built from its `config.json`.
 //!
 //! Supported: `CrossAttnDownBlock2D`, `DownBlock2D`, `UNetMidBlock2DCrossAttn` (or

@@ -1,5 +1,5 @@
 //! diffusers `UNetMotionModel` (AnimateDiff; `models/unets/unet_motion_model.py`,
-//! 0.31.0), built from its `config.json`.
+//! 0.42.1), built from its `config.json`.
 //!
 //! Frames are folded into the batch for every spatial layer exactly as diffusers
 //! does: sample (B, C, F, H, W) → (B·F, C, H, W), frame-major per batch item; the

@@ -1,4 +1,4 @@
-//! diffusers 0.31.0 `AutoencoderKL` (`models/autoencoders/autoencoder_kl.py`, `vae.py`
+//! diffusers 0.42.1 `AutoencoderKL` (`models/autoencoders/autoencoder_kl.py`, `vae.py`
 //! `Encoder` / `Decoder`, `unet_2d_blocks.py` `DownEncoderBlock2D` / `UpDecoderBlock2D` /
 //! `UNetMidBlock2D`), without tiling or slicing.
 //!

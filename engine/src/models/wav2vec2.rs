@@ -1,4 +1,4 @@
-//! transformers 4.46.3 `Wav2Vec2Model` (`models/wav2vec2/modeling_wav2vec2.py`),
+//! transformers 5.25 `Wav2Vec2Model` (`models/wav2vec2/modeling_wav2vec2.py`),
 //! eval mode, no attention mask, no SpecAugment masking.
 //!
 //! ```text
@@ -7,12 +7,22 @@
 //!        "group": GroupNorm(C, C) on layer 0 only; "layer": LayerNorm over C on every layer
 //!   └─ (B, T, C) ─ feature_projection: LayerNorm(C) → Linear(C → H)
 //!   └─ encoder: h += pos_conv_embed(h)   (grouped Conv1d, weight norm dim 2, SamePad, act)
-//!        post-LN  (do_stable_layer_norm = false): h = LN(h); states = [h, layer_1(h), ...]
-//!        pre-LN   (do_stable_layer_norm = true):  states = [h, ..., h_{L-1}, LN(h_L)]
+//!        post-LN  (do_stable_layer_norm = false): h = LN(h); states = [h, h_1, ..., h_L]
+//!                                                  last_hidden_state = h_L
+//!        pre-LN   (do_stable_layer_norm = true):  states = [h, h_1, ..., h_L]
+//!                                                  last_hidden_state = LN(h_L)
+//!        (h_i = output of layer i; with `tie_last_hidden_states` the last state is
+//!        replaced by last_hidden_state, which only changes anything for pre-LN)
 //! ```
 //!
 //! [`Wav2Vec2Model::forward`] returns all `num_hidden_layers + 1` hidden states, exactly
-//! what `output_hidden_states=True` gives. 1-D convolutions run as `conv2d` with H = 1.
+//! what `output_hidden_states=True` gives: in transformers 5.x `Wav2Vec2Model.forward` is
+//! `capture_outputs(tie_last_hidden_states=False)`, so the states are the input of layer 0
+//! and each layer's output, and for pre-LN models the last one is BEFORE `encoder.layer_norm`.
+//! transformers 4.x returned `last_hidden_state` (after the norm) as the last entry; a
+//! `"tie_last_hidden_states": true` in `config.json` restores that, in both transformers
+//! 5.x and here. [`Wav2Vec2Model::forward_outputs`] also returns `last_hidden_state`.
+//! 1-D convolutions run as `conv2d` with H = 1.
 
 use anyhow::{bail, Context, Result};
 
@@ -99,6 +109,10 @@ pub struct Wav2Vec2Config {
     pub num_conv_pos_embedding_groups: usize,
     /// e.g. false
     pub do_stable_layer_norm: bool,
+    /// `tie_last_hidden_states` (transformers 5.x; unset = false for `Wav2Vec2Model`):
+    /// the last hidden state is `last_hidden_state`, after `encoder.layer_norm` for pre-LN
+    /// models, as transformers 4.x returned it.
+    pub tie_last_hidden_states: bool,
 }
 
 impl Default for Wav2Vec2Config {
@@ -119,6 +133,7 @@ impl Default for Wav2Vec2Config {
             num_conv_pos_embeddings: 128,
             num_conv_pos_embedding_groups: 16,
             do_stable_layer_norm: false,
+            tie_last_hidden_states: false,
         }
     }
 }
@@ -202,6 +217,7 @@ impl Wav2Vec2Config {
             num_conv_pos_embeddings,
             num_conv_pos_embedding_groups: groups,
             do_stable_layer_norm: c.bool("do_stable_layer_norm", d.do_stable_layer_norm)?,
+            tie_last_hidden_states: c.bool("tie_last_hidden_states", d.tie_last_hidden_states)?,
         })
     }
 
@@ -606,9 +622,36 @@ impl<B: Backend> Wav2Vec2Model<B> {
         self.projection.forward(be, &x)
     }
 
-    /// All hidden states, as `Wav2Vec2Model(input_values, output_hidden_states=True).hidden_states`:
-    /// `num_hidden_layers + 1` tensors of shape (B, T, H); the last is `last_hidden_state`.
+    /// All hidden states, as transformers 5.x
+    /// `Wav2Vec2Model(input_values, output_hidden_states=True).hidden_states`:
+    /// `num_hidden_layers + 1` tensors of shape (B, T, H), the input of layer 0 and the
+    /// output of every layer. For pre-LN (`do_stable_layer_norm`) models the last one is
+    /// before `encoder.layer_norm` unless the config sets `tie_last_hidden_states`.
     pub fn forward(&self, be: &B, input_values: &B::Tensor) -> Result<Vec<B::Tensor>> {
+        Ok(self.run(be, input_values, false)?.0)
+    }
+
+    /// [`Self::forward`]'s hidden states and `last_hidden_state`.
+    pub fn forward_outputs(
+        &self,
+        be: &B,
+        input_values: &B::Tensor,
+    ) -> Result<Wav2Vec2Output<B::Tensor>> {
+        let (hidden_states, last) = self.run(be, input_values, true)?;
+        Ok(Wav2Vec2Output {
+            last_hidden_state: last.expect("last_hidden_state was asked for"),
+            hidden_states,
+        })
+    }
+
+    /// The encoder: (hidden states, `last_hidden_state` when `want_last`). For pre-LN
+    /// models `last_hidden_state` costs a LayerNorm the hidden states may not need.
+    fn run(
+        &self,
+        be: &B,
+        input_values: &B::Tensor,
+        want_last: bool,
+    ) -> Result<(Vec<B::Tensor>, Option<B::Tensor>)> {
         let h = self.embed(be, input_values)?;
         let pos = self.pos_conv_embed.forward(be, &h)?;
         let mut h = be.add(&h, &pos)?;
@@ -616,15 +659,34 @@ impl<B: Backend> Wav2Vec2Model<B> {
         if !stable {
             h = self.encoder_layer_norm.forward(be, &h)?;
         }
-        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        let mut hidden_states = Vec::with_capacity(self.layers.len() + 1);
         for layer in &self.layers {
-            states.push(h.clone());
+            hidden_states.push(h.clone());
             h = layer.forward(be, &h)?;
         }
-        if stable {
-            h = self.encoder_layer_norm.forward(be, &h)?;
+        if !stable {
+            hidden_states.push(h.clone());
+            return Ok((hidden_states, Some(h)));
         }
-        states.push(h);
-        Ok(states)
+        let tie = self.config.tie_last_hidden_states;
+        let normed = if want_last || tie {
+            Some(self.encoder_layer_norm.forward(be, &h)?)
+        } else {
+            None
+        };
+        hidden_states.push(match &normed {
+            Some(n) if tie => n.clone(),
+            _ => h,
+        });
+        Ok((hidden_states, normed))
     }
+}
+
+/// [`Wav2Vec2Model::forward_outputs`]: `Wav2Vec2Model(..., output_hidden_states=True)`.
+#[derive(Clone, Debug)]
+pub struct Wav2Vec2Output<T> {
+    /// (B, T, H), after `encoder.layer_norm` for pre-LN models
+    pub last_hidden_state: T,
+    /// `num_hidden_layers + 1` tensors (B, T, H), as [`Wav2Vec2Model::forward`]
+    pub hidden_states: Vec<T>,
 }

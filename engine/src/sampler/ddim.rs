@@ -1,4 +1,4 @@
-//! DDIM sampler: a port of diffusers 0.31.0 `DDIMScheduler`
+//! DDIM sampler: a port of diffusers 0.42.1 `DDIMScheduler`
 //! (`schedulers/scheduling_ddim.py`), built from a `scheduler_config.json`.
 //!
 //! The noise schedule is computed the way torch computes it on the CPU, so the
@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::Path;
 
-/// `scheduler_config.json` fields (diffusers names; defaults as in diffusers 0.31.0).
+/// `scheduler_config.json` fields (diffusers names; defaults as in diffusers 0.42.1).
 /// Unknown keys (`_class_name`, `_diffusers_version`, ...) are ignored.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
@@ -517,7 +517,7 @@ impl DdimScheduler {
     }
 }
 
-/// `torch.linspace(start, end, steps, dtype=torch.float32)` on the CPU (torch 2.5.1,
+/// `torch.linspace(start, end, steps, dtype=torch.float32)` on the CPU (torch 2.15.0,
 /// x86-64 build): ATen's `linspace_kernel` counts the first half up from `start` and
 /// the second half down from `end`, and the compiler contracts `start + step·i` into
 /// one fused multiply-add. Verified bit for bit against torch for the schedules the

@@ -1,4 +1,4 @@
-//! Diffusion samplers. `ddim` ports diffusers' `DDIMScheduler` (0.31.0).
+//! Diffusion samplers. `ddim` ports diffusers' `DDIMScheduler` (0.42.1).
 
 pub mod ddim;
 
