@@ -637,7 +637,10 @@ fn run_block(
     if ctx.opts.detect_races || ctx.opts.detect_uninit_shared {
         shadow.resize(ctx.shared_size.div_ceil(4), NO_SHADOW);
     }
-    let prof = ctx.prof.filter(|_| sched == 0).map(|_| stats::BlockStats::new(nwarps));
+    let prof = ctx
+        .prof
+        .filter(|_| sched == 0)
+        .map(|_| stats::BlockStats::new(nwarps));
     let mut blk = Block {
         shared,
         shadow,

@@ -85,7 +85,8 @@ impl<'a, 'b> Block<'a, 'b> {
             let Some(p) = self.prof.as_mut() else { return };
             let ww = &mut p.warps[wi];
             let guard_reads = ins.guard.is_some_and(|(g, _)| ww.pending.contains(&g));
-            if !ww.pending.is_empty() && (guard_reads || ins.s.iter().any(|o| reads(o, &ww.pending)))
+            if !ww.pending.is_empty()
+                && (guard_reads || ins.s.iter().any(|o| reads(o, &ww.pending)))
             {
                 p.acc.on_mem_wait(w.idx, ww.pending_bytes, 1);
                 ww.pending.clear();
