@@ -31,6 +31,10 @@ struct WarpWaits {
     /// `cp.async` bytes of the group being built, and of the committed groups not waited for.
     cp_open: u64,
     cp_groups: VecDeque<u64>,
+    /// PC of the warp's previous instruction: a jump or a barrier ends a straight-line stretch.
+    last_pc: u32,
+    /// Whether the warp already waited for memory in the current straight-line stretch.
+    waited_in_stretch: bool,
 }
 
 impl BlockStats {
@@ -84,13 +88,29 @@ impl<'a, 'b> Block<'a, 'b> {
         {
             let Some(p) = self.prof.as_mut() else { return };
             let ww = &mut p.warps[wi];
+            if w.pc != ww.last_pc.wrapping_add(1) {
+                ww.waited_in_stretch = false;
+            }
+            ww.last_pc = w.pc;
             let guard_reads = ins.guard.is_some_and(|(g, _)| ww.pending.contains(&g));
             if !ww.pending.is_empty()
                 && (guard_reads || ins.s.iter().any(|o| reads(o, &ww.pending)))
             {
-                p.acc.on_mem_wait(w.idx, ww.pending_bytes, 1);
+                // ptxas issues the independent loads of a straight-line stretch together: a
+                // later first use in the same stretch waits for bytes, not for another round
+                // trip, unless it is itself a global load (a dependent chain).
+                let chained = matches!(ins.op, Op::Ld { .. } | Op::Atom { .. });
+                if ww.waited_in_stretch && !chained {
+                    p.acc.c.mem_wait_bytes += ww.pending_bytes as f64;
+                } else {
+                    p.acc.on_mem_wait(w.idx, ww.pending_bytes, 1);
+                }
+                ww.waited_in_stretch = true;
                 ww.pending.clear();
                 ww.pending_bytes = 0;
+            }
+            if matches!(ins.op, Op::BarSync | Op::BarRed(..)) {
+                ww.waited_in_stretch = false;
             }
             p.acc.on_warp_inst(mask.count_ones());
         }
