@@ -677,6 +677,40 @@ pub(crate) fn alu(op: Alu, ty: Ty, f: AluFlags, a: u64, b: u64, c: u64, x: u64) 
     }
 }
 
+/// Integer `setp` over all 32 lanes (`compare`'s integer rules); false for float types.
+#[inline(always)]
+pub(super) fn setp_int(cmp: Cmp, ty: Ty, a: &[u64; 32], b: &[u64; 32], r: &mut [u64; 32]) -> bool {
+    if ty.fmt().is_some() {
+        return false;
+    }
+    let bits = ty.bits();
+    let m = mask_bits(bits);
+    let signed = ty.signed();
+    macro_rules! lp {
+        (|$x:ident, $y:ident| $e:expr) => {
+            for l in 0..32 {
+                let $x = a[l];
+                let $y = b[l];
+                r[l] = ($e) as u64;
+            }
+        };
+    }
+    match cmp {
+        Cmp::Eq => lp!(|x, y| x & m == y & m),
+        Cmp::Ne => lp!(|x, y| x & m != y & m),
+        Cmp::Lt if signed => lp!(|x, y| sext(x, bits) < sext(y, bits)),
+        Cmp::Le if signed => lp!(|x, y| sext(x, bits) <= sext(y, bits)),
+        Cmp::Gt if signed => lp!(|x, y| sext(x, bits) > sext(y, bits)),
+        Cmp::Ge if signed => lp!(|x, y| sext(x, bits) >= sext(y, bits)),
+        Cmp::Lt | Cmp::Lo => lp!(|x, y| x & m < y & m),
+        Cmp::Le | Cmp::Ls => lp!(|x, y| x & m <= y & m),
+        Cmp::Gt | Cmp::Hi => lp!(|x, y| x & m > y & m),
+        Cmp::Ge | Cmp::Hs => lp!(|x, y| x & m >= y & m),
+        _ => lp!(|_x, _y| false),
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -815,38 +849,4 @@ mod tests {
         }
         assert!(covered > 1000, "only {covered} cases covered");
     }
-}
-
-/// Integer `setp` over all 32 lanes (`compare`'s integer rules); false for float types.
-#[inline(always)]
-pub(super) fn setp_int(cmp: Cmp, ty: Ty, a: &[u64; 32], b: &[u64; 32], r: &mut [u64; 32]) -> bool {
-    if ty.fmt().is_some() {
-        return false;
-    }
-    let bits = ty.bits();
-    let m = mask_bits(bits);
-    let signed = ty.signed();
-    macro_rules! lp {
-        (|$x:ident, $y:ident| $e:expr) => {
-            for l in 0..32 {
-                let $x = a[l];
-                let $y = b[l];
-                r[l] = ($e) as u64;
-            }
-        };
-    }
-    match cmp {
-        Cmp::Eq => lp!(|x, y| x & m == y & m),
-        Cmp::Ne => lp!(|x, y| x & m != y & m),
-        Cmp::Lt if signed => lp!(|x, y| sext(x, bits) < sext(y, bits)),
-        Cmp::Le if signed => lp!(|x, y| sext(x, bits) <= sext(y, bits)),
-        Cmp::Gt if signed => lp!(|x, y| sext(x, bits) > sext(y, bits)),
-        Cmp::Ge if signed => lp!(|x, y| sext(x, bits) >= sext(y, bits)),
-        Cmp::Lt | Cmp::Lo => lp!(|x, y| x & m < y & m),
-        Cmp::Le | Cmp::Ls => lp!(|x, y| x & m <= y & m),
-        Cmp::Gt | Cmp::Hi => lp!(|x, y| x & m > y & m),
-        Cmp::Ge | Cmp::Hs => lp!(|x, y| x & m >= y & m),
-        _ => lp!(|_x, _y| false),
-    }
-    true
 }

@@ -270,9 +270,7 @@ impl<'a, 'b> Block<'a, 'b> {
         let mut vals = [[0u64; 32]; 4];
         let uniform = space == Space::Param && !matches!(ins.s[0], Opnd::Addr(Base::Reg(_), _));
         let decode = |buf: &[u8], i: usize| {
-            let mut b8 = [0u8; 8];
-            b8[..eb].copy_from_slice(&buf[i * eb..i * eb + eb]);
-            let v = u64::from_le_bytes(b8);
+            let v = get_le(&buf[i * eb..], eb);
             if sign {
                 sext(v, eb as u32 * 8) as u64
             } else {
@@ -313,6 +311,25 @@ impl<'a, 'b> Block<'a, 'b> {
                     } else {
                         v
                     };
+                    continue;
+                }
+                if let Some(sa) = shared_addr(space, a) {
+                    if !a.is_multiple_of(total as u64) {
+                        return Err(e(
+                            FaultKind::Misaligned,
+                            l as u32,
+                            Some(a),
+                            format!("{total}-byte access must be {total}-byte aligned"),
+                        ));
+                    }
+                    let off = self.shared_off(l, sa, total, false)?;
+                    if !self.shadow.is_empty() {
+                        let tid = w.idx * 32 + l as u32;
+                        self.shared_check(w, l, tid, off, total, false, false, None)?;
+                    }
+                    for (i, v) in vals.iter_mut().enumerate().take(n) {
+                        v[l] = decode(&self.shared[off..], i);
+                    }
                     continue;
                 }
                 let mut buf = [0u8; 32];
@@ -387,10 +404,62 @@ impl<'a, 'b> Block<'a, 'b> {
             }
             let mut buf = [0u8; 32];
             for (i, v) in vals.iter().enumerate().take(n) {
-                buf[i * eb..i * eb + eb].copy_from_slice(&v[l].to_le_bytes()[..eb]);
+                put_le(&mut buf[i * eb..], v[l], eb);
+            }
+            if let Some(sa) = shared_addr(space, a) {
+                if !a.is_multiple_of(total as u64) {
+                    return Err(e(
+                        FaultKind::Misaligned,
+                        l as u32,
+                        Some(a),
+                        format!("{total}-byte access must be {total}-byte aligned"),
+                    ));
+                }
+                let off = self.shared_off(l, sa, total, false)?;
+                if !self.shadow.is_empty() {
+                    let tid = w.idx * 32 + l as u32;
+                    self.shared_check(w, l, tid, off, total, true, false, Some(&buf[..total]))?;
+                }
+                self.shared[off..off + total].copy_from_slice(&buf[..total]);
+                continue;
             }
             self.write(w, l, space, a, &buf[..total], false)?;
         }
         Ok(())
+    }
+}
+
+/// The shared-memory offset of an access in `space` at `a` (a `.shared` address, or a generic
+/// one in the shared window); None for other spaces.
+#[inline(always)]
+fn shared_addr(space: Space, a: u64) -> Option<u64> {
+    match space {
+        Space::Shared => Some(a),
+        Space::Generic if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&a) => {
+            Some(a - SHARED_WINDOW)
+        }
+        _ => None,
+    }
+}
+
+/// The `eb`-byte little-endian value at the start of `b` (eb ≤ 8).
+#[inline(always)]
+fn get_le(b: &[u8], eb: usize) -> u64 {
+    match eb {
+        1 => b[0] as u64,
+        2 => u16::from_le_bytes([b[0], b[1]]) as u64,
+        4 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64,
+        _ => u64::from_le_bytes(b[..8].try_into().unwrap()),
+    }
+}
+
+/// Store the low `eb` bytes of `v` little-endian at the start of `b` (eb ≤ 8).
+#[inline(always)]
+fn put_le(b: &mut [u8], v: u64, eb: usize) {
+    match eb {
+        1 => b[0] = v as u8,
+        2 => b[..2].copy_from_slice(&(v as u16).to_le_bytes()),
+        4 => b[..4].copy_from_slice(&(v as u32).to_le_bytes()),
+        _ => b[..8].copy_from_slice(&v.to_le_bytes()),
     }
 }

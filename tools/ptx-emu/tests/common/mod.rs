@@ -86,13 +86,9 @@ pub fn run(
         &LaunchOptions::with_checks(Checks::Fast),
     );
     let full = launch(m, k, &c, &p, mem, &opts);
-    if full.is_ok() {
+    if let Ok(full_st) = &full {
         let st = fast.unwrap_or_else(|f| panic!("{k}: passes at full, faults at fast: {f}"));
-        assert_eq!(
-            st,
-            *full.as_ref().unwrap(),
-            "{k}: statistics differ between levels"
-        );
+        assert_eq!(st, *full_st, "{k}: statistics differ between levels");
         assert!(
             fast_mem == *mem,
             "{k}: results differ between PTX_EMU_CHECKS=full and fast"

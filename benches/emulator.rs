@@ -1,0 +1,276 @@
+//! Emulator throughput on the tiny model's real kernels at their real shapes, in warp-instructions
+//! per second per core, at both checking levels (`full`: every hazard detector and the extra
+//! schedule; `fast`: bounds and alignment only, one schedule). See the table in
+//! `docs/emulator.md`.
+//!
+//! Shapes (tiny preset: 128² frames → 16² latents, 8 + 2 motion frames, classifier-free guidance
+//! doubles the batch to 20; UNet level 0 has 32 channels, 2 heads, 8 groups):
+//! - `linear_v1_bf16`: the level-0 feed-forward input projection, M = 20·256 tokens, N = 128,
+//!   K = 32;
+//! - `conv2d_v1_bf16`: the level-0 3×3 conv, N = 20, 32 → 32 channels, 16×16;
+//! - `attention_d48_v1_bf16`: level-0 spatial self-attention, B = 20, H = 2, L = 256, D = 16;
+//! - `group_norm_silu_v1_bf16`: level-0 norm, N = 20, C = 32, S = 256, 8 groups.
+//!
+//! Blocks run on one thread (`threads: 1`), so the figure is per core. The first lines printed
+//! give warp-instructions per CPU-second of the benchmark thread (the meaningful number on a loaded
+//! machine); criterion's `elem/s` is warp-instructions per wall-clock second.
+//!
+//! Run: `cargo bench --bench emulator` (`EMU_BENCH_TABLE_ONLY=1` prints the table only).
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use cyberhost_kernels::{attention, conv2d, gemm, group_norm};
+use ptx_emu::{launch, LaunchConfig, LaunchOptions, Memory, Module};
+use std::time::Duration;
+
+struct Case {
+    name: &'static str,
+    module: Module,
+    entry: &'static str,
+    cfg: LaunchConfig,
+    params: Vec<u8>,
+    mem: Memory,
+}
+
+fn ptx(name: &str) -> String {
+    let p = format!("{}/kernels/ptx/{name}.ptx", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// `n` bf16 values in [-1, 1) from a fixed LCG.
+fn bf16_data(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .flat_map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+            half::bf16::from_f32(v).to_bits().to_le_bytes()
+        })
+        .collect()
+}
+
+fn buf(mem: &mut Memory, elems: usize, seed: u64) -> u64 {
+    let a = mem.alloc(elems * 2).unwrap();
+    mem.write(a, &bf16_data(elems, seed)).unwrap();
+    a
+}
+
+fn cfg(c: cyberhost_kernels::LaunchConfig) -> LaunchConfig {
+    LaunchConfig {
+        grid: c.grid,
+        block: c.block,
+        dynamic_smem_bytes: c.dynamic_smem_bytes,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    // GEMM
+    {
+        let mut mem = Memory::new();
+        let shape = gemm::GemmShape {
+            batch: 1,
+            m: 5120,
+            n: 128,
+            k: 32,
+        };
+        let a = buf(&mut mem, 5120 * 32, 1);
+        let b = buf(&mut mem, 128 * 32, 2);
+        let bias = buf(&mut mem, 128, 3);
+        let c = buf(&mut mem, 5120 * 128, 4);
+        let ptrs = gemm::GemmPtrs {
+            a,
+            b,
+            bias,
+            residual: 0,
+            c,
+        };
+        let layout = gemm::GemmLayout::contiguous(gemm::GemmOp::Linear, shape, false, true);
+        let p = gemm::GemmParams::new(
+            gemm::GemmOp::Linear,
+            ptrs,
+            shape,
+            layout,
+            gemm::GemmEpilogue::default(),
+        )
+        .unwrap();
+        out.push(Case {
+            name: "gemm linear 5120x128x32",
+            module: Module::parse(&ptx("gemm")).unwrap(),
+            entry: gemm::GemmOp::Linear.entry(),
+            cfg: cfg(gemm::launch_config(shape, false)),
+            params: bytemuck::bytes_of(&p).to_vec(),
+            mem,
+        });
+    }
+    // conv
+    {
+        let mut mem = Memory::new();
+        let s = conv2d::Conv2dShape::square(20, 32, 16, 16, 32, 3, 1, 1);
+        let x = buf(&mut mem, 20 * 32 * 256, 5);
+        let w = buf(&mut mem, 32 * 32 * 9, 6);
+        let bias = buf(&mut mem, 32, 7);
+        let y = buf(&mut mem, 20 * 32 * 256, 8);
+        let ptrs = conv2d::Conv2dPtrs {
+            x,
+            w,
+            bias,
+            temb: 0,
+            residual: 0,
+            y,
+        };
+        let p = conv2d::Conv2dParams::new(ptrs, s, 1.0).unwrap();
+        out.push(Case {
+            name: "conv2d 20x32x16x16 3x3 ->32",
+            module: Module::parse(&ptx("conv2d")).unwrap(),
+            entry: "conv2d_v1_bf16",
+            cfg: cfg(conv2d::launch_config(s)),
+            params: bytemuck::bytes_of(&p).to_vec(),
+            mem,
+        });
+    }
+    // attention
+    {
+        let mut mem = Memory::new();
+        let shape = attention::AttentionShape {
+            batch: 20,
+            heads: 2,
+            lq: 256,
+            lk: 256,
+            d: 16,
+        };
+        let n = 20 * 2 * 256 * 16;
+        let ptrs = [
+            buf(&mut mem, n, 9),
+            buf(&mut mem, n, 10),
+            buf(&mut mem, n, 11),
+            buf(&mut mem, n, 12),
+        ];
+        let st = attention::AttnStrides::blhd(2, 256, 16);
+        let p = attention::AttentionParams::new(ptrs, [st; 4], shape, 0.25).unwrap();
+        out.push(Case {
+            name: "attention 20x2x256x256 d16",
+            module: Module::parse(&ptx("attention")).unwrap(),
+            entry: attention::traits_for(16).unwrap().entry,
+            cfg: cfg(attention::launch_config(shape)),
+            params: bytemuck::bytes_of(&p).to_vec(),
+            mem,
+        });
+    }
+    // group_norm
+    {
+        let mut mem = Memory::new();
+        let shape = group_norm::GroupNormShape {
+            n: 20,
+            c: 32,
+            s: 256,
+            groups: 8,
+        };
+        let x = buf(&mut mem, 20 * 32 * 256, 13);
+        let g = buf(&mut mem, 32, 14);
+        let b = buf(&mut mem, 32, 15);
+        let y = buf(&mut mem, 20 * 32 * 256, 16);
+        let p = group_norm::GroupNormParams::new(x, g, b, y, shape, 1e-5).unwrap();
+        out.push(Case {
+            name: "group_norm_silu 20x32x256 g8",
+            module: Module::parse(&ptx("group_norm")).unwrap(),
+            entry: "group_norm_silu_v1_bf16",
+            cfg: cfg(group_norm::launch_config(shape)),
+            params: bytemuck::bytes_of(&p).to_vec(),
+            mem,
+        });
+    }
+    out
+}
+
+/// The two checking levels, one thread (per-core figures).
+fn levels() -> [(&'static str, LaunchOptions); 2] {
+    let full = LaunchOptions {
+        schedules: 2,
+        detect_races: true,
+        detect_uninit_shared: true,
+        threads: 1,
+        ..LaunchOptions::default()
+    };
+    let fast = LaunchOptions {
+        schedules: 1,
+        detect_races: false,
+        detect_uninit_shared: false,
+        threads: 1,
+        ..LaunchOptions::default()
+    };
+    [("full", full), ("fast", fast)]
+}
+
+fn run(c: &mut Case, opts: &LaunchOptions) -> ptx_emu::LaunchStats {
+    let p = [c.params.as_slice()];
+    launch(&c.module, c.entry, &c.cfg, &p, &mut c.mem, opts)
+        .unwrap_or_else(|f| panic!("{}: {f}", c.name))
+}
+
+/// CPU time of this thread (Linux `/proc/thread-self/stat`, clock ticks of 10 ms).
+fn cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Warp-instructions (of the launch's result schedule) per CPU-second of this thread, measured
+/// over at least `min_cpu` seconds.
+fn table(cases: &mut [Case], min_cpu: f64) {
+    println!("| kernel | level | warp-instr / launch | launches | M warp-instr/s per core |");
+    println!("|---|---|---|---|---|");
+    for c in cases.iter_mut() {
+        for (lvl, opts) in levels() {
+            let st = run(c, &opts);
+            let c0 = cpu_seconds().unwrap_or(0.0);
+            let t0 = std::time::Instant::now();
+            let mut reps = 0u64;
+            let dt = loop {
+                run(c, &opts);
+                reps += 1;
+                let dc = cpu_seconds().map(|c1| c1 - c0).unwrap_or(0.0);
+                let dt = if dc > 0.0 {
+                    dc
+                } else {
+                    t0.elapsed().as_secs_f64()
+                };
+                if dt >= min_cpu && reps >= 2 {
+                    break dt;
+                }
+            };
+            println!(
+                "| {} | {lvl} | {} | {reps} | {:.2} |",
+                c.name,
+                st.warp_instructions,
+                st.warp_instructions as f64 * reps as f64 / dt / 1e6
+            );
+        }
+    }
+}
+
+fn bench(cr: &mut Criterion) {
+    let mut cases = cases();
+    table(&mut cases, 2.0);
+    if std::env::var_os("EMU_BENCH_TABLE_ONLY").is_some() {
+        return;
+    }
+    let mut g = cr.benchmark_group("emulator");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
+    for c in cases.iter_mut() {
+        for (lvl, opts) in levels() {
+            let st = run(c, &opts);
+            g.throughput(Throughput::Elements(st.warp_instructions));
+            g.bench_function(format!("{} [{lvl}]", c.name), |b| b.iter(|| run(c, &opts)));
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
