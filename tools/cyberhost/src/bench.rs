@@ -87,7 +87,7 @@ pub struct Args {
     #[arg(long)]
     gpu: Option<String>,
     /// With --gpu on the stand-in: blocks run per launch, counters scaled to the grid (outputs
-    /// are then not valid); 0 = every block (exact). Default: 8 for the paper preset, else 0.
+    /// are then not valid); 0 = every block (exact). Default: 2 for the paper preset, else 0.
     #[arg(long, requires = "gpu")]
     sample_blocks: Option<u64>,
     /// With --gpu: write the counted launches here (JSON Lines, PTX_EMU_STATS format).

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 /// Blocks per launch the `paper` preset runs by default on the stand-in (counters scaled to the
 /// grid): enough to see every kernel's steady state, few enough for minutes, not hours.
-pub const PAPER_SAMPLE_BLOCKS: u64 = 8;
+pub const PAPER_SAMPLE_BLOCKS: u64 = 2;
 
 /// The planner's roofline floor of the step on `g`: Σ over op classes of
 /// max(FLOPs / dense bf16 tensor peak, bytes / DRAM bandwidth), seconds (as `cyberhost plan`
