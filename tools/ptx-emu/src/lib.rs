@@ -173,7 +173,7 @@ impl Checks {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaunchOptions {
     /// Number of seeded warp schedules the launch is run with (hazard search); results come from
-    /// the first; default from env `PTX_EMU_SCHEDULES` or 2.
+    /// the first; default from env `PTX_EMU_SCHEDULES`, else 2 at `Checks::Full` and 1 at `Fast`.
     pub schedules: u32,
     pub seed: u64,
     pub detect_races: bool,
