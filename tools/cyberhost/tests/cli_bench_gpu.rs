@@ -101,7 +101,20 @@ fn bench_gpu_on_the_stand_in_predicts_per_kernel_and_repredicts_saved_counters()
     let text = std::fs::read_to_string(&stats).unwrap();
     let launches = h["launches_per_step"].as_f64().unwrap();
     assert_eq!(text.lines().count() as f64, launches);
-    assert!(text.contains("\"smsp__inst_executed.sum\""));
+    for line in text.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            row["smsp__inst_executed.sum"].as_u64().unwrap() > 0,
+            "{row}"
+        );
+        // committed PTX: registers from the pinned ptxas report
+        assert!(
+            row["launch__registers_per_thread"].as_u64().unwrap() > 0,
+            "{row}"
+        );
+        assert!(row["predicted_us"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["blocks_executed"].as_u64() <= row["blocks_total"].as_u64());
+    }
 
     // Saved counters, another GPU: same launches, a slower card predicts a slower step.
     let mut args = base.to_vec();
