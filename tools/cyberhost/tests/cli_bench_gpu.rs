@@ -59,7 +59,10 @@ fn bench_gpu_on_the_stand_in_predicts_per_kernel_and_repredicts_saved_counters()
         "--plot",
         p,
     ]);
-    let h = json(&cyberhost(&args));
+    let o = cyberhost(&args);
+    let h = json(&o);
+    // the stand-in says that device memory read back after a sampled launch is not valid
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NOT valid"));
     assert_eq!(h["gpu"], "h100-sxm");
     assert_eq!(h["emulated"], true);
     assert_eq!(
