@@ -37,6 +37,9 @@ use std::time::Instant;
 const IMAGE: &[u8] = include_bytes!("../../../engine/assets/reference.png");
 const SPEECH: &[u8] = include_bytes!("../../../engine/assets/speech.wav");
 
+#[path = "bench_gpu.rs"]
+mod gpu;
+
 /// `schema` of the JSON output; bump when a key changes meaning (new keys do not bump it).
 pub const BENCH_SCHEMA: &str = "cyberhost-bench/2";
 
@@ -78,6 +81,29 @@ pub struct Args {
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// CUDA: predict every kernel on this GPU from the emulator's counters (h100-sxm, h100-pcie,
+    /// h200, a100-sxm, a6000, l4, rtx4090; docs/profiling.md). On the stand-in driver the
+    /// `--kernel-steps` steps run with counters on; no timed pass.
+    #[arg(long)]
+    gpu: Option<String>,
+    /// With --gpu on the stand-in: blocks run per launch, counters scaled to the grid (outputs
+    /// are then not valid); 0 = every block (exact). Default: 2 for the paper preset, else 0.
+    #[arg(long, requires = "gpu")]
+    sample_blocks: Option<u64>,
+    /// With --gpu: write the counted launches here (JSON Lines, PTX_EMU_STATS format).
+    #[arg(long, requires = "gpu")]
+    save_stats: Option<PathBuf>,
+    /// With --gpu: predict from counters saved earlier with --save-stats (same preset, size and
+    /// --kernel-steps) instead of running the emulator; cheap, any GPU name.
+    #[arg(long, requires = "gpu")]
+    from_stats: Option<PathBuf>,
+    /// With --gpu --from-stats on a real GPU: time every kernel with CUDA events and print the
+    /// measured times and the model's error beside the prediction.
+    #[arg(long, requires = "from_stats")]
+    measure: bool,
+    /// With --gpu: also write a roofline picture (SVG), one point per kernel.
+    #[arg(long, requires = "gpu")]
+    plot: Option<PathBuf>,
 }
 
 /// Peak dense bf16 tensor-core FLOP/s and memory bandwidth of a card (datasheet values).
@@ -211,6 +237,9 @@ impl Bench for CudaBackend {
 pub fn run(a: Args) -> Result<ExitCode> {
     if a.steps == 0 {
         return Err(UserError::new("--steps 0: time at least one step").into());
+    }
+    if let Some(g) = &a.gpu {
+        return gpu::run(&a, g);
     }
     let source = weights_source(&a.weights, &a.preset)?;
     match a.backend.as_str() {

@@ -1,14 +1,13 @@
 //! Calibration against published optimisation series: every step's predicted throughput within
 //! 2x of the published one, and the steps' ranking preserved (docs/profiling.md has the table).
 //!
-//! Counters: `calibration::trace_counters` (warp-level replay of each kernel's memory and math
-//! instructions, 4 sampled blocks scaled to the grid); executed warp instructions measured by
-//! running the committed PTX through `ptx-emu` at n = 128 and 256 and extrapolating
-//! `a·n³ + b·n²` (exact for fixed-tile kernels: per-k-step work ∝ n³, per-block work ∝ n²).
-//! When the emulator's own counters land, `step_counters` becomes one sampled emulator launch.
+//! Counters: one sampled launch of the committed PTX in the emulator (`ptx_emu::launch_counted`,
+//! 4 blocks scaled to the grid) for every kernel the emulator runs; the Hopper kernels (wgmma,
+//! TMA, mbarrier) use `calibration::trace_counters`, the warp-level replay of each kernel's
+//! memory and math instructions, with the non-memory instructions counted from the PTX loops.
 
 use gpu_model::calibration::{series, trace_counters, Kernel};
-use gpu_model::{predict, Counters, GpuSpec};
+use gpu_model::{predict, Counters, GpuSpec, LaunchInfo};
 use ptx_emu::{LaunchConfig, LaunchOptions, Memory, Module};
 use std::path::Path;
 
@@ -21,8 +20,10 @@ fn ptx(k: Kernel) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// (warp, thread) instructions of one launch of `k` at size `n` in the current emulator.
-fn emulate(k: Kernel, n: u64) -> (u64, u64) {
+/// Counters of one launch of `k` at size `n` from the emulator itself (`ptx_emu::launch_counted`):
+/// `SAMPLE_BLOCKS` blocks spread over the grid run (first and last included) and the counters are
+/// scaled to the grid, as `PTX_EMU_SAMPLE_BLOCKS` does on the stand-in driver.
+fn emulated_counters(k: Kernel, n: u64) -> Counters {
     let module = Module::parse(&ptx(k)).expect("calibration PTX parses");
     let mut mem = Memory::new();
     let elem = if k == Kernel::Hgemm1Simt { 2 } else { 4 };
@@ -36,7 +37,7 @@ fn emulate(k: Kernel, n: u64) -> (u64, u64) {
     let cfg = LaunchConfig {
         grid: s.grid,
         block: s.block,
-        dynamic_smem_bytes: 0,
+        dynamic_smem_bytes: s.smem_dynamic as u32,
     };
     let ni = (n as i32).to_le_bytes();
     let (fa, fb) = (1.0f32.to_le_bytes(), 0.0f32.to_le_bytes());
@@ -52,35 +53,37 @@ fn emulate(k: Kernel, n: u64) -> (u64, u64) {
         detect_uninit_shared: false,
         ..Default::default()
     };
-    let st = ptx_emu::launch(&module, k.entry(), &cfg, &params, &mut mem, &opts)
-        .unwrap_or_else(|f| panic!("{}: {f}", k.entry()));
-    (st.warp_instructions, st.thread_instructions)
+    let (_, acc) = ptx_emu::launch_counted(
+        &module,
+        k.entry(),
+        &cfg,
+        &params,
+        &mut mem,
+        &opts,
+        Some(SAMPLE_BLOCKS),
+    )
+    .unwrap_or_else(|f| panic!("{}: {f}", k.entry()));
+    acc.finish(&LaunchInfo {
+        kernel: k.entry().to_string(),
+        grid: s.grid,
+        block: s.block,
+        registers_per_thread: Some(s.regs),
+        smem_static: s.smem_static,
+        smem_dynamic: s.smem_dynamic,
+        // the allocations the pointer parameters point into (as the stand-in driver bounds it)
+        read_footprint_cap_bytes: Some(3 * bytes as u64),
+    })
 }
 
-/// Fit `a·n³ + b·n²` through two sizes and evaluate at `n`.
-fn extrapolate(n1: u64, v1: u64, n2: u64, v2: u64, n: u64) -> u64 {
-    let (x1, x2, x) = (n1 as f64, n2 as f64, n as f64);
-    // v = a n^3 + b n^2  =>  v/n^2 = a n + b
-    let (y1, y2) = (v1 as f64 / (x1 * x1), v2 as f64 / (x2 * x2));
-    let a = (y2 - y1) / (x2 - x1);
-    let b = y1 - a * x1;
-    ((a * x + b) * x * x).round() as u64
-}
-
-/// The counters of one calibration step (the function to switch to the emulator's counters).
+/// The counters of one calibration step: the emulator's own (sampled) counters where it runs the
+/// kernel (the sm_80 series); the warp-level replay for the Hopper kernels (wgmma, TMA and
+/// mbarrier do not run in the emulator yet).
 fn step_counters(k: Kernel, n: u64) -> Counters {
-    let inst = k.emulator_runs().then(|| {
-        let (w1, _) = emulate(k, 128);
-        let (w2, _) = emulate(k, 256);
-        extrapolate(128, w1, 256, w2, n)
-    });
-    trace_counters(k, n, Some(SAMPLE_BLOCKS), inst)
-}
-
-#[test]
-fn extrapolation_is_exact_for_cubic_plus_quadratic() {
-    let f = |n: u64| 3 * n * n * n + 7 * n * n;
-    assert_eq!(extrapolate(128, f(128), 256, f(256), 4096), f(4096));
+    if k.emulator_runs() {
+        emulated_counters(k, n)
+    } else {
+        trace_counters(k, n, Some(SAMPLE_BLOCKS), None)
+    }
 }
 
 #[test]

@@ -352,6 +352,7 @@ pub unsafe extern "C" fn cuCtxGetDevice(dev: *mut CUdevice) -> CUresult {
 #[no_mangle]
 pub extern "C" fn cuCtxSynchronize() -> CUresult {
     entry("cuCtxSynchronize", || {
+        profile::flush();
         let ctx = current_ctx()?;
         let mut ctx = lock(&ctx);
         ctx.check()?;

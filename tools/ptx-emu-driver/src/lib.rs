@@ -30,6 +30,7 @@ mod graph;
 mod launch;
 mod memory;
 mod module;
+mod profile;
 mod stream_event;
 
 pub use context::*;
@@ -167,7 +168,15 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
             };
             let slices: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
             let opts = LaunchOptions::default();
-            match ptx_emu::launch(module, kernel, &cfg, &slices, &mut ctx.mem, &opts) {
+            let prof = profile::Profile::from_env().map_err(|e| {
+                eprintln!("ptx-emu-driver: cuLaunchKernel {kernel}: {e}");
+                CUDA_ERROR_INVALID_VALUE
+            })?;
+            let run = match &prof {
+                Some(p) => profile::launch(p, module, kernel, &cfg, &slices, &mut ctx.mem, &opts),
+                None => ptx_emu::launch(module, kernel, &cfg, &slices, &mut ctx.mem, &opts),
+            };
+            match run {
                 Ok(stats) => {
                     c.thread_instructions
                         .fetch_add(stats.thread_instructions, Ordering::Relaxed);
@@ -199,6 +208,7 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
         }
         Op::DtoH { dst, src, bytes } => {
             bump(&c.memcpy_calls);
+            profile::on_device_to_host();
             // SAFETY: the caller guarantees `dst` points to `bytes` writable bytes.
             let data = unsafe { std::slice::from_raw_parts_mut(dst.0, *bytes) };
             ctx.mem

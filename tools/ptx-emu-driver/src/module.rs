@@ -51,6 +51,7 @@ pub(crate) fn load_module_text(
         CUDA_ERROR_INVALID_PTX
     })?;
     bump(&counters().module_loads);
+    profile::note_module(&module, text);
     let ctx_handle = lock(ctx_cell).handle;
     let mh = registry().new_handle(Kind::Module, ctx_handle);
     let mut ctx = lock(ctx_cell);

@@ -97,6 +97,8 @@ impl Registry {
     }
     /// Drop a context and every handle it owns.
     pub fn destroy_context(&mut self, h: Handle) {
+        // Context teardown synchronises: write pending profiling rows.
+        crate::profile::flush();
         self.contexts.remove(&h);
         self.owner.retain(|_, &mut (_, ctx)| ctx != h);
         CURRENT.with(|c| c.borrow_mut().retain(|&x| x != h));

@@ -57,6 +57,7 @@ pub extern "C" fn cuStreamDestroy(stream: Ptr) -> CUresult {
 
 /// Synchronize/query: work is already done; illegal on a capturing stream.
 pub(crate) fn stream_sync(stream: Ptr) -> Result<(), CUresult> {
+    profile::flush();
     let (cell, s) = stream_ctx(stream)?;
     let mut ctx = lock(&cell);
     ctx.check()?;
@@ -360,6 +361,7 @@ pub extern "C" fn cuEventRecordWithFlags(event: Ptr, stream: Ptr, _flags: c_uint
 }
 
 pub(crate) fn event_wait(event: Ptr) -> Result<(), CUresult> {
+    profile::flush();
     need_init()?;
     let cell = registry().owner_of(h(event), Kind::Event)?;
     let ctx = lock(&cell);

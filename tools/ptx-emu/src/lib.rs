@@ -347,5 +347,33 @@ pub fn launch(
     mem: &mut Memory,
     opts: &LaunchOptions,
 ) -> Result<LaunchStats, Fault> {
-    exec::launch(module, kernel, cfg, params, mem, opts)
+    exec::launch(module, kernel, cfg, params, mem, opts, None)
+}
+
+/// [`launch`], counting what Nsight Compute counts (see `docs/profiling.md`): every executed
+/// block feeds a `gpu_model::BlockAccumulator` (schedule 0 only) and the blocks are summed in the
+/// returned accumulator; finish it with the launch's `gpu_model::LaunchInfo`.
+///
+/// `sample_blocks = Some(n)`: at most `n` blocks run, chosen by `gpu_model::sampling::sample_blocks`
+/// (first and last included, spread over the grid); the other blocks' outputs are **not
+/// written**, so the launch's results are not valid. `None`: every block runs (exact counts).
+pub fn launch_counted(
+    module: &Module,
+    kernel: &str,
+    cfg: &LaunchConfig,
+    params: &[&[u8]],
+    mem: &mut Memory,
+    opts: &LaunchOptions,
+    sample_blocks: Option<u64>,
+) -> Result<(LaunchStats, gpu_model::LaunchAccumulator), Fault> {
+    let total = cfg.grid.iter().map(|&g| u64::from(g)).product::<u64>();
+    let sink = std::sync::Mutex::new(gpu_model::LaunchAccumulator::new());
+    let prof = exec::Profiling {
+        sink: &sink,
+        blocks: sample_blocks
+            .filter(|&n| n < total)
+            .map(|n| gpu_model::sampling::sample_blocks(total, Some(n))),
+    };
+    let stats = exec::launch(module, kernel, cfg, params, mem, opts, Some(&prof))?;
+    Ok((stats, sink.into_inner().unwrap_or_else(|e| e.into_inner())))
 }

@@ -106,6 +106,12 @@ impl Memory {
         }
     }
 
+    /// Start and size of the live allocation containing `addr`, if any.
+    pub fn allocation_containing(&self, addr: u64) -> Option<(u64, usize)> {
+        self.find(addr, 1)
+            .map(|i| (self.allocs[i].start, self.allocs[i].data.len()))
+    }
+
     /// Index of the allocation containing `[addr, addr+len)`.
     #[inline]
     pub(crate) fn find(&self, addr: u64, len: usize) -> Option<usize> {

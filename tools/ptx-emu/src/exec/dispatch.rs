@@ -45,6 +45,9 @@ impl<'a, 'b> Block<'a, 'b> {
                 ));
             }
             w.clock += 1;
+            if self.prof.is_some() {
+                self.count_inst(w, ins, mask, exec);
+            }
             match &ins.op {
                 Op::Bra(t) => {
                     let t = *t;
@@ -187,6 +190,9 @@ impl<'a, 'b> Block<'a, 'b> {
                             w.at_coll &= !here;
                             w.running |= here;
                             w.mask |= here;
+                        }
+                        if self.prof.is_some() {
+                            self.count_collective(w, ins);
                         }
                         self.collective(w, ins, full)?;
                     }

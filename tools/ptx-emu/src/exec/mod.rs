@@ -15,12 +15,14 @@ mod dispatch;
 mod float_ops;
 mod hazards;
 mod memory;
+mod stats;
 mod tensor_core;
 
 use self::alu::{alu, compare, setp_int};
 use atomics::*;
 use float_ops::*;
 use hazards::*;
+pub(crate) use stats::Profiling;
 
 pub(crate) const SHARED_WINDOW: u64 = 0x0000_7a00_0000_0000;
 pub(crate) const LOCAL_WINDOW: u64 = 0x0000_7b00_0000_0000;
@@ -149,6 +151,8 @@ struct Ctx<'a> {
     shared_buf: Vec<u8>,
     shadow_buf: Vec<Shadow>,
     max_steps: u64,
+    /// Profiling (`PTX_EMU_STATS`): where blocks' counters go, which blocks run.
+    prof: Option<&'a Profiling<'a>>,
 }
 
 /// Global memory as a block sees it: the memory itself (blocks one after another), or a shared
@@ -280,6 +284,8 @@ struct Block<'a, 'b> {
     warps: Vec<Warp>,
     /// Warp-instructions executed by this block (watchdog).
     steps: u64,
+    /// This block's counters when the launch is profiled (schedule 0 only).
+    prof: Option<Box<stats::BlockStats>>,
 }
 
 pub(crate) fn launch(
@@ -289,6 +295,7 @@ pub(crate) fn launch(
     params: &[&[u8]],
     mem: &mut Memory,
     opts: &LaunchOptions,
+    prof: Option<&Profiling>,
 ) -> Result<LaunchStats, Fault> {
     let bad = |detail: String| Fault {
         kind: FaultKind::InvalidParams,
@@ -394,9 +401,14 @@ pub(crate) fn launch(
         shared_buf: Vec::new(),
         shadow_buf: Vec::new(),
         max_steps,
+        prof,
     };
-    let nblocks = cfg.grid[0] as u64 * cfg.grid[1] as u64 * cfg.grid[2] as u64;
+    let grid_blocks = cfg.grid[0] as u64 * cfg.grid[1] as u64 * cfg.grid[2] as u64;
+    // Sampled launches run the listed blocks only: block `b` below is the `b`-th of them.
+    let picked = prof.and_then(|p| p.blocks.as_deref());
+    let nblocks = picked.map_or(grid_blocks, |v| v.len() as u64);
     let ctaid_of = |b: u64| {
+        let b = picked.map_or(b, |v| v[b as usize]);
         [
             (b % cfg.grid[0] as u64) as u32,
             ((b / cfg.grid[0] as u64) % cfg.grid[1] as u64) as u32,
@@ -625,6 +637,10 @@ fn run_block(
     if ctx.opts.detect_races || ctx.opts.detect_uninit_shared {
         shadow.resize(ctx.shared_size.div_ceil(4), NO_SHADOW);
     }
+    let prof = ctx
+        .prof
+        .filter(|_| sched == 0)
+        .map(|_| stats::BlockStats::new(nwarps));
     let mut blk = Block {
         shared,
         shadow,
@@ -634,8 +650,12 @@ fn run_block(
         epoch: 0,
         warps,
         steps: 0,
+        prof,
     };
     let r = blk.schedule(sched, rng);
+    if let (Ok(()), Some(p), Some(sink)) = (&r, blk.prof.take(), blk.c.prof) {
+        p.finish(sink.sink);
+    }
     // return the buffers to the pools
     blk.c.shared_buf = std::mem::take(&mut blk.shared);
     blk.c.shadow_buf = std::mem::take(&mut blk.shadow);

@@ -1,0 +1,146 @@
+//! `cyberhost bench --backend cuda --gpu NAME` on the stand-in driver: counters from the
+//! emulator, the gpu-model's prediction per kernel, the planner's floor; re-prediction of saved
+//! counters for another GPU; bad GPU names. Kept small (tiny preset, 32x32, sampled blocks).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn stand_in() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_cyberhost"));
+    let dir = exe.parent().unwrap().to_path_buf();
+    [
+        dir.join("libptx_emu_driver.so"),
+        dir.join("deps").join("libptx_emu_driver.so"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .expect("stand-in driver built beside the test binaries")
+}
+
+fn cyberhost(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cyberhost"))
+        .args(args)
+        .env("CYBERHOST_CUDA_DRIVER", stand_in())
+        .env_remove("PTX_EMU_STATS")
+        .env_remove("PTX_EMU_SAMPLE_BLOCKS")
+        .output()
+        .unwrap()
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn bench_gpu_on_the_stand_in_predicts_per_kernel_and_repredicts_saved_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("stats.jsonl");
+    let svg = dir.path().join("roofline.svg");
+    let (s, p) = (stats.to_str().unwrap(), svg.to_str().unwrap());
+    let base = [
+        "bench",
+        "--preset",
+        "tiny",
+        "--backend",
+        "cuda",
+        "--size",
+        "32x32",
+        "--json",
+    ];
+    let mut args = base.to_vec();
+    args.extend([
+        "--gpu",
+        "h100-sxm",
+        "--sample-blocks",
+        "2",
+        "--save-stats",
+        s,
+        "--plot",
+        p,
+    ]);
+    let o = cyberhost(&args);
+    let h = json(&o);
+    // the stand-in says that device memory read back after a sampled launch is not valid
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NOT valid"));
+    assert_eq!(h["gpu"], "h100-sxm");
+    assert_eq!(h["emulated"], true);
+    assert_eq!(
+        (h["sampled"].clone(), h["outputs_valid"].clone()),
+        (true.into(), false.into())
+    );
+    let step = h["predicted_step_ms"].as_f64().unwrap();
+    let floor = h["floor_step_ms"].as_f64().unwrap();
+    assert!(
+        step > 0.0 && floor > 0.0 && step >= floor,
+        "{step} ms vs floor {floor} ms"
+    );
+    let kernels = h["kernels"].as_array().unwrap();
+    assert!(kernels.len() > 5, "{kernels:?}");
+    let sum: f64 = kernels
+        .iter()
+        .map(|k| k["predicted_us"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (sum / 1e3 - step).abs() < 1e-6 * step.max(1.0),
+        "rows sum to the step"
+    );
+    for key in [
+        "kernel",
+        "launches",
+        "predicted_us",
+        "share_pct",
+        "bound",
+        "sol_pct",
+        "achieved_tflops",
+        "dram_gbs",
+        "bank_conflicts",
+        "sectors_per_request",
+    ] {
+        assert!(!kernels[0][key].is_null(), "{key} in {}", kernels[0]);
+    }
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    // Every saved row is one launch with Nsight-named counters.
+    let text = std::fs::read_to_string(&stats).unwrap();
+    let launches = h["launches_per_step"].as_f64().unwrap();
+    assert_eq!(text.lines().count() as f64, launches);
+    for line in text.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            row["smsp__inst_executed.sum"].as_u64().unwrap() > 0,
+            "{row}"
+        );
+        // committed PTX: registers from the pinned ptxas report
+        assert!(
+            row["launch__registers_per_thread"].as_u64().unwrap() > 0,
+            "{row}"
+        );
+        assert!(row["predicted_us"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["blocks_executed"].as_u64() <= row["blocks_total"].as_u64());
+    }
+
+    // Saved counters, another GPU: same launches, a slower card predicts a slower step.
+    let mut args = base.to_vec();
+    args.extend(["--gpu", "a100-sxm", "--from-stats", s]);
+    let a = json(&cyberhost(&args));
+    assert_eq!(a["launches_per_step"], h["launches_per_step"]);
+    assert!(a["predicted_step_ms"].as_f64().unwrap() > step);
+    assert!(a["floor_step_ms"].as_f64().unwrap() > floor);
+
+    // Unknown GPU: exit 2, the valid names listed.
+    let o = cyberhost(&[
+        "bench",
+        "--preset",
+        "tiny",
+        "--backend",
+        "cuda",
+        "--gpu",
+        "h900",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("h900") && err.contains("h100-sxm") && err.contains("a100-sxm"),
+        "{err}"
+    );
+}
