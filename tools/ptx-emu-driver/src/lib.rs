@@ -23,6 +23,7 @@
 pub mod device;
 pub mod errors;
 mod state;
+pub mod unsupported;
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
