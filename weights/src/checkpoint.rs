@@ -430,3 +430,26 @@ fn open_shards(dir: &Path, index: &Path) -> Result<Vec<SafetensorsFile>> {
     }
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_index_names_must_stay_in_the_folder() {
+        for bad in [
+            "../x.safetensors",
+            "/etc/passwd",
+            "a/b.safetensors",
+            "",
+            "..",
+            "a\\b",
+        ] {
+            let text = serde_json::json!({"weight_map": {"t": bad}}).to_string();
+            let e = format!("{:#}", parse_shard_index(&text, "i.json").unwrap_err());
+            assert!(e.contains("not a file name"), "{bad}: {e}");
+        }
+        let ok = parse_shard_index(r#"{"weight_map": {"t": "m-1.safetensors"}}"#, "i").unwrap();
+        assert_eq!(ok["m-1.safetensors"], vec!["t".to_string()]);
+    }
+}

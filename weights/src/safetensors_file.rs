@@ -377,3 +377,68 @@ fn parse_header(
     }
     Ok((metadata, tensors))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    fn err(buf: &[u8]) -> String {
+        format!(
+            "{:#}",
+            parse_file_bytes(buf, Path::new("t.safetensors")).unwrap_err()
+        )
+    }
+
+    #[test]
+    fn accepts_a_valid_file() {
+        let b = file(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            &[0; 8],
+        );
+        let (_, t) = parse_file_bytes(&b, Path::new("t")).unwrap();
+        assert_eq!((t[0].start, t[0].end), (b.len() - 8, b.len()));
+    }
+
+    #[test]
+    fn refuses_lying_length_fields_before_reading_the_header() {
+        assert!(err(&[1, 2, 3]).contains("truncated"));
+        let mut b = file("{}", &[]);
+        b[..8].copy_from_slice(&(MAX_HEADER_BYTES + 1).to_le_bytes());
+        assert!(err(&b).contains("limit"));
+        b[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(err(&b).contains("limit"));
+        b[..8].copy_from_slice(&3u64.to_le_bytes());
+        assert!(err(&b).contains("only 2 bytes follow"));
+    }
+
+    #[test]
+    fn refuses_bad_offsets_and_shapes() {
+        let e = err(&file(
+            r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+            &[0; 8],
+        ));
+        assert!(e.contains("run past the end"), "{e}");
+        let e = err(&file(
+            r#"{"a":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,0]}}"#,
+            &[],
+        ));
+        assert!(e.contains("overflows"), "{e}");
+        let e = err(&file(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            &[0; 12],
+        ));
+        assert!(e.contains("overlap"), "{e}");
+        let e = err(&file(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#,
+            &[0; 8],
+        ));
+        assert!(e.contains("begin is after end"), "{e}");
+    }
+}
