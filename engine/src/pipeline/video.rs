@@ -304,8 +304,8 @@ fn frame_name(i: usize) -> String {
     format!("frame_{i:05}.png")
 }
 
-/// Write the frames into a temporary directory beside `dir`.
-fn stage_png_frames(dir: &Path, frames: &[RgbImage]) -> Result<StagedDir> {
+/// Check that `--frames DIR` can be created or filled (before any work is done).
+pub fn check_frames_dir(dir: &Path) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
         return Err(UserError::new(format!(
             "--frames {} is a file; give a directory (it is created if missing)",
@@ -322,6 +322,13 @@ fn stage_png_frames(dir: &Path, frames: &[RgbImage]) -> Result<StagedDir> {
         ))
         .into());
     }
+    Ok(())
+}
+
+/// Write the frames into a temporary directory beside `dir`.
+fn stage_png_frames(dir: &Path, frames: &[RgbImage]) -> Result<StagedDir> {
+    check_frames_dir(dir)?;
+    let parent = parent_dir(dir);
     let (t, g) = registered(
         || {
             tempfile::Builder::new()

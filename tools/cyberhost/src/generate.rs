@@ -15,7 +15,7 @@ use cyberhost_engine::pipeline::generate::{Event, Request};
 use cyberhost_engine::pipeline::image::{decode_image, load_image};
 use cyberhost_engine::pipeline::presets::Preset;
 use cyberhost_engine::pipeline::video::{
-    abort_outputs, check_ffmpeg, check_output_path, write_outputs, AudioTrack,
+    abort_outputs, check_ffmpeg, check_frames_dir, check_output_path, write_outputs, AudioTrack,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -212,6 +212,9 @@ fn install_interrupt_cleanup() -> Result<()> {
 fn run_on<B: Backend>(be: B, a: Args) -> Result<ExitCode> {
     install_interrupt_cleanup()?;
     check_output_path(&a.out)?;
+    if let Some(dir) = &a.frames {
+        check_frames_dir(dir)?;
+    }
     check_ffmpeg()?;
     let reference = match &a.image {
         Some(p) => load_image(p)?,
