@@ -204,8 +204,7 @@ impl PoseFile {
         }
         if let Some(k) = &self.keypoints {
             if let Some((i, kp)) = k.iter().enumerate().find(|(_, kp)| {
-                kp[2] > 0.0 && !(0.0..=w).contains(&kp[0])
-                    || kp[2] > 0.0 && !(0.0..=h).contains(&kp[1])
+                kp[2] > 0.0 && !((0.0..=w).contains(&kp[0]) && (0.0..=h).contains(&kp[1]))
             }) {
                 return Err(UserError::new(format!(
                     "{name}: keypoint {i} {kp:?} lies outside the {width}×{height} input image; \
