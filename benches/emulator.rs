@@ -38,7 +38,9 @@ fn ptx(name: &str) -> String {
 
 /// `n` bf16 values in [-1, 1) from a fixed LCG.
 fn bf16_data(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .flat_map(|_| {
             s = s

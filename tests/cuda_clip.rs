@@ -77,5 +77,8 @@ fn one_full_tiny_clip_bf16_on_the_stand_in_matches_the_cpu() {
         .collect();
     let e = cyberhost_engine::conformance::rel_l2(&g, &r);
     eprintln!("frames: rel_l2 {e:.3e}");
-    assert!(e <= 3e-2, "decoded frames differ from the CPU by rel L2 {e:.3e}");
+    assert!(
+        e <= 3e-2,
+        "decoded frames differ from the CPU by rel L2 {e:.3e}"
+    );
 }

@@ -296,7 +296,7 @@ impl<B: Backend> VarBuilder<B> {
                 Some(v) if self.shapes_only && v.dtype.is_float_supported() => {
                     Some(Ok(zeros(shape)))
                 }
-                Some(v) => match v.to_f32() {
+                Some(v) => match v.to_f32().and_then(|d| check_finite(&d).map(|()| d)) {
                     Ok(d) => Some(Ok(d)),
                     Err(e) => {
                         let mut log = self.log();
@@ -415,4 +415,20 @@ impl<B: Backend> VarBuilder<B> {
 
 fn zeros(shape: &[usize]) -> Vec<f32> {
     vec![0f32; shape.iter().product()]
+}
+
+/// A weight must hold finite numbers: a NaN or ±Inf (a corrupt or badly converted checkpoint)
+/// would silently poison every frame.
+fn check_finite(d: &[f32]) -> Result<()> {
+    let bad = d.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        let first = d.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        bail!(
+            "{bad} of {} values are NaN or infinite (first at index {first}: {}); the checkpoint \
+             is corrupt: re-export it from a working model",
+            d.len(),
+            d[first]
+        );
+    }
+    Ok(())
 }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::dtype::DType;
+use crate::limits::{read_text_capped, MAX_JSON_BYTES};
 use crate::safetensors_file::{SafetensorsFile, TensorView};
 use crate::validate::{ShapeMismatch, ValidationError};
 
@@ -347,8 +348,7 @@ fn read_config(dir: &Path) -> Result<(PathBuf, serde_json::Value)> {
             dir.display()
         );
     };
-    let text = std::fs::read_to_string(&cp)
-        .with_context(|| format!("cannot read config {}", cp.display()))?;
+    let text = read_text_capped(&cp, MAX_JSON_BYTES, "config")?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("config {} is not valid JSON", cp.display()))?;
     if !v.is_object() {
@@ -357,28 +357,49 @@ fn read_config(dir: &Path) -> Result<(PathBuf, serde_json::Value)> {
     Ok((cp, v))
 }
 
-/// Read a shard index and open every shard it names (in sorted shard order).
-fn open_shards(dir: &Path, index: &Path) -> Result<Vec<SafetensorsFile>> {
-    let ip = index.display();
-    let text =
-        std::fs::read_to_string(index).with_context(|| format!("cannot read shard index {ip}"))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("shard index {ip} is not valid JSON"))?;
+/// A shard must be a plain file name in the checkpoint folder: no directories, no `..`, not
+/// absolute (an index must not make the loader open files elsewhere).
+fn check_shard_name(shard: &str, index: &str) -> Result<()> {
+    let plain =
+        !shard.is_empty() && shard != "." && shard != ".." && !shard.contains(['/', '\\', '\0']);
+    if !plain {
+        bail!(
+            "shard index {index} names shard {shard:?}, which is not a file name in the \
+             checkpoint folder; shards must sit next to the index (fix the weight_map)"
+        );
+    }
+    Ok(())
+}
+
+/// Parse a shard index's text (`index` names it in messages): shard file name → the tensor
+/// names the index places there. Every shard name must be a plain file name.
+pub fn parse_shard_index(text: &str, index: &str) -> Result<BTreeMap<String, Vec<String>>> {
+    let v: serde_json::Value = serde_json::from_str(text)
+        .with_context(|| format!("shard index {index} is not valid JSON"))?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
-        .ok_or_else(|| anyhow!("shard index {ip} has no \"weight_map\" object"))?;
+        .ok_or_else(|| anyhow!("shard index {index} has no \"weight_map\" object"))?;
     // shard file → names the index puts there
     let mut shards: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, file) in map {
         let file = file.as_str().ok_or_else(|| {
-            anyhow!("shard index {ip}: weight_map entry '{name}' must be a file name string")
+            anyhow!("shard index {index}: weight_map entry '{name}' must be a file name string")
         })?;
+        check_shard_name(file, index)?;
         shards
             .entry(file.to_string())
             .or_default()
             .push(name.clone());
     }
+    Ok(shards)
+}
+
+/// Read a shard index and open every shard it names (in sorted shard order).
+fn open_shards(dir: &Path, index: &Path) -> Result<Vec<SafetensorsFile>> {
+    let ip = index.display();
+    let text = read_text_capped(index, MAX_JSON_BYTES, "shard index")?;
+    let shards = parse_shard_index(&text, &ip.to_string())?;
     let mut files = Vec::with_capacity(shards.len());
     for (shard, names) in &shards {
         let sp = dir.join(shard);
@@ -408,4 +429,27 @@ fn open_shards(dir: &Path, index: &Path) -> Result<Vec<SafetensorsFile>> {
         files.push(f);
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_index_names_must_stay_in_the_folder() {
+        for bad in [
+            "../x.safetensors",
+            "/etc/passwd",
+            "a/b.safetensors",
+            "",
+            "..",
+            "a\\b",
+        ] {
+            let text = serde_json::json!({"weight_map": {"t": bad}}).to_string();
+            let e = format!("{:#}", parse_shard_index(&text, "i.json").unwrap_err());
+            assert!(e.contains("not a file name"), "{bad}: {e}");
+        }
+        let ok = parse_shard_index(r#"{"weight_map": {"t": "m-1.safetensors"}}"#, "i").unwrap();
+        assert_eq!(ok["m-1.safetensors"], vec!["t".to_string()]);
+    }
 }

@@ -12,6 +12,7 @@
 pub mod checkpoint;
 pub mod dtype;
 pub mod inspect;
+pub mod limits;
 pub mod safetensors_file;
 pub mod synthetic;
 pub mod validate;

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -13,6 +14,7 @@ use half::{bf16, f16};
 use memmap2::Mmap;
 
 use crate::dtype::{fmt_shape, DType};
+use crate::limits::MAX_HEADER_BYTES;
 
 /// Header entry of one tensor: where its bytes are in the file.
 #[derive(Clone, Debug)]
@@ -126,19 +128,30 @@ impl SafetensorsFile {
             .metadata()
             .with_context(|| format!("cannot stat {}", path.display()))?
             .len();
-        if len < 8 {
-            bail!(
-                "{}: truncated safetensors file: {len} bytes, but the format starts with an \
-                 8-byte header length",
-                path.display()
-            );
-        }
+        // Everything is checked from the header, read with plain reads, before the file is
+        // mapped: a lying length field or offset never reaches the mapping.
+        let mut prefix = [0u8; 8];
+        let mut f = &file;
+        let got = read_up_to(&mut f, &mut prefix)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let header_end = check_prefix(&prefix[..got], len, path)?;
+        let mut header = vec![0u8; header_end - 8];
+        f.read_exact(&mut header)
+            .with_context(|| format!("{}: cannot read the safetensors header", path.display()))?;
+        let (metadata, tensors) = parse_header(&header, header_end, len, path)?;
         // SAFETY: the mapping is read-only and private to this struct. The format is only
         // sound if nobody truncates or rewrites the file while it is mapped; checkpoints are
         // treated as immutable inputs (our writer replaces files by rename, never in place).
         let mmap = unsafe { Mmap::map(&file) }
             .with_context(|| format!("cannot memory-map {}", path.display()))?;
-        let (metadata, tensors) = parse_header(&mmap, path)?;
+        if (mmap.len() as u64) < len {
+            bail!(
+                "{}: the file shrank from {len} to {} bytes while it was opened; do not rewrite \
+                 checkpoints while cyberhost reads them",
+                path.display(),
+                mmap.len()
+            );
+        }
         Ok(SafetensorsFile {
             path: path.to_path_buf(),
             mmap,
@@ -190,25 +203,79 @@ impl SafetensorsFile {
     }
 }
 
-fn parse_header(buf: &[u8], path: &Path) -> Result<(BTreeMap<String, String>, Vec<TensorInfo>)> {
+/// Header entries of a whole safetensors file held in memory, with every check [`SafetensorsFile::open`]
+/// makes (`path` only names it in messages). Used by the fuzz targets and tests.
+pub fn parse_file_bytes(
+    buf: &[u8],
+    path: &Path,
+) -> Result<(BTreeMap<String, String>, Vec<TensorInfo>)> {
+    let prefix = &buf[..buf.len().min(8)];
+    let header_end = check_prefix(prefix, buf.len() as u64, path)?;
+    parse_header(&buf[8..header_end], header_end, buf.len() as u64, path)
+}
+
+/// Read until `buf` is full or the reader ends; the number of bytes read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+/// Check the 8-byte header length field against the limit and the file length; returns the
+/// offset where the data section starts.
+fn check_prefix(prefix: &[u8], file_len: u64, path: &Path) -> Result<usize> {
     let p = path.display();
-    let n = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
-    let file_len = buf.len() as u64;
-    if n > file_len - 8 {
+    let Ok(n) = <[u8; 8]>::try_from(prefix).map(u64::from_le_bytes) else {
         bail!(
-            "{p}: corrupt or truncated safetensors file: header length field says {n} bytes \
-             but only {} bytes follow it",
-            file_len - 8
+            "{p}: truncated safetensors file: {file_len} bytes, but the format starts with an \
+             8-byte header length; re-download or re-save the checkpoint"
+        );
+    };
+    if n > MAX_HEADER_BYTES {
+        bail!(
+            "{p}: corrupt safetensors file: header length field says {n} bytes, more than the \
+             {MAX_HEADER_BYTES}-byte limit; the file is not a safetensors file or is damaged \
+             (re-download or re-save it)"
         );
     }
-    let header_end = 8 + n as usize;
-    let header_bytes = &buf[8..header_end];
-    let header: serde_json::Value = serde_json::from_slice(header_bytes)
-        .with_context(|| format!("{p}: corrupt safetensors header: not valid JSON ({n} bytes)"))?;
-    let obj = header
-        .as_object()
-        .ok_or_else(|| anyhow!("{p}: corrupt safetensors header: expected a JSON object"))?;
-    let data_len = buf.len() - header_end;
+    if n > file_len.saturating_sub(8) {
+        bail!(
+            "{p}: corrupt or truncated safetensors file: header length field says {n} bytes \
+             but only {} bytes follow it; re-download or re-save the checkpoint",
+            file_len.saturating_sub(8)
+        );
+    }
+    Ok(8 + n as usize)
+}
+
+/// Parse the JSON header (`header_bytes`, which ends at `header_end` in a file of `file_len`
+/// bytes) and check every entry's dtype, shape and byte range against the file.
+fn parse_header(
+    header_bytes: &[u8],
+    header_end: usize,
+    file_len: u64,
+    path: &Path,
+) -> Result<(BTreeMap<String, String>, Vec<TensorInfo>)> {
+    let p = path.display();
+    let n = header_bytes.len();
+    let header: serde_json::Value = serde_json::from_slice(header_bytes).with_context(|| {
+        format!(
+            "{p}: corrupt safetensors header: not valid JSON ({n} bytes); re-download or \
+                 re-save the checkpoint"
+        )
+    })?;
+    let obj = header.as_object().ok_or_else(|| {
+        anyhow!(
+            "{p}: corrupt safetensors header: expected a JSON object; re-download or re-save \
+                 the checkpoint"
+        )
+    })?;
+    let data_len = (file_len - header_end as u64) as usize;
 
     let mut metadata = BTreeMap::new();
     let mut tensors = Vec::with_capacity(obj.len());
@@ -225,7 +292,12 @@ fn parse_header(buf: &[u8], path: &Path) -> Result<(BTreeMap<String, String>, Ve
             }
             continue;
         }
-        let bad = |what: &str| anyhow!("{p}: corrupt safetensors header: tensor '{name}': {what}");
+        let bad = |what: &str| {
+            anyhow!(
+                "{p}: corrupt safetensors header: tensor '{name}': {what} (re-download or re-save \
+                 the checkpoint)"
+            )
+        };
         let e = entry
             .as_object()
             .ok_or_else(|| bad("entry must be an object"))?;
@@ -236,7 +308,7 @@ fn parse_header(buf: &[u8], path: &Path) -> Result<(BTreeMap<String, String>, Ve
         let dtype = DType::parse(dtype_s).ok_or_else(|| {
             anyhow!(
                 "{p}: tensor '{name}' has dtype '{dtype_s}', which this loader does not know \
-                 (supported: F32, F16, BF16)"
+                 (supported: F32, F16, BF16); re-save the checkpoint in one of those"
             )
         })?;
         let shape = e
@@ -266,7 +338,8 @@ fn parse_header(buf: &[u8], path: &Path) -> Result<(BTreeMap<String, String>, Ve
         if end > data_len as u64 {
             bail!(
                 "{p}: tensor '{name}': data_offsets [{begin}, {end}] run past the end of the \
-                 data section ({data_len} bytes): the file is truncated or its header is corrupt"
+                 data section ({data_len} bytes): the file is truncated or its header is corrupt \
+                 (re-download or re-save the checkpoint)"
             );
         }
         let numel = shape
@@ -295,11 +368,77 @@ fn parse_header(buf: &[u8], path: &Path) -> Result<(BTreeMap<String, String>, Ve
     for w in tensors.windows(2) {
         if w[1].start < w[0].end {
             bail!(
-                "{p}: corrupt safetensors header: the data of tensors '{}' and '{}' overlap",
+                "{p}: corrupt safetensors header: the data of tensors '{}' and '{}' overlap; \
+                 re-save the checkpoint (e.g. with safetensors' save_file)",
                 w[0].name,
                 w[1].name
             );
         }
     }
     Ok((metadata, tensors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    fn err(buf: &[u8]) -> String {
+        format!(
+            "{:#}",
+            parse_file_bytes(buf, Path::new("t.safetensors")).unwrap_err()
+        )
+    }
+
+    #[test]
+    fn accepts_a_valid_file() {
+        let b = file(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            &[0; 8],
+        );
+        let (_, t) = parse_file_bytes(&b, Path::new("t")).unwrap();
+        assert_eq!((t[0].start, t[0].end), (b.len() - 8, b.len()));
+    }
+
+    #[test]
+    fn refuses_lying_length_fields_before_reading_the_header() {
+        assert!(err(&[1, 2, 3]).contains("truncated"));
+        let mut b = file("{}", &[]);
+        b[..8].copy_from_slice(&(MAX_HEADER_BYTES + 1).to_le_bytes());
+        assert!(err(&b).contains("limit"));
+        b[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(err(&b).contains("limit"));
+        b[..8].copy_from_slice(&3u64.to_le_bytes());
+        assert!(err(&b).contains("only 2 bytes follow"));
+    }
+
+    #[test]
+    fn refuses_bad_offsets_and_shapes() {
+        let e = err(&file(
+            r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+            &[0; 8],
+        ));
+        assert!(e.contains("run past the end"), "{e}");
+        let e = err(&file(
+            r#"{"a":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,0]}}"#,
+            &[],
+        ));
+        assert!(e.contains("overflows"), "{e}");
+        let e = err(&file(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            &[0; 12],
+        ));
+        assert!(e.contains("overlap"), "{e}");
+        let e = err(&file(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#,
+            &[0; 8],
+        ));
+        assert!(e.contains("begin is after end"), "{e}");
+    }
 }

@@ -14,6 +14,33 @@ pub const TARGET_RATE: u32 = 16_000;
 /// Rates outside this range are rejected (telephony to studio).
 pub const MIN_RATE: u32 = 8_000;
 pub const MAX_RATE: u32 = 192_000;
+/// Default longest accepted speech, in seconds (`--max-audio-seconds`,
+/// `CYBERHOST_MAX_AUDIO_SECONDS`). Checked from the WAV header before any sample is read.
+pub const DEFAULT_MAX_SECONDS: f64 = 600.0;
+/// Shortest accepted speech: one video frame's worth at 30 fps, rounded up.
+pub const MIN_SECONDS: f64 = 0.04;
+/// Most channels accepted (7.1 surround has 8).
+pub const MAX_CHANNELS: u16 = 32;
+
+/// The audio length cap in force: `CYBERHOST_MAX_AUDIO_SECONDS` if set (a positive number),
+/// else [`DEFAULT_MAX_SECONDS`].
+pub fn max_seconds_from_env() -> Result<f64> {
+    match std::env::var("CYBERHOST_MAX_AUDIO_SECONDS") {
+        Err(_) => Ok(DEFAULT_MAX_SECONDS),
+        Ok(v) => parse_max_seconds(&v)
+            .map_err(|e| UserError::new(format!("CYBERHOST_MAX_AUDIO_SECONDS: {e}")).into()),
+    }
+}
+
+/// Parse a length cap in seconds (a positive, finite number).
+pub fn parse_max_seconds(v: &str) -> std::result::Result<f64, String> {
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
+        _ => Err(format!(
+            "`{v}` is not a positive number of seconds (e.g. 600)"
+        )),
+    }
+}
 
 /// Mono speech at `TARGET_RATE`, plus its original duration.
 #[derive(Clone, Debug)]
@@ -53,8 +80,13 @@ pub fn normalize(x: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// Read a WAV file and convert it to 16 kHz mono.
+/// Read a WAV file and convert it to 16 kHz mono (length cap: [`max_seconds_from_env`]).
 pub fn load_wav(path: &Path) -> Result<Speech> {
+    load_wav_capped(path, max_seconds_from_env()?)
+}
+
+/// Read a WAV file of at most `max_seconds` and convert it to 16 kHz mono.
+pub fn load_wav_capped(path: &Path, max_seconds: f64) -> Result<Speech> {
     let file = std::fs::File::open(path).map_err(|e| {
         UserError::new(format!(
             "cannot open audio file {}: {e}; pass an existing WAV file with --audio",
@@ -67,20 +99,37 @@ pub fn load_wav(path: &Path) -> Result<Speech> {
             path.display()
         ))
     })?;
-    decode(reader, &path.display().to_string())
+    decode(reader, &path.display().to_string(), max_seconds)
 }
 
 /// Decode WAV bytes already in memory (the bundled default speech).
 pub fn load_wav_bytes(bytes: &[u8], name: &str) -> Result<Speech> {
-    let reader = hound::WavReader::new(std::io::Cursor::new(bytes))
-        .map_err(|e| UserError::new(format!("{name} is not a readable WAV file ({e})")))?;
-    decode(reader, name)
+    load_wav_bytes_capped(bytes, name, DEFAULT_MAX_SECONDS)
 }
 
-fn decode<R: std::io::Read>(mut reader: hound::WavReader<R>, name: &str) -> Result<Speech> {
+/// Decode WAV bytes of at most `max_seconds` (the fuzz target's entry point).
+pub fn load_wav_bytes_capped(bytes: &[u8], name: &str, max_seconds: f64) -> Result<Speech> {
+    let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| {
+        UserError::new(format!(
+            "{name} is not a readable WAV file ({e}); convert it first, e.g. `ffmpeg -i in.mp3 out.wav`"
+        ))
+    })?;
+    decode(reader, name, max_seconds)
+}
+
+fn decode<R: std::io::Read>(
+    mut reader: hound::WavReader<R>,
+    name: &str,
+    max_seconds: f64,
+) -> Result<Speech> {
     let spec = reader.spec();
-    if spec.channels == 0 {
-        return Err(UserError::new(format!("{name}: WAV header says 0 channels")).into());
+    if spec.channels == 0 || spec.channels > MAX_CHANNELS {
+        return Err(UserError::new(format!(
+            "{name}: WAV header says {} channels; use 1 to {MAX_CHANNELS} channels (e.g. \
+             `ffmpeg -i in.wav -ac 1 out.wav`)",
+            spec.channels
+        ))
+        .into());
     }
     if !(MIN_RATE..=MAX_RATE).contains(&spec.sample_rate) {
         return Err(UserError::new(format!(
@@ -89,18 +138,46 @@ fn decode<R: std::io::Read>(mut reader: hound::WavReader<R>, name: &str) -> Resu
         ))
         .into());
     }
-    let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
-        (hound::SampleFormat::Float, 32) => reader
-            .samples::<f32>()
-            .collect::<Result<_, _>>()
-            .map_err(|e| UserError::new(format!("{name}: corrupt WAV data ({e})")))?,
+    // The header's length, checked before any sample is read: a lying or huge WAV is
+    // refused without decoding (or allocating for) it.
+    let header_frames = reader.duration() as u64;
+    let header_seconds = header_frames as f64 / spec.sample_rate as f64;
+    if header_seconds > max_seconds {
+        return Err(UserError::new(format!(
+            "{name}: the WAV header says {header_seconds:.1} s of audio, longer than the \
+             {max_seconds} s limit; cut it (e.g. `ffmpeg -i in.wav -t {max_seconds} out.wav`) or \
+             raise the limit with --max-audio-seconds / CYBERHOST_MAX_AUDIO_SECONDS"
+        ))
+        .into());
+    }
+    let ch = spec.channels as usize;
+    let corrupt = |e: hound::Error| {
+        UserError::new(format!(
+            "{name}: corrupt or truncated WAV data ({e}); re-export the file (e.g. \
+             `ffmpeg -i in.wav out.wav`)"
+        ))
+    };
+    // Mix down to mono while reading (never holding all channels).
+    let mut mono: Vec<f32> = Vec::with_capacity(header_frames.min(1 << 22) as usize);
+    let mut push = |i: usize, v: f32, acc: &mut f32| {
+        *acc += v;
+        if i % ch == ch - 1 {
+            mono.push(*acc / ch as f32);
+            *acc = 0.0;
+        }
+    };
+    let mut acc = 0.0f32;
+    match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Float, 32) => {
+            for (i, v) in reader.samples::<f32>().enumerate() {
+                push(i, v.map_err(corrupt)?, &mut acc);
+            }
+        }
         (hound::SampleFormat::Int, bits @ 1..=32) => {
             let scale = 1.0 / (1u64 << (bits - 1)) as f32;
-            reader
-                .samples::<i32>()
-                .map(|s| s.map(|v| v as f32 * scale))
-                .collect::<Result<_, _>>()
-                .map_err(|e| UserError::new(format!("{name}: corrupt WAV data ({e})")))?
+            for (i, v) in reader.samples::<i32>().enumerate() {
+                push(i, v.map_err(corrupt)? as f32 * scale, &mut acc);
+            }
         }
         (fmt, bits) => {
             return Err(UserError::new(format!(
@@ -109,16 +186,28 @@ fn decode<R: std::io::Read>(mut reader: hound::WavReader<R>, name: &str) -> Resu
             .into())
         }
     };
-    let ch = spec.channels as usize;
-    let frames = interleaved.len() / ch;
+    let frames = mono.len();
     if frames == 0 {
-        return Err(UserError::new(format!("{name}: the WAV file holds no audio samples")).into());
+        return Err(UserError::new(format!(
+            "{name}: the WAV file holds no audio samples; pass a recording of speech"
+        ))
+        .into());
     }
-    let mono: Vec<f32> = interleaved
-        .chunks_exact(ch)
-        .map(|f| f.iter().sum::<f32>() / ch as f32)
-        .collect();
+    if let Some(i) = mono.iter().position(|v| !v.is_finite()) {
+        return Err(UserError::new(format!(
+            "{name}: sample {i} is {} (not a finite number); the float WAV is corrupt, re-export it",
+            mono[i]
+        ))
+        .into());
+    }
     let seconds = frames as f64 / spec.sample_rate as f64;
+    if seconds < MIN_SECONDS {
+        return Err(UserError::new(format!(
+            "{name}: the audio is only {seconds:.4} s long, shorter than one video frame; \
+             pass at least {MIN_SECONDS} s of speech"
+        ))
+        .into());
+    }
     let samples = resample(&mono, spec.sample_rate, TARGET_RATE).with_context(|| {
         format!(
             "resampling {name} from {} Hz to {TARGET_RATE} Hz",

@@ -89,10 +89,18 @@ impl WeightsSource {
                     .into());
                 }
                 let path = folder.join(config_file(component));
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| UserError::new(format!("cannot read {}: {e}", path.display())))?;
+                let text = cyberhost_weights::limits::read_text_capped(
+                    &path,
+                    cyberhost_weights::limits::MAX_JSON_BYTES,
+                    "config",
+                )
+                .map_err(|e| UserError::new(format!("{e:#}")))?;
                 serde_json::from_str(&text).map_err(|e| {
-                    UserError::new(format!("{} is not valid JSON: {e}", path.display())).into()
+                    UserError::new(format!(
+                        "{} is not valid JSON: {e}; fix the file or re-save the checkpoint",
+                        path.display()
+                    ))
+                    .into()
                 })
             }
         }

@@ -104,19 +104,32 @@ pub struct PoseFile {
     pub movement: Option<Box2>,
 }
 
+/// Largest accepted pose file (checked before it is read).
+pub const MAX_POSE_BYTES: u64 = 1 << 20;
+
 impl PoseFile {
     pub fn load(path: &Path) -> Result<PoseFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            UserError::new(format!(
-                "cannot read pose file {}: {e}; pass an existing JSON file with --pose",
+        if !path.is_file() {
+            return Err(UserError::new(format!(
+                "cannot read pose file {}: no such file; pass an existing JSON file with --pose",
                 path.display()
             ))
-        })?;
-        Self::parse(&text, &path.display().to_string())
+            .into());
+        }
+        let text = cyberhost_weights::limits::read_text_capped(path, MAX_POSE_BYTES, "pose file")
+            .map_err(|e| UserError::new(format!("{e:#}")))?;
+        PoseFile::parse(&text, &path.display().to_string())
     }
 
-    /// Parse and check pose JSON; `name` (a path or upload name) leads every error message.
+    /// Parse and check pose JSON text (`name` is used in messages).
     pub fn parse(text: &str, name: &str) -> Result<PoseFile> {
+        if ["NaN", "Infinity"].iter().any(|t| text.contains(t)) {
+            return Err(UserError::new(format!(
+                "{name}: the pose JSON holds NaN or Infinity, which are not numbers in JSON; \
+                 write finite pixel coordinates (drop undetected keypoints or give them conf 0)"
+            ))
+            .into());
+        }
         let p: PoseFile = serde_json::from_str(text).map_err(|e| {
             UserError::new(format!(
                 "{name}: not a valid pose JSON ({e}); expected {{\"keypoints\": [[x,y,conf] ×18], \"face\": [x0,y0,x1,y1], \"hands\": [[..],[..]], \"movement\": [..]}}"
@@ -130,20 +143,34 @@ impl PoseFile {
                 ))
                 .into());
             }
+            if let Some((i, kp)) = k
+                .iter()
+                .enumerate()
+                .find(|(_, kp)| kp.iter().any(|v| !v.is_finite()) || !(0.0..=1.0).contains(&kp[2]))
+            {
+                return Err(UserError::new(format!(
+                    "{name}: keypoint {i} is {kp:?}; x and y must be finite pixel coordinates and \
+                     conf a number in [0, 1]"
+                ))
+                .into());
+            }
         }
         if let Some(h) = &p.hands {
             if h.len() != 2 {
-                return Err(
-                    UserError::new(format!("{name}: `hands` must hold exactly two boxes")).into(),
-                );
+                return Err(UserError::new(format!(
+                    "{name}: `hands` must hold exactly two boxes ([left, right])"
+                ))
+                .into());
             }
         }
-        for b in p
-            .face
-            .iter()
-            .chain(p.movement.iter())
-            .chain(p.hands.iter().flatten())
-        {
+        for b in p.boxes() {
+            if b.iter().any(|v| !v.is_finite()) {
+                return Err(UserError::new(format!(
+                    "{name}: box {b:?} holds a value that is not a finite number; boxes are \
+                     [x0, y0, x1, y1] in input-image pixels"
+                ))
+                .into());
+            }
             if !(b[2] > b[0] && b[3] > b[1]) {
                 return Err(UserError::new(format!(
                     "{name}: box {b:?} is empty; boxes are [x0, y0, x1, y1] with x1 > x0 and y1 > y0"
@@ -152,6 +179,41 @@ impl PoseFile {
             }
         }
         Ok(p)
+    }
+
+    /// Every box in the file (face, movement, hands).
+    fn boxes(&self) -> impl Iterator<Item = &Box2> {
+        self.face
+            .iter()
+            .chain(self.movement.iter())
+            .chain(self.hands.iter().flatten())
+    }
+
+    /// Check the coordinates against the input image (`width×height` pixels): every box must
+    /// overlap the image, and every keypoint with conf > 0 must lie inside it.
+    pub fn check_against_image(&self, width: u32, height: u32, name: &str) -> Result<()> {
+        let (w, h) = (width as f64, height as f64);
+        for b in self.boxes() {
+            if b[2] <= 0.0 || b[3] <= 0.0 || b[0] >= w || b[1] >= h {
+                return Err(UserError::new(format!(
+                    "{name}: box {b:?} lies outside the {width}×{height} input image; pose \
+                     coordinates are pixels of the --image you pass (not of the output video)"
+                ))
+                .into());
+            }
+        }
+        if let Some(k) = &self.keypoints {
+            if let Some((i, kp)) = k.iter().enumerate().find(|(_, kp)| {
+                kp[2] > 0.0 && !((0.0..=w).contains(&kp[0]) && (0.0..=h).contains(&kp[1]))
+            }) {
+                return Err(UserError::new(format!(
+                    "{name}: keypoint {i} {kp:?} lies outside the {width}×{height} input image; \
+                     use input-image pixels, or conf 0 for a keypoint that is not visible"
+                ))
+                .into());
+            }
+        }
+        Ok(())
     }
 }
 

@@ -12,8 +12,15 @@ use anyhow::Result;
 use image::{imageops::FilterType, RgbImage};
 use std::path::Path;
 
-/// Largest accepted input, in pixels (a 10000×10000 photo is accepted).
+/// Largest accepted input, in pixels (a 10000×10000 photo is accepted). Checked from the
+/// header, before any pixel is decoded (a decompression bomb is refused without work).
 pub const MAX_PIXELS: u64 = 16_384 * 16_384;
+/// Largest accepted side, in pixels.
+pub const MAX_SIDE: u32 = 65_535;
+/// Largest accepted image file, in bytes (checked before the file is read).
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Smallest accepted side, in pixels: a reference photo needs enough pixels to show a body.
+pub const MIN_SIDE: u32 = 32;
 
 /// Input-image pixel → cropped-frame pixel: `x' = x·scale − off_x`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,6 +45,17 @@ impl CropTransform {
 
 /// Decode a PNG or JPEG file.
 pub fn load_image(path: &Path) -> Result<RgbImage> {
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.len() > MAX_FILE_BYTES {
+            return Err(UserError::new(format!(
+                "image {} is {} bytes, more than the {MAX_FILE_BYTES}-byte limit; pass a PNG or \
+                 JPEG photo (downscale or recompress it first)",
+                path.display(),
+                m.len()
+            ))
+            .into());
+        }
+    }
     let bytes = std::fs::read(path).map_err(|e| {
         UserError::new(format!(
             "cannot read image {}: {e}; pass an existing PNG or JPEG with --image",
@@ -51,7 +69,11 @@ pub fn load_image(path: &Path) -> Result<RgbImage> {
 pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| UserError::new(format!("{name}: cannot read image ({e})")))?;
+        .map_err(|e| {
+            UserError::new(format!(
+                "{name}: cannot read image ({e}); re-export it as PNG or JPEG"
+            ))
+        })?;
     match reader.format() {
         Some(image::ImageFormat::Png) | Some(image::ImageFormat::Jpeg) => {}
         _ => {
@@ -61,28 +83,63 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
             .into())
         }
     }
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| UserError::new(format!("{name}: corrupt image header ({e})")))?;
-    if w == 0 || h == 0 {
-        return Err(UserError::new(format!("{name}: image is empty ({w}×{h})")).into());
-    }
-    if w as u64 * h as u64 > MAX_PIXELS {
+    let (w, h) = reader.into_dimensions().map_err(|e| {
+        UserError::new(format!(
+            "{name}: corrupt image header ({e}); re-export it as PNG or JPEG"
+        ))
+    })?;
+    check_dimensions(w, h, name)?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| {
+            UserError::new(format!(
+                "{name}: cannot read image ({e}); re-export it as PNG or JPEG"
+            ))
+        })?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    limits.max_alloc = Some(MAX_PIXELS * 4 + (1 << 20));
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| {
+        UserError::new(format!(
+            "{name}: corrupt or truncated image ({e}); re-export it as PNG or JPEG"
+        ))
+    })?;
+    if (img.width(), img.height()) != (w, h) {
         return Err(UserError::new(format!(
-            "{name}: image is {w}×{h}, larger than the {MAX_PIXELS}-pixel limit; downscale it first"
+            "{name}: the header says {w}×{h} but the image decodes to {}×{}; re-export it",
+            img.width(),
+            img.height()
         ))
         .into());
     }
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| UserError::new(format!("{name}: cannot read image ({e})")))?;
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(MAX_PIXELS * 4 + (1 << 20));
-    reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| UserError::new(format!("{name}: corrupt or truncated image ({e})")))?;
     Ok(img.to_rgb8())
+}
+
+/// The size rules, applied to the header's dimensions before decoding.
+pub fn check_dimensions(w: u32, h: u32, name: &str) -> Result<()> {
+    if w == 0 || h == 0 {
+        return Err(UserError::new(format!(
+            "{name}: image is empty ({w}×{h}); pass a photo of at least {MIN_SIDE}×{MIN_SIDE} pixels"
+        ))
+        .into());
+    }
+    if w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > MAX_PIXELS {
+        return Err(UserError::new(format!(
+            "{name}: image is {w}×{h}, larger than the limit ({MAX_PIXELS} pixels, \
+             {MAX_SIDE} per side); downscale it first (e.g. `convert in.png -resize 4096x4096 out.png`)"
+        ))
+        .into());
+    }
+    if w < MIN_SIDE || h < MIN_SIDE {
+        return Err(UserError::new(format!(
+            "{name}: image is only {w}×{h} pixels; the reference photo must be at least \
+             {MIN_SIDE}×{MIN_SIDE} (use a larger photo)"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Scale to cover `width×height`, then centre-crop. Returns the crop and the transform.

@@ -6,14 +6,16 @@ use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::CudaBackend;
 use cyberhost_engine::backends::Backend;
 use cyberhost_engine::error::UserError;
-use cyberhost_engine::pipeline::audio::{load_wav, load_wav_bytes};
+use cyberhost_engine::pipeline::audio::{
+    load_wav_bytes, load_wav_capped, max_seconds_from_env, parse_max_seconds,
+};
 use cyberhost_engine::pipeline::checkpoint::WeightsSource;
 use cyberhost_engine::pipeline::conditions::PoseFile;
 use cyberhost_engine::pipeline::generate::{Event, Request};
 use cyberhost_engine::pipeline::image::{decode_image, load_image};
 use cyberhost_engine::pipeline::presets::Preset;
 use cyberhost_engine::pipeline::video::{
-    check_ffmpeg, check_output_path, write_mp4, write_png_frames, AudioTrack,
+    abort_outputs, check_ffmpeg, check_frames_dir, check_output_path, write_outputs, AudioTrack,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -74,6 +76,10 @@ pub struct Args {
     /// epilogues off, composed attention). Default: CYBERHOST_CUDA_ACTIVATIONS, else bf16.
     #[arg(long, value_parser = ["bf16", "f32"])]
     activations: Option<String>,
+    /// Longest accepted speech in seconds (checked from the WAV header before decoding).
+    /// Default: CYBERHOST_MAX_AUDIO_SECONDS, else 600.
+    #[arg(long, value_parser = parse_max_seconds)]
+    max_audio_seconds: Option<f64>,
     /// Print progress as JSON lines on stdout instead of bars.
     #[arg(long)]
     json: bool,
@@ -170,19 +176,70 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
 }
 
+/// Exit status after SIGINT / SIGTERM (128 + SIGINT, as shells report an interrupted program).
+pub const INTERRUPTED: i32 = 130;
+
+/// On SIGINT or SIGTERM: stop ffmpeg, remove every temporary output file and exit 130, so an
+/// interrupted run leaves no partial video or frames (see `pipeline::video`).
+fn install_interrupt_cleanup() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing the SIGINT/SIGTERM handler")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                // Killing ffmpeg breaks the pipe the main thread may be writing frames into:
+                // let that write fail (EPIPE) instead of SIGPIPE ending the process mid-cleanup.
+                // SAFETY: changing a signal disposition from a normal thread.
+                unsafe {
+                    libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+                }
+                let _held = abort_outputs(|pid| {
+                    // SAFETY: plain syscalls on our own ffmpeg child.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                        libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+                    }
+                });
+                let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+                eprintln!("\ninterrupted ({name}): no output written");
+                std::process::exit(INTERRUPTED);
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
 fn run_on<B: Backend>(be: B, a: Args) -> Result<ExitCode> {
+    install_interrupt_cleanup()?;
     check_output_path(&a.out)?;
+    if let Some(dir) = &a.frames {
+        check_frames_dir(dir)?;
+    }
     check_ffmpeg()?;
     let reference = match &a.image {
         Some(p) => load_image(p)?,
         None => decode_image(DEFAULT_IMAGE, "bundled reference.png")?,
     };
+    let max_seconds = match a.max_audio_seconds {
+        Some(s) => s,
+        None => max_seconds_from_env()?,
+    };
     let speech = match &a.audio {
-        Some(p) => load_wav(p)?,
+        Some(p) => load_wav_capped(p, max_seconds)?,
         None => load_wav_bytes(DEFAULT_SPEECH, "bundled speech.wav")?,
     };
     let pose = match &a.pose {
-        Some(p) => PoseFile::load(p)?,
+        Some(p) => {
+            let pose = PoseFile::load(p)?;
+            pose.check_against_image(
+                reference.width(),
+                reference.height(),
+                &p.display().to_string(),
+            )?;
+            pose
+        }
         None => PoseFile::default(),
     };
     let source = match &a.weights {
@@ -210,14 +267,12 @@ fn run_on<B: Backend>(be: B, a: Args) -> Result<ExitCode> {
     if let Some(b) = &progress.bar {
         b.finish_and_clear();
     }
-    if let Some(dir) = &a.frames {
-        write_png_frames(dir, &video.frames)?;
-    }
     let track = match &a.audio {
         Some(p) => AudioTrack::File(p),
         None => AudioTrack::Bytes(DEFAULT_SPEECH),
     };
-    write_mp4(&a.out, &video.frames, video.fps, track).context("writing the video")?;
+    write_outputs(&a.out, a.frames.as_deref(), &video.frames, video.fps, track)
+        .context("writing the video")?;
     let secs = progress.start.elapsed().as_secs_f64();
     if a.json {
         println!(

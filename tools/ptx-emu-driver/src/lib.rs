@@ -23,6 +23,7 @@
 pub mod device;
 pub mod errors;
 mod state;
+pub mod unsupported;
 
 mod context;
 mod extras;

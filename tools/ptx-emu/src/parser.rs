@@ -260,6 +260,17 @@ impl<'a> P<'a> {
             _ => Err(self.err("expected an identifier")),
         }
     }
+    /// A count, array length or alignment in a declaration: 0 ..= 2^24, so that a negative or
+    /// huge value is a parse error instead of a hang or an out-of-memory (found by fuzzing).
+    fn size(&mut self) -> Result<usize, EmuError> {
+        const MAX: i64 = 1 << 24;
+        let v = self.num()?;
+        if !(0..=MAX).contains(&v) {
+            return Err(self.err(&format!("size {v} out of range (0..={MAX})")));
+        }
+        Ok(v as usize)
+    }
+
     fn num(&mut self) -> Result<i64, EmuError> {
         let neg = self.eat_p('-');
         match self.peek() {
@@ -466,7 +477,7 @@ fn parse_decl_inner(p: &mut P) -> Result<VarDecl, EmuError> {
         match p.peek() {
             Some(Tok::Ident(s)) if s == ".align" => {
                 p.i += 1;
-                align = p.num()? as usize;
+                align = p.size()?;
             }
             Some(Tok::Ident(s)) if s == ".v2" || s == ".v4" || s == ".v8" => {
                 vec = s[2..].parse().unwrap();
@@ -506,7 +517,7 @@ fn parse_decl_inner(p: &mut P) -> Result<VarDecl, EmuError> {
         is_extern: false,
     };
     if p.eat_p('<') {
-        d.count = Some(p.num()? as usize);
+        d.count = Some(p.size()?);
         p.expect_p('>')?;
     }
     while p.eat_p('[') {
@@ -514,9 +525,9 @@ fn parse_decl_inner(p: &mut P) -> Result<VarDecl, EmuError> {
             d.array = Some(0);
             continue;
         }
-        let n = p.num()? as usize;
+        let n = p.size()?;
         p.expect_p(']')?;
-        d.array = Some(d.array.unwrap_or(1) * n);
+        d.array = Some(array_len(p, d.array, n)?);
     }
     if p.eat_p('=') {
         d.init = parse_init(p)?;
@@ -586,13 +597,13 @@ fn parse_body(p: &mut P) -> Result<Vec<Stmt>, EmuError> {
                     d2.count = None;
                     d2.array = None;
                     if p.eat_p('<') {
-                        d2.count = Some(p.num()? as usize);
+                        d2.count = Some(p.size()?);
                         p.expect_p('>')?;
                     }
                     while p.eat_p('[') {
-                        let n = p.num()? as usize;
+                        let n = p.size()?;
                         p.expect_p(']')?;
-                        d2.array = Some(d2.array.unwrap_or(1) * n);
+                        d2.array = Some(array_len(p, d2.array, n)?);
                     }
                     out.push(Stmt::Decl(d2));
                 }
@@ -614,6 +625,15 @@ fn parse_body(p: &mut P) -> Result<Vec<Stmt>, EmuError> {
             _ => return Err(p.err("unexpected token in function body")),
         }
     }
+}
+
+/// The element count of `x[a][b]...` so far times `n`, at most 2^24.
+fn array_len(p: &P, so_far: Option<usize>, n: usize) -> Result<usize, EmuError> {
+    so_far
+        .unwrap_or(1)
+        .checked_mul(n)
+        .filter(|&v| v <= 1 << 24)
+        .ok_or_else(|| p.err("array size out of range (at most 2^24 elements)"))
 }
 
 fn parse_instr(p: &mut P) -> Result<AInstr, EmuError> {

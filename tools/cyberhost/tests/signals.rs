@@ -1,0 +1,151 @@
+//! SIGINT / SIGTERM during `cyberhost generate`: exit 130, no video, no frames directory and
+//! no temporary file left, whether the signal comes while the model runs or while the
+//! outputs are being written (ffmpeg running, frames staged).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cyberhost"))
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+}
+
+/// Wait for `child` with a deadline; kill it and fail if it does not exit.
+fn wait_exit(mut child: Child, limit: Duration) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            panic!("generate did not exit within {limit:?} of the signal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Everything in `dir` but the names in `inputs`.
+fn leftovers(dir: &Path, inputs: &[&str]) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !inputs.contains(&n.as_str()))
+        .collect()
+}
+
+/// Temporaries of ours in the system temp dir (the bundled speech's WAV copy).
+fn system_temps(before: &[String]) -> Vec<String> {
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".cyberhost-") && !before.contains(n))
+        .collect()
+}
+
+#[test]
+fn sigterm_while_the_model_runs_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Many steps: the run is still denoising when the first step event arrives.
+    let mut child = bin()
+        .args(["generate", "--json", "--steps", "200", "--out"])
+        .arg(dir.path().join("out.mp4"))
+        .arg("--frames")
+        .arg(dir.path().join("frames"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut saw_step = false;
+    for l in lines.by_ref() {
+        if l.unwrap().contains("\"event\":\"step\"") {
+            saw_step = true;
+            break;
+        }
+    }
+    assert!(saw_step, "no step event before generate ended");
+    signal(&child, libc::SIGTERM);
+    let status = wait_exit(child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130), "exit status {status:?}");
+    assert_eq!(leftovers(dir.path(), &[]), Vec::<String>::new());
+}
+
+#[test]
+fn sigint_while_the_outputs_are_written_removes_the_temporaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ffmpeg-started");
+    // An ffmpeg stand-in that reports its start and then hangs, so the signal lands while the
+    // video temporary exists, the frames are staged and "ffmpeg" runs.
+    let fake = dir.path().join("slow-ffmpeg.sh");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = -version ]; then echo fake; exit 0; fi\ntouch '{}'\nexec sleep 60\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&fake).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&fake, perm).unwrap();
+    let wav = dir.path().join("a.wav");
+    let mut w = hound::WavWriter::create(
+        &wav,
+        hound::WavSpec {
+            channels: 1,
+            sample_rate: 16_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        },
+    )
+    .unwrap();
+    for i in 0..8000 {
+        w.write_sample(((i * 37) % 2000) as i16 - 1000).unwrap();
+    }
+    w.finalize().unwrap();
+    let before = system_temps(&[]);
+    let child = bin()
+        .env("CYBERHOST_FFMPEG", &fake)
+        .args(["generate", "--steps", "1", "--audio"])
+        .arg(&wav)
+        .arg("--out")
+        .arg(dir.path().join("out.mp4"))
+        .arg("--frames")
+        .arg(dir.path().join("frames"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !marker.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "ffmpeg stand-in never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Temporaries exist now: the staged frames and the video being encoded.
+    let during = leftovers(dir.path(), &["a.wav", "slow-ffmpeg.sh", "ffmpeg-started"]);
+    assert!(
+        during.iter().any(|n| n.starts_with(".cyberhost-frames-"))
+            && during.iter().any(|n| n.ends_with(".mp4")),
+        "expected staged temporaries while ffmpeg runs, found {during:?}"
+    );
+    signal(&child, libc::SIGINT);
+    let status = wait_exit(child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130), "exit status {status:?}");
+    assert_eq!(
+        leftovers(dir.path(), &["a.wav", "slow-ffmpeg.sh", "ffmpeg-started"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(system_temps(&before), Vec::<String>::new());
+}

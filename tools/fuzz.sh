@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Build the libFuzzer targets in fuzz/ on stable Rust and run each for N seconds.
+#   tools/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 60 s, every target)
+# Seeds: fuzz/corpus/<target>/ (committed, read-only here); inputs found while fuzzing go to
+# fuzz/corpus-run/<target>/ and crashes to fuzz/artifacts/<target>/ (both git-ignored).
+# Exit status 1 if any target found a crash, hang (>10 s per input) or OOM (>2 GiB).
+# Prints one summary line per target: executions, coverage (cov/ft) and the result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-60}
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    targets=(safetensors shard_index config wav image pose ptx)
+fi
+host=$(rustc -vV | sed -n 's/^host: //p')
+# The flags cargo-fuzz passes (coverage counters, comparison tracing, cfg fuzzing), minus the
+# address sanitizer, which needs nightly's std; debug assertions and overflow checks stay on.
+export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
+# libfuzzer-sys builds on stable; RUSTC_BOOTSTRAP only allows `-Z` flags if someone adds them.
+export RUSTC_BOOTSTRAP=1
+# --target keeps build scripts and proc macros uninstrumented (as cargo-fuzz does).
+(cd fuzz && cargo build --release --target "$host" $(printf -- '--bin %s ' "${targets[@]}"))
+bin=fuzz/target/$host/release
+fail=0
+for t in "${targets[@]}"; do
+    mkdir -p "fuzz/corpus-run/$t" "fuzz/artifacts/$t"
+    log=fuzz/artifacts/$t/last-run.log
+    set +e
+    "$bin/$t" "fuzz/corpus-run/$t" "fuzz/corpus/$t" -max_total_time="$secs" -timeout=10 \
+        -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1
+    rc=$?
+    set -e
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    cov=$(grep -Eo 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1)
+    if [ $rc -eq 0 ]; then
+        echo "fuzz $t: ${runs:-?} executions in ${secs} s, ${cov:-cov: ?}, no crash"
+    else
+        echo "fuzz $t: FAILED (exit $rc) after ${runs:-?} executions, ${cov:-cov: ?}; see $log"
+        grep -E 'ERROR|panicked|Test unit written' "$log" | head -5 || true
+        fail=1
+    fi
+done
+exit $fail
