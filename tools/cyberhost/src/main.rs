@@ -3,18 +3,10 @@
 //! Exit codes: 0 success; 1 internal error or a failed check; 2 bad user input
 //! (file, flag, checkpoint); 3 no GPU where one is required.
 
-mod args;
-mod bench;
-mod check_fixture;
-mod generate;
-mod inspect;
-mod make_weights;
-mod plan;
-mod profile;
-mod selftest;
-mod serve;
-
 use clap::{Parser, Subcommand};
+use cyberhost_cli::{
+    bench, check_fixture, generate, inspect, make_weights, plan, profile, selftest, serve,
+};
 use cyberhost_engine::error::is_user_error;
 use std::process::ExitCode;
 

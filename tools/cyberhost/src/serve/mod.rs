@@ -147,6 +147,50 @@ impl Shared {
     }
 }
 
+/// The serve app in process, for the HTTP fuzz target: the built-in `tiny` model on the CPU,
+/// jobs under `jobs_dir`, `api_key` required on `/v1`, no listener and no workers. The queue
+/// holds no job (`max_queue` 0), so a request that passes every check is answered 429 after
+/// its uploads were validated exactly as a real submission's, and nothing accumulates on disk.
+pub fn in_process_app(jobs_dir: &std::path::Path, api_key: &str) -> Result<axum::Router> {
+    std::fs::create_dir_all(jobs_dir.join(jobs::INCOMING))
+        .with_context(|| format!("creating {}", jobs_dir.display()))?;
+    let source = WeightsSource::Preset {
+        preset: cyberhost_engine::pipeline::presets::Preset::Tiny,
+        seed: 0,
+    };
+    let be = CpuBackend::new();
+    let comps = source.load(&be)?;
+    let model: Arc<dyn Model> = Arc::new(Loaded {
+        be,
+        comps,
+        telemetry: None,
+    });
+    let shared = Arc::new(Shared {
+        cfg: Config {
+            jobs_dir: jobs_dir.to_path_buf(),
+            max_queue: 0,
+            api_keys: Some(vec![api_key.to_string()]),
+            max_image_bytes: 1 << 20,
+            max_audio_bytes: 1 << 20,
+            max_pose_bytes: 64 << 10,
+            max_audio_seconds: 30.0,
+            result_ttl: 60.0,
+        },
+        table: Mutex::new(jobs::Table::default()),
+        work: Condvar::new(),
+        metrics: metrics::Metrics::new().context("metrics registry")?,
+        model: OnceLock::new(),
+        accepting: AtomicBool::new(true),
+        stopping: AtomicBool::new(false),
+        abort_running: AtomicBool::new(false),
+        shutdown: tokio::sync::watch::channel(false).0,
+        job_seconds: Mutex::new(1.0),
+        workers: 1,
+    });
+    let _ = shared.model.set(model);
+    Ok(api::router(shared))
+}
+
 fn read_api_keys(path: &PathBuf) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         UserError::new(format!(

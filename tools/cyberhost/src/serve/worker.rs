@@ -86,7 +86,13 @@ pub fn load_inputs(
     let image = decode_image(&std::fs::read(dir.join(jobs::IMAGE))?, &rec.image_name)?;
     let speech = load_wav_bytes(&std::fs::read(dir.join(jobs::AUDIO))?, &rec.audio_name)?;
     let pose = if rec.params.pose {
-        PoseFile::parse(&std::fs::read_to_string(dir.join(jobs::POSE))?, "pose")?
+        let bytes = std::fs::read(dir.join(jobs::POSE))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            cyberhost_engine::error::UserError::new(
+                "pose: the pose part is not UTF-8 text; send the pose as JSON text",
+            )
+        })?;
+        PoseFile::parse(&text, "pose")?
     } else {
         PoseFile::default()
     };
