@@ -148,14 +148,31 @@ pub fn cover_crop(img: &RgbImage, width: u32, height: u32) -> (RgbImage, CropTra
     let s = (width as f64 / w as f64).max(height as f64 / h as f64);
     let nw = ((w as f64 * s).round() as u32).max(width);
     let nh = ((h as f64 * s).round() as u32).max(height);
-    let resized = if (nw, nh) == (w, h) {
-        img.clone()
-    } else {
-        image::imageops::resize(img, nw, nh, FilterType::Triangle)
-    };
     let ox = (nw - width) / 2;
     let oy = (nh - height) / 2;
-    let crop = image::imageops::crop_imm(&resized, ox, oy, width, height).to_image();
+    let (src_px, big_px) = (w as u64 * h as u64, nw as u64 * nh as u64);
+    let crop = if (nw, nh) == (w, h) {
+        image::imageops::crop_imm(img, ox, oy, width, height).to_image()
+    } else if big_px <= src_px.max(16 * width as u64 * height as u64) {
+        let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+        image::imageops::crop_imm(&resized, ox, oy, width, height).to_image()
+    } else {
+        // An extreme aspect ratio (e.g. 65535×32 to 512×512) would scale the whole image up to
+        // hundreds of megapixels before cropping. Resize only the source window under the crop,
+        // with a margin for the filter's support.
+        let (sx, sy) = (nw as f64 / w as f64, nh as f64 / h as f64);
+        let x0 = ((ox as f64 / sx).floor() as u32).saturating_sub(2);
+        let y0 = ((oy as f64 / sy).floor() as u32).saturating_sub(2);
+        let x1 = (((ox + width) as f64 / sx).ceil() as u32 + 2).min(w);
+        let y1 = (((oy + height) as f64 / sy).ceil() as u32 + 2).min(h);
+        let sub = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+        let rw = (((x1 - x0) as f64 * sx).round() as u32).max(width);
+        let rh = (((y1 - y0) as f64 * sy).round() as u32).max(height);
+        let resized = image::imageops::resize(&sub, rw, rh, FilterType::Triangle);
+        let cx = ((ox as f64 - x0 as f64 * sx).round().max(0.0) as u32).min(rw - width);
+        let cy = ((oy as f64 - y0 as f64 * sy).round().max(0.0) as u32).min(rh - height);
+        image::imageops::crop_imm(&resized, cx, cy, width, height).to_image()
+    };
     let t = CropTransform {
         scale: nw as f64 / w as f64,
         off_x: ox as f64,
@@ -196,6 +213,63 @@ pub fn from_chw_signed(data: &[f32], width: usize, height: usize) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extreme_aspect_ratio_crops_without_a_huge_intermediate() {
+        // The `image` fuzz target's slow input was a 64053×40 JPEG: covering 512×512 would
+        // have scaled it to 819878×512 (420 Mpx) before cropping. A gradient checks the window
+        // is the centre of the image.
+        let img = RgbImage::from_fn(65_535, 32, |x, y| {
+            image::Rgb([(x >> 8) as u8, (y * 8) as u8, 128])
+        });
+        let t0 = std::time::Instant::now();
+        let (crop, t) = cover_crop(&img, 512, 512);
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "{:?}", t0.elapsed());
+        assert_eq!(crop.dimensions(), (512, 512));
+        assert!((t.scale - 16.0).abs() < 1e-9);
+        // The centre column of the source is x ≈ 32767, whose red value is 127.
+        let r = crop.get_pixel(256, 256)[0] as i32;
+        assert!((r - 127).abs() <= 1, "red {r}");
+        // Rows keep the vertical gradient: top darker than bottom.
+        assert!(crop.get_pixel(256, 8)[1] < crop.get_pixel(256, 500)[1]);
+    }
+
+    #[test]
+    fn fuzz_regression_64053x40_jpeg() {
+        // The input the `image` fuzz target timed out on (fuzz/regressions/image/).
+        let bytes = include_bytes!("../../../fuzz/regressions/image/slow-64053x40.jpg");
+        if let Ok(img) = decode_image(bytes, "slow.jpg") {
+            assert_eq!(img.dimensions(), (64053, 40));
+            let (crop, _) = cover_crop(&img, 512, 512);
+            assert_eq!(crop.dimensions(), (512, 512));
+        }
+    }
+
+    #[test]
+    fn windowed_and_whole_resize_agree_where_both_apply() {
+        // 8000×40 to 256×256 takes the window path; compare with resizing the whole image.
+        // Smooth content: the window path may shift the sampling grid by under half an output
+        // pixel (its offsets are rounded), which only a smooth image leaves nearly unchanged.
+        let img = RgbImage::from_fn(8000, 40, |x, y| {
+            let v = |f: f64| (128.0 + 100.0 * f.sin()) as u8;
+            image::Rgb([v(x as f64 / 30.0), (y * 6) as u8, v(x as f64 / 77.0 + 1.0)])
+        });
+        let (crop, _) = cover_crop(&img, 256, 256);
+        let s = 256.0 / 40.0;
+        let (nw, nh) = ((8000.0 * s) as u32, 256);
+        let whole = image::imageops::resize(&img, nw, nh, FilterType::Triangle);
+        let ox = (nw - 256) / 2;
+        let want = image::imageops::crop_imm(&whole, ox, 0, 256, 256).to_image();
+        let (mut se, mut sw) = (0f64, 0f64);
+        for (a, b) in crop.pixels().zip(want.pixels()) {
+            for c in 0..3 {
+                se += (a[c] as f64 - b[c] as f64).powi(2);
+                sw += (b[c] as f64).powi(2);
+            }
+        }
+        let rel = (se / sw).sqrt();
+        assert!(rel < 2e-2, "rel L2 {rel}");
+    }
 
     #[test]
     fn cover_crop_centres_a_wide_image() {
