@@ -171,7 +171,7 @@ fn bad_requests_get_documented_4xx_and_the_server_keeps_serving() {
                 p
             }),
             400,
-            "shorter than half a frame",
+            "shorter than one video frame",
         ),
         (
             "audio too long",
