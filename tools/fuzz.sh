@@ -11,7 +11,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(safetensors shard_index config wav image pose ptx)
+    targets=(safetensors shard_index config wav image pose ptx http)
 fi
 host=$(rustc -vV | sed -n 's/^host: //p')
 # The flags cargo-fuzz passes (coverage counters, comparison tracing, cfg fuzzing), minus the
@@ -29,7 +29,9 @@ for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus-run/$t" "fuzz/artifacts/$t"
     log=fuzz/artifacts/$t/last-run.log
     set +e
-    "$bin/$t" "fuzz/corpus-run/$t" "fuzz/corpus/$t" -max_total_time="$secs" -timeout=10 \
+    dict=()
+    [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
+    "$bin/$t" "fuzz/corpus-run/$t" "fuzz/corpus/$t" "${dict[@]}" -max_total_time="$secs" -timeout=10 \
         -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1
     rc=$?
     set -e
