@@ -38,7 +38,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from ray import serve
 
-JOBS_DIR = os.environ.get("CYBERHOST_JOBS_DIR", "/tmp/cyberhost-ray-jobs")
+JOBS_DIR = os.environ.get(
+    "CYBERHOST_JOBS_DIR", os.path.join(tempfile.gettempdir(), "cyberhost-ray-jobs")
+)
 WEIGHTS = os.environ.get("CYBERHOST_WEIGHTS", "tiny")
 BACKEND = os.environ.get("CYBERHOST_BACKEND", "cpu")
 NUM_GPUS = float(os.environ.get("CYBERHOST_NUM_GPUS", "1"))

@@ -224,7 +224,11 @@ mod tests {
         });
         let t0 = std::time::Instant::now();
         let (crop, t) = cover_crop(&img, 512, 512);
-        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            t0.elapsed()
+        );
         assert_eq!(crop.dimensions(), (512, 512));
         assert!((t.scale - 16.0).abs() < 1e-9);
         // The centre column of the source is x ≈ 32767, whose red value is 127.
