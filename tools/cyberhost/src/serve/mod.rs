@@ -110,6 +110,23 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Accepting jobs, no model yet (set `model` once loaded).
+    fn new(cfg: Config, table: jobs::Table, workers: usize) -> Result<Shared> {
+        Ok(Shared {
+            cfg,
+            table: Mutex::new(table),
+            work: Condvar::new(),
+            metrics: metrics::Metrics::new().context("metrics registry")?,
+            model: OnceLock::new(),
+            accepting: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+            abort_running: AtomicBool::new(false),
+            shutdown: tokio::sync::watch::channel(false).0,
+            job_seconds: Mutex::new(1.0),
+            workers,
+        })
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, jobs::Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -165,28 +182,17 @@ pub fn in_process_app(jobs_dir: &std::path::Path, api_key: &str) -> Result<axum:
         comps,
         telemetry: None,
     });
-    let shared = Arc::new(Shared {
-        cfg: Config {
-            jobs_dir: jobs_dir.to_path_buf(),
-            max_queue: 0,
-            api_keys: Some(vec![api_key.to_string()]),
-            max_image_bytes: 1 << 20,
-            max_audio_bytes: 1 << 20,
-            max_pose_bytes: 64 << 10,
-            max_audio_seconds: 30.0,
-            result_ttl: 60.0,
-        },
-        table: Mutex::new(jobs::Table::default()),
-        work: Condvar::new(),
-        metrics: metrics::Metrics::new().context("metrics registry")?,
-        model: OnceLock::new(),
-        accepting: AtomicBool::new(true),
-        stopping: AtomicBool::new(false),
-        abort_running: AtomicBool::new(false),
-        shutdown: tokio::sync::watch::channel(false).0,
-        job_seconds: Mutex::new(1.0),
-        workers: 1,
-    });
+    let cfg = Config {
+        jobs_dir: jobs_dir.to_path_buf(),
+        max_queue: 0,
+        api_keys: Some(vec![api_key.to_string()]),
+        max_image_bytes: 1 << 20,
+        max_audio_bytes: 1 << 20,
+        max_pose_bytes: 64 << 10,
+        max_audio_seconds: 30.0,
+        result_ttl: 60.0,
+    };
+    let shared = Arc::new(Shared::new(cfg, jobs::Table::default(), 1)?);
     let _ = shared.model.set(model);
     Ok(api::router(shared))
 }
@@ -285,19 +291,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     } else {
         a.workers
     };
-    let shared = Arc::new(Shared {
-        cfg,
-        table: Mutex::new(table),
-        work: Condvar::new(),
-        metrics: metrics::Metrics::new().context("metrics registry")?,
-        model: OnceLock::new(),
-        accepting: AtomicBool::new(true),
-        stopping: AtomicBool::new(false),
-        abort_running: AtomicBool::new(false),
-        shutdown: tokio::sync::watch::channel(false).0,
-        job_seconds: Mutex::new(1.0),
-        workers,
-    });
+    let shared = Arc::new(Shared::new(cfg, table, workers)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
