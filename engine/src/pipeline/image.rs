@@ -67,6 +67,15 @@ pub fn load_image(path: &Path) -> Result<RgbImage> {
 
 /// Decode PNG/JPEG bytes (`name` is used in messages).
 pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    decode_image_within(bytes, name, MAX_PIXELS)
+}
+
+/// [`decode_image`] with a pixel budget of `max_pixels` (at most [`MAX_PIXELS`]) instead of
+/// [`MAX_PIXELS`]. The `image` fuzz target uses 2^18 so that each execution stays in the
+/// milliseconds: a 2 KB JPEG may legitimately claim millions of pixels, and decoding them costs
+/// seconds in an instrumented build without reaching any code that a small image does not.
+pub fn decode_image_within(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage> {
+    let max_pixels = max_pixels.min(MAX_PIXELS);
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| {
@@ -88,7 +97,7 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
             "{name}: corrupt image header ({e}); re-export it as PNG or JPEG"
         ))
     })?;
-    check_dimensions(w, h, name)?;
+    check_dimensions_within(w, h, name, max_pixels)?;
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| {
@@ -99,7 +108,7 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(w);
     limits.max_image_height = Some(h);
-    limits.max_alloc = Some(MAX_PIXELS * 4 + (1 << 20));
+    limits.max_alloc = Some(max_pixels * 4 + (1 << 20));
     reader.limits(limits);
     let img = reader.decode().map_err(|e| {
         UserError::new(format!(
@@ -119,15 +128,20 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
 
 /// The size rules, applied to the header's dimensions before decoding.
 pub fn check_dimensions(w: u32, h: u32, name: &str) -> Result<()> {
+    check_dimensions_within(w, h, name, MAX_PIXELS)
+}
+
+/// [`check_dimensions`] with a pixel budget of `max_pixels` instead of [`MAX_PIXELS`].
+pub fn check_dimensions_within(w: u32, h: u32, name: &str, max_pixels: u64) -> Result<()> {
     if w == 0 || h == 0 {
         return Err(UserError::new(format!(
             "{name}: image is empty ({w}×{h}); pass a photo of at least {MIN_SIDE}×{MIN_SIDE} pixels"
         ))
         .into());
     }
-    if w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > MAX_PIXELS {
+    if w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > max_pixels {
         return Err(UserError::new(format!(
-            "{name}: image is {w}×{h}, larger than the limit ({MAX_PIXELS} pixels, \
+            "{name}: image is {w}×{h}, larger than the limit ({max_pixels} pixels, \
              {MAX_SIDE} per side); downscale it first (e.g. `convert in.png -resize 4096x4096 out.png`)"
         ))
         .into());
@@ -247,6 +261,27 @@ mod tests {
             let (crop, _) = cover_crop(&img, 512, 512);
             assert_eq!(crop.dimensions(), (512, 512));
         }
+    }
+
+    #[test]
+    fn fuzz_regression_62512x86_jpeg_and_the_fuzz_pixel_budget() {
+        // A 2 KB JPEG claiming 62512×86 (5.4 Mpx): 1.4 s in the instrumented fuzz build, so
+        // the loaded machine hit libFuzzer's 10 s timeout. Not a hang; it decodes and crops
+        // under the full limit, and the fuzz target's 2^18-pixel budget refuses it up front.
+        let bytes = include_bytes!("../../../fuzz/regressions/image/slow-62512x86.jpg");
+        if let Ok(img) = decode_image(bytes, "slow.jpg") {
+            assert_eq!(img.dimensions(), (62512, 86));
+            let (crop, _) = cover_crop(&img, 64, 48);
+            assert_eq!(crop.dimensions(), (64, 48));
+        }
+        let err = decode_image_within(bytes, "slow.jpg", 1 << 18)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("62512×86") && err.contains("262144 pixels"),
+            "{err}"
+        );
+        assert!(err.contains("downscale"), "{err}");
     }
 
     #[test]
