@@ -48,6 +48,17 @@ impl<'a, 'b> Block<'a, 'b> {
             if self.prof.is_some() {
                 self.count_inst(w, ins, mask, exec);
             }
+            let f = &prog.fast[pc as usize];
+            if !matches!(f, FOp::Slow) {
+                if exec != 0 {
+                    fast::exec_fast(&mut w.regs, f, exec);
+                }
+                w.pc = pc + 1;
+                if w.pc >= w.others_min {
+                    w.dirty = true;
+                }
+                continue;
+            }
             match &ins.op {
                 Op::Bra(t) => {
                     let t = *t;

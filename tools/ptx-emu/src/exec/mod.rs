@@ -12,6 +12,7 @@ mod alu;
 mod atomics;
 mod control;
 mod dispatch;
+mod fast;
 mod float_ops;
 mod hazards;
 mod memory;
@@ -20,6 +21,7 @@ mod tensor_core;
 
 use self::alu::{alu, compare, setp_int};
 use atomics::*;
+pub(crate) use fast::{decode_fast, FOp};
 use float_ops::*;
 use hazards::*;
 pub(crate) use stats::Profiling;

@@ -97,6 +97,7 @@ impl<'a> Decoder<'a> {
             params,
             param_offsets,
             param_size: poff,
+            fast: crate::exec::decode_fast(&d.instrs, d.nregs as usize),
             instrs: d.instrs,
             texts: d.texts,
             nregs: d.nregs as usize,

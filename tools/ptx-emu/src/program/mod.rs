@@ -389,6 +389,8 @@ pub(crate) struct Program {
     pub param_offsets: Vec<usize>,
     pub param_size: usize,
     pub instrs: Vec<Instr>,
+    /// The decoded fast form of each instruction (`exec/fast.rs`; `FOp::Slow` where none).
+    pub fast: Vec<crate::exec::FOp>,
     pub texts: Vec<String>,
     pub nregs: usize,
     pub static_shared: usize,
