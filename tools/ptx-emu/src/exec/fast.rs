@@ -12,6 +12,7 @@
 //! kernel at both levels and compares the outputs).
 
 use super::*;
+use std::mem::MaybeUninit;
 
 /// A source operand: a register row or an immediate.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -416,15 +417,12 @@ type Row = [u64; 32];
 /// The 32 lane values of `s`: a pointer to its register row, or to `tmp` filled with the
 /// immediate.
 #[inline(always)]
-fn row_ptr(base: *const u64, s: Src, tmp: &mut Row) -> *const Row {
+fn row_ptr(base: *const u64, s: Src, tmp: &mut MaybeUninit<Row>) -> *const Row {
     match s {
         // SAFETY (of the pointer arithmetic): `decode_fast` only emits `R(r)` with r < nregs,
         // and the register file of every warp holds nregs * 32 slots (`run_block`).
         Src::R(r) => unsafe { base.add(r as usize * 32) as *const Row },
-        Src::I(v) => {
-            *tmp = [v; 32];
-            tmp as *const Row
-        }
+        Src::I(v) => tmp.write([v; 32]) as *const Row,
     }
 }
 
@@ -432,7 +430,7 @@ fn row_ptr(base: *const u64, s: Src, tmp: &mut Row) -> *const Row {
 ///
 /// # Safety
 /// `d` < nregs of the program whose register file `base` points to (nregs * 32 slots), and no
-/// reference into the register file is live.
+/// live reference points into row `d`.
 #[inline(always)]
 unsafe fn put(base: *mut u64, d: u32, r: &Row, exec: u32) {
     // SAFETY: as documented above, the destination row lies inside the register file and
@@ -448,151 +446,178 @@ unsafe fn put(base: *mut u64, d: u32, r: &Row, exec: u32) {
 }
 
 /// Execute the fast form `f` (not `Slow`) for the lanes of `exec` of a warp's register file.
+///
+/// Direct row access: the sources are read in place through their rows (no copies). When every
+/// lane executes and no source is the destination, the result is computed straight into the
+/// destination row; otherwise into a local row whose `exec` lanes are then written back.
 #[inline(always)]
 pub(super) fn exec_fast(regs: &mut [u64], f: &FOp, exec: u32) {
-    // Direct row access: the sources are read through pointers to their rows (no copies), the
-    // result is computed into a local row, then the destination row is written.
     let base = regs.as_mut_ptr();
     let cbase = base as *const u64;
-    let (mut ta, mut tb, mut tc) = ([0u64; 32], [0u64; 32], [0u64; 32]);
-    let mut r: Row = [0; 32];
-    macro_rules! un {
-        ($a:expr, |$x:ident| $e:expr) => {{
-            // SAFETY: `row_ptr` points at a whole row of the register file (decode_fast checked
-            // the index) or at a local; only shared reads happen through it, and the result goes
-            // to the local `r` (the destination may be the same row: it is written afterwards).
-            let a = unsafe { &*row_ptr(cbase, $a, &mut ta) };
-            for l in 0..32 {
-                let $x = a[l];
-                r[l] = $e;
+    let (mut ta, mut tb, mut tc) = (
+        MaybeUninit::<Row>::uninit(),
+        MaybeUninit::<Row>::uninit(),
+        MaybeUninit::<Row>::uninit(),
+    );
+    // The loop `out[l] = e` over sources `srcs`, into row `d`.
+    macro_rules! lanes {
+        ($d:expr, [$($s:expr),*], |$l:ident, $out:ident| $body:block) => {{
+            let d: u32 = $d;
+            let direct = exec == u32::MAX $(&& $s != Src::R(d))*;
+            let mut local: Row;
+            let $out: &mut Row = if direct {
+                // SAFETY: row d is inside the register file (decode_fast checked d < nregs,
+                // the file has nregs * 32 slots) and no source reference points into it (no
+                // source is row d; immediates live in locals), so this exclusive reference is
+                // the only one to that row while it lives.
+                unsafe { &mut *(base.add(d as usize * 32) as *mut Row) }
+            } else {
+                local = [0; 32];
+                &mut local
+            };
+            for $l in 0..32 $body
+            if !direct {
+                // SAFETY: d < nregs; the source references are dead (the loop is done) and
+                // `out` is the local row.
+                unsafe { put(base, d, $out, exec) };
             }
+        }};
+    }
+    macro_rules! un {
+        ($d:expr, $a:expr, |$x:ident| $e:expr) => {{
+            // SAFETY: `row_ptr` points at a whole row of the register file (decode_fast checked
+            // the index) or at a local; only shared reads happen through it.
+            let a = unsafe { &*row_ptr(cbase, $a, &mut ta) };
+            lanes!($d, [$a], |l, out| {
+                let $x = a[l];
+                out[l] = $e;
+            })
         }};
     }
     macro_rules! bin {
-        ($a:expr, $b:expr, |$x:ident, $y:ident| $e:expr) => {{
+        ($d:expr, $a:expr, $b:expr, |$x:ident, $y:ident| $e:expr) => {{
             // SAFETY: as in `un!`.
             let (a, b) = unsafe { (&*row_ptr(cbase, $a, &mut ta), &*row_ptr(cbase, $b, &mut tb)) };
-            for l in 0..32 {
+            lanes!($d, [$a, $b], |l, out| {
                 let $x = a[l];
                 let $y = b[l];
-                r[l] = $e;
-            }
+                out[l] = $e;
+            })
         }};
     }
-    let d = match *f {
-        FOp::Slow => return,
-        FOp::Un(k, d, a) => {
-            match k {
-                Un::Mask(m) => un!(a, |x| x & m),
-                Un::Sext(sb, m) => un!(a, |x| sext(x, sb) as u64 & m),
-                Un::Not(m) => un!(a, |x| !x & m),
-                Un::Neg(bits, m) => un!(a, |x| (sext(x, bits).wrapping_neg() as u64) & m),
-                Un::PNot => un!(a, |x| !x & 1),
-                Un::FNeg(z) => un!(a, |x| fout(fin(x, z) ^ 0x8000_0000, z)),
-                Un::FAbs(z) => un!(a, |x| fout(fin(x, z) & 0x7fff_ffff, z)),
-                Un::FEx2(z) => un!(a, |x| fout(canon32((fv(x, z) as f64).exp2() as f32), z)),
-                Un::CvtBf16F32 => un!(a, |x| bf16_of(x)),
-                Un::CvtF16F32 => un!(a, |x| f16_of(x)),
-                Un::CvtF32Bf16 => un!(a, |x| {
-                    let v = f32::from_bits((x as u32 & 0xffff) << 16);
-                    canon32(v)
-                }),
-                Un::CvtF32F16 => un!(a, |x| canon32(half::f16::from_bits(x as u16).to_f32())),
-            }
-            d
-        }
-        FOp::Bin(k, d, a, b) => {
-            match k {
-                Bin::Add(m) => bin!(a, b, |x, y| x.wrapping_add(y) & m),
-                Bin::Sub(m) => bin!(a, b, |x, y| x.wrapping_sub(y) & m),
-                Bin::Mul(m) => bin!(a, b, |x, y| x.wrapping_mul(y) & m),
-                Bin::And(m) => bin!(a, b, |x, y| x & y & m),
-                Bin::Or(m) => bin!(a, b, |x, y| (x | y) & m),
-                Bin::Xor(m) => bin!(a, b, |x, y| (x ^ y) & m),
-                Bin::Shl(bits, m) => bin!(a, b, |x, y| {
-                    let sh = y & 0xffff_ffff;
-                    if sh >= bits as u64 {
-                        0
-                    } else {
-                        (x << sh) & m
-                    }
-                }),
-                Bin::ShrU(bits, m) => bin!(a, b, |x, y| {
-                    let sh = y & 0xffff_ffff;
-                    if sh >= bits as u64 {
-                        0
-                    } else {
-                        (x & m) >> sh
-                    }
-                }),
-                Bin::ShrS(bits, m) => bin!(a, b, |x, y| {
-                    let sh = (y & 0xffff_ffff).min(bits as u64 - 1);
-                    (sext(x, bits) >> sh.min(63)) as u64 & m
-                }),
-                Bin::MinU(m) => bin!(a, b, |x, y| (x & m).min(y & m)),
-                Bin::MaxU(m) => bin!(a, b, |x, y| (x & m).max(y & m)),
-                Bin::MinS(bits, m) => {
-                    bin!(a, b, |x, y| sext(x, bits).min(sext(y, bits)) as u64 & m)
-                }
-                Bin::MaxS(bits, m) => {
-                    bin!(a, b, |x, y| sext(x, bits).max(sext(y, bits)) as u64 & m)
-                }
-                Bin::MulWideU32 => bin!(a, b, |x, y| (x & 0xffff_ffff) * (y & 0xffff_ffff)),
-                Bin::MulWideS32 => {
-                    bin!(a, b, |x, y| (x as i32 as i64).wrapping_mul(y as i32 as i64)
-                        as u64)
-                }
-                Bin::MulWideU16 => bin!(a, b, |x, y| (x & 0xffff) * (y & 0xffff)),
-                Bin::MulWideS16 => {
-                    bin!(a, b, |x, y| ((x as i16 as i32) * (y as i16 as i32)) as u32
-                        as u64)
-                }
-                Bin::PAnd => bin!(a, b, |x, y| x & y & 1),
-                Bin::POr => bin!(a, b, |x, y| (x | y) & 1),
-                Bin::PXor => bin!(a, b, |x, y| (x ^ y) & 1),
-                Bin::FAdd(z) => bin!(a, b, |x, y| fout(canon32(fv(x, z) + fv(y, z)), z)),
-                Bin::FSub(z) => bin!(a, b, |x, y| fout(canon32(fv(x, z) - fv(y, z)), z)),
-                Bin::FMul(z) => bin!(a, b, |x, y| fout(canon32(fv(x, z) * fv(y, z)), z)),
-                Bin::FMin(z) => bin!(a, b, |x, y| fout(fminmax(x, y, z, true), z)),
-                Bin::FMax(z) => bin!(a, b, |x, y| fout(fminmax(x, y, z, false), z)),
-                Bin::Pack16 => bin!(a, b, |x, y| (x & 0xffff) | ((y & 0xffff) << 16)),
-                Bin::CvtBf16x2 => bin!(a, b, |x, y| (bf16_of(x) << 16) | bf16_of(y)),
-            }
-            d
-        }
-        FOp::Tri(k, d, a, b, c) => {
+    macro_rules! tri {
+        ($d:expr, $a:expr, $b:expr, $c:expr, |$x:ident, $y:ident, $z:ident| $e:expr) => {{
             // SAFETY: as in `un!`.
             let (a, b, c) = unsafe {
                 (
-                    &*row_ptr(cbase, a, &mut ta),
-                    &*row_ptr(cbase, b, &mut tb),
-                    &*row_ptr(cbase, c, &mut tc),
+                    &*row_ptr(cbase, $a, &mut ta),
+                    &*row_ptr(cbase, $b, &mut tb),
+                    &*row_ptr(cbase, $c, &mut tc),
                 )
             };
-            match k {
-                Tri::MadLo(m) => {
-                    for l in 0..32 {
-                        r[l] = (a[l] & m).wrapping_mul(b[l] & m).wrapping_add(c[l]) & m;
-                    }
+            lanes!($d, [$a, $b, $c], |l, out| {
+                let $x = a[l];
+                let $y = b[l];
+                let $z = c[l];
+                out[l] = $e;
+            })
+        }};
+    }
+    match *f {
+        FOp::Slow => return,
+        FOp::Un(k, d, a) => match k {
+            Un::Mask(m) => un!(d, a, |x| x & m),
+            Un::Sext(sb, m) => un!(d, a, |x| sext(x, sb) as u64 & m),
+            Un::Not(m) => un!(d, a, |x| !x & m),
+            Un::Neg(bits, m) => un!(d, a, |x| (sext(x, bits).wrapping_neg() as u64) & m),
+            Un::PNot => un!(d, a, |x| !x & 1),
+            Un::FNeg(z) => un!(d, a, |x| fout(fin(x, z) ^ 0x8000_0000, z)),
+            Un::FAbs(z) => un!(d, a, |x| fout(fin(x, z) & 0x7fff_ffff, z)),
+            Un::FEx2(z) => un!(d, a, |x| fout(canon32((fv(x, z) as f64).exp2() as f32), z)),
+            Un::CvtBf16F32 => un!(d, a, |x| bf16_of(x)),
+            Un::CvtF16F32 => un!(d, a, |x| f16_of(x)),
+            Un::CvtF32Bf16 => un!(d, a, |x| {
+                let v = f32::from_bits((x as u32 & 0xffff) << 16);
+                canon32(v)
+            }),
+            Un::CvtF32F16 => un!(d, a, |x| canon32(half::f16::from_bits(x as u16).to_f32())),
+        },
+        FOp::Bin(k, d, a, b) => match k {
+            Bin::Add(m) => bin!(d, a, b, |x, y| x.wrapping_add(y) & m),
+            Bin::Sub(m) => bin!(d, a, b, |x, y| x.wrapping_sub(y) & m),
+            Bin::Mul(m) => bin!(d, a, b, |x, y| x.wrapping_mul(y) & m),
+            Bin::And(m) => bin!(d, a, b, |x, y| x & y & m),
+            Bin::Or(m) => bin!(d, a, b, |x, y| (x | y) & m),
+            Bin::Xor(m) => bin!(d, a, b, |x, y| (x ^ y) & m),
+            Bin::Shl(bits, m) => bin!(d, a, b, |x, y| {
+                let sh = y & 0xffff_ffff;
+                if sh >= bits as u64 {
+                    0
+                } else {
+                    (x << sh) & m
                 }
-                Tri::Selp(m) => {
-                    for l in 0..32 {
-                        r[l] = if c[l] & 1 != 0 { a[l] & m } else { b[l] & m };
-                    }
+            }),
+            Bin::ShrU(bits, m) => bin!(d, a, b, |x, y| {
+                let sh = y & 0xffff_ffff;
+                if sh >= bits as u64 {
+                    0
+                } else {
+                    (x & m) >> sh
                 }
-                Tri::SelpRaw => {
-                    for l in 0..32 {
-                        r[l] = if c[l] & 1 != 0 { a[l] } else { b[l] };
-                    }
-                }
-                Tri::Fma(z) => {
-                    for l in 0..32 {
-                        r[l] = fout(canon32(fv(a[l], z).mul_add(fv(b[l], z), fv(c[l], z))), z);
-                    }
-                }
+            }),
+            Bin::ShrS(bits, m) => bin!(d, a, b, |x, y| {
+                let sh = (y & 0xffff_ffff).min(bits as u64 - 1);
+                (sext(x, bits) >> sh.min(63)) as u64 & m
+            }),
+            Bin::MinU(m) => bin!(d, a, b, |x, y| (x & m).min(y & m)),
+            Bin::MaxU(m) => bin!(d, a, b, |x, y| (x & m).max(y & m)),
+            Bin::MinS(bits, m) => {
+                bin!(d, a, b, |x, y| sext(x, bits).min(sext(y, bits)) as u64 & m)
             }
-            d
-        }
+            Bin::MaxS(bits, m) => {
+                bin!(d, a, b, |x, y| sext(x, bits).max(sext(y, bits)) as u64 & m)
+            }
+            Bin::MulWideU32 => bin!(d, a, b, |x, y| (x & 0xffff_ffff) * (y & 0xffff_ffff)),
+            Bin::MulWideS32 => {
+                bin!(
+                    d,
+                    a,
+                    b,
+                    |x, y| (x as i32 as i64).wrapping_mul(y as i32 as i64) as u64
+                )
+            }
+            Bin::MulWideU16 => bin!(d, a, b, |x, y| (x & 0xffff) * (y & 0xffff)),
+            Bin::MulWideS16 => {
+                bin!(
+                    d,
+                    a,
+                    b,
+                    |x, y| ((x as i16 as i32) * (y as i16 as i32)) as u32 as u64
+                )
+            }
+            Bin::PAnd => bin!(d, a, b, |x, y| x & y & 1),
+            Bin::POr => bin!(d, a, b, |x, y| (x | y) & 1),
+            Bin::PXor => bin!(d, a, b, |x, y| (x ^ y) & 1),
+            Bin::FAdd(z) => bin!(d, a, b, |x, y| fout(canon32(fv(x, z) + fv(y, z)), z)),
+            Bin::FSub(z) => bin!(d, a, b, |x, y| fout(canon32(fv(x, z) - fv(y, z)), z)),
+            Bin::FMul(z) => bin!(d, a, b, |x, y| fout(canon32(fv(x, z) * fv(y, z)), z)),
+            Bin::FMin(z) => bin!(d, a, b, |x, y| fout(fminmax(x, y, z, true), z)),
+            Bin::FMax(z) => bin!(d, a, b, |x, y| fout(fminmax(x, y, z, false), z)),
+            Bin::Pack16 => bin!(d, a, b, |x, y| (x & 0xffff) | ((y & 0xffff) << 16)),
+            Bin::CvtBf16x2 => bin!(d, a, b, |x, y| (bf16_of(x) << 16) | bf16_of(y)),
+        },
+        FOp::Tri(k, d, a, b, c) => match k {
+            Tri::MadLo(m) => tri!(d, a, b, c, |x, y, w| (x & m)
+                .wrapping_mul(y & m)
+                .wrapping_add(w)
+                & m),
+            Tri::Selp(m) => tri!(d, a, b, c, |x, y, w| if w & 1 != 0 { x & m } else { y & m }),
+            Tri::SelpRaw => tri!(d, a, b, c, |x, y, w| if w & 1 != 0 { x } else { y }),
+            Tri::Fma(z) => tri!(d, a, b, c, |x, y, w| fout(
+                canon32(fv(x, z).mul_add(fv(y, z), fv(w, z))),
+                z
+            )),
+        },
         FOp::Setp {
             cmp,
             kind,
@@ -604,6 +629,7 @@ pub(super) fn exec_fast(regs: &mut [u64], f: &FOp, exec: u32) {
         } => {
             // SAFETY: as in `un!`.
             let (a, b) = unsafe { (&*row_ptr(cbase, a, &mut ta), &*row_ptr(cbase, b, &mut tb)) };
+            let mut r: Row = [0; 32];
             match kind {
                 SetpKind::Int(ty) => {
                     setp_int(cmp, ty, a, b, &mut r);
@@ -628,15 +654,16 @@ pub(super) fn exec_fast(regs: &mut [u64], f: &FOp, exec: u32) {
                     qv[l] = g(qv[l]);
                 }
             }
-            if q != u32::MAX {
-                // SAFETY: q < nregs (decode_fast), no register-file reference is live.
-                unsafe { put(base, q, &qv, exec) };
+            // SAFETY: p, q < nregs (decode_fast); the source references are dead.
+            // (p first, then q, as the general path writes them)
+            unsafe {
+                put(base, p, &r, exec);
+                if q != u32::MAX {
+                    put(base, q, &qv, exec);
+                }
             }
-            p
         }
-    };
-    // SAFETY: d < nregs (decode_fast), and the source references above are dead.
-    unsafe { put(base, d, &r, exec) };
+    }
 }
 
 /// f32 `setp` over all 32 lanes (`compare`'s rules: flushed with `.ftz`, ordered comparisons
@@ -720,7 +747,11 @@ mod tests {
             s = s
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            v.push(if v.len().is_multiple_of(2) { s } else { s >> 32 });
+            v.push(if v.len().is_multiple_of(2) {
+                s
+            } else {
+                s >> 32
+            });
         }
         v
     }
