@@ -524,7 +524,7 @@ pub(super) fn exec_fast(regs: &mut [u64], f: &FOp, exec: u32) {
         }};
     }
     match *f {
-        FOp::Slow => return,
+        FOp::Slow => {}
         FOp::Un(k, d, a) => match k {
             Un::Mask(m) => un!(d, a, |x| x & m),
             Un::Sext(sb, m) => un!(d, a, |x| sext(x, sb) as u64 & m),
