@@ -60,9 +60,11 @@ impl<'a, 'b> Block<'a, 'b> {
 
     pub(super) fn mma(&mut self, w: &mut Warp, ins: &Instr, k: usize, ab: Ty) {
         let bf = ab == Ty::BF16;
-        let mut a = [[0f64; 16]; 16];
-        let mut b = [[0f64; 8]; 16];
-        let mut c = [[0f64; 8]; 16];
+        // a: 16 × k (row-major, stride 16), b: k × 8, c/d: 16 × 8, each filled through the
+        // fragment tables (every element is written by exactly one (register, lane, half))
+        let mut a = [0f64; 256];
+        let mut b = [0f64; 128];
+        let mut c = [0f64; 128];
         let (Opnd::Vec(da), Opnd::Vec(db), Opnd::Vec(dc), Opnd::Vec(dd)) =
             (&ins.s[0], &ins.s[1], &ins.s[2], &ins.d[0])
         else {
@@ -76,56 +78,41 @@ impl<'a, 'b> Block<'a, 'b> {
                 f16::from_bits(h as u16).to_f64()
             }
         };
+        let t = if k == 16 { &MMA_K16 } else { &MMA_K8 };
         let (g, clk) = (self.c.gsyms, w.clock);
         let mut tmp = [0u64; 32];
-        for (ri, r) in da.iter().enumerate() {
+        for (ri, r) in da.iter().enumerate().take(4) {
             let v = src32(&w.regs, g, clk, r, &mut tmp);
+            let pos = &t.a[ri];
             for (l, &v) in v.iter().enumerate() {
-                let (gr, t) = (l / 4, l % 4);
-                for h in 0..2 {
-                    let (row, col) = mma_a_pos(k, gr, t, ri * 2 + h);
-                    a[row][col] = to_f64((v >> (16 * h)) & 0xffff);
-                }
+                a[pos[2 * l] as usize] = to_f64(v & 0xffff);
+                a[pos[2 * l + 1] as usize] = to_f64((v >> 16) & 0xffff);
             }
         }
-        for (ri, r) in db.iter().enumerate() {
+        for (ri, r) in db.iter().enumerate().take(2) {
             let v = src32(&w.regs, g, clk, r, &mut tmp);
+            let pos = &t.b[ri];
             for (l, &v) in v.iter().enumerate() {
-                let (gr, t) = (l / 4, l % 4);
-                for h in 0..2 {
-                    let (row, col) = mma_b_pos(k, gr, t, ri * 2 + h);
-                    b[row][col] = to_f64((v >> (16 * h)) & 0xffff);
-                }
+                b[pos[2 * l] as usize] = to_f64(v & 0xffff);
+                b[pos[2 * l + 1] as usize] = to_f64((v >> 16) & 0xffff);
             }
         }
-        for (i, r) in dc.iter().enumerate() {
+        for (i, r) in dc.iter().enumerate().take(4) {
             let v = src32(&w.regs, g, clk, r, &mut tmp);
+            let pos = &MMA_C[i];
             for (l, &v) in v.iter().enumerate() {
-                let (row, col) = mma_c_pos(l / 4, l % 4, i);
-                c[row][col] = f32::from_bits(v as u32) as f64;
+                c[pos[l] as usize] = f32::from_bits(v as u32) as f64;
             }
         }
         // D = A·B + C: products are exact in f64, the sum runs over k in order in f64 and is
         // rounded once to f32 (see docs/emulator.md for the error model).
-        let mut out = [[0u32; 8]; 16];
-        for m in 0..16 {
-            let mut acc = c[m];
-            for kk in 0..k {
-                let am = a[m][kk];
-                for n in 0..8 {
-                    acc[n] += am * b[kk][n];
-                }
-            }
-            for n in 0..8 {
-                out[m][n] = (acc[n] as f32).to_bits();
-            }
-        }
-        for (i, r) in dd.iter().enumerate() {
+        ksum(&a, &b, &mut c, k);
+        for (i, r) in dd.iter().enumerate().take(4) {
             if let Opnd::Reg(r) = *r {
+                let pos = &MMA_C[i];
                 let mut v = [0u64; 32];
                 for (l, v) in v.iter_mut().enumerate() {
-                    let (row, col) = mma_c_pos(l / 4, l % 4, i);
-                    *v = out[row][col] as u64;
+                    *v = (c[pos[l] as usize] as f32).to_bits() as u64;
                 }
                 store32(&mut w.regs, r, &v, u32::MAX);
             }
@@ -133,20 +120,109 @@ impl<'a, 'b> Block<'a, 'b> {
     }
 }
 
-pub(crate) fn mma_a_pos(k: usize, g: usize, t: usize, i: usize) -> (usize, usize) {
+/// Where each (register, lane, half) of the A and B fragments goes in the row-major A (stride 16)
+/// and B (stride 8) matrices of one `mma` shape: `a[reg][2 * lane + half]`.
+struct MmaTables {
+    a: [[u8; 64]; 4],
+    b: [[u8; 64]; 2],
+}
+
+const fn mma_tables(k: usize) -> MmaTables {
+    let mut t = MmaTables {
+        a: [[0; 64]; 4],
+        b: [[0; 64]; 2],
+    };
+    let mut l = 0;
+    while l < 32 {
+        let (g, tt) = (l / 4, l % 4);
+        let mut i = 0;
+        while i < 8 {
+            // A element i of the lane: register i / 2, half i % 2
+            let (row, col) = mma_a_pos(k, g, tt, i);
+            // (k = 8 has 2 A registers and 1 B register; the rest of the table is unused)
+            if k == 16 || i < 4 {
+                t.a[i / 2][2 * l + i % 2] = (row * 16 + col) as u8;
+            }
+            if (k == 16 && i < 4) || i < 2 {
+                let (row, col) = mma_b_pos(k, g, tt, i);
+                t.b[i / 2][2 * l + i % 2] = (row * 8 + col) as u8;
+            }
+            i += 1;
+        }
+        l += 1;
+    }
+    t
+}
+
+const fn mma_c_table() -> [[u8; 32]; 4] {
+    let mut t = [[0; 32]; 4];
+    let mut i = 0;
+    while i < 4 {
+        let mut l = 0;
+        while l < 32 {
+            let (row, col) = mma_c_pos(l / 4, l % 4, i);
+            t[i][l] = (row * 8 + col) as u8;
+            l += 1;
+        }
+        i += 1;
+    }
+    t
+}
+
+static MMA_K16: MmaTables = mma_tables(16);
+static MMA_K8: MmaTables = mma_tables(8);
+/// Where lane `l` of accumulator register `i` sits in the row-major 16 × 8 C/D matrix.
+static MMA_C: [[u8; 32]; 4] = mma_c_table();
+
+/// `c[m][n] += a[m][kk] · b[kk][n]` for kk = 0, 1, ... in order, in f64 (the same operations in
+/// the same order on every path; AVX2 only widens the vectors over n).
+fn ksum(a: &[f64; 256], b: &[f64; 128], c: &mut [f64; 128], k: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            unsafe { ksum_avx2(a, b, c, k) };
+            return;
+        }
+    }
+    ksum_body(a, b, c, k);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn ksum_avx2(a: &[f64; 256], b: &[f64; 128], c: &mut [f64; 128], k: usize) {
+    ksum_body(a, b, c, k);
+}
+
+#[inline(always)]
+fn ksum_body(a: &[f64; 256], b: &[f64; 128], c: &mut [f64; 128], k: usize) {
+    let k = k.min(16);
+    for m in 0..16 {
+        let acc: &mut [f64; 8] = (&mut c[m * 8..m * 8 + 8]).try_into().unwrap();
+        for kk in 0..k {
+            let am = a[m * 16 + kk];
+            let bk: &[f64; 8] = b[kk * 8..kk * 8 + 8].try_into().unwrap();
+            for n in 0..8 {
+                acc[n] += am * bk[n];
+            }
+        }
+    }
+}
+
+pub(crate) const fn mma_a_pos(k: usize, g: usize, t: usize, i: usize) -> (usize, usize) {
     if k == 16 {
         (g + 8 * ((i >> 1) & 1), t * 2 + (i & 1) + 8 * (i >> 2))
     } else {
         (g + 8 * (i >> 1), t * 2 + (i & 1))
     }
 }
-pub(crate) fn mma_b_pos(k: usize, g: usize, t: usize, i: usize) -> (usize, usize) {
+pub(crate) const fn mma_b_pos(k: usize, g: usize, t: usize, i: usize) -> (usize, usize) {
     if k == 16 {
         (t * 2 + (i & 1) + 8 * (i >> 1), g)
     } else {
         (t * 2 + i, g)
     }
 }
-pub(crate) fn mma_c_pos(g: usize, t: usize, i: usize) -> (usize, usize) {
+pub(crate) const fn mma_c_pos(g: usize, t: usize, i: usize) -> (usize, usize) {
     (g + 8 * (i >> 1), t * 2 + (i & 1))
 }
