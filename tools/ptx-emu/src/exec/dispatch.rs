@@ -7,6 +7,7 @@ use super::*;
 impl<'a, 'b> Block<'a, 'b> {
     pub(super) fn run_warp(&mut self, w: &mut Warp, budget: u32) -> R<()> {
         let prog = self.c.prog;
+        let fast_ops: &[FOp] = if self.c.opts.decoded { &prog.fast } else { &[] };
         for _ in 0..budget {
             if w.dirty && !w.regroup() {
                 return Ok(());
@@ -48,8 +49,10 @@ impl<'a, 'b> Block<'a, 'b> {
             if self.prof.is_some() {
                 self.count_inst(w, ins, mask, exec);
             }
-            let f = &prog.fast[pc as usize];
-            if !matches!(f, FOp::Slow) {
+            if let Some(f) = fast_ops
+                .get(pc as usize)
+                .filter(|f| !matches!(f, FOp::Slow))
+            {
                 if exec != 0 {
                     fast::exec_fast(&mut w.regs, f, exec);
                 }
