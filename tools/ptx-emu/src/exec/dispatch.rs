@@ -54,7 +54,13 @@ impl<'a, 'b> Block<'a, 'b> {
                 .filter(|f| !matches!(f, FOp::Slow))
             {
                 if exec != 0 {
-                    fast::exec_fast(&mut w.regs, f, exec);
+                    if let FOp::Ld { .. } | FOp::St { .. } = f {
+                        if !self.ldst_fast(w, f, exec) {
+                            self.exec(w, ins, exec)?;
+                        }
+                    } else {
+                        fast::exec_fast(&mut w.regs, f, exec);
+                    }
                 }
                 w.pc = pc + 1;
                 if w.pc >= w.others_min {

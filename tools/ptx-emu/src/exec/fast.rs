@@ -106,6 +106,27 @@ pub(crate) enum SetpKind {
 pub(crate) enum FOp {
     /// Not covered: the general path.
     Slow,
+    /// `ld` of `n` ≤ 4 elements of `eb` ≤ 8 bytes from `[base + off]` (global, const, shared,
+    /// param or generic) into rows `d` (u32::MAX: sink), sign-extended when `sign`.
+    Ld {
+        space: Space,
+        eb: u8,
+        n: u8,
+        sign: bool,
+        base: Src,
+        off: u64,
+        d: [u32; 4],
+    },
+    /// `st` of `n` ≤ 4 elements of `eb` ≤ 8 bytes from `v` to `[base + off]` (global, shared or
+    /// generic).
+    St {
+        space: Space,
+        eb: u8,
+        n: u8,
+        base: Src,
+        off: u64,
+        v: [Src; 4],
+    },
     Un(Un, u32, Src),
     Bin(Bin, u32, Src, Src),
     Tri(Tri, u32, Src, Src, Src),
@@ -138,6 +159,8 @@ fn decode_one(ins: &Instr, nregs: usize) -> FOp {
     let okd = |d: u32| d == u32::MAX || (d as usize) < nregs;
     let valid = match &f {
         FOp::Slow => true,
+        FOp::Ld { base, d, .. } => ok(base) && d.iter().all(|&d| okd(d)),
+        FOp::St { base, v, .. } => ok(base) && v.iter().all(ok),
         FOp::Un(_, d, a) => okd(*d) && *d != u32::MAX && ok(a),
         FOp::Bin(_, d, a, b) => okd(*d) && *d != u32::MAX && ok(a) && ok(b),
         FOp::Tri(_, d, a, b, c) => okd(*d) && *d != u32::MAX && ok(a) && ok(b) && ok(c),
@@ -210,6 +233,68 @@ fn decode_op(ins: &Instr) -> Option<FOp> {
                 b: src(s.get(1)?)?,
                 comb,
             })
+        }
+        Op::Ld { space, ty, n } | Op::St { space, ty, n }
+            if ty.bytes() <= 8
+                && (1..=4).contains(n)
+                && matches!(
+                    space,
+                    Space::Global | Space::Const | Space::Shared | Space::Param | Space::Generic
+                ) =>
+        {
+            let (base, off) = match s.first()? {
+                Opnd::Addr(Base::Reg(r), off) => (Src::R(*r), *off as u64),
+                Opnd::Addr(Base::None, off) => (Src::I(0), *off as u64),
+                _ => return None,
+            };
+            let (eb, n) = (ty.bytes() as u8, *n);
+            if let Op::Ld { .. } = ins.op {
+                let mut d = [u32::MAX; 4];
+                match ins.d.first()? {
+                    Opnd::Reg(r) if n == 1 => d[0] = *r,
+                    Opnd::Vec(parts) if parts.len() == n as usize => {
+                        for (k, p) in parts.iter().enumerate() {
+                            match p {
+                                Opnd::Reg(r) => d[k] = *r,
+                                Opnd::Sink => {}
+                                _ => return None,
+                            }
+                        }
+                    }
+                    _ => return None,
+                }
+                Some(FOp::Ld {
+                    space: *space,
+                    eb,
+                    n,
+                    sign: ty.signed(),
+                    base,
+                    off,
+                    d,
+                })
+            } else {
+                if *space == Space::Param || *space == Space::Const {
+                    return None;
+                }
+                let mut v = [Src::I(0); 4];
+                match s.get(1)? {
+                    Opnd::Vec(parts) if parts.len() == n as usize => {
+                        for (k, p) in parts.iter().enumerate() {
+                            v[k] = src(p)?;
+                        }
+                    }
+                    o if n == 1 => v[0] = src(o)?,
+                    _ => return None,
+                }
+                Some(FOp::St {
+                    space: *space,
+                    eb,
+                    n,
+                    base,
+                    off,
+                    v,
+                })
+            }
         }
         Op::Cvt { d: dt, s: st, f } => {
             let d = dst(ins.d.first())?;
@@ -524,7 +609,7 @@ pub(super) fn exec_fast(regs: &mut [u64], f: &FOp, exec: u32) {
         }};
     }
     match *f {
-        FOp::Slow => {}
+        FOp::Slow | FOp::Ld { .. } | FOp::St { .. } => {}
         FOp::Un(k, d, a) => match k {
             Un::Mask(m) => un!(d, a, |x| x & m),
             Un::Sext(sb, m) => un!(d, a, |x| sext(x, sb) as u64 & m),
@@ -663,6 +748,220 @@ pub(super) fn exec_fast(regs: &mut [u64], f: &FOp, exec: u32) {
                 }
             }
         }
+    }
+}
+
+/// Where the bytes of a fast `ld`/`st` live.
+enum Region {
+    /// Allocation index in global memory.
+    Global(usize),
+    Shared,
+    Param,
+}
+
+impl<'a, 'b> Block<'a, 'b> {
+    /// A fast `ld`/`st` (`FOp::Ld`/`FOp::St`) for the lanes of `exec`, when every lane's access is
+    /// aligned and inside one region (one global allocation; the block's shared memory when no
+    /// shadow state is kept, i.e. at `PTX_EMU_CHECKS=fast`; the parameter buffer): no per-lane
+    /// lookup, values straight from/to the register rows, lanes in order. Returns false (nothing
+    /// done) otherwise: the general path then runs the instruction, checks each lane and reports
+    /// the first fault.
+    #[inline(always)]
+    pub(super) fn ldst_fast(&mut self, w: &mut Warp, f: &FOp, exec: u32) -> bool {
+        let (space, eb, n, base, off, store) = match *f {
+            FOp::Ld {
+                space,
+                eb,
+                n,
+                base,
+                off,
+                ..
+            } => (space, eb as usize, n as usize, base, off, false),
+            FOp::St {
+                space,
+                eb,
+                n,
+                base,
+                off,
+                ..
+            } => (space, eb as usize, n as usize, base, off, true),
+            _ => return false,
+        };
+        let total = eb * n;
+        if !total.is_power_of_two() {
+            return false;
+        }
+        let mut addrs = [0u64; 32];
+        match base {
+            Src::R(r) => {
+                let i = r as usize * 32;
+                let row: &Row = w.regs[i..i + 32].try_into().unwrap();
+                for l in 0..32 {
+                    addrs[l] = row[l].wrapping_add(off);
+                }
+            }
+            Src::I(v) => addrs = [v.wrapping_add(off); 32],
+        }
+        let (mut lo, mut hi, mut bits) = (u64::MAX, 0u64, 0u64);
+        for (l, &a) in addrs.iter().enumerate() {
+            let on = (exec >> l) & 1 != 0;
+            lo = if on { lo.min(a) } else { lo };
+            hi = if on { hi.max(a) } else { hi };
+            bits |= if on { a } else { 0 };
+        }
+        if bits & (total as u64 - 1) != 0 || hi >= u64::MAX - 64 || lo > hi {
+            return false;
+        }
+        let in_window = |start: u64| lo >= start && hi < start + WINDOW_SIZE;
+        let (region, start) = match space {
+            Space::Shared => (Region::Shared, 0),
+            Space::Param => (Region::Param, 0),
+            Space::Generic if in_window(SHARED_WINDOW) => (Region::Shared, SHARED_WINDOW),
+            Space::Global | Space::Const => (Region::Global(0), 0),
+            Space::Generic if hi < GLOBAL_LIMIT => (Region::Global(0), 0),
+            _ => return false,
+        };
+        let end = hi - start + total as u64;
+        let region = match region {
+            Region::Shared => {
+                if !self.shadow.is_empty() || end > self.shared.len() as u64 {
+                    return false;
+                }
+                Region::Shared
+            }
+            Region::Param => {
+                if store || end > self.c.params.len() as u64 {
+                    return false;
+                }
+                Region::Param
+            }
+            Region::Global(_) => {
+                let len = (hi - lo) as usize + total;
+                let i = match &self.mem {
+                    GMem::Seq(m) => m.find(lo, len),
+                    GMem::Par(m, ov) => {
+                        let i = m.find_from(lo, len, ov.hint.get());
+                        if let Some(i) = i {
+                            ov.hint.set(i);
+                        }
+                        if !store && ov.may_hold(lo, len) {
+                            return false;
+                        }
+                        i
+                    }
+                };
+                match i {
+                    Some(i) => Region::Global(i),
+                    None => return false,
+                }
+            }
+        };
+        if let FOp::Ld { sign, d, .. } = *f {
+            let (data, start) = match region {
+                Region::Shared => (&self.shared[..], start),
+                Region::Param => (self.c.params, start),
+                Region::Global(i) => {
+                    let (s, d) = self.mem.base().alloc_bytes(i);
+                    (d, s)
+                }
+            };
+            for (k, &dr) in d.iter().enumerate().take(n) {
+                if dr == u32::MAX {
+                    continue;
+                }
+                let i = dr as usize * 32;
+                let row: &mut Row = (&mut w.regs[i..i + 32]).try_into().unwrap();
+                for l in lanes(exec) {
+                    let o = (addrs[l] - start) as usize + k * eb;
+                    let v = le_at(data, o, eb);
+                    row[l] = if sign {
+                        sext(v, eb as u32 * 8) as u64
+                    } else {
+                        v
+                    };
+                }
+            }
+            return true;
+        }
+        let FOp::St { v, .. } = *f else {
+            return false;
+        };
+        static ZERO: Row = [0; 32];
+        let mut rows: [&Row; 4] = [&ZERO; 4];
+        let mut imm = [0u64; 4];
+        let mut is_imm = [false; 4];
+        for (k, s) in v.iter().enumerate().take(n) {
+            match *s {
+                Src::R(r) => {
+                    let i = r as usize * 32;
+                    rows[k] = w.regs[i..i + 32].try_into().unwrap();
+                }
+                Src::I(x) => {
+                    imm[k] = x;
+                    is_imm[k] = true;
+                }
+            }
+        }
+        let val = |k: usize, l: usize| if is_imm[k] { imm[k] } else { rows[k][l] };
+        match region {
+            Region::Shared => {
+                for l in lanes(exec) {
+                    let o = (addrs[l] - start) as usize;
+                    for k in 0..n {
+                        put_le_at(&mut self.shared, o + k * eb, val(k, l), eb);
+                    }
+                }
+            }
+            Region::Param => return false,
+            Region::Global(i) => match &mut self.mem {
+                GMem::Seq(m) => {
+                    let journal = m.journaling();
+                    for l in lanes(exec) {
+                        let a = addrs[l];
+                        if journal {
+                            m.journal(i, a, total);
+                        }
+                        let (start, data) = m.alloc_bytes_mut(i);
+                        let o = (a - start) as usize;
+                        for k in 0..n {
+                            put_le_at(data, o + k * eb, val(k, l), eb);
+                        }
+                    }
+                }
+                GMem::Par(_, ov) => {
+                    for l in lanes(exec) {
+                        let mut buf = [0u8; 32];
+                        for k in 0..n {
+                            put_le_at(&mut buf, k * eb, val(k, l), eb);
+                        }
+                        ov.write(addrs[l], &buf[..total]);
+                    }
+                }
+            },
+        }
+        true
+    }
+}
+
+/// The `eb`-byte (1, 2, 4 or 8) little-endian value at `data[o..]`.
+#[inline(always)]
+fn le_at(data: &[u8], o: usize, eb: usize) -> u64 {
+    match eb {
+        1 => data[o] as u64,
+        2 => u16::from_le_bytes([data[o], data[o + 1]]) as u64,
+        4 => u32::from_le_bytes(data[o..o + 4].try_into().unwrap()) as u64,
+        _ => u64::from_le_bytes(data[o..o + 8].try_into().unwrap()),
+    }
+}
+
+/// Store the low `eb` (1, 2, 4 or 8) bytes of `v` little-endian at `data[o..]`.
+#[inline(always)]
+fn put_le_at(data: &mut [u8], o: usize, v: u64, eb: usize) {
+    match eb {
+        1 => data[o] = v as u8,
+        2 => data[o..o + 2].copy_from_slice(&(v as u16).to_le_bytes()),
+        4 => data[o..o + 4].copy_from_slice(&(v as u32).to_le_bytes()),
+        _ => data[o..o + 8].copy_from_slice(&v.to_le_bytes()),
     }
 }
 
