@@ -44,6 +44,9 @@ pub(crate) enum Un {
     /// `cvt.f32.bf16` / `cvt.f32.f16` (exact widening).
     CvtF32Bf16,
     CvtF32F16,
+    /// `cvt.rn.f32.u32` / `cvt.rn.f32.s32`.
+    CvtF32U32,
+    CvtF32S32,
 }
 
 /// Binary operations (`d = f(a, b)`).
@@ -76,6 +79,13 @@ pub(crate) enum Bin {
     FMul(bool),
     FMin(bool),
     FMax(bool),
+    /// f32 `div.rn` (IEEE division is correctly rounded to nearest even).
+    FDiv(bool),
+    /// Integer `div`/`rem` (by zero: all ones / the dividend): (bits, mask).
+    DivU(u64),
+    DivS(u32, u64),
+    RemU(u64),
+    RemS(u32, u64),
     /// `mov.b32 d, {a, b}` of two 16-bit halves (a → low half).
     Pack16,
     /// `cvt.rn.bf16x2.f32 d, a, b` (a → high half).
@@ -320,6 +330,8 @@ fn decode_op(ins: &Instr) -> Option<FOp> {
                 (Ty::F16, Ty::F32) if rn => Some(FOp::Un(Un::CvtF16F32, d, a)),
                 (Ty::F32, Ty::BF16) => Some(FOp::Un(Un::CvtF32Bf16, d, a)),
                 (Ty::F32, Ty::F16) => Some(FOp::Un(Un::CvtF32F16, d, a)),
+                (Ty::F32, Ty::U32) if rn => Some(FOp::Un(Un::CvtF32U32, d, a)),
+                (Ty::F32, Ty::S32) if rn => Some(FOp::Un(Un::CvtF32S32, d, a)),
                 _ => None,
             }
         }
@@ -348,6 +360,7 @@ fn decode_alu(op: Alu, ty: Ty, f: &AluFlags, d: u32, s: &[Opnd]) -> Option<FOp> 
             Alu::MulLo => FOp::Bin(Bin::FMul(z), d, a()?, b()?),
             Alu::Min => FOp::Bin(Bin::FMin(z), d, a()?, b()?),
             Alu::Max => FOp::Bin(Bin::FMax(z), d, a()?, b()?),
+            Alu::Div if !f.approx => FOp::Bin(Bin::FDiv(z), d, a()?, b()?),
             Alu::Fma | Alu::MadLo => FOp::Tri(Tri::Fma(z), d, a()?, b()?, c()?),
             Alu::Neg if n == 1 => FOp::Un(Un::FNeg(z), d, a()?),
             Alu::Abs if n == 1 => FOp::Un(Un::FAbs(z), d, a()?),
@@ -394,6 +407,10 @@ fn decode_alu(op: Alu, ty: Ty, f: &AluFlags, d: u32, s: &[Opnd]) -> Option<FOp> 
         Alu::Shl => bin(Bin::Shl(bits, m)),
         Alu::Shr if sg => bin(Bin::ShrS(bits, m)),
         Alu::Shr => bin(Bin::ShrU(bits, m)),
+        Alu::Div if sg => bin(Bin::DivS(bits, m)),
+        Alu::Div => bin(Bin::DivU(m)),
+        Alu::Rem if sg => bin(Bin::RemS(bits, m)),
+        Alu::Rem => bin(Bin::RemU(m)),
         Alu::MadLo => Some(FOp::Tri(Tri::MadLo(m), d, a()?, b()?, c()?)),
         Alu::Selp => Some(FOp::Tri(Tri::Selp(m), d, a()?, b()?, c()?)),
         Alu::Neg if n == 1 => Some(FOp::Un(Un::Neg(bits, m), d, a()?)),
@@ -626,6 +643,8 @@ pub(super) fn exec_fast(regs: &mut [u64], f: &FOp, exec: u32) {
                 canon32(v)
             }),
             Un::CvtF32F16 => un!(d, a, |x| canon32(half::f16::from_bits(x as u16).to_f32())),
+            Un::CvtF32U32 => un!(d, a, |x| ((x as u32) as f32).to_bits() as u64),
+            Un::CvtF32S32 => un!(d, a, |x| ((x as u32 as i32) as f32).to_bits() as u64),
         },
         FOp::Bin(k, d, a, b) => match k {
             Bin::Add(m) => bin!(d, a, b, |x, y| x.wrapping_add(y) & m),
@@ -688,6 +707,19 @@ pub(super) fn exec_fast(regs: &mut [u64], f: &FOp, exec: u32) {
             Bin::FMul(z) => bin!(d, a, b, |x, y| fout(canon32(fv(x, z) * fv(y, z)), z)),
             Bin::FMin(z) => bin!(d, a, b, |x, y| fout(fminmax(x, y, z, true), z)),
             Bin::FMax(z) => bin!(d, a, b, |x, y| fout(fminmax(x, y, z, false), z)),
+            Bin::FDiv(z) => bin!(d, a, b, |x, y| fout(canon32(fv(x, z) / fv(y, z)), z)),
+            Bin::DivU(m) => bin!(d, a, b, |x, y| (x & m).checked_div(y & m).unwrap_or(m)),
+            Bin::RemU(m) => bin!(d, a, b, |x, y| (x & m).checked_rem(y & m).unwrap_or(x & m)),
+            Bin::DivS(bits, m) => bin!(d, a, b, |x, y| if y & m == 0 {
+                m
+            } else {
+                sext(x, bits).wrapping_div(sext(y, bits)) as u64 & m
+            }),
+            Bin::RemS(bits, m) => bin!(d, a, b, |x, y| if y & m == 0 {
+                x & m
+            } else {
+                sext(x, bits).wrapping_rem(sext(y, bits)) as u64 & m
+            }),
             Bin::Pack16 => bin!(d, a, b, |x, y| (x & 0xffff) | ((y & 0xffff) << 16)),
             Bin::CvtBf16x2 => bin!(d, a, b, |x, y| (bf16_of(x) << 16) | bf16_of(y)),
         },
@@ -1110,6 +1142,8 @@ mod tests {
                 Alu::Shl,
                 Alu::Shr,
                 Alu::MulWide,
+                Alu::Div,
+                Alu::Rem,
             ] {
                 cases.push((op, ty, f, 2));
             }
@@ -1119,7 +1153,7 @@ mod tests {
             cases.push((Alu::Not, ty, f, 1));
         }
         for fl in [f, fz] {
-            for op in [Alu::Add, Alu::Sub, Alu::MulLo, Alu::Min, Alu::Max] {
+            for op in [Alu::Add, Alu::Sub, Alu::MulLo, Alu::Min, Alu::Max, Alu::Div] {
                 cases.push((op, Ty::F32, fl, 2));
             }
             cases.push((Alu::Fma, Ty::F32, fl, 3));
@@ -1190,6 +1224,63 @@ mod tests {
             }
         }
         assert!(covered > 100, "only {covered} cases have a fast form");
+    }
+
+    /// f32 division and int → f32 conversion on many random operands (all exponent ranges,
+    /// subnormal quotients included) against the general path.
+    #[test]
+    fn fast_div_and_int_cvt_match_on_random_operands() {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for ftz in [false, true] {
+            let fl = AluFlags {
+                ftz,
+                has_rnd: true,
+                ..AluFlags::default()
+            };
+            let fop = decode_alu(Alu::Div, Ty::F32, &fl, 4, &[Opnd::Reg(0), Opnd::Reg(1)]).unwrap();
+            for _ in 0..2000 {
+                let mut a: Row = [0; 32];
+                let mut b: Row = [0; 32];
+                for l in 0..32 {
+                    let (x, y) = (next(), next());
+                    a[l] = x & 0xffff_ffff;
+                    // divisor exponents spread so that quotients hit every range
+                    b[l] = (y & 0x807f_ffff) | (((y >> 40) % 255) << 23);
+                }
+                let (got, _) = run(fop, &a, &b, &[0; 32], u32::MAX);
+                for l in 0..32 {
+                    assert_eq!(
+                        got[l],
+                        alu(Alu::Div, Ty::F32, fl, a[l], b[l], 0, 0),
+                        "div ftz={ftz} {:#x} / {:#x}",
+                        a[l],
+                        b[l]
+                    );
+                }
+            }
+        }
+        let f = AluFlags {
+            has_rnd: true,
+            ..AluFlags::default()
+        };
+        for (k, st) in [(Un::CvtF32U32, Ty::U32), (Un::CvtF32S32, Ty::S32)] {
+            for _ in 0..500 {
+                let mut a: Row = [0; 32];
+                for x in a.iter_mut() {
+                    *x = next() >> (next() % 64);
+                }
+                let (got, _) = run(FOp::Un(k, 4, Src::R(0)), &a, &a, &a, u32::MAX);
+                for l in 0..32 {
+                    assert_eq!(got[l], cvt(Ty::F32, st, f, a[l]), "{k:?} {:#x}", a[l]);
+                }
+            }
+        }
     }
 
     #[test]
@@ -1294,6 +1385,8 @@ mod tests {
             (Un::CvtF16F32, Ty::F16, Ty::F32),
             (Un::CvtF32Bf16, Ty::F32, Ty::BF16),
             (Un::CvtF32F16, Ty::F32, Ty::F16),
+            (Un::CvtF32U32, Ty::F32, Ty::U32),
+            (Un::CvtF32S32, Ty::F32, Ty::S32),
         ];
         let mut vals = p.clone();
         for h in (0..0x1_0000u64).step_by(7) {
