@@ -641,7 +641,7 @@ impl<'a, 'b> Block<'a, 'b> {
 
 /// Whether the CPU has the extensions `run_warp_simd` is compiled for (detected once).
 #[cfg(target_arch = "x86_64")]
-fn simd_ok() -> bool {
+pub(super) fn simd_ok() -> bool {
     use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
     static OK: AtomicU8 = AtomicU8::new(0);
     match OK.load(Relaxed) {

@@ -58,24 +58,46 @@ impl<'a, 'b> Block<'a, 'b> {
         Ok(())
     }
 
+    /// `mma.sync`; on x86-64 with AVX2 and FMA a copy compiled for those extensions (the same
+    /// operations: exact widenings, then the k-sum of [`ksum`]).
     pub(super) fn mma(&mut self, w: &mut Warp, ins: &Instr, k: usize, ab: Ty) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::dispatch::simd_ok() {
+                // SAFETY: the CPU has the features `mma_simd` is compiled for (checked).
+                unsafe { self.mma_simd(w, ins, k, ab) };
+                return;
+            }
+        }
+        self.mma_body(w, ins, k, ab);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
+    unsafe fn mma_simd(&mut self, w: &mut Warp, ins: &Instr, k: usize, ab: Ty) {
+        self.mma_body(w, ins, k, ab);
+    }
+
+    #[inline(always)]
+    fn mma_body(&mut self, w: &mut Warp, ins: &Instr, k: usize, ab: Ty) {
         let bf = ab == Ty::BF16;
-        // a: 16 × k (row-major, stride 16), b: k × 8, c/d: 16 × 8, each filled through the
-        // fragment tables (every element is written by exactly one (register, lane, half))
-        let mut a = [0f64; 256];
-        let mut b = [0f64; 128];
-        let mut c = [0f64; 128];
+        // a: 16 × k (row-major, stride 16), b: k × 8, c/d: 16 × 8, first as f32 bit patterns
+        // (bf16 → f32 and f16 → f32 are exact), placed through the fragment tables (every element
+        // is written by exactly one (register, lane, half)), then widened to f64 in straight loops
+        let mut a32 = [0u32; 256];
+        let mut b32 = [0u32; 128];
+        let mut c32 = [0u32; 128];
         let (Opnd::Vec(da), Opnd::Vec(db), Opnd::Vec(dc), Opnd::Vec(dd)) =
             (&ins.s[0], &ins.s[1], &ins.s[2], &ins.d[0])
         else {
             unreachable!()
         };
-        let to_f64 = |h: u64| -> f64 {
+        let to_f32 = |h: u64| -> u32 {
             if bf {
-                // bf16 is the top half of an f32: exact widening
-                f32::from_bits((h as u32) << 16) as f64
+                // bf16 is the top half of an f32
+                (h as u32) << 16
             } else {
-                f16::from_bits(h as u16).to_f64()
+                f16::from_bits(h as u16).to_f32().to_bits()
             }
         };
         let t = if k == 16 { &MMA_K16 } else { &MMA_K8 };
@@ -85,25 +107,28 @@ impl<'a, 'b> Block<'a, 'b> {
             let v = src32(&w.regs, g, clk, r, &mut tmp);
             let pos = &t.a[ri];
             for (l, &v) in v.iter().enumerate() {
-                a[pos[2 * l] as usize] = to_f64(v & 0xffff);
-                a[pos[2 * l + 1] as usize] = to_f64((v >> 16) & 0xffff);
+                a32[pos[2 * l] as usize] = to_f32(v & 0xffff);
+                a32[pos[2 * l + 1] as usize] = to_f32((v >> 16) & 0xffff);
             }
         }
         for (ri, r) in db.iter().enumerate().take(2) {
             let v = src32(&w.regs, g, clk, r, &mut tmp);
             let pos = &t.b[ri];
             for (l, &v) in v.iter().enumerate() {
-                b[pos[2 * l] as usize] = to_f64(v & 0xffff);
-                b[pos[2 * l + 1] as usize] = to_f64((v >> 16) & 0xffff);
+                b32[pos[2 * l] as usize & 127] = to_f32(v & 0xffff);
+                b32[pos[2 * l + 1] as usize & 127] = to_f32((v >> 16) & 0xffff);
             }
         }
         for (i, r) in dc.iter().enumerate().take(4) {
             let v = src32(&w.regs, g, clk, r, &mut tmp);
-            let pos = &MMA_C[i];
-            for (l, &v) in v.iter().enumerate() {
-                c[pos[l] as usize] = f32::from_bits(v as u32) as f64;
+            for (&p, &v) in MMA_C[i].iter().zip(v.iter()) {
+                c32[p as usize & 127] = v as u32;
             }
         }
+        let widen = |x: &u32| f32::from_bits(*x) as f64;
+        let a: [f64; 256] = std::array::from_fn(|i| widen(&a32[i]));
+        let b: [f64; 128] = std::array::from_fn(|i| widen(&b32[i]));
+        let mut c: [f64; 128] = std::array::from_fn(|i| widen(&c32[i]));
         // D = A·B + C: products are exact in f64, the sum runs over k in order in f64 and is
         // rounded once to f32 (see docs/emulator.md for the error model).
         ksum(&a, &b, &mut c, k);
@@ -112,7 +137,7 @@ impl<'a, 'b> Block<'a, 'b> {
                 let pos = &MMA_C[i];
                 let mut v = [0u64; 32];
                 for (l, v) in v.iter_mut().enumerate() {
-                    *v = (c[pos[l] as usize] as f32).to_bits() as u64;
+                    *v = (c[pos[l] as usize & 127] as f32).to_bits() as u64;
                 }
                 store32(&mut w.regs, r, &v, u32::MAX);
             }
@@ -174,37 +199,58 @@ static MMA_K8: MmaTables = mma_tables(8);
 /// Where lane `l` of accumulator register `i` sits in the row-major 16 × 8 C/D matrix.
 static MMA_C: [[u8; 32]; 4] = mma_c_table();
 
-/// `c[m][n] += a[m][kk] · b[kk][n]` for kk = 0, 1, ... in order, in f64 (the same operations in
-/// the same order on every path; AVX2 only widens the vectors over n).
+/// `c[m][n] += a[m][kk] · b[kk][n]` for kk = 0, 1, ... in order, in f64. Every product of two
+/// f16/bf16 values is exact in f64 (at most 22 significant bits), so a fused multiply-add rounds
+/// exactly like the separate multiply and add: the AVX2+FMA copy gives the same bits as the
+/// portable one.
 fn ksum(a: &[f64; 256], b: &[f64; 128], c: &mut [f64; 128], k: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            unsafe { ksum_avx2(a, b, c, k) };
+        if super::dispatch::simd_ok() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked by `simd_ok`).
+            unsafe { ksum_fma(a, b, c, k) };
             return;
         }
     }
-    ksum_body(a, b, c, k);
+    ksum_body::<false, 2>(a, b, c, k);
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn ksum_avx2(a: &[f64; 256], b: &[f64; 128], c: &mut [f64; 128], k: usize) {
-    ksum_body(a, b, c, k);
+#[target_feature(enable = "avx2,fma")]
+fn ksum_fma(a: &[f64; 256], b: &[f64; 128], c: &mut [f64; 128], k: usize) {
+    ksum_body::<true, 4>(a, b, c, k);
 }
 
+/// Rows are done `MB` at a time so that `MB` independent accumulation chains overlap (each
+/// element's sum still runs over k in order).
 #[inline(always)]
-fn ksum_body(a: &[f64; 256], b: &[f64; 128], c: &mut [f64; 128], k: usize) {
+fn ksum_body<const FMA: bool, const MB: usize>(
+    a: &[f64; 256],
+    b: &[f64; 128],
+    c: &mut [f64; 128],
+    k: usize,
+) {
     let k = k.min(16);
-    for m in 0..16 {
-        let acc: &mut [f64; 8] = (&mut c[m * 8..m * 8 + 8]).try_into().unwrap();
+    for m0 in (0..16).step_by(MB) {
+        let mut acc = [[0f64; 8]; MB];
+        for (mm, acc) in acc.iter_mut().enumerate() {
+            acc.copy_from_slice(&c[(m0 + mm) * 8..(m0 + mm) * 8 + 8]);
+        }
         for kk in 0..k {
-            let am = a[m * 16 + kk];
             let bk: &[f64; 8] = b[kk * 8..kk * 8 + 8].try_into().unwrap();
-            for n in 0..8 {
-                acc[n] += am * bk[n];
+            for (mm, acc) in acc.iter_mut().enumerate() {
+                let am = a[(m0 + mm) * 16 + kk];
+                for n in 0..8 {
+                    acc[n] = if FMA {
+                        am.mul_add(bk[n], acc[n])
+                    } else {
+                        acc[n] + am * bk[n]
+                    };
+                }
             }
+        }
+        for (mm, acc) in acc.iter().enumerate() {
+            c[(m0 + mm) * 8..(m0 + mm) * 8 + 8].copy_from_slice(acc);
         }
     }
 }
