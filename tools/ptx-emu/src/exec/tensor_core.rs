@@ -31,8 +31,13 @@ impl<'a, 'b> Block<'a, 'b> {
                         "ldmatrix row address must be 16-byte aligned",
                     ));
                 }
-                let mut buf = [0u8; 16];
-                self.shared_read(w, l, a, &mut buf, false)?;
+                // `shared_read` with a fixed-size copy
+                let off = self.shared_off(l, a, 16, false)?;
+                if !self.shadow.is_empty() {
+                    let tid = w.idx * 32 + l as u32;
+                    self.shared_check(w, l, tid, off, 16, false, false, None)?;
+                }
+                let buf: [u8; 16] = self.shared[off..off + 16].try_into().unwrap();
                 for c in 0..8 {
                     row[c] = u16::from_le_bytes([buf[2 * c], buf[2 * c + 1]]);
                 }
@@ -43,8 +48,10 @@ impl<'a, 'b> Block<'a, 'b> {
         };
         for (m, dm) in d.iter().enumerate().take(num) {
             let Opnd::Reg(dr) = *dm else { continue };
-            let mut v = [0u64; 32];
-            for (l, v) in v.iter_mut().enumerate() {
+            // every lane takes part (.aligned): straight into the destination row
+            let i = dr as usize * 32;
+            let row: &mut [u64; 32] = (&mut w.regs[i..i + 32]).try_into().unwrap();
+            for (l, v) in row.iter_mut().enumerate() {
                 let (g, t) = (l / 4, l % 4);
                 let (x0, x1) = if trans {
                     (rows[m][2 * t][g], rows[m][2 * t + 1][g])
@@ -53,7 +60,6 @@ impl<'a, 'b> Block<'a, 'b> {
                 };
                 *v = x0 as u64 | ((x1 as u64) << 16);
             }
-            store32(&mut w.regs, dr, &v, u32::MAX);
         }
         Ok(())
     }
