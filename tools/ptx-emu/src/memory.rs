@@ -322,13 +322,14 @@ impl Memory {
 const JBLOCK: usize = 64;
 
 /// The undo log of global memory: the old contents of every 64-byte block (aligned within its
-/// allocation, which is 256-byte aligned) saved once, before its first write.
+/// allocation, which is 256-byte aligned) saved once, before its first write. Which blocks are
+/// saved is a bitset per written allocation.
 #[derive(Clone, Default)]
 struct Journal {
-    /// Addresses of the saved blocks.
-    saved: std::collections::HashSet<u64, BuildFx>,
-    /// The last block saved or found saved (most writes hit the same block as the previous one).
-    last: Option<u64>,
+    /// (allocation start, bit per 64-byte block of it: saved).
+    saved: Vec<(u64, Vec<u64>)>,
+    /// Index in `saved` of the allocation of the last write.
+    last: usize,
     blocks: Vec<(u64, u8, [u8; JBLOCK])>,
 }
 
@@ -340,21 +341,35 @@ impl Journal {
         if len == 0 {
             return;
         }
+        let k = match self.saved.get(self.last) {
+            Some((s, _)) if *s == start => self.last,
+            _ => {
+                let k = match self.saved.iter().position(|(s, _)| *s == start) {
+                    Some(k) => k,
+                    None => {
+                        let nblocks = data.len().div_ceil(JBLOCK);
+                        self.saved.push((start, vec![0u64; nblocks.div_ceil(64)]));
+                        self.saved.len() - 1
+                    }
+                };
+                self.last = k;
+                k
+            }
+        };
+        let bits = &mut self.saved[k].1;
         let first = o / JBLOCK;
         let last = (o + len - 1) / JBLOCK;
         for b in first..=last {
-            let addr = start + (b * JBLOCK) as u64;
-            if self.last == Some(addr) {
+            let (word, bit) = (b / 64, 1u64 << (b % 64));
+            if bits[word] & bit != 0 {
                 continue;
             }
-            self.last = Some(addr);
-            if self.saved.insert(addr) {
-                let lo = b * JBLOCK;
-                let hi = (lo + JBLOCK).min(data.len());
-                let mut old = [0u8; JBLOCK];
-                old[..hi - lo].copy_from_slice(&data[lo..hi]);
-                self.blocks.push((addr, (hi - lo) as u8, old));
-            }
+            bits[word] |= bit;
+            let lo = b * JBLOCK;
+            let hi = (lo + JBLOCK).min(data.len());
+            let mut old = [0u8; JBLOCK];
+            old[..hi - lo].copy_from_slice(&data[lo..hi]);
+            self.blocks.push((start + lo as u64, (hi - lo) as u8, old));
         }
     }
 }
