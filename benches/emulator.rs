@@ -15,7 +15,11 @@
 //! give warp-instructions per CPU-second of the benchmark thread (the meaningful number on a loaded
 //! machine); criterion's `elem/s` is warp-instructions per wall-clock second.
 //!
-//! Run: `cargo bench --bench emulator` (`EMU_BENCH_TABLE_ONLY=1` prints the table only).
+//! Run: `cargo bench --bench emulator`. Knobs: `EMU_BENCH_TABLE_ONLY=1` prints the table only;
+//! `EMU_BENCH_FILTER=gemm` keeps the cases whose name contains the string; `EMU_BENCH_LEVEL=fast`
+//! (or `full`) keeps one level; `EMU_BENCH_CHECKSUM=1` prints a hash of the device memory after
+//! the first launch of each case and level (equal across levels and versions when the results are
+//! bit-identical).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use cyberhost_kernels::{attention, conv2d, gemm, group_norm};
@@ -66,7 +70,16 @@ fn cfg(c: cyberhost_kernels::LaunchConfig) -> LaunchConfig {
     }
 }
 
+/// The cases whose name contains `EMU_BENCH_FILTER` (all when unset).
 fn cases() -> Vec<Case> {
+    let f = std::env::var("EMU_BENCH_FILTER").unwrap_or_default();
+    all_cases()
+        .into_iter()
+        .filter(|c| c.name.contains(f.as_str()))
+        .collect()
+}
+
+fn all_cases() -> Vec<Case> {
     let mut out = Vec::new();
     // GEMM
     {
@@ -186,8 +199,9 @@ fn cases() -> Vec<Case> {
     out
 }
 
-/// The two checking levels, one thread (per-core figures).
-fn levels() -> [(&'static str, LaunchOptions); 2] {
+/// The two checking levels, one thread (per-core figures); `EMU_BENCH_LEVEL=full|fast` keeps
+/// one of them.
+fn levels() -> Vec<(&'static str, LaunchOptions)> {
     let full = LaunchOptions {
         schedules: 2,
         detect_races: true,
@@ -202,7 +216,40 @@ fn levels() -> [(&'static str, LaunchOptions); 2] {
         threads: 1,
         ..LaunchOptions::default()
     };
+    let keep = std::env::var("EMU_BENCH_LEVEL").ok();
     [("full", full), ("fast", fast)]
+        .into_iter()
+        .filter(|(l, _)| keep.as_deref().is_none_or(|k| k == *l))
+        .collect()
+}
+
+/// FNV-1a over the bytes of every allocation the cases write (`EMU_BENCH_CHECKSUM=1` prints it
+/// after the first launch of each level, so levels and versions can be compared bit for bit).
+fn mem_checksum(mem: &Memory) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut a = 0x2_0000_0000u64;
+    // allocations are handed out upward from this address; walk them in order
+    while let Some((start, len)) = next_alloc(mem, a) {
+        let mut buf = vec![0u8; len];
+        mem.read(start, &mut buf).unwrap();
+        for b in buf {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+        a = start + len as u64 + 1;
+    }
+    h
+}
+
+fn next_alloc(mem: &Memory, from: u64) -> Option<(u64, usize)> {
+    // allocations are 256-byte aligned; probe upward over a bounded range
+    let mut a = from.div_ceil(256) * 256;
+    for _ in 0..(1 << 16) {
+        if let Some(r) = mem.allocation_containing(a) {
+            return Some(r);
+        }
+        a += 256;
+    }
+    None
 }
 
 fn run(c: &mut Case, opts: &LaunchOptions) -> ptx_emu::LaunchStats {
@@ -225,9 +272,13 @@ fn cpu_seconds() -> Option<f64> {
 fn table(cases: &mut [Case], min_cpu: f64) {
     println!("| kernel | level | warp-instr / launch | launches | M warp-instr/s per core |");
     println!("|---|---|---|---|---|");
+    let checksum = std::env::var_os("EMU_BENCH_CHECKSUM").is_some();
     for c in cases.iter_mut() {
         for (lvl, opts) in levels() {
             let st = run(c, &opts);
+            if checksum {
+                println!("checksum {} [{lvl}]: {:016x}", c.name, mem_checksum(&c.mem));
+            }
             let c0 = cpu_seconds().unwrap_or(0.0);
             let t0 = std::time::Instant::now();
             let mut reps = 0u64;

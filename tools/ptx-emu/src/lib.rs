@@ -183,6 +183,11 @@ pub struct LaunchOptions {
     /// their blocks in order on the calling thread). Default from env `PTX_EMU_THREADS`, else the
     /// available parallelism; 1 = blocks one after another.
     pub threads: u32,
+    /// Run the common register-only instructions through their pre-decoded warp-wide form
+    /// (`exec/fast.rs`); false sends every instruction through the general path. The results are
+    /// the same bits either way (`tests/fast_path.rs`); default true, env `PTX_EMU_DECODED=0`
+    /// turns it off.
+    pub decoded: bool,
 }
 
 impl LaunchOptions {
@@ -214,7 +219,7 @@ impl LaunchOptions {
 
 impl Default for LaunchOptions {
     /// From the environment: `PTX_EMU_CHECKS`, `PTX_EMU_SCHEDULES`, `PTX_EMU_SEED`,
-    /// `PTX_EMU_THREADS`.
+    /// `PTX_EMU_THREADS`, `PTX_EMU_DECODED`.
     fn default() -> Self {
         let checks = Checks::from_env();
         let full = checks == Checks::Full;
@@ -237,12 +242,14 @@ impl Default for LaunchOptions {
                     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
                 })
         });
+        let decoded = std::env::var("PTX_EMU_DECODED").map_or(true, |v| v.trim() != "0");
         LaunchOptions {
             schedules,
             seed,
             detect_races: full,
             detect_uninit_shared: full,
             threads,
+            decoded,
         }
     }
 }

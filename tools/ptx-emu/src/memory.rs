@@ -26,7 +26,7 @@ pub struct Memory {
     /// (module id, symbol) → device address of module-scope `.global`/`.const` variables.
     symbols: HashMap<(u64, String), u64>,
     /// Undo log used while running the extra hazard-search schedules of a launch.
-    journal: Option<Vec<(u64, u8, [u8; 16])>>,
+    journal: Option<Journal>,
     /// Index of the allocation the last lookup hit (a hint; atomic so blocks running on
     /// several threads can share a `&Memory`).
     last_hit: AtomicUsize,
@@ -180,13 +180,40 @@ impl Memory {
         let a = &mut self.allocs[idx];
         let o = (addr - a.start) as usize;
         if let Some(j) = self.journal.as_mut() {
-            for (k, chunk) in a.data[o..o + len].chunks(16).enumerate() {
-                let mut old = [0u8; 16];
-                old[..chunk.len()].copy_from_slice(chunk);
-                j.push((addr + 16 * k as u64, chunk.len() as u8, old));
-            }
+            j.save(a.start, &a.data, o, len);
         }
         &mut a.data[o..o + len]
+    }
+
+    /// Start address and bytes of allocation `idx` (direct reads of a range known to lie in it).
+    #[inline(always)]
+    pub(crate) fn alloc_bytes(&self, idx: usize) -> (u64, &[u8]) {
+        let a = &self.allocs[idx];
+        (a.start, &a.data)
+    }
+
+    /// Start address and bytes of allocation `idx` for direct writes of a range known to lie in
+    /// it; `journal(addr, len)` must be called for each write while a journal is open
+    /// ([`Self::journaling`]).
+    #[inline(always)]
+    pub(crate) fn alloc_bytes_mut(&mut self, idx: usize) -> (u64, &mut [u8]) {
+        let a = &mut self.allocs[idx];
+        (a.start, &mut a.data)
+    }
+
+    /// Whether the undo journal is open (writes must be recorded).
+    #[inline(always)]
+    pub(crate) fn journaling(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Record the old contents of `[addr, addr + len)` in allocation `idx` in the open journal.
+    #[inline(always)]
+    pub(crate) fn journal(&mut self, idx: usize, addr: u64, len: usize) {
+        if let Some(j) = self.journal.as_mut() {
+            let a = &self.allocs[idx];
+            j.save(a.start, &a.data, (addr - a.start) as usize, len);
+        }
     }
 
     fn checked(&self, addr: u64, len: usize, what: &str) -> Result<usize, EmuError> {
@@ -271,13 +298,15 @@ impl Memory {
     }
 
     pub(crate) fn start_journal(&mut self) {
-        self.journal = Some(Vec::new());
+        self.journal = Some(Journal::default());
     }
 
     /// Undo every write made since `start_journal`.
     pub(crate) fn rollback_journal(&mut self) {
         if let Some(j) = self.journal.take() {
-            for (addr, len, old) in j.into_iter().rev() {
+            // each block was saved once, before its first write: restoring them in any order
+            // gives the contents from before the journal opened
+            for (addr, len, old) in j.blocks.into_iter().rev() {
                 let len = len as usize;
                 if let Some(i) = self.find(addr, len) {
                     let a = &mut self.allocs[i];
@@ -285,6 +314,62 @@ impl Memory {
                     a.data[o..o + len].copy_from_slice(&old[..len]);
                 }
             }
+        }
+    }
+}
+
+/// Bytes per journal block.
+const JBLOCK: usize = 64;
+
+/// The undo log of global memory: the old contents of every 64-byte block (aligned within its
+/// allocation, which is 256-byte aligned) saved once, before its first write. Which blocks are
+/// saved is a bitset per written allocation.
+#[derive(Clone, Default)]
+struct Journal {
+    /// (allocation start, bit per 64-byte block of it: saved).
+    saved: Vec<(u64, Vec<u64>)>,
+    /// Index in `saved` of the allocation of the last write.
+    last: usize,
+    blocks: Vec<(u64, u8, [u8; JBLOCK])>,
+}
+
+impl Journal {
+    /// Save the blocks of `[o, o + len)` of an allocation (bytes `data`, at device address
+    /// `start`) not saved yet.
+    #[inline(always)]
+    fn save(&mut self, start: u64, data: &[u8], o: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let k = match self.saved.get(self.last) {
+            Some((s, _)) if *s == start => self.last,
+            _ => {
+                let k = match self.saved.iter().position(|(s, _)| *s == start) {
+                    Some(k) => k,
+                    None => {
+                        let nblocks = data.len().div_ceil(JBLOCK);
+                        self.saved.push((start, vec![0u64; nblocks.div_ceil(64)]));
+                        self.saved.len() - 1
+                    }
+                };
+                self.last = k;
+                k
+            }
+        };
+        let bits = &mut self.saved[k].1;
+        let first = o / JBLOCK;
+        let last = (o + len - 1) / JBLOCK;
+        for b in first..=last {
+            let (word, bit) = (b / 64, 1u64 << (b % 64));
+            if bits[word] & bit != 0 {
+                continue;
+            }
+            bits[word] |= bit;
+            let lo = b * JBLOCK;
+            let hi = (lo + JBLOCK).min(data.len());
+            let mut old = [0u8; JBLOCK];
+            old[..hi - lo].copy_from_slice(&data[lo..hi]);
+            self.blocks.push((start + lo as u64, (hi - lo) as u8, old));
         }
     }
 }
@@ -460,5 +545,38 @@ impl std::hash::Hasher for Fx {
     }
     fn write_u64(&mut self, v: u64) {
         self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The undo journal (64-byte blocks saved once) restores every byte, including the ragged
+    /// tail block of an allocation whose size is not a multiple of 64, and overlapping writes.
+    #[test]
+    fn journal_rolls_back_every_write() {
+        let mut m = Memory::new();
+        let a = m.alloc(1000).unwrap();
+        let b = m.alloc(37).unwrap();
+        let init_a: Vec<u8> = (0..1000).map(|i| (i * 7 + 3) as u8).collect();
+        let init_b: Vec<u8> = (0..37).map(|i| (i * 5 + 1) as u8).collect();
+        m.write(a, &init_a).unwrap();
+        m.write(b, &init_b).unwrap();
+        let before = m.clone();
+        m.start_journal();
+        m.write(a + 60, &[0xaa; 10]).unwrap(); // straddles two blocks
+        m.write(a + 62, &[0xbb; 3]).unwrap(); // same blocks again
+        m.write(a + 990, &[0xcc; 10]).unwrap(); // ragged tail
+        m.write(b, &[0xdd; 37]).unwrap();
+        m.memset_d8(a + 128, 0xee, 300).unwrap();
+        let i = m.find(a + 512, 4).unwrap();
+        m.journal(i, a + 512, 4);
+        let (start, data) = m.alloc_bytes_mut(i);
+        data[(a + 512 - start) as usize..][..4].copy_from_slice(&[1, 2, 3, 4]);
+        assert!(m != before);
+        m.rollback_journal();
+        assert!(m == before);
+        assert!(!m.journaling());
     }
 }

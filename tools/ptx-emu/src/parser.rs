@@ -266,7 +266,7 @@ impl<'a> P<'a> {
         const MAX: i64 = 1 << 24;
         let v = self.num()?;
         if !(0..=MAX).contains(&v) {
-            return Err(self.err(&format!("size {v} out of range (0..={MAX})")));
+            return Err(self.err(format!("size {v} out of range (0..={MAX})")));
         }
         Ok(v as usize)
     }

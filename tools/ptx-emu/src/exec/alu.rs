@@ -80,7 +80,7 @@ impl<'a, 'b> Block<'a, 'b> {
 
 /// Integer ops (not `.sat`, not predicates) over all 32 lanes; false when not covered.
 #[inline(always)]
-fn int_alu(
+pub(super) fn int_alu(
     regs: &[u64],
     g: &[u64],
     clk: u64,
@@ -209,7 +209,7 @@ fn canon32(v: f32) -> u64 {
 /// arithmetic is correctly rounded to nearest even, like PTX `.rn`; `fma`/`mad` use the fused
 /// `mul_add`); false when not covered.
 #[inline(always)]
-fn f32_alu(
+pub(super) fn f32_alu(
     regs: &[u64],
     g: &[u64],
     clk: u64,

@@ -150,6 +150,7 @@ impl<'a, 'b> Block<'a, 'b> {
             Op::WarpSync => {
                 w.wepoch += 1;
             }
+            Op::Shfl(mode) if self.shfl_rows(w, ins, *mode, full)? => {}
             Op::Shfl(mode) => {
                 let mut src = [0u64; 32];
                 for l in lanes(full) {
@@ -234,5 +235,83 @@ impl<'a, 'b> Block<'a, 'b> {
             _ => unreachable!(),
         }
         Ok(())
+    }
+
+    /// `shfl.sync` over whole register rows (sources read in place, results written with one
+    /// select loop per destination) when no destination is also the lane or clamp operand (then
+    /// the lane-by-lane loop above runs, which reads those per lane after earlier lanes wrote).
+    /// Returns false when it did nothing.
+    fn shfl_rows(&mut self, w: &mut Warp, ins: &Instr, mode: ShflMode, full: u32) -> R<bool> {
+        let dr = match ins.d.first() {
+            Some(Opnd::Reg(r)) => Some(*r),
+            Some(Opnd::Sink) => None,
+            _ => return Ok(false),
+        };
+        let pr = match ins.d.get(1) {
+            Some(Opnd::Reg(r)) => Some(*r),
+            None | Some(Opnd::Sink) => None,
+            _ => return Ok(false),
+        };
+        let reads = |o: &Opnd, r: Option<u32>| matches!((o, r), (Opnd::Reg(x), Some(y)) if *x == y);
+        if [dr, pr]
+            .iter()
+            .any(|&r| reads(&ins.s[1], r) || reads(&ins.s[2], r))
+        {
+            return Ok(false);
+        }
+        let (g, clk) = (self.c.gsyms, w.clock);
+        let (mut ta, mut tb, mut tc) = ([0u64; 32], [0u64; 32], [0u64; 32]);
+        let mut out = [0u64; 32];
+        let mut pv = [0u64; 32];
+        {
+            let src = src32(&w.regs, g, clk, &ins.s[0], &mut ta);
+            let bv = src32(&w.regs, g, clk, &ins.s[1], &mut tb);
+            let cv = src32(&w.regs, g, clk, &ins.s[2], &mut tc);
+            for l in lanes(full) {
+                let b = bv[l] as u32 & 31;
+                let c = cv[l] as u32;
+                let cval = c & 0x1f;
+                let segmask = (c >> 8) & 0x1f;
+                let lane = l as u32;
+                let max_lane = (lane & segmask) | (cval & !segmask);
+                let min_lane = lane & segmask;
+                let (j, pval) = match mode {
+                    ShflMode::Up => {
+                        let j = lane as i32 - b as i32;
+                        (j, j >= max_lane as i32)
+                    }
+                    ShflMode::Down => {
+                        let j = lane + b;
+                        (j as i32, j <= max_lane)
+                    }
+                    ShflMode::Bfly => {
+                        let j = lane ^ b;
+                        (j as i32, j <= max_lane)
+                    }
+                    ShflMode::Idx => {
+                        let j = min_lane | (b & !segmask);
+                        (j as i32, j <= max_lane)
+                    }
+                };
+                let j = if pval { j as usize } else { l };
+                if full & (1 << j) == 0 {
+                    return Err(e(
+                        FaultKind::BarrierDivergence,
+                        l as u32,
+                        None,
+                        format!("shfl.sync reads lane {j}, which does not execute this shfl (undefined value)"),
+                    ));
+                }
+                out[l] = src[j];
+                pv[l] = pval as u64;
+            }
+        }
+        if let Some(r) = dr {
+            store32(&mut w.regs, r, &out, full);
+        }
+        if let Some(p) = pr {
+            store32(&mut w.regs, p, &pv, full);
+        }
+        Ok(true)
     }
 }

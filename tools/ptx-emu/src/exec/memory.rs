@@ -284,6 +284,15 @@ impl<'a, 'b> Block<'a, 'b> {
             for (i, v) in vals.iter_mut().enumerate().take(n) {
                 *v = [decode(&buf, i); 32];
             }
+        } else if let Some(i) = self.global_span(space, &addrs, exec, total, false) {
+            // every lane inside one allocation, aligned, not written by this block's overlay
+            let (start, data) = self.mem.base().alloc_bytes(i);
+            for l in lanes(exec) {
+                let o = (addrs[l] - start) as usize;
+                for (k, v) in vals.iter_mut().enumerate().take(n) {
+                    v[l] = decode(&data[o..], k);
+                }
+            }
         } else {
             for l in lanes(exec) {
                 let a = addrs[l];
@@ -381,6 +390,35 @@ impl<'a, 'b> Block<'a, 'b> {
                 vals[0] = *src32(&w.regs, g, clk, s, &mut t);
             }
         }
+        if let Some(i) = self.global_span(space, &addrs, exec, total, true) {
+            // every lane inside one allocation and aligned: no per-lane lookup, lanes in order
+            match &mut self.mem {
+                GMem::Seq(m) => {
+                    let journal = m.journaling();
+                    for l in lanes(exec) {
+                        let a = addrs[l];
+                        if journal {
+                            m.journal(i, a, total);
+                        }
+                        let (start, data) = m.alloc_bytes_mut(i);
+                        let o = (a - start) as usize;
+                        for (k, v) in vals.iter().enumerate().take(n) {
+                            put_le(&mut data[o + k * eb..], v[l], eb);
+                        }
+                    }
+                }
+                GMem::Par(_, ov) => {
+                    for l in lanes(exec) {
+                        let mut buf = [0u8; 32];
+                        for (k, v) in vals.iter().enumerate().take(n) {
+                            put_le(&mut buf[k * eb..], v[l], eb);
+                        }
+                        ov.write(addrs[l], &buf[..total]);
+                    }
+                }
+            }
+            return Ok(());
+        }
         for l in lanes(exec) {
             let a = addrs[l];
             if n == 1 && (space == Space::Global || (space == Space::Generic && a < GLOBAL_LIMIT)) {
@@ -426,6 +464,51 @@ impl<'a, 'b> Block<'a, 'b> {
             self.write(w, l, space, a, &buf[..total], false)?;
         }
         Ok(())
+    }
+}
+
+impl<'a, 'b> Block<'a, 'b> {
+    /// The allocation that holds the `total`-byte global accesses at `addrs` of every lane of
+    /// `exec` when they are all aligned and inside that one allocation (and, for reads, none of
+    /// them may be patched by this block's overlay); None otherwise (the caller then goes lane by
+    /// lane, which also finds the first faulting lane).
+    #[inline(always)]
+    fn global_span(
+        &self,
+        space: Space,
+        addrs: &[u64; 32],
+        exec: u32,
+        total: usize,
+        write: bool,
+    ) -> Option<usize> {
+        if !matches!(space, Space::Global | Space::Const | Space::Generic)
+            || exec == 0
+            || !total.is_power_of_two()
+        {
+            return None;
+        }
+        let (mut lo, mut hi, mut bits) = (u64::MAX, 0u64, 0u64);
+        for (l, &a) in addrs.iter().enumerate() {
+            let on = (exec >> l) & 1 != 0;
+            lo = if on { lo.min(a) } else { lo };
+            hi = if on { hi.max(a) } else { hi };
+            bits |= if on { a } else { 0 };
+        }
+        if bits & (total as u64 - 1) != 0 || (space == Space::Generic && hi >= GLOBAL_LIMIT) {
+            return None;
+        }
+        let len = (hi - lo) as usize + total;
+        match &self.mem {
+            GMem::Seq(m) => m.find(lo, len),
+            GMem::Par(m, ov) => {
+                let i = m.find_from(lo, len, ov.hint.get())?;
+                ov.hint.set(i);
+                if !write && ov.may_hold(lo, len) {
+                    return None;
+                }
+                Some(i)
+            }
+        }
     }
 }
 

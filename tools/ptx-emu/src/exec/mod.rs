@@ -12,6 +12,7 @@ mod alu;
 mod atomics;
 mod control;
 mod dispatch;
+mod fast;
 mod float_ops;
 mod hazards;
 mod memory;
@@ -20,6 +21,7 @@ mod tensor_core;
 
 use self::alu::{alu, compare, setp_int};
 use atomics::*;
+pub(crate) use fast::{decode_fast, FOp};
 use float_ops::*;
 use hazards::*;
 pub(crate) use stats::Profiling;
@@ -316,12 +318,7 @@ pub(crate) fn launch(
             ))
         })?
         .clone();
-    if let Some((i, ins)) = prog
-        .instrs
-        .iter()
-        .enumerate()
-        .find(|(_, i)| matches!(i.op, Op::Unsupported(_)))
-    {
+    if let Some((i, ins)) = prog.first_unsupported.map(|i| (i, &prog.instrs[i])) {
         let Op::Unsupported(msg) = &ins.op else {
             unreachable!()
         };
@@ -457,11 +454,7 @@ pub(crate) fn launch(
 /// memory, whose blocks may communicate through them.
 fn launch_threads(nblocks: u64, prog: &Program, opts: &LaunchOptions) -> usize {
     let t = opts.threads.max(1) as usize;
-    let global_atomics = prog
-        .instrs
-        .iter()
-        .any(|i| matches!(i.op, Op::Atom { space, .. } if space != Space::Shared));
-    if global_atomics || nblocks < 2 {
+    if prog.global_atomics || nblocks < 2 {
         1
     } else {
         t.min(nblocks as usize)

@@ -97,6 +97,15 @@ impl<'a> Decoder<'a> {
             params,
             param_offsets,
             param_size: poff,
+            fast: crate::exec::decode_fast(&d.instrs, d.nregs as usize),
+            first_unsupported: d
+                .instrs
+                .iter()
+                .position(|i| matches!(i.op, Op::Unsupported(_))),
+            global_atomics: d
+                .instrs
+                .iter()
+                .any(|i| matches!(i.op, Op::Atom { space, .. } if space != Space::Shared)),
             instrs: d.instrs,
             texts: d.texts,
             nregs: d.nregs as usize,

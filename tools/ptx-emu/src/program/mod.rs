@@ -389,6 +389,12 @@ pub(crate) struct Program {
     pub param_offsets: Vec<usize>,
     pub param_size: usize,
     pub instrs: Vec<Instr>,
+    /// The decoded fast form of each instruction (`exec/fast.rs`; `FOp::Slow` where none).
+    pub fast: Vec<crate::exec::FOp>,
+    /// Index of the first `Op::Unsupported` instruction (checked once here, not per launch).
+    pub first_unsupported: Option<usize>,
+    /// Whether the kernel has atomics outside shared memory (its blocks then run in order).
+    pub global_atomics: bool,
     pub texts: Vec<String>,
     pub nregs: usize,
     pub static_shared: usize,

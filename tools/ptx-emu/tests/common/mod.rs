@@ -85,6 +85,20 @@ pub fn run(
         &mut fast_mem,
         &LaunchOptions::with_checks(Checks::Fast),
     );
+    // ... and at `full` with the decoded fast path off (every instruction through the general
+    // path): the same faults, statistics and bits.
+    let mut general_mem = mem.clone();
+    let general = launch(
+        m,
+        k,
+        &c,
+        &p,
+        &mut general_mem,
+        &LaunchOptions {
+            decoded: false,
+            ..opts
+        },
+    );
     let full = launch(m, k, &c, &p, mem, &opts);
     if let Ok(full_st) = &full {
         let st = fast.unwrap_or_else(|f| panic!("{k}: passes at full, faults at fast: {f}"));
@@ -92,6 +106,22 @@ pub fn run(
         assert!(
             fast_mem == *mem,
             "{k}: results differ between PTX_EMU_CHECKS=full and fast"
+        );
+        let st = general.unwrap_or_else(|f| panic!("{k}: faults without the decoded path: {f}"));
+        assert_eq!(
+            st, *full_st,
+            "{k}: statistics differ without the decoded path"
+        );
+        assert!(
+            general_mem == *mem,
+            "{k}: results differ with and without the decoded fast path"
+        );
+    } else {
+        let (a, b) = (full.as_ref().unwrap_err(), general.as_ref().unwrap_err());
+        assert_eq!(
+            (a.kind, a.ptx_line, a.block, a.thread),
+            (b.kind, b.ptx_line, b.block, b.thread),
+            "{k}: a different fault without the decoded path"
         );
     }
     full
