@@ -18,10 +18,11 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 host=$(rustc -vV | sed -n 's/^host: //p')
 # The flags cargo-fuzz passes (coverage counters, comparison tracing, cfg fuzzing), minus the
-# address sanitizer, which needs nightly's std; debug assertions and overflow checks stay on.
+# address sanitizer, which needs nightly's std. Debug assertions and overflow checks are on through
+# fuzz/Cargo.toml's release profile (one dependency opts out of overflow checks there).
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
--Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
+-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing"
 # libfuzzer-sys builds on stable; RUSTC_BOOTSTRAP only allows `-Z` flags if someone adds them.
 export RUSTC_BOOTSTRAP=1
 # --target keeps build scripts and proc macros uninstrumented (as cargo-fuzz does).

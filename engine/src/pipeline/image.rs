@@ -285,6 +285,18 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_regression_jpeg_dc_quantisation_overflow() {
+        // The `image` fuzz target's crash: a JPEG whose DC prediction times its quantisation step
+        // overflows i32 in zune-jpeg 0.5.15 (a panic where overflow checks are on). Cargo.toml
+        // turns the checks off for zune-jpeg (upstream now wraps); decoding must not panic.
+        let bytes = include_bytes!("../../../fuzz/regressions/image/overflow-dc-quant.jpg");
+        if let Ok(img) = decode_image(bytes, "overflow.jpg") {
+            let (crop, _) = cover_crop(&img, 64, 48);
+            assert_eq!(crop.dimensions(), (64, 48));
+        }
+    }
+
+    #[test]
     fn windowed_and_whole_resize_agree_where_both_apply() {
         // 8000×40 to 256×256 takes the window path; compare with resizing the whole image.
         // Smooth content: the window path may shift the sampling grid by under half an output
