@@ -50,3 +50,42 @@ fn ordinary_declarations_still_parse() {
     .unwrap();
     assert_eq!(m.kernel_names(), vec!["k".to_string()]);
 }
+
+#[test]
+fn millions_of_declared_registers_parse_in_constant_time() {
+    // The fuzzer's input: `.reg .pred %p<14324555>;` took 32 s (one map entry per register).
+    // A `%p<N>` declaration is one range entry now, whatever N.
+    for ptx in [
+        include_str!("../../../fuzz/regressions/ptx/timeout-14m-predicates.ptx").to_string(),
+        kernel(".reg .b32 %r<16777216>;\n\tmov.u32 %r16777215, 7;"),
+    ] {
+        let t = Instant::now();
+        let m = ptx_emu::Module::parse(&ptx).unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(m.kernel_names().len(), 1);
+    }
+}
+
+#[test]
+fn range_registers_resolve_by_canonical_index_only() {
+    // `%r<4>` declares %r0 … %r3: %r4, %r01 and %r are unknown names (the instruction is marked
+    // unsupported, and `launch` fails on it), and an inner scope's declaration shadows the outer
+    // one.
+    let problems = |body: &str| {
+        let m = ptx_emu::Module::parse(&kernel(body)).unwrap();
+        m.unsupported("k")
+    };
+    assert!(problems(".reg .b32 %r<4>;\n\tmov.u32 %r3, 1;").is_empty());
+    for bad in ["mov.u32 %r4, 1;", "mov.u32 %r01, 1;", "mov.u32 %r, 1;"] {
+        let p = problems(&format!(".reg .b32 %r<4>;\n\t{bad}"));
+        assert_eq!(p.len(), 1, "{bad}: {p:?}");
+        assert!(p[0].2.contains("unknown name"), "{bad}: {p:?}");
+    }
+    assert!(
+        problems(".reg .b32 %r<2>;\n\t{\n\t.reg .b64 %r<8>;\n\tmov.u64 %r7, 1;\n\t}").is_empty()
+    );
+}

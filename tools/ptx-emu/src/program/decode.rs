@@ -135,9 +135,20 @@ impl<'a> Decoder<'a> {
     }
 
     pub(super) fn lookup(&self, name: &str) -> Option<Sym> {
+        // `%r123` may come from a parameterised declaration `%r<N>`, kept as one range entry
+        // under the key `%r<>` (no identifier contains `<`), so that declaring millions of
+        // registers costs no more than declaring one.
+        let indexed = split_register_index(name);
         for s in self.scopes.iter().rev() {
             if let Some(v) = s.get(name) {
                 return Some(v.clone());
+            }
+            if let Some((prefix, i)) = indexed {
+                if let Some(&Sym::RegRange(base, n)) = s.get(&range_key(prefix)) {
+                    if i < n {
+                        return Some(Sym::Reg(base + i));
+                    }
+                }
             }
         }
         if let Some(&o) = self.shared.get(name) {
@@ -154,10 +165,18 @@ impl<'a> Decoder<'a> {
         match v.space.as_str() {
             ".reg" => {
                 if let Some(n) = v.count {
-                    for i in 0..n {
-                        scope.insert(format!("{}{}", v.name, i), Sym::Reg(self.nregs));
-                        self.nregs += 1;
-                    }
+                    let n = u32::try_from(n).map_err(|_| EmuError::Parse {
+                        line: v.line,
+                        token: v.name.clone(),
+                        msg: "register count out of range".into(),
+                    })?;
+                    let total = self.nregs.checked_add(n).ok_or_else(|| EmuError::Parse {
+                        line: v.line,
+                        token: v.name.clone(),
+                        msg: "too many registers in one kernel".into(),
+                    })?;
+                    scope.insert(range_key(&v.name), Sym::RegRange(self.nregs, n));
+                    self.nregs = total;
                 } else {
                     let n = v.vec.max(1) as u32;
                     if v.vec > 1 || v.array.is_some() {
@@ -451,7 +470,8 @@ impl<'a> Decoder<'a> {
                     Some(Sym::Local(o, _)) => Ok(Opnd::Imm(o as u64)),
                     Some(Sym::KParam(o)) => Ok(Opnd::Imm(o as u64)),
                     Some(Sym::Global(g)) => Ok(Opnd::GSym(g, 0)),
-                    None => Err(format!("unknown name `{n}`")),
+                    // (`lookup` turns ranges into single registers.)
+                    Some(Sym::RegRange(..)) | None => Err(format!("unknown name `{n}`")),
                 }
             }
             AOp::Not(n) => match self.lookup(n) {
@@ -536,9 +556,28 @@ impl<'a> Decoder<'a> {
                         ))
                     }
                 }
-                None => Err(format!("unknown name `{n}` in address")),
+                Some(Sym::RegRange(..)) | None => Err(format!("unknown name `{n}` in address")),
             },
             _ => Err("expected an address operand `[...]`".into()),
         }
     }
+}
+
+/// The scope key of the register range declared by `.reg .T name<N>;`.
+fn range_key(name: &str) -> String {
+    format!("{name}<>")
+}
+
+/// `%r123` → (`%r`, 123): the name of register 123 of a `%r<N>` declaration. Only the canonical
+/// spelling (no leading zeros, as the expansion `%r0 … %r{N-1}` spells them) matches.
+fn split_register_index(name: &str) -> Option<(&str, u32)> {
+    let digits = name.bytes().rev().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || digits == name.len() {
+        return None;
+    }
+    let (prefix, num) = name.split_at(name.len() - digits);
+    if num.len() > 1 && num.starts_with('0') {
+        return None;
+    }
+    num.parse().ok().map(|i| (prefix, i))
 }

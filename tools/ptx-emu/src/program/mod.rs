@@ -470,6 +470,8 @@ pub(crate) fn build_module(src: &str) -> Result<Module, EmuError> {
 #[derive(Clone, Debug)]
 enum Sym {
     Reg(u32),
+    /// `name<N>`: registers `base .. base + N`, looked up as `name0 … name{N-1}`.
+    RegRange(u32, u32),
     Local(u32, u32),
     Shared(u32),
     KParam(u32),
