@@ -187,7 +187,7 @@ pub(super) fn int_alu(
 
 /// f32 flush-to-zero of a subnormal (keeps the sign), on register bits.
 #[inline(always)]
-fn ftz32(b: u64) -> u64 {
+pub(super) fn ftz32(b: u64) -> u64 {
     if b & 0x7f80_0000 == 0 {
         b & 0x8000_0000
     } else {
@@ -197,7 +197,7 @@ fn ftz32(b: u64) -> u64 {
 
 /// The canonical NaN for a NaN result.
 #[inline(always)]
-fn canon32(v: f32) -> u64 {
+pub(super) fn canon32(v: f32) -> u64 {
     if v.is_nan() {
         0x7fff_ffff
     } else {

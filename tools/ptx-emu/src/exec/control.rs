@@ -157,32 +157,12 @@ impl<'a, 'b> Block<'a, 'b> {
                     src[l] = self.val(w, &ins.s[0], l);
                 }
                 for l in lanes(full) {
-                    let b = self.val(w, &ins.s[1], l) as u32 & 31;
-                    let c = self.val(w, &ins.s[2], l) as u32;
-                    let cval = c & 0x1f;
-                    let segmask = (c >> 8) & 0x1f;
-                    let lane = l as u32;
-                    let max_lane = (lane & segmask) | (cval & !segmask);
-                    let min_lane = lane & segmask;
-                    let (j, pval) = match mode {
-                        ShflMode::Up => {
-                            let j = lane as i32 - b as i32;
-                            (j, j >= max_lane as i32)
-                        }
-                        ShflMode::Down => {
-                            let j = lane + b;
-                            (j as i32, j <= max_lane)
-                        }
-                        ShflMode::Bfly => {
-                            let j = lane ^ b;
-                            (j as i32, j <= max_lane)
-                        }
-                        ShflMode::Idx => {
-                            let j = min_lane | (b & !segmask);
-                            (j as i32, j <= max_lane)
-                        }
-                    };
-                    let j = if pval { j as usize } else { l };
+                    let (j, pval) = shfl_source(
+                        *mode,
+                        l,
+                        self.val(w, &ins.s[1], l) as u32 & 31,
+                        self.val(w, &ins.s[2], l) as u32,
+                    );
                     if full & (1 << j) == 0 {
                         return Err(e(
                             FaultKind::BarrierDivergence,
@@ -268,32 +248,7 @@ impl<'a, 'b> Block<'a, 'b> {
             let bv = src32(&w.regs, g, clk, &ins.s[1], &mut tb);
             let cv = src32(&w.regs, g, clk, &ins.s[2], &mut tc);
             for l in lanes(full) {
-                let b = bv[l] as u32 & 31;
-                let c = cv[l] as u32;
-                let cval = c & 0x1f;
-                let segmask = (c >> 8) & 0x1f;
-                let lane = l as u32;
-                let max_lane = (lane & segmask) | (cval & !segmask);
-                let min_lane = lane & segmask;
-                let (j, pval) = match mode {
-                    ShflMode::Up => {
-                        let j = lane as i32 - b as i32;
-                        (j, j >= max_lane as i32)
-                    }
-                    ShflMode::Down => {
-                        let j = lane + b;
-                        (j as i32, j <= max_lane)
-                    }
-                    ShflMode::Bfly => {
-                        let j = lane ^ b;
-                        (j as i32, j <= max_lane)
-                    }
-                    ShflMode::Idx => {
-                        let j = min_lane | (b & !segmask);
-                        (j as i32, j <= max_lane)
-                    }
-                };
-                let j = if pval { j as usize } else { l };
+                let (j, pval) = shfl_source(mode, l, bv[l] as u32 & 31, cv[l] as u32);
                 if full & (1 << j) == 0 {
                     return Err(e(
                         FaultKind::BarrierDivergence,
@@ -314,4 +269,35 @@ impl<'a, 'b> Block<'a, 'b> {
         }
         Ok(true)
     }
+}
+
+/// The lane that lane `l` reads in `shfl.sync.MODE` with operands `b` (lane or offset, already
+/// masked to 0..31) and `c` (clamp and segment mask), and the predicate result: whether the
+/// source is inside the segment. Out of range, a lane reads its own value.
+#[inline(always)]
+fn shfl_source(mode: ShflMode, l: usize, b: u32, c: u32) -> (usize, bool) {
+    let cval = c & 0x1f;
+    let segmask = (c >> 8) & 0x1f;
+    let lane = l as u32;
+    let max_lane = (lane & segmask) | (cval & !segmask);
+    let min_lane = lane & segmask;
+    let (j, pval) = match mode {
+        ShflMode::Up => {
+            let j = lane as i32 - b as i32;
+            (j, j >= max_lane as i32)
+        }
+        ShflMode::Down => {
+            let j = lane + b;
+            (j as i32, j <= max_lane)
+        }
+        ShflMode::Bfly => {
+            let j = lane ^ b;
+            (j as i32, j <= max_lane)
+        }
+        ShflMode::Idx => {
+            let j = min_lane | (b & !segmask);
+            (j as i32, j <= max_lane)
+        }
+    };
+    (if pval { j as usize } else { l }, pval)
 }

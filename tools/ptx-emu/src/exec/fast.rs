@@ -419,25 +419,7 @@ fn decode_alu(op: Alu, ty: Ty, f: &AluFlags, d: u32, s: &[Opnd]) -> Option<FOp> 
     }
 }
 
-/// f32 flush-to-zero of a subnormal (keeps the sign), on register bits.
-#[inline(always)]
-fn ftz32(b: u64) -> u64 {
-    if b & 0x7f80_0000 == 0 {
-        b & 0x8000_0000
-    } else {
-        b & 0xffff_ffff
-    }
-}
-
-/// The canonical NaN for a NaN result.
-#[inline(always)]
-fn canon32(v: f32) -> u64 {
-    if v.is_nan() {
-        0x7fff_ffff
-    } else {
-        v.to_bits() as u64
-    }
-}
+use super::alu::{canon32, ftz32};
 
 /// f32 input bits (flushed with `.ftz`).
 #[inline(always)]
