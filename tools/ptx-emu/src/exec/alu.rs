@@ -233,29 +233,7 @@ pub(super) fn f32_alu(
                 Alu::MulLo => lanes2!(r, a, b, |x, y| canon32(v(x) * v(y))),
                 Alu::Min | Alu::Max => {
                     let min = op == Alu::Min;
-                    lanes2!(r, a, b, |x, y| {
-                        let (xb, yb) = (fl(x), fl(y));
-                        let (xv, yv) = (f32::from_bits(xb as u32), f32::from_bits(yb as u32));
-                        if xv.is_nan() && yv.is_nan() {
-                            0x7fff_ffff
-                        } else if xv.is_nan() {
-                            yb
-                        } else if yv.is_nan() {
-                            xb
-                        } else {
-                            let neg = xb & 0x8000_0000 != 0;
-                            let pick_a = if min {
-                                xv < yv || (xv == yv && neg)
-                            } else {
-                                xv > yv || (xv == yv && !neg)
-                            };
-                            if pick_a {
-                                xb
-                            } else {
-                                yb
-                            }
-                        }
-                    })
+                    lanes2!(r, a, b, |x, y| fminmax(x, y, ftz, min))
                 }
                 _ => unreachable!(),
             }
@@ -848,5 +826,41 @@ mod tests {
             }
         }
         assert!(covered > 1000, "only {covered} cases covered");
+    }
+}
+
+/// f32 input bits (flushed with `.ftz`).
+#[inline(always)]
+pub(super) fn fin(b: u64, ftz: bool) -> u64 {
+    if ftz {
+        ftz32(b)
+    } else {
+        b & 0xffff_ffff
+    }
+}
+
+/// PTX f32 min/max: the non-NaN operand, −0 < +0, both NaN → canonical NaN.
+#[inline(always)]
+pub(super) fn fminmax(x: u64, y: u64, ftz: bool, min: bool) -> u64 {
+    let (xb, yb) = (fin(x, ftz), fin(y, ftz));
+    let (xv, yv) = (f32::from_bits(xb as u32), f32::from_bits(yb as u32));
+    if xv.is_nan() && yv.is_nan() {
+        0x7fff_ffff
+    } else if xv.is_nan() {
+        yb
+    } else if yv.is_nan() {
+        xb
+    } else {
+        let neg = xb & 0x8000_0000 != 0;
+        let pick_a = if min {
+            xv < yv || (xv == yv && neg)
+        } else {
+            xv > yv || (xv == yv && !neg)
+        };
+        if pick_a {
+            xb
+        } else {
+            yb
+        }
     }
 }

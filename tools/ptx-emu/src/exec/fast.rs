@@ -419,17 +419,7 @@ fn decode_alu(op: Alu, ty: Ty, f: &AluFlags, d: u32, s: &[Opnd]) -> Option<FOp> 
     }
 }
 
-use super::alu::{canon32, ftz32};
-
-/// f32 input bits (flushed with `.ftz`).
-#[inline(always)]
-fn fin(b: u64, ftz: bool) -> u64 {
-    if ftz {
-        ftz32(b)
-    } else {
-        b & 0xffff_ffff
-    }
-}
+use super::alu::{canon32, fin, fminmax, ftz32};
 
 /// f32 result bits (flushed with `.ftz`).
 #[inline(always)]
@@ -444,32 +434,6 @@ fn fout(r: u64, ftz: bool) -> u64 {
 #[inline(always)]
 fn fv(b: u64, ftz: bool) -> f32 {
     f32::from_bits(fin(b, ftz) as u32)
-}
-
-/// PTX f32 min/max: the non-NaN operand, −0 < +0, both NaN → canonical NaN.
-#[inline(always)]
-fn fminmax(x: u64, y: u64, ftz: bool, min: bool) -> u64 {
-    let (xb, yb) = (fin(x, ftz), fin(y, ftz));
-    let (xv, yv) = (f32::from_bits(xb as u32), f32::from_bits(yb as u32));
-    if xv.is_nan() && yv.is_nan() {
-        0x7fff_ffff
-    } else if xv.is_nan() {
-        yb
-    } else if yv.is_nan() {
-        xb
-    } else {
-        let neg = xb & 0x8000_0000 != 0;
-        let pick_a = if min {
-            xv < yv || (xv == yv && neg)
-        } else {
-            xv > yv || (xv == yv && !neg)
-        };
-        if pick_a {
-            xb
-        } else {
-            yb
-        }
-    }
 }
 
 /// `cvt.rn.bf16.f32`: the f32 input is exact, so `bf16::from_f32` (round to nearest even) is
