@@ -689,6 +689,42 @@ pub(super) fn setp_int(cmp: Cmp, ty: Ty, a: &[u64; 32], b: &[u64; 32], r: &mut [
     true
 }
 
+/// f32 input bits (flushed with `.ftz`).
+#[inline(always)]
+pub(super) fn fin(b: u64, ftz: bool) -> u64 {
+    if ftz {
+        ftz32(b)
+    } else {
+        b & 0xffff_ffff
+    }
+}
+
+/// PTX f32 min/max: the non-NaN operand, −0 < +0, both NaN → canonical NaN.
+#[inline(always)]
+pub(super) fn fminmax(x: u64, y: u64, ftz: bool, min: bool) -> u64 {
+    let (xb, yb) = (fin(x, ftz), fin(y, ftz));
+    let (xv, yv) = (f32::from_bits(xb as u32), f32::from_bits(yb as u32));
+    if xv.is_nan() && yv.is_nan() {
+        0x7fff_ffff
+    } else if xv.is_nan() {
+        yb
+    } else if yv.is_nan() {
+        xb
+    } else {
+        let neg = xb & 0x8000_0000 != 0;
+        let pick_a = if min {
+            xv < yv || (xv == yv && neg)
+        } else {
+            xv > yv || (xv == yv && !neg)
+        };
+        if pick_a {
+            xb
+        } else {
+            yb
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -826,41 +862,5 @@ mod tests {
             }
         }
         assert!(covered > 1000, "only {covered} cases covered");
-    }
-}
-
-/// f32 input bits (flushed with `.ftz`).
-#[inline(always)]
-pub(super) fn fin(b: u64, ftz: bool) -> u64 {
-    if ftz {
-        ftz32(b)
-    } else {
-        b & 0xffff_ffff
-    }
-}
-
-/// PTX f32 min/max: the non-NaN operand, −0 < +0, both NaN → canonical NaN.
-#[inline(always)]
-pub(super) fn fminmax(x: u64, y: u64, ftz: bool, min: bool) -> u64 {
-    let (xb, yb) = (fin(x, ftz), fin(y, ftz));
-    let (xv, yv) = (f32::from_bits(xb as u32), f32::from_bits(yb as u32));
-    if xv.is_nan() && yv.is_nan() {
-        0x7fff_ffff
-    } else if xv.is_nan() {
-        yb
-    } else if yv.is_nan() {
-        xb
-    } else {
-        let neg = xb & 0x8000_0000 != 0;
-        let pick_a = if min {
-            xv < yv || (xv == yv && neg)
-        } else {
-            xv > yv || (xv == yv && !neg)
-        };
-        if pick_a {
-            xb
-        } else {
-            yb
-        }
     }
 }
