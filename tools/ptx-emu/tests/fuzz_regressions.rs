@@ -89,3 +89,22 @@ fn range_registers_resolve_by_canonical_index_only() {
         problems(".reg .b32 %r<2>;\n\t{\n\t.reg .b64 %r<8>;\n\tmov.u64 %r7, 1;\n\t}").is_empty()
     );
 }
+
+#[test]
+fn a_launch_with_millions_of_registers_is_refused_not_allocated() {
+    // 16 M registers × 32 lanes × 8 bytes = 4 GiB per warp: the launch names the problem.
+    let m = ptx_emu::Module::parse(&kernel(".reg .b32 %r<16777216>;\n\tmov.u32 %r16777215, 7;"))
+        .unwrap();
+    let mut mem = ptx_emu::Memory::default();
+    let cfg = ptx_emu::LaunchConfig {
+        grid: [1, 1, 1],
+        block: [32, 1, 1],
+        dynamic_smem_bytes: 0,
+    };
+    let opts = ptx_emu::LaunchOptions::default();
+    let e = ptx_emu::launch(&m, "k", &cfg, &[], &mut mem, &opts)
+        .expect_err("launched")
+        .to_string();
+    assert!(e.contains("virtual registers"), "{e}");
+    assert!(e.contains("declare fewer registers"), "{e}");
+}

@@ -290,6 +290,10 @@ struct Block<'a, 'b> {
     prof: Option<Box<stats::BlockStats>>,
 }
 
+/// The largest emulated register file of one block: 1 GiB (e.g. 4096 registers per thread at
+/// 1024 threads is 32 MiB; real kernels stay far below).
+const MAX_BLOCK_REGISTER_BYTES: u64 = 1 << 30;
+
 pub(crate) fn launch(
     module: &Module,
     kernel: &str,
@@ -362,6 +366,20 @@ pub(crate) fn launch(
     }
     if cfg.grid.contains(&0) || cfg.grid[1] > 65535 || cfg.grid[2] > 65535 {
         return Err(bad(format!("grid {:?} is invalid", cfg.grid)));
+    }
+    // PTX registers are virtual and the emulator gives each one a 32-lane row of 8 bytes, so a
+    // kernel that declares millions of them (legal PTX; ptxas would spill) would need gigabytes
+    // per block: refuse it with a message instead of allocating.
+    let reg_bytes = (prog.nregs as u64)
+        .saturating_mul(nthreads.div_ceil(32) * 32)
+        .saturating_mul(8);
+    if reg_bytes > MAX_BLOCK_REGISTER_BYTES {
+        return Err(bad(format!(
+            "kernel declares {} virtual registers; a block of {nthreads} threads would need \
+             {reg_bytes} bytes of emulated register file, more than the emulator's \
+             {MAX_BLOCK_REGISTER_BYTES}; launch smaller blocks or declare fewer registers",
+            prog.nregs
+        )));
     }
     let shared_size = prog.dyn_shared_offset() + cfg.dynamic_smem_bytes as usize;
     let shared_size = if cfg.dynamic_smem_bytes == 0 {
