@@ -420,6 +420,7 @@ fn decode_alu(op: Alu, ty: Ty, f: &AluFlags, d: u32, s: &[Opnd]) -> Option<FOp> 
 }
 
 use super::alu::{canon32, fin, fminmax, ftz32};
+use super::memory::{put_le_at, store_span};
 
 /// f32 result bits (flushed with `.ftz`).
 #[inline(always)]
@@ -891,31 +892,7 @@ impl<'a, 'b> Block<'a, 'b> {
                 }
             }
             Region::Param => return false,
-            Region::Global(i) => match &mut self.mem {
-                GMem::Seq(m) => {
-                    let journal = m.journaling();
-                    for l in lanes(exec) {
-                        let a = addrs[l];
-                        if journal {
-                            m.journal(i, a, total);
-                        }
-                        let (start, data) = m.alloc_bytes_mut(i);
-                        let o = (a - start) as usize;
-                        for k in 0..n {
-                            put_le_at(data, o + k * eb, val(k, l), eb);
-                        }
-                    }
-                }
-                GMem::Par(_, ov) => {
-                    for l in lanes(exec) {
-                        let mut buf = [0u8; 32];
-                        for k in 0..n {
-                            put_le_at(&mut buf, k * eb, val(k, l), eb);
-                        }
-                        ov.write(addrs[l], &buf[..total]);
-                    }
-                }
-            },
+            Region::Global(i) => store_span(&mut self.mem, i, &addrs, exec, total, (n, eb), val),
         }
         true
     }
@@ -929,17 +906,6 @@ fn le_at(data: &[u8], o: usize, eb: usize) -> u64 {
         2 => u16::from_le_bytes([data[o], data[o + 1]]) as u64,
         4 => u32::from_le_bytes(data[o..o + 4].try_into().unwrap()) as u64,
         _ => u64::from_le_bytes(data[o..o + 8].try_into().unwrap()),
-    }
-}
-
-/// Store the low `eb` (1, 2, 4 or 8) bytes of `v` little-endian at `data[o..]`.
-#[inline(always)]
-fn put_le_at(data: &mut [u8], o: usize, v: u64, eb: usize) {
-    match eb {
-        1 => data[o] = v as u8,
-        2 => data[o..o + 2].copy_from_slice(&(v as u16).to_le_bytes()),
-        4 => data[o..o + 4].copy_from_slice(&(v as u32).to_le_bytes()),
-        _ => data[o..o + 8].copy_from_slice(&v.to_le_bytes()),
     }
 }
 

@@ -392,31 +392,9 @@ impl<'a, 'b> Block<'a, 'b> {
         }
         if let Some(i) = self.global_span(space, &addrs, exec, total, true) {
             // every lane inside one allocation and aligned: no per-lane lookup, lanes in order
-            match &mut self.mem {
-                GMem::Seq(m) => {
-                    let journal = m.journaling();
-                    for l in lanes(exec) {
-                        let a = addrs[l];
-                        if journal {
-                            m.journal(i, a, total);
-                        }
-                        let (start, data) = m.alloc_bytes_mut(i);
-                        let o = (a - start) as usize;
-                        for (k, v) in vals.iter().enumerate().take(n) {
-                            put_le(&mut data[o + k * eb..], v[l], eb);
-                        }
-                    }
-                }
-                GMem::Par(_, ov) => {
-                    for l in lanes(exec) {
-                        let mut buf = [0u8; 32];
-                        for (k, v) in vals.iter().enumerate().take(n) {
-                            put_le(&mut buf[k * eb..], v[l], eb);
-                        }
-                        ov.write(addrs[l], &buf[..total]);
-                    }
-                }
-            }
+            store_span(&mut self.mem, i, &addrs, exec, total, (n, eb), |k, l| {
+                vals[k][l]
+            });
             return Ok(());
         }
         for l in lanes(exec) {
@@ -442,7 +420,7 @@ impl<'a, 'b> Block<'a, 'b> {
             }
             let mut buf = [0u8; 32];
             for (i, v) in vals.iter().enumerate().take(n) {
-                put_le(&mut buf[i * eb..], v[l], eb);
+                put_le_at(&mut buf, i * eb, v[l], eb);
             }
             if let Some(sa) = shared_addr(space, a) {
                 if !a.is_multiple_of(total as u64) {
@@ -536,13 +514,54 @@ fn get_le(b: &[u8], eb: usize) -> u64 {
     }
 }
 
-/// Store the low `eb` bytes of `v` little-endian at the start of `b` (eb ≤ 8).
+/// Store the low `eb` (1, 2, 4 or 8) bytes of `v` little-endian at `data[o..]`.
 #[inline(always)]
-fn put_le(b: &mut [u8], v: u64, eb: usize) {
+pub(super) fn put_le_at(data: &mut [u8], o: usize, v: u64, eb: usize) {
     match eb {
-        1 => b[0] = v as u8,
-        2 => b[..2].copy_from_slice(&(v as u16).to_le_bytes()),
-        4 => b[..4].copy_from_slice(&(v as u32).to_le_bytes()),
-        _ => b[..8].copy_from_slice(&v.to_le_bytes()),
+        1 => data[o] = v as u8,
+        2 => data[o..o + 2].copy_from_slice(&(v as u16).to_le_bytes()),
+        4 => data[o..o + 4].copy_from_slice(&(v as u32).to_le_bytes()),
+        _ => data[o..o + 8].copy_from_slice(&v.to_le_bytes()),
+    }
+}
+
+/// Store `n` elements of `eb` bytes per lane of `exec` (element k of lane l is `val(k, l)`) at
+/// `addrs[l]` in global allocation `i`, lanes in order, journaled where the memory journals.
+/// The caller has checked (`global_span`) that every lane's `total` bytes lie inside allocation
+/// `i`, aligned. Used by `st_warp` and the decoded fast path alike.
+#[inline(always)]
+pub(super) fn store_span(
+    mem: &mut GMem,
+    i: usize,
+    addrs: &[u64; 32],
+    exec: u32,
+    total: usize,
+    (n, eb): (usize, usize),
+    val: impl Fn(usize, usize) -> u64,
+) {
+    match mem {
+        GMem::Seq(m) => {
+            let journal = m.journaling();
+            for l in lanes(exec) {
+                let a = addrs[l];
+                if journal {
+                    m.journal(i, a, total);
+                }
+                let (start, data) = m.alloc_bytes_mut(i);
+                let o = (a - start) as usize;
+                for k in 0..n {
+                    put_le_at(data, o + k * eb, val(k, l), eb);
+                }
+            }
+        }
+        GMem::Par(_, ov) => {
+            for l in lanes(exec) {
+                let mut buf = [0u8; 32];
+                for k in 0..n {
+                    put_le_at(&mut buf, k * eb, val(k, l), eb);
+                }
+                ov.write(addrs[l], &buf[..total]);
+            }
+        }
     }
 }
