@@ -10,6 +10,9 @@
 //! - weights follow PyTorch: linear `(out, in)`, conv `(out, in/groups, kh, kw)`;
 //! - binary elementwise ops broadcast with NumPy rules.
 
+#[macro_use]
+mod macros;
+
 pub mod composed;
 pub mod composed_rca;
 pub mod cpu;
@@ -103,22 +106,11 @@ pub struct LinearEpilogue<'a, T> {
     pub geglu: bool,
 }
 
-impl<T> Clone for LinearEpilogue<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for LinearEpilogue<'_, T> {}
-
-impl<T> Default for LinearEpilogue<'_, T> {
-    fn default() -> Self {
-        LinearEpilogue {
-            residual: None,
-            scale: 1.0,
-            geglu: false,
-        }
-    }
-}
+copy_with_defaults!(LinearEpilogue<T> {
+    residual: None,
+    scale: 1.0,
+    geglu: false,
+});
 
 impl<'a, T> LinearEpilogue<'a, T> {
     /// `out = x·wᵀ + bias + residual`.
@@ -144,22 +136,11 @@ pub struct ConvEpilogue<'a, T> {
     pub scale: f32,
 }
 
-impl<T> Clone for ConvEpilogue<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for ConvEpilogue<'_, T> {}
-
-impl<T> Default for ConvEpilogue<'_, T> {
-    fn default() -> Self {
-        ConvEpilogue {
-            temb: None,
-            residual: None,
-            scale: 1.0,
-        }
-    }
-}
+copy_with_defaults!(ConvEpilogue<T> {
+    temb: None,
+    residual: None,
+    scale: 1.0,
+});
 
 /// Every primitive the models use. All methods take and return contiguous tensors.
 pub trait Backend: Clone + Send + Sync + 'static {
@@ -293,138 +274,73 @@ pub trait Backend: Clone + Send + Sync + 'static {
     // One kernel launch each on CUDA. The defaults compose the primitives above (the CPU
     // reference keeps them, so fused and unfused models agree bit for bit on the CPU).
 
-    /// `act(group_norm(x))`, e.g. ResnetBlock2D's `SiLU(norm1(x))`.
-    fn group_norm_act(
-        &self,
-        x: &Self::Tensor,
-        groups: usize,
-        gamma: Option<&Self::Tensor>,
-        beta: Option<&Self::Tensor>,
-        eps: f32,
-        act: Option<Unary>,
-    ) -> Result<Self::Tensor> {
-        composed::group_norm_act(self, x, groups, gamma, beta, eps, act)
-    }
+    forward_ops! {
+        Self::Tensor;
+        /// `act(group_norm(x))`, e.g. ResnetBlock2D's `SiLU(norm1(x))`.
+        group_norm_act(x: &Self::Tensor, groups: usize, gamma: Option<&Self::Tensor>,
+            beta: Option<&Self::Tensor>, eps: f32, act: Option<Unary>)
+            => composed::group_norm_act;
 
-    /// `linear` with a fused epilogue (see [`LinearEpilogue`]); `bias` is `(N)`, or `(2N)` with GEGLU.
-    fn linear_ext(
-        &self,
-        x: &Self::Tensor,
-        w: &Self::Tensor,
-        bias: Option<&Self::Tensor>,
-        epi: LinearEpilogue<'_, Self::Tensor>,
-    ) -> Result<Self::Tensor> {
-        composed::linear_ext(self, x, w, bias, epi)
-    }
+        /// `linear` with a fused epilogue (see [`LinearEpilogue`]); `bias` is `(N)`, or `(2N)`
+        /// with GEGLU.
+        linear_ext(x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>,
+            epi: LinearEpilogue<'_, Self::Tensor>) => composed::linear_ext;
 
-    /// `conv2d` with a fused epilogue (see [`ConvEpilogue`]).
-    fn conv2d_ext(
-        &self,
-        x: &Self::Tensor,
-        w: &Self::Tensor,
-        bias: Option<&Self::Tensor>,
-        p: Conv2dParams,
-        epi: ConvEpilogue<'_, Self::Tensor>,
-    ) -> Result<Self::Tensor> {
-        composed::conv2d_ext(self, x, w, bias, p, epi)
-    }
+        /// `conv2d` with a fused epilogue (see [`ConvEpilogue`]).
+        conv2d_ext(x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>,
+            p: Conv2dParams, epi: ConvEpilogue<'_, Self::Tensor>) => composed::conv2d_ext;
 
-    // ---- sampler ---------------------------------------------------------------------------
+        // ---- sampler -----------------------------------------------------------------------
 
-    /// Run a loop of identical steps from `init` ([`step_loop`]); returns the final state.
-    /// The CUDA backend captures one step as a CUDA graph and replays it for every step.
-    fn run_steps(
-        &self,
-        init: Self::Tensor,
-        lp: step_loop::StepLoop<'_, Self>,
-    ) -> Result<Self::Tensor> {
-        step_loop::run_plain(self, init, lp)
-    }
+        /// Run a loop of identical steps from `init` ([`step_loop`]); returns the final state.
+        /// The CUDA backend captures one step as a CUDA graph and replays it for every step.
+        run_steps(init: Self::Tensor, lp: step_loop::StepLoop<'_, Self>) => step_loop::run_plain;
 
-    // Both read their step-dependent scalars from tensors, so a captured step graph replays for
-    // every step without re-capture (the defaults go through the host).
+        // Both read their step-dependent scalars from tensors, so a captured step graph replays
+        // for every step without re-capture (the defaults go through the host).
 
-    /// diffusers `get_timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift,
-    /// scale = 1, max_period = 10000)`: t (N,) → (N, dim), f32 math.
-    fn timestep_embedding(
-        &self,
-        t: &Self::Tensor,
-        dim: usize,
-        flip_sin_to_cos: bool,
-        downscale_freq_shift: f32,
-    ) -> Result<Self::Tensor> {
-        composed::timestep_embedding(self, t, dim, flip_sin_to_cos, downscale_freq_shift)
-    }
+        /// diffusers `get_timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift,
+        /// scale = 1, max_period = 10000)`: t (N,) → (N, dim), f32 math.
+        timestep_embedding(t: &Self::Tensor, dim: usize, flip_sin_to_cos: bool,
+            downscale_freq_shift: f32) => composed::timestep_embedding;
 
-    /// Classifier-free guidance fused with one DDIM step (eta 0). `out` (2, C, S, ..) is the
-    /// denoiser's output, row 0 cond and row 1 uncond; frames `frame_offset..frame_offset + F`
-    /// (dim 2) belong to `z` (1, C, F, ..), the sample being denoised. `coeffs` (8,) =
-    /// `DdimStepCoeffs::device_coeffs(guidance)`: `m = uncond + g·(cond − uncond)`, then the
-    /// DDIM update of `z` with model output `m` ([`composed::cfg_ddim_one`]). Returns the new `z`
-    /// in f32.
-    fn cfg_ddim_step(
-        &self,
-        out: &Self::Tensor,
-        z: &Self::Tensor,
-        frame_offset: usize,
-        coeffs: &Self::Tensor,
-    ) -> Result<Self::Tensor> {
-        composed::cfg_ddim_step(self, out, z, frame_offset, coeffs)
-    }
+        /// Classifier-free guidance fused with one DDIM step (eta 0). `out` (2, C, S, ..) is the
+        /// denoiser's output, row 0 cond and row 1 uncond; frames `frame_offset..frame_offset +
+        /// F` (dim 2) belong to `z` (1, C, F, ..), the sample being denoised. `coeffs` (8,) =
+        /// `DdimStepCoeffs::device_coeffs(guidance)`: `m = uncond + g·(cond − uncond)`, then the
+        /// DDIM update of `z` with model output `m` ([`composed::cfg_ddim_one`]). Returns the
+        /// new `z` in f32.
+        cfg_ddim_step(out: &Self::Tensor, z: &Self::Tensor, frame_offset: usize,
+            coeffs: &Self::Tensor) => composed::cfg_ddim_step;
 
-    // ---- region codebook attention ----------------------------------------------------------
-    // `models::cyberhost::rca` (spec section 4). One launch each on CUDA (`kernels/cuda/rca.cu`,
-    // flash attention on token layouts); the defaults ([`composed_rca`]) are the op sequence the
-    // model ran before, so the CPU reference is unchanged bit for bit.
+        // ---- region codebook attention ------------------------------------------------------
+        // `models::cyberhost::rca` (spec section 4). One launch each on CUDA
+        // (`kernels/cuda/rca.cu`, flash attention on token layouts); the defaults
+        // ([`composed_rca`]) are the op sequence the model ran before, so the CPU reference is
+        // unchanged bit for bit.
 
-    /// Multi-head attention of token rows against one shared key/value set: q `(N, L, C)`
-    /// (already projected), k and v `(Lk, C)`, `heads | C`, d = C/heads → `(N, L, C)`,
-    /// `softmax(q kᵀ · scale) v` per head over the N·L query rows. No output projection.
-    fn rca_attention(
-        &self,
-        q: &Self::Tensor,
-        k: &Self::Tensor,
-        v: &Self::Tensor,
-        heads: usize,
-        scale: f32,
-    ) -> Result<Self::Tensor> {
-        composed_rca::rca_attention(self, q, k, v, heads, scale)
-    }
+        /// Multi-head attention of token rows against one shared key/value set: q `(N, L, C)`
+        /// (already projected), k and v `(Lk, C)`, `heads | C`, d = C/heads → `(N, L, C)`,
+        /// `softmax(q kᵀ · scale) v` per head over the N·L query rows. No output projection.
+        rca_attention(q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, heads: usize,
+            scale: f32) => composed_rca::rca_attention;
 
-    /// The temporal stage's query `x + a_s + bank[n mod F]`: x and a_s `(N, L, C)`, bank
-    /// `(F, C)` (row n is frame slot n mod F) → `(N, L, C)`.
-    fn rca_temporal_query(
-        &self,
-        x: &Self::Tensor,
-        a_s: &Self::Tensor,
-        bank: &Self::Tensor,
-    ) -> Result<Self::Tensor> {
-        composed_rca::rca_temporal_query(self, x, a_s, bank)
-    }
+        /// The temporal stage's query `x + a_s + bank[n mod F]`: x and a_s `(N, L, C)`, bank
+        /// `(F, C)` (row n is frame slot n mod F) → `(N, L, C)`.
+        rca_temporal_query(x: &Self::Tensor, a_s: &Self::Tensor, bank: &Self::Tensor)
+            => composed_rca::rca_temporal_query;
 
-    /// `a_s + a_t`, plus `f_id` `(R, L, C)` on rows `start..start + R` (the cond half's
-    /// identity descriptor): a_s, a_t `(N, L, C)` → `(N, L, C)`.
-    fn rca_motion_sum(
-        &self,
-        a_s: &Self::Tensor,
-        a_t: &Self::Tensor,
-        f_id: Option<(&Self::Tensor, usize)>,
-    ) -> Result<Self::Tensor> {
-        composed_rca::rca_motion_sum(self, a_s, a_t, f_id)
-    }
+        /// `a_s + a_t`, plus `f_id` `(R, L, C)` on rows `start..start + R` (the cond half's
+        /// identity descriptor): a_s, a_t `(N, L, C)` → `(N, L, C)`.
+        rca_motion_sum(a_s: &Self::Tensor, a_t: &Self::Tensor,
+            f_id: Option<(&Self::Tensor, usize)>) => composed_rca::rca_motion_sum;
 
-    /// `F_in + sigmoid(conv1x1(SiLU(mask_hidden), mask_w, mask_b)) ⊙ tokens` with the tokens
-    /// `(N, h·w, C)` (to_out's output) read as NCHW: f_in `(N, C, h, w)`, mask_hidden
-    /// `(N, C4, h, w)` (mask conv1's output), mask_w `(1, C4, 1, 1)`, mask_b `(1)` → `(N, C, h, w)`.
-    fn rca_merge(
-        &self,
-        f_in: &Self::Tensor,
-        tokens: &Self::Tensor,
-        mask_hidden: &Self::Tensor,
-        mask_w: &Self::Tensor,
-        mask_b: Option<&Self::Tensor>,
-    ) -> Result<Self::Tensor> {
-        composed_rca::rca_merge(self, f_in, tokens, mask_hidden, mask_w, mask_b)
+        /// `F_in + sigmoid(conv1x1(SiLU(mask_hidden), mask_w, mask_b)) ⊙ tokens` with the tokens
+        /// `(N, h·w, C)` (to_out's output) read as NCHW: f_in `(N, C, h, w)`, mask_hidden
+        /// `(N, C4, h, w)` (mask conv1's output), mask_w `(1, C4, 1, 1)`, mask_b `(1)` →
+        /// `(N, C, h, w)`.
+        rca_merge(f_in: &Self::Tensor, tokens: &Self::Tensor, mask_hidden: &Self::Tensor,
+            mask_w: &Self::Tensor, mask_b: Option<&Self::Tensor>) => composed_rca::rca_merge;
     }
 }
 

@@ -134,117 +134,39 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::new_unchecked(shape.to_vec(), vec![0.0; n]))
     }
 
-    fn reshape(&self, t: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
-        layout::reshape(t, shape)
-    }
-
-    fn permute(&self, t: &CpuTensor, dims: &[usize]) -> Result<CpuTensor> {
-        layout::permute(t, dims)
-    }
-
-    fn concat(&self, ts: &[&CpuTensor], dim: usize) -> Result<CpuTensor> {
-        layout::concat(ts, dim)
-    }
-
-    fn narrow(&self, t: &CpuTensor, dim: usize, start: usize, len: usize) -> Result<CpuTensor> {
-        layout::narrow(t, dim, start, len)
-    }
-
-    fn index_select(&self, t: &CpuTensor, dim: usize, idx: &[usize]) -> Result<CpuTensor> {
-        layout::index_select(t, dim, idx)
-    }
-
     fn unary(&self, t: &CpuTensor, op: Unary) -> Result<CpuTensor> {
         Ok(pointwise::unary(t, op))
-    }
-
-    fn binary(&self, a: &CpuTensor, b: &CpuTensor, op: Binary) -> Result<CpuTensor> {
-        pointwise::binary(a, b, op)
     }
 
     fn affine(&self, t: &CpuTensor, mul: f32, add: f32) -> Result<CpuTensor> {
         Ok(pointwise::affine(t, mul, add))
     }
 
-    fn softmax_last(&self, t: &CpuTensor) -> Result<CpuTensor> {
-        softmax::softmax_last(t)
-    }
-
-    fn group_norm(
-        &self,
-        x: &CpuTensor,
-        groups: usize,
-        gamma: Option<&CpuTensor>,
-        beta: Option<&CpuTensor>,
-        eps: f32,
-    ) -> Result<CpuTensor> {
-        group_norm::group_norm(x, groups, gamma, beta, eps)
-    }
-
-    fn layer_norm(
-        &self,
-        x: &CpuTensor,
-        gamma: Option<&CpuTensor>,
-        beta: Option<&CpuTensor>,
-        eps: f32,
-    ) -> Result<CpuTensor> {
-        layer_norm::layer_norm(x, gamma, beta, eps)
-    }
-
-    fn linear(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> Result<CpuTensor> {
-        linear::linear(x, w, bias)
-    }
-
-    fn matmul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        linear::matmul(a, b)
-    }
-
-    fn conv2d(
-        &self,
-        x: &CpuTensor,
-        w: &CpuTensor,
-        bias: Option<&CpuTensor>,
-        p: Conv2dParams,
-    ) -> Result<CpuTensor> {
-        conv2d::conv2d(x, w, bias, p)
-    }
-
-    fn attention(
-        &self,
-        q: &CpuTensor,
-        k: &CpuTensor,
-        v: &CpuTensor,
-        scale: f32,
-    ) -> Result<CpuTensor> {
-        attention::attention(q, k, v, scale)
-    }
-
-    fn upsample_nearest2d(&self, x: &CpuTensor, out_h: usize, out_w: usize) -> Result<CpuTensor> {
-        upsample::upsample_nearest2d(x, out_h, out_w)
-    }
-
-    fn pad2d(
-        &self,
-        x: &CpuTensor,
-        left: usize,
-        right: usize,
-        top: usize,
-        bottom: usize,
-    ) -> Result<CpuTensor> {
-        layout::pad2d(x, left, right, top, bottom)
-    }
-
-    fn mean_dim(&self, t: &CpuTensor, dim: usize) -> Result<CpuTensor> {
-        mean_dim::mean_dim(t, dim)
-    }
-
-    fn max_pool2d(
-        &self,
-        x: &CpuTensor,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    ) -> Result<CpuTensor> {
-        pool::max_pool2d(x, kernel, stride, padding)
+    forward_ops! {
+        no_self CpuTensor;
+        reshape(t: &CpuTensor, shape: &[usize]) => layout::reshape;
+        permute(t: &CpuTensor, dims: &[usize]) => layout::permute;
+        concat(ts: &[&CpuTensor], dim: usize) => layout::concat;
+        narrow(t: &CpuTensor, dim: usize, start: usize, len: usize) => layout::narrow;
+        index_select(t: &CpuTensor, dim: usize, idx: &[usize]) => layout::index_select;
+        binary(a: &CpuTensor, b: &CpuTensor, op: Binary) => pointwise::binary;
+        softmax_last(t: &CpuTensor) => softmax::softmax_last;
+        group_norm(x: &CpuTensor, groups: usize, gamma: Option<&CpuTensor>,
+            beta: Option<&CpuTensor>, eps: f32) => group_norm::group_norm;
+        layer_norm(x: &CpuTensor, gamma: Option<&CpuTensor>, beta: Option<&CpuTensor>, eps: f32)
+            => layer_norm::layer_norm;
+        linear(x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) => linear::linear;
+        matmul(a: &CpuTensor, b: &CpuTensor) => linear::matmul;
+        conv2d(x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, p: Conv2dParams)
+            => conv2d::conv2d;
+        attention(q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, scale: f32)
+            => attention::attention;
+        upsample_nearest2d(x: &CpuTensor, out_h: usize, out_w: usize)
+            => upsample::upsample_nearest2d;
+        pad2d(x: &CpuTensor, left: usize, right: usize, top: usize, bottom: usize)
+            => layout::pad2d;
+        mean_dim(t: &CpuTensor, dim: usize) => mean_dim::mean_dim;
+        max_pool2d(x: &CpuTensor, kernel: usize, stride: usize, padding: usize)
+            => pool::max_pool2d;
     }
 }

@@ -32,24 +32,13 @@ pub struct Conv2dExtras<'a, T: DeviceRepr> {
     pub scale: f32,
 }
 
-impl<T: DeviceRepr> Clone for Conv2dExtras<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T: DeviceRepr> Copy for Conv2dExtras<'_, T> {}
-
-impl<T: DeviceRepr> Default for Conv2dExtras<'_, T> {
-    fn default() -> Self {
-        Conv2dExtras {
-            bias: None,
-            temb: None,
-            residual: None,
-            broadcast_residual: false,
-            scale: 1.0,
-        }
-    }
-}
+copy_with_defaults!(Conv2dExtras<T: DeviceRepr> {
+    bias: None,
+    temb: None,
+    residual: None,
+    broadcast_residual: false,
+    scale: 1.0,
+});
 
 /// `y (N, C_out, Ho, Wo) = conv(x (N, C_in, H, W), w (C_out, C_in / groups, kh, kw)) + ...`.
 /// Buffers may be typed `u8`, `u16` or `half::bf16` (sizes checked in bytes, 2 per element).

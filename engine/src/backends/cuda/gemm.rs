@@ -26,23 +26,12 @@ pub struct GemmExtras<'a, T: DeviceRepr> {
     pub geglu: bool,
 }
 
-impl<T: DeviceRepr> Clone for GemmExtras<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T: DeviceRepr> Copy for GemmExtras<'_, T> {}
-
-impl<T: DeviceRepr> Default for GemmExtras<'_, T> {
-    fn default() -> Self {
-        GemmExtras {
-            bias: None,
-            residual: None,
-            scale: 1.0,
-            geglu: false,
-        }
-    }
-}
+copy_with_defaults!(GemmExtras<T: DeviceRepr> {
+    bias: None,
+    residual: None,
+    scale: 1.0,
+    geglu: false,
+});
 
 /// `out (M, N) = x (M, K) . w^T + ...` with `w (N, K)` (nn.Linear `(out, in)`; GEGLU `(2N, K)`);
 /// `M` = all leading dims of `x` flattened, e.g. `M = 32 * 4096, K = 320, N = 1280`.
