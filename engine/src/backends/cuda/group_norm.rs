@@ -76,13 +76,12 @@ pub(crate) fn group_norm_op(
     // SAFETY: group_norm[_silu]_v1_<dtype>(GroupNormParams): x and y are (N, C, S) contiguous,
     // gamma and beta (C), all in x's dtype; groups divides C (checked by GroupNormParams::new too).
     unsafe {
-        be.launch(
+        be.launch_to(
             KernelModule::GroupNorm,
             op,
-            x.dtype(),
             gn::launch_config(shape),
             &p,
+            out,
         )
-    }?;
-    Ok(out)
+    }
 }

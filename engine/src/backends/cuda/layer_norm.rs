@@ -41,13 +41,12 @@ pub(crate) fn layer_norm(
     // SAFETY: layer_norm_v1_<dtype>(LayerNormParams): x and y are (rows, cols) contiguous, gamma
     // and beta (cols) or null, all in x's dtype.
     unsafe {
-        be.launch(
+        be.launch_to(
             KernelModule::LayerNorm,
             "layer_norm",
-            x.dtype(),
             ln::launch_config(shape),
             &p,
+            out,
         )
-    }?;
-    Ok(out)
+    }
 }

@@ -178,15 +178,14 @@ pub(crate) fn index_select(
     // idx.len() u32 values < d (checked above), dst is (outer, idx.len(), inner) contiguous. The
     // index buffer is cached by the backend for its lifetime.
     unsafe {
-        be.launch(
+        be.launch_to(
             KernelModule::Layout,
             "index_select",
-            t.dtype(),
             launch_config(p.n),
             &p,
+            out,
         )
-    }?;
-    Ok(out)
+    }
 }
 
 pub(crate) fn pad2d(
@@ -218,14 +217,5 @@ pub(crate) fn pad2d(
     p.pad_left = u32_of(left, "pad2d left")?;
     // SAFETY: pad2d_v1_<dtype>(LayoutParams): src is (planes, h, w), dst (planes, oh, ow), both
     // contiguous with x's dtype; only in-plane source positions are read.
-    unsafe {
-        be.launch(
-            KernelModule::Layout,
-            "pad2d",
-            x.dtype(),
-            launch_config(p.n),
-            &p,
-        )
-    }?;
-    Ok(out)
+    unsafe { be.launch_to(KernelModule::Layout, "pad2d", launch_config(p.n), &p, out) }
 }

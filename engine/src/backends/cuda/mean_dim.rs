@@ -28,13 +28,12 @@ pub(crate) fn mean_dim(be: &CudaBackend, t: &CudaTensor, dim: usize) -> Result<C
     // SAFETY: mean_dim_v1_<dtype>(PoolParams): x is (outer, d, inner), y (outer, inner), both
     // contiguous in t's dtype.
     unsafe {
-        be.launch(
+        be.launch_to(
             KernelModule::MeanDim,
             "mean_dim",
-            t.dtype(),
             launch_config(p.n_out),
             &p,
+            out,
         )
-    }?;
-    Ok(out)
+    }
 }

@@ -49,13 +49,12 @@ pub(crate) fn max_pool2d(
     // SAFETY: max_pool2d_v1_<dtype>(PoolParams): x is (n*c, h, w), y (n*c, ho, wo), both
     // contiguous in x's dtype; windows are clipped to the image in the kernel.
     unsafe {
-        be.launch(
+        be.launch_to(
             KernelModule::Pool,
             "max_pool2d",
-            x.dtype(),
             launch_config(p.n_out),
             &p,
+            out,
         )
-    }?;
-    Ok(out)
+    }
 }

@@ -25,13 +25,12 @@ pub(crate) fn softmax_last(be: &CudaBackend, t: &CudaTensor, scale: f32) -> Resu
     let p = SoftmaxParams::new(be.ptr(t), be.ptr(&out), shape, scale)?;
     // SAFETY: softmax_v1_<dtype>(SoftmaxParams): x and y are (rows, cols) contiguous in t's dtype.
     unsafe {
-        be.launch(
+        be.launch_to(
             KernelModule::Softmax,
             "softmax",
-            t.dtype(),
             sm::launch_config(shape),
             &p,
+            out,
         )
-    }?;
-    Ok(out)
+    }
 }
