@@ -542,7 +542,7 @@ impl Backend for ShapeBackend {
         heads: usize,
         _scale: f32,
     ) -> Result<ShapeTensor> {
-        super::composed_rca::check_attention(&q.shape, &k.shape, &v.shape, heads)?;
+        super::composed_rca::check_attention(q, k, v, heads)?;
         t(q.shape.clone())
     }
 
@@ -552,7 +552,7 @@ impl Backend for ShapeBackend {
         a_s: &ShapeTensor,
         bank: &ShapeTensor,
     ) -> Result<ShapeTensor> {
-        super::composed_rca::check_temporal_query(&x.shape, &a_s.shape, &bank.shape)?;
+        super::composed_rca::check_temporal_query(x, a_s, bank)?;
         t(x.shape.clone())
     }
 
@@ -562,11 +562,7 @@ impl Backend for ShapeBackend {
         a_t: &ShapeTensor,
         f_id: Option<(&ShapeTensor, usize)>,
     ) -> Result<ShapeTensor> {
-        super::composed_rca::check_motion_sum(
-            &a_s.shape,
-            &a_t.shape,
-            f_id.map(|(f, s)| (f.shape.as_slice(), s)),
-        )?;
+        super::composed_rca::check_motion_sum(a_s, a_t, f_id)?;
         t(a_s.shape.clone())
     }
 
@@ -578,13 +574,7 @@ impl Backend for ShapeBackend {
         mask_w: &ShapeTensor,
         mask_b: Option<&ShapeTensor>,
     ) -> Result<ShapeTensor> {
-        super::composed_rca::check_merge(
-            &f_in.shape,
-            &tokens.shape,
-            &mask_hidden.shape,
-            &mask_w.shape,
-            mask_b.map(|b| b.shape.as_slice()),
-        )?;
+        super::composed_rca::check_merge(f_in, tokens, mask_hidden, mask_w, mask_b)?;
         t(f_in.shape.clone())
     }
 }
