@@ -3,13 +3,14 @@
 /// [`Backend`](super::Backend) methods that only hand their arguments on to a function. Each row
 /// `name(a: A, b: B) => path;` writes
 /// `fn name(&self, a: A, b: B) -> Result<T> { path(self, a, b) }` (with `no_self`:
-/// `path(a, b)`), `T` being the tensor type named first. Rows may carry doc comments.
+/// `path(a, b)`), `T` being the tensor type named first; `=> path, e;` passes the constant `e`
+/// after the arguments. Rows may carry doc comments.
 macro_rules! forward_ops {
-    ($t:ty; $($(#[$meta:meta])* $name:ident($($arg:ident: $ty:ty),*) => $f:path;)*) => {
+    ($t:ty; $($(#[$meta:meta])* $name:ident($($arg:ident: $ty:ty),*) => $f:path $(, $e:expr)*;)*) => {
         $(
             $(#[$meta])*
             fn $name(&self, $($arg: $ty),*) -> anyhow::Result<$t> {
-                $f(self, $($arg),*)
+                $f(self, $($arg,)* $($e),*)
             }
         )*
     };

@@ -1,6 +1,6 @@
 //! Shape rules, and a backend whose tensors carry only shapes.
 //!
-//! The free functions (`reshape_shape`, `permute_shape`, `concat_shape`, `narrow_shape`,
+//! The free functions (`check_vec`, `group_norm_channels`, `reshape_shape`, `permute_shape`, `concat_shape`, `narrow_shape`,
 //! `index_select_shape`, `pad2d_shape`, `upsample_nearest2d_shape`, `mean_dim_shape`,
 //! `max_pool2d_shape`, `matmul_shape`, `attention_shape`, `broadcast_shape`) are the one place an op's operands are
 //! checked and its output shape inferred: the CPU backend, the CUDA backend and [`ShapeBackend`]
@@ -41,6 +41,31 @@ pub struct ShapeBackend;
 
 fn t(shape: Vec<usize>) -> Result<ShapeTensor> {
     Ok(ShapeTensor { shape })
+}
+
+/// An optional per-channel vector of `op` (`what`: gamma, beta, bias) has exactly `n` elements.
+pub fn check_vec<T: TensorLike>(op: &str, what: &str, t: Option<&T>, n: usize) -> Result<()> {
+    if let Some(t) = t {
+        if t.elem_count() != n {
+            bail!(
+                "{op}: {what} has shape {:?}, expected {n} elements",
+                t.shape()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `group_norm` of `(N, C, *spatial)`: `groups` divides C; returns C.
+pub fn group_norm_channels(shape: &[usize], groups: usize) -> Result<usize> {
+    if shape.len() < 2 {
+        bail!("group_norm: x must be (N, C, *spatial), got shape {shape:?}");
+    }
+    let c = shape[1];
+    if groups == 0 || c % groups != 0 {
+        bail!("group_norm: {c} channels of x {shape:?} are not divisible into {groups} groups");
+    }
+    Ok(c)
 }
 
 /// `reshape`: the element counts must agree.
@@ -298,15 +323,13 @@ impl Backend for ShapeBackend {
         &self,
         x: &ShapeTensor,
         groups: usize,
-        _g: Option<&ShapeTensor>,
-        _b: Option<&ShapeTensor>,
+        g: Option<&ShapeTensor>,
+        b: Option<&ShapeTensor>,
         _eps: f32,
     ) -> Result<ShapeTensor> {
-        ensure!(
-            x.rank() >= 2 && groups > 0 && x.shape[1] % groups == 0,
-            "group_norm {:?} groups {groups}",
-            x.shape
-        );
+        let c = group_norm_channels(&x.shape, groups)?;
+        check_vec("group_norm", "gamma", g, c)?;
+        check_vec("group_norm", "beta", b, c)?;
         Ok(x.clone())
     }
 
@@ -448,28 +471,6 @@ impl Backend for ShapeBackend {
         padding: usize,
     ) -> Result<ShapeTensor> {
         t(max_pool2d_shape(&x.shape, kernel, stride, padding)?)
-    }
-
-    fn group_norm_act(
-        &self,
-        x: &ShapeTensor,
-        groups: usize,
-        g: Option<&ShapeTensor>,
-        b: Option<&ShapeTensor>,
-        eps: f32,
-        _act: Option<Unary>,
-    ) -> Result<ShapeTensor> {
-        let c = if x.rank() >= 2 { x.shape[1] } else { 0 };
-        for (what, v) in [("gamma", g), ("beta", b)] {
-            if let Some(v) = v {
-                ensure!(
-                    v.elem_count() == c,
-                    "group_norm_act: {what} {:?} for {c} channels",
-                    v.shape
-                );
-            }
-        }
-        self.group_norm(x, groups, g, b, eps)
     }
 
     fn linear_ext(

@@ -31,6 +31,8 @@ use super::{Backend, Binary, Conv2dParams, TensorLike, Unary};
 
 pub use pointwise::{erf_f32, gelu_erf, gelu_tanh, silu};
 
+pub(crate) use super::shape::check_vec;
+
 /// A contiguous row-major f32 tensor. Cheap to clone (the data is shared).
 #[derive(Clone)]
 pub struct CpuTensor {
@@ -99,19 +101,6 @@ impl CpuBackend {
     pub fn new() -> Self {
         CpuBackend
     }
-}
-
-/// Checks an optional per-channel vector (gamma/beta/bias) has exactly `n` elements.
-pub(crate) fn check_vec(op: &str, what: &str, t: Option<&CpuTensor>, n: usize) -> Result<()> {
-    if let Some(t) = t {
-        if t.elem_count() != n {
-            bail!(
-                "{op}: {what} has shape {:?}, expected {n} elements",
-                t.shape()
-            );
-        }
-    }
-    Ok(())
 }
 
 impl Backend for CpuBackend {

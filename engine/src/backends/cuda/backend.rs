@@ -98,7 +98,7 @@ impl Backend for CudaBackend {
         binary(a: &CudaTensor, b: &CudaTensor, op: Binary) => pointwise::binary;
         affine(t: &CudaTensor, mul: f32, add: f32) => pointwise::affine;
         group_norm(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
-            beta: Option<&CudaTensor>, eps: f32) => group_norm::group_norm;
+            beta: Option<&CudaTensor>, eps: f32) => group_norm::group_norm_act, None;
         layer_norm(x: &CudaTensor, gamma: Option<&CudaTensor>, beta: Option<&CudaTensor>,
             eps: f32) => layer_norm::layer_norm;
         linear(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>) => linalg::linear;
@@ -115,7 +115,7 @@ impl Backend for CudaBackend {
         max_pool2d(x: &CudaTensor, kernel: usize, stride: usize, padding: usize)
             => pool::max_pool2d;
         group_norm_act(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
-            beta: Option<&CudaTensor>, eps: f32, act: Option<Unary>) => fused::group_norm_act;
+            beta: Option<&CudaTensor>, eps: f32, act: Option<Unary>) => group_norm::group_norm_act;
         linear_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>,
             epi: LinearEpilogue<'_, CudaTensor>) => fused::linear_ext;
         conv2d_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,

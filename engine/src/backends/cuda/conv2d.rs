@@ -14,6 +14,7 @@ use super::split::split_operands;
 use super::tensor::CudaTensor;
 use super::util::check_len;
 use super::CudaDevice;
+use crate::backends::shape::check_vec;
 use crate::backends::{self, TensorLike};
 
 /// Optional epilogue operands of [`conv2d`]: `y = scale * (conv + bias + temb + residual)`.
@@ -149,14 +150,7 @@ pub(crate) fn conv2d_op(
             p.groups
         );
     }
-    if let Some(b) = bias {
-        if b.elem_count() != o {
-            bail!(
-                "conv2d: bias has shape {:?}, expected {o} elements",
-                b.shape()
-            );
-        }
-    }
+    check_vec("conv2d", "bias", bias, o)?;
     let shape = Conv2dShape {
         n: n as u64,
         c_in: c as u64,

@@ -1,10 +1,9 @@
-//! The fused primitives of [`Backend`](crate::backends::Backend) on CUDA, one launch each:
-//! `group_norm_act` (SiLU) on `group_norm_silu_v1_*` (`kernels/cuda/group_norm.cu`),
-//! `linear_ext` on the GEMM epilogue of `linear_v1_bf16` (`gemm.rs`: bias, GEGLU, residual,
-//! scale), `conv2d_ext` on the epilogue of `conv2d_v1_bf16` (`conv2d.rs`: bias, temb, residual
-//! per image or broadcast over the batch, scale). What a fused kernel does not take (another
-//! activation, f32 activations, a conv geometry the kernel rejects) runs as the composition of the
-//! unfused ops
+//! The fused primitives of [`Backend`](crate::backends::Backend) on CUDA, one launch each
+//! (`group_norm_act` with SiLU is in `group_norm.rs`): `linear_ext` on the GEMM epilogue of
+//! `linear_v1_bf16` (`gemm.rs`: bias, GEGLU, residual, scale), `conv2d_ext` on the epilogue of
+//! `conv2d_v1_bf16` (`conv2d.rs`: bias, temb, residual per image or broadcast over the batch,
+//! scale). What a fused kernel does not take (f32 activations, a conv geometry the kernel
+//! rejects) runs as the composition of the unfused ops
 //! ([`composed`](crate::backends::composed)).
 
 use anyhow::{bail, Result};
@@ -15,27 +14,10 @@ use cyberhost_kernels::DType;
 use super::context::CudaBackend;
 use super::conv2d::{self as conv, Conv2dExtras};
 use super::gemm::{self, GemmExtras};
+use super::pointwise;
 use super::tensor::CudaTensor;
-use super::{group_norm, pointwise};
-use crate::backends::{composed, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
-
-pub(crate) fn group_norm_act(
-    be: &CudaBackend,
-    x: &CudaTensor,
-    groups: usize,
-    gamma: Option<&CudaTensor>,
-    beta: Option<&CudaTensor>,
-    eps: f32,
-    act: Option<Unary>,
-) -> Result<CudaTensor> {
-    match act {
-        None => group_norm::group_norm(be, x, groups, gamma, beta, eps),
-        Some(Unary::Silu) => {
-            group_norm::group_norm_op(be, "group_norm_silu", x, groups, gamma, beta, eps)
-        }
-        Some(_) => composed::group_norm_act(be, x, groups, gamma, beta, eps, act),
-    }
-}
+use crate::backends::shape::check_vec;
+use crate::backends::{composed, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike};
 
 /// Largest row count a one-row (broadcast) residual runs fused with (one GEMM batch per row,
 /// gridDim.z); e.g. the time embedding's batch. Larger ones run composed.
@@ -62,14 +44,7 @@ pub(crate) fn linear_ext(
             w.shape()
         );
     }
-    if let Some(b) = bias {
-        if b.elem_count() != rows {
-            bail!(
-                "linear_ext: bias has shape {:?}, expected {rows} elements",
-                b.shape()
-            );
-        }
-    }
+    check_vec("linear_ext", "bias", bias, rows)?;
     let n = if epi.geglu { rows / 2 } else { rows };
     let m: usize = x.shape()[..x.rank() - 1].iter().product();
     let mut shape = x.shape().to_vec();
@@ -187,14 +162,7 @@ pub(crate) fn conv2d_ext(
     };
     let (n, o) = (x.shape()[0], w.shape()[0]);
     let out_shape = [n, o, s.h_out() as usize, s.w_out() as usize];
-    if let Some(b) = bias {
-        if b.elem_count() != o {
-            bail!(
-                "conv2d_ext: bias has shape {:?}, expected {o} elements",
-                b.shape()
-            );
-        }
-    }
+    check_vec("conv2d_ext", "bias", bias, o)?;
     if let Some(t) = epi.temb {
         if t.shape() != [n, o] {
             bail!(

@@ -10,7 +10,7 @@ use cyberhost_kernels::{DType, KernelModule};
 use super::context::CudaBackend;
 use super::tensor::{promote, CudaTensor};
 use super::util::u32_of;
-use crate::backends::shape::broadcast_shape;
+use crate::backends::shape::{broadcast_shape, check_vec};
 use crate::backends::strides::broadcast_strides;
 use crate::backends::strides::collapse_dims;
 use crate::backends::{Binary, TensorLike, Unary};
@@ -182,12 +182,6 @@ pub(crate) fn channel_vec(
     n: usize,
     x: &CudaTensor,
 ) -> Result<Option<CudaTensor>> {
-    let Some(t) = t else { return Ok(None) };
-    if t.elem_count() != n {
-        bail!(
-            "{op}: {what} has shape {:?}, expected {n} elements",
-            t.shape()
-        );
-    }
-    Ok(Some(be.as_dtype(t, x.dtype())?))
+    check_vec(op, what, t, n)?;
+    t.map(|t| be.as_dtype(t, x.dtype())).transpose()
 }
