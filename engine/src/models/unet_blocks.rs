@@ -316,7 +316,7 @@ impl<B: Backend> DownBlock<B> {
             cfg.layers
                 .load(vb, name, |i| if i == 0 { cfg.in_channels } else { out })?;
         let downsampler = if cfg.add_downsample {
-            let d = Downsample2DConfig::new(out, cfg.downsample_padding);
+            let d = Downsample2DConfig::down(out, cfg.downsample_padding);
             Some(Downsample2D::load(&vb.pp("downsamplers").pp("0"), &d)?)
         } else {
             None
@@ -473,7 +473,7 @@ impl<B: Backend> UpBlock<B> {
         let upsampler = if cfg.add_upsample {
             Some(Upsample2D::load(
                 &vb.pp("upsamplers").pp("0"),
-                &Upsample2DConfig::new(out),
+                &Upsample2DConfig::up(out),
             )?)
         } else {
             None
