@@ -66,25 +66,29 @@ impl<B: Backend> Components<B> {
         mut builder: impl FnMut(&str, &Configs) -> Result<VarBuilder<B>>,
         mut loaded: impl FnMut(&str, &VarBuilder<B>),
     ) -> Result<Self> {
-        let vb = builder("vae", &configs)?;
-        let vae = AutoencoderKL::load(&vb, &configs.vae)?;
-        loaded("vae", &vb);
-        let vb = builder("reference_unet", &configs)?;
-        let reference_unet = UNet2DConditionModel::load(&vb, &configs.reference_unet)?;
-        loaded("reference_unet", &vb);
-        let vb = builder("denoising_unet", &configs)?;
-        let denoising_unet = UNetMotionModel::load(&vb, &configs.denoising_unet)?;
-        loaded("denoising_unet", &vb);
-        let vb = builder("audio_encoder", &configs)?;
-        let audio_encoder = Wav2Vec2Model::load(&vb, &configs.audio_encoder)?;
-        loaded("audio_encoder", &vb);
-        let vb = builder("cyberhost", &configs)?;
-        let modules = CyberHostModules::load(
-            &vb,
-            &configs.cyberhost,
-            &configs.denoising_unet.trunk.time_proj,
-        )?;
-        loaded("cyberhost", &vb);
+        // `$load` on the component's weights `$vb`, between `builder` and `loaded`.
+        macro_rules! component {
+            ($name:literal, |$vb:ident| $load:expr) => {{
+                let $vb = builder($name, &configs)?;
+                let m = $load?;
+                loaded($name, &$vb);
+                m
+            }};
+        }
+        let vae = component!("vae", |vb| AutoencoderKL::load(&vb, &configs.vae));
+        let reference_unet = component!("reference_unet", |vb| {
+            UNet2DConditionModel::load(&vb, &configs.reference_unet)
+        });
+        let denoising_unet = component!("denoising_unet", |vb| {
+            UNetMotionModel::load(&vb, &configs.denoising_unet)
+        });
+        let audio_encoder = component!("audio_encoder", |vb| {
+            Wav2Vec2Model::load(&vb, &configs.audio_encoder)
+        });
+        let modules = component!("cyberhost", |vb| {
+            let time_proj = &configs.denoising_unet.trunk.time_proj;
+            CyberHostModules::load(&vb, &configs.cyberhost, time_proj)
+        });
         Ok(Components {
             configs,
             vae,
