@@ -22,10 +22,11 @@ use crate::models::embeddings::{TimestepEmbeddingConfig, Timesteps};
 use crate::models::hooks::UNetHooks;
 use crate::models::nn::Activation;
 use crate::models::transformer::BasicTransformerBlock;
-use crate::models::unet_blocks::{
-    CrossAttnConfig, DownBlockConfig, MidBlockConfig, ResnetSettings, UpBlockConfig,
+use crate::models::unet_blocks::{CrossAttnConfig, MidBlockConfig, ResnetSettings};
+use crate::models::unet_trunk::{
+    down_up_block_configs, parse_block_layout, parse_norm_groups, BlockTypeNames, UNetTrunk,
+    UNetTrunkConfig,
 };
-use crate::models::unet_trunk::{parse_block_layout, BlockTypeNames, UNetTrunk, UNetTrunkConfig};
 use crate::var_builder::VarBuilder;
 
 /// Parsed `UNet2DConditionModel` config: the resolved trunk.
@@ -99,16 +100,7 @@ impl UNet2DConditionModelConfig {
         let downsample_padding = c.usize("downsample_padding", 1)?;
         let mid_scale = c.f32("mid_block_scale_factor", 1.0)?;
         let act = Activation::parse(&c.str("act_fn", "silu")?, "act_fn")?;
-        let groups = match c.opt_usize("norm_num_groups")? {
-            Some(g) => g,
-            None if c.obj.contains_key("norm_num_groups") => {
-                bail!(
-                    "{}: `norm_num_groups` = null is not supported (the resnets need groups)",
-                    c.what
-                )
-            }
-            None => 32,
-        };
+        let groups = parse_norm_groups(c)?;
         let eps = c.f32("norm_eps", 1e-5)?;
         let cross = c.int_or_list("cross_attention_dim", n, 1280)?;
         let tlayers = c.int_or_list("transformer_layers_per_block", n, 1)?;
@@ -147,26 +139,15 @@ impl UNet2DConditionModelConfig {
             only_cross_attention: only_cross[i],
         };
 
-        let mut down_blocks = Vec::with_capacity(n);
-        let mut out_ch = c0;
-        for i in 0..n {
-            let in_ch = out_ch;
-            out_ch = block_out[i];
-            down_blocks.push(DownBlockConfig {
-                in_channels: in_ch,
-                out_channels: out_ch,
-                num_layers: layers[i],
-                resnet,
-                add_downsample: i + 1 < n,
-                downsample_padding,
-                attention: if down_attn[i] {
-                    Some(attn(i, layers[i]))
-                } else {
-                    None
-                },
-                motion: None,
-            });
-        }
+        let (down_blocks, up_blocks) = down_up_block_configs(
+            &block_out,
+            &layers,
+            resnet,
+            downsample_padding,
+            |i, l| (down_attn[i].then(|| attn(i, l)), None),
+            // up block i mirrors down block n - 1 - i
+            |i, l| (up_attn[i].then(|| attn(n - 1 - i, l)), None),
+        );
         let mid_block = mid_type.map(|_| MidBlockConfig {
             channels: block_out[n - 1],
             num_layers: 1,
@@ -183,44 +164,6 @@ impl UNet2DConditionModelConfig {
             },
             motion: None,
         });
-        let mut up_blocks = Vec::with_capacity(n);
-        let rev = |v: &[usize]| v.iter().rev().copied().collect::<Vec<_>>();
-        let (rb, rh, rl, rc, rt) = (
-            rev(&block_out),
-            rev(&heads),
-            rev(&layers),
-            rev(&cross),
-            rev(&tlayers),
-        );
-        let only_cross_rev: Vec<bool> = only_cross.iter().rev().copied().collect();
-        let mut out_ch = rb[0];
-        for i in 0..n {
-            let prev = out_ch;
-            out_ch = rb[i];
-            let in_ch = rb[(i + 1).min(n - 1)];
-            let num_layers = rl[i] + 1;
-            up_blocks.push(UpBlockConfig {
-                in_channels: in_ch,
-                prev_output_channel: prev,
-                out_channels: out_ch,
-                num_layers,
-                resnet,
-                add_upsample: i + 1 < n,
-                attention: if up_attn[i] {
-                    Some(CrossAttnConfig {
-                        num_attention_heads: rh[i],
-                        transformer_layers: vec![rt[i]; num_layers],
-                        cross_attention_dim: rc[i],
-                        use_linear_projection: linear,
-                        only_cross_attention: only_cross_rev[i],
-                    })
-                } else {
-                    None
-                },
-                motion: None,
-            });
-        }
-
         Ok(UNet2DConditionModelConfig {
             trunk: UNetTrunkConfig {
                 in_channels,

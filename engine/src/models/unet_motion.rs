@@ -26,10 +26,11 @@ use crate::models::embeddings::{TimestepEmbeddingConfig, Timesteps};
 use crate::models::hooks::UNetHooks;
 use crate::models::nn::Activation;
 use crate::models::transformer::BasicTransformerBlock;
-use crate::models::unet_blocks::{
-    CrossAttnConfig, DownBlockConfig, MidBlockConfig, MotionConfig, ResnetSettings, UpBlockConfig,
+use crate::models::unet_blocks::{CrossAttnConfig, MidBlockConfig, MotionConfig, ResnetSettings};
+use crate::models::unet_trunk::{
+    down_up_block_configs, parse_block_layout, parse_norm_groups, BlockTypeNames, UNetTrunk,
+    UNetTrunkConfig,
 };
-use crate::models::unet_trunk::{parse_block_layout, BlockTypeNames, UNetTrunk, UNetTrunkConfig};
 use crate::var_builder::VarBuilder;
 
 /// Parsed `UNetMotionModel` config: the resolved trunk.
@@ -76,16 +77,7 @@ impl UNetMotionModelConfig {
         let downsample_padding = c.usize("downsample_padding", 1)?;
         let mid_scale = c.f32("mid_block_scale_factor", 1.0)?;
         let act = Activation::parse(&c.str("act_fn", "silu")?, "act_fn")?;
-        let groups = match c.opt_usize("norm_num_groups")? {
-            Some(g) => g,
-            None if c.obj.contains_key("norm_num_groups") => {
-                bail!(
-                    "{}: `norm_num_groups` = null is not supported (the resnets need groups)",
-                    c.what
-                )
-            }
-            None => 32,
-        };
+        let groups = parse_norm_groups(c)?;
         let eps = c.f32("norm_eps", 1e-5)?;
         let cross = c.int_or_list("cross_attention_dim", n, 1280)?;
         let tlayers = c.int_or_list("transformer_layers_per_block", n, 1)?;
@@ -113,32 +105,36 @@ impl UNetMotionModelConfig {
             groups,
             output_scale_factor: 1.0,
         };
-        let mut down_blocks = Vec::with_capacity(n);
-        let mut out_ch = c0;
-        for i in 0..n {
-            let in_ch = out_ch;
-            out_ch = block_out[i];
-            down_blocks.push(DownBlockConfig {
-                in_channels: in_ch,
-                out_channels: out_ch,
-                num_layers: layers[i],
-                resnet,
-                add_downsample: i + 1 < n,
-                downsample_padding,
-                attention: down_attn[i].then(|| CrossAttnConfig {
-                    num_attention_heads: heads[i],
-                    transformer_layers: vec![tlayers[i]; layers[i]],
-                    cross_attention_dim: cross[i],
-                    use_linear_projection: linear,
-                    only_cross_attention: false,
-                }),
-                motion: Some(MotionConfig {
-                    num_attention_heads: motion_heads[i],
-                    transformer_layers: vec![temporal[i]; layers[i]],
-                    max_seq_length: max_seq,
-                }),
-            });
-        }
+        let attn = |i: usize, transformer_layers: Vec<usize>| CrossAttnConfig {
+            num_attention_heads: heads[i],
+            transformer_layers,
+            cross_attention_dim: cross[i],
+            use_linear_projection: linear,
+            only_cross_attention: false,
+        };
+        let motion = |i: usize, transformer_layers: Vec<usize>| MotionConfig {
+            num_attention_heads: motion_heads[i],
+            transformer_layers,
+            max_seq_length: max_seq,
+        };
+        let rev = |v: &[usize]| v.iter().rev().copied().collect::<Vec<_>>();
+        let rt = rev_tlayers.unwrap_or_else(|| rev(&tlayers));
+        let rtt = rev_temporal.unwrap_or_else(|| rev(&temporal));
+        let (down_blocks, up_blocks) = down_up_block_configs(
+            &block_out,
+            &layers,
+            resnet,
+            downsample_padding,
+            |i, l| {
+                let a = down_attn[i].then(|| attn(i, vec![tlayers[i]; l]));
+                (a, Some(motion(i, vec![temporal[i]; l])))
+            },
+            // up block i mirrors down block n - 1 - i
+            |i, l| {
+                let a = up_attn[i].then(|| attn(n - 1 - i, vec![rt[i]; l]));
+                (a, Some(motion(n - 1 - i, vec![rtt[i]; l])))
+            },
+        );
         let mid_block = Some(MidBlockConfig {
             channels: block_out[n - 1],
             num_layers: mid_layers,
@@ -146,58 +142,9 @@ impl UNetMotionModelConfig {
                 output_scale_factor: mid_scale,
                 ..resnet
             },
-            attention: CrossAttnConfig {
-                num_attention_heads: heads[n - 1],
-                transformer_layers: mid_tlayers,
-                cross_attention_dim: cross[n - 1],
-                use_linear_projection: linear,
-                only_cross_attention: false,
-            },
-            motion: use_motion_mid.then(|| MotionConfig {
-                num_attention_heads: motion_heads[n - 1],
-                transformer_layers: mid_temporal,
-                max_seq_length: max_seq,
-            }),
+            attention: attn(n - 1, mid_tlayers),
+            motion: use_motion_mid.then(|| motion(n - 1, mid_temporal)),
         });
-        let rev = |v: &[usize]| v.iter().rev().copied().collect::<Vec<_>>();
-        let (rb, rh, rl, rc, rmh) = (
-            rev(&block_out),
-            rev(&heads),
-            rev(&layers),
-            rev(&cross),
-            rev(&motion_heads),
-        );
-        let rt = rev_tlayers.unwrap_or_else(|| rev(&tlayers));
-        let rtt = rev_temporal.unwrap_or_else(|| rev(&temporal));
-        let mut up_blocks = Vec::with_capacity(n);
-        let mut out_ch = rb[0];
-        for i in 0..n {
-            let prev = out_ch;
-            out_ch = rb[i];
-            let in_ch = rb[(i + 1).min(n - 1)];
-            let num_layers = rl[i] + 1;
-            up_blocks.push(UpBlockConfig {
-                in_channels: in_ch,
-                prev_output_channel: prev,
-                out_channels: out_ch,
-                num_layers,
-                resnet,
-                add_upsample: i + 1 < n,
-                attention: up_attn[i].then(|| CrossAttnConfig {
-                    num_attention_heads: rh[i],
-                    transformer_layers: vec![rt[i]; num_layers],
-                    cross_attention_dim: rc[i],
-                    use_linear_projection: linear,
-                    only_cross_attention: false,
-                }),
-                motion: Some(MotionConfig {
-                    num_attention_heads: rmh[i],
-                    transformer_layers: vec![rtt[i]; num_layers],
-                    max_seq_length: max_seq,
-                }),
-            });
-        }
-
         Ok(UNetMotionModelConfig {
             trunk: UNetTrunkConfig {
                 in_channels,

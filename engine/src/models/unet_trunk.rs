@@ -19,7 +19,8 @@ use crate::models::motion_module::AnimateDiffTransformer3D;
 use crate::models::nn::{Activation, Conv2d, GroupNorm};
 use crate::models::transformer::{BasicTransformerBlock, Transformer2DModel};
 use crate::models::unet_blocks::{
-    DownBlock, DownBlockConfig, MidBlock, MidBlockConfig, UpBlock, UpBlockConfig,
+    CrossAttnConfig, DownBlock, DownBlockConfig, LayerStackConfig, MidBlock, MidBlockConfig,
+    MotionConfig, ResnetSettings, UpBlock, UpBlockConfig,
 };
 use crate::var_builder::VarBuilder;
 
@@ -437,4 +438,72 @@ pub fn parse_block_layout(
     )?;
     let up_attn = attn(&up_types, "up_block_types", "up", names.cross_up, names.up)?;
     Ok((block_out, down_attn, up_attn))
+}
+
+/// `norm_num_groups` (default 32); an explicit null is an error (the resnets need groups).
+pub(crate) fn parse_norm_groups(c: &ConfigJson) -> Result<usize> {
+    Ok(match c.opt_usize("norm_num_groups")? {
+        Some(g) => g,
+        None if c.obj.contains_key("norm_num_groups") => {
+            bail!(
+                "{}: `norm_num_groups` = null is not supported (the resnets need groups)",
+                c.what
+            )
+        }
+        None => 32,
+    })
+}
+
+/// The attention and motion configs of one block, given its index and layer count.
+pub(crate) type BlockExtras = (Option<CrossAttnConfig>, Option<MotionConfig>);
+
+/// The down and up block configs of a trunk with `block_out` channels and `layers[i]`
+/// resnets in down block i (one more in its mirror up block). `down_extras(i, num_layers)`
+/// and `up_extras(i, num_layers)` give the attention and motion configs of down block i
+/// and of up block i (up blocks count from the deepest).
+pub(crate) fn down_up_block_configs(
+    block_out: &[usize],
+    layers: &[usize],
+    resnet: ResnetSettings,
+    downsample_padding: usize,
+    down_extras: impl Fn(usize, usize) -> BlockExtras,
+    up_extras: impl Fn(usize, usize) -> BlockExtras,
+) -> (Vec<DownBlockConfig>, Vec<UpBlockConfig>) {
+    let n = block_out.len();
+    let stack = |out_channels: usize, num_layers: usize, (attention, motion): BlockExtras| {
+        LayerStackConfig {
+            out_channels,
+            num_layers,
+            resnet,
+            attention,
+            motion,
+        }
+    };
+    let mut down_blocks = Vec::with_capacity(n);
+    let mut out_ch = block_out[0];
+    for i in 0..n {
+        let in_ch = out_ch;
+        out_ch = block_out[i];
+        down_blocks.push(DownBlockConfig {
+            in_channels: in_ch,
+            layers: stack(out_ch, layers[i], down_extras(i, layers[i])),
+            add_downsample: i + 1 < n,
+            downsample_padding,
+        });
+    }
+    let mut up_blocks = Vec::with_capacity(n);
+    let mut out_ch = block_out[n - 1];
+    for i in 0..n {
+        let prev = out_ch;
+        out_ch = block_out[n - 1 - i];
+        let in_ch = block_out[n - 1 - (i + 1).min(n - 1)];
+        let num_layers = layers[n - 1 - i] + 1;
+        up_blocks.push(UpBlockConfig {
+            in_channels: in_ch,
+            prev_output_channel: prev,
+            layers: stack(out_ch, num_layers, up_extras(i, num_layers)),
+            add_upsample: i + 1 < n,
+        });
+    }
+    (down_blocks, up_blocks)
 }

@@ -247,7 +247,7 @@ impl<B: Backend> VaeEncoder<B> {
             let downsampler = if i + 1 < ch.len() {
                 Some(Downsample2D::load(
                     &bv.pp("downsamplers").pp(0),
-                    &Downsample2DConfig::new(out_ch, 0),
+                    &Downsample2DConfig::down(out_ch, 0),
                 )?)
             } else {
                 None
@@ -362,7 +362,7 @@ impl<B: Backend> VaeDecoder<B> {
             let upsampler = if i + 1 < rev.len() {
                 Some(Upsample2D::load(
                     &bv.pp("upsamplers").pp(0),
-                    &Upsample2DConfig::new(out_ch),
+                    &Upsample2DConfig::up(out_ch),
                 )?)
             } else {
                 None
