@@ -127,6 +127,108 @@ pub fn run(
     full
 }
 
+/// A pointer kernel parameter.
+pub fn p64(a: u64) -> Vec<u8> {
+    a.to_le_bytes().to_vec()
+}
+/// A 32-bit integer kernel parameter.
+pub fn p32(a: i32) -> Vec<u8> {
+    a.to_le_bytes().to_vec()
+}
+
+/// One parsed module and its device memory: the upload, launch (through [`run`], so every
+/// level is cross-checked) and read-back steps the tests share.
+pub struct Emu {
+    pub m: Module,
+    pub mem: Memory,
+}
+
+impl Emu {
+    pub fn new(ptx_name: &str) -> Self {
+        Self::from_module(module(ptx_name))
+    }
+    pub fn from_module(m: Module) -> Self {
+        Emu {
+            m,
+            mem: Memory::new(),
+        }
+    }
+    pub fn alloc(&mut self, bytes: usize) -> u64 {
+        self.mem.alloc(bytes).unwrap()
+    }
+    pub fn upload(&mut self, data: &[u8]) -> u64 {
+        upload(&mut self.mem, data)
+    }
+    pub fn up_f32(&mut self, v: &[f32]) -> u64 {
+        self.upload(&f32_bytes(v))
+    }
+    pub fn up_u32(&mut self, v: &[u32]) -> u64 {
+        self.upload(&u32_bytes(v))
+    }
+    pub fn up_i32(&mut self, v: &[i32]) -> u64 {
+        self.upload(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+    }
+    /// [`run`] on this module and memory.
+    pub fn try_run(
+        &mut self,
+        k: &str,
+        c: LaunchConfig,
+        params: &[Vec<u8>],
+    ) -> Result<LaunchStats, Fault> {
+        run(&self.m, k, c, params, &mut self.mem)
+    }
+    /// [`Emu::try_run`] that must succeed.
+    pub fn ok(&mut self, k: &str, c: LaunchConfig, params: &[Vec<u8>]) -> LaunchStats {
+        self.try_run(k, c, params)
+            .unwrap_or_else(|f| panic!("{k}: {f}"))
+    }
+    /// [`Emu::try_run`] that must fault with `kind`.
+    pub fn fault(
+        &mut self,
+        k: &str,
+        c: LaunchConfig,
+        params: &[Vec<u8>],
+        kind: FaultKind,
+    ) -> Fault {
+        let f = self
+            .try_run(k, c, params)
+            .expect_err(&format!("{k} must fault"));
+        assert_eq!(f.kind, kind, "{k}: {f}");
+        f
+    }
+    /// One launch with explicit options (no cross-checking between levels).
+    pub fn launch_with(
+        &mut self,
+        k: &str,
+        c: LaunchConfig,
+        params: &[Vec<u8>],
+        opts: &LaunchOptions,
+    ) -> Result<LaunchStats, Fault> {
+        let p: Vec<&[u8]> = params.iter().map(|v| v.as_slice()).collect();
+        launch(&self.m, k, &c, &p, &mut self.mem, opts)
+    }
+    pub fn bytes(&self, addr: u64, bytes: usize) -> Vec<u8> {
+        download(&self.mem, addr, bytes)
+    }
+    /// `n` f32 values at `addr`.
+    pub fn f32s(&self, addr: u64, n: usize) -> Vec<f32> {
+        bytes_f32(&self.bytes(addr, n * 4))
+    }
+    /// `n` u32 values at `addr`.
+    pub fn u32s(&self, addr: u64, n: usize) -> Vec<u32> {
+        bytes_u32(&self.bytes(addr, n * 4))
+    }
+    /// `n` i32 values at `addr`.
+    pub fn i32s(&self, addr: u64, n: usize) -> Vec<i32> {
+        self.u32s(addr, n).into_iter().map(|v| v as i32).collect()
+    }
+}
+
+/// A one-dimensional launch: `grid` blocks of `block` threads, no dynamic shared memory.
+pub fn lin(grid: u32, block: u32) -> LaunchConfig {
+    cfg([grid, 1, 1], [block, 1, 1], 0)
+}
+
 pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len());
     let mut num = 0f64;
