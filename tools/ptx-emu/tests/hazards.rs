@@ -1,7 +1,7 @@
 //! Hazard detection: for each hazard class a deliberately broken kernel (tests/ptx/hazards.ptx)
 //! must be flagged with the right `FaultKind` at the marked PTX line, and its fixed twin must
 //! run clean with the right results.
-#![allow(clippy::needless_range_loop)]
+#![allow(clippy::needless_range_loop, clippy::result_large_err)]
 mod common;
 use common::*;
 use ptx_emu::*;
