@@ -99,6 +99,7 @@ pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
+pub mod fixtures;
 pub mod numerics;
 
 /// Tolerances by storage dtype: relative L2 of the whole tensor.
