@@ -1,58 +1,26 @@
 //! Every committed conformance fixture passes at its tolerance, and malformed
 //! fixtures are reported by name instead of panicking.
 
+mod common;
+
+use common::fixtures;
 use cyberhost_engine::conformance::{check_fixture, load_case};
 use cyberhost_weights::{write_safetensors, DType, WriteTensor};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn all_fixtures() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
-        .expect("tests/fixtures exists")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("case.safetensors").is_file())
-        .collect();
-    v.sort();
-    v
-}
+use std::path::Path;
 
 #[test]
 fn every_committed_fixture_passes() {
-    let fixtures = all_fixtures();
     let mut per_component: BTreeMap<String, usize> = BTreeMap::new();
-    let mut failures = Vec::new();
-    for dir in &fixtures {
-        match check_fixture(dir) {
-            Ok(r) => {
-                *per_component.entry(r.component.clone()).or_default() += 1;
-                assert!(
-                    r.tolerance <= 1e-4,
-                    "{}: tolerance {} is looser than 1e-4",
-                    dir.display(),
-                    r.tolerance
-                );
-                if !r.ok() {
-                    failures.push(format!(
-                        "{} {} rel_l2={:.3e} tol={:.0e}",
-                        dir.display(),
-                        r.component,
-                        r.rel_l2,
-                        r.tolerance
-                    ));
-                }
-            }
-            Err(e) => failures.push(format!("{}: {e:#}", dir.display())),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "failing fixtures:\n{}",
-        failures.join("\n")
-    );
+    fixtures::check_each("committed", &fixtures::dirs(|_| true), |dir, r| {
+        *per_component.entry(r.component.clone()).or_default() += 1;
+        assert!(
+            r.tolerance <= 1e-4,
+            "{}: tolerance {} is looser than 1e-4",
+            dir.display(),
+            r.tolerance
+        );
+    });
     for c in [
         "vae_encode",
         "vae_decode",
@@ -73,7 +41,7 @@ fn mutated(
     src: &str,
     edit: impl FnOnce(&mut BTreeMap<String, (Vec<usize>, Vec<f32>)>, &mut BTreeMap<String, String>),
 ) -> tempfile::TempDir {
-    let src = fixtures_dir().join(src);
+    let src = fixtures::root().join(src);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("model")).unwrap();
     for e in std::fs::read_dir(src.join("model")).unwrap() {

@@ -122,6 +122,21 @@ impl<B: Backend> Probe<B> {
         t.map(|t| self.operand(kind, t)).transpose()
     }
 
+    /// The input, weight and optional bias of GEMM-like op `kind`, as [`Self::operand`]s.
+    fn operands(
+        &self,
+        kind: &str,
+        x: &B::Tensor,
+        w: &B::Tensor,
+        bias: Option<&B::Tensor>,
+    ) -> Result<(B::Tensor, B::Tensor, Option<B::Tensor>)> {
+        Ok((
+            self.operand(kind, x)?,
+            self.operand(kind, w)?,
+            self.operand_opt(kind, bias)?,
+        ))
+    }
+
     /// Post-process `out` of op `key` (rounding), and with `check`, compare it to `reference`
     /// (the CPU op on the same inputs, computed lazily).
     fn finish(
@@ -219,6 +234,17 @@ impl<B: Backend> Probe<B> {
 
 fn shp<T: TensorLike>(t: &T) -> String {
     format!("{:?}", t.shape())
+}
+
+/// The stats key of a fused-epilogue op: `op`, the epilogue parts in use, the input and weight
+/// shapes, e.g. `linear_ext geglu res [2, 8] [16, 8]`.
+fn epilogue_key<T: TensorLike>(op: &str, flags: [(bool, &str); 3], x: &T, w: &T) -> String {
+    let mut key = op.to_string();
+    for (_, name) in flags.iter().filter(|(on, _)| *on) {
+        key.push(' ');
+        key.push_str(name);
+    }
+    format!("{key} {} {}", shp(x), shp(w))
 }
 
 impl<B: Backend> Backend for Probe<B> {
@@ -354,11 +380,7 @@ impl<B: Backend> Backend for Probe<B> {
     }
 
     fn linear(&self, x: &B::Tensor, w: &B::Tensor, bias: Option<&B::Tensor>) -> Result<B::Tensor> {
-        let (x, w, bias) = (
-            self.operand("linear", x)?,
-            self.operand("linear", w)?,
-            self.operand_opt("linear", bias)?,
-        );
+        let (x, w, bias) = self.operands("linear", x, w, bias)?;
         let out = self.inner.linear(&x, &w, bias.as_ref())?;
         self.finish(
             &[&x, &w],
@@ -390,11 +412,7 @@ impl<B: Backend> Backend for Probe<B> {
         bias: Option<&B::Tensor>,
         p: Conv2dParams,
     ) -> Result<B::Tensor> {
-        let (x, w, bias) = (
-            self.operand("conv2d", x)?,
-            self.operand("conv2d", w)?,
-            self.operand_opt("conv2d", bias)?,
-        );
+        let (x, w, bias) = self.operands("conv2d", x, w, bias)?;
         let out = self.inner.conv2d(&x, &w, bias.as_ref(), p)?;
         self.finish(
             &[&x, &w],
@@ -504,20 +522,14 @@ impl<B: Backend> Backend for Probe<B> {
         bias: Option<&B::Tensor>,
         epi: LinearEpilogue<'_, B::Tensor>,
     ) -> Result<B::Tensor> {
-        let (x, w, bias) = (
-            self.operand("linear_ext", x)?,
-            self.operand("linear_ext", w)?,
-            self.operand_opt("linear_ext", bias)?,
-        );
+        let (x, w, bias) = self.operands("linear_ext", x, w, bias)?;
         let out = self.inner.linear_ext(&x, &w, bias.as_ref(), epi)?;
-        let key = format!(
-            "linear_ext{}{}{} {} {}",
-            if epi.geglu { " geglu" } else { "" },
-            if epi.residual.is_some() { " res" } else { "" },
-            if epi.scale != 1.0 { " scale" } else { "" },
-            shp(&x),
-            shp(&w)
-        );
+        let flags = [
+            (epi.geglu, "geglu"),
+            (epi.residual.is_some(), "res"),
+            (epi.scale != 1.0, "scale"),
+        ];
+        let key = epilogue_key("linear_ext", flags, &x, &w);
         self.finish(&[&x, &w], key, out, || {
             let b = self.host_opt(bias.as_ref())?;
             let r = self.host_opt(epi.residual)?;
@@ -539,20 +551,14 @@ impl<B: Backend> Backend for Probe<B> {
         p: Conv2dParams,
         epi: ConvEpilogue<'_, B::Tensor>,
     ) -> Result<B::Tensor> {
-        let (x, w, bias) = (
-            self.operand("conv2d_ext", x)?,
-            self.operand("conv2d_ext", w)?,
-            self.operand_opt("conv2d_ext", bias)?,
-        );
+        let (x, w, bias) = self.operands("conv2d_ext", x, w, bias)?;
         let out = self.inner.conv2d_ext(&x, &w, bias.as_ref(), p, epi)?;
-        let key = format!(
-            "conv2d_ext{}{}{} {} {}",
-            if epi.temb.is_some() { " temb" } else { "" },
-            if epi.residual.is_some() { " res" } else { "" },
-            if epi.scale != 1.0 { " scale" } else { "" },
-            shp(&x),
-            shp(&w)
-        );
+        let flags = [
+            (epi.temb.is_some(), "temb"),
+            (epi.residual.is_some(), "res"),
+            (epi.scale != 1.0, "scale"),
+        ];
+        let key = epilogue_key("conv2d_ext", flags, &x, &w);
         self.finish(&[&x, &w], key, out, || {
             let b = self.host_opt(bias.as_ref())?;
             let t = self.host_opt(epi.temb)?;

@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use cyberhost_engine::backends::cpu::{CpuBackend, CpuTensor};
 use cyberhost_engine::backends::{Backend, Conv2dParams, TensorLike};
@@ -99,6 +100,14 @@ fn load(cfg: &CyberHostConfig, t: &Tensors) -> CyberHostModules<CpuBackend> {
     let m = CyberHostModules::load(&vb, cfg, &tp()).unwrap();
     vb.finish().unwrap();
     m
+}
+
+/// The test config, its random tensors from `seed` and the modules loaded from them.
+fn loaded(seed: u64) -> (CyberHostConfig, Tensors, CyberHostModules<CpuBackend>) {
+    let cfg = test_cfg();
+    let t = random_tensors(&cfg, seed);
+    let m = load(&cfg, &t);
+    (cfg, t, m)
 }
 
 fn get<'a>(t: &'a Tensors, name: &str) -> &'a [f32] {
@@ -522,9 +531,7 @@ fn audio_windows_interpolate_and_clamp_hand_checked() {
 
 #[test]
 fn audio_proj_matches_reference() {
-    let cfg = test_cfg();
-    let t = random_tensors(&cfg, 2);
-    let m = load(&cfg, &t);
+    let (cfg, t, m) = loaded(2);
     let a = &cfg.audio_proj;
     let mut rng = Rng::new(3);
     let (ta, n) = (23, 7);
@@ -583,9 +590,7 @@ fn audio_proj_matches_reference() {
 
 #[test]
 fn pose_encoder_and_clarity_match_reference() {
-    let cfg = test_cfg();
-    let t = random_tensors(&cfg, 4);
-    let m = load(&cfg, &t);
+    let (cfg, t, m) = loaded(4);
     let mut rng = Rng::new(5);
     let (hh, ww) = (24, 40);
     let maps: Vec<f32> = (0..2 * 3 * hh * ww).map(|_| rng.uniform() as f32).collect();
@@ -923,9 +928,7 @@ fn codebooks_are_orthonormal_scaled_and_deterministic() {
     assert!(orthonormalize_rows(&dep, 3, 8, "b").is_err());
 
     // loaded banks are the orthonormalised ones, bit for bit
-    let cfg = test_cfg();
-    let t = random_tensors(&cfg, 11);
-    let m = load(&cfg, &t);
+    let (_, t, m) = loaded(11);
     let site = m.rca_site(1).unwrap();
     assert_eq!(
         site.face.spatial_bank.data(),
@@ -937,15 +940,21 @@ fn codebooks_are_orthonormal_scaled_and_deterministic() {
     );
 }
 
+/// The update `y − x` of a residual block, in f64 (x would dominate a comparison of y).
+fn update(y: &[f32], x: &[f32]) -> Vec<f64> {
+    y.iter()
+        .zip(x)
+        .map(|(a, b)| *a as f64 - *b as f64)
+        .collect()
+}
+
 fn rca_input(seed: u64, n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
     Rng::new(seed).vec(n * c * h * w)
 }
 
 #[test]
 fn rca_matches_spec_reference() {
-    let cfg = test_cfg();
-    let t = random_tensors(&cfg, 12);
-    let m = load(&cfg, &t);
+    let (cfg, t, m) = loaded(12);
     let b = be();
     let nf = cfg.rca.num_frames;
     let (h, w) = (3, 5);
@@ -958,75 +967,40 @@ fn rca_matches_spec_reference() {
         let rs = m.rca_site(site).unwrap();
         let xt = tensor(&[n, c, h, w], &x);
         let tt = tensor(&[48, 16], &tokens);
-        let got = rs.face.forward(&b, &xt, nf, Some((&tt, 0..nf))).unwrap();
-        let want = rca_ref(
-            &t,
-            &format!("rca.face.{site}"),
-            &rc,
-            &f64s(&x),
-            [n, c, h, w],
-            nf,
-            Some((&tokens, 0..nf)),
-        );
-        // compare the update F_out − F_in (F_in would dominate)
-        let gd: Vec<f64> = got
-            .data()
-            .iter()
-            .zip(&x)
-            .map(|(a, b)| *a as f64 - *b as f64)
-            .collect();
-        let wd: Vec<f64> = want.iter().zip(&x).map(|(a, b)| a - *b as f64).collect();
-        let err = rel_l2(&gd, &wd);
-        assert!(err < 1e-4, "site {site} (C {c}) RCA update rel L2 {err}");
-
+        // compares the update F_out − F_in (F_in would dominate) with the reference's
+        let check = |rca: &RegionCodebookAttention<CpuBackend>,
+                     region,
+                     rows: Option<Range<usize>>,
+                     what| {
+            let got = rca
+                .forward(&b, &xt, nf, rows.clone().map(|r| (&tt, r)))
+                .unwrap();
+            let want = rca_ref(
+                &t,
+                &format!("rca.{region}.{site}"),
+                &rc,
+                &f64s(&x),
+                [n, c, h, w],
+                nf,
+                rows.map(|r| (&tokens[..], r)),
+            );
+            let wd: Vec<f64> = want.iter().zip(&x).map(|(a, b)| a - *b as f64).collect();
+            let err = rel_l2(&update(got.data(), &x), &wd);
+            assert!(
+                err < 1e-4,
+                "site {site} (C {c}) {what}: RCA update rel L2 {err}"
+            );
+        };
+        check(&rs.face, "face", Some(0..nf), "face RCA");
         // identity rows in the middle of the batch, and no identity at all
-        let got = rs.hand.forward(&b, &xt, nf, Some((&tt, 5..12))).unwrap();
-        let want = rca_ref(
-            &t,
-            &format!("rca.hand.{site}"),
-            &rc,
-            &f64s(&x),
-            [n, c, h, w],
-            nf,
-            Some((&tokens, 5..12)),
-        );
-        let gd: Vec<f64> = got
-            .data()
-            .iter()
-            .zip(&x)
-            .map(|(a, b)| *a as f64 - *b as f64)
-            .collect();
-        let wd: Vec<f64> = want.iter().zip(&x).map(|(a, b)| a - *b as f64).collect();
-        assert!(rel_l2(&gd, &wd) < 1e-4, "site {site} hand RCA rows 5..12");
-        let got = rs.hand.forward(&b, &xt, nf, None).unwrap();
-        let want = rca_ref(
-            &t,
-            &format!("rca.hand.{site}"),
-            &rc,
-            &f64s(&x),
-            [n, c, h, w],
-            nf,
-            None,
-        );
-        let gd: Vec<f64> = got
-            .data()
-            .iter()
-            .zip(&x)
-            .map(|(a, b)| *a as f64 - *b as f64)
-            .collect();
-        let wd: Vec<f64> = want.iter().zip(&x).map(|(a, b)| a - *b as f64).collect();
-        assert!(
-            rel_l2(&gd, &wd) < 1e-4,
-            "site {site} hand RCA without identity"
-        );
+        check(&rs.hand, "hand", Some(5..12), "hand RCA rows 5..12");
+        check(&rs.hand, "hand", None, "hand RCA without identity");
     }
 }
 
 #[test]
 fn fresh_rca_is_identity_and_trained_rca_changes_only_cond_rows_with_identity() {
-    let cfg = test_cfg();
-    let t = random_tensors(&cfg, 15);
-    let m = load(&cfg, &t);
+    let (cfg, _, m) = loaded(15);
     let b = be();
     let nf = cfg.rca.num_frames;
     let (n, c, h, w) = (2 * nf, 128, 4, 6);
@@ -1056,12 +1030,7 @@ fn fresh_rca_is_identity_and_trained_rca_changes_only_cond_rows_with_identity() 
 
     // trained: the output changes
     let ya = site.forward(&b, &xt, nf, Some((&ids_a, 0..nf))).unwrap();
-    let d: Vec<f64> = ya
-        .data()
-        .iter()
-        .zip(&x)
-        .map(|(a, b)| *a as f64 - *b as f64)
-        .collect();
+    let d = update(ya.data(), &x);
     assert!(
         rel_l2(&d, &vec![0.0; d.len()]) > 0.0 && rel_l2(&f64s(ya.data()), &f64s(&x)) > 1e-3,
         "RCA did not change its input"

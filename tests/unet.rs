@@ -2,61 +2,25 @@
 //! (`tests/fixtures/unet2d_*`, `tests/fixtures/unet_motion_*`), config errors,
 //! and the hook call sites.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use cyberhost_engine::conformance::check_fixture;
+use common::fixtures;
+use std::path::PathBuf;
 
-fn fixture_dirs(prefix: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", root.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_dir()
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(prefix))
-                && p.join("case.safetensors").is_file()
-        })
-        .collect();
-    dirs.sort();
-    dirs
-}
-
+/// Checks every `prefix*` fixture, each of which must be a `component` case.
 fn check_all(prefix: &str, component: &str) {
-    let dirs = fixture_dirs(prefix);
+    let dirs = fixtures::dirs(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(prefix))
+    });
     assert!(
         !dirs.is_empty(),
         "no `{prefix}*` fixtures under tests/fixtures: generate them (tools/fixtures)"
     );
-    let mut failures = Vec::new();
-    for d in &dirs {
-        match check_fixture(d) {
-            Ok(r) => {
-                assert_eq!(r.component, component, "{}", d.display());
-                eprintln!(
-                    "{}: rel_l2 {:.3e} (tolerance {:.1e})",
-                    d.display(),
-                    r.rel_l2,
-                    r.tolerance
-                );
-                if !r.ok() {
-                    failures.push(format!(
-                        "{}: rel_l2 {:.3e} > {:.1e}",
-                        d.display(),
-                        r.rel_l2,
-                        r.tolerance
-                    ));
-                }
-            }
-            Err(e) => failures.push(format!("{}: {e:#}", d.display())),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "fixture failures:\n{}",
-        failures.join("\n")
-    );
+    fixtures::check_each(component, &dirs, |d, r| {
+        assert_eq!(r.component, component, "{}", d.display())
+    });
 }
 
 #[test]
@@ -154,9 +118,7 @@ use cyberhost_engine::var_builder::VarBuilder;
 type T = <CpuBackend as Backend>::Tensor;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    fixtures::root().join(name)
 }
 
 /// The unet2d_a model (batch 2) and its inputs.

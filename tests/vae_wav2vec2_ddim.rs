@@ -5,30 +5,19 @@
 //! cargo test --test vae_wav2vec2_ddim
 
 use cyberhost_engine::backends::TensorLike;
-use cyberhost_engine::conformance::{check_fixture, load_case, run_component};
-use std::path::{Path, PathBuf};
+mod common;
 
-fn fixtures_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("fixtures")
-}
+use common::fixtures;
+use cyberhost_engine::conformance::{load_case, run_component};
+use std::path::PathBuf;
 
 /// Every fixture directory whose case names `component`.
 fn fixtures_of(component: &str) -> Vec<PathBuf> {
-    let root = fixtures_root();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", root.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("case.safetensors").is_file())
-        .filter(|p| {
-            load_case(p)
-                .map(|c| c.component == component)
-                .unwrap_or(false)
-        })
-        .collect();
-    dirs.sort();
-    dirs
+    fixtures::dirs(|p| {
+        load_case(p)
+            .map(|c| c.component == component)
+            .unwrap_or(false)
+    })
 }
 
 /// Run every fixture of `component`; fails when there is none.
@@ -37,35 +26,9 @@ fn check_all(component: &str) {
     assert!(
         !dirs.is_empty(),
         "no `{component}` fixtures under {}",
-        fixtures_root().display()
+        fixtures::root().display()
     );
-    let mut failures = Vec::new();
-    for d in &dirs {
-        match check_fixture(d) {
-            Ok(r) => {
-                eprintln!(
-                    "{}: rel L2 {:.3e} (tolerance {:.0e})",
-                    d.display(),
-                    r.rel_l2,
-                    r.tolerance
-                );
-                if !r.ok() {
-                    failures.push(format!(
-                        "{}: rel L2 {:.3e} > {:.0e}",
-                        d.display(),
-                        r.rel_l2,
-                        r.tolerance
-                    ));
-                }
-            }
-            Err(e) => failures.push(format!("{}: {e:#}", d.display())),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{component} fixtures failed:\n{}",
-        failures.join("\n")
-    );
+    fixtures::check_each(component, &dirs, |_, _| {});
 }
 
 #[test]

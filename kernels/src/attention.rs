@@ -1,7 +1,7 @@
 //! `kernels/cuda/attention.cu`: fused flash-style multi-head attention forward, bf16 in/out, f32
 //! accumulation; one entry per padded head dim (`attention_d{48,64,80,128,160}_v1_bf16`).
 
-use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
+use crate::{tiles, to_u32, DType, Entry, LaunchConfig};
 use anyhow::{bail, ensure, Result};
 
 /// Query rows per block (4 warps x 16).
@@ -71,15 +71,7 @@ const LAUNCH: &str = "grid = (ceil(Lq / 64), H, B), block = 128, static smem (Q 
 
 macro_rules! entry {
     ($name:literal, $op:literal) => {
-        Entry {
-            name: $name,
-            op: $op,
-            version: 1,
-            dtype: DType::Bf16,
-            params: "AttentionParams",
-            params_size: 136,
-            launch: LAUNCH,
-        }
+        Entry::v1($name, $op, DType::Bf16, ("AttentionParams", 136), LAUNCH)
     };
 }
 
@@ -237,25 +229,19 @@ impl AttentionParams {
 
 /// `grid = (ceil(Lq / 64), H, B)`, `block = 128`, static smem only.
 pub fn launch_config(shape: AttentionShape) -> LaunchConfig {
-    LaunchConfig {
-        grid: [
-            ceil_div(shape.lq, ATTN_BM as u64).max(1) as u32,
-            shape.heads.max(1) as u32,
-            shape.batch.max(1) as u32,
-        ],
-        block: [ATTN_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    let grid = [
+        tiles(shape.lq, ATTN_BM),
+        shape.heads.max(1) as u32,
+        shape.batch.max(1) as u32,
+    ];
+    LaunchConfig::blocks(grid, ATTN_THREADS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<AttentionParams>(), 136);
-    }
+    crate::params_layout_test!(AttentionParams, 136);
 
     #[test]
     fn smem_fits_and_matches_report() {

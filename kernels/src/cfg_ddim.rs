@@ -17,16 +17,8 @@ const LAUNCH: &str =
     "items = vec ? n / 4 : n, grid = clamp(ceil(items / 256), 1, 65535), block = 256, grid-stride";
 
 /// `op` = `cfg_ddim_<sample dtype>`, entry suffix = model-output dtype.
-const fn entry(name: &'static str, op: &'static str, dtype: DType) -> Entry {
-    Entry::v1(name, op, dtype, ("CfgDdimParams", 80), LAUNCH)
-}
-
-pub const ENTRIES: &[Entry] = &[
-    entry("cfg_ddim_f32_v1_f32", "cfg_ddim_f32", DType::F32),
-    entry("cfg_ddim_f32_v1_bf16", "cfg_ddim_f32", DType::Bf16),
-    entry("cfg_ddim_bf16_v1_f32", "cfg_ddim_bf16", DType::F32),
-    entry("cfg_ddim_bf16_v1_bf16", "cfg_ddim_bf16", DType::Bf16),
-];
+pub const ENTRIES: &[Entry] =
+    crate::f32_bf16_entries!(("CfgDdimParams", 80), LAUNCH; "cfg_ddim_f32", "cfg_ddim_bf16");
 
 /// The op name of the entry for sample dtype `z` (pass it with the model-output dtype to
 /// [`crate::kernel_name`]): `cfg_ddim_f32` / `cfg_ddim_bf16`.
@@ -160,11 +152,7 @@ pub fn launch_config(p: &CfgDdimParams) -> LaunchConfig {
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<CfgDdimParams>(), 80);
-        assert_eq!(std::mem::align_of::<CfgDdimParams>(), 8);
-    }
+    crate::params_layout_test!(CfgDdimParams, 80, align 8);
 
     #[test]
     fn vector_path_and_launch() {

@@ -2,7 +2,7 @@
 //! dilation, groups) as an implicit GEMM on tensor cores, one GEMM per (image, group), with a fused
 //! `scale * (conv + bias + temb + residual)` epilogue, bf16 in/out.
 
-use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
+use crate::{ceil_div, tiles, to_u32, DType, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
 /// Block tile: `CONV_BM` output channels x `CONV_BN` output pixels x `CONV_BK` of
@@ -18,25 +18,9 @@ pub const CONV_STATIC_SMEM_BYTES: u32 = CONV_STAGES * (CONV_BM * CONV_LDA + CONV
 const _: () = assert!(CONV_STATIC_SMEM_BYTES <= 48 * 1024);
 
 pub const ENTRIES: &[Entry] = &[
-    Entry {
-        name: "conv2d_v1_bf16",
-        op: "conv2d",
-        version: 1,
-        dtype: DType::Bf16,
-        params: "Conv2dParams",
-        params_size: 136,
-        launch: "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem",
-    },
+    Entry::v1("conv2d_v1_bf16", "conv2d", DType::Bf16, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
     // bf16 operands, f32 y (f32 activations)
-    Entry {
-        name: "conv2d_v1_f32",
-        op: "conv2d",
-        version: 1,
-        dtype: DType::F32,
-        params: "Conv2dParams",
-        params_size: 136,
-        launch: "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem",
-    },
+    Entry::v1("conv2d_v1_f32", "conv2d", DType::F32, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
 ];
 
 /// Mirrors `struct Conv2dParams` in `conv2d.cu` (136 bytes).
@@ -268,26 +252,19 @@ impl Conv2dParams {
 /// `grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups)`, `block = 128`, static
 /// smem only.
 pub fn launch_config(s: Conv2dShape) -> LaunchConfig {
-    LaunchConfig {
-        grid: [
-            ceil_div(s.h_out() * s.w_out(), CONV_BN as u64).max(1) as u32,
-            ceil_div(s.c_out_g(), CONV_BM as u64).max(1) as u32,
-            (s.n * s.groups).max(1) as u32,
-        ],
-        block: [CONV_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    let grid = [
+        tiles(s.h_out() * s.w_out(), CONV_BN),
+        tiles(s.c_out_g(), CONV_BM),
+        (s.n * s.groups).max(1) as u32,
+    ];
+    LaunchConfig::blocks(grid, CONV_THREADS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<Conv2dParams>(), 136);
-        assert_eq!(CONV_STATIC_SMEM_BYTES, 19_456);
-    }
+    crate::params_layout_test!(Conv2dParams, 136; assert_eq!(CONV_STATIC_SMEM_BYTES, 19_456););
 
     #[test]
     fn output_size_and_grid() {

@@ -1,7 +1,7 @@
 //! `kernels/cuda/gemm.cu`: batched bf16 tensor-core GEMM for `linear` (B `(N, K)`) and `matmul`
 //! (B `(K, N)`) with a fused epilogue `C = scale * (A.B + bias [GEGLU] + residual)`, bf16 out.
 
-use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
+use crate::{ceil_div, tiles, to_u32, DType, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
 /// Block tile (`GEMM_BM`, `GEMM_BN`, `GEMM_BK` in the `.cu`).
@@ -29,24 +29,20 @@ const LAUNCH: &str =
     "grid = (ceil(N / 64) | GEGLU ceil(N / 32), ceil(M / 64), batch), block = 128, static smem";
 
 pub const ENTRIES: &[Entry] = &[
-    Entry {
-        name: "linear_v1_bf16",
-        op: "linear",
-        version: 1,
-        dtype: DType::Bf16,
-        params: "GemmParams",
-        params_size: 112,
-        launch: LAUNCH,
-    },
-    Entry {
-        name: "matmul_v1_bf16",
-        op: "matmul",
-        version: 1,
-        dtype: DType::Bf16,
-        params: "GemmParams",
-        params_size: 112,
-        launch: LAUNCH,
-    },
+    Entry::v1(
+        "linear_v1_bf16",
+        "linear",
+        DType::Bf16,
+        ("GemmParams", 112),
+        LAUNCH,
+    ),
+    Entry::v1(
+        "matmul_v1_bf16",
+        "matmul",
+        DType::Bf16,
+        ("GemmParams", 112),
+        LAUNCH,
+    ),
 ];
 
 /// Which entry: how B is laid out.
@@ -203,25 +199,11 @@ impl GemmParams {
             !epi.geglu || op == GemmOp::Linear,
             "GEGLU epilogue needs the linear layout (B (2N, K)); matmul_v1_bf16 has none"
         );
-        ensure!(
-            (1..=65_535).contains(&shape.batch),
-            "{}: batch {} must be in 1..=65535 (gridDim.z)",
-            op.entry(),
-            shape.batch
-        );
-        ensure!(
-            ceil_div(shape.m, GEMM_BM as u64) <= 65_535,
-            "{}: M {} needs more than 65535 row blocks",
-            op.entry(),
-            shape.m
-        );
-        let aligned = ptrs.a % 16 == 0
-            && ptrs.b % 16 == 0
-            && layout.lda % 8 == 0
-            && layout.ldb % 8 == 0
-            && layout.stride_a % 8 == 0
-            && layout.stride_b % 8 == 0;
         let what = op.entry();
+        check_grid(what, shape)?;
+        let aligned = cp_async_aligned(ptrs.a, ptrs.b, &layout_strides(&layout));
+        let [m, n, k, lda, ldb, ldc] =
+            gemm_dims(what, shape, [layout.lda, layout.ldb, layout.ldc])?;
         Ok(GemmParams {
             a: ptrs.a,
             b: ptrs.b,
@@ -232,13 +214,13 @@ impl GemmParams {
             stride_b: layout.stride_b,
             stride_r: layout.stride_r,
             stride_c: layout.stride_c,
-            m: to_u32(shape.m, &format!("{what} M"))?,
-            n: to_u32(shape.n, &format!("{what} N"))?,
-            k: to_u32(shape.k, &format!("{what} K"))?,
-            lda: to_u32(layout.lda, &format!("{what} lda"))?,
-            ldb: to_u32(layout.ldb, &format!("{what} ldb"))?,
+            m,
+            n,
+            k,
+            lda,
+            ldb,
             ldr: to_u32(layout.ldr, &format!("{what} ldr"))?,
-            ldc: to_u32(layout.ldc, &format!("{what} ldc"))?,
+            ldc,
             scale: epi.scale,
             geglu: epi.geglu as u32,
             aligned: aligned as u32,
@@ -252,29 +234,59 @@ impl GemmParams {
     }
 }
 
+/// The grid limits both GEMM modules check (`what` names the entry): `batch` in 1..=65535
+/// (gridDim.z), at most 65535 row blocks of 64.
+pub(crate) fn check_grid(what: &str, shape: GemmShape) -> Result<()> {
+    ensure!(
+        (1..=65_535).contains(&shape.batch),
+        "{what}: batch {} must be in 1..=65535 (gridDim.z)",
+        shape.batch
+    );
+    ensure!(
+        ceil_div(shape.m, GEMM_BM as u64) <= 65_535,
+        "{what}: M {} needs more than 65535 row blocks",
+        shape.m
+    );
+    Ok(())
+}
+
+fn layout_strides(l: &GemmLayout) -> [u64; 4] {
+    [l.lda, l.ldb, l.stride_a, l.stride_b]
+}
+
+/// The cp.async path of the shared mainloop: A and B 16-byte aligned and their row and batch
+/// strides (`[lda, ldb, stride_a, stride_b]`, elements) multiples of 8 bf16.
+pub(crate) fn cp_async_aligned(a: u64, b: u64, strides: &[u64; 4]) -> bool {
+    a % 16 == 0 && b % 16 == 0 && strides.iter().all(|s| s % 8 == 0)
+}
+
+/// `[M, N, K, lda, ldb, ldc]` as the kernels' u32 fields, an error naming `what` otherwise.
+pub(crate) fn gemm_dims(what: &str, shape: GemmShape, ld: [u64; 3]) -> Result<[u32; 6]> {
+    let values = [shape.m, shape.n, shape.k, ld[0], ld[1], ld[2]];
+    let names = ["M", "N", "K", "lda", "ldb", "ldc"];
+    let mut dims = [0; 6];
+    for ((d, v), name) in dims.iter_mut().zip(values).zip(names) {
+        *d = to_u32(v, &format!("{what} {name}"))?;
+    }
+    Ok(dims)
+}
+
 /// `grid = (ceil(N / 64) | GEGLU ceil(N / 32), ceil(M / 64), batch)`, `block = 128`.
 pub fn launch_config(shape: GemmShape, geglu: bool) -> LaunchConfig {
     let bn = if geglu { GEMM_BN_GEGLU } else { GEMM_BN };
-    LaunchConfig {
-        grid: [
-            ceil_div(shape.n, bn as u64).max(1) as u32,
-            ceil_div(shape.m, GEMM_BM as u64).max(1) as u32,
-            shape.batch.max(1) as u32,
-        ],
-        block: [GEMM_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    let grid = [
+        tiles(shape.n, bn),
+        tiles(shape.m, GEMM_BM),
+        shape.batch.max(1) as u32,
+    ];
+    LaunchConfig::blocks(grid, GEMM_THREADS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<GemmParams>(), 112);
-        assert_eq!(std::mem::align_of::<GemmParams>(), 8);
-    }
+    crate::params_layout_test!(GemmParams, 112, align 8);
 
     #[test]
     fn smem_matches_report() {

@@ -1,6 +1,6 @@
 //! `kernels/cuda/gemm_bf16.cu`: `C[b] = A[b] * B[b]^T + bias`, bf16 in, f32 accumulate, f32 or bf16 out.
 
-use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
+use crate::{gemm, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
 // One mainloop (`kernels/cuda/gemm_mainloop.cuh`), one geometry and launch rule with `gemm`.
@@ -11,22 +11,7 @@ pub use crate::gemm::{
 
 const LAUNCH: &str = "grid = (ceil(N / 64), ceil(M / 64), batch), block = 128, 20 KiB static smem";
 
-pub const ENTRIES: &[Entry] = &[
-    Entry::v1(
-        "gemm_bf16_v1_f32",
-        "gemm_bf16",
-        DType::F32,
-        ("GemmParams", 88),
-        LAUNCH,
-    ),
-    Entry::v1(
-        "gemm_bf16_v1_bf16",
-        "gemm_bf16",
-        DType::Bf16,
-        ("GemmParams", 88),
-        LAUNCH,
-    ),
-];
+pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(("GemmParams", 88), LAUNCH; "gemm_bf16");
 
 /// Mirrors `struct GemmParams` in `gemm_bf16.cu` (88 bytes).
 #[repr(C)]
@@ -99,36 +84,31 @@ impl GemmParams {
             shape.k,
             shape.n
         );
-        ensure!(
-            (1..=65_535).contains(&shape.batch),
-            "gemm_bf16: batch {} must be in 1..=65535 (gridDim.z)",
-            shape.batch
-        );
-        ensure!(
-            ceil_div(shape.m, GEMM_BM as u64) <= 65_535,
-            "gemm_bf16: M {} needs more than 65535 row blocks",
-            shape.m
-        );
-        let aligned = ptrs.a % 16 == 0
-            && ptrs.b % 16 == 0
-            && layout.lda % 8 == 0
-            && layout.ldb % 8 == 0
-            && layout.stride_a % 8 == 0
-            && layout.stride_b % 8 == 0;
+        gemm::check_grid("gemm_bf16", shape)?;
+        let GemmLayout {
+            lda,
+            ldb,
+            ldc,
+            stride_a,
+            stride_b,
+            stride_c,
+        } = layout;
+        let aligned = gemm::cp_async_aligned(ptrs.a, ptrs.b, &[lda, ldb, stride_a, stride_b]);
+        let [m, n, k, lda, ldb, ldc] = gemm::gemm_dims("gemm_bf16", shape, [lda, ldb, ldc])?;
         Ok(GemmParams {
             a: ptrs.a,
             b: ptrs.b,
             bias: ptrs.bias,
             c: ptrs.c,
-            stride_a: layout.stride_a,
-            stride_b: layout.stride_b,
-            stride_c: layout.stride_c,
-            m: to_u32(shape.m, "gemm_bf16 M")?,
-            n: to_u32(shape.n, "gemm_bf16 N")?,
-            k: to_u32(shape.k, "gemm_bf16 K")?,
-            lda: to_u32(layout.lda, "gemm_bf16 lda")?,
-            ldb: to_u32(layout.ldb, "gemm_bf16 ldb")?,
-            ldc: to_u32(layout.ldc, "gemm_bf16 ldc")?,
+            stride_a,
+            stride_b,
+            stride_c,
+            m,
+            n,
+            k,
+            lda,
+            ldb,
+            ldc,
             aligned: aligned as u32,
             _pad: 0,
         })
@@ -151,10 +131,7 @@ pub fn launch_config(shape: GemmShape) -> LaunchConfig {
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<GemmParams>(), 88);
-    }
+    crate::params_layout_test!(GemmParams, 88);
 
     #[test]
     fn smem_fits_static_limit() {

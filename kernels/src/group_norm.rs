@@ -1,6 +1,6 @@
 //! `kernels/cuda/group_norm.cu`: GroupNorm over `(N, C, S)` with optional fused SiLU.
 
-use crate::{to_u32, DType, Entry, LaunchConfig};
+use crate::{to_u32, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
 /// Threads per block, one block per (group, sample) (`GN_THREADS` in the `.cu`).
@@ -10,44 +10,8 @@ pub const GN_STATIC_SMEM_BYTES: u32 = (GN_THREADS / 32 + 1) * 4;
 
 const LAUNCH: &str = "grid = (groups, N), block = 256";
 
-pub const ENTRIES: &[Entry] = &[
-    Entry {
-        name: "group_norm_v1_f32",
-        op: "group_norm",
-        version: 1,
-        dtype: DType::F32,
-        params: "GroupNormParams",
-        params_size: 56,
-        launch: LAUNCH,
-    },
-    Entry {
-        name: "group_norm_v1_bf16",
-        op: "group_norm",
-        version: 1,
-        dtype: DType::Bf16,
-        params: "GroupNormParams",
-        params_size: 56,
-        launch: LAUNCH,
-    },
-    Entry {
-        name: "group_norm_silu_v1_f32",
-        op: "group_norm_silu",
-        version: 1,
-        dtype: DType::F32,
-        params: "GroupNormParams",
-        params_size: 56,
-        launch: LAUNCH,
-    },
-    Entry {
-        name: "group_norm_silu_v1_bf16",
-        op: "group_norm_silu",
-        version: 1,
-        dtype: DType::Bf16,
-        params: "GroupNormParams",
-        params_size: 56,
-        launch: LAUNCH,
-    },
-];
+pub const ENTRIES: &[Entry] =
+    crate::f32_bf16_entries!(("GroupNormParams", 56), LAUNCH; "group_norm", "group_norm_silu");
 
 /// Mirrors `struct GroupNormParams` in `group_norm.cu` (56 bytes).
 #[repr(C)]
@@ -126,21 +90,17 @@ impl GroupNormParams {
 
 /// `grid = (groups, N)`, `block = 256`, static smem only.
 pub fn launch_config(shape: GroupNormShape) -> LaunchConfig {
-    LaunchConfig {
-        grid: [shape.groups.max(1) as u32, shape.n.max(1) as u32, 1],
-        block: [GN_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    LaunchConfig::blocks(
+        [shape.groups.max(1) as u32, shape.n.max(1) as u32, 1],
+        GN_THREADS,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<GroupNormParams>(), 56);
-    }
+    crate::params_layout_test!(GroupNormParams, 56);
 
     #[test]
     fn rejects_indivisible_groups() {

@@ -1,6 +1,6 @@
 //! `kernels/cuda/layer_norm.cu`: LayerNorm over the last dim of `(rows, cols)`, optional affine.
 
-use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
+use crate::{to_u32, warp_per_row, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
 /// Rows (one warp each) per block (`LN_WARPS` in the `.cu`).
@@ -9,26 +9,8 @@ pub const LN_THREADS: u32 = LN_WARPS * 32;
 
 const LAUNCH: &str = "grid = ceil(rows / 4), block = 128 (one warp per row)";
 
-pub const ENTRIES: &[Entry] = &[
-    Entry {
-        name: "layer_norm_v1_f32",
-        op: "layer_norm",
-        version: 1,
-        dtype: DType::F32,
-        params: "LayerNormParams",
-        params_size: 48,
-        launch: LAUNCH,
-    },
-    Entry {
-        name: "layer_norm_v1_bf16",
-        op: "layer_norm",
-        version: 1,
-        dtype: DType::Bf16,
-        params: "LayerNormParams",
-        params_size: 48,
-        launch: LAUNCH,
-    },
-];
+pub const ENTRIES: &[Entry] =
+    crate::f32_bf16_entries!(("LayerNormParams", 48), LAUNCH; "layer_norm");
 
 /// Mirrors `struct LayerNormParams` in `layer_norm.cu` (48 bytes).
 #[repr(C)]
@@ -83,21 +65,14 @@ impl LayerNormParams {
 
 /// `grid = ceil(rows / 4)`, `block = 128`, no dynamic smem.
 pub fn launch_config(shape: LayerNormShape) -> LaunchConfig {
-    LaunchConfig {
-        grid: [ceil_div(shape.rows, LN_WARPS as u64).max(1) as u32, 1, 1],
-        block: [LN_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    warp_per_row(shape.rows, LN_WARPS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<LayerNormParams>(), 48);
-    }
+    crate::params_layout_test!(LayerNormParams, 48);
 
     #[test]
     fn launch_rounds_rows_up() {

@@ -1,7 +1,7 @@
 //! `kernels/cuda/layout.cu`: strided copy (permute, narrow, concat), index_select, pad2d. The
 //! params struct and launch rule also serve `upsample.cu` (`kernels/cuda/layout.cuh`).
 
-use crate::{grid_stride, DType, Entry, LaunchConfig};
+use crate::{grid_stride, Entry, LaunchConfig};
 
 /// Threads per block (`LAYOUT_THREADS` in the `.cu`).
 pub const LAYOUT_THREADS: u32 = 256;
@@ -15,18 +15,11 @@ pub const LAYOUT_MAX_RANK: usize = 6;
 pub(crate) const LAUNCH: &str =
     "grid = clamp(ceil(n / 1024), 1, 65535), block = 256, grid-stride loop";
 
-pub(crate) const fn entry(name: &'static str, op: &'static str, dtype: DType) -> Entry {
-    Entry::v1(name, op, dtype, ("LayoutParams", 192), LAUNCH)
-}
+/// The params struct of every layout entry (and upsample's).
+pub(crate) const PARAMS: (&str, usize) = ("LayoutParams", 192);
 
-pub const ENTRIES: &[Entry] = &[
-    entry("copy_v1_f32", "copy", DType::F32),
-    entry("copy_v1_bf16", "copy", DType::Bf16),
-    entry("index_select_v1_f32", "index_select", DType::F32),
-    entry("index_select_v1_bf16", "index_select", DType::Bf16),
-    entry("pad2d_v1_f32", "pad2d", DType::F32),
-    entry("pad2d_v1_bf16", "pad2d", DType::Bf16),
-];
+pub const ENTRIES: &[Entry] =
+    crate::f32_bf16_entries!(PARAMS, LAUNCH; "copy", "index_select", "pad2d");
 
 /// Mirrors `struct LayoutParams` in `layout.cu` field for field (192 bytes).
 #[repr(C)]
@@ -86,11 +79,7 @@ pub fn launch_config(n: u64) -> LaunchConfig {
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<LayoutParams>(), 192);
-        assert_eq!(std::mem::align_of::<LayoutParams>(), 8);
-    }
+    crate::params_layout_test!(LayoutParams, 192, align 8);
 
     #[test]
     fn new_pads_shape_in_front() {

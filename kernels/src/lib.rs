@@ -232,6 +232,22 @@ impl Entry {
     }
 }
 
+/// The `ENTRIES` of a module whose ops each ship an f32 and a bf16 entry: `<op>_v1_f32` then
+/// `<op>_v1_bf16` for every op, in order, each taking the `(params, params_size)` struct and
+/// launched by the rule `launch`; further entries may follow after a second `;`.
+macro_rules! f32_bf16_entries {
+    ($params:expr, $launch:expr; $($op:literal),+ $(; $($more:expr),+)? $(,)?) => {
+        &[
+            $(
+                $crate::Entry::v1(concat!($op, "_v1_f32"), $op, $crate::DType::F32, $params, $launch),
+                $crate::Entry::v1(concat!($op, "_v1_bf16"), $op, $crate::DType::Bf16, $params, $launch),
+            )+
+            $($($more),+)?
+        ]
+    };
+}
+pub(crate) use f32_bf16_entries;
+
 /// Grid, block and dynamic shared memory of one launch (cudarc's `LaunchConfig` and
 /// `ptx_emu::LaunchConfig` carry the same three fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +255,17 @@ pub struct LaunchConfig {
     pub grid: [u32; 3],
     pub block: [u32; 3],
     pub dynamic_smem_bytes: u32,
+}
+
+impl LaunchConfig {
+    /// `grid` blocks of `threads` threads, static shared memory only (no dynamic smem).
+    pub const fn blocks(grid: [u32; 3], threads: u32) -> LaunchConfig {
+        LaunchConfig {
+            grid,
+            block: [threads, 1, 1],
+            dynamic_smem_bytes: 0,
+        }
+    }
 }
 
 /// Largest grid of the grid-stride kernels; their loops cover the rest.
@@ -249,11 +276,20 @@ pub const MAX_GRID_STRIDE_BLOCKS: u64 = 65_535;
 /// `block = threads`, no dynamic shared memory.
 pub fn grid_stride(items: u64, threads: u32, per_thread: u64) -> LaunchConfig {
     let blocks = ceil_div(items, threads as u64 * per_thread).clamp(1, MAX_GRID_STRIDE_BLOCKS);
-    LaunchConfig {
-        grid: [blocks as u32, 1, 1],
-        block: [threads, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    LaunchConfig::blocks([blocks as u32, 1, 1], threads)
+}
+
+/// The launch rule of the row kernels (layer_norm, softmax): one warp per row, `warps` rows per
+/// block: `grid = ceil(rows / warps)`, `block = 32 * warps`, no dynamic shared memory.
+pub fn warp_per_row(rows: u64, warps: u32) -> LaunchConfig {
+    let blocks = ceil_div(rows, warps as u64).max(1) as u32;
+    LaunchConfig::blocks([blocks, 1, 1], warps * 32)
+}
+
+/// `ceil(extent / tile)` blocks along one grid axis, at least 1 (an empty launch still runs one
+/// block that exits).
+pub(crate) fn tiles(extent: u64, tile: u32) -> u32 {
+    ceil_div(extent, tile as u64).max(1) as u32
 }
 
 /// `ceil(a / b)` for launch rules.
@@ -266,6 +302,22 @@ pub(crate) fn to_u32(value: u64, what: &str) -> anyhow::Result<u32> {
     u32::try_from(value)
         .map_err(|_| anyhow::anyhow!("{what} = {value} does not fit the kernel's u32 field"))
 }
+
+/// The `params_layout_matches_cu` test of a module: `size_of` (and optionally `align_of`) of its
+/// params struct equal the `.cu` struct's, plus any further checks of the module's constants.
+#[cfg(test)]
+macro_rules! params_layout_test {
+    ($params:ty, $size:expr $(, align $align:expr)? $(; $($extra:tt)*)?) => {
+        #[test]
+        fn params_layout_matches_cu() {
+            assert_eq!(std::mem::size_of::<$params>(), $size);
+            $(assert_eq!(std::mem::align_of::<$params>(), $align);)?
+            $($($extra)*)?
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use params_layout_test;
 
 #[cfg(test)]
 mod tests {

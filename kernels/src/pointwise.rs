@@ -13,21 +13,14 @@ pub const POINTWISE_MAX_RANK: usize = 6;
 
 const LAUNCH: &str = "grid = clamp(ceil(n / 1024), 1, 65535), block = 256, grid-stride loop";
 
-const fn entry(name: &'static str, op: &'static str, dtype: DType) -> Entry {
-    Entry::v1(name, op, dtype, ("PointwiseParams", 168), LAUNCH)
-}
+const PARAMS: (&str, usize) = ("PointwiseParams", 168);
 
-pub const ENTRIES: &[Entry] = &[
-    entry("unary_v1_f32", "unary", DType::F32),
-    entry("unary_v1_bf16", "unary", DType::Bf16),
-    entry("affine_v1_f32", "affine", DType::F32),
-    entry("affine_v1_bf16", "affine", DType::Bf16),
-    entry("binary_v1_f32", "binary", DType::F32),
-    entry("binary_v1_bf16", "binary", DType::Bf16),
+pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(
+    PARAMS, LAUNCH; "unary", "affine", "binary";
     // suffix = input dtype, op = output dtype
-    entry("cast_bf16_v1_f32", "cast_bf16", DType::F32),
-    entry("cast_f32_v1_bf16", "cast_f32", DType::Bf16),
-];
+    Entry::v1("cast_bf16_v1_f32", "cast_bf16", DType::F32, PARAMS, LAUNCH),
+    Entry::v1("cast_f32_v1_bf16", "cast_f32", DType::Bf16, PARAMS, LAUNCH)
+);
 
 /// `op` codes of the unary entries (`enum UnaryOp` in the `.cu`).
 pub mod unary_op {
@@ -103,11 +96,7 @@ pub fn launch_config(n: u64) -> LaunchConfig {
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<PointwiseParams>(), 168);
-        assert_eq!(std::mem::align_of::<PointwiseParams>(), 8);
-    }
+    crate::params_layout_test!(PointwiseParams, 168, align 8);
 
     #[test]
     fn launch_caps_grid() {

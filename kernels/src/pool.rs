@@ -1,23 +1,20 @@
 //! `kernels/cuda/pool.cu`: 2-D max pooling. The params struct and launch rule also serve
 //! `mean_dim.cu` (`kernels/cuda/pool.cuh`).
 
-use crate::{grid_stride, DType, Entry, LaunchConfig};
+use crate::{grid_stride, Entry, LaunchConfig};
 
 /// Threads per block (`POOL_THREADS` in the `.cu`).
 pub const POOL_THREADS: u32 = 256;
 pub const POOL_ITEMS_PER_THREAD: u64 = 4;
 pub const POOL_MAX_BLOCKS: u64 = crate::MAX_GRID_STRIDE_BLOCKS;
 
-const LAUNCH: &str = "grid = clamp(ceil(n_out / 1024), 1, 65535), block = 256, grid-stride loop";
+pub(crate) const LAUNCH: &str =
+    "grid = clamp(ceil(n_out / 1024), 1, 65535), block = 256, grid-stride loop";
 
-pub(crate) const fn entry(name: &'static str, op: &'static str, dtype: DType) -> Entry {
-    Entry::v1(name, op, dtype, ("PoolParams", 64), LAUNCH)
-}
+/// The params struct of max_pool2d's and mean_dim's entries.
+pub(crate) const PARAMS: (&str, usize) = ("PoolParams", 64);
 
-pub const ENTRIES: &[Entry] = &[
-    entry("max_pool2d_v1_f32", "max_pool2d", DType::F32),
-    entry("max_pool2d_v1_bf16", "max_pool2d", DType::Bf16),
-];
+pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(PARAMS, LAUNCH; "max_pool2d");
 
 /// Mirrors `struct PoolParams` in `pool.cu` field for field (64 bytes).
 #[repr(C)]
@@ -53,8 +50,5 @@ pub fn launch_config(n_out: u64) -> LaunchConfig {
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<PoolParams>(), 64);
-    }
+    crate::params_layout_test!(PoolParams, 64);
 }

@@ -2,7 +2,7 @@
 //! `rca_temporal_query` (`x + A_s + T[n mod F]`), `rca_motion_sum` (`A_s + A_t + F_id` on the
 //! identity rows) and `rca_merge` (`F_in + sigmoid(conv2(SiLU(hid))) ⊙ tokens→NCHW`).
 
-use crate::{ceil_div, grid_stride, to_u32, DType, Entry, LaunchConfig};
+use crate::{grid_stride, tiles, to_u32, DType, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
 /// Threads per block (`RCA_THREADS` in the `.cu`).
@@ -200,28 +200,16 @@ pub fn launch_config(op: RcaOp, p: &RcaParams) -> LaunchConfig {
         RcaOp::TemporalQuery | RcaOp::MotionSum => {
             grid_stride(p.n_elem, RCA_THREADS, RCA_ITEMS_PER_THREAD).grid
         }
-        RcaOp::Merge => [
-            ceil_div(p.l as u64, RCA_TILE as u64).max(1) as u32,
-            p.n.max(1),
-            1,
-        ],
+        RcaOp::Merge => [tiles(p.l as u64, RCA_TILE), p.n.max(1), 1],
     };
-    LaunchConfig {
-        grid,
-        block: [RCA_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    LaunchConfig::blocks(grid, RCA_THREADS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<RcaParams>(), 88);
-        assert_eq!(RCA_MERGE_SMEM_BYTES, 5376);
-    }
+    crate::params_layout_test!(RcaParams, 88; assert_eq!(RCA_MERGE_SMEM_BYTES, 5376););
 
     #[test]
     fn launch_rules() {

@@ -1,6 +1,6 @@
 //! `kernels/cuda/softmax.cu`: row softmax over the last dim of `(rows, cols)`, with a pre-scale.
 
-use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
+use crate::{to_u32, warp_per_row, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
 /// Rows (one warp each) per block (`SOFTMAX_WARPS` in the `.cu`).
@@ -9,26 +9,7 @@ pub const SOFTMAX_THREADS: u32 = SOFTMAX_WARPS * 32;
 
 const LAUNCH: &str = "grid = ceil(rows / 4), block = 128 (one warp per row)";
 
-pub const ENTRIES: &[Entry] = &[
-    Entry {
-        name: "softmax_v1_f32",
-        op: "softmax",
-        version: 1,
-        dtype: DType::F32,
-        params: "SoftmaxParams",
-        params_size: 32,
-        launch: LAUNCH,
-    },
-    Entry {
-        name: "softmax_v1_bf16",
-        op: "softmax",
-        version: 1,
-        dtype: DType::Bf16,
-        params: "SoftmaxParams",
-        params_size: 32,
-        launch: LAUNCH,
-    },
-];
+pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(("SoftmaxParams", 32), LAUNCH; "softmax");
 
 /// Mirrors `struct SoftmaxParams` in `softmax.cu` (32 bytes).
 #[repr(C)]
@@ -68,22 +49,14 @@ impl SoftmaxParams {
 
 /// `grid = ceil(rows / 4)`, `block = 128`, no dynamic smem.
 pub fn launch_config(shape: SoftmaxShape) -> LaunchConfig {
-    let blocks = ceil_div(shape.rows, SOFTMAX_WARPS as u64).max(1) as u32;
-    LaunchConfig {
-        grid: [blocks, 1, 1],
-        block: [SOFTMAX_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    }
+    warp_per_row(shape.rows, SOFTMAX_WARPS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<SoftmaxParams>(), 32);
-    }
+    crate::params_layout_test!(SoftmaxParams, 32);
 
     #[test]
     fn launch_rounds_rows_up() {

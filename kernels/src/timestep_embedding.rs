@@ -12,32 +12,7 @@ pub const TEMB_MAX_BLOCKS: u64 = crate::MAX_GRID_STRIDE_BLOCKS;
 const LAUNCH: &str = "grid = clamp(ceil(n * dim / 256), 1, 65535), block = 256, grid-stride loop";
 
 /// `op` = `timestep_embedding_<output dtype>`, entry suffix = timestep dtype.
-const fn entry(name: &'static str, op: &'static str, dtype: DType) -> Entry {
-    Entry::v1(name, op, dtype, ("TimestepEmbeddingParams", 32), LAUNCH)
-}
-
-pub const ENTRIES: &[Entry] = &[
-    entry(
-        "timestep_embedding_f32_v1_f32",
-        "timestep_embedding_f32",
-        DType::F32,
-    ),
-    entry(
-        "timestep_embedding_f32_v1_bf16",
-        "timestep_embedding_f32",
-        DType::Bf16,
-    ),
-    entry(
-        "timestep_embedding_bf16_v1_f32",
-        "timestep_embedding_bf16",
-        DType::F32,
-    ),
-    entry(
-        "timestep_embedding_bf16_v1_bf16",
-        "timestep_embedding_bf16",
-        DType::Bf16,
-    ),
-];
+pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(("TimestepEmbeddingParams", 32), LAUNCH; "timestep_embedding_f32", "timestep_embedding_bf16");
 
 /// The op name of the entry writing `out` (pass it with the timestep dtype to
 /// [`crate::kernel_name`]): `timestep_embedding_f32` / `timestep_embedding_bf16`.
@@ -93,11 +68,7 @@ pub fn launch_config(p: &TimestepEmbeddingParams) -> LaunchConfig {
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_layout_matches_cu() {
-        assert_eq!(std::mem::size_of::<TimestepEmbeddingParams>(), 32);
-        assert_eq!(std::mem::align_of::<TimestepEmbeddingParams>(), 8);
-    }
+    crate::params_layout_test!(TimestepEmbeddingParams, 32, align 8);
 
     #[test]
     fn launch_and_names() {

@@ -2,19 +2,9 @@
 //! `layout`'s (`kernels/cuda/layout.cuh`): `LayoutParams` over `(planes, oh, ow)` with `src_h`,
 //! `src_w`, `scale_h`, `scale_w` set.
 
-use crate::{DType, Entry};
+use crate::layout::{LAUNCH, PARAMS};
+use crate::Entry;
 
 pub use crate::layout::{launch_config, LayoutParams};
 
-pub const ENTRIES: &[Entry] = &[
-    crate::layout::entry(
-        "upsample_nearest2d_v1_f32",
-        "upsample_nearest2d",
-        DType::F32,
-    ),
-    crate::layout::entry(
-        "upsample_nearest2d_v1_bf16",
-        "upsample_nearest2d",
-        DType::Bf16,
-    ),
-];
+pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(PARAMS, LAUNCH; "upsample_nearest2d");

@@ -99,6 +99,7 @@ pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
+pub mod fixtures;
 pub mod numerics;
 
 /// Tolerances by storage dtype: relative L2 of the whole tensor.
@@ -224,6 +225,24 @@ macro_rules! backend_test {
 // ------------------------------------------------------------------------------------------------
 // the CUDA backend against the CPU backend, op by op
 // ------------------------------------------------------------------------------------------------
+
+/// One `#[test]` of the CUDA backend against the CPU backend: `body` runs once per storage of
+/// [`storages`] (bf16, then f32) with that storage's backend and tolerance, holding
+/// [`cuda_serial`] throughout:
+///
+/// ```ignore
+/// storages_test!(softmax_matches_cpu, |be, tol| { check(.., &be, &be.softmax_last(&g)?, .., tol) });
+/// ```
+#[macro_export]
+macro_rules! storages_test {
+    ($name:ident, |$be:ident, $tol:tt| $body:block) => {
+        #[test]
+        fn $name() {
+            let _serial = $crate::common::cuda_serial();
+            for ($be, $tol) in $crate::common::storages() $body
+        }
+    };
+}
 
 /// The bf16-storage test backend ([`cuda_backend`]) and an f32-storage clone, each with its
 /// relative L2 tolerance against the CPU.

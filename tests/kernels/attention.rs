@@ -4,7 +4,7 @@
 //! (`backends::cuda::attention`) with its unsupported-head-dim error.
 
 use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, Rng, CPU};
-use crate::common::{check, cuda_serial, rand_pair, storages};
+use crate::common::{check, rand_pair};
 use crate::harness::{
     download_bf16 as download, engine_device, for_each_schedule, upload_bf16 as upload, Device,
     TOL_BF16 as TOL,
@@ -202,25 +202,21 @@ crate::backend_test!(attention_bad_shapes);
 // through the CUDA backend (stand-in driver, or a GPU), against the CPU backend
 // ------------------------------------------------------------------------------------------------
 
-#[test]
-fn attention_matches_cpu() {
-    let _g = cuda_serial();
-    for (be, _) in storages() {
-        for (b, h, lq, lk, d, dv) in [
-            (1usize, 2usize, 19usize, 23usize, 16usize, 16usize),
-            (2, 1, 5, 70, 40, 24),
-        ] {
-            let (q, qc) = rand_pair(&be, &[b, h, lq, d], 170);
-            let (k, kc) = rand_pair(&be, &[b, h, lk, d], 171);
-            let (v, vc) = rand_pair(&be, &[b, h, lk, dv], 172);
-            let scale = 1.0 / (d as f32).sqrt() * 2.0;
-            check(
-                &format!("attention b{b} h{h} lq{lq} lk{lk} d{d} dv{dv}"),
-                &be,
-                &be.attention(&q, &k, &v, scale).unwrap(),
-                &CPU.attention(&qc, &kc, &vc, scale).unwrap(),
-                1e-2,
-            );
-        }
+crate::storages_test!(attention_matches_cpu, |be, _| {
+    for (b, h, lq, lk, d, dv) in [
+        (1usize, 2usize, 19usize, 23usize, 16usize, 16usize),
+        (2, 1, 5, 70, 40, 24),
+    ] {
+        let (q, qc) = rand_pair(&be, &[b, h, lq, d], 170);
+        let (k, kc) = rand_pair(&be, &[b, h, lk, d], 171);
+        let (v, vc) = rand_pair(&be, &[b, h, lk, dv], 172);
+        let scale = 1.0 / (d as f32).sqrt() * 2.0;
+        check(
+            &format!("attention b{b} h{h} lq{lq} lk{lk} d{d} dv{dv}"),
+            &be,
+            &be.attention(&q, &k, &v, scale).unwrap(),
+            &CPU.attention(&qc, &kc, &vc, scale).unwrap(),
+            1e-2,
+        );
     }
-}
+});

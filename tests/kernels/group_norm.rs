@@ -1,7 +1,7 @@
 //! `group_norm_v1_*` / `group_norm_silu_v1_*` against the CPU backend's `group_norm_act`.
 
 use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, tol, Rng, CPU};
-use crate::common::{check, cuda_serial, rand_pair, storages};
+use crate::common::{check, rand_pair};
 use crate::harness::{Device, SCHEDULES};
 use cyberhost_engine::backends::{Backend, Unary};
 use cyberhost_kernels::group_norm::{launch_config, GroupNormParams, GroupNormShape};
@@ -144,37 +144,33 @@ crate::backend_test!(group_norm_bad_arguments);
 // through the CUDA backend (stand-in driver, or a GPU), against the CPU backend
 // ------------------------------------------------------------------------------------------------
 
-#[test]
-fn group_norm_matches_cpu() {
-    let _g = cuda_serial();
-    for (be, tol) in storages() {
-        for (shape, groups) in [
-            (vec![2usize, 6, 5, 7], 3),
-            (vec![1, 8, 13], 4),
-            (vec![2, 4, 3, 3, 5], 2),
-            (vec![3, 5], 5),
-        ] {
-            let c = shape[1];
-            let (x, xc) = rand_pair(&be, &shape, 110);
-            let (g, gc) = rand_pair(&be, &[c], 111);
-            let (b, bc) = rand_pair(&be, &[c], 112);
-            check(
-                &format!("group_norm {shape:?} affine"),
-                &be,
-                &be.group_norm(&x, groups, Some(&g), Some(&b), 1e-5).unwrap(),
-                &CPU.group_norm(&xc, groups, Some(&gc), Some(&bc), 1e-5)
-                    .unwrap(),
-                tol,
-            );
-            check(
-                &format!("group_norm {shape:?} plain"),
-                &be,
-                &be.group_norm(&x, groups, None, None, 1e-6).unwrap(),
-                &CPU.group_norm(&xc, groups, None, None, 1e-6).unwrap(),
-                tol,
-            );
-        }
-        let (x, _) = rand_pair(&be, &[1, 6, 4], 1);
-        assert!(be.group_norm(&x, 4, None, None, 1e-5).is_err());
+crate::storages_test!(group_norm_matches_cpu, |be, tol| {
+    for (shape, groups) in [
+        (vec![2usize, 6, 5, 7], 3),
+        (vec![1, 8, 13], 4),
+        (vec![2, 4, 3, 3, 5], 2),
+        (vec![3, 5], 5),
+    ] {
+        let c = shape[1];
+        let (x, xc) = rand_pair(&be, &shape, 110);
+        let (g, gc) = rand_pair(&be, &[c], 111);
+        let (b, bc) = rand_pair(&be, &[c], 112);
+        check(
+            &format!("group_norm {shape:?} affine"),
+            &be,
+            &be.group_norm(&x, groups, Some(&g), Some(&b), 1e-5).unwrap(),
+            &CPU.group_norm(&xc, groups, Some(&gc), Some(&bc), 1e-5)
+                .unwrap(),
+            tol,
+        );
+        check(
+            &format!("group_norm {shape:?} plain"),
+            &be,
+            &be.group_norm(&x, groups, None, None, 1e-6).unwrap(),
+            &CPU.group_norm(&xc, groups, None, None, 1e-6).unwrap(),
+            tol,
+        );
     }
-}
+    let (x, _) = rand_pair(&be, &[1, 6, 4], 1);
+    assert!(be.group_norm(&x, 4, None, None, 1e-5).is_err());
+});

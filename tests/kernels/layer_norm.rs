@@ -3,7 +3,7 @@
 //! (`backend_test!`).
 
 use crate::backend_test;
-use crate::common::{check, cuda_serial, pair, rand_pair, random, storages, CPU};
+use crate::common::{check, pair, rand_pair, random, CPU};
 use cyberhost_engine::backends::Backend;
 
 /// A scalar or a gamma of the wrong length is an error; a constant row normalises to beta.
@@ -27,40 +27,36 @@ backend_test!(layer_norm_bad_arguments_and_constant_rows);
 // through the CUDA backend (stand-in driver, or a GPU), against the CPU backend
 // ------------------------------------------------------------------------------------------------
 
-#[test]
-fn layer_norm_matches_cpu() {
-    let _g = cuda_serial();
-    for (be, tol) in storages() {
-        for shape in [vec![3usize, 7], vec![2, 5, 67], vec![5, 320], vec![1]] {
-            let c = *shape.last().unwrap();
-            let data: Vec<f32> = random(shape.iter().product(), 120)
-                .iter()
-                .map(|v| v * 2.0 + 0.5)
-                .collect();
-            let (x, xc) = pair(&be, &shape, &data);
-            let (g, gc) = rand_pair(&be, &[c], 121);
-            let (b, bc) = rand_pair(&be, &[c], 122);
-            check(
-                &format!("layer_norm {shape:?} affine"),
-                &be,
-                &be.layer_norm(&x, Some(&g), Some(&b), 1e-5).unwrap(),
-                &CPU.layer_norm(&xc, Some(&gc), Some(&bc), 1e-5).unwrap(),
-                tol,
-            );
-            check(
-                &format!("layer_norm {shape:?} gamma only"),
-                &be,
-                &be.layer_norm(&x, Some(&g), None, 1e-6).unwrap(),
-                &CPU.layer_norm(&xc, Some(&gc), None, 1e-6).unwrap(),
-                tol,
-            );
-            check(
-                &format!("layer_norm {shape:?} plain"),
-                &be,
-                &be.layer_norm(&x, None, None, 1e-5).unwrap(),
-                &CPU.layer_norm(&xc, None, None, 1e-5).unwrap(),
-                tol,
-            );
-        }
+crate::storages_test!(layer_norm_matches_cpu, |be, tol| {
+    for shape in [vec![3usize, 7], vec![2, 5, 67], vec![5, 320], vec![1]] {
+        let c = *shape.last().unwrap();
+        let data: Vec<f32> = random(shape.iter().product(), 120)
+            .iter()
+            .map(|v| v * 2.0 + 0.5)
+            .collect();
+        let (x, xc) = pair(&be, &shape, &data);
+        let (g, gc) = rand_pair(&be, &[c], 121);
+        let (b, bc) = rand_pair(&be, &[c], 122);
+        check(
+            &format!("layer_norm {shape:?} affine"),
+            &be,
+            &be.layer_norm(&x, Some(&g), Some(&b), 1e-5).unwrap(),
+            &CPU.layer_norm(&xc, Some(&gc), Some(&bc), 1e-5).unwrap(),
+            tol,
+        );
+        check(
+            &format!("layer_norm {shape:?} gamma only"),
+            &be,
+            &be.layer_norm(&x, Some(&g), None, 1e-6).unwrap(),
+            &CPU.layer_norm(&xc, Some(&gc), None, 1e-6).unwrap(),
+            tol,
+        );
+        check(
+            &format!("layer_norm {shape:?} plain"),
+            &be,
+            &be.layer_norm(&x, None, None, 1e-5).unwrap(),
+            &CPU.layer_norm(&xc, None, None, 1e-5).unwrap(),
+            tol,
+        );
     }
-}
+});

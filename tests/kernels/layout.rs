@@ -66,92 +66,84 @@ fn permute_is_exact() {
     }
 }
 
-#[test]
-fn concat_narrow_index_select_are_exact() {
-    let _g = cuda_serial();
-    for (be, _) in storages() {
-        for dim in 0..3 {
-            let mut shapes = [vec![3usize, 5, 7], vec![3, 5, 7], vec![3, 5, 7]];
-            for (k, s) in shapes.iter_mut().enumerate() {
-                s[dim] = [2, 5, 1][k];
-            }
-            let pairs: Vec<_> = shapes
-                .iter()
-                .enumerate()
-                .map(|(k, s)| rounded_pair(&be, s, 60 + k as u64))
-                .collect();
-            let g: Vec<&CudaTensor> = pairs.iter().map(|p| &p.0).collect();
-            let c: Vec<&CpuTensor> = pairs.iter().map(|p| &p.1).collect();
-            check(
-                &format!("concat dim {dim}"),
-                &be,
-                &be.concat(&g, dim).unwrap(),
-                &CPU.concat(&c, dim).unwrap(),
-                0.0,
-            );
-
-            let (t, tc) = rounded_pair(&be, &[4, 6, 5], 70 + dim as u64);
-            let d = [4, 6, 5][dim];
-            check(
-                &format!("narrow dim {dim}"),
-                &be,
-                &be.narrow(&t, dim, 1, d - 2).unwrap(),
-                &CPU.narrow(&tc, dim, 1, d - 2).unwrap(),
-                0.0,
-            );
-            let idx = [d - 1, 0, 2, 2, 1, d - 1, 0];
-            check(
-                &format!("index_select dim {dim}"),
-                &be,
-                &be.index_select(&t, dim, &idx).unwrap(),
-                &CPU.index_select(&tc, dim, &idx).unwrap(),
-                0.0,
-            );
+crate::storages_test!(concat_narrow_index_select_are_exact, |be, _| {
+    for dim in 0..3 {
+        let mut shapes = [vec![3usize, 5, 7], vec![3, 5, 7], vec![3, 5, 7]];
+        for (k, s) in shapes.iter_mut().enumerate() {
+            s[dim] = [2, 5, 1][k];
         }
-        let (t, _) = rounded_pair(&be, &[4, 6], 1);
-        assert!(be.narrow(&t, 1, 4, 3).is_err());
-        assert!(be.index_select(&t, 0, &[4]).is_err());
-        // concat of mixed dtypes promotes to f32
-        let other = if be.storage() == DType::F32 {
-            cuda_backend().clone()
-        } else {
-            cuda_backend().with_storage(DType::F32)
-        };
-        let (a, ac) = rounded_pair(&be, &[2, 3], 80);
-        let (b, bc) = rounded_pair(&other, &[1, 3], 81);
-        let got = be.concat(&[&a, &b], 0).unwrap();
-        assert_eq!(got.dtype(), DType::F32);
+        let pairs: Vec<_> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, s)| rounded_pair(&be, s, 60 + k as u64))
+            .collect();
+        let g: Vec<&CudaTensor> = pairs.iter().map(|p| &p.0).collect();
+        let c: Vec<&CpuTensor> = pairs.iter().map(|p| &p.1).collect();
         check(
-            "concat mixed",
+            &format!("concat dim {dim}"),
             &be,
-            &got,
-            &CPU.concat(&[&ac, &bc], 0).unwrap(),
+            &be.concat(&g, dim).unwrap(),
+            &CPU.concat(&c, dim).unwrap(),
+            0.0,
+        );
+
+        let (t, tc) = rounded_pair(&be, &[4, 6, 5], 70 + dim as u64);
+        let d = [4, 6, 5][dim];
+        check(
+            &format!("narrow dim {dim}"),
+            &be,
+            &be.narrow(&t, dim, 1, d - 2).unwrap(),
+            &CPU.narrow(&tc, dim, 1, d - 2).unwrap(),
+            0.0,
+        );
+        let idx = [d - 1, 0, 2, 2, 1, d - 1, 0];
+        check(
+            &format!("index_select dim {dim}"),
+            &be,
+            &be.index_select(&t, dim, &idx).unwrap(),
+            &CPU.index_select(&tc, dim, &idx).unwrap(),
             0.0,
         );
     }
-}
+    let (t, _) = rounded_pair(&be, &[4, 6], 1);
+    assert!(be.narrow(&t, 1, 4, 3).is_err());
+    assert!(be.index_select(&t, 0, &[4]).is_err());
+    // concat of mixed dtypes promotes to f32
+    let other = if be.storage() == DType::F32 {
+        cuda_backend().clone()
+    } else {
+        cuda_backend().with_storage(DType::F32)
+    };
+    let (a, ac) = rounded_pair(&be, &[2, 3], 80);
+    let (b, bc) = rounded_pair(&other, &[1, 3], 81);
+    let got = be.concat(&[&a, &b], 0).unwrap();
+    assert_eq!(got.dtype(), DType::F32);
+    check(
+        "concat mixed",
+        &be,
+        &got,
+        &CPU.concat(&[&ac, &bc], 0).unwrap(),
+        0.0,
+    );
+});
 
-#[test]
-fn pad2d_is_exact() {
-    let _g = cuda_serial();
-    for (be, _) in storages() {
-        let (x, xc) = rounded_pair(&be, &[2, 3, 5, 7], 90);
-        for (l, r, t, b) in [(1, 1, 1, 1), (0, 3, 2, 0), (2, 0, 0, 1)] {
-            check(
-                &format!("pad2d {l} {r} {t} {b}"),
-                &be,
-                &be.pad2d(&x, l, r, t, b).unwrap(),
-                &CPU.pad2d(&xc, l, r, t, b).unwrap(),
-                0.0,
-            );
-        }
-        let (x3, x3c) = rounded_pair(&be, &[3, 4, 6], 91);
+crate::storages_test!(pad2d_is_exact, |be, _| {
+    let (x, xc) = rounded_pair(&be, &[2, 3, 5, 7], 90);
+    for (l, r, t, b) in [(1, 1, 1, 1), (0, 3, 2, 0), (2, 0, 0, 1)] {
         check(
-            "pad2d rank 3",
+            &format!("pad2d {l} {r} {t} {b}"),
             &be,
-            &be.pad2d(&x3, 2, 1, 0, 3).unwrap(),
-            &CPU.pad2d(&x3c, 2, 1, 0, 3).unwrap(),
+            &be.pad2d(&x, l, r, t, b).unwrap(),
+            &CPU.pad2d(&xc, l, r, t, b).unwrap(),
             0.0,
         );
     }
-}
+    let (x3, x3c) = rounded_pair(&be, &[3, 4, 6], 91);
+    check(
+        "pad2d rank 3",
+        &be,
+        &be.pad2d(&x3, 2, 1, 0, 3).unwrap(),
+        &CPU.pad2d(&x3c, 2, 1, 0, 3).unwrap(),
+        0.0,
+    );
+});

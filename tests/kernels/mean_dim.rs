@@ -2,7 +2,7 @@
 //! both storages, every dim of a ragged 4-D tensor; bad arguments and known values on both
 //! backends (`backend_test!`).
 
-use crate::common::{check, cuda_serial, pair, random, storages, CPU};
+use crate::common::{check, pair, random, CPU};
 use cyberhost_engine::backends::{Backend, TensorLike};
 
 /// A missing dim is an error; the dim is kept with size 1; an empty dim gives NaN (PyTorch).
@@ -20,22 +20,18 @@ fn mean_dim_bad_arguments_and_known_values<B: Backend>(be: &B) -> anyhow::Result
 }
 crate::backend_test!(mean_dim_bad_arguments_and_known_values);
 
-#[test]
-fn mean_dim_matches_cpu() {
-    let _g = cuda_serial();
-    for (be, tol) in storages() {
-        let shape = [3usize, 5, 7, 2];
-        let data: Vec<f32> = random(210, 130).iter().map(|v| v + 0.3).collect();
-        let (x, xc) = pair(&be, &shape, &data);
-        for dim in 0..4 {
-            check(
-                &format!("mean_dim {dim}"),
-                &be,
-                &be.mean_dim(&x, dim).unwrap(),
-                &CPU.mean_dim(&xc, dim).unwrap(),
-                tol,
-            );
-        }
-        assert!(be.mean_dim(&x, 4).is_err());
+crate::storages_test!(mean_dim_matches_cpu, |be, tol| {
+    let shape = [3usize, 5, 7, 2];
+    let data: Vec<f32> = random(210, 130).iter().map(|v| v + 0.3).collect();
+    let (x, xc) = pair(&be, &shape, &data);
+    for dim in 0..4 {
+        check(
+            &format!("mean_dim {dim}"),
+            &be,
+            &be.mean_dim(&x, dim).unwrap(),
+            &CPU.mean_dim(&xc, dim).unwrap(),
+            tol,
+        );
     }
-}
+    assert!(be.mean_dim(&x, 4).is_err());
+});

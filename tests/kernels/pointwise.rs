@@ -69,22 +69,18 @@ fn unary_matches_cpu() {
     }
 }
 
-#[test]
-fn affine_matches_cpu() {
-    let _g = cuda_serial();
-    for (be, tol) in storages() {
-        for shape in [vec![5usize, 7, 3], vec![1029]] {
-            let (g, c) = rand_pair(&be, &shape, 3);
-            check(
-                "affine",
-                &be,
-                &be.affine(&g, -1.75, 0.3).unwrap(),
-                &CPU.affine(&c, -1.75, 0.3).unwrap(),
-                tol,
-            );
-        }
+crate::storages_test!(affine_matches_cpu, |be, tol| {
+    for shape in [vec![5usize, 7, 3], vec![1029]] {
+        let (g, c) = rand_pair(&be, &shape, 3);
+        check(
+            "affine",
+            &be,
+            &be.affine(&g, -1.75, 0.3).unwrap(),
+            &CPU.affine(&c, -1.75, 0.3).unwrap(),
+            tol,
+        );
     }
-}
+});
 
 #[test]
 fn binary_broadcast_matches_cpu() {

@@ -2,7 +2,7 @@
 //! storages, bit for bit; bad arguments and known values on both backends (`backend_test!`).
 
 use crate::backend_test;
-use crate::common::{check, cuda_serial, rounded_pair, storages, CPU};
+use crate::common::{check, rounded_pair, CPU};
 use cyberhost_engine::backends::Backend;
 
 /// A window larger than the padded input, or padding over half the window, is an error; a known
@@ -22,26 +22,22 @@ backend_test!(pool_bad_arguments_and_known_values);
 // through the CUDA backend (stand-in driver, or a GPU), against the CPU backend
 // ------------------------------------------------------------------------------------------------
 
-#[test]
-fn max_pool2d_is_exact() {
-    let _g = cuda_serial();
-    for (be, _) in storages() {
-        for (shape, k, s, p) in [
-            ([2usize, 3, 9, 11], 3, 2, 1),
-            ([1, 2, 8, 8], 2, 2, 0),
-            ([1, 3, 7, 5], 3, 1, 1),
-            ([2, 1, 5, 6], 1, 3, 0),
-        ] {
-            let (x, xc) = rounded_pair(&be, &shape, 140);
-            check(
-                &format!("max_pool2d {shape:?} k{k} s{s} p{p}"),
-                &be,
-                &be.max_pool2d(&x, k, s, p).unwrap(),
-                &CPU.max_pool2d(&xc, k, s, p).unwrap(),
-                0.0,
-            );
-        }
-        let (x, _) = rounded_pair(&be, &[1, 1, 4, 4], 1);
-        assert!(be.max_pool2d(&x, 2, 2, 2).is_err());
+crate::storages_test!(max_pool2d_is_exact, |be, _| {
+    for (shape, k, s, p) in [
+        ([2usize, 3, 9, 11], 3, 2, 1),
+        ([1, 2, 8, 8], 2, 2, 0),
+        ([1, 3, 7, 5], 3, 1, 1),
+        ([2, 1, 5, 6], 1, 3, 0),
+    ] {
+        let (x, xc) = rounded_pair(&be, &shape, 140);
+        check(
+            &format!("max_pool2d {shape:?} k{k} s{s} p{p}"),
+            &be,
+            &be.max_pool2d(&x, k, s, p).unwrap(),
+            &CPU.max_pool2d(&xc, k, s, p).unwrap(),
+            0.0,
+        );
     }
-}
+    let (x, _) = rounded_pair(&be, &[1, 1, 4, 4], 1);
+    assert!(be.max_pool2d(&x, 2, 2, 2).is_err());
+});

@@ -2,7 +2,7 @@
 //! rows are 0 from the kernel (the attention convention) where the CPU, as PyTorch, gives NaN.
 
 use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, tol, Rng, CPU};
-use crate::common::{check, cuda_serial, pair, random, storages};
+use crate::common::{check, pair, random};
 use crate::harness::{Device, SCHEDULES};
 use cyberhost_engine::backends::{Backend, TensorLike};
 use cyberhost_kernels::softmax::{launch_config, SoftmaxParams, SoftmaxShape};
@@ -115,21 +115,17 @@ crate::backend_test!(softmax_bad_arguments_and_known_values);
 // through the CUDA backend (stand-in driver, or a GPU), against the CPU backend
 // ------------------------------------------------------------------------------------------------
 
-#[test]
-fn softmax_matches_cpu() {
-    let _g = cuda_serial();
-    for (be, tol) in storages() {
-        for shape in [vec![3usize, 7], vec![2, 5, 33], vec![4, 130], vec![1]] {
-            let n: usize = shape.iter().product();
-            let data: Vec<f32> = random(n, 100).iter().map(|v| v * 4.0).collect();
-            let (g, c) = pair(&be, &shape, &data);
-            check(
-                &format!("softmax {shape:?}"),
-                &be,
-                &be.softmax_last(&g).unwrap(),
-                &CPU.softmax_last(&c).unwrap(),
-                tol.max(1e-5),
-            );
-        }
+crate::storages_test!(softmax_matches_cpu, |be, tol| {
+    for shape in [vec![3usize, 7], vec![2, 5, 33], vec![4, 130], vec![1]] {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = random(n, 100).iter().map(|v| v * 4.0).collect();
+        let (g, c) = pair(&be, &shape, &data);
+        check(
+            &format!("softmax {shape:?}"),
+            &be,
+            &be.softmax_last(&g).unwrap(),
+            &CPU.softmax_last(&c).unwrap(),
+            tol.max(1e-5),
+        );
     }
-}
+});

@@ -2,7 +2,7 @@
 //! backend: bit for bit, both storages, up and down and non-integer scales; bad arguments and
 //! known values on both backends (`backend_test!`).
 
-use crate::common::{check, cuda_serial, rounded_pair, storages, CPU};
+use crate::common::{check, rounded_pair, CPU};
 use cyberhost_engine::backends::Backend;
 
 /// Not (N, C, H, W), or an empty plane resized to a non-empty one, is an error; 2x nearest
@@ -25,19 +25,15 @@ fn upsample_bad_arguments_and_known_values<B: Backend>(be: &B) -> anyhow::Result
 }
 crate::backend_test!(upsample_bad_arguments_and_known_values);
 
-#[test]
-fn upsample_nearest2d_is_exact() {
-    let _g = cuda_serial();
-    for (be, _) in storages() {
-        let (x, xc) = rounded_pair(&be, &[2, 3, 5, 7], 90);
-        for (oh, ow) in [(10, 14), (5, 7), (3, 4), (15, 9), (11, 20)] {
-            check(
-                &format!("upsample {oh}x{ow}"),
-                &be,
-                &be.upsample_nearest2d(&x, oh, ow).unwrap(),
-                &CPU.upsample_nearest2d(&xc, oh, ow).unwrap(),
-                0.0,
-            );
-        }
+crate::storages_test!(upsample_nearest2d_is_exact, |be, _| {
+    let (x, xc) = rounded_pair(&be, &[2, 3, 5, 7], 90);
+    for (oh, ow) in [(10, 14), (5, 7), (3, 4), (15, 9), (11, 20)] {
+        check(
+            &format!("upsample {oh}x{ow}"),
+            &be,
+            &be.upsample_nearest2d(&x, oh, ow).unwrap(),
+            &CPU.upsample_nearest2d(&xc, oh, ow).unwrap(),
+            0.0,
+        );
     }
-}
+});
