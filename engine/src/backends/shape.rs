@@ -8,11 +8,12 @@
 //! say it in the same words.
 //!
 //! [`ShapeBackend`]: every op checks its operands and infers the output shape, and nothing is
-//! computed or stored. Uses: listing the parameters a model config requests without allocating
+//! computed or stored. The fused primitives and the RCA ops keep the trait's default bodies: the
+//! composition of the unfused ops checks and infers the same. Uses: listing the parameters a model config requests without allocating
 //! them (synthetic checkpoints of any size), and dry-running a forward pass to validate shapes
 //! cheaply.
 
-use super::{Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
+use super::{Backend, Binary, Conv2dParams, TensorLike, Unary};
 use anyhow::{bail, ensure, Result};
 
 /// Shape-only tensor.
@@ -347,7 +348,7 @@ impl Backend for ShapeBackend {
         &self,
         x: &ShapeTensor,
         w: &ShapeTensor,
-        _bias: Option<&ShapeTensor>,
+        bias: Option<&ShapeTensor>,
     ) -> Result<ShapeTensor> {
         ensure!(
             w.rank() == 2 && x.shape.last() == Some(&w.shape[1]),
@@ -355,6 +356,7 @@ impl Backend for ShapeBackend {
             x.shape,
             w.shape
         );
+        check_vec("linear", "bias", bias, w.shape[0])?;
         let mut s = x.shape.clone();
         *s.last_mut().unwrap() = w.shape[0];
         t(s)
@@ -368,7 +370,7 @@ impl Backend for ShapeBackend {
         &self,
         x: &ShapeTensor,
         w: &ShapeTensor,
-        _bias: Option<&ShapeTensor>,
+        bias: Option<&ShapeTensor>,
         p: Conv2dParams,
     ) -> Result<ShapeTensor> {
         ensure!(
@@ -378,6 +380,7 @@ impl Backend for ShapeBackend {
             w.shape,
             p.groups
         );
+        check_vec("conv2d", "bias", bias, w.shape[0])?;
         let out = |i: usize, k: usize, s: usize, pd: usize, d: usize| -> Result<usize> {
             let eff = d * (k - 1) + 1;
             ensure!(
@@ -471,111 +474,5 @@ impl Backend for ShapeBackend {
         padding: usize,
     ) -> Result<ShapeTensor> {
         t(max_pool2d_shape(&x.shape, kernel, stride, padding)?)
-    }
-
-    fn linear_ext(
-        &self,
-        x: &ShapeTensor,
-        w: &ShapeTensor,
-        bias: Option<&ShapeTensor>,
-        epi: LinearEpilogue<'_, ShapeTensor>,
-    ) -> Result<ShapeTensor> {
-        let mut s = self.linear(x, w, bias)?.shape;
-        let rows = w.shape[0];
-        if let Some(b) = bias {
-            ensure!(
-                b.elem_count() == rows,
-                "linear_ext: bias {:?} for w {:?}",
-                b.shape,
-                w.shape
-            );
-        }
-        if epi.geglu {
-            ensure!(
-                rows % 2 == 0,
-                "linear_ext GEGLU: w {:?} needs an even number of rows",
-                w.shape
-            );
-            *s.last_mut().unwrap() = rows / 2;
-        }
-        if let Some(r) = epi.residual {
-            super::composed::check_linear_residual(&r.shape, &s)?;
-        }
-        t(s)
-    }
-
-    fn conv2d_ext(
-        &self,
-        x: &ShapeTensor,
-        w: &ShapeTensor,
-        bias: Option<&ShapeTensor>,
-        p: Conv2dParams,
-        epi: ConvEpilogue<'_, ShapeTensor>,
-    ) -> Result<ShapeTensor> {
-        let y = self.conv2d(x, w, bias, p)?;
-        if let Some(b) = bias {
-            ensure!(
-                b.elem_count() == w.shape[0],
-                "conv2d_ext: bias {:?} for w {:?}",
-                b.shape,
-                w.shape
-            );
-        }
-        if let Some(tb) = epi.temb {
-            ensure!(
-                tb.shape == y.shape[..2],
-                "conv2d_ext: temb {:?} must be (N, C_out) of {:?}",
-                tb.shape,
-                y.shape
-            );
-        }
-        if let Some(r) = epi.residual {
-            super::composed::check_conv_residual(&r.shape, &y.shape)?;
-        }
-        Ok(y)
-    }
-
-    fn rca_attention(
-        &self,
-        q: &ShapeTensor,
-        k: &ShapeTensor,
-        v: &ShapeTensor,
-        heads: usize,
-        _scale: f32,
-    ) -> Result<ShapeTensor> {
-        super::composed_rca::check_attention(q, k, v, heads)?;
-        t(q.shape.clone())
-    }
-
-    fn rca_temporal_query(
-        &self,
-        x: &ShapeTensor,
-        a_s: &ShapeTensor,
-        bank: &ShapeTensor,
-    ) -> Result<ShapeTensor> {
-        super::composed_rca::check_temporal_query(x, a_s, bank)?;
-        t(x.shape.clone())
-    }
-
-    fn rca_motion_sum(
-        &self,
-        a_s: &ShapeTensor,
-        a_t: &ShapeTensor,
-        f_id: Option<(&ShapeTensor, usize)>,
-    ) -> Result<ShapeTensor> {
-        super::composed_rca::check_motion_sum(a_s, a_t, f_id)?;
-        t(a_s.shape.clone())
-    }
-
-    fn rca_merge(
-        &self,
-        f_in: &ShapeTensor,
-        tokens: &ShapeTensor,
-        mask_hidden: &ShapeTensor,
-        mask_w: &ShapeTensor,
-        mask_b: Option<&ShapeTensor>,
-    ) -> Result<ShapeTensor> {
-        super::composed_rca::check_merge(f_in, tokens, mask_hidden, mask_w, mask_b)?;
-        t(f_in.shape.clone())
     }
 }
