@@ -1,17 +1,18 @@
 //! Shape rules, and a backend whose tensors carry only shapes.
 //!
-//! The free functions (`check_vec`, `group_norm_channels`, `reshape_shape`, `permute_shape`, `concat_shape`, `narrow_shape`,
+//! The free functions (`check_vec`, `group_norm_channels`, `check_conv2d_operands`, `last_dim`,
+//! `linear_shape`, `reshape_shape`, `permute_shape`, `concat_shape`, `narrow_shape`,
 //! `index_select_shape`, `pad2d_shape`, `upsample_nearest2d_shape`, `mean_dim_shape`,
-//! `max_pool2d_shape`, `matmul_shape`, `attention_shape`, `broadcast_shape`) are the one place an op's operands are
-//! checked and its output shape inferred: the CPU backend, the CUDA backend and [`ShapeBackend`]
-//! (hence the tracer, `graph::trace`) all call them, so the three agree on what is an error and
-//! say it in the same words.
+//! `max_pool2d_shape`, `matmul_shape`, `attention_shape`, `broadcast_shape`) are the one place an
+//! op's operands are checked and its output shape inferred: the CPU backend, the CUDA backend and
+//! [`ShapeBackend`] (hence the tracer, `graph::trace`) all call them, so the three agree on what is
+//! an error and say it in the same words.
 //!
 //! [`ShapeBackend`]: every op checks its operands and infers the output shape, and nothing is
 //! computed or stored. The fused primitives and the RCA ops keep the trait's default bodies: the
-//! composition of the unfused ops checks and infers the same. Uses: listing the parameters a model config requests without allocating
-//! them (synthetic checkpoints of any size), and dry-running a forward pass to validate shapes
-//! cheaply.
+//! composition of the unfused ops checks and infers the same. Uses: listing the parameters a model
+//! config requests without allocating them (synthetic checkpoints of any size), and dry-running a
+//! forward pass to validate shapes cheaply.
 
 use super::{Backend, Binary, Conv2dParams, TensorLike, Unary};
 use anyhow::{bail, ensure, Result};
@@ -67,6 +68,35 @@ pub fn group_norm_channels(shape: &[usize], groups: usize) -> Result<usize> {
         bail!("group_norm: {c} channels of x {shape:?} are not divisible into {groups} groups");
     }
     Ok(c)
+}
+
+/// Ops over the last dim (`op`: softmax_last, layer_norm): at least one dim; returns its size.
+pub fn last_dim(op: &str, shape: &[usize]) -> Result<usize> {
+    match shape.last() {
+        Some(&d) => Ok(d),
+        None => bail!("{op}: needs at least one dim, got a scalar"),
+    }
+}
+
+/// `linear` (`op` names it in errors) of `x (.., K)` and `w (N, K)` → `(.., N)`.
+pub fn linear_shape(op: &str, x: &[usize], w: &[usize]) -> Result<Vec<usize>> {
+    if w.len() != 2 || x.last() != Some(&w[1]) {
+        bail!("{op}: x {x:?} · w {w:?}ᵀ needs w (out, in) with in = the last dim of x");
+    }
+    let mut out = x.to_vec();
+    *out.last_mut().unwrap() = w[0];
+    Ok(out)
+}
+
+/// `conv2d` (`op` names it in errors) of x `(N, C, H, W)` and w `(O, C/groups, kh, kw)`.
+pub fn check_conv2d_operands(op: &str, x: &[usize], w: &[usize], groups: usize) -> Result<()> {
+    if x.len() != 4 || w.len() != 4 || groups == 0 || x[1] != w[1] * groups {
+        bail!(
+            "{op}: x {x:?} and w {w:?} must be (N, C, H, W) and (O, C/groups, kh, kw) with groups \
+             {groups}"
+        );
+    }
+    Ok(())
 }
 
 /// `reshape`: the element counts must agree.
@@ -350,15 +380,8 @@ impl Backend for ShapeBackend {
         w: &ShapeTensor,
         bias: Option<&ShapeTensor>,
     ) -> Result<ShapeTensor> {
-        ensure!(
-            w.rank() == 2 && x.shape.last() == Some(&w.shape[1]),
-            "linear {:?} · {:?}ᵀ",
-            x.shape,
-            w.shape
-        );
+        let s = linear_shape("linear", &x.shape, &w.shape)?;
         check_vec("linear", "bias", bias, w.shape[0])?;
-        let mut s = x.shape.clone();
-        *s.last_mut().unwrap() = w.shape[0];
         t(s)
     }
 
@@ -373,13 +396,7 @@ impl Backend for ShapeBackend {
         bias: Option<&ShapeTensor>,
         p: Conv2dParams,
     ) -> Result<ShapeTensor> {
-        ensure!(
-            x.rank() == 4 && w.rank() == 4 && x.shape[1] == w.shape[1] * p.groups,
-            "conv2d {:?} * {:?} groups {}",
-            x.shape,
-            w.shape,
-            p.groups
-        );
+        check_conv2d_operands("conv2d", &x.shape, &w.shape, p.groups)?;
         check_vec("conv2d", "bias", bias, w.shape[0])?;
         let out = |i: usize, k: usize, s: usize, pd: usize, d: usize| -> Result<usize> {
             let eff = d * (k - 1) + 1;

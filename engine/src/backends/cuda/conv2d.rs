@@ -14,7 +14,7 @@ use super::split::split_operands;
 use super::tensor::CudaTensor;
 use super::util::check_len;
 use super::CudaDevice;
-use crate::backends::shape::check_vec;
+use crate::backends::shape::{check_conv2d_operands, check_vec};
 use crate::backends::{self, TensorLike};
 
 /// Optional epilogue operands of [`conv2d`]: `y = scale * (conv + bias + temb + residual)`.
@@ -133,14 +133,7 @@ pub(crate) fn conv2d_op(
     bias: Option<&CudaTensor>,
     p: backends::Conv2dParams,
 ) -> Result<CudaTensor> {
-    if x.rank() != 4 || w.rank() != 4 || p.groups == 0 || x.shape()[1] != w.shape()[1] * p.groups {
-        bail!(
-            "conv2d: x {:?} and w {:?} must be (N, C, H, W) and (O, C/groups, kh, kw) with groups {}",
-            x.shape(),
-            w.shape(),
-            p.groups
-        );
-    }
+    check_conv2d_operands("conv2d", x.shape(), w.shape(), p.groups)?;
     let (n, c, hh, ww) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let (o, kh, kw) = (w.shape()[0], w.shape()[2], w.shape()[3]);
     if o % p.groups != 0 {

@@ -16,7 +16,7 @@ use super::conv2d::{self as conv, Conv2dExtras};
 use super::gemm::{self, GemmExtras};
 use super::pointwise;
 use super::tensor::CudaTensor;
-use crate::backends::shape::check_vec;
+use crate::backends::shape::{check_conv2d_operands, check_vec, linear_shape};
 use crate::backends::{composed, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike};
 
 /// Largest row count a one-row (broadcast) residual runs fused with (one GEMM batch per row,
@@ -30,13 +30,7 @@ pub(crate) fn linear_ext(
     bias: Option<&CudaTensor>,
     epi: LinearEpilogue<'_, CudaTensor>,
 ) -> Result<CudaTensor> {
-    if w.rank() != 2 || x.rank() == 0 || x.shape().last() != Some(&w.shape()[1]) {
-        bail!(
-            "linear_ext: x {:?} · w {:?}ᵀ needs w (out, in) with in = the last dim of x",
-            x.shape(),
-            w.shape()
-        );
-    }
+    let mut shape = linear_shape("linear_ext", x.shape(), w.shape())?;
     let (rows, k) = (w.shape()[0], w.shape()[1]);
     if epi.geglu && rows % 2 != 0 {
         bail!(
@@ -47,7 +41,6 @@ pub(crate) fn linear_ext(
     check_vec("linear_ext", "bias", bias, rows)?;
     let n = if epi.geglu { rows / 2 } else { rows };
     let m: usize = x.shape()[..x.rank() - 1].iter().product();
-    let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
     if let Some(r) = epi.residual {
         composed::check_linear_residual(r.shape(), &shape)?;
@@ -147,14 +140,7 @@ pub(crate) fn conv2d_ext(
     p: Conv2dParams,
     epi: ConvEpilogue<'_, CudaTensor>,
 ) -> Result<CudaTensor> {
-    if x.rank() != 4 || w.rank() != 4 || p.groups == 0 || x.shape()[1] != w.shape()[1] * p.groups {
-        bail!(
-            "conv2d_ext: x {:?} and w {:?} must be (N, C, H, W) and (O, C/groups, kh, kw) with groups {}",
-            x.shape(),
-            w.shape(),
-            p.groups
-        );
-    }
+    check_conv2d_operands("conv2d_ext", x.shape(), w.shape(), p.groups)?;
     // f32 activations (e.g. the sampler's latents) keep the unfused path: the kernel stores bf16,
     // which would round the f32 residual sum.
     let Some(s) = conv_shape(x, w, p).filter(|_| x.dtype() == DType::Bf16) else {
