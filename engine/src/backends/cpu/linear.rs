@@ -3,7 +3,7 @@
 use anyhow::Result;
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, Mat, Threads};
+use super::gemm::{run_units, sgemm, Mat, Threads};
 use super::{check_vec, CpuTensor};
 use crate::backends::shape::{linear_shape, matmul_shape};
 use crate::backends::TensorLike;
@@ -65,14 +65,6 @@ pub(crate) fn matmul(a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
             threads,
         )
     };
-    if batch >= rayon::current_num_threads() || (batch > 1 && m * n * k < SMALL_GEMM_MACS) {
-        out.par_chunks_mut(m * n)
-            .enumerate()
-            .try_for_each(|(i, c)| one(i, c, Threads::Single))?;
-    } else {
-        for (i, c) in out.chunks_mut(m * n).enumerate() {
-            one(i, c, Threads::Auto)?;
-        }
-    }
+    run_units(&mut out, m * n, batch, m * n * k < SMALL_GEMM_MACS, one)?;
     Ok(CpuTensor::new_unchecked(shape, out))
 }

@@ -8,12 +8,12 @@
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::conv2d::{Conv2dParams as ConvKernelParams, Conv2dPtrs, Conv2dShape};
-use cyberhost_kernels::gemm::{GemmLayout, GemmOp, GemmShape};
+use cyberhost_kernels::gemm::{GemmLayout, GemmOp};
 use cyberhost_kernels::DType;
 
 use super::context::CudaBackend;
 use super::conv2d::{self as conv, Conv2dExtras};
-use super::gemm::{self, GemmExtras};
+use super::gemm::{self, gemm_shape, GemmExtras};
 use super::pointwise;
 use super::tensor::CudaTensor;
 use crate::backends::shape::{check_conv2d_operands, check_vec, linear_shape};
@@ -67,24 +67,14 @@ pub(crate) fn linear_ext(
         let (gs, layout) = if row_residual && m <= MAX_ROW_BATCH {
             // One residual row for every output row: M batches of one row, the weight and the
             // residual shared across them (batch stride 0).
-            let gs = GemmShape {
-                batch: m as u64,
-                m: 1,
-                n: n as u64,
-                k: k as u64,
-            };
+            let gs = gemm_shape(m, 1, n, k);
             let mut layout = GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true);
             layout.stride_r = 0;
             (gs, layout)
         } else if row_residual {
             return composed::linear_ext(be, x, w, bias, epi);
         } else {
-            let gs = GemmShape {
-                batch: 1,
-                m: m as u64,
-                n: n as u64,
-                k: k as u64,
-            };
+            let gs = gemm_shape(1, m, n, k);
             (
                 gs,
                 GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true),
