@@ -54,19 +54,8 @@ pub fn conv2d<T: DeviceRepr>(
     conv2d_entry(dev, "conv2d_v1_bf16", x, w, y, shape, extras)
 }
 
-/// [`conv2d`] with an f32 `y` (`conv2d_v1_f32`; operands bf16, no residual aliasing `y`): f32
-/// activations keep the convolution unrounded.
-pub fn conv2d_f32_out<T: DeviceRepr, Y: DeviceRepr>(
-    dev: &CudaDevice,
-    x: &CudaSlice<T>,
-    w: &CudaSlice<T>,
-    y: &mut CudaSlice<Y>,
-    shape: Conv2dShape,
-    extras: Conv2dExtras<'_, T>,
-) -> Result<()> {
-    conv2d_entry(dev, "conv2d_v1_f32", x, w, y, shape, extras)
-}
-
+/// [`conv2d`] on `entry`: `conv2d_v1_bf16`, or `conv2d_v1_f32` for an f32 `y` (operands bf16, no
+/// residual aliasing `y`: f32 activations keep the convolution unrounded).
 fn conv2d_entry<T: DeviceRepr, Y: DeviceRepr>(
     dev: &CudaDevice,
     entry: &str,
@@ -190,7 +179,8 @@ pub(crate) fn conv2d_op(
             ..Default::default()
         };
         if x.dtype() == DType::F32 {
-            conv2d_f32_out(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, shape, extras)?;
+            let (xb, wb, yb) = (xb.buf(), wb.buf(), y.buf_mut()?);
+            conv2d_entry(be.device(), "conv2d_v1_f32", xb, wb, yb, shape, extras)?;
         } else {
             conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, shape, extras)?;
         }
