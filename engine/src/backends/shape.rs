@@ -185,6 +185,12 @@ pub fn pad2d_shape(
     Ok(out)
 }
 
+/// A shape of rank ≥ 2 as `(planes, h, w)`: its last two dims and the product of the others.
+pub fn planes_hw(shape: &[usize]) -> (usize, usize, usize) {
+    let r = shape.len();
+    (shape[..r - 2].iter().product(), shape[r - 2], shape[r - 1])
+}
+
 /// `upsample_nearest2d` of `(N, C, H, W)` to `(N, C, out_h, out_w)`; empty spatial dims cannot
 /// be resized to a non-empty plane.
 pub fn upsample_nearest2d_shape(shape: &[usize], out_h: usize, out_w: usize) -> Result<Vec<usize>> {
