@@ -90,13 +90,8 @@ pub fn check_merge<T: TensorLike>(
 }
 
 /// (L, C) → (1, heads, L, d): `reshape`, `permute`, `reshape`.
-fn split_heads<B: Backend>(
-    be: &B,
-    t: &B::Tensor,
-    l: usize,
-    c: usize,
-    heads: usize,
-) -> Result<B::Tensor> {
+fn split_heads<B: Backend>(be: &B, t: &B::Tensor, heads: usize) -> Result<B::Tensor> {
+    let (l, c) = (t.shape()[0], t.shape()[1]);
     let d = c / heads;
     let t = be.reshape(t, &[l, heads, d])?;
     let t = be.permute(&t, &[1, 0, 2])?;
@@ -113,11 +108,11 @@ pub fn rca_attention<B: Backend>(
     heads: usize,
     scale: f32,
 ) -> Result<B::Tensor> {
-    let (n, l, c, lk) = check_attention(q, k, v, heads)?;
+    let (n, l, c, _) = check_attention(q, k, v, heads)?;
     let d = c / heads;
-    let q = split_heads(be, &be.reshape(q, &[n * l, c])?, n * l, c, heads)?;
-    let k = split_heads(be, k, lk, c, heads)?;
-    let v = split_heads(be, v, lk, c, heads)?;
+    let q = split_heads(be, &be.reshape(q, &[n * l, c])?, heads)?;
+    let k = split_heads(be, k, heads)?;
+    let v = split_heads(be, v, heads)?;
     let o = be.attention(&q, &k, &v, scale)?; // (1, heads, N·L, d)
     let o = be.reshape(&o, &[heads, n * l, d])?;
     let o = be.permute(&o, &[1, 0, 2])?;

@@ -93,6 +93,34 @@ impl TensorLike for CpuTensor {
     }
 }
 
+/// The op functions under the names of the [`Backend`] methods they implement.
+mod ops {
+    use anyhow::Result;
+
+    use super::{pointwise, CpuTensor};
+    use crate::backends::Unary;
+
+    pub(super) use super::attention::attention;
+    pub(super) use super::conv2d::conv2d;
+    pub(super) use super::group_norm::group_norm;
+    pub(super) use super::layer_norm::layer_norm;
+    pub(super) use super::layout::{concat, index_select, narrow, pad2d, permute, reshape};
+    pub(super) use super::linear::{linear, matmul};
+    pub(super) use super::mean_dim::mean_dim;
+    pub(super) use super::pointwise::binary;
+    pub(super) use super::pool::max_pool2d;
+    pub(super) use super::softmax::softmax_last;
+    pub(super) use super::upsample::upsample_nearest2d;
+
+    pub(super) fn unary(t: &CpuTensor, op: Unary) -> Result<CpuTensor> {
+        Ok(pointwise::unary(t, op))
+    }
+
+    pub(super) fn affine(t: &CpuTensor, mul: f32, add: f32) -> Result<CpuTensor> {
+        Ok(pointwise::affine(t, mul, add))
+    }
+}
+
 /// The CPU reference backend. Stateless; threads come from the global rayon pool.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
@@ -123,39 +151,5 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::new_unchecked(shape.to_vec(), vec![0.0; n]))
     }
 
-    fn unary(&self, t: &CpuTensor, op: Unary) -> Result<CpuTensor> {
-        Ok(pointwise::unary(t, op))
-    }
-
-    fn affine(&self, t: &CpuTensor, mul: f32, add: f32) -> Result<CpuTensor> {
-        Ok(pointwise::affine(t, mul, add))
-    }
-
-    forward_ops! {
-        no_self CpuTensor;
-        reshape(t: &CpuTensor, shape: &[usize]) => layout::reshape;
-        permute(t: &CpuTensor, dims: &[usize]) => layout::permute;
-        concat(ts: &[&CpuTensor], dim: usize) => layout::concat;
-        narrow(t: &CpuTensor, dim: usize, start: usize, len: usize) => layout::narrow;
-        index_select(t: &CpuTensor, dim: usize, idx: &[usize]) => layout::index_select;
-        binary(a: &CpuTensor, b: &CpuTensor, op: Binary) => pointwise::binary;
-        softmax_last(t: &CpuTensor) => softmax::softmax_last;
-        group_norm(x: &CpuTensor, groups: usize, gamma: Option<&CpuTensor>,
-            beta: Option<&CpuTensor>, eps: f32) => group_norm::group_norm;
-        layer_norm(x: &CpuTensor, gamma: Option<&CpuTensor>, beta: Option<&CpuTensor>, eps: f32)
-            => layer_norm::layer_norm;
-        linear(x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) => linear::linear;
-        matmul(a: &CpuTensor, b: &CpuTensor) => linear::matmul;
-        conv2d(x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, p: Conv2dParams)
-            => conv2d::conv2d;
-        attention(q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, scale: f32)
-            => attention::attention;
-        upsample_nearest2d(x: &CpuTensor, out_h: usize, out_w: usize)
-            => upsample::upsample_nearest2d;
-        pad2d(x: &CpuTensor, left: usize, right: usize, top: usize, bottom: usize)
-            => layout::pad2d;
-        mean_dim(t: &CpuTensor, dim: usize) => mean_dim::mean_dim;
-        max_pool2d(x: &CpuTensor, kernel: usize, stride: usize, padding: usize)
-            => pool::max_pool2d;
-    }
+    primitive_ops!(forward_ops!(to ops;));
 }

@@ -8,15 +8,15 @@
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::conv2d::{Conv2dParams as ConvKernelParams, Conv2dPtrs, Conv2dShape};
-use cyberhost_kernels::gemm::{GemmLayout, GemmOp, GemmShape};
+use cyberhost_kernels::gemm::{GemmLayout, GemmOp};
 use cyberhost_kernels::DType;
 
 use super::context::CudaBackend;
 use super::conv2d::{self as conv, Conv2dExtras};
-use super::gemm::{self, GemmExtras};
+use super::gemm::{self, gemm_shape, GemmExtras};
 use super::pointwise;
 use super::tensor::CudaTensor;
-use crate::backends::shape::check_vec;
+use crate::backends::shape::{check_conv2d_operands, check_vec, linear_shape};
 use crate::backends::{composed, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike};
 
 /// Largest row count a one-row (broadcast) residual runs fused with (one GEMM batch per row,
@@ -30,13 +30,7 @@ pub(crate) fn linear_ext(
     bias: Option<&CudaTensor>,
     epi: LinearEpilogue<'_, CudaTensor>,
 ) -> Result<CudaTensor> {
-    if w.rank() != 2 || x.rank() == 0 || x.shape().last() != Some(&w.shape()[1]) {
-        bail!(
-            "linear_ext: x {:?} · w {:?}ᵀ needs w (out, in) with in = the last dim of x",
-            x.shape(),
-            w.shape()
-        );
-    }
+    let mut shape = linear_shape("linear_ext", x.shape(), w.shape())?;
     let (rows, k) = (w.shape()[0], w.shape()[1]);
     if epi.geglu && rows % 2 != 0 {
         bail!(
@@ -47,7 +41,6 @@ pub(crate) fn linear_ext(
     check_vec("linear_ext", "bias", bias, rows)?;
     let n = if epi.geglu { rows / 2 } else { rows };
     let m: usize = x.shape()[..x.rank() - 1].iter().product();
-    let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
     if let Some(r) = epi.residual {
         composed::check_linear_residual(r.shape(), &shape)?;
@@ -74,24 +67,14 @@ pub(crate) fn linear_ext(
         let (gs, layout) = if row_residual && m <= MAX_ROW_BATCH {
             // One residual row for every output row: M batches of one row, the weight and the
             // residual shared across them (batch stride 0).
-            let gs = GemmShape {
-                batch: m as u64,
-                m: 1,
-                n: n as u64,
-                k: k as u64,
-            };
+            let gs = gemm_shape(m, 1, n, k);
             let mut layout = GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true);
             layout.stride_r = 0;
             (gs, layout)
         } else if row_residual {
             return composed::linear_ext(be, x, w, bias, epi);
         } else {
-            let gs = GemmShape {
-                batch: 1,
-                m: m as u64,
-                n: n as u64,
-                k: k as u64,
-            };
+            let gs = gemm_shape(1, m, n, k);
             (
                 gs,
                 GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true),
@@ -147,14 +130,7 @@ pub(crate) fn conv2d_ext(
     p: Conv2dParams,
     epi: ConvEpilogue<'_, CudaTensor>,
 ) -> Result<CudaTensor> {
-    if x.rank() != 4 || w.rank() != 4 || p.groups == 0 || x.shape()[1] != w.shape()[1] * p.groups {
-        bail!(
-            "conv2d_ext: x {:?} and w {:?} must be (N, C, H, W) and (O, C/groups, kh, kw) with groups {}",
-            x.shape(),
-            w.shape(),
-            p.groups
-        );
-    }
+    check_conv2d_operands("conv2d_ext", x.shape(), w.shape(), p.groups)?;
     // f32 activations (e.g. the sampler's latents) keep the unfused path: the kernel stores bf16,
     // which would round the f32 residual sum.
     let Some(s) = conv_shape(x, w, p).filter(|_| x.dtype() == DType::Bf16) else {

@@ -33,6 +33,16 @@ copy_with_defaults!(GemmExtras<T: DeviceRepr> {
     geglu: false,
 });
 
+/// The kernels' `GemmShape` of `batch` products `(m, k) . (k, n)`.
+pub(crate) fn gemm_shape(batch: usize, m: usize, n: usize, k: usize) -> GemmShape {
+    GemmShape {
+        batch: batch as u64,
+        m: m as u64,
+        n: n as u64,
+        k: k as u64,
+    }
+}
+
 /// `out (M, N) = x (M, K) . w^T + ...` with `w (N, K)` (nn.Linear `(out, in)`; GEGLU `(2N, K)`);
 /// `M` = all leading dims of `x` flattened, e.g. `M = 32 * 4096, K = 320, N = 1280`.
 pub fn linear<T: DeviceRepr>(
@@ -45,12 +55,7 @@ pub fn linear<T: DeviceRepr>(
     k: usize,
     extras: GemmExtras<'_, T>,
 ) -> Result<()> {
-    let shape = GemmShape {
-        batch: 1,
-        m: m as u64,
-        n: n as u64,
-        k: k as u64,
-    };
+    let shape = gemm_shape(1, m, n, k);
     let layout = GemmLayout::contiguous(GemmOp::Linear, shape, extras.geglu, true);
     launch(dev, GemmOp::Linear, x, w, out, shape, layout, extras)
 }
@@ -70,12 +75,7 @@ pub fn matmul<T: DeviceRepr>(
     broadcast_b: bool,
     extras: GemmExtras<'_, T>,
 ) -> Result<()> {
-    let shape = GemmShape {
-        batch: batch as u64,
-        m: m as u64,
-        n: n as u64,
-        k: k as u64,
-    };
+    let shape = gemm_shape(batch, m, n, k);
     let layout = GemmLayout::contiguous(GemmOp::Matmul, shape, false, broadcast_b);
     launch(dev, GemmOp::Matmul, a, b, out, shape, layout, extras)
 }
