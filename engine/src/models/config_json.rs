@@ -218,3 +218,23 @@ impl ConfigJson {
         Ok(())
     }
 }
+
+/// `from_file` (a `config.json`) and `from_json` (a parsed value) for a config type with
+/// `parse(&ConfigJson)`; `$what` names the config in errors.
+macro_rules! config_constructors {
+    ($what:literal) => {
+        /// Read a `config.json`.
+        pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+            Self::parse(&$crate::models::config_json::ConfigJson::from_file(
+                $what, path,
+            )?)
+        }
+
+        pub fn from_json(v: &serde_json::Value) -> anyhow::Result<Self> {
+            Self::parse(&$crate::models::config_json::ConfigJson::from_value(
+                $what, v,
+            )?)
+        }
+    };
+}
+pub(crate) use config_constructors;

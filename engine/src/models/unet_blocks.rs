@@ -175,24 +175,35 @@ impl<B: Backend> BlockSite<'_, B> {
     }
 }
 
-/// Runs layer `i`'s spatial transformer and motion module, where the block has them.
-fn forward_layer_extras<B: Backend>(
-    be: &B,
-    h: B::Tensor,
-    attention: Option<&Transformer2DModel<B>>,
-    motion: Option<&AnimateDiffTransformer3D<B>>,
-    encoder_hidden_states: Option<&B::Tensor>,
-    num_frames: usize,
-    hooks: &mut dyn UNetHooks<B>,
-) -> Result<B::Tensor> {
-    let mut h = h;
-    if let Some(attn) = attention {
-        h = attn.forward(be, &h, encoder_hidden_states, hooks)?;
+/// What every layer of a block reads besides the hidden state.
+pub struct BlockInputs<'a, B: Backend> {
+    /// The time embedding (N, D), one row per batch item and frame.
+    pub temb: &'a B::Tensor,
+    /// (N, S, D), for the spatial transformers' cross-attention.
+    pub encoder_hidden_states: Option<&'a B::Tensor>,
+    /// F: the motion modules attend over the frames of each batch item.
+    pub num_frames: usize,
+}
+
+impl<B: Backend> BlockInputs<'_, B> {
+    /// Runs a layer's spatial transformer and motion module, where the block has them.
+    fn extras(
+        &self,
+        be: &B,
+        h: B::Tensor,
+        attention: Option<&Transformer2DModel<B>>,
+        motion: Option<&AnimateDiffTransformer3D<B>>,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
+        let mut h = h;
+        if let Some(attn) = attention {
+            h = attn.forward(be, &h, self.encoder_hidden_states, hooks)?;
+        }
+        if let Some(mm) = motion {
+            h = mm.forward(be, &h, self.num_frames, hooks)?;
+        }
+        Ok(h)
     }
-    if let Some(mm) = motion {
-        h = mm.forward(be, &h, num_frames, hooks)?;
-    }
-    Ok(h)
 }
 
 /// The layers of a down or up block: `num_layers` × (resnet → [attention] → [motion]).
@@ -207,21 +218,16 @@ pub struct LayerStackConfig {
     pub motion: Option<MotionConfig>,
 }
 
-/// The resnets, spatial transformers and motion modules of a block.
-type LayerStack<B> = (
-    Vec<ResnetBlock2D<B>>,
-    Vec<Transformer2DModel<B>>,
-    Vec<AnimateDiffTransformer3D<B>>,
-);
-
 impl LayerStackConfig {
-    /// Loads the layers of the block `name`; layer i's resnet takes `resnet_in(i)` channels.
-    fn load<B: Backend>(
+    /// Loads the block `name`: its layers (layer i's resnet takes `resnet_in(i)` channels),
+    /// then its resampler, if `sampler()` gives one.
+    fn load_block<B: Backend, S>(
         &self,
         vb: &VarBuilder<B>,
         name: &str,
         resnet_in: impl Fn(usize) -> usize,
-    ) -> Result<LayerStack<B>> {
+        sampler: impl FnOnce() -> Result<Option<S>>,
+    ) -> Result<SampledBlock<B, S>> {
         check_layer_counts(
             self.attention.as_ref(),
             self.motion.as_ref(),
@@ -251,7 +257,12 @@ impl LayerStackConfig {
                 motion_modules.push(site.motion(m, i)?);
             }
         }
-        Ok((resnets, attentions, motion_modules))
+        Ok(SampledBlock {
+            resnets,
+            attentions,
+            motion_modules,
+            sampler: sampler()?,
+        })
     }
 }
 
@@ -267,27 +278,17 @@ pub struct SampledBlock<B: Backend, S> {
 
 impl<B: Backend, S> SampledBlock<B, S> {
     /// Layer i on `h`: resnet → [attention] → [motion].
-    #[allow(clippy::too_many_arguments)]
     fn forward_layer(
         &self,
         be: &B,
         i: usize,
         h: &B::Tensor,
-        temb: &B::Tensor,
-        encoder_hidden_states: Option<&B::Tensor>,
-        num_frames: usize,
+        inputs: &BlockInputs<'_, B>,
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<B::Tensor> {
-        let h = self.resnets[i].forward(be, h, Some(temb))?;
-        forward_layer_extras(
-            be,
-            h,
-            self.attentions.get(i),
-            self.motion_modules.get(i),
-            encoder_hidden_states,
-            num_frames,
-            hooks,
-        )
+        let h = self.resnets[i].forward(be, h, Some(inputs.temb))?;
+        let (attention, motion) = (self.attentions.get(i), self.motion_modules.get(i));
+        inputs.extras(be, h, attention, motion, hooks)
     }
 }
 
@@ -312,20 +313,12 @@ impl<B: Backend> DownBlock<B> {
     /// `name` is the block's checkpoint prefix, e.g. `down_blocks.0`.
     pub fn load(vb: &VarBuilder<B>, cfg: &DownBlockConfig, name: &str) -> Result<Self> {
         let out = cfg.layers.out_channels;
-        let (resnets, attentions, motion_modules) =
-            cfg.layers
-                .load(vb, name, |i| if i == 0 { cfg.in_channels } else { out })?;
-        let downsampler = if cfg.add_downsample {
+        let resnet_in = |i| if i == 0 { cfg.in_channels } else { out };
+        cfg.layers.load_block(vb, name, resnet_in, || {
             let d = Downsample2DConfig::down(out, cfg.downsample_padding);
-            Some(Downsample2D::load(&vb.pp("downsamplers").pp("0"), &d)?)
-        } else {
-            None
-        };
-        Ok(SampledBlock {
-            resnets,
-            attentions,
-            motion_modules,
-            sampler: downsampler,
+            cfg.add_downsample
+                .then(|| Downsample2D::load(&vb.pp("downsamplers").pp("0"), &d))
+                .transpose()
         })
     }
 
@@ -334,15 +327,13 @@ impl<B: Backend> DownBlock<B> {
         &self,
         be: &B,
         x: &B::Tensor,
-        temb: &B::Tensor,
-        encoder_hidden_states: Option<&B::Tensor>,
-        num_frames: usize,
+        inputs: &BlockInputs<'_, B>,
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<(B::Tensor, Vec<B::Tensor>)> {
         let mut h = x.clone();
         let mut states = Vec::with_capacity(self.resnets.len() + 1);
         for i in 0..self.resnets.len() {
-            h = self.forward_layer(be, i, &h, temb, encoder_hidden_states, num_frames, hooks)?;
+            h = self.forward_layer(be, i, &h, inputs, hooks)?;
             states.push(h.clone());
         }
         if let Some(d) = &self.sampler {
@@ -421,23 +412,14 @@ impl<B: Backend> MidBlock<B> {
         &self,
         be: &B,
         x: &B::Tensor,
-        temb: &B::Tensor,
-        encoder_hidden_states: Option<&B::Tensor>,
-        num_frames: usize,
+        inputs: &BlockInputs<'_, B>,
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<B::Tensor> {
-        let mut h = self.resnets[0].forward(be, x, Some(temb))?;
+        let temb = Some(inputs.temb);
+        let mut h = self.resnets[0].forward(be, x, temb)?;
         for (i, attn) in self.attentions.iter().enumerate() {
-            h = forward_layer_extras(
-                be,
-                h,
-                Some(attn),
-                self.motion_modules.get(i),
-                encoder_hidden_states,
-                num_frames,
-                hooks,
-            )?;
-            h = self.resnets[i + 1].forward(be, &h, Some(temb))?;
+            h = inputs.extras(be, h, Some(attn), self.motion_modules.get(i), hooks)?;
+            h = self.resnets[i + 1].forward(be, &h, temb)?;
         }
         Ok(h)
     }
@@ -465,24 +447,16 @@ impl<B: Backend> UpBlock<B> {
     /// `name` is the block's checkpoint prefix, e.g. `up_blocks.1`.
     pub fn load(vb: &VarBuilder<B>, cfg: &UpBlockConfig, name: &str) -> Result<Self> {
         let (out, last) = (cfg.layers.out_channels, cfg.layers.num_layers - 1);
-        let (resnets, attentions, motion_modules) = cfg.layers.load(vb, name, |i| {
+        let resnet_in = |i| {
             let skip = if i == last { cfg.in_channels } else { out };
             let cin = if i == 0 { cfg.prev_output_channel } else { out };
             cin + skip
-        })?;
-        let upsampler = if cfg.add_upsample {
-            Some(Upsample2D::load(
-                &vb.pp("upsamplers").pp("0"),
-                &Upsample2DConfig::up(out),
-            )?)
-        } else {
-            None
         };
-        Ok(SampledBlock {
-            resnets,
-            attentions,
-            motion_modules,
-            sampler: upsampler,
+        cfg.layers.load_block(vb, name, resnet_in, || {
+            let u = Upsample2DConfig::up(out);
+            cfg.add_upsample
+                .then(|| Upsample2D::load(&vb.pp("upsamplers").pp("0"), &u))
+                .transpose()
         })
     }
 
@@ -494,9 +468,7 @@ impl<B: Backend> UpBlock<B> {
         be: &B,
         x: &B::Tensor,
         skips: &mut Vec<B::Tensor>,
-        temb: &B::Tensor,
-        encoder_hidden_states: Option<&B::Tensor>,
-        num_frames: usize,
+        inputs: &BlockInputs<'_, B>,
         upsample_size: Option<(usize, usize)>,
         index: usize,
         hooks: &mut dyn UNetHooks<B>,
@@ -515,9 +487,9 @@ impl<B: Backend> UpBlock<B> {
                 );
             }
             h = be.concat(&[&h, &skip], 1)?;
-            h = self.forward_layer(be, i, &h, temb, encoder_hidden_states, num_frames, hooks)?;
+            h = self.forward_layer(be, i, &h, inputs, hooks)?;
         }
-        h = hooks.after_up_block(be, index, h, num_frames)?;
+        h = hooks.after_up_block(be, index, h, inputs.num_frames)?;
         if let Some(u) = &self.sampler {
             h = u.forward(be, &h, upsample_size)?;
         }
