@@ -53,16 +53,14 @@ fn emulated_counters(k: Kernel, n: u64) -> Counters {
         detect_uninit_shared: false,
         ..Default::default()
     };
-    let (_, acc) = ptx_emu::launch_counted(
-        &module,
-        k.entry(),
-        &cfg,
-        &params,
-        &mut mem,
-        &opts,
-        Some(SAMPLE_BLOCKS),
-    )
-    .unwrap_or_else(|f| panic!("{}: {f}", k.entry()));
+    let call = ptx_emu::KernelCall {
+        module: &module,
+        kernel: k.entry(),
+        cfg: &cfg,
+        params: &params,
+    };
+    let (_, acc) = ptx_emu::launch_counted(call, &mut mem, &opts, Some(SAMPLE_BLOCKS))
+        .unwrap_or_else(|f| panic!("{}: {f}", k.entry()));
     acc.finish(&LaunchInfo {
         kernel: k.entry().to_string(),
         grid: s.grid,

@@ -175,14 +175,8 @@ pub(crate) fn primary_release(dev: CUdevice) -> Result<(), CUresult> {
     }
 }
 
-#[no_mangle]
-pub extern "C" fn cuDevicePrimaryCtxRelease_v2(dev: CUdevice) -> CUresult {
-    entry("cuDevicePrimaryCtxRelease_v2", || primary_release(dev))
-}
-
-#[no_mangle]
-pub extern "C" fn cuDevicePrimaryCtxRelease(dev: CUdevice) -> CUresult {
-    entry("cuDevicePrimaryCtxRelease", || primary_release(dev))
+aliases! {
+    [cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxRelease](dev: CUdevice) => primary_release(dev);
 }
 
 pub(crate) fn primary_reset(dev: CUdevice) -> Result<(), CUresult> {
@@ -204,14 +198,8 @@ pub(crate) fn primary_reset(dev: CUdevice) -> Result<(), CUresult> {
     Ok(())
 }
 
-#[no_mangle]
-pub extern "C" fn cuDevicePrimaryCtxReset_v2(dev: CUdevice) -> CUresult {
-    entry("cuDevicePrimaryCtxReset_v2", || primary_reset(dev))
-}
-
-#[no_mangle]
-pub extern "C" fn cuDevicePrimaryCtxReset(dev: CUdevice) -> CUresult {
-    entry("cuDevicePrimaryCtxReset", || primary_reset(dev))
+aliases! {
+    [cuDevicePrimaryCtxReset_v2, cuDevicePrimaryCtxReset](dev: CUdevice) => primary_reset(dev);
 }
 
 #[no_mangle]
@@ -320,8 +308,7 @@ pub extern "C" fn cuCtxSetCurrent(ctx: Ptr) -> CUresult {
 #[no_mangle]
 pub extern "C" fn cuCtxPushCurrent_v2(ctx: Ptr) -> CUresult {
     entry("cuCtxPushCurrent_v2", || {
-        need_init()?;
-        registry().owner_of(h(ctx), Kind::Context)?;
+        owner(ctx, Kind::Context)?;
         push_current(h(ctx));
         Ok(())
     })

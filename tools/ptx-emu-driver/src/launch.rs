@@ -50,10 +50,7 @@ pub unsafe extern "C" fn cuLaunchKernel(
         }
         let mut ctx = lock(&cell);
         ctx.check()?;
-        let f = ctx
-            .functions
-            .get(&h(func))
-            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        let f = ctx.function(h(func))?;
         let kernel = f.kernel.clone();
         if shared_mem_bytes > f.max_dynamic_smem {
             eprintln!(

@@ -20,6 +20,24 @@
     clippy::not_unsafe_ptr_arg_deref
 )]
 
+/// Entry points that share one implementation (CUDA's `_v2` and unversioned names, a query and
+/// a synchronize that do the same here): each name is exported with the same arguments and
+/// runs the implementation inside [`entry`] under its own name.
+macro_rules! aliases {
+    ([$($name:ident),+] $params:tt => $imp:expr $(;)?) => {$(
+        #[no_mangle]
+        pub extern "C" fn $name $params -> CUresult {
+            entry(stringify!($name), || $imp)
+        }
+    )+};
+    (unsafe [$($name:ident),+] $params:tt => $imp:expr $(;)?) => {$(
+        #[no_mangle]
+        pub unsafe extern "C" fn $name $params -> CUresult {
+            entry(stringify!($name), || $imp)
+        }
+    )+};
+}
+
 pub mod device;
 pub mod errors;
 mod state;
@@ -101,6 +119,12 @@ fn need_init() -> Result<(), CUresult> {
     }
 }
 
+/// The context owning handle `p` of `kind`, once the driver is initialised.
+fn owner(p: Ptr, kind: Kind) -> Result<Arc<Mutex<Ctx>>, CUresult> {
+    need_init()?;
+    registry().owner_of(h(p), kind)
+}
+
 fn check_device(dev: CUdevice) -> Result<(), CUresult> {
     need_init()?;
     if dev == 0 {
@@ -174,7 +198,15 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
                 CUDA_ERROR_INVALID_VALUE
             })?;
             let run = match &prof {
-                Some(p) => profile::launch(p, module, kernel, &cfg, &slices, &mut ctx.mem, &opts),
+                Some(p) => {
+                    let call = ptx_emu::KernelCall {
+                        module,
+                        kernel,
+                        cfg: &cfg,
+                        params: &slices,
+                    };
+                    profile::launch(p, call, &mut ctx.mem, &opts)
+                }
                 None => ptx_emu::launch(module, kernel, &cfg, &slices, &mut ctx.mem, &opts),
             };
             match run {

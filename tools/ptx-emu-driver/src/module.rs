@@ -133,8 +133,7 @@ pub unsafe extern "C" fn cuModuleLoad(pmod: *mut Ptr, fname: *const c_char) -> C
 #[no_mangle]
 pub extern "C" fn cuModuleUnload(module: Ptr) -> CUresult {
     entry("cuModuleUnload", || {
-        need_init()?;
-        let cell = registry().owner_of(h(module), Kind::Module)?;
+        let cell = owner(module, Kind::Module)?;
         let mut ctx = lock(&cell);
         let m = ctx
             .modules
@@ -250,18 +249,10 @@ pub unsafe extern "C" fn cuModuleGetGlobal_v2(
 #[no_mangle]
 pub unsafe extern "C" fn cuFuncGetAttribute(pi: *mut c_int, attrib: c_int, func: Ptr) -> CUresult {
     entry("cuFuncGetAttribute", || {
-        need_init()?;
-        let cell = registry().owner_of(h(func), Kind::Function)?;
+        let cell = owner(func, Kind::Function)?;
         let ctx = lock(&cell);
         ctx.check()?;
-        let f = ctx
-            .functions
-            .get(&h(func))
-            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
-        let m = ctx
-            .modules
-            .get(&f.module)
-            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        let (f, m) = ctx.function_module(h(func))?;
         let static_smem = m.module.static_shared_bytes(&f.kernel).unwrap_or(0) as c_int;
         let local = m.module.local_bytes(&f.kernel).unwrap_or(0) as c_int;
         let v = match attrib {
@@ -285,19 +276,13 @@ pub unsafe extern "C" fn cuFuncGetAttribute(pi: *mut c_int, attrib: c_int, func:
 #[no_mangle]
 pub extern "C" fn cuFuncSetAttribute(func: Ptr, attrib: c_int, value: c_int) -> CUresult {
     entry("cuFuncSetAttribute", || {
-        need_init()?;
-        let cell = registry().owner_of(h(func), Kind::Function)?;
+        let cell = owner(func, Kind::Function)?;
         let mut ctx = lock(&cell);
         ctx.check()?;
-        let f = ctx
-            .functions
-            .get(&h(func))
-            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
-        let static_smem = ctx
-            .modules
-            .get(&f.module)
-            .and_then(|m| m.module.static_shared_bytes(&f.kernel))
-            .unwrap_or(0) as u32;
+        let static_smem = {
+            let (f, m) = ctx.function_module(h(func))?;
+            m.module.static_shared_bytes(&f.kernel).unwrap_or(0) as u32
+        };
         let f = ctx
             .functions
             .get_mut(&h(func))
@@ -319,8 +304,7 @@ pub extern "C" fn cuFuncSetAttribute(func: Ptr, attrib: c_int, value: c_int) -> 
 #[no_mangle]
 pub extern "C" fn cuFuncSetCacheConfig(func: Ptr, _config: c_int) -> CUresult {
     entry("cuFuncSetCacheConfig", || {
-        need_init()?;
-        registry().owner_of(h(func), Kind::Function)?;
+        owner(func, Kind::Function)?;
         Ok(())
     })
 }

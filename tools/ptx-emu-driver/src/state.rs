@@ -258,6 +258,21 @@ impl Ctx {
         }
     }
 
+    /// The function behind handle `f`.
+    pub fn function(&self, f: Handle) -> Result<&FunctionState, CUresult> {
+        self.functions.get(&f).ok_or(CUDA_ERROR_INVALID_HANDLE)
+    }
+
+    /// The function behind handle `f` and its module.
+    pub fn function_module(&self, f: Handle) -> Result<(&FunctionState, &ModuleState), CUresult> {
+        let func = self.function(f)?;
+        let m = self
+            .modules
+            .get(&func.module)
+            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        Ok((func, m))
+    }
+
     pub fn check(&self) -> Result<(), CUresult> {
         match self.sticky {
             Some(e) => Err(e),

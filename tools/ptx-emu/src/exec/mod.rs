@@ -5,7 +5,7 @@
 use crate::float::{self, Fmt, Rnd};
 use crate::memory::{Memory, Overlay, GLOBAL_LIMIT};
 use crate::program::*;
-use crate::{Fault, FaultKind, LaunchConfig, LaunchOptions, LaunchStats, Module};
+use crate::{Fault, FaultKind, KernelCall, LaunchConfig, LaunchOptions, LaunchStats};
 use half::f16;
 
 mod alu;
@@ -295,14 +295,17 @@ struct Block<'a, 'b> {
 const MAX_BLOCK_REGISTER_BYTES: u64 = 1 << 30;
 
 pub(crate) fn launch(
-    module: &Module,
-    kernel: &str,
-    cfg: &LaunchConfig,
-    params: &[&[u8]],
+    call: KernelCall<'_>,
     mem: &mut Memory,
     opts: &LaunchOptions,
     prof: Option<&Profiling>,
 ) -> Result<LaunchStats, Fault> {
+    let KernelCall {
+        module,
+        kernel,
+        cfg,
+        params,
+    } = call;
     let bad = |detail: String| Fault {
         kind: FaultKind::InvalidParams,
         kernel: kernel.to_string(),
