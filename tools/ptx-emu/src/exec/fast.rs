@@ -420,7 +420,7 @@ fn decode_alu(op: Alu, ty: Ty, f: &AluFlags, d: u32, s: &[Opnd]) -> Option<FOp> 
 }
 
 use super::alu::{canon32, fin, fminmax, ftz32};
-use super::memory::{put_le_at, store_span};
+use super::memory::{lane_span, put_le_at, store_span};
 
 /// f32 result bits (flushed with `.ftz`).
 #[inline(always)]
@@ -437,27 +437,28 @@ fn fv(b: u64, ftz: bool) -> f32 {
     f32::from_bits(fin(b, ftz) as u32)
 }
 
-/// `cvt.rn.bf16.f32`: the f32 input is exact, so `bf16::from_f32` (round to nearest even) is
-/// `cvt`'s result; NaN gives the canonical NaN.
+/// `cvt.rn.<half>.f32` with `from_f32` the conversion to the half type's bits: the f32 input is
+/// exact, so its round-to-nearest-even conversion is `cvt`'s result; NaN gives the canonical NaN.
 #[inline(always)]
-fn bf16_of(x: u64) -> u64 {
+fn half_of(x: u64, from_f32: impl Fn(f32) -> u16) -> u64 {
     let x = f32::from_bits(x as u32);
     if x.is_nan() {
         0x7fff
     } else {
-        half::bf16::from_f32(x).to_bits() as u64
+        from_f32(x) as u64
     }
 }
 
-/// `cvt.rn.f16.f32` (as [`bf16_of`]).
+/// `cvt.rn.bf16.f32`.
+#[inline(always)]
+fn bf16_of(x: u64) -> u64 {
+    half_of(x, |v| half::bf16::from_f32(v).to_bits())
+}
+
+/// `cvt.rn.f16.f32`.
 #[inline(always)]
 fn f16_of(x: u64) -> u64 {
-    let x = f32::from_bits(x as u32);
-    if x.is_nan() {
-        0x7fff
-    } else {
-        half::f16::from_f32(x).to_bits() as u64
-    }
+    half_of(x, |v| half::f16::from_f32(v).to_bits())
 }
 
 /// One register row.
@@ -781,13 +782,7 @@ impl<'a, 'b> Block<'a, 'b> {
             }
             Src::I(v) => addrs = [v.wrapping_add(off); 32],
         }
-        let (mut lo, mut hi, mut bits) = (u64::MAX, 0u64, 0u64);
-        for (l, &a) in addrs.iter().enumerate() {
-            let on = (exec >> l) & 1 != 0;
-            lo = if on { lo.min(a) } else { lo };
-            hi = if on { hi.max(a) } else { hi };
-            bits |= if on { a } else { 0 };
-        }
+        let (lo, hi, bits) = lane_span(&addrs, exec);
         if bits & (total as u64 - 1) != 0 || hi >= u64::MAX - 64 || lo > hi {
             return false;
         }

@@ -3,6 +3,21 @@
 
 use super::*;
 
+/// A `len`-byte access at `addr` must be `len`-byte aligned.
+#[inline(always)]
+fn aligned(lane: usize, addr: u64, len: usize) -> R<()> {
+    if addr.is_multiple_of(len as u64) {
+        Ok(())
+    } else {
+        Err(e(
+            FaultKind::Misaligned,
+            lane as u32,
+            Some(addr),
+            format!("{len}-byte access must be {len}-byte aligned"),
+        ))
+    }
+}
+
 impl<'a, 'b> Block<'a, 'b> {
     /// Data of a finished cp.async lands in shared memory (a write by the issuing thread now).
     pub(super) fn land(&mut self, w: &mut Warp, p: Pending) -> R<()> {
@@ -88,32 +103,13 @@ impl<'a, 'b> Block<'a, 'b> {
         atomic: bool,
     ) -> R<()> {
         let len = out.len();
-        if !addr.is_multiple_of(len as u64) {
-            return Err(e(
-                FaultKind::Misaligned,
-                lane as u32,
-                Some(addr),
-                format!("{len}-byte access must be {len}-byte aligned"),
-            ));
-        }
+        aligned(lane, addr, len)?;
         let (sp, a) = self.resolve(space, addr);
         match sp {
             Space::Global => self.global_read(lane, a, out),
             Space::Shared => self.shared_read(w, lane, a, out, atomic),
             Space::Local => {
-                let ls = self.c.prog.local_size as u64;
-                if a + len as u64 > ls {
-                    return Err(e(
-                        FaultKind::OutOfBounds,
-                        lane as u32,
-                        Some(addr),
-                        format!(
-                            "local access [{a}, {}) outside the {ls}-byte local frame",
-                            a + len as u64
-                        ),
-                    ));
-                }
-                let o = lane * ls as usize + a as usize;
+                let o = self.local_off(lane, addr, a, len)?;
                 out.copy_from_slice(&w.local[o..o + len]);
                 Ok(())
             }
@@ -147,38 +143,17 @@ impl<'a, 'b> Block<'a, 'b> {
         atomic: bool,
     ) -> R<()> {
         let len = data.len();
-        if !addr.is_multiple_of(len as u64) {
-            return Err(e(
-                FaultKind::Misaligned,
-                lane as u32,
-                Some(addr),
-                format!("{len}-byte access must be {len}-byte aligned"),
-            ));
-        }
+        aligned(lane, addr, len)?;
         let (sp, a) = self.resolve(space, addr);
         match sp {
             Space::Global => self.global_write(lane, a, data),
             Space::Shared => {
-                let off = self.shared_off(lane, a, len, false)?;
-                let tid = w.idx * 32 + lane as u32;
-                self.shared_check(w, lane, tid, off, len, true, atomic, Some(data))?;
+                let off = self.shared_access(w, lane, a, len, atomic, Some(data))?;
                 self.shared[off..off + len].copy_from_slice(data);
                 Ok(())
             }
             Space::Local => {
-                let ls = self.c.prog.local_size as u64;
-                if a + len as u64 > ls {
-                    return Err(e(
-                        FaultKind::OutOfBounds,
-                        lane as u32,
-                        Some(addr),
-                        format!(
-                            "local access [{a}, {}) outside the {ls}-byte local frame",
-                            a + len as u64
-                        ),
-                    ));
-                }
-                let o = lane * ls as usize + a as usize;
+                let o = self.local_off(lane, addr, a, len)?;
                 w.local[o..o + len].copy_from_slice(data);
                 Ok(())
             }
@@ -227,11 +202,46 @@ impl<'a, 'b> Block<'a, 'b> {
         atomic: bool,
     ) -> R<()> {
         let len = out.len();
-        let off = self.shared_off(lane, a, len, false)?;
-        let tid = w.idx * 32 + lane as u32;
-        self.shared_check(w, lane, tid, off, len, false, atomic, None)?;
+        let off = self.shared_access(w, lane, a, len, atomic, None)?;
         out.copy_from_slice(&self.shared[off..off + len]);
         Ok(())
+    }
+
+    /// The offset of `lane`'s shared access [a, a + len), bounds- and hazard-checked (a write
+    /// when it carries `data`).
+    #[inline(always)]
+    pub(super) fn shared_access(
+        &mut self,
+        w: &Warp,
+        lane: usize,
+        a: u64,
+        len: usize,
+        atomic: bool,
+        data: Option<&[u8]>,
+    ) -> R<usize> {
+        let off = self.shared_off(lane, a, len, false)?;
+        let tid = w.idx * 32 + lane as u32;
+        self.shared_check(w, lane, tid, off, len, data.is_some(), atomic, data)?;
+        Ok(off)
+    }
+
+    /// The offset in the warp's local frames of `lane`'s local access [a, a + len) (`addr`: the
+    /// address as the instruction gave it).
+    #[inline(always)]
+    fn local_off(&self, lane: usize, addr: u64, a: u64, len: usize) -> R<usize> {
+        let ls = self.c.prog.local_size as u64;
+        if a + len as u64 > ls {
+            return Err(e(
+                FaultKind::OutOfBounds,
+                lane as u32,
+                Some(addr),
+                format!(
+                    "local access [{a}, {}) outside the {ls}-byte local frame",
+                    a + len as u64
+                ),
+            ));
+        }
+        Ok(lane * ls as usize + a as usize)
     }
 
     /// The 32 lane addresses of an address operand.
@@ -299,14 +309,7 @@ impl<'a, 'b> Block<'a, 'b> {
                 if n == 1
                     && (space == Space::Global || (space == Space::Generic && a < GLOBAL_LIMIT))
                 {
-                    if !a.is_multiple_of(eb as u64) {
-                        return Err(e(
-                            FaultKind::Misaligned,
-                            l as u32,
-                            Some(a),
-                            format!("{eb}-byte access must be {eb}-byte aligned"),
-                        ));
-                    }
+                    aligned(l, a, eb)?;
                     let Some(v) = self.mem.read_le(a, eb) else {
                         return Err(e(
                             FaultKind::OutOfBounds,
@@ -323,19 +326,8 @@ impl<'a, 'b> Block<'a, 'b> {
                     continue;
                 }
                 if let Some(sa) = shared_addr(space, a) {
-                    if !a.is_multiple_of(total as u64) {
-                        return Err(e(
-                            FaultKind::Misaligned,
-                            l as u32,
-                            Some(a),
-                            format!("{total}-byte access must be {total}-byte aligned"),
-                        ));
-                    }
-                    let off = self.shared_off(l, sa, total, false)?;
-                    if !self.shadow.is_empty() {
-                        let tid = w.idx * 32 + l as u32;
-                        self.shared_check(w, l, tid, off, total, false, false, None)?;
-                    }
+                    aligned(l, a, total)?;
+                    let off = self.shared_access(w, l, sa, total, false, None)?;
                     for (i, v) in vals.iter_mut().enumerate().take(n) {
                         v[l] = decode(&self.shared[off..], i);
                     }
@@ -400,14 +392,7 @@ impl<'a, 'b> Block<'a, 'b> {
         for l in lanes(exec) {
             let a = addrs[l];
             if n == 1 && (space == Space::Global || (space == Space::Generic && a < GLOBAL_LIMIT)) {
-                if !a.is_multiple_of(eb as u64) {
-                    return Err(e(
-                        FaultKind::Misaligned,
-                        l as u32,
-                        Some(a),
-                        format!("{eb}-byte access must be {eb}-byte aligned"),
-                    ));
-                }
+                aligned(l, a, eb)?;
                 if !self.mem.write_le(a, vals[0][l], eb) {
                     return Err(e(
                         FaultKind::OutOfBounds,
@@ -423,19 +408,8 @@ impl<'a, 'b> Block<'a, 'b> {
                 put_le_at(&mut buf, i * eb, v[l], eb);
             }
             if let Some(sa) = shared_addr(space, a) {
-                if !a.is_multiple_of(total as u64) {
-                    return Err(e(
-                        FaultKind::Misaligned,
-                        l as u32,
-                        Some(a),
-                        format!("{total}-byte access must be {total}-byte aligned"),
-                    ));
-                }
-                let off = self.shared_off(l, sa, total, false)?;
-                if !self.shadow.is_empty() {
-                    let tid = w.idx * 32 + l as u32;
-                    self.shared_check(w, l, tid, off, total, true, false, Some(&buf[..total]))?;
-                }
+                aligned(l, a, total)?;
+                let off = self.shared_access(w, l, sa, total, false, Some(&buf[..total]))?;
                 self.shared[off..off + total].copy_from_slice(&buf[..total]);
                 continue;
             }
@@ -465,13 +439,7 @@ impl<'a, 'b> Block<'a, 'b> {
         {
             return None;
         }
-        let (mut lo, mut hi, mut bits) = (u64::MAX, 0u64, 0u64);
-        for (l, &a) in addrs.iter().enumerate() {
-            let on = (exec >> l) & 1 != 0;
-            lo = if on { lo.min(a) } else { lo };
-            hi = if on { hi.max(a) } else { hi };
-            bits |= if on { a } else { 0 };
-        }
+        let (lo, hi, bits) = lane_span(addrs, exec);
         if bits & (total as u64 - 1) != 0 || (space == Space::Generic && hi >= GLOBAL_LIMIT) {
             return None;
         }
@@ -488,6 +456,20 @@ impl<'a, 'b> Block<'a, 'b> {
             }
         }
     }
+}
+
+/// The lowest and highest address of the lanes of `exec`, and the OR of their addresses (for
+/// one alignment test of them all); branch-free.
+#[inline(always)]
+pub(super) fn lane_span(addrs: &[u64; 32], exec: u32) -> (u64, u64, u64) {
+    let (mut lo, mut hi, mut bits) = (u64::MAX, 0u64, 0u64);
+    for (l, &a) in addrs.iter().enumerate() {
+        let on = (exec >> l) & 1 != 0;
+        lo = if on { lo.min(a) } else { lo };
+        hi = if on { hi.max(a) } else { hi };
+        bits |= if on { a } else { 0 };
+    }
+    (lo, hi, bits)
 }
 
 /// The shared-memory offset of an access in `space` at `a` (a `.shared` address, or a generic
