@@ -84,6 +84,28 @@ struct Warp {
 }
 
 impl Warp {
+    /// The group at `pc` splits: the lanes of `taken` go on at `to`, the other lanes of `mask`
+    /// at `pc + 1`; the next group is picked afresh.
+    #[inline(always)]
+    fn split(&mut self, taken: u32, mask: u32, to: u32, pc: u32) {
+        for l in lanes(taken) {
+            self.lane_pc[l] = to;
+        }
+        for l in lanes(mask & !taken) {
+            self.lane_pc[l] = pc + 1;
+        }
+        self.mask = 0;
+        self.dirty = true;
+    }
+
+    /// The lanes of `exec` stop running at `pc` (waiting, or exited), the other lanes of `mask`
+    /// go on at `pc + 1`.
+    #[inline(always)]
+    fn park(&mut self, exec: u32, mask: u32, pc: u32) {
+        self.running &= !exec;
+        self.split(exec, mask, pc, pc);
+    }
+
     /// Pick the next group of lanes: the running lanes with the minimum PC.
     fn regroup(&mut self) -> bool {
         let mut m = self.mask & self.running;
@@ -896,4 +918,40 @@ pub(super) fn store32(regs: &mut [u64], dr: u32, r: &[u64; 32], exec: u32) {
             dst[l] = if (exec >> l) & 1 != 0 { r[l] } else { dst[l] };
         }
     }
+}
+
+/// Register bit patterns every bit-exactness test covers: zeros, subnormals, NaNs, infinities,
+/// extremes, shift counts around the word sizes.
+#[cfg(test)]
+const EDGE_BITS: [u64; 21] = [
+    0,
+    1,
+    0x8000_0000,
+    0x8000_0001,
+    0x007f_ffff,
+    0x0080_0000,
+    0x7f80_0000,
+    0xff80_0000,
+    0x7fc0_0000,
+    0x7f7f_ffff,
+    0x3f80_0000,
+    0xbf80_0000,
+    0xffff_ffff,
+    0x7fff_ffff,
+    u64::MAX,
+    1 << 63,
+    31,
+    32,
+    33,
+    63,
+    64,
+];
+
+/// One step of the tests' 64-bit LCG: the new state.
+#[cfg(test)]
+fn lcg(s: &mut u64) -> u64 {
+    *s = s
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *s
 }
