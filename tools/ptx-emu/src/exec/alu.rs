@@ -752,18 +752,7 @@ mod tests {
     #[test]
     fn warp_loops_match_alu() {
         let pats = patterns(96);
-        let ops = [
-            Alu::Add,
-            Alu::Sub,
-            Alu::MulLo,
-            Alu::And,
-            Alu::Or,
-            Alu::Xor,
-            Alu::Min,
-            Alu::Max,
-            Alu::MulWide,
-            Alu::Shl,
-            Alu::Shr,
+        let more = [
             Alu::MadLo,
             Alu::Selp,
             Alu::Neg,
@@ -772,17 +761,8 @@ mod tests {
             Alu::Abs,
             Alu::Ex2,
         ];
-        let tys = [
-            Ty::U16,
-            Ty::S16,
-            Ty::U32,
-            Ty::S32,
-            Ty::B32,
-            Ty::U64,
-            Ty::S64,
-            Ty::B64,
-            Ty::F32,
-        ];
+        let ops: Vec<Alu> = TWO_SOURCE_INT_OPS.into_iter().chain(more).collect();
+        let tys: Vec<Ty> = INT_TYS.into_iter().chain([Ty::F32]).collect();
         let mut covered = 0;
         for &op in &ops {
             for &ty in &tys {

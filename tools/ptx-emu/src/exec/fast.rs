@@ -972,6 +972,13 @@ mod tests {
         v
     }
 
+    /// Operand rows for a chunk of the patterns: `a` cycles through the chunk, `b[l]` is `b(l)`
+    /// and `c[l]` is `c(l)`.
+    fn rows(chunk: &[u64], b: impl Fn(usize) -> u64, c: impl Fn(usize) -> u64) -> (Row, Row, Row) {
+        let a = std::array::from_fn(|l| chunk[l % chunk.len()]);
+        (a, std::array::from_fn(b), std::array::from_fn(c))
+    }
+
     /// Run `f` on rows of `a`, `b`, `c` and return the destination row (registers: 0..3
     /// sources, 4 and 5 destinations, preset to a marker so masked lanes show).
     fn run(f: FOp, a: &Row, b: &Row, c: &Row, exec: u32) -> (Row, Row) {
@@ -1005,31 +1012,8 @@ mod tests {
         };
         // (op, alu op, type, flags, operand count)
         let mut cases: Vec<(Alu, Ty, AluFlags, usize)> = Vec::new();
-        for ty in [
-            Ty::U16,
-            Ty::S16,
-            Ty::U32,
-            Ty::S32,
-            Ty::U64,
-            Ty::S64,
-            Ty::B32,
-            Ty::B64,
-        ] {
-            for op in [
-                Alu::Add,
-                Alu::Sub,
-                Alu::MulLo,
-                Alu::And,
-                Alu::Or,
-                Alu::Xor,
-                Alu::Min,
-                Alu::Max,
-                Alu::Shl,
-                Alu::Shr,
-                Alu::MulWide,
-                Alu::Div,
-                Alu::Rem,
-            ] {
+        for ty in INT_TYS {
+            for op in TWO_SOURCE_INT_OPS.into_iter().chain([Alu::Div, Alu::Rem]) {
                 cases.push((op, ty, f, 2));
             }
             cases.push((Alu::MadLo, ty, f, 3));
@@ -1061,14 +1045,11 @@ mod tests {
             };
             covered += 1;
             for (i, chunk) in p.chunks(32).enumerate() {
-                let mut a: Row = [0; 32];
-                let mut b: Row = [0; 32];
-                let mut c: Row = [0; 32];
-                for l in 0..32 {
-                    a[l] = chunk[l % chunk.len()];
-                    b[l] = p[(i * 7 + l * 13) % p.len()];
-                    c[l] = p[(i * 3 + l * 5 + 1) % p.len()];
-                }
+                let (a, b, c) = rows(
+                    chunk,
+                    |l| p[(i * 7 + l * 13) % p.len()],
+                    |l| p[(i * 3 + l * 5 + 1) % p.len()],
+                );
                 let exec = if i % 2 == 0 { u32::MAX } else { 0x5a5a_f00f };
                 let (got, _) = run(fop, &a, &b, &c, exec);
                 // the general path's warp loops (upper register bits included), else `alu`
@@ -1235,14 +1216,11 @@ mod tests {
                             comb: bop.map(|b| (b, Src::R(2))),
                         };
                         for (i, chunk) in p.chunks(32).enumerate() {
-                            let mut a: Row = [0; 32];
-                            let mut b: Row = [0; 32];
-                            let mut c: Row = [0; 32];
-                            for l in 0..32 {
-                                a[l] = chunk[l % chunk.len()];
-                                b[l] = p[(i * 11 + l * 3) % p.len()];
-                                c[l] = (l as u64 * 7 + i as u64) & 1;
-                            }
+                            let (a, b, c) = rows(
+                                chunk,
+                                |l| p[(i * 11 + l * 3) % p.len()],
+                                |l| (l as u64 * 7 + i as u64) & 1,
+                            );
                             let (gp, gq) = run(fop, &a, &b, &c, u32::MAX);
                             for l in 0..32 {
                                 let r = compare(cmp, ty, ftz, a[l], b[l]) as u64;

@@ -628,19 +628,9 @@ fn run_block(
                 (tid / cfg.block[0]) % cfg.block[1],
                 tid / (cfg.block[0] * cfg.block[1]),
             ];
-            let vals: [u64; 26] = [
-                t[0] as u64,
-                t[1] as u64,
-                t[2] as u64,
-                cfg.block[0] as u64,
-                cfg.block[1] as u64,
-                cfg.block[2] as u64,
-                ctaid[0] as u64,
-                ctaid[1] as u64,
-                ctaid[2] as u64,
-                cfg.grid[0] as u64,
-                cfg.grid[1] as u64,
-                cfg.grid[2] as u64,
+            // %tid, %ntid, %ctaid, %nctaid (x, y, z each), then the scalar registers
+            let dims: [[u32; 3]; 4] = [t, cfg.block, ctaid, cfg.grid];
+            let scalars: [u64; 14] = [
                 l as u64,
                 wi as u64,
                 nwarps as u64,
@@ -656,8 +646,9 @@ fn run_block(
                 ctx.shared_size as u64,
                 32,
             ];
-            for (k, v) in vals.iter().enumerate() {
-                w.regs[k * 32 + li] = *v;
+            let dims = dims.into_iter().flatten().map(u64::from);
+            for (k, v) in dims.chain(scalars).enumerate() {
+                w.regs[k * 32 + li] = v;
             }
         }
         w.mask = w.running;
@@ -955,3 +946,32 @@ fn lcg(s: &mut u64) -> u64 {
         .wrapping_add(1442695040888963407);
     *s
 }
+
+/// Two-source integer ops whose warp-wide loops the bit-exactness tests compare with `alu`.
+#[cfg(test)]
+const TWO_SOURCE_INT_OPS: [Alu; 11] = [
+    Alu::Add,
+    Alu::Sub,
+    Alu::MulLo,
+    Alu::And,
+    Alu::Or,
+    Alu::Xor,
+    Alu::Min,
+    Alu::Max,
+    Alu::MulWide,
+    Alu::Shl,
+    Alu::Shr,
+];
+
+/// The integer types of those tests.
+#[cfg(test)]
+const INT_TYS: [Ty; 8] = [
+    Ty::U16,
+    Ty::S16,
+    Ty::U32,
+    Ty::S32,
+    Ty::B32,
+    Ty::U64,
+    Ty::S64,
+    Ty::B64,
+];

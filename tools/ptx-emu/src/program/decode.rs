@@ -115,6 +115,12 @@ impl<'a> Decoder<'a> {
         })
     }
 
+    /// A branch whose target is patched once the labels are known.
+    fn push_branch(&mut self, guard: Option<(u32, bool)>, line: usize) {
+        let text = self.text(line);
+        self.push(Op::Bra(u32::MAX), guard, vec![], vec![], line, text);
+    }
+
     pub(super) fn push(
         &mut self,
         op: Op,
@@ -251,14 +257,7 @@ impl<'a> Decoder<'a> {
                         if let Some(f) = ret_fix.as_mut() {
                             f.push(at);
                         }
-                        self.push(
-                            Op::Bra(u32::MAX),
-                            guard,
-                            vec![],
-                            vec![],
-                            ins.line,
-                            self.text(ins.line),
-                        );
+                        self.push_branch(guard, ins.line);
                         continue;
                     }
                     if mnem == "bra" {
@@ -274,14 +273,7 @@ impl<'a> Decoder<'a> {
                             }
                         };
                         fix.push((self.instrs.len(), target, ins.line));
-                        self.push(
-                            Op::Bra(u32::MAX),
-                            guard,
-                            vec![],
-                            vec![],
-                            ins.line,
-                            self.text(ins.line),
-                        );
+                        self.push_branch(guard, ins.line);
                         continue;
                     }
                     let guard = self.guard(ins)?;
