@@ -37,12 +37,7 @@ fn counted(
     };
     let (_, acc) = launch_counted(call, mem, &opts(kernel, threads), sample)
         .unwrap_or_else(|f| panic!("{kernel}: {f}"));
-    acc.finish(&LaunchInfo {
-        kernel: kernel.into(),
-        grid: c.grid,
-        block: c.block,
-        ..LaunchInfo::default()
-    })
+    acc.finish(&LaunchInfo::new(kernel, c.grid, c.block))
 }
 
 fn ptr(a: u64) -> Vec<u8> {
