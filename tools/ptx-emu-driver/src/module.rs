@@ -91,6 +91,17 @@ pub(crate) fn bind_globals(
         .collect())
 }
 
+/// A NUL-terminated name argument (`CUDA_ERROR_INVALID_VALUE` when null).
+fn name_arg(name: *const c_char) -> Result<String, CUresult> {
+    if name.is_null() {
+        return Err(CUDA_ERROR_INVALID_VALUE);
+    }
+    // SAFETY: NUL-terminated name per the API contract.
+    Ok(unsafe { CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned())
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn cuModuleLoadData(pmod: *mut Ptr, image: *const c_void) -> CUresult {
     entry("cuModuleLoadData", || {
@@ -169,21 +180,15 @@ pub unsafe extern "C" fn cuModuleGetFunction(
 ) -> CUresult {
     entry("cuModuleGetFunction", || {
         need_init()?;
-        if name.is_null() || pfunc.is_null() {
+        if pfunc.is_null() {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
-        // SAFETY: NUL-terminated name per the API contract.
-        let name = unsafe { CStr::from_ptr(name) }
-            .to_string_lossy()
-            .into_owned();
+        let name = name_arg(name)?;
         let cell = registry().owner_of(h(module), Kind::Module)?;
         let ctx_handle = {
             let ctx = lock(&cell);
             ctx.check()?;
-            let m = ctx
-                .modules
-                .get(&h(module))
-                .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+            let m = ctx.module(h(module))?;
             if !m.module.kernel_names().contains(&name) {
                 return Err(CUDA_ERROR_NOT_FOUND);
             }
@@ -219,20 +224,11 @@ pub unsafe extern "C" fn cuModuleGetGlobal_v2(
 ) -> CUresult {
     entry("cuModuleGetGlobal_v2", || {
         need_init()?;
-        if name.is_null() {
-            return Err(CUDA_ERROR_INVALID_VALUE);
-        }
-        // SAFETY: NUL-terminated name per the API contract.
-        let name = unsafe { CStr::from_ptr(name) }
-            .to_string_lossy()
-            .into_owned();
+        let name = name_arg(name)?;
         let cell = registry().owner_of(h(module), Kind::Module)?;
         let ctx = lock(&cell);
         ctx.check()?;
-        let m = ctx
-            .modules
-            .get(&h(module))
-            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        let m = ctx.module(h(module))?;
         let &(addr, size) = m.globals.get(&name).ok_or(CUDA_ERROR_NOT_FOUND)?;
         unsafe {
             if !dptr.is_null() {

@@ -91,14 +91,10 @@ pub(crate) fn launch(
     opts: &LaunchOptions,
 ) -> Result<LaunchStats, Fault> {
     let (stats, acc) = ptx_emu::launch_counted(call, mem, opts, p.sample)?;
-    let KernelCall {
-        module,
-        kernel,
-        cfg,
-        params,
-    } = call;
+    let (module, kernel, cfg) = (call.module, call.kernel, call.cfg);
     // Read footprint bound: the allocations the pointer parameters point into.
-    let mut allocs: Vec<(u64, usize)> = params
+    let mut allocs: Vec<(u64, usize)> = call
+        .params
         .iter()
         .filter(|b| b.len() == 8)
         .filter_map(|b| mem.allocation_containing(u64::from_le_bytes((*b).try_into().unwrap())))

@@ -263,14 +263,15 @@ impl Ctx {
         self.functions.get(&f).ok_or(CUDA_ERROR_INVALID_HANDLE)
     }
 
+    /// The module behind handle `m`.
+    pub fn module(&self, m: Handle) -> Result<&ModuleState, CUresult> {
+        self.modules.get(&m).ok_or(CUDA_ERROR_INVALID_HANDLE)
+    }
+
     /// The function behind handle `f` and its module.
     pub fn function_module(&self, f: Handle) -> Result<(&FunctionState, &ModuleState), CUresult> {
         let func = self.function(f)?;
-        let m = self
-            .modules
-            .get(&func.module)
-            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
-        Ok((func, m))
+        Ok((func, self.module(func.module)?))
     }
 
     pub fn check(&self) -> Result<(), CUresult> {
