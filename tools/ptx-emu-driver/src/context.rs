@@ -416,12 +416,8 @@ pub unsafe extern "C" fn cuCtxGetStreamPriorityRange(
     entry("cuCtxGetStreamPriorityRange", || {
         current_ctx()?;
         unsafe {
-            if !least.is_null() {
-                out(least, 0)?;
-            }
-            if !greatest.is_null() {
-                out(greatest, -5)?;
-            }
+            out_opt(least, 0)?;
+            out_opt(greatest, -5)?;
         }
         Ok(())
     })

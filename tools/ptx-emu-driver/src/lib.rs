@@ -134,6 +134,15 @@ fn check_device(dev: CUdevice) -> Result<(), CUresult> {
     }
 }
 
+/// [`out`] for an optional out-pointer: nothing when it is null.
+unsafe fn out_opt<T>(p: *mut T, v: T) -> Result<(), CUresult> {
+    if p.is_null() {
+        Ok(())
+    } else {
+        unsafe { out(p, v) }
+    }
+}
+
 unsafe fn out<T>(p: *mut T, v: T) -> Result<(), CUresult> {
     if p.is_null() {
         return Err(CUDA_ERROR_INVALID_VALUE);

@@ -231,12 +231,8 @@ pub unsafe extern "C" fn cuModuleGetGlobal_v2(
         let m = ctx.module(h(module))?;
         let &(addr, size) = m.globals.get(&name).ok_or(CUDA_ERROR_NOT_FOUND)?;
         unsafe {
-            if !dptr.is_null() {
-                out(dptr, addr)?;
-            }
-            if !bytes.is_null() {
-                out(bytes, size)?;
-            }
+            out_opt(dptr, addr)?;
+            out_opt(bytes, size)?;
         }
         Ok(())
     })

@@ -238,9 +238,7 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo(
         let (st, cid, _) = capture_status(stream)?;
         unsafe {
             out(status, st)?;
-            if !id.is_null() {
-                out(id, cid)?;
-            }
+            out_opt(id, cid)?;
         }
         Ok(())
     })
@@ -260,18 +258,10 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2(
         let (st, cid, _) = capture_status(stream)?;
         unsafe {
             out(status, st)?;
-            if !id.is_null() {
-                out(id, cid)?;
-            }
-            if !graph.is_null() {
-                out(graph, std::ptr::null_mut())?;
-            }
-            if !deps.is_null() {
-                out(deps, std::ptr::null())?;
-            }
-            if !num_deps.is_null() {
-                out(num_deps, 0)?;
-            }
+            out_opt(id, cid)?;
+            out_opt(graph, std::ptr::null_mut())?;
+            out_opt(deps, std::ptr::null())?;
+            out_opt(num_deps, 0)?;
         }
         Ok(())
     })
