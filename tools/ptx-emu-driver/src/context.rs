@@ -349,18 +349,13 @@ pub extern "C" fn cuCtxSynchronize() -> CUresult {
 
 #[no_mangle]
 pub extern "C" fn cuCtxSetFlags(flags: c_uint) -> CUresult {
-    entry("cuCtxSetFlags", || {
-        let ctx = current_ctx()?;
-        lock(&ctx).flags = flags;
-        Ok(())
-    })
+    entry("cuCtxSetFlags", || with_current(|c| c.flags = flags))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxGetFlags(flags: *mut c_uint) -> CUresult {
     entry("cuCtxGetFlags", || {
-        let ctx = current_ctx()?;
-        let f = lock(&ctx).flags;
+        let f = with_current(|c| c.flags)?;
         unsafe { out(flags, f) }
     })
 }
@@ -368,8 +363,7 @@ pub unsafe extern "C" fn cuCtxGetFlags(flags: *mut c_uint) -> CUresult {
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxGetLimit(value: *mut usize, limit: c_int) -> CUresult {
     entry("cuCtxGetLimit", || {
-        let ctx = current_ctx()?;
-        let v = lock(&ctx).limits.get(&limit).copied();
+        let v = with_current(|c| c.limits.get(&limit).copied())?;
         // Defaults: stack 1 KiB, printf FIFO 1 MiB, malloc heap 8 MiB, others 0.
         let v = v.unwrap_or(match limit {
             0 => 1024,
@@ -384,17 +378,16 @@ pub unsafe extern "C" fn cuCtxGetLimit(value: *mut usize, limit: c_int) -> CUres
 #[no_mangle]
 pub extern "C" fn cuCtxSetLimit(limit: c_int, value: usize) -> CUresult {
     entry("cuCtxSetLimit", || {
-        let ctx = current_ctx()?;
-        lock(&ctx).limits.insert(limit, value);
-        Ok(())
+        with_current(|c| {
+            c.limits.insert(limit, value);
+        })
     })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxGetCacheConfig(config: *mut c_int) -> CUresult {
     entry("cuCtxGetCacheConfig", || {
-        let ctx = current_ctx()?;
-        let v = lock(&ctx).cache_config;
+        let v = with_current(|c| c.cache_config)?;
         unsafe { out(config, v) }
     })
 }
@@ -402,9 +395,7 @@ pub unsafe extern "C" fn cuCtxGetCacheConfig(config: *mut c_int) -> CUresult {
 #[no_mangle]
 pub extern "C" fn cuCtxSetCacheConfig(config: c_int) -> CUresult {
     entry("cuCtxSetCacheConfig", || {
-        let ctx = current_ctx()?;
-        lock(&ctx).cache_config = config;
-        Ok(())
+        with_current(|c| c.cache_config = config)
     })
 }
 

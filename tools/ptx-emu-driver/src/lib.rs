@@ -166,6 +166,13 @@ fn current_ctx() -> Result<Arc<Mutex<Ctx>>, CUresult> {
 }
 
 /// The context and stream handle (0 for the null/legacy/per-thread streams) of a stream argument.
+/// `f` on the current context (locked).
+fn with_current<T>(f: impl FnOnce(&mut Ctx) -> T) -> Result<T, CUresult> {
+    let ctx = current_ctx()?;
+    let mut ctx = lock(&ctx);
+    Ok(f(&mut ctx))
+}
+
 fn stream_ctx(stream: Ptr) -> Result<(Arc<Mutex<Ctx>>, Handle), CUresult> {
     need_init()?;
     let s = h(stream);
