@@ -20,10 +20,11 @@ pub unsafe extern "C" fn cuDriverGetVersion(version: *mut c_int) -> CUresult {
     })
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn cuGetErrorName(error: CUresult, p: *mut *const c_char) -> CUresult {
+/// `cuGetErrorName` (`string` false) or `cuGetErrorString` (true): the text of `error` into `p`,
+/// null and `CUDA_ERROR_INVALID_VALUE` for an unknown code.
+unsafe fn error_text(call: &str, string: bool, error: CUresult, p: *mut *const c_char) -> CUresult {
     match errors::describe(error) {
-        Some((name, _)) => entry("cuGetErrorName", || unsafe { out(p, name) }),
+        Some((name, s)) => entry(call, || unsafe { out(p, if string { s } else { name }) }),
         None => {
             let _ = unsafe { out(p, std::ptr::null()) };
             CUDA_ERROR_INVALID_VALUE
@@ -32,14 +33,13 @@ pub unsafe extern "C" fn cuGetErrorName(error: CUresult, p: *mut *const c_char) 
 }
 
 #[no_mangle]
+pub unsafe extern "C" fn cuGetErrorName(error: CUresult, p: *mut *const c_char) -> CUresult {
+    unsafe { error_text("cuGetErrorName", false, error, p) }
+}
+
+#[no_mangle]
 pub unsafe extern "C" fn cuGetErrorString(error: CUresult, p: *mut *const c_char) -> CUresult {
-    match errors::describe(error) {
-        Some((_, s)) => entry("cuGetErrorString", || unsafe { out(p, s) }),
-        None => {
-            let _ = unsafe { out(p, std::ptr::null()) };
-            CUDA_ERROR_INVALID_VALUE
-        }
-    }
+    unsafe { error_text("cuGetErrorString", true, error, p) }
 }
 
 // ------------------------------------------------------------------------------------------------

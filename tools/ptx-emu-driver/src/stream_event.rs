@@ -5,14 +5,21 @@ use crate::*;
 // ------------------------------------------------------------------------------------------------
 // Streams
 
-pub(crate) fn stream_create(pstream: *mut Ptr) -> Result<(), CUresult> {
+/// A new handle of `kind` owned by the current context (which must not be sticky-errored), and
+/// that context.
+fn new_in_current(kind: Kind) -> Result<(Arc<Mutex<Ctx>>, Handle), CUresult> {
     let cell = current_ctx()?;
     let ctx_handle = {
         let ctx = lock(&cell);
         ctx.check()?;
         ctx.handle
     };
-    let sh = registry().new_handle(Kind::Stream, ctx_handle);
+    let h = registry().new_handle(kind, ctx_handle);
+    Ok((cell, h))
+}
+
+pub(crate) fn stream_create(pstream: *mut Ptr) -> Result<(), CUresult> {
+    let (cell, sh) = new_in_current(Kind::Stream)?;
     lock(&cell).streams.insert(sh, StreamState::default());
     unsafe { out(pstream, ptr(sh)) }
 }
@@ -273,13 +280,7 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2(
 #[no_mangle]
 pub unsafe extern "C" fn cuEventCreate(pevent: *mut Ptr, flags: c_uint) -> CUresult {
     entry("cuEventCreate", || {
-        let cell = current_ctx()?;
-        let ctx_handle = {
-            let ctx = lock(&cell);
-            ctx.check()?;
-            ctx.handle
-        };
-        let eh = registry().new_handle(Kind::Event, ctx_handle);
+        let (cell, eh) = new_in_current(Kind::Event)?;
         lock(&cell).events.insert(
             eh,
             EventState {
