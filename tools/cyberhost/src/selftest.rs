@@ -233,15 +233,13 @@ fn cases(seed: u64) -> Vec<Case> {
         vec![vec![2, 2, 33, 40], vec![2, 2, 4, 40], vec![2, 2, 4, 40]],
     );
     let c = 4 * d.pick(2, 8);
-    add(
-        "group_norm",
-        Op::GroupNorm(4),
-        vec![vec![2, c, h, w], vec![c], vec![c]],
-    );
+    // x (N, C, H, W), per-channel weight and bias
+    let group_norm_shapes = vec![vec![2, c, h, w], vec![c], vec![c]];
+    add("group_norm", Op::GroupNorm(4), group_norm_shapes.clone());
     add(
         "group_norm_silu",
         Op::GroupNormSilu(4),
-        vec![vec![2, c, h, w], vec![c], vec![c]],
+        group_norm_shapes.clone(),
     );
     add(
         "layer_norm",
@@ -285,7 +283,7 @@ fn cases(seed: u64) -> Vec<Case> {
     add(
         "group_norm_act_silu",
         Op::GroupNormAct(4),
-        vec![vec![2, c, h, w], vec![c], vec![c]],
+        group_norm_shapes.clone(),
     );
     add(
         "linear_geglu",
