@@ -147,21 +147,21 @@ fn check_mma(kernel: &str, k: usize, is_bf16: bool) {
     );
 }
 
-#[test]
-fn mma_m16n8k16_bf16_matches_cute_layouts() {
-    check_mma("mma_bf16_k16", 16, true);
+/// One test per mma kernel: `name: (kernel, k, bf16)`.
+macro_rules! mma_tests {
+    ($($name:ident: ($kernel:literal, $k:literal, $bf16:literal),)*) => {$(
+        #[test]
+        fn $name() {
+            check_mma($kernel, $k, $bf16);
+        }
+    )*};
 }
-#[test]
-fn mma_m16n8k16_f16_matches_cute_layouts() {
-    check_mma("mma_f16_k16", 16, false);
-}
-#[test]
-fn mma_m16n8k8_bf16_matches_cute_layouts() {
-    check_mma("mma_bf16_k8", 8, true);
-}
-#[test]
-fn mma_m16n8k8_f16_matches_cute_layouts() {
-    check_mma("mma_f16_k8", 8, false);
+
+mma_tests! {
+    mma_m16n8k16_bf16_matches_cute_layouts: ("mma_bf16_k16", 16, true),
+    mma_m16n8k16_f16_matches_cute_layouts: ("mma_f16_k16", 16, false),
+    mma_m16n8k8_bf16_matches_cute_layouts: ("mma_bf16_k8", 8, true),
+    mma_m16n8k8_f16_matches_cute_layouts: ("mma_f16_k8", 8, false),
 }
 
 // copy_traits_sm75.hpp, DstLayout of each ldmatrix atom.
