@@ -3,7 +3,7 @@
 //! counters for another GPU; bad GPU names. Kept small (tiny preset, 32x32, sampled blocks).
 
 mod cli_util;
-use cli_util::{json_ok as json, on_stand_in, stderr, TINY_CUDA};
+use cli_util::{json_ok as json, kernel_rows, on_stand_in, stderr, TINY_CUDA};
 
 fn cyberhost(args: &[&str]) -> std::process::Output {
     on_stand_in(args)
@@ -47,12 +47,7 @@ fn bench_gpu_on_the_stand_in_predicts_per_kernel_and_repredicts_saved_counters()
         step > 0.0 && floor > 0.0 && step >= floor,
         "{step} ms vs floor {floor} ms"
     );
-    let kernels = h["kernels"].as_array().unwrap();
-    assert!(kernels.len() > 5, "{kernels:?}");
-    let sum: f64 = kernels
-        .iter()
-        .map(|k| k["predicted_us"].as_f64().unwrap())
-        .sum();
+    let (kernels, sum) = kernel_rows(&h, "predicted_us");
     assert!(
         (sum / 1e3 - step).abs() < 1e-6 * step.max(1.0),
         "rows sum to the step"

@@ -66,6 +66,17 @@ impl Case {
     fn generate_fails(&self, args: &[&str], needle: &str) {
         expect_user_error(&self.generate(args), needle);
     }
+    /// `generate FLAG <file>` for each (file, contents, needle): the file written first (left
+    /// absent for `None`), the run must stop naming `needle`; then no output is left.
+    fn bad_files(&self, flag: &str, cases: &[(&str, Option<&[u8]>, &str)]) {
+        for &(file, contents, needle) in cases {
+            if let Some(b) = contents {
+                std::fs::write(self.path(file), b).unwrap();
+            }
+            self.generate_fails(&[flag, &self.s(file)], needle);
+        }
+        self.no_mp4();
+    }
     /// No file but those the test made itself.
     fn no_mp4(&self) {
         let leftovers: Vec<_> = std::fs::read_dir(self.dir.path())
@@ -241,24 +252,30 @@ fn very_short_audio() {
 #[test]
 fn missing_and_non_wav_audio() {
     let c = Case::new();
-    c.generate_fails(&["--audio", &c.s("nope.wav")], "nope.wav");
-    std::fs::write(c.path("fake.wav"), b"this is not a wav file at all").unwrap();
-    c.generate_fails(&["--audio", &c.s("fake.wav")], "not a readable WAV");
-    c.no_mp4();
+    let fake: &[u8] = b"this is not a wav file at all";
+    c.bad_files(
+        "--audio",
+        &[
+            ("nope.wav", None, "nope.wav"),
+            ("fake.wav", Some(fake), "not a readable WAV"),
+        ],
+    );
 }
 
 #[test]
 fn bad_images() {
     let c = Case::new();
-    c.generate_fails(&["--image", &c.s("missing.png")], "missing.png");
     write_png(&c.path("ok.png"), 64, 48);
     let mut bytes = std::fs::read(c.path("ok.png")).unwrap();
     bytes.truncate(bytes.len() / 2);
-    std::fs::write(c.path("corrupt.png"), &bytes).unwrap();
-    c.generate_fails(&["--image", &c.s("corrupt.png")], "corrupt.png");
-    std::fs::write(c.path("text.png"), b"hello").unwrap();
-    c.generate_fails(&["--image", &c.s("text.png")], "not a PNG or JPEG");
-    c.no_mp4();
+    c.bad_files(
+        "--image",
+        &[
+            ("missing.png", None, "missing.png"),
+            ("corrupt.png", Some(&bytes), "corrupt.png"),
+            ("text.png", Some(b"hello"), "not a PNG or JPEG"),
+        ],
+    );
 }
 
 #[test]

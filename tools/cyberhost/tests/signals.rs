@@ -8,7 +8,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 mod cli_util;
-use cli_util::{bin, wait_exit};
+use cli_util::{bin, wait_exit, wav_spec};
 
 fn signal(child: &Child, sig: libc::c_int) {
     // SAFETY: sending a signal to our own child process.
@@ -82,16 +82,7 @@ fn sigint_while_the_outputs_are_written_removes_the_temporaries() {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
     std::fs::set_permissions(&fake, perm).unwrap();
     let wav = dir.path().join("a.wav");
-    let mut w = hound::WavWriter::create(
-        &wav,
-        hound::WavSpec {
-            channels: 1,
-            sample_rate: 16_000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        },
-    )
-    .unwrap();
+    let mut w = hound::WavWriter::create(&wav, wav_spec(16_000, 1, 16, false)).unwrap();
     for i in 0..8000 {
         w.write_sample(((i * 37) % 2000) as i16 - 1000).unwrap();
     }

@@ -30,6 +30,14 @@ pub fn json_ok(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// The `kernels` rows of a bench report (more than 5 of them) and the sum of their `key`.
+pub fn kernel_rows<'a>(report: &'a serde_json::Value, key: &str) -> (&'a [serde_json::Value], f64) {
+    let kernels = report["kernels"].as_array().unwrap();
+    assert!(kernels.len() > 5, "{kernels:?}");
+    let sum = kernels.iter().map(|k| k[key].as_f64().unwrap()).sum();
+    (kernels, sum)
+}
+
 /// The stand-in CUDA driver (the PTX emulator), built beside the test binaries
 /// (target/<profile>/).
 pub fn stand_in() -> PathBuf {
