@@ -410,8 +410,8 @@ impl<'a, 'b> Block<'a, 'b> {
                     Self::set(w, &ins.d[0], l, v);
                 }
             }
-            Op::Ld { space, ty, n } if ty.bytes() <= 8 && *n <= 4 => {
-                self.ld_warp(w, ins, *space, *ty, *n as usize, exec)?;
+            Op::Ld { ty, n, .. } if ty.bytes() <= 8 && *n <= 4 => {
+                self.ld_warp(w, ins, exec)?;
             }
             Op::Ld { space, ty, n } => {
                 let eb = ty.bytes();
@@ -445,8 +445,8 @@ impl<'a, 'b> Block<'a, 'b> {
                     }
                 }
             }
-            Op::St { space, ty, n } if ty.bytes() <= 8 && *n <= 4 => {
-                self.st_warp(w, ins, *space, *ty, *n as usize, exec)?;
+            Op::St { ty, n, .. } if ty.bytes() <= 8 && *n <= 4 => {
+                self.st_warp(w, ins, exec)?;
             }
             Op::St { space, ty, n } => {
                 let eb = ty.bytes();

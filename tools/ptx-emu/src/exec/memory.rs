@@ -264,17 +264,8 @@ impl<'a, 'b> Block<'a, 'b> {
     /// `ld` of up to four elements of at most 8 bytes for the lanes of `exec`: one lookup per
     /// lane, results written back register row by register row. A uniform param address is read
     /// once.
-    pub(super) fn ld_warp(
-        &mut self,
-        w: &mut Warp,
-        ins: &Instr,
-        space: Space,
-        ty: Ty,
-        n: usize,
-        exec: u32,
-    ) -> R<()> {
-        let eb = ty.bytes();
-        let total = eb * n;
+    pub(super) fn ld_warp(&mut self, w: &mut Warp, ins: &Instr, exec: u32) -> R<()> {
+        let (space, ty, n, eb, total) = mem_shape(ins);
         let sign = ty.signed();
         let addrs = self.addrs32(w, &ins.s[0]);
         let mut vals = [[0u64; 32]; 4];
@@ -356,17 +347,8 @@ impl<'a, 'b> Block<'a, 'b> {
 
     /// `st` of up to four elements of at most 8 bytes for the lanes of `exec`, lane by lane in
     /// order (a fault stops at the first faulting lane, as before).
-    pub(super) fn st_warp(
-        &mut self,
-        w: &mut Warp,
-        ins: &Instr,
-        space: Space,
-        ty: Ty,
-        n: usize,
-        exec: u32,
-    ) -> R<()> {
-        let eb = ty.bytes();
-        let total = eb * n;
+    pub(super) fn st_warp(&mut self, w: &mut Warp, ins: &Instr, exec: u32) -> R<()> {
+        let (space, _, n, eb, total) = mem_shape(ins);
         let addrs = self.addrs32(w, &ins.s[0]);
         let (g, clk) = (self.c.gsyms, w.clock);
         let mut vals = [[0u64; 32]; 4];
@@ -455,6 +437,18 @@ impl<'a, 'b> Block<'a, 'b> {
                 Some(i)
             }
         }
+    }
+}
+
+/// Space, element type, element count, element bytes and bytes per lane of an `ld`/`st`.
+#[inline(always)]
+fn mem_shape(ins: &Instr) -> (Space, Ty, usize, usize, usize) {
+    match ins.op {
+        Op::Ld { space, ty, n } | Op::St { space, ty, n } => {
+            let eb = ty.bytes();
+            (space, ty, n as usize, eb, eb * n as usize)
+        }
+        _ => unreachable!("ld/st only"),
     }
 }
 
