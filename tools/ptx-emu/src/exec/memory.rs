@@ -49,16 +49,22 @@ impl<'a, 'b> Block<'a, 'b> {
         Ok(())
     }
 
+    /// The fault of `lane`'s global access [addr, addr + len) outside every live allocation.
+    #[cold]
+    fn oob(&self, lane: usize, addr: u64, len: usize) -> Err1 {
+        e(
+            FaultKind::OutOfBounds,
+            lane as u32,
+            Some(addr),
+            self.mem.base().describe(addr, len),
+        )
+    }
+
     pub(super) fn global_read(&self, lane: usize, addr: u64, out: &mut [u8]) -> R<()> {
         if self.mem.read(addr, out) {
             Ok(())
         } else {
-            Err(e(
-                FaultKind::OutOfBounds,
-                lane as u32,
-                Some(addr),
-                self.mem.base().describe(addr, out.len()),
-            ))
+            Err(self.oob(lane, addr, out.len()))
         }
     }
 
@@ -66,12 +72,7 @@ impl<'a, 'b> Block<'a, 'b> {
         if self.mem.write(addr, data) {
             Ok(())
         } else {
-            Err(e(
-                FaultKind::OutOfBounds,
-                lane as u32,
-                Some(addr),
-                self.mem.base().describe(addr, data.len()),
-            ))
+            Err(self.oob(lane, addr, data.len()))
         }
     }
 
@@ -302,12 +303,7 @@ impl<'a, 'b> Block<'a, 'b> {
                 {
                     aligned(l, a, eb)?;
                     let Some(v) = self.mem.read_le(a, eb) else {
-                        return Err(e(
-                            FaultKind::OutOfBounds,
-                            l as u32,
-                            Some(a),
-                            self.mem.base().describe(a, eb),
-                        ));
+                        return Err(self.oob(l, a, eb));
                     };
                     vals[0][l] = if sign {
                         sext(v, eb as u32 * 8) as u64
@@ -376,12 +372,7 @@ impl<'a, 'b> Block<'a, 'b> {
             if n == 1 && (space == Space::Global || (space == Space::Generic && a < GLOBAL_LIMIT)) {
                 aligned(l, a, eb)?;
                 if !self.mem.write_le(a, vals[0][l], eb) {
-                    return Err(e(
-                        FaultKind::OutOfBounds,
-                        l as u32,
-                        Some(a),
-                        self.mem.base().describe(a, eb),
-                    ));
+                    return Err(self.oob(l, a, eb));
                 }
                 continue;
             }
