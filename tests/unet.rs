@@ -40,6 +40,12 @@ fn unet_motion_fixtures_match_diffusers() {
 use cyberhost_engine::models::unet2d::UNet2DConditionModelConfig;
 use cyberhost_engine::models::unet_motion::UNetMotionModelConfig;
 
+/// The error's message (with its causes) names every one of `words`.
+fn assert_error_names(err: anyhow::Error, words: [&str; 2]) {
+    let err = format!("{err:#}");
+    assert!(words.iter().all(|w| err.contains(w)), "{err}");
+}
+
 #[test]
 fn unknown_block_type_is_named_in_the_error() {
     let cfg = serde_json::json!({
@@ -48,13 +54,9 @@ fn unknown_block_type_is_named_in_the_error() {
         "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
         "norm_num_groups": 8,
     });
-    let err = format!(
-        "{:#}",
-        UNet2DConditionModelConfig::from_json(&cfg).unwrap_err()
-    );
-    assert!(
-        err.contains("FancyDownBlock2D") && err.contains("down_block_types"),
-        "{err}"
+    assert_error_names(
+        UNet2DConditionModelConfig::from_json(&cfg).unwrap_err(),
+        ["FancyDownBlock2D", "down_block_types"],
     );
 
     let cfg = serde_json::json!({
@@ -62,20 +64,15 @@ fn unknown_block_type_is_named_in_the_error() {
         "down_block_types": ["CrossAttnDownBlockMotion", "DownBlockMotion"],
         "up_block_types": ["UpBlockMotion", "CrossAttnUpBlock3D"],
     });
-    let err = format!("{:#}", UNetMotionModelConfig::from_json(&cfg).unwrap_err());
-    assert!(
-        err.contains("CrossAttnUpBlock3D") && err.contains("up_block_types"),
-        "{err}"
+    assert_error_names(
+        UNetMotionModelConfig::from_json(&cfg).unwrap_err(),
+        ["CrossAttnUpBlock3D", "up_block_types"],
     );
 
     let cfg = serde_json::json!({ "mid_block_type": "UNetMidBlock2DSimpleCrossAttn" });
-    let err = format!(
-        "{:#}",
-        UNet2DConditionModelConfig::from_json(&cfg).unwrap_err()
-    );
-    assert!(
-        err.contains("UNetMidBlock2DSimpleCrossAttn") && err.contains("mid_block_type"),
-        "{err}"
+    assert_error_names(
+        UNet2DConditionModelConfig::from_json(&cfg).unwrap_err(),
+        ["UNetMidBlock2DSimpleCrossAttn", "mid_block_type"],
     );
 }
 
