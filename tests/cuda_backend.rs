@@ -16,8 +16,6 @@
 mod common;
 use common::{check, cuda_backend as gpu, cuda_serial as serial, rand_pair, random, CPU};
 
-use std::process::Command;
-
 use cyberhost_engine::backends::cuda::{CudaBackend, DType, DRIVER_ENV, NO_DRIVER_MSG};
 use cyberhost_engine::backends::{Backend, Unary};
 
@@ -73,21 +71,11 @@ fn ops_run_as_kernels_on_the_stand_in() {
 #[test]
 fn no_driver_is_a_clear_error_not_a_panic() {
     // A fresh process that never loads the stand-in, with nothing on LD_LIBRARY_PATH.
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_new_backend",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("CUDA_BACKEND_TEST_CHILD", "1")
-        .env("LD_LIBRARY_PATH", "")
-        .env_remove(DRIVER_ENV)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed (a panic?):\n{text}");
+    let text = common::child_test_output(
+        "child_new_backend",
+        "CUDA_BACKEND_TEST_CHILD",
+        &[("LD_LIBRARY_PATH", Some("")), (DRIVER_ENV, None)],
+    );
     assert!(text.contains("CHILD-RESULT: "), "{text}");
     if text.contains("CHILD-SYSTEM-DRIVER") {
         // An NVIDIA driver is installed system-wide: the no-driver path cannot happen here.

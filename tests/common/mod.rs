@@ -222,6 +222,26 @@ macro_rules! backend_test {
     };
 }
 
+/// Runs test `test` of this test binary alone in a child process with the environment variable
+/// `child_flag` set to 1 and `env` applied (`Some(value)` sets, `None` removes), and returns its
+/// stdout and stderr; fails unless the child succeeded.
+pub fn child_test_output(test: &str, child_flag: &str, env: &[(&str, Option<&str>)]) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(child_flag, "1");
+    for (name, value) in env {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
+    let out = cmd.output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed (a panic?):\n{text}");
+    text
+}
+
 // ------------------------------------------------------------------------------------------------
 // the CUDA backend against the CPU backend, op by op
 // ------------------------------------------------------------------------------------------------
