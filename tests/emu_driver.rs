@@ -9,7 +9,7 @@
 mod common;
 use common::{random, rel_l2};
 
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use cyberhost_engine::backends::cuda::cudarc::driver::{
     sys, CudaContext, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
@@ -21,11 +21,7 @@ use cyberhost_kernels::KernelModule;
 
 const TEST_PTX: &str = include_str!("../tools/ptx-emu-driver/tests/ptx/driver_test_kernels.ptx");
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use common::cuda_serial as serial;
 
 /// The engine device on the stand-in driver (loaded once per process; cargo builds
 /// `libptx_emu_driver.so` into `target/<profile>/deps/` because the suite dev-depends on it).
@@ -316,16 +312,12 @@ fn bad_driver_path_is_a_clear_error() {
 #[test]
 fn no_driver_is_a_clear_error_not_a_panic() {
     // A fresh process that never loads the stand-in, with nothing on LD_LIBRARY_PATH.
-    let text = common::child_test_output(
-        "child_open_device",
-        "EMU_DRIVER_TEST_CHILD",
-        &[("LD_LIBRARY_PATH", Some("")), (DRIVER_ENV, None)],
-    );
-    if text.contains("CHILD-SYSTEM-DRIVER") {
-        // A machine with an NVIDIA driver installed system-wide: the no-driver path cannot be
-        // produced here; the child still had to return without panicking.
+    // On a machine with an NVIDIA driver installed system-wide the no-driver path cannot be
+    // produced; the child still had to return without panicking.
+    let Some(text) = common::no_driver_child_output("child_open_device", "EMU_DRIVER_TEST_CHILD")
+    else {
         return;
-    }
+    };
     assert!(
         text.contains(&format!("CHILD-RESULT: Err({NO_DRIVER_MSG})")),
         "{text}"

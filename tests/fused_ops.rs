@@ -15,8 +15,6 @@
 mod common;
 use common::random;
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
-
 use cyberhost_engine::backends::cpu::{CpuBackend, CpuTensor};
 use cyberhost_engine::backends::cuda::{CudaBackend, DType};
 use cyberhost_engine::backends::shape::{ShapeBackend, ShapeTensor};
@@ -577,23 +575,14 @@ fn tiny_pipeline_graphs_obey_the_fusion_rules() {
 
 // ---- CUDA (stand-in driver) vs CPU ------------------------------------------------------------
 
-static SERIAL: Mutex<()> = Mutex::new(());
+use common::{cuda_serial as serial, emulated_backend as gpu};
 
-/// One device per process, used by one test at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// bf16-storage backend on the stand-in driver, outputs poisoned (NaN) before every kernel.
-fn gpu() -> &'static CudaBackend {
-    static BE: OnceLock<CudaBackend> = OnceLock::new();
-    BE.get_or_init(|| {
-        let be = CudaBackend::new_emulated(0)
-            .expect("CudaBackend::new_emulated (cargo build -p ptx-emu-driver)");
-        assert!(be.device().is_emulated());
-        be.set_poison_outputs(true);
-        be
-    })
+/// The stand-in backend in bf16 and in f32 storage, labelled.
+fn storages() -> [(CudaBackend, &'static str); 2] {
+    [
+        (gpu().clone(), "bf16"),
+        (gpu().with_storage(DType::F32), "f32"),
+    ]
 }
 
 fn check(what: &str, got: &CudaTensor, want: &CpuTensor, tol: f64) {
@@ -609,10 +598,7 @@ use cyberhost_engine::backends::cuda::CudaTensor;
 #[test]
 fn cuda_group_norm_act_matches_cpu() {
     let _g = serial();
-    for (be, label) in [
-        (gpu().clone(), "bf16"),
-        (gpu().with_storage(DType::F32), "f32"),
-    ] {
+    for (be, label) in storages() {
         let x = data(&[2, 8, 5, 3], 21);
         let gm = data(&[8], 22);
         let bt = data(&[8], 23);
@@ -650,10 +636,7 @@ fn cuda_linear_ext_matches_cpu() {
     let b = data(&[18], 35);
     let r = data(&[2, 5, 18], 36);
     let row = data(&[1, 18], 37);
-    for (be, label) in [
-        (gpu().clone(), "bf16"),
-        (gpu().with_storage(DType::F32), "f32"),
-    ] {
+    for (be, label) in storages() {
         let cases: [(&str, &Data, &Data, Option<&Data>, f32, bool); 5] = [
             ("geglu", &wg, &bg, None, 1.0, true),
             ("geglu+residual", &wg, &bg, Some(&r), 1.0, true),
@@ -704,10 +687,7 @@ fn cuda_conv2d_ext_matches_cpu() {
     let r2 = data(&[2, 10, 4, 5], 46);
     let wg = data(&[10, 3, 3, 3], 47);
     let r1 = data(&[1, 10, 7, 9], 48);
-    for (be, label) in [
-        (gpu().clone(), "bf16"),
-        (gpu().with_storage(DType::F32), "f32"),
-    ] {
+    for (be, label) in storages() {
         let p1 = Conv2dParams::new(1, 1);
         let p2 = Conv2dParams::new(2, 1);
         let pg = Conv2dParams {

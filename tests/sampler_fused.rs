@@ -14,8 +14,6 @@
 mod common;
 use common::rel_l2;
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
-
 use cyberhost_engine::backends::composed::{cfg_ddim_one, CFG_DDIM_COEFFS};
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::{CudaBackend, CudaTensor, DType};
@@ -96,22 +94,7 @@ fn device_coeffs_refuse_eta() {
 // CudaBackend on the stand-in driver vs CpuBackend
 // ------------------------------------------------------------------------------------------------
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// bf16-storage backend on the stand-in driver, outputs poisoned before every kernel.
-fn gpu() -> &'static CudaBackend {
-    static BE: OnceLock<CudaBackend> = OnceLock::new();
-    BE.get_or_init(|| {
-        let be =
-            CudaBackend::new_emulated(0).expect("stand-in driver (cargo build -p ptx-emu-driver)");
-        be.set_poison_outputs(true);
-        be
-    })
-}
+use common::{cuda_serial as serial, emulated_backend as gpu};
 
 /// (memcpy calls, kernel launches) of the stand-in so far.
 fn counters(be: &CudaBackend) -> (u64, u64) {

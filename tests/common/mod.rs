@@ -9,7 +9,9 @@
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use cyberhost_engine::backends::cpu::{CpuBackend, CpuTensor};
-use cyberhost_engine::backends::cuda::{CudaBackend, CudaTensor, DType};
+use cyberhost_engine::backends::cuda::{
+    CudaBackend, CudaTensor, DType, DRIVER_ENV as DRIVER_ENV_STAND_IN,
+};
 use cyberhost_engine::backends::{Backend, TensorLike};
 use half::bf16;
 
@@ -189,6 +191,33 @@ pub fn open_cuda_backend() -> CudaBackend {
         CudaBackend::new_emulated(0)
     };
     be.unwrap_or_else(|e| panic!("CUDA backend ({DEVICE_ENV}): {e:#}"))
+}
+
+/// The CUDA backend on the stand-in driver whatever [`DEVICE_ENV`] says (for tests that read the
+/// emulator's counters or faults), bf16 storage, every new output poisoned (NaN) before its kernel.
+pub fn emulated_backend() -> &'static CudaBackend {
+    static BE: OnceLock<CudaBackend> = OnceLock::new();
+    BE.get_or_init(|| {
+        let be = CudaBackend::new_emulated(0)
+            .expect("CudaBackend::new_emulated (cargo build -p ptx-emu-driver)");
+        assert!(be.device().is_emulated());
+        be.set_poison_outputs(true);
+        be
+    })
+}
+
+/// The output of child test `test` ([`child_test_output`]) run where no CUDA driver can be
+/// found (nothing on `LD_LIBRARY_PATH`, no stand-in path); the child must print a
+/// `CHILD-RESULT: `. `None` where the child saw an NVIDIA driver installed system-wide (the
+/// no-driver path cannot happen on that machine).
+pub fn no_driver_child_output(test: &str, child_flag: &str) -> Option<String> {
+    let text = child_test_output(
+        test,
+        child_flag,
+        &[("LD_LIBRARY_PATH", Some("")), (DRIVER_ENV_STAND_IN, None)],
+    );
+    assert!(text.contains("CHILD-RESULT: "), "{text}");
+    (!text.contains("CHILD-SYSTEM-DRIVER")).then_some(text)
 }
 
 /// The CUDA backend is used by one test at a time (the stand-in's counters are per process).
