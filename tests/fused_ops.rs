@@ -21,9 +21,7 @@ use cyberhost_engine::backends::shape::{ShapeBackend, ShapeTensor};
 use cyberhost_engine::backends::{
     Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
 };
-use cyberhost_engine::graph::pipeline::trace_pipeline;
 use cyberhost_engine::graph::{Graph, Op, TraceBackend};
-use cyberhost_engine::pipeline::checkpoint::WeightsSource;
 use cyberhost_engine::pipeline::presets::Preset;
 
 const CPU: CpuBackend = CpuBackend;
@@ -485,14 +483,7 @@ fn batch_broadcast_conv_add(g: &Graph, i: usize) -> bool {
 
 #[test]
 fn tiny_pipeline_graphs_obey_the_fusion_rules() {
-    let pg = trace_pipeline(
-        &WeightsSource::Preset {
-            preset: Preset::Tiny,
-            seed: 0,
-        },
-        None,
-    )
-    .unwrap();
+    let pg = common::trace_preset(Preset::Tiny);
     let mut report = Vec::new();
     let mut broadcast = Vec::new();
     for g in pg.all() {

@@ -218,15 +218,7 @@ fn cfg_ddim_step_matches_cpu() {
                 .to_f32(&CPU.cfg_ddim_step(&oc, &zc, *off, &kc).unwrap())
                 .unwrap();
             let got = be.to_f32(&y).unwrap();
-            let diff = got
-                .iter()
-                .zip(&want)
-                .filter(|(g, w)| g.to_bits() != w.to_bits())
-                .count();
-            assert_eq!(
-                diff, 0,
-                "{what}: {diff} elements differ from the host default"
-            );
+            common::assert_same_bits(&what, &got, &want, "the host default's");
         }
         // shape and dtype errors name the problem
         let out = be.from_f32(&[2, 2, 3, 4], &random(48, 1)).unwrap();

@@ -26,12 +26,16 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
-    fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
     }
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f32 {
@@ -320,6 +324,25 @@ pub fn rounded_pair(be: &CudaBackend, shape: &[usize], seed: u64) -> (CudaTensor
     let g = be.from_f32(shape, &random(n, seed)).unwrap();
     let c = cpu(shape, &be.to_f32(&g).unwrap());
     (g, c)
+}
+
+/// Asserts `got` equals `want` bit for bit, counting the elements that differ from `whose` bits.
+pub fn assert_same_bits(what: &str, got: &[f32], want: &[f32], whose: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let diff = got
+        .iter()
+        .zip(want)
+        .filter(|(g, w)| g.to_bits() != w.to_bits())
+        .count();
+    assert_eq!(diff, 0, "{what}: {diff} elements differ from {whose} bits");
+}
+
+/// The traced pipeline graphs of `preset`'s weights (seed 0) at its default size.
+pub fn trace_preset(
+    preset: cyberhost_engine::pipeline::presets::Preset,
+) -> cyberhost_engine::graph::pipeline::PipelineGraphs {
+    let src = cyberhost_engine::pipeline::checkpoint::WeightsSource::Preset { preset, seed: 0 };
+    cyberhost_engine::graph::pipeline::trace_pipeline(&src, None).unwrap()
 }
 
 /// Compares shapes and values (rel L2 ≤ tol; NaN from an unwritten poisoned element fails).

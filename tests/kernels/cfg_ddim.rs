@@ -156,15 +156,7 @@ fn run(
         return;
     }
     assert_close(&what, &got, &want, 1e-6);
-    let diff = got
-        .iter()
-        .zip(&want)
-        .filter(|(g, w)| g.to_bits() != w.to_bits())
-        .count();
-    assert_eq!(
-        diff, 0,
-        "{what}: {diff} elements differ from the reference bits"
-    );
+    crate::common::assert_same_bits(&what, &got, &want, "the reference's");
 }
 
 fn run_all(out_dtype: DType, z_dtype: DType) {
