@@ -7,12 +7,12 @@
 use crate::common::{assert_close, from_bf16, round_bf16, to_bf16, Rng};
 use crate::common::{check, cuda_serial, rand_pair, storages, CPU};
 use crate::harness::{
-    download_bf16 as download, engine_device, for_each_schedule, gemm_ref, upload_bf16 as upload,
-    Device, TOL_BF16 as TOL,
+    download_bf16 as download, engine_device, for_each_schedule, gemm_ref, gemm_shape,
+    upload_bf16 as upload, Device, TOL_BF16 as TOL,
 };
 use cyberhost_engine::backends::{Backend, TensorLike};
 use cyberhost_kernels::gemm::{
-    launch_config as gemm_launch, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPtrs, GemmShape,
+    launch_config as gemm_launch, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPtrs,
 };
 use cyberhost_kernels::KernelModule;
 use half::bf16;
@@ -46,96 +46,69 @@ const G: GemmCase = GemmCase {
     plain: false,
 };
 
+/// An `(M, N, K)` case of `op` over `batch` products, otherwise [`G`].
+const fn case(op: GemmOp, batch: usize, (m, n, k): (usize, usize, usize)) -> GemmCase {
+    GemmCase {
+        op,
+        batch,
+        m,
+        n,
+        k,
+        ..G
+    }
+}
+
 fn gemm_cases() -> Vec<GemmCase> {
+    use GemmOp::{Linear, Matmul};
+    let fused = GemmCase {
+        bias: true,
+        residual: true,
+        scale: 0.5,
+        ..case(Linear, 1, (70, 50, 40))
+    };
+    let geglu = GemmCase {
+        bias: true,
+        geglu: true,
+        ..case(Linear, 1, (33, 40, 72))
+    };
     vec![
+        fused,
         GemmCase {
-            m: 70,
-            n: 50,
-            k: 40,
-            bias: true,
-            residual: true,
-            scale: 0.5,
-            ..G
-        },
-        GemmCase {
-            m: 70,
-            n: 50,
-            k: 40,
-            bias: true,
-            residual: true,
-            scale: 0.5,
             plain: true,
-            ..G
+            ..fused
         },
+        case(Linear, 1, (65, 64, 96)),
+        // unaligned K: scalar loads
         GemmCase {
-            m: 65,
-            n: 64,
-            k: 96,
-            ..G
-        },
-        GemmCase {
-            m: 17,
-            n: 9,
-            k: 21,
             bias: true,
-            ..G
-        }, // unaligned K: scalar loads
-        GemmCase {
-            m: 33,
-            n: 40,
-            k: 72,
-            bias: true,
-            geglu: true,
-            ..G
+            ..case(Linear, 1, (17, 9, 21))
         },
+        geglu,
         GemmCase {
-            m: 70,
-            n: 20,
-            k: 24,
             bias: true,
             geglu: true,
             plain: true,
             scale: 2.0,
-            ..G
+            ..case(Linear, 1, (70, 20, 24))
         },
         GemmCase {
-            op: GemmOp::Linear,
-            batch: 2,
-            m: 20,
-            n: 33,
-            k: 48,
             broadcast_b: false,
             residual: true,
-            ..G
+            ..case(Linear, 2, (20, 33, 48))
         },
         GemmCase {
-            op: GemmOp::Matmul,
-            batch: 2,
-            m: 33,
-            n: 65,
-            k: 72,
             broadcast_b: false,
             scale: 0.125,
-            ..G
+            ..case(Matmul, 2, (33, 65, 72))
         },
         GemmCase {
-            op: GemmOp::Matmul,
-            batch: 3,
-            m: 9,
-            n: 21,
-            k: 19,
             bias: true,
             residual: true,
-            ..G
+            ..case(Matmul, 3, (9, 21, 19))
         },
         GemmCase {
-            op: GemmOp::Matmul,
-            batch: 1,
-            m: 66,
-            n: 72,
-            k: 40,
             bias: true,
-            ..G
+            ..case(Matmul, 1, (66, 72, 40))
         },
     ]
 }
@@ -159,12 +132,7 @@ fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
         c.scale,
         c.geglu,
     );
-    let shape = GemmShape {
-        batch: c.batch as u64,
-        m: c.m as u64,
-        n: c.n as u64,
-        k: c.k as u64,
-    };
+    let shape = gemm_shape(c.batch, c.m, c.n, c.k);
     let layout = GemmLayout::contiguous(c.op, shape, c.geglu, c.broadcast_b);
     let ptrs = GemmPtrs {
         a: dev.upload(&to_bf16(&a))?,

@@ -100,25 +100,12 @@ fn sweep(dtype: DType, silu: bool) {
     }
 }
 
-#[test]
-fn group_norm_f32() {
-    sweep(DType::F32, false);
-}
-
-#[test]
-fn group_norm_bf16() {
-    sweep(DType::Bf16, false);
-}
-
-#[test]
-fn group_norm_silu_f32() {
-    sweep(DType::F32, true);
-}
-
-#[test]
-fn group_norm_silu_bf16() {
-    sweep(DType::Bf16, true);
-}
+crate::harness::sweep_tests!(sweep;
+    group_norm_f32 => (DType::F32, false),
+    group_norm_bf16 => (DType::Bf16, false),
+    group_norm_silu_f32 => (DType::F32, true),
+    group_norm_silu_bf16 => (DType::Bf16, true),
+);
 
 /// Channels not divisible into the groups, a rank-1 input and a gamma of the wrong length are
 /// errors.

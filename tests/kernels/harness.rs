@@ -12,6 +12,7 @@ use bytemuck::Pod;
 use cyberhost_engine::backends::cuda::cudarc::driver::{CudaSlice, DevicePtr};
 use cyberhost_engine::backends::cuda::CudaDevice;
 use cyberhost_engine::backends::{Backend, LinearEpilogue};
+use cyberhost_kernels::gemm::GemmShape;
 use cyberhost_kernels::{KernelModule, LaunchConfig};
 
 use crate::common::{cpu, host, to_bf16, CPU};
@@ -159,6 +160,25 @@ impl Device {
     }
 }
 
+/// One `#[test]` per row, calling `sweep` once per argument tuple of the row (a kernel's
+/// dtype combinations as separate tests):
+///
+/// ```ignore
+/// sweep_tests!(sweep; group_norm_f32 => (DType::F32, false), group_norm_bf16 => (DType::Bf16, false));
+/// ```
+macro_rules! sweep_tests {
+    ($sweep:ident; $($(#[$attr:meta])* $name:ident => $(($($arg:expr),*))+),+ $(,)?) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $name() {
+                $($sweep($($arg),*);)+
+            }
+        )+
+    };
+}
+pub(crate) use sweep_tests;
+
 /// (schedules, seed) pairs every test runs under: the emulator's default interleaving plus seeded
 /// alternatives for its race/hazard search.
 pub const SCHEDULES: [(u32, u64); 2] = [(1, 0x5eed), (3, 0xc0ffee)];
@@ -181,6 +201,16 @@ pub fn for_each_schedule<C: Copy>(
 // ------------------------------------------------------------------------------------------------
 // the engine's slice launchers (`backends::cuda::{gemm, conv2d, attention}`)
 // ------------------------------------------------------------------------------------------------
+
+/// `batch` GEMMs `(M, K) x B -> (M, N)` (the shape both GEMM modules take).
+pub fn gemm_shape(batch: usize, m: usize, n: usize, k: usize) -> GemmShape {
+    GemmShape {
+        batch: batch as u64,
+        m: m as u64,
+        n: n as u64,
+        k: k as u64,
+    }
+}
 
 /// Relative L2 tolerance of the bf16 tensor-core kernels (bf16 operands and output, f32 sums).
 pub const TOL_BF16: f64 = 1e-2;

@@ -79,25 +79,20 @@ fn run(
     Ok(())
 }
 
-#[test]
-fn softmax_f32() {
+/// Every shape of [`SHAPES`] in `dtype` under every schedule, data seeds from `seed_base`.
+fn sweep(dtype: DType, seed_base: u64) {
     for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
         let mut dev = Device::new(*schedules, *seed);
         for (j, &(r, c, s)) in SHAPES.iter().enumerate() {
-            run(&mut dev, DType::F32, r, c, s, (i * 10 + j) as u64).unwrap();
+            run(&mut dev, dtype, r, c, s, (i * 10 + j) as u64 + seed_base).unwrap();
         }
     }
 }
 
-#[test]
-fn softmax_bf16() {
-    for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
-        let mut dev = Device::new(*schedules, *seed);
-        for (j, &(r, c, s)) in SHAPES.iter().enumerate() {
-            run(&mut dev, DType::Bf16, r, c, s, (i * 10 + j) as u64 + 50).unwrap();
-        }
-    }
-}
+crate::harness::sweep_tests!(sweep;
+    softmax_f32 => (DType::F32, 0),
+    softmax_bf16 => (DType::Bf16, 50),
+);
 
 /// A scalar is an error; a row of equal values is uniform; an empty last dim stays empty.
 fn softmax_bad_arguments_and_known_values<B: Backend>(be: &B) -> anyhow::Result<()> {
