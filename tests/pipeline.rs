@@ -1,19 +1,17 @@
 //! The CyberHost pipeline on the built-in `tiny` model (CPU): clip continuation,
 //! the unconditional branch, freshly initialised RCA, determinism.
 
+mod common;
+
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::{Backend, BackendExt};
 use cyberhost_engine::models::hooks::UNetHooks;
-use cyberhost_engine::pipeline::audio::{load_wav_bytes, Speech};
+use cyberhost_engine::pipeline::audio::Speech;
 use cyberhost_engine::pipeline::checkpoint::{Components, WeightsSource};
 use cyberhost_engine::pipeline::conditions::PoseFile;
 use cyberhost_engine::pipeline::generate::{DenoiseHooks, Prepared, Request};
-use cyberhost_engine::pipeline::image::decode_image;
 use cyberhost_engine::pipeline::presets::Preset;
 use image::RgbImage;
-
-const IMAGE: &[u8] = include_bytes!("../engine/assets/reference.png");
-const SPEECH: &[u8] = include_bytes!("../engine/assets/speech.wav");
 
 fn setup() -> (CpuBackend, Components<CpuBackend>, RgbImage, Speech) {
     let be = CpuBackend::new();
@@ -23,8 +21,7 @@ fn setup() -> (CpuBackend, Components<CpuBackend>, RgbImage, Speech) {
     }
     .load(&be)
     .unwrap();
-    let img = decode_image(IMAGE, "reference.png").unwrap();
-    let speech = load_wav_bytes(SPEECH, "speech.wav").unwrap();
+    let (img, speech) = common::reference_inputs(None);
     (be, comps, img, speech)
 }
 

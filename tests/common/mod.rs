@@ -89,6 +89,23 @@ pub fn round_bf16(x: &[f32]) -> Vec<f32> {
     from_bf16(&to_bf16(x))
 }
 
+/// The bundled reference portrait and speech (`engine/assets`); with `samples`, the speech is cut
+/// to its first `samples` samples (16 kHz) and its duration set to match.
+pub fn reference_inputs(
+    samples: Option<usize>,
+) -> (image::RgbImage, cyberhost_engine::pipeline::audio::Speech) {
+    const IMAGE: &[u8] = include_bytes!("../../engine/assets/reference.png");
+    const SPEECH: &[u8] = include_bytes!("../../engine/assets/speech.wav");
+    let img = cyberhost_engine::pipeline::image::decode_image(IMAGE, "reference.png").unwrap();
+    let mut speech =
+        cyberhost_engine::pipeline::audio::load_wav_bytes(SPEECH, "speech.wav").unwrap();
+    if let Some(n) = samples {
+        speech.samples.truncate(n);
+        speech.seconds = n as f64 / 16_000.0;
+    }
+    (img, speech)
+}
+
 // ------------------------------------------------------------------------------------------------
 // comparison
 // ------------------------------------------------------------------------------------------------
