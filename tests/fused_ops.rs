@@ -518,29 +518,36 @@ fn tiny_pipeline_graphs_obey_the_fusion_rules() {
         report.extend(bad.into_iter().map(|b| format!("{}: {b}", g.name)));
     }
     let step = &pg.step;
-    assert!(step.nodes.iter().any(|n| matches!(
-        n.op,
-        Op::GroupNorm {
-            act: Some(Unary::Silu),
-            ..
-        }
-    )));
-    assert!(step
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, Op::Conv2d { temb: true, .. })));
-    assert!(step
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, Op::Conv2d { residual: true, .. })));
-    assert!(step
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, Op::Linear { geglu: true, .. })));
-    assert!(step
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, Op::Linear { residual: true, .. })));
+    // every fused form occurs in the step
+    let fused: [(&str, fn(&Op) -> bool); 5] = [
+        ("GroupNorm + SiLU", |op| {
+            matches!(
+                op,
+                Op::GroupNorm {
+                    act: Some(Unary::Silu),
+                    ..
+                }
+            )
+        }),
+        ("conv + temb", |op| {
+            matches!(op, Op::Conv2d { temb: true, .. })
+        }),
+        ("conv + residual", |op| {
+            matches!(op, Op::Conv2d { residual: true, .. })
+        }),
+        ("linear + GEGLU", |op| {
+            matches!(op, Op::Linear { geglu: true, .. })
+        }),
+        ("linear + residual", |op| {
+            matches!(op, Op::Linear { residual: true, .. })
+        }),
+    ];
+    for (what, is) in fused {
+        assert!(
+            step.nodes.iter().any(|n| is(&n.op)),
+            "no {what} in the step"
+        );
+    }
     // The movement map p_move (1, C0, h, w) rides in conv_in's epilogue as a batch-broadcast
     // residual of the (2·(M+F), C0, h, w) output: no add after any conv broadcasts over the batch.
     assert!(
