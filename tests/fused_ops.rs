@@ -284,30 +284,19 @@ fn shape_backend_checks_epilogue_operands() {
         )
         .unwrap();
     assert_eq!(y.shape(), &[2, 4, 3, 3]);
-    assert!(be
-        .conv2d_ext(
-            &x,
-            &w,
-            None,
-            p,
-            ConvEpilogue {
-                temb: Some(&s(&[2, 3])),
-                ..Default::default()
-            }
-        )
-        .is_err());
-    assert!(be
-        .conv2d_ext(
-            &x,
-            &w,
-            None,
-            p,
-            ConvEpilogue {
-                residual: Some(&s(&[2, 4, 6, 6])),
-                ..Default::default()
-            }
-        )
-        .is_err());
+    // a temb of the wrong channel count, a residual of the wrong spatial size
+    let (bad_temb, bad_res) = (s(&[2, 3]), s(&[2, 4, 6, 6]));
+    let temb = ConvEpilogue {
+        temb: Some(&bad_temb),
+        ..Default::default()
+    };
+    let residual = ConvEpilogue {
+        residual: Some(&bad_res),
+        ..Default::default()
+    };
+    for (what, epi) in [("temb", temb), ("residual", residual)] {
+        assert!(be.conv2d_ext(&x, &w, None, p, epi).is_err(), "bad {what}");
+    }
     assert!(be
         .group_norm_act(&x, 4, Some(&s(&[7])), None, 1e-5, Some(Unary::Silu))
         .is_err());

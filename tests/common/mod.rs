@@ -227,18 +227,20 @@ pub fn emulated_backend() -> &'static CudaBackend {
     })
 }
 
-/// The output of child test `test` ([`child_test_output`]) run where no CUDA driver can be
-/// found (nothing on `LD_LIBRARY_PATH`, no stand-in path); the child must print a
-/// `CHILD-RESULT: `. `None` where the child saw an NVIDIA driver installed system-wide (the
-/// no-driver path cannot happen on that machine).
-pub fn no_driver_child_output(test: &str, child_flag: &str) -> Option<String> {
+/// Runs child test `test` ([`child_test_output`]) where no CUDA driver can be found (nothing on
+/// `LD_LIBRARY_PATH`, no stand-in path): the child must return (no panic), print a
+/// `CHILD-RESULT: ` and, unless it saw an NVIDIA driver installed system-wide (where the
+/// no-driver path cannot happen), print every one of `expected`.
+pub fn assert_no_driver_is_reported(test: &str, child_flag: &str, expected: &[&str]) {
     let text = child_test_output(
         test,
         child_flag,
         &[("LD_LIBRARY_PATH", Some("")), (DRIVER_ENV_STAND_IN, None)],
     );
     assert!(text.contains("CHILD-RESULT: "), "{text}");
-    (!text.contains("CHILD-SYSTEM-DRIVER")).then_some(text)
+    if !text.contains("CHILD-SYSTEM-DRIVER") {
+        assert!(expected.iter().all(|e| text.contains(e)), "{text}");
+    }
 }
 
 /// The CUDA backend is used by one test at a time (the stand-in's counters are per process).
