@@ -7,8 +7,7 @@
 use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, Rng, CPU};
 use crate::common::{check, cuda_serial, rand_pair, storages};
 use crate::harness::{
-    download_bf16 as download, engine_device, for_each_schedule, upload_bf16 as upload, Device,
-    TOL_BF16 as TOL,
+    download_bf16 as download, engine_device, upload_bf16 as upload, Device, TOL_BF16 as TOL,
 };
 use cyberhost_engine::backends::{Backend, Conv2dParams as EngineConv, ConvEpilogue};
 use cyberhost_kernels::conv2d::{
@@ -290,10 +289,7 @@ fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn conv2d_implicit_gemm_epilogues() {
-    for_each_schedule(&conv_cases(), 5000, run_conv);
-}
+crate::harness::schedules_test!(conv2d_implicit_gemm_epilogues, conv_cases(), 5000, run_conv);
 
 #[test]
 fn conv2d_engine_launcher() {

@@ -7,8 +7,8 @@
 use crate::common::{assert_close, from_bf16, round_bf16, to_bf16, Rng};
 use crate::common::{check, cuda_serial, rand_pair, storages, CPU};
 use crate::harness::{
-    download_bf16 as download, engine_device, for_each_schedule, gemm_ref, gemm_shape,
-    upload_bf16 as upload, Device, TOL_BF16 as TOL,
+    download_bf16 as download, engine_device, gemm_ref, gemm_shape, upload_bf16 as upload, Device,
+    TOL_BF16 as TOL,
 };
 use cyberhost_engine::backends::{Backend, TensorLike};
 use cyberhost_kernels::gemm::{
@@ -168,10 +168,7 @@ fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn gemm_linear_matmul_epilogues() {
-    for_each_schedule(&gemm_cases(), 0, run_gemm);
-}
+crate::harness::schedules_test!(gemm_linear_matmul_epilogues, gemm_cases(), 0, run_gemm);
 
 #[test]
 fn gemm_engine_launcher() {

@@ -113,6 +113,17 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// `C = A . B^T + bias` per batch entry (B `(N, K)`, batched or shared), on the CPU backend.
+fn linear_ref(
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    dims: (usize, usize, usize, usize),
+    b_batched: bool,
+) -> Vec<f32> {
+    gemm_ref(a, b, bias, None, dims, false, b_batched, 1.0, false)
+}
+
 /// The params of the buffers `[a, b, bias, c]`.
 fn params(
     [a, b, bias, c]: [u64; 4],
@@ -130,17 +141,8 @@ fn run(dev: &mut Device, out: DType, c: Case, seed: u64) -> anyhow::Result<()> {
     let a = round_bf16(&rng.randn(c.batch * c.m * c.k, 1.0, 0.0));
     let b = round_bf16(&rng.randn(b_count * c.n * c.k, 1.0, 0.0));
     let bias = round_bf16(&rng.randn(c.n, 1.0, 0.0));
-    let want = gemm_ref(
-        &a,
-        &b,
-        c.bias.then_some(&bias[..]),
-        None,
-        (c.batch, c.m, c.n, c.k),
-        false,
-        !c.broadcast_b,
-        1.0,
-        false,
-    );
+    let dims = (c.batch, c.m, c.n, c.k);
+    let want = linear_ref(&a, &b, c.bias.then_some(&bias[..]), dims, !c.broadcast_b);
 
     // Strided device copies; row padding holds NaN so a read past K poisons the result.
     let strided = |dense: &[f32], rows: usize| -> Vec<bf16> {
@@ -256,17 +258,7 @@ fn gemm_bf16_exact_on_integers() {
         .map(|i| ((i * 3 + i / k) % 7) as f32 - 3.0)
         .collect();
     let bias: Vec<f32> = (0..n).map(|j| j as f32 - 30.0).collect();
-    let want = gemm_ref(
-        &a,
-        &b,
-        Some(&bias),
-        None,
-        (1, m, n, k),
-        false,
-        false,
-        1.0,
-        false,
-    );
+    let want = linear_ref(&a, &b, Some(&bias), (1, m, n, k), false);
     for plain in [false, true] {
         let mut dev = Device::new(2, 11);
         let (da, db, dbias) = (

@@ -198,6 +198,18 @@ pub fn for_each_schedule<C: Copy>(
     }
 }
 
+/// One `#[test]` running `run` on every case of `cases` under every schedule
+/// ([`for_each_schedule`]), data seeds from `seed_base`.
+macro_rules! schedules_test {
+    ($name:ident, $cases:expr, $seed_base:expr, $run:expr) => {
+        #[test]
+        fn $name() {
+            $crate::harness::for_each_schedule(&$cases, $seed_base, $run);
+        }
+    };
+}
+pub(crate) use schedules_test;
+
 // ------------------------------------------------------------------------------------------------
 // the engine's slice launchers (`backends::cuda::{gemm, conv2d, attention}`)
 // ------------------------------------------------------------------------------------------------
