@@ -364,6 +364,25 @@ pub fn trace_preset(
     cyberhost_engine::graph::pipeline::trace_pipeline(&src, None).unwrap()
 }
 
+/// [`check`]s op `op` of the CUDA backend `be` on the arguments before `~` against the CPU
+/// backend's on the arguments after it:
+///
+/// ```ignore
+/// check_op!(format!("softmax {shape:?}"), be, tol, softmax_last(&g) ~ (&c));
+/// ```
+#[macro_export]
+macro_rules! check_op {
+    ($what:expr, $be:expr, $tol:expr, $op:ident($($g:expr),*) ~ ($($c:expr),*)) => {
+        $crate::common::check(
+            &$what,
+            &$be,
+            &$be.$op($($g),*).unwrap(),
+            &$crate::common::CPU.$op($($c),*).unwrap(),
+            $tol,
+        )
+    };
+}
+
 /// Compares shapes and values (rel L2 ≤ tol; NaN from an unwritten poisoned element fails).
 pub fn check(what: &str, be: &CudaBackend, got: &CudaTensor, want: &CpuTensor, tol: f64) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");

@@ -3,8 +3,9 @@
 //! strides, plain loads, poisoned outputs, several warp schedules; and the engine's slice launcher
 //! (`backends::cuda::attention`) with its unsupported-head-dim error.
 
+use crate::check_op;
+use crate::common::rand_pair;
 use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, Rng, CPU};
-use crate::common::{check, rand_pair};
 use crate::harness::{
     download_bf16 as download, engine_device, upload_bf16 as upload, Device, TOL_BF16 as TOL,
 };
@@ -208,12 +209,7 @@ crate::storages_test!(attention_matches_cpu, |be, _| {
         let (k, kc) = rand_pair(&be, &[b, h, lk, d], 171);
         let (v, vc) = rand_pair(&be, &[b, h, lk, dv], 172);
         let scale = 1.0 / (d as f32).sqrt() * 2.0;
-        check(
-            &format!("attention b{b} h{h} lq{lq} lk{lk} d{d} dv{dv}"),
-            &be,
-            &be.attention(&q, &k, &v, scale).unwrap(),
-            &CPU.attention(&qc, &kc, &vc, scale).unwrap(),
-            1e-2,
-        );
+        check_op!(format!("attention b{b} h{h} lq{lq} lk{lk} d{d} dv{dv}"), be, 1e-2,
+            attention(&q, &k, &v, scale) ~ (&qc, &kc, &vc, scale));
     }
 });

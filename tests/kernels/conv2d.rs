@@ -4,6 +4,7 @@
 //! poisoned outputs, several warp schedules; and the engine's slice launcher
 //! (`backends::cuda::conv2d`).
 
+use crate::check_op;
 use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, Rng, CPU};
 use crate::common::{check, cuda_serial, rand_pair, storages};
 use crate::harness::{
@@ -420,13 +421,8 @@ fn conv2d_matches_cpu() {
             let (x, xc) = rand_pair(&be, &xs, 210 + i as u64);
             let (w, wc) = rand_pair(&be, &ws, 220 + i as u64);
             let (b, bc) = rand_pair(&be, &[ws[0]], 230 + i as u64);
-            check(
-                &format!("conv2d {xs:?} w {ws:?} {prm:?}"),
-                &be,
-                &be.conv2d(&x, &w, Some(&b), prm).unwrap(),
-                &CPU.conv2d(&xc, &wc, Some(&bc), prm).unwrap(),
-                1e-2,
-            );
+            check_op!(format!("conv2d {xs:?} w {ws:?} {prm:?}"), be, 1e-2,
+                conv2d(&x, &w, Some(&b), prm) ~ (&xc, &wc, Some(&bc), prm));
         }
     }
 }

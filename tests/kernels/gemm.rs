@@ -4,8 +4,9 @@
 //! poisoned before the launch, several warp schedules, relative L2 <= 1e-2; and the engine's slice
 //! launcher (`backends::cuda::gemm`) with its buffer-size errors.
 
+use crate::check_op;
 use crate::common::{assert_close, from_bf16, round_bf16, to_bf16, Rng};
-use crate::common::{check, cuda_serial, rand_pair, storages, CPU};
+use crate::common::{cuda_serial, rand_pair, storages};
 use crate::harness::{
     download_bf16 as download, engine_device, gemm_ref, gemm_shape, upload_bf16 as upload, Device,
     TOL_BF16 as TOL,
@@ -288,13 +289,8 @@ fn linear_and_matmul_match_cpu() {
             } else {
                 (None, None)
             };
-            check(
-                &format!("linear {xs:?} n {n}"),
-                &be,
-                &be.linear(&x, &w, gb).unwrap(),
-                &CPU.linear(&xc, &wc, cb).unwrap(),
-                1e-2,
-            );
+            check_op!(format!("linear {xs:?} n {n}"), be, 1e-2,
+                linear(&x, &w, gb) ~ (&xc, &wc, cb));
         }
         for (sa, sb) in [
             ([2usize, 3, 19, 21], [2usize, 3, 21, 13]),
@@ -302,13 +298,7 @@ fn linear_and_matmul_match_cpu() {
         ] {
             let (a, ac) = rand_pair(&be, &sa, 160);
             let (b, bc) = rand_pair(&be, &sb, 161);
-            check(
-                &format!("matmul {sa:?} {sb:?}"),
-                &be,
-                &be.matmul(&a, &b).unwrap(),
-                &CPU.matmul(&ac, &bc).unwrap(),
-                1e-2,
-            );
+            check_op!(format!("matmul {sa:?} {sb:?}"), be, 1e-2, matmul(&a, &b) ~ (&ac, &bc));
         }
         let (a, _) = rand_pair(&be, &[2, 3], 1);
         assert!(be.matmul(&a, &a).is_err());

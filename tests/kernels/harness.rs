@@ -164,7 +164,7 @@ impl Device {
 /// dtype combinations as separate tests):
 ///
 /// ```ignore
-/// sweep_tests!(sweep; group_norm_f32 => (DType::F32, false), group_norm_bf16 => (DType::Bf16, false));
+/// sweep_tests!(sweep; norm_f32 => (DType::F32, false), norm_silu_f32 => (DType::F32, true));
 /// ```
 macro_rules! sweep_tests {
     ($sweep:ident; $($(#[$attr:meta])* $name:ident => $(($($arg:expr),*))+),+ $(,)?) => {

@@ -1,8 +1,9 @@
 //! `softmax_v1_*` against the CPU backend's `softmax_last` (of `affine(x, scale)`); fully masked
 //! rows are 0 from the kernel (the attention convention) where the CPU, as PyTorch, gives NaN.
 
+use crate::check_op;
 use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, tol, Rng, CPU};
-use crate::common::{check, pair, random};
+use crate::common::{pair, random};
 use crate::harness::{Device, SCHEDULES};
 use cyberhost_engine::backends::{Backend, TensorLike};
 use cyberhost_kernels::softmax::{launch_config, SoftmaxParams, SoftmaxShape};
@@ -115,12 +116,6 @@ crate::storages_test!(softmax_matches_cpu, |be, tol| {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = random(n, 100).iter().map(|v| v * 4.0).collect();
         let (g, c) = pair(&be, &shape, &data);
-        check(
-            &format!("softmax {shape:?}"),
-            &be,
-            &be.softmax_last(&g).unwrap(),
-            &CPU.softmax_last(&c).unwrap(),
-            tol.max(1e-5),
-        );
+        check_op!(format!("softmax {shape:?}"), be, tol.max(1e-5), softmax_last(&g) ~ (&c));
     }
 });
