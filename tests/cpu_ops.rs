@@ -737,6 +737,12 @@ fn conv2d_matches_naive() -> Result<()> {
         dilation: (1, 1),
         groups: g,
     };
+    let rect = |stride, padding, dilation, groups| Conv2dParams {
+        stride,
+        padding,
+        dilation,
+        groups,
+    };
     let cases: Vec<(Vec<usize>, Vec<usize>, Conv2dParams)> = vec![
         (vec![2, 8, 9, 11], vec![6, 8, 3, 3], p(1, 1, 1)),
         (vec![2, 8, 9, 11], vec![6, 8, 3, 3], p(2, 1, 1)),
@@ -748,22 +754,12 @@ fn conv2d_matches_naive() -> Result<()> {
         (
             vec![1, 3, 11, 13],
             vec![4, 3, 2, 5],
-            Conv2dParams {
-                stride: (2, 1),
-                padding: (0, 2),
-                dilation: (1, 1),
-                groups: 1,
-            },
+            rect((2, 1), (0, 2), (1, 1), 1),
         ),
         (
             vec![1, 4, 13, 13],
             vec![4, 2, 3, 3],
-            Conv2dParams {
-                stride: (1, 2),
-                padding: (2, 2),
-                dilation: (2, 2),
-                groups: 2,
-            },
+            rect((1, 2), (2, 2), (2, 2), 2),
         ),
         (vec![1, 320, 16, 16], vec![64, 320, 3, 3], p(1, 1, 1)),
         // Tall enough that the im2col band splits into several chunks.
@@ -882,23 +878,15 @@ fn attention_matches_naive() -> Result<()> {
             1e-5,
         );
     }
+    // a key head dim other than the query's, and keys and values of different lengths
     let q = cpu().zeros(&[1, 2, 4, 8])?;
-    assert!(cpu()
-        .attention(
-            &q,
-            &cpu().zeros(&[1, 2, 4, 7])?,
-            &cpu().zeros(&[1, 2, 4, 8])?,
-            1.0
-        )
-        .is_err());
-    assert!(cpu()
-        .attention(
-            &q,
-            &cpu().zeros(&[1, 2, 4, 8])?,
-            &cpu().zeros(&[1, 2, 5, 8])?,
-            1.0
-        )
-        .is_err());
+    for (ks, vs) in [([1, 2, 4, 7], [1, 2, 4, 8]), ([1, 2, 4, 8], [1, 2, 5, 8])] {
+        let (k, v) = (cpu().zeros(&ks)?, cpu().zeros(&vs)?);
+        assert!(
+            cpu().attention(&q, &k, &v, 1.0).is_err(),
+            "k {ks:?} v {vs:?}"
+        );
+    }
     Ok(())
 }
 

@@ -16,9 +16,7 @@
 mod common;
 use common::{check, cuda_backend as gpu, cuda_serial as serial, rand_pair, random, CPU};
 
-use std::process::Command;
-
-use cyberhost_engine::backends::cuda::{CudaBackend, DType, DRIVER_ENV, NO_DRIVER_MSG};
+use cyberhost_engine::backends::cuda::{CudaBackend, DType, NO_DRIVER_MSG};
 use cyberhost_engine::backends::{Backend, Unary};
 
 #[test]
@@ -73,29 +71,10 @@ fn ops_run_as_kernels_on_the_stand_in() {
 #[test]
 fn no_driver_is_a_clear_error_not_a_panic() {
     // A fresh process that never loads the stand-in, with nothing on LD_LIBRARY_PATH.
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_new_backend",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("CUDA_BACKEND_TEST_CHILD", "1")
-        .env("LD_LIBRARY_PATH", "")
-        .env_remove(DRIVER_ENV)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed (a panic?):\n{text}");
-    assert!(text.contains("CHILD-RESULT: "), "{text}");
-    if text.contains("CHILD-SYSTEM-DRIVER") {
-        // An NVIDIA driver is installed system-wide: the no-driver path cannot happen here.
-        return;
-    }
-    assert!(
-        text.contains("CHILD-RESULT: Err(") && text.contains(NO_DRIVER_MSG),
-        "{text}"
+    common::assert_no_driver_is_reported(
+        "child_new_backend",
+        "CUDA_BACKEND_TEST_CHILD",
+        &["CHILD-RESULT: Err(", NO_DRIVER_MSG],
     );
 }
 

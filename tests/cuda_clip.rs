@@ -9,17 +9,14 @@
 //! the emulator) and `tools/test.sh` runs it in release:
 //! `cargo test --release --test cuda_clip -- --ignored`.
 
+mod common;
+
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::{CudaBackend, DType};
-use cyberhost_engine::pipeline::audio::load_wav_bytes;
 use cyberhost_engine::pipeline::checkpoint::WeightsSource;
 use cyberhost_engine::pipeline::conditions::PoseFile;
 use cyberhost_engine::pipeline::generate::Request;
-use cyberhost_engine::pipeline::image::decode_image;
 use cyberhost_engine::pipeline::presets::Preset;
-
-const IMAGE: &[u8] = include_bytes!("../engine/assets/reference.png");
-const SPEECH: &[u8] = include_bytes!("../engine/assets/speech.wav");
 
 #[test]
 #[ignore = "minutes of emulation: tools/test.sh runs it with --release -- --ignored"]
@@ -28,11 +25,8 @@ fn one_full_tiny_clip_bf16_on_the_stand_in_matches_the_cpu() {
     // one schedule (the kernel tests run every hazard detector at `full`).
     std::env::set_var("PTX_EMU_CHECKS", "fast");
     std::env::remove_var("PTX_EMU_SCHEDULES");
-    let img = decode_image(IMAGE, "reference.png").unwrap();
-    let mut speech = load_wav_bytes(SPEECH, "speech.wav").unwrap();
     // One clip: the tiny preset has 8 frames per clip at 12 fps (samples are at 16 kHz).
-    speech.samples.truncate(16_000 * 8 / 12);
-    speech.seconds = speech.samples.len() as f64 / 16_000.0;
+    let (img, speech) = common::reference_inputs(Some(16_000 * 8 / 12));
     let req = Request {
         seed: 7,
         ..Default::default()

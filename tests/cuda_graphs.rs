@@ -2,17 +2,14 @@
 //! (PTX emulator) through cudarc: bit-identical to plain launches, and no device allocation
 //! inside the step loop (counted by the stand-in driver).
 
+mod common;
+
 use cyberhost_engine::backends::cuda::CudaBackend;
 use cyberhost_engine::backends::Backend;
-use cyberhost_engine::pipeline::audio::load_wav_bytes;
 use cyberhost_engine::pipeline::checkpoint::WeightsSource;
 use cyberhost_engine::pipeline::conditions::PoseFile;
 use cyberhost_engine::pipeline::generate::{Event, Request};
-use cyberhost_engine::pipeline::image::decode_image;
 use cyberhost_engine::pipeline::presets::Preset;
-
-const IMAGE: &[u8] = include_bytes!("../engine/assets/reference.png");
-const SPEECH: &[u8] = include_bytes!("../engine/assets/speech.wav");
 
 struct Run {
     /// Final latents, as bits.
@@ -32,10 +29,7 @@ fn graph_replayed_clip_is_bit_identical_and_allocation_free() {
     // One warp schedule per launch: this test is about replay; the kernel tests search races.
     std::env::set_var("PTX_EMU_SCHEDULES", "1");
     let be = CudaBackend::new_emulated(0).expect("stand-in driver (cargo build -p ptx-emu-driver)");
-    let img = decode_image(IMAGE, "reference.png").unwrap();
-    let mut speech = load_wav_bytes(SPEECH, "speech.wav").unwrap();
-    speech.samples.truncate(8_000);
-    speech.seconds = 0.5;
+    let (img, speech) = common::reference_inputs(Some(8_000));
     // 32×32 is the smallest size the tiny preset takes (VAE ×8, two U-Net downsamplings).
     let req = Request {
         seed: 11,

@@ -11,6 +11,8 @@
 //! The tests here are diagnostics (ignored; the commands are in the ignore reasons), plus one
 //! fast CPU test that checks the probe itself.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -20,15 +22,11 @@ use cyberhost_engine::backends::cuda::{CudaBackend, CudaTensor};
 use cyberhost_engine::backends::{
     Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
 };
-use cyberhost_engine::pipeline::audio::{load_wav_bytes, Speech};
+use cyberhost_engine::pipeline::audio::Speech;
 use cyberhost_engine::pipeline::checkpoint::WeightsSource;
 use cyberhost_engine::pipeline::conditions::PoseFile;
 use cyberhost_engine::pipeline::generate::{Request, Video};
-use cyberhost_engine::pipeline::image::decode_image;
 use cyberhost_engine::pipeline::presets::Preset;
-
-const IMAGE: &[u8] = include_bytes!("../engine/assets/reference.png");
-const SPEECH: &[u8] = include_bytes!("../engine/assets/speech.wav");
 
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     cyberhost_engine::conformance::rel_l2(a, b)
@@ -622,10 +620,7 @@ impl<B: Backend> Backend for Probe<B> {
 // ------------------------------------------------------------------------------------------------
 
 fn inputs(samples: usize) -> (image::RgbImage, Speech) {
-    let img = decode_image(IMAGE, "reference.png").unwrap();
-    let mut speech = load_wav_bytes(SPEECH, "speech.wav").unwrap();
-    speech.samples.truncate(samples);
-    speech.seconds = samples as f64 / 16_000.0;
+    let (img, speech) = common::reference_inputs(Some(samples));
     (img, speech)
 }
 

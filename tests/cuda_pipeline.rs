@@ -4,18 +4,13 @@
 
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::{CudaBackend, DType};
-use cyberhost_engine::pipeline::audio::load_wav_bytes;
 use cyberhost_engine::pipeline::checkpoint::WeightsSource;
 use cyberhost_engine::pipeline::conditions::PoseFile;
 use cyberhost_engine::pipeline::generate::{Request, Video};
-use cyberhost_engine::pipeline::image::decode_image;
 use cyberhost_engine::pipeline::presets::Preset;
 
 mod common;
 use common::numerics::U_BF16;
-
-const IMAGE: &[u8] = include_bytes!("../engine/assets/reference.png");
-const SPEECH: &[u8] = include_bytes!("../engine/assets/speech.wav");
 
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     cyberhost_engine::conformance::rel_l2(a, b)
@@ -55,11 +50,8 @@ fn inputs() -> (
     cyberhost_engine::pipeline::audio::Speech,
     Request,
 ) {
-    let img = decode_image(IMAGE, "reference.png").unwrap();
-    let mut speech = load_wav_bytes(SPEECH, "speech.wav").unwrap();
     // One clip of F frames plus a second clip: exercises motion-frame carry-over.
-    speech.samples.truncate(16_000);
-    speech.seconds = 1.0;
+    let (img, speech) = common::reference_inputs(Some(16_000));
     // 64x64 instead of the preset's 128x128 keeps the emulated run short (CI has 2 cores).
     let req = Request {
         seed: 3,

@@ -9,8 +9,7 @@
 mod common;
 use common::{random, rel_l2};
 
-use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use cyberhost_engine::backends::cuda::cudarc::driver::{
     sys, CudaContext, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
@@ -22,11 +21,7 @@ use cyberhost_kernels::KernelModule;
 
 const TEST_PTX: &str = include_str!("../tools/ptx-emu-driver/tests/ptx/driver_test_kernels.ptx");
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use common::cuda_serial as serial;
 
 /// The engine device on the stand-in driver (loaded once per process; cargo builds
 /// `libptx_emu_driver.so` into `target/<profile>/deps/` because the suite dev-depends on it).
@@ -302,20 +297,11 @@ fn engine_loads_every_kernel_module_and_launches_affine() {
 
 #[test]
 fn bad_driver_path_is_a_clear_error() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_open_device",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("EMU_DRIVER_TEST_CHILD", "1")
-        .env(DRIVER_ENV, "/nonexistent/libcuda-stand-in.so")
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed (a panic?):\n{text}");
+    let text = common::child_test_output(
+        "child_open_device",
+        "EMU_DRIVER_TEST_CHILD",
+        &[(DRIVER_ENV, Some("/nonexistent/libcuda-stand-in.so"))],
+    );
     assert!(text.contains("CHILD-RESULT: Err"), "{text}");
     assert!(
         text.contains("/nonexistent/libcuda-stand-in.so") && text.contains(DRIVER_ENV),
@@ -326,29 +312,11 @@ fn bad_driver_path_is_a_clear_error() {
 #[test]
 fn no_driver_is_a_clear_error_not_a_panic() {
     // A fresh process that never loads the stand-in, with nothing on LD_LIBRARY_PATH.
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_open_device",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("EMU_DRIVER_TEST_CHILD", "1")
-        .env("LD_LIBRARY_PATH", "")
-        .env_remove(DRIVER_ENV)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed (a panic?):\n{text}");
-    if text.contains("CHILD-SYSTEM-DRIVER") {
-        // A machine with an NVIDIA driver installed system-wide: the no-driver path cannot be
-        // produced here; the child still had to return without panicking.
-        return;
-    }
-    assert!(
-        text.contains(&format!("CHILD-RESULT: Err({NO_DRIVER_MSG})")),
-        "{text}"
+    let expected = format!("CHILD-RESULT: Err({NO_DRIVER_MSG})");
+    common::assert_no_driver_is_reported(
+        "child_open_device",
+        "EMU_DRIVER_TEST_CHILD",
+        &[&expected],
     );
 }
 

@@ -15,17 +15,13 @@
 mod common;
 use common::random;
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
-
 use cyberhost_engine::backends::cpu::{CpuBackend, CpuTensor};
 use cyberhost_engine::backends::cuda::{CudaBackend, DType};
 use cyberhost_engine::backends::shape::{ShapeBackend, ShapeTensor};
 use cyberhost_engine::backends::{
     Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
 };
-use cyberhost_engine::graph::pipeline::trace_pipeline;
 use cyberhost_engine::graph::{Graph, Op, TraceBackend};
-use cyberhost_engine::pipeline::checkpoint::WeightsSource;
 use cyberhost_engine::pipeline::presets::Preset;
 
 const CPU: CpuBackend = CpuBackend;
@@ -288,30 +284,19 @@ fn shape_backend_checks_epilogue_operands() {
         )
         .unwrap();
     assert_eq!(y.shape(), &[2, 4, 3, 3]);
-    assert!(be
-        .conv2d_ext(
-            &x,
-            &w,
-            None,
-            p,
-            ConvEpilogue {
-                temb: Some(&s(&[2, 3])),
-                ..Default::default()
-            }
-        )
-        .is_err());
-    assert!(be
-        .conv2d_ext(
-            &x,
-            &w,
-            None,
-            p,
-            ConvEpilogue {
-                residual: Some(&s(&[2, 4, 6, 6])),
-                ..Default::default()
-            }
-        )
-        .is_err());
+    // a temb of the wrong channel count, a residual of the wrong spatial size
+    let (bad_temb, bad_res) = (s(&[2, 3]), s(&[2, 4, 6, 6]));
+    let temb = ConvEpilogue {
+        temb: Some(&bad_temb),
+        ..Default::default()
+    };
+    let residual = ConvEpilogue {
+        residual: Some(&bad_res),
+        ..Default::default()
+    };
+    for (what, epi) in [("temb", temb), ("residual", residual)] {
+        assert!(be.conv2d_ext(&x, &w, None, p, epi).is_err(), "bad {what}");
+    }
     assert!(be
         .group_norm_act(&x, 4, Some(&s(&[7])), None, 1e-5, Some(Unary::Silu))
         .is_err());
@@ -487,14 +472,7 @@ fn batch_broadcast_conv_add(g: &Graph, i: usize) -> bool {
 
 #[test]
 fn tiny_pipeline_graphs_obey_the_fusion_rules() {
-    let pg = trace_pipeline(
-        &WeightsSource::Preset {
-            preset: Preset::Tiny,
-            seed: 0,
-        },
-        None,
-    )
-    .unwrap();
+    let pg = common::trace_preset(Preset::Tiny);
     let mut report = Vec::new();
     let mut broadcast = Vec::new();
     for g in pg.all() {
@@ -529,29 +507,36 @@ fn tiny_pipeline_graphs_obey_the_fusion_rules() {
         report.extend(bad.into_iter().map(|b| format!("{}: {b}", g.name)));
     }
     let step = &pg.step;
-    assert!(step.nodes.iter().any(|n| matches!(
-        n.op,
-        Op::GroupNorm {
-            act: Some(Unary::Silu),
-            ..
-        }
-    )));
-    assert!(step
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, Op::Conv2d { temb: true, .. })));
-    assert!(step
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, Op::Conv2d { residual: true, .. })));
-    assert!(step
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, Op::Linear { geglu: true, .. })));
-    assert!(step
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, Op::Linear { residual: true, .. })));
+    // every fused form occurs in the step
+    let fused: [(&str, fn(&Op) -> bool); 5] = [
+        ("GroupNorm + SiLU", |op| {
+            matches!(
+                op,
+                Op::GroupNorm {
+                    act: Some(Unary::Silu),
+                    ..
+                }
+            )
+        }),
+        ("conv + temb", |op| {
+            matches!(op, Op::Conv2d { temb: true, .. })
+        }),
+        ("conv + residual", |op| {
+            matches!(op, Op::Conv2d { residual: true, .. })
+        }),
+        ("linear + GEGLU", |op| {
+            matches!(op, Op::Linear { geglu: true, .. })
+        }),
+        ("linear + residual", |op| {
+            matches!(op, Op::Linear { residual: true, .. })
+        }),
+    ];
+    for (what, is) in fused {
+        assert!(
+            step.nodes.iter().any(|n| is(&n.op)),
+            "no {what} in the step"
+        );
+    }
     // The movement map p_move (1, C0, h, w) rides in conv_in's epilogue as a batch-broadcast
     // residual of the (2·(M+F), C0, h, w) output: no add after any conv broadcasts over the batch.
     assert!(
@@ -577,23 +562,14 @@ fn tiny_pipeline_graphs_obey_the_fusion_rules() {
 
 // ---- CUDA (stand-in driver) vs CPU ------------------------------------------------------------
 
-static SERIAL: Mutex<()> = Mutex::new(());
+use common::{cuda_serial as serial, emulated_backend as gpu};
 
-/// One device per process, used by one test at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// bf16-storage backend on the stand-in driver, outputs poisoned (NaN) before every kernel.
-fn gpu() -> &'static CudaBackend {
-    static BE: OnceLock<CudaBackend> = OnceLock::new();
-    BE.get_or_init(|| {
-        let be = CudaBackend::new_emulated(0)
-            .expect("CudaBackend::new_emulated (cargo build -p ptx-emu-driver)");
-        assert!(be.device().is_emulated());
-        be.set_poison_outputs(true);
-        be
-    })
+/// The stand-in backend in bf16 and in f32 storage, labelled.
+fn storages() -> [(CudaBackend, &'static str); 2] {
+    [
+        (gpu().clone(), "bf16"),
+        (gpu().with_storage(DType::F32), "f32"),
+    ]
 }
 
 fn check(what: &str, got: &CudaTensor, want: &CpuTensor, tol: f64) {
@@ -609,10 +585,7 @@ use cyberhost_engine::backends::cuda::CudaTensor;
 #[test]
 fn cuda_group_norm_act_matches_cpu() {
     let _g = serial();
-    for (be, label) in [
-        (gpu().clone(), "bf16"),
-        (gpu().with_storage(DType::F32), "f32"),
-    ] {
+    for (be, label) in storages() {
         let x = data(&[2, 8, 5, 3], 21);
         let gm = data(&[8], 22);
         let bt = data(&[8], 23);
@@ -650,10 +623,7 @@ fn cuda_linear_ext_matches_cpu() {
     let b = data(&[18], 35);
     let r = data(&[2, 5, 18], 36);
     let row = data(&[1, 18], 37);
-    for (be, label) in [
-        (gpu().clone(), "bf16"),
-        (gpu().with_storage(DType::F32), "f32"),
-    ] {
+    for (be, label) in storages() {
         let cases: [(&str, &Data, &Data, Option<&Data>, f32, bool); 5] = [
             ("geglu", &wg, &bg, None, 1.0, true),
             ("geglu+residual", &wg, &bg, Some(&r), 1.0, true),
@@ -704,10 +674,7 @@ fn cuda_conv2d_ext_matches_cpu() {
     let r2 = data(&[2, 10, 4, 5], 46);
     let wg = data(&[10, 3, 3, 3], 47);
     let r1 = data(&[1, 10, 7, 9], 48);
-    for (be, label) in [
-        (gpu().clone(), "bf16"),
-        (gpu().with_storage(DType::F32), "f32"),
-    ] {
+    for (be, label) in storages() {
         let p1 = Conv2dParams::new(1, 1);
         let p2 = Conv2dParams::new(2, 1);
         let pg = Conv2dParams {

@@ -1,19 +1,17 @@
 //! The CyberHost pipeline on the built-in `tiny` model (CPU): clip continuation,
 //! the unconditional branch, freshly initialised RCA, determinism.
 
-use cyberhost_engine::backends::cpu::CpuBackend;
+mod common;
+
+use cyberhost_engine::backends::cpu::{CpuBackend, CpuTensor};
 use cyberhost_engine::backends::{Backend, BackendExt};
 use cyberhost_engine::models::hooks::UNetHooks;
-use cyberhost_engine::pipeline::audio::{load_wav_bytes, Speech};
+use cyberhost_engine::pipeline::audio::Speech;
 use cyberhost_engine::pipeline::checkpoint::{Components, WeightsSource};
 use cyberhost_engine::pipeline::conditions::PoseFile;
 use cyberhost_engine::pipeline::generate::{DenoiseHooks, Prepared, Request};
-use cyberhost_engine::pipeline::image::decode_image;
 use cyberhost_engine::pipeline::presets::Preset;
 use image::RgbImage;
-
-const IMAGE: &[u8] = include_bytes!("../engine/assets/reference.png");
-const SPEECH: &[u8] = include_bytes!("../engine/assets/speech.wav");
 
 fn setup() -> (CpuBackend, Components<CpuBackend>, RgbImage, Speech) {
     let be = CpuBackend::new();
@@ -23,8 +21,7 @@ fn setup() -> (CpuBackend, Components<CpuBackend>, RgbImage, Speech) {
     }
     .load(&be)
     .unwrap();
-    let img = decode_image(IMAGE, "reference.png").unwrap();
-    let speech = load_wav_bytes(SPEECH, "speech.wav").unwrap();
+    let (img, speech) = common::reference_inputs(None);
     (be, comps, img, speech)
 }
 
@@ -60,31 +57,15 @@ fn second_clip_depends_on_the_first_through_the_motion_frames() {
     );
     let sched = comps.scheduler(2).unwrap();
     let m0 = comps.initial_motion(&be, &p).unwrap();
+    // clip `index` from `motion` and noise of seed `seed`
+    let clip = |motion: &CpuTensor, seed: u64, index: usize| {
+        let noise = comps.clip_noise(&be, &p, seed, index).unwrap();
+        let out = comps.run_clip(&be, &p, &sched, motion, noise, index, None, &mut |_| {});
+        out.unwrap()
+    };
     // Clip 0 from two different noises gives two different motion contexts...
-    let z_a = comps
-        .run_clip(
-            &be,
-            &p,
-            &sched,
-            &m0,
-            comps.clip_noise(&be, &p, 1, 0).unwrap(),
-            0,
-            None,
-            &mut |_| {},
-        )
-        .unwrap();
-    let z_b = comps
-        .run_clip(
-            &be,
-            &p,
-            &sched,
-            &m0,
-            comps.clip_noise(&be, &p, 2, 0).unwrap(),
-            0,
-            None,
-            &mut |_| {},
-        )
-        .unwrap();
+    let z_a = clip(&m0, 1, 0);
+    let z_b = clip(&m0, 2, 0);
     let m_a = comps.next_motion(&be, &p, &m0, &z_a).unwrap();
     let m_b = comps.next_motion(&be, &p, &m0, &z_b).unwrap();
     // ...which are the last M clean latents of clip 0.
@@ -103,16 +84,7 @@ fn second_clip_depends_on_the_first_through_the_motion_frames() {
         }
     }
     // Clip 1 with the SAME noise differs only because its motion frames differ.
-    let noise1 = comps.clip_noise(&be, &p, 3, 1).unwrap();
-    let y_a = comps
-        .run_clip(&be, &p, &sched, &m_a, noise1.clone(), 1, None, &mut |_| {})
-        .unwrap();
-    let y_a2 = comps
-        .run_clip(&be, &p, &sched, &m_a, noise1.clone(), 1, None, &mut |_| {})
-        .unwrap();
-    let y_b = comps
-        .run_clip(&be, &p, &sched, &m_b, noise1, 1, None, &mut |_| {})
-        .unwrap();
+    let (y_a, y_a2, y_b) = (clip(&m_a, 3, 1), clip(&m_a, 3, 1), clip(&m_b, 3, 1));
     let (ya, ya2, yb) = (
         be.to_f32(&y_a).unwrap(),
         be.to_f32(&y_a2).unwrap(),

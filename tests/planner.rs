@@ -5,6 +5,9 @@
 //! happens inside its buffer's lifetime, and the arena equals the largest live set (within
 //! alignment slack). The `paper` step's arena is at most half the naive sum.
 
+mod common;
+
+use common::Rng;
 use cyberhost_engine::backends::{Backend, Binary, Conv2dParams, TensorLike, Unary};
 use cyberhost_engine::graph::pipeline::trace_pipeline;
 use cyberhost_engine::graph::{Graph, Op, TensorKind, TraceBackend};
@@ -12,26 +15,10 @@ use cyberhost_engine::pipeline::checkpoint::WeightsSource;
 use cyberhost_engine::pipeline::presets::Preset;
 use cyberhost_engine::planner::{plan, Plan, ALIGNMENT};
 
-/// SplitMix64: a seeded generator for the random graphs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// A random DAG: weights and inputs, then `ops` nodes reading mostly recent tensors
 /// (sometimes any earlier one: long lifetimes), a few `reshape` aliases, random outputs.
 fn random_graph(seed: u64, ops: usize) -> Graph {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     let mut g = Graph::new(&format!("random-{seed}"));
     let mut pool: Vec<usize> = Vec::new();
     for _ in 0..1 + r.below(4) {
@@ -236,14 +223,7 @@ fn planner_random_graphs() {
 
 #[test]
 fn planner_tiny_step() {
-    let pg = trace_pipeline(
-        &WeightsSource::Preset {
-            preset: Preset::Tiny,
-            seed: 0,
-        },
-        None,
-    )
-    .unwrap();
+    let pg = common::trace_preset(Preset::Tiny);
     for g in pg.all() {
         let p = check_plan(g);
         println!(
@@ -304,14 +284,7 @@ fn peak_rss() -> Option<u64> {
 
 #[test]
 fn planner_paper_step_halves_naive() {
-    let pg = trace_pipeline(
-        &WeightsSource::Preset {
-            preset: Preset::Paper,
-            seed: 0,
-        },
-        None,
-    )
-    .unwrap();
+    let pg = common::trace_preset(Preset::Paper);
     let geo = pg.geometry;
     assert_eq!(
         (geo.width, geo.height, geo.frames, geo.motion),

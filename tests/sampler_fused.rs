@@ -14,8 +14,6 @@
 mod common;
 use common::rel_l2;
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
-
 use cyberhost_engine::backends::composed::{cfg_ddim_one, CFG_DDIM_COEFFS};
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::{CudaBackend, CudaTensor, DType};
@@ -96,22 +94,7 @@ fn device_coeffs_refuse_eta() {
 // CudaBackend on the stand-in driver vs CpuBackend
 // ------------------------------------------------------------------------------------------------
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// bf16-storage backend on the stand-in driver, outputs poisoned before every kernel.
-fn gpu() -> &'static CudaBackend {
-    static BE: OnceLock<CudaBackend> = OnceLock::new();
-    BE.get_or_init(|| {
-        let be =
-            CudaBackend::new_emulated(0).expect("stand-in driver (cargo build -p ptx-emu-driver)");
-        be.set_poison_outputs(true);
-        be
-    })
-}
+use common::{cuda_serial as serial, emulated_backend as gpu};
 
 /// (memcpy calls, kernel launches) of the stand-in so far.
 fn counters(be: &CudaBackend) -> (u64, u64) {
@@ -235,15 +218,7 @@ fn cfg_ddim_step_matches_cpu() {
                 .to_f32(&CPU.cfg_ddim_step(&oc, &zc, *off, &kc).unwrap())
                 .unwrap();
             let got = be.to_f32(&y).unwrap();
-            let diff = got
-                .iter()
-                .zip(&want)
-                .filter(|(g, w)| g.to_bits() != w.to_bits())
-                .count();
-            assert_eq!(
-                diff, 0,
-                "{what}: {diff} elements differ from the host default"
-            );
+            common::assert_same_bits(&what, &got, &want, "the host default's");
         }
         // shape and dtype errors name the problem
         let out = be.from_f32(&[2, 2, 3, 4], &random(48, 1)).unwrap();

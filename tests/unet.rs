@@ -5,7 +5,7 @@
 mod common;
 
 use common::fixtures;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Checks every `prefix*` fixture, each of which must be a `component` case.
 fn check_all(prefix: &str, component: &str) {
@@ -40,6 +40,12 @@ fn unet_motion_fixtures_match_diffusers() {
 use cyberhost_engine::models::unet2d::UNet2DConditionModelConfig;
 use cyberhost_engine::models::unet_motion::UNetMotionModelConfig;
 
+/// The error's message (with its causes) names every one of `words`.
+fn assert_error_names(err: anyhow::Error, words: [&str; 2]) {
+    let err = format!("{err:#}");
+    assert!(words.iter().all(|w| err.contains(w)), "{err}");
+}
+
 #[test]
 fn unknown_block_type_is_named_in_the_error() {
     let cfg = serde_json::json!({
@@ -48,13 +54,9 @@ fn unknown_block_type_is_named_in_the_error() {
         "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
         "norm_num_groups": 8,
     });
-    let err = format!(
-        "{:#}",
-        UNet2DConditionModelConfig::from_json(&cfg).unwrap_err()
-    );
-    assert!(
-        err.contains("FancyDownBlock2D") && err.contains("down_block_types"),
-        "{err}"
+    assert_error_names(
+        UNet2DConditionModelConfig::from_json(&cfg).unwrap_err(),
+        ["FancyDownBlock2D", "down_block_types"],
     );
 
     let cfg = serde_json::json!({
@@ -62,20 +64,15 @@ fn unknown_block_type_is_named_in_the_error() {
         "down_block_types": ["CrossAttnDownBlockMotion", "DownBlockMotion"],
         "up_block_types": ["UpBlockMotion", "CrossAttnUpBlock3D"],
     });
-    let err = format!("{:#}", UNetMotionModelConfig::from_json(&cfg).unwrap_err());
-    assert!(
-        err.contains("CrossAttnUpBlock3D") && err.contains("up_block_types"),
-        "{err}"
+    assert_error_names(
+        UNetMotionModelConfig::from_json(&cfg).unwrap_err(),
+        ["CrossAttnUpBlock3D", "up_block_types"],
     );
 
     let cfg = serde_json::json!({ "mid_block_type": "UNetMidBlock2DSimpleCrossAttn" });
-    let err = format!(
-        "{:#}",
-        UNet2DConditionModelConfig::from_json(&cfg).unwrap_err()
-    );
-    assert!(
-        err.contains("UNetMidBlock2DSimpleCrossAttn") && err.contains("mid_block_type"),
-        "{err}"
+    assert_error_names(
+        UNet2DConditionModelConfig::from_json(&cfg).unwrap_err(),
+        ["UNetMidBlock2DSimpleCrossAttn", "mid_block_type"],
     );
 }
 
@@ -108,7 +105,7 @@ fn unsupported_config_values_are_named_in_the_error() {
 
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::{Backend, BackendExt, TensorLike};
-use cyberhost_engine::conformance::{load_case, rel_l2};
+use cyberhost_engine::conformance::{load_case, rel_l2, Case};
 use cyberhost_engine::models::attention::{ExtraKv, ExtraKvSource};
 use cyberhost_engine::models::hooks::{NoHooks, UNetHooks};
 use cyberhost_engine::models::unet2d::UNet2DConditionModel;
@@ -121,20 +118,46 @@ fn fixture(name: &str) -> PathBuf {
     fixtures::root().join(name)
 }
 
+/// Fixture `name`'s model, built by `load` from its weights and its `model/config.json`, and its
+/// case.
+fn fixture_model<M>(
+    be: &CpuBackend,
+    name: &str,
+    load: impl FnOnce(&VarBuilder<CpuBackend>, &Path) -> M,
+) -> (M, Case) {
+    let dir = fixture(name);
+    let vb = VarBuilder::open(be.clone(), dir.join("model")).unwrap();
+    let model = load(&vb, &dir.join("model/config.json"));
+    vb.finish().unwrap();
+    (model, load_case(&dir).unwrap())
+}
+
+/// Input `name` of a fixture case as a tensor.
+fn input(be: &CpuBackend, case: &Case, name: &str) -> T {
+    let h = case.input(name).unwrap();
+    be.from_f32(&h.shape, &h.data).unwrap()
+}
+
 /// The unet2d_a model (batch 2) and its inputs.
 fn unet2d_a(be: &CpuBackend) -> (UNet2DConditionModel<CpuBackend>, T, Vec<f32>, T) {
-    let dir = fixture("unet2d_a");
-    let cfg = UNet2DConditionModelConfig::from_file(&dir.join("model/config.json")).unwrap();
-    let vb = VarBuilder::open(be.clone(), dir.join("model")).unwrap();
-    let unet = UNet2DConditionModel::load(&vb, &cfg).unwrap();
-    vb.finish().unwrap();
-    let case = load_case(&dir).unwrap();
-    let t = |n: &str| {
-        let h = case.input(n).unwrap();
-        be.from_f32(&h.shape, &h.data).unwrap()
-    };
+    let (unet, case) = fixture_model(be, "unet2d_a", |vb, config| {
+        let cfg = UNet2DConditionModelConfig::from_file(config).unwrap();
+        UNet2DConditionModel::load(vb, &cfg).unwrap()
+    });
     let ts = case.input("timestep").unwrap().data.clone();
-    (unet, t("sample"), ts, t("encoder_hidden_states"))
+    let x = input(be, &case, "sample");
+    (unet, x, ts, input(be, &case, "encoder_hidden_states"))
+}
+
+/// `unet.forward` with `hooks`, read back.
+fn run(
+    be: &CpuBackend,
+    unet: &UNet2DConditionModel<CpuBackend>,
+    (x, ts, ehs): (&T, &[f32], &T),
+    hooks: &mut dyn UNetHooks<CpuBackend>,
+) -> Vec<f32> {
+    be.to_f32(&unet.forward(be, x, ts, ehs, hooks).unwrap())
+        .unwrap()
 }
 
 /// Records every call site.
@@ -169,13 +192,9 @@ impl UNetHooks<CpuBackend> for Recorder {
 fn hooks_are_called_at_their_sites() {
     let be = CpuBackend::new();
     let (unet, x, ts, ehs) = unet2d_a(&be);
-    let plain = be
-        .to_f32(&unet.forward(&be, &x, &ts, &ehs, &mut NoHooks).unwrap())
-        .unwrap();
+    let plain = run(&be, &unet, (&x, &ts, &ehs), &mut NoHooks);
     let mut rec = Recorder::default();
-    let out = be
-        .to_f32(&unet.forward(&be, &x, &ts, &ehs, &mut rec).unwrap())
-        .unwrap();
+    let out = run(&be, &unet, (&x, &ts, &ehs), &mut rec);
     assert_eq!(
         rel_l2(&out, &plain),
         0.0,
@@ -245,9 +264,7 @@ fn conv_in_and_time_embedding_hooks_add_where_the_biases_do() {
         feat: be.from_f32(&[1, 16, 1, 1], &c).unwrap(),
         temb: be.from_f32(&[1, 64], &d).unwrap(),
     };
-    let hooked = be
-        .to_f32(&unet.forward(&be, &x, &ts, &ehs, &mut hooks).unwrap())
-        .unwrap();
+    let hooked = run(&be, &unet, (&x, &ts, &ehs), &mut hooks);
     // the same shifts folded into conv_in.bias and time_embedding.linear_2.bias
     let mut folded = unet.clone();
     let cb = folded.trunk.conv_in.bias.as_ref().unwrap();
@@ -255,12 +272,8 @@ fn conv_in_and_time_embedding_hooks_add_where_the_biases_do() {
     let tb = folded.trunk.time_embedding.linear_2.bias.as_ref().unwrap();
     folded.trunk.time_embedding.linear_2.bias =
         Some(be.add(tb, &be.from_f32(&[64], &d).unwrap()).unwrap());
-    let want = be
-        .to_f32(&folded.forward(&be, &x, &ts, &ehs, &mut NoHooks).unwrap())
-        .unwrap();
-    let plain = be
-        .to_f32(&unet.forward(&be, &x, &ts, &ehs, &mut NoHooks).unwrap())
-        .unwrap();
+    let want = run(&be, &folded, (&x, &ts, &ehs), &mut NoHooks);
+    let plain = run(&be, &unet, (&x, &ts, &ehs), &mut NoHooks);
     assert!(
         rel_l2(&hooked, &want) < 1e-5,
         "rel_l2 {}",
@@ -303,9 +316,7 @@ impl UNetHooks<CpuBackend> for RefAttn {
 fn reference_attention_changes_only_the_chosen_rows() {
     let be = CpuBackend::new();
     let (unet, x, ts, ehs) = unet2d_a(&be);
-    let plain = be
-        .to_f32(&unet.forward(&be, &x, &ts, &ehs, &mut NoHooks).unwrap())
-        .unwrap();
+    let plain = run(&be, &unet, (&x, &ts, &ehs), &mut NoHooks);
     let half = plain.len() / 2;
 
     // keys/values [k; k], [v; v] give the same softmax average: output unchanged
@@ -313,9 +324,7 @@ fn reference_attention_changes_only_the_chosen_rows() {
         duplicate: true,
         tokens: Default::default(),
     };
-    let out = be
-        .to_f32(&unet.forward(&be, &x, &ts, &ehs, &mut dup).unwrap())
-        .unwrap();
+    let out = run(&be, &unet, (&x, &ts, &ehs), &mut dup);
     assert_eq!(dup.tokens.len(), 4);
     assert!(
         rel_l2(&out, &plain) < 1e-5,
@@ -328,9 +337,7 @@ fn reference_attention_changes_only_the_chosen_rows() {
         duplicate: false,
         tokens: Default::default(),
     };
-    let out = be
-        .to_f32(&unet.forward(&be, &x, &ts, &ehs, &mut rnd).unwrap())
-        .unwrap();
+    let out = run(&be, &unet, (&x, &ts, &ehs), &mut rnd);
     assert!(
         rel_l2(&out[..half], &plain[..half]) > 1e-3,
         "row 0 must change"
@@ -358,9 +365,7 @@ fn reference_attention_changes_only_the_chosen_rows() {
         let (k, v) = b.attn1.project_kv(&be, &rnd.tokens[&b.name]).unwrap();
         proj.0.push((b.name.clone(), k, v));
     }
-    let out_p = be
-        .to_f32(&unet.forward(&be, &x, &ts, &ehs, &mut proj).unwrap())
-        .unwrap();
+    let out_p = run(&be, &unet, (&x, &ts, &ehs), &mut proj);
     assert!(
         rel_l2(&out_p, &out) < 1e-6,
         "projected: rel_l2 {}",
@@ -371,16 +376,11 @@ fn reference_attention_changes_only_the_chosen_rows() {
 #[test]
 fn motion_model_hooks_see_folded_frames() {
     let be = CpuBackend::new();
-    let dir = fixture("unet_motion_b");
-    let cfg = UNetMotionModelConfig::from_file(&dir.join("model/config.json")).unwrap();
-    let vb = VarBuilder::open(be.clone(), dir.join("model")).unwrap();
-    let unet = UNetMotionModel::load(&vb, &cfg).unwrap();
-    vb.finish().unwrap();
-    let case = load_case(&dir).unwrap();
-    let t = |n: &str| {
-        let h = case.input(n).unwrap();
-        be.from_f32(&h.shape, &h.data).unwrap()
-    };
+    let (unet, case) = fixture_model(&be, "unet_motion_b", |vb, config| {
+        let cfg = UNetMotionModelConfig::from_file(config).unwrap();
+        UNetMotionModel::load(vb, &cfg).unwrap()
+    });
+    let t = |n: &str| input(&be, &case, n);
     let ts = case.input("timestep").unwrap().data.clone();
     let mut rec = Recorder::default();
     let out = unet
@@ -420,19 +420,10 @@ fn motion_model_hooks_see_folded_frames() {
         .flat_map(|i| per_item[(i / 3) * s * d..(i / 3 + 1) * s * d].to_vec())
         .collect();
     let repeated = be.from_f32(&[6, s, d], &rows).unwrap();
-    let a = be
-        .to_f32(
-            &unet
-                .forward(&be, &t("sample"), &ts, &shared, &mut NoHooks)
-                .unwrap(),
-        )
-        .unwrap();
-    let b = be
-        .to_f32(
-            &unet
-                .forward(&be, &t("sample"), &ts, &repeated, &mut NoHooks)
-                .unwrap(),
-        )
-        .unwrap();
-    assert_eq!(rel_l2(&a, &b), 0.0);
+    let sample = t("sample");
+    let run = |ehs: &T| {
+        let out = unet.forward(&be, &sample, &ts, ehs, &mut NoHooks);
+        be.to_f32(&out.unwrap()).unwrap()
+    };
+    assert_eq!(rel_l2(&run(&shared), &run(&repeated)), 0.0);
 }

@@ -23,22 +23,12 @@ pub const ENTRIES: &[Entry] = &[
     Entry::v1("conv2d_v1_f32", "conv2d", DType::F32, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
 ];
 
-/// Mirrors `struct Conv2dParams` in `conv2d.cu` (136 bytes).
+/// Mirrors `struct Conv2dParams` in `conv2d.cu` (136 bytes): its first six fields are the
+/// [`Conv2dPtrs`].
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Conv2dParams {
-    /// `(N, C_in, H, W)` bf16.
-    pub x: u64,
-    /// `(C_out, C_in / groups, kh, kw)` bf16.
-    pub w: u64,
-    /// `(C_out)` bf16, or 0.
-    pub bias: u64,
-    /// `(N, C_out)` bf16, or 0.
-    pub temb: u64,
-    /// `(N, C_out, Ho, Wo)` bf16 (or `(1, C_out, Ho, Wo)` with `res_bcast`), or 0.
-    pub residual: u64,
-    /// `(N, C_out, Ho, Wo)` bf16.
-    pub y: u64,
+    pub ptrs: Conv2dPtrs,
     pub n: u32,
     pub c_in: u32,
     pub h: u32,
@@ -139,14 +129,21 @@ impl Conv2dShape {
     }
 }
 
-/// Device addresses (bias / temb / residual 0 = none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Device addresses (bias / temb / residual 0 = none), the head of [`Conv2dParams`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Conv2dPtrs {
+    /// `(N, C_in, H, W)` bf16.
     pub x: u64,
+    /// `(C_out, C_in / groups, kh, kw)` bf16.
     pub w: u64,
+    /// `(C_out)` bf16, or 0.
     pub bias: u64,
+    /// `(N, C_out)` bf16, or 0.
     pub temb: u64,
+    /// `(N, C_out, Ho, Wo)` bf16 (or `(1, C_out, Ho, Wo)` with `res_bcast`), or 0.
     pub residual: u64,
+    /// `(N, C_out, Ho, Wo)` bf16.
     pub y: u64,
 }
 
@@ -203,12 +200,7 @@ impl Conv2dParams {
         );
         let k = s.k();
         Ok(Conv2dParams {
-            x: ptrs.x,
-            w: ptrs.w,
-            bias: ptrs.bias,
-            temb: ptrs.temb,
-            residual: ptrs.residual,
-            y: ptrs.y,
+            ptrs,
             n: to_u32(s.n, "conv2d N")?,
             c_in: to_u32(s.c_in, "conv2d C_in")?,
             h: to_u32(s.h, "conv2d H")?,
@@ -264,7 +256,7 @@ pub fn launch_config(s: Conv2dShape) -> LaunchConfig {
 mod tests {
     use super::*;
 
-    crate::params_layout_test!(Conv2dParams, 136; assert_eq!(CONV_STATIC_SMEM_BYTES, 19_456););
+    crate::params_layout_test!(Conv2dParams, 136; assert_eq!(CONV_STATIC_SMEM_BYTES, 19_456));
 
     #[test]
     fn output_size_and_grid() {

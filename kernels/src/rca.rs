@@ -209,7 +209,7 @@ pub fn launch_config(op: RcaOp, p: &RcaParams) -> LaunchConfig {
 mod tests {
     use super::*;
 
-    crate::params_layout_test!(RcaParams, 88; assert_eq!(RCA_MERGE_SMEM_BYTES, 5376););
+    crate::params_layout_test!(RcaParams, 88; assert_eq!(RCA_MERGE_SMEM_BYTES, 5376));
 
     #[test]
     fn launch_rules() {

@@ -9,7 +9,9 @@
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use cyberhost_engine::backends::cpu::{CpuBackend, CpuTensor};
-use cyberhost_engine::backends::cuda::{CudaBackend, CudaTensor, DType};
+use cyberhost_engine::backends::cuda::{
+    CudaBackend, CudaTensor, DType, DRIVER_ENV as DRIVER_ENV_STAND_IN,
+};
 use cyberhost_engine::backends::{Backend, TensorLike};
 use half::bf16;
 
@@ -24,12 +26,16 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
-    fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
     }
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f32 {
@@ -81,6 +87,23 @@ pub fn from_bf16(x: &[bf16]) -> Vec<f32> {
 /// Rounds through bf16, so the reference sees exactly the values the kernel reads.
 pub fn round_bf16(x: &[f32]) -> Vec<f32> {
     from_bf16(&to_bf16(x))
+}
+
+/// The bundled reference portrait and speech (`engine/assets`); with `samples`, the speech is cut
+/// to its first `samples` samples (16 kHz) and its duration set to match.
+pub fn reference_inputs(
+    samples: Option<usize>,
+) -> (image::RgbImage, cyberhost_engine::pipeline::audio::Speech) {
+    const IMAGE: &[u8] = include_bytes!("../../engine/assets/reference.png");
+    const SPEECH: &[u8] = include_bytes!("../../engine/assets/speech.wav");
+    let img = cyberhost_engine::pipeline::image::decode_image(IMAGE, "reference.png").unwrap();
+    let mut speech =
+        cyberhost_engine::pipeline::audio::load_wav_bytes(SPEECH, "speech.wav").unwrap();
+    if let Some(n) = samples {
+        speech.samples.truncate(n);
+        speech.seconds = n as f64 / 16_000.0;
+    }
+    (img, speech)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -191,6 +214,35 @@ pub fn open_cuda_backend() -> CudaBackend {
     be.unwrap_or_else(|e| panic!("CUDA backend ({DEVICE_ENV}): {e:#}"))
 }
 
+/// The CUDA backend on the stand-in driver whatever [`DEVICE_ENV`] says (for tests that read the
+/// emulator's counters or faults), bf16 storage, every new output poisoned (NaN) before its kernel.
+pub fn emulated_backend() -> &'static CudaBackend {
+    static BE: OnceLock<CudaBackend> = OnceLock::new();
+    BE.get_or_init(|| {
+        let be = CudaBackend::new_emulated(0)
+            .expect("CudaBackend::new_emulated (cargo build -p ptx-emu-driver)");
+        assert!(be.device().is_emulated());
+        be.set_poison_outputs(true);
+        be
+    })
+}
+
+/// Runs child test `test` ([`child_test_output`]) where no CUDA driver can be found (nothing on
+/// `LD_LIBRARY_PATH`, no stand-in path): the child must return (no panic), print a
+/// `CHILD-RESULT: ` and, unless it saw an NVIDIA driver installed system-wide (where the
+/// no-driver path cannot happen), print every one of `expected`.
+pub fn assert_no_driver_is_reported(test: &str, child_flag: &str, expected: &[&str]) {
+    let text = child_test_output(
+        test,
+        child_flag,
+        &[("LD_LIBRARY_PATH", Some("")), (DRIVER_ENV_STAND_IN, None)],
+    );
+    assert!(text.contains("CHILD-RESULT: "), "{text}");
+    if !text.contains("CHILD-SYSTEM-DRIVER") {
+        assert!(expected.iter().all(|e| text.contains(e)), "{text}");
+    }
+}
+
 /// The CUDA backend is used by one test at a time (the stand-in's counters are per process).
 pub fn cuda_serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
@@ -220,6 +272,26 @@ macro_rules! backend_test {
             }
         }
     };
+}
+
+/// Runs test `test` of this test binary alone in a child process with the environment variable
+/// `child_flag` set to 1 and `env` applied (`Some(value)` sets, `None` removes), and returns its
+/// stdout and stderr; fails unless the child succeeded.
+pub fn child_test_output(test: &str, child_flag: &str, env: &[(&str, Option<&str>)]) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(child_flag, "1");
+    for (name, value) in env {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
+    let out = cmd.output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed (a panic?):\n{text}");
+    text
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -271,6 +343,44 @@ pub fn rounded_pair(be: &CudaBackend, shape: &[usize], seed: u64) -> (CudaTensor
     let g = be.from_f32(shape, &random(n, seed)).unwrap();
     let c = cpu(shape, &be.to_f32(&g).unwrap());
     (g, c)
+}
+
+/// Asserts `got` equals `want` bit for bit, counting the elements that differ from `whose` bits.
+pub fn assert_same_bits(what: &str, got: &[f32], want: &[f32], whose: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let diff = got
+        .iter()
+        .zip(want)
+        .filter(|(g, w)| g.to_bits() != w.to_bits())
+        .count();
+    assert_eq!(diff, 0, "{what}: {diff} elements differ from {whose} bits");
+}
+
+/// The traced pipeline graphs of `preset`'s weights (seed 0) at its default size.
+pub fn trace_preset(
+    preset: cyberhost_engine::pipeline::presets::Preset,
+) -> cyberhost_engine::graph::pipeline::PipelineGraphs {
+    let src = cyberhost_engine::pipeline::checkpoint::WeightsSource::Preset { preset, seed: 0 };
+    cyberhost_engine::graph::pipeline::trace_pipeline(&src, None).unwrap()
+}
+
+/// [`check`]s op `op` of the CUDA backend `be` on the arguments before `~` against the CPU
+/// backend's on the arguments after it:
+///
+/// ```ignore
+/// check_op!(format!("softmax {shape:?}"), be, tol, softmax_last(&g) ~ (&c));
+/// ```
+#[macro_export]
+macro_rules! check_op {
+    ($what:expr, $be:expr, $tol:expr, $op:ident($($g:expr),*) ~ ($($c:expr),*)) => {
+        $crate::common::check(
+            &$what,
+            &$be,
+            &$be.$op($($g),*).unwrap(),
+            &$crate::common::CPU.$op($($c),*).unwrap(),
+            $tol,
+        )
+    };
 }
 
 /// Compares shapes and values (rel L2 ≤ tol; NaN from an unwritten poisoned element fails).

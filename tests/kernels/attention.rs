@@ -3,11 +3,11 @@
 //! strides, plain loads, poisoned outputs, several warp schedules; and the engine's slice launcher
 //! (`backends::cuda::attention`) with its unsupported-head-dim error.
 
+use crate::check_op;
+use crate::common::rand_pair;
 use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, Rng, CPU};
-use crate::common::{check, rand_pair};
 use crate::harness::{
-    download_bf16 as download, engine_device, for_each_schedule, upload_bf16 as upload, Device,
-    TOL_BF16 as TOL,
+    download_bf16 as download, engine_device, upload_bf16 as upload, Device, TOL_BF16 as TOL,
 };
 use cyberhost_engine::backends::Backend;
 use cyberhost_kernels::attention::{
@@ -66,6 +66,26 @@ fn attn_cases() -> Vec<AttnCase> {
     ]
 }
 
+/// `(B, H, L, D)` -> `(B, L, H, D)`, or back with `inverse`.
+fn swap_heads_and_rows(
+    x: &[f32],
+    (b, h, len, d): (usize, usize, usize, usize),
+    inverse: bool,
+) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    for bi in 0..b {
+        for hi in 0..h {
+            for l in 0..len {
+                let bhld = ((bi * h + hi) * len + l) * d;
+                let blhd = ((bi * len + l) * h + hi) * d;
+                let (src, dst) = if inverse { (blhd, bhld) } else { (bhld, blhd) };
+                y[dst..dst + d].copy_from_slice(&x[src..src + d]);
+            }
+        }
+    }
+    y
+}
+
 fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
     let mut rng = Rng::new(seed);
     let (b, h, lq, lk, d) = (
@@ -83,20 +103,11 @@ fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
     let want = attention_ref(&q, &k, &v, [b, h, lq, lk, d], scale);
     // (B, H, L, D) -> (B, L, H, D) when asked.
     let to_layout = |x: &[f32], len: usize| -> Vec<f32> {
-        if !c.blhd {
-            return x.to_vec();
+        if c.blhd {
+            swap_heads_and_rows(x, (b, h, len, d), false)
+        } else {
+            x.to_vec()
         }
-        let mut y = vec![0.0; x.len()];
-        for bi in 0..b {
-            for hi in 0..h {
-                for l in 0..len {
-                    let src = ((bi * h + hi) * len + l) * d;
-                    let dst = ((bi * len + l) * h + hi) * d;
-                    y[dst..dst + d].copy_from_slice(&x[src..src + d]);
-                }
-            }
-        }
-        y
     };
     let st = |len: u64| {
         if c.blhd {
@@ -127,17 +138,7 @@ fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
     let got = from_bf16(&dev.download::<bf16>(ptrs[3], want.len())?);
     // back to (B, H, L, D)
     let got = if c.blhd {
-        let mut y = vec![0.0; got.len()];
-        for bi in 0..b {
-            for hi in 0..h {
-                for l in 0..lq {
-                    let dst = ((bi * h + hi) * lq + l) * d;
-                    let src = ((bi * lq + l) * h + hi) * d;
-                    y[dst..dst + d].copy_from_slice(&got[src..src + d]);
-                }
-            }
-        }
-        y
+        swap_heads_and_rows(&got, (b, h, lq, d), true)
     } else {
         got
     };
@@ -150,10 +151,7 @@ fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn attention_flash_head_dims() {
-    for_each_schedule(&attn_cases(), 9000, run_attn);
-}
+crate::harness::schedules_test!(attention_flash_head_dims, attn_cases(), 9000, run_attn);
 
 #[test]
 fn attention_engine_launcher() {
@@ -211,12 +209,7 @@ crate::storages_test!(attention_matches_cpu, |be, _| {
         let (k, kc) = rand_pair(&be, &[b, h, lk, d], 171);
         let (v, vc) = rand_pair(&be, &[b, h, lk, dv], 172);
         let scale = 1.0 / (d as f32).sqrt() * 2.0;
-        check(
-            &format!("attention b{b} h{h} lq{lq} lk{lk} d{d} dv{dv}"),
-            &be,
-            &be.attention(&q, &k, &v, scale).unwrap(),
-            &CPU.attention(&qc, &kc, &vc, scale).unwrap(),
-            1e-2,
-        );
+        check_op!(format!("attention b{b} h{h} lq{lq} lk{lk} d{d} dv{dv}"), be, 1e-2,
+            attention(&q, &k, &v, scale) ~ (&qc, &kc, &vc, scale));
     }
 });

@@ -156,15 +156,7 @@ fn run(
         return;
     }
     assert_close(&what, &got, &want, 1e-6);
-    let diff = got
-        .iter()
-        .zip(&want)
-        .filter(|(g, w)| g.to_bits() != w.to_bits())
-        .count();
-    assert_eq!(
-        diff, 0,
-        "{what}: {diff} elements differ from the reference bits"
-    );
+    crate::common::assert_same_bits(&what, &got, &want, "the reference's");
 }
 
 fn run_all(out_dtype: DType, z_dtype: DType) {
@@ -192,23 +184,13 @@ fn run_all(out_dtype: DType, z_dtype: DType) {
     }
 }
 
-/// The pipeline's combination: f32 sample, f32 model output.
-#[test]
-fn cfg_ddim_f32() {
-    run_all(DType::F32, DType::F32);
-}
-
-/// The pipeline's combination with bf16 storage: bf16 model output, f32 sample.
-#[test]
-fn cfg_ddim_bf16_out_f32_z() {
-    run_all(DType::Bf16, DType::F32);
-}
-
-#[test]
-fn cfg_ddim_bf16_z() {
-    run_all(DType::Bf16, DType::Bf16);
-    run_all(DType::F32, DType::Bf16);
-}
+crate::harness::sweep_tests!(run_all;
+    /// The pipeline's combination: f32 sample, f32 model output.
+    cfg_ddim_f32 => (DType::F32, DType::F32),
+    /// The pipeline's combination with bf16 storage: bf16 model output, f32 sample.
+    cfg_ddim_bf16_out_f32_z => (DType::Bf16, DType::F32),
+    cfg_ddim_bf16_z => (DType::Bf16, DType::Bf16) (DType::F32, DType::Bf16),
+);
 
 /// Clipping keeps NaN (torch.clamp) and the ±inf bounds never clip.
 #[test]

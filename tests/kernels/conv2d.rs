@@ -4,11 +4,11 @@
 //! poisoned outputs, several warp schedules; and the engine's slice launcher
 //! (`backends::cuda::conv2d`).
 
+use crate::check_op;
 use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, Rng, CPU};
 use crate::common::{check, cuda_serial, rand_pair, storages};
 use crate::harness::{
-    download_bf16 as download, engine_device, for_each_schedule, upload_bf16 as upload, Device,
-    TOL_BF16 as TOL,
+    download_bf16 as download, engine_device, upload_bf16 as upload, Device, TOL_BF16 as TOL,
 };
 use cyberhost_engine::backends::{Backend, Conv2dParams as EngineConv, ConvEpilogue};
 use cyberhost_kernels::conv2d::{
@@ -95,123 +95,71 @@ fn conv_ref(
 }
 
 fn conv_cases() -> Vec<ConvCase> {
-    let c = |s, bias, temb, residual, scale, plain| ConvCase {
+    let sq = Conv2dShape::square;
+    // epilogue parts
+    const NONE: u8 = 0;
+    const BIAS: u8 = 1;
+    const TEMB: u8 = 2;
+    const RES: u8 = 4;
+    let c = |s, epi: u8, scale, plain| ConvCase {
         s,
-        bias,
-        temb,
-        residual,
+        bias: epi & BIAS != 0,
+        temb: epi & TEMB != 0,
+        residual: epi & RES != 0,
         scale,
         plain,
         bcast: false,
     };
     let b = |s, scale, plain| ConvCase {
         bcast: true,
-        ..c(s, true, false, true, scale, plain)
+        ..c(s, BIAS | RES, scale, plain)
     };
     let mut cases = vec![
         // broadcast residual (1, C_out, Ho, Wo): the denoiser's conv_in + p_move (3x3, N 3, ragged
         // C_out and an odd pixel count), a 1x1 with scale and plain W loads, N = 1
-        b(Conv2dShape::square(3, 4, 9, 7, 20, 3, 1, 1), 1.0, false),
-        b(Conv2dShape::square(2, 24, 5, 13, 70, 1, 1, 0), 0.5, true),
-        b(Conv2dShape::square(1, 8, 6, 6, 12, 3, 2, 1), 1.0, false),
+        b(sq(3, 4, 9, 7, 20, 3, 1, 1), 1.0, false),
+        b(sq(2, 24, 5, 13, 70, 1, 1, 0), 0.5, true),
+        b(sq(1, 8, 6, 6, 12, 3, 2, 1), 1.0, false),
     ];
     cases.extend(vec![
-        c(
-            Conv2dShape::square(2, 8, 9, 7, 70, 3, 1, 1),
-            true,
-            true,
-            false,
-            1.0,
-            false,
-        ), // ResNet conv1 + temb
-        c(
-            Conv2dShape::square(1, 8, 9, 7, 70, 3, 1, 1),
-            true,
-            false,
-            false,
-            1.0,
-            true,
-        ), // plain W loads
-        c(
-            Conv2dShape::square(1, 16, 11, 10, 24, 3, 1, 1),
-            true,
-            false,
-            true,
-            0.5,
-            false,
-        ), // conv2 + shortcut / scale
-        c(
-            Conv2dShape::square(2, 12, 9, 9, 20, 3, 2, 1),
-            true,
-            false,
-            false,
-            1.0,
-            false,
-        ), // downsample stride 2
-        c(
-            Conv2dShape::square(1, 24, 6, 13, 33, 1, 1, 0),
-            true,
-            false,
-            true,
-            1.0,
-            false,
-        ), // 1x1 shortcut
-        c(
-            Conv2dShape::square(1, 3, 8, 8, 5, 3, 1, 1),
-            false,
-            false,
-            false,
-            1.0,
-            false,
-        ), // K = 27 (unaligned)
-        c(
-            conv1d_shape(2, 1, 403, 70, 10, 5, 0, 1),
-            false,
-            false,
-            false,
-            1.0,
-            false,
-        ), // wav2vec2 feature extractor conv0: 1x10 stride (1, 5), H = 1, C_in 1 (K = 10)
-        c(
-            conv1d_shape(1, 24, 97, 33, 3, 2, 0, 1),
-            true,
-            false,
-            false,
-            1.0,
-            false,
-        ), // feature extractor conv1..: 1x3 stride (1, 2)
-        c(
-            conv1d_shape(2, 16, 50, 16, 8, 1, 4, 2),
-            true,
-            false,
-            false,
-            1.0,
-            false,
-        ), // positional conv embedding: groups 2, 1x8, padding (0, 4) -> Wo = W + 1
+        // ResNet conv1 + temb
+        c(sq(2, 8, 9, 7, 70, 3, 1, 1), BIAS | TEMB, 1.0, false),
+        // plain W loads
+        c(sq(1, 8, 9, 7, 70, 3, 1, 1), BIAS, 1.0, true),
+        // conv2 + shortcut / scale
+        c(sq(1, 16, 11, 10, 24, 3, 1, 1), BIAS | RES, 0.5, false),
+        // downsample stride 2
+        c(sq(2, 12, 9, 9, 20, 3, 2, 1), BIAS, 1.0, false),
+        // 1x1 shortcut
+        c(sq(1, 24, 6, 13, 33, 1, 1, 0), BIAS | RES, 1.0, false),
+        // K = 27 (unaligned)
+        c(sq(1, 3, 8, 8, 5, 3, 1, 1), NONE, 1.0, false),
+        // wav2vec2 feature extractor conv0: 1x10 stride (1, 5), H = 1, C_in 1 (K = 10)
+        c(conv1d_shape(2, 1, 403, 70, 10, 5, 0, 1), NONE, 1.0, false),
+        // feature extractor conv1..: 1x3 stride (1, 2)
+        c(conv1d_shape(1, 24, 97, 33, 3, 2, 0, 1), BIAS, 1.0, false),
+        // positional conv embedding: groups 2, 1x8, padding (0, 4) -> Wo = W + 1
+        c(conv1d_shape(2, 16, 50, 16, 8, 1, 4, 2), BIAS, 1.0, false),
+        // groups 4, 1x6, padding (0, 3), K = 48 (cp.async), + residual
         c(
             conv1d_shape(2, 32, 37, 32, 6, 1, 3, 4),
-            true,
-            false,
-            true,
+            BIAS | RES,
             1.0,
             false,
-        ), // groups 4, 1x6, padding (0, 3), K = 48 (cp.async), + residual
+        ),
+        // groups 4 with 70 channels per group (ragged M tile inside each group), plain loads
         c(
             conv1d_shape(1, 48, 29, 280, 4, 1, 2, 4),
-            true,
-            true,
-            false,
+            BIAS | TEMB,
             0.5,
             true,
-        ), // groups 4 with 70 channels per group (ragged M tile inside each group), plain loads
+        ),
         c(
             Conv2dShape {
                 dilation: (2, 2),
-                ..Conv2dShape::square(2, 8, 9, 11, 20, 3, 1, 2)
+                ..sq(2, 8, 9, 11, 20, 3, 1, 2)
             },
-            true,
-            false,
-            false,
+            BIAS,
             1.0,
             false,
         ), // dilation 2, 3x3
@@ -222,11 +170,9 @@ fn conv_cases() -> Vec<ConvCase> {
                 stride: (2, 1),
                 pad: (1, 0),
                 dilation: (1, 3),
-                ..Conv2dShape::square(1, 6, 10, 9, 12, 3, 1, 1)
+                ..sq(1, 6, 10, 9, 12, 3, 1, 1)
             },
-            true,
-            false,
-            false,
+            BIAS,
             1.0,
             false,
         ), // rectangular 3x2, stride (2, 1), padding (1, 0), dilation (1, 3)
@@ -290,10 +236,7 @@ fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn conv2d_implicit_gemm_epilogues() {
-    for_each_schedule(&conv_cases(), 5000, run_conv);
-}
+crate::harness::schedules_test!(conv2d_implicit_gemm_epilogues, conv_cases(), 5000, run_conv);
 
 #[test]
 fn conv2d_engine_launcher() {
@@ -424,13 +367,8 @@ fn conv2d_matches_cpu() {
             let (x, xc) = rand_pair(&be, &xs, 210 + i as u64);
             let (w, wc) = rand_pair(&be, &ws, 220 + i as u64);
             let (b, bc) = rand_pair(&be, &[ws[0]], 230 + i as u64);
-            check(
-                &format!("conv2d {xs:?} w {ws:?} {prm:?}"),
-                &be,
-                &be.conv2d(&x, &w, Some(&b), prm).unwrap(),
-                &CPU.conv2d(&xc, &wc, Some(&bc), prm).unwrap(),
-                1e-2,
-            );
+            check_op!(format!("conv2d {xs:?} w {ws:?} {prm:?}"), be, 1e-2,
+                conv2d(&x, &w, Some(&b), prm) ~ (&xc, &wc, Some(&bc), prm));
         }
     }
 }

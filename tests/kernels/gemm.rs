@@ -4,15 +4,16 @@
 //! poisoned before the launch, several warp schedules, relative L2 <= 1e-2; and the engine's slice
 //! launcher (`backends::cuda::gemm`) with its buffer-size errors.
 
+use crate::check_op;
 use crate::common::{assert_close, from_bf16, round_bf16, to_bf16, Rng};
-use crate::common::{check, cuda_serial, rand_pair, storages, CPU};
+use crate::common::{cuda_serial, rand_pair, storages};
 use crate::harness::{
-    download_bf16 as download, engine_device, for_each_schedule, gemm_ref, upload_bf16 as upload,
-    Device, TOL_BF16 as TOL,
+    download_bf16 as download, engine_device, gemm_ref, gemm_shape, upload_bf16 as upload, Device,
+    TOL_BF16 as TOL,
 };
 use cyberhost_engine::backends::{Backend, TensorLike};
 use cyberhost_kernels::gemm::{
-    launch_config as gemm_launch, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPtrs, GemmShape,
+    launch_config as gemm_launch, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPtrs,
 };
 use cyberhost_kernels::KernelModule;
 use half::bf16;
@@ -46,96 +47,69 @@ const G: GemmCase = GemmCase {
     plain: false,
 };
 
+/// An `(M, N, K)` case of `op` over `batch` products, otherwise [`G`].
+const fn case(op: GemmOp, batch: usize, (m, n, k): (usize, usize, usize)) -> GemmCase {
+    GemmCase {
+        op,
+        batch,
+        m,
+        n,
+        k,
+        ..G
+    }
+}
+
 fn gemm_cases() -> Vec<GemmCase> {
+    use GemmOp::{Linear, Matmul};
+    let fused = GemmCase {
+        bias: true,
+        residual: true,
+        scale: 0.5,
+        ..case(Linear, 1, (70, 50, 40))
+    };
+    let geglu = GemmCase {
+        bias: true,
+        geglu: true,
+        ..case(Linear, 1, (33, 40, 72))
+    };
     vec![
+        fused,
         GemmCase {
-            m: 70,
-            n: 50,
-            k: 40,
-            bias: true,
-            residual: true,
-            scale: 0.5,
-            ..G
-        },
-        GemmCase {
-            m: 70,
-            n: 50,
-            k: 40,
-            bias: true,
-            residual: true,
-            scale: 0.5,
             plain: true,
-            ..G
+            ..fused
         },
+        case(Linear, 1, (65, 64, 96)),
+        // unaligned K: scalar loads
         GemmCase {
-            m: 65,
-            n: 64,
-            k: 96,
-            ..G
-        },
-        GemmCase {
-            m: 17,
-            n: 9,
-            k: 21,
             bias: true,
-            ..G
-        }, // unaligned K: scalar loads
-        GemmCase {
-            m: 33,
-            n: 40,
-            k: 72,
-            bias: true,
-            geglu: true,
-            ..G
+            ..case(Linear, 1, (17, 9, 21))
         },
+        geglu,
         GemmCase {
-            m: 70,
-            n: 20,
-            k: 24,
             bias: true,
             geglu: true,
             plain: true,
             scale: 2.0,
-            ..G
+            ..case(Linear, 1, (70, 20, 24))
         },
         GemmCase {
-            op: GemmOp::Linear,
-            batch: 2,
-            m: 20,
-            n: 33,
-            k: 48,
             broadcast_b: false,
             residual: true,
-            ..G
+            ..case(Linear, 2, (20, 33, 48))
         },
         GemmCase {
-            op: GemmOp::Matmul,
-            batch: 2,
-            m: 33,
-            n: 65,
-            k: 72,
             broadcast_b: false,
             scale: 0.125,
-            ..G
+            ..case(Matmul, 2, (33, 65, 72))
         },
         GemmCase {
-            op: GemmOp::Matmul,
-            batch: 3,
-            m: 9,
-            n: 21,
-            k: 19,
             bias: true,
             residual: true,
-            ..G
+            ..case(Matmul, 3, (9, 21, 19))
         },
         GemmCase {
-            op: GemmOp::Matmul,
-            batch: 1,
-            m: 66,
-            n: 72,
-            k: 40,
             bias: true,
-            ..G
+            ..case(Matmul, 1, (66, 72, 40))
         },
     ]
 }
@@ -159,12 +133,7 @@ fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
         c.scale,
         c.geglu,
     );
-    let shape = GemmShape {
-        batch: c.batch as u64,
-        m: c.m as u64,
-        n: c.n as u64,
-        k: c.k as u64,
-    };
+    let shape = gemm_shape(c.batch, c.m, c.n, c.k);
     let layout = GemmLayout::contiguous(c.op, shape, c.geglu, c.broadcast_b);
     let ptrs = GemmPtrs {
         a: dev.upload(&to_bf16(&a))?,
@@ -200,10 +169,7 @@ fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn gemm_linear_matmul_epilogues() {
-    for_each_schedule(&gemm_cases(), 0, run_gemm);
-}
+crate::harness::schedules_test!(gemm_linear_matmul_epilogues, gemm_cases(), 0, run_gemm);
 
 #[test]
 fn gemm_engine_launcher() {
@@ -323,13 +289,8 @@ fn linear_and_matmul_match_cpu() {
             } else {
                 (None, None)
             };
-            check(
-                &format!("linear {xs:?} n {n}"),
-                &be,
-                &be.linear(&x, &w, gb).unwrap(),
-                &CPU.linear(&xc, &wc, cb).unwrap(),
-                1e-2,
-            );
+            check_op!(format!("linear {xs:?} n {n}"), be, 1e-2,
+                linear(&x, &w, gb) ~ (&xc, &wc, cb));
         }
         for (sa, sb) in [
             ([2usize, 3, 19, 21], [2usize, 3, 21, 13]),
@@ -337,13 +298,7 @@ fn linear_and_matmul_match_cpu() {
         ] {
             let (a, ac) = rand_pair(&be, &sa, 160);
             let (b, bc) = rand_pair(&be, &sb, 161);
-            check(
-                &format!("matmul {sa:?} {sb:?}"),
-                &be,
-                &be.matmul(&a, &b).unwrap(),
-                &CPU.matmul(&ac, &bc).unwrap(),
-                1e-2,
-            );
+            check_op!(format!("matmul {sa:?} {sb:?}"), be, 1e-2, matmul(&a, &b) ~ (&ac, &bc));
         }
         let (a, _) = rand_pair(&be, &[2, 3], 1);
         assert!(be.matmul(&a, &a).is_err());

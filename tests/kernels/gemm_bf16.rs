@@ -2,7 +2,7 @@
 //! row strides (K-edge chunks zero-filled by cp.async src-size), unaligned K (plain-load path).
 
 use crate::common::{assert_close, from_bf16, round_bf16, to_bf16, tol, Rng};
-use crate::harness::{gemm_ref, Device, SCHEDULES};
+use crate::harness::{gemm_ref, gemm_shape, Device, SCHEDULES};
 use cyberhost_kernels::gemm_bf16::{launch_config, GemmLayout, GemmParams, GemmPtrs, GemmShape};
 use cyberhost_kernels::{kernel_name, DType, KernelModule};
 use half::bf16;
@@ -113,6 +113,26 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// `C = A . B^T + bias` per batch entry (B `(N, K)`, batched or shared), on the CPU backend.
+fn linear_ref(
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    dims: (usize, usize, usize, usize),
+    b_batched: bool,
+) -> Vec<f32> {
+    gemm_ref(a, b, bias, None, dims, false, b_batched, 1.0, false)
+}
+
+/// The params of the buffers `[a, b, bias, c]`.
+fn params(
+    [a, b, bias, c]: [u64; 4],
+    shape: GemmShape,
+    layout: GemmLayout,
+) -> anyhow::Result<GemmParams> {
+    GemmParams::new(GemmPtrs { a, b, bias, c }, shape, layout)
+}
+
 fn run(dev: &mut Device, out: DType, c: Case, seed: u64) -> anyhow::Result<()> {
     let mut rng = Rng::new(seed);
     let (lda, ldc) = (c.k + c.pad, c.n + c.pad);
@@ -121,17 +141,8 @@ fn run(dev: &mut Device, out: DType, c: Case, seed: u64) -> anyhow::Result<()> {
     let a = round_bf16(&rng.randn(c.batch * c.m * c.k, 1.0, 0.0));
     let b = round_bf16(&rng.randn(b_count * c.n * c.k, 1.0, 0.0));
     let bias = round_bf16(&rng.randn(c.n, 1.0, 0.0));
-    let want = gemm_ref(
-        &a,
-        &b,
-        c.bias.then_some(&bias[..]),
-        None,
-        (c.batch, c.m, c.n, c.k),
-        false,
-        !c.broadcast_b,
-        1.0,
-        false,
-    );
+    let dims = (c.batch, c.m, c.n, c.k);
+    let want = linear_ref(&a, &b, c.bias.then_some(&bias[..]), dims, !c.broadcast_b);
 
     // Strided device copies; row padding holds NaN so a read past K poisons the result.
     let strided = |dense: &[f32], rows: usize| -> Vec<bf16> {
@@ -151,12 +162,7 @@ fn run(dev: &mut Device, out: DType, c: Case, seed: u64) -> anyhow::Result<()> {
     let c_len = c.batch * c.m * ldc;
     let dc = dev.alloc_poisoned(c_len * out.size_in_bytes())?;
 
-    let shape = GemmShape {
-        batch: c.batch as u64,
-        m: c.m as u64,
-        n: c.n as u64,
-        k: c.k as u64,
-    };
+    let shape = gemm_shape(c.batch, c.m, c.n, c.k);
     let layout = GemmLayout {
         lda: lda as u64,
         ldb: lda as u64,
@@ -165,16 +171,7 @@ fn run(dev: &mut Device, out: DType, c: Case, seed: u64) -> anyhow::Result<()> {
         stride_b: if c.broadcast_b { 0 } else { (c.n * lda) as u64 },
         stride_c: (c.m * ldc) as u64,
     };
-    let mut p = GemmParams::new(
-        GemmPtrs {
-            a: da,
-            b: db,
-            bias: dbias,
-            c: dc,
-        },
-        shape,
-        layout,
-    )?;
+    let mut p = params([da, db, dbias, dc], shape, layout)?;
     if c.plain {
         p = p.without_cp_async();
     }
@@ -240,32 +237,13 @@ fn gemm_bf16_path_selection() {
         n: 40,
         k: 40,
     };
-    let ptrs = GemmPtrs {
-        a: da,
-        b: da,
-        bias: 0,
-        c: 0,
+    let aligned = |a: u64, s: GemmShape| {
+        let p = params([a, da, 0, 0], s, GemmLayout::contiguous(s, true));
+        p.unwrap().aligned
     };
-    assert_eq!(
-        GemmParams::new(ptrs, shape, GemmLayout::contiguous(shape, true))
-            .unwrap()
-            .aligned,
-        1
-    );
-    let odd = GemmShape { k: 39, ..shape };
-    assert_eq!(
-        GemmParams::new(ptrs, odd, GemmLayout::contiguous(odd, true))
-            .unwrap()
-            .aligned,
-        0
-    );
-    let shifted = GemmPtrs { a: da + 2, ..ptrs };
-    assert_eq!(
-        GemmParams::new(shifted, shape, GemmLayout::contiguous(shape, true))
-            .unwrap()
-            .aligned,
-        0
-    );
+    assert_eq!(aligned(da, shape), 1);
+    assert_eq!(aligned(da, GemmShape { k: 39, ..shape }), 0);
+    assert_eq!(aligned(da + 2, shape), 0);
 }
 
 /// Small integers are exact in bf16 and their sums exact in f32: the f32 result must match the
@@ -280,17 +258,7 @@ fn gemm_bf16_exact_on_integers() {
         .map(|i| ((i * 3 + i / k) % 7) as f32 - 3.0)
         .collect();
     let bias: Vec<f32> = (0..n).map(|j| j as f32 - 30.0).collect();
-    let want = gemm_ref(
-        &a,
-        &b,
-        Some(&bias),
-        None,
-        (1, m, n, k),
-        false,
-        false,
-        1.0,
-        false,
-    );
+    let want = linear_ref(&a, &b, Some(&bias), (1, m, n, k), false);
     for plain in [false, true] {
         let mut dev = Device::new(2, 11);
         let (da, db, dbias) = (
@@ -299,19 +267,9 @@ fn gemm_bf16_exact_on_integers() {
             dev.upload(&to_bf16(&bias)).unwrap(),
         );
         let dc = dev.alloc_poisoned(m * n * 4).unwrap();
-        let shape = GemmShape {
-            batch: 1,
-            m: m as u64,
-            n: n as u64,
-            k: k as u64,
-        };
-        let mut p = GemmParams::new(
-            GemmPtrs {
-                a: da,
-                b: db,
-                bias: dbias,
-                c: dc,
-            },
+        let shape = gemm_shape(1, m, n, k);
+        let mut p = params(
+            [da, db, dbias, dc],
             shape,
             GemmLayout::contiguous(shape, true),
         )

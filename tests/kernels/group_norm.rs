@@ -1,5 +1,6 @@
 //! `group_norm_v1_*` / `group_norm_silu_v1_*` against the CPU backend's `group_norm_act`.
 
+use crate::check_op;
 use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, tol, Rng, CPU};
 use crate::common::{check, rand_pair};
 use crate::harness::{Device, SCHEDULES};
@@ -100,25 +101,12 @@ fn sweep(dtype: DType, silu: bool) {
     }
 }
 
-#[test]
-fn group_norm_f32() {
-    sweep(DType::F32, false);
-}
-
-#[test]
-fn group_norm_bf16() {
-    sweep(DType::Bf16, false);
-}
-
-#[test]
-fn group_norm_silu_f32() {
-    sweep(DType::F32, true);
-}
-
-#[test]
-fn group_norm_silu_bf16() {
-    sweep(DType::Bf16, true);
-}
+crate::harness::sweep_tests!(sweep;
+    group_norm_f32 => (DType::F32, false),
+    group_norm_bf16 => (DType::Bf16, false),
+    group_norm_silu_f32 => (DType::F32, true),
+    group_norm_silu_bf16 => (DType::Bf16, true),
+);
 
 /// Channels not divisible into the groups, a rank-1 input and a gamma of the wrong length are
 /// errors.
@@ -163,13 +151,8 @@ crate::storages_test!(group_norm_matches_cpu, |be, tol| {
                 .unwrap(),
             tol,
         );
-        check(
-            &format!("group_norm {shape:?} plain"),
-            &be,
-            &be.group_norm(&x, groups, None, None, 1e-6).unwrap(),
-            &CPU.group_norm(&xc, groups, None, None, 1e-6).unwrap(),
-            tol,
-        );
+        check_op!(format!("group_norm {shape:?} plain"), be, tol,
+            group_norm(&x, groups, None, None, 1e-6) ~ (&xc, groups, None, None, 1e-6));
     }
     let (x, _) = rand_pair(&be, &[1, 6, 4], 1);
     assert!(be.group_norm(&x, 4, None, None, 1e-5).is_err());

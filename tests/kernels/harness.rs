@@ -12,6 +12,7 @@ use bytemuck::Pod;
 use cyberhost_engine::backends::cuda::cudarc::driver::{CudaSlice, DevicePtr};
 use cyberhost_engine::backends::cuda::CudaDevice;
 use cyberhost_engine::backends::{Backend, LinearEpilogue};
+use cyberhost_kernels::gemm::GemmShape;
 use cyberhost_kernels::{KernelModule, LaunchConfig};
 
 use crate::common::{cpu, host, to_bf16, CPU};
@@ -159,6 +160,25 @@ impl Device {
     }
 }
 
+/// One `#[test]` per row, calling `sweep` once per argument tuple of the row (a kernel's
+/// dtype combinations as separate tests):
+///
+/// ```ignore
+/// sweep_tests!(sweep; norm_f32 => (DType::F32, false), norm_silu_f32 => (DType::F32, true));
+/// ```
+macro_rules! sweep_tests {
+    ($sweep:ident; $($(#[$attr:meta])* $name:ident => $(($($arg:expr),*))+),+ $(,)?) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $name() {
+                $($sweep($($arg),*);)+
+            }
+        )+
+    };
+}
+pub(crate) use sweep_tests;
+
 /// (schedules, seed) pairs every test runs under: the emulator's default interleaving plus seeded
 /// alternatives for its race/hazard search.
 pub const SCHEDULES: [(u32, u64); 2] = [(1, 0x5eed), (3, 0xc0ffee)];
@@ -178,9 +198,31 @@ pub fn for_each_schedule<C: Copy>(
     }
 }
 
+/// One `#[test]` running `run` on every case of `cases` under every schedule
+/// ([`for_each_schedule`]), data seeds from `seed_base`.
+macro_rules! schedules_test {
+    ($name:ident, $cases:expr, $seed_base:expr, $run:expr) => {
+        #[test]
+        fn $name() {
+            $crate::harness::for_each_schedule(&$cases, $seed_base, $run);
+        }
+    };
+}
+pub(crate) use schedules_test;
+
 // ------------------------------------------------------------------------------------------------
 // the engine's slice launchers (`backends::cuda::{gemm, conv2d, attention}`)
 // ------------------------------------------------------------------------------------------------
+
+/// `batch` GEMMs `(M, K) x B -> (M, N)` (the shape both GEMM modules take).
+pub fn gemm_shape(batch: usize, m: usize, n: usize, k: usize) -> GemmShape {
+    GemmShape {
+        batch: batch as u64,
+        m: m as u64,
+        n: n as u64,
+        k: k as u64,
+    }
+}
 
 /// Relative L2 tolerance of the bf16 tensor-core kernels (bf16 operands and output, f32 sums).
 pub const TOL_BF16: f64 = 1e-2;

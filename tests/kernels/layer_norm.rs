@@ -3,7 +3,8 @@
 //! (`backend_test!`).
 
 use crate::backend_test;
-use crate::common::{check, pair, rand_pair, random, CPU};
+use crate::check_op;
+use crate::common::{pair, rand_pair, random};
 use cyberhost_engine::backends::Backend;
 
 /// A scalar or a gamma of the wrong length is an error; a constant row normalises to beta.
@@ -37,26 +38,11 @@ crate::storages_test!(layer_norm_matches_cpu, |be, tol| {
         let (x, xc) = pair(&be, &shape, &data);
         let (g, gc) = rand_pair(&be, &[c], 121);
         let (b, bc) = rand_pair(&be, &[c], 122);
-        check(
-            &format!("layer_norm {shape:?} affine"),
-            &be,
-            &be.layer_norm(&x, Some(&g), Some(&b), 1e-5).unwrap(),
-            &CPU.layer_norm(&xc, Some(&gc), Some(&bc), 1e-5).unwrap(),
-            tol,
-        );
-        check(
-            &format!("layer_norm {shape:?} gamma only"),
-            &be,
-            &be.layer_norm(&x, Some(&g), None, 1e-6).unwrap(),
-            &CPU.layer_norm(&xc, Some(&gc), None, 1e-6).unwrap(),
-            tol,
-        );
-        check(
-            &format!("layer_norm {shape:?} plain"),
-            &be,
-            &be.layer_norm(&x, None, None, 1e-5).unwrap(),
-            &CPU.layer_norm(&xc, None, None, 1e-5).unwrap(),
-            tol,
-        );
+        check_op!(format!("layer_norm {shape:?} affine"), be, tol,
+            layer_norm(&x, Some(&g), Some(&b), 1e-5) ~ (&xc, Some(&gc), Some(&bc), 1e-5));
+        check_op!(format!("layer_norm {shape:?} gamma only"), be, tol,
+            layer_norm(&x, Some(&g), None, 1e-6) ~ (&xc, Some(&gc), None, 1e-6));
+        check_op!(format!("layer_norm {shape:?} plain"), be, tol,
+            layer_norm(&x, None, None, 1e-5) ~ (&xc, None, None, 1e-5));
     }
 });

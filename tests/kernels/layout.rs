@@ -2,6 +2,7 @@
 //! storages; bad arguments and edge shapes on both backends (`backend_test!`).
 
 use crate::backend_test;
+use crate::check_op;
 use crate::common::{check, cuda_backend, cuda_serial, random, rounded_pair, storages, CPU};
 use cyberhost_engine::backends::cpu::CpuTensor;
 use cyberhost_engine::backends::cuda::CudaTensor;
@@ -53,13 +54,8 @@ fn permute_is_exact() {
     for (be, _) in storages() {
         for (i, (shape, dims)) in cases.iter().enumerate() {
             let (g, c) = rounded_pair(&be, shape, 50 + i as u64);
-            check(
-                &format!("permute {shape:?} {dims:?}"),
-                &be,
-                &be.permute(&g, dims).unwrap(),
-                &CPU.permute(&c, dims).unwrap(),
-                0.0,
-            );
+            check_op!(format!("permute {shape:?} {dims:?}"), be, 0.0,
+                permute(&g, dims) ~ (&c, dims));
         }
         let (g, _) = rounded_pair(&be, &[2, 3], 1);
         assert!(be.permute(&g, &[0, 0]).is_err());
@@ -79,31 +75,15 @@ crate::storages_test!(concat_narrow_index_select_are_exact, |be, _| {
             .collect();
         let g: Vec<&CudaTensor> = pairs.iter().map(|p| &p.0).collect();
         let c: Vec<&CpuTensor> = pairs.iter().map(|p| &p.1).collect();
-        check(
-            &format!("concat dim {dim}"),
-            &be,
-            &be.concat(&g, dim).unwrap(),
-            &CPU.concat(&c, dim).unwrap(),
-            0.0,
-        );
+        check_op!(format!("concat dim {dim}"), be, 0.0, concat(&g, dim) ~ (&c, dim));
 
         let (t, tc) = rounded_pair(&be, &[4, 6, 5], 70 + dim as u64);
         let d = [4, 6, 5][dim];
-        check(
-            &format!("narrow dim {dim}"),
-            &be,
-            &be.narrow(&t, dim, 1, d - 2).unwrap(),
-            &CPU.narrow(&tc, dim, 1, d - 2).unwrap(),
-            0.0,
-        );
+        check_op!(format!("narrow dim {dim}"), be, 0.0,
+            narrow(&t, dim, 1, d - 2) ~ (&tc, dim, 1, d - 2));
         let idx = [d - 1, 0, 2, 2, 1, d - 1, 0];
-        check(
-            &format!("index_select dim {dim}"),
-            &be,
-            &be.index_select(&t, dim, &idx).unwrap(),
-            &CPU.index_select(&tc, dim, &idx).unwrap(),
-            0.0,
-        );
+        check_op!(format!("index_select dim {dim}"), be, 0.0,
+            index_select(&t, dim, &idx) ~ (&tc, dim, &idx));
     }
     let (t, _) = rounded_pair(&be, &[4, 6], 1);
     assert!(be.narrow(&t, 1, 4, 3).is_err());
@@ -130,13 +110,8 @@ crate::storages_test!(concat_narrow_index_select_are_exact, |be, _| {
 crate::storages_test!(pad2d_is_exact, |be, _| {
     let (x, xc) = rounded_pair(&be, &[2, 3, 5, 7], 90);
     for (l, r, t, b) in [(1, 1, 1, 1), (0, 3, 2, 0), (2, 0, 0, 1)] {
-        check(
-            &format!("pad2d {l} {r} {t} {b}"),
-            &be,
-            &be.pad2d(&x, l, r, t, b).unwrap(),
-            &CPU.pad2d(&xc, l, r, t, b).unwrap(),
-            0.0,
-        );
+        check_op!(format!("pad2d {l} {r} {t} {b}"), be, 0.0,
+            pad2d(&x, l, r, t, b) ~ (&xc, l, r, t, b));
     }
     let (x3, x3c) = rounded_pair(&be, &[3, 4, 6], 91);
     check(

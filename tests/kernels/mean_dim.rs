@@ -2,7 +2,8 @@
 //! both storages, every dim of a ragged 4-D tensor; bad arguments and known values on both
 //! backends (`backend_test!`).
 
-use crate::common::{check, pair, random, CPU};
+use crate::check_op;
+use crate::common::{pair, random};
 use cyberhost_engine::backends::{Backend, TensorLike};
 
 /// A missing dim is an error; the dim is kept with size 1; an empty dim gives NaN (PyTorch).
@@ -25,13 +26,7 @@ crate::storages_test!(mean_dim_matches_cpu, |be, tol| {
     let data: Vec<f32> = random(210, 130).iter().map(|v| v + 0.3).collect();
     let (x, xc) = pair(&be, &shape, &data);
     for dim in 0..4 {
-        check(
-            &format!("mean_dim {dim}"),
-            &be,
-            &be.mean_dim(&x, dim).unwrap(),
-            &CPU.mean_dim(&xc, dim).unwrap(),
-            tol,
-        );
+        check_op!(format!("mean_dim {dim}"), be, tol, mean_dim(&x, dim) ~ (&xc, dim));
     }
     assert!(be.mean_dim(&x, 4).is_err());
 });

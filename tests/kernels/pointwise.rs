@@ -3,6 +3,7 @@
 //! arguments and edge shapes on both backends (`backend_test!`).
 
 use crate::backend_test;
+use crate::check_op;
 use crate::common::{check, cuda_backend, cuda_serial, pair, rand_pair, random, storages, CPU};
 use cyberhost_engine::backends::cuda::DType;
 use cyberhost_engine::backends::{Backend, Binary, TensorLike, Unary};
@@ -57,13 +58,7 @@ fn unary_matches_cpu() {
                     data.iter_mut().for_each(|v| *v = v.abs() + 0.01);
                 }
                 let (g, c) = pair(&be, shape, &data);
-                check(
-                    &format!("unary {op:?} {shape:?}"),
-                    &be,
-                    &be.unary(&g, op).unwrap(),
-                    &CPU.unary(&c, op).unwrap(),
-                    tol,
-                );
+                check_op!(format!("unary {op:?} {shape:?}"), be, tol, unary(&g, op) ~ (&c, op));
             }
         }
     }

@@ -2,7 +2,8 @@
 //! storages, bit for bit; bad arguments and known values on both backends (`backend_test!`).
 
 use crate::backend_test;
-use crate::common::{check, rounded_pair, CPU};
+use crate::check_op;
+use crate::common::rounded_pair;
 use cyberhost_engine::backends::Backend;
 
 /// A window larger than the padded input, or padding over half the window, is an error; a known
@@ -30,13 +31,8 @@ crate::storages_test!(max_pool2d_is_exact, |be, _| {
         ([2, 1, 5, 6], 1, 3, 0),
     ] {
         let (x, xc) = rounded_pair(&be, &shape, 140);
-        check(
-            &format!("max_pool2d {shape:?} k{k} s{s} p{p}"),
-            &be,
-            &be.max_pool2d(&x, k, s, p).unwrap(),
-            &CPU.max_pool2d(&xc, k, s, p).unwrap(),
-            0.0,
-        );
+        check_op!(format!("max_pool2d {shape:?} k{k} s{s} p{p}"), be, 0.0,
+            max_pool2d(&x, k, s, p) ~ (&xc, k, s, p));
     }
     let (x, _) = rounded_pair(&be, &[1, 1, 4, 4], 1);
     assert!(be.max_pool2d(&x, 2, 2, 2).is_err());

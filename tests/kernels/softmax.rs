@@ -1,8 +1,9 @@
 //! `softmax_v1_*` against the CPU backend's `softmax_last` (of `affine(x, scale)`); fully masked
 //! rows are 0 from the kernel (the attention convention) where the CPU, as PyTorch, gives NaN.
 
+use crate::check_op;
 use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, tol, Rng, CPU};
-use crate::common::{check, pair, random};
+use crate::common::{pair, random};
 use crate::harness::{Device, SCHEDULES};
 use cyberhost_engine::backends::{Backend, TensorLike};
 use cyberhost_kernels::softmax::{launch_config, SoftmaxParams, SoftmaxShape};
@@ -79,25 +80,20 @@ fn run(
     Ok(())
 }
 
-#[test]
-fn softmax_f32() {
+/// Every shape of [`SHAPES`] in `dtype` under every schedule, data seeds from `seed_base`.
+fn sweep(dtype: DType, seed_base: u64) {
     for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
         let mut dev = Device::new(*schedules, *seed);
         for (j, &(r, c, s)) in SHAPES.iter().enumerate() {
-            run(&mut dev, DType::F32, r, c, s, (i * 10 + j) as u64).unwrap();
+            run(&mut dev, dtype, r, c, s, (i * 10 + j) as u64 + seed_base).unwrap();
         }
     }
 }
 
-#[test]
-fn softmax_bf16() {
-    for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
-        let mut dev = Device::new(*schedules, *seed);
-        for (j, &(r, c, s)) in SHAPES.iter().enumerate() {
-            run(&mut dev, DType::Bf16, r, c, s, (i * 10 + j) as u64 + 50).unwrap();
-        }
-    }
-}
+crate::harness::sweep_tests!(sweep;
+    softmax_f32 => (DType::F32, 0),
+    softmax_bf16 => (DType::Bf16, 50),
+);
 
 /// A scalar is an error; a row of equal values is uniform; an empty last dim stays empty.
 fn softmax_bad_arguments_and_known_values<B: Backend>(be: &B) -> anyhow::Result<()> {
@@ -120,12 +116,6 @@ crate::storages_test!(softmax_matches_cpu, |be, tol| {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = random(n, 100).iter().map(|v| v * 4.0).collect();
         let (g, c) = pair(&be, &shape, &data);
-        check(
-            &format!("softmax {shape:?}"),
-            &be,
-            &be.softmax_last(&g).unwrap(),
-            &CPU.softmax_last(&c).unwrap(),
-            tol.max(1e-5),
-        );
+        check_op!(format!("softmax {shape:?}"), be, tol.max(1e-5), softmax_last(&g) ~ (&c));
     }
 });

@@ -141,18 +141,8 @@ fn run_all(t_dtype: DType, y_dtype: DType) {
     eprintln!("timestep_embedding t {t_dtype:?} -> {y_dtype:?}: worst rel L2 {worst:.2e}");
 }
 
-#[test]
-fn timestep_embedding_f32() {
-    run_all(DType::F32, DType::F32);
-}
-
-#[test]
-fn timestep_embedding_bf16_out() {
-    run_all(DType::F32, DType::Bf16);
-}
-
-#[test]
-fn timestep_embedding_bf16_t() {
-    run_all(DType::Bf16, DType::F32);
-    run_all(DType::Bf16, DType::Bf16);
-}
+crate::harness::sweep_tests!(run_all;
+    timestep_embedding_f32 => (DType::F32, DType::F32),
+    timestep_embedding_bf16_out => (DType::F32, DType::Bf16),
+    timestep_embedding_bf16_t => (DType::Bf16, DType::F32) (DType::Bf16, DType::Bf16),
+);

@@ -2,7 +2,8 @@
 //! backend: bit for bit, both storages, up and down and non-integer scales; bad arguments and
 //! known values on both backends (`backend_test!`).
 
-use crate::common::{check, rounded_pair, CPU};
+use crate::check_op;
+use crate::common::rounded_pair;
 use cyberhost_engine::backends::Backend;
 
 /// Not (N, C, H, W), or an empty plane resized to a non-empty one, is an error; 2x nearest
@@ -28,12 +29,7 @@ crate::backend_test!(upsample_bad_arguments_and_known_values);
 crate::storages_test!(upsample_nearest2d_is_exact, |be, _| {
     let (x, xc) = rounded_pair(&be, &[2, 3, 5, 7], 90);
     for (oh, ow) in [(10, 14), (5, 7), (3, 4), (15, 9), (11, 20)] {
-        check(
-            &format!("upsample {oh}x{ow}"),
-            &be,
-            &be.upsample_nearest2d(&x, oh, ow).unwrap(),
-            &CPU.upsample_nearest2d(&xc, oh, ow).unwrap(),
-            0.0,
-        );
+        check_op!(format!("upsample {oh}x{ow}"), be, 0.0,
+            upsample_nearest2d(&x, oh, ow) ~ (&xc, oh, ow));
     }
 });
