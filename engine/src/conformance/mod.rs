@@ -179,7 +179,7 @@ fn load_checked<M>(
     load: impl FnOnce(&VarBuilder<CpuBackend>) -> Result<M>,
 ) -> Result<(CpuBackend, M)> {
     let be = CpuBackend::new();
-    let vb = VarBuilder::open(be.clone(), model_dir)?;
+    let vb = VarBuilder::open(be, model_dir)?;
     let model = load(&vb)?;
     vb.finish()
         .map_err(anyhow::Error::from)

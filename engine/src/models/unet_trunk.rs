@@ -89,34 +89,12 @@ impl<B: Backend> UNetTrunk<B> {
         )?;
         let time_embedding =
             TimestepEmbedding::load(&vb.pp("time_embedding"), &cfg.time_embedding)?;
-        let down_blocks = cfg
-            .down_blocks
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                DownBlock::load(
-                    &vb.pp("down_blocks").pp(i.to_string()),
-                    d,
-                    &format!("down_blocks.{i}"),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let down_blocks = load_blocks(vb, "down_blocks", &cfg.down_blocks, DownBlock::load)?;
         let mid_block = match &cfg.mid_block {
             Some(m) => Some(MidBlock::load(&vb.pp("mid_block"), m, "mid_block")?),
             None => None,
         };
-        let up_blocks = cfg
-            .up_blocks
-            .iter()
-            .enumerate()
-            .map(|(i, u)| {
-                UpBlock::load(
-                    &vb.pp("up_blocks").pp(i.to_string()),
-                    u,
-                    &format!("up_blocks.{i}"),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let up_blocks = load_blocks(vb, "up_blocks", &cfg.up_blocks, UpBlock::load)?;
         let conv_norm_out = match cfg.conv_norm_out {
             Some((g, eps)) => Some(GroupNorm::load(&vb.pp("conv_norm_out"), g, c0, eps)?),
             None => None,
@@ -355,6 +333,18 @@ impl<B: Backend> UNetTrunk<B> {
         }
         self.conv_out.forward(be, &h)
     }
+}
+
+/// Block i of `configs` loaded by `load` from `{prefix}.{i}` (also its name).
+fn load_blocks<B: Backend, C, T>(
+    vb: &VarBuilder<B>,
+    prefix: &str,
+    configs: &[C],
+    load: impl Fn(&VarBuilder<B>, &C, &str) -> Result<T>,
+) -> Result<Vec<T>> {
+    let vbp = vb.pp(prefix);
+    let one = |(i, c): (usize, &C)| load(&vbp.pp(i.to_string()), c, &format!("{prefix}.{i}"));
+    configs.iter().enumerate().map(one).collect()
 }
 
 /// A U-Net model (`UNet2DConditionModel`, `UNetMotionModel`): its parsed config `C` and the
