@@ -508,7 +508,8 @@ fn tiny_pipeline_graphs_obey_the_fusion_rules() {
     }
     let step = &pg.step;
     // every fused form occurs in the step
-    let fused: [(&str, fn(&Op) -> bool); 5] = [
+    type IsFused = fn(&Op) -> bool;
+    let fused: [(&str, IsFused); 5] = [
         ("GroupNorm + SiLU", |op| {
             matches!(
                 op,
