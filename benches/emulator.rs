@@ -35,6 +35,28 @@ struct Case {
     mem: Memory,
 }
 
+impl Case {
+    /// `entry` of `kernels/ptx/{module}.ptx` over a fresh memory that `setup` fills, giving the
+    /// launch configuration and the kernel parameters.
+    fn build<P: bytemuck::Pod>(
+        name: &'static str,
+        module: &str,
+        entry: &'static str,
+        setup: impl FnOnce(&mut Memory) -> (cyberhost_kernels::LaunchConfig, P),
+    ) -> Case {
+        let mut mem = Memory::new();
+        let (launch, params) = setup(&mut mem);
+        Case {
+            name,
+            module: Module::parse(&ptx(module)).unwrap(),
+            entry,
+            cfg: cfg(launch),
+            params: bytemuck::bytes_of(&params).to_vec(),
+            mem,
+        }
+    }
+}
+
 fn ptx(name: &str) -> String {
     let p = format!("{}/kernels/ptx/{name}.ptx", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
@@ -80,144 +102,121 @@ fn cases() -> Vec<Case> {
 }
 
 fn all_cases() -> Vec<Case> {
-    let mut out = Vec::new();
-    // GEMM
-    {
-        let mut mem = Memory::new();
-        let shape = gemm::GemmShape {
-            batch: 1,
-            m: 5120,
-            n: 128,
-            k: 32,
-        };
-        let a = buf(&mut mem, 5120 * 32, 1);
-        let b = buf(&mut mem, 128 * 32, 2);
-        let bias = buf(&mut mem, 128, 3);
-        let c = buf(&mut mem, 5120 * 128, 4);
-        let ptrs = gemm::GemmPtrs {
-            a,
-            b,
-            bias,
-            residual: 0,
-            c,
-        };
-        let layout = gemm::GemmLayout::contiguous(gemm::GemmOp::Linear, shape, false, true);
-        let p = gemm::GemmParams::new(
-            gemm::GemmOp::Linear,
-            ptrs,
-            shape,
-            layout,
-            gemm::GemmEpilogue::default(),
-        )
-        .unwrap();
-        out.push(Case {
-            name: "gemm linear 5120x128x32",
-            module: Module::parse(&ptx("gemm")).unwrap(),
-            entry: gemm::GemmOp::Linear.entry(),
-            cfg: cfg(gemm::launch_config(shape, false)),
-            params: bytemuck::bytes_of(&p).to_vec(),
-            mem,
-        });
-    }
-    // conv
-    {
-        let mut mem = Memory::new();
-        let s = conv2d::Conv2dShape::square(20, 32, 16, 16, 32, 3, 1, 1);
-        let x = buf(&mut mem, 20 * 32 * 256, 5);
-        let w = buf(&mut mem, 32 * 32 * 9, 6);
-        let bias = buf(&mut mem, 32, 7);
-        let y = buf(&mut mem, 20 * 32 * 256, 8);
-        let ptrs = conv2d::Conv2dPtrs {
-            x,
-            w,
-            bias,
-            temb: 0,
-            residual: 0,
-            y,
-        };
-        let p = conv2d::Conv2dParams::new(ptrs, s, 1.0).unwrap();
-        out.push(Case {
-            name: "conv2d 20x32x16x16 3x3 ->32",
-            module: Module::parse(&ptx("conv2d")).unwrap(),
-            entry: "conv2d_v1_bf16",
-            cfg: cfg(conv2d::launch_config(s)),
-            params: bytemuck::bytes_of(&p).to_vec(),
-            mem,
-        });
-    }
-    // attention
-    {
-        let mut mem = Memory::new();
-        let shape = attention::AttentionShape {
-            batch: 20,
-            heads: 2,
-            lq: 256,
-            lk: 256,
-            d: 16,
-        };
-        let n = 20 * 2 * 256 * 16;
-        let ptrs = [
-            buf(&mut mem, n, 9),
-            buf(&mut mem, n, 10),
-            buf(&mut mem, n, 11),
-            buf(&mut mem, n, 12),
-        ];
-        let st = attention::AttnStrides::blhd(2, 256, 16);
-        let p = attention::AttentionParams::new(ptrs, [st; 4], shape, 0.25).unwrap();
-        out.push(Case {
-            name: "attention 20x2x256x256 d16",
-            module: Module::parse(&ptx("attention")).unwrap(),
-            entry: attention::traits_for(16).unwrap().entry,
-            cfg: cfg(attention::launch_config(shape)),
-            params: bytemuck::bytes_of(&p).to_vec(),
-            mem,
-        });
-    }
-    // group_norm
-    {
-        let mut mem = Memory::new();
-        let shape = group_norm::GroupNormShape {
-            n: 20,
-            c: 32,
-            s: 256,
-            groups: 8,
-        };
-        let x = buf(&mut mem, 20 * 32 * 256, 13);
-        let g = buf(&mut mem, 32, 14);
-        let b = buf(&mut mem, 32, 15);
-        let y = buf(&mut mem, 20 * 32 * 256, 16);
-        let p = group_norm::GroupNormParams::new(x, g, b, y, shape, 1e-5).unwrap();
-        out.push(Case {
-            name: "group_norm_silu 20x32x256 g8",
-            module: Module::parse(&ptx("group_norm")).unwrap(),
-            entry: "group_norm_silu_v1_bf16",
-            cfg: cfg(group_norm::launch_config(shape)),
-            params: bytemuck::bytes_of(&p).to_vec(),
-            mem,
-        });
-    }
-    out
+    let gemm = Case::build(
+        "gemm linear 5120x128x32",
+        "gemm",
+        gemm::GemmOp::Linear.entry(),
+        |mem| {
+            let shape = gemm::GemmShape {
+                batch: 1,
+                m: 5120,
+                n: 128,
+                k: 32,
+            };
+            let a = buf(mem, 5120 * 32, 1);
+            let b = buf(mem, 128 * 32, 2);
+            let bias = buf(mem, 128, 3);
+            let c = buf(mem, 5120 * 128, 4);
+            let ptrs = gemm::GemmPtrs {
+                a,
+                b,
+                bias,
+                residual: 0,
+                c,
+            };
+            let layout = gemm::GemmLayout::contiguous(gemm::GemmOp::Linear, shape, false, true);
+            let p = gemm::GemmParams::new(
+                gemm::GemmOp::Linear,
+                ptrs,
+                shape,
+                layout,
+                gemm::GemmEpilogue::default(),
+            )
+            .unwrap();
+            (gemm::launch_config(shape, false), p)
+        },
+    );
+    let conv = Case::build(
+        "conv2d 20x32x16x16 3x3 ->32",
+        "conv2d",
+        "conv2d_v1_bf16",
+        |mem| {
+            let s = conv2d::Conv2dShape::square(20, 32, 16, 16, 32, 3, 1, 1);
+            let x = buf(mem, 20 * 32 * 256, 5);
+            let w = buf(mem, 32 * 32 * 9, 6);
+            let bias = buf(mem, 32, 7);
+            let y = buf(mem, 20 * 32 * 256, 8);
+            let ptrs = conv2d::Conv2dPtrs {
+                x,
+                w,
+                bias,
+                temb: 0,
+                residual: 0,
+                y,
+            };
+            let p = conv2d::Conv2dParams::new(ptrs, s, 1.0).unwrap();
+            (conv2d::launch_config(s), p)
+        },
+    );
+    let attention = Case::build(
+        "attention 20x2x256x256 d16",
+        "attention",
+        attention::traits_for(16).unwrap().entry,
+        |mem| {
+            let shape = attention::AttentionShape {
+                batch: 20,
+                heads: 2,
+                lq: 256,
+                lk: 256,
+                d: 16,
+            };
+            let n = 20 * 2 * 256 * 16;
+            let ptrs = [
+                buf(mem, n, 9),
+                buf(mem, n, 10),
+                buf(mem, n, 11),
+                buf(mem, n, 12),
+            ];
+            let st = attention::AttnStrides::blhd(2, 256, 16);
+            let p = attention::AttentionParams::new(ptrs, [st; 4], shape, 0.25).unwrap();
+            (attention::launch_config(shape), p)
+        },
+    );
+    let group_norm = Case::build(
+        "group_norm_silu 20x32x256 g8",
+        "group_norm",
+        "group_norm_silu_v1_bf16",
+        |mem| {
+            let shape = group_norm::GroupNormShape {
+                n: 20,
+                c: 32,
+                s: 256,
+                groups: 8,
+            };
+            let x = buf(mem, 20 * 32 * 256, 13);
+            let g = buf(mem, 32, 14);
+            let b = buf(mem, 32, 15);
+            let y = buf(mem, 20 * 32 * 256, 16);
+            let p = group_norm::GroupNormParams::new(x, g, b, y, shape, 1e-5).unwrap();
+            (group_norm::launch_config(shape), p)
+        },
+    );
+    vec![gemm, conv, attention, group_norm]
 }
 
 /// The two checking levels, one thread (per-core figures); `EMU_BENCH_LEVEL=full|fast` keeps
 /// one of them.
 fn levels() -> Vec<(&'static str, LaunchOptions)> {
-    let full = LaunchOptions {
-        schedules: 2,
-        detect_races: true,
-        detect_uninit_shared: true,
-        threads: 1,
-        ..LaunchOptions::default()
-    };
-    let fast = LaunchOptions {
-        schedules: 1,
-        detect_races: false,
-        detect_uninit_shared: false,
+    // `full`: every hazard detector and the extra schedule
+    let level = |full: bool| LaunchOptions {
+        schedules: if full { 2 } else { 1 },
+        detect_races: full,
+        detect_uninit_shared: full,
         threads: 1,
         ..LaunchOptions::default()
     };
     let keep = std::env::var("EMU_BENCH_LEVEL").ok();
-    [("full", full), ("fast", fast)]
+    [("full", level(true)), ("fast", level(false))]
         .into_iter()
         .filter(|(l, _)| keep.as_deref().is_none_or(|k| k == *l))
         .collect()

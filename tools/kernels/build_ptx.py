@@ -117,7 +117,7 @@ class Nvrtc:
             self.lib.nvrtcGetProgramLog(prog, log)
             log_text = log.value.decode(errors="replace").strip()
             if rc != 0:
-                raise RuntimeError(f"NVRTC failed to compile kernels/cuda/{name}:\n{log_text}")
+                raise RuntimeError(f"NVRTC failed to compile {name}:\n{log_text}")
             if log_text:
                 print(f"build_ptx: NVRTC log for {name}:\n{log_text}", file=sys.stderr)
             size = ctypes.c_size_t()

@@ -462,8 +462,14 @@ def self_test() -> int:
             "| kernel | x |\n| --- | --- |\n| `softmax` | y |\n"),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "ok"
-        write(root, base)
+
+        def tree(name: str, files: dict[str, str]) -> Path:
+            """The synthetic tree `base` with `files` added or replaced, written under `name`."""
+            root = Path(tmp) / name
+            write(root, {**base, **files})
+            return root
+
+        root = tree("ok", {})
         got = cycle_problems(root) + layout_problems(root)
         expect(got == [], f"clean synthetic tree reports problems: {got}")
         # the inline test module's `super::super::softmax` resolves to cuda::softmax: a real edge
@@ -472,39 +478,28 @@ def self_test() -> int:
         expect(g["softmax"] == {"tensor"}, f"comments/strings must not make edges: {g['softmax']}")
 
         # cycle through a name re-exported by mod.rs: softmax -> backend (via `super::CudaBackend`)
-        root2 = Path(tmp) / "cuda_cycle"
-        write(root2, {**base,
-                      "engine/src/backends/cuda/tensor.rs": "pub struct CudaTensor;\n",
-                      "engine/src/backends/cuda/softmax.rs":
-                          "use super::{tensor::CudaTensor, CudaBackend};\n"})
-        got = cycle_problems(root2)
+        got = cycle_problems(tree("cuda_cycle", {
+            "engine/src/backends/cuda/tensor.rs": "pub struct CudaTensor;\n",
+            "engine/src/backends/cuda/softmax.rs": "use super::{tensor::CudaTensor, CudaBackend};\n"}))
         expect(len(got) == 1 and "backend -> softmax -> backend" in got[0],
                f"re-exported cuda cycle not found: {got}")
 
         # top-level cycle through an inline path (no `use`) in a nested file: planner <-> graph
-        root3 = Path(tmp) / "top_cycle"
-        write(root3, {**base,
-                      "engine/src/graph/trace.rs":
-                          "fn f() { let x = crate::planner::floor(1.0); }\n",
-                      "engine/src/graph/mod.rs": "mod trace;\n"})
-        got = cycle_problems(root3)
+        got = cycle_problems(tree("top_cycle", {
+            "engine/src/graph/trace.rs": "fn f() { let x = crate::planner::floor(1.0); }\n",
+            "engine/src/graph/mod.rs": "mod trace;\n"}))
         expect(len(got) == 1 and "graph -> planner -> graph" in got[0],
                f"top-level cycle not found: {got}")
 
         # a three-module cycle through a grouped `use crate::{..}`
-        root4 = Path(tmp) / "three"
-        write(root4, {**base,
-                      "engine/src/backends/mod.rs":
-                          "pub mod cuda;\npub mod cpu;\nuse crate::{planner::Plan};\n"})
-        got = cycle_problems(root4)
+        got = cycle_problems(tree("three", {
+            "engine/src/backends/mod.rs": "pub mod cuda;\npub mod cpu;\nuse crate::{planner::Plan};\n"}))
         expect(len(got) == 1 and set(got[0].split("cycle ")[1].split(" among")[0].split(" -> "))
                == {"backends", "graph", "planner"}, f"three-module cycle not found: {got}")
 
         # missing pieces of the layout contract
-        root5 = Path(tmp) / "layout"
-        write(root5, {**base, "kernels/cuda/pool.cu": "// arch: sm_90a\n",
-                      "kernels/ptx/orphan.ptx": ""})
-        got = layout_problems(root5)
+        got = layout_problems(tree("layout", {"kernels/cuda/pool.cu": "// arch: sm_90a\n",
+                                              "kernels/ptx/orphan.ptx": ""}))
         for piece in ("kernels/ptx/pool.ptx", "kernels/ptx/pool_sm90a.ptx",
                       "kernels/reports/pool.txt", "engine/src/backends/cuda/pool.rs",
                       "tests/kernels/pool.rs", "benches/kernels/pool.rs",
@@ -514,9 +509,7 @@ def self_test() -> int:
         # a module listed without a CPU reference needs no cpu file, and must not have one
         doc = base["docs/kernels.md"].replace(
             NO_CPU_START, NO_CPU_START + "\n- `softmax` — composed on the CPU")
-        root6 = Path(tmp) / "nocpu"
-        write(root6, {**base, "docs/kernels.md": doc})
-        got = layout_problems(root6)
+        got = layout_problems(tree("nocpu", {"docs/kernels.md": doc}))
         expect(len(got) == 1 and "drop it from the list" in got[0], f"no-cpu contradiction: {got}")
     if failures:
         for f in failures:

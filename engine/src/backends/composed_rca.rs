@@ -9,12 +9,13 @@ use super::{Backend, Binary, Conv2dParams, TensorLike, Unary};
 
 /// `rca_attention` operands: q `(N, L, C)`, k and v `(Lk, C)`, `heads | C`, `Lk ≥ 1`.
 /// Returns (N, L, C, Lk).
-pub fn check_attention(
-    q: &[usize],
-    k: &[usize],
-    v: &[usize],
+pub fn check_attention<T: TensorLike>(
+    q: &T,
+    k: &T,
+    v: &T,
     heads: usize,
 ) -> Result<(usize, usize, usize, usize)> {
+    let (q, k, v) = (q.shape(), k.shape(), v.shape());
     let ok = q.len() == 3
         && k.len() == 2
         && k == v
@@ -31,7 +32,8 @@ pub fn check_attention(
 }
 
 /// `rca_temporal_query` operands: x and a_s `(N, L, C)`, bank `(F, C)`, F ≥ 1.
-pub fn check_temporal_query(x: &[usize], a_s: &[usize], bank: &[usize]) -> Result<()> {
+pub fn check_temporal_query<T: TensorLike>(x: &T, a_s: &T, bank: &T) -> Result<()> {
+    let (x, a_s, bank) = (x.shape(), a_s.shape(), bank.shape());
     if x.len() != 3 || a_s != x || bank.len() != 2 || bank[1] != x[2] || bank[0] == 0 {
         bail!(
             "rca_temporal_query: x {x:?}, a_s {a_s:?} must be equal (N, L, C) and the bank {bank:?} (F, C) with F ≥ 1"
@@ -42,11 +44,9 @@ pub fn check_temporal_query(x: &[usize], a_s: &[usize], bank: &[usize]) -> Resul
 
 /// `rca_motion_sum` operands: a_s and a_t `(N, L, C)`, f_id `(R, L, C)` added to rows
 /// `start..start + R` (within N).
-pub fn check_motion_sum(
-    a_s: &[usize],
-    a_t: &[usize],
-    f_id: Option<(&[usize], usize)>,
-) -> Result<()> {
+pub fn check_motion_sum<T: TensorLike>(a_s: &T, a_t: &T, f_id: Option<(&T, usize)>) -> Result<()> {
+    let (a_s, a_t) = (a_s.shape(), a_t.shape());
+    let f_id = f_id.map(|(f, start)| (f.shape(), start));
     if a_s.len() != 3 || a_t != a_s {
         bail!("rca_motion_sum: a_s {a_s:?} and a_t {a_t:?} must be equal (N, L, C)");
     }
@@ -65,13 +65,15 @@ pub fn check_motion_sum(
 
 /// `rca_merge` operands: f_in `(N, C, h, w)`, tokens `(N, h·w, C)`, mask_hidden `(N, C4, h, w)`,
 /// mask_w `(1, C4, 1, 1)`, mask_b `(1)`. Returns (N, C, h·w, C4).
-pub fn check_merge(
-    f_in: &[usize],
-    tokens: &[usize],
-    hidden: &[usize],
-    w: &[usize],
-    b: Option<&[usize]>,
+pub fn check_merge<T: TensorLike>(
+    f_in: &T,
+    tokens: &T,
+    hidden: &T,
+    w: &T,
+    b: Option<&T>,
 ) -> Result<(usize, usize, usize, usize)> {
+    let (f_in, tokens, hidden, w) = (f_in.shape(), tokens.shape(), hidden.shape(), w.shape());
+    let b = b.map(|b| b.shape());
     let ok = f_in.len() == 4
         && tokens == [f_in[0], f_in[2] * f_in[3], f_in[1]]
         && hidden.len() == 4
@@ -88,13 +90,8 @@ pub fn check_merge(
 }
 
 /// (L, C) → (1, heads, L, d): `reshape`, `permute`, `reshape`.
-fn split_heads<B: Backend>(
-    be: &B,
-    t: &B::Tensor,
-    l: usize,
-    c: usize,
-    heads: usize,
-) -> Result<B::Tensor> {
+fn split_heads<B: Backend>(be: &B, t: &B::Tensor, heads: usize) -> Result<B::Tensor> {
+    let (l, c) = (t.shape()[0], t.shape()[1]);
     let d = c / heads;
     let t = be.reshape(t, &[l, heads, d])?;
     let t = be.permute(&t, &[1, 0, 2])?;
@@ -111,11 +108,11 @@ pub fn rca_attention<B: Backend>(
     heads: usize,
     scale: f32,
 ) -> Result<B::Tensor> {
-    let (n, l, c, lk) = check_attention(q.shape(), k.shape(), v.shape(), heads)?;
+    let (n, l, c, _) = check_attention(q, k, v, heads)?;
     let d = c / heads;
-    let q = split_heads(be, &be.reshape(q, &[n * l, c])?, n * l, c, heads)?;
-    let k = split_heads(be, k, lk, c, heads)?;
-    let v = split_heads(be, v, lk, c, heads)?;
+    let q = split_heads(be, &be.reshape(q, &[n * l, c])?, heads)?;
+    let k = split_heads(be, k, heads)?;
+    let v = split_heads(be, v, heads)?;
     let o = be.attention(&q, &k, &v, scale)?; // (1, heads, N·L, d)
     let o = be.reshape(&o, &[heads, n * l, d])?;
     let o = be.permute(&o, &[1, 0, 2])?;
@@ -129,7 +126,7 @@ pub fn rca_temporal_query<B: Backend>(
     a_s: &B::Tensor,
     bank: &B::Tensor,
 ) -> Result<B::Tensor> {
-    check_temporal_query(x.shape(), a_s.shape(), bank.shape())?;
+    check_temporal_query(x, a_s, bank)?;
     let (n, c, frames) = (x.shape()[0], x.shape()[2], bank.shape()[0]);
     let slots: Vec<usize> = (0..n).map(|i| i % frames).collect();
     let t_f = be.reshape(&be.index_select(bank, 0, &slots)?, &[n, 1, c])?;
@@ -144,7 +141,7 @@ pub fn rca_motion_sum<B: Backend>(
     a_t: &B::Tensor,
     f_id: Option<(&B::Tensor, usize)>,
 ) -> Result<B::Tensor> {
-    check_motion_sum(a_s.shape(), a_t.shape(), f_id.map(|(f, s)| (f.shape(), s)))?;
+    check_motion_sum(a_s, a_t, f_id)?;
     let sum = be.binary(a_s, a_t, Binary::Add)?;
     let Some((f, start)) = f_id.filter(|(f, _)| f.shape()[0] > 0) else {
         return Ok(sum);
@@ -179,13 +176,7 @@ pub fn rca_merge<B: Backend>(
     mask_w: &B::Tensor,
     mask_b: Option<&B::Tensor>,
 ) -> Result<B::Tensor> {
-    check_merge(
-        f_in.shape(),
-        tokens.shape(),
-        mask_hidden.shape(),
-        mask_w.shape(),
-        mask_b.map(|b| b.shape()),
-    )?;
+    check_merge(f_in, tokens, mask_hidden, mask_w, mask_b)?;
     let out = be.reshape(&be.permute(tokens, &[0, 2, 1])?, f_in.shape())?;
     let m = be.unary(mask_hidden, Unary::Silu)?;
     let m = be.conv2d(&m, mask_w, mask_b, Conv2dParams::new(1, 0))?;

@@ -10,6 +10,9 @@
 //! - weights follow PyTorch: linear `(out, in)`, conv `(out, in/groups, kh, kw)`;
 //! - binary elementwise ops broadcast with NumPy rules.
 
+#[macro_use]
+mod macros;
+
 pub mod composed;
 pub mod composed_rca;
 pub mod cpu;
@@ -103,22 +106,11 @@ pub struct LinearEpilogue<'a, T> {
     pub geglu: bool,
 }
 
-impl<T> Clone for LinearEpilogue<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for LinearEpilogue<'_, T> {}
-
-impl<T> Default for LinearEpilogue<'_, T> {
-    fn default() -> Self {
-        LinearEpilogue {
-            residual: None,
-            scale: 1.0,
-            geglu: false,
-        }
-    }
-}
+copy_with_defaults!(LinearEpilogue<T> {
+    residual: None,
+    scale: 1.0,
+    geglu: false,
+});
 
 impl<'a, T> LinearEpilogue<'a, T> {
     /// `out = x·wᵀ + bias + residual`.
@@ -144,22 +136,11 @@ pub struct ConvEpilogue<'a, T> {
     pub scale: f32,
 }
 
-impl<T> Clone for ConvEpilogue<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for ConvEpilogue<'_, T> {}
-
-impl<T> Default for ConvEpilogue<'_, T> {
-    fn default() -> Self {
-        ConvEpilogue {
-            temb: None,
-            residual: None,
-            scale: 1.0,
-        }
-    }
-}
+copy_with_defaults!(ConvEpilogue<T> {
+    temb: None,
+    residual: None,
+    scale: 1.0,
+});
 
 /// Every primitive the models use. All methods take and return contiguous tensors.
 pub trait Backend: Clone + Send + Sync + 'static {
@@ -186,245 +167,81 @@ pub trait Backend: Clone + Send + Sync + 'static {
         Ok(t.clone())
     }
 
-    // ---- layout ----------------------------------------------------------------
-    /// Same data, new shape (element counts must match).
-    fn reshape(&self, t: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
-    /// Reorder dimensions: output dim i is input dim `dims[i]`.
-    fn permute(&self, t: &Self::Tensor, dims: &[usize]) -> Result<Self::Tensor>;
-    /// Concatenate along `dim` (all other dims equal).
-    fn concat(&self, ts: &[&Self::Tensor], dim: usize) -> Result<Self::Tensor>;
-    /// The slice `start..start+len` of dimension `dim`.
-    fn narrow(
-        &self,
-        t: &Self::Tensor,
-        dim: usize,
-        start: usize,
-        len: usize,
-    ) -> Result<Self::Tensor>;
-    /// Gather rows of `dim` by index (used for clamped windows and repeats).
-    fn index_select(&self, t: &Self::Tensor, dim: usize, idx: &[usize]) -> Result<Self::Tensor>;
-
-    // ---- elementwise -----------------------------------------------------------
-    fn unary(&self, t: &Self::Tensor, op: Unary) -> Result<Self::Tensor>;
-    fn binary(&self, a: &Self::Tensor, b: &Self::Tensor, op: Binary) -> Result<Self::Tensor>;
-    /// `t * mul + add`
-    fn affine(&self, t: &Self::Tensor, mul: f32, add: f32) -> Result<Self::Tensor>;
-
-    // ---- normalisation and reductions -------------------------------------------
-    /// Softmax over the last dimension.
-    fn softmax_last(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
-    /// GroupNorm over x (N, C, *spatial): statistics per (n, group) over C/groups
-    /// channels and all spatial positions; optional per-channel affine.
-    fn group_norm(
-        &self,
-        x: &Self::Tensor,
-        groups: usize,
-        gamma: Option<&Self::Tensor>,
-        beta: Option<&Self::Tensor>,
-        eps: f32,
-    ) -> Result<Self::Tensor>;
-    /// LayerNorm over the last dimension with optional affine.
-    fn layer_norm(
-        &self,
-        x: &Self::Tensor,
-        gamma: Option<&Self::Tensor>,
-        beta: Option<&Self::Tensor>,
-        eps: f32,
-    ) -> Result<Self::Tensor>;
-
-    // ---- linear algebra ----------------------------------------------------------
-    /// x (.., K) · wᵀ with w (N, K), plus optional bias (N,).
-    fn linear(
-        &self,
-        x: &Self::Tensor,
-        w: &Self::Tensor,
-        bias: Option<&Self::Tensor>,
-    ) -> Result<Self::Tensor>;
-    /// Batched matmul a (.., M, K) · b (.., K, N); batch dims must be equal.
-    fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
-    /// Conv2d: x (N, C, H, W), w (O, C/groups, kh, kw), bias (O,).
-    fn conv2d(
-        &self,
-        x: &Self::Tensor,
-        w: &Self::Tensor,
-        bias: Option<&Self::Tensor>,
-        p: Conv2dParams,
-    ) -> Result<Self::Tensor>;
-    /// Scaled dot-product attention: q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv)
-    /// → (B, H, Lq, Dv), softmax(q kᵀ · scale) v. No mask.
-    fn attention(
-        &self,
-        q: &Self::Tensor,
-        k: &Self::Tensor,
-        v: &Self::Tensor,
-        scale: f32,
-    ) -> Result<Self::Tensor>;
-
-    // ---- resampling ----------------------------------------------------------------
-    /// Nearest-neighbour resize of (N, C, H, W) to (N, C, out_h, out_w) (PyTorch `nearest`).
-    fn upsample_nearest2d(
-        &self,
-        x: &Self::Tensor,
-        out_h: usize,
-        out_w: usize,
-    ) -> Result<Self::Tensor>;
-    /// Zero padding of the last two dims: (left, right, top, bottom).
-    fn pad2d(
-        &self,
-        x: &Self::Tensor,
-        left: usize,
-        right: usize,
-        top: usize,
-        bottom: usize,
-    ) -> Result<Self::Tensor>;
-    /// Mean over dim, keeping it with size 1.
-    fn mean_dim(&self, t: &Self::Tensor, dim: usize) -> Result<Self::Tensor>;
-    /// Max pooling of (N, C, H, W), square `kernel`, `stride`, `padding` (PyTorch
-    /// `max_pool2d`: floor mode, padded positions −∞) → (N, C, Ho, Wo). ResNet stems.
-    fn max_pool2d(
-        &self,
-        x: &Self::Tensor,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    ) -> Result<Self::Tensor>;
+    // ---- the primitives: layout, elementwise, normalisation and reductions, linear algebra,
+    // resampling (declared from the list in `macros.rs`, which the CPU backend shares) -------
+    primitive_ops!(declare_ops!());
 
     // ---- fused primitives ------------------------------------------------------------
     // One kernel launch each on CUDA. The defaults compose the primitives above (the CPU
     // reference keeps them, so fused and unfused models agree bit for bit on the CPU).
 
-    /// `act(group_norm(x))`, e.g. ResnetBlock2D's `SiLU(norm1(x))`.
-    fn group_norm_act(
-        &self,
-        x: &Self::Tensor,
-        groups: usize,
-        gamma: Option<&Self::Tensor>,
-        beta: Option<&Self::Tensor>,
-        eps: f32,
-        act: Option<Unary>,
-    ) -> Result<Self::Tensor> {
-        composed::group_norm_act(self, x, groups, gamma, beta, eps, act)
-    }
+    forward_ops! {
+        Self::Tensor;
+        /// `act(group_norm(x))`, e.g. ResnetBlock2D's `SiLU(norm1(x))`.
+        group_norm_act(x: &Self::Tensor, groups: usize, gamma: Option<&Self::Tensor>,
+            beta: Option<&Self::Tensor>, eps: f32, act: Option<Unary>)
+            => composed::group_norm_act;
 
-    /// `linear` with a fused epilogue (see [`LinearEpilogue`]); `bias` is `(N)`, or `(2N)` with GEGLU.
-    fn linear_ext(
-        &self,
-        x: &Self::Tensor,
-        w: &Self::Tensor,
-        bias: Option<&Self::Tensor>,
-        epi: LinearEpilogue<'_, Self::Tensor>,
-    ) -> Result<Self::Tensor> {
-        composed::linear_ext(self, x, w, bias, epi)
-    }
+        /// `linear` with a fused epilogue (see [`LinearEpilogue`]); `bias` is `(N)`, or `(2N)`
+        /// with GEGLU.
+        linear_ext(x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>,
+            epi: LinearEpilogue<'_, Self::Tensor>) => composed::linear_ext;
 
-    /// `conv2d` with a fused epilogue (see [`ConvEpilogue`]).
-    fn conv2d_ext(
-        &self,
-        x: &Self::Tensor,
-        w: &Self::Tensor,
-        bias: Option<&Self::Tensor>,
-        p: Conv2dParams,
-        epi: ConvEpilogue<'_, Self::Tensor>,
-    ) -> Result<Self::Tensor> {
-        composed::conv2d_ext(self, x, w, bias, p, epi)
-    }
+        /// `conv2d` with a fused epilogue (see [`ConvEpilogue`]).
+        conv2d_ext(x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>,
+            p: Conv2dParams, epi: ConvEpilogue<'_, Self::Tensor>) => composed::conv2d_ext;
 
-    // ---- sampler ---------------------------------------------------------------------------
+        // ---- sampler -----------------------------------------------------------------------
 
-    /// Run a loop of identical steps from `init` ([`step_loop`]); returns the final state.
-    /// The CUDA backend captures one step as a CUDA graph and replays it for every step.
-    fn run_steps(
-        &self,
-        init: Self::Tensor,
-        lp: step_loop::StepLoop<'_, Self>,
-    ) -> Result<Self::Tensor> {
-        step_loop::run_plain(self, init, lp)
-    }
+        /// Run a loop of identical steps from `init` ([`step_loop`]); returns the final state.
+        /// The CUDA backend captures one step as a CUDA graph and replays it for every step.
+        run_steps(init: Self::Tensor, lp: step_loop::StepLoop<'_, Self>) => step_loop::run_plain;
 
-    // Both read their step-dependent scalars from tensors, so a captured step graph replays for
-    // every step without re-capture (the defaults go through the host).
+        // Both read their step-dependent scalars from tensors, so a captured step graph replays
+        // for every step without re-capture (the defaults go through the host).
 
-    /// diffusers `get_timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift,
-    /// scale = 1, max_period = 10000)`: t (N,) → (N, dim), f32 math.
-    fn timestep_embedding(
-        &self,
-        t: &Self::Tensor,
-        dim: usize,
-        flip_sin_to_cos: bool,
-        downscale_freq_shift: f32,
-    ) -> Result<Self::Tensor> {
-        composed::timestep_embedding(self, t, dim, flip_sin_to_cos, downscale_freq_shift)
-    }
+        /// diffusers `get_timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift,
+        /// scale = 1, max_period = 10000)`: t (N,) → (N, dim), f32 math.
+        timestep_embedding(t: &Self::Tensor, dim: usize, flip_sin_to_cos: bool,
+            downscale_freq_shift: f32) => composed::timestep_embedding;
 
-    /// Classifier-free guidance fused with one DDIM step (eta 0). `out` (2, C, S, ..) is the
-    /// denoiser's output, row 0 cond and row 1 uncond; frames `frame_offset..frame_offset + F`
-    /// (dim 2) belong to `z` (1, C, F, ..), the sample being denoised. `coeffs` (8,) =
-    /// `DdimStepCoeffs::device_coeffs(guidance)`: `m = uncond + g·(cond − uncond)`, then the
-    /// DDIM update of `z` with model output `m` ([`composed::cfg_ddim_one`]). Returns the new `z`
-    /// in f32.
-    fn cfg_ddim_step(
-        &self,
-        out: &Self::Tensor,
-        z: &Self::Tensor,
-        frame_offset: usize,
-        coeffs: &Self::Tensor,
-    ) -> Result<Self::Tensor> {
-        composed::cfg_ddim_step(self, out, z, frame_offset, coeffs)
-    }
+        /// Classifier-free guidance fused with one DDIM step (eta 0). `out` (2, C, S, ..) is the
+        /// denoiser's output, row 0 cond and row 1 uncond; frames `frame_offset..frame_offset +
+        /// F` (dim 2) belong to `z` (1, C, F, ..), the sample being denoised. `coeffs` (8,) =
+        /// `DdimStepCoeffs::device_coeffs(guidance)`: `m = uncond + g·(cond − uncond)`, then the
+        /// DDIM update of `z` with model output `m` ([`composed::cfg_ddim_one`]). Returns the
+        /// new `z` in f32.
+        cfg_ddim_step(out: &Self::Tensor, z: &Self::Tensor, frame_offset: usize,
+            coeffs: &Self::Tensor) => composed::cfg_ddim_step;
 
-    // ---- region codebook attention ----------------------------------------------------------
-    // `models::cyberhost::rca` (spec section 4). One launch each on CUDA (`kernels/cuda/rca.cu`,
-    // flash attention on token layouts); the defaults ([`composed_rca`]) are the op sequence the
-    // model ran before, so the CPU reference is unchanged bit for bit.
+        // ---- region codebook attention ------------------------------------------------------
+        // `models::cyberhost::rca` (spec section 4). One launch each on CUDA
+        // (`kernels/cuda/rca.cu`, flash attention on token layouts); the defaults
+        // ([`composed_rca`]) are the op sequence the model ran before, so the CPU reference is
+        // unchanged bit for bit.
 
-    /// Multi-head attention of token rows against one shared key/value set: q `(N, L, C)`
-    /// (already projected), k and v `(Lk, C)`, `heads | C`, d = C/heads → `(N, L, C)`,
-    /// `softmax(q kᵀ · scale) v` per head over the N·L query rows. No output projection.
-    fn rca_attention(
-        &self,
-        q: &Self::Tensor,
-        k: &Self::Tensor,
-        v: &Self::Tensor,
-        heads: usize,
-        scale: f32,
-    ) -> Result<Self::Tensor> {
-        composed_rca::rca_attention(self, q, k, v, heads, scale)
-    }
+        /// Multi-head attention of token rows against one shared key/value set: q `(N, L, C)`
+        /// (already projected), k and v `(Lk, C)`, `heads | C`, d = C/heads → `(N, L, C)`,
+        /// `softmax(q kᵀ · scale) v` per head over the N·L query rows. No output projection.
+        rca_attention(q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, heads: usize,
+            scale: f32) => composed_rca::rca_attention;
 
-    /// The temporal stage's query `x + a_s + bank[n mod F]`: x and a_s `(N, L, C)`, bank
-    /// `(F, C)` (row n is frame slot n mod F) → `(N, L, C)`.
-    fn rca_temporal_query(
-        &self,
-        x: &Self::Tensor,
-        a_s: &Self::Tensor,
-        bank: &Self::Tensor,
-    ) -> Result<Self::Tensor> {
-        composed_rca::rca_temporal_query(self, x, a_s, bank)
-    }
+        /// The temporal stage's query `x + a_s + bank[n mod F]`: x and a_s `(N, L, C)`, bank
+        /// `(F, C)` (row n is frame slot n mod F) → `(N, L, C)`.
+        rca_temporal_query(x: &Self::Tensor, a_s: &Self::Tensor, bank: &Self::Tensor)
+            => composed_rca::rca_temporal_query;
 
-    /// `a_s + a_t`, plus `f_id` `(R, L, C)` on rows `start..start + R` (the cond half's
-    /// identity descriptor): a_s, a_t `(N, L, C)` → `(N, L, C)`.
-    fn rca_motion_sum(
-        &self,
-        a_s: &Self::Tensor,
-        a_t: &Self::Tensor,
-        f_id: Option<(&Self::Tensor, usize)>,
-    ) -> Result<Self::Tensor> {
-        composed_rca::rca_motion_sum(self, a_s, a_t, f_id)
-    }
+        /// `a_s + a_t`, plus `f_id` `(R, L, C)` on rows `start..start + R` (the cond half's
+        /// identity descriptor): a_s, a_t `(N, L, C)` → `(N, L, C)`.
+        rca_motion_sum(a_s: &Self::Tensor, a_t: &Self::Tensor,
+            f_id: Option<(&Self::Tensor, usize)>) => composed_rca::rca_motion_sum;
 
-    /// `F_in + sigmoid(conv1x1(SiLU(mask_hidden), mask_w, mask_b)) ⊙ tokens` with the tokens
-    /// `(N, h·w, C)` (to_out's output) read as NCHW: f_in `(N, C, h, w)`, mask_hidden
-    /// `(N, C4, h, w)` (mask conv1's output), mask_w `(1, C4, 1, 1)`, mask_b `(1)` → `(N, C, h, w)`.
-    fn rca_merge(
-        &self,
-        f_in: &Self::Tensor,
-        tokens: &Self::Tensor,
-        mask_hidden: &Self::Tensor,
-        mask_w: &Self::Tensor,
-        mask_b: Option<&Self::Tensor>,
-    ) -> Result<Self::Tensor> {
-        composed_rca::rca_merge(self, f_in, tokens, mask_hidden, mask_w, mask_b)
+        /// `F_in + sigmoid(conv1x1(SiLU(mask_hidden), mask_w, mask_b)) ⊙ tokens` with the tokens
+        /// `(N, h·w, C)` (to_out's output) read as NCHW: f_in `(N, C, h, w)`, mask_hidden
+        /// `(N, C4, h, w)` (mask conv1's output), mask_w `(1, C4, 1, 1)`, mask_b `(1)` →
+        /// `(N, C, h, w)`.
+        rca_merge(f_in: &Self::Tensor, tokens: &Self::Tensor, mask_hidden: &Self::Tensor,
+            mask_w: &Self::Tensor, mask_b: Option<&Self::Tensor>) => composed_rca::rca_merge;
     }
 }
 

@@ -1,18 +1,20 @@
 //! Shape rules, and a backend whose tensors carry only shapes.
 //!
-//! The free functions (`reshape_shape`, `permute_shape`, `concat_shape`, `narrow_shape`,
+//! The free functions (`check_vec`, `group_norm_channels`, `check_conv2d_operands`, `last_dim`,
+//! `linear_shape`, `reshape_shape`, `permute_shape`, `concat_shape`, `narrow_shape`,
 //! `index_select_shape`, `pad2d_shape`, `upsample_nearest2d_shape`, `mean_dim_shape`,
-//! `max_pool2d_shape`, `matmul_shape`, `attention_shape`, `broadcast_shape`) are the one place an op's operands are
-//! checked and its output shape inferred: the CPU backend, the CUDA backend and [`ShapeBackend`]
-//! (hence the tracer, `graph::trace`) all call them, so the three agree on what is an error and
-//! say it in the same words.
+//! `max_pool2d_shape`, `matmul_shape`, `attention_shape`, `broadcast_shape`) are the one place an
+//! op's operands are checked and its output shape inferred: the CPU backend, the CUDA backend and
+//! [`ShapeBackend`] (hence the tracer, `graph::trace`) all call them, so the three agree on what is
+//! an error and say it in the same words.
 //!
 //! [`ShapeBackend`]: every op checks its operands and infers the output shape, and nothing is
-//! computed or stored. Uses: listing the parameters a model config requests without allocating
-//! them (synthetic checkpoints of any size), and dry-running a forward pass to validate shapes
-//! cheaply.
+//! computed or stored. The fused primitives and the RCA ops keep the trait's default bodies: the
+//! composition of the unfused ops checks and infers the same. Uses: listing the parameters a model
+//! config requests without allocating them (synthetic checkpoints of any size), and dry-running a
+//! forward pass to validate shapes cheaply.
 
-use super::{Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
+use super::{Backend, Binary, Conv2dParams, TensorLike, Unary};
 use anyhow::{bail, ensure, Result};
 
 /// Shape-only tensor.
@@ -41,6 +43,60 @@ pub struct ShapeBackend;
 
 fn t(shape: Vec<usize>) -> Result<ShapeTensor> {
     Ok(ShapeTensor { shape })
+}
+
+/// An optional per-channel vector of `op` (`what`: gamma, beta, bias) has exactly `n` elements.
+pub fn check_vec<T: TensorLike>(op: &str, what: &str, t: Option<&T>, n: usize) -> Result<()> {
+    if let Some(t) = t {
+        if t.elem_count() != n {
+            bail!(
+                "{op}: {what} has shape {:?}, expected {n} elements",
+                t.shape()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `group_norm` of `(N, C, *spatial)`: `groups` divides C; returns C.
+pub fn group_norm_channels(shape: &[usize], groups: usize) -> Result<usize> {
+    if shape.len() < 2 {
+        bail!("group_norm: x must be (N, C, *spatial), got shape {shape:?}");
+    }
+    let c = shape[1];
+    if groups == 0 || c % groups != 0 {
+        bail!("group_norm: {c} channels of x {shape:?} are not divisible into {groups} groups");
+    }
+    Ok(c)
+}
+
+/// Ops over the last dim (`op`: softmax_last, layer_norm): at least one dim; returns its size.
+pub fn last_dim(op: &str, shape: &[usize]) -> Result<usize> {
+    match shape.last() {
+        Some(&d) => Ok(d),
+        None => bail!("{op}: needs at least one dim, got a scalar"),
+    }
+}
+
+/// `linear` (`op` names it in errors) of `x (.., K)` and `w (N, K)` → `(.., N)`.
+pub fn linear_shape(op: &str, x: &[usize], w: &[usize]) -> Result<Vec<usize>> {
+    if w.len() != 2 || x.last() != Some(&w[1]) {
+        bail!("{op}: x {x:?} · w {w:?}ᵀ needs w (out, in) with in = the last dim of x");
+    }
+    let mut out = x.to_vec();
+    *out.last_mut().unwrap() = w[0];
+    Ok(out)
+}
+
+/// `conv2d` (`op` names it in errors) of x `(N, C, H, W)` and w `(O, C/groups, kh, kw)`.
+pub fn check_conv2d_operands(op: &str, x: &[usize], w: &[usize], groups: usize) -> Result<()> {
+    if x.len() != 4 || w.len() != 4 || groups == 0 || x[1] != w[1] * groups {
+        bail!(
+            "{op}: x {x:?} and w {w:?} must be (N, C, H, W) and (O, C/groups, kh, kw) with groups \
+             {groups}"
+        );
+    }
+    Ok(())
 }
 
 /// `reshape`: the element counts must agree.
@@ -127,6 +183,12 @@ pub fn pad2d_shape(
     out[r - 2] += top + bottom;
     out[r - 1] += left + right;
     Ok(out)
+}
+
+/// A shape of rank ≥ 2 as `(planes, h, w)`: its last two dims and the product of the others.
+pub fn planes_hw(shape: &[usize]) -> (usize, usize, usize) {
+    let r = shape.len();
+    (shape[..r - 2].iter().product(), shape[r - 2], shape[r - 1])
 }
 
 /// `upsample_nearest2d` of `(N, C, H, W)` to `(N, C, out_h, out_w)`; empty spatial dims cannot
@@ -298,15 +360,13 @@ impl Backend for ShapeBackend {
         &self,
         x: &ShapeTensor,
         groups: usize,
-        _g: Option<&ShapeTensor>,
-        _b: Option<&ShapeTensor>,
+        g: Option<&ShapeTensor>,
+        b: Option<&ShapeTensor>,
         _eps: f32,
     ) -> Result<ShapeTensor> {
-        ensure!(
-            x.rank() >= 2 && groups > 0 && x.shape[1] % groups == 0,
-            "group_norm {:?} groups {groups}",
-            x.shape
-        );
+        let c = group_norm_channels(&x.shape, groups)?;
+        check_vec("group_norm", "gamma", g, c)?;
+        check_vec("group_norm", "beta", b, c)?;
         Ok(x.clone())
     }
 
@@ -324,16 +384,10 @@ impl Backend for ShapeBackend {
         &self,
         x: &ShapeTensor,
         w: &ShapeTensor,
-        _bias: Option<&ShapeTensor>,
+        bias: Option<&ShapeTensor>,
     ) -> Result<ShapeTensor> {
-        ensure!(
-            w.rank() == 2 && x.shape.last() == Some(&w.shape[1]),
-            "linear {:?} · {:?}ᵀ",
-            x.shape,
-            w.shape
-        );
-        let mut s = x.shape.clone();
-        *s.last_mut().unwrap() = w.shape[0];
+        let s = linear_shape("linear", &x.shape, &w.shape)?;
+        check_vec("linear", "bias", bias, w.shape[0])?;
         t(s)
     }
 
@@ -345,16 +399,11 @@ impl Backend for ShapeBackend {
         &self,
         x: &ShapeTensor,
         w: &ShapeTensor,
-        _bias: Option<&ShapeTensor>,
+        bias: Option<&ShapeTensor>,
         p: Conv2dParams,
     ) -> Result<ShapeTensor> {
-        ensure!(
-            x.rank() == 4 && w.rank() == 4 && x.shape[1] == w.shape[1] * p.groups,
-            "conv2d {:?} * {:?} groups {}",
-            x.shape,
-            w.shape,
-            p.groups
-        );
+        check_conv2d_operands("conv2d", &x.shape, &w.shape, p.groups)?;
+        check_vec("conv2d", "bias", bias, w.shape[0])?;
         let out = |i: usize, k: usize, s: usize, pd: usize, d: usize| -> Result<usize> {
             let eff = d * (k - 1) + 1;
             ensure!(
@@ -448,143 +497,5 @@ impl Backend for ShapeBackend {
         padding: usize,
     ) -> Result<ShapeTensor> {
         t(max_pool2d_shape(&x.shape, kernel, stride, padding)?)
-    }
-
-    fn group_norm_act(
-        &self,
-        x: &ShapeTensor,
-        groups: usize,
-        g: Option<&ShapeTensor>,
-        b: Option<&ShapeTensor>,
-        eps: f32,
-        _act: Option<Unary>,
-    ) -> Result<ShapeTensor> {
-        let c = if x.rank() >= 2 { x.shape[1] } else { 0 };
-        for (what, v) in [("gamma", g), ("beta", b)] {
-            if let Some(v) = v {
-                ensure!(
-                    v.elem_count() == c,
-                    "group_norm_act: {what} {:?} for {c} channels",
-                    v.shape
-                );
-            }
-        }
-        self.group_norm(x, groups, g, b, eps)
-    }
-
-    fn linear_ext(
-        &self,
-        x: &ShapeTensor,
-        w: &ShapeTensor,
-        bias: Option<&ShapeTensor>,
-        epi: LinearEpilogue<'_, ShapeTensor>,
-    ) -> Result<ShapeTensor> {
-        let mut s = self.linear(x, w, bias)?.shape;
-        let rows = w.shape[0];
-        if let Some(b) = bias {
-            ensure!(
-                b.elem_count() == rows,
-                "linear_ext: bias {:?} for w {:?}",
-                b.shape,
-                w.shape
-            );
-        }
-        if epi.geglu {
-            ensure!(
-                rows % 2 == 0,
-                "linear_ext GEGLU: w {:?} needs an even number of rows",
-                w.shape
-            );
-            *s.last_mut().unwrap() = rows / 2;
-        }
-        if let Some(r) = epi.residual {
-            super::composed::check_linear_residual(&r.shape, &s)?;
-        }
-        t(s)
-    }
-
-    fn conv2d_ext(
-        &self,
-        x: &ShapeTensor,
-        w: &ShapeTensor,
-        bias: Option<&ShapeTensor>,
-        p: Conv2dParams,
-        epi: ConvEpilogue<'_, ShapeTensor>,
-    ) -> Result<ShapeTensor> {
-        let y = self.conv2d(x, w, bias, p)?;
-        if let Some(b) = bias {
-            ensure!(
-                b.elem_count() == w.shape[0],
-                "conv2d_ext: bias {:?} for w {:?}",
-                b.shape,
-                w.shape
-            );
-        }
-        if let Some(tb) = epi.temb {
-            ensure!(
-                tb.shape == y.shape[..2],
-                "conv2d_ext: temb {:?} must be (N, C_out) of {:?}",
-                tb.shape,
-                y.shape
-            );
-        }
-        if let Some(r) = epi.residual {
-            super::composed::check_conv_residual(&r.shape, &y.shape)?;
-        }
-        Ok(y)
-    }
-
-    fn rca_attention(
-        &self,
-        q: &ShapeTensor,
-        k: &ShapeTensor,
-        v: &ShapeTensor,
-        heads: usize,
-        _scale: f32,
-    ) -> Result<ShapeTensor> {
-        super::composed_rca::check_attention(&q.shape, &k.shape, &v.shape, heads)?;
-        t(q.shape.clone())
-    }
-
-    fn rca_temporal_query(
-        &self,
-        x: &ShapeTensor,
-        a_s: &ShapeTensor,
-        bank: &ShapeTensor,
-    ) -> Result<ShapeTensor> {
-        super::composed_rca::check_temporal_query(&x.shape, &a_s.shape, &bank.shape)?;
-        t(x.shape.clone())
-    }
-
-    fn rca_motion_sum(
-        &self,
-        a_s: &ShapeTensor,
-        a_t: &ShapeTensor,
-        f_id: Option<(&ShapeTensor, usize)>,
-    ) -> Result<ShapeTensor> {
-        super::composed_rca::check_motion_sum(
-            &a_s.shape,
-            &a_t.shape,
-            f_id.map(|(f, s)| (f.shape.as_slice(), s)),
-        )?;
-        t(a_s.shape.clone())
-    }
-
-    fn rca_merge(
-        &self,
-        f_in: &ShapeTensor,
-        tokens: &ShapeTensor,
-        mask_hidden: &ShapeTensor,
-        mask_w: &ShapeTensor,
-        mask_b: Option<&ShapeTensor>,
-    ) -> Result<ShapeTensor> {
-        super::composed_rca::check_merge(
-            &f_in.shape,
-            &tokens.shape,
-            &mask_hidden.shape,
-            &mask_w.shape,
-            mask_b.map(|b| b.shape.as_slice()),
-        )?;
-        t(f_in.shape.clone())
     }
 }

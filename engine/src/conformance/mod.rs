@@ -12,6 +12,9 @@ mod unet_motion;
 mod vae;
 mod wav2vec2;
 
+use crate::backends::cpu::CpuBackend;
+use crate::backends::{Backend, TensorLike};
+use crate::var_builder::VarBuilder;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -165,6 +168,33 @@ pub fn load_case(dir: &Path) -> Result<Case> {
         inputs,
         expected,
     })
+}
+
+/// Opens `model_dir` on the CPU backend, loads a model from it with `load`, and checks that
+/// the checkpoint holds exactly the tensors the model asked for (`mismatch()` says what
+/// failed when it does not).
+fn load_checked<M>(
+    model_dir: &Path,
+    mismatch: impl FnOnce() -> String,
+    load: impl FnOnce(&VarBuilder<CpuBackend>) -> Result<M>,
+) -> Result<(CpuBackend, M)> {
+    let be = CpuBackend::new();
+    let vb = VarBuilder::open(be.clone(), model_dir)?;
+    let model = load(&vb)?;
+    vb.finish()
+        .map_err(anyhow::Error::from)
+        .with_context(mismatch)?;
+    Ok((be, model))
+}
+
+/// A fixture tensor on the backend.
+fn to_tensor<B: Backend>(be: &B, t: &HostTensor) -> Result<B::Tensor> {
+    be.from_f32(&t.shape, &t.data)
+}
+
+/// A backend tensor as a fixture tensor.
+fn to_host<B: Backend>(be: &B, t: &B::Tensor) -> Result<HostTensor> {
+    Ok(HostTensor::new(t.shape().to_vec(), be.to_f32(t)?))
 }
 
 /// Run the component a case names on its `model/` directory.

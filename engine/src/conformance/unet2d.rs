@@ -6,35 +6,32 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use super::{Case, HostTensor, Outputs};
-use crate::backends::cpu::CpuBackend;
-use crate::backends::{Backend, TensorLike};
+use super::{load_checked, to_host, to_tensor, Case, Outputs};
+use crate::backends::cpu::{CpuBackend, CpuTensor};
 use crate::models::hooks::NoHooks;
 use crate::models::unet2d::{UNet2DConditionModel, UNet2DConditionModelConfig};
-use crate::var_builder::VarBuilder;
 
 pub fn run(model_dir: &Path, case: &Case) -> Result<Outputs> {
-    let be = CpuBackend::new();
     let cfg = UNet2DConditionModelConfig::from_file(&model_dir.join("config.json"))?;
-    let vb = VarBuilder::open(be.clone(), model_dir)?;
-    let unet = UNet2DConditionModel::load(&vb, &cfg)?;
-    vb.finish()
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("loading {}", model_dir.display()))?;
-
+    let (be, unet) = load_checked(model_dir, loading(model_dir), |vb| {
+        UNet2DConditionModel::load(vb, &cfg)
+    })?;
     let sample = to_tensor(&be, case.input("sample")?)?;
-    let timesteps = case.input("timestep")?.data.clone();
-    let ehs = to_tensor(&be, case.input("encoder_hidden_states")?)?;
+    let (timesteps, ehs) = unet_conditions(&be, case)?;
     let out = unet.forward(&be, &sample, &timesteps, &ehs, &mut NoHooks)?;
     Ok(vec![("sample".to_string(), to_host(&be, &out)?)])
 }
 
-pub(crate) fn to_tensor<B: Backend>(be: &B, t: &HostTensor) -> Result<B::Tensor> {
-    be.from_f32(&t.shape, &t.data)
+/// The load error context of a U-Net arm.
+pub(crate) fn loading(model_dir: &Path) -> impl FnOnce() -> String + '_ {
+    move || format!("loading {}", model_dir.display())
 }
 
-pub(crate) fn to_host<B: Backend>(be: &B, t: &B::Tensor) -> Result<HostTensor> {
-    Ok(HostTensor::new(t.shape().to_vec(), be.to_f32(t)?))
+/// A U-Net arm's `timestep` and `encoder_hidden_states` inputs.
+pub(crate) fn unet_conditions(be: &CpuBackend, case: &Case) -> Result<(Vec<f32>, CpuTensor)> {
+    let timesteps = case.input("timestep")?.data.clone();
+    let ehs = to_tensor(be, case.input("encoder_hidden_states")?)?;
+    Ok((timesteps, ehs))
 }

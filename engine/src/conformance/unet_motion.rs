@@ -6,23 +6,18 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use super::unet2d::{to_host, to_tensor};
-use super::{Case, Outputs};
-use crate::backends::cpu::CpuBackend;
+use super::unet2d::{loading, unet_conditions};
+use super::{load_checked, to_host, to_tensor, Case, Outputs};
 use crate::models::hooks::NoHooks;
 use crate::models::unet_motion::{UNetMotionModel, UNetMotionModelConfig};
-use crate::var_builder::VarBuilder;
 
 pub fn run(model_dir: &Path, case: &Case) -> Result<Outputs> {
-    let be = CpuBackend::new();
     let cfg = UNetMotionModelConfig::from_file(&model_dir.join("config.json"))?;
-    let vb = VarBuilder::open(be.clone(), model_dir)?;
-    let unet = UNetMotionModel::load(&vb, &cfg)?;
-    vb.finish()
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("loading {}", model_dir.display()))?;
+    let (be, unet) = load_checked(model_dir, loading(model_dir), |vb| {
+        UNetMotionModel::load(vb, &cfg)
+    })?;
 
     let sample_h = case.input("sample")?;
     if sample_h.shape.len() != 5 {
@@ -40,8 +35,7 @@ pub fn run(model_dir: &Path, case: &Case) -> Result<Outputs> {
         }
     }
     let sample = to_tensor(&be, sample_h)?;
-    let timesteps = case.input("timestep")?.data.clone();
-    let ehs = to_tensor(&be, case.input("encoder_hidden_states")?)?;
+    let (timesteps, ehs) = unet_conditions(&be, case)?;
     let out = unet.forward(&be, &sample, &timesteps, &ehs, &mut NoHooks)?;
     Ok(vec![("sample".to_string(), to_host(&be, &out)?)])
 }

@@ -203,6 +203,19 @@ impl OpClass {
     }
 }
 
+/// The pattern of the ops that only move data ([`OpClass::Layout`]).
+macro_rules! layout_ops {
+    () => {
+        Op::Reshape
+            | Op::Permute
+            | Op::Concat { .. }
+            | Op::Narrow { .. }
+            | Op::IndexSelect { .. }
+            | Op::UpsampleNearest2d
+            | Op::Pad2d
+    };
+}
+
 impl Op {
     /// The `Backend` method name.
     pub fn name(&self) -> &'static str {
@@ -237,13 +250,7 @@ impl Op {
 
     pub fn class(&self) -> OpClass {
         match self {
-            Op::Reshape
-            | Op::Permute
-            | Op::Concat { .. }
-            | Op::Narrow { .. }
-            | Op::IndexSelect { .. }
-            | Op::UpsampleNearest2d
-            | Op::Pad2d => OpClass::Layout,
+            layout_ops!() => OpClass::Layout,
             Op::Unary(_) | Op::Binary(_) | Op::Affine | Op::TimestepEmbedding | Op::CfgDdim => {
                 OpClass::Elementwise
             }
@@ -367,13 +374,7 @@ impl Op {
                 let pixels = n(inputs[0]) / inputs[0][1].max(1) as u64;
                 3 * n(inputs[2]) + 2 * pixels + 2 * out_n
             }
-            Op::Reshape
-            | Op::Permute
-            | Op::Concat { .. }
-            | Op::Narrow { .. }
-            | Op::IndexSelect { .. }
-            | Op::UpsampleNearest2d
-            | Op::Pad2d => 0,
+            layout_ops!() => 0,
         }
     }
 

@@ -21,16 +21,12 @@
 use super::{Graph, TensorKind, TraceBackend, TraceTensor};
 use crate::backends::{Backend, BackendExt};
 use crate::error::UserError;
-use crate::models::cyberhost::CyberHostModules;
 use crate::models::hooks::UNetHooks;
-use crate::models::unet2d::UNet2DConditionModel;
-use crate::models::unet_motion::UNetMotionModel;
-use crate::models::vae::AutoencoderKL;
-use crate::models::wav2vec2::Wav2Vec2Model;
 use crate::pipeline::checkpoint::{Components, WeightsSource};
 use crate::pipeline::generate::{Geometry, Prepared, Request};
 use crate::var_builder::VarBuilder;
 use anyhow::{Context, Result};
+use std::cell::Cell;
 use std::collections::HashMap;
 
 /// wav2vec2's input rate.
@@ -99,38 +95,22 @@ pub fn load_shapes_only(
     let configs = source.configs()?;
     let mut problems = Vec::new();
     let mut params = Vec::new();
-    let mut done = |name: &str, vb: &VarBuilder<TraceBackend>, before: u64| {
-        if matches!(source, WeightsSource::Dir(_)) {
-            if let Err(e) = vb.finish() {
-                problems.push(format!("{e}"));
+    let before = Cell::new(0);
+    let components = Components::load_with(
+        configs,
+        |name, configs| {
+            before.set(weight_elems(be));
+            shape_builder(be, source, name, &configs.raw[name])
+        },
+        |name, vb| {
+            if matches!(source, WeightsSource::Dir(_)) {
+                if let Err(e) = vb.finish() {
+                    problems.push(format!("{e}"));
+                }
             }
-        }
-        params.push((name.to_string(), weight_elems(be) - before));
-    };
-    let before = weight_elems(be);
-    let vb = shape_builder(be, source, "vae", &configs.raw["vae"])?;
-    let vae = AutoencoderKL::load(&vb, &configs.vae)?;
-    done("vae", &vb, before);
-    let before = weight_elems(be);
-    let vb = shape_builder(be, source, "reference_unet", &configs.raw["reference_unet"])?;
-    let reference_unet = UNet2DConditionModel::load(&vb, &configs.reference_unet)?;
-    done("reference_unet", &vb, before);
-    let before = weight_elems(be);
-    let vb = shape_builder(be, source, "denoising_unet", &configs.raw["denoising_unet"])?;
-    let denoising_unet = UNetMotionModel::load(&vb, &configs.denoising_unet)?;
-    done("denoising_unet", &vb, before);
-    let before = weight_elems(be);
-    let vb = shape_builder(be, source, "audio_encoder", &configs.raw["audio_encoder"])?;
-    let audio_encoder = Wav2Vec2Model::load(&vb, &configs.audio_encoder)?;
-    done("audio_encoder", &vb, before);
-    let before = weight_elems(be);
-    let vb = shape_builder(be, source, "cyberhost", &configs.raw["cyberhost"])?;
-    let modules = CyberHostModules::load(
-        &vb,
-        &configs.cyberhost,
-        &configs.denoising_unet.trunk.time_proj,
+            params.push((name.to_string(), weight_elems(be) - before.get()));
+        },
     )?;
-    done("cyberhost", &vb, before);
     if !problems.is_empty() {
         return Err(UserError::new(format!(
             "the checkpoint does not match its configs:\n{}\n(fix the tensors or the config.json that contradicts them)",
@@ -138,17 +118,7 @@ pub fn load_shapes_only(
         ))
         .into());
     }
-    Ok((
-        Components {
-            configs,
-            vae,
-            reference_unet,
-            denoising_unet,
-            audio_encoder,
-            modules,
-        },
-        params,
-    ))
+    Ok((components, params))
 }
 
 fn weight_elems(be: &TraceBackend) -> u64 {

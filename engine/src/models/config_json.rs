@@ -121,8 +121,16 @@ impl ConfigJson {
         }
     }
 
-    /// An integer (repeated `n` times) or a list of `n` integers; `None` when missing or null.
-    pub fn opt_int_or_list(&self, key: &str, n: usize) -> Result<Option<Vec<usize>>> {
+    /// A value (repeated `n` times) or a list of `n` values, each read by `one`; `None`
+    /// when missing. `item` and `any` say what a list entry and the value should be.
+    fn per_block<T: Clone>(
+        &self,
+        key: &str,
+        n: usize,
+        one: impl Fn(&Value) -> Option<T>,
+        item: &str,
+        any: &str,
+    ) -> Result<Option<Vec<T>>> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Array(a)) => {
@@ -135,23 +143,26 @@ impl ConfigJson {
                 }
                 let v = a
                     .iter()
-                    .map(|v| {
-                        v.as_u64().map(|x| x as usize).ok_or_else(|| {
-                            self.bad(
-                                key,
-                                v,
-                                "an integer (nested per-layer lists are not supported)",
-                            )
-                        })
-                    })
+                    .map(|v| one(v).ok_or_else(|| self.bad(key, v, item)))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Some(v))
             }
-            Some(v) => match v.as_u64() {
-                Some(x) => Ok(Some(vec![x as usize; n])),
-                None => Err(self.bad(key, v, "an integer or a list of integers")),
+            Some(v) => match one(v) {
+                Some(x) => Ok(Some(vec![x; n])),
+                None => Err(self.bad(key, v, any)),
             },
         }
+    }
+
+    /// An integer (repeated `n` times) or a list of `n` integers; `None` when missing or null.
+    pub fn opt_int_or_list(&self, key: &str, n: usize) -> Result<Option<Vec<usize>>> {
+        self.per_block(
+            key,
+            n,
+            |v| v.as_u64().map(|x| x as usize),
+            "an integer (nested per-layer lists are not supported)",
+            "an integer or a list of integers",
+        )
     }
 
     pub fn int_or_list(&self, key: &str, n: usize, default: usize) -> Result<Vec<usize>> {
@@ -162,25 +173,14 @@ impl ConfigJson {
 
     /// A boolean (repeated `n` times) or a list of `n` booleans.
     pub fn bool_or_list(&self, key: &str, n: usize, default: bool) -> Result<Vec<bool>> {
-        match self.get(key) {
-            None => Ok(vec![default; n]),
-            Some(Value::Array(a)) => {
-                if a.len() != n {
-                    bail!(
-                        "{}: `{key}` has {} entries; expected one per block ({n})",
-                        self.what,
-                        a.len()
-                    );
-                }
-                a.iter()
-                    .map(|v| v.as_bool().ok_or_else(|| self.bad(key, v, "a boolean")))
-                    .collect()
-            }
-            Some(v) => match v.as_bool() {
-                Some(b) => Ok(vec![b; n]),
-                None => Err(self.bad(key, v, "a boolean or a list of booleans")),
-            },
-        }
+        let v = self.per_block(
+            key,
+            n,
+            Value::as_bool,
+            "a boolean",
+            "a boolean or a list of booleans",
+        )?;
+        Ok(v.unwrap_or_else(|| vec![default; n]))
     }
 
     /// Error unless `key` is missing or null.
@@ -218,3 +218,23 @@ impl ConfigJson {
         Ok(())
     }
 }
+
+/// `from_file` (a `config.json`) and `from_json` (a parsed value) for a config type with
+/// `parse(&ConfigJson)`; `$what` names the config in errors.
+macro_rules! config_constructors {
+    ($what:literal) => {
+        /// Read a `config.json`.
+        pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+            Self::parse(&$crate::models::config_json::ConfigJson::from_file(
+                $what, path,
+            )?)
+        }
+
+        pub fn from_json(v: &serde_json::Value) -> anyhow::Result<Self> {
+            Self::parse(&$crate::models::config_json::ConfigJson::from_value(
+                $what, v,
+            )?)
+        }
+    };
+}
+pub(crate) use config_constructors;

@@ -102,14 +102,11 @@ impl<B: Backend> TimestepEmbedding<B> {
         let out = cfg.out_dim.unwrap_or(cfg.time_embed_dim);
         // `cond_proj` (time_cond_proj_dim) only acts on `timestep_cond`, never passed here.
         vb.pp("cond_proj").skip("weight");
+        let dims = (cfg.in_channels, cfg.time_embed_dim, out);
+        let (linear_1, linear_2) = Linear::load_mlp(vb, dims)?;
         Ok(TimestepEmbedding {
-            linear_1: Linear::load(
-                &vb.pp("linear_1"),
-                cfg.in_channels,
-                cfg.time_embed_dim,
-                true,
-            )?,
-            linear_2: Linear::load(&vb.pp("linear_2"), cfg.time_embed_dim, out, true)?,
+            linear_1,
+            linear_2,
             act: cfg.act_fn,
             post_act: cfg.post_act_fn,
         })

@@ -12,9 +12,7 @@ use anyhow::{bail, Result};
 use crate::backends::{Backend, LinearEpilogue, TensorLike};
 use crate::models::hooks::UNetHooks;
 use crate::models::nn::{GroupNorm, Linear};
-use crate::models::transformer::{
-    BasicTransformerBlock, BasicTransformerBlockConfig, FeedForwardActivation,
-};
+use crate::models::transformer::{BasicTransformerBlock, BasicTransformerBlockConfig};
 use crate::var_builder::VarBuilder;
 
 /// Construction arguments of `AnimateDiffTransformer3D` as the motion blocks build it.
@@ -97,27 +95,12 @@ impl<B: Backend> AnimateDiffTransformer3D<B> {
             num_attention_heads: cfg.num_attention_heads,
             attention_head_dim: cfg.attention_head_dim,
             cross_attention_dim: cfg.cross_attention_dim,
-            activation_fn: FeedForwardActivation::Geglu,
-            attention_bias: false,
-            only_cross_attention: false,
             double_self_attention: cfg.double_self_attention,
-            norm_elementwise_affine: true,
-            norm_eps: 1e-5,
             sinusoidal_pos_embed: Some(cfg.max_seq_length),
-            ff_inner_dim: None,
-            ff_bias: true,
-            attention_out_bias: true,
+            ..Default::default()
         };
-        let vbt = vb.pp("transformer_blocks");
-        let transformer_blocks = (0..cfg.num_layers)
-            .map(|i| {
-                BasicTransformerBlock::load(
-                    &vbt.pp(i.to_string()),
-                    &bcfg,
-                    format!("{name}.transformer_blocks.{i}"),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let transformer_blocks =
+            BasicTransformerBlock::load_stack(vb, &bcfg, cfg.num_layers, name)?;
         Ok(AnimateDiffTransformer3D {
             norm: GroupNorm::load(&vb.pp("norm"), cfg.norm_num_groups, c, 1e-6)?,
             proj_in: Linear::load(&vb.pp("proj_in"), c, inner, true)?,

@@ -76,6 +76,14 @@ impl<B: Backend> Linear<B> {
         Ok(Linear { weight, bias })
     }
 
+    /// `linear_1` (`dims.0 → dims.1`) and `linear_2` (`dims.1 → dims.2`), both with bias: the
+    /// two layers of a timestep-style MLP.
+    pub fn load_mlp(vb: &VarBuilder<B>, dims: (usize, usize, usize)) -> Result<(Self, Self)> {
+        let (a, b, c) = dims;
+        let linear_1 = Linear::load(&vb.pp("linear_1"), a, b, true)?;
+        Ok((linear_1, Linear::load(&vb.pp("linear_2"), b, c, true)?))
+    }
+
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
         be.linear(x, &self.weight, self.bias.as_ref())
     }

@@ -12,16 +12,18 @@ use crate::backends::{Backend, Conv2dParams, TensorLike};
 use crate::models::nn::Conv2d;
 use crate::var_builder::VarBuilder;
 
-/// Construction arguments of `Downsample2D` (diffusers names). Weights live under `conv`.
+/// Construction arguments of `Downsample2D` and `Upsample2D` (diffusers names). Weights
+/// live under `conv`.
 #[derive(Clone, Debug)]
-pub struct Downsample2DConfig {
+pub struct ResampleConfig {
     /// e.g. 320
     pub channels: usize,
     /// e.g. true
     pub use_conv: bool,
     /// e.g. None (= channels)
     pub out_channels: Option<usize>,
-    /// e.g. 1 (UNet `downsample_padding`); 0 in the VAE (then the input is padded (0,1,0,1))
+    /// e.g. 1 (UNet `downsample_padding`, and always for `Upsample2D`); 0 in the VAE's
+    /// `Downsample2D` (then the input is padded (0,1,0,1))
     pub padding: usize,
     /// e.g. 3
     pub kernel_size: usize,
@@ -29,9 +31,13 @@ pub struct Downsample2DConfig {
     pub bias: bool,
 }
 
-impl Downsample2DConfig {
-    pub fn new(channels: usize, padding: usize) -> Self {
-        Downsample2DConfig {
+pub type Downsample2DConfig = ResampleConfig;
+pub type Upsample2DConfig = ResampleConfig;
+
+impl ResampleConfig {
+    /// A `Downsample2D` with a 3x3 conv (`padding` 1 in the UNet, 0 in the VAE).
+    pub fn down(channels: usize, padding: usize) -> Self {
+        ResampleConfig {
             channels,
             use_conv: true,
             out_channels: None,
@@ -40,11 +46,31 @@ impl Downsample2DConfig {
             bias: true,
         }
     }
-}
 
-impl Default for Downsample2DConfig {
-    fn default() -> Self {
-        Downsample2DConfig::new(320, 1)
+    /// An `Upsample2D` with a 3x3 conv, padding 1.
+    pub fn up(channels: usize) -> Self {
+        Self::down(channels, 1)
+    }
+
+    /// Output channels.
+    fn out(&self) -> usize {
+        self.out_channels.unwrap_or(self.channels)
+    }
+
+    /// The `conv` with this stride, where `use_conv`.
+    fn conv<B: Backend>(&self, vb: &VarBuilder<B>, stride: usize) -> Result<Option<Conv2d<B>>> {
+        if !self.use_conv {
+            return Ok(None);
+        }
+        Ok(Some(Conv2d::load(
+            &vb.pp("conv"),
+            self.channels,
+            self.out(),
+            self.kernel_size,
+            stride,
+            self.padding,
+            self.bias,
+        )?))
     }
 }
 
@@ -58,26 +84,13 @@ pub struct Downsample2D<B: Backend> {
 
 impl<B: Backend> Downsample2D<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &Downsample2DConfig) -> Result<Self> {
-        let out = cfg.out_channels.unwrap_or(cfg.channels);
-        let conv = if cfg.use_conv {
-            Some(Conv2d::load(
-                &vb.pp("conv"),
-                cfg.channels,
-                out,
-                cfg.kernel_size,
-                2,
-                cfg.padding,
-                cfg.bias,
-            )?)
-        } else {
-            if out != cfg.channels {
-                bail!(
-                    "Downsample2D `{}`: avg-pool downsampling cannot change channels",
-                    vb.prefix()
-                );
-            }
-            None
-        };
+        let conv = cfg.conv(vb, 2)?;
+        if conv.is_none() && cfg.out() != cfg.channels {
+            bail!(
+                "Downsample2D `{}`: avg-pool downsampling cannot change channels",
+                vb.prefix()
+            );
+        }
         Ok(Downsample2D {
             conv,
             channels: cfg.channels,
@@ -118,42 +131,6 @@ impl<B: Backend> Downsample2D<B> {
     }
 }
 
-/// Construction arguments of `Upsample2D` (diffusers names). Weights live under `conv`.
-#[derive(Clone, Debug)]
-pub struct Upsample2DConfig {
-    /// e.g. 1280
-    pub channels: usize,
-    /// e.g. true
-    pub use_conv: bool,
-    /// e.g. None (= channels)
-    pub out_channels: Option<usize>,
-    /// e.g. 3
-    pub kernel_size: usize,
-    /// e.g. 1
-    pub padding: usize,
-    /// e.g. true
-    pub bias: bool,
-}
-
-impl Upsample2DConfig {
-    pub fn new(channels: usize) -> Self {
-        Upsample2DConfig {
-            channels,
-            use_conv: true,
-            out_channels: None,
-            kernel_size: 3,
-            padding: 1,
-            bias: true,
-        }
-    }
-}
-
-impl Default for Upsample2DConfig {
-    fn default() -> Self {
-        Upsample2DConfig::new(1280)
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Upsample2D<B: Backend> {
     /// (C_out, C, k, k)
@@ -163,20 +140,7 @@ pub struct Upsample2D<B: Backend> {
 
 impl<B: Backend> Upsample2D<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &Upsample2DConfig) -> Result<Self> {
-        let out = cfg.out_channels.unwrap_or(cfg.channels);
-        let conv = if cfg.use_conv {
-            Some(Conv2d::load(
-                &vb.pp("conv"),
-                cfg.channels,
-                out,
-                cfg.kernel_size,
-                1,
-                cfg.padding,
-                cfg.bias,
-            )?)
-        } else {
-            None
-        };
+        let conv = cfg.conv(vb, 1)?;
         Ok(Upsample2D {
             conv,
             channels: cfg.channels,

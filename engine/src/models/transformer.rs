@@ -225,54 +225,29 @@ impl<B: Backend> BasicTransformerBlock<B> {
             )?),
             None => None,
         };
-        let norm1 = LayerNorm::load(
-            &vb.pp("norm1"),
-            dim,
-            cfg.norm_eps,
-            cfg.norm_elementwise_affine,
+        let norm =
+            |n: &str| LayerNorm::load(&vb.pp(n), dim, cfg.norm_eps, cfg.norm_elementwise_affine);
+        // `cross`: the key/value source's dimension (None: self-attention)
+        let attention = |n: &str, cross: Option<usize>| {
+            let mut a = AttentionConfig::new(dim, cross, heads, hd);
+            a.bias = cfg.attention_bias;
+            a.out_bias = cfg.attention_out_bias;
+            Attention::load(&vb.pp(n), &a)
+        };
+        let norm1 = norm("norm1")?;
+        let attn1 = attention(
+            "attn1",
+            cfg.cross_attention_dim.filter(|_| cfg.only_cross_attention),
         )?;
-        let mut a1 = AttentionConfig::new(
-            dim,
-            if cfg.only_cross_attention {
-                cfg.cross_attention_dim
-            } else {
-                None
-            },
-            heads,
-            hd,
-        );
-        a1.bias = cfg.attention_bias;
-        a1.out_bias = cfg.attention_out_bias;
-        let attn1 = Attention::load(&vb.pp("attn1"), &a1)?;
         let (norm2, attn2) = if cfg.cross_attention_dim.is_some() || cfg.double_self_attention {
-            let norm2 = LayerNorm::load(
-                &vb.pp("norm2"),
-                dim,
-                cfg.norm_eps,
-                cfg.norm_elementwise_affine,
-            )?;
-            let mut a2 = AttentionConfig::new(
-                dim,
-                if cfg.double_self_attention {
-                    None
-                } else {
-                    cfg.cross_attention_dim
-                },
-                heads,
-                hd,
-            );
-            a2.bias = cfg.attention_bias;
-            a2.out_bias = cfg.attention_out_bias;
-            (Some(norm2), Some(Attention::load(&vb.pp("attn2"), &a2)?))
+            let cross = cfg
+                .cross_attention_dim
+                .filter(|_| !cfg.double_self_attention);
+            (Some(norm("norm2")?), Some(attention("attn2", cross)?))
         } else {
             (None, None)
         };
-        let norm3 = LayerNorm::load(
-            &vb.pp("norm3"),
-            dim,
-            cfg.norm_eps,
-            cfg.norm_elementwise_affine,
-        )?;
+        let norm3 = norm("norm3")?;
         let ff = FeedForward::load(
             &vb.pp("ff"),
             dim,
@@ -291,6 +266,26 @@ impl<B: Backend> BasicTransformerBlock<B> {
             pos_embed,
             only_cross_attention: cfg.only_cross_attention,
         })
+    }
+
+    /// `num_layers` blocks under `vb` (`transformer_blocks`), the i-th named
+    /// `{name}.transformer_blocks.{i}`.
+    pub fn load_stack(
+        vb: &VarBuilder<B>,
+        cfg: &BasicTransformerBlockConfig,
+        num_layers: usize,
+        name: &str,
+    ) -> Result<Vec<Self>> {
+        let vbt = vb.pp("transformer_blocks");
+        (0..num_layers)
+            .map(|i| {
+                Self::load(
+                    &vbt.pp(i.to_string()),
+                    cfg,
+                    format!("{name}.transformer_blocks.{i}"),
+                )
+            })
+            .collect()
     }
 
     /// x (N, L, dim); encoder_hidden_states (N, S, cross_dim) or None.
@@ -453,21 +448,10 @@ impl<B: Backend> Transformer2DModel<B> {
             double_self_attention: cfg.double_self_attention,
             norm_elementwise_affine: cfg.norm_elementwise_affine,
             norm_eps: cfg.norm_eps,
-            sinusoidal_pos_embed: None,
-            ff_inner_dim: None,
-            ff_bias: true,
-            attention_out_bias: true,
+            ..Default::default()
         };
-        let vbt = vb.pp("transformer_blocks");
-        let transformer_blocks = (0..cfg.num_layers)
-            .map(|i| {
-                BasicTransformerBlock::load(
-                    &vbt.pp(i.to_string()),
-                    &bcfg,
-                    format!("{name}.transformer_blocks.{i}"),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let transformer_blocks =
+            BasicTransformerBlock::load_stack(vb, &bcfg, cfg.num_layers, name)?;
         Ok(Transformer2DModel {
             norm,
             proj_in,

@@ -12,21 +12,17 @@
 //! (`class_embed_type`, `addition_embed_type`, `encoder_hid_dim_type`,
 //! `resnet_time_scale_shift != "default"`, ...) is an error naming the key.
 
-use std::path::Path;
-
 use anyhow::{bail, Context, Result};
 
 use crate::backends::{Backend, TensorLike};
-use crate::models::config_json::ConfigJson;
-use crate::models::embeddings::{TimestepEmbeddingConfig, Timesteps};
+use crate::models::config_json::{config_constructors, ConfigJson};
 use crate::models::hooks::UNetHooks;
 use crate::models::nn::Activation;
-use crate::models::transformer::BasicTransformerBlock;
-use crate::models::unet_blocks::{
-    CrossAttnConfig, DownBlockConfig, MidBlockConfig, ResnetSettings, UpBlockConfig,
+use crate::models::unet_blocks::{CrossAttnConfig, MidBlockConfig};
+use crate::models::unet_trunk::{
+    down_up_block_configs, parse_block_layout, BlockTypeNames, TrunkBase, UNetModel,
+    UNetTrunkConfig,
 };
-use crate::models::unet_trunk::{parse_block_layout, BlockTypeNames, UNetTrunk, UNetTrunkConfig};
-use crate::var_builder::VarBuilder;
 
 /// Parsed `UNet2DConditionModel` config: the resolved trunk.
 #[derive(Clone, Debug)]
@@ -40,14 +36,7 @@ fn strip_unetres(s: &str) -> &str {
 }
 
 impl UNet2DConditionModelConfig {
-    /// Read `config.json` of a `UNet2DConditionModel` directory.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        Self::parse(&ConfigJson::from_file("UNet2DConditionModel config", path)?)
-    }
-
-    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
-        Self::parse(&ConfigJson::from_value("UNet2DConditionModel config", v)?)
-    }
+    config_constructors!("UNet2DConditionModel config");
 
     pub fn parse(c: &ConfigJson) -> Result<Self> {
         // --- what changes the computation but is not supported -----------------------
@@ -93,25 +82,8 @@ impl UNet2DConditionModelConfig {
             }
         }
 
-        let in_channels = c.usize("in_channels", 4)?;
-        let out_channels = c.usize("out_channels", 4)?;
-        let layers = c.int_or_list("layers_per_block", n, 2)?;
-        let downsample_padding = c.usize("downsample_padding", 1)?;
-        let mid_scale = c.f32("mid_block_scale_factor", 1.0)?;
-        let act = Activation::parse(&c.str("act_fn", "silu")?, "act_fn")?;
-        let groups = match c.opt_usize("norm_num_groups")? {
-            Some(g) => g,
-            None if c.obj.contains_key("norm_num_groups") => {
-                bail!(
-                    "{}: `norm_num_groups` = null is not supported (the resnets need groups)",
-                    c.what
-                )
-            }
-            None => 32,
-        };
-        let eps = c.f32("norm_eps", 1e-5)?;
-        let cross = c.int_or_list("cross_attention_dim", n, 1280)?;
-        let tlayers = c.int_or_list("transformer_layers_per_block", n, 1)?;
+        let base = TrunkBase::parse(c, block_out)?;
+        let (layers, cross, tlayers) = (&base.layers, &base.cross, &base.tlayers);
         let head_dim = c.int_or_list("attention_head_dim", n, 8)?;
         // diffusers: num_attention_heads = num_attention_heads or attention_head_dim
         let heads = c
@@ -121,7 +93,7 @@ impl UNet2DConditionModelConfig {
         let only_cross = c.bool_or_list("only_cross_attention", n, false)?;
         let flip = c.bool("flip_sin_to_cos", true)?;
         let shift = c.f32("freq_shift", 0.0)?;
-        let c0 = block_out[0];
+        let c0 = base.block_out[0];
         let time_embed_dim = c.usize("time_embedding_dim", c0 * 4)?;
         let time_embed_act = match c.opt_str("time_embedding_act_fn")? {
             Some(s) => Some(Activation::parse(&s, "time_embedding_act_fn")?),
@@ -132,13 +104,7 @@ impl UNet2DConditionModelConfig {
             None => None,
         };
 
-        let resnet = ResnetSettings {
-            temb_channels: time_embed_dim,
-            eps,
-            act,
-            groups,
-            output_scale_factor: 1.0,
-        };
+        let resnet = base.resnet(time_embed_dim, false);
         let attn = |i: usize, layers: usize| CrossAttnConfig {
             num_attention_heads: heads[i],
             transformer_layers: vec![tlayers[i]; layers],
@@ -147,131 +113,41 @@ impl UNet2DConditionModelConfig {
             only_cross_attention: only_cross[i],
         };
 
-        let mut down_blocks = Vec::with_capacity(n);
-        let mut out_ch = c0;
-        for i in 0..n {
-            let in_ch = out_ch;
-            out_ch = block_out[i];
-            down_blocks.push(DownBlockConfig {
-                in_channels: in_ch,
-                out_channels: out_ch,
-                num_layers: layers[i],
-                resnet,
-                add_downsample: i + 1 < n,
-                downsample_padding,
-                attention: if down_attn[i] {
-                    Some(attn(i, layers[i]))
-                } else {
-                    None
-                },
-                motion: None,
-            });
-        }
+        let (down_blocks, up_blocks) = down_up_block_configs(
+            &base.block_out,
+            layers,
+            resnet,
+            base.downsample_padding,
+            |i, l| (down_attn[i].then(|| attn(i, l)), None),
+            // up block i mirrors down block n - 1 - i
+            |i, l| (up_attn[i].then(|| attn(n - 1 - i, l)), None),
+        );
         let mid_block = mid_type.map(|_| MidBlockConfig {
-            channels: block_out[n - 1],
+            channels: base.block_out[n - 1],
             num_layers: 1,
-            resnet: ResnetSettings {
-                output_scale_factor: mid_scale,
-                ..resnet
-            },
+            resnet: base.resnet(time_embed_dim, true),
             attention: CrossAttnConfig {
-                num_attention_heads: heads[n - 1],
-                transformer_layers: vec![tlayers[n - 1]],
-                cross_attention_dim: cross[n - 1],
-                use_linear_projection: linear,
                 only_cross_attention: false,
+                ..attn(n - 1, 1)
             },
             motion: None,
         });
-        let mut up_blocks = Vec::with_capacity(n);
-        let rev = |v: &[usize]| v.iter().rev().copied().collect::<Vec<_>>();
-        let (rb, rh, rl, rc, rt) = (
-            rev(&block_out),
-            rev(&heads),
-            rev(&layers),
-            rev(&cross),
-            rev(&tlayers),
-        );
-        let only_cross_rev: Vec<bool> = only_cross.iter().rev().copied().collect();
-        let mut out_ch = rb[0];
-        for i in 0..n {
-            let prev = out_ch;
-            out_ch = rb[i];
-            let in_ch = rb[(i + 1).min(n - 1)];
-            let num_layers = rl[i] + 1;
-            up_blocks.push(UpBlockConfig {
-                in_channels: in_ch,
-                prev_output_channel: prev,
-                out_channels: out_ch,
-                num_layers,
-                resnet,
-                add_upsample: i + 1 < n,
-                attention: if up_attn[i] {
-                    Some(CrossAttnConfig {
-                        num_attention_heads: rh[i],
-                        transformer_layers: vec![rt[i]; num_layers],
-                        cross_attention_dim: rc[i],
-                        use_linear_projection: linear,
-                        only_cross_attention: only_cross_rev[i],
-                    })
-                } else {
-                    None
-                },
-                motion: None,
-            });
-        }
-
-        Ok(UNet2DConditionModelConfig {
-            trunk: UNetTrunkConfig {
-                in_channels,
-                out_channels,
-                block_out_channels: block_out,
-                conv_in_kernel: c.usize("conv_in_kernel", 3)?,
-                conv_out_kernel: c.usize("conv_out_kernel", 3)?,
-                center_input_sample: c.bool("center_input_sample", false)?,
-                time_proj: Timesteps {
-                    num_channels: c0,
-                    flip_sin_to_cos: flip,
-                    downscale_freq_shift: shift,
-                },
-                time_embedding: TimestepEmbeddingConfig {
-                    in_channels: c0,
-                    time_embed_dim,
-                    act_fn: act,
-                    out_dim: None,
-                    post_act_fn: post_act,
-                },
-                time_embed_act,
-                down_blocks,
-                mid_block,
-                up_blocks,
-                conv_norm_out: Some((groups, eps)),
-                conv_act: act,
-            },
-        })
+        let mut trunk = base.trunk(time_embed_dim, down_blocks, mid_block, up_blocks);
+        trunk.conv_in_kernel = c.usize("conv_in_kernel", 3)?;
+        trunk.conv_out_kernel = c.usize("conv_out_kernel", 3)?;
+        trunk.center_input_sample = c.bool("center_input_sample", false)?;
+        trunk.time_proj.flip_sin_to_cos = flip;
+        trunk.time_proj.downscale_freq_shift = shift;
+        trunk.time_embedding.post_act_fn = post_act;
+        trunk.time_embed_act = time_embed_act;
+        Ok(UNet2DConditionModelConfig { trunk })
     }
 }
 
 /// `UNet2DConditionModel`: sample (B, C, H, W), timesteps (B,), encoder_hidden_states (B, S, D).
-#[derive(Clone, Debug)]
-pub struct UNet2DConditionModel<B: Backend> {
-    pub config: UNet2DConditionModelConfig,
-    pub trunk: UNetTrunk<B>,
-}
+pub type UNet2DConditionModel<B> = UNetModel<B, UNet2DConditionModelConfig>;
 
 impl<B: Backend> UNet2DConditionModel<B> {
-    pub fn load(vb: &VarBuilder<B>, cfg: &UNet2DConditionModelConfig) -> Result<Self> {
-        Ok(UNet2DConditionModel {
-            config: cfg.clone(),
-            trunk: UNetTrunk::load(vb, &cfg.trunk)?,
-        })
-    }
-
-    /// Every `BasicTransformerBlock` (hook name: `.name`).
-    pub fn transformer_blocks(&self) -> Vec<&BasicTransformerBlock<B>> {
-        self.trunk.transformer_blocks()
-    }
-
     /// sample (B, C_in, H, W); timesteps B values (or 1 for all); encoder_hidden_states
     /// (B, S, cross_attention_dim) → (B, C_out, H, W).
     pub fn forward(

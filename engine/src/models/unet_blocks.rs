@@ -121,6 +121,177 @@ fn layer_count(v: &[usize], num_layers: usize, what: &str, name: &str) -> Result
     Ok(())
 }
 
+/// Checks that the attention and motion configs (where present) give one transformer
+/// count per layer; `motion_key` names the motion count in the config.
+fn check_layer_counts(
+    attention: Option<&CrossAttnConfig>,
+    motion: Option<&MotionConfig>,
+    num_layers: usize,
+    motion_key: &str,
+    name: &str,
+) -> Result<()> {
+    if let Some(a) = attention {
+        layer_count(
+            &a.transformer_layers,
+            num_layers,
+            "transformer_layers_per_block",
+            name,
+        )?;
+    }
+    if let Some(m) = motion {
+        layer_count(&m.transformer_layers, num_layers, motion_key, name)?;
+    }
+    Ok(())
+}
+
+/// Where a block's per-layer transformers load from: the block's weights, channels,
+/// norm groups and checkpoint prefix.
+struct BlockSite<'a, B: Backend> {
+    vb: &'a VarBuilder<B>,
+    channels: usize,
+    groups: usize,
+    name: &'a str,
+}
+
+impl<B: Backend> BlockSite<'_, B> {
+    /// Layer `i`'s spatial transformer.
+    fn attention(&self, a: &CrossAttnConfig, i: usize) -> Result<Transformer2DModel<B>> {
+        let n = format!("{}.attentions.{i}", self.name);
+        let t = transformer_cfg(a, self.channels, self.groups, a.transformer_layers[i], &n)?;
+        Transformer2DModel::load(&self.vb.pp("attentions").pp(i.to_string()), &t, &n)
+    }
+
+    /// Layer `i`'s motion module.
+    fn motion(&self, m: &MotionConfig, i: usize) -> Result<AnimateDiffTransformer3D<B>> {
+        let n = format!("{}.motion_modules.{i}", self.name);
+        let mc = AnimateDiffTransformer3DConfig::new(
+            self.channels,
+            m.num_attention_heads,
+            m.transformer_layers[i],
+            self.groups,
+            m.max_seq_length,
+        );
+        AnimateDiffTransformer3D::load(&self.vb.pp("motion_modules").pp(i.to_string()), &mc, &n)
+    }
+}
+
+/// What every layer of a block reads besides the hidden state.
+pub struct BlockInputs<'a, B: Backend> {
+    /// The time embedding (N, D), one row per batch item and frame.
+    pub temb: &'a B::Tensor,
+    /// (N, S, D), for the spatial transformers' cross-attention.
+    pub encoder_hidden_states: Option<&'a B::Tensor>,
+    /// F: the motion modules attend over the frames of each batch item.
+    pub num_frames: usize,
+}
+
+impl<B: Backend> BlockInputs<'_, B> {
+    /// Runs a layer's spatial transformer and motion module, where the block has them.
+    fn extras(
+        &self,
+        be: &B,
+        h: B::Tensor,
+        attention: Option<&Transformer2DModel<B>>,
+        motion: Option<&AnimateDiffTransformer3D<B>>,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
+        let mut h = h;
+        if let Some(attn) = attention {
+            h = attn.forward(be, &h, self.encoder_hidden_states, hooks)?;
+        }
+        if let Some(mm) = motion {
+            h = mm.forward(be, &h, self.num_frames, hooks)?;
+        }
+        Ok(h)
+    }
+}
+
+/// The layers of a down or up block: `num_layers` × (resnet → [attention] → [motion]).
+#[derive(Clone, Debug)]
+pub struct LayerStackConfig {
+    /// e.g. 640
+    pub out_channels: usize,
+    /// `layers_per_block` (down) or `layers_per_block + 1` (up), e.g. 2
+    pub num_layers: usize,
+    pub resnet: ResnetSettings,
+    pub attention: Option<CrossAttnConfig>,
+    pub motion: Option<MotionConfig>,
+}
+
+impl LayerStackConfig {
+    /// Loads the block `name`: its layers (layer i's resnet takes `resnet_in(i)` channels),
+    /// then its resampler, if `sampler()` gives one.
+    fn load_block<B: Backend, S>(
+        &self,
+        vb: &VarBuilder<B>,
+        name: &str,
+        resnet_in: impl Fn(usize) -> usize,
+        sampler: impl FnOnce() -> Result<Option<S>>,
+    ) -> Result<SampledBlock<B, S>> {
+        check_layer_counts(
+            self.attention.as_ref(),
+            self.motion.as_ref(),
+            self.num_layers,
+            "temporal_transformer_layers_per_block",
+            name,
+        )?;
+        let mut resnets = Vec::new();
+        let mut attentions = Vec::new();
+        let mut motion_modules = Vec::new();
+        let site = BlockSite {
+            vb,
+            channels: self.out_channels,
+            groups: self.resnet.groups,
+            name,
+        };
+        for i in 0..self.num_layers {
+            let r = self.resnet.resnet(resnet_in(i), self.out_channels);
+            resnets.push(ResnetBlock2D::load(
+                &vb.pp("resnets").pp(i.to_string()),
+                &r,
+            )?);
+            if let Some(a) = &self.attention {
+                attentions.push(site.attention(a, i)?);
+            }
+            if let Some(m) = &self.motion {
+                motion_modules.push(site.motion(m, i)?);
+            }
+        }
+        Ok(SampledBlock {
+            resnets,
+            attentions,
+            motion_modules,
+            sampler: sampler()?,
+        })
+    }
+}
+
+/// A down block (`S` = [`Downsample2D`]) or an up block (`S` = [`Upsample2D`]): its layers,
+/// then the resampler (none in the last block).
+#[derive(Clone, Debug)]
+pub struct SampledBlock<B: Backend, S> {
+    pub resnets: Vec<ResnetBlock2D<B>>,
+    pub attentions: Vec<Transformer2DModel<B>>,
+    pub motion_modules: Vec<AnimateDiffTransformer3D<B>>,
+    pub sampler: Option<S>,
+}
+
+impl<B: Backend, S> SampledBlock<B, S> {
+    /// Layer i on `h`: resnet → [attention] → [motion].
+    fn forward_layer(
+        &self,
+        be: &B,
+        i: usize,
+        h: &B::Tensor,
+        inputs: &BlockInputs<'_, B>,
+        hooks: &mut dyn UNetHooks<B>,
+    ) -> Result<B::Tensor> {
+        let h = self.resnets[i].forward(be, h, Some(inputs.temb))?;
+        let (attention, motion) = (self.attentions.get(i), self.motion_modules.get(i));
+        inputs.extras(be, h, attention, motion, hooks)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Down block
 // ---------------------------------------------------------------------------
@@ -129,102 +300,25 @@ fn layer_count(v: &[usize], num_layers: usize, what: &str, name: &str) -> Result
 pub struct DownBlockConfig {
     /// e.g. 320
     pub in_channels: usize,
-    /// e.g. 640
-    pub out_channels: usize,
-    /// `layers_per_block`, e.g. 2
-    pub num_layers: usize,
-    pub resnet: ResnetSettings,
+    pub layers: LayerStackConfig,
     /// e.g. true (false for the last block)
     pub add_downsample: bool,
     /// e.g. 1
     pub downsample_padding: usize,
-    pub attention: Option<CrossAttnConfig>,
-    pub motion: Option<MotionConfig>,
 }
 
-#[derive(Clone, Debug)]
-pub struct DownBlock<B: Backend> {
-    pub resnets: Vec<ResnetBlock2D<B>>,
-    pub attentions: Vec<Transformer2DModel<B>>,
-    pub motion_modules: Vec<AnimateDiffTransformer3D<B>>,
-    pub downsampler: Option<Downsample2D<B>>,
-}
+pub type DownBlock<B> = SampledBlock<B, Downsample2D<B>>;
 
 impl<B: Backend> DownBlock<B> {
     /// `name` is the block's checkpoint prefix, e.g. `down_blocks.0`.
     pub fn load(vb: &VarBuilder<B>, cfg: &DownBlockConfig, name: &str) -> Result<Self> {
-        let mut resnets = Vec::new();
-        let mut attentions = Vec::new();
-        let mut motion_modules = Vec::new();
-        if let Some(a) = &cfg.attention {
-            layer_count(
-                &a.transformer_layers,
-                cfg.num_layers,
-                "transformer_layers_per_block",
-                name,
-            )?;
-        }
-        if let Some(m) = &cfg.motion {
-            layer_count(
-                &m.transformer_layers,
-                cfg.num_layers,
-                "temporal_transformer_layers_per_block",
-                name,
-            )?;
-        }
-        for i in 0..cfg.num_layers {
-            let cin = if i == 0 {
-                cfg.in_channels
-            } else {
-                cfg.out_channels
-            };
-            let r = cfg.resnet.resnet(cin, cfg.out_channels);
-            resnets.push(ResnetBlock2D::load(
-                &vb.pp("resnets").pp(i.to_string()),
-                &r,
-            )?);
-            if let Some(a) = &cfg.attention {
-                let n = format!("{name}.attentions.{i}");
-                let t = transformer_cfg(
-                    a,
-                    cfg.out_channels,
-                    cfg.resnet.groups,
-                    a.transformer_layers[i],
-                    &n,
-                )?;
-                attentions.push(Transformer2DModel::load(
-                    &vb.pp("attentions").pp(i.to_string()),
-                    &t,
-                    &n,
-                )?);
-            }
-            if let Some(m) = &cfg.motion {
-                let n = format!("{name}.motion_modules.{i}");
-                let mc = AnimateDiffTransformer3DConfig::new(
-                    cfg.out_channels,
-                    m.num_attention_heads,
-                    m.transformer_layers[i],
-                    cfg.resnet.groups,
-                    m.max_seq_length,
-                );
-                motion_modules.push(AnimateDiffTransformer3D::load(
-                    &vb.pp("motion_modules").pp(i.to_string()),
-                    &mc,
-                    &n,
-                )?);
-            }
-        }
-        let downsampler = if cfg.add_downsample {
-            let d = Downsample2DConfig::new(cfg.out_channels, cfg.downsample_padding);
-            Some(Downsample2D::load(&vb.pp("downsamplers").pp("0"), &d)?)
-        } else {
-            None
-        };
-        Ok(DownBlock {
-            resnets,
-            attentions,
-            motion_modules,
-            downsampler,
+        let out = cfg.layers.out_channels;
+        let resnet_in = |i| if i == 0 { cfg.in_channels } else { out };
+        cfg.layers.load_block(vb, name, resnet_in, || {
+            let d = Downsample2DConfig::down(out, cfg.downsample_padding);
+            cfg.add_downsample
+                .then(|| Downsample2D::load(&vb.pp("downsamplers").pp("0"), &d))
+                .transpose()
         })
     }
 
@@ -233,24 +327,16 @@ impl<B: Backend> DownBlock<B> {
         &self,
         be: &B,
         x: &B::Tensor,
-        temb: &B::Tensor,
-        encoder_hidden_states: Option<&B::Tensor>,
-        num_frames: usize,
+        inputs: &BlockInputs<'_, B>,
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<(B::Tensor, Vec<B::Tensor>)> {
         let mut h = x.clone();
         let mut states = Vec::with_capacity(self.resnets.len() + 1);
-        for (i, resnet) in self.resnets.iter().enumerate() {
-            h = resnet.forward(be, &h, Some(temb))?;
-            if let Some(attn) = self.attentions.get(i) {
-                h = attn.forward(be, &h, encoder_hidden_states, hooks)?;
-            }
-            if let Some(mm) = self.motion_modules.get(i) {
-                h = mm.forward(be, &h, num_frames, hooks)?;
-            }
+        for i in 0..self.resnets.len() {
+            h = self.forward_layer(be, i, &h, inputs, hooks)?;
             states.push(h.clone());
         }
-        if let Some(d) = &self.downsampler {
+        if let Some(d) = &self.sampler {
             h = d.forward(be, &h)?;
             states.push(h.clone());
         }
@@ -285,53 +371,34 @@ impl<B: Backend> MidBlock<B> {
     /// `name` is the block's checkpoint prefix, `mid_block`.
     pub fn load(vb: &VarBuilder<B>, cfg: &MidBlockConfig, name: &str) -> Result<Self> {
         let c = cfg.channels;
-        let a = &cfg.attention;
-        layer_count(
-            &a.transformer_layers,
+        check_layer_counts(
+            Some(&cfg.attention),
+            cfg.motion.as_ref(),
             cfg.num_layers,
-            "transformer_layers_per_block",
+            "temporal_transformer_layers_per_mid_block",
             name,
         )?;
-        if let Some(m) = &cfg.motion {
-            layer_count(
-                &m.transformer_layers,
-                cfg.num_layers,
-                "temporal_transformer_layers_per_mid_block",
-                name,
-            )?;
-        }
         let mut resnets = vec![ResnetBlock2D::load(
             &vb.pp("resnets").pp("0"),
             &cfg.resnet.resnet(c, c),
         )?];
         let mut attentions = Vec::new();
         let mut motion_modules = Vec::new();
+        let site = BlockSite {
+            vb,
+            channels: c,
+            groups: cfg.resnet.groups,
+            name,
+        };
         for i in 0..cfg.num_layers {
-            let n = format!("{name}.attentions.{i}");
-            let t = transformer_cfg(a, c, cfg.resnet.groups, a.transformer_layers[i], &n)?;
-            attentions.push(Transformer2DModel::load(
-                &vb.pp("attentions").pp(i.to_string()),
-                &t,
-                &n,
-            )?);
+            // Checkpoint order: attention, resnet, then motion module.
+            attentions.push(site.attention(&cfg.attention, i)?);
             resnets.push(ResnetBlock2D::load(
                 &vb.pp("resnets").pp((i + 1).to_string()),
                 &cfg.resnet.resnet(c, c),
             )?);
             if let Some(m) = &cfg.motion {
-                let n = format!("{name}.motion_modules.{i}");
-                let mc = AnimateDiffTransformer3DConfig::new(
-                    c,
-                    m.num_attention_heads,
-                    m.transformer_layers[i],
-                    cfg.resnet.groups,
-                    m.max_seq_length,
-                );
-                motion_modules.push(AnimateDiffTransformer3D::load(
-                    &vb.pp("motion_modules").pp(i.to_string()),
-                    &mc,
-                    &n,
-                )?);
+                motion_modules.push(site.motion(m, i)?);
             }
         }
         Ok(MidBlock {
@@ -345,18 +412,14 @@ impl<B: Backend> MidBlock<B> {
         &self,
         be: &B,
         x: &B::Tensor,
-        temb: &B::Tensor,
-        encoder_hidden_states: Option<&B::Tensor>,
-        num_frames: usize,
+        inputs: &BlockInputs<'_, B>,
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<B::Tensor> {
-        let mut h = self.resnets[0].forward(be, x, Some(temb))?;
+        let temb = Some(inputs.temb);
+        let mut h = self.resnets[0].forward(be, x, temb)?;
         for (i, attn) in self.attentions.iter().enumerate() {
-            h = attn.forward(be, &h, encoder_hidden_states, hooks)?;
-            if let Some(mm) = self.motion_modules.get(i) {
-                h = mm.forward(be, &h, num_frames, hooks)?;
-            }
-            h = self.resnets[i + 1].forward(be, &h, Some(temb))?;
+            h = inputs.extras(be, h, Some(attn), self.motion_modules.get(i), hooks)?;
+            h = self.resnets[i + 1].forward(be, &h, temb)?;
         }
         Ok(h)
     }
@@ -372,107 +435,28 @@ pub struct UpBlockConfig {
     pub in_channels: usize,
     /// channels coming from the previous (deeper) block, e.g. 1280
     pub prev_output_channel: usize,
-    /// e.g. 1280
-    pub out_channels: usize,
-    /// `layers_per_block + 1`, e.g. 3
-    pub num_layers: usize,
-    pub resnet: ResnetSettings,
+    /// `num_layers` is `layers_per_block + 1`, e.g. 3
+    pub layers: LayerStackConfig,
     /// e.g. true (false for the last block)
     pub add_upsample: bool,
-    pub attention: Option<CrossAttnConfig>,
-    pub motion: Option<MotionConfig>,
 }
 
-#[derive(Clone, Debug)]
-pub struct UpBlock<B: Backend> {
-    pub resnets: Vec<ResnetBlock2D<B>>,
-    pub attentions: Vec<Transformer2DModel<B>>,
-    pub motion_modules: Vec<AnimateDiffTransformer3D<B>>,
-    pub upsampler: Option<Upsample2D<B>>,
-}
+pub type UpBlock<B> = SampledBlock<B, Upsample2D<B>>;
 
 impl<B: Backend> UpBlock<B> {
     /// `name` is the block's checkpoint prefix, e.g. `up_blocks.1`.
     pub fn load(vb: &VarBuilder<B>, cfg: &UpBlockConfig, name: &str) -> Result<Self> {
-        let mut resnets = Vec::new();
-        let mut attentions = Vec::new();
-        let mut motion_modules = Vec::new();
-        if let Some(a) = &cfg.attention {
-            layer_count(
-                &a.transformer_layers,
-                cfg.num_layers,
-                "transformer_layers_per_block",
-                name,
-            )?;
-        }
-        if let Some(m) = &cfg.motion {
-            layer_count(
-                &m.transformer_layers,
-                cfg.num_layers,
-                "temporal_transformer_layers_per_block",
-                name,
-            )?;
-        }
-        for i in 0..cfg.num_layers {
-            let skip = if i == cfg.num_layers - 1 {
-                cfg.in_channels
-            } else {
-                cfg.out_channels
-            };
-            let cin = if i == 0 {
-                cfg.prev_output_channel
-            } else {
-                cfg.out_channels
-            };
-            let r = cfg.resnet.resnet(cin + skip, cfg.out_channels);
-            resnets.push(ResnetBlock2D::load(
-                &vb.pp("resnets").pp(i.to_string()),
-                &r,
-            )?);
-            if let Some(a) = &cfg.attention {
-                let n = format!("{name}.attentions.{i}");
-                let t = transformer_cfg(
-                    a,
-                    cfg.out_channels,
-                    cfg.resnet.groups,
-                    a.transformer_layers[i],
-                    &n,
-                )?;
-                attentions.push(Transformer2DModel::load(
-                    &vb.pp("attentions").pp(i.to_string()),
-                    &t,
-                    &n,
-                )?);
-            }
-            if let Some(m) = &cfg.motion {
-                let n = format!("{name}.motion_modules.{i}");
-                let mc = AnimateDiffTransformer3DConfig::new(
-                    cfg.out_channels,
-                    m.num_attention_heads,
-                    m.transformer_layers[i],
-                    cfg.resnet.groups,
-                    m.max_seq_length,
-                );
-                motion_modules.push(AnimateDiffTransformer3D::load(
-                    &vb.pp("motion_modules").pp(i.to_string()),
-                    &mc,
-                    &n,
-                )?);
-            }
-        }
-        let upsampler = if cfg.add_upsample {
-            Some(Upsample2D::load(
-                &vb.pp("upsamplers").pp("0"),
-                &Upsample2DConfig::new(cfg.out_channels),
-            )?)
-        } else {
-            None
+        let (out, last) = (cfg.layers.out_channels, cfg.layers.num_layers - 1);
+        let resnet_in = |i| {
+            let skip = if i == last { cfg.in_channels } else { out };
+            let cin = if i == 0 { cfg.prev_output_channel } else { out };
+            cin + skip
         };
-        Ok(UpBlock {
-            resnets,
-            attentions,
-            motion_modules,
-            upsampler,
+        cfg.layers.load_block(vb, name, resnet_in, || {
+            let u = Upsample2DConfig::up(out);
+            cfg.add_upsample
+                .then(|| Upsample2D::load(&vb.pp("upsamplers").pp("0"), &u))
+                .transpose()
         })
     }
 
@@ -484,15 +468,13 @@ impl<B: Backend> UpBlock<B> {
         be: &B,
         x: &B::Tensor,
         skips: &mut Vec<B::Tensor>,
-        temb: &B::Tensor,
-        encoder_hidden_states: Option<&B::Tensor>,
-        num_frames: usize,
+        inputs: &BlockInputs<'_, B>,
         upsample_size: Option<(usize, usize)>,
         index: usize,
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<B::Tensor> {
         let mut h = x.clone();
-        for (i, resnet) in self.resnets.iter().enumerate() {
+        for i in 0..self.resnets.len() {
             let skip = match skips.pop() {
                 Some(s) => s,
                 None => bail!("up_blocks.{index}: ran out of skip connections"),
@@ -505,16 +487,10 @@ impl<B: Backend> UpBlock<B> {
                 );
             }
             h = be.concat(&[&h, &skip], 1)?;
-            h = resnet.forward(be, &h, Some(temb))?;
-            if let Some(attn) = self.attentions.get(i) {
-                h = attn.forward(be, &h, encoder_hidden_states, hooks)?;
-            }
-            if let Some(mm) = self.motion_modules.get(i) {
-                h = mm.forward(be, &h, num_frames, hooks)?;
-            }
+            h = self.forward_layer(be, i, &h, inputs, hooks)?;
         }
-        h = hooks.after_up_block(be, index, h, num_frames)?;
-        if let Some(u) = &self.upsampler {
+        h = hooks.after_up_block(be, index, h, inputs.num_frames)?;
+        if let Some(u) = &self.sampler {
             h = u.forward(be, &h, upsample_size)?;
         }
         Ok(h)

@@ -16,21 +16,17 @@
 //! `UNetMidBlockCrossAttnMotion` (`use_motion_mid_block`) or `UNetMidBlock2DCrossAttn`.
 //! The time projection is always `Timesteps(C0, flip_sin_to_cos=True, 0)`, as in diffusers.
 
-use std::path::Path;
-
 use anyhow::{bail, Context, Result};
 
 use crate::backends::{Backend, TensorLike};
-use crate::models::config_json::ConfigJson;
-use crate::models::embeddings::{TimestepEmbeddingConfig, Timesteps};
+use crate::models::config_json::{config_constructors, ConfigJson};
 use crate::models::hooks::UNetHooks;
 use crate::models::nn::Activation;
-use crate::models::transformer::BasicTransformerBlock;
-use crate::models::unet_blocks::{
-    CrossAttnConfig, DownBlockConfig, MidBlockConfig, MotionConfig, ResnetSettings, UpBlockConfig,
+use crate::models::unet_blocks::{CrossAttnConfig, MidBlockConfig, MotionConfig};
+use crate::models::unet_trunk::{
+    down_up_block_configs, parse_block_layout, BlockTypeNames, TrunkBase, UNetModel,
+    UNetTrunkConfig,
 };
-use crate::models::unet_trunk::{parse_block_layout, BlockTypeNames, UNetTrunk, UNetTrunkConfig};
-use crate::var_builder::VarBuilder;
 
 /// Parsed `UNetMotionModel` config: the resolved trunk.
 #[derive(Clone, Debug)]
@@ -41,14 +37,7 @@ pub struct UNetMotionModelConfig {
 }
 
 impl UNetMotionModelConfig {
-    /// Read `config.json` of a `UNetMotionModel` directory.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        Self::parse(&ConfigJson::from_file("UNetMotionModel config", path)?)
-    }
-
-    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
-        Self::parse(&ConfigJson::from_value("UNetMotionModel config", v)?)
-    }
+    config_constructors!("UNetMotionModel config");
 
     pub fn parse(c: &ConfigJson) -> Result<Self> {
         for key in [
@@ -70,25 +59,8 @@ impl UNetMotionModelConfig {
         )?;
         let n = block_out.len();
 
-        let in_channels = c.usize("in_channels", 4)?;
-        let out_channels = c.usize("out_channels", 4)?;
-        let layers = c.int_or_list("layers_per_block", n, 2)?;
-        let downsample_padding = c.usize("downsample_padding", 1)?;
-        let mid_scale = c.f32("mid_block_scale_factor", 1.0)?;
-        let act = Activation::parse(&c.str("act_fn", "silu")?, "act_fn")?;
-        let groups = match c.opt_usize("norm_num_groups")? {
-            Some(g) => g,
-            None if c.obj.contains_key("norm_num_groups") => {
-                bail!(
-                    "{}: `norm_num_groups` = null is not supported (the resnets need groups)",
-                    c.what
-                )
-            }
-            None => 32,
-        };
-        let eps = c.f32("norm_eps", 1e-5)?;
-        let cross = c.int_or_list("cross_attention_dim", n, 1280)?;
-        let tlayers = c.int_or_list("transformer_layers_per_block", n, 1)?;
+        let base = TrunkBase::parse(c, block_out)?;
+        let (layers, cross, tlayers) = (&base.layers, &base.cross, &base.tlayers);
         let rev_tlayers = c.opt_int_or_list("reverse_transformer_layers_per_block", n)?;
         let temporal = c.int_or_list("temporal_transformer_layers_per_block", n, 1)?;
         let rev_temporal = c.opt_int_or_list("reverse_temporal_transformer_layers_per_block", n)?;
@@ -103,153 +75,59 @@ impl UNetMotionModelConfig {
             .unwrap_or_else(|| vec![tlayers[n - 1]; mid_layers]);
         let mid_temporal =
             c.int_or_list("temporal_transformer_layers_per_mid_block", mid_layers, 1)?;
-        let c0 = block_out[0];
-        let time_embed_dim = c0 * 4;
-
-        let resnet = ResnetSettings {
-            temb_channels: time_embed_dim,
-            eps,
-            act,
-            groups,
-            output_scale_factor: 1.0,
+        let time_embed_dim = base.block_out[0] * 4;
+        let resnet = base.resnet(time_embed_dim, false);
+        let attn = |i: usize, transformer_layers: Vec<usize>| CrossAttnConfig {
+            num_attention_heads: heads[i],
+            transformer_layers,
+            cross_attention_dim: cross[i],
+            use_linear_projection: linear,
+            only_cross_attention: false,
         };
-        let mut down_blocks = Vec::with_capacity(n);
-        let mut out_ch = c0;
-        for i in 0..n {
-            let in_ch = out_ch;
-            out_ch = block_out[i];
-            down_blocks.push(DownBlockConfig {
-                in_channels: in_ch,
-                out_channels: out_ch,
-                num_layers: layers[i],
-                resnet,
-                add_downsample: i + 1 < n,
-                downsample_padding,
-                attention: down_attn[i].then(|| CrossAttnConfig {
-                    num_attention_heads: heads[i],
-                    transformer_layers: vec![tlayers[i]; layers[i]],
-                    cross_attention_dim: cross[i],
-                    use_linear_projection: linear,
-                    only_cross_attention: false,
-                }),
-                motion: Some(MotionConfig {
-                    num_attention_heads: motion_heads[i],
-                    transformer_layers: vec![temporal[i]; layers[i]],
-                    max_seq_length: max_seq,
-                }),
-            });
-        }
-        let mid_block = Some(MidBlockConfig {
-            channels: block_out[n - 1],
-            num_layers: mid_layers,
-            resnet: ResnetSettings {
-                output_scale_factor: mid_scale,
-                ..resnet
-            },
-            attention: CrossAttnConfig {
-                num_attention_heads: heads[n - 1],
-                transformer_layers: mid_tlayers,
-                cross_attention_dim: cross[n - 1],
-                use_linear_projection: linear,
-                only_cross_attention: false,
-            },
-            motion: use_motion_mid.then(|| MotionConfig {
-                num_attention_heads: motion_heads[n - 1],
-                transformer_layers: mid_temporal,
-                max_seq_length: max_seq,
-            }),
-        });
+        let motion = |i: usize, transformer_layers: Vec<usize>| MotionConfig {
+            num_attention_heads: motion_heads[i],
+            transformer_layers,
+            max_seq_length: max_seq,
+        };
         let rev = |v: &[usize]| v.iter().rev().copied().collect::<Vec<_>>();
-        let (rb, rh, rl, rc, rmh) = (
-            rev(&block_out),
-            rev(&heads),
-            rev(&layers),
-            rev(&cross),
-            rev(&motion_heads),
-        );
-        let rt = rev_tlayers.unwrap_or_else(|| rev(&tlayers));
+        let rt = rev_tlayers.unwrap_or_else(|| rev(tlayers));
         let rtt = rev_temporal.unwrap_or_else(|| rev(&temporal));
-        let mut up_blocks = Vec::with_capacity(n);
-        let mut out_ch = rb[0];
-        for i in 0..n {
-            let prev = out_ch;
-            out_ch = rb[i];
-            let in_ch = rb[(i + 1).min(n - 1)];
-            let num_layers = rl[i] + 1;
-            up_blocks.push(UpBlockConfig {
-                in_channels: in_ch,
-                prev_output_channel: prev,
-                out_channels: out_ch,
-                num_layers,
-                resnet,
-                add_upsample: i + 1 < n,
-                attention: up_attn[i].then(|| CrossAttnConfig {
-                    num_attention_heads: rh[i],
-                    transformer_layers: vec![rt[i]; num_layers],
-                    cross_attention_dim: rc[i],
-                    use_linear_projection: linear,
-                    only_cross_attention: false,
-                }),
-                motion: Some(MotionConfig {
-                    num_attention_heads: rmh[i],
-                    transformer_layers: vec![rtt[i]; num_layers],
-                    max_seq_length: max_seq,
-                }),
-            });
-        }
-
-        Ok(UNetMotionModelConfig {
-            trunk: UNetTrunkConfig {
-                in_channels,
-                out_channels,
-                block_out_channels: block_out,
-                conv_in_kernel: 3,
-                conv_out_kernel: 3,
-                center_input_sample: false,
-                time_proj: Timesteps {
-                    num_channels: c0,
-                    flip_sin_to_cos: true,
-                    downscale_freq_shift: 0.0,
-                },
-                time_embedding: TimestepEmbeddingConfig {
-                    in_channels: c0,
-                    time_embed_dim,
-                    act_fn: act,
-                    out_dim: None,
-                    post_act_fn: None,
-                },
-                time_embed_act: None,
-                down_blocks,
-                mid_block,
-                up_blocks,
-                conv_norm_out: Some((groups, eps)),
-                conv_act: Activation::Silu,
+        let (down_blocks, up_blocks) = down_up_block_configs(
+            &base.block_out,
+            layers,
+            resnet,
+            base.downsample_padding,
+            |i, l| {
+                let a = down_attn[i].then(|| attn(i, vec![tlayers[i]; l]));
+                (a, Some(motion(i, vec![temporal[i]; l])))
             },
+            // up block i mirrors down block n - 1 - i
+            |i, l| {
+                let a = up_attn[i].then(|| attn(n - 1 - i, vec![rt[i]; l]));
+                (a, Some(motion(n - 1 - i, vec![rtt[i]; l])))
+            },
+        );
+        let mid_block = Some(MidBlockConfig {
+            channels: base.block_out[n - 1],
+            num_layers: mid_layers,
+            resnet: base.resnet(time_embed_dim, true),
+            attention: attn(n - 1, mid_tlayers),
+            motion: use_motion_mid.then(|| motion(n - 1, mid_temporal)),
+        });
+        let mut trunk = base.trunk(time_embed_dim, down_blocks, mid_block, up_blocks);
+        // always SiLU after `conv_norm_out` in diffusers' UNetMotionModel
+        trunk.conv_act = Activation::Silu;
+        Ok(UNetMotionModelConfig {
+            trunk,
             motion_max_seq_length: max_seq,
         })
     }
 }
 
 /// `UNetMotionModel`: sample (B, C, F, H, W), timesteps (B,), encoder_hidden_states (B·F or B, S, D).
-#[derive(Clone, Debug)]
-pub struct UNetMotionModel<B: Backend> {
-    pub config: UNetMotionModelConfig,
-    pub trunk: UNetTrunk<B>,
-}
+pub type UNetMotionModel<B> = UNetModel<B, UNetMotionModelConfig>;
 
 impl<B: Backend> UNetMotionModel<B> {
-    pub fn load(vb: &VarBuilder<B>, cfg: &UNetMotionModelConfig) -> Result<Self> {
-        Ok(UNetMotionModel {
-            config: cfg.clone(),
-            trunk: UNetTrunk::load(vb, &cfg.trunk)?,
-        })
-    }
-
-    /// Every `BasicTransformerBlock` (hook name: `.name`), spatial and temporal.
-    pub fn transformer_blocks(&self) -> Vec<&BasicTransformerBlock<B>> {
-        self.trunk.transformer_blocks()
-    }
-
     /// sample (B, C_in, F, H, W); timesteps B values (or 1 for all); encoder_hidden_states
     /// (B·F, S, D) frame-major per batch item, or (B, S, D) shared by the frames
     /// → (B, C_out, F, H, W).

@@ -18,9 +18,12 @@ use crate::models::hooks::UNetHooks;
 use crate::models::motion_module::AnimateDiffTransformer3D;
 use crate::models::nn::{Activation, Conv2d, GroupNorm};
 use crate::models::transformer::{BasicTransformerBlock, Transformer2DModel};
+use crate::models::unet2d::UNet2DConditionModelConfig;
 use crate::models::unet_blocks::{
-    DownBlock, DownBlockConfig, MidBlock, MidBlockConfig, UpBlock, UpBlockConfig,
+    BlockInputs, CrossAttnConfig, DownBlock, DownBlockConfig, LayerStackConfig, MidBlock,
+    MidBlockConfig, MotionConfig, ResnetSettings, UpBlock, UpBlockConfig,
 };
+use crate::models::unet_motion::UNetMotionModelConfig;
 use crate::var_builder::VarBuilder;
 
 /// A fully resolved trunk: every block spelled out (built from a config.json by
@@ -313,18 +316,21 @@ impl<B: Backend> UNetTrunk<B> {
             None => self.conv_in.forward(be, &x)?,
         };
         let mut h = hooks.after_conv_in(be, h, num_frames)?;
+        let inputs = BlockInputs {
+            temb: &emb,
+            encoder_hidden_states,
+            num_frames,
+        };
         let mut skips = vec![h.clone()];
         for (i, block) in self.down_blocks.iter().enumerate() {
             let (out, states) = block
-                .forward(be, &h, &emb, encoder_hidden_states, num_frames, hooks)
+                .forward(be, &h, &inputs, hooks)
                 .with_context(|| format!("down_blocks.{i}"))?;
             h = out;
             skips.extend(states);
         }
         if let Some(mid) = &self.mid_block {
-            h = mid
-                .forward(be, &h, &emb, encoder_hidden_states, num_frames, hooks)
-                .context("mid_block")?;
+            h = mid.forward(be, &h, &inputs, hooks).context("mid_block")?;
         }
         let nb = self.up_blocks.len();
         for (i, block) in self.up_blocks.iter().enumerate() {
@@ -341,17 +347,7 @@ impl<B: Backend> UNetTrunk<B> {
             };
             let mut res = skips.split_off(keep);
             h = block
-                .forward(
-                    be,
-                    &h,
-                    &mut res,
-                    &emb,
-                    encoder_hidden_states,
-                    num_frames,
-                    upsample_size,
-                    i,
-                    hooks,
-                )
+                .forward(be, &h, &mut res, &inputs, upsample_size, i, hooks)
                 .with_context(|| format!("up_blocks.{i}"))?;
         }
         if let Some(gn) = &self.conv_norm_out {
@@ -360,6 +356,40 @@ impl<B: Backend> UNetTrunk<B> {
         self.conv_out.forward(be, &h)
     }
 }
+
+/// A U-Net model (`UNet2DConditionModel`, `UNetMotionModel`): its parsed config `C` and the
+/// trunk built from it.
+#[derive(Clone, Debug)]
+pub struct UNetModel<B: Backend, C> {
+    pub config: C,
+    pub trunk: UNetTrunk<B>,
+}
+
+impl<B: Backend, C: Clone + AsRef<UNetTrunkConfig>> UNetModel<B, C> {
+    pub fn load(vb: &VarBuilder<B>, cfg: &C) -> Result<Self> {
+        Ok(UNetModel {
+            config: cfg.clone(),
+            trunk: UNetTrunk::load(vb, cfg.as_ref())?,
+        })
+    }
+
+    /// Every `BasicTransformerBlock` (hook name: `.name`), spatial and temporal.
+    pub fn transformer_blocks(&self) -> Vec<&BasicTransformerBlock<B>> {
+        self.trunk.transformer_blocks()
+    }
+}
+
+/// Both model configs hold their resolved trunk in `trunk`.
+macro_rules! trunk_of {
+    ($($config:ty),*) => {
+        $(impl AsRef<UNetTrunkConfig> for $config {
+            fn as_ref(&self) -> &UNetTrunkConfig {
+                &self.trunk
+            }
+        })*
+    };
+}
+trunk_of!(UNet2DConditionModelConfig, UNetMotionModelConfig);
 
 /// The block type names of one U-Net family (`UNet2DConditionModel`: `...2D`;
 /// `UNetMotionModel`: `...Motion`).
@@ -437,4 +467,159 @@ pub fn parse_block_layout(
     )?;
     let up_attn = attn(&up_types, "up_block_types", "up", names.cross_up, names.up)?;
     Ok((block_out, down_attn, up_attn))
+}
+
+/// `norm_num_groups` (default 32); an explicit null is an error (the resnets need groups).
+fn parse_norm_groups(c: &ConfigJson) -> Result<usize> {
+    Ok(match c.opt_usize("norm_num_groups")? {
+        Some(g) => g,
+        None if c.obj.contains_key("norm_num_groups") => {
+            bail!(
+                "{}: `norm_num_groups` = null is not supported (the resnets need groups)",
+                c.what
+            )
+        }
+        None => 32,
+    })
+}
+
+/// The attention and motion configs of one block, given its index and layer count.
+pub(crate) type BlockExtras = (Option<CrossAttnConfig>, Option<MotionConfig>);
+
+/// The down and up block configs of a trunk with `block_out` channels and `layers[i]`
+/// resnets in down block i (one more in its mirror up block). `down_extras(i, num_layers)`
+/// and `up_extras(i, num_layers)` give the attention and motion configs of down block i
+/// and of up block i (up blocks count from the deepest).
+pub(crate) fn down_up_block_configs(
+    block_out: &[usize],
+    layers: &[usize],
+    resnet: ResnetSettings,
+    downsample_padding: usize,
+    down_extras: impl Fn(usize, usize) -> BlockExtras,
+    up_extras: impl Fn(usize, usize) -> BlockExtras,
+) -> (Vec<DownBlockConfig>, Vec<UpBlockConfig>) {
+    let n = block_out.len();
+    let stack = |out_channels: usize, num_layers: usize, (attention, motion): BlockExtras| {
+        LayerStackConfig {
+            out_channels,
+            num_layers,
+            resnet,
+            attention,
+            motion,
+        }
+    };
+    let mut down_blocks = Vec::with_capacity(n);
+    let mut out_ch = block_out[0];
+    for i in 0..n {
+        let in_ch = out_ch;
+        out_ch = block_out[i];
+        down_blocks.push(DownBlockConfig {
+            in_channels: in_ch,
+            layers: stack(out_ch, layers[i], down_extras(i, layers[i])),
+            add_downsample: i + 1 < n,
+            downsample_padding,
+        });
+    }
+    let mut up_blocks = Vec::with_capacity(n);
+    let mut out_ch = block_out[n - 1];
+    for i in 0..n {
+        let prev = out_ch;
+        out_ch = block_out[n - 1 - i];
+        let in_ch = block_out[n - 1 - (i + 1).min(n - 1)];
+        let num_layers = layers[n - 1 - i] + 1;
+        up_blocks.push(UpBlockConfig {
+            in_channels: in_ch,
+            prev_output_channel: prev,
+            layers: stack(out_ch, num_layers, up_extras(i, num_layers)),
+            add_upsample: i + 1 < n,
+        });
+    }
+    (down_blocks, up_blocks)
+}
+
+/// The keys `UNet2DConditionModel` and `UNetMotionModel` configs read alike (read in this
+/// order), with the block layout.
+pub(crate) struct TrunkBase {
+    pub block_out: Vec<usize>,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub layers: Vec<usize>,
+    pub downsample_padding: usize,
+    pub mid_scale: f32,
+    pub act: Activation,
+    pub groups: usize,
+    pub eps: f32,
+    pub cross: Vec<usize>,
+    pub tlayers: Vec<usize>,
+}
+
+impl TrunkBase {
+    pub(crate) fn parse(c: &ConfigJson, block_out: Vec<usize>) -> Result<Self> {
+        let n = block_out.len();
+        Ok(TrunkBase {
+            in_channels: c.usize("in_channels", 4)?,
+            out_channels: c.usize("out_channels", 4)?,
+            layers: c.int_or_list("layers_per_block", n, 2)?,
+            downsample_padding: c.usize("downsample_padding", 1)?,
+            mid_scale: c.f32("mid_block_scale_factor", 1.0)?,
+            act: Activation::parse(&c.str("act_fn", "silu")?, "act_fn")?,
+            groups: parse_norm_groups(c)?,
+            eps: c.f32("norm_eps", 1e-5)?,
+            cross: c.int_or_list("cross_attention_dim", n, 1280)?,
+            tlayers: c.int_or_list("transformer_layers_per_block", n, 1)?,
+            block_out,
+        })
+    }
+
+    /// The resnet settings of the down and up blocks (`mid: true`: of the mid block, its
+    /// output scaled by `mid_block_scale_factor`).
+    pub(crate) fn resnet(&self, temb_channels: usize, mid: bool) -> ResnetSettings {
+        ResnetSettings {
+            temb_channels,
+            eps: self.eps,
+            act: self.act,
+            groups: self.groups,
+            output_scale_factor: if mid { self.mid_scale } else { 1.0 },
+        }
+    }
+
+    /// The trunk with these blocks and a `time_embed_dim` time embedding; the rest is
+    /// diffusers' defaults: 3x3 `conv_in`/`conv_out`, no input centring,
+    /// `Timesteps(C0, flip_sin_to_cos=True, 0)`, no extra time activations, `act_fn` after
+    /// `conv_norm_out`.
+    pub(crate) fn trunk(
+        self,
+        time_embed_dim: usize,
+        down_blocks: Vec<DownBlockConfig>,
+        mid_block: Option<MidBlockConfig>,
+        up_blocks: Vec<UpBlockConfig>,
+    ) -> UNetTrunkConfig {
+        let c0 = self.block_out[0];
+        UNetTrunkConfig {
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+            block_out_channels: self.block_out,
+            conv_in_kernel: 3,
+            conv_out_kernel: 3,
+            center_input_sample: false,
+            time_proj: Timesteps {
+                num_channels: c0,
+                flip_sin_to_cos: true,
+                downscale_freq_shift: 0.0,
+            },
+            time_embedding: TimestepEmbeddingConfig {
+                in_channels: c0,
+                time_embed_dim,
+                act_fn: self.act,
+                out_dim: None,
+                post_act_fn: None,
+            },
+            time_embed_act: None,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: Some((self.groups, self.eps)),
+            conv_act: self.act,
+        }
+    }
 }

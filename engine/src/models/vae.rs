@@ -194,22 +194,74 @@ impl<B: Backend> VaeMidBlock<B> {
 // Encoder
 // ---------------------------------------------------------------------------
 
-/// `DownEncoderBlock2D`: resnets then an optional stride-2 `Downsample2D` (padding 0).
+/// `DownEncoderBlock2D` (`S` = [`Downsample2D`], stride 2, padding 0) or `UpDecoderBlock2D`
+/// (`S` = [`Upsample2D`], nearest ×2 with conv): resnets, then the resampler
+/// (`downsamplers.0` / `upsamplers.0`; none in the last block).
 #[derive(Clone, Debug)]
-pub struct DownEncoderBlock2D<B: Backend> {
+pub struct VaeBlock<B: Backend, S> {
     pub resnets: Vec<ResnetBlock2D<B>>,
-    /// `downsamplers.0`
-    pub downsampler: Option<Downsample2D<B>>,
+    pub sampler: Option<S>,
 }
 
-impl<B: Backend> DownEncoderBlock2D<B> {
+pub type DownEncoderBlock2D<B> = VaeBlock<B, Downsample2D<B>>;
+pub type UpDecoderBlock2D<B> = VaeBlock<B, Upsample2D<B>>;
+
+/// A VAE block's resampler: to half or twice the size.
+pub trait Resample<B: Backend> {
+    fn resample(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor>;
+}
+
+impl<B: Backend> Resample<B> for Downsample2D<B> {
+    fn resample(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        self.forward(be, x)
+    }
+}
+
+impl<B: Backend> Resample<B> for Upsample2D<B> {
+    fn resample(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        self.forward(be, x, None)
+    }
+}
+
+impl<B: Backend, S: Resample<B>> VaeBlock<B, S> {
+    /// The blocks under `vb` (`down_blocks` / `up_blocks`) of the channel ladder `ch`: block i
+    /// has `layers` resnets, `ch[i - 1]` (`ch[0]` for the first) channels into its first and
+    /// `ch[i]` out of each, then (but the last) the resampler `sampler(vb of the block, ch[i])`.
+    fn load_ladder(
+        vb: &VarBuilder<B>,
+        cfg: &AutoencoderKLConfig,
+        ch: &[usize],
+        layers: usize,
+        sampler: impl Fn(&VarBuilder<B>, usize) -> Result<S>,
+    ) -> Result<Vec<Self>> {
+        let mut blocks = Vec::with_capacity(ch.len());
+        let mut out_ch = ch[0];
+        for (i, &c) in ch.iter().enumerate() {
+            let in_ch = out_ch;
+            out_ch = c;
+            let bv = vb.pp(i);
+            let resnets = (0..layers)
+                .map(|j| {
+                    let cin = if j == 0 { in_ch } else { out_ch };
+                    ResnetBlock2D::load(&bv.pp("resnets").pp(j), &cfg.resnet(cin, out_ch))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let last = i + 1 == ch.len();
+            blocks.push(VaeBlock {
+                resnets,
+                sampler: (!last).then(|| sampler(&bv, out_ch)).transpose()?,
+            });
+        }
+        Ok(blocks)
+    }
+
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
         let mut h = x.clone();
         for r in &self.resnets {
             h = r.forward(be, &h, None)?;
         }
-        match &self.downsampler {
-            Some(d) => d.forward(be, &h),
+        match &self.sampler {
+            Some(d) => d.resample(be, &h),
             None => Ok(h),
         }
     }
@@ -232,31 +284,14 @@ impl<B: Backend> VaeEncoder<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &AutoencoderKLConfig) -> Result<Self> {
         let ch = &cfg.block_out_channels;
         let conv_in = Conv2d::load(&vb.pp("conv_in"), cfg.in_channels, ch[0], 3, 1, 1, true)?;
-        let mut down_blocks = Vec::with_capacity(ch.len());
-        let mut out_ch = ch[0];
-        for (i, &c) in ch.iter().enumerate() {
-            let in_ch = out_ch;
-            out_ch = c;
-            let bv = vb.pp("down_blocks").pp(i);
-            let resnets = (0..cfg.layers_per_block)
-                .map(|j| {
-                    let cin = if j == 0 { in_ch } else { out_ch };
-                    ResnetBlock2D::load(&bv.pp("resnets").pp(j), &cfg.resnet(cin, out_ch))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let downsampler = if i + 1 < ch.len() {
-                Some(Downsample2D::load(
-                    &bv.pp("downsamplers").pp(0),
-                    &Downsample2DConfig::new(out_ch, 0),
-                )?)
-            } else {
-                None
-            };
-            down_blocks.push(DownEncoderBlock2D {
-                resnets,
-                downsampler,
-            });
-        }
+        let down = |bv: &VarBuilder<B>, c| {
+            Downsample2D::load(
+                &bv.pp("downsamplers").pp(0),
+                &Downsample2DConfig::down(c, 0),
+            )
+        };
+        let down_blocks =
+            VaeBlock::load_ladder(&vb.pp("down_blocks"), cfg, ch, cfg.layers_per_block, down)?;
         let c_last = *ch.last().expect("block_out_channels checked non-empty");
         let mid_block = VaeMidBlock::load(&vb.pp("mid_block"), cfg, c_last)?;
         let conv_norm_out = GroupNorm::load(
@@ -299,27 +334,6 @@ impl<B: Backend> VaeEncoder<B> {
 // Decoder
 // ---------------------------------------------------------------------------
 
-/// `UpDecoderBlock2D`: resnets then an optional nearest ×2 `Upsample2D` with conv.
-#[derive(Clone, Debug)]
-pub struct UpDecoderBlock2D<B: Backend> {
-    pub resnets: Vec<ResnetBlock2D<B>>,
-    /// `upsamplers.0`
-    pub upsampler: Option<Upsample2D<B>>,
-}
-
-impl<B: Backend> UpDecoderBlock2D<B> {
-    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        let mut h = x.clone();
-        for r in &self.resnets {
-            h = r.forward(be, &h, None)?;
-        }
-        match &self.upsampler {
-            Some(u) => u.forward(be, &h, None),
-            None => Ok(h),
-        }
-    }
-}
-
 /// `vae.Decoder` with `norm_type = "group"`.
 #[derive(Clone, Debug)]
 pub struct VaeDecoder<B: Backend> {
@@ -347,28 +361,11 @@ impl<B: Backend> VaeDecoder<B> {
             true,
         )?;
         let mid_block = VaeMidBlock::load(&vb.pp("mid_block"), cfg, c_last)?;
-        let mut up_blocks = Vec::with_capacity(rev.len());
-        let mut out_ch = rev[0];
-        for (i, &c) in rev.iter().enumerate() {
-            let prev = out_ch;
-            out_ch = c;
-            let bv = vb.pp("up_blocks").pp(i);
-            let resnets = (0..cfg.layers_per_block + 1)
-                .map(|j| {
-                    let cin = if j == 0 { prev } else { out_ch };
-                    ResnetBlock2D::load(&bv.pp("resnets").pp(j), &cfg.resnet(cin, out_ch))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let upsampler = if i + 1 < rev.len() {
-                Some(Upsample2D::load(
-                    &bv.pp("upsamplers").pp(0),
-                    &Upsample2DConfig::new(out_ch),
-                )?)
-            } else {
-                None
-            };
-            up_blocks.push(UpDecoderBlock2D { resnets, upsampler });
-        }
+        let up = |bv: &VarBuilder<B>, c| {
+            Upsample2D::load(&bv.pp("upsamplers").pp(0), &Upsample2DConfig::up(c))
+        };
+        let layers = cfg.layers_per_block + 1;
+        let up_blocks = VaeBlock::load_ladder(&vb.pp("up_blocks"), cfg, &rev, layers, up)?;
         let c0 = cfg.block_out_channels[0];
         let conv_norm_out =
             GroupNorm::load(&vb.pp("conv_norm_out"), cfg.norm_num_groups, c0, VAE_EPS)?;

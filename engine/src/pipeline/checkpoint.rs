@@ -58,6 +58,48 @@ pub struct Components<B: Backend> {
     pub modules: CyberHostModules<B>,
 }
 
+impl<B: Backend> Components<B> {
+    /// Loads every component in checkpoint order: `builder(component, &configs)` gives its
+    /// weights, and `loaded(component, &vb)` runs after it has loaded.
+    pub fn load_with(
+        configs: Configs,
+        mut builder: impl FnMut(&str, &Configs) -> Result<VarBuilder<B>>,
+        mut loaded: impl FnMut(&str, &VarBuilder<B>),
+    ) -> Result<Self> {
+        // `$load` on the component's weights `$vb`, between `builder` and `loaded`.
+        macro_rules! component {
+            ($name:literal, |$vb:ident| $load:expr) => {{
+                let $vb = builder($name, &configs)?;
+                let m = $load?;
+                loaded($name, &$vb);
+                m
+            }};
+        }
+        let vae = component!("vae", |vb| AutoencoderKL::load(&vb, &configs.vae));
+        let reference_unet = component!("reference_unet", |vb| {
+            UNet2DConditionModel::load(&vb, &configs.reference_unet)
+        });
+        let denoising_unet = component!("denoising_unet", |vb| {
+            UNetMotionModel::load(&vb, &configs.denoising_unet)
+        });
+        let audio_encoder = component!("audio_encoder", |vb| {
+            Wav2Vec2Model::load(&vb, &configs.audio_encoder)
+        });
+        let modules = component!("cyberhost", |vb| {
+            let time_proj = &configs.denoising_unet.trunk.time_proj;
+            CyberHostModules::load(&vb, &configs.cyberhost, time_proj)
+        });
+        Ok(Components {
+            configs,
+            vae,
+            reference_unet,
+            denoising_unet,
+            audio_encoder,
+            modules,
+        })
+    }
+}
+
 fn config_file(component: &str) -> &'static str {
     if component == "scheduler" {
         "scheduler_config.json"
@@ -182,30 +224,15 @@ impl WeightsSource {
     pub fn load<B: Backend>(&self, be: &B) -> Result<Components<B>> {
         let configs = self.configs()?;
         let mut problems: Vec<ValidationError> = Vec::new();
-        let mut finish = |vb: &VarBuilder<B>| {
-            if let Err(e) = vb.finish() {
-                problems.push(e);
-            }
-        };
-        let vb = self.var_builder(be, "vae", &configs)?;
-        let vae = AutoencoderKL::load(&vb, &configs.vae)?;
-        finish(&vb);
-        let vb = self.var_builder(be, "reference_unet", &configs)?;
-        let reference_unet = UNet2DConditionModel::load(&vb, &configs.reference_unet)?;
-        finish(&vb);
-        let vb = self.var_builder(be, "denoising_unet", &configs)?;
-        let denoising_unet = UNetMotionModel::load(&vb, &configs.denoising_unet)?;
-        finish(&vb);
-        let vb = self.var_builder(be, "audio_encoder", &configs)?;
-        let audio_encoder = Wav2Vec2Model::load(&vb, &configs.audio_encoder)?;
-        finish(&vb);
-        let vb = self.var_builder(be, "cyberhost", &configs)?;
-        let modules = CyberHostModules::load(
-            &vb,
-            &configs.cyberhost,
-            &configs.denoising_unet.trunk.time_proj,
+        let components = Components::load_with(
+            configs,
+            |component, configs| self.var_builder(be, component, configs),
+            |_, vb| {
+                if let Err(e) = vb.finish() {
+                    problems.push(e);
+                }
+            },
         )?;
-        finish(&vb);
         if !problems.is_empty() {
             let text = problems
                 .iter()
@@ -217,14 +244,7 @@ impl WeightsSource {
             ))
             .into());
         }
-        Ok(Components {
-            configs,
-            vae,
-            reference_unet,
-            denoising_unet,
-            audio_encoder,
-            modules,
-        })
+        Ok(components)
     }
 }
 

@@ -306,6 +306,17 @@ fn map_tensor<B: Backend>(be: &B, img: &RgbImage) -> Result<B::Tensor> {
     be.affine(&t, 0.5, 0.5)
 }
 
+/// The inputs of one clip's denoising ([`Components::run_clip`]).
+struct ClipJob<'a, B: Backend> {
+    p: &'a Prepared<B>,
+    scheduler: &'a DdimScheduler,
+    /// (1, 4, M, h, w)
+    motion: &'a B::Tensor,
+    /// (1, 4, F, h, w)
+    noise: B::Tensor,
+    clip: usize,
+}
+
 impl<B: Backend> Components<B> {
     /// The one-off parts of a run.
     pub fn prepare(
@@ -619,24 +630,33 @@ impl<B: Backend> Components<B> {
         trace: Option<&mut Vec<Vec<f32>>>,
         on: &mut dyn FnMut(Event),
     ) -> Result<B::Tensor> {
-        self.run_clip_until(be, p, scheduler, motion, noise, clip, trace, on, &|| false)
+        let job = ClipJob {
+            p,
+            scheduler,
+            motion,
+            noise,
+            clip,
+        };
+        self.run_clip_until(be, job, trace, on, &|| false)
     }
 
-    /// [`Self::run_clip`], asking `stop` after every step: `true` ends the run with
+    /// [`Self::run_clip`] of `job`, asking `stop` after every step: `true` ends the run with
     /// [`Cancelled`] (cooperative cancellation; the step in flight finishes first).
-    #[allow(clippy::too_many_arguments)]
-    pub fn run_clip_until(
+    fn run_clip_until(
         &self,
         be: &B,
-        p: &Prepared<B>,
-        scheduler: &DdimScheduler,
-        motion: &B::Tensor,
-        noise: B::Tensor,
-        clip: usize,
+        job: ClipJob<'_, B>,
         mut trace: Option<&mut Vec<Vec<f32>>>,
         on: &mut dyn FnMut(Event),
         stop: &dyn Fn() -> bool,
     ) -> Result<B::Tensor> {
+        let ClipJob {
+            p,
+            scheduler,
+            motion,
+            noise,
+            clip,
+        } = job;
         let timesteps = scheduler.timesteps().to_vec();
         let g = p.geometry;
         // Once per clip: the audio context's cross-attention K/V and the time embedding of
@@ -754,17 +774,15 @@ impl<B: Backend> Components<B> {
             });
             let noise = self.clip_noise(be, &p, req.seed, clip)?;
             let mut clip_trace = Vec::new();
-            let z0 = self.run_clip_until(
-                be,
-                &p,
-                &scheduler,
-                &motion,
+            let job = ClipJob {
+                p: &p,
+                scheduler: &scheduler,
+                motion: &motion,
                 noise,
                 clip,
-                req.trace.then_some(&mut clip_trace),
-                on,
-                stop,
-            )?;
+            };
+            let z0 =
+                self.run_clip_until(be, job, req.trace.then_some(&mut clip_trace), on, stop)?;
             trace.push(clip_trace);
             frames.extend(self.decode_frames(be, &z0)?);
             motion = self.next_motion(be, &p, &motion, &z0)?;

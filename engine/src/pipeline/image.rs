@@ -252,15 +252,21 @@ mod tests {
         assert!(crop.get_pixel(256, 8)[1] < crop.get_pixel(256, 500)[1]);
     }
 
+    /// Where the slow JPEG `bytes` decodes (it may be refused), it has `dims` and
+    /// `cover_crop` gives `crop`.
+    fn decodes_and_crops(bytes: &[u8], dims: (u32, u32), (w, h): (u32, u32)) {
+        if let Ok(img) = decode_image(bytes, "slow.jpg") {
+            assert_eq!(img.dimensions(), dims);
+            let (crop, _) = cover_crop(&img, w, h);
+            assert_eq!(crop.dimensions(), (w, h));
+        }
+    }
+
     #[test]
     fn fuzz_regression_64053x40_jpeg() {
         // The input the `image` fuzz target timed out on (fuzz/regressions/image/).
         let bytes = include_bytes!("../../../fuzz/regressions/image/slow-64053x40.jpg");
-        if let Ok(img) = decode_image(bytes, "slow.jpg") {
-            assert_eq!(img.dimensions(), (64053, 40));
-            let (crop, _) = cover_crop(&img, 512, 512);
-            assert_eq!(crop.dimensions(), (512, 512));
-        }
+        decodes_and_crops(bytes, (64053, 40), (512, 512));
     }
 
     #[test]
@@ -269,11 +275,7 @@ mod tests {
         // the loaded machine hit libFuzzer's 10 s timeout. Not a hang; it decodes and crops
         // under the full limit, and the fuzz target's 2^18-pixel budget refuses it up front.
         let bytes = include_bytes!("../../../fuzz/regressions/image/slow-62512x86.jpg");
-        if let Ok(img) = decode_image(bytes, "slow.jpg") {
-            assert_eq!(img.dimensions(), (62512, 86));
-            let (crop, _) = cover_crop(&img, 64, 48);
-            assert_eq!(crop.dimensions(), (64, 48));
-        }
+        decodes_and_crops(bytes, (62512, 86), (64, 48));
         let err = decode_image_within(bytes, "slow.jpg", 1 << 18)
             .unwrap_err()
             .to_string();

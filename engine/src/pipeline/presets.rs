@@ -228,36 +228,40 @@ fn unet_common(p: &Params) -> Value {
     })
 }
 
-fn reference_unet(p: &Params) -> Value {
-    let (down, up) = unet_block_types(p.unet_blocks.len(), false);
+/// A U-Net config: the shared keys, `_class_name`, the block types (motion or 2-D) and
+/// the keys of `extra`.
+fn unet(p: &Params, class_name: &str, motion: bool, extra: Value) -> Value {
+    let (down, up) = unet_block_types(p.unet_blocks.len(), motion);
     let mut v = unet_common(p);
     let o = v.as_object_mut().unwrap();
-    o.insert("_class_name".into(), json!("UNet2DConditionModel"));
+    o.insert("_class_name".into(), json!(class_name));
     o.insert("down_block_types".into(), json!(down));
     o.insert("up_block_types".into(), json!(up));
-    o.insert("mid_block_type".into(), json!("UNetMidBlock2DCrossAttn"));
-    // diffusers' naming quirk: `attention_head_dim` is the number of heads here.
-    o.insert("attention_head_dim".into(), json!(p.unet_heads));
+    if let Value::Object(extra) = extra {
+        o.extend(extra);
+    }
     v
 }
 
+fn reference_unet(p: &Params) -> Value {
+    let extra = json!({
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        // diffusers' naming quirk: `attention_head_dim` is the number of heads here.
+        "attention_head_dim": p.unet_heads,
+    });
+    unet(p, "UNet2DConditionModel", false, extra)
+}
+
 fn denoising_unet(p: &Params) -> Value {
-    let (down, up) = unet_block_types(p.unet_blocks.len(), true);
-    let mut v = unet_common(p);
-    let o = v.as_object_mut().unwrap();
-    o.insert("_class_name".into(), json!("UNetMotionModel"));
-    o.insert("down_block_types".into(), json!(down));
-    o.insert("up_block_types".into(), json!(up));
-    o.insert("num_attention_heads".into(), json!(p.unet_heads));
-    o.insert("motion_num_attention_heads".into(), json!(p.motion_heads));
-    o.insert("motion_max_seq_length".into(), json!(32));
-    o.insert(
-        "temporal_transformer_layers_per_block".into(),
-        json!(p.motion_layers),
-    );
-    o.insert("use_motion_mid_block".into(), json!(true));
-    o.insert("mid_block_layers".into(), json!(1));
-    v
+    let extra = json!({
+        "num_attention_heads": p.unet_heads,
+        "motion_num_attention_heads": p.motion_heads,
+        "motion_max_seq_length": 32,
+        "temporal_transformer_layers_per_block": p.motion_layers,
+        "use_motion_mid_block": true,
+        "mid_block_layers": 1,
+    });
+    unet(p, "UNetMotionModel", true, extra)
 }
 
 fn audio_encoder(p: &Params) -> Value {

@@ -95,23 +95,21 @@ pub fn plan(g: &Graph) -> Plan {
         ..place_all(buffers, g.nodes.len())
     }
 }
-/// One row of the cost table.
+/// The cost figures of a row of the class or kernel table.
 #[derive(Clone, Debug, Serialize)]
-pub struct ClassRow {
-    pub class: OpClass,
+pub struct CostFigures {
     pub ops: usize,
     pub flops: u64,
     pub bytes: u64,
     /// FLOPs per byte.
     pub intensity: f64,
-    /// max(FLOPs / 989 TFLOP/s, bytes / 3.35 TB/s), seconds.
+    /// max(FLOPs / 989 TFLOP/s, bytes / 3.35 TB/s) over the row's ops together, seconds.
     pub h100_floor_s: f64,
 }
 
-impl ClassRow {
-    fn new(class: OpClass, c: ClassCost) -> Self {
-        ClassRow {
-            class,
+impl CostFigures {
+    fn new(c: ClassCost) -> Self {
+        CostFigures {
             ops: c.ops,
             flops: c.flops,
             bytes: c.bytes,
@@ -125,18 +123,35 @@ impl ClassRow {
     }
 }
 
-/// One row of the per-kernel cost table.
+/// One row of the cost table (its figures read as fields of the row).
+#[derive(Clone, Debug, Serialize)]
+pub struct ClassRow {
+    pub class: OpClass,
+    #[serde(flatten)]
+    pub cost: CostFigures,
+}
+
+/// One row of the per-kernel cost table (its figures read as fields of the row).
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelRow {
     /// `kernels/cuda/<kernel>.cu`
     pub kernel: &'static str,
-    pub ops: usize,
-    pub flops: u64,
-    pub bytes: u64,
-    /// FLOPs per byte.
-    pub intensity: f64,
-    /// max(FLOPs / 989 TFLOP/s, bytes / 3.35 TB/s) over the kernel's launches together, seconds.
-    pub h100_floor_s: f64,
+    #[serde(flatten)]
+    pub cost: CostFigures,
+}
+
+impl std::ops::Deref for ClassRow {
+    type Target = CostFigures;
+    fn deref(&self) -> &CostFigures {
+        &self.cost
+    }
+}
+
+impl std::ops::Deref for KernelRow {
+    type Target = CostFigures;
+    fn deref(&self) -> &CostFigures {
+        &self.cost
+    }
 }
 
 /// Everything `cyberhost plan` reports for one graph.
@@ -169,7 +184,10 @@ impl PlanReport {
         let classes: Vec<ClassRow> = g
             .cost_by_class()
             .into_iter()
-            .map(|(c, cost)| ClassRow::new(c, cost))
+            .map(|(class, c)| ClassRow {
+                class,
+                cost: CostFigures::new(c),
+            })
             .collect();
         let max_live_op = if g.nodes.is_empty() {
             String::new()
@@ -181,15 +199,7 @@ impl PlanReport {
             .into_iter()
             .map(|(kernel, c)| KernelRow {
                 kernel,
-                ops: c.ops,
-                flops: c.flops,
-                bytes: c.bytes,
-                intensity: if c.bytes == 0 {
-                    0.0
-                } else {
-                    c.flops as f64 / c.bytes as f64
-                },
-                h100_floor_s: h100_floor_seconds(c.flops, c.bytes),
+                cost: CostFigures::new(c),
             })
             .collect();
         PlanReport {

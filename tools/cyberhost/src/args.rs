@@ -18,6 +18,23 @@ pub fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
     Ok((p(w)?, p(h)?))
 }
 
+/// The weights flags of the model-running subcommands: `--weights DIR` or `--preset`.
+#[derive(clap::Args)]
+pub struct WeightsArgs {
+    /// tiny or paper (default tiny).
+    #[arg(long, conflicts_with = "weights")]
+    pub preset: Option<String>,
+    /// A checkpoint directory (spec layout).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+}
+
+impl WeightsArgs {
+    pub fn source(&self) -> Result<WeightsSource> {
+        weights_source(&self.weights, &self.preset)
+    }
+}
+
 /// `--weights DIR` or `--preset tiny|paper` (default `tiny`, seed 0).
 pub fn weights_source(weights: &Option<PathBuf>, preset: &Option<String>) -> Result<WeightsSource> {
     Ok(match (weights, preset) {

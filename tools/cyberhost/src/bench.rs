@@ -13,7 +13,7 @@
 //!
 //! The JSON schema is documented in docs/performance.md ("cyberhost bench").
 
-use crate::args::{parse_size, weights_source};
+use crate::args::{parse_size, WeightsArgs};
 use anyhow::{Context, Result};
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::graph::StepGraphInfo;
@@ -45,12 +45,8 @@ pub const BENCH_SCHEMA: &str = "cyberhost-bench/2";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// tiny or paper (default tiny).
-    #[arg(long, conflicts_with = "weights")]
-    preset: Option<String>,
-    /// A checkpoint directory (spec layout).
-    #[arg(long)]
-    weights: Option<PathBuf>,
+    #[command(flatten)]
+    weights: WeightsArgs,
     /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     backend: String,
@@ -241,7 +237,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if let Some(g) = &a.gpu {
         return gpu::run(&a, g);
     }
-    let source = weights_source(&a.weights, &a.preset)?;
+    let source = a.weights.source()?;
     match a.backend.as_str() {
         "cpu" => bench(CpuBackend::new(), &source, &a),
         "cuda" => {

@@ -129,7 +129,7 @@ pub fn run(a: &Args, gpu: &str) -> Result<ExitCode> {
     if a.kernel_steps == 0 {
         return Err(UserError::new("--gpu needs --kernel-steps of at least 1").into());
     }
-    let source = crate::args::weights_source(&a.weights, &a.preset)?;
+    let source = a.weights.source()?;
     let graphs = trace_pipeline(&source, a.size)?;
     let geo = graphs.geometry;
     let classes: Vec<(u64, u64)> = graphs
@@ -165,7 +165,7 @@ pub fn run(a: &Args, gpu: &str) -> Result<ExitCode> {
             true,
         ),
         None => {
-            let sample = match (a.sample_blocks, a.preset.as_deref()) {
+            let sample = match (a.sample_blocks, a.weights.preset.as_deref()) {
                 (Some(0), _) => None,
                 (Some(n), _) => Some(n),
                 (None, Some("paper")) => Some(PAPER_SAMPLE_BLOCKS),

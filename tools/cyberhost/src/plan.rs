@@ -3,23 +3,18 @@
 //! activations into one arena, and print the cost of one CFG step per op class with its H100
 //! roofline floor (989 TFLOP/s dense bf16, 3.35 TB/s), plus the one-off graphs.
 
-use crate::args::{parse_size, weights_source};
+use crate::args::{parse_size, WeightsArgs};
 use anyhow::Result;
 use cyberhost_engine::graph::pipeline::{trace_pipeline, PipelineGraphs};
 use cyberhost_engine::graph::Graph;
 use cyberhost_engine::planner::{plan, PlanKey, PlanReport, H100_BF16_FLOPS, H100_HBM_BYTES_PER_S};
 use serde_json::json;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// tiny or paper (default tiny).
-    #[arg(long, conflicts_with = "weights")]
-    preset: Option<String>,
-    /// A checkpoint directory (spec layout); only configs, names and shapes are read.
-    #[arg(long)]
-    weights: Option<PathBuf>,
+    #[command(flatten)]
+    weights: WeightsArgs,
     /// Output size WxH (default: the checkpoint's).
     #[arg(long, value_parser = parse_size)]
     size: Option<(usize, usize)>,
@@ -46,7 +41,7 @@ fn gib(b: u64) -> f64 {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let source = weights_source(&a.weights, &a.preset)?;
+    let source = a.weights.source()?;
     let pg = trace_pipeline(&source, a.size)?;
     let geo = pg.geometry;
     let step = report(&pg, &pg.step);

@@ -4,7 +4,7 @@
 //! Without libnvToolsExt it says so and runs the steps anyway (kernels still show under their
 //! entry names); on the stand-in driver it only checks that the steps run.
 
-use crate::args::{parse_size, weights_source};
+use crate::args::{parse_size, WeightsArgs};
 use crate::bench::{run_steps, setup};
 use anyhow::{Context, Result};
 use cyberhost_engine::backends::cuda::cudarc;
@@ -13,7 +13,6 @@ use cyberhost_engine::backends::cuda::profiling::{Nvtx, NvtxLaunchRanges, Observ
 use cyberhost_engine::backends::cuda::{CudaBackend, LaunchObserver};
 use cyberhost_engine::error::UserError;
 use cyberhost_kernels::KernelModule;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,12 +37,8 @@ run (exit 0) and kernels still show under their PTX entry names.";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// tiny or paper (default tiny).
-    #[arg(long, conflicts_with = "weights")]
-    preset: Option<String>,
-    /// A checkpoint directory (spec layout).
-    #[arg(long)]
-    weights: Option<PathBuf>,
+    #[command(flatten)]
+    weights: WeightsArgs,
     /// Only cuda: the ranges wrap CUDA kernel launches.
     #[arg(long, default_value = "cuda")]
     backend: String,
@@ -84,7 +79,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         ))
         .into());
     }
-    let source = weights_source(&a.weights, &a.preset)?;
+    let source = a.weights.source()?;
     let be = CudaBackend::new(0).map_err(|e| UserError::new(format!("--backend cuda: {e:#}")))?;
     let emulated = be.device().is_emulated();
 

@@ -201,15 +201,23 @@ fn cases(seed: u64) -> Vec<Case> {
     let mut add = |name: &str, op: Op, inputs: Vec<Vec<usize>>| add_with(name, op, inputs, vec![]);
     let (h, w) = (d.pick(5, 12), d.pick(5, 12));
     let (ci, co) = (d.pick(3, 24), d.pick(3, 24));
+    // a 3x3 convolution's input `x`, its weight and bias, then `more` inputs
+    let conv3 = |x: [usize; 4], more: &[Vec<usize>]| {
+        [
+            vec![x.to_vec(), vec![co, ci, 3, 3], vec![co]],
+            more.to_vec(),
+        ]
+        .concat()
+    };
     add(
         "conv2d_3x3_s1",
         Op::Conv2d(Conv2dParams::new(1, 1)),
-        vec![vec![2, ci, h, w], vec![co, ci, 3, 3], vec![co]],
+        conv3([2, ci, h, w], &[]),
     );
     add(
         "conv2d_3x3_s2",
         Op::Conv2d(Conv2dParams::new(2, 1)),
-        vec![vec![1, ci, h, w], vec![co, ci, 3, 3], vec![co]],
+        conv3([1, ci, h, w], &[]),
     );
     add(
         "conv2d_1x1",
@@ -233,15 +241,13 @@ fn cases(seed: u64) -> Vec<Case> {
         vec![vec![2, 2, 33, 40], vec![2, 2, 4, 40], vec![2, 2, 4, 40]],
     );
     let c = 4 * d.pick(2, 8);
-    add(
-        "group_norm",
-        Op::GroupNorm(4),
-        vec![vec![2, c, h, w], vec![c], vec![c]],
-    );
+    // x (N, C, H, W), per-channel weight and bias
+    let group_norm_shapes = vec![vec![2, c, h, w], vec![c], vec![c]];
+    add("group_norm", Op::GroupNorm(4), group_norm_shapes.clone());
     add(
         "group_norm_silu",
         Op::GroupNormSilu(4),
-        vec![vec![2, c, h, w], vec![c], vec![c]],
+        group_norm_shapes.clone(),
     );
     add(
         "layer_norm",
@@ -285,7 +291,7 @@ fn cases(seed: u64) -> Vec<Case> {
     add(
         "group_norm_act_silu",
         Op::GroupNormAct(4),
-        vec![vec![2, c, h, w], vec![c], vec![c]],
+        group_norm_shapes.clone(),
     );
     add(
         "linear_geglu",
@@ -300,23 +306,12 @@ fn cases(seed: u64) -> Vec<Case> {
     add(
         "conv2d_temb_residual",
         Op::Conv2dEpilogue,
-        vec![
-            vec![2, ci, h, w],
-            vec![co, ci, 3, 3],
-            vec![co],
-            vec![2, co],
-            vec![2, co, h, w],
-        ],
+        conv3([2, ci, h, w], &[vec![2, co], vec![2, co, h, w]]),
     );
     add(
         "conv2d_bcast_residual",
         Op::Conv2dBroadcastResidual,
-        vec![
-            vec![3, ci, h, w],
-            vec![co, ci, 3, 3],
-            vec![co],
-            vec![1, co, h, w],
-        ],
+        conv3([3, ci, h, w], &[vec![1, co, h, w]]),
     );
 
     // sampler

@@ -7,28 +7,14 @@
 //! (a 30000×30000 PNG header, a 10-hour WAV header), never written out in full.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cyberhost"))
-}
+mod cli_util;
+use cli_util::{bin, wav_spec};
 
 // ------------------------------------------------------------------------------------------
 // Input builders
-
-fn wav_spec(rate: u32, channels: u16, bits: u16, float: bool) -> hound::WavSpec {
-    hound::WavSpec {
-        channels,
-        sample_rate: rate,
-        bits_per_sample: bits,
-        sample_format: if float {
-            hound::SampleFormat::Float
-        } else {
-            hound::SampleFormat::Int
-        },
-    }
-}
 
 /// A 16-bit mono tone of `seconds` at `rate`.
 fn write_wav(path: &Path, rate: u32, seconds: f64) {

@@ -2,34 +2,15 @@
 //! emulator, the gpu-model's prediction per kernel, the planner's floor; re-prediction of saved
 //! counters for another GPU; bad GPU names. Kept small (tiny preset, 32x32, sampled blocks).
 
-use std::path::PathBuf;
-use std::process::Command;
-
-fn stand_in() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_cyberhost"));
-    let dir = exe.parent().unwrap().to_path_buf();
-    [
-        dir.join("libptx_emu_driver.so"),
-        dir.join("deps").join("libptx_emu_driver.so"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
-    .expect("stand-in driver built beside the test binaries")
-}
+mod cli_util;
+use cli_util::{json_ok as json, kernel_rows, on_stand_in, stderr, TINY_CUDA};
 
 fn cyberhost(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cyberhost"))
-        .args(args)
-        .env("CYBERHOST_CUDA_DRIVER", stand_in())
+    on_stand_in(args)
         .env_remove("PTX_EMU_STATS")
         .env_remove("PTX_EMU_SAMPLE_BLOCKS")
         .output()
         .unwrap()
-}
-
-fn json(o: &std::process::Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 #[test]
@@ -38,16 +19,7 @@ fn bench_gpu_on_the_stand_in_predicts_per_kernel_and_repredicts_saved_counters()
     let stats = dir.path().join("stats.jsonl");
     let svg = dir.path().join("roofline.svg");
     let (s, p) = (stats.to_str().unwrap(), svg.to_str().unwrap());
-    let base = [
-        "bench",
-        "--preset",
-        "tiny",
-        "--backend",
-        "cuda",
-        "--size",
-        "32x32",
-        "--json",
-    ];
+    let base = [&["bench"][..], &TINY_CUDA, &["--json"]].concat();
     let mut args = base.to_vec();
     args.extend([
         "--gpu",
@@ -62,7 +34,7 @@ fn bench_gpu_on_the_stand_in_predicts_per_kernel_and_repredicts_saved_counters()
     let o = cyberhost(&args);
     let h = json(&o);
     // the stand-in says that device memory read back after a sampled launch is not valid
-    assert!(String::from_utf8_lossy(&o.stderr).contains("NOT valid"));
+    assert!(stderr(&o).contains("NOT valid"));
     assert_eq!(h["gpu"], "h100-sxm");
     assert_eq!(h["emulated"], true);
     assert_eq!(
@@ -75,12 +47,7 @@ fn bench_gpu_on_the_stand_in_predicts_per_kernel_and_repredicts_saved_counters()
         step > 0.0 && floor > 0.0 && step >= floor,
         "{step} ms vs floor {floor} ms"
     );
-    let kernels = h["kernels"].as_array().unwrap();
-    assert!(kernels.len() > 5, "{kernels:?}");
-    let sum: f64 = kernels
-        .iter()
-        .map(|k| k["predicted_us"].as_f64().unwrap())
-        .sum();
+    let (kernels, sum) = kernel_rows(&h, "predicted_us");
     assert!(
         (sum / 1e3 - step).abs() < 1e-6 * step.max(1.0),
         "rows sum to the step"
@@ -128,17 +95,9 @@ fn bench_gpu_on_the_stand_in_predicts_per_kernel_and_repredicts_saved_counters()
     assert!(a["floor_step_ms"].as_f64().unwrap() > floor);
 
     // Unknown GPU: exit 2, the valid names listed.
-    let o = cyberhost(&[
-        "bench",
-        "--preset",
-        "tiny",
-        "--backend",
-        "cuda",
-        "--gpu",
-        "h900",
-    ]);
+    let o = cyberhost(&[&["bench"][..], &TINY_CUDA[..4], &["--gpu", "h900"]].concat());
     assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert!(
         err.contains("h900") && err.contains("h100-sxm") && err.contains("a100-sxm"),
         "{err}"

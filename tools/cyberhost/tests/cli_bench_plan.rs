@@ -1,16 +1,14 @@
 //! `cyberhost bench` and `cyberhost plan` report what programs need, as JSON.
 
-use std::process::Command;
+mod cli_util;
 
 fn json_of(args: &[&str], envs: &[(&str, &str)]) -> serde_json::Value {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cyberhost"));
+    let mut c = cli_util::bin();
     c.args(args);
     for (k, v) in envs {
         c.env(k, v);
     }
-    let o = c.output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
+    cli_util::json_ok(&c.output().unwrap())
 }
 
 #[test]
@@ -31,14 +29,7 @@ fn bench_tiny_cpu_json_carries_costs_and_times() {
 
 #[test]
 fn bench_rejects_bad_flags() {
-    let o = Command::new(env!("CARGO_BIN_EXE_cyberhost"))
-        .args(["bench", "--steps", "0"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let o = Command::new(env!("CARGO_BIN_EXE_cyberhost"))
-        .args(["bench", "--backend", "tpu"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+    for args in [["bench", "--steps", "0"], ["bench", "--backend", "tpu"]] {
+        assert_eq!(cli_util::run(&args).status.code(), Some(2), "{args:?}");
+    }
 }

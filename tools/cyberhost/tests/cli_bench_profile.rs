@@ -5,57 +5,24 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn stand_in() -> PathBuf {
-    // The stand-in driver is built beside the test binaries (target/<profile>/).
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_cyberhost"));
-    let dir = exe.parent().unwrap().to_path_buf();
-    let lib = [
-        dir.join("libptx_emu_driver.so"),
-        dir.join("deps").join("libptx_emu_driver.so"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
-    .unwrap_or_else(|| dir.join("libptx_emu_driver.so"));
-    assert!(
-        lib.is_file(),
-        "stand-in driver not built at {}",
-        lib.display()
-    );
-    lib
-}
+mod cli_util;
+use cli_util::{bin, json_ok, kernel_rows, on_stand_in, stderr, stdout, TINY_CUDA};
 
-fn cyberhost(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cyberhost"));
-    c.args(args)
-        .env("CYBERHOST_CUDA_DRIVER", stand_in())
-        // One warp schedule per launch: half the emulator time, same counts.
-        .env("PTX_EMU_SCHEDULES", "1");
+/// `cyberhost CMD` on the tiny preset, CUDA backend at 32x32, with `warmup` warm-up steps,
+/// one timed step and `extra` flags, on the stand-in driver.
+fn tiny_on_stand_in(cmd: &str, warmup: &str, extra: &[&str]) -> Command {
+    let steps = ["--warmup", warmup, "--steps", "1"];
+    let mut c = on_stand_in(&[&[cmd][..], &TINY_CUDA, &steps, extra].concat());
+    // One warp schedule per launch: half the emulator time, same counts.
+    c.env("PTX_EMU_SCHEDULES", "1");
     c
 }
 
 #[test]
 fn bench_tiny_cuda_json_on_the_stand_in_carries_counts_not_times() {
-    let o = cyberhost(&[
-        "bench",
-        "--preset",
-        "tiny",
-        "--backend",
-        "cuda",
-        "--size",
-        "32x32",
-        "--warmup",
-        "1",
-        "--steps",
-        "1",
-        "--kernel-steps",
-        "1",
-        "--json",
-    ])
-    .output()
-    .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let extra = ["--kernel-steps", "1", "--json"];
+    let o = tiny_on_stand_in("bench", "1", &extra).output().unwrap();
+    let v = json_ok(&o);
     assert_eq!(v["schema"], "cyberhost-bench/2");
     assert_eq!(v["emulated"], true);
     assert!(v["device"].as_str().unwrap().contains("ptx-emu"));
@@ -75,12 +42,7 @@ fn bench_tiny_cuda_json_on_the_stand_in_carries_counts_not_times() {
     assert!(v["telemetry"]["unavailable"].as_str().is_some());
     // Per-kernel counts from the kernel pass (graphs off): launches add up to the plain step's,
     // every kernel executed instructions, none has a time.
-    let kernels = v["kernels"].as_array().unwrap();
-    assert!(kernels.len() > 5, "{kernels:?}");
-    let sum: f64 = kernels
-        .iter()
-        .map(|k| k["launches_per_step"].as_f64().unwrap())
-        .sum();
+    let (kernels, sum) = kernel_rows(&v, "launches_per_step");
     assert!(sum > 100.0, "{sum}");
     for k in kernels {
         assert!(k["total_ms"].is_null(), "{k}");
@@ -91,24 +53,11 @@ fn bench_tiny_cuda_json_on_the_stand_in_carries_counts_not_times() {
 
 #[test]
 fn profile_on_the_stand_in_without_nvtx_says_so_and_runs() {
-    let o = cyberhost(&[
-        "profile",
-        "--preset",
-        "tiny",
-        "--backend",
-        "cuda",
-        "--size",
-        "32x32",
-        "--warmup",
-        "0",
-        "--steps",
-        "1",
-    ])
-    .env("CYBERHOST_NVTX_LIB", "/nonexistent/libnvToolsExt.so.1")
-    .output()
-    .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    let out = String::from_utf8_lossy(&o.stdout);
+    let o = tiny_on_stand_in("profile", "0", &[])
+        .env("CYBERHOST_NVTX_LIB", "/nonexistent/libnvToolsExt.so.1")
+        .output()
+        .unwrap();
+    let (err, out) = (stderr(&o), stdout(&o));
     assert!(o.status.success(), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     if !err.contains("NVTX: ") {
@@ -122,11 +71,8 @@ fn profile_on_the_stand_in_without_nvtx_says_so_and_runs() {
 
 #[test]
 fn profile_help_prints_the_nsight_command_lines() {
-    let o = Command::new(env!("CARGO_BIN_EXE_cyberhost"))
-        .args(["profile", "--help"])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
+    let o = bin().args(["profile", "--help"]).output().unwrap();
+    let out = stdout(&o);
     assert!(o.status.success());
     assert!(out.contains("nsys profile --trace=cuda,nvtx"), "{out}");
     assert!(out.contains("ncu --profile-from-start off"), "{out}");
@@ -134,15 +80,9 @@ fn profile_help_prints_the_nsight_command_lines() {
 
 #[test]
 fn bench_cpu_json_has_the_new_keys() {
-    let o = Command::new(env!("CARGO_BIN_EXE_cyberhost"))
-        .args([
-            "bench", "--preset", "tiny", "--size", "32x32", "--warmup", "0", "--steps", "2",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = json_ok(&cli_util::run(&[
+        "bench", "--preset", "tiny", "--size", "32x32", "--warmup", "0", "--steps", "2", "--json",
+    ]));
     assert_eq!(v["schema"], "cyberhost-bench/2");
     let s = &v["step_seconds"];
     let (min, med, max) = (

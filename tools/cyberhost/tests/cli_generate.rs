@@ -4,30 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cyberhost"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run cyberhost")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod cli_util;
+use cli_util::{run, stderr, wav_spec};
 
 /// A speech-like WAV: a chirp with a few formant-ish harmonics.
 fn write_wav(path: &Path, rate: u32, channels: u16, bits: u16, float: bool, seconds: f64) {
-    let spec = hound::WavSpec {
-        channels,
-        sample_rate: rate,
-        bits_per_sample: bits,
-        sample_format: if float {
-            hound::SampleFormat::Float
-        } else {
-            hound::SampleFormat::Int
-        },
-    };
+    let spec = wav_spec(rate, channels, bits, float);
     let mut w = hound::WavWriter::create(path, spec).unwrap();
     let n = (rate as f64 * seconds) as usize;
     for i in 0..n {
@@ -74,6 +56,26 @@ impl Case {
     }
     fn s(&self, name: &str) -> String {
         self.path(name).display().to_string()
+    }
+    /// `cyberhost generate ARGS --out <case>/o.mp4`.
+    fn generate(&self, args: &[&str]) -> Output {
+        let out = self.s("o.mp4");
+        run(&[&["generate"][..], args, &["--out", &out]].concat())
+    }
+    /// [`Case::generate`] must stop with a user error mentioning `needle`.
+    fn generate_fails(&self, args: &[&str], needle: &str) {
+        expect_user_error(&self.generate(args), needle);
+    }
+    /// `generate FLAG <file>` for each (file, contents, needle): the file written first (left
+    /// absent for `None`), the run must stop naming `needle`; then no output is left.
+    fn bad_files(&self, flag: &str, cases: &[(&str, Option<&[u8]>, &str)]) {
+        for &(file, contents, needle) in cases {
+            if let Some(b) = contents {
+                std::fs::write(self.path(file), b).unwrap();
+            }
+            self.generate_fails(&[flag, &self.s(file)], needle);
+        }
+        self.no_mp4();
     }
     /// No file but those the test made itself.
     fn no_mp4(&self) {
@@ -238,86 +240,42 @@ fn very_short_audio() {
     let c = Case::new();
     // 0.1 s at 12 fps = round(1.2) = 1 frame: works.
     write_wav(&c.path("short.wav"), 16_000, 1, 16, false, 0.1);
-    let o = run(&[
-        "generate",
-        "--audio",
-        &c.s("short.wav"),
-        "--out",
-        &c.s("o.mp4"),
-        FAST[0],
-        FAST[1],
-    ]);
+    let o = c.generate(&["--audio", &c.s("short.wav"), FAST[0], FAST[1]]);
     assert!(o.status.success(), "{}", stderr(&o));
     // An empty WAV stops with a message.
     let c2 = Case::new();
     write_wav(&c2.path("empty.wav"), 16_000, 1, 16, false, 0.0);
-    let o = run(&[
-        "generate",
-        "--audio",
-        &c2.s("empty.wav"),
-        "--out",
-        &c2.s("o.mp4"),
-    ]);
-    expect_user_error(&o, "no audio");
+    c2.generate_fails(&["--audio", &c2.s("empty.wav")], "no audio");
     c2.no_mp4();
 }
 
 #[test]
 fn missing_and_non_wav_audio() {
     let c = Case::new();
-    let o = run(&[
-        "generate",
+    let fake: &[u8] = b"this is not a wav file at all";
+    c.bad_files(
         "--audio",
-        &c.s("nope.wav"),
-        "--out",
-        &c.s("o.mp4"),
-    ]);
-    expect_user_error(&o, "nope.wav");
-    std::fs::write(c.path("fake.wav"), b"this is not a wav file at all").unwrap();
-    let o = run(&[
-        "generate",
-        "--audio",
-        &c.s("fake.wav"),
-        "--out",
-        &c.s("o.mp4"),
-    ]);
-    expect_user_error(&o, "not a readable WAV");
-    c.no_mp4();
+        &[
+            ("nope.wav", None, "nope.wav"),
+            ("fake.wav", Some(fake), "not a readable WAV"),
+        ],
+    );
 }
 
 #[test]
 fn bad_images() {
     let c = Case::new();
-    let o = run(&[
-        "generate",
-        "--image",
-        &c.s("missing.png"),
-        "--out",
-        &c.s("o.mp4"),
-    ]);
-    expect_user_error(&o, "missing.png");
     write_png(&c.path("ok.png"), 64, 48);
     let mut bytes = std::fs::read(c.path("ok.png")).unwrap();
     bytes.truncate(bytes.len() / 2);
-    std::fs::write(c.path("corrupt.png"), &bytes).unwrap();
-    let o = run(&[
-        "generate",
+    c.bad_files(
         "--image",
-        &c.s("corrupt.png"),
-        "--out",
-        &c.s("o.mp4"),
-    ]);
-    expect_user_error(&o, "corrupt.png");
-    std::fs::write(c.path("text.png"), b"hello").unwrap();
-    let o = run(&[
-        "generate",
-        "--image",
-        &c.s("text.png"),
-        "--out",
-        &c.s("o.mp4"),
-    ]);
-    expect_user_error(&o, "not a PNG or JPEG");
-    c.no_mp4();
+        &[
+            ("missing.png", None, "missing.png"),
+            ("corrupt.png", Some(&bytes), "corrupt.png"),
+            ("text.png", Some(b"hello"), "not a PNG or JPEG"),
+        ],
+    );
 }
 
 #[test]
@@ -329,31 +287,22 @@ fn huge_image_works() {
     img.save(c.path("big.png")).unwrap();
     drop(img);
     write_wav(&c.path("a.wav"), 16_000, 1, 16, false, 0.2);
-    let o = run(&[
-        "generate",
-        "--image",
-        &c.s("big.png"),
-        "--audio",
-        &c.s("a.wav"),
-        "--out",
-        &c.s("o.mp4"),
-        FAST[0],
-        FAST[1],
-    ]);
+    let (big, a) = (c.s("big.png"), c.s("a.wav"));
+    let o = c.generate(&["--image", &big, "--audio", &a, FAST[0], FAST[1]]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]
 fn bad_flags() {
     let c = Case::new();
-    let o = run(&["generate", "--steps", "0", "--out", &c.s("o.mp4")]);
-    expect_user_error(&o, "--steps");
-    let o = run(&["generate", "--guidance", "-1", "--out", &c.s("o.mp4")]);
-    expect_user_error(&o, "--guidance");
-    let o = run(&["generate", "--size", "100x100", "--out", &c.s("o.mp4")]);
-    expect_user_error(&o, "--size");
-    let o = run(&["generate", "--hand-clarity", "2", "--out", &c.s("o.mp4")]);
-    expect_user_error(&o, "--hand-clarity");
+    for (flag, value) in [
+        ("--steps", "0"),
+        ("--guidance", "-1"),
+        ("--size", "100x100"),
+        ("--hand-clarity", "2"),
+    ] {
+        c.generate_fails(&[flag, value], flag);
+    }
     let o = run(&["generate", "--out", &c.s("no/such/dir/o.mp4")]);
     expect_user_error(&o, "does not exist");
     c.no_mp4();
@@ -381,24 +330,12 @@ fn bad_weights_directories() {
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["block_out_channels"] = serde_json::json!([32, 32, 64, 96]);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let o = run(&[
-        "generate",
-        "--weights",
-        &w.display().to_string(),
-        "--out",
-        &c.s("o.mp4"),
-    ]);
+    let ws = w.display().to_string();
+    let o = c.generate(&["--weights", &ws]);
     expect_user_error(&o, "does not match");
     assert!(stderr(&o).contains("vae"), "{}", stderr(&o));
     // A missing component.
     std::fs::remove_dir_all(w.join("audio_encoder")).unwrap();
-    let o = run(&[
-        "generate",
-        "--weights",
-        &w.display().to_string(),
-        "--out",
-        &c.s("o.mp4"),
-    ]);
-    expect_user_error(&o, "audio_encoder");
+    c.generate_fails(&["--weights", &ws], "audio_encoder");
     c.no_mp4();
 }

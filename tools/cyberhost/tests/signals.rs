@@ -4,31 +4,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cyberhost"))
-}
+mod cli_util;
+use cli_util::{bin, wait_exit, wav_spec};
 
 fn signal(child: &Child, sig: libc::c_int) {
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
-}
-
-/// Wait for `child` with a deadline; kill it and fail if it does not exit.
-fn wait_exit(mut child: Child, limit: Duration) -> std::process::ExitStatus {
-    let t = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if t.elapsed() > limit {
-            let _ = child.kill();
-            panic!("generate did not exit within {limit:?} of the signal");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Everything in `dir` but the names in `inputs`.
@@ -74,7 +58,7 @@ fn sigterm_while_the_model_runs_leaves_nothing() {
     }
     assert!(saw_step, "no step event before generate ended");
     signal(&child, libc::SIGTERM);
-    let status = wait_exit(child, Duration::from_secs(20));
+    let status = wait_exit(child, Duration::from_secs(20), "generate");
     assert_eq!(status.code(), Some(130), "exit status {status:?}");
     assert_eq!(leftovers(dir.path(), &[]), Vec::<String>::new());
 }
@@ -98,16 +82,7 @@ fn sigint_while_the_outputs_are_written_removes_the_temporaries() {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
     std::fs::set_permissions(&fake, perm).unwrap();
     let wav = dir.path().join("a.wav");
-    let mut w = hound::WavWriter::create(
-        &wav,
-        hound::WavSpec {
-            channels: 1,
-            sample_rate: 16_000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        },
-    )
-    .unwrap();
+    let mut w = hound::WavWriter::create(&wav, wav_spec(16_000, 1, 16, false)).unwrap();
     for i in 0..8000 {
         w.write_sample(((i * 37) % 2000) as i16 - 1000).unwrap();
     }
@@ -141,7 +116,7 @@ fn sigint_while_the_outputs_are_written_removes_the_temporaries() {
         "expected staged temporaries while ffmpeg runs, found {during:?}"
     );
     signal(&child, libc::SIGINT);
-    let status = wait_exit(child, Duration::from_secs(20));
+    let status = wait_exit(child, Duration::from_secs(20), "generate");
     assert_eq!(status.code(), Some(130), "exit status {status:?}");
     assert_eq!(
         leftovers(dir.path(), &["a.wav", "slow-ffmpeg.sh", "ffmpeg-started"]),

@@ -68,6 +68,21 @@ pub struct Shape {
     pub smem_dynamic: u64,
 }
 
+impl Shape {
+    /// The launch description of kernel `k` in this shape, reads bounded by `read_cap` bytes.
+    pub fn launch_info(&self, k: Kernel, read_cap: u64) -> LaunchInfo {
+        LaunchInfo {
+            kernel: k.entry().to_string(),
+            grid: self.grid,
+            block: self.block,
+            registers_per_thread: Some(self.regs),
+            smem_static: self.smem_static,
+            smem_dynamic: self.smem_dynamic,
+            read_footprint_cap_bytes: Some(read_cap),
+        }
+    }
+}
+
 impl Kernel {
     pub fn entry(self) -> &'static str {
         match self {
@@ -752,16 +767,7 @@ pub fn trace_counters(
         trace_block(k, n, block_coords(b, s.grid), &mut acc);
         launch.add_block(acc);
     }
-    let info = LaunchInfo {
-        kernel: k.entry().to_string(),
-        grid: s.grid,
-        block: s.block,
-        registers_per_thread: Some(s.regs),
-        smem_static: s.smem_static,
-        smem_dynamic: s.smem_dynamic,
-        read_footprint_cap_bytes: Some(read_footprint(k, n)),
-    };
-    let mut c = launch.finish(&info);
+    let mut c = launch.finish(&s.launch_info(k, read_footprint(k, n)));
     if let Some(i) = inst_executed {
         let ratio = c.thread_inst_executed as f64 / c.inst_executed.max(1) as f64;
         c.inst_executed = i;

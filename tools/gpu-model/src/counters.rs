@@ -550,6 +550,18 @@ pub struct LaunchInfo {
     pub read_footprint_cap_bytes: Option<u64>,
 }
 
+impl LaunchInfo {
+    /// `kernel` launched on `grid` blocks of `block` threads; the other facts unknown.
+    pub fn new(kernel: impl Into<String>, grid: [u32; 3], block: [u32; 3]) -> Self {
+        LaunchInfo {
+            kernel: kernel.into(),
+            grid,
+            block,
+            ..Default::default()
+        }
+    }
+}
+
 impl LaunchAccumulator {
     pub fn new() -> Self {
         Self::default()

@@ -7,7 +7,7 @@
 //! memory and math instructions, with the non-memory instructions counted from the PTX loops.
 
 use gpu_model::calibration::{series, trace_counters, Kernel};
-use gpu_model::{predict, Counters, GpuSpec, LaunchInfo};
+use gpu_model::{predict, Counters, GpuSpec};
 use ptx_emu::{LaunchConfig, LaunchOptions, Memory, Module};
 use std::path::Path;
 
@@ -53,26 +53,17 @@ fn emulated_counters(k: Kernel, n: u64) -> Counters {
         detect_uninit_shared: false,
         ..Default::default()
     };
-    let (_, acc) = ptx_emu::launch_counted(
-        &module,
-        k.entry(),
-        &cfg,
-        &params,
-        &mut mem,
-        &opts,
-        Some(SAMPLE_BLOCKS),
-    )
-    .unwrap_or_else(|f| panic!("{}: {f}", k.entry()));
-    acc.finish(&LaunchInfo {
-        kernel: k.entry().to_string(),
-        grid: s.grid,
-        block: s.block,
-        registers_per_thread: Some(s.regs),
-        smem_static: s.smem_static,
-        smem_dynamic: s.smem_dynamic,
-        // the allocations the pointer parameters point into (as the stand-in driver bounds it)
-        read_footprint_cap_bytes: Some(3 * bytes as u64),
-    })
+    let call = ptx_emu::KernelCall {
+        module: &module,
+        kernel: k.entry(),
+        cfg: &cfg,
+        params: &params,
+    };
+    let (_, acc) = ptx_emu::launch_counted(call, &mut mem, &opts, Some(SAMPLE_BLOCKS))
+        .unwrap_or_else(|f| panic!("{}: {f}", k.entry()));
+    // reads bounded by the allocations the pointer parameters point into (as the stand-in
+    // driver bounds them)
+    acc.finish(&s.launch_info(k, 3 * bytes as u64))
 }
 
 /// The counters of one calibration step: the emulator's own (sampled) counters where it runs the

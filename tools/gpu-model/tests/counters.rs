@@ -143,13 +143,7 @@ fn launch_totals_footprint_and_waits() {
         b.on_fp32(64);
         l.add_block(b);
     }
-    let info = LaunchInfo {
-        kernel: "k".into(),
-        grid: [2, 1, 1],
-        block: [32, 1, 1],
-        ..Default::default()
-    };
-    let c = l.finish(&info);
+    let c = l.finish(&LaunchInfo::new("k", [2, 1, 1], [32, 1, 1]));
     assert_eq!(
         (c.blocks_total, c.blocks_executed, c.sampled),
         (2, 2, false)

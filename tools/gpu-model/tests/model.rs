@@ -41,13 +41,7 @@ fn sampled_counters_scale_to_the_grid() {
         acc.on_mma(16, 8, 16, TensorDtype::F16);
         l.add_block(acc);
     }
-    let info = LaunchInfo {
-        kernel: "k".into(),
-        grid: [8, 1, 1],
-        block: [32, 1, 1],
-        ..Default::default()
-    };
-    let c = l.finish(&info);
+    let c = l.finish(&LaunchInfo::new("k", [8, 1, 1], [32, 1, 1]));
     assert!(c.sampled);
     assert_eq!((c.blocks_total, c.blocks_executed), (8, 2));
     assert_eq!(

@@ -20,10 +20,11 @@ pub unsafe extern "C" fn cuDriverGetVersion(version: *mut c_int) -> CUresult {
     })
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn cuGetErrorName(error: CUresult, p: *mut *const c_char) -> CUresult {
+/// `cuGetErrorName` (`string` false) or `cuGetErrorString` (true): the text of `error` into `p`,
+/// null and `CUDA_ERROR_INVALID_VALUE` for an unknown code.
+unsafe fn error_text(call: &str, string: bool, error: CUresult, p: *mut *const c_char) -> CUresult {
     match errors::describe(error) {
-        Some((name, _)) => entry("cuGetErrorName", || unsafe { out(p, name) }),
+        Some((name, s)) => entry(call, || unsafe { out(p, if string { s } else { name }) }),
         None => {
             let _ = unsafe { out(p, std::ptr::null()) };
             CUDA_ERROR_INVALID_VALUE
@@ -32,14 +33,13 @@ pub unsafe extern "C" fn cuGetErrorName(error: CUresult, p: *mut *const c_char) 
 }
 
 #[no_mangle]
+pub unsafe extern "C" fn cuGetErrorName(error: CUresult, p: *mut *const c_char) -> CUresult {
+    unsafe { error_text("cuGetErrorName", false, error, p) }
+}
+
+#[no_mangle]
 pub unsafe extern "C" fn cuGetErrorString(error: CUresult, p: *mut *const c_char) -> CUresult {
-    match errors::describe(error) {
-        Some((_, s)) => entry("cuGetErrorString", || unsafe { out(p, s) }),
-        None => {
-            let _ = unsafe { out(p, std::ptr::null()) };
-            CUDA_ERROR_INVALID_VALUE
-        }
-    }
+    unsafe { error_text("cuGetErrorString", true, error, p) }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -175,14 +175,8 @@ pub(crate) fn primary_release(dev: CUdevice) -> Result<(), CUresult> {
     }
 }
 
-#[no_mangle]
-pub extern "C" fn cuDevicePrimaryCtxRelease_v2(dev: CUdevice) -> CUresult {
-    entry("cuDevicePrimaryCtxRelease_v2", || primary_release(dev))
-}
-
-#[no_mangle]
-pub extern "C" fn cuDevicePrimaryCtxRelease(dev: CUdevice) -> CUresult {
-    entry("cuDevicePrimaryCtxRelease", || primary_release(dev))
+aliases! {
+    [cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxRelease](dev: CUdevice) => primary_release(dev);
 }
 
 pub(crate) fn primary_reset(dev: CUdevice) -> Result<(), CUresult> {
@@ -204,14 +198,8 @@ pub(crate) fn primary_reset(dev: CUdevice) -> Result<(), CUresult> {
     Ok(())
 }
 
-#[no_mangle]
-pub extern "C" fn cuDevicePrimaryCtxReset_v2(dev: CUdevice) -> CUresult {
-    entry("cuDevicePrimaryCtxReset_v2", || primary_reset(dev))
-}
-
-#[no_mangle]
-pub extern "C" fn cuDevicePrimaryCtxReset(dev: CUdevice) -> CUresult {
-    entry("cuDevicePrimaryCtxReset", || primary_reset(dev))
+aliases! {
+    [cuDevicePrimaryCtxReset_v2, cuDevicePrimaryCtxReset](dev: CUdevice) => primary_reset(dev);
 }
 
 #[no_mangle]
@@ -320,8 +308,7 @@ pub extern "C" fn cuCtxSetCurrent(ctx: Ptr) -> CUresult {
 #[no_mangle]
 pub extern "C" fn cuCtxPushCurrent_v2(ctx: Ptr) -> CUresult {
     entry("cuCtxPushCurrent_v2", || {
-        need_init()?;
-        registry().owner_of(h(ctx), Kind::Context)?;
+        owner(ctx, Kind::Context)?;
         push_current(h(ctx));
         Ok(())
     })
@@ -362,18 +349,13 @@ pub extern "C" fn cuCtxSynchronize() -> CUresult {
 
 #[no_mangle]
 pub extern "C" fn cuCtxSetFlags(flags: c_uint) -> CUresult {
-    entry("cuCtxSetFlags", || {
-        let ctx = current_ctx()?;
-        lock(&ctx).flags = flags;
-        Ok(())
-    })
+    entry("cuCtxSetFlags", || with_current(|c| c.flags = flags))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxGetFlags(flags: *mut c_uint) -> CUresult {
     entry("cuCtxGetFlags", || {
-        let ctx = current_ctx()?;
-        let f = lock(&ctx).flags;
+        let f = with_current(|c| c.flags)?;
         unsafe { out(flags, f) }
     })
 }
@@ -381,8 +363,7 @@ pub unsafe extern "C" fn cuCtxGetFlags(flags: *mut c_uint) -> CUresult {
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxGetLimit(value: *mut usize, limit: c_int) -> CUresult {
     entry("cuCtxGetLimit", || {
-        let ctx = current_ctx()?;
-        let v = lock(&ctx).limits.get(&limit).copied();
+        let v = with_current(|c| c.limits.get(&limit).copied())?;
         // Defaults: stack 1 KiB, printf FIFO 1 MiB, malloc heap 8 MiB, others 0.
         let v = v.unwrap_or(match limit {
             0 => 1024,
@@ -397,17 +378,16 @@ pub unsafe extern "C" fn cuCtxGetLimit(value: *mut usize, limit: c_int) -> CUres
 #[no_mangle]
 pub extern "C" fn cuCtxSetLimit(limit: c_int, value: usize) -> CUresult {
     entry("cuCtxSetLimit", || {
-        let ctx = current_ctx()?;
-        lock(&ctx).limits.insert(limit, value);
-        Ok(())
+        with_current(|c| {
+            c.limits.insert(limit, value);
+        })
     })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxGetCacheConfig(config: *mut c_int) -> CUresult {
     entry("cuCtxGetCacheConfig", || {
-        let ctx = current_ctx()?;
-        let v = lock(&ctx).cache_config;
+        let v = with_current(|c| c.cache_config)?;
         unsafe { out(config, v) }
     })
 }
@@ -415,9 +395,7 @@ pub unsafe extern "C" fn cuCtxGetCacheConfig(config: *mut c_int) -> CUresult {
 #[no_mangle]
 pub extern "C" fn cuCtxSetCacheConfig(config: c_int) -> CUresult {
     entry("cuCtxSetCacheConfig", || {
-        let ctx = current_ctx()?;
-        lock(&ctx).cache_config = config;
-        Ok(())
+        with_current(|c| c.cache_config = config)
     })
 }
 
@@ -429,12 +407,8 @@ pub unsafe extern "C" fn cuCtxGetStreamPriorityRange(
     entry("cuCtxGetStreamPriorityRange", || {
         current_ctx()?;
         unsafe {
-            if !least.is_null() {
-                out(least, 0)?;
-            }
-            if !greatest.is_null() {
-                out(greatest, -5)?;
-            }
+            out_opt(least, 0)?;
+            out_opt(greatest, -5)?;
         }
         Ok(())
     })

@@ -61,8 +61,7 @@ pub unsafe extern "C" fn cuGraphInstantiate_v2(
 #[no_mangle]
 pub extern "C" fn cuGraphLaunch(exec: Ptr, stream: Ptr) -> CUresult {
     entry("cuGraphLaunch", || {
-        need_init()?;
-        let cell = registry().owner_of(h(exec), Kind::GraphExec)?;
+        let cell = owner(exec, Kind::GraphExec)?;
         let (stream_cell, s) = stream_ctx(stream)?;
         if !Arc::ptr_eq(&cell, &stream_cell) {
             return Err(CUDA_ERROR_INVALID_HANDLE);
@@ -91,40 +90,37 @@ pub extern "C" fn cuGraphLaunch(exec: Ptr, stream: Ptr) -> CUresult {
 #[no_mangle]
 pub extern "C" fn cuGraphUpload(exec: Ptr, stream: Ptr) -> CUresult {
     entry("cuGraphUpload", || {
-        need_init()?;
-        let cell = registry().owner_of(h(exec), Kind::GraphExec)?;
+        let cell = owner(exec, Kind::GraphExec)?;
         stream_ctx(stream)?;
         let r = lock(&cell).check();
         r
     })
 }
 
+/// Destroy a graph (`Kind::Graph`, in `ctx.graphs`) or an executable graph (`Kind::GraphExec`,
+/// in `ctx.execs`); its memory is freed once nothing references it.
+fn destroy(p: Ptr, kind: Kind) -> Result<(), CUresult> {
+    let cell = owner(p, kind)?;
+    let mut ctx = lock(&cell);
+    let table = if kind == Kind::Graph {
+        &mut ctx.graphs
+    } else {
+        &mut ctx.execs
+    };
+    if let Some(g) = table.remove(&h(p)) {
+        ctx.release_graph_allocs(g.allocs);
+    }
+    drop(ctx);
+    registry().owner.remove(&h(p));
+    Ok(())
+}
+
 #[no_mangle]
 pub extern "C" fn cuGraphDestroy(graph: Ptr) -> CUresult {
-    entry("cuGraphDestroy", || {
-        need_init()?;
-        let cell = registry().owner_of(h(graph), Kind::Graph)?;
-        let mut ctx = lock(&cell);
-        if let Some(g) = ctx.graphs.remove(&h(graph)) {
-            ctx.release_graph_allocs(g.allocs);
-        }
-        drop(ctx);
-        registry().owner.remove(&h(graph));
-        Ok(())
-    })
+    entry("cuGraphDestroy", || destroy(graph, Kind::Graph))
 }
 
 #[no_mangle]
 pub extern "C" fn cuGraphExecDestroy(exec: Ptr) -> CUresult {
-    entry("cuGraphExecDestroy", || {
-        need_init()?;
-        let cell = registry().owner_of(h(exec), Kind::GraphExec)?;
-        let mut ctx = lock(&cell);
-        if let Some(g) = ctx.execs.remove(&h(exec)) {
-            ctx.release_graph_allocs(g.allocs);
-        }
-        drop(ctx);
-        registry().owner.remove(&h(exec));
-        Ok(())
-    })
+    entry("cuGraphExecDestroy", || destroy(exec, Kind::GraphExec))
 }

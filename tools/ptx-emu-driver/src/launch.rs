@@ -50,10 +50,7 @@ pub unsafe extern "C" fn cuLaunchKernel(
         }
         let mut ctx = lock(&cell);
         ctx.check()?;
-        let f = ctx
-            .functions
-            .get(&h(func))
-            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        let f = ctx.function(h(func))?;
         let kernel = f.kernel.clone();
         if shared_mem_bytes > f.max_dynamic_smem {
             eprintln!(
@@ -63,12 +60,7 @@ pub unsafe extern "C" fn cuLaunchKernel(
             );
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
-        let module = ctx
-            .modules
-            .get(&f.module)
-            .ok_or(CUDA_ERROR_INVALID_HANDLE)?
-            .module
-            .clone();
+        let module = ctx.module(f.module)?.module.clone();
         let infos = module.kernel_params(&kernel).ok_or(CUDA_ERROR_NOT_FOUND)?;
         if !infos.is_empty() && kernel_params.is_null() {
             return Err(CUDA_ERROR_INVALID_VALUE);

@@ -20,6 +20,24 @@
     clippy::not_unsafe_ptr_arg_deref
 )]
 
+/// Entry points that share one implementation (CUDA's `_v2` and unversioned names, a query and
+/// a synchronize that do the same here): each name is exported with the same arguments and
+/// runs the implementation inside [`entry`] under its own name.
+macro_rules! aliases {
+    ([$($name:ident),+] $params:tt => $imp:expr $(;)?) => {$(
+        #[no_mangle]
+        pub extern "C" fn $name $params -> CUresult {
+            entry(stringify!($name), || $imp)
+        }
+    )+};
+    (unsafe [$($name:ident),+] $params:tt => $imp:expr $(;)?) => {$(
+        #[no_mangle]
+        pub unsafe extern "C" fn $name $params -> CUresult {
+            entry(stringify!($name), || $imp)
+        }
+    )+};
+}
+
 pub mod device;
 pub mod errors;
 mod state;
@@ -101,12 +119,27 @@ fn need_init() -> Result<(), CUresult> {
     }
 }
 
+/// The context owning handle `p` of `kind`, once the driver is initialised.
+fn owner(p: Ptr, kind: Kind) -> Result<Arc<Mutex<Ctx>>, CUresult> {
+    need_init()?;
+    registry().owner_of(h(p), kind)
+}
+
 fn check_device(dev: CUdevice) -> Result<(), CUresult> {
     need_init()?;
     if dev == 0 {
         Ok(())
     } else {
         Err(CUDA_ERROR_INVALID_DEVICE)
+    }
+}
+
+/// [`out`] for an optional out-pointer: nothing when it is null.
+unsafe fn out_opt<T>(p: *mut T, v: T) -> Result<(), CUresult> {
+    if p.is_null() {
+        Ok(())
+    } else {
+        unsafe { out(p, v) }
     }
 }
 
@@ -133,6 +166,13 @@ fn current_ctx() -> Result<Arc<Mutex<Ctx>>, CUresult> {
 }
 
 /// The context and stream handle (0 for the null/legacy/per-thread streams) of a stream argument.
+/// `f` on the current context (locked).
+fn with_current<T>(f: impl FnOnce(&mut Ctx) -> T) -> Result<T, CUresult> {
+    let ctx = current_ctx()?;
+    let mut ctx = lock(&ctx);
+    Ok(f(&mut ctx))
+}
+
 fn stream_ctx(stream: Ptr) -> Result<(Arc<Mutex<Ctx>>, Handle), CUresult> {
     need_init()?;
     let s = h(stream);
@@ -174,7 +214,15 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
                 CUDA_ERROR_INVALID_VALUE
             })?;
             let run = match &prof {
-                Some(p) => profile::launch(p, module, kernel, &cfg, &slices, &mut ctx.mem, &opts),
+                Some(p) => {
+                    let call = ptx_emu::KernelCall {
+                        module,
+                        kernel,
+                        cfg: &cfg,
+                        params: &slices,
+                    };
+                    profile::launch(p, call, &mut ctx.mem, &opts)
+                }
                 None => ptx_emu::launch(module, kernel, &cfg, &slices, &mut ctx.mem, &opts),
             };
             match run {

@@ -91,6 +91,17 @@ pub(crate) fn bind_globals(
         .collect())
 }
 
+/// A NUL-terminated name argument (`CUDA_ERROR_INVALID_VALUE` when null).
+fn name_arg(name: *const c_char) -> Result<String, CUresult> {
+    if name.is_null() {
+        return Err(CUDA_ERROR_INVALID_VALUE);
+    }
+    // SAFETY: NUL-terminated name per the API contract.
+    Ok(unsafe { CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned())
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn cuModuleLoadData(pmod: *mut Ptr, image: *const c_void) -> CUresult {
     entry("cuModuleLoadData", || {
@@ -133,8 +144,7 @@ pub unsafe extern "C" fn cuModuleLoad(pmod: *mut Ptr, fname: *const c_char) -> C
 #[no_mangle]
 pub extern "C" fn cuModuleUnload(module: Ptr) -> CUresult {
     entry("cuModuleUnload", || {
-        need_init()?;
-        let cell = registry().owner_of(h(module), Kind::Module)?;
+        let cell = owner(module, Kind::Module)?;
         let mut ctx = lock(&cell);
         let m = ctx
             .modules
@@ -170,21 +180,15 @@ pub unsafe extern "C" fn cuModuleGetFunction(
 ) -> CUresult {
     entry("cuModuleGetFunction", || {
         need_init()?;
-        if name.is_null() || pfunc.is_null() {
+        if pfunc.is_null() {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
-        // SAFETY: NUL-terminated name per the API contract.
-        let name = unsafe { CStr::from_ptr(name) }
-            .to_string_lossy()
-            .into_owned();
+        let name = name_arg(name)?;
         let cell = registry().owner_of(h(module), Kind::Module)?;
         let ctx_handle = {
             let ctx = lock(&cell);
             ctx.check()?;
-            let m = ctx
-                .modules
-                .get(&h(module))
-                .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+            let m = ctx.module(h(module))?;
             if !m.module.kernel_names().contains(&name) {
                 return Err(CUDA_ERROR_NOT_FOUND);
             }
@@ -220,28 +224,15 @@ pub unsafe extern "C" fn cuModuleGetGlobal_v2(
 ) -> CUresult {
     entry("cuModuleGetGlobal_v2", || {
         need_init()?;
-        if name.is_null() {
-            return Err(CUDA_ERROR_INVALID_VALUE);
-        }
-        // SAFETY: NUL-terminated name per the API contract.
-        let name = unsafe { CStr::from_ptr(name) }
-            .to_string_lossy()
-            .into_owned();
+        let name = name_arg(name)?;
         let cell = registry().owner_of(h(module), Kind::Module)?;
         let ctx = lock(&cell);
         ctx.check()?;
-        let m = ctx
-            .modules
-            .get(&h(module))
-            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        let m = ctx.module(h(module))?;
         let &(addr, size) = m.globals.get(&name).ok_or(CUDA_ERROR_NOT_FOUND)?;
         unsafe {
-            if !dptr.is_null() {
-                out(dptr, addr)?;
-            }
-            if !bytes.is_null() {
-                out(bytes, size)?;
-            }
+            out_opt(dptr, addr)?;
+            out_opt(bytes, size)?;
         }
         Ok(())
     })
@@ -250,18 +241,10 @@ pub unsafe extern "C" fn cuModuleGetGlobal_v2(
 #[no_mangle]
 pub unsafe extern "C" fn cuFuncGetAttribute(pi: *mut c_int, attrib: c_int, func: Ptr) -> CUresult {
     entry("cuFuncGetAttribute", || {
-        need_init()?;
-        let cell = registry().owner_of(h(func), Kind::Function)?;
+        let cell = owner(func, Kind::Function)?;
         let ctx = lock(&cell);
         ctx.check()?;
-        let f = ctx
-            .functions
-            .get(&h(func))
-            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
-        let m = ctx
-            .modules
-            .get(&f.module)
-            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        let (f, m) = ctx.function_module(h(func))?;
         let static_smem = m.module.static_shared_bytes(&f.kernel).unwrap_or(0) as c_int;
         let local = m.module.local_bytes(&f.kernel).unwrap_or(0) as c_int;
         let v = match attrib {
@@ -285,19 +268,13 @@ pub unsafe extern "C" fn cuFuncGetAttribute(pi: *mut c_int, attrib: c_int, func:
 #[no_mangle]
 pub extern "C" fn cuFuncSetAttribute(func: Ptr, attrib: c_int, value: c_int) -> CUresult {
     entry("cuFuncSetAttribute", || {
-        need_init()?;
-        let cell = registry().owner_of(h(func), Kind::Function)?;
+        let cell = owner(func, Kind::Function)?;
         let mut ctx = lock(&cell);
         ctx.check()?;
-        let f = ctx
-            .functions
-            .get(&h(func))
-            .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
-        let static_smem = ctx
-            .modules
-            .get(&f.module)
-            .and_then(|m| m.module.static_shared_bytes(&f.kernel))
-            .unwrap_or(0) as u32;
+        let static_smem = {
+            let (f, m) = ctx.function_module(h(func))?;
+            m.module.static_shared_bytes(&f.kernel).unwrap_or(0) as u32
+        };
         let f = ctx
             .functions
             .get_mut(&h(func))
@@ -319,8 +296,7 @@ pub extern "C" fn cuFuncSetAttribute(func: Ptr, attrib: c_int, value: c_int) -> 
 #[no_mangle]
 pub extern "C" fn cuFuncSetCacheConfig(func: Ptr, _config: c_int) -> CUresult {
     entry("cuFuncSetCacheConfig", || {
-        need_init()?;
-        registry().owner_of(h(func), Kind::Function)?;
+        owner(func, Kind::Function)?;
         Ok(())
     })
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use gpu_model::{Counters, GpuSpec, LaunchInfo};
-use ptx_emu::{Fault, LaunchConfig, LaunchOptions, LaunchStats, Memory, Module};
+use ptx_emu::{Fault, KernelCall, LaunchOptions, LaunchStats, Memory, Module};
 
 include!(concat!(env!("OUT_DIR"), "/reports.rs"));
 
@@ -83,19 +83,18 @@ fn registers(module: &Module, kernel: &str) -> Option<u32> {
 
 /// Run a launch with counters; its row waits for the next synchronisation.
 // `Fault` is ptx-emu's launch error type (its size is its API).
-#[allow(clippy::too_many_arguments, clippy::result_large_err)]
+#[allow(clippy::result_large_err)]
 pub(crate) fn launch(
     p: &Profile,
-    module: &Module,
-    kernel: &str,
-    cfg: &LaunchConfig,
-    params: &[&[u8]],
+    call: KernelCall<'_>,
     mem: &mut Memory,
     opts: &LaunchOptions,
 ) -> Result<LaunchStats, Fault> {
-    let (stats, acc) = ptx_emu::launch_counted(module, kernel, cfg, params, mem, opts, p.sample)?;
+    let (stats, acc) = ptx_emu::launch_counted(call, mem, opts, p.sample)?;
+    let (module, kernel, cfg) = (call.module, call.kernel, call.cfg);
     // Read footprint bound: the allocations the pointer parameters point into.
-    let mut allocs: Vec<(u64, usize)> = params
+    let mut allocs: Vec<(u64, usize)> = call
+        .params
         .iter()
         .filter(|b| b.len() == 8)
         .filter_map(|b| mem.allocation_containing(u64::from_le_bytes((*b).try_into().unwrap())))

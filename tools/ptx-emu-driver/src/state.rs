@@ -258,6 +258,22 @@ impl Ctx {
         }
     }
 
+    /// The function behind handle `f`.
+    pub fn function(&self, f: Handle) -> Result<&FunctionState, CUresult> {
+        self.functions.get(&f).ok_or(CUDA_ERROR_INVALID_HANDLE)
+    }
+
+    /// The module behind handle `m`.
+    pub fn module(&self, m: Handle) -> Result<&ModuleState, CUresult> {
+        self.modules.get(&m).ok_or(CUDA_ERROR_INVALID_HANDLE)
+    }
+
+    /// The function behind handle `f` and its module.
+    pub fn function_module(&self, f: Handle) -> Result<(&FunctionState, &ModuleState), CUresult> {
+        let func = self.function(f)?;
+        Ok((func, self.module(func.module)?))
+    }
+
     pub fn check(&self) -> Result<(), CUresult> {
         match self.sticky {
             Some(e) => Err(e),

@@ -5,14 +5,21 @@ use crate::*;
 // ------------------------------------------------------------------------------------------------
 // Streams
 
-pub(crate) fn stream_create(pstream: *mut Ptr) -> Result<(), CUresult> {
+/// A new handle of `kind` owned by the current context (which must not be sticky-errored), and
+/// that context.
+fn new_in_current(kind: Kind) -> Result<(Arc<Mutex<Ctx>>, Handle), CUresult> {
     let cell = current_ctx()?;
     let ctx_handle = {
         let ctx = lock(&cell);
         ctx.check()?;
         ctx.handle
     };
-    let sh = registry().new_handle(Kind::Stream, ctx_handle);
+    let h = registry().new_handle(kind, ctx_handle);
+    Ok((cell, h))
+}
+
+pub(crate) fn stream_create(pstream: *mut Ptr) -> Result<(), CUresult> {
+    let (cell, sh) = new_in_current(Kind::Stream)?;
     lock(&cell).streams.insert(sh, StreamState::default());
     unsafe { out(pstream, ptr(sh)) }
 }
@@ -32,8 +39,7 @@ pub unsafe extern "C" fn cuStreamCreateWithPriority(
 }
 
 pub(crate) fn stream_destroy(stream: Ptr) -> Result<(), CUresult> {
-    need_init()?;
-    let cell = registry().owner_of(h(stream), Kind::Stream)?;
+    let cell = owner(stream, Kind::Stream)?;
     let mut ctx = lock(&cell);
     if let Some(st) = ctx.streams.remove(&h(stream)) {
         if let Some(cap) = st.capture {
@@ -45,14 +51,8 @@ pub(crate) fn stream_destroy(stream: Ptr) -> Result<(), CUresult> {
     Ok(())
 }
 
-#[no_mangle]
-pub extern "C" fn cuStreamDestroy_v2(stream: Ptr) -> CUresult {
-    entry("cuStreamDestroy_v2", || stream_destroy(stream))
-}
-
-#[no_mangle]
-pub extern "C" fn cuStreamDestroy(stream: Ptr) -> CUresult {
-    entry("cuStreamDestroy", || stream_destroy(stream))
+aliases! {
+    [cuStreamDestroy_v2, cuStreamDestroy](stream: Ptr) => stream_destroy(stream);
 }
 
 /// Synchronize/query: work is already done; illegal on a capturing stream.
@@ -72,14 +72,8 @@ pub(crate) fn stream_sync(stream: Ptr) -> Result<(), CUresult> {
     Ok(())
 }
 
-#[no_mangle]
-pub extern "C" fn cuStreamSynchronize(stream: Ptr) -> CUresult {
-    entry("cuStreamSynchronize", || stream_sync(stream))
-}
-
-#[no_mangle]
-pub extern "C" fn cuStreamQuery(stream: Ptr) -> CUresult {
-    entry("cuStreamQuery", || stream_sync(stream))
+aliases! {
+    [cuStreamSynchronize, cuStreamQuery](stream: Ptr) => stream_sync(stream);
 }
 
 #[no_mangle]
@@ -251,9 +245,7 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo(
         let (st, cid, _) = capture_status(stream)?;
         unsafe {
             out(status, st)?;
-            if !id.is_null() {
-                out(id, cid)?;
-            }
+            out_opt(id, cid)?;
         }
         Ok(())
     })
@@ -273,18 +265,10 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2(
         let (st, cid, _) = capture_status(stream)?;
         unsafe {
             out(status, st)?;
-            if !id.is_null() {
-                out(id, cid)?;
-            }
-            if !graph.is_null() {
-                out(graph, std::ptr::null_mut())?;
-            }
-            if !deps.is_null() {
-                out(deps, std::ptr::null())?;
-            }
-            if !num_deps.is_null() {
-                out(num_deps, 0)?;
-            }
+            out_opt(id, cid)?;
+            out_opt(graph, std::ptr::null_mut())?;
+            out_opt(deps, std::ptr::null())?;
+            out_opt(num_deps, 0)?;
         }
         Ok(())
     })
@@ -296,13 +280,7 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2(
 #[no_mangle]
 pub unsafe extern "C" fn cuEventCreate(pevent: *mut Ptr, flags: c_uint) -> CUresult {
     entry("cuEventCreate", || {
-        let cell = current_ctx()?;
-        let ctx_handle = {
-            let ctx = lock(&cell);
-            ctx.check()?;
-            ctx.handle
-        };
-        let eh = registry().new_handle(Kind::Event, ctx_handle);
+        let (cell, eh) = new_in_current(Kind::Event)?;
         lock(&cell).events.insert(
             eh,
             EventState {
@@ -315,21 +293,14 @@ pub unsafe extern "C" fn cuEventCreate(pevent: *mut Ptr, flags: c_uint) -> CUres
 }
 
 pub(crate) fn event_destroy(event: Ptr) -> Result<(), CUresult> {
-    need_init()?;
-    let cell = registry().owner_of(h(event), Kind::Event)?;
+    let cell = owner(event, Kind::Event)?;
     lock(&cell).events.remove(&h(event));
     registry().owner.remove(&h(event));
     Ok(())
 }
 
-#[no_mangle]
-pub extern "C" fn cuEventDestroy_v2(event: Ptr) -> CUresult {
-    entry("cuEventDestroy_v2", || event_destroy(event))
-}
-
-#[no_mangle]
-pub extern "C" fn cuEventDestroy(event: Ptr) -> CUresult {
-    entry("cuEventDestroy", || event_destroy(event))
+aliases! {
+    [cuEventDestroy_v2, cuEventDestroy](event: Ptr) => event_destroy(event);
 }
 
 pub(crate) fn event_record(event: Ptr, stream: Ptr) -> Result<(), CUresult> {
@@ -362,8 +333,7 @@ pub extern "C" fn cuEventRecordWithFlags(event: Ptr, stream: Ptr, _flags: c_uint
 
 pub(crate) fn event_wait(event: Ptr) -> Result<(), CUresult> {
     profile::flush();
-    need_init()?;
-    let cell = registry().owner_of(h(event), Kind::Event)?;
+    let cell = owner(event, Kind::Event)?;
     let ctx = lock(&cell);
     ctx.check()?;
     let ev = ctx.events.get(&h(event)).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
@@ -373,21 +343,14 @@ pub(crate) fn event_wait(event: Ptr) -> Result<(), CUresult> {
     Ok(())
 }
 
-#[no_mangle]
-pub extern "C" fn cuEventSynchronize(event: Ptr) -> CUresult {
-    entry("cuEventSynchronize", || event_wait(event))
-}
-
-#[no_mangle]
-pub extern "C" fn cuEventQuery(event: Ptr) -> CUresult {
-    entry("cuEventQuery", || event_wait(event))
+aliases! {
+    [cuEventSynchronize, cuEventQuery](event: Ptr) => event_wait(event);
 }
 
 /// Work runs synchronously at submission, so no device time passes between two records: the
 /// elapsed time is always 0 ms (documented in docs/stand-in-driver.md).
 pub(crate) fn event_elapsed(ms: *mut f32, start: Ptr, end: Ptr) -> Result<(), CUresult> {
-    need_init()?;
-    let cell = registry().owner_of(h(start), Kind::Event)?;
+    let cell = owner(start, Kind::Event)?;
     let end_cell = registry().owner_of(h(end), Kind::Event)?;
     if !Arc::ptr_eq(&cell, &end_cell) {
         return Err(CUDA_ERROR_INVALID_HANDLE);
@@ -407,12 +370,7 @@ pub(crate) fn event_elapsed(ms: *mut f32, start: Ptr, end: Ptr) -> Result<(), CU
     unsafe { out(ms, 0.0) }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn cuEventElapsedTime(ms: *mut f32, start: Ptr, end: Ptr) -> CUresult {
-    entry("cuEventElapsedTime", || event_elapsed(ms, start, end))
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn cuEventElapsedTime_v2(ms: *mut f32, start: Ptr, end: Ptr) -> CUresult {
-    entry("cuEventElapsedTime_v2", || event_elapsed(ms, start, end))
+aliases! {
+    unsafe [cuEventElapsedTime, cuEventElapsedTime_v2](ms: *mut f32, start: Ptr, end: Ptr) =>
+        event_elapsed(ms, start, end);
 }

@@ -20,6 +20,21 @@ fn ok(rc: CUresult, what: &str) {
     );
 }
 
+/// The test module loaded into the current context, and its function `name`.
+unsafe fn load(name: &CStr) -> (*mut c_void, *mut c_void) {
+    let mut module = null_mut();
+    ok(
+        cuModuleLoadData(&mut module, PTX.as_ptr() as *const c_void),
+        "cuModuleLoadData",
+    );
+    let mut f = null_mut();
+    ok(
+        cuModuleGetFunction(&mut f, module, name.as_ptr()),
+        "cuModuleGetFunction",
+    );
+    (module, f)
+}
+
 /// A fresh context (current on this thread), a stream in it and the test module.
 struct Fixture {
     ctx: *mut c_void,
@@ -35,16 +50,7 @@ impl Fixture {
             ok(cuCtxCreate_v2(&mut ctx, 0, 0), "cuCtxCreate_v2");
             let mut stream = null_mut();
             ok(cuStreamCreate(&mut stream, 1), "cuStreamCreate");
-            let mut module = null_mut();
-            ok(
-                cuModuleLoadData(&mut module, PTX.as_ptr() as *const c_void),
-                "cuModuleLoadData",
-            );
-            let mut axpy = null_mut();
-            ok(
-                cuModuleGetFunction(&mut axpy, module, c"axpy_f32".as_ptr()),
-                "cuModuleGetFunction",
-            );
+            let (_, axpy) = load(c"axpy_f32");
             Fixture { ctx, stream, axpy }
         }
     }
@@ -282,16 +288,7 @@ fn primary_context_reset_clears_a_sticky_fault() {
         let mut ctx = null_mut();
         ok(cuDevicePrimaryCtxRetain(&mut ctx, 0), "retain");
         ok(cuCtxSetCurrent(ctx), "set current");
-        let mut module = null_mut();
-        ok(
-            cuModuleLoadData(&mut module, PTX.as_ptr() as *const c_void),
-            "load",
-        );
-        let mut oob = null_mut();
-        ok(
-            cuModuleGetFunction(&mut oob, module, c"oob_write_f32".as_ptr()),
-            "get oob",
-        );
+        let (module, mut oob) = load(c"oob_write_f32");
         let mut buf = 0u64;
         ok(cuMemAlloc_v2(&mut buf, 64 * 4), "alloc");
         let (mut p, mut n) = (buf, 64i32);

@@ -3,24 +3,11 @@
 //! checked for its CUDA error code (700 out-of-bounds, 719 race / barrier divergence /
 //! uninitialised shared read) and for the sticky context error that follows.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// The cdylib cargo built for this test run (`target/<profile>/deps/libptx_emu_driver.so`, next to
-/// the test executable, or its uplifted copy one level up).
-fn driver_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test executable has a directory");
-    let name = format!(
-        "{}ptx_emu_driver{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    [deps.join(&name), deps.parent().unwrap_or(deps).join(&name)]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} not found next to {}", exe.display()))
-}
+mod util;
+use util::driver_path;
 
 #[test]
 fn raw_c_abi_through_ctypes() {

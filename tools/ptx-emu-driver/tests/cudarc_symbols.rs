@@ -6,7 +6,7 @@
 //! supports. A cudarc upgrade that adds a symbol makes this test fail until the stand-in exports it.
 
 use std::ffi::{c_char, c_int, c_void, CString};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 extern "C" {
@@ -16,20 +16,8 @@ extern "C" {
 const RTLD_NOW: c_int = 2;
 const RTLD_LOCAL: c_int = 0;
 
-/// The cdylib cargo built for this test run (next to the test executable, or one level up).
-fn driver_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test executable has a directory");
-    let name = format!(
-        "{}ptx_emu_driver{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    [deps.join(&name), deps.parent().unwrap_or(deps).join(&name)]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} not found next to {}", exe.display()))
-}
+mod util;
+use util::driver_path;
 
 /// cudarc's `driver/sys/mod.rs`, from the package `cargo metadata` resolves for this workspace.
 fn cudarc_sys_source() -> String {

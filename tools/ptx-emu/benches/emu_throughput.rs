@@ -9,9 +9,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ptx_emu::*;
 use std::time::Duration;
 
-fn ptx(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/ptx/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{bf16_bytes, gemm_cfg, lin, module, params, slices};
 
 fn bench(c: &mut Criterion) {
     let opts = LaunchOptions {
@@ -19,42 +19,21 @@ fn bench(c: &mut Criterion) {
         ..LaunchOptions::default()
     };
     // GEMM
-    let m = Module::parse(&ptx("gemm_bf16.ptx")).unwrap();
+    let m = module("gemm_bf16.ptx");
     let (mm, nn, kk) = (128usize, 128usize, 256usize);
     let mut mem = Memory::new();
     let pa = mem.alloc(mm * kk * 2).unwrap();
     let pb = mem.alloc(kk * nn * 2).unwrap();
     let pc = mem.alloc(mm * nn * 4).unwrap();
-    let a: Vec<u8> = (0..mm * kk)
-        .flat_map(|i| {
-            half::bf16::from_f32((i % 7) as f32 * 0.25 - 0.5)
-                .to_bits()
-                .to_le_bytes()
-        })
+    let a: Vec<f32> = (0..mm * kk).map(|i| (i % 7) as f32 * 0.25 - 0.5).collect();
+    let b: Vec<f32> = (0..kk * nn)
+        .map(|i| (i % 5) as f32 * 0.125 - 0.25)
         .collect();
-    let b: Vec<u8> = (0..kk * nn)
-        .flat_map(|i| {
-            half::bf16::from_f32((i % 5) as f32 * 0.125 - 0.25)
-                .to_bits()
-                .to_le_bytes()
-        })
-        .collect();
-    mem.write(pa, &a).unwrap();
-    mem.write(pb, &b).unwrap();
-    let cfg = LaunchConfig {
-        grid: [(nn / 32) as u32, (mm / 32) as u32, 1],
-        block: [128, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
-    let params: Vec<Vec<u8>> = vec![
-        pa.to_le_bytes().to_vec(),
-        pb.to_le_bytes().to_vec(),
-        pc.to_le_bytes().to_vec(),
-        (mm as i32).to_le_bytes().to_vec(),
-        (nn as i32).to_le_bytes().to_vec(),
-        (kk as i32).to_le_bytes().to_vec(),
-    ];
-    let p: Vec<&[u8]> = params.iter().map(|v| v.as_slice()).collect();
+    mem.write(pa, &bf16_bytes(&a)).unwrap();
+    mem.write(pb, &bf16_bytes(&b)).unwrap();
+    let cfg = gemm_cfg(mm, nn);
+    let params1 = params(&[pa, pb, pc], &[mm as i32, nn as i32, kk as i32]);
+    let p = slices(&params1);
     let st = launch(&m, "gemm_bf16_tile", &cfg, &p, &mut mem, &opts).unwrap();
     let t0 = std::time::Instant::now();
     let c0 = cpu_seconds();
@@ -81,7 +60,7 @@ fn bench(c: &mut Criterion) {
         bch.iter(|| launch(&m, "gemm_bf16_tile", &cfg, &p, &mut mem, &opts).unwrap())
     });
     // softmax
-    let m2 = Module::parse(&ptx("softmax.ptx")).unwrap();
+    let m2 = module("softmax.ptx");
     let (rows, cols) = (64usize, 1024usize);
     let px = mem.alloc(rows * cols * 4).unwrap();
     let py = mem.alloc(rows * cols * 4).unwrap();
@@ -89,17 +68,9 @@ fn bench(c: &mut Criterion) {
         .flat_map(|i| ((i % 13) as f32 * 0.3).to_le_bytes())
         .collect();
     mem.write(px, &x).unwrap();
-    let cfg2 = LaunchConfig {
-        grid: [rows as u32, 1, 1],
-        block: [256, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
-    let params2: Vec<Vec<u8>> = vec![
-        px.to_le_bytes().to_vec(),
-        py.to_le_bytes().to_vec(),
-        (cols as i32).to_le_bytes().to_vec(),
-    ];
-    let p2: Vec<&[u8]> = params2.iter().map(|v| v.as_slice()).collect();
+    let cfg2 = lin(rows as u32, 256);
+    let params2 = params(&[px, py], &[cols as i32]);
+    let p2 = slices(&params2);
     let st2 = launch(&m2, "softmax_rows", &cfg2, &p2, &mut mem, &opts).unwrap();
     g.throughput(Throughput::Elements(st2.thread_instructions));
     g.bench_function("softmax_rows_64x1024", |bch| {

@@ -344,8 +344,18 @@ impl fmt::Display for Fault {
 
 impl std::error::Error for Fault {}
 
-/// Run a kernel. `params[i]` are the raw little-endian bytes of parameter i (pointers are u64
-/// device addresses from `Memory`), exactly what cuLaunchKernel's kernelParams point to.
+/// What one launch runs: a kernel of a module, its launch shape and its parameters.
+/// `params[i]` are the raw little-endian bytes of parameter i (pointers are u64 device addresses
+/// from `Memory`), exactly what cuLaunchKernel's kernelParams point to.
+#[derive(Clone, Copy)]
+pub struct KernelCall<'a> {
+    pub module: &'a Module,
+    pub kernel: &'a str,
+    pub cfg: &'a LaunchConfig,
+    pub params: &'a [&'a [u8]],
+}
+
+/// Run a kernel (see [`KernelCall`] for the parameters).
 pub fn launch(
     module: &Module,
     kernel: &str,
@@ -354,7 +364,13 @@ pub fn launch(
     mem: &mut Memory,
     opts: &LaunchOptions,
 ) -> Result<LaunchStats, Fault> {
-    exec::launch(module, kernel, cfg, params, mem, opts, None)
+    let call = KernelCall {
+        module,
+        kernel,
+        cfg,
+        params,
+    };
+    exec::launch(call, mem, opts, None)
 }
 
 /// [`launch`], counting what Nsight Compute counts (see `docs/profiling.md`): every executed
@@ -365,15 +381,12 @@ pub fn launch(
 /// (first and last included, spread over the grid); the other blocks' outputs are **not
 /// written**, so the launch's results are not valid. `None`: every block runs (exact counts).
 pub fn launch_counted(
-    module: &Module,
-    kernel: &str,
-    cfg: &LaunchConfig,
-    params: &[&[u8]],
+    call: KernelCall<'_>,
     mem: &mut Memory,
     opts: &LaunchOptions,
     sample_blocks: Option<u64>,
 ) -> Result<(LaunchStats, gpu_model::LaunchAccumulator), Fault> {
-    let total = cfg.grid.iter().map(|&g| u64::from(g)).product::<u64>();
+    let total = call.cfg.grid.iter().map(|&g| u64::from(g)).product::<u64>();
     let sink = std::sync::Mutex::new(gpu_model::LaunchAccumulator::new());
     let prof = exec::Profiling {
         sink: &sink,
@@ -381,6 +394,6 @@ pub fn launch_counted(
             .filter(|&n| n < total)
             .map(|n| gpu_model::sampling::sample_blocks(total, Some(n))),
     };
-    let stats = exec::launch(module, kernel, cfg, params, mem, opts, Some(&prof))?;
+    let stats = exec::launch(call, mem, opts, Some(&prof))?;
     Ok((stats, sink.into_inner().unwrap_or_else(|e| e.into_inner())))
 }

@@ -665,32 +665,27 @@ fn parse_instr(p: &mut P) -> Result<AInstr, EmuError> {
     })
 }
 
+/// Comma-separated operands up to `close` (the opening bracket already eaten).
+fn parse_operand_list(p: &mut P, close: char) -> Result<Vec<AOp>, EmuError> {
+    let mut v = Vec::new();
+    if !p.eat_p(close) {
+        loop {
+            v.push(parse_operand(p)?);
+            if p.eat_p(close) {
+                break;
+            }
+            p.expect_p(',')?;
+        }
+    }
+    Ok(v)
+}
+
 fn parse_operand(p: &mut P) -> Result<AOp, EmuError> {
     if p.eat_p('{') {
-        let mut v = Vec::new();
-        if !p.eat_p('}') {
-            loop {
-                v.push(parse_operand(p)?);
-                if p.eat_p('}') {
-                    break;
-                }
-                p.expect_p(',')?;
-            }
-        }
-        return Ok(AOp::Vec(v));
+        return Ok(AOp::Vec(parse_operand_list(p, '}')?));
     }
     if p.eat_p('(') {
-        let mut v = Vec::new();
-        if !p.eat_p(')') {
-            loop {
-                v.push(parse_operand(p)?);
-                if p.eat_p(')') {
-                    break;
-                }
-                p.expect_p(',')?;
-            }
-        }
-        return Ok(AOp::List(v));
+        return Ok(AOp::List(parse_operand_list(p, ')')?));
     }
     if p.eat_p('[') {
         let mut base = None;

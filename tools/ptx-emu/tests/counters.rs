@@ -29,14 +29,15 @@ fn counted(
     let m = module("counters.ptx");
     let p: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
     let c = cfg([grid, 1, 1], [block, 1, 1], 0);
-    let (_, acc) = launch_counted(&m, kernel, &c, &p, mem, &opts(kernel, threads), sample)
+    let call = KernelCall {
+        module: &m,
+        kernel,
+        cfg: &c,
+        params: &p,
+    };
+    let (_, acc) = launch_counted(call, mem, &opts(kernel, threads), sample)
         .unwrap_or_else(|f| panic!("{kernel}: {f}"));
-    acc.finish(&LaunchInfo {
-        kernel: kernel.into(),
-        grid: c.grid,
-        block: c.block,
-        ..LaunchInfo::default()
-    })
+    acc.finish(&LaunchInfo::new(kernel, c.grid, c.block))
 }
 
 fn ptr(a: u64) -> Vec<u8> {

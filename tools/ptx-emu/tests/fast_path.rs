@@ -15,78 +15,41 @@ struct Case {
     mem: Memory,
 }
 
+impl Case {
+    /// `kernel` of `e`'s module on `e`'s memory as set up.
+    fn new(e: Emu, kernel: &'static str, cfg: LaunchConfig, params: Vec<Vec<u8>>) -> Case {
+        Case {
+            module: e.m,
+            kernel,
+            cfg,
+            params,
+            mem: e.mem,
+        }
+    }
+}
+
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     {
-        let mut mem = Memory::new();
+        let mut e = Emu::new("add.ptx");
         let n = 3000usize;
-        let pa = upload(&mut mem, &f32_bytes(&rand_f32(n, 1)));
-        let pb = upload(&mut mem, &f32_bytes(&rand_f32(n, 2)));
-        let pc = mem.alloc(n * 4).unwrap();
-        out.push(Case {
-            module: module("add.ptx"),
-            kernel: "add_f32",
-            cfg: cfg([12, 1, 1], [256, 1, 1], 0),
-            params: vec![
-                pa.to_le_bytes().to_vec(),
-                pb.to_le_bytes().to_vec(),
-                pc.to_le_bytes().to_vec(),
-                (n as i32).to_le_bytes().to_vec(),
-            ],
-            mem,
-        });
+        let pa = e.up_f32(&rand_f32(n, 1));
+        let pb = e.up_f32(&rand_f32(n, 2));
+        let pc = e.alloc(n * 4);
+        let p = params(&[pa, pb, pc], &[n as i32]);
+        out.push(Case::new(e, "add_f32", lin(12, 256), p));
     }
-    {
-        let mut mem = Memory::new();
-        let (rows, cols) = (6usize, 333usize);
-        let x: Vec<f32> = rand_f32(rows * cols, 3).iter().map(|v| v * 4.0).collect();
-        let px = upload(&mut mem, &f32_bytes(&x));
-        let py = mem.alloc(rows * cols * 4).unwrap();
-        out.push(Case {
-            module: module("softmax.ptx"),
-            kernel: "softmax_rows",
-            cfg: cfg([rows as u32, 1, 1], [128, 1, 1], 0),
-            params: vec![
-                px.to_le_bytes().to_vec(),
-                py.to_le_bytes().to_vec(),
-                (cols as i32).to_le_bytes().to_vec(),
-            ],
-            mem,
-        });
-    }
-    {
-        let mut mem = Memory::new();
-        let (m, n, k) = (64usize, 96usize, 128usize);
-        let bf = |v: Vec<f32>| -> Vec<u8> {
-            v.iter()
-                .flat_map(|&x| half::bf16::from_f32(x).to_bits().to_le_bytes())
-                .collect()
-        };
-        let pa = upload(&mut mem, &bf(rand_f32(m * k, 5)));
-        let pb = upload(&mut mem, &bf(rand_f32(k * n, 6)));
-        let pc = mem.alloc(m * n * 4).unwrap();
-        out.push(Case {
-            module: module("gemm_bf16.ptx"),
-            kernel: "gemm_bf16_tile",
-            cfg: cfg([(n / 32) as u32, (m / 32) as u32, 1], [128, 1, 1], 0),
-            params: vec![
-                pa.to_le_bytes().to_vec(),
-                pb.to_le_bytes().to_vec(),
-                pc.to_le_bytes().to_vec(),
-                (m as i32).to_le_bytes().to_vec(),
-                (n as i32).to_le_bytes().to_vec(),
-                (k as i32).to_le_bytes().to_vec(),
-            ],
-            mem,
-        });
-    }
+    let (e, _, p) = softmax_setup(6, 333);
+    out.push(Case::new(e, p.kernel, p.cfg, p.params));
+    let (e, _, _, p) = gemm_setup(64, 96, 128, 5);
+    out.push(Case::new(e, p.kernel, p.cfg, p.params));
     out
 }
 
 #[test]
 fn full_fast_decoded_general_and_thread_counts_agree_bit_for_bit() {
     for c in cases() {
-        let p: Vec<&[u8]> = c.params.iter().map(|v| v.as_slice()).collect();
+        let p = slices(&c.params);
         let mut reference: Option<(Memory, LaunchStats)> = None;
         for checks in [Checks::Full, Checks::Fast] {
             for decoded in [true, false] {

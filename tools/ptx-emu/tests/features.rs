@@ -7,13 +7,6 @@ use common::*;
 use half::{bf16, f16};
 use ptx_emu::*;
 
-fn p64(a: u64) -> Vec<u8> {
-    a.to_le_bytes().to_vec()
-}
-fn p32(a: i32) -> Vec<u8> {
-    a.to_le_bytes().to_vec()
-}
-
 fn rand_i32(n: usize, seed: u64, modulo: i32) -> Vec<i32> {
     rand_f32(n, seed)
         .iter()
@@ -23,30 +16,17 @@ fn rand_i32(n: usize, seed: u64, modulo: i32) -> Vec<i32> {
 
 #[test]
 fn divergent_loops_branches_and_early_return() {
-    let m = module("features.ptx");
-    let mut mem = Memory::new();
+    let mut e = Emu::new("features.ptx");
     let n = 300usize;
     let input = rand_i32(n, 11, 200);
-    let pin = upload(
-        &mut mem,
-        &input
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<_>>(),
-    );
-    let pout = mem.alloc(n * 4).unwrap();
-    run(
-        &m,
+    let pin = e.up_i32(&input);
+    let pout = e.alloc(n * 4);
+    e.ok(
         "divergence",
-        cfg([3, 1, 1], [128, 1, 1], 0),
+        lin(3, 128),
         &[p64(pin), p64(pout), p32(n as i32)],
-        &mut mem,
-    )
-    .unwrap();
-    let out: Vec<i32> = download(&mem, pout, n * 4)
-        .chunks_exact(4)
-        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    );
+    let out = e.i32s(pout, n);
     for i in 0..n {
         let v = input[i];
         let mut acc = 0i32;
@@ -75,21 +55,17 @@ fn divergent_loops_branches_and_early_return() {
 
 #[test]
 fn shuffles_after_divergence_reconverge() {
-    let m = module("features.ptx");
-    let mut mem = Memory::new();
+    let mut e = Emu::new("features.ptx");
     let nb = 2usize;
     let input = rand_f32(nb * 64, 5);
-    let pin = upload(&mut mem, &f32_bytes(&input));
-    let pout = mem.alloc(nb * 64 * 16).unwrap();
-    run(
-        &m,
+    let pin = e.up_f32(&input);
+    let pout = e.alloc(nb * 64 * 16);
+    e.ok(
         "reconverge_shfl",
-        cfg([nb as u32, 1, 1], [64, 1, 1], 0),
+        lin(nb as u32, 64),
         &[p64(pin), p64(pout)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_f32(&download(&mem, pout, nb * 64 * 16));
+    );
+    let out = e.f32s(pout, nb * 64 * 4);
     for w in 0..nb * 2 {
         let mut x = [0f32; 32];
         for lane in 0..32 {
@@ -140,28 +116,14 @@ fn shuffles_after_divergence_reconverge() {
 
 #[test]
 fn vote_ballot_any_all_activemask() {
-    let m = module("features.ptx");
-    let mut mem = Memory::new();
+    let mut e = Emu::new("features.ptx");
     let input: Vec<i32> = (0..64)
         .map(|i| if i % 5 == 0 { -3 } else { i * 3 })
         .collect();
-    let pin = upload(
-        &mut mem,
-        &input
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<_>>(),
-    );
-    let pout = mem.alloc(64 * 16).unwrap();
-    run(
-        &m,
-        "vote_ballot",
-        cfg([1, 1, 1], [64, 1, 1], 0),
-        &[p64(pin), p64(pout)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_u32(&download(&mem, pout, 64 * 16));
+    let pin = e.up_i32(&input);
+    let pout = e.alloc(64 * 16);
+    e.ok("vote_ballot", lin(1, 64), &[p64(pin), p64(pout)]);
+    let out = e.u32s(pout, 64 * 4);
     for w in 0..2 {
         let mut ballot = 0u32;
         let mut any = false;
@@ -185,20 +147,12 @@ fn vote_ballot_any_all_activemask() {
 
 #[test]
 fn noinline_func_call_with_struct_return() {
-    let m = module("features.ptx");
-    let mut mem = Memory::new();
+    let mut e = Emu::new("features.ptx");
     let p = rand_f32(8, 9);
-    let pp = upload(&mut mem, &f32_bytes(&p));
-    let pout = mem.alloc(64 * 4).unwrap();
-    run(
-        &m,
-        "func_call",
-        cfg([1, 1, 1], [64, 1, 1], 0),
-        &[p64(pp), p64(pout)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_f32(&download(&mem, pout, 64 * 4));
+    let pp = e.up_f32(&p);
+    let pout = e.alloc(64 * 4);
+    e.ok("func_call", lin(1, 64), &[p64(pp), p64(pout)]);
+    let out = e.f32s(pout, 64);
     for t in 0..64i32 {
         let (a, b) = if t & 1 == 1 {
             (t as f32 * p[(t & 7) as usize], t * 3)
@@ -211,23 +165,12 @@ fn noinline_func_call_with_struct_return() {
 
 #[test]
 fn local_array_dynamic_index() {
-    let m = module("features.ptx");
-    let mut mem = Memory::new();
+    let mut e = Emu::new("features.ptx");
     let idx = rand_i32(32, 4, 1000);
-    let pi = upload(
-        &mut mem,
-        &idx.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>(),
-    );
-    let pout = mem.alloc(32 * 4).unwrap();
-    run(
-        &m,
-        "local_array",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(pi), p64(pout)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_f32(&download(&mem, pout, 32 * 4));
+    let pi = e.up_i32(&idx);
+    let pout = e.alloc(32 * 4);
+    e.ok("local_array", lin(1, 32), &[p64(pi), p64(pout)]);
+    let out = e.f32s(pout, 32);
     for t in 0..32usize {
         let mut arr: Vec<f32> = (0..16).map(|k| (k * t) as f32).collect();
         let j = (idx[t] & 15) as usize;
@@ -238,68 +181,51 @@ fn local_array_dynamic_index() {
 
 #[test]
 fn dynamic_shared_memory() {
-    let m = module("features.ptx");
-    let mut mem = Memory::new();
+    let mut e = Emu::new("features.ptx");
     let n = 96usize;
     let x = rand_f32(2 * n, 8);
-    let pin = upload(&mut mem, &f32_bytes(&x));
-    let pout = mem.alloc(2 * n * 4).unwrap();
-    run(
-        &m,
+    let pin = e.up_f32(&x);
+    let pout = e.alloc(2 * n * 4);
+    e.ok(
         "dyn_smem",
         cfg([2, 1, 1], [n as u32, 1, 1], (n * 4) as u32),
         &[p64(pin), p64(pout), p32(n as i32)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_f32(&download(&mem, pout, 2 * n * 4));
+    );
+    let out = e.f32s(pout, 2 * n);
     for b in 0..2 {
         for t in 0..n {
             assert_eq!(out[b * n + t], x[b * n + n - 1 - t]);
         }
     }
     // Too little dynamic shared memory for the block: out of bounds at the st.shared.
-    let f = run(
-        &m,
+    let f = e.fault(
         "dyn_smem",
         cfg([2, 1, 1], [n as u32, 1, 1], (n * 4 - 4) as u32),
         &[p64(pin), p64(pout), p32(n as i32)],
-        &mut mem,
-    )
-    .unwrap_err();
-    assert_eq!(f.kind, FaultKind::OutOfBounds, "{f}");
+        FaultKind::OutOfBounds,
+    );
     assert!(f.instruction.starts_with("st.shared"), "{f}");
 }
 
 #[test]
 fn atomics_global_and_shared() {
-    let m = module("features.ptx");
-    let mut mem = Memory::new();
+    let mut e = Emu::new("features.ptx");
     let nb = 3usize;
     let input = rand_i32(nb * 128, 21, 100_000);
-    let pin = upload(
-        &mut mem,
-        &input
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<_>>(),
-    );
-    let pf = upload(&mut mem, &0f32.to_le_bytes());
-    let pm = upload(&mut mem, &i32::MIN.to_le_bytes());
-    let ph = upload(&mut mem, &[0u8; 32]);
-    let pc = upload(&mut mem, &[0u8; 4]);
-    run(
-        &m,
+    let pin = e.up_i32(&input);
+    let pf = e.upload(&0f32.to_le_bytes());
+    let pm = e.upload(&i32::MIN.to_le_bytes());
+    let ph = e.upload(&[0u8; 32]);
+    let pc = e.upload(&[0u8; 4]);
+    e.ok(
         "atomics",
-        cfg([nb as u32, 1, 1], [128, 1, 1], 0),
+        lin(nb as u32, 128),
         &[p64(pin), p64(pf), p64(pm), p64(ph), p64(pc)],
-        &mut mem,
-    )
-    .unwrap();
-    let fsum = bytes_f32(&download(&mem, pf, 4))[0];
-    let imax = i32::from_le_bytes(download(&mem, pm, 4).try_into().unwrap());
-    let hist = bytes_u32(&download(&mem, ph, 32));
-    let ctr = i32::from_le_bytes(download(&mem, pc, 4).try_into().unwrap());
+    );
+    let fsum = e.f32s(pf, 1)[0];
+    let imax = e.i32s(pm, 1)[0];
+    let hist = e.u32s(ph, 8);
+    let ctr = e.i32s(pc, 1)[0];
     let want_sum: f64 = input.iter().map(|v| (v & 255) as f64 * 0.5).sum();
     assert!(
         (fsum as f64 - want_sum).abs() < 1e-3 * want_sum,
@@ -318,20 +244,12 @@ fn atomics_global_and_shared() {
 
 #[test]
 fn math_approximations_within_documented_error() {
-    let m = module("features.ptx");
-    let mut mem = Memory::new();
+    let mut e = Emu::new("features.ptx");
     let x: Vec<f32> = rand_f32(64, 31).iter().map(|v| v * 3.0).collect();
-    let pin = upload(&mut mem, &f32_bytes(&x));
-    let pout = mem.alloc(64 * 48).unwrap();
-    run(
-        &m,
-        "math_fns",
-        cfg([1, 1, 1], [64, 1, 1], 0),
-        &[p64(pin), p64(pout)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_f32(&download(&mem, pout, 64 * 48));
+    let pin = e.up_f32(&x);
+    let pout = e.alloc(64 * 48);
+    e.ok("math_fns", lin(1, 64), &[p64(pin), p64(pout)]);
+    let out = e.f32s(pout, 64 * 12);
     for t in 0..64 {
         let v = x[t] as f64;
         let want = [
@@ -374,8 +292,7 @@ fn erf(x: f64) -> f64 {
 
 #[test]
 fn conversions_with_rounding_modes() {
-    let m = module("features.ptx");
-    let mut mem = Memory::new();
+    let mut e = Emu::new("features.ptx");
     let mut x: Vec<f32> = vec![
         2.5,
         -2.5,
@@ -391,17 +308,10 @@ fn conversions_with_rounding_modes() {
         1e-8,
     ];
     x.extend(rand_f32(52, 77).iter().map(|v| v * 1000.0));
-    let pin = upload(&mut mem, &f32_bytes(&x));
-    let pout = mem.alloc(64 * 40).unwrap();
-    run(
-        &m,
-        "conversions",
-        cfg([1, 1, 1], [64, 1, 1], 0),
-        &[p64(pin), p64(pout)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_u32(&download(&mem, pout, 64 * 40));
+    let pin = e.up_f32(&x);
+    let pout = e.alloc(64 * 40);
+    e.ok("conversions", lin(1, 64), &[p64(pin), p64(pout)]);
+    let out = e.u32s(pout, 64 * 10);
     let sat_i32 = |v: f64| -> u32 {
         if v.is_nan() {
             0
@@ -454,21 +364,13 @@ fn conversions_with_rounding_modes() {
 #[test]
 fn nvrtc_reduction_missing_syncthreads_is_a_race() {
     let src = ptx("features.ptx");
-    let m = module("features.ptx");
-    let mut mem = Memory::new();
+    let mut e = Emu::new("features.ptx");
     let nb = 3usize;
     let x = rand_f32(nb * 256, 12);
-    let pin = upload(&mut mem, &f32_bytes(&x));
-    let pout = mem.alloc(nb * 4).unwrap();
-    run(
-        &m,
-        "block_sum",
-        cfg([nb as u32, 1, 1], [256, 1, 1], 0),
-        &[p64(pin), p64(pout)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_f32(&download(&mem, pout, nb * 4));
+    let pin = e.up_f32(&x);
+    let pout = e.alloc(nb * 4);
+    e.ok("block_sum", lin(nb as u32, 256), &[p64(pin), p64(pout)]);
+    let out = e.f32s(pout, nb);
     for b in 0..nb {
         let want: f64 = x[b * 256..(b + 1) * 256].iter().map(|v| *v as f64).sum();
         assert!(
@@ -477,15 +379,12 @@ fn nvrtc_reduction_missing_syncthreads_is_a_race() {
             out[b]
         );
     }
-    let f = run(
-        &m,
+    let f = e.fault(
         "block_sum_racy",
-        cfg([nb as u32, 1, 1], [256, 1, 1], 0),
+        lin(nb as u32, 256),
         &[p64(pin), p64(pout)],
-        &mut mem,
-    )
-    .unwrap_err();
-    assert_eq!(f.kind, FaultKind::SharedRace, "{f}");
+        FaultKind::SharedRace,
+    );
     let start = line_of(&src, ".entry block_sum_racy(");
     assert!(f.ptx_line > start, "{f}");
     assert!(
@@ -496,8 +395,8 @@ fn nvrtc_reduction_missing_syncthreads_is_a_race() {
 
 #[test]
 fn const_and_global_variables_generic_shared_and_exch() {
-    let m = module("memory_spaces.ptx");
-    let globals = m.globals();
+    let mut e = Emu::new("memory_spaces.ptx");
+    let globals = e.m.globals();
     assert_eq!(
         globals
             .iter()
@@ -510,37 +409,23 @@ fn const_and_global_variables_generic_shared_and_exch() {
             ("last_exch", 4, false)
         ]
     );
-    let mut mem = Memory::new();
     let n = 128usize;
     let x = rand_f32(n, 41);
-    let pin = upload(&mut mem, &f32_bytes(&x));
-    let pout = mem.alloc(n * 4).unwrap();
-    run(
-        &m,
-        "spaces",
-        cfg([1, 1, 1], [n as u32, 1, 1], 0),
-        &[p64(pin), p64(pout)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_f32(&download(&mem, pout, n * 4));
+    let pin = e.up_f32(&x);
+    let pout = e.alloc(n * 4);
+    e.ok("spaces", lin(1, n as u32), &[p64(pin), p64(pout)]);
+    let out = e.f32s(pout, n);
     for t in 0..n {
         assert_eq!(out[t], x[t] * 2.0 + (t % 4 + 1) as f32, "thread {t}");
     }
-    let counter = mem
-        .global_address(&m, "counter")
+    let counter = e
+        .mem
+        .global_address(&e.m, "counter")
         .expect("counter is backed");
-    assert_eq!(bytes_u32(&download(&mem, counter, 4))[0], n as u32);
-    let last = mem.global_address(&m, "last_exch").unwrap();
-    assert_eq!(bytes_u32(&download(&mem, last, 4))[0], 7);
+    assert_eq!(e.u32s(counter, 1)[0], n as u32);
+    let last = e.mem.global_address(&e.m, "last_exch").unwrap();
+    assert_eq!(e.u32s(last, 1)[0], 7);
     // a second launch sees the global state of the first
-    run(
-        &m,
-        "spaces",
-        cfg([1, 1, 1], [n as u32, 1, 1], 0),
-        &[p64(pin), p64(pout)],
-        &mut mem,
-    )
-    .unwrap();
-    assert_eq!(bytes_u32(&download(&mem, counter, 4))[0], 2 * n as u32);
+    e.ok("spaces", lin(1, n as u32), &[p64(pin), p64(pout)]);
+    assert_eq!(e.u32s(counter, 1)[0], 2 * n as u32);
 }

@@ -23,9 +23,17 @@ use half::{bf16, f16};
 use ptx_emu::*;
 
 /// One CuTe layout: (thread shape, thread stride), (value shape, value stride), flattened.
+/// One mode of a layout: (shape, stride).
+type Mode = (&'static [usize], &'static [usize]);
+
 struct CuteLayout {
-    thr: (&'static [usize], &'static [usize]),
-    val: (&'static [usize], &'static [usize]),
+    thr: Mode,
+    val: Mode,
+}
+
+/// A layout from its thread mode and its value mode, each (shape, stride).
+const fn cute(thr: Mode, val: Mode) -> CuteLayout {
+    CuteLayout { thr, val }
 }
 
 fn eval_mode(shape: &[usize], stride: &[usize], mut idx: usize) -> usize {
@@ -48,25 +56,13 @@ impl CuteLayout {
 
 // mma_traits_sm80.hpp
 // SM80_16x8x16_F16F16F16F16_TN::ALayout = Layout<Shape<Shape<_4,_8>,Shape<_2,_2,_2>>, Stride<Stride<_32,_1>,Stride<_16,_8,_128>>>
-const A_16X8X16: CuteLayout = CuteLayout {
-    thr: (&[4, 8], &[32, 1]),
-    val: (&[2, 2, 2], &[16, 8, 128]),
-};
+const A_16X8X16: CuteLayout = cute((&[4, 8], &[32, 1]), (&[2, 2, 2], &[16, 8, 128]));
 // SM80_16x8x16_F16F16F16F16_TN::BLayout = Layout<Shape<Shape<_4,_8>,Shape<_2,_2>>, Stride<Stride<_16,_1>,Stride<_8,_64>>>
-const B_16X8X16: CuteLayout = CuteLayout {
-    thr: (&[4, 8], &[16, 1]),
-    val: (&[2, 2], &[8, 64]),
-};
+const B_16X8X16: CuteLayout = cute((&[4, 8], &[16, 1]), (&[2, 2], &[8, 64]));
 // SM80_16x8_Row = Layout<Shape<Shape<_4,_8>,Shape<_2,_2>>, Stride<Stride<_32,_1>,Stride<_16,_8>>>
-const ROW_16X8: CuteLayout = CuteLayout {
-    thr: (&[4, 8], &[32, 1]),
-    val: (&[2, 2], &[16, 8]),
-};
+const ROW_16X8: CuteLayout = cute((&[4, 8], &[32, 1]), (&[2, 2], &[16, 8]));
 // SM80_8x8_Row = Layout<Shape<Shape<_4,_8>,_2>, Stride<Stride<_16,_1>,_8>>
-const ROW_8X8: CuteLayout = CuteLayout {
-    thr: (&[4, 8], &[16, 1]),
-    val: (&[2], &[8]),
-};
+const ROW_8X8: CuteLayout = cute((&[4, 8], &[16, 1]), (&[2], &[8]));
 
 fn bits16(x: f32, is_bf16: bool) -> (u16, f64) {
     if is_bf16 {
@@ -151,54 +147,36 @@ fn check_mma(kernel: &str, k: usize, is_bf16: bool) {
     );
 }
 
-#[test]
-fn mma_m16n8k16_bf16_matches_cute_layouts() {
-    check_mma("mma_bf16_k16", 16, true);
+/// One test per mma kernel: `name: (kernel, k, bf16)`.
+macro_rules! mma_tests {
+    ($($name:ident: ($kernel:literal, $k:literal, $bf16:literal),)*) => {$(
+        #[test]
+        fn $name() {
+            check_mma($kernel, $k, $bf16);
+        }
+    )*};
 }
-#[test]
-fn mma_m16n8k16_f16_matches_cute_layouts() {
-    check_mma("mma_f16_k16", 16, false);
-}
-#[test]
-fn mma_m16n8k8_bf16_matches_cute_layouts() {
-    check_mma("mma_bf16_k8", 8, true);
-}
-#[test]
-fn mma_m16n8k8_f16_matches_cute_layouts() {
-    check_mma("mma_f16_k8", 8, false);
+
+mma_tests! {
+    mma_m16n8k16_bf16_matches_cute_layouts: ("mma_bf16_k16", 16, true),
+    mma_m16n8k16_f16_matches_cute_layouts: ("mma_f16_k16", 16, false),
+    mma_m16n8k8_bf16_matches_cute_layouts: ("mma_bf16_k8", 8, true),
+    mma_m16n8k8_f16_matches_cute_layouts: ("mma_f16_k8", 8, false),
 }
 
 // copy_traits_sm75.hpp, DstLayout of each ldmatrix atom.
 // SM75_U32x1_LDSM_N: Layout<Shape<_32,_32>, Stride<_32,_1>>
-const LDSM_N_X1: CuteLayout = CuteLayout {
-    thr: (&[32], &[32]),
-    val: (&[32], &[1]),
-};
+const LDSM_N_X1: CuteLayout = cute((&[32], &[32]), (&[32], &[1]));
 // SM75_U32x2_LDSM_N: Layout<Shape<_32,Shape<_32,_2>>, Stride<_32,Stride<_1,_1024>>>
-const LDSM_N_X2: CuteLayout = CuteLayout {
-    thr: (&[32], &[32]),
-    val: (&[32, 2], &[1, 1024]),
-};
+const LDSM_N_X2: CuteLayout = cute((&[32], &[32]), (&[32, 2], &[1, 1024]));
 // SM75_U32x4_LDSM_N: Layout<Shape<_32,Shape<_32,_4>>, Stride<_32,Stride<_1,_1024>>>
-const LDSM_N_X4: CuteLayout = CuteLayout {
-    thr: (&[32], &[32]),
-    val: (&[32, 4], &[1, 1024]),
-};
+const LDSM_N_X4: CuteLayout = cute((&[32], &[32]), (&[32, 4], &[1, 1024]));
 // SM75_U16x2_LDSM_T: Layout<Shape<Shape<_4,_8>,Shape<_16,_2>>, Stride<Stride<_256,_16>,Stride<_1,_128>>>
-const LDSM_T_X1: CuteLayout = CuteLayout {
-    thr: (&[4, 8], &[256, 16]),
-    val: (&[16, 2], &[1, 128]),
-};
+const LDSM_T_X1: CuteLayout = cute((&[4, 8], &[256, 16]), (&[16, 2], &[1, 128]));
 // SM75_U16x4_LDSM_T: Layout<Shape<Shape<_4,_8>,Shape<_16,_2,_2>>, Stride<Stride<_256,_16>,Stride<_1,_128,_1024>>>
-const LDSM_T_X2: CuteLayout = CuteLayout {
-    thr: (&[4, 8], &[256, 16]),
-    val: (&[16, 2, 2], &[1, 128, 1024]),
-};
+const LDSM_T_X2: CuteLayout = cute((&[4, 8], &[256, 16]), (&[16, 2, 2], &[1, 128, 1024]));
 // SM75_U16x8_LDSM_T: Layout<Shape<Shape<_4,_8>,Shape<_16,_2,_4>>, Stride<Stride<_256,_16>,Stride<_1,_128,_1024>>>
-const LDSM_T_X4: CuteLayout = CuteLayout {
-    thr: (&[4, 8], &[256, 16]),
-    val: (&[16, 2, 4], &[1, 128, 1024]),
-};
+const LDSM_T_X4: CuteLayout = cute((&[4, 8], &[256, 16]), (&[16, 2, 4], &[1, 128, 1024]));
 
 fn check_ldsm(kernel: &str, num: usize, layout: &CuteLayout) {
     let m = module("fragments.ptx");

@@ -1,42 +1,71 @@
 //! Hazard detection: for each hazard class a deliberately broken kernel (tests/ptx/hazards.ptx)
 //! must be flagged with the right `FaultKind` at the marked PTX line, and its fixed twin must
 //! run clean with the right results.
-#![allow(clippy::needless_range_loop)]
+#![allow(clippy::needless_range_loop, clippy::result_large_err)]
 mod common;
 use common::*;
 use ptx_emu::*;
+use FaultKind as K;
 
-fn p64(a: u64) -> Vec<u8> {
-    a.to_le_bytes().to_vec()
-}
-
+/// hazards.ptx, its source (for the `// FLAG:` lines) and device memory. A broken kernel and
+/// its fixed twin take the same launch: one block of `threads` threads and `params`.
 struct H {
     src: String,
-    m: Module,
+    e: Emu,
+    threads: u32,
+    params: Vec<Vec<u8>>,
 }
 
-fn h() -> H {
+fn h(threads: u32) -> H {
     let src = ptx("hazards.ptx");
     let m = Module::parse(&src).unwrap();
-    H { src, m }
+    H {
+        src,
+        e: Emu::from_module(m),
+        threads,
+        params: Vec::new(),
+    }
 }
 
 impl H {
     fn flag_line(&self, name: &str) -> usize {
         line_of(&self.src, &format!("// FLAG:{name}"))
     }
-    fn expect(
-        &self,
-        kernel: &str,
-        c: LaunchConfig,
-        params: &[Vec<u8>],
-        mem: &mut Memory,
-        kind: FaultKind,
-        flag: &str,
-    ) -> Fault {
-        let f = run(&self.m, kernel, c, params, mem).expect_err(&format!("{kernel} must fault"));
+    fn buf(&mut self, bytes: usize) -> u64 {
+        self.e.alloc(bytes)
+    }
+    /// A buffer of `bytes` bytes, also appended to the kernels' parameters.
+    fn arg_buf(&mut self, bytes: usize) -> u64 {
+        let a = self.buf(bytes);
+        self.params.push(p64(a));
+        a
+    }
+    /// `x` uploaded, also appended to the kernels' parameters.
+    fn arg_f32(&mut self, x: &[f32]) -> u64 {
+        let a = self.e.up_f32(x);
+        self.params.push(p64(a));
+        a
+    }
+    fn try_run(&mut self, kernel: &str) -> Result<LaunchStats, Fault> {
+        self.e.try_run(kernel, lin(1, self.threads), &self.params)
+    }
+    fn ok(&mut self, kernel: &str) {
+        let threads = self.threads;
+        self.try_run(kernel)
+            .unwrap_or_else(|f| panic!("{kernel}, {threads} threads: {f}"));
+    }
+    /// `kernel` must fault with `kind`, anywhere.
+    fn fault(&mut self, kernel: &str, kind: K) -> Fault {
+        let f = self
+            .try_run(kernel)
+            .expect_err(&format!("{kernel} must fault"));
         println!("{f}");
         assert_eq!(f.kind, kind, "{kernel}: {f}");
+        f
+    }
+    /// `kernel` must fault with `kind` at the line marked `// FLAG:<flag>`, and say so.
+    fn expect(&mut self, kernel: &str, kind: K, flag: &str) -> Fault {
+        let f = self.fault(kernel, kind);
         assert_eq!(f.ptx_line, self.flag_line(flag), "{kernel}: {f}");
         assert_eq!(f.kernel, kernel);
         assert!(!f.instruction.is_empty() && !f.detail.is_empty(), "{f}");
@@ -47,26 +76,18 @@ impl H {
         );
         f
     }
-}
-
-fn out_buf(mem: &mut Memory, bytes: usize) -> u64 {
-    mem.alloc(bytes).unwrap()
+    /// One launch with explicit options, straight through [`launch`].
+    fn launch(&mut self, kernel: &str, opts: &LaunchOptions) -> Result<LaunchStats, Fault> {
+        self.e
+            .launch_with(kernel, lin(1, self.threads), &self.params, opts)
+    }
 }
 
 #[test]
 fn shared_race_across_warps() {
-    let h = h();
-    let mut mem = Memory::new();
-    let o = out_buf(&mut mem, 64 * 4);
-    let f = run(
-        &h.m,
-        "race_cross_warp_broken",
-        cfg([1, 1, 1], [64, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-    )
-    .unwrap_err();
-    assert_eq!(f.kind, FaultKind::SharedRace, "{f}");
+    let mut h = h(64);
+    let o = h.arg_buf(64 * 4);
+    let f = h.fault("race_cross_warp_broken", K::SharedRace);
     // Depending on the schedule the read (RAW) or the other warp's later write (WAR) trips first.
     let lines = [
         h.flag_line("race_cross_warp_read"),
@@ -77,15 +98,8 @@ fn shared_race_across_warps() {
         f.detail.contains("warp"),
         "detail names the other thread: {f}"
     );
-    run(
-        &h.m,
-        "race_cross_warp_fixed",
-        cfg([1, 1, 1], [64, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_f32(&download(&mem, o, 64 * 4));
+    h.ok("race_cross_warp_fixed");
+    let out = h.e.f32s(o, 64);
     for t in 0..64 {
         assert_eq!(out[t], ((t + 32) % 64) as f32);
     }
@@ -93,27 +107,16 @@ fn shared_race_across_warps() {
 
 #[test]
 fn shared_race_inside_a_warp_needs_syncwarp() {
-    let h = h();
-    let mut mem = Memory::new();
-    let o = out_buf(&mut mem, 32 * 4);
+    let mut h = h(32);
+    let o = h.arg_buf(32 * 4);
     let f = h.expect(
         "race_intra_warp_broken",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-        FaultKind::SharedRace,
+        K::SharedRace,
         "race_intra_warp_read",
     );
     assert!(f.detail.contains("read-after-write"), "{f}");
-    run(
-        &h.m,
-        "race_intra_warp_fixed",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_u32(&download(&mem, o, 32 * 4));
+    h.ok("race_intra_warp_fixed");
+    let out = h.e.u32s(o, 32);
     for l in 0..32u32 {
         assert_eq!(out[l as usize], (l ^ 1) * 3);
     }
@@ -121,58 +124,24 @@ fn shared_race_inside_a_warp_needs_syncwarp() {
 
 #[test]
 fn shared_write_write_race() {
-    let h = h();
-    let mut mem = Memory::new();
-    let o = out_buf(&mut mem, 4);
-    let f = h.expect(
-        "race_waw_broken",
-        cfg([1, 1, 1], [64, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-        FaultKind::SharedRace,
-        "race_waw",
-    );
+    let mut h = h(64);
+    let o = h.arg_buf(4);
+    let f = h.expect("race_waw_broken", K::SharedRace, "race_waw");
     assert!(f.detail.contains("write-after-write"), "{f}");
-    run(
-        &h.m,
-        "race_waw_fixed",
-        cfg([1, 1, 1], [64, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-    )
-    .unwrap();
-    assert_eq!(bytes_u32(&download(&mem, o, 4))[0], 77);
+    h.ok("race_waw_fixed");
+    assert_eq!(h.e.u32s(o, 1)[0], 77);
 }
 
 #[test]
 fn barrier_divergence() {
-    let h = h();
-    let mut mem = Memory::new();
-    let o = out_buf(&mut mem, 64 * 4);
-    let f = run(
-        &h.m,
-        "barrier_divergence_broken",
-        cfg([1, 1, 1], [64, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-    )
-    .unwrap_err();
-    assert_eq!(f.kind, FaultKind::BarrierDivergence, "{f}");
+    let mut h = h(64);
+    let o = h.arg_buf(64 * 4);
+    let f = h.fault("barrier_divergence_broken", K::BarrierDivergence);
     let lines = [h.flag_line("barrier_low"), h.flag_line("barrier_high")];
     assert!(lines.contains(&f.ptx_line), "{f}");
     assert!(f.detail.contains("different barriers"), "{f}");
-    run(
-        &h.m,
-        "barrier_divergence_fixed",
-        cfg([1, 1, 1], [64, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-    )
-    .unwrap();
-    assert_eq!(
-        bytes_u32(&download(&mem, o, 64 * 4)),
-        (0..64).collect::<Vec<u32>>()
-    );
+    h.ok("barrier_divergence_fixed");
+    assert_eq!(h.e.u32s(o, 64), (0..64).collect::<Vec<u32>>());
 }
 
 /// A barrier reached by only part of a warp, because the other lanes returned or branched
@@ -180,15 +149,11 @@ fn barrier_divergence() {
 /// thread and where the missing lanes went; whole warps exiting before the barrier are fine.
 #[test]
 fn divergent_barrier_partial_warp() {
-    let h = h();
-    let mut mem = Memory::new();
-    let o = out_buf(&mut mem, 64 * 4);
+    let mut h = h(64);
+    h.arg_buf(64 * 4);
     let f = h.expect(
         "barrier_partial_exit_broken",
-        cfg([1, 1, 1], [64, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-        FaultKind::BarrierDivergence,
+        K::BarrierDivergence,
         "partial_exit_bar",
     );
     assert_eq!(f.kind.cuda_error_code(), 719);
@@ -206,10 +171,7 @@ fn divergent_barrier_partial_warp() {
 
     let f = h.expect(
         "barrier_branch_around_broken",
-        cfg([1, 1, 1], [64, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-        FaultKind::BarrierDivergence,
+        K::BarrierDivergence,
         "branch_around_bar",
     );
     assert!(f.detail.contains("divergent barrier"), "{f}");
@@ -219,143 +181,65 @@ fn divergent_barrier_partial_warp() {
     );
 
     for (threads, cut) in [(64u32, 32u32), (48, 48), (96, 64)] {
-        let o = out_buf(&mut mem, threads as usize * 4);
-        run(
-            &h.m,
-            "barrier_whole_warp_exit_fixed",
-            cfg([1, 1, 1], [threads, 1, 1], 0),
-            &[p64(o), cut.to_le_bytes().to_vec()],
-            &mut mem,
-        )
-        .unwrap_or_else(|f| panic!("{threads} threads, cut {cut}: {f}"));
-        let got = bytes_u32(&download(&mem, o, threads as usize * 4));
+        h.threads = threads;
+        h.params.clear();
+        let o = h.arg_buf(threads as usize * 4);
+        h.params.push(cut.to_le_bytes().to_vec());
+        h.ok("barrier_whole_warp_exit_fixed");
         let want: Vec<u32> = (0..threads).map(|t| if t < cut { t } else { 0 }).collect();
-        assert_eq!(got, want);
+        assert_eq!(h.e.u32s(o, threads as usize), want, "cut {cut}");
     }
 }
 
 #[test]
 fn out_of_bounds_global() {
-    let h = h();
-    let mut mem = Memory::new();
+    let mut h = h(128);
     let n = 100u32;
-    let o = out_buf(&mut mem, n as usize * 4);
-    let f = h.expect(
-        "oob_global_broken",
-        cfg([1, 1, 1], [128, 1, 1], 0),
-        &[p64(o), n.to_le_bytes().to_vec()],
-        &mut mem,
-        FaultKind::OutOfBounds,
-        "oob_global",
-    );
+    let o = h.arg_buf(n as usize * 4);
+    h.params.push(n.to_le_bytes().to_vec());
+    let f = h.expect("oob_global_broken", K::OutOfBounds, "oob_global");
     assert_eq!(f.address, Some(o + 400), "{f}");
     assert_eq!(f.thread, [100, 0, 0], "{f}");
     assert!(f.detail.contains("outside every live allocation"), "{f}");
     assert_eq!(f.kind.cuda_error_code(), 700);
-    run(
-        &h.m,
-        "oob_global_fixed",
-        cfg([1, 1, 1], [128, 1, 1], 0),
-        &[p64(o), n.to_le_bytes().to_vec()],
-        &mut mem,
-    )
-    .unwrap();
-    assert_eq!(
-        bytes_u32(&download(&mem, o, n as usize * 4)),
-        (0..n).collect::<Vec<u32>>()
-    );
+    h.ok("oob_global_fixed");
+    assert_eq!(h.e.u32s(o, n as usize), (0..n).collect::<Vec<u32>>());
     // use after free is out of bounds too
-    mem.free(o).unwrap();
-    let f = run(
-        &h.m,
-        "oob_global_fixed",
-        cfg([1, 1, 1], [128, 1, 1], 0),
-        &[p64(o), n.to_le_bytes().to_vec()],
-        &mut mem,
-    )
-    .unwrap_err();
-    assert_eq!(f.kind, FaultKind::OutOfBounds, "{f}");
+    h.e.mem.free(o).unwrap();
+    h.fault("oob_global_fixed", K::OutOfBounds);
 }
 
 #[test]
 fn out_of_bounds_shared() {
-    let h = h();
-    let mut mem = Memory::new();
-    let o = out_buf(&mut mem, 4);
-    let f = h.expect(
-        "oob_shared_broken",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-        FaultKind::OutOfBounds,
-        "oob_shared",
-    );
+    let mut h = h(32);
+    h.arg_buf(4);
+    let f = h.expect("oob_shared_broken", K::OutOfBounds, "oob_shared");
     assert_eq!(f.thread, [16, 0, 0], "{f}");
     assert!(f.detail.contains("64 bytes of shared memory"), "{f}");
-    run(
-        &h.m,
-        "oob_shared_fixed",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-    )
-    .unwrap();
+    h.ok("oob_shared_fixed");
 }
 
 #[test]
 fn out_of_bounds_local() {
-    let h = h();
-    let mut mem = Memory::new();
-    let o = out_buf(&mut mem, 32 * 4);
-    let f = h.expect(
-        "oob_local_broken",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-        FaultKind::OutOfBounds,
-        "oob_local",
-    );
+    let mut h = h(32);
+    let o = h.arg_buf(32 * 4);
+    let f = h.expect("oob_local_broken", K::OutOfBounds, "oob_local");
     assert_eq!(f.thread, [4, 0, 0], "{f}");
-    run(
-        &h.m,
-        "oob_local_fixed",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-    )
-    .unwrap();
-    assert_eq!(
-        bytes_u32(&download(&mem, o, 32 * 4)),
-        (0..32).collect::<Vec<u32>>()
-    );
+    h.ok("oob_local_fixed");
+    assert_eq!(h.e.u32s(o, 32), (0..32).collect::<Vec<u32>>());
 }
 
 #[test]
 fn misaligned_vector_load() {
-    let h = h();
-    let mut mem = Memory::new();
+    let mut h = h(32);
     let x = rand_f32(32 * 4 + 4, 3);
-    let i = upload(&mut mem, &f32_bytes(&x));
-    let o = out_buf(&mut mem, 32 * 4);
-    let f = h.expect(
-        "misaligned_broken",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(i), p64(o)],
-        &mut mem,
-        FaultKind::Misaligned,
-        "misaligned",
-    );
+    let i = h.arg_f32(&x);
+    let o = h.arg_buf(32 * 4);
+    let f = h.expect("misaligned_broken", K::Misaligned, "misaligned");
     assert_eq!(f.address, Some(i + 8), "{f}");
     assert_eq!(f.kind.cuda_error_code(), 700);
-    run(
-        &h.m,
-        "misaligned_fixed",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(i), p64(o)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_f32(&download(&mem, o, 32 * 4));
+    h.ok("misaligned_fixed");
+    let out = h.e.f32s(o, 32);
     for t in 0..32 {
         assert_eq!(out[t], x[t * 4 + 2] + x[t * 4 + 5]);
     }
@@ -363,19 +247,11 @@ fn misaligned_vector_load() {
 
 #[test]
 fn uninitialised_shared_read() {
-    let h = h();
-    let mut mem = Memory::new();
+    let mut h = h(32);
     let x = rand_f32(32, 4);
-    let i = upload(&mut mem, &f32_bytes(&x));
-    let o = out_buf(&mut mem, 32 * 4);
-    let f = h.expect(
-        "uninit_shared_broken",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(i), p64(o)],
-        &mut mem,
-        FaultKind::UninitSharedRead,
-        "uninit",
-    );
+    h.arg_f32(&x);
+    let o = h.arg_buf(32 * 4);
+    let f = h.expect("uninit_shared_broken", K::UninitSharedRead, "uninit");
     assert_eq!(f.address, Some(0));
     assert_eq!(f.kind.cuda_error_code(), 719);
     // The detector can be switched off.
@@ -383,39 +259,20 @@ fn uninitialised_shared_read() {
         detect_uninit_shared: false,
         ..LaunchOptions::default()
     };
-    launch(
-        &h.m,
-        "uninit_shared_broken",
-        &cfg([1, 1, 1], [32, 1, 1], 0),
-        &[&i.to_le_bytes(), &o.to_le_bytes()],
-        &mut mem,
-        &opts,
-    )
-    .unwrap();
-    run(
-        &h.m,
-        "uninit_shared_fixed",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(i), p64(o)],
-        &mut mem,
-    )
-    .unwrap();
-    assert_eq!(bytes_f32(&download(&mem, o, 32 * 4)), x);
+    h.launch("uninit_shared_broken", &opts).unwrap();
+    h.ok("uninit_shared_fixed");
+    assert_eq!(h.e.f32s(o, 32), x);
 }
 
 #[test]
 fn cp_async_data_lands_only_at_wait() {
-    let h = h();
-    let mut mem = Memory::new();
+    let mut h = h(32);
     let x = rand_f32(32, 5);
-    let i = upload(&mut mem, &f32_bytes(&x));
-    let o = out_buf(&mut mem, 32 * 8);
+    h.arg_f32(&x);
+    let o = h.arg_buf(32 * 8);
     let f = h.expect(
         "cp_async_early_read_broken",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(i), p64(o)],
-        &mut mem,
-        FaultKind::SharedRace,
+        K::SharedRace,
         "cp_async_early",
     );
     assert!(f.detail.contains("cp.async"), "{f}");
@@ -424,29 +281,14 @@ fn cp_async_data_lands_only_at_wait() {
         detect_races: false,
         ..LaunchOptions::default()
     };
-    launch(
-        &h.m,
-        "cp_async_early_read_broken",
-        &cfg([1, 1, 1], [32, 1, 1], 0),
-        &[&i.to_le_bytes(), &o.to_le_bytes()],
-        &mut mem,
-        &opts,
-    )
-    .unwrap();
-    let out = bytes_f32(&download(&mem, o, 32 * 8));
+    h.launch("cp_async_early_read_broken", &opts).unwrap();
+    let out = h.e.f32s(o, 64);
     for t in 0..32 {
         assert_eq!(out[2 * t], 7.0, "before the wait: old contents");
         assert_eq!(out[2 * t + 1], x[t], "after the wait: copied data");
     }
-    run(
-        &h.m,
-        "cp_async_early_read_fixed",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(i), p64(o)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_f32(&download(&mem, o, 32 * 8));
+    h.ok("cp_async_early_read_fixed");
+    let out = h.e.f32s(o, 64);
     for t in 0..32 {
         assert_eq!((out[2 * t], out[2 * t + 1]), (7.0, x[t]));
     }
@@ -454,28 +296,13 @@ fn cp_async_data_lands_only_at_wait() {
 
 #[test]
 fn cp_async_wait_group_completes_only_older_groups() {
-    let h = h();
-    let mut mem = Memory::new();
+    let mut h = h(32);
     let x = rand_f32(32 * 8, 6);
-    let i = upload(&mut mem, &f32_bytes(&x));
-    let o = out_buf(&mut mem, 32 * 8);
-    h.expect(
-        "cp_async_groups_broken",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(i), p64(o)],
-        &mut mem,
-        FaultKind::SharedRace,
-        "cp_async_group",
-    );
-    run(
-        &h.m,
-        "cp_async_groups_fixed",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(i), p64(o)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_f32(&download(&mem, o, 32 * 8));
+    h.arg_f32(&x);
+    let o = h.arg_buf(32 * 8);
+    h.expect("cp_async_groups_broken", K::SharedRace, "cp_async_group");
+    h.ok("cp_async_groups_fixed");
+    let out = h.e.f32s(o, 64);
     for t in 0..32 {
         assert_eq!((out[2 * t], out[2 * t + 1]), (x[4 * t], x[128 + 4 * t]));
     }
@@ -483,32 +310,16 @@ fn cp_async_wait_group_completes_only_older_groups() {
 
 #[test]
 fn divergent_warp_collective() {
-    let h = h();
-    let mut mem = Memory::new();
-    let o = out_buf(&mut mem, 32 * 4);
-    let f = run(
-        &h.m,
-        "shfl_divergent_broken",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-    )
-    .unwrap_err();
-    assert_eq!(f.kind, FaultKind::BarrierDivergence, "{f}");
+    let mut h = h(32);
+    let o = h.arg_buf(32 * 4);
+    let f = h.fault("shfl_divergent_broken", K::BarrierDivergence);
     let shfl_low = h.flag_line("shfl_high") + 3;
     assert!(
         [h.flag_line("shfl_high"), shfl_low].contains(&f.ptx_line),
         "{f}"
     );
-    run(
-        &h.m,
-        "shfl_divergent_fixed",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_u32(&download(&mem, o, 32 * 4));
+    h.ok("shfl_divergent_fixed");
+    let out = h.e.u32s(o, 32);
     for l in 0..32u32 {
         assert_eq!(out[l as usize], if l < 16 { l ^ 2 } else { l ^ 1 });
     }
@@ -516,20 +327,12 @@ fn divergent_warp_collective() {
 
 #[test]
 fn unsupported_instruction_is_rejected_with_line() {
-    let h = h();
-    let mut mem = Memory::new();
-    let o = out_buf(&mut mem, 4);
-    let f = h.expect(
-        "uses_unsupported",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-        FaultKind::Unsupported,
-        "unsupported",
-    );
+    let mut h = h(32);
+    let o = h.arg_buf(4);
+    let f = h.expect("uses_unsupported", K::Unsupported, "unsupported");
     assert!(f.detail.contains("mul24.lo.s32"), "{f}");
     assert!(f.instruction.starts_with("mul24.lo.s32"), "{f}");
-    assert_eq!(h.m.unsupported("uses_unsupported").len(), 1);
+    assert_eq!(h.e.m.unsupported("uses_unsupported").len(), 1);
     // unsupported modifier
     let src = h
         .src
@@ -538,13 +341,13 @@ fn unsupported_instruction_is_rejected_with_line() {
     let f = launch(
         &m,
         "uses_unsupported",
-        &cfg([1, 1, 1], [32, 1, 1], 0),
+        &lin(1, 32),
         &[&o.to_le_bytes()],
-        &mut mem,
+        &mut h.e.mem,
         &LaunchOptions::default(),
     )
     .unwrap_err();
-    assert_eq!(f.kind, FaultKind::Unsupported);
+    assert_eq!(f.kind, K::Unsupported);
     assert!(f.detail.contains("add.cc"), "{f}");
 }
 
@@ -566,57 +369,30 @@ fn parse_errors_name_line_and_token() {
 
 #[test]
 fn invalid_launch_parameters() {
-    let h = h();
-    let mut mem = Memory::new();
-    let o = out_buf(&mut mem, 4);
-    let f = launch(
-        &h.m,
-        "oob_global_fixed",
-        &cfg([1, 1, 1], [32, 1, 1], 0),
-        &[&o.to_le_bytes()],
-        &mut mem,
-        &LaunchOptions::default(),
-    )
-    .unwrap_err();
-    assert_eq!(f.kind, FaultKind::InvalidParams);
-    assert_eq!(f.kind.cuda_error_code(), 1);
-    let f = launch(
-        &h.m,
-        "oob_global_fixed",
-        &cfg([1, 1, 1], [2048, 1, 1], 0),
-        &[&o.to_le_bytes(), &1u32.to_le_bytes()],
-        &mut mem,
-        &LaunchOptions::default(),
-    )
-    .unwrap_err();
-    assert_eq!(f.kind, FaultKind::InvalidParams);
-    let f = launch(
-        &h.m,
-        "nope",
-        &cfg([1, 1, 1], [32, 1, 1], 0),
-        &[],
-        &mut mem,
-        &LaunchOptions::default(),
-    )
-    .unwrap_err();
-    assert_eq!(f.kind, FaultKind::InvalidParams);
+    let mut h = h(32);
+    let o = h.buf(4);
+    // (kernel, threads, parameters): too few parameters (CUDA error 1), too many threads, no
+    // such kernel.
+    let cases = [
+        ("oob_global_fixed", 32, vec![p64(o)]),
+        ("oob_global_fixed", 2048, vec![p64(o), p32(1)]),
+        ("nope", 32, vec![]),
+    ];
+    for (kernel, threads, params) in cases {
+        (h.threads, h.params) = (threads, params);
+        let f = h.launch(kernel, &LaunchOptions::default()).unwrap_err();
+        assert_eq!(f.kind, K::InvalidParams, "{kernel}, {threads} threads");
+        assert_eq!(f.kind.cuda_error_code(), 1);
+    }
 }
 
 #[test]
 fn collectives_after_partial_warp_exit() {
-    let h = h();
-    let mut mem = Memory::new();
-    let o = out_buf(&mut mem, 32 * 4);
-    mem.memset_d32(o, 0xdead, 32).unwrap();
-    run(
-        &h.m,
-        "shfl_after_exit_fixed",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-    )
-    .unwrap();
-    let out = bytes_u32(&download(&mem, o, 32 * 4));
+    let mut h = h(32);
+    let o = h.arg_buf(32 * 4);
+    h.e.mem.memset_d32(o, 0xdead, 32).unwrap();
+    h.ok("shfl_after_exit_fixed");
+    let out = h.e.u32s(o, 32);
     for l in 0..32u32 {
         // ballot of %p1 (lane >= 20) over the live lanes is 0
         let want = if l < 20 { (l ^ 1) * 10 } else { 0xdead };
@@ -624,10 +400,7 @@ fn collectives_after_partial_warp_exit() {
     }
     let f = h.expect(
         "shfl_reads_exited_broken",
-        cfg([1, 1, 1], [32, 1, 1], 0),
-        &[p64(o)],
-        &mut mem,
-        FaultKind::BarrierDivergence,
+        K::BarrierDivergence,
         "shfl_exited",
     );
     assert!(f.detail.contains("does not execute"), "{f}");

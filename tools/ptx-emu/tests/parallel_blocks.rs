@@ -2,7 +2,6 @@
 //! statistics and faults as blocks one after another.
 mod common;
 use common::*;
-use half::bf16;
 use ptx_emu::*;
 
 fn opts(threads: u32) -> LaunchOptions {
@@ -15,32 +14,10 @@ fn opts(threads: u32) -> LaunchOptions {
 
 /// The bf16 GEMM tile (cp.async, ldmatrix, mma, 12 blocks) with `threads` threads: C and stats.
 fn gemm(threads: u32) -> (Vec<u8>, LaunchStats) {
-    let m = module("gemm_bf16.ptx");
-    let mut mem = Memory::new();
-    let (m_, n_, k_) = (96usize, 128usize, 64usize);
-    let a: Vec<u8> = rand_f32(m_ * k_, 5)
-        .iter()
-        .flat_map(|&v| bf16::from_f32(v).to_bits().to_le_bytes())
-        .collect();
-    let b: Vec<u8> = rand_f32(k_ * n_, 6)
-        .iter()
-        .flat_map(|&v| bf16::from_f32(v).to_bits().to_le_bytes())
-        .collect();
-    let pa = upload(&mut mem, &a);
-    let pb = upload(&mut mem, &b);
-    let pc = mem.alloc(m_ * n_ * 4).unwrap();
-    let params: Vec<Vec<u8>> = vec![
-        pa.to_le_bytes().to_vec(),
-        pb.to_le_bytes().to_vec(),
-        pc.to_le_bytes().to_vec(),
-        (m_ as i32).to_le_bytes().to_vec(),
-        (n_ as i32).to_le_bytes().to_vec(),
-        (k_ as i32).to_le_bytes().to_vec(),
-    ];
-    let p: Vec<&[u8]> = params.iter().map(|v| v.as_slice()).collect();
-    let c = cfg([(n_ / 32) as u32, (m_ / 32) as u32, 1], [128, 1, 1], 0);
-    let st = launch(&m, "gemm_bf16_tile", &c, &p, &mut mem, &opts(threads)).unwrap();
-    (download(&mem, pc, m_ * n_ * 4), st)
+    let (m, n) = (96usize, 128usize);
+    let (mut e, _, _, p) = gemm_setup(m, n, 64, 5);
+    let st = e.launch_with(p.kernel, p.cfg, &p.params, &opts(threads));
+    (e.bytes(p.out, m * n * 4), st.unwrap())
 }
 
 #[test]
@@ -59,25 +36,17 @@ fn parallel_blocks_match_blocks_in_order() {
 /// (softmax writes y, then reads it to normalise).
 #[test]
 fn parallel_blocks_partial_chunks_and_read_back() {
-    let m = module("add.ptx");
     let n = 1000usize;
     let a = rand_f32(n, 1);
     let b = rand_f32(n, 2);
     let run_add = |threads: u32| {
-        let mut mem = Memory::new();
-        let pa = upload(&mut mem, &f32_bytes(&a));
-        let pb = upload(&mut mem, &f32_bytes(&b));
-        let pc = upload(&mut mem, &f32_bytes(&vec![7.0; n + 5]));
-        let params: Vec<Vec<u8>> = vec![
-            pa.to_le_bytes().to_vec(),
-            pb.to_le_bytes().to_vec(),
-            pc.to_le_bytes().to_vec(),
-            (n as i32).to_le_bytes().to_vec(),
-        ];
-        let p: Vec<&[u8]> = params.iter().map(|v| v.as_slice()).collect();
-        let c = cfg([334, 1, 1], [3, 1, 1], 0);
-        let st = launch(&m, "add_f32", &c, &p, &mut mem, &opts(threads)).unwrap();
-        (bytes_f32(&download(&mem, pc, (n + 5) * 4)), st)
+        let mut e = Emu::new("add.ptx");
+        let pa = e.up_f32(&a);
+        let pb = e.up_f32(&b);
+        let pc = e.up_f32(&vec![7.0; n + 5]);
+        let p = params(&[pa, pb, pc], &[n as i32]);
+        let st = e.launch_with("add_f32", lin(334, 3), &p, &opts(threads));
+        (e.f32s(pc, n + 5), st.unwrap())
     };
     let (out, st) = run_add(4);
     for i in 0..n {
@@ -86,22 +55,12 @@ fn parallel_blocks_partial_chunks_and_read_back() {
     assert_eq!(&out[n..], &[7.0; 5], "bytes past n untouched");
     assert_eq!(st, run_add(1).1);
 
-    let m = module("softmax.ptx");
     let (rows, cols) = (7usize, 333usize);
-    let x: Vec<f32> = rand_f32(rows * cols, 3).iter().map(|v| v * 4.0).collect();
     let run_sm = |threads: u32| {
-        let mut mem = Memory::new();
-        let px = upload(&mut mem, &f32_bytes(&x));
-        let py = mem.alloc(rows * cols * 4).unwrap();
-        let params: Vec<Vec<u8>> = vec![
-            px.to_le_bytes().to_vec(),
-            py.to_le_bytes().to_vec(),
-            (cols as i32).to_le_bytes().to_vec(),
-        ];
-        let p: Vec<&[u8]> = params.iter().map(|v| v.as_slice()).collect();
-        let c = cfg([rows as u32, 1, 1], [128, 1, 1], 0);
-        launch(&m, "softmax_rows", &c, &p, &mut mem, &opts(threads)).unwrap();
-        download(&mem, py, rows * cols * 4)
+        let (mut e, _, p) = softmax_setup(rows, cols);
+        e.launch_with(p.kernel, p.cfg, &p.params, &opts(threads))
+            .unwrap();
+        e.bytes(p.out, rows * cols * 4)
     };
     assert!(run_sm(3) == run_sm(1), "softmax differs with 3 threads");
 }
@@ -109,34 +68,23 @@ fn parallel_blocks_partial_chunks_and_read_back() {
 /// Global atomics make blocks communicate: such kernels keep blocks in order and stay exact.
 #[test]
 fn parallel_blocks_keep_global_atomics_exact() {
-    let m = module("features.ptx");
+    let mut e = Emu::new("features.ptx");
     let nb = 5usize;
     let input: Vec<i32> = rand_f32(nb * 128, 21)
         .iter()
         .map(|v| (v * 100_000.0) as i32)
         .collect();
-    let mut mem = Memory::new();
-    let pin = upload(
-        &mut mem,
-        &input
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<_>>(),
-    );
-    let pf = upload(&mut mem, &0f32.to_le_bytes());
-    let pm = upload(&mut mem, &i32::MIN.to_le_bytes());
-    let ph = upload(&mut mem, &[0u8; 32]);
-    let pc = upload(&mut mem, &[0u8; 4]);
-    let params: Vec<Vec<u8>> = [pin, pf, pm, ph, pc]
-        .iter()
-        .map(|a| a.to_le_bytes().to_vec())
-        .collect();
-    let p: Vec<&[u8]> = params.iter().map(|v| v.as_slice()).collect();
-    let c = cfg([nb as u32, 1, 1], [128, 1, 1], 0);
-    launch(&m, "atomics", &c, &p, &mut mem, &opts(4)).unwrap();
-    let hist = bytes_u32(&download(&mem, ph, 32));
+    let pin = e.up_i32(&input);
+    let pf = e.upload(&0f32.to_le_bytes());
+    let pm = e.upload(&i32::MIN.to_le_bytes());
+    let ph = e.upload(&[0u8; 32]);
+    let pc = e.upload(&[0u8; 4]);
+    let p = params(&[pin, pf, pm, ph, pc], &[]);
+    e.launch_with("atomics", lin(nb as u32, 128), &p, &opts(4))
+        .unwrap();
+    let hist = e.u32s(ph, 8);
     assert_eq!(hist.iter().sum::<u32>() as usize, input.len());
-    let ctr = i32::from_le_bytes(download(&mem, pc, 4).try_into().unwrap());
+    let ctr = e.i32s(pc, 1)[0];
     assert_eq!(ctr, 2 * input.len() as i32);
 }
 
@@ -144,28 +92,20 @@ fn parallel_blocks_keep_global_atomics_exact() {
 /// order, whatever the threads (with one schedule).
 #[test]
 fn parallel_blocks_report_the_first_fault_in_launch_order() {
-    let m = module("add.ptx");
     let n = 1000usize;
     let fault = |threads: u32| {
-        let mut mem = Memory::new();
-        let pa = upload(&mut mem, &f32_bytes(&rand_f32(n, 1)));
-        let pb = upload(&mut mem, &f32_bytes(&rand_f32(n, 2)));
+        let mut e = Emu::new("add.ptx");
+        let pa = e.up_f32(&rand_f32(n, 1));
+        let pb = e.up_f32(&rand_f32(n, 2));
         // C holds 600 elements: blocks 2.. of 256 threads run past it.
-        let pc = mem.alloc(600 * 4).unwrap();
-        let params: Vec<Vec<u8>> = vec![
-            pa.to_le_bytes().to_vec(),
-            pb.to_le_bytes().to_vec(),
-            pc.to_le_bytes().to_vec(),
-            (n as i32).to_le_bytes().to_vec(),
-        ];
-        let p: Vec<&[u8]> = params.iter().map(|v| v.as_slice()).collect();
-        let c = cfg([4, 1, 1], [256, 1, 1], 0);
+        let pc = e.alloc(600 * 4);
+        let p = params(&[pa, pb, pc], &[n as i32]);
         // One schedule: the extra ones visit the blocks in a shuffled order one after another.
         let o = LaunchOptions {
             schedules: 1,
             ..opts(threads)
         };
-        launch(&m, "add_f32", &c, &p, &mut mem, &o).unwrap_err()
+        e.launch_with("add_f32", lin(4, 256), &p, &o).unwrap_err()
     };
     let f1 = fault(1);
     let f4 = fault(4);

@@ -9,7 +9,7 @@
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, Mat, Threads};
+use super::gemm::{run_units, sgemm, Mat, Threads};
 use super::{check_vec, CpuTensor};
 use crate::backends::{Conv2dParams, TensorLike};
 
@@ -187,16 +187,12 @@ pub(crate) fn conv2d(
         conv_unit(xs, ws, og, geom, dst, threads)
     };
     let units = n * groups;
-    // One unit per thread when there are enough of them (or they are small);
-    // otherwise each GEMM spreads over the pool itself.
-    if units >= rayon::current_num_threads() || (units > 1 && og * hw * kc < SMALL_UNIT_MACS) {
-        out.par_chunks_mut(og * hw)
-            .enumerate()
-            .try_for_each(|(i, d)| unit(i, d, Threads::Single))?;
-    } else {
-        for (i, d) in out.chunks_mut(og * hw).enumerate() {
-            unit(i, d, Threads::Auto)?;
-        }
-    }
+    run_units(
+        &mut out,
+        og * hw,
+        units,
+        og * hw * kc < SMALL_UNIT_MACS,
+        unit,
+    )?;
     Ok(CpuTensor::new_unchecked(vec![n, o, ho, wo], out))
 }

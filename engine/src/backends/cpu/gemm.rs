@@ -6,6 +6,7 @@
 //! is `rs = 1, cs = K`).
 
 use anyhow::{bail, Result};
+use rayon::prelude::*;
 
 /// A read-only strided view of an `rows × cols` matrix inside `data`.
 #[derive(Clone, Copy)]
@@ -43,6 +44,28 @@ impl<'a> Mat<'a> {
 pub(crate) enum Threads {
     Auto,
     Single,
+}
+
+/// Runs `unit(i, chunk, threads)` on the `units` chunks of `chunk_len` elements of `out`
+/// (`chunk_len > 0`): one unit per pool thread when there are enough of them or they are `small`,
+/// otherwise one after the other, each spreading its GEMM over the pool itself.
+pub(crate) fn run_units(
+    out: &mut [f32],
+    chunk_len: usize,
+    units: usize,
+    small: bool,
+    unit: impl Fn(usize, &mut [f32], Threads) -> Result<()> + Sync,
+) -> Result<()> {
+    if units >= rayon::current_num_threads() || (units > 1 && small) {
+        out.par_chunks_mut(chunk_len)
+            .enumerate()
+            .try_for_each(|(i, d)| unit(i, d, Threads::Single))
+    } else {
+        for (i, d) in out.chunks_mut(chunk_len).enumerate() {
+            unit(i, d, Threads::Auto)?;
+        }
+        Ok(())
+    }
 }
 
 /// Below this many multiply-adds a product runs on one thread.

@@ -2,10 +2,11 @@
 //! channels and all spatial positions, biased variance (two-pass, f64), then
 //! an optional per-channel affine. Matches `torch.nn.GroupNorm`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 
 use super::{check_vec, CpuTensor};
+use crate::backends::shape::group_norm_channels;
 use crate::backends::TensorLike;
 
 /// Mean and biased variance of `xs`, two-pass in f64.
@@ -31,19 +32,7 @@ pub(crate) fn group_norm(
     beta: Option<&CpuTensor>,
     eps: f32,
 ) -> Result<CpuTensor> {
-    if x.rank() < 2 {
-        bail!(
-            "group_norm: x must be (N, C, *spatial), got shape {:?}",
-            x.shape()
-        );
-    }
-    let c = x.shape()[1];
-    if groups == 0 || c % groups != 0 {
-        bail!(
-            "group_norm: {c} channels of x {:?} are not divisible into {groups} groups",
-            x.shape()
-        );
-    }
+    let c = group_norm_channels(x.shape(), groups)?;
     check_vec("group_norm", "gamma", gamma, c)?;
     check_vec("group_norm", "beta", beta, c)?;
     let spatial: usize = x.shape()[2..].iter().product();

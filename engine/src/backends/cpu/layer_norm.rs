@@ -1,11 +1,12 @@
 //! LayerNorm over the last dimension, biased variance (two-pass, f64), optional
 //! affine. Matches `torch.nn.LayerNorm(C)`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 
 use super::group_norm::mean_var;
 use super::{check_vec, CpuTensor};
+use crate::backends::shape::last_dim;
 use crate::backends::TensorLike;
 
 pub(crate) fn layer_norm(
@@ -14,10 +15,7 @@ pub(crate) fn layer_norm(
     beta: Option<&CpuTensor>,
     eps: f32,
 ) -> Result<CpuTensor> {
-    if x.rank() == 0 {
-        bail!("layer_norm: needs at least one dim, got a scalar");
-    }
-    let c = *x.shape().last().unwrap();
+    let c = last_dim("layer_norm", x.shape())?;
     check_vec("layer_norm", "gamma", gamma, c)?;
     check_vec("layer_norm", "beta", beta, c)?;
     let mut out = vec![0.0f32; x.elem_count()];

@@ -6,7 +6,8 @@ use rayon::prelude::*;
 
 use super::CpuTensor;
 use crate::backends::shape::{
-    concat_shape, index_select_shape, narrow_shape, pad2d_shape, permute_shape, reshape_shape,
+    concat_shape, index_select_shape, narrow_shape, pad2d_shape, permute_shape, planes_hw,
+    reshape_shape,
 };
 pub(crate) use crate::backends::strides::{collapse_dims, contiguous_strides};
 use crate::backends::TensorLike;
@@ -122,10 +123,8 @@ pub(crate) fn pad2d(
     bottom: usize,
 ) -> Result<CpuTensor> {
     let shape = pad2d_shape(x.shape(), left, right, top, bottom)?;
-    let r = x.rank();
-    let (h, w) = (x.shape()[r - 2], x.shape()[r - 1]);
-    let (oh, ow) = (shape[r - 2], shape[r - 1]);
-    let planes: usize = x.shape()[..r - 2].iter().product();
+    let (planes, h, w) = planes_hw(x.shape());
+    let (_, oh, ow) = planes_hw(&shape);
     let mut out = vec![0.0f32; planes * oh * ow];
     if oh * ow > 0 && w > 0 {
         let src = x.data();

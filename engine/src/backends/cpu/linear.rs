@@ -1,27 +1,19 @@
 //! `linear` (x · wᵀ + b) and batched `matmul`, both through `gemm::sgemm`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, Mat, Threads};
+use super::gemm::{run_units, sgemm, Mat, Threads};
 use super::{check_vec, CpuTensor};
-use crate::backends::shape::matmul_shape;
+use crate::backends::shape::{linear_shape, matmul_shape};
 use crate::backends::TensorLike;
 
 /// x (.., K) · wᵀ with w (N, K), plus optional bias (N,) → (.., N).
 pub(crate) fn linear(x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> Result<CpuTensor> {
-    if x.rank() == 0 || w.rank() != 2 || x.shape()[x.rank() - 1] != w.shape()[1] {
-        bail!(
-            "linear: x {:?} must end in K and w {:?} must be (N, K)",
-            x.shape(),
-            w.shape()
-        );
-    }
+    let shape = linear_shape("linear", x.shape(), w.shape())?;
     let (n, k) = (w.shape()[0], w.shape()[1]);
     check_vec("linear", "bias", bias, n)?;
     let m: usize = x.shape()[..x.rank() - 1].iter().product();
-    let mut shape = x.shape().to_vec();
-    *shape.last_mut().unwrap() = n;
     let mut out = vec![0.0f32; m * n];
     if let Some(b) = bias {
         if n > 0 {
@@ -73,14 +65,6 @@ pub(crate) fn matmul(a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
             threads,
         )
     };
-    if batch >= rayon::current_num_threads() || (batch > 1 && m * n * k < SMALL_GEMM_MACS) {
-        out.par_chunks_mut(m * n)
-            .enumerate()
-            .try_for_each(|(i, c)| one(i, c, Threads::Single))?;
-    } else {
-        for (i, c) in out.chunks_mut(m * n).enumerate() {
-            one(i, c, Threads::Auto)?;
-        }
-    }
+    run_units(&mut out, m * n, batch, m * n * k < SMALL_GEMM_MACS, one)?;
     Ok(CpuTensor::new_unchecked(shape, out))
 }

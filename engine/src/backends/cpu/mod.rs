@@ -31,6 +31,8 @@ use super::{Backend, Binary, Conv2dParams, TensorLike, Unary};
 
 pub use pointwise::{erf_f32, gelu_erf, gelu_tanh, silu};
 
+pub(crate) use super::shape::check_vec;
+
 /// A contiguous row-major f32 tensor. Cheap to clone (the data is shared).
 #[derive(Clone)]
 pub struct CpuTensor {
@@ -91,6 +93,34 @@ impl TensorLike for CpuTensor {
     }
 }
 
+/// The op functions under the names of the [`Backend`] methods they implement.
+mod ops {
+    use anyhow::Result;
+
+    use super::{pointwise, CpuTensor};
+    use crate::backends::Unary;
+
+    pub(super) use super::attention::attention;
+    pub(super) use super::conv2d::conv2d;
+    pub(super) use super::group_norm::group_norm;
+    pub(super) use super::layer_norm::layer_norm;
+    pub(super) use super::layout::{concat, index_select, narrow, pad2d, permute, reshape};
+    pub(super) use super::linear::{linear, matmul};
+    pub(super) use super::mean_dim::mean_dim;
+    pub(super) use super::pointwise::binary;
+    pub(super) use super::pool::max_pool2d;
+    pub(super) use super::softmax::softmax_last;
+    pub(super) use super::upsample::upsample_nearest2d;
+
+    pub(super) fn unary(t: &CpuTensor, op: Unary) -> Result<CpuTensor> {
+        Ok(pointwise::unary(t, op))
+    }
+
+    pub(super) fn affine(t: &CpuTensor, mul: f32, add: f32) -> Result<CpuTensor> {
+        Ok(pointwise::affine(t, mul, add))
+    }
+}
+
 /// The CPU reference backend. Stateless; threads come from the global rayon pool.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
@@ -99,19 +129,6 @@ impl CpuBackend {
     pub fn new() -> Self {
         CpuBackend
     }
-}
-
-/// Checks an optional per-channel vector (gamma/beta/bias) has exactly `n` elements.
-pub(crate) fn check_vec(op: &str, what: &str, t: Option<&CpuTensor>, n: usize) -> Result<()> {
-    if let Some(t) = t {
-        if t.elem_count() != n {
-            bail!(
-                "{op}: {what} has shape {:?}, expected {n} elements",
-                t.shape()
-            );
-        }
-    }
-    Ok(())
 }
 
 impl Backend for CpuBackend {
@@ -134,117 +151,5 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::new_unchecked(shape.to_vec(), vec![0.0; n]))
     }
 
-    fn reshape(&self, t: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
-        layout::reshape(t, shape)
-    }
-
-    fn permute(&self, t: &CpuTensor, dims: &[usize]) -> Result<CpuTensor> {
-        layout::permute(t, dims)
-    }
-
-    fn concat(&self, ts: &[&CpuTensor], dim: usize) -> Result<CpuTensor> {
-        layout::concat(ts, dim)
-    }
-
-    fn narrow(&self, t: &CpuTensor, dim: usize, start: usize, len: usize) -> Result<CpuTensor> {
-        layout::narrow(t, dim, start, len)
-    }
-
-    fn index_select(&self, t: &CpuTensor, dim: usize, idx: &[usize]) -> Result<CpuTensor> {
-        layout::index_select(t, dim, idx)
-    }
-
-    fn unary(&self, t: &CpuTensor, op: Unary) -> Result<CpuTensor> {
-        Ok(pointwise::unary(t, op))
-    }
-
-    fn binary(&self, a: &CpuTensor, b: &CpuTensor, op: Binary) -> Result<CpuTensor> {
-        pointwise::binary(a, b, op)
-    }
-
-    fn affine(&self, t: &CpuTensor, mul: f32, add: f32) -> Result<CpuTensor> {
-        Ok(pointwise::affine(t, mul, add))
-    }
-
-    fn softmax_last(&self, t: &CpuTensor) -> Result<CpuTensor> {
-        softmax::softmax_last(t)
-    }
-
-    fn group_norm(
-        &self,
-        x: &CpuTensor,
-        groups: usize,
-        gamma: Option<&CpuTensor>,
-        beta: Option<&CpuTensor>,
-        eps: f32,
-    ) -> Result<CpuTensor> {
-        group_norm::group_norm(x, groups, gamma, beta, eps)
-    }
-
-    fn layer_norm(
-        &self,
-        x: &CpuTensor,
-        gamma: Option<&CpuTensor>,
-        beta: Option<&CpuTensor>,
-        eps: f32,
-    ) -> Result<CpuTensor> {
-        layer_norm::layer_norm(x, gamma, beta, eps)
-    }
-
-    fn linear(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> Result<CpuTensor> {
-        linear::linear(x, w, bias)
-    }
-
-    fn matmul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        linear::matmul(a, b)
-    }
-
-    fn conv2d(
-        &self,
-        x: &CpuTensor,
-        w: &CpuTensor,
-        bias: Option<&CpuTensor>,
-        p: Conv2dParams,
-    ) -> Result<CpuTensor> {
-        conv2d::conv2d(x, w, bias, p)
-    }
-
-    fn attention(
-        &self,
-        q: &CpuTensor,
-        k: &CpuTensor,
-        v: &CpuTensor,
-        scale: f32,
-    ) -> Result<CpuTensor> {
-        attention::attention(q, k, v, scale)
-    }
-
-    fn upsample_nearest2d(&self, x: &CpuTensor, out_h: usize, out_w: usize) -> Result<CpuTensor> {
-        upsample::upsample_nearest2d(x, out_h, out_w)
-    }
-
-    fn pad2d(
-        &self,
-        x: &CpuTensor,
-        left: usize,
-        right: usize,
-        top: usize,
-        bottom: usize,
-    ) -> Result<CpuTensor> {
-        layout::pad2d(x, left, right, top, bottom)
-    }
-
-    fn mean_dim(&self, t: &CpuTensor, dim: usize) -> Result<CpuTensor> {
-        mean_dim::mean_dim(t, dim)
-    }
-
-    fn max_pool2d(
-        &self,
-        x: &CpuTensor,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    ) -> Result<CpuTensor> {
-        pool::max_pool2d(x, kernel, stride, padding)
-    }
+    primitive_ops!(forward_ops!(to ops;));
 }

@@ -4,10 +4,11 @@
 //! (libm's scalar `expf` dominated attention time); its error is ≤ 2 ulp on the
 //! softmax domain (−∞, 0], checked against f64 `exp` in the unit test below.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 
 use super::CpuTensor;
+use crate::backends::shape::last_dim;
 use crate::backends::TensorLike;
 
 /// e^x for x ≤ 0 (returns 0 below −87, where e^x is under f32's normal range;
@@ -81,10 +82,7 @@ pub(crate) fn softmax_row(row: &mut [f32]) {
 }
 
 pub(crate) fn softmax_last(t: &CpuTensor) -> Result<CpuTensor> {
-    if t.rank() == 0 {
-        bail!("softmax_last: needs at least one dim, got a scalar");
-    }
-    let last = *t.shape().last().unwrap();
+    let last = last_dim("softmax_last", t.shape())?;
     let mut out = t.data().to_vec();
     if last > 0 {
         out.par_chunks_mut(last)

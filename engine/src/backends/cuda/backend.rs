@@ -84,211 +84,53 @@ impl Backend for CudaBackend {
         layout::reshape(t, shape)
     }
 
-    fn permute(&self, t: &CudaTensor, dims: &[usize]) -> Result<CudaTensor> {
-        layout::permute(self, t, dims)
-    }
-
-    fn concat(&self, ts: &[&CudaTensor], dim: usize) -> Result<CudaTensor> {
-        layout::concat(self, ts, dim)
-    }
-
-    fn narrow(&self, t: &CudaTensor, dim: usize, start: usize, len: usize) -> Result<CudaTensor> {
-        layout::narrow(self, t, dim, start, len)
-    }
-
-    fn index_select(&self, t: &CudaTensor, dim: usize, idx: &[usize]) -> Result<CudaTensor> {
-        layout::index_select(self, t, dim, idx)
-    }
-
-    fn unary(&self, t: &CudaTensor, op: Unary) -> Result<CudaTensor> {
-        pointwise::unary(self, t, op)
-    }
-
-    fn binary(&self, a: &CudaTensor, b: &CudaTensor, op: Binary) -> Result<CudaTensor> {
-        pointwise::binary(self, a, b, op)
-    }
-
-    fn affine(&self, t: &CudaTensor, mul: f32, add: f32) -> Result<CudaTensor> {
-        pointwise::affine(self, t, mul, add)
-    }
-
     fn softmax_last(&self, t: &CudaTensor) -> Result<CudaTensor> {
         softmax::softmax_last(self, t, 1.0)
     }
 
-    fn group_norm(
-        &self,
-        x: &CudaTensor,
-        groups: usize,
-        gamma: Option<&CudaTensor>,
-        beta: Option<&CudaTensor>,
-        eps: f32,
-    ) -> Result<CudaTensor> {
-        group_norm::group_norm(self, x, groups, gamma, beta, eps)
-    }
-
-    fn layer_norm(
-        &self,
-        x: &CudaTensor,
-        gamma: Option<&CudaTensor>,
-        beta: Option<&CudaTensor>,
-        eps: f32,
-    ) -> Result<CudaTensor> {
-        layer_norm::layer_norm(self, x, gamma, beta, eps)
-    }
-
-    fn linear(
-        &self,
-        x: &CudaTensor,
-        w: &CudaTensor,
-        bias: Option<&CudaTensor>,
-    ) -> Result<CudaTensor> {
-        linalg::linear(self, x, w, bias)
-    }
-
-    fn matmul(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
-        linalg::matmul(self, a, b)
-    }
-
-    fn conv2d(
-        &self,
-        x: &CudaTensor,
-        w: &CudaTensor,
-        bias: Option<&CudaTensor>,
-        p: Conv2dParams,
-    ) -> Result<CudaTensor> {
-        conv2d::conv2d_op(self, x, w, bias, p)
-    }
-
-    fn attention(
-        &self,
-        q: &CudaTensor,
-        k: &CudaTensor,
-        v: &CudaTensor,
-        scale: f32,
-    ) -> Result<CudaTensor> {
-        linalg::attention(self, q, k, v, scale)
-    }
-
-    fn upsample_nearest2d(&self, x: &CudaTensor, out_h: usize, out_w: usize) -> Result<CudaTensor> {
-        upsample::upsample_nearest2d(self, x, out_h, out_w)
-    }
-
-    fn pad2d(
-        &self,
-        x: &CudaTensor,
-        left: usize,
-        right: usize,
-        top: usize,
-        bottom: usize,
-    ) -> Result<CudaTensor> {
-        layout::pad2d(self, x, left, right, top, bottom)
-    }
-
-    fn mean_dim(&self, t: &CudaTensor, dim: usize) -> Result<CudaTensor> {
-        mean_dim::mean_dim(self, t, dim)
-    }
-
-    fn max_pool2d(
-        &self,
-        x: &CudaTensor,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    ) -> Result<CudaTensor> {
-        pool::max_pool2d(self, x, kernel, stride, padding)
-    }
-
-    fn group_norm_act(
-        &self,
-        x: &CudaTensor,
-        groups: usize,
-        gamma: Option<&CudaTensor>,
-        beta: Option<&CudaTensor>,
-        eps: f32,
-        act: Option<Unary>,
-    ) -> Result<CudaTensor> {
-        fused::group_norm_act(self, x, groups, gamma, beta, eps, act)
-    }
-
-    fn linear_ext(
-        &self,
-        x: &CudaTensor,
-        w: &CudaTensor,
-        bias: Option<&CudaTensor>,
-        epi: LinearEpilogue<'_, CudaTensor>,
-    ) -> Result<CudaTensor> {
-        fused::linear_ext(self, x, w, bias, epi)
-    }
-
-    fn conv2d_ext(
-        &self,
-        x: &CudaTensor,
-        w: &CudaTensor,
-        bias: Option<&CudaTensor>,
-        p: Conv2dParams,
-        epi: ConvEpilogue<'_, CudaTensor>,
-    ) -> Result<CudaTensor> {
-        fused::conv2d_ext(self, x, w, bias, p, epi)
-    }
-
-    fn rca_attention(
-        &self,
-        q: &CudaTensor,
-        k: &CudaTensor,
-        v: &CudaTensor,
-        heads: usize,
-        scale: f32,
-    ) -> Result<CudaTensor> {
-        rca::rca_attention(self, q, k, v, heads, scale)
-    }
-
-    fn rca_temporal_query(
-        &self,
-        x: &CudaTensor,
-        a_s: &CudaTensor,
-        bank: &CudaTensor,
-    ) -> Result<CudaTensor> {
-        rca::rca_temporal_query(self, x, a_s, bank)
-    }
-
-    fn rca_motion_sum(
-        &self,
-        a_s: &CudaTensor,
-        a_t: &CudaTensor,
-        f_id: Option<(&CudaTensor, usize)>,
-    ) -> Result<CudaTensor> {
-        rca::rca_motion_sum(self, a_s, a_t, f_id)
-    }
-
-    fn rca_merge(
-        &self,
-        f_in: &CudaTensor,
-        tokens: &CudaTensor,
-        mask_hidden: &CudaTensor,
-        mask_w: &CudaTensor,
-        mask_b: Option<&CudaTensor>,
-    ) -> Result<CudaTensor> {
-        rca::rca_merge(self, f_in, tokens, mask_hidden, mask_w, mask_b)
-    }
-
-    fn timestep_embedding(
-        &self,
-        t: &CudaTensor,
-        dim: usize,
-        flip_sin_to_cos: bool,
-        downscale_freq_shift: f32,
-    ) -> Result<CudaTensor> {
-        timestep_embedding::timestep_embedding(self, t, dim, flip_sin_to_cos, downscale_freq_shift)
-    }
-
-    fn cfg_ddim_step(
-        &self,
-        out: &CudaTensor,
-        z: &CudaTensor,
-        frame_offset: usize,
-        coeffs: &CudaTensor,
-    ) -> Result<CudaTensor> {
-        cfg_ddim::cfg_ddim_step(self, out, z, frame_offset, coeffs)
+    forward_ops! {
+        CudaTensor;
+        permute(t: &CudaTensor, dims: &[usize]) => layout::permute;
+        concat(ts: &[&CudaTensor], dim: usize) => layout::concat;
+        narrow(t: &CudaTensor, dim: usize, start: usize, len: usize) => layout::narrow;
+        index_select(t: &CudaTensor, dim: usize, idx: &[usize]) => layout::index_select;
+        unary(t: &CudaTensor, op: Unary) => pointwise::unary;
+        binary(a: &CudaTensor, b: &CudaTensor, op: Binary) => pointwise::binary;
+        affine(t: &CudaTensor, mul: f32, add: f32) => pointwise::affine;
+        group_norm(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
+            beta: Option<&CudaTensor>, eps: f32) => group_norm::group_norm_act, None;
+        layer_norm(x: &CudaTensor, gamma: Option<&CudaTensor>, beta: Option<&CudaTensor>,
+            eps: f32) => layer_norm::layer_norm;
+        linear(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>) => linalg::linear;
+        matmul(a: &CudaTensor, b: &CudaTensor) => linalg::matmul;
+        conv2d(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams)
+            => conv2d::conv2d_op;
+        attention(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, scale: f32)
+            => linalg::attention;
+        upsample_nearest2d(x: &CudaTensor, out_h: usize, out_w: usize)
+            => upsample::upsample_nearest2d;
+        pad2d(x: &CudaTensor, left: usize, right: usize, top: usize, bottom: usize)
+            => layout::pad2d;
+        mean_dim(t: &CudaTensor, dim: usize) => mean_dim::mean_dim;
+        max_pool2d(x: &CudaTensor, kernel: usize, stride: usize, padding: usize)
+            => pool::max_pool2d;
+        group_norm_act(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
+            beta: Option<&CudaTensor>, eps: f32, act: Option<Unary>) => group_norm::group_norm_act;
+        linear_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>,
+            epi: LinearEpilogue<'_, CudaTensor>) => fused::linear_ext;
+        conv2d_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,
+            epi: ConvEpilogue<'_, CudaTensor>) => fused::conv2d_ext;
+        rca_attention(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, heads: usize, scale: f32)
+            => rca::rca_attention;
+        rca_temporal_query(x: &CudaTensor, a_s: &CudaTensor, bank: &CudaTensor)
+            => rca::rca_temporal_query;
+        rca_motion_sum(a_s: &CudaTensor, a_t: &CudaTensor, f_id: Option<(&CudaTensor, usize)>)
+            => rca::rca_motion_sum;
+        rca_merge(f_in: &CudaTensor, tokens: &CudaTensor, mask_hidden: &CudaTensor,
+            mask_w: &CudaTensor, mask_b: Option<&CudaTensor>) => rca::rca_merge;
+        timestep_embedding(t: &CudaTensor, dim: usize, flip_sin_to_cos: bool,
+            downscale_freq_shift: f32) => timestep_embedding::timestep_embedding;
+        cfg_ddim_step(out: &CudaTensor, z: &CudaTensor, frame_offset: usize, coeffs: &CudaTensor)
+            => cfg_ddim::cfg_ddim_step;
     }
 }

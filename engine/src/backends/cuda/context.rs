@@ -348,6 +348,24 @@ impl CudaBackend {
         // SAFETY: forwarded to the caller.
         unsafe { self.inner.dev.launch(module, &entry, cfg, params) }
     }
+
+    /// [`launch`](Self::launch) of `op` in `out`'s dtype (the op's inputs share it); returns
+    /// `out`, the tensor the kernel writes.
+    ///
+    /// # Safety
+    /// As [`launch`](Self::launch).
+    pub(crate) unsafe fn launch_to<P: bytemuck::Pod>(
+        &self,
+        module: KernelModule,
+        op: &str,
+        cfg: LaunchConfig,
+        params: &P,
+        out: CudaTensor,
+    ) -> Result<CudaTensor> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.launch(module, op, out.dtype(), cfg, params) }?;
+        Ok(out)
+    }
 }
 
 /// `CYBERHOST_CUDA_ACTIVATIONS=bf16|f32` (default bf16; docs/numerics.md).

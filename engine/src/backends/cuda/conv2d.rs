@@ -14,6 +14,7 @@ use super::split::split_operands;
 use super::tensor::CudaTensor;
 use super::util::check_len;
 use super::CudaDevice;
+use crate::backends::shape::{check_conv2d_operands, check_vec};
 use crate::backends::{self, TensorLike};
 
 /// Optional epilogue operands of [`conv2d`]: `y = scale * (conv + bias + temb + residual)`.
@@ -32,24 +33,13 @@ pub struct Conv2dExtras<'a, T: DeviceRepr> {
     pub scale: f32,
 }
 
-impl<T: DeviceRepr> Clone for Conv2dExtras<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T: DeviceRepr> Copy for Conv2dExtras<'_, T> {}
-
-impl<T: DeviceRepr> Default for Conv2dExtras<'_, T> {
-    fn default() -> Self {
-        Conv2dExtras {
-            bias: None,
-            temb: None,
-            residual: None,
-            broadcast_residual: false,
-            scale: 1.0,
-        }
-    }
-}
+copy_with_defaults!(Conv2dExtras<T: DeviceRepr> {
+    bias: None,
+    temb: None,
+    residual: None,
+    broadcast_residual: false,
+    scale: 1.0,
+});
 
 /// `y (N, C_out, Ho, Wo) = conv(x (N, C_in, H, W), w (C_out, C_in / groups, kh, kw)) + ...`.
 /// Buffers may be typed `u8`, `u16` or `half::bf16` (sizes checked in bytes, 2 per element).
@@ -64,19 +54,8 @@ pub fn conv2d<T: DeviceRepr>(
     conv2d_entry(dev, "conv2d_v1_bf16", x, w, y, shape, extras)
 }
 
-/// [`conv2d`] with an f32 `y` (`conv2d_v1_f32`; operands bf16, no residual aliasing `y`): f32
-/// activations keep the convolution unrounded.
-pub fn conv2d_f32_out<T: DeviceRepr, Y: DeviceRepr>(
-    dev: &CudaDevice,
-    x: &CudaSlice<T>,
-    w: &CudaSlice<T>,
-    y: &mut CudaSlice<Y>,
-    shape: Conv2dShape,
-    extras: Conv2dExtras<'_, T>,
-) -> Result<()> {
-    conv2d_entry(dev, "conv2d_v1_f32", x, w, y, shape, extras)
-}
-
+/// [`conv2d`] on `entry`: `conv2d_v1_bf16`, or `conv2d_v1_f32` for an f32 `y` (operands bf16, no
+/// residual aliasing `y`: f32 activations keep the convolution unrounded).
 fn conv2d_entry<T: DeviceRepr, Y: DeviceRepr>(
     dev: &CudaDevice,
     entry: &str,
@@ -143,14 +122,7 @@ pub(crate) fn conv2d_op(
     bias: Option<&CudaTensor>,
     p: backends::Conv2dParams,
 ) -> Result<CudaTensor> {
-    if x.rank() != 4 || w.rank() != 4 || p.groups == 0 || x.shape()[1] != w.shape()[1] * p.groups {
-        bail!(
-            "conv2d: x {:?} and w {:?} must be (N, C, H, W) and (O, C/groups, kh, kw) with groups {}",
-            x.shape(),
-            w.shape(),
-            p.groups
-        );
-    }
+    check_conv2d_operands("conv2d", x.shape(), w.shape(), p.groups)?;
     let (n, c, hh, ww) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let (o, kh, kw) = (w.shape()[0], w.shape()[2], w.shape()[3]);
     if o % p.groups != 0 {
@@ -160,14 +132,7 @@ pub(crate) fn conv2d_op(
             p.groups
         );
     }
-    if let Some(b) = bias {
-        if b.elem_count() != o {
-            bail!(
-                "conv2d: bias has shape {:?}, expected {o} elements",
-                b.shape()
-            );
-        }
-    }
+    check_vec("conv2d", "bias", bias, o)?;
     let shape = Conv2dShape {
         n: n as u64,
         c_in: c as u64,
@@ -214,7 +179,8 @@ pub(crate) fn conv2d_op(
             ..Default::default()
         };
         if x.dtype() == DType::F32 {
-            conv2d_f32_out(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, shape, extras)?;
+            let (xb, wb, yb) = (xb.buf(), wb.buf(), y.buf_mut()?);
+            conv2d_entry(be.device(), "conv2d_v1_f32", xb, wb, yb, shape, extras)?;
         } else {
             conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, shape, extras)?;
         }

@@ -1,41 +1,23 @@
-//! The fused primitives of [`Backend`](crate::backends::Backend) on CUDA, one launch each:
-//! `group_norm_act` (SiLU) on `group_norm_silu_v1_*` (`kernels/cuda/group_norm.cu`),
-//! `linear_ext` on the GEMM epilogue of `linear_v1_bf16` (`gemm.rs`: bias, GEGLU, residual,
-//! scale), `conv2d_ext` on the epilogue of `conv2d_v1_bf16` (`conv2d.rs`: bias, temb, residual
-//! per image or broadcast over the batch, scale). What a fused kernel does not take (another
-//! activation, f32 activations, a conv geometry the kernel rejects) runs as the composition of the
-//! unfused ops
+//! The fused primitives of [`Backend`](crate::backends::Backend) on CUDA, one launch each
+//! (`group_norm_act` with SiLU is in `group_norm.rs`): `linear_ext` on the GEMM epilogue of
+//! `linear_v1_bf16` (`gemm.rs`: bias, GEGLU, residual, scale), `conv2d_ext` on the epilogue of
+//! `conv2d_v1_bf16` (`conv2d.rs`: bias, temb, residual per image or broadcast over the batch,
+//! scale). What a fused kernel does not take (f32 activations, a conv geometry the kernel
+//! rejects) runs as the composition of the unfused ops
 //! ([`composed`](crate::backends::composed)).
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::conv2d::{Conv2dParams as ConvKernelParams, Conv2dPtrs, Conv2dShape};
-use cyberhost_kernels::gemm::{GemmLayout, GemmOp, GemmShape};
+use cyberhost_kernels::gemm::{GemmLayout, GemmOp};
 use cyberhost_kernels::DType;
 
 use super::context::CudaBackend;
 use super::conv2d::{self as conv, Conv2dExtras};
-use super::gemm::{self, GemmExtras};
+use super::gemm::{self, gemm_shape, GemmExtras};
+use super::pointwise;
 use super::tensor::CudaTensor;
-use super::{group_norm, pointwise};
-use crate::backends::{composed, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
-
-pub(crate) fn group_norm_act(
-    be: &CudaBackend,
-    x: &CudaTensor,
-    groups: usize,
-    gamma: Option<&CudaTensor>,
-    beta: Option<&CudaTensor>,
-    eps: f32,
-    act: Option<Unary>,
-) -> Result<CudaTensor> {
-    match act {
-        None => group_norm::group_norm(be, x, groups, gamma, beta, eps),
-        Some(Unary::Silu) => {
-            group_norm::group_norm_op(be, "group_norm_silu", x, groups, gamma, beta, eps)
-        }
-        Some(_) => composed::group_norm_act(be, x, groups, gamma, beta, eps, act),
-    }
-}
+use crate::backends::shape::{check_conv2d_operands, check_vec, linear_shape};
+use crate::backends::{composed, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike};
 
 /// Largest row count a one-row (broadcast) residual runs fused with (one GEMM batch per row,
 /// gridDim.z); e.g. the time embedding's batch. Larger ones run composed.
@@ -48,13 +30,7 @@ pub(crate) fn linear_ext(
     bias: Option<&CudaTensor>,
     epi: LinearEpilogue<'_, CudaTensor>,
 ) -> Result<CudaTensor> {
-    if w.rank() != 2 || x.rank() == 0 || x.shape().last() != Some(&w.shape()[1]) {
-        bail!(
-            "linear_ext: x {:?} · w {:?}ᵀ needs w (out, in) with in = the last dim of x",
-            x.shape(),
-            w.shape()
-        );
-    }
+    let mut shape = linear_shape("linear_ext", x.shape(), w.shape())?;
     let (rows, k) = (w.shape()[0], w.shape()[1]);
     if epi.geglu && rows % 2 != 0 {
         bail!(
@@ -62,17 +38,9 @@ pub(crate) fn linear_ext(
             w.shape()
         );
     }
-    if let Some(b) = bias {
-        if b.elem_count() != rows {
-            bail!(
-                "linear_ext: bias has shape {:?}, expected {rows} elements",
-                b.shape()
-            );
-        }
-    }
+    check_vec("linear_ext", "bias", bias, rows)?;
     let n = if epi.geglu { rows / 2 } else { rows };
     let m: usize = x.shape()[..x.rank() - 1].iter().product();
-    let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
     if let Some(r) = epi.residual {
         composed::check_linear_residual(r.shape(), &shape)?;
@@ -99,24 +67,14 @@ pub(crate) fn linear_ext(
         let (gs, layout) = if row_residual && m <= MAX_ROW_BATCH {
             // One residual row for every output row: M batches of one row, the weight and the
             // residual shared across them (batch stride 0).
-            let gs = GemmShape {
-                batch: m as u64,
-                m: 1,
-                n: n as u64,
-                k: k as u64,
-            };
+            let gs = gemm_shape(m, 1, n, k);
             let mut layout = GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true);
             layout.stride_r = 0;
             (gs, layout)
         } else if row_residual {
             return composed::linear_ext(be, x, w, bias, epi);
         } else {
-            let gs = GemmShape {
-                batch: 1,
-                m: m as u64,
-                n: n as u64,
-                k: k as u64,
-            };
+            let gs = gemm_shape(1, m, n, k);
             (
                 gs,
                 GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true),
@@ -172,14 +130,7 @@ pub(crate) fn conv2d_ext(
     p: Conv2dParams,
     epi: ConvEpilogue<'_, CudaTensor>,
 ) -> Result<CudaTensor> {
-    if x.rank() != 4 || w.rank() != 4 || p.groups == 0 || x.shape()[1] != w.shape()[1] * p.groups {
-        bail!(
-            "conv2d_ext: x {:?} and w {:?} must be (N, C, H, W) and (O, C/groups, kh, kw) with groups {}",
-            x.shape(),
-            w.shape(),
-            p.groups
-        );
-    }
+    check_conv2d_operands("conv2d_ext", x.shape(), w.shape(), p.groups)?;
     // f32 activations (e.g. the sampler's latents) keep the unfused path: the kernel stores bf16,
     // which would round the f32 residual sum.
     let Some(s) = conv_shape(x, w, p).filter(|_| x.dtype() == DType::Bf16) else {
@@ -187,14 +138,7 @@ pub(crate) fn conv2d_ext(
     };
     let (n, o) = (x.shape()[0], w.shape()[0]);
     let out_shape = [n, o, s.h_out() as usize, s.w_out() as usize];
-    if let Some(b) = bias {
-        if b.elem_count() != o {
-            bail!(
-                "conv2d_ext: bias has shape {:?}, expected {o} elements",
-                b.shape()
-            );
-        }
-    }
+    check_vec("conv2d_ext", "bias", bias, o)?;
     if let Some(t) = epi.temb {
         if t.shape() != [n, o] {
             bail!(

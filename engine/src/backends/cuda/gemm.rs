@@ -26,21 +26,20 @@ pub struct GemmExtras<'a, T: DeviceRepr> {
     pub geglu: bool,
 }
 
-impl<T: DeviceRepr> Clone for GemmExtras<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T: DeviceRepr> Copy for GemmExtras<'_, T> {}
+copy_with_defaults!(GemmExtras<T: DeviceRepr> {
+    bias: None,
+    residual: None,
+    scale: 1.0,
+    geglu: false,
+});
 
-impl<T: DeviceRepr> Default for GemmExtras<'_, T> {
-    fn default() -> Self {
-        GemmExtras {
-            bias: None,
-            residual: None,
-            scale: 1.0,
-            geglu: false,
-        }
+/// The kernels' `GemmShape` of `batch` products `(m, k) . (k, n)`.
+pub(crate) fn gemm_shape(batch: usize, m: usize, n: usize, k: usize) -> GemmShape {
+    GemmShape {
+        batch: batch as u64,
+        m: m as u64,
+        n: n as u64,
+        k: k as u64,
     }
 }
 
@@ -56,12 +55,7 @@ pub fn linear<T: DeviceRepr>(
     k: usize,
     extras: GemmExtras<'_, T>,
 ) -> Result<()> {
-    let shape = GemmShape {
-        batch: 1,
-        m: m as u64,
-        n: n as u64,
-        k: k as u64,
-    };
+    let shape = gemm_shape(1, m, n, k);
     let layout = GemmLayout::contiguous(GemmOp::Linear, shape, extras.geglu, true);
     launch(dev, GemmOp::Linear, x, w, out, shape, layout, extras)
 }
@@ -81,12 +75,7 @@ pub fn matmul<T: DeviceRepr>(
     broadcast_b: bool,
     extras: GemmExtras<'_, T>,
 ) -> Result<()> {
-    let shape = GemmShape {
-        batch: batch as u64,
-        m: m as u64,
-        n: n as u64,
-        k: k as u64,
-    };
+    let shape = gemm_shape(batch, m, n, k);
     let layout = GemmLayout::contiguous(GemmOp::Matmul, shape, false, broadcast_b);
     launch(dev, GemmOp::Matmul, a, b, out, shape, layout, extras)
 }

@@ -1,48 +1,34 @@
-//! Launchers of `kernels/cuda/group_norm.cu`: `group_norm` and GroupNorm + SiLU in one launch.
+//! Launcher of `kernels/cuda/group_norm.cu`: `group_norm`, and `group_norm_act` with SiLU in
+//! the same launch (other activations run composed).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use cyberhost_kernels::group_norm::{self as gn, GroupNormParams, GroupNormShape};
 use cyberhost_kernels::KernelModule;
 
 use super::context::CudaBackend;
 use super::pointwise::channel_vec;
 use super::tensor::CudaTensor;
-use crate::backends::TensorLike;
+use crate::backends::shape::group_norm_channels;
+use crate::backends::{composed, TensorLike, Unary};
 
-pub(crate) fn group_norm(
+/// `act(group_norm(x))`: op `"group_norm"` without an activation, `"group_norm_silu"` with SiLU,
+/// the composition of the unfused ops with any other.
+pub(crate) fn group_norm_act(
     be: &CudaBackend,
     x: &CudaTensor,
     groups: usize,
     gamma: Option<&CudaTensor>,
     beta: Option<&CudaTensor>,
     eps: f32,
+    act: Option<Unary>,
 ) -> Result<CudaTensor> {
-    group_norm_op(be, "group_norm", x, groups, gamma, beta, eps)
-}
-
-/// `group_norm` (op `"group_norm"`) or GroupNorm + SiLU in one launch (op `"group_norm_silu"`).
-pub(crate) fn group_norm_op(
-    be: &CudaBackend,
-    op: &str,
-    x: &CudaTensor,
-    groups: usize,
-    gamma: Option<&CudaTensor>,
-    beta: Option<&CudaTensor>,
-    eps: f32,
-) -> Result<CudaTensor> {
-    if x.rank() < 2 {
-        bail!(
-            "group_norm: x must be (N, C, *spatial), got shape {:?}",
-            x.shape()
-        );
-    }
-    let (n, c) = (x.shape()[0], x.shape()[1]);
-    if groups == 0 || c % groups != 0 {
-        bail!(
-            "group_norm: {c} channels of {:?} are not divisible into {groups} groups",
-            x.shape()
-        );
-    }
+    let op = match act {
+        None => "group_norm",
+        Some(Unary::Silu) => "group_norm_silu",
+        Some(_) => return composed::group_norm_act(be, x, groups, gamma, beta, eps, act),
+    };
+    let c = group_norm_channels(x.shape(), groups)?;
+    let n = x.shape()[0];
     let gamma = channel_vec(be, "group_norm", "gamma", gamma, c, x)?;
     let beta = channel_vec(be, "group_norm", "beta", beta, c, x)?;
     let out = be.alloc(x.shape(), x.dtype())?;
@@ -76,13 +62,12 @@ pub(crate) fn group_norm_op(
     // SAFETY: group_norm[_silu]_v1_<dtype>(GroupNormParams): x and y are (N, C, S) contiguous,
     // gamma and beta (C), all in x's dtype; groups divides C (checked by GroupNormParams::new too).
     unsafe {
-        be.launch(
+        be.launch_to(
             KernelModule::GroupNorm,
             op,
-            x.dtype(),
             gn::launch_config(shape),
             &p,
+            out,
         )
-    }?;
-    Ok(out)
+    }
 }

@@ -1,12 +1,13 @@
 //! Launcher of `kernels/cuda/layer_norm.cu`: `layer_norm` over the last dim (optional affine).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use cyberhost_kernels::layer_norm::{self as ln, LayerNormParams, LayerNormShape};
 use cyberhost_kernels::KernelModule;
 
 use super::context::CudaBackend;
 use super::pointwise::channel_vec;
 use super::tensor::CudaTensor;
+use crate::backends::shape::last_dim;
 use crate::backends::TensorLike;
 
 pub(crate) fn layer_norm(
@@ -16,10 +17,7 @@ pub(crate) fn layer_norm(
     beta: Option<&CudaTensor>,
     eps: f32,
 ) -> Result<CudaTensor> {
-    if x.rank() == 0 {
-        bail!("layer_norm: needs at least one dim, got a scalar");
-    }
-    let c = *x.shape().last().unwrap();
+    let c = last_dim("layer_norm", x.shape())?;
     let gamma = channel_vec(be, "layer_norm", "gamma", gamma, c, x)?;
     let beta = channel_vec(be, "layer_norm", "beta", beta, c, x)?;
     let out = be.alloc(x.shape(), x.dtype())?;
@@ -41,13 +39,12 @@ pub(crate) fn layer_norm(
     // SAFETY: layer_norm_v1_<dtype>(LayerNormParams): x and y are (rows, cols) contiguous, gamma
     // and beta (cols) or null, all in x's dtype.
     unsafe {
-        be.launch(
+        be.launch_to(
             KernelModule::LayerNorm,
             "layer_norm",
-            x.dtype(),
             ln::launch_config(shape),
             &p,
+            out,
         )
-    }?;
-    Ok(out)
+    }
 }

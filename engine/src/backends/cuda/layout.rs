@@ -9,7 +9,8 @@ use super::context::CudaBackend;
 use super::tensor::{promote, CudaTensor};
 use super::util::u32_of;
 use crate::backends::shape::{
-    concat_shape, index_select_shape, narrow_shape, pad2d_shape, permute_shape, reshape_shape,
+    concat_shape, index_select_shape, narrow_shape, pad2d_shape, permute_shape, planes_hw,
+    reshape_shape,
 };
 use crate::backends::strides::{collapse_dims, contiguous_strides};
 use crate::backends::TensorLike;
@@ -178,15 +179,14 @@ pub(crate) fn index_select(
     // idx.len() u32 values < d (checked above), dst is (outer, idx.len(), inner) contiguous. The
     // index buffer is cached by the backend for its lifetime.
     unsafe {
-        be.launch(
+        be.launch_to(
             KernelModule::Layout,
             "index_select",
-            t.dtype(),
             launch_config(p.n),
             &p,
+            out,
         )
-    }?;
-    Ok(out)
+    }
 }
 
 pub(crate) fn pad2d(
@@ -198,10 +198,8 @@ pub(crate) fn pad2d(
     bottom: usize,
 ) -> Result<CudaTensor> {
     let shape = pad2d_shape(x.shape(), left, right, top, bottom)?;
-    let r = x.rank();
-    let (h, w) = (x.shape()[r - 2], x.shape()[r - 1]);
-    let (oh, ow) = (shape[r - 2], shape[r - 1]);
-    let planes: usize = x.shape()[..r - 2].iter().product();
+    let (planes, h, w) = planes_hw(x.shape());
+    let (_, oh, ow) = planes_hw(&shape);
     let out = be.alloc(&shape, x.dtype())?;
     if out.elem_count() == 0 {
         return Ok(out);
@@ -218,14 +216,5 @@ pub(crate) fn pad2d(
     p.pad_left = u32_of(left, "pad2d left")?;
     // SAFETY: pad2d_v1_<dtype>(LayoutParams): src is (planes, h, w), dst (planes, oh, ow), both
     // contiguous with x's dtype; only in-plane source positions are read.
-    unsafe {
-        be.launch(
-            KernelModule::Layout,
-            "pad2d",
-            x.dtype(),
-            launch_config(p.n),
-            &p,
-        )
-    }?;
-    Ok(out)
+    unsafe { be.launch_to(KernelModule::Layout, "pad2d", launch_config(p.n), &p, out) }
 }

@@ -10,7 +10,7 @@
 //! `conv2d_v1_f32` the same way. Attention shapes the flash kernel does not take (or f32 inputs)
 //! are composed: GEMM (f32 scores) -> softmax (`softmax.cu`, scale fused) -> GEMM.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use cyberhost_kernels::DType;
 
 use super::attention::{self as flash, AttnLayout};
@@ -20,7 +20,7 @@ use super::gemm_bf16::{gemm_nt, MAX_BATCH};
 use super::split::split_operands;
 use super::tensor::{promote, CudaTensor};
 use super::{layout, softmax};
-use crate::backends::shape::{attention_shape, matmul_shape};
+use crate::backends::shape::{attention_shape, check_vec, linear_shape, matmul_shape};
 use crate::backends::TensorLike;
 use cyberhost_kernels::attention::{traits_for, AttentionShape};
 
@@ -30,25 +30,10 @@ pub(crate) fn linear(
     w: &CudaTensor,
     bias: Option<&CudaTensor>,
 ) -> Result<CudaTensor> {
-    if w.rank() != 2 || x.rank() == 0 || x.shape().last() != Some(&w.shape()[1]) {
-        bail!(
-            "linear: x {:?} · w {:?}ᵀ needs w (out, in) with in = the last dim of x",
-            x.shape(),
-            w.shape()
-        );
-    }
+    let shape = linear_shape("linear", x.shape(), w.shape())?;
     let (n, k) = (w.shape()[0], w.shape()[1]);
-    if let Some(b) = bias {
-        if b.elem_count() != n {
-            bail!(
-                "linear: bias has shape {:?}, expected {n} elements",
-                b.shape()
-            );
-        }
-    }
+    check_vec("linear", "bias", bias, n)?;
     let m: usize = x.shape()[..x.rank() - 1].iter().product();
-    let mut shape = x.shape().to_vec();
-    *shape.last_mut().unwrap() = n;
     let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
     if x.dtype() == DType::Bf16 {
         let wb = be.as_dtype(w, DType::Bf16)?;

@@ -1,10 +1,10 @@
 //! Launcher of `kernels/cuda/mean_dim.cu`: `mean_dim` (kept with size 1, f32 accumulation).
 
 use anyhow::Result;
-use cyberhost_kernels::mean_dim::{launch_config, PoolParams};
 use cyberhost_kernels::KernelModule;
 
 use super::context::CudaBackend;
+use super::pool::{launch_pool, pool_params};
 use super::tensor::CudaTensor;
 use super::util::u32_of;
 use crate::backends::shape::mean_dim_shape;
@@ -19,22 +19,10 @@ pub(crate) fn mean_dim(be: &CudaBackend, t: &CudaTensor, dim: usize) -> Result<C
     if outer * inner == 0 {
         return Ok(out);
     }
-    let mut p: PoolParams = bytemuck::Zeroable::zeroed();
-    p.x = be.ptr(t);
-    p.y = be.ptr(&out);
-    p.n_out = (outer * inner) as u64;
+    let mut p = pool_params(be, t, &out);
     p.d = u32_of(d, "mean_dim size")?;
     p.inner = u32_of(inner, "mean_dim inner")?;
     // SAFETY: mean_dim_v1_<dtype>(PoolParams): x is (outer, d, inner), y (outer, inner), both
     // contiguous in t's dtype.
-    unsafe {
-        be.launch(
-            KernelModule::MeanDim,
-            "mean_dim",
-            t.dtype(),
-            launch_config(p.n_out),
-            &p,
-        )
-    }?;
-    Ok(out)
+    unsafe { launch_pool(be, KernelModule::MeanDim, "mean_dim", &p, out) }
 }

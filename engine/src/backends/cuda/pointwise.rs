@@ -10,7 +10,7 @@ use cyberhost_kernels::{DType, KernelModule};
 use super::context::CudaBackend;
 use super::tensor::{promote, CudaTensor};
 use super::util::u32_of;
-use crate::backends::shape::broadcast_shape;
+use crate::backends::shape::{broadcast_shape, check_vec};
 use crate::backends::strides::broadcast_strides;
 use crate::backends::strides::collapse_dims;
 use crate::backends::{Binary, TensorLike, Unary};
@@ -47,15 +47,14 @@ pub(crate) fn unary(be: &CudaBackend, t: &CudaTensor, op: Unary) -> Result<CudaT
     p.op = unary_code(op);
     // SAFETY: unary_v1_<dtype>(PointwiseParams): a and y both hold n elements of t's dtype.
     unsafe {
-        be.launch(
+        be.launch_to(
             KernelModule::Pointwise,
             "unary",
-            t.dtype(),
             launch_config(p.n),
             &p,
+            out,
         )
-    }?;
-    Ok(out)
+    }
 }
 
 pub(crate) fn affine(be: &CudaBackend, t: &CudaTensor, mul: f32, add: f32) -> Result<CudaTensor> {
@@ -68,15 +67,14 @@ pub(crate) fn affine(be: &CudaBackend, t: &CudaTensor, mul: f32, add: f32) -> Re
     p.add = add;
     // SAFETY: affine_v1_<dtype>(PointwiseParams): a and y both hold n elements of t's dtype.
     unsafe {
-        be.launch(
+        be.launch_to(
             KernelModule::Pointwise,
             "affine",
-            t.dtype(),
             launch_config(p.n),
             &p,
+            out,
         )
-    }?;
-    Ok(out)
+    }
 }
 
 /// `t` converted to `dtype` (a clone when it already has it).
@@ -149,15 +147,14 @@ pub(crate) fn binary(
     // Σ c·strides for c inside `shape`, strides derived from their own contiguous shapes (0 on
     // broadcast dims), so every read stays inside them; all three share `dtype`.
     unsafe {
-        be.launch(
+        be.launch_to(
             KernelModule::Pointwise,
             "binary",
-            dtype,
             launch_config(p.n),
             &p,
+            out,
         )
-    }?;
-    Ok(out)
+    }
 }
 
 impl CudaBackend {
@@ -185,12 +182,6 @@ pub(crate) fn channel_vec(
     n: usize,
     x: &CudaTensor,
 ) -> Result<Option<CudaTensor>> {
-    let Some(t) = t else { return Ok(None) };
-    if t.elem_count() != n {
-        bail!(
-            "{op}: {what} has shape {:?}, expected {n} elements",
-            t.shape()
-        );
-    }
-    Ok(Some(be.as_dtype(t, x.dtype())?))
+    check_vec(op, what, t, n)?;
+    t.map(|t| be.as_dtype(t, x.dtype())).transpose()
 }

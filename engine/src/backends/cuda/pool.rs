@@ -10,6 +10,32 @@ use super::util::u32_of;
 use crate::backends::shape::max_pool2d_shape;
 use crate::backends::TensorLike;
 
+/// `PoolParams` (shared by `pool.cu` and `mean_dim.cu`) reading `x` and writing every element of
+/// `out`; the op's own fields are left zero.
+pub(crate) fn pool_params(be: &CudaBackend, x: &CudaTensor, out: &CudaTensor) -> PoolParams {
+    let mut p: PoolParams = bytemuck::Zeroable::zeroed();
+    p.x = be.ptr(x);
+    p.y = be.ptr(out);
+    p.n_out = out.elem_count() as u64;
+    p
+}
+
+/// Launches `op` of `module` (`pool.cu`'s `max_pool2d`, `mean_dim.cu`'s `mean_dim`) on `p`, one
+/// thread per output element; returns `out`.
+///
+/// # Safety
+/// `p` comes from [`pool_params`] for `out` and its op fields describe `p.x` as the entry reads it.
+pub(crate) unsafe fn launch_pool(
+    be: &CudaBackend,
+    module: KernelModule,
+    op: &str,
+    p: &PoolParams,
+    out: CudaTensor,
+) -> Result<CudaTensor> {
+    // SAFETY: forwarded to the caller.
+    unsafe { be.launch_to(module, op, launch_config(p.n_out), p, out) }
+}
+
 pub(crate) fn max_pool2d(
     be: &CudaBackend,
     x: &CudaTensor,
@@ -35,10 +61,7 @@ pub(crate) fn max_pool2d(
             bail!("max_pool2d: image too large")
         }
     })?;
-    let mut p: PoolParams = bytemuck::Zeroable::zeroed();
-    p.x = be.ptr(x);
-    p.y = be.ptr(&out);
-    p.n_out = out.elem_count() as u64;
+    let mut p = pool_params(be, x, &out);
     p.h = u32_of(h, "max_pool2d h")?;
     p.w = u32_of(w, "max_pool2d w")?;
     p.ho = u32_of(ho, "max_pool2d ho")?;
@@ -48,14 +71,5 @@ pub(crate) fn max_pool2d(
     p.padding = u32_of(padding, "max_pool2d padding")?;
     // SAFETY: max_pool2d_v1_<dtype>(PoolParams): x is (n*c, h, w), y (n*c, ho, wo), both
     // contiguous in x's dtype; windows are clipped to the image in the kernel.
-    unsafe {
-        be.launch(
-            KernelModule::Pool,
-            "max_pool2d",
-            x.dtype(),
-            launch_config(p.n_out),
-            &p,
-        )
-    }?;
-    Ok(out)
+    unsafe { launch_pool(be, KernelModule::Pool, "max_pool2d", &p, out) }
 }

@@ -32,7 +32,7 @@ pub(crate) fn rca_attention(
     heads: usize,
     scale: f32,
 ) -> Result<CudaTensor> {
-    let (n, l, c, lk) = composed_rca::check_attention(q.shape(), k.shape(), v.shape(), heads)?;
+    let (n, l, c, lk) = composed_rca::check_attention(q, k, v, heads)?;
     let d = c / heads;
     let flash_ok =
         promote(&[q, k, v]) == DType::Bf16 && traits_for(d as u64).is_ok() && heads <= 65_535;
@@ -68,7 +68,7 @@ pub(crate) fn rca_temporal_query(
     a_s: &CudaTensor,
     bank: &CudaTensor,
 ) -> Result<CudaTensor> {
-    composed_rca::check_temporal_query(x.shape(), a_s.shape(), bank.shape())?;
+    composed_rca::check_temporal_query(x, a_s, bank)?;
     let dt = promote(&[x, a_s, bank]);
     let (xd, ad, bd) = (
         be.as_dtype(x, dt)?,
@@ -94,7 +94,7 @@ pub(crate) fn rca_motion_sum(
     a_t: &CudaTensor,
     f_id: Option<(&CudaTensor, usize)>,
 ) -> Result<CudaTensor> {
-    composed_rca::check_motion_sum(a_s.shape(), a_t.shape(), f_id.map(|(f, s)| (f.shape(), s)))?;
+    composed_rca::check_motion_sum(a_s, a_t, f_id)?;
     let mut ops = vec![a_s, a_t];
     ops.extend(f_id.map(|(f, _)| f));
     let dt = promote(&ops);
@@ -126,13 +126,7 @@ pub(crate) fn rca_merge(
     mask_w: &CudaTensor,
     mask_b: Option<&CudaTensor>,
 ) -> Result<CudaTensor> {
-    let (n, c, pix, c4) = composed_rca::check_merge(
-        f_in.shape(),
-        tokens.shape(),
-        mask_hidden.shape(),
-        mask_w.shape(),
-        mask_b.map(|b| b.shape()),
-    )?;
+    let (n, c, pix, c4) = composed_rca::check_merge(f_in, tokens, mask_hidden, mask_w, mask_b)?;
     // the 1x1 conv's weight and bias follow the activations' dtype
     let dt = promote(&[f_in, tokens, mask_hidden]);
     let fd = be.as_dtype(f_in, dt)?;

@@ -36,13 +36,12 @@ pub(crate) fn upsample_nearest2d(
     // SAFETY: upsample_nearest2d_v1_<dtype>(LayoutParams): src (n*c, h, w) with h, w >= 1, dst
     // (n*c, out_h, out_w); source indices are clamped to h-1 / w-1 in the kernel.
     unsafe {
-        be.launch(
+        be.launch_to(
             KernelModule::Upsample,
             "upsample_nearest2d",
-            x.dtype(),
             launch_config(p.n),
             &p,
+            out,
         )
-    }?;
-    Ok(out)
+    }
 }

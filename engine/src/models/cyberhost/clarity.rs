@@ -38,19 +38,11 @@ impl<B: Backend> ClarityEmbedding<B> {
                 time_proj.num_channels
             );
         }
+        let dims = (cfg.in_channels, cfg.time_embed_dim, cfg.time_embed_dim);
+        let (linear_1, linear_2) = Linear::load_mlp(vb, dims)?;
         Ok(ClarityEmbedding {
-            linear_1: Linear::load(
-                &vb.pp("linear_1"),
-                cfg.in_channels,
-                cfg.time_embed_dim,
-                true,
-            )?,
-            linear_2: Linear::load(
-                &vb.pp("linear_2"),
-                cfg.time_embed_dim,
-                cfg.time_embed_dim,
-                true,
-            )?,
+            linear_1,
+            linear_2,
             time_proj: *time_proj,
         })
     }

@@ -630,6 +630,11 @@ fn validate_and_enqueue(
 // ------------------------------------------------------------------------------------------------
 // Per job
 
+/// Job `id` of the table, or 404.
+fn job_of(t: &jobs::Table, id: Uuid) -> Result<&jobs::Job, ApiError> {
+    t.jobs.get(&id).ok_or_else(|| ApiError::no_job(id))
+}
+
 /// A job's state, step n of N and ETA.
 #[utoipa::path(get, path = "/v1/jobs/{id}",
     params(("id" = Uuid, Path, description = "Job id (a UUID from POST /v1/jobs)")),
@@ -642,7 +647,7 @@ fn validate_and_enqueue(
 async fn job_status(sh: AppState, Path(id): Path<String>) -> Result<Json<JobStatus>, ApiError> {
     let id = parse_id(&id)?;
     let t = sh.lock();
-    let job = t.jobs.get(&id).ok_or_else(|| ApiError::no_job(id))?;
+    let job = job_of(&t, id)?;
     Ok(Json(status_of(&t, job)))
 }
 
@@ -662,12 +667,7 @@ async fn cancel(sh: AppState, Path(id): Path<String>) -> Result<Response, ApiErr
     let id = parse_id(&id)?;
     let answer = {
         let mut t = sh.lock();
-        let state = t
-            .jobs
-            .get(&id)
-            .ok_or_else(|| ApiError::no_job(id))?
-            .rec
-            .state;
+        let state = job_of(&t, id)?.rec.state;
         match state {
             State::Queued => {
                 t.queue.retain(|q| *q != id);
@@ -720,14 +720,7 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let id = parse_id(&id)?;
-    let rx = {
-        let t = sh.lock();
-        t.jobs
-            .get(&id)
-            .ok_or_else(|| ApiError::no_job(id))?
-            .changed
-            .subscribe()
-    };
+    let rx = { job_of(&sh.lock(), id)?.changed.subscribe() };
     let start = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -777,14 +770,7 @@ async fn events(
     ))]
 async fn result(sh: AppState, Path(id): Path<String>, req: Request) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let state = {
-        let t = sh.lock();
-        t.jobs
-            .get(&id)
-            .ok_or_else(|| ApiError::no_job(id))?
-            .rec
-            .state
-    };
+    let state = { job_of(&sh.lock(), id)?.rec.state };
     if state != State::Succeeded {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -22,28 +22,26 @@ fn buckets(lo: f64, factor: f64, n: usize) -> Vec<f64> {
     prometheus::exponential_buckets(lo, factor, n).unwrap_or_default()
 }
 
+/// A histogram of seconds with 20 doubling buckets from `lo`.
+fn seconds(name: &str, help: &str, lo: f64) -> prometheus::Result<Histogram> {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets(lo, 2.0, 20)))
+}
+
 impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new_custom(Some("cyberhost".into()), None)?;
         let queue_depth = IntGauge::new("queue_depth", "Jobs waiting in the queue")?;
         let jobs = IntGaugeVec::new(Opts::new("jobs", "Jobs known, by state"), &["state"])?;
-        let step_seconds = Histogram::with_opts(
-            HistogramOpts::new("step_seconds", "Duration of one sampler step")
-                .buckets(buckets(0.001, 2.0, 20)),
+        let step_seconds = seconds("step_seconds", "Duration of one sampler step", 0.001)?;
+        let job_seconds = seconds(
+            "job_seconds",
+            "Run time of a finished job (start to video written)",
+            0.01,
         )?;
-        let job_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "job_seconds",
-                "Run time of a finished job (start to video written)",
-            )
-            .buckets(buckets(0.01, 2.0, 20)),
-        )?;
-        let latency_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "job_latency_seconds",
-                "Submission to finish of a job (queue wait included)",
-            )
-            .buckets(buckets(0.01, 2.0, 20)),
+        let latency_seconds = seconds(
+            "job_latency_seconds",
+            "Submission to finish of a job (queue wait included)",
+            0.01,
         )?;
         let http_errors = IntCounterVec::new(
             Opts::new(
@@ -60,14 +58,19 @@ impl Metrics {
             "device_memory_total_bytes",
             "GPU memory in total (NVML; 0 on the CPU backend)",
         )?;
-        registry.register(Box::new(queue_depth.clone()))?;
-        registry.register(Box::new(jobs.clone()))?;
-        registry.register(Box::new(step_seconds.clone()))?;
-        registry.register(Box::new(job_seconds.clone()))?;
-        registry.register(Box::new(latency_seconds.clone()))?;
-        registry.register(Box::new(http_errors.clone()))?;
-        registry.register(Box::new(device_memory_used.clone()))?;
-        registry.register(Box::new(device_memory_total.clone()))?;
+        let collectors: [Box<dyn prometheus::core::Collector>; 8] = [
+            Box::new(queue_depth.clone()),
+            Box::new(jobs.clone()),
+            Box::new(step_seconds.clone()),
+            Box::new(job_seconds.clone()),
+            Box::new(latency_seconds.clone()),
+            Box::new(http_errors.clone()),
+            Box::new(device_memory_used.clone()),
+            Box::new(device_memory_total.clone()),
+        ];
+        for c in collectors {
+            registry.register(c)?;
+        }
         Ok(Metrics {
             registry,
             queue_depth,

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../cli_util/mod.rs"]
+mod cli_util;
+
 /// A running `cyberhost serve`; killed on drop if still running.
 pub struct Server {
     child: Option<Child>,
@@ -25,7 +28,7 @@ impl Server {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cyberhost"))
+        let mut child = cli_util::bin()
             .args(["serve", "--addr", "127.0.0.1:0", "--jobs-dir"])
             .arg(jobs_dir)
             .args(extra)
@@ -75,22 +78,12 @@ impl Server {
 
     /// SIGTERM, then wait (at most `limit`) for the exit.
     pub fn terminate(mut self, limit: Duration) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
+        let child = self.child.take().unwrap();
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe {
             libc::kill(child.id() as i32, libc::SIGTERM);
         }
-        let t0 = Instant::now();
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s;
-            }
-            if t0.elapsed() > limit {
-                let _ = child.kill();
-                panic!("the server did not exit within {limit:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        cli_util::wait_exit(child, limit, "the server")
     }
 
     pub fn log_text(&self) -> String {

@@ -732,35 +732,11 @@ mod tests {
     /// Interesting register bit patterns: zeros, subnormals, NaNs, infinities, extremes, and
     /// pseudo-random values with garbage in the upper 32 bits.
     fn patterns(n: usize) -> Vec<u64> {
-        let mut v: Vec<u64> = vec![
-            0,
-            0x8000_0000,
-            1,
-            0x8000_0001,
-            0x007f_ffff,
-            0x0080_0000,
-            0x7f80_0000,
-            0xff80_0000,
-            0x7fc0_0000,
-            0xffc0_0001,
-            0x7f7f_ffff,
-            0x3f80_0000,
-            0xbf80_0000,
-            0xffff_ffff,
-            0x7fff_ffff,
-            0xffff_ffff_ffff_ffff,
-            0x8000_0000_0000_0000,
-            31,
-            32,
-            33,
-            63,
-            64,
-        ];
+        let mut v = EDGE_BITS.to_vec();
+        v.push(0xffc0_0001);
         let mut s = 0x1234_5678_9abc_def0u64;
         while v.len() < n {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            let s = lcg(&mut s);
             let x = s ^ (s >> 29);
             v.push(match v.len() % 4 {
                 0 => x,
@@ -776,18 +752,7 @@ mod tests {
     #[test]
     fn warp_loops_match_alu() {
         let pats = patterns(96);
-        let ops = [
-            Alu::Add,
-            Alu::Sub,
-            Alu::MulLo,
-            Alu::And,
-            Alu::Or,
-            Alu::Xor,
-            Alu::Min,
-            Alu::Max,
-            Alu::MulWide,
-            Alu::Shl,
-            Alu::Shr,
+        let more = [
             Alu::MadLo,
             Alu::Selp,
             Alu::Neg,
@@ -796,17 +761,8 @@ mod tests {
             Alu::Abs,
             Alu::Ex2,
         ];
-        let tys = [
-            Ty::U16,
-            Ty::S16,
-            Ty::U32,
-            Ty::S32,
-            Ty::B32,
-            Ty::U64,
-            Ty::S64,
-            Ty::B64,
-            Ty::F32,
-        ];
+        let ops: Vec<Alu> = TWO_SOURCE_INT_OPS.into_iter().chain(more).collect();
+        let tys: Vec<Ty> = INT_TYS.into_iter().chain([Ty::F32]).collect();
         let mut covered = 0;
         for &op in &ops {
             for &ty in &tys {

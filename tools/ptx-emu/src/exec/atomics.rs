@@ -6,20 +6,17 @@ use super::*;
 pub(super) fn atom_op(op: AtomOp, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
     let bits = ty.bits();
     let m = mask_bits(bits);
+    match op {
+        AtomOp::Exch => return b & m,
+        AtomOp::Cas => return if old == b & m { c & m } else { old },
+        _ => {}
+    }
     if ty.is_float() {
         let fmt = ty.fmt().unwrap();
         return match op {
             AtomOp::Add => {
                 let (hi, lo) = float::two_sum(fmt.to_f64(old), fmt.to_f64(b));
                 float::round(fmt, hi, lo, Rnd::Rn)
-            }
-            AtomOp::Exch => b & m,
-            AtomOp::Cas => {
-                if old == b & m {
-                    c & m
-                } else {
-                    old
-                }
             }
             AtomOp::Min | AtomOp::Max => {
                 let x = fmt.to_f64(old);
@@ -41,14 +38,7 @@ pub(super) fn atom_op(op: AtomOp, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
     let signed = ty.signed();
     match op {
         AtomOp::Add => old.wrapping_add(b) & m,
-        AtomOp::Exch => b & m,
-        AtomOp::Cas => {
-            if old == b & m {
-                c & m
-            } else {
-                old
-            }
-        }
+        AtomOp::Exch | AtomOp::Cas => unreachable!("handled above"),
         AtomOp::And => old & b & m,
         AtomOp::Or => (old | b) & m,
         AtomOp::Xor => (old ^ b) & m,

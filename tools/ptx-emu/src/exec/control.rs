@@ -157,20 +157,13 @@ impl<'a, 'b> Block<'a, 'b> {
                     src[l] = self.val(w, &ins.s[0], l);
                 }
                 for l in lanes(full) {
-                    let (j, pval) = shfl_source(
+                    let (j, pval) = shfl_member(
                         *mode,
                         l,
                         self.val(w, &ins.s[1], l) as u32 & 31,
                         self.val(w, &ins.s[2], l) as u32,
-                    );
-                    if full & (1 << j) == 0 {
-                        return Err(e(
-                            FaultKind::BarrierDivergence,
-                            l as u32,
-                            None,
-                            format!("shfl.sync reads lane {j}, which does not execute this shfl (undefined value)"),
-                        ));
-                    }
+                        full,
+                    )?;
                     Self::set(w, &ins.d[0], l, src[j]);
                     if let Some(p) = ins.d.get(1) {
                         Self::set(w, p, l, pval as u64);
@@ -248,15 +241,7 @@ impl<'a, 'b> Block<'a, 'b> {
             let bv = src32(&w.regs, g, clk, &ins.s[1], &mut tb);
             let cv = src32(&w.regs, g, clk, &ins.s[2], &mut tc);
             for l in lanes(full) {
-                let (j, pval) = shfl_source(mode, l, bv[l] as u32 & 31, cv[l] as u32);
-                if full & (1 << j) == 0 {
-                    return Err(e(
-                        FaultKind::BarrierDivergence,
-                        l as u32,
-                        None,
-                        format!("shfl.sync reads lane {j}, which does not execute this shfl (undefined value)"),
-                    ));
-                }
+                let (j, pval) = shfl_member(mode, l, bv[l] as u32 & 31, cv[l] as u32, full)?;
                 out[l] = src[j];
                 pv[l] = pval as u64;
             }
@@ -274,6 +259,21 @@ impl<'a, 'b> Block<'a, 'b> {
 /// The lane that lane `l` reads in `shfl.sync.MODE` with operands `b` (lane or offset, already
 /// masked to 0..31) and `c` (clamp and segment mask), and the predicate result: whether the
 /// source is inside the segment. Out of range, a lane reads its own value.
+/// [`shfl_source`], which must be a lane of `full` (the lanes executing the shfl).
+#[inline(always)]
+fn shfl_member(mode: ShflMode, l: usize, b: u32, c: u32, full: u32) -> R<(usize, bool)> {
+    let (j, pval) = shfl_source(mode, l, b, c);
+    if full & (1 << j) == 0 {
+        return Err(e(
+            FaultKind::BarrierDivergence,
+            l as u32,
+            None,
+            format!("shfl.sync reads lane {j}, which does not execute this shfl (undefined value)"),
+        ));
+    }
+    Ok((j, pval))
+}
+
 #[inline(always)]
 fn shfl_source(mode: ShflMode, l: usize, b: u32, c: u32) -> (usize, bool) {
     let cval = c & 0x1f;

@@ -99,14 +99,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     } else if exec == 0 {
                         w.pc = pc + 1;
                     } else {
-                        for l in lanes(exec) {
-                            w.lane_pc[l] = t;
-                        }
-                        for l in lanes(mask & !exec) {
-                            w.lane_pc[l] = pc + 1;
-                        }
-                        w.mask = 0;
-                        w.dirty = true;
+                        w.split(exec, mask, t, pc);
                         continue;
                     }
                     if w.pc >= w.others_min {
@@ -117,11 +110,8 @@ impl<'a, 'b> Block<'a, 'b> {
                 Op::Exit => {
                     if exec != 0 {
                         w.exited |= exec;
-                        w.running &= !exec;
-                        // where the lanes exited (divergent-barrier reports)
-                        for l in lanes(exec) {
-                            w.lane_pc[l] = pc;
-                        }
+                        // lane_pc: where the lanes exited (divergent-barrier reports)
+                        w.park(exec, mask, pc);
                         // pending cp.async of exited lanes are dropped
                         if !w.pending.is_empty() {
                             let sh = &mut self.shadow;
@@ -139,30 +129,17 @@ impl<'a, 'b> Block<'a, 'b> {
                                 }
                             });
                         }
-                        for l in lanes(mask & !exec) {
-                            w.lane_pc[l] = pc + 1;
-                        }
                         // lanes waiting at a collective re-check their membermask now that
                         // some lanes have exited
                         w.running |= w.at_coll;
                         w.at_coll = 0;
-                        w.mask = 0;
-                        w.dirty = true;
                         continue;
                     }
                 }
                 Op::BarSync | Op::BarRed(..) => {
                     if exec != 0 {
                         w.at_bar |= exec;
-                        w.running &= !exec;
-                        for l in lanes(exec) {
-                            w.lane_pc[l] = pc;
-                        }
-                        for l in lanes(mask & !exec) {
-                            w.lane_pc[l] = pc + 1;
-                        }
-                        w.mask = 0;
-                        w.dirty = true;
+                        w.park(exec, mask, pc);
                         // cp.async groups are not waited for by bar.sync
                         continue;
                     }
@@ -218,15 +195,7 @@ impl<'a, 'b> Block<'a, 'b> {
                         if member & !full != 0 {
                             // wait for the rest of the membermask
                             w.at_coll |= exec;
-                            w.running &= !exec;
-                            for l in lanes(exec) {
-                                w.lane_pc[l] = pc;
-                            }
-                            for l in lanes(mask & !exec) {
-                                w.lane_pc[l] = pc + 1;
-                            }
-                            w.mask = 0;
-                            w.dirty = true;
+                            w.park(exec, mask, pc);
                             continue;
                         }
                         if here != 0 {
@@ -441,8 +410,8 @@ impl<'a, 'b> Block<'a, 'b> {
                     Self::set(w, &ins.d[0], l, v);
                 }
             }
-            Op::Ld { space, ty, n } if ty.bytes() <= 8 && *n <= 4 => {
-                self.ld_warp(w, ins, *space, *ty, *n as usize, exec)?;
+            Op::Ld { ty, n, .. } if ty.bytes() <= 8 && *n <= 4 => {
+                self.ld_warp(w, ins, exec)?;
             }
             Op::Ld { space, ty, n } => {
                 let eb = ty.bytes();
@@ -476,8 +445,8 @@ impl<'a, 'b> Block<'a, 'b> {
                     }
                 }
             }
-            Op::St { space, ty, n } if ty.bytes() <= 8 && *n <= 4 => {
-                self.st_warp(w, ins, *space, *ty, *n as usize, exec)?;
+            Op::St { ty, n, .. } if ty.bytes() <= 8 && *n <= 4 => {
+                self.st_warp(w, ins, exec)?;
             }
             Op::St { space, ty, n } => {
                 let eb = ty.bytes();

@@ -420,7 +420,7 @@ fn decode_alu(op: Alu, ty: Ty, f: &AluFlags, d: u32, s: &[Opnd]) -> Option<FOp> 
 }
 
 use super::alu::{canon32, fin, fminmax, ftz32};
-use super::memory::{put_le_at, store_span};
+use super::memory::{lane_span, put_le_at, store_span};
 
 /// f32 result bits (flushed with `.ftz`).
 #[inline(always)]
@@ -437,27 +437,28 @@ fn fv(b: u64, ftz: bool) -> f32 {
     f32::from_bits(fin(b, ftz) as u32)
 }
 
-/// `cvt.rn.bf16.f32`: the f32 input is exact, so `bf16::from_f32` (round to nearest even) is
-/// `cvt`'s result; NaN gives the canonical NaN.
+/// `cvt.rn.<half>.f32` with `from_f32` the conversion to the half type's bits: the f32 input is
+/// exact, so its round-to-nearest-even conversion is `cvt`'s result; NaN gives the canonical NaN.
 #[inline(always)]
-fn bf16_of(x: u64) -> u64 {
+fn half_of(x: u64, from_f32: impl Fn(f32) -> u16) -> u64 {
     let x = f32::from_bits(x as u32);
     if x.is_nan() {
         0x7fff
     } else {
-        half::bf16::from_f32(x).to_bits() as u64
+        from_f32(x) as u64
     }
 }
 
-/// `cvt.rn.f16.f32` (as [`bf16_of`]).
+/// `cvt.rn.bf16.f32`.
+#[inline(always)]
+fn bf16_of(x: u64) -> u64 {
+    half_of(x, |v| half::bf16::from_f32(v).to_bits())
+}
+
+/// `cvt.rn.f16.f32`.
 #[inline(always)]
 fn f16_of(x: u64) -> u64 {
-    let x = f32::from_bits(x as u32);
-    if x.is_nan() {
-        0x7fff
-    } else {
-        half::f16::from_f32(x).to_bits() as u64
-    }
+    half_of(x, |v| half::f16::from_f32(v).to_bits())
 }
 
 /// One register row.
@@ -781,13 +782,7 @@ impl<'a, 'b> Block<'a, 'b> {
             }
             Src::I(v) => addrs = [v.wrapping_add(off); 32],
         }
-        let (mut lo, mut hi, mut bits) = (u64::MAX, 0u64, 0u64);
-        for (l, &a) in addrs.iter().enumerate() {
-            let on = (exec >> l) & 1 != 0;
-            lo = if on { lo.min(a) } else { lo };
-            hi = if on { hi.max(a) } else { hi };
-            bits |= if on { a } else { 0 };
-        }
+        let (lo, hi, bits) = lane_span(&addrs, exec);
         if bits & (total as u64 - 1) != 0 || hi >= u64::MAX - 64 || lo > hi {
             return false;
         }
@@ -949,21 +944,10 @@ mod tests {
     /// Awkward bit patterns: zeros, subnormals, NaNs, infinities, extremes, bf16/f16 rounding
     /// ties, and pseudo-random values with garbage in the upper bits.
     fn patterns() -> Vec<u64> {
-        let mut v: Vec<u64> = vec![
-            0,
-            1,
-            0x8000_0000,
-            0x8000_0001,
-            0x007f_ffff,
-            0x0080_0000,
-            0x7f80_0000,
-            0xff80_0000,
-            0x7fc0_0000,
+        let mut v = EDGE_BITS.to_vec();
+        v.extend([
             0x7fc0_0001,
             0xffc0_0000,
-            0x7f7f_ffff,
-            0x3f80_0000,
-            0xbf80_0000,
             0x3f80_8000,
             0x3f80_8001,
             0x3f81_8000,
@@ -974,22 +958,11 @@ mod tests {
             0xffff,
             0x8000,
             0x7fff,
-            0xffff_ffff,
-            0x7fff_ffff,
             0x1_0000_0000,
-            u64::MAX,
-            1 << 63,
-            31,
-            32,
-            33,
-            63,
-            64,
-        ];
+        ]);
         let mut s = 0x9e37_79b9_7f4a_7c15u64;
         while v.len() < 160 {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            let s = lcg(&mut s);
             v.push(if v.len().is_multiple_of(2) {
                 s
             } else {
@@ -997,6 +970,13 @@ mod tests {
             });
         }
         v
+    }
+
+    /// Operand rows for a chunk of the patterns: `a` cycles through the chunk, `b[l]` is `b(l)`
+    /// and `c[l]` is `c(l)`.
+    fn rows(chunk: &[u64], b: impl Fn(usize) -> u64, c: impl Fn(usize) -> u64) -> (Row, Row, Row) {
+        let a = std::array::from_fn(|l| chunk[l % chunk.len()]);
+        (a, std::array::from_fn(b), std::array::from_fn(c))
     }
 
     /// Run `f` on rows of `a`, `b`, `c` and return the destination row (registers: 0..3
@@ -1032,31 +1012,8 @@ mod tests {
         };
         // (op, alu op, type, flags, operand count)
         let mut cases: Vec<(Alu, Ty, AluFlags, usize)> = Vec::new();
-        for ty in [
-            Ty::U16,
-            Ty::S16,
-            Ty::U32,
-            Ty::S32,
-            Ty::U64,
-            Ty::S64,
-            Ty::B32,
-            Ty::B64,
-        ] {
-            for op in [
-                Alu::Add,
-                Alu::Sub,
-                Alu::MulLo,
-                Alu::And,
-                Alu::Or,
-                Alu::Xor,
-                Alu::Min,
-                Alu::Max,
-                Alu::Shl,
-                Alu::Shr,
-                Alu::MulWide,
-                Alu::Div,
-                Alu::Rem,
-            ] {
+        for ty in INT_TYS {
+            for op in TWO_SOURCE_INT_OPS.into_iter().chain([Alu::Div, Alu::Rem]) {
                 cases.push((op, ty, f, 2));
             }
             cases.push((Alu::MadLo, ty, f, 3));
@@ -1088,14 +1045,11 @@ mod tests {
             };
             covered += 1;
             for (i, chunk) in p.chunks(32).enumerate() {
-                let mut a: Row = [0; 32];
-                let mut b: Row = [0; 32];
-                let mut c: Row = [0; 32];
-                for l in 0..32 {
-                    a[l] = chunk[l % chunk.len()];
-                    b[l] = p[(i * 7 + l * 13) % p.len()];
-                    c[l] = p[(i * 3 + l * 5 + 1) % p.len()];
-                }
+                let (a, b, c) = rows(
+                    chunk,
+                    |l| p[(i * 7 + l * 13) % p.len()],
+                    |l| p[(i * 3 + l * 5 + 1) % p.len()],
+                );
                 let exec = if i % 2 == 0 { u32::MAX } else { 0x5a5a_f00f };
                 let (got, _) = run(fop, &a, &b, &c, exec);
                 // the general path's warp loops (upper register bits included), else `alu`
@@ -1262,14 +1216,11 @@ mod tests {
                             comb: bop.map(|b| (b, Src::R(2))),
                         };
                         for (i, chunk) in p.chunks(32).enumerate() {
-                            let mut a: Row = [0; 32];
-                            let mut b: Row = [0; 32];
-                            let mut c: Row = [0; 32];
-                            for l in 0..32 {
-                                a[l] = chunk[l % chunk.len()];
-                                b[l] = p[(i * 11 + l * 3) % p.len()];
-                                c[l] = (l as u64 * 7 + i as u64) & 1;
-                            }
+                            let (a, b, c) = rows(
+                                chunk,
+                                |l| p[(i * 11 + l * 3) % p.len()],
+                                |l| (l as u64 * 7 + i as u64) & 1,
+                            );
                             let (gp, gq) = run(fop, &a, &b, &c, u32::MAX);
                             for l in 0..32 {
                                 let r = compare(cmp, ty, ftz, a[l], b[l]) as u64;

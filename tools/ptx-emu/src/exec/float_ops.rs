@@ -102,14 +102,7 @@ pub(super) fn falu(op: Alu, fmt: Fmt, f: AluFlags, a: u64, b: u64, c: u64) -> u6
     };
     let mut r = r;
     if f.sat {
-        let v = fmt.to_f64(r);
-        r = if v.is_nan() || v <= 0.0 {
-            0
-        } else if v > 1.0 {
-            float::round(fmt, 1.0, 0.0, Rnd::Rn)
-        } else {
-            r
-        };
+        r = sat01(fmt, r);
     }
     if f.relu {
         let v = fmt.to_f64(r);
@@ -126,6 +119,19 @@ pub(super) fn falu(op: Alu, fmt: Fmt, f: AluFlags, a: u64, b: u64, c: u64) -> u6
         r = fmt.ftz(r);
     }
     r
+}
+
+/// `.sat`: clamp to [0, 1], NaN to 0.
+#[inline]
+fn sat01(fmt: Fmt, r: u64) -> u64 {
+    let v = fmt.to_f64(r);
+    if v.is_nan() || v <= 0.0 {
+        0
+    } else if v > 1.0 {
+        float::round(fmt, 1.0, 0.0, Rnd::Rn)
+    } else {
+        r
+    }
 }
 
 /// `.satfinite`: clamp ±inf to the largest finite value of the format.
@@ -164,14 +170,7 @@ pub(crate) fn cvt(d: Ty, s: Ty, f: AluFlags, a: u64) -> u64 {
                 float::round(df, x, 0.0, rnd)
             };
             if f.sat {
-                let v = df.to_f64(r);
-                r = if v.is_nan() || v <= 0.0 {
-                    0
-                } else if v > 1.0 {
-                    float::round(df, 1.0, 0.0, Rnd::Rn)
-                } else {
-                    r
-                };
+                r = sat01(df, r);
             }
             if f.relu {
                 let v = df.to_f64(r);

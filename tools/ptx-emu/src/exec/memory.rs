@@ -3,6 +3,21 @@
 
 use super::*;
 
+/// A `len`-byte access at `addr` must be `len`-byte aligned.
+#[inline(always)]
+fn aligned(lane: usize, addr: u64, len: usize) -> R<()> {
+    if addr.is_multiple_of(len as u64) {
+        Ok(())
+    } else {
+        Err(e(
+            FaultKind::Misaligned,
+            lane as u32,
+            Some(addr),
+            format!("{len}-byte access must be {len}-byte aligned"),
+        ))
+    }
+}
+
 impl<'a, 'b> Block<'a, 'b> {
     /// Data of a finished cp.async lands in shared memory (a write by the issuing thread now).
     pub(super) fn land(&mut self, w: &mut Warp, p: Pending) -> R<()> {
@@ -34,16 +49,22 @@ impl<'a, 'b> Block<'a, 'b> {
         Ok(())
     }
 
+    /// The fault of `lane`'s global access [addr, addr + len) outside every live allocation.
+    #[cold]
+    fn oob(&self, lane: usize, addr: u64, len: usize) -> Err1 {
+        e(
+            FaultKind::OutOfBounds,
+            lane as u32,
+            Some(addr),
+            self.mem.base().describe(addr, len),
+        )
+    }
+
     pub(super) fn global_read(&self, lane: usize, addr: u64, out: &mut [u8]) -> R<()> {
         if self.mem.read(addr, out) {
             Ok(())
         } else {
-            Err(e(
-                FaultKind::OutOfBounds,
-                lane as u32,
-                Some(addr),
-                self.mem.base().describe(addr, out.len()),
-            ))
+            Err(self.oob(lane, addr, out.len()))
         }
     }
 
@@ -51,12 +72,7 @@ impl<'a, 'b> Block<'a, 'b> {
         if self.mem.write(addr, data) {
             Ok(())
         } else {
-            Err(e(
-                FaultKind::OutOfBounds,
-                lane as u32,
-                Some(addr),
-                self.mem.base().describe(addr, data.len()),
-            ))
+            Err(self.oob(lane, addr, data.len()))
         }
     }
 
@@ -88,32 +104,13 @@ impl<'a, 'b> Block<'a, 'b> {
         atomic: bool,
     ) -> R<()> {
         let len = out.len();
-        if !addr.is_multiple_of(len as u64) {
-            return Err(e(
-                FaultKind::Misaligned,
-                lane as u32,
-                Some(addr),
-                format!("{len}-byte access must be {len}-byte aligned"),
-            ));
-        }
+        aligned(lane, addr, len)?;
         let (sp, a) = self.resolve(space, addr);
         match sp {
             Space::Global => self.global_read(lane, a, out),
             Space::Shared => self.shared_read(w, lane, a, out, atomic),
             Space::Local => {
-                let ls = self.c.prog.local_size as u64;
-                if a + len as u64 > ls {
-                    return Err(e(
-                        FaultKind::OutOfBounds,
-                        lane as u32,
-                        Some(addr),
-                        format!(
-                            "local access [{a}, {}) outside the {ls}-byte local frame",
-                            a + len as u64
-                        ),
-                    ));
-                }
-                let o = lane * ls as usize + a as usize;
+                let o = self.local_off(lane, addr, a, len)?;
                 out.copy_from_slice(&w.local[o..o + len]);
                 Ok(())
             }
@@ -147,38 +144,17 @@ impl<'a, 'b> Block<'a, 'b> {
         atomic: bool,
     ) -> R<()> {
         let len = data.len();
-        if !addr.is_multiple_of(len as u64) {
-            return Err(e(
-                FaultKind::Misaligned,
-                lane as u32,
-                Some(addr),
-                format!("{len}-byte access must be {len}-byte aligned"),
-            ));
-        }
+        aligned(lane, addr, len)?;
         let (sp, a) = self.resolve(space, addr);
         match sp {
             Space::Global => self.global_write(lane, a, data),
             Space::Shared => {
-                let off = self.shared_off(lane, a, len, false)?;
-                let tid = w.idx * 32 + lane as u32;
-                self.shared_check(w, lane, tid, off, len, true, atomic, Some(data))?;
+                let off = self.shared_access(w, lane, a, len, atomic, Some(data))?;
                 self.shared[off..off + len].copy_from_slice(data);
                 Ok(())
             }
             Space::Local => {
-                let ls = self.c.prog.local_size as u64;
-                if a + len as u64 > ls {
-                    return Err(e(
-                        FaultKind::OutOfBounds,
-                        lane as u32,
-                        Some(addr),
-                        format!(
-                            "local access [{a}, {}) outside the {ls}-byte local frame",
-                            a + len as u64
-                        ),
-                    ));
-                }
-                let o = lane * ls as usize + a as usize;
+                let o = self.local_off(lane, addr, a, len)?;
                 w.local[o..o + len].copy_from_slice(data);
                 Ok(())
             }
@@ -227,11 +203,46 @@ impl<'a, 'b> Block<'a, 'b> {
         atomic: bool,
     ) -> R<()> {
         let len = out.len();
-        let off = self.shared_off(lane, a, len, false)?;
-        let tid = w.idx * 32 + lane as u32;
-        self.shared_check(w, lane, tid, off, len, false, atomic, None)?;
+        let off = self.shared_access(w, lane, a, len, atomic, None)?;
         out.copy_from_slice(&self.shared[off..off + len]);
         Ok(())
+    }
+
+    /// The offset of `lane`'s shared access [a, a + len), bounds- and hazard-checked (a write
+    /// when it carries `data`).
+    #[inline(always)]
+    pub(super) fn shared_access(
+        &mut self,
+        w: &Warp,
+        lane: usize,
+        a: u64,
+        len: usize,
+        atomic: bool,
+        data: Option<&[u8]>,
+    ) -> R<usize> {
+        let off = self.shared_off(lane, a, len, false)?;
+        let tid = w.idx * 32 + lane as u32;
+        self.shared_check(w, lane, tid, off, len, data.is_some(), atomic, data)?;
+        Ok(off)
+    }
+
+    /// The offset in the warp's local frames of `lane`'s local access [a, a + len) (`addr`: the
+    /// address as the instruction gave it).
+    #[inline(always)]
+    fn local_off(&self, lane: usize, addr: u64, a: u64, len: usize) -> R<usize> {
+        let ls = self.c.prog.local_size as u64;
+        if a + len as u64 > ls {
+            return Err(e(
+                FaultKind::OutOfBounds,
+                lane as u32,
+                Some(addr),
+                format!(
+                    "local access [{a}, {}) outside the {ls}-byte local frame",
+                    a + len as u64
+                ),
+            ));
+        }
+        Ok(lane * ls as usize + a as usize)
     }
 
     /// The 32 lane addresses of an address operand.
@@ -254,17 +265,8 @@ impl<'a, 'b> Block<'a, 'b> {
     /// `ld` of up to four elements of at most 8 bytes for the lanes of `exec`: one lookup per
     /// lane, results written back register row by register row. A uniform param address is read
     /// once.
-    pub(super) fn ld_warp(
-        &mut self,
-        w: &mut Warp,
-        ins: &Instr,
-        space: Space,
-        ty: Ty,
-        n: usize,
-        exec: u32,
-    ) -> R<()> {
-        let eb = ty.bytes();
-        let total = eb * n;
+    pub(super) fn ld_warp(&mut self, w: &mut Warp, ins: &Instr, exec: u32) -> R<()> {
+        let (space, ty, n, eb, total) = mem_shape(ins);
         let sign = ty.signed();
         let addrs = self.addrs32(w, &ins.s[0]);
         let mut vals = [[0u64; 32]; 4];
@@ -299,21 +301,9 @@ impl<'a, 'b> Block<'a, 'b> {
                 if n == 1
                     && (space == Space::Global || (space == Space::Generic && a < GLOBAL_LIMIT))
                 {
-                    if !a.is_multiple_of(eb as u64) {
-                        return Err(e(
-                            FaultKind::Misaligned,
-                            l as u32,
-                            Some(a),
-                            format!("{eb}-byte access must be {eb}-byte aligned"),
-                        ));
-                    }
+                    aligned(l, a, eb)?;
                     let Some(v) = self.mem.read_le(a, eb) else {
-                        return Err(e(
-                            FaultKind::OutOfBounds,
-                            l as u32,
-                            Some(a),
-                            self.mem.base().describe(a, eb),
-                        ));
+                        return Err(self.oob(l, a, eb));
                     };
                     vals[0][l] = if sign {
                         sext(v, eb as u32 * 8) as u64
@@ -323,19 +313,8 @@ impl<'a, 'b> Block<'a, 'b> {
                     continue;
                 }
                 if let Some(sa) = shared_addr(space, a) {
-                    if !a.is_multiple_of(total as u64) {
-                        return Err(e(
-                            FaultKind::Misaligned,
-                            l as u32,
-                            Some(a),
-                            format!("{total}-byte access must be {total}-byte aligned"),
-                        ));
-                    }
-                    let off = self.shared_off(l, sa, total, false)?;
-                    if !self.shadow.is_empty() {
-                        let tid = w.idx * 32 + l as u32;
-                        self.shared_check(w, l, tid, off, total, false, false, None)?;
-                    }
+                    aligned(l, a, total)?;
+                    let off = self.shared_access(w, l, sa, total, false, None)?;
                     for (i, v) in vals.iter_mut().enumerate().take(n) {
                         v[l] = decode(&self.shared[off..], i);
                     }
@@ -364,17 +343,8 @@ impl<'a, 'b> Block<'a, 'b> {
 
     /// `st` of up to four elements of at most 8 bytes for the lanes of `exec`, lane by lane in
     /// order (a fault stops at the first faulting lane, as before).
-    pub(super) fn st_warp(
-        &mut self,
-        w: &mut Warp,
-        ins: &Instr,
-        space: Space,
-        ty: Ty,
-        n: usize,
-        exec: u32,
-    ) -> R<()> {
-        let eb = ty.bytes();
-        let total = eb * n;
+    pub(super) fn st_warp(&mut self, w: &mut Warp, ins: &Instr, exec: u32) -> R<()> {
+        let (space, _, n, eb, total) = mem_shape(ins);
         let addrs = self.addrs32(w, &ins.s[0]);
         let (g, clk) = (self.c.gsyms, w.clock);
         let mut vals = [[0u64; 32]; 4];
@@ -400,21 +370,9 @@ impl<'a, 'b> Block<'a, 'b> {
         for l in lanes(exec) {
             let a = addrs[l];
             if n == 1 && (space == Space::Global || (space == Space::Generic && a < GLOBAL_LIMIT)) {
-                if !a.is_multiple_of(eb as u64) {
-                    return Err(e(
-                        FaultKind::Misaligned,
-                        l as u32,
-                        Some(a),
-                        format!("{eb}-byte access must be {eb}-byte aligned"),
-                    ));
-                }
+                aligned(l, a, eb)?;
                 if !self.mem.write_le(a, vals[0][l], eb) {
-                    return Err(e(
-                        FaultKind::OutOfBounds,
-                        l as u32,
-                        Some(a),
-                        self.mem.base().describe(a, eb),
-                    ));
+                    return Err(self.oob(l, a, eb));
                 }
                 continue;
             }
@@ -423,19 +381,8 @@ impl<'a, 'b> Block<'a, 'b> {
                 put_le_at(&mut buf, i * eb, v[l], eb);
             }
             if let Some(sa) = shared_addr(space, a) {
-                if !a.is_multiple_of(total as u64) {
-                    return Err(e(
-                        FaultKind::Misaligned,
-                        l as u32,
-                        Some(a),
-                        format!("{total}-byte access must be {total}-byte aligned"),
-                    ));
-                }
-                let off = self.shared_off(l, sa, total, false)?;
-                if !self.shadow.is_empty() {
-                    let tid = w.idx * 32 + l as u32;
-                    self.shared_check(w, l, tid, off, total, true, false, Some(&buf[..total]))?;
-                }
+                aligned(l, a, total)?;
+                let off = self.shared_access(w, l, sa, total, false, Some(&buf[..total]))?;
                 self.shared[off..off + total].copy_from_slice(&buf[..total]);
                 continue;
             }
@@ -465,13 +412,7 @@ impl<'a, 'b> Block<'a, 'b> {
         {
             return None;
         }
-        let (mut lo, mut hi, mut bits) = (u64::MAX, 0u64, 0u64);
-        for (l, &a) in addrs.iter().enumerate() {
-            let on = (exec >> l) & 1 != 0;
-            lo = if on { lo.min(a) } else { lo };
-            hi = if on { hi.max(a) } else { hi };
-            bits |= if on { a } else { 0 };
-        }
+        let (lo, hi, bits) = lane_span(addrs, exec);
         if bits & (total as u64 - 1) != 0 || (space == Space::Generic && hi >= GLOBAL_LIMIT) {
             return None;
         }
@@ -488,6 +429,32 @@ impl<'a, 'b> Block<'a, 'b> {
             }
         }
     }
+}
+
+/// Space, element type, element count, element bytes and bytes per lane of an `ld`/`st`.
+#[inline(always)]
+fn mem_shape(ins: &Instr) -> (Space, Ty, usize, usize, usize) {
+    match ins.op {
+        Op::Ld { space, ty, n } | Op::St { space, ty, n } => {
+            let eb = ty.bytes();
+            (space, ty, n as usize, eb, eb * n as usize)
+        }
+        _ => unreachable!("ld/st only"),
+    }
+}
+
+/// The lowest and highest address of the lanes of `exec`, and the OR of their addresses (for
+/// one alignment test of them all); branch-free.
+#[inline(always)]
+pub(super) fn lane_span(addrs: &[u64; 32], exec: u32) -> (u64, u64, u64) {
+    let (mut lo, mut hi, mut bits) = (u64::MAX, 0u64, 0u64);
+    for (l, &a) in addrs.iter().enumerate() {
+        let on = (exec >> l) & 1 != 0;
+        lo = if on { lo.min(a) } else { lo };
+        hi = if on { hi.max(a) } else { hi };
+        bits |= if on { a } else { 0 };
+    }
+    (lo, hi, bits)
 }
 
 /// The shared-memory offset of an access in `space` at `a` (a `.shared` address, or a generic

@@ -5,7 +5,7 @@
 use crate::float::{self, Fmt, Rnd};
 use crate::memory::{Memory, Overlay, GLOBAL_LIMIT};
 use crate::program::*;
-use crate::{Fault, FaultKind, LaunchConfig, LaunchOptions, LaunchStats, Module};
+use crate::{Fault, FaultKind, KernelCall, LaunchConfig, LaunchOptions, LaunchStats};
 use half::f16;
 
 mod alu;
@@ -84,6 +84,28 @@ struct Warp {
 }
 
 impl Warp {
+    /// The group at `pc` splits: the lanes of `taken` go on at `to`, the other lanes of `mask`
+    /// at `pc + 1`; the next group is picked afresh.
+    #[inline(always)]
+    fn split(&mut self, taken: u32, mask: u32, to: u32, pc: u32) {
+        for l in lanes(taken) {
+            self.lane_pc[l] = to;
+        }
+        for l in lanes(mask & !taken) {
+            self.lane_pc[l] = pc + 1;
+        }
+        self.mask = 0;
+        self.dirty = true;
+    }
+
+    /// The lanes of `exec` stop running at `pc` (waiting, or exited), the other lanes of `mask`
+    /// go on at `pc + 1`.
+    #[inline(always)]
+    fn park(&mut self, exec: u32, mask: u32, pc: u32) {
+        self.running &= !exec;
+        self.split(exec, mask, pc, pc);
+    }
+
     /// Pick the next group of lanes: the running lanes with the minimum PC.
     fn regroup(&mut self) -> bool {
         let mut m = self.mask & self.running;
@@ -295,14 +317,17 @@ struct Block<'a, 'b> {
 const MAX_BLOCK_REGISTER_BYTES: u64 = 1 << 30;
 
 pub(crate) fn launch(
-    module: &Module,
-    kernel: &str,
-    cfg: &LaunchConfig,
-    params: &[&[u8]],
+    call: KernelCall<'_>,
     mem: &mut Memory,
     opts: &LaunchOptions,
     prof: Option<&Profiling>,
 ) -> Result<LaunchStats, Fault> {
+    let KernelCall {
+        module,
+        kernel,
+        cfg,
+        params,
+    } = call;
     let bad = |detail: String| Fault {
         kind: FaultKind::InvalidParams,
         kernel: kernel.to_string(),
@@ -603,19 +628,9 @@ fn run_block(
                 (tid / cfg.block[0]) % cfg.block[1],
                 tid / (cfg.block[0] * cfg.block[1]),
             ];
-            let vals: [u64; 26] = [
-                t[0] as u64,
-                t[1] as u64,
-                t[2] as u64,
-                cfg.block[0] as u64,
-                cfg.block[1] as u64,
-                cfg.block[2] as u64,
-                ctaid[0] as u64,
-                ctaid[1] as u64,
-                ctaid[2] as u64,
-                cfg.grid[0] as u64,
-                cfg.grid[1] as u64,
-                cfg.grid[2] as u64,
+            // %tid, %ntid, %ctaid, %nctaid (x, y, z each), then the scalar registers
+            let dims: [[u32; 3]; 4] = [t, cfg.block, ctaid, cfg.grid];
+            let scalars: [u64; 14] = [
                 l as u64,
                 wi as u64,
                 nwarps as u64,
@@ -631,8 +646,9 @@ fn run_block(
                 ctx.shared_size as u64,
                 32,
             ];
-            for (k, v) in vals.iter().enumerate() {
-                w.regs[k * 32 + li] = *v;
+            let dims = dims.into_iter().flatten().map(u64::from);
+            for (k, v) in dims.chain(scalars).enumerate() {
+                w.regs[k * 32 + li] = v;
             }
         }
         w.mask = w.running;
@@ -894,3 +910,68 @@ pub(super) fn store32(regs: &mut [u64], dr: u32, r: &[u64; 32], exec: u32) {
         }
     }
 }
+
+/// Register bit patterns every bit-exactness test covers: zeros, subnormals, NaNs, infinities,
+/// extremes, shift counts around the word sizes.
+#[cfg(test)]
+const EDGE_BITS: [u64; 21] = [
+    0,
+    1,
+    0x8000_0000,
+    0x8000_0001,
+    0x007f_ffff,
+    0x0080_0000,
+    0x7f80_0000,
+    0xff80_0000,
+    0x7fc0_0000,
+    0x7f7f_ffff,
+    0x3f80_0000,
+    0xbf80_0000,
+    0xffff_ffff,
+    0x7fff_ffff,
+    u64::MAX,
+    1 << 63,
+    31,
+    32,
+    33,
+    63,
+    64,
+];
+
+/// One step of the tests' 64-bit LCG: the new state.
+#[cfg(test)]
+fn lcg(s: &mut u64) -> u64 {
+    *s = s
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *s
+}
+
+/// Two-source integer ops whose warp-wide loops the bit-exactness tests compare with `alu`.
+#[cfg(test)]
+const TWO_SOURCE_INT_OPS: [Alu; 11] = [
+    Alu::Add,
+    Alu::Sub,
+    Alu::MulLo,
+    Alu::And,
+    Alu::Or,
+    Alu::Xor,
+    Alu::Min,
+    Alu::Max,
+    Alu::MulWide,
+    Alu::Shl,
+    Alu::Shr,
+];
+
+/// The integer types of those tests.
+#[cfg(test)]
+const INT_TYS: [Ty; 8] = [
+    Ty::U16,
+    Ty::S16,
+    Ty::U32,
+    Ty::S32,
+    Ty::B32,
+    Ty::U64,
+    Ty::S64,
+    Ty::B64,
+];

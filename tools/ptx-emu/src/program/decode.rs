@@ -115,6 +115,18 @@ impl<'a> Decoder<'a> {
         })
     }
 
+    /// A `.param` copy of a call's arguments or results.
+    fn push_copy(&mut self, dst: u32, src: u32, size: u32, line: usize, text: &str) {
+        let op = Op::LocalCopy { dst, src, size };
+        self.push(op, None, vec![], vec![], line, text.to_string());
+    }
+
+    /// A branch whose target is patched once the labels are known.
+    fn push_branch(&mut self, guard: Option<(u32, bool)>, line: usize) {
+        let text = self.text(line);
+        self.push(Op::Bra(u32::MAX), guard, vec![], vec![], line, text);
+    }
+
     pub(super) fn push(
         &mut self,
         op: Op,
@@ -251,14 +263,7 @@ impl<'a> Decoder<'a> {
                         if let Some(f) = ret_fix.as_mut() {
                             f.push(at);
                         }
-                        self.push(
-                            Op::Bra(u32::MAX),
-                            guard,
-                            vec![],
-                            vec![],
-                            ins.line,
-                            self.text(ins.line),
-                        );
+                        self.push_branch(guard, ins.line);
                         continue;
                     }
                     if mnem == "bra" {
@@ -274,14 +279,7 @@ impl<'a> Decoder<'a> {
                             }
                         };
                         fix.push((self.instrs.len(), target, ins.line));
-                        self.push(
-                            Op::Bra(u32::MAX),
-                            guard,
-                            vec![],
-                            vec![],
-                            ins.line,
-                            self.text(ins.line),
-                        );
+                        self.push_branch(guard, ins.line);
                         continue;
                     }
                     let guard = self.guard(ins)?;
@@ -400,18 +398,9 @@ impl<'a> Decoder<'a> {
         for (a, &(off, size)) in args.iter().zip(&callee_params) {
             match a {
                 AOp::Name(n) => match self.lookup(n) {
-                    Some(Sym::Local(src, ssize)) => self.push(
-                        Op::LocalCopy {
-                            dst: off,
-                            src,
-                            size: size.min(ssize),
-                        },
-                        None,
-                        vec![],
-                        vec![],
-                        ins.line,
-                        text.clone(),
-                    ),
+                    Some(Sym::Local(src, ssize)) => {
+                        self.push_copy(off, src, size.min(ssize), ins.line, &text)
+                    }
                     _ => return Err(err("call arguments must be .param variables")),
                 },
                 _ => return Err(err("call arguments must be .param variables")),
@@ -432,18 +421,9 @@ impl<'a> Decoder<'a> {
         for (r, &(off, size)) in rets.iter().zip(&callee_rets) {
             match r {
                 AOp::Name(n) => match self.lookup(n) {
-                    Some(Sym::Local(dst, dsize)) => self.push(
-                        Op::LocalCopy {
-                            dst,
-                            src: off,
-                            size: size.min(dsize),
-                        },
-                        None,
-                        vec![],
-                        vec![],
-                        ins.line,
-                        text.clone(),
-                    ),
+                    Some(Sym::Local(dst, dsize)) => {
+                        self.push_copy(dst, off, size.min(dsize), ins.line, &text)
+                    }
                     _ => return Err(err("call return values must be .param variables")),
                 },
                 _ => return Err(err("call return values must be .param variables")),

@@ -5,31 +5,31 @@ Usage: NVRTC_LIB=/path/to/libnvrtc.so.12 CUDA_INCLUDE=/path/to/cuda/include pyth
 (NVRTC 12.4: `pip install nvidia-cuda-nvrtc-cu12==12.4.127 nvidia-cuda-runtime-cu12==12.4.127`;
 the runtime wheel provides the cuda_fp16.h / cuda_bf16.h headers.)
 """
-import ctypes, os, sys, glob
+import glob
+import os
+import sys
+from pathlib import Path
 
 here = os.path.dirname(os.path.abspath(__file__))
-lib = ctypes.CDLL(os.environ["NVRTC_LIB"])
-inc = os.environ.get("CUDA_INCLUDE")
+sys.path.insert(0, str(Path(here).parents[3] / "tools" / "kernels"))
+from build_ptx import Nvrtc  # noqa: E402  (NVRTC through ctypes, shared)
 
-def compile_cu(path):
-    src = open(path).read()
-    prog = ctypes.c_void_p()
-    assert lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), os.path.basename(path).encode(), 0, None, None) == 0
-    opts = [b"--gpu-architecture=compute_80"] + ([("-I" + inc).encode()] if inc else [])
-    arr = (ctypes.c_char_p * len(opts))(*opts)
-    r = lib.nvrtcCompileProgram(prog, len(opts), arr)
-    n = ctypes.c_size_t()
-    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(n))
-    log = ctypes.create_string_buffer(n.value)
-    lib.nvrtcGetProgramLog(prog, log)
-    if r != 0:
-        sys.exit(f"{path}: {log.value.decode()}")
-    lib.nvrtcGetPTXSize(prog, ctypes.byref(n))
-    buf = ctypes.create_string_buffer(n.value)
-    lib.nvrtcGetPTX(prog, buf)
-    out = path[:-3] + ".ptx"
-    open(out, "w").write(buf.value.decode())
-    print("wrote", out)
 
-for f in sys.argv[1:] or sorted(glob.glob(os.path.join(here, "*.cu"))):
-    compile_cu(f)
+def main() -> None:
+    nvrtc = Nvrtc(Path(os.environ["NVRTC_LIB"]))
+    inc = os.environ.get("CUDA_INCLUDE")
+    flags = ["--gpu-architecture=compute_80"] + (["-I" + inc] if inc else [])
+    for path in sys.argv[1:] or sorted(glob.glob(os.path.join(here, "*.cu"))):
+        out = path[:-3] + ".ptx"
+        with open(path) as src:
+            ptx = nvrtc.compile(os.path.basename(path), src.read(), {}, flags)
+        with open(out, "w") as f:
+            f.write(ptx)
+        print("wrote", out)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RuntimeError as e:
+        sys.exit(str(e))
