@@ -105,6 +105,13 @@ fn err_text<T>(r: anyhow::Result<T>) -> String {
     }
 }
 
+/// [`make_ckpt`] in a fresh temporary folder (kept alive by the returned guard).
+fn tmp_ckpt(name: &str, ts: &[T], dtype: DType) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = make_ckpt(&tmp.path().join(name), ts, dtype);
+    (tmp, dir)
+}
+
 /// Asserts that `r` fails with an error naming every one of `needles`.
 fn err_naming<T>(r: anyhow::Result<T>, needles: &[&str]) {
     let e = err_text(r);
@@ -405,12 +412,11 @@ fn weight_norm_both_spellings() {
 
 #[test]
 fn both_weight_norm_spellings_at_once_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
     let ts = vec![
         t("m.weight_g", &[1, 3], 1),
         t("m.parametrizations.weight.original0", &[1, 3], 2),
     ];
-    let dir = make_ckpt(&tmp.path().join("dup"), &ts, DType::F32);
+    let (_tmp, dir) = tmp_ckpt("dup", &ts, DType::F32);
     open_fails(&dir, &["m.weight_g", "m.parametrizations.weight.original0"]);
 }
 
@@ -669,7 +675,6 @@ fn writer_rejects_bad_input() {
 
 #[test]
 fn validation_lists_every_problem() {
-    let tmp = tempfile::tempdir().unwrap();
     let ts = vec![
         t("conv_in.weight", &[8, 4, 3, 3], 1),
         t("conv_in.bias", &[8], 2),
@@ -678,7 +683,7 @@ fn validation_lists_every_problem() {
         t("extra.weight", &[3], 5),
         t("extra.bias", &[3], 6),
     ];
-    let dir = make_ckpt(&tmp.path().join("unet"), &ts, DType::F16);
+    let (_tmp, dir) = tmp_ckpt("unet", &ts, DType::F16);
     let ck = Checkpoint::open(&dir).unwrap();
     let expected = vec![
         ("conv_in.weight", vec![8, 4, 3, 3]),
@@ -760,9 +765,8 @@ fn validation_lists_every_problem() {
 
 #[test]
 fn var_builder_prefixes_values_and_shared_log() {
-    let tmp = tempfile::tempdir().unwrap();
     let ts = sample_tensors();
-    let dir = make_ckpt(&tmp.path().join("m"), &ts, DType::BF16);
+    let (_tmp, dir) = tmp_ckpt("m", &ts, DType::BF16);
     let vb = VarBuilder::open(CpuBackend, &dir).unwrap();
     assert_eq!(vb.config()["_class_name"], "Test");
     assert!(vb.checkpoint().is_some());
@@ -929,14 +933,13 @@ fn canonical_names() {
 
 #[test]
 fn shapes_only_mode_checks_without_reading() {
-    let tmp = tempfile::tempdir().unwrap();
     let ts = vec![
         t("b.weight", &[4, 2], 1),
         t("a.weight", &[3], 2),
         t("wn.weight_g", &[1, 3], 3),
         t("wn.weight_v", &[2, 3], 4),
     ];
-    let dir = make_ckpt(&tmp.path().join("m"), &ts, DType::F32);
+    let (_tmp, dir) = tmp_ckpt("m", &ts, DType::F32);
     let vb = VarBuilder::open(CpuBackend, &dir).unwrap().shapes_only();
     let x = vb.pp("b").get("weight", &[4, 2]).unwrap();
     assert_eq!(CpuBackend.to_f32(&x).unwrap(), vec![0.0; 8]);
