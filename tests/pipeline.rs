@@ -159,20 +159,18 @@ fn unconditional_branch_drops_audio_reference_and_identity() {
     let slots = p.geometry.motion + p.geometry.frames;
     let ctx_p = comps.clip_context(&be, &p, 0).unwrap();
     let ctx_q = comps.clip_context(&be, &q, 0).unwrap();
-    let (c1, u1) = denoise_rows(
-        &be,
-        &comps,
-        &p,
-        &ctx_p,
-        &mut hooks(&comps, &p, &p, 0..slots),
-    );
-    let (c2, u2) = denoise_rows(
-        &be,
-        &comps,
-        &p,
-        &ctx_q,
-        &mut hooks(&comps, &p, &q, 0..slots),
-    );
+    // Row 0 of `p` with the context and the hooks' second preparation from `other`.
+    let rows = |ctx, other| {
+        denoise_rows(
+            &be,
+            &comps,
+            &p,
+            ctx,
+            &mut hooks(&comps, &p, other, 0..slots),
+        )
+    };
+    let (c1, u1) = rows(&ctx_p, &p);
+    let (c2, u2) = rows(&ctx_q, &q);
     assert_eq!(
         u1, u2,
         "the uncond half must not see audio tokens, reference K/V or identity tokens"
