@@ -127,7 +127,7 @@ impl<B: Backend> Probe<B> {
         x: &B::Tensor,
         w: &B::Tensor,
         bias: Option<&B::Tensor>,
-    ) -> Result<(B::Tensor, B::Tensor, Option<B::Tensor>)> {
+    ) -> Result<GemmOperands<B::Tensor>> {
         Ok((
             self.operand(kind, x)?,
             self.operand(kind, w)?,
@@ -229,6 +229,9 @@ impl<B: Backend> Probe<B> {
         rows
     }
 }
+
+/// Input, weight and optional bias of a GEMM-like op.
+type GemmOperands<T> = (T, T, Option<T>);
 
 fn shp<T: TensorLike>(t: &T) -> String {
     format!("{:?}", t.shape())

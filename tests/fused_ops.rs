@@ -508,7 +508,8 @@ fn tiny_pipeline_graphs_obey_the_fusion_rules() {
     }
     let step = &pg.step;
     // every fused form occurs in the step
-    let fused: [(&str, fn(&Op) -> bool); 5] = [
+    type IsFused = fn(&Op) -> bool;
+    let fused: [(&str, IsFused); 5] = [
         ("GroupNorm + SiLU", |op| {
             matches!(
                 op,
@@ -562,7 +563,7 @@ fn tiny_pipeline_graphs_obey_the_fusion_rules() {
 
 // ---- CUDA (stand-in driver) vs CPU ------------------------------------------------------------
 
-use common::{cuda_serial as serial, emulated_backend as gpu};
+use common::{cuda_serial as serial, emulated_backend as gpu, emulated_launches as launches};
 
 /// The stand-in backend in bf16 and in f32 storage, labelled.
 fn storages() -> [(CudaBackend, &'static str); 2] {
@@ -721,20 +722,6 @@ fn cuda_conv2d_ext_matches_cpu() {
             check(&format!("conv2d_ext {label} {name}"), &got, &want, 1e-2);
         }
     }
-}
-
-/// Kernels the stand-in driver ran during `f`.
-fn launches(f: impl FnOnce()) -> u64 {
-    let count = || {
-        gpu()
-            .device()
-            .emulator_stats()
-            .expect("stand-in driver stats")
-            .kernel_launches
-    };
-    let before = count();
-    f();
-    count() - before
 }
 
 #[test]

@@ -159,20 +159,18 @@ fn unconditional_branch_drops_audio_reference_and_identity() {
     let slots = p.geometry.motion + p.geometry.frames;
     let ctx_p = comps.clip_context(&be, &p, 0).unwrap();
     let ctx_q = comps.clip_context(&be, &q, 0).unwrap();
-    let (c1, u1) = denoise_rows(
-        &be,
-        &comps,
-        &p,
-        &ctx_p,
-        &mut hooks(&comps, &p, &p, 0..slots),
-    );
-    let (c2, u2) = denoise_rows(
-        &be,
-        &comps,
-        &p,
-        &ctx_q,
-        &mut hooks(&comps, &p, &q, 0..slots),
-    );
+    // Row 0 of `p` with the context and the hooks' second preparation from `other`.
+    let rows = |ctx, other| {
+        denoise_rows(
+            &be,
+            &comps,
+            &p,
+            ctx,
+            &mut hooks(&comps, &p, other, 0..slots),
+        )
+    };
+    let (c1, u1) = rows(&ctx_p, &p);
+    let (c2, u2) = rows(&ctx_q, &q);
     assert_eq!(
         u1, u2,
         "the uncond half must not see audio tokens, reference K/V or identity tokens"
@@ -206,23 +204,35 @@ impl UNetHooks<CpuBackend> for NoRca<'_> {
     }
 }
 
-#[test]
-fn freshly_initialised_rca_leaves_the_unet_output_unchanged() {
+type Rows = (Vec<f32>, Vec<f32>);
+
+/// Row 0's (cond, uncond) UNet outputs without RCA, then with RCA (freshly initialised, or the
+/// synthetic weights) and no reference K/V.
+fn without_and_with_rca(fresh_rca: bool) -> (Rows, Rows) {
     let (be, comps, img, speech) = setup();
     let p = prepare(&be, &comps, &img, &speech, 1);
     let ctx = comps.clip_context(&be, &p, 0).unwrap();
     let slots = p.geometry.motion + p.geometry.frames;
-    let (base_c, base_u) = denoise_rows(&be, &comps, &p, &ctx, &mut NoRca { p: &p });
-    let fresh = Components {
-        modules: comps.modules.clone().with_fresh_rca(&be).unwrap(),
-        ..comps
+    let base = denoise_rows(&be, &comps, &p, &ctx, &mut NoRca { p: &p });
+    let comps = if fresh_rca {
+        Components {
+            modules: comps.modules.clone().with_fresh_rca(&be).unwrap(),
+            ..comps
+        }
+    } else {
+        comps
     };
     let no_ref = Default::default();
     let mut hooks = DenoiseHooks {
         ref_kv: &no_ref,
-        ..hooks(&fresh, &p, &p, 0..slots)
+        ..hooks(&comps, &p, &p, 0..slots)
     };
-    let (c, u) = denoise_rows(&be, &fresh, &p, &ctx, &mut hooks);
+    (base, denoise_rows(&be, &comps, &p, &ctx, &mut hooks))
+}
+
+#[test]
+fn freshly_initialised_rca_leaves_the_unet_output_unchanged() {
+    let ((base_c, base_u), (c, u)) = without_and_with_rca(true);
     assert_eq!(
         c, base_c,
         "zero to_out must leave the cond output unchanged"
@@ -232,17 +242,7 @@ fn freshly_initialised_rca_leaves_the_unet_output_unchanged() {
 
 #[test]
 fn rca_with_synthetic_weights_changes_the_output() {
-    let (be, comps, img, speech) = setup();
-    let p = prepare(&be, &comps, &img, &speech, 1);
-    let ctx = comps.clip_context(&be, &p, 0).unwrap();
-    let slots = p.geometry.motion + p.geometry.frames;
-    let (base_c, _) = denoise_rows(&be, &comps, &p, &ctx, &mut NoRca { p: &p });
-    let no_ref = Default::default();
-    let mut hooks = DenoiseHooks {
-        ref_kv: &no_ref,
-        ..hooks(&comps, &p, &p, 0..slots)
-    };
-    let (c, _) = denoise_rows(&be, &comps, &p, &ctx, &mut hooks);
+    let ((base_c, _), (c, _)) = without_and_with_rca(false);
     assert!(
         rel_l2(&c, &base_c) > 1e-4,
         "RCA with non-zero to_out must change the output"

@@ -15,7 +15,6 @@ use common::rel_l2;
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::OnceLock;
 
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::CudaBackend;
@@ -229,35 +228,9 @@ fn trace_records_one_node_per_rca_primitive() {
 
 // ---- CUDA (stand-in driver) vs CPU ------------------------------------------------------------
 
-fn gpu() -> &'static CudaBackend {
-    static BE: OnceLock<CudaBackend> = OnceLock::new();
-    BE.get_or_init(|| {
-        let be = CudaBackend::new_emulated(0)
-            .expect("CudaBackend::new_emulated (cargo build -p ptx-emu-driver)");
-        be.set_poison_outputs(true);
-        be
-    })
-}
-
-/// The stand-in's launch counter is per process: the CUDA tests of this file take turns, so one
-/// test's launches never land in another's count.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn launches(f: impl FnOnce()) -> u64 {
-    let count = || {
-        gpu()
-            .device()
-            .emulator_stats()
-            .expect("stand-in stats")
-            .kernel_launches
-    };
-    let before = count();
-    f();
-    count() - before
-}
+// The stand-in's launch counter is per process: the CUDA tests of this file take turns
+// (`serial`), so one test's launches never land in another's count.
+use common::{cuda_serial as serial, emulated_backend as gpu, emulated_launches as launches};
 
 #[test]
 fn cuda_rca_matches_cpu_and_launch_counts() {

@@ -126,7 +126,7 @@ fn fixture_model<M>(
     load: impl FnOnce(&VarBuilder<CpuBackend>, &Path) -> M,
 ) -> (M, Case) {
     let dir = fixture(name);
-    let vb = VarBuilder::open(be.clone(), dir.join("model")).unwrap();
+    let vb = VarBuilder::open(*be, dir.join("model")).unwrap();
     let model = load(&vb, &dir.join("model/config.json"));
     vb.finish().unwrap();
     (model, load_case(&dir).unwrap())

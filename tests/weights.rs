@@ -105,6 +105,26 @@ fn err_text<T>(r: anyhow::Result<T>) -> String {
     }
 }
 
+/// [`make_ckpt`] in a fresh temporary folder (kept alive by the returned guard).
+fn tmp_ckpt(name: &str, ts: &[T], dtype: DType) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = make_ckpt(&tmp.path().join(name), ts, dtype);
+    (tmp, dir)
+}
+
+/// Asserts that `r` fails with an error naming every one of `needles`.
+fn err_naming<T>(r: anyhow::Result<T>, needles: &[&str]) {
+    let e = err_text(r);
+    for n in needles {
+        assert!(e.contains(n), "error lacks {n:?}: {e}");
+    }
+}
+
+/// Asserts that opening the checkpoint at `dir` fails naming every one of `needles`.
+fn open_fails(dir: &std::path::Path, needles: &[&str]) {
+    err_naming(Checkpoint::open(dir), needles)
+}
+
 fn sample_tensors() -> Vec<T> {
     vec![
         t("conv_in.weight", &[8, 3, 3, 3], 1),
@@ -392,17 +412,12 @@ fn weight_norm_both_spellings() {
 
 #[test]
 fn both_weight_norm_spellings_at_once_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
     let ts = vec![
         t("m.weight_g", &[1, 3], 1),
         t("m.parametrizations.weight.original0", &[1, 3], 2),
     ];
-    let dir = make_ckpt(&tmp.path().join("dup"), &ts, DType::F32);
-    let e = err_text(Checkpoint::open(&dir));
-    assert!(
-        e.contains("m.weight_g") && e.contains("m.parametrizations.weight.original0"),
-        "{e}"
-    );
+    let (_tmp, dir) = tmp_ckpt("dup", &ts, DType::F32);
+    open_fails(&dir, &["m.weight_g", "m.parametrizations.weight.original0"]);
 }
 
 // ---- malformed input -----------------------------------------------------------------------
@@ -411,8 +426,7 @@ fn both_weight_norm_spellings_at_once_is_an_error() {
 fn missing_dir_config_and_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let nowhere = tmp.path().join("nowhere");
-    let e = err_text(Checkpoint::open(&nowhere));
-    assert!(e.contains("nowhere") && e.contains("does not exist"), "{e}");
+    open_fails(&nowhere, &["nowhere", "does not exist"]);
 
     let dir = tmp.path().join("noconfig");
     std::fs::create_dir_all(&dir).unwrap();
@@ -422,27 +436,18 @@ fn missing_dir_config_and_weights() {
         &BTreeMap::new(),
     )
     .unwrap();
-    let e = err_text(Checkpoint::open(&dir));
-    assert!(e.contains("config.json") && e.contains("noconfig"), "{e}");
+    open_fails(&dir, &["config.json", "noconfig"]);
 
     let dir = tmp.path().join("badconfig");
     std::fs::create_dir_all(&dir).unwrap();
     write_config(&dir, "{not json");
-    let e = err_text(Checkpoint::open(&dir));
-    assert!(
-        e.contains("config.json") && e.contains("not valid JSON"),
-        "{e}"
-    );
+    open_fails(&dir, &["config.json", "not valid JSON"]);
 
     let dir = tmp.path().join("noweights");
     std::fs::create_dir_all(&dir).unwrap();
     write_config(&dir, "{}");
     std::fs::write(dir.join("pytorch_model.bin"), b"x").unwrap();
-    let e = err_text(Checkpoint::open(&dir));
-    assert!(
-        e.contains("noweights") && e.contains("model.safetensors") && e.contains(".bin"),
-        "{e}"
-    );
+    open_fails(&dir, &["noweights", "model.safetensors", ".bin"]);
 }
 
 /// Write `bytes` as `model.safetensors` of a folder with a config; return (dir, file).
@@ -565,10 +570,9 @@ fn unsupported_dtype_is_listed_but_not_loaded() {
     let ck = Checkpoint::open(&dir).unwrap();
     let v = ck.get("position_ids").unwrap();
     assert_eq!(v.dtype, DType::I64);
-    let e = err_text(v.to_f32());
-    assert!(
-        e.contains("position_ids") && e.contains("I64") && e.contains(&file.display().to_string()),
-        "{e}"
+    err_naming(
+        v.to_f32(),
+        &["position_ids", "I64", &file.display().to_string()],
     );
     assert!(inspect(&ck).contains("position_ids"));
 
@@ -604,13 +608,14 @@ fn broken_shard_indexes() {
     let shard = dir.join("model-00002-of-00004.safetensors");
     assert!(shard.exists(), "fixture layout changed");
     std::fs::remove_file(&shard).unwrap();
-    let e = err_text(Checkpoint::open(&dir));
-    assert!(
-        e.contains("model.safetensors.index.json")
-            && e.contains("model-00002-of-00004.safetensors"),
-        "{e}"
+    open_fails(
+        &dir,
+        &[
+            "model.safetensors.index.json",
+            "model-00002-of-00004.safetensors",
+            "does not exist",
+        ],
     );
-    assert!(e.contains("does not exist"), "{e}");
 
     // An index placing a tensor in a shard that does not hold it.
     let dir = fresh("wrong_shard");
@@ -619,35 +624,22 @@ fn broken_shard_indexes() {
         serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
     idx["weight_map"]["ghost.weight"] = "model-00001-of-00004.safetensors".into();
     std::fs::write(&index, idx.to_string()).unwrap();
-    let e = err_text(Checkpoint::open(&dir));
-    assert!(
-        e.contains("ghost.weight") && e.contains("model-00001-of-00004.safetensors"),
-        "{e}"
-    );
+    open_fails(&dir, &["ghost.weight", "model-00001-of-00004.safetensors"]);
 
     // An index that is not JSON, and one without weight_map.
     let dir = fresh("bad_index");
     let index = dir.join("model.safetensors.index.json");
     std::fs::write(&index, "{oops").unwrap();
-    let e = err_text(Checkpoint::open(&dir));
-    assert!(
-        e.contains("model.safetensors.index.json") && e.contains("JSON"),
-        "{e}"
-    );
+    open_fails(&dir, &["model.safetensors.index.json", "JSON"]);
     std::fs::write(&index, r#"{"metadata": {}}"#).unwrap();
-    let e = err_text(Checkpoint::open(&dir));
-    assert!(e.contains("weight_map"), "{e}");
+    open_fails(&dir, &["weight_map"]);
 
     // A corrupt shard is reported with its own path.
     let dir = fresh("corrupt_shard");
     let shard = dir.join("model-00003-of-00004.safetensors");
     let bytes = std::fs::read(&shard).unwrap();
     std::fs::write(&shard, &bytes[..bytes.len() - 4]).unwrap();
-    let e = err_text(Checkpoint::open(&dir));
-    assert!(
-        e.contains("model-00003-of-00004.safetensors") && e.contains("truncated"),
-        "{e}"
-    );
+    open_fails(&dir, &["model-00003-of-00004.safetensors", "truncated"]);
 }
 
 #[test]
@@ -655,21 +647,22 @@ fn writer_rejects_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("x.safetensors");
     let d = randn(1, 6);
-    let e = err_text(write_safetensors(
-        &p,
-        &[WriteTensor::new("a", DType::F32, &[2, 2], &d)],
-        &BTreeMap::new(),
-    ));
-    assert!(
-        e.contains("'a'") && e.contains("(2, 2)") && e.contains("6 values"),
-        "{e}"
+    err_naming(
+        write_safetensors(
+            &p,
+            &[WriteTensor::new("a", DType::F32, &[2, 2], &d)],
+            &BTreeMap::new(),
+        ),
+        &["'a'", "(2, 2)", "6 values"],
     );
-    let e = err_text(write_safetensors(
-        &p,
-        &[WriteTensor::new("a", DType::I32, &[6], &d)],
-        &BTreeMap::new(),
-    ));
-    assert!(e.contains("'a'") && e.contains("I32"), "{e}");
+    err_naming(
+        write_safetensors(
+            &p,
+            &[WriteTensor::new("a", DType::I32, &[6], &d)],
+            &BTreeMap::new(),
+        ),
+        &["'a'", "I32"],
+    );
     let two = [
         WriteTensor::new("a", DType::F32, &[6], &d),
         WriteTensor::new("a", DType::F16, &[6], &d),
@@ -682,7 +675,6 @@ fn writer_rejects_bad_input() {
 
 #[test]
 fn validation_lists_every_problem() {
-    let tmp = tempfile::tempdir().unwrap();
     let ts = vec![
         t("conv_in.weight", &[8, 4, 3, 3], 1),
         t("conv_in.bias", &[8], 2),
@@ -691,7 +683,7 @@ fn validation_lists_every_problem() {
         t("extra.weight", &[3], 5),
         t("extra.bias", &[3], 6),
     ];
-    let dir = make_ckpt(&tmp.path().join("unet"), &ts, DType::F16);
+    let (_tmp, dir) = tmp_ckpt("unet", &ts, DType::F16);
     let ck = Checkpoint::open(&dir).unwrap();
     let expected = vec![
         ("conv_in.weight", vec![8, 4, 3, 3]),
@@ -773,9 +765,8 @@ fn validation_lists_every_problem() {
 
 #[test]
 fn var_builder_prefixes_values_and_shared_log() {
-    let tmp = tempfile::tempdir().unwrap();
     let ts = sample_tensors();
-    let dir = make_ckpt(&tmp.path().join("m"), &ts, DType::BF16);
+    let (_tmp, dir) = tmp_ckpt("m", &ts, DType::BF16);
     let vb = VarBuilder::open(CpuBackend, &dir).unwrap();
     assert_eq!(vb.config()["_class_name"], "Test");
     assert!(vb.checkpoint().is_some());
@@ -860,8 +851,10 @@ fn var_builder_from_tensors() {
 
     let mut bad = HashMap::new();
     bad.insert("x".to_string(), (vec![2, 2], vec![1.0; 3]));
-    let e = err_text(VarBuilder::from_tensors(CpuBackend, bad));
-    assert!(e.contains("'x'") && e.contains("(2, 2)"), "{e}");
+    err_naming(
+        VarBuilder::from_tensors(CpuBackend, bad),
+        &["'x'", "(2, 2)"],
+    );
 }
 
 // ---- inspect -------------------------------------------------------------------------------
@@ -940,14 +933,13 @@ fn canonical_names() {
 
 #[test]
 fn shapes_only_mode_checks_without_reading() {
-    let tmp = tempfile::tempdir().unwrap();
     let ts = vec![
         t("b.weight", &[4, 2], 1),
         t("a.weight", &[3], 2),
         t("wn.weight_g", &[1, 3], 3),
         t("wn.weight_v", &[2, 3], 4),
     ];
-    let dir = make_ckpt(&tmp.path().join("m"), &ts, DType::F32);
+    let (_tmp, dir) = tmp_ckpt("m", &ts, DType::F32);
     let vb = VarBuilder::open(CpuBackend, &dir).unwrap().shapes_only();
     let x = vb.pp("b").get("weight", &[4, 2]).unwrap();
     assert_eq!(CpuBackend.to_f32(&x).unwrap(), vec![0.0; 8]);

@@ -249,6 +249,20 @@ pub fn cuda_serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Kernels the stand-in driver ([`emulated_backend`]) ran during `f` (hold [`cuda_serial`]).
+pub fn emulated_launches(f: impl FnOnce()) -> u64 {
+    let count = || {
+        emulated_backend()
+            .device()
+            .emulator_stats()
+            .expect("stand-in driver stats")
+            .kernel_launches
+    };
+    let before = count();
+    f();
+    count() - before
+}
+
 /// One test body, generic over the backend, as two tests: `NAME::cpu` on the CPU reference and
 /// `NAME::cuda` on the CUDA backend (stand-in driver, or a GPU with
 /// `CYBERHOST_KERNEL_TEST_DEVICE=cuda`). candle's `test_device!` is the model:
