@@ -211,6 +211,34 @@ fn check(cond: bool, what: &str, key: &str, msg: String) -> Result<()> {
     Ok(())
 }
 
+/// `key` (= `v`) must be positive.
+fn check_positive(what: &str, key: &str, v: usize) -> Result<()> {
+    check(v > 0, what, key, "must be positive".into())
+}
+
+/// Every entry of `key` (= `v`) must be positive.
+fn check_all_positive(what: &str, key: &str, v: &[usize]) -> Result<()> {
+    let msg = format!("= {v:?} must be all positive");
+    check(v.iter().all(|&x| x > 0), what, key, msg)
+}
+
+/// The list `key` (`len` entries) must have one entry per `item` of the list `other`.
+fn check_one_per(
+    what: &str,
+    (key, len): (&str, usize),
+    item: &str,
+    (other, n): (&str, usize),
+) -> Result<()> {
+    let msg = format!("has {len} entries; expected one per {item} ({n} in {other})");
+    check(len == n, what, key, msg)
+}
+
+/// `key` (= `got`) must equal `other` (= `want`).
+fn check_equal(what: &str, key: &str, got: usize, other: &str, want: usize) -> Result<()> {
+    let msg = format!("= {got} must equal {other} = {want}");
+    check(got == want, what, key, msg)
+}
+
 impl CyberHostConfig {
     /// Parse and validate a config JSON value; `what` names the source in errors.
     pub fn from_value(what: &str, v: &Value) -> Result<Self> {
@@ -290,7 +318,7 @@ impl CyberHostConfig {
             ("audio_proj.num_tokens", a.num_tokens),
             ("audio_proj.context_dim", a.context_dim),
         ] {
-            check(v > 0, what, k, "must be positive".into())?;
+            check_positive(what, k, v)?;
         }
 
         let p = &self.pose_encoder;
@@ -300,18 +328,8 @@ impl CyberHostConfig {
             "pose_encoder.channels",
             "must not be empty".into(),
         )?;
-        check(
-            p.channels.iter().all(|&c| c > 0),
-            what,
-            "pose_encoder.channels",
-            format!("= {:?} must be all positive", p.channels),
-        )?;
-        check(
-            p.out_channels > 0,
-            what,
-            "pose_encoder.out_channels",
-            "must be positive".into(),
-        )?;
+        check_all_positive(what, "pose_encoder.channels", &p.channels)?;
+        check_positive(what, "pose_encoder.out_channels", p.out_channels)?;
         let down = 1usize << (p.channels.len() - 1);
         for (k, v) in [
             ("pipeline.width", self.pipeline.width),
@@ -349,12 +367,7 @@ impl CyberHostConfig {
         )?;
 
         let id = &self.identity_encoder;
-        check(
-            id.stem_channels > 0,
-            what,
-            "identity_encoder.stem_channels",
-            "must be positive".into(),
-        )?;
+        check_positive(what, "identity_encoder.stem_channels", id.stem_channels)?;
         check(
             !id.stage_channels.is_empty() && id.stage_channels.iter().all(|&c| c > 0),
             what,
@@ -364,39 +377,28 @@ impl CyberHostConfig {
                 id.stage_channels
             ),
         )?;
-        check(
-            id.blocks_per_stage.len() == id.stage_channels.len(),
+        check_one_per(
             what,
-            "identity_encoder.blocks_per_stage",
-            format!(
-                "has {} entries; expected one per stage ({} in identity_encoder.stage_channels)",
+            (
+                "identity_encoder.blocks_per_stage",
                 id.blocks_per_stage.len(),
-                id.stage_channels.len()
             ),
+            "stage",
+            ("identity_encoder.stage_channels", id.stage_channels.len()),
         )?;
-        check(
-            id.blocks_per_stage.iter().all(|&b| b > 0),
+        check_all_positive(
             what,
             "identity_encoder.blocks_per_stage",
-            format!("= {:?} must be all positive", id.blocks_per_stage),
+            &id.blocks_per_stage,
         )?;
-        check(
-            id.crop_size > 0,
-            what,
-            "identity_encoder.crop_size",
-            "must be positive".into(),
-        )?;
+        check_positive(what, "identity_encoder.crop_size", id.crop_size)?;
 
         let r = &self.rca;
-        check(
-            r.site_channels.len() == r.sites.len(),
+        check_one_per(
             what,
-            "rca.site_channels",
-            format!(
-                "has {} entries; expected one per site ({} in rca.sites)",
-                r.site_channels.len(),
-                r.sites.len()
-            ),
+            ("rca.site_channels", r.site_channels.len()),
+            "site",
+            ("rca.sites", r.sites.len()),
         )?;
         let mut sorted = r.sites.clone();
         sorted.sort_unstable();
@@ -407,18 +409,8 @@ impl CyberHostConfig {
             "rca.sites",
             format!("= {:?} has duplicates", r.sites),
         )?;
-        check(
-            r.norm_num_groups > 0,
-            what,
-            "rca.norm_num_groups",
-            "must be positive".into(),
-        )?;
-        check(
-            r.codebook_size > 0,
-            what,
-            "rca.codebook_size",
-            "must be positive".into(),
-        )?;
+        check_positive(what, "rca.norm_num_groups", r.norm_num_groups)?;
+        check_positive(what, "rca.codebook_size", r.codebook_size)?;
         for (&site, &ch) in r.sites.iter().zip(&r.site_channels) {
             let key = "rca.site_channels";
             check(
@@ -462,50 +454,27 @@ impl CyberHostConfig {
                 ),
             )?;
         }
-        check(
-            r.identity_dim == id.embed_dim(),
+        check_equal(
             what,
             "rca.identity_dim",
-            format!(
-                "= {} must equal the last of identity_encoder.stage_channels = {}",
-                r.identity_dim,
-                id.embed_dim()
-            ),
+            r.identity_dim,
+            "the last of identity_encoder.stage_channels",
+            id.embed_dim(),
         )?;
 
         let pl = &self.pipeline;
-        check(
-            pl.audio_window == a.window,
-            what,
-            "pipeline.audio_window",
-            format!(
-                "= {} must equal audio_proj.window = {}",
-                pl.audio_window, a.window
-            ),
-        )?;
-        check(
-            pl.frames_per_clip > 0,
-            what,
-            "pipeline.frames_per_clip",
-            "must be positive".into(),
-        )?;
-        check(
-            r.num_frames == pl.motion_frames + pl.frames_per_clip,
+        let (key, window) = ("pipeline.audio_window", pl.audio_window);
+        check_equal(what, key, window, "audio_proj.window", a.window)?;
+        check_positive(what, "pipeline.frames_per_clip", pl.frames_per_clip)?;
+        check_equal(
             what,
             "rca.num_frames",
-            format!(
-                "= {} must equal pipeline.motion_frames + pipeline.frames_per_clip = {}",
-                r.num_frames,
-                pl.motion_frames + pl.frames_per_clip
-            ),
+            r.num_frames,
+            "pipeline.motion_frames + pipeline.frames_per_clip",
+            pl.motion_frames + pl.frames_per_clip,
         )?;
-        check(pl.fps > 0, what, "pipeline.fps", "must be positive".into())?;
-        check(
-            pl.num_inference_steps > 0,
-            what,
-            "pipeline.num_inference_steps",
-            "must be positive".into(),
-        )?;
+        check_positive(what, "pipeline.fps", pl.fps)?;
+        check_positive(what, "pipeline.num_inference_steps", pl.num_inference_steps)?;
         check(
             pl.guidance_scale.is_finite(),
             what,

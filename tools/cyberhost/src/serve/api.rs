@@ -578,7 +578,9 @@ fn validate_and_enqueue(
     incoming: Incoming,
     mut rec: Record,
 ) -> Result<Response, ApiError> {
-    let (_image, speech, _pose) = load_inputs(&incoming.0, &rec).map_err(ApiError::engine)?;
+    let speech = load_inputs(&incoming.0, &rec)
+        .map_err(ApiError::engine)?
+        .speech;
     if speech.seconds > sh.cfg.max_audio_seconds {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -17,14 +17,19 @@ use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
 
+/// A job's decoded inputs.
+pub struct Inputs {
+    pub image: RgbImage,
+    pub speech: Speech,
+    pub pose: PoseFile,
+}
+
 /// A model loaded on one backend, behind an object-safe interface.
 pub trait Model: Send + Sync {
     fn geometry(&self, req: &Request) -> Result<Geometry>;
     fn generate(
         &self,
-        image: &RgbImage,
-        speech: &Speech,
-        pose: &PoseFile,
+        inputs: &Inputs,
         req: &Request,
         on: &mut dyn FnMut(Event),
         stop: &dyn Fn() -> bool,
@@ -49,13 +54,16 @@ where
 
     fn generate(
         &self,
-        image: &RgbImage,
-        speech: &Speech,
-        pose: &PoseFile,
+        inputs: &Inputs,
         req: &Request,
         on: &mut dyn FnMut(Event),
         stop: &dyn Fn() -> bool,
     ) -> Result<Video> {
+        let Inputs {
+            image,
+            speech,
+            pose,
+        } = inputs;
         self.comps
             .generate_until(&self.be, image, speech, pose, req, on, stop)
     }
@@ -79,10 +87,7 @@ pub fn request(p: &jobs::Params) -> Request {
 }
 
 /// Decode a job's inputs as the CLI does; errors are user errors naming the input.
-pub fn load_inputs(
-    dir: &std::path::Path,
-    rec: &jobs::Record,
-) -> Result<(RgbImage, Speech, PoseFile)> {
+pub fn load_inputs(dir: &std::path::Path, rec: &jobs::Record) -> Result<Inputs> {
     let image = decode_image(&std::fs::read(dir.join(jobs::IMAGE))?, &rec.image_name)?;
     let speech = load_wav_bytes(&std::fs::read(dir.join(jobs::AUDIO))?, &rec.audio_name)?;
     let pose = if rec.params.pose {
@@ -96,7 +101,11 @@ pub fn load_inputs(
     } else {
         PoseFile::default()
     };
-    Ok((image, speech, pose))
+    Ok(Inputs {
+        image,
+        speech,
+        pose,
+    })
 }
 
 /// Take jobs from the queue until the server stops.
@@ -174,15 +183,9 @@ fn run_job(shared: &Shared, model: &dyn Model, id: Uuid) {
     let outcome = (|| -> Result<serde_json::Value> {
         // As `generate --json`: the `load` stage (here: the job's inputs; the model is loaded).
         on(Event::Stage("load"));
-        let (image, speech, pose) = load_inputs(&dir, &rec)?;
-        let video = model.generate(
-            &image,
-            &speech,
-            &pose,
-            &request(&rec.params),
-            &mut on,
-            &stop,
-        )?;
+        let inputs = load_inputs(&dir, &rec)?;
+        let video = model.generate(&inputs, &request(&rec.params), &mut on, &stop)?;
+        let speech = inputs.speech;
         let audio = dir.join(jobs::AUDIO);
         write_mp4(
             &dir.join(jobs::RESULT),
