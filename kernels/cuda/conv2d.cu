@@ -151,13 +151,7 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
   };
 
   float acc[CONV_TM][CONV_TN][4];
-#pragma unroll
-  for (uint32_t i = 0; i < CONV_TM; ++i)
-#pragma unroll
-    for (uint32_t j = 0; j < CONV_TN; ++j)
-#pragma unroll
-      for (uint32_t e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
-
+  zero_acc(acc);
   const uint32_t ktiles = ceil_div(p.k, CONV_BK);
   if (ktiles > 0) {
     load_a(0, 0);
@@ -176,32 +170,7 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
     }
     cp_async_commit();
 
-#pragma unroll
-    for (uint32_t kk = 0; kk < CONV_BK; kk += MMA_K) {
-      uint32_t af[CONV_TM][4];
-      uint32_t bf[CONV_TN][2];
-#pragma unroll
-      for (uint32_t i = 0; i < CONV_TM; ++i) {
-        const uint32_t row = wm * CONV_WM + i * MMA_M + (lane % 16);
-        ldmatrix_x4(af[i], smem_u32(&sa[stage][row][kk + (lane / 16) * 8]));
-      }
-#pragma unroll
-      for (uint32_t j = 0; j < CONV_TN; j += 2) {
-        // matrices (k 0-7, n-tile j), (k 8-15, j), (k 0-7, j+1), (k 8-15, j+1), transposed
-        const uint32_t krow = kk + (lane % 8) + ((lane / 8) % 2) * 8;
-        const uint32_t ncol = wn * CONV_WN + j * MMA_N + (lane / 16) * 8;
-        uint32_t r[4];
-        ldmatrix_x4_trans(r, smem_u32(&sb[stage][krow][ncol]));
-        bf[j][0] = r[0];
-        bf[j][1] = r[1];
-        bf[j + 1][0] = r[2];
-        bf[j + 1][1] = r[3];
-      }
-#pragma unroll
-      for (uint32_t i = 0; i < CONV_TM; ++i)
-#pragma unroll
-        for (uint32_t j = 0; j < CONV_TN; ++j) mma_bf16_16816(acc[i][j], af[i], bf[j]);
-    }
+    warp_mma_ktile<true, CONV_BK>(sa[stage], sb[stage], wm * CONV_WM, wn * CONV_WN, lane, acc);
     if (more) store_b(stage ^ 1);
   }
 
