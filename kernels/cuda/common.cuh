@@ -68,6 +68,10 @@ __device__ __forceinline__ void strided_offsets(uint64_t i, const uint32_t (&sha
   }
 }
 
+// The f32 and bf16 entries of a storage-dtype template BODY, named BODY_f32 and BODY_bf16, through
+// a module's entry macro ENTRY(NAME, BODY, T).
+#define ENTRIES_F32_BF16(ENTRY, BODY) ENTRY(BODY##_f32, BODY, float) ENTRY(BODY##_bf16, BODY, __nv_bfloat16)
+
 // Butterfly reductions: every lane ends with the result.
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

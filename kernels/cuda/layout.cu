@@ -43,10 +43,7 @@ __device__ __forceinline__ void index_select_v1(const LayoutParams& p) {
   const T* src = static_cast<const T*>(p.src);
   T* dst = static_cast<T*>(p.dst);
   const uint64_t len = p.shape[4], inner = p.shape[5];
-  grid_stride_loop(p.n, [&](uint64_t i) {
-    const uint64_t k = i % inner;
-    const uint64_t j = (i / inner) % len;
-    const uint64_t o = i / (inner * len);
+  for_each_3d(p.n, len, inner, [&](uint64_t i, uint64_t o, uint64_t j, uint64_t k) {
     dst[i] = src[(o * p.src_h + p.index[j]) * inner + k];
   });
 }
@@ -56,10 +53,7 @@ __device__ __forceinline__ void pad2d_v1(const LayoutParams& p) {
   const T* src = static_cast<const T*>(p.src);
   T* dst = static_cast<T*>(p.dst);
   const uint64_t oh = p.shape[4], ow = p.shape[5];
-  grid_stride_loop(p.n, [&](uint64_t i) {
-    const uint64_t x = i % ow;
-    const uint64_t y = (i / ow) % oh;
-    const uint64_t plane = i / (ow * oh);
+  for_each_3d(p.n, oh, ow, [&](uint64_t i, uint64_t plane, uint64_t y, uint64_t x) {
     // unsigned wrap makes positions left of / above the source fail the `<` tests
     const uint64_t sy = y - p.pad_top, sx = x - p.pad_left;
     T v = from_f32<T>(0.0f);
@@ -72,9 +66,6 @@ __device__ __forceinline__ void pad2d_v1(const LayoutParams& p) {
 // entries
 // ------------------------------------------------------------------------------------------------
 
-LAYOUT_ENTRY(copy_v1_f32, copy_v1, float)
-LAYOUT_ENTRY(copy_v1_bf16, copy_v1, __nv_bfloat16)
-LAYOUT_ENTRY(index_select_v1_f32, index_select_v1, float)
-LAYOUT_ENTRY(index_select_v1_bf16, index_select_v1, __nv_bfloat16)
-LAYOUT_ENTRY(pad2d_v1_f32, pad2d_v1, float)
-LAYOUT_ENTRY(pad2d_v1_bf16, pad2d_v1, __nv_bfloat16)
+ENTRIES_F32_BF16(LAYOUT_ENTRY, copy_v1)
+ENTRIES_F32_BF16(LAYOUT_ENTRY, index_select_v1)
+ENTRIES_F32_BF16(LAYOUT_ENTRY, pad2d_v1)

@@ -38,5 +38,4 @@ __device__ __forceinline__ void mean_dim_v1(const PoolParams& p) {
 // entries
 // ------------------------------------------------------------------------------------------------
 
-POOL_ENTRY(mean_dim_v1_f32, mean_dim_v1, float)
-POOL_ENTRY(mean_dim_v1_bf16, mean_dim_v1, __nv_bfloat16)
+ENTRIES_F32_BF16(POOL_ENTRY, mean_dim_v1)

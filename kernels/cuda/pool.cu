@@ -47,5 +47,4 @@ __device__ __forceinline__ void max_pool2d_v1(const PoolParams& p) {
 // entries
 // ------------------------------------------------------------------------------------------------
 
-POOL_ENTRY(max_pool2d_v1_f32, max_pool2d_v1, float)
-POOL_ENTRY(max_pool2d_v1_bf16, max_pool2d_v1, __nv_bfloat16)
+ENTRIES_F32_BF16(POOL_ENTRY, max_pool2d_v1)

@@ -162,9 +162,6 @@ __device__ __forceinline__ void rca_merge_v1(const RcaParams& p) {
 #define RCA_ENTRY(NAME, FN, T)                                                              \
   extern "C" __global__ void __launch_bounds__(RCA_THREADS) NAME(const RcaParams p) { FN<T>(p); }
 
-RCA_ENTRY(rca_temporal_query_v1_f32, rca_temporal_query_v1, float)
-RCA_ENTRY(rca_temporal_query_v1_bf16, rca_temporal_query_v1, __nv_bfloat16)
-RCA_ENTRY(rca_motion_sum_v1_f32, rca_motion_sum_v1, float)
-RCA_ENTRY(rca_motion_sum_v1_bf16, rca_motion_sum_v1, __nv_bfloat16)
-RCA_ENTRY(rca_merge_v1_f32, rca_merge_v1, float)
-RCA_ENTRY(rca_merge_v1_bf16, rca_merge_v1, __nv_bfloat16)
+ENTRIES_F32_BF16(RCA_ENTRY, rca_temporal_query_v1)
+ENTRIES_F32_BF16(RCA_ENTRY, rca_motion_sum_v1)
+ENTRIES_F32_BF16(RCA_ENTRY, rca_merge_v1)
