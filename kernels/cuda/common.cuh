@@ -72,6 +72,15 @@ __device__ __forceinline__ void strided_offsets(uint64_t i, const uint32_t (&sha
 // a module's entry macro ENTRY(NAME, BODY, T).
 #define ENTRIES_F32_BF16(ENTRY, BODY) ENTRY(BODY##_f32, BODY, float) ENTRY(BODY##_bf16, BODY, __nv_bfloat16)
 
+// Warp-per-row kernels, WARPS rows per block: this thread's row and lane; false when the row is past
+// `rows` (the whole warp leaves together, so the shfl masks stay full).
+template <uint32_t WARPS> __device__ __forceinline__ bool warp_row(uint32_t rows, uint32_t& row, uint32_t& lane) {
+  const uint32_t warp = threadIdx.x / WARP_SIZE;
+  lane = threadIdx.x % WARP_SIZE;
+  row = blockIdx.x * WARPS + warp;
+  return row < rows;
+}
+
 // Butterfly reductions: every lane ends with the result.
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
