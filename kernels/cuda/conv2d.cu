@@ -87,10 +87,8 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
   __shared__ __align__(16) __nv_bfloat16 sb[CONV_STAGES][CONV_BK][CONV_LDB];
 
   const uint32_t tid = threadIdx.x;
-  const uint32_t warp = tid / WARP_SIZE;
-  const uint32_t lane = tid % WARP_SIZE;
-  const uint32_t wm = warp / CONV_WARPS_N;
-  const uint32_t wn = warp % CONV_WARPS_N;
+  uint32_t lane, wm, wn;
+  warp_coords<CONV_WARPS_N>(tid, lane, wm, wn);
   const uint32_t bm = blockIdx.y * CONV_BM; // output channels
   const uint32_t bn = blockIdx.x * CONV_BN; // output pixels
   const uint32_t img = blockIdx.z / p.groups;

@@ -67,10 +67,8 @@ __device__ __forceinline__ void gemm_mainloop(const GemmOperands& p, uint32_t bm
   __shared__ __align__(16) __nv_bfloat16 sb[GEMM_STAGES][B_ROWS][B_LDS];
 
   const uint32_t tid = threadIdx.x;
-  const uint32_t warp = tid / WARP_SIZE;
-  const uint32_t lane = tid % WARP_SIZE;
-  const uint32_t wm = warp / GEMM_WARPS_N;
-  const uint32_t wn = warp % GEMM_WARPS_N;
+  uint32_t lane, wm, wn;
+  warp_coords<GEMM_WARPS_N>(tid, lane, wm, wn);
   const bool aligned = p.aligned;
   const uint16_t* a = p.a;
   const uint16_t* b = p.b;

@@ -82,6 +82,15 @@ __device__ __forceinline__ void load_chunk(__nv_bfloat16* dst, const uint16_t* b
   }
 }
 
+// This thread's lane and its warp's (row, column) (wm, wn) in a block of warps WARPS_N columns wide.
+template <uint32_t WARPS_N>
+__device__ __forceinline__ void warp_coords(uint32_t tid, uint32_t& lane, uint32_t& wm, uint32_t& wn) {
+  const uint32_t warp = tid / WARP_SIZE;
+  lane = tid % WARP_SIZE;
+  wm = warp / WARPS_N;
+  wn = warp % WARPS_N;
+}
+
 // Zero a warp's f32 accumulator tiles (TM x TN mma tiles of 4 values per lane).
 template <uint32_t TM, uint32_t TN> __device__ __forceinline__ void zero_acc(float (&acc)[TM][TN][4]) {
 #pragma unroll
