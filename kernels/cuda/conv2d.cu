@@ -111,13 +111,7 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
   const int32_t ix0 = pix_ok ? (int32_t)((pix % p.w_out) * p.stride_w) - (int32_t)p.pad_w : 0;
 
   auto load_a = [&](uint32_t stage, uint32_t k0) {
-#pragma unroll
-    for (uint32_t i = 0; i < CONV_A_CHUNKS; ++i) {
-      const uint32_t chunk = tid + i * CONV_THREADS;
-      const uint32_t r = chunk / CONV_A_CPR;
-      const uint32_t kc = (chunk % CONV_A_CPR) * CHUNK;
-      load_chunk(&sa[stage][r][kc], w, bm + r, bm + r < p.c_out_g, k0 + kc, p.k, p.k, aligned);
-    }
+    load_tile_rows<CONV_BM, CONV_BK, CONV_THREADS>(sa[stage], w, tid, bm, p.c_out_g, k0, p.k, p.k, aligned);
   };
   uint16_t breg[CONV_B_PER_THREAD];
   auto gather_b = [&](uint32_t k0) {

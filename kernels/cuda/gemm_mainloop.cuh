@@ -74,13 +74,7 @@ __device__ __forceinline__ void gemm_mainloop(const GemmOperands& p, uint32_t bm
   const uint16_t* b = p.b;
 
   auto load_tile = [&](uint32_t stage, uint32_t k0) {
-#pragma unroll
-    for (uint32_t i = 0; i < GEMM_A_CHUNKS; ++i) {
-      const uint32_t chunk = tid + i * GEMM_THREADS;
-      const uint32_t r = chunk / GEMM_CHUNKS_PER_ROW;
-      const uint32_t kc = (chunk % GEMM_CHUNKS_PER_ROW) * CHUNK;
-      load_chunk(&sa[stage][r][kc], a, bm + r, bm + r < p.m, k0 + kc, p.k, p.lda, aligned);
-    }
+    load_tile_rows<GEMM_BM, GEMM_BK, GEMM_THREADS>(sa[stage], a, tid, bm, p.m, k0, p.k, p.lda, aligned);
 #pragma unroll
     for (uint32_t i = 0; i < GEMM_B_CHUNKS; ++i) {
       const uint32_t chunk = tid + i * GEMM_THREADS;

@@ -145,5 +145,23 @@ __device__ __forceinline__ void warp_mma_ktile(const __nv_bfloat16 (*sa)[LDA], c
   }
 }
 
+// A ROWS x COLS tile of a row-major bf16 operand (row stride ld) into shared `dst` (padded rows of
+// LDS), THREADS threads each loading whole 16-byte chunks: operand rows r0.. (those < rows valid),
+// columns c0.. (those < cols valid); the rest zero-filled (load_chunk).
+template <uint32_t ROWS, uint32_t COLS, uint32_t THREADS, uint32_t LDS>
+__device__ __forceinline__ void load_tile_rows(__nv_bfloat16 (*dst)[LDS], const uint16_t* src, uint32_t tid,
+                                               uint32_t r0, uint32_t rows, uint32_t c0, uint32_t cols,
+                                               uint64_t ld, bool aligned) {
+  constexpr uint32_t CPR = COLS / CHUNK;
+  static_assert(COLS % CHUNK == 0 && ROWS * CPR % THREADS == 0, "whole chunks per thread");
+#pragma unroll
+  for (uint32_t i = 0; i < ROWS * CPR / THREADS; ++i) {
+    const uint32_t chunk = tid + i * THREADS;
+    const uint32_t r = chunk / CPR;
+    const uint32_t c = (chunk % CPR) * CHUNK;
+    load_chunk(&dst[r][c], src, r0 + r, r0 + r < rows, c0 + c, cols, ld, aligned);
+  }
+}
+
 // GELU, exact (erf) form, as torch.nn.functional.gelu(approximate="none").
 __device__ __forceinline__ float gelu_erf(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
