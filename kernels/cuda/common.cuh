@@ -44,6 +44,43 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(flo
 
 __device__ __forceinline__ float silu(float v) { return v / (1.0f + __expf(-v)); }
 
+// Grid-stride loop over [0, n): body(i) for every index, thread t of the grid taking t, t + the
+// grid's thread count, ...
+template <typename F> __device__ __forceinline__ void grid_stride_loop(uint64_t n, F&& body) {
+  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) body(i);
+}
+
+// Element offsets of flat index i of a row-major `shape` (RANK dims, the last fastest) in two
+// tensors read through per-dim element strides sa and sb (0 = broadcast).
+template <int RANK>
+__device__ __forceinline__ void strided_offsets(uint64_t i, const uint32_t (&shape)[RANK], const uint64_t (&sa)[RANK],
+                                                const uint64_t (&sb)[RANK], uint64_t& oa, uint64_t& ob) {
+  uint64_t rest = i;
+  oa = 0;
+  ob = 0;
+#pragma unroll
+  for (int d = RANK - 1; d >= 0; --d) {
+    const uint64_t c = rest % shape[d];
+    rest /= shape[d];
+    oa += c * sa[d];
+    ob += c * sb[d];
+  }
+}
+
+// The f32 and bf16 entries of a storage-dtype template BODY, named BODY_f32 and BODY_bf16, through
+// a module's entry macro ENTRY(NAME, BODY, T).
+#define ENTRIES_F32_BF16(ENTRY, BODY) ENTRY(BODY##_f32, BODY, float) ENTRY(BODY##_bf16, BODY, __nv_bfloat16)
+
+// Warp-per-row kernels, WARPS rows per block: this thread's row and lane; false when the row is past
+// `rows` (the whole warp leaves together, so the shfl masks stay full).
+template <uint32_t WARPS> __device__ __forceinline__ bool warp_row(uint32_t rows, uint32_t& row, uint32_t& lane) {
+  const uint32_t warp = threadIdx.x / WARP_SIZE;
+  lane = threadIdx.x % WARP_SIZE;
+  row = blockIdx.x * WARPS + warp;
+  return row < rows;
+}
+
 // Butterfly reductions: every lane ends with the result.
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

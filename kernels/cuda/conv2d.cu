@@ -87,10 +87,8 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
   __shared__ __align__(16) __nv_bfloat16 sb[CONV_STAGES][CONV_BK][CONV_LDB];
 
   const uint32_t tid = threadIdx.x;
-  const uint32_t warp = tid / WARP_SIZE;
-  const uint32_t lane = tid % WARP_SIZE;
-  const uint32_t wm = warp / CONV_WARPS_N;
-  const uint32_t wn = warp % CONV_WARPS_N;
+  uint32_t lane, wm, wn;
+  warp_coords<CONV_WARPS_N>(tid, lane, wm, wn);
   const uint32_t bm = blockIdx.y * CONV_BM; // output channels
   const uint32_t bn = blockIdx.x * CONV_BN; // output pixels
   const uint32_t img = blockIdx.z / p.groups;
@@ -113,13 +111,7 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
   const int32_t ix0 = pix_ok ? (int32_t)((pix % p.w_out) * p.stride_w) - (int32_t)p.pad_w : 0;
 
   auto load_a = [&](uint32_t stage, uint32_t k0) {
-#pragma unroll
-    for (uint32_t i = 0; i < CONV_A_CHUNKS; ++i) {
-      const uint32_t chunk = tid + i * CONV_THREADS;
-      const uint32_t r = chunk / CONV_A_CPR;
-      const uint32_t kc = (chunk % CONV_A_CPR) * CHUNK;
-      load_chunk(&sa[stage][r][kc], w, bm + r, bm + r < p.c_out_g, k0 + kc, p.k, p.k, aligned);
-    }
+    load_tile_rows<CONV_BM, CONV_BK, CONV_THREADS>(sa[stage], w, tid, bm, p.c_out_g, k0, p.k, p.k, aligned);
   };
   uint16_t breg[CONV_B_PER_THREAD];
   auto gather_b = [&](uint32_t k0) {
@@ -151,13 +143,7 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
   };
 
   float acc[CONV_TM][CONV_TN][4];
-#pragma unroll
-  for (uint32_t i = 0; i < CONV_TM; ++i)
-#pragma unroll
-    for (uint32_t j = 0; j < CONV_TN; ++j)
-#pragma unroll
-      for (uint32_t e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
-
+  zero_acc(acc);
   const uint32_t ktiles = ceil_div(p.k, CONV_BK);
   if (ktiles > 0) {
     load_a(0, 0);
@@ -176,32 +162,7 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
     }
     cp_async_commit();
 
-#pragma unroll
-    for (uint32_t kk = 0; kk < CONV_BK; kk += MMA_K) {
-      uint32_t af[CONV_TM][4];
-      uint32_t bf[CONV_TN][2];
-#pragma unroll
-      for (uint32_t i = 0; i < CONV_TM; ++i) {
-        const uint32_t row = wm * CONV_WM + i * MMA_M + (lane % 16);
-        ldmatrix_x4(af[i], smem_u32(&sa[stage][row][kk + (lane / 16) * 8]));
-      }
-#pragma unroll
-      for (uint32_t j = 0; j < CONV_TN; j += 2) {
-        // matrices (k 0-7, n-tile j), (k 8-15, j), (k 0-7, j+1), (k 8-15, j+1), transposed
-        const uint32_t krow = kk + (lane % 8) + ((lane / 8) % 2) * 8;
-        const uint32_t ncol = wn * CONV_WN + j * MMA_N + (lane / 16) * 8;
-        uint32_t r[4];
-        ldmatrix_x4_trans(r, smem_u32(&sb[stage][krow][ncol]));
-        bf[j][0] = r[0];
-        bf[j][1] = r[1];
-        bf[j + 1][0] = r[2];
-        bf[j + 1][1] = r[3];
-      }
-#pragma unroll
-      for (uint32_t i = 0; i < CONV_TM; ++i)
-#pragma unroll
-        for (uint32_t j = 0; j < CONV_TN; ++j) mma_bf16_16816(acc[i][j], af[i], bf[j]);
-    }
+    warp_mma_ktile<true, CONV_BK>(sa[stage], sb[stage], wm * CONV_WM, wn * CONV_WN, lane, acc);
     if (more) store_b(stage ^ 1);
   }
 

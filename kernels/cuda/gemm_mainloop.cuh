@@ -67,22 +67,14 @@ __device__ __forceinline__ void gemm_mainloop(const GemmOperands& p, uint32_t bm
   __shared__ __align__(16) __nv_bfloat16 sb[GEMM_STAGES][B_ROWS][B_LDS];
 
   const uint32_t tid = threadIdx.x;
-  const uint32_t warp = tid / WARP_SIZE;
-  const uint32_t lane = tid % WARP_SIZE;
-  const uint32_t wm = warp / GEMM_WARPS_N;
-  const uint32_t wn = warp % GEMM_WARPS_N;
+  uint32_t lane, wm, wn;
+  warp_coords<GEMM_WARPS_N>(tid, lane, wm, wn);
   const bool aligned = p.aligned;
   const uint16_t* a = p.a;
   const uint16_t* b = p.b;
 
   auto load_tile = [&](uint32_t stage, uint32_t k0) {
-#pragma unroll
-    for (uint32_t i = 0; i < GEMM_A_CHUNKS; ++i) {
-      const uint32_t chunk = tid + i * GEMM_THREADS;
-      const uint32_t r = chunk / GEMM_CHUNKS_PER_ROW;
-      const uint32_t kc = (chunk % GEMM_CHUNKS_PER_ROW) * CHUNK;
-      load_chunk(&sa[stage][r][kc], a, bm + r, bm + r < p.m, k0 + kc, p.k, p.lda, aligned);
-    }
+    load_tile_rows<GEMM_BM, GEMM_BK, GEMM_THREADS>(sa[stage], a, tid, bm, p.m, k0, p.k, p.lda, aligned);
 #pragma unroll
     for (uint32_t i = 0; i < GEMM_B_CHUNKS; ++i) {
       const uint32_t chunk = tid + i * GEMM_THREADS;
@@ -101,13 +93,7 @@ __device__ __forceinline__ void gemm_mainloop(const GemmOperands& p, uint32_t bm
     }
   };
 
-#pragma unroll
-  for (uint32_t i = 0; i < GEMM_TM; ++i)
-#pragma unroll
-    for (uint32_t j = 0; j < GEMM_TN; ++j)
-#pragma unroll
-      for (uint32_t e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
-
+  zero_acc(acc);
   const uint32_t ktiles = ceil_div(p.k, GEMM_BK);
   if (ktiles > 0) load_tile(0, 0);
   cp_async_commit();
@@ -118,41 +104,7 @@ __device__ __forceinline__ void gemm_mainloop(const GemmOperands& p, uint32_t bm
     cp_async_wait<1>();
     __syncthreads();   // tile kt visible to every warp
 
-#pragma unroll
-    for (uint32_t kk = 0; kk < GEMM_BK; kk += MMA_K) {
-      uint32_t af[GEMM_TM][4];
-      uint32_t bf[GEMM_TN][2];
-#pragma unroll
-      for (uint32_t i = 0; i < GEMM_TM; ++i) {
-        // lanes 0-15: rows 0-15 at k 0-7; lanes 16-31: rows 0-15 at k 8-15 -> a0..a3
-        const uint32_t row = wm * GEMM_WM + i * MMA_M + (lane % 16);
-        const uint32_t col = kk + (lane / 16) * 8;
-        ldmatrix_x4(af[i], smem_u32(&sa[stage][row][col]));
-      }
-#pragma unroll
-      for (uint32_t j = 0; j < GEMM_TN; j += 2) {
-        uint32_t r[4];
-        if (B_KN) {
-          // matrices (k 0-7, n-tile j), (k 8-15, j), (k 0-7, j+1), (k 8-15, j+1), transposed
-          const uint32_t krow = kk + (lane % 8) + ((lane / 8) % 2) * 8;
-          const uint32_t ncol = wn * GEMM_WN + j * MMA_N + (lane / 16) * 8;
-          ldmatrix_x4_trans(r, smem_u32(&sb[stage][krow][ncol]));
-        } else {
-          // matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
-          const uint32_t row = wn * GEMM_WN + j * MMA_N + (lane % 8) + (lane / 16) * 8;
-          const uint32_t col = kk + ((lane / 8) % 2) * 8;
-          ldmatrix_x4(r, smem_u32(&sb[stage][row][col]));
-        }
-        bf[j][0] = r[0];
-        bf[j][1] = r[1];
-        bf[j + 1][0] = r[2];
-        bf[j + 1][1] = r[3];
-      }
-#pragma unroll
-      for (uint32_t i = 0; i < GEMM_TM; ++i)
-#pragma unroll
-        for (uint32_t j = 0; j < GEMM_TN; ++j) mma_bf16_16816(acc[i][j], af[i], bf[j]);
-    }
+    warp_mma_ktile<B_KN, GEMM_BK>(sa[stage], sb[stage], wm * GEMM_WM, wn * GEMM_WN, lane, acc);
     __syncthreads(); // every warp done with `stage` before it is refilled
   }
 }

@@ -43,10 +43,8 @@ struct LayerNormParams {
 
 template <typename T>
 __device__ __forceinline__ void layer_norm_v1(const LayerNormParams& p) {
-  const uint32_t warp = threadIdx.x / WARP_SIZE;
-  const uint32_t lane = threadIdx.x % WARP_SIZE;
-  const uint32_t row = blockIdx.x * LN_WARPS + warp;
-  if (row >= p.rows) return; // whole warp leaves together: the shfl masks stay full
+  uint32_t row, lane;
+  if (!warp_row<LN_WARPS>(p.rows, row, lane)) return;
   const T* x = static_cast<const T*>(p.x) + (uint64_t)row * p.cols;
   T* y = static_cast<T*>(p.y) + (uint64_t)row * p.cols;
   const T* gamma = static_cast<const T*>(p.gamma);

@@ -43,3 +43,15 @@ struct LayoutParams {
   extern "C" __global__ void __launch_bounds__(LAYOUT_THREADS) NAME(const LayoutParams p) {        \
     BODY<T>(p);                                                                                    \
   }
+
+// Grid-stride loop over a contiguous dst of n elements seen as (outer, mid, inner):
+// body(i, o, m, k) for every element i = (o * mid + m) * inner + k.
+template <typename F>
+__device__ __forceinline__ void for_each_3d(uint64_t n, uint64_t mid, uint64_t inner, F&& body) {
+  grid_stride_loop(n, [&](uint64_t i) {
+    const uint64_t k = i % inner;
+    const uint64_t m = (i / inner) % mid;
+    const uint64_t o = i / (inner * mid);
+    body(i, o, m, k);
+  });
+}

@@ -24,20 +24,18 @@ __device__ __forceinline__ void mean_dim_v1(const PoolParams& p) {
   T* y = static_cast<T*>(p.y);
   const uint64_t inner = p.inner;
   const float inv = 1.0f / (float)p.d;
-  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n_out; i += stride) {
+  grid_stride_loop(p.n_out, [&](uint64_t i) {
     const uint64_t k = i % inner;
     const uint64_t o = i / inner;
     const T* col = x + o * p.d * inner + k;
     float acc = 0.0f;
     for (uint32_t j = 0; j < p.d; ++j) acc += to_f32(col[(uint64_t)j * inner]);
     y[i] = from_f32<T>(p.d == 0 ? __int_as_float(0x7fc00000) : acc * inv);
-  }
+  });
 }
 
 // ------------------------------------------------------------------------------------------------
 // entries
 // ------------------------------------------------------------------------------------------------
 
-POOL_ENTRY(mean_dim_v1_f32, mean_dim_v1, float)
-POOL_ENTRY(mean_dim_v1_bf16, mean_dim_v1, __nv_bfloat16)
+ENTRIES_F32_BF16(POOL_ENTRY, mean_dim_v1)

@@ -82,5 +82,86 @@ __device__ __forceinline__ void load_chunk(__nv_bfloat16* dst, const uint16_t* b
   }
 }
 
+// This thread's lane and its warp's (row, column) (wm, wn) in a block of warps WARPS_N columns wide.
+template <uint32_t WARPS_N>
+__device__ __forceinline__ void warp_coords(uint32_t tid, uint32_t& lane, uint32_t& wm, uint32_t& wn) {
+  const uint32_t warp = tid / WARP_SIZE;
+  lane = tid % WARP_SIZE;
+  wm = warp / WARPS_N;
+  wn = warp % WARPS_N;
+}
+
+// Zero a warp's f32 accumulator tiles (TM x TN mma tiles of 4 values per lane).
+template <uint32_t TM, uint32_t TN> __device__ __forceinline__ void zero_acc(float (&acc)[TM][TN][4]) {
+#pragma unroll
+  for (uint32_t i = 0; i < TM; ++i)
+#pragma unroll
+    for (uint32_t j = 0; j < TN; ++j)
+#pragma unroll
+      for (uint32_t e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+}
+
+// One BK-deep shared k tile into a warp's accumulators: acc[i][j] += A rows a_row0 + 16i.. .
+// B n-tile b_col0 + 8j... `sa` is [row][k] (padded rows of LDA); `sb` is [n][k] (B_KN false) or
+// [k][n] (B_KN true, fragments via ldmatrix.trans), padded rows of LDB.
+template <bool B_KN, uint32_t BK, uint32_t TM, uint32_t TN, uint32_t LDA, uint32_t LDB>
+__device__ __forceinline__ void warp_mma_ktile(const __nv_bfloat16 (*sa)[LDA], const __nv_bfloat16 (*sb)[LDB],
+                                               uint32_t a_row0, uint32_t b_col0, uint32_t lane,
+                                               float (&acc)[TM][TN][4]) {
+#pragma unroll
+  for (uint32_t kk = 0; kk < BK; kk += MMA_K) {
+    uint32_t af[TM][4];
+    uint32_t bf[TN][2];
+#pragma unroll
+    for (uint32_t i = 0; i < TM; ++i) {
+      // lanes 0-15: rows 0-15 at k 0-7; lanes 16-31: rows 0-15 at k 8-15 -> a0..a3
+      const uint32_t row = a_row0 + i * MMA_M + (lane % 16);
+      const uint32_t col = kk + (lane / 16) * 8;
+      ldmatrix_x4(af[i], smem_u32(&sa[row][col]));
+    }
+#pragma unroll
+    for (uint32_t j = 0; j < TN; j += 2) {
+      uint32_t r[4];
+      if (B_KN) {
+        // matrices (k 0-7, n-tile j), (k 8-15, j), (k 0-7, j+1), (k 8-15, j+1), transposed
+        const uint32_t krow = kk + (lane % 8) + ((lane / 8) % 2) * 8;
+        const uint32_t ncol = b_col0 + j * MMA_N + (lane / 16) * 8;
+        ldmatrix_x4_trans(r, smem_u32(&sb[krow][ncol]));
+      } else {
+        // matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
+        const uint32_t row = b_col0 + j * MMA_N + (lane % 8) + (lane / 16) * 8;
+        const uint32_t col = kk + ((lane / 8) % 2) * 8;
+        ldmatrix_x4(r, smem_u32(&sb[row][col]));
+      }
+      bf[j][0] = r[0];
+      bf[j][1] = r[1];
+      bf[j + 1][0] = r[2];
+      bf[j + 1][1] = r[3];
+    }
+#pragma unroll
+    for (uint32_t i = 0; i < TM; ++i)
+#pragma unroll
+      for (uint32_t j = 0; j < TN; ++j) mma_bf16_16816(acc[i][j], af[i], bf[j]);
+  }
+}
+
+// A ROWS x COLS tile of a row-major bf16 operand (row stride ld) into shared `dst` (padded rows of
+// LDS), THREADS threads each loading whole 16-byte chunks: operand rows r0.. (those < rows valid),
+// columns c0.. (those < cols valid); the rest zero-filled (load_chunk).
+template <uint32_t ROWS, uint32_t COLS, uint32_t THREADS, uint32_t LDS>
+__device__ __forceinline__ void load_tile_rows(__nv_bfloat16 (*dst)[LDS], const uint16_t* src, uint32_t tid,
+                                               uint32_t r0, uint32_t rows, uint32_t c0, uint32_t cols,
+                                               uint64_t ld, bool aligned) {
+  constexpr uint32_t CPR = COLS / CHUNK;
+  static_assert(COLS % CHUNK == 0 && ROWS * CPR % THREADS == 0, "whole chunks per thread");
+#pragma unroll
+  for (uint32_t i = 0; i < ROWS * CPR / THREADS; ++i) {
+    const uint32_t chunk = tid + i * THREADS;
+    const uint32_t r = chunk / CPR;
+    const uint32_t c = (chunk % CPR) * CHUNK;
+    load_chunk(&dst[r][c], src, r0 + r, r0 + r < rows, c0 + c, cols, ld, aligned);
+  }
+}
+
 // GELU, exact (erf) form, as torch.nn.functional.gelu(approximate="none").
 __device__ __forceinline__ float gelu_erf(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }

@@ -92,18 +92,18 @@ template <typename T>
 __device__ __forceinline__ void unary_v1(const PointwiseParams& p) {
   const T* a = static_cast<const T*>(p.a);
   T* y = static_cast<T*>(p.y);
-  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += stride)
+  grid_stride_loop(p.n, [&](uint64_t i) {
     y[i] = from_f32<T>(apply_unary(p.op, to_f32(a[i])));
+  });
 }
 
 template <typename T>
 __device__ __forceinline__ void affine_v1(const PointwiseParams& p) {
   const T* a = static_cast<const T*>(p.a);
   T* y = static_cast<T*>(p.y);
-  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += stride)
+  grid_stride_loop(p.n, [&](uint64_t i) {
     y[i] = from_f32<T>(to_f32(a[i]) * p.mul + p.add);
+  });
 }
 
 template <typename T>
@@ -111,27 +111,20 @@ __device__ __forceinline__ void binary_v1(const PointwiseParams& p) {
   const T* a = static_cast<const T*>(p.a);
   const T* b = static_cast<const T*>(p.b);
   T* y = static_cast<T*>(p.y);
-  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += stride) {
-    uint64_t rest = i, ia = 0, ib = 0;
-#pragma unroll
-    for (int d = POINTWISE_MAX_RANK - 1; d >= 0; --d) {
-      const uint64_t c = rest % p.shape[d];
-      rest /= p.shape[d];
-      ia += c * p.a_strides[d];
-      ib += c * p.b_strides[d];
-    }
+  grid_stride_loop(p.n, [&](uint64_t i) {
+    uint64_t ia, ib;
+    strided_offsets(i, p.shape, p.a_strides, p.b_strides, ia, ib);
     y[i] = from_f32<T>(apply_binary(p.op, to_f32(a[ia]), to_f32(b[ib])));
-  }
+  });
 }
 
 template <typename S, typename D>
 __device__ __forceinline__ void cast_v1(const PointwiseParams& p) {
   const S* a = static_cast<const S*>(p.a);
   D* y = static_cast<D*>(p.y);
-  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += stride)
+  grid_stride_loop(p.n, [&](uint64_t i) {
     y[i] = from_f32<D>(to_f32(a[i]));
+  });
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -23,8 +23,7 @@ template <typename T>
 __device__ __forceinline__ void max_pool2d_v1(const PoolParams& p) {
   const T* x = static_cast<const T*>(p.x);
   T* y = static_cast<T*>(p.y);
-  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n_out; i += stride) {
+  grid_stride_loop(p.n_out, [&](uint64_t i) {
     const uint32_t ox = (uint32_t)(i % p.wo);
     const uint32_t oy = (uint32_t)((i / p.wo) % p.ho);
     const uint64_t plane = i / ((uint64_t)p.wo * p.ho);
@@ -41,12 +40,11 @@ __device__ __forceinline__ void max_pool2d_v1(const PoolParams& p) {
         if (v > m || v != v) m = v; // NaN propagates
       }
     y[i] = from_f32<T>(m);
-  }
+  });
 }
 
 // ------------------------------------------------------------------------------------------------
 // entries
 // ------------------------------------------------------------------------------------------------
 
-POOL_ENTRY(max_pool2d_v1_f32, max_pool2d_v1, float)
-POOL_ENTRY(max_pool2d_v1_bf16, max_pool2d_v1, __nv_bfloat16)
+ENTRIES_F32_BF16(POOL_ENTRY, max_pool2d_v1)

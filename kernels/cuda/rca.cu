@@ -71,13 +71,12 @@ __device__ __forceinline__ void rca_temporal_query_v1(const RcaParams& p) {
   const T* bank = static_cast<const T*>(p.c);
   T* q = static_cast<T*>(p.out);
   const uint64_t row = (uint64_t)p.l * p.ch; // elements per (N) row
-  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n_elem; i += stride) {
+  grid_stride_loop(p.n_elem, [&](uint64_t i) {
     const uint32_t n = (uint32_t)(i / row);
     const uint32_t c = (uint32_t)(i % p.ch);
     const float t = to_f32(bank[(uint64_t)(n % p.frames) * p.ch + c]);
     q[i] = from_f32<T>(to_f32(x[i]) + to_f32(as[i]) + t);
-  }
+  });
 }
 
 template <typename T>
@@ -88,12 +87,11 @@ __device__ __forceinline__ void rca_motion_sum_v1(const RcaParams& p) {
   T* s = static_cast<T*>(p.out);
   const uint64_t row = (uint64_t)p.l * p.ch;
   const uint64_t lo = (uint64_t)p.r0 * row, hi = (uint64_t)p.r1 * row;
-  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n_elem; i += stride) {
+  grid_stride_loop(p.n_elem, [&](uint64_t i) {
     float v = to_f32(as[i]) + to_f32(at[i]);
     if (fid != nullptr && i >= lo && i < hi) v += to_f32(fid[i - lo]);
     s[i] = from_f32<T>(v);
-  }
+  });
 }
 
 template <typename T>
@@ -164,9 +162,6 @@ __device__ __forceinline__ void rca_merge_v1(const RcaParams& p) {
 #define RCA_ENTRY(NAME, FN, T)                                                              \
   extern "C" __global__ void __launch_bounds__(RCA_THREADS) NAME(const RcaParams p) { FN<T>(p); }
 
-RCA_ENTRY(rca_temporal_query_v1_f32, rca_temporal_query_v1, float)
-RCA_ENTRY(rca_temporal_query_v1_bf16, rca_temporal_query_v1, __nv_bfloat16)
-RCA_ENTRY(rca_motion_sum_v1_f32, rca_motion_sum_v1, float)
-RCA_ENTRY(rca_motion_sum_v1_bf16, rca_motion_sum_v1, __nv_bfloat16)
-RCA_ENTRY(rca_merge_v1_f32, rca_merge_v1, float)
-RCA_ENTRY(rca_merge_v1_bf16, rca_merge_v1, __nv_bfloat16)
+ENTRIES_F32_BF16(RCA_ENTRY, rca_temporal_query_v1)
+ENTRIES_F32_BF16(RCA_ENTRY, rca_motion_sum_v1)
+ENTRIES_F32_BF16(RCA_ENTRY, rca_merge_v1)

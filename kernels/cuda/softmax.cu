@@ -41,10 +41,8 @@ struct SoftmaxParams {
 
 template <typename T>
 __device__ __forceinline__ void softmax_v1(const SoftmaxParams& p) {
-  const uint32_t warp = threadIdx.x / WARP_SIZE;
-  const uint32_t lane = threadIdx.x % WARP_SIZE;
-  const uint32_t row = blockIdx.x * SOFTMAX_WARPS + warp;
-  if (row >= p.rows) return; // whole warp leaves together: the shfl masks stay full
+  uint32_t row, lane;
+  if (!warp_row<SOFTMAX_WARPS>(p.rows, row, lane)) return;
   const T* x = static_cast<const T*>(p.x) + (uint64_t)row * p.cols;
   T* y = static_cast<T*>(p.y) + (uint64_t)row * p.cols;
 

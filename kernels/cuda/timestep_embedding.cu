@@ -61,8 +61,7 @@ __device__ __forceinline__ void timestep_embedding_v1(const TimestepEmbeddingPar
   const uint32_t half = p.dim / 2;
   const float denom = __fsub_rn((float)half, p.shift);
   const uint64_t total = (uint64_t)p.n * p.dim;
-  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-  for (uint64_t e = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += stride) {
+  grid_stride_loop(total, [&](uint64_t e) {
     const uint32_t r = (uint32_t)(e / p.dim);
     const uint32_t j = (uint32_t)(e - (uint64_t)r * p.dim);
     float v = 0.0f;
@@ -78,7 +77,7 @@ __device__ __forceinline__ void timestep_embedding_v1(const TimestepEmbeddingPar
       v = (second != (p.flip != 0)) ? c : s;
     }
     y[e] = from_f32<Ty>(v);
-  }
+  });
 }
 
 // ------------------------------------------------------------------------------------------------

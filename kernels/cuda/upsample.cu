@@ -23,20 +23,15 @@ __device__ __forceinline__ void upsample_nearest2d_v1(const LayoutParams& p) {
   const T* src = static_cast<const T*>(p.src);
   T* dst = static_cast<T*>(p.dst);
   const uint64_t oh = p.shape[4], ow = p.shape[5];
-  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += stride) {
-    const uint64_t x = i % ow;
-    const uint64_t y = (i / ow) % oh;
-    const uint64_t plane = i / (ow * oh);
+  for_each_3d(p.n, oh, ow, [&](uint64_t i, uint64_t plane, uint64_t y, uint64_t x) {
     const uint32_t sy = min((uint32_t)floorf((float)y * p.scale_h), p.src_h - 1);
     const uint32_t sx = min((uint32_t)floorf((float)x * p.scale_w), p.src_w - 1);
     dst[i] = src[(plane * p.src_h + sy) * p.src_w + sx];
-  }
+  });
 }
 
 // ------------------------------------------------------------------------------------------------
 // entries
 // ------------------------------------------------------------------------------------------------
 
-LAYOUT_ENTRY(upsample_nearest2d_v1_f32, upsample_nearest2d_v1, float)
-LAYOUT_ENTRY(upsample_nearest2d_v1_bf16, upsample_nearest2d_v1, __nv_bfloat16)
+ENTRIES_F32_BF16(LAYOUT_ENTRY, upsample_nearest2d_v1)
