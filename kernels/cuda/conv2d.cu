@@ -175,29 +175,24 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
   const uint16_t* res = p.residual ? static_cast<const uint16_t*>(p.residual) + roff : nullptr;
   const uint16_t* bias = p.bias ? static_cast<const uint16_t*>(p.bias) + o0 : nullptr;
   const uint16_t* temb = p.temb ? static_cast<const uint16_t*>(p.temb) + (uint64_t)img * p.c_out + o0 : nullptr;
+  for_each_acc_row<CONV_TM>(bm + wm * CONV_WM, lane, [&](uint32_t i, uint32_t h, uint32_t o) {
+    if (o >= p.c_out_g) return;
+    float add = 0.0f;
+    if (bias != nullptr) add += bf16_bits_to_f32(bias[o]);
+    if (temb != nullptr) add += bf16_bits_to_f32(temb[o]);
 #pragma unroll
-  for (uint32_t i = 0; i < CONV_TM; ++i) {
+    for (uint32_t j = 0; j < CONV_TN; ++j) {
 #pragma unroll
-    for (uint32_t h = 0; h < 2; ++h) {
-      const uint32_t o = bm + wm * CONV_WM + i * MMA_M + lane / 4 + h * 8;
-      if (o >= p.c_out_g) continue;
-      float add = 0.0f;
-      if (bias != nullptr) add += bf16_bits_to_f32(bias[o]);
-      if (temb != nullptr) add += bf16_bits_to_f32(temb[o]);
-#pragma unroll
-      for (uint32_t j = 0; j < CONV_TN; ++j) {
-#pragma unroll
-        for (uint32_t e = 0; e < 2; ++e) {
-          const uint32_t px = bn + wn * CONV_WN + j * MMA_N + (lane % 4) * 2 + e;
-          if (px >= npix) continue;
-          const uint64_t idx = (uint64_t)o * npix + px;
-          float v = acc[i][j][2 * h + e] + add;
-          if (res != nullptr) v += bf16_bits_to_f32(res[idx]);
-          y[idx] = from_f32<OutT>(v * p.scale);
-        }
+      for (uint32_t e = 0; e < 2; ++e) {
+        const uint32_t px = bn + wn * CONV_WN + j * MMA_N + (lane % 4) * 2 + e;
+        if (px >= npix) continue;
+        const uint64_t idx = (uint64_t)o * npix + px;
+        float v = acc[i][j][2 * h + e] + add;
+        if (res != nullptr) v += bf16_bits_to_f32(res[idx]);
+        y[idx] = from_f32<OutT>(v * p.scale);
       }
     }
-  }
+  });
 }
 
 // ------------------------------------------------------------------------------------------------

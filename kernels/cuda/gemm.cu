@@ -33,21 +33,15 @@
 // ------------------------------------------------------------------------------------------------
 
 struct GemmParams {
-  const void* a;        // (batch, M, lda) bf16
-  const void* b;        // linear (batch, N | 2N, ldb), matmul (batch, K, ldb) bf16
-  const void* bias;     // (N | 2N) bf16, or null
-  const void* residual; // (batch, M, ldr) bf16, or null
-  void* c;              // (batch, M, ldc) bf16
-  uint64_t stride_a;    // elements between batches (0 = broadcast)
-  uint64_t stride_b;
-  uint64_t stride_r;
+  GemmOperandParams ops; // A; B linear (batch, N | 2N, ldb), matmul (batch, K, ldb)
+  const void* bias;      // (N | 2N) bf16, or null
+  const void* residual;  // (batch, M, ldr) bf16, or null
+  void* c;               // (batch, M, ldc) bf16
+  uint64_t stride_r;     // elements between batches (0 = broadcast)
   uint64_t stride_c;
-  uint32_t m, n, k;     // n = output columns (GEGLU: B has 2n rows)
-  uint32_t lda, ldb, ldr, ldc;
-  float scale;          // output scale (1 = none)
-  uint32_t geglu;       // 1: GEGLU epilogue (linear only)
-  // 1 when a, b are 16-byte aligned and lda, ldb, stride_a, stride_b are multiples of 8.
-  uint32_t aligned;
+  uint32_t ldr, ldc;
+  float scale;           // output scale (1 = none)
+  uint32_t geglu;        // 1: GEGLU epilogue (linear only)
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -56,51 +50,36 @@ struct GemmParams {
 
 template <bool B_KN>
 __device__ __forceinline__ void gemm_v1(const GemmParams& p) {
-  const uint32_t lane = threadIdx.x % WARP_SIZE;
-  const uint32_t warp = threadIdx.x / WARP_SIZE;
-  const uint32_t wm = warp / GEMM_WARPS_N;
-  const uint32_t wn = warp % GEMM_WARPS_N;
   const bool geglu = !B_KN && p.geglu != 0;
-  const uint32_t bm = blockIdx.y * GEMM_BM;
-  const uint32_t bn = blockIdx.x * (geglu ? (uint32_t)GEMM_BN_GEGLU : (uint32_t)GEMM_BN);
-  const uint32_t batch = blockIdx.z;
-  const GemmOperands ops{static_cast<const uint16_t*>(p.a) + batch * p.stride_a,
-                         static_cast<const uint16_t*>(p.b) + batch * p.stride_b,
-                         p.m, p.n, p.k, p.lda, p.ldb, p.aligned != 0};
   float acc[GEMM_TM][GEMM_TN][4];
-  gemm_mainloop<B_KN>(ops, bm, bn, geglu, acc);
+  const GemmTile t = gemm_block_mainloop<B_KN>(p.ops, geglu, acc);
 
   // Epilogue: c0, c1 at (lane/4, 2*(lane%4) + {0, 1}), c2, c3 eight rows below.
-  uint16_t* c = static_cast<uint16_t*>(p.c) + batch * p.stride_c;
+  uint16_t* c = static_cast<uint16_t*>(p.c) + t.batch * p.stride_c;
   const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
-  const uint16_t* res = p.residual ? static_cast<const uint16_t*>(p.residual) + batch * p.stride_r : nullptr;
+  const uint16_t* res = p.residual ? static_cast<const uint16_t*>(p.residual) + t.batch * p.stride_r : nullptr;
 #pragma unroll
   for (uint32_t j = 0; j < GEMM_TN; ++j) {
     if (geglu && (j % 2) == 1) continue; // gate tile: consumed with its value tile j - 1
-    const uint32_t col0 = geglu ? bn + wn * (GEMM_WN / 2) + (j / 2) * MMA_N + (lane % 4) * 2
-                                : bn + wn * GEMM_WN + j * MMA_N + (lane % 4) * 2;
+    const uint32_t col0 = geglu ? t.bn + t.wn * (GEMM_WN / 2) + (j / 2) * MMA_N + (t.lane % 4) * 2
+                                : t.bn + t.wn * GEMM_WN + j * MMA_N + (t.lane % 4) * 2;
 #pragma unroll
     for (uint32_t e = 0; e < 2; ++e) {
       const uint32_t col = col0 + e;
-      if (col >= p.n) continue;
+      if (col >= p.ops.n) continue;
       float bv = 0.0f, bg = 0.0f;
       if (bias != nullptr) {
         bv = bf16_bits_to_f32(bias[col]);
-        if (geglu) bg = bf16_bits_to_f32(bias[p.n + col]);
+        if (geglu) bg = bf16_bits_to_f32(bias[p.ops.n + col]);
       }
-#pragma unroll
-      for (uint32_t i = 0; i < GEMM_TM; ++i) {
-#pragma unroll
-        for (uint32_t h = 0; h < 2; ++h) {
-          const uint32_t row = bm + wm * GEMM_WM + i * MMA_M + lane / 4 + h * 8;
-          if (row >= p.m) continue;
-          float v = acc[i][j][2 * h + e] + bv;
-          if (geglu) v *= gelu_erf(acc[i][j + 1][2 * h + e] + bg);
-          if (res != nullptr) v += bf16_bits_to_f32(res[(uint64_t)row * p.ldr + col]);
-          v *= p.scale;
-          reinterpret_cast<__nv_bfloat16*>(c)[(uint64_t)row * p.ldc + col] = __float2bfloat16_rn(v);
-        }
-      }
+      for_each_acc_row<GEMM_TM>(t.bm + t.wm * GEMM_WM, t.lane, [&](uint32_t i, uint32_t h, uint32_t row) {
+        if (row >= p.ops.m) return;
+        float v = acc[i][j][2 * h + e] + bv;
+        if (geglu) v *= gelu_erf(acc[i][j + 1][2 * h + e] + bg);
+        if (res != nullptr) v += bf16_bits_to_f32(res[(uint64_t)row * p.ldr + col]);
+        v *= p.scale;
+        reinterpret_cast<__nv_bfloat16*>(c)[(uint64_t)row * p.ldc + col] = __float2bfloat16_rn(v);
+      });
     }
   }
 }

@@ -30,18 +30,11 @@
 // ------------------------------------------------------------------------------------------------
 
 struct GemmParams {
-  const void* a;     // (batch, M, lda) bf16
-  const void* b;     // (batch, N, ldb) bf16
-  const void* bias;  // (N) bf16, or null
-  void* c;           // (batch, M, ldc) f32 | bf16
-  uint64_t stride_a; // elements between batches of A (0 = broadcast)
-  uint64_t stride_b;
-  uint64_t stride_c;
-  uint32_t m, n, k;
-  uint32_t lda, ldb, ldc;
-  // 1 when a, b are 16-byte aligned and lda, ldb, stride_a, stride_b are multiples of 8: the
-  // cp.async path (a partial chunk at the K edge zero-fills through src-size). 0: plain loads.
-  uint32_t aligned;
+  GemmOperandParams ops; // A (batch, M, lda), B (batch, N, ldb) bf16
+  const void* bias;      // (N) bf16, or null
+  void* c;               // (batch, M, ldc) f32 | bf16
+  uint64_t stride_c;     // elements between batches
+  uint32_t ldc;
   uint32_t _pad;
 };
 
@@ -57,41 +50,26 @@ template <> __device__ __forceinline__ void store_c<__nv_bfloat16>(__nv_bfloat16
 
 template <typename TC>
 __device__ __forceinline__ void gemm_bf16_v1(const GemmParams& p) {
-  const uint32_t lane = threadIdx.x % WARP_SIZE;
-  const uint32_t warp = threadIdx.x / WARP_SIZE;
-  const uint32_t wm = warp / GEMM_WARPS_N;
-  const uint32_t wn = warp % GEMM_WARPS_N;
-  const uint32_t bm = blockIdx.y * GEMM_BM;
-  const uint32_t bn = blockIdx.x * GEMM_BN;
-  const uint32_t batch = blockIdx.z;
-  const GemmOperands ops{static_cast<const uint16_t*>(p.a) + batch * p.stride_a,
-                         static_cast<const uint16_t*>(p.b) + batch * p.stride_b,
-                         p.m, p.n, p.k, p.lda, p.ldb, p.aligned != 0};
   float acc[GEMM_TM][GEMM_TN][4];
-  gemm_mainloop<false>(ops, bm, bn, false, acc);
+  const GemmTile t = gemm_block_mainloop<false>(p.ops, false, acc);
 
   // Epilogue: c0,c1 at (lane/4, 2*(lane%4) + {0,1}), c2,c3 eight rows below.
-  TC* c = static_cast<TC*>(p.c) + batch * p.stride_c;
+  TC* c = static_cast<TC*>(p.c) + t.batch * p.stride_c;
   const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
 #pragma unroll
   for (uint32_t j = 0; j < GEMM_TN; ++j) {
-    const uint32_t col = bn + wn * GEMM_WN + j * MMA_N + (lane % 4) * 2;
+    const uint32_t col = t.bn + t.wn * GEMM_WN + j * MMA_N + (t.lane % 4) * 2;
     float bias0 = 0.0f, bias1 = 0.0f;
     if (bias != nullptr) {
-      if (col < p.n) bias0 = __uint_as_float((uint32_t)bias[col] << 16);
-      if (col + 1 < p.n) bias1 = __uint_as_float((uint32_t)bias[col + 1] << 16);
+      if (col < p.ops.n) bias0 = bf16_bits_to_f32(bias[col]);
+      if (col + 1 < p.ops.n) bias1 = bf16_bits_to_f32(bias[col + 1]);
     }
-#pragma unroll
-    for (uint32_t i = 0; i < GEMM_TM; ++i) {
-#pragma unroll
-      for (uint32_t h = 0; h < 2; ++h) {
-        const uint32_t row = bm + wm * GEMM_WM + i * MMA_M + lane / 4 + h * 8;
-        if (row >= p.m) continue;
-        TC* out = c + (uint64_t)row * p.ldc;
-        if (col < p.n) store_c<TC>(out + col, acc[i][j][2 * h] + bias0);
-        if (col + 1 < p.n) store_c<TC>(out + col + 1, acc[i][j][2 * h + 1] + bias1);
-      }
-    }
+    for_each_acc_row<GEMM_TM>(t.bm + t.wm * GEMM_WM, t.lane, [&](uint32_t i, uint32_t h, uint32_t row) {
+      if (row >= p.ops.m) return;
+      TC* out = c + (uint64_t)row * p.ldc;
+      if (col < p.ops.n) store_c<TC>(out + col, acc[i][j][2 * h] + bias0);
+      if (col + 1 < p.ops.n) store_c<TC>(out + col + 1, acc[i][j][2 * h + 1] + bias1);
+    });
   }
 }
 

@@ -1,6 +1,7 @@
 // ------------------------------------------------------------------------------------------------
 // gemm_mainloop.cuh: the bf16 tensor-core GEMM mainloop shared by gemm.cu (`linear` / `matmul`,
-// fused epilogues) and gemm_bf16.cu (f32 or bf16 C + bias): one 64x64 output tile of
+// fused epilogues) and gemm_bf16.cu (f32 or bf16 C + bias), whose params both start with the
+// `GemmOperandParams` it reads: one 64x64 output tile of
 // A (M, K) . B^T, K in 32-wide tiles double-buffered in shared memory (cp.async when the operands
 // are 16-byte aligned, else predicated loads), 2x2 warps of 32x32, ldmatrix fragments,
 // mma.sync m16n8k16 with f32 accumulators. Each kernel keeps its own params and epilogue.
@@ -46,21 +47,27 @@ static_assert(GEMM_TN % 2 == 0, "GEGLU pairs value/gate mma tiles");
 // mainloop
 // ------------------------------------------------------------------------------------------------
 
-// The operands of one batch entry as the mainloop reads them.
-struct GemmOperands {
-  const uint16_t* a; // (M, lda) bf16, K contiguous
-  const uint16_t* b; // (N | 2N, ldb) bf16 K contiguous, or (K, ldb) N contiguous when B_KN
+// The operands the mainloop reads: the first member of both kernels' params (mirrored by
+// kernels/src/gemm.rs `GemmOperandParams`, 56 bytes).
+struct GemmOperandParams {
+  const void* a;     // (batch, M, lda) bf16, K contiguous
+  const void* b;     // (batch, N | 2N, ldb) bf16 K contiguous, or (batch, K, ldb) N contiguous (B_KN)
+  uint64_t stride_a; // elements between batches (0 = broadcast)
+  uint64_t stride_b;
   uint32_t m, n, k;  // n = output columns (GEGLU: B has 2n rows)
-  uint64_t lda, ldb;
-  bool aligned;      // a, b 16-byte aligned, lda, ldb multiples of 8: the cp.async path
+  uint32_t lda, ldb;
+  // 1 when a, b are 16-byte aligned and lda, ldb, stride_a, stride_b are multiples of 8: the
+  // cp.async path (a partial chunk at the K edge zero-fills through src-size). 0: plain loads.
+  uint32_t aligned;
 };
 
-// acc[i][j] = the (i, j) 16x8 mma tile of this warp's 32x32 part of the block tile at (bm, bn):
+// acc[i][j] = the (i, j) 16x8 mma tile of this warp's 32x32 part of the block tile at (bm, bn) of
+// batch entry `batch`:
 // rows bm + wm * 32 + i * 16 + {lane / 4, lane / 4 + 8}, columns (GEGLU: smem-interleaved)
 // bn + wn * 32 + j * 8 + 2 * (lane % 4) + {0, 1}.
 template <bool B_KN>
-__device__ __forceinline__ void gemm_mainloop(const GemmOperands& p, uint32_t bm, uint32_t bn, bool geglu,
-                                              float (&acc)[GEMM_TM][GEMM_TN][4]) {
+__device__ __forceinline__ void gemm_mainloop(const GemmOperandParams& p, uint32_t batch, uint32_t bm, uint32_t bn,
+                                              bool geglu, float (&acc)[GEMM_TM][GEMM_TN][4]) {
   constexpr uint32_t B_ROWS = B_KN ? GEMM_BK : GEMM_BN;
   constexpr uint32_t B_LDS = B_KN ? GEMM_LDS_KN : GEMM_LDS;
   __shared__ __align__(16) __nv_bfloat16 sa[GEMM_STAGES][GEMM_BM][GEMM_LDS];
@@ -69,9 +76,9 @@ __device__ __forceinline__ void gemm_mainloop(const GemmOperands& p, uint32_t bm
   const uint32_t tid = threadIdx.x;
   uint32_t lane, wm, wn;
   warp_coords<GEMM_WARPS_N>(tid, lane, wm, wn);
-  const bool aligned = p.aligned;
-  const uint16_t* a = p.a;
-  const uint16_t* b = p.b;
+  const bool aligned = p.aligned != 0;
+  const uint16_t* a = static_cast<const uint16_t*>(p.a) + batch * p.stride_a;
+  const uint16_t* b = static_cast<const uint16_t*>(p.b) + batch * p.stride_b;
 
   auto load_tile = [&](uint32_t stage, uint32_t k0) {
     load_tile_rows<GEMM_BM, GEMM_BK, GEMM_THREADS>(sa[stage], a, tid, bm, p.m, k0, p.k, p.lda, aligned);
@@ -107,4 +114,25 @@ __device__ __forceinline__ void gemm_mainloop(const GemmOperands& p, uint32_t bm
     warp_mma_ktile<B_KN, GEMM_BK>(sa[stage], sb[stage], wm * GEMM_WM, wn * GEMM_WN, lane, acc);
     __syncthreads(); // every warp done with `stage` before it is refilled
   }
+}
+
+// This block's output tile and this thread's warp in it.
+struct GemmTile {
+  uint32_t bm, bn;       // first row and first output column of the block tile
+  uint32_t batch;        // batch entry (blockIdx.z)
+  uint32_t lane, wm, wn; // lane, warp row and column (warp_coords)
+};
+
+// The mainloop of block (blockIdx.x, blockIdx.y) of batch entry blockIdx.z; blocks span GEMM_BN
+// output columns (GEGLU: GEMM_BN_GEGLU). acc as gemm_mainloop; returns the tile.
+template <bool B_KN>
+__device__ __forceinline__ GemmTile gemm_block_mainloop(const GemmOperandParams& p, bool geglu,
+                                                        float (&acc)[GEMM_TM][GEMM_TN][4]) {
+  GemmTile t;
+  warp_coords<GEMM_WARPS_N>(threadIdx.x, t.lane, t.wm, t.wn);
+  t.bm = blockIdx.y * GEMM_BM;
+  t.bn = blockIdx.x * (geglu ? (uint32_t)GEMM_BN_GEGLU : (uint32_t)GEMM_BN);
+  t.batch = blockIdx.z;
+  gemm_mainloop<B_KN>(p, t.batch, t.bm, t.bn, geglu, acc);
+  return t;
 }

@@ -91,6 +91,16 @@ __device__ __forceinline__ void warp_coords(uint32_t tid, uint32_t& lane, uint32
   wn = warp % WARPS_N;
 }
 
+// f(i, h, row) for each accumulator row of this lane in a warp tile of TM mma tiles whose first row
+// is row0: row = row0 + 16 i + lane / 4 + 8 h holds c0, c1 (h = 0) or c2, c3 (h = 1) of tile i.
+template <uint32_t TM, typename F>
+__device__ __forceinline__ void for_each_acc_row(uint32_t row0, uint32_t lane, F&& f) {
+#pragma unroll
+  for (uint32_t i = 0; i < TM; ++i)
+#pragma unroll
+    for (uint32_t h = 0; h < 2; ++h) f(i, h, row0 + i * MMA_M + lane / 4 + h * 8);
+}
+
 // Zero a warp's f32 accumulator tiles (TM x TN mma tiles of 4 values per lane).
 template <uint32_t TM, uint32_t TN> __device__ __forceinline__ void zero_acc(float (&acc)[TM][TN][4]) {
 #pragma unroll

@@ -63,36 +63,46 @@ impl GemmOp {
     }
 }
 
-/// Mirrors `struct GemmParams` in `gemm.cu` (112 bytes).
+/// Mirrors `struct GemmOperandParams` in `gemm_mainloop.cuh` (56 bytes): the operands the shared
+/// mainloop reads, the first field of both GEMM modules' params.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct GemmParams {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GemmOperandParams {
     /// `(batch, M, lda)` bf16.
     pub a: u64,
-    /// Linear `(batch, N | 2N, ldb)`, matmul `(batch, K, ldb)` bf16.
+    /// `(batch, N | 2N, ldb)` bf16 K contiguous, or matmul `(batch, K, ldb)` N contiguous.
     pub b: u64,
-    /// `(N | 2N)` bf16, or 0.
-    pub bias: u64,
-    /// `(batch, M, ldr)` bf16, or 0 (may equal `c`).
-    pub residual: u64,
-    /// `(batch, M, ldc)` bf16.
-    pub c: u64,
+    /// Elements between batches (0 = broadcast).
     pub stride_a: u64,
     pub stride_b: u64,
-    pub stride_r: u64,
-    pub stride_c: u64,
     pub m: u32,
     /// Output columns (GEGLU: B has `2 n` rows).
     pub n: u32,
     pub k: u32,
     pub lda: u32,
     pub ldb: u32,
+    /// 1: cp.async path (set by [`GemmOperandParams::new`] from the addresses and strides).
+    pub aligned: u32,
+}
+
+/// Mirrors `struct GemmParams` in `gemm.cu` (112 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GemmParams {
+    /// A and B.
+    pub ops: GemmOperandParams,
+    /// `(N | 2N)` bf16, or 0.
+    pub bias: u64,
+    /// `(batch, M, ldr)` bf16, or 0 (may equal `c`).
+    pub residual: u64,
+    /// `(batch, M, ldc)` bf16.
+    pub c: u64,
+    pub stride_r: u64,
+    pub stride_c: u64,
     pub ldr: u32,
     pub ldc: u32,
     pub scale: f32,
     pub geglu: u32,
-    /// 1: cp.async path (set by [`GemmParams::new`] from the addresses and strides).
-    pub aligned: u32,
 }
 
 /// `batch` products `(M, K) x B -> (M, N)`, e.g. `batch = 1, M = 32 * 4096, N = 1280, K = 320`.
@@ -103,6 +113,17 @@ pub struct GemmShape {
     /// Output columns.
     pub n: u64,
     pub k: u64,
+}
+
+impl GemmShape {
+    pub fn new(batch: usize, m: usize, n: usize, k: usize) -> GemmShape {
+        GemmShape {
+            batch: batch as u64,
+            m: m as u64,
+            n: n as u64,
+            k: k as u64,
+        }
+    }
 }
 
 /// Device addresses (bias / residual 0 = none).
@@ -200,75 +221,81 @@ impl GemmParams {
             "GEGLU epilogue needs the linear layout (B (2N, K)); matmul_v1_bf16 has none"
         );
         let what = op.entry();
-        check_grid(what, shape)?;
-        let aligned = cp_async_aligned(ptrs.a, ptrs.b, &layout_strides(&layout));
-        let [m, n, k, lda, ldb, ldc] =
-            gemm_dims(what, shape, [layout.lda, layout.ldb, layout.ldc])?;
+        let ops = GemmOperandParams::new(what, ptrs.a, ptrs.b, shape, &layout.operands())?;
         Ok(GemmParams {
-            a: ptrs.a,
-            b: ptrs.b,
+            ops,
             bias: ptrs.bias,
             residual: ptrs.residual,
             c: ptrs.c,
-            stride_a: layout.stride_a,
-            stride_b: layout.stride_b,
             stride_r: layout.stride_r,
             stride_c: layout.stride_c,
-            m,
-            n,
-            k,
-            lda,
-            ldb,
             ldr: to_u32(layout.ldr, &format!("{what} ldr"))?,
-            ldc,
+            ldc: to_u32(layout.ldc, &format!("{what} ldc"))?,
             scale: epi.scale,
             geglu: epi.geglu as u32,
-            aligned: aligned as u32,
         })
     }
 
     /// Forces the plain-load path (tests exercise both loaders on the same shapes).
     pub fn without_cp_async(mut self) -> Self {
-        self.aligned = 0;
+        self.ops.aligned = 0;
         self
     }
 }
 
-/// The grid limits both GEMM modules check (`what` names the entry): `batch` in 1..=65535
-/// (gridDim.z), at most 65535 row blocks of 64.
-pub(crate) fn check_grid(what: &str, shape: GemmShape) -> Result<()> {
-    ensure!(
-        (1..=65_535).contains(&shape.batch),
-        "{what}: batch {} must be in 1..=65535 (gridDim.z)",
-        shape.batch
-    );
-    ensure!(
-        ceil_div(shape.m, GEMM_BM as u64) <= 65_535,
-        "{what}: M {} needs more than 65535 row blocks",
-        shape.m
-    );
-    Ok(())
-}
+/// A's and B's row and batch strides, `[lda, ldb, stride_a, stride_b]` in elements.
+pub(crate) type OperandStrides = [u64; 4];
 
-fn layout_strides(l: &GemmLayout) -> [u64; 4] {
-    [l.lda, l.ldb, l.stride_a, l.stride_b]
-}
-
-/// The cp.async path of the shared mainloop: A and B 16-byte aligned and their row and batch
-/// strides (`[lda, ldb, stride_a, stride_b]`, elements) multiples of 8 bf16.
-pub(crate) fn cp_async_aligned(a: u64, b: u64, strides: &[u64; 4]) -> bool {
-    a % 16 == 0 && b % 16 == 0 && strides.iter().all(|s| s % 8 == 0)
-}
-
-/// `[M, N, K, lda, ldb, ldc]` as the kernels' u32 fields, an error naming `what` otherwise.
-pub(crate) fn gemm_dims(what: &str, shape: GemmShape, ld: [u64; 3]) -> Result<[u32; 6]> {
-    let values = [shape.m, shape.n, shape.k, ld[0], ld[1], ld[2]];
-    let names = ["M", "N", "K", "lda", "ldb", "ldc"];
-    let mut dims = [0; 6];
-    for ((d, v), name) in dims.iter_mut().zip(values).zip(names) {
-        *d = to_u32(v, &format!("{what} {name}"))?;
+impl GemmLayout {
+    fn operands(&self) -> OperandStrides {
+        [self.lda, self.ldb, self.stride_a, self.stride_b]
     }
-    Ok(dims)
+}
+
+impl GemmOperandParams {
+    /// The operands of a GEMM entry (`what` names it in errors): the grid limits (`batch` in
+    /// 1..=65535 (gridDim.z), at most 65535 row blocks of 64), dimensions and row strides as the
+    /// u32 fields, and the cp.async path when A and B are 16-byte aligned and their row and batch
+    /// strides are multiples of 8 bf16.
+    pub(crate) fn new(
+        what: &str,
+        a: u64,
+        b: u64,
+        shape: GemmShape,
+        strides: &OperandStrides,
+    ) -> Result<Self> {
+        ensure!(
+            (1..=65_535).contains(&shape.batch),
+            "{what}: batch {} must be in 1..=65535 (gridDim.z)",
+            shape.batch
+        );
+        ensure!(
+            ceil_div(shape.m, GEMM_BM as u64) <= 65_535,
+            "{what}: M {} needs more than 65535 row blocks",
+            shape.m
+        );
+        let aligned = a % 16 == 0 && b % 16 == 0 && strides.iter().all(|s| s % 8 == 0);
+        let &[lda, ldb, stride_a, stride_b] = strides;
+        let values = [shape.m, shape.n, shape.k, lda, ldb];
+        let names = ["M", "N", "K", "lda", "ldb"];
+        let mut dims = [0; 5];
+        for ((d, v), name) in dims.iter_mut().zip(values).zip(names) {
+            *d = to_u32(v, &format!("{what} {name}"))?;
+        }
+        let [m, n, k, lda, ldb] = dims;
+        Ok(GemmOperandParams {
+            a,
+            b,
+            stride_a,
+            stride_b,
+            m,
+            n,
+            k,
+            lda,
+            ldb,
+            aligned: aligned as u32,
+        })
+    }
 }
 
 /// `grid = (ceil(N / 64) | GEGLU ceil(N / 32), ceil(M / 64), batch)`, `block = 128`.
@@ -286,7 +313,8 @@ pub fn launch_config(shape: GemmShape, geglu: bool) -> LaunchConfig {
 mod tests {
     use super::*;
 
-    crate::params_layout_test!(GemmParams, 112, align 8);
+    crate::params_layout_test!(GemmParams, 112, align 8;
+        assert_eq!(std::mem::size_of::<GemmOperandParams>(), 56));
 
     #[test]
     fn smem_matches_report() {
@@ -296,24 +324,14 @@ mod tests {
 
     #[test]
     fn geglu_grid_covers_half_tiles() {
-        let s = GemmShape {
-            batch: 1,
-            m: 65,
-            n: 33,
-            k: 8,
-        };
+        let s = GemmShape::new(1, 65, 33, 8);
         assert_eq!(launch_config(s, false).grid, [1, 2, 1]);
         assert_eq!(launch_config(s, true).grid, [2, 2, 1]);
     }
 
     #[test]
     fn geglu_rejected_for_matmul() {
-        let s = GemmShape {
-            batch: 1,
-            m: 4,
-            n: 4,
-            k: 4,
-        };
+        let s = GemmShape::new(1, 4, 4, 4);
         let ptrs = GemmPtrs {
             a: 0,
             b: 0,

@@ -1,11 +1,11 @@
 //! `kernels/cuda/gemm_bf16.cu`: `C[b] = A[b] * B[b]^T + bias`, bf16 in, f32 accumulate, f32 or bf16 out.
 
-use crate::{gemm, Entry, LaunchConfig};
+use crate::{to_u32, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
 // One mainloop (`kernels/cuda/gemm_mainloop.cuh`), one geometry and launch rule with `gemm`.
 pub use crate::gemm::{
-    GemmShape, GEMM_BK, GEMM_BM, GEMM_BN, GEMM_LDS, GEMM_STAGES, GEMM_THREADS,
+    GemmOperandParams, GemmShape, GEMM_BK, GEMM_BM, GEMM_BN, GEMM_LDS, GEMM_STAGES, GEMM_THREADS,
     LINEAR_STATIC_SMEM_BYTES as GEMM_STATIC_SMEM_BYTES,
 };
 
@@ -17,25 +17,14 @@ pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(("GemmParams", 88), LAUNC
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct GemmParams {
-    /// `(batch, M, lda)` bf16.
-    pub a: u64,
-    /// `(batch, N, ldb)` bf16 (nn.Linear weight layout `(out, in)`).
-    pub b: u64,
+    /// A `(batch, M, lda)` and B `(batch, N, ldb)` bf16 (nn.Linear weight layout `(out, in)`).
+    pub ops: GemmOperandParams,
     /// `(N)` bf16, or 0.
     pub bias: u64,
     /// `(batch, M, ldc)` f32 or bf16 (the entry's dtype).
     pub c: u64,
-    pub stride_a: u64,
-    pub stride_b: u64,
     pub stride_c: u64,
-    pub m: u32,
-    pub n: u32,
-    pub k: u32,
-    pub lda: u32,
-    pub ldb: u32,
     pub ldc: u32,
-    /// 1: cp.async path (set by [`GemmParams::new`] from the addresses and strides).
-    pub aligned: u32,
     pub _pad: u32,
 }
 
@@ -84,7 +73,6 @@ impl GemmParams {
             shape.k,
             shape.n
         );
-        gemm::check_grid("gemm_bf16", shape)?;
         let GemmLayout {
             lda,
             ldb,
@@ -93,30 +81,20 @@ impl GemmParams {
             stride_b,
             stride_c,
         } = layout;
-        let aligned = gemm::cp_async_aligned(ptrs.a, ptrs.b, &[lda, ldb, stride_a, stride_b]);
-        let [m, n, k, lda, ldb, ldc] = gemm::gemm_dims("gemm_bf16", shape, [lda, ldb, ldc])?;
+        let strides = [lda, ldb, stride_a, stride_b];
         Ok(GemmParams {
-            a: ptrs.a,
-            b: ptrs.b,
+            ops: GemmOperandParams::new("gemm_bf16", ptrs.a, ptrs.b, shape, &strides)?,
             bias: ptrs.bias,
             c: ptrs.c,
-            stride_a,
-            stride_b,
             stride_c,
-            m,
-            n,
-            k,
-            lda,
-            ldb,
-            ldc,
-            aligned: aligned as u32,
+            ldc: to_u32(ldc, "gemm_bf16 ldc")?,
             _pad: 0,
         })
     }
 
     /// Forces the plain-load path (tests exercise both loaders on the same shapes).
     pub fn without_cp_async(mut self) -> Self {
-        self.aligned = 0;
+        self.ops.aligned = 0;
         self
     }
 }
@@ -142,12 +120,7 @@ mod tests {
 
     #[test]
     fn aligned_flag_follows_strides() {
-        let shape = GemmShape {
-            batch: 1,
-            m: 5,
-            n: 7,
-            k: 24,
-        };
+        let shape = GemmShape::new(1, 5, 7, 24);
         let ptrs = GemmPtrs {
             a: 256,
             b: 512,
@@ -157,6 +130,7 @@ mod tests {
         assert_eq!(
             GemmParams::new(ptrs, shape, GemmLayout::contiguous(shape, true))
                 .unwrap()
+                .ops
                 .aligned,
             1
         );
@@ -164,6 +138,7 @@ mod tests {
         assert_eq!(
             GemmParams::new(ptrs, shape, GemmLayout::contiguous(shape, true))
                 .unwrap()
+                .ops
                 .aligned,
             0
         );
