@@ -1,6 +1,6 @@
 //! `kernels/cuda/layer_norm.cu`: LayerNorm over the last dim of `(rows, cols)`, optional affine.
 
-use crate::{to_u32, warp_per_row, Entry, LaunchConfig};
+use crate::{warp_per_row, Entry, LaunchConfig, RowsShape};
 use anyhow::{ensure, Result};
 
 /// Rows (one warp each) per block (`LN_WARPS` in the `.cu`).
@@ -31,11 +31,7 @@ pub struct LayerNormParams {
 }
 
 /// `(rows, cols)`, e.g. `(batch * tokens, 1024)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LayerNormShape {
-    pub rows: u64,
-    pub cols: u64,
-}
+pub type LayerNormShape = RowsShape;
 
 impl LayerNormParams {
     pub fn new(
@@ -50,13 +46,14 @@ impl LayerNormParams {
             eps >= 0.0 && eps.is_finite(),
             "layer_norm: eps {eps} must be finite and >= 0"
         );
+        let [rows, cols] = shape.dims("layer_norm")?;
         Ok(LayerNormParams {
             x,
             gamma,
             beta,
             y,
-            rows: to_u32(shape.rows, "layer_norm rows")?,
-            cols: to_u32(shape.cols, "layer_norm cols")?,
+            rows,
+            cols,
             eps,
             _pad: 0,
         })
@@ -73,12 +70,4 @@ mod tests {
     use super::*;
 
     crate::params_layout_test!(LayerNormParams, 48);
-
-    #[test]
-    fn launch_rounds_rows_up() {
-        assert_eq!(
-            launch_config(LayerNormShape { rows: 9, cols: 7 }).grid,
-            [3, 1, 1]
-        );
-    }
 }

@@ -286,6 +286,33 @@ pub fn warp_per_row(rows: u64, warps: u32) -> LaunchConfig {
     LaunchConfig::blocks([blocks, 1, 1], warps * 32)
 }
 
+/// The `(rows, cols)` a row kernel (layer_norm, softmax) works on, one row per warp, e.g.
+/// `(batch * tokens, 1024)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowsShape {
+    pub rows: u64,
+    pub cols: u64,
+}
+
+impl RowsShape {
+    /// A contiguous tensor of `elems` elements as rows of its last dim `cols` (no rows when
+    /// `cols` is 0).
+    pub fn of(elems: usize, cols: usize) -> RowsShape {
+        RowsShape {
+            rows: elems.checked_div(cols).unwrap_or(0) as u64,
+            cols: cols as u64,
+        }
+    }
+
+    /// `[rows, cols]` as the kernels' u32 fields, an error naming `op` otherwise.
+    pub(crate) fn dims(self, op: &str) -> anyhow::Result<[u32; 2]> {
+        Ok([
+            to_u32(self.rows, &format!("{op} rows"))?,
+            to_u32(self.cols, &format!("{op} cols"))?,
+        ])
+    }
+}
+
 /// `ceil(extent / tile)` blocks along one grid axis, at least 1 (an empty launch still runs one
 /// block that exits).
 pub(crate) fn tiles(extent: u64, tile: u32) -> u32 {
@@ -322,6 +349,15 @@ pub(crate) use params_layout_test;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_kernels_round_rows_up() {
+        let shape = RowsShape::of(63, 7);
+        assert_eq!(shape, RowsShape { rows: 9, cols: 7 });
+        assert_eq!(layer_norm::launch_config(shape).grid, [3, 1, 1]);
+        assert_eq!(softmax::launch_config(shape).grid, [3, 1, 1]);
+        assert_eq!(RowsShape::of(0, 0).rows, 0);
+    }
 
     #[test]
     fn every_entry_is_in_its_ptx() {

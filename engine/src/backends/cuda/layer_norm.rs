@@ -24,10 +24,7 @@ pub(crate) fn layer_norm(
     if x.elem_count() == 0 {
         return Ok(out);
     }
-    let shape = LayerNormShape {
-        rows: (x.elem_count() / c) as u64,
-        cols: c as u64,
-    };
+    let shape = LayerNormShape::of(x.elem_count(), c);
     let p = LayerNormParams::new(
         be.ptr(x),
         gamma.as_ref().map_or(0, |g| be.ptr(g)),

@@ -16,10 +16,7 @@ pub(crate) fn softmax_last(be: &CudaBackend, t: &CudaTensor, scale: f32) -> Resu
     if t.elem_count() == 0 {
         return Ok(out);
     }
-    let shape = SoftmaxShape {
-        rows: (t.elem_count() / cols) as u64,
-        cols: cols as u64,
-    };
+    let shape = SoftmaxShape::of(t.elem_count(), cols);
     let p = SoftmaxParams::new(be.ptr(t), be.ptr(&out), shape, scale)?;
     // SAFETY: softmax_v1_<dtype>(SoftmaxParams): x and y are (rows, cols) contiguous in t's dtype.
     unsafe {
