@@ -1,12 +1,12 @@
 //! Shape rules, and a backend whose tensors carry only shapes.
 //!
-//! The free functions (`check_vec`, `group_norm_channels`, `check_conv2d_operands`, `last_dim`,
-//! `linear_shape`, `reshape_shape`, `permute_shape`, `concat_shape`, `narrow_shape`,
-//! `index_select_shape`, `pad2d_shape`, `upsample_nearest2d_shape`, `mean_dim_shape`,
-//! `max_pool2d_shape`, `matmul_shape`, `attention_shape`, `broadcast_shape`) are the one place an
-//! op's operands are checked and its output shape inferred: the CPU backend, the CUDA backend and
-//! [`ShapeBackend`] (hence the tracer, `graph::trace`) all call them, so the three agree on what is
-//! an error and say it in the same words.
+//! The free functions (`check_vec`, `group_norm_channels`, `check_conv2d_operands`,
+//! `conv2d_dims`, `last_dim`, `linear_shape`, `reshape_shape`, `permute_shape`, `concat_shape`,
+//! `narrow_shape`, `index_select_shape`, `pad2d_shape`, `upsample_nearest2d_shape`,
+//! `mean_dim_shape`, `max_pool2d_shape`, `matmul_shape`, `attention_dims`, `attention_shape`,
+//! `broadcast_shape`) are the one place an op's operands are checked and its output shape inferred:
+//! the CPU backend, the CUDA backend and [`ShapeBackend`] (hence the tracer, `graph::trace`) all
+//! call them, so the three agree on what is an error and say it in the same words.
 //!
 //! [`ShapeBackend`]: every op checks its operands and infers the output shape, and nothing is
 //! computed or stored. The fused primitives and the RCA ops keep the trait's default bodies: the
@@ -97,6 +97,66 @@ pub fn check_conv2d_operands(op: &str, x: &[usize], w: &[usize], groups: usize) 
         );
     }
     Ok(())
+}
+
+/// The sizes of a `conv2d`: x `(n, c, h, w)`, w `(o, c / groups, kh, kw)` → `(n, o, ho, wo)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dDims {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl Conv2dDims {
+    /// The output shape `(N, O, Ho, Wo)`.
+    pub fn out_shape(&self) -> Vec<usize> {
+        vec![self.n, self.o, self.ho, self.wo]
+    }
+}
+
+/// `conv2d` (`op` names it in errors) of x `(N, C, H, W)` and w `(O, C/groups, kh, kw)` with `p`
+/// (PyTorch: `Ho = (H + 2·ph − dh·(kh − 1) − 1) / sh + 1`): `groups` divides C and O, stride,
+/// dilation and kernel are positive, and the dilated kernel fits the padded input.
+pub fn conv2d_dims(op: &str, x: &[usize], w: &[usize], p: Conv2dParams) -> Result<Conv2dDims> {
+    check_conv2d_operands(op, x, w, p.groups)?;
+    let (n, c, h, wd) = (x[0], x[1], x[2], x[3]);
+    let (o, kh, kw) = (w[0], w[2], w[3]);
+    if o % p.groups != 0 {
+        bail!(
+            "{op}: {o} output channels (w {w:?}) are not divisible by groups {}",
+            p.groups
+        );
+    }
+    if p.stride.0 == 0
+        || p.stride.1 == 0
+        || p.dilation.0 == 0
+        || p.dilation.1 == 0
+        || kh == 0
+        || kw == 0
+    {
+        bail!("{op}: kernel {kh}x{kw} with {p:?} needs positive kernel sizes, stride and dilation");
+    }
+    let (eh, ew) = (p.dilation.0 * (kh - 1) + 1, p.dilation.1 * (kw - 1) + 1);
+    if h + 2 * p.padding.0 < eh || wd + 2 * p.padding.1 < ew {
+        bail!("{op}: kernel {kh}x{kw} with {p:?} does not fit the input {x:?}");
+    }
+    Ok(Conv2dDims {
+        n,
+        c,
+        h,
+        w: wd,
+        o,
+        kh,
+        kw,
+        ho: (h + 2 * p.padding.0 - eh) / p.stride.0 + 1,
+        wo: (wd + 2 * p.padding.1 - ew) / p.stride.1 + 1,
+    })
 }
 
 /// `reshape`: the element counts must agree.
@@ -253,8 +313,26 @@ pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     Ok(out)
 }
 
-/// `attention` of q `(B, H, Lq, D)`, k `(B, H, Lk, D)`, v `(B, H, Lk, Dv)` → `(B, H, Lq, Dv)`.
-pub fn attention_shape(q: &[usize], k: &[usize], v: &[usize]) -> Result<Vec<usize>> {
+/// The sizes of an `attention`: q `(b, h, lq, d)`, k `(b, h, lk, d)`, v `(b, h, lk, dv)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionDims {
+    pub b: usize,
+    pub h: usize,
+    pub lq: usize,
+    pub lk: usize,
+    pub d: usize,
+    pub dv: usize,
+}
+
+impl AttentionDims {
+    /// The output shape `(B, H, Lq, Dv)`.
+    pub fn out_shape(&self) -> Vec<usize> {
+        vec![self.b, self.h, self.lq, self.dv]
+    }
+}
+
+/// `attention` of q `(B, H, Lq, D)`, k `(B, H, Lk, D)`, v `(B, H, Lk, Dv)`: its sizes.
+pub fn attention_dims(q: &[usize], k: &[usize], v: &[usize]) -> Result<AttentionDims> {
     let ok = q.len() == 4
         && k.len() == 4
         && v.len() == 4
@@ -266,7 +344,19 @@ pub fn attention_shape(q: &[usize], k: &[usize], v: &[usize]) -> Result<Vec<usiz
             "attention: expected q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv); got q {q:?}, k {k:?}, v {v:?}"
         );
     }
-    Ok(vec![q[0], q[1], q[2], v[3]])
+    Ok(AttentionDims {
+        b: q[0],
+        h: q[1],
+        lq: q[2],
+        lk: k[2],
+        d: q[3],
+        dv: v[3],
+    })
+}
+
+/// `attention` → `(B, H, Lq, Dv)` (see [`attention_dims`]).
+pub fn attention_shape(q: &[usize], k: &[usize], v: &[usize]) -> Result<Vec<usize>> {
+    Ok(attention_dims(q, k, v)?.out_shape())
 }
 
 /// NumPy broadcasting of two shapes.
@@ -294,6 +384,19 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     Ok(out)
 }
 
+/// [`Backend`] methods of the shape backend: a row `name(arg: Type, ..) => shape;` checks the
+/// operands and returns a tensor of `shape`, an expression over the arguments (through the shape
+/// rules above; `?` returns their errors).
+macro_rules! shape_ops {
+    ($($name:ident($($arg:ident: $ty:ty),*) => $shape:expr;)*) => {
+        $(
+            fn $name(&self, $($arg: $ty),*) -> Result<ShapeTensor> {
+                t($shape)
+            }
+        )*
+    };
+}
+
 impl Backend for ShapeBackend {
     type Tensor = ShapeTensor;
 
@@ -318,184 +421,63 @@ impl Backend for ShapeBackend {
         t(shape.to_vec())
     }
 
-    fn reshape(&self, x: &ShapeTensor, shape: &[usize]) -> Result<ShapeTensor> {
-        reshape_shape(&x.shape, shape)?;
-        t(shape.to_vec())
-    }
-
-    fn permute(&self, x: &ShapeTensor, dims: &[usize]) -> Result<ShapeTensor> {
-        t(permute_shape(&x.shape, dims)?)
-    }
-
     fn concat(&self, ts: &[&ShapeTensor], dim: usize) -> Result<ShapeTensor> {
         let shapes: Vec<&[usize]> = ts.iter().map(|x| x.shape()).collect();
         t(concat_shape(&shapes, dim)?)
     }
 
-    fn narrow(&self, x: &ShapeTensor, dim: usize, start: usize, len: usize) -> Result<ShapeTensor> {
-        t(narrow_shape(&x.shape, dim, start, len)?)
-    }
-
-    fn index_select(&self, x: &ShapeTensor, dim: usize, idx: &[usize]) -> Result<ShapeTensor> {
-        t(index_select_shape(&x.shape, dim, idx)?)
-    }
-
-    fn unary(&self, x: &ShapeTensor, _op: Unary) -> Result<ShapeTensor> {
-        Ok(x.clone())
-    }
-
-    fn binary(&self, a: &ShapeTensor, b: &ShapeTensor, _op: Binary) -> Result<ShapeTensor> {
-        t(broadcast_shape(&a.shape, &b.shape)?)
-    }
-
-    fn affine(&self, x: &ShapeTensor, _mul: f32, _add: f32) -> Result<ShapeTensor> {
-        Ok(x.clone())
-    }
-
-    fn softmax_last(&self, x: &ShapeTensor) -> Result<ShapeTensor> {
-        Ok(x.clone())
-    }
-
-    fn group_norm(
-        &self,
-        x: &ShapeTensor,
-        groups: usize,
-        g: Option<&ShapeTensor>,
-        b: Option<&ShapeTensor>,
-        _eps: f32,
-    ) -> Result<ShapeTensor> {
-        let c = group_norm_channels(&x.shape, groups)?;
-        check_vec("group_norm", "gamma", g, c)?;
-        check_vec("group_norm", "beta", b, c)?;
-        Ok(x.clone())
-    }
-
-    fn layer_norm(
-        &self,
-        x: &ShapeTensor,
-        _g: Option<&ShapeTensor>,
-        _b: Option<&ShapeTensor>,
-        _eps: f32,
-    ) -> Result<ShapeTensor> {
-        Ok(x.clone())
-    }
-
-    fn linear(
-        &self,
-        x: &ShapeTensor,
-        w: &ShapeTensor,
-        bias: Option<&ShapeTensor>,
-    ) -> Result<ShapeTensor> {
-        let s = linear_shape("linear", &x.shape, &w.shape)?;
-        check_vec("linear", "bias", bias, w.shape[0])?;
-        t(s)
-    }
-
-    fn matmul(&self, a: &ShapeTensor, b: &ShapeTensor) -> Result<ShapeTensor> {
-        t(matmul_shape(&a.shape, &b.shape)?)
-    }
-
-    fn conv2d(
-        &self,
-        x: &ShapeTensor,
-        w: &ShapeTensor,
-        bias: Option<&ShapeTensor>,
-        p: Conv2dParams,
-    ) -> Result<ShapeTensor> {
-        check_conv2d_operands("conv2d", &x.shape, &w.shape, p.groups)?;
-        check_vec("conv2d", "bias", bias, w.shape[0])?;
-        let out = |i: usize, k: usize, s: usize, pd: usize, d: usize| -> Result<usize> {
-            let eff = d * (k - 1) + 1;
-            ensure!(
-                i + 2 * pd >= eff,
-                "conv2d: input {i} too small for kernel {k}"
-            );
-            Ok((i + 2 * pd - eff) / s + 1)
+    shape_ops! {
+        reshape(x: &ShapeTensor, shape: &[usize]) => {
+            reshape_shape(&x.shape, shape)?;
+            shape.to_vec()
         };
-        let h = out(
-            x.shape[2],
-            w.shape[2],
-            p.stride.0,
-            p.padding.0,
-            p.dilation.0,
-        )?;
-        let wd = out(
-            x.shape[3],
-            w.shape[3],
-            p.stride.1,
-            p.padding.1,
-            p.dilation.1,
-        )?;
-        t(vec![x.shape[0], w.shape[0], h, wd])
-    }
-
-    fn attention(
-        &self,
-        q: &ShapeTensor,
-        k: &ShapeTensor,
-        v: &ShapeTensor,
-        _scale: f32,
-    ) -> Result<ShapeTensor> {
-        t(attention_shape(&q.shape, &k.shape, &v.shape)?)
-    }
-
-    fn upsample_nearest2d(
-        &self,
-        x: &ShapeTensor,
-        out_h: usize,
-        out_w: usize,
-    ) -> Result<ShapeTensor> {
-        t(upsample_nearest2d_shape(&x.shape, out_h, out_w)?)
-    }
-
-    fn pad2d(
-        &self,
-        x: &ShapeTensor,
-        l: usize,
-        r: usize,
-        top: usize,
-        bottom: usize,
-    ) -> Result<ShapeTensor> {
-        t(pad2d_shape(&x.shape, l, r, top, bottom)?)
-    }
-
-    fn mean_dim(&self, x: &ShapeTensor, dim: usize) -> Result<ShapeTensor> {
-        t(mean_dim_shape(&x.shape, dim)?)
-    }
-
-    fn timestep_embedding(
-        &self,
-        ts: &ShapeTensor,
-        dim: usize,
-        _flip_sin_to_cos: bool,
-        _downscale_freq_shift: f32,
-    ) -> Result<ShapeTensor> {
-        ensure!(
-            ts.rank() == 1,
-            "timestep_embedding: t {:?} must be (N,)",
-            ts.shape
-        );
-        t(vec![ts.shape[0], dim])
-    }
-
-    fn cfg_ddim_step(
-        &self,
-        out: &ShapeTensor,
-        z: &ShapeTensor,
-        frame_offset: usize,
-        coeffs: &ShapeTensor,
-    ) -> Result<ShapeTensor> {
-        super::composed::check_cfg_ddim(&out.shape, &z.shape, frame_offset, &coeffs.shape)?;
-        t(z.shape.clone())
-    }
-
-    fn max_pool2d(
-        &self,
-        x: &ShapeTensor,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    ) -> Result<ShapeTensor> {
-        t(max_pool2d_shape(&x.shape, kernel, stride, padding)?)
+        permute(x: &ShapeTensor, dims: &[usize]) => permute_shape(&x.shape, dims)?;
+        narrow(x: &ShapeTensor, dim: usize, start: usize, len: usize)
+            => narrow_shape(&x.shape, dim, start, len)?;
+        index_select(x: &ShapeTensor, dim: usize, idx: &[usize])
+            => index_select_shape(&x.shape, dim, idx)?;
+        unary(x: &ShapeTensor, _op: Unary) => x.shape.clone();
+        binary(a: &ShapeTensor, b: &ShapeTensor, _op: Binary) => broadcast_shape(&a.shape, &b.shape)?;
+        affine(x: &ShapeTensor, _mul: f32, _add: f32) => x.shape.clone();
+        softmax_last(x: &ShapeTensor) => x.shape.clone();
+        group_norm(x: &ShapeTensor, groups: usize, gamma: Option<&ShapeTensor>,
+            beta: Option<&ShapeTensor>, _eps: f32) => {
+            let c = group_norm_channels(&x.shape, groups)?;
+            check_vec("group_norm", "gamma", gamma, c)?;
+            check_vec("group_norm", "beta", beta, c)?;
+            x.shape.clone()
+        };
+        layer_norm(x: &ShapeTensor, _gamma: Option<&ShapeTensor>, _beta: Option<&ShapeTensor>,
+            _eps: f32) => x.shape.clone();
+        linear(x: &ShapeTensor, w: &ShapeTensor, bias: Option<&ShapeTensor>) => {
+            let s = linear_shape("linear", &x.shape, &w.shape)?;
+            check_vec("linear", "bias", bias, w.shape[0])?;
+            s
+        };
+        matmul(a: &ShapeTensor, b: &ShapeTensor) => matmul_shape(&a.shape, &b.shape)?;
+        conv2d(x: &ShapeTensor, w: &ShapeTensor, bias: Option<&ShapeTensor>, p: Conv2dParams) => {
+            let d = conv2d_dims("conv2d", &x.shape, &w.shape, p)?;
+            check_vec("conv2d", "bias", bias, d.o)?;
+            d.out_shape()
+        };
+        attention(q: &ShapeTensor, k: &ShapeTensor, v: &ShapeTensor, _scale: f32)
+            => attention_shape(&q.shape, &k.shape, &v.shape)?;
+        upsample_nearest2d(x: &ShapeTensor, out_h: usize, out_w: usize)
+            => upsample_nearest2d_shape(&x.shape, out_h, out_w)?;
+        pad2d(x: &ShapeTensor, l: usize, r: usize, top: usize, bottom: usize)
+            => pad2d_shape(&x.shape, l, r, top, bottom)?;
+        mean_dim(x: &ShapeTensor, dim: usize) => mean_dim_shape(&x.shape, dim)?;
+        max_pool2d(x: &ShapeTensor, kernel: usize, stride: usize, padding: usize)
+            => max_pool2d_shape(&x.shape, kernel, stride, padding)?;
+        timestep_embedding(ts: &ShapeTensor, dim: usize, _flip_sin_to_cos: bool,
+            _downscale_freq_shift: f32) => {
+            ensure!(ts.rank() == 1, "timestep_embedding: t {:?} must be (N,)", ts.shape);
+            vec![ts.shape[0], dim]
+        };
+        cfg_ddim_step(out: &ShapeTensor, z: &ShapeTensor, frame_offset: usize,
+            coeffs: &ShapeTensor) => {
+            super::composed::check_cfg_ddim(&out.shape, &z.shape, frame_offset, &coeffs.shape)?;
+            z.shape.clone()
+        };
     }
 }

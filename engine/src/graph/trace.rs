@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceTensor {
     id: usize,
-    shape: Vec<usize>,
+    shape: ShapeTensor,
 }
 
 impl TraceTensor {
@@ -30,7 +30,7 @@ impl TraceTensor {
 
 impl TensorLike for TraceTensor {
     fn shape(&self) -> &[usize] {
-        &self.shape
+        self.shape.shape()
     }
 }
 
@@ -68,10 +68,6 @@ impl std::fmt::Debug for TraceBackend {
             .field("pending", &s.pending.len())
             .finish()
     }
-}
-
-fn st(t: &TraceTensor) -> ShapeTensor {
-    ShapeTensor::new(&t.shape)
 }
 
 impl TraceBackend {
@@ -121,21 +117,20 @@ impl TraceBackend {
         s.tensors.push((shape.to_vec(), Some(kind)));
         TraceTensor {
             id,
-            shape: shape.to_vec(),
+            shape: ShapeTensor::new(shape),
         }
     }
 
     fn record(&self, op: Op, inputs: &[&TraceTensor], out: ShapeTensor) -> Result<TraceTensor> {
         let mut s = self.lock();
         let id = s.tensors.len();
-        let shape = out.shape().to_vec();
-        s.tensors.push((shape.clone(), None));
+        s.tensors.push((out.shape().to_vec(), None));
         s.pending.push(Recorded {
             op,
             inputs: inputs.iter().map(|t| t.id).collect(),
             output: id,
         });
-        Ok(TraceTensor { id, shape })
+        Ok(TraceTensor { id, shape: out })
     }
 
     /// The ops recorded since the previous cut, as a graph named `name`. Tensors they read
@@ -183,6 +178,115 @@ impl TraceBackend {
     }
 }
 
+/// An argument of a traced op: what [`ShapeBackend`]'s method takes in its place, and the traced
+/// tensors it reads.
+trait TraceArg<'a>: Copy {
+    type Shape;
+    fn shape(self) -> Self::Shape;
+    fn inputs(self, _ins: &mut Vec<&'a TraceTensor>) {}
+}
+
+impl<'a> TraceArg<'a> for &'a TraceTensor {
+    type Shape = &'a ShapeTensor;
+    fn shape(self) -> &'a ShapeTensor {
+        &self.shape
+    }
+    fn inputs(self, ins: &mut Vec<&'a TraceTensor>) {
+        ins.push(self);
+    }
+}
+
+impl<'a> TraceArg<'a> for Option<&'a TraceTensor> {
+    type Shape = Option<&'a ShapeTensor>;
+    fn shape(self) -> Option<&'a ShapeTensor> {
+        self.map(|t| &t.shape)
+    }
+    fn inputs(self, ins: &mut Vec<&'a TraceTensor>) {
+        ins.extend(self);
+    }
+}
+
+/// `rca_motion_sum`'s `f_id`.
+impl<'a> TraceArg<'a> for Option<(&'a TraceTensor, usize)> {
+    type Shape = Option<(&'a ShapeTensor, usize)>;
+    fn shape(self) -> Self::Shape {
+        self.map(|(t, start)| (&t.shape, start))
+    }
+    fn inputs(self, ins: &mut Vec<&'a TraceTensor>) {
+        ins.extend(self.map(|(t, _)| t));
+    }
+}
+
+impl<'a> TraceArg<'a> for LinearEpilogue<'a, TraceTensor> {
+    type Shape = LinearEpilogue<'a, ShapeTensor>;
+    fn shape(self) -> Self::Shape {
+        LinearEpilogue {
+            residual: self.residual.shape(),
+            scale: self.scale,
+            geglu: self.geglu,
+        }
+    }
+    fn inputs(self, ins: &mut Vec<&'a TraceTensor>) {
+        self.residual.inputs(ins);
+    }
+}
+
+impl<'a> TraceArg<'a> for ConvEpilogue<'a, TraceTensor> {
+    type Shape = ConvEpilogue<'a, ShapeTensor>;
+    fn shape(self) -> Self::Shape {
+        ConvEpilogue {
+            temb: self.temb.shape(),
+            residual: self.residual.shape(),
+            scale: self.scale,
+        }
+    }
+    fn inputs(self, ins: &mut Vec<&'a TraceTensor>) {
+        self.temb.inputs(ins);
+        self.residual.inputs(ins);
+    }
+}
+
+/// Arguments that are no tensors go to the shape backend as they are.
+macro_rules! plain_trace_args {
+    ($($t:ty),*) => {
+        $(
+            impl<'a> TraceArg<'a> for $t {
+                type Shape = $t;
+                fn shape(self) -> $t {
+                    self
+                }
+            }
+        )*
+    };
+}
+
+plain_trace_args!(
+    usize,
+    f32,
+    bool,
+    Unary,
+    Option<Unary>,
+    Binary,
+    Conv2dParams,
+    &'a [usize]
+);
+
+/// [`Backend`] methods of the trace. A row `name(arg: Type, ..) => op;` checks the operands and
+/// infers the output shape with [`ShapeBackend`]'s method of the same name, then records `op` (an
+/// expression over the arguments) reading the traced tensors among the arguments, in order.
+macro_rules! trace_ops {
+    ($($name:ident($($arg:ident: $ty:ty),*) => $op:expr;)*) => {
+        $(
+            fn $name(&self, $($arg: $ty),*) -> Result<TraceTensor> {
+                let out = ShapeBackend.$name($(TraceArg::shape($arg)),*)?;
+                let mut inputs = Vec::new();
+                $(TraceArg::inputs($arg, &mut inputs);)*
+                self.record($op, &inputs, out)
+            }
+        )*
+    };
+}
+
 impl Backend for TraceBackend {
     type Tensor = TraceTensor;
 
@@ -203,364 +307,78 @@ impl Backend for TraceBackend {
         Ok(self.leaf(shape))
     }
 
-    fn reshape(&self, t: &TraceTensor, shape: &[usize]) -> Result<TraceTensor> {
-        let o = ShapeBackend.reshape(&st(t), shape)?;
-        self.record(Op::Reshape, &[t], o)
-    }
-
-    fn permute(&self, t: &TraceTensor, dims: &[usize]) -> Result<TraceTensor> {
-        let o = ShapeBackend.permute(&st(t), dims)?;
-        self.record(Op::Permute, &[t], o)
-    }
-
     fn concat(&self, ts: &[&TraceTensor], dim: usize) -> Result<TraceTensor> {
-        let shapes: Vec<ShapeTensor> = ts.iter().map(|t| st(t)).collect();
-        let refs: Vec<&ShapeTensor> = shapes.iter().collect();
-        let o = ShapeBackend.concat(&refs, dim)?;
-        self.record(Op::Concat { dim }, ts, o)
+        let shapes: Vec<&ShapeTensor> = ts.iter().map(|t| &t.shape).collect();
+        let out = ShapeBackend.concat(&shapes, dim)?;
+        self.record(Op::Concat { dim }, ts, out)
     }
 
-    fn narrow(&self, t: &TraceTensor, dim: usize, start: usize, len: usize) -> Result<TraceTensor> {
-        let o = ShapeBackend.narrow(&st(t), dim, start, len)?;
-        self.record(Op::Narrow { dim }, &[t], o)
-    }
-
-    fn index_select(&self, t: &TraceTensor, dim: usize, idx: &[usize]) -> Result<TraceTensor> {
-        let o = ShapeBackend.index_select(&st(t), dim, idx)?;
-        self.record(Op::IndexSelect { dim }, &[t], o)
-    }
-
-    fn unary(&self, t: &TraceTensor, op: Unary) -> Result<TraceTensor> {
-        let o = ShapeBackend.unary(&st(t), op)?;
-        self.record(Op::Unary(op), &[t], o)
-    }
-
-    fn binary(&self, a: &TraceTensor, b: &TraceTensor, op: Binary) -> Result<TraceTensor> {
-        let o = ShapeBackend.binary(&st(a), &st(b), op)?;
-        self.record(Op::Binary(op), &[a, b], o)
-    }
-
-    fn affine(&self, t: &TraceTensor, mul: f32, add: f32) -> Result<TraceTensor> {
-        let o = ShapeBackend.affine(&st(t), mul, add)?;
-        self.record(Op::Affine, &[t], o)
-    }
-
-    fn softmax_last(&self, t: &TraceTensor) -> Result<TraceTensor> {
-        let o = ShapeBackend.softmax_last(&st(t))?;
-        self.record(Op::Softmax, &[t], o)
-    }
-
-    fn group_norm(
-        &self,
-        x: &TraceTensor,
-        groups: usize,
-        gamma: Option<&TraceTensor>,
-        beta: Option<&TraceTensor>,
-        eps: f32,
-    ) -> Result<TraceTensor> {
-        let (g, b) = (gamma.map(st), beta.map(st));
-        let o = ShapeBackend.group_norm(&st(x), groups, g.as_ref(), b.as_ref(), eps)?;
-        let mut ins = vec![x];
-        ins.extend(gamma);
-        ins.extend(beta);
-        self.record(
-            Op::GroupNorm {
-                groups,
-                affine: gamma.is_some() || beta.is_some(),
-                act: None,
-            },
-            &ins,
-            o,
-        )
-    }
-
-    fn layer_norm(
-        &self,
-        x: &TraceTensor,
-        gamma: Option<&TraceTensor>,
-        beta: Option<&TraceTensor>,
-        eps: f32,
-    ) -> Result<TraceTensor> {
-        let (g, b) = (gamma.map(st), beta.map(st));
-        let o = ShapeBackend.layer_norm(&st(x), g.as_ref(), b.as_ref(), eps)?;
-        let mut ins = vec![x];
-        ins.extend(gamma);
-        ins.extend(beta);
-        self.record(
-            Op::LayerNorm {
-                affine: gamma.is_some() || beta.is_some(),
-            },
-            &ins,
-            o,
-        )
-    }
-
-    fn linear(
-        &self,
-        x: &TraceTensor,
-        w: &TraceTensor,
-        bias: Option<&TraceTensor>,
-    ) -> Result<TraceTensor> {
-        let b = bias.map(st);
-        let o = ShapeBackend.linear(&st(x), &st(w), b.as_ref())?;
-        let mut ins = vec![x, w];
-        ins.extend(bias);
-        self.record(
-            Op::Linear {
-                bias: bias.is_some(),
-                residual: false,
-                geglu: false,
-                scaled: false,
-            },
-            &ins,
-            o,
-        )
-    }
-
-    fn matmul(&self, a: &TraceTensor, b: &TraceTensor) -> Result<TraceTensor> {
-        let o = ShapeBackend.matmul(&st(a), &st(b))?;
-        self.record(Op::Matmul, &[a, b], o)
-    }
-
-    fn conv2d(
-        &self,
-        x: &TraceTensor,
-        w: &TraceTensor,
-        bias: Option<&TraceTensor>,
-        p: Conv2dParams,
-    ) -> Result<TraceTensor> {
-        let b = bias.map(st);
-        let o = ShapeBackend.conv2d(&st(x), &st(w), b.as_ref(), p)?;
-        let mut ins = vec![x, w];
-        ins.extend(bias);
-        self.record(
-            Op::Conv2d {
+    trace_ops! {
+        reshape(t: &TraceTensor, shape: &[usize]) => Op::Reshape;
+        permute(t: &TraceTensor, dims: &[usize]) => Op::Permute;
+        narrow(t: &TraceTensor, dim: usize, start: usize, len: usize) => Op::Narrow { dim };
+        index_select(t: &TraceTensor, dim: usize, idx: &[usize]) => Op::IndexSelect { dim };
+        unary(t: &TraceTensor, op: Unary) => Op::Unary(op);
+        binary(a: &TraceTensor, b: &TraceTensor, op: Binary) => Op::Binary(op);
+        affine(t: &TraceTensor, mul: f32, add: f32) => Op::Affine;
+        softmax_last(t: &TraceTensor) => Op::Softmax;
+        group_norm(x: &TraceTensor, groups: usize, gamma: Option<&TraceTensor>,
+            beta: Option<&TraceTensor>, eps: f32)
+            => Op::GroupNorm { groups, affine: gamma.is_some() || beta.is_some(), act: None };
+        layer_norm(x: &TraceTensor, gamma: Option<&TraceTensor>, beta: Option<&TraceTensor>,
+            eps: f32) => Op::LayerNorm { affine: gamma.is_some() || beta.is_some() };
+        linear(x: &TraceTensor, w: &TraceTensor, bias: Option<&TraceTensor>)
+            => Op::Linear { bias: bias.is_some(), residual: false, geglu: false, scaled: false };
+        matmul(a: &TraceTensor, b: &TraceTensor) => Op::Matmul;
+        conv2d(x: &TraceTensor, w: &TraceTensor, bias: Option<&TraceTensor>, p: Conv2dParams)
+            => Op::Conv2d {
                 params: p,
                 bias: bias.is_some(),
                 temb: false,
                 residual: false,
                 scaled: false,
-            },
-            &ins,
-            o,
-        )
-    }
+            };
+        attention(q: &TraceTensor, k: &TraceTensor, v: &TraceTensor, scale: f32) => Op::Attention;
+        upsample_nearest2d(x: &TraceTensor, out_h: usize, out_w: usize) => Op::UpsampleNearest2d;
+        pad2d(x: &TraceTensor, left: usize, right: usize, top: usize, bottom: usize) => Op::Pad2d;
+        mean_dim(t: &TraceTensor, dim: usize) => Op::MeanDim { dim };
+        max_pool2d(x: &TraceTensor, kernel: usize, stride: usize, padding: usize)
+            => Op::MaxPool2d { kernel };
 
-    fn attention(
-        &self,
-        q: &TraceTensor,
-        k: &TraceTensor,
-        v: &TraceTensor,
-        scale: f32,
-    ) -> Result<TraceTensor> {
-        let o = ShapeBackend.attention(&st(q), &st(k), &st(v), scale)?;
-        self.record(Op::Attention, &[q, k, v], o)
-    }
-
-    fn upsample_nearest2d(
-        &self,
-        x: &TraceTensor,
-        out_h: usize,
-        out_w: usize,
-    ) -> Result<TraceTensor> {
-        let o = ShapeBackend.upsample_nearest2d(&st(x), out_h, out_w)?;
-        self.record(Op::UpsampleNearest2d, &[x], o)
-    }
-
-    fn pad2d(
-        &self,
-        x: &TraceTensor,
-        left: usize,
-        right: usize,
-        top: usize,
-        bottom: usize,
-    ) -> Result<TraceTensor> {
-        let o = ShapeBackend.pad2d(&st(x), left, right, top, bottom)?;
-        self.record(Op::Pad2d, &[x], o)
-    }
-
-    fn mean_dim(&self, t: &TraceTensor, dim: usize) -> Result<TraceTensor> {
-        let o = ShapeBackend.mean_dim(&st(t), dim)?;
-        self.record(Op::MeanDim { dim }, &[t], o)
-    }
-
-    fn timestep_embedding(
-        &self,
-        t: &TraceTensor,
-        dim: usize,
-        flip_sin_to_cos: bool,
-        downscale_freq_shift: f32,
-    ) -> Result<TraceTensor> {
-        let o =
-            ShapeBackend.timestep_embedding(&st(t), dim, flip_sin_to_cos, downscale_freq_shift)?;
-        self.record(Op::TimestepEmbedding, &[t], o)
-    }
-
-    fn cfg_ddim_step(
-        &self,
-        out: &TraceTensor,
-        z: &TraceTensor,
-        frame_offset: usize,
-        coeffs: &TraceTensor,
-    ) -> Result<TraceTensor> {
-        let o = ShapeBackend.cfg_ddim_step(&st(out), &st(z), frame_offset, &st(coeffs))?;
-        self.record(Op::CfgDdim, &[out, z, coeffs], o)
-    }
-
-    fn max_pool2d(
-        &self,
-        x: &TraceTensor,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    ) -> Result<TraceTensor> {
-        let o = ShapeBackend.max_pool2d(&st(x), kernel, stride, padding)?;
-        self.record(Op::MaxPool2d { kernel }, &[x], o)
-    }
-
-    fn group_norm_act(
-        &self,
-        x: &TraceTensor,
-        groups: usize,
-        gamma: Option<&TraceTensor>,
-        beta: Option<&TraceTensor>,
-        eps: f32,
-        act: Option<Unary>,
-    ) -> Result<TraceTensor> {
-        let (g, b) = (gamma.map(st), beta.map(st));
-        let o = ShapeBackend.group_norm_act(&st(x), groups, g.as_ref(), b.as_ref(), eps, act)?;
-        let mut ins = vec![x];
-        ins.extend(gamma);
-        ins.extend(beta);
-        self.record(
-            Op::GroupNorm {
-                groups,
-                affine: gamma.is_some() || beta.is_some(),
-                act,
-            },
-            &ins,
-            o,
-        )
-    }
-
-    fn linear_ext(
-        &self,
-        x: &TraceTensor,
-        w: &TraceTensor,
-        bias: Option<&TraceTensor>,
-        epi: LinearEpilogue<'_, TraceTensor>,
-    ) -> Result<TraceTensor> {
-        let b = bias.map(st);
-        let r = epi.residual.map(st);
-        let shape_epi = LinearEpilogue {
-            residual: r.as_ref(),
-            scale: epi.scale,
-            geglu: epi.geglu,
-        };
-        let o = ShapeBackend.linear_ext(&st(x), &st(w), b.as_ref(), shape_epi)?;
-        let mut ins = vec![x, w];
-        ins.extend(bias);
-        ins.extend(epi.residual);
-        self.record(
-            Op::Linear {
+        // fused primitives
+        group_norm_act(x: &TraceTensor, groups: usize, gamma: Option<&TraceTensor>,
+            beta: Option<&TraceTensor>, eps: f32, act: Option<Unary>)
+            => Op::GroupNorm { groups, affine: gamma.is_some() || beta.is_some(), act };
+        linear_ext(x: &TraceTensor, w: &TraceTensor, bias: Option<&TraceTensor>,
+            epi: LinearEpilogue<'_, TraceTensor>)
+            => Op::Linear {
                 bias: bias.is_some(),
                 residual: epi.residual.is_some(),
                 geglu: epi.geglu,
                 scaled: epi.scale != 1.0,
-            },
-            &ins,
-            o,
-        )
-    }
-
-    fn conv2d_ext(
-        &self,
-        x: &TraceTensor,
-        w: &TraceTensor,
-        bias: Option<&TraceTensor>,
-        p: Conv2dParams,
-        epi: ConvEpilogue<'_, TraceTensor>,
-    ) -> Result<TraceTensor> {
-        let b = bias.map(st);
-        let t = epi.temb.map(st);
-        let r = epi.residual.map(st);
-        let shape_epi = ConvEpilogue {
-            temb: t.as_ref(),
-            residual: r.as_ref(),
-            scale: epi.scale,
-        };
-        let o = ShapeBackend.conv2d_ext(&st(x), &st(w), b.as_ref(), p, shape_epi)?;
-        let mut ins = vec![x, w];
-        ins.extend(bias);
-        ins.extend(epi.temb);
-        ins.extend(epi.residual);
-        self.record(
-            Op::Conv2d {
+            };
+        conv2d_ext(x: &TraceTensor, w: &TraceTensor, bias: Option<&TraceTensor>, p: Conv2dParams,
+            epi: ConvEpilogue<'_, TraceTensor>)
+            => Op::Conv2d {
                 params: p,
                 bias: bias.is_some(),
                 temb: epi.temb.is_some(),
                 residual: epi.residual.is_some(),
                 scaled: epi.scale != 1.0,
-            },
-            &ins,
-            o,
-        )
-    }
+            };
+        timestep_embedding(t: &TraceTensor, dim: usize, flip_sin_to_cos: bool,
+            downscale_freq_shift: f32) => Op::TimestepEmbedding;
+        cfg_ddim_step(out: &TraceTensor, z: &TraceTensor, frame_offset: usize,
+            coeffs: &TraceTensor) => Op::CfgDdim;
 
-    fn rca_attention(
-        &self,
-        q: &TraceTensor,
-        k: &TraceTensor,
-        v: &TraceTensor,
-        heads: usize,
-        scale: f32,
-    ) -> Result<TraceTensor> {
-        let o = ShapeBackend.rca_attention(&st(q), &st(k), &st(v), heads, scale)?;
-        self.record(Op::RcaAttention { heads }, &[q, k, v], o)
-    }
-
-    fn rca_temporal_query(
-        &self,
-        x: &TraceTensor,
-        a_s: &TraceTensor,
-        bank: &TraceTensor,
-    ) -> Result<TraceTensor> {
-        let o = ShapeBackend.rca_temporal_query(&st(x), &st(a_s), &st(bank))?;
-        self.record(Op::RcaTemporalQuery, &[x, a_s, bank], o)
-    }
-
-    fn rca_motion_sum(
-        &self,
-        a_s: &TraceTensor,
-        a_t: &TraceTensor,
-        f_id: Option<(&TraceTensor, usize)>,
-    ) -> Result<TraceTensor> {
-        let f = f_id.map(|(f, r)| (st(f), r));
-        let o =
-            ShapeBackend.rca_motion_sum(&st(a_s), &st(a_t), f.as_ref().map(|(f, r)| (f, *r)))?;
-        let mut ins = vec![a_s, a_t];
-        ins.extend(f_id.map(|(f, _)| f));
-        self.record(Op::RcaMotionSum, &ins, o)
-    }
-
-    fn rca_merge(
-        &self,
-        f_in: &TraceTensor,
-        tokens: &TraceTensor,
-        mask_hidden: &TraceTensor,
-        mask_w: &TraceTensor,
-        mask_b: Option<&TraceTensor>,
-    ) -> Result<TraceTensor> {
-        let b = mask_b.map(st);
-        let o = ShapeBackend.rca_merge(
-            &st(f_in),
-            &st(tokens),
-            &st(mask_hidden),
-            &st(mask_w),
-            b.as_ref(),
-        )?;
-        let mut ins = vec![f_in, tokens, mask_hidden, mask_w];
-        ins.extend(mask_b);
-        self.record(Op::RcaMerge, &ins, o)
+        // region codebook attention
+        rca_attention(q: &TraceTensor, k: &TraceTensor, v: &TraceTensor, heads: usize, scale: f32)
+            => Op::RcaAttention { heads };
+        rca_temporal_query(x: &TraceTensor, a_s: &TraceTensor, bank: &TraceTensor)
+            => Op::RcaTemporalQuery;
+        rca_motion_sum(a_s: &TraceTensor, a_t: &TraceTensor,
+            f_id: Option<(&TraceTensor, usize)>) => Op::RcaMotionSum;
+        rca_merge(f_in: &TraceTensor, tokens: &TraceTensor, mask_hidden: &TraceTensor,
+            mask_w: &TraceTensor, mask_b: Option<&TraceTensor>) => Op::RcaMerge;
     }
 }
