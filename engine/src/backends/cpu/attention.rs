@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::gemm::{sgemm, Mat, Threads};
 use super::softmax::softmax_row;
 use super::CpuTensor;
-use crate::backends::shape::attention_shape;
+use crate::backends::shape::{attention_dims, AttentionDims};
 use crate::backends::TensorLike;
 
 /// Max floats in one task's score block (1 MiB).
@@ -25,9 +25,14 @@ pub(crate) fn attention(
     v: &CpuTensor,
     scale: f32,
 ) -> Result<CpuTensor> {
-    attention_shape(q.shape(), k.shape(), v.shape())?;
-    let (b, h, lq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-    let (lk, dv) = (k.shape()[2], v.shape()[3]);
+    let AttentionDims {
+        b,
+        h,
+        lq,
+        lk,
+        d,
+        dv,
+    } = attention_dims(q.shape(), k.shape(), v.shape())?;
     let mut out = vec![0.0f32; b * h * lq * dv];
     if out.is_empty() {
         return Ok(CpuTensor::new_unchecked(vec![b, h, lq, dv], out));

@@ -6,11 +6,12 @@
 //! time so its size stays under `IM2COL_BUDGET`. A 1×1, stride-1, unpadded conv
 //! multiplies straight from x.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 
 use super::gemm::{run_units, sgemm, Mat, Threads};
 use super::{check_vec, CpuTensor};
+use crate::backends::shape::{conv2d_dims, Conv2dDims};
 use crate::backends::{Conv2dParams, TensorLike};
 
 /// Max floats in one im2col band (16 MiB).
@@ -127,36 +128,20 @@ pub(crate) fn conv2d(
     bias: Option<&CpuTensor>,
     p: Conv2dParams,
 ) -> Result<CpuTensor> {
-    let bad = |why: &str| -> Result<CpuTensor> {
-        bail!(
-            "conv2d: {why} (x {:?}, w {:?}, params {:?})",
-            x.shape(),
-            w.shape(),
-            p
-        )
-    };
-    if x.rank() != 4 || w.rank() != 4 {
-        return bad("x must be (N, C, H, W) and w (O, C/groups, kh, kw)");
-    }
-    let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    let (o, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
-    let groups = p.groups;
-    if groups == 0 || c % groups != 0 || o % groups != 0 || cg != c / groups {
-        return bad("channels do not match groups");
-    }
-    if p.stride.0 == 0 || p.stride.1 == 0 || p.dilation.0 == 0 || p.dilation.1 == 0 {
-        return bad("stride and dilation must be positive");
-    }
-    if kh == 0 || kw == 0 {
-        return bad("empty kernel");
-    }
-    let (eh, ew) = (p.dilation.0 * (kh - 1) + 1, p.dilation.1 * (kw - 1) + 1);
-    if h + 2 * p.padding.0 < eh || wd + 2 * p.padding.1 < ew {
-        return bad("kernel larger than the padded input");
-    }
+    let Conv2dDims {
+        n,
+        c,
+        h,
+        w: wd,
+        o,
+        kh,
+        kw,
+        ho,
+        wo,
+    } = conv2d_dims("conv2d", x.shape(), w.shape(), p)?;
     check_vec("conv2d", "bias", bias, o)?;
-    let ho = (h + 2 * p.padding.0 - eh) / p.stride.0 + 1;
-    let wo = (wd + 2 * p.padding.1 - ew) / p.stride.1 + 1;
+    let groups = p.groups;
+    let cg = c / groups;
     let og = o / groups;
     let geom = Geom {
         cg,

@@ -4,7 +4,7 @@
 //! over the batch), and `CudaBackend::conv2d` on top of it (f32 activations: bf16 hi + lo split
 //! operands, `conv2d_v1_f32` writes the f32 output).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
 use cyberhost_kernels::conv2d::{launch_config, Conv2dParams, Conv2dPtrs, Conv2dShape};
 use cyberhost_kernels::{DType, KernelModule};
@@ -14,7 +14,7 @@ use super::split::split_operands;
 use super::tensor::CudaTensor;
 use super::util::check_len;
 use super::CudaDevice;
-use crate::backends::shape::{check_conv2d_operands, check_vec};
+use crate::backends::shape::{check_vec, conv2d_dims, Conv2dDims};
 use crate::backends::{self, TensorLike};
 
 /// Optional epilogue operands of [`conv2d`]: `y = scale * (conv + bias + temb + residual)`.
@@ -112,6 +112,23 @@ fn conv2d_entry<T: DeviceRepr, Y: DeviceRepr>(
         .with_context(|| format!("{entry} {s:?}"))
 }
 
+/// The kernel's geometry of a conv of `dims` with `p`.
+pub(crate) fn kernel_shape(dims: &Conv2dDims, p: backends::Conv2dParams) -> Conv2dShape {
+    Conv2dShape {
+        n: dims.n as u64,
+        c_in: dims.c as u64,
+        h: dims.h as u64,
+        w: dims.w as u64,
+        c_out: dims.o as u64,
+        kh: dims.kh as u64,
+        kw: dims.kw as u64,
+        stride: (p.stride.0 as u64, p.stride.1 as u64),
+        pad: (p.padding.0 as u64, p.padding.1 as u64),
+        dilation: (p.dilation.0 as u64, p.dilation.1 as u64),
+        groups: p.groups as u64,
+    }
+}
+
 /// `CudaBackend::conv2d`: x `(N, C, H, W)`, w `(O, C / groups, kh, kw)`, bias `(O)`, any stride,
 /// padding, dilation and groups. bf16 and f32 tensors (f32 operands are rounded to bf16 for the
 /// kernel, which writes an f32 result).
@@ -122,44 +139,10 @@ pub(crate) fn conv2d_op(
     bias: Option<&CudaTensor>,
     p: backends::Conv2dParams,
 ) -> Result<CudaTensor> {
-    check_conv2d_operands("conv2d", x.shape(), w.shape(), p.groups)?;
-    let (n, c, hh, ww) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    let (o, kh, kw) = (w.shape()[0], w.shape()[2], w.shape()[3]);
-    if o % p.groups != 0 {
-        bail!(
-            "conv2d: {o} output channels (w {:?}) are not divisible by groups {}",
-            w.shape(),
-            p.groups
-        );
-    }
-    check_vec("conv2d", "bias", bias, o)?;
-    let shape = Conv2dShape {
-        n: n as u64,
-        c_in: c as u64,
-        h: hh as u64,
-        w: ww as u64,
-        c_out: o as u64,
-        kh: kh as u64,
-        kw: kw as u64,
-        stride: (p.stride.0 as u64, p.stride.1 as u64),
-        pad: (p.padding.0 as u64, p.padding.1 as u64),
-        dilation: (p.dilation.0 as u64, p.dilation.1 as u64),
-        groups: p.groups as u64,
-    };
-    if p.stride.0 == 0
-        || p.stride.1 == 0
-        || p.dilation.0 == 0
-        || p.dilation.1 == 0
-        || hh + 2 * p.padding.0 < shape.kh_eff() as usize
-        || ww + 2 * p.padding.1 < shape.kw_eff() as usize
-    {
-        bail!(
-            "conv2d: kernel {kh}x{kw} with {p:?} does not fit the input {:?}",
-            x.shape()
-        );
-    }
-    let out_shape = [n, o, shape.h_out() as usize, shape.w_out() as usize];
-    let mut shape = shape;
+    let dims = conv2d_dims("conv2d", x.shape(), w.shape(), p)?;
+    check_vec("conv2d", "bias", bias, dims.o)?;
+    let out_shape = dims.out_shape();
+    let mut shape = kernel_shape(&dims, p);
     let (xb, wb) = if x.dtype() == DType::F32 && p.groups == 1 {
         // f32 activations: bf16 hi + lo parts as extra input channels, f32-accurate conv
         // (`linalg::split_operands`, docs/kernels.md Numerics).

@@ -8,15 +8,15 @@
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::conv2d::{Conv2dParams as ConvKernelParams, Conv2dPtrs, Conv2dShape};
-use cyberhost_kernels::gemm::{GemmLayout, GemmOp};
+use cyberhost_kernels::gemm::{GemmLayout, GemmOp, GemmShape};
 use cyberhost_kernels::DType;
 
 use super::context::CudaBackend;
 use super::conv2d::{self as conv, Conv2dExtras};
-use super::gemm::{self, gemm_shape, GemmExtras};
+use super::gemm::{self, GemmExtras};
 use super::pointwise;
 use super::tensor::CudaTensor;
-use crate::backends::shape::{check_conv2d_operands, check_vec, linear_shape};
+use crate::backends::shape::{check_vec, conv2d_dims, linear_shape, Conv2dDims};
 use crate::backends::{composed, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike};
 
 /// Largest row count a one-row (broadcast) residual runs fused with (one GEMM batch per row,
@@ -67,14 +67,14 @@ pub(crate) fn linear_ext(
         let (gs, layout) = if row_residual && m <= MAX_ROW_BATCH {
             // One residual row for every output row: M batches of one row, the weight and the
             // residual shared across them (batch stride 0).
-            let gs = gemm_shape(m, 1, n, k);
+            let gs = GemmShape::new(m, 1, n, k);
             let mut layout = GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true);
             layout.stride_r = 0;
             (gs, layout)
         } else if row_residual {
             return composed::linear_ext(be, x, w, bias, epi);
         } else {
-            let gs = gemm_shape(1, m, n, k);
+            let gs = GemmShape::new(1, m, n, k);
             (
                 gs,
                 GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true),
@@ -94,22 +94,10 @@ pub(crate) fn linear_ext(
     Ok(out)
 }
 
-/// The kernel's geometry for `x * w` with `p`, or `None` when `conv2d_v1` does not take it.
-fn conv_shape(x: &CudaTensor, w: &CudaTensor, p: Conv2dParams) -> Option<Conv2dShape> {
-    let (xs, ws) = (x.shape(), w.shape());
-    let s = Conv2dShape {
-        n: xs[0] as u64,
-        c_in: xs[1] as u64,
-        h: xs[2] as u64,
-        w: xs[3] as u64,
-        c_out: ws[0] as u64,
-        kh: ws[2] as u64,
-        kw: ws[3] as u64,
-        stride: (p.stride.0 as u64, p.stride.1 as u64),
-        pad: (p.padding.0 as u64, p.padding.1 as u64),
-        dilation: (p.dilation.0 as u64, p.dilation.1 as u64),
-        groups: p.groups as u64,
-    };
+/// The kernel's geometry for a conv of `dims` with `p`, or `None` when `conv2d_v1` does not take
+/// it.
+fn conv_shape(dims: &Conv2dDims, p: Conv2dParams) -> Option<Conv2dShape> {
+    let s = conv::kernel_shape(dims, p);
     // Validation only: the kernel's own checks, on placeholder addresses.
     let ptrs = Conv2dPtrs {
         x: 16,
@@ -130,14 +118,14 @@ pub(crate) fn conv2d_ext(
     p: Conv2dParams,
     epi: ConvEpilogue<'_, CudaTensor>,
 ) -> Result<CudaTensor> {
-    check_conv2d_operands("conv2d_ext", x.shape(), w.shape(), p.groups)?;
+    let dims = conv2d_dims("conv2d_ext", x.shape(), w.shape(), p)?;
     // f32 activations (e.g. the sampler's latents) keep the unfused path: the kernel stores bf16,
     // which would round the f32 residual sum.
-    let Some(s) = conv_shape(x, w, p).filter(|_| x.dtype() == DType::Bf16) else {
+    let Some(s) = conv_shape(&dims, p).filter(|_| x.dtype() == DType::Bf16) else {
         return composed::conv2d_ext(be, x, w, bias, p, epi);
     };
-    let (n, o) = (x.shape()[0], w.shape()[0]);
-    let out_shape = [n, o, s.h_out() as usize, s.w_out() as usize];
+    let (n, o) = (dims.n, dims.o);
+    let out_shape = dims.out_shape();
     check_vec("conv2d_ext", "bias", bias, o)?;
     if let Some(t) = epi.temb {
         if t.shape() != [n, o] {

@@ -33,16 +33,6 @@ copy_with_defaults!(GemmExtras<T: DeviceRepr> {
     geglu: false,
 });
 
-/// The kernels' `GemmShape` of `batch` products `(m, k) . (k, n)`.
-pub(crate) fn gemm_shape(batch: usize, m: usize, n: usize, k: usize) -> GemmShape {
-    GemmShape {
-        batch: batch as u64,
-        m: m as u64,
-        n: n as u64,
-        k: k as u64,
-    }
-}
-
 /// `out (M, N) = x (M, K) . w^T + ...` with `w (N, K)` (nn.Linear `(out, in)`; GEGLU `(2N, K)`);
 /// `M` = all leading dims of `x` flattened, e.g. `M = 32 * 4096, K = 320, N = 1280`.
 pub fn linear<T: DeviceRepr>(
@@ -55,7 +45,7 @@ pub fn linear<T: DeviceRepr>(
     k: usize,
     extras: GemmExtras<'_, T>,
 ) -> Result<()> {
-    let shape = gemm_shape(1, m, n, k);
+    let shape = GemmShape::new(1, m, n, k);
     let layout = GemmLayout::contiguous(GemmOp::Linear, shape, extras.geglu, true);
     launch(dev, GemmOp::Linear, x, w, out, shape, layout, extras)
 }
@@ -75,7 +65,7 @@ pub fn matmul<T: DeviceRepr>(
     broadcast_b: bool,
     extras: GemmExtras<'_, T>,
 ) -> Result<()> {
-    let shape = gemm_shape(batch, m, n, k);
+    let shape = GemmShape::new(batch, m, n, k);
     let layout = GemmLayout::contiguous(GemmOp::Matmul, shape, false, broadcast_b);
     launch(dev, GemmOp::Matmul, a, b, out, shape, layout, extras)
 }

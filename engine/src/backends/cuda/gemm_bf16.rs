@@ -2,11 +2,10 @@
 //! f32 or bf16 C (the f32-output path of `linear` / `matmul`, see `linalg.rs`).
 
 use anyhow::Result;
-use cyberhost_kernels::gemm_bf16::{launch_config, GemmLayout, GemmParams, GemmPtrs};
+use cyberhost_kernels::gemm_bf16::{launch_config, GemmLayout, GemmParams, GemmPtrs, GemmShape};
 use cyberhost_kernels::{DType, KernelModule};
 
 use super::context::CudaBackend;
-use super::gemm::gemm_shape;
 use super::tensor::CudaTensor;
 
 /// gridDim.z limit: larger batches run in chunks.
@@ -35,7 +34,7 @@ pub(crate) fn gemm_nt(
     let mut done = 0;
     while done < batch {
         let chunk = (batch - done).min(MAX_BATCH);
-        let shape = gemm_shape(chunk, m, n, k);
+        let shape = GemmShape::new(chunk, m, n, k);
         let lay = GemmLayout::contiguous(shape, broadcast_b);
         let ptrs = GemmPtrs {
             a: pa + (done * m * k * 2) as u64,

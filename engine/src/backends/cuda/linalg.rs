@@ -20,7 +20,9 @@ use super::gemm_bf16::{gemm_nt, MAX_BATCH};
 use super::split::split_operands;
 use super::tensor::{promote, CudaTensor};
 use super::{layout, softmax};
-use crate::backends::shape::{attention_shape, check_vec, linear_shape, matmul_shape};
+use crate::backends::shape::{
+    attention_dims, check_vec, linear_shape, matmul_shape, AttentionDims,
+};
 use crate::backends::TensorLike;
 use cyberhost_kernels::attention::{traits_for, AttentionShape};
 
@@ -123,9 +125,14 @@ pub(crate) fn attention(
     v: &CudaTensor,
     scale: f32,
 ) -> Result<CudaTensor> {
-    attention_shape(q.shape(), k.shape(), v.shape())?;
-    let (bsz, h, lq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-    let (lk, dv) = (k.shape()[2], v.shape()[3]);
+    let AttentionDims {
+        b: bsz,
+        h,
+        lq,
+        lk,
+        d,
+        dv,
+    } = attention_dims(q.shape(), k.shape(), v.shape())?;
     let bh = bsz * h;
     let out = promote(&[q, k, v]);
     // Used when `out` is bf16, i.e. all three are (f32 inputs take split operands below).
