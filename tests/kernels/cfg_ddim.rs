@@ -1,7 +1,7 @@
 //! `cfg_ddim_<z>_v1_<out>` against the CPU backend's `cfg_ddim_step` (bit for bit: both are the
 //! same single-rounded f32 operations, `composed::cfg_ddim_one`).
 
-use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, Rng, CPU};
+use crate::common::{assert_close, cpu, host, round_bf16, Rng, CPU};
 use crate::harness::{Device, SCHEDULES};
 use cyberhost_engine::backends::composed::cfg_ddim_one;
 use cyberhost_engine::backends::Backend;
@@ -9,7 +9,6 @@ use cyberhost_kernels::cfg_ddim::{
     launch_config, op_for_sample, CfgDdimParams, CfgDdimShape, CFG_DDIM_COEFFS,
 };
 use cyberhost_kernels::{kernel_name, DType, KernelModule};
-use half::bf16;
 
 const INF: f32 = f32::INFINITY;
 
@@ -97,10 +96,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn upload(dev: &mut Device, v: &[f32], dt: DType) -> u64 {
-    match dt {
-        DType::Bf16 => dev.upload(&to_bf16(v)).unwrap(),
-        DType::F32 => dev.upload(v).unwrap(),
-    }
+    dev.upload_as(dt, v).unwrap()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -144,10 +140,7 @@ fn run(
     }
     let entry = kernel_name(op_for_sample(z_dtype), 1, out_dtype);
     dev.launch(KernelModule::CfgDdim, &entry, cfg, &p).unwrap();
-    let got = match z_dtype {
-        DType::Bf16 => from_bf16(&dev.download::<bf16>(d_y, s.sample_len()).unwrap()),
-        DType::F32 => dev.download::<f32>(d_y, s.sample_len()).unwrap(),
-    };
+    let got = dev.download_as(z_dtype, d_y, s.sample_len()).unwrap();
     let what = format!("{entry} {s:?} coeffs {k:?} in_place {}", c.in_place);
     if z_dtype == DType::Bf16 {
         // The emulator rounds f32 -> bf16 through `half::bf16::from_f64`, which drops the sticky

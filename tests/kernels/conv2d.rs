@@ -206,21 +206,9 @@ fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
     let ptrs = Conv2dPtrs {
         x: dev.upload(&to_bf16(&x))?,
         w: dev.upload(&to_bf16(&w))?,
-        bias: if c.bias {
-            dev.upload(&to_bf16(&bias))?
-        } else {
-            0
-        },
-        temb: if c.temb {
-            dev.upload(&to_bf16(&temb))?
-        } else {
-            0
-        },
-        residual: if c.residual {
-            dev.upload(&to_bf16(&res))?
-        } else {
-            0
-        },
+        bias: dev.upload_bf16_opt(c.bias, &bias)?,
+        temb: dev.upload_bf16_opt(c.temb, &temb)?,
+        residual: dev.upload_bf16_opt(c.residual, &res)?,
         y: dev.alloc_poisoned(out_len * 2)?,
     };
     let mut p = Conv2dParams::new(ptrs, s, c.scale)?;

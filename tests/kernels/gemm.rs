@@ -8,12 +8,12 @@ use crate::check_op;
 use crate::common::{assert_close, from_bf16, round_bf16, to_bf16, Rng};
 use crate::common::{cuda_serial, rand_pair, storages};
 use crate::harness::{
-    download_bf16 as download, engine_device, gemm_ref, gemm_shape, upload_bf16 as upload, Device,
+    download_bf16 as download, engine_device, gemm_ref, upload_bf16 as upload, Device,
     TOL_BF16 as TOL,
 };
 use cyberhost_engine::backends::{Backend, TensorLike};
 use cyberhost_kernels::gemm::{
-    launch_config as gemm_launch, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPtrs,
+    launch_config as gemm_launch, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPtrs, GemmShape,
 };
 use cyberhost_kernels::KernelModule;
 use half::bf16;
@@ -133,21 +133,13 @@ fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
         c.scale,
         c.geglu,
     );
-    let shape = gemm_shape(c.batch, c.m, c.n, c.k);
+    let shape = GemmShape::new(c.batch, c.m, c.n, c.k);
     let layout = GemmLayout::contiguous(c.op, shape, c.geglu, c.broadcast_b);
     let ptrs = GemmPtrs {
         a: dev.upload(&to_bf16(&a))?,
         b: dev.upload(&to_bf16(&b))?,
-        bias: if c.bias {
-            dev.upload(&to_bf16(&bias))?
-        } else {
-            0
-        },
-        residual: if c.residual {
-            dev.upload(&to_bf16(&res))?
-        } else {
-            0
-        },
+        bias: dev.upload_bf16_opt(c.bias, &bias)?,
+        residual: dev.upload_bf16_opt(c.residual, &res)?,
         c: dev.alloc_poisoned(want.len() * 2)?,
     };
     let epi = GemmEpilogue {
@@ -165,7 +157,12 @@ fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
         &p,
     )?;
     let got = from_bf16(&dev.download::<bf16>(ptrs.c, want.len())?);
-    assert_close(&format!("{c:?} aligned {}", p.aligned), &got, &want, TOL);
+    assert_close(
+        &format!("{c:?} aligned {}", p.ops.aligned),
+        &got,
+        &want,
+        TOL,
+    );
     Ok(())
 }
 

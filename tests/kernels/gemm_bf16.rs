@@ -1,8 +1,8 @@
 //! `gemm_bf16_v1_*` against the CPU backend's `linear` (`gemm_ref`): ragged M/N/K, batched and broadcast B, padded
 //! row strides (K-edge chunks zero-filled by cp.async src-size), unaligned K (plain-load path).
 
-use crate::common::{assert_close, from_bf16, round_bf16, to_bf16, tol, Rng};
-use crate::harness::{gemm_ref, gemm_shape, Device, SCHEDULES};
+use crate::common::{assert_close, round_bf16, to_bf16, tol, Rng};
+use crate::harness::{gemm_ref, Device, SCHEDULES};
 use cyberhost_kernels::gemm_bf16::{launch_config, GemmLayout, GemmParams, GemmPtrs, GemmShape};
 use cyberhost_kernels::{kernel_name, DType, KernelModule};
 use half::bf16;
@@ -154,15 +154,11 @@ fn run(dev: &mut Device, out: DType, c: Case, seed: u64) -> anyhow::Result<()> {
     };
     let da = dev.upload(&strided(&a, c.batch * c.m))?;
     let db = dev.upload(&strided(&b, b_count * c.n))?;
-    let dbias = if c.bias {
-        dev.upload(&to_bf16(&bias))?
-    } else {
-        0
-    };
+    let dbias = dev.upload_bf16_opt(c.bias, &bias)?;
     let c_len = c.batch * c.m * ldc;
     let dc = dev.alloc_poisoned(c_len * out.size_in_bytes())?;
 
-    let shape = gemm_shape(c.batch, c.m, c.n, c.k);
+    let shape = GemmShape::new(c.batch, c.m, c.n, c.k);
     let layout = GemmLayout {
         lda: lda as u64,
         ldb: lda as u64,
@@ -177,10 +173,7 @@ fn run(dev: &mut Device, out: DType, c: Case, seed: u64) -> anyhow::Result<()> {
     }
     let entry = kernel_name("gemm_bf16", 1, out);
     dev.launch(KernelModule::GemmBf16, &entry, launch_config(shape), &p)?;
-    let got_full = match out {
-        DType::Bf16 => from_bf16(&dev.download::<bf16>(dc, c_len)?),
-        DType::F32 => dev.download::<f32>(dc, c_len)?,
-    };
+    let got_full = dev.download_as(out, dc, c_len)?;
     // Dense view for the comparison; the padding columns must still hold the poison (NaN).
     let mut got = Vec::with_capacity(c.batch * c.m * c.n);
     for r in 0..c.batch * c.m {
@@ -194,7 +187,7 @@ fn run(dev: &mut Device, out: DType, c: Case, seed: u64) -> anyhow::Result<()> {
     }
     let what = format!(
         "{entry} batch {} M {} N {} K {} lda {lda} aligned {} bias {} broadcast_b {}",
-        c.batch, c.m, c.n, c.k, p.aligned, c.bias, c.broadcast_b
+        c.batch, c.m, c.n, c.k, p.ops.aligned, c.bias, c.broadcast_b
     );
     // bf16 inputs with f32 accumulation: the f32-output tolerance is the f32 one.
     assert_close(&what, &got, &want, tol(out == DType::Bf16));
@@ -239,7 +232,7 @@ fn gemm_bf16_path_selection() {
     };
     let aligned = |a: u64, s: GemmShape| {
         let p = params([a, da, 0, 0], s, GemmLayout::contiguous(s, true));
-        p.unwrap().aligned
+        p.unwrap().ops.aligned
     };
     assert_eq!(aligned(da, shape), 1);
     assert_eq!(aligned(da, GemmShape { k: 39, ..shape }), 0);
@@ -267,14 +260,14 @@ fn gemm_bf16_exact_on_integers() {
             dev.upload(&to_bf16(&bias)).unwrap(),
         );
         let dc = dev.alloc_poisoned(m * n * 4).unwrap();
-        let shape = gemm_shape(1, m, n, k);
+        let shape = GemmShape::new(1, m, n, k);
         let mut p = params(
             [da, db, dbias, dc],
             shape,
             GemmLayout::contiguous(shape, true),
         )
         .unwrap();
-        assert_eq!(p.aligned, 1);
+        assert_eq!(p.ops.aligned, 1);
         if plain {
             p = p.without_cp_async();
         }

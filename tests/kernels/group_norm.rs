@@ -1,13 +1,12 @@
 //! `group_norm_v1_*` / `group_norm_silu_v1_*` against the CPU backend's `group_norm_act`.
 
 use crate::check_op;
-use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, tol, Rng, CPU};
+use crate::common::{assert_close, cpu, host, round_bf16, tol, Rng, CPU};
 use crate::common::{check, rand_pair};
 use crate::harness::{Device, SCHEDULES};
 use cyberhost_engine::backends::{Backend, Unary};
 use cyberhost_kernels::group_norm::{launch_config, GroupNormParams, GroupNormShape};
 use cyberhost_kernels::{kernel_name, DType, KernelModule};
-use half::bf16;
 
 /// (N, C, S, groups): group sizes below, around and well above the 256 threads of a block, none a
 /// multiple of it; S odd; one group per channel; one group for all channels.
@@ -45,14 +44,7 @@ fn run(
         silu.then_some(Unary::Silu),
     )?);
 
-    let up = |dev: &mut Device, v: &[f32]| {
-        if bf {
-            dev.upload(&to_bf16(v))
-        } else {
-            dev.upload(v)
-        }
-    };
-    let (dx, dg, db) = (up(dev, &x)?, up(dev, &gamma)?, up(dev, &beta)?);
+    let [dx, dg, db] = dev.upload_all(dtype, [&x, &gamma, &beta])?;
     let dy = dev.alloc_poisoned(x.len() * dtype.size_in_bytes())?;
     let gshape = GroupNormShape {
         n: n as u64,
@@ -71,11 +63,7 @@ fn run(
         dtype,
     );
     dev.launch(KernelModule::GroupNorm, &entry, launch_config(gshape), &p)?;
-    let got = if bf {
-        from_bf16(&dev.download::<bf16>(dy, x.len())?)
-    } else {
-        dev.download::<f32>(dy, x.len())?
-    };
+    let got = dev.download_as(dtype, dy, x.len())?;
     assert_close(
         &format!("{entry} (N, C, S) = ({n}, {c}, {s}), groups {groups}"),
         &got,

@@ -12,10 +12,10 @@ use bytemuck::Pod;
 use cyberhost_engine::backends::cuda::cudarc::driver::{CudaSlice, DevicePtr};
 use cyberhost_engine::backends::cuda::CudaDevice;
 use cyberhost_engine::backends::{Backend, LinearEpilogue};
-use cyberhost_kernels::gemm::GemmShape;
-use cyberhost_kernels::{KernelModule, LaunchConfig};
+use cyberhost_kernels::{DType, KernelModule, LaunchConfig};
+use half::bf16;
 
-use crate::common::{cpu, host, to_bf16, CPU};
+use crate::common::{cpu, from_bf16, host, to_bf16, CPU};
 use std::collections::HashMap;
 
 /// Byte written over every output before a launch: 0xFF.. is NaN in f32 and in bf16, so an element
@@ -94,6 +94,36 @@ impl Device {
         self.alloc_bytes(bytemuck::cast_slice(data))
     }
 
+    /// `data` stored as `dtype`: f32, or rounded to bf16.
+    pub fn upload_as(&mut self, dtype: DType, data: &[f32]) -> Result<u64> {
+        match dtype {
+            DType::Bf16 => self.upload(&to_bf16(data)),
+            DType::F32 => self.upload(data),
+        }
+    }
+
+    /// Each of `data` stored as `dtype` ([`Self::upload_as`]), in order.
+    pub fn upload_all<const N: usize>(
+        &mut self,
+        dtype: DType,
+        data: [&[f32]; N],
+    ) -> Result<[u64; N]> {
+        let mut addrs = [0; N];
+        for (addr, d) in addrs.iter_mut().zip(data) {
+            *addr = self.upload_as(dtype, d)?;
+        }
+        Ok(addrs)
+    }
+
+    /// An optional bf16 operand (bias, residual, ..): uploaded when `on`, else the null address 0.
+    pub fn upload_bf16_opt(&mut self, on: bool, data: &[f32]) -> Result<u64> {
+        if on {
+            self.upload(&to_bf16(data))
+        } else {
+            Ok(0)
+        }
+    }
+
     /// An output buffer of `bytes`, filled with [`POISON`].
     pub fn alloc_poisoned(&mut self, bytes: usize) -> Result<u64> {
         self.alloc_bytes(&vec![POISON; bytes])
@@ -119,6 +149,14 @@ impl Device {
             }
         }
         Ok(out)
+    }
+
+    /// Reads `len` elements of `dtype` from the start of the buffer at `addr`, as f32.
+    pub fn download_as(&self, dtype: DType, addr: u64, len: usize) -> Result<Vec<f32>> {
+        Ok(match dtype {
+            DType::Bf16 => from_bf16(&self.download::<bf16>(addr, len)?),
+            DType::F32 => self.download::<f32>(addr, len)?,
+        })
     }
 
     /// Launches `entry` of `module` with its params struct as the single argument and waits.
@@ -213,16 +251,6 @@ pub(crate) use schedules_test;
 // ------------------------------------------------------------------------------------------------
 // the engine's slice launchers (`backends::cuda::{gemm, conv2d, attention}`)
 // ------------------------------------------------------------------------------------------------
-
-/// `batch` GEMMs `(M, K) x B -> (M, N)` (the shape both GEMM modules take).
-pub fn gemm_shape(batch: usize, m: usize, n: usize, k: usize) -> GemmShape {
-    GemmShape {
-        batch: batch as u64,
-        m: m as u64,
-        n: n as u64,
-        k: k as u64,
-    }
-}
 
 /// Relative L2 tolerance of the bf16 tensor-core kernels (bf16 operands and output, f32 sums).
 pub const TOL_BF16: f64 = 1e-2;

@@ -2,27 +2,24 @@
 //! the CPU backend's `rca_*` (the compositions of `backends/composed_rca.rs`): ragged C (not a multiple of 32 or of a vector width), odd L / h·w, N = 1,
 //! frame counts that do not divide N's period, identity rows in the middle / at the ends / none.
 
-use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, tol, Rng, CPU};
+use crate::common::{assert_close, cpu, host, round_bf16, tol, Rng, CPU};
 use crate::harness::{Device, SCHEDULES};
 use cyberhost_engine::backends::Backend;
 use cyberhost_kernels::rca::{launch_config, RcaOp, RcaParams};
 use cyberhost_kernels::{kernel_name, DType, KernelModule};
-use half::bf16;
 
-fn up(dev: &mut Device, bf: bool, v: &[f32]) -> anyhow::Result<u64> {
-    if bf {
-        dev.upload(&to_bf16(v))
-    } else {
-        dev.upload(v)
-    }
-}
-
-fn down(dev: &Device, bf: bool, addr: u64, n: usize) -> anyhow::Result<Vec<f32>> {
-    Ok(if bf {
-        from_bf16(&dev.download::<bf16>(addr, n)?)
-    } else {
-        dev.download::<f32>(addr, n)?
-    })
+/// Runs `op`'s entry of `dtype` with `p` and downloads its `n` outputs at `out`; returns the
+/// entry's name and the outputs.
+fn run(
+    dev: &mut Device,
+    op: RcaOp,
+    dtype: DType,
+    p: &RcaParams,
+    (out, n): (u64, usize),
+) -> anyhow::Result<(String, Vec<f32>)> {
+    let entry = kernel_name(op.name(), 1, dtype);
+    dev.launch(KernelModule::Rca, &entry, launch_config(op, p), p)?;
+    Ok((entry, dev.download_as(dtype, out, n)?))
 }
 
 fn sweep(f: impl Fn(&mut Device, DType, u64) -> anyhow::Result<()>) {
@@ -53,14 +50,11 @@ fn rca_temporal_query() {
                 &cpu(&[n, l, c], &a_s),
                 &cpu(&[f, c], &bank),
             )?);
-            let (dx, da, db) = (up(dev, bf, &x)?, up(dev, bf, &a_s)?, up(dev, bf, &bank)?);
+            let [dx, da, db] = dev.upload_all(dtype, [&x, &a_s, &bank])?;
             let dq = dev.alloc_poisoned(want.len() * dtype.size_in_bytes())?;
             let dims = (n as u64, l as u64, c as u64);
             let p = RcaParams::temporal_query(dx, da, db, dq, dims, f as u64)?;
-            let entry = kernel_name("rca_temporal_query", 1, dtype);
-            let cfg = launch_config(RcaOp::TemporalQuery, &p);
-            dev.launch(KernelModule::Rca, &entry, cfg, &p)?;
-            let got = down(dev, bf, dq, want.len())?;
+            let (entry, got) = run(dev, RcaOp::TemporalQuery, dtype, &p, (dq, want.len()))?;
             assert_close(&format!("{entry} {:?}", TQ_SHAPES[j]), &got, &want, tol(bf));
         }
         Ok(())
@@ -95,9 +89,9 @@ fn rca_motion_sum() {
                 &cpu(&[n, l, c], &a_t),
                 rows.map(|(a, _)| (&f_id_t, a)),
             )?);
-            let (da, dt) = (up(dev, bf, &a_s)?, up(dev, bf, &a_t)?);
+            let [da, dt] = dev.upload_all(dtype, [&a_s, &a_t])?;
             let df = if rows.is_some() {
-                up(dev, bf, f_id)?
+                dev.upload_as(dtype, f_id)?
             } else {
                 0
             };
@@ -105,14 +99,7 @@ fn rca_motion_sum() {
             let dims = (n as u64, l as u64, c as u64);
             let rr = rows.map_or((0, 0), |(a, b)| (a as u64, b as u64));
             let p = RcaParams::motion_sum(da, dt, df, ds, dims, rr)?;
-            let entry = kernel_name("rca_motion_sum", 1, dtype);
-            dev.launch(
-                KernelModule::Rca,
-                &entry,
-                launch_config(RcaOp::MotionSum, &p),
-                &p,
-            )?;
-            let got = down(dev, bf, ds, want.len())?;
+            let (entry, got) = run(dev, RcaOp::MotionSum, dtype, &p, (ds, want.len()))?;
             assert_close(&format!("{entry} {:?}", MS_SHAPES[j]), &got, &want, tol(bf));
         }
         Ok(())
@@ -149,22 +136,12 @@ fn rca_merge() {
                 &cpu(&[1, c4, 1, 1], &w2),
                 bias.then_some(&b2_t),
             )?);
-            let df = up(dev, bf, &f_in)?;
-            let dt = up(dev, bf, &tok)?;
-            let dh = up(dev, bf, &hid)?;
-            let dw = up(dev, bf, &w2)?;
-            let db = if bias { up(dev, bf, &b2)? } else { 0 };
+            let [df, dt, dh, dw] = dev.upload_all(dtype, [&f_in, &tok, &hid, &w2])?;
+            let db = if bias { dev.upload_as(dtype, &b2)? } else { 0 };
             let dout = dev.alloc_poisoned(want.len() * dtype.size_in_bytes())?;
             let dims = (n as u64, p_ as u64, c as u64);
             let p = RcaParams::merge(df, dt, dh, dw, db, dout, dims, c4 as u64)?;
-            let entry = kernel_name("rca_merge", 1, dtype);
-            dev.launch(
-                KernelModule::Rca,
-                &entry,
-                launch_config(RcaOp::Merge, &p),
-                &p,
-            )?;
-            let got = down(dev, bf, dout, want.len())?;
+            let (entry, got) = run(dev, RcaOp::Merge, dtype, &p, (dout, want.len()))?;
             assert_close(
                 &format!("{entry} {:?}", MERGE_SHAPES[j]),
                 &got,

@@ -2,13 +2,12 @@
 //! rows are 0 from the kernel (the attention convention) where the CPU, as PyTorch, gives NaN.
 
 use crate::check_op;
-use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, tol, Rng, CPU};
+use crate::common::{assert_close, cpu, host, round_bf16, tol, Rng, CPU};
 use crate::common::{pair, random};
 use crate::harness::{Device, SCHEDULES};
 use cyberhost_engine::backends::{Backend, TensorLike};
 use cyberhost_kernels::softmax::{launch_config, SoftmaxParams, SoftmaxShape};
 use cyberhost_kernels::{kernel_name, DType, KernelModule};
-use half::bf16;
 
 /// (rows, cols, scale): rows not a multiple of the 4 rows per block, cols below, at and above a
 /// warp's 32 lanes and not multiples of it.
@@ -47,11 +46,7 @@ fn run(
             wr.fill(0.0);
         }
     }
-    let dx = if bf {
-        dev.upload(&to_bf16(&x))?
-    } else {
-        dev.upload(&x)?
-    };
+    let dx = dev.upload_as(dtype, &x)?;
     let dy = dev.alloc_poisoned(rows * cols * dtype.size_in_bytes())?;
     let shape = SoftmaxShape {
         rows: rows as u64,
@@ -60,11 +55,7 @@ fn run(
     let p = SoftmaxParams::new(dx, dy, shape, scale)?;
     let entry = kernel_name("softmax", 1, dtype);
     dev.launch(KernelModule::Softmax, &entry, launch_config(shape), &p)?;
-    let got = if bf {
-        from_bf16(&dev.download::<bf16>(dy, rows * cols)?)
-    } else {
-        dev.download::<f32>(dy, rows * cols)?
-    };
+    let got = dev.download_as(dtype, dy, rows * cols)?;
     assert_close(
         &format!("{entry} ({rows}, {cols}) scale {scale}"),
         &got,

@@ -1,14 +1,13 @@
 //! `timestep_embedding_<out>_v1_<t>` against the CPU backend's `timestep_embedding` (the engine's
 //! host default `composed::timestep_embedding_host`: torch's f32 operation order).
 
-use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, Rng, CPU};
+use crate::common::{assert_close, cpu, host, round_bf16, Rng, CPU};
 use crate::harness::{Device, SCHEDULES};
 use cyberhost_engine::backends::Backend;
 use cyberhost_kernels::timestep_embedding::{
     launch_config, op_for_output, TimestepEmbeddingParams,
 };
 use cyberhost_kernels::{kernel_name, DType, KernelModule};
-use half::bf16;
 
 struct Case {
     n: usize,
@@ -48,11 +47,7 @@ fn run(dev: &mut Device, t_dtype: DType, y_dtype: DType, c: &Case, seed: u64) ->
         &CPU.timestep_embedding(&cpu(&[c.n], &t), c.dim, c.flip, c.shift)
             .unwrap(),
     );
-    let dt = if t_dtype == DType::Bf16 {
-        dev.upload(&to_bf16(&t)).unwrap()
-    } else {
-        dev.upload(&t).unwrap()
-    };
+    let dt = dev.upload_as(t_dtype, &t).unwrap();
     let len = c.n * c.dim;
     let dy = dev.alloc_poisoned(len * y_dtype.size_in_bytes()).unwrap();
     let p = TimestepEmbeddingParams::new(dt, dy, c.n, c.dim, c.flip, c.shift).unwrap();
@@ -63,10 +58,7 @@ fn run(dev: &mut Device, t_dtype: DType, y_dtype: DType, c: &Case, seed: u64) ->
     let entry = kernel_name(op_for_output(y_dtype), 1, t_dtype);
     dev.launch(KernelModule::TimestepEmbedding, &entry, cfg, &p)
         .unwrap();
-    let got = match y_dtype {
-        DType::Bf16 => from_bf16(&dev.download::<bf16>(dy, len).unwrap()),
-        DType::F32 => dev.download::<f32>(dy, len).unwrap(),
-    };
+    let got = dev.download_as(y_dtype, dy, len).unwrap();
     let want = if y_dtype == DType::Bf16 {
         round_bf16(&want)
     } else {
