@@ -42,8 +42,8 @@ template <typename T>
 __device__ __forceinline__ void index_select_v1(const LayoutParams& p) {
   const T* src = static_cast<const T*>(p.src);
   T* dst = static_cast<T*>(p.dst);
-  const uint64_t len = p.shape[4], inner = p.shape[5];
-  for_each_3d(p.n, len, inner, [&](uint64_t i, uint64_t o, uint64_t j, uint64_t k) {
+  const uint64_t inner = p.shape[5];
+  for_each_dst_3d(p, [&](uint64_t i, uint64_t o, uint64_t j, uint64_t k) {
     dst[i] = src[(o * p.src_h + p.index[j]) * inner + k];
   });
 }
@@ -52,8 +52,7 @@ template <typename T>
 __device__ __forceinline__ void pad2d_v1(const LayoutParams& p) {
   const T* src = static_cast<const T*>(p.src);
   T* dst = static_cast<T*>(p.dst);
-  const uint64_t oh = p.shape[4], ow = p.shape[5];
-  for_each_3d(p.n, oh, ow, [&](uint64_t i, uint64_t plane, uint64_t y, uint64_t x) {
+  for_each_dst_3d(p, [&](uint64_t i, uint64_t plane, uint64_t y, uint64_t x) {
     // unsigned wrap makes positions left of / above the source fail the `<` tests
     const uint64_t sy = y - p.pad_top, sx = x - p.pad_left;
     T v = from_f32<T>(0.0f);

@@ -55,3 +55,9 @@ __device__ __forceinline__ void for_each_3d(uint64_t n, uint64_t mid, uint64_t i
     body(i, o, m, k);
   });
 }
+
+// for_each_3d over the dst of index_select, pad2d and upsample: the last three dims of p.shape,
+// (outer, shape[4], shape[5]) = (outer, len, inner) or (planes, out_h, out_w).
+template <typename F> __device__ __forceinline__ void for_each_dst_3d(const LayoutParams& p, F&& body) {
+  for_each_3d(p.n, p.shape[4], p.shape[5], body);
+}

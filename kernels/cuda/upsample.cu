@@ -22,8 +22,7 @@ template <typename T>
 __device__ __forceinline__ void upsample_nearest2d_v1(const LayoutParams& p) {
   const T* src = static_cast<const T*>(p.src);
   T* dst = static_cast<T*>(p.dst);
-  const uint64_t oh = p.shape[4], ow = p.shape[5];
-  for_each_3d(p.n, oh, ow, [&](uint64_t i, uint64_t plane, uint64_t y, uint64_t x) {
+  for_each_dst_3d(p, [&](uint64_t i, uint64_t plane, uint64_t y, uint64_t x) {
     const uint32_t sy = min((uint32_t)floorf((float)y * p.scale_h), p.src_h - 1);
     const uint32_t sx = min((uint32_t)floorf((float)x * p.scale_w), p.src_w - 1);
     dst[i] = src[(plane * p.src_h + sy) * p.src_w + sx];
