@@ -161,21 +161,11 @@ impl<B: Backend> Attention<B> {
         x: &B::Tensor,
         encoder_hidden_states: Option<&B::Tensor>,
     ) -> Result<B::Tensor> {
-        self.forward_ext(be, x, encoder_hidden_states, None)
+        self.forward_residual(be, x, encoder_hidden_states, None, None)
     }
 
-    /// [`forward`](Self::forward) with optional extra key/value tokens for some batch rows.
-    pub fn forward_ext(
-        &self,
-        be: &B,
-        x: &B::Tensor,
-        encoder_hidden_states: Option<&B::Tensor>,
-        extra: Option<&ExtraKv<'_, B>>,
-    ) -> Result<B::Tensor> {
-        self.forward_residual(be, x, encoder_hidden_states, extra, None)
-    }
-
-    /// [`forward_ext`](Self::forward_ext) `+ residual` (the caller's skip connection, e.g.
+    /// [`forward`](Self::forward) with optional extra key/value tokens for some batch rows,
+    /// `+ residual` (the caller's skip connection, e.g.
     /// `BasicTransformerBlock`'s `attn1(norm1(x)) + x`; same shape as the output), with the
     /// skip fused into `to_out`'s epilogue whenever the arithmetic allows.
     pub fn forward_residual(
@@ -268,7 +258,7 @@ impl<B: Backend> Attention<B> {
         };
 
         let out = match extra {
-            None => self.sdpa(be, &q, &k, &v)?,
+            None => multi_head_attention(be, &q, &k, &v, self.heads)?,
             Some(extra) => {
                 let rows = extra.rows.clone();
                 if rows.start > rows.end || rows.end > n {
@@ -376,24 +366,31 @@ impl<B: Backend> Attention<B> {
             k = be.concat(&[&k, ke], 1)?;
             v = be.concat(&[&v, ve], 1)?;
         }
-        self.sdpa(be, &q, &k, &v)
+        multi_head_attention(be, &q, &k, &v, self.heads)
     }
+}
 
-    /// q (N, Lq, inner), k/v (N, Lk, inner) → (N, Lq, inner), heads split and merged.
-    fn sdpa(&self, be: &B, q: &B::Tensor, k: &B::Tensor, v: &B::Tensor) -> Result<B::Tensor> {
-        let h = self.heads;
-        let (n, lq, inner) = (q.shape()[0], q.shape()[1], q.shape()[2]);
-        let lk = k.shape()[1];
-        let d = inner / h;
-        let split = |t: &B::Tensor, l: usize| -> Result<B::Tensor> {
-            let t = be.reshape(t, &[n, l, h, d])?;
-            be.permute(&t, &[0, 2, 1, 3])
-        };
-        let (qh, kh, vh) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
-        let o = be.attention(&qh, &kh, &vh, 1.0 / (d as f32).sqrt())?;
-        let o = be.permute(&o, &[0, 2, 1, 3])?;
-        be.reshape(&o, &[n, lq, inner])
-    }
+/// Scaled dot-product attention over `heads` heads: q (N, Lq, inner), k/v (N, Lk, inner) →
+/// (N, Lq, inner), the heads split as (N, heads, L, inner / heads) and merged back.
+pub fn multi_head_attention<B: Backend>(
+    be: &B,
+    q: &B::Tensor,
+    k: &B::Tensor,
+    v: &B::Tensor,
+    heads: usize,
+) -> Result<B::Tensor> {
+    let h = heads;
+    let (n, lq, inner) = (q.shape()[0], q.shape()[1], q.shape()[2]);
+    let lk = k.shape()[1];
+    let d = inner / h;
+    let split = |t: &B::Tensor, l: usize| -> Result<B::Tensor> {
+        let t = be.reshape(t, &[n, l, h, d])?;
+        be.permute(&t, &[0, 2, 1, 3])
+    };
+    let (qh, kh, vh) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
+    let o = be.attention(&qh, &kh, &vh, 1.0 / (d as f32).sqrt())?;
+    let o = be.permute(&o, &[0, 2, 1, 3])?;
+    be.reshape(&o, &[n, lq, inner])
 }
 
 /// Where `Attention` gets its keys and values.
