@@ -258,7 +258,7 @@ impl<B: Backend> Attention<B> {
         };
 
         let out = match extra {
-            None => multi_head_attention(be, &q, &k, &v, self.heads)?,
+            None => self.sdpa(be, &q, &k, &v)?,
             Some(extra) => {
                 let rows = extra.rows.clone();
                 if rows.start > rows.end || rows.end > n {
@@ -366,31 +366,24 @@ impl<B: Backend> Attention<B> {
             k = be.concat(&[&k, ke], 1)?;
             v = be.concat(&[&v, ve], 1)?;
         }
-        multi_head_attention(be, &q, &k, &v, self.heads)
+        self.sdpa(be, &q, &k, &v)
     }
-}
 
-/// Scaled dot-product attention over `heads` heads: q (N, Lq, inner), k/v (N, Lk, inner) →
-/// (N, Lq, inner), the heads split as (N, heads, L, inner / heads) and merged back.
-pub fn multi_head_attention<B: Backend>(
-    be: &B,
-    q: &B::Tensor,
-    k: &B::Tensor,
-    v: &B::Tensor,
-    heads: usize,
-) -> Result<B::Tensor> {
-    let h = heads;
-    let (n, lq, inner) = (q.shape()[0], q.shape()[1], q.shape()[2]);
-    let lk = k.shape()[1];
-    let d = inner / h;
-    let split = |t: &B::Tensor, l: usize| -> Result<B::Tensor> {
-        let t = be.reshape(t, &[n, l, h, d])?;
-        be.permute(&t, &[0, 2, 1, 3])
-    };
-    let (qh, kh, vh) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
-    let o = be.attention(&qh, &kh, &vh, 1.0 / (d as f32).sqrt())?;
-    let o = be.permute(&o, &[0, 2, 1, 3])?;
-    be.reshape(&o, &[n, lq, inner])
+    /// q (N, Lq, inner), k/v (N, Lk, inner) → (N, Lq, inner), heads split and merged.
+    fn sdpa(&self, be: &B, q: &B::Tensor, k: &B::Tensor, v: &B::Tensor) -> Result<B::Tensor> {
+        let h = self.heads;
+        let (n, lq, inner) = (q.shape()[0], q.shape()[1], q.shape()[2]);
+        let lk = k.shape()[1];
+        let d = inner / h;
+        let split = |t: &B::Tensor, l: usize| -> Result<B::Tensor> {
+            let t = be.reshape(t, &[n, l, h, d])?;
+            be.permute(&t, &[0, 2, 1, 3])
+        };
+        let (qh, kh, vh) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
+        let o = be.attention(&qh, &kh, &vh, 1.0 / (d as f32).sqrt())?;
+        let o = be.permute(&o, &[0, 2, 1, 3])?;
+        be.reshape(&o, &[n, lq, inner])
+    }
 }
 
 /// Where `Attention` gets its keys and values.

@@ -27,7 +27,7 @@
 use anyhow::{bail, Context, Result};
 
 use crate::backends::{Backend, BackendExt, Conv2dParams, LinearEpilogue, TensorLike, Unary};
-use crate::models::attention::multi_head_attention;
+use crate::models::attention::Attention;
 use crate::models::config_json::ConfigJson;
 use crate::models::nn::{LayerNorm, Linear};
 use crate::var_builder::VarBuilder;
@@ -417,40 +417,25 @@ impl<B: Backend> PositionalConvEmbedding<B> {
 // Encoder layer
 // ---------------------------------------------------------------------------
 
-/// `Wav2Vec2Attention` (self-attention, biases on all projections, no mask).
-#[derive(Clone, Debug)]
-pub struct Wav2Vec2Attention<B: Backend> {
-    /// (H, H) each
-    pub q_proj: Linear<B>,
-    pub k_proj: Linear<B>,
-    pub v_proj: Linear<B>,
-    pub out_proj: Linear<B>,
-    pub heads: usize,
-}
-
-impl<B: Backend> Wav2Vec2Attention<B> {
-    pub fn load(vb: &VarBuilder<B>, hidden: usize, heads: usize) -> Result<Self> {
-        Ok(Wav2Vec2Attention {
-            q_proj: Linear::load(&vb.pp("q_proj"), hidden, hidden, true)?,
-            k_proj: Linear::load(&vb.pp("k_proj"), hidden, hidden, true)?,
-            v_proj: Linear::load(&vb.pp("v_proj"), hidden, hidden, true)?,
-            out_proj: Linear::load(&vb.pp("out_proj"), hidden, hidden, true)?,
-            heads,
-        })
-    }
-
-    /// `attention(x) + residual`, x (B, T, H) → (B, T, H); the residual is fused into
-    /// `out_proj`.
-    pub fn forward(&self, be: &B, x: &B::Tensor, residual: &B::Tensor) -> Result<B::Tensor> {
-        let (q, k, v) = (
-            self.q_proj.forward(be, x)?,
-            self.k_proj.forward(be, x)?,
-            self.v_proj.forward(be, x)?,
-        );
-        let o = multi_head_attention(be, &q, &k, &v, self.heads)?;
-        self.out_proj
-            .forward_ext(be, &o, LinearEpilogue::residual(residual))
-    }
+/// `Wav2Vec2Attention` (self-attention, biases on all projections, no mask): the diffusers
+/// [`Attention`] arithmetic with (H, H) projections under wav2vec2's names.
+pub fn load_attention<B: Backend>(
+    vb: &VarBuilder<B>,
+    hidden: usize,
+    heads: usize,
+) -> Result<Attention<B>> {
+    let proj = |name: &str| Linear::load(&vb.pp(name), hidden, hidden, true);
+    Ok(Attention {
+        group_norm: None,
+        to_q: proj("q_proj")?,
+        to_k: proj("k_proj")?,
+        to_v: proj("v_proj")?,
+        to_out: proj("out_proj")?,
+        heads,
+        inner_dim: hidden,
+        residual_connection: false,
+        rescale_output_factor: 1.0,
+    })
 }
 
 /// `Wav2Vec2FeedForward`: intermediate_dense → act → output_dense.
@@ -494,7 +479,8 @@ impl<B: Backend> Wav2Vec2FeedForward<B> {
 /// `Wav2Vec2EncoderLayer` (post-LN) or `Wav2Vec2EncoderLayerStableLayerNorm` (pre-LN).
 #[derive(Clone, Debug)]
 pub struct Wav2Vec2EncoderLayer<B: Backend> {
-    pub attention: Wav2Vec2Attention<B>,
+    /// `attention` ([`load_attention`])
+    pub attention: Attention<B>,
     pub layer_norm: LayerNorm<B>,
     pub feed_forward: Wav2Vec2FeedForward<B>,
     pub final_layer_norm: LayerNorm<B>,
@@ -505,7 +491,7 @@ impl<B: Backend> Wav2Vec2EncoderLayer<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &Wav2Vec2Config) -> Result<Self> {
         let h = cfg.hidden_size;
         Ok(Wav2Vec2EncoderLayer {
-            attention: Wav2Vec2Attention::load(&vb.pp("attention"), h, cfg.num_attention_heads)?,
+            attention: load_attention(&vb.pp("attention"), h, cfg.num_attention_heads)?,
             layer_norm: LayerNorm::load(&vb.pp("layer_norm"), h, cfg.layer_norm_eps, true)?,
             feed_forward: Wav2Vec2FeedForward::load(&vb.pp("feed_forward"), cfg)?,
             final_layer_norm: LayerNorm::load(
@@ -521,11 +507,15 @@ impl<B: Backend> Wav2Vec2EncoderLayer<B> {
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
         if self.stable {
             let h = self.layer_norm.forward(be, x)?;
-            let h = self.attention.forward(be, &h, x)?;
+            let h = self
+                .attention
+                .forward_residual(be, &h, None, None, Some(x))?;
             let f = self.final_layer_norm.forward(be, &h)?;
             self.feed_forward.forward(be, &f, &h)
         } else {
-            let h = self.attention.forward(be, x, x)?;
+            let h = self
+                .attention
+                .forward_residual(be, x, None, None, Some(x))?;
             let h = self.layer_norm.forward(be, &h)?;
             let h = self.feed_forward.forward(be, &h, &h)?;
             self.final_layer_norm.forward(be, &h)
