@@ -551,7 +551,7 @@ impl<B: Backend> Wav2Vec2Model<B> {
         let fe = vb.pp("feature_extractor").pp("conv_layers");
         let fc = &config.feature_encoder;
         let conv_layers = (0..fc.conv_dim.len())
-            .map(|i| FeatureConvLayer::load(&fe.pp(&i.to_string()), fc, i))
+            .map(|i| FeatureConvLayer::load(&fe.pp(i.to_string()), fc, i))
             .collect::<Result<Vec<_>>>()?;
         let c_last = *fc.conv_dim.last().expect("conv_dim checked non-empty");
         let fp = vb.pp("feature_projection");
@@ -568,7 +568,7 @@ impl<B: Backend> Wav2Vec2Model<B> {
         )?;
         let el = enc.pp("layers");
         let layers = (0..config.num_hidden_layers)
-            .map(|i| Wav2Vec2EncoderLayer::load(&el.pp(&i.to_string()), config))
+            .map(|i| Wav2Vec2EncoderLayer::load(&el.pp(i.to_string()), config))
             .collect::<Result<Vec<_>>>()?;
         // SpecAugment's mask vector (present when mask_time_prob > 0): training only.
         vb.skip("masked_spec_embed");
