@@ -170,8 +170,7 @@ impl<B: Backend> VaeMidBlock<B> {
             let mut a = AttentionConfig::new(channels, None, 1, channels);
             a.bias = true;
             a.out_bias = true;
-            a.norm_num_groups = Some(cfg.norm_num_groups);
-            a.eps = VAE_EPS;
+            a.group_norm = Some((cfg.norm_num_groups, VAE_EPS));
             a.residual_connection = true;
             a.rescale_output_factor = 1.0;
             Some(Attention::load(&vb.pp("attentions").pp(0), &a)?)
