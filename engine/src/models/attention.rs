@@ -32,10 +32,9 @@ pub struct AttentionConfig {
     pub bias: bool,
     /// bias of to_out.0, e.g. true
     pub out_bias: bool,
-    /// e.g. None; Some(32) adds a `group_norm` before the projections (VAE mid block)
-    pub norm_num_groups: Option<usize>,
-    /// eps of `group_norm`, e.g. 1e-5 (diffusers default), 1e-6 (VAE)
-    pub eps: f32,
+    /// (`norm_num_groups`, `eps`) of a `group_norm` before the projections, e.g. None;
+    /// Some((32, 1e-6)) in the VAE mid block (diffusers' default eps is 1e-5)
+    pub group_norm: Option<(usize, f32)>,
     /// e.g. false; true adds the input back (VAE)
     pub residual_connection: bool,
     /// e.g. 1.0
@@ -59,8 +58,7 @@ impl AttentionConfig {
             dim_head,
             bias: false,
             out_bias: true,
-            norm_num_groups: None,
-            eps: 1e-5,
+            group_norm: None,
             residual_connection: false,
             rescale_output_factor: 1.0,
             out_dim: None,
@@ -123,12 +121,12 @@ impl<B: Backend> Attention<B> {
         }
         let out_dim = cfg.out_dim.unwrap_or(cfg.query_dim);
         let kv_dim = cfg.cross_attention_dim.unwrap_or(cfg.query_dim);
-        let group_norm = match cfg.norm_num_groups {
-            Some(g) => Some(GroupNorm::load(
+        let group_norm = match cfg.group_norm {
+            Some((groups, eps)) => Some(GroupNorm::load(
                 &vb.pp("group_norm"),
-                g,
+                groups,
                 cfg.query_dim,
-                cfg.eps,
+                eps,
             )?),
             None => None,
         };
@@ -161,21 +159,11 @@ impl<B: Backend> Attention<B> {
         x: &B::Tensor,
         encoder_hidden_states: Option<&B::Tensor>,
     ) -> Result<B::Tensor> {
-        self.forward_ext(be, x, encoder_hidden_states, None)
+        self.forward_residual(be, x, encoder_hidden_states, None, None)
     }
 
-    /// [`forward`](Self::forward) with optional extra key/value tokens for some batch rows.
-    pub fn forward_ext(
-        &self,
-        be: &B,
-        x: &B::Tensor,
-        encoder_hidden_states: Option<&B::Tensor>,
-        extra: Option<&ExtraKv<'_, B>>,
-    ) -> Result<B::Tensor> {
-        self.forward_residual(be, x, encoder_hidden_states, extra, None)
-    }
-
-    /// [`forward_ext`](Self::forward_ext) `+ residual` (the caller's skip connection, e.g.
+    /// [`forward`](Self::forward) with optional extra key/value tokens for some batch rows,
+    /// `+ residual` (the caller's skip connection, e.g.
     /// `BasicTransformerBlock`'s `attn1(norm1(x)) + x`; same shape as the output), with the
     /// skip fused into `to_out`'s epilogue whenever the arithmetic allows.
     pub fn forward_residual(

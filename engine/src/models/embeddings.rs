@@ -112,14 +112,10 @@ impl<B: Backend> TimestepEmbedding<B> {
         })
     }
 
-    /// x (N, in_channels) → (N, out_dim).
-    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        self.forward_residual(be, x, None)
-    }
-
-    /// `forward(x) + residual` (the output's shape, or one row broadcast over the batch); it
-    /// rides in `linear_2`'s epilogue when there is no `post_act`.
-    pub fn forward_residual(
+    /// x (N, in_channels) → (N, out_dim), `+ residual` (the output's shape, or one row
+    /// broadcast over the batch); the residual rides in `linear_2`'s epilogue when there is
+    /// no `post_act`.
+    pub fn forward(
         &self,
         be: &B,
         x: &B::Tensor,

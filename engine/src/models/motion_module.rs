@@ -18,22 +18,17 @@ use crate::var_builder::VarBuilder;
 /// Construction arguments of `AnimateDiffTransformer3D` as the motion blocks build it.
 #[derive(Clone, Debug)]
 pub struct AnimateDiffTransformer3DConfig {
-    /// e.g. 8 (`motion_num_attention_heads`)
-    pub num_attention_heads: usize,
-    /// e.g. 40 (= in_channels / heads)
-    pub attention_head_dim: usize,
     /// e.g. 320
     pub in_channels: usize,
     /// e.g. 1 (`temporal_transformer_layers_per_block`)
     pub num_layers: usize,
     /// e.g. 32 (`norm_num_groups`)
     pub norm_num_groups: usize,
-    /// e.g. None (`temporal_cross_attention_dim`)
-    pub cross_attention_dim: Option<usize>,
-    /// e.g. true
-    pub double_self_attention: bool,
-    /// e.g. 32 (`motion_max_seq_length`)
-    pub max_seq_length: usize,
+    /// The settings of every `transformer_blocks.{i}`: e.g. 8 heads
+    /// (`motion_num_attention_heads`) of in_channels / heads, no cross-attention
+    /// (`temporal_cross_attention_dim`), double self-attention, sinusoidal positions over
+    /// `motion_max_seq_length` frames; its `dim` is replaced by heads · head_dim on load.
+    pub block: BasicTransformerBlockConfig,
 }
 
 impl AnimateDiffTransformer3DConfig {
@@ -46,14 +41,18 @@ impl AnimateDiffTransformer3DConfig {
         max_seq_length: usize,
     ) -> Self {
         AnimateDiffTransformer3DConfig {
-            num_attention_heads: heads,
-            attention_head_dim: if heads == 0 { 0 } else { channels / heads },
             in_channels: channels,
             num_layers,
             norm_num_groups,
-            cross_attention_dim: None,
-            double_self_attention: true,
-            max_seq_length,
+            block: BasicTransformerBlockConfig {
+                dim: channels,
+                num_attention_heads: heads,
+                attention_head_dim: if heads == 0 { 0 } else { channels / heads },
+                cross_attention_dim: None,
+                double_self_attention: true,
+                sinusoidal_pos_embed: Some(max_seq_length),
+                ..Default::default()
+            },
         }
     }
 }
@@ -83,21 +82,16 @@ impl<B: Backend> AnimateDiffTransformer3D<B> {
         name: &str,
     ) -> Result<Self> {
         let c = cfg.in_channels;
-        if cfg.num_attention_heads == 0 || c % cfg.num_attention_heads != 0 {
+        let heads = cfg.block.num_attention_heads;
+        if heads == 0 || c % heads != 0 {
             bail!(
-                "motion module `{name}`: {c} channels are not divisible by motion_num_attention_heads = {}",
-                cfg.num_attention_heads
+                "motion module `{name}`: {c} channels are not divisible by motion_num_attention_heads = {heads}"
             );
         }
-        let inner = cfg.num_attention_heads * cfg.attention_head_dim;
+        let inner = heads * cfg.block.attention_head_dim;
         let bcfg = BasicTransformerBlockConfig {
             dim: inner,
-            num_attention_heads: cfg.num_attention_heads,
-            attention_head_dim: cfg.attention_head_dim,
-            cross_attention_dim: cfg.cross_attention_dim,
-            double_self_attention: cfg.double_self_attention,
-            sinusoidal_pos_embed: Some(cfg.max_seq_length),
-            ..Default::default()
+            ..cfg.block.clone()
         };
         let transformer_blocks =
             BasicTransformerBlock::load_stack(vb, &bcfg, cfg.num_layers, name)?;

@@ -137,6 +137,18 @@ impl<B: Backend> Conv2d<B> {
         })
     }
 
+    /// Conv2d `in_ch → out_ch` with stride 1 and "same" padding `(k - 1) / 2` for an odd
+    /// kernel `k` (3x3 padding 1, 1x1 padding 0).
+    pub fn load_same(
+        vb: &VarBuilder<B>,
+        in_ch: usize,
+        out_ch: usize,
+        k: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        Conv2d::load(vb, in_ch, out_ch, k, 1, (k - 1) / 2, bias)
+    }
+
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
         be.conv2d(x, &self.weight, self.bias.as_ref(), self.params)
     }

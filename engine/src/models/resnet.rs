@@ -95,22 +95,20 @@ impl<B: Backend> ResnetBlock2D<B> {
         let cout2 = cfg.conv_2d_out_channels.unwrap_or(cout);
         let groups_out = cfg.groups_out.unwrap_or(cfg.groups);
         let norm1 = GroupNorm::load(&vb.pp("norm1"), cfg.groups, cin, cfg.eps)?;
-        let conv1 = Conv2d::load(&vb.pp("conv1"), cin, cout, 3, 1, 1, true)?;
+        let conv1 = Conv2d::load_same(&vb.pp("conv1"), cin, cout, 3, true)?;
         let time_emb_proj = match cfg.temb_channels {
             Some(t) => Some(Linear::load(&vb.pp("time_emb_proj"), t, cout, true)?),
             None => None,
         };
         let norm2 = GroupNorm::load(&vb.pp("norm2"), groups_out, cout, cfg.eps)?;
-        let conv2 = Conv2d::load(&vb.pp("conv2"), cout, cout2, 3, 1, 1, true)?;
+        let conv2 = Conv2d::load_same(&vb.pp("conv2"), cout, cout2, 3, true)?;
         let use_in_shortcut = cfg.use_in_shortcut.unwrap_or(cin != cout2);
         let conv_shortcut = if use_in_shortcut {
-            Some(Conv2d::load(
+            Some(Conv2d::load_same(
                 &vb.pp("conv_shortcut"),
                 cin,
                 cout2,
                 1,
-                1,
-                0,
                 cfg.conv_shortcut_bias,
             )?)
         } else {

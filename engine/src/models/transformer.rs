@@ -85,17 +85,8 @@ impl<B: Backend> FeedForward<B> {
         })
     }
 
-    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        self.forward_residual(be, x, None)
-    }
-
-    /// `forward(x) + residual`: GEGLU fused into `proj_in`, the residual into `proj_out`.
-    pub fn forward_residual(
-        &self,
-        be: &B,
-        x: &B::Tensor,
-        residual: Option<&B::Tensor>,
-    ) -> Result<B::Tensor> {
+    /// `ff(x) + residual`: GEGLU fused into `proj_in`, the residual into `proj_out`.
+    pub fn forward(&self, be: &B, x: &B::Tensor, residual: &B::Tensor) -> Result<B::Tensor> {
         let h = match self.act {
             FeedForwardActivation::Geglu => self.proj_in.forward_ext(
                 be,
@@ -107,11 +98,8 @@ impl<B: Backend> FeedForward<B> {
             )?,
             act => self.activate(be, &self.proj_in.forward(be, x)?, act)?,
         };
-        let epi = LinearEpilogue {
-            residual,
-            ..Default::default()
-        };
-        self.proj_out.forward_ext(be, &h, epi)
+        self.proj_out
+            .forward_ext(be, &h, LinearEpilogue::residual(residual))
     }
 
     fn activate(&self, be: &B, h: &B::Tensor, act: FeedForwardActivation) -> Result<B::Tensor> {
@@ -325,7 +313,7 @@ impl<B: Backend> BasicTransformerBlock<B> {
             };
         }
         let n = self.norm3.forward(be, &h)?;
-        self.ff.forward_residual(be, &n, Some(&h))
+        self.ff.forward(be, &n, &h)
     }
 }
 
@@ -336,53 +324,30 @@ impl<B: Backend> BasicTransformerBlock<B> {
 /// Construction arguments of `Transformer2DModel` (continuous input; diffusers names).
 #[derive(Clone, Debug)]
 pub struct Transformer2DModelConfig {
-    /// e.g. 8
-    pub num_attention_heads: usize,
-    /// e.g. 40
-    pub attention_head_dim: usize,
     /// e.g. 320
     pub in_channels: usize,
     /// e.g. None (= in_channels)
     pub out_channels: Option<usize>,
     /// e.g. 1 (`transformer_layers_per_block`)
     pub num_layers: usize,
-    /// e.g. Some(768)
-    pub cross_attention_dim: Option<usize>,
     /// e.g. 32
     pub norm_num_groups: usize,
     /// e.g. false (SD1.5), true (SD2)
     pub use_linear_projection: bool,
-    /// e.g. false
-    pub only_cross_attention: bool,
-    /// e.g. false
-    pub double_self_attention: bool,
-    /// e.g. Geglu
-    pub activation_fn: FeedForwardActivation,
-    /// e.g. false
-    pub attention_bias: bool,
-    /// e.g. true
-    pub norm_elementwise_affine: bool,
-    /// e.g. 1e-5
-    pub norm_eps: f32,
+    /// The settings of every `transformer_blocks.{i}` (heads, head dim, cross-attention,
+    /// norms, feed-forward); its `dim` is replaced by heads · head_dim on load.
+    pub block: BasicTransformerBlockConfig,
 }
 
 impl Default for Transformer2DModelConfig {
     fn default() -> Self {
         Transformer2DModelConfig {
-            num_attention_heads: 8,
-            attention_head_dim: 40,
             in_channels: 320,
             out_channels: None,
             num_layers: 1,
-            cross_attention_dim: Some(768),
             norm_num_groups: 32,
             use_linear_projection: false,
-            only_cross_attention: false,
-            double_self_attention: false,
-            activation_fn: FeedForwardActivation::Geglu,
-            attention_bias: false,
-            norm_elementwise_affine: true,
-            norm_eps: 1e-5,
+            block: BasicTransformerBlockConfig::default(),
         }
     }
 }
@@ -410,7 +375,7 @@ impl<B: Backend> Transformer2DModel<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &Transformer2DModelConfig, name: &str) -> Result<Self> {
         let cin = cfg.in_channels;
         let cout = cfg.out_channels.unwrap_or(cin);
-        let inner = cfg.num_attention_heads * cfg.attention_head_dim;
+        let inner = cfg.block.num_attention_heads * cfg.block.attention_head_dim;
         if cout != inner {
             bail!(
                 "Transformer2DModel `{name}`: out_channels {cout} must equal heads·head_dim {inner} \
@@ -425,30 +390,13 @@ impl<B: Backend> Transformer2DModel<B> {
             )
         } else {
             (
-                Projection::Conv(Conv2d::load(&vb.pp("proj_in"), cin, inner, 1, 1, 0, true)?),
-                Projection::Conv(Conv2d::load(
-                    &vb.pp("proj_out"),
-                    inner,
-                    cout,
-                    1,
-                    1,
-                    0,
-                    true,
-                )?),
+                Projection::Conv(Conv2d::load_same(&vb.pp("proj_in"), cin, inner, 1, true)?),
+                Projection::Conv(Conv2d::load_same(&vb.pp("proj_out"), inner, cout, 1, true)?),
             )
         };
         let bcfg = BasicTransformerBlockConfig {
             dim: inner,
-            num_attention_heads: cfg.num_attention_heads,
-            attention_head_dim: cfg.attention_head_dim,
-            cross_attention_dim: cfg.cross_attention_dim,
-            activation_fn: cfg.activation_fn,
-            attention_bias: cfg.attention_bias,
-            only_cross_attention: cfg.only_cross_attention,
-            double_self_attention: cfg.double_self_attention,
-            norm_elementwise_affine: cfg.norm_elementwise_affine,
-            norm_eps: cfg.norm_eps,
-            ..Default::default()
+            ..cfg.block.clone()
         };
         let transformer_blocks =
             BasicTransformerBlock::load_stack(vb, &bcfg, cfg.num_layers, name)?;

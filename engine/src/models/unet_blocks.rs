@@ -27,7 +27,7 @@ use crate::models::nn::Activation;
 use crate::models::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 use crate::models::sampling::{Downsample2D, Downsample2DConfig, Upsample2D, Upsample2DConfig};
 use crate::models::transformer::{
-    FeedForwardActivation, Transformer2DModel, Transformer2DModelConfig,
+    BasicTransformerBlockConfig, Transformer2DModel, Transformer2DModelConfig,
 };
 use crate::var_builder::VarBuilder;
 
@@ -94,20 +94,19 @@ fn transformer_cfg(
         bail!("`{name}`: {channels} channels are not divisible by {heads} attention heads (check `attention_head_dim` / `num_attention_heads`)");
     }
     Ok(Transformer2DModelConfig {
-        num_attention_heads: heads,
-        attention_head_dim: channels / heads,
         in_channels: channels,
         out_channels: None,
         num_layers: layers,
-        cross_attention_dim: Some(a.cross_attention_dim),
         norm_num_groups: groups,
         use_linear_projection: a.use_linear_projection,
-        only_cross_attention: a.only_cross_attention,
-        double_self_attention: false,
-        activation_fn: FeedForwardActivation::Geglu,
-        attention_bias: false,
-        norm_elementwise_affine: true,
-        norm_eps: 1e-5,
+        block: BasicTransformerBlockConfig {
+            dim: channels,
+            num_attention_heads: heads,
+            attention_head_dim: channels / heads,
+            cross_attention_dim: Some(a.cross_attention_dim),
+            only_cross_attention: a.only_cross_attention,
+            ..Default::default()
+        },
     })
 }
 

@@ -78,13 +78,11 @@ pub struct UNetTrunk<B: Backend> {
 impl<B: Backend> UNetTrunk<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &UNetTrunkConfig) -> Result<Self> {
         let c0 = cfg.block_out_channels[0];
-        let conv_in = Conv2d::load(
+        let conv_in = Conv2d::load_same(
             &vb.pp("conv_in"),
             cfg.in_channels,
             c0,
             cfg.conv_in_kernel,
-            1,
-            (cfg.conv_in_kernel - 1) / 2,
             true,
         )?;
         let time_embedding =
@@ -99,13 +97,11 @@ impl<B: Backend> UNetTrunk<B> {
             Some((g, eps)) => Some(GroupNorm::load(&vb.pp("conv_norm_out"), g, c0, eps)?),
             None => None,
         };
-        let conv_out = Conv2d::load(
+        let conv_out = Conv2d::load_same(
             &vb.pp("conv_out"),
             c0,
             cfg.out_channels,
             cfg.conv_out_kernel,
-            1,
-            (cfg.conv_out_kernel - 1) / 2,
             true,
         )?;
         let num_upsamplers = cfg.up_blocks.iter().filter(|u| u.add_upsample).count();
@@ -171,7 +167,7 @@ impl<B: Backend> UNetTrunk<B> {
     ) -> Result<B::Tensor> {
         let t = self.time_proj.forward_t(be, timesteps)?;
         let r = hooks.time_embedding_residual(be)?;
-        let emb = self.time_embedding.forward_residual(be, &t, r.as_ref())?;
+        let emb = self.time_embedding.forward(be, &t, r.as_ref())?;
         let emb = hooks.after_time_embedding(be, emb)?;
         match self.time_embed_act {
             Some(a) => a.forward(be, &emb),

@@ -170,8 +170,7 @@ impl<B: Backend> VaeMidBlock<B> {
             let mut a = AttentionConfig::new(channels, None, 1, channels);
             a.bias = true;
             a.out_bias = true;
-            a.norm_num_groups = Some(cfg.norm_num_groups);
-            a.eps = VAE_EPS;
+            a.group_norm = Some((cfg.norm_num_groups, VAE_EPS));
             a.residual_connection = true;
             a.rescale_output_factor = 1.0;
             Some(Attention::load(&vb.pp("attentions").pp(0), &a)?)
@@ -283,7 +282,7 @@ pub struct VaeEncoder<B: Backend> {
 impl<B: Backend> VaeEncoder<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &AutoencoderKLConfig) -> Result<Self> {
         let ch = &cfg.block_out_channels;
-        let conv_in = Conv2d::load(&vb.pp("conv_in"), cfg.in_channels, ch[0], 3, 1, 1, true)?;
+        let conv_in = Conv2d::load_same(&vb.pp("conv_in"), cfg.in_channels, ch[0], 3, true)?;
         let down = |bv: &VarBuilder<B>, c| {
             Downsample2D::load(
                 &bv.pp("downsamplers").pp(0),
@@ -300,15 +299,8 @@ impl<B: Backend> VaeEncoder<B> {
             c_last,
             VAE_EPS,
         )?;
-        let conv_out = Conv2d::load(
-            &vb.pp("conv_out"),
-            c_last,
-            2 * cfg.latent_channels,
-            3,
-            1,
-            1,
-            true,
-        )?;
+        let conv_out =
+            Conv2d::load_same(&vb.pp("conv_out"), c_last, 2 * cfg.latent_channels, 3, true)?;
         Ok(VaeEncoder {
             conv_in,
             down_blocks,
@@ -351,15 +343,7 @@ impl<B: Backend> VaeDecoder<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &AutoencoderKLConfig) -> Result<Self> {
         let rev: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
         let c_last = rev[0];
-        let conv_in = Conv2d::load(
-            &vb.pp("conv_in"),
-            cfg.latent_channels,
-            c_last,
-            3,
-            1,
-            1,
-            true,
-        )?;
+        let conv_in = Conv2d::load_same(&vb.pp("conv_in"), cfg.latent_channels, c_last, 3, true)?;
         let mid_block = VaeMidBlock::load(&vb.pp("mid_block"), cfg, c_last)?;
         let up = |bv: &VarBuilder<B>, c| {
             Upsample2D::load(&bv.pp("upsamplers").pp(0), &Upsample2DConfig::up(c))
@@ -369,7 +353,7 @@ impl<B: Backend> VaeDecoder<B> {
         let c0 = cfg.block_out_channels[0];
         let conv_norm_out =
             GroupNorm::load(&vb.pp("conv_norm_out"), cfg.norm_num_groups, c0, VAE_EPS)?;
-        let conv_out = Conv2d::load(&vb.pp("conv_out"), c0, cfg.out_channels, 3, 1, 1, true)?;
+        let conv_out = Conv2d::load_same(&vb.pp("conv_out"), c0, cfg.out_channels, 3, true)?;
         Ok(VaeDecoder {
             conv_in,
             mid_block,
@@ -413,28 +397,18 @@ impl<B: Backend> AutoencoderKL<B> {
         let encoder = VaeEncoder::load(&vb.pp("encoder"), config)?;
         let decoder = VaeDecoder::load(&vb.pp("decoder"), config)?;
         let quant_conv = if config.use_quant_conv {
-            Some(Conv2d::load(
+            Some(Conv2d::load_same(
                 &vb.pp("quant_conv"),
                 2 * l,
                 2 * l,
                 1,
-                1,
-                0,
                 true,
             )?)
         } else {
             None
         };
         let post_quant_conv = if config.use_post_quant_conv {
-            Some(Conv2d::load(
-                &vb.pp("post_quant_conv"),
-                l,
-                l,
-                1,
-                1,
-                0,
-                true,
-            )?)
+            Some(Conv2d::load_same(&vb.pp("post_quant_conv"), l, l, 1, true)?)
         } else {
             None
         };

@@ -27,6 +27,7 @@
 use anyhow::{bail, Context, Result};
 
 use crate::backends::{Backend, BackendExt, Conv2dParams, LinearEpilogue, TensorLike, Unary};
+use crate::models::attention::Attention;
 use crate::models::config_json::ConfigJson;
 use crate::models::nn::{LayerNorm, Linear};
 use crate::var_builder::VarBuilder;
@@ -91,18 +92,8 @@ pub struct Wav2Vec2Config {
     pub hidden_act: W2vActivation,
     /// e.g. 1e-5
     pub layer_norm_eps: f32,
-    /// e.g. Group
-    pub feat_extract_norm: FeatExtractNorm,
-    /// e.g. "gelu"
-    pub feat_extract_activation: W2vActivation,
-    /// e.g. [512; 7]
-    pub conv_dim: Vec<usize>,
-    /// e.g. [5, 2, 2, 2, 2, 2, 2]
-    pub conv_stride: Vec<usize>,
-    /// e.g. [10, 3, 3, 3, 3, 2, 2]
-    pub conv_kernel: Vec<usize>,
-    /// e.g. false
-    pub conv_bias: bool,
+    /// `feature_extractor`: the `feat_extract_*` and `conv_*` fields
+    pub feature_encoder: FeatureEncoderConfig,
     /// e.g. 128
     pub num_conv_pos_embeddings: usize,
     /// e.g. 16
@@ -124,12 +115,7 @@ impl Default for Wav2Vec2Config {
             intermediate_size: 3072,
             hidden_act: W2vActivation::Gelu,
             layer_norm_eps: 1e-5,
-            feat_extract_norm: FeatExtractNorm::Group,
-            feat_extract_activation: W2vActivation::Gelu,
-            conv_dim: vec![512; 7],
-            conv_stride: vec![5, 2, 2, 2, 2, 2, 2],
-            conv_kernel: vec![10, 3, 3, 3, 3, 2, 2],
-            conv_bias: false,
+            feature_encoder: FeatureEncoderConfig::default(),
             num_conv_pos_embeddings: 128,
             num_conv_pos_embedding_groups: 16,
             do_stable_layer_norm: false,
@@ -142,35 +128,7 @@ impl Wav2Vec2Config {
     /// Read a transformers `config.json` (missing keys take `Wav2Vec2Config` defaults).
     pub fn from_config(c: &ConfigJson) -> Result<Self> {
         let d = Wav2Vec2Config::default();
-        let feat_extract_norm = match c.str("feat_extract_norm", "group")?.as_str() {
-            "group" => FeatExtractNorm::Group,
-            "layer" => FeatExtractNorm::Layer,
-            other => bail!(
-                "{}: `feat_extract_norm` = {other:?} is not supported (supported: \"group\", \"layer\")",
-                c.what
-            ),
-        };
-        let conv_dim = c.usize_list("conv_dim", &d.conv_dim)?;
-        let conv_stride = c.usize_list("conv_stride", &d.conv_stride)?;
-        let conv_kernel = c.usize_list("conv_kernel", &d.conv_kernel)?;
-        if conv_dim.is_empty()
-            || conv_stride.len() != conv_dim.len()
-            || conv_kernel.len() != conv_dim.len()
-        {
-            bail!(
-                "{}: `conv_dim` ({}), `conv_stride` ({}) and `conv_kernel` ({}) must be non-empty lists of equal length",
-                c.what,
-                conv_dim.len(),
-                conv_stride.len(),
-                conv_kernel.len()
-            );
-        }
-        if conv_stride.contains(&0) || conv_kernel.contains(&0) || conv_dim.contains(&0) {
-            bail!(
-                "{}: `conv_dim`, `conv_stride` and `conv_kernel` entries must be positive",
-                c.what
-            );
-        }
+        let feature_encoder = FeatureEncoderConfig::from_config(c)?;
         if c.bool("add_adapter", false)? {
             bail!(
                 "{}: `add_adapter` = true is not supported (Wav2Vec2Model without adapter only)",
@@ -205,6 +163,80 @@ impl Wav2Vec2Config {
             intermediate_size: c.usize("intermediate_size", d.intermediate_size)?,
             hidden_act: W2vActivation::parse(&c.str("hidden_act", "gelu")?, "hidden_act")?,
             layer_norm_eps: c.f32("layer_norm_eps", d.layer_norm_eps)?,
+            feature_encoder,
+            num_conv_pos_embeddings,
+            num_conv_pos_embedding_groups: groups,
+            do_stable_layer_norm: c.bool("do_stable_layer_norm", d.do_stable_layer_norm)?,
+            tie_last_hidden_states: c.bool("tie_last_hidden_states", d.tie_last_hidden_states)?,
+        })
+    }
+}
+
+/// The feature encoder's `Wav2Vec2Config` fields (example values: wav2vec2-base).
+#[derive(Clone, Debug)]
+pub struct FeatureEncoderConfig {
+    /// e.g. Group
+    pub feat_extract_norm: FeatExtractNorm,
+    /// e.g. "gelu" (also the activation of `encoder.pos_conv_embed`)
+    pub feat_extract_activation: W2vActivation,
+    /// e.g. [512; 7]
+    pub conv_dim: Vec<usize>,
+    /// e.g. [5, 2, 2, 2, 2, 2, 2]
+    pub conv_stride: Vec<usize>,
+    /// e.g. [10, 3, 3, 3, 3, 2, 2]
+    pub conv_kernel: Vec<usize>,
+    /// e.g. false
+    pub conv_bias: bool,
+}
+
+impl Default for FeatureEncoderConfig {
+    fn default() -> Self {
+        FeatureEncoderConfig {
+            feat_extract_norm: FeatExtractNorm::Group,
+            feat_extract_activation: W2vActivation::Gelu,
+            conv_dim: vec![512; 7],
+            conv_stride: vec![5, 2, 2, 2, 2, 2, 2],
+            conv_kernel: vec![10, 3, 3, 3, 3, 2, 2],
+            conv_bias: false,
+        }
+    }
+}
+
+impl FeatureEncoderConfig {
+    /// Read the feature encoder's keys of a transformers `config.json` (missing keys take
+    /// `Wav2Vec2Config` defaults).
+    pub fn from_config(c: &ConfigJson) -> Result<Self> {
+        let d = FeatureEncoderConfig::default();
+        let feat_extract_norm = match c.str("feat_extract_norm", "group")?.as_str() {
+            "group" => FeatExtractNorm::Group,
+            "layer" => FeatExtractNorm::Layer,
+            other => bail!(
+                "{}: `feat_extract_norm` = {other:?} is not supported (supported: \"group\", \"layer\")",
+                c.what
+            ),
+        };
+        let conv_dim = c.usize_list("conv_dim", &d.conv_dim)?;
+        let conv_stride = c.usize_list("conv_stride", &d.conv_stride)?;
+        let conv_kernel = c.usize_list("conv_kernel", &d.conv_kernel)?;
+        if conv_dim.is_empty()
+            || conv_stride.len() != conv_dim.len()
+            || conv_kernel.len() != conv_dim.len()
+        {
+            bail!(
+                "{}: `conv_dim` ({}), `conv_stride` ({}) and `conv_kernel` ({}) must be non-empty lists of equal length",
+                c.what,
+                conv_dim.len(),
+                conv_stride.len(),
+                conv_kernel.len()
+            );
+        }
+        if conv_stride.contains(&0) || conv_kernel.contains(&0) || conv_dim.contains(&0) {
+            bail!(
+                "{}: `conv_dim`, `conv_stride` and `conv_kernel` entries must be positive",
+                c.what
+            );
+        }
+        Ok(FeatureEncoderConfig {
             feat_extract_norm,
             feat_extract_activation: W2vActivation::parse(
                 &c.str("feat_extract_activation", "gelu")?,
@@ -214,10 +246,6 @@ impl Wav2Vec2Config {
             conv_stride,
             conv_kernel,
             conv_bias: c.bool("conv_bias", d.conv_bias)?,
-            num_conv_pos_embeddings,
-            num_conv_pos_embedding_groups: groups,
-            do_stable_layer_norm: c.bool("do_stable_layer_norm", d.do_stable_layer_norm)?,
-            tie_last_hidden_states: c.bool("tie_last_hidden_states", d.tie_last_hidden_states)?,
         })
     }
 
@@ -264,7 +292,7 @@ pub enum FeatureNorm<B: Backend> {
 }
 
 impl<B: Backend> FeatureConvLayer<B> {
-    pub fn load(vb: &VarBuilder<B>, cfg: &Wav2Vec2Config, i: usize) -> Result<Self> {
+    pub fn load(vb: &VarBuilder<B>, cfg: &FeatureEncoderConfig, i: usize) -> Result<Self> {
         let cin = if i == 0 { 1 } else { cfg.conv_dim[i - 1] };
         let cout = cfg.conv_dim[i];
         let k = cfg.conv_kernel[i];
@@ -358,7 +386,7 @@ impl<B: Backend> PositionalConvEmbedding<B> {
             bias,
             kernel: k,
             groups: g,
-            act: cfg.feat_extract_activation,
+            act: cfg.feature_encoder.feat_extract_activation,
         })
     }
 
@@ -389,58 +417,25 @@ impl<B: Backend> PositionalConvEmbedding<B> {
 // Encoder layer
 // ---------------------------------------------------------------------------
 
-/// `Wav2Vec2Attention` (self-attention, biases on all projections, no mask).
-#[derive(Clone, Debug)]
-pub struct Wav2Vec2Attention<B: Backend> {
-    /// (H, H) each
-    pub q_proj: Linear<B>,
-    pub k_proj: Linear<B>,
-    pub v_proj: Linear<B>,
-    pub out_proj: Linear<B>,
-    pub heads: usize,
-}
-
-impl<B: Backend> Wav2Vec2Attention<B> {
-    pub fn load(vb: &VarBuilder<B>, hidden: usize, heads: usize) -> Result<Self> {
-        Ok(Wav2Vec2Attention {
-            q_proj: Linear::load(&vb.pp("q_proj"), hidden, hidden, true)?,
-            k_proj: Linear::load(&vb.pp("k_proj"), hidden, hidden, true)?,
-            v_proj: Linear::load(&vb.pp("v_proj"), hidden, hidden, true)?,
-            out_proj: Linear::load(&vb.pp("out_proj"), hidden, hidden, true)?,
-            heads,
-        })
-    }
-
-    /// x (B, T, H) → (B, T, H).
-    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        self.forward_residual(be, x, None)
-    }
-
-    /// `forward(x) + residual`, the residual fused into `out_proj`.
-    pub fn forward_residual(
-        &self,
-        be: &B,
-        x: &B::Tensor,
-        residual: Option<&B::Tensor>,
-    ) -> Result<B::Tensor> {
-        let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-        let d = c / self.heads;
-        let split = |y: B::Tensor| -> Result<B::Tensor> {
-            let y = be.reshape(&y, &[b, t, self.heads, d])?;
-            be.permute(&y, &[0, 2, 1, 3])
-        };
-        let q = split(self.q_proj.forward(be, x)?)?;
-        let k = split(self.k_proj.forward(be, x)?)?;
-        let v = split(self.v_proj.forward(be, x)?)?;
-        let o = be.attention(&q, &k, &v, 1.0 / (d as f32).sqrt())?;
-        let o = be.permute(&o, &[0, 2, 1, 3])?;
-        let o = be.reshape(&o, &[b, t, c])?;
-        let epi = LinearEpilogue {
-            residual,
-            ..Default::default()
-        };
-        self.out_proj.forward_ext(be, &o, epi)
-    }
+/// `Wav2Vec2Attention` (self-attention, biases on all projections, no mask): the diffusers
+/// [`Attention`] arithmetic with (H, H) projections under wav2vec2's names.
+pub fn load_attention<B: Backend>(
+    vb: &VarBuilder<B>,
+    hidden: usize,
+    heads: usize,
+) -> Result<Attention<B>> {
+    let proj = |name: &str| Linear::load(&vb.pp(name), hidden, hidden, true);
+    Ok(Attention {
+        group_norm: None,
+        to_q: proj("q_proj")?,
+        to_k: proj("k_proj")?,
+        to_v: proj("v_proj")?,
+        to_out: proj("out_proj")?,
+        heads,
+        inner_dim: hidden,
+        residual_connection: false,
+        rescale_output_factor: 1.0,
+    })
 }
 
 /// `Wav2Vec2FeedForward`: intermediate_dense → act → output_dense.
@@ -472,31 +467,20 @@ impl<B: Backend> Wav2Vec2FeedForward<B> {
         })
     }
 
-    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        self.forward_residual(be, x, None)
-    }
-
-    /// `forward(x) + residual`, the residual fused into `output_dense`.
-    pub fn forward_residual(
-        &self,
-        be: &B,
-        x: &B::Tensor,
-        residual: Option<&B::Tensor>,
-    ) -> Result<B::Tensor> {
+    /// `ff(x) + residual`, the residual fused into `output_dense`.
+    pub fn forward(&self, be: &B, x: &B::Tensor, residual: &B::Tensor) -> Result<B::Tensor> {
         let h = self.intermediate_dense.forward(be, x)?;
         let h = self.act.forward(be, &h)?;
-        let epi = LinearEpilogue {
-            residual,
-            ..Default::default()
-        };
-        self.output_dense.forward_ext(be, &h, epi)
+        self.output_dense
+            .forward_ext(be, &h, LinearEpilogue::residual(residual))
     }
 }
 
 /// `Wav2Vec2EncoderLayer` (post-LN) or `Wav2Vec2EncoderLayerStableLayerNorm` (pre-LN).
 #[derive(Clone, Debug)]
 pub struct Wav2Vec2EncoderLayer<B: Backend> {
-    pub attention: Wav2Vec2Attention<B>,
+    /// `attention` ([`load_attention`])
+    pub attention: Attention<B>,
     pub layer_norm: LayerNorm<B>,
     pub feed_forward: Wav2Vec2FeedForward<B>,
     pub final_layer_norm: LayerNorm<B>,
@@ -507,7 +491,7 @@ impl<B: Backend> Wav2Vec2EncoderLayer<B> {
     pub fn load(vb: &VarBuilder<B>, cfg: &Wav2Vec2Config) -> Result<Self> {
         let h = cfg.hidden_size;
         Ok(Wav2Vec2EncoderLayer {
-            attention: Wav2Vec2Attention::load(&vb.pp("attention"), h, cfg.num_attention_heads)?,
+            attention: load_attention(&vb.pp("attention"), h, cfg.num_attention_heads)?,
             layer_norm: LayerNorm::load(&vb.pp("layer_norm"), h, cfg.layer_norm_eps, true)?,
             feed_forward: Wav2Vec2FeedForward::load(&vb.pp("feed_forward"), cfg)?,
             final_layer_norm: LayerNorm::load(
@@ -523,13 +507,17 @@ impl<B: Backend> Wav2Vec2EncoderLayer<B> {
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
         if self.stable {
             let h = self.layer_norm.forward(be, x)?;
-            let h = self.attention.forward_residual(be, &h, Some(x))?;
+            let h = self
+                .attention
+                .forward_residual(be, &h, None, None, Some(x))?;
             let f = self.final_layer_norm.forward(be, &h)?;
-            self.feed_forward.forward_residual(be, &f, Some(&h))
+            self.feed_forward.forward(be, &f, &h)
         } else {
-            let h = self.attention.forward_residual(be, x, Some(x))?;
+            let h = self
+                .attention
+                .forward_residual(be, x, None, None, Some(x))?;
             let h = self.layer_norm.forward(be, &h)?;
-            let h = self.feed_forward.forward_residual(be, &h, Some(&h))?;
+            let h = self.feed_forward.forward(be, &h, &h)?;
             self.final_layer_norm.forward(be, &h)
         }
     }
@@ -561,10 +549,11 @@ impl<B: Backend> Wav2Vec2Model<B> {
     /// Load from a `Wav2Vec2Model` checkpoint (keys without a model prefix).
     pub fn load(vb: &VarBuilder<B>, config: &Wav2Vec2Config) -> Result<Self> {
         let fe = vb.pp("feature_extractor").pp("conv_layers");
-        let conv_layers = (0..config.conv_dim.len())
-            .map(|i| FeatureConvLayer::load(&fe.pp(&i.to_string()), config, i))
+        let fc = &config.feature_encoder;
+        let conv_layers = (0..fc.conv_dim.len())
+            .map(|i| FeatureConvLayer::load(&fe.pp(i.to_string()), fc, i))
             .collect::<Result<Vec<_>>>()?;
-        let c_last = *config.conv_dim.last().expect("conv_dim checked non-empty");
+        let c_last = *fc.conv_dim.last().expect("conv_dim checked non-empty");
         let fp = vb.pp("feature_projection");
         let projection_norm =
             LayerNorm::load(&fp.pp("layer_norm"), c_last, config.layer_norm_eps, true)?;
@@ -579,7 +568,7 @@ impl<B: Backend> Wav2Vec2Model<B> {
         )?;
         let el = enc.pp("layers");
         let layers = (0..config.num_hidden_layers)
-            .map(|i| Wav2Vec2EncoderLayer::load(&el.pp(&i.to_string()), config))
+            .map(|i| Wav2Vec2EncoderLayer::load(&el.pp(i.to_string()), config))
             .collect::<Result<Vec<_>>>()?;
         // SpecAugment's mask vector (present when mask_time_prob > 0): training only.
         vb.skip("masked_spec_embed");
@@ -604,11 +593,12 @@ impl<B: Backend> Wav2Vec2Model<B> {
             );
         }
         let (b, l) = (s[0], s[1]);
-        if self.config.num_frames(l) == 0 {
+        let fc = &self.config.feature_encoder;
+        if fc.num_frames(l) == 0 {
             bail!(
                 "wav2vec2: {l} input samples are too few for the feature encoder (kernels {:?}, strides {:?})",
-                self.config.conv_kernel,
-                self.config.conv_stride
+                fc.conv_kernel,
+                fc.conv_stride
             );
         }
         let mut x = be.reshape(input_values, &[b, 1, 1, l])?;

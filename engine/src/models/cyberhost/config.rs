@@ -111,6 +111,52 @@ impl IdentityEncoderConfig {
         let g = self.grid_size();
         g * g
     }
+
+    /// The BasicBlocks in order, stage by stage (stages beyond the shorter of
+    /// `stage_channels` / `blocks_per_stage` are dropped).
+    pub fn blocks(&self) -> Vec<IdentityBlock> {
+        let mut blocks = Vec::new();
+        let mut in_channels = self.stem_channels;
+        let stages = self.stage_channels.iter().zip(&self.blocks_per_stage);
+        for (stage, (&out_channels, &n)) in stages.enumerate() {
+            for index in 0..n {
+                let stride = if stage > 0 && index == 0 { 2 } else { 1 };
+                blocks.push(IdentityBlock {
+                    stage,
+                    index,
+                    in_channels,
+                    out_channels,
+                    stride,
+                });
+                in_channels = out_channels;
+            }
+        }
+        blocks
+    }
+}
+
+/// One BasicBlock of an identity encoder ([`IdentityEncoderConfig::blocks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdentityBlock {
+    /// 0-based stage: the block is `layer{stage + 1}.{index}`
+    pub stage: usize,
+    pub index: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// 2 for the first block of the stages after the first, else 1
+    pub stride: usize,
+}
+
+impl IdentityBlock {
+    /// The checkpoint prefix below the encoder, `layer{stage + 1}.{index}`.
+    pub fn prefix(&self) -> String {
+        format!("layer{}.{}", self.stage + 1, self.index)
+    }
+
+    /// Whether the skip goes through `downsample` (stride ≠ 1 or the channels change).
+    pub fn has_downsample(&self) -> bool {
+        self.stride != 1 || self.in_channels != self.out_channels
+    }
 }
 
 /// `rca`: Region Codebook Attention sites (spec section 4).

@@ -18,7 +18,7 @@
 
 use anyhow::{bail, Result};
 
-use super::config::IdentityEncoderConfig;
+use super::config::{IdentityBlock, IdentityEncoderConfig};
 use crate::backends::{Backend, Conv2dParams, ConvEpilogue, TensorLike, Unary};
 use crate::models::nn::Conv2d;
 use crate::var_builder::VarBuilder;
@@ -95,10 +95,12 @@ pub struct BasicBlock<B: Backend> {
 }
 
 impl<B: Backend> BasicBlock<B> {
-    pub fn load(vb: &VarBuilder<B>, in_ch: usize, out_ch: usize, stride: usize) -> Result<Self> {
+    /// `vb` at the block (`layer{i}.{j}`).
+    pub fn load(vb: &VarBuilder<B>, b: &IdentityBlock) -> Result<Self> {
+        let (in_ch, out_ch, stride) = (b.in_channels, b.out_channels, b.stride);
         let conv1 = load_conv_bn(vb, "conv1", "bn1", (in_ch, out_ch, 3, stride, 1))?;
         let conv2 = load_conv_bn(vb, "conv2", "bn2", (out_ch, out_ch, 3, 1, 1))?;
-        let downsample = if stride != 1 || in_ch != out_ch {
+        let downsample = if b.has_downsample() {
             let d = vb.pp("downsample");
             Some(load_conv_bn(&d, "0", "1", (in_ch, out_ch, 1, stride, 0))?)
         } else {
@@ -148,22 +150,14 @@ impl<B: Backend> IdentityEncoder<B> {
             );
         }
         let conv1 = load_conv_bn(vb, "conv1", "bn1", (3, cfg.stem_channels, 7, 2, 3))?;
-        let mut layers = Vec::with_capacity(cfg.stage_channels.len());
-        let mut in_ch = cfg.stem_channels;
-        for (i, (&ch, &nb)) in cfg
-            .stage_channels
+        let mut layers: Vec<Vec<BasicBlock<B>>> = cfg
+            .blocks_per_stage
             .iter()
-            .zip(&cfg.blocks_per_stage)
-            .enumerate()
-        {
-            let lv = vb.pp(format!("layer{}", i + 1));
-            let mut blocks = Vec::with_capacity(nb);
-            for j in 0..nb {
-                let stride = if i > 0 && j == 0 { 2 } else { 1 };
-                blocks.push(BasicBlock::load(&lv.pp(j), in_ch, ch, stride)?);
-                in_ch = ch;
-            }
-            layers.push(blocks);
+            .map(|&n| Vec::with_capacity(n))
+            .collect();
+        for b in cfg.blocks() {
+            let block = BasicBlock::load(&vb.pp(b.prefix()), &b)?;
+            layers[b.stage].push(block);
         }
         Ok(IdentityEncoder {
             conv1,
@@ -198,27 +192,25 @@ impl<B: Backend> IdentityEncoder<B> {
 
     /// One face crop (1, 3, S, S) → identity tokens (g², E).
     pub fn encode_face(&self, be: &B, crop: &B::Tensor) -> Result<B::Tensor> {
-        let t = self.forward(be, crop)?;
-        if t.shape()[0] != 1 {
-            bail!(
-                "identity encoder: encode_face takes one crop (1, 3, S, S), got {:?}",
-                crop.shape()
-            );
-        }
-        let (l, e) = (t.shape()[1], t.shape()[2]);
-        be.reshape(&t, &[l, e])
+        self.encode_crops(be, crop, 1, "encode_face takes one crop")
     }
 
     /// The two hand crops (2, 3, S, S) → their tokens concatenated (2·g², E).
     pub fn encode_hands(&self, be: &B, crops: &B::Tensor) -> Result<B::Tensor> {
+        self.encode_crops(be, crops, 2, "encode_hands takes the two hand crops")
+    }
+
+    /// Exactly `n` crops (n, 3, S, S) → their tokens concatenated (n·g², E); `what` leads
+    /// the error for another count.
+    fn encode_crops(&self, be: &B, crops: &B::Tensor, n: usize, what: &str) -> Result<B::Tensor> {
         let t = self.forward(be, crops)?;
-        if t.shape()[0] != 2 {
+        if t.shape()[0] != n {
             bail!(
-                "identity encoder: encode_hands takes the two hand crops (2, 3, S, S), got {:?}",
+                "identity encoder: {what} ({n}, 3, S, S), got {:?}",
                 crops.shape()
             );
         }
         let (l, e) = (t.shape()[1], t.shape()[2]);
-        be.reshape(&t, &[2 * l, e])
+        be.reshape(&t, &[n * l, e])
     }
 }

@@ -266,43 +266,14 @@ pub fn tensor_specs(cfg: &CyberHostConfig) -> Result<Vec<TensorSpec>> {
             id.stem_channels,
             7,
         );
-        let mut in_ch = id.stem_channels;
-        for (i, (&ch, &nb)) in id
-            .stage_channels
-            .iter()
-            .zip(&id.blocks_per_stage)
-            .enumerate()
-        {
-            for j in 0..nb {
-                let b = format!("{root}.layer{}.{j}", i + 1);
-                let stride = if i > 0 && j == 0 { 2 } else { 1 };
-                conv_bn(
-                    &mut add,
-                    format!("{b}.conv1"),
-                    format!("{b}.bn1"),
-                    in_ch,
-                    ch,
-                    3,
-                );
-                conv_bn(
-                    &mut add,
-                    format!("{b}.conv2"),
-                    format!("{b}.bn2"),
-                    ch,
-                    ch,
-                    3,
-                );
-                if stride != 1 || in_ch != ch {
-                    conv_bn(
-                        &mut add,
-                        format!("{b}.downsample.0"),
-                        format!("{b}.downsample.1"),
-                        in_ch,
-                        ch,
-                        1,
-                    );
-                }
-                in_ch = ch;
+        for blk in id.blocks() {
+            let b = format!("{root}.{}", blk.prefix());
+            let (i, o) = (blk.in_channels, blk.out_channels);
+            conv_bn(&mut add, format!("{b}.conv1"), format!("{b}.bn1"), i, o, 3);
+            conv_bn(&mut add, format!("{b}.conv2"), format!("{b}.bn2"), o, o, 3);
+            if blk.has_downsample() {
+                let d = format!("{b}.downsample");
+                conv_bn(&mut add, format!("{d}.0"), format!("{d}.1"), i, o, 1);
             }
         }
     }

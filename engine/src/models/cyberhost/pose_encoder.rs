@@ -32,11 +32,11 @@ impl<B: Backend> PoseEncoder<B> {
         if p.is_empty() {
             bail!("pose_encoder: `pose_encoder.channels` is empty");
         }
-        let conv_in = Conv2d::load(&vb.pp("conv_in"), 3, p[0], 3, 1, 1, true)?;
+        let conv_in = Conv2d::load_same(&vb.pp("conv_in"), 3, p[0], 3, true)?;
         let mut blocks = Vec::with_capacity(2 * (p.len() - 1));
         let bv = vb.pp("blocks");
         for i in 0..p.len() - 1 {
-            blocks.push(Conv2d::load(&bv.pp(2 * i), p[i], p[i], 3, 1, 1, true)?);
+            blocks.push(Conv2d::load_same(&bv.pp(2 * i), p[i], p[i], 3, true)?);
             blocks.push(Conv2d::load(
                 &bv.pp(2 * i + 1),
                 p[i],
@@ -47,13 +47,11 @@ impl<B: Backend> PoseEncoder<B> {
                 true,
             )?);
         }
-        let conv_out = Conv2d::load(
+        let conv_out = Conv2d::load_same(
             &vb.pp("conv_out"),
             p[p.len() - 1],
             cfg.out_channels,
             3,
-            1,
-            1,
             true,
         )?;
         Ok(PoseEncoder {

@@ -222,8 +222,8 @@ impl<B: Backend> RegionCodebookAttention<B> {
             temporal: CodebookAttention::load(&vb.pp("temporal"), c, heads)?,
             identity: CodebookAttention::load(&vb.pp("identity"), c, heads)?,
             id_proj: Linear::load(&vb.pp("id_proj"), cfg.identity_dim, c, true)?,
-            mask_conv1: Conv2d::load(&vb.pp("mask").pp("conv1"), c, c / 4, 3, 1, 1, true)?,
-            mask_conv2: Conv2d::load(&vb.pp("mask").pp("conv2"), c / 4, 1, 1, 1, 0, true)?,
+            mask_conv1: Conv2d::load_same(&vb.pp("mask").pp("conv1"), c, c / 4, 3, true)?,
+            mask_conv2: Conv2d::load_same(&vb.pp("mask").pp("conv2"), c / 4, 1, 1, true)?,
             to_out: Linear::load(&vb.pp("to_out"), c, c, true)?,
             cfg: cfg.clone(),
         })
