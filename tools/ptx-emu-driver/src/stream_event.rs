@@ -241,14 +241,19 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo(
     status: *mut c_uint,
     id: *mut u64,
 ) -> CUresult {
-    entry("cuStreamGetCaptureInfo", || {
-        let (st, cid, _) = capture_status(stream)?;
-        unsafe {
-            out(status, st)?;
-            out_opt(id, cid)?;
-        }
-        Ok(())
-    })
+    use std::ptr::null_mut;
+    // SAFETY: the caller's pointers; the graph and dependency outputs are null (not written).
+    unsafe {
+        capture_info(
+            "cuStreamGetCaptureInfo",
+            stream,
+            status,
+            id,
+            null_mut(),
+            null_mut(),
+            null_mut(),
+        )
+    }
 }
 
 /// Graph and dependency outputs are null/0: the recorded graph is linear and has no node handles.
@@ -261,7 +266,31 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2(
     deps: *mut *const Ptr,
     num_deps: *mut usize,
 ) -> CUresult {
-    entry("cuStreamGetCaptureInfo_v2", || {
+    // SAFETY: the caller's pointers, as documented for the driver call.
+    unsafe {
+        capture_info(
+            "cuStreamGetCaptureInfo_v2",
+            stream,
+            status,
+            id,
+            graph,
+            deps,
+            num_deps,
+        )
+    }
+}
+
+/// `cuStreamGetCaptureInfo{,_v2}` as `name`; null optional outputs are skipped.
+unsafe fn capture_info(
+    name: &str,
+    stream: Ptr,
+    status: *mut c_uint,
+    id: *mut u64,
+    graph: *mut Ptr,
+    deps: *mut *const Ptr,
+    num_deps: *mut usize,
+) -> CUresult {
+    entry(name, || {
         let (st, cid, _) = capture_status(stream)?;
         unsafe {
             out(status, st)?;
