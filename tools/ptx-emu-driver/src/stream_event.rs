@@ -241,19 +241,9 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo(
     status: *mut c_uint,
     id: *mut u64,
 ) -> CUresult {
-    use std::ptr::null_mut;
-    // SAFETY: the caller's pointers; the graph and dependency outputs are null (not written).
-    unsafe {
-        capture_info(
-            "cuStreamGetCaptureInfo",
-            stream,
-            status,
-            id,
-            null_mut(),
-            null_mut(),
-            null_mut(),
-        )
-    }
+    entry("cuStreamGetCaptureInfo", || unsafe {
+        capture_info(stream, status, id)
+    })
 }
 
 /// Graph and dependency outputs are null/0: the recorded graph is linear and has no node handles.
@@ -266,41 +256,21 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2(
     deps: *mut *const Ptr,
     num_deps: *mut usize,
 ) -> CUresult {
-    // SAFETY: the caller's pointers, as documented for the driver call.
-    unsafe {
-        capture_info(
-            "cuStreamGetCaptureInfo_v2",
-            stream,
-            status,
-            id,
-            graph,
-            deps,
-            num_deps,
-        )
-    }
+    entry("cuStreamGetCaptureInfo_v2", || unsafe {
+        capture_info(stream, status, id)?;
+        out_opt(graph, std::ptr::null_mut())?;
+        out_opt(deps, std::ptr::null())?;
+        out_opt(num_deps, 0)
+    })
 }
 
-/// `cuStreamGetCaptureInfo{,_v2}` as `name`; null optional outputs are skipped.
-unsafe fn capture_info(
-    name: &str,
-    stream: Ptr,
-    status: *mut c_uint,
-    id: *mut u64,
-    graph: *mut Ptr,
-    deps: *mut *const Ptr,
-    num_deps: *mut usize,
-) -> CUresult {
-    entry(name, || {
-        let (st, cid, _) = capture_status(stream)?;
-        unsafe {
-            out(status, st)?;
-            out_opt(id, cid)?;
-            out_opt(graph, std::ptr::null_mut())?;
-            out_opt(deps, std::ptr::null())?;
-            out_opt(num_deps, 0)?;
-        }
-        Ok(())
-    })
+/// The capture status of `stream` into `*status` and its capture id into `*id` (when not null).
+unsafe fn capture_info(stream: Ptr, status: *mut c_uint, id: *mut u64) -> Result<(), CUresult> {
+    let (st, cid, _) = capture_status(stream)?;
+    unsafe {
+        out(status, st)?;
+        out_opt(id, cid)
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
