@@ -26,6 +26,10 @@ use cyberhost_kernels::{attention, conv2d, gemm, group_norm};
 use ptx_emu::{launch, LaunchConfig, LaunchOptions, Memory, Module};
 use std::time::Duration;
 
+#[path = "../tools/ptx-emu/tests/common/mod.rs"]
+mod emu_common;
+use emu_common::cpu_seconds;
+
 struct Case {
     name: &'static str,
     module: Module,
@@ -255,15 +259,6 @@ fn run(c: &mut Case, opts: &LaunchOptions) -> ptx_emu::LaunchStats {
     let p = [c.params.as_slice()];
     launch(&c.module, c.entry, &c.cfg, &p, &mut c.mem, opts)
         .unwrap_or_else(|f| panic!("{}: {f}", c.name))
-}
-
-/// CPU time of this thread (Linux `/proc/thread-self/stat`, clock ticks of 10 ms).
-fn cpu_seconds() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 /// Warp-instructions (of the launch's result schedule) per CPU-second of this thread, measured
