@@ -26,6 +26,8 @@ use cyberhost_kernels::{attention, conv2d, gemm, group_norm};
 use ptx_emu::{launch, LaunchConfig, LaunchOptions, Memory, Module};
 use std::time::Duration;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../tools/ptx-emu/tests/common/mod.rs"]
 mod emu_common;
 use emu_common::cpu_seconds;
@@ -66,20 +68,10 @@ fn ptx(name: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
 
-/// `n` bf16 values in [-1, 1) from a fixed LCG.
+/// `n` bf16 values in [-1, 1) (the integration tests' seeded generator), as bytes.
 fn bf16_data(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .flat_map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
-            half::bf16::from_f32(v).to_bits().to_le_bytes()
-        })
-        .collect()
+    let values = common::to_bf16(&common::random_span(n, seed, 1.0));
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 fn buf(mem: &mut Memory, elems: usize, seed: u64) -> u64 {
