@@ -26,6 +26,12 @@ use cyberhost_kernels::{attention, conv2d, gemm, group_norm};
 use ptx_emu::{launch, LaunchConfig, LaunchOptions, Memory, Module};
 use std::time::Duration;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tools/ptx-emu/tests/common/mod.rs"]
+mod emu_common;
+use emu_common::cpu_seconds;
+
 struct Case {
     name: &'static str,
     module: Module,
@@ -62,20 +68,10 @@ fn ptx(name: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
 
-/// `n` bf16 values in [-1, 1) from a fixed LCG.
+/// `n` bf16 values in [-1, 1) (the integration tests' seeded generator), as bytes.
 fn bf16_data(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .flat_map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
-            half::bf16::from_f32(v).to_bits().to_le_bytes()
-        })
-        .collect()
+    let values = common::to_bf16(&common::random_span(n, seed, 1.0));
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 fn buf(mem: &mut Memory, elems: usize, seed: u64) -> u64 {
@@ -255,15 +251,6 @@ fn run(c: &mut Case, opts: &LaunchOptions) -> ptx_emu::LaunchStats {
     let p = [c.params.as_slice()];
     launch(&c.module, c.entry, &c.cfg, &p, &mut c.mem, opts)
         .unwrap_or_else(|f| panic!("{}: {f}", c.name))
-}
-
-/// CPU time of this thread (Linux `/proc/thread-self/stat`, clock ticks of 10 ms).
-fn cpu_seconds() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 /// Warp-instructions (of the launch's result schedule) per CPU-second of this thread, measured

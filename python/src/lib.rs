@@ -21,10 +21,11 @@ use cyberhost_engine::error::{is_user_error, UserError};
 use cyberhost_engine::pipeline::audio::{load_wav, load_wav_bytes, Speech};
 use cyberhost_engine::pipeline::checkpoint::{Components, WeightsSource};
 use cyberhost_engine::pipeline::conditions::PoseFile;
-use cyberhost_engine::pipeline::generate::{Cancelled, Event, Request};
+use cyberhost_engine::pipeline::generate::{Cancelled, Event, Request, Video};
 use cyberhost_engine::pipeline::image::{decode_image, load_image};
 use cyberhost_engine::pipeline::presets::Preset;
 use cyberhost_engine::pipeline::video::{check_ffmpeg, check_output_path, write_mp4, AudioTrack};
+use image::RgbImage;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -35,42 +36,30 @@ use std::time::Instant;
 const DEFAULT_IMAGE: &[u8] = include_bytes!("../../engine/assets/reference.png");
 const DEFAULT_SPEECH: &[u8] = include_bytes!("../../engine/assets/speech.wav");
 
-/// The model on one backend (object-safe, so one Python class serves both backends).
-trait Model: Send + Sync {
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &self,
-        image: &image::RgbImage,
-        speech: &Speech,
-        pose: &PoseFile,
-        req: &Request,
-        on: &mut dyn FnMut(Event),
-        stop: &dyn Fn() -> bool,
-    ) -> Result<cyberhost_engine::pipeline::generate::Video>;
-}
+/// The model on one backend, as one call `(image, speech, pose, request, on_event, stop) → video`
+/// (so one Python class serves both backends).
+type Model = Box<
+    dyn Fn(
+            &RgbImage,
+            &Speech,
+            &PoseFile,
+            &Request,
+            &mut dyn FnMut(Event),
+            &dyn Fn() -> bool,
+        ) -> Result<Video>
+        + Send
+        + Sync,
+>;
 
-struct Loaded<B: Backend> {
-    be: B,
-    comps: Components<B>,
-}
-
-impl<B: Backend> Model for Loaded<B>
+/// The [`Model`] of components loaded on `be`.
+fn model<B: Backend + Send + Sync + 'static>(be: B, comps: Components<B>) -> Model
 where
     Components<B>: Send + Sync,
 {
-    fn run(
-        &self,
-        image: &image::RgbImage,
-        speech: &Speech,
-        pose: &PoseFile,
-        req: &Request,
-        on: &mut dyn FnMut(Event),
-        stop: &dyn Fn() -> bool,
-    ) -> Result<cyberhost_engine::pipeline::generate::Video> {
-        self.comps.geometry(req)?;
-        self.comps
-            .generate_until(&self.be, image, speech, pose, req, on, stop)
-    }
+    Box::new(move |image, speech, pose, req, on, stop| {
+        comps.geometry(req)?;
+        comps.generate_until(&be, image, speech, pose, req, on, stop)
+    })
 }
 
 fn to_py(e: anyhow::Error) -> PyErr {
@@ -84,7 +73,7 @@ fn to_py(e: anyhow::Error) -> PyErr {
 /// A loaded CyberHost model.
 #[pyclass(module = "cyberhost", frozen)]
 struct Pipeline {
-    model: Box<dyn Model>,
+    model: Model,
     weights: String,
     backend: String,
 }
@@ -114,18 +103,18 @@ impl Pipeline {
         };
         let backend_name = backend.to_string();
         let model = py
-            .detach(move || -> Result<Box<dyn Model>> {
+            .detach(move || -> Result<Model> {
                 Ok(match backend_name.as_str() {
                     "cpu" => {
                         let be = CpuBackend::new();
                         let comps = source.load(&be)?;
-                        Box::new(Loaded { be, comps })
+                        model(be, comps)
                     }
                     "cuda" => {
                         let be = CudaBackend::new(device)
                             .map_err(|e| UserError::new(format!("backend=\"cuda\": {e:#}")))?;
                         let comps = source.load(&be)?;
-                        Box::new(Loaded { be, comps })
+                        model(be, comps)
                     }
                     other => {
                         return Err(UserError::new(format!(
@@ -221,9 +210,7 @@ impl Pipeline {
                 });
             };
             let stop = || failure.lock().map(|f| f.is_some()).unwrap_or(true);
-            let video = self
-                .model
-                .run(&reference, &speech, &pose, &req, &mut on, &stop)?;
+            let video = (self.model)(&reference, &speech, &pose, &req, &mut on, &stop)?;
             let track = match &audio {
                 Some(p) => AudioTrack::File(p),
                 None => AudioTrack::Bytes(DEFAULT_SPEECH),

@@ -18,6 +18,24 @@ pub fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
     Ok((p(w)?, p(h)?))
 }
 
+/// The sampling flags of `generate` that a serve job sets too (form fields of the same names,
+/// parsed through these definitions so that the messages match the CLI's).
+#[derive(clap::Args)]
+pub struct SamplingArgs {
+    /// Noise seed (same seed and inputs → the same video).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// DDIM steps (default: the checkpoint's).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale (default: the checkpoint's).
+    #[arg(long, allow_negative_numbers = true)]
+    pub guidance: Option<f32>,
+    /// Output size WxH, multiples of the latent grid (default: the checkpoint's).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<(usize, usize)>,
+}
+
 /// The weights flags of the model-running subcommands: `--weights DIR` or `--preset`.
 #[derive(clap::Args)]
 pub struct WeightsArgs {

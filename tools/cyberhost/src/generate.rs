@@ -1,6 +1,6 @@
 //! `cyberhost generate`: reference image + speech → MP4.
 
-use crate::args::parse_size;
+use crate::args::SamplingArgs;
 use anyhow::{Context, Result};
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::CudaBackend;
@@ -44,18 +44,8 @@ pub struct Args {
     /// Also write PNG frames into this directory.
     #[arg(long)]
     frames: Option<PathBuf>,
-    /// Noise seed (same seed and inputs → the same video).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// DDIM steps (default: the checkpoint's).
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Classifier-free guidance scale (default: the checkpoint's).
-    #[arg(long, allow_negative_numbers = true)]
-    guidance: Option<f32>,
-    /// Output size WxH, multiples of the latent grid (default: the checkpoint's).
-    #[arg(long, value_parser = parse_size)]
-    size: Option<(usize, usize)>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Keypoints / face / hands / movement JSON in input-image pixels (format in the README).
     #[arg(long)]
     pose: Option<PathBuf>,
@@ -250,10 +240,10 @@ fn run_on<B: Backend>(be: B, a: Args) -> Result<ExitCode> {
         },
     };
     let req = Request {
-        seed: a.seed,
-        steps: a.steps,
-        guidance: a.guidance,
-        size: a.size,
+        seed: a.sampling.seed,
+        steps: a.sampling.steps,
+        guidance: a.sampling.guidance,
+        size: a.sampling.size,
         hand_clarity: a.hand_clarity,
         trace: false,
     };

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod cli_util;
@@ -34,17 +34,26 @@ fn system_temps(before: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// `cyberhost generate --out DIR/out.mp4 --frames DIR/frames` (stderr piped); the test adds
+/// its own flags.
+fn generate_into(dir: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.arg("generate")
+        .arg("--out")
+        .arg(dir.join("out.mp4"))
+        .arg("--frames")
+        .arg(dir.join("frames"))
+        .stderr(Stdio::piped());
+    cmd
+}
+
 #[test]
 fn sigterm_while_the_model_runs_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // Many steps: the run is still denoising when the first step event arrives.
-    let mut child = bin()
-        .args(["generate", "--json", "--steps", "200", "--out"])
-        .arg(dir.path().join("out.mp4"))
-        .arg("--frames")
-        .arg(dir.path().join("frames"))
+    let mut child = generate_into(dir.path())
+        .args(["--json", "--steps", "200"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -88,16 +97,11 @@ fn sigint_while_the_outputs_are_written_removes_the_temporaries() {
     }
     w.finalize().unwrap();
     let before = system_temps(&[]);
-    let child = bin()
+    let child = generate_into(dir.path())
         .env("CYBERHOST_FFMPEG", &fake)
-        .args(["generate", "--steps", "1", "--audio"])
+        .args(["--steps", "1", "--audio"])
         .arg(&wav)
-        .arg("--out")
-        .arg(dir.path().join("out.mp4"))
-        .arg("--frames")
-        .arg(dir.path().join("frames"))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let t = Instant::now();

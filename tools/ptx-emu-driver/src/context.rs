@@ -354,10 +354,7 @@ pub extern "C" fn cuCtxSetFlags(flags: c_uint) -> CUresult {
 
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxGetFlags(flags: *mut c_uint) -> CUresult {
-    entry("cuCtxGetFlags", || {
-        let f = with_current(|c| c.flags)?;
-        unsafe { out(flags, f) }
-    })
+    unsafe { current_out("cuCtxGetFlags", flags, |c| c.flags) }
 }
 
 #[no_mangle]
@@ -386,9 +383,14 @@ pub extern "C" fn cuCtxSetLimit(limit: c_int, value: usize) -> CUresult {
 
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxGetCacheConfig(config: *mut c_int) -> CUresult {
-    entry("cuCtxGetCacheConfig", || {
-        let v = with_current(|c| c.cache_config)?;
-        unsafe { out(config, v) }
+    unsafe { current_out("cuCtxGetCacheConfig", config, |c| c.cache_config) }
+}
+
+/// Driver call `name`: `*p = get(the current context)`.
+unsafe fn current_out<T>(name: &str, p: *mut T, get: impl FnOnce(&mut Ctx) -> T) -> CUresult {
+    entry(name, || {
+        let v = with_current(get)?;
+        unsafe { out(p, v) }
     })
 }
 

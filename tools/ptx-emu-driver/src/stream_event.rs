@@ -241,13 +241,8 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo(
     status: *mut c_uint,
     id: *mut u64,
 ) -> CUresult {
-    entry("cuStreamGetCaptureInfo", || {
-        let (st, cid, _) = capture_status(stream)?;
-        unsafe {
-            out(status, st)?;
-            out_opt(id, cid)?;
-        }
-        Ok(())
+    entry("cuStreamGetCaptureInfo", || unsafe {
+        capture_info(stream, status, id)
     })
 }
 
@@ -261,17 +256,21 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2(
     deps: *mut *const Ptr,
     num_deps: *mut usize,
 ) -> CUresult {
-    entry("cuStreamGetCaptureInfo_v2", || {
-        let (st, cid, _) = capture_status(stream)?;
-        unsafe {
-            out(status, st)?;
-            out_opt(id, cid)?;
-            out_opt(graph, std::ptr::null_mut())?;
-            out_opt(deps, std::ptr::null())?;
-            out_opt(num_deps, 0)?;
-        }
-        Ok(())
+    entry("cuStreamGetCaptureInfo_v2", || unsafe {
+        capture_info(stream, status, id)?;
+        out_opt(graph, std::ptr::null_mut())?;
+        out_opt(deps, std::ptr::null())?;
+        out_opt(num_deps, 0)
     })
+}
+
+/// The capture status of `stream` into `*status` and its capture id into `*id` (when not null).
+unsafe fn capture_info(stream: Ptr, status: *mut c_uint, id: *mut u64) -> Result<(), CUresult> {
+    let (st, cid, _) = capture_status(stream)?;
+    unsafe {
+        out(status, st)?;
+        out_opt(id, cid)
+    }
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::{bf16_bytes, gemm_cfg, lin, module, params, slices};
+use common::{bf16_bytes, cpu_seconds, gemm_cfg, lin, module, params, slices};
 
 fn bench(c: &mut Criterion) {
     let opts = LaunchOptions {
@@ -77,16 +77,6 @@ fn bench(c: &mut Criterion) {
         bch.iter(|| launch(&m2, "softmax_rows", &cfg2, &p2, &mut mem, &opts).unwrap())
     });
     g.finish();
-}
-
-/// CPU time of this thread (Linux `/proc/thread-self/stat`, clock ticks of 10 ms), so the number
-/// is meaningful on a loaded machine.
-fn cpu_seconds() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 criterion_group!(benches, bench);

@@ -184,7 +184,7 @@ pub struct LaunchOptions {
     /// available parallelism; 1 = blocks one after another.
     pub threads: u32,
     /// Run the common register-only instructions through their pre-decoded warp-wide form
-    /// (`exec/fast.rs`); false sends every instruction through the general path. The results are
+    /// (`exec/fast/`); false sends every instruction through the general path. The results are
     /// the same bits either way (`tests/fast_path.rs`); default true, env `PTX_EMU_DECODED=0`
     /// turns it off.
     pub decoded: bool,

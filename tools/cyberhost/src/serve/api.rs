@@ -3,7 +3,7 @@
 use super::jobs::{self, Params, Record, State};
 use super::worker::{load_inputs, request, Model};
 use super::Shared;
-use crate::args::parse_size;
+use crate::args::SamplingArgs;
 use axum::body::Body;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request};
@@ -351,14 +351,8 @@ fn parse_id(s: &str) -> Result<Uuid, ApiError> {
     disable_help_flag = true
 )]
 struct Knobs {
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long)]
-    steps: Option<usize>,
-    #[arg(long, allow_negative_numbers = true)]
-    guidance: Option<f32>,
-    #[arg(long, value_parser = parse_size)]
-    size: Option<(usize, usize)>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     #[arg(long, allow_negative_numbers = true)]
     hand_clarity: Option<f32>,
 }
@@ -539,10 +533,10 @@ async fn submit(
         ApiError::bad(first.strip_prefix("error: ").unwrap_or(first).to_string())
     })?;
     let params = Params {
-        seed: k.seed,
-        steps: k.steps,
-        guidance: k.guidance,
-        size: k.size,
+        seed: k.sampling.seed,
+        steps: k.sampling.steps,
+        guidance: k.sampling.guidance,
+        size: k.sampling.size,
         hand_clarity: k.hand_clarity,
         pose,
     };

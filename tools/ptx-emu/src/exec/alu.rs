@@ -689,6 +689,30 @@ pub(super) fn setp_int(cmp: Cmp, ty: Ty, a: &[u64; 32], b: &[u64; 32], r: &mut [
     true
 }
 
+/// The predicate pair of a `setp` over all 32 lanes from its comparison row `r`: `r` becomes
+/// `p = r ∘ c` and the returned row is `q = !r ∘ c`, with `∘` the `.and/.or/.xor` with the
+/// predicate row `c` when the instruction has one.
+#[inline(always)]
+pub(super) fn setp_pair(r: &mut [u64; 32], comb: Option<(BoolOp, &[u64; 32])>) -> [u64; 32] {
+    let mut q = [0u64; 32];
+    for l in 0..32 {
+        q[l] = r[l] ^ 1;
+    }
+    if let Some((bop, c)) = comb {
+        for l in 0..32 {
+            let c = c[l] & 1;
+            let f = |x: u64| match bop {
+                BoolOp::And => x & c,
+                BoolOp::Or => x | c,
+                BoolOp::Xor => x ^ c,
+            };
+            r[l] = f(r[l]);
+            q[l] = f(q[l]);
+        }
+    }
+    q
+}
+
 /// f32 input bits (flushed with `.ftz`).
 #[inline(always)]
 pub(super) fn fin(b: u64, ftz: bool) -> u64 {

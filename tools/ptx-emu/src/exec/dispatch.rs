@@ -313,24 +313,9 @@ impl<'a, 'b> Block<'a, 'b> {
                         }
                     }
                 }
-                let mut q = [0u64; 32];
-                for l in 0..32 {
-                    q[l] = r[l] ^ 1;
-                }
-                if let Some(bop) = bop {
-                    let mut tc = [0u64; 32];
-                    let c = src32(&w.regs, g, clk, &ins.s[2], &mut tc);
-                    for l in 0..32 {
-                        let c = c[l] & 1;
-                        let f = |x: u64| match bop {
-                            BoolOp::And => x & c,
-                            BoolOp::Or => x | c,
-                            BoolOp::Xor => x ^ c,
-                        };
-                        r[l] = f(r[l]);
-                        q[l] = f(q[l]);
-                    }
-                }
+                let mut tc = [0u64; 32];
+                let comb = bop.map(|bop| (bop, src32(&w.regs, g, clk, &ins.s[2], &mut tc)));
+                let q = setp_pair(&mut r, comb);
                 if let Opnd::Reg(dr) = ins.d[0] {
                     store32(&mut w.regs, dr, &r, exec);
                 }

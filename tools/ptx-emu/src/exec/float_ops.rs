@@ -100,7 +100,14 @@ pub(super) fn falu(op: Alu, fmt: Fmt, f: AluFlags, a: u64, b: u64, c: u64) -> u6
         Alu::Tanh => float::round(fmt, x.tanh(), 0.0, Rnd::Rn),
         _ => return fmt.canonical_nan(),
     };
-    let mut r = r;
+    result_modifiers(fmt, &f, r)
+}
+
+/// The result modifiers of a float op or `cvt`, in this order: `.sat` (clamp to [0, 1], NaN to
+/// 0), `.relu` (negative values and -0 to +0, NaN to the canonical NaN), `.satfinite`, then
+/// `.ftz` (f32 only).
+#[inline]
+fn result_modifiers(fmt: Fmt, f: &AluFlags, mut r: u64) -> u64 {
     if f.sat {
         r = sat01(fmt, r);
     }
@@ -108,14 +115,14 @@ pub(super) fn falu(op: Alu, fmt: Fmt, f: AluFlags, a: u64, b: u64, c: u64) -> u6
         let v = fmt.to_f64(r);
         if v.is_nan() {
             r = fmt.canonical_nan();
-        } else if v < 0.0 || r == sign {
+        } else if v < 0.0 || r == 1 << (fmt.bits() - 1) {
             r = 0;
         }
     }
     if f.satfinite {
         r = satfinite(fmt, r);
     }
-    if ftz {
+    if f.ftz && fmt == Fmt::F32 {
         r = fmt.ftz(r);
     }
     r
@@ -160,7 +167,7 @@ pub(crate) fn cvt(d: Ty, s: Ty, f: AluFlags, a: u64) -> u64 {
                 a
             };
             let x = sf.to_f64(a);
-            let mut r = if f.int_rnd {
+            let r = if f.int_rnd {
                 if x.is_nan() {
                     df.canonical_nan()
                 } else {
@@ -169,24 +176,7 @@ pub(crate) fn cvt(d: Ty, s: Ty, f: AluFlags, a: u64) -> u64 {
             } else {
                 float::round(df, x, 0.0, rnd)
             };
-            if f.sat {
-                r = sat01(df, r);
-            }
-            if f.relu {
-                let v = df.to_f64(r);
-                if v.is_nan() {
-                    r = df.canonical_nan();
-                } else if v <= 0.0 {
-                    r = 0;
-                }
-            }
-            if f.satfinite {
-                r = satfinite(df, r);
-            }
-            if f.ftz && df == Fmt::F32 {
-                r = df.ftz(r);
-            }
-            r
+            result_modifiers(df, &f, r)
         }
         (Some(sf), None) => {
             let a = if f.ftz && sf == Fmt::F32 {

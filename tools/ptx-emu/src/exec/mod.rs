@@ -19,7 +19,7 @@ mod memory;
 mod stats;
 mod tensor_core;
 
-use self::alu::{alu, compare, setp_int};
+use self::alu::{alu, compare, setp_int, setp_pair};
 use atomics::*;
 pub(crate) use fast::{decode_fast, FOp};
 use float_ops::*;

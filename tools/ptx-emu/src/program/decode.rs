@@ -395,16 +395,20 @@ impl<'a> Decoder<'a> {
         if args.len() != callee_params.len() || rets.len() != callee_rets.len() {
             return Err(err("call argument count does not match the callee"));
         }
-        for (a, &(off, size)) in args.iter().zip(&callee_params) {
-            match a {
-                AOp::Name(n) => match self.lookup(n) {
-                    Some(Sym::Local(src, ssize)) => {
-                        self.push_copy(off, src, size.min(ssize), ins.line, &text)
-                    }
-                    _ => return Err(err("call arguments must be .param variables")),
-                },
-                _ => return Err(err("call arguments must be .param variables")),
+        // The caller's `.param` variable that a call operand names: (local offset, size).
+        let param_var = |d: &Self, o: &AOp, what: &str| {
+            let sym = match o {
+                AOp::Name(n) => d.lookup(n),
+                _ => None,
+            };
+            match sym {
+                Some(Sym::Local(off, size)) => Ok((off, size)),
+                _ => Err(err(what)),
             }
+        };
+        for (a, &(off, size)) in args.iter().zip(&callee_params) {
+            let (src, ssize) = param_var(self, a, "call arguments must be .param variables")?;
+            self.push_copy(off, src, size.min(ssize), ins.line, &text);
         }
         // inline the callee
         let saved_scopes = std::mem::replace(&mut self.scopes, vec![frame]);
@@ -419,15 +423,8 @@ impl<'a> Decoder<'a> {
             self.instrs[at].op = Op::Bra(end);
         }
         for (r, &(off, size)) in rets.iter().zip(&callee_rets) {
-            match r {
-                AOp::Name(n) => match self.lookup(n) {
-                    Some(Sym::Local(dst, dsize)) => {
-                        self.push_copy(dst, off, size.min(dsize), ins.line, &text)
-                    }
-                    _ => return Err(err("call return values must be .param variables")),
-                },
-                _ => return Err(err("call return values must be .param variables")),
-            }
+            let (dst, dsize) = param_var(self, r, "call return values must be .param variables")?;
+            self.push_copy(dst, off, size.min(dsize), ins.line, &text);
         }
         // marks the reconvergence point after the inlined body
         self.push(Op::Nop, None, vec![], vec![], ins.line, text);

@@ -2,8 +2,11 @@
 
 use super::*;
 
+/// An instruction's operation, destinations and sources.
+type Decoded = (Op, Vec<Opnd>, Vec<Opnd>);
+
 impl<'a> Decoder<'a> {
-    pub(super) fn decode_instr(&self, ins: &AInstr) -> Result<(Op, Vec<Opnd>, Vec<Opnd>), String> {
+    pub(super) fn decode_instr(&self, ins: &AInstr) -> Result<Decoded, String> {
         let parts: Vec<&str> = ins.opcode.split('.').collect();
         let mnem = parts[0];
         let mut m = Mods::new(&parts[1..]);
@@ -23,11 +26,7 @@ impl<'a> Decoder<'a> {
             "mov" => {
                 need(2)?;
                 let ty = m.ty1()?;
-                (
-                    Op::Mov(ty),
-                    vec![self.reg(&ops[0])?],
-                    vec![self.src(&ops[1], ty)?],
-                )
+                self.with_operands(Op::Mov(ty), ops, &[ty])?
             }
             "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "and" | "or" | "xor"
             | "shl" | "shr" | "copysign" => {
@@ -77,11 +76,7 @@ impl<'a> Decoder<'a> {
                 } else {
                     ty
                 };
-                (
-                    Op::Alu(alu, ty, f),
-                    vec![self.reg(&ops[0])?],
-                    vec![self.src(&ops[1], ty)?, self.src(&ops[2], sty)?],
-                )
+                self.with_operands(Op::Alu(alu, ty, f), ops, &[ty, sty])?
             }
             "not" | "cnot" | "neg" | "abs" | "popc" | "clz" | "brev" | "sqrt" | "rsqrt" | "rcp"
             | "ex2" | "lg2" | "sin" | "cos" | "tanh" | "bfind" => {
@@ -121,27 +116,18 @@ impl<'a> Decoder<'a> {
                 if alu == Alu::Bfind && ty.bits() < 32 {
                     return Err("bfind needs a 32/64-bit type".into());
                 }
-                (
-                    Op::Alu(alu, ty, f),
-                    vec![self.reg(&ops[0])?],
-                    vec![self.src(&ops[1], ty)?],
-                )
+                self.with_operands(Op::Alu(alu, ty, f), ops, &[ty])?
             }
             "testp" => {
                 need(2)?;
-                let mode = if m.take("finite") {
-                    0
-                } else if m.take("infinite") {
-                    1
-                } else if m.take("number") {
-                    2
-                } else if m.take("notanumber") {
-                    3
-                } else if m.take("normal") {
-                    4
-                } else if m.take("subnormal") {
-                    5
-                } else {
+                let Some(mode) = m.pick(&[
+                    ("finite", 0),
+                    ("infinite", 1),
+                    ("number", 2),
+                    ("notanumber", 3),
+                    ("normal", 4),
+                    ("subnormal", 5),
+                ]) else {
                     return Err("unknown testp mode".into());
                 };
                 let ty = m.ty1()?;
@@ -170,84 +156,52 @@ impl<'a> Decoder<'a> {
                     return Err("mad.f64 without rounding is not supported".into());
                 }
                 let cty = if alu == Alu::MadWide { wide(ty) } else { ty };
-                (
-                    Op::Alu(alu, ty, f),
-                    vec![self.reg(&ops[0])?],
-                    vec![
-                        self.src(&ops[1], ty)?,
-                        self.src(&ops[2], ty)?,
-                        self.src(&ops[3], cty)?,
-                    ],
-                )
+                self.with_operands(Op::Alu(alu, ty, f), ops, &[ty, ty, cty])?
             }
             "sad" => {
                 need(4)?;
                 let ty = m.ty1()?;
-                (
+                self.with_operands(
                     Op::Alu(Alu::Sad, ty, AluFlags::default()),
-                    vec![self.reg(&ops[0])?],
-                    vec![
-                        self.src(&ops[1], ty)?,
-                        self.src(&ops[2], ty)?,
-                        self.src(&ops[3], ty)?,
-                    ],
-                )
+                    ops,
+                    &[ty, ty, ty],
+                )?
             }
             "dp4a" => {
                 need(4)?;
                 let t1 = m.ty1()?;
                 let t2 = m.ty1()?;
                 let signs = (t1.signed() as u64) | ((t2.signed() as u64) << 1);
-                (
-                    Op::Alu(Alu::Dp4a, Ty::B32, AluFlags::default()),
-                    vec![self.reg(&ops[0])?],
-                    vec![
-                        self.src(&ops[1], Ty::B32)?,
-                        self.src(&ops[2], Ty::B32)?,
-                        self.src(&ops[3], Ty::B32)?,
-                        Opnd::Imm(signs),
-                    ],
-                )
+                let op = Op::Alu(Alu::Dp4a, Ty::B32, AluFlags::default());
+                let (op, d, mut s) = self.with_operands(op, ops, &[Ty::B32; 3])?;
+                s.push(Opnd::Imm(signs));
+                (op, d, s)
             }
             "selp" => {
                 need(4)?;
                 let ty = m.ty1()?;
-                (
-                    Op::Alu(Alu::Selp, ty, AluFlags::default()),
-                    vec![self.reg(&ops[0])?],
-                    vec![
-                        self.src(&ops[1], ty)?,
-                        self.src(&ops[2], ty)?,
-                        self.reg(&ops[3])?,
-                    ],
-                )
+                let op = Op::Alu(Alu::Selp, ty, AluFlags::default());
+                let (op, d, mut s) = self.with_operands(op, ops, &[ty, ty])?;
+                s.push(self.reg(&ops[3])?);
+                (op, d, s)
             }
             "bfe" => {
                 need(4)?;
                 let ty = m.ty1()?;
-                (
+                self.with_operands(
                     Op::Alu(Alu::Bfe, ty, AluFlags::default()),
-                    vec![self.reg(&ops[0])?],
-                    vec![
-                        self.src(&ops[1], ty)?,
-                        self.src(&ops[2], Ty::U32)?,
-                        self.src(&ops[3], Ty::U32)?,
-                    ],
-                )
+                    ops,
+                    &[ty, Ty::U32, Ty::U32],
+                )?
             }
             "bfi" => {
                 need(5)?;
                 let ty = m.ty1()?;
-                (
+                self.with_operands(
                     Op::Alu(Alu::Bfi, ty, AluFlags::default()),
-                    vec![self.reg(&ops[0])?],
-                    vec![
-                        self.src(&ops[1], ty)?,
-                        self.src(&ops[2], ty)?,
-                        self.src(&ops[3], Ty::U32)?,
-                        self.src(&ops[4], Ty::U32)?,
-                    ],
-                )
+                    ops,
+                    &[ty, ty, Ty::U32, Ty::U32],
+                )?
             }
             "prmt" => {
                 need(4)?;
@@ -257,29 +211,20 @@ impl<'a> Decoder<'a> {
                         return Err(format!("prmt mode .{mode} is not supported"));
                     }
                 }
-                (
+                self.with_operands(
                     Op::Alu(Alu::Prmt, ty, AluFlags::default()),
-                    vec![self.reg(&ops[0])?],
-                    vec![
-                        self.src(&ops[1], ty)?,
-                        self.src(&ops[2], ty)?,
-                        self.src(&ops[3], ty)?,
-                    ],
-                )
+                    ops,
+                    &[ty, ty, ty],
+                )?
             }
             "lop3" => {
                 need(5)?;
                 let ty = m.ty1()?;
-                (
+                self.with_operands(
                     Op::Alu(Alu::Lop3, ty, AluFlags::default()),
-                    vec![self.reg(&ops[0])?],
-                    vec![
-                        self.src(&ops[1], ty)?,
-                        self.src(&ops[2], ty)?,
-                        self.src(&ops[3], ty)?,
-                        self.src(&ops[4], ty)?,
-                    ],
-                )
+                    ops,
+                    &[ty, ty, ty, ty],
+                )?
             }
             "shf" => {
                 need(4)?;
@@ -297,15 +242,7 @@ impl<'a> Decoder<'a> {
                     return Err("shf needs .wrap or .clamp".into());
                 }
                 let ty = m.ty1()?;
-                (
-                    Op::Alu(alu, ty, f),
-                    vec![self.reg(&ops[0])?],
-                    vec![
-                        self.src(&ops[1], ty)?,
-                        self.src(&ops[2], ty)?,
-                        self.src(&ops[3], Ty::U32)?,
-                    ],
-                )
+                self.with_operands(Op::Alu(alu, ty, f), ops, &[ty, ty, Ty::U32])?
             }
             "cvt" => {
                 let f = m.flags();
@@ -313,18 +250,10 @@ impl<'a> Decoder<'a> {
                 let s = m.ty1()?;
                 if d.packed() {
                     need(3)?;
-                    (
-                        Op::Cvt { d, s, f },
-                        vec![self.reg(&ops[0])?],
-                        vec![self.src(&ops[1], s)?, self.src(&ops[2], s)?],
-                    )
+                    self.with_operands(Op::Cvt { d, s, f }, ops, &[s, s])?
                 } else {
                     need(2)?;
-                    (
-                        Op::Cvt { d, s, f },
-                        vec![self.reg(&ops[0])?],
-                        vec![self.src(&ops[1], s)?],
-                    )
+                    self.with_operands(Op::Cvt { d, s, f }, ops, &[s])?
                 }
             }
             "cvta" => {
@@ -340,15 +269,11 @@ impl<'a> Decoder<'a> {
             }
             "setp" => {
                 let cmp = m.cmp().ok_or("setp without a comparison")?;
-                let bop = if m.take("and") {
-                    Some(BoolOp::And)
-                } else if m.take("or") {
-                    Some(BoolOp::Or)
-                } else if m.take("xor") {
-                    Some(BoolOp::Xor)
-                } else {
-                    None
-                };
+                let bop = m.pick(&[
+                    ("and", BoolOp::And),
+                    ("or", BoolOp::Or),
+                    ("xor", BoolOp::Xor),
+                ]);
                 let ftz = m.take("ftz");
                 let ty = m.ty1()?;
                 if ty.packed() {
@@ -395,27 +320,18 @@ impl<'a> Decoder<'a> {
                 let red = mnem == "red";
                 let mut space = m.space().unwrap_or(Space::Generic);
                 m.ignore_hints();
-                let op = if m.take("add") {
-                    AtomOp::Add
-                } else if m.take("min") {
-                    AtomOp::Min
-                } else if m.take("max") {
-                    AtomOp::Max
-                } else if m.take("exch") {
-                    AtomOp::Exch
-                } else if m.take("cas") {
-                    AtomOp::Cas
-                } else if m.take("and") {
-                    AtomOp::And
-                } else if m.take("or") {
-                    AtomOp::Or
-                } else if m.take("xor") {
-                    AtomOp::Xor
-                } else if m.take("inc") {
-                    AtomOp::Inc
-                } else if m.take("dec") {
-                    AtomOp::Dec
-                } else {
+                let Some(op) = m.pick(&[
+                    ("add", AtomOp::Add),
+                    ("min", AtomOp::Min),
+                    ("max", AtomOp::Max),
+                    ("exch", AtomOp::Exch),
+                    ("cas", AtomOp::Cas),
+                    ("and", AtomOp::And),
+                    ("or", AtomOp::Or),
+                    ("xor", AtomOp::Xor),
+                    ("inc", AtomOp::Inc),
+                    ("dec", AtomOp::Dec),
+                ]) else {
                     return Err(format!("unknown atomic operation in `{}`", ins.opcode));
                 };
                 m.take("noftz");
@@ -498,15 +414,12 @@ impl<'a> Decoder<'a> {
             }
             "shfl" => {
                 m.take("sync");
-                let mode = if m.take("up") {
-                    ShflMode::Up
-                } else if m.take("down") {
-                    ShflMode::Down
-                } else if m.take("bfly") {
-                    ShflMode::Bfly
-                } else if m.take("idx") {
-                    ShflMode::Idx
-                } else {
+                let Some(mode) = m.pick(&[
+                    ("up", ShflMode::Up),
+                    ("down", ShflMode::Down),
+                    ("bfly", ShflMode::Bfly),
+                    ("idx", ShflMode::Idx),
+                ]) else {
                     return Err("shfl needs a mode".into());
                 };
                 let _ = m.ty1()?;
@@ -531,15 +444,12 @@ impl<'a> Decoder<'a> {
             }
             "vote" => {
                 m.take("sync");
-                let mode = if m.take("all") {
-                    VoteMode::All
-                } else if m.take("any") {
-                    VoteMode::Any
-                } else if m.take("uni") {
-                    VoteMode::Uni
-                } else if m.take("ballot") {
-                    VoteMode::Ballot
-                } else {
+                let Some(mode) = m.pick(&[
+                    ("all", VoteMode::All),
+                    ("any", VoteMode::Any),
+                    ("uni", VoteMode::Uni),
+                    ("ballot", VoteMode::Ballot),
+                ]) else {
                     return Err("vote needs a mode".into());
                 };
                 let _ = m.ty1()?;
@@ -552,28 +462,19 @@ impl<'a> Decoder<'a> {
             }
             "redux" => {
                 m.take("sync");
-                let alu = if m.take("add") {
-                    Alu::Add
-                } else if m.take("min") {
-                    Alu::Min
-                } else if m.take("max") {
-                    Alu::Max
-                } else if m.take("and") {
-                    Alu::And
-                } else if m.take("or") {
-                    Alu::Or
-                } else if m.take("xor") {
-                    Alu::Xor
-                } else {
+                let Some(alu) = m.pick(&[
+                    ("add", Alu::Add),
+                    ("min", Alu::Min),
+                    ("max", Alu::Max),
+                    ("and", Alu::And),
+                    ("or", Alu::Or),
+                    ("xor", Alu::Xor),
+                ]) else {
                     return Err("unknown redux op".into());
                 };
                 let ty = m.ty1()?;
                 need(3)?;
-                (
-                    Op::Redux(alu, ty),
-                    vec![self.reg(&ops[0])?],
-                    vec![self.src(&ops[1], ty)?, self.src(&ops[2], Ty::B32)?],
-                )
+                self.with_operands(Op::Redux(alu, ty), ops, &[ty, Ty::B32])?
             }
             "activemask" => {
                 let _ = m.ty1()?;
@@ -641,13 +542,7 @@ impl<'a> Decoder<'a> {
                 if !m.take("m8n8") {
                     return Err("only ldmatrix .m8n8 is supported".into());
                 }
-                let num = if m.take("x1") {
-                    1
-                } else if m.take("x2") {
-                    2
-                } else if m.take("x4") {
-                    4
-                } else {
+                let Some(num) = m.pick(&[("x1", 1), ("x2", 2), ("x4", 4)]) else {
                     return Err("ldmatrix needs .x1/.x2/.x4".into());
                 };
                 let trans = m.take("trans");
@@ -720,6 +615,16 @@ impl<'a> Decoder<'a> {
             validate_alu(*alu, *ty, f).map_err(|e| format!("`{}`: {e}", ins.opcode))?;
         }
         Ok(r)
+    }
+
+    /// `op` with its destination register `ops[0]` and its sources `ops[1..]`, source `i` read
+    /// as type `tys[i]`.
+    fn with_operands(&self, op: Op, ops: &[AOp], tys: &[Ty]) -> Result<Decoded, String> {
+        let d = vec![self.reg(&ops[0])?];
+        let s = (tys.iter().zip(&ops[1..]))
+            .map(|(&ty, o)| self.src(o, ty))
+            .collect::<Result<_, _>>()?;
+        Ok((op, d, s))
     }
 }
 
@@ -794,6 +699,10 @@ pub(super) struct Mods<'a> {
 impl<'a> Mods<'a> {
     fn new(p: &[&'a str]) -> Self {
         Mods { parts: p.to_vec() }
+    }
+    /// The value of the first of `choices` whose modifier is present (that one removed).
+    fn pick<T: Copy>(&mut self, choices: &[(&str, T)]) -> Option<T> {
+        choices.iter().find(|(s, _)| self.take(s)).map(|&(_, v)| v)
     }
     fn take(&mut self, s: &str) -> bool {
         if let Some(i) = self.parts.iter().position(|p| *p == s) {

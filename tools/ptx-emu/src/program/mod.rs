@@ -389,7 +389,7 @@ pub(crate) struct Program {
     pub param_offsets: Vec<usize>,
     pub param_size: usize,
     pub instrs: Vec<Instr>,
-    /// The decoded fast form of each instruction (`exec/fast.rs`; `FOp::Slow` where none).
+    /// The decoded fast form of each instruction (`exec/fast/`; `FOp::Slow` where none).
     pub fast: Vec<crate::exec::FOp>,
     /// Index of the first `Op::Unsupported` instruction (checked once here, not per launch).
     pub first_unsupported: Option<usize>,

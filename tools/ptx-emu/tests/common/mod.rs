@@ -1,4 +1,5 @@
-//! Helpers shared by the emulator self-tests.
+//! Helpers shared by the emulator self-tests (and its benches, and the emulator bench of the
+//! workspace root).
 #![allow(dead_code, clippy::result_large_err)]
 
 use ptx_emu::*;
@@ -309,4 +310,14 @@ pub fn line_of(src: &str, needle: &str) -> usize {
         .position(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("`{needle}` not in PTX"))
         + 1
+}
+
+/// CPU time of this thread (Linux `/proc/thread-self/stat`, clock ticks of 10 ms), so the number
+/// is meaningful on a loaded machine.
+pub fn cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
