@@ -1,12 +1,12 @@
 //! Shape rules, and a backend whose tensors carry only shapes.
 //!
-//! The free functions (`check_vec`, `group_norm_channels`, `check_conv2d_operands`,
-//! `conv2d_dims`, `last_dim`, `linear_shape`, `reshape_shape`, `permute_shape`, `concat_shape`,
-//! `narrow_shape`, `index_select_shape`, `pad2d_shape`, `upsample_nearest2d_shape`,
-//! `mean_dim_shape`, `max_pool2d_shape`, `matmul_shape`, `attention_dims`, `attention_shape`,
-//! `broadcast_shape`) are the one place an op's operands are checked and its output shape inferred:
-//! the CPU backend, the CUDA backend and [`ShapeBackend`] (hence the tracer, `graph::trace`) all
-//! call them, so the three agree on what is an error and say it in the same words.
+//! The free functions (`check_vec`, `group_norm_channels`, `conv2d_dims`, `last_dim`,
+//! `linear_shape`, `reshape_shape`, `permute_shape`, `concat_shape`, `narrow_shape`,
+//! `index_select_shape`, `pad2d_shape`, `upsample_nearest2d_shape`, `mean_dim_shape`,
+//! `max_pool2d_shape`, `matmul_shape`, `attention_dims`, `broadcast_shape`) are the one place an
+//! op's operands are checked and its output shape inferred: the CPU backend, the CUDA backend and
+//! [`ShapeBackend`] (hence the tracer, `graph::trace`) all call them, so the three agree on what is
+//! an error and say it in the same words.
 //!
 //! [`ShapeBackend`]: every op checks its operands and infers the output shape, and nothing is
 //! computed or stored. The fused primitives and the RCA ops keep the trait's default bodies: the
@@ -89,7 +89,7 @@ pub fn linear_shape(op: &str, x: &[usize], w: &[usize]) -> Result<Vec<usize>> {
 }
 
 /// `conv2d` (`op` names it in errors) of x `(N, C, H, W)` and w `(O, C/groups, kh, kw)`.
-pub fn check_conv2d_operands(op: &str, x: &[usize], w: &[usize], groups: usize) -> Result<()> {
+fn check_conv2d_operands(op: &str, x: &[usize], w: &[usize], groups: usize) -> Result<()> {
     if x.len() != 4 || w.len() != 4 || groups == 0 || x[1] != w[1] * groups {
         bail!(
             "{op}: x {x:?} and w {w:?} must be (N, C, H, W) and (O, C/groups, kh, kw) with groups \
@@ -354,11 +354,6 @@ pub fn attention_dims(q: &[usize], k: &[usize], v: &[usize]) -> Result<Attention
     })
 }
 
-/// `attention` → `(B, H, Lq, Dv)` (see [`attention_dims`]).
-pub fn attention_shape(q: &[usize], k: &[usize], v: &[usize]) -> Result<Vec<usize>> {
-    Ok(attention_dims(q, k, v)?.out_shape())
-}
-
 /// NumPy broadcasting of two shapes.
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let n = a.len().max(b.len());
@@ -461,7 +456,7 @@ impl Backend for ShapeBackend {
             d.out_shape()
         };
         attention(q: &ShapeTensor, k: &ShapeTensor, v: &ShapeTensor, _scale: f32)
-            => attention_shape(&q.shape, &k.shape, &v.shape)?;
+            => attention_dims(&q.shape, &k.shape, &v.shape)?.out_shape();
         upsample_nearest2d(x: &ShapeTensor, out_h: usize, out_w: usize)
             => upsample_nearest2d_shape(&x.shape, out_h, out_w)?;
         pad2d(x: &ShapeTensor, l: usize, r: usize, top: usize, bottom: usize)
