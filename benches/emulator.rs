@@ -70,8 +70,7 @@ fn ptx(name: &str) -> String {
 
 /// `n` bf16 values in [-1, 1) (the integration tests' seeded generator), as bytes.
 fn bf16_data(n: usize, seed: u64) -> Vec<u8> {
-    let values = common::to_bf16(&common::random_span(n, seed, 1.0));
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    emu_common::bf16_bytes(&common::random_span(n, seed, 1.0))
 }
 
 fn buf(mem: &mut Memory, elems: usize, seed: u64) -> u64 {

@@ -738,7 +738,7 @@ impl<'a> Mods<'a> {
         }
     }
     fn space(&mut self) -> Option<Space> {
-        for (n, s) in [
+        self.pick(&[
             ("global", Space::Global),
             ("shared", Space::Shared),
             ("shared::cta", Space::Shared),
@@ -747,12 +747,7 @@ impl<'a> Mods<'a> {
             ("param::entry", Space::Param),
             ("param::func", Space::Param),
             ("const", Space::Const),
-        ] {
-            if self.take(n) {
-                return Some(s);
-            }
-        }
-        None
+        ])
     }
     fn ignore_hints(&mut self) {
         self.parts.retain(|p| {
@@ -806,7 +801,7 @@ impl<'a> Mods<'a> {
         f
     }
     fn cmp(&mut self) -> Option<Cmp> {
-        for (n, c) in [
+        self.pick(&[
             ("eq", Cmp::Eq),
             ("ne", Cmp::Ne),
             ("lt", Cmp::Lt),
@@ -825,11 +820,6 @@ impl<'a> Mods<'a> {
             ("geu", Cmp::Geu),
             ("num", Cmp::Num),
             ("nan", Cmp::Nan),
-        ] {
-            if self.take(n) {
-                return Some(c);
-            }
-        }
-        None
+        ])
     }
 }
