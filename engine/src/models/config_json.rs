@@ -6,6 +6,22 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
 
+/// The largest integer a config key may hold (2^20). Every size, count and index of a real
+/// checkpoint is far below it (channels ≤ a few thousand, timesteps 1000, sample rate 16 000);
+/// the bound keeps a hostile `config.json` from asking for a many-gigabyte `Vec` (e.g.
+/// `mid_block_layers` = 2^62) or from overflowing a product of two or three config values.
+pub const MAX_CONFIG_INT: u64 = 1 << 20;
+
+/// A config integer: a non-negative JSON integer no larger than [`MAX_CONFIG_INT`].
+fn config_int(v: &Value) -> Option<usize> {
+    v.as_u64()
+        .filter(|&x| x <= MAX_CONFIG_INT)
+        .map(|x| x as usize)
+}
+
+/// What [`config_int`] accepts, for error messages.
+const CONFIG_INT: &str = "a non-negative integer (at most 1048576)";
+
 /// A parsed `config.json` object; `what` names it in errors (e.g. "UNet2DConditionModel config").
 #[derive(Clone, Debug)]
 pub struct ConfigJson {
@@ -47,10 +63,9 @@ impl ConfigJson {
     pub fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|x| Some(x as usize))
-                .ok_or_else(|| self.bad(key, v, "a non-negative integer")),
+            Some(v) => config_int(v)
+                .map(Some)
+                .ok_or_else(|| self.bad(key, v, CONFIG_INT)),
         }
     }
 
@@ -111,11 +126,7 @@ impl ConfigJson {
             None => Ok(default.to_vec()),
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|v| {
-                    v.as_u64()
-                        .map(|x| x as usize)
-                        .ok_or_else(|| self.bad(key, v, "a non-negative integer"))
-                })
+                .map(|v| config_int(v).ok_or_else(|| self.bad(key, v, CONFIG_INT)))
                 .collect(),
             Some(v) => Err(self.bad(key, v, "a list of integers")),
         }
@@ -159,8 +170,8 @@ impl ConfigJson {
         self.per_block(
             key,
             n,
-            |v| v.as_u64().map(|x| x as usize),
-            "an integer (nested per-layer lists are not supported)",
+            config_int,
+            "an integer of at most 1048576 (nested per-layer lists are not supported)",
             "an integer or a list of integers",
         )
     }
@@ -238,3 +249,44 @@ macro_rules! config_constructors {
     };
 }
 pub(crate) use config_constructors;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(v: Value) -> ConfigJson {
+        ConfigJson::from_value("test config", &v).unwrap()
+    }
+
+    #[test]
+    fn integers_are_bounded() {
+        assert!(CONFIG_INT.contains(&MAX_CONFIG_INT.to_string()));
+        let c = cfg(serde_json::json!({
+            "ok": MAX_CONFIG_INT,
+            "big": MAX_CONFIG_INT + 1,
+            "list": [1, u64::MAX],
+        }));
+        assert_eq!(c.usize("ok", 0).unwrap(), MAX_CONFIG_INT as usize);
+        let e = c.usize("big", 0).unwrap_err().to_string();
+        assert!(e.contains("`big`") && e.contains("at most 1048576"), "{e}");
+        assert!(c.usize_list("list", &[]).is_err());
+        assert!(c.int_or_list("big", 2, 1).is_err());
+        assert!(c.int_or_list("list", 2, 1).is_err());
+    }
+
+    /// The `config` fuzz target's crash of 2026-12-06 (first byte 2: the motion U-Net):
+    /// `"mid_block_layers": 8888888888888888882` made the parser build a `Vec` of that many
+    /// per-layer counts (capacity-overflow panic). It must be an error naming the key.
+    #[test]
+    fn fuzz_crash_huge_layer_count_is_an_error() {
+        let bytes = include_bytes!(
+            "../../../fuzz/regressions/config/capacity-overflow-mid-block-layers.bin"
+        );
+        assert_eq!(bytes[0] % 6, 2);
+        let v: Value = serde_json::from_slice(&bytes[1..]).unwrap();
+        let e = crate::models::unet_motion::UNetMotionModelConfig::from_json(&v)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mid_block_layers"), "{e}");
+    }
+}
