@@ -8,7 +8,7 @@
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, Mat, Threads};
+use super::gemm::{sgemm, sgemm_rows, Mat, Threads};
 use super::softmax::softmax_row;
 use super::CpuTensor;
 use crate::backends::shape::{attention_dims, AttentionDims};
@@ -73,18 +73,7 @@ pub(crate) fn attention(
                             Threads::Single,
                         )?;
                         s.chunks_mut(lk).for_each(softmax_row);
-                        sgemm(
-                            nq,
-                            dv,
-                            lk,
-                            Mat::rows(s, lk),
-                            Mat::rows(vh, dv),
-                            o,
-                            dv,
-                            false,
-                            1.0,
-                            Threads::Single,
-                        )
+                        sgemm_rows((nq, dv, lk), s, vh, o, false, Threads::Single)
                     },
                 )
         })?;

@@ -9,7 +9,7 @@
 use anyhow::Result;
 use rayon::prelude::*;
 
-use super::gemm::{run_units, sgemm, Mat, Threads};
+use super::gemm::{run_units, sgemm, sgemm_rows, Mat, Threads};
 use super::{check_vec, CpuTensor};
 use crate::backends::shape::{conv2d_dims, Conv2dDims};
 use crate::backends::{Conv2dParams, TensorLike};
@@ -85,18 +85,7 @@ fn conv_unit(
     let hw = g.ho * g.wo;
     let direct = g.kh == 1 && g.kw == 1 && g.p.stride == (1, 1) && g.p.padding == (0, 0);
     if direct {
-        return sgemm(
-            og,
-            hw,
-            kc,
-            Mat::rows(w, kc),
-            Mat::rows(x, hw),
-            out,
-            hw,
-            true,
-            1.0,
-            threads,
-        );
+        return sgemm_rows((og, hw, kc), w, x, out, true, threads);
     }
     let rows = (IM2COL_BUDGET / (kc * g.wo).max(1)).clamp(1, g.ho);
     let mut cols = vec![0.0f32; kc * rows * g.wo];

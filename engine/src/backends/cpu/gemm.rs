@@ -71,6 +71,19 @@ pub(crate) fn run_units(
 /// Below this many multiply-adds a product runs on one thread.
 const PARALLEL_MIN_MACS: usize = 1 << 17;
 
+/// [`sgemm`] of dense row-major operands: `c (M, N) (= or +=) a (M, K) · b (K, N)`.
+pub(crate) fn sgemm_rows(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+    threads: Threads,
+) -> Result<()> {
+    let (a, b) = (Mat::rows(a, k), Mat::rows(b, n));
+    sgemm(m, n, k, a, b, c, n, accumulate, 1.0, threads)
+}
+
 /// `c[i*ldc + j] (= or +=) alpha · Σ_p A[i,p]·B[p,j]` for `i < m, j < n`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm(

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use rayon::prelude::*;
 
-use super::gemm::{run_units, sgemm, Mat, Threads};
+use super::gemm::{run_units, sgemm, sgemm_rows, Mat, Threads};
 use super::{check_vec, CpuTensor};
 use crate::backends::shape::{linear_shape, matmul_shape};
 use crate::backends::TensorLike;
@@ -52,18 +52,11 @@ pub(crate) fn matmul(a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
     }
     let (ad, bd) = (a.data(), b.data());
     let one = |i: usize, c: &mut [f32], threads: Threads| {
-        sgemm(
-            m,
-            n,
-            k,
-            Mat::rows(&ad[i * m * k..(i + 1) * m * k], k),
-            Mat::rows(&bd[i * k * n..(i + 1) * k * n], n),
-            c,
-            n,
-            false,
-            1.0,
-            threads,
-        )
+        let (ai, bi) = (
+            &ad[i * m * k..(i + 1) * m * k],
+            &bd[i * k * n..(i + 1) * k * n],
+        );
+        sgemm_rows((m, n, k), ai, bi, c, false, threads)
     };
     run_units(&mut out, m * n, batch, m * n * k < SMALL_GEMM_MACS, one)?;
     Ok(CpuTensor::new_unchecked(shape, out))
