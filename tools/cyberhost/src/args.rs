@@ -1,9 +1,19 @@
 //! Argument helpers shared by the subcommands.
 
 use anyhow::Result;
+use cyberhost_engine::error::UserError;
 use cyberhost_engine::pipeline::checkpoint::WeightsSource;
 use cyberhost_engine::pipeline::presets::Preset;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The text of a file given on the command line, or a user error with the message `explain`
+/// makes of the read error (which option, what to give).
+pub fn read_arg_file(
+    path: &Path,
+    explain: impl FnOnce(std::io::Error) -> String,
+) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| UserError::new(explain(e)).into())
+}
 
 /// `--size WxH`, e.g. `512x512`.
 pub fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {

@@ -47,20 +47,14 @@ fn set_env_default(key: &str, value: &str) {
 }
 
 fn read_rows(path: &Path) -> Result<Vec<Counters>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        UserError::new(format!(
-            "--from-stats {}: {e} (give a file written by `bench --gpu ... --save-stats`)",
-            path.display()
-        ))
+    let text = crate::args::read_arg_file(path, |e| {
+        let p = path.display();
+        format!("--from-stats {p}: {e} (give a file written by `bench --gpu ... --save-stats`)")
     })?;
     let rows = parse_jsonl(&text)
         .map_err(|e| UserError::new(format!("--from-stats {}: {e}", path.display())))?;
     if rows.is_empty() {
-        return Err(UserError::new(format!(
-            "--from-stats {}: no launches in the file",
-            path.display()
-        ))
-        .into());
+        cyberhost_engine::user_bail!("--from-stats {}: no launches in the file", path.display());
     }
     Ok(rows)
 }

@@ -130,28 +130,8 @@ impl Op {
                     geglu: false,
                 },
             ),
-            Op::Conv2dEpilogue => be.conv2d_ext(
-                &x[0],
-                &x[1],
-                Some(&x[2]),
-                Conv2dParams::new(1, 1),
-                ConvEpilogue {
-                    temb: Some(&x[3]),
-                    residual: Some(&x[4]),
-                    scale: 0.5,
-                },
-            ),
-            Op::Conv2dBroadcastResidual => be.conv2d_ext(
-                &x[0],
-                &x[1],
-                Some(&x[2]),
-                Conv2dParams::new(1, 1),
-                ConvEpilogue {
-                    temb: None,
-                    residual: Some(&x[3]),
-                    scale: 1.0,
-                },
-            ),
+            Op::Conv2dEpilogue => conv3x3_ext(be, x, Some(&x[3]), &x[4], 0.5),
+            Op::Conv2dBroadcastResidual => conv3x3_ext(be, x, None, &x[3], 1.0),
             Op::TimestepEmbedding => be.timestep_embedding(&x[0], x[1].shape()[0], true, 0.0),
             Op::CfgDdim => be.cfg_ddim_step(&x[0], &x[1], 1, &x[2]),
             Op::RcaAttention(heads) => {
@@ -163,6 +143,23 @@ impl Op {
             Op::RcaMerge => be.rca_merge(&x[0], &x[1], &x[2], &x[3], Some(&x[4])),
         }
     }
+}
+
+/// `conv2d_ext` 3×3 (stride 1, pad 1) of `x[0]` with weight `x[1]` and bias `x[2]`, then the
+/// epilogue: `temb` added, `residual` added, output scaled by `scale`.
+fn conv3x3_ext<B: Backend>(
+    be: &B,
+    x: &[B::Tensor],
+    temb: Option<&B::Tensor>,
+    residual: &B::Tensor,
+    scale: f32,
+) -> Result<B::Tensor> {
+    let epilogue = ConvEpilogue {
+        temb,
+        residual: Some(residual),
+        scale,
+    };
+    be.conv2d_ext(&x[0], &x[1], Some(&x[2]), Conv2dParams::new(1, 1), epilogue)
 }
 
 struct Case {

@@ -198,11 +198,9 @@ pub fn in_process_app(jobs_dir: &std::path::Path, api_key: &str) -> Result<axum:
 }
 
 fn read_api_keys(path: &PathBuf) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        UserError::new(format!(
-            "cannot read --api-key-file {}: {e}; give a file with one key per line",
-            path.display()
-        ))
+    let text = crate::args::read_arg_file(path, |e| {
+        let p = path.display();
+        format!("cannot read --api-key-file {p}: {e}; give a file with one key per line")
     })?;
     let keys: Vec<String> = text
         .lines()
@@ -211,11 +209,10 @@ fn read_api_keys(path: &PathBuf) -> Result<Vec<String>> {
         .map(String::from)
         .collect();
     if keys.is_empty() {
-        return Err(UserError::new(format!(
+        cyberhost_engine::user_bail!(
             "--api-key-file {} holds no key; put one key per line",
             path.display()
-        ))
-        .into());
+        );
     }
     Ok(keys)
 }
