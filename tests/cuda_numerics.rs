@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
+use common::{random, random_span, round_bf16};
 use cyberhost_engine::backends::cpu::{CpuBackend, CpuTensor};
 use cyberhost_engine::backends::cuda::{CudaBackend, CudaTensor};
 use cyberhost_engine::backends::{
@@ -30,12 +31,6 @@ use cyberhost_engine::pipeline::presets::Preset;
 
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     cyberhost_engine::conformance::rel_l2(a, b)
-}
-
-fn bf16_round(v: &[f32]) -> Vec<f32> {
-    v.iter()
-        .map(|&x| half::bf16::from_f32(x).to_f32())
-        .collect()
 }
 
 /// What the probe does to the numbers of the wrapped backend (CPU simulations of bf16).
@@ -104,7 +99,7 @@ impl<B: Backend> Probe<B> {
     /// `t` with its values rounded to bf16.
     fn rounded(&self, t: &B::Tensor) -> Result<B::Tensor> {
         let v = self.inner.to_f32(t)?;
-        self.inner.from_f32(t.shape(), &bf16_round(&v))
+        self.inner.from_f32(t.shape(), &round_bf16(&v))
     }
 
     /// GEMM-like operand: rounded to bf16 under `Round::GemmOperands`.
@@ -120,19 +115,25 @@ impl<B: Backend> Probe<B> {
         t.map(|t| self.operand(kind, t)).transpose()
     }
 
-    /// The input, weight and optional bias of GEMM-like op `kind`, as [`Self::operand`]s.
-    fn operands(
+    /// GEMM-like op `kind` on input `x`, weight `w` and optional bias (each an
+    /// [`Self::operand`]): `op` runs it on the wrapped backend, `reference` on the CPU; the stats
+    /// key is [`epilogue_key`] of `kind` and the epilogue `flags`.
+    fn gemm_like(
         &self,
-        kind: &str,
-        x: &B::Tensor,
-        w: &B::Tensor,
-        bias: Option<&B::Tensor>,
-    ) -> Result<GemmOperands<B::Tensor>> {
-        Ok((
-            self.operand(kind, x)?,
-            self.operand(kind, w)?,
-            self.operand_opt(kind, bias)?,
-        ))
+        kind: &'static str,
+        flags: &[(bool, &str)],
+        (x, w, bias): (&B::Tensor, &B::Tensor, Option<&B::Tensor>),
+        op: impl FnOnce(&B::Tensor, &B::Tensor, Option<&B::Tensor>) -> Result<B::Tensor>,
+        reference: impl FnOnce(&CpuTensor, &CpuTensor, Option<&CpuTensor>) -> Result<CpuTensor>,
+    ) -> Result<B::Tensor> {
+        let (x, w) = (self.operand(kind, x)?, self.operand(kind, w)?);
+        let bias = self.operand_opt(kind, bias)?;
+        let out = op(&x, &w, bias.as_ref())?;
+        let key = epilogue_key(kind, flags, &x, &w);
+        self.finish(&[&x, &w], key, out, || {
+            let b = self.host_opt(bias.as_ref())?;
+            reference(&self.host(&x)?, &self.host(&w)?, b.as_ref())
+        })
     }
 
     /// Post-process `out` of op `key` (rounding), and with `check`, compare it to `reference`
@@ -192,7 +193,7 @@ impl<B: Backend> Probe<B> {
             let r = reference()?;
             let got = self.inner.to_f32(&out)?;
             let err = rel_l2(&got, r.data());
-            let floor = rel_l2(&bf16_round(r.data()), r.data());
+            let floor = rel_l2(&round_bf16(r.data()), r.data());
             let mut stats = self.stats.lock().unwrap();
             let s = stats.entry(key).or_default();
             s.count += 1;
@@ -230,16 +231,13 @@ impl<B: Backend> Probe<B> {
     }
 }
 
-/// Input, weight and optional bias of a GEMM-like op.
-type GemmOperands<T> = (T, T, Option<T>);
-
 fn shp<T: TensorLike>(t: &T) -> String {
     format!("{:?}", t.shape())
 }
 
-/// The stats key of a fused-epilogue op: `op`, the epilogue parts in use, the input and weight
-/// shapes, e.g. `linear_ext geglu res [2, 8] [16, 8]`.
-fn epilogue_key<T: TensorLike>(op: &str, flags: [(bool, &str); 3], x: &T, w: &T) -> String {
+/// The stats key of a GEMM-like op: `op`, the epilogue parts in use (none for the unfused ops),
+/// the input and weight shapes, e.g. `linear_ext geglu res [2, 8] [16, 8]`.
+fn epilogue_key<T: TensorLike>(op: &str, flags: &[(bool, &str)], x: &T, w: &T) -> String {
     let mut key = op.to_string();
     for (_, name) in flags.iter().filter(|(on, _)| *on) {
         key.push(' ');
@@ -257,7 +255,7 @@ impl<B: Backend> Backend for Probe<B> {
 
     fn from_f32(&self, shape: &[usize], data: &[f32]) -> Result<B::Tensor> {
         if self.round == Round::Outputs || !self.exact.is_empty() {
-            self.inner.from_f32(shape, &bf16_round(data))
+            self.inner.from_f32(shape, &round_bf16(data))
         } else {
             self.inner.from_f32(shape, data)
         }
@@ -381,17 +379,12 @@ impl<B: Backend> Backend for Probe<B> {
     }
 
     fn linear(&self, x: &B::Tensor, w: &B::Tensor, bias: Option<&B::Tensor>) -> Result<B::Tensor> {
-        let (x, w, bias) = self.operands("linear", x, w, bias)?;
-        let out = self.inner.linear(&x, &w, bias.as_ref())?;
-        self.finish(
-            &[&x, &w],
-            format!("linear {} {}", shp(&x), shp(&w)),
-            out,
-            || {
-                let b = self.host_opt(bias.as_ref())?;
-                self.cpu
-                    .linear(&self.host(&x)?, &self.host(&w)?, b.as_ref())
-            },
+        self.gemm_like(
+            "linear",
+            &[],
+            (x, w, bias),
+            |x, w, b| self.inner.linear(x, w, b),
+            |x, w, b| self.cpu.linear(x, w, b),
         )
     }
 
@@ -413,17 +406,12 @@ impl<B: Backend> Backend for Probe<B> {
         bias: Option<&B::Tensor>,
         p: Conv2dParams,
     ) -> Result<B::Tensor> {
-        let (x, w, bias) = self.operands("conv2d", x, w, bias)?;
-        let out = self.inner.conv2d(&x, &w, bias.as_ref(), p)?;
-        self.finish(
-            &[&x, &w],
-            format!("conv2d {} {}", shp(&x), shp(&w)),
-            out,
-            || {
-                let b = self.host_opt(bias.as_ref())?;
-                self.cpu
-                    .conv2d(&self.host(&x)?, &self.host(&w)?, b.as_ref(), p)
-            },
+        self.gemm_like(
+            "conv2d",
+            &[],
+            (x, w, bias),
+            |x, w, b| self.inner.conv2d(x, w, b, p),
+            |x, w, b| self.cpu.conv2d(x, w, b, p),
         )
     }
 
@@ -523,25 +511,26 @@ impl<B: Backend> Backend for Probe<B> {
         bias: Option<&B::Tensor>,
         epi: LinearEpilogue<'_, B::Tensor>,
     ) -> Result<B::Tensor> {
-        let (x, w, bias) = self.operands("linear_ext", x, w, bias)?;
-        let out = self.inner.linear_ext(&x, &w, bias.as_ref(), epi)?;
         let flags = [
             (epi.geglu, "geglu"),
             (epi.residual.is_some(), "res"),
             (epi.scale != 1.0, "scale"),
         ];
-        let key = epilogue_key("linear_ext", flags, &x, &w);
-        self.finish(&[&x, &w], key, out, || {
-            let b = self.host_opt(bias.as_ref())?;
-            let r = self.host_opt(epi.residual)?;
-            let e = LinearEpilogue {
-                residual: r.as_ref(),
-                scale: epi.scale,
-                geglu: epi.geglu,
-            };
-            self.cpu
-                .linear_ext(&self.host(&x)?, &self.host(&w)?, b.as_ref(), e)
-        })
+        self.gemm_like(
+            "linear_ext",
+            &flags,
+            (x, w, bias),
+            |x, w, b| self.inner.linear_ext(x, w, b, epi),
+            |x, w, b| {
+                let r = self.host_opt(epi.residual)?;
+                let e = LinearEpilogue {
+                    residual: r.as_ref(),
+                    scale: epi.scale,
+                    geglu: epi.geglu,
+                };
+                self.cpu.linear_ext(x, w, b, e)
+            },
+        )
     }
 
     fn conv2d_ext(
@@ -552,26 +541,27 @@ impl<B: Backend> Backend for Probe<B> {
         p: Conv2dParams,
         epi: ConvEpilogue<'_, B::Tensor>,
     ) -> Result<B::Tensor> {
-        let (x, w, bias) = self.operands("conv2d_ext", x, w, bias)?;
-        let out = self.inner.conv2d_ext(&x, &w, bias.as_ref(), p, epi)?;
         let flags = [
             (epi.temb.is_some(), "temb"),
             (epi.residual.is_some(), "res"),
             (epi.scale != 1.0, "scale"),
         ];
-        let key = epilogue_key("conv2d_ext", flags, &x, &w);
-        self.finish(&[&x, &w], key, out, || {
-            let b = self.host_opt(bias.as_ref())?;
-            let t = self.host_opt(epi.temb)?;
-            let r = self.host_opt(epi.residual)?;
-            let e = ConvEpilogue {
-                temb: t.as_ref(),
-                residual: r.as_ref(),
-                scale: epi.scale,
-            };
-            self.cpu
-                .conv2d_ext(&self.host(&x)?, &self.host(&w)?, b.as_ref(), p, e)
-        })
+        self.gemm_like(
+            "conv2d_ext",
+            &flags,
+            (x, w, bias),
+            |x, w, b| self.inner.conv2d_ext(x, w, b, p, epi),
+            |x, w, b| {
+                let t = self.host_opt(epi.temb)?;
+                let r = self.host_opt(epi.residual)?;
+                let e = ConvEpilogue {
+                    temb: t.as_ref(),
+                    residual: r.as_ref(),
+                    scale: epi.scale,
+                };
+                self.cpu.conv2d_ext(x, w, b, p, e)
+            },
+        )
     }
 
     fn timestep_embedding(
@@ -757,18 +747,6 @@ fn per_op_error_on_cuda() {
     be.report("cuda (bf16 storage)");
 }
 
-fn rand_vec(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 /// f32 activations through the CUDA products (the denoiser runs in f32 once the latents are f32):
 /// f32 operands go to the tensor cores as bf16 hi + lo parts and the outputs stay f32, so against
 /// the CPU on the same values (bf16 weights, f32 activations) the error is ~1e-5, far below the
@@ -788,9 +766,9 @@ fn cuda_f32_products_are_f32_accurate() {
     };
     // conv2d: f32 x, bf16-valued weights (as loaded), bias
     let (n, c, h, w, o) = (2usize, 24usize, 9usize, 7usize, 20usize);
-    let x = rand_vec(n * c * h * w, 1);
-    let wt = bf16_round(&rand_vec(o * c * 9, 2));
-    let b = bf16_round(&rand_vec(o, 3));
+    let x = random(n * c * h * w, 1);
+    let wt = round_bf16(&random(o * c * 9, 2));
+    let b = round_bf16(&random(o, 3));
     let p = Conv2dParams::new(1, 1);
     let gw = gpu.from_f32(&[o, c, 3, 3], &wt).unwrap();
     let gb = gpu.from_f32(&[o], &b).unwrap();
@@ -807,8 +785,8 @@ fn cuda_f32_products_are_f32_accurate() {
         .unwrap();
     check("conv2d", &gy, &want);
     // linear: f32 x (3, 5, 40), bf16 w (24, 40)
-    let x = rand_vec(3 * 5 * 40, 4);
-    let wt = bf16_round(&rand_vec(24 * 40, 5));
+    let x = random(3 * 5 * 40, 4);
+    let wt = round_bf16(&random(24 * 40, 5));
     let gy = gpu
         .linear(
             &up(&[3, 5, 40], &x),
@@ -821,8 +799,8 @@ fn cuda_f32_products_are_f32_accurate() {
         .unwrap();
     check("linear", &gy, &want);
     // matmul: both f32
-    let a = rand_vec(2 * 7 * 33, 6);
-    let bm = rand_vec(2 * 33 * 9, 7);
+    let a = random(2 * 7 * 33, 6);
+    let bm = random(2 * 33 * 9, 7);
     let gy = gpu
         .matmul(&up(&[2, 7, 33], &a), &up(&[2, 33, 9], &bm))
         .unwrap();
@@ -831,15 +809,9 @@ fn cuda_f32_products_are_f32_accurate() {
         .unwrap();
     check("matmul", &gy, &want);
     // attention: f32 q, k, v (B 2, H 2, Lq 11, Lk 13, D 16)
-    let q: Vec<f32> = rand_vec(2 * 2 * 11 * 16, 8)
-        .iter()
-        .map(|v| v * 2.0)
-        .collect();
-    let k: Vec<f32> = rand_vec(2 * 2 * 13 * 16, 9)
-        .iter()
-        .map(|v| v * 2.0)
-        .collect();
-    let v = rand_vec(2 * 2 * 13 * 16, 10);
+    let q = random_span(2 * 2 * 11 * 16, 8, 2.0);
+    let k = random_span(2 * 2 * 13 * 16, 9, 2.0);
+    let v = random(2 * 2 * 13 * 16, 10);
     let (sq, sk) = ([2, 2, 11, 16], [2, 2, 13, 16]);
     let gy = gpu
         .attention(&up(&sq, &q), &up(&sk, &k), &up(&sk, &v), 0.25)
