@@ -73,13 +73,14 @@ fn quantise(x: &[f32], dtype: DType) -> Vec<f32> {
     }
 }
 
+/// `json` as `config.json` of folder `dir` (created if missing).
 fn write_config(dir: &Path, json: &str) {
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("config.json"), json).unwrap();
 }
 
 /// A checkpoint folder: config.json + model.safetensors holding `ts` as `dtype`.
 fn make_ckpt(dir: &Path, ts: &[T], dtype: DType) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
     write_config(dir, r#"{"_class_name": "Test", "hidden_size": 8}"#);
     write_safetensors(
         dir.join("model.safetensors"),
@@ -220,7 +221,6 @@ fn mixed_dtypes_metadata_and_bare_file() {
 fn diffusers_names_and_scheduler_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("vae");
-    std::fs::create_dir_all(&dir).unwrap();
     write_config(&dir, r#"{"_class_name": "AutoencoderKL"}"#);
     let x = t("decoder.conv_out.weight", &[3, 4, 3, 3], 9);
     write_safetensors(
@@ -251,7 +251,6 @@ fn diffusers_names_and_scheduler_folder() {
 fn sharded_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("unet");
-    std::fs::create_dir_all(&dir).unwrap();
     write_config(&dir, r#"{"_class_name": "UNet2DConditionModel"}"#);
     let ts = sample_tensors();
     // ~1 KiB per shard forces several shards.
@@ -439,12 +438,10 @@ fn missing_dir_config_and_weights() {
     open_fails(&dir, &["config.json", "noconfig"]);
 
     let dir = tmp.path().join("badconfig");
-    std::fs::create_dir_all(&dir).unwrap();
     write_config(&dir, "{not json");
     open_fails(&dir, &["config.json", "not valid JSON"]);
 
     let dir = tmp.path().join("noweights");
-    std::fs::create_dir_all(&dir).unwrap();
     write_config(&dir, "{}");
     std::fs::write(dir.join("pytorch_model.bin"), b"x").unwrap();
     open_fails(&dir, &["noweights", "model.safetensors", ".bin"]);
@@ -453,7 +450,6 @@ fn missing_dir_config_and_weights() {
 /// Write `bytes` as `model.safetensors` of a folder with a config; return (dir, file).
 fn ckpt_with_raw(root: &Path, name: &str, bytes: &[u8]) -> (PathBuf, PathBuf) {
     let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
     write_config(&dir, "{}");
     let file = dir.join("model.safetensors");
     std::fs::write(&file, bytes).unwrap();
@@ -474,12 +470,13 @@ fn malformed_safetensors_files() {
         &[2, 3]
     );
 
-    let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
-        ("tiny", vec![1, 2, 3], vec!["truncated", "3 bytes"]),
+    // Files whose bytes are off as a whole, then hand-made headers over `data`.
+    let raw: [(&str, Vec<u8>, &[&str]); 3] = [
+        ("tiny", vec![1, 2, 3], &["truncated", "3 bytes"]),
         (
             "truncated_data",
             raw_safetensors(good, &data[..20]),
-            vec!["'w'", "truncated"],
+            &["'w'", "truncated"],
         ),
         (
             "header_too_long",
@@ -488,72 +485,57 @@ fn malformed_safetensors_files() {
                 b[..8].copy_from_slice(&10_000u64.to_le_bytes());
                 b
             },
-            vec!["header length", "10000"],
+            &["header length", "10000"],
         ),
+    ];
+    let headers: [(&str, &str, &[&str]); 8] = [
         (
             "bad_json",
-            raw_safetensors(r#"{"w": {"dtype": "F32", "shape"#, &data),
-            vec!["not valid JSON"],
+            r#"{"w": {"dtype": "F32", "shape"#,
+            &["not valid JSON"],
         ),
         (
             "offsets_out_of_range",
-            raw_safetensors(
-                r#"{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[24,48]}}"#,
-                &data,
-            ),
-            vec!["'w'", "[24, 48]"],
+            r#"{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[24,48]}}"#,
+            &["'w'", "[24, 48]"],
         ),
         (
             "offsets_reversed",
-            raw_safetensors(
-                r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}}"#,
-                &data,
-            ),
-            vec!["'w'", "begin is after end"],
+            r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}}"#,
+            &["'w'", "begin is after end"],
         ),
         (
             "size_mismatch",
-            raw_safetensors(
-                r#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,24]}}"#,
-                &data,
-            ),
-            vec!["'w'", "(2, 2)", "16 bytes"],
+            r#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,24]}}"#,
+            &["'w'", "(2, 2)", "16 bytes"],
         ),
         (
             "overlap",
-            raw_safetensors(
-                r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#,
-                &data,
-            ),
-            vec!["'a'", "'b'", "overlap"],
+            r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#,
+            &["'a'", "'b'", "overlap"],
         ),
         (
             "unknown_dtype",
-            raw_safetensors(
-                r#"{"w":{"dtype":"F4","shape":[2],"data_offsets":[0,1]}}"#,
-                &data,
-            ),
-            vec!["'w'", "'F4'"],
+            r#"{"w":{"dtype":"F4","shape":[2],"data_offsets":[0,1]}}"#,
+            &["'w'", "'F4'"],
         ),
         (
             "no_shape",
-            raw_safetensors(r#"{"w":{"dtype":"F32","data_offsets":[0,24]}}"#, &data),
-            vec!["'w'", "shape"],
+            r#"{"w":{"dtype":"F32","data_offsets":[0,24]}}"#,
+            &["'w'", "shape"],
         ),
-        (
-            "not_object",
-            raw_safetensors("[1, 2]", &data),
-            vec!["JSON object"],
-        ),
+        ("not_object", "[1, 2]", &["JSON object"]),
     ];
-    for (name, bytes, needles) in cases {
+    let headers =
+        headers.map(|(name, header, needles)| (name, raw_safetensors(header, &data), needles));
+    for (name, bytes, needles) in raw.into_iter().chain(headers) {
         let (dir, file) = ckpt_with_raw(root, name, &bytes);
         let e = err_text(Checkpoint::open(&dir));
         assert!(
             e.contains(&file.display().to_string()),
             "{name}: error does not name the file: {e}"
         );
-        for n in needles {
+        for &n in needles {
             assert!(e.contains(n), "{name}: error lacks {n:?}: {e}");
         }
     }
@@ -597,7 +579,6 @@ fn broken_shard_indexes() {
     let ts = sample_tensors();
     let fresh = |name: &str| {
         let dir = tmp.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
         write_config(&dir, "{}");
         write_sharded_safetensors(&dir, "model", &views(&ts, DType::F32), 512).unwrap();
         dir
