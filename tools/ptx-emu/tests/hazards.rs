@@ -46,6 +46,12 @@ impl H {
         self.params.push(p64(a));
         a
     }
+    /// `n` seeded values (`rand_f32`) uploaded, also appended to the kernels' parameters.
+    fn arg_rand(&mut self, n: usize, seed: u64) -> Vec<f32> {
+        let x = rand_f32(n, seed);
+        self.arg_f32(&x);
+        x
+    }
     fn try_run(&mut self, kernel: &str) -> Result<LaunchStats, Fault> {
         self.e.try_run(kernel, lin(1, self.threads), &self.params)
     }
@@ -74,6 +80,12 @@ impl H {
             text.contains(&format!("PTX line {}", f.ptx_line)) && text.contains(kernel),
             "{text}"
         );
+        f
+    }
+    /// [`Self::expect`], and the fault's detail must contain `detail`.
+    fn expect_saying(&mut self, kernel: &str, kind: K, flag: &str, detail: &str) -> Fault {
+        let f = self.expect(kernel, kind, flag);
+        assert!(f.detail.contains(detail), "{f}");
         f
     }
     /// One launch with explicit options, straight through [`launch`].
@@ -109,12 +121,12 @@ fn shared_race_across_warps() {
 fn shared_race_inside_a_warp_needs_syncwarp() {
     let mut h = h(32);
     let o = h.arg_buf(32 * 4);
-    let f = h.expect(
+    h.expect_saying(
         "race_intra_warp_broken",
         K::SharedRace,
         "race_intra_warp_read",
+        "read-after-write",
     );
-    assert!(f.detail.contains("read-after-write"), "{f}");
     h.ok("race_intra_warp_fixed");
     let out = h.e.u32s(o, 32);
     for l in 0..32u32 {
@@ -126,8 +138,12 @@ fn shared_race_inside_a_warp_needs_syncwarp() {
 fn shared_write_write_race() {
     let mut h = h(64);
     let o = h.arg_buf(4);
-    let f = h.expect("race_waw_broken", K::SharedRace, "race_waw");
-    assert!(f.detail.contains("write-after-write"), "{f}");
+    h.expect_saying(
+        "race_waw_broken",
+        K::SharedRace,
+        "race_waw",
+        "write-after-write",
+    );
     h.ok("race_waw_fixed");
     assert_eq!(h.e.u32s(o, 1)[0], 77);
 }
@@ -169,12 +185,12 @@ fn divergent_barrier_partial_warp() {
     );
     assert!(f.thread[0] % 32 < 16, "a waiting thread: {f}");
 
-    let f = h.expect(
+    let f = h.expect_saying(
         "barrier_branch_around_broken",
         K::BarrierDivergence,
         "branch_around_bar",
+        "divergent barrier",
     );
-    assert!(f.detail.contains("divergent barrier"), "{f}");
     assert!(
         f.detail.contains("0x0000ffff"),
         "names the lanes that went around: {f}"
@@ -248,8 +264,7 @@ fn misaligned_vector_load() {
 #[test]
 fn uninitialised_shared_read() {
     let mut h = h(32);
-    let x = rand_f32(32, 4);
-    h.arg_f32(&x);
+    let x = h.arg_rand(32, 4);
     let o = h.arg_buf(32 * 4);
     let f = h.expect("uninit_shared_broken", K::UninitSharedRead, "uninit");
     assert_eq!(f.address, Some(0));
@@ -267,15 +282,14 @@ fn uninitialised_shared_read() {
 #[test]
 fn cp_async_data_lands_only_at_wait() {
     let mut h = h(32);
-    let x = rand_f32(32, 5);
-    h.arg_f32(&x);
+    let x = h.arg_rand(32, 5);
     let o = h.arg_buf(32 * 8);
-    let f = h.expect(
+    h.expect_saying(
         "cp_async_early_read_broken",
         K::SharedRace,
         "cp_async_early",
+        "cp.async",
     );
-    assert!(f.detail.contains("cp.async"), "{f}");
     // With the race detector off the early read sees the old contents (7.0), the late one the copy.
     let opts = LaunchOptions {
         detect_races: false,
@@ -297,8 +311,7 @@ fn cp_async_data_lands_only_at_wait() {
 #[test]
 fn cp_async_wait_group_completes_only_older_groups() {
     let mut h = h(32);
-    let x = rand_f32(32 * 8, 6);
-    h.arg_f32(&x);
+    let x = h.arg_rand(32 * 8, 6);
     let o = h.arg_buf(32 * 8);
     h.expect("cp_async_groups_broken", K::SharedRace, "cp_async_group");
     h.ok("cp_async_groups_fixed");
@@ -329,8 +342,12 @@ fn divergent_warp_collective() {
 fn unsupported_instruction_is_rejected_with_line() {
     let mut h = h(32);
     let o = h.arg_buf(4);
-    let f = h.expect("uses_unsupported", K::Unsupported, "unsupported");
-    assert!(f.detail.contains("mul24.lo.s32"), "{f}");
+    let f = h.expect_saying(
+        "uses_unsupported",
+        K::Unsupported,
+        "unsupported",
+        "mul24.lo.s32",
+    );
     assert!(f.instruction.starts_with("mul24.lo.s32"), "{f}");
     assert_eq!(h.e.m.unsupported("uses_unsupported").len(), 1);
     // unsupported modifier
@@ -398,10 +415,10 @@ fn collectives_after_partial_warp_exit() {
         let want = if l < 20 { (l ^ 1) * 10 } else { 0xdead };
         assert_eq!(out[l as usize], want, "lane {l}");
     }
-    let f = h.expect(
+    h.expect_saying(
         "shfl_reads_exited_broken",
         K::BarrierDivergence,
         "shfl_exited",
+        "does not execute",
     );
-    assert!(f.detail.contains("does not execute"), "{f}");
 }
