@@ -59,58 +59,52 @@ const fn case(op: GemmOp, batch: usize, (m, n, k): (usize, usize, usize)) -> Gem
     }
 }
 
+/// An option of a [`GemmCase`] over its [`case`] defaults.
+#[derive(Clone, Copy)]
+enum Opt {
+    Bias,
+    Residual,
+    Scale(f32),
+    Geglu,
+    /// One B per batch entry instead of one shared B.
+    BatchedB,
+    /// Plain (non-cp.async) loads.
+    PlainLoads,
+}
+
+impl GemmCase {
+    fn with(mut self, opts: &[Opt]) -> GemmCase {
+        for &o in opts {
+            match o {
+                Opt::Bias => self.bias = true,
+                Opt::Residual => self.residual = true,
+                Opt::Scale(s) => self.scale = s,
+                Opt::Geglu => self.geglu = true,
+                Opt::BatchedB => self.broadcast_b = false,
+                Opt::PlainLoads => self.plain = true,
+            }
+        }
+        self
+    }
+}
+
 fn gemm_cases() -> Vec<GemmCase> {
     use GemmOp::{Linear, Matmul};
-    let fused = GemmCase {
-        bias: true,
-        residual: true,
-        scale: 0.5,
-        ..case(Linear, 1, (70, 50, 40))
-    };
-    let geglu = GemmCase {
-        bias: true,
-        geglu: true,
-        ..case(Linear, 1, (33, 40, 72))
-    };
+    use Opt::*;
+    let fused = case(Linear, 1, (70, 50, 40)).with(&[Bias, Residual, Scale(0.5)]);
+    let geglu = case(Linear, 1, (33, 40, 72)).with(&[Bias, Geglu]);
     vec![
         fused,
-        GemmCase {
-            plain: true,
-            ..fused
-        },
+        fused.with(&[PlainLoads]),
         case(Linear, 1, (65, 64, 96)),
         // unaligned K: scalar loads
-        GemmCase {
-            bias: true,
-            ..case(Linear, 1, (17, 9, 21))
-        },
+        case(Linear, 1, (17, 9, 21)).with(&[Bias]),
         geglu,
-        GemmCase {
-            bias: true,
-            geglu: true,
-            plain: true,
-            scale: 2.0,
-            ..case(Linear, 1, (70, 20, 24))
-        },
-        GemmCase {
-            broadcast_b: false,
-            residual: true,
-            ..case(Linear, 2, (20, 33, 48))
-        },
-        GemmCase {
-            broadcast_b: false,
-            scale: 0.125,
-            ..case(Matmul, 2, (33, 65, 72))
-        },
-        GemmCase {
-            bias: true,
-            residual: true,
-            ..case(Matmul, 3, (9, 21, 19))
-        },
-        GemmCase {
-            bias: true,
-            ..case(Matmul, 1, (66, 72, 40))
-        },
+        case(Linear, 1, (70, 20, 24)).with(&[Bias, Geglu, PlainLoads, Scale(2.0)]),
+        case(Linear, 2, (20, 33, 48)).with(&[BatchedB, Residual]),
+        case(Matmul, 2, (33, 65, 72)).with(&[BatchedB, Scale(0.125)]),
+        case(Matmul, 3, (9, 21, 19)).with(&[Bias, Residual]),
+        case(Matmul, 1, (66, 72, 40)).with(&[Bias]),
     ]
 }
 
