@@ -583,6 +583,44 @@ fn check(what: &str, got: &CudaTensor, want: &CpuTensor, tol: f64) {
 
 use cyberhost_engine::backends::cuda::CudaTensor;
 
+/// `linear_ext` of input, weight and bias `xwb` with an optional residual on `be` (the backend
+/// under test, or the CPU reference).
+fn linear_ext_on<B: Backend>(
+    be: &B,
+    xwb: [&Data; 3],
+    res: Option<&Data>,
+    scale: f32,
+    geglu: bool,
+) -> B::Tensor {
+    let [x, w, b] = xwb.map(|d| up(be, d));
+    let r = res.map(|r| up(be, r));
+    let epi = LinearEpilogue {
+        residual: r.as_ref(),
+        scale,
+        geglu,
+    };
+    be.linear_ext(&x, &w, Some(&b), epi).unwrap()
+}
+
+/// `conv2d_ext` of input, weight and bias `xwb` with optional temb and residual on `be`.
+fn conv2d_ext_on<B: Backend>(
+    be: &B,
+    xwb: [&Data; 3],
+    p: Conv2dParams,
+    temb: Option<&Data>,
+    res: Option<&Data>,
+    scale: f32,
+) -> B::Tensor {
+    let [x, w, b] = xwb.map(|d| up(be, d));
+    let (t, r) = (temb.map(|t| up(be, t)), res.map(|r| up(be, r)));
+    let epi = ConvEpilogue {
+        temb: t.as_ref(),
+        residual: r.as_ref(),
+        scale,
+    };
+    be.conv2d_ext(&x, &w, Some(&b), p, epi).unwrap()
+}
+
 #[test]
 fn cuda_group_norm_act_matches_cpu() {
     let _g = serial();
@@ -633,32 +671,8 @@ fn cuda_linear_ext_matches_cpu() {
             ("scale", &w, &b, None, 0.25, false),
         ];
         for (name, w, b, res, scale, geglu) in cases {
-            let rg = res.map(|r| up(&be, r));
-            let rc = res.map(cpu);
-            let got = be
-                .linear_ext(
-                    &up(&be, &x),
-                    &up(&be, w),
-                    Some(&up(&be, b)),
-                    LinearEpilogue {
-                        residual: rg.as_ref(),
-                        scale,
-                        geglu,
-                    },
-                )
-                .unwrap();
-            let want = CPU
-                .linear_ext(
-                    &cpu(&x),
-                    &cpu(w),
-                    Some(&cpu(b)),
-                    LinearEpilogue {
-                        residual: rc.as_ref(),
-                        scale,
-                        geglu,
-                    },
-                )
-                .unwrap();
+            let got = linear_ext_on(&be, [&x, w, b], res, scale, geglu);
+            let want = linear_ext_on(&CPU, [&x, w, b], res, scale, geglu);
             check(&format!("linear_ext {label} {name}"), &got, &want, 1e-2);
         }
     }
@@ -691,34 +705,9 @@ fn cuda_conv2d_ext_matches_cpu() {
             ("groups 2 temb+residual", &wg, pg, true, Some(&r), 0.5),
         ];
         for (name, w, p, temb, res, scale) in cases {
-            let (tg, tc) = (temb.then(|| up(&be, &t)), temb.then(|| cpu(&t)));
-            let (rg, rc) = (res.map(|r| up(&be, r)), res.map(cpu));
-            let got = be
-                .conv2d_ext(
-                    &up(&be, &x),
-                    &up(&be, w),
-                    Some(&up(&be, &b)),
-                    p,
-                    ConvEpilogue {
-                        temb: tg.as_ref(),
-                        residual: rg.as_ref(),
-                        scale,
-                    },
-                )
-                .unwrap();
-            let want = CPU
-                .conv2d_ext(
-                    &cpu(&x),
-                    &cpu(w),
-                    Some(&cpu(&b)),
-                    p,
-                    ConvEpilogue {
-                        temb: tc.as_ref(),
-                        residual: rc.as_ref(),
-                        scale,
-                    },
-                )
-                .unwrap();
+            let temb = temb.then_some(&t);
+            let got = conv2d_ext_on(&be, [&x, w, &b], p, temb, res, scale);
+            let want = conv2d_ext_on(&CPU, [&x, w, &b], p, temb, res, scale);
             check(&format!("conv2d_ext {label} {name}"), &got, &want, 1e-2);
         }
     }
