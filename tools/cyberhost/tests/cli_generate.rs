@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod cli_util;
-use cli_util::{run, stderr, wav_spec};
+use cli_util::{json_ok, run, stderr, wav_spec};
 
 /// A speech-like WAV: a chirp with a few formant-ish harmonics.
 fn write_wav(path: &Path, rate: u32, channels: u16, bits: u16, float: bool, seconds: f64) {
@@ -121,12 +121,7 @@ fn ffprobe(path: &Path) -> serde_json::Value {
         .arg(path)
         .output()
         .expect("ffprobe");
-    assert!(
-        o.status.success(),
-        "ffprobe failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
+    json_ok(&o)
 }
 
 #[test]
