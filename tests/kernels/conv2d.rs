@@ -5,8 +5,8 @@
 //! (`backends::cuda::conv2d`).
 
 use crate::check_op;
-use crate::common::{assert_close, cpu, from_bf16, host, round_bf16, to_bf16, Rng, CPU};
-use crate::common::{check, cuda_serial, rand_pair, storages};
+use crate::common::{assert_close, cpu, host, round_bf16, to_bf16, Rng, CPU};
+use crate::common::{check, rand_pair};
 use crate::harness::{
     download_bf16 as download, engine_device, upload_bf16 as upload, Device, TOL_BF16 as TOL,
 };
@@ -15,7 +15,6 @@ use cyberhost_kernels::conv2d::{
     launch_config as conv_launch, Conv2dParams, Conv2dPtrs, Conv2dShape,
 };
 use cyberhost_kernels::KernelModule;
-use half::bf16;
 
 #[derive(Clone, Copy, Debug)]
 struct ConvCase {
@@ -219,9 +218,7 @@ fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
         p = p.with_broadcast_residual();
     }
     dev.launch(KernelModule::Conv2d, "conv2d_v1_bf16", conv_launch(s), &p)?;
-    let got = from_bf16(&dev.download::<bf16>(ptrs.y, out_len)?);
-    assert_close(&format!("{c:?} aligned {}", p.aligned), &got, &want, TOL);
-    Ok(())
+    dev.check_bf16(&format!("{c:?} aligned {}", p.aligned), ptrs.y, &want)
 }
 
 crate::harness::schedules_test!(conv2d_implicit_gemm_epilogues, conv_cases(), 5000, run_conv);
@@ -288,38 +285,34 @@ crate::backend_test!(conv2d_bad_shapes);
 // through the CUDA backend (stand-in driver, or a GPU), against the CPU backend
 // ------------------------------------------------------------------------------------------------
 
-#[test]
-fn conv2d_matches_cpu() {
-    let _g = cuda_serial();
-    for (be, _) in storages() {
-        // (x shape, out channels, kernel, stride, padding, bias)
-        type Case = ([usize; 4], usize, (usize, usize), usize, usize, bool);
-        let cases: [Case; 4] = [
-            ([1, 3, 9, 11], 5, (3, 3), 1, 1, true),
-            ([2, 4, 8, 7], 6, (3, 3), 2, 1, false),
-            ([1, 5, 6, 6], 3, (1, 1), 1, 0, true),
-            ([2, 2, 7, 5], 4, (2, 3), 1, 0, true),
-        ];
-        for (i, (xs, o, (kh, kw), s, p, bias)) in cases.into_iter().enumerate() {
-            let (x, xc) = rand_pair(&be, &xs, 180 + i as u64);
-            let (w, wc) = rand_pair(&be, &[o, xs[1], kh, kw], 190 + i as u64);
-            let (b, bc) = rand_pair(&be, &[o], 200 + i as u64);
-            let (gb, cb) = if bias {
-                (Some(&b), Some(&bc))
-            } else {
-                (None, None)
-            };
-            let prm = EngineConv::new(s, p);
-            let got = be.conv2d(&x, &w, gb, prm).unwrap();
-            assert_eq!(got.dtype(), be.storage());
-            check(
-                &format!("conv2d {xs:?} o{o} k{kh}x{kw} s{s} p{p}"),
-                &be,
-                &got,
-                &CPU.conv2d(&xc, &wc, cb, prm).unwrap(),
-                1e-2,
-            );
-        }
+crate::storages_test!(conv2d_matches_cpu, |be, _| {
+    // (x shape, out channels, kernel, stride, padding, bias)
+    type Case = ([usize; 4], usize, (usize, usize), usize, usize, bool);
+    let cases: [Case; 4] = [
+        ([1, 3, 9, 11], 5, (3, 3), 1, 1, true),
+        ([2, 4, 8, 7], 6, (3, 3), 2, 1, false),
+        ([1, 5, 6, 6], 3, (1, 1), 1, 0, true),
+        ([2, 2, 7, 5], 4, (2, 3), 1, 0, true),
+    ];
+    for (i, (xs, o, (kh, kw), s, p, bias)) in cases.into_iter().enumerate() {
+        let (x, xc) = rand_pair(&be, &xs, 180 + i as u64);
+        let (w, wc) = rand_pair(&be, &[o, xs[1], kh, kw], 190 + i as u64);
+        let (b, bc) = rand_pair(&be, &[o], 200 + i as u64);
+        let (gb, cb) = if bias {
+            (Some(&b), Some(&bc))
+        } else {
+            (None, None)
+        };
+        let prm = EngineConv::new(s, p);
+        let got = be.conv2d(&x, &w, gb, prm).unwrap();
+        assert_eq!(got.dtype(), be.storage());
+        check(
+            &format!("conv2d {xs:?} o{o} k{kh}x{kw} s{s} p{p}"),
+            &be,
+            &got,
+            &CPU.conv2d(&xc, &wc, cb, prm).unwrap(),
+            1e-2,
+        );
     }
     // groups, dilation, per-axis stride / padding (wav2vec2's 1-D convs as H = 1 conv2d)
     let cases: [([usize; 4], [usize; 4], EngineConv); 3] = [
@@ -350,13 +343,11 @@ fn conv2d_matches_cpu() {
             },
         ),
     ];
-    for (be, _) in storages() {
-        for (i, (xs, ws, prm)) in cases.into_iter().enumerate() {
-            let (x, xc) = rand_pair(&be, &xs, 210 + i as u64);
-            let (w, wc) = rand_pair(&be, &ws, 220 + i as u64);
-            let (b, bc) = rand_pair(&be, &[ws[0]], 230 + i as u64);
-            check_op!(format!("conv2d {xs:?} w {ws:?} {prm:?}"), be, 1e-2,
-                conv2d(&x, &w, Some(&b), prm) ~ (&xc, &wc, Some(&bc), prm));
-        }
+    for (i, (xs, ws, prm)) in cases.into_iter().enumerate() {
+        let (x, xc) = rand_pair(&be, &xs, 210 + i as u64);
+        let (w, wc) = rand_pair(&be, &ws, 220 + i as u64);
+        let (b, bc) = rand_pair(&be, &[ws[0]], 230 + i as u64);
+        check_op!(format!("conv2d {xs:?} w {ws:?} {prm:?}"), be, 1e-2,
+            conv2d(&x, &w, Some(&b), prm) ~ (&xc, &wc, Some(&bc), prm));
     }
-}
+});

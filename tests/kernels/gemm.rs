@@ -5,8 +5,8 @@
 //! launcher (`backends::cuda::gemm`) with its buffer-size errors.
 
 use crate::check_op;
-use crate::common::{assert_close, from_bf16, round_bf16, to_bf16, Rng};
-use crate::common::{cuda_serial, rand_pair, storages};
+use crate::common::rand_pair;
+use crate::common::{assert_close, round_bf16, to_bf16, Rng};
 use crate::harness::{
     download_bf16 as download, engine_device, gemm_ref, upload_bf16 as upload, Device,
     TOL_BF16 as TOL,
@@ -16,7 +16,6 @@ use cyberhost_kernels::gemm::{
     launch_config as gemm_launch, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPtrs, GemmShape,
 };
 use cyberhost_kernels::KernelModule;
-use half::bf16;
 
 #[derive(Clone, Copy, Debug)]
 struct GemmCase {
@@ -150,14 +149,7 @@ fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
         gemm_launch(shape, c.geglu),
         &p,
     )?;
-    let got = from_bf16(&dev.download::<bf16>(ptrs.c, want.len())?);
-    assert_close(
-        &format!("{c:?} aligned {}", p.ops.aligned),
-        &got,
-        &want,
-        TOL,
-    );
-    Ok(())
+    dev.check_bf16(&format!("{c:?} aligned {}", p.ops.aligned), ptrs.c, &want)
 }
 
 crate::harness::schedules_test!(gemm_linear_matmul_epilogues, gemm_cases(), 0, run_gemm);
@@ -261,39 +253,35 @@ crate::backend_test!(linear_matmul_bad_shapes);
 // through the CUDA backend (stand-in driver, or a GPU), against the CPU backend
 // ------------------------------------------------------------------------------------------------
 
-#[test]
-fn linear_and_matmul_match_cpu() {
-    let _g = cuda_serial();
-    // the GEMM rounds its operands to bf16 in both storages
-    for (be, _) in storages() {
-        for (xs, n, bias) in [
-            (vec![37usize, 70], 45usize, true),
-            (vec![2, 5, 24], 17, false),
-            (vec![3, 8], 64, true),
-        ] {
-            let k = *xs.last().unwrap();
-            let (x, xc) = rand_pair(&be, &xs, 150);
-            let (w, wc) = rand_pair(&be, &[n, k], 151);
-            let (b, bc) = rand_pair(&be, &[n], 152);
-            let (gb, cb) = if bias {
-                (Some(&b), Some(&bc))
-            } else {
-                (None, None)
-            };
-            check_op!(format!("linear {xs:?} n {n}"), be, 1e-2,
-                linear(&x, &w, gb) ~ (&xc, &wc, cb));
-        }
-        for (sa, sb) in [
-            ([2usize, 3, 19, 21], [2usize, 3, 21, 13]),
-            ([1, 1, 40, 8], [1, 1, 8, 70]),
-        ] {
-            let (a, ac) = rand_pair(&be, &sa, 160);
-            let (b, bc) = rand_pair(&be, &sb, 161);
-            check_op!(format!("matmul {sa:?} {sb:?}"), be, 1e-2, matmul(&a, &b) ~ (&ac, &bc));
-        }
-        let (a, _) = rand_pair(&be, &[2, 3], 1);
-        assert!(be.matmul(&a, &a).is_err());
-        let (w, _) = rand_pair(&be, &[4, 2], 2);
-        assert!(be.linear(&a, &w, None).is_err());
+// the GEMM rounds its operands to bf16 in both storages
+crate::storages_test!(linear_and_matmul_match_cpu, |be, _| {
+    for (xs, n, bias) in [
+        (vec![37usize, 70], 45usize, true),
+        (vec![2, 5, 24], 17, false),
+        (vec![3, 8], 64, true),
+    ] {
+        let k = *xs.last().unwrap();
+        let (x, xc) = rand_pair(&be, &xs, 150);
+        let (w, wc) = rand_pair(&be, &[n, k], 151);
+        let (b, bc) = rand_pair(&be, &[n], 152);
+        let (gb, cb) = if bias {
+            (Some(&b), Some(&bc))
+        } else {
+            (None, None)
+        };
+        check_op!(format!("linear {xs:?} n {n}"), be, 1e-2,
+            linear(&x, &w, gb) ~ (&xc, &wc, cb));
     }
-}
+    for (sa, sb) in [
+        ([2usize, 3, 19, 21], [2usize, 3, 21, 13]),
+        ([1, 1, 40, 8], [1, 1, 8, 70]),
+    ] {
+        let (a, ac) = rand_pair(&be, &sa, 160);
+        let (b, bc) = rand_pair(&be, &sb, 161);
+        check_op!(format!("matmul {sa:?} {sb:?}"), be, 1e-2, matmul(&a, &b) ~ (&ac, &bc));
+    }
+    let (a, _) = rand_pair(&be, &[2, 3], 1);
+    assert!(be.matmul(&a, &a).is_err());
+    let (w, _) = rand_pair(&be, &[4, 2], 2);
+    assert!(be.linear(&a, &w, None).is_err());
+});

@@ -15,7 +15,7 @@ use cyberhost_engine::backends::{Backend, LinearEpilogue};
 use cyberhost_kernels::{DType, KernelModule, LaunchConfig};
 use half::bf16;
 
-use crate::common::{cpu, from_bf16, host, to_bf16, CPU};
+use crate::common::{assert_close, cpu, from_bf16, host, to_bf16, CPU};
 use std::collections::HashMap;
 
 /// Byte written over every output before a launch: 0xFF.. is NaN in f32 and in bf16, so an element
@@ -157,6 +157,13 @@ impl Device {
             DType::Bf16 => from_bf16(&self.download::<bf16>(addr, len)?),
             DType::F32 => self.download::<f32>(addr, len)?,
         })
+    }
+
+    /// Compares the bf16 output at `addr` with `want` ([`assert_close`], [`TOL_BF16`]).
+    pub fn check_bf16(&self, what: &str, addr: u64, want: &[f32]) -> Result<()> {
+        let got = self.download_as(DType::Bf16, addr, want.len())?;
+        assert_close(what, &got, want, TOL_BF16);
+        Ok(())
     }
 
     /// Launches `entry` of `module` with its params struct as the single argument and waits.
