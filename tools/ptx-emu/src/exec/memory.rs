@@ -275,14 +275,7 @@ impl<'a, 'b> Block<'a, 'b> {
         let addrs = self.addrs32(w, &ins.s[0]);
         let mut vals = [[0u64; 32]; 4];
         let uniform = space == Space::Param && !matches!(ins.s[0], Opnd::Addr(Base::Reg(_), _));
-        let decode = |buf: &[u8], i: usize| {
-            let v = get_le(&buf[i * eb..], eb);
-            if sign {
-                sext(v, eb as u32 * 8) as u64
-            } else {
-                v
-            }
-        };
+        let decode = |buf: &[u8], i: usize| widen(get_le(&buf[i * eb..], eb), eb, sign);
         if uniform {
             let l = exec.trailing_zeros() as usize;
             let mut buf = [0u8; 32];
@@ -309,11 +302,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     let Some(v) = self.mem.read_le(a, eb) else {
                         return Err(self.oob(l, a, eb));
                     };
-                    vals[0][l] = if sign {
-                        sext(v, eb as u32 * 8) as u64
-                    } else {
-                        v
-                    };
+                    vals[0][l] = widen(v, eb, sign);
                     continue;
                 }
                 if let Some(sa) = shared_addr(space, a) {
@@ -389,6 +378,56 @@ impl<'a, 'b> Block<'a, 'b> {
                 let off = self.shared_access(w, l, sa, total, false, Some(&buf[..total]))?;
                 self.shared[off..off + total].copy_from_slice(&buf[..total]);
                 continue;
+            }
+            self.write(w, l, space, a, &buf[..total], false)?;
+        }
+        Ok(())
+    }
+
+    /// `ld` of any element size and count (past [`Self::ld_warp`]'s): lane by lane through a byte
+    /// buffer, elements wider than 8 bytes keep their low 8 bytes in the register.
+    pub(super) fn ld_wide(&mut self, w: &mut Warp, ins: &Instr, exec: u32) -> R<()> {
+        let (space, ty, _, eb, total) = mem_shape(ins);
+        let sign = ty.signed();
+        for l in lanes(exec) {
+            let a = self.addr(w, &ins.s[0], l);
+            let mut buf = [0u8; 64];
+            self.read(w, l, space, a, &mut buf[..total], false)?;
+            let get = |i: usize| widen(get_le(&buf[i * eb..], eb), eb, sign);
+            match &ins.d[0] {
+                Opnd::Vec(parts) => {
+                    for (i, p) in parts.iter().enumerate() {
+                        let v = get(i);
+                        Self::set(w, p, l, v);
+                    }
+                }
+                d => {
+                    let v = get(0);
+                    Self::set(w, d, l, v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `st` of any element size and count (past [`Self::st_warp`]'s), lane by lane through a
+    /// byte buffer.
+    pub(super) fn st_wide(&mut self, w: &mut Warp, ins: &Instr, exec: u32) -> R<()> {
+        let (space, _, _, eb, total) = mem_shape(ins);
+        for l in lanes(exec) {
+            let a = self.addr(w, &ins.s[0], l);
+            let mut buf = [0u8; 64];
+            match &ins.s[1] {
+                Opnd::Vec(parts) => {
+                    for (i, p) in parts.iter().enumerate() {
+                        let v = self.val(w, p, l);
+                        buf[i * eb..i * eb + eb].copy_from_slice(&v.to_le_bytes()[..eb]);
+                    }
+                }
+                s => {
+                    let v = self.val(w, s, l);
+                    buf[..eb].copy_from_slice(&v.to_le_bytes()[..eb]);
+                }
             }
             self.write(w, l, space, a, &buf[..total], false)?;
         }
@@ -474,7 +513,17 @@ fn shared_addr(space: Space, a: u64) -> Option<u64> {
     }
 }
 
-/// The `eb`-byte little-endian value at the start of `b` (eb ≤ 8).
+/// An `eb`-byte loaded value `v` as its 64-bit register value: sign-extended for signed types.
+#[inline(always)]
+fn widen(v: u64, eb: usize, sign: bool) -> u64 {
+    if sign {
+        sext(v, eb as u32 * 8) as u64
+    } else {
+        v
+    }
+}
+
+/// The `eb`-byte little-endian value at the start of `b` (eb ≤ 8; wider: its low 8 bytes).
 #[inline(always)]
 fn get_le(b: &[u8], eb: usize) -> u64 {
     match eb {
