@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaSlice, DevicePtr};
-use cyberhost_kernels::{kernel_name, DType, KernelModule, LaunchConfig};
+use cyberhost_kernels::{kernel_name, DType, KernelModule, LaunchConfig, RowsShape};
 
 use super::arena::{AllocMode, ArenaPlan, DeviceBuffer};
 use super::device::CudaDevice;
 use super::tensor::CudaTensor;
+use crate::backends::TensorLike;
 
 /// What the last graph-replayed loop planned (for `cyberhost bench` and tests).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -365,6 +366,31 @@ impl CudaBackend {
         // SAFETY: forwarded to the caller.
         unsafe { self.launch(module, op, out.dtype(), cfg, params) }?;
         Ok(out)
+    }
+
+    /// A row kernel (`layer_norm`, `softmax`: one warp per row of `x`'s last dim, `cols` long):
+    /// `op` writing a new tensor like `x`, with the params `params` builds for the `(rows, cols)`
+    /// shape and the output's address; an empty `x` launches nothing.
+    ///
+    /// # Safety
+    /// As [`launch`](Self::launch): `params` describes `x` and an output like it as `op` reads them.
+    pub(crate) unsafe fn launch_rows<P: bytemuck::Pod>(
+        &self,
+        module: KernelModule,
+        op: &str,
+        x: &CudaTensor,
+        cols: usize,
+        launch_config: fn(RowsShape) -> LaunchConfig,
+        params: impl FnOnce(RowsShape, u64) -> Result<P>,
+    ) -> Result<CudaTensor> {
+        let out = self.alloc(x.shape(), x.dtype())?;
+        if x.elem_count() == 0 {
+            return Ok(out);
+        }
+        let shape = RowsShape::of(x.elem_count(), cols);
+        let p = params(shape, self.ptr(&out))?;
+        // SAFETY: forwarded to the caller.
+        unsafe { self.launch_to(module, op, launch_config(shape), &p, out) }
     }
 }
 

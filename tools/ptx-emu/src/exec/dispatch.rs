@@ -398,61 +398,14 @@ impl<'a, 'b> Block<'a, 'b> {
             Op::Ld { ty, n, .. } if ty.bytes() <= 8 && *n <= 4 => {
                 self.ld_warp(w, ins, exec)?;
             }
-            Op::Ld { space, ty, n } => {
-                let eb = ty.bytes();
-                let total = eb * *n as usize;
-                for l in lanes(exec) {
-                    let a = self.addr(w, &ins.s[0], l);
-                    let mut buf = [0u8; 64];
-                    self.read(w, l, *space, a, &mut buf[..total], false)?;
-                    let sign = ty.signed();
-                    let get = |i: usize| {
-                        let mut b8 = [0u8; 8];
-                        b8[..eb.min(8)].copy_from_slice(&buf[i * eb..i * eb + eb.min(8)]);
-                        let v = u64::from_le_bytes(b8);
-                        if sign {
-                            sext(v, eb as u32 * 8) as u64
-                        } else {
-                            v
-                        }
-                    };
-                    match &ins.d[0] {
-                        Opnd::Vec(parts) => {
-                            for (i, p) in parts.iter().enumerate() {
-                                let v = get(i);
-                                Self::set(w, p, l, v);
-                            }
-                        }
-                        d => {
-                            let v = get(0);
-                            Self::set(w, d, l, v);
-                        }
-                    }
-                }
+            Op::Ld { .. } => {
+                self.ld_wide(w, ins, exec)?;
             }
             Op::St { ty, n, .. } if ty.bytes() <= 8 && *n <= 4 => {
                 self.st_warp(w, ins, exec)?;
             }
-            Op::St { space, ty, n } => {
-                let eb = ty.bytes();
-                let total = eb * *n as usize;
-                for l in lanes(exec) {
-                    let a = self.addr(w, &ins.s[0], l);
-                    let mut buf = [0u8; 64];
-                    match &ins.s[1] {
-                        Opnd::Vec(parts) => {
-                            for (i, p) in parts.iter().enumerate() {
-                                let v = self.val(w, p, l);
-                                buf[i * eb..i * eb + eb].copy_from_slice(&v.to_le_bytes()[..eb]);
-                            }
-                        }
-                        s => {
-                            let v = self.val(w, s, l);
-                            buf[..eb].copy_from_slice(&v.to_le_bytes()[..eb]);
-                        }
-                    }
-                    self.write(w, l, *space, a, &buf[..total], false)?;
-                }
+            Op::St { .. } => {
+                self.st_wide(w, ins, exec)?;
             }
             Op::Atom { space, op, ty, red } => {
                 let eb = ty.bytes();

@@ -2,6 +2,7 @@
 //! checks, cp.async landing.
 
 use super::*;
+use std::ops::Range;
 
 /// A `len`-byte access at `addr` must be `len`-byte aligned.
 #[inline(always)]
@@ -16,6 +17,24 @@ fn aligned(lane: usize, addr: u64, len: usize) -> R<()> {
             format!("{len}-byte access must be {len}-byte aligned"),
         ))
     }
+}
+
+/// The fault of `lane`'s `space` access `[a, end)` past the end of its `region` (`addr`: the
+/// address the fault names).
+#[cold]
+fn outside(
+    lane: usize,
+    addr: u64,
+    space: &str,
+    Range { start: a, end }: Range<u64>,
+    region: std::fmt::Arguments<'_>,
+) -> Err1 {
+    e(
+        FaultKind::OutOfBounds,
+        lane as u32,
+        Some(addr),
+        format!("{space} access [{a}, {end}) outside the {region}"),
+    )
 }
 
 impl<'a, 'b> Block<'a, 'b> {
@@ -76,6 +95,13 @@ impl<'a, 'b> Block<'a, 'b> {
         }
     }
 
+    /// [`Self::resolve`] of `lane`'s `len`-byte access at `addr`, which must be `len`-byte aligned.
+    #[inline(always)]
+    fn resolve_aligned(&self, lane: usize, space: Space, addr: u64, len: usize) -> R<(Space, u64)> {
+        aligned(lane, addr, len)?;
+        Ok(self.resolve(space, addr))
+    }
+
     pub(super) fn resolve(&self, space: Space, addr: u64) -> (Space, u64) {
         match space {
             Space::Generic => {
@@ -103,31 +129,21 @@ impl<'a, 'b> Block<'a, 'b> {
         out: &mut [u8],
         atomic: bool,
     ) -> R<()> {
-        let len = out.len();
-        aligned(lane, addr, len)?;
-        let (sp, a) = self.resolve(space, addr);
+        let (sp, a) = self.resolve_aligned(lane, space, addr, out.len())?;
         match sp {
             Space::Global => self.global_read(lane, a, out),
             Space::Shared => self.shared_read(w, lane, a, out, atomic),
             Space::Local => {
-                let o = self.local_off(lane, addr, a, len)?;
-                out.copy_from_slice(&w.local[o..o + len]);
+                out.copy_from_slice(&w.local[self.local_range(lane, addr, a, out.len())?]);
                 Ok(())
             }
             Space::Param => {
-                let ps = self.c.params.len() as u64;
-                if a + len as u64 > ps {
-                    return Err(e(
-                        FaultKind::OutOfBounds,
-                        lane as u32,
-                        Some(addr),
-                        format!(
-                            "param access [{a}, {}) outside the {ps}-byte parameter buffer",
-                            a + len as u64
-                        ),
-                    ));
+                let (ps, end) = (self.c.params.len() as u64, a + out.len() as u64);
+                if end > ps {
+                    let region = format_args!("{ps}-byte parameter buffer");
+                    return Err(outside(lane, addr, "param", a..end, region));
                 }
-                out.copy_from_slice(&self.c.params[a as usize..a as usize + len]);
+                out.copy_from_slice(&self.c.params[a as usize..end as usize]);
                 Ok(())
             }
             _ => unreachable!(),
@@ -144,8 +160,7 @@ impl<'a, 'b> Block<'a, 'b> {
         atomic: bool,
     ) -> R<()> {
         let len = data.len();
-        aligned(lane, addr, len)?;
-        let (sp, a) = self.resolve(space, addr);
+        let (sp, a) = self.resolve_aligned(lane, space, addr, len)?;
         match sp {
             Space::Global => self.global_write(lane, a, data),
             Space::Shared => {
@@ -154,8 +169,7 @@ impl<'a, 'b> Block<'a, 'b> {
                 Ok(())
             }
             Space::Local => {
-                let o = self.local_off(lane, addr, a, len)?;
-                w.local[o..o + len].copy_from_slice(data);
+                w.local[self.local_range(lane, addr, a, len)?].copy_from_slice(data);
                 Ok(())
             }
             Space::Param => Err(e(
@@ -177,19 +191,15 @@ impl<'a, 'b> Block<'a, 'b> {
                 format!("{len}-byte shared access must be {len}-byte aligned"),
             ));
         }
-        if a + len as u64 > self.shared.len() as u64 {
-            return Err(e(
-                FaultKind::OutOfBounds,
-                lane as u32,
-                Some(a),
-                format!(
-                    "shared access [{a}, {}) outside the block's {} bytes of shared memory ({} static + {} dynamic)",
-                    a + len as u64,
-                    self.shared.len(),
-                    self.c.prog.static_shared,
-                    self.c.cfg.dynamic_smem_bytes
-                ),
-            ));
+        let end = a + len as u64;
+        if end > self.shared.len() as u64 {
+            let region = format_args!(
+                "block's {} bytes of shared memory ({} static + {} dynamic)",
+                self.shared.len(),
+                self.c.prog.static_shared,
+                self.c.cfg.dynamic_smem_bytes
+            );
+            return Err(outside(lane, a, "shared", a..end, region));
         }
         Ok(a as usize)
     }
@@ -226,23 +236,17 @@ impl<'a, 'b> Block<'a, 'b> {
         Ok(off)
     }
 
-    /// The offset in the warp's local frames of `lane`'s local access [a, a + len) (`addr`: the
+    /// The bytes in the warp's local frames of `lane`'s local access [a, a + len) (`addr`: the
     /// address as the instruction gave it).
     #[inline(always)]
-    fn local_off(&self, lane: usize, addr: u64, a: u64, len: usize) -> R<usize> {
-        let ls = self.c.prog.local_size as u64;
-        if a + len as u64 > ls {
-            return Err(e(
-                FaultKind::OutOfBounds,
-                lane as u32,
-                Some(addr),
-                format!(
-                    "local access [{a}, {}) outside the {ls}-byte local frame",
-                    a + len as u64
-                ),
-            ));
+    fn local_range(&self, lane: usize, addr: u64, a: u64, len: usize) -> R<Range<usize>> {
+        let (ls, end) = (self.c.prog.local_size as u64, a + len as u64);
+        if end > ls {
+            let region = format_args!("{ls}-byte local frame");
+            return Err(outside(lane, addr, "local", a..end, region));
         }
-        Ok(lane * ls as usize + a as usize)
+        let o = lane * ls as usize + a as usize;
+        Ok(o..o + len)
     }
 
     /// The 32 lane addresses of an address operand.
@@ -271,14 +275,7 @@ impl<'a, 'b> Block<'a, 'b> {
         let addrs = self.addrs32(w, &ins.s[0]);
         let mut vals = [[0u64; 32]; 4];
         let uniform = space == Space::Param && !matches!(ins.s[0], Opnd::Addr(Base::Reg(_), _));
-        let decode = |buf: &[u8], i: usize| {
-            let v = get_le(&buf[i * eb..], eb);
-            if sign {
-                sext(v, eb as u32 * 8) as u64
-            } else {
-                v
-            }
-        };
+        let decode = |buf: &[u8], i: usize| widen(get_le(&buf[i * eb..], eb), eb, sign);
         if uniform {
             let l = exec.trailing_zeros() as usize;
             let mut buf = [0u8; 32];
@@ -305,11 +302,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     let Some(v) = self.mem.read_le(a, eb) else {
                         return Err(self.oob(l, a, eb));
                     };
-                    vals[0][l] = if sign {
-                        sext(v, eb as u32 * 8) as u64
-                    } else {
-                        v
-                    };
+                    vals[0][l] = widen(v, eb, sign);
                     continue;
                 }
                 if let Some(sa) = shared_addr(space, a) {
@@ -385,6 +378,56 @@ impl<'a, 'b> Block<'a, 'b> {
                 let off = self.shared_access(w, l, sa, total, false, Some(&buf[..total]))?;
                 self.shared[off..off + total].copy_from_slice(&buf[..total]);
                 continue;
+            }
+            self.write(w, l, space, a, &buf[..total], false)?;
+        }
+        Ok(())
+    }
+
+    /// `ld` of any element size and count (past [`Self::ld_warp`]'s): lane by lane through a byte
+    /// buffer, elements wider than 8 bytes keep their low 8 bytes in the register.
+    pub(super) fn ld_wide(&mut self, w: &mut Warp, ins: &Instr, exec: u32) -> R<()> {
+        let (space, ty, _, eb, total) = mem_shape(ins);
+        let sign = ty.signed();
+        for l in lanes(exec) {
+            let a = self.addr(w, &ins.s[0], l);
+            let mut buf = [0u8; 64];
+            self.read(w, l, space, a, &mut buf[..total], false)?;
+            let get = |i: usize| widen(get_le(&buf[i * eb..], eb), eb, sign);
+            match &ins.d[0] {
+                Opnd::Vec(parts) => {
+                    for (i, p) in parts.iter().enumerate() {
+                        let v = get(i);
+                        Self::set(w, p, l, v);
+                    }
+                }
+                d => {
+                    let v = get(0);
+                    Self::set(w, d, l, v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `st` of any element size and count (past [`Self::st_warp`]'s), lane by lane through a
+    /// byte buffer.
+    pub(super) fn st_wide(&mut self, w: &mut Warp, ins: &Instr, exec: u32) -> R<()> {
+        let (space, _, _, eb, total) = mem_shape(ins);
+        for l in lanes(exec) {
+            let a = self.addr(w, &ins.s[0], l);
+            let mut buf = [0u8; 64];
+            match &ins.s[1] {
+                Opnd::Vec(parts) => {
+                    for (i, p) in parts.iter().enumerate() {
+                        let v = self.val(w, p, l);
+                        buf[i * eb..i * eb + eb].copy_from_slice(&v.to_le_bytes()[..eb]);
+                    }
+                }
+                s => {
+                    let v = self.val(w, s, l);
+                    buf[..eb].copy_from_slice(&v.to_le_bytes()[..eb]);
+                }
             }
             self.write(w, l, space, a, &buf[..total], false)?;
         }
@@ -470,7 +513,17 @@ fn shared_addr(space: Space, a: u64) -> Option<u64> {
     }
 }
 
-/// The `eb`-byte little-endian value at the start of `b` (eb ≤ 8).
+/// An `eb`-byte loaded value `v` as its 64-bit register value: sign-extended for signed types.
+#[inline(always)]
+fn widen(v: u64, eb: usize, sign: bool) -> u64 {
+    if sign {
+        sext(v, eb as u32 * 8) as u64
+    } else {
+        v
+    }
+}
+
+/// The `eb`-byte little-endian value at the start of `b` (eb ≤ 8; wider: its low 8 bytes).
 #[inline(always)]
 fn get_le(b: &[u8], eb: usize) -> u64 {
     match eb {
