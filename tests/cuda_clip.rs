@@ -5,9 +5,9 @@
 //!
 //! It is the CI's end-to-end proof that the whole CUDA path runs at real size (the shortened runs
 //! of `tests/cuda_pipeline.rs` check every step's latents at f32). Its run time is the emulator's
-//! speed (docs/emulator.md), so it is ignored in the plain `cargo test` (debug assertions slow
-//! the emulator) and `tools/test.sh` runs it in release:
-//! `cargo test --release --test cuda_clip -- --ignored`.
+//! speed (docs/emulator.md: minutes of one core), so the plain `cargo test` skips it and
+//! `tools/test.sh` runs it on its own after the workspace tests, reusing their build (the test
+//! profile is optimised): `cargo test --workspace --test cuda_clip -- --ignored`.
 
 mod common;
 
@@ -19,7 +19,7 @@ use cyberhost_engine::pipeline::generate::Request;
 use cyberhost_engine::pipeline::presets::Preset;
 
 #[test]
-#[ignore = "minutes of emulation: tools/test.sh runs it with --release -- --ignored"]
+#[ignore = "minutes of emulation: tools/test.sh runs it with -- --ignored"]
 fn one_full_tiny_clip_bf16_on_the_stand_in_matches_the_cpu() {
     // Set before the stand-in driver's first launch reads them: bounds and alignment checks only,
     // one schedule (the kernel tests run every hazard detector at `full`).

@@ -8,12 +8,13 @@
 mod common;
 
 use common::Rng;
+use cyberhost_engine::backends::cuda::DType;
 use cyberhost_engine::backends::{Backend, Binary, Conv2dParams, TensorLike, Unary};
-use cyberhost_engine::graph::pipeline::trace_pipeline;
+use cyberhost_engine::graph::pipeline::{trace_pipeline, trace_pipeline_as};
 use cyberhost_engine::graph::{Graph, Op, TensorKind, TraceBackend};
 use cyberhost_engine::pipeline::checkpoint::WeightsSource;
 use cyberhost_engine::pipeline::presets::Preset;
-use cyberhost_engine::planner::{plan, Plan, ALIGNMENT};
+use cyberhost_engine::planner::{align_up, plan, Plan, PlanKey, PlanReport, ALIGNMENT};
 
 /// A random DAG: weights and inputs, then `ops` nodes reading mostly recent tensors
 /// (sometimes any earlier one: long lifetimes), a few `reshape` aliases, random outputs.
@@ -330,9 +331,12 @@ fn planner_paper_step_halves_naive() {
     }
 }
 
-#[test]
-fn flops_and_bytes_of_hand_built_graph() {
+/// The hand-built graph of [`flops_and_bytes_of_hand_built_graph`]: a grouped conv with bias, a
+/// linear, an attention (Lq 6, Lk 10, D 8, Dv 5), a reshape of its output and an affine;
+/// activations and inputs stored as `activations`.
+fn hand_built_graph(activations: DType) -> Graph {
     let be = TraceBackend::new();
+    be.set_activations(activations);
     let w = be.zeros(&[16, 4, 3, 3]).unwrap(); // (Cout, Cin/g, kh, kw), groups 2
     let bias = be.zeros(&[16]).unwrap();
     let lw = be.zeros(&[11, 7]).unwrap();
@@ -354,7 +358,12 @@ fn flops_and_bytes_of_hand_built_graph() {
     let a = be.attention(&q, &k, &v, 0.125).unwrap();
     let r = be.reshape(&a, &[2, 4, 30]).unwrap();
     let s = be.affine(&r, 2.0, 1.0).unwrap();
-    let g = be.cut("hand", &[&y, &l, &s]);
+    be.cut("hand", &[&y, &l, &s])
+}
+
+#[test]
+fn flops_and_bytes_of_hand_built_graph() {
+    let g = hand_built_graph(DType::Bf16);
     assert_eq!(g.nodes.len(), 5);
     let f: Vec<u64> = g.nodes.iter().map(|n| n.flops).collect();
     let b: Vec<u64> = g.nodes.iter().map(|n| n.bytes).collect();
@@ -394,6 +403,148 @@ fn flops_and_bytes_of_hand_built_graph() {
     // per-class totals add up
     let total: u64 = g.cost_by_class().iter().map(|(_, c)| c.flops).sum();
     assert_eq!(total, g.total_flops());
+    // bf16: the kernels execute exactly the arithmetic
+    assert!(g.nodes.iter().all(|n| n.work_flops == n.flops));
+}
+
+/// The same graph with f32 activations: activations and inputs cost 4 bytes per element
+/// (weights stay bf16), and the products run as bf16 hi + lo passes: 2 with one f32 operand
+/// (x·w), 3 with two (q·k, P·v).
+#[test]
+fn f32_activations_cost_four_bytes_and_split_passes() {
+    let (h, g) = (hand_built_graph(DType::Bf16), hand_built_graph(DType::F32));
+    assert_eq!(g.activations, DType::F32);
+    let b: Vec<u64> = g.nodes.iter().map(|n| n.bytes).collect();
+    // conv: x 1920 and out 3840 at 4 B, w 576 and bias 16 at 2 B
+    assert_eq!(b[0], (1920 + 3840) * 4 + (576 + 16) * 2);
+    // linear: x 105 and out 165 at 4 B, w 77 at 2 B
+    assert_eq!(b[1], (105 + 165) * 4 + 77 * 2);
+    // attention: q, k, v, out all activations or inputs
+    assert_eq!(b[2], (384 + 640 + 400 + 240) * 4);
+    assert_eq!((b[3], b[4]), (0, 2 * 240 * 4));
+    // arithmetic unchanged; work: products once more per extra pass
+    for (a, z) in h.nodes.iter().zip(&g.nodes) {
+        assert_eq!(a.flops, z.flops, "{}", a.op.name());
+    }
+    let product = [
+        2 * 2 * 16 * 10 * 12 * 4 * 9,
+        2 * 15 * 11 * 7,
+        2 * 480 * (8 + 5),
+    ];
+    let w: Vec<u64> = g.nodes.iter().map(|n| n.work_flops).collect();
+    assert_eq!(w[0], g.nodes[0].flops + product[0]); // x f32, w bf16: 2 passes
+    assert_eq!(w[1], g.nodes[1].flops + product[1]);
+    assert_eq!(w[2], g.nodes[2].flops + 2 * product[2]); // q, k f32: 3 passes
+    assert_eq!((w[3], w[4]), (g.nodes[3].flops, g.nodes[4].flops));
+    assert_eq!(g.kind_bytes(TensorKind::Weight), (576 + 16 + 77) * 2);
+    assert_eq!(
+        g.kind_bytes(TensorKind::Input),
+        2 * h.kind_bytes(TensorKind::Input)
+    );
+    // the arena holds the same buffers at twice the bytes
+    let (ph, pg) = (check_plan(&h), check_plan(&g));
+    assert_eq!(ph.buffers.len(), pg.buffers.len());
+    for (a, z) in ph.buffers.iter().zip(&pg.buffers) {
+        assert_eq!((a.tensor, 2 * a.bytes), (z.tensor, z.bytes));
+    }
+}
+
+/// Tensors of `g` that hold an attention's score matrix or its softmax, as a composed attention
+/// (matmul → softmax → matmul) would store them: for every attention op (q (B, H, Lq, D),
+/// k (B, H, Lk, D)), any `matmul` or `softmax_last` output with at least B·H·Lq·Lk elements
+/// whose last two dims are (Lq, Lk).
+fn score_sized_tensors(g: &Graph) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    for n in g.nodes.iter().filter(|n| n.op == Op::Attention) {
+        let (q, k) = (&g.tensors[n.inputs[0]].shape, &g.tensors[n.inputs[1]].shape);
+        let (lq, lk) = (q[2], k[2]);
+        let scores = (q[0] * q[1] * lq * lk) as u64;
+        for (i, t) in g.tensors.iter().enumerate() {
+            let r = t.shape.len();
+            let by_product = t
+                .producer
+                .is_some_and(|p| matches!(g.nodes[p].op, Op::Matmul | Op::Softmax));
+            if by_product && r >= 2 && t.shape[r - 2..] == [lq, lk] && t.elem_count() >= scores {
+                found.insert(format!("tensor {i} {:?}", t.shape));
+            }
+        }
+    }
+    found
+}
+
+/// The score check finds a composed attention's scores and softmax (and nothing of the fused one).
+#[test]
+fn score_check_flags_a_composed_attention() {
+    let be = TraceBackend::new();
+    be.set_leaf_kind(TensorKind::Input);
+    let q = be.zeros(&[2, 4, 6, 8]).unwrap();
+    let k = be.zeros(&[2, 4, 10, 8]).unwrap();
+    let kt = be.zeros(&[2, 4, 8, 10]).unwrap();
+    let v = be.zeros(&[2, 4, 10, 8]).unwrap();
+    let fused = be.attention(&q, &k, &v, 0.125).unwrap();
+    let g = be.cut("fused", &[&fused]);
+    assert!(score_sized_tensors(&g).is_empty());
+    let _ = be.attention(&q, &k, &v, 0.125).unwrap();
+    let s = be.matmul(&q, &kt).unwrap();
+    let p = be.softmax_last(&s).unwrap();
+    let o = be.matmul(&p, &v).unwrap();
+    let g = be.cut("composed", &[&o]);
+    assert_eq!(score_sized_tensors(&g).len(), 2, "scores and their softmax");
+}
+
+/// `cyberhost plan --preset paper [--activations f32]`: the step's arena fits 1.5 GiB at bf16
+/// and 3 GiB at f32, no buffer of either plan holds attention scores (attention is one fused
+/// op; its scores never reach memory), the report lists every buffer (largest first, their
+/// aligned sizes adding up to the naive sum), and f32 mode executes 2–3x the bf16 work.
+#[test]
+fn paper_plan_bf16_and_f32_arena_and_no_scores() {
+    let src = WeightsSource::Preset {
+        preset: Preset::Paper,
+        seed: 0,
+    };
+    let mut work = Vec::new();
+    for (dt, cap_gib) in [(DType::Bf16, 1.5), (DType::F32, 3.0)] {
+        let pg = trace_pipeline_as(&src, None, dt).unwrap();
+        let g = &pg.step;
+        assert_eq!(g.activations, dt);
+        assert!(
+            g.nodes.iter().any(|n| n.op == Op::Attention),
+            "the step has attention ops"
+        );
+        let scores = score_sized_tensors(g);
+        assert!(
+            scores.is_empty(),
+            "{dt:?}: score matrices stored: {scores:?}"
+        );
+        let p = plan(g);
+        let key = PlanKey {
+            model: "preset paper".into(),
+            graph: g.name.clone(),
+            width: 512,
+            height: 512,
+            frames: 16,
+            batch: 2,
+        };
+        let r = PlanReport::new(key, g, &p);
+        let gib = r.peak_bytes as f64 / (1u64 << 30) as f64;
+        println!(
+            "paper step {}: arena {gib:.3} GiB, {:.1} GB moved, {:.2} TFLOP executed, largest buffer {} B by {}",
+            r.activations,
+            r.bytes as f64 / 1e9,
+            r.work_flops as f64 / 1e12,
+            r.buffers[0].bytes,
+            r.buffers[0].op
+        );
+        assert!(gib <= cap_gib, "{dt:?} arena {gib:.3} GiB > {cap_gib} GiB");
+        assert_eq!(r.buffers.len(), p.buffers.len());
+        assert!(r.buffers.windows(2).all(|w| w[0].bytes >= w[1].bytes));
+        let sum: u64 = r.buffers.iter().map(|b| align_up(b.bytes)).sum();
+        assert_eq!(sum, r.naive_bytes);
+        assert!(r.buffers.iter().all(|b| b.offset + b.bytes <= r.peak_bytes));
+        work.push(r.work_flops as f64);
+    }
+    let ratio = work[1] / work[0];
+    assert!((2.0..3.0).contains(&ratio), "f32 / bf16 work {ratio}");
 }
 
 /// Ops of the traced step that read nothing that changes between steps (the latents z, the

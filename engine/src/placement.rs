@@ -21,7 +21,7 @@ pub fn align_up(bytes: u64) -> u64 {
 pub struct Buffer {
     /// The tensor owning the storage.
     pub tensor: TensorId,
-    /// Exact bytes (bf16).
+    /// Exact bytes (at the tensor's storage).
     pub bytes: u64,
     /// `bytes` rounded up to [`ALIGNMENT`].
     pub size: u64,

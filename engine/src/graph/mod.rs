@@ -15,8 +15,16 @@
 //! alias of its input's storage (no copy); every other op writes a new tensor, as the
 //! [`Backend`](crate::backends::Backend) contract says.
 //!
-//! Cost model (bytes at bf16 storage, [`BYTES_PER_ELEMENT`] = 2; a multiply-add is 2 FLOPs;
-//! a transcendental counts as 1):
+//! Cost model (a multiply-add is 2 FLOPs; a transcendental counts as 1). Bytes are element
+//! counts times each tensor's storage size ([`TensorInfo::elem_bytes`]): weights bf16
+//! ([`BYTES_PER_ELEMENT`] = 2), activations and inputs at the graph's
+//! [`Graph::activations`] (bf16 by default; f32 for the CUDA backend's `--activations f32`
+//! denoiser step), the sampler state of `cfg_ddim_step` always f32.
+//!
+//! FLOPs are the op's arithmetic; [`Node::work_flops`] is what the kernels execute: the same, plus,
+//! for tensor-core products ([`Op::product_flops`]) with f32 operands, the extra passes of the
+//! bf16 hi + lo split ([`mma_passes`]: 2 with one f32 operand, 3 with two; the lo·lo term is
+//! below f32 rounding). Roofline floors use the work.
 //!
 //! | op | FLOPs | bytes |
 //! |---|---|---|
@@ -40,11 +48,28 @@ pub mod trace;
 pub use trace::{TraceBackend, TraceTensor};
 
 use crate::backends::{Binary, Conv2dParams, Unary};
+use cyberhost_kernels::DType;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
-/// Storage size of one element (bf16).
+/// Storage size of one bf16 element (weights; activations by default).
 pub const BYTES_PER_ELEMENT: u64 = 2;
+
+/// Storage size of one element of `dtype`.
+pub fn elem_bytes(dtype: DType) -> u64 {
+    dtype.size_in_bytes() as u64
+}
+
+/// Tensor-core passes of a product of operands stored with `a` and `b` bytes per element: bf16
+/// operands take one; an f32 operand is split into bf16 hi + lo, so one f32 side takes two
+/// (hi·b + lo·b) and two f32 sides three (hi·hi + hi·lo + lo·hi; lo·lo is below f32 rounding).
+pub fn mma_passes(a: u64, b: u64) -> u64 {
+    match (a > BYTES_PER_ELEMENT, b > BYTES_PER_ELEMENT) {
+        (false, false) => 1,
+        (true, false) | (false, true) => 2,
+        (true, true) => 3,
+    }
+}
 
 /// Index of a tensor in [`Graph::tensors`].
 /// H100 SXM dense bf16 tensor-core peak (FLOP/s).
@@ -80,15 +105,18 @@ pub struct TensorInfo {
     pub producer: Option<usize>,
     /// The tensor whose storage this one uses: itself, or the root of a `reshape` chain.
     pub storage: TensorId,
+    /// Storage bytes per element (weights 2; activations and inputs the graph's
+    /// [`Graph::activations`]).
+    pub elem_bytes: u64,
 }
 
 impl TensorInfo {
     pub fn elem_count(&self) -> u64 {
         self.shape.iter().map(|&d| d as u64).product()
     }
-    /// Bytes at bf16 storage.
+    /// Storage bytes.
     pub fn bytes(&self) -> u64 {
-        self.elem_count() * BYTES_PER_ELEMENT
+        self.elem_count() * self.elem_bytes
     }
 }
 
@@ -296,6 +324,55 @@ impl Op {
         matches!(self, Op::Reshape)
     }
 
+    /// The FLOPs of [`Op::flops`] that are operand products on tensor cores (GEMM, conv,
+    /// attention's QKᵀ and PV); 0 for the other ops.
+    pub fn product_flops(&self, inputs: &[&[usize]], out: &[usize]) -> u64 {
+        let n = |s: &[usize]| s.iter().map(|&d| d as u64).product::<u64>();
+        let out_n = n(out);
+        match *self {
+            Op::Conv2d { .. } => {
+                let w = inputs[1];
+                2 * out_n * w[1] as u64 * w[2] as u64 * w[3] as u64
+            }
+            Op::Linear { .. } => {
+                let k = *inputs[0].last().unwrap_or(&1) as u64;
+                let cols = *out.last().unwrap_or(&1) as u64;
+                let rows_w = inputs[1][0] as u64;
+                // all w rows (2N with GEGLU)
+                let gemm_n = if cols == 0 { 0 } else { out_n / cols * rows_w };
+                2 * gemm_n * k
+            }
+            Op::Matmul => 2 * out_n * inputs[0][inputs[0].len() - 1] as u64,
+            Op::Attention => {
+                let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
+                let scores = q[0] as u64 * q[1] as u64 * q[2] as u64 * k[2] as u64;
+                2 * scores * (q[3] as u64 + v[3] as u64)
+            }
+            // as `attention` with B = 1, Lq = N·L, D = Dv = C / heads
+            Op::RcaAttention { heads } => {
+                let (q, k) = (inputs[0], inputs[1]);
+                let h = heads as u64;
+                let scores = h * q[0] as u64 * q[1] as u64 * k[0] as u64;
+                2 * scores * (2 * (q[2] as u64 / h.max(1)))
+            }
+            _ => 0,
+        }
+    }
+
+    /// Tensor-core passes of the op's products with operands of `in_bytes` bytes per element
+    /// ([`mma_passes`] of the first two operands: x·w, a·b, q·k; P·V has the same passes, since
+    /// P is kept at the inputs' precision in registers). 1 for the other ops.
+    pub fn passes(&self, in_bytes: &[u64]) -> u64 {
+        match self {
+            Op::Conv2d { .. }
+            | Op::Linear { .. }
+            | Op::Matmul
+            | Op::Attention
+            | Op::RcaAttention { .. } => mma_passes(in_bytes[0], in_bytes[1]),
+            _ => 1,
+        }
+    }
+
     /// Exact FLOPs of the op on operands of `inputs` shapes giving `out` (module docs).
     pub fn flops(&self, inputs: &[&[usize]], out: &[usize]) -> u64 {
         let n = |s: &[usize]| s.iter().map(|&d| d as u64).product::<u64>();
@@ -308,13 +385,11 @@ impl Op {
                 scaled,
                 ..
             } => {
-                let w = inputs[1];
-                let (cin_g, kh, kw) = (w[1] as u64, w[2] as u64, w[3] as u64);
                 let epilogue = [bias, temb, residual, scaled]
                     .iter()
                     .filter(|&&b| b)
                     .count() as u64;
-                2 * out_n * cin_g * kh * kw + epilogue * out_n
+                self.product_flops(inputs, out) + epilogue * out_n
             }
             Op::Linear {
                 bias,
@@ -322,26 +397,21 @@ impl Op {
                 geglu,
                 scaled,
             } => {
-                let k = *inputs[0].last().unwrap_or(&1) as u64;
                 // GEMM over all w rows (2N with GEGLU), bias on each; then gelu + multiply
                 let cols = *out.last().unwrap_or(&1) as u64;
                 let rows_w = inputs[1][0] as u64;
                 let gemm_n = if cols == 0 { 0 } else { out_n / cols * rows_w };
                 let epilogue = [residual, scaled].iter().filter(|&&b| b).count() as u64;
-                2 * gemm_n * k
+                self.product_flops(inputs, out)
                     + if bias { gemm_n } else { 0 }
                     + if geglu { 2 * out_n } else { 0 }
                     + epilogue * out_n
             }
-            Op::Matmul => {
-                let a = inputs[0];
-                let k = a[a.len() - 1] as u64;
-                2 * out_n * k
-            }
+            Op::Matmul => self.product_flops(inputs, out),
             Op::Attention => {
-                let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
+                let (q, k) = (inputs[0], inputs[1]);
                 let scores = q[0] as u64 * q[1] as u64 * q[2] as u64 * k[2] as u64;
-                2 * scores * (q[3] as u64 + v[3] as u64) + 6 * scores
+                self.product_flops(inputs, out) + 6 * scores
             }
             Op::Softmax => 5 * out_n,
             Op::GroupNorm { affine, act, .. } => {
@@ -359,10 +429,8 @@ impl Op {
             // as `attention` with B = 1, Lq = N·L, D = Dv = C / heads
             Op::RcaAttention { heads } => {
                 let (q, k) = (inputs[0], inputs[1]);
-                let h = heads as u64;
-                let scores = h * q[0] as u64 * q[1] as u64 * k[0] as u64;
-                let d = q[2] as u64 / h.max(1);
-                2 * scores * (2 * d) + 6 * scores
+                let scores = heads as u64 * q[0] as u64 * q[1] as u64 * k[0] as u64;
+                self.product_flops(inputs, out) + 6 * scores
             }
             // two adds per element
             Op::RcaTemporalQuery => 2 * out_n,
@@ -378,18 +446,31 @@ impl Op {
         }
     }
 
-    /// Bytes read and written at bf16 storage (module docs).
-    pub fn bytes(&self, inputs: &[&[usize]], out: &[usize]) -> u64 {
+    /// Bytes read and written (module docs): inputs of `inputs` shapes stored with `in_bytes`
+    /// bytes per element, the output of `out` shape with `out_bytes`.
+    pub fn bytes(
+        &self,
+        inputs: &[&[usize]],
+        in_bytes: &[u64],
+        out: &[usize],
+        out_bytes: u64,
+    ) -> u64 {
         let n = |s: &[usize]| s.iter().map(|&d| d as u64).product::<u64>();
         let out_n = n(out);
-        let elems = match self {
+        match self {
             Op::Reshape => 0,
-            Op::Narrow { .. } | Op::IndexSelect { .. } => 2 * out_n,
-            // reads the F frames of both CFG rows and z, writes z (f32 in and out: ×2)
-            Op::CfgDdim => 2 * (3 * out_n + out_n),
-            _ => inputs.iter().map(|s| n(s)).sum::<u64>() + out_n,
-        };
-        elems * BYTES_PER_ELEMENT
+            Op::Narrow { .. } | Op::IndexSelect { .. } => 2 * out_n * out_bytes,
+            // reads the F frames of both CFG rows and z, writes z (the sampler state: f32)
+            Op::CfgDdim => (3 * out_n + out_n) * elem_bytes(DType::F32),
+            _ => {
+                inputs
+                    .iter()
+                    .zip(in_bytes)
+                    .map(|(s, &b)| n(s) * b)
+                    .sum::<u64>()
+                    + out_n * out_bytes
+            }
+        }
     }
 }
 
@@ -400,6 +481,8 @@ pub struct Node {
     pub inputs: Vec<TensorId>,
     pub output: TensorId,
     pub flops: u64,
+    /// FLOPs the kernels execute: `flops` plus the split passes of f32 products (module docs).
+    pub work_flops: u64,
     pub bytes: u64,
 }
 
@@ -411,6 +494,8 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     /// Tensors the caller keeps (live to the end of the graph).
     pub outputs: Vec<TensorId>,
+    /// Storage of the activations and inputs (weights are bf16).
+    pub activations: DType,
 }
 
 /// FLOPs, bytes and op count of one op class.
@@ -418,17 +503,25 @@ pub struct Graph {
 pub struct ClassCost {
     pub ops: usize,
     pub flops: u64,
+    /// [`Node::work_flops`] summed.
+    pub work_flops: u64,
     pub bytes: u64,
 }
 
 impl Graph {
-    /// An empty graph, for building by hand (tests, synthetic graphs).
+    /// An empty graph with bf16 activations, for building by hand (tests, synthetic graphs).
     pub fn new(name: &str) -> Self {
+        Self::with_activations(name, DType::Bf16)
+    }
+
+    /// An empty graph whose activations and inputs are stored as `activations`.
+    pub fn with_activations(name: &str, activations: DType) -> Self {
         Graph {
             name: name.to_string(),
             tensors: Vec::new(),
             nodes: Vec::new(),
             outputs: Vec::new(),
+            activations,
         }
     }
 
@@ -439,11 +532,16 @@ impl Graph {
             "add_leaf: activations come from add_node"
         );
         let id = self.tensors.len();
+        let elem_bytes = match kind {
+            TensorKind::Weight => BYTES_PER_ELEMENT,
+            _ => elem_bytes(self.activations),
+        };
         self.tensors.push(TensorInfo {
             shape: shape.to_vec(),
             kind,
             producer: None,
             storage: id,
+            elem_bytes,
         });
         id
     }
@@ -455,27 +553,32 @@ impl Graph {
             .iter()
             .map(|&i| self.tensors[i].shape.as_slice())
             .collect();
-        let flops = op.flops(&shapes, out_shape);
-        let bytes = op.bytes(&shapes, out_shape);
+        let in_bytes: Vec<u64> = inputs.iter().map(|&i| self.tensors[i].elem_bytes).collect();
         let id = self.tensors.len();
         let node = self.nodes.len();
-        let (kind, storage) = if op.is_alias() {
+        let (kind, storage, out_bytes) = if op.is_alias() {
             let root = self.tensors[inputs[0]].storage;
-            (self.tensors[root].kind, root)
+            let r = &self.tensors[root];
+            (r.kind, root, r.elem_bytes)
         } else {
-            (TensorKind::Activation, id)
+            (TensorKind::Activation, id, elem_bytes(self.activations))
         };
+        let flops = op.flops(&shapes, out_shape);
+        let work_flops = flops + (op.passes(&in_bytes) - 1) * op.product_flops(&shapes, out_shape);
+        let bytes = op.bytes(&shapes, &in_bytes, out_shape, out_bytes);
         self.tensors.push(TensorInfo {
             shape: out_shape.to_vec(),
             kind,
             producer: Some(node),
             storage,
+            elem_bytes: out_bytes,
         });
         self.nodes.push(Node {
             op,
             inputs: inputs.to_vec(),
             output: id,
             flops,
+            work_flops,
             bytes,
         });
         id
@@ -483,6 +586,10 @@ impl Graph {
 
     pub fn total_flops(&self) -> u64 {
         self.nodes.iter().map(|n| n.flops).sum()
+    }
+
+    pub fn total_work_flops(&self) -> u64 {
+        self.nodes.iter().map(|n| n.work_flops).sum()
     }
 
     pub fn total_bytes(&self) -> u64 {
@@ -508,6 +615,7 @@ impl Graph {
                 for n in self.nodes.iter().filter(|n| n.op.class() == c) {
                     cost.ops += 1;
                     cost.flops += n.flops;
+                    cost.work_flops += n.work_flops;
                     cost.bytes += n.bytes;
                 }
                 (c, cost)
@@ -530,9 +638,10 @@ impl Graph {
             };
             by[i].1.ops += 1;
             by[i].1.flops += n.flops;
+            by[i].1.work_flops += n.work_flops;
             by[i].1.bytes += n.bytes;
         }
-        let floor = |c: &ClassCost| h100_floor_seconds(c.flops, c.bytes);
+        let floor = |c: &ClassCost| h100_floor_seconds(c.work_flops, c.bytes);
         by.sort_by(|a, b| floor(&b.1).total_cmp(&floor(&a.1)).then(a.0.cmp(b.0)));
         by
     }
@@ -547,7 +656,7 @@ impl Graph {
                 live.extend(n.inputs.iter().copied());
             }
         }
-        let mut g = Graph::new(&self.name);
+        let mut g = Graph::with_activations(&self.name, self.activations);
         let mut map: HashMap<usize, usize> = HashMap::new();
         let get = |g: &mut Graph, map: &mut HashMap<usize, usize>, id: usize| -> usize {
             *map.entry(id)

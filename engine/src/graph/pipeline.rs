@@ -26,6 +26,7 @@ use crate::pipeline::checkpoint::{Components, WeightsSource};
 use crate::pipeline::generate::{Geometry, Prepared, Request};
 use crate::var_builder::VarBuilder;
 use anyhow::{Context, Result};
+use cyberhost_kernels::DType;
 use std::cell::Cell;
 use std::collections::HashMap;
 
@@ -145,10 +146,21 @@ impl UNetHooks<TraceBackend> for ReferenceHooks {
     }
 }
 
-/// Trace every graph of a run from `source` at `size` (default: the checkpoint's).
+/// Trace every graph of a run from `source` at `size` (default: the checkpoint's), bf16
+/// activations throughout.
 pub fn trace_pipeline(
     source: &WeightsSource,
     size: Option<(usize, usize)>,
+) -> Result<PipelineGraphs> {
+    trace_pipeline_as(source, size, DType::Bf16)
+}
+
+/// [`trace_pipeline`] with the denoiser step's activations stored as `step_activations` (the
+/// CUDA backend's `--activations`: it applies to the step only; the one-off graphs stay bf16).
+pub fn trace_pipeline_as(
+    source: &WeightsSource,
+    size: Option<(usize, usize)>,
+    step_activations: DType,
 ) -> Result<PipelineGraphs> {
     let be = TraceBackend::new();
     let (comps, params) = load_shapes_only(&be, source)?;
@@ -278,7 +290,9 @@ pub fn trace_pipeline(
     let z_next = comps
         .denoise_step(&be, &prepared, &motion, &consts, &z, &t, &temb, &coeffs)
         .context("tracing one CFG step")?;
+    be.set_activations(step_activations);
     let step = be.cut("denoise_step", &[&z_next]);
+    be.set_activations(DType::Bf16);
 
     // ---- vae_decode (as `Components::decode_frames`, up to the host copy)
     let z0 = be.zeros(&[1, latent, f, h, w])?;

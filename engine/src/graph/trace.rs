@@ -11,6 +11,7 @@ use crate::backends::{
     Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
 };
 use anyhow::{bail, Result};
+use cyberhost_kernels::DType;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -42,6 +43,8 @@ struct Recorded {
 
 struct State {
     leaf_kind: TensorKind,
+    /// Storage of the activations and inputs of the graphs cut from now on.
+    activations: DType,
     /// Per trace tensor: shape, and the leaf kind for leaves (`None` for op outputs).
     tensors: Vec<(Vec<usize>, Option<TensorKind>)>,
     /// Ops since the last cut.
@@ -76,6 +79,7 @@ impl TraceBackend {
         TraceBackend {
             state: Arc::new(Mutex::new(State {
                 leaf_kind: TensorKind::Weight,
+                activations: DType::Bf16,
                 tensors: Vec::new(),
                 pending: Vec::new(),
             })),
@@ -93,6 +97,12 @@ impl TraceBackend {
             "leaves are weights or inputs"
         );
         self.lock().leaf_kind = kind;
+    }
+
+    /// Storage of the activations and inputs of the graphs [`Self::cut`] from now on (bf16 until
+    /// set).
+    pub fn set_activations(&self, dtype: DType) {
+        self.lock().activations = dtype;
     }
 
     /// Total elements of the leaves of `kind` made so far (e.g. the parameter count).
@@ -139,7 +149,7 @@ impl TraceBackend {
     pub fn cut(&self, name: &str, outputs: &[&TraceTensor]) -> Graph {
         let mut s = self.lock();
         let pending = std::mem::take(&mut s.pending);
-        let mut g = Graph::new(name);
+        let mut g = Graph::with_activations(name, s.activations);
         let mut local: HashMap<usize, usize> = HashMap::new();
         let leaf_of = |g: &mut Graph, s: &State, id: usize| {
             let (shape, kind) = &s.tensors[id];

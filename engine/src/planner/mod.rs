@@ -100,10 +100,13 @@ pub fn plan(g: &Graph) -> Plan {
 pub struct CostFigures {
     pub ops: usize,
     pub flops: u64,
+    /// FLOPs the kernels execute (`flops` plus the split passes of f32 products;
+    /// [`crate::graph::Node::work_flops`]).
+    pub work_flops: u64,
     pub bytes: u64,
     /// FLOPs per byte.
     pub intensity: f64,
-    /// max(FLOPs / 989 TFLOP/s, bytes / 3.35 TB/s) over the row's ops together, seconds.
+    /// max(work FLOPs / 989 TFLOP/s, bytes / 3.35 TB/s) over the row's ops together, seconds.
     pub h100_floor_s: f64,
 }
 
@@ -112,13 +115,14 @@ impl CostFigures {
         CostFigures {
             ops: c.ops,
             flops: c.flops,
+            work_flops: c.work_flops,
             bytes: c.bytes,
             intensity: if c.bytes == 0 {
                 0.0
             } else {
                 c.flops as f64 / c.bytes as f64
             },
-            h100_floor_s: h100_floor_seconds(c.flops, c.bytes),
+            h100_floor_s: h100_floor_seconds(c.work_flops, c.bytes),
         }
     }
 }
@@ -154,16 +158,36 @@ impl std::ops::Deref for KernelRow {
     }
 }
 
+/// One buffer of the arena: the tensor that owns it, the op that writes it and where it lives.
+#[derive(Clone, Debug, Serialize)]
+pub struct BufferRow {
+    /// Tensor id in the graph.
+    pub tensor: usize,
+    /// `#i op → shape` of the op that writes it.
+    pub op: String,
+    pub shape: Vec<usize>,
+    /// Exact bytes at the activation storage.
+    pub bytes: u64,
+    pub offset: u64,
+    /// First and last op (inclusive) during which it holds its value.
+    pub first: usize,
+    pub last: usize,
+}
+
 /// Everything `cyberhost plan` reports for one graph.
 #[derive(Clone, Debug, Serialize)]
 pub struct PlanReport {
     pub key: PlanKey,
+    /// Storage of the graph's activations and inputs (`bf16` | `f32`; weights are bf16).
+    pub activations: &'static str,
     pub ops: usize,
     pub flops: u64,
+    /// FLOPs the kernels execute (`flops` + split passes of f32 products).
+    pub work_flops: u64,
     pub bytes: u64,
     /// Bytes of the weights the graph reads (bf16).
     pub weight_bytes: u64,
-    /// Bytes of its inputs (bf16).
+    /// Bytes of its inputs (at the activation storage).
     pub input_bytes: u64,
     pub peak_bytes: u64,
     pub naive_bytes: u64,
@@ -177,6 +201,9 @@ pub struct PlanReport {
     pub h100_floor_s: f64,
     /// Sum over ops of each op's own floor (≥ `h100_floor_s`: no overlap between ops).
     pub h100_floor_per_op_s: f64,
+    /// Every arena buffer, largest first (fused attention never stores its scores, so no
+    /// buffer holds a B·H·Lq·Lk matrix: `tests/planner.rs` checks it).
+    pub buffers: Vec<BufferRow>,
 }
 
 impl PlanReport {
@@ -202,11 +229,27 @@ impl PlanReport {
                 cost: CostFigures::new(c),
             })
             .collect();
+        let mut buffers: Vec<BufferRow> = plan
+            .buffers
+            .iter()
+            .map(|b| BufferRow {
+                tensor: b.tensor,
+                op: g.describe_node(b.first),
+                shape: g.tensors[b.tensor].shape.clone(),
+                bytes: b.bytes,
+                offset: b.offset,
+                first: b.first,
+                last: b.last,
+            })
+            .collect();
+        buffers.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.tensor.cmp(&b.tensor)));
         PlanReport {
             kernels,
             key,
+            activations: g.activations.suffix(),
             ops: g.nodes.len(),
             flops: g.total_flops(),
+            work_flops: g.total_work_flops(),
             bytes: g.total_bytes(),
             weight_bytes: g.kind_bytes(TensorKind::Weight),
             input_bytes: g.kind_bytes(TensorKind::Input),
@@ -218,9 +261,10 @@ impl PlanReport {
             h100_floor_per_op_s: g
                 .nodes
                 .iter()
-                .map(|n| h100_floor_seconds(n.flops, n.bytes))
+                .map(|n| h100_floor_seconds(n.work_flops, n.bytes))
                 .sum(),
             classes,
+            buffers,
         }
     }
 }

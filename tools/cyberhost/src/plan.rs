@@ -1,13 +1,17 @@
-//! `cyberhost plan [--preset tiny|paper | --weights DIR] [--size WxH] [--json]`: trace one
-//! run on the tracing backend (shape-only weights: nothing is allocated), plan every graph's
-//! activations into one arena, and print the cost of one CFG step per op class with its H100
-//! roofline floor (989 TFLOP/s dense bf16, 3.35 TB/s), plus the one-off graphs.
+//! `cyberhost plan [--preset tiny|paper | --weights DIR] [--size WxH] [--activations bf16|f32]
+//! [--json]`: trace one run on the tracing backend (shape-only weights: nothing is allocated),
+//! plan every graph's activations into one arena, and print the cost of one CFG step per op
+//! class with its H100 roofline floor (989 TFLOP/s dense bf16, 3.35 TB/s), plus the one-off
+//! graphs. `--activations` is the storage of the step's activations, as the CUDA backend's
+//! flag of that name (f32: 4-byte activations and the split passes of f32 products); the JSON
+//! lists every arena buffer with the op that writes it.
 
 use crate::args::{parse_size, WeightsArgs};
 use anyhow::Result;
-use cyberhost_engine::graph::pipeline::{trace_pipeline, PipelineGraphs};
+use cyberhost_engine::graph::pipeline::{trace_pipeline_as, PipelineGraphs};
 use cyberhost_engine::graph::Graph;
 use cyberhost_engine::planner::{plan, PlanKey, PlanReport, H100_BF16_FLOPS, H100_HBM_BYTES_PER_S};
+use cyberhost_kernels::DType;
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -18,6 +22,11 @@ pub struct Args {
     /// Output size WxH (default: the checkpoint's).
     #[arg(long, value_parser = parse_size)]
     size: Option<(usize, usize)>,
+    /// Storage of the denoiser step's activations, as `generate --activations`: bf16 (default)
+    /// or f32 (4-byte activations, f32 products as 2-3 bf16 tensor-core passes). Weights are
+    /// bf16 and the one-off graphs bf16 either way.
+    #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
+    activations: String,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -42,7 +51,11 @@ fn gib(b: u64) -> f64 {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let source = a.weights.source()?;
-    let pg = trace_pipeline(&source, a.size)?;
+    let activations = match a.activations.as_str() {
+        "f32" => DType::F32,
+        _ => DType::Bf16,
+    };
+    let pg = trace_pipeline_as(&source, a.size, activations)?;
     let geo = pg.geometry;
     let step = report(&pg, &pg.step);
     let one_off: Vec<PlanReport> = [
@@ -65,6 +78,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             "frames_per_clip": geo.frames,
             "motion_frames": geo.motion,
             "steps": geo.steps,
+            "activations": activations.suffix(),
             "parameters": pg.params.iter().map(|(c, n)| json!({"component": c, "count": n})).collect::<Vec<_>>(),
             "h100": {"bf16_flops": H100_BF16_FLOPS, "hbm_bytes_per_s": H100_HBM_BYTES_PER_S},
             "step": step,
@@ -128,6 +142,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
         );
     }
     println!();
+    if step.work_flops != step.flops {
+        println!(
+            "Work executed with the f32 split passes: {:.1} GFLOP ({:.2}x the arithmetic); the floors use it.",
+            step.work_flops as f64 / 1e9,
+            step.work_flops as f64 / step.flops.max(1) as f64
+        );
+    }
     println!(
         "Floor per op (no overlap between ops): {:.3} ms; per clip ({} steps): {:.3} s.",
         step.h100_floor_per_op_s * 1e3,
@@ -135,12 +156,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
         step.h100_floor_per_op_s * geo.steps as f64
     );
     println!(
-        "Weights read per step {:.2} GiB, inputs {:.2} GiB (bf16).",
+        "Weights read per step {:.2} GiB (bf16), inputs {:.2} GiB ({}).",
         gib(step.weight_bytes),
-        gib(step.input_bytes)
+        gib(step.input_bytes),
+        step.activations
     );
     println!();
-    println!("Activation memory of one step (bf16, 256-byte aligned):");
+    println!(
+        "Activation memory of one step ({}, 256-byte aligned; every buffer in --json):",
+        step.activations
+    );
     println!(
         "- planned arena (peak): {:.3} GiB ({} B)",
         gib(step.peak_bytes),
@@ -159,6 +184,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
         step.max_live.count,
         step.max_live_op
     );
+    if let Some(b) = step.buffers.first() {
+        println!(
+            "- largest buffer: {:.1} MiB, written by {}",
+            b.bytes as f64 / (1 << 20) as f64,
+            b.op
+        );
+    }
     println!();
     println!("One-off graphs (audio, clip and decode: per clip):");
     println!("| graph | ops | GFLOP | GB moved | H100 floor (ms) | arena (MiB) | naive (MiB) | largest live set at |");
