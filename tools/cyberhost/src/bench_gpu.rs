@@ -10,8 +10,9 @@ use super::{run_steps, setup, Args, Bench};
 use anyhow::{Context, Result};
 use cyberhost_engine::backends::cuda::CudaBackend;
 use cyberhost_engine::backends::cuda::LaunchObserver;
+use cyberhost_engine::backends::cuda::{default_activations, DType};
 use cyberhost_engine::error::UserError;
-use cyberhost_engine::graph::pipeline::trace_pipeline;
+use cyberhost_engine::graph::pipeline::trace_pipeline_as;
 use cyberhost_engine::pipeline::checkpoint::WeightsSource;
 use gpu_model::report::{build, parse_jsonl, render_table, write_roofline, Report};
 use gpu_model::sampling::SAMPLE_ENV;
@@ -27,8 +28,9 @@ use std::sync::Arc;
 pub const PAPER_SAMPLE_BLOCKS: u64 = 2;
 
 /// The planner's roofline floor of the step on `g`: Σ over op classes of
-/// max(FLOPs / dense bf16 tensor peak, bytes / DRAM bandwidth), seconds (as `cyberhost plan`
-/// computes it for the H100, with `g`'s figures).
+/// max(work FLOPs / dense bf16 tensor peak, bytes / DRAM bandwidth), seconds (as `cyberhost plan`
+/// computes it for the H100, with `g`'s figures; work FLOPs include the split passes of f32
+/// products).
 pub fn floor_seconds(classes: &[(u64, u64)], g: &GpuSpec) -> f64 {
     let peak = g.tensor_tflops("bf16").unwrap_or(g.fp32_tflops) * 1e12;
     let bw = g.dram_gbs * 1e9;
@@ -124,13 +126,19 @@ pub fn run(a: &Args, gpu: &str) -> Result<ExitCode> {
         return Err(UserError::new("--gpu needs --kernel-steps of at least 1").into());
     }
     let source = a.weights.source()?;
-    let graphs = trace_pipeline(&source, a.size)?;
+    // the floor at the step's activation storage (`--activations`, else the backend's default)
+    let activations = match a.activations.as_deref() {
+        Some("f32") => DType::F32,
+        Some(_) => DType::Bf16,
+        None => default_activations(),
+    };
+    let graphs = trace_pipeline_as(&source, a.size, activations)?;
     let geo = graphs.geometry;
     let classes: Vec<(u64, u64)> = graphs
         .step
         .cost_by_class()
         .into_iter()
-        .map(|(_, c)| (c.flops, c.bytes))
+        .map(|(_, c)| (c.work_flops, c.bytes))
         .collect();
     let floor = floor_seconds(&classes, g);
     let steps = a.kernel_steps as f64;
@@ -218,6 +226,7 @@ pub fn run(a: &Args, gpu: &str) -> Result<ExitCode> {
             "gpu": g.name,
             "device": device,
             "emulated": emulated,
+            "activations": activations.suffix(),
             "width": geo.width, "height": geo.height,
             "frames": geo.motion + geo.frames, "batch": 2,
             "steps_per_clip": geo.steps,

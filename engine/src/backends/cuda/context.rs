@@ -100,7 +100,7 @@ impl CudaBackend {
                 indices: Mutex::new(HashMap::new()),
                 graphs: AtomicBool::new(graphs_default()),
                 last_step: Mutex::new(None),
-                activations: Mutex::new(activations_default()),
+                activations: Mutex::new(default_activations()),
             }),
         }
     }
@@ -395,7 +395,7 @@ impl CudaBackend {
 }
 
 /// `CYBERHOST_CUDA_ACTIVATIONS=bf16|f32` (default bf16; docs/numerics.md).
-fn activations_default() -> DType {
+pub fn default_activations() -> DType {
     match std::env::var("CYBERHOST_CUDA_ACTIVATIONS").as_deref() {
         Ok("f32") => DType::F32,
         _ => DType::Bf16,

@@ -45,7 +45,7 @@ mod timestep_embedding;
 mod upsample;
 mod util;
 
-pub use context::CudaBackend;
+pub use context::{default_activations, CudaBackend};
 pub use cyberhost_kernels::DType;
 pub use device::{
     driver_present, find_stand_in_driver, load_driver_library, CudaDevice, DriverStats,
