@@ -337,25 +337,3 @@ fn attention_mixed_dtypes() {
     let want = CPU.attention(&c(&q), &c(&k), &c(&v), scale).unwrap();
     crate::common::check("attention mixed f32/bf16", &be, &got, &want, TOL_SPLIT);
 }
-
-/// f32 attention is one flash launch (no score matrix, no split / softmax launches); a bf16
-/// operand among f32 ones adds only its widening cast; `Dv != D` still composes.
-#[test]
-fn attention_f32_is_one_launch() {
-    use crate::common::{emulated_backend, emulated_launches, random};
-    let _serial = crate::common::cuda_serial();
-    let be = emulated_backend().with_storage(DType::F32);
-    let (b, h, lq, lk, d) = (1usize, 2usize, 70usize, 5usize, 80usize);
-    let t = |l: usize, dd: usize, seed| {
-        be.from_f32(&[b, h, l, dd], &random(b * h * l * dd, seed))
-            .unwrap()
-    };
-    let (q, k, v) = (t(lq, d, 191), t(lk, d, 192), t(lk, d, 193));
-    assert_eq!(q.dtype(), DType::F32);
-    let kb = be.to_dtype(&k, DType::Bf16).unwrap();
-    let v24 = t(lk, 24, 194);
-    let run = |k: &_, v: &_| emulated_launches(|| drop(be.attention(&q, k, v, 0.1).unwrap()));
-    assert_eq!(run(&k, &v), 1, "f32 q, k, v");
-    assert_eq!(run(&kb, &v), 2, "f32 q, v with bf16 k: cast + flash");
-    assert!(run(&k, &v24) > 3, "Dv != D: composed");
-}
