@@ -23,10 +23,13 @@
 //       f32 (split): every f32 element is read from HBM once (16-byte loads, 4 per thread-chunk)
 //       and stored to shared memory as bf16 hi = bf16(x) and lo = bf16(x - hi) tiles (two planes
 //       per operand); S = Qhi Khi + Qlo Khi + Qhi Klo, P (f32 registers) split the same way,
-//       O += Phi Vhi + Plo Vhi + Phi Vlo (the lo lo terms are below f32 rounding); f32 output.
+//       O += Phi Vhi + Plo Vhi + Phi Vlo (lo lo, <= 2^-16 relative, dropped); f32 output.
 //       Q hi/lo are staged in the K/V region and kept as fragments in registers, so static smem is
 //       max(64, 2 BN) (DP + 8) 4 bytes: DP 48/64/80 with BN 64, DP 128/160 with BN 32 (28672 ..
-//       45056 bytes, under the 48 KB static limit). Plain (synchronous) tile loads.          <- ships
+//       45056 bytes, under the 48 KB static limit). Plain (synchronous) tile loads: K_{j+1} / V_j
+//       are not overlapped with the mma. Fills store 8 bytes per plane per thread (conflict-free
+//       within a row; a half-warp that crosses a padded row break may take one extra wavefront,
+//       as the bf16 cp.async fills do). 0 spills (d160: 244-246 registers).               <- ships
 // Entries: attention_d{48,64,80,128,160}_v1_{bf16,f32} (padded head dim); one AttentionParams.
 // ------------------------------------------------------------------------------------------------
 
