@@ -156,7 +156,9 @@ fn all_cases() -> Vec<Case> {
     let attention = Case::build(
         "attention 20x2x256x256 d16",
         "attention",
-        attention::traits_for(16).unwrap().entry,
+        attention::traits_for(16, cyberhost_kernels::DType::Bf16)
+            .unwrap()
+            .entry,
         |mem| {
             let shape = attention::AttentionShape {
                 batch: 20,

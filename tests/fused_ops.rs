@@ -761,3 +761,25 @@ fn cuda_fused_ops_are_one_launch_each() {
     });
     assert_eq!(n, 1, "conv2d_ext(temb + residual + scale)");
 }
+
+/// f32 attention is one flash launch (no score matrix, no split / softmax launches); a bf16
+/// operand among f32 ones adds only its widening cast; `Dv != D` still composes.
+#[test]
+fn cuda_f32_attention_is_one_flash_launch() {
+    let _serial = serial();
+    let be = gpu().with_storage(DType::F32);
+    let (b, h, lq, lk, d) = (1usize, 2usize, 70usize, 5usize, 80usize);
+    let t = |l: usize, dd: usize, seed| {
+        be.from_f32(&[b, h, l, dd], &random(b * h * l * dd, seed))
+            .unwrap()
+    };
+    let (q, k, v) = (t(lq, d, 191), t(lk, d, 192), t(lk, d, 193));
+    assert_eq!(q.dtype(), DType::F32);
+    let kb = be.to_dtype(&k, DType::Bf16).unwrap();
+    let v24 = t(lk, 24, 194);
+    let run =
+        |k: &CudaTensor, v: &CudaTensor| launches(|| drop(be.attention(&q, k, v, 0.1).unwrap()));
+    assert_eq!(run(&k, &v), 1, "f32 q, k, v");
+    assert_eq!(run(&kb, &v), 2, "f32 q, v with bf16 k: cast + flash");
+    assert!(run(&k, &v24) > 3, "Dv != D: composed");
+}

@@ -295,7 +295,7 @@ fn cuda_rca_ops_match_cpu() {
             println!("{what}: rel L2 {e:.2e}");
             assert!(e <= 1e-2, "{what}: rel L2 {e}");
         };
-    // N 5 (frames 3 do not divide it), L 7, C 40 (ragged), heads 5 of d 8 (composed fallback) and
+    // N 5 (frames 3 do not divide it), L 7, C 40 (ragged), heads 5 of d 8 (flash, padded to 48) and
     // C 128 heads 2 of d 64 (flash, token strides)
     for (c, heads) in [(40, 5), (128, 2)] {
         let (qc, qg) = t(&[5, 7, c], 1);

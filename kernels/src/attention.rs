@@ -1,5 +1,6 @@
-//! `kernels/cuda/attention.cu`: fused flash-style multi-head attention forward, bf16 in/out, f32
-//! accumulation; one entry per padded head dim (`attention_d{48,64,80,128,160}_v1_bf16`).
+//! `kernels/cuda/attention.cu`: fused flash-style multi-head attention forward, bf16 or f32 in/out
+//! (f32 as bf16 hi + lo tensor-core operands), f32 accumulation; one entry per padded head dim and
+//! dtype (`attention_d{48,64,80,128,160}_v1_{bf16,f32}`).
 
 use crate::{tiles, to_u32, DType, Entry, LaunchConfig};
 use anyhow::{bail, ensure, Result};
@@ -8,13 +9,15 @@ use anyhow::{bail, ensure, Result};
 pub const ATTN_BM: u32 = 64;
 pub const ATTN_THREADS: u32 = 128;
 
-/// One head-dim specialisation: `AttnTraits<DP, BN>` in the `.cu`.
+/// One head-dim specialisation: `AttnTraits<DP, BN, S>` in the `.cu`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttnTraits {
     /// Padded head dim (multiple of 16).
     pub dp: u32,
     /// Keys per tile.
     pub bn: u32,
+    /// Storage dtype of q, k, v and o (f32: bf16 hi + lo planes in shared memory).
+    pub dtype: DType,
     pub entry: &'static str,
 }
 
@@ -23,40 +26,49 @@ impl AttnTraits {
     pub const fn lds(self) -> u32 {
         self.dp + 8
     }
-    /// Static shared memory: Q tile + K tile + V tile.
+    /// Static shared memory. bf16: Q tile + K tile + V tile. f32: hi and lo planes of the K and V
+    /// tiles, the Q planes staged over them (Q lives in registers after the prologue).
     pub const fn smem_bytes(self) -> u32 {
-        (ATTN_BM + 2 * self.bn) * self.lds() * 2
+        let rows = match self.dtype {
+            DType::Bf16 => ATTN_BM + 2 * self.bn,
+            DType::F32 => {
+                if 4 * self.bn > 2 * ATTN_BM {
+                    4 * self.bn
+                } else {
+                    2 * ATTN_BM
+                }
+            }
+        };
+        rows * self.lds() * 2
     }
 }
 
-/// Every specialisation, smallest head dim first (the launcher picks the first with `dp >= D`).
-pub const TRAITS: [AttnTraits; 5] = [
+const fn tr(dp: u32, bn: u32, dtype: DType, entry: &'static str) -> AttnTraits {
     AttnTraits {
-        dp: 48,
-        bn: 64,
-        entry: "attention_d48_v1_bf16",
-    },
-    AttnTraits {
-        dp: 64,
-        bn: 64,
-        entry: "attention_d64_v1_bf16",
-    },
-    AttnTraits {
-        dp: 80,
-        bn: 64,
-        entry: "attention_d80_v1_bf16",
-    },
-    AttnTraits {
-        dp: 128,
-        bn: 32,
-        entry: "attention_d128_v1_bf16",
-    },
-    AttnTraits {
-        dp: 160,
-        bn: 32,
-        entry: "attention_d160_v1_bf16",
-    },
+        dp,
+        bn,
+        dtype,
+        entry,
+    }
+}
+
+/// Every specialisation, bf16 then f32, smallest head dim first (the launcher picks the first of
+/// the operands' dtype with `dp >= D`).
+pub const TRAITS: [AttnTraits; 10] = [
+    tr(48, 64, DType::Bf16, "attention_d48_v1_bf16"),
+    tr(64, 64, DType::Bf16, "attention_d64_v1_bf16"),
+    tr(80, 64, DType::Bf16, "attention_d80_v1_bf16"),
+    tr(128, 32, DType::Bf16, "attention_d128_v1_bf16"),
+    tr(160, 32, DType::Bf16, "attention_d160_v1_bf16"),
+    tr(48, 64, DType::F32, "attention_d48_v1_f32"),
+    tr(64, 64, DType::F32, "attention_d64_v1_f32"),
+    tr(80, 64, DType::F32, "attention_d80_v1_f32"),
+    tr(128, 32, DType::F32, "attention_d128_v1_f32"),
+    tr(160, 32, DType::F32, "attention_d160_v1_f32"),
 ];
+
+/// The largest head dim any entry takes.
+pub const MAX_HEAD_DIM: u64 = 160;
 
 const _: () = {
     let mut i = 0;
@@ -67,33 +79,39 @@ const _: () = {
     }
 };
 
-const LAUNCH: &str = "grid = (ceil(Lq / 64), H, B), block = 128, static smem (Q + K + V tiles)";
+const LAUNCH: &str =
+    "grid = (ceil(Lq / 64), H, B), block = 128, static smem (Q + K + V tiles; f32: hi + lo planes)";
 
 macro_rules! entry {
-    ($name:literal, $op:literal) => {
-        Entry::v1($name, $op, DType::Bf16, ("AttentionParams", 136), LAUNCH)
+    ($name:literal, $op:literal, $dt:ident) => {
+        Entry::v1($name, $op, DType::$dt, ("AttentionParams", 136), LAUNCH)
     };
 }
 
 pub const ENTRIES: &[Entry] = &[
-    entry!("attention_d48_v1_bf16", "attention_d48"),
-    entry!("attention_d64_v1_bf16", "attention_d64"),
-    entry!("attention_d80_v1_bf16", "attention_d80"),
-    entry!("attention_d128_v1_bf16", "attention_d128"),
-    entry!("attention_d160_v1_bf16", "attention_d160"),
+    entry!("attention_d48_v1_bf16", "attention_d48", Bf16),
+    entry!("attention_d64_v1_bf16", "attention_d64", Bf16),
+    entry!("attention_d80_v1_bf16", "attention_d80", Bf16),
+    entry!("attention_d128_v1_bf16", "attention_d128", Bf16),
+    entry!("attention_d160_v1_bf16", "attention_d160", Bf16),
+    entry!("attention_d48_v1_f32", "attention_d48", F32),
+    entry!("attention_d64_v1_f32", "attention_d64", F32),
+    entry!("attention_d80_v1_f32", "attention_d80", F32),
+    entry!("attention_d128_v1_f32", "attention_d128", F32),
+    entry!("attention_d160_v1_f32", "attention_d160", F32),
 ];
 
 /// Mirrors `struct AttentionParams` in `attention.cu` (136 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct AttentionParams {
-    /// `(B, H, Lq, D)` bf16 (strided).
+    /// `(B, H, Lq, D)` bf16 or f32 (the entry's dtype; strided).
     pub q: u64,
-    /// `(B, H, Lk, D)` bf16.
+    /// `(B, H, Lk, D)`.
     pub k: u64,
-    /// `(B, H, Lk, D)` bf16.
+    /// `(B, H, Lk, D)`.
     pub v: u64,
-    /// `(B, H, Lq, D)` bf16.
+    /// `(B, H, Lq, D)`.
     pub o: u64,
     pub q_batch: u64,
     pub q_head: u64,
@@ -113,6 +131,7 @@ pub struct AttentionParams {
     pub d: u32,
     /// Softmax scale times `log2(e)`.
     pub scale_log2: f32,
+    /// 1: q, k, v 16-byte aligned, every q/k/v stride a multiple of 8 (cp.async / 16-byte loads).
     pub aligned: u32,
 }
 
@@ -154,15 +173,13 @@ impl AttnStrides {
     }
 }
 
-/// The specialisation for head dim `d` (smallest padded dim that holds it).
-pub fn traits_for(d: u64) -> Result<AttnTraits> {
-    ensure!(
-        d % 8 == 0 && d > 0,
-        "attention: head dim {d} must be a positive multiple of 8"
-    );
-    match TRAITS.iter().find(|t| t.dp as u64 >= d) {
+/// The `dtype` specialisation for head dim `d` (smallest padded dim that holds it; any `1..=160`,
+/// the columns past `d` zero-filled).
+pub fn traits_for(d: u64, dtype: DType) -> Result<AttnTraits> {
+    ensure!(d > 0, "attention: head dim 0");
+    match TRAITS.iter().find(|t| t.dtype == dtype && t.dp as u64 >= d) {
         Some(t) => Ok(*t),
-        None => bail!("attention: head dim {d} > 160, the largest specialisation"),
+        None => bail!("attention: head dim {d} > {MAX_HEAD_DIM}, the largest specialisation"),
     }
 }
 
@@ -174,7 +191,7 @@ impl AttentionParams {
         shape: AttentionShape,
         scale: f32,
     ) -> Result<Self> {
-        traits_for(shape.d)?;
+        traits_for(shape.d, DType::Bf16)?;
         ensure!(shape.lk >= 1, "attention: Lk = 0 (no keys) has no softmax");
         ensure!(
             (1..=65_535).contains(&shape.batch) && (1..=65_535).contains(&shape.heads),
@@ -245,25 +262,35 @@ mod tests {
 
     #[test]
     fn smem_fits_and_matches_report() {
-        let want = [21_504, 27_648, 33_792, 34_816, 43_008];
+        let want = [
+            21_504, 27_648, 33_792, 34_816, 43_008, // bf16
+            28_672, 36_864, 45_056, 34_816, 43_008, // f32
+        ];
         for (t, w) in TRAITS.iter().zip(want) {
             assert_eq!(t.smem_bytes(), w, "{}", t.entry);
             assert!(t.smem_bytes() <= 48 * 1024);
         }
+        assert_eq!(TRAITS.len(), ENTRIES.len());
         for (t, e) in TRAITS.iter().zip(ENTRIES) {
-            assert_eq!(t.entry, e.name);
+            assert_eq!((t.entry, t.dtype), (e.name, e.dtype));
         }
     }
 
     #[test]
     fn head_dims_pick_padded_entries() {
-        let pick = |d| traits_for(d).unwrap().entry;
-        assert_eq!(pick(40), "attention_d48_v1_bf16");
-        assert_eq!(pick(64), "attention_d64_v1_bf16");
-        assert_eq!(pick(80), "attention_d80_v1_bf16");
-        assert_eq!(pick(128), "attention_d128_v1_bf16");
-        assert_eq!(pick(160), "attention_d160_v1_bf16");
-        assert!(traits_for(36).is_err());
-        assert!(traits_for(168).is_err());
+        let pick = |d, dt| traits_for(d, dt).unwrap().entry;
+        assert_eq!(pick(40, DType::Bf16), "attention_d48_v1_bf16");
+        assert_eq!(pick(64, DType::Bf16), "attention_d64_v1_bf16");
+        assert_eq!(pick(80, DType::Bf16), "attention_d80_v1_bf16");
+        assert_eq!(pick(128, DType::Bf16), "attention_d128_v1_bf16");
+        assert_eq!(pick(160, DType::Bf16), "attention_d160_v1_bf16");
+        assert_eq!(pick(40, DType::F32), "attention_d48_v1_f32");
+        assert_eq!(pick(36, DType::F32), "attention_d48_v1_f32");
+        assert_eq!(pick(1, DType::Bf16), "attention_d48_v1_bf16");
+        assert_eq!(pick(100, DType::F32), "attention_d128_v1_f32");
+        assert_eq!(pick(160, DType::F32), "attention_d160_v1_f32");
+        assert!(traits_for(0, DType::F32).is_err());
+        assert!(traits_for(161, DType::Bf16).is_err());
+        assert!(traits_for(168, DType::F32).is_err());
     }
 }

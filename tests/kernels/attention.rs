@@ -1,19 +1,27 @@
-//! `attention_d*_v1_bf16` (`kernels/cuda/attention.cu`, flash attention) against the CPU
-//! backend's `attention`: every head dim, ragged Lq / Lk, `(B, H, L, D)` and `(B, L, H, D)`
-//! strides, plain loads, poisoned outputs, several warp schedules; and the engine's slice launcher
-//! (`backends::cuda::attention`) with its unsupported-head-dim error.
+//! `attention_d*_v1_{bf16,f32}` (`kernels/cuda/attention.cu`, flash attention) against the CPU
+//! backend's `attention`: every head dim (and head dims that are not multiples of 8), ragged Lq /
+//! Lk, Lk = 1, short Lk, `(B, H, L, D)` and `(B, L, H, D)` strides, plain loads, poisoned outputs,
+//! several warp schedules; the f32 (split hi / lo) entries at their derived tolerance; and the
+//! engine's slice launcher (`backends::cuda::attention`) with its unsupported-head-dim error.
 
 use crate::check_op;
 use crate::common::rand_pair;
-use crate::common::{assert_close, cpu, host, round_bf16, to_bf16, Rng, CPU};
+use crate::common::{assert_close, cpu, host, rel_l2, round_bf16, Rng, CPU};
 use crate::harness::{
     download_bf16 as download, engine_device, upload_bf16 as upload, Device, TOL_BF16 as TOL,
 };
-use cyberhost_engine::backends::Backend;
+use cyberhost_engine::backends::{Backend, TensorLike};
 use cyberhost_kernels::attention::{
     launch_config as attn_launch, traits_for, AttentionParams, AttentionShape, AttnStrides,
 };
-use cyberhost_kernels::KernelModule;
+use cyberhost_kernels::{DType, KernelModule};
+
+/// Relative L2 tolerance of the f32 entries (derivation in docs/kernels.md Numerics): every f32
+/// operand (q, k, v, and P in registers) enters the tensor cores as bf16 `hi + lo`, leaving at
+/// most u² = 2^-16 relative per operand (u = 2^-8, bf16 unit roundoff) plus the dropped `lo·lo`
+/// term (≤ u²): output rms ≈ 0.85 u² ≈ 1.3e-5; f32 sums and exp2 add ~1e-7. 4 u² = 6.1e-5.
+/// Plain bf16 operands give ≈ 1.2 u ≈ 5e-3 (asserted below to be > 10x the tolerance away).
+const TOL_SPLIT: f64 = 1.0 / 16384.0;
 
 /// `softmax(scale * q kᵀ) v` per (batch, head) on the CPU backend; dense `(B, H, L, D)` operands.
 fn attention_ref(
@@ -42,10 +50,11 @@ struct AttnCase {
     /// `(B, L, H, D)` operands instead of `(B, H, L, D)`.
     blhd: bool,
     plain: bool,
+    dtype: DType,
 }
 
-fn attn_cases() -> Vec<AttnCase> {
-    let c = |batch, heads, lq, lk, d, blhd, plain| AttnCase {
+fn case(batch: u64, heads: u64, lq: u64, lk: u64, d: u64, blhd: bool, plain: bool) -> AttnCase {
+    AttnCase {
         batch,
         heads,
         lq,
@@ -53,7 +62,12 @@ fn attn_cases() -> Vec<AttnCase> {
         d,
         blhd,
         plain,
-    };
+        dtype: DType::Bf16,
+    }
+}
+
+fn attn_cases() -> Vec<AttnCase> {
+    let c = case;
     vec![
         c(1, 2, 70, 150, 40, false, false), // reference attention Lk > Lq, ragged both, 3 key tiles
         c(2, 1, 37, 9, 40, true, false),    // audio cross-attention: short Lk, (B, L, H, D)
@@ -62,6 +76,29 @@ fn attn_cases() -> Vec<AttnCase> {
         c(1, 1, 65, 40, 128, false, false), // 2 query blocks, BN 32 tiles
         c(1, 1, 20, 45, 160, true, false),  // largest head dim
         c(1, 1, 5, 4, 160, false, true),    // 4 audio tokens
+        c(1, 1, 9, 13, 36, false, false),   // D % 8 != 0: plain loads, zero-padded to 48
+        c(1, 2, 7, 3, 3, true, false),      // D = 3
+    ]
+}
+
+/// The f32 entries: every specialisation, ragged tails, Lk = 1, short Lk 4..32, odd D, both
+/// layouts, cp.async-free aligned (16-byte) and plain loads.
+fn attn_cases_f32() -> Vec<AttnCase> {
+    let c = |batch, heads, lq, lk, d, blhd, plain| AttnCase {
+        dtype: DType::F32,
+        ..case(batch, heads, lq, lk, d, blhd, plain)
+    };
+    vec![
+        c(1, 2, 70, 150, 40, false, false), // reference attention Lk > Lq, ragged, 3 key tiles
+        c(2, 1, 37, 9, 40, true, false),    // audio cross-attention: short Lk, (B, L, H, D)
+        c(1, 1, 16, 16, 64, false, false),  // temporal attention Lq = Lk = frames
+        c(1, 1, 3, 1, 64, false, false),    // Lk = 1
+        c(1, 2, 33, 70, 80, false, true),   // plain loads
+        c(1, 1, 17, 32, 80, true, false),   // Lk = 32 audio tokens
+        c(1, 1, 65, 40, 128, false, false), // 2 query blocks, BN 32 tiles
+        c(1, 1, 20, 45, 160, true, false),  // largest head dim
+        c(1, 1, 5, 4, 160, false, true),    // 4 audio tokens
+        c(1, 1, 9, 13, 36, false, false),   // D % 8 != 0
     ]
 }
 
@@ -89,10 +126,20 @@ fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
         c.lk as usize,
         c.d as usize,
     );
-    // Dense (B*H, L, D) for the reference; scores of O(3) so the softmax is not flat.
-    let q = round_bf16(&rng.randn(b * h * lq * d, 1.0, 0.0));
-    let k = round_bf16(&rng.randn(b * h * lk * d, 1.0, 0.0));
-    let v = round_bf16(&rng.randn(b * h * lk * d, 1.0, 0.0));
+    // Dense (B*H, L, D) for the reference; scores of O(3) so the softmax is not flat. bf16 entries
+    // get bf16 values (exact in storage); f32 entries full f32 ones (lo parts nonzero).
+    let f32_in = c.dtype == DType::F32;
+    let mut gen = |n: usize| {
+        let x = rng.randn(n, 1.0, 0.0);
+        if f32_in {
+            x
+        } else {
+            round_bf16(&x)
+        }
+    };
+    let q = gen(b * h * lq * d);
+    let k = gen(b * h * lk * d);
+    let v = gen(b * h * lk * d);
     let scale = 1.0 / (d as f32).sqrt();
     let want = attention_ref(&q, &k, &v, [b, h, lq, lk, d], scale);
     // (B, H, L, D) -> (B, L, H, D) when asked.
@@ -118,23 +165,38 @@ fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
         d: c.d,
     };
     let ptrs = [
-        dev.upload(&to_bf16(&to_layout(&q, lq)))?,
-        dev.upload(&to_bf16(&to_layout(&k, lk)))?,
-        dev.upload(&to_bf16(&to_layout(&v, lk)))?,
-        dev.alloc_poisoned(want.len() * 2)?,
+        dev.upload_as(c.dtype, &to_layout(&q, lq))?,
+        dev.upload_as(c.dtype, &to_layout(&k, lk))?,
+        dev.upload_as(c.dtype, &to_layout(&v, lk))?,
+        dev.alloc_poisoned(want.len() * c.dtype.size_in_bytes())?,
     ];
     let mut p = AttentionParams::new(ptrs, [st(c.lq), st(c.lk), st(c.lk), st(c.lq)], shape, scale)?;
     if c.plain {
         p = p.without_cp_async();
     }
-    let entry = traits_for(c.d)?.entry;
+    let entry = traits_for(c.d, c.dtype)?.entry;
     dev.launch(KernelModule::Attention, entry, attn_launch(shape), &p)?;
     // compared in the output's layout
     let what = format!("{entry} {c:?} aligned {}", p.aligned);
-    dev.check_bf16(&what, ptrs[3], &to_layout(&want, lq))
+    if !f32_in {
+        return dev.check_bf16(&what, ptrs[3], &to_layout(&want, lq));
+    }
+    let got = dev.download_as(DType::F32, ptrs[3], want.len())?;
+    assert_close(&what, &got, &to_layout(&want, lq), TOL_SPLIT);
+    // The bound can fail: the same attention on bf16-rounded q, k, v (the lo parts dropped) is
+    // far outside it.
+    let (qb, kb, vb) = (round_bf16(&q), round_bf16(&k), round_bf16(&v));
+    let plain_bf16 = attention_ref(&qb, &kb, &vb, [b, h, lq, lk, d], scale);
+    let err = rel_l2(&plain_bf16, &want);
+    assert!(
+        err > 10.0 * TOL_SPLIT,
+        "{what}: dropping the lo parts moves the output only {err:e}"
+    );
+    Ok(())
 }
 
 crate::harness::schedules_test!(attention_flash_head_dims, attn_cases(), 9000, run_attn);
+crate::harness::schedules_test!(attention_flash_f32, attn_cases_f32(), 9500, run_attn);
 
 #[test]
 fn attention_engine_launcher() {
@@ -155,12 +217,62 @@ fn attention_engine_launcher() {
         d: d as u64,
     };
     let scale = 1.0 / (d as f32).sqrt();
-    attention(dev, &dq, &dk, &dv, &mut o, shape, AttnLayout::Bhld, scale).unwrap();
+    let bf = DType::Bf16;
+    attention(
+        dev,
+        &dq,
+        &dk,
+        &dv,
+        &mut o,
+        shape,
+        AttnLayout::Bhld,
+        scale,
+        bf,
+    )
+    .unwrap();
     let want = attention_ref(&q, &k, &v, [b, h, lq, lk, d], scale);
     assert_close("engine attention", &download(dev, &o), &want, TOL);
     // Unsupported head dim: an error, not a launch.
-    let bad = AttentionShape { d: 36, ..shape };
-    assert!(attention(dev, &dq, &dk, &dv, &mut o, bad, AttnLayout::Bhld, scale).is_err());
+    let bad = AttentionShape { d: 168, ..shape };
+    assert!(attention(dev, &dq, &dk, &dv, &mut o, bad, AttnLayout::Bhld, scale, bf).is_err());
+
+    // f32: f32 buffers, f32 entry, split-operand accuracy.
+    let q = rng.randn(b * h * lq * d, 1.0, 0.0);
+    let k = rng.randn(b * h * lk * d, 1.0, 0.0);
+    let v = rng.randn(b * h * lk * d, 1.0, 0.0);
+    let up = |x: &[f32]| dev.stream().clone_htod(x).unwrap();
+    let (dq, dk, dv) = (up(&q), up(&k), up(&v));
+    let mut o = dev.stream().alloc_zeros::<f32>(b * h * lq * d).unwrap();
+    let f = DType::F32;
+    attention(
+        dev,
+        &dq,
+        &dk,
+        &dv,
+        &mut o,
+        shape,
+        AttnLayout::Bhld,
+        scale,
+        f,
+    )
+    .unwrap();
+    let got = dev.stream().clone_dtoh(&o).unwrap();
+    let want = attention_ref(&q, &k, &v, [b, h, lq, lk, d], scale);
+    assert_close("engine attention f32", &got, &want, TOL_SPLIT);
+    // An f32 output too short for the shape (as bf16 it would fit): an error.
+    let mut short = dev.stream().alloc_zeros::<f32>(b * h * lq * d / 2).unwrap();
+    assert!(attention(
+        dev,
+        &dq,
+        &dk,
+        &dv,
+        &mut short,
+        shape,
+        AttnLayout::Bhld,
+        scale,
+        f
+    )
+    .is_err());
 }
 
 /// q / k / v whose batch, heads or head dims disagree are errors.
@@ -186,7 +298,9 @@ crate::backend_test!(attention_bad_shapes);
 crate::storages_test!(attention_matches_cpu, |be, _| {
     for (b, h, lq, lk, d, dv) in [
         (1usize, 2usize, 19usize, 23usize, 16usize, 16usize),
-        (2, 1, 5, 70, 40, 24),
+        (2, 1, 5, 70, 40, 24), // Dv != D: composed
+        (1, 2, 21, 7, 80, 80),
+        (1, 1, 9, 13, 36, 36),
     ] {
         let (q, qc) = rand_pair(&be, &[b, h, lq, d], 170);
         let (k, kc) = rand_pair(&be, &[b, h, lk, d], 171);
@@ -196,3 +310,30 @@ crate::storages_test!(attention_matches_cpu, |be, _| {
             attention(&q, &k, &v, scale) ~ (&qc, &kc, &vc, scale));
     }
 });
+
+/// Mixed dtypes (f32 q / v, bf16 k) run the f32 flash entry; the bf16 operand is widened exactly,
+/// so the result matches the CPU on the values the device holds.
+#[test]
+fn attention_mixed_dtypes() {
+    use crate::common::{cpu as cpu_t, random};
+    let _serial = crate::common::cuda_serial();
+    let be = crate::common::cuda_backend().with_storage(DType::F32);
+    let (b, h, lq, lk, d) = (1usize, 2usize, 11usize, 19usize, 40usize);
+    let q = be
+        .from_f32(&[b, h, lq, d], &random(b * h * lq * d, 181))
+        .unwrap();
+    let k32 = be
+        .from_f32(&[b, h, lk, d], &random(b * h * lk * d, 182))
+        .unwrap();
+    let k = be.to_dtype(&k32, DType::Bf16).unwrap();
+    let v = be
+        .from_f32(&[b, h, lk, d], &random(b * h * lk * d, 183))
+        .unwrap();
+    let scale = 2.0 / (d as f32).sqrt();
+    let got = be.attention(&q, &k, &v, scale).unwrap();
+    assert_eq!(got.dtype(), DType::F32);
+    let c =
+        |t: &cyberhost_engine::backends::cuda::CudaTensor| cpu_t(t.shape(), &be.to_f32(t).unwrap());
+    let want = CPU.attention(&c(&q), &c(&k), &c(&v), scale).unwrap();
+    crate::common::check("attention mixed f32/bf16", &be, &got, &want, TOL_SPLIT);
+}

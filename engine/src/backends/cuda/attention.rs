@@ -1,4 +1,4 @@
-//! Launcher for `kernels/cuda/attention.cu` (`attention_d{48,64,80,128,160}_v1_bf16`): fused
+//! Launcher for `kernels/cuda/attention.cu` (`attention_d{48,64,80,128,160}_v1_{bf16,f32}`): fused
 //! flash-style attention forward, `o = softmax(scale * q k^T) v` per (batch, head).
 
 use anyhow::{Context, Result};
@@ -6,9 +6,9 @@ use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
 use cyberhost_kernels::attention::{
     launch_config, traits_for, AttentionParams, AttentionShape, AttnStrides,
 };
-use cyberhost_kernels::KernelModule;
+use cyberhost_kernels::{DType, KernelModule};
 
-use super::util::check_len;
+use super::util::check_bytes;
 use super::CudaDevice;
 
 /// Operand layout of [`attention`].
@@ -21,8 +21,10 @@ pub enum AttnLayout {
 }
 
 /// `o = softmax(scale * q k^T) v` with q `(B, H, Lq, D)`, k / v `(B, H, Lk, D)`, o like q (or all
-/// four `(B, L, H, D)` with [`AttnLayout::Blhd`]). D a multiple of 8 up to 160 (40, 64, 80, 128,
-/// 160). Buffers may be typed `u8`, `u16` or `half::bf16` (sizes checked in bytes).
+/// four `(B, L, H, D)` with [`AttnLayout::Blhd`]). Any D in `1..=160` (the model's 40, 64, 80, 128,
+/// 160 at full speed; other D take the padded entry above). All four buffers hold `dtype` elements
+/// (bf16, or f32 run as bf16 hi + lo tensor-core operands); they may be typed `u8`, `u16`,
+/// `half::bf16` or `f32` (sizes checked in bytes).
 #[allow(clippy::too_many_arguments)]
 pub fn attention<T: DeviceRepr>(
     dev: &CudaDevice,
@@ -33,17 +35,18 @@ pub fn attention<T: DeviceRepr>(
     shape: AttentionShape,
     layout: AttnLayout,
     scale: f32,
+    dtype: DType,
 ) -> Result<()> {
     let s = shape;
-    let traits = traits_for(s.d)?;
+    let traits = traits_for(s.d, dtype)?;
     let st = |len: u64| match layout {
         AttnLayout::Bhld => AttnStrides::bhld(s.heads, len, s.d),
         AttnLayout::Blhd => AttnStrides::blhd(s.heads, len, s.d),
     };
-    check_len("attention q", q, s.batch * s.heads * s.lq * s.d)?;
-    check_len("attention k", k, s.batch * s.heads * s.lk * s.d)?;
-    check_len("attention v", v, s.batch * s.heads * s.lk * s.d)?;
-    check_len("attention o", o, s.batch * s.heads * s.lq * s.d)?;
+    check_bytes("attention q", q, s.batch * s.heads * s.lq * s.d, dtype)?;
+    check_bytes("attention k", k, s.batch * s.heads * s.lk * s.d, dtype)?;
+    check_bytes("attention v", v, s.batch * s.heads * s.lk * s.d, dtype)?;
+    check_bytes("attention o", o, s.batch * s.heads * s.lq * s.d, dtype)?;
     let stream = dev.stream();
     let (pq, _gq) = q.device_ptr(stream);
     let (pk, _gk) = k.device_ptr(stream);
@@ -57,7 +60,8 @@ pub fn attention<T: DeviceRepr>(
     )?;
     // SAFETY: `AttentionParams` mirrors `struct AttentionParams` of attention.cu (size asserted in
     // cyberhost-kernels); q/k/v/o are live `CudaSlice`s of this device whose byte lengths were
-    // checked above against B * H * L * D for the dense layout the strides describe.
+    // checked above against B * H * L * D `dtype` elements for the dense layout the strides describe;
+    // the entry is the `dtype` one.
     unsafe {
         dev.launch(
             KernelModule::Attention,

@@ -3,12 +3,15 @@
 //! bf16 tensors go to the fused launchers: `linear` / `matmul` to `gemm.rs` (`kernels/cuda/gemm.cu`,
 //! bias in the epilogue, B `(K, N)` read directly), `conv2d` to `conv2d.rs` (implicit-GEMM NCHW,
 //! bias in the epilogue; the backend op lives in `conv2d.rs`), `attention` to
-//! `attention.rs` (flash attention, head dim a multiple of 8 up to 160, `Dv = D`). f32 tensors keep
+//! `attention.rs` (flash attention, any head dim up to 160, `Dv = D`; f32 and mixed-dtype q / k / v
+//! run the f32 flash entries, whose tiles are split into bf16 hi + lo in shared memory, so no
+//! score matrix is ever written). f32 tensors keep
 //! f32 outputs: `linear` / `matmul` run `kernels/cuda/gemm_bf16.cu` (f32 accumulate and store) on
 //! split operands (each f32 operand as bf16 hi + lo parts concatenated along K,
 //! [`split_operands`], so the product stays f32-accurate; bf16 weights are exact), `conv2d` runs
-//! `conv2d_v1_f32` the same way. Attention shapes the flash kernel does not take (or f32 inputs)
-//! are composed: GEMM (f32 scores) -> softmax (`softmax.cu`, scale fused) -> GEMM.
+//! `conv2d_v1_f32` the same way. Attention shapes no flash entry takes (`Dv != D`, `D > 160`,
+//! `Lk = 0`, batch or heads > 65535; none of the model's) are composed: GEMM (f32 scores) ->
+//! softmax (`softmax.cu`, scale fused) -> GEMM.
 
 use anyhow::Result;
 use cyberhost_kernels::DType;
@@ -135,16 +138,19 @@ pub(crate) fn attention(
     } = attention_dims(q.shape(), k.shape(), v.shape())?;
     let bh = bsz * h;
     let out = promote(&[q, k, v]);
-    // Used when `out` is bf16, i.e. all three are (f32 inputs take split operands below).
-    let (qb, kb, vb) = (q.clone(), k.clone(), v.clone());
-    let flash_ok = out == DType::Bf16
-        && dv == d
+    let flash_ok = dv == d
         && lk >= 1
-        && traits_for(d as u64).is_ok()
+        && traits_for(d as u64, out).is_ok()
         && (1..=65_535).contains(&bsz)
         && (1..=65_535).contains(&h);
     if flash_ok {
-        let mut o = be.alloc(&[bsz, h, lq, dv], DType::Bf16)?;
+        // Mixed dtypes run in the promoted one (a bf16 operand widened to f32 is exact).
+        let (qc, kc, vc) = (
+            be.as_dtype(q, out)?,
+            be.as_dtype(k, out)?,
+            be.as_dtype(v, out)?,
+        );
+        let mut o = be.alloc(&[bsz, h, lq, dv], out)?;
         if o.elem_count() > 0 {
             let shape = AttentionShape {
                 batch: bsz as u64,
@@ -155,17 +161,21 @@ pub(crate) fn attention(
             };
             flash::attention(
                 be.device(),
-                qb.buf(),
-                kb.buf(),
-                vb.buf(),
+                qc.buf(),
+                kc.buf(),
+                vc.buf(),
                 o.buf_mut()?,
                 shape,
                 AttnLayout::Bhld,
                 scale,
+                out,
             )?;
         }
         return Ok(o);
     }
+    // Composed (only shapes no flash entry takes: Dv != D, D > 160, Lk = 0, B or H > 65535):
+    // Used when `out` is bf16, i.e. all three are (f32 inputs take split operands below).
+    let (qb, kb, vb) = (q.clone(), k.clone(), v.clone());
     // scores (BH, Lq, Lk) in f32, softmax(scale · scores) in f32, then P·V. bf16 inputs: P rounded
     // to bf16; f32 inputs: q, k, P and v as split operands (docs/kernels.md Numerics).
     let (qs, ks) = if out == DType::F32 {

@@ -2,8 +2,8 @@
 //! `kernels/cuda/rca.cu` (one launch each), `rca_attention` on the flash attention kernel with
 //! token (`(B, L, H, D)`) strides, so neither the N·L queries nor the output are transposed.
 //! Outputs come from `CudaBackend::alloc` only (no host uploads: the sampler step is captured as a
-//! CUDA graph). Head dims the flash kernel does not take, and f32 attention operands, run the
-//! composed default.
+//! CUDA graph). bf16 and f32 (or mixed, promoted) operands take the flash entry of their dtype; head
+//! dims over 160 run the composed default.
 
 use anyhow::{Context, Result};
 use cyberhost_kernels::attention::{traits_for, AttentionShape};
@@ -34,12 +34,18 @@ pub(crate) fn rca_attention(
 ) -> Result<CudaTensor> {
     let (n, l, c, lk) = composed_rca::check_attention(q, k, v, heads)?;
     let d = c / heads;
-    let flash_ok =
-        promote(&[q, k, v]) == DType::Bf16 && traits_for(d as u64).is_ok() && heads <= 65_535;
+    let dt = promote(&[q, k, v]);
+    let flash_ok = traits_for(d as u64, dt).is_ok() && heads <= 65_535;
     if !flash_ok {
         return composed_rca::rca_attention(be, q, k, v, heads, scale);
     }
-    let mut o = be.alloc(&[n, l, c], DType::Bf16)?;
+    // Mixed dtypes run in the promoted one (a bf16 operand widened to f32 is exact).
+    let (q, k, v) = (
+        be.as_dtype(q, dt)?,
+        be.as_dtype(k, dt)?,
+        be.as_dtype(v, dt)?,
+    );
+    let mut o = be.alloc(&[n, l, c], dt)?;
     if o.elem_count() > 0 {
         let shape = AttentionShape {
             batch: 1,
@@ -57,6 +63,7 @@ pub(crate) fn rca_attention(
             shape,
             AttnLayout::Blhd,
             scale,
+            dt,
         )?;
     }
     Ok(o)

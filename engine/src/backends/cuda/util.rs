@@ -4,6 +4,7 @@
 
 use anyhow::{ensure, Result};
 use cudarc::driver::CudaSlice;
+use cyberhost_kernels::DType;
 
 /// A size as the `u32` a kernel field holds, naming the op and the quantity in the error.
 pub(crate) fn u32_of(v: usize, what: &str) -> Result<u32> {
@@ -14,11 +15,21 @@ pub(crate) fn u32_of(v: usize, what: &str) -> Result<u32> {
 /// Buffers may be typed `CudaSlice<u8>` (the backend's byte buffers), `<u16>` (bf16 bits) or
 /// `<half::bf16>`: sizes are checked in bytes, 2 per bf16 element.
 pub(crate) fn check_len<T>(what: &str, buf: &CudaSlice<T>, need_elems: u64) -> Result<()> {
+    check_bytes(what, buf, need_elems, DType::Bf16)
+}
+
+/// [`check_len`] for `need_elems` elements of `dtype`.
+pub(crate) fn check_bytes<T>(
+    what: &str,
+    buf: &CudaSlice<T>,
+    need_elems: u64,
+    dtype: DType,
+) -> Result<()> {
     let have = buf.len() as u64 * std::mem::size_of::<T>() as u64;
+    let need = need_elems * dtype.size_in_bytes() as u64;
     ensure!(
-        have >= need_elems * 2,
-        "{what}: buffer holds {have} bytes, the shape needs {need_elems} bf16 elements ({} bytes)",
-        need_elems * 2
+        have >= need,
+        "{what}: buffer holds {have} bytes, the shape needs {need_elems} {dtype:?} elements ({need} bytes)"
     );
     Ok(())
 }
