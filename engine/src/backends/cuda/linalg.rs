@@ -9,7 +9,7 @@
 //! bf16 hi + lo parts in registers so the product stays f32-accurate; `conv2d` runs
 //! `conv2d_v1_f32` on split operands ([`split_operands`], hi + lo parts concatenated along K in
 //! memory). Attention shapes the flash kernel does not take (or f32 inputs) are composed: GEMM
-//! (f32 scores) -> softmax (`softmax.cu`, scale fused) -> GEMM.
+//! (f32 scores) -> softmax (`softmax.cu`, scale fused) -> GEMM, on the f32 entries for f32 inputs.
 //!
 //! [`split_operands`]: super::split::split_operands
 
@@ -20,7 +20,6 @@ use super::attention::{self as flash, AttnLayout};
 use super::context::CudaBackend;
 use super::gemm::{self, GemmExtras, GemmF32Operands};
 use super::gemm_bf16::{gemm_nt, MAX_BATCH};
-use super::split::split_operands;
 use super::tensor::{promote, CudaTensor};
 use super::{layout, softmax};
 use crate::backends::shape::{
@@ -155,7 +154,7 @@ pub(crate) fn attention(
     } = attention_dims(q.shape(), k.shape(), v.shape())?;
     let bh = bsz * h;
     let out = promote(&[q, k, v]);
-    // Used when `out` is bf16, i.e. all three are (f32 inputs take split operands below).
+    // Used when `out` is bf16, i.e. all three are (f32 inputs take the f32 entries below).
     let (qb, kb, vb) = (q.clone(), k.clone(), v.clone());
     let flash_ok = out == DType::Bf16
         && dv == d
@@ -186,41 +185,56 @@ pub(crate) fn attention(
         }
         return Ok(o);
     }
-    // scores (BH, Lq, Lk) in f32, softmax(scale · scores) in f32, then P·V. bf16 inputs: P rounded
-    // to bf16; f32 inputs: q, k, P and v as split operands (docs/kernels.md Numerics).
-    let (qs, ks) = if out == DType::F32 {
-        split_operands(be, q, k, 3, 3)?
-    } else {
-        (qb, kb)
-    };
-    let dq = qs.shape()[3];
+    if out == DType::F32 {
+        // scores (BH, Lq, Lk) = q.k^T on linear_v1_f32 (k is the (N, K) operand), softmax(scale ·
+        // scores) in f32, then P.V on matmul_v1_f32 (v read as (K, N)): f32-accurate products
+        // (docs/kernels.md Numerics), no split copies and no transpose of v.
+        let f = |t: &CudaTensor| be.as_dtype(t, DType::F32);
+        let (qf, kf, vf) = (f(q)?, f(k)?, f(v)?);
+        let gs = GemmShape::new(bh, lq, lk, d);
+        let ops = GemmF32Operands {
+            a: &qf,
+            b: &kf,
+            bias: None,
+            residual: None,
+        };
+        let layout = GemmLayout::contiguous(GemmOp::Linear, gs, false, false);
+        let epi = GemmEpilogue::default();
+        let s = gemm::gemm_f32(be, GemmOp::Linear, ops, gs, layout, epi, &[bsz, h, lq, lk])?;
+        let p = softmax::softmax_last(be, &s, scale)?;
+        let gs = GemmShape::new(bh, lq, dv, lk);
+        let ops = GemmF32Operands {
+            a: &p,
+            b: &vf,
+            bias: None,
+            residual: None,
+        };
+        let layout = GemmLayout::contiguous(GemmOp::Matmul, gs, false, false);
+        return gemm::gemm_f32(be, GemmOp::Matmul, ops, gs, layout, epi, &[bsz, h, lq, dv]);
+    }
+    // bf16: scores (BH, Lq, Lk) in f32, softmax(scale · scores) in f32, then P (rounded to bf16)
+    // · V.
     let s = gemm_nt(
         be,
-        &qs,
-        &ks,
+        &qb,
+        &kb,
         None,
-        (bh, lq, lk, dq),
+        (bh, lq, lk, d),
         false,
         DType::F32,
         &[bsz, h, lq, lk],
     )?;
     let p = softmax::softmax_last(be, &s, scale)?;
-    let (ps, vts) = if out == DType::F32 {
-        let vt = layout::permute(be, v, &[0, 1, 3, 2])?; // (B, H, Dv, Lk)
-        split_operands(be, &p, &vt, 3, 3)?
-    } else {
-        (
-            be.as_dtype(&p, DType::Bf16)?,
-            layout::permute(be, &vb, &[0, 1, 3, 2])?,
-        )
-    };
-    let lk2 = ps.shape()[3];
+    let (ps, vts) = (
+        be.as_dtype(&p, DType::Bf16)?,
+        layout::permute(be, &vb, &[0, 1, 3, 2])?,
+    );
     gemm_nt(
         be,
         &ps,
         &vts,
         None,
-        (bh, lq, dv, lk2),
+        (bh, lq, dv, lk),
         false,
         out,
         &[bsz, h, lq, dv],

@@ -1,5 +1,7 @@
 //! f32-accurate products on bf16 tensor cores: an f32 operand as bf16 `hi + lo` parts
-//! concatenated along the contracted dim (used by `linalg.rs` and `conv2d.rs`).
+//! concatenated along the contracted dim, in memory. Used only by `conv2d.rs` (f32 `conv2d`,
+//! `conv2d_v1_f32`); f32 `linear` / `matmul` / composed attention take the f32 entries of
+//! `gemm.cu`, which split in registers and read each f32 element once (`gemm.rs` `gemm_f32`).
 
 use anyhow::Result;
 use cyberhost_kernels::DType;
