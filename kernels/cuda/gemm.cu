@@ -22,7 +22,14 @@
 //       (K, N) B fragments via ldmatrix.x4.trans. GEGLU interleaves value and gate rows of B per
 //       8-column mma tile (smem rows 16i..16i+7 value, 16i+8..16i+15 gate), so one thread holds
 //       both accumulators of an output and the block covers 32 output columns.       <- ships
-// Entries: linear_v1_bf16 (B (N, K), GEGLU allowed), matmul_v1_bf16 (B (K, N)); one GemmParams.
+//   v1 f32 (f32 activations): the same tiles and epilogue with f32 A, bias, residual and C; A (and
+//       an f32 B) read once per tile as float4s into registers, split there into bf16 hi + lo
+//       smem tiles (gemm_mainloop.cuh `gemm_split_mainloop`, which documents the choice of
+//       registers over cp.async and the conflict-free store order), lo.hi + hi.lo + hi.hi MMAs
+//       (f32 B) or lo.B + hi.B (bf16 B): f32-accurate products (docs/kernels.md Numerics).
+// Entries: linear_v1_bf16 (B (N, K), GEGLU allowed), matmul_v1_bf16 (B (K, N)); linear_v1_f32 (f32
+// B (N, K), GEGLU allowed), linear_wbf16_v1_f32 (bf16 B (N, K), GEGLU allowed), matmul_v1_f32 (f32
+// B (K, N)); one GemmParams (f32 entries: `ops.aligned` bit 0 A float4, bit 1 B float4 / cp.async).
 // ------------------------------------------------------------------------------------------------
 
 #include "common.cuh"

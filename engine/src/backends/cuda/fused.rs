@@ -2,10 +2,10 @@
 //! (`group_norm_act` with SiLU is in `group_norm.rs`): `linear_ext` on the GEMM epilogue of
 //! `linear_v1_bf16` (`gemm.rs`: bias, GEGLU, residual, scale), `conv2d_ext` on the epilogue of
 //! `conv2d_v1_bf16` (`conv2d.rs`: bias, temb, residual per image or broadcast over the batch,
-//! scale). f32 activations of `linear_ext` take the same epilogue on the f32 entries of `gemm.cu`
-//! (`gemm::gemm_f32`). What a fused kernel does not take (f32 conv activations, a conv geometry
-//! the kernel rejects, a broadcast residual over more rows than MAX_ROW_BATCH) runs as the
-//! composition of the unfused ops
+//! scale). f32 activations take the same epilogues on the f32 entries: `linear_ext` on those of
+//! `gemm.cu` (`gemm::gemm_f32`), `conv2d_ext` on the split entries of `conv2d.cu`
+//! (`conv::conv2d_split`). What a fused kernel does not take (a conv geometry the kernel rejects, a
+//! one-row residual over more than MAX_ROW_BATCH rows) runs as the composition of the unfused ops
 //! ([`composed`](crate::backends::composed)).
 
 use anyhow::{bail, Result};
@@ -14,7 +14,7 @@ use cyberhost_kernels::gemm::{GemmEpilogue, GemmLayout, GemmOp, GemmShape};
 use cyberhost_kernels::DType;
 
 use super::context::CudaBackend;
-use super::conv2d::{self as conv, Conv2dExtras};
+use super::conv2d::{self as conv, Conv2dExtras, ConvSplitOperands};
 use super::gemm::{self, GemmExtras, GemmF32Operands};
 use super::pointwise;
 use super::tensor::CudaTensor;
@@ -135,9 +135,7 @@ pub(crate) fn conv2d_ext(
     epi: ConvEpilogue<'_, CudaTensor>,
 ) -> Result<CudaTensor> {
     let dims = conv2d_dims("conv2d_ext", x.shape(), w.shape(), p)?;
-    // f32 activations (e.g. the sampler's latents) keep the unfused path: the kernel stores bf16,
-    // which would round the f32 residual sum.
-    let Some(s) = conv_shape(&dims, p).filter(|_| x.dtype() == DType::Bf16) else {
+    let Some(s) = conv_shape(&dims, p) else {
         return composed::conv2d_ext(be, x, w, bias, p, epi);
     };
     let (n, o) = (dims.n, dims.o);
@@ -155,6 +153,25 @@ pub(crate) fn conv2d_ext(
         Some(r) => composed::check_conv_residual(r.shape(), &out_shape)?,
         None => false,
     };
+    if x.dtype() != DType::Bf16 {
+        // f32 activations (e.g. the sampler's latents): the split entries keep the f32 residual
+        // sum and the output unrounded.
+        let f = |t: &CudaTensor| be.as_dtype(t, DType::F32);
+        let (bf, tf, rf) = (
+            bias.map(f).transpose()?,
+            epi.temb.map(f).transpose()?,
+            epi.residual.map(f).transpose()?,
+        );
+        let ops = ConvSplitOperands {
+            x,
+            w,
+            bias: bf.as_ref(),
+            temb: tf.as_ref(),
+            residual: rf.as_ref(),
+            broadcast_residual,
+        };
+        return conv::conv2d_split(be, ops, s, epi.scale, &out_shape);
+    }
     let bf = |t: &CudaTensor| be.as_dtype(t, DType::Bf16);
     let xb = bf(x)?;
     let wb = bf(w)?;

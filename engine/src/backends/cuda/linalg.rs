@@ -6,12 +6,10 @@
 //! `attention.rs` (flash attention, head dim a multiple of 8 up to 160, `Dv = D`). f32 tensors keep
 //! f32 outputs: `linear` / `matmul` run the f32 entries of `kernels/cuda/gemm.cu` (`linear_v1_f32`,
 //! `linear_wbf16_v1_f32` for a bf16 weight, `matmul_v1_f32`), which split each f32 operand into
-//! bf16 hi + lo parts in registers so the product stays f32-accurate; `conv2d` runs
-//! `conv2d_v1_f32` on split operands ([`split_operands`], hi + lo parts concatenated along K in
-//! memory). Attention shapes the flash kernel does not take (or f32 inputs) are composed: GEMM
-//! (f32 scores) -> softmax (`softmax.cu`, scale fused) -> GEMM, on the f32 entries for f32 inputs.
-//!
-//! [`split_operands`]: super::split::split_operands
+//! bf16 hi + lo parts in registers so the product stays f32-accurate; `conv2d` runs the split
+//! entries of `conv2d.cu` the same way (`conv2d.rs` `conv2d_split`). Attention shapes the flash
+//! kernel does not take (or f32 inputs) are composed: GEMM (f32 scores) -> softmax (`softmax.cu`,
+//! scale fused) -> GEMM, on the f32 entries for f32 inputs.
 
 use anyhow::Result;
 use cyberhost_kernels::DType;

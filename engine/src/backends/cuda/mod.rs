@@ -39,7 +39,6 @@ mod pool;
 pub mod profiling;
 mod rca;
 mod softmax;
-mod split;
 mod tensor;
 mod timestep_embedding;
 mod upsample;
