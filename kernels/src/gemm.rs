@@ -404,6 +404,45 @@ mod tests {
     }
 
     #[test]
+    fn f32_entries_and_vector_bits() {
+        assert_eq!(
+            GemmOp::Linear.entry_f32(DType::F32).unwrap(),
+            "linear_v1_f32"
+        );
+        assert_eq!(
+            GemmOp::Linear.entry_f32(DType::Bf16).unwrap(),
+            "linear_wbf16_v1_f32"
+        );
+        assert_eq!(
+            GemmOp::Matmul.entry_f32(DType::F32).unwrap(),
+            "matmul_v1_f32"
+        );
+        assert!(GemmOp::Matmul.entry_f32(DType::Bf16).is_err());
+        let s = GemmShape::new(2, 5, 7, 12);
+        let ptrs = GemmPtrs {
+            a: 256,
+            b: 512,
+            bias: 0,
+            residual: 0,
+            c: 768,
+        };
+        let l = GemmLayout::contiguous(GemmOp::Linear, s, false, false);
+        let new = |b, ptrs, l| {
+            GemmParams::new_f32(GemmOp::Linear, b, ptrs, s, l, GemmEpilogue::default())
+                .unwrap()
+                .ops
+                .aligned
+        };
+        // K 12: f32 rows of 48 bytes (float4 ok); bf16 B rows of 24 bytes (no cp.async)
+        assert_eq!(new(DType::F32, ptrs, l), F32_A_VEC | F32_B_VEC);
+        assert_eq!(new(DType::Bf16, ptrs, l), F32_A_VEC);
+        let odd = GemmLayout { lda: 13, ..l };
+        assert_eq!(new(DType::F32, ptrs, odd), F32_B_VEC);
+        let moved = GemmPtrs { b: 520, ..ptrs };
+        assert_eq!(new(DType::F32, moved, l), F32_A_VEC);
+    }
+
+    #[test]
     fn geglu_rejected_for_matmul() {
         let s = GemmShape::new(1, 4, 4, 4);
         let ptrs = GemmPtrs {
