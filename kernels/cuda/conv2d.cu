@@ -336,11 +336,9 @@ __device__ __forceinline__ void conv2d_split_v1(const Conv2dParams& p) {
     }
     cp_async_commit();
 
-    const uint32_t a0 = wm * CONV_WM, b0 = wn * CONV_WN;
-    // small terms first: W.x_lo (+ W_lo.x_hi for an f32 W), then W_hi.x_hi
-    warp_mma_ktile<true, CONV_BK>(sa[0][stage], sb[1][stage], a0, b0, lane, acc);
-    if (W_F32) warp_mma_ktile<true, CONV_BK>(sa[W_PARTS - 1][stage], sb[0][stage], a0, b0, lane, acc);
-    warp_mma_ktile<true, CONV_BK>(sa[0][stage], sb[0][stage], a0, b0, lane, acc);
+    // (W_lo.x_hi for an f32 W) + W.x_lo + W_hi.x_hi, each fragment loaded once
+    warp_mma_ktile_split<true, W_F32, true, CONV_BK>(sa[0][stage], sa[W_PARTS - 1][stage], sb[0][stage],
+                                                     sb[1][stage], wm * CONV_WM, wn * CONV_WN, lane, acc);
     if (more) store(stage ^ 1);
   }
 

@@ -145,7 +145,8 @@ __device__ __forceinline__ GemmTile gemm_block_mainloop(const GemmOperandParams&
 // registers (float4 loads when 16-byte aligned, else predicated scalar loads), split there into
 // bf16 hi = bf16(x) and lo = bf16(x - hi) and stored to separate hi and lo shared tiles (same
 // padded [row][k] / [k][n] layouts as the bf16 mainloop, so the same ldmatrix fragments and
-// warp_mma_ktile run on them). Products: lo.hi + hi.lo + hi.hi (f32 B), lo.B + hi.B (bf16 B);
+// fragment loaders (mma.cuh) run on them, each fragment loaded once per k step by
+// warp_mma_ktile_split). Products: lo.hi + hi.lo + hi.hi (f32 B), lo.B + hi.B (bf16 B);
 // lo.lo is below f32 rounding (docs/kernels.md Numerics). A bf16 B goes through cp.async /
 // load_chunk exactly as in the bf16 mainloop.
 //
@@ -215,6 +216,35 @@ __device__ __forceinline__ void f32_row_slot(uint32_t tid, uint32_t i, uint32_t&
   const uint32_t q = lane / GEMM_F32X4_PER_ROW;
   r = (slot / 2) * 8 + (slot % 2) * 2 + q / 2 + (q % 2) * 4;
   c = (lane % GEMM_F32X4_PER_ROW) * 4;
+}
+
+// One BK-deep k tile of split operands into a warp's accumulators (warp_mma_ktile's tiles and
+// layouts), each fragment loaded once per 16-wide k step: acc += a_lo.b_hi (A_SPLIT) +
+// a_hi.b_lo (B_SPLIT) + a_hi.b_hi, small terms first. An operand that is not split passes its
+// one tile as hi (its lo is not read).
+template <bool B_KN, bool A_SPLIT, bool B_SPLIT, uint32_t BK, uint32_t TM, uint32_t TN, uint32_t LDA,
+          uint32_t LDB>
+__device__ __forceinline__ void warp_mma_ktile_split(const __nv_bfloat16 (*a_hi)[LDA], const __nv_bfloat16 (*a_lo)[LDA],
+                                                     const __nv_bfloat16 (*b_hi)[LDB], const __nv_bfloat16 (*b_lo)[LDB],
+                                                     uint32_t a_row0, uint32_t b_col0, uint32_t lane,
+                                                     float (&acc)[TM][TN][4]) {
+#pragma unroll
+  for (uint32_t kk = 0; kk < BK; kk += MMA_K) {
+    uint32_t ah[TM][4], bh[TN][2];
+    load_a_frags(a_hi, a_row0, kk, lane, ah);
+    load_b_frags<B_KN>(b_hi, b_col0, kk, lane, bh);
+    if (A_SPLIT) {
+      uint32_t al[TM][4];
+      load_a_frags(a_lo, a_row0, kk, lane, al);
+      mma_tiles(acc, al, bh);
+    }
+    if (B_SPLIT) {
+      uint32_t bl[TN][2];
+      load_b_frags<B_KN>(b_lo, b_col0, kk, lane, bl);
+      mma_tiles(acc, ah, bl);
+    }
+    mma_tiles(acc, ah, bh);
+  }
 }
 
 // Same output tile and acc layout as gemm_mainloop; A f32, B f32 (B_F32) or bf16.
@@ -321,11 +351,9 @@ __device__ __forceinline__ void gemm_split_mainloop(const GemmOperandParams& p, 
     cp_async_wait<1>();
     __syncthreads(); // tile kt (split stores and a bf16 B's copies) visible to every warp
 
-    const uint32_t a0 = wm * GEMM_WM, b0 = wn * GEMM_WN;
-    // small terms first: lo.hi, hi.lo, hi.hi (f32 B); lo.B, hi.B (bf16 B)
-    warp_mma_ktile<B_KN, GEMM_BK>(sa[1][stage], sb[0][stage], a0, b0, lane, acc);
-    if (B_F32) warp_mma_ktile<B_KN, GEMM_BK>(sa[0][stage], sb[B_PARTS - 1][stage], a0, b0, lane, acc);
-    warp_mma_ktile<B_KN, GEMM_BK>(sa[0][stage], sb[0][stage], a0, b0, lane, acc);
+    // lo.hi + hi.lo + hi.hi (f32 B); lo.B + hi.B (bf16 B)
+    warp_mma_ktile_split<B_KN, true, B_F32, GEMM_BK>(sa[0][stage], sa[1][stage], sb[0][stage],
+                                                     sb[B_PARTS - 1][stage], wm * GEMM_WM, wn * GEMM_WN, lane, acc);
     // The other stage was last read by tile kt - 1's MMAs, finished before the previous barrier.
     if (next) store(stage ^ 1);
     __syncthreads(); // every warp done with `stage` and tile kt + 1 stored before the next round
