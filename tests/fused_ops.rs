@@ -744,6 +744,27 @@ fn cuda_fused_ops_are_one_launch_each() {
             .unwrap();
     });
     assert_eq!(n, 1, "linear_ext(one-row residual)");
+    // f32 activations keep the fusion: one launch of the f32 entries (f32 weight, then a bf16
+    // weight with f32 bias / residual).
+    let f = gpu().with_storage(DType::F32);
+    let (xf, wf, bf, rf) = (
+        up(&f, &data(&[2, 5, 24], 54)),
+        up(&f, &data(&[36, 24], 55)),
+        up(&f, &data(&[36], 56)),
+        up(&f, &data(&[2, 5, 18], 57)),
+    );
+    let wb = be.to_dtype(&wf, DType::Bf16).unwrap();
+    for (w, what) in [(&wf, "f32 w"), (&wb, "bf16 w")] {
+        let n = launches(|| {
+            let epi = LinearEpilogue {
+                residual: Some(&rf),
+                scale: 0.5,
+                geglu: true,
+            };
+            f.linear_ext(&xf, w, Some(&bf), epi).unwrap();
+        });
+        assert_eq!(n, 1, "f32 linear_ext(GEGLU + residual + scale), {what}");
+    }
 
     let xc = up(be, &data(&[2, 6, 7, 9], 59));
     let wc = up(be, &data(&[10, 6, 3, 3], 60));
@@ -760,6 +781,27 @@ fn cuda_fused_ops_are_one_launch_each() {
             .unwrap();
     });
     assert_eq!(n, 1, "conv2d_ext(temb + residual + scale)");
+    // f32 activations: one launch of a split entry (f32 and bf16 weight)
+    let f = gpu().with_storage(DType::F32);
+    let (xf, wf) = (
+        up(&f, &data(&[2, 6, 7, 9], 59)),
+        up(&f, &data(&[10, 6, 3, 3], 60)),
+    );
+    let (bf, tf) = (up(&f, &data(&[10], 61)), up(&f, &data(&[2, 10], 62)));
+    let rf = up(&f, &data(&[2, 10, 7, 9], 63));
+    let wb = be.to_dtype(&wf, DType::Bf16).unwrap();
+    for (w, what) in [(&wf, "f32 w"), (&wb, "bf16 w")] {
+        let n = launches(|| {
+            let epi = ConvEpilogue {
+                temb: Some(&tf),
+                residual: Some(&rf),
+                scale: 0.5,
+            };
+            f.conv2d_ext(&xf, w, Some(&bf), Conv2dParams::new(1, 1), epi)
+                .unwrap();
+        });
+        assert_eq!(n, 1, "f32 conv2d_ext(temb + residual + scale), {what}");
+    }
 }
 
 /// f32 attention is one flash launch (no score matrix, no split / softmax launches); a bf16

@@ -1,6 +1,8 @@
-//! `conv2d.cu`: implicit-GEMM 3x3 and 1x1 convolutions.
+//! `conv2d.cu`: implicit-GEMM 3x3 and 1x1 convolutions; the 3x3 on f32 activations (split entry,
+//! bf16 weight).
 
 use criterion::Criterion;
+use cyberhost_engine::backends::cuda::DType;
 use cyberhost_engine::backends::{Backend, Conv2dParams};
 
 use crate::{backend, bench, tensor};
@@ -14,4 +16,15 @@ pub fn benches(c: &mut Criterion) {
             backend().conv2d(&x, &w, Some(&b), Conv2dParams::new(1, pad))
         });
     }
+    let f = backend().with_storage(DType::F32);
+    let x = backend()
+        .to_dtype(&tensor(&[1, 32, 12, 12], 1), DType::F32)
+        .unwrap();
+    let w = backend()
+        .to_dtype(&tensor(&[32, 32, 3, 3], 2), DType::Bf16)
+        .unwrap();
+    let b = backend().to_dtype(&tensor(&[32], 3), DType::F32).unwrap();
+    bench(c, "conv2d", "3x3_32x12x12_f32_wbf16", || {
+        f.conv2d(&x, &w, Some(&b), Conv2dParams::new(1, 1))
+    });
 }

@@ -1,6 +1,8 @@
-//! `gemm.cu`: `linear` (B `(N, K)`) and `matmul` (B `(K, N)`) in bf16, and the GEGLU epilogue.
+//! `gemm.cu`: `linear` (B `(N, K)`) and `matmul` (B `(K, N)`) in bf16, and the GEGLU epilogue;
+//! the f32 entries (f32 activations split in registers) on a bf16 weight and on two f32 operands.
 
 use criterion::Criterion;
+use cyberhost_engine::backends::cuda::DType;
 use cyberhost_engine::backends::{Backend, LinearEpilogue};
 
 use crate::{backend, bench, tensor};
@@ -24,5 +26,22 @@ pub fn benches(c: &mut Criterion) {
     };
     bench(c, "gemm", &format!("geglu_{m}x{k}x{n}"), || {
         be.linear_ext(&x, &wg, Some(&bg), epi)
+    });
+
+    // f32 activations: linear_wbf16_v1_f32 (bf16 weight), GEGLU on it, matmul_v1_f32
+    let f = be.with_storage(DType::F32);
+    let up = |shape: &[usize], seed| be.to_dtype(&tensor(shape, seed), DType::F32).unwrap();
+    let (xf, x3f, bknf, bgf) = (
+        up(&[m, k], 8),
+        up(&[1, m, k], 9),
+        up(&[1, k, n], 10),
+        up(&[2 * n], 11),
+    );
+    let wgb = be.to_dtype(&wg, DType::Bf16).unwrap();
+    bench(c, "gemm", &format!("geglu_f32_wbf16_{m}x{k}x{n}"), || {
+        f.linear_ext(&xf, &wgb, Some(&bgf), epi)
+    });
+    bench(c, "gemm", &format!("matmul_f32_{m}x{k}x{n}"), || {
+        f.matmul(&x3f, &bknf)
     });
 }

@@ -24,11 +24,19 @@
 //       tiles gathered by scalar loads into registers one k-tile ahead (each thread owns one output
 //       pixel column and 16 k rows, (c, ky, kx) stepped incrementally), stored to a double-buffered
 //       [k][p] smem tile; fragments by ldmatrix (W) and ldmatrix.trans (X_col).          <- ships
+//   v1 split (f32 activations): the same tiles and pipeline with an f32 x gathered into registers
+//       and split there into bf16 hi + lo X_col tiles (lo = bf16(x - hi)); a bf16 W as above, an
+//       f32 W read as float4s and split into hi + lo W tiles (gemm_mainloop.cuh's helpers and its
+//       conflict-free slot order: W is a (Cog, K) row-major 64x32 tile like GEMM's A). MMAs per k
+//       step: W.x_lo + W.x_hi (bf16 W) or W_lo.x_hi + W_hi.x_lo + W_hi.x_hi (f32 W); each f32
+//       element is read from global memory once per tile; f32 bias / temb / residual / y.
 // Entries: conv2d_v1_bf16 (one Conv2dParams); conv2d_v1_f32: the same with an f32 y (operands
-// still bf16), for f32 activations.
+// still bf16); conv2d_xsplit_v1_f32 (f32 x and W), conv2d_xsplit_wbf16_v1_f32 (f32 x, bf16 W):
+// the split path, f32-accurate products (docs/kernels.md Numerics).
 // ------------------------------------------------------------------------------------------------
 
 #include "common.cuh"
+#include "gemm_mainloop.cuh" // the f32 split helpers (load_f32x4, store_split4, f32_row_slot)
 #include "mma.cuh"
 
 // ------------------------------------------------------------------------------------------------
@@ -206,4 +214,167 @@ extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_v1_bf16(const 
 // unrounded (the residual must not alias y here).
 extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_v1_f32(const Conv2dParams p) {
   conv2d_v1<float>(p);
+}
+
+// ------------------------------------------------------------------------------------------------
+// f32 activations: x (and an f32 W) split into bf16 hi + lo in registers
+// ------------------------------------------------------------------------------------------------
+
+static_assert(CONV_BM == GEMM_BM && CONV_BK == GEMM_BK && CONV_THREADS == GEMM_THREADS &&
+                  CONV_LDA == GEMM_LDS,
+              "the W tile uses gemm_mainloop.cuh's f32 slot order");
+
+// One f32 as bf16 hi and lo bits.
+__device__ __forceinline__ void split1(float v, uint16_t& hi, uint16_t& lo) {
+  const uint32_t h = pack_bf16x2(v, 0.0f) & 0xffffu;
+  hi = (uint16_t)h;
+  lo = (uint16_t)(pack_bf16x2(split_lo(v, __uint_as_float(h << 16)), 0.0f) & 0xffffu);
+}
+
+template <bool W_F32>
+__device__ __forceinline__ void conv2d_split_v1(const Conv2dParams& p) {
+  constexpr uint32_t W_PARTS = W_F32 ? 2 : 1;
+  __shared__ __align__(16) __nv_bfloat16 sa[W_PARTS][CONV_STAGES][CONV_BM][CONV_LDA]; // W [hi, lo]
+  __shared__ __align__(16) __nv_bfloat16 sb[2][CONV_STAGES][CONV_BK][CONV_LDB];       // X_col [hi, lo]
+
+  const uint32_t tid = threadIdx.x;
+  uint32_t lane, wm, wn;
+  warp_coords<CONV_WARPS_N>(tid, lane, wm, wn);
+  const uint32_t bm = blockIdx.y * CONV_BM; // output channels
+  const uint32_t bn = blockIdx.x * CONV_BN; // output pixels
+  const uint32_t img = blockIdx.z / p.groups;
+  const uint32_t grp = blockIdx.z % p.groups;
+  const bool w_vec = p.aligned != 0;
+  const uint32_t npix = p.h_out * p.w_out;
+  const uint32_t khw = p.kh * p.kw;
+
+  const uint64_t w_off = (uint64_t)grp * p.c_out_g * p.k;
+  const float* x =
+      static_cast<const float*>(p.x) + ((uint64_t)img * p.c_in + (uint64_t)grp * p.c_in_g) * p.h * p.w_in;
+
+  const uint32_t pcol = tid % CONV_BN;
+  const uint32_t krow0 = tid / CONV_BN;
+  const uint32_t pix = bn + pcol;
+  const bool pix_ok = pix < npix;
+  const int32_t iy0 = pix_ok ? (int32_t)((pix / p.w_out) * p.stride_h) - (int32_t)p.pad_h : 0;
+  const int32_t ix0 = pix_ok ? (int32_t)((pix % p.w_out) * p.stride_w) - (int32_t)p.pad_w : 0;
+
+  float4 wreg[W_F32 ? GEMM_F32_ROW_LOADS : 1];
+  auto load_a = [&](uint32_t stage, uint32_t k0) {
+    if (W_F32) {
+      const float* w = static_cast<const float*>(p.w) + w_off;
+#pragma unroll
+      for (uint32_t i = 0; i < GEMM_F32_ROW_LOADS; ++i) {
+        uint32_t r, c;
+        f32_row_slot(tid, i, r, c);
+        wreg[i] = load_f32x4(w, bm + r, bm + r < p.c_out_g, k0 + c, p.k, p.k, w_vec);
+      }
+    } else {
+      const uint16_t* w = static_cast<const uint16_t*>(p.w) + w_off;
+      load_tile_rows<CONV_BM, CONV_BK, CONV_THREADS>(sa[0][stage], w, tid, bm, p.c_out_g, k0, p.k, p.k, w_vec);
+    }
+  };
+  float breg[CONV_B_PER_THREAD];
+  auto gather_b = [&](uint32_t k0) {
+    uint32_t kidx = k0 + krow0;
+    uint32_t c = kidx / khw;
+    uint32_t rem = kidx % khw;
+    uint32_t ky = rem / p.kw, kx = rem % p.kw;
+#pragma unroll
+    for (uint32_t i = 0; i < CONV_B_PER_THREAD; ++i) {
+      const int32_t iy = iy0 + (int32_t)(ky * p.dil_h), ix = ix0 + (int32_t)(kx * p.dil_w);
+      const bool ok = pix_ok && kidx < p.k && iy >= 0 && iy < (int32_t)p.h && ix >= 0 && ix < (int32_t)p.w_in;
+      breg[i] = ok ? x[((uint64_t)c * p.h + iy) * p.w_in + ix] : 0.0f;
+      kidx += CONV_B_KSTEP;
+      kx += CONV_B_KSTEP;
+      while (kx >= p.kw) {
+        kx -= p.kw;
+        if (++ky == p.kh) {
+          ky = 0;
+          ++c;
+        }
+      }
+    }
+  };
+  // Split stores: X_col as 2-byte hi / lo per thread (a warp covers 64 consecutive bytes of one
+  // row: conflict-free), an f32 W as in the GEMM A tile.
+  auto store = [&](uint32_t stage) {
+#pragma unroll
+    for (uint32_t i = 0; i < CONV_B_PER_THREAD; ++i) {
+      uint16_t hi, lo;
+      split1(breg[i], hi, lo);
+      reinterpret_cast<uint16_t*>(&sb[0][stage][krow0 + i * CONV_B_KSTEP][0])[pcol] = hi;
+      reinterpret_cast<uint16_t*>(&sb[1][stage][krow0 + i * CONV_B_KSTEP][0])[pcol] = lo;
+    }
+    if (W_F32) {
+#pragma unroll
+      for (uint32_t i = 0; i < GEMM_F32_ROW_LOADS; ++i) {
+        uint32_t r, c;
+        f32_row_slot(tid, i, r, c);
+        store_split4(&sa[0][stage][r][c], &sa[W_PARTS - 1][stage][r][c], wreg[i]);
+      }
+    }
+  };
+
+  float acc[CONV_TM][CONV_TN][4];
+  zero_acc(acc);
+  const uint32_t ktiles = ceil_div(p.k, CONV_BK);
+  if (ktiles > 0) {
+    load_a(0, 0);
+    gather_b(0);
+    store(0);
+  }
+  cp_async_commit();
+  for (uint32_t kt = 0; kt < ktiles; ++kt) {
+    const uint32_t stage = kt % CONV_STAGES;
+    const bool more = kt + 1 < ktiles;
+    cp_async_wait<0>();
+    __syncthreads(); // tile kt visible; every warp done with the other stage
+    if (more) {
+      load_a(stage ^ 1, (kt + 1) * CONV_BK);
+      gather_b((kt + 1) * CONV_BK); // global loads in flight during the mma below
+    }
+    cp_async_commit();
+
+    // (W_lo.x_hi for an f32 W) + W.x_lo + W_hi.x_hi, each fragment loaded once
+    warp_mma_ktile_split<true, W_F32, true, CONV_BK>(sa[0][stage], sa[W_PARTS - 1][stage], sb[0][stage],
+                                                     sb[1][stage], wm * CONV_WM, wn * CONV_WN, lane, acc);
+    if (more) store(stage ^ 1);
+  }
+
+  // Epilogue: conv2d_v1's with f32 bias / temb / residual and y.
+  const uint32_t o0 = grp * p.c_out_g;
+  const uint64_t plane = (uint64_t)p.c_out * npix;
+  float* y = static_cast<float*>(p.y) + img * plane + (uint64_t)o0 * npix;
+  const uint64_t roff = (p.res_bcast ? 0 : img * plane) + (uint64_t)o0 * npix;
+  const float* res = p.residual ? static_cast<const float*>(p.residual) + roff : nullptr;
+  const float* bias = p.bias ? static_cast<const float*>(p.bias) + o0 : nullptr;
+  const float* temb = p.temb ? static_cast<const float*>(p.temb) + (uint64_t)img * p.c_out + o0 : nullptr;
+  for_each_acc_row<CONV_TM>(bm + wm * CONV_WM, lane, [&](uint32_t i, uint32_t h, uint32_t o) {
+    if (o >= p.c_out_g) return;
+    float add = 0.0f;
+    if (bias != nullptr) add += bias[o];
+    if (temb != nullptr) add += temb[o];
+#pragma unroll
+    for (uint32_t j = 0; j < CONV_TN; ++j) {
+#pragma unroll
+      for (uint32_t e = 0; e < 2; ++e) {
+        const uint32_t px = bn + wn * CONV_WN + j * MMA_N + (lane % 4) * 2 + e;
+        if (px >= npix) continue;
+        const uint64_t idx = (uint64_t)o * npix + px;
+        float v = acc[i][j][2 * h + e] + add;
+        if (res != nullptr) v += res[idx];
+        y[idx] = v * p.scale;
+      }
+    }
+  });
+}
+
+// f32 x and W, f32 bias / temb / residual / y (the residual must not alias y).
+extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_xsplit_v1_f32(const Conv2dParams p) {
+  conv2d_split_v1<true>(p);
+}
+// f32 x, bf16 W (the model's weights), f32 bias / temb / residual / y.
+extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_xsplit_wbf16_v1_f32(const Conv2dParams p) {
+  conv2d_split_v1<false>(p);
 }

@@ -22,7 +22,14 @@
 //       (K, N) B fragments via ldmatrix.x4.trans. GEGLU interleaves value and gate rows of B per
 //       8-column mma tile (smem rows 16i..16i+7 value, 16i+8..16i+15 gate), so one thread holds
 //       both accumulators of an output and the block covers 32 output columns.       <- ships
-// Entries: linear_v1_bf16 (B (N, K), GEGLU allowed), matmul_v1_bf16 (B (K, N)); one GemmParams.
+//   v1 f32 (f32 activations): the same tiles and epilogue with f32 A, bias, residual and C; A (and
+//       an f32 B) read once per tile as float4s into registers, split there into bf16 hi + lo
+//       smem tiles (gemm_mainloop.cuh `gemm_split_mainloop`, which documents the choice of
+//       registers over cp.async and the conflict-free store order), lo.hi + hi.lo + hi.hi MMAs
+//       (f32 B) or lo.B + hi.B (bf16 B): f32-accurate products (docs/kernels.md Numerics).
+// Entries: linear_v1_bf16 (B (N, K), GEGLU allowed), matmul_v1_bf16 (B (K, N)); linear_v1_f32 (f32
+// B (N, K), GEGLU allowed), linear_wbf16_v1_f32 (bf16 B (N, K), GEGLU allowed), matmul_v1_f32 (f32
+// B (K, N)); one GemmParams (f32 entries: `ops.aligned` bit 0 A float4, bit 1 B float4 / cp.async).
 // ------------------------------------------------------------------------------------------------
 
 #include "common.cuh"
@@ -84,9 +91,59 @@ __device__ __forceinline__ void gemm_v1(const GemmParams& p) {
   }
 }
 
+// The f32 entries' epilogue: gemm_v1's with f32 bias, residual and C (gemm_v1 keeps its own copy
+// so the bf16 entries' PTX stays as it was).
+__device__ __forceinline__ void gemm_epilogue_f32(const GemmParams& p, const GemmTile& t, bool geglu,
+                                                  const float (&acc)[GEMM_TM][GEMM_TN][4]) {
+  float* c = static_cast<float*>(p.c) + t.batch * p.stride_c;
+  const float* bias = static_cast<const float*>(p.bias);
+  const float* res = p.residual ? static_cast<const float*>(p.residual) + t.batch * p.stride_r : nullptr;
+#pragma unroll
+  for (uint32_t j = 0; j < GEMM_TN; ++j) {
+    if (geglu && (j % 2) == 1) continue; // gate tile: consumed with its value tile j - 1
+    const uint32_t col0 = geglu ? t.bn + t.wn * (GEMM_WN / 2) + (j / 2) * MMA_N + (t.lane % 4) * 2
+                                : t.bn + t.wn * GEMM_WN + j * MMA_N + (t.lane % 4) * 2;
+#pragma unroll
+    for (uint32_t e = 0; e < 2; ++e) {
+      const uint32_t col = col0 + e;
+      if (col >= p.ops.n) continue;
+      float bv = 0.0f, bg = 0.0f;
+      if (bias != nullptr) {
+        bv = bias[col];
+        if (geglu) bg = bias[p.ops.n + col];
+      }
+      for_each_acc_row<GEMM_TM>(t.bm + t.wm * GEMM_WM, t.lane, [&](uint32_t i, uint32_t h, uint32_t row) {
+        if (row >= p.ops.m) return;
+        float v = acc[i][j][2 * h + e] + bv;
+        if (geglu) v *= gelu_erf(acc[i][j + 1][2 * h + e] + bg);
+        if (res != nullptr) v += res[(uint64_t)row * p.ldr + col];
+        c[(uint64_t)row * p.ldc + col] = v * p.scale;
+      });
+    }
+  }
+}
+
+// f32 A (B f32, or bf16 when !B_F32): the split mainloop, f32 epilogue operands and C.
+template <bool B_KN, bool B_F32>
+__device__ __forceinline__ void gemm_split_v1(const GemmParams& p) {
+  const bool geglu = !B_KN && p.geglu != 0;
+  float acc[GEMM_TM][GEMM_TN][4];
+  const GemmTile t = gemm_block_split_mainloop<B_KN, B_F32>(p.ops, geglu, acc);
+  gemm_epilogue_f32(p, t, geglu, acc);
+}
+
 // ------------------------------------------------------------------------------------------------
 // entries
 // ------------------------------------------------------------------------------------------------
 
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) linear_v1_bf16(const GemmParams p) { gemm_v1<false>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) matmul_v1_bf16(const GemmParams p) { gemm_v1<true>(p); }
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) linear_v1_f32(const GemmParams p) {
+  gemm_split_v1<false, true>(p);
+}
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) linear_wbf16_v1_f32(const GemmParams p) {
+  gemm_split_v1<false, false>(p);
+}
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) matmul_v1_f32(const GemmParams p) {
+  gemm_split_v1<true, true>(p);
+}

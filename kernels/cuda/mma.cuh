@@ -111,6 +111,55 @@ template <uint32_t TM, uint32_t TN> __device__ __forceinline__ void zero_acc(flo
       for (uint32_t e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 }
 
+// A fragments of TM 16x16 tiles at rows a_row0 + 16i.., k kk.. of `sa` ([row][k], padded rows).
+template <uint32_t TM, uint32_t LDA>
+__device__ __forceinline__ void load_a_frags(const __nv_bfloat16 (*sa)[LDA], uint32_t a_row0, uint32_t kk,
+                                             uint32_t lane, uint32_t (&af)[TM][4]) {
+#pragma unroll
+  for (uint32_t i = 0; i < TM; ++i) {
+    // lanes 0-15: rows 0-15 at k 0-7; lanes 16-31: rows 0-15 at k 8-15 -> a0..a3
+    const uint32_t row = a_row0 + i * MMA_M + (lane % 16);
+    const uint32_t col = kk + (lane / 16) * 8;
+    ldmatrix_x4(af[i], smem_u32(&sa[row][col]));
+  }
+}
+
+// B fragments of TN 16x8 tiles at columns b_col0 + 8j.., k kk.. of `sb`: [n][k] (B_KN false) or
+// [k][n] (B_KN true, via ldmatrix.trans), padded rows.
+template <bool B_KN, uint32_t TN, uint32_t LDB>
+__device__ __forceinline__ void load_b_frags(const __nv_bfloat16 (*sb)[LDB], uint32_t b_col0, uint32_t kk,
+                                             uint32_t lane, uint32_t (&bf)[TN][2]) {
+#pragma unroll
+  for (uint32_t j = 0; j < TN; j += 2) {
+    uint32_t r[4];
+    if (B_KN) {
+      // matrices (k 0-7, n-tile j), (k 8-15, j), (k 0-7, j+1), (k 8-15, j+1), transposed
+      const uint32_t krow = kk + (lane % 8) + ((lane / 8) % 2) * 8;
+      const uint32_t ncol = b_col0 + j * MMA_N + (lane / 16) * 8;
+      ldmatrix_x4_trans(r, smem_u32(&sb[krow][ncol]));
+    } else {
+      // matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
+      const uint32_t row = b_col0 + j * MMA_N + (lane % 8) + (lane / 16) * 8;
+      const uint32_t col = kk + ((lane / 8) % 2) * 8;
+      ldmatrix_x4(r, smem_u32(&sb[row][col]));
+    }
+    bf[j][0] = r[0];
+    bf[j][1] = r[1];
+    bf[j + 1][0] = r[2];
+    bf[j + 1][1] = r[3];
+  }
+}
+
+// acc[i][j] += af[i] . bf[j] for every tile pair.
+template <uint32_t TM, uint32_t TN>
+__device__ __forceinline__ void mma_tiles(float (&acc)[TM][TN][4], const uint32_t (&af)[TM][4],
+                                          const uint32_t (&bf)[TN][2]) {
+#pragma unroll
+  for (uint32_t i = 0; i < TM; ++i)
+#pragma unroll
+    for (uint32_t j = 0; j < TN; ++j) mma_bf16_16816(acc[i][j], af[i], bf[j]);
+}
+
 // One BK-deep shared k tile into a warp's accumulators: acc[i][j] += A rows a_row0 + 16i.. .
 // B n-tile b_col0 + 8j... `sa` is [row][k] (padded rows of LDA); `sb` is [n][k] (B_KN false) or
 // [k][n] (B_KN true, fragments via ldmatrix.trans), padded rows of LDB.
@@ -122,36 +171,9 @@ __device__ __forceinline__ void warp_mma_ktile(const __nv_bfloat16 (*sa)[LDA], c
   for (uint32_t kk = 0; kk < BK; kk += MMA_K) {
     uint32_t af[TM][4];
     uint32_t bf[TN][2];
-#pragma unroll
-    for (uint32_t i = 0; i < TM; ++i) {
-      // lanes 0-15: rows 0-15 at k 0-7; lanes 16-31: rows 0-15 at k 8-15 -> a0..a3
-      const uint32_t row = a_row0 + i * MMA_M + (lane % 16);
-      const uint32_t col = kk + (lane / 16) * 8;
-      ldmatrix_x4(af[i], smem_u32(&sa[row][col]));
-    }
-#pragma unroll
-    for (uint32_t j = 0; j < TN; j += 2) {
-      uint32_t r[4];
-      if (B_KN) {
-        // matrices (k 0-7, n-tile j), (k 8-15, j), (k 0-7, j+1), (k 8-15, j+1), transposed
-        const uint32_t krow = kk + (lane % 8) + ((lane / 8) % 2) * 8;
-        const uint32_t ncol = b_col0 + j * MMA_N + (lane / 16) * 8;
-        ldmatrix_x4_trans(r, smem_u32(&sb[krow][ncol]));
-      } else {
-        // matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
-        const uint32_t row = b_col0 + j * MMA_N + (lane % 8) + (lane / 16) * 8;
-        const uint32_t col = kk + ((lane / 8) % 2) * 8;
-        ldmatrix_x4(r, smem_u32(&sb[row][col]));
-      }
-      bf[j][0] = r[0];
-      bf[j][1] = r[1];
-      bf[j + 1][0] = r[2];
-      bf[j + 1][1] = r[3];
-    }
-#pragma unroll
-    for (uint32_t i = 0; i < TM; ++i)
-#pragma unroll
-      for (uint32_t j = 0; j < TN; ++j) mma_bf16_16816(acc[i][j], af[i], bf[j]);
+    load_a_frags(sa, a_row0, kk, lane, af);
+    load_b_frags<B_KN>(sb, b_col0, kk, lane, bf);
+    mma_tiles(acc, af, bf);
   }
 }
 

@@ -21,7 +21,27 @@ pub const ENTRIES: &[Entry] = &[
     Entry::v1("conv2d_v1_bf16", "conv2d", DType::Bf16, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
     // bf16 operands, f32 y (f32 activations)
     Entry::v1("conv2d_v1_f32", "conv2d", DType::F32, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
+    // f32 x and W split into bf16 hi + lo in registers; f32 bias / temb / residual / y
+    Entry::v1("conv2d_xsplit_v1_f32", "conv2d_xsplit", DType::F32, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
+    // f32 x split in registers, bf16 W; f32 bias / temb / residual / y
+    Entry::v1("conv2d_xsplit_wbf16_v1_f32", "conv2d_xsplit_wbf16", DType::F32, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
 ];
+
+/// Static shared memory of the split entries: hi + lo X_col tiles, hi + lo (f32 W) or one (bf16
+/// W) W tile.
+pub const CONV_SPLIT_STATIC_SMEM_BYTES: u32 =
+    CONV_STAGES * (2 * CONV_BM * CONV_LDA + 2 * CONV_BK * CONV_LDB) * 2;
+pub const CONV_SPLIT_WBF16_STATIC_SMEM_BYTES: u32 =
+    CONV_STAGES * (CONV_BM * CONV_LDA + 2 * CONV_BK * CONV_LDB) * 2;
+const _: () = assert!(CONV_SPLIT_STATIC_SMEM_BYTES <= 48 * 1024);
+
+/// The split entry (f32 x, f32 bias / temb / residual / y) for a weight of dtype `w`.
+pub fn split_entry(w: DType) -> &'static str {
+    match w {
+        DType::F32 => ENTRIES[2].name,
+        DType::Bf16 => ENTRIES[3].name,
+    }
+}
 
 /// Mirrors `struct Conv2dParams` in `conv2d.cu` (136 bytes): its first six fields are the
 /// [`Conv2dPtrs`].
@@ -229,6 +249,16 @@ impl Conv2dParams {
 
     /// The residual is one image `(1, C_out, Ho, Wo)` added to every image of the batch (e.g. the
     /// movement map after the denoiser's `conv_in`).
+    /// Params of [`split_entry`]`(w)`: the checks of [`Conv2dParams::new`]; `aligned` for an f32
+    /// W is float4 loads (W 16-byte aligned, K % 4 == 0), for a bf16 W cp.async as before.
+    pub fn new_split(ptrs: Conv2dPtrs, s: Conv2dShape, scale: f32, w: DType) -> Result<Self> {
+        let mut p = Conv2dParams::new(ptrs, s, scale)?;
+        if w == DType::F32 {
+            p.aligned = (ptrs.w % 16 == 0 && s.k() % 4 == 0) as u32;
+        }
+        Ok(p)
+    }
+
     pub fn with_broadcast_residual(mut self) -> Self {
         self.res_bcast = 1;
         self
@@ -257,6 +287,12 @@ mod tests {
     use super::*;
 
     crate::params_layout_test!(Conv2dParams, 136; assert_eq!(CONV_STATIC_SMEM_BYTES, 19_456));
+
+    #[test]
+    fn split_smem_matches_report() {
+        assert_eq!(CONV_SPLIT_STATIC_SMEM_BYTES, 38_912);
+        assert_eq!(CONV_SPLIT_WBF16_STATIC_SMEM_BYTES, 28_672);
+    }
 
     #[test]
     fn output_size_and_grid() {

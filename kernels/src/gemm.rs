@@ -1,5 +1,7 @@
 //! `kernels/cuda/gemm.cu`: batched bf16 tensor-core GEMM for `linear` (B `(N, K)`) and `matmul`
-//! (B `(K, N)`) with a fused epilogue `C = scale * (A.B + bias [GEGLU] + residual)`, bf16 out.
+//! (B `(K, N)`) with a fused epilogue `C = scale * (A.B + bias [GEGLU] + residual)`, bf16 out;
+//! and the f32 entries (`linear_v1_f32`, `linear_wbf16_v1_f32`, `matmul_v1_f32`): f32 A (and f32 or
+//! bf16 B) split into bf16 hi + lo parts in registers, f32 epilogue operands and f32 C.
 
 use crate::{ceil_div, tiles, to_u32, DType, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
@@ -21,7 +23,16 @@ pub const LINEAR_STATIC_SMEM_BYTES: u32 = GEMM_STAGES * (GEMM_BM + GEMM_BN) * GE
 pub const MATMUL_STATIC_SMEM_BYTES: u32 =
     GEMM_STAGES * (GEMM_BM * GEMM_LDS + GEMM_BK * GEMM_LDS_KN) * 2;
 
+/// Static shared memory of the f32 entries: hi and lo tiles of A, of an f32 B (one bf16 B tile for
+/// `linear_wbf16_v1_f32`).
+pub const LINEAR_F32_STATIC_SMEM_BYTES: u32 = 2 * LINEAR_STATIC_SMEM_BYTES;
+pub const LINEAR_WBF16_STATIC_SMEM_BYTES: u32 =
+    GEMM_STAGES * (2 * GEMM_BM + GEMM_BN) * GEMM_LDS * 2;
+pub const MATMUL_F32_STATIC_SMEM_BYTES: u32 = 2 * MATMUL_STATIC_SMEM_BYTES;
+
 const _: () = assert!(LINEAR_STATIC_SMEM_BYTES <= 48 * 1024);
+const _: () = assert!(LINEAR_F32_STATIC_SMEM_BYTES <= 48 * 1024);
+const _: () = assert!(MATMUL_F32_STATIC_SMEM_BYTES <= 48 * 1024);
 const _: () = assert!(MATMUL_STATIC_SMEM_BYTES <= 48 * 1024);
 const _: () = assert!((GEMM_LDS * 2) % 16 == 0 && (GEMM_LDS_KN * 2) % 16 == 0);
 
@@ -43,6 +54,27 @@ pub const ENTRIES: &[Entry] = &[
         ("GemmParams", 112),
         LAUNCH,
     ),
+    Entry::v1(
+        "linear_v1_f32",
+        "linear",
+        DType::F32,
+        ("GemmParams", 112),
+        LAUNCH,
+    ),
+    Entry::v1(
+        "linear_wbf16_v1_f32",
+        "linear_wbf16",
+        DType::F32,
+        ("GemmParams", 112),
+        LAUNCH,
+    ),
+    Entry::v1(
+        "matmul_v1_f32",
+        "matmul",
+        DType::F32,
+        ("GemmParams", 112),
+        LAUNCH,
+    ),
 ];
 
 /// Which entry: how B is laid out.
@@ -60,6 +92,17 @@ impl GemmOp {
             GemmOp::Linear => ENTRIES[0].name,
             GemmOp::Matmul => ENTRIES[1].name,
         }
+    }
+
+    /// The f32 entry (f32 A, epilogue operands and C) for a B of dtype `b`: `linear_v1_f32`
+    /// (f32 B), `linear_wbf16_v1_f32` (bf16 weight), `matmul_v1_f32` (f32 B only).
+    pub fn entry_f32(self, b: DType) -> Result<&'static str> {
+        Ok(match (self, b) {
+            (GemmOp::Linear, DType::F32) => ENTRIES[2].name,
+            (GemmOp::Linear, DType::Bf16) => ENTRIES[3].name,
+            (GemmOp::Matmul, DType::F32) => ENTRIES[4].name,
+            (GemmOp::Matmul, DType::Bf16) => anyhow::bail!("matmul_v1_f32 takes an f32 B only"),
+        })
     }
 }
 
@@ -81,11 +124,18 @@ pub struct GemmOperandParams {
     pub k: u32,
     pub lda: u32,
     pub ldb: u32,
-    /// 1: cp.async path (set by [`GemmOperandParams::new`] from the addresses and strides).
+    /// bf16 entries: 1 = cp.async path (set by [`GemmOperandParams::new`] from the addresses and
+    /// strides). f32 entries: bit 0 ([`F32_A_VEC`]) float4 loads of A, bit 1 ([`F32_B_VEC`])
+    /// float4 loads of an f32 B or cp.async of a bf16 B (set by [`GemmParams::new_f32`]).
     pub aligned: u32,
 }
 
-/// Mirrors `struct GemmParams` in `gemm.cu` (112 bytes).
+/// `aligned` bits of the f32 entries (`GEMM_F32_A_VEC`, `GEMM_F32_B_VEC` in `gemm_mainloop.cuh`).
+pub const F32_A_VEC: u32 = 1;
+pub const F32_B_VEC: u32 = 2;
+
+/// Mirrors `struct GemmParams` in `gemm.cu` (112 bytes). The f32 entries take the same struct with
+/// f32 A (B f32, or bf16 for `linear_wbf16_v1_f32`), f32 bias, residual and C.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct GemmParams {
@@ -236,6 +286,27 @@ impl GemmParams {
         })
     }
 
+    /// Params of the f32 entry [`GemmOp::entry_f32`]`(b)`: A, bias, residual and C f32, B of
+    /// dtype `b`; the same shape checks as [`GemmParams::new`]. `aligned` bit 0: A 16-byte
+    /// aligned with `lda`, `stride_a` multiples of 4; bit 1: B 16-byte aligned with `ldb`,
+    /// `stride_b` multiples of 4 f32 (8 bf16).
+    pub fn new_f32(
+        op: GemmOp,
+        b: DType,
+        ptrs: GemmPtrs,
+        shape: GemmShape,
+        layout: GemmLayout,
+        epi: GemmEpilogue,
+    ) -> Result<Self> {
+        op.entry_f32(b)?;
+        let mut p = GemmParams::new(op, ptrs, shape, layout, epi)?;
+        let b_mult = 16 / b.size_in_bytes() as u64;
+        let a_vec = ptrs.a % 16 == 0 && layout.lda % 4 == 0 && layout.stride_a % 4 == 0;
+        let b_vec = ptrs.b % 16 == 0 && layout.ldb % b_mult == 0 && layout.stride_b % b_mult == 0;
+        p.ops.aligned = (a_vec as u32 * F32_A_VEC) | (b_vec as u32 * F32_B_VEC);
+        Ok(p)
+    }
+
     /// Forces the plain-load path (tests exercise both loaders on the same shapes).
     pub fn without_cp_async(mut self) -> Self {
         self.ops.aligned = 0;
@@ -320,6 +391,9 @@ mod tests {
     fn smem_matches_report() {
         assert_eq!(LINEAR_STATIC_SMEM_BYTES, 20_480);
         assert_eq!(MATMUL_STATIC_SMEM_BYTES, 19_456);
+        assert_eq!(LINEAR_F32_STATIC_SMEM_BYTES, 40_960);
+        assert_eq!(LINEAR_WBF16_STATIC_SMEM_BYTES, 30_720);
+        assert_eq!(MATMUL_F32_STATIC_SMEM_BYTES, 38_912);
     }
 
     #[test]
@@ -327,6 +401,45 @@ mod tests {
         let s = GemmShape::new(1, 65, 33, 8);
         assert_eq!(launch_config(s, false).grid, [1, 2, 1]);
         assert_eq!(launch_config(s, true).grid, [2, 2, 1]);
+    }
+
+    #[test]
+    fn f32_entries_and_vector_bits() {
+        assert_eq!(
+            GemmOp::Linear.entry_f32(DType::F32).unwrap(),
+            "linear_v1_f32"
+        );
+        assert_eq!(
+            GemmOp::Linear.entry_f32(DType::Bf16).unwrap(),
+            "linear_wbf16_v1_f32"
+        );
+        assert_eq!(
+            GemmOp::Matmul.entry_f32(DType::F32).unwrap(),
+            "matmul_v1_f32"
+        );
+        assert!(GemmOp::Matmul.entry_f32(DType::Bf16).is_err());
+        let s = GemmShape::new(2, 5, 7, 12);
+        let ptrs = GemmPtrs {
+            a: 256,
+            b: 512,
+            bias: 0,
+            residual: 0,
+            c: 768,
+        };
+        let l = GemmLayout::contiguous(GemmOp::Linear, s, false, false);
+        let new = |b, ptrs, l| {
+            GemmParams::new_f32(GemmOp::Linear, b, ptrs, s, l, GemmEpilogue::default())
+                .unwrap()
+                .ops
+                .aligned
+        };
+        // K 12: f32 rows of 48 bytes (float4 ok); bf16 B rows of 24 bytes (no cp.async)
+        assert_eq!(new(DType::F32, ptrs, l), F32_A_VEC | F32_B_VEC);
+        assert_eq!(new(DType::Bf16, ptrs, l), F32_A_VEC);
+        let odd = GemmLayout { lda: 13, ..l };
+        assert_eq!(new(DType::F32, ptrs, odd), F32_B_VEC);
+        let moved = GemmPtrs { b: 520, ..ptrs };
+        assert_eq!(new(DType::F32, moved, l), F32_A_VEC);
     }
 
     #[test]

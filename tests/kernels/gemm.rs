@@ -6,16 +6,16 @@
 
 use crate::check_op;
 use crate::common::rand_pair;
-use crate::common::{assert_close, round_bf16, to_bf16, Rng};
+use crate::common::{assert_close, rel_l2, round_bf16, to_bf16, Rng};
 use crate::harness::{
-    download_bf16 as download, engine_device, gemm_ref, upload_bf16 as upload, Device,
+    download_bf16 as download, engine_device, gemm_ref, upload_bf16 as upload, Device, POISON,
     TOL_BF16 as TOL,
 };
 use cyberhost_engine::backends::{Backend, TensorLike};
 use cyberhost_kernels::gemm::{
     launch_config as gemm_launch, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPtrs, GemmShape,
 };
-use cyberhost_kernels::KernelModule;
+use cyberhost_kernels::{DType, KernelModule};
 
 #[derive(Clone, Copy, Debug)]
 struct GemmCase {
@@ -285,3 +285,302 @@ crate::storages_test!(linear_and_matmul_match_cpu, |be, _| {
     let (w, _) = rand_pair(&be, &[4, 2], 2);
     assert!(be.linear(&a, &w, None).is_err());
 });
+
+// ------------------------------------------------------------------------------------------------
+// f32 entries (linear_v1_f32, linear_wbf16_v1_f32, matmul_v1_f32): split operands in registers
+// ------------------------------------------------------------------------------------------------
+
+/// An f32-entry case: f32 A (unrounded random values), B f32 or bf16 (`b_bf16`, linear only),
+/// f32 bias / residual / output; `pad`: row strides lda, ldb, ldr, ldc larger than the rows (odd,
+/// so the float4 / cp.async paths are off), the gaps NaN.
+#[derive(Clone, Copy, Debug)]
+struct F32Case {
+    g: GemmCase,
+    b_bf16: bool,
+    pad: bool,
+}
+
+fn f32_cases() -> Vec<F32Case> {
+    use GemmOp::{Linear, Matmul};
+    use Opt::*;
+    let f = |g: GemmCase, b_bf16: bool, pad: bool| F32Case { g, b_bf16, pad };
+    let fused = case(Linear, 1, (70, 50, 40)).with(&[Bias, Residual, Scale(0.5)]);
+    let geglu = case(Linear, 1, (33, 40, 72)).with(&[Bias, Geglu]);
+    vec![
+        f(fused, false, false),
+        f(fused.with(&[PlainLoads]), false, false),
+        f(fused, true, false),
+        f(fused.with(&[PlainLoads]), true, false),
+        f(case(Linear, 1, (65, 64, 96)), false, false),
+        // K not a multiple of 4: scalar loads at the K edge; K = 1; empty M
+        f(case(Linear, 1, (17, 9, 21)).with(&[Bias]), false, false),
+        f(case(Linear, 1, (17, 9, 21)).with(&[Bias]), true, false),
+        f(case(Linear, 1, (5, 7, 1)).with(&[Residual]), false, false),
+        f(case(Linear, 1, (0, 8, 16)).with(&[Bias]), false, false),
+        f(geglu, false, false),
+        f(geglu, true, false),
+        f(
+            case(Linear, 1, (70, 20, 24)).with(&[Bias, Geglu, PlainLoads, Scale(2.0)]),
+            true,
+            false,
+        ),
+        f(
+            case(Linear, 2, (20, 33, 48)).with(&[BatchedB, Residual]),
+            false,
+            true,
+        ),
+        f(
+            case(Linear, 2, (20, 33, 48)).with(&[BatchedB, Residual, Bias]),
+            true,
+            true,
+        ),
+        f(
+            case(Matmul, 2, (33, 65, 72)).with(&[BatchedB, Scale(0.125)]),
+            false,
+            false,
+        ),
+        f(
+            case(Matmul, 3, (9, 21, 19)).with(&[Bias, Residual]),
+            false,
+            true,
+        ),
+        f(
+            case(Matmul, 1, (66, 72, 40)).with(&[Bias, PlainLoads]),
+            false,
+            false,
+        ),
+        f(case(Matmul, 2, (7, 70, 1)).with(&[BatchedB]), false, false),
+    ]
+}
+
+/// Dense `(count, rows, cols)` into rows of stride `ld` and a batch stride `rows * ld`, NaN gaps.
+fn pad_rows(x: &[f32], count: usize, rows: usize, cols: usize, ld: usize) -> Vec<f32> {
+    let mut out = vec![f32::NAN; (count * rows * ld).max(1)];
+    for r in 0..count * rows {
+        out[r * ld..r * ld + cols].copy_from_slice(&x[r * cols..(r + 1) * cols]);
+    }
+    out
+}
+
+/// erf in f64 (Abramowitz-Stegun 7.1.26, |error| <= 1.5e-7): bound terms only.
+fn erf64(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.3275911 * x.abs());
+    let poly = t
+        * (0.254829592
+            + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    (1.0 - poly * (-x * x).exp()).copysign(x)
+}
+fn gelu64(x: f64) -> f64 {
+    0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2))
+}
+
+/// Per output element: the error bound of the split kernel against the f32 CPU reference
+/// (docs/kernels.md Numerics, "f32 entries"), and the f64 output of the plain-bf16 variant (lo
+/// parts dropped: A and B rounded to bf16 once).
+fn split_bound(
+    c: &F32Case,
+    a: &[f32],
+    b: &[f32],
+    bias: &[f32],
+    res: &[f32],
+) -> (Vec<f64>, Vec<f64>) {
+    const U: f64 = 1.0 / (1u64 << 24) as f64; // f32 unit roundoff
+    const S16: f64 = 1.0 / (1u64 << 16) as f64;
+    let g = &c.g;
+    let (m, n, k) = (g.m, g.n, g.k);
+    let b_rows = if g.geglu { 2 * n } else { n };
+    let b_size = b_rows * k;
+    // missing terms of the split: lo.lo and the bf16 rounding of the lo parts (2^-16 each, see
+    // the docs); a bf16 B is exact, so only A's lo rounding. Device sums parts * K products, the
+    // CPU K, each addition within 2u (truncating adders allowed).
+    let (c_split, parts) = if c.b_bf16 {
+        (1.01 * S16, 2.0)
+    } else {
+        (3.1 * S16, 3.0)
+    };
+    let kf = k as f64;
+    let c_acc = c_split + 2.0 * U * (parts * kf + 4.0) + U * (kf + 2.0);
+    let hb = |x: f32| half::bf16::from_f32(x).to_f32() as f64;
+    let mut tol = Vec::with_capacity(g.batch * m * n);
+    let mut plain = Vec::with_capacity(g.batch * m * n);
+    for z in 0..g.batch {
+        let zb = if g.broadcast_b { 0 } else { z };
+        let bat = |col: usize, kk: usize| -> f32 {
+            if g.op == GemmOp::Matmul {
+                b[zb * k * n + kk * n + col]
+            } else {
+                b[zb * b_size + col * k + kk]
+            }
+        };
+        for i in 0..m {
+            // (exact, |a||b| sum, plain bf16) of output column `col` of B
+            let dot = |col: usize| -> (f64, f64, f64) {
+                let (mut v, mut s, mut p) = (0.0, 0.0, 0.0);
+                for kk in 0..k {
+                    let (x, y) = (a[(z * m + i) * k + kk], bat(col, kk));
+                    v += x as f64 * y as f64;
+                    s += (x as f64 * y as f64).abs();
+                    p += hb(x) * hb(y);
+                }
+                (v, s, p)
+            };
+            for j in 0..n {
+                let r = if g.residual {
+                    res[(z * m + i) * n + j] as f64
+                } else {
+                    0.0
+                };
+                let bv = if g.bias { bias[j] as f64 } else { 0.0 };
+                let (v, sv, pv) = dot(j);
+                let (e, out_plain, mag) = if g.geglu {
+                    let bg = if g.bias { bias[n + j] as f64 } else { 0.0 };
+                    let (gt, sg, pg) = dot(n + j);
+                    let (x, vb) = (gt + bg, v + bv);
+                    let (ev, eg) = (
+                        c_acc * sv + 4.0 * U * bv.abs(),
+                        c_acc * sg + 4.0 * U * bg.abs(),
+                    );
+                    // |gelu'| on [x - eg, x + eg]: gelu'(x) = Phi(x) + x phi(x), |gelu''| <= 0.8
+                    let phi = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+                    let d = (0.5 * (1.0 + erf64(x / std::f64::consts::SQRT_2)) + x * phi).abs();
+                    let gel = gelu64(x);
+                    let e =
+                        (gel.abs() + (d + eg) * eg) * ev + vb.abs() * (d + 0.8 * eg + 2e-7) * eg;
+                    let mag = (vb * gel).abs() + vb.abs() * x.abs() + r.abs();
+                    (e, (pv + bv) * gelu64(pg + bg) + r, mag)
+                } else {
+                    (c_acc * sv, pv + bv + r, sv + bv.abs() + r.abs())
+                };
+                let scale = g.scale as f64;
+                // epilogue: f32 adds / multiplies / erff on both sides
+                tol.push(scale.abs() * (e + 16.0 * U * mag));
+                plain.push(scale * out_plain);
+            }
+        }
+    }
+    (tol, plain)
+}
+
+fn run_gemm_f32(dev: &mut Device, c: F32Case, seed: u64) -> anyhow::Result<()> {
+    let g = c.g;
+    let mut rng = Rng::new(seed);
+    let b_rows = if g.geglu { 2 * g.n } else { g.n };
+    let b_count = if g.broadcast_b { 1 } else { g.batch };
+    let a = rng.randn(g.batch * g.m * g.k, 1.0, 0.0);
+    let mut b = rng.randn(b_count * b_rows * g.k, 1.0, 0.0);
+    if c.b_bf16 {
+        b = round_bf16(&b);
+    }
+    let bias = rng.randn(b_rows, 1.0, 0.0);
+    let res = rng.randn(g.batch * g.m * g.n, 1.0, 0.0);
+    let want = gemm_ref(
+        &a,
+        &b,
+        g.bias.then_some(&bias[..]),
+        g.residual.then_some(&res[..]),
+        (g.batch, g.m, g.n, g.k),
+        g.op == GemmOp::Matmul,
+        !g.broadcast_b,
+        g.scale,
+        g.geglu,
+    );
+    let (tol, plain) = split_bound(&c, &a, &b, &bias, &res);
+    let shape = GemmShape::new(g.batch, g.m, g.n, g.k);
+    let mut layout = GemmLayout::contiguous(g.op, shape, g.geglu, g.broadcast_b);
+    let (br, bc) = match g.op {
+        GemmOp::Linear => (b_rows, g.k),
+        GemmOp::Matmul => (g.k, g.n),
+    };
+    if c.pad {
+        layout.lda = g.k as u64 + 1;
+        layout.ldb = bc as u64 + 3;
+        layout.ldr = g.n as u64 + 1;
+        layout.ldc = g.n as u64 + 5;
+        layout.stride_a = g.m as u64 * layout.lda;
+        layout.stride_b = if g.broadcast_b {
+            0
+        } else {
+            br as u64 * layout.ldb
+        };
+        layout.stride_r = g.m as u64 * layout.ldr;
+        layout.stride_c = g.m as u64 * layout.ldc;
+    }
+    let ld = |l: u64| l as usize;
+    let a_dev = pad_rows(&a, g.batch, g.m, g.k, ld(layout.lda));
+    let b_dev = pad_rows(&b, b_count, br, bc, ld(layout.ldb));
+    let r_dev = pad_rows(&res, g.batch, g.m, g.n, ld(layout.ldr));
+    let c_len = (g.batch * g.m * ld(layout.ldc)).max(1);
+    let b_dtype = if c.b_bf16 { DType::Bf16 } else { DType::F32 };
+    let ptrs = GemmPtrs {
+        a: dev.upload(&a_dev)?,
+        b: dev.upload_as(b_dtype, &b_dev)?,
+        bias: if g.bias { dev.upload(&bias)? } else { 0 },
+        residual: if g.residual { dev.upload(&r_dev)? } else { 0 },
+        c: dev.alloc_poisoned(c_len * 4)?,
+    };
+    let epi = GemmEpilogue {
+        scale: g.scale,
+        geglu: g.geglu,
+    };
+    let mut p = GemmParams::new_f32(g.op, b_dtype, ptrs, shape, layout, epi)?;
+    if g.plain {
+        p = p.without_cp_async();
+    }
+    let entry = g.op.entry_f32(b_dtype)?;
+    dev.launch(KernelModule::Gemm, entry, gemm_launch(shape, g.geglu), &p)?;
+    let got_all = dev.download::<f32>(ptrs.c, c_len)?;
+    let mut got = Vec::with_capacity(want.len());
+    for (r, row) in got_all
+        .chunks(ld(layout.ldc))
+        .take(g.batch * g.m)
+        .enumerate()
+    {
+        got.extend_from_slice(&row[..g.n]);
+        // the gaps of a padded C stay poisoned
+        assert!(
+            row[g.n..]
+                .iter()
+                .all(|x| x.to_bits() == u32::from_ne_bytes([POISON; 4])),
+            "{entry} {c:?}: row {r} written past N"
+        );
+    }
+    let what = format!("{entry} {c:?} aligned {}", p.ops.aligned);
+    // the derived per-element bound, and its relative L2 form (the same bound in norm)
+    let mut worst = 0.0f64;
+    for (i, ((&x, &w), &t)) in got.iter().zip(&want).zip(&tol).enumerate() {
+        let d = (x as f64 - w as f64).abs();
+        assert!(
+            d <= t,
+            "{what}: element {i} got {x} want {w}, |d| {d:e} > bound {t:e}"
+        );
+        worst = worst.max(d / t);
+    }
+    let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
+    let l2_tol = norm(&mut tol.iter().copied()) / norm(&mut want.iter().map(|&w| w as f64));
+    if !want.is_empty() {
+        assert_close(&what, &got, &want, l2_tol);
+        // The bound separates the split from plain bf16 operands (lo parts dropped): most
+        // elements of the plain variant fall outside it.
+        let outside = plain
+            .iter()
+            .zip(&want)
+            .zip(&tol)
+            .filter(|((&p, &w), &t)| (p - w as f64).abs() > t)
+            .count();
+        assert!(
+            2 * outside > want.len(),
+            "{what}: the bound does not reject plain bf16 ({outside} of {} outside)",
+            want.len()
+        );
+        let plain32: Vec<f32> = plain.iter().map(|&p| p as f32).collect();
+        assert!(
+            rel_l2(&plain32, &want) > 4.0 * l2_tol,
+            "{what}: plain bf16 rel L2 {:e} vs tolerance {l2_tol:e}",
+            rel_l2(&plain32, &want)
+        );
+    }
+    let _ = worst;
+    Ok(())
+}
+
+crate::harness::schedules_test!(gemm_f32_split_entries, f32_cases(), 500, run_gemm_f32);

@@ -1,16 +1,18 @@
 //! Launcher for `kernels/cuda/conv2d.cu` (`conv2d_v1_bf16`): NCHW implicit-GEMM convolution
 //! (rectangular kernels, per-axis stride / padding / dilation, groups) with a fused
 //! `scale * (conv + bias + temb + residual)` epilogue (the residual per image or one image broadcast
-//! over the batch), and `CudaBackend::conv2d` on top of it (f32 activations: bf16 hi + lo split
-//! operands, `conv2d_v1_f32` writes the f32 output).
+//! over the batch), and `CudaBackend::conv2d` on top of it; f32 activations take the split entries
+//! ([`conv2d_split`]: `conv2d_xsplit_v1_f32` / `conv2d_xsplit_wbf16_v1_f32`, x split into bf16
+//! hi + lo in registers, f32 epilogue operands and output).
 
 use anyhow::{Context, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
-use cyberhost_kernels::conv2d::{launch_config, Conv2dParams, Conv2dPtrs, Conv2dShape};
+use cyberhost_kernels::conv2d::{
+    launch_config, split_entry, Conv2dParams, Conv2dPtrs, Conv2dShape,
+};
 use cyberhost_kernels::{DType, KernelModule};
 
 use super::context::CudaBackend;
-use super::split::split_operands;
 use super::tensor::CudaTensor;
 use super::util::check_len;
 use super::CudaDevice;
@@ -142,31 +144,110 @@ pub(crate) fn conv2d_op(
     let dims = conv2d_dims("conv2d", x.shape(), w.shape(), p)?;
     check_vec("conv2d", "bias", bias, dims.o)?;
     let out_shape = dims.out_shape();
-    let mut shape = kernel_shape(&dims, p);
-    let (xb, wb) = if x.dtype() == DType::F32 && p.groups == 1 {
-        // f32 activations: bf16 hi + lo parts as extra input channels, f32-accurate conv
-        // (`linalg::split_operands`, docs/kernels.md Numerics).
-        let (xs, ws) = split_operands(be, x, w, 1, 1)?;
-        shape.c_in = xs.shape()[1] as u64;
-        (xs, ws)
-    } else {
-        (be.as_dtype(x, DType::Bf16)?, be.as_dtype(w, DType::Bf16)?)
-    };
+    let shape = kernel_shape(&dims, p);
+    if x.dtype() == DType::F32 {
+        // f32 activations: x (and an f32 w) split into bf16 hi + lo in the kernel's registers,
+        // f32-accurate products and an f32 output (docs/kernels.md Numerics).
+        let bf = bias.map(|b| be.as_dtype(b, DType::F32)).transpose()?;
+        let ops = ConvSplitOperands {
+            x,
+            w,
+            bias: bf.as_ref(),
+            temb: None,
+            residual: None,
+            broadcast_residual: false,
+        };
+        return conv2d_split(be, ops, shape, 1.0, &out_shape);
+    }
+    let (xb, wb) = (be.as_dtype(x, DType::Bf16)?, be.as_dtype(w, DType::Bf16)?);
     let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
-    // f32 activations get an f32 output straight from the kernel (rounding it to bf16 and back
-    // would add a bf16 rounding per conv to the f32 path, see docs/kernels.md "Numerics").
     let mut y = be.alloc(&out_shape, x.dtype())?;
     if y.elem_count() > 0 {
         let extras = Conv2dExtras {
             bias: bb.as_ref().map(|b| b.buf()),
             ..Default::default()
         };
-        if x.dtype() == DType::F32 {
-            let (xb, wb, yb) = (xb.buf(), wb.buf(), y.buf_mut()?);
-            conv2d_entry(be.device(), "conv2d_v1_f32", xb, wb, yb, shape, extras)?;
-        } else {
-            conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, shape, extras)?;
+        conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, shape, extras)?;
+    }
+    Ok(y)
+}
+
+/// Operands of [`conv2d_split`]: f32 `x`, `w` f32 or bf16, optional f32 epilogue tensors (bias
+/// `(C_out)`, temb `(N, C_out)`, residual `(N | 1, C_out, Ho, Wo)`, not aliasing the output).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvSplitOperands<'a> {
+    pub x: &'a CudaTensor,
+    pub w: &'a CudaTensor,
+    pub bias: Option<&'a CudaTensor>,
+    pub temb: Option<&'a CudaTensor>,
+    pub residual: Option<&'a CudaTensor>,
+    pub broadcast_residual: bool,
+}
+
+/// `y = scale * (conv + bias + temb + residual)` on the split entries (`conv2d_xsplit_v1_f32`,
+/// `conv2d_xsplit_wbf16_v1_f32`) into a new f32 tensor of `out_shape`.
+pub(crate) fn conv2d_split(
+    be: &CudaBackend,
+    t: ConvSplitOperands<'_>,
+    s: Conv2dShape,
+    scale: f32,
+    out_shape: &[usize],
+) -> Result<CudaTensor> {
+    let entry = split_entry(t.w.dtype());
+    let f32s = [Some(t.x), t.bias, t.temb, t.residual];
+    anyhow::ensure!(
+        f32s.iter().flatten().all(|x| x.dtype() == DType::F32),
+        "{entry}: x, bias, temb and residual must be f32"
+    );
+    let out_len = s.n * s.c_out * s.h_out() * s.w_out();
+    let imgs = if t.broadcast_residual { 1 } else { s.n };
+    let need = [
+        ("x", Some(t.x), s.n * s.c_in * s.h * s.w),
+        ("w", Some(t.w), s.c_out * s.k()),
+        ("bias", t.bias, s.c_out),
+        ("temb", t.temb, s.n * s.c_out),
+        (
+            "residual",
+            t.residual,
+            imgs * s.c_out * s.h_out() * s.w_out(),
+        ),
+    ];
+    for (what, x, n) in need {
+        if let Some(x) = x {
+            anyhow::ensure!(
+                x.elem_count() as u64 >= n,
+                "{entry} {what}: {} elements, the shape needs {n}",
+                x.elem_count()
+            );
         }
     }
+    let y = be.alloc(out_shape, DType::F32)?;
+    anyhow::ensure!(
+        y.elem_count() as u64 == out_len,
+        "{entry}: output {out_shape:?} is not {out_len} elements"
+    );
+    if out_len == 0 {
+        return Ok(y);
+    }
+    let ptr = |x: Option<&CudaTensor>| x.map_or(0, |x| be.ptr(x));
+    let ptrs = Conv2dPtrs {
+        x: be.ptr(t.x),
+        w: be.ptr(t.w),
+        bias: ptr(t.bias),
+        temb: ptr(t.temb),
+        residual: ptr(t.residual),
+        y: be.ptr(&y),
+    };
+    let mut params = Conv2dParams::new_split(ptrs, s, scale, t.w.dtype())?;
+    if t.broadcast_residual {
+        params = params.with_broadcast_residual();
+    }
+    // SAFETY: `Conv2dParams` mirrors conv2d.cu's struct; every address is a live tensor of this
+    // backend whose element count was checked above against the NCHW extents of the shape.
+    unsafe {
+        be.device()
+            .launch(KernelModule::Conv2d, entry, launch_config(s), &params)
+    }
+    .with_context(|| format!("{entry} {s:?}"))?;
     Ok(y)
 }

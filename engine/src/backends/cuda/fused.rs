@@ -2,18 +2,20 @@
 //! (`group_norm_act` with SiLU is in `group_norm.rs`): `linear_ext` on the GEMM epilogue of
 //! `linear_v1_bf16` (`gemm.rs`: bias, GEGLU, residual, scale), `conv2d_ext` on the epilogue of
 //! `conv2d_v1_bf16` (`conv2d.rs`: bias, temb, residual per image or broadcast over the batch,
-//! scale). What a fused kernel does not take (f32 activations, a conv geometry the kernel
-//! rejects) runs as the composition of the unfused ops
+//! scale). f32 activations take the same epilogues on the f32 entries: `linear_ext` on those of
+//! `gemm.cu` (`gemm::gemm_f32`), `conv2d_ext` on the split entries of `conv2d.cu`
+//! (`conv::conv2d_split`). What a fused kernel does not take (a conv geometry the kernel rejects, a
+//! one-row residual over more than MAX_ROW_BATCH rows) runs as the composition of the unfused ops
 //! ([`composed`](crate::backends::composed)).
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::conv2d::{Conv2dParams as ConvKernelParams, Conv2dPtrs, Conv2dShape};
-use cyberhost_kernels::gemm::{GemmLayout, GemmOp, GemmShape};
+use cyberhost_kernels::gemm::{GemmEpilogue, GemmLayout, GemmOp, GemmShape};
 use cyberhost_kernels::DType;
 
 use super::context::CudaBackend;
-use super::conv2d::{self as conv, Conv2dExtras};
-use super::gemm::{self, GemmExtras};
+use super::conv2d::{self as conv, Conv2dExtras, ConvSplitOperands};
+use super::gemm::{self, GemmExtras, GemmF32Operands};
 use super::pointwise;
 use super::tensor::CudaTensor;
 use crate::backends::shape::{check_vec, conv2d_dims, linear_shape, Conv2dDims};
@@ -45,9 +47,40 @@ pub(crate) fn linear_ext(
     if let Some(r) = epi.residual {
         composed::check_linear_residual(r.shape(), &shape)?;
     }
-    // The epilogue GEMM stores bf16: f32 activations keep the f32 path of the unfused ops.
-    if x.dtype() != DType::Bf16 {
+    let row_residual = epi.residual.is_some_and(|r| r.elem_count() == n && m > 1);
+    let (gs, layout) = if row_residual && m <= MAX_ROW_BATCH {
+        // One residual row for every output row: M batches of one row, the weight and the
+        // residual shared across them (batch stride 0).
+        let gs = GemmShape::new(m, 1, n, k);
+        let mut layout = GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true);
+        layout.stride_r = 0;
+        (gs, layout)
+    } else if row_residual {
         return composed::linear_ext(be, x, w, bias, epi);
+    } else {
+        let gs = GemmShape::new(1, m, n, k);
+        (
+            gs,
+            GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true),
+        )
+    };
+    if x.dtype() != DType::Bf16 {
+        // f32 activations: the f32 entries (x split into bf16 hi + lo in registers, f32 epilogue
+        // operands and output) keep the fusion.
+        let f = |t: &CudaTensor| be.as_dtype(t, DType::F32);
+        let bf = bias.map(f).transpose()?;
+        let rf = epi.residual.map(f).transpose()?;
+        let ops = GemmF32Operands {
+            a: x,
+            b: w,
+            bias: bf.as_ref(),
+            residual: rf.as_ref(),
+        };
+        let ge = GemmEpilogue {
+            scale: epi.scale,
+            geglu: epi.geglu,
+        };
+        return gemm::gemm_f32(be, GemmOp::Linear, ops, gs, layout, ge, &shape);
     }
     let wb = be.as_dtype(w, DType::Bf16)?;
     let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
@@ -62,23 +95,6 @@ pub(crate) fn linear_ext(
             residual: rb.as_ref().map(|r| r.buf()),
             scale: epi.scale,
             geglu: epi.geglu,
-        };
-        let row_residual = rb.as_ref().is_some_and(|r| r.elem_count() == n && m > 1);
-        let (gs, layout) = if row_residual && m <= MAX_ROW_BATCH {
-            // One residual row for every output row: M batches of one row, the weight and the
-            // residual shared across them (batch stride 0).
-            let gs = GemmShape::new(m, 1, n, k);
-            let mut layout = GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true);
-            layout.stride_r = 0;
-            (gs, layout)
-        } else if row_residual {
-            return composed::linear_ext(be, x, w, bias, epi);
-        } else {
-            let gs = GemmShape::new(1, m, n, k);
-            (
-                gs,
-                GemmLayout::contiguous(GemmOp::Linear, gs, epi.geglu, true),
-            )
         };
         gemm::launch(
             be.device(),
@@ -119,9 +135,7 @@ pub(crate) fn conv2d_ext(
     epi: ConvEpilogue<'_, CudaTensor>,
 ) -> Result<CudaTensor> {
     let dims = conv2d_dims("conv2d_ext", x.shape(), w.shape(), p)?;
-    // f32 activations (e.g. the sampler's latents) keep the unfused path: the kernel stores bf16,
-    // which would round the f32 residual sum.
-    let Some(s) = conv_shape(&dims, p).filter(|_| x.dtype() == DType::Bf16) else {
+    let Some(s) = conv_shape(&dims, p) else {
         return composed::conv2d_ext(be, x, w, bias, p, epi);
     };
     let (n, o) = (dims.n, dims.o);
@@ -139,6 +153,25 @@ pub(crate) fn conv2d_ext(
         Some(r) => composed::check_conv_residual(r.shape(), &out_shape)?,
         None => false,
     };
+    if x.dtype() != DType::Bf16 {
+        // f32 activations (e.g. the sampler's latents): the split entries keep the f32 residual
+        // sum and the output unrounded.
+        let f = |t: &CudaTensor| be.as_dtype(t, DType::F32);
+        let (bf, tf, rf) = (
+            bias.map(f).transpose()?,
+            epi.temb.map(f).transpose()?,
+            epi.residual.map(f).transpose()?,
+        );
+        let ops = ConvSplitOperands {
+            x,
+            w,
+            bias: bf.as_ref(),
+            temb: tf.as_ref(),
+            residual: rf.as_ref(),
+            broadcast_residual,
+        };
+        return conv::conv2d_split(be, ops, s, epi.scale, &out_shape);
+    }
     let bf = |t: &CudaTensor| be.as_dtype(t, DType::Bf16);
     let xb = bf(x)?;
     let wb = bf(w)?;

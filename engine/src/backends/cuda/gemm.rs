@@ -1,16 +1,136 @@
 //! Launchers for `kernels/cuda/gemm.cu` (`linear_v1_bf16`, `matmul_v1_bf16`): bf16 tensor-core
-//! GEMM with a fused `scale * (acc + bias [GEGLU] + residual)` epilogue.
+//! GEMM with a fused `scale * (acc + bias [GEGLU] + residual)` epilogue; [`gemm_f32`] for its f32
+//! entries (`linear_v1_f32`, `linear_wbf16_v1_f32`, `matmul_v1_f32`: f32 A split into bf16
+//! hi + lo in registers, f32-accurate products, f32 epilogue operands and output).
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use cudarc::driver::DeviceRepr;
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use cyberhost_kernels::gemm::{
     launch_config, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPtrs, GemmShape,
 };
-use cyberhost_kernels::KernelModule;
+use cyberhost_kernels::{DType, KernelModule};
 
+use super::context::CudaBackend;
+use super::tensor::CudaTensor;
 use super::util::check_len;
 use super::CudaDevice;
+use crate::backends::TensorLike;
+
+/// gridDim.z limit of one launch of the f32 entries: larger batches run in chunks.
+const MAX_BATCH: u64 = 65_535;
+
+/// Operands of [`gemm_f32`]: f32 `a`, `b` f32 or bf16 (a bf16 `b` takes `linear_wbf16_v1_f32`;
+/// matmul needs an f32 `b`), optional f32 `bias` / `residual`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GemmF32Operands<'a> {
+    pub a: &'a CudaTensor,
+    pub b: &'a CudaTensor,
+    pub bias: Option<&'a CudaTensor>,
+    pub residual: Option<&'a CudaTensor>,
+}
+
+/// `C = scale * (A.B + bias [GEGLU] + residual)` on the f32 entries into a new f32 tensor of
+/// `out_shape` (holding `batch * M * N` elements laid out by `layout.ldc` / `stride_c`); any row
+/// and batch strides (0 broadcasts), batches beyond gridDim.z in chunks.
+pub(crate) fn gemm_f32(
+    be: &CudaBackend,
+    op: GemmOp,
+    t: GemmF32Operands<'_>,
+    shape: GemmShape,
+    layout: GemmLayout,
+    epi: GemmEpilogue,
+    out_shape: &[usize],
+) -> Result<CudaTensor> {
+    let entry = op.entry_f32(t.b.dtype())?;
+    let f32s = [Some(t.a), t.bias, t.residual];
+    ensure!(
+        f32s.iter().flatten().all(|x| x.dtype() == DType::F32),
+        "{entry}: A, bias and residual must be f32"
+    );
+    let out = be.alloc(out_shape, DType::F32)?;
+    let last = |ld: u64, stride: u64, rows: u64, cols: u64| -> u64 {
+        if rows == 0 || cols == 0 || shape.batch == 0 {
+            0
+        } else {
+            (shape.batch - 1) * stride + (rows - 1) * ld + cols
+        }
+    };
+    let b_rows = if epi.geglu { 2 * shape.n } else { shape.n };
+    let (br, bc) = match op {
+        GemmOp::Linear => (b_rows, shape.k),
+        GemmOp::Matmul => (shape.k, shape.n),
+    };
+    let fits = |what: &str, x: &CudaTensor, need: u64| -> Result<()> {
+        ensure!(
+            x.elem_count() as u64 >= need,
+            "{entry} {what}: {} elements, the shape addresses {need}",
+            x.elem_count()
+        );
+        Ok(())
+    };
+    fits(
+        "a",
+        t.a,
+        last(layout.lda, layout.stride_a, shape.m, shape.k),
+    )?;
+    fits("b", t.b, last(layout.ldb, layout.stride_b, br, bc))?;
+    fits(
+        "out",
+        &out,
+        last(layout.ldc, layout.stride_c, shape.m, shape.n),
+    )?;
+    if let Some(bias) = t.bias {
+        fits("bias", bias, b_rows)?;
+    }
+    if let Some(r) = t.residual {
+        fits(
+            "residual",
+            r,
+            last(layout.ldr, layout.stride_r, shape.m, shape.n),
+        )?;
+    }
+    if shape.batch * shape.m * shape.n == 0 {
+        return Ok(out);
+    }
+    let bsize = t.b.dtype().size_in_bytes() as u64;
+    let (pa, pb, pc) = (be.ptr(t.a), be.ptr(t.b), be.ptr(&out));
+    let pbias = t.bias.map_or(0, |x| be.ptr(x));
+    let pres = t.residual.map_or(0, |x| be.ptr(x));
+    let mut done = 0;
+    while done < shape.batch {
+        let chunk = GemmShape {
+            batch: (shape.batch - done).min(MAX_BATCH),
+            ..shape
+        };
+        let ptrs = GemmPtrs {
+            a: pa + done * layout.stride_a * 4,
+            b: pb + done * layout.stride_b * bsize,
+            bias: pbias,
+            residual: if pres == 0 {
+                0
+            } else {
+                pres + done * layout.stride_r * 4
+            },
+            c: pc + done * layout.stride_c * 4,
+        };
+        let params = GemmParams::new_f32(op, t.b.dtype(), ptrs, chunk, layout, epi)?;
+        // SAFETY: `GemmParams` mirrors gemm.cu's struct; every address is a live tensor of this
+        // backend whose element count was checked above against the last element the shape and
+        // strides address (the chunk offsets stay inside them).
+        unsafe {
+            be.device().launch(
+                KernelModule::Gemm,
+                entry,
+                launch_config(chunk, epi.geglu),
+                &params,
+            )
+        }
+        .with_context(|| format!("{entry} M {} N {} K {}", shape.m, shape.n, shape.k))?;
+        done += chunk.batch;
+    }
+    Ok(out)
+}
 
 /// Optional epilogue operands of [`linear`] / [`matmul`]:
 /// `out = scale * (acc + bias [, GEGLU] + residual)`.

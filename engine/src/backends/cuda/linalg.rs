@@ -5,22 +5,21 @@
 //! bias in the epilogue; the backend op lives in `conv2d.rs`), `attention` to
 //! `attention.rs` (flash attention, any head dim up to 160, `Dv = D`; f32 and mixed-dtype q / k / v
 //! run the f32 flash entries, whose tiles are split into bf16 hi + lo in shared memory, so no
-//! score matrix is ever written). f32 tensors keep
-//! f32 outputs: `linear` / `matmul` run `kernels/cuda/gemm_bf16.cu` (f32 accumulate and store) on
-//! split operands (each f32 operand as bf16 hi + lo parts concatenated along K,
-//! [`split_operands`], so the product stays f32-accurate; bf16 weights are exact), `conv2d` runs
-//! `conv2d_v1_f32` the same way. Attention shapes no flash entry takes (`Dv != D`, `D > 160`,
+//! score matrix is ever written). f32 tensors keep f32 outputs: `linear` / `matmul` run the f32
+//! entries of `kernels/cuda/gemm.cu` (`linear_v1_f32`, `linear_wbf16_v1_f32` for a bf16 weight,
+//! `matmul_v1_f32`), which split each f32 operand into bf16 hi + lo parts in registers so the
+//! product stays f32-accurate; `conv2d` runs the split entries of `conv2d.cu` the same way
+//! (`conv2d.rs` `conv2d_split`). Attention shapes no flash entry takes (`Dv != D`, `D > 160`,
 //! `Lk = 0`, batch or heads > 65535; none of the model's) are composed: GEMM (f32 scores) ->
-//! softmax (`softmax.cu`, scale fused) -> GEMM.
+//! softmax (`softmax.cu`, scale fused) -> GEMM, on the f32 entries for f32 inputs.
 
 use anyhow::Result;
 use cyberhost_kernels::DType;
 
 use super::attention::{self as flash, AttnLayout};
 use super::context::CudaBackend;
-use super::gemm::{self, GemmExtras};
+use super::gemm::{self, GemmExtras, GemmF32Operands};
 use super::gemm_bf16::{gemm_nt, MAX_BATCH};
-use super::split::split_operands;
 use super::tensor::{promote, CudaTensor};
 use super::{layout, softmax};
 use crate::backends::shape::{
@@ -28,6 +27,7 @@ use crate::backends::shape::{
 };
 use crate::backends::TensorLike;
 use cyberhost_kernels::attention::{traits_for, AttentionShape};
+use cyberhost_kernels::gemm::{GemmEpilogue, GemmLayout, GemmOp, GemmShape};
 
 pub(crate) fn linear(
     be: &CudaBackend,
@@ -39,8 +39,8 @@ pub(crate) fn linear(
     let (n, k) = (w.shape()[0], w.shape()[1]);
     check_vec("linear", "bias", bias, n)?;
     let m: usize = x.shape()[..x.rank() - 1].iter().product();
-    let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
     if x.dtype() == DType::Bf16 {
+        let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
         let wb = be.as_dtype(w, DType::Bf16)?;
         let mut out = be.alloc(&shape, DType::Bf16)?;
         if out.elem_count() > 0 {
@@ -61,18 +61,24 @@ pub(crate) fn linear(
         }
         return Ok(out);
     }
-    // f32 activations: split operands keep the product f32-accurate (docs/kernels.md Numerics).
-    let x2 = layout::reshape(x, &[m, k])?;
-    let (xs, ws) = split_operands(be, &x2, w, 1, 1)?;
-    let k2 = xs.shape()[1];
-    gemm_nt(
+    // f32 activations: the f32 entries split x (and an f32 w) into bf16 hi + lo in registers, so
+    // the product stays f32-accurate (docs/kernels.md Numerics); a bf16 weight is exact.
+    let bf = bias.map(|b| be.as_dtype(b, DType::F32)).transpose()?;
+    let gs = GemmShape::new(1, m, n, k);
+    let ops = GemmF32Operands {
+        a: x,
+        b: w,
+        bias: bf.as_ref(),
+        residual: None,
+    };
+    let layout = GemmLayout::contiguous(GemmOp::Linear, gs, false, true);
+    gemm::gemm_f32(
         be,
-        &xs,
-        &ws,
-        bb.as_ref(),
-        (1, m, n, k2),
-        true,
-        x.dtype(),
+        GemmOp::Linear,
+        ops,
+        gs,
+        layout,
+        GemmEpilogue::default(),
         &shape,
     )
 }
@@ -83,7 +89,7 @@ pub(crate) fn matmul(be: &CudaBackend, a: &CudaTensor, b: &CudaTensor) -> Result
     let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
     let batch: usize = a.shape()[..ra - 2].iter().product();
     let out = promote(&[a, b]);
-    // Used when `out` is bf16, i.e. both are (f32 takes split operands below).
+    // Used when `out` is bf16, i.e. both are (f32 takes the f32 entry below).
     let (ab, bb) = (a.clone(), b.clone());
     if out == DType::Bf16 && batch <= MAX_BATCH {
         let mut c = be.alloc(&shape, DType::Bf16)?;
@@ -104,21 +110,31 @@ pub(crate) fn matmul(be: &CudaBackend, a: &CudaTensor, b: &CudaTensor) -> Result
         }
         return Ok(c);
     }
-    let mut dims: Vec<usize> = (0..rb).collect();
-    dims.swap(rb - 2, rb - 1);
     if out == DType::Bf16 {
+        let mut dims: Vec<usize> = (0..rb).collect();
+        dims.swap(rb - 2, rb - 1);
         let bt = layout::permute(be, &bb, &dims)?; // (.., N, K)
         return gemm_nt(be, &ab, &bt, None, (batch, m, n, k), false, out, &shape);
     }
-    // f32: split operands (docs/kernels.md Numerics), contracted over the last dims.
-    let bt = layout::permute(be, b, &dims)?; // (.., N, K) in b's dtype
-    let (a3, bt3) = (
-        layout::reshape(a, &[batch, m, k])?,
-        layout::reshape(&bt, &[batch, n, k])?,
-    );
-    let (asp, bsp) = split_operands(be, &a3, &bt3, 2, 2)?;
-    let k2 = asp.shape()[2];
-    gemm_nt(be, &asp, &bsp, None, (batch, m, n, k2), false, out, &shape)
+    // f32: the split entry reads B (K, N) directly (docs/kernels.md Numerics).
+    let (af, bf) = (be.as_dtype(a, DType::F32)?, be.as_dtype(b, DType::F32)?);
+    let gs = GemmShape::new(batch, m, n, k);
+    let ops = GemmF32Operands {
+        a: &af,
+        b: &bf,
+        bias: None,
+        residual: None,
+    };
+    let layout = GemmLayout::contiguous(GemmOp::Matmul, gs, false, false);
+    gemm::gemm_f32(
+        be,
+        GemmOp::Matmul,
+        ops,
+        gs,
+        layout,
+        GemmEpilogue::default(),
+        &shape,
+    )
 }
 
 pub(crate) fn attention(
@@ -173,44 +189,58 @@ pub(crate) fn attention(
         }
         return Ok(o);
     }
-    // Composed (only shapes no flash entry takes: Dv != D, D > 160, Lk = 0, B or H > 65535):
-    // Used when `out` is bf16, i.e. all three are (f32 inputs take split operands below).
+    // Composed (only shapes no flash entry takes: Dv != D, D > 160, Lk = 0, B or H > 65535).
+    if out == DType::F32 {
+        // scores (BH, Lq, Lk) = q.k^T on linear_v1_f32 (k is the (N, K) operand), softmax(scale ·
+        // scores) in f32, then P.V on matmul_v1_f32 (v read as (K, N)): f32-accurate products
+        // (docs/kernels.md Numerics), no split copies and no transpose of v.
+        let f = |t: &CudaTensor| be.as_dtype(t, DType::F32);
+        let (qf, kf, vf) = (f(q)?, f(k)?, f(v)?);
+        let gs = GemmShape::new(bh, lq, lk, d);
+        let ops = GemmF32Operands {
+            a: &qf,
+            b: &kf,
+            bias: None,
+            residual: None,
+        };
+        let layout = GemmLayout::contiguous(GemmOp::Linear, gs, false, false);
+        let epi = GemmEpilogue::default();
+        let s = gemm::gemm_f32(be, GemmOp::Linear, ops, gs, layout, epi, &[bsz, h, lq, lk])?;
+        let p = softmax::softmax_last(be, &s, scale)?;
+        let gs = GemmShape::new(bh, lq, dv, lk);
+        let ops = GemmF32Operands {
+            a: &p,
+            b: &vf,
+            bias: None,
+            residual: None,
+        };
+        let layout = GemmLayout::contiguous(GemmOp::Matmul, gs, false, false);
+        return gemm::gemm_f32(be, GemmOp::Matmul, ops, gs, layout, epi, &[bsz, h, lq, dv]);
+    }
     let (qb, kb, vb) = (q.clone(), k.clone(), v.clone());
-    // scores (BH, Lq, Lk) in f32, softmax(scale · scores) in f32, then P·V. bf16 inputs: P rounded
-    // to bf16; f32 inputs: q, k, P and v as split operands (docs/kernels.md Numerics).
-    let (qs, ks) = if out == DType::F32 {
-        split_operands(be, q, k, 3, 3)?
-    } else {
-        (qb, kb)
-    };
-    let dq = qs.shape()[3];
+    // bf16: scores (BH, Lq, Lk) in f32, softmax(scale · scores) in f32, then P (rounded to bf16)
+    // · V.
     let s = gemm_nt(
         be,
-        &qs,
-        &ks,
+        &qb,
+        &kb,
         None,
-        (bh, lq, lk, dq),
+        (bh, lq, lk, d),
         false,
         DType::F32,
         &[bsz, h, lq, lk],
     )?;
     let p = softmax::softmax_last(be, &s, scale)?;
-    let (ps, vts) = if out == DType::F32 {
-        let vt = layout::permute(be, v, &[0, 1, 3, 2])?; // (B, H, Dv, Lk)
-        split_operands(be, &p, &vt, 3, 3)?
-    } else {
-        (
-            be.as_dtype(&p, DType::Bf16)?,
-            layout::permute(be, &vb, &[0, 1, 3, 2])?,
-        )
-    };
-    let lk2 = ps.shape()[3];
+    let (ps, vts) = (
+        be.as_dtype(&p, DType::Bf16)?,
+        layout::permute(be, &vb, &[0, 1, 3, 2])?,
+    );
     gemm_nt(
         be,
         &ps,
         &vts,
         None,
-        (bh, lq, dv, lk2),
+        (bh, lq, dv, lk),
         false,
         out,
         &[bsz, h, lq, dv],

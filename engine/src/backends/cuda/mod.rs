@@ -12,7 +12,7 @@
 //!   `cfg_ddim`, `conv2d`, `gemm`, `gemm_bf16`, `group_norm`, `layer_norm`, `layout`, `mean_dim`,
 //!   `pointwise`, `pool`, `rca`, `softmax`, `timestep_embedding`, `upsample`);
 //! - compositions over several launchers: `linalg.rs` (linear / matmul / attention), `fused.rs`
-//!   (the fused primitives), `split.rs` (f32-accurate bf16 operands), `graph.rs` (`run_steps`:
+//!   (the fused primitives), `graph.rs` (`run_steps`:
 //!   captured sampler steps);
 //! - the layer they all launch through: `context.rs` (`CudaBackend`'s state, allocation,
 //!   uploads, `launch`), `tensor.rs` (`CudaTensor`, dtype promotion), `util.rs` (size checks),
@@ -39,7 +39,6 @@ mod pool;
 pub mod profiling;
 mod rca;
 mod softmax;
-mod split;
 mod tensor;
 mod timestep_embedding;
 mod upsample;
