@@ -62,8 +62,9 @@ pub struct Args {
     graphs: String,
     /// CUDA: storage dtype of the denoiser's activations. bf16 (default; f32 accumulation,
     /// statistics, timestep embeddings and sampler state) or f32 (f32-accurate products at about
-    /// 2x the step time: 2x activation bytes, 2-3x tensor-core work on split operands, fused
-    /// epilogues off, composed attention). Default: CYBERHOST_CUDA_ACTIVATIONS, else bf16.
+    /// 2x the step time: 2x activation bytes, 2-3x tensor-core work on bf16 hi + lo operands
+    /// split inside the kernels; fusions and flash attention stay on). Default:
+    /// CYBERHOST_CUDA_ACTIVATIONS, else bf16.
     #[arg(long, value_parser = ["bf16", "f32"])]
     activations: Option<String>,
     /// Longest accepted speech in seconds (checked from the WAV header before decoding).
