@@ -84,6 +84,15 @@ fn bench_gpu_on_the_stand_in_predicts_per_kernel_and_repredicts_saved_counters()
         );
         assert!(row["predicted_us"].as_f64().unwrap() > 0.0, "{row}");
         assert!(row["blocks_executed"].as_u64() <= row["blocks_total"].as_u64());
+        // A launch that reads global memory reads DRAM: its read footprint is known from the
+        // pointers in its (struct) parameters and bounds, never zeroes, the extrapolated reads.
+        if row["emu__block_unique_read_sectors"].as_u64().unwrap() > 0 {
+            assert!(
+                row["emu__read_footprint_cap_bytes"].as_u64().unwrap() > 0,
+                "{row}"
+            );
+            assert!(row["dram__bytes_read.sum"].as_u64().unwrap() > 0, "{row}");
+        }
     }
 
     // Saved counters, another GPU: same launches, a slower card predicts a slower step.

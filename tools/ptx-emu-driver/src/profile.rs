@@ -92,12 +92,14 @@ pub(crate) fn launch(
 ) -> Result<LaunchStats, Fault> {
     let (stats, acc) = ptx_emu::launch_counted(call, mem, opts, p.sample)?;
     let (module, kernel, cfg) = (call.module, call.kernel, call.cfg);
-    // Read footprint bound: the allocations the pointer parameters point into.
+    // Read footprint bound: the allocations the parameters point into. Pointers are 8-byte
+    // parameters or 8-byte-aligned fields of struct parameters (our kernels take one params
+    // struct), so every aligned 8-byte word of every parameter is tried as an address.
     let mut allocs: Vec<(u64, usize)> = call
         .params
         .iter()
-        .filter(|b| b.len() == 8)
-        .filter_map(|b| mem.allocation_containing(u64::from_le_bytes((*b).try_into().unwrap())))
+        .flat_map(|b| b.chunks_exact(8))
+        .filter_map(|w| mem.allocation_containing(u64::from_le_bytes(w.try_into().unwrap())))
         .collect();
     allocs.sort_unstable();
     allocs.dedup();
@@ -108,7 +110,9 @@ pub(crate) fn launch(
         registers_per_thread: registers(module, kernel),
         smem_static: module.static_shared_bytes(kernel).unwrap_or(0) as u64,
         smem_dynamic: u64::from(cfg.dynamic_smem_bytes),
-        read_footprint_cap_bytes: Some(allocs.iter().map(|a| a.1 as u64).sum()),
+        // no pointer found: no bound (a zero cap would erase every extrapolated read)
+        read_footprint_cap_bytes: (!allocs.is_empty())
+            .then(|| allocs.iter().map(|a| a.1 as u64).sum()),
     };
     let mut c = acc.finish(&info);
     if let Some(g) = p.gpu {
