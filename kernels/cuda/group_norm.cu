@@ -124,9 +124,10 @@ GROUP_NORM_ENTRY(group_norm_silu_v1_bf16, __nv_bfloat16, true)
 // chunk is 16-byte aligned (when x and y are) and the group's edge vectors take a masked scalar
 // path. chunks = ceil((len + VEC - 1) / CHUNK) covers every group; an empty chunk writes count 0.
 // Each thread owns vectors tid, tid + GN2_THREADS, ... of its chunk: one warp reads 512 contiguous
-// bytes per instruction. The stats kernel keeps its GN2_ELEMS values in registers and takes their
-// exact two-pass (mean, M2) before merging: no extra traffic. Deterministic: fixed merge order, no
-// atomics. y may alias x: the stats launch finishes before the apply launch writes.
+// bytes per instruction. The stats kernel keeps its GN2_ELEMS values per thread in registers and
+// takes the chunk's exact two-pass (mean, M2) from them (two block sums): no extra traffic.
+// Deterministic: fixed reduction and merge orders, no atomics. y may alias x: the stats launch
+// finishes before the apply launch writes.
 // ------------------------------------------------------------------------------------------------
 
 enum : uint32_t { GN2_THREADS = 256 };
@@ -134,6 +135,7 @@ enum : uint32_t { GN2_WARPS = GN2_THREADS / WARP_SIZE };
 enum : uint32_t { GN2_ELEMS = 32 };                        // per thread per chunk
 enum : uint32_t { GN2_CHUNK = GN2_THREADS * GN2_ELEMS };   // 8192 elements
 static_assert(GN2_WARPS <= WARP_SIZE, "the final merge is one warp wide");
+static_assert(GN2_WARPS == GN_WARPS, "the stats kernel reuses v1's block_sum");
 
 // params (mirrored by kernels/src/group_norm.rs `GroupNorm2Params`, 64 bytes)
 struct GroupNorm2Params {
@@ -254,34 +256,62 @@ template <typename T> __device__ __forceinline__ GnChunk gn_chunk(const GroupNor
 
 __device__ __forceinline__ bool gn_aligned(const void* p) { return (reinterpret_cast<uint64_t>(p) & 15u) == 0; }
 
+// Thread 0 writes the block's partial to its workspace slot.
+__device__ __forceinline__ void gn_stats_write(const GroupNorm2Params& p, GnStat t) {
+  if (threadIdx.x == 0) {
+    const uint64_t slot = ((uint64_t)blockIdx.z * p.groups + blockIdx.y) * p.chunks + blockIdx.x;
+    p.ws[slot] = make_float4(t.n, t.mean, t.m2, 0.0f);
+  }
+}
+
+// The chunk's (count, mean, M2) by an exact two-pass over the values the block holds in registers:
+// mean = block sum / count, then M2 = block sum of squared deviations from it (the v1 block_sum).
 template <typename T> __device__ __forceinline__ void group_norm_stats_v2(const GroupNorm2Params& p) {
+  __shared__ float partial[GN2_WARPS];
+  __shared__ float total;
   constexpr uint32_t VEC = GnVec<T>::N;
   constexpr uint32_t VPT = GN2_ELEMS / VEC; // vectors per thread
   const GnChunk ch = gn_chunk<T>(p);
   const T* x = static_cast<const T*>(p.x);
-  const bool aligned = gn_aligned(x);
   float v[VPT][VEC];
-  float cnt = 0.0f, sum = 0.0f;
+  float sum = 0.0f;
+  // Interior chunk (all CHUNK elements in the group, 16-byte aligned): unmasked vectors only.
+  if (gn_aligned(x) && ch.lo == ch.a && ch.hi == ch.a + GN2_CHUNK) {
+#pragma unroll
+    for (uint32_t i = 0; i < VPT; ++i) {
+      gn_load_vec(x + ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC, v[i]);
+#pragma unroll
+      for (uint32_t j = 0; j < VEC; ++j) sum += v[i][j];
+    }
+    const float mean = block_sum(sum, partial, &total) * (1.0f / (float)GN2_CHUNK);
+    float m2 = 0.0f;
+#pragma unroll
+    for (uint32_t i = 0; i < VPT; ++i) {
+#pragma unroll
+      for (uint32_t j = 0; j < VEC; ++j) {
+        const float d = v[i][j] - mean;
+        m2 = fmaf(d, d, m2);
+      }
+    }
+    m2 = block_sum(m2, partial, &total);
+    gn_stats_write(p, {(float)GN2_CHUNK, mean, m2});
+    return;
+  }
+  // Edge chunk (or unaligned x): per-lane masks, element by element.
+  float cnt = 0.0f;
 #pragma unroll
   for (uint32_t i = 0; i < VPT; ++i) {
     const uint64_t v0 = ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC;
-    if (aligned && v0 >= ch.lo && v0 + VEC <= ch.hi) {
-      gn_load_vec(x + v0, v[i]);
-      cnt += (float)VEC;
 #pragma unroll
-      for (uint32_t j = 0; j < VEC; ++j) sum += v[i][j];
-    } else {
-#pragma unroll
-      for (uint32_t j = 0; j < VEC; ++j) {
-        const bool in = v0 + j >= ch.lo && v0 + j < ch.hi;
-        v[i][j] = in ? to_f32(x[v0 + j]) : 0.0f;
-        cnt += in ? 1.0f : 0.0f;
-        sum += v[i][j];
-      }
+    for (uint32_t j = 0; j < VEC; ++j) {
+      const bool in = v0 + j >= ch.lo && v0 + j < ch.hi;
+      v[i][j] = in ? to_f32(x[v0 + j]) : 0.0f;
+      cnt += in ? 1.0f : 0.0f;
+      sum += v[i][j];
     }
   }
-  // Exact two-pass over this thread's values (all in registers).
-  const float mean = cnt > 0.0f ? sum / cnt : 0.0f;
+  cnt = block_sum(cnt, partial, &total); // exact: at most 8192
+  const float mean = block_sum(sum, partial, &total) / fmaxf(cnt, 1.0f); // empty chunk: 0
   float m2 = 0.0f;
 #pragma unroll
   for (uint32_t i = 0; i < VPT; ++i) {
@@ -293,11 +323,8 @@ template <typename T> __device__ __forceinline__ void group_norm_stats_v2(const 
       m2 = fmaf(d, d, m2);
     }
   }
-  const GnStat t = gn_block_merge({cnt, mean, m2});
-  if (threadIdx.x == 0) {
-    const uint64_t slot = ((uint64_t)blockIdx.z * p.groups + blockIdx.y) * p.chunks + blockIdx.x;
-    p.ws[slot] = make_float4(t.n, t.mean, t.m2, 0.0f);
-  }
+  m2 = block_sum(m2, partial, &total);
+  gn_stats_write(p, {cnt, mean, m2});
 }
 
 template <typename T, bool SILU> __device__ __forceinline__ void group_norm_apply_v2(const GroupNorm2Params& p) {
@@ -323,33 +350,42 @@ template <typename T, bool SILU> __device__ __forceinline__ void group_norm_appl
   const uint32_t cpg = p.c / p.groups;
   const uint32_t c0 = blockIdx.y * cpg; // the group's first channel
   const bool aligned = gn_aligned(x) && gn_aligned(y);
+  // One whole 16-byte vector at flat v0: channel of its first element (one division per vector),
+  // then step through the vector.
+  auto vec = [&](uint64_t v0) {
+    const uint32_t off = (uint32_t)(v0 - ch.gbase);
+    uint32_t c = off / p.s;
+    uint32_t rem = off - c * p.s;
+    float sc = to_f32(gamma[c0 + c]) * rstd;
+    float sh = fmaf(-mean, sc, to_f32(beta[c0 + c]));
+    float v[VEC];
+    gn_load_vec(x + v0, v);
+#pragma unroll
+    for (uint32_t j = 0; j < VEC; ++j) {
+      if (rem == p.s) {
+        rem = 0;
+        ++c;
+        sc = to_f32(gamma[c0 + c]) * rstd;
+        sh = fmaf(-mean, sc, to_f32(beta[c0 + c]));
+      }
+      float o = fmaf(v[j], sc, sh);
+      if (SILU) o = silu(o);
+      v[j] = o;
+      ++rem;
+    }
+    gn_store_vec(y + v0, v);
+  };
+  if (aligned && ch.lo == ch.a && ch.hi == ch.a + GN2_CHUNK) { // interior chunk: unmasked
+#pragma unroll
+    for (uint32_t i = 0; i < VPT; ++i) vec(ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC);
+    return;
+  }
 #pragma unroll
   for (uint32_t i = 0; i < VPT; ++i) {
     const uint64_t v0 = ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC;
     if (v0 + VEC <= ch.lo || v0 >= ch.hi) continue;
     if (aligned && v0 >= ch.lo && v0 + VEC <= ch.hi) {
-      // channel of the first element, then step: one division per vector.
-      const uint32_t off = (uint32_t)(v0 - ch.gbase);
-      uint32_t c = off / p.s;
-      uint32_t rem = off - c * p.s;
-      float sc = to_f32(gamma[c0 + c]) * rstd;
-      float sh = fmaf(-mean, sc, to_f32(beta[c0 + c]));
-      float v[VEC];
-      gn_load_vec(x + v0, v);
-#pragma unroll
-      for (uint32_t j = 0; j < VEC; ++j) {
-        if (rem == p.s) {
-          rem = 0;
-          ++c;
-          sc = to_f32(gamma[c0 + c]) * rstd;
-          sh = fmaf(-mean, sc, to_f32(beta[c0 + c]));
-        }
-        float o = fmaf(v[j], sc, sh);
-        if (SILU) o = silu(o);
-        v[j] = o;
-        ++rem;
-      }
-      gn_store_vec(y + v0, v);
+      vec(v0);
     } else { // a group-edge (or unaligned) vector: masked scalar path, rare, kept rolled
 #pragma unroll 1
       for (uint32_t j = 0; j < VEC; ++j) {

@@ -126,12 +126,18 @@ pub const GN2_THREADS: u32 = 256;
 /// Elements of one v2 chunk (`GN2_CHUNK` = 256 threads x 32 elements).
 pub const GN2_CHUNK: u64 = 8192;
 
-/// Which version runs a shape: v2 (split reduction, 2 reads + 1 write of x over
-/// `chunks x groups x N` blocks) once a group spans more than one v2 chunk, i.e.
-/// `C / groups * S > 8192`; v1 (one block per group, one launch, 3 reads + 1 write) below, where
-/// the group fits one chunk anyway and v2 would only add a second launch.
+/// Groups of at most this many elements (`C / groups * S`) run v1.
+pub const GN_V1_MAX_GROUP: u64 = 1024;
+
+/// Which version runs a shape: v2 (split reduction: 2 reads + 1 write of x over
+/// `chunks x groups x N` blocks, 2 launches) once a group has more than [`GN_V1_MAX_GROUP`]
+/// elements, v1 (one block per group, 1 launch, 3 reads + 1 write) below. From the gpu-model on
+/// the stand-in's counters (docs/performance.md, "GroupNorm split reduction"; N 2, C 320,
+/// 32 groups, bf16, h100-sxm): a group of 640 elements is 5.3 us on v1 and 7.0 us on v2 (two launch
+/// costs), one of 2,560 is 12.1 us on v1 (latency-bound, growing with the group) and 7.1 us on
+/// v2; v1's time interpolated linearly crosses v2's near 1,100 elements.
 pub fn version(shape: GroupNormShape) -> u32 {
-    if (shape.c / shape.groups.max(1)) * shape.s > GN2_CHUNK {
+    if (shape.c / shape.groups.max(1)) * shape.s > GN_V1_MAX_GROUP {
         2
     } else {
         1
@@ -243,8 +249,8 @@ mod tests {
         assert_eq!(version(big), 2);
         assert_eq!(chunks(big, DType::Bf16), 80);
         assert_eq!(chunks(GroupNormShape { s: 65_537, ..big }, DType::Bf16), 81);
-        let small = GroupNormShape { s: 819, ..big };
-        assert_eq!(version(small), 1);
+        assert_eq!(version(GroupNormShape { s: 102, ..big }), 1);
+        assert_eq!(version(GroupNormShape { s: 103, ..big }), 2);
     }
 
     #[test]

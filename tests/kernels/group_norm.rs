@@ -126,8 +126,10 @@ crate::storages_test!(group_norm_matches_cpu, |be, tol| {
         (vec![1, 8, 13], 4),
         (vec![2, 4, 3, 3, 5], 2),
         (vec![3, 5], 5),
-        // C / groups * S = 2 * 4099 > 8192: the v2 split reduction (2 chunks per group)
+        // C / groups * S = 2 * 4099: the v2 split reduction (2 chunks per group)
         (vec![2, 4, 4099], 2),
+        // 4 * 603 = 2412: v2 with one chunk per group
+        (vec![2, 8, 3, 201], 2),
     ] {
         let c = shape[1];
         let (x, xc) = rand_pair(&be, &shape, 110);
@@ -299,3 +301,48 @@ crate::harness::sweep_tests!(sweep_v2;
     group_norm_silu_v2_f32 => (DType::F32, true),
     group_norm_silu_v2_bf16 => (DType::Bf16, true),
 );
+
+/// Counters of v1 and v2 on the paper's largest video GroupNorm, (N, C, S) = (2, 320, 16*64*64),
+/// 32 groups, bf16, and image-sized S = 64*64, 32*32, 16*16 (the last: one chunk per group, v1
+/// territory): run on the stand-in with
+/// `PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=4 CYBERHOST_KERNEL_TEST_DEVICE=stand-in
+/// cargo test -p cyberhost-suite --test kernels group_norm_counters -- --ignored`, then
+/// `gpu-report --gpu h100-sxm FILE` (docs/performance.md, "GroupNorm split reduction").
+/// Checks nothing: sampled launches leave outputs invalid.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in and PTX_EMU_STATS"]
+fn group_norm_counters() {
+    use cyberhost_kernels::group_norm::{launch_config_v2, workspace_f32s, GroupNorm2Params};
+    let mut dev = Device::new(1, 0);
+    assert!(
+        matches!(dev, Device::Cuda { .. }),
+        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
+    );
+    let dtype = DType::Bf16;
+    for s in [16 * 64 * 64, 64 * 64, 32 * 32, 16 * 16, 8 * 8, 4 * 4] {
+        let gshape = GroupNormShape {
+            n: 2,
+            c: 320,
+            s,
+            groups: 32,
+        };
+        let len = (2 * 320 * s) as usize;
+        let x = vec![1.0f32; len];
+        let gamma = vec![1.0f32; 320];
+        let [dx, dg, db] = dev.upload_all(dtype, [&x, &gamma, &gamma]).unwrap();
+        let ws = dev
+            .alloc_poisoned(workspace_f32s(gshape, dtype) as usize * 4)
+            .unwrap();
+        let p1 = GroupNormParams::new(dx, dg, db, dx, gshape, 1e-5).unwrap();
+        let p2 = GroupNorm2Params::new(p1, ws, dtype).unwrap();
+        for op in ["group_norm", "group_norm_silu"] {
+            let m = KernelModule::GroupNorm;
+            dev.launch(m, &kernel_name(op, 1, dtype), launch_config(gshape), &p1)
+                .unwrap();
+            let cfg = launch_config_v2(gshape, dtype);
+            dev.launch(m, &kernel_name("group_norm_stats", 2, dtype), cfg, &p2)
+                .unwrap();
+            dev.launch(m, &kernel_name(op, 2, dtype), cfg, &p2).unwrap();
+        }
+    }
+}
