@@ -10,8 +10,12 @@
 // Versions:
 //   v1: one block per (group, sample), GN_THREADS threads; three passes over the group (sum ->
 //       mean, sum of squared deviations -> var, normalise+write); each sum is a two-level reduction
-//       (warp shfl, then the per-warp partials through shared memory and a final warp shfl). <- ships
-// Entries: group_norm_v1_{f32,bf16}, group_norm_silu_v1_{f32,bf16} (one GroupNormParams argument).
+//       (warp shfl, then the per-warp partials through shared memory and a final warp shfl).
+//       <- ships for groups of <= 1024 elements
+//   v2: split reduction over (chunks, G, N) blocks, stats launch + apply launch (below).
+//       <- ships for larger groups (rule: kernels/src/group_norm.rs `version`)
+// Entries: group_norm_v1_{f32,bf16}, group_norm_silu_v1_{f32,bf16} (one GroupNormParams argument);
+// group_norm_stats_v2_*, group_norm_v2_*, group_norm_silu_v2_* (one GroupNorm2Params argument).
 // ------------------------------------------------------------------------------------------------
 
 #include "common.cuh"

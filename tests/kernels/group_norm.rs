@@ -194,11 +194,13 @@ const V2_CASES: &[V2Case] = &[
 ];
 
 /// Derived tolerance of v2 against the f64 reference: v1's storage tolerance (output rounding:
-/// bf16 2^-8 per element, f32 a few 2^-24) plus the error of the f32 mean, which shifts every
-/// normalised output by delta_mean / sigma. The mean (magnitude |mu|) is rounded once per step on
-/// its path: the 32 in-register adds of a thread, 5 + 3 butterfly merges in the stats block, the
-/// ceil(chunks / 256) sequential merges of an apply thread and 5 + 3 more there; random-walk
-/// growth sqrt(steps) * 2^-24 * |mu| / sigma, times 4 for a 4-sigma bound.
+/// bf16 2^-8 per element, f32 a few 2^-24) plus the error of the f32 group mean, which shifts every
+/// normalised output by delta_mean / sigma. Quantities of magnitude |mu| are rounded once per step
+/// on the mean's path: the 32 in-register adds of a stats thread and the 5 + 3 levels of the block
+/// sum (the chunk mean), then the ceil(chunks / 256) sequential Chan merges of an apply thread and
+/// the 5 + 3 butterfly levels of the block merge; random-walk growth sqrt(steps) * 2^-24 * |mu| /
+/// sigma, times 4 for a 4-sigma bound. (The variance is a sum of squared deviations from a
+/// chunk's own mean, so its error is relative to sigma^2 and below this term.)
 fn v2_tol(bf: bool, mean: f32, sigma: f32, chunks: u64) -> f64 {
     let steps = 32.0 + 8.0 + chunks.div_ceil(256) as f64 + 8.0;
     let u = 2f64.powi(-24);
