@@ -154,12 +154,14 @@ crate::storages_test!(group_norm_matches_cpu, |be, tol| {
 // v2: split reduction (group_norm_stats_v2_* then group_norm[_silu]_v2_*), launched directly
 // ------------------------------------------------------------------------------------------------
 
-/// One v2 case: shape (N, C, S, groups), input mean and spread, and whether y aliases x.
+/// One v2 case: shape (N, C, S, groups), input mean and spread, whether y aliases x, and whether
+/// x and y start one element past a 16-byte boundary (the kernels' all-scalar path).
 struct V2Case {
     shape: (usize, usize, usize, usize),
     mean: f32,
     sigma: f32,
     alias: bool,
+    misaligned: bool,
 }
 
 const fn v2_case(shape: (usize, usize, usize, usize), mean: f32, alias: bool) -> V2Case {
@@ -168,6 +170,7 @@ const fn v2_case(shape: (usize, usize, usize, usize), mean: f32, alias: bool) ->
         mean,
         sigma: 1.5,
         alias,
+        misaligned: false,
     }
 }
 
@@ -190,6 +193,21 @@ const V2_CASES: &[V2Case] = &[
         mean: 1000.0,
         sigma: 1.0,
         alias: true,
+        misaligned: false,
+    },
+    V2Case {
+        shape: (2, 4, 4099, 2),
+        mean: 2.5,
+        sigma: 1.5,
+        alias: false,
+        misaligned: true,
+    },
+    V2Case {
+        shape: (1, 2, 9000, 1),
+        mean: 2.5,
+        sigma: 1.5,
+        alias: true,
+        misaligned: true,
     },
 ];
 
@@ -234,12 +252,18 @@ fn run_v2(
         silu.then_some(Unary::Silu),
     )?);
 
-    let [dx, dg, db] = dev.upload_all(dtype, [&x, &gamma, &beta])?;
-    let dy = if case.alias {
-        dx
+    // Misaligned: one leading element (poison) before x and before y; the buffers start aligned.
+    let lead = case.misaligned as usize;
+    let sz = dtype.size_in_bytes();
+    let mut xl = vec![f32::NAN; lead];
+    xl.extend_from_slice(&x);
+    let [dx0, dg, db] = dev.upload_all(dtype, [&xl, &gamma, &beta])?;
+    let dy0 = if case.alias {
+        dx0
     } else {
-        dev.alloc_poisoned(x.len() * dtype.size_in_bytes())?
+        dev.alloc_poisoned(xl.len() * sz)?
     };
+    let (dx, dy) = (dx0 + (lead * sz) as u64, dy0 + (lead * sz) as u64);
     let gshape = GroupNormShape {
         n: n as u64,
         c: c as u64,
@@ -263,12 +287,13 @@ fn run_v2(
     )?;
     let entry = kernel_name(op, 2, dtype);
     dev.launch(KernelModule::GroupNorm, &entry, cfg, &p)?;
-    let got = dev.download_as(dtype, dy, x.len())?;
+    let got = dev.download_as(dtype, dy0, xl.len())?[lead..].to_vec();
     let k = chunks(gshape, dtype);
     assert_close(
         &format!(
-            "{entry} (N, C, S) = ({n}, {c}, {s}), groups {groups}, {k} chunks, mean {}, alias {}",
-            case.mean, case.alias
+            "{entry} (N, C, S) = ({n}, {c}, {s}), groups {groups}, {k} chunks, mean {}, alias {}, \
+             misaligned {}",
+            case.mean, case.alias, case.misaligned
         ),
         &got,
         &want,
