@@ -1,4 +1,5 @@
-//! `group_norm.cu`: GroupNorm and GroupNorm + SiLU over `(N, C, H, W)`.
+//! `group_norm.cu`: GroupNorm and GroupNorm + SiLU over `(N, C, H, W)` (v1 for small groups, v2 above
+//! 1024 elements per group).
 
 use criterion::Criterion;
 use cyberhost_engine::backends::{Backend, Unary};
@@ -17,5 +18,10 @@ pub fn benches(c: &mut Criterion) {
     });
     bench(c, "group_norm", "silu_2x32x16x16_g8", || {
         be.group_norm_act(&x, 8, Some(&g), Some(&b), 1e-5, Some(Unary::Silu))
+    });
+    // 4 * 64 * 64 = 16384 elements per group: the v2 split reduction (2 chunks per group).
+    let xl = tensor(&[2, 32, 64, 64], 4);
+    bench(c, "group_norm", "v2_2x32x64x64_g8", || {
+        be.group_norm(&xl, 8, Some(&g), Some(&b), 1e-5)
     });
 }

@@ -10,8 +10,12 @@
 // Versions:
 //   v1: one block per (group, sample), GN_THREADS threads; three passes over the group (sum ->
 //       mean, sum of squared deviations -> var, normalise+write); each sum is a two-level reduction
-//       (warp shfl, then the per-warp partials through shared memory and a final warp shfl). <- ships
-// Entries: group_norm_v1_{f32,bf16}, group_norm_silu_v1_{f32,bf16} (one GroupNormParams argument).
+//       (warp shfl, then the per-warp partials through shared memory and a final warp shfl).
+//       <- ships for groups of <= 1024 elements
+//   v2: split reduction over (chunks, G, N) blocks, stats launch + apply launch (below).
+//       <- ships for larger groups (rule: kernels/src/group_norm.rs `version`)
+// Entries: group_norm_v1_{f32,bf16}, group_norm_silu_v1_{f32,bf16} (one GroupNormParams argument);
+// group_norm_stats_v2_*, group_norm_v2_*, group_norm_silu_v2_* (one GroupNorm2Params argument).
 // ------------------------------------------------------------------------------------------------
 
 #include "common.cuh"
@@ -112,3 +116,308 @@ GROUP_NORM_ENTRY(group_norm_v1_f32, float, false)
 GROUP_NORM_ENTRY(group_norm_v1_bf16, __nv_bfloat16, false)
 GROUP_NORM_ENTRY(group_norm_silu_v1_f32, float, true)
 GROUP_NORM_ENTRY(group_norm_silu_v1_bf16, __nv_bfloat16, true)
+
+// ------------------------------------------------------------------------------------------------
+// v2: split reduction (issue 16). Two launches per GroupNorm:
+//   stats  grid = (chunks, G, N): block (k, g, n) reduces chunk k of group (n, g) to (mean, M2)
+//          and writes one float4 partial {count, mean, M2, 0} to ws[(n * G + g) * chunks + k];
+//   apply  grid = (chunks, G, N): block (k, g, n) merges its group's `chunks` partials in index
+//          order (Chan et al.'s pairwise formula), then normalises chunk k (+ gamma/beta/SiLU).
+// Chunk k of group (n, g) covers flat elements [max(gbase, A + k*CHUNK), min(gend, A + (k+1)*CHUNK))
+// with A = gbase rounded down to a multiple of VEC (16 bytes of T), so every whole vector of a
+// chunk is 16-byte aligned (when x and y are) and the group's edge vectors take a masked scalar
+// path. chunks = ceil((len + VEC - 1) / CHUNK) covers every group; an empty chunk writes count 0.
+// Each thread owns vectors tid, tid + GN2_THREADS, ... of its chunk: one warp reads 512 contiguous
+// bytes per instruction. The stats kernel keeps its GN2_ELEMS values per thread in registers and
+// takes the chunk's exact two-pass (mean, M2) from them (two block sums): no extra traffic.
+// Deterministic: fixed reduction and merge orders, no atomics. y may alias x: the stats launch
+// finishes before the apply launch writes.
+// ------------------------------------------------------------------------------------------------
+
+enum : uint32_t { GN2_THREADS = 256 };
+enum : uint32_t { GN2_WARPS = GN2_THREADS / WARP_SIZE };
+enum : uint32_t { GN2_ELEMS = 32 };                        // per thread per chunk
+enum : uint32_t { GN2_CHUNK = GN2_THREADS * GN2_ELEMS };   // 8192 elements
+static_assert(GN2_WARPS <= WARP_SIZE, "the final merge is one warp wide");
+static_assert(GN2_WARPS == GN_WARPS, "the stats kernel reuses v1's block_sum");
+
+// params (mirrored by kernels/src/group_norm.rs `GroupNorm2Params`, 64 bytes)
+struct GroupNorm2Params {
+  const void* x;     // (N, C, S) T
+  const void* gamma; // (C) T
+  const void* beta;  // (C) T
+  void* y;           // (N, C, S) T
+  float4* ws;        // (N, G, chunks) partials {count, mean, M2, 0}
+  uint32_t n;
+  uint32_t c;
+  uint32_t s;
+  uint32_t groups;
+  float eps;
+  uint32_t chunks;   // per group
+};
+
+// Welford/Chan partial: count, mean, sum of squared deviations.
+struct GnStat {
+  float n, mean, m2;
+};
+
+// Chan, Golub & LeVeque's pairwise merge; an empty side returns the other unchanged.
+__device__ __forceinline__ GnStat gn_merge(GnStat a, GnStat b) {
+  if (b.n == 0.0f) return a;
+  if (a.n == 0.0f) return b;
+  const float n = a.n + b.n;
+  const float d = b.mean - a.mean;
+  const float f = b.n / n;
+  GnStat r;
+  r.n = n;
+  r.mean = fmaf(d, f, a.mean);
+  r.m2 = a.m2 + b.m2 + d * d * a.n * f;
+  return r;
+}
+
+// Merge over the block in a fixed order (butterfly in the warp, then the warps' results in warp
+// 0); every thread returns the total.
+__device__ __forceinline__ GnStat gn_block_merge(GnStat v) {
+  __shared__ float sn[GN2_WARPS], smean[GN2_WARPS], sm2[GN2_WARPS];
+  __shared__ GnStat total;
+  const uint32_t warp = threadIdx.x / WARP_SIZE;
+  const uint32_t lane = threadIdx.x % WARP_SIZE;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    GnStat o;
+    o.n = __shfl_xor_sync(FULL_MASK, v.n, off);
+    o.mean = __shfl_xor_sync(FULL_MASK, v.mean, off);
+    o.m2 = __shfl_xor_sync(FULL_MASK, v.m2, off);
+    // Lower lane first on both sides, so the pair's two lanes compute the same bits.
+    v = (lane & off) ? gn_merge(o, v) : gn_merge(v, o);
+  }
+  if (lane == 0) {
+    sn[warp] = v.n;
+    smean[warp] = v.mean;
+    sm2[warp] = v.m2;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    GnStat w = {0.0f, 0.0f, 0.0f};
+    if (lane < GN2_WARPS) w = {sn[lane], smean[lane], sm2[lane]};
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      GnStat o;
+      o.n = __shfl_xor_sync(FULL_MASK, w.n, off);
+      o.mean = __shfl_xor_sync(FULL_MASK, w.mean, off);
+      o.m2 = __shfl_xor_sync(FULL_MASK, w.m2, off);
+      w = (lane & off) ? gn_merge(o, w) : gn_merge(w, o);
+    }
+    if (lane == 0) total = w;
+  }
+  __syncthreads();
+  return total;
+}
+
+// 16 bytes of T.
+template <typename T> struct GnVec;
+template <> struct GnVec<float> {
+  enum : uint32_t { N = 4 };
+};
+template <> struct GnVec<__nv_bfloat16> {
+  enum : uint32_t { N = 8 };
+};
+
+template <typename T> __device__ __forceinline__ void gn_load_vec(const T* p, float (&v)[GnVec<T>::N]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (uint32_t j = 0; j < GnVec<T>::N; ++j) v[j] = to_f32(e[j]);
+}
+
+template <typename T> __device__ __forceinline__ void gn_store_vec(T* p, const float (&v)[GnVec<T>::N]) {
+  uint4 raw;
+  T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+  for (uint32_t j = 0; j < GnVec<T>::N; ++j) e[j] = from_f32<T>(v[j]);
+  *reinterpret_cast<uint4*>(p) = raw;
+}
+
+// This block's group and chunk: flat [lo, hi) of x/y, the aligned origin `a` of the chunk's
+// vectors (vector i of the chunk starts at a + i * VEC), the group's first element gbase.
+struct GnChunk {
+  uint64_t gbase, lo, hi, a;
+};
+
+template <typename T> __device__ __forceinline__ GnChunk gn_chunk(const GroupNorm2Params& p) {
+  constexpr uint32_t VEC = GnVec<T>::N;
+  const uint32_t cpg = p.c / p.groups;
+  const uint64_t len = (uint64_t)cpg * p.s;
+  GnChunk r;
+  r.gbase = ((uint64_t)blockIdx.z * p.c + (uint64_t)blockIdx.y * cpg) * p.s;
+  const uint64_t gend = r.gbase + len;
+  r.a = (r.gbase / VEC) * VEC + (uint64_t)blockIdx.x * GN2_CHUNK;
+  r.lo = r.a > r.gbase ? r.a : r.gbase;
+  r.hi = r.a + GN2_CHUNK < gend ? r.a + GN2_CHUNK : gend;
+  if (r.hi < r.lo) r.hi = r.lo;
+  return r;
+}
+
+__device__ __forceinline__ bool gn_aligned(const void* p) { return (reinterpret_cast<uint64_t>(p) & 15u) == 0; }
+
+// Thread 0 writes the block's partial to its workspace slot.
+__device__ __forceinline__ void gn_stats_write(const GroupNorm2Params& p, GnStat t) {
+  if (threadIdx.x == 0) {
+    const uint64_t slot = ((uint64_t)blockIdx.z * p.groups + blockIdx.y) * p.chunks + blockIdx.x;
+    p.ws[slot] = make_float4(t.n, t.mean, t.m2, 0.0f);
+  }
+}
+
+// The chunk's (count, mean, M2) by an exact two-pass over the values the block holds in registers:
+// mean = block sum / count, then M2 = block sum of squared deviations from it (the v1 block_sum).
+template <typename T> __device__ __forceinline__ void group_norm_stats_v2(const GroupNorm2Params& p) {
+  __shared__ float partial[GN2_WARPS];
+  __shared__ float total;
+  constexpr uint32_t VEC = GnVec<T>::N;
+  constexpr uint32_t VPT = GN2_ELEMS / VEC; // vectors per thread
+  const GnChunk ch = gn_chunk<T>(p);
+  const T* x = static_cast<const T*>(p.x);
+  float v[VPT][VEC];
+  float sum = 0.0f;
+  // Interior chunk (all CHUNK elements in the group, 16-byte aligned): unmasked vectors only.
+  if (gn_aligned(x) && ch.lo == ch.a && ch.hi == ch.a + GN2_CHUNK) {
+#pragma unroll
+    for (uint32_t i = 0; i < VPT; ++i) {
+      gn_load_vec(x + ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC, v[i]);
+#pragma unroll
+      for (uint32_t j = 0; j < VEC; ++j) sum += v[i][j];
+    }
+    const float mean = block_sum(sum, partial, &total) * (1.0f / (float)GN2_CHUNK);
+    float m2 = 0.0f;
+#pragma unroll
+    for (uint32_t i = 0; i < VPT; ++i) {
+#pragma unroll
+      for (uint32_t j = 0; j < VEC; ++j) {
+        const float d = v[i][j] - mean;
+        m2 = fmaf(d, d, m2);
+      }
+    }
+    m2 = block_sum(m2, partial, &total);
+    gn_stats_write(p, {(float)GN2_CHUNK, mean, m2});
+    return;
+  }
+  // Edge chunk (or unaligned x): per-lane masks, element by element.
+  float cnt = 0.0f;
+#pragma unroll
+  for (uint32_t i = 0; i < VPT; ++i) {
+    const uint64_t v0 = ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC;
+#pragma unroll
+    for (uint32_t j = 0; j < VEC; ++j) {
+      const bool in = v0 + j >= ch.lo && v0 + j < ch.hi;
+      v[i][j] = in ? to_f32(x[v0 + j]) : 0.0f;
+      cnt += in ? 1.0f : 0.0f;
+      sum += v[i][j];
+    }
+  }
+  cnt = block_sum(cnt, partial, &total); // exact: at most 8192
+  const float mean = block_sum(sum, partial, &total) / fmaxf(cnt, 1.0f); // empty chunk: 0
+  float m2 = 0.0f;
+#pragma unroll
+  for (uint32_t i = 0; i < VPT; ++i) {
+    const uint64_t v0 = ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC;
+#pragma unroll
+    for (uint32_t j = 0; j < VEC; ++j) {
+      const bool in = v0 + j >= ch.lo && v0 + j < ch.hi;
+      const float d = in ? v[i][j] - mean : 0.0f;
+      m2 = fmaf(d, d, m2);
+    }
+  }
+  m2 = block_sum(m2, partial, &total);
+  gn_stats_write(p, {cnt, mean, m2});
+}
+
+template <typename T, bool SILU> __device__ __forceinline__ void group_norm_apply_v2(const GroupNorm2Params& p) {
+  constexpr uint32_t VEC = GnVec<T>::N;
+  constexpr uint32_t VPT = GN2_ELEMS / VEC;
+  // 1. the group's statistics: thread t merges partials t, t + 256, ... in order, then the block.
+  const float4* ws = p.ws + ((uint64_t)blockIdx.z * p.groups + blockIdx.y) * p.chunks;
+  GnStat acc = {0.0f, 0.0f, 0.0f};
+  for (uint32_t k = threadIdx.x; k < p.chunks; k += GN2_THREADS) {
+    const float4 w = ws[k];
+    acc = gn_merge(acc, {w.x, w.y, w.z});
+  }
+  const GnStat st = gn_block_merge(acc);
+  const float rstd = rsqrtf(st.m2 / st.n + p.eps);
+  const float mean = st.mean;
+
+  // 2. normalise this chunk.
+  const GnChunk ch = gn_chunk<T>(p);
+  const T* x = static_cast<const T*>(p.x);
+  T* y = static_cast<T*>(p.y);
+  const T* gamma = static_cast<const T*>(p.gamma);
+  const T* beta = static_cast<const T*>(p.beta);
+  const uint32_t cpg = p.c / p.groups;
+  const uint32_t c0 = blockIdx.y * cpg; // the group's first channel
+  const bool aligned = gn_aligned(x) && gn_aligned(y);
+  // One whole 16-byte vector at flat v0: channel of its first element (one division per vector),
+  // then step through the vector.
+  auto vec = [&](uint64_t v0) {
+    const uint32_t off = (uint32_t)(v0 - ch.gbase);
+    uint32_t c = off / p.s;
+    uint32_t rem = off - c * p.s;
+    float sc = to_f32(gamma[c0 + c]) * rstd;
+    float sh = fmaf(-mean, sc, to_f32(beta[c0 + c]));
+    float v[VEC];
+    gn_load_vec(x + v0, v);
+#pragma unroll
+    for (uint32_t j = 0; j < VEC; ++j) {
+      if (rem == p.s) {
+        rem = 0;
+        ++c;
+        sc = to_f32(gamma[c0 + c]) * rstd;
+        sh = fmaf(-mean, sc, to_f32(beta[c0 + c]));
+      }
+      float o = fmaf(v[j], sc, sh);
+      if (SILU) o = silu(o);
+      v[j] = o;
+      ++rem;
+    }
+    gn_store_vec(y + v0, v);
+  };
+  if (aligned && ch.lo == ch.a && ch.hi == ch.a + GN2_CHUNK) { // interior chunk: unmasked
+#pragma unroll
+    for (uint32_t i = 0; i < VPT; ++i) vec(ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC);
+    return;
+  }
+#pragma unroll
+  for (uint32_t i = 0; i < VPT; ++i) {
+    const uint64_t v0 = ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC;
+    if (v0 + VEC <= ch.lo || v0 >= ch.hi) continue;
+    if (aligned && v0 >= ch.lo && v0 + VEC <= ch.hi) {
+      vec(v0);
+    } else { // a group-edge (or unaligned) vector: masked scalar path, rare, kept rolled
+#pragma unroll 1
+      for (uint32_t j = 0; j < VEC; ++j) {
+        const uint64_t e = v0 + j;
+        if (e < ch.lo || e >= ch.hi) continue;
+        const uint32_t c = c0 + (uint32_t)(e - ch.gbase) / p.s;
+        const float sc = to_f32(gamma[c]) * rstd;
+        float o = fmaf(to_f32(x[e]), sc, fmaf(-mean, sc, to_f32(beta[c])));
+        if (SILU) o = silu(o);
+        y[e] = from_f32<T>(o);
+      }
+    }
+  }
+}
+
+#define GROUP_NORM_V2_ENTRIES(T, SUFFIX)                                                           \
+  extern "C" __global__ void __launch_bounds__(GN2_THREADS)                                        \
+      group_norm_stats_v2_##SUFFIX(const GroupNorm2Params p) {                                     \
+    group_norm_stats_v2<T>(p);                                                                     \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(GN2_THREADS)                                        \
+      group_norm_v2_##SUFFIX(const GroupNorm2Params p) {                                           \
+    group_norm_apply_v2<T, false>(p);                                                              \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(GN2_THREADS)                                        \
+      group_norm_silu_v2_##SUFFIX(const GroupNorm2Params p) {                                      \
+    group_norm_apply_v2<T, true>(p);                                                               \
+  }
+
+GROUP_NORM_V2_ENTRIES(float, f32)
+GROUP_NORM_V2_ENTRIES(__nv_bfloat16, bf16)

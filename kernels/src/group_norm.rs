@@ -1,6 +1,6 @@
 //! `kernels/cuda/group_norm.cu`: GroupNorm over `(N, C, S)` with optional fused SiLU.
 
-use crate::{to_u32, Entry, LaunchConfig};
+use crate::{to_u32, DType, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
 /// Threads per block, one block per (group, sample) (`GN_THREADS` in the `.cu`).
@@ -10,8 +10,29 @@ pub const GN_STATIC_SMEM_BYTES: u32 = (GN_THREADS / 32 + 1) * 4;
 
 const LAUNCH: &str = "grid = (groups, N), block = 256";
 
-pub const ENTRIES: &[Entry] =
-    crate::f32_bf16_entries!(("GroupNormParams", 56), LAUNCH; "group_norm", "group_norm_silu");
+const LAUNCH_V2: &str = "grid = (chunks, groups, N), block = 256; stats then apply, same grid";
+
+const fn v2(name: &'static str, op: &'static str, dtype: DType) -> Entry {
+    Entry {
+        name,
+        op,
+        version: 2,
+        dtype,
+        params: "GroupNorm2Params",
+        params_size: 64,
+        launch: LAUNCH_V2,
+    }
+}
+
+pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(
+    ("GroupNormParams", 56), LAUNCH; "group_norm", "group_norm_silu";
+    v2("group_norm_stats_v2_f32", "group_norm_stats", DType::F32),
+    v2("group_norm_v2_f32", "group_norm", DType::F32),
+    v2("group_norm_silu_v2_f32", "group_norm_silu", DType::F32),
+    v2("group_norm_stats_v2_bf16", "group_norm_stats", DType::Bf16),
+    v2("group_norm_v2_bf16", "group_norm", DType::Bf16),
+    v2("group_norm_silu_v2_bf16", "group_norm_silu", DType::Bf16)
+);
 
 /// Mirrors `struct GroupNormParams` in `group_norm.cu` (56 bytes).
 #[repr(C)]
@@ -96,11 +117,141 @@ pub fn launch_config(shape: GroupNormShape) -> LaunchConfig {
     )
 }
 
+// ------------------------------------------------------------------------------------------------
+// v2: split reduction (stats launch + apply launch over the same grid)
+// ------------------------------------------------------------------------------------------------
+
+/// Threads per v2 block (`GN2_THREADS`).
+pub const GN2_THREADS: u32 = 256;
+/// Elements of one v2 chunk (`GN2_CHUNK` = 256 threads x 32 elements).
+pub const GN2_CHUNK: u64 = 8192;
+
+/// Groups of at most this many elements (`C / groups * S`) run v1.
+pub const GN_V1_MAX_GROUP: u64 = 1024;
+
+/// Which version runs a shape: v2 (split reduction: 2 reads + 1 write of x over
+/// `chunks x groups x N` blocks, 2 launches) once a group has more than [`GN_V1_MAX_GROUP`]
+/// elements, v1 (one block per group, 1 launch, 3 reads + 1 write) below. From the gpu-model on
+/// the stand-in's counters (docs/performance.md, "GroupNorm split reduction"; N 2, C 320,
+/// 32 groups, bf16, h100-sxm): a group of 640 elements is 5.3 us on v1 and 7.0 us on v2 (two launch
+/// costs), one of 2,560 is 12.1 us on v1 (latency-bound, growing with the group) and 7.1 us on
+/// v2; v1's time interpolated linearly crosses v2's near 1,100 elements.
+pub fn version(shape: GroupNormShape) -> u32 {
+    if (shape.c / shape.groups.max(1)) * shape.s > GN_V1_MAX_GROUP {
+        2
+    } else {
+        1
+    }
+}
+
+/// Elements of one 16-byte vector of `dtype`.
+fn vec_elems(dtype: DType) -> u64 {
+    16 / dtype.size_in_bytes() as u64
+}
+
+/// v2 chunks per group: a group's chunks start at its first element rounded down to a 16-byte
+/// vector (`VEC` elements), so with `len = C / groups * S` not a multiple of `VEC` (groups start
+/// misaligned) they may reach `VEC - 1` elements further: `ceil((len + that) / 8192)`, the most any
+/// group needs (its kernel block writes an empty partial when its chunk is past its group).
+pub fn chunks(shape: GroupNormShape, dtype: DType) -> u64 {
+    let len = (shape.c / shape.groups.max(1)) * shape.s;
+    let vec = vec_elems(dtype);
+    let skew = if len % vec == 0 { 0 } else { vec - 1 };
+    (len + skew).div_ceil(GN2_CHUNK).max(1)
+}
+
+/// f32 words of the v2 workspace: one `{count, mean, M2, 0}` partial per (sample, group, chunk).
+pub fn workspace_f32s(shape: GroupNormShape, dtype: DType) -> u64 {
+    4 * shape.n * shape.groups * chunks(shape, dtype)
+}
+
+/// Mirrors `struct GroupNorm2Params` in `group_norm.cu` (64 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GroupNorm2Params {
+    pub x: u64,
+    pub gamma: u64,
+    pub beta: u64,
+    /// May equal `x`.
+    pub y: u64,
+    /// `workspace_f32s` f32s, 16-byte aligned.
+    pub ws: u64,
+    pub n: u32,
+    pub c: u32,
+    pub s: u32,
+    pub groups: u32,
+    pub eps: f32,
+    pub chunks: u32,
+}
+
+impl GroupNorm2Params {
+    /// The v2 params of `v1` (validated by [`GroupNormParams::new`]) with workspace `ws`.
+    pub fn new(v1: GroupNormParams, ws: u64, dtype: DType) -> Result<Self> {
+        let shape = GroupNormShape {
+            n: v1.n as u64,
+            c: v1.c as u64,
+            s: v1.s as u64,
+            groups: v1.groups as u64,
+        };
+        ensure!(
+            shape.groups <= 65_535,
+            "group_norm v2: {} groups exceed gridDim.y 65535",
+            shape.groups
+        );
+        ensure!(ws % 16 == 0, "group_norm v2: workspace not 16-byte aligned");
+        Ok(GroupNorm2Params {
+            x: v1.x,
+            gamma: v1.gamma,
+            beta: v1.beta,
+            y: v1.y,
+            ws,
+            n: v1.n,
+            c: v1.c,
+            s: v1.s,
+            groups: v1.groups,
+            eps: v1.eps,
+            chunks: to_u32(chunks(shape, dtype), "group_norm chunks")?,
+        })
+    }
+}
+
+/// v2 (both launches): `grid = (chunks, groups, N)`, `block = 256`, static smem only.
+pub fn launch_config_v2(shape: GroupNormShape, dtype: DType) -> LaunchConfig {
+    LaunchConfig::blocks(
+        [
+            chunks(shape, dtype) as u32,
+            shape.groups.max(1) as u32,
+            shape.n.max(1) as u32,
+        ],
+        GN2_THREADS,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     crate::params_layout_test!(GroupNormParams, 56);
+
+    #[test]
+    fn v2_params_are_64_bytes() {
+        assert_eq!(std::mem::size_of::<GroupNorm2Params>(), 64);
+    }
+
+    #[test]
+    fn version_rule() {
+        let big = GroupNormShape {
+            n: 2,
+            c: 320,
+            s: 65_536,
+            groups: 32,
+        };
+        assert_eq!(version(big), 2);
+        assert_eq!(chunks(big, DType::Bf16), 80);
+        assert_eq!(chunks(GroupNormShape { s: 65_537, ..big }, DType::Bf16), 81);
+        assert_eq!(version(GroupNormShape { s: 102, ..big }), 1);
+        assert_eq!(version(GroupNormShape { s: 103, ..big }), 2);
+    }
 
     #[test]
     fn rejects_indivisible_groups() {

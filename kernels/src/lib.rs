@@ -211,7 +211,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// A version-1 entry (every entry that ships): `op_v1_dtype` taking the `params` struct of
+    /// A version-1 entry (`group_norm`'s v2 entries are the only others): `op_v1_dtype` taking the `params` struct of
     /// `params_size` bytes, launched by the rule `launch`.
     pub const fn v1(
         name: &'static str,

@@ -126,6 +126,10 @@ crate::storages_test!(group_norm_matches_cpu, |be, tol| {
         (vec![1, 8, 13], 4),
         (vec![2, 4, 3, 3, 5], 2),
         (vec![3, 5], 5),
+        // C / groups * S = 2 * 4099: the v2 split reduction (2 chunks per group)
+        (vec![2, 4, 4099], 2),
+        // 4 * 603 = 2412: v2 with one chunk per group
+        (vec![2, 8, 3, 201], 2),
     ] {
         let c = shape[1];
         let (x, xc) = rand_pair(&be, &shape, 110);
@@ -145,3 +149,227 @@ crate::storages_test!(group_norm_matches_cpu, |be, tol| {
     let (x, _) = rand_pair(&be, &[1, 6, 4], 1);
     assert!(be.group_norm(&x, 4, None, None, 1e-5).is_err());
 });
+
+// ------------------------------------------------------------------------------------------------
+// v2: split reduction (group_norm_stats_v2_* then group_norm[_silu]_v2_*), launched directly
+// ------------------------------------------------------------------------------------------------
+
+/// One v2 case: shape (N, C, S, groups), input mean and spread, whether y aliases x, and whether
+/// x and y start one element past a 16-byte boundary (the kernels' all-scalar path).
+struct V2Case {
+    shape: (usize, usize, usize, usize),
+    mean: f32,
+    sigma: f32,
+    alias: bool,
+    misaligned: bool,
+}
+
+const fn v2_case(shape: (usize, usize, usize, usize), mean: f32, alias: bool) -> V2Case {
+    V2Case {
+        shape,
+        mean,
+        sigma: 1.5,
+        alias,
+        misaligned: false,
+    }
+}
+
+/// The v1 shapes (one chunk per group, groups starting off 16-byte boundaries), S = 1, C / G = 1
+/// with odd S, one group over many chunks, large odd S (25 chunks per group, every group and chunk
+/// edge misaligned), y aliasing x, and a mean 1000 sigma far from zero (a one-pass
+/// E[x^2] - E[x]^2 in f32 would lose the variance entirely: 1e6 * 2^-24 * sqrt(n) >> 1).
+const V2_CASES: &[V2Case] = &[
+    v2_case((2, 6, 7, 3), 2.5, false),
+    v2_case((1, 32, 50, 8), 2.5, true),
+    v2_case((2, 64, 9, 32), 2.5, false),
+    v2_case((1, 4, 301, 2), 2.5, false),
+    v2_case((1, 3, 5, 1), 2.5, false),
+    v2_case((2, 6, 1, 3), 2.5, false),
+    v2_case((2, 8, 1001, 8), -3.0, false),
+    v2_case((2, 4, 8195, 1), 2.5, true),
+    v2_case((1, 4, 100_003, 2), 2.5, false),
+    V2Case {
+        shape: (1, 2, 65_537, 1),
+        mean: 1000.0,
+        sigma: 1.0,
+        alias: true,
+        misaligned: false,
+    },
+    V2Case {
+        shape: (2, 4, 4099, 2),
+        mean: 2.5,
+        sigma: 1.5,
+        alias: false,
+        misaligned: true,
+    },
+    V2Case {
+        shape: (1, 2, 9000, 1),
+        mean: 2.5,
+        sigma: 1.5,
+        alias: true,
+        misaligned: true,
+    },
+];
+
+/// Derived tolerance of v2 against the f64 reference: v1's storage tolerance (output rounding:
+/// bf16 2^-8 per element, f32 a few 2^-24) plus the error of the f32 group mean, which shifts every
+/// normalised output by delta_mean / sigma. Quantities of magnitude |mu| are rounded once per step
+/// on the mean's path: the 32 in-register adds of a stats thread and the 5 + 3 levels of the block
+/// sum (the chunk mean), then the ceil(chunks / 256) sequential Chan merges of an apply thread and
+/// the 5 + 3 butterfly levels of the block merge; random-walk growth sqrt(steps) * 2^-24 * |mu| /
+/// sigma, times 4 for a 4-sigma bound. (The variance is a sum of squared deviations from a
+/// chunk's own mean, so its error is relative to sigma^2 and below this term.)
+fn v2_tol(bf: bool, mean: f32, sigma: f32, chunks: u64) -> f64 {
+    let steps = 32.0 + 8.0 + chunks.div_ceil(256) as f64 + 8.0;
+    let u = 2f64.powi(-24);
+    tol(bf) + 4.0 * steps.sqrt() * u * (1.0 + (mean / sigma).abs() as f64)
+}
+
+fn run_v2(
+    dev: &mut Device,
+    dtype: DType,
+    case: &V2Case,
+    silu: bool,
+    seed: u64,
+) -> anyhow::Result<()> {
+    use cyberhost_kernels::group_norm::{
+        chunks, launch_config_v2, workspace_f32s, GroupNorm2Params,
+    };
+    let (n, c, s, groups) = case.shape;
+    let bf = dtype == DType::Bf16;
+    let mut rng = Rng::new(seed);
+    let round = |v: Vec<f32>| if bf { round_bf16(&v) } else { v };
+    let x = round(rng.randn(n * c * s, case.sigma, case.mean));
+    let gamma = round(rng.randn(c, 0.5, 1.0));
+    let beta = round(rng.randn(c, 0.5, 0.0));
+    let eps = 1e-5;
+    let want = host(&CPU.group_norm_act(
+        &cpu(&[n, c, s], &x),
+        groups,
+        Some(&cpu(&[c], &gamma)),
+        Some(&cpu(&[c], &beta)),
+        eps,
+        silu.then_some(Unary::Silu),
+    )?);
+
+    // Misaligned: one leading element (poison) before x and before y; the buffers start aligned.
+    let lead = case.misaligned as usize;
+    let sz = dtype.size_in_bytes();
+    let mut xl = vec![f32::NAN; lead];
+    xl.extend_from_slice(&x);
+    let [dx0, dg, db] = dev.upload_all(dtype, [&xl, &gamma, &beta])?;
+    let dy0 = if case.alias {
+        dx0
+    } else {
+        dev.alloc_poisoned(xl.len() * sz)?
+    };
+    let (dx, dy) = (dx0 + (lead * sz) as u64, dy0 + (lead * sz) as u64);
+    let gshape = GroupNormShape {
+        n: n as u64,
+        c: c as u64,
+        s: s as u64,
+        groups: groups as u64,
+    };
+    let ws = dev.alloc_poisoned(workspace_f32s(gshape, dtype) as usize * 4)?;
+    let p1 = GroupNormParams::new(dx, dg, db, dy, gshape, eps)?;
+    let p = GroupNorm2Params::new(p1, ws, dtype)?;
+    let cfg = launch_config_v2(gshape, dtype);
+    let op = if silu {
+        "group_norm_silu"
+    } else {
+        "group_norm"
+    };
+    dev.launch(
+        KernelModule::GroupNorm,
+        &kernel_name("group_norm_stats", 2, dtype),
+        cfg,
+        &p,
+    )?;
+    let entry = kernel_name(op, 2, dtype);
+    dev.launch(KernelModule::GroupNorm, &entry, cfg, &p)?;
+    let got = dev.download_as(dtype, dy0, xl.len())?[lead..].to_vec();
+    let k = chunks(gshape, dtype);
+    assert_close(
+        &format!(
+            "{entry} (N, C, S) = ({n}, {c}, {s}), groups {groups}, {k} chunks, mean {}, alias {}, \
+             misaligned {}",
+            case.mean, case.alias, case.misaligned
+        ),
+        &got,
+        &want,
+        v2_tol(bf, case.mean, case.sigma, k),
+    );
+    Ok(())
+}
+
+fn sweep_v2(dtype: DType, silu: bool) {
+    for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
+        let mut dev = Device::new(*schedules, *seed);
+        for (j, case) in V2_CASES.iter().enumerate() {
+            // The big cases once (first schedule): they take most of the emulator's time.
+            if i > 0 && case.shape.2 > 10_000 {
+                continue;
+            }
+            run_v2(
+                &mut dev,
+                dtype,
+                case,
+                silu,
+                (i * 100 + j) as u64 + silu as u64 * 1000 + 7,
+            )
+            .unwrap();
+        }
+    }
+}
+
+crate::harness::sweep_tests!(sweep_v2;
+    group_norm_v2_f32 => (DType::F32, false),
+    group_norm_v2_bf16 => (DType::Bf16, false),
+    group_norm_silu_v2_f32 => (DType::F32, true),
+    group_norm_silu_v2_bf16 => (DType::Bf16, true),
+);
+
+/// Counters of v1 and v2 on the paper's largest video GroupNorm, (N, C, S) = (2, 320, 16*64*64),
+/// 32 groups, bf16, and image-sized S = 64*64, 32*32, 16*16 (the last: one chunk per group, v1
+/// territory): run on the stand-in with
+/// `PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=4 CYBERHOST_KERNEL_TEST_DEVICE=stand-in
+/// cargo test -p cyberhost-suite --test kernels group_norm_counters -- --ignored`, then
+/// `gpu-report --gpu h100-sxm FILE` (docs/performance.md, "GroupNorm split reduction").
+/// Checks nothing: sampled launches leave outputs invalid.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in and PTX_EMU_STATS"]
+fn group_norm_counters() {
+    use cyberhost_kernels::group_norm::{launch_config_v2, workspace_f32s, GroupNorm2Params};
+    let mut dev = Device::new(1, 0);
+    assert!(
+        matches!(dev, Device::Cuda { .. }),
+        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
+    );
+    let dtype = DType::Bf16;
+    for s in [16 * 64 * 64, 64 * 64, 32 * 32, 16 * 16, 8 * 8, 4 * 4] {
+        let gshape = GroupNormShape {
+            n: 2,
+            c: 320,
+            s,
+            groups: 32,
+        };
+        let len = (2 * 320 * s) as usize;
+        let x = vec![1.0f32; len];
+        let gamma = vec![1.0f32; 320];
+        let [dx, dg, db] = dev.upload_all(dtype, [&x, &gamma, &gamma]).unwrap();
+        let ws = dev
+            .alloc_poisoned(workspace_f32s(gshape, dtype) as usize * 4)
+            .unwrap();
+        let p1 = GroupNormParams::new(dx, dg, db, dx, gshape, 1e-5).unwrap();
+        let p2 = GroupNorm2Params::new(p1, ws, dtype).unwrap();
+        for op in ["group_norm", "group_norm_silu"] {
+            let m = KernelModule::GroupNorm;
+            dev.launch(m, &kernel_name(op, 1, dtype), launch_config(gshape), &p1)
+                .unwrap();
+            let cfg = launch_config_v2(gshape, dtype);
+            dev.launch(m, &kernel_name("group_norm_stats", 2, dtype), cfg, &p2)
+                .unwrap();
+            dev.launch(m, &kernel_name(op, 2, dtype), cfg, &p2).unwrap();
+        }
+    }
+}

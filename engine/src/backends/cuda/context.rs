@@ -345,7 +345,24 @@ impl CudaBackend {
         cfg: LaunchConfig,
         params: &P,
     ) -> Result<()> {
-        let entry = kernel_name(op, 1, dtype);
+        // SAFETY: forwarded to the caller.
+        unsafe { self.launch_version(module, op, 1, dtype, cfg, params) }
+    }
+
+    /// [`launch`](Self::launch) of entry `op`_v`version`_`dtype`.
+    ///
+    /// # Safety
+    /// As [`launch`](Self::launch).
+    pub(crate) unsafe fn launch_version<P: bytemuck::Pod>(
+        &self,
+        module: KernelModule,
+        op: &str,
+        version: u32,
+        dtype: DType,
+        cfg: LaunchConfig,
+        params: &P,
+    ) -> Result<()> {
+        let entry = kernel_name(op, version, dtype);
         // SAFETY: forwarded to the caller.
         unsafe { self.inner.dev.launch(module, &entry, cfg, params) }
     }

@@ -2,8 +2,10 @@
 //! the same launch (other activations run composed).
 
 use anyhow::Result;
-use cyberhost_kernels::group_norm::{self as gn, GroupNormParams, GroupNormShape};
-use cyberhost_kernels::KernelModule;
+use cyberhost_kernels::group_norm::{
+    self as gn, GroupNorm2Params, GroupNormParams, GroupNormShape,
+};
+use cyberhost_kernels::{DType, KernelModule};
 
 use super::context::CudaBackend;
 use super::pointwise::channel_vec;
@@ -59,15 +61,39 @@ pub(crate) fn group_norm_act(
         shape,
         eps,
     )?;
-    // SAFETY: group_norm[_silu]_v1_<dtype>(GroupNormParams): x and y are (N, C, S) contiguous,
-    // gamma and beta (C), all in x's dtype; groups divides C (checked by GroupNormParams::new too).
-    unsafe {
-        be.launch_to(
-            KernelModule::GroupNorm,
-            op,
-            gn::launch_config(shape),
-            &p,
-            out,
-        )
+    if gn::version(shape) == 1 {
+        // SAFETY: group_norm[_silu]_v1_<dtype>(GroupNormParams): x and y are (N, C, S) contiguous,
+        // gamma and beta (C), all in x's dtype; groups divides C (checked by GroupNormParams::new too).
+        return unsafe {
+            be.launch_to(
+                KernelModule::GroupNorm,
+                op,
+                gn::launch_config(shape),
+                &p,
+                out,
+            )
+        };
     }
+    // v2: the per-chunk partials go to a workspace from the backend's normal allocation (a
+    // planned arena slot under graph capture), dropped after both launches are enqueued.
+    let dtype = x.dtype();
+    let ws = be.alloc(&[gn::workspace_f32s(shape, dtype) as usize], DType::F32)?;
+    let p2 = GroupNorm2Params::new(p, be.ptr(&ws), dtype)?;
+    let cfg = gn::launch_config_v2(shape, dtype);
+    // SAFETY: group_norm_stats_v2 / group_norm[_silu]_v2_<dtype>(GroupNorm2Params): x and y as for
+    // v1, ws holds workspace_f32s f32s for this shape and dtype; stats writes every partial before
+    // apply (the next launch on the stream) reads them.
+    unsafe {
+        be.launch_version(
+            KernelModule::GroupNorm,
+            "group_norm_stats",
+            2,
+            dtype,
+            cfg,
+            &p2,
+        )?;
+        be.launch_version(KernelModule::GroupNorm, op, 2, dtype, cfg, &p2)?;
+    }
+    drop(ws);
+    Ok(out)
 }
