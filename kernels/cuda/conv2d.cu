@@ -86,6 +86,137 @@ struct Conv2dParams {
 };
 
 // ------------------------------------------------------------------------------------------------
+// shared pieces: block coordinates, X_col gather, k-tile pipeline, epilogue
+// ------------------------------------------------------------------------------------------------
+
+// Block and thread coordinates of one conv2d block (every entry).
+struct ConvTile {
+  uint32_t tid, lane, wm, wn;
+  uint32_t bm, bn;     // first output channel (within the group) and first output pixel
+  uint32_t img, grp;   // image and group (blockIdx.z)
+  uint32_t npix, khw;  // Ho * Wo, kh * kw
+  uint32_t pcol;       // this thread's pixel column of the X_col tile
+  uint32_t krow0;      // its first k row
+  bool pix_ok;         // its pixel is inside the output
+  int32_t iy0, ix0;    // the input position of its pixel's (ky, kx) = (0, 0) tap
+};
+
+__device__ __forceinline__ ConvTile conv_tile(const Conv2dParams& p) {
+  ConvTile t;
+  t.tid = threadIdx.x;
+  warp_coords<CONV_WARPS_N>(t.tid, t.lane, t.wm, t.wn);
+  t.bm = blockIdx.y * CONV_BM; // output channels
+  t.bn = blockIdx.x * CONV_BN; // output pixels
+  t.img = blockIdx.z / p.groups;
+  t.grp = blockIdx.z % p.groups;
+  t.npix = p.h_out * p.w_out;
+  t.khw = p.kh * p.kw;
+  t.pcol = t.tid % CONV_BN;
+  t.krow0 = t.tid / CONV_BN;
+  const uint32_t pix = t.bn + t.pcol;
+  t.pix_ok = pix < t.npix;
+  t.iy0 = t.pix_ok ? (int32_t)((pix / p.w_out) * p.stride_h) - (int32_t)p.pad_h : 0;
+  t.ix0 = t.pix_ok ? (int32_t)((pix % p.w_out) * p.stride_w) - (int32_t)p.pad_w : 0;
+  return t;
+}
+
+// This (image, group)'s first x channel: x + (img * C_in + grp * Cig) * H * W, T = x's storage
+// (uint16_t bf16 bits or float).
+template <typename T> __device__ __forceinline__ const T* conv_group_x(const Conv2dParams& p, const ConvTile& t) {
+  return static_cast<const T*>(p.x) + ((uint64_t)t.img * p.c_in + (uint64_t)t.grp * p.c_in_g) * p.h * p.w_in;
+}
+
+// This thread's CONV_B_PER_THREAD X_col elements of the k tile at k0 (k rows t.krow0 +
+// CONV_B_KSTEP * i of pixel column t.pcol) into breg, 0 outside the image and past K.
+template <typename T>
+__device__ __forceinline__ void conv_gather_b(const Conv2dParams& p, const ConvTile& t, const T* x, uint32_t k0,
+                                              T (&breg)[CONV_B_PER_THREAD]) {
+  uint32_t kidx = k0 + t.krow0;
+  uint32_t c = kidx / t.khw;
+  uint32_t rem = kidx % t.khw;
+  uint32_t ky = rem / p.kw, kx = rem % p.kw;
+#pragma unroll
+  for (uint32_t i = 0; i < CONV_B_PER_THREAD; ++i) {
+    const int32_t iy = t.iy0 + (int32_t)(ky * p.dil_h), ix = t.ix0 + (int32_t)(kx * p.dil_w);
+    const bool ok = t.pix_ok && kidx < p.k && iy >= 0 && iy < (int32_t)p.h && ix >= 0 && ix < (int32_t)p.w_in;
+    breg[i] = ok ? x[((uint64_t)c * p.h + iy) * p.w_in + ix] : (T)0;
+    // advance k by CONV_B_KSTEP: (c, ky, kx) in row-major order
+    kidx += CONV_B_KSTEP;
+    kx += CONV_B_KSTEP;
+    while (kx >= p.kw) {
+      kx -= p.kw;
+      if (++ky == p.kh) {
+        ky = 0;
+        ++c;
+      }
+    }
+  }
+}
+
+// The double-buffered k loop over K into acc (zeroed first): load_w(stage, k0) issues a W tile's
+// loads, the X_col tile is gathered from x (conv_gather_b) into registers, store(stage, breg)
+// writes the registers (and any register-staged W) to smem, mma(stage) runs the warp's MMAs on a
+// stage. Tile kt + 1's global loads are in flight during tile kt's MMAs.
+template <typename T, typename LoadW, typename Store, typename Mma>
+__device__ __forceinline__ void conv_kloop(const Conv2dParams& p, const ConvTile& t, const T* x,
+                                           float (&acc)[CONV_TM][CONV_TN][4], LoadW&& load_w, Store&& store,
+                                           Mma&& mma) {
+  T breg[CONV_B_PER_THREAD];
+  auto fetch = [&](uint32_t stage, uint32_t k0) {
+    load_w(stage, k0);
+    conv_gather_b(p, t, x, k0, breg);
+  };
+  auto store_regs = [&](uint32_t stage) { store(stage, breg); };
+  zero_acc(acc);
+  const uint32_t ktiles = register_kloop_prologue<CONV_BK>(p.k, fetch, store_regs);
+  for (uint32_t kt = 0; kt < ktiles; ++kt) {
+    const uint32_t stage = kt % CONV_STAGES;
+    const bool more = kt + 1 < ktiles;
+    cp_async_wait<0>();
+    __syncthreads(); // tile kt visible; every warp done with the other stage
+    if (more) fetch(stage ^ 1, (kt + 1) * CONV_BK); // global loads in flight during the mma below
+    cp_async_commit();
+
+    mma(stage);
+    if (more) store_regs(stage ^ 1);
+  }
+}
+
+// Epilogue: rows = this group's output channels, columns = pixels. InT: the storage of bias / temb
+// / residual (uint16_t bf16 bits or float), OutT: y's.
+template <typename InT, typename OutT>
+__device__ __forceinline__ void conv_epilogue(const Conv2dParams& p, const ConvTile& t,
+                                              const float (&acc)[CONV_TM][CONV_TN][4]) {
+  const uint32_t npix = t.npix;
+  const uint32_t o0 = t.grp * p.c_out_g; // first output channel of the group
+  const uint64_t plane = (uint64_t)p.c_out * npix;
+  const uint64_t yoff = t.img * plane + (uint64_t)o0 * npix;
+  OutT* y = static_cast<OutT*>(p.y) + yoff;
+  const uint64_t roff = (p.res_bcast ? 0 : t.img * plane) + (uint64_t)o0 * npix;
+  const InT* res = p.residual ? static_cast<const InT*>(p.residual) + roff : nullptr;
+  const InT* bias = p.bias ? static_cast<const InT*>(p.bias) + o0 : nullptr;
+  const InT* temb = p.temb ? static_cast<const InT*>(p.temb) + (uint64_t)t.img * p.c_out + o0 : nullptr;
+  for_each_acc_row<CONV_TM>(t.bm + t.wm * CONV_WM, t.lane, [&](uint32_t i, uint32_t h, uint32_t o) {
+    if (o >= p.c_out_g) return;
+    float add = 0.0f;
+    if (bias != nullptr) add += operand_f32(bias[o]);
+    if (temb != nullptr) add += operand_f32(temb[o]);
+#pragma unroll
+    for (uint32_t j = 0; j < CONV_TN; ++j) {
+#pragma unroll
+      for (uint32_t e = 0; e < 2; ++e) {
+        const uint32_t px = t.bn + t.wn * CONV_WN + j * MMA_N + (t.lane % 4) * 2 + e;
+        if (px >= npix) continue;
+        const uint64_t idx = (uint64_t)o * npix + px;
+        float v = acc[i][j][2 * h + e] + add;
+        if (res != nullptr) v += operand_f32(res[idx]);
+        y[idx] = from_f32<OutT>(v * p.scale);
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
 // mainloop
 // ------------------------------------------------------------------------------------------------
 
@@ -94,113 +225,28 @@ __device__ __forceinline__ void conv2d_v1(const Conv2dParams& p) {
   __shared__ __align__(16) __nv_bfloat16 sa[CONV_STAGES][CONV_BM][CONV_LDA];
   __shared__ __align__(16) __nv_bfloat16 sb[CONV_STAGES][CONV_BK][CONV_LDB];
 
-  const uint32_t tid = threadIdx.x;
-  uint32_t lane, wm, wn;
-  warp_coords<CONV_WARPS_N>(tid, lane, wm, wn);
-  const uint32_t bm = blockIdx.y * CONV_BM; // output channels
-  const uint32_t bn = blockIdx.x * CONV_BN; // output pixels
-  const uint32_t img = blockIdx.z / p.groups;
-  const uint32_t grp = blockIdx.z % p.groups;
+  const ConvTile t = conv_tile(p);
   const bool aligned = p.aligned != 0;
-  const uint32_t npix = p.h_out * p.w_out;
-  const uint32_t khw = p.kh * p.kw;
 
   // This (image, group)'s GEMM operands: W rows grp * Cog.., x channels grp * Cig...
-  const uint16_t* w = static_cast<const uint16_t*>(p.w) + (uint64_t)grp * p.c_out_g * p.k;
-  const uint16_t* x =
-      static_cast<const uint16_t*>(p.x) + ((uint64_t)img * p.c_in + (uint64_t)grp * p.c_in_g) * p.h * p.w_in;
-
-  // This thread's pixel column of the X_col tile.
-  const uint32_t pcol = tid % CONV_BN;
-  const uint32_t krow0 = tid / CONV_BN;
-  const uint32_t pix = bn + pcol;
-  const bool pix_ok = pix < npix;
-  const int32_t iy0 = pix_ok ? (int32_t)((pix / p.w_out) * p.stride_h) - (int32_t)p.pad_h : 0;
-  const int32_t ix0 = pix_ok ? (int32_t)((pix % p.w_out) * p.stride_w) - (int32_t)p.pad_w : 0;
-
-  auto load_a = [&](uint32_t stage, uint32_t k0) {
-    load_tile_rows<CONV_BM, CONV_BK, CONV_THREADS>(sa[stage], w, tid, bm, p.c_out_g, k0, p.k, p.k, aligned);
-  };
-  uint16_t breg[CONV_B_PER_THREAD];
-  auto gather_b = [&](uint32_t k0) {
-    uint32_t kidx = k0 + krow0;
-    uint32_t c = kidx / khw;
-    uint32_t rem = kidx % khw;
-    uint32_t ky = rem / p.kw, kx = rem % p.kw;
-#pragma unroll
-    for (uint32_t i = 0; i < CONV_B_PER_THREAD; ++i) {
-      const int32_t iy = iy0 + (int32_t)(ky * p.dil_h), ix = ix0 + (int32_t)(kx * p.dil_w);
-      const bool ok = pix_ok && kidx < p.k && iy >= 0 && iy < (int32_t)p.h && ix >= 0 && ix < (int32_t)p.w_in;
-      breg[i] = ok ? x[((uint64_t)c * p.h + iy) * p.w_in + ix] : (uint16_t)0;
-      // advance k by CONV_B_KSTEP: (c, ky, kx) in row-major order
-      kidx += CONV_B_KSTEP;
-      kx += CONV_B_KSTEP;
-      while (kx >= p.kw) {
-        kx -= p.kw;
-        if (++ky == p.kh) {
-          ky = 0;
-          ++c;
-        }
-      }
-    }
-  };
-  auto store_b = [&](uint32_t stage) {
-#pragma unroll
-    for (uint32_t i = 0; i < CONV_B_PER_THREAD; ++i)
-      reinterpret_cast<uint16_t*>(&sb[stage][krow0 + i * CONV_B_KSTEP][0])[pcol] = breg[i];
-  };
+  const uint16_t* w = static_cast<const uint16_t*>(p.w) + (uint64_t)t.grp * p.c_out_g * p.k;
+  const uint16_t* x = conv_group_x<uint16_t>(p, t);
 
   float acc[CONV_TM][CONV_TN][4];
-  zero_acc(acc);
-  const uint32_t ktiles = ceil_div(p.k, CONV_BK);
-  if (ktiles > 0) {
-    load_a(0, 0);
-    gather_b(0);
-    store_b(0);
-  }
-  cp_async_commit();
-  for (uint32_t kt = 0; kt < ktiles; ++kt) {
-    const uint32_t stage = kt % CONV_STAGES;
-    const bool more = kt + 1 < ktiles;
-    cp_async_wait<0>();
-    __syncthreads(); // tile kt visible; every warp done with the other stage
-    if (more) {
-      load_a(stage ^ 1, (kt + 1) * CONV_BK);
-      gather_b((kt + 1) * CONV_BK); // global loads in flight during the mma below
-    }
-    cp_async_commit();
-
-    warp_mma_ktile<true, CONV_BK>(sa[stage], sb[stage], wm * CONV_WM, wn * CONV_WN, lane, acc);
-    if (more) store_b(stage ^ 1);
-  }
-
-  // Epilogue: rows = this group's output channels, columns = pixels.
-  const uint32_t o0 = grp * p.c_out_g; // first output channel of the group
-  const uint64_t plane = (uint64_t)p.c_out * npix;
-  const uint64_t yoff = img * plane + (uint64_t)o0 * npix;
-  OutT* y = static_cast<OutT*>(p.y) + yoff;
-  const uint64_t roff = (p.res_bcast ? 0 : img * plane) + (uint64_t)o0 * npix;
-  const uint16_t* res = p.residual ? static_cast<const uint16_t*>(p.residual) + roff : nullptr;
-  const uint16_t* bias = p.bias ? static_cast<const uint16_t*>(p.bias) + o0 : nullptr;
-  const uint16_t* temb = p.temb ? static_cast<const uint16_t*>(p.temb) + (uint64_t)img * p.c_out + o0 : nullptr;
-  for_each_acc_row<CONV_TM>(bm + wm * CONV_WM, lane, [&](uint32_t i, uint32_t h, uint32_t o) {
-    if (o >= p.c_out_g) return;
-    float add = 0.0f;
-    if (bias != nullptr) add += bf16_bits_to_f32(bias[o]);
-    if (temb != nullptr) add += bf16_bits_to_f32(temb[o]);
+  conv_kloop(
+      p, t, x, acc,
+      [&](uint32_t stage, uint32_t k0) {
+        load_tile_rows<CONV_BM, CONV_BK, CONV_THREADS>(sa[stage], w, t.tid, t.bm, p.c_out_g, k0, p.k, p.k, aligned);
+      },
+      [&](uint32_t stage, const uint16_t (&breg)[CONV_B_PER_THREAD]) {
 #pragma unroll
-    for (uint32_t j = 0; j < CONV_TN; ++j) {
-#pragma unroll
-      for (uint32_t e = 0; e < 2; ++e) {
-        const uint32_t px = bn + wn * CONV_WN + j * MMA_N + (lane % 4) * 2 + e;
-        if (px >= npix) continue;
-        const uint64_t idx = (uint64_t)o * npix + px;
-        float v = acc[i][j][2 * h + e] + add;
-        if (res != nullptr) v += bf16_bits_to_f32(res[idx]);
-        y[idx] = from_f32<OutT>(v * p.scale);
-      }
-    }
-  });
+        for (uint32_t i = 0; i < CONV_B_PER_THREAD; ++i)
+          reinterpret_cast<uint16_t*>(&sb[stage][t.krow0 + i * CONV_B_KSTEP][0])[t.pcol] = breg[i];
+      },
+      [&](uint32_t stage) {
+        warp_mma_ktile<true, CONV_BK>(sa[stage], sb[stage], t.wm * CONV_WM, t.wn * CONV_WN, t.lane, acc);
+      });
+  conv_epilogue<uint16_t, OutT>(p, t, acc);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -237,137 +283,55 @@ __device__ __forceinline__ void conv2d_split_v1(const Conv2dParams& p) {
   __shared__ __align__(16) __nv_bfloat16 sa[W_PARTS][CONV_STAGES][CONV_BM][CONV_LDA]; // W [hi, lo]
   __shared__ __align__(16) __nv_bfloat16 sb[2][CONV_STAGES][CONV_BK][CONV_LDB];       // X_col [hi, lo]
 
-  const uint32_t tid = threadIdx.x;
-  uint32_t lane, wm, wn;
-  warp_coords<CONV_WARPS_N>(tid, lane, wm, wn);
-  const uint32_t bm = blockIdx.y * CONV_BM; // output channels
-  const uint32_t bn = blockIdx.x * CONV_BN; // output pixels
-  const uint32_t img = blockIdx.z / p.groups;
-  const uint32_t grp = blockIdx.z % p.groups;
+  const ConvTile t = conv_tile(p);
   const bool w_vec = p.aligned != 0;
-  const uint32_t npix = p.h_out * p.w_out;
-  const uint32_t khw = p.kh * p.kw;
-
-  const uint64_t w_off = (uint64_t)grp * p.c_out_g * p.k;
-  const float* x =
-      static_cast<const float*>(p.x) + ((uint64_t)img * p.c_in + (uint64_t)grp * p.c_in_g) * p.h * p.w_in;
-
-  const uint32_t pcol = tid % CONV_BN;
-  const uint32_t krow0 = tid / CONV_BN;
-  const uint32_t pix = bn + pcol;
-  const bool pix_ok = pix < npix;
-  const int32_t iy0 = pix_ok ? (int32_t)((pix / p.w_out) * p.stride_h) - (int32_t)p.pad_h : 0;
-  const int32_t ix0 = pix_ok ? (int32_t)((pix % p.w_out) * p.stride_w) - (int32_t)p.pad_w : 0;
+  const uint64_t w_off = (uint64_t)t.grp * p.c_out_g * p.k;
+  const float* x = conv_group_x<float>(p, t);
 
   float4 wreg[W_F32 ? GEMM_F32_ROW_LOADS : 1];
-  auto load_a = [&](uint32_t stage, uint32_t k0) {
-    if (W_F32) {
-      const float* w = static_cast<const float*>(p.w) + w_off;
-#pragma unroll
-      for (uint32_t i = 0; i < GEMM_F32_ROW_LOADS; ++i) {
-        uint32_t r, c;
-        f32_row_slot(tid, i, r, c);
-        wreg[i] = load_f32x4(w, bm + r, bm + r < p.c_out_g, k0 + c, p.k, p.k, w_vec);
-      }
-    } else {
-      const uint16_t* w = static_cast<const uint16_t*>(p.w) + w_off;
-      load_tile_rows<CONV_BM, CONV_BK, CONV_THREADS>(sa[0][stage], w, tid, bm, p.c_out_g, k0, p.k, p.k, w_vec);
-    }
-  };
-  float breg[CONV_B_PER_THREAD];
-  auto gather_b = [&](uint32_t k0) {
-    uint32_t kidx = k0 + krow0;
-    uint32_t c = kidx / khw;
-    uint32_t rem = kidx % khw;
-    uint32_t ky = rem / p.kw, kx = rem % p.kw;
-#pragma unroll
-    for (uint32_t i = 0; i < CONV_B_PER_THREAD; ++i) {
-      const int32_t iy = iy0 + (int32_t)(ky * p.dil_h), ix = ix0 + (int32_t)(kx * p.dil_w);
-      const bool ok = pix_ok && kidx < p.k && iy >= 0 && iy < (int32_t)p.h && ix >= 0 && ix < (int32_t)p.w_in;
-      breg[i] = ok ? x[((uint64_t)c * p.h + iy) * p.w_in + ix] : 0.0f;
-      kidx += CONV_B_KSTEP;
-      kx += CONV_B_KSTEP;
-      while (kx >= p.kw) {
-        kx -= p.kw;
-        if (++ky == p.kh) {
-          ky = 0;
-          ++c;
-        }
-      }
-    }
-  };
-  // Split stores: X_col as 2-byte hi / lo per thread (a warp covers 64 consecutive bytes of one
-  // row: conflict-free), an f32 W as in the GEMM A tile.
-  auto store = [&](uint32_t stage) {
-#pragma unroll
-    for (uint32_t i = 0; i < CONV_B_PER_THREAD; ++i) {
-      uint16_t hi, lo;
-      split1(breg[i], hi, lo);
-      reinterpret_cast<uint16_t*>(&sb[0][stage][krow0 + i * CONV_B_KSTEP][0])[pcol] = hi;
-      reinterpret_cast<uint16_t*>(&sb[1][stage][krow0 + i * CONV_B_KSTEP][0])[pcol] = lo;
-    }
-    if (W_F32) {
-#pragma unroll
-      for (uint32_t i = 0; i < GEMM_F32_ROW_LOADS; ++i) {
-        uint32_t r, c;
-        f32_row_slot(tid, i, r, c);
-        store_split4(&sa[0][stage][r][c], &sa[W_PARTS - 1][stage][r][c], wreg[i]);
-      }
-    }
-  };
-
   float acc[CONV_TM][CONV_TN][4];
-  zero_acc(acc);
-  const uint32_t ktiles = ceil_div(p.k, CONV_BK);
-  if (ktiles > 0) {
-    load_a(0, 0);
-    gather_b(0);
-    store(0);
-  }
-  cp_async_commit();
-  for (uint32_t kt = 0; kt < ktiles; ++kt) {
-    const uint32_t stage = kt % CONV_STAGES;
-    const bool more = kt + 1 < ktiles;
-    cp_async_wait<0>();
-    __syncthreads(); // tile kt visible; every warp done with the other stage
-    if (more) {
-      load_a(stage ^ 1, (kt + 1) * CONV_BK);
-      gather_b((kt + 1) * CONV_BK); // global loads in flight during the mma below
-    }
-    cp_async_commit();
-
-    // (W_lo.x_hi for an f32 W) + W.x_lo + W_hi.x_hi, each fragment loaded once
-    warp_mma_ktile_split<true, W_F32, true, CONV_BK>(sa[0][stage], sa[W_PARTS - 1][stage], sb[0][stage],
-                                                     sb[1][stage], wm * CONV_WM, wn * CONV_WN, lane, acc);
-    if (more) store(stage ^ 1);
-  }
-
-  // Epilogue: conv2d_v1's with f32 bias / temb / residual and y.
-  const uint32_t o0 = grp * p.c_out_g;
-  const uint64_t plane = (uint64_t)p.c_out * npix;
-  float* y = static_cast<float*>(p.y) + img * plane + (uint64_t)o0 * npix;
-  const uint64_t roff = (p.res_bcast ? 0 : img * plane) + (uint64_t)o0 * npix;
-  const float* res = p.residual ? static_cast<const float*>(p.residual) + roff : nullptr;
-  const float* bias = p.bias ? static_cast<const float*>(p.bias) + o0 : nullptr;
-  const float* temb = p.temb ? static_cast<const float*>(p.temb) + (uint64_t)img * p.c_out + o0 : nullptr;
-  for_each_acc_row<CONV_TM>(bm + wm * CONV_WM, lane, [&](uint32_t i, uint32_t h, uint32_t o) {
-    if (o >= p.c_out_g) return;
-    float add = 0.0f;
-    if (bias != nullptr) add += bias[o];
-    if (temb != nullptr) add += temb[o];
+  conv_kloop(
+      p, t, x, acc,
+      [&](uint32_t stage, uint32_t k0) {
+        if (W_F32) {
+          const float* w = static_cast<const float*>(p.w) + w_off;
 #pragma unroll
-    for (uint32_t j = 0; j < CONV_TN; ++j) {
+          for (uint32_t i = 0; i < GEMM_F32_ROW_LOADS; ++i) {
+            uint32_t r, c;
+            f32_row_slot(t.tid, i, r, c);
+            wreg[i] = load_f32x4(w, t.bm + r, t.bm + r < p.c_out_g, k0 + c, p.k, p.k, w_vec);
+          }
+        } else {
+          const uint16_t* w = static_cast<const uint16_t*>(p.w) + w_off;
+          load_tile_rows<CONV_BM, CONV_BK, CONV_THREADS>(sa[0][stage], w, t.tid, t.bm, p.c_out_g, k0, p.k, p.k,
+                                                         w_vec);
+        }
+      },
+      // Split stores: X_col as 2-byte hi / lo per thread (a warp covers 64 consecutive bytes of one
+      // row: conflict-free), an f32 W as in the GEMM A tile.
+      [&](uint32_t stage, const float (&breg)[CONV_B_PER_THREAD]) {
 #pragma unroll
-      for (uint32_t e = 0; e < 2; ++e) {
-        const uint32_t px = bn + wn * CONV_WN + j * MMA_N + (lane % 4) * 2 + e;
-        if (px >= npix) continue;
-        const uint64_t idx = (uint64_t)o * npix + px;
-        float v = acc[i][j][2 * h + e] + add;
-        if (res != nullptr) v += res[idx];
-        y[idx] = v * p.scale;
-      }
-    }
-  });
+        for (uint32_t i = 0; i < CONV_B_PER_THREAD; ++i) {
+          uint16_t hi, lo;
+          split1(breg[i], hi, lo);
+          reinterpret_cast<uint16_t*>(&sb[0][stage][t.krow0 + i * CONV_B_KSTEP][0])[t.pcol] = hi;
+          reinterpret_cast<uint16_t*>(&sb[1][stage][t.krow0 + i * CONV_B_KSTEP][0])[t.pcol] = lo;
+        }
+        if (W_F32) {
+#pragma unroll
+          for (uint32_t i = 0; i < GEMM_F32_ROW_LOADS; ++i) {
+            uint32_t r, c;
+            f32_row_slot(t.tid, i, r, c);
+            store_split4(&sa[0][stage][r][c], &sa[W_PARTS - 1][stage][r][c], wreg[i]);
+          }
+        }
+      },
+      // (W_lo.x_hi for an f32 W) + W.x_lo + W_hi.x_hi, each fragment loaded once
+      [&](uint32_t stage) {
+        warp_mma_ktile_split<true, W_F32, true, CONV_BK>(sa[0][stage], sa[W_PARTS - 1][stage], sb[0][stage],
+                                                         sb[1][stage], t.wm * CONV_WM, t.wn * CONV_WN, t.lane, acc);
+      });
+  conv_epilogue<float, float>(p, t, acc);
 }
 
 // f32 x and W, f32 bias / temb / residual / y (the residual must not alias y).

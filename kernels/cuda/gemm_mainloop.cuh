@@ -247,6 +247,20 @@ __device__ __forceinline__ void warp_mma_ktile_split(const __nv_bfloat16 (*a_hi)
   }
 }
 
+// Prologue of a double-buffered k loop with register-staged tiles: fetch(stage, k0) issues a k
+// tile's global loads (into registers and / or cp.async), store(stage) writes the registers to
+// smem. Tile 0 fetched, stored and committed; returns the number of BK-deep k tiles of K.
+template <uint32_t BK, typename Fetch, typename Store>
+__device__ __forceinline__ uint32_t register_kloop_prologue(uint32_t k, Fetch&& fetch, Store&& store) {
+  const uint32_t ktiles = ceil_div(k, BK);
+  if (ktiles > 0) {
+    fetch(0, 0);
+    store(0);
+  }
+  cp_async_commit();
+  return ktiles;
+}
+
 // Same output tile and acc layout as gemm_mainloop; A f32, B f32 (B_F32) or bf16.
 template <bool B_KN, bool B_F32>
 __device__ __forceinline__ void gemm_split_mainloop(const GemmOperandParams& p, uint32_t batch, uint32_t bm,
@@ -337,12 +351,7 @@ __device__ __forceinline__ void gemm_split_mainloop(const GemmOperandParams& p, 
   };
 
   zero_acc(acc);
-  const uint32_t ktiles = ceil_div(p.k, GEMM_BK);
-  if (ktiles > 0) {
-    fetch(0, 0);
-    store(0);
-  }
-  cp_async_commit();
+  const uint32_t ktiles = register_kloop_prologue<GEMM_BK>(p.k, fetch, store);
   for (uint32_t kt = 0; kt < ktiles; ++kt) {
     const uint32_t stage = kt % GEMM_STAGES;
     const bool next = kt + 1 < ktiles;

@@ -57,6 +57,10 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 
 __device__ __forceinline__ float bf16_bits_to_f32(uint16_t v) { return __uint_as_float((uint32_t)v << 16); }
 
+// An epilogue operand (bias, residual, ...) element as f32: bf16 bits or f32 storage.
+__device__ __forceinline__ float operand_f32(uint16_t v) { return bf16_bits_to_f32(v); }
+__device__ __forceinline__ float operand_f32(float v) { return v; }
+
 // One 16-byte chunk (8 bf16) of row `row` starting at column `col` of a row-major operand with
 // row stride `ld` into shared memory at `dst`. A row with `row_ok` false and columns >= `cols` read
 // as zero. `aligned`: base, ld and col are multiples of 8 elements (cp.async path), else predicated
