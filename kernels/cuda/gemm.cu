@@ -55,16 +55,14 @@ struct GemmParams {
 // kernel: the shared mainloop (gemm_mainloop.cuh), then the fused epilogue
 // ------------------------------------------------------------------------------------------------
 
-template <bool B_KN>
-__device__ __forceinline__ void gemm_v1(const GemmParams& p) {
-  const bool geglu = !B_KN && p.geglu != 0;
-  float acc[GEMM_TM][GEMM_TN][4];
-  const GemmTile t = gemm_block_mainloop<B_KN>(p.ops, geglu, acc);
-
-  // Epilogue: c0, c1 at (lane/4, 2*(lane%4) + {0, 1}), c2, c3 eight rows below.
-  uint16_t* c = static_cast<uint16_t*>(p.c) + t.batch * p.stride_c;
-  const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
-  const uint16_t* res = p.residual ? static_cast<const uint16_t*>(p.residual) + t.batch * p.stride_r : nullptr;
+// Epilogue: c0, c1 at (lane/4, 2*(lane%4) + {0, 1}), c2, c3 eight rows below. InT: the storage of
+// bias, residual and C (uint16_t bf16 bits or float), OutT: C's element type.
+template <typename InT, typename OutT>
+__device__ __forceinline__ void gemm_epilogue(const GemmParams& p, const GemmTile& t, bool geglu,
+                                              const float (&acc)[GEMM_TM][GEMM_TN][4]) {
+  InT* c = static_cast<InT*>(p.c) + t.batch * p.stride_c;
+  const InT* bias = static_cast<const InT*>(p.bias);
+  const InT* res = p.residual ? static_cast<const InT*>(p.residual) + t.batch * p.stride_r : nullptr;
 #pragma unroll
   for (uint32_t j = 0; j < GEMM_TN; ++j) {
     if (geglu && (j % 2) == 1) continue; // gate tile: consumed with its value tile j - 1
@@ -76,51 +74,28 @@ __device__ __forceinline__ void gemm_v1(const GemmParams& p) {
       if (col >= p.ops.n) continue;
       float bv = 0.0f, bg = 0.0f;
       if (bias != nullptr) {
-        bv = bf16_bits_to_f32(bias[col]);
-        if (geglu) bg = bf16_bits_to_f32(bias[p.ops.n + col]);
+        bv = operand_f32(bias[col]);
+        if (geglu) bg = operand_f32(bias[p.ops.n + col]);
       }
       for_each_acc_row<GEMM_TM>(t.bm + t.wm * GEMM_WM, t.lane, [&](uint32_t i, uint32_t h, uint32_t row) {
         if (row >= p.ops.m) return;
         float v = acc[i][j][2 * h + e] + bv;
         if (geglu) v *= gelu_erf(acc[i][j + 1][2 * h + e] + bg);
-        if (res != nullptr) v += bf16_bits_to_f32(res[(uint64_t)row * p.ldr + col]);
+        if (res != nullptr) v += operand_f32(res[(uint64_t)row * p.ldr + col]);
         v *= p.scale;
-        reinterpret_cast<__nv_bfloat16*>(c)[(uint64_t)row * p.ldc + col] = __float2bfloat16_rn(v);
+        reinterpret_cast<OutT*>(c)[(uint64_t)row * p.ldc + col] = from_f32<OutT>(v);
       });
     }
   }
 }
 
-// The f32 entries' epilogue: gemm_v1's with f32 bias, residual and C (gemm_v1 keeps its own copy
-// so the bf16 entries' PTX stays as it was).
-__device__ __forceinline__ void gemm_epilogue_f32(const GemmParams& p, const GemmTile& t, bool geglu,
-                                                  const float (&acc)[GEMM_TM][GEMM_TN][4]) {
-  float* c = static_cast<float*>(p.c) + t.batch * p.stride_c;
-  const float* bias = static_cast<const float*>(p.bias);
-  const float* res = p.residual ? static_cast<const float*>(p.residual) + t.batch * p.stride_r : nullptr;
-#pragma unroll
-  for (uint32_t j = 0; j < GEMM_TN; ++j) {
-    if (geglu && (j % 2) == 1) continue; // gate tile: consumed with its value tile j - 1
-    const uint32_t col0 = geglu ? t.bn + t.wn * (GEMM_WN / 2) + (j / 2) * MMA_N + (t.lane % 4) * 2
-                                : t.bn + t.wn * GEMM_WN + j * MMA_N + (t.lane % 4) * 2;
-#pragma unroll
-    for (uint32_t e = 0; e < 2; ++e) {
-      const uint32_t col = col0 + e;
-      if (col >= p.ops.n) continue;
-      float bv = 0.0f, bg = 0.0f;
-      if (bias != nullptr) {
-        bv = bias[col];
-        if (geglu) bg = bias[p.ops.n + col];
-      }
-      for_each_acc_row<GEMM_TM>(t.bm + t.wm * GEMM_WM, t.lane, [&](uint32_t i, uint32_t h, uint32_t row) {
-        if (row >= p.ops.m) return;
-        float v = acc[i][j][2 * h + e] + bv;
-        if (geglu) v *= gelu_erf(acc[i][j + 1][2 * h + e] + bg);
-        if (res != nullptr) v += res[(uint64_t)row * p.ldr + col];
-        c[(uint64_t)row * p.ldc + col] = v * p.scale;
-      });
-    }
-  }
+// bf16 A and B: the shared mainloop (gemm_mainloop.cuh), then the fused epilogue.
+template <bool B_KN>
+__device__ __forceinline__ void gemm_v1(const GemmParams& p) {
+  const bool geglu = !B_KN && p.geglu != 0;
+  float acc[GEMM_TM][GEMM_TN][4];
+  const GemmTile t = gemm_block_mainloop<B_KN>(p.ops, geglu, acc);
+  gemm_epilogue<uint16_t, __nv_bfloat16>(p, t, geglu, acc);
 }
 
 // f32 A (B f32, or bf16 when !B_F32): the split mainloop, f32 epilogue operands and C.
@@ -129,7 +104,7 @@ __device__ __forceinline__ void gemm_split_v1(const GemmParams& p) {
   const bool geglu = !B_KN && p.geglu != 0;
   float acc[GEMM_TM][GEMM_TN][4];
   const GemmTile t = gemm_block_split_mainloop<B_KN, B_F32>(p.ops, geglu, acc);
-  gemm_epilogue_f32(p, t, geglu, acc);
+  gemm_epilogue<float, float>(p, t, geglu, acc);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -123,16 +123,22 @@ struct GemmTile {
   uint32_t lane, wm, wn; // lane, warp row and column (warp_coords)
 };
 
-// The mainloop of block (blockIdx.x, blockIdx.y) of batch entry blockIdx.z; blocks span GEMM_BN
-// output columns (GEGLU: GEMM_BN_GEGLU). acc as gemm_mainloop; returns the tile.
-template <bool B_KN>
-__device__ __forceinline__ GemmTile gemm_block_mainloop(const GemmOperandParams& p, bool geglu,
-                                                        float (&acc)[GEMM_TM][GEMM_TN][4]) {
+// The tile of block (blockIdx.x, blockIdx.y) of batch entry blockIdx.z; blocks span GEMM_BN
+// output columns (GEGLU: GEMM_BN_GEGLU).
+__device__ __forceinline__ GemmTile gemm_block_tile(bool geglu) {
   GemmTile t;
   warp_coords<GEMM_WARPS_N>(threadIdx.x, t.lane, t.wm, t.wn);
   t.bm = blockIdx.y * GEMM_BM;
   t.bn = blockIdx.x * (geglu ? (uint32_t)GEMM_BN_GEGLU : (uint32_t)GEMM_BN);
   t.batch = blockIdx.z;
+  return t;
+}
+
+// The mainloop of that block. acc as gemm_mainloop; returns the tile.
+template <bool B_KN>
+__device__ __forceinline__ GemmTile gemm_block_mainloop(const GemmOperandParams& p, bool geglu,
+                                                        float (&acc)[GEMM_TM][GEMM_TN][4]) {
+  const GemmTile t = gemm_block_tile(geglu);
   gemm_mainloop<B_KN>(p, t.batch, t.bm, t.bn, geglu, acc);
   return t;
 }
@@ -373,11 +379,7 @@ __device__ __forceinline__ void gemm_split_mainloop(const GemmOperandParams& p, 
 template <bool B_KN, bool B_F32>
 __device__ __forceinline__ GemmTile gemm_block_split_mainloop(const GemmOperandParams& p, bool geglu,
                                                               float (&acc)[GEMM_TM][GEMM_TN][4]) {
-  GemmTile t;
-  warp_coords<GEMM_WARPS_N>(threadIdx.x, t.lane, t.wm, t.wn);
-  t.bm = blockIdx.y * GEMM_BM;
-  t.bn = blockIdx.x * (geglu ? (uint32_t)GEMM_BN_GEGLU : (uint32_t)GEMM_BN);
-  t.batch = blockIdx.z;
+  const GemmTile t = gemm_block_tile(geglu);
   gemm_split_mainloop<B_KN, B_F32>(p, t.batch, t.bm, t.bn, geglu, acc);
   return t;
 }
