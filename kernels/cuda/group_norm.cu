@@ -175,13 +175,8 @@ __device__ __forceinline__ GnStat gn_merge(GnStat a, GnStat b) {
   return r;
 }
 
-// Merge over the block in a fixed order (butterfly in the warp, then the warps' results in warp
-// 0); every thread returns the total.
-__device__ __forceinline__ GnStat gn_block_merge(GnStat v) {
-  __shared__ float sn[GN2_WARPS], smean[GN2_WARPS], sm2[GN2_WARPS];
-  __shared__ GnStat total;
-  const uint32_t warp = threadIdx.x / WARP_SIZE;
-  const uint32_t lane = threadIdx.x % WARP_SIZE;
+// Butterfly merge over the warp; every lane returns the warp's total, bitwise the same.
+__device__ __forceinline__ GnStat gn_warp_merge(GnStat v, uint32_t lane) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) {
     GnStat o;
@@ -191,6 +186,17 @@ __device__ __forceinline__ GnStat gn_block_merge(GnStat v) {
     // Lower lane first on both sides, so the pair's two lanes compute the same bits.
     v = (lane & off) ? gn_merge(o, v) : gn_merge(v, o);
   }
+  return v;
+}
+
+// Merge over the block in a fixed order (butterfly in the warp, then the warps' results in warp
+// 0); every thread returns the total.
+__device__ __forceinline__ GnStat gn_block_merge(GnStat v) {
+  __shared__ float sn[GN2_WARPS], smean[GN2_WARPS], sm2[GN2_WARPS];
+  __shared__ GnStat total;
+  const uint32_t warp = threadIdx.x / WARP_SIZE;
+  const uint32_t lane = threadIdx.x % WARP_SIZE;
+  v = gn_warp_merge(v, lane);
   if (lane == 0) {
     sn[warp] = v.n;
     smean[warp] = v.mean;
@@ -200,14 +206,7 @@ __device__ __forceinline__ GnStat gn_block_merge(GnStat v) {
   if (warp == 0) {
     GnStat w = {0.0f, 0.0f, 0.0f};
     if (lane < GN2_WARPS) w = {sn[lane], smean[lane], sm2[lane]};
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      GnStat o;
-      o.n = __shfl_xor_sync(FULL_MASK, w.n, off);
-      o.mean = __shfl_xor_sync(FULL_MASK, w.mean, off);
-      o.m2 = __shfl_xor_sync(FULL_MASK, w.m2, off);
-      w = (lane & off) ? gn_merge(o, w) : gn_merge(w, o);
-    }
+    w = gn_warp_merge(w, lane);
     if (lane == 0) total = w;
   }
   __syncthreads();
@@ -268,6 +267,18 @@ __device__ __forceinline__ void gn_stats_write(const GroupNorm2Params& p, GnStat
   }
 }
 
+// Every element slot of this thread in chunk ch (vector i of the thread's VPT, element j of its
+// VEC): f(i, j, e, in) with e the flat index and in = e inside the chunk's [lo, hi).
+template <uint32_t VPT, uint32_t VEC, typename F>
+__device__ __forceinline__ void gn_for_each_masked(const GnChunk& ch, F&& f) {
+#pragma unroll
+  for (uint32_t i = 0; i < VPT; ++i) {
+    const uint64_t v0 = ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC;
+#pragma unroll
+    for (uint32_t j = 0; j < VEC; ++j) f(i, j, v0 + j, v0 + j >= ch.lo && v0 + j < ch.hi);
+  }
+}
+
 // The chunk's (count, mean, M2) by an exact two-pass over the values the block holds in registers:
 // mean = block sum / count, then M2 = block sum of squared deviations from it (the v1 block_sum).
 template <typename T> __device__ __forceinline__ void group_norm_stats_v2(const GroupNorm2Params& p) {
@@ -303,30 +314,18 @@ template <typename T> __device__ __forceinline__ void group_norm_stats_v2(const 
   }
   // Edge chunk (or unaligned x): per-lane masks, element by element.
   float cnt = 0.0f;
-#pragma unroll
-  for (uint32_t i = 0; i < VPT; ++i) {
-    const uint64_t v0 = ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC;
-#pragma unroll
-    for (uint32_t j = 0; j < VEC; ++j) {
-      const bool in = v0 + j >= ch.lo && v0 + j < ch.hi;
-      v[i][j] = in ? to_f32(x[v0 + j]) : 0.0f;
-      cnt += in ? 1.0f : 0.0f;
-      sum += v[i][j];
-    }
-  }
+  gn_for_each_masked<VPT, VEC>(ch, [&](uint32_t i, uint32_t j, uint64_t e, bool in) {
+    v[i][j] = in ? to_f32(x[e]) : 0.0f;
+    cnt += in ? 1.0f : 0.0f;
+    sum += v[i][j];
+  });
   cnt = block_sum(cnt, partial, &total); // exact: at most 8192
   const float mean = block_sum(sum, partial, &total) / fmaxf(cnt, 1.0f); // empty chunk: 0
   float m2 = 0.0f;
-#pragma unroll
-  for (uint32_t i = 0; i < VPT; ++i) {
-    const uint64_t v0 = ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC;
-#pragma unroll
-    for (uint32_t j = 0; j < VEC; ++j) {
-      const bool in = v0 + j >= ch.lo && v0 + j < ch.hi;
-      const float d = in ? v[i][j] - mean : 0.0f;
-      m2 = fmaf(d, d, m2);
-    }
-  }
+  gn_for_each_masked<VPT, VEC>(ch, [&](uint32_t i, uint32_t j, uint64_t, bool in) {
+    const float d = in ? v[i][j] - mean : 0.0f;
+    m2 = fmaf(d, d, m2);
+  });
   m2 = block_sum(m2, partial, &total);
   gn_stats_write(p, {cnt, mean, m2});
 }
