@@ -19,19 +19,29 @@ const SHAPES: &[(usize, usize, usize, usize)] = &[
     (2, 64, 1000, 32),
 ];
 
-fn run(
-    dev: &mut Device,
+/// One test's inputs: x of `shape` ~ randn(scale, offset), gamma, beta (rounded to bf16 for bf16),
+/// eps, the CPU backend's output and the kernels' shape.
+struct Inputs {
+    x: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    eps: f32,
+    want: Vec<f32>,
+    gshape: GroupNormShape,
+}
+
+fn inputs(
     dtype: DType,
     shape: (usize, usize, usize, usize),
     silu: bool,
     seed: u64,
-) -> anyhow::Result<()> {
+    (scale, offset): (f32, f32),
+) -> anyhow::Result<Inputs> {
     let (n, c, s, groups) = shape;
     let bf = dtype == DType::Bf16;
     let mut rng = Rng::new(seed);
     let round = |v: Vec<f32>| if bf { round_bf16(&v) } else { v };
-    // Non-zero mean and non-unit spread so both statistics matter.
-    let x = round(rng.randn(n * c * s, 2.5, 1.5));
+    let x = round(rng.randn(n * c * s, scale, offset));
     let gamma = round(rng.randn(c, 0.5, 1.0));
     let beta = round(rng.randn(c, 0.5, 0.0));
     let eps = 1e-5;
@@ -43,16 +53,37 @@ fn run(
         eps,
         silu.then_some(Unary::Silu),
     )?);
-
-    let [dx, dg, db] = dev.upload_all(dtype, [&x, &gamma, &beta])?;
-    let dy = dev.alloc_poisoned(x.len() * dtype.size_in_bytes())?;
     let gshape = GroupNormShape {
         n: n as u64,
         c: c as u64,
         s: s as u64,
         groups: groups as u64,
     };
-    let p = GroupNormParams::new(dx, dg, db, dy, gshape, eps)?;
+    Ok(Inputs {
+        x,
+        gamma,
+        beta,
+        eps,
+        want,
+        gshape,
+    })
+}
+
+fn run(
+    dev: &mut Device,
+    dtype: DType,
+    shape: (usize, usize, usize, usize),
+    silu: bool,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let (n, c, s, groups) = shape;
+    let bf = dtype == DType::Bf16;
+    // Non-zero mean and non-unit spread so both statistics matter.
+    let inp = inputs(dtype, shape, silu, seed, (2.5, 1.5))?;
+
+    let [dx, dg, db] = dev.upload_all(dtype, [&inp.x, &inp.gamma, &inp.beta])?;
+    let dy = dev.alloc_poisoned(inp.x.len() * dtype.size_in_bytes())?;
+    let p = GroupNormParams::new(dx, dg, db, dy, inp.gshape, inp.eps)?;
     let entry = kernel_name(
         if silu {
             "group_norm_silu"
@@ -62,39 +93,21 @@ fn run(
         1,
         dtype,
     );
-    dev.launch(KernelModule::GroupNorm, &entry, launch_config(gshape), &p)?;
-    let got = dev.download_as(dtype, dy, x.len())?;
+    dev.launch(
+        KernelModule::GroupNorm,
+        &entry,
+        launch_config(inp.gshape),
+        &p,
+    )?;
+    let got = dev.download_as(dtype, dy, inp.x.len())?;
     assert_close(
         &format!("{entry} (N, C, S) = ({n}, {c}, {s}), groups {groups}"),
         &got,
-        &want,
+        &inp.want,
         tol(bf),
     );
     Ok(())
 }
-
-fn sweep(dtype: DType, silu: bool) {
-    for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
-        let mut dev = Device::new(*schedules, *seed);
-        for (j, &shape) in SHAPES.iter().enumerate() {
-            run(
-                &mut dev,
-                dtype,
-                shape,
-                silu,
-                (i * 10 + j) as u64 + silu as u64 * 1000,
-            )
-            .unwrap();
-        }
-    }
-}
-
-crate::harness::sweep_tests!(sweep;
-    group_norm_f32 => (DType::F32, false),
-    group_norm_bf16 => (DType::Bf16, false),
-    group_norm_silu_f32 => (DType::F32, true),
-    group_norm_silu_bf16 => (DType::Bf16, true),
-);
 
 /// Channels not divisible into the groups, a rank-1 input and a gamma of the wrong length are
 /// errors.
@@ -237,43 +250,24 @@ fn run_v2(
     };
     let (n, c, s, groups) = case.shape;
     let bf = dtype == DType::Bf16;
-    let mut rng = Rng::new(seed);
-    let round = |v: Vec<f32>| if bf { round_bf16(&v) } else { v };
-    let x = round(rng.randn(n * c * s, case.sigma, case.mean));
-    let gamma = round(rng.randn(c, 0.5, 1.0));
-    let beta = round(rng.randn(c, 0.5, 0.0));
-    let eps = 1e-5;
-    let want = host(&CPU.group_norm_act(
-        &cpu(&[n, c, s], &x),
-        groups,
-        Some(&cpu(&[c], &gamma)),
-        Some(&cpu(&[c], &beta)),
-        eps,
-        silu.then_some(Unary::Silu),
-    )?);
+    let inp = inputs(dtype, case.shape, silu, seed, (case.sigma, case.mean))?;
 
     // Misaligned: one leading element (poison) before x and before y; the buffers start aligned.
     let lead = case.misaligned as usize;
     let sz = dtype.size_in_bytes();
     let mut xl = vec![f32::NAN; lead];
-    xl.extend_from_slice(&x);
-    let [dx0, dg, db] = dev.upload_all(dtype, [&xl, &gamma, &beta])?;
+    xl.extend_from_slice(&inp.x);
+    let [dx0, dg, db] = dev.upload_all(dtype, [&xl, &inp.gamma, &inp.beta])?;
     let dy0 = if case.alias {
         dx0
     } else {
         dev.alloc_poisoned(xl.len() * sz)?
     };
     let (dx, dy) = (dx0 + (lead * sz) as u64, dy0 + (lead * sz) as u64);
-    let gshape = GroupNormShape {
-        n: n as u64,
-        c: c as u64,
-        s: s as u64,
-        groups: groups as u64,
-    };
-    let ws = dev.alloc_poisoned(workspace_f32s(gshape, dtype) as usize * 4)?;
-    let p1 = GroupNormParams::new(dx, dg, db, dy, gshape, eps)?;
+    let ws = dev.alloc_poisoned(workspace_f32s(inp.gshape, dtype) as usize * 4)?;
+    let p1 = GroupNormParams::new(dx, dg, db, dy, inp.gshape, inp.eps)?;
     let p = GroupNorm2Params::new(p1, ws, dtype)?;
-    let cfg = launch_config_v2(gshape, dtype);
+    let cfg = launch_config_v2(inp.gshape, dtype);
     let op = if silu {
         "group_norm_silu"
     } else {
@@ -288,7 +282,7 @@ fn run_v2(
     let entry = kernel_name(op, 2, dtype);
     dev.launch(KernelModule::GroupNorm, &entry, cfg, &p)?;
     let got = dev.download_as(dtype, dy0, xl.len())?[lead..].to_vec();
-    let k = chunks(gshape, dtype);
+    let k = chunks(inp.gshape, dtype);
     assert_close(
         &format!(
             "{entry} (N, C, S) = ({n}, {c}, {s}), groups {groups}, {k} chunks, mean {}, alias {}, \
@@ -296,15 +290,30 @@ fn run_v2(
             case.mean, case.alias, case.misaligned
         ),
         &got,
-        &want,
+        &inp.want,
         v2_tol(bf, case.mean, case.sigma, k),
     );
     Ok(())
 }
 
-fn sweep_v2(dtype: DType, silu: bool) {
+/// Version `version` (1: SHAPES through `run`, 2: V2_CASES through `run_v2`) under every schedule.
+fn sweep(dtype: DType, silu: bool, version: u32) {
+    let silu_seed = silu as u64 * 1000;
     for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
         let mut dev = Device::new(*schedules, *seed);
+        if version == 1 {
+            for (j, &shape) in SHAPES.iter().enumerate() {
+                run(
+                    &mut dev,
+                    dtype,
+                    shape,
+                    silu,
+                    (i * 10 + j) as u64 + silu_seed,
+                )
+                .unwrap();
+            }
+            continue;
+        }
         for (j, case) in V2_CASES.iter().enumerate() {
             // The big cases once (first schedule): they take most of the emulator's time.
             if i > 0 && case.shape.2 > 10_000 {
@@ -315,18 +324,22 @@ fn sweep_v2(dtype: DType, silu: bool) {
                 dtype,
                 case,
                 silu,
-                (i * 100 + j) as u64 + silu as u64 * 1000 + 7,
+                (i * 100 + j) as u64 + silu_seed + 7,
             )
             .unwrap();
         }
     }
 }
 
-crate::harness::sweep_tests!(sweep_v2;
-    group_norm_v2_f32 => (DType::F32, false),
-    group_norm_v2_bf16 => (DType::Bf16, false),
-    group_norm_silu_v2_f32 => (DType::F32, true),
-    group_norm_silu_v2_bf16 => (DType::Bf16, true),
+crate::harness::sweep_tests!(sweep;
+    group_norm_f32 => (DType::F32, false, 1),
+    group_norm_bf16 => (DType::Bf16, false, 1),
+    group_norm_silu_f32 => (DType::F32, true, 1),
+    group_norm_silu_bf16 => (DType::Bf16, true, 1),
+    group_norm_v2_f32 => (DType::F32, false, 2),
+    group_norm_v2_bf16 => (DType::Bf16, false, 2),
+    group_norm_silu_v2_f32 => (DType::F32, true, 2),
+    group_norm_silu_v2_bf16 => (DType::Bf16, true, 2),
 );
 
 /// Counters of v1 and v2 on the paper's largest video GroupNorm, (N, C, S) = (2, 320, 16*64*64),
