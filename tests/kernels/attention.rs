@@ -201,6 +201,19 @@ crate::harness::schedules_test!(attention_flash_f32, attn_cases_f32(), 9500, run
 #[test]
 fn attention_engine_launcher() {
     use cyberhost_engine::backends::cuda::attention::{attention, AttnLayout};
+    use cyberhost_engine::backends::cuda::cudarc::driver::{CudaSlice, DeviceRepr};
+    use cyberhost_engine::backends::cuda::CudaDevice;
+    /// The launcher on (q, k, v) -> o in the Bhld layout.
+    fn bhld<T: DeviceRepr>(
+        dev: &CudaDevice,
+        (q, k, v): (&CudaSlice<T>, &CudaSlice<T>, &CudaSlice<T>),
+        o: &mut CudaSlice<T>,
+        shape: AttentionShape,
+        scale: f32,
+        dtype: DType,
+    ) -> anyhow::Result<()> {
+        attention(dev, q, k, v, o, shape, AttnLayout::Bhld, scale, dtype)
+    }
     let dev = engine_device();
     let mut rng = Rng::new(13);
     let (b, h, lq, lk, d) = (1usize, 2usize, 40usize, 72usize, 40usize);
@@ -218,23 +231,12 @@ fn attention_engine_launcher() {
     };
     let scale = 1.0 / (d as f32).sqrt();
     let bf = DType::Bf16;
-    attention(
-        dev,
-        &dq,
-        &dk,
-        &dv,
-        &mut o,
-        shape,
-        AttnLayout::Bhld,
-        scale,
-        bf,
-    )
-    .unwrap();
+    bhld(dev, (&dq, &dk, &dv), &mut o, shape, scale, bf).unwrap();
     let want = attention_ref(&q, &k, &v, [b, h, lq, lk, d], scale);
     assert_close("engine attention", &download(dev, &o), &want, TOL);
     // Unsupported head dim: an error, not a launch.
     let bad = AttentionShape { d: 168, ..shape };
-    assert!(attention(dev, &dq, &dk, &dv, &mut o, bad, AttnLayout::Bhld, scale, bf).is_err());
+    assert!(bhld(dev, (&dq, &dk, &dv), &mut o, bad, scale, bf).is_err());
 
     // f32: f32 buffers, f32 entry, split-operand accuracy.
     let q = rng.randn(b * h * lq * d, 1.0, 0.0);
@@ -244,35 +246,13 @@ fn attention_engine_launcher() {
     let (dq, dk, dv) = (up(&q), up(&k), up(&v));
     let mut o = dev.stream().alloc_zeros::<f32>(b * h * lq * d).unwrap();
     let f = DType::F32;
-    attention(
-        dev,
-        &dq,
-        &dk,
-        &dv,
-        &mut o,
-        shape,
-        AttnLayout::Bhld,
-        scale,
-        f,
-    )
-    .unwrap();
+    bhld(dev, (&dq, &dk, &dv), &mut o, shape, scale, f).unwrap();
     let got = dev.stream().clone_dtoh(&o).unwrap();
     let want = attention_ref(&q, &k, &v, [b, h, lq, lk, d], scale);
     assert_close("engine attention f32", &got, &want, TOL_SPLIT);
     // An f32 output too short for the shape (as bf16 it would fit): an error.
     let mut short = dev.stream().alloc_zeros::<f32>(b * h * lq * d / 2).unwrap();
-    assert!(attention(
-        dev,
-        &dq,
-        &dk,
-        &dv,
-        &mut short,
-        shape,
-        AttnLayout::Bhld,
-        scale,
-        f
-    )
-    .is_err());
+    assert!(bhld(dev, (&dq, &dk, &dv), &mut short, shape, scale, f).is_err());
 }
 
 /// q / k / v whose batch, heads or head dims disagree are errors.
