@@ -403,6 +403,17 @@ mod tests {
         assert_eq!(launch_config(s, true).grid, [2, 2, 1]);
     }
 
+    /// Operand pointers a, b, c without bias or residual.
+    fn no_epilogue_ptrs(a: u64, b: u64, c: u64) -> GemmPtrs {
+        GemmPtrs {
+            a,
+            b,
+            bias: 0,
+            residual: 0,
+            c,
+        }
+    }
+
     #[test]
     fn f32_entries_and_vector_bits() {
         assert_eq!(
@@ -419,13 +430,7 @@ mod tests {
         );
         assert!(GemmOp::Matmul.entry_f32(DType::Bf16).is_err());
         let s = GemmShape::new(2, 5, 7, 12);
-        let ptrs = GemmPtrs {
-            a: 256,
-            b: 512,
-            bias: 0,
-            residual: 0,
-            c: 768,
-        };
+        let ptrs = no_epilogue_ptrs(256, 512, 768);
         let l = GemmLayout::contiguous(GemmOp::Linear, s, false, false);
         let new = |b, ptrs, l| {
             GemmParams::new_f32(GemmOp::Linear, b, ptrs, s, l, GemmEpilogue::default())
@@ -445,13 +450,7 @@ mod tests {
     #[test]
     fn geglu_rejected_for_matmul() {
         let s = GemmShape::new(1, 4, 4, 4);
-        let ptrs = GemmPtrs {
-            a: 0,
-            b: 0,
-            bias: 0,
-            residual: 0,
-            c: 0,
-        };
+        let ptrs = no_epilogue_ptrs(0, 0, 0);
         let epi = GemmEpilogue {
             scale: 1.0,
             geglu: true,
