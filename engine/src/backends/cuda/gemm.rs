@@ -30,6 +30,18 @@ pub(crate) struct GemmF32Operands<'a> {
     pub residual: Option<&'a CudaTensor>,
 }
 
+impl<'a> GemmF32Operands<'a> {
+    /// `a` and `b` without bias or residual.
+    pub(crate) fn plain(a: &'a CudaTensor, b: &'a CudaTensor) -> Self {
+        Self {
+            a,
+            b,
+            bias: None,
+            residual: None,
+        }
+    }
+}
+
 /// `C = scale * (A.B + bias [GEGLU] + residual)` on the f32 entries into a new f32 tensor of
 /// `out_shape` (holding `batch * M * N` elements laid out by `layout.ldc` / `stride_c`); any row
 /// and batch strides (0 broadcasts), batches beyond gridDim.z in chunks.

@@ -119,12 +119,7 @@ pub(crate) fn matmul(be: &CudaBackend, a: &CudaTensor, b: &CudaTensor) -> Result
     // f32: the split entry reads B (K, N) directly (docs/kernels.md Numerics).
     let (af, bf) = (be.as_dtype(a, DType::F32)?, be.as_dtype(b, DType::F32)?);
     let gs = GemmShape::new(batch, m, n, k);
-    let ops = GemmF32Operands {
-        a: &af,
-        b: &bf,
-        bias: None,
-        residual: None,
-    };
+    let ops = GemmF32Operands::plain(&af, &bf);
     let layout = GemmLayout::contiguous(GemmOp::Matmul, gs, false, false);
     gemm::gemm_f32(
         be,
@@ -197,23 +192,13 @@ pub(crate) fn attention(
         let f = |t: &CudaTensor| be.as_dtype(t, DType::F32);
         let (qf, kf, vf) = (f(q)?, f(k)?, f(v)?);
         let gs = GemmShape::new(bh, lq, lk, d);
-        let ops = GemmF32Operands {
-            a: &qf,
-            b: &kf,
-            bias: None,
-            residual: None,
-        };
+        let ops = GemmF32Operands::plain(&qf, &kf);
         let layout = GemmLayout::contiguous(GemmOp::Linear, gs, false, false);
         let epi = GemmEpilogue::default();
         let s = gemm::gemm_f32(be, GemmOp::Linear, ops, gs, layout, epi, &[bsz, h, lq, lk])?;
         let p = softmax::softmax_last(be, &s, scale)?;
         let gs = GemmShape::new(bh, lq, dv, lk);
-        let ops = GemmF32Operands {
-            a: &p,
-            b: &vf,
-            bias: None,
-            residual: None,
-        };
+        let ops = GemmF32Operands::plain(&p, &vf);
         let layout = GemmLayout::contiguous(GemmOp::Matmul, gs, false, false);
         return gemm::gemm_f32(be, GemmOp::Matmul, ops, gs, layout, epi, &[bsz, h, lq, dv]);
     }
