@@ -107,14 +107,22 @@ fn gemm_cases() -> Vec<GemmCase> {
     ]
 }
 
-fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
+/// Case c's random A, B, bias and residual (drawn in that order from `seed`; B rounded to bf16
+/// when `bf16_b`, the others when `bf16_rest`) and gemm_ref's output on them.
+fn gemm_inputs(
+    c: &GemmCase,
+    seed: u64,
+    bf16_b: bool,
+    bf16_rest: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut rng = Rng::new(seed);
+    let round = |v: Vec<f32>, on: bool| if on { round_bf16(&v) } else { v };
     let b_rows = if c.geglu { 2 * c.n } else { c.n };
     let b_count = if c.broadcast_b { 1 } else { c.batch };
-    let a = round_bf16(&rng.randn(c.batch * c.m * c.k, 1.0, 0.0));
-    let b = round_bf16(&rng.randn(b_count * b_rows * c.k, 1.0, 0.0));
-    let bias = round_bf16(&rng.randn(b_rows, 1.0, 0.0));
-    let res = round_bf16(&rng.randn(c.batch * c.m * c.n, 1.0, 0.0));
+    let a = round(rng.randn(c.batch * c.m * c.k, 1.0, 0.0), bf16_rest);
+    let b = round(rng.randn(b_count * b_rows * c.k, 1.0, 0.0), bf16_b);
+    let bias = round(rng.randn(b_rows, 1.0, 0.0), bf16_rest);
+    let res = round(rng.randn(c.batch * c.m * c.n, 1.0, 0.0), bf16_rest);
     let want = gemm_ref(
         &a,
         &b,
@@ -126,6 +134,11 @@ fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
         c.scale,
         c.geglu,
     );
+    (a, b, bias, res, want)
+}
+
+fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
+    let (a, b, bias, res, want) = gemm_inputs(&c, seed, true, true);
     let shape = GemmShape::new(c.batch, c.m, c.n, c.k);
     let layout = GemmLayout::contiguous(c.op, shape, c.geglu, c.broadcast_b);
     let ptrs = GemmPtrs {
@@ -463,27 +476,9 @@ fn split_bound(
 
 fn run_gemm_f32(dev: &mut Device, c: F32Case, seed: u64) -> anyhow::Result<()> {
     let g = c.g;
-    let mut rng = Rng::new(seed);
     let b_rows = if g.geglu { 2 * g.n } else { g.n };
     let b_count = if g.broadcast_b { 1 } else { g.batch };
-    let a = rng.randn(g.batch * g.m * g.k, 1.0, 0.0);
-    let mut b = rng.randn(b_count * b_rows * g.k, 1.0, 0.0);
-    if c.b_bf16 {
-        b = round_bf16(&b);
-    }
-    let bias = rng.randn(b_rows, 1.0, 0.0);
-    let res = rng.randn(g.batch * g.m * g.n, 1.0, 0.0);
-    let want = gemm_ref(
-        &a,
-        &b,
-        g.bias.then_some(&bias[..]),
-        g.residual.then_some(&res[..]),
-        (g.batch, g.m, g.n, g.k),
-        g.op == GemmOp::Matmul,
-        !g.broadcast_b,
-        g.scale,
-        g.geglu,
-    );
+    let (a, b, bias, res, want) = gemm_inputs(&g, seed, c.b_bf16, false);
     let (tol, plain) = split_bound(&c, &a, &b, &bias, &res);
     let shape = GemmShape::new(g.batch, g.m, g.n, g.k);
     let mut layout = GemmLayout::contiguous(g.op, shape, g.geglu, g.broadcast_b);
