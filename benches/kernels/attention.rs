@@ -8,30 +8,32 @@ use cyberhost_engine::backends::Backend;
 use crate::{backend, bench, tensor};
 
 pub fn benches(c: &mut Criterion) {
-    for (lq, lk, d) in [(64, 96, 40), (32, 32, 64)] {
+    // (case prefix, Lq, Lk, D, activations dtype)
+    let cases = [
+        ("", 64, 96, 40, DType::Bf16),
+        ("", 32, 32, 64, DType::Bf16),
+        ("f32_", 64, 96, 40, DType::F32),
+    ];
+    for (prefix, lq, lk, d, dtype) in cases {
+        let input = |shape: &[usize], seed| {
+            let t = tensor(shape, seed);
+            if dtype == DType::F32 {
+                backend().to_dtype(&t, DType::F32).unwrap()
+            } else {
+                t
+            }
+        };
         let (q, k, v) = (
-            tensor(&[1, 2, lq, d], 1),
-            tensor(&[1, 2, lk, d], 2),
-            tensor(&[1, 2, lk, d], 3),
+            input(&[1, 2, lq, d], 1),
+            input(&[1, 2, lk, d], 2),
+            input(&[1, 2, lk, d], 3),
         );
         let scale = 1.0 / (d as f32).sqrt();
-        bench(c, "attention", &format!("h2_{lq}x{lk}_d{d}"), || {
-            backend().attention(&q, &k, &v, scale)
-        });
+        bench(
+            c,
+            "attention",
+            &format!("{prefix}h2_{lq}x{lk}_d{d}"),
+            || backend().attention(&q, &k, &v, scale),
+        );
     }
-    let (lq, lk, d) = (64, 96, 40);
-    let f32_of = |shape: &[usize], seed| {
-        backend()
-            .to_dtype(&tensor(shape, seed), DType::F32)
-            .unwrap()
-    };
-    let (q, k, v) = (
-        f32_of(&[1, 2, lq, d], 1),
-        f32_of(&[1, 2, lk, d], 2),
-        f32_of(&[1, 2, lk, d], 3),
-    );
-    let scale = 1.0 / (d as f32).sqrt();
-    bench(c, "attention", &format!("f32_h2_{lq}x{lk}_d{d}"), || {
-        backend().attention(&q, &k, &v, scale)
-    });
 }
