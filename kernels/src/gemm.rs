@@ -174,6 +174,27 @@ impl GemmShape {
             k: k as u64,
         }
     }
+
+    /// One past the last element a `(batch, rows, cols)` operand with row stride `ld` and batch
+    /// stride `stride` (elements) addresses; 0 when it is empty.
+    pub fn extent(&self, ld: u64, stride: u64, rows: u64, cols: u64) -> u64 {
+        if rows == 0 || cols == 0 || self.batch == 0 {
+            0
+        } else {
+            (self.batch - 1) * stride + (rows - 1) * ld + cols
+        }
+    }
+
+    /// Rows of B (`N`, `2N` with GEGLU: value and gate rows) and its `(rows, cols)` as stored:
+    /// `linear` B is `(rows, K)`, `matmul` B is `(K, N)`.
+    pub fn b_dims(&self, op: GemmOp, geglu: bool) -> (u64, (u64, u64)) {
+        let b_rows = if geglu { 2 * self.n } else { self.n };
+        let dims = match op {
+            GemmOp::Linear => (b_rows, self.k),
+            GemmOp::Matmul => (self.k, self.n),
+        };
+        (b_rows, dims)
+    }
 }
 
 /// Device addresses (bias / residual 0 = none).

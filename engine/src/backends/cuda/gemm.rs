@@ -61,18 +61,8 @@ pub(crate) fn gemm_f32(
         "{entry}: A, bias and residual must be f32"
     );
     let out = be.alloc(out_shape, DType::F32)?;
-    let last = |ld: u64, stride: u64, rows: u64, cols: u64| -> u64 {
-        if rows == 0 || cols == 0 || shape.batch == 0 {
-            0
-        } else {
-            (shape.batch - 1) * stride + (rows - 1) * ld + cols
-        }
-    };
-    let b_rows = if epi.geglu { 2 * shape.n } else { shape.n };
-    let (br, bc) = match op {
-        GemmOp::Linear => (b_rows, shape.k),
-        GemmOp::Matmul => (shape.k, shape.n),
-    };
+    let last = |ld, stride, rows, cols| shape.extent(ld, stride, rows, cols);
+    let (b_rows, (br, bc)) = shape.b_dims(op, epi.geglu);
     let fits = |what: &str, x: &CudaTensor, need: u64| -> Result<()> {
         ensure!(
             x.elem_count() as u64 >= need,
@@ -215,18 +205,8 @@ pub fn launch<T: DeviceRepr>(
     extras: GemmExtras<'_, T>,
 ) -> Result<()> {
     let entry = op.entry();
-    let last = |ld: u64, stride: u64, rows: u64, cols: u64| -> u64 {
-        if rows == 0 || cols == 0 {
-            0
-        } else {
-            (shape.batch - 1) * stride + (rows - 1) * ld + cols
-        }
-    };
-    let b_rows = if extras.geglu { 2 * shape.n } else { shape.n };
-    let (br, bc) = match op {
-        GemmOp::Linear => (b_rows, shape.k),
-        GemmOp::Matmul => (shape.k, shape.n),
-    };
+    let last = |ld, stride, rows, cols| shape.extent(ld, stride, rows, cols);
+    let (b_rows, (br, bc)) = shape.b_dims(op, extras.geglu);
     check_len(
         &format!("{entry} a"),
         a,
