@@ -1,6 +1,7 @@
 //! Argument helpers shared by the subcommands.
 
 use anyhow::Result;
+use cyberhost_engine::backends::cuda::DType;
 use cyberhost_engine::error::UserError;
 use cyberhost_engine::pipeline::checkpoint::WeightsSource;
 use cyberhost_engine::pipeline::presets::Preset;
@@ -26,6 +27,23 @@ pub fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
             .map_err(|_| format!("`{s}` is not WxH, e.g. 512x512"))
     };
     Ok((p(w)?, p(h)?))
+}
+
+/// `--activations`: the storage dtype of the CUDA denoiser's activations (one parser for
+/// `generate`, `bench` and `plan`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Activations {
+    Bf16,
+    F32,
+}
+
+impl Activations {
+    pub fn dtype(self) -> DType {
+        match self {
+            Activations::Bf16 => DType::Bf16,
+            Activations::F32 => DType::F32,
+        }
+    }
 }
 
 /// The sampling flags of `generate` that a serve job sets too (form fields of the same names,

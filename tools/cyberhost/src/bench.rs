@@ -13,12 +13,12 @@
 //!
 //! The JSON schema is documented in docs/performance.md ("cyberhost bench").
 
-use crate::args::{parse_size, WeightsArgs};
+use crate::args::{parse_size, Activations, WeightsArgs};
 use anyhow::{Context, Result};
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::graph::StepGraphInfo;
 use cyberhost_engine::backends::cuda::profiling::{KernelStat, KernelTimer, Telemetry};
-use cyberhost_engine::backends::cuda::{CudaBackend, DriverStats, LaunchObserver};
+use cyberhost_engine::backends::cuda::{CudaBackend, DType, DriverStats, LaunchObserver};
 use cyberhost_engine::backends::Backend;
 use cyberhost_engine::error::UserError;
 use cyberhost_engine::graph::pipeline::trace_pipeline;
@@ -72,8 +72,8 @@ pub struct Args {
     graphs: Option<String>,
     /// CUDA: storage dtype of the denoiser's activations (bf16: the default; f32: f32-accurate
     /// products at about 2x the step time; default CYBERHOST_CUDA_ACTIVATIONS, else bf16).
-    #[arg(long, value_parser = ["bf16", "f32"])]
-    activations: Option<String>,
+    #[arg(long, value_enum)]
+    activations: Option<Activations>,
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -159,7 +159,7 @@ pub(crate) trait Bench: Backend {
         None
     }
     /// Denoiser activation dtype (`None`: leave the default); returns the one in effect.
-    fn activations(&self, _dtype: Option<&str>) -> &'static str {
+    fn activations(&self, _dtype: Option<DType>) -> &'static str {
         "f32"
     }
     fn observe(&self, _o: Option<Arc<dyn LaunchObserver>>) {}
@@ -208,16 +208,11 @@ impl Bench for CudaBackend {
     fn step_graph(&self) -> Option<StepGraphInfo> {
         self.last_step_graph()
     }
-    fn activations(&self, dtype: Option<&str>) -> &'static str {
-        match dtype {
-            Some("bf16") => self.set_activations(cyberhost_engine::backends::cuda::DType::Bf16),
-            Some(_) => self.set_activations(cyberhost_engine::backends::cuda::DType::F32),
-            None => {}
+    fn activations(&self, dtype: Option<DType>) -> &'static str {
+        if let Some(dtype) = dtype {
+            self.set_activations(dtype);
         }
-        match CudaBackend::activations(self) {
-            cyberhost_engine::backends::cuda::DType::Bf16 => "bf16",
-            cyberhost_engine::backends::cuda::DType::F32 => "f32",
-        }
+        CudaBackend::activations(self).suffix()
     }
     fn observe(&self, o: Option<Arc<dyn LaunchObserver>>) {
         self.device().set_launch_observer(o);
@@ -375,7 +370,7 @@ fn bench<B: Bench>(be: B, source: &WeightsSource, a: &Args) -> Result<ExitCode> 
     let (flops, bytes) = (step_graph.total_flops(), step_graph.total_bytes());
 
     let graphs_on = be.graphs(a.graphs.as_deref().map(|g| g == "on"));
-    let activations = be.activations(a.activations.as_deref());
+    let activations = be.activations(a.activations.map(Activations::dtype));
     let s = setup(&be, source, a.size)?;
     let g = s.p.geometry;
     be.sync()?;

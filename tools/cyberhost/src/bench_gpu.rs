@@ -7,10 +7,11 @@
 //! the prediction and the CUDA-event kernel timer the measured times beside it.
 
 use super::{run_steps, setup, Args, Bench};
+use crate::args::Activations;
 use anyhow::{Context, Result};
+use cyberhost_engine::backends::cuda::default_activations;
 use cyberhost_engine::backends::cuda::CudaBackend;
 use cyberhost_engine::backends::cuda::LaunchObserver;
-use cyberhost_engine::backends::cuda::{default_activations, DType};
 use cyberhost_engine::error::UserError;
 use cyberhost_engine::graph::pipeline::trace_pipeline_as;
 use cyberhost_engine::pipeline::checkpoint::WeightsSource;
@@ -67,8 +68,8 @@ fn count_on_stand_in(be: &CudaBackend, source: &WeightsSource, a: &Args) -> Resu
         .map(PathBuf::from)
         .context("PTX_EMU_STATS is not set")?;
     be.set_graphs(false);
-    if let Some(act) = a.activations.as_deref() {
-        Bench::activations(be, Some(act));
+    if let Some(act) = a.activations {
+        Bench::activations(be, Some(act.dtype()));
     }
     let s = setup(be, source, a.size)?;
     be.sync()?;
@@ -127,11 +128,9 @@ pub fn run(a: &Args, gpu: &str) -> Result<ExitCode> {
     }
     let source = a.weights.source()?;
     // the floor at the step's activation storage (`--activations`, else the backend's default)
-    let activations = match a.activations.as_deref() {
-        Some("f32") => DType::F32,
-        Some(_) => DType::Bf16,
-        None => default_activations(),
-    };
+    let activations = a
+        .activations
+        .map_or_else(default_activations, Activations::dtype);
     let graphs = trace_pipeline_as(&source, a.size, activations)?;
     let geo = graphs.geometry;
     let classes: Vec<(u64, u64)> = graphs

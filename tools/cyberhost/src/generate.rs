@@ -1,6 +1,6 @@
 //! `cyberhost generate`: reference image + speech → MP4.
 
-use crate::args::SamplingArgs;
+use crate::args::{Activations, SamplingArgs};
 use anyhow::{Context, Result};
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::CudaBackend;
@@ -65,8 +65,8 @@ pub struct Args {
     /// 2x the step time: 2x activation bytes, 2-3x tensor-core work on bf16 hi + lo operands
     /// split inside the kernels; fusions and flash attention stay on). Default:
     /// CYBERHOST_CUDA_ACTIVATIONS, else bf16.
-    #[arg(long, value_parser = ["bf16", "f32"])]
-    activations: Option<String>,
+    #[arg(long, value_enum)]
+    activations: Option<Activations>,
     /// Longest accepted speech in seconds (checked from the WAV header before decoding).
     /// Default: CYBERHOST_MAX_AUDIO_SECONDS, else 600.
     #[arg(long, value_parser = parse_max_seconds)]
@@ -156,10 +156,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
             let be = CudaBackend::new(0)
                 .map_err(|e| UserError::new(format!("--backend cuda: {e:#}")))?;
             be.set_graphs(a.graphs == "on");
-            match a.activations.as_deref() {
-                Some("bf16") => be.set_activations(cyberhost_engine::backends::cuda::DType::Bf16),
-                Some(_) => be.set_activations(cyberhost_engine::backends::cuda::DType::F32),
-                None => {}
+            if let Some(act) = a.activations {
+                be.set_activations(act.dtype());
             }
             run_on(be, a)
         }

@@ -6,12 +6,11 @@
 //! flag of that name (f32: 4-byte activations and the split passes of f32 products); the JSON
 //! lists every arena buffer with the op that writes it.
 
-use crate::args::{parse_size, WeightsArgs};
+use crate::args::{parse_size, Activations, WeightsArgs};
 use anyhow::Result;
 use cyberhost_engine::graph::pipeline::{trace_pipeline_as, PipelineGraphs};
 use cyberhost_engine::graph::Graph;
 use cyberhost_engine::planner::{plan, PlanKey, PlanReport, H100_BF16_FLOPS, H100_HBM_BYTES_PER_S};
-use cyberhost_kernels::DType;
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -25,8 +24,8 @@ pub struct Args {
     /// Storage of the denoiser step's activations, as `generate --activations`: bf16 (default)
     /// or f32 (4-byte activations, f32 products as 2-3 bf16 tensor-core passes). Weights are
     /// bf16 and the one-off graphs bf16 either way.
-    #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
-    activations: String,
+    #[arg(long, value_enum, default_value_t = Activations::Bf16)]
+    activations: Activations,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -51,10 +50,7 @@ fn gib(b: u64) -> f64 {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let source = a.weights.source()?;
-    let activations = match a.activations.as_str() {
-        "f32" => DType::F32,
-        _ => DType::Bf16,
-    };
+    let activations = a.activations.dtype();
     let pg = trace_pipeline_as(&source, a.size, activations)?;
     let geo = pg.geometry;
     let step = report(&pg, &pg.step);
