@@ -214,6 +214,14 @@ impl<'a, 'b> Block<'a, 'b> {
                             w.running |= here;
                             w.mask |= here;
                         }
+                        if let Op::WgWait(n) = ins.op {
+                            if !self.wgmma_wait_ready(w, n)? {
+                                // not yet: yield without advancing (uncounted)
+                                self.c.stats.thread_instructions -= mask.count_ones() as u64;
+                                self.c.stats.warp_instructions -= 1;
+                                return Ok(());
+                            }
+                        }
                         if self.prof.is_some() {
                             self.count_collective(w, ins);
                         }

@@ -27,6 +27,8 @@ pub(crate) struct WgState {
     fenced: bool,
     /// Bitset over register slots: the accumulator and A registers of `pending`.
     locked: Vec<u64>,
+    /// `wgmma.mma_async` instructions issued by the warp so far.
+    issued: u32,
 }
 
 impl WgState {
@@ -38,6 +40,8 @@ impl WgState {
 
 struct WgPend {
     pc: u32,
+    /// Index among the warp's issued wgmmas (the warpgroup's op is the `seq`-th of each warp).
+    seq: u32,
     group: u32,
     scale_d: bool,
     /// Shared offsets of this warp's A rows (16 × K, row-major; empty when A is in registers)
@@ -46,6 +50,8 @@ struct WgPend {
     b_off: Vec<u32>,
     /// Shadow words counted in `Shadow::wg` (released at completion).
     words: Vec<u32>,
+    /// Executed (by a wait of some warp of the warpgroup); still locked until this warp waits.
+    landed: bool,
 }
 
 /// Which instructions name a wgmma accumulator / A register (`Program::wg_touch`).
@@ -176,13 +182,29 @@ impl<'a, 'b> Block<'a, 'b> {
             Op::WgWait(n) => {
                 let n = *n;
                 w.wg.fenced = false;
-                while let Some(p) = w.wg.pending.first() {
-                    if p.group + n >= w.wg.committed {
-                        break;
+                // the warpgroup's ops up to the last one this wait completes execute now, for
+                // all four warps (each warp's part lands in its registers; the other warps keep
+                // them locked until their own wait)
+                let last =
+                    w.wg.pending
+                        .iter()
+                        .filter(|p| p.group + n < w.wg.committed)
+                        .map(|p| p.seq)
+                        .max();
+                if let Some(last) = last {
+                    let base = (w.idx / 4 * 4) as usize;
+                    for j in base..(base + 4).min(self.warps.len()) {
+                        if j == w.idx as usize {
+                            self.wgmma_land_upto(w, last)?;
+                        } else {
+                            let mut o = std::mem::take(&mut self.warps[j]);
+                            let r = self.wgmma_land_upto(&mut o, last);
+                            self.warps[j] = o;
+                            r?;
+                        }
                     }
-                    let p = w.wg.pending.remove(0);
-                    self.wgmma_land(w, p)?;
                 }
+                w.wg.pending.retain(|p| p.group + n >= w.wg.committed);
                 // rebuild the locked set from what is still outstanding
                 let prog = self.c.prog;
                 for x in w.wg.locked.iter_mut() {
@@ -291,18 +313,87 @@ impl<'a, 'b> Block<'a, 'b> {
         }
         let prog = self.c.prog;
         lock(&mut w.wg.locked, ins, prog.nregs);
+        w.wg.issued += 1;
         w.wg.pending.push(WgPend {
+            seq: w.wg.issued - 1,
             pc: w.pc,
             group: w.wg.committed,
             scale_d,
             a_off,
             b_off,
             words,
+            landed: false,
         });
         Ok(())
     }
 
-    /// Complete one wgmma of warp `w`: read its operands now, write its accumulators.
+    /// Whether `wgmma.wait_group n` of warp `w` can complete now. A warpgroup's wgmma executes
+    /// once all four warps have issued it (the hardware reads its operands no earlier), so the
+    /// wait of a warp that ran ahead holds (the warp yields without advancing) until the other
+    /// warps of its group have issued as many wgmmas as it completes. A warp that can never
+    /// issue them (exited, or blocked at a barrier the waiting warp would have to reach) is a
+    /// deadlock: `BarrierDivergence`.
+    pub(super) fn wgmma_wait_ready(&self, w: &Warp, n: u32) -> R<bool> {
+        let Some(last) =
+            w.wg.pending
+                .iter()
+                .filter(|p| p.group + n < w.wg.committed)
+                .map(|p| p.seq)
+                .max()
+        else {
+            return Ok(true);
+        };
+        let base = (w.idx / 4 * 4) as usize;
+        for j in base..(base + 4).min(self.warps.len()) {
+            if j == w.idx as usize {
+                continue;
+            }
+            let o = &self.warps[j];
+            if o.wg.issued > last {
+                continue;
+            }
+            if o.running == 0 {
+                return Err(e(
+                    FaultKind::BarrierDivergence,
+                    0,
+                    None,
+                    format!(
+                        "wgmma.wait_group needs wgmma.mma_async #{} of warpgroup {} from every warp, but warp {j} has issued only {} and cannot go on (its threads exited or wait at a barrier): deadlock",
+                        last + 1,
+                        base / 4,
+                        o.wg.issued
+                    ),
+                ));
+            }
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Execute warp `w`'s part of its not yet executed wgmmas up to number `last`, in order.
+    fn wgmma_land_upto(&mut self, w: &mut Warp, last: u32) -> R<()> {
+        for i in 0..w.wg.pending.len() {
+            let p = &mut w.wg.pending[i];
+            if p.landed || p.seq > last {
+                continue;
+            }
+            p.landed = true;
+            let p = WgPend {
+                pc: p.pc,
+                seq: p.seq,
+                group: p.group,
+                scale_d: p.scale_d,
+                a_off: std::mem::take(&mut p.a_off),
+                b_off: std::mem::take(&mut p.b_off),
+                words: std::mem::take(&mut p.words),
+                landed: true,
+            };
+            self.wgmma_land(w, p)?;
+        }
+        Ok(())
+    }
+
+    /// Execute one wgmma of warp `w`: read its operands now, write its accumulators.
     fn wgmma_land(&mut self, w: &mut Warp, p: WgPend) -> R<()> {
         let prog = self.c.prog;
         let ins = &prog.instrs[p.pc as usize];
@@ -323,7 +414,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     self.shared_check(w, 0, tid, wd as usize * 4, 4, false, false, None)
                         .map_err(|mut er| {
                             er.detail = format!(
-                                "wgmma.mma_async (PTX line {}) operand read at its wait_group: {}",
+                                "wgmma.mma_async (PTX line {}) reading its shared operands when it executes (at the warpgroup's first wait_group covering it): {}",
                                 ins.line, er.detail
                             );
                             er
