@@ -11,11 +11,12 @@ Inputs (exact versions; the PTX depends on all of them):
     toolchain is yanked upstream ("Broken release") and indeed ships no cuda/std headers, so CuTe's
     `#include <cuda/std/cassert>` fails with it; 12.8.90 is what CUTLASS 4.2 is released against,
     and NVRTC 12.4 compiles it.
-Both wheels are fetched with `pip download --no-deps` into .toolchain/cute-sm90 (gitignored) on
-first use. Flags: -std=c++17 --gpu-architecture=compute_90a -default-device (CUTLASS's host/device
+Both wheels are fetched with `pip download --no-deps` into $CUTE_SM90_CACHE (default
+~/.cache/cyberhost/cute-sm90) on first use. Flags: -std=c++17 --gpu-architecture=compute_90a -default-device (CUTLASS's host/device
 annotations need it under NVRTC) -DNDEBUG -diag-suppress=64,1055 and the three include dirs.
 Output: cute_wgmma_sm90.ptx (.version 8.4, .target sm_90a), written verbatim.
 """
+import os
 import subprocess
 import sys
 import zipfile
@@ -26,7 +27,7 @@ ROOT = HERE.parents[4]
 sys.path.insert(0, str(ROOT / "tools" / "kernels"))
 from build_ptx import NVRTC_LIB, RUNTIME_INCLUDE, Nvrtc  # noqa: E402
 
-CACHE = ROOT / ".toolchain" / "cute-sm90"
+CACHE = Path(os.environ.get("CUTE_SM90_CACHE", Path.home() / ".cache" / "cyberhost" / "cute-sm90"))
 WHEELS = {
     "nvidia-cutlass==4.2.0.0": "cutlass_library/source/include",
     "nvidia-cuda-cccl-cu12==12.8.90": "nvidia/cuda_cccl/include",
