@@ -696,3 +696,165 @@ fn wgmma_results_land_at_wait_group() {
     assert_eq!(f.kind, FaultKind::AsyncHazard, "{f}");
     assert_eq!(f.ptx_line, line_of(&bad, "// FLAG"));
 }
+
+/// `stmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16`: lane l supplies element pair
+/// (row l/4, columns 2(l%4), 2(l%4)+1) of matrix i in register i (ldmatrix's fragment, CuTe
+/// `SM90_U32x{1,2,4}_STSM_N` / `_T`), lanes 8i..8i+7 the row addresses of matrix i. Each lane
+/// stores its register values (value = 256·matrix + 16·row + column, computed by the kernel
+/// from the fragment formula) and the test reads the 8×8 matrices back from shared memory.
+#[test]
+fn stmatrix_x1_x2_x4_and_trans() {
+    for (num, trans) in [
+        (1, false),
+        (2, false),
+        (4, false),
+        (1, true),
+        (2, true),
+        (4, true),
+    ] {
+        let regs: Vec<String> = (0..num).map(|i| format!("%s{i}")).collect();
+        let mut body = String::new();
+        for i in 0..num {
+            // value pair of matrix i for this lane: (g, 2t) and (g, 2t+1) → 256 i + 16 g + 2t (+1)
+            body += &format!(
+                "\tmad.lo.u32 %r10, %r3, 16, {};\n\tshl.b32 %r11, %r4, 1;\n\tadd.u32 %r10, %r10, %r11;\n\tadd.u32 %r12, %r10, 1;\n\tshl.b32 %r12, %r12, 16;\n\tor.b32 %s{i}, %r10, %r12;\n",
+                256 * i
+            );
+        }
+        let src = format!(
+            r#".version 8.4
+.target sm_90a
+.address_size 64
+.visible .entry st(.param .u64 p_out)
+{{
+	.reg .b32 %r<16>;
+	.reg .b32 %s<4>;
+	.reg .b64 %rd<4>;
+	.shared .align 16 .b8 sm[512];
+	ld.param.u64 %rd1, [p_out];
+	cvta.to.global.u64 %rd1, %rd1;
+	mov.u32 %r1, %tid.x;
+	shr.u32 %r3, %r1, 2;
+	and.b32 %r4, %r1, 3;
+{body}	// row address of lane l: matrix l/8, row l%8, rows of 16 bytes, matrices 128 bytes apart
+	mov.u32 %r5, sm;
+	shl.b32 %r6, %r1, 4;
+	add.u32 %r7, %r5, %r6;
+	stmatrix.sync.aligned.m8n8.x{num}{t}.shared.b16 [%r7], {{{regs}}};
+	bar.sync 0;
+	// copy the matrices out: lane l copies 16 bytes of row l
+	setp.ge.u32 %p1, %r1, {rows};
+	@%p1 bra DONE;
+	ld.shared.v4.u32 {{%r8, %r9, %r10, %r11}}, [%r7];
+	mul.wide.u32 %rd2, %r1, 16;
+	add.s64 %rd3, %rd1, %rd2;
+	st.global.v4.u32 [%rd3], {{%r8, %r9, %r10, %r11}};
+DONE:
+	ret;
+}}
+"#,
+            t = if trans { ".trans" } else { "" },
+            regs = regs.join(", "),
+            rows = 8 * num
+        )
+        .replace(
+            "\t.reg .b64 %rd<4>;",
+            "\t.reg .b64 %rd<4>;\n\t.reg .pred %p<2>;",
+        );
+        let mut e =
+            Emu::from_module(Module::parse(&src).unwrap_or_else(|er| panic!("{er}\n{src}")));
+        let out = e.alloc(512);
+        e.ok("st", lin(1, 32), &[p64(out)]);
+        let b = e.bytes(out, 128 * num);
+        for m in 0..num {
+            for r in 0..8 {
+                for c in 0..8 {
+                    let o = m * 128 + r * 16 + c * 2;
+                    let got = u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+                    // element (r, c) of stored matrix m; with .trans the fragment's (g, j) lands at (j, g)
+                    let (g, j) = if trans { (c, r) } else { (r, c) };
+                    assert_eq!(
+                        got,
+                        256 * m + 16 * g + j,
+                        "x{num} trans={trans} m{m} ({r},{c})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// FP8 `cvt` through PTX, hand-computed bit patterns (OCP E4M3 / E5M2; E4M3 saturates to 448 =
+/// 0x7e and has NaN 0x7f, E5M2 saturates to 57344 = 0x7b).
+#[test]
+fn cvt_fp8_forms() {
+    let src = r#".version 8.4
+.target sm_90a
+.address_size 64
+.visible .entry cv(.param .u64 p_in, .param .u64 p_out)
+{
+	.reg .b16 %h<4>;
+	.reg .b32 %r<8>;
+	.reg .f32 %f<4>;
+	.reg .b64 %rd<6>;
+	ld.param.u64 %rd1, [p_in];
+	ld.param.u64 %rd2, [p_out];
+	cvta.to.global.u64 %rd1, %rd1;
+	cvta.to.global.u64 %rd2, %rd2;
+	mov.u32 %r1, %tid.x;
+	mul.wide.u32 %rd3, %r1, 8;
+	add.s64 %rd4, %rd1, %rd3;
+	ld.global.f32 %f1, [%rd4];
+	ld.global.f32 %f2, [%rd4+4];
+	cvt.rn.satfinite.e4m3x2.f32 %h1, %f1, %f2;
+	cvt.rn.satfinite.e5m2x2.f32 %h2, %f1, %f2;
+	cvt.rn.f16x2.e4m3x2 %r2, %h1;
+	cvt.rn.f16x2.e5m2x2 %r3, %h2;
+	cvt.rn.satfinite.relu.e4m3x2.f16x2 %h3, %r2;
+	cvt.u32.u16 %r4, %h1;
+	cvt.u32.u16 %r5, %h2;
+	cvt.u32.u16 %r6, %h3;
+	mul.wide.u32 %rd3, %r1, 20;
+	add.s64 %rd5, %rd2, %rd3;
+	st.global.u32 [%rd5], %r4;
+	st.global.u32 [%rd5+4], %r5;
+	st.global.u32 [%rd5+8], %r2;
+	st.global.u32 [%rd5+12], %r3;
+	st.global.u32 [%rd5+16], %r6;
+	ret;
+}
+"#;
+    // (a, b) pairs; a → upper byte
+    let cases: [(f32, f32); 6] = [
+        (1.0, -0.5),
+        (1.0625, 1.1875), // ties: to even
+        (500.0, -1e30),   // e4m3 saturates; e5m2 rounds 500 to 512
+        (f32::INFINITY, f32::NAN),
+        (0.001953125, 0.0009765625), // 2^-9 (e4m3 min subnormal), 2^-10 (tie → 0)
+        (3.0e4, 1.0e5),
+    ];
+    // expected: e4m3x2, e5m2x2, f16x2 of the e4m3 pair, f16x2 of the e5m2 pair, relu e4m3x2 of it
+    let want: [[u32; 5]; 6] = [
+        [0x38b0, 0x3cb8, 0x3c00_b800, 0x3c00_b800, 0x3800],
+        [0x383a, 0x3c3d, 0x3c00_3d00, 0x3c00_3d00, 0x383a],
+        [0x7efe, 0x60fb, 0x5f00_df00, 0x6000_fb00, 0x7e00],
+        [0x7e7f, 0x7b7f, 0x5f00_7fff, 0x7b00_7fff, 0x7e7f],
+        [0x0100, 0x1814, 0x1800_0000, 0x1800_1400, 0x0100],
+        [0x7e7e, 0x777b, 0x5f00_5f00, 0x7700_7b00, 0x7e7e],
+    ];
+    let mut e = Emu::from_module(Module::parse(src).unwrap());
+    let inp: Vec<f32> = cases.iter().flat_map(|&(a, b)| [a, b]).collect();
+    let pin = e.up_f32(&inp);
+    let pout = e.alloc(20 * cases.len());
+    e.ok("cv", lin(1, cases.len() as u32), &[p64(pin), p64(pout)]);
+    let got = e.u32s(pout, 5 * cases.len());
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(
+            &got[5 * i..5 * i + 5],
+            w,
+            "case {i} {:?}: {:#x?}",
+            cases[i],
+            &got[5 * i..5 * i + 5]
+        );
+    }
+}
