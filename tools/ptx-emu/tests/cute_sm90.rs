@@ -155,3 +155,56 @@ fn tutorial_race_is_reported() {
     assert!(f.detail.contains("outstanding wgmma.mma_async"), "{f}");
     assert!(f.instruction.starts_with("cp.async.wait_all"), "{f}");
 }
+
+/// Profiler counters of the CuTe GEMM: per 128×128 block and 64-deep k tile the warpgroup issues
+/// 2 (M) × 2 (N) × 4 (K) m64n64k16 wgmmas, each counted once per warp (4 tensor instructions)
+/// with 2·64·64·16 FLOPs in all.
+#[test]
+fn cute_wgmma_counters() {
+    let (m, n, k) = (128usize, 128usize, 256usize);
+    let module = Module::parse(&ptx("sm90/cute_wgmma_sm90.ptx")).unwrap();
+    let mut mem = Memory::new();
+    let pa = upload(&mut mem, &bf16_bytes(&rand_f32(m * k, 1)));
+    let pb = upload(&mut mem, &bf16_bytes(&rand_f32(n * k, 2)));
+    let pc = mem.alloc(m * n * 4).unwrap();
+    let params = [
+        p32(m as i32),
+        p32(n as i32),
+        p32(k as i32),
+        p64(pa),
+        p32(k as i32),
+        p64(pb),
+        p32(k as i32),
+        p64(pc),
+        p32(m as i32),
+        1f32.to_le_bytes().to_vec(),
+        0f32.to_le_bytes().to_vec(),
+    ];
+    let p = slices(&params);
+    let c = cfg([1, 1, 1], [128, 1, 1], 2 * 128 * 64 * 3 * 2);
+    let call = KernelCall {
+        module: &module,
+        kernel: "cute_wgmma_tn",
+        cfg: &c,
+        params: &p,
+    };
+    let opts = LaunchOptions {
+        detect_races: false,
+        ..LaunchOptions::with_checks(Checks::Full)
+    };
+    let (_, acc) = launch_counted(call, &mut mem, &opts, None).unwrap_or_else(|f| panic!("{f}"));
+    let cn = acc.finish(&gpu_model::LaunchInfo::new(
+        "cute_wgmma_tn",
+        c.grid,
+        c.block,
+    ));
+    let wgmmas = (k / 64) * 2 * 2 * 4;
+    assert_eq!(cn.wgmma_inst, 4 * wgmmas as u64);
+    assert_eq!(cn.flop_tensor_wgmma, (2 * m * n * k) as u64);
+    assert_eq!(cn.tensor_inst, cn.wgmma_inst);
+    assert_eq!(cn.flop_tensor, cn.flop_tensor_wgmma);
+    assert_eq!(
+        cn.flop_tensor_by_dtype.get("bf16"),
+        Some(&((2 * m * n * k) as u64))
+    );
+}
