@@ -14,7 +14,9 @@ Inputs (exact versions; the PTX depends on all of them):
 Both wheels are fetched with `pip download --no-deps` into $CUTE_SM90_CACHE (default
 ~/.cache/cyberhost/cute-sm90) on first use. Flags: -std=c++17 --gpu-architecture=compute_90a -default-device (CUTLASS's host/device
 annotations need it under NVRTC) -DNDEBUG -diag-suppress=64,1055 and the three include dirs.
-Output: cute_wgmma_sm90.ptx (.version 8.4, .target sm_90a), written verbatim.
+Output: one .ptx per .cu here (.version 8.4, .target sm_90a), written verbatim:
+  cute_wgmma_sm90.ptx (cp.async + wgmma tutorial GEMM), cute_wgmma_tma_sm90.ptx (TMA + mbarrier +
+  wgmma tutorial GEMM).
 """
 import os
 import subprocess
