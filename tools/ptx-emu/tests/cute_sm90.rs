@@ -4,6 +4,7 @@
 //! pinned NVRTC 12.4 (tests/ptx/sm90/build_cute_sm90.py), run on the emulator against a CPU GEMM.
 //! The descriptors, swizzle and fragment layouts come from CuTe's code, not ours: a mismatch in
 //! the emulator's reading of any of them shows up as wrong C elements.
+#![allow(clippy::type_complexity)]
 mod common;
 use common::*;
 use half::bf16;

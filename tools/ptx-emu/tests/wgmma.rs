@@ -15,7 +15,11 @@
 //! The kernels are generated here (one per shape and operand form), so every case is one PTX
 //! text; each runs through `common::run` (3 seeded schedules, full and fast checks, with and
 //! without the decoded fast path).
-#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+#![allow(
+    clippy::needless_range_loop,
+    clippy::too_many_arguments,
+    clippy::result_large_err
+)]
 mod common;
 use common::*;
 use ptx_emu::*;

@@ -162,7 +162,7 @@ impl<'a> Decoder<'a> {
                 if !rn {
                     return Err(format!("`{}`: FP8 cvt needs .rn", ins.opcode));
                 }
-                let tys: Vec<&str> = rest.drain(..).collect();
+                let tys: Vec<&str> = std::mem::take(&mut rest);
                 let f8 = |s: &str| match s {
                     "e4m3x2" => Some(false),
                     "e5m2x2" => Some(true),
