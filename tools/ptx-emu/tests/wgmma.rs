@@ -161,6 +161,8 @@ fn frag_off(tid: usize, v: usize) -> usize {
 #[derive(Clone, Debug)]
 struct Case {
     t: T,
+    /// B's element type (= `t` except for mixed FP8).
+    tb: T,
     n: usize,
     /// Accumulate in f16 (f16x2 registers) instead of f32.
     acc_f16: bool,
@@ -196,6 +198,7 @@ enum Bug {
 fn k_case(t: T, n: usize, la: Lay, lb: Lay) -> Case {
     Case {
         t,
+        tb: t,
         n,
         acc_f16: false,
         a_regs: false,
@@ -272,10 +275,11 @@ fn kernel(c: &Case) -> String {
             format!(", {}, {}", c.la.mn_major as u32, c.lb.mn_major as u32)
         };
         s += &format!(
-            "\twgmma.mma_async.sync.aligned.m64n{}k{}.{acc_ty}.{t}.{t} {accv}, {a}, %rd3, %p2, {sa}, {sb}{trans}; // WGMMA{j}\n",
+            "\twgmma.mma_async.sync.aligned.m64n{}k{}.{acc_ty}.{t}.{tb} {accv}, {a}, %rd3, %p2, {sa}, {sb}{trans}; // WGMMA{j}\n",
             c.n,
             c.t.k(),
-            t = c.t.name()
+            t = c.t.name(),
+            tb = c.tb.name()
         );
     }
     s += "\twgmma.commit_group.sync.aligned;\n";
@@ -343,7 +347,7 @@ fn run_case(c: &Case, seed: u64) -> Result<Out, (Fault, String)> {
             &mut used,
             B_BASE + j * c.kstep,
             &c.lb,
-            t,
+            c.tb,
             &sub(&b, n),
             n,
         );
@@ -535,6 +539,7 @@ fn wgmma_a_from_registers() {
         check(&c);
         c.lb = mn_sw(8);
         c.t = T::F16;
+        c.tb = T::F16;
         check(&c);
     }
 }
@@ -580,6 +585,16 @@ fn wgmma_fp8_k32() {
         c.scale_d = false;
         check(&c);
     }
+    // mixed FP8 operands, and f16 accumulators from FP8
+    let mut c = k_case(T::E4M3, 48, K128, K128);
+    c.tb = T::E5M2;
+    check(&c);
+    c.t = T::E5M2;
+    c.tb = T::E4M3;
+    c.a_regs = true;
+    check(&c);
+    c.acc_f16 = true;
+    check(&c);
 }
 
 /// The GEMM mainloop pattern: a 64-wide K tile in one 128B-swizzled K-major atom row, consumed
