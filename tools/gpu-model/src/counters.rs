@@ -142,6 +142,12 @@ pub struct Counters {
     pub tensor_inst: u64,
     pub flop_tensor: u64,
     pub flop_fp32: u64,
+    /// The part of `tensor_inst` / `flop_tensor` that is sm_90 `wgmma.mma_async` (one
+    /// instruction per warp of the warpgroup; included in the totals above).
+    #[serde(rename = "emu__wgmma_inst", default)]
+    pub wgmma_inst: u64,
+    #[serde(rename = "emu__flop_tensor_wgmma", default)]
+    pub flop_tensor_wgmma: u64,
 
     /// Modelled (needs the GPU's L2 size and residency): filled by [`crate::model::predict`].
     #[serde(rename = "dram__bytes_read.sum")]
@@ -494,7 +500,10 @@ impl BlockAccumulator {
     /// `wgmma.mma_async` m64nNkK, called once per warp of the warpgroup (4 calls): each warp's
     /// instruction counts as one tensor instruction and a quarter of the 2·M·N·K FLOPs.
     pub fn on_wgmma_warp(&mut self, m: u32, n: u32, k: u32, dtype: TensorDtype) {
-        self.add_tensor(1, 2 * u64::from(m) * u64::from(n) * u64::from(k) / 4, dtype);
+        let flops = 2 * u64::from(m) * u64::from(n) * u64::from(k) / 4;
+        self.add_tensor(1, flops, dtype);
+        self.c.wgmma_inst += 1;
+        self.c.flop_tensor_wgmma += flops;
     }
 
     fn add_tensor(&mut self, inst: u64, flops: u64, dtype: TensorDtype) {
@@ -600,6 +609,8 @@ impl LaunchAccumulator {
             tensor_inst,
             flop_tensor,
             flop_fp32,
+            wgmma_inst,
+            flop_tensor_wgmma,
             l1_global_wavefronts,
             mem_round_trips,
             mem_wait_bytes

@@ -92,6 +92,8 @@ pub fn scale_to_grid(c: &mut Counters) {
         &mut c.tensor_inst,
         &mut c.flop_tensor,
         &mut c.flop_fp32,
+        &mut c.wgmma_inst,
+        &mut c.flop_tensor_wgmma,
         &mut c.l1_global_wavefronts,
         &mut c.waiting_warps,
         &mut c.unique_write_sectors,

@@ -286,6 +286,9 @@ pub enum FaultKind {
     Unsupported,
     InvalidParams,
     Trap,
+    /// An asynchronous operation's operands touched before it completed (wgmma accumulators
+    /// or shared operands before `wgmma.wait_group`, a wgmma without `wgmma.fence`).
+    AsyncHazard,
 }
 
 impl FaultKind {
@@ -297,7 +300,8 @@ impl FaultKind {
             | FaultKind::BarrierDivergence
             | FaultKind::UninitSharedRead
             | FaultKind::Trap
-            | FaultKind::Unsupported => 719,
+            | FaultKind::Unsupported
+            | FaultKind::AsyncHazard => 719,
             FaultKind::InvalidParams => 1,
         }
     }
@@ -314,6 +318,7 @@ impl fmt::Display for FaultKind {
             FaultKind::Unsupported => "unsupported instruction",
             FaultKind::InvalidParams => "invalid launch parameters",
             FaultKind::Trap => "trap",
+            FaultKind::AsyncHazard => "asynchronous-operation hazard",
         };
         f.write_str(s)
     }

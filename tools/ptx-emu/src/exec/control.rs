@@ -205,6 +205,9 @@ impl<'a, 'b> Block<'a, 'b> {
             }
             Op::Ldmatrix { num, trans } => self.ldmatrix(w, ins, *num as usize, *trans)?,
             Op::Mma { k, ab } => self.mma(w, ins, *k as usize, *ab),
+            Op::Wgmma(_) | Op::WgFence | Op::WgCommit | Op::WgWait(_) | Op::Stmatrix { .. } => {
+                self.wgmma_collective(w, ins)?
+            }
             _ => unreachable!(),
         }
         Ok(())

@@ -72,6 +72,9 @@ impl<'a, 'b> Block<'a, 'b> {
             if self.prof.is_some() {
                 self.count_inst(w, ins, mask, exec);
             }
+            if w.wg.busy() && exec != 0 && prog.wg_touch.get(pc as usize) == Some(&true) {
+                self.wgmma_touch(w, ins, exec)?;
+            }
             if let Some(f) = fast_ops
                 .get(pc as usize)
                 .filter(|f| !matches!(f, FOp::Slow))
@@ -149,7 +152,12 @@ impl<'a, 'b> Block<'a, 'b> {
                 | Op::Vote(_)
                 | Op::Redux(..)
                 | Op::Ldmatrix { .. }
-                | Op::Mma { .. } => {
+                | Op::Mma { .. }
+                | Op::Wgmma(_)
+                | Op::WgFence
+                | Op::WgCommit
+                | Op::WgWait(_)
+                | Op::Stmatrix { .. } => {
                     if exec != 0 {
                         let member = match &ins.op {
                             Op::WarpSync => {
@@ -163,14 +171,17 @@ impl<'a, 'b> Block<'a, 'b> {
                             }
                             _ => u32::MAX,
                         };
-                        let aligned = matches!(ins.op, Op::Ldmatrix { .. } | Op::Mma { .. });
+                        let aligned = !matches!(
+                            ins.op,
+                            Op::WarpSync | Op::Shfl(_) | Op::Vote(_) | Op::Redux(..)
+                        );
                         if aligned && w.exited != 0 {
                             return Err(e(
                                 FaultKind::BarrierDivergence,
                                 exec.trailing_zeros(),
                                 None,
                                 format!(
-                                    "lanes {:#010x} of the warp have exited: .sync.aligned ldmatrix/mma need all 32 lanes",
+                                    "lanes {:#010x} of the warp have exited: .sync.aligned ldmatrix/stmatrix/mma/wgmma need all 32 lanes",
                                     w.exited
                                 ),
                             ));
@@ -202,6 +213,14 @@ impl<'a, 'b> Block<'a, 'b> {
                             w.at_coll &= !here;
                             w.running |= here;
                             w.mask |= here;
+                        }
+                        if let Op::WgWait(n) = ins.op {
+                            if !self.wgmma_wait_ready(w, n)? {
+                                // not yet: yield without advancing (uncounted)
+                                self.c.stats.thread_instructions -= mask.count_ones() as u64;
+                                self.c.stats.warp_instructions -= 1;
+                                return Ok(());
+                            }
                         }
                         if self.prof.is_some() {
                             self.count_collective(w, ins);
@@ -516,6 +535,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     }
                 }
             }
+            Op::CvtF8(c) => self.exec_cvt_f8(w, ins, *c, exec),
             Op::Membar | Op::Nop => {}
             Op::Trap => {
                 return Err(e(

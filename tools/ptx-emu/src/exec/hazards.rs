@@ -43,6 +43,7 @@ pub(super) enum Hazard {
     Pending,
     Uninit,
     Race(&'static str),
+    Wgmma,
 }
 
 /// Shadow state of one 4-byte word of shared memory.
@@ -57,6 +58,8 @@ pub(super) struct Shadow {
     pub(super) init: u8,
     /// Outstanding cp.async copies into the word.
     pub(super) pending: u8,
+    /// Outstanding `wgmma.mma_async` ops reading the word (exec/wgmma.rs).
+    pub(super) wg: u16,
 }
 
 pub(super) const NO_SHADOW: Shadow = Shadow {
@@ -65,6 +68,7 @@ pub(super) const NO_SHADOW: Shadow = Shadow {
     r2: NO_ACC,
     init: 0,
     pending: 0,
+    wg: 0,
 };
 
 impl<'a, 'b> Block<'a, 'b> {
@@ -118,6 +122,10 @@ impl<'a, 'b> Block<'a, 'b> {
             };
             if sh.pending != 0 && races {
                 hazard = Some((Hazard::Pending, wb + lo, 0));
+                break;
+            }
+            if write && sh.wg != 0 && races {
+                hazard = Some((Hazard::Wgmma, wb + lo, 0));
                 break;
             }
             if write {
@@ -196,6 +204,14 @@ impl<'a, 'b> Block<'a, 'b> {
                 format!("shared byte {at} (offset in the block's shared memory) was never written in this block"),
             )),
             Some((Hazard::Race(what), at, other)) => Err(self.race(lane, at, what, other)),
+            Some((Hazard::Wgmma, at, _)) => Err(e(
+                FaultKind::AsyncHazard,
+                lane as u32,
+                Some(at as u64),
+                format!(
+                    "write of shared bytes [{off}, {end}) that an outstanding wgmma.mma_async reads: it may read them any time until the wgmma.wait_group that completes it"
+                ),
+            )),
         }
     }
 

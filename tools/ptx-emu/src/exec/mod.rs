@@ -14,10 +14,12 @@ mod control;
 mod dispatch;
 mod fast;
 mod float_ops;
+mod fp8;
 mod hazards;
 mod memory;
 mod stats;
 mod tensor_core;
+mod wgmma;
 
 use self::alu::{alu, compare, setp_int, setp_pair};
 use atomics::*;
@@ -25,6 +27,7 @@ pub(crate) use fast::{decode_fast, FOp};
 use float_ops::*;
 use hazards::*;
 pub(crate) use stats::Profiling;
+pub(crate) use wgmma::wgmma_touch_map;
 
 pub(crate) const SHARED_WINDOW: u64 = 0x0000_7a00_0000_0000;
 pub(crate) const LOCAL_WINDOW: u64 = 0x0000_7b00_0000_0000;
@@ -81,6 +84,8 @@ struct Warp {
     pending: Vec<Pending>,
     committed: [u32; 32],
     clock: u64,
+    /// Outstanding `wgmma.mma_async` ops, commit groups, fence state (exec/wgmma.rs).
+    wg: wgmma::WgState,
 }
 
 impl Warp {

@@ -215,6 +215,16 @@ impl<'a, 'b> Block<'a, 'b> {
                     p.acc.on_mma(16, 8, u32::from(*k), dtype);
                 }
             }
+            Op::Wgmma(spec) => {
+                let dtype = match spec.ta {
+                    MmaTy::BF16 => TensorDtype::Bf16,
+                    MmaTy::F16 => TensorDtype::F16,
+                    MmaTy::E4M3 | MmaTy::E5M2 => TensorDtype::F8,
+                };
+                if let Some(p) = self.prof.as_mut() {
+                    p.acc.on_wgmma_warp(64, spec.n, spec.k, dtype);
+                }
+            }
             _ => {}
         }
     }

@@ -98,6 +98,7 @@ impl<'a> Decoder<'a> {
             param_offsets,
             param_size: poff,
             fast: crate::exec::decode_fast(&d.instrs, d.nregs as usize),
+            wg_touch: crate::exec::wgmma_touch_map(&d.instrs),
             first_unsupported: d
                 .instrs
                 .iter()

@@ -244,6 +244,14 @@ impl<'a> Decoder<'a> {
                 let ty = m.ty1()?;
                 self.with_operands(Op::Alu(alu, ty, f), ops, &[ty, ty, Ty::U32])?
             }
+            "wgmma" | "stmatrix" => {
+                m.parts.clear();
+                self.decode_hopper(ins)?
+            }
+            "cvt" if ins.opcode.contains(".e4m3") || ins.opcode.contains(".e5m2") => {
+                m.parts.clear();
+                self.decode_hopper(ins)?
+            }
             "cvt" => {
                 let f = m.flags();
                 let d = m.ty1()?;

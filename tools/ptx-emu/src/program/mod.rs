@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod decode;
+mod hopper;
 mod instr;
+
+pub(crate) use hopper::{F8Cvt, MmaTy, WgmmaSpec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Ty {
@@ -341,6 +344,18 @@ pub(crate) enum Op {
     },
     Trap,
     Unsupported(String),
+    /// `wgmma.mma_async` (exec/wgmma.rs).
+    Wgmma(Box<WgmmaSpec>),
+    WgFence,
+    WgCommit,
+    WgWait(u32),
+    /// `stmatrix.sync.aligned.m8n8.xN[.trans]`: sources [address, space, register vector].
+    Stmatrix {
+        num: u8,
+        trans: bool,
+    },
+    /// `cvt` to or from packed FP8 (exec/fp8.rs).
+    CvtF8(F8Cvt),
 }
 
 #[derive(Clone, Debug)]
@@ -401,6 +416,9 @@ pub(crate) struct Program {
     /// Alignment of the dynamic shared region (start offset = align_up(static_shared, this)).
     pub dyn_shared_align: usize,
     pub local_size: usize,
+    /// Per instruction: whether it names a register that some `wgmma.mma_async` uses as
+    /// accumulator or A fragment (empty when the kernel has no wgmma; exec/wgmma.rs).
+    pub wg_touch: Vec<bool>,
 }
 
 impl Program {
