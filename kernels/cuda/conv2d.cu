@@ -184,9 +184,9 @@ __device__ __forceinline__ void conv_kloop(const Conv2dParams& p, const ConvTile
 
 // Epilogue: rows = this group's output channels, columns = pixels. InT: the storage of bias / temb
 // / residual (uint16_t bf16 bits or float), OutT: y's.
-template <typename InT, typename OutT>
-__device__ __forceinline__ void conv_epilogue(const Conv2dParams& p, const ConvTile& t,
-                                              const float (&acc)[CONV_TM][CONV_TN][4]) {
+template <typename InT, typename OutT, uint32_t WM = CONV_WM, uint32_t WN = CONV_WN, uint32_t TM = CONV_TM,
+          uint32_t TN = CONV_TN>
+__device__ __forceinline__ void conv_epilogue(const Conv2dParams& p, const ConvTile& t, const float (&acc)[TM][TN][4]) {
   const uint32_t npix = t.npix;
   const uint32_t o0 = t.grp * p.c_out_g; // first output channel of the group
   const uint64_t plane = (uint64_t)p.c_out * npix;
@@ -196,16 +196,16 @@ __device__ __forceinline__ void conv_epilogue(const Conv2dParams& p, const ConvT
   const InT* res = p.residual ? static_cast<const InT*>(p.residual) + roff : nullptr;
   const InT* bias = p.bias ? static_cast<const InT*>(p.bias) + o0 : nullptr;
   const InT* temb = p.temb ? static_cast<const InT*>(p.temb) + (uint64_t)t.img * p.c_out + o0 : nullptr;
-  for_each_acc_row<CONV_TM>(t.bm + t.wm * CONV_WM, t.lane, [&](uint32_t i, uint32_t h, uint32_t o) {
+  for_each_acc_row<TM>(t.bm + t.wm * WM, t.lane, [&](uint32_t i, uint32_t h, uint32_t o) {
     if (o >= p.c_out_g) return;
     float add = 0.0f;
     if (bias != nullptr) add += operand_f32(bias[o]);
     if (temb != nullptr) add += operand_f32(temb[o]);
 #pragma unroll
-    for (uint32_t j = 0; j < CONV_TN; ++j) {
+    for (uint32_t j = 0; j < TN; ++j) {
 #pragma unroll
       for (uint32_t e = 0; e < 2; ++e) {
-        const uint32_t px = t.bn + t.wn * CONV_WN + j * MMA_N + (t.lane % 4) * 2 + e;
+        const uint32_t px = t.bn + t.wn * WN + j * MMA_N + (t.lane % 4) * 2 + e;
         if (px >= npix) continue;
         const uint64_t idx = (uint64_t)o * npix + px;
         float v = acc[i][j][2 * h + e] + add;
@@ -260,6 +260,196 @@ extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_v1_bf16(const 
 // unrounded (the residual must not alias y here).
 extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_v1_f32(const Conv2dParams p) {
   conv2d_v1<float>(p);
+}
+
+// ------------------------------------------------------------------------------------------------
+// v2: 128x128x32 block tiles, 8 warps (2x4) of 64x32, a table-driven X_col gather
+// ------------------------------------------------------------------------------------------------
+//
+// Same GEMM per (image, group) as v1, for kernels of at most CONV2_MAX_TAPS taps (kh * kw <= 32:
+// 1x1, 3x3, 5x5, 1xk k <= 32; the launcher sends larger kernels to v1). The index math leaves the
+// inner loop:
+//   * per thread, once: its two pixels' (ky, kx) = (0, 0) tap addresses (x + iy0 * W + ix0, may
+//     point outside x) and a tap mask, bit ky * kw + kx set when that tap is inside the image;
+//   * per k tile, warp 0: a table of the tile's 32 k rows {element offset c * H * W + ky * dh * W +
+//     kx * dw, tap bit 1 << (ky * kw + kx), 0 past K}, written two tiles ahead into a 2-slot ring;
+//   * per element: (mask & tap bit) ? base[offset] : 0 -- an and, a compare, the address and the
+//     load -- into registers one k tile ahead, stored as 2-byte smem writes (a warp writes 64
+//     consecutive bytes of one k row: conflict-free).
+// W tiles by cp.async (plain loads when K % 8 != 0) into unpadded 64-byte rows with the 16-byte
+// chunks XOR-swizzled by (row / 2) % 4: a quarter warp's ldmatrix rows and a quarter warp's 16-byte
+// stores hit 8 distinct bank quads; global reads are 4 threads per 64-byte row (16 sectors per
+// request). X_col tiles [k][n] padded to 136 columns: ldmatrix.trans rows 272 bytes apart, conflict-
+// free. Registers: 64 f32 accumulators per thread.
+
+// Launch rule (kernels/src/conv2d.rs): grid = (ceil(Ho * Wo / 128), ceil(C_out / groups / 128),
+// N * groups), block = CONV2_THREADS, static smem only.
+enum : uint32_t { CONV2_BM = 128, CONV2_BN = 128, CONV2_BK = 32 };
+enum : uint32_t { CONV2_WARPS_M = 2, CONV2_WARPS_N = 4 };
+enum : uint32_t { CONV2_THREADS = CONV2_WARPS_M * CONV2_WARPS_N * WARP_SIZE };
+enum : uint32_t { CONV2_WM = CONV2_BM / CONV2_WARPS_M, CONV2_WN = CONV2_BN / CONV2_WARPS_N }; // 64 x 32
+enum : uint32_t { CONV2_TM = CONV2_WM / MMA_M, CONV2_TN = CONV2_WN / MMA_N };                   // 4 x 4
+enum : uint32_t { CONV2_LDB = CONV2_BN + 8 };
+enum : uint32_t { CONV2_MAX_TAPS = 32 };
+// X_col gather: thread t owns pixel columns t % 64 and t % 64 + 64, k rows t / 64 + 4 i (i < 8).
+enum : uint32_t { CONV2_PIX = 2, CONV2_PCOLS = CONV2_BN / CONV2_PIX };
+enum : uint32_t { CONV2_KSTEP = CONV2_THREADS / CONV2_PCOLS, CONV2_KROWS = CONV2_BK / CONV2_KSTEP };
+enum : uint32_t { CONV2_A_CPR = CONV2_BK / CHUNK, CONV2_A_CHUNKS = CONV2_BM * CONV2_A_CPR / CONV2_THREADS };
+
+static_assert(CONV2_THREADS % CONV2_PCOLS == 0 && CONV2_BK % CONV2_KSTEP == 0, "X_col gather");
+static_assert(CONV2_BM * CONV2_A_CPR % CONV2_THREADS == 0 && CONV2_A_CPR == 4, "W tile: 4 swizzled chunks per row");
+static_assert(CONV2_BK <= WARP_SIZE, "one warp fills the k table");
+
+// Element offset of (row r, 16-byte chunk c) in a swizzled W tile (64-byte rows).
+__device__ __forceinline__ uint32_t conv2_a_off(uint32_t r, uint32_t c) {
+  return r * CONV2_BK + ((c ^ ((r >> 1) & 3u)) * CHUNK);
+}
+
+// The k table of the tile at k0 (warp 0 of the block; lane = k row): {offset, tap bit}.
+__device__ __forceinline__ void conv2_ktab(const Conv2dParams& p, uint32_t khw, uint32_t k0, int2* tab, uint32_t tid) {
+  if (tid < CONV2_BK) {
+    const uint32_t k = k0 + tid;
+    int2 e = make_int2(0, 0);
+    if (k < p.k) {
+      const uint32_t c = k / khw, r = k % khw;
+      const uint32_t ky = r / p.kw, kx = r % p.kw;
+      e.x = (int32_t)((c * p.h + ky * p.dil_h) * p.w_in + kx * p.dil_w);
+      e.y = (int32_t)(1u << r);
+    }
+    tab[tid] = e;
+  }
+}
+
+// *ptr if `pred` != 0, else 0: a predicated load, no branch (x is read-only during the kernel).
+__device__ __forceinline__ uint16_t ld_u16_if(const uint16_t* ptr, uint32_t pred) {
+  uint16_t v;
+  asm("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %2, 0;\n\tmov.b16 %0, 0;\n\t@p ld.global.u16 %0, [%1];\n\t}\n"
+      : "=h"(v)
+      : "l"(ptr), "r"(pred));
+  return v;
+}
+
+template <typename OutT>
+__device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
+  __shared__ __align__(128) __nv_bfloat16 sa[2][CONV2_BM * CONV2_BK];  // W, swizzled
+  __shared__ __align__(16) __nv_bfloat16 sb[2][CONV2_BK][CONV2_LDB];   // X_col [k][n]
+  __shared__ int2 ktab[2][CONV2_BK];
+
+  ConvTile t;
+  t.tid = threadIdx.x;
+  warp_coords<CONV2_WARPS_N>(t.tid, t.lane, t.wm, t.wn);
+  t.bm = blockIdx.y * CONV2_BM;
+  t.bn = blockIdx.x * CONV2_BN;
+  t.img = blockIdx.z / p.groups;
+  t.grp = blockIdx.z % p.groups;
+  t.npix = p.h_out * p.w_out;
+  t.khw = p.kh * p.kw;
+  t.pcol = t.tid % CONV2_PCOLS;
+  t.krow0 = t.tid / CONV2_PCOLS;
+  const bool aligned = p.aligned != 0;
+
+  const uint16_t* w = static_cast<const uint16_t*>(p.w) + (uint64_t)t.grp * p.c_out_g * p.k;
+  const uint16_t* x = conv_group_x<uint16_t>(p, t);
+
+  // This thread's pixels: (0, 0)-tap address and in-image tap mask.
+  const uint16_t* base[CONV2_PIX];
+  uint32_t mask[CONV2_PIX];
+#pragma unroll
+  for (uint32_t e = 0; e < CONV2_PIX; ++e) {
+    const uint32_t pix = t.bn + t.pcol + e * CONV2_PCOLS;
+    base[e] = x;
+    mask[e] = 0;
+    if (pix < t.npix) {
+      const int32_t iy0 = (int32_t)((pix / p.w_out) * p.stride_h) - (int32_t)p.pad_h;
+      const int32_t ix0 = (int32_t)((pix % p.w_out) * p.stride_w) - (int32_t)p.pad_w;
+      base[e] = x + ((int64_t)iy0 * p.w_in + ix0);
+      uint32_t m = 0;
+      for (uint32_t ky = 0; ky < p.kh; ++ky) {
+        const int32_t iy = iy0 + (int32_t)(ky * p.dil_h);
+        if (iy < 0 || iy >= (int32_t)p.h) continue;
+        for (uint32_t kx = 0; kx < p.kw; ++kx) {
+          const int32_t ix = ix0 + (int32_t)(kx * p.dil_w);
+          if (ix >= 0 && ix < (int32_t)p.w_in) m |= 1u << (ky * p.kw + kx);
+        }
+      }
+      mask[e] = m;
+    }
+  }
+
+  uint16_t breg[CONV2_KROWS][CONV2_PIX];
+  auto load_a = [&](uint32_t stage, uint32_t k0) {
+#pragma unroll
+    for (uint32_t i = 0; i < CONV2_A_CHUNKS; ++i) {
+      const uint32_t chunk = t.tid + i * CONV2_THREADS;
+      const uint32_t r = chunk / CONV2_A_CPR, c = chunk % CONV2_A_CPR;
+      load_chunk(&sa[stage][conv2_a_off(r, c)], w, t.bm + r, t.bm + r < p.c_out_g, k0 + c * CHUNK, p.k, p.k,
+                 aligned);
+    }
+  };
+  auto gather = [&](const int2* tab) {
+#pragma unroll
+    for (uint32_t i = 0; i < CONV2_KROWS; ++i) {
+      const int2 e = tab[t.krow0 + i * CONV2_KSTEP];
+#pragma unroll
+      for (uint32_t j = 0; j < CONV2_PIX; ++j) breg[i][j] = ld_u16_if(base[j] + e.x, mask[j] & (uint32_t)e.y);
+    }
+  };
+  auto store_b = [&](uint32_t stage) {
+#pragma unroll
+    for (uint32_t i = 0; i < CONV2_KROWS; ++i)
+#pragma unroll
+      for (uint32_t j = 0; j < CONV2_PIX; ++j)
+        reinterpret_cast<uint16_t*>(&sb[stage][t.krow0 + i * CONV2_KSTEP][0])[t.pcol + j * CONV2_PCOLS] = breg[i][j];
+  };
+  float acc[CONV2_TM][CONV2_TN][4];
+  auto mma = [&](uint32_t stage) {
+#pragma unroll
+    for (uint32_t kk = 0; kk < CONV2_BK; kk += MMA_K) {
+      uint32_t af[CONV2_TM][4];
+      uint32_t bf[CONV2_TN][2];
+#pragma unroll
+      for (uint32_t i = 0; i < CONV2_TM; ++i) {
+        // lanes 0-15: rows 0-15 at k kk..kk+7; lanes 16-31: rows 0-15 at k kk+8.. -> a0..a3
+        const uint32_t row = t.wm * CONV2_WM + i * MMA_M + (t.lane % 16);
+        ldmatrix_x4(af[i], smem_u32(&sa[stage][conv2_a_off(row, kk / CHUNK + t.lane / 16)]));
+      }
+      load_b_frags<true, CONV2_TN, CONV2_LDB>(sb[stage], t.wn * CONV2_WN, kk, t.lane, bf);
+      mma_tiles(acc, af, bf);
+    }
+  };
+
+  zero_acc(acc);
+  const uint32_t ktiles = ceil_div(p.k, CONV2_BK);
+  conv2_ktab(p, t.khw, 0, ktab[0], t.tid);
+  conv2_ktab(p, t.khw, CONV2_BK, ktab[1], t.tid);
+  __syncthreads();
+  load_a(0, 0);
+  cp_async_commit();
+  gather(ktab[0]);
+  store_b(0);
+  for (uint32_t kt = 0; kt < ktiles; ++kt) {
+    const uint32_t stage = kt % 2;
+    const bool more = kt + 1 < ktiles;
+    cp_async_wait<0>();
+    __syncthreads(); // tile kt visible; every warp done with the other stage and k-table slot
+    if (more) {
+      load_a(stage ^ 1, (kt + 1) * CONV2_BK);
+      gather(ktab[stage ^ 1]); // global loads in flight during the mma below
+      conv2_ktab(p, t.khw, (kt + 2) * CONV2_BK, ktab[stage], t.tid);
+    }
+    cp_async_commit();
+    mma(stage);
+    if (more) store_b(stage ^ 1);
+  }
+  conv_epilogue<uint16_t, OutT, CONV2_WM, CONV2_WN, CONV2_TM, CONV2_TN>(p, t, acc);
+}
+
+extern "C" __global__ void __launch_bounds__(CONV2_THREADS) conv2d_v2_bf16(const Conv2dParams p) {
+  conv2d_v2<__nv_bfloat16>(p);
+}
+// bf16 operands, f32 y (as conv2d_v1_f32).
+extern "C" __global__ void __launch_bounds__(CONV2_THREADS) conv2d_v2_f32(const Conv2dParams p) {
+  conv2d_v2<float>(p);
 }
 
 // ------------------------------------------------------------------------------------------------
