@@ -263,40 +263,49 @@ extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_v1_f32(const C
 }
 
 // ------------------------------------------------------------------------------------------------
-// v2: 128x128x32 block tiles, 8 warps (2x4) of 64x32, a table-driven X_col gather
+// v2: 128x128x32 block tiles, 4 warps (2x2) of 64x64, a table-driven X_col gather
 // ------------------------------------------------------------------------------------------------
 //
-// Same GEMM per (image, group) as v1, for kernels of at most CONV2_MAX_TAPS taps (kh * kw <= 32:
-// 1x1, 3x3, 5x5, 1xk k <= 32; the launcher sends larger kernels to v1). The index math leaves the
-// inner loop:
-//   * per thread, once: its two pixels' (ky, kx) = (0, 0) tap addresses (x + iy0 * W + ix0, may
-//     point outside x) and a tap mask, bit ky * kw + kx set when that tap is inside the image;
+// The GEMM of v1 (M = this group's output channels, K = (c, ky, kx)) with the batch folded into N
+// (columns img * Ho * Wo + pixel), for kernels of at most CONV2_MAX_TAPS taps (kh * kw <= 32: 1x1,
+// 3x3, 5x5, 1xk k <= 32; the launcher sends larger kernels to v1). The index math leaves the inner
+// loop:
+//   * per thread, once: its two columns' (ky, kx) = (0, 0) tap addresses (x + img * C_in * H * W +
+//     iy0 * W + ix0, may point outside x) and a tap mask, bit ky * kw + kx set when that tap is
+//     inside the image;
 //   * per k tile, warp 0: a table of the tile's 32 k rows {element offset c * H * W + ky * dh * W +
-//     kx * dw, tap bit 1 << (ky * kw + kx), 0 past K}, written two tiles ahead into a 2-slot ring;
-//   * per element: (mask & tap bit) ? base[offset] : 0 -- an and, a compare, the address and the
-//     load -- into registers one k tile ahead, stored as 2-byte smem writes (a warp writes 64
-//     consecutive bytes of one k row: conflict-free).
+//     kx * dw, tap bit 1 << (ky * kw + kx), 0 past K}, written two tiles ahead into a 2-slot ring,
+//     read two rows per 16-byte broadcast;
+//   * per element: (mask & tap bit) ? base[offset] : 0 -- an and, a predicated load (ld_u16_if),
+//     the 64-bit address add -- into registers one k tile ahead, stored as 2-byte smem writes (a
+//     warp writes 64 consecutive bytes of one k row: conflict-free; global reads are 32 consecutive
+//     pixels of one k row).
+//   * 1x1, stride 1, no padding, Ho * Wo % 8 == 0 ("direct"): X_col rows are x's channel rows,
+//     loaded by 16-byte cp.async like a GEMM B tile, no gather.
 // W tiles by cp.async (plain loads when K % 8 != 0) into unpadded 64-byte rows with the 16-byte
 // chunks XOR-swizzled by (row / 2) % 4: a quarter warp's ldmatrix rows and a quarter warp's 16-byte
 // stores hit 8 distinct bank quads; global reads are 4 threads per 64-byte row (16 sectors per
 // request). X_col tiles [k][n] padded to 136 columns: ldmatrix.trans rows 272 bytes apart, conflict-
-// free. Registers: 64 f32 accumulators per thread.
+// free. Warp tiles 64x64 (128 f32 accumulators per thread): per k16 step a warp's 4 + 4 ldmatrix.x4
+// feed 32 mma, a third fewer shared wavefronts per mma than 64x32 tiles.
 
-// Launch rule (kernels/src/conv2d.rs): grid = (ceil(Ho * Wo / 128), ceil(C_out / groups / 128),
-// N * groups), block = CONV2_THREADS, static smem only.
+// Launch rule (kernels/src/conv2d.rs): grid = (ceil(N * Ho * Wo / 128), ceil(C_out / groups / 128),
+// groups), block = CONV2_THREADS, static smem only. The batch is folded into the GEMM's N dimension
+// (columns img * Ho * Wo + pixel; each column has its own image offset in the gather and the
+// epilogue), so small images (8x8: 64 pixels) fill whole 128-column tiles.
 enum : uint32_t { CONV2_BM = 128, CONV2_BN = 128, CONV2_BK = 32 };
-enum : uint32_t { CONV2_WARPS_M = 2, CONV2_WARPS_N = 4 };
+enum : uint32_t { CONV2_WARPS_M = 2, CONV2_WARPS_N = 2 };
 enum : uint32_t { CONV2_THREADS = CONV2_WARPS_M * CONV2_WARPS_N * WARP_SIZE };
-enum : uint32_t { CONV2_WM = CONV2_BM / CONV2_WARPS_M, CONV2_WN = CONV2_BN / CONV2_WARPS_N }; // 64 x 32
-enum : uint32_t { CONV2_TM = CONV2_WM / MMA_M, CONV2_TN = CONV2_WN / MMA_N };                   // 4 x 4
+enum : uint32_t { CONV2_WM = CONV2_BM / CONV2_WARPS_M, CONV2_WN = CONV2_BN / CONV2_WARPS_N }; // 64 x 64
+enum : uint32_t { CONV2_TM = CONV2_WM / MMA_M, CONV2_TN = CONV2_WN / MMA_N };                   // 4 x 8
 enum : uint32_t { CONV2_LDB = CONV2_BN + 8 };
 enum : uint32_t { CONV2_MAX_TAPS = 32 };
-// X_col gather: thread t owns pixel columns t % 64 and t % 64 + 64, k rows t / 64 + 4 i (i < 8).
+// X_col gather: thread t owns pixel columns t % 64 and t % 64 + 64, k rows 16 (t / 64) + i (i < 16).
 enum : uint32_t { CONV2_PIX = 2, CONV2_PCOLS = CONV2_BN / CONV2_PIX };
 enum : uint32_t { CONV2_KSTEP = CONV2_THREADS / CONV2_PCOLS, CONV2_KROWS = CONV2_BK / CONV2_KSTEP };
 enum : uint32_t { CONV2_A_CPR = CONV2_BK / CHUNK, CONV2_A_CHUNKS = CONV2_BM * CONV2_A_CPR / CONV2_THREADS };
 
-static_assert(CONV2_THREADS % CONV2_PCOLS == 0 && CONV2_BK % CONV2_KSTEP == 0, "X_col gather");
+static_assert(CONV2_THREADS % CONV2_PCOLS == 0 && CONV2_BK % CONV2_KSTEP == 0 && CONV2_KROWS % 2 == 0, "X_col gather");
 static_assert(CONV2_BM * CONV2_A_CPR % CONV2_THREADS == 0 && CONV2_A_CPR == 4, "W tile: 4 swizzled chunks per row");
 static_assert(CONV2_BK <= WARP_SIZE, "one warp fills the k table");
 
@@ -320,6 +329,48 @@ __device__ __forceinline__ void conv2_ktab(const Conv2dParams& p, uint32_t khw, 
   }
 }
 
+// v2 epilogue: rows = this group's output channels, columns = (image, pixel) pairs img * Ho * Wo +
+// pixel, `ncols` = N * Ho * Wo of them.
+template <typename OutT>
+__device__ __forceinline__ void conv2_epilogue(const Conv2dParams& p, const ConvTile& t, uint32_t ncols,
+                                               const float (&acc)[CONV2_TM][CONV2_TN][4]) {
+  const uint32_t npix = t.npix;
+  const uint32_t o0 = t.grp * p.c_out_g; // first output channel of the group
+  OutT* y = static_cast<OutT*>(p.y);
+  const uint16_t* res = static_cast<const uint16_t*>(p.residual);
+  const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
+  const uint16_t* temb = static_cast<const uint16_t*>(p.temb);
+  // this lane's columns: image and pixel
+  uint32_t cimg[CONV2_TN][2], cpix[CONV2_TN][2];
+#pragma unroll
+  for (uint32_t j = 0; j < CONV2_TN; ++j)
+#pragma unroll
+    for (uint32_t e = 0; e < 2; ++e) {
+      const uint32_t col = t.bn + t.wn * CONV2_WN + j * MMA_N + (t.lane % 4) * 2 + e;
+      cimg[j][e] = col < ncols ? col / npix : p.n; // p.n: past the last column
+      cpix[j][e] = col % npix;
+    }
+  for_each_acc_row<CONV2_TM>(t.bm + t.wm * CONV2_WM, t.lane, [&](uint32_t i, uint32_t h, uint32_t o) {
+    if (o >= p.c_out_g) return;
+    const uint32_t oc = o0 + o;
+    const float b = bias != nullptr ? operand_f32(bias[oc]) : 0.0f;
+#pragma unroll
+    for (uint32_t j = 0; j < CONV2_TN; ++j) {
+#pragma unroll
+      for (uint32_t e = 0; e < 2; ++e) {
+        const uint32_t img = cimg[j][e];
+        if (img >= p.n) continue;
+        const uint64_t ch = (uint64_t)oc * npix + cpix[j][e]; // within one image
+        const uint64_t idx = (uint64_t)img * p.c_out * npix + ch;
+        float v = acc[i][j][2 * h + e] + b;
+        if (temb != nullptr) v += operand_f32(temb[(uint64_t)img * p.c_out + oc]);
+        if (res != nullptr) v += operand_f32(res[p.res_bcast ? ch : idx]);
+        y[idx] = from_f32<OutT>(v * p.scale);
+      }
+    }
+  });
+}
+
 // *ptr if `pred` != 0, else 0: a predicated load, no branch (x is read-only during the kernel).
 __device__ __forceinline__ uint16_t ld_u16_if(const uint16_t* ptr, uint32_t pred) {
   uint16_t v;
@@ -333,36 +384,38 @@ template <typename OutT>
 __device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
   __shared__ __align__(128) __nv_bfloat16 sa[2][CONV2_BM * CONV2_BK];  // W, swizzled
   __shared__ __align__(16) __nv_bfloat16 sb[2][CONV2_BK][CONV2_LDB];   // X_col [k][n]
-  __shared__ int2 ktab[2][CONV2_BK];
+  __shared__ __align__(16) int2 ktab[2][CONV2_BK];
 
   ConvTile t;
   t.tid = threadIdx.x;
   warp_coords<CONV2_WARPS_N>(t.tid, t.lane, t.wm, t.wn);
   t.bm = blockIdx.y * CONV2_BM;
-  t.bn = blockIdx.x * CONV2_BN;
-  t.img = blockIdx.z / p.groups;
-  t.grp = blockIdx.z % p.groups;
+  t.bn = blockIdx.x * CONV2_BN; // first (image, pixel) column: img * Ho * Wo + pixel
+  t.img = 0;                    // per column (the batch is folded into the pixel dimension)
+  t.grp = blockIdx.z;
   t.npix = p.h_out * p.w_out;
   t.khw = p.kh * p.kw;
   t.pcol = t.tid % CONV2_PCOLS;
   t.krow0 = t.tid / CONV2_PCOLS;
   const bool aligned = p.aligned != 0;
+  const uint32_t ncols = p.n * t.npix;
 
   const uint16_t* w = static_cast<const uint16_t*>(p.w) + (uint64_t)t.grp * p.c_out_g * p.k;
-  const uint16_t* x = conv_group_x<uint16_t>(p, t);
+  const uint16_t* x = static_cast<const uint16_t*>(p.x) + (uint64_t)t.grp * p.c_in_g * p.h * p.w_in;
 
-  // This thread's pixels: (0, 0)-tap address and in-image tap mask.
+  // This thread's columns (image, pixel): (0, 0)-tap address and in-image tap mask.
   const uint16_t* base[CONV2_PIX];
   uint32_t mask[CONV2_PIX];
 #pragma unroll
   for (uint32_t e = 0; e < CONV2_PIX; ++e) {
-    const uint32_t pix = t.bn + t.pcol + e * CONV2_PCOLS;
+    const uint32_t col = t.bn + t.pcol + e * CONV2_PCOLS;
     base[e] = x;
     mask[e] = 0;
-    if (pix < t.npix) {
+    if (col < ncols) {
+      const uint32_t img = col / t.npix, pix = col % t.npix;
       const int32_t iy0 = (int32_t)((pix / p.w_out) * p.stride_h) - (int32_t)p.pad_h;
       const int32_t ix0 = (int32_t)((pix % p.w_out) * p.stride_w) - (int32_t)p.pad_w;
-      base[e] = x + ((int64_t)iy0 * p.w_in + ix0);
+      base[e] = x + (uint64_t)img * p.c_in * p.h * p.w_in + ((int64_t)iy0 * p.w_in + ix0);
       uint32_t m = 0;
       for (uint32_t ky = 0; ky < p.kh; ++ky) {
         const int32_t iy = iy0 + (int32_t)(ky * p.dil_h);
@@ -387,11 +440,16 @@ __device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
     }
   };
   auto gather = [&](const int2* tab) {
+    // two k rows' entries per 16-byte (broadcast) smem read
+    const int4* tab4 = reinterpret_cast<const int4*>(tab + t.krow0 * CONV2_KROWS);
 #pragma unroll
-    for (uint32_t i = 0; i < CONV2_KROWS; ++i) {
-      const int2 e = tab[t.krow0 + i * CONV2_KSTEP];
+    for (uint32_t i = 0; i < CONV2_KROWS; i += 2) {
+      const int4 e = tab4[i / 2];
 #pragma unroll
-      for (uint32_t j = 0; j < CONV2_PIX; ++j) breg[i][j] = ld_u16_if(base[j] + e.x, mask[j] & (uint32_t)e.y);
+      for (uint32_t j = 0; j < CONV2_PIX; ++j) {
+        breg[i][j] = ld_u16_if(base[j] + e.x, mask[j] & (uint32_t)e.y);
+        breg[i + 1][j] = ld_u16_if(base[j] + e.z, mask[j] & (uint32_t)e.w);
+      }
     }
   };
   auto store_b = [&](uint32_t stage) {
@@ -399,7 +457,7 @@ __device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
     for (uint32_t i = 0; i < CONV2_KROWS; ++i)
 #pragma unroll
       for (uint32_t j = 0; j < CONV2_PIX; ++j)
-        reinterpret_cast<uint16_t*>(&sb[stage][t.krow0 + i * CONV2_KSTEP][0])[t.pcol + j * CONV2_PCOLS] = breg[i][j];
+        reinterpret_cast<uint16_t*>(&sb[stage][t.krow0 * CONV2_KROWS + i][0])[t.pcol + j * CONV2_PCOLS] = breg[i][j];
   };
   float acc[CONV2_TM][CONV2_TN][4];
   auto mma = [&](uint32_t stage) {
@@ -418,15 +476,37 @@ __device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
     }
   };
 
+  // Direct X_col (1x1, stride 1, no padding, Ho * Wo % 8 == 0, x 16-byte aligned): X_col rows are
+  // x's channel rows, 8-column chunks never straddle an image; 16-byte cp.async like a GEMM B
+  // tile, zero-filled past K and past the last column, no gather. Thread t: chunk t % 16 of rows
+  // t / 16 + 16 i (a quarter warp writes 128 contiguous bytes of one row: conflict-free).
+  const bool direct = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
+                      p.pad_w == 0 && t.npix % CHUNK == 0 && ((uint64_t)p.x % 16) == 0;
+  const uint32_t dcc = t.tid % (CONV2_BN / CHUNK);
+  const uint32_t dcol = t.bn + dcc * CHUNK;
+  const bool dcol_ok = dcol < ncols;
+  const uint16_t* dsrc = dcol_ok ? x + (uint64_t)(dcol / t.npix) * p.c_in * t.npix + dcol % t.npix : x;
+  auto load_b_direct = [&](uint32_t stage, uint32_t k0) {
+#pragma unroll
+    for (uint32_t i = 0; i < CONV2_BK * CONV2_BN / CHUNK / CONV2_THREADS; ++i) {
+      const uint32_t r = t.tid / (CONV2_BN / CHUNK) + i * (CONV2_THREADS * CHUNK / CONV2_BN);
+      const bool ok = dcol_ok && k0 + r < p.k;
+      cp_async_16(smem_u32(&sb[stage][r][dcc * CHUNK]), ok ? dsrc + (uint64_t)(k0 + r) * t.npix : x, ok ? 16u : 0u);
+    }
+  };
+
   zero_acc(acc);
   const uint32_t ktiles = ceil_div(p.k, CONV2_BK);
   conv2_ktab(p, t.khw, 0, ktab[0], t.tid);
   conv2_ktab(p, t.khw, CONV2_BK, ktab[1], t.tid);
   __syncthreads();
   load_a(0, 0);
+  if (direct) load_b_direct(0, 0);
   cp_async_commit();
-  gather(ktab[0]);
-  store_b(0);
+  if (!direct) {
+    gather(ktab[0]);
+    store_b(0);
+  }
   for (uint32_t kt = 0; kt < ktiles; ++kt) {
     const uint32_t stage = kt % 2;
     const bool more = kt + 1 < ktiles;
@@ -434,14 +514,18 @@ __device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
     __syncthreads(); // tile kt visible; every warp done with the other stage and k-table slot
     if (more) {
       load_a(stage ^ 1, (kt + 1) * CONV2_BK);
-      gather(ktab[stage ^ 1]); // global loads in flight during the mma below
-      conv2_ktab(p, t.khw, (kt + 2) * CONV2_BK, ktab[stage], t.tid);
+      if (direct) {
+        load_b_direct(stage ^ 1, (kt + 1) * CONV2_BK);
+      } else {
+        gather(ktab[stage ^ 1]); // global loads in flight during the mma below
+        conv2_ktab(p, t.khw, (kt + 2) * CONV2_BK, ktab[stage], t.tid);
+      }
     }
     cp_async_commit();
     mma(stage);
-    if (more) store_b(stage ^ 1);
+    if (more && !direct) store_b(stage ^ 1);
   }
-  conv_epilogue<uint16_t, OutT, CONV2_WM, CONV2_WN, CONV2_TM, CONV2_TN>(p, t, acc);
+  conv2_epilogue<OutT>(p, t, ncols, acc);
 }
 
 extern "C" __global__ void __launch_bounds__(CONV2_THREADS) conv2d_v2_bf16(const Conv2dParams p) {

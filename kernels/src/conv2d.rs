@@ -18,11 +18,12 @@ pub const CONV_STATIC_SMEM_BYTES: u32 = CONV_STAGES * (CONV_BM * CONV_LDA + CONV
 const _: () = assert!(CONV_STATIC_SMEM_BYTES <= 48 * 1024);
 
 /// v2 block tile (`conv2d_v2_*`): `CONV2_BM` output channels x `CONV2_BN` output pixels x
-/// `CONV2_BK`, 8 warps, a table-driven X_col gather; kernels of at most [`CONV2_MAX_TAPS`] taps.
+/// `CONV2_BK`, 4 warps of 64 x 64, a table-driven X_col gather; kernels of at most
+/// [`CONV2_MAX_TAPS`] taps.
 pub const CONV2_BM: u32 = 128;
 pub const CONV2_BN: u32 = 128;
 pub const CONV2_BK: u32 = 32;
-pub const CONV2_THREADS: u32 = 256;
+pub const CONV2_THREADS: u32 = 128;
 pub const CONV2_LDB: u32 = CONV2_BN + 8;
 /// `kh * kw` limit of v2 (one 32-bit tap mask per pixel).
 pub const CONV2_MAX_TAPS: u64 = 32;
@@ -39,7 +40,7 @@ const fn entry_v2(name: &'static str, dtype: DType) -> Entry {
         dtype,
         params: "Conv2dParams",
         params_size: 136,
-        launch: "grid = (ceil(Ho * Wo / 128), ceil(C_out / groups / 128), N * groups), block = 256, static smem; kh * kw <= 32",
+        launch: "grid = (ceil(N * Ho * Wo / 128), ceil(C_out / groups / 128), groups), block = 128, static smem; kh * kw <= 32",
     }
 }
 
@@ -57,9 +58,10 @@ pub const ENTRIES: &[Entry] = &[
 ];
 
 /// Which bf16-operand version runs a shape: 2 when `kh * kw <= 32` (every conv of the models but
-/// wav2vec2's 1x128 positional conv), else 1.
+/// wav2vec2's 1x128 positional conv) and the batch's output pixels `N * Ho * Wo` (v2's column
+/// count) fit 31 bits, else 1.
 pub fn version(s: Conv2dShape) -> u32 {
-    if s.kh * s.kw <= CONV2_MAX_TAPS {
+    if s.kh * s.kw <= CONV2_MAX_TAPS && s.n * s.h_out() * s.w_out() < 1 << 31 {
         2
     } else {
         1
@@ -332,13 +334,13 @@ pub fn launch_config(s: Conv2dShape) -> LaunchConfig {
     LaunchConfig::blocks(grid, CONV_THREADS)
 }
 
-/// `conv2d_v2_*`: `grid = (ceil(Ho * Wo / 128), ceil(C_out / groups / 128), N * groups)`,
-/// `block = 256`, static smem only.
+/// `conv2d_v2_*`: `grid = (ceil(N * Ho * Wo / 128), ceil(C_out / groups / 128), groups)` (the
+/// batch folded into the pixel columns), `block = 256`, static smem only.
 pub fn launch_config_v2(s: Conv2dShape) -> LaunchConfig {
     let grid = [
-        tiles(s.h_out() * s.w_out(), CONV2_BN),
+        tiles(s.n * s.h_out() * s.w_out(), CONV2_BN),
         tiles(s.c_out_g(), CONV2_BM),
-        (s.n * s.groups).max(1) as u32,
+        s.groups.max(1) as u32,
     ];
     LaunchConfig::blocks(grid, CONV2_THREADS)
 }
@@ -355,7 +357,8 @@ mod tests {
         let s = Conv2dShape::square(2, 3, 9, 7, 70, 3, 2, 1);
         assert_eq!(version(s), 2);
         assert_eq!(bf16_entry(s, false).0, "conv2d_v2_bf16");
-        assert_eq!(launch_config_v2(s).grid, [1, 1, 2]);
+        // N 2 x 20 pixels in one column tile
+        assert_eq!(launch_config_v2(s).grid, [1, 1, 1]);
         let big = Conv2dShape { kh: 1, kw: 33, ..s };
         assert_eq!(version(big), 1);
         assert_eq!(bf16_entry(big, true).0, "conv2d_v1_f32");

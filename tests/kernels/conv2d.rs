@@ -182,7 +182,8 @@ fn conv_cases() -> Vec<ConvCase> {
 
 /// [`conv_cases`] and larger ones spanning several v2 tiles (128 x 128) both ways: ragged C_out,
 /// pixel count and K (333: plain W loads) with odd H / W and every epilogue part, K = 360
-/// (cp.async W) at stride 2 with odd extents, a 1x1 over two pixel tiles, a 5x5 (25 taps).
+/// (cp.async W) at stride 2 with odd extents, a 1x1 over two pixel tiles, a 5x5 (25 taps), and
+/// 1x1s on v2's direct (cp.async) X_col path.
 /// (Not for the split entries: their plain-bf16 rejection check is for small K.)
 fn conv_cases_large() -> Vec<ConvCase> {
     let sq = Conv2dShape::square;
@@ -201,6 +202,11 @@ fn conv_cases_large() -> Vec<ConvCase> {
         c(sq(1, 40, 23, 21, 136, 3, 2, 1), true, false, false, 1.0),
         c(sq(2, 72, 9, 15, 140, 1, 1, 0), false, false, true, 1.0),
         c(sq(1, 6, 10, 9, 20, 5, 1, 2), true, false, false, 1.0),
+        // v2's direct X_col (1x1, stride 1, no padding, Ho * Wo % 8 == 0): 3 images of 72
+        // pixels over two column tiles (images straddle the tile edge), K = 20 (plain W loads);
+        // K = 48 (cp.async W) with temb and a residual
+        c(sq(3, 20, 6, 12, 150, 1, 1, 0), true, false, false, 1.0),
+        c(sq(2, 48, 8, 10, 40, 1, 1, 0), true, true, true, 0.5),
     ]);
     cases
 }
