@@ -430,13 +430,26 @@ __device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
   }
 
   uint16_t breg[CONV2_KROWS][CONV2_PIX];
+  // W chunks: rows t / 4 + 32 i, chunk column t % 4 (fixed per thread); on the cp.async path the
+  // rows' element offsets (~0u past C_out / groups) are computed once.
+  const uint32_t a_c = t.tid % CONV2_A_CPR;
+  uint32_t a_off[CONV2_A_CHUNKS];
+#pragma unroll
+  for (uint32_t i = 0; i < CONV2_A_CHUNKS; ++i) {
+    const uint32_t r = t.tid / CONV2_A_CPR + i * (CONV2_THREADS / CONV2_A_CPR);
+    a_off[i] = t.bm + r < p.c_out_g ? (t.bm + r) * p.k + a_c * CHUNK : ~0u;
+  }
   auto load_a = [&](uint32_t stage, uint32_t k0) {
 #pragma unroll
     for (uint32_t i = 0; i < CONV2_A_CHUNKS; ++i) {
-      const uint32_t chunk = t.tid + i * CONV2_THREADS;
-      const uint32_t r = chunk / CONV2_A_CPR, c = chunk % CONV2_A_CPR;
-      load_chunk(&sa[stage][conv2_a_off(r, c)], w, t.bm + r, t.bm + r < p.c_out_g, k0 + c * CHUNK, p.k, p.k,
-                 aligned);
+      const uint32_t r = t.tid / CONV2_A_CPR + i * (CONV2_THREADS / CONV2_A_CPR);
+      __nv_bfloat16* dst = &sa[stage][conv2_a_off(r, a_c)];
+      if (aligned) {
+        const bool ok = a_off[i] != ~0u && k0 + a_c * CHUNK < p.k; // K % 8 == 0: whole chunks
+        cp_async_16(smem_u32(dst), ok ? w + (a_off[i] + k0) : w, ok ? 16u : 0u);
+      } else {
+        load_chunk(dst, w, t.bm + r, t.bm + r < p.c_out_g, k0 + a_c * CHUNK, p.k, p.k, false);
+      }
     }
   };
   auto gather = [&](const int2* tab) {

@@ -59,9 +59,12 @@ pub const ENTRIES: &[Entry] = &[
 
 /// Which bf16-operand version runs a shape: 2 when `kh * kw <= 32` (every conv of the models but
 /// wav2vec2's 1x128 positional conv) and the batch's output pixels `N * Ho * Wo` (v2's column
-/// count) fit 31 bits, else 1.
+/// count) and the weight's elements (v2's 32-bit row offsets) fit 31 bits, else 1.
 pub fn version(s: Conv2dShape) -> u32 {
-    if s.kh * s.kw <= CONV2_MAX_TAPS && s.n * s.h_out() * s.w_out() < 1 << 31 {
+    if s.kh * s.kw <= CONV2_MAX_TAPS
+        && s.n * s.h_out() * s.w_out() < 1 << 31
+        && s.c_out * s.k() < 1 << 31
+    {
         2
     } else {
         1
