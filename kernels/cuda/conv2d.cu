@@ -267,15 +267,16 @@ extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_v1_f32(const C
 // ------------------------------------------------------------------------------------------------
 //
 // The GEMM of v1 (M = this group's output channels, K = (c, ky, kx)) with the batch folded into N
-// (columns img * Ho * Wo + pixel), for kernels of at most CONV2_MAX_TAPS taps (kh * kw <= 32: 1x1,
-// 3x3, 5x5, 1xk k <= 32; the launcher sends larger kernels to v1). The index math leaves the inner
+// (columns img * Ho * Wo + pixel), for kernels of at most CONV2_MAX_TAPS taps (kh * kw <= 31: 1x1,
+// 3x3, 5x5, 1xk k <= 31) whose largest x offset within a group's channels fits 27 bits (the
+// launcher sends the rest to v1). The index math leaves the inner
 // loop:
 //   * per thread, once: its two columns' (ky, kx) = (0, 0) tap addresses (x + img * C_in * H * W +
 //     iy0 * W + ix0, may point outside x) and a tap mask, bit ky * kw + kx set when that tap is
 //     inside the image;
-//   * per k tile, warp 0: a table of the tile's 32 k rows {element offset c * H * W + ky * dh * W +
-//     kx * dw, tap bit 1 << (ky * kw + kx), 0 past K}, written two tiles ahead into a 2-slot ring,
-//     read two rows per 16-byte broadcast;
+//   * per k tile, warp 0: a table of the tile's 32 k rows, one word each: element offset c * H * W +
+//     ky * dh * W + kx * dw (27 bits) << 5 | tap ky * kw + kx (31 past K), written two tiles ahead
+//     into a 2-slot ring, read four rows per 16-byte broadcast;
 //   * per element: (mask & tap bit) ? base[offset] : 0 -- an and, a predicated load (ld_u16_if),
 //     the 64-bit address add -- into registers one k tile ahead, stored as 2-byte smem writes (a
 //     warp writes 64 consecutive bytes of one k row: conflict-free; global reads are 32 consecutive
@@ -299,13 +300,14 @@ enum : uint32_t { CONV2_THREADS = CONV2_WARPS_M * CONV2_WARPS_N * WARP_SIZE };
 enum : uint32_t { CONV2_WM = CONV2_BM / CONV2_WARPS_M, CONV2_WN = CONV2_BN / CONV2_WARPS_N }; // 64 x 64
 enum : uint32_t { CONV2_TM = CONV2_WM / MMA_M, CONV2_TN = CONV2_WN / MMA_N };                   // 4 x 8
 enum : uint32_t { CONV2_LDB = CONV2_BN + 8 };
-enum : uint32_t { CONV2_MAX_TAPS = 32 };
+// Tap masks are 32-bit; bit 31 marks "past K" in the k table; k-table offsets have 27 bits.
+enum : uint32_t { CONV2_MAX_TAPS = 31, CONV2_TAP_BITS = 5, CONV2_NO_TAP = 31 };
 // X_col gather: thread t owns pixel columns t % 64 and t % 64 + 64, k rows 16 (t / 64) + i (i < 16).
 enum : uint32_t { CONV2_PIX = 2, CONV2_PCOLS = CONV2_BN / CONV2_PIX };
 enum : uint32_t { CONV2_KSTEP = CONV2_THREADS / CONV2_PCOLS, CONV2_KROWS = CONV2_BK / CONV2_KSTEP };
 enum : uint32_t { CONV2_A_CPR = CONV2_BK / CHUNK, CONV2_A_CHUNKS = CONV2_BM * CONV2_A_CPR / CONV2_THREADS };
 
-static_assert(CONV2_THREADS % CONV2_PCOLS == 0 && CONV2_BK % CONV2_KSTEP == 0 && CONV2_KROWS % 2 == 0, "X_col gather");
+static_assert(CONV2_THREADS % CONV2_PCOLS == 0 && CONV2_BK % CONV2_KSTEP == 0 && CONV2_KROWS % 4 == 0, "X_col gather");
 static_assert(CONV2_BM * CONV2_A_CPR % CONV2_THREADS == 0 && CONV2_A_CPR == 4, "W tile: 4 swizzled chunks per row");
 static_assert(CONV2_BK <= WARP_SIZE, "one warp fills the k table");
 
@@ -314,16 +316,19 @@ __device__ __forceinline__ uint32_t conv2_a_off(uint32_t r, uint32_t c) {
   return r * CONV2_BK + ((c ^ ((r >> 1) & 3u)) * CHUNK);
 }
 
-// The k table of the tile at k0 (warp 0 of the block; lane = k row): {offset, tap bit}.
-__device__ __forceinline__ void conv2_ktab(const Conv2dParams& p, uint32_t khw, uint32_t k0, int2* tab, uint32_t tid) {
+// The k table of the tile at k0 (warp 0 of the block; lane = k row): one word per row, offset << 5
+// | tap (tap = ky * kw + kx < CONV2_MAX_TAPS; CONV2_NO_TAP past K, a bit no mask has). One 32-bit
+// word per row: a broadcast read of 4 rows is 4 wavefronts (an {offset, bit} pair per row would
+// be 2 per row).
+__device__ __forceinline__ void conv2_ktab(const Conv2dParams& p, uint32_t khw, uint32_t k0, uint32_t* tab,
+                                           uint32_t tid) {
   if (tid < CONV2_BK) {
     const uint32_t k = k0 + tid;
-    int2 e = make_int2(0, 0);
+    uint32_t e = CONV2_NO_TAP;
     if (k < p.k) {
       const uint32_t c = k / khw, r = k % khw;
       const uint32_t ky = r / p.kw, kx = r % p.kw;
-      e.x = (int32_t)((c * p.h + ky * p.dil_h) * p.w_in + kx * p.dil_w);
-      e.y = (int32_t)(1u << r);
+      e = (((c * p.h + ky * p.dil_h) * p.w_in + kx * p.dil_w) << CONV2_TAP_BITS) | r;
     }
     tab[tid] = e;
   }
@@ -384,7 +389,7 @@ template <typename OutT>
 __device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
   __shared__ __align__(128) __nv_bfloat16 sa[2][CONV2_BM * CONV2_BK];  // W, swizzled
   __shared__ __align__(16) __nv_bfloat16 sb[2][CONV2_BK][CONV2_LDB];   // X_col [k][n]
-  __shared__ __align__(16) int2 ktab[2][CONV2_BK];
+  __shared__ __align__(16) uint32_t ktab[2][CONV2_BK];
 
   ConvTile t;
   t.tid = threadIdx.x;
@@ -452,16 +457,18 @@ __device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
       }
     }
   };
-  auto gather = [&](const int2* tab) {
-    // two k rows' entries per 16-byte (broadcast) smem read
-    const int4* tab4 = reinterpret_cast<const int4*>(tab + t.krow0 * CONV2_KROWS);
+  auto gather = [&](const uint32_t* tab) {
+    // four k rows' words per 16-byte (broadcast) smem read
+    const uint4* tab4 = reinterpret_cast<const uint4*>(tab + t.krow0 * CONV2_KROWS);
 #pragma unroll
-    for (uint32_t i = 0; i < CONV2_KROWS; i += 2) {
-      const int4 e = tab4[i / 2];
+    for (uint32_t i = 0; i < CONV2_KROWS; i += 4) {
+      const uint4 e4 = tab4[i / 4];
+      const uint32_t e[4] = {e4.x, e4.y, e4.z, e4.w};
 #pragma unroll
-      for (uint32_t j = 0; j < CONV2_PIX; ++j) {
-        breg[i][j] = ld_u16_if(base[j] + e.x, mask[j] & (uint32_t)e.y);
-        breg[i + 1][j] = ld_u16_if(base[j] + e.z, mask[j] & (uint32_t)e.w);
+      for (uint32_t q = 0; q < 4; ++q) {
+        const uint32_t off = e[q] >> CONV2_TAP_BITS, bit = 1u << (e[q] & ((1u << CONV2_TAP_BITS) - 1));
+#pragma unroll
+        for (uint32_t j = 0; j < CONV2_PIX; ++j) breg[i + q][j] = ld_u16_if(base[j] + off, mask[j] & bit);
       }
     }
   };

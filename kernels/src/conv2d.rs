@@ -25,11 +25,13 @@ pub const CONV2_BN: u32 = 128;
 pub const CONV2_BK: u32 = 32;
 pub const CONV2_THREADS: u32 = 128;
 pub const CONV2_LDB: u32 = CONV2_BN + 8;
-/// `kh * kw` limit of v2 (one 32-bit tap mask per pixel).
-pub const CONV2_MAX_TAPS: u64 = 32;
+/// `kh * kw` limit of v2 (one 32-bit tap mask per pixel, bit 31 = past K).
+pub const CONV2_MAX_TAPS: u64 = 31;
+/// v2's k table holds x offsets within a group's channels in 27 bits.
+pub const CONV2_MAX_OFFSET: u64 = (1 << 27) - 1;
 /// Two stages of a swizzled (unpadded) W tile and a padded X_col tile, two 32-row k tables.
 pub const CONV2_STATIC_SMEM_BYTES: u32 =
-    2 * (CONV2_BM * CONV2_BK + CONV2_BK * CONV2_LDB) * 2 + 2 * CONV2_BK * 8;
+    2 * (CONV2_BM * CONV2_BK + CONV2_BK * CONV2_LDB) * 2 + 2 * CONV2_BK * 4;
 const _: () = assert!(CONV2_STATIC_SMEM_BYTES <= 48 * 1024);
 
 const fn entry_v2(name: &'static str, dtype: DType) -> Entry {
@@ -40,7 +42,7 @@ const fn entry_v2(name: &'static str, dtype: DType) -> Entry {
         dtype,
         params: "Conv2dParams",
         params_size: 136,
-        launch: "grid = (ceil(N * Ho * Wo / 128), ceil(C_out / groups / 128), groups), block = 128, static smem; kh * kw <= 32",
+        launch: "grid = (ceil(N * Ho * Wo / 128), ceil(C_out / groups / 128), groups), block = 128, static smem; kh * kw <= 31",
     }
 }
 
@@ -57,11 +59,16 @@ pub const ENTRIES: &[Entry] = &[
     entry_v2("conv2d_v2_f32", DType::F32),
 ];
 
-/// Which bf16-operand version runs a shape: 2 when `kh * kw <= 32` (every conv of the models but
-/// wav2vec2's 1x128 positional conv) and the batch's output pixels `N * Ho * Wo` (v2's column
-/// count) and the weight's elements (v2's 32-bit row offsets) fit 31 bits, else 1.
+/// Which bf16-operand version runs a shape: 2 when `kh * kw <= 31` (every conv of the models but
+/// wav2vec2's 1x128 positional conv), the largest x offset of a group's taps
+/// ([`CONV2_MAX_OFFSET`]) fits the k table, and the batch's output pixels `N * Ho * Wo` (v2's
+/// column count) and the weight's elements (v2's 32-bit row offsets) fit 31 bits, else 1.
 pub fn version(s: Conv2dShape) -> u32 {
+    let max_off = (s.c_in_g().max(1) - 1) * s.h * s.w
+        + (s.kh.max(1) - 1) * s.dilation.0 * s.w
+        + (s.kw.max(1) - 1) * s.dilation.1;
     if s.kh * s.kw <= CONV2_MAX_TAPS
+        && max_off <= CONV2_MAX_OFFSET
         && s.n * s.h_out() * s.w_out() < 1 << 31
         && s.c_out * s.k() < 1 << 31
     {
@@ -356,15 +363,25 @@ mod tests {
 
     #[test]
     fn v2_smem_and_version() {
-        assert_eq!(CONV2_STATIC_SMEM_BYTES, 34_304);
+        assert_eq!(CONV2_STATIC_SMEM_BYTES, 34_048);
         let s = Conv2dShape::square(2, 3, 9, 7, 70, 3, 2, 1);
         assert_eq!(version(s), 2);
         assert_eq!(bf16_entry(s, false).0, "conv2d_v2_bf16");
         // N 2 x 20 pixels in one column tile
         assert_eq!(launch_config_v2(s).grid, [1, 1, 1]);
-        let big = Conv2dShape { kh: 1, kw: 33, ..s };
+        let big = Conv2dShape { kh: 1, kw: 32, ..s };
         assert_eq!(version(big), 1);
         assert_eq!(bf16_entry(big, true).0, "conv2d_v1_f32");
+        // x offsets past 27 bits: 2^27 / (64 * 64) = 32768 channels of 64x64
+        let deep = Conv2dShape::square(1, 32_769, 64, 64, 8, 1, 1, 0);
+        assert_eq!(version(deep), 1);
+        assert_eq!(
+            version(Conv2dShape {
+                c_in: 32_768,
+                ..deep
+            }),
+            2
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Launcher for `kernels/cuda/conv2d.cu` (`conv2d_v2_bf16`, `conv2d_v1_bf16` for kernels of more
-//! than 32 taps): NCHW implicit-GEMM convolution
+//! Launcher for `kernels/cuda/conv2d.cu` (`conv2d_v2_bf16`, `conv2d_v1_bf16` for the shapes v2
+//! does not take: kernels of more than 31 taps, huge inputs): NCHW implicit-GEMM convolution
 //! (rectangular kernels, per-axis stride / padding / dilation, groups) with a fused
 //! `scale * (conv + bias + temb + residual)` epilogue (the residual per image or one image broadcast
 //! over the batch), and `CudaBackend::conv2d` on top of it; f32 activations take the split entries
@@ -58,7 +58,7 @@ pub fn conv2d<T: DeviceRepr>(
 }
 
 /// [`conv2d`] on the bf16-operand entry of the shape's version ([`bf16_entry`]: v2 for kernels of
-/// at most 32 taps, else v1) with a bf16 `y`, or an f32 `y` when `out_f32` (no residual aliasing
+/// at most 31 taps, else v1) with a bf16 `y`, or an f32 `y` when `out_f32` (no residual aliasing
 /// `y`: f32 activations keep the convolution unrounded).
 fn conv2d_entry<T: DeviceRepr, Y: DeviceRepr>(
     dev: &CudaDevice,
