@@ -184,9 +184,9 @@ __device__ __forceinline__ void conv_kloop(const Conv2dParams& p, const ConvTile
 
 // Epilogue: rows = this group's output channels, columns = pixels. InT: the storage of bias / temb
 // / residual (uint16_t bf16 bits or float), OutT: y's.
-template <typename InT, typename OutT>
-__device__ __forceinline__ void conv_epilogue(const Conv2dParams& p, const ConvTile& t,
-                                              const float (&acc)[CONV_TM][CONV_TN][4]) {
+template <typename InT, typename OutT, uint32_t WM = CONV_WM, uint32_t WN = CONV_WN, uint32_t TM = CONV_TM,
+          uint32_t TN = CONV_TN>
+__device__ __forceinline__ void conv_epilogue(const Conv2dParams& p, const ConvTile& t, const float (&acc)[TM][TN][4]) {
   const uint32_t npix = t.npix;
   const uint32_t o0 = t.grp * p.c_out_g; // first output channel of the group
   const uint64_t plane = (uint64_t)p.c_out * npix;
@@ -196,16 +196,16 @@ __device__ __forceinline__ void conv_epilogue(const Conv2dParams& p, const ConvT
   const InT* res = p.residual ? static_cast<const InT*>(p.residual) + roff : nullptr;
   const InT* bias = p.bias ? static_cast<const InT*>(p.bias) + o0 : nullptr;
   const InT* temb = p.temb ? static_cast<const InT*>(p.temb) + (uint64_t)t.img * p.c_out + o0 : nullptr;
-  for_each_acc_row<CONV_TM>(t.bm + t.wm * CONV_WM, t.lane, [&](uint32_t i, uint32_t h, uint32_t o) {
+  for_each_acc_row<TM>(t.bm + t.wm * WM, t.lane, [&](uint32_t i, uint32_t h, uint32_t o) {
     if (o >= p.c_out_g) return;
     float add = 0.0f;
     if (bias != nullptr) add += operand_f32(bias[o]);
     if (temb != nullptr) add += operand_f32(temb[o]);
 #pragma unroll
-    for (uint32_t j = 0; j < CONV_TN; ++j) {
+    for (uint32_t j = 0; j < TN; ++j) {
 #pragma unroll
       for (uint32_t e = 0; e < 2; ++e) {
-        const uint32_t px = t.bn + t.wn * CONV_WN + j * MMA_N + (t.lane % 4) * 2 + e;
+        const uint32_t px = t.bn + t.wn * WN + j * MMA_N + (t.lane % 4) * 2 + e;
         if (px >= npix) continue;
         const uint64_t idx = (uint64_t)o * npix + px;
         float v = acc[i][j][2 * h + e] + add;
@@ -260,6 +260,300 @@ extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_v1_bf16(const 
 // unrounded (the residual must not alias y here).
 extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_v1_f32(const Conv2dParams p) {
   conv2d_v1<float>(p);
+}
+
+// ------------------------------------------------------------------------------------------------
+// v2: 128x128x32 block tiles, 4 warps (2x2) of 64x64, a table-driven X_col gather
+// ------------------------------------------------------------------------------------------------
+//
+// The GEMM of v1 (M = this group's output channels, K = (c, ky, kx)) with the batch folded into N
+// (columns img * Ho * Wo + pixel), for kernels of at most CONV2_MAX_TAPS taps (kh * kw <= 31: 1x1,
+// 3x3, 5x5, 1xk k <= 31) whose largest x offset within a group's channels fits 27 bits (the
+// launcher sends the rest to v1). The index math leaves the inner
+// loop:
+//   * per thread, once: its two columns' (ky, kx) = (0, 0) tap addresses (x + img * C_in * H * W +
+//     iy0 * W + ix0, may point outside x) and a tap mask, bit ky * kw + kx set when that tap is
+//     inside the image;
+//   * per k tile, warp 0: a table of the tile's 32 k rows, one word each: element offset c * H * W +
+//     ky * dh * W + kx * dw (27 bits) << 5 | tap ky * kw + kx (31 past K), written two tiles ahead
+//     into a 2-slot ring, read four rows per 16-byte broadcast;
+//   * per element: (mask & tap bit) ? base[offset] : 0 -- an and, a predicated load (ld_u16_if),
+//     the 64-bit address add -- into registers one k tile ahead, stored as 2-byte smem writes (a
+//     warp writes 64 consecutive bytes of one k row: conflict-free; global reads are 32 consecutive
+//     pixels of one k row).
+//   * 1x1, stride 1, no padding, Ho * Wo % 8 == 0 ("direct"): X_col rows are x's channel rows,
+//     loaded by 16-byte cp.async like a GEMM B tile, no gather.
+// W tiles by cp.async (plain loads when K % 8 != 0) into unpadded 64-byte rows with the 16-byte
+// chunks XOR-swizzled by (row / 2) % 4: a quarter warp's ldmatrix rows and a quarter warp's 16-byte
+// stores hit 8 distinct bank quads; global reads are 4 threads per 64-byte row (16 sectors per
+// request). X_col tiles [k][n] padded to 136 columns: ldmatrix.trans rows 272 bytes apart, conflict-
+// free. Warp tiles 64x64 (128 f32 accumulators per thread): per k16 step a warp's 4 + 4 ldmatrix.x4
+// feed 32 mma, a third fewer shared wavefronts per mma than 64x32 tiles.
+
+// Launch rule (kernels/src/conv2d.rs): grid = (ceil(N * Ho * Wo / 128), ceil(C_out / groups / 128),
+// groups), block = CONV2_THREADS, static smem only. The batch is folded into the GEMM's N dimension
+// (columns img * Ho * Wo + pixel; each column has its own image offset in the gather and the
+// epilogue), so small images (8x8: 64 pixels) fill whole 128-column tiles.
+enum : uint32_t { CONV2_BM = 128, CONV2_BN = 128, CONV2_BK = 32 };
+enum : uint32_t { CONV2_WARPS_M = 2, CONV2_WARPS_N = 2 };
+enum : uint32_t { CONV2_THREADS = CONV2_WARPS_M * CONV2_WARPS_N * WARP_SIZE };
+enum : uint32_t { CONV2_WM = CONV2_BM / CONV2_WARPS_M, CONV2_WN = CONV2_BN / CONV2_WARPS_N }; // 64 x 64
+enum : uint32_t { CONV2_TM = CONV2_WM / MMA_M, CONV2_TN = CONV2_WN / MMA_N };                   // 4 x 8
+enum : uint32_t { CONV2_LDB = CONV2_BN + 8 };
+// Tap masks are 32-bit; bit 31 marks "past K" in the k table; k-table offsets have 27 bits.
+enum : uint32_t { CONV2_MAX_TAPS = 31, CONV2_TAP_BITS = 5, CONV2_NO_TAP = 31 };
+// X_col gather: thread t owns pixel columns t % 64 and t % 64 + 64, k rows 16 (t / 64) + i (i < 16).
+enum : uint32_t { CONV2_PIX = 2, CONV2_PCOLS = CONV2_BN / CONV2_PIX };
+enum : uint32_t { CONV2_KSTEP = CONV2_THREADS / CONV2_PCOLS, CONV2_KROWS = CONV2_BK / CONV2_KSTEP };
+enum : uint32_t { CONV2_A_CPR = CONV2_BK / CHUNK, CONV2_A_CHUNKS = CONV2_BM * CONV2_A_CPR / CONV2_THREADS };
+
+static_assert(CONV2_THREADS % CONV2_PCOLS == 0 && CONV2_BK % CONV2_KSTEP == 0 && CONV2_KROWS % 4 == 0, "X_col gather");
+static_assert(CONV2_BM * CONV2_A_CPR % CONV2_THREADS == 0 && CONV2_A_CPR == 4, "W tile: 4 swizzled chunks per row");
+static_assert(CONV2_BK <= WARP_SIZE, "one warp fills the k table");
+
+// Element offset of (row r, 16-byte chunk c) in a swizzled W tile (64-byte rows).
+__device__ __forceinline__ uint32_t conv2_a_off(uint32_t r, uint32_t c) {
+  return r * CONV2_BK + ((c ^ ((r >> 1) & 3u)) * CHUNK);
+}
+
+// The k table of the tile at k0 (warp 0 of the block; lane = k row): one word per row, offset << 5
+// | tap (tap = ky * kw + kx < CONV2_MAX_TAPS; CONV2_NO_TAP past K, a bit no mask has). One 32-bit
+// word per row: a broadcast read of 4 rows is 4 wavefronts (an {offset, bit} pair per row would
+// be 2 per row).
+__device__ __forceinline__ void conv2_ktab(const Conv2dParams& p, uint32_t khw, uint32_t k0, uint32_t* tab,
+                                           uint32_t tid) {
+  if (tid < CONV2_BK) {
+    const uint32_t k = k0 + tid;
+    uint32_t e = CONV2_NO_TAP;
+    if (k < p.k) {
+      const uint32_t c = k / khw, r = k % khw;
+      const uint32_t ky = r / p.kw, kx = r % p.kw;
+      e = (((c * p.h + ky * p.dil_h) * p.w_in + kx * p.dil_w) << CONV2_TAP_BITS) | r;
+    }
+    tab[tid] = e;
+  }
+}
+
+// v2 epilogue: rows = this group's output channels, columns = (image, pixel) pairs img * Ho * Wo +
+// pixel, `ncols` = N * Ho * Wo of them.
+template <typename OutT>
+__device__ __forceinline__ void conv2_epilogue(const Conv2dParams& p, const ConvTile& t, uint32_t ncols,
+                                               const float (&acc)[CONV2_TM][CONV2_TN][4]) {
+  const uint32_t npix = t.npix;
+  const uint32_t o0 = t.grp * p.c_out_g; // first output channel of the group
+  OutT* y = static_cast<OutT*>(p.y);
+  const uint16_t* res = static_cast<const uint16_t*>(p.residual);
+  const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
+  const uint16_t* temb = static_cast<const uint16_t*>(p.temb);
+  // this lane's columns: image and pixel
+  uint32_t cimg[CONV2_TN][2], cpix[CONV2_TN][2];
+#pragma unroll
+  for (uint32_t j = 0; j < CONV2_TN; ++j)
+#pragma unroll
+    for (uint32_t e = 0; e < 2; ++e) {
+      const uint32_t col = t.bn + t.wn * CONV2_WN + j * MMA_N + (t.lane % 4) * 2 + e;
+      cimg[j][e] = col < ncols ? col / npix : p.n; // p.n: past the last column
+      cpix[j][e] = col % npix;
+    }
+  for_each_acc_row<CONV2_TM>(t.bm + t.wm * CONV2_WM, t.lane, [&](uint32_t i, uint32_t h, uint32_t o) {
+    if (o >= p.c_out_g) return;
+    const uint32_t oc = o0 + o;
+    const float b = bias != nullptr ? operand_f32(bias[oc]) : 0.0f;
+#pragma unroll
+    for (uint32_t j = 0; j < CONV2_TN; ++j) {
+#pragma unroll
+      for (uint32_t e = 0; e < 2; ++e) {
+        const uint32_t img = cimg[j][e];
+        if (img >= p.n) continue;
+        const uint64_t ch = (uint64_t)oc * npix + cpix[j][e]; // within one image
+        const uint64_t idx = (uint64_t)img * p.c_out * npix + ch;
+        float v = acc[i][j][2 * h + e] + b;
+        if (temb != nullptr) v += operand_f32(temb[(uint64_t)img * p.c_out + oc]);
+        if (res != nullptr) v += operand_f32(res[p.res_bcast ? ch : idx]);
+        y[idx] = from_f32<OutT>(v * p.scale);
+      }
+    }
+  });
+}
+
+// *ptr if `pred` != 0, else 0: a predicated load, no branch (x is read-only during the kernel).
+__device__ __forceinline__ uint16_t ld_u16_if(const uint16_t* ptr, uint32_t pred) {
+  uint16_t v;
+  asm("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %2, 0;\n\tmov.b16 %0, 0;\n\t@p ld.global.u16 %0, [%1];\n\t}\n"
+      : "=h"(v)
+      : "l"(ptr), "r"(pred));
+  return v;
+}
+
+template <typename OutT>
+__device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
+  __shared__ __align__(128) __nv_bfloat16 sa[2][CONV2_BM * CONV2_BK];  // W, swizzled
+  __shared__ __align__(16) __nv_bfloat16 sb[2][CONV2_BK][CONV2_LDB];   // X_col [k][n]
+  __shared__ __align__(16) uint32_t ktab[2][CONV2_BK];
+
+  ConvTile t;
+  t.tid = threadIdx.x;
+  warp_coords<CONV2_WARPS_N>(t.tid, t.lane, t.wm, t.wn);
+  t.bm = blockIdx.y * CONV2_BM;
+  t.bn = blockIdx.x * CONV2_BN; // first (image, pixel) column: img * Ho * Wo + pixel
+  t.img = 0;                    // per column (the batch is folded into the pixel dimension)
+  t.grp = blockIdx.z;
+  t.npix = p.h_out * p.w_out;
+  t.khw = p.kh * p.kw;
+  t.pcol = t.tid % CONV2_PCOLS;
+  t.krow0 = t.tid / CONV2_PCOLS;
+  const bool aligned = p.aligned != 0;
+  const uint32_t ncols = p.n * t.npix;
+
+  const uint16_t* w = static_cast<const uint16_t*>(p.w) + (uint64_t)t.grp * p.c_out_g * p.k;
+  const uint16_t* x = static_cast<const uint16_t*>(p.x) + (uint64_t)t.grp * p.c_in_g * p.h * p.w_in;
+
+  // This thread's columns (image, pixel): (0, 0)-tap address and in-image tap mask.
+  const uint16_t* base[CONV2_PIX];
+  uint32_t mask[CONV2_PIX];
+#pragma unroll
+  for (uint32_t e = 0; e < CONV2_PIX; ++e) {
+    const uint32_t col = t.bn + t.pcol + e * CONV2_PCOLS;
+    base[e] = x;
+    mask[e] = 0;
+    if (col < ncols) {
+      const uint32_t img = col / t.npix, pix = col % t.npix;
+      const int32_t iy0 = (int32_t)((pix / p.w_out) * p.stride_h) - (int32_t)p.pad_h;
+      const int32_t ix0 = (int32_t)((pix % p.w_out) * p.stride_w) - (int32_t)p.pad_w;
+      base[e] = x + (uint64_t)img * p.c_in * p.h * p.w_in + ((int64_t)iy0 * p.w_in + ix0);
+      uint32_t m = 0;
+      for (uint32_t ky = 0; ky < p.kh; ++ky) {
+        const int32_t iy = iy0 + (int32_t)(ky * p.dil_h);
+        if (iy < 0 || iy >= (int32_t)p.h) continue;
+        for (uint32_t kx = 0; kx < p.kw; ++kx) {
+          const int32_t ix = ix0 + (int32_t)(kx * p.dil_w);
+          if (ix >= 0 && ix < (int32_t)p.w_in) m |= 1u << (ky * p.kw + kx);
+        }
+      }
+      mask[e] = m;
+    }
+  }
+
+  uint16_t breg[CONV2_KROWS][CONV2_PIX];
+  // W chunks: rows t / 4 + 32 i, chunk column t % 4 (fixed per thread); on the cp.async path the
+  // rows' element offsets (~0u past C_out / groups) are computed once.
+  const uint32_t a_c = t.tid % CONV2_A_CPR;
+  uint32_t a_off[CONV2_A_CHUNKS];
+#pragma unroll
+  for (uint32_t i = 0; i < CONV2_A_CHUNKS; ++i) {
+    const uint32_t r = t.tid / CONV2_A_CPR + i * (CONV2_THREADS / CONV2_A_CPR);
+    a_off[i] = t.bm + r < p.c_out_g ? (t.bm + r) * p.k + a_c * CHUNK : ~0u;
+  }
+  auto load_a = [&](uint32_t stage, uint32_t k0) {
+#pragma unroll
+    for (uint32_t i = 0; i < CONV2_A_CHUNKS; ++i) {
+      const uint32_t r = t.tid / CONV2_A_CPR + i * (CONV2_THREADS / CONV2_A_CPR);
+      __nv_bfloat16* dst = &sa[stage][conv2_a_off(r, a_c)];
+      if (aligned) {
+        const bool ok = a_off[i] != ~0u && k0 + a_c * CHUNK < p.k; // K % 8 == 0: whole chunks
+        cp_async_16(smem_u32(dst), ok ? w + (a_off[i] + k0) : w, ok ? 16u : 0u);
+      } else {
+        load_chunk(dst, w, t.bm + r, t.bm + r < p.c_out_g, k0 + a_c * CHUNK, p.k, p.k, false);
+      }
+    }
+  };
+  auto gather = [&](const uint32_t* tab) {
+    // four k rows' words per 16-byte (broadcast) smem read
+    const uint4* tab4 = reinterpret_cast<const uint4*>(tab + t.krow0 * CONV2_KROWS);
+#pragma unroll
+    for (uint32_t i = 0; i < CONV2_KROWS; i += 4) {
+      const uint4 e4 = tab4[i / 4];
+      const uint32_t e[4] = {e4.x, e4.y, e4.z, e4.w};
+#pragma unroll
+      for (uint32_t q = 0; q < 4; ++q) {
+        const uint32_t off = e[q] >> CONV2_TAP_BITS, bit = 1u << (e[q] & ((1u << CONV2_TAP_BITS) - 1));
+#pragma unroll
+        for (uint32_t j = 0; j < CONV2_PIX; ++j) breg[i + q][j] = ld_u16_if(base[j] + off, mask[j] & bit);
+      }
+    }
+  };
+  auto store_b = [&](uint32_t stage) {
+#pragma unroll
+    for (uint32_t i = 0; i < CONV2_KROWS; ++i)
+#pragma unroll
+      for (uint32_t j = 0; j < CONV2_PIX; ++j)
+        reinterpret_cast<uint16_t*>(&sb[stage][t.krow0 * CONV2_KROWS + i][0])[t.pcol + j * CONV2_PCOLS] = breg[i][j];
+  };
+  float acc[CONV2_TM][CONV2_TN][4];
+  auto mma = [&](uint32_t stage) {
+#pragma unroll
+    for (uint32_t kk = 0; kk < CONV2_BK; kk += MMA_K) {
+      uint32_t af[CONV2_TM][4];
+      uint32_t bf[CONV2_TN][2];
+#pragma unroll
+      for (uint32_t i = 0; i < CONV2_TM; ++i) {
+        // lanes 0-15: rows 0-15 at k kk..kk+7; lanes 16-31: rows 0-15 at k kk+8.. -> a0..a3
+        const uint32_t row = t.wm * CONV2_WM + i * MMA_M + (t.lane % 16);
+        ldmatrix_x4(af[i], smem_u32(&sa[stage][conv2_a_off(row, kk / CHUNK + t.lane / 16)]));
+      }
+      load_b_frags<true, CONV2_TN, CONV2_LDB>(sb[stage], t.wn * CONV2_WN, kk, t.lane, bf);
+      mma_tiles(acc, af, bf);
+    }
+  };
+
+  // Direct X_col (1x1, stride 1, no padding, Ho * Wo % 8 == 0, x 16-byte aligned): X_col rows are
+  // x's channel rows, 8-column chunks never straddle an image; 16-byte cp.async like a GEMM B
+  // tile, zero-filled past K and past the last column, no gather. Thread t: chunk t % 16 of rows
+  // t / 16 + 16 i (a quarter warp writes 128 contiguous bytes of one row: conflict-free).
+  const bool direct = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
+                      p.pad_w == 0 && t.npix % CHUNK == 0 && ((uint64_t)p.x % 16) == 0;
+  const uint32_t dcc = t.tid % (CONV2_BN / CHUNK);
+  const uint32_t dcol = t.bn + dcc * CHUNK;
+  const bool dcol_ok = dcol < ncols;
+  const uint16_t* dsrc = dcol_ok ? x + (uint64_t)(dcol / t.npix) * p.c_in * t.npix + dcol % t.npix : x;
+  auto load_b_direct = [&](uint32_t stage, uint32_t k0) {
+#pragma unroll
+    for (uint32_t i = 0; i < CONV2_BK * CONV2_BN / CHUNK / CONV2_THREADS; ++i) {
+      const uint32_t r = t.tid / (CONV2_BN / CHUNK) + i * (CONV2_THREADS * CHUNK / CONV2_BN);
+      const bool ok = dcol_ok && k0 + r < p.k;
+      cp_async_16(smem_u32(&sb[stage][r][dcc * CHUNK]), ok ? dsrc + (uint64_t)(k0 + r) * t.npix : x, ok ? 16u : 0u);
+    }
+  };
+
+  zero_acc(acc);
+  const uint32_t ktiles = ceil_div(p.k, CONV2_BK);
+  conv2_ktab(p, t.khw, 0, ktab[0], t.tid);
+  conv2_ktab(p, t.khw, CONV2_BK, ktab[1], t.tid);
+  __syncthreads();
+  load_a(0, 0);
+  if (direct) load_b_direct(0, 0);
+  cp_async_commit();
+  if (!direct) {
+    gather(ktab[0]);
+    store_b(0);
+  }
+  for (uint32_t kt = 0; kt < ktiles; ++kt) {
+    const uint32_t stage = kt % 2;
+    const bool more = kt + 1 < ktiles;
+    cp_async_wait<0>();
+    __syncthreads(); // tile kt visible; every warp done with the other stage and k-table slot
+    if (more) {
+      load_a(stage ^ 1, (kt + 1) * CONV2_BK);
+      if (direct) {
+        load_b_direct(stage ^ 1, (kt + 1) * CONV2_BK);
+      } else {
+        gather(ktab[stage ^ 1]); // global loads in flight during the mma below
+        conv2_ktab(p, t.khw, (kt + 2) * CONV2_BK, ktab[stage], t.tid);
+      }
+    }
+    cp_async_commit();
+    mma(stage);
+    if (more && !direct) store_b(stage ^ 1);
+  }
+  conv2_epilogue<OutT>(p, t, ncols, acc);
+}
+
+extern "C" __global__ void __launch_bounds__(CONV2_THREADS) conv2d_v2_bf16(const Conv2dParams p) {
+  conv2d_v2<__nv_bfloat16>(p);
+}
+// bf16 operands, f32 y (as conv2d_v1_f32).
+extern "C" __global__ void __launch_bounds__(CONV2_THREADS) conv2d_v2_f32(const Conv2dParams p) {
+  conv2d_v2<float>(p);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -17,6 +17,35 @@ pub const CONV_LDB: u32 = CONV_BN + 8;
 pub const CONV_STATIC_SMEM_BYTES: u32 = CONV_STAGES * (CONV_BM * CONV_LDA + CONV_BK * CONV_LDB) * 2;
 const _: () = assert!(CONV_STATIC_SMEM_BYTES <= 48 * 1024);
 
+/// v2 block tile (`conv2d_v2_*`): `CONV2_BM` output channels x `CONV2_BN` output pixels x
+/// `CONV2_BK`, 4 warps of 64 x 64, a table-driven X_col gather; kernels of at most
+/// [`CONV2_MAX_TAPS`] taps.
+pub const CONV2_BM: u32 = 128;
+pub const CONV2_BN: u32 = 128;
+pub const CONV2_BK: u32 = 32;
+pub const CONV2_THREADS: u32 = 128;
+pub const CONV2_LDB: u32 = CONV2_BN + 8;
+/// `kh * kw` limit of v2 (one 32-bit tap mask per pixel, bit 31 = past K).
+pub const CONV2_MAX_TAPS: u64 = 31;
+/// v2's k table holds x offsets within a group's channels in 27 bits.
+pub const CONV2_MAX_OFFSET: u64 = (1 << 27) - 1;
+/// Two stages of a swizzled (unpadded) W tile and a padded X_col tile, two 32-row k tables.
+pub const CONV2_STATIC_SMEM_BYTES: u32 =
+    2 * (CONV2_BM * CONV2_BK + CONV2_BK * CONV2_LDB) * 2 + 2 * CONV2_BK * 4;
+const _: () = assert!(CONV2_STATIC_SMEM_BYTES <= 48 * 1024);
+
+const fn entry_v2(name: &'static str, dtype: DType) -> Entry {
+    Entry {
+        name,
+        op: "conv2d",
+        version: 2,
+        dtype,
+        params: "Conv2dParams",
+        params_size: 136,
+        launch: "grid = (ceil(N * Ho * Wo / 128), ceil(C_out / groups / 128), groups), block = 128, static smem; kh * kw <= 31",
+    }
+}
+
 pub const ENTRIES: &[Entry] = &[
     Entry::v1("conv2d_v1_bf16", "conv2d", DType::Bf16, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
     // bf16 operands, f32 y (f32 activations)
@@ -25,7 +54,40 @@ pub const ENTRIES: &[Entry] = &[
     Entry::v1("conv2d_xsplit_v1_f32", "conv2d_xsplit", DType::F32, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
     // f32 x split in registers, bf16 W; f32 bias / temb / residual / y
     Entry::v1("conv2d_xsplit_wbf16_v1_f32", "conv2d_xsplit_wbf16", DType::F32, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
+    entry_v2("conv2d_v2_bf16", DType::Bf16),
+    // bf16 operands, f32 y
+    entry_v2("conv2d_v2_f32", DType::F32),
 ];
+
+/// Which bf16-operand version runs a shape: 2 when `kh * kw <= 31` (every conv of the models but
+/// wav2vec2's 1x128 positional conv), the largest x offset of a group's taps
+/// ([`CONV2_MAX_OFFSET`]) fits the k table, and the batch's output pixels `N * Ho * Wo` (v2's
+/// column count) and the weight's elements (v2's 32-bit row offsets) fit 31 bits, else 1.
+pub fn version(s: Conv2dShape) -> u32 {
+    let max_off = (s.c_in_g().max(1) - 1) * s.h * s.w
+        + (s.kh.max(1) - 1) * s.dilation.0 * s.w
+        + (s.kw.max(1) - 1) * s.dilation.1;
+    if s.kh * s.kw <= CONV2_MAX_TAPS
+        && max_off <= CONV2_MAX_OFFSET
+        && s.n * s.h_out() * s.w_out() < 1 << 31
+        && s.c_out * s.k() < 1 << 31
+    {
+        2
+    } else {
+        1
+    }
+}
+
+/// The bf16-operand entry for `s` ([`version`]) with a bf16 (`out_f32` false) or f32 y, and its
+/// launch configuration.
+pub fn bf16_entry(s: Conv2dShape, out_f32: bool) -> (&'static str, LaunchConfig) {
+    match (version(s), out_f32) {
+        (2, false) => ("conv2d_v2_bf16", launch_config_v2(s)),
+        (2, true) => ("conv2d_v2_f32", launch_config_v2(s)),
+        (_, false) => ("conv2d_v1_bf16", launch_config(s)),
+        (_, true) => ("conv2d_v1_f32", launch_config(s)),
+    }
+}
 
 /// Static shared memory of the split entries: hi + lo X_col tiles, hi + lo (f32 W) or one (bf16
 /// W) W tile.
@@ -282,11 +344,45 @@ pub fn launch_config(s: Conv2dShape) -> LaunchConfig {
     LaunchConfig::blocks(grid, CONV_THREADS)
 }
 
+/// `conv2d_v2_*`: `grid = (ceil(N * Ho * Wo / 128), ceil(C_out / groups / 128), groups)` (the
+/// batch folded into the pixel columns), `block = 256`, static smem only.
+pub fn launch_config_v2(s: Conv2dShape) -> LaunchConfig {
+    let grid = [
+        tiles(s.n * s.h_out() * s.w_out(), CONV2_BN),
+        tiles(s.c_out_g(), CONV2_BM),
+        s.groups.max(1) as u32,
+    ];
+    LaunchConfig::blocks(grid, CONV2_THREADS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     crate::params_layout_test!(Conv2dParams, 136; assert_eq!(CONV_STATIC_SMEM_BYTES, 19_456));
+
+    #[test]
+    fn v2_smem_and_version() {
+        assert_eq!(CONV2_STATIC_SMEM_BYTES, 34_048);
+        let s = Conv2dShape::square(2, 3, 9, 7, 70, 3, 2, 1);
+        assert_eq!(version(s), 2);
+        assert_eq!(bf16_entry(s, false).0, "conv2d_v2_bf16");
+        // N 2 x 20 pixels in one column tile
+        assert_eq!(launch_config_v2(s).grid, [1, 1, 1]);
+        let big = Conv2dShape { kh: 1, kw: 32, ..s };
+        assert_eq!(version(big), 1);
+        assert_eq!(bf16_entry(big, true).0, "conv2d_v1_f32");
+        // x offsets past 27 bits: 2^27 / (64 * 64) = 32768 channels of 64x64
+        let deep = Conv2dShape::square(1, 32_769, 64, 64, 8, 1, 1, 0);
+        assert_eq!(version(deep), 1);
+        assert_eq!(
+            version(Conv2dShape {
+                c_in: 32_768,
+                ..deep
+            }),
+            2
+        );
+    }
 
     #[test]
     fn split_smem_matches_report() {

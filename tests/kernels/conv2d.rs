@@ -12,7 +12,8 @@ use crate::harness::{
 };
 use cyberhost_engine::backends::{Backend, Conv2dParams as EngineConv, ConvEpilogue};
 use cyberhost_kernels::conv2d::{
-    launch_config as conv_launch, split_entry, Conv2dParams, Conv2dPtrs, Conv2dShape,
+    launch_config as conv_launch, launch_config_v2, split_entry, version, Conv2dParams, Conv2dPtrs,
+    Conv2dShape,
 };
 use cyberhost_kernels::{DType, KernelModule};
 
@@ -179,6 +180,37 @@ fn conv_cases() -> Vec<ConvCase> {
     cases
 }
 
+/// [`conv_cases`] and larger ones spanning several v2 tiles (128 x 128) both ways: ragged C_out,
+/// pixel count and K (333: plain W loads) with odd H / W and every epilogue part, K = 360
+/// (cp.async W) at stride 2 with odd extents, a 1x1 over two pixel tiles, a 5x5 (25 taps), and
+/// 1x1s on v2's direct (cp.async) X_col path.
+/// (Not for the split entries: their plain-bf16 rejection check is for small K.)
+fn conv_cases_large() -> Vec<ConvCase> {
+    let sq = Conv2dShape::square;
+    let c = |s, bias, temb, residual, scale| ConvCase {
+        s,
+        bias,
+        temb,
+        residual,
+        scale,
+        plain: false,
+        bcast: false,
+    };
+    let mut cases = conv_cases();
+    cases.extend([
+        c(sq(2, 37, 13, 11, 150, 3, 1, 1), true, true, true, 0.5),
+        c(sq(1, 40, 23, 21, 136, 3, 2, 1), true, false, false, 1.0),
+        c(sq(2, 72, 9, 15, 140, 1, 1, 0), false, false, true, 1.0),
+        c(sq(1, 6, 10, 9, 20, 5, 1, 2), true, false, false, 1.0),
+        // v2's direct X_col (1x1, stride 1, no padding, Ho * Wo % 8 == 0): 3 images of 72
+        // pixels over two column tiles (images straddle the tile edge), K = 20 (plain W loads);
+        // K = 48 (cp.async W) with temb and a residual
+        c(sq(3, 20, 6, 12, 150, 1, 1, 0), true, false, false, 1.0),
+        c(sq(2, 48, 8, 10, 40, 1, 1, 0), true, true, true, 0.5),
+    ]);
+    cases
+}
+
 fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
     let s = c.s;
     let mut rng = Rng::new(seed);
@@ -217,11 +249,42 @@ fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
     if c.bcast {
         p = p.with_broadcast_residual();
     }
-    dev.launch(KernelModule::Conv2d, "conv2d_v1_bf16", conv_launch(s), &p)?;
-    dev.check_bf16(&format!("{c:?} aligned {}", p.aligned), ptrs.y, &want)
+    // v1 on every shape; v2 (the launcher's choice for kernels of <= 32 taps) where it applies,
+    // each on a freshly poisoned y, and the f32-y entries (bf16 operands) of both.
+    let mut runs = vec![("conv2d_v1_bf16", conv_launch(s), false)];
+    runs.push(("conv2d_v1_f32", conv_launch(s), true));
+    if version(s) == 2 {
+        runs.push(("conv2d_v2_bf16", launch_config_v2(s), false));
+        runs.push(("conv2d_v2_f32", launch_config_v2(s), true));
+    }
+    for (entry, cfg, out_f32) in runs {
+        let y_bytes = out_len * if out_f32 { 4 } else { 2 };
+        let p = Conv2dParams {
+            ptrs: Conv2dPtrs {
+                y: dev.alloc_poisoned(y_bytes)?,
+                ..p.ptrs
+            },
+            ..p
+        };
+        dev.launch(KernelModule::Conv2d, entry, cfg, &p)?;
+        let what = format!("{entry} {c:?} aligned {}", p.aligned);
+        if out_f32 {
+            // the same bf16 operands; only the output rounding differs: within the bf16 bound
+            let got = dev.download::<f32>(p.ptrs.y, out_len)?;
+            assert_close(&what, &got, &want, TOL);
+        } else {
+            dev.check_bf16(&what, p.ptrs.y, &want)?;
+        }
+    }
+    Ok(())
 }
 
-crate::harness::schedules_test!(conv2d_implicit_gemm_epilogues, conv_cases(), 5000, run_conv);
+crate::harness::schedules_test!(
+    conv2d_implicit_gemm_epilogues,
+    conv_cases_large(),
+    5000,
+    run_conv
+);
 
 /// The split entries (`conv2d_xsplit_v1_f32` f32 W, `conv2d_xsplit_wbf16_v1_f32` bf16 W): f32 x
 /// (unrounded), f32 bias / temb / residual / y, every geometry of [`conv_cases`], against the CPU

@@ -1,4 +1,5 @@
-//! Launcher for `kernels/cuda/conv2d.cu` (`conv2d_v1_bf16`): NCHW implicit-GEMM convolution
+//! Launcher for `kernels/cuda/conv2d.cu` (`conv2d_v2_bf16`, `conv2d_v1_bf16` for the shapes v2
+//! does not take: kernels of more than 31 taps, huge inputs): NCHW implicit-GEMM convolution
 //! (rectangular kernels, per-axis stride / padding / dilation, groups) with a fused
 //! `scale * (conv + bias + temb + residual)` epilogue (the residual per image or one image broadcast
 //! over the batch), and `CudaBackend::conv2d` on top of it; f32 activations take the split entries
@@ -8,7 +9,7 @@
 use anyhow::{Context, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
 use cyberhost_kernels::conv2d::{
-    launch_config, split_entry, Conv2dParams, Conv2dPtrs, Conv2dShape,
+    bf16_entry, launch_config, split_entry, Conv2dParams, Conv2dPtrs, Conv2dShape,
 };
 use cyberhost_kernels::{DType, KernelModule};
 
@@ -53,14 +54,15 @@ pub fn conv2d<T: DeviceRepr>(
     shape: Conv2dShape,
     extras: Conv2dExtras<'_, T>,
 ) -> Result<()> {
-    conv2d_entry(dev, "conv2d_v1_bf16", x, w, y, shape, extras)
+    conv2d_entry(dev, false, x, w, y, shape, extras)
 }
 
-/// [`conv2d`] on `entry`: `conv2d_v1_bf16`, or `conv2d_v1_f32` for an f32 `y` (operands bf16, no
-/// residual aliasing `y`: f32 activations keep the convolution unrounded).
+/// [`conv2d`] on the bf16-operand entry of the shape's version ([`bf16_entry`]: v2 for kernels of
+/// at most 31 taps, else v1) with a bf16 `y`, or an f32 `y` when `out_f32` (no residual aliasing
+/// `y`: f32 activations keep the convolution unrounded).
 fn conv2d_entry<T: DeviceRepr, Y: DeviceRepr>(
     dev: &CudaDevice,
-    entry: &str,
+    out_f32: bool,
     x: &CudaSlice<T>,
     w: &CudaSlice<T>,
     y: &mut CudaSlice<Y>,
@@ -68,13 +70,10 @@ fn conv2d_entry<T: DeviceRepr, Y: DeviceRepr>(
     extras: Conv2dExtras<'_, T>,
 ) -> Result<()> {
     let s = shape;
+    let (entry, cfg) = bf16_entry(s, out_f32);
     let out_len = s.n * s.c_out * s.h_out() * s.w_out();
     // y elements are 2 bytes (bf16) or 4 (f32: twice the bf16 count of bytes).
-    let y_elems = if entry.ends_with("_f32") {
-        2 * out_len
-    } else {
-        out_len
-    };
+    let y_elems = if out_f32 { 2 * out_len } else { out_len };
     check_len("conv2d x", x, s.n * s.c_in * s.h * s.w)?;
     check_len("conv2d w", w, s.c_out * s.k())?;
     check_len("conv2d y", y, y_elems)?;
@@ -110,7 +109,7 @@ fn conv2d_entry<T: DeviceRepr, Y: DeviceRepr>(
     // SAFETY: `Conv2dParams` mirrors `struct Conv2dParams` of conv2d.cu (size asserted in
     // cyberhost-kernels); every pointer is a live `CudaSlice` of this device whose byte length was
     // checked above against the NCHW extents the shape implies (one image for a broadcast residual).
-    unsafe { dev.launch(KernelModule::Conv2d, entry, launch_config(s), &params) }
+    unsafe { dev.launch(KernelModule::Conv2d, entry, cfg, &params) }
         .with_context(|| format!("{entry} {s:?}"))
 }
 
