@@ -5,31 +5,43 @@
 //   O[b, h, i, :] = sum_j softmax_j(scale * Q[b, h, i, :] . K[b, h, j, :]) V[b, h, j, :]
 //
 //   Q : (B, H, Lq, D), K / V : (B, H, Lk, D), O : (B, H, Lq, D), all bf16 or all f32, any batch /
-//   head / row strides in elements (so (B, L, H, D) projections work without a transpose). Any
-//   1 <= D <= DP of the entry (40, 64, 80, 128, 160 in the model; D % 8 != 0 takes the plain-load
-//   path); columns D..DP are zero-filled in shared memory and never stored.
+//   head / row strides in elements: token layouts (B, L, H, D) = the projection outputs, read and
+//   written in place (no head split / merge copies; temporal attention over (B H W, F, C) tokens
+//   likewise). Keys lk_own..lk may come from a second tensor (k2 / v2, own strides, batch stride 0
+//   = shared by the batch): reference attention's extra keys without a concat. Any 1 <= D <= DP of
+//   the entry (40, 64, 80, 128, 160 in the model); columns D..DP are zero in shared memory only
+//   and never stored.
 //   Any Lq >= 0, Lk >= 1 (Lk > Lq for reference attention, Lk = 4..32 audio tokens, Lq = Lk =
-//   frames for temporal attention); tails are masked (-inf scores, zero-filled loads, guarded stores).
+//   frames for temporal attention); tails are masked (-inf scores on the last key tile only,
+//   zero-filled loads, guarded stores).
 //
 // Versions:
-//   v1: one block per 64 query rows of one (b, h), 4 warps x 16 rows; per key tile of BN keys:
-//       S = Q K^T by mma.m16n8k16 (Q fragments held in registers for the whole kernel, K fragments
-//       by ldmatrix from rows padded by 16 bytes: conflict-free), online softmax in exp2 with quad
+//   v1: one block per BM query rows of one (b, h): BM = 128 (8 warps) for DP <= 64, else 64 (4
+//       warps), 16 rows per warp; per key tile of BN keys: S = Q K^T by mma.m16n8k16 (Q fragments
+//       held in registers for the whole kernel, K fragments by ldmatrix from rows padded by 16
+//       bytes: conflict-free), online softmax in exp2 with the scale folded into one FMA per score
+//       (p = ex2.approx.ftz(s * scale log2e - m * scale log2e), max over raw scores), quad
 //       shuffles, P re-packed from the S accumulators into A fragments, O += P V with V fragments
-//       by ldmatrix.trans. K and V tiles single-buffered in shared memory.
+//       by ldmatrix.trans. Warps whose rows are all >= Lq (temporal attention, Lq = 16) only help
+//       with the tile loads. K and V tiles single-buffered in shared memory.
 //       bf16: tiles loaded by cp.async so that V_j lands while S_j is computed and K_{j+1} while
-//       P_j V_j is. Traits: DP 48/64/80 with BN 64, DP 128/160 with BN 32 (static smem
-//       (64 + 2 BN) (DP + 8) 2 bytes).                                                    <- ships
+//       P_j V_j is. FAST path (compile-time, chosen per launch when D % 8 == 0 and q/k/v 16-byte
+//       aligned): the pad columns D..DP are zeroed once, every tile chunk is one predicate-free
+//       16-byte cp.async at compile-time positions; the output is staged through the warp's own Q
+//       rows and written as 16-byte stores (a lane pair per 32-byte sector). Other D: predicated
+//       chunks (partial cp.async source sizes, or scalar loads when unaligned), scalar stores.
+//       Traits: DP 48/64 with BM 128, BN 64; DP 80 with BM 64, BN 64; DP 128/160 with BM 64, BN
+//       32 (static smem (BM + 2 BN) (DP + 8) 2 bytes).                                     <- ships
 //       f32 (split): every f32 element is read from HBM once (16-byte loads, 4 per thread-chunk)
 //       and stored to shared memory as bf16 hi = bf16(x) and lo = bf16(x - hi) tiles (two planes
 //       per operand); S = Qhi Khi + Qlo Khi + Qhi Klo, P (f32 registers) split the same way,
 //       O += Phi Vhi + Plo Vhi + Phi Vlo (lo lo, <= 2^-16 relative, dropped); f32 output.
 //       Q hi/lo are staged in the K/V region and kept as fragments in registers, so static smem is
-//       max(64, 2 BN) (DP + 8) 4 bytes: DP 48/64/80 with BN 64, DP 128/160 with BN 32 (28672 ..
-//       45056 bytes, under the 48 KB static limit). Plain (synchronous) tile loads: K_{j+1} / V_j
-//       are not overlapped with the mma. Fills store 8 bytes per plane per thread (conflict-free
+//       max(BM, 2 BN) (DP + 8) 4 bytes (28672 .. 45056 bytes, under the 48 KB static limit).
+//       Plain (synchronous) tile loads: K_{j+1} / V_j are not overlapped with the mma; always the
+//       general (predicated) path. Fills store 8 bytes per plane per thread (conflict-free
 //       within a row; a half-warp that crosses a padded row break may take one extra wavefront,
-//       as the bf16 cp.async fills do). 0 spills (d160: 244-246 registers).               <- ships
+//       as the bf16 cp.async fills do). 0 spills.                                          <- ships
 // Entries: attention_d{48,64,80,128,160}_v1_{bf16,f32} (padded head dim); one AttentionParams.
 // ------------------------------------------------------------------------------------------------
 
