@@ -36,4 +36,17 @@ pub fn benches(c: &mut Criterion) {
             || backend().attention(&q, &k, &v, scale),
         );
     }
+    // token layouts through strides (the model's path): 8 heads of 40, reference rows with 64
+    // shared extra keys
+    let (n, l, ch, h) = (2usize, 64usize, 320usize, 8usize);
+    let (q, k, v) = (
+        tensor(&[n, l, ch], 4),
+        tensor(&[n, l, ch], 5),
+        tensor(&[n, l, ch], 6),
+    );
+    let (ke, ve) = (tensor(&[1, 64, ch], 7), tensor(&[1, 64, ch], 8));
+    let scale = 1.0 / ((ch / h) as f32).sqrt();
+    bench(c, "attention", "heads_n2_l64_c320_extra64", || {
+        backend().attention_heads(&q, &k, &v, Some((&ke, &ve, 1..2)), h, scale)
+    });
 }

@@ -5,31 +5,43 @@
 //   O[b, h, i, :] = sum_j softmax_j(scale * Q[b, h, i, :] . K[b, h, j, :]) V[b, h, j, :]
 //
 //   Q : (B, H, Lq, D), K / V : (B, H, Lk, D), O : (B, H, Lq, D), all bf16 or all f32, any batch /
-//   head / row strides in elements (so (B, L, H, D) projections work without a transpose). Any
-//   1 <= D <= DP of the entry (40, 64, 80, 128, 160 in the model; D % 8 != 0 takes the plain-load
-//   path); columns D..DP are zero-filled in shared memory and never stored.
+//   head / row strides in elements: token layouts (B, L, H, D) = the projection outputs, read and
+//   written in place (no head split / merge copies; temporal attention over (B H W, F, C) tokens
+//   likewise). Keys lk_own..lk may come from a second tensor (k2 / v2, own strides, batch stride 0
+//   = shared by the batch): reference attention's extra keys without a concat. Any 1 <= D <= DP of
+//   the entry (40, 64, 80, 128, 160 in the model); columns D..DP are zero in shared memory only
+//   and never stored.
 //   Any Lq >= 0, Lk >= 1 (Lk > Lq for reference attention, Lk = 4..32 audio tokens, Lq = Lk =
-//   frames for temporal attention); tails are masked (-inf scores, zero-filled loads, guarded stores).
+//   frames for temporal attention); tails are masked (-inf scores on the last key tile only,
+//   zero-filled loads, guarded stores).
 //
 // Versions:
-//   v1: one block per 64 query rows of one (b, h), 4 warps x 16 rows; per key tile of BN keys:
-//       S = Q K^T by mma.m16n8k16 (Q fragments held in registers for the whole kernel, K fragments
-//       by ldmatrix from rows padded by 16 bytes: conflict-free), online softmax in exp2 with quad
+//   v1: one block per BM query rows of one (b, h): BM = 128 (8 warps) for DP <= 64, else 64 (4
+//       warps), 16 rows per warp; per key tile of BN keys: S = Q K^T by mma.m16n8k16 (Q fragments
+//       held in registers for the whole kernel, K fragments by ldmatrix from rows padded by 16
+//       bytes: conflict-free), online softmax in exp2 with the scale folded into one FMA per score
+//       (p = ex2.approx.ftz(s * scale log2e - m * scale log2e), max over raw scores), quad
 //       shuffles, P re-packed from the S accumulators into A fragments, O += P V with V fragments
-//       by ldmatrix.trans. K and V tiles single-buffered in shared memory.
+//       by ldmatrix.trans. Warps whose rows are all >= Lq (temporal attention, Lq = 16) only help
+//       with the tile loads. K and V tiles single-buffered in shared memory.
 //       bf16: tiles loaded by cp.async so that V_j lands while S_j is computed and K_{j+1} while
-//       P_j V_j is. Traits: DP 48/64/80 with BN 64, DP 128/160 with BN 32 (static smem
-//       (64 + 2 BN) (DP + 8) 2 bytes).                                                    <- ships
+//       P_j V_j is. FAST path (compile-time, chosen per launch when D % 8 == 0 and q/k/v 16-byte
+//       aligned): the pad columns D..DP are zeroed once, every tile chunk is one predicate-free
+//       16-byte cp.async at compile-time positions; the output is staged through the warp's own Q
+//       rows and written as 16-byte stores (a lane pair per 32-byte sector). Other D: predicated
+//       chunks (partial cp.async source sizes, or scalar loads when unaligned), scalar stores.
+//       Traits: DP 48/64 with BM 128, BN 64; DP 80 with BM 64, BN 64; DP 128/160 with BM 64, BN
+//       32 (static smem (BM + 2 BN) (DP + 8) 2 bytes).                                     <- ships
 //       f32 (split): every f32 element is read from HBM once (16-byte loads, 4 per thread-chunk)
 //       and stored to shared memory as bf16 hi = bf16(x) and lo = bf16(x - hi) tiles (two planes
 //       per operand); S = Qhi Khi + Qlo Khi + Qhi Klo, P (f32 registers) split the same way,
 //       O += Phi Vhi + Plo Vhi + Phi Vlo (lo lo, <= 2^-16 relative, dropped); f32 output.
 //       Q hi/lo are staged in the K/V region and kept as fragments in registers, so static smem is
-//       max(64, 2 BN) (DP + 8) 4 bytes: DP 48/64/80 with BN 64, DP 128/160 with BN 32 (28672 ..
-//       45056 bytes, under the 48 KB static limit). Plain (synchronous) tile loads: K_{j+1} / V_j
-//       are not overlapped with the mma. Fills store 8 bytes per plane per thread (conflict-free
+//       max(BM, 2 BN) (DP + 8) 4 bytes (28672 .. 45056 bytes, under the 48 KB static limit).
+//       Plain (synchronous) tile loads: K_{j+1} / V_j are not overlapped with the mma; always the
+//       general (predicated) path. Fills store 8 bytes per plane per thread (conflict-free
 //       within a row; a half-warp that crosses a padded row break may take one extra wavefront,
-//       as the bf16 cp.async fills do). 0 spills (d160: 244-246 registers).               <- ships
+//       as the bf16 cp.async fills do). 0 spills.                                          <- ships
 // Entries: attention_d{48,64,80,128,160}_v1_{bf16,f32} (padded head dim); one AttentionParams.
 // ------------------------------------------------------------------------------------------------
 
@@ -40,102 +52,158 @@
 // geometry
 // ------------------------------------------------------------------------------------------------
 
-// Launch rule (kernels/src/attention.rs): grid = (ceil(Lq / ATTN_BM), H, B), block = ATTN_THREADS,
-// static smem only (AttnTraits::SMEM).
-enum : uint32_t { ATTN_BM = 64, ATTN_WARPS = 4, ATTN_THREADS = ATTN_WARPS * WARP_SIZE };
-enum : uint32_t { ATTN_WARP_ROWS = ATTN_BM / ATTN_WARPS }; // 16 = one mma M
-enum : uint32_t { F32_CHUNK = 4 };                         // f32 per 16-byte load
+// Launch rule (kernels/src/attention.rs): grid = (ceil(Lq / BM), H, B), block = T::THREADS (BM / 16
+// warps), static smem only (AttnTraits::SMEM).
+enum : uint32_t { ATTN_WARP_ROWS = 16 }; // query rows per warp = one mma M
+enum : uint32_t { F32_CHUNK = 4 };       // f32 per 16-byte load
 
 // S: storage type (__nv_bfloat16, or float = split hi/lo operands).
-template <uint32_t DP_, uint32_t BN_, typename S_> struct AttnTraits {
+template <uint32_t DP_, uint32_t BN_, uint32_t BM_, typename S_> struct AttnTraits {
   using S = S_;
   static constexpr bool SPLIT = sizeof(S) == 4; // f32 storage: bf16 hi + lo planes
   static constexpr uint32_t PARTS = SPLIT ? 2 : 1;
   static constexpr uint32_t DP = DP_;        // padded head dim
   static constexpr uint32_t BN = BN_;        // keys per tile
+  static constexpr uint32_t BM = BM_;        // query rows per block
+  static constexpr uint32_t WARPS = BM / ATTN_WARP_ROWS;
+  static constexpr uint32_t THREADS = WARPS * WARP_SIZE;
   static constexpr uint32_t LDS = DP + 8;    // padded smem row (16 bytes): conflict-free ldmatrix
   static constexpr uint32_t KSTEPS = DP / MMA_K;  // QK^T k-steps
   static constexpr uint32_t SN = BN / MMA_N;      // S n-tiles per warp
   static constexpr uint32_t ON = DP / MMA_N;      // O n-tiles per warp
+  static constexpr uint32_t CPR = DP / CHUNK;     // 16-byte bf16 chunks per padded row
   // smem rows (of LDS bf16): K planes, V planes, then Q planes (bf16: its own rows; split: Q is
   // staged over the K/V rows before the first K tile lands).
   static constexpr uint32_t KV_ROWS = 2 * PARTS * BN;
-  static constexpr uint32_t Q_ROWS = PARTS * ATTN_BM;
+  static constexpr uint32_t Q_ROWS = PARTS * BM;
   static constexpr uint32_t Q_ROW0 = SPLIT ? 0 : KV_ROWS;
   static constexpr uint32_t ROWS = SPLIT ? (KV_ROWS > Q_ROWS ? KV_ROWS : Q_ROWS) : KV_ROWS + Q_ROWS;
   static constexpr uint32_t SMEM = ROWS * LDS * 2;
   static_assert(DP % MMA_K == 0 && BN % MMA_K == 0, "tiles vs mma");
-  static_assert(ATTN_WARP_ROWS == MMA_M, "one mma row block per warp");
-  static_assert((LDS * 2) % 16 == 0, "16-byte aligned smem rows");
+  static_assert(BM % ATTN_WARP_ROWS == 0 && ATTN_WARP_ROWS == MMA_M, "one mma row block per warp");
+  static_assert((LDS * 2) % 32 == 16, "rows an odd number of 16-byte units apart: conflict-free");
   static_assert(SMEM <= 48 * 1024, "static shared memory limit");
 };
 
 // ------------------------------------------------------------------------------------------------
-// params (mirrored by kernels/src/attention.rs `AttentionParams`, 136 bytes)
+// params (mirrored by kernels/src/attention.rs `AttentionParams`, 200 bytes)
 // ------------------------------------------------------------------------------------------------
 
 struct AttentionParams {
-  const void* q; // (B, H, Lq, D) bf16 / f32 (strided)
-  const void* k; // (B, H, Lk, D)
-  const void* v; // (B, H, Lk, D)
-  void* o;       // (B, H, Lq, D)
-  uint64_t q_batch, q_head; // strides in elements
+  const void* q;  // (B, H, Lq, D) bf16 / f32 (strided)
+  const void* k;  // (B, H, Lk_own, D): keys 0..lk_own
+  const void* v;  // (B, H, Lk_own, D)
+  void* o;        // (B, H, Lq, D)
+  const void* k2; // (B, H, Lk - Lk_own, D): keys lk_own..lk (extra keys; any pointer when none)
+  const void* v2; // (B, H, Lk - Lk_own, D)
+  uint64_t q_batch, q_head; // strides in elements (a batch stride may be 0: broadcast)
   uint64_t k_batch, k_head;
   uint64_t v_batch, v_head;
   uint64_t o_batch, o_head;
-  uint32_t q_row, k_row, v_row, o_row;
-  uint32_t heads, lq, lk, d;
-  float scale_log2; // softmax scale * log2(e)
-  // 1 when q, k, v are 16-byte aligned and every q/k/v stride is a multiple of 8: cp.async (bf16) /
-  // 16-byte load (f32) path.
+  uint64_t k2_batch, k2_head;
+  uint64_t v2_batch, v2_head;
+  uint32_t q_row, k_row, v_row, o_row, k2_row, v2_row;
+  uint32_t heads, lq, lk, lk_own, d;
+  float scale_log2; // softmax scale * log2(e), > 0
+  // bit 0: q, k, v, k2, v2 16-byte aligned and every one of their strides a multiple of 8
+  // (cp.async / 16-byte loads); bit 1: o likewise (16-byte stores).
   uint32_t aligned;
+  uint32_t reserved;
 };
 
 // ------------------------------------------------------------------------------------------------
 // device helpers
 // ------------------------------------------------------------------------------------------------
 
-// Row r of the smem row array (LDS bf16 per row).
-template <uint32_t LDS> __device__ __forceinline__ __nv_bfloat16* row_ptr(__nv_bfloat16* base, uint32_t r) {
-  return base + r * LDS;
+// Rows of one operand: rows 0..split from `a` (row stride lda), rows split..rows from `b`.
+template <typename S> struct RowSrc {
+  const S* a;
+  const S* b;
+  uint32_t lda, ldb, split, rows;
+  __device__ __forceinline__ const S* row(uint32_t j) const {
+    return j < split ? a + (uint64_t)j * lda : b + (uint64_t)(j - split) * ldb;
+  }
+};
+
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 
-// rows x DP tile of a bf16 (rows_total, ld) operand from row r0 into smem (zero past rows_total / d).
-template <uint32_t ROWS, uint32_t DP, uint32_t LDS>
-__device__ __forceinline__ void load_tile(__nv_bfloat16* dst, const __nv_bfloat16* base, uint32_t r0,
-                                          uint32_t rows_total, uint32_t d, uint64_t ld, bool aligned) {
-  constexpr uint32_t CPR = DP / CHUNK;
-  const uint16_t* src = reinterpret_cast<const uint16_t*>(base);
-  for (uint32_t c = threadIdx.x; c < ROWS * CPR; c += ATTN_THREADS) {
-    const uint32_t r = c / CPR;
-    const uint32_t col = (c % CPR) * CHUNK;
-    load_chunk(row_ptr<LDS>(dst, r) + col, src, r0 + r, r0 + r < rows_total, col, d, ld, aligned);
+// Zero columns d..DP of every smem row once (FAST path: the tile loads never write them).
+template <typename T> __device__ __forceinline__ void zero_pad(__nv_bfloat16* smem, uint32_t d) {
+  constexpr uint32_t U = T::DP / 4; // 8-byte units per row
+  for (uint32_t c = threadIdx.x; c < T::ROWS * U; c += T::THREADS) {
+    const uint32_t col = (c % U) * 4;
+    if (col >= d) *reinterpret_cast<uint2*>(smem + (c / U) * T::LDS + col) = make_uint2(0u, 0u);
+  }
+}
+
+// ROWS x DP tile of a bf16 operand from row r0 into smem (rows >= rows zero-filled). FAST: d % 8 ==
+// 0 and 16-byte aligned rows: one cp.async per 16-byte chunk of columns < d (the pad columns were
+// zeroed by zero_pad), chunk positions unrolled at compile time. Else: predicated chunks
+// (cp.async with a partial source size when aligned, scalar loads otherwise).
+template <typename T, uint32_t ROWS, bool FAST>
+__device__ __forceinline__ void load_tile(__nv_bfloat16* dst, const RowSrc<__nv_bfloat16>& s, uint32_t r0,
+                                          uint32_t d, bool aligned) {
+  constexpr uint32_t N = ROWS * T::CPR;
+  constexpr uint32_t ITERS = ceil_div(N, T::THREADS);
+#pragma unroll
+  for (uint32_t i = 0; i < ITERS; ++i) {
+    const uint32_t c = threadIdx.x + i * T::THREADS;
+    if (N % T::THREADS != 0 && c >= N) break;
+    const uint32_t r = c / T::CPR, col = (c % T::CPR) * CHUNK;
+    const uint32_t j = r0 + r;
+    const bool ok = j < s.rows;
+    __nv_bfloat16* sd = dst + r * T::LDS + col;
+    if constexpr (FAST) {
+      if (col < d) cp_async_16(smem_u32(sd), ok ? s.row(j) + col : s.a, ok ? 16u : 0u);
+    } else {
+      const uint32_t valid = (ok && col < d) ? min(d - col, (uint32_t)CHUNK) : 0u;
+      const uint16_t* src = reinterpret_cast<const uint16_t*>(valid > 0 ? s.row(j) + col : s.a);
+      if (aligned) {
+        cp_async_16(smem_u32(sd), src, valid * 2);
+      } else {
+        uint32_t w[4];
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) {
+          const uint32_t lo = (2 * e < valid) ? src[2 * e] : 0u;
+          const uint32_t hi = (2 * e + 1 < valid) ? src[2 * e + 1] : 0u;
+          w[e] = lo | (hi << 16);
+        }
+        *reinterpret_cast<uint4*>(sd) = make_uint4(w[0], w[1], w[2], w[3]);
+      }
+    }
   }
 }
 
 // The same from an f32 operand into a hi plane (rows 0..ROWS) and a lo plane (rows ROWS..2 ROWS):
 // hi = bf16(x), lo = bf16(x - hi). Thread chunks of 4 f32 (16-byte loads, consecutive threads on
-// consecutive chunks of a row), 8-byte shared stores per plane.
-template <uint32_t ROWS, uint32_t DP, uint32_t LDS>
-__device__ __forceinline__ void load_tile(__nv_bfloat16* dst, const float* base, uint32_t r0,
-                                          uint32_t rows_total, uint32_t d, uint64_t ld, bool aligned) {
-  constexpr uint32_t CPR = DP / F32_CHUNK;
-  for (uint32_t c = threadIdx.x; c < ROWS * CPR; c += ATTN_THREADS) {
+// consecutive chunks of a row), 8-byte shared stores per plane (split entries: FAST is false).
+template <typename T, uint32_t ROWS, bool FAST>
+__device__ __forceinline__ void load_tile(__nv_bfloat16* dst, const RowSrc<float>& s, uint32_t r0, uint32_t d,
+                                          bool aligned) {
+  constexpr uint32_t CPR = T::DP / F32_CHUNK;
+  for (uint32_t c = threadIdx.x; c < ROWS * CPR; c += T::THREADS) {
     const uint32_t r = c / CPR;
     const uint32_t col = (c % CPR) * F32_CHUNK;
     float x[F32_CHUNK] = {0.0f, 0.0f, 0.0f, 0.0f};
-    const uint32_t valid = (r0 + r < rows_total && col < d) ? min(d - col, (uint32_t)F32_CHUNK) : 0u;
-    const float* src = base + (uint64_t)(r0 + r) * ld + col;
-    if (aligned && valid == F32_CHUNK) {
-      const float4 t = *reinterpret_cast<const float4*>(src);
-      x[0] = t.x;
-      x[1] = t.y;
-      x[2] = t.z;
-      x[3] = t.w;
-    } else {
+    const uint32_t j = r0 + r;
+    const uint32_t valid = (j < s.rows && col < d) ? min(d - col, (uint32_t)F32_CHUNK) : 0u;
+    if (valid > 0) {
+      const float* src = s.row(j) + col;
+      if (aligned && valid == F32_CHUNK) {
+        const float4 t = *reinterpret_cast<const float4*>(src);
+        x[0] = t.x;
+        x[1] = t.y;
+        x[2] = t.z;
+        x[3] = t.w;
+      } else {
 #pragma unroll
-      for (uint32_t e = 0; e < F32_CHUNK; ++e)
-        if (e < valid) x[e] = src[e];
+        for (uint32_t e = 0; e < F32_CHUNK; ++e)
+          if (e < valid) x[e] = src[e];
+      }
     }
     uint32_t hi[2], lo[2];
 #pragma unroll
@@ -143,8 +211,8 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* dst, const float* base,
       hi[e] = pack_bf16x2(x[2 * e], x[2 * e + 1]);
       lo[e] = pack_bf16x2(x[2 * e] - bf16_bits_to_f32(hi[e] & 0xffffu), x[2 * e + 1] - bf16_bits_to_f32(hi[e] >> 16));
     }
-    *reinterpret_cast<uint2*>(row_ptr<LDS>(dst, r) + col) = make_uint2(hi[0], hi[1]);
-    *reinterpret_cast<uint2*>(row_ptr<LDS>(dst, ROWS + r) + col) = make_uint2(lo[0], lo[1]);
+    *reinterpret_cast<uint2*>(dst + r * T::LDS + col) = make_uint2(hi[0], hi[1]);
+    *reinterpret_cast<uint2*>(dst + (ROWS + r) * T::LDS + col) = make_uint2(lo[0], lo[1]);
   }
 }
 
@@ -169,27 +237,35 @@ template <bool SPLIT> __device__ __forceinline__ void tiles_wait() {
 // mainloop
 // ------------------------------------------------------------------------------------------------
 
-template <typename T>
-__device__ __forceinline__ void attention_v1(const AttentionParams& p) {
+template <typename T, bool FAST>
+__device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bfloat16* smem) {
   using S = typename T::S;
   constexpr bool SPLIT = T::SPLIT;
-  constexpr uint32_t DP = T::DP, BN = T::BN, LDS = T::LDS, PARTS = T::PARTS;
-  __shared__ __align__(16) __nv_bfloat16 smem[T::ROWS * LDS];
+  constexpr uint32_t DP = T::DP, BN = T::BN, BM = T::BM, LDS = T::LDS, PARTS = T::PARTS;
   __nv_bfloat16* sk = smem;                          // PARTS planes of BN rows
   __nv_bfloat16* sv = smem + PARTS * BN * LDS;       // PARTS planes of BN rows
-  __nv_bfloat16* sq = smem + T::Q_ROW0 * LDS;        // PARTS planes of ATTN_BM rows
+  __nv_bfloat16* sq = smem + T::Q_ROW0 * LDS;        // PARTS planes of BM rows
 
   const uint32_t lane = threadIdx.x % WARP_SIZE;
   const uint32_t warp = threadIdx.x / WARP_SIZE;
-  const uint32_t q0 = blockIdx.x * ATTN_BM;
+  const uint32_t q0 = blockIdx.x * BM;
   const uint32_t head = blockIdx.y, batch = blockIdx.z;
-  const bool aligned = p.aligned != 0;
-  const S* q = static_cast<const S*>(p.q) + batch * p.q_batch + head * p.q_head;
-  const S* k = static_cast<const S*>(p.k) + batch * p.k_batch + head * p.k_head;
-  const S* v = static_cast<const S*>(p.v) + batch * p.v_batch + head * p.v_head;
+  const bool aligned = (p.aligned & 1u) != 0;
+  // Warps whose 16 rows are all >= Lq (short Lq, e.g. temporal attention over 16 frames) share
+  // the tile loads and barriers but skip the math.
+  const bool active = q0 + warp * ATTN_WARP_ROWS < p.lq;
+  const S* qb = static_cast<const S*>(p.q) + batch * p.q_batch + head * p.q_head;
+  const S* kb = static_cast<const S*>(p.k) + batch * p.k_batch + head * p.k_head;
+  const S* vb = static_cast<const S*>(p.v) + batch * p.v_batch + head * p.v_head;
+  const S* k2b = static_cast<const S*>(p.k2) + batch * p.k2_batch + head * p.k2_head;
+  const S* v2b = static_cast<const S*>(p.v2) + batch * p.v2_batch + head * p.v2_head;
+  const RowSrc<S> q{qb, qb, p.q_row, p.q_row, p.lq, p.lq};
+  const RowSrc<S> k{kb, k2b, p.k_row, p.k2_row, p.lk_own, p.lk};
+  const RowSrc<S> v{vb, v2b, p.v_row, p.v2_row, p.lk_own, p.lk};
 
-  load_tile<ATTN_BM, DP, LDS>(sq, q, q0, p.lq, p.d, p.q_row, aligned);
-  if constexpr (!SPLIT) load_tile<BN, DP, LDS>(sk, k, 0, p.lk, p.d, p.k_row, aligned);
+  if (FAST && p.d < DP) zero_pad<T>(smem, p.d);
+  load_tile<T, BM, FAST>(sq, q, q0, p.d, aligned);
+  if constexpr (!SPLIT) load_tile<T, BN, FAST>(sk, k, 0, p.d, aligned);
   tiles_commit<SPLIT>();
   tiles_wait<SPLIT>();
   __syncthreads();
@@ -200,12 +276,12 @@ __device__ __forceinline__ void attention_v1(const AttentionParams& p) {
   for (uint32_t part = 0; part < PARTS; ++part)
 #pragma unroll
     for (uint32_t kk = 0; kk < T::KSTEPS; ++kk) {
-      const uint32_t row = part * ATTN_BM + warp * ATTN_WARP_ROWS + (lane % 16);
-      ldmatrix_x4(qf[part][kk], smem_u32(row_ptr<LDS>(sq, row) + kk * MMA_K + (lane / 16) * 8));
+      const uint32_t row = part * BM + warp * ATTN_WARP_ROWS + (lane % 16);
+      ldmatrix_x4(qf[part][kk], smem_u32(sq + row * LDS + kk * MMA_K + (lane / 16) * 8));
     }
   if constexpr (SPLIT) {
     __syncthreads(); // every warp holds its Q fragments: the K/V rows are free
-    load_tile<BN, DP, LDS>(sk, k, 0, p.lk, p.d, p.k_row, aligned);
+    load_tile<T, BN, FAST>(sk, k, 0, p.d, aligned);
   }
 
   float o[T::ON][4];
@@ -213,150 +289,206 @@ __device__ __forceinline__ void attention_v1(const AttentionParams& p) {
   for (uint32_t j = 0; j < T::ON; ++j)
 #pragma unroll
     for (uint32_t e = 0; e < 4; ++e) o[j][e] = 0.0f;
-  float m_run[2] = {neg_inf(), neg_inf()}; // rows g, g + 8 (log2 domain)
+  float m_run[2] = {neg_inf(), neg_inf()}; // rows g, g + 8: running max of the raw scores
   float l_run[2] = {0.0f, 0.0f};           // this thread's partial row sums
+  const float sl2 = p.scale_log2;
 
   const uint32_t ntiles = ceil_div(p.lk, BN);
   for (uint32_t t = 0; t < ntiles; ++t) {
     const uint32_t k0 = t * BN;
     tiles_wait<SPLIT>();
     __syncthreads(); // K_t visible; every warp done with V_{t-1}
-    load_tile<BN, DP, LDS>(sv, v, k0, p.lk, p.d, p.v_row, aligned);
+    load_tile<T, BN, FAST>(sv, v, k0, p.d, aligned);
     tiles_commit<SPLIT>();
 
     // S = Q K_t^T (16 x BN per warp); split: Qhi Khi + Qlo Khi + Qhi Klo.
     float s[T::SN][4];
+    if (active) {
 #pragma unroll
-    for (uint32_t j = 0; j < T::SN; ++j)
+      for (uint32_t j = 0; j < T::SN; ++j)
 #pragma unroll
-      for (uint32_t e = 0; e < 4; ++e) s[j][e] = 0.0f;
+        for (uint32_t e = 0; e < 4; ++e) s[j][e] = 0.0f;
 #pragma unroll
-    for (uint32_t kk = 0; kk < T::KSTEPS; ++kk) {
+      for (uint32_t kk = 0; kk < T::KSTEPS; ++kk) {
 #pragma unroll
-      for (uint32_t j = 0; j < T::SN; j += 2) {
+        for (uint32_t j = 0; j < T::SN; j += 2) {
 #pragma unroll
-        for (uint32_t part = 0; part < PARTS; ++part) { // K plane
-          // matrices (keys 0-7, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 0-7), (keys 8-15, d 8-15)
-          const uint32_t row = part * BN + j * MMA_N + (lane % 8) + (lane / 16) * 8;
-          const uint32_t col = kk * MMA_K + ((lane / 8) % 2) * 8;
-          uint32_t r[4];
-          ldmatrix_x4(r, smem_u32(row_ptr<LDS>(sk, row) + col));
-          const uint32_t b0[2] = {r[0], r[1]};
-          const uint32_t b1[2] = {r[2], r[3]};
-          mma_bf16_16816(s[j], qf[0][kk], b0);
-          mma_bf16_16816(s[j + 1], qf[0][kk], b1);
-          if (SPLIT && part == 0) { // Qlo Khi
-            mma_bf16_16816(s[j], qf[PARTS - 1][kk], b0);
-            mma_bf16_16816(s[j + 1], qf[PARTS - 1][kk], b1);
+          for (uint32_t part = 0; part < PARTS; ++part) { // K plane
+            // matrices (keys 0-7, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 0-7), (keys 8-15, d 8-15)
+            const uint32_t row = part * BN + j * MMA_N + (lane % 8) + (lane / 16) * 8;
+            const uint32_t col = kk * MMA_K + ((lane / 8) % 2) * 8;
+            uint32_t r[4];
+            ldmatrix_x4(r, smem_u32(sk + row * LDS + col));
+            const uint32_t b0[2] = {r[0], r[1]};
+            const uint32_t b1[2] = {r[2], r[3]};
+            mma_bf16_16816(s[j], qf[0][kk], b0);
+            mma_bf16_16816(s[j + 1], qf[0][kk], b1);
+            if (SPLIT && part == 0) { // Qlo Khi
+              mma_bf16_16816(s[j], qf[PARTS - 1][kk], b0);
+              mma_bf16_16816(s[j + 1], qf[PARTS - 1][kk], b1);
+            }
           }
         }
       }
-    }
 
-    // Online softmax: mask keys >= Lk, scale into the log2 domain, rescale O and the row sums.
-    float m_new[2] = {m_run[0], m_run[1]};
+      // Online softmax in the log2 domain: p = 2^(s sl2 - m sl2), one FMA + ex2 per score; only
+      // the last (partial) tile masks keys >= Lk.
+      if (k0 + BN > p.lk) {
 #pragma unroll
-    for (uint32_t j = 0; j < T::SN; ++j)
+        for (uint32_t j = 0; j < T::SN; ++j)
 #pragma unroll
-      for (uint32_t e = 0; e < 4; ++e) {
-        const uint32_t key = k0 + j * MMA_N + (lane % 4) * 2 + (e % 2);
-        s[j][e] = key < p.lk ? s[j][e] * p.scale_log2 : neg_inf();
-        m_new[e / 2] = fmaxf(m_new[e / 2], s[j][e]);
+          for (uint32_t e = 0; e < 4; ++e) {
+            const uint32_t key = k0 + j * MMA_N + (lane % 4) * 2 + (e % 2);
+            if (key >= p.lk) s[j][e] = neg_inf();
+          }
       }
-    float corr[2];
+      float m_new[2] = {m_run[0], m_run[1]};
 #pragma unroll
-    for (uint32_t h = 0; h < 2; ++h) {
-      m_new[h] = quad_max(m_new[h]); // finite: every tile holds at least one key < Lk
-      corr[h] = exp2f(m_run[h] - m_new[h]);
-      m_run[h] = m_new[h];
-      l_run[h] *= corr[h];
+      for (uint32_t j = 0; j < T::SN; ++j)
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) m_new[e / 2] = fmaxf(m_new[e / 2], s[j][e]);
+      float corr[2], msl[2];
+#pragma unroll
+      for (uint32_t h = 0; h < 2; ++h) {
+        m_new[h] = quad_max(m_new[h]); // finite: every tile holds at least one key < Lk
+        corr[h] = ex2_ftz((m_run[h] - m_new[h]) * sl2);
+        msl[h] = m_new[h] * sl2;
+        m_run[h] = m_new[h];
+        l_run[h] *= corr[h];
+      }
+#pragma unroll
+      for (uint32_t j = 0; j < T::SN; ++j)
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) {
+          s[j][e] = ex2_ftz(fmaf(s[j][e], sl2, -msl[e / 2]));
+          l_run[e / 2] += s[j][e];
+        }
+#pragma unroll
+      for (uint32_t j = 0; j < T::ON; ++j)
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) o[j][e] *= corr[e / 2];
     }
-#pragma unroll
-    for (uint32_t j = 0; j < T::SN; ++j)
-#pragma unroll
-      for (uint32_t e = 0; e < 4; ++e) {
-        s[j][e] = exp2f(s[j][e] - m_new[e / 2]);
-        l_run[e / 2] += s[j][e];
-      }
-#pragma unroll
-    for (uint32_t j = 0; j < T::ON; ++j)
-#pragma unroll
-      for (uint32_t e = 0; e < 4; ++e) o[j][e] *= corr[e / 2];
 
     tiles_wait<SPLIT>();
     __syncthreads(); // V_t visible; every warp done with K_t
-    if (t + 1 < ntiles) load_tile<BN, DP, LDS>(sk, k, k0 + BN, p.lk, p.d, p.k_row, aligned);
+    if (t + 1 < ntiles) load_tile<T, BN, FAST>(sk, k, k0 + BN, p.d, aligned);
     tiles_commit<SPLIT>();
 
     // O += P V_t: the S accumulators of n-tiles 2kk, 2kk + 1 are the A fragment of k-step kk;
     // split: Phi Vhi + Plo Vhi + Phi Vlo.
+    if (active) {
 #pragma unroll
-    for (uint32_t kk = 0; kk < BN / MMA_K; ++kk) {
-      uint32_t a[PARTS][4];
+      for (uint32_t kk = 0; kk < BN / MMA_K; ++kk) {
+        uint32_t a[PARTS][4];
 #pragma unroll
-      for (uint32_t e = 0; e < 4; ++e) {
-        const float x0 = s[2 * kk + e / 2][(e % 2) * 2], x1 = s[2 * kk + e / 2][(e % 2) * 2 + 1];
-        a[0][e] = pack_bf16x2(x0, x1);
-        if constexpr (SPLIT)
-          a[PARTS - 1][e] = pack_bf16x2(x0 - bf16_bits_to_f32(a[0][e] & 0xffffu), x1 - bf16_bits_to_f32(a[0][e] >> 16));
-      }
+        for (uint32_t e = 0; e < 4; ++e) {
+          const float x0 = s[2 * kk + e / 2][(e % 2) * 2], x1 = s[2 * kk + e / 2][(e % 2) * 2 + 1];
+          a[0][e] = pack_bf16x2(x0, x1);
+          if constexpr (SPLIT)
+            a[PARTS - 1][e] =
+                pack_bf16x2(x0 - bf16_bits_to_f32(a[0][e] & 0xffffu), x1 - bf16_bits_to_f32(a[0][e] >> 16));
+        }
 #pragma unroll
-      for (uint32_t j = 0; j < T::ON; j += 2) {
+        for (uint32_t j = 0; j < T::ON; j += 2) {
 #pragma unroll
-        for (uint32_t part = 0; part < PARTS; ++part) { // V plane
-          // matrices (keys 0-7, d-tile j), (keys 8-15, j), (keys 0-7, j+1), (keys 8-15, j+1), transposed
-          const uint32_t row = part * BN + kk * MMA_K + (lane % 8) + ((lane / 8) % 2) * 8;
-          const uint32_t col = j * MMA_N + (lane / 16) * 8;
-          uint32_t r[4];
-          ldmatrix_x4_trans(r, smem_u32(row_ptr<LDS>(sv, row) + col));
-          const uint32_t b0[2] = {r[0], r[1]};
-          const uint32_t b1[2] = {r[2], r[3]};
-          mma_bf16_16816(o[j], a[0], b0);
-          mma_bf16_16816(o[j + 1], a[0], b1);
-          if (SPLIT && part == 0) { // Plo Vhi
-            mma_bf16_16816(o[j], a[PARTS - 1], b0);
-            mma_bf16_16816(o[j + 1], a[PARTS - 1], b1);
+          for (uint32_t part = 0; part < PARTS; ++part) { // V plane
+            // matrices (keys 0-7, d-tile j), (keys 8-15, j), (keys 0-7, j+1), (keys 8-15, j+1), transposed
+            const uint32_t row = part * BN + kk * MMA_K + (lane % 8) + ((lane / 8) % 2) * 8;
+            const uint32_t col = j * MMA_N + (lane / 16) * 8;
+            uint32_t r[4];
+            ldmatrix_x4_trans(r, smem_u32(sv + row * LDS + col));
+            const uint32_t b0[2] = {r[0], r[1]};
+            const uint32_t b1[2] = {r[2], r[3]};
+            mma_bf16_16816(o[j], a[0], b0);
+            mma_bf16_16816(o[j + 1], a[0], b1);
+            if (SPLIT && part == 0) { // Plo Vhi
+              mma_bf16_16816(o[j], a[PARTS - 1], b0);
+              mma_bf16_16816(o[j + 1], a[PARTS - 1], b1);
+            }
           }
         }
       }
     }
   }
+  if (!active) return;
 
-  // O / l, guarded store of rows < Lq and columns < D.
+  // O / l; rows < Lq and columns < D stored.
   S* out = static_cast<S*>(p.o) + batch * p.o_batch + head * p.o_head;
   float inv[2];
 #pragma unroll
   for (uint32_t h = 0; h < 2; ++h) inv[h] = 1.0f / quad_sum(l_run[h]);
+  const uint32_t wrow0 = q0 + warp * ATTN_WARP_ROWS;
+  if constexpr (!SPLIT && FAST) {
+    if ((p.aligned & 2u) != 0) {
+      // Staged through this warp's own 16 Q rows (free since its Q fragments were taken): 4-byte
+      // stores of the accumulator pairs (rows g, g + 8 an odd number of 16-byte units apart:
+      // conflict-free), then 16-byte loads and global stores, each lane pair one 32-byte sector
+      // of a row; a quarter warp reads rows {0, 2, 4, 6} (or {1, 3, 5, 7}) x 32 bytes: disjoint
+      // banks.
+      __nv_bfloat16* so = sq + warp * ATTN_WARP_ROWS * LDS;
+#pragma unroll
+      for (uint32_t h = 0; h < 2; ++h)
+#pragma unroll
+        for (uint32_t j = 0; j < T::ON; ++j) {
+          const uint32_t r = lane / 4 + h * 8, col = j * MMA_N + (lane % 4) * 2;
+          *reinterpret_cast<uint32_t*>(so + r * LDS + col) = pack_bf16x2(o[j][2 * h] * inv[h], o[j][2 * h + 1] * inv[h]);
+        }
+      __syncwarp();
+      const uint32_t r = 2 * ((lane / 2) % 4) + (lane / 8) % 2 + 8 * (lane / 16);
+      if (wrow0 + r < p.lq) {
+        S* dst = out + (uint64_t)(wrow0 + r) * p.o_row;
+#pragma unroll
+        for (uint32_t kp = 0; kp < T::CPR / 2; ++kp) {
+          const uint32_t col = (2 * kp + lane % 2) * CHUNK;
+          if (col < p.d) *reinterpret_cast<uint4*>(dst + col) = *reinterpret_cast<const uint4*>(so + r * LDS + col);
+        }
+      }
+      return;
+    }
+  }
 #pragma unroll
   for (uint32_t h = 0; h < 2; ++h) {
-    const uint32_t row = q0 + warp * ATTN_WARP_ROWS + lane / 4 + h * 8;
+    const uint32_t row = wrow0 + lane / 4 + h * 8;
     if (row >= p.lq) continue;
+    S* dst = out + (uint64_t)row * p.o_row;
 #pragma unroll
     for (uint32_t j = 0; j < T::ON; ++j)
 #pragma unroll
       for (uint32_t e = 0; e < 2; ++e) {
         const uint32_t col = j * MMA_N + (lane % 4) * 2 + e;
-        if (col < p.d) out[(uint64_t)row * p.o_row + col] = from_f32<S>(o[j][2 * h + e] * inv[h]);
+        if (col < p.d) dst[col] = from_f32<S>(o[j][2 * h + e] * inv[h]);
       }
   }
+}
+
+// FAST (compile-time, bf16 only): every 16-byte chunk of a row is either all columns < D or all
+// padding, so the loads carry no per-column predicates (D % 8 == 0 and 16-byte aligned operands);
+// decided once per launch (uniform). The f32 (split) entries always take the general path (a
+// second instantiation pushes d128 / d160 past 255 registers).
+template <typename T> __device__ __forceinline__ void attention_entry(const AttentionParams& p) {
+  __shared__ __align__(16) __nv_bfloat16 smem[T::ROWS * T::LDS];
+  if (!T::SPLIT && (p.aligned & 1u) != 0 && p.d % CHUNK == 0)
+    attention_v1<T, true>(p, smem);
+  else
+    attention_v1<T, false>(p, smem);
 }
 
 // ------------------------------------------------------------------------------------------------
 // entries
 // ------------------------------------------------------------------------------------------------
 
-#define ATTN_ENTRY(NAME, DP, BN, S)                                                                \
-  extern "C" __global__ void __launch_bounds__(ATTN_THREADS) NAME(const AttentionParams p) {        \
-    attention_v1<AttnTraits<DP, BN, S>>(p);                                                        \
+#define ATTN_ENTRY(NAME, DP, BN, BM, S)                                                            \
+  extern "C" __global__ void __launch_bounds__(BM * 2) NAME(const AttentionParams p) {             \
+    attention_entry<AttnTraits<DP, BN, BM, S>>(p);                                                 \
   }
 
-ATTN_ENTRY(attention_d48_v1_bf16, 48, 64, __nv_bfloat16)
-ATTN_ENTRY(attention_d64_v1_bf16, 64, 64, __nv_bfloat16)
-ATTN_ENTRY(attention_d80_v1_bf16, 80, 64, __nv_bfloat16)
-ATTN_ENTRY(attention_d128_v1_bf16, 128, 32, __nv_bfloat16)
-ATTN_ENTRY(attention_d160_v1_bf16, 160, 32, __nv_bfloat16)
-ATTN_ENTRY(attention_d48_v1_f32, 48, 64, float)
-ATTN_ENTRY(attention_d64_v1_f32, 64, 64, float)
-ATTN_ENTRY(attention_d80_v1_f32, 80, 64, float)
-ATTN_ENTRY(attention_d128_v1_f32, 128, 32, float)
-ATTN_ENTRY(attention_d160_v1_f32, 160, 32, float)
+ATTN_ENTRY(attention_d48_v1_bf16, 48, 64, 128, __nv_bfloat16)
+ATTN_ENTRY(attention_d64_v1_bf16, 64, 64, 128, __nv_bfloat16)
+ATTN_ENTRY(attention_d80_v1_bf16, 80, 64, 64, __nv_bfloat16)
+ATTN_ENTRY(attention_d128_v1_bf16, 128, 32, 64, __nv_bfloat16)
+ATTN_ENTRY(attention_d160_v1_bf16, 160, 32, 64, __nv_bfloat16)
+ATTN_ENTRY(attention_d48_v1_f32, 48, 64, 128, float)
+ATTN_ENTRY(attention_d64_v1_f32, 64, 64, 128, float)
+ATTN_ENTRY(attention_d80_v1_f32, 80, 64, 64, float)
+ATTN_ENTRY(attention_d128_v1_f32, 128, 32, 64, float)
+ATTN_ENTRY(attention_d160_v1_f32, 160, 32, 64, float)

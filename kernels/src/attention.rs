@@ -5,9 +5,8 @@
 use crate::{tiles, to_u32, DType, Entry, LaunchConfig};
 use anyhow::{bail, ensure, Result};
 
-/// Query rows per block (4 warps x 16).
-pub const ATTN_BM: u32 = 64;
-pub const ATTN_THREADS: u32 = 128;
+/// Query rows per warp (one mma M); a block has `bm / 16` warps.
+pub const ATTN_WARP_ROWS: u32 = 16;
 
 /// One head-dim specialisation: `AttnTraits<DP, BN, S>` in the `.cu`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +15,8 @@ pub struct AttnTraits {
     pub dp: u32,
     /// Keys per tile.
     pub bn: u32,
+    /// Query rows per block (128 for head dims <= 64, else 64).
+    pub bm: u32,
     /// Storage dtype of q, k, v and o (f32: bf16 hi + lo planes in shared memory).
     pub dtype: DType,
     pub entry: &'static str,
@@ -30,16 +31,29 @@ impl AttnTraits {
     /// tiles, the Q planes staged over them (Q lives in registers after the prologue).
     pub const fn smem_bytes(self) -> u32 {
         let rows = match self.dtype {
-            DType::Bf16 => ATTN_BM + 2 * self.bn,
+            DType::Bf16 => self.bm + 2 * self.bn,
             DType::F32 => {
-                if 4 * self.bn > 2 * ATTN_BM {
+                if 4 * self.bn > 2 * self.bm {
                     4 * self.bn
                 } else {
-                    2 * ATTN_BM
+                    2 * self.bm
                 }
             }
         };
         rows * self.lds() * 2
+    }
+    /// Threads per block (`bm / 16` warps).
+    pub const fn threads(self) -> u32 {
+        self.bm / ATTN_WARP_ROWS * 32
+    }
+}
+
+/// Query rows per block at padded head dim `dp`: 128 (8 warps) up to 64, else 64 (4 warps).
+pub const fn block_rows(dp: u64) -> u32 {
+    if dp <= 64 {
+        128
+    } else {
+        64
     }
 }
 
@@ -47,6 +61,7 @@ const fn tr(dp: u32, bn: u32, dtype: DType, entry: &'static str) -> AttnTraits {
     AttnTraits {
         dp,
         bn,
+        bm: block_rows(dp as u64),
         dtype,
         entry,
     }
@@ -80,11 +95,12 @@ const _: () = {
 };
 
 const LAUNCH: &str =
-    "grid = (ceil(Lq / 64), H, B), block = 128, static smem (Q + K + V tiles; f32: hi + lo planes)";
+    "grid = (ceil(Lq / BM), H, B), BM = 128 (D <= 64) or 64, block = 2 BM, static smem \
+                      (Q + K + V tiles; f32: hi + lo planes)";
 
 macro_rules! entry {
     ($name:literal, $op:literal, $dt:ident) => {
-        Entry::v1($name, $op, DType::$dt, ("AttentionParams", 136), LAUNCH)
+        Entry::v1($name, $op, DType::$dt, ("AttentionParams", 200), LAUNCH)
     };
 }
 
@@ -101,18 +117,22 @@ pub const ENTRIES: &[Entry] = &[
     entry!("attention_d160_v1_f32", "attention_d160", F32),
 ];
 
-/// Mirrors `struct AttentionParams` in `attention.cu` (136 bytes).
+/// Mirrors `struct AttentionParams` in `attention.cu` (200 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct AttentionParams {
     /// `(B, H, Lq, D)` bf16 or f32 (the entry's dtype; strided).
     pub q: u64,
-    /// `(B, H, Lk, D)`.
+    /// `(B, H, Lk_own, D)`: keys `0..lk_own`.
     pub k: u64,
-    /// `(B, H, Lk, D)`.
+    /// `(B, H, Lk_own, D)`.
     pub v: u64,
     /// `(B, H, Lq, D)`.
     pub o: u64,
+    /// `(B, H, Lk - Lk_own, D)`: extra keys `lk_own..lk` (= `k` when there are none).
+    pub k2: u64,
+    /// `(B, H, Lk - Lk_own, D)`.
+    pub v2: u64,
     pub q_batch: u64,
     pub q_head: u64,
     pub k_batch: u64,
@@ -121,18 +141,38 @@ pub struct AttentionParams {
     pub v_head: u64,
     pub o_batch: u64,
     pub o_head: u64,
+    pub k2_batch: u64,
+    pub k2_head: u64,
+    pub v2_batch: u64,
+    pub v2_head: u64,
     pub q_row: u32,
     pub k_row: u32,
     pub v_row: u32,
     pub o_row: u32,
+    pub k2_row: u32,
+    pub v2_row: u32,
     pub heads: u32,
     pub lq: u32,
+    /// All keys (own + extra).
     pub lk: u32,
+    pub lk_own: u32,
     pub d: u32,
-    /// Softmax scale times `log2(e)`.
+    /// Softmax scale times `log2(e)` (> 0).
     pub scale_log2: f32,
-    /// 1: q, k, v 16-byte aligned, every q/k/v stride a multiple of 8 (cp.async / 16-byte loads).
+    /// Bit 0 ([`ALIGNED_LOADS`]): q, k, v (and k2, v2) 16-byte aligned with every stride a
+    /// multiple of 8 (cp.async / 16-byte loads); bit 1 ([`ALIGNED_STORES`]): o likewise (16-byte
+    /// stores).
     pub aligned: u32,
+    pub reserved: u32,
+}
+
+/// [`AttentionParams::aligned`] bit: 16-byte operand loads.
+pub const ALIGNED_LOADS: u32 = 1;
+/// [`AttentionParams::aligned`] bit: 16-byte output stores.
+pub const ALIGNED_STORES: u32 = 2;
+
+fn aligned16(ptr: u64, s: &AttnStrides) -> bool {
+    ptr % 16 == 0 && s.batch % 8 == 0 && s.head % 8 == 0 && s.row % 8 == 0
 }
 
 /// `B x H` heads of `Lq` queries over `Lk` keys at head dim `D`, e.g. `B 32, H 8, Lq 4096,
@@ -155,6 +195,15 @@ pub struct AttnStrides {
 }
 
 impl AttnStrides {
+    /// Token layout `(B, L, C)` with head `h` at columns `h D..`: `(B, L, H, D)` inside rows of
+    /// `row` elements (e.g. `row = C` of a projection output).
+    pub fn tokens(len: u64, d: u64, row: u64) -> AttnStrides {
+        AttnStrides {
+            batch: len * row,
+            head: d,
+            row,
+        }
+    }
     /// Dense `(B, H, L, D)`.
     pub fn bhld(heads: u64, len: u64, d: u64) -> AttnStrides {
         AttnStrides {
@@ -194,6 +243,10 @@ impl AttentionParams {
         traits_for(shape.d, DType::Bf16)?;
         ensure!(shape.lk >= 1, "attention: Lk = 0 (no keys) has no softmax");
         ensure!(
+            scale.is_finite() && scale > 0.0,
+            "attention: the kernel takes a finite scale > 0, got {scale}"
+        );
+        ensure!(
             (1..=65_535).contains(&shape.batch) && (1..=65_535).contains(&shape.heads),
             "attention: batch {} and heads {} must be in 1..=65535",
             shape.batch,
@@ -207,10 +260,10 @@ impl AttentionParams {
                 shape.d
             );
         }
-        let aligned = ptrs[..3].iter().all(|p| p % 16 == 0)
-            && strides[..3]
-                .iter()
-                .all(|s| s.batch % 8 == 0 && s.head % 8 == 0 && s.row % 8 == 0);
+        let loads = (0..3).all(|i| aligned16(ptrs[i], &strides[i]));
+        let stores = aligned16(ptrs[3], &strides[3]);
+        let aligned =
+            if loads { ALIGNED_LOADS } else { 0 } | if stores { ALIGNED_STORES } else { 0 };
         Ok(AttentionParams {
             q: ptrs[0],
             k: ptrs[1],
@@ -224,46 +277,89 @@ impl AttentionParams {
             v_head: strides[2].head,
             o_batch: strides[3].batch,
             o_head: strides[3].head,
+            k2: ptrs[1],
+            v2: ptrs[2],
+            k2_batch: strides[1].batch,
+            k2_head: strides[1].head,
+            v2_batch: strides[2].batch,
+            v2_head: strides[2].head,
             q_row: to_u32(strides[0].row, "attention q row stride")?,
             k_row: to_u32(strides[1].row, "attention k row stride")?,
             v_row: to_u32(strides[2].row, "attention v row stride")?,
             o_row: to_u32(strides[3].row, "attention o row stride")?,
+            k2_row: to_u32(strides[1].row, "attention k row stride")?,
+            v2_row: to_u32(strides[2].row, "attention v row stride")?,
             heads: to_u32(shape.heads, "attention heads")?,
             lq: to_u32(shape.lq, "attention Lq")?,
             lk: to_u32(shape.lk, "attention Lk")?,
+            lk_own: to_u32(shape.lk, "attention Lk")?,
             d: to_u32(shape.d, "attention D")?,
             scale_log2: scale * std::f32::consts::LOG2_E,
-            aligned: aligned as u32,
+            aligned,
+            reserved: 0,
         })
     }
 
-    /// Forces the plain-load path.
+    /// `lk_extra` more keys / values after the own ones, from `ptrs = [k2, v2]` with their strides
+    /// (a batch stride 0 broadcasts one key set over the batch): `lk` grows by `lk_extra`.
+    pub fn with_extra(
+        mut self,
+        ptrs: [u64; 2],
+        strides: [AttnStrides; 2],
+        lk_extra: u64,
+    ) -> Result<Self> {
+        for (s, what) in strides.iter().zip(["k2", "v2"]) {
+            ensure!(
+                s.row >= self.d as u64,
+                "attention: {what} row stride {} < D {}",
+                s.row,
+                self.d
+            );
+        }
+        self.k2 = ptrs[0];
+        self.v2 = ptrs[1];
+        self.k2_batch = strides[0].batch;
+        self.k2_head = strides[0].head;
+        self.v2_batch = strides[1].batch;
+        self.v2_head = strides[1].head;
+        self.k2_row = to_u32(strides[0].row, "attention k2 row stride")?;
+        self.v2_row = to_u32(strides[1].row, "attention v2 row stride")?;
+        self.lk = to_u32(self.lk_own as u64 + lk_extra, "attention Lk")?;
+        if !(0..2).all(|i| aligned16(ptrs[i], &strides[i])) {
+            self.aligned &= !ALIGNED_LOADS;
+        }
+        Ok(self)
+    }
+
+    /// Forces the plain-load, plain-store path.
     pub fn without_cp_async(mut self) -> Self {
         self.aligned = 0;
         self
     }
 }
 
-/// `grid = (ceil(Lq / 64), H, B)`, `block = 128`, static smem only.
+/// `grid = (ceil(Lq / BM), H, B)`, `block = 2 BM` ([`block_rows`] of the padded head dim; the
+/// same for both dtypes), static smem only.
 pub fn launch_config(shape: AttentionShape) -> LaunchConfig {
+    let bm = block_rows(shape.d.div_ceil(16) * 16);
     let grid = [
-        tiles(shape.lq, ATTN_BM),
+        tiles(shape.lq, bm),
         shape.heads.max(1) as u32,
         shape.batch.max(1) as u32,
     ];
-    LaunchConfig::blocks(grid, ATTN_THREADS)
+    LaunchConfig::blocks(grid, bm / ATTN_WARP_ROWS * 32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    crate::params_layout_test!(AttentionParams, 136);
+    crate::params_layout_test!(AttentionParams, 200);
 
     #[test]
     fn smem_fits_and_matches_report() {
         let want = [
-            21_504, 27_648, 33_792, 34_816, 43_008, // bf16
+            28_672, 36_864, 33_792, 34_816, 43_008, // bf16
             28_672, 36_864, 45_056, 34_816, 43_008, // f32
         ];
         for (t, w) in TRAITS.iter().zip(want) {
@@ -273,6 +369,15 @@ mod tests {
         assert_eq!(TRAITS.len(), ENTRIES.len());
         for (t, e) in TRAITS.iter().zip(ENTRIES) {
             assert_eq!((t.entry, t.dtype), (e.name, e.dtype));
+            // the launch rule picks the entry's block size from the unpadded head dim
+            let shape = AttentionShape {
+                batch: 1,
+                heads: 1,
+                lq: 1,
+                lk: 1,
+                d: t.dp as u64 - 7,
+            };
+            assert_eq!(launch_config(shape).block[0], t.threads(), "{}", t.entry);
         }
     }
 

@@ -51,6 +51,12 @@ struct AttnCase {
     blhd: bool,
     plain: bool,
     dtype: DType,
+    /// Elements past each row's last head (`(B, L, H, D)`) or past D (`(B, H, L, D)`): strides that
+    /// are not the dense ones, e.g. q / k / v columns of one packed projection output.
+    pad: u64,
+    /// Extra keys / values (the kernel's second key segment), `(1, H, Le, D)` broadcast over the
+    /// batch (batch stride 0), in the same layout.
+    extra: u64,
 }
 
 fn case(batch: u64, heads: u64, lq: u64, lk: u64, d: u64, blhd: bool, plain: bool) -> AttnCase {
@@ -63,7 +69,14 @@ fn case(batch: u64, heads: u64, lq: u64, lk: u64, d: u64, blhd: bool, plain: boo
         blhd,
         plain,
         dtype: DType::Bf16,
+        pad: 0,
+        extra: 0,
     }
+}
+
+/// `c` with padded rows and `extra` broadcast keys.
+fn padded(c: AttnCase, pad: u64, extra: u64) -> AttnCase {
+    AttnCase { pad, extra, ..c }
 }
 
 fn attn_cases() -> Vec<AttnCase> {
@@ -78,6 +91,18 @@ fn attn_cases() -> Vec<AttnCase> {
         c(1, 1, 5, 4, 160, false, true),    // 4 audio tokens
         c(1, 1, 9, 13, 36, false, false),   // D % 8 != 0: plain loads, zero-padded to 48
         c(1, 2, 7, 3, 3, true, false),      // D = 3
+        c(2, 3, 200, 77, 40, true, false),  // 128-row blocks, 2 of them, ragged; 16-byte stores
+        c(3, 2, 130, 64, 64, true, false),  // d64 (128-row blocks), Lk one full tile: no mask
+        c(1, 1, 150, 10, 1, false, false),  // D = 1
+        c(1, 2, 33, 21, 8, true, false),    // D = 8: fast path with 5 pad chunks
+        c(1, 1, 20, 33, 72, false, false),  // D = 72 (d80 entry)
+        c(1, 1, 17, 40, 96, true, false),   // D = 96 (d128 entry)
+        c(1, 1, 9, 11, 150, false, false),  // D = 150 (d160 entry, 16-byte chunks)
+        padded(c(2, 2, 70, 50, 40, true, false), 40, 0), // padded token rows (row stride H D + 40)
+        padded(c(2, 2, 70, 130, 40, true, false), 0, 37), // reference attention: extra keys
+        padded(c(2, 2, 19, 5, 80, false, false), 8, 70), // extra keys, own Lk < one tile, padded
+        padded(c(1, 3, 30, 7, 36, true, true), 4, 9), // extra keys, plain loads, D % 8 != 0
+        padded(c(2, 2, 16, 16, 40, true, false), 8, 0), // temporal: Lq = Lk = 16, padded rows
     ]
 }
 
@@ -99,22 +124,44 @@ fn attn_cases_f32() -> Vec<AttnCase> {
         c(1, 1, 20, 45, 160, true, false),  // largest head dim
         c(1, 1, 5, 4, 160, false, true),    // 4 audio tokens
         c(1, 1, 9, 13, 36, false, false),   // D % 8 != 0
+        c(2, 3, 200, 77, 40, true, false),  // 128-row blocks (d48 entry), 2 of them
+        padded(c(2, 2, 70, 130, 40, true, false), 8, 37), // extra keys, padded rows
+        padded(c(1, 1, 20, 33, 72, false, true), 0, 20), // extra keys, plain loads, d80 entry
     ]
 }
 
-/// `(B, H, L, D)` -> `(B, L, H, D)`.
-fn swap_heads_and_rows(x: &[f32], (b, h, len, d): (usize, usize, usize, usize)) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
-    for bi in 0..b {
+/// Dense `(B, H, L, D)` `x` scattered to a buffer through `st` (batch stride 0: batch 0 only).
+fn scatter(x: &[f32], (b, h, len, d): (usize, usize, usize, usize), st: AttnStrides) -> Vec<f32> {
+    let size = (b.max(1) - 1) * st.batch as usize
+        + (h - 1) * st.head as usize
+        + len.max(1) * st.row as usize;
+    let mut y = vec![0.0; size.max(1)];
+    let bs = if st.batch == 0 { 1 } else { b };
+    for bi in 0..bs {
         for hi in 0..h {
             for l in 0..len {
-                let bhld = ((bi * h + hi) * len + l) * d;
-                let blhd = ((bi * len + l) * h + hi) * d;
-                y[blhd..blhd + d].copy_from_slice(&x[bhld..bhld + d]);
+                let src = ((bi * h + hi) * len + l) * d;
+                let dst = bi * st.batch as usize + hi * st.head as usize + l * st.row as usize;
+                y[dst..dst + d].copy_from_slice(&x[src..src + d]);
             }
         }
     }
     y
+}
+
+/// The inverse of [`scatter`].
+fn gather(y: &[f32], (b, h, len, d): (usize, usize, usize, usize), st: AttnStrides) -> Vec<f32> {
+    let mut x = vec![0.0; b * h * len * d];
+    for bi in 0..b {
+        for hi in 0..h {
+            for l in 0..len {
+                let dst = ((bi * h + hi) * len + l) * d;
+                let src = bi * st.batch as usize + hi * st.head as usize + l * st.row as usize;
+                x[dst..dst + d].copy_from_slice(&y[src..src + d]);
+            }
+        }
+    }
+    x
 }
 
 fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
@@ -137,25 +184,52 @@ fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
             round_bf16(&x)
         }
     };
+    let le = c.extra as usize;
     let q = gen(b * h * lq * d);
     let k = gen(b * h * lk * d);
     let v = gen(b * h * lk * d);
+    let ke = gen(h * le * d);
+    let ve = gen(h * le * d);
     let scale = 1.0 / (d as f32).sqrt();
-    let want = attention_ref(&q, &k, &v, [b, h, lq, lk, d], scale);
-    // (B, H, L, D) -> (B, L, H, D) when asked.
-    let to_layout = |x: &[f32], len: usize| -> Vec<f32> {
-        if c.blhd {
-            swap_heads_and_rows(x, (b, h, len, d))
-        } else {
-            x.to_vec()
+    // keys of batch entry bi: its own lk, then the le shared extra ones
+    let cat = |own: &[f32], ext: &[f32]| -> Vec<f32> {
+        let mut out = Vec::with_capacity(b * h * (lk + le) * d);
+        for bi in 0..b {
+            for hi in 0..h {
+                let o0 = (bi * h + hi) * lk * d;
+                out.extend_from_slice(&own[o0..o0 + lk * d]);
+                out.extend_from_slice(&ext[hi * le * d..(hi + 1) * le * d]);
+            }
         }
+        out
     };
+    let want = attention_ref(
+        &q,
+        &cat(&k, &ke),
+        &cat(&v, &ve),
+        [b, h, lq, lk + le, d],
+        scale,
+    );
     let st = |len: u64| {
-        if c.blhd {
+        let dense = if c.blhd {
             AttnStrides::blhd(c.heads, len, c.d)
         } else {
             AttnStrides::bhld(c.heads, len, c.d)
+        };
+        if c.blhd {
+            AttnStrides::tokens(len, c.d, dense.row + c.pad)
+        } else {
+            let row = c.d + c.pad;
+            AttnStrides {
+                batch: c.heads * len * row,
+                head: len * row,
+                row,
+            }
         }
+    };
+    let ext_st = AttnStrides {
+        batch: 0,
+        ..st(c.extra)
     };
     let shape = AttentionShape {
         batch: c.batch,
@@ -164,29 +238,51 @@ fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
         lk: c.lk,
         d: c.d,
     };
+    let dims = |len: usize| (b, h, len, d);
+    let o_len = scatter(&want, dims(lq), st(c.lq)).len();
     let ptrs = [
-        dev.upload_as(c.dtype, &to_layout(&q, lq))?,
-        dev.upload_as(c.dtype, &to_layout(&k, lk))?,
-        dev.upload_as(c.dtype, &to_layout(&v, lk))?,
-        dev.alloc_poisoned(want.len() * c.dtype.size_in_bytes())?,
+        dev.upload_as(c.dtype, &scatter(&q, dims(lq), st(c.lq)))?,
+        dev.upload_as(c.dtype, &scatter(&k, dims(lk), st(c.lk)))?,
+        dev.upload_as(c.dtype, &scatter(&v, dims(lk), st(c.lk)))?,
+        dev.alloc_poisoned(o_len * c.dtype.size_in_bytes())?,
     ];
     let mut p = AttentionParams::new(ptrs, [st(c.lq), st(c.lk), st(c.lk), st(c.lq)], shape, scale)?;
+    if le > 0 {
+        let ext = [
+            dev.upload_as(c.dtype, &scatter(&ke, (1, h, le, d), ext_st))?,
+            dev.upload_as(c.dtype, &scatter(&ve, (1, h, le, d), ext_st))?,
+        ];
+        p = p.with_extra(ext, [ext_st; 2], c.extra)?;
+    }
     if c.plain {
         p = p.without_cp_async();
     }
     let entry = traits_for(c.d, c.dtype)?.entry;
     dev.launch(KernelModule::Attention, entry, attn_launch(shape), &p)?;
-    // compared in the output's layout
     let what = format!("{entry} {c:?} aligned {}", p.aligned);
+    let raw = dev.download_as(c.dtype, ptrs[3], o_len)?;
+    let got = gather(&raw, dims(lq), st(c.lq));
+    // nothing written outside the output's elements: the padding still holds the poison (NaN)
+    let written = scatter(&vec![1.0; want.len()], dims(lq), st(c.lq));
+    let stray = raw
+        .iter()
+        .zip(&written)
+        .filter(|(r, w)| **w == 0.0 && !r.is_nan())
+        .count();
+    assert_eq!(
+        stray, 0,
+        "{what}: {stray} elements written outside the output"
+    );
     if !f32_in {
-        return dev.check_bf16(&what, ptrs[3], &to_layout(&want, lq));
+        assert_close(&what, &got, &want, TOL);
+        return Ok(());
     }
-    let got = dev.download_as(DType::F32, ptrs[3], want.len())?;
-    assert_close(&what, &got, &to_layout(&want, lq), TOL_SPLIT);
+    assert_close(&what, &got, &want, TOL_SPLIT);
     // The bound can fail: the same attention on bf16-rounded q, k, v (the lo parts dropped) is
     // far outside it.
     let (qb, kb, vb) = (round_bf16(&q), round_bf16(&k), round_bf16(&v));
-    let plain_bf16 = attention_ref(&qb, &kb, &vb, [b, h, lq, lk, d], scale);
+    let (kb, vb) = (cat(&kb, &round_bf16(&ke)), cat(&vb, &round_bf16(&ve)));
+    let plain_bf16 = attention_ref(&qb, &kb, &vb, [b, h, lq, lk + le, d], scale);
     let err = rel_l2(&plain_bf16, &want);
     assert!(
         err > 10.0 * TOL_SPLIT,
@@ -289,6 +385,51 @@ crate::storages_test!(attention_matches_cpu, |be, _| {
         check_op!(format!("attention b{b} h{h} lq{lq} lk{lk} d{d} dv{dv}"), be, 1e-2,
             attention(&q, &k, &v, scale) ~ (&qc, &kc, &vc, scale));
     }
+});
+
+// `attention_heads` (token layouts, heads merged in the output; reference attention's extra keys
+// for a row range, broadcast or per row) on the flash kernel through strides, against the CPU
+// backend's composed default (narrow, concat, heads split, attention, heads merge).
+crate::storages_test!(attention_heads_matches_cpu, |be, tol| {
+    type Extra = Option<(usize, usize, std::ops::Range<usize>)>; // (batch 1 or R, Le, rows)
+    let cases: [(usize, usize, usize, usize, usize, Extra); 6] = [
+        (3, 2, 19, 23, 80, None),                 // d40, ragged
+        (4, 8, 70, 33, 320, Some((1, 21, 1..3))), // model-like: 8 heads of 40, broadcast extra
+        (3, 1, 9, 5, 36, Some((2, 7, 1..3))),     // D % 8 != 0, per-row extra keys
+        (2, 2, 16, 16, 128, Some((1, 5, 0..2))),  // d64: all rows extended
+        (5, 2, 130, 9, 160, Some((1, 64, 4..5))), // d80, last row only, 3 launches
+        (2, 1, 20, 6, 160, None),                 // d160
+    ];
+    for (i, (n, h, lq, lk, c, extra)) in cases.into_iter().enumerate() {
+        let seed = 300 + 10 * i as u64;
+        let (q, qc) = rand_pair(&be, &[n, lq, c], seed);
+        let (k, kc) = rand_pair(&be, &[n, lk, c], seed + 1);
+        let (v, vc) = rand_pair(&be, &[n, lk, c], seed + 2);
+        let scale = 1.5 / ((c / h) as f32).sqrt();
+        let what = format!("attention_heads n{n} h{h} lq{lq} lk{lk} c{c} extra {extra:?}");
+        match extra {
+            None => check_op!(what, be, tol,
+                attention_heads(&q, &k, &v, None, h, scale) ~ (&qc, &kc, &vc, None, h, scale)),
+            Some((eb, le, rows)) => {
+                let (ke, kec) = rand_pair(&be, &[eb, le, c], seed + 3);
+                let (ve, vec) = rand_pair(&be, &[eb, le, c], seed + 4);
+                let r = rows.clone();
+                check_op!(what, be, tol,
+                    attention_heads(&q, &k, &v, Some((&ke, &ve, r)), h, scale)
+                    ~ (&qc, &kc, &vc, Some((&kec, &vec, rows)), h, scale));
+            }
+        }
+    }
+    // rows outside the batch, extra keys of another batch: errors on both backends
+    let (q, _) = rand_pair(&be, &[3, 4, 16], 390);
+    let (e, _) = rand_pair(&be, &[2, 5, 16], 391);
+    assert!(be
+        .attention_heads(&q, &q, &q, Some((&e, &e, 2..4)), 2, 1.0)
+        .is_err());
+    assert!(be
+        .attention_heads(&q, &q, &q, Some((&e, &e, 0..3)), 2, 1.0)
+        .is_err());
+    assert!(be.attention_heads(&q, &q, &q, None, 3, 1.0).is_err());
 });
 
 /// Mixed dtypes (f32 q / v, bf16 k) run the f32 flash entry; the bf16 operand is widened exactly,

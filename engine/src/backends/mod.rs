@@ -14,6 +14,7 @@
 mod macros;
 
 pub mod composed;
+pub mod composed_attention;
 pub mod composed_rca;
 pub mod cpu;
 pub mod cuda;
@@ -213,6 +214,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
         /// new `z` in f32.
         cfg_ddim_step(out: &Self::Tensor, z: &Self::Tensor, frame_offset: usize,
             coeffs: &Self::Tensor) => composed::cfg_ddim_step;
+
+        /// Multi-head attention on token layouts (what the projections write and `to_out`
+        /// reads, no head transposes): q `(N, Lq, C)`, k and v `(N, Lk, C)`, `heads | C`, d =
+        /// C/heads → `(N, Lq, C)`, heads merged. `extra = (k_e, v_e, rows)`: keys / values
+        /// `(1 or rows.len(), Le, C)` (projected) appended after the own keys of the batch rows
+        /// `rows` (reference attention); the other rows attend to their own keys.
+        attention_heads(q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor,
+            extra: Option<(&Self::Tensor, &Self::Tensor, std::ops::Range<usize>)>, heads: usize,
+            scale: f32) => composed_attention::attention_heads;
 
         // ---- region codebook attention ------------------------------------------------------
         // `models::cyberhost::rca` (spec section 4). One launch each on CUDA

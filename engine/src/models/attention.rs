@@ -255,46 +255,24 @@ impl<B: Backend> Attention<B> {
             }
         };
 
-        let out = match extra {
-            None => self.sdpa(be, &q, &k, &v)?,
+        // heads split / merged (and reference rows, extra keys) inside the op: on CUDA the flash
+        // kernel reads the projection outputs through strides and writes the layout to_out reads
+        let projected;
+        let extra = match extra {
+            None => None,
             Some(extra) => {
-                let rows = extra.rows.clone();
-                if rows.start > rows.end || rows.end > n {
-                    bail!("Attention: extra key/value rows {rows:?} are outside the batch of {n}");
-                }
                 let (k_ref, v_ref) = match extra.source {
-                    ExtraKvSource::Tokens(t) => self.project_kv(be, t)?,
-                    ExtraKvSource::Projected { k, v } => (k.clone(), v.clone()),
+                    ExtraKvSource::Tokens(t) => {
+                        projected = self.project_kv(be, t)?;
+                        (&projected.0, &projected.1)
+                    }
+                    ExtraKvSource::Projected { k, v } => (k, v),
                 };
-                let nr = rows.len();
-                let k_ref = broadcast_rows(be, &k_ref, nr).context("reference keys")?;
-                let v_ref = broadcast_rows(be, &v_ref, nr).context("reference values")?;
-                let mut parts = Vec::new();
-                if rows.start > 0 {
-                    let r = 0..rows.start;
-                    parts.push(self.sdpa_rows(be, &q, &k, &v, r, None)?);
-                }
-                if nr > 0 {
-                    parts.push(self.sdpa_rows(
-                        be,
-                        &q,
-                        &k,
-                        &v,
-                        rows.clone(),
-                        Some((&k_ref, &v_ref)),
-                    )?);
-                }
-                if rows.end < n {
-                    parts.push(self.sdpa_rows(be, &q, &k, &v, rows.end..n, None)?);
-                }
-                let refs: Vec<&B::Tensor> = parts.iter().collect();
-                if refs.len() == 1 {
-                    parts.pop().unwrap()
-                } else {
-                    be.concat(&refs, 0)?
-                }
+                Some((k_ref, v_ref, extra.rows.clone()))
             }
         };
+        let d = self.inner_dim / self.heads;
+        let out = be.attention_heads(&q, &k, &v, extra, self.heads, 1.0 / (d as f32).sqrt())?;
         // to_out epilogue: scale · (to_out(..) + fused); `after` is added once back in x's layout
         let scale = 1.0 / self.rescale_output_factor;
         let (fused, scale, after) = match (self.residual_connection, residual) {
@@ -340,48 +318,6 @@ impl<B: Backend> Attention<B> {
         }
         Ok(out)
     }
-
-    /// Attention for batch rows `rows`, keys/values optionally extended by `extra` (rows.len(), L_ref, inner).
-    fn sdpa_rows(
-        &self,
-        be: &B,
-        q: &B::Tensor,
-        k: &B::Tensor,
-        v: &B::Tensor,
-        rows: Range<usize>,
-        extra: Option<(&B::Tensor, &B::Tensor)>,
-    ) -> Result<B::Tensor> {
-        let n = q.shape()[0];
-        let take = |t: &B::Tensor| -> Result<B::Tensor> {
-            if rows.start == 0 && rows.end == n {
-                Ok(t.clone())
-            } else {
-                be.narrow(t, 0, rows.start, rows.len())
-            }
-        };
-        let (q, mut k, mut v) = (take(q)?, take(k)?, take(v)?);
-        if let Some((ke, ve)) = extra {
-            k = be.concat(&[&k, ke], 1)?;
-            v = be.concat(&[&v, ve], 1)?;
-        }
-        self.sdpa(be, &q, &k, &v)
-    }
-
-    /// q (N, Lq, inner), k/v (N, Lk, inner) → (N, Lq, inner), heads split and merged.
-    fn sdpa(&self, be: &B, q: &B::Tensor, k: &B::Tensor, v: &B::Tensor) -> Result<B::Tensor> {
-        let h = self.heads;
-        let (n, lq, inner) = (q.shape()[0], q.shape()[1], q.shape()[2]);
-        let lk = k.shape()[1];
-        let d = inner / h;
-        let split = |t: &B::Tensor, l: usize| -> Result<B::Tensor> {
-            let t = be.reshape(t, &[n, l, h, d])?;
-            be.permute(&t, &[0, 2, 1, 3])
-        };
-        let (qh, kh, vh) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
-        let o = be.attention(&qh, &kh, &vh, 1.0 / (d as f32).sqrt())?;
-        let o = be.permute(&o, &[0, 2, 1, 3])?;
-        be.reshape(&o, &[n, lq, inner])
-    }
 }
 
 /// Where `Attention` gets its keys and values.
@@ -391,16 +327,4 @@ enum KvSource<'a, B: Backend> {
     States(Option<&'a B::Tensor>),
     /// Already projected k, v (N, S, inner).
     Projected(&'a B::Tensor, &'a B::Tensor),
-}
-
-/// (1, L, D) → (n, L, D) by repeating; (n, L, D) passes through.
-fn broadcast_rows<B: Backend>(be: &B, t: &B::Tensor, n: usize) -> Result<B::Tensor> {
-    let b = t.shape()[0];
-    if b == n {
-        Ok(t.clone())
-    } else if b == 1 {
-        be.index_select(t, 0, &vec![0; n])
-    } else {
-        bail!("extra key/value tokens have batch {b}; expected 1 or the number of rows ({n})")
-    }
 }

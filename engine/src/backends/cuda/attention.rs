@@ -1,5 +1,11 @@
-//! Launcher for `kernels/cuda/attention.cu` (`attention_d{48,64,80,128,160}_v1_{bf16,f32}`): fused
-//! flash-style attention forward, `o = softmax(scale * q k^T) v` per (batch, head).
+//! Launchers for `kernels/cuda/attention.cu` (`attention_d{48,64,80,128,160}_v1_{bf16,f32}`): fused
+//! flash-style attention forward, `o = softmax(scale * q k^T) v` per (batch, head): the slice
+//! launcher [`attention`] and the backend's [`attention_heads`] on token layouts (q, k, v read from
+//! the projection outputs and o written where `to_out` reads it, through strides: no head
+//! split / merge copies; reference attention's extra keys read from their own (broadcast) tensor
+//! and its row ranges addressed by pointer offsets: no narrow / concat / index_select copies).
+
+use std::ops::Range;
 
 use anyhow::{Context, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
@@ -8,8 +14,12 @@ use cyberhost_kernels::attention::{
 };
 use cyberhost_kernels::{DType, KernelModule};
 
+use super::context::CudaBackend;
+use super::tensor::{promote, CudaTensor};
 use super::util::check_bytes;
 use super::CudaDevice;
+use crate::backends::composed_attention::{self, check_attention_heads};
+use crate::backends::TensorLike;
 
 /// Operand layout of [`attention`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,4 +81,111 @@ pub fn attention<T: DeviceRepr>(
         )
     }
     .with_context(|| format!("{} {s:?}", traits.entry))
+}
+
+/// [`Backend::attention_heads`](crate::backends::Backend::attention_heads) on CUDA: one flash launch
+/// per row range (rows before `extra`'s, its rows with the extra keys as the kernel's second key
+/// segment, the rows after), each writing its rows of one `(N, Lq, C)` output. Shapes no flash
+/// entry takes (D > 160, Lk = 0, more than 65535 rows or heads, a scale <= 0) run the composed
+/// default.
+pub(crate) fn attention_heads(
+    be: &CudaBackend,
+    q: &CudaTensor,
+    k: &CudaTensor,
+    v: &CudaTensor,
+    extra: Option<(&CudaTensor, &CudaTensor, Range<usize>)>,
+    heads: usize,
+    scale: f32,
+) -> Result<CudaTensor> {
+    let (n, lq, lk, c) = check_attention_heads(q, k, v, extra.clone(), heads)?;
+    let d = c / heads;
+    let mut ops = vec![q, k, v];
+    if let Some((ke, ve, _)) = &extra {
+        ops.extend([*ke, *ve]);
+    }
+    let dt = promote(&ops);
+    let flash_ok = traits_for(d as u64, dt).is_ok()
+        && lk >= 1
+        && heads <= 65_535
+        && n <= 65_535
+        && scale.is_finite()
+        && scale > 0.0;
+    if !flash_ok {
+        return composed_attention::attention_heads(be, q, k, v, extra, heads, scale);
+    }
+    // Mixed dtypes run in the promoted one (a bf16 operand widened to f32 is exact).
+    let (q, k, v) = (
+        be.as_dtype(q, dt)?,
+        be.as_dtype(k, dt)?,
+        be.as_dtype(v, dt)?,
+    );
+    let extra = match extra {
+        Some((ke, ve, rows)) => Some((be.as_dtype(ke, dt)?, be.as_dtype(ve, dt)?, rows)),
+        None => None,
+    };
+    let out = be.alloc(&[n, lq, c], dt)?;
+    if out.elem_count() == 0 {
+        return Ok(out);
+    }
+    let traits = traits_for(d as u64, dt)?;
+    let esz = dt.size_in_bytes() as u64;
+    let (lq, lk, c64) = (lq as u64, lk as u64, c as u64);
+    let launch_rows = |rows: Range<usize>, e: Option<(&CudaTensor, &CudaTensor)>| -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let r0 = rows.start as u64;
+        let shape = AttentionShape {
+            batch: rows.len() as u64,
+            heads: heads as u64,
+            lq,
+            lk,
+            d: d as u64,
+        };
+        let (qs, ks) = (
+            AttnStrides::tokens(lq, d as u64, c64),
+            AttnStrides::tokens(lk, d as u64, c64),
+        );
+        let ptrs = [
+            be.ptr(&q) + r0 * lq * c64 * esz,
+            be.ptr(&k) + r0 * lk * c64 * esz,
+            be.ptr(&v) + r0 * lk * c64 * esz,
+            be.ptr(&out) + r0 * lq * c64 * esz,
+        ];
+        let mut p = AttentionParams::new(ptrs, [qs, ks, ks, qs], shape, scale)?;
+        if let Some((ke, ve)) = e {
+            let le = ke.shape()[1] as u64;
+            let es = AttnStrides {
+                batch: if ke.shape()[0] == 1 { 0 } else { le * c64 },
+                head: d as u64,
+                row: c64,
+            };
+            if le > 0 {
+                p = p.with_extra([be.ptr(ke), be.ptr(ve)], [es, es], le)?;
+            }
+        }
+        // SAFETY: `AttentionParams` mirrors `struct AttentionParams` of attention.cu; q, k, v, out
+        // (and the extra keys / values) are live tensors of this backend in the entry's dtype
+        // whose shapes were checked (check_attention_heads): rows r0..r0 + B of q / out (N, Lq,
+        // C) and k / v (N, Lk, C), every head's D columns inside C, the extra keys (1 or B, Le,
+        // C) read with batch stride 0 or Le C.
+        unsafe {
+            be.device().launch(
+                KernelModule::Attention,
+                traits.entry,
+                launch_config(shape),
+                &p,
+            )
+        }
+        .with_context(|| format!("{} {shape:?}", traits.entry))
+    };
+    match &extra {
+        None => launch_rows(0..n, None)?,
+        Some((ke, ve, rows)) => {
+            launch_rows(0..rows.start, None)?;
+            launch_rows(rows.clone(), Some((ke, ve)))?;
+            launch_rows(rows.end..n, None)?;
+        }
+    }
+    Ok(out)
 }

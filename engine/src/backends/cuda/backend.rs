@@ -20,8 +20,8 @@ use cyberhost_kernels::DType;
 use super::context::CudaBackend;
 use super::tensor::CudaTensor;
 use super::{
-    cfg_ddim, conv2d, fused, graph, group_norm, layer_norm, layout, linalg, mean_dim, pointwise,
-    pool, rca, softmax, timestep_embedding, upsample,
+    attention as flash, cfg_ddim, conv2d, fused, graph, group_norm, layer_norm, layout, linalg,
+    mean_dim, pointwise, pool, rca, softmax, timestep_embedding, upsample,
 };
 use crate::backends::{
     Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
@@ -120,6 +120,9 @@ impl Backend for CudaBackend {
             epi: LinearEpilogue<'_, CudaTensor>) => fused::linear_ext;
         conv2d_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,
             epi: ConvEpilogue<'_, CudaTensor>) => fused::conv2d_ext;
+        attention_heads(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor,
+            extra: Option<(&CudaTensor, &CudaTensor, std::ops::Range<usize>)>, heads: usize,
+            scale: f32) => flash::attention_heads;
         rca_attention(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, heads: usize, scale: f32)
             => rca::rca_attention;
         rca_temporal_query(x: &CudaTensor, a_s: &CudaTensor, bank: &CudaTensor)
