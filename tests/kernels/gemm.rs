@@ -333,6 +333,75 @@ fn gemm_engine_launcher() {
     );
     assert_close("engine matmul", &download(dev, &out), &want, TOL);
 
+    {
+        // Small M, long K: the plan splits K when given a workspace (GemmPlan::choose).
+        use cyberhost_engine::backends::cuda::gemm::{launch, splitk_workspace_len};
+        let (m, n, k) = (20, 50, 1024);
+        let shape = GemmShape::new(1, m, n, k);
+        let ws_len = splitk_workspace_len(dev, shape, false);
+        assert!(ws_len > 0, "M {m} K {k} should split K");
+        let x = round_bf16(&rng.randn(m * k, 1.0, 0.0));
+        let w = round_bf16(&rng.randn(n * k, 1.0, 0.0));
+        let b = round_bf16(&rng.randn(n, 1.0, 0.0));
+        let r = round_bf16(&rng.randn(m * n, 1.0, 0.0));
+        let (dx, dw, db, dr) = (
+            upload(dev, &x),
+            upload(dev, &w),
+            upload(dev, &b),
+            upload(dev, &r),
+        );
+        let ws = dev.stream().alloc_zeros::<u16>(2 * ws_len).unwrap();
+        let mut out = dev.stream().alloc_zeros::<u16>(m * n).unwrap();
+        let extras = GemmExtras {
+            bias: Some(&db),
+            residual: Some(&dr),
+            scale: 0.5,
+            workspace: Some(&ws),
+            ..Default::default()
+        };
+        let layout = GemmLayout::contiguous(GemmOp::Linear, shape, false, true);
+        launch(
+            dev,
+            GemmOp::Linear,
+            &dx,
+            &dw,
+            &mut out,
+            shape,
+            layout,
+            extras,
+        )
+        .unwrap();
+        let want = gemm_ref(
+            &x,
+            &w,
+            Some(&b),
+            Some(&r),
+            (1, m, n, k),
+            false,
+            false,
+            0.5,
+            false,
+        );
+        assert_close("engine linear split-K", &download(dev, &out), &want, TOL);
+        let short_ws = dev.stream().alloc_zeros::<u16>(ws_len).unwrap();
+        let extras = GemmExtras {
+            workspace: Some(&short_ws),
+            ..extras
+        };
+        let err = launch(
+            dev,
+            GemmOp::Linear,
+            &dx,
+            &dw,
+            &mut out,
+            shape,
+            layout,
+            extras,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("workspace"), "{err:#}");
+    }
+
     // Too-short output buffer: an error naming the buffer, not a fault.
     let mut short = dev.stream().alloc_zeros::<u16>(3).unwrap();
     let err = matmul(
