@@ -132,6 +132,7 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) matmul_v1_f32(const G
 // Entries (one GemmV2Params): linear_<BM>x<BN>_v2_bf16 (B (N, K), GEGLU allowed) and
 // matmul_<BM>x<BN>_v2_bf16 (B (K, N)) for the tile configs
 //   128x256: 8 warps (2 x 4) of 64x64, 3 stages, 72 KiB dynamic smem, 1 CTA / SM;
+//   256x128: 8 warps (4 x 2) of 64x64, 3 stages, 72 KiB (N = 320 class shapes: 83 % column fill);
 //   128x128: 8 warps (2 x 4) of 64x32, 4 stages, 64 KiB, 2 CTAs / SM (<= 128 registers);
 //   64x64  : 4 warps (2 x 2) of 32x32, 4 stages, 32 KiB, small M / N;
 // and gemm_splitk_v2_bf16, the split-K reduction + epilogue pass.
@@ -344,6 +345,7 @@ __device__ __forceinline__ void gemm_splitk_v2(const GemmV2Params& p) {
 }
 
 using GemmCfgXL = GemmTileConfig<128, 256, 2, 4, 3>;
+using GemmCfgXLT = GemmTileConfig<256, 128, 4, 2, 3>;
 using GemmCfgL = GemmTileConfig<128, 128, 2, 4, 4>;
 using GemmCfgS = GemmTileConfig<64, 64, 2, 2, 4>;
 
@@ -359,5 +361,8 @@ GEMM_V2_ENTRY(linear, 64x64, GemmCfgS, false, 4)
 GEMM_V2_ENTRY(matmul, 128x256, GemmCfgXL, true, 1)
 GEMM_V2_ENTRY(matmul, 128x128, GemmCfgL, true, 2)
 GEMM_V2_ENTRY(matmul, 64x64, GemmCfgS, true, 4)
+
+GEMM_V2_ENTRY(linear, 256x128, GemmCfgXLT, false, 1)
+GEMM_V2_ENTRY(matmul, 256x128, GemmCfgXLT, true, 1)
 
 extern "C" __global__ void __launch_bounds__(256) gemm_splitk_v2_bf16(const GemmV2Params p) { gemm_splitk_v2(p); }

@@ -82,6 +82,8 @@ pub const ENTRIES: &[Entry] = &[
     v2("matmul_128x128_v2_bf16", "matmul_128x128", LAUNCH_V2),
     v2("matmul_64x64_v2_bf16", "matmul_64x64", LAUNCH_V2),
     v2("gemm_splitk_v2_bf16", "gemm_splitk", LAUNCH_SPLITK),
+    v2("linear_256x128_v2_bf16", "linear_256x128", LAUNCH_V2),
+    v2("matmul_256x128_v2_bf16", "matmul_256x128", LAUNCH_V2),
 ];
 
 const LAUNCH_V2: &str =
@@ -433,8 +435,10 @@ pub fn launch_config(shape: GemmShape, geglu: bool) -> LaunchConfig {
 /// A v2 CTA tile config (`GemmTileConfig` in `gemm_tiles.cuh`, the `GemmCfg*` of `gemm.cu`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GemmTile {
-    /// 128 x 256, 8 warps of 64 x 64, 3 stages, 1 CTA / SM.
+    /// 128 x 256, 8 warps (2 x 4) of 64 x 64, 3 stages, 1 CTA / SM.
     T128x256,
+    /// 256 x 128, 8 warps (4 x 2) of 64 x 64, 3 stages, 1 CTA / SM.
+    T256x128,
     /// 128 x 128, 8 warps of 64 x 32, 4 stages, 2 CTAs / SM.
     T128x128,
     /// 64 x 64, 4 warps of 32 x 32, 4 stages (small M or N).
@@ -445,14 +449,28 @@ pub enum GemmTile {
 pub const GEMM_V2_BK: u32 = 32;
 
 impl GemmTile {
-    pub const ALL: [GemmTile; 3] = [GemmTile::T128x256, GemmTile::T128x128, GemmTile::T64x64];
+    pub const ALL: [GemmTile; 4] = [
+        GemmTile::T128x256,
+        GemmTile::T256x128,
+        GemmTile::T128x128,
+        GemmTile::T64x64,
+    ];
 
     /// `(BM, BN, warps, stages)`.
     pub const fn geometry(self) -> (u32, u32, u32, u32) {
         match self {
             GemmTile::T128x256 => (128, 256, 8, 3),
+            GemmTile::T256x128 => (256, 128, 8, 3),
             GemmTile::T128x128 => (128, 128, 8, 4),
             GemmTile::T64x64 => (64, 64, 4, 4),
+        }
+    }
+
+    /// Warp tile columns `WN` (`BN / WARPS_N`).
+    pub const fn warp_n(self) -> u32 {
+        match self {
+            GemmTile::T128x256 | GemmTile::T256x128 => 64,
+            GemmTile::T128x128 | GemmTile::T64x64 => 32,
         }
     }
 
@@ -463,7 +481,7 @@ impl GemmTile {
     /// CTAs per SM the launch bounds and shared memory allow (`__launch_bounds__` min blocks).
     pub const fn ctas_per_sm(self) -> u32 {
         match self {
-            GemmTile::T128x256 => 1,
+            GemmTile::T128x256 | GemmTile::T256x128 => 1,
             GemmTile::T128x128 => 2,
             GemmTile::T64x64 => 4,
         }
@@ -474,8 +492,7 @@ impl GemmTile {
     pub const fn smem_bytes(self) -> u32 {
         let (bm, bn, warps, stages) = self.geometry();
         let pipe = stages * (bm + bn) * GEMM_V2_BK * 2;
-        let wn = bn / if warps == 8 { 4 } else { 2 };
-        let epi = warps * 16 * (wn + 8) * 4;
+        let epi = warps * 16 * (self.warp_n() + 8) * 4;
         if pipe > epi {
             pipe
         } else {
@@ -500,12 +517,14 @@ impl GemmTile {
     }
 
     pub fn entry(self, op: GemmOp) -> &'static str {
+        let matmul = op == GemmOp::Matmul;
         let i = match self {
             GemmTile::T128x256 => 5,
             GemmTile::T128x128 => 6,
             GemmTile::T64x64 => 7,
+            GemmTile::T256x128 => return ENTRIES[12 + matmul as usize].name,
         };
-        ENTRIES[i + if op == GemmOp::Matmul { 3 } else { 0 }].name
+        ENTRIES[i + if matmul { 3 } else { 0 }].name
     }
 }
 
@@ -529,9 +548,9 @@ pub const SPLITK_MIN_KTILES: u64 = 4;
 pub const SPLITK_MAX: u64 = 8;
 
 impl GemmPlan {
-    /// The launcher heuristic (docs/kernels.md): on a GPU of `sms` SMs, the largest tile whose
-    /// grid fills at least one wave (`sms * ctas_per_sm` CTAs) and wastes at most a quarter of
-    /// its columns on the N edge, else the 64 x 64 tile; split-K (`allow_split`) when even the
+    /// The launcher heuristic (docs/kernels.md): on a GPU of `sms` SMs, the first of 128 x 256,
+    /// 256 x 128, 128 x 128 whose grid fills at least one wave (`sms * ctas_per_sm` CTAs) and
+    /// wastes at most a quarter of its rows / columns on the M / N edges, else the 64 x 64 tile; split-K (`allow_split`) when even the
     /// 64 x 64 grid leaves SMs idle (fewer CTAs than `sms`) and K has at least
     /// 2 * SPLITK_MIN_KTILES k tiles: splits = min(ceil(sms / tiles), ktiles / SPLITK_MIN_KTILES,
     /// SPLITK_MAX).
@@ -542,10 +561,12 @@ impl GemmPlan {
             splits: 1,
             ktiles_per_split: ktiles as u32,
         };
-        for tile in [GemmTile::T128x256, GemmTile::T128x128] {
-            let bn = tile.bn_out(geglu) as u64;
-            let fill = shape.n as f64 / (ceil_div(shape.n, bn) * bn) as f64;
-            if fill >= 0.75 && tile.tiles(shape, geglu) >= (sms * tile.ctas_per_sm()) as u64 {
+        let fill = |x: u64, t: u64| x as f64 / (ceil_div(x, t) * t) as f64;
+        for tile in [GemmTile::T128x256, GemmTile::T256x128, GemmTile::T128x128] {
+            let (bm, ..) = tile.geometry();
+            let filled = fill(shape.n, tile.bn_out(geglu) as u64) >= 0.75
+                && fill(shape.m, bm as u64) >= 0.75;
+            if filled && tile.tiles(shape, geglu) >= (sms * tile.ctas_per_sm()) as u64 {
                 return whole(tile);
             }
         }
@@ -664,6 +685,11 @@ mod v2_tests {
     #[test]
     fn smem_bytes() {
         assert_eq!(GemmTile::T128x256.smem_bytes(), 73_728);
+        assert_eq!(GemmTile::T256x128.smem_bytes(), 73_728);
+        assert_eq!(
+            GemmTile::T256x128.entry(GemmOp::Matmul),
+            "matmul_256x128_v2_bf16"
+        );
         assert_eq!(GemmTile::T128x128.smem_bytes(), 65_536);
         assert_eq!(GemmTile::T64x64.smem_bytes(), 32_768);
         assert_eq!(
@@ -684,10 +710,16 @@ mod v2_tests {
             GemmPlan::choose(big, false, 132, true).tile,
             GemmTile::T128x256
         );
-        // N = 320: 128 x 256 would waste 37.5 % of its columns.
+        // N = 320: 128 x 256 would waste 37.5 % of its columns, 256 x 128 17 %.
         let n320 = GemmShape::new(1, 32768, 320, 320);
         assert_eq!(
             GemmPlan::choose(n320, false, 132, true).tile,
+            GemmTile::T256x128
+        );
+        // M = 320 as well: 256-row tiles would waste 37.5 % of their rows.
+        let sq = GemmShape::new(64, 320, 320, 320);
+        assert_eq!(
+            GemmPlan::choose(sq, false, 132, true).tile,
             GemmTile::T128x128
         );
         // small M, long K: 64 x 64 with split-K

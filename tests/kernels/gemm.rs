@@ -178,7 +178,7 @@ struct V2Case {
 
 fn v2_cases() -> Vec<V2Case> {
     use GemmOp::{Linear, Matmul};
-    use GemmTile::{T128x128 as L, T128x256 as XL, T64x64 as S};
+    use GemmTile::{T128x128 as L, T128x256 as XL, T256x128 as XT, T64x64 as S};
     use Opt::*;
     let v = |c: GemmCase, tile, splits| V2Case { c, tile, splits };
     vec![
@@ -212,6 +212,13 @@ fn v2_cases() -> Vec<V2Case> {
             1,
         ),
         v(case(Matmul, 3, (9, 24, 16)).with(&[Bias]), S, 1),
+        v(
+            case(Linear, 1, (260, 136, 40)).with(&[Bias, Residual]),
+            XT,
+            1,
+        ),
+        v(case(Linear, 1, (257, 72, 48)).with(&[Bias, Geglu]), XT, 1),
+        v(case(Matmul, 2, (130, 136, 24)).with(&[BatchedB]), XT, 1),
         // split-K: deterministic f32 workspace + reduction pass
         v(case(Linear, 1, (20, 50, 264)).with(&[Bias, Residual]), S, 3),
         v(case(Linear, 1, (17, 24, 200)).with(&[Bias, Geglu]), S, 4),
