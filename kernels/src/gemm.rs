@@ -75,7 +75,34 @@ pub const ENTRIES: &[Entry] = &[
         ("GemmParams", 112),
         LAUNCH,
     ),
+    v2("linear_128x256_v2_bf16", "linear_128x256", LAUNCH_V2),
+    v2("linear_128x128_v2_bf16", "linear_128x128", LAUNCH_V2),
+    v2("linear_64x64_v2_bf16", "linear_64x64", LAUNCH_V2),
+    v2("matmul_128x256_v2_bf16", "matmul_128x256", LAUNCH_V2),
+    v2("matmul_128x128_v2_bf16", "matmul_128x128", LAUNCH_V2),
+    v2("matmul_64x64_v2_bf16", "matmul_64x64", LAUNCH_V2),
+    v2("gemm_splitk_v2_bf16", "gemm_splitk", LAUNCH_SPLITK),
+    v2("linear_256x128_v2_bf16", "linear_256x128", LAUNCH_V2),
+    v2("matmul_256x128_v2_bf16", "matmul_256x128", LAUNCH_V2),
 ];
+
+const LAUNCH_V2: &str =
+    "grid = (ceil(N / BN) | GEGLU ceil(N / (BN / 2)), ceil(M / BM), batch * splits), \
+     block = 32 * warps, dynamic smem GemmTile::smem_bytes (plan: GemmPlan::choose)";
+const LAUNCH_SPLITK: &str = "grid = (ceil(M * ceil(N / 8) / 256), batch), block = 256, no smem";
+
+/// A v2 entry (`op` names the tile config) taking [`GemmV2Params`].
+const fn v2(name: &'static str, op: &'static str, launch: &'static str) -> Entry {
+    Entry {
+        name,
+        op,
+        version: 2,
+        dtype: DType::Bf16,
+        params: "GemmV2Params",
+        params_size: 136,
+        launch,
+    }
+}
 
 /// Which entry: how B is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -399,6 +426,320 @@ pub fn launch_config(shape: GemmShape, geglu: bool) -> LaunchConfig {
         shape.batch.max(1) as u32,
     ];
     LaunchConfig::blocks(grid, GEMM_THREADS)
+}
+
+// ------------------------------------------------------------------------------------------------
+// v2: the templated mainloop (gemm_tiles.cuh), three tile configs, split-K
+// ------------------------------------------------------------------------------------------------
+
+/// A v2 CTA tile config (`GemmTileConfig` in `gemm_tiles.cuh`, the `GemmCfg*` of `gemm.cu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GemmTile {
+    /// 128 x 256, 8 warps (2 x 4) of 64 x 64, 3 stages, 1 CTA / SM.
+    T128x256,
+    /// 256 x 128, 8 warps (4 x 2) of 64 x 64, 3 stages, 1 CTA / SM.
+    T256x128,
+    /// 128 x 128, 8 warps of 64 x 32, 4 stages, 2 CTAs / SM.
+    T128x128,
+    /// 64 x 64, 4 warps of 32 x 32, 4 stages (small M or N).
+    T64x64,
+}
+
+/// k tile depth of every v2 config.
+pub const GEMM_V2_BK: u32 = 32;
+
+impl GemmTile {
+    pub const ALL: [GemmTile; 4] = [
+        GemmTile::T128x256,
+        GemmTile::T256x128,
+        GemmTile::T128x128,
+        GemmTile::T64x64,
+    ];
+
+    /// `(BM, BN, warps, stages)`.
+    pub const fn geometry(self) -> (u32, u32, u32, u32) {
+        match self {
+            GemmTile::T128x256 => (128, 256, 8, 3),
+            GemmTile::T256x128 => (256, 128, 8, 3),
+            GemmTile::T128x128 => (128, 128, 8, 4),
+            GemmTile::T64x64 => (64, 64, 4, 4),
+        }
+    }
+
+    /// Warp tile columns `WN` (`BN / WARPS_N`).
+    pub const fn warp_n(self) -> u32 {
+        match self {
+            GemmTile::T128x256 | GemmTile::T256x128 => 64,
+            GemmTile::T128x128 | GemmTile::T64x64 => 32,
+        }
+    }
+
+    pub const fn threads(self) -> u32 {
+        self.geometry().2 * 32
+    }
+
+    /// CTAs per SM the launch bounds and shared memory allow (`__launch_bounds__` min blocks).
+    pub const fn ctas_per_sm(self) -> u32 {
+        match self {
+            GemmTile::T128x256 | GemmTile::T256x128 => 1,
+            GemmTile::T128x128 => 2,
+            GemmTile::T64x64 => 4,
+        }
+    }
+
+    /// Dynamic shared memory: the pipeline (`STAGES * (BM + BN) * 32 * 2` bytes), which also
+    /// holds the epilogue's staging slabs (`warps * 16 * (WN + 8) * 4` bytes).
+    pub const fn smem_bytes(self) -> u32 {
+        let (bm, bn, warps, stages) = self.geometry();
+        let pipe = stages * (bm + bn) * GEMM_V2_BK * 2;
+        let epi = warps * 16 * (self.warp_n() + 8) * 4;
+        if pipe > epi {
+            pipe
+        } else {
+            epi
+        }
+    }
+
+    /// Output columns per CTA (GEGLU: half of BN, value and gate rows share the B tile).
+    pub const fn bn_out(self, geglu: bool) -> u32 {
+        let bn = self.geometry().1;
+        if geglu {
+            bn / 2
+        } else {
+            bn
+        }
+    }
+
+    /// CTA tiles of `shape` (all batch entries, one split).
+    pub fn tiles(self, shape: GemmShape, geglu: bool) -> u64 {
+        let (bm, ..) = self.geometry();
+        ceil_div(shape.m, bm as u64) * ceil_div(shape.n, self.bn_out(geglu) as u64) * shape.batch
+    }
+
+    pub fn entry(self, op: GemmOp) -> &'static str {
+        let matmul = op == GemmOp::Matmul;
+        let i = match self {
+            GemmTile::T128x256 => 5,
+            GemmTile::T128x128 => 6,
+            GemmTile::T64x64 => 7,
+            GemmTile::T256x128 => return ENTRIES[12 + matmul as usize].name,
+        };
+        ENTRIES[i + if matmul { 3 } else { 0 }].name
+    }
+}
+
+/// The split-K reduction + epilogue entry.
+pub const SPLITK_ENTRY: &str = "gemm_splitk_v2_bf16";
+
+/// Tile config and k split of one v2 launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmPlan {
+    pub tile: GemmTile,
+    /// k splits (1 = no split-K).
+    pub splits: u32,
+    /// 32-deep k tiles per split.
+    pub ktiles_per_split: u32,
+}
+
+/// Fewest k tiles a split gets (128 of K): shorter splits cost more in workspace traffic than
+/// they win in parallelism.
+pub const SPLITK_MIN_KTILES: u64 = 4;
+/// Most k splits.
+pub const SPLITK_MAX: u64 = 8;
+
+impl GemmPlan {
+    /// The launcher heuristic (docs/kernels.md): on a GPU of `sms` SMs, the first of 128 x 256,
+    /// 256 x 128, 128 x 128 whose grid fills at least one wave (`sms * ctas_per_sm` CTAs) and
+    /// wastes at most a quarter of its rows / columns on the M / N edges, else the 64 x 64 tile; split-K (`allow_split`) when even the
+    /// 64 x 64 grid leaves SMs idle (fewer CTAs than `sms`) and K has at least
+    /// 2 * SPLITK_MIN_KTILES k tiles: splits = min(ceil(sms / tiles), ktiles / SPLITK_MIN_KTILES,
+    /// SPLITK_MAX).
+    pub fn choose(shape: GemmShape, geglu: bool, sms: u32, allow_split: bool) -> GemmPlan {
+        let ktiles = ceil_div(shape.k, GEMM_V2_BK as u64).max(1);
+        let whole = |tile: GemmTile| GemmPlan {
+            tile,
+            splits: 1,
+            ktiles_per_split: ktiles as u32,
+        };
+        let fill = |x: u64, t: u64| x as f64 / (ceil_div(x, t) * t) as f64;
+        for tile in [GemmTile::T128x256, GemmTile::T256x128, GemmTile::T128x128] {
+            let (bm, ..) = tile.geometry();
+            let filled = fill(shape.n, tile.bn_out(geglu) as u64) >= 0.75
+                && fill(shape.m, bm as u64) >= 0.75;
+            if filled && tile.tiles(shape, geglu) >= (sms * tile.ctas_per_sm()) as u64 {
+                return whole(tile);
+            }
+        }
+        let small = GemmTile::T64x64;
+        let tiles = small.tiles(shape, geglu).max(1);
+        if !allow_split || tiles >= sms as u64 || ktiles < 2 * SPLITK_MIN_KTILES {
+            return whole(small);
+        }
+        let splits = ceil_div(sms as u64, tiles)
+            .min(ktiles / SPLITK_MIN_KTILES)
+            .min(SPLITK_MAX);
+        let per = ceil_div(ktiles, splits);
+        GemmPlan {
+            tile: small,
+            splits: ceil_div(ktiles, per) as u32,
+            ktiles_per_split: per as u32,
+        }
+    }
+
+    /// Row stride (f32) of the split-K workspace: every raw column of the grid.
+    pub fn ws_ld(&self, shape: GemmShape, geglu: bool) -> u64 {
+        let bn = self.tile.geometry().1 as u64;
+        ceil_div(shape.n, self.tile.bn_out(geglu) as u64) * bn
+    }
+
+    /// f32 elements of the split-K workspace (0 without split-K).
+    pub fn workspace_len(&self, shape: GemmShape, geglu: bool) -> u64 {
+        if self.splits <= 1 {
+            0
+        } else {
+            self.splits as u64 * shape.batch * shape.m * self.ws_ld(shape, geglu)
+        }
+    }
+
+    /// The main launch: `grid = (ceil(N / BN_out), ceil(M / BM), batch * splits)`.
+    pub fn launch_config(&self, shape: GemmShape, geglu: bool) -> LaunchConfig {
+        let (bm, ..) = self.tile.geometry();
+        LaunchConfig {
+            grid: [
+                tiles(shape.n, self.tile.bn_out(geglu)),
+                tiles(shape.m, bm),
+                (shape.batch.max(1) * self.splits as u64) as u32,
+            ],
+            block: [self.tile.threads(), 1, 1],
+            dynamic_smem_bytes: self.tile.smem_bytes(),
+        }
+    }
+
+    /// The split-K pass: one thread per (row, 8 output columns).
+    pub fn splitk_launch_config(shape: GemmShape) -> LaunchConfig {
+        let items = shape.m * ceil_div(shape.n, 8);
+        LaunchConfig::blocks(
+            [
+                ceil_div(items, 256).max(1) as u32,
+                shape.batch.max(1) as u32,
+                1,
+            ],
+            256,
+        )
+    }
+
+    /// Whether `params` can take a v2 entry: the cp.async path (aligned operands), a grid within
+    /// the limits (rows of BM, batch * splits <= 65535).
+    pub fn fits(&self, params: &GemmParams, shape: GemmShape) -> bool {
+        let (bm, ..) = self.tile.geometry();
+        params.ops.aligned == 1
+            && ceil_div(shape.m, bm as u64) <= 65_535
+            && shape.batch * self.splits as u64 <= 65_535
+    }
+}
+
+/// Mirrors `struct GemmV2Params` in `gemm.cu` (136 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GemmV2Params {
+    pub g: GemmParams,
+    /// Split-K f32 partials `[splits][batch][M][ws_ld]`, or 0.
+    pub workspace: u64,
+    pub splits: u32,
+    pub ktiles_per_split: u32,
+    pub ws_ld: u32,
+    pub batch: u32,
+}
+
+impl GemmV2Params {
+    /// `g` (from [`GemmParams::new`]) launched by `plan`; `workspace` holds
+    /// [`GemmPlan::workspace_len`] f32 when `plan.splits > 1`.
+    pub fn new(
+        g: GemmParams,
+        plan: GemmPlan,
+        shape: GemmShape,
+        workspace: u64,
+    ) -> Result<GemmV2Params> {
+        let geglu = g.geglu != 0;
+        ensure!(
+            plan.splits <= 1 || workspace != 0,
+            "split-K needs a workspace"
+        );
+        Ok(GemmV2Params {
+            g,
+            workspace,
+            splits: plan.splits.max(1),
+            ktiles_per_split: plan.ktiles_per_split,
+            ws_ld: to_u32(plan.ws_ld(shape, geglu), "gemm v2 ws_ld")?,
+            batch: to_u32(shape.batch, "gemm v2 batch")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod v2_tests {
+    use super::*;
+
+    crate::params_layout_test!(GemmV2Params, 136, align 8);
+
+    #[test]
+    fn smem_bytes() {
+        assert_eq!(GemmTile::T128x256.smem_bytes(), 73_728);
+        assert_eq!(GemmTile::T256x128.smem_bytes(), 73_728);
+        assert_eq!(
+            GemmTile::T256x128.entry(GemmOp::Matmul),
+            "matmul_256x128_v2_bf16"
+        );
+        assert_eq!(GemmTile::T128x128.smem_bytes(), 65_536);
+        assert_eq!(GemmTile::T64x64.smem_bytes(), 32_768);
+        assert_eq!(
+            GemmTile::T64x64.entry(GemmOp::Matmul),
+            "matmul_64x64_v2_bf16"
+        );
+        assert_eq!(
+            GemmTile::T128x256.entry(GemmOp::Linear),
+            "linear_128x256_v2_bf16"
+        );
+    }
+
+    #[test]
+    fn plan_heuristic() {
+        // U-Net linear, M = 2 * 4096 tokens: 128 x 256 tiles fill a wave of 132 SMs.
+        let big = GemmShape::new(1, 8192, 1280, 320);
+        assert_eq!(
+            GemmPlan::choose(big, false, 132, true).tile,
+            GemmTile::T128x256
+        );
+        // N = 320: 128 x 256 would waste 37.5 % of its columns, 256 x 128 17 %.
+        let n320 = GemmShape::new(1, 32768, 320, 320);
+        assert_eq!(
+            GemmPlan::choose(n320, false, 132, true).tile,
+            GemmTile::T256x128
+        );
+        // M = 320 as well: 256-row tiles would waste 37.5 % of their rows.
+        let sq = GemmShape::new(64, 320, 320, 320);
+        assert_eq!(
+            GemmPlan::choose(sq, false, 132, true).tile,
+            GemmTile::T128x128
+        );
+        // small M, long K: 64 x 64 with split-K
+        let small = GemmShape::new(1, 77, 320, 1024);
+        let p = GemmPlan::choose(small, false, 132, true);
+        assert_eq!(
+            (p.tile, p.splits, p.ktiles_per_split),
+            (GemmTile::T64x64, 8, 4)
+        );
+        assert_eq!(GemmPlan::choose(small, false, 132, false).splits, 1);
+        // short K: no split
+        let short = GemmShape::new(1, 77, 320, 96);
+        assert_eq!(GemmPlan::choose(short, false, 132, true).splits, 1);
+        let p = GemmPlan::choose(GemmShape::new(2, 40, 48, 600), true, 132, true);
+        assert_eq!(
+            p.launch_config(GemmShape::new(2, 40, 48, 600), true).grid[2],
+            2 * p.splits
+        );
+        assert!(p.splits * p.ktiles_per_split >= 19 && (p.splits - 1) * p.ktiles_per_split < 19);
+    }
 }
 
 #[cfg(test)]

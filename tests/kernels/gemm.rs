@@ -13,7 +13,8 @@ use crate::harness::{
 };
 use cyberhost_engine::backends::{Backend, TensorLike};
 use cyberhost_kernels::gemm::{
-    launch_config as gemm_launch, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPtrs, GemmShape,
+    launch_config as gemm_launch, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPlan, GemmPtrs,
+    GemmShape, GemmTile, GemmV2Params, SPLITK_ENTRY,
 };
 use cyberhost_kernels::{DType, KernelModule};
 
@@ -167,6 +168,121 @@ fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
 
 crate::harness::schedules_test!(gemm_linear_matmul_epilogues, gemm_cases(), 0, run_gemm);
 
+/// A v2 case: the entry of `tile`, `splits` k splits (1 = none; more: the split-K pass after).
+#[derive(Clone, Copy, Debug)]
+struct V2Case {
+    c: GemmCase,
+    tile: GemmTile,
+    splits: u32,
+}
+
+fn v2_cases() -> Vec<V2Case> {
+    use GemmOp::{Linear, Matmul};
+    use GemmTile::{T128x128 as L, T128x256 as XL, T256x128 as XT, T64x64 as S};
+    use Opt::*;
+    let v = |c: GemmCase, tile, splits| V2Case { c, tile, splits };
+    vec![
+        // M, N, K tails (K = 72: a partial last k tile), every epilogue term
+        v(
+            case(Linear, 1, (130, 136, 72)).with(&[Bias, Residual, Scale(0.5)]),
+            L,
+            1,
+        ),
+        v(case(Linear, 1, (150, 260, 40)).with(&[Bias]), XL, 1),
+        v(case(Linear, 1, (129, 136, 64)).with(&[Bias, Geglu]), XL, 1),
+        v(case(Linear, 1, (45, 37, 64)).with(&[Residual]), L, 1),
+        v(
+            case(Linear, 1, (33, 40, 24)).with(&[Bias, Geglu, Scale(2.0)]),
+            S,
+            1,
+        ),
+        v(
+            case(Linear, 2, (20, 33, 48)).with(&[BatchedB, Residual]),
+            S,
+            1,
+        ),
+        v(
+            case(Matmul, 2, (70, 136, 48)).with(&[BatchedB, Residual]),
+            L,
+            1,
+        ),
+        v(
+            case(Matmul, 1, (65, 264, 32)).with(&[Bias, Scale(0.125)]),
+            XL,
+            1,
+        ),
+        v(case(Matmul, 3, (9, 24, 16)).with(&[Bias]), S, 1),
+        v(
+            case(Linear, 1, (260, 136, 40)).with(&[Bias, Residual]),
+            XT,
+            1,
+        ),
+        v(case(Linear, 1, (257, 72, 48)).with(&[Bias, Geglu]), XT, 1),
+        v(case(Matmul, 2, (130, 136, 24)).with(&[BatchedB]), XT, 1),
+        // split-K: deterministic f32 workspace + reduction pass
+        v(case(Linear, 1, (20, 50, 264)).with(&[Bias, Residual]), S, 3),
+        v(case(Linear, 1, (17, 24, 200)).with(&[Bias, Geglu]), S, 4),
+        v(
+            case(Matmul, 2, (40, 72, 136)).with(&[BatchedB, Scale(0.5)]),
+            S,
+            2,
+        ),
+        v(case(Linear, 2, (66, 130, 256)).with(&[Bias]), L, 2),
+    ]
+}
+
+fn run_gemm_v2(dev: &mut Device, v: V2Case, seed: u64) -> anyhow::Result<()> {
+    let c = v.c;
+    let (a, b, bias, res, want) = gemm_inputs(&c, seed, true, true);
+    let shape = GemmShape::new(c.batch, c.m, c.n, c.k);
+    let layout = GemmLayout::contiguous(c.op, shape, c.geglu, c.broadcast_b);
+    let ptrs = GemmPtrs {
+        a: dev.upload(&to_bf16(&a))?,
+        b: dev.upload(&to_bf16(&b))?,
+        bias: dev.upload_bf16_opt(c.bias, &bias)?,
+        residual: dev.upload_bf16_opt(c.residual, &res)?,
+        c: dev.alloc_poisoned(want.len() * 2)?,
+    };
+    let epi = GemmEpilogue {
+        scale: c.scale,
+        geglu: c.geglu,
+    };
+    let g = GemmParams::new(c.op, ptrs, shape, layout, epi)?;
+    assert_eq!(g.ops.aligned, 1, "{v:?}: v2 needs the cp.async path");
+    let ktiles = c.k.div_ceil(32) as u32;
+    let per = ktiles.div_ceil(v.splits);
+    let plan = GemmPlan {
+        tile: v.tile,
+        splits: ktiles.div_ceil(per),
+        ktiles_per_split: per,
+    };
+    assert_eq!(plan.splits, v.splits, "{v:?}");
+    // the workspace is poisoned too: the reduction must read only what the splits wrote
+    let ws = if plan.splits > 1 {
+        dev.alloc_poisoned(plan.workspace_len(shape, c.geglu) as usize * 4)?
+    } else {
+        0
+    };
+    let p = GemmV2Params::new(g, plan, shape, ws)?;
+    dev.launch(
+        KernelModule::Gemm,
+        v.tile.entry(c.op),
+        plan.launch_config(shape, c.geglu),
+        &p,
+    )?;
+    if plan.splits > 1 {
+        dev.launch(
+            KernelModule::Gemm,
+            SPLITK_ENTRY,
+            GemmPlan::splitk_launch_config(shape),
+            &p,
+        )?;
+    }
+    dev.check_bf16(&format!("{v:?}"), ptrs.c, &want)
+}
+
+crate::harness::schedules_test!(gemm_v2_tiles_splitk_epilogues, v2_cases(), 500, run_gemm_v2);
+
 #[test]
 fn gemm_engine_launcher() {
     use cyberhost_engine::backends::cuda::gemm::{linear, matmul, GemmExtras};
@@ -223,6 +339,75 @@ fn gemm_engine_launcher() {
         false,
     );
     assert_close("engine matmul", &download(dev, &out), &want, TOL);
+
+    {
+        // Small M, long K: the plan splits K when given a workspace (GemmPlan::choose).
+        use cyberhost_engine::backends::cuda::gemm::{launch, splitk_workspace_len};
+        let (m, n, k) = (20, 50, 1024);
+        let shape = GemmShape::new(1, m, n, k);
+        let ws_len = splitk_workspace_len(dev, shape, false);
+        assert!(ws_len > 0, "M {m} K {k} should split K");
+        let x = round_bf16(&rng.randn(m * k, 1.0, 0.0));
+        let w = round_bf16(&rng.randn(n * k, 1.0, 0.0));
+        let b = round_bf16(&rng.randn(n, 1.0, 0.0));
+        let r = round_bf16(&rng.randn(m * n, 1.0, 0.0));
+        let (dx, dw, db, dr) = (
+            upload(dev, &x),
+            upload(dev, &w),
+            upload(dev, &b),
+            upload(dev, &r),
+        );
+        let ws = dev.stream().alloc_zeros::<u16>(2 * ws_len).unwrap();
+        let mut out = dev.stream().alloc_zeros::<u16>(m * n).unwrap();
+        let extras = GemmExtras {
+            bias: Some(&db),
+            residual: Some(&dr),
+            scale: 0.5,
+            workspace: Some(&ws),
+            ..Default::default()
+        };
+        let layout = GemmLayout::contiguous(GemmOp::Linear, shape, false, true);
+        launch(
+            dev,
+            GemmOp::Linear,
+            &dx,
+            &dw,
+            &mut out,
+            shape,
+            layout,
+            extras,
+        )
+        .unwrap();
+        let want = gemm_ref(
+            &x,
+            &w,
+            Some(&b),
+            Some(&r),
+            (1, m, n, k),
+            false,
+            false,
+            0.5,
+            false,
+        );
+        assert_close("engine linear split-K", &download(dev, &out), &want, TOL);
+        let short_ws = dev.stream().alloc_zeros::<u16>(ws_len).unwrap();
+        let extras = GemmExtras {
+            workspace: Some(&short_ws),
+            ..extras
+        };
+        let err = launch(
+            dev,
+            GemmOp::Linear,
+            &dx,
+            &dw,
+            &mut out,
+            shape,
+            layout,
+            extras,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("workspace"), "{err:#}");
+    }
 
     // Too-short output buffer: an error naming the buffer, not a fault.
     let mut short = dev.stream().alloc_zeros::<u16>(3).unwrap();

@@ -336,6 +336,23 @@ impl CudaDevice {
             block_dim: (cfg.block[0], cfg.block[1], cfg.block[2]),
             shared_mem_bytes: cfg.dynamic_smem_bytes,
         };
+        if cfg.shared_mem_bytes > 48 * 1024 {
+            // Dynamic shared memory above the default 48 KiB needs the function's opt-in.
+            // SAFETY: `f` is a live function of this device's context.
+            unsafe {
+                cudarc::driver::result::function::set_function_attribute(
+                    f.cu_function(),
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    cfg.shared_mem_bytes as i32,
+                )
+            }
+            .with_context(|| {
+                format!(
+                    "{entry}: {} B of dynamic shared memory on {}",
+                    cfg.shared_mem_bytes, self.name
+                )
+            })?;
+        }
         let arg = PodArg(*params);
         let mut builder = self.stream.launch_builder(&f);
         builder.arg(&arg);
@@ -350,6 +367,17 @@ impl CudaDevice {
             o.after_launch(&self.stream, module, entry);
         }
         launched
+    }
+
+    /// Streaming multiprocessors of this device (launch heuristics size grids by it); 132 (an
+    /// H100 SXM) if the driver does not say.
+    pub fn sm_count(&self) -> u32 {
+        self.ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .ok()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(132)
     }
 
     /// Wait for all work on the stream.

@@ -90,11 +90,17 @@ pub(crate) fn linear_ext(
         .transpose()?;
     let mut out = be.alloc(&shape, DType::Bf16)?;
     if out.elem_count() > 0 {
+        // split-K plans (small grids, long K) need an f32 workspace
+        let ws_len = gemm::splitk_workspace_len(be.device(), gs, epi.geglu);
+        let ws = (ws_len > 0)
+            .then(|| be.alloc(&[ws_len], DType::F32))
+            .transpose()?;
         let extras = GemmExtras {
             bias: bb.as_ref().map(|b| b.buf()),
             residual: rb.as_ref().map(|r| r.buf()),
             scale: epi.scale,
             geglu: epi.geglu,
+            workspace: ws.as_ref().map(|w| w.buf()),
         };
         gemm::launch(
             be.device(),

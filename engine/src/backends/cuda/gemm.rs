@@ -7,7 +7,8 @@ use anyhow::{ensure, Context, Result};
 use cudarc::driver::DeviceRepr;
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use cyberhost_kernels::gemm::{
-    launch_config, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPtrs, GemmShape,
+    launch_config, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPlan, GemmPtrs, GemmShape,
+    GemmV2Params, SPLITK_ENTRY,
 };
 use cyberhost_kernels::{DType, KernelModule};
 
@@ -146,6 +147,15 @@ pub struct GemmExtras<'a, T: DeviceRepr> {
     pub scale: f32,
     /// FeedForward GEGLU: `w` has `2N` rows, `out = (x.w[n] + b[n]) * gelu(x.w[N + n] + b[N + n])`.
     pub geglu: bool,
+    /// Split-K workspace of at least [`splitk_workspace_len`] f32 (any element type `T`, checked
+    /// in bytes); `None`: no split-K.
+    pub workspace: Option<&'a CudaSlice<T>>,
+}
+
+/// f32 elements of the split-K workspace [`launch`] uses for `shape` on `dev` (0: the plan does
+/// not split K; pass no workspace).
+pub fn splitk_workspace_len(dev: &CudaDevice, shape: GemmShape, geglu: bool) -> usize {
+    GemmPlan::choose(shape, geglu, dev.sm_count(), true).workspace_len(shape, geglu) as usize
 }
 
 copy_with_defaults!(GemmExtras<T: DeviceRepr> {
@@ -153,6 +163,7 @@ copy_with_defaults!(GemmExtras<T: DeviceRepr> {
     residual: None,
     scale: 1.0,
     geglu: false,
+    workspace: None,
 });
 
 /// `out (M, N) = x (M, K) . w^T + ...` with `w (N, K)` (nn.Linear `(out, in)`; GEGLU `(2N, K)`);
@@ -250,6 +261,54 @@ pub fn launch<T: DeviceRepr>(
         geglu: extras.geglu,
     };
     let params = GemmParams::new(op, ptrs, shape, layout, epi)?;
+    // v2 (templated mainloop, tile by GemmPlan::choose) when the operands take cp.async.
+    let plan = GemmPlan::choose(
+        shape,
+        extras.geglu,
+        dev.sm_count(),
+        extras.workspace.is_some(),
+    );
+    if plan.fits(&params, shape) {
+        let ws = match extras.workspace {
+            Some(w) if plan.splits > 1 => {
+                let need = plan.workspace_len(shape, extras.geglu) * 4;
+                ensure!(
+                    w.num_bytes() as u64 >= need,
+                    "{entry} split-K workspace: {} bytes, the plan needs {need}",
+                    w.num_bytes()
+                );
+                Some(w.device_ptr(stream))
+            }
+            _ => None,
+        };
+        let p = GemmV2Params::new(params, plan, shape, ws.as_ref().map_or(0, |w| w.0))?;
+        let entry = plan.tile.entry(op);
+        let what = || format!("{entry} M {} N {} K {}", shape.m, shape.n, shape.k);
+        // SAFETY: `GemmV2Params` mirrors gemm.cu's struct (size asserted in cyberhost-kernels);
+        // the pointers are those checked above, the workspace holds `workspace_len` f32.
+        unsafe {
+            dev.launch(
+                KernelModule::Gemm,
+                entry,
+                plan.launch_config(shape, extras.geglu),
+                &p,
+            )
+        }
+        .with_context(what)?;
+        if plan.splits > 1 {
+            // SAFETY: as above; the split-K pass reads the workspace the first launch wrote.
+            unsafe {
+                dev.launch(
+                    KernelModule::Gemm,
+                    SPLITK_ENTRY,
+                    GemmPlan::splitk_launch_config(shape),
+                    &p,
+                )
+            }
+            .with_context(what)?;
+        }
+        return Ok(());
+    }
     let cfg = launch_config(shape, extras.geglu);
     // SAFETY: `GemmParams` mirrors `struct GemmParams` of gemm.cu (size asserted in
     // cyberhost-kernels); every pointer comes from a live `CudaSlice` of this device whose length
