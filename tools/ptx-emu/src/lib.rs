@@ -9,12 +9,15 @@
 // `Fault` is the contract error type of `launch` (EMU_API); boxing it would change the API.
 #![allow(clippy::result_large_err)]
 
+mod arch;
 mod exec;
 mod float;
 mod memory;
 mod parser;
 mod program;
+pub mod tensor_map;
 
+pub use arch::{Arch, ArchLimits};
 pub use memory::Memory;
 
 use std::fmt;
@@ -58,6 +61,10 @@ pub struct Module {
     pub(crate) id: u64,
     pub(crate) globals: Vec<GlobalInfo>,
     pub(crate) kernels: Vec<Arc<program::Program>>,
+    /// The `.target` architecture (`sm_80`, `sm_90a`, ...; empty when the PTX has none).
+    pub(crate) target: String,
+    /// The `.version` (PTX ISA) text, e.g. `8.4`.
+    pub(crate) ptx_isa: String,
 }
 
 impl Module {
@@ -77,6 +84,24 @@ impl Module {
     /// Module-scope `.global`/`.const` variables (name, size) so a driver can back them.
     pub fn globals(&self) -> Vec<GlobalInfo> {
         self.globals.clone()
+    }
+
+    /// The architecture of the PTX's `.target` directive (e.g. `sm_90a`; empty when none).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The PTX ISA version of the `.version` directive (e.g. `8.4`).
+    pub fn ptx_isa_version(&self) -> &str {
+        &self.ptx_isa
+    }
+
+    /// Whether a device of architecture `arch` runs this module (see [`Arch::can_run`]).
+    pub fn check_arch(&self, arch: Arch) -> Result<(), String> {
+        if self.target.is_empty() {
+            return Ok(());
+        }
+        arch.can_run(&self.target)
     }
 
     /// Unique id of this module (keys its globals in a `Memory`).
@@ -286,6 +311,14 @@ pub enum FaultKind {
     Unsupported,
     InvalidParams,
     Trap,
+    /// Threads wait on mbarrier phases that can never complete (no thread can arrive).
+    Deadlock,
+    /// A thread accessed shared bytes a bulk/TMA copy writes before its mbarrier phase completed.
+    AsyncProxyRace,
+    /// An mbarrier's transaction bytes (expect_tx) do not match the bytes delivered.
+    TxCountMismatch,
+    /// `setmaxnreg` raised the block's registers beyond the SM's register file.
+    RegisterBudget,
 }
 
 impl FaultKind {
@@ -297,7 +330,11 @@ impl FaultKind {
             | FaultKind::BarrierDivergence
             | FaultKind::UninitSharedRead
             | FaultKind::Trap
-            | FaultKind::Unsupported => 719,
+            | FaultKind::Unsupported
+            | FaultKind::Deadlock
+            | FaultKind::AsyncProxyRace
+            | FaultKind::TxCountMismatch
+            | FaultKind::RegisterBudget => 719,
             FaultKind::InvalidParams => 1,
         }
     }
@@ -314,6 +351,10 @@ impl fmt::Display for FaultKind {
             FaultKind::Unsupported => "unsupported instruction",
             FaultKind::InvalidParams => "invalid launch parameters",
             FaultKind::Trap => "trap",
+            FaultKind::Deadlock => "mbarrier deadlock",
+            FaultKind::AsyncProxyRace => "access to a bulk-copy destination before its mbarrier phase completed",
+            FaultKind::TxCountMismatch => "mbarrier transaction-count mismatch",
+            FaultKind::RegisterBudget => "register budget exceeded",
         };
         f.write_str(s)
     }

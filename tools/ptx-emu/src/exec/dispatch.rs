@@ -209,6 +209,11 @@ impl<'a, 'b> Block<'a, 'b> {
                         self.collective(w, ins, full)?;
                     }
                 }
+                Op::Hopper(h) if h.waits() => {
+                    if exec != 0 && self.mbar_wait(w, ins, exec, mask, pc)? {
+                        continue;
+                    }
+                }
                 _ => {
                     if exec != 0 {
                         self.exec(w, ins, exec)?;
@@ -517,6 +522,7 @@ impl<'a, 'b> Block<'a, 'b> {
                 }
             }
             Op::Membar | Op::Nop => {}
+            Op::Hopper(h) => self.exec_hopper(w, ins, h, exec)?,
             Op::Trap => {
                 return Err(e(
                     FaultKind::Trap,

@@ -7,6 +7,9 @@ type Decoded = (Op, Vec<Opnd>, Vec<Opnd>);
 
 impl<'a> Decoder<'a> {
     pub(super) fn decode_instr(&self, ins: &AInstr) -> Result<Decoded, String> {
+        if let Some(r) = self.decode_hopper(ins)? {
+            return Ok(r);
+        }
         let parts: Vec<&str> = ins.opcode.split('.').collect();
         let mnem = parts[0];
         let mut m = Mods::new(&parts[1..]);

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod decode;
+mod hopper;
 mod instr;
+
+pub(crate) use hopper::HopOp;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Ty {
@@ -341,6 +344,8 @@ pub(crate) enum Op {
     },
     Trap,
     Unsupported(String),
+    /// The sm_90 asynchronous-copy / mbarrier kit (`program/hopper.rs`, `exec/mbarrier.rs`).
+    Hopper(HopOp),
 }
 
 #[derive(Clone, Debug)]
@@ -464,6 +469,13 @@ pub(crate) fn build_module(src: &str) -> Result<Module, EmuError> {
         id: MODULE_ID.fetch_add(1, Ordering::Relaxed),
         globals,
         kernels,
+        target: ast
+            .targets
+            .iter()
+            .find(|t| t.starts_with("sm_") || t.starts_with("compute_"))
+            .cloned()
+            .unwrap_or_default(),
+        ptx_isa: ast.version.clone(),
     })
 }
 
