@@ -157,7 +157,8 @@ impl Arch {
         let Some(num) = t.strip_prefix("sm_").or_else(|| t.strip_prefix("compute_")) else {
             return Err(format!("unknown PTX target `{t}`"));
         };
-        let (digits, suffix) = num.split_at(num.find(|c: char| !c.is_ascii_digit()).unwrap_or(num.len()));
+        let (digits, suffix) =
+            num.split_at(num.find(|c: char| !c.is_ascii_digit()).unwrap_or(num.len()));
         let Ok(v) = digits.parse::<u32>() else {
             return Err(format!("unknown PTX target `{t}`"));
         };

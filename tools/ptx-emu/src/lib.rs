@@ -352,7 +352,9 @@ impl fmt::Display for FaultKind {
             FaultKind::InvalidParams => "invalid launch parameters",
             FaultKind::Trap => "trap",
             FaultKind::Deadlock => "mbarrier deadlock",
-            FaultKind::AsyncProxyRace => "access to a bulk-copy destination before its mbarrier phase completed",
+            FaultKind::AsyncProxyRace => {
+                "access to a bulk-copy destination before its mbarrier phase completed"
+            }
             FaultKind::TxCountMismatch => "mbarrier transaction-count mismatch",
             FaultKind::RegisterBudget => "register budget exceeded",
         };

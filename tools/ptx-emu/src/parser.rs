@@ -738,7 +738,7 @@ fn parse_operand(p: &mut P) -> Result<AOp, EmuError> {
     }
     match p.next() {
         Some(Tok::Ident(s)) => {
-            if s == "_" {
+            if s == "_" && !p.is_p('|') {
                 return Ok(AOp::Sink);
             }
             if p.eat_p('|') {

@@ -68,10 +68,10 @@ const MAGIC: &[u8; 4] = b"PXTM";
 /// Element size in bytes of a `CUtensorMapDataType` (None: unknown type).
 pub fn dtype_size(dtype: u32) -> Option<u8> {
     Some(match dtype {
-        0 => 1,          // UINT8
-        1 | 6 | 9 => 2,  // UINT16, FLOAT16, BFLOAT16
+        0 => 1,                        // UINT8
+        1 | 6 | 9 => 2,                // UINT16, FLOAT16, BFLOAT16
         2 | 3 | 7 | 10 | 11 | 12 => 4, // UINT32, INT32, FLOAT32, FLOAT32_FTZ, TFLOAT32(_FTZ)
-        4 | 5 | 8 => 8,  // UINT64, INT64, FLOAT64
+        4 | 5 | 8 => 8,                // UINT64, INT64, FLOAT64
         _ => return None,
     })
 }
@@ -122,9 +122,15 @@ impl TensorMap {
             return Err("CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA needs a floating-point data type".into());
         }
         if global_address % 16 != 0 {
-            return Err(format!("globalAddress {global_address:#x} must be 16-byte aligned"));
+            return Err(format!(
+                "globalAddress {global_address:#x} must be 16-byte aligned"
+            ));
         }
-        if global_dim.len() < r || box_dim.len() < r || element_strides.len() < r || global_strides.len() + 1 < r {
+        if global_dim.len() < r
+            || box_dim.len() < r
+            || element_strides.len() < r
+            || global_strides.len() + 1 < r
+        {
             return Err("fewer array entries than tensorRank".into());
         }
         let mut m = TensorMap {
@@ -161,13 +167,18 @@ impl TensorMap {
         for i in 1..r {
             let s = global_strides[i - 1];
             if s % 16 != 0 || s >= 1 << 40 {
-                return Err(format!("globalStrides[{}] = {s} must be a multiple of 16 below 2^40", i - 1));
+                return Err(format!(
+                    "globalStrides[{}] = {s} must be a multiple of 16 below 2^40",
+                    i - 1
+                ));
             }
             m.global_strides[i - 1] = s;
         }
         let inner = m.box_dim[0] as usize * esize as usize;
         if inner % 16 != 0 {
-            return Err(format!("boxDim[0] × element size = {inner} bytes must be a multiple of 16"));
+            return Err(format!(
+                "boxDim[0] × element size = {inner} bytes must be a multiple of 16"
+            ));
         }
         if swz != Swizzle::None && inner > swz.span() {
             return Err(format!(
@@ -250,9 +261,9 @@ impl TensorMap {
             return 0;
         }
         match self.dtype {
-            6 | 9 => 0x7fff,                  // f16, bf16
-            8 => 0x7fff_ffff_ffff_ffff,      // f64
-            _ => 0x7fff_ffff,                // f32 and tf32
+            6 | 9 => 0x7fff,            // f16, bf16
+            8 => 0x7fff_ffff_ffff_ffff, // f64
+            _ => 0x7fff_ffff,           // f32 and tf32
         }
     }
 
@@ -302,7 +313,10 @@ mod tests {
         // 128B: chunk (bits 4..7) ^= row (bits 7..10)
         assert_eq!(Swizzle::B128.apply(0), 0);
         assert_eq!(Swizzle::B128.apply(128), 128 + 16);
-        assert_eq!(Swizzle::B128.apply(7 * 128 + 16 * 2 + 4), 7 * 128 + 16 * (2 ^ 7) + 4);
+        assert_eq!(
+            Swizzle::B128.apply(7 * 128 + 16 * 2 + 4),
+            7 * 128 + 16 * (2 ^ 7) + 4
+        );
         assert_eq!(Swizzle::B64.apply(3 * 128 + 16), 3 * 128 + 16 * (1 ^ 3));
         assert_eq!(Swizzle::B64.apply(4 * 128 + 16), 4 * 128 + 16); // row 4 mod 4 = 0
         assert_eq!(Swizzle::B32.apply(128 + 16), 128);
@@ -312,13 +326,58 @@ mod tests {
 
     #[test]
     fn round_trip_and_rules() {
-        let m = TensorMap::encode_tiled(9, 2, 0x1000, &[100, 50], &[256], &[64, 8], &[1, 1], 0, 3, 0, 0).unwrap();
+        let m = TensorMap::encode_tiled(
+            9,
+            2,
+            0x1000,
+            &[100, 50],
+            &[256],
+            &[64, 8],
+            &[1, 1],
+            0,
+            3,
+            0,
+            0,
+        )
+        .unwrap();
         assert_eq!(TensorMap::from_bytes(&m.to_bytes()), Some(m.clone()));
         assert_eq!(m.box_bytes(), 64 * 8 * 2);
-        assert!(TensorMap::encode_tiled(9, 2, 0x1000, &[100, 50], &[200], &[64, 8], &[1, 1], 0, 3, 0, 0).is_err());
-        assert!(TensorMap::encode_tiled(9, 2, 0x1000, &[100, 50], &[256], &[128, 8], &[1, 1], 0, 3, 0, 0).is_err());
-        assert!(TensorMap::encode_tiled(0, 1, 0x1000, &[100], &[], &[16], &[1], 0, 0, 0, 1).is_err());
-        assert!(TensorMap::encode_tiled(7, 1, 0x1008, &[100], &[], &[16], &[1], 0, 0, 0, 0).is_err());
-        assert!(TensorMap::encode_tiled(7, 1, 0x1000, &[100], &[], &[257], &[1], 0, 0, 0, 0).is_err());
+        assert!(TensorMap::encode_tiled(
+            9,
+            2,
+            0x1000,
+            &[100, 50],
+            &[200],
+            &[64, 8],
+            &[1, 1],
+            0,
+            3,
+            0,
+            0
+        )
+        .is_err());
+        assert!(TensorMap::encode_tiled(
+            9,
+            2,
+            0x1000,
+            &[100, 50],
+            &[256],
+            &[128, 8],
+            &[1, 1],
+            0,
+            3,
+            0,
+            0
+        )
+        .is_err());
+        assert!(
+            TensorMap::encode_tiled(0, 1, 0x1000, &[100], &[], &[16], &[1], 0, 0, 0, 1).is_err()
+        );
+        assert!(
+            TensorMap::encode_tiled(7, 1, 0x1008, &[100], &[], &[16], &[1], 0, 0, 0, 0).is_err()
+        );
+        assert!(
+            TensorMap::encode_tiled(7, 1, 0x1000, &[100], &[], &[257], &[1], 0, 0, 0, 0).is_err()
+        );
     }
 }

@@ -100,6 +100,10 @@ impl<'a, 'b> Block<'a, 'b> {
         if b.pending == 0 && b.tx == 0 {
             b.phase += 1;
             b.pending = b.expected;
+            // The shared-race detector orders everything before a phase completion before
+            // everything after it (as a bar.sync does): the waiters acquire what the arrivers
+            // released. Coarse: it also orders threads that never touch this barrier.
+            self.epoch += 1;
             self.wake_all(w);
         }
     }
@@ -129,7 +133,13 @@ impl<'a, 'b> Block<'a, 'b> {
     }
 
     /// The lane-by-lane mbarrier, elect and setmaxnreg operations (waits: [`Self::mbar_wait`]).
-    pub(super) fn exec_hopper(&mut self, w: &mut Warp, ins: &Instr, op: &HopOp, exec: u32) -> R<()> {
+    pub(super) fn exec_hopper(
+        &mut self,
+        w: &mut Warp,
+        ins: &Instr,
+        op: &HopOp,
+        exec: u32,
+    ) -> R<()> {
         let sp = Self::mbar_space(ins);
         match op {
             HopOp::MbarInit => {
@@ -237,7 +247,9 @@ impl<'a, 'b> Block<'a, 'b> {
                     Self::set(w, &ins.d[1], l, (l as u64 == leader) as u64);
                 }
             }
-            HopOp::Setmaxnreg { inc, n } => self.setmaxnreg(w, *inc, *n, exec)?,
+            HopOp::Setmaxnreg { inc, n } => {
+                self.setmaxnreg(w, *inc, *n, exec, true)?;
+            }
             HopOp::MbarWait { .. } => unreachable!("waits run in mbar_wait"),
             _ => self.exec_tma(w, ins, op, exec)?,
         }
@@ -247,17 +259,35 @@ impl<'a, 'b> Block<'a, 'b> {
     /// `mbarrier.test_wait` / `try_wait`: the lanes whose phase completed (or whose wait timed
     /// out) get their predicate; the others park at `pc`. Returns whether any lane parked
     /// (the warp's lane groups were then rearranged).
-    pub(super) fn mbar_wait(&mut self, w: &mut Warp, ins: &Instr, exec: u32, mask: u32, pc: u32) -> R<bool> {
-        let Op::Hopper(HopOp::MbarWait { parity, .. }) = &ins.op else {
-            unreachable!()
-        };
-        let sp = Self::mbar_space(ins);
+    pub(super) fn mbar_wait(
+        &mut self,
+        w: &mut Warp,
+        ins: &Instr,
+        exec: u32,
+        mask: u32,
+        pc: u32,
+    ) -> R<bool> {
         let wi = w.idx as usize;
         if self.hop.parked.len() < self.warps.len().max(wi + 1) {
             let n = self.warps.len().max(wi + 1);
             self.hop.parked.resize(n, 0);
             self.hop.timeout.resize(n, 0);
         }
+        let parity = match &ins.op {
+            Op::Hopper(HopOp::MbarWait { parity, .. }) => parity,
+            Op::Hopper(HopOp::Setmaxnreg { inc, n }) => {
+                let timed_out = self.hop.timeout[wi] & exec != 0;
+                self.hop.timeout[wi] &= !exec;
+                if self.setmaxnreg(w, *inc, *n, exec, timed_out)? {
+                    return Ok(false);
+                }
+                self.hop.parked[wi] |= exec;
+                w.park(exec, mask, pc);
+                return Ok(true);
+            }
+            _ => unreachable!(),
+        };
+        let sp = Self::mbar_space(ins);
         let mut unready = 0u32;
         for l in lanes(exec) {
             let off = self.mbar_off(w, &ins.s[0], sp, l)?;
@@ -351,6 +381,15 @@ impl<'a, 'b> Block<'a, 'b> {
         let w = &self.warps[wi];
         let pc = w.lane_pc[l] as usize;
         let ins = &self.c.prog.instrs[pc];
+        if !matches!(ins.op, Op::Hopper(HopOp::MbarWait { .. })) {
+            let er = e(
+                FaultKind::Deadlock,
+                l as u32,
+                None,
+                "deadlock: this thread waits and nothing can run".to_string(),
+            );
+            return self.fault(wi, pc, er);
+        }
         let waiting: u32 = self.hop.parked.iter().map(|p| p.count_ones()).sum();
         let off = self.mbar_off(w, &ins.s[0], Self::mbar_space(ins), l).ok();
         let arg = self.val(w, &ins.s[1], l);
@@ -416,7 +455,10 @@ impl<'a, 'b> Block<'a, 'b> {
             let what = if b.tx > 0 {
                 format!("{} bytes announced by expect_tx were never delivered", b.tx)
             } else {
-                format!("{} bytes were delivered beyond what expect_tx announced", -b.tx)
+                format!(
+                    "{} bytes were delivered beyond what expect_tx announced",
+                    -b.tx
+                )
             };
             let wi = (b.tx_tid / 32) as usize;
             return Err(self.fault(
@@ -438,8 +480,17 @@ impl<'a, 'b> Block<'a, 'b> {
 
     /// `setmaxnreg`: the executing warp's warpgroup (4 warps) changes its per-thread register
     /// count; the block's total (warpgroups × 128 threads × count) must stay within the
-    /// architecture's 64K registers.
-    fn setmaxnreg(&mut self, w: &mut Warp, inc: bool, n: u32, exec: u32) -> R<()> {
+    /// architecture's 64K registers. An `.inc` beyond the free registers waits (returns false)
+    /// until another warpgroup's `.dec` releases some; `last_try` (nothing else can run): the
+    /// registers never come, a `RegisterBudget` fault.
+    fn setmaxnreg(
+        &mut self,
+        w: &mut Warp,
+        inc: bool,
+        n: u32,
+        exec: u32,
+        last_try: bool,
+    ) -> R<bool> {
         let lim = crate::Arch::from_env().limits();
         let lane = exec.trailing_zeros();
         if !lim.hopper {
@@ -447,7 +498,10 @@ impl<'a, 'b> Block<'a, 'b> {
                 FaultKind::Unsupported,
                 lane,
                 None,
-                format!("setmaxnreg needs sm_90a; the emulated architecture is {}", crate::Arch::from_env()),
+                format!(
+                    "setmaxnreg needs sm_90a; the emulated architecture is {}",
+                    crate::Arch::from_env()
+                ),
             ));
         }
         if exec != w.valid || w.exited != 0 {
@@ -479,21 +533,37 @@ impl<'a, 'b> Block<'a, 'b> {
             ));
         }
         // All four warps of the warpgroup execute it; the count changes once (at the first).
-        self.hop.wg_regs[g] = n;
-        let total: u64 = self.hop.wg_regs.iter().map(|&r| r as u64 * 128).sum();
-        if total > lim.regs_per_sm as u64 {
-            let per: Vec<String> = self.hop.wg_regs.iter().map(|r| r.to_string()).collect();
+        let total: u64 = self
+            .hop
+            .wg_regs
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| if i == g { n as u64 } else { r as u64 } * 128)
+            .sum();
+        if total <= lim.regs_per_sm as u64 {
+            self.hop.wg_regs[g] = n;
+            if n < cur {
+                self.wake_all(None);
+            }
+            return Ok(true);
+        }
+        if !last_try {
+            return Ok(false);
+        }
+        {
+            let mut regs = self.hop.wg_regs.clone();
+            regs[g] = n;
+            let per: Vec<String> = regs.iter().map(|r| r.to_string()).collect();
             return Err(e(
                 FaultKind::RegisterBudget,
                 lane,
                 None,
                 format!(
-                    "setmaxnreg.inc {n}: the block's warpgroups would hold {total} registers (per-thread counts [{}] × 128 threads), more than the {} registers of an SM",
+ "setmaxnreg.inc {n}: the block's warpgroups would hold {total} registers (per-thread counts [{}] × 128 threads), more than the {} registers of an SM, and no other warpgroup can release registers (setmaxnreg.dec)",
                     per.join(", "),
                     lim.regs_per_sm
                 ),
             ));
         }
-        Ok(())
     }
 }

@@ -33,7 +33,6 @@ pub(crate) const LOCAL_WINDOW: u64 = 0x0000_7b00_0000_0000;
 pub(crate) const PARAM_WINDOW: u64 = 0x0000_7c00_0000_0000;
 const WINDOW_SIZE: u64 = 1 << 32;
 
-
 pub(crate) struct Err1 {
     kind: FaultKind,
     lane: u32,
@@ -425,7 +424,9 @@ pub(crate) fn launch(
     if let Err(why) = module.check_arch(arch) {
         return Err(Fault {
             kind: FaultKind::Unsupported,
-            ..bad(format!("{why} (PTX_EMU_ARCH selects the emulated architecture)"))
+            ..bad(format!(
+                "{why} (PTX_EMU_ARCH selects the emulated architecture)"
+            ))
         });
     }
     let gsyms: Vec<u64> = mem

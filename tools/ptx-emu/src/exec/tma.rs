@@ -26,10 +26,18 @@ enum Kind {
     /// Into shared memory at `off`, signalling the mbarrier at `bar`.
     ToShared { off: u32, bar: u32 },
     /// Into shared memory element by element (a tensor tile: swizzled offsets).
-    ToSharedScatter { offs: Vec<u32>, esize: u32, bar: u32 },
+    ToSharedScatter {
+        offs: Vec<u32>,
+        esize: u32,
+        bar: u32,
+    },
     /// Into global memory (`addrs`: one per `esize` bytes of data, or one contiguous run),
     /// in bulk group `group` of thread `tid`.
-    ToGlobal { addrs: Vec<u64>, esize: u32, group: u32 },
+    ToGlobal {
+        addrs: Vec<u64>,
+        esize: u32,
+        group: u32,
+    },
 }
 
 impl<'a, 'b> Block<'a, 'b> {
@@ -44,10 +52,23 @@ impl<'a, 'b> Block<'a, 'b> {
                     let size = self.val(w, &ins.s[2], l) as u32 as usize;
                     let bar = self.mbar_off(w, &ins.s[3], Space::Shared, l)?;
                     self.check_bulk_args(l, dst, src, size)?;
-                    let off = self.shared_off(l, self.resolve(Space::Shared, dst).1, size, false)?;
+                    let off =
+                        self.shared_off(l, self.resolve(Space::Shared, dst).1, size, false)?;
                     let mut data = vec![0u8; size];
                     self.global_read(l, src, &mut data)?;
-                    self.issue_to_shared(w, l, tid, Kind::ToShared { off: off as u32, bar }, data, off as u32, size as u32, bar)?;
+                    self.issue_to_shared(
+                        w,
+                        l,
+                        tid,
+                        Kind::ToShared {
+                            off: off as u32,
+                            bar,
+                        },
+                        data,
+                        off as u32,
+                        size as u32,
+                        bar,
+                    )?;
                 }
                 HopOp::BulkS2G => {
                     let dst = self.addr(w, &ins.s[0], l);
@@ -60,7 +81,11 @@ impl<'a, 'b> Block<'a, 'b> {
                     let group = *self.hop.bulk_committed.get(&tid).unwrap_or(&0);
                     self.hop.bytes_s2g += size as u64;
                     self.hop.inflight.push(Inflight {
-                        kind: Kind::ToGlobal { addrs: vec![dst], esize: size as u32, group },
+                        kind: Kind::ToGlobal {
+                            addrs: vec![dst],
+                            esize: size as u32,
+                            group,
+                        },
                         data,
                         pc: w.pc,
                         tid,
@@ -82,7 +107,8 @@ impl<'a, 'b> Block<'a, 'b> {
                             && matches!(c.kind, Kind::ToGlobal { group, .. } if group + n < committed);
                         if done {
                             let c = self.hop.inflight.remove(i);
-                            self.land_async(c).map_err(|f| e(f.kind, l as u32, f.address, f.detail))?;
+                            self.land_async(c)
+                                .map_err(|f| e(f.kind, l as u32, f.address, f.detail))?;
                         } else {
                             i += 1;
                         }
@@ -112,9 +138,27 @@ impl<'a, 'b> Block<'a, 'b> {
                         offs.push(tm.swizzle.apply(base + k * es) as u32);
                     }
                     if offs.iter().any(|&o| o as usize + es > self.shared.len()) {
-                        return Err(e(FaultKind::OutOfBounds, l as u32, Some(dst), "cp.async.bulk.tensor: the swizzled box does not fit in shared memory"));
+                        return Err(e(
+                            FaultKind::OutOfBounds,
+                            l as u32,
+                            Some(dst),
+                            "cp.async.bulk.tensor: the swizzled box does not fit in shared memory",
+                        ));
                     }
-                    self.issue_to_shared(w, l, tid, Kind::ToSharedScatter { offs, esize: es as u32, bar }, data, base as u32, bytes as u32, bar)?;
+                    self.issue_to_shared(
+                        w,
+                        l,
+                        tid,
+                        Kind::ToSharedScatter {
+                            offs,
+                            esize: es as u32,
+                            bar,
+                        },
+                        data,
+                        base as u32,
+                        bytes as u32,
+                        bar,
+                    )?;
                 }
                 HopOp::TensorStore { dims } => {
                     let tm = self.tensor_map(w, &ins.s[0], l)?;
@@ -144,7 +188,11 @@ impl<'a, 'b> Block<'a, 'b> {
                     let group = *self.hop.bulk_committed.get(&tid).unwrap_or(&0);
                     self.hop.bytes_s2g += data.len() as u64;
                     self.hop.inflight.push(Inflight {
-                        kind: Kind::ToGlobal { addrs, esize: es as u32, group },
+                        kind: Kind::ToGlobal {
+                            addrs,
+                            esize: es as u32,
+                            group,
+                        },
                         data,
                         pc: w.pc,
                         tid,
@@ -159,11 +207,21 @@ impl<'a, 'b> Block<'a, 'b> {
     /// Size and alignment rules of `cp.async.bulk` (16-byte multiples, 16-byte aligned).
     fn check_bulk_args(&self, l: usize, a: u64, b: u64, size: usize) -> R<()> {
         if size == 0 || size % 16 != 0 {
-            return Err(e(FaultKind::Misaligned, l as u32, None, format!("cp.async.bulk size {size} must be a non-zero multiple of 16")));
+            return Err(e(
+                FaultKind::Misaligned,
+                l as u32,
+                None,
+                format!("cp.async.bulk size {size} must be a non-zero multiple of 16"),
+            ));
         }
         for x in [a, b] {
             if x % 16 != 0 {
-                return Err(e(FaultKind::Misaligned, l as u32, Some(x), "cp.async.bulk addresses must be 16-byte aligned"));
+                return Err(e(
+                    FaultKind::Misaligned,
+                    l as u32,
+                    Some(x),
+                    "cp.async.bulk addresses must be 16-byte aligned",
+                ));
             }
         }
         Ok(())
@@ -172,14 +230,29 @@ impl<'a, 'b> Block<'a, 'b> {
     /// A load into shared memory leaves: its region is guarded until its mbarrier phase
     /// completes.
     #[allow(clippy::too_many_arguments)]
-    fn issue_to_shared(&mut self, w: &Warp, l: usize, tid: u32, kind: Kind, data: Vec<u8>, off: u32, len: u32, bar: u32) -> R<()> {
+    fn issue_to_shared(
+        &mut self,
+        w: &Warp,
+        l: usize,
+        tid: u32,
+        kind: Kind,
+        data: Vec<u8>,
+        off: u32,
+        len: u32,
+        bar: u32,
+    ) -> R<()> {
         self.guard_check(l, tid, off as usize, len as usize, true)?;
         if !self.hop.mbars.contains_key(&bar) {
             return Err(e(FaultKind::Trap, l as u32, Some(bar as u64), format!("bulk copy signals the mbarrier at shared offset {bar:#x}, which is not initialised")));
         }
         self.hop.bytes_g2s += data.len() as u64;
         self.hop.guards.push((off, len, bar, None, w.pc, tid));
-        self.hop.inflight.push(Inflight { kind, data, pc: w.pc, tid });
+        self.hop.inflight.push(Inflight {
+            kind,
+            data,
+            pc: w.pc,
+            tid,
+        });
         Ok(())
     }
 
@@ -235,7 +308,12 @@ impl<'a, 'b> Block<'a, 'b> {
                 let es = esize as usize;
                 for (k, &a) in addrs.iter().enumerate() {
                     if !self.mem.write(a, &c.data[k * es..(k + 1) * es]) {
-                        let er = e(FaultKind::OutOfBounds, lane, Some(a), self.mem.base().describe(a, es));
+                        let er = e(
+                            FaultKind::OutOfBounds,
+                            lane,
+                            Some(a),
+                            self.mem.base().describe(a, es),
+                        );
                         return Err(self.fault(wi, c.pc as usize, er));
                     }
                 }
@@ -277,7 +355,14 @@ impl<'a, 'b> Block<'a, 'b> {
 
     /// A thread (or a new copy, `copy`) touches shared [off, off + len): fault when a bulk
     /// copy's destination there has not completed its mbarrier phase yet.
-    pub(super) fn guard_check(&mut self, lane: usize, tid: u32, off: usize, len: usize, copy: bool) -> R<()> {
+    pub(super) fn guard_check(
+        &mut self,
+        lane: usize,
+        tid: u32,
+        off: usize,
+        len: usize,
+        copy: bool,
+    ) -> R<()> {
         if self.hop.guards.is_empty() {
             return Ok(());
         }
@@ -295,7 +380,11 @@ impl<'a, 'b> Block<'a, 'b> {
                 None => "has not landed yet".to_string(),
                 Some(p) => format!("landed in phase {p}, which has not completed"),
             };
-            let what = if copy { "a new bulk copy writes" } else { "this thread accesses" };
+            let what = if copy {
+                "a new bulk copy writes"
+            } else {
+                "this thread accesses"
+            };
             return Err(e(
                 FaultKind::AsyncProxyRace,
                 lane as u32,

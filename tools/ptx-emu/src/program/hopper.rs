@@ -45,9 +45,13 @@ pub(crate) enum HopOp {
 }
 
 impl HopOp {
-    /// Whether the operation may have to wait (the dispatcher parks lanes on it).
+    /// Whether the operation may have to wait (the dispatcher parks lanes on it): mbarrier
+    /// waits, and `setmaxnreg.inc` until other warpgroups release registers.
     pub(crate) fn waits(&self) -> bool {
-        matches!(self, HopOp::MbarWait { .. })
+        matches!(
+            self,
+            HopOp::MbarWait { .. } | HopOp::Setmaxnreg { inc: true, .. }
+        )
     }
 }
 
@@ -63,12 +67,16 @@ fn targets_sm90(ast: &AModule) -> bool {
 
 impl<'a> Decoder<'a> {
     /// The sm_90 kit's instructions; `Ok(None)` for every other instruction.
-    pub(super) fn decode_hopper(&self, ins: &AInstr) -> Result<Option<(Op, Vec<Opnd>, Vec<Opnd>)>, String> {
+    pub(super) fn decode_hopper(
+        &self,
+        ins: &AInstr,
+    ) -> Result<Option<(Op, Vec<Opnd>, Vec<Opnd>)>, String> {
         let parts: Vec<&str> = ins.opcode.split('.').collect();
         let mnem = parts[0];
         let mods = &parts[1..];
         let has = |m: &str| mods.contains(&m);
-        let is_bulk = mnem == "cp" && mods.first() == Some(&"async") && mods.get(1) == Some(&"bulk");
+        let is_bulk =
+            mnem == "cp" && mods.first() == Some(&"async") && mods.get(1) == Some(&"bulk");
         let known = matches!(mnem, "mbarrier" | "elect" | "setmaxnreg" | "griddepcontrol")
             || is_bulk
             || (mnem == "fence" && (has("proxy") || has("mbarrier_init")));
@@ -78,7 +86,11 @@ impl<'a> Decoder<'a> {
         let ops = &ins.ops;
         let need = |n: usize| -> Result<(), String> {
             if ops.len() != n {
-                Err(format!("`{}` expects {n} operands, got {}", ins.opcode, ops.len()))
+                Err(format!(
+                    "`{}` expects {n} operands, got {}",
+                    ins.opcode,
+                    ops.len()
+                ))
             } else {
                 Ok(())
             }
@@ -96,11 +108,20 @@ impl<'a> Decoder<'a> {
                 let ok = allowed.contains(m)
                     || matches!(
                         *m,
-                        "release" | "acquire" | "relaxed" | "cta" | "cluster" | "b64" | "shared"
+                        "release"
+                            | "acquire"
+                            | "relaxed"
+                            | "cta"
+                            | "cluster"
+                            | "b64"
+                            | "shared"
                             | "shared::cta"
                     );
                 if !ok {
-                    return Err(format!("modifier `.{m}` of `{}` is not supported", ins.opcode));
+                    return Err(format!(
+                        "modifier `.{m}` of `{}` is not supported",
+                        ins.opcode
+                    ));
                 }
             }
             Ok(())
@@ -108,7 +129,10 @@ impl<'a> Decoder<'a> {
         let space_of = |remote_ok: bool| -> Result<Space, String> {
             if has("shared::cluster") {
                 if !remote_ok {
-                    return Err(format!("`{}`: .shared::cluster is not supported here", ins.opcode));
+                    return Err(format!(
+                        "`{}`: .shared::cluster is not supported here",
+                        ins.opcode
+                    ));
                 }
                 Ok(Space::Shared)
             } else if has("shared") || has("shared::cta") {
@@ -144,7 +168,11 @@ impl<'a> Decoder<'a> {
                 need(2)?;
                 let d = match &ops[0] {
                     AOp::Pair(a, b) => {
-                        let da = if a == "_" { Opnd::Sink } else { self.reg(&AOp::Name(a.clone()))? };
+                        let da = if a == "_" {
+                            Opnd::Sink
+                        } else {
+                            self.reg(&AOp::Name(a.clone()))?
+                        };
                         vec![da, self.reg(&AOp::Name(b.clone()))?]
                     }
                     _ => return Err("elect.sync needs a `d|p` destination".into()),
@@ -154,7 +182,12 @@ impl<'a> Decoder<'a> {
             "setmaxnreg" => {
                 sm90("setmaxnreg")?;
                 let inc = has("inc");
-                if !(inc || has("dec")) || !has("sync") || !has("aligned") || !has("u32") || mods.len() != 4 {
+                if !(inc || has("dec"))
+                    || !has("sync")
+                    || !has("aligned")
+                    || !has("u32")
+                    || mods.len() != 4
+                {
                     return Err(format!("`{}` is not supported", ins.opcode));
                 }
                 need(1)?;
@@ -163,7 +196,9 @@ impl<'a> Decoder<'a> {
                     _ => return Err("setmaxnreg needs an immediate register count".into()),
                 };
                 if !(24..=256).contains(&n) || n % 8 != 0 {
-                    return Err(format!("setmaxnreg count {n} must be a multiple of 8 in 24..=256"));
+                    return Err(format!(
+                        "setmaxnreg count {n} must be a multiple of 8 in 24..=256"
+                    ));
                 }
                 (HopOp::Setmaxnreg { inc, n }, vec![], vec![])
             }
@@ -179,7 +214,11 @@ impl<'a> Decoder<'a> {
                         check_mods(&["init"])?;
                         need(2)?;
                         let sp = space_of(false)?;
-                        (HopOp::MbarInit, vec![], vec![addr(&ops[0], sp)?, self.src(&ops[1], Ty::U32)?])
+                        (
+                            HopOp::MbarInit,
+                            vec![],
+                            vec![addr(&ops[0], sp)?, self.src(&ops[1], Ty::U32)?],
+                        )
                     }
                     "inval" => {
                         check_mods(&["inval"])?;
@@ -230,7 +269,9 @@ impl<'a> Decoder<'a> {
                         need(2)?;
                         let sp = space_of(false)?;
                         (
-                            HopOp::MbarTx { complete: kind == "complete_tx" },
+                            HopOp::MbarTx {
+                                complete: kind == "complete_tx",
+                            },
                             vec![],
                             vec![addr(&ops[0], sp)?, self.src(&ops[1], Ty::U32)?],
                         )
@@ -245,7 +286,10 @@ impl<'a> Decoder<'a> {
                         let sp = space_of(false)?;
                         let n = ops.len();
                         if !(n == 3 || (try_wait && n == 4)) {
-                            return Err(format!("`{}` expects 3 operands (4 with a suspend-time hint)", ins.opcode));
+                            return Err(format!(
+                                "`{}` expects 3 operands (4 with a suspend-time hint)",
+                                ins.opcode
+                            ));
                         }
                         let sty = if parity { Ty::B32 } else { Ty::B64 };
                         (
@@ -291,7 +335,10 @@ impl<'a> Decoder<'a> {
                     let only = |allowed: &[&str]| -> Result<(), String> {
                         for m in rest {
                             if !allowed.contains(m) {
-                                return Err(format!("modifier `.{m}` of `{}` is not supported", ins.opcode));
+                                return Err(format!(
+                                    "modifier `.{m}` of `{}` is not supported",
+                                    ins.opcode
+                                ));
                             }
                         }
                         Ok(())
@@ -303,27 +350,49 @@ impl<'a> Decoder<'a> {
                                     return Err("tensor coordinates must be `{c0, ...}`".into());
                                 };
                                 if cs.len() != dims as usize {
-                                    return Err(format!("{dims}d tensor copy needs {dims} coordinates, got {}", cs.len()));
+                                    return Err(format!(
+                                        "{dims}d tensor copy needs {dims} coordinates, got {}",
+                                        cs.len()
+                                    ));
                                 }
-                                let c = cs.iter().map(|x| self.src(x, Ty::S32)).collect::<Result<Vec<_>, _>>()?;
+                                let c = cs
+                                    .iter()
+                                    .map(|x| self.src(x, Ty::S32))
+                                    .collect::<Result<Vec<_>, _>>()?;
                                 let mut sp = Space::Generic;
-                                Ok((self.addr(&v[0], &mut sp).or_else(|_| {
-                                    // a `.param` tensor map named directly: `[tmap_param, {..}]`
-                                    let mut p = Space::Param;
-                                    self.addr(&v[0], &mut p).map(|a| match a {
-                                        Opnd::Addr(Base::None, off) => Opnd::Addr(Base::None, off + PARAM_TAG as i64),
-                                        a => a,
-                                    })
-                                })?, Opnd::Vec(c.into())))
+                                Ok((
+                                    self.addr(&v[0], &mut sp).or_else(|_| {
+                                        // a `.param` tensor map named directly: `[tmap_param, {..}]`
+                                        let mut p = Space::Param;
+                                        self.addr(&v[0], &mut p).map(|a| match a {
+                                            Opnd::Addr(Base::None, off) => {
+                                                Opnd::Addr(Base::None, off + PARAM_TAG as i64)
+                                            }
+                                            a => a,
+                                        })
+                                    })?,
+                                    Opnd::Vec(c.into()),
+                                ))
                             }
                             _ => Err("expected `[tensorMap, {coordinates}]`".into()),
                         }
                     };
-                    if rest.first() == Some(&"shared::cluster") || rest.first() == Some(&"shared::cta") {
+                    if rest.first() == Some(&"shared::cluster")
+                        || rest.first() == Some(&"shared::cta")
+                    {
                         // load: global -> shared
-                        only(&["shared::cluster", "shared::cta", "global", "tile", "mbarrier::complete_tx::bytes"])?;
+                        only(&[
+                            "shared::cluster",
+                            "shared::cta",
+                            "global",
+                            "tile",
+                            "mbarrier::complete_tx::bytes",
+                        ])?;
                         if !rest.contains(&"mbarrier::complete_tx::bytes") {
-                            return Err("cp.async.bulk.tensor loads need .mbarrier::complete_tx::bytes".into());
+                            return Err(
+                                "cp.async.bulk.tensor loads need .mbarrier::complete_tx::bytes"
+                                    .into(),
+                            );
                         }
                         need(3)?;
                         let dst = addr(&ops[0], Space::Shared)?;
@@ -342,14 +411,28 @@ impl<'a> Decoder<'a> {
                     } else {
                         return Err(format!("`{}` is not supported", ins.opcode));
                     }
-                } else if rest.first() == Some(&"shared::cluster") || rest.first() == Some(&"shared::cta") {
+                } else if rest.first() == Some(&"shared::cluster")
+                    || rest.first() == Some(&"shared::cta")
+                {
                     for m in rest {
-                        if !matches!(*m, "shared::cluster" | "shared::cta" | "global" | "mbarrier::complete_tx::bytes") {
-                            return Err(format!("modifier `.{m}` of `{}` is not supported", ins.opcode));
+                        if !matches!(
+                            *m,
+                            "shared::cluster"
+                                | "shared::cta"
+                                | "global"
+                                | "mbarrier::complete_tx::bytes"
+                        ) {
+                            return Err(format!(
+                                "modifier `.{m}` of `{}` is not supported",
+                                ins.opcode
+                            ));
                         }
                     }
                     if !rhas("global") || !rhas("mbarrier::complete_tx::bytes") {
-                        return Err(format!("`{}` is not supported (global → shared with mbarrier completion only)", ins.opcode));
+                        return Err(format!(
+                            "`{}` is not supported (global → shared with mbarrier completion only)",
+                            ins.opcode
+                        ));
                     }
                     need(4)?;
                     (
@@ -365,11 +448,17 @@ impl<'a> Decoder<'a> {
                 } else if rest.first() == Some(&"global") {
                     for m in rest {
                         if !matches!(*m, "global" | "shared::cta" | "bulk_group") {
-                            return Err(format!("modifier `.{m}` of `{}` is not supported", ins.opcode));
+                            return Err(format!(
+                                "modifier `.{m}` of `{}` is not supported",
+                                ins.opcode
+                            ));
                         }
                     }
                     if !rhas("shared::cta") || !rhas("bulk_group") {
-                        return Err(format!("`{}` is not supported (shared::cta → global with bulk_group only)", ins.opcode));
+                        return Err(format!(
+                            "`{}` is not supported (shared::cta → global with bulk_group only)",
+                            ins.opcode
+                        ));
                     }
                     need(3)?;
                     (
