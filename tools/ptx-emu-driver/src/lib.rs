@@ -51,6 +51,7 @@ mod memory;
 mod module;
 mod profile;
 mod stream_event;
+mod tensor_map;
 
 pub use context::*;
 pub use extras::*;
@@ -59,6 +60,7 @@ pub use launch::*;
 pub use memory::*;
 pub use module::*;
 pub use stream_event::*;
+pub use tensor_map::*;
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -344,7 +346,6 @@ not_supported!(
     cuDeviceCanAccessPeer,
     cuCtxEnablePeerAccess,
     cuLaunchCooperativeKernel,
-    cuLaunchKernelEx,
     cuLaunchHostFunc,
     cuMemcpy,
     cuMemcpyAsync,

@@ -260,7 +260,10 @@ pub unsafe extern "C" fn cuFuncGetAttribute(pi: *mut c_int, attrib: c_int, func:
             3 => local,                                  // LOCAL_SIZE_BYTES
             4 => 0, // NUM_REGS: no register allocation in an interpreter (documented)
             5 => m.ptx_version, // PTX_VERSION
-            6 => { let (a, b) = device::arch().limits().cc; (a * 10 + b) as c_int } // BINARY_VERSION
+            6 => {
+                let (a, b) = device::arch().limits().cc;
+                (a * 10 + b) as c_int
+            } // BINARY_VERSION
             7 => 0, // CACHE_MODE_CA
             8 => f.max_dynamic_smem as c_int, // MAX_DYNAMIC_SHARED_SIZE_BYTES
             9 => -1, // PREFERRED_SHARED_MEMORY_CARVEOUT

@@ -401,3 +401,52 @@ fn setmaxnreg_budget() {
     assert_eq!(f.ptx_line, line_of(&src(), "// FLAG:regs_over_inc"), "{f}");
     assert!(f.detail.contains("65536"), "{f}");
 }
+
+#[test]
+fn bulk_bytes_in_the_profiler_counters() {
+    let mut e = Emu::new("hopper.ptx");
+    let data: Vec<u8> = (0..256u32).map(|i| i as u8).collect();
+    let inp = e.upload(&data);
+    let out = e.alloc(256);
+    let out2 = e.alloc(256);
+    let params = [p64(inp), p64(out), p64(out2), p32(256), p32(0)];
+    let p: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
+    let c = lin(1, 32);
+    let call = KernelCall {
+        module: &e.m,
+        kernel: "bulk_roundtrip",
+        cfg: &c,
+        params: &p,
+    };
+    let opts = LaunchOptions::with_checks(Checks::Full);
+    let (_, acc) = launch_counted(call, &mut e.mem, &opts, None).unwrap();
+    let cn = acc.finish(&gpu_model::LaunchInfo::new(
+        "bulk_roundtrip",
+        c.grid,
+        c.block,
+    ));
+    assert_eq!((cn.bulk_load_bytes, cn.bulk_store_bytes), (256, 256));
+    // the load's source counted like cp.async: one request, 8 sectors of 32 bytes
+    assert_eq!(
+        (cn.global_ldgsts_requests, cn.global_ldgsts_sectors),
+        (1, 8)
+    );
+}
+
+#[test]
+fn clusters_of_one_block() {
+    let mut e = Emu::new("hopper.ptx");
+    let (grid, block) = (3u32, 64u32);
+    let out = e.alloc((grid * block * 32) as usize);
+    e.ok("cluster_one", lin(grid, block), &[p64(out)]);
+    let got = e.u32s(out, (grid * block * 8) as usize);
+    for b in 0..grid {
+        for t in 0..block {
+            let i = ((b * block + t) * 8) as usize;
+            let want = [0, 1, b, grid, 0, 1, 0, b * 1000 + (t ^ 1)];
+            assert_eq!(&got[i..i + 8], &want, "block {b} thread {t}");
+        }
+    }
+    let f = e.fault("cluster_bad_rank", lin(1, 32), &[], FaultKind::OutOfBounds);
+    assert_eq!(f.ptx_line, line_of(&src(), "// FLAG:bad_rank"), "{f}");
+}

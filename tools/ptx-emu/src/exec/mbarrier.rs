@@ -250,6 +250,21 @@ impl<'a, 'b> Block<'a, 'b> {
             HopOp::Setmaxnreg { inc, n } => {
                 self.setmaxnreg(w, *inc, *n, exec, true)?;
             }
+            HopOp::Mapa => {
+                for l in lanes(exec) {
+                    let a = self.val(w, &ins.s[0], l);
+                    let rank = self.val(w, &ins.s[1], l) as u32;
+                    if rank != 0 {
+                        return Err(e(
+                            FaultKind::OutOfBounds,
+                            l as u32,
+                            Some(a),
+                            format!("mapa to cluster rank {rank}: the cluster has one block (rank 0); clusters of more blocks are not emulated"),
+                        ));
+                    }
+                    Self::set(w, &ins.d[0], l, a);
+                }
+            }
             HopOp::MbarWait { .. } => unreachable!("waits run in mbar_wait"),
             _ => self.exec_tma(w, ins, op, exec)?,
         }
@@ -443,6 +458,9 @@ impl<'a, 'b> Block<'a, 'b> {
         for c in all {
             self.land_async(c)?;
         }
+        if let Some(p) = self.prof.as_mut() {
+            p.on_bulk_bytes(self.hop.bytes_g2s, self.hop.bytes_s2g);
+        }
         let mut bad: Vec<(u32, Mbar)> = self
             .hop
             .mbars
@@ -566,4 +584,16 @@ impl<'a, 'b> Block<'a, 'b> {
             ));
         }
     }
+}
+
+/// `%cluster_ctaid.xyz`, `%cluster_nctaid.xyz`, `%cluster_ctarank`, `%cluster_nctarank`,
+/// `%clusterid.xyz`, `%nclusterid.xyz`, `%is_explicit_cluster` of a block: every launch runs
+/// 1×1×1 clusters (a launch without a cluster attribute is an implicit one), so the block is
+/// rank 0 of its own cluster and the clusters are the blocks.
+pub(super) fn cluster_specials(ctaid: [u32; 3], grid: [u32; 3]) -> [u64; 15] {
+    let c = ctaid.map(u64::from);
+    let g = grid.map(u64::from);
+    [
+        0, 0, 0, 1, 1, 1, 0, 1, c[0], c[1], c[2], g[0], g[1], g[2], 0,
+    ]
 }

@@ -659,7 +659,8 @@ fn run_block(
                 32,
             ];
             let dims = dims.into_iter().flatten().map(u64::from);
-            for (k, v) in dims.chain(scalars).enumerate() {
+            let cluster = mbarrier::cluster_specials(ctaid, cfg.grid);
+            for (k, v) in dims.chain(scalars).chain(cluster).enumerate() {
                 w.regs[k * 32 + li] = v;
             }
         }

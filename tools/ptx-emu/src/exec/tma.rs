@@ -56,6 +56,9 @@ impl<'a, 'b> Block<'a, 'b> {
                         self.shared_off(l, self.resolve(Space::Shared, dst).1, size, false)?;
                     let mut data = vec![0u8; size];
                     self.global_read(l, src, &mut data)?;
+                    if let Some(p) = self.prof.as_mut() {
+                        p.on_bulk_read(src, size as u64);
+                    }
                     self.issue_to_shared(
                         w,
                         l,
@@ -129,13 +132,29 @@ impl<'a, 'b> Block<'a, 'b> {
                     let fill = tm.oob_element().to_le_bytes();
                     let mut data = vec![0u8; bytes];
                     let mut offs = Vec::with_capacity(bytes / es);
+                    // contiguous global runs read (profiler: requests and sectors)
+                    let mut run: Option<(u64, u64)> = None;
                     for (k, a) in tm.box_elements(&coords).into_iter().enumerate() {
                         let chunk = &mut data[k * es..(k + 1) * es];
                         match a {
-                            Some(a) => self.global_read(l, a, chunk)?,
+                            Some(a) => {
+                                self.global_read(l, a, chunk)?;
+                                run = match run {
+                                    Some((s, n)) if s + n == a => Some((s, n + es as u64)),
+                                    r => {
+                                        if let (Some((s, n)), Some(p)) = (r, self.prof.as_mut()) {
+                                            p.on_bulk_read(s, n);
+                                        }
+                                        Some((a, es as u64))
+                                    }
+                                };
+                            }
                             None => chunk.copy_from_slice(&fill[..es]),
                         }
                         offs.push(tm.swizzle.apply(base + k * es) as u32);
+                    }
+                    if let (Some((s, n)), Some(p)) = (run, self.prof.as_mut()) {
+                        p.on_bulk_read(s, n);
                     }
                     if offs.iter().any(|&o| o as usize + es > self.shared.len()) {
                         return Err(e(

@@ -42,6 +42,8 @@ pub(crate) enum HopOp {
     Elect,
     /// `setmaxnreg.{inc,dec}.sync.aligned.u32 N`.
     Setmaxnreg { inc: bool, n: u32 },
+    /// `mapa{.shared::cluster}.{u32,u64} d, a, rank`. d: [d], s: [a, rank]
+    Mapa,
 }
 
 impl HopOp {
@@ -77,7 +79,11 @@ impl<'a> Decoder<'a> {
         let has = |m: &str| mods.contains(&m);
         let is_bulk =
             mnem == "cp" && mods.first() == Some(&"async") && mods.get(1) == Some(&"bulk");
-        let known = matches!(mnem, "mbarrier" | "elect" | "setmaxnreg" | "griddepcontrol")
+        let cluster_bar = mnem == "barrier" && mods.first() == Some(&"cluster");
+        let known = matches!(
+            mnem,
+            "mbarrier" | "elect" | "setmaxnreg" | "griddepcontrol" | "mapa"
+        ) || cluster_bar
             || is_bulk
             || (mnem == "fence" && (has("proxy") || has("mbarrier_init")));
         if !known {
@@ -145,6 +151,22 @@ impl<'a> Decoder<'a> {
             let mut s = sp;
             self.addr(o, &mut s)
         };
+        if cluster_bar {
+            // barrier.cluster.arrive / .wait of a cluster of one block: the wait is a block-wide
+            // barrier (every thread arrives, then waits at the same wait), the arrive a no-op.
+            sm90("barrier.cluster")?;
+            let rest: Vec<&str> = mods[1..]
+                .iter()
+                .copied()
+                .filter(|m| !matches!(*m, "aligned" | "release" | "relaxed" | "acquire"))
+                .collect();
+            need(0)?;
+            return match rest.as_slice() {
+                ["arrive"] => Ok(Some((Op::Nop, vec![], vec![]))),
+                ["wait"] => Ok(Some((Op::BarSync, vec![], vec![]))),
+                _ => Err(format!("`{}` is not supported", ins.opcode)),
+            };
+        }
         let r: (HopOp, Vec<Opnd>, Vec<Opnd>) = match mnem {
             "fence" => {
                 // fence.proxy.async{.shared::cta|.global|...}, fence.mbarrier_init.release.cluster:
@@ -159,6 +181,22 @@ impl<'a> Decoder<'a> {
                     return Err(format!("`{}` is not supported", ins.opcode));
                 }
                 return Ok(Some((Op::Nop, vec![], vec![])));
+            }
+            "mapa" => {
+                sm90("mapa")?;
+                let ok = mods
+                    .iter()
+                    .all(|m| matches!(*m, "shared::cluster" | "u32" | "u64"));
+                if !ok || mods.len() > 2 {
+                    return Err(format!("`{}` is not supported", ins.opcode));
+                }
+                need(3)?;
+                let ty = if has("u64") { Ty::U64 } else { Ty::U32 };
+                (
+                    HopOp::Mapa,
+                    vec![self.reg(&ops[0])?],
+                    vec![self.src(&ops[1], ty)?, self.src(&ops[2], Ty::U32)?],
+                )
             }
             "elect" => {
                 sm90("elect.sync")?;

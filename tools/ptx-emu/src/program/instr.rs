@@ -745,6 +745,8 @@ impl<'a> Mods<'a> {
             ("global", Space::Global),
             ("shared", Space::Shared),
             ("shared::cta", Space::Shared),
+            // a cluster of one block: shared::cluster addresses are this CTA's shared memory
+            ("shared::cluster", Space::Shared),
             ("local", Space::Local),
             ("param", Space::Param),
             ("param::entry", Space::Param),

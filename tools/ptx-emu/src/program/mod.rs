@@ -385,6 +385,22 @@ pub(crate) const SPECIALS: &[&str] = &[
     "%dynamic_smem_size",
     "%total_smem_size",
     "%warpsize",
+    // sm_90 clusters (every launch here is of 1×1×1 clusters): exec/mbarrier.rs fills them
+    "%cluster_ctaid.x",
+    "%cluster_ctaid.y",
+    "%cluster_ctaid.z",
+    "%cluster_nctaid.x",
+    "%cluster_nctaid.y",
+    "%cluster_nctaid.z",
+    "%cluster_ctarank",
+    "%cluster_nctarank",
+    "%clusterid.x",
+    "%clusterid.y",
+    "%clusterid.z",
+    "%nclusterid.x",
+    "%nclusterid.y",
+    "%nclusterid.z",
+    "%is_explicit_cluster",
 ];
 
 pub(crate) struct Program {
