@@ -450,3 +450,37 @@ fn clusters_of_one_block() {
     let f = e.fault("cluster_bad_rank", lin(1, 32), &[], FaultKind::OutOfBounds);
     assert_eq!(f.ptx_line, line_of(&src(), "// FLAG:bad_rank"), "{f}");
 }
+
+#[test]
+fn multicast_to_the_own_cta_and_cluster_arrive() {
+    let mut e = Emu::new("hopper.ptx");
+    let dims = [64u64, 16];
+    let (ga, gbytes, strides) = tensor(&mut e, &dims, 2);
+    let tm =
+        TensorMap::encode_tiled(9, 2, ga, &dims, &strides, &[64, 8], &[1, 1], 0, 3, 0, 0).unwrap();
+    let bytes = tm.box_bytes();
+    let out = e.alloc(bytes);
+    let mask = |m: u16| m.to_le_bytes().to_vec();
+    let params = |m: u16| {
+        vec![
+            tm.to_bytes().to_vec(),
+            p64(out),
+            coords_param(&[0, 5]),
+            p32(bytes as i32),
+            mask(m),
+        ]
+    };
+    e.ok("tma_multicast", lin(1, 128), &params(1));
+    assert_eq!(
+        e.bytes(out, bytes),
+        expected_tile(&tm, &gbytes, ga, &[0, 5])
+    );
+    // a CTA rank the one-block cluster does not have
+    let f = e.fault(
+        "tma_multicast",
+        lin(1, 128),
+        &params(3),
+        FaultKind::OutOfBounds,
+    );
+    assert_eq!(f.ptx_line, line_of(&src(), "// FLAG:multicast"), "{f}");
+}

@@ -47,6 +47,7 @@ impl<'a, 'b> Block<'a, 'b> {
             let tid = w.idx * 32 + l as u32;
             match op {
                 HopOp::BulkG2S => {
+                    self.multicast_mask(w, &ins.s[4], l)?;
                     let dst = self.addr(w, &ins.s[0], l);
                     let src = self.addr(w, &ins.s[1], l);
                     let size = self.val(w, &ins.s[2], l) as u32 as usize;
@@ -118,6 +119,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     }
                 }
                 HopOp::TensorLoad { dims } => {
+                    self.multicast_mask(w, &ins.s[4], l)?;
                     let dst = self.addr(w, &ins.s[0], l);
                     let tm = self.tensor_map(w, &ins.s[1], l)?;
                     let coords = self.coords(w, &ins.s[2], l, *dims)?;
@@ -219,6 +221,20 @@ impl<'a, 'b> Block<'a, 'b> {
                 }
                 _ => unreachable!(),
             }
+        }
+        Ok(())
+    }
+
+    /// A multicast's ctaMask: clusters have one block here, so it must be exactly rank 0.
+    fn multicast_mask(&self, w: &Warp, o: &Opnd, l: usize) -> R<()> {
+        let mask = self.val(w, o, l) & 0xffff;
+        if mask != 1 {
+            return Err(e(
+                FaultKind::OutOfBounds,
+                l as u32,
+                None,
+                format!("multicast ctaMask {mask:#06x}: the cluster has one block (rank 0, mask 0x0001); clusters of more blocks are not emulated"),
+            ));
         }
         Ok(())
     }

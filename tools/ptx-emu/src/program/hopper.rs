@@ -23,8 +23,9 @@ pub(crate) enum HopOp {
     MbarWait { try_wait: bool, parity: bool },
     /// `mbarrier.inval [a]`.
     MbarInval,
-    /// `cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [dst], [src], size,
-    /// [mbar]`. s: [dst, src, size, mbar]
+    /// `cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes{.multicast::cluster}
+    /// {.L2::cache_hint} [dst], [src], size, [mbar] {, ctaMask} {, policy}`.
+    /// s: [dst, src, size, mbar, ctaMask (1 without multicast)]
     BulkG2S,
     /// `cp.async.bulk.global.shared::cta.bulk_group [dst], [src], size`. s: [dst, src, size]
     BulkS2G,
@@ -33,7 +34,8 @@ pub(crate) enum HopOp {
     /// `cp.async.bulk.wait_group{.read} N`.
     BulkWait { n: u32, read: bool },
     /// `cp.async.bulk.tensor.Nd.shared::cluster.global.tile.mbarrier::complete_tx::bytes
-    /// [dst], [tmap, {c...}], [mbar]`. s: [dst, tmap, coords (Vec), mbar]
+    /// {.multicast::cluster}{.L2::cache_hint} [dst], [tmap, {c...}], [mbar] {, ctaMask} {, policy}`.
+    /// s: [dst, tmap, coords (Vec), mbar, ctaMask (1 without multicast)]
     TensorLoad { dims: u8 },
     /// `cp.async.bulk.tensor.Nd.global.shared::cta.tile.bulk_group [tmap, {c...}], [src]`.
     /// s: [tmap, coords (Vec), src]
@@ -273,9 +275,6 @@ impl<'a> Decoder<'a> {
                         if has("noComplete") {
                             return Err("mbarrier.arrive.noComplete is not supported".into());
                         }
-                        if has("shared::cluster") {
-                            return Err("mbarrier.arrive on .shared::cluster (a remote CTA's barrier) is not supported".into());
-                        }
                         let sp = space_of(true)?;
                         if ops.len() < 2 || ops.len() > 3 {
                             return Err(format!("`{}` expects 2 or 3 operands", ins.opcode));
@@ -425,6 +424,8 @@ impl<'a> Decoder<'a> {
                             "global",
                             "tile",
                             "mbarrier::complete_tx::bytes",
+                            "multicast::cluster",
+                            "L2::cache_hint",
                         ])?;
                         if !rest.contains(&"mbarrier::complete_tx::bytes") {
                             return Err(
@@ -432,17 +433,33 @@ impl<'a> Decoder<'a> {
                                     .into(),
                             );
                         }
-                        need(3)?;
+                        let mc = rest.contains(&"multicast::cluster");
+                        need(3 + mc as usize + rest.contains(&"L2::cache_hint") as usize)?;
                         let dst = addr(&ops[0], Space::Shared)?;
                         let (tm, cs) = coords_of(&ops[1])?;
                         let bar = addr(&ops[2], Space::Shared)?;
-                        (HopOp::TensorLoad { dims }, vec![], vec![dst, tm, cs, bar])
+                        let mask = if mc {
+                            self.src(&ops[3], Ty::U16)?
+                        } else {
+                            Opnd::Imm(1)
+                        };
+                        (
+                            HopOp::TensorLoad { dims },
+                            vec![],
+                            vec![dst, tm, cs, bar, mask],
+                        )
                     } else if rest.first() == Some(&"global") {
-                        only(&["global", "shared::cta", "tile", "bulk_group"])?;
+                        only(&[
+                            "global",
+                            "shared::cta",
+                            "tile",
+                            "bulk_group",
+                            "L2::cache_hint",
+                        ])?;
                         if !rest.contains(&"bulk_group") {
                             return Err("cp.async.bulk.tensor stores need .bulk_group".into());
                         }
-                        need(2)?;
+                        need(2 + rest.contains(&"L2::cache_hint") as usize)?;
                         let (tm, cs) = coords_of(&ops[0])?;
                         let src = addr(&ops[1], Space::Shared)?;
                         (HopOp::TensorStore { dims }, vec![], vec![tm, cs, src])
@@ -459,6 +476,8 @@ impl<'a> Decoder<'a> {
                                 | "shared::cta"
                                 | "global"
                                 | "mbarrier::complete_tx::bytes"
+                                | "multicast::cluster"
+                                | "L2::cache_hint"
                         ) {
                             return Err(format!(
                                 "modifier `.{m}` of `{}` is not supported",
@@ -472,7 +491,13 @@ impl<'a> Decoder<'a> {
                             ins.opcode
                         ));
                     }
-                    need(4)?;
+                    let mc = rhas("multicast::cluster");
+                    need(4 + mc as usize + rhas("L2::cache_hint") as usize)?;
+                    let mask = if mc {
+                        self.src(&ops[4], Ty::U16)?
+                    } else {
+                        Opnd::Imm(1)
+                    };
                     (
                         HopOp::BulkG2S,
                         vec![],
@@ -481,11 +506,15 @@ impl<'a> Decoder<'a> {
                             addr(&ops[1], Space::Global)?,
                             self.src(&ops[2], Ty::U32)?,
                             addr(&ops[3], Space::Shared)?,
+                            mask,
                         ],
                     )
                 } else if rest.first() == Some(&"global") {
                     for m in rest {
-                        if !matches!(*m, "global" | "shared::cta" | "bulk_group") {
+                        if !matches!(
+                            *m,
+                            "global" | "shared::cta" | "bulk_group" | "L2::cache_hint"
+                        ) {
                             return Err(format!(
                                 "modifier `.{m}` of `{}` is not supported",
                                 ins.opcode
@@ -498,7 +527,7 @@ impl<'a> Decoder<'a> {
                             ins.opcode
                         ));
                     }
-                    need(3)?;
+                    need(3 + rhas("L2::cache_hint") as usize)?;
                     (
                         HopOp::BulkS2G,
                         vec![],
