@@ -57,7 +57,7 @@ pub unsafe extern "C" fn cuTensorMapEncodeTiled(
         {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
-        if tensor_map as usize % 64 != 0 {
+        if !(tensor_map as usize).is_multiple_of(64) {
             eprintln!(
                 "ptx-emu-driver: cuTensorMapEncodeTiled: the CUtensorMap must be 64-byte aligned"
             );

@@ -121,7 +121,7 @@ impl TensorMap {
         if oob_fill == 1 && !is_float(dtype as u8) {
             return Err("CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA needs a floating-point data type".into());
         }
-        if global_address % 16 != 0 {
+        if !global_address.is_multiple_of(16) {
             return Err(format!(
                 "globalAddress {global_address:#x} must be 16-byte aligned"
             ));
@@ -166,7 +166,7 @@ impl TensorMap {
         }
         for i in 1..r {
             let s = global_strides[i - 1];
-            if s % 16 != 0 || s >= 1 << 40 {
+            if !s.is_multiple_of(16) || s >= 1 << 40 {
                 return Err(format!(
                     "globalStrides[{}] = {s} must be a multiple of 16 below 2^40",
                     i - 1
@@ -175,7 +175,7 @@ impl TensorMap {
             m.global_strides[i - 1] = s;
         }
         let inner = m.box_dim[0] as usize * esize as usize;
-        if inner % 16 != 0 {
+        if !inner.is_multiple_of(16) {
             return Err(format!(
                 "boxDim[0] × element size = {inner} bytes must be a multiple of 16"
             ));

@@ -272,7 +272,7 @@ fn tma_load_case(
     )
     .unwrap_or_else(|m| panic!("{m}"));
     let bytes = tm.box_bytes();
-    assert!(bytes % 128 == 0 && bytes <= 8192);
+    assert!(bytes.is_multiple_of(128) && bytes <= 8192);
     let out = e.alloc(bytes);
     e.ok(
         &kernel,

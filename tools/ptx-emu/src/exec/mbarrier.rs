@@ -572,7 +572,7 @@ impl<'a, 'b> Block<'a, 'b> {
             let mut regs = self.hop.wg_regs.clone();
             regs[g] = n;
             let per: Vec<String> = regs.iter().map(|r| r.to_string()).collect();
-            return Err(e(
+            Err(e(
                 FaultKind::RegisterBudget,
                 lane,
                 None,
@@ -581,7 +581,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     per.join(", "),
                     lim.regs_per_sm
                 ),
-            ));
+            ))
         }
     }
 }

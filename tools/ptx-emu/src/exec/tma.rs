@@ -24,16 +24,16 @@ pub(crate) struct Inflight {
 
 enum Kind {
     /// Into shared memory at `off`, signalling the mbarrier at `bar`.
-    ToShared { off: u32, bar: u32 },
+    Smem { off: u32, bar: u32 },
     /// Into shared memory element by element (a tensor tile: swizzled offsets).
-    ToSharedScatter {
+    SmemScatter {
         offs: Vec<u32>,
         esize: u32,
         bar: u32,
     },
     /// Into global memory (`addrs`: one per `esize` bytes of data, or one contiguous run),
     /// in bulk group `group` of thread `tid`.
-    ToGlobal {
+    Gmem {
         addrs: Vec<u64>,
         esize: u32,
         group: u32,
@@ -64,7 +64,7 @@ impl<'a, 'b> Block<'a, 'b> {
                         w,
                         l,
                         tid,
-                        Kind::ToShared {
+                        Kind::Smem {
                             off: off as u32,
                             bar,
                         },
@@ -85,7 +85,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     let group = *self.hop.bulk_committed.get(&tid).unwrap_or(&0);
                     self.hop.bytes_s2g += size as u64;
                     self.hop.inflight.push(Inflight {
-                        kind: Kind::ToGlobal {
+                        kind: Kind::Gmem {
                             addrs: vec![dst],
                             esize: size as u32,
                             group,
@@ -108,7 +108,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     while i < self.hop.inflight.len() {
                         let c = &self.hop.inflight[i];
                         let done = c.tid == tid
-                            && matches!(c.kind, Kind::ToGlobal { group, .. } if group + n < committed);
+                            && matches!(c.kind, Kind::Gmem { group, .. } if group + n < committed);
                         if done {
                             let c = self.hop.inflight.remove(i);
                             self.land_async(c)
@@ -126,7 +126,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     let bar = self.mbar_off(w, &ins.s[3], Space::Shared, l)?;
                     let bytes = tm.box_bytes();
                     let sbase = self.resolve(Space::Shared, dst).1;
-                    if sbase % 128 != 0 {
+                    if !sbase.is_multiple_of(128) {
                         return Err(e(FaultKind::Misaligned, l as u32, Some(dst), "cp.async.bulk.tensor: the shared-memory destination must be 128-byte aligned"));
                     }
                     let base = self.shared_off(l, sbase, bytes, false)?;
@@ -170,7 +170,7 @@ impl<'a, 'b> Block<'a, 'b> {
                         w,
                         l,
                         tid,
-                        Kind::ToSharedScatter {
+                        Kind::SmemScatter {
                             offs,
                             esize: es as u32,
                             bar,
@@ -187,7 +187,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     let src = self.addr(w, &ins.s[2], l);
                     let bytes = tm.box_bytes();
                     let sbase = self.resolve(Space::Shared, src).1;
-                    if sbase % 128 != 0 {
+                    if !sbase.is_multiple_of(128) {
                         return Err(e(FaultKind::Misaligned, l as u32, Some(src), "cp.async.bulk.tensor: the shared-memory source must be 128-byte aligned"));
                     }
                     let base = self.shared_off(l, sbase, bytes, false)?;
@@ -209,7 +209,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     let group = *self.hop.bulk_committed.get(&tid).unwrap_or(&0);
                     self.hop.bytes_s2g += data.len() as u64;
                     self.hop.inflight.push(Inflight {
-                        kind: Kind::ToGlobal {
+                        kind: Kind::Gmem {
                             addrs,
                             esize: es as u32,
                             group,
@@ -241,7 +241,7 @@ impl<'a, 'b> Block<'a, 'b> {
 
     /// Size and alignment rules of `cp.async.bulk` (16-byte multiples, 16-byte aligned).
     fn check_bulk_args(&self, l: usize, a: u64, b: u64, size: usize) -> R<()> {
-        if size == 0 || size % 16 != 0 {
+        if size == 0 || !size.is_multiple_of(16) {
             return Err(e(
                 FaultKind::Misaligned,
                 l as u32,
@@ -324,13 +324,13 @@ impl<'a, 'b> Block<'a, 'b> {
         let wi = (c.tid / 32) as usize;
         let lane = c.tid % 32;
         let (bar, n) = match c.kind {
-            Kind::ToShared { off, bar } => {
+            Kind::Smem { off, bar } => {
                 let o = off as usize;
                 self.shared[o..o + c.data.len()].copy_from_slice(&c.data);
                 self.async_shadow(o, c.data.len());
                 (bar, c.data.len())
             }
-            Kind::ToSharedScatter { offs, esize, bar } => {
+            Kind::SmemScatter { offs, esize, bar } => {
                 let es = esize as usize;
                 for (k, &o) in offs.iter().enumerate() {
                     let o = o as usize;
@@ -339,7 +339,7 @@ impl<'a, 'b> Block<'a, 'b> {
                 }
                 (bar, c.data.len())
             }
-            Kind::ToGlobal { addrs, esize, .. } => {
+            Kind::Gmem { addrs, esize, .. } => {
                 let es = esize as usize;
                 for (k, &a) in addrs.iter().enumerate() {
                     if !self.mem.write(a, &c.data[k * es..(k + 1) * es]) {

@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// An instruction's operation, destinations and sources.
+type Decoded = (Op, Vec<Opnd>, Vec<Opnd>);
+
 /// One sm_90 asynchronous-copy / barrier operation (see the module documentation).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum HopOp {
@@ -71,10 +74,7 @@ fn targets_sm90(ast: &AModule) -> bool {
 
 impl<'a> Decoder<'a> {
     /// The sm_90 kit's instructions; `Ok(None)` for every other instruction.
-    pub(super) fn decode_hopper(
-        &self,
-        ins: &AInstr,
-    ) -> Result<Option<(Op, Vec<Opnd>, Vec<Opnd>)>, String> {
+    pub(super) fn decode_hopper(&self, ins: &AInstr) -> Result<Option<Decoded>, String> {
         let parts: Vec<&str> = ins.opcode.split('.').collect();
         let mnem = parts[0];
         let mods = &parts[1..];
