@@ -1,7 +1,8 @@
 //! A stand-in CUDA driver: the subset of the `libcuda` C ABI that `cudarc` 0.19 calls, executing
 //! PTX on the `ptx-emu` interpreter. See `docs/stand-in-driver.md`.
 //!
-//! - One device (ordinal 0), sm_90-like (`device.rs`).
+//! - One device (ordinal 0) of the architecture `PTX_EMU_ARCH` selects, default sm_90a
+//!   (H100-like; `device.rs`).
 //! - Everything runs synchronously on the calling thread: a launch returns after the kernel has
 //!   run, and its fault (if any) is returned by the launch itself (real CUDA reports it later, at
 //!   the next synchronising call). Stream and event "waits" are therefore no-ops.

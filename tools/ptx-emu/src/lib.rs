@@ -1,6 +1,7 @@
 //! A warp-level PTX interpreter with hazard detection.
 //!
-//! `Module::parse` reads NVRTC-style PTX (ISA 8.x, `sm_80`) and decodes every `.entry` once into a
+//! `Module::parse` reads NVRTC-style PTX (ISA 8.x, `.target sm_80` … `sm_90a`; the emulated
+//! architecture is `PTX_EMU_ARCH`, see [`Arch`]) and decodes every `.entry` once into a
 //! compact instruction array (registers resolved to slot indices, `.func` calls inlined).
 //! `launch` runs a grid block by block; inside a block the warps are interleaved by a seeded
 //! scheduler, each warp executes one instruction for all its active lanes at a time and diverged
