@@ -431,6 +431,8 @@ fn bulk_bytes_in_the_profiler_counters() {
         (cn.global_ldgsts_requests, cn.global_ldgsts_sectors),
         (1, 8)
     );
+    // the one warp parked on the mbarrier until the copy landed: one memory round trip
+    assert_eq!((cn.mem_round_trips, cn.mem_wait_bytes), (1.0, 256.0));
 }
 
 #[test]

@@ -27,6 +27,10 @@ pub(super) struct Mbar {
     /// Where and by whom tx was last changed (reports).
     pub tx_pc: u32,
     pub tx_tid: u32,
+    /// Bytes bulk copies delivered in the current phase, and in the last completed one
+    /// (profiler: what a wait that the phase completion released waited for).
+    pub phase_bytes: u64,
+    pub done_bytes: u64,
 }
 
 /// The sm_90 state of one block.
@@ -37,6 +41,8 @@ pub(crate) struct HopState {
     pub parked: Vec<u32>,
     /// Per warp: lanes whose next wait returns its result without parking (timed out).
     pub timeout: Vec<u32>,
+    /// Per warp: lanes woken from a parked wait that have not re-executed it yet (profiler).
+    pub woken: Vec<u32>,
     /// Bumped by every mbarrier state change and every copy landing.
     pub progress: u64,
     stall_sig: Option<(u64, u32, u32)>,
@@ -100,6 +106,7 @@ impl<'a, 'b> Block<'a, 'b> {
         if b.pending == 0 && b.tx == 0 {
             b.phase += 1;
             b.pending = b.expected;
+            b.done_bytes = std::mem::take(&mut b.phase_bytes);
             // The shared-race detector orders everything before a phase completion before
             // everything after it (as a bar.sync does): the waiters acquire what the arrivers
             // released. Coarse: it also orders threads that never touch this barrier.
@@ -126,6 +133,7 @@ impl<'a, 'b> Block<'a, 'b> {
         if let Some(p) = self.hop.parked.get_mut(i) {
             if *p != 0 {
                 w.running |= *p;
+                self.hop.woken[i] |= *p;
                 *p = 0;
                 w.dirty = true;
             }
@@ -164,6 +172,8 @@ impl<'a, 'b> Block<'a, 'b> {
                             phase: 0,
                             tx_pc: w.pc,
                             tx_tid: tid,
+                            phase_bytes: 0,
+                            done_bytes: 0,
                         },
                     );
                     self.hop.progress += 1;
@@ -287,6 +297,7 @@ impl<'a, 'b> Block<'a, 'b> {
             let n = self.warps.len().max(wi + 1);
             self.hop.parked.resize(n, 0);
             self.hop.timeout.resize(n, 0);
+            self.hop.woken.resize(n, 0);
         }
         let parity = match &ins.op {
             Op::Hopper(HopOp::MbarWait { parity, .. }) => parity,
@@ -304,6 +315,9 @@ impl<'a, 'b> Block<'a, 'b> {
         };
         let sp = Self::mbar_space(ins);
         let mut unready = 0u32;
+        // profiler: a warp released by a phase that bulk copies completed waited for memory
+        let mut waited_bytes = None;
+        let woken = std::mem::take(&mut self.hop.woken[wi]) & exec;
         for l in lanes(exec) {
             let off = self.mbar_off(w, &ins.s[0], sp, l)?;
             let arg = self.val(w, &ins.s[1], l);
@@ -313,6 +327,9 @@ impl<'a, 'b> Block<'a, 'b> {
             } else {
                 b.phase > arg
             };
+            if done && woken & (1 << l) != 0 && waited_bytes.is_none() && b.done_bytes > 0 {
+                waited_bytes = Some(b.done_bytes);
+            }
             let timed_out = self.hop.timeout[wi] & (1 << l) != 0;
             self.hop.timeout[wi] &= !(1 << l);
             if done || timed_out {
@@ -320,6 +337,9 @@ impl<'a, 'b> Block<'a, 'b> {
             } else {
                 unready |= 1 << l;
             }
+        }
+        if let (Some(bytes), Some(p)) = (waited_bytes, self.prof.as_mut()) {
+            p.on_mem_wait(w.idx, bytes);
         }
         if unready == 0 {
             return Ok(false);

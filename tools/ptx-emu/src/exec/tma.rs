@@ -363,6 +363,7 @@ impl<'a, 'b> Block<'a, 'b> {
         // the guard of this copy now waits for the phase it lands in
         let phase = b.phase;
         b.tx -= n as i64;
+        b.phase_bytes += n as u64;
         for g in self.hop.guards.iter_mut() {
             if g.2 == bar && g.3.is_none() && g.4 == c.pc && g.5 == c.tid {
                 g.3 = Some(phase);
