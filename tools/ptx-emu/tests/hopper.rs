@@ -486,3 +486,47 @@ fn multicast_to_the_own_cta_and_cluster_arrive() {
     );
     assert_eq!(f.ptx_line, line_of(&src(), "// FLAG:multicast"), "{f}");
 }
+
+#[test]
+fn warp_specialised_tma_pipeline() {
+    let nt = 6usize;
+    let mut e = Emu::new("hopper.ptx");
+    let dims = [64u64, 8 * nt as u64];
+    // u16 tensor, row pitch 128 bytes, value = 7 * index + 1 (mod 2^16)
+    let vals: Vec<u16> = (0..64 * 8 * nt)
+        .map(|i| (i as u16).wrapping_mul(7).wrapping_add(1))
+        .collect();
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let ga = e.upload(&bytes);
+    let tm =
+        TensorMap::encode_tiled(1, 2, ga, &dims, &[128], &[64, 8], &[1, 1], 0, 0, 0, 0).unwrap();
+    let out = e.alloc(32 * 4);
+    let params = |nowait: i32| {
+        vec![
+            tm.to_bytes().to_vec(),
+            p64(out),
+            p32(nt as i32),
+            p32(nowait),
+        ]
+    };
+    e.ok("tma_pipeline", lin(1, 64), &params(0));
+    let got = e.u32s(out, 32);
+    for l in 0..32 {
+        let want: u32 = (0..nt)
+            .map(|t| {
+                (16 * l..16 * l + 16)
+                    .map(|k| vals[t * 512 + k] as u32)
+                    .sum::<u32>()
+            })
+            .sum();
+        assert_eq!(got[l], want, "lane {l}");
+    }
+    // consumers that do not wait on full[s] read a stage the TMA has not filled yet
+    let f = e.fault(
+        "tma_pipeline",
+        lin(1, 64),
+        &params(1),
+        FaultKind::AsyncProxyRace,
+    );
+    assert_eq!(f.ptx_line, line_of(&src(), "// FLAG:pipeline_read"), "{f}");
+}
