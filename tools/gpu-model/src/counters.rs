@@ -191,6 +191,12 @@ pub struct Counters {
     /// kernel's outputs are not valid.
     #[serde(rename = "emu__sampled", default)]
     pub sampled: bool,
+    /// Bytes moved global → shared by `cp.async.bulk[.tensor]` (TMA loads, OOB fill included).
+    #[serde(rename = "emu__bulk_load_bytes", default)]
+    pub bulk_load_bytes: u64,
+    /// Bytes moved shared → global by `cp.async.bulk[.tensor]` (TMA stores).
+    #[serde(rename = "emu__bulk_store_bytes", default)]
+    pub bulk_store_bytes: u64,
 }
 
 impl Counters {
@@ -518,6 +524,12 @@ impl BlockAccumulator {
 
     /// FP32 work of one warp-level instruction: `flops` = active lanes × (2 for `fma`/`mad`,
     /// 1 for `add`/`sub`/`mul`/`min`/`max`...). Packed `.f16x2`/`.bf16x2` math is not FP32.
+    /// Bytes moved by a block's bulk / TMA copies (`emu__bulk_load_bytes`, `emu__bulk_store_bytes`).
+    pub fn on_bulk_bytes(&mut self, load_bytes: u64, store_bytes: u64) {
+        self.c.bulk_load_bytes += load_bytes;
+        self.c.bulk_store_bytes += store_bytes;
+    }
+
     pub fn on_fp32(&mut self, flops: u64) {
         self.c.flop_fp32 += flops;
     }
@@ -585,6 +597,7 @@ impl LaunchAccumulator {
         macro_rules! add {
             ($($f:ident),*) => { $( t.$f += c.$f; )* };
         }
+        add!(bulk_load_bytes, bulk_store_bytes);
         add!(
             inst_executed,
             thread_inst_executed,

@@ -68,7 +68,8 @@ pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, dev: CUd
         if name.is_null() || len <= 0 {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
-        let bytes = device::NAME.as_bytes();
+        let name_s = device::name();
+        let bytes = name_s.as_bytes();
         let n = bytes.len().min(len as usize - 1);
         // SAFETY: `name` has room for `len` bytes per the API contract; we write n + 1 <= len.
         unsafe {

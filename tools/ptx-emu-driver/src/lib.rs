@@ -1,7 +1,8 @@
 //! A stand-in CUDA driver: the subset of the `libcuda` C ABI that `cudarc` 0.19 calls, executing
 //! PTX on the `ptx-emu` interpreter. See `docs/stand-in-driver.md`.
 //!
-//! - One device (ordinal 0), sm_90-like (`device.rs`).
+//! - One device (ordinal 0) of the architecture `PTX_EMU_ARCH` selects, default sm_90a
+//!   (H100-like; `device.rs`).
 //! - Everything runs synchronously on the calling thread: a launch returns after the kernel has
 //!   run, and its fault (if any) is returned by the launch itself (real CUDA reports it later, at
 //!   the next synchronising call). Stream and event "waits" are therefore no-ops.
@@ -51,6 +52,7 @@ mod memory;
 mod module;
 mod profile;
 mod stream_event;
+mod tensor_map;
 
 pub use context::*;
 pub use extras::*;
@@ -59,6 +61,7 @@ pub use launch::*;
 pub use memory::*;
 pub use module::*;
 pub use stream_event::*;
+pub use tensor_map::*;
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -344,7 +347,6 @@ not_supported!(
     cuDeviceCanAccessPeer,
     cuCtxEnablePeerAccess,
     cuLaunchCooperativeKernel,
-    cuLaunchKernelEx,
     cuLaunchHostFunc,
     cuMemcpy,
     cuMemcpyAsync,

@@ -50,6 +50,12 @@ pub(crate) fn load_module_text(
         eprintln!("ptx-emu-driver: {name}: PTX parse error: {e}");
         CUDA_ERROR_INVALID_PTX
     })?;
+    // As the real driver's PTX JIT (ptxas: "SM version specified by .target is higher than
+    // default SM version assumed"): PTX the device cannot run fails with CUDA_ERROR_INVALID_PTX.
+    module.check_arch(device::arch()).map_err(|why| {
+        eprintln!("ptx-emu-driver: {name}: {why}");
+        CUDA_ERROR_INVALID_PTX
+    })?;
     bump(&counters().module_loads);
     profile::note_module(&module, text);
     let ctx_handle = lock(ctx_cell).handle;
@@ -254,7 +260,10 @@ pub unsafe extern "C" fn cuFuncGetAttribute(pi: *mut c_int, attrib: c_int, func:
             3 => local,                                  // LOCAL_SIZE_BYTES
             4 => 0, // NUM_REGS: no register allocation in an interpreter (documented)
             5 => m.ptx_version, // PTX_VERSION
-            6 => 90, // BINARY_VERSION
+            6 => {
+                let (a, b) = device::arch().limits().cc;
+                (a * 10 + b) as c_int
+            } // BINARY_VERSION
             7 => 0, // CACHE_MODE_CA
             8 => f.max_dynamic_smem as c_int, // MAX_DYNAMIC_SHARED_SIZE_BYTES
             9 => -1, // PREFERRED_SHARED_MEMORY_CARVEOUT
@@ -281,7 +290,7 @@ pub extern "C" fn cuFuncSetAttribute(func: Ptr, attrib: c_int, value: c_int) -> 
             .ok_or(CUDA_ERROR_INVALID_HANDLE)?;
         match attrib {
             8 => {
-                if value < 0 || value as u32 + static_smem > device::SMEM_PER_BLOCK_OPTIN {
+                if value < 0 || value as u32 + static_smem > device::smem_per_block_optin() {
                     return Err(CUDA_ERROR_INVALID_VALUE);
                 }
                 f.max_dynamic_smem = value as u32;

@@ -337,7 +337,6 @@ refused!(
     cuSurfRefSetArray,
     cuTensorMapEncodeIm2col,
     cuTensorMapEncodeIm2colWide,
-    cuTensorMapEncodeTiled,
     cuTensorMapReplaceAddress,
     cuTexObjectCreate,
     cuTexObjectDestroy,

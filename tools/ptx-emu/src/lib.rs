@@ -1,6 +1,7 @@
 //! A warp-level PTX interpreter with hazard detection.
 //!
-//! `Module::parse` reads NVRTC-style PTX (ISA 8.x, `sm_80`) and decodes every `.entry` once into a
+//! `Module::parse` reads NVRTC-style PTX (ISA 8.x, `.target sm_80` … `sm_90a`; the emulated
+//! architecture is `PTX_EMU_ARCH`, see [`Arch`]) and decodes every `.entry` once into a
 //! compact instruction array (registers resolved to slot indices, `.func` calls inlined).
 //! `launch` runs a grid block by block; inside a block the warps are interleaved by a seeded
 //! scheduler, each warp executes one instruction for all its active lanes at a time and diverged
@@ -9,12 +10,15 @@
 // `Fault` is the contract error type of `launch` (EMU_API); boxing it would change the API.
 #![allow(clippy::result_large_err)]
 
+mod arch;
 mod exec;
 mod float;
 mod memory;
 mod parser;
 mod program;
+pub mod tensor_map;
 
+pub use arch::{Arch, ArchLimits};
 pub use memory::Memory;
 
 use std::fmt;
@@ -58,6 +62,10 @@ pub struct Module {
     pub(crate) id: u64,
     pub(crate) globals: Vec<GlobalInfo>,
     pub(crate) kernels: Vec<Arc<program::Program>>,
+    /// The `.target` architecture (`sm_80`, `sm_90a`, ...; empty when the PTX has none).
+    pub(crate) target: String,
+    /// The `.version` (PTX ISA) text, e.g. `8.4`.
+    pub(crate) ptx_isa: String,
 }
 
 impl Module {
@@ -77,6 +85,24 @@ impl Module {
     /// Module-scope `.global`/`.const` variables (name, size) so a driver can back them.
     pub fn globals(&self) -> Vec<GlobalInfo> {
         self.globals.clone()
+    }
+
+    /// The architecture of the PTX's `.target` directive (e.g. `sm_90a`; empty when none).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The PTX ISA version of the `.version` directive (e.g. `8.4`).
+    pub fn ptx_isa_version(&self) -> &str {
+        &self.ptx_isa
+    }
+
+    /// Whether a device of architecture `arch` runs this module (see [`Arch::can_run`]).
+    pub fn check_arch(&self, arch: Arch) -> Result<(), String> {
+        if self.target.is_empty() {
+            return Ok(());
+        }
+        arch.can_run(&self.target)
     }
 
     /// Unique id of this module (keys its globals in a `Memory`).
@@ -289,6 +315,14 @@ pub enum FaultKind {
     /// An asynchronous operation's operands touched before it completed (wgmma accumulators
     /// or shared operands before `wgmma.wait_group`, a wgmma without `wgmma.fence`).
     AsyncHazard,
+    /// Threads wait on mbarrier phases that can never complete (no thread can arrive).
+    Deadlock,
+    /// A thread accessed shared bytes a bulk/TMA copy writes before its mbarrier phase completed.
+    AsyncProxyRace,
+    /// An mbarrier's transaction bytes (expect_tx) do not match the bytes delivered.
+    TxCountMismatch,
+    /// `setmaxnreg` raised the block's registers beyond the SM's register file.
+    RegisterBudget,
 }
 
 impl FaultKind {
@@ -301,7 +335,11 @@ impl FaultKind {
             | FaultKind::UninitSharedRead
             | FaultKind::Trap
             | FaultKind::Unsupported
-            | FaultKind::AsyncHazard => 719,
+            | FaultKind::AsyncHazard
+            | FaultKind::Deadlock
+            | FaultKind::AsyncProxyRace
+            | FaultKind::TxCountMismatch
+            | FaultKind::RegisterBudget => 719,
             FaultKind::InvalidParams => 1,
         }
     }
@@ -319,6 +357,12 @@ impl fmt::Display for FaultKind {
             FaultKind::InvalidParams => "invalid launch parameters",
             FaultKind::Trap => "trap",
             FaultKind::AsyncHazard => "asynchronous-operation hazard",
+            FaultKind::Deadlock => "mbarrier deadlock",
+            FaultKind::AsyncProxyRace => {
+                "access to a bulk-copy destination before its mbarrier phase completed"
+            }
+            FaultKind::TxCountMismatch => "mbarrier transaction-count mismatch",
+            FaultKind::RegisterBudget => "register budget exceeded",
         };
         f.write_str(s)
     }

@@ -187,6 +187,10 @@ pub(crate) struct AFunc {
 pub(crate) struct AModule {
     pub funcs: Vec<AFunc>,
     pub vars: Vec<VarDecl>,
+    /// The `.target` architectures (e.g. `["sm_90a"]`; other entries such as `texmode_*` kept).
+    pub targets: Vec<String>,
+    /// The `.version` text (e.g. `8.4`).
+    pub version: String,
 }
 
 pub(crate) fn type_size(ty: &str) -> Option<usize> {
@@ -327,13 +331,15 @@ pub(crate) fn parse(src: &str) -> Result<AModule, EmuError> {
             Tok::Ident(s) => match s.as_str() {
                 ".version" | ".address_size" => {
                     p.i += 1;
-                    p.next();
+                    if let (".version", Some(Tok::Num(v))) = (s.as_str(), p.next()) {
+                        m.version = v.clone();
+                    }
                 }
                 ".target" => {
                     p.i += 1;
-                    p.ident()?;
+                    m.targets.push(p.ident()?);
                     while p.eat_p(',') {
-                        p.ident()?;
+                        m.targets.push(p.ident()?);
                     }
                 }
                 ".file" | ".loc" => {
@@ -697,6 +703,14 @@ fn parse_operand(p: &mut P) -> Result<AOp, EmuError> {
             if p.eat_p('+') {
                 continue;
             }
+            // `[tensorMap, {c0, c1, ...}]` (cp.async.bulk.tensor): the address and the
+            // coordinates, as List[Addr, Vec].
+            if p.eat_p(',') {
+                p.expect_p('{')?;
+                let coords = parse_operand_list(p, '}')?;
+                p.expect_p(']')?;
+                return Ok(AOp::List(vec![AOp::Addr(base, off), AOp::Vec(coords)]));
+            }
             match p.peek() {
                 Some(Tok::Ident(s)) => {
                     if base.is_some() {
@@ -724,7 +738,7 @@ fn parse_operand(p: &mut P) -> Result<AOp, EmuError> {
     }
     match p.next() {
         Some(Tok::Ident(s)) => {
-            if s == "_" {
+            if s == "_" && !p.is_p('|') {
                 return Ok(AOp::Sink);
             }
             if p.eat_p('|') {

@@ -228,6 +228,11 @@ impl<'a, 'b> Block<'a, 'b> {
                         self.collective(w, ins, full)?;
                     }
                 }
+                Op::Hopper(h) if h.waits() => {
+                    if exec != 0 && self.mbar_wait(w, ins, exec, mask, pc)? {
+                        continue;
+                    }
+                }
                 _ => {
                     if exec != 0 {
                         self.exec(w, ins, exec)?;
@@ -537,6 +542,7 @@ impl<'a, 'b> Block<'a, 'b> {
             }
             Op::CvtF8(c) => self.exec_cvt_f8(w, ins, *c, exec),
             Op::Membar | Op::Nop => {}
+            Op::Hopper(h) => self.exec_hopper(w, ins, h, exec)?,
             Op::Trap => {
                 return Err(e(
                     FaultKind::Trap,

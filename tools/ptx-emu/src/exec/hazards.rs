@@ -89,6 +89,7 @@ impl<'a, 'b> Block<'a, 'b> {
             // `PTX_EMU_CHECKS=fast`: no shadow state
             return Ok(());
         }
+        self.guard_check(lane, tid, off, len, false)?;
         let races = self.c.opts.detect_races;
         let uninit = self.c.opts.detect_uninit_shared;
         let ep = self.epoch & EPOCH_MASK;

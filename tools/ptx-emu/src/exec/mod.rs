@@ -16,9 +16,11 @@ mod fast;
 mod float_ops;
 mod fp8;
 mod hazards;
+mod mbarrier;
 mod memory;
 mod stats;
 mod tensor_core;
+mod tma;
 mod wgmma;
 
 use self::alu::{alu, compare, setp_int, setp_pair};
@@ -33,9 +35,6 @@ pub(crate) const SHARED_WINDOW: u64 = 0x0000_7a00_0000_0000;
 pub(crate) const LOCAL_WINDOW: u64 = 0x0000_7b00_0000_0000;
 pub(crate) const PARAM_WINDOW: u64 = 0x0000_7c00_0000_0000;
 const WINDOW_SIZE: u64 = 1 << 32;
-
-/// Max shared memory per block (sm_80 opt-in limit).
-const MAX_SHARED: usize = 163 * 1024;
 
 pub(crate) struct Err1 {
     kind: FaultKind,
@@ -315,6 +314,8 @@ struct Block<'a, 'b> {
     steps: u64,
     /// This block's counters when the launch is profiled (schedule 0 only).
     prof: Option<Box<stats::BlockStats>>,
+    /// sm_90 mbarriers, bulk copies in flight, setmaxnreg budgets (`exec/mbarrier.rs`).
+    hop: mbarrier::HopState,
 }
 
 /// The largest emulated register file of one block: 1 GiB (e.g. 4096 registers per thread at
@@ -417,10 +418,21 @@ pub(crate) fn launch(
     } else {
         shared_size
     };
-    if shared_size > MAX_SHARED {
+    let arch = crate::Arch::from_env();
+    // Max shared memory per block: the emulated arch's opt-in limit (PTX_EMU_ARCH).
+    let max_shared = arch.limits().smem_per_block_optin as usize;
+    if shared_size > max_shared {
         return Err(bad(format!(
-            "kernel needs {shared_size} bytes of shared memory; the limit is {MAX_SHARED}"
+            "kernel needs {shared_size} bytes of shared memory; the limit is {max_shared} on {arch}"
         )));
+    }
+    if let Err(why) = module.check_arch(arch) {
+        return Err(Fault {
+            kind: FaultKind::Unsupported,
+            ..bad(format!(
+                "{why} (PTX_EMU_ARCH selects the emulated architecture)"
+            ))
+        });
     }
     let gsyms: Vec<u64> = mem
         .load_module_globals(module)
@@ -652,7 +664,8 @@ fn run_block(
                 32,
             ];
             let dims = dims.into_iter().flatten().map(u64::from);
-            for (k, v) in dims.chain(scalars).enumerate() {
+            let cluster = mbarrier::cluster_specials(ctaid, cfg.grid);
+            for (k, v) in dims.chain(scalars).chain(cluster).enumerate() {
                 w.regs[k * 32 + li] = v;
             }
         }
@@ -683,6 +696,7 @@ fn run_block(
         warps,
         steps: 0,
         prof,
+        hop: Default::default(),
     };
     let r = blk.schedule(sched, rng);
     if let (Ok(()), Some(p), Some(sink)) = (&r, blk.prof.take(), blk.c.prof) {
@@ -709,8 +723,11 @@ impl<'a, 'b> Block<'a, 'b> {
                 }
             }
             if n == 0 {
+                if self.hop_stalled()? {
+                    continue;
+                }
                 if !self.resolve_barrier()? {
-                    return Ok(());
+                    return self.hop_finish();
                 }
                 continue;
             }
@@ -730,6 +747,7 @@ impl<'a, 'b> Block<'a, 'b> {
                 let pc = self.warps[wi].pc as usize;
                 return Err(self.fault(wi, pc, er));
             }
+            self.hop_tick(sched, rng)?;
         }
     }
 }

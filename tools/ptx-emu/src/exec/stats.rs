@@ -45,6 +45,23 @@ impl BlockStats {
         })
     }
 
+    /// Bytes the block's bulk / TMA copies moved (global → shared, shared → global).
+    pub fn on_bulk_bytes(&mut self, load_bytes: u64, store_bytes: u64) {
+        self.acc.on_bulk_bytes(load_bytes, store_bytes);
+    }
+
+    /// Warp `warp` waited on an mbarrier phase that `bytes` of bulk copies completed (one round
+    /// trip, as a `cp.async.wait_group`).
+    pub fn on_mem_wait(&mut self, warp: u32, bytes: u64) {
+        self.acc.on_mem_wait(warp, bytes, 1);
+    }
+
+    /// One contiguous global run `[addr, addr + bytes)` a bulk / TMA load reads (sectors and
+    /// requests as `cp.async`: `BlockAccumulator::on_bulk_copy`).
+    pub fn on_bulk_read(&mut self, addr: u64, bytes: u64) {
+        self.acc.on_bulk_copy(addr, bytes);
+    }
+
     /// Fold the finished block into the launch.
     pub fn finish(self: Box<Self>, sink: &Mutex<LaunchAccumulator>) {
         sink.lock()

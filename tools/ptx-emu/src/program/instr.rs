@@ -7,6 +7,9 @@ type Decoded = (Op, Vec<Opnd>, Vec<Opnd>);
 
 impl<'a> Decoder<'a> {
     pub(super) fn decode_instr(&self, ins: &AInstr) -> Result<Decoded, String> {
+        if let Some(r) = self.decode_async_copy(ins)? {
+            return Ok(r);
+        }
         let parts: Vec<&str> = ins.opcode.split('.').collect();
         let mnem = parts[0];
         let mut m = Mods::new(&parts[1..]);
@@ -750,6 +753,8 @@ impl<'a> Mods<'a> {
             ("global", Space::Global),
             ("shared", Space::Shared),
             ("shared::cta", Space::Shared),
+            // a cluster of one block: shared::cluster addresses are this CTA's shared memory
+            ("shared::cluster", Space::Shared),
             ("local", Space::Local),
             ("param", Space::Param),
             ("param::entry", Space::Param),

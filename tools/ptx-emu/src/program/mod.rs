@@ -8,10 +8,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod async_copy;
 mod decode;
 mod hopper;
 mod instr;
 
+pub(crate) use async_copy::HopOp;
 pub(crate) use hopper::{F8Cvt, MmaTy, WgmmaSpec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,6 +358,8 @@ pub(crate) enum Op {
     },
     /// `cvt` to or from packed FP8 (exec/fp8.rs).
     CvtF8(F8Cvt),
+    /// The sm_90 asynchronous-copy / mbarrier kit (`program/hopper.rs`, `exec/mbarrier.rs`).
+    Hopper(HopOp),
 }
 
 #[derive(Clone, Debug)]
@@ -395,6 +399,22 @@ pub(crate) const SPECIALS: &[&str] = &[
     "%dynamic_smem_size",
     "%total_smem_size",
     "%warpsize",
+    // sm_90 clusters (every launch here is of 1×1×1 clusters): exec/mbarrier.rs fills them
+    "%cluster_ctaid.x",
+    "%cluster_ctaid.y",
+    "%cluster_ctaid.z",
+    "%cluster_nctaid.x",
+    "%cluster_nctaid.y",
+    "%cluster_nctaid.z",
+    "%cluster_ctarank",
+    "%cluster_nctarank",
+    "%clusterid.x",
+    "%clusterid.y",
+    "%clusterid.z",
+    "%nclusterid.x",
+    "%nclusterid.y",
+    "%nclusterid.z",
+    "%is_explicit_cluster",
 ];
 
 pub(crate) struct Program {
@@ -482,6 +502,13 @@ pub(crate) fn build_module(src: &str) -> Result<Module, EmuError> {
         id: MODULE_ID.fetch_add(1, Ordering::Relaxed),
         globals,
         kernels,
+        target: ast
+            .targets
+            .iter()
+            .find(|t| t.starts_with("sm_") || t.starts_with("compute_"))
+            .cloned()
+            .unwrap_or_default(),
+        ptx_isa: ast.version.clone(),
     })
 }
 
