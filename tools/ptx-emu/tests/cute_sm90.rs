@@ -348,8 +348,9 @@ fn tma_gemm(m: usize, n: usize, k: usize, alpha: f32, beta: f32) {
 fn cute_tma_gemm_tn_matches_cpu() {
     // k = 384: six k tiles through the 3-stage ring (every stage reused, both parities waited)
     tma_gemm(128, 128, 384, 1.0, 0.0);
-    // 2 × 1 blocks, k tiles fewer than stages (the prefetch's third load is out of bounds:
-    // zero-filled, landing on a barrier nobody waits on)
+    // 2 × 1 blocks, fewer k tiles than stages: the prefetch's third load and the loop's refills
+    // (as in the first case's last three) are wholly out of bounds, zero-filled, and land on
+    // barrier phases nobody waits on
     tma_gemm(256, 128, 128, 0.5, 0.25);
 }
 
