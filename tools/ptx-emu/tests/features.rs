@@ -429,3 +429,53 @@ fn const_and_global_variables_generic_shared_and_exch() {
     e.ok("spaces", lin(1, n as u32), &[p64(pin), p64(pout)]);
     assert_eq!(e.u32s(counter, 1)[0], 2 * n as u32);
 }
+
+/// Labels are scoped per `{ }` block, like registers: the same inline-asm block repeated by the
+/// compiler (CUTLASS's mbarrier wait loop `LAB_WAIT: … @P1 bra DONE; bra LAB_WAIT; DONE:`) declares
+/// its labels once per copy, and each branch goes to the label of its own (innermost) block,
+/// forward or backward; a name not declared there resolves in the enclosing blocks.
+#[test]
+fn labels_are_scoped_per_block() {
+    let src = r#"
+.version 8.4
+.target sm_80
+.address_size 64
+.visible .entry scoped_labels(.param .u64 out)
+{
+	.reg .b32 %r<3>;
+	.reg .b64 %rd<2>;
+	ld.param.u64 %rd1, [out];
+	mov.u32 %r1, 0;
+	mov.u32 %r2, 0;
+	{
+	.reg .pred P;
+	LOOP:
+	add.u32 %r1, %r1, 1;
+	setp.lt.u32 P, %r1, 3;
+	@P bra LOOP;
+	bra DONE;
+	add.u32 %r1, %r1, 100;
+	DONE:
+	}
+	{
+	.reg .pred P;
+	LOOP:
+	add.u32 %r2, %r2, 10;
+	setp.lt.u32 P, %r2, 30;
+	@P bra LOOP;
+	bra END;
+	DONE:
+	add.u32 %r2, %r2, 100;
+	}
+	mov.u32 %r1, 7;
+END:
+	st.global.u32 [%rd1], %r1;
+	st.global.u32 [%rd1+4], %r2;
+	ret;
+}
+"#;
+    let mut e = Emu::from_module(Module::parse(src).unwrap_or_else(|e| panic!("parse: {e}")));
+    let out = e.alloc(8);
+    e.ok("scoped_labels", cfg([1, 1, 1], [1, 1, 1], 0), &[p64(out)]);
+    assert_eq!(e.u32s(out, 2), vec![3, 30]);
+}

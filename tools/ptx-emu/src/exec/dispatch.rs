@@ -215,11 +215,21 @@ impl<'a, 'b> Block<'a, 'b> {
                             w.mask |= here;
                         }
                         if let Op::WgWait(n) = ins.op {
-                            if !self.wgmma_wait_ready(w, n)? {
-                                // not yet: yield without advancing (uncounted)
-                                self.c.stats.thread_instructions -= mask.count_ones() as u64;
-                                self.c.stats.warp_instructions -= 1;
-                                return Ok(());
+                            match self.wgmma_wait_ready(w, n)? {
+                                wgmma::WgWait::Ready => {}
+                                wgmma::WgWait::Yield => {
+                                    // not yet: yield without advancing (uncounted)
+                                    self.c.stats.thread_instructions -= mask.count_ones() as u64;
+                                    self.c.stats.warp_instructions -= 1;
+                                    return Ok(());
+                                }
+                                wgmma::WgWait::Park => {
+                                    self.c.stats.thread_instructions -= mask.count_ones() as u64;
+                                    self.c.stats.warp_instructions -= 1;
+                                    let m = w.mask;
+                                    self.park_like_wait(w, full, m, pc);
+                                    continue;
+                                }
                             }
                         }
                         if self.prof.is_some() {

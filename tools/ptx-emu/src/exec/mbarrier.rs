@@ -281,6 +281,32 @@ impl<'a, 'b> Block<'a, 'b> {
         Ok(())
     }
 
+    fn hop_size(&mut self, wi: usize) {
+        if self.hop.parked.len() < self.warps.len().max(wi + 1) {
+            let n = self.warps.len().max(wi + 1);
+            self.hop.parked.resize(n, 0);
+            self.hop.timeout.resize(n, 0);
+            self.hop.woken.resize(n, 0);
+        }
+    }
+
+    /// The lanes `exec` of `w` wait at `pc` (a `wgmma.wait_group` held by a warp of its group
+    /// whose lanes are parked on an mbarrier wait) like an mbarrier wait: parked until the next
+    /// phase completion (or the stall time-out) makes them re-execute it, so a block whose only
+    /// runnable work is such a wait still reaches the deadlock check.
+    pub(super) fn park_like_wait(&mut self, w: &mut Warp, exec: u32, mask: u32, pc: u32) {
+        let wi = w.idx as usize;
+        self.hop_size(wi);
+        self.hop.parked[wi] |= exec;
+        w.park(exec, mask, pc);
+    }
+
+    /// Whether warp `j` has lanes parked on an mbarrier wait (they run again at the next phase
+    /// completion).
+    pub(super) fn has_parked(&self, j: usize) -> bool {
+        self.hop.parked.get(j).is_some_and(|&p| p != 0)
+    }
+
     /// `mbarrier.test_wait` / `try_wait`: the lanes whose phase completed (or whose wait timed
     /// out) get their predicate; the others park at `pc`. Returns whether any lane parked
     /// (the warp's lane groups were then rearranged).
@@ -293,12 +319,7 @@ impl<'a, 'b> Block<'a, 'b> {
         pc: u32,
     ) -> R<bool> {
         let wi = w.idx as usize;
-        if self.hop.parked.len() < self.warps.len().max(wi + 1) {
-            let n = self.warps.len().max(wi + 1);
-            self.hop.parked.resize(n, 0);
-            self.hop.timeout.resize(n, 0);
-            self.hop.woken.resize(n, 0);
-        }
+        self.hop_size(wi);
         let parity = match &ins.op {
             Op::Hopper(HopOp::MbarWait { parity, .. }) => parity,
             Op::Hopper(HopOp::Setmaxnreg { inc, n }) => {

@@ -332,8 +332,11 @@ impl<'a, 'b> Block<'a, 'b> {
     /// wait of a warp that ran ahead holds (the warp yields without advancing) until the other
     /// warps of its group have issued as many wgmmas as it completes. A warp that can never
     /// issue them (exited, or blocked at a barrier the waiting warp would have to reach) is a
-    /// deadlock: `BarrierDivergence`.
-    pub(super) fn wgmma_wait_ready(&self, w: &Warp, n: u32) -> R<bool> {
+    /// deadlock: `BarrierDivergence`. A warp whose lanes are all stopped but some of them parked
+    /// on an mbarrier wait can go on once that phase completes: the wait then parks too
+    /// ([`WgWait::Park`]; CuTe's TMA mainloop: the producer lane waits for the consumers'
+    /// barrier while the rest of its warp runs ahead to the next wgmma).
+    pub(super) fn wgmma_wait_ready(&self, w: &Warp, n: u32) -> R<WgWait> {
         let Some(last) =
             w.wg.pending
                 .iter()
@@ -341,7 +344,7 @@ impl<'a, 'b> Block<'a, 'b> {
                 .map(|p| p.seq)
                 .max()
         else {
-            return Ok(true);
+            return Ok(WgWait::Ready);
         };
         let base = (w.idx / 4 * 4) as usize;
         for j in base..(base + 4).min(self.warps.len()) {
@@ -351,6 +354,9 @@ impl<'a, 'b> Block<'a, 'b> {
             let o = &self.warps[j];
             if o.wg.issued > last {
                 continue;
+            }
+            if o.running == 0 && self.has_parked(j) {
+                return Ok(WgWait::Park);
             }
             if o.running == 0 {
                 return Err(e(
@@ -365,9 +371,9 @@ impl<'a, 'b> Block<'a, 'b> {
                     ),
                 ));
             }
-            return Ok(false);
+            return Ok(WgWait::Yield);
         }
-        Ok(true)
+        Ok(WgWait::Ready)
     }
 
     /// Execute warp `w`'s part of its not yet executed wgmmas up to number `last`, in order.
@@ -625,4 +631,14 @@ fn lock(locked: &mut Vec<u64>, ins: &Instr, nregs: usize) {
     for r in s {
         locked[r as usize / 64] |= 1 << (r % 64);
     }
+}
+
+/// What a `wgmma.wait_group` does now ([`Block::wgmma_wait_ready`]).
+pub(super) enum WgWait {
+    /// Its wgmmas can execute: complete the wait.
+    Ready,
+    /// Another warp of the group still has to issue them: yield without advancing.
+    Yield,
+    /// That warp's lanes are parked on an mbarrier wait: park until a phase completes.
+    Park,
 }

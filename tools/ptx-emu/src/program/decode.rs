@@ -237,20 +237,34 @@ impl<'a> Decoder<'a> {
         body: &[Stmt],
         ret_fix: Option<&mut Vec<usize>>,
     ) -> Result<(), EmuError> {
-        let mut labels: HashMap<String, u32> = HashMap::new();
-        let mut fix: Vec<(usize, String, usize)> = Vec::new();
+        // Labels are scoped like registers (PTX: a `{ }` block is a scope): a branch goes to the
+        // label of that name in the innermost enclosing block that declares it, before or after
+        // the branch. Inline-asm blocks repeated by the compiler (CUTLASS's mbarrier wait loops)
+        // each declare their own `LAB_WAIT` / `DONE`.
+        let mut labels: HashMap<(usize, String), u32> = HashMap::new();
+        let mut fix: Vec<(usize, String, usize, Vec<usize>)> = Vec::new();
+        let mut block_ids: Vec<usize> = vec![0];
+        let mut next_block = 1usize;
         let mut ret_fix = ret_fix;
         let depth0 = self.scopes.len();
         self.scopes.push(HashMap::new());
         for st in body {
             match st {
-                Stmt::Open => self.scopes.push(HashMap::new()),
+                Stmt::Open => {
+                    self.scopes.push(HashMap::new());
+                    block_ids.push(next_block);
+                    next_block += 1;
+                }
                 Stmt::Close => {
                     self.scopes.pop();
+                    if block_ids.len() > 1 {
+                        block_ids.pop();
+                    }
                 }
                 Stmt::Decl(v) => self.declare(v)?,
                 Stmt::Label(l) => {
-                    labels.insert(l.clone(), self.instrs.len() as u32);
+                    let block = *block_ids.last().unwrap_or(&0);
+                    labels.insert((block, l.clone()), self.instrs.len() as u32);
                 }
                 Stmt::Instr(ins) => {
                     let mnem = ins.opcode.split('.').next().unwrap_or("");
@@ -279,7 +293,7 @@ impl<'a> Decoder<'a> {
                                 })
                             }
                         };
-                        fix.push((self.instrs.len(), target, ins.line));
+                        fix.push((self.instrs.len(), target, ins.line, block_ids.clone()));
                         self.push_branch(guard, ins.line);
                         continue;
                     }
@@ -293,12 +307,16 @@ impl<'a> Decoder<'a> {
                 }
             }
         }
-        for (at, l, line) in fix {
-            let t = *labels.get(&l).ok_or_else(|| EmuError::Parse {
-                line,
-                token: l.clone(),
-                msg: "branch to an undefined label".into(),
-            })?;
+        for (at, l, line, blocks) in fix {
+            let t = blocks
+                .iter()
+                .rev()
+                .find_map(|&b| labels.get(&(b, l.clone())).copied())
+                .ok_or_else(|| EmuError::Parse {
+                    line,
+                    token: l.clone(),
+                    msg: "branch to an undefined label".into(),
+                })?;
             self.instrs[at].op = Op::Bra(t);
         }
         self.scopes.truncate(depth0);

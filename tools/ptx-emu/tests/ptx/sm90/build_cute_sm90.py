@@ -16,7 +16,7 @@ Both wheels are fetched with `pip download --no-deps` into $CUTE_SM90_CACHE (def
 annotations need it under NVRTC) -DNDEBUG -diag-suppress=64,1055 and the three include dirs.
 Output: one .ptx per .cu here (.version 8.4, .target sm_90a), written verbatim:
   cute_wgmma_sm90.ptx (cp.async + wgmma tutorial GEMM), cute_wgmma_tma_sm90.ptx (TMA + mbarrier +
-  wgmma tutorial GEMM).
+  wgmma tutorial GEMM), cute_tma_copy_sm90.ptx (TMA load / store copy, SW128/SW64/SW32).
 """
 import os
 import subprocess
