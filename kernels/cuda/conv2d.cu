@@ -283,6 +283,9 @@ extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv2d_v1_f32(const C
 //     pixels of one k row).
 //   * 1x1, stride 1, no padding, Ho * Wo % 8 == 0 ("direct"): X_col rows are x's channel rows,
 //     loaded by 16-byte cp.async like a GEMM B tile, no gather.
+// Pipeline: W tiles in 3 smem stages, cp.async two k tiles ahead (wait_group 1 per k tile: the
+// newest group, W of tile kt + 2, stays in flight); the gathered X_col one tile ahead in registers
+// (its loads in flight during the tile's mma), 2 smem stages (direct: cp.async one tile ahead).
 // W tiles by cp.async (plain loads when K % 8 != 0) into unpadded 64-byte rows with the 16-byte
 // chunks XOR-swizzled by (row / 2) % 4: a quarter warp's ldmatrix rows and a quarter warp's 16-byte
 // stores hit 8 distinct bank quads; global reads are 4 threads per 64-byte row (16 sectors per
@@ -300,6 +303,8 @@ enum : uint32_t { CONV2_THREADS = CONV2_WARPS_M * CONV2_WARPS_N * WARP_SIZE };
 enum : uint32_t { CONV2_WM = CONV2_BM / CONV2_WARPS_M, CONV2_WN = CONV2_BN / CONV2_WARPS_N }; // 64 x 64
 enum : uint32_t { CONV2_TM = CONV2_WM / MMA_M, CONV2_TN = CONV2_WN / MMA_N };                   // 4 x 8
 enum : uint32_t { CONV2_LDB = CONV2_BN + 8 };
+// W tiles in flight: 3 stages, loaded two k tiles ahead (cp.async.wait_group 1).
+enum : uint32_t { CONV2_WSTAGES = 3 };
 // Tap masks are 32-bit; bit 31 marks "past K" in the k table; k-table offsets have 27 bits.
 enum : uint32_t { CONV2_MAX_TAPS = 31, CONV2_TAP_BITS = 5, CONV2_NO_TAP = 31 };
 // X_col gather: thread t owns pixel columns t % 64 and t % 64 + 64, k rows 16 (t / 64) + i (i < 16).
@@ -387,7 +392,7 @@ __device__ __forceinline__ uint16_t ld_u16_if(const uint16_t* ptr, uint32_t pred
 
 template <typename OutT>
 __device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
-  __shared__ __align__(128) __nv_bfloat16 sa[2][CONV2_BM * CONV2_BK];  // W, swizzled
+  __shared__ __align__(128) __nv_bfloat16 sa[CONV2_WSTAGES][CONV2_BM * CONV2_BK]; // W, swizzled
   __shared__ __align__(16) __nv_bfloat16 sb[2][CONV2_BK][CONV2_LDB];   // X_col [k][n]
   __shared__ __align__(16) uint32_t ktab[2][CONV2_BK];
 
@@ -480,7 +485,7 @@ __device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
         reinterpret_cast<uint16_t*>(&sb[stage][t.krow0 * CONV2_KROWS + i][0])[t.pcol + j * CONV2_PCOLS] = breg[i][j];
   };
   float acc[CONV2_TM][CONV2_TN][4];
-  auto mma = [&](uint32_t stage) {
+  auto mma = [&](uint32_t ws, uint32_t stage) {
 #pragma unroll
     for (uint32_t kk = 0; kk < CONV2_BK; kk += MMA_K) {
       uint32_t af[CONV2_TM][4];
@@ -489,7 +494,7 @@ __device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
       for (uint32_t i = 0; i < CONV2_TM; ++i) {
         // lanes 0-15: rows 0-15 at k kk..kk+7; lanes 16-31: rows 0-15 at k kk+8.. -> a0..a3
         const uint32_t row = t.wm * CONV2_WM + i * MMA_M + (t.lane % 16);
-        ldmatrix_x4(af[i], smem_u32(&sa[stage][conv2_a_off(row, kk / CHUNK + t.lane / 16)]));
+        ldmatrix_x4(af[i], smem_u32(&sa[ws][conv2_a_off(row, kk / CHUNK + t.lane / 16)]));
       }
       load_b_frags<true, CONV2_TN, CONV2_LDB>(sb[stage], t.wn * CONV2_WN, kk, t.lane, bf);
       mma_tiles(acc, af, bf);
@@ -520,30 +525,37 @@ __device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
   conv2_ktab(p, t.khw, 0, ktab[0], t.tid);
   conv2_ktab(p, t.khw, CONV2_BK, ktab[1], t.tid);
   __syncthreads();
+  // cp.async groups, in commit order: {W 0, direct X_col 0}, {W 1}, then per k tile kt:
+  // {direct X_col kt + 1} (direct only), {W kt + 2} (committed even when empty, so the newest
+  // group is always W's and wait_group 1 leaves exactly it in flight).
   load_a(0, 0);
   if (direct) load_b_direct(0, 0);
+  cp_async_commit();
+  if (ktiles > 1) load_a(1, CONV2_BK);
   cp_async_commit();
   if (!direct) {
     gather(ktab[0]);
     store_b(0);
   }
+  uint32_t wst = 0; // W stage of tile kt (kt % CONV2_WSTAGES)
   for (uint32_t kt = 0; kt < ktiles; ++kt) {
-    const uint32_t stage = kt % 2;
+    const uint32_t stage = kt % 2; // X_col stage and k-table slot
     const bool more = kt + 1 < ktiles;
-    cp_async_wait<0>();
-    __syncthreads(); // tile kt visible; every warp done with the other stage and k-table slot
-    if (more) {
-      load_a(stage ^ 1, (kt + 1) * CONV2_BK);
-      if (direct) {
-        load_b_direct(stage ^ 1, (kt + 1) * CONV2_BK);
-      } else {
-        gather(ktab[stage ^ 1]); // global loads in flight during the mma below
-        conv2_ktab(p, t.khw, (kt + 2) * CONV2_BK, ktab[stage], t.tid);
-      }
+    cp_async_wait<1>();
+    __syncthreads(); // tile kt visible; every warp done with tile kt - 1's stages and k-table slot
+    if (direct) {
+      if (more) load_b_direct(stage ^ 1, (kt + 1) * CONV2_BK);
+      cp_async_commit();
+    } else if (more) {
+      gather(ktab[stage ^ 1]); // global loads in flight during the mma below
+      conv2_ktab(p, t.khw, (kt + 2) * CONV2_BK, ktab[stage], t.tid);
     }
+    const uint32_t wnext = wst == 0 ? CONV2_WSTAGES - 1 : wst - 1; // (kt + 2) % 3
+    if (kt + 2 < ktiles) load_a(wnext, (kt + 2) * CONV2_BK);
     cp_async_commit();
-    mma(stage);
+    mma(wst, stage);
     if (more && !direct) store_b(stage ^ 1);
+    wst = wst + 1 == CONV2_WSTAGES ? 0 : wst + 1;
   }
   conv2_epilogue<OutT>(p, t, ncols, acc);
 }

@@ -183,7 +183,7 @@ fn conv_cases() -> Vec<ConvCase> {
 /// [`conv_cases`] and larger ones spanning several v2 tiles (128 x 128) both ways: ragged C_out,
 /// pixel count and K (333: plain W loads) with odd H / W and every epilogue part, K = 360
 /// (cp.async W) at stride 2 with odd extents, a 1x1 over two pixel tiles, a 5x5 (25 taps), and
-/// 1x1s on v2's direct (cp.async) X_col path.
+/// 1x1s on v2's direct (cp.async) X_col path (one over 5 k tiles).
 /// (Not for the split entries: their plain-bf16 rejection check is for small K.)
 fn conv_cases_large() -> Vec<ConvCase> {
     let sq = Conv2dShape::square;
@@ -207,6 +207,8 @@ fn conv_cases_large() -> Vec<ConvCase> {
         // K = 48 (cp.async W) with temb and a residual
         c(sq(3, 20, 6, 12, 150, 1, 1, 0), true, false, false, 1.0),
         c(sq(2, 48, 8, 10, 40, 1, 1, 0), true, true, true, 0.5),
+        // direct X_col over 5 k tiles (K = 136, cp.async W): every W stage of the 3-stage ring
+        c(sq(2, 136, 4, 6, 30, 1, 1, 0), true, false, true, 1.0),
     ]);
     cases
 }
