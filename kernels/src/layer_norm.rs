@@ -1,16 +1,34 @@
 //! `kernels/cuda/layer_norm.cu`: LayerNorm over the last dim of `(rows, cols)`, optional affine.
 
-use crate::{warp_per_row, Entry, LaunchConfig, RowsShape};
+use crate::{warp_per_row, DType, Entry, LaunchConfig, RowsShape};
 use anyhow::{ensure, Result};
 
 /// Rows (one warp each) per block (`LN_WARPS` in the `.cu`).
 pub const LN_WARPS: u32 = 4;
 pub const LN_THREADS: u32 = LN_WARPS * 32;
 
+/// The shipped entry version: `layer_norm_v2_{f32,bf16}` (16-byte vector accesses, row in
+/// registers; v1's scalar path inside for unaligned rows).
+pub const VERSION: u32 = 2;
+
 const LAUNCH: &str = "grid = ceil(rows / 4), block = 128 (one warp per row)";
 
-pub const ENTRIES: &[Entry] =
-    crate::f32_bf16_entries!(("LayerNormParams", 48), LAUNCH; "layer_norm");
+const fn v2(name: &'static str, dtype: DType) -> Entry {
+    Entry {
+        name,
+        op: "layer_norm",
+        version: VERSION,
+        dtype,
+        params: "LayerNormParams",
+        params_size: 48,
+        launch: LAUNCH,
+    }
+}
+
+pub const ENTRIES: &[Entry] = &[
+    v2("layer_norm_v2_f32", DType::F32),
+    v2("layer_norm_v2_bf16", DType::Bf16),
+];
 
 /// Mirrors `struct LayerNormParams` in `layer_norm.cu` (48 bytes).
 #[repr(C)]

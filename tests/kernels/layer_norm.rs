@@ -1,4 +1,5 @@
-//! `kernels/cuda/layer_norm.cu` (`layer_norm_v1_*`: optional gamma / beta) through the CUDA backend
+//! `kernels/cuda/layer_norm.cu` (`layer_norm_v2_*`: optional gamma / beta;
+//! 16-byte vector path with the row in registers, streamed vector path, scalar path) through the CUDA backend
 //! against the CPU backend, both storages; bad arguments and edge shapes on both backends
 //! (`backend_test!`).
 
@@ -42,6 +43,43 @@ crate::storages_test!(layer_norm_matches_cpu, |be, tol| {
             layer_norm(&x, Some(&g), Some(&b), 1e-5) ~ (&xc, Some(&gc), Some(&bc), 1e-5));
         check_op!(format!("layer_norm {shape:?} gamma only"), be, tol,
             layer_norm(&x, Some(&g), None, 1e-6) ~ (&xc, Some(&gc), None, 1e-6));
+        check_op!(format!("layer_norm {shape:?} plain"), be, tol,
+            layer_norm(&x, None, None, 1e-5) ~ (&xc, None, None, 1e-5));
+    }
+});
+
+// Every path of `layer_norm_v2`: cols % 8 != 0 (bf16) / % 4 != 0 (f32) take the scalar path (1, 7,
+// 37, 1283); 320, 1000, 1280 the vector path with the row in registers (bf16: 40, 125, 160
+// vectors a row, lanes with unequal counts; f32 up to 1024); 2056 (and f32 1280) the streamed
+// vector path (> 32 * 8 vectors a row). 37 rows: the last block of 4 warps is partial. Rows carry their own offset and scale so
+// a wrong row's statistics show.
+crate::storages_test!(layer_norm_v2_paths_match_cpu, |be, tol| {
+    for (rows, c) in [
+        (37usize, 1usize),
+        (37, 7),
+        (37, 37),
+        (37, 320),
+        (37, 1000),
+        (9, 1280),
+        (13, 1283),
+        (5, 2056),
+    ] {
+        let data: Vec<f32> = random(rows * c, 130 + c as u64)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let r = (i / c) as f32;
+                v * (1.0 + 0.25 * r) + 0.1 * r - 1.0
+            })
+            .collect();
+        let shape = [rows, c];
+        let (x, xc) = pair(&be, &shape, &data);
+        let (g, gc) = rand_pair(&be, &[c], 131);
+        let (b, bc) = rand_pair(&be, &[c], 132);
+        check_op!(format!("layer_norm {shape:?} affine"), be, tol,
+            layer_norm(&x, Some(&g), Some(&b), 1e-5) ~ (&xc, Some(&gc), Some(&bc), 1e-5));
+        check_op!(format!("layer_norm {shape:?} beta only"), be, tol,
+            layer_norm(&x, None, Some(&b), 1e-5) ~ (&xc, None, Some(&bc), 1e-5));
         check_op!(format!("layer_norm {shape:?} plain"), be, tol,
             layer_norm(&x, None, None, 1e-5) ~ (&xc, None, None, 1e-5));
     }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use cyberhost_kernels::layer_norm::{self as ln, LayerNormParams};
-use cyberhost_kernels::KernelModule;
+use cyberhost_kernels::{KernelModule, RowsShape};
 
 use super::context::CudaBackend;
 use super::pointwise::channel_vec;
@@ -20,21 +20,26 @@ pub(crate) fn layer_norm(
     let c = last_dim("layer_norm", x.shape())?;
     let gamma = channel_vec(be, "layer_norm", "gamma", gamma, c, x)?;
     let beta = channel_vec(be, "layer_norm", "beta", beta, c, x)?;
-    let params = |shape, y| {
-        let g = gamma.as_ref().map_or(0, |g| be.ptr(g));
-        let b = beta.as_ref().map_or(0, |b| be.ptr(b));
-        LayerNormParams::new(be.ptr(x), g, b, y, shape, eps)
-    };
-    // SAFETY: layer_norm_v1_<dtype>(LayerNormParams): x and y are (rows, cols) contiguous, gamma
-    // and beta (cols) or null, all in x's dtype.
+    let out = be.alloc(x.shape(), x.dtype())?;
+    if x.elem_count() == 0 {
+        return Ok(out);
+    }
+    let shape = RowsShape::of(x.elem_count(), c);
+    let g = gamma.as_ref().map_or(0, |g| be.ptr(g));
+    let b = beta.as_ref().map_or(0, |b| be.ptr(b));
+    let p = LayerNormParams::new(be.ptr(x), g, b, be.ptr(&out), shape, eps)?;
+    // SAFETY: layer_norm_v2_<dtype>(LayerNormParams): x and out are (rows, cols) contiguous in x's
+    // dtype, gamma and beta (cols) in x's dtype or null; the kernel picks its 16-byte vector path
+    // from cols and the pointers' alignment itself.
     unsafe {
-        be.launch_rows(
+        be.launch_version(
             KernelModule::LayerNorm,
             "layer_norm",
-            x,
-            c,
-            ln::launch_config,
-            params,
+            ln::VERSION,
+            x.dtype(),
+            ln::launch_config(shape),
+            &p,
         )
-    }
+    }?;
+    Ok(out)
 }
