@@ -84,13 +84,36 @@ fn gemm(kernel: &str, m: usize, n: usize, k: usize, alpha: f32, beta: f32) {
     launch(&e.m, kernel, &c, &slices(&params), &mut e.mem, &opts)
         .unwrap_or_else(|f| panic!("{kernel}: {f}"));
     let got = e.f32s(pc, m * n);
+    check_gemm(
+        kernel,
+        &got,
+        |i, kk| a[a_at(i, kk)],
+        |j, kk| b[b_at(j, kk)],
+        &c0,
+        (m, n, k),
+        (alpha, beta),
+    );
+}
+
+/// `got` (column-major `m x n`) against `alpha * A·Bᵀ + beta * C0` in f64, element by element,
+/// within the derived bound: `k/16` bf16-product chunks of f32 accumulation plus the epilogue's
+/// 3 roundings, all at u = 2^-24 relative to the magnitudes summed.
+fn check_gemm(
+    kernel: &str,
+    got: &[f32],
+    a: impl Fn(usize, usize) -> f32,
+    b: impl Fn(usize, usize) -> f32,
+    c0: &[f32],
+    (m, n, k): (usize, usize, usize),
+    (alpha, beta): (f32, f32),
+) {
     let u = 2f64.powi(-24);
     let mut worst = 0f64;
     for i in 0..m {
         for j in 0..n {
             let (mut s, mut mag) = (0f64, 0f64);
             for kk in 0..k {
-                let p = a[a_at(i, kk)] as f64 * b[b_at(j, kk)] as f64;
+                let p = a(i, kk) as f64 * b(j, kk) as f64;
                 s += p;
                 mag += p.abs();
             }
@@ -317,31 +340,15 @@ fn tma_gemm(m: usize, n: usize, k: usize, alpha: f32, beta: f32) {
     // path (same statistics, bit-identical memory)
     e.ok("cute_wgmma_tma_tn", c, &params);
     let got = e.f32s(pc, m * n);
-    let u = 2f64.powi(-24);
-    let mut worst = 0f64;
-    for i in 0..m {
-        for j in 0..n {
-            let (mut s, mut mag) = (0f64, 0f64);
-            for kk in 0..k {
-                let p = a[i * k + kk] as f64 * b[j * k + kk] as f64;
-                s += p;
-                mag += p.abs();
-            }
-            let c = c0[i + j * m] as f64;
-            let want = alpha as f64 * s + beta as f64 * c;
-            let bound = ((k / 16) as f64 * alpha.abs() as f64 * mag
-                + 3.0 * (alpha.abs() as f64 * mag + (beta as f64 * c).abs()))
-                * u;
-            let err = (got[i + j * m] as f64 - want).abs();
-            assert!(
-                err <= bound,
-                "cute_wgmma_tma_tn C[{i}][{j}] = {} want {want} (err {err:e} > bound {bound:e})",
-                got[i + j * m]
-            );
-            worst = worst.max(err / bound.max(f64::MIN_POSITIVE));
-        }
-    }
-    println!("cute_wgmma_tma_tn {m}x{n}x{k}: worst error / bound = {worst:.3}");
+    check_gemm(
+        "cute_wgmma_tma_tn",
+        &got,
+        |i, kk| a[i * k + kk],
+        |j, kk| b[j * k + kk],
+        &c0,
+        (m, n, k),
+        (alpha, beta),
+    );
 }
 
 #[test]

@@ -2,6 +2,32 @@
 
 use super::*;
 
+/// The shared-memory offset of one 16-byte row of an `ldmatrix` / `stmatrix` matrix, given by
+/// lane `l` (a generic address must lie in the shared window; rows are 16-byte aligned).
+pub(super) fn matrix_row_address(addr: u64, l: usize, generic: bool, what: &str) -> R<u64> {
+    let mut a = addr;
+    if generic {
+        if !(SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&a) {
+            return Err(e(
+                FaultKind::OutOfBounds,
+                l as u32,
+                Some(a),
+                format!("{what} generic address is not in the shared window"),
+            ));
+        }
+        a -= SHARED_WINDOW;
+    }
+    if !a.is_multiple_of(16) {
+        return Err(e(
+            FaultKind::Misaligned,
+            l as u32,
+            Some(a),
+            format!("{what} row address must be 16-byte aligned"),
+        ));
+    }
+    Ok(a)
+}
+
 impl<'a, 'b> Block<'a, 'b> {
     pub(super) fn ldmatrix(&mut self, w: &mut Warp, ins: &Instr, num: usize, trans: bool) -> R<()> {
         // rows[m][r][c]: matrix m, row r (from lane 8m+r), 8 b16 columns
@@ -11,26 +37,7 @@ impl<'a, 'b> Block<'a, 'b> {
         for (m, mat) in rows.iter_mut().enumerate().take(num) {
             for (r, row) in mat.iter_mut().enumerate() {
                 let l = m * 8 + r;
-                let mut a = addrs[l];
-                if generic {
-                    if !(SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&a) {
-                        return Err(e(
-                            FaultKind::OutOfBounds,
-                            l as u32,
-                            Some(a),
-                            "ldmatrix generic address is not in the shared window",
-                        ));
-                    }
-                    a -= SHARED_WINDOW;
-                }
-                if !a.is_multiple_of(16) {
-                    return Err(e(
-                        FaultKind::Misaligned,
-                        l as u32,
-                        Some(a),
-                        "ldmatrix row address must be 16-byte aligned",
-                    ));
-                }
+                let a = matrix_row_address(addrs[l], l, generic, "ldmatrix")?;
                 // `shared_read` with a fixed-size copy
                 let off = self.shared_off(l, a, 16, false)?;
                 if !self.shadow.is_empty() {

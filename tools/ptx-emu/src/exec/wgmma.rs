@@ -15,6 +15,7 @@
 //! * a `wgmma.mma_async` with no `wgmma.fence` by the warp since its last `wait_group` (or since
 //!   the start).
 
+use super::tensor_core::matrix_row_address;
 use super::*;
 
 /// Per-warp wgmma state.
@@ -577,26 +578,7 @@ impl<'a, 'b> Block<'a, 'b> {
         for (m, mat) in rows.iter().enumerate().take(num) {
             for (r, row) in mat.iter().enumerate() {
                 let l = m * 8 + r;
-                let mut a = addrs[l];
-                if generic {
-                    if !(SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&a) {
-                        return Err(e(
-                            FaultKind::OutOfBounds,
-                            l as u32,
-                            Some(a),
-                            "stmatrix generic address is not in the shared window",
-                        ));
-                    }
-                    a -= SHARED_WINDOW;
-                }
-                if !a.is_multiple_of(16) {
-                    return Err(e(
-                        FaultKind::Misaligned,
-                        l as u32,
-                        Some(a),
-                        "stmatrix row address must be 16-byte aligned",
-                    ));
-                }
+                let a = matrix_row_address(addrs[l], l, generic, "stmatrix")?;
                 let mut buf = [0u8; 16];
                 for c in 0..8 {
                     buf[2 * c..2 * c + 2].copy_from_slice(&row[c].to_le_bytes());

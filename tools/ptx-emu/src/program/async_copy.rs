@@ -2,6 +2,7 @@
 //! groups, `elect.sync`, `setmaxnreg`, `griddepcontrol`, `fence.proxy.async` /
 //! `fence.mbarrier_init`. Executed by `exec/mbarrier.rs`, `exec/tma.rs`.
 
+use super::instr::expect_operands;
 use super::*;
 
 /// An instruction's operation, destinations and sources.
@@ -92,17 +93,7 @@ impl<'a> Decoder<'a> {
             return Ok(None);
         }
         let ops = &ins.ops;
-        let need = |n: usize| -> Result<(), String> {
-            if ops.len() != n {
-                Err(format!(
-                    "`{}` expects {n} operands, got {}",
-                    ins.opcode,
-                    ops.len()
-                ))
-            } else {
-                Ok(())
-            }
-        };
+        let need = |n: usize| expect_operands(ins, n);
         let sm90 = |what: &str| -> Result<(), String> {
             if targets_sm90(self.ast) {
                 Ok(())

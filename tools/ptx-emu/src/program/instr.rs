@@ -5,6 +5,19 @@ use super::*;
 /// An instruction's operation, destinations and sources.
 type Decoded = (Op, Vec<Opnd>, Vec<Opnd>);
 
+/// Error unless the instruction has exactly `n` operands.
+pub(super) fn expect_operands(ins: &AInstr, n: usize) -> Result<(), String> {
+    if ins.ops.len() != n {
+        Err(format!(
+            "`{}` expects {n} operands, got {}",
+            ins.opcode,
+            ins.ops.len()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 impl<'a> Decoder<'a> {
     pub(super) fn decode_instr(&self, ins: &AInstr) -> Result<Decoded, String> {
         if let Some(r) = self.decode_async_copy(ins)? {
@@ -14,17 +27,7 @@ impl<'a> Decoder<'a> {
         let mnem = parts[0];
         let mut m = Mods::new(&parts[1..]);
         let ops = &ins.ops;
-        let need = |n: usize| -> Result<(), String> {
-            if ops.len() != n {
-                Err(format!(
-                    "`{}` expects {n} operands, got {}",
-                    ins.opcode,
-                    ops.len()
-                ))
-            } else {
-                Ok(())
-            }
-        };
+        let need = |n: usize| expect_operands(ins, n);
         let r = match mnem {
             "mov" => {
                 need(2)?;
