@@ -392,12 +392,10 @@ fn patched_tma_gemm(from: &str, to: &str) -> String {
     src.replace(from, to)
 }
 
-/// The TMA GEMM with the prefetch's `arrive.expect_tx` announcing 16 bytes more than the two
-/// 16 KiB TMA loads deliver: the consumers wait on a barrier whose arrivals are all in and whose
-/// loads have all landed, but whose tx-count never reaches 0.
-#[test]
-fn cute_tma_gemm_expect_tx_too_large_is_reported() {
-    let src = patched_tma_gemm("mov.u32 \t%r59, 32768;", "mov.u32 \t%r59, 32784;");
+/// The fault of the 128x128x256 TMA GEMM patched by `from` → `to`, at full checks (`why`: the
+/// message if it runs clean).
+fn broken_tma_gemm(from: &str, to: &str, why: &str) -> Fault {
+    let src = patched_tma_gemm(from, to);
     let (mut e, _, _, _, _, params, c) = tma_gemm_setup(&src, 128, 128, 256, 1.0, 0.0);
     let f = e
         .launch_with(
@@ -406,8 +404,21 @@ fn cute_tma_gemm_expect_tx_too_large_is_reported() {
             &params,
             &LaunchOptions::with_checks(Checks::Full),
         )
-        .expect_err("expect_tx larger than the delivered bytes must be reported");
+        .expect_err(why);
     println!("{f}");
+    f
+}
+
+/// The TMA GEMM with the prefetch's `arrive.expect_tx` announcing 16 bytes more than the two
+/// 16 KiB TMA loads deliver: the consumers wait on a barrier whose arrivals are all in and whose
+/// loads have all landed, but whose tx-count never reaches 0.
+#[test]
+fn cute_tma_gemm_expect_tx_too_large_is_reported() {
+    let f = broken_tma_gemm(
+        "mov.u32 \t%r59, 32768;",
+        "mov.u32 \t%r59, 32784;",
+        "expect_tx larger than the delivered bytes must be reported",
+    );
     assert_eq!(f.kind, FaultKind::TxCountMismatch, "{f}");
 }
 
@@ -416,17 +427,11 @@ fn cute_tma_gemm_expect_tx_too_large_is_reported() {
 /// every consumer then waits for a TMA load that is never issued.
 #[test]
 fn cute_tma_gemm_missing_arrival_deadlocks() {
-    let src = patched_tma_gemm("mov.u32 \t%r37, 128;", "mov.u32 \t%r37, 129;");
-    let (mut e, _, _, _, _, params, c) = tma_gemm_setup(&src, 128, 128, 256, 1.0, 0.0);
-    let f = e
-        .launch_with(
-            "cute_wgmma_tma_tn",
-            c,
-            &params,
-            &LaunchOptions::with_checks(Checks::Full),
-        )
-        .expect_err("a consumer barrier that can never complete must be reported");
-    println!("{f}");
+    let f = broken_tma_gemm(
+        "mov.u32 \t%r37, 128;",
+        "mov.u32 \t%r37, 129;",
+        "a consumer barrier that can never complete must be reported",
+    );
     assert_eq!(f.kind, FaultKind::Deadlock, "{f}");
     assert!(f.instruction.contains("mbarrier.try_wait.parity"), "{f}");
 }
