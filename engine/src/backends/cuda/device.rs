@@ -140,6 +140,8 @@ pub struct CudaDevice {
     observer: Mutex<Option<Arc<dyn LaunchObserver>>>,
     /// Dry run: launches are checked and dropped (allocation recording, see `arena.rs`).
     dry: std::sync::atomic::AtomicBool,
+    /// Streaming multiprocessors, read once at open (launch heuristics size grids by it).
+    sm_count: u32,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -227,6 +229,13 @@ impl CudaDevice {
                 .ok()
                 .map(|s| *s)
         };
+        // 132 (an H100 SXM) if the driver does not say.
+        let sm_count = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .ok()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(132);
         Ok(CudaDevice {
             ordinal,
             name,
@@ -236,6 +245,7 @@ impl CudaDevice {
             stats_fn,
             observer: Mutex::new(None),
             dry: std::sync::atomic::AtomicBool::new(false),
+            sm_count,
         })
     }
 
@@ -370,14 +380,9 @@ impl CudaDevice {
     }
 
     /// Streaming multiprocessors of this device (launch heuristics size grids by it); 132 (an
-    /// H100 SXM) if the driver does not say.
+    /// H100 SXM) if the driver does not say. Read once when the device is opened.
     pub fn sm_count(&self) -> u32 {
-        self.ctx
-            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-            .ok()
-            .and_then(|n| u32::try_from(n).ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(132)
+        self.sm_count
     }
 
     /// Wait for all work on the stream.
