@@ -20,10 +20,13 @@ use cyberhost_engine::backends::Backend;
 mod common;
 
 mod attention;
+mod attention_sm90;
 mod cfg_ddim;
 mod conv2d;
+mod conv2d_sm90;
 mod gemm;
 mod gemm_bf16;
+mod gemm_sm90;
 mod group_norm;
 mod layer_norm;
 mod layout;
@@ -77,8 +80,9 @@ fn config() -> Criterion {
 criterion_group! {
     name = kernels;
     config = config();
-    targets = attention::benches, cfg_ddim::benches, conv2d::benches, gemm::benches,
-        gemm_bf16::benches, group_norm::benches, layer_norm::benches, layout::benches,
+    targets = attention::benches, attention_sm90::benches, cfg_ddim::benches, conv2d::benches,
+        conv2d_sm90::benches, gemm::benches, gemm_bf16::benches, gemm_sm90::benches,
+        group_norm::benches, layer_norm::benches, layout::benches,
         mean_dim::benches, pointwise::benches, pool::benches, rca::benches, softmax::benches,
         timestep_embedding::benches, upsample::benches
 }

@@ -47,6 +47,7 @@
 
 #include "common.cuh"
 #include "mma.cuh"
+#include "attention_common.cuh"
 
 // ------------------------------------------------------------------------------------------------
 // geometry
@@ -86,50 +87,8 @@ template <uint32_t DP_, uint32_t BN_, uint32_t BM_, typename S_> struct AttnTrai
 };
 
 // ------------------------------------------------------------------------------------------------
-// params (mirrored by kernels/src/attention.rs `AttentionParams`, 200 bytes)
-// ------------------------------------------------------------------------------------------------
-
-struct AttentionParams {
-  const void* q;  // (B, H, Lq, D) bf16 / f32 (strided)
-  const void* k;  // (B, H, Lk_own, D): keys 0..lk_own
-  const void* v;  // (B, H, Lk_own, D)
-  void* o;        // (B, H, Lq, D)
-  const void* k2; // (B, H, Lk - Lk_own, D): keys lk_own..lk (extra keys; any pointer when none)
-  const void* v2; // (B, H, Lk - Lk_own, D)
-  uint64_t q_batch, q_head; // strides in elements (a batch stride may be 0: broadcast)
-  uint64_t k_batch, k_head;
-  uint64_t v_batch, v_head;
-  uint64_t o_batch, o_head;
-  uint64_t k2_batch, k2_head;
-  uint64_t v2_batch, v2_head;
-  uint32_t q_row, k_row, v_row, o_row, k2_row, v2_row;
-  uint32_t heads, lq, lk, lk_own, d;
-  float scale_log2; // softmax scale * log2(e), > 0
-  // bit 0: q, k, v, k2, v2 16-byte aligned and every one of their strides a multiple of 8
-  // (cp.async / 16-byte loads); bit 1: o likewise (16-byte stores).
-  uint32_t aligned;
-  uint32_t reserved;
-};
-
-// ------------------------------------------------------------------------------------------------
 // device helpers
 // ------------------------------------------------------------------------------------------------
-
-// Rows of one operand: rows 0..split from `a` (row stride lda), rows split..rows from `b`.
-template <typename S> struct RowSrc {
-  const S* a;
-  const S* b;
-  uint32_t lda, ldb, split, rows;
-  __device__ __forceinline__ const S* row(uint32_t j) const {
-    return j < split ? a + (uint64_t)j * lda : b + (uint64_t)(j - split) * ldb;
-  }
-};
-
-__device__ __forceinline__ float ex2_ftz(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
 
 // Zero columns d..DP of every smem row once (FAST path: the tile loads never write them).
 template <typename T> __device__ __forceinline__ void zero_pad(__nv_bfloat16* smem, uint32_t d) {
@@ -216,15 +175,6 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* dst, const RowSrc<float
   }
 }
 
-__device__ __forceinline__ float quad_max(float v) {
-  v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, 1));
-  return fmaxf(v, __shfl_xor_sync(FULL_MASK, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(FULL_MASK, v, 1);
-  return v + __shfl_xor_sync(FULL_MASK, v, 2);
-}
-
 // Async tile loads (bf16) are waited for and committed; split tiles are plain stores (no-ops).
 template <bool SPLIT> __device__ __forceinline__ void tiles_commit() {
   if constexpr (!SPLIT) cp_async_commit();
@@ -254,14 +204,7 @@ __device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bflo
   // Warps whose 16 rows are all >= Lq (short Lq, e.g. temporal attention over 16 frames) share
   // the tile loads and barriers but skip the math.
   const bool active = q0 + warp * ATTN_WARP_ROWS < p.lq;
-  const S* qb = static_cast<const S*>(p.q) + batch * p.q_batch + head * p.q_head;
-  const S* kb = static_cast<const S*>(p.k) + batch * p.k_batch + head * p.k_head;
-  const S* vb = static_cast<const S*>(p.v) + batch * p.v_batch + head * p.v_head;
-  const S* k2b = static_cast<const S*>(p.k2) + batch * p.k2_batch + head * p.k2_head;
-  const S* v2b = static_cast<const S*>(p.v2) + batch * p.v2_batch + head * p.v2_head;
-  const RowSrc<S> q{qb, qb, p.q_row, p.q_row, p.lq, p.lq};
-  const RowSrc<S> k{kb, k2b, p.k_row, p.k2_row, p.lk_own, p.lk};
-  const RowSrc<S> v{vb, v2b, p.v_row, p.v2_row, p.lk_own, p.lk};
+  const auto [q, k, v] = attn_rows<S>(p, batch, head);
 
   if (FAST && p.d < DP) zero_pad<T>(smem, p.d);
   load_tile<T, BM, FAST>(sq, q, q0, p.d, aligned);
@@ -348,14 +291,7 @@ __device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bflo
 #pragma unroll
         for (uint32_t e = 0; e < 4; ++e) m_new[e / 2] = fmaxf(m_new[e / 2], s[j][e]);
       float corr[2], msl[2];
-#pragma unroll
-      for (uint32_t h = 0; h < 2; ++h) {
-        m_new[h] = quad_max(m_new[h]); // finite: every tile holds at least one key < Lk
-        corr[h] = ex2_ftz((m_run[h] - m_new[h]) * sl2);
-        msl[h] = m_new[h] * sl2;
-        m_run[h] = m_new[h];
-        l_run[h] *= corr[h];
-      }
+      softmax_rescale(m_new, m_run, l_run, corr, msl, sl2);
 #pragma unroll
       for (uint32_t j = 0; j < T::SN; ++j)
 #pragma unroll

@@ -38,6 +38,7 @@
 #include "common.cuh"
 #include "gemm_mainloop.cuh" // the f32 split helpers (load_f32x4, store_split4, f32_row_slot)
 #include "mma.cuh"
+#include "conv2d_common.cuh"
 
 // ------------------------------------------------------------------------------------------------
 // geometry
@@ -60,30 +61,6 @@ enum : uint32_t { CONV_B_KSTEP = CONV_THREADS / CONV_BN, CONV_B_PER_THREAD = CON
 static_assert(CONV_THREADS % CONV_BN == 0 && CONV_BK % CONV_B_KSTEP == 0, "X_col gather");
 static_assert(CONV_BM * CONV_A_CPR % CONV_THREADS == 0, "W tile loader");
 static_assert((CONV_LDA * 2) % 16 == 0 && (CONV_LDB * 2) % 16 == 0, "16-byte aligned smem rows");
-
-// ------------------------------------------------------------------------------------------------
-// params (mirrored by kernels/src/conv2d.rs `Conv2dParams`, 136 bytes)
-// ------------------------------------------------------------------------------------------------
-
-struct Conv2dParams {
-  const void* x;        // (N, C_in, H, W) bf16
-  const void* w;        // (C_out, C_in / groups, kh, kw) bf16
-  const void* bias;     // (C_out) bf16, or null
-  const void* temb;     // (N, C_out) bf16, or null
-  const void* residual; // (N | 1, C_out, Ho, Wo) bf16, or null
-  void* y;              // (N, C_out, Ho, Wo) bf16
-  uint32_t n, c_in, h, w_in;
-  uint32_t c_out, h_out, w_out;
-  uint32_t kh, kw;
-  uint32_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
-  uint32_t groups;      // C_in and C_out divisible by groups
-  uint32_t c_in_g;      // C_in / groups
-  uint32_t c_out_g;     // C_out / groups
-  uint32_t k;           // C_in / groups * kh * kw
-  float scale;          // output scale (1 = none)
-  uint32_t aligned;     // 1: w 16-byte aligned and K % 8 == 0 (cp.async for W tiles)
-  uint32_t res_bcast;   // 1: residual is (1, C_out, Ho, Wo), batch stride 0
-};
 
 // ------------------------------------------------------------------------------------------------
 // shared pieces: block coordinates, X_col gather, k-tile pipeline, epilogue
@@ -422,20 +399,9 @@ __device__ __forceinline__ void conv2d_v2(const Conv2dParams& p) {
     base[e] = x;
     mask[e] = 0;
     if (col < ncols) {
-      const uint32_t img = col / t.npix, pix = col % t.npix;
-      const int32_t iy0 = (int32_t)((pix / p.w_out) * p.stride_h) - (int32_t)p.pad_h;
-      const int32_t ix0 = (int32_t)((pix % p.w_out) * p.stride_w) - (int32_t)p.pad_w;
-      base[e] = x + (uint64_t)img * p.c_in * p.h * p.w_in + ((int64_t)iy0 * p.w_in + ix0);
-      uint32_t m = 0;
-      for (uint32_t ky = 0; ky < p.kh; ++ky) {
-        const int32_t iy = iy0 + (int32_t)(ky * p.dil_h);
-        if (iy < 0 || iy >= (int32_t)p.h) continue;
-        for (uint32_t kx = 0; kx < p.kw; ++kx) {
-          const int32_t ix = ix0 + (int32_t)(kx * p.dil_w);
-          if (ix >= 0 && ix < (int32_t)p.w_in) m |= 1u << (ky * p.kw + kx);
-        }
-      }
-      mask[e] = m;
+      const ColTaps<uint32_t> c = col_taps<uint32_t>(p, x, col, t.npix);
+      base[e] = c.base;
+      mask[e] = c.mask;
     }
   }
 

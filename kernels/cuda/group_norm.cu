@@ -420,3 +420,100 @@ template <typename T, bool SILU> __device__ __forceinline__ void group_norm_appl
 
 GROUP_NORM_V2_ENTRIES(float, f32)
 GROUP_NORM_V2_ENTRIES(__nv_bfloat16, bf16)
+
+// ------------------------------------------------------------------------------------------------
+// Token layout (issue 16: no layout copies around the motion module's temporal transformer).
+//   group_norm_tokens  x planes (N*F, C, S) (F frames per batch item, frame-major) -> y tokens
+//                      (N, S, F, C): GroupNorm of batch item n over its F frames (AnimateDiff's
+//                      (B, C, F, H, W) GroupNorm; F = 1: the plain one), from the per-(frame,
+//                      group) chunk partials of group_norm_stats_v2 run on x as (N*F, C, S)
+//                      (gn.n = N*F): the apply merges F * chunks partials per group.
+//   tokens_planes_add  y planes (N*F, C, S) = x tokens (N, S, F, C) transposed + residual planes.
+// Both: grid = (ceil(S / 32), ceil(C / 32), N * F), block = 256 (32 x 8): one 32 (channels) x 32
+// (positions) tile per block through shared memory [32][33] (conflict-free both ways); planes are
+// read / written along S, tokens along C, 32 consecutive elements per warp access.
+// ------------------------------------------------------------------------------------------------
+
+enum : uint32_t { GNT_TILE = 32, GNT_ROWS = 8, GNT_THREADS = GNT_TILE * GNT_ROWS };
+
+// params (mirrored by kernels/src/group_norm.rs `GnTokensParams`, 80 bytes)
+struct GnTokensParams {
+  GroupNorm2Params gn;  // x, y as above; ws, chunks: the stats launch's (n = N * F); gamma, beta
+  const void* residual; // tokens_planes_add: (N*F, C, S) T; unused by group_norm_tokens
+  uint32_t frames;      // F >= 1
+  uint32_t _pad;
+};
+
+template <typename T> __device__ __forceinline__ void group_norm_tokens_v1(const GnTokensParams& q) {
+  const GroupNorm2Params& p = q.gn;
+  __shared__ float tile[GNT_TILE][GNT_TILE + 1];
+  __shared__ float scale[GNT_TILE], shift[GNT_TILE];
+  const uint32_t tx = threadIdx.x % GNT_TILE, ty = threadIdx.x / GNT_TILE;
+  const uint32_t nf = blockIdx.z, n = nf / q.frames, f = nf % q.frames;
+  const uint32_t c0 = blockIdx.y * GNT_TILE, s0 = blockIdx.x * GNT_TILE;
+  if (ty == 0 && c0 + tx < p.c) { // the tile's channels: their group's statistics, then the affine
+    const uint32_t c = c0 + tx, g = c / (p.c / p.groups);
+    GnStat acc = {0.0f, 0.0f, 0.0f};
+    for (uint32_t fr = 0; fr < q.frames; ++fr) {
+      const float4* ws = p.ws + ((uint64_t)(n * q.frames + fr) * p.groups + g) * p.chunks;
+      for (uint32_t k = 0; k < p.chunks; ++k) {
+        const float4 w = ws[k];
+        acc = gn_merge(acc, {w.x, w.y, w.z});
+      }
+    }
+    const float rstd = rsqrtf(acc.m2 / acc.n + p.eps);
+    const float sc = to_f32(static_cast<const T*>(p.gamma)[c]) * rstd;
+    scale[tx] = sc;
+    shift[tx] = fmaf(-acc.mean, sc, to_f32(static_cast<const T*>(p.beta)[c]));
+  }
+  __syncthreads();
+  const T* x = static_cast<const T*>(p.x);
+  T* y = static_cast<T*>(p.y);
+#pragma unroll
+  for (uint32_t j = ty; j < GNT_TILE; j += GNT_ROWS) { // read planes along S
+    const uint32_t c = c0 + j, s = s0 + tx;
+    if (c < p.c && s < p.s) tile[j][tx] = fmaf(to_f32(x[((uint64_t)nf * p.c + c) * p.s + s]), scale[j], shift[j]);
+  }
+  __syncthreads();
+#pragma unroll
+  for (uint32_t j = ty; j < GNT_TILE; j += GNT_ROWS) { // write tokens along C
+    const uint32_t s = s0 + j, c = c0 + tx;
+    if (s < p.s && c < p.c) y[(((uint64_t)n * p.s + s) * q.frames + f) * p.c + c] = from_f32<T>(tile[tx][j]);
+  }
+}
+
+template <typename T> __device__ __forceinline__ void tokens_planes_add_v1(const GnTokensParams& q) {
+  const GroupNorm2Params& p = q.gn;
+  __shared__ float tile[GNT_TILE][GNT_TILE + 1];
+  const uint32_t tx = threadIdx.x % GNT_TILE, ty = threadIdx.x / GNT_TILE;
+  const uint32_t nf = blockIdx.z, n = nf / q.frames, f = nf % q.frames;
+  const uint32_t c0 = blockIdx.y * GNT_TILE, s0 = blockIdx.x * GNT_TILE;
+  const T* x = static_cast<const T*>(p.x);
+  const T* r = static_cast<const T*>(q.residual);
+  T* y = static_cast<T*>(p.y);
+#pragma unroll
+  for (uint32_t j = ty; j < GNT_TILE; j += GNT_ROWS) { // read tokens along C
+    const uint32_t s = s0 + j, c = c0 + tx;
+    if (s < p.s && c < p.c) tile[tx][j] = to_f32(x[(((uint64_t)n * p.s + s) * q.frames + f) * p.c + c]);
+  }
+  __syncthreads();
+#pragma unroll
+  for (uint32_t j = ty; j < GNT_TILE; j += GNT_ROWS) { // write planes along S
+    const uint32_t c = c0 + j, s = s0 + tx;
+    const uint64_t e = ((uint64_t)nf * p.c + c) * p.s + s;
+    if (c < p.c && s < p.s) y[e] = from_f32<T>(tile[j][tx] + to_f32(r[e]));
+  }
+}
+
+#define GN_TOKENS_ENTRIES(T, SUFFIX)                                                               \
+  extern "C" __global__ void __launch_bounds__(GNT_THREADS)                                        \
+      group_norm_tokens_v1_##SUFFIX(const GnTokensParams p) {                                      \
+    group_norm_tokens_v1<T>(p);                                                                    \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(GNT_THREADS)                                        \
+      tokens_planes_add_v1_##SUFFIX(const GnTokensParams p) {                                      \
+    tokens_planes_add_v1<T>(p);                                                                    \
+  }
+
+GN_TOKENS_ENTRIES(float, f32)
+GN_TOKENS_ENTRIES(__nv_bfloat16, bf16)

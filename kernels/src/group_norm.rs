@@ -31,8 +31,19 @@ pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(
     v2("group_norm_silu_v2_f32", "group_norm_silu", DType::F32),
     v2("group_norm_stats_v2_bf16", "group_norm_stats", DType::Bf16),
     v2("group_norm_v2_bf16", "group_norm", DType::Bf16),
-    v2("group_norm_silu_v2_bf16", "group_norm_silu", DType::Bf16)
+    v2("group_norm_silu_v2_bf16", "group_norm_silu", DType::Bf16),
+    tokens("group_norm_tokens_v1_f32", "group_norm_tokens", DType::F32),
+    tokens("group_norm_tokens_v1_bf16", "group_norm_tokens", DType::Bf16),
+    tokens("tokens_planes_add_v1_f32", "tokens_planes_add", DType::F32),
+    tokens("tokens_planes_add_v1_bf16", "tokens_planes_add", DType::Bf16)
 );
+
+const LAUNCH_TOKENS: &str = "grid = (ceil(S / 32), ceil(C / 32), N * F), block = 256";
+
+/// A token-layout entry taking [`GnTokensParams`].
+const fn tokens(name: &'static str, op: &'static str, dtype: DType) -> Entry {
+    Entry::v1(name, op, dtype, ("GnTokensParams", 80), LAUNCH_TOKENS)
+}
 
 /// Mirrors `struct GroupNormParams` in `group_norm.cu` (56 bytes).
 #[repr(C)]
@@ -227,6 +238,66 @@ pub fn launch_config_v2(shape: GroupNormShape, dtype: DType) -> LaunchConfig {
     )
 }
 
+// ------------------------------------------------------------------------------------------------
+// token layout: `group_norm_tokens` (planes -> normalised tokens), `tokens_planes_add` (the inverse
+// permutation with a residual add)
+// ------------------------------------------------------------------------------------------------
+
+/// Tile edge of the token-layout entries (`GNT_TILE`): 32 channels x 32 positions per block.
+pub const GNT_TILE: u32 = 32;
+/// Threads per token-layout block (`GNT_THREADS`, 32 x 8).
+pub const GNT_THREADS: u32 = 256;
+
+/// Mirrors `struct GnTokensParams` in `group_norm.cu` (80 bytes). `gn` is the stats launch's
+/// [`GroupNorm2Params`] over the planes `(N * F, C, S)` (`gn.n = N * F`); for
+/// `group_norm_tokens` `gn.y` is the `(N, S, F, C)` tokens output, for `tokens_planes_add`
+/// `gn.x` the tokens input and `gn.y` the planes output.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GnTokensParams {
+    pub gn: GroupNorm2Params,
+    /// `tokens_planes_add`: `(N * F, C, S)`; 0 for `group_norm_tokens`.
+    pub residual: u64,
+    /// Frames per batch item, >= 1, divides `gn.n`.
+    pub frames: u32,
+    pub _pad: u32,
+}
+
+impl GnTokensParams {
+    pub fn new(gn: GroupNorm2Params, residual: u64, frames: u32) -> Result<Self> {
+        ensure!(
+            frames >= 1 && gn.n % frames == 0,
+            "group_norm tokens: {} planes are not a multiple of {frames} frames",
+            gn.n
+        );
+        ensure!(
+            gn.n <= 65_535,
+            "group_norm tokens: {} planes exceed gridDim.z 65535",
+            gn.n
+        );
+        Ok(GnTokensParams {
+            gn,
+            residual,
+            frames,
+            _pad: 0,
+        })
+    }
+}
+
+/// The token-layout entries: `grid = (ceil(S / 32), ceil(C / 32), N * F)`, `block = 256`, static
+/// smem only (`shape.n` = N * F planes).
+pub fn launch_config_tokens(shape: GroupNormShape) -> LaunchConfig {
+    let t = GNT_TILE as u64;
+    LaunchConfig::blocks(
+        [
+            shape.s.div_ceil(t).max(1) as u32,
+            shape.c.div_ceil(t).max(1) as u32,
+            shape.n.max(1) as u32,
+        ],
+        GNT_THREADS,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +307,7 @@ mod tests {
     #[test]
     fn v2_params_are_64_bytes() {
         assert_eq!(std::mem::size_of::<GroupNorm2Params>(), 64);
+        assert_eq!(std::mem::size_of::<GnTokensParams>(), 80);
     }
 
     #[test]

@@ -14,10 +14,13 @@
 #![allow(unknown_lints, clippy::manual_is_multiple_of)]
 
 pub mod attention;
+pub mod attention_sm90;
 pub mod cfg_ddim;
 pub mod conv2d;
+pub mod conv2d_sm90;
 pub mod gemm;
 pub mod gemm_bf16;
+pub mod gemm_sm90;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod layout;
@@ -31,12 +34,18 @@ pub mod upsample;
 
 /// `kernels/ptx/attention.ptx` (from `kernels/cuda/attention.cu`).
 pub const ATTENTION: &str = include_str!("../ptx/attention.ptx");
+/// `kernels/ptx/attention_sm90.ptx` (from `kernels/cuda/attention_sm90.cu`; `.target sm_90a`).
+pub const ATTENTION_SM90: &str = include_str!("../ptx/attention_sm90.ptx");
 /// `kernels/ptx/conv2d.ptx` (from `kernels/cuda/conv2d.cu`).
 pub const CONV2D: &str = include_str!("../ptx/conv2d.ptx");
+/// `kernels/ptx/conv2d_sm90.ptx` (from `kernels/cuda/conv2d_sm90.cu`, sm_90a only).
+pub const CONV2D_SM90: &str = include_str!("../ptx/conv2d_sm90.ptx");
 /// `kernels/ptx/gemm.ptx` (from `kernels/cuda/gemm.cu`).
 pub const GEMM: &str = include_str!("../ptx/gemm.ptx");
 /// `kernels/ptx/gemm_bf16.ptx` (from `kernels/cuda/gemm_bf16.cu`).
 pub const GEMM_BF16: &str = include_str!("../ptx/gemm_bf16.ptx");
+/// `kernels/ptx/gemm_sm90.ptx` (from `kernels/cuda/gemm_sm90.cu`, `.target sm_90a`).
+pub const GEMM_SM90: &str = include_str!("../ptx/gemm_sm90.ptx");
 /// `kernels/ptx/group_norm.ptx` (from `kernels/cuda/group_norm.cu`).
 pub const GROUP_NORM: &str = include_str!("../ptx/group_norm.ptx");
 /// `kernels/ptx/layer_norm.ptx` (from `kernels/cuda/layer_norm.cu`).
@@ -64,9 +73,12 @@ pub const CFG_DDIM: &str = include_str!("../ptx/cfg_ddim.ptx");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelModule {
     Attention,
+    AttentionSm90,
     Conv2d,
+    Conv2dSm90,
     Gemm,
     GemmBf16,
+    GemmSm90,
     GroupNorm,
     LayerNorm,
     Layout,
@@ -83,12 +95,54 @@ pub enum KernelModule {
 /// Short alias (candle's `Id`).
 pub use KernelModule as Id;
 
+/// The PTX target a module is compiled for, and the kernel set a device runs.
+///
+/// Every module's PTX is `.target sm_80` (runs on CC 8.0 and newer through the driver's JIT) unless
+/// its `.cu` has the line `// arch: sm_90a only` (wgmma, TMA, `setmaxnreg`, clusters): then it is
+/// `.target sm_90a`, which loads only on CC 9.0 (H100/H200; the `a` features do not carry forward
+/// to later architectures). The CUDA backend picks the Hopper kernels where
+/// [`Arch::for_compute_capability`] says `Sm90a`, else the sm_80 ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Arch {
+    Sm80,
+    Sm90a,
+}
+
+impl Arch {
+    /// The kernel set for a device of compute capability `major.minor`: CC 9.0 gets `Sm90a`,
+    /// every other CC ≥ 8.0 `Sm80` (sm_90a PTX does not run on CC 10.x / 12.x); `None` below 8.0.
+    pub fn for_compute_capability(major: u32, minor: u32) -> Option<Arch> {
+        match (major, minor) {
+            (9, 0) => Some(Arch::Sm90a),
+            (m, _) if m >= 8 => Some(Arch::Sm80),
+            _ => None,
+        }
+    }
+
+    /// `"sm_80"` / `"sm_90a"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Sm80 => "sm_80",
+            Arch::Sm90a => "sm_90a",
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl KernelModule {
-    pub const ALL: [KernelModule; 15] = [
+    pub const ALL: [KernelModule; 18] = [
         KernelModule::Attention,
+        KernelModule::AttentionSm90,
         KernelModule::Conv2d,
+        KernelModule::Conv2dSm90,
         KernelModule::Gemm,
         KernelModule::GemmBf16,
+        KernelModule::GemmSm90,
         KernelModule::GroupNorm,
         KernelModule::LayerNorm,
         KernelModule::Layout,
@@ -106,9 +160,12 @@ impl KernelModule {
     pub fn name(self) -> &'static str {
         match self {
             KernelModule::Attention => "attention",
+            KernelModule::AttentionSm90 => "attention_sm90",
             KernelModule::Conv2d => "conv2d",
+            KernelModule::Conv2dSm90 => "conv2d_sm90",
             KernelModule::Gemm => "gemm",
             KernelModule::GemmBf16 => "gemm_bf16",
+            KernelModule::GemmSm90 => "gemm_sm90",
             KernelModule::GroupNorm => "group_norm",
             KernelModule::LayerNorm => "layer_norm",
             KernelModule::Layout => "layout",
@@ -127,9 +184,12 @@ impl KernelModule {
     pub fn ptx(self) -> &'static str {
         match self {
             KernelModule::Attention => ATTENTION,
+            KernelModule::AttentionSm90 => ATTENTION_SM90,
             KernelModule::Conv2d => CONV2D,
+            KernelModule::Conv2dSm90 => CONV2D_SM90,
             KernelModule::Gemm => GEMM,
             KernelModule::GemmBf16 => GEMM_BF16,
+            KernelModule::GemmSm90 => GEMM_SM90,
             KernelModule::GroupNorm => GROUP_NORM,
             KernelModule::LayerNorm => LAYER_NORM,
             KernelModule::Layout => LAYOUT,
@@ -145,12 +205,31 @@ impl KernelModule {
     }
 
     /// Every `extern "C"` entry of the module.
+    /// The arch the module's PTX targets (its `.target` line): [`Arch::Sm90a`] for Hopper-only
+    /// modules, else [`Arch::Sm80`]. A device runs a module only when its own kernel set
+    /// ([`Arch::for_compute_capability`]) is at least this.
+    pub fn arch(self) -> Arch {
+        let target = self
+            .ptx()
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(".target "))
+            .unwrap_or("sm_80");
+        if target.trim().starts_with("sm_90a") {
+            Arch::Sm90a
+        } else {
+            Arch::Sm80
+        }
+    }
+
     pub fn entries(self) -> &'static [Entry] {
         match self {
             KernelModule::Attention => attention::ENTRIES,
+            KernelModule::AttentionSm90 => attention_sm90::ENTRIES,
             KernelModule::Conv2d => conv2d::ENTRIES,
+            KernelModule::Conv2dSm90 => conv2d_sm90::ENTRIES,
             KernelModule::Gemm => gemm::ENTRIES,
             KernelModule::GemmBf16 => gemm_bf16::ENTRIES,
+            KernelModule::GemmSm90 => gemm_sm90::ENTRIES,
             KernelModule::GroupNorm => group_norm::ENTRIES,
             KernelModule::LayerNorm => layer_norm::ENTRIES,
             KernelModule::Layout => layout::ENTRIES,
@@ -379,6 +458,13 @@ mod tests {
                     e.params_size
                 );
             }
+            let target = format!(".target {}", m.arch());
+            assert!(
+                m.ptx().lines().any(|l| l.trim() == target),
+                "kernels/ptx/{}.ptx: KernelModule::arch() says {} but the PTX has no `{target}` line",
+                m.name(),
+                m.arch()
+            );
             let listed = m.ptx().matches(".visible .entry ").count();
             assert_eq!(
                 listed,
@@ -387,5 +473,19 @@ mod tests {
                 m.name()
             );
         }
+    }
+
+    #[test]
+    fn arch_for_compute_capability() {
+        assert_eq!(Arch::for_compute_capability(9, 0), Some(Arch::Sm90a));
+        for (major, minor) in [(8, 0), (8, 6), (8, 9), (10, 0), (12, 0)] {
+            assert_eq!(
+                Arch::for_compute_capability(major, minor),
+                Some(Arch::Sm80),
+                "CC {major}.{minor}"
+            );
+        }
+        assert_eq!(Arch::for_compute_capability(7, 5), None);
+        assert!(Arch::Sm80 < Arch::Sm90a);
     }
 }

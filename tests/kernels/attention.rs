@@ -41,25 +41,33 @@ fn attention_ref(
 }
 
 #[derive(Clone, Copy, Debug)]
-struct AttnCase {
+pub(crate) struct AttnCase {
+    pub batch: u64,
+    pub heads: u64,
+    pub lq: u64,
+    pub lk: u64,
+    pub d: u64,
+    /// `(B, L, H, D)` operands instead of `(B, H, L, D)`.
+    pub blhd: bool,
+    pub plain: bool,
+    pub dtype: DType,
+    /// Elements past each row's last head (`(B, L, H, D)`) or past D (`(B, H, L, D)`): strides that
+    /// are not the dense ones, e.g. q / k / v columns of one packed projection output.
+    pub pad: u64,
+    /// Extra keys / values (the kernel's second key segment), `(1, H, Le, D)` broadcast over the
+    /// batch (batch stride 0), in the same layout.
+    pub extra: u64,
+}
+
+pub(crate) fn case(
     batch: u64,
     heads: u64,
     lq: u64,
     lk: u64,
     d: u64,
-    /// `(B, L, H, D)` operands instead of `(B, H, L, D)`.
     blhd: bool,
     plain: bool,
-    dtype: DType,
-    /// Elements past each row's last head (`(B, L, H, D)`) or past D (`(B, H, L, D)`): strides that
-    /// are not the dense ones, e.g. q / k / v columns of one packed projection output.
-    pad: u64,
-    /// Extra keys / values (the kernel's second key segment), `(1, H, Le, D)` broadcast over the
-    /// batch (batch stride 0), in the same layout.
-    extra: u64,
-}
-
-fn case(batch: u64, heads: u64, lq: u64, lk: u64, d: u64, blhd: bool, plain: bool) -> AttnCase {
+) -> AttnCase {
     AttnCase {
         batch,
         heads,
@@ -75,7 +83,7 @@ fn case(batch: u64, heads: u64, lq: u64, lk: u64, d: u64, blhd: bool, plain: boo
 }
 
 /// `c` with padded rows and `extra` broadcast keys.
-fn padded(c: AttnCase, pad: u64, extra: u64) -> AttnCase {
+pub(crate) fn padded(c: AttnCase, pad: u64, extra: u64) -> AttnCase {
     AttnCase { pad, extra, ..c }
 }
 
@@ -165,6 +173,25 @@ fn gather(y: &[f32], (b, h, len, d): (usize, usize, usize, usize), st: AttnStrid
 }
 
 fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
+    run_attn_with(dev, c, seed, &|dev, p, shape| {
+        let entry = traits_for(c.d, c.dtype)?.entry;
+        dev.launch(KernelModule::Attention, entry, attn_launch(shape), p)?;
+        Ok(entry.to_string())
+    })
+}
+
+/// Launches one attention on `dev` from params and shape, returns the entry name.
+pub(crate) type AttnLaunch<'a> =
+    dyn Fn(&mut Device, &AttentionParams, AttentionShape) -> anyhow::Result<String> + 'a;
+
+/// Case `c` with random operands (seed `seed`) run by `launch` (any kernel taking
+/// `AttentionParams`), checked against the CPU reference; nothing written outside the output.
+pub(crate) fn run_attn_with(
+    dev: &mut Device,
+    c: AttnCase,
+    seed: u64,
+    launch: &AttnLaunch<'_>,
+) -> anyhow::Result<()> {
     let mut rng = Rng::new(seed);
     let (b, h, lq, lk, d) = (
         c.batch as usize,
@@ -257,8 +284,7 @@ fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
     if c.plain {
         p = p.without_cp_async();
     }
-    let entry = traits_for(c.d, c.dtype)?.entry;
-    dev.launch(KernelModule::Attention, entry, attn_launch(shape), &p)?;
+    let entry = launch(dev, &p, shape)?;
     let what = format!("{entry} {c:?} aligned {}", p.aligned);
     let raw = dev.download_as(c.dtype, ptrs[3], o_len)?;
     let got = gather(&raw, dims(lq), st(c.lq));

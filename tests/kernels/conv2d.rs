@@ -15,22 +15,22 @@ use cyberhost_kernels::conv2d::{
     launch_config as conv_launch, launch_config_v2, split_entry, version, Conv2dParams, Conv2dPtrs,
     Conv2dShape,
 };
-use cyberhost_kernels::{DType, KernelModule};
+use cyberhost_kernels::{DType, KernelModule, LaunchConfig};
 
 #[derive(Clone, Copy, Debug)]
-struct ConvCase {
-    s: Conv2dShape,
-    bias: bool,
-    temb: bool,
-    residual: bool,
-    scale: f32,
-    plain: bool,
+pub(crate) struct ConvCase {
+    pub s: Conv2dShape,
+    pub bias: bool,
+    pub temb: bool,
+    pub residual: bool,
+    pub scale: f32,
+    pub plain: bool,
     /// The residual is one image `(1, C_out, Ho, Wo)` broadcast over the batch.
-    bcast: bool,
+    pub bcast: bool,
 }
 
 /// 1-D convolution as conv2d with H = 1: kernel (1, k), stride (1, stride), padding (0, pad).
-fn conv1d_shape(
+pub(crate) fn conv1d_shape(
     n: u64,
     c_in: u64,
     w: u64,
@@ -58,7 +58,7 @@ fn conv1d_shape(
 /// The CPU backend's `conv2d_ext` for any geometry (groups, dilation, per-axis stride /
 /// padding): `scale * (conv + bias[o] + temb[n, o] + residual)`; a residual of one image's length
 /// is broadcast over the batch.
-fn conv_ref(
+pub(crate) fn conv_ref(
     x: &[f32],
     w: &[f32],
     s: Conv2dShape,
@@ -213,43 +213,90 @@ fn conv_cases_large() -> Vec<ConvCase> {
     cases
 }
 
+/// A bf16 case on the device: the params (`y` left 0: each entry gets a fresh poisoned y from
+/// [`Bf16Case::check`]) and the CPU reference.
+pub(crate) struct Bf16Case {
+    pub(crate) p: Conv2dParams,
+    pub(crate) want: Vec<f32>,
+}
+
+impl Bf16Case {
+    /// The operands of `c` (random, bf16-rounded; only the enabled epilogue inputs uploaded).
+    pub(crate) fn new(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<Self> {
+        let s = c.s;
+        let mut rng = Rng::new(seed);
+        let out_len = (s.n * s.c_out * s.h_out() * s.w_out()) as usize;
+        let x = round_bf16(&rng.randn((s.n * s.c_in * s.h * s.w) as usize, 1.0, 0.0));
+        let w = round_bf16(&rng.randn((s.c_out * s.k()) as usize, 0.3, 0.0));
+        let bias = round_bf16(&rng.randn(s.c_out as usize, 1.0, 0.0));
+        let temb = round_bf16(&rng.randn((s.n * s.c_out) as usize, 1.0, 0.0));
+        let res_len = if c.bcast {
+            out_len / s.n as usize
+        } else {
+            out_len
+        };
+        let res = round_bf16(&rng.randn(res_len, 1.0, 0.0));
+        let want = conv_ref(
+            &x,
+            &w,
+            s,
+            c.bias.then_some(&bias[..]),
+            c.temb.then_some(&temb[..]),
+            c.residual.then_some(&res[..]),
+            c.scale,
+        );
+        let ptrs = Conv2dPtrs {
+            x: dev.upload(&to_bf16(&x))?,
+            w: dev.upload(&to_bf16(&w))?,
+            bias: dev.upload_bf16_opt(c.bias, &bias)?,
+            temb: dev.upload_bf16_opt(c.temb, &temb)?,
+            residual: dev.upload_bf16_opt(c.residual, &res)?,
+            y: 0,
+        };
+        let mut p = Conv2dParams::new(ptrs, s, c.scale)?;
+        if c.bcast {
+            p = p.with_broadcast_residual();
+        }
+        Ok(Self { p, want })
+    }
+
+    /// Launches `entry` of `module` on a freshly poisoned y (f32 when `out_f32`, else bf16) and
+    /// checks it against the reference (the f32 entries take the same bf16 operands; only the
+    /// output rounding differs: within the bf16 bound).
+    pub(crate) fn check(
+        &self,
+        dev: &mut Device,
+        module: KernelModule,
+        entry: &str,
+        cfg: LaunchConfig,
+        out_f32: bool,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let want = &self.want;
+        let y_bytes = want.len() * if out_f32 { 4 } else { 2 };
+        let p = Conv2dParams {
+            ptrs: Conv2dPtrs {
+                y: dev.alloc_poisoned(y_bytes)?,
+                ..self.p.ptrs
+            },
+            ..self.p
+        };
+        dev.launch(module, entry, cfg, &p)?;
+        if out_f32 {
+            let got = dev.download::<f32>(p.ptrs.y, want.len())?;
+            assert_close(what, &got, want, TOL);
+        } else {
+            dev.check_bf16(what, p.ptrs.y, want)?;
+        }
+        Ok(())
+    }
+}
+
 fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
     let s = c.s;
-    let mut rng = Rng::new(seed);
-    let out_len = (s.n * s.c_out * s.h_out() * s.w_out()) as usize;
-    let x = round_bf16(&rng.randn((s.n * s.c_in * s.h * s.w) as usize, 1.0, 0.0));
-    let w = round_bf16(&rng.randn((s.c_out * s.k()) as usize, 0.3, 0.0));
-    let bias = round_bf16(&rng.randn(s.c_out as usize, 1.0, 0.0));
-    let temb = round_bf16(&rng.randn((s.n * s.c_out) as usize, 1.0, 0.0));
-    let res_len = if c.bcast {
-        out_len / s.n as usize
-    } else {
-        out_len
-    };
-    let res = round_bf16(&rng.randn(res_len, 1.0, 0.0));
-    let want = conv_ref(
-        &x,
-        &w,
-        s,
-        c.bias.then_some(&bias[..]),
-        c.temb.then_some(&temb[..]),
-        c.residual.then_some(&res[..]),
-        c.scale,
-    );
-    let ptrs = Conv2dPtrs {
-        x: dev.upload(&to_bf16(&x))?,
-        w: dev.upload(&to_bf16(&w))?,
-        bias: dev.upload_bf16_opt(c.bias, &bias)?,
-        temb: dev.upload_bf16_opt(c.temb, &temb)?,
-        residual: dev.upload_bf16_opt(c.residual, &res)?,
-        y: dev.alloc_poisoned(out_len * 2)?,
-    };
-    let mut p = Conv2dParams::new(ptrs, s, c.scale)?;
+    let mut case = Bf16Case::new(dev, c, seed)?;
     if c.plain {
-        p = p.without_cp_async();
-    }
-    if c.bcast {
-        p = p.with_broadcast_residual();
+        case.p = case.p.without_cp_async();
     }
     // v1 on every shape; v2 (the launcher's choice for kernels of <= 32 taps) where it applies,
     // each on a freshly poisoned y, and the f32-y entries (bf16 operands) of both.
@@ -260,23 +307,8 @@ fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
         runs.push(("conv2d_v2_f32", launch_config_v2(s), true));
     }
     for (entry, cfg, out_f32) in runs {
-        let y_bytes = out_len * if out_f32 { 4 } else { 2 };
-        let p = Conv2dParams {
-            ptrs: Conv2dPtrs {
-                y: dev.alloc_poisoned(y_bytes)?,
-                ..p.ptrs
-            },
-            ..p
-        };
-        dev.launch(KernelModule::Conv2d, entry, cfg, &p)?;
-        let what = format!("{entry} {c:?} aligned {}", p.aligned);
-        if out_f32 {
-            // the same bf16 operands; only the output rounding differs: within the bf16 bound
-            let got = dev.download::<f32>(p.ptrs.y, out_len)?;
-            assert_close(&what, &got, &want, TOL);
-        } else {
-            dev.check_bf16(&what, p.ptrs.y, &want)?;
-        }
+        let what = format!("{entry} {c:?} aligned {}", case.p.aligned);
+        case.check(dev, KernelModule::Conv2d, entry, cfg, out_f32, &what)?;
     }
     Ok(())
 }

@@ -19,17 +19,17 @@ use cyberhost_kernels::gemm::{
 use cyberhost_kernels::{DType, KernelModule};
 
 #[derive(Clone, Copy, Debug)]
-struct GemmCase {
-    op: GemmOp,
-    batch: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    bias: bool,
-    residual: bool,
-    scale: f32,
-    geglu: bool,
-    broadcast_b: bool,
+pub(crate) struct GemmCase {
+    pub op: GemmOp,
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub bias: bool,
+    pub residual: bool,
+    pub scale: f32,
+    pub geglu: bool,
+    pub broadcast_b: bool,
     plain: bool,
 }
 
@@ -48,7 +48,7 @@ const G: GemmCase = GemmCase {
 };
 
 /// An `(M, N, K)` case of `op` over `batch` products, otherwise [`G`].
-const fn case(op: GemmOp, batch: usize, (m, n, k): (usize, usize, usize)) -> GemmCase {
+pub(crate) const fn case(op: GemmOp, batch: usize, (m, n, k): (usize, usize, usize)) -> GemmCase {
     GemmCase {
         op,
         batch,
@@ -61,7 +61,7 @@ const fn case(op: GemmOp, batch: usize, (m, n, k): (usize, usize, usize)) -> Gem
 
 /// An option of a [`GemmCase`] over its [`case`] defaults.
 #[derive(Clone, Copy)]
-enum Opt {
+pub(crate) enum Opt {
     Bias,
     Residual,
     Scale(f32),
@@ -73,7 +73,7 @@ enum Opt {
 }
 
 impl GemmCase {
-    fn with(mut self, opts: &[Opt]) -> GemmCase {
+    pub(crate) fn with(mut self, opts: &[Opt]) -> GemmCase {
         for &o in opts {
             match o {
                 Opt::Bias => self.bias = true,
@@ -110,7 +110,7 @@ fn gemm_cases() -> Vec<GemmCase> {
 
 /// Case c's random A, B, bias and residual (drawn in that order from `seed`; B rounded to bf16
 /// when `bf16_b`, the others when `bf16_rest`) and gemm_ref's output on them.
-fn gemm_inputs(
+pub(crate) fn gemm_inputs(
     c: &GemmCase,
     seed: u64,
     bf16_b: bool,
@@ -138,8 +138,15 @@ fn gemm_inputs(
     (a, b, bias, res, want)
 }
 
-fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
-    let (a, b, bias, res, want) = gemm_inputs(&c, seed, true, true);
+/// Case `c` on the device with contiguous bf16 operands ([`gemm_inputs`], bf16-rounded; only the
+/// enabled bias / residual uploaded) and a poisoned bf16 C: shape, layout, pointers, epilogue
+/// and the CPU reference.
+pub(crate) fn upload_bf16_case(
+    dev: &mut Device,
+    c: &GemmCase,
+    seed: u64,
+) -> anyhow::Result<(GemmShape, GemmLayout, GemmPtrs, GemmEpilogue, Vec<f32>)> {
+    let (a, b, bias, res, want) = gemm_inputs(c, seed, true, true);
     let shape = GemmShape::new(c.batch, c.m, c.n, c.k);
     let layout = GemmLayout::contiguous(c.op, shape, c.geglu, c.broadcast_b);
     let ptrs = GemmPtrs {
@@ -153,6 +160,11 @@ fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
         scale: c.scale,
         geglu: c.geglu,
     };
+    Ok((shape, layout, ptrs, epi, want))
+}
+
+fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
+    let (shape, layout, ptrs, epi, want) = upload_bf16_case(dev, &c, seed)?;
     let mut p = GemmParams::new(c.op, ptrs, shape, layout, epi)?;
     if c.plain {
         p = p.without_cp_async();
@@ -233,20 +245,7 @@ fn v2_cases() -> Vec<V2Case> {
 
 fn run_gemm_v2(dev: &mut Device, v: V2Case, seed: u64) -> anyhow::Result<()> {
     let c = v.c;
-    let (a, b, bias, res, want) = gemm_inputs(&c, seed, true, true);
-    let shape = GemmShape::new(c.batch, c.m, c.n, c.k);
-    let layout = GemmLayout::contiguous(c.op, shape, c.geglu, c.broadcast_b);
-    let ptrs = GemmPtrs {
-        a: dev.upload(&to_bf16(&a))?,
-        b: dev.upload(&to_bf16(&b))?,
-        bias: dev.upload_bf16_opt(c.bias, &bias)?,
-        residual: dev.upload_bf16_opt(c.residual, &res)?,
-        c: dev.alloc_poisoned(want.len() * 2)?,
-    };
-    let epi = GemmEpilogue {
-        scale: c.scale,
-        geglu: c.geglu,
-    };
+    let (shape, layout, ptrs, epi, want) = upload_bf16_case(dev, &c, seed)?;
     let g = GemmParams::new(c.op, ptrs, shape, layout, epi)?;
     assert_eq!(g.ops.aligned, 1, "{v:?}: v2 needs the cp.async path");
     let ktiles = c.k.div_ceil(32) as u32;

@@ -164,6 +164,91 @@ crate::storages_test!(group_norm_matches_cpu, |be, tol| {
 });
 
 // ------------------------------------------------------------------------------------------------
+// token layout: group_norm_tokens (v2 stats + group_norm_tokens_v1), tokens_planes_add_v1
+// ------------------------------------------------------------------------------------------------
+
+/// (N·F, C, H, W), frames, groups: C and H·W not multiples of the 32 x 32 tile (partial tiles on
+/// both edges), several frames per batch item (statistics merged over frames), F = 1 (the plain
+/// GroupNorm), a group of 2 x 4111 elements per frame (two stats chunks).
+const TOKEN_CASES: &[([usize; 4], usize, usize)] = &[
+    ([6, 40, 5, 7], 3, 8),
+    ([2, 33, 9, 4], 1, 3),
+    ([4, 12, 3, 11], 4, 4),
+    ([2, 4, 1, 4111], 2, 2),
+    ([3, 64, 8, 8], 3, 32),
+];
+
+crate::storages_test!(group_norm_tokens_matches_cpu, |be, tol| {
+    for (i, &(shape, frames, groups)) in TOKEN_CASES.iter().enumerate() {
+        let c = shape[1];
+        let seed = 120 + 3 * i as u64;
+        let (x, xc) = rand_pair(&be, &shape, seed);
+        let (g, gc) = rand_pair(&be, &[c], seed + 1);
+        let (b, bc) = rand_pair(&be, &[c], seed + 2);
+        check(
+            &format!("group_norm_tokens {shape:?}, {frames} frames, {groups} groups"),
+            &be,
+            &be.group_norm_tokens(&x, frames, groups, Some(&g), Some(&b), 1e-6)
+                .unwrap(),
+            &CPU.group_norm_tokens(&xc, frames, groups, Some(&gc), Some(&bc), 1e-6)
+                .unwrap(),
+            tol,
+        );
+        // tokens (N, H·W, F, C) back to planes with a residual
+        let n = shape[0] / frames;
+        let tshape = [n, shape[2] * shape[3], frames, c];
+        let (t, tc) = rand_pair(&be, &tshape, seed + 50);
+        let (r, rc) = rand_pair(&be, &shape, seed + 51);
+        check_op!(format!("tokens_planes_add {shape:?}, {frames} frames"), be, tol,
+            tokens_planes_add(&t, &r, frames) ~ (&tc, &rc, frames));
+    }
+    let (x, _) = rand_pair(&be, &[4, 6, 2, 2], 1);
+    assert!(
+        be.group_norm_tokens(&x, 3, 2, None, None, 1e-5).is_err(),
+        "3 frames of 4 planes"
+    );
+    assert!(
+        be.group_norm_tokens(&x, 2, 4, None, None, 1e-5).is_err(),
+        "6 channels in 4 groups"
+    );
+    let (t, _) = rand_pair(&be, &[2, 4, 2, 5], 2);
+    assert!(
+        be.tokens_planes_add(&t, &x, 2).is_err(),
+        "80 tokens for 96 planes"
+    );
+});
+
+// Transformer2DModel's entry and exit with 1x1-conv projections: (N, C, H, W), groups, O; C, O
+// and H·W not multiples of the tiles.
+crate::storages_test!(transformer_projections_match_cpu, |be, tol| {
+    for (i, &(shape, groups, o)) in [
+        ([2usize, 12, 5, 7], 3usize, 20usize),
+        ([1, 40, 6, 6], 8, 40),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (n, c, hw) = (shape[0], shape[1], shape[2] * shape[3]);
+        let seed = 160 + 10 * i as u64;
+        let (x, xc) = rand_pair(&be, &shape, seed);
+        let (g, gc) = rand_pair(&be, &[c], seed + 1);
+        let (b, bc) = rand_pair(&be, &[c], seed + 2);
+        let (w, wc) = rand_pair(&be, &[o, c, 1, 1], seed + 3);
+        let (wb, wbc) = rand_pair(&be, &[o], seed + 4);
+        check_op!(format!("group_norm_conv1x1_tokens {shape:?} -> {o}"), be, tol,
+            group_norm_conv1x1_tokens(&x, groups, Some(&g), Some(&b), 1e-6, &w, Some(&wb))
+            ~ (&xc, groups, Some(&gc), Some(&bc), 1e-6, &wc, Some(&wbc)));
+        // exit: tokens (N, H·W, o) -> (N, C, H, W) + x
+        let (t, tc) = rand_pair(&be, &[n, hw, o], seed + 5);
+        let (w2, w2c) = rand_pair(&be, &[c, o, 1, 1], seed + 6);
+        let (b2, b2c) = rand_pair(&be, &[c], seed + 7);
+        check_op!(format!("tokens_conv1x1_planes_add {shape:?} <- {o}"), be, tol,
+            tokens_conv1x1_planes_add(&t, &w2, Some(&b2), &x)
+            ~ (&tc, &w2c, Some(&b2c), &xc));
+    }
+});
+
+// ------------------------------------------------------------------------------------------------
 // v2: split reduction (group_norm_stats_v2_* then group_norm[_silu]_v2_*), launched directly
 // ------------------------------------------------------------------------------------------------
 

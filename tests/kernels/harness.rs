@@ -12,7 +12,7 @@ use bytemuck::Pod;
 use cyberhost_engine::backends::cuda::cudarc::driver::{CudaSlice, DevicePtr};
 use cyberhost_engine::backends::cuda::CudaDevice;
 use cyberhost_engine::backends::{Backend, LinearEpilogue};
-use cyberhost_kernels::{DType, KernelModule, LaunchConfig};
+use cyberhost_kernels::{gemm_sm90, DType, KernelModule, LaunchConfig};
 use half::bf16;
 
 use crate::common::{assert_close, cpu, from_bf16, host, to_bf16, CPU};
@@ -166,6 +166,33 @@ impl Device {
         Ok(())
     }
 
+    /// The 128-byte `CUtensorMap` of `t` ([`gemm_sm90::TmaTile`]): the emulator's encoder on the
+    /// direct emulator, the driver's `cuTensorMapEncodeTiled` (engine launcher) otherwise.
+    pub fn tensor_map(&self, t: &gemm_sm90::TmaTile) -> Result<[u64; 16]> {
+        match self {
+            Device::Emu { .. } => {
+                let map = ptx_emu::tensor_map::TensorMap::encode_tiled(
+                    gemm_sm90::TMA_DTYPE_BF16,
+                    3,
+                    t.base,
+                    &t.dims,
+                    &t.strides,
+                    &t.box_dim,
+                    &[1, 1, 1],
+                    0, // CU_TENSOR_MAP_INTERLEAVE_NONE
+                    gemm_sm90::TMA_SWIZZLE_128B,
+                    gemm_sm90::TMA_L2_PROMOTION_128B,
+                    0, // CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE
+                )
+                .map_err(|e| anyhow!("encode {t:?}: {e}"))?;
+                Ok(bytemuck::cast(map.to_bytes()))
+            }
+            Device::Cuda { .. } => {
+                cyberhost_engine::backends::cuda::gemm_sm90::encode_tensor_map(t)
+            }
+        }
+    }
+
     /// Launches `entry` of `module` with its params struct as the single argument and waits.
     pub fn launch<P: Pod>(
         &mut self,
@@ -202,6 +229,36 @@ impl Device {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether `dev` runs `module`'s PTX: on the direct emulator the `.target` against
+/// `PTX_EMU_ARCH`, on CUDA the device's kernel set ([`CudaDevice::arch`]). `Some(reason)` when it
+/// refuses the module (a Hopper-only module on an sm_80-set device).
+pub fn refusal(dev: &Device, module: KernelModule) -> Option<String> {
+    match dev {
+        Device::Emu { .. } => ptx_emu::Arch::from_env()
+            .can_run(module.arch().name())
+            .err(),
+        Device::Cuda { dev, .. } => dev.module(module).err().map(|e| format!("{e:#}")),
+    }
+}
+
+/// For a Hopper-only module's test: `true` when `dev` runs `module` (the cases run); on a device
+/// that cannot (`PTX_EMU_ARCH=sm_80`, an A100), asserts that the module is refused with an error
+/// naming its arch, and returns `false` (the cases cannot run there).
+pub fn runs_or_refuses(dev: &Device, module: KernelModule) -> bool {
+    match refusal(dev, module) {
+        None => true,
+        Some(why) => {
+            let arch = module.arch().name();
+            assert!(
+                why.contains(arch),
+                "kernels/ptx/{}.ptx was refused without naming its arch {arch}: {why}",
+                module.name()
+            );
+            false
+        }
     }
 }
 

@@ -14,10 +14,13 @@ mod common;
 mod harness;
 
 mod attention;
+mod attention_sm90;
 mod cfg_ddim;
 mod conv2d;
+mod conv2d_sm90;
 mod gemm;
 mod gemm_bf16;
+mod gemm_sm90;
 mod group_norm;
 mod layer_norm;
 mod layout;

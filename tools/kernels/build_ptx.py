@@ -8,8 +8,11 @@
 
 Per `kernels/cuda/<name>.cu`:
   * `kernels/ptx/<name>.ptx`            NVRTC, --gpu-architecture=compute_80, fixed flags below;
-  * `kernels/ptx/<name>_sm90a.ptx`      also, when the .cu has a line `// arch: sm_90a` (Hopper-only
-                                        instructions); none of the kernels needs it yet;
+  * `kernels/ptx/<name>_sm90a.ptx`      also, when the .cu has a line `// arch: sm_90a` (an sm_90a
+                                        twin of an sm_80 module); none of the kernels needs it yet;
+  * a .cu with a line `// arch: sm_90a only` (Hopper-only modules: wgmma, TMA, setmaxnreg) gets
+    only `kernels/ptx/<name>.ptx`, from --gpu-architecture=compute_90a (`.target sm_90a`), and a
+    report with sm_90a rows only; the CUDA backend loads such a module only on CC 9.0 devices;
   * `kernels/reports/<name>.txt`        `ptxas -v` for sm_80 and sm_90a: per entry registers, shared
                                         memory, stack, spill stores/loads;
   * an entry in `kernels/manifest.json` SHA-256 of the .cu and of every local header it includes
@@ -64,6 +67,7 @@ INCLUDE_FLAG_RECORDED = "-I$TOOLCHAIN/nvidia/cuda_runtime/include"
 
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
 ARCH_RE = re.compile(r"^//\s*arch:\s*sm_90a\s*$", re.M)
+ARCH_ONLY_RE = re.compile(r"^//\s*arch:\s*sm_90a\s+only\s*$", re.M)
 ENTRY_RE = re.compile(r"^\.visible \.entry (\w+)\(", re.M)
 
 
@@ -245,12 +249,14 @@ def build(out_root: Path, only: list[str] | None) -> dict:
                 continue
         src = cu.read_text(encoding="utf-8")
         headers = dict(sorted(local_headers(src).items()))
-        variants = [""] + (["_sm90a"] if ARCH_RE.search(src) else [])
+        hopper_only = bool(ARCH_ONLY_RE.search(src))
+        variants = [""] + (["_sm90a"] if ARCH_RE.search(src) and not hopper_only else [])
         per_arch: dict[str, dict[str, dict]] = {}
         ptx_files = {}
         entries = []
         for var in variants:
-            flags = [VARIANTS[var], *COMMON_FLAGS, f"-I{RUNTIME_INCLUDE}"]
+            arch_flag = VARIANTS["_sm90a"] if hopper_only else VARIANTS[var]
+            flags = [arch_flag, *COMMON_FLAGS, f"-I{RUNTIME_INCLUDE}"]
             ptx = nvrtc.compile(cu.name, src, headers, flags)
             if str(ROOT) in ptx or "/work/" in ptx:
                 die(f"PTX for {cu.name} contains a machine path; check the NVRTC flags")
@@ -259,7 +265,7 @@ def build(out_root: Path, only: list[str] | None) -> dict:
             ptx_files[f"{name}{var}.ptx"] = sha256(ptx.encode())
             if var == "":
                 entries = ENTRY_RE.findall(ptx)
-                for arch in REPORT_ARCHS:
+                for arch in ["sm_90a"] if hopper_only else REPORT_ARCHS:
                     per_arch[arch] = ptxas_report(out, arch)
             else:
                 per_arch["sm_90a"] = ptxas_report(out, "sm_90a")
@@ -273,8 +279,11 @@ def build(out_root: Path, only: list[str] | None) -> dict:
             "headers": {h: sha256((CUDA_DIR / h).read_bytes()) for h in headers},
             "ptx": ptx_files,
             "entries": entries,
-            "flags": {f"{name}{v}.ptx": [VARIANTS[v], *COMMON_FLAGS, INCLUDE_FLAG_RECORDED] for v in variants},
-            "ptxas": {arch: per_arch.get(arch, {}) for arch in REPORT_ARCHS},
+            "flags": {
+                f"{name}{v}.ptx": [VARIANTS["_sm90a" if hopper_only else v], *COMMON_FLAGS, INCLUDE_FLAG_RECORDED]
+                for v in variants
+            },
+            "ptxas": {arch: per_arch.get(arch, {}) for arch in REPORT_ARCHS if arch in per_arch or not hopper_only},
         }
         print(f"build_ptx: {cu.name} -> {', '.join(ptx_files)} ({len(entries)} entries)")
 

@@ -6,6 +6,107 @@ use anyhow::{bail, Result};
 
 use super::{Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
 
+/// (N·F, C, H, W) planes with `frames` = F → (N, F, C, H·W); errors when F does not divide N·F.
+fn planes_dims(op: &str, shape: &[usize], frames: usize) -> Result<[usize; 4]> {
+    match *shape {
+        [nf, c, h, w] if frames > 0 && nf % frames == 0 => Ok([nf / frames, frames, c, h * w]),
+        _ => bail!("{op}: planes {shape:?} must be (N·F, C, H, W) with F = {frames} dividing N·F"),
+    }
+}
+
+/// [`Backend::group_norm_tokens`]: (N, F, C, H, W) `permute` to (N, C, F, H, W), `group_norm`,
+/// `permute` to (N, H, W, F, C).
+pub fn group_norm_tokens<B: Backend>(
+    be: &B,
+    x: &B::Tensor,
+    frames: usize,
+    groups: usize,
+    gamma: Option<&B::Tensor>,
+    beta: Option<&B::Tensor>,
+    eps: f32,
+) -> Result<B::Tensor> {
+    let [n, f, c, s] = planes_dims("group_norm_tokens", x.shape(), frames)?;
+    let (hh, ww) = (x.shape()[2], x.shape()[3]);
+    let h = be.reshape(x, &[n, f, c, hh, ww])?;
+    let h = be.permute(&h, &[0, 2, 1, 3, 4])?; // (N, C, F, H, W)
+    let h = be.group_norm(&h, groups, gamma, beta, eps)?;
+    let h = be.permute(&h, &[0, 3, 4, 2, 1])?; // (N, H, W, F, C)
+    be.reshape(&h, &[n, s, f, c])
+}
+
+/// [`Backend::tokens_planes_add`]: (N, H, W, F, C) `permute` to (N, F, C, H, W), `add` the residual.
+pub fn tokens_planes_add<B: Backend>(
+    be: &B,
+    tokens: &B::Tensor,
+    residual: &B::Tensor,
+    frames: usize,
+) -> Result<B::Tensor> {
+    let [n, f, c, s] = planes_dims("tokens_planes_add", residual.shape(), frames)?;
+    if tokens.elem_count() != n * s * f * c {
+        bail!(
+            "tokens_planes_add: tokens {:?} do not hold the (N, H·W, F, C) = ({n}, {s}, {f}, {c}) \
+             of residual {:?}",
+            tokens.shape(),
+            residual.shape()
+        );
+    }
+    let (hh, ww) = (residual.shape()[2], residual.shape()[3]);
+    let t = be.reshape(tokens, &[n, hh, ww, f, c])?;
+    let t = be.permute(&t, &[0, 3, 4, 1, 2])?; // (N, F, C, H, W)
+    let t = be.reshape(&t, residual.shape())?;
+    be.binary(&t, residual, Binary::Add)
+}
+
+/// [`Backend::group_norm_conv1x1_tokens`]: `group_norm`, the 1x1 `conv2d`, `permute` to
+/// (N, H, W, O).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_conv1x1_tokens<B: Backend>(
+    be: &B,
+    x: &B::Tensor,
+    groups: usize,
+    gamma: Option<&B::Tensor>,
+    beta: Option<&B::Tensor>,
+    eps: f32,
+    w: &B::Tensor,
+    bias: Option<&B::Tensor>,
+) -> Result<B::Tensor> {
+    let h = be.group_norm(x, groups, gamma, beta, eps)?;
+    let h = be.conv2d(&h, w, bias, Conv2dParams::default())?;
+    let s = h.shape().to_vec();
+    if s.len() != 4 {
+        bail!(
+            "group_norm_conv1x1_tokens: x {:?} must be (N, C, H, W)",
+            x.shape()
+        );
+    }
+    let h = be.permute(&h, &[0, 2, 3, 1])?;
+    be.reshape(&h, &[s[0], s[2] * s[3], s[1]])
+}
+
+/// [`Backend::tokens_conv1x1_planes_add`]: tokens read as (N, H, W, C), `permute` to planes, the
+/// 1x1 `conv2d_ext` with the residual in its epilogue.
+pub fn tokens_conv1x1_planes_add<B: Backend>(
+    be: &B,
+    tokens: &B::Tensor,
+    w: &B::Tensor,
+    bias: Option<&B::Tensor>,
+    residual: &B::Tensor,
+) -> Result<B::Tensor> {
+    let (rs, ws) = (residual.shape(), w.shape());
+    if rs.len() != 4 || ws.len() != 4 {
+        bail!(
+            "tokens_conv1x1_planes_add: residual {rs:?} must be (N, O, H, W) and w {ws:?} (O, C, 1, 1)"
+        );
+    }
+    let h = be.reshape(tokens, &[rs[0], rs[2], rs[3], ws[1]])?;
+    let h = be.permute(&h, &[0, 3, 1, 2])?;
+    let epi = ConvEpilogue {
+        residual: Some(residual),
+        ..Default::default()
+    };
+    be.conv2d_ext(&h, w, bias, Conv2dParams::default(), epi)
+}
+
 /// `act(group_norm(x))`: `group_norm`, then `unary`.
 pub fn group_norm_act<B: Backend>(
     be: &B,

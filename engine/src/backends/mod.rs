@@ -183,6 +183,30 @@ pub trait Backend: Clone + Send + Sync + 'static {
             beta: Option<&Self::Tensor>, eps: f32, act: Option<Unary>)
             => composed::group_norm_act;
 
+        /// GroupNorm of planes `x` `(N·F, C, H, W)` (`frames` = F per batch item, frame-major;
+        /// the statistics of batch item n over its F frames, as AnimateDiff's GroupNorm of
+        /// `(N, C, F, H, W)`; F = 1: `group_norm`) written as tokens `(N, H·W, F, C)`.
+        group_norm_tokens(x: &Self::Tensor, frames: usize, groups: usize,
+            gamma: Option<&Self::Tensor>, beta: Option<&Self::Tensor>, eps: f32)
+            => composed::group_norm_tokens;
+
+        /// The inverse permutation with a skip add: tokens `(N, H·W, F, C)` (any shape of that
+        /// many elements) read as planes, `+ residual` `(N·F, C, H, W)` → `(N·F, C, H, W)`.
+        tokens_planes_add(tokens: &Self::Tensor, residual: &Self::Tensor, frames: usize)
+            => composed::tokens_planes_add;
+
+        /// Transformer2DModel's entry with a 1x1-conv `proj_in`: GroupNorm of x `(N, C, H, W)`,
+        /// the 1x1 conv w `(O, C, 1, 1)` + bias, written as tokens `(N, H·W, O)`.
+        group_norm_conv1x1_tokens(x: &Self::Tensor, groups: usize, gamma: Option<&Self::Tensor>,
+            beta: Option<&Self::Tensor>, eps: f32, w: &Self::Tensor, bias: Option<&Self::Tensor>)
+            => composed::group_norm_conv1x1_tokens;
+
+        /// Its exit: tokens `(N, H·W, C)` through the 1x1 conv w `(O, C, 1, 1)` + bias, as planes
+        /// `(N, O, H, W)` `+ residual` (that shape).
+        tokens_conv1x1_planes_add(tokens: &Self::Tensor, w: &Self::Tensor,
+            bias: Option<&Self::Tensor>, residual: &Self::Tensor)
+            => composed::tokens_conv1x1_planes_add;
+
         /// `linear` with a fused epilogue (see [`LinearEpilogue`]); `bias` is `(N)`, or `(2N)`
         /// with GEGLU.
         linear_ext(x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>,

@@ -6,10 +6,13 @@
 //!   → (B·H·W, F, C) → proj_in → BasicTransformerBlocks (self-attn ×2, sinusoidal
 //!   positions over frames, geglu) → proj_out → (B·F, C, H, W) → + x
 //! ```
+//!
+//! The permutations ride in two ops ([`Backend::group_norm_tokens`],
+//! [`Backend::tokens_planes_add`]): no layout copies on CUDA.
 
 use anyhow::{bail, Result};
 
-use crate::backends::{Backend, LinearEpilogue, TensorLike};
+use crate::backends::{Backend, TensorLike};
 use crate::models::hooks::UNetHooks;
 use crate::models::nn::{GroupNorm, Linear};
 use crate::models::transformer::{BasicTransformerBlock, BasicTransformerBlockConfig};
@@ -119,24 +122,22 @@ impl<B: Backend> AnimateDiffTransformer3D<B> {
         }
         let b = bf / num_frames;
         let f = num_frames;
-        let h = be.reshape(x, &[b, f, c, hh, ww])?;
-        let h = be.permute(&h, &[0, 2, 1, 3, 4])?; // (B, C, F, H, W)
-        let h = self.norm.forward(be, &h)?;
-        let h = be.permute(&h, &[0, 3, 4, 2, 1])?; // (B, H, W, F, C)
+        // GroupNorm over (B, C, F, H, W), written as tokens (B, H·W, F, C): one op, no permutes
+        let h = be.group_norm_tokens(
+            x,
+            f,
+            self.norm.groups,
+            Some(&self.norm.weight),
+            Some(&self.norm.bias),
+            self.norm.eps,
+        )?;
         let h = be.reshape(&h, &[b * hh * ww, f, c])?;
         let mut h = self.proj_in.forward(be, &h)?;
         for block in &self.transformer_blocks {
             h = block.forward(be, &h, None, hooks)?;
         }
-        // proj_out + x: the skip connection (x in token layout) rides in proj_out's epilogue
-        let r = be.reshape(x, &[b, f, c, hh, ww])?;
-        let r = be.permute(&r, &[0, 3, 4, 1, 2])?; // (B, H, W, F, C)
-        let r = be.reshape(&r, &[b * hh * ww, f, c])?;
-        let h = self
-            .proj_out
-            .forward_ext(be, &h, LinearEpilogue::residual(&r))?;
-        let h = be.reshape(&h, &[b, hh, ww, f, c])?;
-        let h = be.permute(&h, &[0, 3, 4, 1, 2])?; // (B, F, C, H, W)
-        be.reshape(&h, &[bf, c, hh, ww])
+        // proj_out, then back to (B·F, C, H, W) with the skip connection + x in the same op
+        let h = self.proj_out.forward(be, &h)?;
+        be.tokens_planes_add(&h, x, f)
     }
 }

@@ -11,10 +11,15 @@
 //!   h = norm(x) (GroupNorm eps 1e-6) → proj_in (1x1 conv, or linear after flattening)
 //!   → blocks → proj_out → + x
 //! ```
+//!
+//! The NCHW ↔ token permutations ride in the entry and exit ops
+//! ([`Backend::group_norm_conv1x1_tokens`] / [`Backend::group_norm_tokens`],
+//! [`Backend::tokens_conv1x1_planes_add`] / [`Backend::tokens_planes_add`]): no layout copies on
+//! CUDA.
 
 use anyhow::{bail, Result};
 
-use crate::backends::{Backend, BackendExt, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
+use crate::backends::{Backend, BackendExt, LinearEpilogue, TensorLike, Unary};
 use crate::models::attention::{Attention, AttentionConfig};
 use crate::models::embeddings::SinusoidalPositionalEmbedding;
 use crate::models::hooks::UNetHooks;
@@ -419,41 +424,33 @@ impl<B: Backend> Transformer2DModel<B> {
     ) -> Result<B::Tensor> {
         let s = x.shape();
         let (n, c, hh, ww) = (s[0], s[1], s[2], s[3]);
-        let inner = self.inner_dim;
-        let h = self.norm.forward(be, x)?;
+        let norm = &self.norm;
+        let (gamma, beta) = (Some(&norm.weight), Some(&norm.bias));
+        // GroupNorm + proj_in written as tokens (N, H·W, inner): no permute copies
         let mut h = match &self.proj_in {
-            Projection::Conv(conv) => {
-                let h = conv.forward(be, &h)?;
-                let h = be.permute(&h, &[0, 2, 3, 1])?;
-                be.reshape(&h, &[n, hh * ww, inner])?
-            }
+            Projection::Conv(conv) => be.group_norm_conv1x1_tokens(
+                x,
+                norm.groups,
+                gamma,
+                beta,
+                norm.eps,
+                &conv.weight,
+                conv.bias.as_ref(),
+            )?,
             Projection::Linear(lin) => {
-                let h = be.permute(&h, &[0, 2, 3, 1])?;
-                let h = be.reshape(&h, &[n, hh * ww, c])?;
-                lin.forward(be, &h)?
+                let h = be.group_norm_tokens(x, 1, norm.groups, gamma, beta, norm.eps)?;
+                lin.forward(be, &be.reshape(&h, &[n, hh * ww, c])?)?
             }
         };
         for block in &self.transformer_blocks {
             h = block.forward(be, &h, encoder_hidden_states, hooks)?;
         }
-        // proj_out + x: the skip connection rides in proj_out's epilogue
+        // proj_out back to (N, C, H, W) + x: the skip connection rides in the same op
         match &self.proj_out {
             Projection::Conv(conv) => {
-                let h = be.reshape(&h, &[n, hh, ww, inner])?;
-                let h = be.permute(&h, &[0, 3, 1, 2])?;
-                let epi = ConvEpilogue {
-                    residual: Some(x),
-                    ..Default::default()
-                };
-                conv.forward_ext(be, &h, epi)
+                be.tokens_conv1x1_planes_add(&h, &conv.weight, conv.bias.as_ref(), x)
             }
-            Projection::Linear(lin) => {
-                let r = be.permute(x, &[0, 2, 3, 1])?;
-                let r = be.reshape(&r, &[n, hh * ww, c])?;
-                let h = lin.forward_ext(be, &h, LinearEpilogue::residual(&r))?;
-                let h = be.reshape(&h, &[n, hh, ww, c])?;
-                be.permute(&h, &[0, 3, 1, 2])
-            }
+            Projection::Linear(lin) => be.tokens_planes_add(&lin.forward(be, &h)?, x, 1),
         }
     }
 }

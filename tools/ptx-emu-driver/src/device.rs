@@ -86,7 +86,7 @@ pub fn attribute(attrib: i32) -> Option<i32> {
         106 => lim.max_blocks_per_sm as i32, // MAX_BLOCKS_PER_MULTIPROCESSOR
         111 => lim.smem_reserved_per_block as i32, // RESERVED_SHARED_MEMORY_PER_BLOCK
         115 => 1,     // MEMORY_POOLS_SUPPORTED (cuMemAllocAsync works)
-        120 => 0,     // CLUSTER_LAUNCH (not emulated)
+        120 => lim.hopper as i32, // CLUSTER_LAUNCH (thread-block clusters on sm_90a)
         a if (1..135).contains(&a) => 0, // everything else in the 12.4 enum: absent
         _ => return None,
     };

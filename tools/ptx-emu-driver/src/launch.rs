@@ -33,6 +33,38 @@ pub unsafe extern "C" fn cuLaunchKernel(
     kernel_params: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> CUresult {
+    // SAFETY: the caller's cuLaunchKernel contract.
+    unsafe {
+        launch_with_cluster(
+            func,
+            [gx, gy, gz],
+            [bx, by, bz],
+            shared_mem_bytes,
+            stream,
+            kernel_params,
+            extra,
+            [1, 1, 1],
+        )
+    }
+}
+
+/// `cuLaunchKernel` with thread-block clusters of `cluster` blocks (`cuLaunchKernelEx`): the
+/// cluster must divide the grid and hold at most 8 blocks (16 when the function allows
+/// non-portable cluster sizes).
+///
+/// # Safety
+/// The arguments follow `cuLaunchKernel`'s contract.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn launch_with_cluster(
+    func: Ptr,
+    [gx, gy, gz]: [c_uint; 3],
+    [bx, by, bz]: [c_uint; 3],
+    shared_mem_bytes: c_uint,
+    stream: Ptr,
+    kernel_params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+    cluster: [u32; 3],
+) -> CUresult {
     entry("cuLaunchKernel", || {
         need_init()?;
         if !extra.is_null() {
@@ -52,6 +84,17 @@ pub unsafe extern "C" fn cuLaunchKernel(
         ctx.check()?;
         let f = ctx.function(h(func))?;
         let kernel = f.kernel.clone();
+        let size: u64 = cluster.iter().map(|&c| c as u64).product();
+        let limit = if f.non_portable_cluster { 16 } else { 8 };
+        if cluster.contains(&0)
+            || (0..3).any(|i| !grid[i].is_multiple_of(cluster[i]))
+            || size > limit
+        {
+            eprintln!(
+                "ptx-emu-driver: cuLaunchKernelEx {kernel}: cluster {cluster:?} must divide the grid {grid:?} and hold at most {limit} blocks (16 with CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED)"
+            );
+            return Err(CUDA_ERROR_INVALID_VALUE);
+        }
         if shared_mem_bytes > f.max_dynamic_smem {
             eprintln!(
                 "ptx-emu-driver: cuLaunchKernel {kernel}: {shared_mem_bytes} B dynamic shared memory > \
@@ -85,6 +128,7 @@ pub unsafe extern "C" fn cuLaunchKernel(
             block,
             dynamic_smem_bytes: shared_mem_bytes,
             params,
+            cluster,
         };
         if let Some(cap) = ctx.capture_of(s)? {
             cap.ops.push(op);

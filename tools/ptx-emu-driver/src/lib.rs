@@ -203,6 +203,7 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
             block,
             dynamic_smem_bytes,
             params,
+            cluster,
         } => {
             bump(&c.kernel_launches);
             let cfg = LaunchConfig {
@@ -224,9 +225,17 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
                         cfg: &cfg,
                         params: &slices,
                     };
-                    profile::launch(p, call, &mut ctx.mem, &opts)
+                    profile::launch(p, call, *cluster, &mut ctx.mem, &opts)
                 }
-                None => ptx_emu::launch(module, kernel, &cfg, &slices, &mut ctx.mem, &opts),
+                None => {
+                    let call = ptx_emu::KernelCall {
+                        module,
+                        kernel,
+                        cfg: &cfg,
+                        params: &slices,
+                    };
+                    ptx_emu::launch_cluster(call, *cluster, &mut ctx.mem, &opts)
+                }
             };
             match run {
                 Ok(stats) => {

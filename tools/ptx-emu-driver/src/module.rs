@@ -215,6 +215,7 @@ pub unsafe extern "C" fn cuModuleGetFunction(
                 module: h(module),
                 kernel: name,
                 max_dynamic_smem,
+                non_portable_cluster: false,
             },
         );
         unsafe { out(pfunc, ptr(fh)) }
@@ -297,6 +298,12 @@ pub extern "C" fn cuFuncSetAttribute(func: Ptr, attrib: c_int, value: c_int) -> 
                 Ok(())
             }
             9 => Ok(()), // carveout preference: accepted, no effect
+            14 => {
+                // NON_PORTABLE_CLUSTER_SIZE_ALLOWED
+                f.non_portable_cluster = value != 0;
+                Ok(())
+            }
+            15 => Ok(()), // cluster scheduling policy: accepted, no effect
             _ => Err(CUDA_ERROR_INVALID_VALUE),
         }
     })

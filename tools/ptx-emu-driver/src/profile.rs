@@ -87,10 +87,11 @@ fn registers(module: &Module, kernel: &str) -> Option<u32> {
 pub(crate) fn launch(
     p: &Profile,
     call: KernelCall<'_>,
+    cluster: [u32; 3],
     mem: &mut Memory,
     opts: &LaunchOptions,
 ) -> Result<LaunchStats, Fault> {
-    let (stats, acc) = ptx_emu::launch_counted(call, mem, opts, p.sample)?;
+    let (stats, acc) = ptx_emu::launch_counted_cluster(call, cluster, mem, opts, p.sample)?;
     let (module, kernel, cfg) = (call.module, call.kernel, call.cfg);
     // Read footprint bound: the allocations the parameters point into. Pointers are 8-byte
     // parameters or 8-byte-aligned fields of struct parameters (our kernels take one params

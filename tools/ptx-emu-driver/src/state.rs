@@ -152,6 +152,8 @@ pub enum Op {
         block: [u32; 3],
         dynamic_smem_bytes: u32,
         params: Vec<Vec<u8>>,
+        /// Thread-block cluster shape (`[1, 1, 1]`: no clusters).
+        cluster: [u32; 3],
     },
     HtoD {
         dst: u64,
@@ -214,6 +216,8 @@ pub struct FunctionState {
     pub module: Handle,
     pub kernel: String,
     pub max_dynamic_smem: u32,
+    /// `CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED`: clusters of up to 16 blocks.
+    pub non_portable_cluster: bool,
 }
 
 /// Graph memory owned by a graph and its executables; freed when the last of them is destroyed.

@@ -122,46 +122,30 @@ pub unsafe extern "C" fn cuLaunchKernelEx(
             // SAFETY: `numAttrs` attributes at `attrs` per the API contract.
             unsafe { std::slice::from_raw_parts(c.attrs, c.num_attrs as usize) }
         };
+        let mut cluster = [1u32; 3];
         for a in attrs {
             if a.id == LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION {
                 let v = a.value[0];
-                let cl = [v as u32, (v >> 32) as u32, a.value[1] as u32];
-                let size: u64 = cl.iter().map(|&x| x as u64).product();
-                if cl.contains(&0) || (0..3).any(|i| c.grid_dim[i] % cl[i] != 0) || size > 8 {
-                    eprintln!(
-                        "ptx-emu-driver: cuLaunchKernelEx: cluster {cl:?} must divide the grid {:?} and hold at most 8 blocks",
-                        c.grid_dim
-                    );
-                    return Err(CUDA_ERROR_INVALID_VALUE);
-                }
-                if size > 1 {
-                    eprintln!(
-                        "ptx-emu-driver: cuLaunchKernelEx: thread-block clusters of more than one block ({cl:?}) are not emulated"
-                    );
-                    return Err(CUDA_ERROR_NOT_SUPPORTED);
-                }
+                cluster = [v as u32, (v >> 32) as u32, a.value[1] as u32];
             }
             // other attributes (priority, access policy, programmatic serialization, ...) only
             // tune scheduling: accepted without effect.
         }
-        Ok(c)
+        Ok((c, cluster))
     })();
     match r {
         Err(e) => entry("cuLaunchKernelEx", || Err(e)),
         // SAFETY: forwarded arguments, same contract as cuLaunchKernel.
-        Ok(c) => unsafe {
-            cuLaunchKernel(
+        Ok((c, cluster)) => unsafe {
+            crate::launch::launch_with_cluster(
                 func,
-                c.grid_dim[0],
-                c.grid_dim[1],
-                c.grid_dim[2],
-                c.block_dim[0],
-                c.block_dim[1],
-                c.block_dim[2],
+                c.grid_dim,
+                c.block_dim,
                 c.shared_mem_bytes,
                 c.h_stream,
                 kernel_params,
                 extra,
+                cluster,
             )
         },
     }

@@ -230,17 +230,36 @@ fn tma_kernel_through_cu_launch_kernel_ex() {
         "DtoH",
     );
     assert_eq!(got, host[4 * w..12 * w].to_vec());
-    // clusters of 2 blocks are not emulated; a cluster that does not divide the grid is invalid
+    // a cluster of 2 blocks (both load the same box: the same output)
+    ok(cuMemsetD8_v2(out, 0, 1024), "memset");
     unsafe { (*cfg.attrs).value[0] = 2 | (1 << 32) };
     cfg.grid_dim = [2, 1, 1];
-    assert_eq!(
+    ok(
         unsafe { cuLaunchKernelEx(&cfg, f, params.as_mut_ptr(), null_mut()) },
-        CUDA_ERROR_NOT_SUPPORTED
+        "cuLaunchKernelEx (cluster of 2)",
     );
+    ok(
+        unsafe { cuMemcpyDtoH_v2(got.as_mut_ptr() as *mut c_void, out, 1024) },
+        "DtoH",
+    );
+    assert_eq!(got, host[4 * w..12 * w].to_vec());
+    // a cluster that does not divide the grid is invalid, as is one over the portable 8 blocks
+    // unless the function allows non-portable sizes (then up to 16)
     unsafe { (*cfg.attrs).value[0] = 3 | (1 << 32) };
     assert_eq!(
         unsafe { cuLaunchKernelEx(&cfg, f, params.as_mut_ptr(), null_mut()) },
         CUDA_ERROR_INVALID_VALUE
+    );
+    unsafe { (*cfg.attrs).value[0] = 16 | (1 << 32) };
+    cfg.grid_dim = [16, 1, 1];
+    assert_eq!(
+        unsafe { cuLaunchKernelEx(&cfg, f, params.as_mut_ptr(), null_mut()) },
+        CUDA_ERROR_INVALID_VALUE
+    );
+    ok(cuFuncSetAttribute(f, 14, 1), "non-portable cluster size");
+    ok(
+        unsafe { cuLaunchKernelEx(&cfg, f, params.as_mut_ptr(), null_mut()) },
+        "cuLaunchKernelEx (cluster of 16)",
     );
     assert_eq!(std::mem::size_of::<CUlaunchAttribute>(), 72);
     assert_eq!(std::mem::size_of::<CUlaunchConfig>(), 56);

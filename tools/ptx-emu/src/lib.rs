@@ -323,6 +323,10 @@ pub enum FaultKind {
     TxCountMismatch,
     /// `setmaxnreg` raised the block's registers beyond the SM's register file.
     RegisterBudget,
+    /// Distributed shared memory misuse in a thread-block cluster: a block accessed the shared
+    /// memory of a block of its cluster that may already have exited (no `barrier.cluster`
+    /// between the access and that block's exit).
+    ClusterHazard,
 }
 
 impl FaultKind {
@@ -339,7 +343,8 @@ impl FaultKind {
             | FaultKind::Deadlock
             | FaultKind::AsyncProxyRace
             | FaultKind::TxCountMismatch
-            | FaultKind::RegisterBudget => 719,
+            | FaultKind::RegisterBudget
+            | FaultKind::ClusterHazard => 719,
             FaultKind::InvalidParams => 1,
         }
     }
@@ -363,6 +368,7 @@ impl fmt::Display for FaultKind {
             }
             FaultKind::TxCountMismatch => "mbarrier transaction-count mismatch",
             FaultKind::RegisterBudget => "register budget exceeded",
+            FaultKind::ClusterHazard => "distributed shared memory of an exited block",
         };
         f.write_str(s)
     }
@@ -419,7 +425,21 @@ pub fn launch(
         cfg,
         params,
     };
-    exec::launch(call, mem, opts, None)
+    exec::launch(call, [1, 1, 1], mem, opts, None)
+}
+
+/// [`launch`] with thread-block clusters of `cluster` blocks (x, y, z): what `cuLaunchKernelEx`
+/// with a cluster-dimension attribute runs. The cluster must divide the grid and hold at most
+/// 16 blocks (the stand-in driver applies the portable limit of 8 unless the launch allows
+/// non-portable sizes). The blocks of a cluster run co-scheduled (their warps interleaved), so
+/// `barrier.cluster` and distributed shared memory work; clusters run one after another.
+pub fn launch_cluster(
+    call: KernelCall<'_>,
+    cluster: [u32; 3],
+    mem: &mut Memory,
+    opts: &LaunchOptions,
+) -> Result<LaunchStats, Fault> {
+    exec::launch(call, cluster, mem, opts, None)
 }
 
 /// [`launch`], counting what Nsight Compute counts (see `docs/profiling.md`): every executed
@@ -435,6 +455,19 @@ pub fn launch_counted(
     opts: &LaunchOptions,
     sample_blocks: Option<u64>,
 ) -> Result<(LaunchStats, gpu_model::LaunchAccumulator), Fault> {
+    launch_counted_cluster(call, [1, 1, 1], mem, opts, sample_blocks)
+}
+
+/// [`launch_counted`] with thread-block clusters (see [`launch_cluster`]); a launch with
+/// clusters of more than one block runs every block (`sample_blocks` is ignored).
+pub fn launch_counted_cluster(
+    call: KernelCall<'_>,
+    cluster: [u32; 3],
+    mem: &mut Memory,
+    opts: &LaunchOptions,
+    sample_blocks: Option<u64>,
+) -> Result<(LaunchStats, gpu_model::LaunchAccumulator), Fault> {
+    let sample_blocks = sample_blocks.filter(|_| cluster == [1, 1, 1]);
     let total = call.cfg.grid.iter().map(|&g| u64::from(g)).product::<u64>();
     let sink = std::sync::Mutex::new(gpu_model::LaunchAccumulator::new());
     let prof = exec::Profiling {
@@ -443,6 +476,6 @@ pub fn launch_counted(
             .filter(|&n| n < total)
             .map(|n| gpu_model::sampling::sample_blocks(total, Some(n))),
     };
-    let stats = exec::launch(call, mem, opts, Some(&prof))?;
+    let stats = exec::launch(call, cluster, mem, opts, Some(&prof))?;
     Ok((stats, sink.into_inner().unwrap_or_else(|e| e.into_inner())))
 }

@@ -181,6 +181,10 @@ pub(crate) struct AFunc {
     pub params: Vec<VarDecl>,
     /// None for a declaration without body (`.extern .func`).
     pub body: Option<Vec<Stmt>>,
+    /// `.reqnctapercluster X, Y, Z` (missing dimensions are 1).
+    pub req_cluster: Option<[u32; 3]>,
+    /// `.explicitcluster`.
+    pub explicit_cluster: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -396,8 +400,24 @@ fn parse_toplevel(p: &mut P, m: &mut AModule) -> Result<(), EmuError> {
             Vec::new()
         };
         // performance directives
+        let (mut req_cluster, mut explicit_cluster) = (None, false);
         loop {
             match p.peek() {
+                Some(Tok::Ident(s)) if s == ".reqnctapercluster" => {
+                    p.i += 1;
+                    let mut d = [1u32; 3];
+                    for (k, x) in d.iter_mut().enumerate() {
+                        if k > 0 && !p.eat_p(',') {
+                            break;
+                        }
+                        *x = p.num()? as u32;
+                    }
+                    req_cluster = Some(d);
+                }
+                Some(Tok::Ident(s)) if s == ".explicitcluster" => {
+                    p.i += 1;
+                    explicit_cluster = true;
+                }
                 Some(Tok::Ident(s))
                     if matches!(
                         s.as_str(),
@@ -433,6 +453,8 @@ fn parse_toplevel(p: &mut P, m: &mut AModule) -> Result<(), EmuError> {
             rets,
             params,
             body,
+            req_cluster,
+            explicit_cluster,
         });
         return Ok(());
     }

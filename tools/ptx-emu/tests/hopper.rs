@@ -530,3 +530,46 @@ fn warp_specialised_tma_pipeline() {
     );
     assert_eq!(f.ptx_line, line_of(&src(), "// FLAG:pipeline_read"), "{f}");
 }
+
+#[test]
+fn generic_writes_need_a_proxy_fence_before_a_bulk_store() {
+    let mut e = Emu::new("hopper.ptx");
+    let out = e.alloc(256);
+    e.ok("proxy_fence_store", lin(1, 64), &[p64(out), p32(1)]);
+    let want: Vec<u32> = (0..64).map(|t| 4 * t + 1).collect();
+    assert_eq!(e.u32s(out, 64), want);
+    let f = e.fault(
+        "proxy_fence_store",
+        lin(1, 64),
+        &[p64(out), p32(0)],
+        FaultKind::AsyncProxyRace,
+    );
+    assert_eq!(f.ptx_line, line_of(&src(), "// FLAG:proxy_store"), "{f}");
+    assert!(f.detail.contains("fence.proxy.async"), "{f}");
+}
+
+#[test]
+fn bulk_reduce_add_f32_and_bf16() {
+    let mut e = Emu::new("hopper.ptx");
+    // f32: 1000 + t, plus 2t + 0.5 (exact); bf16: t plus 2t = 3t (exact below 256)
+    let g: Vec<f32> = (0..64).map(|t| 1000.0 + t as f32).collect();
+    let fout = e.up_f32(&g);
+    let bf = |x: f32| (x.to_bits() >> 16) as u16;
+    let to_bytes = |v: Vec<u16>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let bout = e.upload(&to_bytes((0..64).map(|t| bf(t as f32)).collect()));
+    let bsrc = e.upload(&to_bytes((0..64).map(|t| bf(2.0 * t as f32)).collect()));
+    e.ok(
+        "bulk_reduce_add",
+        lin(1, 64),
+        &[p64(fout), p64(bout), p64(bsrc)],
+    );
+    let want: Vec<f32> = (0..64).map(|t| 1000.0 + 3.0 * t as f32 + 0.5).collect();
+    assert_eq!(e.f32s(fout, 64), want);
+    let got: Vec<u16> = e
+        .bytes(bout, 128)
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let want: Vec<u16> = (0..64).map(|t| bf(3.0 * t as f32)).collect();
+    assert_eq!(got, want);
+}

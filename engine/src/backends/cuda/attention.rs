@@ -14,6 +14,7 @@ use cyberhost_kernels::attention::{
 };
 use cyberhost_kernels::{DType, KernelModule};
 
+use super::attention_sm90;
 use super::context::CudaBackend;
 use super::tensor::{promote, CudaTensor};
 use super::util::check_bytes;
@@ -85,7 +86,8 @@ pub fn attention<T: DeviceRepr>(
 
 /// [`Backend::attention_heads`](crate::backends::Backend::attention_heads) on CUDA: one flash launch
 /// per row range (rows before `extra`'s, its rows with the extra keys as the kernel's second key
-/// segment, the rows after), each writing its rows of one `(N, Lq, C)` output. Shapes no flash
+/// segment, the rows after), each writing its rows of one `(N, Lq, C)` output; on a Hopper-set
+/// device the sm_90a wgmma kernel (`attention_sm90`) runs the launches it takes. Shapes no flash
 /// entry takes (D > 160, Lk = 0, more than 65535 rows or heads, a scale <= 0) run the composed
 /// default.
 pub(crate) fn attention_heads(
@@ -164,11 +166,16 @@ pub(crate) fn attention_heads(
                 p = p.with_extra([be.ptr(ke), be.ptr(ve)], [es, es], le)?;
             }
         }
-        // SAFETY: `AttentionParams` mirrors `struct AttentionParams` of attention.cu; q, k, v, out
-        // (and the extra keys / values) are live tensors of this backend in the entry's dtype
-        // whose shapes were checked (check_attention_heads): rows r0..r0 + B of q / out (N, Lq,
-        // C) and k / v (N, Lk, C), every head's D columns inside C, the extra keys (1 or B, Le,
-        // C) read with batch stride 0 or Le C.
+        // SAFETY: `AttentionParams` mirrors `struct AttentionParams` of attention.cu (and of
+        // attention_sm90.cu); q, k, v, out (and the extra keys / values) are live tensors of this
+        // backend in the entry's dtype whose shapes were checked (check_attention_heads): rows
+        // r0..r0 + B of q / out (N, Lq, C) and k / v (N, Lk, C), every head's D columns inside
+        // C, the extra keys (1 or B, Le, C) read with batch stride 0 or Le C.
+        // Hopper: the wgmma kernel where it takes the params (bf16, D 16/32/40/64/80/128/160,
+        // 16-byte aligned), else the sm_80 entry.
+        if unsafe { attention_sm90::try_launch(be.device(), &p, shape, dt) }? {
+            return Ok(());
+        }
         unsafe {
             be.device().launch(
                 KernelModule::Attention,

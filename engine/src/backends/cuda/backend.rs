@@ -116,6 +116,17 @@ impl Backend for CudaBackend {
             => pool::max_pool2d;
         group_norm_act(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
             beta: Option<&CudaTensor>, eps: f32, act: Option<Unary>) => group_norm::group_norm_act;
+        group_norm_tokens(x: &CudaTensor, frames: usize, groups: usize,
+            gamma: Option<&CudaTensor>, beta: Option<&CudaTensor>, eps: f32)
+            => group_norm::group_norm_tokens;
+        tokens_planes_add(tokens: &CudaTensor, residual: &CudaTensor, frames: usize)
+            => group_norm::tokens_planes_add;
+        group_norm_conv1x1_tokens(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
+            beta: Option<&CudaTensor>, eps: f32, w: &CudaTensor, bias: Option<&CudaTensor>)
+            => group_norm::group_norm_conv1x1_tokens;
+        tokens_conv1x1_planes_add(tokens: &CudaTensor, w: &CudaTensor,
+            bias: Option<&CudaTensor>, residual: &CudaTensor)
+            => group_norm::tokens_conv1x1_planes_add;
         linear_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>,
             epi: LinearEpilogue<'_, CudaTensor>) => fused::linear_ext;
         conv2d_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,

@@ -14,6 +14,7 @@ use cyberhost_kernels::conv2d::{
 use cyberhost_kernels::{DType, KernelModule};
 
 use super::context::CudaBackend;
+use super::conv2d_sm90;
 use super::tensor::CudaTensor;
 use super::util::check_len;
 use super::CudaDevice;
@@ -54,14 +55,39 @@ pub fn conv2d<T: DeviceRepr>(
     shape: Conv2dShape,
     extras: Conv2dExtras<'_, T>,
 ) -> Result<()> {
-    conv2d_entry(dev, false, x, w, y, shape, extras)
+    conv2d_entry(dev, Route::Auto, false, x, w, y, shape, extras)
+}
+
+/// [`conv2d`] on the Hopper kernel (`conv2d_sm90.cu`) only: an error where it does not run (not an
+/// sm_90a device, or a shape / alignment it does not take). For tests and benches; [`conv2d`]
+/// picks it by itself where it runs.
+pub fn conv2d_sm90<T: DeviceRepr>(
+    dev: &CudaDevice,
+    x: &CudaSlice<T>,
+    w: &CudaSlice<T>,
+    y: &mut CudaSlice<T>,
+    shape: Conv2dShape,
+    extras: Conv2dExtras<'_, T>,
+) -> Result<()> {
+    conv2d_entry(dev, Route::Sm90, false, x, w, y, shape, extras)
+}
+
+/// Which kernel [`conv2d_entry`] may run: the Hopper one where it runs, else `conv2d.cu`
+/// (`Auto`), or the Hopper one only (`Sm90`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Auto,
+    Sm90,
 }
 
 /// [`conv2d`] on the bf16-operand entry of the shape's version ([`bf16_entry`]: v2 for kernels of
 /// at most 31 taps, else v1) with a bf16 `y`, or an f32 `y` when `out_f32` (no residual aliasing
-/// `y`: f32 activations keep the convolution unrounded).
+/// `y`: f32 activations keep the convolution unrounded); on an sm_90a device the Hopper kernel
+/// (`conv2d_sm90.cu`) for the shapes it takes (only it with [`Route::Sm90`]).
+#[allow(clippy::too_many_arguments)]
 fn conv2d_entry<T: DeviceRepr, Y: DeviceRepr>(
     dev: &CudaDevice,
+    route: Route,
     out_f32: bool,
     x: &CudaSlice<T>,
     w: &CudaSlice<T>,
@@ -105,6 +131,18 @@ fn conv2d_entry<T: DeviceRepr, Y: DeviceRepr>(
     let mut params = Conv2dParams::new(ptrs, s, extras.scale)?;
     if extras.broadcast_residual {
         params = params.with_broadcast_residual();
+    }
+    let sm90 = conv2d_sm90::takes(dev, s, &params);
+    anyhow::ensure!(
+        sm90 || route != Route::Sm90,
+        "conv2d_sm90: {s:?} is not supported on {} (arch {}, aligned {})",
+        dev.name(),
+        dev.arch(),
+        params.aligned
+    );
+    if sm90 {
+        // SAFETY: as below; `takes` holds.
+        return unsafe { conv2d_sm90::launch(dev, s, &params, out_f32) };
     }
     // SAFETY: `Conv2dParams` mirrors `struct Conv2dParams` of conv2d.cu (size asserted in
     // cyberhost-kernels); every pointer is a live `CudaSlice` of this device whose byte length was

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
 };
-use cyberhost_kernels::KernelModule;
+use cyberhost_kernels::{Arch, KernelModule};
 
 /// Names a driver library to load by path before cudarc looks for `libcuda.so` (e.g. the stand-in
 /// driver `target/debug/libptx_emu_driver.so`). Read by [`CudaDevice::new`] / [`driver_present`].
@@ -142,6 +142,42 @@ pub struct CudaDevice {
     dry: std::sync::atomic::AtomicBool,
     /// Streaming multiprocessors, read once at open (launch heuristics size grids by it).
     sm_count: u32,
+    /// Compute capability (major, minor), read once at open.
+    compute_capability: (u32, u32),
+    /// The kernel set this device runs ([`Arch::for_compute_capability`], or
+    /// `CYBERHOST_CUDA_ARCH`).
+    arch: Arch,
+}
+
+/// Overrides the kernel set: `sm_80` runs the sm_80 kernels on a Hopper (to compare them);
+/// `sm_90a` is refused on a device that is not CC 9.0.
+pub const ARCH_ENV: &str = "CYBERHOST_CUDA_ARCH";
+
+/// The kernel set for a device of compute capability `cc`, honouring [`ARCH_ENV`].
+fn pick_arch(cc: (u32, u32), name: &str) -> Result<Arch> {
+    let native = Arch::for_compute_capability(cc.0, cc.1).ok_or_else(|| {
+        anyhow!(
+            "{name} has compute capability {}.{}; cyberhost's kernels need CC 8.0 or newer \
+             (A100, Ada, H100/H200): use --backend cpu",
+            cc.0,
+            cc.1
+        )
+    })?;
+    match std::env::var(ARCH_ENV) {
+        Err(_) => Ok(native),
+        Ok(v) => match v.trim() {
+            "" => Ok(native),
+            "sm_80" => Ok(Arch::Sm80),
+            "sm_90a" if native == Arch::Sm90a => Ok(Arch::Sm90a),
+            "sm_90a" => bail!(
+                "{ARCH_ENV}=sm_90a but {name} is CC {}.{} (sm_90a kernels run only on CC 9.0, \
+                 H100/H200): unset {ARCH_ENV} or set it to sm_80",
+                cc.0,
+                cc.1
+            ),
+            other => bail!("{ARCH_ENV}=`{other}` is not `sm_80` or `sm_90a`: unset it or pick one"),
+        },
+    }
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -150,6 +186,14 @@ impl std::fmt::Debug for CudaDevice {
             .field("ordinal", &self.ordinal)
             .field("name", &self.name)
             .field("emulated", &self.is_emulated())
+            .field(
+                "cc",
+                &format_args!(
+                    "{}.{}",
+                    self.compute_capability.0, self.compute_capability.1
+                ),
+            )
+            .field("kernels", &format_args!("{}", self.arch))
             .finish()
     }
 }
@@ -236,6 +280,16 @@ impl CudaDevice {
             .and_then(|n| u32::try_from(n).ok())
             .filter(|&n| n > 0)
             .unwrap_or(132);
+        let cc_attr = |a| {
+            ctx.attribute(a)
+                .with_context(|| format!("cannot read the compute capability of {name}"))
+                .and_then(|v| u32::try_from(v).context("negative compute capability"))
+        };
+        let compute_capability = (
+            cc_attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+            cc_attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+        );
+        let arch = pick_arch(compute_capability, &name)?;
         Ok(CudaDevice {
             ordinal,
             name,
@@ -246,6 +300,8 @@ impl CudaDevice {
             observer: Mutex::new(None),
             dry: std::sync::atomic::AtomicBool::new(false),
             sm_count,
+            compute_capability,
+            arch,
         })
     }
 
@@ -300,6 +356,18 @@ impl CudaDevice {
         let mut cache = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = cache.get(&module) {
             return Ok(m.clone());
+        }
+        if module.arch() > self.arch {
+            bail!(
+                "kernels/ptx/{}.ptx is {} PTX but {} (CC {}.{}) runs the {} kernel set; \
+                 this is a dispatch bug: Hopper modules are only for CC 9.0",
+                module.name(),
+                module.arch(),
+                self.name,
+                self.compute_capability.0,
+                self.compute_capability.1,
+                self.arch
+            );
         }
         let ptx = cudarc::nvrtc::Ptx::from_src(module.ptx());
         let loaded = self.ctx.load_module(ptx).with_context(|| {
@@ -383,6 +451,18 @@ impl CudaDevice {
     /// H100 SXM) if the driver does not say. Read once when the device is opened.
     pub fn sm_count(&self) -> u32 {
         self.sm_count
+    }
+
+    /// Compute capability (major, minor), read once when the device is opened.
+    pub fn compute_capability(&self) -> (u32, u32) {
+        self.compute_capability
+    }
+
+    /// The kernel set this device runs: [`Arch::Sm90a`] on CC 9.0 (H100/H200, and the stand-in
+    /// at its default `PTX_EMU_ARCH=sm_90a`), else [`Arch::Sm80`]; `CYBERHOST_CUDA_ARCH=sm_80`
+    /// forces the sm_80 kernels. Ops with a Hopper kernel dispatch on this.
+    pub fn arch(&self) -> Arch {
+        self.arch
     }
 
     /// Wait for all work on the stream.

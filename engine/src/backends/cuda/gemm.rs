@@ -1,7 +1,8 @@
 //! Launchers for `kernels/cuda/gemm.cu` (`linear_v1_bf16`, `matmul_v1_bf16`): bf16 tensor-core
 //! GEMM with a fused `scale * (acc + bias [GEGLU] + residual)` epilogue; [`gemm_f32`] for its f32
 //! entries (`linear_v1_f32`, `linear_wbf16_v1_f32`, `matmul_v1_f32`: f32 A split into bf16
-//! hi + lo in registers, f32-accurate products, f32 epilogue operands and output).
+//! hi + lo in registers, f32-accurate products, f32 epilogue operands and output). On an sm_90a
+//! device [`launch`] hands the bf16 linears `gemm_sm90` supports to `gemm_sm90.rs`.
 
 use anyhow::{ensure, Context, Result};
 use cudarc::driver::DeviceRepr;
@@ -10,7 +11,7 @@ use cyberhost_kernels::gemm::{
     launch_config, GemmEpilogue, GemmLayout, GemmOp, GemmParams, GemmPlan, GemmPtrs, GemmShape,
     GemmV2Params, SPLITK_ENTRY,
 };
-use cyberhost_kernels::{DType, KernelModule};
+use cyberhost_kernels::{gemm_sm90, Arch, DType, KernelModule};
 
 use super::context::CudaBackend;
 use super::tensor::CudaTensor;
@@ -268,19 +269,26 @@ pub fn launch<T: DeviceRepr>(
         dev.sm_count(),
         extras.workspace.is_some(),
     );
-    if plan.fits(&params, shape) {
-        let ws = match extras.workspace {
-            Some(w) if plan.splits > 1 => {
-                let need = plan.workspace_len(shape, extras.geglu) * 4;
-                ensure!(
-                    w.num_bytes() as u64 >= need,
-                    "{entry} split-K workspace: {} bytes, the plan needs {need}",
-                    w.num_bytes()
-                );
-                Some(w.device_ptr(stream))
-            }
-            _ => None,
-        };
+    let v2 = plan.fits(&params, shape);
+    let ws = match extras.workspace {
+        Some(w) if v2 && plan.splits > 1 => {
+            let need = plan.workspace_len(shape, extras.geglu) * 4;
+            ensure!(
+                w.num_bytes() as u64 >= need,
+                "{entry} split-K workspace: {} bytes, the plan needs {need}",
+                w.num_bytes()
+            );
+            Some(w.device_ptr(stream))
+        }
+        _ => None,
+    };
+    // Hopper: the persistent TMA + wgmma kernel for the linears it takes (no split-K: its CTAs
+    // stay resident and loop over the tiles; a given workspace is checked above all the same).
+    if op == GemmOp::Linear && dev.arch() == Arch::Sm90a && gemm_sm90::supports(ptrs, shape, layout)
+    {
+        return super::gemm_sm90::launch(dev, ptrs, shape, layout, epi);
+    }
+    if v2 {
         let p = GemmV2Params::new(params, plan, shape, ws.as_ref().map_or(0, |w| w.0))?;
         let entry = plan.tile.entry(op);
         let what = || format!("{entry} M {} N {} K {}", shape.m, shape.n, shape.k);

@@ -1,17 +1,41 @@
 //! Launcher of `kernels/cuda/group_norm.cu`: `group_norm`, and `group_norm_act` with SiLU in
-//! the same launch (other activations run composed).
+//! the same launch (other activations run composed); `group_norm_tokens` and `tokens_planes_add`
+//! (the token-layout entries), and the Transformer2DModel entry / exit around them
+//! (`group_norm_conv1x1_tokens`, `tokens_conv1x1_planes_add`: the 1x1 convs as `linear`s).
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use cyberhost_kernels::group_norm::{
-    self as gn, GroupNorm2Params, GroupNormParams, GroupNormShape,
+    self as gn, GnTokensParams, GroupNorm2Params, GroupNormParams, GroupNormShape,
 };
 use cyberhost_kernels::{DType, KernelModule};
 
 use super::context::CudaBackend;
+use super::linalg;
 use super::pointwise::channel_vec;
 use super::tensor::CudaTensor;
+use super::util::u32_of;
 use crate::backends::shape::group_norm_channels;
 use crate::backends::{composed, TensorLike, Unary};
+
+/// gamma and beta `(C)` in x's dtype; identity vectors stand in for missing ones (the kernels
+/// always apply an affine).
+fn affine_vecs(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    c: usize,
+    gamma: Option<&CudaTensor>,
+    beta: Option<&CudaTensor>,
+) -> Result<(CudaTensor, CudaTensor)> {
+    let gamma = match channel_vec(be, "group_norm", "gamma", gamma, c, x)? {
+        Some(g) => g,
+        None => be.from_f32_as(&[c], &vec![1.0; c], x.dtype())?,
+    };
+    let beta = match channel_vec(be, "group_norm", "beta", beta, c, x)? {
+        Some(b) => b,
+        None => be.zeros_as(&[c], x.dtype())?,
+    };
+    Ok((gamma, beta))
+}
 
 /// `act(group_norm(x))`: op `"group_norm"` without an activation, `"group_norm_silu"` with SiLU,
 /// the composition of the unfused ops with any other.
@@ -31,21 +55,11 @@ pub(crate) fn group_norm_act(
     };
     let c = group_norm_channels(x.shape(), groups)?;
     let n = x.shape()[0];
-    let gamma = channel_vec(be, "group_norm", "gamma", gamma, c, x)?;
-    let beta = channel_vec(be, "group_norm", "beta", beta, c, x)?;
     let out = be.alloc(x.shape(), x.dtype())?;
     if x.elem_count() == 0 {
         return Ok(out);
     }
-    // The kernel always applies an affine: identity vectors stand in for missing ones.
-    let gamma = match gamma {
-        Some(g) => g,
-        None => be.from_f32_as(&[c], &vec![1.0; c], x.dtype())?,
-    };
-    let beta = match beta {
-        Some(b) => b,
-        None => be.zeros_as(&[c], x.dtype())?,
-    };
+    let (gamma, beta) = affine_vecs(be, x, c, gamma, beta)?;
     let s = x.elem_count() / (n * c);
     let shape = GroupNormShape {
         n: n as u64,
@@ -96,4 +110,179 @@ pub(crate) fn group_norm_act(
     }
     drop(ws);
     Ok(out)
+}
+
+/// The planes `(N·F, C, H, W)` of a token-layout op as the kernels' shape (`n` = N·F planes).
+fn planes_shape(
+    op: &str,
+    planes: &[usize],
+    frames: usize,
+    groups: usize,
+) -> Result<GroupNormShape> {
+    match *planes {
+        [nf, c, h, w] if frames > 0 && nf % frames == 0 && groups > 0 && c % groups == 0 => {
+            Ok(GroupNormShape {
+                n: nf as u64,
+                c: c as u64,
+                s: (h * w) as u64,
+                groups: groups as u64,
+            })
+        }
+        _ => bail!(
+            "{op}: planes {planes:?} must be (N·F, C, H, W) with F = {frames} dividing N·F and \
+             {groups} groups dividing C"
+        ),
+    }
+}
+
+/// [`Backend::group_norm_tokens`](crate::backends::Backend::group_norm_tokens): the v2 stats
+/// launch over the planes, then `group_norm_tokens_v1` (the group statistics merged over the
+/// frames, the affine, the tile transpose to tokens). No layout copy.
+pub(crate) fn group_norm_tokens(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    frames: usize,
+    groups: usize,
+    gamma: Option<&CudaTensor>,
+    beta: Option<&CudaTensor>,
+    eps: f32,
+) -> Result<CudaTensor> {
+    let shape = planes_shape("group_norm_tokens", x.shape(), frames, groups)?;
+    let (c, s) = (shape.c as usize, shape.s as usize);
+    let out = be.alloc(&[x.shape()[0] / frames, s, frames, c], x.dtype())?;
+    if x.elem_count() == 0 {
+        return Ok(out);
+    }
+    let (gamma, beta) = affine_vecs(be, x, c, gamma, beta)?;
+    let dtype = x.dtype();
+    let p = GroupNormParams::new(
+        be.ptr(x),
+        be.ptr(&gamma),
+        be.ptr(&beta),
+        be.ptr(&out),
+        shape,
+        eps,
+    )?;
+    let ws = be.alloc(&[gn::workspace_f32s(shape, dtype) as usize], DType::F32)?;
+    let p2 = GroupNorm2Params::new(p, be.ptr(&ws), dtype)?;
+    let pt = GnTokensParams::new(p2, 0, u32_of(frames, "group_norm_tokens frames")?)?;
+    // SAFETY: group_norm_stats_v2_<dtype>(GroupNorm2Params) over x as (N·F, C, S) planes writes
+    // every (plane, group, chunk) partial of ws (workspace_f32s f32s) before
+    // group_norm_tokens_v1_<dtype>(GnTokensParams) (the next launch on the stream) merges them;
+    // it reads x (N·F, C, S), gamma and beta (C) in x's dtype and writes out (N, S, F, C) with no
+    // aliasing.
+    unsafe {
+        be.launch_version(
+            KernelModule::GroupNorm,
+            "group_norm_stats",
+            2,
+            dtype,
+            gn::launch_config_v2(shape, dtype),
+            &p2,
+        )?;
+        be.launch(
+            KernelModule::GroupNorm,
+            "group_norm_tokens",
+            dtype,
+            gn::launch_config_tokens(shape),
+            &pt,
+        )?;
+    }
+    drop(ws);
+    Ok(out)
+}
+
+/// [`Backend::tokens_planes_add`](crate::backends::Backend::tokens_planes_add): one
+/// `tokens_planes_add_v1` launch (tile transpose + residual add); mixed dtypes run composed.
+pub(crate) fn tokens_planes_add(
+    be: &CudaBackend,
+    tokens: &CudaTensor,
+    residual: &CudaTensor,
+    frames: usize,
+) -> Result<CudaTensor> {
+    let shape = planes_shape("tokens_planes_add", residual.shape(), frames, 1)?;
+    if tokens.dtype() != residual.dtype() || tokens.elem_count() != residual.elem_count() {
+        return composed::tokens_planes_add(be, tokens, residual, frames);
+    }
+    let out = be.alloc(residual.shape(), residual.dtype())?;
+    if out.elem_count() == 0 {
+        return Ok(out);
+    }
+    // Only x (the tokens), y and the shape fields are read by this entry.
+    let p = GroupNorm2Params {
+        x: be.ptr(tokens),
+        gamma: 0,
+        beta: 0,
+        y: be.ptr(&out),
+        ws: 0,
+        n: u32_of(shape.n as usize, "tokens_planes_add planes")?,
+        c: u32_of(shape.c as usize, "tokens_planes_add channels")?,
+        s: u32_of(shape.s as usize, "tokens_planes_add H·W")?,
+        groups: 1,
+        eps: 0.0,
+        chunks: 0,
+    };
+    let pt = GnTokensParams::new(
+        p,
+        be.ptr(residual),
+        u32_of(frames, "tokens_planes_add frames")?,
+    )?;
+    // SAFETY: tokens_planes_add_v1_<dtype>(GnTokensParams): x holds the (N, S, F, C) tokens (the
+    // element count of the residual, checked above), residual and out are (N·F, C, S) planes, all
+    // in one dtype; out is fresh (no aliasing).
+    unsafe {
+        be.launch_to(
+            KernelModule::GroupNorm,
+            "tokens_planes_add",
+            gn::launch_config_tokens(shape),
+            &pt,
+            out,
+        )
+    }
+}
+
+/// [`Backend::group_norm_conv1x1_tokens`](crate::backends::Backend::group_norm_conv1x1_tokens):
+/// `group_norm_tokens` (F = 1), then the 1x1 conv as a `linear` over the tokens (the weight
+/// `(O, C, 1, 1)` read as `(O, C)`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn group_norm_conv1x1_tokens(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    groups: usize,
+    gamma: Option<&CudaTensor>,
+    beta: Option<&CudaTensor>,
+    eps: f32,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+) -> Result<CudaTensor> {
+    let w2 = conv1x1_as_linear("group_norm_conv1x1_tokens", w)?;
+    let t = group_norm_tokens(be, x, 1, groups, gamma, beta, eps)?;
+    let s = t.shape().to_vec(); // (N, H·W, 1, C)
+    let t = t.with_shape(vec![s[0], s[1], s[3]]);
+    linalg::linear(be, &t, &w2, bias)
+}
+
+/// [`Backend::tokens_conv1x1_planes_add`](crate::backends::Backend::tokens_conv1x1_planes_add):
+/// the 1x1 conv as a `linear` over the tokens, then `tokens_planes_add` (F = 1).
+pub(crate) fn tokens_conv1x1_planes_add(
+    be: &CudaBackend,
+    tokens: &CudaTensor,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+    residual: &CudaTensor,
+) -> Result<CudaTensor> {
+    let w2 = conv1x1_as_linear("tokens_conv1x1_planes_add", w)?;
+    let y = linalg::linear(be, tokens, &w2, bias)?;
+    tokens_planes_add(be, &y, residual, 1)
+}
+
+/// A 1x1 conv weight `(O, C, 1, 1)` as the linear weight `(O, C)` (same buffer).
+fn conv1x1_as_linear(op: &str, w: &CudaTensor) -> Result<CudaTensor> {
+    match *w.shape() {
+        [o, c, 1, 1] => Ok(w.with_shape(vec![o, c])),
+        _ => bail!(
+            "{op}: w {:?} must be a 1x1 conv weight (O, C, 1, 1)",
+            w.shape()
+        ),
+    }
 }

@@ -1,5 +1,5 @@
 //! Launchers of `kernels/cuda/layout.cu`: reshape (no copy), permute, concat, narrow (strided
-//! `copy`), index_select, pad2d.
+//! `copy`; a leading prefix of the buffer is a view, no copy), index_select, pad2d.
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::layout::{launch_config, LayoutParams, LAYOUT_MAX_RANK};
@@ -134,6 +134,11 @@ pub(crate) fn narrow(
     let d = t.shape()[dim];
     let outer: usize = t.shape()[..dim].iter().product();
     let inner: usize = t.shape()[dim + 1..].iter().product();
+    if start == 0 && outer <= 1 {
+        // A leading prefix of the buffer (e.g. the first L rows of a position table): a view of
+        // the same buffer with the shorter shape, like `reshape`; no copy launch.
+        return Ok(t.with_shape(shape));
+    }
     let out = be.alloc(&shape, t.dtype())?;
     strided_copy(
         be,

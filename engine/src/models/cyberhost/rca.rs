@@ -304,9 +304,17 @@ impl<B: Backend> RegionCodebookAttention<B> {
         let (n, h, w) = (s[0], s[2], s[3]);
         let hw = h * w;
 
-        // X = GroupNorm(F_in) as (N, h·w, C)
-        let x = self.norm.forward(be, f_in)?;
-        let x = be.permute(&be.reshape(&x, &[n, c, hw])?, &[0, 2, 1])?;
+        // X = GroupNorm(F_in) as (N, h·w, C), written in token layout by the norm itself
+        let norm = &self.norm;
+        let x = be.group_norm_tokens(
+            f_in,
+            1,
+            norm.groups,
+            Some(&norm.weight),
+            Some(&norm.bias),
+            norm.eps,
+        )?;
+        let x = be.reshape(&x, &[n, hw, c])?;
 
         // motion codebook
         let (sk, sv) = &kv.spatial;

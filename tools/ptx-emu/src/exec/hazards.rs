@@ -90,6 +90,9 @@ impl<'a, 'b> Block<'a, 'b> {
             return Ok(());
         }
         self.guard_check(lane, tid, off, len, false)?;
+        if write {
+            self.proxy_note(tid, w.pc, off, len);
+        }
         let races = self.c.opts.detect_races;
         let uninit = self.c.opts.detect_uninit_shared;
         let ep = self.epoch & EPOCH_MASK;

@@ -60,6 +60,8 @@ pub(crate) struct HopState {
     /// Bytes moved by bulk / tensor copies (global → shared, shared → global).
     pub bytes_g2s: u64,
     pub bytes_s2g: u64,
+    /// Generic-proxy shared writes not yet fenced for the async proxy (`exec/proxy.rs`).
+    pub proxy: super::proxy::ProxyState,
 }
 
 impl<'a, 'b> Block<'a, 'b> {
@@ -87,7 +89,7 @@ impl<'a, 'b> Block<'a, 'b> {
     }
 
     /// The mbarrier at `off` (fault when it was never initialised or was invalidated).
-    fn mbar_get(&mut self, lane: usize, off: u32) -> R<&mut Mbar> {
+    pub(super) fn mbar_get(&mut self, lane: usize, off: u32) -> R<&mut Mbar> {
         self.hop.mbars.get_mut(&off).ok_or_else(|| {
             e(
                 FaultKind::Trap,
@@ -193,13 +195,19 @@ impl<'a, 'b> Block<'a, 'b> {
                 has_arg,
             } => {
                 for l in lanes(exec) {
-                    let off = self.mbar_off(w, &ins.s[0], sp, l)?;
                     let arg = if *has_arg {
                         self.val(w, &ins.s[1], l) as u32
                     } else {
                         1
                     };
                     let (count, tx) = if *expect_tx { (1, arg) } else { (arg, 0) };
+                    let a = self.addr(w, &ins.s[0], l);
+                    if sp == Space::Shared && self.dsmem_target(a).is_some() {
+                        // a .shared::cluster address naming a rank (exec/cluster.rs)
+                        self.remote_arrive(w, l, a, count, tx)?;
+                        continue;
+                    }
+                    let off = self.mbar_off(w, &ins.s[0], sp, l)?;
                     let tid = w.idx * 32 + l as u32;
                     let pc = w.pc;
                     let b = self.mbar_get(l, off)?;
@@ -260,21 +268,10 @@ impl<'a, 'b> Block<'a, 'b> {
             HopOp::Setmaxnreg { inc, n } => {
                 self.setmaxnreg(w, *inc, *n, exec, true)?;
             }
-            HopOp::Mapa => {
-                for l in lanes(exec) {
-                    let a = self.val(w, &ins.s[0], l);
-                    let rank = self.val(w, &ins.s[1], l) as u32;
-                    if rank != 0 {
-                        return Err(e(
-                            FaultKind::OutOfBounds,
-                            l as u32,
-                            Some(a),
-                            format!("mapa to cluster rank {rank}: the cluster has one block (rank 0); clusters of more blocks are not emulated"),
-                        ));
-                    }
-                    Self::set(w, &ins.d[0], l, a);
-                }
-            }
+            HopOp::Mapa => self.exec_mapa(w, ins, exec)?,
+            HopOp::ClusterArrive => self.cluster_arrive(w, exec)?,
+            HopOp::ProxyFence => self.proxy_fence(w, exec),
+            HopOp::Dsmem(d) => self.exec_dsmem(w, ins, *d, exec)?,
             HopOp::MbarWait { .. } => unreachable!("waits run in mbar_wait"),
             _ => self.exec_tma(w, ins, op, exec)?,
         }
@@ -322,6 +319,7 @@ impl<'a, 'b> Block<'a, 'b> {
         self.hop_size(wi);
         let parity = match &ins.op {
             Op::Hopper(HopOp::MbarWait { parity, .. }) => parity,
+            Op::Hopper(HopOp::ClusterWait) => return self.cluster_wait(w, exec, mask, pc),
             Op::Hopper(HopOp::Setmaxnreg { inc, n }) => {
                 let timed_out = self.hop.timeout[wi] & exec != 0;
                 self.hop.timeout[wi] &= !exec;
@@ -625,16 +623,4 @@ impl<'a, 'b> Block<'a, 'b> {
             ))
         }
     }
-}
-
-/// `%cluster_ctaid.xyz`, `%cluster_nctaid.xyz`, `%cluster_ctarank`, `%cluster_nctarank`,
-/// `%clusterid.xyz`, `%nclusterid.xyz`, `%is_explicit_cluster` of a block: every launch runs
-/// 1×1×1 clusters (a launch without a cluster attribute is an implicit one), so the block is
-/// rank 0 of its own cluster and the clusters are the blocks.
-pub(super) fn cluster_specials(ctaid: [u32; 3], grid: [u32; 3]) -> [u64; 15] {
-    let c = ctaid.map(u64::from);
-    let g = grid.map(u64::from);
-    [
-        0, 0, 0, 1, 1, 1, 0, 1, c[0], c[1], c[2], g[0], g[1], g[2], 0,
-    ]
 }

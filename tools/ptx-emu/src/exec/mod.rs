@@ -10,6 +10,7 @@ use half::f16;
 
 mod alu;
 mod atomics;
+mod cluster;
 mod control;
 mod dispatch;
 mod fast;
@@ -18,6 +19,7 @@ mod fp8;
 mod hazards;
 mod mbarrier;
 mod memory;
+mod proxy;
 mod stats;
 mod tensor_core;
 mod tma;
@@ -181,6 +183,8 @@ struct Ctx<'a> {
     max_steps: u64,
     /// Profiling (`PTX_EMU_STATS`): where blocks' counters go, which blocks run.
     prof: Option<&'a Profiling<'a>>,
+    /// Thread-block cluster shape and the blocks of the cluster being run (`exec/cluster.rs`).
+    cluster: cluster::Cluster,
 }
 
 /// Global memory as a block sees it: the memory itself (blocks one after another), or a shared
@@ -324,6 +328,7 @@ const MAX_BLOCK_REGISTER_BYTES: u64 = 1 << 30;
 
 pub(crate) fn launch(
     call: KernelCall<'_>,
+    cluster_dims: [u32; 3],
     mem: &mut Memory,
     opts: &LaunchOptions,
     prof: Option<&Profiling>,
@@ -434,6 +439,9 @@ pub(crate) fn launch(
             ))
         });
     }
+    let cluster_dims = cluster::launch_dims(&prog, cluster_dims).map_err(bad)?;
+    cluster::check_dims(cluster_dims, cfg.grid).map_err(bad)?;
+    let clustered = cluster_dims != [1, 1, 1];
     let gsyms: Vec<u64> = mem
         .load_module_globals(module)
         .map_err(|er| bad(format!("cannot back module globals: {er}")))?
@@ -459,20 +467,29 @@ pub(crate) fn launch(
         shadow_buf: Vec::new(),
         max_steps,
         prof,
+        cluster: cluster::Cluster::new(cluster_dims),
     };
     let grid_blocks = cfg.grid[0] as u64 * cfg.grid[1] as u64 * cfg.grid[2] as u64;
     // Sampled launches run the listed blocks only: block `b` below is the `b`-th of them.
-    let picked = prof.and_then(|p| p.blocks.as_deref());
+    let picked = prof
+        .and_then(|p| p.blocks.as_deref())
+        .filter(|_| !clustered);
     let nblocks = picked.map_or(grid_blocks, |v| v.len() as u64);
     let ctaid_of = |b: u64| {
         let b = picked.map_or(b, |v| v[b as usize]);
+        // clusters: `b` counts the blocks cluster by cluster, rank by rank
+        let b = cluster::block_index(b, cluster_dims, cfg.grid);
         [
             (b % cfg.grid[0] as u64) as u32,
             ((b / cfg.grid[0] as u64) % cfg.grid[1] as u64) as u32,
             (b / (cfg.grid[0] as u64 * cfg.grid[1] as u64)) as u32,
         ]
     };
-    let threads = launch_threads(nblocks, &prog, opts);
+    let threads = if clustered {
+        1
+    } else {
+        launch_threads(nblocks, &prog, opts)
+    };
     if threads > 1 {
         return launch_parallel(mem, opts, nblocks, threads, &new_ctx, &ctaid_of);
     }
@@ -485,7 +502,9 @@ pub(crate) fn launch(
         }
         let mut rng = Rng(opts.seed ^ (s as u64).wrapping_mul(0x9e37_79b9));
         let mut order: Vec<u64> = (0..nblocks).collect();
-        if s != 0 {
+        if s != 0 && clustered {
+            cluster::shuffle_clusters(&mut order, cluster_dims, &mut rng);
+        } else if s != 0 {
             for i in (1..order.len()).rev() {
                 let j = rng.below(i as u64 + 1) as usize;
                 order.swap(i, j);
@@ -664,7 +683,7 @@ fn run_block(
                 32,
             ];
             let dims = dims.into_iter().flatten().map(u64::from);
-            let cluster = mbarrier::cluster_specials(ctaid, cfg.grid);
+            let cluster = ctx.cluster.specials(ctaid, cfg.grid);
             for (k, v) in dims.chain(scalars).chain(cluster).enumerate() {
                 w.regs[k * 32 + li] = v;
             }
@@ -712,6 +731,9 @@ fn run_block(
 
 impl<'a, 'b> Block<'a, 'b> {
     fn schedule(&mut self, sched: u32, rng: &mut Rng) -> Result<(), Fault> {
+        if self.c.cluster.size() > 1 {
+            return self.schedule_cluster(sched, rng);
+        }
         let mut rr = 0usize;
         let mut runnable = [0usize; 32];
         loop {

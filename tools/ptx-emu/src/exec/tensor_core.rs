@@ -30,8 +30,8 @@ pub(super) fn matrix_row_address(addr: u64, l: usize, generic: bool, what: &str)
 
 impl<'a, 'b> Block<'a, 'b> {
     pub(super) fn ldmatrix(&mut self, w: &mut Warp, ins: &Instr, num: usize, trans: bool) -> R<()> {
-        // rows[m][r][c]: matrix m, row r (from lane 8m+r), 8 b16 columns
-        let mut rows = [[[0u16; 8]; 8]; 4];
+        // rows[m][r]: the 16 bytes (8 b16 columns) of matrix m, row r (from lane 8m+r)
+        let mut rows = [[[0u8; 16]; 8]; 4];
         let generic = matches!(ins.s[1], Opnd::Imm(x) if x == Space::Generic as u64);
         let addrs = self.addrs32(w, &ins.s[0]);
         for (m, mat) in rows.iter_mut().enumerate().take(num) {
@@ -44,28 +44,28 @@ impl<'a, 'b> Block<'a, 'b> {
                     let tid = w.idx * 32 + l as u32;
                     self.shared_check(w, l, tid, off, 16, false, false, None)?;
                 }
-                let buf: [u8; 16] = self.shared[off..off + 16].try_into().unwrap();
-                for c in 0..8 {
-                    row[c] = u16::from_le_bytes([buf[2 * c], buf[2 * c + 1]]);
-                }
+                *row = self.shared[off..off + 16].try_into().unwrap();
             }
         }
         let Opnd::Vec(d) = &ins.d[0] else {
             unreachable!()
         };
+        let b16 =
+            |row: &[u8; 16], c: usize| u16::from_le_bytes([row[2 * c], row[2 * c + 1]]) as u64;
         for (m, dm) in d.iter().enumerate().take(num) {
             let Opnd::Reg(dr) = *dm else { continue };
             // every lane takes part (.aligned): straight into the destination row
             let i = dr as usize * 32;
             let row: &mut [u64; 32] = (&mut w.regs[i..i + 32]).try_into().unwrap();
+            let mat = &rows[m];
             for (l, v) in row.iter_mut().enumerate() {
                 let (g, t) = (l / 4, l % 4);
-                let (x0, x1) = if trans {
-                    (rows[m][2 * t][g], rows[m][2 * t + 1][g])
+                *v = if trans {
+                    b16(&mat[2 * t], g) | (b16(&mat[2 * t + 1], g) << 16)
                 } else {
-                    (rows[m][g][2 * t], rows[m][g][2 * t + 1])
+                    // columns 2t, 2t + 1 of row g: bytes 4t..4t + 4
+                    u32::from_le_bytes(mat[g][4 * t..4 * t + 4].try_into().unwrap()) as u64
                 };
-                *v = x0 as u64 | ((x1 as u64) << 16);
             }
         }
         Ok(())
@@ -93,64 +93,54 @@ impl<'a, 'b> Block<'a, 'b> {
 
     #[inline(always)]
     fn mma_body(&mut self, w: &mut Warp, ins: &Instr, k: usize, ab: Ty) {
-        let bf = ab == Ty::BF16;
-        // a: 16 × k (row-major, stride 16), b: k × 8, c/d: 16 × 8, first as f32 bit patterns
-        // (bf16 → f32 and f16 → f32 are exact), placed through the fragment tables (every element
-        // is written by exactly one (register, lane, half)), then widened to f64 in straight loops
-        let mut a32 = [0u32; 256];
-        let mut b32 = [0u32; 128];
-        let mut c32 = [0u32; 128];
+        // a: 16 × k (row-major, stride 16), b: k × 8, c/d: 16 × 8, as f64 (bf16/f16 → f32 → f64
+        // are exact). An A/B register row holds 8 groups of 4 lanes; the 8 halves of group g
+        // (lane order, low half first) are 8 consecutive elements of one row of A (one column of
+        // B), so each row is widened in one straight loop and placed block by block (the ISA's
+        // fragment layout, `mma_a_pos`/`mma_b_pos`/`mma_c_pos`; `tests::mma_placement_matches_layout`
+        // checks the placement against them).
         let (Opnd::Vec(da), Opnd::Vec(db), Opnd::Vec(dc), Opnd::Vec(dd)) =
             (&ins.s[0], &ins.s[1], &ins.s[2], &ins.d[0])
         else {
             unreachable!()
         };
-        let to_f32 = |h: u64| -> u32 {
-            if bf {
-                // bf16 is the top half of an f32
-                (h as u32) << 16
-            } else {
-                f16::from_bits(h as u16).to_f32().to_bits()
-            }
-        };
-        let t = if k == 16 { &MMA_K16 } else { &MMA_K8 };
+        let bf = ab == Ty::BF16;
+        let k16 = k == 16;
         let (g, clk) = (self.c.gsyms, w.clock);
         let mut tmp = [0u64; 32];
-        for (ri, r) in da.iter().enumerate().take(4) {
-            let v = src32(&w.regs, g, clk, r, &mut tmp);
-            let pos = &t.a[ri];
-            for (l, &v) in v.iter().enumerate() {
-                a32[pos[2 * l] as usize] = to_f32(v & 0xffff);
-                a32[pos[2 * l + 1] as usize] = to_f32((v >> 16) & 0xffff);
+        let mut a = [0f64; 256];
+        let mut b = [0f64; 128];
+        let mut c = [0f64; 128];
+        for (ri, r) in da.iter().enumerate().take(if k16 { 4 } else { 2 }) {
+            let v = widen_halves(src32(&w.regs, g, clk, r, &mut tmp), bf);
+            let (row0, col0) = mma_a_block(k16, ri);
+            for gi in 0..8 {
+                let o = (row0 + gi) * 16 + col0;
+                a[o..o + 8].copy_from_slice(&v[8 * gi..8 * gi + 8]);
             }
         }
-        for (ri, r) in db.iter().enumerate().take(2) {
-            let v = src32(&w.regs, g, clk, r, &mut tmp);
-            let pos = &t.b[ri];
-            for (l, &v) in v.iter().enumerate() {
-                b32[pos[2 * l] as usize & 127] = to_f32(v & 0xffff);
-                b32[pos[2 * l + 1] as usize & 127] = to_f32((v >> 16) & 0xffff);
+        for (ri, r) in db.iter().enumerate().take(if k16 { 2 } else { 1 }) {
+            let v = widen_halves(src32(&w.regs, g, clk, r, &mut tmp), bf);
+            for gi in 0..8 {
+                for j in 0..8 {
+                    b[(8 * ri + j) * 8 + gi] = v[8 * gi + j];
+                }
             }
         }
         for (i, r) in dc.iter().enumerate().take(4) {
             let v = src32(&w.regs, g, clk, r, &mut tmp);
-            for (&p, &v) in MMA_C[i].iter().zip(v.iter()) {
-                c32[p as usize & 127] = v as u32;
+            for (l, &v) in v.iter().enumerate() {
+                c[mma_c_index(i, l)] = f32::from_bits(v as u32) as f64;
             }
         }
-        let widen = |x: &u32| f32::from_bits(*x) as f64;
-        let a: [f64; 256] = std::array::from_fn(|i| widen(&a32[i]));
-        let b: [f64; 128] = std::array::from_fn(|i| widen(&b32[i]));
-        let mut c: [f64; 128] = std::array::from_fn(|i| widen(&c32[i]));
         // D = A·B + C: products are exact in f64, the sum runs over k in order in f64 and is
         // rounded once to f32 (see docs/emulator.md for the error model).
         ksum(&a, &b, &mut c, k);
         for (i, r) in dd.iter().enumerate().take(4) {
             if let Opnd::Reg(r) = *r {
-                let pos = &MMA_C[i];
                 let mut v = [0u64; 32];
                 for (l, v) in v.iter_mut().enumerate() {
-                    *v = (c[pos[l] as usize & 127] as f32).to_bits() as u64;
+                    *v = (c[mma_c_index(i, l)] as f32).to_bits() as u64;
                 }
                 store32(&mut w.regs, r, &v, u32::MAX);
             }
@@ -158,59 +148,42 @@ impl<'a, 'b> Block<'a, 'b> {
     }
 }
 
-/// Where each (register, lane, half) of the A and B fragments goes in the row-major A (stride 16)
-/// and B (stride 8) matrices of one `mma` shape: `a[reg][2 * lane + half]`.
-struct MmaTables {
-    a: [[u8; 64]; 4],
-    b: [[u8; 64]; 2],
-}
-
-const fn mma_tables(k: usize) -> MmaTables {
-    let mut t = MmaTables {
-        a: [[0; 64]; 4],
-        b: [[0; 64]; 2],
-    };
-    let mut l = 0;
-    while l < 32 {
-        let (g, tt) = (l / 4, l % 4);
-        let mut i = 0;
-        while i < 8 {
-            // A element i of the lane: register i / 2, half i % 2
-            let (row, col) = mma_a_pos(k, g, tt, i);
-            // (k = 8 has 2 A registers and 1 B register; the rest of the table is unused)
-            if k == 16 || i < 4 {
-                t.a[i / 2][2 * l + i % 2] = (row * 16 + col) as u8;
-            }
-            if (k == 16 && i < 4) || i < 2 {
-                let (row, col) = mma_b_pos(k, g, tt, i);
-                t.b[i / 2][2 * l + i % 2] = (row * 8 + col) as u8;
-            }
-            i += 1;
+/// The 64 halves of an `mma` A/B register row as f64, lane by lane, low half first (bf16 or f16;
+/// both widen exactly).
+#[inline(always)]
+fn widen_halves(v: &[u64; 32], bf: bool) -> [f64; 64] {
+    let mut o = [0f64; 64];
+    if bf {
+        // bf16 is the top half of an f32
+        for (l, &x) in v.iter().enumerate() {
+            o[2 * l] = f32::from_bits((x as u32) << 16) as f64;
+            o[2 * l + 1] = f32::from_bits((x as u32) & 0xffff_0000) as f64;
         }
-        l += 1;
-    }
-    t
-}
-
-const fn mma_c_table() -> [[u8; 32]; 4] {
-    let mut t = [[0; 32]; 4];
-    let mut i = 0;
-    while i < 4 {
-        let mut l = 0;
-        while l < 32 {
-            let (row, col) = mma_c_pos(l / 4, l % 4, i);
-            t[i][l] = (row * 8 + col) as u8;
-            l += 1;
+    } else {
+        for (l, &x) in v.iter().enumerate() {
+            o[2 * l] = f16::from_bits(x as u16).to_f32() as f64;
+            o[2 * l + 1] = f16::from_bits((x >> 16) as u16).to_f32() as f64;
         }
-        i += 1;
     }
-    t
+    o
 }
 
-static MMA_K16: MmaTables = mma_tables(16);
-static MMA_K8: MmaTables = mma_tables(8);
+/// Where the 8 × 8 block of A register `ri` starts (row, column) in the row-major A: group g of
+/// the register's lanes fills row `row + g`, columns `col..col + 8`.
+#[inline(always)]
+fn mma_a_block(k16: bool, ri: usize) -> (usize, usize) {
+    if k16 {
+        (8 * (ri & 1), 8 * (ri >> 1))
+    } else {
+        (8 * ri, 0)
+    }
+}
+
 /// Where lane `l` of accumulator register `i` sits in the row-major 16 × 8 C/D matrix.
-static MMA_C: [[u8; 32]; 4] = mma_c_table();
+#[inline(always)]
+fn mma_c_index(i: usize, l: usize) -> usize {
+    (8 * (i >> 1) + l / 4) * 8 + 2 * (l % 4) + (i & 1)
+}
 
 /// `c[m][n] += a[m][kk] · b[kk][n]` for kk = 0, 1, ... in order, in f64. Every product of two
 /// f16/bf16 values is exact in f64 (at most 22 significant bits), so a fused multiply-add rounds
@@ -268,20 +241,59 @@ fn ksum_body<const FMA: bool, const MB: usize>(
     }
 }
 
-pub(crate) const fn mma_a_pos(k: usize, g: usize, t: usize, i: usize) -> (usize, usize) {
+/// The ISA's fragment layouts (the reference `tests::mma_placement_matches_layout` checks the
+/// block placement of `mma_body` against): (row, column) of element `i` of lane `4g + t`.
+#[cfg(test)]
+const fn mma_a_pos(k: usize, g: usize, t: usize, i: usize) -> (usize, usize) {
     if k == 16 {
         (g + 8 * ((i >> 1) & 1), t * 2 + (i & 1) + 8 * (i >> 2))
     } else {
         (g + 8 * (i >> 1), t * 2 + (i & 1))
     }
 }
-pub(crate) const fn mma_b_pos(k: usize, g: usize, t: usize, i: usize) -> (usize, usize) {
+#[cfg(test)]
+const fn mma_b_pos(k: usize, g: usize, t: usize, i: usize) -> (usize, usize) {
     if k == 16 {
         (t * 2 + (i & 1) + 8 * (i >> 1), g)
     } else {
         (t * 2 + i, g)
     }
 }
-pub(crate) const fn mma_c_pos(g: usize, t: usize, i: usize) -> (usize, usize) {
+#[cfg(test)]
+const fn mma_c_pos(g: usize, t: usize, i: usize) -> (usize, usize) {
     (g + 8 * (i >> 1), t * 2 + (i & 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The block placement of `mma_body` puts every (register, lane, half) of A, B and C where
+    /// the ISA's fragment layout says.
+    #[test]
+    fn mma_placement_matches_layout() {
+        for k in [8usize, 16] {
+            let k16 = k == 16;
+            for l in 0..32 {
+                let (g, t) = (l / 4, l % 4);
+                for i in 0..if k16 { 8 } else { 4 } {
+                    // half h of lane l of register ri is element 8g + 2t + h of the row
+                    let (ri, j) = (i / 2, 2 * t + i % 2);
+                    let (row0, col0) = mma_a_block(k16, ri);
+                    assert_eq!(
+                        (row0 + g, col0 + j),
+                        mma_a_pos(k, g, t, i),
+                        "A k{k} l{l} i{i}"
+                    );
+                    if i < if k16 { 4 } else { 2 } {
+                        assert_eq!((8 * ri + j, g), mma_b_pos(k, g, t, i), "B k{k} l{l} i{i}");
+                    }
+                }
+                for i in 0..4 {
+                    let (row, col) = mma_c_pos(g, t, i);
+                    assert_eq!(mma_c_index(i, l), row * 8 + col, "C l{l} i{i}");
+                }
+            }
+        }
+    }
 }

@@ -22,6 +22,7 @@ pub(crate) struct Inflight {
     tid: u32,
 }
 
+#[derive(Clone)]
 enum Kind {
     /// Into shared memory at `off`, signalling the mbarrier at `bar`.
     Smem { off: u32, bar: u32 },
@@ -37,6 +38,8 @@ enum Kind {
         addrs: Vec<u64>,
         esize: u32,
         group: u32,
+        /// `cp.reduce.async.bulk`: combine each element into global memory with this op.
+        red: Option<(AtomOp, Ty)>,
     },
 }
 
@@ -47,7 +50,7 @@ impl<'a, 'b> Block<'a, 'b> {
             let tid = w.idx * 32 + l as u32;
             match op {
                 HopOp::BulkG2S => {
-                    self.multicast_mask(w, &ins.s[4], l)?;
+                    let mask = self.multicast_mask(w, &ins.s[4], l)?;
                     let dst = self.addr(w, &ins.s[0], l);
                     let src = self.addr(w, &ins.s[1], l);
                     let size = self.val(w, &ins.s[2], l) as u32 as usize;
@@ -60,7 +63,8 @@ impl<'a, 'b> Block<'a, 'b> {
                     if let Some(p) = self.prof.as_mut() {
                         p.on_bulk_read(src, size as u64);
                     }
-                    self.issue_to_shared(
+                    self.issue_to_cluster(
+                        mask,
                         w,
                         l,
                         tid,
@@ -81,6 +85,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     self.check_bulk_args(l, src, dst, size)?;
                     let off = self.shared_off(l, src, size, false)?;
                     self.guard_check(l, tid, off, size, false)?;
+                    self.proxy_check(l, off, size, "cp.async.bulk (shared to global)")?;
                     let data = self.shared[off..off + size].to_vec();
                     let group = *self.hop.bulk_committed.get(&tid).unwrap_or(&0);
                     self.hop.bytes_s2g += size as u64;
@@ -89,6 +94,31 @@ impl<'a, 'b> Block<'a, 'b> {
                             addrs: vec![dst],
                             esize: size as u32,
                             group,
+                            red: None,
+                        },
+                        data,
+                        pc: w.pc,
+                        tid,
+                    });
+                }
+                HopOp::BulkReduce { op, ty } => {
+                    let dst = self.addr(w, &ins.s[0], l);
+                    let src = self.addr(w, &ins.s[1], l);
+                    let size = self.val(w, &ins.s[2], l) as u32 as usize;
+                    self.check_bulk_args(l, src, dst, size)?;
+                    let off = self.shared_off(l, src, size, false)?;
+                    self.guard_check(l, tid, off, size, false)?;
+                    self.proxy_check(l, off, size, "cp.reduce.async.bulk")?;
+                    let eb = ty.bytes();
+                    let data = self.shared[off..off + size].to_vec();
+                    let group = *self.hop.bulk_committed.get(&tid).unwrap_or(&0);
+                    self.hop.bytes_s2g += size as u64;
+                    self.hop.inflight.push(Inflight {
+                        kind: Kind::Gmem {
+                            addrs: (0..size / eb).map(|k| dst + (k * eb) as u64).collect(),
+                            esize: eb as u32,
+                            group,
+                            red: Some((*op, *ty)),
                         },
                         data,
                         pc: w.pc,
@@ -119,7 +149,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     }
                 }
                 HopOp::TensorLoad { dims } => {
-                    self.multicast_mask(w, &ins.s[4], l)?;
+                    let mask = self.multicast_mask(w, &ins.s[4], l)?;
                     let dst = self.addr(w, &ins.s[0], l);
                     let tm = self.tensor_map(w, &ins.s[1], l)?;
                     let coords = self.coords(w, &ins.s[2], l, *dims)?;
@@ -166,7 +196,8 @@ impl<'a, 'b> Block<'a, 'b> {
                             "cp.async.bulk.tensor: the swizzled box does not fit in shared memory",
                         ));
                     }
-                    self.issue_to_shared(
+                    self.issue_to_cluster(
+                        mask,
                         w,
                         l,
                         tid,
@@ -192,6 +223,7 @@ impl<'a, 'b> Block<'a, 'b> {
                     }
                     let base = self.shared_off(l, sbase, bytes, false)?;
                     self.guard_check(l, tid, base, bytes, false)?;
+                    self.proxy_check(l, base, bytes, "cp.async.bulk.tensor (store)")?;
                     let es = tm.elem_size as usize;
                     let mut data = Vec::with_capacity(bytes);
                     let mut addrs = Vec::new();
@@ -213,6 +245,7 @@ impl<'a, 'b> Block<'a, 'b> {
                             addrs,
                             esize: es as u32,
                             group,
+                            red: None,
                         },
                         data,
                         pc: w.pc,
@@ -225,16 +258,38 @@ impl<'a, 'b> Block<'a, 'b> {
         Ok(())
     }
 
-    /// A multicast's ctaMask: clusters have one block here, so it must be exactly rank 0.
-    fn multicast_mask(&self, w: &Warp, o: &Opnd, l: usize) -> R<()> {
-        let mask = self.val(w, o, l) & 0xffff;
-        if mask != 1 {
-            return Err(e(
-                FaultKind::OutOfBounds,
-                l as u32,
-                None,
-                format!("multicast ctaMask {mask:#06x}: the cluster has one block (rank 0, mask 0x0001); clusters of more blocks are not emulated"),
-            ));
+    /// A load's destination ranks: its multicast ctaMask (1 << this block's rank without
+    /// `.multicast::cluster`).
+    fn multicast_mask(&self, w: &Warp, o: &Opnd, l: usize) -> R<u32> {
+        if let Opnd::Imm(0) = o {
+            return Ok(1 << self.cluster_rank());
+        }
+        self.cluster_mask(self.val(w, o, l) & 0xffff, l)
+    }
+
+    /// [`Self::issue_to_shared`] in every block of `mask` (a multicast: the same shared offset
+    /// and the mbarrier at the same offset in each destination block).
+    #[allow(clippy::too_many_arguments)]
+    fn issue_to_cluster(
+        &mut self,
+        mask: u32,
+        w: &Warp,
+        l: usize,
+        tid: u32,
+        kind: Kind,
+        data: Vec<u8>,
+        off: u32,
+        len: u32,
+        bar: u32,
+    ) -> R<()> {
+        let own = self.cluster_rank();
+        for r in lanes(mask & !(1 << own)) {
+            self.dsmem_note(w, l, r, off as u64)?;
+            let (k, d) = (kind.clone(), data.clone());
+            self.as_cta(r, |b| b.issue_to_shared(w, l, tid, k, d, off, len, bar))?;
+        }
+        if mask & (1 << own) != 0 {
+            self.issue_to_shared(w, l, tid, kind, data, off, len, bar)?;
         }
         Ok(())
     }
@@ -339,10 +394,29 @@ impl<'a, 'b> Block<'a, 'b> {
                 }
                 (bar, c.data.len())
             }
-            Kind::Gmem { addrs, esize, .. } => {
+            Kind::Gmem {
+                addrs, esize, red, ..
+            } => {
                 let es = esize as usize;
                 for (k, &a) in addrs.iter().enumerate() {
-                    if !self.mem.write(a, &c.data[k * es..(k + 1) * es]) {
+                    let mut chunk = c.data[k * es..(k + 1) * es].to_vec();
+                    if let Some((op, ty)) = red {
+                        // read-modify-write of one element (`ty`-sized) of global memory
+                        let mut old = [0u8; 8];
+                        if self.mem.read(a, &mut old[..es]) {
+                            let mut src = [0u8; 8];
+                            src[..es].copy_from_slice(&chunk);
+                            let v = atomics::atom_op(
+                                op,
+                                ty,
+                                u64::from_le_bytes(old),
+                                u64::from_le_bytes(src),
+                                0,
+                            );
+                            chunk.copy_from_slice(&v.to_le_bytes()[..es]);
+                        }
+                    }
+                    if !self.mem.write(a, &chunk) {
                         let er = e(
                             FaultKind::OutOfBounds,
                             lane,
@@ -376,7 +450,7 @@ impl<'a, 'b> Block<'a, 'b> {
     }
 
     /// Shadow state of shared bytes the async proxy wrote: initialised, no thread access.
-    fn async_shadow(&mut self, off: usize, len: usize) {
+    pub(super) fn async_shadow(&mut self, off: usize, len: usize) {
         if self.shadow.is_empty() {
             return;
         }

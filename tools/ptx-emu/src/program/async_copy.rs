@@ -29,7 +29,7 @@ pub(crate) enum HopOp {
     MbarInval,
     /// `cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes{.multicast::cluster}
     /// {.L2::cache_hint} [dst], [src], size, [mbar] {, ctaMask} {, policy}`.
-    /// s: [dst, src, size, mbar, ctaMask (1 without multicast)]
+    /// s: [dst, src, size, mbar, ctaMask (0 without multicast: this block)]
     BulkG2S,
     /// `cp.async.bulk.global.shared::cta.bulk_group [dst], [src], size`. s: [dst, src, size]
     BulkS2G,
@@ -39,7 +39,7 @@ pub(crate) enum HopOp {
     BulkWait { n: u32, read: bool },
     /// `cp.async.bulk.tensor.Nd.shared::cluster.global.tile.mbarrier::complete_tx::bytes
     /// {.multicast::cluster}{.L2::cache_hint} [dst], [tmap, {c...}], [mbar] {, ctaMask} {, policy}`.
-    /// s: [dst, tmap, coords (Vec), mbar, ctaMask (1 without multicast)]
+    /// s: [dst, tmap, coords (Vec), mbar, ctaMask (0 without multicast: this block)]
     TensorLoad { dims: u8 },
     /// `cp.async.bulk.tensor.Nd.global.shared::cta.tile.bulk_group [tmap, {c...}], [src]`.
     /// s: [tmap, coords (Vec), src]
@@ -50,6 +50,39 @@ pub(crate) enum HopOp {
     Setmaxnreg { inc: bool, n: u32 },
     /// `mapa{.shared::cluster}.{u32,u64} d, a, rank`. d: [d], s: [a, rank]
     Mapa,
+    /// `barrier.cluster.arrive{.relaxed}{.aligned}`.
+    ClusterArrive,
+    /// `fence.proxy.async{.shared::cta|.shared::cluster|.global}` (exec/proxy.rs).
+    ProxyFence,
+    /// `cp.reduce.async.bulk.global.shared::cta.bulk_group{.L2::cache_hint}.op.type [dst], [src],
+    /// size {, policy}`: element-wise `op` of the shared source into global memory when the copy
+    /// lands. s: [dst, src, size]
+    BulkReduce { op: AtomOp, ty: Ty },
+    /// `barrier.cluster.wait{.aligned}`.
+    ClusterWait,
+    /// `ld/st/atom/red .shared::cluster`: an access to the shared memory of any block of the
+    /// cluster (distributed shared memory); operands as the plain `.shared` instruction's.
+    Dsmem(DsmemOp),
+}
+
+/// The access of a [`HopOp::Dsmem`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum DsmemOp {
+    Ld { ty: Ty, n: u8 },
+    St { ty: Ty, n: u8 },
+    Atom { op: AtomOp, ty: Ty, red: bool },
+}
+
+impl DsmemOp {
+    /// The plain shared-memory instruction this access is to this block's shared memory.
+    pub(crate) fn local_op(self) -> Op {
+        let space = Space::Shared;
+        match self {
+            DsmemOp::Ld { ty, n } => Op::Ld { space, ty, n },
+            DsmemOp::St { ty, n } => Op::St { space, ty, n },
+            DsmemOp::Atom { op, ty, red } => Op::Atom { space, op, ty, red },
+        }
+    }
 }
 
 impl HopOp {
@@ -58,7 +91,7 @@ impl HopOp {
     pub(crate) fn waits(&self) -> bool {
         matches!(
             self,
-            HopOp::MbarWait { .. } | HopOp::Setmaxnreg { inc: true, .. }
+            HopOp::MbarWait { .. } | HopOp::Setmaxnreg { inc: true, .. } | HopOp::ClusterWait
         )
     }
 }
@@ -74,6 +107,37 @@ fn targets_sm90(ast: &AModule) -> bool {
 }
 
 impl<'a> Decoder<'a> {
+    /// `ld/st/atom/red .shared::cluster` (distributed shared memory): decoded as the `.shared`
+    /// instruction (the `.cluster` scope dropped), wrapped in [`HopOp::Dsmem`]; `Ok(None)` for
+    /// every other instruction.
+    pub(super) fn decode_dsmem(&self, ins: &AInstr) -> Result<Option<Decoded>, String> {
+        let parts: Vec<&str> = ins.opcode.split('.').collect();
+        if !matches!(parts[0], "ld" | "st" | "atom" | "red") || !parts.contains(&"shared::cluster")
+        {
+            return Ok(None);
+        }
+        if !targets_sm90(self.ast) {
+            return Err(format!("`{}` requires .target sm_90 or later", ins.opcode));
+        }
+        let local: Vec<&str> = parts
+            .iter()
+            .filter(|p| **p != "cluster")
+            .map(|p| if *p == "shared::cluster" { "shared" } else { p })
+            .collect();
+        let plain = AInstr {
+            opcode: local.join("."),
+            ..ins.clone()
+        };
+        let (op, d, s) = self.decode_instr(&plain)?;
+        let ds = match op {
+            Op::Ld { ty, n, .. } => DsmemOp::Ld { ty, n },
+            Op::St { ty, n, .. } => DsmemOp::St { ty, n },
+            Op::Atom { op, ty, red, .. } => DsmemOp::Atom { op, ty, red },
+            _ => return Err(format!("`{}` is not supported", ins.opcode)),
+        };
+        Ok(Some((Op::Hopper(HopOp::Dsmem(ds)), d, s)))
+    }
+
     /// The sm_90 kit's instructions; `Ok(None)` for every other instruction.
     pub(super) fn decode_async_copy(&self, ins: &AInstr) -> Result<Option<Decoded>, String> {
         let parts: Vec<&str> = ins.opcode.split('.').collect();
@@ -83,11 +147,16 @@ impl<'a> Decoder<'a> {
         let is_bulk =
             mnem == "cp" && mods.first() == Some(&"async") && mods.get(1) == Some(&"bulk");
         let cluster_bar = mnem == "barrier" && mods.first() == Some(&"cluster");
+        let is_reduce = mnem == "cp"
+            && mods.len() > 3
+            && mods[..3] == ["reduce", "async", "bulk"]
+            && !mods.contains(&"tensor");
         let known = matches!(
             mnem,
             "mbarrier" | "elect" | "setmaxnreg" | "griddepcontrol" | "mapa"
         ) || cluster_bar
             || is_bulk
+            || is_reduce
             || (mnem == "fence" && (has("proxy") || has("mbarrier_init")));
         if !known {
             return Ok(None);
@@ -144,9 +213,48 @@ impl<'a> Decoder<'a> {
             let mut s = sp;
             self.addr(o, &mut s)
         };
+        if is_reduce {
+            sm90("cp.reduce.async.bulk")?;
+            let rest = &mods[3..];
+            let mut op = None;
+            let mut ty = None;
+            for m in rest {
+                match *m {
+                    "global" | "shared::cta" | "bulk_group" | "L2::cache_hint" | "noftz" => {}
+                    "add" => op = Some(AtomOp::Add),
+                    "min" => op = Some(AtomOp::Min),
+                    "max" => op = Some(AtomOp::Max),
+                    "and" => op = Some(AtomOp::And),
+                    "or" => op = Some(AtomOp::Or),
+                    "xor" => op = Some(AtomOp::Xor),
+                    "inc" => op = Some(AtomOp::Inc),
+                    "dec" => op = Some(AtomOp::Dec),
+                    t => match Ty::parse(t) {
+                        Some(t) if ty.is_none() && !t.packed() && t != Ty::Pred => ty = Some(t),
+                        _ => return Err(format!("`{}` is not supported", ins.opcode)),
+                    },
+                }
+            }
+            let (Some(op), Some(ty)) = (op, ty) else {
+                return Err(format!("`{}` is not supported", ins.opcode));
+            };
+            if !(rest.contains(&"global") && rest.contains(&"bulk_group")) {
+                return Err(format!(
+                    "`{}` is not supported (only the shared::cta → global bulk_group form)",
+                    ins.opcode
+                ));
+            }
+            need(3 + rest.contains(&"L2::cache_hint") as usize)?;
+            let s = vec![
+                addr(&ops[0], Space::Global)?,
+                addr(&ops[1], Space::Shared)?,
+                self.src(&ops[2], Ty::U32)?,
+            ];
+            return Ok(Some((Op::Hopper(HopOp::BulkReduce { op, ty }), vec![], s)));
+        }
         if cluster_bar {
-            // barrier.cluster.arrive / .wait of a cluster of one block: the wait is a block-wide
-            // barrier (every thread arrives, then waits at the same wait), the arrive a no-op.
+            // barrier.cluster.arrive / .wait (exec/cluster.rs; in a cluster of one block the
+            // wait is a block-wide barrier and the arrive a no-op).
             sm90("barrier.cluster")?;
             let rest: Vec<&str> = mods[1..]
                 .iter()
@@ -155,15 +263,21 @@ impl<'a> Decoder<'a> {
                 .collect();
             need(0)?;
             return match rest.as_slice() {
-                ["arrive"] => Ok(Some((Op::Nop, vec![], vec![]))),
-                ["wait"] => Ok(Some((Op::BarSync, vec![], vec![]))),
+                ["arrive"] => Ok(Some((Op::Hopper(HopOp::ClusterArrive), vec![], vec![]))),
+                ["wait"] => Ok(Some((Op::Hopper(HopOp::ClusterWait), vec![], vec![]))),
                 _ => Err(format!("`{}` is not supported", ins.opcode)),
             };
         }
         let r: (HopOp, Vec<Opnd>, Vec<Opnd>) = match mnem {
+            "fence" if has("proxy") && has("async") => {
+                // fence.proxy.async{.shared::cta|.global|...}: writes land immediately in the
+                // emulator; the fence only clears the generic writes the async proxy may read
+                // (the fence.proxy.async rule, exec/proxy.rs)
+                return Ok(Some((Op::Hopper(HopOp::ProxyFence), vec![], vec![])));
+            }
             "fence" => {
-                // fence.proxy.async{.shared::cta|.global|...}, fence.mbarrier_init.release.cluster:
-                // writes land immediately in the emulator, so these order nothing further.
+                // fence.mbarrier_init.release.cluster, other proxy fences: writes land
+                // immediately in the emulator, so these order nothing further.
                 return Ok(Some((Op::Membar, vec![], vec![])));
             }
             "griddepcontrol" => {
@@ -432,7 +546,7 @@ impl<'a> Decoder<'a> {
                         let mask = if mc {
                             self.src(&ops[3], Ty::U16)?
                         } else {
-                            Opnd::Imm(1)
+                            Opnd::Imm(0)
                         };
                         (
                             HopOp::TensorLoad { dims },
@@ -487,7 +601,7 @@ impl<'a> Decoder<'a> {
                     let mask = if mc {
                         self.src(&ops[4], Ty::U16)?
                     } else {
-                        Opnd::Imm(1)
+                        Opnd::Imm(0)
                     };
                     (
                         HopOp::BulkG2S,

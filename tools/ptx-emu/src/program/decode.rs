@@ -92,6 +92,7 @@ impl<'a> Decoder<'a> {
             f.line,
             "(end of kernel)".into(),
         );
+        d.nregs = super::regalloc::compact(&mut d.instrs, d.nregs);
         Ok(Program {
             name: f.name.clone(),
             params,
@@ -113,6 +114,8 @@ impl<'a> Decoder<'a> {
             static_shared: off as usize,
             dyn_shared_align: dyn_align as usize,
             local_size: align_up(d.local_size, 16) as usize,
+            req_cluster: f.req_cluster,
+            explicit_cluster: f.explicit_cluster,
         })
     }
 

@@ -23,6 +23,9 @@ impl<'a> Decoder<'a> {
         if let Some(r) = self.decode_async_copy(ins)? {
             return Ok(r);
         }
+        if let Some(r) = self.decode_dsmem(ins)? {
+            return Ok(r);
+        }
         let parts: Vec<&str> = ins.opcode.split('.').collect();
         let mnem = parts[0];
         let mut m = Mods::new(&parts[1..]);

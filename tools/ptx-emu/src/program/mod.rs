@@ -12,8 +12,9 @@ mod async_copy;
 mod decode;
 mod hopper;
 mod instr;
+mod regalloc;
 
-pub(crate) use async_copy::HopOp;
+pub(crate) use async_copy::{DsmemOp, HopOp};
 pub(crate) use hopper::{F8Cvt, MmaTy, WgmmaSpec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -439,6 +440,9 @@ pub(crate) struct Program {
     /// Per instruction: whether it names a register that some `wgmma.mma_async` uses as
     /// accumulator or A fragment (empty when the kernel has no wgmma; exec/wgmma.rs).
     pub wg_touch: Vec<bool>,
+    /// `.reqnctapercluster` (the cluster shape every launch uses) and `.explicitcluster`.
+    pub req_cluster: Option<[u32; 3]>,
+    pub explicit_cluster: bool,
 }
 
 impl Program {

@@ -70,7 +70,33 @@ pub fn run(
     params: &[Vec<u8>],
     mem: &mut Memory,
 ) -> Result<LaunchStats, Fault> {
+    run_cluster(m, k, c, [1, 1, 1], params, mem)
+}
+
+/// [`run`] with thread-block clusters of `cluster` blocks.
+pub fn run_cluster(
+    m: &Module,
+    k: &str,
+    c: LaunchConfig,
+    cluster: [u32; 3],
+    params: &[Vec<u8>],
+    mem: &mut Memory,
+) -> Result<LaunchStats, Fault> {
     let p = slices(params);
+    let launch = |m: &Module,
+                  kernel: &str,
+                  cfg: &LaunchConfig,
+                  params: &[&[u8]],
+                  mem: &mut Memory,
+                  opts: &LaunchOptions| {
+        let call = KernelCall {
+            module: m,
+            kernel,
+            cfg,
+            params,
+        };
+        launch_cluster(call, cluster, mem, opts)
+    };
     let opts = LaunchOptions {
         schedules: 3,
         ..LaunchOptions::with_checks(Checks::Full)
@@ -199,6 +225,16 @@ impl Emu {
         params: &[Vec<u8>],
     ) -> Result<LaunchStats, Fault> {
         run(&self.m, k, c, params, &mut self.mem)
+    }
+    /// [`run_cluster`] on this module and memory.
+    pub fn try_cluster(
+        &mut self,
+        k: &str,
+        c: LaunchConfig,
+        cluster: [u32; 3],
+        params: &[Vec<u8>],
+    ) -> Result<LaunchStats, Fault> {
+        run_cluster(&self.m, k, c, cluster, params, &mut self.mem)
     }
     /// [`Emu::try_run`] that must succeed.
     pub fn ok(&mut self, k: &str, c: LaunchConfig, params: &[Vec<u8>]) -> LaunchStats {

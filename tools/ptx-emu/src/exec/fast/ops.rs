@@ -68,8 +68,13 @@ unsafe fn put(base: *mut u64, d: u32, r: &Row, exec: u32) {
     if exec == u32::MAX {
         *dst = *r;
     } else {
+        // a bit blend with per-lane masks (vectorises; a per-lane select does not)
+        let mut m: Row = [0; 32];
+        for (l, m) in m.iter_mut().enumerate() {
+            *m = 0u64.wrapping_sub((exec >> l) as u64 & 1);
+        }
         for l in 0..32 {
-            dst[l] = if (exec >> l) & 1 != 0 { r[l] } else { dst[l] };
+            dst[l] = (r[l] & m[l]) | (dst[l] & !m[l]);
         }
     }
 }

@@ -1,0 +1,337 @@
+// arch: sm_90a only
+// ------------------------------------------------------------------------------------------------
+// conv2d_sm90.cu: conv2d.cu's v2 implicit GEMM (NCHW, bf16 storage, f32 accumulation, batch
+// folded into the pixel columns, table-driven X_col gather, fused bias / temb / residual / scale
+// epilogue) on Hopper warpgroup MMAs (wgmma.mma_async), sm_90a only.
+//
+//   y[n, o, p] = scale * (sum_k W[o, k] * X_col[n, g, k, p] + bias[o] + temb[n, o] + R[n, o, p])
+//   (conv2d.cu's header has the full definition; same params struct, same semantics.)
+//
+// GEMM per group: M = C_out / groups (W rows), N = batch * Ho * Wo ((image, pixel) columns),
+// K = C_in / groups * kh * kw. Block tile 256 x 128 x 128, two warpgroups (256 threads), one block
+// per SM (128-deep k tiles: half the per-tile barrier / wait / table overhead of 64):
+//   * A = the W tile, 256 rows x 128 k as two K-atoms of 256 rows x 64 k (128-byte rows), K-major,
+//     128B swizzle (16-byte chunk c of row r at chunk c ^ (r % 8)); loaded by 16-byte cp.async
+//     (16 per thread, zero-filled past
+//     C_out / groups and past K). Needs K % 8 == 0 and a 16-byte aligned W (the launcher sends
+//     other shapes to conv2d.cu's v2). Warpgroup g multiplies rows 128 g .. 128 g + 127.
+//   * B = the X_col tile, 128 k x 128 columns, MN-major (columns contiguous, as in NCHW),
+//     128B swizzle: two 64-column atoms 16 KiB apart (LBO), 8-k groups 1 KiB apart (SBO), k row
+//     k % 8 of a group the 128-byte row with chunks XOR-ed by k % 8. Gathered by all 8 warps
+//     (shared by both warpgroups: the gather cost per FLOP halves against a 128-row tile, which
+//     the issue rate needs): warp w owns k rows 16 w .. 16 w + 15, lane l the column pairs
+//     64 j + 2 l + {0, 1} (j = 0, 1); per k row one 16-byte broadcast of the k table gives the
+//     tap's byte offset and bit (64-bit, added and tested without conversions), each column's
+//     (0, 0)-tap address and in-image tap mask are computed once (v2's scheme); a predicated
+//     2-byte load per column (a warp reads 64 consecutive pixels: coalesced where the pixels
+//     are), one 4-byte st.shared per pair (a warp writes one whole 128-byte row, permuted by the
+//     swizzle: conflict-free).
+//   * Two stages of (A, B) (96 KiB each) and a two-slot k table. Per k tile kt: wgmma.fence,
+//     wgmma m64n128k16 (two 64-row halves x eight k16 steps per warpgroup, descriptors advanced
+//     by 32 bytes along A's K inside a K-atom, 2 KiB along B's; halves wholly past C_out / groups skipped,
+//     warpgroup-uniformly: a 320-channel conv runs 5 halves, not 6 or 8), commit; while they run
+//     the block issues tile kt + 1's W cp.asyncs and gathers its X_col into the other stage, and
+//     builds the k table of tile kt + 2; then cp.async.wait_all, wgmma.wait_group 0,
+//     fence.proxy.async (generic-proxy smem writes before the async-proxy wgmma reads of the
+//     next tile), __syncthreads. No warp specialisation: the gather is most of the non-MMA work
+//     and needs every warp's issue slots; the wgmmas run asynchronously under it.
+//   * Persistent over column tiles: block x of row tile y walks column tiles x, x + gridDim.x, ...
+//     (the launcher gives every SM one block), so its W slice is fetched from DRAM once per
+//     block, not once per tile.
+//   * Accumulators: 2 x 64 f32 per thread (the warpgroup's two m64n128 halves).
+//   * Epilogue through shared memory: the f32 tile (row stride 136 floats: the float2 writes of
+//     the wgmma fragment are 2 wavefronts, the optimum) reused over the mainloop's stages, then
+//     each warp walks rows (output channels) with lanes on 4 consecutive columns (Ho * Wo % 4 == 0;
+//     else single columns): coalesced 8-byte stores, bias / temb broadcast per row, residual read
+//     coalesced.
+// Dynamic shared memory: max(2 x 96 KiB + 4 KiB k table, 256 x 136 x 4) + 1 KiB to align the
+// swizzled tiles to 1024 bytes = 201728 bytes.
+// Entries: conv2d_sm90_v1_bf16 (bf16 y), conv2d_sm90_v1_f32 (f32 y, bf16 operands).
+// ------------------------------------------------------------------------------------------------
+
+#include "common.cuh"
+#include "mma.cuh" // cp.async, smem_u32, operand_f32
+#include "sm90.cuh" // wgmma descriptors, fences, operand lists
+#include "conv2d_common.cuh"
+
+// Launch rule (kernels/src/conv2d_sm90.rs): grid = (column-tile walkers, ceil(C_out / groups / 256),
+// groups), block = 256, dynamic smem = C90_SMEM_BYTES.
+enum : uint32_t { C90_BM = 256, C90_BN = 128, C90_BK = 128, C90_THREADS = 256, C90_WARPS = C90_THREADS / WARP_SIZE };
+enum : uint32_t { C90_A_BYTES = C90_BM * C90_BK * 2, C90_B_BYTES = C90_BK * C90_BN * 2 }; // 64 + 32 KiB
+// A = C90_BK / 64 K-atoms of [C90_BM rows][64 k] (128-byte swizzled rows); B = 2 column atoms of
+// [C90_BK k][64 columns]
+enum : uint32_t { C90_A_ATOM = C90_BM * 128, C90_B_ATOM = C90_BK * 128 };
+enum : uint32_t { C90_STAGE_BYTES = C90_A_BYTES + C90_B_BYTES, C90_STAGES = 2 };
+enum : uint32_t { C90_KTAB_OFF = C90_STAGES * C90_STAGE_BYTES };
+enum : uint32_t { C90_MAIN_BYTES = C90_KTAB_OFF + 2 * C90_BK * 16 };
+enum : uint32_t { C90_EPI_LD = C90_BN + 8, C90_EPI_BYTES = C90_BM * C90_EPI_LD * 4 };
+enum : uint32_t { C90_SMEM_BYTES = (C90_MAIN_BYTES > C90_EPI_BYTES ? C90_MAIN_BYTES : C90_EPI_BYTES) + 1024 };
+enum : uint32_t { C90_KROWS = C90_BK / C90_WARPS };   // k rows gathered per warp (16)
+enum : uint32_t { C90_COLS = 4 };                     // columns gathered per thread (2 pairs)
+enum : uint32_t { C90_A_CHUNKS = C90_BM * 8 / C90_THREADS }; // per 64-k atom: 8
+static_assert(C90_KROWS % 8 == 0 && C90_KROWS % 4 == 0, "a warp's k rows are whole 8-row swizzle groups");
+
+// One k-table row: the byte offset of its (c, ky, kx) tap from a column's (0, 0)-tap address
+// within the group's channels, and its tap bit 1 << (ky * kw + kx) (0 past K: no mask has it),
+// read as one 16-byte broadcast; 64-bit so the gather adds and tests it without conversions.
+struct __align__(16) C90Tap {
+  uint64_t off;
+  uint64_t bit;
+};
+
+// ------------------------------------------------------------------------------------------------
+// wgmma wrappers
+// ------------------------------------------------------------------------------------------------
+
+// d += A (K-major, desc a) * B (MN-major, desc b), m64n128k16 bf16 -> f32.
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t a, uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WG_R64 "}, %64, %65, p, 1, 1, 0, 1;\n"
+      "}\n"
+      : WG_D64
+      : "l"(a), "l"(b), "r"(1));
+}
+
+// *ptr if `pred` != 0, else 0 (x is read-only during the kernel).
+__device__ __forceinline__ uint16_t c90_ld_u16_if(const void* ptr, uint64_t pred) {
+  uint16_t v;
+  asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b64 p, %2, 0;\n\tmov.b16 %0, 0;\n\t@p ld.global.nc.u16 %0, [%1];\n\t}\n"
+               : "=h"(v)
+               : "l"(ptr), "l"(pred));
+  return v;
+}
+
+// The k table of the tile at k0 (64 rows, one thread per row).
+__device__ __forceinline__ void c90_ktab(const Conv2dParams& p, uint32_t khw, uint32_t k0, C90Tap* tab,
+                                         uint32_t row) {
+  const uint32_t k = k0 + row;
+  C90Tap e{0, 0};
+  if (k < p.k) {
+    const uint32_t c = k / khw, r = k % khw;
+    const uint32_t ky = r / p.kw, kx = r % p.kw;
+    e.off = 2 * (((uint64_t)c * p.h + ky * p.dil_h) * p.w_in + kx * p.dil_w);
+    e.bit = 1ull << r;
+  }
+  tab[row] = e;
+}
+
+// Four consecutive outputs: one 8-byte (bf16) or 16-byte (f32) store.
+__device__ __forceinline__ void c90_store4(__nv_bfloat16* y, float a, float b, float c, float d) {
+  *reinterpret_cast<uint2*>(y) = make_uint2(pack_bf16x2(a, b), pack_bf16x2(c, d));
+}
+__device__ __forceinline__ void c90_store4(float* y, float a, float b, float c, float d) {
+  *reinterpret_cast<float4*>(y) = make_float4(a, b, c, d);
+}
+
+// One 256 x 128 output tile at columns bn.. (the block's row tile blockIdx.y, group blockIdx.z).
+template <typename OutT>
+__device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t bn) {
+  extern __shared__ __align__(1024) uint8_t c90_smem[];
+  const uint32_t sbase = (smem_u32(c90_smem) + 1023u) & ~1023u; // swizzle atoms 1024-aligned
+  uint8_t* smem = c90_smem + (sbase - smem_u32(c90_smem));
+  C90Tap* ktab = reinterpret_cast<C90Tap*>(smem + C90_KTAB_OFF); // [2][C90_BK]
+
+  const uint32_t tid = threadIdx.x, lane = tid % WARP_SIZE, warp = tid / WARP_SIZE;
+  const uint32_t wg = warp / 4; // warpgroup: output rows 128 wg .. 128 wg + 127 of the tile
+  const uint32_t bm = blockIdx.y * C90_BM; // first output channel within the group
+  const uint32_t grp = blockIdx.z;
+  const uint32_t npix = p.h_out * p.w_out, khw = p.kh * p.kw;
+  const uint32_t ncols = p.n * npix;
+  const uint16_t* w = static_cast<const uint16_t*>(p.w) + (uint64_t)grp * p.c_out_g * p.k;
+  const uint16_t* x = static_cast<const uint16_t*>(p.x) + (uint64_t)grp * p.c_in_g * p.h * p.w_in;
+
+  // This thread's columns 64 j + 2 lane + e (q = 2 j + e): (0, 0)-tap address, in-image tap mask.
+  const uint8_t* base[C90_COLS];
+  uint64_t mask[C90_COLS];
+#pragma unroll
+  for (uint32_t q = 0; q < C90_COLS; ++q) {
+    const uint32_t col = bn + 64 * (q / 2) + 2 * lane + q % 2;
+    base[q] = reinterpret_cast<const uint8_t*>(x);
+    mask[q] = 0;
+    if (col < ncols) {
+      const ColTaps<uint64_t> c = col_taps<uint64_t>(p, x, col, npix);
+      base[q] = reinterpret_cast<const uint8_t*>(c.base);
+      mask[q] = c.mask;
+    }
+  }
+
+  // W chunks: chunk column tid % 8 of rows tid / 8 + 16 i; element offsets (~0u past the rows).
+  const uint32_t a_c = tid % 8;
+  uint32_t a_off[C90_A_CHUNKS];
+#pragma unroll
+  for (uint32_t i = 0; i < C90_A_CHUNKS; ++i) {
+    const uint32_t r = tid / 8 + i * (C90_THREADS / 8);
+    a_off[i] = bm + r < p.c_out_g ? (bm + r) * p.k + a_c * CHUNK : ~0u;
+  }
+  auto load_a = [&](uint32_t stage, uint32_t k0) {
+    const uint32_t sa = sbase + stage * C90_STAGE_BYTES;
+#pragma unroll
+    for (uint32_t ka = 0; ka < C90_BK / 64; ++ka) {
+      const uint32_t kc = k0 + ka * 64;
+      const bool kok = kc + a_c * CHUNK < p.k; // K % 8 == 0: whole chunks
+#pragma unroll
+      for (uint32_t i = 0; i < C90_A_CHUNKS; ++i) {
+        const uint32_t r = tid / 8 + i * (C90_THREADS / 8);
+        const bool ok = kok && a_off[i] != ~0u;
+        cp_async_16(sa + ka * C90_A_ATOM + r * 128 + ((a_c ^ (r % 8)) * 16), ok ? w + (a_off[i] + kc) : w,
+                    ok ? 16u : 0u);
+      }
+    }
+  };
+  // X_col: warp w's k rows 16 w + i (i % 8 = k % 8), lane's column pair j at byte j * C90_B_ATOM of
+  // chunk (lane / 4) ^ (k % 8): per thread the eight swizzled row offsets, once.
+  const uint32_t b_thread = warp * (C90_KROWS / 8) * 1024 + (lane % 4) * 4, b_chunk = (lane / 4) * 16;
+  auto gather = [&](uint32_t stage, const C90Tap* tab) {
+    uint8_t* sb = smem + stage * C90_STAGE_BYTES + C90_A_BYTES + b_thread;
+#pragma unroll
+    for (uint32_t i = 0; i < C90_KROWS; i += 4) {
+      uint16_t v[4][C90_COLS];
+#pragma unroll
+      for (uint32_t r = 0; r < 4; ++r) {
+        const C90Tap e = tab[warp * C90_KROWS + i + r]; // 16-byte broadcast
+#pragma unroll
+        for (uint32_t q = 0; q < C90_COLS; ++q) v[r][q] = c90_ld_u16_if(base[q] + e.off, mask[q] & e.bit);
+      }
+#pragma unroll
+      for (uint32_t r = 0; r < 4; ++r) {
+        // k % 8 = (i + r) % 8: chunk (lane / 4) ^ (k % 8) at row k % 8 of 8-row group k / 8
+        uint8_t* row = sb + (b_chunk ^ (((i + r) % 8) * 16)) + ((i + r) % 8) * 128 + ((i + r) / 8) * 1024;
+#pragma unroll
+        for (uint32_t j = 0; j < 2; ++j)
+          *reinterpret_cast<uint32_t*>(row + j * C90_B_ATOM) = (uint32_t)v[r][2 * j] | ((uint32_t)v[r][2 * j + 1] << 16);
+      }
+    }
+  };
+
+  float acc[2][64];
+#pragma unroll
+  for (uint32_t h = 0; h < 2; ++h)
+#pragma unroll
+    for (uint32_t i = 0; i < 64; ++i) acc[h][i] = 0.0f;
+
+  const uint32_t ktiles = ceil_div(p.k, C90_BK);
+  // this warpgroup's 64-row halves holding output channels (warpgroup-uniform): the tail tile of
+  // C_out / groups = 320 runs one m64 half, not 256 rows
+  const uint32_t rows0 = bm + 128 * wg;
+  const uint32_t halves = rows0 >= p.c_out_g ? 0 : (p.c_out_g - rows0 >= 128 ? 2 : ceil_div(p.c_out_g - rows0, 64));
+  if (tid < 2 * C90_BK) // tiles 0, 1
+    c90_ktab(p, khw, (tid / C90_BK) * C90_BK, ktab + (tid / C90_BK) * C90_BK, tid % C90_BK);
+  __syncthreads();
+  load_a(0, 0);
+  cp_async_commit();
+  gather(0, ktab);
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();
+
+  for (uint32_t kt = 0; kt < ktiles; ++kt) {
+    const uint32_t stage = kt % 2;
+    const uint32_t sa = sbase + stage * C90_STAGE_BYTES, sb = sa + C90_A_BYTES;
+    wgmma_fence();
+#pragma unroll
+    for (uint32_t kk = 0; kk < C90_BK / 16; ++kk) {
+      const uint64_t bdesc = wgmma_desc(sb + kk * 2048, C90_B_ATOM, 1024);
+#pragma unroll
+      for (uint32_t h = 0; h < 2; ++h)
+        if (h < halves) wgmma_m64n128k16(acc[h], wgmma_desc(sa + (kk / 4) * C90_A_ATOM + (wg * 2 + h) * 8192 + (kk % 4) * 32, 16, 1024), bdesc);
+    }
+    wgmma_commit();
+    if (kt + 1 < ktiles) {
+      load_a(stage ^ 1, (kt + 1) * C90_BK);
+      cp_async_commit();
+      gather(stage ^ 1, ktab + (stage ^ 1) * C90_BK);
+      if (tid < C90_BK) c90_ktab(p, khw, (kt + 2) * C90_BK, ktab + stage * C90_BK, tid);
+    }
+    cp_async_wait<0>();
+    wgmma_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+  }
+
+  // Epilogue: fragments -> f32 tile [row][C90_EPI_LD] -> coalesced NCHW stores.
+  float* tile = reinterpret_cast<float*>(smem);
+#pragma unroll
+  for (uint32_t h = 0; h < 2; ++h)
+#pragma unroll
+    for (uint32_t i = 0; i < 64; i += 2) {
+      const uint32_t row = 128 * wg + 64 * h + 16 * (warp % 4) + lane / 4 + 8 * ((i / 2) % 2);
+      const uint32_t col = 8 * (i / 4) + 2 * (lane % 4);
+      *reinterpret_cast<float2*>(&tile[row * C90_EPI_LD + col]) = make_float2(acc[h][i], acc[h][i + 1]);
+    }
+  __syncthreads();
+  const uint32_t o0 = grp * p.c_out_g;
+  OutT* y = static_cast<OutT*>(p.y);
+  const uint16_t* res = static_cast<const uint16_t*>(p.residual);
+  const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
+  const uint16_t* temb = static_cast<const uint16_t*>(p.temb);
+  // Ho * Wo % 4 == 0 (every U-Net / VAE conv) and aligned y / residual: each lane 4 consecutive
+  // columns of one image (a float4 of the tile, 8-byte residual loads, 8- / 16-byte stores); else
+  // lanes on single columns.
+  const bool vec4 = npix % 4 == 0 && (uint64_t)p.y % 16 == 0 && (uint64_t)p.residual % 8 == 0;
+  if (vec4) {
+    const uint32_t col = bn + 4 * lane;
+    const uint32_t img = col < ncols ? col / npix : p.n, pix = col % npix; // all 4 or none
+    for (uint32_t r = warp; r < C90_BM; r += C90_WARPS) {
+      if (bm + r >= p.c_out_g || img >= p.n) break;
+      const uint32_t oc = o0 + bm + r;
+      float add = bias != nullptr ? operand_f32(bias[oc]) : 0.0f;
+      if (temb != nullptr) add += operand_f32(temb[(uint64_t)img * p.c_out + oc]);
+      const float4 t = *reinterpret_cast<const float4*>(&tile[r * C90_EPI_LD + 4 * lane]);
+      float v[4] = {t.x + add, t.y + add, t.z + add, t.w + add};
+      const uint64_t ch = (uint64_t)oc * npix + pix;
+      const uint64_t idx = (uint64_t)img * p.c_out * npix + ch;
+      if (res != nullptr) {
+        const uint2 rv = *reinterpret_cast<const uint2*>(res + (p.res_bcast ? ch : idx));
+        v[0] += bf16_bits_to_f32(rv.x & 0xffffu);
+        v[1] += bf16_bits_to_f32(rv.x >> 16);
+        v[2] += bf16_bits_to_f32(rv.y & 0xffffu);
+        v[3] += bf16_bits_to_f32(rv.y >> 16);
+      }
+      c90_store4(y + idx, v[0] * p.scale, v[1] * p.scale, v[2] * p.scale, v[3] * p.scale);
+    }
+    return;
+  }
+  uint32_t cimg[C90_BN / WARP_SIZE], cpix[C90_BN / WARP_SIZE];
+#pragma unroll
+  for (uint32_t j = 0; j < C90_BN / WARP_SIZE; ++j) {
+    const uint32_t col = bn + j * WARP_SIZE + lane;
+    cimg[j] = col < ncols ? col / npix : p.n; // p.n: past the last column
+    cpix[j] = col % npix;
+  }
+  for (uint32_t r = warp; r < C90_BM; r += C90_WARPS) {
+    if (bm + r >= p.c_out_g) break;
+    const uint32_t oc = o0 + bm + r;
+    const float b = bias != nullptr ? operand_f32(bias[oc]) : 0.0f;
+#pragma unroll
+    for (uint32_t j = 0; j < C90_BN / WARP_SIZE; ++j) {
+      const uint32_t img = cimg[j];
+      if (img >= p.n) continue;
+      const uint64_t ch = (uint64_t)oc * npix + cpix[j];
+      const uint64_t idx = (uint64_t)img * p.c_out * npix + ch;
+      float v = tile[r * C90_EPI_LD + j * WARP_SIZE + lane] + b;
+      if (temb != nullptr) v += operand_f32(temb[(uint64_t)img * p.c_out + oc]);
+      if (res != nullptr) v += operand_f32(res[p.res_bcast ? ch : idx]);
+      y[idx] = from_f32<OutT>(v * p.scale);
+    }
+  }
+}
+
+// Persistent over column tiles: block x walks tiles x, x + gridDim.x, ... of its row tile, so its
+// W slice (256 rows x K) is fetched from DRAM once per block rather than once per tile (the
+// launcher sizes gridDim.x to fill the SMs once).
+template <typename OutT> __device__ __forceinline__ void conv2d_sm90(const Conv2dParams& p) {
+  const uint32_t ntiles = ceil_div(p.n * p.h_out * p.w_out, C90_BN);
+  for (uint32_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
+    conv2d_sm90_tile<OutT>(p, t * C90_BN);
+    __syncthreads(); // the epilogue's shared reads before the next tile's prologue writes
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(C90_THREADS, 1) conv2d_sm90_v1_bf16(const Conv2dParams p) {
+  conv2d_sm90<__nv_bfloat16>(p);
+}
+// bf16 operands, f32 y (as conv2d_v2_f32).
+extern "C" __global__ void __launch_bounds__(C90_THREADS, 1) conv2d_sm90_v1_f32(const Conv2dParams p) {
+  conv2d_sm90<float>(p);
+}

@@ -1,0 +1,44 @@
+// ------------------------------------------------------------------------------------------------
+// sm90.cuh: sm_90a (Hopper) building blocks shared by the *_sm90.cu modules (inline PTX): the
+// wgmma shared-memory matrix descriptor, wgmma fence / commit / wait, the generic -> async proxy
+// fence, and the accumulator operand lists of the wgmma.mma_async wrappers.
+// ------------------------------------------------------------------------------------------------
+#pragma once
+
+#include "common.cuh"
+
+// 64-bit wgmma shared-memory matrix descriptor: start address, leading / stride byte offsets (all
+// in 16-byte units), swizzle mode 1 = 128B (bits 62-63); base offset 0 (atoms 1024-byte aligned).
+__device__ __forceinline__ uint64_t wgmma_desc(uint32_t smem_addr, uint32_t lbo_bytes, uint32_t sbo_bytes) {
+  return (uint64_t)((smem_addr & 0x3ffffu) >> 4) | ((uint64_t)((lbo_bytes >> 4) & 0x3fffu) << 16) |
+         ((uint64_t)((sbo_bytes >> 4) & 0x3fffu) << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Generic-proxy shared writes (cp.async, st.shared) visible to the async proxy (wgmma operands).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// Accumulator operand lists of the wgmma.mma_async wrappers (accumulators `float (&d)[n]` first):
+// WG_R<n> the asm text "%0, ..., %(n-1)" (inline asm needs literal operand numbers), WG_D<n> the
+// matching "+f"(d[i]) constraints.
+#define WG_R8 "%0, %1, %2, %3, %4, %5, %6, %7"
+#define WG_R16 WG_R8 ", %8, %9, %10, %11, %12, %13, %14, %15"
+#define WG_R20 WG_R16 ", %16, %17, %18, %19"
+#define WG_R32 WG_R20 ", %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define WG_R40 WG_R32 ", %32, %33, %34, %35, %36, %37, %38, %39"
+#define WG_R64 WG_R40 ", %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define WG_R80 WG_R64 ", %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79"
+#define WG_R128 WG_R80 ", %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+#define WG_D4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
+#define WG_D8 WG_D4(0), WG_D4(4)
+#define WG_D16 WG_D8, WG_D4(8), WG_D4(12)
+#define WG_D20 WG_D16, WG_D4(16)
+#define WG_D32 WG_D20, WG_D4(20), WG_D4(24), WG_D4(28)
+#define WG_D40 WG_D32, WG_D4(32), WG_D4(36)
+#define WG_D64 WG_D40, WG_D4(40), WG_D4(44), WG_D4(48), WG_D4(52), WG_D4(56), WG_D4(60)
+#define WG_D80 WG_D64, WG_D4(64), WG_D4(68), WG_D4(72), WG_D4(76)
+#define WG_D128 WG_D80, WG_D4(80), WG_D4(84), WG_D4(88), WG_D4(92), WG_D4(96), WG_D4(100), WG_D4(104), WG_D4(108), WG_D4(112), WG_D4(116), WG_D4(120), WG_D4(124)

@@ -1,0 +1,240 @@
+//! `kernels/cuda/gemm_sm90.cu` (Hopper only, `.target sm_90a`): `linear_sm90_v1_bf16`, the
+//! persistent warp-specialised TMA + wgmma bf16 GEMM for `linear` (B `(N, K)`) with gemm.cu's
+//! fused epilogue `scale * (acc + bias [GEGLU] + residual)`. The operands reach the kernel as two
+//! TMA tensor maps ([`TmaTile`], encoded by the caller with `cuTensorMapEncodeTiled`) inside the
+//! 64-byte-aligned params struct.
+
+use crate::gemm::{GemmEpilogue, GemmLayout, GemmPtrs, GemmShape};
+use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
+use anyhow::{ensure, Result};
+
+/// CTA tile rows (two consumer warpgroups of 64).
+pub const BM: u32 = 128;
+/// CTA tile columns of B (GEGLU: 128 value + 128 gate rows -> 128 output columns).
+pub const BN: u32 = 256;
+/// k per pipeline stage (one 128-byte swizzle row of bf16).
+pub const BK: u32 = 64;
+/// Producer warpgroup + two consumer warpgroups.
+pub const THREADS: u32 = 384;
+/// Dynamic shared memory: 4 stages of (128 + 256) x 64 bf16, 8 warp epilogue buffers of 16 x 40
+/// f32, 8 mbarriers, 1 KiB alignment slack (`static_assert` in the `.cu`).
+pub const SMEM_BYTES: u32 = 4 * (BM + BN) * BK * 2 + 8 * 16 * 40 * 4 + 8 * 8 + 1024;
+
+/// `CU_TENSOR_MAP_DATA_TYPE_BFLOAT16`.
+pub const TMA_DTYPE_BF16: u32 = 9;
+/// `CU_TENSOR_MAP_SWIZZLE_128B`: the pattern the kernel's wgmma descriptors read.
+pub const TMA_SWIZZLE_128B: u32 = 3;
+/// `CU_TENSOR_MAP_L2_PROMOTION_L2_128B`.
+pub const TMA_L2_PROMOTION_128B: u32 = 2;
+
+const LAUNCH: &str =
+    "persistent: grid = min(ceil(M / 128) * ceil(N / (256 | GEGLU 128)) * batch, SMs), \
+                      block = 384, dynamic smem 218176";
+
+pub const ENTRIES: &[Entry] = &[Entry {
+    name: "linear_sm90_v1_bf16",
+    op: "linear_sm90",
+    version: 1,
+    dtype: DType::Bf16,
+    params: "GemmSm90Params",
+    params_size: 384,
+    launch: LAUNCH,
+}];
+
+/// The entry name.
+pub const ENTRY: &str = "linear_sm90_v1_bf16";
+
+/// One rank-3 bf16 tile-mode tensor map for `cuTensorMapEncodeTiled`: dims `(K, rows, batch)`
+/// (dim 0 contiguous), byte strides of dims 1 and 2, box `(64, box_rows, 1)`, element strides 1,
+/// no interleave, [`TMA_SWIZZLE_128B`], [`TMA_L2_PROMOTION_128B`], OOB fill none (zeros).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TmaTile {
+    pub base: u64,
+    pub dims: [u64; 3],
+    pub strides: [u64; 2],
+    pub box_dim: [u32; 3],
+}
+
+/// Mirrors `struct GemmSm90Params` in `gemm_sm90.cu` (384 bytes, 64-byte aligned: the tensor maps
+/// are `__grid_constant__` params the TMA reads in place).
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GemmSm90Params {
+    /// A's `CUtensorMap` (128 bytes).
+    pub tma_a: [u64; 16],
+    /// B's `CUtensorMap`.
+    pub tma_b: [u64; 16],
+    pub bias: u64,
+    pub residual: u64,
+    pub c: u64,
+    pub stride_r: u64,
+    pub stride_c: u64,
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub ldr: u32,
+    pub ldc: u32,
+    pub scale: f32,
+    pub geglu: u32,
+    pub batch: u32,
+    pub a_batched: u32,
+    pub b_batched: u32,
+    pub tiles_m: u32,
+    pub tiles_n: u32,
+    pub _pad: [u32; 10],
+}
+
+/// Whether `linear_sm90_v1_bf16` runs this linear: K > 0, non-empty output, A and B 16-byte
+/// aligned with row and batch strides multiples of 8 elements (TMA: 16-byte global strides),
+/// dims within the tensor map's 2^32 and the row strides covering the rows (`ld >= K`).
+pub fn supports(ptrs: GemmPtrs, shape: GemmShape, layout: GemmLayout) -> bool {
+    let aligned = ptrs.a % 16 == 0
+        && ptrs.b % 16 == 0
+        && [layout.lda, layout.ldb, layout.stride_a, layout.stride_b]
+            .iter()
+            .all(|s| s % 8 == 0);
+    let small = [shape.m, 2 * shape.n, shape.k, shape.batch]
+        .iter()
+        .all(|&d| d < 1 << 31);
+    aligned
+        && small
+        && shape.k > 0
+        && shape.m > 0
+        && shape.n > 0
+        && shape.batch > 0
+        && layout.lda >= shape.k
+        && layout.ldb >= shape.k
+        && layout.ldc >= shape.n
+}
+
+/// Output columns of one CTA tile.
+pub fn bn_out(geglu: bool) -> u32 {
+    if geglu {
+        BN / 2
+    } else {
+        BN
+    }
+}
+
+/// Output tiles of the problem (the persistent CTAs' work list).
+pub fn tiles(shape: GemmShape, geglu: bool) -> u64 {
+    ceil_div(shape.m, BM as u64) * ceil_div(shape.n, bn_out(geglu) as u64) * shape.batch
+}
+
+/// The tensor maps of A `(batch | 1, M, lda)` and B `(batch | 1, N | 2N, ldb)`: dim 2 is the
+/// batch when the batch stride is non-zero, else 1 (the kernel then reads batch 0 for all).
+pub fn tensor_maps(
+    ptrs: GemmPtrs,
+    shape: GemmShape,
+    layout: GemmLayout,
+    geglu: bool,
+) -> [TmaTile; 2] {
+    let map = |base: u64, rows: u64, ld: u64, stride: u64, box_rows: u32| {
+        let (batches, bstride) = if stride == 0 {
+            (1, rows.max(1) * ld * 2)
+        } else {
+            (shape.batch, stride * 2)
+        };
+        TmaTile {
+            base,
+            dims: [shape.k, rows, batches],
+            strides: [ld * 2, bstride],
+            box_dim: [BK, box_rows, 1],
+        }
+    };
+    let b_rows = if geglu { 2 * shape.n } else { shape.n };
+    [
+        map(ptrs.a, shape.m, layout.lda, layout.stride_a, BM),
+        map(ptrs.b, b_rows, layout.ldb, layout.stride_b, bn_out(geglu)),
+    ]
+}
+
+impl GemmSm90Params {
+    /// The params of a [`supports`]ed linear with the encoded maps `[a, b]` of [`tensor_maps`].
+    pub fn new(
+        ptrs: GemmPtrs,
+        shape: GemmShape,
+        layout: GemmLayout,
+        epi: GemmEpilogue,
+        maps: [[u64; 16]; 2],
+    ) -> Result<Self> {
+        ensure!(
+            supports(ptrs, shape, layout),
+            "{ENTRY}: unsupported operands (alignment, strides or empty shape): {shape:?} {layout:?}"
+        );
+        ensure!(
+            ptrs.residual == 0 || layout.ldr >= shape.n,
+            "{ENTRY}: residual row stride {} < N {}",
+            layout.ldr,
+            shape.n
+        );
+        let [tma_a, tma_b] = maps;
+        Ok(GemmSm90Params {
+            tma_a,
+            tma_b,
+            bias: ptrs.bias,
+            residual: ptrs.residual,
+            c: ptrs.c,
+            stride_r: layout.stride_r,
+            stride_c: layout.stride_c,
+            m: to_u32(shape.m, "M")?,
+            n: to_u32(shape.n, "N")?,
+            k: to_u32(shape.k, "K")?,
+            ldr: to_u32(layout.ldr, "ldr")?,
+            ldc: to_u32(layout.ldc, "ldc")?,
+            scale: epi.scale,
+            geglu: epi.geglu as u32,
+            batch: to_u32(shape.batch, "batch")?,
+            a_batched: (layout.stride_a != 0) as u32,
+            b_batched: (layout.stride_b != 0) as u32,
+            tiles_m: to_u32(ceil_div(shape.m, BM as u64), "tiles_m")?,
+            tiles_n: to_u32(ceil_div(shape.n, bn_out(epi.geglu) as u64), "tiles_n")?,
+            _pad: [0; 10],
+        })
+    }
+}
+
+/// Persistent launch: `min(tiles, sm_count)` CTAs of [`THREADS`], [`SMEM_BYTES`] dynamic smem.
+pub fn launch_config(shape: GemmShape, geglu: bool, sm_count: u32) -> LaunchConfig {
+    let ctas = tiles(shape, geglu).min(sm_count.max(1) as u64) as u32;
+    LaunchConfig {
+        grid: [ctas, 1, 1],
+        block: [THREADS, 1, 1],
+        dynamic_smem_bytes: SMEM_BYTES,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::params_layout_test!(GemmSm90Params, 384, align 64;
+        assert_eq!(SMEM_BYTES, 218_176);
+        assert_eq!(std::mem::offset_of!(GemmSm90Params, bias), 256);
+        assert_eq!(std::mem::offset_of!(GemmSm90Params, tiles_n), 340);
+    );
+
+    #[test]
+    fn persistent_grid_and_maps() {
+        let shape = GemmShape::new(2, 300, 520, 72);
+        assert_eq!(tiles(shape, false), 3 * 3 * 2);
+        assert_eq!(tiles(shape, true), 3 * 5 * 2);
+        assert_eq!(launch_config(shape, true, 8).grid, [8, 1, 1]);
+        let layout = GemmLayout::contiguous(crate::gemm::GemmOp::Linear, shape, true, true);
+        let ptrs = GemmPtrs {
+            a: 0x1000,
+            b: 0x8000,
+            bias: 0,
+            residual: 0,
+            c: 0x20000,
+        };
+        assert!(supports(ptrs, shape, layout));
+        assert!(!supports(GemmPtrs { a: 0x1008, ..ptrs }, shape, layout));
+        assert!(!supports(ptrs, GemmShape { k: 0, ..shape }, layout));
+        let [a, b] = tensor_maps(ptrs, shape, layout, true);
+        assert_eq!(a.dims, [72, 300, 2]);
+        assert_eq!(a.strides, [144, 300 * 144]);
+        assert_eq!(b.dims, [72, 1040, 1]);
+        assert_eq!(b.box_dim, [64, 128, 1]);
+    }
+}

@@ -1,0 +1,83 @@
+//! `attention_sm90_d*_v1_bf16` (`kernels/cuda/attention_sm90.cu`, wgmma attention, sm_90a) against
+//! the CPU backend's `attention`, through the sm_80 tests' case runner (same params, same checks:
+//! poisoned outputs, nothing written outside the output, relative L2 at the bf16 tensor-core
+//! tolerance): every head dim with an entry, ragged Lq / Lk (1 or 2 query blocks of 128 rows,
+//! the second warpgroup idle or not; 1 to 4 key tiles: the double-buffered ring wraps), Lk = 1, `(B, H, L, D)` and padded `(B, L, H, D)`
+//! strides, extra broadcast keys (the second key segment, also straddling a tile), several
+//! warp schedules; and which params the module declines (the launcher's fallback rule).
+
+use crate::attention::{case, padded, run_attn_with, AttnCase};
+use crate::harness::Device;
+use cyberhost_kernels::attention::{AttentionParams, AttentionShape, AttnStrides};
+use cyberhost_kernels::attention_sm90::{launch_config, supports};
+use cyberhost_kernels::{DType, KernelModule};
+
+fn cases() -> Vec<AttnCase> {
+    let c = case;
+    vec![
+        c(1, 2, 70, 150, 40, false, false), // d40 (K padded to 48 in smem), 2 key tiles of 128
+        c(2, 1, 37, 9, 40, true, false),    // audio cross-attention: short Lk, (B, L, H, D)
+        c(1, 1, 16, 16, 64, false, false), // temporal attention Lq = Lk = frames: one warpgroup idle
+        c(1, 2, 33, 70, 80, false, false), // d80: two swizzle atom columns, 2 key tiles
+        c(1, 1, 65, 40, 128, true, false), // d128, both warpgroups (row 64 in the second)
+        c(1, 1, 20, 45, 160, true, false), // d160: three atom columns
+        c(1, 1, 5, 1, 160, false, false),  // Lk = 1
+        c(1, 2, 19, 23, 16, true, false),  // d16 (tiny preset)
+        c(2, 2, 9, 64, 32, false, false),  // d32, Lk one full tile: no mask
+        c(1, 1, 130, 200, 80, true, false), // 2 query blocks (the last one's 2nd warpgroup idle)
+        c(2, 3, 200, 300, 40, true, false), // 2 query blocks, 3 key tiles (the ring wraps)
+        c(1, 1, 150, 290, 160, false, false), // d160: 5 key tiles of 64
+        padded(c(2, 2, 70, 50, 40, true, false), 40, 0), // padded token rows
+        padded(c(2, 2, 70, 130, 40, true, false), 0, 37), // extra keys straddle tiles 2 / 3
+        padded(c(2, 2, 19, 5, 80, false, false), 8, 70), // extra keys, own Lk < one tile, padded
+        padded(c(1, 2, 24, 32, 160, true, false), 8, 4), // d160 + 4 audio tokens
+    ]
+}
+
+fn run(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
+    if !crate::harness::runs_or_refuses(dev, cyberhost_kernels::KernelModule::AttentionSm90) {
+        return Ok(());
+    }
+    run_attn_with(dev, c, seed, &|dev, p, shape| {
+        let t = supports(p, DType::Bf16)
+            .ok_or_else(|| anyhow::anyhow!("attention_sm90 declines {c:?}"))?;
+        dev.launch(
+            KernelModule::AttentionSm90,
+            t.entry,
+            launch_config(t, shape),
+            p,
+        )?;
+        Ok(t.entry.to_string())
+    })
+}
+
+crate::harness::schedules_test!(attention_sm90_head_dims, cases(), 9700, run);
+
+/// f32 operands, head dims without an entry and unaligned operands are declined (the backend
+/// runs the sm_80 kernel for them).
+#[test]
+fn attention_sm90_declines() {
+    let shape = |d| AttentionShape {
+        batch: 1,
+        heads: 2,
+        lq: 10,
+        lk: 10,
+        d,
+    };
+    let params = |d, ptr| {
+        let st = AttnStrides::blhd(2, 10, d);
+        AttentionParams::new([ptr; 4], [st; 4], shape(d), 0.5).unwrap()
+    };
+    for d in [16, 32, 40, 64, 80, 128, 160] {
+        assert!(supports(&params(d, 4096), DType::Bf16).is_some(), "d{d}");
+        assert!(supports(&params(d, 4096), DType::F32).is_none(), "d{d} f32");
+        assert!(
+            supports(&params(d, 4098), DType::Bf16).is_none(),
+            "d{d} unaligned"
+        );
+        assert!(supports(&params(d, 4096).without_cp_async(), DType::Bf16).is_none());
+    }
+    for d in [8, 36, 48, 72, 96, 150] {
+        assert!(supports(&params(d, 4096), DType::Bf16).is_none(), "d{d}");
+    }
+}

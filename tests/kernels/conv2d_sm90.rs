@@ -1,0 +1,184 @@
+//! `conv2d_sm90_v1_*` (`kernels/cuda/conv2d_sm90.cu`, sm_90a only: implicit GEMM on wgmma) against
+//! the CPU backend's `conv2d_ext`: 3x3 / 1x1 / 5x5 / 1xk kernels, stride 2, padding, dilation,
+//! groups, odd H / W, C_in not a multiple of 8 (1x8 taps), ragged C_out, pixel columns and K over
+//! several 256 x 128 x 64 tiles, every epilogue part (bias, temb, residual per image or broadcast,
+//! scale; 4-column and single-column epilogues), bf16 and f32 y, poisoned outputs, several warp schedules; and the engine's launcher
+//! ([`conv2d::conv2d_sm90`], [`conv2d::conv2d`]'s dispatch on an sm_90a device).
+
+use crate::common::assert_close;
+use crate::common::{round_bf16, Rng};
+use crate::conv2d::{conv1d_shape, conv_ref, Bf16Case, ConvCase};
+use crate::harness::{
+    download_bf16 as download, engine_device, upload_bf16 as upload, Device, TOL_BF16 as TOL,
+};
+use cyberhost_engine::backends::cuda::conv2d;
+use cyberhost_kernels::conv2d::Conv2dShape;
+use cyberhost_kernels::conv2d_sm90::{launch_config, supports, ENTRIES};
+use cyberhost_kernels::{Arch, KernelModule};
+
+fn cases() -> Vec<ConvCase> {
+    let sq = Conv2dShape::square;
+    let c = |s, bias, temb, residual, scale, bcast| ConvCase {
+        s,
+        bias,
+        temb,
+        residual,
+        scale,
+        plain: false,
+        bcast,
+    };
+    vec![
+        // ResNet conv1 + temb: K = 72 (two k tiles, the second ragged), odd H / W, C_out 70
+        c(sq(2, 8, 9, 7, 70, 3, 1, 1), true, true, false, 1.0, false),
+        // conv2 + shortcut and scale, K = 144
+        c(
+            sq(1, 16, 11, 10, 24, 3, 1, 1),
+            true,
+            false,
+            true,
+            0.5,
+            false,
+        ),
+        // stride 2, K = 360 (6 k tiles), C_out 136 (2 row tiles), 264 columns (3 tiles, images
+        // straddle a tile edge)
+        c(
+            sq(2, 40, 23, 21, 136, 3, 2, 1),
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ),
+        // C_out 300: two row tiles, the second with one m64 half of one warpgroup
+        c(
+            sq(1, 16, 7, 9, 300, 3, 1, 1),
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ),
+        // 1x1 shortcut + residual over 270 columns
+        c(
+            sq(2, 72, 9, 15, 140, 1, 1, 0),
+            false,
+            false,
+            true,
+            1.0,
+            false,
+        ),
+        // broadcast residual (conv_in + movement map), N 3
+        c(sq(3, 8, 9, 7, 20, 3, 1, 1), true, false, true, 1.0, true),
+        // broadcast residual + temb + scale on the 4-column epilogue (Ho * Wo = 36)
+        c(sq(2, 16, 6, 6, 20, 3, 1, 1), true, true, true, 0.5, true),
+        // one exact 128 x 128 x 64 tile
+        c(sq(2, 64, 8, 8, 128, 1, 1, 0), true, true, true, 1.0, false),
+        // 5x5, K = 200
+        c(sq(1, 8, 10, 9, 20, 5, 1, 2), true, false, false, 1.0, false),
+        // dilation 2
+        c(
+            Conv2dShape {
+                dilation: (2, 2),
+                ..sq(2, 8, 9, 11, 20, 3, 1, 2)
+            },
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ),
+        // C_in 3 (not a multiple of 8) with 1x8 taps: K = 24; padding (0, 4)
+        c(
+            conv1d_shape(2, 3, 50, 20, 8, 1, 4, 1),
+            true,
+            false,
+            false,
+            1.0,
+            false,
+        ),
+        // groups 4, 1x6, K = 48, + residual
+        c(
+            conv1d_shape(2, 32, 37, 32, 6, 1, 3, 4),
+            true,
+            false,
+            true,
+            1.0,
+            false,
+        ),
+    ]
+}
+
+fn run(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
+    if !crate::harness::runs_or_refuses(dev, cyberhost_kernels::KernelModule::Conv2dSm90) {
+        return Ok(());
+    }
+    let s = c.s;
+    anyhow::ensure!(supports(s, 0), "{c:?}: not a conv2d_sm90 shape");
+    let case = Bf16Case::new(dev, c, seed)?;
+    anyhow::ensure!(case.p.aligned == 1, "{c:?}: W not cp.async-aligned");
+    for (i, e) in ENTRIES.iter().enumerate() {
+        // 2 SMs: blocks walk several column tiles (the persistent loop); 132: one tile each
+        // where the shape has fewer than 132 / row tiles
+        let sms = if i == 0 { 2 } else { 132 };
+        let what = format!("{} {c:?}", e.name);
+        let cfg = launch_config(s, sms);
+        case.check(dev, KernelModule::Conv2dSm90, e.name, cfg, i == 1, &what)?;
+    }
+    Ok(())
+}
+
+crate::harness::schedules_test!(conv2d_sm90_implicit_gemm_epilogues, cases(), 9000, run);
+
+/// The module is sm_90a-only PTX.
+#[test]
+fn conv2d_sm90_is_hopper_only() {
+    assert_eq!(KernelModule::Conv2dSm90.arch(), Arch::Sm90a);
+}
+
+/// The engine's launcher: `conv2d_sm90` on the stand-in (sm_90a at its default arch) against the
+/// CPU, `conv2d` picking it (the same bits), and an error for a shape it does not take (K = 36).
+#[test]
+fn conv2d_sm90_engine_launcher() {
+    let dev = engine_device();
+    if dev.arch() != Arch::Sm90a {
+        return; // an sm_80 device runs conv2d.cu only
+    }
+    let s = Conv2dShape::square(2, 16, 9, 7, 40, 3, 1, 1);
+    let mut rng = Rng::new(77);
+    let out_len = (s.n * s.c_out * s.h_out() * s.w_out()) as usize;
+    let x = round_bf16(&rng.randn((s.n * s.c_in * s.h * s.w) as usize, 1.0, 0.0));
+    let w = round_bf16(&rng.randn((s.c_out * s.k()) as usize, 0.3, 0.0));
+    let b = round_bf16(&rng.randn(s.c_out as usize, 1.0, 0.0));
+    let want = conv_ref(&x, &w, s, Some(&b), None, None, 1.0);
+    let (xd, wd, bd) = (upload(dev, &x), upload(dev, &w), upload(dev, &b));
+    let extras = conv2d::Conv2dExtras {
+        bias: Some(&bd),
+        ..Default::default()
+    };
+    let mut y = upload(dev, &vec![f32::NAN; out_len]);
+    conv2d::conv2d_sm90(dev, &xd, &wd, &mut y, s, extras).unwrap();
+    let got = download(dev, &y);
+    assert_close("conv2d_sm90 launcher", &got, &want, TOL);
+    let mut y2 = upload(dev, &vec![f32::NAN; out_len]);
+    conv2d::conv2d(dev, &xd, &wd, &mut y2, s, extras).unwrap();
+    assert_eq!(download(dev, &y2), got, "conv2d dispatches to conv2d_sm90");
+    let s36 = Conv2dShape::square(1, 4, 5, 5, 8, 3, 1, 1);
+    let (x36, w36) = (upload(dev, &[0.5; 100]), upload(dev, &[0.25; 8 * 36]));
+    let mut y36 = upload(dev, &[0.0; 200]);
+    let err = conv2d::conv2d_sm90(dev, &x36, &w36, &mut y36, s36, Default::default());
+    assert!(err.is_err(), "K = 36 is not a conv2d_sm90 shape");
+    conv2d::conv2d(dev, &x36, &w36, &mut y36, s36, Default::default()).unwrap();
+    assert_eq!(
+        download(dev, &y36),
+        vec![0.5 * 0.25 * 36.0; 200]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                // border pixels see fewer taps
+                let (yy, xx) = ((i % 25) / 5, i % 5);
+                let taps = |c: usize| if c == 0 || c == 4 { 2.0 } else { 3.0 };
+                v / 9.0 * taps(yy) * taps(xx)
+            })
+            .collect::<Vec<f32>>()
+    );
+}

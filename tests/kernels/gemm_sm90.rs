@@ -1,0 +1,160 @@
+//! `linear_sm90_v1_bf16` (`kernels/cuda/gemm_sm90.cu`, sm_90a: TMA + mbarrier ring + wgmma,
+//! warp-specialised, persistent) against the CPU backend's `linear_ext` (`gemm_ref`): random bf16
+//! inputs, M / N / K tails (OOB zero fill of the TMA boxes), bias / residual / scale / GEGLU,
+//! batched and broadcast B, persistent CTAs looping over several tiles (grids smaller than the
+//! tile count, so the ring's phases wrap across tiles), every output poisoned, two warp schedules
+//! (hazard checks: AsyncProxyRace, AsyncHazard, Deadlock, TxCountMismatch, RegisterBudget),
+//! relative L2 <= [`TOL_BF16`] (bf16 operands and output, f32 sums: the v2 entries' bound).
+
+use std::sync::{Arc, Mutex};
+
+use crate::common::{assert_close, cuda_serial, emulated_backend, host, rand_pair, CPU};
+use crate::gemm::{case, upload_bf16_case, GemmCase, Opt};
+use crate::harness::{Device, TOL_BF16};
+use cyberhost_engine::backends::cuda::cudarc::driver::CudaStream;
+use cyberhost_engine::backends::cuda::LaunchObserver;
+use cyberhost_engine::backends::{Backend, LinearEpilogue};
+use cyberhost_kernels::gemm::{GemmLayout, GemmOp, GemmPtrs, GemmShape};
+use cyberhost_kernels::gemm_sm90::{self, GemmSm90Params, ENTRY};
+use cyberhost_kernels::{Arch, KernelModule};
+
+/// A case and the SM count its persistent grid is sized for (`ctas` < tiles: CTAs loop).
+#[derive(Clone, Copy, Debug)]
+struct Sm90Case {
+    c: GemmCase,
+    ctas: u32,
+}
+
+fn sm90_cases() -> Vec<Sm90Case> {
+    use GemmOp::Linear;
+    use Opt::*;
+    let v = |c: GemmCase, ctas| Sm90Case { c, ctas };
+    vec![
+        // M, N tails; K = 72: a second k tile of 8 valid columns (zero fill past K)
+        v(
+            case(Linear, 1, (130, 136, 72)).with(&[Bias, Residual, Scale(0.5)]),
+            132,
+        ),
+        // 2 x 2 tiles, K < 64, one CTA loops over all four
+        v(case(Linear, 1, (150, 260, 40)).with(&[Bias]), 1),
+        // GEGLU: value and gate boxes of B; N tail inside the value box
+        v(case(Linear, 1, (129, 136, 64)).with(&[Bias, Geglu]), 132),
+        // N = 37: unaligned rows of C and the residual (scalar stores)
+        v(case(Linear, 1, (45, 37, 64)).with(&[Residual]), 132),
+        // batched A and B (3D tensor maps), 2 CTAs over 2 tiles
+        v(case(Linear, 2, (20, 33, 48)).with(&[BatchedB, Residual]), 2),
+        // broadcast B over 3 batches, 3 k tiles: the 4-stage ring wraps inside one CTA's tiles
+        v(case(Linear, 3, (70, 24, 136)).with(&[Bias]), 2),
+        // interior tiles (every row and column in bounds: the branch-free epilogue) beside edge
+        // tiles: bias + residual + scale, and residual alone over batched B (3D maps, batch strides)
+        v(
+            case(Linear, 1, (140, 264, 72)).with(&[Bias, Residual, Scale(0.5)]),
+            2,
+        ),
+        v(
+            case(Linear, 2, (130, 260, 40)).with(&[BatchedB, Residual]),
+            3,
+        ),
+        // GEGLU with every epilogue term, 3 x 2 tiles on 4 CTAs
+        v(
+            case(Linear, 1, (257, 200, 72)).with(&[Bias, Geglu, Residual, Scale(2.0)]),
+            4,
+        ),
+    ]
+}
+
+fn run_sm90(dev: &mut Device, v: Sm90Case, seed: u64) -> anyhow::Result<()> {
+    if !crate::harness::runs_or_refuses(dev, cyberhost_kernels::KernelModule::GemmSm90) {
+        return Ok(());
+    }
+    let c = v.c;
+    let (shape, layout, ptrs, epi, want) = upload_bf16_case(dev, &c, seed)?;
+    assert!(gemm_sm90::supports(ptrs, shape, layout), "{v:?}");
+    let [ta, tb] = gemm_sm90::tensor_maps(ptrs, shape, layout, c.geglu);
+    let maps = [dev.tensor_map(&ta)?, dev.tensor_map(&tb)?];
+    let p = GemmSm90Params::new(ptrs, shape, layout, epi, maps)?;
+    let cfg = gemm_sm90::launch_config(shape, c.geglu, v.ctas);
+    dev.launch(KernelModule::GemmSm90, ENTRY, cfg, &p)?;
+    dev.check_bf16(&format!("{v:?} grid {:?}", cfg.grid), ptrs.c, &want)
+}
+
+crate::harness::schedules_test!(gemm_sm90_linear_epilogues, sm90_cases(), 900, run_sm90);
+
+/// The TMA path's limits: 16-byte-aligned operands with strides of whole 16 bytes and K > 0; the
+/// rest stays on gemm.cu.
+#[test]
+fn gemm_sm90_supports() {
+    let shape = GemmShape::new(1, 64, 64, 64);
+    let layout = GemmLayout::contiguous(GemmOp::Linear, shape, false, true);
+    let ptrs = GemmPtrs {
+        a: 0x1000,
+        b: 0x2000,
+        bias: 0,
+        residual: 0,
+        c: 0x3000,
+    };
+    assert!(gemm_sm90::supports(ptrs, shape, layout));
+    assert!(!gemm_sm90::supports(
+        GemmPtrs { b: 0x2002, ..ptrs },
+        shape,
+        layout
+    ));
+    let odd = GemmShape { k: 60, ..shape };
+    let odd_layout = GemmLayout::contiguous(GemmOp::Linear, odd, false, true);
+    assert!(!gemm_sm90::supports(ptrs, odd, odd_layout));
+    let empty = GemmShape { m: 0, ..shape };
+    assert!(!gemm_sm90::supports(ptrs, empty, layout));
+}
+
+/// Entry names the backend launches while installed as its device's observer.
+#[derive(Default)]
+struct Entries(Mutex<Vec<String>>);
+
+impl LaunchObserver for Entries {
+    fn before_launch(&self, _: &Arc<CudaStream>, _: KernelModule, entry: &str) {
+        self.0.lock().unwrap().push(entry.to_string());
+    }
+    fn after_launch(&self, _: &Arc<CudaStream>, _: KernelModule, _: &str) {}
+}
+
+/// The backend's fused `linear_ext` (GEGLU, residual, scale) on the stand-in: an sm_90a device
+/// (its default arch) launches `linear_sm90_v1_bf16` for 16-byte rows and gemm.cu for K = 60
+/// (120-byte rows, no TMA); an sm_80 one (`PTX_EMU_ARCH=sm_80`) never the Hopper entry. Both
+/// results match the CPU.
+#[test]
+fn gemm_sm90_backend_dispatch() {
+    let _serial = cuda_serial();
+    let be = emulated_backend();
+    let sm90 = be.device().arch() == Arch::Sm90a;
+    for (k, hopper) in [(64usize, sm90), (60, false)] {
+        let (m, n) = (70usize, 40usize);
+        let (x, xc) = rand_pair(be, &[m, k], 170);
+        let (w, wc) = rand_pair(be, &[2 * n, k], 171);
+        let (b, bc) = rand_pair(be, &[2 * n], 172);
+        let (r, rc) = rand_pair(be, &[m, n], 173);
+        let entries = Arc::new(Entries::default());
+        be.device().set_launch_observer(Some(entries.clone()));
+        let epi = LinearEpilogue {
+            residual: Some(&r),
+            scale: 0.5,
+            geglu: true,
+        };
+        let got = be.linear_ext(&x, &w, Some(&b), epi);
+        be.device().set_launch_observer(None);
+        let got = be.to_f32(&got.unwrap()).unwrap();
+        let epi = LinearEpilogue {
+            residual: Some(&rc),
+            scale: 0.5,
+            geglu: true,
+        };
+        let want = host(&CPU.linear_ext(&xc, &wc, Some(&bc), epi).unwrap());
+        let launched = entries.0.lock().unwrap().clone();
+        assert_eq!(
+            launched.iter().any(|e| e == ENTRY),
+            hopper,
+            "K {k}, arch {}: launched {launched:?}",
+            be.device().arch()
+        );
+        assert_close(&format!("linear_ext GEGLU K {k}"), &got, &want, TOL_BF16);
+    }
+}
