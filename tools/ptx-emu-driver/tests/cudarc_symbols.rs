@@ -22,8 +22,20 @@ use util::driver_path;
 /// cudarc's `driver/sys/mod.rs`, from the package `cargo metadata` resolves for this workspace.
 fn cudarc_sys_source() -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Only the host's packages: a fresh machine's cache holds no crate that only another platform
+    // needs (Windows console crates), and `--offline` cannot fetch them.
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let vv = Command::new(rustc).arg("-vV").output().expect("rustc -vV runs");
+    let vv = String::from_utf8_lossy(&vv.stdout).into_owned();
+    let host = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV names the host triple")
+        .trim()
+        .to_string();
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform"])
+        .arg(&host)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
