@@ -170,7 +170,16 @@ impl<'a, 'b> Block<'a, 'b> {
                         put_le_at(&mut buf, k * eb, val(k, l), eb);
                     }
                     let data = &buf[..total];
-                    self.shared_check(w, l, w.idx * 32 + l as u32, o, total, true, false, Some(data))?;
+                    self.shared_check(
+                        w,
+                        l,
+                        w.idx * 32 + l as u32,
+                        o,
+                        total,
+                        true,
+                        false,
+                        Some(data),
+                    )?;
                     self.shared[o..o + total].copy_from_slice(data);
                 }
             }
