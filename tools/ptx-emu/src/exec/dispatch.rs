@@ -81,7 +81,7 @@ impl<'a, 'b> Block<'a, 'b> {
             {
                 if exec != 0 {
                     if let FOp::Ld { .. } | FOp::St { .. } = f {
-                        if !self.ldst_fast(w, f, exec) {
+                        if !self.ldst_fast(w, f, exec)? {
                             self.exec(w, ins, exec)?;
                         }
                     } else {

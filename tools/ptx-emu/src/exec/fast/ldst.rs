@@ -13,13 +13,18 @@ enum Region {
 
 impl<'a, 'b> Block<'a, 'b> {
     /// A fast `ld`/`st` (`FOp::Ld`/`FOp::St`) for the lanes of `exec`, when every lane's access is
-    /// aligned and inside one region (one global allocation; the block's shared memory when no
-    /// shadow state is kept, i.e. at `PTX_EMU_CHECKS=fast`; the parameter buffer): no per-lane
-    /// lookup, values straight from/to the register rows, lanes in order. Returns false (nothing
-    /// done) otherwise: the general path then runs the instruction, checks each lane and reports
-    /// the first fault.
+    /// aligned and inside one region (one global allocation; the block's shared memory; the
+    /// parameter buffer): no per-lane lookup, values straight from/to the register rows, lanes in
+    /// order. Returns Ok(false) (nothing done) otherwise: the general path then runs the
+    /// instruction, checks each lane and reports the first fault.
+    ///
+    /// Shared memory with shadow state (`PTX_EMU_CHECKS=full`): once every lane is known to be
+    /// aligned and in bounds, the general path could only fault in the hazard check, so the
+    /// lanes are hazard-checked here in the same order with the same arguments (a store checks
+    /// and writes lane by lane, as the general path does; a load checks every lane before any
+    /// register is written) and the first hazard is returned as the same fault.
     #[inline(always)]
-    pub(in crate::exec) fn ldst_fast(&mut self, w: &mut Warp, f: &FOp, exec: u32) -> bool {
+    pub(in crate::exec) fn ldst_fast(&mut self, w: &mut Warp, f: &FOp, exec: u32) -> R<bool> {
         let (space, eb, n, base, off, store) = match *f {
             FOp::Ld {
                 space,
@@ -37,11 +42,11 @@ impl<'a, 'b> Block<'a, 'b> {
                 off,
                 ..
             } => (space, eb as usize, n as usize, base, off, true),
-            _ => return false,
+            _ => return Ok(false),
         };
         let total = eb * n;
         if !total.is_power_of_two() {
-            return false;
+            return Ok(false);
         }
         let mut addrs = [0u64; 32];
         match base {
@@ -56,7 +61,7 @@ impl<'a, 'b> Block<'a, 'b> {
         }
         let (lo, hi, bits) = lane_span(&addrs, exec);
         if bits & (total as u64 - 1) != 0 || hi >= u64::MAX - 64 || lo > hi {
-            return false;
+            return Ok(false);
         }
         let in_window = |start: u64| lo >= start && hi < start + WINDOW_SIZE;
         let (region, start) = match space {
@@ -65,19 +70,19 @@ impl<'a, 'b> Block<'a, 'b> {
             Space::Generic if in_window(SHARED_WINDOW) => (Region::Shared, SHARED_WINDOW),
             Space::Global | Space::Const => (Region::Global(0), 0),
             Space::Generic if hi < GLOBAL_LIMIT => (Region::Global(0), 0),
-            _ => return false,
+            _ => return Ok(false),
         };
         let end = hi - start + total as u64;
         let region = match region {
             Region::Shared => {
-                if !self.shadow.is_empty() || end > self.shared.len() as u64 {
-                    return false;
+                if end > self.shared.len() as u64 {
+                    return Ok(false);
                 }
                 Region::Shared
             }
             Region::Param => {
                 if store || end > self.c.params.len() as u64 {
-                    return false;
+                    return Ok(false);
                 }
                 Region::Param
             }
@@ -91,18 +96,25 @@ impl<'a, 'b> Block<'a, 'b> {
                             ov.hint.set(i);
                         }
                         if !store && ov.may_hold(lo, len) {
-                            return false;
+                            return Ok(false);
                         }
                         i
                     }
                 };
                 match i {
                     Some(i) => Region::Global(i),
-                    None => return false,
+                    None => return Ok(false),
                 }
             }
         };
+        let checked = matches!(region, Region::Shared) && !self.shadow.is_empty();
         if let FOp::Ld { sign, d, .. } = *f {
+            if checked {
+                for l in lanes(exec) {
+                    let off = (addrs[l] - start) as usize;
+                    self.shared_check(w, l, w.idx * 32 + l as u32, off, total, false, false, None)?;
+                }
+            }
             let (data, start) = match region {
                 Region::Shared => (&self.shared[..], start),
                 Region::Param => (self.c.params, start),
@@ -127,10 +139,10 @@ impl<'a, 'b> Block<'a, 'b> {
                     };
                 }
             }
-            return true;
+            return Ok(true);
         }
         let FOp::St { v, .. } = *f else {
-            return false;
+            return Ok(false);
         };
         static ZERO: Row = [0; 32];
         let mut rows: [&Row; 4] = [&ZERO; 4];
@@ -150,6 +162,27 @@ impl<'a, 'b> Block<'a, 'b> {
         }
         let val = |k: usize, l: usize| if is_imm[k] { imm[k] } else { rows[k][l] };
         match region {
+            Region::Shared if checked => {
+                for l in lanes(exec) {
+                    let o = (addrs[l] - start) as usize;
+                    let mut buf = [0u8; 32];
+                    for k in 0..n {
+                        put_le_at(&mut buf, k * eb, val(k, l), eb);
+                    }
+                    let data = &buf[..total];
+                    self.shared_check(
+                        w,
+                        l,
+                        w.idx * 32 + l as u32,
+                        o,
+                        total,
+                        true,
+                        false,
+                        Some(data),
+                    )?;
+                    self.shared[o..o + total].copy_from_slice(data);
+                }
+            }
             Region::Shared => {
                 for l in lanes(exec) {
                     let o = (addrs[l] - start) as usize;
@@ -158,10 +191,10 @@ impl<'a, 'b> Block<'a, 'b> {
                     }
                 }
             }
-            Region::Param => return false,
+            Region::Param => return Ok(false),
             Region::Global(i) => store_span(&mut self.mem, i, &addrs, exec, total, (n, eb), val),
         }
-        true
+        Ok(true)
     }
 }
 
