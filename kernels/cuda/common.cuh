@@ -136,3 +136,35 @@ __device__ __forceinline__ void store_vec_scalar(T* p, uint32_t valid, const flo
   for (uint32_t j = 0; j < Vec16<T>::N; ++j)
     if (j < valid) p[j] = from_f32<T>(v[j]);
 }
+
+// ------------------------------------------------------------------------------------------------
+// 16-byte vectors along the last dim of a strided op (pointwise binary, layout copy). Mirrored by
+// kernels/src/lib.rs `vec16_operand` (the host sizes the grid by the same rule).
+// ------------------------------------------------------------------------------------------------
+
+// Whether an operand at base + offset elements, read through `st` over a shape whose last dim is a
+// whole number of VEC vectors, starts every vector on 16 bytes with its elements contiguous (last
+// stride 1, every other stride and the offset multiples of VEC, base 16-byte aligned), or repeats
+// one element along the vector (last stride 0, when `bcast` allows it).
+template <int RANK>
+__device__ __forceinline__ bool vec16_operand(const void* base, uint64_t offset, const uint64_t (&st)[RANK], uint32_t vec,
+                                              bool bcast) {
+  if (st[RANK - 1] == 0) return bcast;
+  bool ok = st[RANK - 1] == 1 && offset % vec == 0 && aligned16(base);
+#pragma unroll
+  for (int d = 0; d < RANK - 1; ++d) ok = ok && st[d] % vec == 0;
+  return ok;
+}
+
+// Grid-stride loop over the n / VEC vectors of a row-major `shape` (last dim a multiple of VEC):
+// body(e, oa, ob) with e the flat index of the vector's first element and oa, ob its offsets
+// through sa and sb. One index decomposition per vector.
+template <uint32_t VEC, int RANK, typename F>
+__device__ __forceinline__ void vec_strided_loop(uint64_t n, const uint32_t (&shape)[RANK], const uint64_t (&sa)[RANK],
+                                                 const uint64_t (&sb)[RANK], F&& body) {
+  grid_stride_loop(n / VEC, [&](uint64_t i) {
+    uint64_t oa, ob;
+    strided_offsets(i * VEC, shape, sa, sb, oa, ob);
+    body(i * VEC, oa, ob);
+  });
+}
