@@ -552,11 +552,12 @@ template <typename T> __device__ __forceinline__ void group_norm_tokens_v2(const
   gnt2_tokens_slot<T>(s, cr);
   const uint32_t c = c0 + cr;
   if (s0 + s < p.s && c < p.c) {
+    const uint32_t valid = gnt2_valid(c, p.c, VEC);
     float v[VEC];
 #pragma unroll
-    for (uint32_t j = 0; j < VEC; ++j) v[j] = tile[cr + j][s];
+    for (uint32_t j = 0; j < VEC; ++j) v[j] = j < valid ? tile[cr + j][s] : 0.0f; // rows past C: unwritten
     T* y = static_cast<T*>(p.y) + (((uint64_t)n * p.s + s0 + s) * q.frames + f) * p.c + c;
-    gnt2_store(y, vec, gnt2_valid(c, p.c, VEC), v);
+    gnt2_store(y, vec, valid, v);
   }
 }
 
@@ -591,7 +592,7 @@ template <typename T> __device__ __forceinline__ void tokens_planes_add_v2(const
     float v[VEC];
     gnt2_load(static_cast<const T*>(q.residual) + e, vec, valid, v);
 #pragma unroll
-    for (uint32_t j = 0; j < VEC; ++j) v[j] += tile[r][sc + j];
+    for (uint32_t j = 0; j < VEC; ++j) v[j] += j < valid ? tile[r][sc + j] : 0.0f; // columns past S: unwritten
     gnt2_store(static_cast<T*>(p.y) + e, vec, valid, v);
   }
 }

@@ -99,7 +99,7 @@ pub(crate) fn linear_ext(
             c: be.ptr(&out),
         };
         let ws_len =
-            gemm::splitk_workspace_len(be.device(), GemmOp::Linear, ptrs, gs, layout, epi.geglu);
+            gemm::launch_workspace_len(be.device(), GemmOp::Linear, ptrs, gs, layout, epi.geglu);
         let ws = (ws_len > 0)
             .then(|| be.alloc(&[ws_len], DType::F32))
             .transpose()?;

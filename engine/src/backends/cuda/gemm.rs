@@ -153,10 +153,16 @@ pub struct GemmExtras<'a, T: DeviceRepr> {
     pub workspace: Option<&'a CudaSlice<T>>,
 }
 
-/// f32 elements of the split-K workspace [`launch`] uses for `op` over `shape` / `layout` on `dev`
-/// with operands at `ptrs` (0: the plan does not split K, or the linear goes to `gemm_sm90`, which
-/// never does; pass no workspace).
-pub fn splitk_workspace_len(
+/// f32 elements of the split-K workspace the sm_80 GEMM plan uses for `shape` on `dev` (0: the
+/// plan does not split K; pass no workspace).
+pub fn splitk_workspace_len(dev: &CudaDevice, shape: GemmShape, geglu: bool) -> usize {
+    GemmPlan::choose(shape, geglu, dev.sm_count(), true).workspace_len(shape, geglu) as usize
+}
+
+/// f32 elements of the split-K workspace [`launch`] uses for `op` over `shape` / `layout` with
+/// operands at `ptrs` on `dev`: [`splitk_workspace_len`], or 0 when the GEMM goes to `gemm_sm90`
+/// (a linear on sm_90a that it supports: it never splits K).
+pub fn launch_workspace_len(
     dev: &CudaDevice,
     op: GemmOp,
     ptrs: GemmPtrs,
@@ -165,9 +171,10 @@ pub fn splitk_workspace_len(
     geglu: bool,
 ) -> usize {
     if takes_sm90(dev, op, ptrs, shape, layout) {
-        return 0;
+        0
+    } else {
+        splitk_workspace_len(dev, shape, geglu)
     }
-    GemmPlan::choose(shape, geglu, dev.sm_count(), true).workspace_len(shape, geglu) as usize
 }
 
 /// Whether [`launch`] hands this GEMM to the Hopper kernel (`gemm_sm90`): a linear on an sm_90a
