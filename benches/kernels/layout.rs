@@ -12,7 +12,9 @@ pub fn benches(c: &mut Criterion) {
         be.permute(&x, &[0, 2, 3, 1])
     });
     // channel concat: rows of 16 * 144 elements, copy_v2's 16-byte vectors
-    bench(c, "layout", "concat_c_2x32x12x12", || be.concat(&[&x, &x], 1));
+    bench(c, "layout", "concat_c_2x32x12x12", || {
+        be.concat(&[&x, &x], 1)
+    });
     let idx: Vec<usize> = (0..16).rev().collect();
     bench(c, "layout", "index_select_16", || {
         be.index_select(&x, 1, &idx)

@@ -13,7 +13,8 @@ pub const POINTWISE_MAX_RANK: usize = 6;
 
 const LAUNCH: &str = "grid = clamp(ceil(n / 1024), 1, 65535), block = 256, grid-stride loop";
 
-const LAUNCH_BINARY: &str = "16-byte vectors: grid = clamp(ceil(n / vec / 512), 1, 65535), else as \
+const LAUNCH_BINARY: &str =
+    "16-byte vectors: grid = clamp(ceil(n / vec / 512), 1, 65535), else as \
                              the v1 entries; block = 256, grid-stride loop";
 
 const PARAMS: (&str, usize) = ("PointwiseParams", 168);
@@ -106,7 +107,13 @@ pub fn launch_config_binary(p: &PointwiseParams, dtype: DType) -> LaunchConfig {
         && p.y % 16 == 0
         && crate::vec16_operand(p.a, 0, &p.a_strides, vec, true)
         && crate::vec16_operand(p.b, 0, &p.b_strides, vec, true);
-    crate::grid_stride_vec16(p.n, vec, vectors, POINTWISE_THREADS, POINTWISE_ITEMS_PER_THREAD)
+    crate::grid_stride_vec16(
+        p.n,
+        vec,
+        vectors,
+        POINTWISE_THREADS,
+        POINTWISE_ITEMS_PER_THREAD,
+    )
 }
 
 #[cfg(test)]
