@@ -24,4 +24,13 @@ pub fn benches(c: &mut Criterion) {
     bench(c, "group_norm", "v2_2x32x64x64_g8", || {
         be.group_norm(&xl, 8, Some(&g), Some(&b), 1e-5)
     });
+    // token layout (v2 entries): 2 items x 4 frames of (32, 16, 16) planes -> (2, 256, 4, 32)
+    let xt = tensor(&[8, 32, 16, 16], 5);
+    bench(c, "group_norm", "tokens_8x32x16x16_f4_g8", || {
+        be.group_norm_tokens(&xt, 4, 8, Some(&g), Some(&b), 1e-5)
+    });
+    let t = tensor(&[2, 256, 4, 32], 6);
+    bench(c, "group_norm", "tokens_planes_add_8x32x16x16_f4", || {
+        be.tokens_planes_add(&t, &xt, 4)
+    });
 }

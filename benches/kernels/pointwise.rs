@@ -14,6 +14,9 @@ pub fn benches(c: &mut Criterion) {
     bench(c, "pointwise", "add_bcast_32k", || {
         be.binary(&x, &b, Binary::Add)
     });
+    // same shapes, last merged dim a whole number of 16-byte vectors: binary_v2's vector path
+    let y = tensor(&[4, 32, 16, 16], 3);
+    bench(c, "pointwise", "add_32k", || be.binary(&x, &y, Binary::Add));
     bench(c, "pointwise", "affine_32k", || be.affine(&x, 0.5, 1.0));
     bench(c, "pointwise", "cast_f32_32k", || {
         be.to_dtype(&x, DType::F32)

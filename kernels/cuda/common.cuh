@@ -92,3 +92,79 @@ __device__ __forceinline__ float warp_max(float v) {
   for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, offset));
   return v;
 }
+
+// ------------------------------------------------------------------------------------------------
+// 16-byte vectors of a storage dtype (4 f32 or 8 bf16), converted to / from f32
+// ------------------------------------------------------------------------------------------------
+
+template <typename T> struct Vec16;
+template <> struct Vec16<float> {
+  enum : uint32_t { N = 4 };
+};
+template <> struct Vec16<__nv_bfloat16> {
+  enum : uint32_t { N = 8 };
+};
+
+__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uint64_t>(p) & 15u) == 0; }
+
+// p 16-byte aligned.
+template <typename T> __device__ __forceinline__ void load_vec16(const T* p, float (&v)[Vec16<T>::N]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (uint32_t j = 0; j < Vec16<T>::N; ++j) v[j] = to_f32(e[j]);
+}
+
+template <typename T> __device__ __forceinline__ void store_vec16(T* p, const float (&v)[Vec16<T>::N]) {
+  uint4 raw;
+  T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+  for (uint32_t j = 0; j < Vec16<T>::N; ++j) e[j] = from_f32<T>(v[j]);
+  *reinterpret_cast<uint4*>(p) = raw;
+}
+
+// The first `valid` elements of a vector at p (any alignment), element by element; the rest 0.
+template <typename T>
+__device__ __forceinline__ void load_vec_scalar(const T* p, uint32_t valid, float (&v)[Vec16<T>::N]) {
+#pragma unroll
+  for (uint32_t j = 0; j < Vec16<T>::N; ++j) v[j] = j < valid ? to_f32(p[j]) : 0.0f;
+}
+
+template <typename T>
+__device__ __forceinline__ void store_vec_scalar(T* p, uint32_t valid, const float (&v)[Vec16<T>::N]) {
+#pragma unroll
+  for (uint32_t j = 0; j < Vec16<T>::N; ++j)
+    if (j < valid) p[j] = from_f32<T>(v[j]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// 16-byte vectors along the last dim of a strided op (pointwise binary, layout copy). Mirrored by
+// kernels/src/lib.rs `vec16_operand` (the host sizes the grid by the same rule).
+// ------------------------------------------------------------------------------------------------
+
+// Whether an operand at base + offset elements, read through `st` over a shape whose last dim is a
+// whole number of VEC vectors, starts every vector on 16 bytes with its elements contiguous (last
+// stride 1, every other stride and the offset multiples of VEC, base 16-byte aligned), or repeats
+// one element along the vector (last stride 0, when `bcast` allows it).
+template <int RANK>
+__device__ __forceinline__ bool vec16_operand(const void* base, uint64_t offset, const uint64_t (&st)[RANK], uint32_t vec,
+                                              bool bcast) {
+  if (st[RANK - 1] == 0) return bcast;
+  bool ok = st[RANK - 1] == 1 && offset % vec == 0 && aligned16(base);
+#pragma unroll
+  for (int d = 0; d < RANK - 1; ++d) ok = ok && st[d] % vec == 0;
+  return ok;
+}
+
+// Grid-stride loop over the n / VEC vectors of a row-major `shape` (last dim a multiple of VEC):
+// body(e, oa, ob) with e the flat index of the vector's first element and oa, ob its offsets
+// through sa and sb. One index decomposition per vector.
+template <uint32_t VEC, int RANK, typename F>
+__device__ __forceinline__ void vec_strided_loop(uint64_t n, const uint32_t (&shape)[RANK], const uint64_t (&sa)[RANK],
+                                                 const uint64_t (&sb)[RANK], F&& body) {
+  grid_stride_loop(n / VEC, [&](uint64_t i) {
+    uint64_t oa, ob;
+    strided_offsets(i * VEC, shape, sa, sb, oa, ob);
+    body(i * VEC, oa, ob);
+  });
+}

@@ -15,7 +15,8 @@
 //   v2: split reduction over (chunks, G, N) blocks, stats launch + apply launch (below).
 //       <- ships for larger groups (rule: kernels/src/group_norm.rs `version`)
 // Entries: group_norm_v1_{f32,bf16}, group_norm_silu_v1_{f32,bf16} (one GroupNormParams argument);
-// group_norm_stats_v2_*, group_norm_v2_*, group_norm_silu_v2_* (one GroupNorm2Params argument).
+// group_norm_stats_v2_*, group_norm_v2_*, group_norm_silu_v2_* (one GroupNorm2Params argument);
+// group_norm_tokens_v2_*, tokens_planes_add_v2_* (one GnTokensParams argument; token layout, below).
 // ------------------------------------------------------------------------------------------------
 
 #include "common.cuh"
@@ -213,30 +214,6 @@ __device__ __forceinline__ GnStat gn_block_merge(GnStat v) {
   return total;
 }
 
-// 16 bytes of T.
-template <typename T> struct GnVec;
-template <> struct GnVec<float> {
-  enum : uint32_t { N = 4 };
-};
-template <> struct GnVec<__nv_bfloat16> {
-  enum : uint32_t { N = 8 };
-};
-
-template <typename T> __device__ __forceinline__ void gn_load_vec(const T* p, float (&v)[GnVec<T>::N]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (uint32_t j = 0; j < GnVec<T>::N; ++j) v[j] = to_f32(e[j]);
-}
-
-template <typename T> __device__ __forceinline__ void gn_store_vec(T* p, const float (&v)[GnVec<T>::N]) {
-  uint4 raw;
-  T* e = reinterpret_cast<T*>(&raw);
-#pragma unroll
-  for (uint32_t j = 0; j < GnVec<T>::N; ++j) e[j] = from_f32<T>(v[j]);
-  *reinterpret_cast<uint4*>(p) = raw;
-}
-
 // This block's group and chunk: flat [lo, hi) of x/y, the aligned origin `a` of the chunk's
 // vectors (vector i of the chunk starts at a + i * VEC), the group's first element gbase.
 struct GnChunk {
@@ -244,7 +221,7 @@ struct GnChunk {
 };
 
 template <typename T> __device__ __forceinline__ GnChunk gn_chunk(const GroupNorm2Params& p) {
-  constexpr uint32_t VEC = GnVec<T>::N;
+  constexpr uint32_t VEC = Vec16<T>::N;
   const uint32_t cpg = p.c / p.groups;
   const uint64_t len = (uint64_t)cpg * p.s;
   GnChunk r;
@@ -257,7 +234,6 @@ template <typename T> __device__ __forceinline__ GnChunk gn_chunk(const GroupNor
   return r;
 }
 
-__device__ __forceinline__ bool gn_aligned(const void* p) { return (reinterpret_cast<uint64_t>(p) & 15u) == 0; }
 
 // Thread 0 writes the block's partial to its workspace slot.
 __device__ __forceinline__ void gn_stats_write(const GroupNorm2Params& p, GnStat t) {
@@ -284,17 +260,17 @@ __device__ __forceinline__ void gn_for_each_masked(const GnChunk& ch, F&& f) {
 template <typename T> __device__ __forceinline__ void group_norm_stats_v2(const GroupNorm2Params& p) {
   __shared__ float partial[GN2_WARPS];
   __shared__ float total;
-  constexpr uint32_t VEC = GnVec<T>::N;
+  constexpr uint32_t VEC = Vec16<T>::N;
   constexpr uint32_t VPT = GN2_ELEMS / VEC; // vectors per thread
   const GnChunk ch = gn_chunk<T>(p);
   const T* x = static_cast<const T*>(p.x);
   float v[VPT][VEC];
   float sum = 0.0f;
   // Interior chunk (all CHUNK elements in the group, 16-byte aligned): unmasked vectors only.
-  if (gn_aligned(x) && ch.lo == ch.a && ch.hi == ch.a + GN2_CHUNK) {
+  if (aligned16(x) && ch.lo == ch.a && ch.hi == ch.a + GN2_CHUNK) {
 #pragma unroll
     for (uint32_t i = 0; i < VPT; ++i) {
-      gn_load_vec(x + ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC, v[i]);
+      load_vec16(x + ch.a + (uint64_t)(threadIdx.x + i * GN2_THREADS) * VEC, v[i]);
 #pragma unroll
       for (uint32_t j = 0; j < VEC; ++j) sum += v[i][j];
     }
@@ -331,7 +307,7 @@ template <typename T> __device__ __forceinline__ void group_norm_stats_v2(const 
 }
 
 template <typename T, bool SILU> __device__ __forceinline__ void group_norm_apply_v2(const GroupNorm2Params& p) {
-  constexpr uint32_t VEC = GnVec<T>::N;
+  constexpr uint32_t VEC = Vec16<T>::N;
   constexpr uint32_t VPT = GN2_ELEMS / VEC;
   // 1. the group's statistics: thread t merges partials t, t + 256, ... in order, then the block.
   const float4* ws = p.ws + ((uint64_t)blockIdx.z * p.groups + blockIdx.y) * p.chunks;
@@ -352,7 +328,7 @@ template <typename T, bool SILU> __device__ __forceinline__ void group_norm_appl
   const T* beta = static_cast<const T*>(p.beta);
   const uint32_t cpg = p.c / p.groups;
   const uint32_t c0 = blockIdx.y * cpg; // the group's first channel
-  const bool aligned = gn_aligned(x) && gn_aligned(y);
+  const bool aligned = aligned16(x) && aligned16(y);
   // One whole 16-byte vector at flat v0: channel of its first element (one division per vector),
   // then step through the vector.
   auto vec = [&](uint64_t v0) {
@@ -362,7 +338,7 @@ template <typename T, bool SILU> __device__ __forceinline__ void group_norm_appl
     float sc = to_f32(gamma[c0 + c]) * rstd;
     float sh = fmaf(-mean, sc, to_f32(beta[c0 + c]));
     float v[VEC];
-    gn_load_vec(x + v0, v);
+    load_vec16(x + v0, v);
 #pragma unroll
     for (uint32_t j = 0; j < VEC; ++j) {
       if (rem == p.s) {
@@ -376,7 +352,7 @@ template <typename T, bool SILU> __device__ __forceinline__ void group_norm_appl
       v[j] = o;
       ++rem;
     }
-    gn_store_vec(y + v0, v);
+    store_vec16(y + v0, v);
   };
   if (aligned && ch.lo == ch.a && ch.hi == ch.a + GN2_CHUNK) { // interior chunk: unmasked
 #pragma unroll
@@ -429,12 +405,10 @@ GROUP_NORM_V2_ENTRIES(__nv_bfloat16, bf16)
 //                      group) chunk partials of group_norm_stats_v2 run on x as (N*F, C, S)
 //                      (gn.n = N*F): the apply merges F * chunks partials per group.
 //   tokens_planes_add  y planes (N*F, C, S) = x tokens (N, S, F, C) transposed + residual planes.
-// Both: grid = (ceil(S / 32), ceil(C / 32), N * F), block = 256 (32 x 8): one 32 (channels) x 32
-// (positions) tile per block through shared memory [32][33] (conflict-free both ways); planes are
-// read / written along S, tokens along C, 32 consecutive elements per warp access.
+// Both: one (channels x 32 positions) tile per block through shared memory; planes are read /
+// written along S, tokens along C (v1, 2-byte scalar accesses and one thread merging a channel's
+// F * chunks partials, was replaced by v2 below).
 // ------------------------------------------------------------------------------------------------
-
-enum : uint32_t { GNT_TILE = 32, GNT_ROWS = 8, GNT_THREADS = GNT_TILE * GNT_ROWS };
 
 // params (mirrored by kernels/src/group_norm.rs `GnTokensParams`, 80 bytes)
 struct GnTokensParams {
@@ -444,76 +418,194 @@ struct GnTokensParams {
   uint32_t _pad;
 };
 
-template <typename T> __device__ __forceinline__ void group_norm_tokens_v1(const GnTokensParams& q) {
+// ------------------------------------------------------------------------------------------------
+// v2 (issue 16 item 5): the two token-layout ops with 16-byte accesses on both sides and the
+// group statistics merged once per (block, group) by a whole warp.
+//   Tile: GNT2_TC(T) channels x GNT2_TS = 32 positions, 256 threads, one 16-byte vector (VEC
+//   elements) per thread per side:
+//     planes side  warp w, lane l: channel row w * RPW + l / LPR, positions (l % LPR) * VEC + [0, VEC)
+//                  (LPR = 32 / VEC vectors per row, RPW = VEC rows per warp);
+//     tokens side  warp w: channel group cg = w % (TC / 32), position group pg = w / (TC / 32);
+//                  lane l: position pg * RPW + l / LPR, channels cg * 32 + (l % LPR) * VEC + [0, VEC).
+//   Shared tile float [TC][33]: element j of either side's vector is at bank (c + s) % 32 with the
+//   warp's lanes covering 32 distinct (c, s) sums: conflict-free (bf16: c + 8 * v + s over 8 rows x
+//   4 vectors; f32: 4 rows x 8 vectors).
+//   A warp reads / writes 8 (bf16) or 4 (f32) rows of 64 / 128 contiguous bytes per instruction:
+//   16 sectors per request. C or S not a multiple of VEC, or a pointer off 16 bytes: the same
+//   mapping element by element (scalar path).
+//   group_norm_tokens_v2: warp w merges the F * chunks partials of the tile's groups w, w + 8, ...
+//   (lane k takes partials k, k + 32, ... in order, then the butterfly merge), then one thread per
+//   channel forms scale and shift. Grid = (ceil(S / 32), ceil(C / TC), N * F).
+// ------------------------------------------------------------------------------------------------
+
+enum : uint32_t { GNT2_TS = 32, GNT2_THREADS = 256, GNT2_WARPS = GNT2_THREADS / WARP_SIZE };
+
+template <typename T> struct GnTokens2 {
+  enum : uint32_t {
+    VEC = Vec16<T>::N,
+    LPR = GNT2_TS / VEC,                // lanes per planes row
+    RPW = WARP_SIZE / LPR,              // planes rows (tokens positions) per warp
+    TC = GNT2_WARPS * RPW,              // channels per tile: 64 bf16, 32 f32
+    CG = TC / WARP_SIZE,                // tokens-side channel groups of 32
+  };
+  static_assert(RPW == VEC, "bank-conflict-free mapping needs RPW == VEC");
+};
+
+// Planes-side slot of this thread: tile row r (channel c0 + r), first tile column sc (position s0 + sc).
+template <typename T> __device__ __forceinline__ void gnt2_planes_slot(uint32_t& r, uint32_t& sc) {
+  using G = GnTokens2<T>;
+  const uint32_t w = threadIdx.x / WARP_SIZE, l = threadIdx.x % WARP_SIZE;
+  r = w * G::RPW + l / G::LPR;
+  sc = (l % G::LPR) * G::VEC;
+}
+
+// Tokens-side slot: tile column s (position s0 + s), first tile row cr (channel c0 + cr).
+template <typename T> __device__ __forceinline__ void gnt2_tokens_slot(uint32_t& s, uint32_t& cr) {
+  using G = GnTokens2<T>;
+  const uint32_t w = threadIdx.x / WARP_SIZE, l = threadIdx.x % WARP_SIZE;
+  s = (w / G::CG) * G::RPW + l / G::LPR;
+  cr = (w % G::CG) * WARP_SIZE + (l % G::LPR) * G::VEC;
+}
+
+// Load / store the vector of `valid` (<= VEC) elements at p: 16 bytes when vec, else element-wise.
+template <typename T>
+__device__ __forceinline__ void gnt2_load(const T* p, bool vec, uint32_t valid, float (&v)[Vec16<T>::N]) {
+  if (vec) {
+    load_vec16(p, v);
+  } else {
+    load_vec_scalar(p, valid, v);
+  }
+}
+template <typename T>
+__device__ __forceinline__ void gnt2_store(T* p, bool vec, uint32_t valid, const float (&v)[Vec16<T>::N]) {
+  if (vec) {
+    store_vec16(p, v);
+  } else {
+    store_vec_scalar(p, valid, v);
+  }
+}
+
+// Elements of a VEC vector starting at i still below n (0 past the end).
+__device__ __forceinline__ uint32_t gnt2_valid(uint32_t i, uint32_t n, uint32_t vec) {
+  return i < n ? (n - i < vec ? n - i : vec) : 0u;
+}
+
+// Whether a launch takes the 16-byte path: C and S whole vectors, every pointer 16-byte aligned.
+template <typename T> __device__ __forceinline__ bool gnt2_vec(const GnTokensParams& q) {
+  constexpr uint32_t VEC = Vec16<T>::N;
   const GroupNorm2Params& p = q.gn;
-  __shared__ float tile[GNT_TILE][GNT_TILE + 1];
-  __shared__ float scale[GNT_TILE], shift[GNT_TILE];
-  const uint32_t tx = threadIdx.x % GNT_TILE, ty = threadIdx.x / GNT_TILE;
+  return p.c % VEC == 0 && p.s % VEC == 0 && aligned16(p.x) && aligned16(p.y) && aligned16(q.residual);
+}
+
+template <typename T> __device__ __forceinline__ void group_norm_tokens_v2(const GnTokensParams& q) {
+  using G = GnTokens2<T>;
+  constexpr uint32_t VEC = G::VEC;
+  const GroupNorm2Params& p = q.gn;
+  __shared__ float tile[G::TC][GNT2_TS + 1];
+  __shared__ float scale[G::TC], shift[G::TC];
+  __shared__ float gmean[G::TC], grstd[G::TC];
   const uint32_t nf = blockIdx.z, n = nf / q.frames, f = nf % q.frames;
-  const uint32_t c0 = blockIdx.y * GNT_TILE, s0 = blockIdx.x * GNT_TILE;
-  if (ty == 0 && c0 + tx < p.c) { // the tile's channels: their group's statistics, then the affine
-    const uint32_t c = c0 + tx, g = c / (p.c / p.groups);
+  const uint32_t c0 = blockIdx.y * G::TC, s0 = blockIdx.x * GNT2_TS;
+  const uint32_t cpg = p.c / p.groups;
+  const uint32_t c_end = c0 + G::TC < p.c ? c0 + G::TC : p.c;
+  const uint32_t g0 = c0 / cpg, ng = (c_end - 1) / cpg - g0 + 1; // the tile's groups
+  const uint32_t w = threadIdx.x / WARP_SIZE, l = threadIdx.x % WARP_SIZE;
+  // 1. statistics: warp w merges groups g0 + w, g0 + w + 8, ... over all frames and chunks.
+  const uint32_t parts = q.frames * p.chunks;
+  for (uint32_t gi = w; gi < ng; gi += GNT2_WARPS) {
     GnStat acc = {0.0f, 0.0f, 0.0f};
-    for (uint32_t fr = 0; fr < q.frames; ++fr) {
-      const float4* ws = p.ws + ((uint64_t)(n * q.frames + fr) * p.groups + g) * p.chunks;
-      for (uint32_t k = 0; k < p.chunks; ++k) {
-        const float4 w = ws[k];
-        acc = gn_merge(acc, {w.x, w.y, w.z});
-      }
+    for (uint32_t k = l; k < parts; k += WARP_SIZE) {
+      const uint32_t fr = k / p.chunks, kk = k - fr * p.chunks;
+      const float4 v = p.ws[((uint64_t)(n * q.frames + fr) * p.groups + g0 + gi) * p.chunks + kk];
+      acc = gn_merge(acc, {v.x, v.y, v.z});
     }
-    const float rstd = rsqrtf(acc.m2 / acc.n + p.eps);
-    const float sc = to_f32(static_cast<const T*>(p.gamma)[c]) * rstd;
-    scale[tx] = sc;
-    shift[tx] = fmaf(-acc.mean, sc, to_f32(static_cast<const T*>(p.beta)[c]));
+    acc = gn_warp_merge(acc, l);
+    if (l == 0) {
+      gmean[gi] = acc.mean;
+      grstd[gi] = rsqrtf(acc.m2 / acc.n + p.eps);
+    }
   }
   __syncthreads();
-  const T* x = static_cast<const T*>(p.x);
-  T* y = static_cast<T*>(p.y);
-#pragma unroll
-  for (uint32_t j = ty; j < GNT_TILE; j += GNT_ROWS) { // read planes along S
-    const uint32_t c = c0 + j, s = s0 + tx;
-    if (c < p.c && s < p.s) tile[j][tx] = fmaf(to_f32(x[((uint64_t)nf * p.c + c) * p.s + s]), scale[j], shift[j]);
+  if (threadIdx.x < c_end - c0) {
+    const uint32_t c = c0 + threadIdx.x, gi = c / cpg - g0;
+    const float sc = to_f32(static_cast<const T*>(p.gamma)[c]) * grstd[gi];
+    scale[threadIdx.x] = sc;
+    shift[threadIdx.x] = fmaf(-gmean[gi], sc, to_f32(static_cast<const T*>(p.beta)[c]));
   }
   __syncthreads();
+  const bool vec = gnt2_vec<T>(q);
+  // 2. planes along S, normalised into the tile.
+  {
+    uint32_t r, sc;
+    gnt2_planes_slot<T>(r, sc);
+    const uint32_t c = c0 + r, s = s0 + sc;
+    float v[VEC];
+    if (c < p.c && s < p.s) {
+      gnt2_load(static_cast<const T*>(p.x) + ((uint64_t)nf * p.c + c) * p.s + s, vec, gnt2_valid(s, p.s, VEC), v);
 #pragma unroll
-  for (uint32_t j = ty; j < GNT_TILE; j += GNT_ROWS) { // write tokens along C
-    const uint32_t s = s0 + j, c = c0 + tx;
-    if (s < p.s && c < p.c) y[(((uint64_t)n * p.s + s) * q.frames + f) * p.c + c] = from_f32<T>(tile[tx][j]);
+      for (uint32_t j = 0; j < VEC; ++j) tile[r][sc + j] = fmaf(v[j], scale[r], shift[r]);
+    }
+  }
+  __syncthreads();
+  // 3. tokens along C.
+  uint32_t s, cr;
+  gnt2_tokens_slot<T>(s, cr);
+  const uint32_t c = c0 + cr;
+  if (s0 + s < p.s && c < p.c) {
+    const uint32_t valid = gnt2_valid(c, p.c, VEC);
+    float v[VEC];
+#pragma unroll
+    for (uint32_t j = 0; j < VEC; ++j) v[j] = j < valid ? tile[cr + j][s] : 0.0f; // rows past C: unwritten
+    T* y = static_cast<T*>(p.y) + (((uint64_t)n * p.s + s0 + s) * q.frames + f) * p.c + c;
+    gnt2_store(y, vec, valid, v);
   }
 }
 
-template <typename T> __device__ __forceinline__ void tokens_planes_add_v1(const GnTokensParams& q) {
+template <typename T> __device__ __forceinline__ void tokens_planes_add_v2(const GnTokensParams& q) {
+  using G = GnTokens2<T>;
+  constexpr uint32_t VEC = G::VEC;
   const GroupNorm2Params& p = q.gn;
-  __shared__ float tile[GNT_TILE][GNT_TILE + 1];
-  const uint32_t tx = threadIdx.x % GNT_TILE, ty = threadIdx.x / GNT_TILE;
+  __shared__ float tile[G::TC][GNT2_TS + 1];
   const uint32_t nf = blockIdx.z, n = nf / q.frames, f = nf % q.frames;
-  const uint32_t c0 = blockIdx.y * GNT_TILE, s0 = blockIdx.x * GNT_TILE;
-  const T* x = static_cast<const T*>(p.x);
-  const T* r = static_cast<const T*>(q.residual);
-  T* y = static_cast<T*>(p.y);
+  const uint32_t c0 = blockIdx.y * G::TC, s0 = blockIdx.x * GNT2_TS;
+  const bool vec = gnt2_vec<T>(q);
+  { // 1. tokens along C into the tile
+    uint32_t s, cr;
+    gnt2_tokens_slot<T>(s, cr);
+    const uint32_t c = c0 + cr;
+    if (s0 + s < p.s && c < p.c) {
+      float v[VEC];
+      const T* x = static_cast<const T*>(p.x) + (((uint64_t)n * p.s + s0 + s) * q.frames + f) * p.c + c;
+      gnt2_load(x, vec, gnt2_valid(c, p.c, VEC), v);
 #pragma unroll
-  for (uint32_t j = ty; j < GNT_TILE; j += GNT_ROWS) { // read tokens along C
-    const uint32_t s = s0 + j, c = c0 + tx;
-    if (s < p.s && c < p.c) tile[tx][j] = to_f32(x[(((uint64_t)n * p.s + s) * q.frames + f) * p.c + c]);
+      for (uint32_t j = 0; j < VEC; ++j) tile[cr + j][s] = v[j];
+    }
   }
   __syncthreads();
-#pragma unroll
-  for (uint32_t j = ty; j < GNT_TILE; j += GNT_ROWS) { // write planes along S
-    const uint32_t c = c0 + j, s = s0 + tx;
+  // 2. planes along S, plus the residual
+  uint32_t r, sc;
+  gnt2_planes_slot<T>(r, sc);
+  const uint32_t c = c0 + r, s = s0 + sc;
+  if (c < p.c && s < p.s) {
     const uint64_t e = ((uint64_t)nf * p.c + c) * p.s + s;
-    if (c < p.c && s < p.s) y[e] = from_f32<T>(tile[j][tx] + to_f32(r[e]));
+    const uint32_t valid = gnt2_valid(s, p.s, VEC);
+    float v[VEC];
+    gnt2_load(static_cast<const T*>(q.residual) + e, vec, valid, v);
+#pragma unroll
+    for (uint32_t j = 0; j < VEC; ++j) v[j] += j < valid ? tile[r][sc + j] : 0.0f; // columns past S: unwritten
+    gnt2_store(static_cast<T*>(p.y) + e, vec, valid, v);
   }
 }
 
-#define GN_TOKENS_ENTRIES(T, SUFFIX)                                                               \
-  extern "C" __global__ void __launch_bounds__(GNT_THREADS)                                        \
-      group_norm_tokens_v1_##SUFFIX(const GnTokensParams p) {                                      \
-    group_norm_tokens_v1<T>(p);                                                                    \
+#define GN_TOKENS_V2_ENTRIES(T, SUFFIX)                                                            \
+  extern "C" __global__ void __launch_bounds__(GNT2_THREADS)                                       \
+      group_norm_tokens_v2_##SUFFIX(const GnTokensParams p) {                                      \
+    group_norm_tokens_v2<T>(p);                                                                    \
   }                                                                                                \
-  extern "C" __global__ void __launch_bounds__(GNT_THREADS)                                        \
-      tokens_planes_add_v1_##SUFFIX(const GnTokensParams p) {                                      \
-    tokens_planes_add_v1<T>(p);                                                                    \
+  extern "C" __global__ void __launch_bounds__(GNT2_THREADS)                                       \
+      tokens_planes_add_v2_##SUFFIX(const GnTokensParams p) {                                      \
+    tokens_planes_add_v2<T>(p);                                                                    \
   }
 
-GN_TOKENS_ENTRIES(float, f32)
-GN_TOKENS_ENTRIES(__nv_bfloat16, bf16)
+GN_TOKENS_V2_ENTRIES(float, f32)
+GN_TOKENS_V2_ENTRIES(__nv_bfloat16, bf16)

@@ -14,8 +14,10 @@
 //
 // Versions:
 //   v1: one output element per thread per step, grid-stride loop, flat index decomposed by u64
-//       div/mod per dim, LAYOUT_THREADS threads.                                       <- ships
-// Entries (one LayoutParams argument, layout.cuh): copy_v1_{f32,bf16},
+//       div/mod per dim, LAYOUT_THREADS threads.                  <- ships (index_select, pad2d)
+//   v2 (copy only): one 16-byte vector per thread per step where src and dst allow (below); else
+//       v1's loop.                                                                     <- ships
+// Entries (one LayoutParams argument, layout.cuh): copy_v2_{f32,bf16},
 //   index_select_v1_{f32,bf16}, pad2d_v1_{f32,bf16}. Nearest upsampling: upsample.cu.
 // ------------------------------------------------------------------------------------------------
 
@@ -36,6 +38,26 @@ __device__ __forceinline__ void copy_v1(const LayoutParams& p) {
     strided_offsets(i, p.shape, p.src_strides, p.dst_strides, is, id);
     dst[id] = src[is];
   }
+}
+
+// v2: 16-byte vectors (raw, no conversion) along the last dim when it is a whole number of vectors
+// and src and dst are contiguous and 16-byte aligned along it (vec16_operand; e.g. the channel
+// concats, narrows along outer dims); one index decomposition per vector. Else v1's loop.
+template <typename T>
+__device__ __forceinline__ void copy_v2(const LayoutParams& p) {
+  constexpr uint32_t VEC = Vec16<T>::N;
+  const bool vec = p.shape[LAYOUT_MAX_RANK - 1] % VEC == 0 &&
+                   vec16_operand(p.src, p.src_offset, p.src_strides, VEC, false) &&
+                   vec16_operand(p.dst, p.dst_offset, p.dst_strides, VEC, false);
+  if (!vec) {
+    copy_v1<T>(p);
+    return;
+  }
+  const T* src = static_cast<const T*>(p.src) + p.src_offset;
+  T* dst = static_cast<T*>(p.dst) + p.dst_offset;
+  vec_strided_loop<VEC>(p.n, p.shape, p.src_strides, p.dst_strides, [&](uint64_t, uint64_t is, uint64_t id) {
+    *reinterpret_cast<uint4*>(dst + id) = *reinterpret_cast<const uint4*>(src + is);
+  });
 }
 
 template <typename T>
@@ -65,6 +87,6 @@ __device__ __forceinline__ void pad2d_v1(const LayoutParams& p) {
 // entries
 // ------------------------------------------------------------------------------------------------
 
-ENTRIES_F32_BF16(LAYOUT_ENTRY, copy_v1)
+ENTRIES_F32_BF16(LAYOUT_ENTRY, copy_v2)
 ENTRIES_F32_BF16(LAYOUT_ENTRY, index_select_v1)
 ENTRIES_F32_BF16(LAYOUT_ENTRY, pad2d_v1)

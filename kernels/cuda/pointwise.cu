@@ -13,9 +13,11 @@
 //
 // Versions:
 //   v1: grid-stride loop, one element per thread per step, POINTWISE_THREADS threads; the binary
-//       entry decomposes the flat index per element (u64 div/mod per dim).            <- ships
+//       body decomposes the flat index per element (u64 div/mod per dim).   <- ships (not binary)
+//   v2 (binary only): one 16-byte vector per thread per step along the last dim, one index
+//       decomposition per vector, where the operands allow (below); else v1's body.    <- ships
 // Entries (one PointwiseParams argument): unary_v1_{f32,bf16}, affine_v1_{f32,bf16},
-//   binary_v1_{f32,bf16}, cast_bf16_v1_f32 (f32 in, bf16 out), cast_f32_v1_bf16 (bf16 in, f32 out).
+//   binary_v2_{f32,bf16}, cast_bf16_v1_f32 (f32 in, bf16 out), cast_f32_v1_bf16 (bf16 in, f32 out).
 // ------------------------------------------------------------------------------------------------
 
 #include "common.cuh"
@@ -118,6 +120,43 @@ __device__ __forceinline__ void binary_v1(const PointwiseParams& p) {
   });
 }
 
+// v2: 16-byte vectors along the output's last dim when it is a whole number of vectors and a, b, y
+// take them (vec16_operand: a and b contiguous along it or broadcast along it, e.g. a per-channel
+// bias); one index decomposition per vector. Anything else: v1's per-element loop.
+template <typename T>
+__device__ __forceinline__ void binary_v2(const PointwiseParams& p) {
+  constexpr uint32_t VEC = Vec16<T>::N;
+  const T* a = static_cast<const T*>(p.a);
+  const T* b = static_cast<const T*>(p.b);
+  T* y = static_cast<T*>(p.y);
+  const bool vec = p.shape[POINTWISE_MAX_RANK - 1] % VEC == 0 && aligned16(y) &&
+                   vec16_operand(a, 0, p.a_strides, VEC, true) && vec16_operand(b, 0, p.b_strides, VEC, true);
+  if (!vec) {
+    binary_v1<T>(p);
+    return;
+  }
+  // a broadcast operand (last stride 0) is one element repeated along the vector
+  auto load = [&](const T* x, uint64_t off, bool bcast, float (&v)[VEC]) {
+    if (bcast) {
+      const float s = to_f32(x[off]);
+#pragma unroll
+      for (uint32_t j = 0; j < VEC; ++j) v[j] = s;
+    } else {
+      load_vec16(x + off, v);
+    }
+  };
+  const bool a_bcast = p.a_strides[POINTWISE_MAX_RANK - 1] == 0;
+  const bool b_bcast = p.b_strides[POINTWISE_MAX_RANK - 1] == 0;
+  vec_strided_loop<VEC>(p.n, p.shape, p.a_strides, p.b_strides, [&](uint64_t e, uint64_t ia, uint64_t ib) {
+    float va[VEC], vb[VEC];
+    load(a, ia, a_bcast, va);
+    load(b, ib, b_bcast, vb);
+#pragma unroll
+    for (uint32_t j = 0; j < VEC; ++j) va[j] = apply_binary(p.op, va[j], vb[j]);
+    store_vec16(y + e, va);
+  });
+}
+
 template <typename S, typename D>
 __device__ __forceinline__ void cast_v1(const PointwiseParams& p) {
   const S* a = static_cast<const S*>(p.a);
@@ -140,8 +179,8 @@ POINTWISE_ENTRY(unary_v1_f32, unary_v1<float>)
 POINTWISE_ENTRY(unary_v1_bf16, unary_v1<__nv_bfloat16>)
 POINTWISE_ENTRY(affine_v1_f32, affine_v1<float>)
 POINTWISE_ENTRY(affine_v1_bf16, affine_v1<__nv_bfloat16>)
-POINTWISE_ENTRY(binary_v1_f32, binary_v1<float>)
-POINTWISE_ENTRY(binary_v1_bf16, binary_v1<__nv_bfloat16>)
+POINTWISE_ENTRY(binary_v2_f32, binary_v2<float>)
+POINTWISE_ENTRY(binary_v2_bf16, binary_v2<__nv_bfloat16>)
 #define CAST_F32_TO_BF16 cast_v1<float, __nv_bfloat16>
 #define CAST_BF16_TO_F32 cast_v1<__nv_bfloat16, float>
 POINTWISE_ENTRY(cast_bf16_v1_f32, CAST_F32_TO_BF16)

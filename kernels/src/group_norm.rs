@@ -32,17 +32,26 @@ pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(
     v2("group_norm_stats_v2_bf16", "group_norm_stats", DType::Bf16),
     v2("group_norm_v2_bf16", "group_norm", DType::Bf16),
     v2("group_norm_silu_v2_bf16", "group_norm_silu", DType::Bf16),
-    tokens("group_norm_tokens_v1_f32", "group_norm_tokens", DType::F32),
-    tokens("group_norm_tokens_v1_bf16", "group_norm_tokens", DType::Bf16),
-    tokens("tokens_planes_add_v1_f32", "tokens_planes_add", DType::F32),
-    tokens("tokens_planes_add_v1_bf16", "tokens_planes_add", DType::Bf16)
+    tokens("group_norm_tokens_v2_f32", "group_norm_tokens", DType::F32),
+    tokens("group_norm_tokens_v2_bf16", "group_norm_tokens", DType::Bf16),
+    tokens("tokens_planes_add_v2_f32", "tokens_planes_add", DType::F32),
+    tokens("tokens_planes_add_v2_bf16", "tokens_planes_add", DType::Bf16)
 );
 
-const LAUNCH_TOKENS: &str = "grid = (ceil(S / 32), ceil(C / 32), N * F), block = 256";
+const LAUNCH_TOKENS: &str =
+    "grid = (ceil(S / 32), ceil(C / TC), N * F), TC = 64 (bf16) / 32 (f32), block = 256";
 
-/// A token-layout entry taking [`GnTokensParams`].
+/// A token-layout entry (version 2) taking [`GnTokensParams`].
 const fn tokens(name: &'static str, op: &'static str, dtype: DType) -> Entry {
-    Entry::v1(name, op, dtype, ("GnTokensParams", 80), LAUNCH_TOKENS)
+    Entry {
+        name,
+        op,
+        version: 2,
+        dtype,
+        params: "GnTokensParams",
+        params_size: 80,
+        launch: LAUNCH_TOKENS,
+    }
 }
 
 /// Mirrors `struct GroupNormParams` in `group_norm.cu` (56 bytes).
@@ -243,10 +252,16 @@ pub fn launch_config_v2(shape: GroupNormShape, dtype: DType) -> LaunchConfig {
 // permutation with a residual add)
 // ------------------------------------------------------------------------------------------------
 
-/// Tile edge of the token-layout entries (`GNT_TILE`): 32 channels x 32 positions per block.
-pub const GNT_TILE: u32 = 32;
-/// Threads per token-layout block (`GNT_THREADS`, 32 x 8).
-pub const GNT_THREADS: u32 = 256;
+/// Positions per token-layout tile (`GNT2_TS`).
+pub const GNT2_TS: u32 = 32;
+/// Threads per token-layout block (`GNT2_THREADS`, 8 warps).
+pub const GNT2_THREADS: u32 = 256;
+
+/// Channels per token-layout tile (`GnTokens2<T>::TC`): each of the 8 warps covers as many
+/// channel rows as a 16-byte vector holds elements (8 bf16, 4 f32).
+pub fn tokens_tile_channels(dtype: DType) -> u32 {
+    8 * vec_elems(dtype) as u32
+}
 
 /// Mirrors `struct GnTokensParams` in `group_norm.cu` (80 bytes). `gn` is the stats launch's
 /// [`GroupNorm2Params`] over the planes `(N * F, C, S)` (`gn.n = N * F`); for
@@ -284,17 +299,16 @@ impl GnTokensParams {
     }
 }
 
-/// The token-layout entries: `grid = (ceil(S / 32), ceil(C / 32), N * F)`, `block = 256`, static
-/// smem only (`shape.n` = N * F planes).
-pub fn launch_config_tokens(shape: GroupNormShape) -> LaunchConfig {
-    let t = GNT_TILE as u64;
+/// The token-layout entries: `grid = (ceil(S / 32), ceil(C / TC), N * F)` with
+/// `TC = `[`tokens_tile_channels`], `block = 256`, static smem only (`shape.n` = N * F planes).
+pub fn launch_config_tokens(shape: GroupNormShape, dtype: DType) -> LaunchConfig {
     LaunchConfig::blocks(
         [
-            shape.s.div_ceil(t).max(1) as u32,
-            shape.c.div_ceil(t).max(1) as u32,
+            shape.s.div_ceil(GNT2_TS as u64).max(1) as u32,
+            shape.c.div_ceil(tokens_tile_channels(dtype) as u64).max(1) as u32,
             shape.n.max(1) as u32,
         ],
-        GNT_THREADS,
+        GNT2_THREADS,
     )
 }
 

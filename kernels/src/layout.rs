@@ -1,7 +1,7 @@
 //! `kernels/cuda/layout.cu`: strided copy (permute, narrow, concat), index_select, pad2d. The
 //! params struct and launch rule also serve `upsample.cu` (`kernels/cuda/layout.cuh`).
 
-use crate::{grid_stride, Entry, LaunchConfig};
+use crate::{grid_stride, DType, Entry, LaunchConfig};
 
 /// Threads per block (`LAYOUT_THREADS` in the `.cu`).
 pub const LAYOUT_THREADS: u32 = 256;
@@ -18,8 +18,14 @@ pub(crate) const LAUNCH: &str =
 /// The params struct of every layout entry (and upsample's).
 pub(crate) const PARAMS: (&str, usize) = ("LayoutParams", 192);
 
-pub const ENTRIES: &[Entry] =
-    crate::f32_bf16_entries!(PARAMS, LAUNCH; "copy", "index_select", "pad2d");
+const LAUNCH_COPY: &str = "16-byte vectors: grid = clamp(ceil(n / vec / 512), 1, 65535), else \
+                           clamp(ceil(n / 1024), 1, 65535); block = 256, grid-stride loop";
+
+pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(
+    PARAMS, LAUNCH; "index_select", "pad2d";
+    Entry::versioned(2, "copy_v2_f32", "copy", DType::F32, PARAMS, LAUNCH_COPY),
+    Entry::versioned(2, "copy_v2_bf16", "copy", DType::Bf16, PARAMS, LAUNCH_COPY)
+);
 
 /// Mirrors `struct LayoutParams` in `layout.cu` field for field (192 bytes).
 #[repr(C)]
@@ -73,6 +79,17 @@ impl LayoutParams {
 /// `grid = clamp(ceil(n / (256 * 4)), 1, 65535)`, `block = 256`, no dynamic smem.
 pub fn launch_config(n: u64) -> LaunchConfig {
     grid_stride(n, LAYOUT_THREADS, LAYOUT_ITEMS_PER_THREAD)
+}
+
+/// The copy entry's launch: over 16-byte vectors when the last dim is a whole number of them and
+/// src and dst are contiguous and aligned along it (`copy_v2`'s own test,
+/// [`crate::vec16_operand`]), else [`launch_config`].
+pub fn launch_config_copy(p: &LayoutParams, dtype: DType) -> LaunchConfig {
+    let vec = 16 / dtype.size_in_bytes() as u64;
+    let vectors = p.shape[LAYOUT_MAX_RANK - 1] as u64 % vec == 0
+        && crate::vec16_operand(p.src, p.src_offset, &p.src_strides, vec, false)
+        && crate::vec16_operand(p.dst, p.dst_offset, &p.dst_strides, vec, false);
+    crate::grid_stride_vec16(p.n, vec, vectors, LAYOUT_THREADS, LAYOUT_ITEMS_PER_THREAD)
 }
 
 #[cfg(test)]

@@ -290,6 +290,20 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Entry `name` of `op` at `version` (`op_v<version>_dtype`), otherwise as [`Entry::v1`].
+    pub const fn versioned(
+        version: u32,
+        name: &'static str,
+        op: &'static str,
+        dtype: DType,
+        params: (&'static str, usize),
+        launch: &'static str,
+    ) -> Entry {
+        let mut e = Entry::v1(name, op, dtype, params, launch);
+        e.version = version;
+        e
+    }
+
     /// A version-1 entry (`group_norm`'s v2 entries are the only others): `op_v1_dtype` taking the `params` struct of
     /// `params_size` bytes, launched by the rule `launch`.
     pub const fn v1(
@@ -356,6 +370,38 @@ pub const MAX_GRID_STRIDE_BLOCKS: u64 = 65_535;
 pub fn grid_stride(items: u64, threads: u32, per_thread: u64) -> LaunchConfig {
     let blocks = ceil_div(items, threads as u64 * per_thread).clamp(1, MAX_GRID_STRIDE_BLOCKS);
     LaunchConfig::blocks([blocks as u32, 1, 1], threads)
+}
+
+/// Mirrors `vec16_operand` in `common.cuh`: whether an operand at byte address `addr` plus
+/// `offset` elements, read through `strides` over a shape whose last dim is a whole number of
+/// `vec`-element 16-byte vectors, starts every vector on 16 bytes with its elements contiguous
+/// (last stride 1, the other strides and the offset multiples of `vec`, `addr` 16-byte aligned),
+/// or repeats one element along the vector (last stride 0, when `bcast`).
+pub fn vec16_operand(addr: u64, offset: u64, strides: &[u64], vec: u64, bcast: bool) -> bool {
+    match strides.split_last() {
+        Some((0, _)) => bcast,
+        Some((1, outer)) => {
+            offset % vec == 0 && addr % 16 == 0 && outer.iter().all(|s| s % vec == 0)
+        }
+        _ => false,
+    }
+}
+
+/// The grid-stride rule of the strided ops with a 16-byte vector path (`binary_v2`, `copy_v2`):
+/// over `n / vec` vectors, 2 per thread, when `vectors` (the kernel takes the path by the same
+/// test), else over the `n` elements, `per_thread` each.
+pub fn grid_stride_vec16(
+    n: u64,
+    vec: u64,
+    vectors: bool,
+    threads: u32,
+    per_thread: u64,
+) -> LaunchConfig {
+    if vectors {
+        grid_stride(n / vec, threads, 2)
+    } else {
+        grid_stride(n, threads, per_thread)
+    }
 }
 
 /// The launch rule of the row kernels (layer_norm, softmax): one warp per row, `warps` rows per

@@ -13,10 +13,16 @@ pub const POINTWISE_MAX_RANK: usize = 6;
 
 const LAUNCH: &str = "grid = clamp(ceil(n / 1024), 1, 65535), block = 256, grid-stride loop";
 
+const LAUNCH_BINARY: &str =
+    "16-byte vectors: grid = clamp(ceil(n / vec / 512), 1, 65535), else as \
+                             the v1 entries; block = 256, grid-stride loop";
+
 const PARAMS: (&str, usize) = ("PointwiseParams", 168);
 
 pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(
-    PARAMS, LAUNCH; "unary", "affine", "binary";
+    PARAMS, LAUNCH; "unary", "affine";
+    Entry::versioned(2, "binary_v2_f32", "binary", DType::F32, PARAMS, LAUNCH_BINARY),
+    Entry::versioned(2, "binary_v2_bf16", "binary", DType::Bf16, PARAMS, LAUNCH_BINARY),
     // suffix = input dtype, op = output dtype
     Entry::v1("cast_bf16_v1_f32", "cast_bf16", DType::F32, PARAMS, LAUNCH),
     Entry::v1("cast_f32_v1_bf16", "cast_f32", DType::Bf16, PARAMS, LAUNCH)
@@ -90,6 +96,24 @@ impl PointwiseParams {
 /// `grid = clamp(ceil(n / (256 * 4)), 1, 65535)`, `block = 256`, no dynamic smem.
 pub fn launch_config(n: u64) -> LaunchConfig {
     grid_stride(n, POINTWISE_THREADS, POINTWISE_ITEMS_PER_THREAD)
+}
+
+/// The binary entry's launch: over 16-byte vectors when the output's last dim is a whole number of
+/// them and `a`, `b`, `y` take them (`binary_v2`'s own test, [`crate::vec16_operand`]), else
+/// [`launch_config`].
+pub fn launch_config_binary(p: &PointwiseParams, dtype: DType) -> LaunchConfig {
+    let vec = 16 / dtype.size_in_bytes() as u64;
+    let vectors = p.shape[POINTWISE_MAX_RANK - 1] as u64 % vec == 0
+        && p.y % 16 == 0
+        && crate::vec16_operand(p.a, 0, &p.a_strides, vec, true)
+        && crate::vec16_operand(p.b, 0, &p.b_strides, vec, true);
+    crate::grid_stride_vec16(
+        p.n,
+        vec,
+        vectors,
+        POINTWISE_THREADS,
+        POINTWISE_ITEMS_PER_THREAD,
+    )
 }
 
 #[cfg(test)]

@@ -164,18 +164,24 @@ crate::storages_test!(group_norm_matches_cpu, |be, tol| {
 });
 
 // ------------------------------------------------------------------------------------------------
-// token layout: group_norm_tokens (v2 stats + group_norm_tokens_v1), tokens_planes_add_v1
+// token layout: group_norm_tokens (v2 stats + group_norm_tokens_v2), tokens_planes_add_v2
 // ------------------------------------------------------------------------------------------------
 
-/// (N·F, C, H, W), frames, groups: C and H·W not multiples of the 32 x 32 tile (partial tiles on
-/// both edges), several frames per batch item (statistics merged over frames), F = 1 (the plain
-/// GroupNorm), a group of 2 x 4111 elements per frame (two stats chunks).
+/// (N·F, C, H, W), frames, groups: C and H·W not multiples of the (64 or 32) x 32 tile (partial
+/// tiles on both edges), several frames per batch item (statistics merged over frames), F = 1
+/// (the plain GroupNorm), a group of 2 x 4111 elements per frame (two stats chunks); odd C or H·W
+/// (the scalar path) and, from `[4, 72, 5, 8]` on, C and H·W whole 16-byte vectors (the vector
+/// path): C = 72 and H·W = 40 past the tiles, 64 groups of one channel in one tile (every warp
+/// merging 8 groups), 3 stats chunks per frame.
 const TOKEN_CASES: &[([usize; 4], usize, usize)] = &[
     ([6, 40, 5, 7], 3, 8),
     ([2, 33, 9, 4], 1, 3),
     ([4, 12, 3, 11], 4, 4),
     ([2, 4, 1, 4111], 2, 2),
     ([3, 64, 8, 8], 3, 32),
+    ([4, 72, 5, 8], 2, 8),
+    ([2, 64, 4, 6], 2, 64),
+    ([2, 16, 2, 2052], 2, 4),
 ];
 
 crate::storages_test!(group_norm_tokens_matches_cpu, |be, tol| {

@@ -107,6 +107,29 @@ crate::storages_test!(concat_narrow_index_select_are_exact, |be, _| {
     );
 });
 
+// copy_v2's 16-byte path: channel concats and narrows whose last merged dim is a whole number of
+// vectors (8 bf16 / 4 f32) at aligned offsets, mixed with pieces that are not (the v1 loop).
+crate::storages_test!(copy_vectors_are_exact, |be, _| {
+    // concat along C of (2, C_i, 3, 8): vectors throughout; then C_i * 4 * 3 = 12, 24: f32 vectors
+    // only (bf16: 12 is not a multiple of 8, scalar)
+    for (hw, cs) in [([3usize, 8usize], [2usize, 5, 1]), ([4, 3], [1, 2, 3])] {
+        let pairs: Vec<_> = cs
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| rounded_pair(&be, &[2, c, hw[0], hw[1]], 100 + k as u64))
+            .collect();
+        let g: Vec<&CudaTensor> = pairs.iter().map(|p| &p.0).collect();
+        let c: Vec<&CpuTensor> = pairs.iter().map(|p| &p.1).collect();
+        check_op!(format!("concat {hw:?} {cs:?}"), be, 0.0, concat(&g, 1) ~ (&c, 1));
+    }
+    // narrow along dim 1 of (3, 7, 16): offsets 16 * start, rows of 16 (vectors); dim 2 start 8
+    let (t, tc) = rounded_pair(&be, &[3, 7, 16], 110);
+    check_op!("narrow vectors", be, 0.0, narrow(&t, 1, 2, 4) ~ (&tc, 1, 2, 4));
+    check_op!("narrow dim 2 by 8", be, 0.0, narrow(&t, 2, 8, 8) ~ (&tc, 2, 8, 8));
+    // a permute keeping the last dim (16 contiguous): vectors through permuted outer strides
+    check_op!("permute outer", be, 0.0, permute(&t, &[1, 0, 2]) ~ (&tc, &[1, 0, 2]));
+});
+
 crate::storages_test!(pad2d_is_exact, |be, _| {
     let (x, xc) = rounded_pair(&be, &[2, 3, 5, 7], 90);
     for (l, r, t, b) in [(1, 1, 1, 1), (0, 3, 2, 0), (2, 0, 0, 1)] {

@@ -80,8 +80,16 @@ crate::storages_test!(affine_matches_cpu, |be, tol| {
 #[test]
 fn binary_broadcast_matches_cpu() {
     let _g = cuda_serial();
-    let cases: [(&[usize], &[usize]); 7] = [
+    // the last five: binary_v2's 16-byte path (last merged dim a whole number of vectors: same
+    // shapes, a per-channel bias broadcast along the vector, a broadcast outer dim, a row vector)
+    // and a last dim of 12 (vectors in f32, scalar in bf16)
+    let cases: [(&[usize], &[usize]); 12] = [
         (&[2, 3, 5, 7], &[2, 3, 5, 7]),
+        (&[2, 3, 5, 16], &[2, 3, 5, 16]),
+        (&[2, 24, 3, 8], &[24, 1, 1]),
+        (&[3, 1, 8], &[1, 5, 8]),
+        (&[5, 32], &[32]),
+        (&[2, 6, 12], &[2, 1, 12]),
         (&[2, 3, 5, 7], &[7]),
         (&[2, 1, 5, 1], &[3, 1, 7]),
         (&[5, 1], &[1, 6]),

@@ -10,7 +10,7 @@
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::conv2d::{Conv2dParams as ConvKernelParams, Conv2dPtrs, Conv2dShape};
-use cyberhost_kernels::gemm::{GemmEpilogue, GemmLayout, GemmOp, GemmShape};
+use cyberhost_kernels::gemm::{GemmEpilogue, GemmLayout, GemmOp, GemmPtrs, GemmShape};
 use cyberhost_kernels::DType;
 
 use super::context::CudaBackend;
@@ -90,8 +90,16 @@ pub(crate) fn linear_ext(
         .transpose()?;
     let mut out = be.alloc(&shape, DType::Bf16)?;
     if out.elem_count() > 0 {
-        // split-K plans (small grids, long K) need an f32 workspace
-        let ws_len = gemm::splitk_workspace_len(be.device(), gs, epi.geglu);
+        // split-K plans (small grids, long K) need an f32 workspace; gemm_sm90 takes none
+        let ptrs = GemmPtrs {
+            a: be.ptr(x),
+            b: be.ptr(&wb),
+            bias: 0,
+            residual: 0,
+            c: be.ptr(&out),
+        };
+        let ws_len =
+            gemm::launch_workspace_len(be.device(), GemmOp::Linear, ptrs, gs, layout, epi.geglu);
         let ws = (ws_len > 0)
             .then(|| be.alloc(&[ws_len], DType::F32))
             .transpose()?;

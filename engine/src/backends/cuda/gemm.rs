@@ -153,10 +153,40 @@ pub struct GemmExtras<'a, T: DeviceRepr> {
     pub workspace: Option<&'a CudaSlice<T>>,
 }
 
-/// f32 elements of the split-K workspace [`launch`] uses for `shape` on `dev` (0: the plan does
-/// not split K; pass no workspace).
+/// f32 elements of the split-K workspace the sm_80 GEMM plan uses for `shape` on `dev` (0: the
+/// plan does not split K; pass no workspace).
 pub fn splitk_workspace_len(dev: &CudaDevice, shape: GemmShape, geglu: bool) -> usize {
     GemmPlan::choose(shape, geglu, dev.sm_count(), true).workspace_len(shape, geglu) as usize
+}
+
+/// f32 elements of the split-K workspace [`launch`] uses for `op` over `shape` / `layout` with
+/// operands at `ptrs` on `dev`: [`splitk_workspace_len`], or 0 when the GEMM goes to `gemm_sm90`
+/// (a linear on sm_90a that it supports: it never splits K).
+pub fn launch_workspace_len(
+    dev: &CudaDevice,
+    op: GemmOp,
+    ptrs: GemmPtrs,
+    shape: GemmShape,
+    layout: GemmLayout,
+    geglu: bool,
+) -> usize {
+    if takes_sm90(dev, op, ptrs, shape, layout) {
+        0
+    } else {
+        splitk_workspace_len(dev, shape, geglu)
+    }
+}
+
+/// Whether [`launch`] hands this GEMM to the Hopper kernel (`gemm_sm90`): a linear on an sm_90a
+/// device that `gemm_sm90::supports`.
+fn takes_sm90(
+    dev: &CudaDevice,
+    op: GemmOp,
+    ptrs: GemmPtrs,
+    shape: GemmShape,
+    layout: GemmLayout,
+) -> bool {
+    op == GemmOp::Linear && dev.arch() == Arch::Sm90a && gemm_sm90::supports(ptrs, shape, layout)
 }
 
 copy_with_defaults!(GemmExtras<T: DeviceRepr> {
@@ -284,8 +314,7 @@ pub fn launch<T: DeviceRepr>(
     };
     // Hopper: the persistent TMA + wgmma kernel for the linears it takes (no split-K: its CTAs
     // stay resident and loop over the tiles; a given workspace is checked above all the same).
-    if op == GemmOp::Linear && dev.arch() == Arch::Sm90a && gemm_sm90::supports(ptrs, shape, layout)
-    {
+    if takes_sm90(dev, op, ptrs, shape, layout) {
         return super::gemm_sm90::launch(dev, ptrs, shape, layout, epi);
     }
     if v2 {

@@ -136,7 +136,7 @@ fn planes_shape(
 }
 
 /// [`Backend::group_norm_tokens`](crate::backends::Backend::group_norm_tokens): the v2 stats
-/// launch over the planes, then `group_norm_tokens_v1` (the group statistics merged over the
+/// launch over the planes, then `group_norm_tokens_v2` (the group statistics merged over the
 /// frames, the affine, the tile transpose to tokens). No layout copy.
 pub(crate) fn group_norm_tokens(
     be: &CudaBackend,
@@ -168,7 +168,7 @@ pub(crate) fn group_norm_tokens(
     let pt = GnTokensParams::new(p2, 0, u32_of(frames, "group_norm_tokens frames")?)?;
     // SAFETY: group_norm_stats_v2_<dtype>(GroupNorm2Params) over x as (N·F, C, S) planes writes
     // every (plane, group, chunk) partial of ws (workspace_f32s f32s) before
-    // group_norm_tokens_v1_<dtype>(GnTokensParams) (the next launch on the stream) merges them;
+    // group_norm_tokens_v2_<dtype>(GnTokensParams) (the next launch on the stream) merges them;
     // it reads x (N·F, C, S), gamma and beta (C) in x's dtype and writes out (N, S, F, C) with no
     // aliasing.
     unsafe {
@@ -180,11 +180,12 @@ pub(crate) fn group_norm_tokens(
             gn::launch_config_v2(shape, dtype),
             &p2,
         )?;
-        be.launch(
+        be.launch_version(
             KernelModule::GroupNorm,
             "group_norm_tokens",
+            2,
             dtype,
-            gn::launch_config_tokens(shape),
+            gn::launch_config_tokens(shape, dtype),
             &pt,
         )?;
     }
@@ -193,7 +194,7 @@ pub(crate) fn group_norm_tokens(
 }
 
 /// [`Backend::tokens_planes_add`](crate::backends::Backend::tokens_planes_add): one
-/// `tokens_planes_add_v1` launch (tile transpose + residual add); mixed dtypes run composed.
+/// `tokens_planes_add_v2` launch (tile transpose + residual add); mixed dtypes run composed.
 pub(crate) fn tokens_planes_add(
     be: &CudaBackend,
     tokens: &CudaTensor,
@@ -227,18 +228,21 @@ pub(crate) fn tokens_planes_add(
         be.ptr(residual),
         u32_of(frames, "tokens_planes_add frames")?,
     )?;
-    // SAFETY: tokens_planes_add_v1_<dtype>(GnTokensParams): x holds the (N, S, F, C) tokens (the
+    // SAFETY: tokens_planes_add_v2_<dtype>(GnTokensParams): x holds the (N, S, F, C) tokens (the
     // element count of the residual, checked above), residual and out are (N·F, C, S) planes, all
     // in one dtype; out is fresh (no aliasing).
+    let dtype = out.dtype();
     unsafe {
-        be.launch_to(
+        be.launch_version(
             KernelModule::GroupNorm,
             "tokens_planes_add",
-            gn::launch_config_tokens(shape),
+            2,
+            dtype,
+            gn::launch_config_tokens(shape, dtype),
             &pt,
-            out,
-        )
+        )?;
     }
+    Ok(out)
 }
 
 /// [`Backend::group_norm_conv1x1_tokens`](crate::backends::Backend::group_norm_conv1x1_tokens):

@@ -2,7 +2,7 @@
 //! `copy`; a leading prefix of the buffer is a view, no copy), index_select, pad2d.
 
 use anyhow::{bail, Result};
-use cyberhost_kernels::layout::{launch_config, LayoutParams, LAYOUT_MAX_RANK};
+use cyberhost_kernels::layout::{launch_config, launch_config_copy, LayoutParams, LAYOUT_MAX_RANK};
 use cyberhost_kernels::KernelModule;
 
 use super::context::CudaBackend;
@@ -58,10 +58,19 @@ fn strided_copy(
     p.src_strides = pad_front(&st[0].iter().map(|&s| s as u64).collect::<Vec<_>>(), 0);
     p.dst_strides = pad_front(&st[1].iter().map(|&s| s as u64).collect::<Vec<_>>(), 0);
     let dtype = src.dtype();
-    // SAFETY: copy_v1_<dtype>(LayoutParams): src holds every element `src_offset + Σ c·src_strides`
+    // SAFETY: copy_v2_<dtype>(LayoutParams): src holds every element `src_offset + Σ c·src_strides`
     // for c inside `shape` (callers derive the strides from src's own shape), dst likewise; both
     // are live tensors of this backend with the entry's dtype.
-    unsafe { be.launch(KernelModule::Layout, "copy", dtype, launch_config(p.n), &p) }
+    unsafe {
+        be.launch_version(
+            KernelModule::Layout,
+            "copy",
+            2,
+            dtype,
+            launch_config_copy(&p, dtype),
+            &p,
+        )
+    }
 }
 
 pub(crate) fn reshape(t: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {

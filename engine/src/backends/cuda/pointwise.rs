@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use cyberhost_kernels::pointwise::{
-    binary_op, launch_config, unary_op, PointwiseParams, POINTWISE_MAX_RANK,
+    binary_op, launch_config, launch_config_binary, unary_op, PointwiseParams, POINTWISE_MAX_RANK,
 };
 use cyberhost_kernels::{DType, KernelModule};
 
@@ -143,18 +143,20 @@ pub(crate) fn binary(
         p.a_strides[off + i] = st[0][i] as u64;
         p.b_strides[off + i] = st[1][i] as u64;
     }
-    // SAFETY: binary_v1_<dtype>(PointwiseParams): y holds n elements; a and b are read at
+    // SAFETY: binary_v2_<dtype>(PointwiseParams): y holds n elements; a and b are read at
     // Σ c·strides for c inside `shape`, strides derived from their own contiguous shapes (0 on
     // broadcast dims), so every read stays inside them; all three share `dtype`.
     unsafe {
-        be.launch_to(
+        be.launch_version(
             KernelModule::Pointwise,
             "binary",
-            launch_config(p.n),
+            2,
+            dtype,
+            launch_config_binary(&p, dtype),
             &p,
-            out,
-        )
+        )?;
     }
+    Ok(out)
 }
 
 impl CudaBackend {
