@@ -30,6 +30,21 @@ pub(crate) struct ConvCase {
     pub bcast: bool,
 }
 
+impl ConvCase {
+    /// A channel-slice output case: bias, temb, scale 0.5, optionally a residual.
+    pub(crate) fn slice(s: Conv2dShape, residual: bool) -> Self {
+        ConvCase {
+            s,
+            bias: true,
+            temb: true,
+            residual,
+            scale: 0.5,
+            plain: false,
+            bcast: false,
+        }
+    }
+}
+
 /// 1-D convolution as conv2d with H = 1: kernel (1, k), stride (1, stride), padding (0, pad).
 pub(crate) fn conv1d_shape(
     n: u64,
@@ -353,16 +368,7 @@ impl Bf16Case {
 /// check.
 #[test]
 fn conv2d_channel_slice_output() {
-    let sq = Conv2dShape::square;
-    let c = |s, residual| ConvCase {
-        s,
-        bias: true,
-        temb: true,
-        residual,
-        scale: 0.5,
-        plain: false,
-        bcast: false,
-    };
+    let (sq, c) = (Conv2dShape::square, ConvCase::slice);
     let cases = [
         (c(sq(3, 8, 9, 7, 21, 3, 1, 1), true), (34, 0)),
         (c(sq(2, 37, 13, 11, 150, 3, 1, 1), false), (161, 11)),
@@ -372,13 +378,7 @@ fn conv2d_channel_slice_output() {
     for (i, (cc, slot)) in cases.into_iter().enumerate() {
         let s = cc.s;
         let case = Bf16Case::new(&mut dev, cc, 7100 + i as u64).unwrap();
-        let mut runs = vec![("conv2d_v1_bf16", conv_launch(s), false)];
-        runs.push(("conv2d_v1_f32", conv_launch(s), true));
-        if version(s) == 2 {
-            runs.push(("conv2d_v2_bf16", launch_config_v2(s), false));
-            runs.push(("conv2d_v2_f32", launch_config_v2(s), true));
-        }
-        for (entry, cfg, out_f32) in runs {
+        for (entry, cfg, out_f32) in bf16_runs(s) {
             let what = format!("{entry} {cc:?} into channels {slot:?}");
             case.check_slice(
                 &mut dev,
@@ -405,21 +405,25 @@ fn conv2d_channel_slice_output() {
     assert!(err.contains("cannot hold C_out 8"), "{err}");
 }
 
-fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
-    let s = c.s;
-    let mut case = Bf16Case::new(dev, c, seed)?;
-    if c.plain {
-        case.p = case.p.without_cp_async();
-    }
-    // v1 on every shape; v2 (the launcher's choice for kernels of <= 32 taps) where it applies,
-    // each on a freshly poisoned y, and the f32-y entries (bf16 operands) of both.
+/// The bf16-operand entries of `s` (entry, launch, f32 y): v1 on every shape; v2 (the
+/// launcher's choice for kernels of <= 32 taps) where it applies; the f32-y entries of both.
+fn bf16_runs(s: Conv2dShape) -> Vec<(&'static str, LaunchConfig, bool)> {
     let mut runs = vec![("conv2d_v1_bf16", conv_launch(s), false)];
     runs.push(("conv2d_v1_f32", conv_launch(s), true));
     if version(s) == 2 {
         runs.push(("conv2d_v2_bf16", launch_config_v2(s), false));
         runs.push(("conv2d_v2_f32", launch_config_v2(s), true));
     }
-    for (entry, cfg, out_f32) in runs {
+    runs
+}
+
+fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
+    let s = c.s;
+    let mut case = Bf16Case::new(dev, c, seed)?;
+    if c.plain {
+        case.p = case.p.without_cp_async();
+    }
+    for (entry, cfg, out_f32) in bf16_runs(s) {
         let what = format!("{entry} {c:?} aligned {}", case.p.aligned);
         case.check(dev, KernelModule::Conv2d, entry, cfg, out_f32, &what)?;
     }

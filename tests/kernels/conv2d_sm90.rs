@@ -134,16 +134,7 @@ crate::harness::schedules_test!(conv2d_sm90_implicit_gemm_epilogues, cases(), 90
 /// (Ho * Wo = 63), every byte outside the slice still poison.
 #[test]
 fn conv2d_sm90_channel_slice_output() {
-    let sq = Conv2dShape::square;
-    let c = |s, residual| ConvCase {
-        s,
-        bias: true,
-        temb: true,
-        residual,
-        scale: 0.5,
-        plain: false,
-        bcast: false,
-    };
+    let (sq, c) = (Conv2dShape::square, ConvCase::slice);
     let cases = [
         (c(sq(2, 16, 6, 6, 20, 3, 1, 1), true), (27, 4)),
         (c(sq(2, 8, 9, 7, 70, 3, 1, 1), false), (75, 3)),

@@ -145,21 +145,8 @@ pub(crate) fn conv2d_ext(
     let Some(s) = conv_shape(&dims, p) else {
         return composed::conv2d_ext(be, x, w, bias, p, epi);
     };
-    let (n, o) = (dims.n, dims.o);
     let out_shape = dims.out_shape();
-    check_vec("conv2d_ext", "bias", bias, o)?;
-    if let Some(t) = epi.temb {
-        if t.shape() != [n, o] {
-            bail!(
-                "conv2d_ext: temb {:?} must be (N, C_out) = ({n}, {o})",
-                t.shape()
-            );
-        }
-    }
-    let broadcast_residual = match epi.residual {
-        Some(r) => composed::check_conv_residual(r.shape(), &out_shape)?,
-        None => false,
-    };
+    let broadcast_residual = check_conv_epilogue("conv2d_ext", &dims, bias, epi)?;
     if x.dtype() != DType::Bf16 {
         // f32 activations (e.g. the sampler's latents): the split entries keep the f32 residual
         // sum and the output unrounded.
@@ -182,6 +169,27 @@ pub(crate) fn conv2d_ext(
     let mut y = be.alloc(&out_shape, DType::Bf16)?;
     conv_bf16_into(be, x, w, bias, s, epi, &mut y)?;
     pointwise::cast(be, &y, x.dtype())
+}
+
+/// Checks bias `(C_out)`, temb `(N, C_out)` and the residual of a conv of `dims`; returns whether
+/// the residual is one image broadcast over the batch.
+fn check_conv_epilogue(
+    op: &str,
+    dims: &Conv2dDims,
+    bias: Option<&CudaTensor>,
+    epi: ConvEpilogue<'_, CudaTensor>,
+) -> Result<bool> {
+    let (n, o) = (dims.n, dims.o);
+    check_vec(op, "bias", bias, o)?;
+    if let Some(t) = epi.temb {
+        if t.shape() != [n, o] {
+            bail!("{op}: temb {:?} must be (N, C_out) = ({n}, {o})", t.shape());
+        }
+    }
+    match epi.residual {
+        Some(r) => composed::check_conv_residual(r.shape(), &dims.out_shape()),
+        None => Ok(false),
+    }
 }
 
 /// The bf16 conv `s` with its epilogue into the first `C_out` channels of `y` `(N, C_y, Ho, Wo)`
@@ -243,20 +251,7 @@ pub(crate) fn conv2d_concat(
              output {out:?}"
         );
     }
-    check_vec("conv2d_concat", "bias", bias, dims.o)?;
-    if let Some(t) = epi.temb {
-        if t.shape() != [dims.n, dims.o] {
-            bail!(
-                "conv2d_concat: temb {:?} must be (N, C_out) = ({}, {})",
-                t.shape(),
-                dims.n,
-                dims.o
-            );
-        }
-    }
-    if let Some(r) = epi.residual {
-        composed::check_conv_residual(r.shape(), &out)?;
-    }
+    check_conv_epilogue("conv2d_concat", &dims, bias, epi)?;
     let mut y = be.alloc(&[out[0], out[1] + ts[1], out[2], out[3]], DType::Bf16)?;
     conv_bf16_into(be, x, w, bias, s, epi, &mut y)?;
     layout::copy_into(be, tail, &y, 1, out[1])?;
