@@ -804,6 +804,90 @@ fn cuda_fused_ops_are_one_launch_each() {
     }
 }
 
+/// `conv2d_concat` (an up block's skip concat with the conv writing its channels in place)
+/// against the CPU's `conv2d_ext` + `concat` in both storages: bf16 is two launches (the conv
+/// into the concatenated tensor, one copy of the tail), with temb + residual + scale, stride 2
+/// and groups; a tail of the wrong size is an error. A concat of one tensor with itself is one
+/// copy launch.
+#[test]
+fn cuda_conv2d_concat_matches_cpu() {
+    let _g = serial();
+    let x = data(&[2, 6, 7, 9], 71);
+    let w = data(&[10, 6, 3, 3], 72);
+    let wg = data(&[10, 3, 3, 3], 73);
+    let b = data(&[10], 74);
+    let t = data(&[2, 10], 75);
+    let r = data(&[2, 10, 7, 9], 76);
+    let tail = data(&[2, 5, 7, 9], 77);
+    let tail2 = data(&[2, 3, 4, 5], 78);
+    let pg = Conv2dParams {
+        groups: 2,
+        ..Conv2dParams::new(1, 1)
+    };
+    for (be, label) in storages() {
+        let cases: [(&str, &Data, Conv2dParams, bool, &Data); 3] = [
+            (
+                "temb+residual+scale",
+                &w,
+                Conv2dParams::new(1, 1),
+                true,
+                &tail,
+            ),
+            ("stride 2", &w, Conv2dParams::new(2, 1), false, &tail2),
+            ("groups 2 temb+residual+scale", &wg, pg, true, &tail),
+        ];
+        for (name, w, p, tr, tl) in cases {
+            let tr = tr.then_some((&t, &r));
+            let got = conv2d_concat_on(&be, [&x, w, &b], p, tr, tl);
+            let want = conv2d_concat_on(&CPU, [&x, w, &b], p, tr, tl);
+            check(&format!("conv2d_concat {label} {name}"), &got, &want, 1e-2);
+        }
+    }
+    let be = gpu();
+    let (xc, wc, bc) = (up(be, &x), up(be, &w), up(be, &b));
+    let (tc, rc, tl) = (up(be, &t), up(be, &r), up(be, &tail));
+    let epi = ConvEpilogue {
+        temb: Some(&tc),
+        residual: Some(&rc),
+        scale: 0.5,
+    };
+    let n = launches(|| {
+        be.conv2d_concat(&xc, &wc, Some(&bc), Conv2dParams::new(1, 1), epi, &tl)
+            .unwrap();
+    });
+    assert_eq!(n, 2, "conv2d_concat: the conv and one copy of the tail");
+    let bad = up(be, &data(&[2, 5, 7, 8], 79));
+    let err = be
+        .conv2d_concat(&xc, &wc, Some(&bc), Conv2dParams::new(1, 1), epi, &bad)
+        .unwrap_err();
+    assert!(err.to_string().contains("tail"), "{err}");
+    let mut thrice = None;
+    let n = launches(|| thrice = Some(be.concat(&[&xc, &xc, &xc], 1).unwrap()));
+    assert_eq!(n, 1, "concat of one tensor with itself");
+    let want = CPU.concat(&[&cpu(&x), &cpu(&x), &cpu(&x)], 1).unwrap();
+    check("concat of one tensor 3x", &thrice.unwrap(), &want, 1e-2);
+}
+
+/// `conv2d_concat` of input, weight and bias `xwb` (with temb + residual and scale 0.5 when
+/// `tr`) and `tail` on `be`.
+fn conv2d_concat_on<B: Backend>(
+    be: &B,
+    xwb: [&Data; 3],
+    p: Conv2dParams,
+    tr: Option<(&Data, &Data)>,
+    tail: &Data,
+) -> B::Tensor {
+    let [x, w, b] = xwb.map(|d| up(be, d));
+    let tr = tr.map(|(t, r)| (up(be, t), up(be, r)));
+    let epi = ConvEpilogue {
+        temb: tr.as_ref().map(|v| &v.0),
+        residual: tr.as_ref().map(|v| &v.1),
+        scale: if tr.is_some() { 0.5 } else { 1.0 },
+    };
+    be.conv2d_concat(&x, &w, Some(&b), p, epi, &up(be, tail))
+        .unwrap()
+}
+
 /// f32 attention is one flash launch (no score matrix, no split / softmax launches); a bf16
 /// operand among f32 ones adds only its widening cast; `Dv != D` still composes.
 #[test]

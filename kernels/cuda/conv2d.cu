@@ -11,7 +11,9 @@
 //   matrix;  bias : (C_out) | null;  temb : (N, C_out) | null (ResNet time embedding, projected)
 //   R : (N, C_out, Ho, Wo) | (1, C_out, Ho, Wo) broadcast over the batch (res_bcast = 1, batch
 //   stride 0; e.g. the movement map added after the denoiser's conv_in) | null (may alias y when
-//   not broadcast);  y : (N, C_out, Ho, Wo) bf16 (f32 for conv2d_v1_f32).
+//   not broadcast);  y : (N, C_out, Ho, Wo) bf16 (f32 for conv2d_v1_f32), images y_c * Ho * Wo
+//   apart (y_c > C_out: the output is a channel slice of a wider tensor, e.g. the first part of an
+//   up block's skip concat; never with a residual aliasing y).
 //   Any rectangular kernel, per-axis stride / padding / dilation, any groups (3x3 / 1x1 stride 1 / 2
 //   in the UNet and VAE; 1xk stride (1, s) with H = 1 in the wav2vec2 feature extractor; grouped
 //   1xK padding (0, K/2) in its positional conv embedding); ragged C_out / groups, Ho * Wo and K
@@ -167,7 +169,7 @@ __device__ __forceinline__ void conv_epilogue(const Conv2dParams& p, const ConvT
   const uint32_t npix = t.npix;
   const uint32_t o0 = t.grp * p.c_out_g; // first output channel of the group
   const uint64_t plane = (uint64_t)p.c_out * npix;
-  const uint64_t yoff = t.img * plane + (uint64_t)o0 * npix;
+  const uint64_t yoff = t.img * ((uint64_t)p.y_c * npix) + (uint64_t)o0 * npix;
   OutT* y = static_cast<OutT*>(p.y) + yoff;
   const uint64_t roff = (p.res_bcast ? 0 : t.img * plane) + (uint64_t)o0 * npix;
   const InT* res = p.residual ? static_cast<const InT*>(p.residual) + roff : nullptr;
@@ -352,7 +354,7 @@ __device__ __forceinline__ void conv2_epilogue(const Conv2dParams& p, const Conv
         float v = acc[i][j][2 * h + e] + b;
         if (temb != nullptr) v += operand_f32(temb[(uint64_t)img * p.c_out + oc]);
         if (res != nullptr) v += operand_f32(res[p.res_bcast ? ch : idx]);
-        y[idx] = from_f32<OutT>(v * p.scale);
+        y[(uint64_t)img * p.y_c * npix + ch] = from_f32<OutT>(v * p.scale);
       }
     }
   });

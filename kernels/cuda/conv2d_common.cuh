@@ -25,6 +25,9 @@ struct Conv2dParams {
   float scale;          // output scale (1 = none)
   uint32_t aligned;     // 1: w 16-byte aligned and K % 8 == 0 (cp.async for W tiles)
   uint32_t res_bcast;   // 1: residual is (1, C_out, Ho, Wo), batch stride 0
+  uint32_t y_c;         // channels of one y image (>= C_out): y is the channel slice [c0, c0 + C_out)
+                        // of a (N, y_c, Ho, Wo) tensor, `y` pointing at channel c0 of image 0
+  uint32_t _pad;
 };
 
 // Output column col = (image, pixel) of the implicit GEMM (x: the group's first channel): the

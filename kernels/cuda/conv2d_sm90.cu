@@ -281,6 +281,7 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
       float v[4] = {t.x + add, t.y + add, t.z + add, t.w + add};
       const uint64_t ch = (uint64_t)oc * npix + pix;
       const uint64_t idx = (uint64_t)img * p.c_out * npix + ch;
+      const uint64_t yidx = (uint64_t)img * p.y_c * npix + ch;
       if (res != nullptr) {
         const uint2 rv = *reinterpret_cast<const uint2*>(res + (p.res_bcast ? ch : idx));
         v[0] += bf16_bits_to_f32(rv.x & 0xffffu);
@@ -288,7 +289,7 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
         v[2] += bf16_bits_to_f32(rv.y & 0xffffu);
         v[3] += bf16_bits_to_f32(rv.y >> 16);
       }
-      c90_store4(y + idx, v[0] * p.scale, v[1] * p.scale, v[2] * p.scale, v[3] * p.scale);
+      c90_store4(y + yidx, v[0] * p.scale, v[1] * p.scale, v[2] * p.scale, v[3] * p.scale);
     }
     return;
   }
@@ -312,7 +313,7 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
       float v = tile[r * C90_EPI_LD + j * WARP_SIZE + lane] + b;
       if (temb != nullptr) v += operand_f32(temb[(uint64_t)img * p.c_out + oc]);
       if (res != nullptr) v += operand_f32(res[p.res_bcast ? ch : idx]);
-      y[idx] = from_f32<OutT>(v * p.scale);
+      y[(uint64_t)img * p.y_c * npix + ch] = from_f32<OutT>(v * p.scale);
     }
   }
 }

@@ -43,19 +43,19 @@ const fn entry_v2(name: &'static str, dtype: DType) -> Entry {
         version: 2,
         dtype,
         params: "Conv2dParams",
-        params_size: 136,
+        params_size: 144,
         launch: "grid = (ceil(N * Ho * Wo / 128), ceil(C_out / groups / 128), groups), block = 128, static smem; kh * kw <= 31",
     }
 }
 
 pub const ENTRIES: &[Entry] = &[
-    Entry::v1("conv2d_v1_bf16", "conv2d", DType::Bf16, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
+    Entry::v1("conv2d_v1_bf16", "conv2d", DType::Bf16, ("Conv2dParams", 144), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
     // bf16 operands, f32 y (f32 activations)
-    Entry::v1("conv2d_v1_f32", "conv2d", DType::F32, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
+    Entry::v1("conv2d_v1_f32", "conv2d", DType::F32, ("Conv2dParams", 144), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
     // f32 x and W split into bf16 hi + lo in registers; f32 bias / temb / residual / y
-    Entry::v1("conv2d_xsplit_v1_f32", "conv2d_xsplit", DType::F32, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
+    Entry::v1("conv2d_xsplit_v1_f32", "conv2d_xsplit", DType::F32, ("Conv2dParams", 144), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
     // f32 x split in registers, bf16 W; f32 bias / temb / residual / y
-    Entry::v1("conv2d_xsplit_wbf16_v1_f32", "conv2d_xsplit_wbf16", DType::F32, ("Conv2dParams", 136), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
+    Entry::v1("conv2d_xsplit_wbf16_v1_f32", "conv2d_xsplit_wbf16", DType::F32, ("Conv2dParams", 144), "grid = (ceil(Ho * Wo / 64), ceil(C_out / groups / 64), N * groups), block = 128, static smem"),
     entry_v2("conv2d_v2_bf16", DType::Bf16),
     // bf16 operands, f32 y
     entry_v2("conv2d_v2_f32", DType::F32),
@@ -107,7 +107,7 @@ pub fn split_entry(w: DType) -> &'static str {
     }
 }
 
-/// Mirrors `struct Conv2dParams` in `conv2d.cu` (136 bytes): its first six fields are the
+/// Mirrors `struct Conv2dParams` in `conv2d.cu` (144 bytes): its first six fields are the
 /// [`Conv2dPtrs`].
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -139,6 +139,10 @@ pub struct Conv2dParams {
     pub aligned: u32,
     /// 1: the residual is `(1, C_out, Ho, Wo)`, broadcast over the batch (batch stride 0).
     pub res_bcast: u32,
+    /// Channels of one `y` image (`C_out`, or more with [`Conv2dParams::into_channels`]: `y` is
+    /// then a channel slice of a wider `(N, y_c, Ho, Wo)` tensor).
+    pub y_c: u32,
+    pub _pad: u32,
 }
 
 /// Convolution geometry, e.g. SD1.5 ResNet `conv1`: `n 32, c_in 320, h 64, w 64, c_out 320,
@@ -308,6 +312,8 @@ impl Conv2dParams {
             // Group offsets in W are multiples of K elements: 16-byte aligned when K % 8 == 0.
             aligned: (ptrs.w % 16 == 0 && k % 8 == 0) as u32,
             res_bcast: 0,
+            y_c: to_u32(s.c_out, "conv2d C_out")?,
+            _pad: 0,
         })
     }
 
@@ -321,6 +327,23 @@ impl Conv2dParams {
             p.aligned = (ptrs.w % 16 == 0 && s.k() % 4 == 0) as u32;
         }
         Ok(p)
+    }
+
+    /// `y` is the channel slice `[c0, c0 + C_out)` of a `(N, y_c, Ho, Wo)` tensor (`ptrs.y`
+    /// pointing at channel `c0` of image 0): the images of the output are `y_c * Ho * Wo`
+    /// elements apart. No residual may alias `y` then.
+    pub fn into_channels(mut self, y_c: u64) -> Result<Self> {
+        ensure!(
+            y_c >= self.c_out as u64,
+            "conv2d: the output tensor's {y_c} channels cannot hold C_out {}",
+            self.c_out
+        );
+        ensure!(
+            y_c * (self.h_out as u64) * (self.w_out as u64) < 1 << 31,
+            "conv2d: one output image of {y_c} channels exceeds 2^31 elements"
+        );
+        self.y_c = to_u32(y_c, "conv2d output channels")?;
+        Ok(self)
     }
 
     pub fn with_broadcast_residual(mut self) -> Self {
@@ -361,7 +384,7 @@ pub fn launch_config_v2(s: Conv2dShape) -> LaunchConfig {
 mod tests {
     use super::*;
 
-    crate::params_layout_test!(Conv2dParams, 136; assert_eq!(CONV_STATIC_SMEM_BYTES, 19_456));
+    crate::params_layout_test!(Conv2dParams, 144; assert_eq!(CONV_STATIC_SMEM_BYTES, 19_456));
 
     #[test]
     fn v2_smem_and_version() {

@@ -28,7 +28,7 @@ pub const ENTRIES: &[Entry] = &[
         "conv2d_sm90_v1_bf16",
         "conv2d_sm90",
         DType::Bf16,
-        ("Conv2dParams", 136),
+        ("Conv2dParams", 144),
         LAUNCH,
     ),
     // bf16 operands, f32 y
@@ -36,7 +36,7 @@ pub const ENTRIES: &[Entry] = &[
         "conv2d_sm90_v1_f32",
         "conv2d_sm90",
         DType::F32,
-        ("Conv2dParams", 136),
+        ("Conv2dParams", 144),
         LAUNCH,
     ),
 ];

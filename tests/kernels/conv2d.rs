@@ -8,7 +8,8 @@ use crate::check_op;
 use crate::common::{assert_close, cpu, host, rel_l2, round_bf16, to_bf16, Rng, CPU};
 use crate::common::{check, rand_pair};
 use crate::harness::{
-    download_bf16 as download, engine_device, upload_bf16 as upload, Device, TOL_BF16 as TOL,
+    download_bf16 as download, engine_device, upload_bf16 as upload, Device, POISON,
+    TOL_BF16 as TOL,
 };
 use cyberhost_engine::backends::{Backend, Conv2dParams as EngineConv, ConvEpilogue};
 use cyberhost_kernels::conv2d::{
@@ -27,6 +28,21 @@ pub(crate) struct ConvCase {
     pub plain: bool,
     /// The residual is one image `(1, C_out, Ho, Wo)` broadcast over the batch.
     pub bcast: bool,
+}
+
+impl ConvCase {
+    /// A channel-slice output case: bias, temb, scale 0.5, optionally a residual.
+    pub(crate) fn slice(s: Conv2dShape, residual: bool) -> Self {
+        ConvCase {
+            s,
+            bias: true,
+            temb: true,
+            residual,
+            scale: 0.5,
+            plain: false,
+            bcast: false,
+        }
+    }
 }
 
 /// 1-D convolution as conv2d with H = 1: kernel (1, k), stride (1, stride), padding (0, pad).
@@ -292,21 +308,122 @@ impl Bf16Case {
     }
 }
 
-fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
-    let s = c.s;
-    let mut case = Bf16Case::new(dev, c, seed)?;
-    if c.plain {
-        case.p = case.p.without_cp_async();
+impl Bf16Case {
+    /// [`Self::check`] with y the channel slice `[c0, c0 + C_out)` of a poisoned
+    /// `(N, y_c, Ho, Wo)` tensor ([`Conv2dParams::into_channels`]): the slice against the
+    /// reference, every byte outside it still poison.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn check_slice(
+        &self,
+        dev: &mut Device,
+        module: KernelModule,
+        entry: &str,
+        cfg: LaunchConfig,
+        out_f32: bool,
+        (y_c, c0): (u32, u32),
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let (n, c_out) = (self.p.n as usize, self.p.c_out as usize);
+        let npix = (self.p.h_out * self.p.w_out) as usize;
+        let es = if out_f32 { 4 } else { 2 };
+        let (img, slice) = (y_c as usize * npix, c_out * npix);
+        let base = dev.alloc_poisoned(n * img * es)?;
+        let ptrs = Conv2dPtrs {
+            y: base + (c0 as usize * npix * es) as u64,
+            ..self.p.ptrs
+        };
+        let p = Conv2dParams { ptrs, ..self.p }.into_channels(y_c as u64)?;
+        dev.launch(module, entry, cfg, &p)?;
+        let bytes = dev.download::<u8>(base, n * img * es)?;
+        let mut got = Vec::with_capacity(n * slice);
+        for (i, b) in bytes.iter().enumerate() {
+            let c = i / es / npix % y_c as usize;
+            if c < c0 as usize || c >= c0 as usize + c_out {
+                assert_eq!(
+                    *b, POISON,
+                    "{what}: byte {i} (channel {c}) outside the slice written"
+                );
+            }
+        }
+        for im in 0..n {
+            let at = (im * img + c0 as usize * npix) * es;
+            let part = &bytes[at..at + slice * es];
+            if out_f32 {
+                got.extend(
+                    part.chunks(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                );
+            } else {
+                let bits = |b: &[u8]| (b[0] as u32) << 16 | (b[1] as u32) << 24;
+                got.extend(part.chunks(2).map(|b| f32::from_bits(bits(b))));
+            }
+        }
+        assert_close(what, &got, &self.want, TOL);
+        Ok(())
     }
-    // v1 on every shape; v2 (the launcher's choice for kernels of <= 32 taps) where it applies,
-    // each on a freshly poisoned y, and the f32-y entries (bf16 operands) of both.
+}
+
+/// Channel-slice outputs (`y_c` > C_out, the first or a middle slice: an up block's skip concat
+/// written in place) on v1 and v2, bf16 and f32 y, odd shapes; the launcher's `into_channels`
+/// check.
+#[test]
+fn conv2d_channel_slice_output() {
+    let (sq, c) = (Conv2dShape::square, ConvCase::slice);
+    let cases = [
+        (c(sq(3, 8, 9, 7, 21, 3, 1, 1), true), (34, 0)),
+        (c(sq(2, 37, 13, 11, 150, 3, 1, 1), false), (161, 11)),
+        (c(sq(2, 48, 8, 10, 40, 1, 1, 0), true), (45, 5)),
+    ];
+    let mut dev = Device::new(1, 0);
+    for (i, (cc, slot)) in cases.into_iter().enumerate() {
+        let s = cc.s;
+        let case = Bf16Case::new(&mut dev, cc, 7100 + i as u64).unwrap();
+        for (entry, cfg, out_f32) in bf16_runs(s) {
+            let what = format!("{entry} {cc:?} into channels {slot:?}");
+            case.check_slice(
+                &mut dev,
+                KernelModule::Conv2d,
+                entry,
+                cfg,
+                out_f32,
+                slot,
+                &what,
+            )
+            .unwrap();
+        }
+    }
+    let ptrs = Conv2dPtrs {
+        x: 0,
+        w: 0,
+        bias: 0,
+        temb: 0,
+        residual: 0,
+        y: 0,
+    };
+    let p = Conv2dParams::new(ptrs, sq(1, 4, 5, 5, 8, 3, 1, 1), 1.0).unwrap();
+    let err = p.into_channels(7).unwrap_err().to_string();
+    assert!(err.contains("cannot hold C_out 8"), "{err}");
+}
+
+/// The bf16-operand entries of `s` (entry, launch, f32 y): v1 on every shape; v2 (the
+/// launcher's choice for kernels of <= 32 taps) where it applies; the f32-y entries of both.
+fn bf16_runs(s: Conv2dShape) -> Vec<(&'static str, LaunchConfig, bool)> {
     let mut runs = vec![("conv2d_v1_bf16", conv_launch(s), false)];
     runs.push(("conv2d_v1_f32", conv_launch(s), true));
     if version(s) == 2 {
         runs.push(("conv2d_v2_bf16", launch_config_v2(s), false));
         runs.push(("conv2d_v2_f32", launch_config_v2(s), true));
     }
-    for (entry, cfg, out_f32) in runs {
+    runs
+}
+
+fn run_conv(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
+    let s = c.s;
+    let mut case = Bf16Case::new(dev, c, seed)?;
+    if c.plain {
+        case.p = case.p.without_cp_async();
+    }
+    for (entry, cfg, out_f32) in bf16_runs(s) {
         let what = format!("{entry} {c:?} aligned {}", case.p.aligned);
         case.check(dev, KernelModule::Conv2d, entry, cfg, out_f32, &what)?;
     }
@@ -480,10 +597,38 @@ fn conv2d_engine_launcher() {
         residual: Some(&dr),
         broadcast_residual: false,
         scale: 0.5,
+        out_channels: 0,
     };
     conv2d(dev, &dx, &dw, &mut y, s, extras).unwrap();
     let want = conv_ref(&x, &w, s, Some(&b), Some(&t), Some(&r), 0.5);
-    assert_close("engine conv2d", &download(dev, &y), &want, TOL);
+    let got = download(dev, &y);
+    assert_close("engine conv2d", &got, &want, TOL);
+    // the first C_out channels of a wider output (images C_out + 3 channels apart): the same
+    // values, the other channels untouched; a too-small y is an error
+    let img = out_len / s.n as usize;
+    let wide = img + 3 * (s.h_out() * s.w_out()) as usize;
+    let mut yw = upload(dev, &vec![7.0; s.n as usize * wide]);
+    let into = Conv2dExtras {
+        out_channels: s.c_out as usize + 3,
+        ..extras
+    };
+    conv2d(dev, &dx, &dw, &mut yw, s, into).unwrap();
+    let gw = download(dev, &yw);
+    for n in 0..s.n as usize {
+        assert_eq!(
+            gw[n * wide..n * wide + img],
+            got[n * img..(n + 1) * img],
+            "image {n}"
+        );
+        assert!(
+            gw[n * wide + img..(n + 1) * wide].iter().all(|&v| v == 7.0),
+            "image {n}"
+        );
+    }
+    assert!(
+        conv2d(dev, &dx, &dw, &mut y, s, into).is_err(),
+        "y too small"
+    );
 }
 
 /// Input channels that do not match the weight, or a kernel larger than the padded input, are

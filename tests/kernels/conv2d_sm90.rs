@@ -129,6 +129,39 @@ fn run(dev: &mut Device, c: ConvCase, seed: u64) -> anyhow::Result<()> {
 
 crate::harness::schedules_test!(conv2d_sm90_implicit_gemm_epilogues, cases(), 9000, run);
 
+/// Channel-slice outputs (`y_c` > C_out, an up block's skip concat written in place) on both
+/// entries: the 4-column epilogue (Ho * Wo = 36, 16-byte aligned slice) and the single-column one
+/// (Ho * Wo = 63), every byte outside the slice still poison.
+#[test]
+fn conv2d_sm90_channel_slice_output() {
+    let (sq, c) = (Conv2dShape::square, ConvCase::slice);
+    let cases = [
+        (c(sq(2, 16, 6, 6, 20, 3, 1, 1), true), (27, 4)),
+        (c(sq(2, 8, 9, 7, 70, 3, 1, 1), false), (75, 3)),
+    ];
+    let mut dev = Device::new(1, 0);
+    if !crate::harness::runs_or_refuses(&dev, KernelModule::Conv2dSm90) {
+        return;
+    }
+    for (i, (cc, slot)) in cases.into_iter().enumerate() {
+        let case = Bf16Case::new(&mut dev, cc, 9500 + i as u64).unwrap();
+        for (j, e) in ENTRIES.iter().enumerate() {
+            let what = format!("{} {cc:?} into channels {slot:?}", e.name);
+            let cfg = launch_config(cc.s, 132);
+            case.check_slice(
+                &mut dev,
+                KernelModule::Conv2dSm90,
+                e.name,
+                cfg,
+                j == 1,
+                slot,
+                &what,
+            )
+            .unwrap();
+        }
+    }
+}
+
 /// The module is sm_90a-only PTX.
 #[test]
 fn conv2d_sm90_is_hopper_only() {

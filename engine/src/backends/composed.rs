@@ -199,6 +199,20 @@ pub fn conv2d_ext<B: Backend>(
     Ok(y)
 }
 
+/// `conv2d_ext`, then `concat` with `tail` along the channels.
+pub fn conv2d_concat<B: Backend>(
+    be: &B,
+    x: &B::Tensor,
+    w: &B::Tensor,
+    bias: Option<&B::Tensor>,
+    p: Conv2dParams,
+    epi: ConvEpilogue<'_, B::Tensor>,
+    tail: &B::Tensor,
+) -> Result<B::Tensor> {
+    let y = be.conv2d_ext(x, w, bias, p, epi)?;
+    be.concat(&[&y, tail], 1)
+}
+
 /// A `conv2d_ext` residual is the output's shape `(N, C_out, Ho, Wo)`, or one image
 /// `(1, C_out, Ho, Wo)` broadcast over the batch; returns whether it broadcasts (N > 1).
 pub fn check_conv_residual(r: &[usize], out: &[usize]) -> Result<bool> {

@@ -216,6 +216,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
         conv2d_ext(x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>,
             p: Conv2dParams, epi: ConvEpilogue<'_, Self::Tensor>) => composed::conv2d_ext;
 
+        /// `concat([conv2d_ext(x, w, bias, p, epi), tail], 1)`: a conv whose output is the first
+        /// part of a channel concat, e.g. an up block's `concat(h, skip)` where h is the previous
+        /// block's upsampler conv (or the mid block's last resnet). tail `(N, C_t, Ho, Wo)` →
+        /// `(N, C_out + C_t, Ho, Wo)`. CUDA: the conv writes its channels of the concatenated
+        /// tensor in place, only `tail` is copied.
+        conv2d_concat(x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>,
+            p: Conv2dParams, epi: ConvEpilogue<'_, Self::Tensor>, tail: &Self::Tensor)
+            => composed::conv2d_concat;
+
         // ---- sampler -----------------------------------------------------------------------
 
         /// Run a loop of identical steps from `init` ([`step_loop`]); returns the final state.

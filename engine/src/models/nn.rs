@@ -162,6 +162,21 @@ impl<B: Backend> Conv2d<B> {
     ) -> Result<B::Tensor> {
         be.conv2d_ext(x, &self.weight, self.bias.as_ref(), self.params, epi)
     }
+
+    /// `forward_ext`, then (with a `tail`) `concat([out, tail], 1)` in one op
+    /// ([`Backend::conv2d_concat`]: on CUDA the conv writes its channels of the concat in place).
+    pub fn forward_ext_concat(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        epi: ConvEpilogue<'_, B::Tensor>,
+        tail: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
+        match tail {
+            Some(t) => be.conv2d_concat(x, &self.weight, self.bias.as_ref(), self.params, epi, t),
+            None => self.forward_ext(be, x, epi),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -132,6 +132,19 @@ impl<B: Backend> ResnetBlock2D<B> {
     /// Fused: `act(norm)` is one `group_norm_act`; the time embedding rides in `conv1`'s
     /// epilogue; the shortcut and `1 / output_scale_factor` in `conv2`'s.
     pub fn forward(&self, be: &B, x: &B::Tensor, temb: Option<&B::Tensor>) -> Result<B::Tensor> {
+        self.forward_concat(be, x, temb, None)
+    }
+
+    /// `forward`, then (with a `tail`) `concat([out, tail], 1)`, the output conv writing its
+    /// channels of the concat in place ([`Conv2d::forward_ext_concat`]): the mid block's last
+    /// resnet feeding the first up block's skip concat.
+    pub fn forward_concat(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        temb: Option<&B::Tensor>,
+        tail: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         let h = self.norm1.forward_act(be, x, self.act)?;
         let t = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
@@ -156,16 +169,13 @@ impl<B: Backend> ResnetBlock2D<B> {
             Some(c) => c.forward(be, x)?,
             None => x.clone(),
         };
+        let epi = ConvEpilogue {
+            temb: None,
+            residual: Some(&shortcut),
+            scale: 1.0 / self.output_scale_factor,
+        };
         self.conv2
-            .forward_ext(
-                be,
-                &h,
-                ConvEpilogue {
-                    temb: None,
-                    residual: Some(&shortcut),
-                    scale: 1.0 / self.output_scale_factor,
-                },
-            )
+            .forward_ext_concat(be, &h, epi, tail)
             .with_context(|| {
                 format!(
                     "ResnetBlock2D: shortcut {:?} must match conv2's output",

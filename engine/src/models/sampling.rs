@@ -154,6 +154,18 @@ impl<B: Backend> Upsample2D<B> {
         x: &B::Tensor,
         output_size: Option<(usize, usize)>,
     ) -> Result<B::Tensor> {
+        self.forward_concat(be, x, output_size, None)
+    }
+
+    /// `forward`, then (with a `tail`) `concat([out, tail], 1)`, the conv writing its channels of
+    /// the concat in place: the next up block's first skip concat.
+    pub fn forward_concat(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        output_size: Option<(usize, usize)>,
+        tail: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         let s = x.shape();
         if s[1] != self.channels {
             bail!(
@@ -164,9 +176,11 @@ impl<B: Backend> Upsample2D<B> {
         }
         let (oh, ow) = output_size.unwrap_or((s[2] * 2, s[3] * 2));
         let h = be.upsample_nearest2d(x, oh, ow)?;
-        match &self.conv {
-            Some(conv) => conv.forward(be, &h),
-            None => Ok(h),
+        match (&self.conv, tail) {
+            (Some(conv), None) => conv.forward(be, &h),
+            (Some(conv), Some(_)) => conv.forward_ext_concat(be, &h, Default::default(), tail),
+            (None, Some(t)) => be.concat(&[&h, t], 1),
+            (None, None) => Ok(h),
         }
     }
 }

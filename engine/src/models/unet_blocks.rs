@@ -414,11 +414,26 @@ impl<B: Backend> MidBlock<B> {
         inputs: &BlockInputs<'_, B>,
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<B::Tensor> {
+        self.forward_concat(be, x, inputs, hooks, None)
+    }
+
+    /// `forward`, then (with a `tail`, the first up block's first skip state) `concat([out,
+    /// tail], 1)`, the last resnet's output conv writing its channels of the concat in place.
+    pub fn forward_concat(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        inputs: &BlockInputs<'_, B>,
+        hooks: &mut dyn UNetHooks<B>,
+        tail: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         let temb = Some(inputs.temb);
-        let mut h = self.resnets[0].forward(be, x, temb)?;
+        let last = self.attentions.len();
+        let tail_of = |i: usize| if i == last { tail } else { None };
+        let mut h = self.resnets[0].forward_concat(be, x, temb, tail_of(0))?;
         for (i, attn) in self.attentions.iter().enumerate() {
             h = inputs.extras(be, h, Some(attn), self.motion_modules.get(i), hooks)?;
-            h = self.resnets[i + 1].forward(be, &h, temb)?;
+            h = self.resnets[i + 1].forward_concat(be, &h, temb, tail_of(i + 1))?;
         }
         Ok(h)
     }
@@ -461,20 +476,24 @@ impl<B: Backend> UpBlock<B> {
 
     /// Runs the layers (popping one skip state from the end of `skips` per resnet),
     /// then `hooks.after_up_block(index, ..)`, then the upsampler (to `upsample_size` if given).
+    /// `skips.entry_concatenated`: x already is `concat(h, first skip)` (made by its producer);
+    /// `skips.next`: the next block's first skip state, concatenated after the upsampler's
+    /// output by the upsampler's conv. Returns the output and whether it is concatenated with
+    /// `skips.next`.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         be: &B,
         x: &B::Tensor,
-        skips: &mut Vec<B::Tensor>,
+        skips: UpSkips<'_, B>,
         inputs: &BlockInputs<'_, B>,
         upsample_size: Option<(usize, usize)>,
         index: usize,
         hooks: &mut dyn UNetHooks<B>,
-    ) -> Result<B::Tensor> {
+    ) -> Result<(B::Tensor, bool)> {
         let mut h = x.clone();
         for i in 0..self.resnets.len() {
-            let skip = match skips.pop() {
+            let skip = match skips.own.pop() {
                 Some(s) => s,
                 None => bail!("up_blocks.{index}: ran out of skip connections"),
             };
@@ -485,13 +504,28 @@ impl<B: Backend> UpBlock<B> {
                     h.shape()
                 );
             }
-            h = be.concat(&[&h, &skip], 1)?;
+            if i > 0 || !skips.entry_concatenated {
+                h = be.concat(&[&h, &skip], 1)?;
+            }
             h = self.forward_layer(be, i, &h, inputs, hooks)?;
         }
         h = hooks.after_up_block(be, index, h, inputs.num_frames)?;
-        if let Some(u) = &self.sampler {
-            h = u.forward(be, &h, upsample_size)?;
+        match &self.sampler {
+            Some(u) => Ok((
+                u.forward_concat(be, &h, upsample_size, skips.next)?,
+                skips.next.is_some(),
+            )),
+            None => Ok((h, false)),
         }
-        Ok(h)
     }
+}
+
+/// The skip states an up block reads.
+pub struct UpSkips<'a, B: Backend> {
+    /// The block's own skip states, popped from the end (one per resnet).
+    pub own: &'a mut Vec<B::Tensor>,
+    /// The block's input already holds its first skip state after its own channels.
+    pub entry_concatenated: bool,
+    /// The next block's first skip state: the upsampler's conv concatenates it after its output.
+    pub next: Option<&'a B::Tensor>,
 }

@@ -21,7 +21,7 @@ use crate::models::transformer::{BasicTransformerBlock, Transformer2DModel};
 use crate::models::unet2d::UNet2DConditionModelConfig;
 use crate::models::unet_blocks::{
     BlockInputs, CrossAttnConfig, DownBlock, DownBlockConfig, LayerStackConfig, MidBlock,
-    MidBlockConfig, MotionConfig, ResnetSettings, UpBlock, UpBlockConfig,
+    MidBlockConfig, MotionConfig, ResnetSettings, UpBlock, UpBlockConfig, UpSkips,
 };
 use crate::models::unet_motion::UNetMotionModelConfig;
 use crate::var_builder::VarBuilder;
@@ -303,8 +303,15 @@ impl<B: Backend> UNetTrunk<B> {
             h = out;
             skips.extend(states);
         }
+        // The concat of each up block's input with its first skip state is written by the
+        // producer of that input (the mid block's last resnet, the previous block's upsampler).
+        let mut entry_concatenated = false;
         if let Some(mid) = &self.mid_block {
-            h = mid.forward(be, &h, &inputs, hooks).context("mid_block")?;
+            let tail = skips.last().filter(|_| !self.up_blocks.is_empty());
+            h = mid
+                .forward_concat(be, &h, &inputs, hooks, tail)
+                .context("mid_block")?;
+            entry_concatenated = tail.is_some();
         }
         let nb = self.up_blocks.len();
         for (i, block) in self.up_blocks.iter().enumerate() {
@@ -320,8 +327,13 @@ impl<B: Backend> UNetTrunk<B> {
                 None
             };
             let mut res = skips.split_off(keep);
-            h = block
-                .forward(be, &h, &mut res, &inputs, upsample_size, i, hooks)
+            let up_skips = UpSkips {
+                own: &mut res,
+                entry_concatenated,
+                next: if is_final { None } else { skips.last() },
+            };
+            (h, entry_concatenated) = block
+                .forward(be, &h, up_skips, &inputs, upsample_size, i, hooks)
                 .with_context(|| format!("up_blocks.{i}"))?;
         }
         if let Some(gn) = &self.conv_norm_out {

@@ -131,6 +131,8 @@ impl Backend for CudaBackend {
             epi: LinearEpilogue<'_, CudaTensor>) => fused::linear_ext;
         conv2d_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,
             epi: ConvEpilogue<'_, CudaTensor>) => fused::conv2d_ext;
+        conv2d_concat(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,
+            epi: ConvEpilogue<'_, CudaTensor>, tail: &CudaTensor) => fused::conv2d_concat;
         attention_heads(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor,
             extra: Option<(&CudaTensor, &CudaTensor, std::ops::Range<usize>)>, heads: usize,
             scale: f32) => flash::attention_heads;

@@ -35,6 +35,10 @@ pub struct Conv2dExtras<'a, T: DeviceRepr> {
     pub broadcast_residual: bool,
     /// 1.0 = none (diffusers' `1 / output_scale_factor`).
     pub scale: f32,
+    /// Channels of one `y` image: 0 or `C_out` = y is the output; more = y is `(N, out_channels,
+    /// Ho, Wo)` and the output its first `C_out` channels (e.g. the first part of a channel
+    /// concat, written in place; no residual may alias y then).
+    pub out_channels: usize,
 }
 
 copy_with_defaults!(Conv2dExtras<T: DeviceRepr> {
@@ -43,6 +47,7 @@ copy_with_defaults!(Conv2dExtras<T: DeviceRepr> {
     residual: None,
     broadcast_residual: false,
     scale: 1.0,
+    out_channels: 0,
 });
 
 /// `y (N, C_out, Ho, Wo) = conv(x (N, C_in, H, W), w (C_out, C_in / groups, kh, kw)) + ...`.
@@ -97,7 +102,8 @@ fn conv2d_entry<T: DeviceRepr, Y: DeviceRepr>(
 ) -> Result<()> {
     let s = shape;
     let (entry, cfg) = bf16_entry(s, out_f32);
-    let out_len = s.n * s.c_out * s.h_out() * s.w_out();
+    let y_c = (extras.out_channels as u64).max(s.c_out);
+    let out_len = s.n * y_c * s.h_out() * s.w_out();
     // y elements are 2 bytes (bf16) or 4 (f32: twice the bf16 count of bytes).
     let y_elems = if out_f32 { 2 * out_len } else { out_len };
     check_len("conv2d x", x, s.n * s.c_in * s.h * s.w)?;
@@ -131,6 +137,9 @@ fn conv2d_entry<T: DeviceRepr, Y: DeviceRepr>(
     let mut params = Conv2dParams::new(ptrs, s, extras.scale)?;
     if extras.broadcast_residual {
         params = params.with_broadcast_residual();
+    }
+    if y_c > s.c_out {
+        params = params.into_channels(y_c)?;
     }
     let sm90 = conv2d_sm90::takes(dev, s, &params);
     anyhow::ensure!(

@@ -27,7 +27,7 @@ pub(crate) unsafe fn launch(
     out_f32: bool,
 ) -> Result<()> {
     let entry = conv2d_sm90::entry(out_f32);
-    // SAFETY: the caller's contract; `Conv2dParams` mirrors conv2d_sm90.cu's struct (136 bytes,
+    // SAFETY: the caller's contract; `Conv2dParams` mirrors conv2d_sm90.cu's struct (144 bytes,
     // checked against the PTX's .param size in cyberhost-kernels).
     unsafe {
         dev.launch(

@@ -16,6 +16,7 @@ use cyberhost_kernels::DType;
 use super::context::CudaBackend;
 use super::conv2d::{self as conv, Conv2dExtras, ConvSplitOperands};
 use super::gemm::{self, GemmExtras, GemmF32Operands};
+use super::layout;
 use super::pointwise;
 use super::tensor::CudaTensor;
 use crate::backends::shape::{check_vec, conv2d_dims, linear_shape, Conv2dDims};
@@ -152,21 +153,8 @@ pub(crate) fn conv2d_ext(
     let Some(s) = conv_shape(&dims, p) else {
         return composed::conv2d_ext(be, x, w, bias, p, epi);
     };
-    let (n, o) = (dims.n, dims.o);
     let out_shape = dims.out_shape();
-    check_vec("conv2d_ext", "bias", bias, o)?;
-    if let Some(t) = epi.temb {
-        if t.shape() != [n, o] {
-            bail!(
-                "conv2d_ext: temb {:?} must be (N, C_out) = ({n}, {o})",
-                t.shape()
-            );
-        }
-    }
-    let broadcast_residual = match epi.residual {
-        Some(r) => composed::check_conv_residual(r.shape(), &out_shape)?,
-        None => false,
-    };
+    let broadcast_residual = check_conv_epilogue("conv2d_ext", &dims, bias, epi)?;
     if x.dtype() != DType::Bf16 {
         // f32 activations (e.g. the sampler's latents): the split entries keep the f32 residual
         // sum and the output unrounded.
@@ -186,22 +174,94 @@ pub(crate) fn conv2d_ext(
         };
         return conv::conv2d_split(be, ops, s, epi.scale, &out_shape);
     }
+    let mut y = be.alloc(&out_shape, DType::Bf16)?;
+    conv_bf16_into(be, x, w, bias, s, epi, &mut y)?;
+    pointwise::cast(be, &y, x.dtype())
+}
+
+/// Checks bias `(C_out)`, temb `(N, C_out)` and the residual of a conv of `dims`; returns whether
+/// the residual is one image broadcast over the batch.
+fn check_conv_epilogue(
+    op: &str,
+    dims: &Conv2dDims,
+    bias: Option<&CudaTensor>,
+    epi: ConvEpilogue<'_, CudaTensor>,
+) -> Result<bool> {
+    let (n, o) = (dims.n, dims.o);
+    check_vec(op, "bias", bias, o)?;
+    if let Some(t) = epi.temb {
+        if t.shape() != [n, o] {
+            bail!("{op}: temb {:?} must be (N, C_out) = ({n}, {o})", t.shape());
+        }
+    }
+    match epi.residual {
+        Some(r) => composed::check_conv_residual(r.shape(), &dims.out_shape()),
+        None => Ok(false),
+    }
+}
+
+/// The bf16 conv `s` with its epilogue into the first `C_out` channels of `y` `(N, C_y, Ho, Wo)`
+/// (`C_y` = C_out: all of it), operands cast to bf16 (the caller checked the epilogue shapes).
+fn conv_bf16_into(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+    s: Conv2dShape,
+    epi: ConvEpilogue<'_, CudaTensor>,
+    y: &mut CudaTensor,
+) -> Result<()> {
+    if y.elem_count() == 0 {
+        return Ok(());
+    }
+    let broadcast_residual = match epi.residual {
+        Some(r) => r.shape()[0] == 1 && s.n > 1,
+        None => false,
+    };
     let bf = |t: &CudaTensor| be.as_dtype(t, DType::Bf16);
-    let xb = bf(x)?;
-    let wb = bf(w)?;
+    let (xb, wb) = (bf(x)?, bf(w)?);
     let bb = bias.map(bf).transpose()?;
     let tb = epi.temb.map(bf).transpose()?;
     let rb = epi.residual.map(bf).transpose()?;
-    let mut y = be.alloc(&out_shape, DType::Bf16)?;
-    if y.elem_count() > 0 {
-        let extras = Conv2dExtras {
-            bias: bb.as_ref().map(|b| b.buf()),
-            temb: tb.as_ref().map(|t| t.buf()),
-            residual: rb.as_ref().map(|r| r.buf()),
-            broadcast_residual,
-            scale: epi.scale,
-        };
-        conv::conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, s, extras)?;
+    let extras = Conv2dExtras {
+        bias: bb.as_ref().map(|b| b.buf()),
+        temb: tb.as_ref().map(|t| t.buf()),
+        residual: rb.as_ref().map(|r| r.buf()),
+        broadcast_residual,
+        scale: epi.scale,
+        out_channels: y.shape()[1],
+    };
+    conv::conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, s, extras)
+}
+
+/// [`Backend::conv2d_concat`](crate::backends::Backend::conv2d_concat): the conv's epilogue
+/// writes channels `[0, C_out)` of the `(N, C_out + C_t, Ho, Wo)` output (images `C_out + C_t`
+/// channels apart), one strided copy places `tail` after them. f32 activations, mixed dtypes and
+/// geometries the kernel does not take run composed.
+pub(crate) fn conv2d_concat(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+    p: Conv2dParams,
+    epi: ConvEpilogue<'_, CudaTensor>,
+    tail: &CudaTensor,
+) -> Result<CudaTensor> {
+    let dims = conv2d_dims("conv2d_concat", x.shape(), w.shape(), p)?;
+    let (out, s) = match conv_shape(&dims, p) {
+        Some(s) if x.dtype() == DType::Bf16 && tail.dtype() == DType::Bf16 => (dims.out_shape(), s),
+        _ => return composed::conv2d_concat(be, x, w, bias, p, epi, tail),
+    };
+    let ts = tail.shape();
+    if ts.len() != 4 || ts[0] != out[0] || ts[2..] != out[2..] {
+        bail!(
+            "conv2d_concat: tail {ts:?} must be (N, C_t, Ho, Wo) with (N, Ho, Wo) of the conv \
+             output {out:?}"
+        );
     }
-    pointwise::cast(be, &y, x.dtype())
+    check_conv_epilogue("conv2d_concat", &dims, bias, epi)?;
+    let mut y = be.alloc(&[out[0], out[1] + ts[1], out[2], out[3]], DType::Bf16)?;
+    conv_bf16_into(be, x, w, bias, s, epi, &mut y)?;
+    layout::copy_into(be, tail, &y, 1, out[1])?;
+    Ok(y)
 }

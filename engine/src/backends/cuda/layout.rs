@@ -105,28 +105,69 @@ pub(crate) fn concat(be: &CudaBackend, ts: &[&CudaTensor], dim: usize) -> Result
     let shape = concat_shape(&shapes, dim)?;
     let first = ts[0];
     let dtype = promote(ts);
-    let outer: usize = first.shape()[..dim].iter().product();
-    let inner: usize = first.shape()[dim + 1..].iter().product();
-    let total = shape[dim];
     let out = be.alloc(&shape, dtype)?;
-    let mut off = 0;
-    for t in ts {
-        let t = be.as_dtype(t, dtype)?;
-        let len = t.shape()[dim] * inner;
+    let same = |t: &&CudaTensor| be.ptr(t) == be.ptr(first) && t.shape() == first.shape();
+    if ts.len() > 1 && first.dtype() == dtype && ts.iter().all(same) {
+        // The same tensor k times (e.g. both CFG halves of the latents): one copy reading it k
+        // times (source stride 0 over the repeats).
+        let outer: usize = first.shape()[..dim].iter().product();
+        let len: usize = first.shape()[dim..].iter().product();
+        let k = ts.len();
         strided_copy(
             be,
             "concat",
-            &t,
+            first,
             0,
-            &[len, 1],
+            &[len, 0, 1],
             &out,
-            off,
-            &[total * inner, 1],
-            &[outer, len],
+            0,
+            &[k * len, len, 1],
+            &[outer, k, len],
         )?;
-        off += len;
+        return Ok(out);
+    }
+    let mut start = 0;
+    for t in ts {
+        copy_into(be, &be.as_dtype(t, dtype)?, &out, dim, start)?;
+        start += t.shape()[dim];
     }
     Ok(out)
+}
+
+/// Copies `t` into `out` at `start..start + t.shape()[dim]` along `dim` (every other dim equal,
+/// the same dtype): one part of a concat.
+pub(crate) fn copy_into(
+    be: &CudaBackend,
+    t: &CudaTensor,
+    out: &CudaTensor,
+    dim: usize,
+    start: usize,
+) -> Result<()> {
+    let (ts, os) = (t.shape(), out.shape());
+    let fits = ts.len() == os.len()
+        && dim < ts.len()
+        && start + ts[dim] <= os[dim]
+        && (0..ts.len()).all(|d| d == dim || ts[d] == os[d]);
+    if !fits || t.dtype() != out.dtype() {
+        bail!(
+            "concat: {t:?} does not fit into {out:?} at {start} along dim {dim} (same dtype and \
+             other dims)"
+        );
+    }
+    let outer: usize = ts[..dim].iter().product();
+    let inner: usize = ts[dim + 1..].iter().product();
+    let len = ts[dim] * inner;
+    strided_copy(
+        be,
+        "concat",
+        t,
+        0,
+        &[len, 1],
+        out,
+        start * inner,
+        &[os[dim] * inner, 1],
+        &[outer, len],
+    )
 }
 
 pub(crate) fn narrow(
