@@ -2,7 +2,7 @@
 //! the CPU backend's `attention`, through the sm_80 tests' case runner (same params, same checks:
 //! poisoned outputs, nothing written outside the output, relative L2 at the bf16 tensor-core
 //! tolerance): every head dim with an entry, ragged Lq / Lk (1 or 2 query blocks of 128 rows,
-//! the second warpgroup idle or not; 1 to 4 key tiles: the double-buffered ring wraps), Lk = 1, `(B, H, L, D)` and padded `(B, L, H, D)`
+//! or of 256 for d40's four warpgroups, trailing warpgroups idle or not; 1 to 4 key tiles: the double-buffered ring wraps), Lk = 1, `(B, H, L, D)` and padded `(B, L, H, D)`
 //! strides, extra broadcast keys (the second key segment, also straddling a tile), several
 //! warp schedules; and which params the module declines (the launcher's fallback rule).
 
@@ -25,7 +25,8 @@ fn cases() -> Vec<AttnCase> {
         c(1, 2, 19, 23, 16, true, false),  // d16 (tiny preset)
         c(2, 2, 9, 64, 32, false, false),  // d32, Lk one full tile: no mask
         c(1, 1, 130, 200, 80, true, false), // 2 query blocks (the last one's 2nd warpgroup idle)
-        c(2, 3, 200, 300, 40, true, false), // 2 query blocks, 3 key tiles (the ring wraps)
+        c(2, 3, 200, 300, 40, true, false), // d40: 4 warpgroups, the 4th idle; 3 key tiles (ring wraps)
+        c(1, 2, 300, 150, 40, true, false), // d40: 2 blocks of 256 rows, 2nd: warpgroups 1-3 idle/ragged
         c(1, 1, 150, 290, 160, false, false), // d160: 5 key tiles of 64
         padded(c(2, 2, 70, 50, 40, true, false), 40, 0), // padded token rows
         padded(c(2, 2, 70, 130, 40, true, false), 0, 37), // extra keys straddle tiles 2 / 3
