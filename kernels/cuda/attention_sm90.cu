@@ -264,6 +264,10 @@ template <typename T> __device__ __forceinline__ void attention_sm90_v1(const At
       for (uint32_t kk = 0; kk < BN / 16; ++kk) Wgmma<T::DN>::rs(o, a[kk], dv[kk]);
       wgmma_commit();
       wgmma_wait<0>();
+      // the accumulators as operands after the wait: no read of them (e.g. LSUM's row-sum bit
+      // cast for the shuffle) is hoisted above it
+#pragma unroll
+      for (uint32_t i = 0; i < OR; ++i) asm volatile("" : "+f"(o[i])::"memory");
     }
   }
   cp_async_wait<0>();

@@ -521,3 +521,42 @@ fn attention_mixed_dtypes() {
     let want = CPU.attention(&c(&q), &c(&k), &c(&v), scale).unwrap();
     crate::common::check("attention mixed f32/bf16", &be, &got, &want, TOL_SPLIT);
 }
+
+/// Counters of the temporal attention launches of the `paper` step (token layout `(N, F, C)`,
+/// F = 16 frames, 8 heads; N = 2 CFG rows x H x W latent positions: d40 at 64x64, d80 at 32x32,
+/// d160 at 16x16) on v1 (`attention_d*_v1_bf16`, before) and on the short-sequence entries
+/// (after): run on the stand-in with `PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=2
+/// CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p cyberhost-suite --test kernels
+/// attention_counters -- --ignored`, then `gpu-report --gpu h100-sxm FILE` (docs/performance.md,
+/// "Short-sequence attention"). Checks nothing: sampled launches leave outputs invalid.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in and PTX_EMU_STATS"]
+fn attention_counters() {
+    let mut dev = Device::new(1, 0);
+    assert!(
+        matches!(dev, Device::Cuda { .. }),
+        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
+    );
+    let (f, h) = (16u64, 8u64);
+    for (n, d) in [(8192u64, 40u64), (2048, 80), (512, 160)] {
+        let c = h * d;
+        let x = vec![0.5f32; (n * f * c) as usize];
+        let [q, k, v] = dev.upload_all(DType::Bf16, [&x[..], &x[..], &x[..]]).unwrap();
+        let o = dev.alloc_poisoned(x.len() * 2).unwrap();
+        let shape = AttentionShape {
+            batch: n,
+            heads: h,
+            lq: f,
+            lk: f,
+            d,
+        };
+        let st = AttnStrides::tokens(f, d, c);
+        let p = AttentionParams::new([q, k, v, o], [st; 4], shape, 0.25).unwrap();
+        let v1 = traits_for(d, DType::Bf16).unwrap().entry;
+        dev.launch(KernelModule::Attention, v1, attn_launch(shape), &p)
+            .unwrap();
+        let t = short_traits(&p, DType::Bf16).unwrap();
+        dev.launch(KernelModule::Attention, t.entry, launch_config_short(t, &p), &p)
+            .unwrap();
+    }
+}
