@@ -186,6 +186,24 @@ template <bool SPLIT> __device__ __forceinline__ void tiles_wait() {
   if constexpr (!SPLIT) cp_async_wait<0>();
 }
 
+// O / l of a warp's 16 rows (accumulators o, 1 / l in inv) into smem rows LDS apart: 4-byte stores
+// of the accumulator pairs (rows g, g + 8 an odd number of 16-byte units apart: conflict-free);
+// returns the row this lane then copies out as 16-byte chunks, each lane pair one 32-byte sector
+// of a row: a quarter warp reads rows {0, 2, 4, 6} (or {1, 3, 5, 7}) x 32 bytes, disjoint banks.
+template <uint32_t ON, uint32_t LDS>
+__device__ __forceinline__ uint32_t stage_o(__nv_bfloat16* so, const float (&o)[ON][4], const float (&inv)[2],
+                                            uint32_t lane) {
+#pragma unroll
+  for (uint32_t h = 0; h < 2; ++h)
+#pragma unroll
+    for (uint32_t j = 0; j < ON; ++j) {
+      const uint32_t r = lane / 4 + h * 8, col = j * MMA_N + (lane % 4) * 2;
+      *reinterpret_cast<uint32_t*>(so + r * LDS + col) = pack_bf16x2(o[j][2 * h] * inv[h], o[j][2 * h + 1] * inv[h]);
+    }
+  __syncwarp();
+  return 2 * ((lane / 2) % 4) + (lane / 8) % 2 + 8 * (lane / 16);
+}
+
 // ------------------------------------------------------------------------------------------------
 // mainloop
 // ------------------------------------------------------------------------------------------------
@@ -359,21 +377,10 @@ __device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bflo
   const uint32_t wrow0 = q0 + warp * ATTN_WARP_ROWS;
   if constexpr (!SPLIT && FAST) {
     if ((p.aligned & 2u) != 0) {
-      // Staged through this warp's own 16 Q rows (free since its Q fragments were taken): 4-byte
-      // stores of the accumulator pairs (rows g, g + 8 an odd number of 16-byte units apart:
-      // conflict-free), then 16-byte loads and global stores, each lane pair one 32-byte sector
-      // of a row; a quarter warp reads rows {0, 2, 4, 6} (or {1, 3, 5, 7}) x 32 bytes: disjoint
-      // banks.
+      // Staged through this warp's own 16 Q rows (free since its Q fragments were taken), then
+      // 16-byte loads and global stores.
       __nv_bfloat16* so = sq + warp * ATTN_WARP_ROWS * LDS;
-#pragma unroll
-      for (uint32_t h = 0; h < 2; ++h)
-#pragma unroll
-        for (uint32_t j = 0; j < T::ON; ++j) {
-          const uint32_t r = lane / 4 + h * 8, col = j * MMA_N + (lane % 4) * 2;
-          *reinterpret_cast<uint32_t*>(so + r * LDS + col) = pack_bf16x2(o[j][2 * h] * inv[h], o[j][2 * h + 1] * inv[h]);
-        }
-      __syncwarp();
-      const uint32_t r = 2 * ((lane / 2) % 4) + (lane / 8) % 2 + 8 * (lane / 16);
+      const uint32_t r = stage_o<T::ON, LDS>(so, o, inv, lane);
       if (wrow0 + r < p.lq) {
         S* dst = out + (uint64_t)(wrow0 + r) * p.o_row;
 #pragma unroll
@@ -608,16 +615,7 @@ __device__ __forceinline__ void attention_short(const AttentionParams& p, __nv_b
     float inv[2];
 #pragma unroll
     for (uint32_t h = 0; h < 2; ++h) inv[h] = 1.0f / quad_sum(l[h]);
-#pragma unroll
-    for (uint32_t h = 0; h < 2; ++h)
-#pragma unroll
-      for (uint32_t j = 0; j < T::ON; ++j) {
-        const uint32_t r = lane / 4 + h * 8, col = j * MMA_N + (lane % 4) * 2;
-        *reinterpret_cast<uint32_t*>(wsm + r * LDS + col) = pack_bf16x2(o[j][2 * h] * inv[h], o[j][2 * h + 1] * inv[h]);
-      }
-    __syncwarp();
-    // a quarter warp reads rows {0, 2, 4, 6} (or {1, 3, 5, 7}) x 32 bytes: disjoint banks
-    const uint32_t r = 2 * ((lane / 2) % 4) + (lane / 8) % 2 + 8 * (lane / 16);
+    const uint32_t r = stage_o<T::ON, LDS>(wsm, o, inv, lane);
     if (q0 + r < p.lq) {
       __nv_bfloat16* dst = out + (uint64_t)(q0 + r) * p.o_row;
 #pragma unroll
