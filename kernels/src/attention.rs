@@ -110,7 +110,13 @@ const SHORT_LAUNCH: &str = "grid = ceil(B H / W), block = 32 W (one warp per (ba
 
 macro_rules! short_entry {
     ($name:literal, $op:literal) => {
-        Entry::v1($name, $op, DType::Bf16, ("AttentionParams", 200), SHORT_LAUNCH)
+        Entry::v1(
+            $name,
+            $op,
+            DType::Bf16,
+            ("AttentionParams", 200),
+            SHORT_LAUNCH,
+        )
     };
 }
 
@@ -134,7 +140,6 @@ pub const ENTRIES: &[Entry] = &[
     short_entry!("attention_short_d160_v1_bf16", "attention_short_d160"),
 ];
 
-
 /// Most keys (own + extra) the short-sequence entries take: two 16-key tiles, all in registers.
 pub const SHORT_MAX_LK: u64 = 32;
 /// Most query rows the launcher gives the short-sequence entries (each warp loops over its
@@ -153,13 +158,34 @@ pub struct ShortTraits {
 
 /// Every short-sequence specialisation, smallest head dim first.
 pub const SHORT_TRAITS: [ShortTraits; 7] = [
-    ShortTraits { d: 16, entry: "attention_short_d16_v1_bf16" },
-    ShortTraits { d: 32, entry: "attention_short_d32_v1_bf16" },
-    ShortTraits { d: 40, entry: "attention_short_d40_v1_bf16" },
-    ShortTraits { d: 64, entry: "attention_short_d64_v1_bf16" },
-    ShortTraits { d: 80, entry: "attention_short_d80_v1_bf16" },
-    ShortTraits { d: 128, entry: "attention_short_d128_v1_bf16" },
-    ShortTraits { d: 160, entry: "attention_short_d160_v1_bf16" },
+    ShortTraits {
+        d: 16,
+        entry: "attention_short_d16_v1_bf16",
+    },
+    ShortTraits {
+        d: 32,
+        entry: "attention_short_d32_v1_bf16",
+    },
+    ShortTraits {
+        d: 40,
+        entry: "attention_short_d40_v1_bf16",
+    },
+    ShortTraits {
+        d: 64,
+        entry: "attention_short_d64_v1_bf16",
+    },
+    ShortTraits {
+        d: 80,
+        entry: "attention_short_d80_v1_bf16",
+    },
+    ShortTraits {
+        d: 128,
+        entry: "attention_short_d128_v1_bf16",
+    },
+    ShortTraits {
+        d: 160,
+        entry: "attention_short_d160_v1_bf16",
+    },
 ];
 
 impl ShortTraits {

@@ -134,8 +134,20 @@ mod tests {
             assert_eq!(t.entry, e.name);
         }
         assert_eq!(traits_for(40).unwrap().dp(), 48);
-        assert_eq!((traits_for(40).unwrap().bm(), traits_for(40).unwrap().threads()), (256, 512));
-        assert_eq!((traits_for(80).unwrap().bm(), traits_for(80).unwrap().threads()), (128, 256));
+        assert_eq!(
+            (
+                traits_for(40).unwrap().bm(),
+                traits_for(40).unwrap().threads()
+            ),
+            (256, 512)
+        );
+        assert_eq!(
+            (
+                traits_for(80).unwrap().bm(),
+                traits_for(80).unwrap().threads()
+            ),
+            (128, 256)
+        );
         assert!(traits_for(48).is_none() && traits_for(8).is_none());
     }
 }

@@ -327,16 +327,16 @@ crate::harness::schedules_test!(attention_flash_head_dims, attn_cases(), 9000, r
 fn short_cases() -> Vec<AttnCase> {
     let c = case;
     vec![
-        c(5, 8, 16, 16, 40, true, false),     // temporal: 40 problems = 5 full blocks of 8 warps
-        c(3, 5, 16, 16, 40, true, false),     // 15 problems: the last block half empty
-        c(2, 3, 7, 5, 40, false, false),      // Lq 7, Lk 5: masked keys, rows past Lq not stored
-        c(1, 3, 37, 29, 80, true, false),     // 3 query chunks (the last ragged), 2 key tiles
-        c(2, 2, 64, 32, 64, false, false),    // Lq 64, Lk 32: 4 chunks, no mask
-        c(1, 2, 16, 16, 160, true, false),    // d160: 3 warps per block
-        c(1, 3, 9, 20, 160, false, false),    // d160, 2 key tiles: one warp per block
-        c(2, 2, 19, 23, 16, true, false),     // d16
-        c(2, 1, 20, 1, 32, false, false),     // d32, Lk = 1
-        c(1, 2, 16, 16, 128, true, false),    // d128
+        c(5, 8, 16, 16, 40, true, false), // temporal: 40 problems = 5 full blocks of 8 warps
+        c(3, 5, 16, 16, 40, true, false), // 15 problems: the last block half empty
+        c(2, 3, 7, 5, 40, false, false),  // Lq 7, Lk 5: masked keys, rows past Lq not stored
+        c(1, 3, 37, 29, 80, true, false), // 3 query chunks (the last ragged), 2 key tiles
+        c(2, 2, 64, 32, 64, false, false), // Lq 64, Lk 32: 4 chunks, no mask
+        c(1, 2, 16, 16, 160, true, false), // d160: 3 warps per block
+        c(1, 3, 9, 20, 160, false, false), // d160, 2 key tiles: one warp per block
+        c(2, 2, 19, 23, 16, true, false), // d16
+        c(2, 1, 20, 1, 32, false, false), // d32, Lk = 1
+        c(1, 2, 16, 16, 128, true, false), // d128
         padded(c(2, 8, 16, 16, 40, true, false), 8, 0), // padded token rows
         padded(c(2, 2, 16, 10, 40, true, false), 0, 7), // extra keys: Lk 17 over 2 key tiles
         padded(c(3, 2, 11, 4, 80, false, false), 8, 12), // extra keys, padded (B, H, L, D) rows
@@ -347,7 +347,12 @@ fn run_short(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
     run_attn_with(dev, c, seed, &|dev, p, _| {
         let t = short_traits(p, DType::Bf16)
             .ok_or_else(|| anyhow::anyhow!("attention_short declines {c:?}"))?;
-        dev.launch(KernelModule::Attention, t.entry, launch_config_short(t, p), p)?;
+        dev.launch(
+            KernelModule::Attention,
+            t.entry,
+            launch_config_short(t, p),
+            p,
+        )?;
         Ok(t.entry.to_string())
     })
 }
@@ -541,7 +546,9 @@ fn attention_counters() {
     for (n, d) in [(8192u64, 40u64), (2048, 80), (512, 160)] {
         let c = h * d;
         let x = vec![0.5f32; (n * f * c) as usize];
-        let [q, k, v] = dev.upload_all(DType::Bf16, [&x[..], &x[..], &x[..]]).unwrap();
+        let [q, k, v] = dev
+            .upload_all(DType::Bf16, [&x[..], &x[..], &x[..]])
+            .unwrap();
         let o = dev.alloc_poisoned(x.len() * 2).unwrap();
         let shape = AttentionShape {
             batch: n,
@@ -556,7 +563,12 @@ fn attention_counters() {
         dev.launch(KernelModule::Attention, v1, attn_launch(shape), &p)
             .unwrap();
         let t = short_traits(&p, DType::Bf16).unwrap();
-        dev.launch(KernelModule::Attention, t.entry, launch_config_short(t, &p), &p)
-            .unwrap();
+        dev.launch(
+            KernelModule::Attention,
+            t.entry,
+            launch_config_short(t, &p),
+            &p,
+        )
+        .unwrap();
     }
 }

@@ -104,7 +104,10 @@ fn attention_sm90_counters() {
         .upload_all(DType::Bf16, [&x[..], &x[..], &x[..]])
         .unwrap();
     let [ke, ve] = dev
-        .upload_all(DType::Bf16, [&x[..(l * c) as usize], &x[..(l * c) as usize]])
+        .upload_all(
+            DType::Bf16,
+            [&x[..(l * c) as usize], &x[..(l * c) as usize]],
+        )
         .unwrap();
     let o = dev.alloc_poisoned(x.len() * 2).unwrap();
     let shape = AttentionShape {
@@ -120,7 +123,12 @@ fn attention_sm90_counters() {
     let pe = p.with_extra([ke, ve], [ext_st; 2], l).unwrap();
     for p in [p, pe] {
         let t = supports(&p, DType::Bf16).unwrap();
-        dev.launch(KernelModule::AttentionSm90, t.entry, launch_config(t, shape), &p)
-            .unwrap();
+        dev.launch(
+            KernelModule::AttentionSm90,
+            t.entry,
+            launch_config(t, shape),
+            &p,
+        )
+        .unwrap();
     }
 }
