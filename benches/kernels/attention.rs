@@ -1,5 +1,6 @@
 //! `attention.cu`: flash attention at head dims 40 (padded to 48) and 64, bf16 entries; and the
-//! f32 entry (split hi / lo operands, `--activations f32`) at head dim 40.
+//! f32 entry (split hi / lo operands, `--activations f32`) at head dim 40; the short-sequence
+//! entry on temporal attention's shape (16 frames, 8 heads of 40, many (batch, head) problems).
 
 use criterion::Criterion;
 use cyberhost_engine::backends::cuda::DType;
@@ -48,5 +49,15 @@ pub fn benches(c: &mut Criterion) {
     let scale = 1.0 / ((ch / h) as f32).sqrt();
     bench(c, "attention", "heads_n2_l64_c320_extra64", || {
         backend().attention_heads(&q, &k, &v, Some((&ke, &ve, 1..2)), h, scale)
+    });
+    // temporal attention: (B H W, F, C) tokens, F = 16 frames: attention_short_d40_v1_bf16
+    let (n, f) = (64usize, 16usize);
+    let (q, k, v) = (
+        tensor(&[n, f, ch], 9),
+        tensor(&[n, f, ch], 10),
+        tensor(&[n, f, ch], 11),
+    );
+    bench(c, "attention", "heads_temporal_n64_f16_c320", || {
+        backend().attention_heads(&q, &k, &v, None, h, scale)
     });
 }

@@ -42,7 +42,10 @@
 //       general (predicated) path. Fills store 8 bytes per plane per thread (conflict-free
 //       within a row; a half-warp that crosses a padded row break may take one extra wavefront,
 //       as the bf16 cp.async fills do). 0 spills.                                          <- ships
-// Entries: attention_d{48,64,80,128,160}_v1_{bf16,f32} (padded head dim); one AttentionParams.
+//   short (Lk <= 32, Lq <= 64: temporal attention): one warp per (batch, head), every key in
+//       registers, one-pass softmax, exact head dim; see "short" below.                    <- ships
+// Entries: attention_d{48,64,80,128,160}_v1_{bf16,f32} (padded head dim),
+// attention_short_d{16,32,40,64,80,128,160}_v1_bf16 (exact head dim); one AttentionParams.
 // ------------------------------------------------------------------------------------------------
 
 #include "common.cuh"
@@ -181,6 +184,24 @@ template <bool SPLIT> __device__ __forceinline__ void tiles_commit() {
 }
 template <bool SPLIT> __device__ __forceinline__ void tiles_wait() {
   if constexpr (!SPLIT) cp_async_wait<0>();
+}
+
+// O / l of a warp's 16 rows (accumulators o, 1 / l in inv) into smem rows LDS apart: 4-byte stores
+// of the accumulator pairs (rows g, g + 8 an odd number of 16-byte units apart: conflict-free);
+// returns the row this lane then copies out as 16-byte chunks, each lane pair one 32-byte sector
+// of a row: a quarter warp reads rows {0, 2, 4, 6} (or {1, 3, 5, 7}) x 32 bytes, disjoint banks.
+template <uint32_t ON, uint32_t LDS>
+__device__ __forceinline__ uint32_t stage_o(__nv_bfloat16* so, const float (&o)[ON][4], const float (&inv)[2],
+                                            uint32_t lane) {
+#pragma unroll
+  for (uint32_t h = 0; h < 2; ++h)
+#pragma unroll
+    for (uint32_t j = 0; j < ON; ++j) {
+      const uint32_t r = lane / 4 + h * 8, col = j * MMA_N + (lane % 4) * 2;
+      *reinterpret_cast<uint32_t*>(so + r * LDS + col) = pack_bf16x2(o[j][2 * h] * inv[h], o[j][2 * h + 1] * inv[h]);
+    }
+  __syncwarp();
+  return 2 * ((lane / 2) % 4) + (lane / 8) % 2 + 8 * (lane / 16);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -356,21 +377,10 @@ __device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bflo
   const uint32_t wrow0 = q0 + warp * ATTN_WARP_ROWS;
   if constexpr (!SPLIT && FAST) {
     if ((p.aligned & 2u) != 0) {
-      // Staged through this warp's own 16 Q rows (free since its Q fragments were taken): 4-byte
-      // stores of the accumulator pairs (rows g, g + 8 an odd number of 16-byte units apart:
-      // conflict-free), then 16-byte loads and global stores, each lane pair one 32-byte sector
-      // of a row; a quarter warp reads rows {0, 2, 4, 6} (or {1, 3, 5, 7}) x 32 bytes: disjoint
-      // banks.
+      // Staged through this warp's own 16 Q rows (free since its Q fragments were taken), then
+      // 16-byte loads and global stores.
       __nv_bfloat16* so = sq + warp * ATTN_WARP_ROWS * LDS;
-#pragma unroll
-      for (uint32_t h = 0; h < 2; ++h)
-#pragma unroll
-        for (uint32_t j = 0; j < T::ON; ++j) {
-          const uint32_t r = lane / 4 + h * 8, col = j * MMA_N + (lane % 4) * 2;
-          *reinterpret_cast<uint32_t*>(so + r * LDS + col) = pack_bf16x2(o[j][2 * h] * inv[h], o[j][2 * h + 1] * inv[h]);
-        }
-      __syncwarp();
-      const uint32_t r = 2 * ((lane / 2) % 4) + (lane / 8) % 2 + 8 * (lane / 16);
+      const uint32_t r = stage_o<T::ON, LDS>(so, o, inv, lane);
       if (wrow0 + r < p.lq) {
         S* dst = out + (uint64_t)(wrow0 + r) * p.o_row;
 #pragma unroll
@@ -428,3 +438,234 @@ ATTN_ENTRY(attention_d64_v1_f32, 64, 64, 128, float)
 ATTN_ENTRY(attention_d80_v1_f32, 80, 64, 64, float)
 ATTN_ENTRY(attention_d128_v1_f32, 128, 32, 64, float)
 ATTN_ENTRY(attention_d160_v1_f32, 160, 32, 64, float)
+
+// ------------------------------------------------------------------------------------------------
+// short: Lk <= 32, Lq <= 64 (temporal attention: Lq = Lk = frames), many (batch, head) problems
+// ------------------------------------------------------------------------------------------------
+//
+// One warp per (batch, head) problem, W warps per block on W consecutive problems (head fastest:
+// the warps of a block read neighbouring columns of the same token rows), no block barriers. Each
+// warp stages its problem's K and V (all Lk <= 16 NT keys, rows >= Lk zero-filled) and a 16-row Q
+// chunk in its own slice of dynamic shared memory by 16-byte cp.async, at the exact head dim
+// (rows D + 8 bf16 apart when D % 16 == 0, else D: an odd number of 16-byte units, so ldmatrix
+// and the staging stores are conflict-free); no padding of D to a multiple of 16 (D % 16 == 8
+// ends QK^T with one m16n8k8) and no padding of the keys past 16 NT. Per 16-row Q chunk: S = Q K^T
+// over all keys at once (NT key tiles, 2 NT accumulator n-tiles), the softmax in one pass (no
+// running max: every key is in registers), P re-packed into A fragments, O = P V (ldmatrix.trans),
+// O / l staged through the Q rows and stored as 16-byte chunks (lane pairs on one 32-byte sector,
+// the v1 pattern). NT = ceil(Lk / 16) (1 or 2 key tiles) is chosen per launch by a uniform
+// branch; 4 tiles (Lk 64) were tried and cost every D more registers (d40 72 -> 109: 2 blocks of
+// 8 warps per SM instead of 3), so Lk > 32 runs v1. Per problem the HBM traffic is Q, K, V and O
+// once, read and written as whole 16-byte chunks of the token rows.
+// Launch rule (kernels/src/attention.rs `ShortTraits`): grid = ceil(B H / W), block = 32 W,
+// dynamic smem W (16 + 32 NT) LDS 2 bytes; bf16, D % 8 == 0, aligned loads (bit 0).
+
+// m16n8k8: A (16x8, row) a0 (g, 2t..2t+1), a1 (g+8, 2t..); B (8x8, col) b0 (k 2t..2t+1, n g).
+__device__ __forceinline__ void mma_bf16_1688(float (&d)[4], const uint32_t (&a)[2], uint32_t b) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
+               "{%0, %1, %2, %3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(b));
+}
+__device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t (&r)[2], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(addr));
+}
+
+template <uint32_t D_> struct ShortTraits {
+  static constexpr uint32_t D = D_;
+  static constexpr uint32_t LDS = D % 16 == 0 ? D + 8 : D; // smem row (bf16)
+  static constexpr uint32_t CPR = D / CHUNK;                // 16-byte chunks per row
+  static constexpr uint32_t K16 = D / MMA_K;                // k16 steps of QK^T
+  static constexpr bool K8 = D % MMA_K != 0;                // + one k8 step
+  static constexpr uint32_t ON = D / MMA_N;                 // O n-tiles
+  static_assert(D % CHUNK == 0, "D % 8 == 0");
+  static_assert((LDS * 2) % 32 == 16, "rows an odd number of 16-byte units apart: conflict-free");
+};
+
+// Rows r0..r0 + ROWS of `s` into `dst` (rows >= s.rows zero-filled), one warp.
+template <typename T, uint32_t ROWS>
+__device__ __forceinline__ void short_load(uint32_t dst, const RowSrc<__nv_bfloat16>& s, uint32_t r0, uint32_t lane) {
+  constexpr uint32_t N = ROWS * T::CPR;
+#pragma unroll
+  for (uint32_t i = 0; i < ceil_div(N, WARP_SIZE); ++i) {
+    const uint32_t c = lane + i * WARP_SIZE;
+    if (N % WARP_SIZE != 0 && c >= N) break;
+    const uint32_t r = c / T::CPR, ch = c % T::CPR;
+    const uint32_t j = r0 + r;
+    const bool ok = j < s.rows;
+    cp_async_16(dst + (r * T::LDS + ch * CHUNK) * 2, ok ? s.row(j) + ch * CHUNK : s.a, ok ? 16u : 0u);
+  }
+}
+
+template <typename T, uint32_t NT>
+__device__ __forceinline__ void attention_short(const AttentionParams& p, __nv_bfloat16* wsm, uint32_t lane,
+                                                uint32_t batch, uint32_t head) {
+  constexpr uint32_t LDS = T::LDS, SN = 2 * NT;
+  const uint32_t sq = smem_u32(wsm);
+  const uint32_t sk = sq + MMA_M * LDS * 2;
+  const uint32_t sv = sk + NT * MMA_K * LDS * 2;
+  const auto [q, k, v] = attn_rows<__nv_bfloat16>(p, batch, head);
+  short_load<T, NT * MMA_K>(sk, k, 0, lane);
+  short_load<T, NT * MMA_K>(sv, v, 0, lane);
+  const float sl2 = p.scale_log2;
+  __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.o) + batch * p.o_batch + head * p.o_head;
+
+  for (uint32_t q0 = 0; q0 < p.lq; q0 += MMA_M) {
+    short_load<T, MMA_M>(sq, q, q0, lane);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncwarp();
+
+    // S = Q K^T over every key (rows >= Lk are zero: masked below)
+    float s[SN][4];
+#pragma unroll
+    for (uint32_t j = 0; j < SN; ++j)
+#pragma unroll
+      for (uint32_t e = 0; e < 4; ++e) s[j][e] = 0.0f;
+#pragma unroll
+    for (uint32_t kk = 0; kk < T::K16; ++kk) {
+      uint32_t a[4];
+      ldmatrix_x4(a, sq + ((lane % 16) * LDS + kk * MMA_K + (lane / 16) * 8) * 2);
+#pragma unroll
+      for (uint32_t kt = 0; kt < NT; ++kt) {
+        // matrices (keys 0-7, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 0-7), (keys 8-15, d 8-15)
+        const uint32_t row = kt * MMA_K + (lane % 8) + (lane / 16) * 8;
+        uint32_t r[4];
+        ldmatrix_x4(r, sk + (row * LDS + kk * MMA_K + ((lane / 8) % 2) * 8) * 2);
+        const uint32_t b0[2] = {r[0], r[1]};
+        const uint32_t b1[2] = {r[2], r[3]};
+        mma_bf16_16816(s[2 * kt], a, b0);
+        mma_bf16_16816(s[2 * kt + 1], a, b1);
+      }
+    }
+    if constexpr (T::K8) { // columns D - 8 .. D
+      constexpr uint32_t col = T::K16 * MMA_K;
+      uint32_t a[2];
+      ldmatrix_x2(a, sq + ((lane % 16) * LDS + col) * 2);
+#pragma unroll
+      for (uint32_t kt = 0; kt < NT; ++kt) {
+        uint32_t r[2]; // matrices (keys 0-7), (keys 8-15)
+        ldmatrix_x2(r, sk + ((kt * MMA_K + lane % 16) * LDS + col) * 2);
+        mma_bf16_1688(s[2 * kt], a, r[0]);
+        mma_bf16_1688(s[2 * kt + 1], a, r[1]);
+      }
+    }
+
+    // softmax over all keys in one pass (log2 domain, the scale folded into one FMA per score)
+    if (p.lk < NT * MMA_K) {
+#pragma unroll
+      for (uint32_t j = 0; j < SN; ++j)
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e)
+          if (j * MMA_N + (lane % 4) * 2 + (e % 2) >= p.lk) s[j][e] = neg_inf();
+    }
+    float m[2] = {neg_inf(), neg_inf()};
+#pragma unroll
+    for (uint32_t j = 0; j < SN; ++j)
+#pragma unroll
+      for (uint32_t e = 0; e < 4; ++e) m[e / 2] = fmaxf(m[e / 2], s[j][e]);
+    float l[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (uint32_t h = 0; h < 2; ++h) m[h] = quad_max(m[h]) * sl2; // finite: Lk >= 1
+#pragma unroll
+    for (uint32_t j = 0; j < SN; ++j)
+#pragma unroll
+      for (uint32_t e = 0; e < 4; ++e) {
+        s[j][e] = ex2_ftz(fmaf(s[j][e], sl2, -m[e / 2]));
+        l[e / 2] += s[j][e];
+      }
+
+    // O = P V: S accumulators of n-tiles 2kt, 2kt + 1 = the A fragment of key tile kt
+    float o[T::ON][4];
+#pragma unroll
+    for (uint32_t j = 0; j < T::ON; ++j)
+#pragma unroll
+      for (uint32_t e = 0; e < 4; ++e) o[j][e] = 0.0f;
+#pragma unroll
+    for (uint32_t kt = 0; kt < NT; ++kt) {
+      uint32_t a[4];
+#pragma unroll
+      for (uint32_t e = 0; e < 4; ++e)
+        a[e] = pack_bf16x2(s[2 * kt + e / 2][(e % 2) * 2], s[2 * kt + e / 2][(e % 2) * 2 + 1]);
+      // matrices (keys 0-7, d-tile j), (keys 8-15, j), (keys 0-7, j+1), (keys 8-15, j+1), transposed
+      const uint32_t row = kt * MMA_K + (lane % 8) + ((lane / 8) % 2) * 8;
+#pragma unroll
+      for (uint32_t j = 0; j + 1 < T::ON; j += 2) {
+        uint32_t r[4];
+        ldmatrix_x4_trans(r, sv + (row * LDS + j * MMA_N + (lane / 16) * 8) * 2);
+        const uint32_t b0[2] = {r[0], r[1]};
+        const uint32_t b1[2] = {r[2], r[3]};
+        mma_bf16_16816(o[j], a, b0);
+        mma_bf16_16816(o[j + 1], a, b1);
+      }
+      if constexpr (T::ON % 2 != 0) {
+        uint32_t b[2];
+        ldmatrix_x2_trans(b, sv + (row * LDS + (T::ON - 1) * MMA_N) * 2);
+        mma_bf16_16816(o[T::ON - 1], a, b);
+      }
+    }
+
+    // O / l staged through the Q rows (free: every Q fragment was read), 16-byte stores
+    __syncwarp();
+    float inv[2];
+#pragma unroll
+    for (uint32_t h = 0; h < 2; ++h) inv[h] = 1.0f / quad_sum(l[h]);
+    const uint32_t r = stage_o<T::ON, LDS>(wsm, o, inv, lane);
+    if (q0 + r < p.lq) {
+      __nv_bfloat16* dst = out + (uint64_t)(q0 + r) * p.o_row;
+#pragma unroll
+      for (uint32_t kp = 0; kp < ceil_div(T::CPR, 2); ++kp) {
+        const uint32_t ch = 2 * kp + lane % 2;
+        if (T::CPR % 2 == 0 || ch < T::CPR) {
+          const uint4 x = *reinterpret_cast<const uint4*>(wsm + r * LDS + ch * CHUNK);
+          if ((p.aligned & 2u) != 0) {
+            *reinterpret_cast<uint4*>(dst + ch * CHUNK) = x;
+          } else {
+            const uint32_t w[4] = {x.x, x.y, x.z, x.w};
+            auto* d16 = reinterpret_cast<uint16_t*>(dst + ch * CHUNK);
+#pragma unroll
+            for (uint32_t e = 0; e < 4; ++e) {
+              d16[2 * e] = (uint16_t)(w[e] & 0xffffu);
+              d16[2 * e + 1] = (uint16_t)(w[e] >> 16);
+            }
+          }
+        }
+      }
+    }
+    __syncwarp(); // the staging rows are the next chunk's Q rows
+  }
+}
+
+template <uint32_t D> __device__ __forceinline__ void attention_short_entry(const AttentionParams& p) {
+  using T = ShortTraits<D>;
+  extern __shared__ __align__(16) uint8_t short_smem[];
+  const uint32_t lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+  const uint32_t warps = blockDim.x / WARP_SIZE;
+  const uint32_t prob = blockIdx.x * warps + warp;
+  const uint32_t batch = prob / p.heads, head = prob % p.heads;
+  if (batch >= p.batch) return;
+  const uint32_t nt = ceil_div(p.lk, MMA_K); // 1 or 2 (the launcher's rule: Lk <= 32)
+  auto* wsm = reinterpret_cast<__nv_bfloat16*>(short_smem) + warp * (MMA_M + 2 * MMA_K * nt) * T::LDS;
+  if (nt == 1)
+    attention_short<T, 1>(p, wsm, lane, batch, head);
+  else
+    attention_short<T, 2>(p, wsm, lane, batch, head);
+}
+
+#define ATTN_SHORT_ENTRY(D)                                                                                            \
+  extern "C" __global__ void __launch_bounds__(256) attention_short_d##D##_v1_bf16(const AttentionParams p) {          \
+    attention_short_entry<D>(p);                                                                                       \
+  }
+
+ATTN_SHORT_ENTRY(16)
+ATTN_SHORT_ENTRY(32)
+ATTN_SHORT_ENTRY(40)
+ATTN_SHORT_ENTRY(64)
+ATTN_SHORT_ENTRY(80)
+ATTN_SHORT_ENTRY(128)
+ATTN_SHORT_ENTRY(160)

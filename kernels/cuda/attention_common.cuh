@@ -24,7 +24,7 @@ struct AttentionParams {
   // bit 0: q, k, v, k2, v2 16-byte aligned and every one of their strides a multiple of 8
   // (cp.async / 16-byte loads); bit 1: o likewise (16-byte stores).
   uint32_t aligned;
-  uint32_t reserved;
+  uint32_t batch; // B (the short-sequence entries' problem count is B H)
 };
 
 // Rows of one operand: rows 0..split from `a` (row stride lda), rows split..rows from `b`.

@@ -12,9 +12,12 @@
 //   the sm_80 kernel (the launcher decides).
 //
 // Design (ships; entries keep the _v1 suffix, the block shape below is their launch rule):
-//   Block = WGS = 2 consumer warpgroups (128 threads each), 64 query rows per warpgroup (BM = 128)
-//   of one (b, h), both reading the same K / V tiles; grid (ceil(Lq / 128), H, B). A warpgroup
-//   whose rows are all >= Lq (Lq <= 64: temporal attention) only loads and waits. BN = 128 keys
+//   Block = WGS consumer warpgroups (128 threads each; WGS = 4 for D = 40, else 2), 64 query rows
+//   per warpgroup (BM = 64 WGS) of one (b, h), all reading the same K / V tiles; grid
+//   (ceil(Lq / BM), H, B). Every K / V pass over a head serves BM query rows, so the head's K / V
+//   is read Lq / BM times (d40, the reference / spatial self-attention with Lk 4096..8192, is
+//   DRAM-bound on exactly these passes: 4 warpgroups halve them). A warpgroup whose rows are all
+//   >= Lq only loads and waits. BN = 128 keys
 //   per tile up to D = 80 (S = 64 accumulators per thread), 64 for D = 128 / 160 (O holds up to
 //   80). Per key tile:
 //     S = Q K^T: DP / 16 wgmma m64nBNk16, A = Q and B = K both from shared memory, K-major;
@@ -25,14 +28,17 @@
 //       (p = 2^(s sl2 - m sl2), max over raw scores), masks on the last tile only;
 //     P packed to bf16 in registers = the A operand (four registers per 16 keys) of
 //     O += P V: BN / 16 wgmma m64nDk16 with A from registers and B = V from shared memory
-//       MN-major (imm-trans-b: V is stored as loaded, key rows with D contiguous), N = D exactly
-//       (no padding on the PV side).
+//       MN-major (imm-trans-b: V is stored as loaded, key rows with D contiguous), N = D when
+//       D % 16 == 0; d40 runs N = 48 with V's smem pad column 40 = 1.0 (41..47 = 0), so O column
+//       40 is the softmax row sum (of the bf16 P actually multiplied, rescaled with O): one FADD
+//       per score less in the issue-bound softmax, 20 % more PV tensor work (LSUM).
 //     Descriptors and P are computed before each wgmma.fence, so no non-wgmma instruction defines
 //     a wgmma input inside an issue sequence (ptxas does not serialise them: no C7513 advisory).
 //   Shared memory (dynamic, 1024-byte aligned): every operand tile in 128B-swizzle atoms (8 rows
 //   x 64 bf16, the 16-byte chunk index XOR row % 8): tile = ceil(DP / 64) atom columns x rows x
 //   128 bytes; Q (BM rows), then NST = 2 stages of K and of V (BN rows each): 82944 bytes for
-//   D <= 64, 164864 for 80, 99328 for 128, 148480 for 160 (with 1 KB alignment slack). wgmma
+//   D = 16 / 32 / 64, 99328 for 40 (BM 256), 164864 for 80, 99328 for 128, 148480 for 160 (with
+//   1 KB alignment slack). wgmma
 //   reads them conflict-free (the swizzle); the loads write 8 chunks of one row per 8 threads
 //   (distinct bank groups after the XOR).
 //   Loads: every thread issues 16-byte cp.async (zero-filled past Lk / Lq), coalesced along rows,
@@ -71,6 +77,11 @@ template <uint32_t D_, uint32_t BN_, uint32_t WGS_> struct Sm90Traits {
   static constexpr uint32_t SMEM = Q_BYTES + 2 * NST * KV_BYTES;
   static constexpr uint32_t SMEM_LAUNCH = SMEM + 1024; // + alignment slack
   static constexpr uint32_t LDO = D % 16 == 0 ? D + 8 : D + 16; // output staging row (bf16)
+  // D % 16 == 8 (d40): PV runs N = D + 8 with V column D = 1 and D + 1..D + 8 = 0 in shared
+  // memory, so O column D accumulates the row sum of P (the same bf16 P as the numerator, scaled by
+  // the same corrections): no per-score FADD for l.
+  static constexpr bool LSUM = D % 16 != 0;
+  static constexpr uint32_t DN = LSUM ? D + 8 : D; // PV N
   static_assert(D % CHUNK == 0 && D <= 256, "D % 8 == 0");
   static_assert(LDO % 16 == 8, "staging rows an odd number of 16-byte units apart");
   static_assert(BM * LDO * 2 <= SMEM, "output staging fits");
@@ -126,16 +137,19 @@ __device__ __forceinline__ void load_kv(uint32_t dk, uint32_t dv, const BfRows& 
   });
 }
 
-// Zero the pad columns D..DP (QK^T's K tail) of the Q and K tiles once; loads never write them.
+// The pad chunk D..DP of every Q, K and V row, written once (loads never write it): zero in Q
+// and K (QK^T's K tail); in V (LSUM) the row-sum column D = 1.0 (bf16 0x3f80), the rest zero.
 template <typename T> __device__ __forceinline__ void zero_pad(uint8_t* smem) {
   if constexpr (T::DP != T::D) {
-    constexpr uint32_t ROWS = T::BM + T::NST * T::BN; // Q then the K stages, contiguous
+    constexpr uint32_t ROWS = T::BM + 2 * T::NST * T::BN; // Q, the K stages, the V stages
     for (uint32_t r = threadIdx.x; r < ROWS; r += T::THREADS) {
       const uint32_t base = r < T::BM ? 0u : T::Q_BYTES;
       const uint32_t rows = r < T::BM ? T::BM : T::BN;
       const uint32_t rr = r < T::BM ? r : (r - T::BM) % T::BN;
-      const uint32_t stage = r < T::BM ? 0u : (r - T::BM) / T::BN;
-      *reinterpret_cast<uint4*>(smem + base + stage * T::KV_BYTES + swz(rows, rr, T::CPR)) = make_uint4(0, 0, 0, 0);
+      const uint32_t stage = r < T::BM ? 0u : (r - T::BM) / T::BN; // K stages, then V stages
+      const bool one = T::LSUM && stage >= T::NST;
+      *reinterpret_cast<uint4*>(smem + base + stage * T::KV_BYTES + swz(rows, rr, T::CPR)) =
+          make_uint4(one ? 0x3f80u : 0u, 0, 0, 0);
     }
   }
 }
@@ -143,7 +157,7 @@ template <typename T> __device__ __forceinline__ void zero_pad(uint8_t* smem) {
 template <typename T> __device__ __forceinline__ void attention_sm90_v1(const AttentionParams& p, uint8_t* smem) {
   constexpr uint32_t D = T::D, DP = T::DP, BN = T::BN, BM = T::BM;
   constexpr uint32_t SR = BN / 2; // S accumulators per thread
-  constexpr uint32_t OR = D / 2;  // O accumulators per thread
+  constexpr uint32_t OR = T::DN / 2; // O accumulators per thread (+ the row sums: LSUM)
   const uint32_t lane = threadIdx.x % WARP_SIZE;
   const uint32_t warp = threadIdx.x / WARP_SIZE; // warp of the block
   const uint32_t wg = warp / 4;
@@ -224,7 +238,7 @@ template <typename T> __device__ __forceinline__ void attention_sm90_v1(const At
 #pragma unroll
       for (uint32_t i = 0; i < SR; ++i) {
         s[i] = ex2_ftz(fmaf(s[i], sl2, -msl[(i / 2) % 2]));
-        l_run[(i / 2) % 2] += s[i];
+        if constexpr (!T::LSUM) l_run[(i / 2) % 2] += s[i];
       }
 #pragma unroll
       for (uint32_t i = 0; i < OR; ++i) o[i] *= corr[(i / 2) % 2];
@@ -247,9 +261,13 @@ template <typename T> __device__ __forceinline__ void attention_sm90_v1(const At
       }
       wgmma_fence();
 #pragma unroll
-      for (uint32_t kk = 0; kk < BN / 16; ++kk) Wgmma<D>::rs(o, a[kk], dv[kk]);
+      for (uint32_t kk = 0; kk < BN / 16; ++kk) Wgmma<T::DN>::rs(o, a[kk], dv[kk]);
       wgmma_commit();
       wgmma_wait<0>();
+      // the accumulators as operands after the wait: no read of them (e.g. LSUM's row-sum bit
+      // cast for the shuffle) is hoisted above it
+#pragma unroll
+      for (uint32_t i = 0; i < OR; ++i) asm volatile("" : "+f"(o[i])::"memory");
     }
   }
   cp_async_wait<0>();
@@ -258,7 +276,12 @@ template <typename T> __device__ __forceinline__ void attention_sm90_v1(const At
   // O / l, staged per warp (its 16 rows at LDO), then 16-byte stores of rows < Lq.
   float inv[2];
 #pragma unroll
-  for (uint32_t h = 0; h < 2; ++h) inv[h] = 1.0f / quad_sum(l_run[h]);
+  for (uint32_t h = 0; h < 2; ++h) {
+    if constexpr (T::LSUM) // column D = accumulator D / 2 + 2 h of the quad's lane 0
+      inv[h] = 1.0f / __shfl_sync(FULL_MASK, o[D / 2 + 2 * h], lane & ~3u);
+    else
+      inv[h] = 1.0f / quad_sum(l_run[h]);
+  }
   __nv_bfloat16* so = reinterpret_cast<__nv_bfloat16*>(smem) + warp * 16 * T::LDO;
 #pragma unroll
   for (uint32_t i = 0; i < OR; i += 2) {
@@ -295,21 +318,22 @@ template <typename T> __device__ __forceinline__ void attention_sm90_v1(const At
 // entries
 // ------------------------------------------------------------------------------------------------
 
-// Two consumer warpgroups (BM = 128) per block; BN = 128 keys per tile up to D = 80, else 64.
-enum : uint32_t { ATTN90_WGS = 2 };
-#define ATTN90_ENTRY(D, BN)                                                                        \
-  extern "C" __global__ void __launch_bounds__(ATTN90_WGS * WG_THREADS) attention_sm90_d##D##_v1_bf16( \
-      const AttentionParams p) {                                                                   \
-    extern __shared__ uint8_t attn90_smem_raw[];                                                   \
-    const uint32_t base = smem_u32(attn90_smem_raw);                                               \
-    uint8_t* smem = attn90_smem_raw + ((1024u - (base % 1024u)) % 1024u);                          \
-    attention_sm90_v1<Sm90Traits<D, BN, ATTN90_WGS>>(p, smem);                                                \
+// WGS consumer warpgroups (BM = 64 WGS query rows sharing each K/V tile) per block: 4 for D = 40
+// (the U-Net's reference / spatial self-attention, where the model's DRAM bytes are the K/V
+// passes: one per 256 query rows instead of per 128; 128 registers x 512 threads, one block per
+// SM), 2 elsewhere; BN = 128 keys per tile up to D = 80, else 64.
+#define ATTN90_ENTRY(D, BN, WGS)                                                                                       \
+  extern "C" __global__ void __launch_bounds__(WGS * WG_THREADS) attention_sm90_d##D##_v1_bf16(const AttentionParams p) { \
+    extern __shared__ uint8_t attn90_smem_raw[];                                                                       \
+    const uint32_t base = smem_u32(attn90_smem_raw);                                                                   \
+    uint8_t* smem = attn90_smem_raw + ((1024u - (base % 1024u)) % 1024u);                                              \
+    attention_sm90_v1<Sm90Traits<D, BN, WGS>>(p, smem);                                                                \
   }
 
-ATTN90_ENTRY(16, 128)
-ATTN90_ENTRY(32, 128)
-ATTN90_ENTRY(40, 128)
-ATTN90_ENTRY(64, 128)
-ATTN90_ENTRY(80, 128)
-ATTN90_ENTRY(128, 64)
-ATTN90_ENTRY(160, 64)
+ATTN90_ENTRY(16, 128, 2)
+ATTN90_ENTRY(32, 128, 2)
+ATTN90_ENTRY(40, 128, 4)
+ATTN90_ENTRY(64, 128, 2)
+ATTN90_ENTRY(80, 128, 2)
+ATTN90_ENTRY(128, 64, 2)
+ATTN90_ENTRY(160, 64, 2)

@@ -34,9 +34,14 @@ template <uint32_t N> struct Wgmma;
     }                                                                                                                   \
   };
 
+// m64n48 (d40's PV with the row-sum column): 24 accumulators (sm90.cuh stops at 20, then 32).
+#define WG_R24 WG_R20 ", %20, %21, %22, %23"
+#define WG_D24 WG_D20, WG_D4(20)
+
 WGMMA_SPEC(16, 8, 9, 10, 11, 12)
 WGMMA_SPEC(32, 16, 17, 18, 19, 20)
 WGMMA_SPEC(40, 20, 21, 22, 23, 24)
+WGMMA_SPEC(48, 24, 25, 26, 27, 28)
 WGMMA_SPEC(64, 32, 33, 34, 35, 36)
 WGMMA_SPEC(80, 40, 41, 42, 43, 44)
 WGMMA_SPEC(128, 64, 65, 66, 67, 68)

@@ -104,6 +104,22 @@ macro_rules! entry {
     };
 }
 
+const SHORT_LAUNCH: &str = "grid = ceil(B H / W), block = 32 W (one warp per (batch, head), W = \
+                            ShortTraits::warps), dynamic smem W (16 + 32 NT) LDS 2 bytes, NT = \
+                            ceil(Lk / 16) <= 2";
+
+macro_rules! short_entry {
+    ($name:literal, $op:literal) => {
+        Entry::v1(
+            $name,
+            $op,
+            DType::Bf16,
+            ("AttentionParams", 200),
+            SHORT_LAUNCH,
+        )
+    };
+}
+
 pub const ENTRIES: &[Entry] = &[
     entry!("attention_d48_v1_bf16", "attention_d48", Bf16),
     entry!("attention_d64_v1_bf16", "attention_d64", Bf16),
@@ -115,7 +131,115 @@ pub const ENTRIES: &[Entry] = &[
     entry!("attention_d80_v1_f32", "attention_d80", F32),
     entry!("attention_d128_v1_f32", "attention_d128", F32),
     entry!("attention_d160_v1_f32", "attention_d160", F32),
+    short_entry!("attention_short_d16_v1_bf16", "attention_short_d16"),
+    short_entry!("attention_short_d32_v1_bf16", "attention_short_d32"),
+    short_entry!("attention_short_d40_v1_bf16", "attention_short_d40"),
+    short_entry!("attention_short_d64_v1_bf16", "attention_short_d64"),
+    short_entry!("attention_short_d80_v1_bf16", "attention_short_d80"),
+    short_entry!("attention_short_d128_v1_bf16", "attention_short_d128"),
+    short_entry!("attention_short_d160_v1_bf16", "attention_short_d160"),
 ];
+
+/// Most keys (own + extra) the short-sequence entries take: two 16-key tiles, all in registers.
+pub const SHORT_MAX_LK: u64 = 32;
+/// Most query rows the launcher gives the short-sequence entries (each warp loops over its
+/// problem's 16-row chunks; more rows would leave too few problems per launch to fill the GPU).
+pub const SHORT_MAX_LQ: u64 = 64;
+/// Most warps (problems) per short-sequence block.
+pub const SHORT_MAX_WARPS: u32 = 8;
+
+/// One short-sequence entry (`ShortTraits<D>` in the `.cu`): one warp per (batch, head) problem,
+/// Lk <= [`SHORT_MAX_LK`] keys, the exact head dim `d` (a multiple of 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShortTraits {
+    pub d: u32,
+    pub entry: &'static str,
+}
+
+/// Every short-sequence specialisation, smallest head dim first.
+pub const SHORT_TRAITS: [ShortTraits; 7] = [
+    ShortTraits {
+        d: 16,
+        entry: "attention_short_d16_v1_bf16",
+    },
+    ShortTraits {
+        d: 32,
+        entry: "attention_short_d32_v1_bf16",
+    },
+    ShortTraits {
+        d: 40,
+        entry: "attention_short_d40_v1_bf16",
+    },
+    ShortTraits {
+        d: 64,
+        entry: "attention_short_d64_v1_bf16",
+    },
+    ShortTraits {
+        d: 80,
+        entry: "attention_short_d80_v1_bf16",
+    },
+    ShortTraits {
+        d: 128,
+        entry: "attention_short_d128_v1_bf16",
+    },
+    ShortTraits {
+        d: 160,
+        entry: "attention_short_d160_v1_bf16",
+    },
+];
+
+impl ShortTraits {
+    /// Shared row in bf16: `d + 8` when `d % 16 == 0`, else `d` (an odd number of 16-byte units).
+    pub const fn lds(self) -> u32 {
+        if self.d % 16 == 0 {
+            self.d + 8
+        } else {
+            self.d
+        }
+    }
+    /// Shared bytes of one warp for `lk` keys: a 16-row Q chunk and 16 NT rows of K and of V.
+    pub const fn warp_smem_bytes(self, lk: u64) -> u32 {
+        let nt = (lk as u32).div_ceil(16);
+        (16 + 32 * nt) * self.lds() * 2
+    }
+    /// Warps per block: up to [`SHORT_MAX_WARPS`], at most 48 KB of shared memory.
+    pub const fn warps(self, lk: u64) -> u32 {
+        let w = 48 * 1024 / self.warp_smem_bytes(lk);
+        if w > SHORT_MAX_WARPS {
+            SHORT_MAX_WARPS
+        } else if w == 0 {
+            1
+        } else {
+            w
+        }
+    }
+}
+
+/// The short-sequence entry for `p` (operands of `dtype`), if it takes it: bf16, 16-byte aligned
+/// loads ([`ALIGNED_LOADS`]), a head dim with an entry, 1 <= Lk <= [`SHORT_MAX_LK`] (own + extra
+/// keys) and Lq <= [`SHORT_MAX_LQ`].
+pub fn short_traits(p: &AttentionParams, dtype: DType) -> Option<ShortTraits> {
+    if dtype != DType::Bf16
+        || p.aligned & ALIGNED_LOADS == 0
+        || p.lk == 0
+        || p.lk as u64 > SHORT_MAX_LK
+        || p.lq as u64 > SHORT_MAX_LQ
+    {
+        return None;
+    }
+    SHORT_TRAITS.iter().find(|t| t.d == p.d).copied()
+}
+
+/// `grid = ceil(B H / W)`, `block = 32 W` ([`ShortTraits::warps`]), dynamic smem W warps' worth,
+/// for the params' B, H and Lk (own + extra keys).
+pub fn launch_config_short(t: ShortTraits, p: &AttentionParams) -> LaunchConfig {
+    let lk = p.lk as u64;
+    let w = t.warps(lk);
+    let problems = (p.batch.max(1) as u64) * (p.heads.max(1) as u64);
+    let mut cfg = LaunchConfig::blocks([tiles(problems, w), 1, 1], w * 32);
+    cfg.dynamic_smem_bytes = w * t.warp_smem_bytes(lk);
+    cfg
+}
 
 /// Mirrors `struct AttentionParams` in `attention.cu` (200 bytes).
 #[repr(C)]
@@ -163,7 +287,8 @@ pub struct AttentionParams {
     /// multiple of 8 (cp.async / 16-byte loads); bit 1 ([`ALIGNED_STORES`]): o likewise (16-byte
     /// stores).
     pub aligned: u32,
-    pub reserved: u32,
+    /// B (the short-sequence entries' problem count is B H).
+    pub batch: u32,
 }
 
 /// [`AttentionParams::aligned`] bit: 16-byte operand loads.
@@ -296,7 +421,7 @@ impl AttentionParams {
             d: to_u32(shape.d, "attention D")?,
             scale_log2: scale * std::f32::consts::LOG2_E,
             aligned,
-            reserved: 0,
+            batch: to_u32(shape.batch, "attention batch")?,
         })
     }
 
@@ -366,7 +491,10 @@ mod tests {
             assert_eq!(t.smem_bytes(), w, "{}", t.entry);
             assert!(t.smem_bytes() <= 48 * 1024);
         }
-        assert_eq!(TRAITS.len(), ENTRIES.len());
+        assert_eq!(TRAITS.len() + SHORT_TRAITS.len(), ENTRIES.len());
+        for (t, e) in SHORT_TRAITS.iter().zip(&ENTRIES[TRAITS.len()..]) {
+            assert_eq!((t.entry, DType::Bf16), (e.name, e.dtype));
+        }
         for (t, e) in TRAITS.iter().zip(ENTRIES) {
             assert_eq!((t.entry, t.dtype), (e.name, e.dtype));
             // the launch rule picks the entry's block size from the unpadded head dim
@@ -397,5 +525,46 @@ mod tests {
         assert!(traits_for(0, DType::F32).is_err());
         assert!(traits_for(161, DType::Bf16).is_err());
         assert!(traits_for(168, DType::F32).is_err());
+    }
+
+    #[test]
+    fn short_entries_take_short_sequences() {
+        let st = AttnStrides::blhd(8, 16, 40);
+        let shape = AttentionShape {
+            batch: 5,
+            heads: 8,
+            lq: 16,
+            lk: 16,
+            d: 40,
+        };
+        let p = AttentionParams::new([4096; 4], [st; 4], shape, 0.5).unwrap();
+        let t = short_traits(&p, DType::Bf16).unwrap();
+        assert_eq!(t.entry, "attention_short_d40_v1_bf16");
+        // 48 rows of 80 bytes per warp, 8 warps: 40 problems in 5 blocks
+        let cfg = launch_config_short(t, &p);
+        assert_eq!((cfg.grid, cfg.block[0]), ([5, 1, 1], 256));
+        assert_eq!(cfg.dynamic_smem_bytes, 8 * 48 * 80);
+        // d160 with 32 keys: 80 rows of 336 bytes, one warp per block
+        let t160 = SHORT_TRAITS[6];
+        assert_eq!((t160.lds(), t160.warps(32), t160.warps(16)), (168, 1, 3));
+        for t in SHORT_TRAITS {
+            assert!(t.warps(32) * t.warp_smem_bytes(32) <= 48 * 1024);
+            assert_eq!((t.lds() * 2) % 32, 16, "{}", t.entry);
+        }
+        assert!(short_traits(&p, DType::F32).is_none());
+        assert!(short_traits(&p.without_cp_async(), DType::Bf16).is_none());
+        let long = |lq, lk| {
+            let s = AttentionShape { lq, lk, ..shape };
+            AttentionParams::new([4096; 4], [st; 4], s, 0.5).unwrap()
+        };
+        assert!(short_traits(&long(64, 32), DType::Bf16).is_some());
+        assert!(short_traits(&long(65, 16), DType::Bf16).is_none());
+        assert!(short_traits(&long(16, 33), DType::Bf16).is_none());
+        // extra keys count: 16 own + 17 extra is past the limit
+        let ext = p.with_extra([4096; 2], [st; 2], 17).unwrap();
+        assert!(short_traits(&ext, DType::Bf16).is_none());
+        let d36 = AttentionShape { d: 36, ..shape };
+        let p36 = AttentionParams::new([4096; 4], [AttnStrides::blhd(8, 16, 36); 4], d36, 0.5);
+        assert!(short_traits(&p36.unwrap(), DType::Bf16).is_none());
     }
 }

@@ -10,8 +10,11 @@ use crate::{tiles, DType, Entry, LaunchConfig};
 pub const WG_ROWS: u32 = 64;
 /// K / V ring stages.
 pub const STAGES: u32 = 2;
-/// Consumer warpgroups per block (64 query rows each, sharing the K / V tiles).
+/// Consumer warpgroups per block (64 query rows each, sharing the K / V tiles) of every entry
+/// but d40's ([`WGS_D40`]).
 pub const WGS: u32 = 2;
+/// Consumer warpgroups of the d40 entry: 256 query rows per K / V pass.
+pub const WGS_D40: u32 = 4;
 
 /// One head-dim specialisation: `Sm90Traits<D, WGS>` in the `.cu`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +23,8 @@ pub struct Sm90Traits {
     pub d: u32,
     /// Keys per tile: 128 up to D = 80, else 64.
     pub bn: u32,
+    /// Consumer warpgroups per block ([`WGS`], or [`WGS_D40`] for D = 40).
+    pub wgs: u32,
     pub entry: &'static str,
 }
 
@@ -34,10 +39,10 @@ impl Sm90Traits {
     }
     /// Query rows per block.
     pub const fn bm(self) -> u32 {
-        WGS * WG_ROWS
+        self.wgs * WG_ROWS
     }
     pub const fn threads(self) -> u32 {
-        WGS * 128
+        self.wgs * 128
     }
     /// Dynamic shared memory of a launch: Q tile + `STAGES` K and V tiles (128-byte rows of
     /// swizzle atoms) + 1024 bytes of alignment slack.
@@ -51,6 +56,7 @@ const fn tr(d: u32, entry: &'static str) -> Sm90Traits {
     Sm90Traits {
         d,
         bn: if d <= 80 { 128 } else { 64 },
+        wgs: if d == 40 { WGS_D40 } else { WGS },
         entry,
     }
 }
@@ -66,8 +72,8 @@ pub const TRAITS: [Sm90Traits; 7] = [
     tr(160, "attention_sm90_d160_v1_bf16"),
 ];
 
-const LAUNCH: &str = "grid = (ceil(Lq / 128), H, B), block = 256 (two warpgroups), dynamic smem \
-                      Sm90Traits::smem_bytes (sm_90a only)";
+const LAUNCH: &str = "grid = (ceil(Lq / BM), H, B), BM = 64 WGS, block = 128 WGS (WGS warpgroups: \
+                      4 for D = 40, else 2), dynamic smem Sm90Traits::smem_bytes (sm_90a only)";
 
 macro_rules! entry {
     ($name:literal, $op:literal) => {
@@ -99,7 +105,8 @@ pub fn supports(p: &AttentionParams, dtype: DType) -> Option<Sm90Traits> {
     traits_for(p.d as u64)
 }
 
-/// `grid = (ceil(Lq / 128), H, B)`, two warpgroups, dynamic smem [`Sm90Traits::smem_bytes`].
+/// `grid = (ceil(Lq / BM), H, B)`, [`Sm90Traits::wgs`] warpgroups, dynamic smem
+/// [`Sm90Traits::smem_bytes`].
 pub fn launch_config(t: Sm90Traits, shape: AttentionShape) -> LaunchConfig {
     let grid = [
         tiles(shape.lq, t.bm()),
@@ -117,7 +124,7 @@ mod tests {
 
     #[test]
     fn smem_and_entries() {
-        let want = [82_944, 82_944, 82_944, 82_944, 164_864, 99_328, 148_480];
+        let want = [82_944, 82_944, 99_328, 82_944, 164_864, 99_328, 148_480];
         for (t, w) in TRAITS.iter().zip(want) {
             assert_eq!(t.smem_bytes(), w, "{}", t.entry);
             assert!(t.smem_bytes() <= 227 * 1024);
@@ -127,6 +134,20 @@ mod tests {
             assert_eq!(t.entry, e.name);
         }
         assert_eq!(traits_for(40).unwrap().dp(), 48);
+        assert_eq!(
+            (
+                traits_for(40).unwrap().bm(),
+                traits_for(40).unwrap().threads()
+            ),
+            (256, 512)
+        );
+        assert_eq!(
+            (
+                traits_for(80).unwrap().bm(),
+                traits_for(80).unwrap().threads()
+            ),
+            (128, 256)
+        );
         assert!(traits_for(48).is_none() && traits_for(8).is_none());
     }
 }

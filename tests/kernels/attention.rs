@@ -12,7 +12,8 @@ use crate::harness::{
 };
 use cyberhost_engine::backends::{Backend, TensorLike};
 use cyberhost_kernels::attention::{
-    launch_config as attn_launch, traits_for, AttentionParams, AttentionShape, AttnStrides,
+    launch_config as attn_launch, launch_config_short, short_traits, traits_for, AttentionParams,
+    AttentionShape, AttnStrides,
 };
 use cyberhost_kernels::{DType, KernelModule};
 
@@ -318,6 +319,45 @@ pub(crate) fn run_attn_with(
 }
 
 crate::harness::schedules_test!(attention_flash_head_dims, attn_cases(), 9000, run_attn);
+
+/// The short-sequence entries (`attention_short_d*_v1_bf16`, one warp per (batch, head)): every
+/// head dim with an entry (D % 16 == 8 ends QK^T with an m16n8k8), problem counts that do not
+/// fill the last block, Lq up to 64 (several 16-row chunks per warp, ragged), Lk 1..32 (one or two
+/// key tiles, masked or not), padded token rows and extra broadcast keys.
+fn short_cases() -> Vec<AttnCase> {
+    let c = case;
+    vec![
+        c(5, 8, 16, 16, 40, true, false), // temporal: 40 problems = 5 full blocks of 8 warps
+        c(3, 5, 16, 16, 40, true, false), // 15 problems: the last block half empty
+        c(2, 3, 7, 5, 40, false, false),  // Lq 7, Lk 5: masked keys, rows past Lq not stored
+        c(1, 3, 37, 29, 80, true, false), // 3 query chunks (the last ragged), 2 key tiles
+        c(2, 2, 64, 32, 64, false, false), // Lq 64, Lk 32: 4 chunks, no mask
+        c(1, 2, 16, 16, 160, true, false), // d160: 3 warps per block
+        c(1, 3, 9, 20, 160, false, false), // d160, 2 key tiles: one warp per block
+        c(2, 2, 19, 23, 16, true, false), // d16
+        c(2, 1, 20, 1, 32, false, false), // d32, Lk = 1
+        c(1, 2, 16, 16, 128, true, false), // d128
+        padded(c(2, 8, 16, 16, 40, true, false), 8, 0), // padded token rows
+        padded(c(2, 2, 16, 10, 40, true, false), 0, 7), // extra keys: Lk 17 over 2 key tiles
+        padded(c(3, 2, 11, 4, 80, false, false), 8, 12), // extra keys, padded (B, H, L, D) rows
+    ]
+}
+
+fn run_short(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
+    run_attn_with(dev, c, seed, &|dev, p, _| {
+        let t = short_traits(p, DType::Bf16)
+            .ok_or_else(|| anyhow::anyhow!("attention_short declines {c:?}"))?;
+        dev.launch(
+            KernelModule::Attention,
+            t.entry,
+            launch_config_short(t, p),
+            p,
+        )?;
+        Ok(t.entry.to_string())
+    })
+}
+
+crate::harness::schedules_test!(attention_short_head_dims, short_cases(), 9300, run_short);
 crate::harness::schedules_test!(attention_flash_f32, attn_cases_f32(), 9500, run_attn);
 
 #[test]
@@ -418,8 +458,10 @@ crate::storages_test!(attention_matches_cpu, |be, _| {
 // backend's composed default (narrow, concat, heads split, attention, heads merge).
 crate::storages_test!(attention_heads_matches_cpu, |be, tol| {
     type Extra = Option<(usize, usize, std::ops::Range<usize>)>; // (batch 1 or R, Le, rows)
-    let cases: [(usize, usize, usize, usize, usize, Extra); 6] = [
+    let cases: [(usize, usize, usize, usize, usize, Extra); 8] = [
         (3, 2, 19, 23, 80, None),                 // d40, ragged
+        (5, 8, 16, 16, 320, None),                // temporal: short-sequence entry, 40 problems
+        (3, 2, 16, 9, 160, Some((1, 5, 1..2))),   // short-sequence d80 with extra keys (Lk 14)
         (4, 8, 70, 33, 320, Some((1, 21, 1..3))), // model-like: 8 heads of 40, broadcast extra
         (3, 1, 9, 5, 36, Some((2, 7, 1..3))),     // D % 8 != 0, per-row extra keys
         (2, 2, 16, 16, 128, Some((1, 5, 0..2))),  // d64: all rows extended
@@ -483,4 +525,50 @@ fn attention_mixed_dtypes() {
         |t: &cyberhost_engine::backends::cuda::CudaTensor| cpu_t(t.shape(), &be.to_f32(t).unwrap());
     let want = CPU.attention(&c(&q), &c(&k), &c(&v), scale).unwrap();
     crate::common::check("attention mixed f32/bf16", &be, &got, &want, TOL_SPLIT);
+}
+
+/// Counters of the temporal attention launches of the `paper` step (token layout `(N, F, C)`,
+/// F = 16 frames, 8 heads; N = 2 CFG rows x H x W latent positions: d40 at 64x64, d80 at 32x32,
+/// d160 at 16x16) on v1 (`attention_d*_v1_bf16`, before) and on the short-sequence entries
+/// (after): run on the stand-in with `PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=2
+/// CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p cyberhost-suite --test kernels
+/// attention_counters -- --ignored`, then `gpu-report --gpu h100-sxm FILE` (docs/performance.md,
+/// "Short-sequence attention"). Checks nothing: sampled launches leave outputs invalid.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in and PTX_EMU_STATS"]
+fn attention_counters() {
+    let mut dev = Device::new(1, 0);
+    assert!(
+        matches!(dev, Device::Cuda { .. }),
+        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
+    );
+    let (f, h) = (16u64, 8u64);
+    for (n, d) in [(8192u64, 40u64), (2048, 80), (512, 160)] {
+        let c = h * d;
+        let x = vec![0.5f32; (n * f * c) as usize];
+        let [q, k, v] = dev
+            .upload_all(DType::Bf16, [&x[..], &x[..], &x[..]])
+            .unwrap();
+        let o = dev.alloc_poisoned(x.len() * 2).unwrap();
+        let shape = AttentionShape {
+            batch: n,
+            heads: h,
+            lq: f,
+            lk: f,
+            d,
+        };
+        let st = AttnStrides::tokens(f, d, c);
+        let p = AttentionParams::new([q, k, v, o], [st; 4], shape, 0.25).unwrap();
+        let v1 = traits_for(d, DType::Bf16).unwrap().entry;
+        dev.launch(KernelModule::Attention, v1, attn_launch(shape), &p)
+            .unwrap();
+        let t = short_traits(&p, DType::Bf16).unwrap();
+        dev.launch(
+            KernelModule::Attention,
+            t.entry,
+            launch_config_short(t, &p),
+            &p,
+        )
+        .unwrap();
+    }
 }

@@ -2,7 +2,7 @@
 //! the CPU backend's `attention`, through the sm_80 tests' case runner (same params, same checks:
 //! poisoned outputs, nothing written outside the output, relative L2 at the bf16 tensor-core
 //! tolerance): every head dim with an entry, ragged Lq / Lk (1 or 2 query blocks of 128 rows,
-//! the second warpgroup idle or not; 1 to 4 key tiles: the double-buffered ring wraps), Lk = 1, `(B, H, L, D)` and padded `(B, L, H, D)`
+//! or of 256 for d40's four warpgroups, trailing warpgroups idle or not; 1 to 4 key tiles: the double-buffered ring wraps), Lk = 1, `(B, H, L, D)` and padded `(B, L, H, D)`
 //! strides, extra broadcast keys (the second key segment, also straddling a tile), several
 //! warp schedules; and which params the module declines (the launcher's fallback rule).
 
@@ -25,7 +25,8 @@ fn cases() -> Vec<AttnCase> {
         c(1, 2, 19, 23, 16, true, false),  // d16 (tiny preset)
         c(2, 2, 9, 64, 32, false, false),  // d32, Lk one full tile: no mask
         c(1, 1, 130, 200, 80, true, false), // 2 query blocks (the last one's 2nd warpgroup idle)
-        c(2, 3, 200, 300, 40, true, false), // 2 query blocks, 3 key tiles (the ring wraps)
+        c(2, 3, 200, 300, 40, true, false), // d40: 4 warpgroups, the 4th idle; 3 key tiles (ring wraps)
+        c(1, 2, 300, 150, 40, true, false), // d40: 2 blocks of 256 rows, 2nd: warpgroups 1-3 idle/ragged
         c(1, 1, 150, 290, 160, false, false), // d160: 5 key tiles of 64
         padded(c(2, 2, 70, 50, 40, true, false), 40, 0), // padded token rows
         padded(c(2, 2, 70, 130, 40, true, false), 0, 37), // extra keys straddle tiles 2 / 3
@@ -79,5 +80,55 @@ fn attention_sm90_declines() {
     }
     for d in [8, 36, 48, 72, 96, 150] {
         assert!(supports(&params(d, 4096), DType::Bf16).is_none(), "d{d}");
+    }
+}
+
+/// Counters of the d40 launches of the `paper` step's reference / spatial self-attention (B 16
+/// rows, 8 heads of 40, Lq 4096; Lk 4096, and 4096 + 4096 reference keys as the second key
+/// segment): run on the stand-in at sm_90a with `PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=2
+/// CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p cyberhost-suite --test kernels
+/// attention_sm90_counters -- --ignored`, then `gpu-report --gpu h100-sxm FILE`
+/// (docs/performance.md). Checks nothing: sampled launches leave outputs invalid.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in at sm_90a and PTX_EMU_STATS"]
+fn attention_sm90_counters() {
+    let mut dev = Device::new(1, 0);
+    assert!(
+        matches!(dev, Device::Cuda { .. }),
+        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
+    );
+    let (b, h, l, d) = (16u64, 8u64, 4096u64, 40u64);
+    let c = h * d;
+    let x = vec![0.5f32; (b * l * c) as usize];
+    let [q, k, v] = dev
+        .upload_all(DType::Bf16, [&x[..], &x[..], &x[..]])
+        .unwrap();
+    let [ke, ve] = dev
+        .upload_all(
+            DType::Bf16,
+            [&x[..(l * c) as usize], &x[..(l * c) as usize]],
+        )
+        .unwrap();
+    let o = dev.alloc_poisoned(x.len() * 2).unwrap();
+    let shape = AttentionShape {
+        batch: b,
+        heads: h,
+        lq: l,
+        lk: l,
+        d,
+    };
+    let st = AttnStrides::tokens(l, d, c);
+    let p = AttentionParams::new([q, k, v, o], [st; 4], shape, 0.25).unwrap();
+    let ext_st = AttnStrides { batch: 0, ..st };
+    let pe = p.with_extra([ke, ve], [ext_st; 2], l).unwrap();
+    for p in [p, pe] {
+        let t = supports(&p, DType::Bf16).unwrap();
+        dev.launch(
+            KernelModule::AttentionSm90,
+            t.entry,
+            launch_config(t, shape),
+            &p,
+        )
+        .unwrap();
     }
 }

@@ -10,7 +10,8 @@ use std::ops::Range;
 use anyhow::{Context, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
 use cyberhost_kernels::attention::{
-    launch_config, traits_for, AttentionParams, AttentionShape, AttnStrides,
+    launch_config, launch_config_short, short_traits, traits_for, AttentionParams, AttentionShape,
+    AttnStrides,
 };
 use cyberhost_kernels::{DType, KernelModule};
 
@@ -74,6 +75,9 @@ pub fn attention<T: DeviceRepr>(
     // checked above against B * H * L * D `dtype` elements for the dense layout the strides describe;
     // the entry is the `dtype` one.
     unsafe {
+        if try_launch_short(dev, &params, s, dtype)? {
+            return Ok(());
+        }
         dev.launch(
             KernelModule::Attention,
             traits.entry,
@@ -84,10 +88,42 @@ pub fn attention<T: DeviceRepr>(
     .with_context(|| format!("{} {s:?}", traits.entry))
 }
 
+/// Launches `p` (built for `shape`, operands of `dtype`) on the short-sequence entry
+/// (`attention_short_d*_v1_bf16`: one warp per (batch, head), every key in registers) when it
+/// takes the params (bf16, aligned loads, a head dim with an entry, Lk <= 32 with the extra
+/// keys, Lq <= 64: temporal attention over the frames): `Ok(true)`; else launches nothing.
+///
+/// # Safety
+/// `p` must describe live device buffers of this device holding `dtype` elements, with every row,
+/// head and batch offset that `shape` and the strides of `p` reach inside them.
+pub(crate) unsafe fn try_launch_short(
+    dev: &CudaDevice,
+    p: &AttentionParams,
+    shape: AttentionShape,
+    dtype: DType,
+) -> Result<bool> {
+    let Some(t) = short_traits(p, dtype) else {
+        return Ok(false);
+    };
+    // SAFETY: the caller's contract; the short entries read the same `AttentionParams`.
+    unsafe {
+        dev.launch(
+            KernelModule::Attention,
+            t.entry,
+            launch_config_short(t, p),
+            p,
+        )
+    }
+    .with_context(|| format!("{} {shape:?}", t.entry))?;
+    Ok(true)
+}
+
 /// [`Backend::attention_heads`](crate::backends::Backend::attention_heads) on CUDA: one flash launch
 /// per row range (rows before `extra`'s, its rows with the extra keys as the kernel's second key
-/// segment, the rows after), each writing its rows of one `(N, Lq, C)` output; on a Hopper-set
-/// device the sm_90a wgmma kernel (`attention_sm90`) runs the launches it takes. Shapes no flash
+/// segment, the rows after), each writing its rows of one `(N, Lq, C)` output; short sequences
+/// (Lk <= 32, Lq <= 64: temporal attention) run the short-sequence entry on both kernel sets, and
+/// on a Hopper-set device the sm_90a wgmma kernel (`attention_sm90`) runs the other launches it
+/// takes. Shapes no flash
 /// entry takes (D > 160, Lk = 0, more than 65535 rows or heads, a scale <= 0) run the composed
 /// default.
 pub(crate) fn attention_heads(
@@ -173,6 +209,11 @@ pub(crate) fn attention_heads(
         // C, the extra keys (1 or B, Le, C) read with batch stride 0 or Le C.
         // Hopper: the wgmma kernel where it takes the params (bf16, D 16/32/40/64/80/128/160,
         // 16-byte aligned), else the sm_80 entry.
+        // Short sequences (temporal attention, Lq = Lk = frames): the short-sequence entry on
+        // either kernel set.
+        if unsafe { try_launch_short(be.device(), &p, shape, dt) }? {
+            return Ok(());
+        }
         if unsafe { attention_sm90::try_launch(be.device(), &p, shape, dt) }? {
             return Ok(());
         }

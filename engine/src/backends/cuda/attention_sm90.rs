@@ -25,8 +25,8 @@ pub(crate) unsafe fn try_launch(
     dtype: DType,
 ) -> Result<bool> {
     // Lq <= 64 (temporal attention over the frames): one 64-row warpgroup of the 128-row block
-    // has work, and the fixed per-tile cost of a 128-key tile dominates; the paper profile
-    // predicts the sm_80 kernel (64- or 128-row blocks) faster there.
+    // (256 for d40) has work, and the fixed per-tile cost of a 128-key tile dominates; the
+    // short-sequence entry (Lk <= 32, tried first by the caller) or the sm_80 v1 kernel runs it.
     if dev.arch() != Arch::Sm90a || shape.lq <= 64 {
         return Ok(false);
     }
