@@ -181,6 +181,7 @@ fn run_fp8(dev: &mut Device, v: Fp8Case, seed: u64) -> anyhow::Result<()> {
     // the quantisation error against the unquantised linear: within the e4m3 bound
     let got = dev.download_as(cyberhost_kernels::DType::Bf16, p.c, m * n)?;
     let err = rel_l2(&got, &want_bf16);
+    eprintln!("{v:?}: fp8 vs unquantised bf16 linear rel L2 {err:.4}");
     assert!(
         err <= TOL_FP8,
         "{v:?}: fp8 vs bf16 rel L2 {err:.4} > {TOL_FP8:.4}"
@@ -189,3 +190,49 @@ fn run_fp8(dev: &mut Device, v: Fp8Case, seed: u64) -> anyhow::Result<()> {
 }
 
 crate::harness::schedules_test!(gemm_fp8_sm90_linear_epilogues, fp8_cases(), 1300, run_fp8);
+
+/// The paper's feed-forward GEGLU projection of one 64 x 64 frame (x `(4096, 320)`, w
+/// `(5120, 320)`: 4096 x 2560 outputs) through the backend twice: bf16 weights
+/// (`linear_sm90_v1_bf16`) and `--weights-dtype fp8` (`quantize_rows` + `linear_fp8_sm90`), the
+/// fp8 output within [`TOL_FP8`] of the bf16 one. Ignored (minutes of emulation); run with
+/// `PTX_EMU_STATS=F.jsonl` for the two launches' counters (`gpu-report --gpu h100-sxm F.jsonl`:
+/// docs/performance.md). With `PTX_EMU_SAMPLE_BLOCKS` only sampled blocks run, so the outputs are
+/// not compared then.
+#[test]
+#[ignore = "minutes of emulation: a profiling run for docs/performance.md"]
+fn gemm_fp8_sm90_paper_ff_geglu_vs_bf16() {
+    use crate::common::{emulated_backend, rand_pair};
+    use cyberhost_engine::backends::{Backend, LinearEpilogue};
+    let _serial = crate::common::cuda_serial();
+    let be = emulated_backend();
+    if be.set_weights_fp8(true).is_err() {
+        return; // the sm_80 kernel set: no FP8 path
+    }
+    be.set_weights_fp8(false).unwrap();
+    let (m, k, n) = (4096usize, 320usize, 2560usize);
+    let (x, _) = rand_pair(be, &[m, k], 180);
+    let (w, _) = rand_pair(be, &[2 * n, k], 181);
+    let (b, _) = rand_pair(be, &[2 * n], 182);
+    let epi = LinearEpilogue {
+        geglu: true,
+        ..Default::default()
+    };
+    let bf16 = host_of(be, &be.linear_ext(&x, &w, Some(&b), epi).unwrap());
+    be.set_weights_fp8(true).unwrap();
+    be.prepare_linear_weight(&w).unwrap();
+    let fp8 = host_of(be, &be.linear_ext(&x, &w, Some(&b), epi).unwrap());
+    be.set_weights_fp8(false).unwrap();
+    if std::env::var_os("PTX_EMU_SAMPLE_BLOCKS").is_none() {
+        let err = rel_l2(&fp8, &bf16);
+        eprintln!("paper FF GEGLU: fp8 vs bf16 rel L2 {err:.4}");
+        assert!(err <= TOL_FP8, "fp8 vs bf16 rel L2 {err:.4} > {TOL_FP8:.4}");
+    }
+}
+
+fn host_of(
+    be: &cyberhost_engine::backends::cuda::CudaBackend,
+    t: &cyberhost_engine::backends::cuda::CudaTensor,
+) -> Vec<f32> {
+    use cyberhost_engine::backends::Backend;
+    be.to_f32(t).unwrap()
+}
