@@ -48,7 +48,8 @@ impl Op {
 }
 
 /// `--weights-dtype fp8` reference inputs of a linear case: x `(.., K)` and w `(N, K)` replaced by
-/// their per-row e4m3 quantisations, dequantised (what the FP8 GEMM multiplies).
+/// their per-row e4m3 quantisations of their bf16 values, dequantised (what the FP8 GEMM
+/// multiplies).
 fn fp8_inputs(inputs: &[Vec<usize>], host: &mut [Vec<f32>]) {
     use cyberhost_engine::backends::cpu::gemm_fp8_sm90::{dequantize_rows, quantize_rows};
     let k = inputs[1][1];
@@ -56,6 +57,11 @@ fn fp8_inputs(inputs: &[Vec<usize>], host: &mut [Vec<f32>]) {
         return; // the quantiser takes rows of whole 16 bytes: such a linear stays bf16
     }
     for v in host.iter_mut().take(2) {
+        // the device quantises the bf16 values it stores (round to nearest even first)
+        for x in v.iter_mut() {
+            let b = x.to_bits();
+            *x = f32::from_bits((b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) << 16);
+        }
         let rows = v.len() / k.max(1);
         let (q, s) = quantize_rows(v, rows, k);
         *v = dequantize_rows(&q, &s, rows, k);

@@ -147,7 +147,9 @@ impl CudaBackend {
         let arch = self.inner.dev.arch();
         if on && arch != cyberhost_kernels::Arch::Sm90a {
             bail!(
-                "--weights-dtype fp8 needs an sm_90a (Hopper, compute capability 9.0) device: {} runs                  the {arch} kernel set (on the stand-in, unset PTX_EMU_ARCH or set it to sm_90a);                  use --weights-dtype bf16 here",
+                "--weights-dtype fp8 needs an sm_90a (Hopper, compute capability 9.0) device: {} \
+                 runs the {arch} kernel set (on the stand-in, unset PTX_EMU_ARCH or set it to \
+                 sm_90a); use --weights-dtype bf16 here",
                 self.inner.dev.name()
             );
         }
