@@ -26,6 +26,7 @@ mod conv2d;
 mod conv2d_sm90;
 mod gemm;
 mod gemm_bf16;
+mod gemm_fp8_sm90;
 mod gemm_sm90;
 mod group_norm;
 mod layer_norm;
@@ -81,7 +82,7 @@ criterion_group! {
     name = kernels;
     config = config();
     targets = attention::benches, attention_sm90::benches, cfg_ddim::benches, conv2d::benches,
-        conv2d_sm90::benches, gemm::benches, gemm_bf16::benches, gemm_sm90::benches,
+        conv2d_sm90::benches, gemm::benches, gemm_bf16::benches, gemm_fp8_sm90::benches, gemm_sm90::benches,
         group_norm::benches, layer_norm::benches, layout::benches,
         mean_dim::benches, pointwise::benches, pool::benches, rca::benches, softmax::benches,
         timestep_embedding::benches, upsample::benches

@@ -42,3 +42,55 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
 #define WG_D64 WG_D40, WG_D4(40), WG_D4(44), WG_D4(48), WG_D4(52), WG_D4(56), WG_D4(60)
 #define WG_D80 WG_D64, WG_D4(64), WG_D4(68), WG_D4(72), WG_D4(76)
 #define WG_D128 WG_D80, WG_D4(80), WG_D4(84), WG_D4(88), WG_D4(92), WG_D4(96), WG_D4(100), WG_D4(104), WG_D4(108), WG_D4(112), WG_D4(116), WG_D4(120), WG_D4(124)
+
+// ------------------------------------------------------------------------------------------------
+// hopper::  mbarrier / TMA wrappers and the 128-byte CUtensorMap param type, for modules written
+// after gemm_sm90.cu (which keeps its own copies at global scope; the namespace keeps them apart).
+// ------------------------------------------------------------------------------------------------
+namespace hopper {
+
+struct __align__(64) TmaDesc {
+  uint64_t w[16];
+};
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+// TMA 3D tile load of box (c0, c1, c2) of `map` into shared `dst`, completing on mbarrier `bar`.
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const TmaDesc* map, uint32_t bar, int32_t c0, int32_t c1,
+                                            int32_t c2) {
+  asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, "
+               "%4}], [%5];\n" ::"r"(dst),
+               "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+               : "memory");
+}
+// wgmma_wait<N> with the 128 accumulators as operands: no read or write of them moves across it.
+template <uint32_t N> __device__ __forceinline__ void wgmma_wait_acc(float (&d)[128]) {
+#pragma unroll
+  for (uint32_t i = 0; i < 128; ++i) asm volatile("" : "+f"(d[i])::"memory");
+  wgmma_wait<N>();
+#pragma unroll
+  for (uint32_t i = 0; i < 128; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+// Two f32 as e4m3 (round to nearest even, saturating to +-448): `lo` in bits 0-7, `hi` in 8-15.
+__device__ __forceinline__ uint16_t f32x2_to_e4m3x2(float lo, float hi) {
+  uint16_t r;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+} // namespace hopper

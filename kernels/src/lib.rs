@@ -20,6 +20,7 @@ pub mod conv2d;
 pub mod conv2d_sm90;
 pub mod gemm;
 pub mod gemm_bf16;
+pub mod gemm_fp8_sm90;
 pub mod gemm_sm90;
 pub mod group_norm;
 pub mod layer_norm;
@@ -46,6 +47,8 @@ pub const GEMM: &str = include_str!("../ptx/gemm.ptx");
 pub const GEMM_BF16: &str = include_str!("../ptx/gemm_bf16.ptx");
 /// `kernels/ptx/gemm_sm90.ptx` (from `kernels/cuda/gemm_sm90.cu`, `.target sm_90a`).
 pub const GEMM_SM90: &str = include_str!("../ptx/gemm_sm90.ptx");
+/// `kernels/ptx/gemm_fp8_sm90.ptx` (from `kernels/cuda/gemm_fp8_sm90.cu`, `.target sm_90a`).
+pub const GEMM_FP8_SM90: &str = include_str!("../ptx/gemm_fp8_sm90.ptx");
 /// `kernels/ptx/group_norm.ptx` (from `kernels/cuda/group_norm.cu`).
 pub const GROUP_NORM: &str = include_str!("../ptx/group_norm.ptx");
 /// `kernels/ptx/layer_norm.ptx` (from `kernels/cuda/layer_norm.cu`).
@@ -79,6 +82,7 @@ pub enum KernelModule {
     Gemm,
     GemmBf16,
     GemmSm90,
+    GemmFp8Sm90,
     GroupNorm,
     LayerNorm,
     Layout,
@@ -135,7 +139,7 @@ impl std::fmt::Display for Arch {
 }
 
 impl KernelModule {
-    pub const ALL: [KernelModule; 18] = [
+    pub const ALL: [KernelModule; 19] = [
         KernelModule::Attention,
         KernelModule::AttentionSm90,
         KernelModule::Conv2d,
@@ -143,6 +147,7 @@ impl KernelModule {
         KernelModule::Gemm,
         KernelModule::GemmBf16,
         KernelModule::GemmSm90,
+        KernelModule::GemmFp8Sm90,
         KernelModule::GroupNorm,
         KernelModule::LayerNorm,
         KernelModule::Layout,
@@ -166,6 +171,7 @@ impl KernelModule {
             KernelModule::Gemm => "gemm",
             KernelModule::GemmBf16 => "gemm_bf16",
             KernelModule::GemmSm90 => "gemm_sm90",
+            KernelModule::GemmFp8Sm90 => "gemm_fp8_sm90",
             KernelModule::GroupNorm => "group_norm",
             KernelModule::LayerNorm => "layer_norm",
             KernelModule::Layout => "layout",
@@ -190,6 +196,7 @@ impl KernelModule {
             KernelModule::Gemm => GEMM,
             KernelModule::GemmBf16 => GEMM_BF16,
             KernelModule::GemmSm90 => GEMM_SM90,
+            KernelModule::GemmFp8Sm90 => GEMM_FP8_SM90,
             KernelModule::GroupNorm => GROUP_NORM,
             KernelModule::LayerNorm => LAYER_NORM,
             KernelModule::Layout => LAYOUT,
@@ -230,6 +237,7 @@ impl KernelModule {
             KernelModule::Gemm => gemm::ENTRIES,
             KernelModule::GemmBf16 => gemm_bf16::ENTRIES,
             KernelModule::GemmSm90 => gemm_sm90::ENTRIES,
+            KernelModule::GemmFp8Sm90 => gemm_fp8_sm90::ENTRIES,
             KernelModule::GroupNorm => group_norm::ENTRIES,
             KernelModule::LayerNorm => layer_norm::ENTRIES,
             KernelModule::Layout => layout::ENTRIES,

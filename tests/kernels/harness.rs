@@ -169,10 +169,19 @@ impl Device {
     /// The 128-byte `CUtensorMap` of `t` ([`gemm_sm90::TmaTile`]): the emulator's encoder on the
     /// direct emulator, the driver's `cuTensorMapEncodeTiled` (engine launcher) otherwise.
     pub fn tensor_map(&self, t: &gemm_sm90::TmaTile) -> Result<[u64; 16]> {
+        self.tensor_map_as(t, false)
+    }
+
+    /// [`Self::tensor_map`] of bf16 elements, or (`bytes`) of uint8 ones (e4m3 codes).
+    pub fn tensor_map_as(&self, t: &gemm_sm90::TmaTile, bytes: bool) -> Result<[u64; 16]> {
         match self {
             Device::Emu { .. } => {
                 let map = ptx_emu::tensor_map::TensorMap::encode_tiled(
-                    gemm_sm90::TMA_DTYPE_BF16,
+                    if bytes {
+                        cyberhost_kernels::gemm_fp8_sm90::TMA_DTYPE_UINT8
+                    } else {
+                        gemm_sm90::TMA_DTYPE_BF16
+                    },
                     3,
                     t.base,
                     &t.dims,
@@ -186,6 +195,9 @@ impl Device {
                 )
                 .map_err(|e| anyhow!("encode {t:?}: {e}"))?;
                 Ok(bytemuck::cast(map.to_bytes()))
+            }
+            Device::Cuda { .. } if bytes => {
+                cyberhost_engine::backends::cuda::gemm_fp8_sm90::encode_tensor_map_u8(t)
             }
             Device::Cuda { .. } => {
                 cyberhost_engine::backends::cuda::gemm_sm90::encode_tensor_map(t)

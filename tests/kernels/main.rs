@@ -20,6 +20,7 @@ mod conv2d;
 mod conv2d_sm90;
 mod gemm;
 mod gemm_bf16;
+mod gemm_fp8_sm90;
 mod gemm_sm90;
 mod group_norm;
 mod layer_norm;

@@ -167,6 +167,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn to_activation(&self, t: &Self::Tensor) -> Result<Self::Tensor> {
         Ok(t.clone())
     }
+    /// Called by `nn::Linear::load` with each linear weight `(out, in)` once it is loaded. CUDA
+    /// with `--weights-dtype fp8`: quantises it to e4m3 with per-output-channel scales (kept
+    /// beside it) for the FP8 GEMM; elsewhere nothing.
+    fn prepare_linear_weight(&self, _w: &Self::Tensor) -> Result<()> {
+        Ok(())
+    }
 
     // ---- the primitives: layout, elementwise, normalisation and reductions, linear algebra,
     // resampling (declared from the list in `macros.rs`, which the CPU backend shares) -------

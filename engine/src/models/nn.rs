@@ -68,6 +68,7 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     pub fn load(vb: &VarBuilder<B>, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = vb.get("weight", &[out_dim, in_dim])?;
+        vb.backend().prepare_linear_weight(&weight)?;
         let bias = if bias {
             Some(vb.get("bias", &[out_dim])?)
         } else {

@@ -46,6 +46,38 @@ impl Activations {
     }
 }
 
+/// `--weights-dtype`: how the CUDA backend stores the linear weights (one parser for `generate`,
+/// `bench` and `selftest`). `fp8`: e4m3 with per-output-channel f32 scales, quantised once at
+/// load, the linears on the Hopper FP8 GEMM (`gemm_fp8_sm90`: activations quantised per row);
+/// sm_90a devices only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeightsDtype {
+    #[default]
+    Bf16,
+    Fp8,
+}
+
+impl WeightsDtype {
+    /// Sets the flag on a CUDA backend before its weights load: a user error naming the flag and
+    /// the fix on a device without the sm_90a kernel set.
+    pub fn apply(self, be: &cyberhost_engine::backends::cuda::CudaBackend) -> Result<()> {
+        be.set_weights_fp8(self == WeightsDtype::Fp8)
+            .map_err(|e| UserError::new(format!("{e:#}")).into())
+    }
+
+    /// The CPU backend computes in f32: `fp8` there is a user error naming the fix.
+    pub fn check_cpu(self) -> Result<()> {
+        if self == WeightsDtype::Fp8 {
+            return Err(UserError::new(
+                "--weights-dtype fp8 needs --backend cuda on an sm_90a (Hopper) device; the cpu \
+                 backend keeps f32 weights: drop the flag or use --weights-dtype bf16",
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
 /// The sampling flags of `generate` that a serve job sets too (form fields of the same names,
 /// parsed through these definitions so that the messages match the CLI's).
 #[derive(clap::Args)]

@@ -13,7 +13,7 @@
 //!
 //! The JSON schema is documented in docs/performance.md ("cyberhost bench").
 
-use crate::args::{parse_size, Activations, WeightsArgs};
+use crate::args::{parse_size, Activations, WeightsArgs, WeightsDtype};
 use anyhow::{Context, Result};
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::graph::StepGraphInfo;
@@ -74,6 +74,11 @@ pub struct Args {
     /// products at about 2x the step time; default CYBERHOST_CUDA_ACTIVATIONS, else bf16).
     #[arg(long, value_enum)]
     activations: Option<Activations>,
+    /// CUDA: storage of the linear weights: bf16 (default) or fp8 (e4m3 with per-output-channel
+    /// scales, quantised once at load; linears on the Hopper FP8 GEMM with activations quantised
+    /// per row; sm_90a devices only).
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub(crate) weights_dtype: WeightsDtype,
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -234,10 +239,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     let source = a.weights.source()?;
     match a.backend.as_str() {
-        "cpu" => bench(CpuBackend::new(), &source, &a),
+        "cpu" => {
+            a.weights_dtype.check_cpu()?;
+            bench(CpuBackend::new(), &source, &a)
+        }
         "cuda" => {
             let be = CudaBackend::new(0)
                 .map_err(|e| UserError::new(format!("--backend cuda: {e:#}")))?;
+            a.weights_dtype.apply(&be)?;
             bench(be, &source, &a)
         }
         other => Err(UserError::new(format!("--backend {other}: use `cpu` or `cuda`")).into()),

@@ -68,6 +68,7 @@ fn count_on_stand_in(be: &CudaBackend, source: &WeightsSource, a: &Args) -> Resu
         .map(PathBuf::from)
         .context("PTX_EMU_STATS is not set")?;
     be.set_graphs(false);
+    a.weights_dtype.apply(be)?;
     if let Some(act) = a.activations {
         Bench::activations(be, Some(act.dtype()));
     }
@@ -95,6 +96,7 @@ fn gpu_stats_env() -> &'static str {
 /// Per-kernel measured ms (total over the kernel pass) from the CUDA-event timer on a real GPU.
 fn measure(be: &CudaBackend, source: &WeightsSource, a: &Args) -> Result<BTreeMap<String, f64>> {
     be.set_graphs(false);
+    a.weights_dtype.apply(be)?;
     let s = setup(be, source, a.size)?;
     if a.warmup > 0 {
         run_steps(be, &s, a.warmup, |_| {}).context("warm-up steps")?;

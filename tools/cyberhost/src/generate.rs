@@ -1,6 +1,6 @@
 //! `cyberhost generate`: reference image + speech → MP4.
 
-use crate::args::{Activations, SamplingArgs};
+use crate::args::{Activations, SamplingArgs, WeightsDtype};
 use anyhow::{Context, Result};
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::CudaBackend;
@@ -67,6 +67,11 @@ pub struct Args {
     /// CYBERHOST_CUDA_ACTIVATIONS, else bf16.
     #[arg(long, value_enum)]
     activations: Option<Activations>,
+    /// CUDA: storage of the linear weights: bf16 (default) or fp8 (e4m3 with per-output-channel
+    /// scales, quantised once at load; linears on the Hopper FP8 GEMM with activations quantised
+    /// per row; sm_90a devices only).
+    #[arg(long, value_enum, default_value = "bf16")]
+    weights_dtype: WeightsDtype,
     /// Longest accepted speech in seconds (checked from the WAV header before decoding).
     /// Default: CYBERHOST_MAX_AUDIO_SECONDS, else 600.
     #[arg(long, value_parser = parse_max_seconds)]
@@ -151,10 +156,14 @@ impl Progress {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     match a.backend.as_str() {
-        "cpu" => run_on(CpuBackend::new(), a),
+        "cpu" => {
+            a.weights_dtype.check_cpu()?;
+            run_on(CpuBackend::new(), a)
+        }
         "cuda" => {
             let be = CudaBackend::new(0)
                 .map_err(|e| UserError::new(format!("--backend cuda: {e:#}")))?;
+            a.weights_dtype.apply(&be)?;
             be.set_graphs(a.graphs == "on");
             if let Some(act) = a.activations {
                 be.set_activations(act.dtype());

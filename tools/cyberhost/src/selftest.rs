@@ -7,6 +7,7 @@
 //! (no CUDA driver). With `CYBERHOST_CUDA_DRIVER` pointing at the stand-in
 //! driver (`docs/stand-in-driver.md`) it runs on the CPU through the PTX emulator.
 
+use crate::args::WeightsDtype;
 use anyhow::Result;
 use cyberhost_engine::backends::cpu::CpuBackend;
 use cyberhost_engine::backends::cuda::{CudaBackend, NO_DRIVER_MSG};
@@ -32,6 +33,39 @@ pub struct Args {
     /// Print the table as JSON lines.
     #[arg(long)]
     json: bool,
+    /// Linear weights as on `generate --weights-dtype`: fp8 quantises the weight of the linear
+    /// cases on the device (sm_90a only) and checks them against the CPU's dequantised linear
+    /// (activations and weights quantised to e4m3 the same way).
+    #[arg(long, value_enum, default_value = "bf16")]
+    weights_dtype: WeightsDtype,
+}
+
+impl Op {
+    /// `linear`, `linear_ext`: the ops whose weight (`x[1]`) `--weights-dtype fp8` quantises.
+    fn is_linear(&self) -> bool {
+        matches!(self, Op::Linear | Op::LinearGeglu | Op::LinearResidual)
+    }
+}
+
+/// `--weights-dtype fp8` reference inputs of a linear case: x `(.., K)` and w `(N, K)` replaced by
+/// their per-row e4m3 quantisations of their bf16 values, dequantised (what the FP8 GEMM
+/// multiplies).
+fn fp8_inputs(inputs: &[Vec<usize>], host: &mut [Vec<f32>]) {
+    use cyberhost_engine::backends::cpu::gemm_fp8_sm90::{dequantize_rows, quantize_rows};
+    let k = inputs[1][1];
+    if k % 8 != 0 {
+        return; // the quantiser takes rows of whole 16 bytes: such a linear stays bf16
+    }
+    for v in host.iter_mut().take(2) {
+        // the device quantises the bf16 values it stores (round to nearest even first)
+        for x in v.iter_mut() {
+            let b = x.to_bits();
+            *x = f32::from_bits((b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) << 16);
+        }
+        let rows = v.len() / k.max(1);
+        let (q, s) = quantize_rows(v, rows, k);
+        *v = dequantize_rows(&q, &s, rows, k);
+    }
 }
 
 /// One op under test, applied to its inputs on any backend.
@@ -416,6 +450,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
             return Ok(ExitCode::from(3));
         }
     };
+    a.weights_dtype.apply(&gpu)?;
+    let fp8 = a.weights_dtype == WeightsDtype::Fp8;
     let cpu = CpuBackend::new();
     let device = format!("{:?}", gpu.device());
     if !a.json {
@@ -442,11 +478,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 values(a.seed, (ci * 16 + i) as u64, s, kind)
             })
             .collect();
+        let mut ref_host = host.clone();
+        if fp8 && case.op.is_linear() {
+            fp8_inputs(&case.inputs, &mut ref_host);
+        }
         let reference = (|| -> Result<Vec<f32>> {
             let xs = case
                 .inputs
                 .iter()
-                .zip(&host)
+                .zip(&ref_host)
                 .map(|(s, d)| cpu.from_f32(s, d))
                 .collect::<Result<Vec<_>>>()?;
             cpu.to_f32(&case.op.run(&cpu, &xs)?)
@@ -466,6 +506,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     }
                 })
                 .collect::<Result<Vec<_>>>()?;
+            if case.op.is_linear() {
+                gpu.prepare_linear_weight(&xs[1])?;
+            }
             // warm-up on a GPU (module load, first touch); the emulator's times mean nothing
             if !gpu.device().is_emulated() {
                 drop(case.op.run(&gpu, &xs)?);

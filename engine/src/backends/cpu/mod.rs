@@ -13,6 +13,7 @@
 mod attention;
 mod conv2d;
 mod gemm;
+pub mod gemm_fp8_sm90;
 mod group_norm;
 mod layer_norm;
 mod layout;

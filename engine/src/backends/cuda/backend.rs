@@ -20,8 +20,8 @@ use cyberhost_kernels::DType;
 use super::context::CudaBackend;
 use super::tensor::CudaTensor;
 use super::{
-    attention as flash, cfg_ddim, conv2d, fused, graph, group_norm, layer_norm, layout, linalg,
-    mean_dim, pointwise, pool, rca, softmax, timestep_embedding, upsample,
+    attention as flash, cfg_ddim, conv2d, fused, gemm_fp8_sm90, graph, group_norm, layer_norm,
+    layout, linalg, mean_dim, pointwise, pool, rca, softmax, timestep_embedding, upsample,
 };
 use crate::backends::{
     Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
@@ -36,6 +36,13 @@ impl Backend for CudaBackend {
 
     fn from_f32(&self, shape: &[usize], data: &[f32]) -> Result<CudaTensor> {
         self.from_f32_as(shape, data, self.storage())
+    }
+
+    fn prepare_linear_weight(&self, w: &CudaTensor) -> Result<()> {
+        if self.weights_fp8() {
+            gemm_fp8_sm90::quantize_weight(self, w)?;
+        }
+        Ok(())
     }
 
     fn to_f32(&self, t: &CudaTensor) -> Result<Vec<f32>> {

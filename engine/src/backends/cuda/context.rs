@@ -57,6 +57,27 @@ struct Inner {
     last_step: Mutex<Option<StepGraphInfo>>,
     /// Storage dtype of the denoiser's activations (`Backend::to_activation`).
     activations: Mutex<DType>,
+    /// `--weights-dtype fp8`: linear weights quantised to e4m3 at load (`prepare_linear_weight`)
+    /// and their linears on `gemm_fp8_sm90`. Shared with `with_storage` copies.
+    fp8: Arc<Fp8Weights>,
+}
+
+/// The e4m3 copies of the linear weights, by the device address of the bf16 weight they were
+/// quantised from (the entry holds that weight, so the address stays its own).
+#[derive(Default)]
+pub(crate) struct Fp8Weights {
+    pub(crate) on: AtomicBool,
+    pub(crate) by_weight: Mutex<HashMap<u64, Arc<Fp8Weight>>>,
+}
+
+/// One linear weight `(rows, k)` as e4m3 codes `q` (rows x ldq bytes, in an f32 tensor of
+/// `rows * ldq / 4` elements) and f32 per-row (output-channel) scales `s`.
+pub(crate) struct Fp8Weight {
+    pub(crate) _weight: CudaTensor,
+    pub(crate) q: CudaTensor,
+    pub(crate) s: CudaTensor,
+    pub(crate) rows: usize,
+    pub(crate) k: usize,
 }
 
 /// The CUDA backend: one device, one stream; clones share them.
@@ -101,6 +122,7 @@ impl CudaBackend {
                 graphs: AtomicBool::new(graphs_default()),
                 last_step: Mutex::new(None),
                 activations: Mutex::new(default_activations()),
+                fp8: Arc::new(Fp8Weights::default()),
             }),
         }
     }
@@ -111,7 +133,59 @@ impl CudaBackend {
         b.set_poison_outputs(self.poison_outputs());
         b.set_graphs(self.graphs());
         b.set_activations(self.activations());
+        let mut b = b;
+        Arc::get_mut(&mut b.inner)
+            .expect("a fresh backend is not shared")
+            .fp8 = self.inner.fp8.clone();
         b
+    }
+
+    /// `--weights-dtype fp8` (`true`) or bf16: with fp8, linear weights loaded after this call are
+    /// quantised to e4m3 (per-output-channel scales) and their linears run on the Hopper FP8
+    /// GEMM. Errors, naming the flag and the fix, on a device without the sm_90a kernel set.
+    pub fn set_weights_fp8(&self, on: bool) -> Result<()> {
+        let arch = self.inner.dev.arch();
+        if on && arch != cyberhost_kernels::Arch::Sm90a {
+            bail!(
+                "--weights-dtype fp8 needs an sm_90a (Hopper, compute capability 9.0) device: {} \
+                 runs the {arch} kernel set (on the stand-in, unset PTX_EMU_ARCH or set it to \
+                 sm_90a); use --weights-dtype bf16 here",
+                self.inner.dev.name()
+            );
+        }
+        self.inner.fp8.on.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether linear weights are quantised to fp8 at load ([`Self::set_weights_fp8`]).
+    pub fn weights_fp8(&self) -> bool {
+        self.inner.fp8.on.load(Ordering::Relaxed)
+    }
+
+    /// The e4m3 copy of weight `w`, if it was quantised at load.
+    pub(crate) fn fp8_weight(&self, w: &CudaTensor) -> Option<Arc<Fp8Weight>> {
+        if !self.weights_fp8() {
+            return None;
+        }
+        let key = self.ptr(w);
+        self.inner
+            .fp8
+            .by_weight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned()
+    }
+
+    /// Records the e4m3 copy of its weight.
+    pub(crate) fn insert_fp8_weight(&self, f: Fp8Weight) {
+        let key = self.ptr(&f._weight);
+        self.inner
+            .fp8
+            .by_weight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, Arc::new(f));
     }
 
     /// Storage dtype of tensors made by `from_f32` / `zeros`.

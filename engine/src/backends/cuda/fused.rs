@@ -83,6 +83,22 @@ pub(crate) fn linear_ext(
         };
         return gemm::gemm_f32(be, GemmOp::Linear, ops, gs, layout, ge, &shape);
     }
+    if let Some(f) = be.fp8_weight(w).filter(|_| !row_residual) {
+        // --weights-dtype fp8: the e4m3 GEMM (x quantised per row), same fused epilogue
+        let done = super::gemm_fp8_sm90::linear(
+            be,
+            x,
+            &f,
+            bias,
+            epi.residual,
+            epi.scale,
+            epi.geglu,
+            &shape,
+        )?;
+        if let Some(out) = done {
+            return Ok(out);
+        }
+    }
     let wb = be.as_dtype(w, DType::Bf16)?;
     let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
     let rb = epi

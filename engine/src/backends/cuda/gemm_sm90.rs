@@ -15,6 +15,14 @@ use super::CudaDevice;
 /// `t` encoded by the driver's `cuTensorMapEncodeTiled` (bf16, rank 3, 128B swizzle, zero OOB
 /// fill): the 128-byte `CUtensorMap` the kernel's TMA loads read.
 pub fn encode_tensor_map(t: &TmaTile) -> Result<[u64; 16]> {
+    encode_tensor_map_as(
+        t,
+        sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+    )
+}
+
+/// [`encode_tensor_map`] for elements of `dtype` (gemm_fp8_sm90: `UINT8` e4m3 bytes).
+pub fn encode_tensor_map_as(t: &TmaTile, dtype: sys::CUtensorMapDataType) -> Result<[u64; 16]> {
     let mut map = sys::CUtensorMap { opaque: [0; 16] };
     let elem_strides = [1u32; 3];
     // SAFETY: `map` is a writable, 64-byte-aligned 128-byte CUtensorMap (cudarc declares it
@@ -23,7 +31,7 @@ pub fn encode_tensor_map(t: &TmaTile) -> Result<[u64; 16]> {
     let r = unsafe {
         sys::cuTensorMapEncodeTiled(
             &mut map,
-            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            dtype,
             3,
             t.base as *mut std::ffi::c_void,
             t.dims.as_ptr(),

@@ -40,6 +40,13 @@ pub(crate) fn linear(
     check_vec("linear", "bias", bias, n)?;
     let m: usize = x.shape()[..x.rank() - 1].iter().product();
     if x.dtype() == DType::Bf16 {
+        if let Some(f) = be.fp8_weight(w) {
+            // --weights-dtype fp8: the e4m3 GEMM (x quantised per row)
+            let done = super::gemm_fp8_sm90::linear(be, x, &f, bias, None, 1.0, false, &shape)?;
+            if let Some(out) = done {
+                return Ok(out);
+            }
+        }
         let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
         let wb = be.as_dtype(w, DType::Bf16)?;
         let mut out = be.alloc(&shape, DType::Bf16)?;

@@ -30,6 +30,7 @@ mod device;
 mod fused;
 pub mod gemm;
 mod gemm_bf16;
+pub mod gemm_fp8_sm90;
 pub mod gemm_sm90;
 pub mod graph;
 mod group_norm;

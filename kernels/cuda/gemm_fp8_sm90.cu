@@ -1,0 +1,345 @@
+// arch: sm_90a only
+// ------------------------------------------------------------------------------------------------
+// gemm_fp8_sm90.cu: Hopper (sm_90a) FP8 (e4m3) `linear` with per-output-channel weight scales and
+// per-row (per-token) activation scales, and gemm_sm90.cu's fused epilogue:
+//   C[m, n] = scale * (sa[m] sb[n] (QA[m, :] . QB[n, :]) + bias[n] + R[m, n])
+//   GEGLU (QB (2N, K), sb (2N)): C = scale * ((sa sb[n] QA.QB[n] + bias[n])
+//                                             * gelu(sa sb[N + n] QA.QB[N + n] + bias[N + n]) + R)
+// QA, QB e4m3 bytes, sa, sb f32, bias, R, C bf16; f32 accumulation (wgmma), epilogue in f32, one
+// bf16 rounding. The weights are quantised once at load (host: amax / 448 per output channel,
+// round to nearest even, saturating); the activations by this module's quantize_rows entry.
+//
+// Entries:
+//   * quantize_rows_e4m3_v1_bf16 (one CTA of 256 threads per row): amax of the bf16 row (16-byte
+//     loads, warp + CTA max), sa = amax / 448 (1 for an all-zero row), q = e4m3_rn_satfinite(x / sa)
+//     (IEEE division: the CPU reference reproduces every byte), 8-byte stores of 8 codes;
+//   * linear_fp8_sm90_v1_bf16 (384 threads = 3 warpgroups, 1 CTA per SM): gemm_sm90.cu's design
+//     with e4m3 operands: persistent CTAs over the output tiles with swizzled rasterisation, CTA
+//     tile 128 x 256 x 128 (GEGLU: 128 value + 128 gate rows of QB -> 128 outputs); a 4-stage
+//     TMA ring of A (128 x 128 B) + B (256 x 128 B) = 48 KiB a stage, 128B swizzle (each 128-byte
+//     row = 128 k is its own swizzle row: bank-conflict free), zero fill past every edge (e4m3 0
+//     = +0); warpgroup 0 = producer (setmaxnreg.dec 40, one elected thread), warpgroups 1, 2 =
+//     consumers (setmaxnreg.inc 232): four wgmma m64n256k32 .e4m3 per stage (descriptor + 32
+//     bytes per k32), one stage of wgmmas in flight; epilogue per consumer warp: sa sb applied to
+//     the accumulators while they are staged (16 x 40 f32 buffer, float2 writes, two float4
+//     reads per 8-column chunk in lane-dependent order: conflict-free), then bias, residual,
+//     scale and 16-byte bf16 stores (scalar at unaligned edges).
+// Shared memory: 4 x 48 KiB ring + 8 x 2560 B epilogue + 8 mbarriers + 1 KiB slack = 218176 B.
+// The launcher (engine/src/backends/cuda/gemm_fp8_sm90.rs) takes this path for linears whose
+// weights were loaded as fp8 (`--weights-dtype fp8`) on sm_90a; K and the quantised rows' strides
+// are multiples of 16 bytes (TMA).
+// ------------------------------------------------------------------------------------------------
+
+#include "common.cuh"
+#include "mma.cuh"
+#include "sm90.cuh"
+
+using namespace hopper;
+
+namespace {
+
+constexpr uint32_t BM = 128, BN = 256, BK = 128, STAGES = 4; // BK in e4m3 elements = bytes
+constexpr uint32_t A_BYTES = BM * BK, B_BYTES = BN * BK, STAGE_BYTES = A_BYTES + B_BYTES;
+constexpr uint32_t CONSUMER_WARPS = 8, THREADS = 384;
+constexpr uint32_t EPI_W = 32, EPI_LD = EPI_W + 8, EPI_WARP_BYTES = 16 * EPI_LD * 4;
+constexpr uint32_t EPI_OFF = STAGES * STAGE_BYTES, BAR_OFF = EPI_OFF + CONSUMER_WARPS * EPI_WARP_BYTES;
+constexpr uint32_t SMEM_BYTES = BAR_OFF + 2 * STAGES * 8 + 1024;
+constexpr uint32_t RASTER_GROUP = 8;
+constexpr uint32_t Q_THREADS = 256;
+static_assert(A_BYTES % 1024 == 0 && STAGE_BYTES % 1024 == 0, "128B swizzle atoms stay 1024-byte aligned");
+static_assert(SMEM_BYTES == 218176, "kernels/src/gemm_fp8_sm90.rs SMEM_BYTES");
+
+} // namespace
+
+// Mirrored by kernels/src/gemm_fp8_sm90.rs `GemmFp8Params` (384 bytes).
+struct __align__(64) GemmFp8Params {
+  TmaDesc tma_a;        // QA: dims (K, M, 1), box (128, 128, 1), uint8, 128B swizzle
+  TmaDesc tma_b;        // QB: dims (K, N | 2N, 1), box (128, 256 | 128, 1)
+  const float* sa;      // (M) f32 row scales
+  const float* sb;      // (N | 2N) f32 output-channel scales
+  const void* bias;     // (N | 2N) bf16, or null
+  const void* residual; // (M, ldr) bf16, or null (may alias c)
+  void* c;              // (M, ldc) bf16
+  uint32_t m, n, k, ldr, ldc;
+  float scale;
+  uint32_t geglu;
+  uint32_t tiles_m, tiles_n; // ceil(M / 128), ceil(N / (256 | 128))
+  uint32_t pad[13];
+};
+static_assert(sizeof(GemmFp8Params) == 384, "kernels/src/gemm_fp8_sm90.rs");
+
+// Mirrored by kernels/src/gemm_fp8_sm90.rs `QuantizeRowsParams` (40 bytes).
+struct QuantizeRowsParams {
+  const uint16_t* x; // (rows, ldx) bf16
+  uint8_t* q;        // (rows, ldq) e4m3
+  float* sa;         // (rows) f32
+  uint32_t rows, k, ldx, ldq;
+};
+
+// ------------------------------------------------------------------------------------------------
+// activation quantiser
+// ------------------------------------------------------------------------------------------------
+
+// 8 bf16 of row x from column c (valid leading ones, the rest 0) as f32: one 16-byte load when whole
+// (the launcher guarantees 16-byte aligned rows).
+__device__ __forceinline__ void load8(const uint16_t* x, uint32_t c, uint32_t k, float (&v)[8]) {
+  if (c + 8 <= k) {
+    const uint4 w = *reinterpret_cast<const uint4*>(x + c);
+    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (uint32_t e = 0; e < 4; ++e) {
+      v[2 * e] = __uint_as_float(u[e] << 16);
+      v[2 * e + 1] = __uint_as_float(u[e] & 0xffff0000u);
+    }
+  } else {
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e) v[e] = c + e < k ? bf16_bits_to_f32(x[c + e]) : 0.0f;
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(Q_THREADS) quantize_rows_e4m3_v1_bf16(const QuantizeRowsParams p) {
+  __shared__ float red[Q_THREADS / WARP_SIZE];
+  const uint32_t row = blockIdx.x;
+  if (row >= p.rows) return;
+  const uint16_t* x = p.x + (uint64_t)row * p.ldx;
+  float amax = 0.0f;
+  for (uint32_t c = threadIdx.x * 8; c < p.k; c += Q_THREADS * 8) {
+    float v[8];
+    load8(x, c, p.k, v);
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v[e]));
+  }
+  amax = warp_max(amax);
+  if (threadIdx.x % WARP_SIZE == 0) red[threadIdx.x / WARP_SIZE] = amax;
+  __syncthreads();
+  amax = red[0];
+#pragma unroll
+  for (uint32_t w = 1; w < Q_THREADS / WARP_SIZE; ++w) amax = fmaxf(amax, red[w]);
+  const float s = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+  if (threadIdx.x == 0) p.sa[row] = s;
+  uint8_t* q = p.q + (uint64_t)row * p.ldq;
+  for (uint32_t c = threadIdx.x * 8; c < p.k; c += Q_THREADS * 8) {
+    float v[8];
+    load8(x, c, p.k, v);
+    uint32_t w[4];
+#pragma unroll
+    for (uint32_t e = 0; e < 4; ++e)
+      w[e] = f32x2_to_e4m3x2(__fdiv_rn(v[2 * e], s), __fdiv_rn(v[2 * e + 1], s));
+    if (c + 8 <= p.k) {
+      *reinterpret_cast<uint2*>(q + c) = make_uint2(w[0] | (w[1] << 16), w[2] | (w[3] << 16));
+    } else {
+#pragma unroll
+      for (uint32_t e = 0; e < 8; ++e)
+        if (c + e < p.k) q[c + e] = (uint8_t)(w[e / 2] >> (8 * (e % 2)));
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// GEMM
+// ------------------------------------------------------------------------------------------------
+
+// d (64 x 256 f32 fragment, gemm_sm90.cu's layout) = (accumulate ? d : 0) + A . B^T: A 64 x 32 and
+// B 256 x 32 e4m3 from shared-memory descriptors (K-major, 128B swizzle).
+__device__ __forceinline__ void wgmma_m64n256k32_e4m3(float (&d)[128], uint64_t desc_a, uint64_t desc_b,
+                                                      uint32_t accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 {" WG_R128 "}, %128, %129, p, 1, 1;\n}\n"
+      : WG_D128
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) { return wgmma_desc(addr, 16, 1024); }
+
+struct Tile {
+  uint32_t m0, n0; // first output row, column
+};
+
+// Tile t: groups of RASTER_GROUP tile rows walk the tile columns column by column.
+__device__ __forceinline__ Tile tile_of(const GemmFp8Params& p, uint32_t t, uint32_t bn_out) {
+  const uint32_t per_group = RASTER_GROUP * p.tiles_n;
+  const uint32_t first = (t / per_group) * RASTER_GROUP;
+  const uint32_t rows = min(p.tiles_m - first, RASTER_GROUP);
+  const uint32_t rr = t % per_group;
+  return Tile{(first + rr % rows) * BM, (rr / rows) * bn_out};
+}
+
+// 8 bf16 (bits) at q as f32: `valid` leading elements, the rest 0; one 16-byte load when whole and
+// aligned.
+__device__ __forceinline__ void load_bf16x8(const uint16_t* q, uint32_t valid, float (&v)[8]) {
+  if (valid == 8 && (reinterpret_cast<uint64_t>(q) % 16) == 0) {
+    const uint4 x = *reinterpret_cast<const uint4*>(q);
+    const uint32_t w[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+    for (uint32_t e = 0; e < 4; ++e) {
+      v[2 * e] = __uint_as_float(w[e] << 16);
+      v[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+    }
+  } else {
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e) v[e] = e < valid ? bf16_bits_to_f32(q[e]) : 0.0f;
+  }
+}
+
+// Output chunk (row, col0..col0 + 7) = scale * (v (+ bias unless GEGLU added it) + residual), bf16.
+__device__ __forceinline__ void store_chunk(const GemmFp8Params& p, uint32_t row, uint32_t col0, float (&v)[8]) {
+  if (row >= p.m || col0 >= p.n) return;
+  const uint32_t valid = min(p.n - col0, 8u);
+  float t[8];
+  if (!p.geglu && p.bias != nullptr) {
+    load_bf16x8(static_cast<const uint16_t*>(p.bias) + col0, valid, t);
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e) v[e] += t[e];
+  }
+  if (p.residual != nullptr) {
+    load_bf16x8(static_cast<const uint16_t*>(p.residual) + (uint64_t)row * p.ldr + col0, valid, t);
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e) v[e] += t[e];
+  }
+  __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.c) + (uint64_t)row * p.ldc + col0;
+  if (valid == 8 && (reinterpret_cast<uint64_t>(out) % 16) == 0) {
+    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(out),
+                 "r"(pack_bf16x2(v[0] * p.scale, v[1] * p.scale)), "r"(pack_bf16x2(v[2] * p.scale, v[3] * p.scale)),
+                 "r"(pack_bf16x2(v[4] * p.scale, v[5] * p.scale)), "r"(pack_bf16x2(v[6] * p.scale, v[7] * p.scale))
+                 : "memory");
+    return;
+  }
+#pragma unroll
+  for (uint32_t e = 0; e < 8; ++e)
+    if (e < valid) out[e] = from_f32<__nv_bfloat16>(v[e] * p.scale);
+}
+
+// The f32 scale at i of `s` when i < n, else 0 (columns / rows past the edge stay 0).
+__device__ __forceinline__ float scale_at(const float* s, uint32_t i, uint32_t n) { return i < n ? s[i] : 0.0f; }
+
+// This warp's 16 rows (row0..) of the tile: slabs of 32 output columns through `buf`, the row and
+// channel scales (and GEGLU's bias and gelu) applied as the accumulators are staged.
+template <bool GEGLU>
+__device__ __forceinline__ void epilogue(const GemmFp8Params& p, const Tile& t, uint32_t row0, float* buf,
+                                         uint32_t lane, const float (&acc)[128]) {
+  const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
+  const float sa[2] = {scale_at(p.sa, row0 + lane / 4, p.m), scale_at(p.sa, row0 + lane / 4 + 8, p.m)};
+  constexpr uint32_t SLABS = (GEGLU ? BN / 2 : BN) / EPI_W;
+  const uint32_t order = (lane >> 2) & 1u; // which float4 half first (conflict-free reads)
+#pragma unroll
+  for (uint32_t s = 0; s < SLABS; ++s) {
+#pragma unroll
+    for (uint32_t jj = 0; jj < EPI_W / 8; ++jj) {
+      const uint32_t j = s * (EPI_W / 8) + jj; // 8-column accumulator group
+      float sv[2], sg[2] = {}, bv[2] = {}, bg[2] = {};
+#pragma unroll
+      for (uint32_t e = 0; e < 2; ++e) {
+        const uint32_t col = t.n0 + 8 * j + 2 * (lane % 4) + e;
+        sv[e] = scale_at(p.sb, col, p.n);
+        if constexpr (GEGLU) {
+          if (col < p.n) {
+            sg[e] = p.sb[p.n + col];
+            if (bias != nullptr) bv[e] = bf16_bits_to_f32(bias[col]), bg[e] = bf16_bits_to_f32(bias[p.n + col]);
+          }
+        }
+      }
+#pragma unroll
+      for (uint32_t h = 0; h < 2; ++h) {
+        float v[2];
+#pragma unroll
+        for (uint32_t e = 0; e < 2; ++e) {
+          v[e] = acc[4 * j + 2 * h + e] * (sa[h] * sv[e]);
+          if constexpr (GEGLU)
+            v[e] = (v[e] + bv[e]) * gelu_erf(acc[4 * (j + BN / 16) + 2 * h + e] * (sa[h] * sg[e]) + bg[e]);
+        }
+        const uint32_t row = lane / 4 + 8 * h, col = 8 * jj + 2 * (lane % 4);
+        *reinterpret_cast<float2*>(&buf[row * EPI_LD + col]) = make_float2(v[0], v[1]);
+      }
+    }
+    __syncwarp();
+#pragma unroll
+    for (uint32_t it = 0; it < 16 * EPI_W / 8 / WARP_SIZE; ++it) {
+      const uint32_t idx = lane + it * WARP_SIZE;
+      const uint32_t r = idx / (EPI_W / 8), cc = (idx % (EPI_W / 8)) * 8;
+      const float* src = &buf[r * EPI_LD + cc];
+      const float4 x0 = *reinterpret_cast<const float4*>(src + 4 * order);
+      const float4 x1 = *reinterpret_cast<const float4*>(src + 4 * (order ^ 1u));
+      const float4 lo = order ? x1 : x0, hi = order ? x0 : x1;
+      float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+      store_chunk(p, row0 + r, t.n0 + s * EPI_W + cc, v);
+    }
+    __syncwarp(); // reads done before the next slab overwrites the buffer
+  }
+}
+
+template <bool GEGLU> __device__ __forceinline__ void gemm_fp8(const GemmFp8Params& p) {
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  const uint32_t raw = smem_u32(smem_raw);
+  const uint32_t base = (raw + 1023u) & ~1023u; // 128B swizzle atoms on 1024-byte boundaries
+  const uint32_t full = base + BAR_OFF, empty = full + STAGES * 8;
+  const uint32_t warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, wg = warp / 4;
+  constexpr uint32_t BN_OUT = GEGLU ? BN / 2 : BN;
+  const uint32_t tiles = p.tiles_m * p.tiles_n;
+  const uint32_t ktiles = ceil_div(p.k, BK);
+  if (threadIdx.x == 0) {
+    for (uint32_t s = 0; s < STAGES; ++s) {
+      mbar_init(full + 8 * s, 1);
+      mbar_init(empty + 8 * s, CONSUMER_WARPS);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // producer warpgroup: one thread issues every TMA load
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    if (threadIdx.x != 0) return;
+    uint32_t stage = 0, phase = 0;
+    for (uint32_t ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
+      const Tile t = tile_of(p, ti, BN_OUT);
+      for (uint32_t kt = 0; kt < ktiles; ++kt) {
+        mbar_wait(empty + 8 * stage, phase ^ 1u); // a fresh barrier passes parity 1
+        const uint32_t bar = full + 8 * stage, sa = base + stage * STAGE_BYTES, sb = sa + A_BYTES;
+        mbar_arrive_expect_tx(bar, STAGE_BYTES);
+        const int32_t k0 = (int32_t)(kt * BK);
+        tma_load_3d(sa, &p.tma_a, bar, k0, (int32_t)t.m0, 0);
+        tma_load_3d(sb, &p.tma_b, bar, k0, (int32_t)t.n0, 0);
+        if constexpr (GEGLU) tma_load_3d(sb + B_BYTES / 2, &p.tma_b, bar, k0, (int32_t)(p.n + t.n0), 0);
+        if (++stage == STAGES) stage = 0, phase ^= 1u;
+      }
+    }
+    return;
+  }
+
+  // consumer warpgroups 1, 2: rows 64 (wg - 1) .. of the tile
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+  const uint32_t cw = wg - 1;
+  float* buf = reinterpret_cast<float*>(smem_raw + (base - raw) + EPI_OFF + (warp - 4) * EPI_WARP_BYTES);
+  float acc[128];
+#pragma unroll
+  for (uint32_t i = 0; i < 128; ++i) acc[i] = 0.0f;
+  uint32_t stage = 0, phase = 0;
+  for (uint32_t ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
+    const Tile t = tile_of(p, ti, BN_OUT);
+    uint32_t prev = 0;
+    for (uint32_t kt = 0; kt < ktiles; ++kt) {
+      mbar_wait(full + 8 * stage, phase);
+      const uint32_t sa = base + stage * STAGE_BYTES + cw * (64 * BK), sb = base + stage * STAGE_BYTES + A_BYTES;
+      wgmma_fence();
+#pragma unroll
+      for (uint32_t kk = 0; kk < BK / 32; ++kk)
+        wgmma_m64n256k32_e4m3(acc, sw128_desc(sa + 32 * kk), sw128_desc(sb + 32 * kk), kt > 0 || kk > 0);
+      wgmma_commit();
+      wgmma_wait_acc<1>(acc); // the previous stage's wgmmas are done: release it
+      if (kt > 0 && lane == 0) mbar_arrive(empty + 8 * prev);
+      prev = stage;
+      if (++stage == STAGES) stage = 0, phase ^= 1u;
+    }
+    wgmma_wait_acc<0>(acc);
+    if (lane == 0) mbar_arrive(empty + 8 * prev);
+    epilogue<GEGLU>(p, t, t.m0 + 64 * cw + 16 * (warp % 4), buf, lane, acc);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1) linear_fp8_sm90_v1_bf16(const __grid_constant__ GemmFp8Params p) {
+  if (p.geglu)
+    gemm_fp8<true>(p);
+  else
+    gemm_fp8<false>(p);
+}
