@@ -56,9 +56,7 @@ static_assert(SMEM_BYTES == 218176, "kernels/src/gemm_sm90.rs SMEM_BYTES");
 
 } // namespace
 
-struct __align__(64) TmaDesc {
-  uint64_t w[16];
-};
+using hopper::TmaDesc;
 
 // Mirrored by kernels/src/gemm_sm90.rs `GemmSm90Params` (384 bytes).
 struct __align__(64) GemmSm90Params {
@@ -82,39 +80,13 @@ static_assert(sizeof(GemmSm90Params) == 384, "kernels/src/gemm_sm90.rs");
 // sm_90a PTX wrappers
 // ------------------------------------------------------------------------------------------------
 
-__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred done;\nWAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
-// TMA 3D tile load of box (c0, c1, c2) of `map` into shared `dst`, completing on mbarrier `bar`.
-__device__ __forceinline__ void tma_load_3d(uint32_t dst, const TmaDesc* map, uint32_t bar, int32_t c0, int32_t c1,
-                                            int32_t c2) {
-  asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, "
-               "%4}], [%5];\n" ::"r"(dst),
-               "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
-               : "memory");
-}
-template <uint32_t N> __device__ __forceinline__ void wgmma_wait(float (&d)[128]) {
-  // the accumulators as operands: no read or write of them moves across the wait
-#pragma unroll
-  for (uint32_t i = 0; i < 128; ++i) asm volatile("" : "+f"(d[i])::"memory");
-  wgmma_wait<N>();
-#pragma unroll
-  for (uint32_t i = 0; i < 128; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
+using hopper::mbar_arrive;
+using hopper::mbar_arrive_expect_tx;
+using hopper::mbar_init;
+using hopper::mbar_wait;
+using hopper::tma_load_3d;
+using hopper::wgmma_wait_acc;
+
 // K-major, 128B-swizzled operand descriptor: rows of 128 bytes (64 bf16 of k), 8-row groups 1024
 // bytes apart (SBO), leading offset unused for this mode (1), swizzle mode 1 (128B).
 __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
@@ -420,12 +392,12 @@ template <bool GEGLU> __device__ __forceinline__ void gemm_sm90(const GemmSm90Pa
       for (uint32_t kk = 0; kk < BK / 16; ++kk)
         wgmma_m64n256k16(acc, sw128_desc(sa + 32 * kk), sw128_desc(sb + 32 * kk), kt > 0 || kk > 0);
       wgmma_commit();
-      wgmma_wait<1>(acc); // the previous stage's wgmmas are done: release it
+      wgmma_wait_acc<1>(acc); // the previous stage's wgmmas are done: release it
       if (kt > 0 && lane == 0) mbar_arrive(empty + 8 * prev);
       prev = stage;
       if (++stage == STAGES) stage = 0, phase ^= 1u;
     }
-    wgmma_wait<0>(acc);
+    wgmma_wait_acc<0>(acc);
     if (lane == 0) mbar_arrive(empty + 8 * prev);
     const uint32_t row0 = t.m0 + 64 * cw + 16 * (warp % 4);
     epilogue<GEGLU>(p, t, row0, buf, lane, row0 + 16 <= p.m && t.n0 + BN_OUT <= p.n && aligned, acc);

@@ -44,8 +44,8 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
 #define WG_D128 WG_D80, WG_D4(80), WG_D4(84), WG_D4(88), WG_D4(92), WG_D4(96), WG_D4(100), WG_D4(104), WG_D4(108), WG_D4(112), WG_D4(116), WG_D4(120), WG_D4(124)
 
 // ------------------------------------------------------------------------------------------------
-// hopper::  mbarrier / TMA wrappers and the 128-byte CUtensorMap param type, for modules written
-// after gemm_sm90.cu (which keeps its own copies at global scope; the namespace keeps them apart).
+// hopper::  mbarrier / TMA wrappers and the 128-byte CUtensorMap param type, shared by the TMA
+// modules (gemm_sm90, gemm_fp8_sm90).
 // ------------------------------------------------------------------------------------------------
 namespace hopper {
 
