@@ -83,15 +83,23 @@ struct __align__(16) C90Tap {
 // wgmma wrappers
 // ------------------------------------------------------------------------------------------------
 
-// d += A (K-major, desc a) * B (MN-major, desc b), m64n128k16 bf16 -> f32.
-__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t a, uint64_t b) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WG_R64 "}, %64, %65, p, 1, 1, 0, 1;\n"
-      "}\n"
-      : WG_D64
-      : "l"(a), "l"(b), "r"(1));
+// d += A (K-major, desc a) * B (MN-major, desc b) over one 128-deep k tile: eight m64n128k16
+// bf16 -> f32 steps, the descriptors advanced inside the asm by immediates (descriptor units of
+// 16 bytes: A 32 bytes per k16 inside a 64-k atom, C90_A_ATOM between the two atoms; B 2 KiB per
+// k16), one scale-d predicate for the eight.
+#define C90_WG(a_off, b_off)                                                                     \
+  "add.s64 da, %64, " #a_off ";\nadd.s64 db, %65, " #b_off ";\n"                                  \
+  "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WG_R64 "}, da, db, p, 1, 1, 0, 1;\n"
+__device__ __forceinline__ void wgmma_k128(float (&d)[64], uint64_t a, uint64_t b) {
+  static_assert(C90_A_ATOM / 16 == 2048 && C90_BK == 128, "immediates below");
+  asm volatile("{\n.reg .pred p;\n.reg .b64 da, db;\nsetp.ne.b32 p, %66, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WG_R64 "}, %64, %65, p, 1, 1, 0, 1;\n"
+               C90_WG(2, 128) C90_WG(4, 256) C90_WG(6, 384) C90_WG(2048, 512) C90_WG(2050, 640)
+               C90_WG(2052, 768) C90_WG(2054, 896) "}\n"
+               : WG_D64
+               : "l"(a), "l"(b), "r"(1));
 }
+#undef C90_WG
 
 // *ptr if `pred` != 0, else 0 (x is read-only during the kernel).
 __device__ __forceinline__ uint16_t c90_ld_u16_if(const void* ptr, uint64_t pred) {
@@ -99,6 +107,16 @@ __device__ __forceinline__ uint16_t c90_ld_u16_if(const void* ptr, uint64_t pred
   asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b64 p, %2, 0;\n\tmov.b16 %0, 0;\n\t@p ld.global.nc.u16 %0, [%1];\n\t}\n"
                : "=h"(v)
                : "l"(ptr), "l"(pred));
+  return v;
+}
+
+// The 4 bf16 at *ptr (8-byte aligned) if `pred`, else 0s (a plain load: the residual may be y).
+__device__ __forceinline__ uint2 c90_ld_u16x4_if(const void* ptr, bool pred) {
+  uint2 v;
+  asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %3, 0;\n\tmov.b32 %0, 0;\n\tmov.b32 %1, 0;\n\t"
+               "@p ld.global.v2.u32 {%0, %1}, [%2];\n\t}\n"
+               : "=r"(v.x), "=r"(v.y)
+               : "l"(ptr), "r"((uint32_t)pred));
   return v;
 }
 
@@ -156,26 +174,37 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
     }
   }
 
-  // W chunks: chunk column tid % 8 of rows tid / 8 + 16 i; element offsets (~0u past the rows).
-  const uint32_t a_c = tid % 8;
-  uint32_t a_off[C90_A_CHUNKS];
-#pragma unroll
-  for (uint32_t i = 0; i < C90_A_CHUNKS; ++i) {
-    const uint32_t r = tid / 8 + i * (C90_THREADS / 8);
-    a_off[i] = bm + r < p.c_out_g ? (bm + r) * p.k + a_c * CHUNK : ~0u;
-  }
+  // W chunks: chunk column a_c = tid % 8 of rows tid / 8 + 32 i (i < a_rows: the rows inside
+  // C_out / groups); a_src = row tid / 8's chunk, rows 32 K elements apart. Out-of-range chunks
+  // are zero-filled from W's first chunk.
+  const uint32_t a_c = tid % 8, a_r0 = tid / 8;
+  const uint32_t a_rows = bm + a_r0 < p.c_out_g ? ceil_div(p.c_out_g - bm - a_r0, C90_THREADS / 8) : 0;
+  const uint16_t* a_src = w + (a_rows > 0 ? (uint64_t)(bm + a_r0) * p.k + a_c * CHUNK : 0);
+  const uint64_t a_rs = (uint64_t)(C90_THREADS / 8) * p.k;
+  // shared byte offset of chunk (row a_r0, column a_c) in atom 0 (row + 32 i: + 4 KiB i, same swizzle)
+  const uint32_t a_dst = a_r0 * 128 + ((a_c ^ (a_r0 % 8)) * 16);
   auto load_a = [&](uint32_t stage, uint32_t k0) {
-    const uint32_t sa = sbase + stage * C90_STAGE_BYTES;
+    const uint32_t sa = sbase + stage * C90_STAGE_BYTES + a_dst;
+    if (k0 + C90_BK <= p.k && a_rows == C90_A_CHUNKS) {
+      // a whole k tile of this thread's 8 rows (all but the K tail and the C_out tail): one
+      // pointer step and one cp.async per chunk
+      const uint16_t* src = a_src + k0;
+#pragma unroll
+      for (uint32_t i = 0; i < C90_A_CHUNKS; ++i, src += a_rs)
+#pragma unroll
+        for (uint32_t ka = 0; ka < C90_BK / 64; ++ka)
+          cp_async_16(sa + ka * C90_A_ATOM + i * (C90_THREADS / 8) * 128, src + ka * 64, 16u);
+      return;
+    }
 #pragma unroll
     for (uint32_t ka = 0; ka < C90_BK / 64; ++ka) {
       const uint32_t kc = k0 + ka * 64;
       const bool kok = kc + a_c * CHUNK < p.k; // K % 8 == 0: whole chunks
+      const uint16_t* src = a_src + kc;
 #pragma unroll
       for (uint32_t i = 0; i < C90_A_CHUNKS; ++i) {
-        const uint32_t r = tid / 8 + i * (C90_THREADS / 8);
-        const bool ok = kok && a_off[i] != ~0u;
-        cp_async_16(sa + ka * C90_A_ATOM + r * 128 + ((a_c ^ (r % 8)) * 16), ok ? w + (a_off[i] + kc) : w,
-                    ok ? 16u : 0u);
+        const bool ok = kok && i < a_rows;
+        cp_async_16(sa + ka * C90_A_ATOM + i * (C90_THREADS / 8) * 128, ok ? src + i * a_rs : w, ok ? 16u : 0u);
       }
     }
   };
@@ -229,12 +258,16 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
     const uint32_t stage = kt % 2;
     const uint32_t sa = sbase + stage * C90_STAGE_BYTES, sb = sa + C90_A_BYTES;
     wgmma_fence();
-#pragma unroll
-    for (uint32_t kk = 0; kk < C90_BK / 16; ++kk) {
-      const uint64_t bdesc = wgmma_desc(sb + kk * 2048, C90_B_ATOM, 1024);
-#pragma unroll
-      for (uint32_t h = 0; h < 2; ++h)
-        if (h < halves) wgmma_m64n128k16(acc[h], wgmma_desc(sa + (kk / 4) * C90_A_ATOM + (wg * 2 + h) * 8192 + (kk % 4) * 32, 16, 1024), bdesc);
+    {
+      // descriptors of k16 step 0 (wgmma_k128 adds the other steps' offsets)
+      const uint64_t bdesc = wgmma_desc(sb, C90_B_ATOM, 1024);
+      const uint64_t adesc = wgmma_desc(sa + wg * 2 * 8192, 16, 1024);
+      if (halves == 2) {
+        wgmma_k128(acc[0], adesc, bdesc);
+        wgmma_k128(acc[1], adesc + 8192 / 16, bdesc);
+      } else if (halves == 1) {
+        wgmma_k128(acc[0], adesc, bdesc);
+      }
     }
     wgmma_commit();
     if (kt + 1 < ktiles) {
@@ -272,24 +305,38 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
   if (vec4) {
     const uint32_t col = bn + 4 * lane;
     const uint32_t img = col < ncols ? col / npix : p.n, pix = col % npix; // all 4 or none
-    for (uint32_t r = warp; r < C90_BM; r += C90_WARPS) {
-      if (bm + r >= p.c_out_g || img >= p.n) break;
-      const uint32_t oc = o0 + bm + r;
-      float add = bias != nullptr ? operand_f32(bias[oc]) : 0.0f;
-      if (temb != nullptr) add += operand_f32(temb[(uint64_t)img * p.c_out + oc]);
+    const bool col_ok = img < p.n;
+    const uint32_t nrows = min((uint32_t)C90_BM, p.c_out_g - bm);
+    // Warp rows r = warp + 8 i (i < 32). Every bias / temb / residual load of the warp's rows is
+    // issued before the first use (one memory round trip per tile, not one per row): lane i
+    // loads row i's bias (shuffled to the warp per row), each lane its 32 rows' temb and
+    // residual (the f32 accumulators are dead here: registers to spare).
+    const uint32_t oc0 = o0 + bm + warp;
+    const bool b_on = bias != nullptr && warp + 8 * lane < nrows;
+    const uint16_t b_bits = c90_ld_u16_if(bias + (b_on ? oc0 + 8 * lane : 0), b_on);
+    const uint64_t ch0 = (uint64_t)oc0 * npix + pix;
+    const uint64_t r0 = p.res_bcast ? ch0 : (uint64_t)img * p.c_out * npix + ch0;
+    const uint16_t* tb = temb + (temb != nullptr && col_ok ? (uint64_t)img * p.c_out + oc0 : 0);
+    uint2 rv[C90_BM / C90_WARPS];
+    uint16_t tv[C90_BM / C90_WARPS];
+#pragma unroll
+    for (uint32_t i = 0; i < C90_BM / C90_WARPS; ++i) {
+      const bool ok = col_ok && warp + 8 * i < nrows;
+      const bool r_on = ok && res != nullptr, t_on = ok && temb != nullptr;
+      rv[i] = c90_ld_u16x4_if(res + (r_on ? r0 + (uint64_t)8 * i * npix : 0), r_on);
+      tv[i] = c90_ld_u16_if(tb + (t_on ? 8 * i : 0), t_on);
+    }
+#pragma unroll
+    for (uint32_t i = 0; i < C90_BM / C90_WARPS; ++i) {
+      const uint32_t r = warp + 8 * i;
+      const float add = operand_f32((uint16_t)__shfl_sync(0xffffffffu, (uint32_t)b_bits, i)) + operand_f32(tv[i]);
+      if (r >= nrows) break; // warp-uniform
       const float4 t = *reinterpret_cast<const float4*>(&tile[r * C90_EPI_LD + 4 * lane]);
-      float v[4] = {t.x + add, t.y + add, t.z + add, t.w + add};
-      const uint64_t ch = (uint64_t)oc * npix + pix;
-      const uint64_t idx = (uint64_t)img * p.c_out * npix + ch;
-      const uint64_t yidx = (uint64_t)img * p.y_c * npix + ch;
-      if (res != nullptr) {
-        const uint2 rv = *reinterpret_cast<const uint2*>(res + (p.res_bcast ? ch : idx));
-        v[0] += bf16_bits_to_f32(rv.x & 0xffffu);
-        v[1] += bf16_bits_to_f32(rv.x >> 16);
-        v[2] += bf16_bits_to_f32(rv.y & 0xffffu);
-        v[3] += bf16_bits_to_f32(rv.y >> 16);
-      }
-      c90_store4(y + yidx, v[0] * p.scale, v[1] * p.scale, v[2] * p.scale, v[3] * p.scale);
+      const float v[4] = {t.x + add + bf16_bits_to_f32(rv[i].x & 0xffffu), t.y + add + bf16_bits_to_f32(rv[i].x >> 16),
+                          t.z + add + bf16_bits_to_f32(rv[i].y & 0xffffu), t.w + add + bf16_bits_to_f32(rv[i].y >> 16)};
+      const uint64_t ych = (uint64_t)(o0 + bm + r) * npix + pix;
+      if (col_ok)
+        c90_store4(y + (uint64_t)img * p.y_c * npix + ych, v[0] * p.scale, v[1] * p.scale, v[2] * p.scale, v[3] * p.scale);
     }
     return;
   }

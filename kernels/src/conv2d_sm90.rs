@@ -21,7 +21,7 @@ pub const C90_SMEM_BYTES: u32 = {
 };
 
 const LAUNCH: &str =
-    "grid = (min(ceil(N * Ho * Wo / 128), ceil(SMs / (ceil(C_out / groups / 256) * groups))), ceil(C_out / groups / 256), groups) (persistent over column tiles), block = 256, dynamic smem = C90_SMEM_BYTES (201728); kh * kw <= 31, K % 8 == 0";
+    "grid = (max(1, min(ceil(N * Ho * Wo / 128), floor(SMs / (ceil(C_out / groups / 256) * groups)))), ceil(C_out / groups / 256), groups) (persistent over column tiles), block = 256, dynamic smem = C90_SMEM_BYTES (201728); kh * kw <= 31, K % 8 == 0";
 
 pub const ENTRIES: &[Entry] = &[
     Entry::v1(
@@ -55,12 +55,14 @@ pub fn entry(out_f32: bool) -> &'static str {
 
 /// `grid = (x, ceil(C_out / groups / 256), groups)`, `block = 256`, [`C90_SMEM_BYTES`] of dynamic
 /// shared memory: the kernel is persistent over its `ceil(N * Ho * Wo / 128)` column tiles, block
-/// x taking tiles x, x + gridDim.x, ...; `x` = enough blocks to give each of `sms` SMs one block
-/// (at most one per column tile).
+/// x taking tiles x, x + gridDim.x, ...; `x` = as many blocks as give each of `sms` SMs at most one
+/// block (at least 1, at most one per column tile).
 pub fn launch_config(s: Conv2dShape, sms: u32) -> LaunchConfig {
     let col_tiles = tiles(s.n * s.h_out() * s.w_out(), C90_BN);
     let rows = tiles(s.c_out_g(), C90_BM) * s.groups.max(1) as u32;
-    let x = sms.max(1).div_ceil(rows.max(1)).clamp(1, col_tiles.max(1));
+    // floor: one block per SM at most (a ceil would put the blocks past `sms` in a second wave,
+    // e.g. 27 x 5 = 135 blocks for C_out 1280 on 132 SMs)
+    let x = (sms.max(1) / rows.max(1)).clamp(1, col_tiles.max(1));
     LaunchConfig {
         grid: [x, tiles(s.c_out_g(), C90_BM), s.groups.max(1) as u32],
         block: [C90_THREADS, 1, 1],
@@ -89,5 +91,8 @@ mod tests {
         let big = Conv2dShape::square(32, 320, 64, 64, 320, 3, 1, 1); // 1024 column tiles
         assert_eq!(launch_config(big, 132).grid, [66, 2, 1]);
         assert_eq!(launch_config(big, 1).grid, [1, 2, 1]);
+        // C_out 1280 (5 row tiles): 26 x 5 = 130 blocks on 132 SMs, not 27 x 5 = 135
+        let c1280 = Conv2dShape::square(32, 1280, 16, 16, 1280, 3, 1, 1);
+        assert_eq!(launch_config(c1280, 132).grid, [26, 5, 1]);
     }
 }
