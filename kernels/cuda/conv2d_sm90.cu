@@ -44,8 +44,8 @@
 //     each warp walks rows (output channels) with lanes on 4 consecutive columns (Ho * Wo % 4 == 0;
 //     else single columns): coalesced 8-byte stores, bias / temb broadcast per row, residual read
 //     coalesced.
-// Dynamic shared memory: max(2 x 96 KiB + 4 KiB k table, 256 x 136 x 4) + 1 KiB to align the
-// swizzled tiles to 1024 bytes = 201728 bytes.
+// Dynamic shared memory: max(2 x 96 KiB + 2 KiB k table, 256 x 136 x 4) + 1 KiB to align the
+// swizzled tiles to 1024 bytes = 199680 bytes.
 // Entries: conv2d_sm90_v1_bf16 (bf16 y), conv2d_sm90_v1_f32 (f32 y, bf16 operands).
 // ------------------------------------------------------------------------------------------------
 
@@ -63,7 +63,7 @@ enum : uint32_t { C90_A_BYTES = C90_BM * C90_BK * 2, C90_B_BYTES = C90_BK * C90_
 enum : uint32_t { C90_A_ATOM = C90_BM * 128, C90_B_ATOM = C90_BK * 128 };
 enum : uint32_t { C90_STAGE_BYTES = C90_A_BYTES + C90_B_BYTES, C90_STAGES = 2 };
 enum : uint32_t { C90_KTAB_OFF = C90_STAGES * C90_STAGE_BYTES };
-enum : uint32_t { C90_MAIN_BYTES = C90_KTAB_OFF + 2 * C90_BK * 16 };
+enum : uint32_t { C90_MAIN_BYTES = C90_KTAB_OFF + 2 * C90_BK * 8 };
 enum : uint32_t { C90_EPI_LD = C90_BN + 8, C90_EPI_BYTES = C90_BM * C90_EPI_LD * 4 };
 enum : uint32_t { C90_SMEM_BYTES = (C90_MAIN_BYTES > C90_EPI_BYTES ? C90_MAIN_BYTES : C90_EPI_BYTES) + 1024 };
 enum : uint32_t { C90_KROWS = C90_BK / C90_WARPS };   // k rows gathered per warp (16)
@@ -72,11 +72,13 @@ enum : uint32_t { C90_A_CHUNKS = C90_BM * 8 / C90_THREADS }; // per 64-k atom: 8
 static_assert(C90_KROWS % 8 == 0 && C90_KROWS % 4 == 0, "a warp's k rows are whole 8-row swizzle groups");
 
 // One k-table row: the byte offset of its (c, ky, kx) tap from a column's (0, 0)-tap address
-// within the group's channels, and its tap bit 1 << (ky * kw + kx) (0 past K: no mask has it),
-// read as one 16-byte broadcast; 64-bit so the gather adds and tests it without conversions.
-struct __align__(16) C90Tap {
-  uint64_t off;
-  uint64_t bit;
+// within the group's channels (< 2^28: v2's offset bound, which conv2d_sm90::supports inherits) and its tap bit 1 << (ky * kw + kx)
+// (0 past K: no mask has it). Lane i of a warp reads row i of the warp's 16 (8 bytes per lane:
+// 2 wavefronts for the warp's 16 rows, where a 16-byte broadcast per row cost 4 each) and the
+// gather shuffles row r's entry from lane r.
+struct __align__(8) C90Tap {
+  uint32_t off;
+  uint32_t bit;
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -102,11 +104,11 @@ __device__ __forceinline__ void wgmma_k128(float (&d)[64], uint64_t a, uint64_t 
 #undef C90_WG
 
 // *ptr if `pred` != 0, else 0 (x is read-only during the kernel).
-__device__ __forceinline__ uint16_t c90_ld_u16_if(const void* ptr, uint64_t pred) {
+__device__ __forceinline__ uint16_t c90_ld_u16_if(const void* ptr, uint32_t pred) {
   uint16_t v;
-  asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b64 p, %2, 0;\n\tmov.b16 %0, 0;\n\t@p ld.global.nc.u16 %0, [%1];\n\t}\n"
+  asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %2, 0;\n\tmov.b16 %0, 0;\n\t@p ld.global.nc.u16 %0, [%1];\n\t}\n"
                : "=h"(v)
-               : "l"(ptr), "l"(pred));
+               : "l"(ptr), "r"(pred));
   return v;
 }
 
@@ -128,8 +130,8 @@ __device__ __forceinline__ void c90_ktab(const Conv2dParams& p, uint32_t khw, ui
   if (k < p.k) {
     const uint32_t c = k / khw, r = k % khw;
     const uint32_t ky = r / p.kw, kx = r % p.kw;
-    e.off = 2 * (((uint64_t)c * p.h + ky * p.dil_h) * p.w_in + kx * p.dil_w);
-    e.bit = 1ull << r;
+    e.off = 2 * ((c * p.h + ky * p.dil_h) * p.w_in + kx * p.dil_w);
+    e.bit = 1u << r;
   }
   tab[row] = e;
 }
@@ -161,24 +163,28 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
 
   // This thread's columns 64 j + 2 lane + e (q = 2 j + e): (0, 0)-tap address, in-image tap mask.
   const uint8_t* base[C90_COLS];
-  uint64_t mask[C90_COLS];
+  uint32_t mask[C90_COLS];
 #pragma unroll
   for (uint32_t q = 0; q < C90_COLS; ++q) {
     const uint32_t col = bn + 64 * (q / 2) + 2 * lane + q % 2;
     base[q] = reinterpret_cast<const uint8_t*>(x);
     mask[q] = 0;
     if (col < ncols) {
-      const ColTaps<uint64_t> c = col_taps<uint64_t>(p, x, col, npix);
+      const ColTaps<uint32_t> c = col_taps<uint32_t>(p, x, col, npix);
       base[q] = reinterpret_cast<const uint8_t*>(c.base);
       mask[q] = c.mask;
     }
   }
 
-  // W chunks: chunk column a_c = tid % 8 of rows tid / 8 + 32 i (i < a_rows: the rows inside
-  // C_out / groups); a_src = row tid / 8's chunk, rows 32 K elements apart. Out-of-range chunks
-  // are zero-filled from W's first chunk.
+  // W chunks: chunk column a_c = tid % 8 of rows tid / 8 + 32 i; rows i < a_rows are inside
+  // C_out / groups, rows a_rows <= i < a_fill are zero-filled (the rest of an m64 half the
+  // wgmmas read), rows past the computed halves are not loaded (a 64-channel tail tile loads 64
+  // rows, not 256). a_src = row tid / 8's chunk, rows 32 K elements apart.
   const uint32_t a_c = tid % 8, a_r0 = tid / 8;
-  const uint32_t a_rows = bm + a_r0 < p.c_out_g ? ceil_div(p.c_out_g - bm - a_r0, C90_THREADS / 8) : 0;
+  const uint32_t a_live = min((uint32_t)C90_BM, p.c_out_g - bm);
+  const uint32_t a_rows = a_r0 < a_live ? ceil_div(a_live - a_r0, C90_THREADS / 8) : 0;
+  const uint32_t a_fill_rows = min((uint32_t)C90_BM, ceil_div(a_live, 64) * 64);
+  const uint32_t a_fill = ceil_div(a_fill_rows - a_r0, C90_THREADS / 8); // a_r0 < 32 <= a_fill_rows
   const uint16_t* a_src = w + (a_rows > 0 ? (uint64_t)(bm + a_r0) * p.k + a_c * CHUNK : 0);
   const uint64_t a_rs = (uint64_t)(C90_THREADS / 8) * p.k;
   // shared byte offset of chunk (row a_r0, column a_c) in atom 0 (row + 32 i: + 4 KiB i, same swizzle)
@@ -203,6 +209,7 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
       const uint16_t* src = a_src + kc;
 #pragma unroll
       for (uint32_t i = 0; i < C90_A_CHUNKS; ++i) {
+        if (i >= a_fill) break;
         const bool ok = kok && i < a_rows;
         cp_async_16(sa + ka * C90_A_ATOM + i * (C90_THREADS / 8) * 128, ok ? src + i * a_rs : w, ok ? 16u : 0u);
       }
@@ -213,14 +220,15 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
   const uint32_t b_thread = warp * (C90_KROWS / 8) * 1024 + (lane % 4) * 4, b_chunk = (lane / 4) * 16;
   auto gather = [&](uint32_t stage, const C90Tap* tab) {
     uint8_t* sb = smem + stage * C90_STAGE_BYTES + C90_A_BYTES + b_thread;
+    const C90Tap mine = tab[warp * C90_KROWS + lane % C90_KROWS]; // this lane's k row (of 16)
 #pragma unroll
     for (uint32_t i = 0; i < C90_KROWS; i += 4) {
       uint16_t v[4][C90_COLS];
 #pragma unroll
       for (uint32_t r = 0; r < 4; ++r) {
-        const C90Tap e = tab[warp * C90_KROWS + i + r]; // 16-byte broadcast
+        const uint32_t off = __shfl_sync(0xffffffffu, mine.off, i + r), bit = __shfl_sync(0xffffffffu, mine.bit, i + r);
 #pragma unroll
-        for (uint32_t q = 0; q < C90_COLS; ++q) v[r][q] = c90_ld_u16_if(base[q] + e.off, mask[q] & e.bit);
+        for (uint32_t q = 0; q < C90_COLS; ++q) v[r][q] = c90_ld_u16_if(base[q] + off, mask[q] & bit);
       }
 #pragma unroll
       for (uint32_t r = 0; r < 4; ++r) {

@@ -12,16 +12,17 @@ pub const C90_BM: u32 = 256;
 pub const C90_BN: u32 = 128;
 pub const C90_BK: u32 = 128;
 pub const C90_THREADS: u32 = 256;
-/// Two stages of a 128B-swizzled W tile (32 KiB) and X_col tile (16 KiB) + a two-slot k table, or
+/// Two stages of a 128B-swizzled W tile (64 KiB) and X_col tile (32 KiB) + a two-slot k table of
+/// 8-byte rows, or
 /// the f32 epilogue tile (256 rows of 136 floats), whichever is larger, + 1 KiB to align to 1024.
 pub const C90_SMEM_BYTES: u32 = {
-    let main = 2 * (C90_BM * C90_BK * 2 + C90_BK * C90_BN * 2) + 2 * C90_BK * 16;
+    let main = 2 * (C90_BM * C90_BK * 2 + C90_BK * C90_BN * 2) + 2 * C90_BK * 8;
     let epi = C90_BM * (C90_BN + 8) * 4;
     (if main > epi { main } else { epi }) + 1024
 };
 
 const LAUNCH: &str =
-    "grid = (max(1, min(ceil(N * Ho * Wo / 128), floor(SMs / (ceil(C_out / groups / 256) * groups)))), ceil(C_out / groups / 256), groups) (persistent over column tiles), block = 256, dynamic smem = C90_SMEM_BYTES (201728); kh * kw <= 31, K % 8 == 0";
+    "grid = (max(1, min(ceil(N * Ho * Wo / 128), floor(SMs / (ceil(C_out / groups / 256) * groups)))), ceil(C_out / groups / 256), groups) (persistent over column tiles), block = 256, dynamic smem = C90_SMEM_BYTES (199680); kh * kw <= 31, K % 8 == 0";
 
 pub const ENTRIES: &[Entry] = &[
     Entry::v1(
@@ -78,7 +79,7 @@ mod tests {
     fn smem_and_support() {
         assert_eq!(
             C90_SMEM_BYTES,
-            2 * (256 * 128 * 2 + 128 * 128 * 2) + 2 * 128 * 16 + 1024
+            2 * (256 * 128 * 2 + 128 * 128 * 2) + 2 * 128 * 8 + 1024
         );
         let s = Conv2dShape::square(2, 320, 16, 16, 320, 3, 1, 1);
         assert!(supports(s, 0));
