@@ -12,23 +12,24 @@
 // per SM (128-deep k tiles: half the per-tile barrier / wait / table overhead of 64):
 //   * A = the W tile, 256 rows x 128 k as two K-atoms of 256 rows x 64 k (128-byte rows), K-major,
 //     128B swizzle (16-byte chunk c of row r at chunk c ^ (r % 8)); loaded by 16-byte cp.async
-//     (16 per thread, zero-filled past
-//     C_out / groups and past K). Needs K % 8 == 0 and a 16-byte aligned W (the launcher sends
+//     (16 per thread; whole tiles: one pointer step per chunk; rows past C_out / groups inside a
+//     computed m64 half and k past K zero-filled, rows of halves not computed not loaded). Needs K % 8 == 0 and a 16-byte aligned W (the launcher sends
 //     other shapes to conv2d.cu's v2). Warpgroup g multiplies rows 128 g .. 128 g + 127.
 //   * B = the X_col tile, 128 k x 128 columns, MN-major (columns contiguous, as in NCHW),
 //     128B swizzle: two 64-column atoms 16 KiB apart (LBO), 8-k groups 1 KiB apart (SBO), k row
 //     k % 8 of a group the 128-byte row with chunks XOR-ed by k % 8. Gathered by all 8 warps
 //     (shared by both warpgroups: the gather cost per FLOP halves against a 128-row tile, which
 //     the issue rate needs): warp w owns k rows 16 w .. 16 w + 15, lane l the column pairs
-//     64 j + 2 l + {0, 1} (j = 0, 1); per k row one 16-byte broadcast of the k table gives the
-//     tap's byte offset and bit (64-bit, added and tested without conversions), each column's
+//     64 j + 2 l + {0, 1} (j = 0, 1); lane i reads k-table row i of the warp's 16 (8 bytes: the
+//     tap's byte offset and bit) once per tile and the gather shuffles row r's from lane r (a
+//     16-byte broadcast per row cost 4 shared wavefronts, the whole table now 2), each column's
 //     (0, 0)-tap address and in-image tap mask are computed once (v2's scheme); a predicated
 //     2-byte load per column (a warp reads 64 consecutive pixels: coalesced where the pixels
 //     are), one 4-byte st.shared per pair (a warp writes one whole 128-byte row, permuted by the
 //     swizzle: conflict-free).
 //   * Two stages of (A, B) (96 KiB each) and a two-slot k table. Per k tile kt: wgmma.fence,
-//     wgmma m64n128k16 (two 64-row halves x eight k16 steps per warpgroup, descriptors advanced
-//     by 32 bytes along A's K inside a K-atom, 2 KiB along B's; halves wholly past C_out / groups skipped,
+//     wgmma m64n128k16 (two 64-row halves x eight k16 steps per warpgroup, one asm block per half:
+//     descriptors advanced by immediates, 32 bytes along A's K inside a K-atom, 2 KiB along B's; halves wholly past C_out / groups skipped,
 //     warpgroup-uniformly: a 320-channel conv runs 5 halves, not 6 or 8), commit; while they run
 //     the block issues tile kt + 1's W cp.asyncs and gathers its X_col into the other stage, and
 //     builds the k table of tile kt + 2; then cp.async.wait_all, wgmma.wait_group 0,
@@ -36,14 +37,15 @@
 //     next tile), __syncthreads. No warp specialisation: the gather is most of the non-MMA work
 //     and needs every warp's issue slots; the wgmmas run asynchronously under it.
 //   * Persistent over column tiles: block x of row tile y walks column tiles x, x + gridDim.x, ...
-//     (the launcher gives every SM one block), so its W slice is fetched from DRAM once per
-//     block, not once per tile.
+//     (the launcher gives every SM at most one block: floor(SMs / row tiles) walkers), so its W
+//     slice is fetched from DRAM once per block, not once per tile.
 //   * Accumulators: 2 x 64 f32 per thread (the warpgroup's two m64n128 halves).
 //   * Epilogue through shared memory: the f32 tile (row stride 136 floats: the float2 writes of
 //     the wgmma fragment are 2 wavefronts, the optimum) reused over the mainloop's stages, then
 //     each warp walks rows (output channels) with lanes on 4 consecutive columns (Ho * Wo % 4 == 0;
 //     else single columns): coalesced 8-byte stores, bias / temb broadcast per row, residual read
-//     coalesced.
+//     coalesced; on the 4-column path every bias / temb / residual load of the warp's 32 rows is
+//     issued before the first use (one memory round trip per tile instead of one or two per row).
 // Dynamic shared memory: max(2 x 96 KiB + 2 KiB k table, 256 x 136 x 4) + 1 KiB to align the
 // swizzled tiles to 1024 bytes = 199680 bytes.
 // Entries: conv2d_sm90_v1_bf16 (bf16 y), conv2d_sm90_v1_f32 (f32 y, bf16 operands).

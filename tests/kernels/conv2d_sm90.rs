@@ -245,7 +245,9 @@ fn conv2d_sm90_counters() {
         // exact-size buffers: the model's DRAM footprint is capped by the buffers' sizes
         let y_len = (s.n * s.c_out * s.h_out() * s.w_out()) as usize;
         let ptrs = Conv2dPtrs {
-            x: dev.upload(&vec![half; (s.n * s.c_in * s.h * s.w) as usize]).unwrap(),
+            x: dev
+                .upload(&vec![half; (s.n * s.c_in * s.h * s.w) as usize])
+                .unwrap(),
             w: dev.upload(&vec![half; (s.c_out * s.k()) as usize]).unwrap(),
             bias: dev.upload(&vec![half; s.c_out as usize]).unwrap(),
             temb: 0,
