@@ -12,23 +12,24 @@
 // per SM (128-deep k tiles: half the per-tile barrier / wait / table overhead of 64):
 //   * A = the W tile, 256 rows x 128 k as two K-atoms of 256 rows x 64 k (128-byte rows), K-major,
 //     128B swizzle (16-byte chunk c of row r at chunk c ^ (r % 8)); loaded by 16-byte cp.async
-//     (16 per thread, zero-filled past
-//     C_out / groups and past K). Needs K % 8 == 0 and a 16-byte aligned W (the launcher sends
+//     (16 per thread; whole tiles: one pointer step per chunk; rows past C_out / groups inside a
+//     computed m64 half and k past K zero-filled, rows of halves not computed not loaded). Needs K % 8 == 0 and a 16-byte aligned W (the launcher sends
 //     other shapes to conv2d.cu's v2). Warpgroup g multiplies rows 128 g .. 128 g + 127.
 //   * B = the X_col tile, 128 k x 128 columns, MN-major (columns contiguous, as in NCHW),
 //     128B swizzle: two 64-column atoms 16 KiB apart (LBO), 8-k groups 1 KiB apart (SBO), k row
 //     k % 8 of a group the 128-byte row with chunks XOR-ed by k % 8. Gathered by all 8 warps
 //     (shared by both warpgroups: the gather cost per FLOP halves against a 128-row tile, which
 //     the issue rate needs): warp w owns k rows 16 w .. 16 w + 15, lane l the column pairs
-//     64 j + 2 l + {0, 1} (j = 0, 1); per k row one 16-byte broadcast of the k table gives the
-//     tap's byte offset and bit (64-bit, added and tested without conversions), each column's
+//     64 j + 2 l + {0, 1} (j = 0, 1); lane i reads k-table row i of the warp's 16 (8 bytes: the
+//     tap's byte offset and bit) once per tile and the gather shuffles row r's from lane r (a
+//     16-byte broadcast per row cost 4 shared wavefronts, the whole table now 2), each column's
 //     (0, 0)-tap address and in-image tap mask are computed once (v2's scheme); a predicated
 //     2-byte load per column (a warp reads 64 consecutive pixels: coalesced where the pixels
 //     are), one 4-byte st.shared per pair (a warp writes one whole 128-byte row, permuted by the
 //     swizzle: conflict-free).
 //   * Two stages of (A, B) (96 KiB each) and a two-slot k table. Per k tile kt: wgmma.fence,
-//     wgmma m64n128k16 (two 64-row halves x eight k16 steps per warpgroup, descriptors advanced
-//     by 32 bytes along A's K inside a K-atom, 2 KiB along B's; halves wholly past C_out / groups skipped,
+//     wgmma m64n128k16 (two 64-row halves x eight k16 steps per warpgroup, one asm block per half:
+//     descriptors advanced by immediates, 32 bytes along A's K inside a K-atom, 2 KiB along B's; halves wholly past C_out / groups skipped,
 //     warpgroup-uniformly: a 320-channel conv runs 5 halves, not 6 or 8), commit; while they run
 //     the block issues tile kt + 1's W cp.asyncs and gathers its X_col into the other stage, and
 //     builds the k table of tile kt + 2; then cp.async.wait_all, wgmma.wait_group 0,
@@ -36,16 +37,17 @@
 //     next tile), __syncthreads. No warp specialisation: the gather is most of the non-MMA work
 //     and needs every warp's issue slots; the wgmmas run asynchronously under it.
 //   * Persistent over column tiles: block x of row tile y walks column tiles x, x + gridDim.x, ...
-//     (the launcher gives every SM one block), so its W slice is fetched from DRAM once per
-//     block, not once per tile.
+//     (the launcher gives every SM at most one block: floor(SMs / row tiles) walkers), so its W
+//     slice is fetched from DRAM once per block, not once per tile.
 //   * Accumulators: 2 x 64 f32 per thread (the warpgroup's two m64n128 halves).
 //   * Epilogue through shared memory: the f32 tile (row stride 136 floats: the float2 writes of
 //     the wgmma fragment are 2 wavefronts, the optimum) reused over the mainloop's stages, then
 //     each warp walks rows (output channels) with lanes on 4 consecutive columns (Ho * Wo % 4 == 0;
 //     else single columns): coalesced 8-byte stores, bias / temb broadcast per row, residual read
-//     coalesced.
-// Dynamic shared memory: max(2 x 96 KiB + 4 KiB k table, 256 x 136 x 4) + 1 KiB to align the
-// swizzled tiles to 1024 bytes = 201728 bytes.
+//     coalesced; on the 4-column path every bias / temb / residual load of the warp's 32 rows is
+//     issued before the first use (one memory round trip per tile instead of one or two per row).
+// Dynamic shared memory: max(2 x 96 KiB + 2 KiB k table, 256 x 136 x 4) + 1 KiB to align the
+// swizzled tiles to 1024 bytes = 199680 bytes.
 // Entries: conv2d_sm90_v1_bf16 (bf16 y), conv2d_sm90_v1_f32 (f32 y, bf16 operands).
 // ------------------------------------------------------------------------------------------------
 
@@ -63,7 +65,7 @@ enum : uint32_t { C90_A_BYTES = C90_BM * C90_BK * 2, C90_B_BYTES = C90_BK * C90_
 enum : uint32_t { C90_A_ATOM = C90_BM * 128, C90_B_ATOM = C90_BK * 128 };
 enum : uint32_t { C90_STAGE_BYTES = C90_A_BYTES + C90_B_BYTES, C90_STAGES = 2 };
 enum : uint32_t { C90_KTAB_OFF = C90_STAGES * C90_STAGE_BYTES };
-enum : uint32_t { C90_MAIN_BYTES = C90_KTAB_OFF + 2 * C90_BK * 16 };
+enum : uint32_t { C90_MAIN_BYTES = C90_KTAB_OFF + 2 * C90_BK * 8 };
 enum : uint32_t { C90_EPI_LD = C90_BN + 8, C90_EPI_BYTES = C90_BM * C90_EPI_LD * 4 };
 enum : uint32_t { C90_SMEM_BYTES = (C90_MAIN_BYTES > C90_EPI_BYTES ? C90_MAIN_BYTES : C90_EPI_BYTES) + 1024 };
 enum : uint32_t { C90_KROWS = C90_BK / C90_WARPS };   // k rows gathered per warp (16)
@@ -72,33 +74,53 @@ enum : uint32_t { C90_A_CHUNKS = C90_BM * 8 / C90_THREADS }; // per 64-k atom: 8
 static_assert(C90_KROWS % 8 == 0 && C90_KROWS % 4 == 0, "a warp's k rows are whole 8-row swizzle groups");
 
 // One k-table row: the byte offset of its (c, ky, kx) tap from a column's (0, 0)-tap address
-// within the group's channels, and its tap bit 1 << (ky * kw + kx) (0 past K: no mask has it),
-// read as one 16-byte broadcast; 64-bit so the gather adds and tests it without conversions.
-struct __align__(16) C90Tap {
-  uint64_t off;
-  uint64_t bit;
+// within the group's channels (< 2^28: v2's offset bound, which conv2d_sm90::supports inherits) and its tap bit 1 << (ky * kw + kx)
+// (0 past K: no mask has it). Lane i of a warp reads row i of the warp's 16 (8 bytes per lane:
+// 2 wavefronts for the warp's 16 rows, where a 16-byte broadcast per row cost 4 each) and the
+// gather shuffles row r's entry from lane r.
+struct __align__(8) C90Tap {
+  uint32_t off;
+  uint32_t bit;
 };
 
 // ------------------------------------------------------------------------------------------------
 // wgmma wrappers
 // ------------------------------------------------------------------------------------------------
 
-// d += A (K-major, desc a) * B (MN-major, desc b), m64n128k16 bf16 -> f32.
-__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t a, uint64_t b) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WG_R64 "}, %64, %65, p, 1, 1, 0, 1;\n"
-      "}\n"
-      : WG_D64
-      : "l"(a), "l"(b), "r"(1));
+// d += A (K-major, desc a) * B (MN-major, desc b) over one 128-deep k tile: eight m64n128k16
+// bf16 -> f32 steps, the descriptors advanced inside the asm by immediates (descriptor units of
+// 16 bytes: A 32 bytes per k16 inside a 64-k atom, C90_A_ATOM between the two atoms; B 2 KiB per
+// k16), one scale-d predicate for the eight.
+#define C90_WG(a_off, b_off)                                                                     \
+  "add.s64 da, %64, " #a_off ";\nadd.s64 db, %65, " #b_off ";\n"                                  \
+  "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WG_R64 "}, da, db, p, 1, 1, 0, 1;\n"
+__device__ __forceinline__ void wgmma_k128(float (&d)[64], uint64_t a, uint64_t b) {
+  static_assert(C90_A_ATOM / 16 == 2048 && C90_BK == 128, "immediates below");
+  asm volatile("{\n.reg .pred p;\n.reg .b64 da, db;\nsetp.ne.b32 p, %66, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WG_R64 "}, %64, %65, p, 1, 1, 0, 1;\n"
+               C90_WG(2, 128) C90_WG(4, 256) C90_WG(6, 384) C90_WG(2048, 512) C90_WG(2050, 640)
+               C90_WG(2052, 768) C90_WG(2054, 896) "}\n"
+               : WG_D64
+               : "l"(a), "l"(b), "r"(1));
 }
+#undef C90_WG
 
 // *ptr if `pred` != 0, else 0 (x is read-only during the kernel).
-__device__ __forceinline__ uint16_t c90_ld_u16_if(const void* ptr, uint64_t pred) {
+__device__ __forceinline__ uint16_t c90_ld_u16_if(const void* ptr, uint32_t pred) {
   uint16_t v;
-  asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b64 p, %2, 0;\n\tmov.b16 %0, 0;\n\t@p ld.global.nc.u16 %0, [%1];\n\t}\n"
+  asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %2, 0;\n\tmov.b16 %0, 0;\n\t@p ld.global.nc.u16 %0, [%1];\n\t}\n"
                : "=h"(v)
-               : "l"(ptr), "l"(pred));
+               : "l"(ptr), "r"(pred));
+  return v;
+}
+
+// The 4 bf16 at *ptr (8-byte aligned) if `pred`, else 0s (a plain load: the residual may be y).
+__device__ __forceinline__ uint2 c90_ld_u16x4_if(const void* ptr, bool pred) {
+  uint2 v;
+  asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %3, 0;\n\tmov.b32 %0, 0;\n\tmov.b32 %1, 0;\n\t"
+               "@p ld.global.v2.u32 {%0, %1}, [%2];\n\t}\n"
+               : "=r"(v.x), "=r"(v.y)
+               : "l"(ptr), "r"((uint32_t)pred));
   return v;
 }
 
@@ -110,8 +132,8 @@ __device__ __forceinline__ void c90_ktab(const Conv2dParams& p, uint32_t khw, ui
   if (k < p.k) {
     const uint32_t c = k / khw, r = k % khw;
     const uint32_t ky = r / p.kw, kx = r % p.kw;
-    e.off = 2 * (((uint64_t)c * p.h + ky * p.dil_h) * p.w_in + kx * p.dil_w);
-    e.bit = 1ull << r;
+    e.off = 2 * ((c * p.h + ky * p.dil_h) * p.w_in + kx * p.dil_w);
+    e.bit = 1u << r;
   }
   tab[row] = e;
 }
@@ -143,39 +165,55 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
 
   // This thread's columns 64 j + 2 lane + e (q = 2 j + e): (0, 0)-tap address, in-image tap mask.
   const uint8_t* base[C90_COLS];
-  uint64_t mask[C90_COLS];
+  uint32_t mask[C90_COLS];
 #pragma unroll
   for (uint32_t q = 0; q < C90_COLS; ++q) {
     const uint32_t col = bn + 64 * (q / 2) + 2 * lane + q % 2;
     base[q] = reinterpret_cast<const uint8_t*>(x);
     mask[q] = 0;
     if (col < ncols) {
-      const ColTaps<uint64_t> c = col_taps<uint64_t>(p, x, col, npix);
+      const ColTaps<uint32_t> c = col_taps<uint32_t>(p, x, col, npix);
       base[q] = reinterpret_cast<const uint8_t*>(c.base);
       mask[q] = c.mask;
     }
   }
 
-  // W chunks: chunk column tid % 8 of rows tid / 8 + 16 i; element offsets (~0u past the rows).
-  const uint32_t a_c = tid % 8;
-  uint32_t a_off[C90_A_CHUNKS];
-#pragma unroll
-  for (uint32_t i = 0; i < C90_A_CHUNKS; ++i) {
-    const uint32_t r = tid / 8 + i * (C90_THREADS / 8);
-    a_off[i] = bm + r < p.c_out_g ? (bm + r) * p.k + a_c * CHUNK : ~0u;
-  }
+  // W chunks: chunk column a_c = tid % 8 of rows tid / 8 + 32 i; rows i < a_rows are inside
+  // C_out / groups, rows a_rows <= i < a_fill are zero-filled (the rest of an m64 half the
+  // wgmmas read), rows past the computed halves are not loaded (a 64-channel tail tile loads 64
+  // rows, not 256). a_src = row tid / 8's chunk, rows 32 K elements apart.
+  const uint32_t a_c = tid % 8, a_r0 = tid / 8;
+  const uint32_t a_live = min((uint32_t)C90_BM, p.c_out_g - bm);
+  const uint32_t a_rows = a_r0 < a_live ? ceil_div(a_live - a_r0, C90_THREADS / 8) : 0;
+  const uint32_t a_fill_rows = min((uint32_t)C90_BM, ceil_div(a_live, 64) * 64);
+  const uint32_t a_fill = ceil_div(a_fill_rows - a_r0, C90_THREADS / 8); // a_r0 < 32 <= a_fill_rows
+  const uint16_t* a_src = w + (a_rows > 0 ? (uint64_t)(bm + a_r0) * p.k + a_c * CHUNK : 0);
+  const uint64_t a_rs = (uint64_t)(C90_THREADS / 8) * p.k;
+  // shared byte offset of chunk (row a_r0, column a_c) in atom 0 (row + 32 i: + 4 KiB i, same swizzle)
+  const uint32_t a_dst = a_r0 * 128 + ((a_c ^ (a_r0 % 8)) * 16);
   auto load_a = [&](uint32_t stage, uint32_t k0) {
-    const uint32_t sa = sbase + stage * C90_STAGE_BYTES;
+    const uint32_t sa = sbase + stage * C90_STAGE_BYTES + a_dst;
+    if (k0 + C90_BK <= p.k && a_rows == C90_A_CHUNKS) {
+      // a whole k tile of this thread's 8 rows (all but the K tail and the C_out tail): one
+      // pointer step and one cp.async per chunk
+      const uint16_t* src = a_src + k0;
+#pragma unroll
+      for (uint32_t i = 0; i < C90_A_CHUNKS; ++i, src += a_rs)
+#pragma unroll
+        for (uint32_t ka = 0; ka < C90_BK / 64; ++ka)
+          cp_async_16(sa + ka * C90_A_ATOM + i * (C90_THREADS / 8) * 128, src + ka * 64, 16u);
+      return;
+    }
 #pragma unroll
     for (uint32_t ka = 0; ka < C90_BK / 64; ++ka) {
       const uint32_t kc = k0 + ka * 64;
       const bool kok = kc + a_c * CHUNK < p.k; // K % 8 == 0: whole chunks
+      const uint16_t* src = a_src + kc;
 #pragma unroll
       for (uint32_t i = 0; i < C90_A_CHUNKS; ++i) {
-        const uint32_t r = tid / 8 + i * (C90_THREADS / 8);
-        const bool ok = kok && a_off[i] != ~0u;
-        cp_async_16(sa + ka * C90_A_ATOM + r * 128 + ((a_c ^ (r % 8)) * 16), ok ? w + (a_off[i] + kc) : w,
-                    ok ? 16u : 0u);
+        if (i >= a_fill) break;
+        const bool ok = kok && i < a_rows;
+        cp_async_16(sa + ka * C90_A_ATOM + i * (C90_THREADS / 8) * 128, ok ? src + i * a_rs : w, ok ? 16u : 0u);
       }
     }
   };
@@ -184,14 +222,15 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
   const uint32_t b_thread = warp * (C90_KROWS / 8) * 1024 + (lane % 4) * 4, b_chunk = (lane / 4) * 16;
   auto gather = [&](uint32_t stage, const C90Tap* tab) {
     uint8_t* sb = smem + stage * C90_STAGE_BYTES + C90_A_BYTES + b_thread;
+    const C90Tap mine = tab[warp * C90_KROWS + lane % C90_KROWS]; // this lane's k row (of 16)
 #pragma unroll
     for (uint32_t i = 0; i < C90_KROWS; i += 4) {
       uint16_t v[4][C90_COLS];
 #pragma unroll
       for (uint32_t r = 0; r < 4; ++r) {
-        const C90Tap e = tab[warp * C90_KROWS + i + r]; // 16-byte broadcast
+        const uint32_t off = __shfl_sync(0xffffffffu, mine.off, i + r), bit = __shfl_sync(0xffffffffu, mine.bit, i + r);
 #pragma unroll
-        for (uint32_t q = 0; q < C90_COLS; ++q) v[r][q] = c90_ld_u16_if(base[q] + e.off, mask[q] & e.bit);
+        for (uint32_t q = 0; q < C90_COLS; ++q) v[r][q] = c90_ld_u16_if(base[q] + off, mask[q] & bit);
       }
 #pragma unroll
       for (uint32_t r = 0; r < 4; ++r) {
@@ -229,12 +268,16 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
     const uint32_t stage = kt % 2;
     const uint32_t sa = sbase + stage * C90_STAGE_BYTES, sb = sa + C90_A_BYTES;
     wgmma_fence();
-#pragma unroll
-    for (uint32_t kk = 0; kk < C90_BK / 16; ++kk) {
-      const uint64_t bdesc = wgmma_desc(sb + kk * 2048, C90_B_ATOM, 1024);
-#pragma unroll
-      for (uint32_t h = 0; h < 2; ++h)
-        if (h < halves) wgmma_m64n128k16(acc[h], wgmma_desc(sa + (kk / 4) * C90_A_ATOM + (wg * 2 + h) * 8192 + (kk % 4) * 32, 16, 1024), bdesc);
+    {
+      // descriptors of k16 step 0 (wgmma_k128 adds the other steps' offsets)
+      const uint64_t bdesc = wgmma_desc(sb, C90_B_ATOM, 1024);
+      const uint64_t adesc = wgmma_desc(sa + wg * 2 * 8192, 16, 1024);
+      if (halves == 2) {
+        wgmma_k128(acc[0], adesc, bdesc);
+        wgmma_k128(acc[1], adesc + 8192 / 16, bdesc);
+      } else if (halves == 1) {
+        wgmma_k128(acc[0], adesc, bdesc);
+      }
     }
     wgmma_commit();
     if (kt + 1 < ktiles) {
@@ -272,24 +315,38 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
   if (vec4) {
     const uint32_t col = bn + 4 * lane;
     const uint32_t img = col < ncols ? col / npix : p.n, pix = col % npix; // all 4 or none
-    for (uint32_t r = warp; r < C90_BM; r += C90_WARPS) {
-      if (bm + r >= p.c_out_g || img >= p.n) break;
-      const uint32_t oc = o0 + bm + r;
-      float add = bias != nullptr ? operand_f32(bias[oc]) : 0.0f;
-      if (temb != nullptr) add += operand_f32(temb[(uint64_t)img * p.c_out + oc]);
+    const bool col_ok = img < p.n;
+    const uint32_t nrows = min((uint32_t)C90_BM, p.c_out_g - bm);
+    // Warp rows r = warp + 8 i (i < 32). Every bias / temb / residual load of the warp's rows is
+    // issued before the first use (one memory round trip per tile, not one per row): lane i
+    // loads row i's bias (shuffled to the warp per row), each lane its 32 rows' temb and
+    // residual (the f32 accumulators are dead here: registers to spare).
+    const uint32_t oc0 = o0 + bm + warp;
+    const bool b_on = bias != nullptr && warp + 8 * lane < nrows;
+    const uint16_t b_bits = c90_ld_u16_if(bias + (b_on ? oc0 + 8 * lane : 0), b_on);
+    const uint64_t ch0 = (uint64_t)oc0 * npix + pix;
+    const uint64_t r0 = p.res_bcast ? ch0 : (uint64_t)img * p.c_out * npix + ch0;
+    const uint16_t* tb = temb + (temb != nullptr && col_ok ? (uint64_t)img * p.c_out + oc0 : 0);
+    uint2 rv[C90_BM / C90_WARPS];
+    uint16_t tv[C90_BM / C90_WARPS];
+#pragma unroll
+    for (uint32_t i = 0; i < C90_BM / C90_WARPS; ++i) {
+      const bool ok = col_ok && warp + 8 * i < nrows;
+      const bool r_on = ok && res != nullptr, t_on = ok && temb != nullptr;
+      rv[i] = c90_ld_u16x4_if(res + (r_on ? r0 + (uint64_t)8 * i * npix : 0), r_on);
+      tv[i] = c90_ld_u16_if(tb + (t_on ? 8 * i : 0), t_on);
+    }
+#pragma unroll
+    for (uint32_t i = 0; i < C90_BM / C90_WARPS; ++i) {
+      const uint32_t r = warp + 8 * i;
+      const float add = operand_f32((uint16_t)__shfl_sync(0xffffffffu, (uint32_t)b_bits, i)) + operand_f32(tv[i]);
+      if (r >= nrows) break; // warp-uniform
       const float4 t = *reinterpret_cast<const float4*>(&tile[r * C90_EPI_LD + 4 * lane]);
-      float v[4] = {t.x + add, t.y + add, t.z + add, t.w + add};
-      const uint64_t ch = (uint64_t)oc * npix + pix;
-      const uint64_t idx = (uint64_t)img * p.c_out * npix + ch;
-      const uint64_t yidx = (uint64_t)img * p.y_c * npix + ch;
-      if (res != nullptr) {
-        const uint2 rv = *reinterpret_cast<const uint2*>(res + (p.res_bcast ? ch : idx));
-        v[0] += bf16_bits_to_f32(rv.x & 0xffffu);
-        v[1] += bf16_bits_to_f32(rv.x >> 16);
-        v[2] += bf16_bits_to_f32(rv.y & 0xffffu);
-        v[3] += bf16_bits_to_f32(rv.y >> 16);
-      }
-      c90_store4(y + yidx, v[0] * p.scale, v[1] * p.scale, v[2] * p.scale, v[3] * p.scale);
+      const float v[4] = {t.x + add + bf16_bits_to_f32(rv[i].x & 0xffffu), t.y + add + bf16_bits_to_f32(rv[i].x >> 16),
+                          t.z + add + bf16_bits_to_f32(rv[i].y & 0xffffu), t.w + add + bf16_bits_to_f32(rv[i].y >> 16)};
+      const uint64_t ych = (uint64_t)(o0 + bm + r) * npix + pix;
+      if (col_ok)
+        c90_store4(y + (uint64_t)img * p.y_c * npix + ych, v[0] * p.scale, v[1] * p.scale, v[2] * p.scale, v[3] * p.scale);
     }
     return;
   }

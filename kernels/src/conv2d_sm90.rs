@@ -12,16 +12,17 @@ pub const C90_BM: u32 = 256;
 pub const C90_BN: u32 = 128;
 pub const C90_BK: u32 = 128;
 pub const C90_THREADS: u32 = 256;
-/// Two stages of a 128B-swizzled W tile (32 KiB) and X_col tile (16 KiB) + a two-slot k table, or
+/// Two stages of a 128B-swizzled W tile (64 KiB) and X_col tile (32 KiB) + a two-slot k table of
+/// 8-byte rows, or
 /// the f32 epilogue tile (256 rows of 136 floats), whichever is larger, + 1 KiB to align to 1024.
 pub const C90_SMEM_BYTES: u32 = {
-    let main = 2 * (C90_BM * C90_BK * 2 + C90_BK * C90_BN * 2) + 2 * C90_BK * 16;
+    let main = 2 * (C90_BM * C90_BK * 2 + C90_BK * C90_BN * 2) + 2 * C90_BK * 8;
     let epi = C90_BM * (C90_BN + 8) * 4;
     (if main > epi { main } else { epi }) + 1024
 };
 
 const LAUNCH: &str =
-    "grid = (min(ceil(N * Ho * Wo / 128), ceil(SMs / (ceil(C_out / groups / 256) * groups))), ceil(C_out / groups / 256), groups) (persistent over column tiles), block = 256, dynamic smem = C90_SMEM_BYTES (201728); kh * kw <= 31, K % 8 == 0";
+    "grid = (max(1, min(ceil(N * Ho * Wo / 128), floor(SMs / (ceil(C_out / groups / 256) * groups)))), ceil(C_out / groups / 256), groups) (persistent over column tiles), block = 256, dynamic smem = C90_SMEM_BYTES (199680); kh * kw <= 31, K % 8 == 0";
 
 pub const ENTRIES: &[Entry] = &[
     Entry::v1(
@@ -55,12 +56,14 @@ pub fn entry(out_f32: bool) -> &'static str {
 
 /// `grid = (x, ceil(C_out / groups / 256), groups)`, `block = 256`, [`C90_SMEM_BYTES`] of dynamic
 /// shared memory: the kernel is persistent over its `ceil(N * Ho * Wo / 128)` column tiles, block
-/// x taking tiles x, x + gridDim.x, ...; `x` = enough blocks to give each of `sms` SMs one block
-/// (at most one per column tile).
+/// x taking tiles x, x + gridDim.x, ...; `x` = as many blocks as give each of `sms` SMs at most one
+/// block (at least 1, at most one per column tile).
 pub fn launch_config(s: Conv2dShape, sms: u32) -> LaunchConfig {
     let col_tiles = tiles(s.n * s.h_out() * s.w_out(), C90_BN);
     let rows = tiles(s.c_out_g(), C90_BM) * s.groups.max(1) as u32;
-    let x = sms.max(1).div_ceil(rows.max(1)).clamp(1, col_tiles.max(1));
+    // floor: one block per SM at most (a ceil would put the blocks past `sms` in a second wave,
+    // e.g. 27 x 5 = 135 blocks for C_out 1280 on 132 SMs)
+    let x = (sms.max(1) / rows.max(1)).clamp(1, col_tiles.max(1));
     LaunchConfig {
         grid: [x, tiles(s.c_out_g(), C90_BM), s.groups.max(1) as u32],
         block: [C90_THREADS, 1, 1],
@@ -76,7 +79,7 @@ mod tests {
     fn smem_and_support() {
         assert_eq!(
             C90_SMEM_BYTES,
-            2 * (256 * 128 * 2 + 128 * 128 * 2) + 2 * 128 * 16 + 1024
+            2 * (256 * 128 * 2 + 128 * 128 * 2) + 2 * 128 * 8 + 1024
         );
         let s = Conv2dShape::square(2, 320, 16, 16, 320, 3, 1, 1);
         assert!(supports(s, 0));
@@ -89,5 +92,8 @@ mod tests {
         let big = Conv2dShape::square(32, 320, 64, 64, 320, 3, 1, 1); // 1024 column tiles
         assert_eq!(launch_config(big, 132).grid, [66, 2, 1]);
         assert_eq!(launch_config(big, 1).grid, [1, 2, 1]);
+        // C_out 1280 (5 row tiles): 26 x 5 = 130 blocks on 132 SMs, not 27 x 5 = 135
+        let c1280 = Conv2dShape::square(32, 1280, 16, 16, 1280, 3, 1, 1);
+        assert_eq!(launch_config(c1280, 132).grid, [26, 5, 1]);
     }
 }

@@ -215,3 +215,53 @@ fn conv2d_sm90_engine_launcher() {
             .collect::<Vec<f32>>()
     );
 }
+
+/// Counters of `conv2d_sm90_v1_bf16` at the `paper` step's U-Net conv shapes (batch 32 = 2 CFG
+/// rows x 16 frames, 3x3, bias + residual as a ResNet conv2 fuses them): 64x64 320 -> 320 and
+/// 640 -> 320, 32x32 640 -> 640, 16x16 1280 -> 1280, 8x8 1280 -> 1280, launched as the backend
+/// does (132 SMs). Run on the stand-in at its default sm_90a with `PTX_EMU_STATS=FILE
+/// PTX_EMU_SAMPLE_BLOCKS=2 CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p cyberhost-suite
+/// --test kernels conv2d_sm90_counters -- --ignored`, then `gpu-report --gpu h100-sxm FILE`
+/// (docs/performance.md). Checks nothing: sampled launches leave outputs invalid.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in at sm_90a and PTX_EMU_STATS"]
+fn conv2d_sm90_counters() {
+    use cyberhost_kernels::conv2d::{Conv2dParams, Conv2dPtrs};
+    let mut dev = Device::new(1, 0);
+    assert!(
+        matches!(dev, Device::Cuda { .. }),
+        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
+    );
+    let sq = Conv2dShape::square;
+    let shapes = [
+        sq(32, 320, 64, 64, 320, 3, 1, 1),
+        sq(32, 640, 64, 64, 320, 3, 1, 1),
+        sq(32, 640, 32, 32, 640, 3, 1, 1),
+        sq(32, 1280, 16, 16, 1280, 3, 1, 1),
+        sq(32, 1280, 8, 8, 1280, 3, 1, 1),
+    ];
+    let half = 0x3f00u16; // bf16 0.5
+    for s in shapes {
+        // exact-size buffers: the model's DRAM footprint is capped by the buffers' sizes
+        let y_len = (s.n * s.c_out * s.h_out() * s.w_out()) as usize;
+        let ptrs = Conv2dPtrs {
+            x: dev
+                .upload(&vec![half; (s.n * s.c_in * s.h * s.w) as usize])
+                .unwrap(),
+            w: dev.upload(&vec![half; (s.c_out * s.k()) as usize]).unwrap(),
+            bias: dev.upload(&vec![half; s.c_out as usize]).unwrap(),
+            temb: 0,
+            residual: dev.upload(&vec![half; y_len]).unwrap(),
+            y: dev.alloc_poisoned(2 * y_len).unwrap(),
+        };
+        let p = Conv2dParams::new(ptrs, s, 1.0).unwrap();
+        assert!(supports(s, ptrs.w) && p.aligned == 1, "{s:?}");
+        dev.launch(
+            KernelModule::Conv2dSm90,
+            ENTRIES[0].name,
+            launch_config(s, 132),
+            &p,
+        )
+        .unwrap();
+    }
+}
