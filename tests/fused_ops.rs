@@ -875,11 +875,18 @@ fn cuda_conv2d_concat_matches_cpu() {
 fn cuda_tokens_planes_add_concat_is_two_launches() {
     let _g = serial();
     let be = gpu();
-    let (td, rd, tld) = (data(&[2, 20, 3, 6], 81), data(&[6, 6, 4, 5], 82), data(&[6, 5, 4, 5], 83));
+    let (td, rd, tld) = (
+        data(&[2, 20, 3, 6], 81),
+        data(&[6, 6, 4, 5], 82),
+        data(&[6, 5, 4, 5], 83),
+    );
     let (t, r, tail) = (up(be, &td), up(be, &rd), up(be, &tld));
     let mut out = None;
     let n = launches(|| out = Some(be.tokens_planes_add_concat(&t, &r, 3, &tail).unwrap()));
-    assert_eq!(n, 2, "tokens_planes_add_concat: the kernel and one copy of the tail");
+    assert_eq!(
+        n, 2,
+        "tokens_planes_add_concat: the kernel and one copy of the tail"
+    );
     let want = CPU
         .tokens_planes_add_concat(&cpu(&td), &cpu(&rd), 3, &cpu(&tld))
         .unwrap();

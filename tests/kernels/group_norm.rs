@@ -297,13 +297,21 @@ fn tokens_planes_add_channel_slice_output() {
                 .unwrap();
             let entry = kernel_name("tokens_planes_add", 2, dtype);
             let what = format!("{entry} {shape:?}, {frames} frames, into channels {c0}.. of {y_c}");
-            dev.launch(KernelModule::GroupNorm, &entry, launch_config_tokens(gshape, dtype), &pt)
-                .unwrap();
+            dev.launch(
+                KernelModule::GroupNorm,
+                &entry,
+                launch_config_tokens(gshape, dtype),
+                &pt,
+            )
+            .unwrap();
             let raw = dev.download::<u8>(base, bytes).unwrap();
             for (k, b) in raw.iter().enumerate() {
                 let ch = k / es / sp % y_c;
                 if ch < c0 || ch >= c0 + c {
-                    assert_eq!(*b, POISON, "{what}: byte {k} (channel {ch}) outside the slice written");
+                    assert_eq!(
+                        *b, POISON,
+                        "{what}: byte {k} (channel {ch}) outside the slice written"
+                    );
                 }
             }
             let all = dev.download_as(dtype, base, nf * plane).unwrap();

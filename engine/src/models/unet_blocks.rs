@@ -522,7 +522,11 @@ impl<B: Backend> UpBlock<B> {
                 h = be.concat(&[&h, &skip], 1)?;
             }
             // The next layer's skip state: this layer's last op writes it after its output.
-            let tail = if i + 1 < layers { skips.own.last() } else { None };
+            let tail = if i + 1 < layers {
+                skips.own.last()
+            } else {
+                None
+            };
             h = self.forward_layer(be, i, &h, inputs, hooks, tail)?;
             concatenated = tail.is_some();
         }
