@@ -868,6 +868,31 @@ fn cuda_conv2d_concat_matches_cpu() {
     check("concat of one tensor 3x", &thrice.unwrap(), &want, 1e-2);
 }
 
+/// `tokens_planes_add_concat` (an up layer's output written into the next layer's skip concat)
+/// is two launches on bf16: `tokens_planes_add_v2` into the concatenated tensor and one copy of
+/// the tail (its values: `tests/kernels/group_norm.rs`).
+#[test]
+fn cuda_tokens_planes_add_concat_is_two_launches() {
+    let _g = serial();
+    let be = gpu();
+    let (td, rd, tld) = (
+        data(&[2, 20, 3, 6], 81),
+        data(&[6, 6, 4, 5], 82),
+        data(&[6, 5, 4, 5], 83),
+    );
+    let (t, r, tail) = (up(be, &td), up(be, &rd), up(be, &tld));
+    let mut out = None;
+    let n = launches(|| out = Some(be.tokens_planes_add_concat(&t, &r, 3, &tail).unwrap()));
+    assert_eq!(
+        n, 2,
+        "tokens_planes_add_concat: the kernel and one copy of the tail"
+    );
+    let want = CPU
+        .tokens_planes_add_concat(&cpu(&td), &cpu(&rd), 3, &cpu(&tld))
+        .unwrap();
+    check("tokens_planes_add_concat", &out.unwrap(), &want, 1e-2);
+}
+
 /// `conv2d_concat` of input, weight and bias `xwb` (with temb + residual and scale 0.5 when
 /// `tr`) and `tail` on `be`.
 fn conv2d_concat_on<B: Backend>(

@@ -404,7 +404,9 @@ GROUP_NORM_V2_ENTRIES(__nv_bfloat16, bf16)
 //                      (B, C, F, H, W) GroupNorm; F = 1: the plain one), from the per-(frame,
 //                      group) chunk partials of group_norm_stats_v2 run on x as (N*F, C, S)
 //                      (gn.n = N*F): the apply merges F * chunks partials per group.
-//   tokens_planes_add  y planes (N*F, C, S) = x tokens (N, S, F, C) transposed + residual planes.
+//   tokens_planes_add  y planes (N*F, C, S) = x tokens (N, S, F, C) transposed + residual planes;
+//                      y may be the first C channels of wider planes (N*F, y_c, S) (planes
+//                      y_c * S apart: the h part of an up block's concat(h, skip)).
 // Both: one (channels x 32 positions) tile per block through shared memory; planes are read /
 // written along S, tokens along C (v1, 2-byte scalar accesses and one thread merging a channel's
 // F * chunks partials, was replaced by v2 below).
@@ -415,7 +417,7 @@ struct GnTokensParams {
   GroupNorm2Params gn;  // x, y as above; ws, chunks: the stats launch's (n = N * F); gamma, beta
   const void* residual; // tokens_planes_add: (N*F, C, S) T; unused by group_norm_tokens
   uint32_t frames;      // F >= 1
-  uint32_t _pad;
+  uint32_t y_c;         // tokens_planes_add: channels of one y plane (>= C; 0 reads as C); unused by group_norm_tokens
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -587,13 +589,14 @@ template <typename T> __device__ __forceinline__ void tokens_planes_add_v2(const
   gnt2_planes_slot<T>(r, sc);
   const uint32_t c = c0 + r, s = s0 + sc;
   if (c < p.c && s < p.s) {
+    const uint32_t y_c = q.y_c != 0 ? q.y_c : p.c;
     const uint64_t e = ((uint64_t)nf * p.c + c) * p.s + s;
     const uint32_t valid = gnt2_valid(s, p.s, VEC);
     float v[VEC];
     gnt2_load(static_cast<const T*>(q.residual) + e, vec, valid, v);
 #pragma unroll
     for (uint32_t j = 0; j < VEC; ++j) v[j] += j < valid ? tile[r][sc + j] : 0.0f; // columns past S: unwritten
-    gnt2_store(static_cast<T*>(p.y) + e, vec, valid, v);
+    gnt2_store(static_cast<T*>(p.y) + ((uint64_t)nf * y_c + c) * p.s + s, vec, valid, v);
   }
 }
 

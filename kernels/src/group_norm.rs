@@ -275,7 +275,10 @@ pub struct GnTokensParams {
     pub residual: u64,
     /// Frames per batch item, >= 1, divides `gn.n`.
     pub frames: u32,
-    pub _pad: u32,
+    /// `tokens_planes_add`: channels of one output plane, >= `gn.c` (0 reads as `gn.c`); larger,
+    /// `gn.y` is the first `gn.c` channels of `(N * F, y_c, S)` planes (the h part of a channel
+    /// concat). Unused by `group_norm_tokens`.
+    pub y_c: u32,
 }
 
 impl GnTokensParams {
@@ -294,8 +297,43 @@ impl GnTokensParams {
             gn,
             residual,
             frames,
-            _pad: 0,
+            y_c: gn.c,
         })
+    }
+
+    /// `tokens_planes_add`'s params: tokens `(N, S, F, C)` at `tokens`, residual and output
+    /// `(N * F, C, S)` planes (`shape.n` = N * F; groups unused) at `residual` and `y`.
+    pub fn tokens_planes_add(
+        tokens: u64,
+        residual: u64,
+        y: u64,
+        shape: GroupNormShape,
+        frames: u32,
+    ) -> Result<Self> {
+        let gn = GroupNorm2Params {
+            x: tokens,
+            gamma: 0,
+            beta: 0,
+            y,
+            ws: 0,
+            n: to_u32(shape.n, "tokens_planes_add planes")?,
+            c: to_u32(shape.c, "tokens_planes_add channels")?,
+            s: to_u32(shape.s, "tokens_planes_add H·W")?,
+            groups: 1,
+            eps: 0.0,
+            chunks: 0,
+        };
+        Self::new(gn, residual, frames)
+    }
+
+    /// `tokens_planes_add` writing the first `gn.c` channels of `(N * F, y_c, S)` planes.
+    pub fn with_out_channels(self, y_c: u32) -> Result<Self> {
+        ensure!(
+            y_c >= self.gn.c,
+            "tokens_planes_add: output planes of {y_c} channels cannot hold {} channels",
+            self.gn.c
+        );
+        Ok(GnTokensParams { y_c, ..self })
     }
 }
 

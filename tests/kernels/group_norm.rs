@@ -224,6 +224,117 @@ crate::storages_test!(group_norm_tokens_matches_cpu, |be, tol| {
     );
 });
 
+// An up block's `concat(h, skip)` with h from `tokens_planes_add`: the kernel writes the first C
+// channels of the (N·F, C + C_t, H, W) output, the tail is copied after them. Odd C_t; the scalar
+// and the vector path of the kernel; one frame and several.
+crate::storages_test!(tokens_planes_add_concat_matches_cpu, |be, tol| {
+    for (i, &(shape, frames, c_t)) in [
+        ([6usize, 40, 5, 7], 3usize, 3usize),
+        ([2, 33, 9, 4], 1, 17),
+        ([4, 72, 5, 8], 2, 5),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let seed = 190 + 4 * i as u64;
+        let tshape = [shape[0] / frames, shape[2] * shape[3], frames, shape[1]];
+        let (t, tc) = rand_pair(&be, &tshape, seed);
+        let (r, rc) = rand_pair(&be, &shape, seed + 1);
+        let (tl, tlc) = rand_pair(&be, &[shape[0], c_t, shape[2], shape[3]], seed + 2);
+        check_op!(format!("tokens_planes_add_concat {shape:?}, {frames} frames, tail {c_t}"),
+            be, tol, tokens_planes_add_concat(&t, &r, frames, &tl) ~ (&tc, &rc, frames, &tlc));
+    }
+    let (t, _) = rand_pair(&be, &[2, 20, 2, 6], 3);
+    let (r, _) = rand_pair(&be, &[4, 6, 4, 5], 4);
+    let (bad, _) = rand_pair(&be, &[4, 3, 4, 6], 5);
+    let err = be.tokens_planes_add_concat(&t, &r, 2, &bad).unwrap_err();
+    assert!(err.to_string().contains("tail"), "{err}");
+});
+
+/// `tokens_planes_add_v2` into the channel slice `[c0, c0 + C)` of poisoned `(N·F, y_c, H, W)`
+/// planes (`GnTokensParams::with_out_channels`): the slice against the CPU's `tokens_planes_add`,
+/// every byte outside it still poison. Scalar path (odd C, odd H·W) and vector path (C and H·W
+/// whole 16-byte vectors), first and middle slices, several frames; both dtypes.
+#[test]
+fn tokens_planes_add_channel_slice_output() {
+    use crate::harness::POISON;
+    use cyberhost_kernels::group_norm::{launch_config_tokens, GnTokensParams};
+    let cases: [([usize; 4], usize, usize, usize); 4] = [
+        ([6, 40, 5, 7], 3, 43, 0),
+        ([2, 33, 9, 4], 1, 70, 21),
+        ([4, 72, 5, 8], 2, 80, 0),
+        ([2, 64, 4, 6], 2, 136, 64),
+    ];
+    let mut dev = Device::new(1, 0);
+    for dtype in [DType::Bf16, DType::F32] {
+        let bf = dtype == DType::Bf16;
+        let es = dtype.size_in_bytes();
+        for (i, &(shape, frames, y_c, c0)) in cases.iter().enumerate() {
+            let [nf, c, hh, ww] = shape;
+            let sp = hh * ww;
+            let mut rng = Rng::new(230 + i as u64);
+            let round = |v: Vec<f32>| if bf { round_bf16(&v) } else { v };
+            let t = round(rng.randn(nf * sp * c, 1.0, 0.0));
+            let r = round(rng.randn(nf * c * sp, 1.0, 0.5));
+            let tshape = [nf / frames, sp, frames, c];
+            let want = host(
+                &CPU.tokens_planes_add(&cpu(&tshape, &t), &cpu(&shape, &r), frames)
+                    .unwrap(),
+            );
+            let [dt, dr] = dev.upload_all(dtype, [&t, &r]).unwrap();
+            let (plane, bytes) = (y_c * sp, nf * y_c * sp * es);
+            let base = dev.alloc_poisoned(bytes).unwrap();
+            let gshape = GroupNormShape {
+                n: nf as u64,
+                c: c as u64,
+                s: sp as u64,
+                groups: 1,
+            };
+            let y = base + (c0 * sp * es) as u64;
+            let pt = GnTokensParams::tokens_planes_add(dt, dr, y, gshape, frames as u32)
+                .unwrap()
+                .with_out_channels(y_c as u32)
+                .unwrap();
+            let entry = kernel_name("tokens_planes_add", 2, dtype);
+            let what = format!("{entry} {shape:?}, {frames} frames, into channels {c0}.. of {y_c}");
+            dev.launch(
+                KernelModule::GroupNorm,
+                &entry,
+                launch_config_tokens(gshape, dtype),
+                &pt,
+            )
+            .unwrap();
+            let raw = dev.download::<u8>(base, bytes).unwrap();
+            for (k, b) in raw.iter().enumerate() {
+                let ch = k / es / sp % y_c;
+                if ch < c0 || ch >= c0 + c {
+                    assert_eq!(
+                        *b, POISON,
+                        "{what}: byte {k} (channel {ch}) outside the slice written"
+                    );
+                }
+            }
+            let all = dev.download_as(dtype, base, nf * plane).unwrap();
+            let got: Vec<f32> = (0..nf)
+                .flat_map(|im| all[im * plane + c0 * sp..im * plane + (c0 + c) * sp].to_vec())
+                .collect();
+            assert_close(&what, &got, &want, tol(bf));
+        }
+    }
+    let shape = GroupNormShape {
+        n: 2,
+        c: 8,
+        s: 4,
+        groups: 1,
+    };
+    let err = GnTokensParams::tokens_planes_add(0, 0, 0, shape, 1)
+        .unwrap()
+        .with_out_channels(7)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot hold 8 channels"), "{err}");
+}
+
 // Transformer2DModel's entry and exit with 1x1-conv projections: (N, C, H, W), groups, O; C, O
 // and H·W not multiples of the tiles.
 crate::storages_test!(transformer_projections_match_cpu, |be, tol| {

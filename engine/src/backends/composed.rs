@@ -57,6 +57,19 @@ pub fn tokens_planes_add<B: Backend>(
     be.binary(&t, residual, Binary::Add)
 }
 
+/// [`Backend::tokens_planes_add_concat`]: `tokens_planes_add`, then `concat` with `tail` along
+/// the channels.
+pub fn tokens_planes_add_concat<B: Backend>(
+    be: &B,
+    tokens: &B::Tensor,
+    residual: &B::Tensor,
+    frames: usize,
+    tail: &B::Tensor,
+) -> Result<B::Tensor> {
+    let y = be.tokens_planes_add(tokens, residual, frames)?;
+    be.concat(&[&y, tail], 1)
+}
+
 /// [`Backend::group_norm_conv1x1_tokens`]: `group_norm`, the 1x1 `conv2d`, `permute` to
 /// (N, H, W, O).
 #[allow(clippy::too_many_arguments)]

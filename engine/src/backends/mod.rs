@@ -201,6 +201,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
         tokens_planes_add(tokens: &Self::Tensor, residual: &Self::Tensor, frames: usize)
             => composed::tokens_planes_add;
 
+        /// `concat([tokens_planes_add(tokens, residual, frames), tail], 1)`: the motion module's
+        /// (or a Transformer2DModel's) output as the first part of an up block's
+        /// `concat(h, skip)`. tail `(N·F, C_t, H, W)` → `(N·F, C + C_t, H, W)`. CUDA: the kernel
+        /// writes its channels of the concatenated tensor in place, only `tail` is copied.
+        tokens_planes_add_concat(tokens: &Self::Tensor, residual: &Self::Tensor, frames: usize,
+            tail: &Self::Tensor) => composed::tokens_planes_add_concat;
+
         /// Transformer2DModel's entry with a 1x1-conv `proj_in`: GroupNorm of x `(N, C, H, W)`,
         /// the 1x1 conv w `(O, C, 1, 1)` + bias, written as tokens `(N, H·W, O)`.
         group_norm_conv1x1_tokens(x: &Self::Tensor, groups: usize, gamma: Option<&Self::Tensor>,

@@ -115,6 +115,20 @@ impl<B: Backend> AnimateDiffTransformer3D<B> {
         num_frames: usize,
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<B::Tensor> {
+        self.forward_concat(be, x, num_frames, hooks, None)
+    }
+
+    /// `forward`, then (with a `tail`, the next up layer's skip state) `concat([out, tail], 1)`,
+    /// the output op writing its channels of the concat in place
+    /// ([`Backend::tokens_planes_add_concat`](crate::backends::Backend::tokens_planes_add_concat)).
+    pub fn forward_concat(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        num_frames: usize,
+        hooks: &mut dyn UNetHooks<B>,
+        tail: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         let s = x.shape();
         let (bf, c, hh, ww) = (s[0], s[1], s[2], s[3]);
         if num_frames == 0 || bf % num_frames != 0 {
@@ -138,6 +152,9 @@ impl<B: Backend> AnimateDiffTransformer3D<B> {
         }
         // proj_out, then back to (B·F, C, H, W) with the skip connection + x in the same op
         let h = self.proj_out.forward(be, &h)?;
-        be.tokens_planes_add(&h, x, f)
+        match tail {
+            Some(t) => be.tokens_planes_add_concat(&h, x, f, t),
+            None => be.tokens_planes_add(&h, x, f),
+        }
     }
 }

@@ -422,6 +422,21 @@ impl<B: Backend> Transformer2DModel<B> {
         encoder_hidden_states: Option<&B::Tensor>,
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<B::Tensor> {
+        self.forward_concat(be, x, encoder_hidden_states, hooks, None)
+    }
+
+    /// `forward`, then (with a `tail`, the next up layer's skip state) `concat([out, tail], 1)`:
+    /// with a linear `proj_out` the output op writes its channels of the concat in place
+    /// ([`Backend::tokens_planes_add_concat`](crate::backends::Backend::tokens_planes_add_concat));
+    /// the 1x1-conv `proj_out` concatenates after it.
+    pub fn forward_concat(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        encoder_hidden_states: Option<&B::Tensor>,
+        hooks: &mut dyn UNetHooks<B>,
+        tail: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         let s = x.shape();
         let (n, c, hh, ww) = (s[0], s[1], s[2], s[3]);
         let norm = &self.norm;
@@ -446,11 +461,21 @@ impl<B: Backend> Transformer2DModel<B> {
             h = block.forward(be, &h, encoder_hidden_states, hooks)?;
         }
         // proj_out back to (N, C, H, W) + x: the skip connection rides in the same op
-        match &self.proj_out {
+        let out = match &self.proj_out {
             Projection::Conv(conv) => {
-                be.tokens_conv1x1_planes_add(&h, &conv.weight, conv.bias.as_ref(), x)
+                be.tokens_conv1x1_planes_add(&h, &conv.weight, conv.bias.as_ref(), x)?
             }
-            Projection::Linear(lin) => be.tokens_planes_add(&lin.forward(be, &h)?, x, 1),
+            Projection::Linear(lin) => {
+                let y = lin.forward(be, &h)?;
+                return match tail {
+                    Some(t) => be.tokens_planes_add_concat(&y, x, 1, t),
+                    None => be.tokens_planes_add(&y, x, 1),
+                };
+            }
+        };
+        match tail {
+            Some(t) => be.concat(&[&out, t], 1),
+            None => Ok(out),
         }
     }
 }

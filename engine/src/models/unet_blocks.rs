@@ -16,6 +16,8 @@
 //! down layer j: resnet → [attention] → [motion module]          → output state
 //! mid:          resnet₀, then per layer: attention → [motion] → resnet
 //! up layer j:   concat(h, skip) → resnet → [attention] → [motion]; hook; upsampler
+//!               (on CUDA the producer of h writes it into the concat: the previous layer's last
+//!               op, the previous block's upsampler conv or the mid block's last resnet)
 //! ```
 
 use anyhow::{bail, Result};
@@ -185,7 +187,8 @@ pub struct BlockInputs<'a, B: Backend> {
 }
 
 impl<B: Backend> BlockInputs<'_, B> {
-    /// Runs a layer's spatial transformer and motion module, where the block has them.
+    /// Runs a layer's spatial transformer and motion module, where the block has them; with a
+    /// `tail`, the last of them concatenates it after its output (`concat([out, tail], 1)`).
     fn extras(
         &self,
         be: &B,
@@ -193,15 +196,17 @@ impl<B: Backend> BlockInputs<'_, B> {
         attention: Option<&Transformer2DModel<B>>,
         motion: Option<&AnimateDiffTransformer3D<B>>,
         hooks: &mut dyn UNetHooks<B>,
+        tail: Option<&B::Tensor>,
     ) -> Result<B::Tensor> {
         let mut h = h;
         if let Some(attn) = attention {
-            h = attn.forward(be, &h, self.encoder_hidden_states, hooks)?;
+            let t = if motion.is_none() { tail } else { None };
+            h = attn.forward_concat(be, &h, self.encoder_hidden_states, hooks, t)?;
         }
-        if let Some(mm) = motion {
-            h = mm.forward(be, &h, self.num_frames, hooks)?;
+        match motion {
+            Some(mm) => mm.forward_concat(be, &h, self.num_frames, hooks, tail),
+            None => Ok(h),
         }
-        Ok(h)
     }
 }
 
@@ -276,7 +281,8 @@ pub struct SampledBlock<B: Backend, S> {
 }
 
 impl<B: Backend, S> SampledBlock<B, S> {
-    /// Layer i on `h`: resnet → [attention] → [motion].
+    /// Layer i on `h`: resnet → [attention] → [motion]; with a `tail` (an up block's next skip
+    /// state), the layer's last op writes `concat([out, tail], 1)`.
     fn forward_layer(
         &self,
         be: &B,
@@ -284,10 +290,15 @@ impl<B: Backend, S> SampledBlock<B, S> {
         h: &B::Tensor,
         inputs: &BlockInputs<'_, B>,
         hooks: &mut dyn UNetHooks<B>,
+        tail: Option<&B::Tensor>,
     ) -> Result<B::Tensor> {
-        let h = self.resnets[i].forward(be, h, Some(inputs.temb))?;
         let (attention, motion) = (self.attentions.get(i), self.motion_modules.get(i));
-        inputs.extras(be, h, attention, motion, hooks)
+        let (resnet_tail, extras_tail) = match (attention, motion) {
+            (None, None) => (tail, None),
+            _ => (None, tail),
+        };
+        let h = self.resnets[i].forward_concat(be, h, Some(inputs.temb), resnet_tail)?;
+        inputs.extras(be, h, attention, motion, hooks, extras_tail)
     }
 }
 
@@ -332,7 +343,7 @@ impl<B: Backend> DownBlock<B> {
         let mut h = x.clone();
         let mut states = Vec::with_capacity(self.resnets.len() + 1);
         for i in 0..self.resnets.len() {
-            h = self.forward_layer(be, i, &h, inputs, hooks)?;
+            h = self.forward_layer(be, i, &h, inputs, hooks, None)?;
             states.push(h.clone());
         }
         if let Some(d) = &self.sampler {
@@ -432,7 +443,7 @@ impl<B: Backend> MidBlock<B> {
         let tail_of = |i: usize| if i == last { tail } else { None };
         let mut h = self.resnets[0].forward_concat(be, x, temb, tail_of(0))?;
         for (i, attn) in self.attentions.iter().enumerate() {
-            h = inputs.extras(be, h, Some(attn), self.motion_modules.get(i), hooks)?;
+            h = inputs.extras(be, h, Some(attn), self.motion_modules.get(i), hooks, None)?;
             h = self.resnets[i + 1].forward_concat(be, &h, temb, tail_of(i + 1))?;
         }
         Ok(h)
@@ -477,6 +488,7 @@ impl<B: Backend> UpBlock<B> {
     /// Runs the layers (popping one skip state from the end of `skips` per resnet),
     /// then `hooks.after_up_block(index, ..)`, then the upsampler (to `upsample_size` if given).
     /// `skips.entry_concatenated`: x already is `concat(h, first skip)` (made by its producer);
+    /// layer i's last op concatenates layer i + 1's skip state after its output;
     /// `skips.next`: the next block's first skip state, concatenated after the upsampler's
     /// output by the upsampler's conv. Returns the output and whether it is concatenated with
     /// `skips.next`.
@@ -492,7 +504,9 @@ impl<B: Backend> UpBlock<B> {
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<(B::Tensor, bool)> {
         let mut h = x.clone();
-        for i in 0..self.resnets.len() {
+        let mut concatenated = skips.entry_concatenated;
+        let layers = self.resnets.len();
+        for i in 0..layers {
             let skip = match skips.own.pop() {
                 Some(s) => s,
                 None => bail!("up_blocks.{index}: ran out of skip connections"),
@@ -504,10 +518,17 @@ impl<B: Backend> UpBlock<B> {
                     h.shape()
                 );
             }
-            if i > 0 || !skips.entry_concatenated {
+            if !concatenated {
                 h = be.concat(&[&h, &skip], 1)?;
             }
-            h = self.forward_layer(be, i, &h, inputs, hooks)?;
+            // The next layer's skip state: this layer's last op writes it after its output.
+            let tail = if i + 1 < layers {
+                skips.own.last()
+            } else {
+                None
+            };
+            h = self.forward_layer(be, i, &h, inputs, hooks, tail)?;
+            concatenated = tail.is_some();
         }
         h = hooks.after_up_block(be, index, h, inputs.num_frames)?;
         match &self.sampler {

@@ -10,6 +10,7 @@ use cyberhost_kernels::group_norm::{
 use cyberhost_kernels::{DType, KernelModule};
 
 use super::context::CudaBackend;
+use super::layout;
 use super::linalg;
 use super::pointwise::channel_vec;
 use super::tensor::CudaTensor;
@@ -206,30 +207,66 @@ pub(crate) fn tokens_planes_add(
         return composed::tokens_planes_add(be, tokens, residual, frames);
     }
     let out = be.alloc(residual.shape(), residual.dtype())?;
-    if out.elem_count() == 0 {
-        return Ok(out);
+    tokens_planes_add_into(be, tokens, residual, frames, shape, &out)?;
+    Ok(out)
+}
+
+/// [`Backend::tokens_planes_add_concat`](crate::backends::Backend::tokens_planes_add_concat):
+/// `tokens_planes_add_v2` writes channels `[0, C)` of the `(N·F, C + C_t, H, W)` output (planes
+/// `C + C_t` channels apart), one strided copy places `tail` after them. Mixed dtypes run
+/// composed.
+pub(crate) fn tokens_planes_add_concat(
+    be: &CudaBackend,
+    tokens: &CudaTensor,
+    residual: &CudaTensor,
+    frames: usize,
+    tail: &CudaTensor,
+) -> Result<CudaTensor> {
+    let shape = planes_shape("tokens_planes_add_concat", residual.shape(), frames, 1)?;
+    let dtype = residual.dtype();
+    if tokens.dtype() != dtype
+        || tail.dtype() != dtype
+        || tokens.elem_count() != residual.elem_count()
+    {
+        return composed::tokens_planes_add_concat(be, tokens, residual, frames, tail);
     }
-    // Only x (the tokens), y and the shape fields are read by this entry.
-    let p = GroupNorm2Params {
-        x: be.ptr(tokens),
-        gamma: 0,
-        beta: 0,
-        y: be.ptr(&out),
-        ws: 0,
-        n: u32_of(shape.n as usize, "tokens_planes_add planes")?,
-        c: u32_of(shape.c as usize, "tokens_planes_add channels")?,
-        s: u32_of(shape.s as usize, "tokens_planes_add H·W")?,
-        groups: 1,
-        eps: 0.0,
-        chunks: 0,
-    };
-    let pt = GnTokensParams::new(
-        p,
+    let (rs, ts) = (residual.shape(), tail.shape());
+    if ts.len() != 4 || ts[0] != rs[0] || ts[2..] != rs[2..] {
+        bail!(
+            "tokens_planes_add_concat: tail {ts:?} must be (N·F, C_t, H, W) with (N·F, H, W) of \
+             the residual {rs:?}"
+        );
+    }
+    let out = be.alloc(&[rs[0], rs[1] + ts[1], rs[2], rs[3]], dtype)?;
+    tokens_planes_add_into(be, tokens, residual, frames, shape, &out)?;
+    layout::copy_into(be, tail, &out, 1, rs[1])?;
+    Ok(out)
+}
+
+/// `tokens_planes_add_v2` of `tokens` and `residual` (one dtype, as many elements, `shape` the
+/// residual's planes) into the first `shape.c` channels of `out` `(N·F, y_c, H, W)`.
+fn tokens_planes_add_into(
+    be: &CudaBackend,
+    tokens: &CudaTensor,
+    residual: &CudaTensor,
+    frames: usize,
+    shape: GroupNormShape,
+    out: &CudaTensor,
+) -> Result<()> {
+    if residual.elem_count() == 0 {
+        return Ok(());
+    }
+    let pt = GnTokensParams::tokens_planes_add(
+        be.ptr(tokens),
         be.ptr(residual),
+        be.ptr(out),
+        shape,
         u32_of(frames, "tokens_planes_add frames")?,
-    )?;
+    )?
+    .with_out_channels(u32_of(out.shape()[1], "tokens_planes_add output channels")?)?;
     // SAFETY: tokens_planes_add_v2_<dtype>(GnTokensParams): x holds the (N, S, F, C) tokens (the
-    // element count of the residual, checked above), residual and out are (N·F, C, S) planes, all
+    // element count of the residual, checked by the callers), residual is (N·F, C, S) planes and
+    // out (N·F, y_c >= C, S) planes (N·F and S of the residual: the callers allocate it so), all
     // in one dtype; out is fresh (no aliasing).
     let dtype = out.dtype();
     unsafe {
@@ -242,7 +279,7 @@ pub(crate) fn tokens_planes_add(
             &pt,
         )?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// [`Backend::group_norm_conv1x1_tokens`](crate::backends::Backend::group_norm_conv1x1_tokens):
