@@ -221,7 +221,12 @@ fn v2_cases() -> Vec<V2Case> {
             2,
         ),
         // GEGLU, 3 x 2 tiles of 128 x 256 on 2 CTAs, groups of 2 rows
-        p(case(Linear, 1, (260, 136, 40)).with(&[Bias, Geglu]), XL, 2, 2),
+        p(
+            case(Linear, 1, (260, 136, 40)).with(&[Bias, Geglu]),
+            XL,
+            2,
+            2,
+        ),
         // batched matmul: 2 x (3 x 2) tiles on 4 CTAs (a CTA's tiles cross batch entries)
         p(
             case(Matmul, 2, (260, 136, 48)).with(&[BatchedB, Residual]),
@@ -296,8 +301,14 @@ fn run_gemm_v2(dev: &mut Device, v: V2Case, seed: u64) -> anyhow::Result<()> {
         let tiles = v.tile.tiles(shape, c.geglu);
         let (tiles_m, _) = v.tile.tile_grid(shape, c.geglu);
         // the case is what it says: several tiles per CTA, a ragged last raster group
-        assert!(plan.ctas <= resident && tiles > plan.ctas as u64, "{v:?} {plan:?}");
-        assert!(plan.raster > 1 && tiles_m % plan.raster as u64 != 0, "{v:?} {plan:?}");
+        assert!(
+            plan.ctas <= resident && tiles > plan.ctas as u64,
+            "{v:?} {plan:?}"
+        );
+        assert!(
+            plan.raster > 1 && tiles_m % plan.raster as u64 != 0,
+            "{v:?} {plan:?}"
+        );
     }
     // the workspace is poisoned too: the reduction must read only what the splits wrote
     let ws = if plan.splits > 1 {

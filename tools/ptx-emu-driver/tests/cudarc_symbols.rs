@@ -25,7 +25,10 @@ fn cudarc_sys_source() -> String {
     // Only the host's packages: a fresh machine's cache holds no crate that only another platform
     // needs (Windows console crates), and `--offline` cannot fetch them.
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let vv = Command::new(rustc).arg("-vV").output().expect("rustc -vV runs");
+    let vv = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV runs");
     let vv = String::from_utf8_lossy(&vv.stdout).into_owned();
     let host = vv
         .lines()
@@ -34,7 +37,13 @@ fn cudarc_sys_source() -> String {
         .trim()
         .to_string();
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+        ])
         .arg(&host)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
