@@ -558,6 +558,8 @@ pub struct GemmPlan {
 
 /// Share of the L2 the A row panels of one raster group may take (1 / `RASTER_L2_SHARE`).
 pub const RASTER_L2_SHARE: u64 = 4;
+/// Least mean tiles per persistent CTA, as a fraction of the most any CTA runs.
+pub const PERSISTENT_BALANCE: f64 = 0.97;
 
 /// Fewest k tiles a split gets (128 of K): shorter splits cost more in workspace traffic than
 /// they win in parallelism.
@@ -620,11 +622,12 @@ impl GemmPlan {
 
     /// The persistent schedule of `tile` over `shape` (no split-K) with `resident` CTAs at a time
     /// (CTAs per SM x SMs) and an L2 of `l2_bytes`:
-    /// * `waves = ceil(tiles / resident)` tiles per CTA at most, on `ctas` in
-    ///   `[ceil(tiles / waves), min(tiles, resident)]`: every CTA runs `waves` or fewer tiles, so
-    ///   the launch takes the time of `waves` tiles, as a grid of one CTA per tile would (the
-    ///   gpu-model spreads a launch's work evenly over its CTAs: with `ctas` near
-    ///   `tiles / waves` that is also what the busiest CTA does);
+    /// * `waves = ceil(tiles / resident)` tiles per CTA at most, on `ctas` from
+    ///   `ceil(tiles / waves)` up to `resident`, but no more than keep the mean tiles per CTA
+    ///   within [`PERSISTENT_BALANCE`] of `waves`: every CTA runs `waves` or fewer tiles, so the
+    ///   launch takes the time of `waves` tiles, as a grid of one CTA per tile would, and CTAs
+    ///   are not left short of tiles (the gpu-model spreads a launch's work evenly over its CTAs:
+    ///   with balanced CTAs that is also what the busiest one does, within 3 %);
     /// * `raster` tile rows per group: at most the rows whose A panels (`BM x K` bf16) fit in a
     ///   quarter of the L2 (the rest holds the B panels of the tiles in flight, the output and
     ///   residual streams, and the A100's second L2 partition's copies), and a divisor of `ctas`,
@@ -641,9 +644,10 @@ impl GemmPlan {
     ) -> GemmPlan {
         let ktiles = ceil_div(shape.k, GEMM_V2_BK as u64).max(1);
         let tiles = tile.tiles(shape, geglu).max(1);
-        let most = tiles.min(resident.max(1) as u64);
-        let waves = ceil_div(tiles, most);
+        let waves = ceil_div(tiles, resident.max(1) as u64);
         let fewest = ceil_div(tiles, waves);
+        let balanced = (tiles as f64 / (PERSISTENT_BALANCE * waves as f64)) as u64;
+        let most = tiles.min(resident.max(1) as u64).min(balanced).max(fewest);
         let (bm, ..) = tile.geometry();
         let panel = bm as u64 * ktiles * GEMM_V2_BK as u64 * 2;
         let (tiles_m, _) = tile.tile_grid(shape, geglu);
@@ -841,13 +845,18 @@ mod v2_tests {
         let s = GemmShape::new(1, 8 * 4096, 1280, 1280);
         let p = GemmPlan::choose(s, false, 108, 40 << 20, true);
         assert_eq!((p.ctas, p.raster), (108, 27));
-        // 1536 tiles on 108 CTAs: 15 waves, 103..=108 CTAs; 256 x 128 at K = 320 (160 KB panels,
-        // at most 64 rows): 108 CTAs and groups of 54 rows (104 would give 52, 103 and 107 only 1).
+        // 1536 tiles on 108 CTAs: 15 waves, 103..=105 CTAs (>= 14.55 tiles each); 256 x 128 at
+        // K = 320 (160 KB panels, at most 64 rows): 104 CTAs and groups of 52 rows.
         let s = GemmShape::new(1, 32 * 4096, 320, 320);
         let p = GemmPlan::choose(s, false, 108, 40 << 20, true);
         assert_eq!(p.tile, GemmTile::T256x128);
-        assert_eq!((p.ctas, p.raster), (108, 54));
+        assert_eq!((p.ctas, p.raster), (104, 52));
         assert!(ceil_div(1536, p.ctas as u64) == 15);
+        // 256 x 3 tiles: 8 waves on 96..=98 CTAs (108 would leave 7.1 tiles on average); 160 KB
+        // panels, at most 64 rows: 98 CTAs in groups of 49 rows
+        let s = GemmShape::new(1, 8 * 4096, 768, 640);
+        let p = GemmPlan::choose(s, false, 108, 40 << 20, true);
+        assert_eq!((p.tile, p.ctas, p.raster), (GemmTile::T128x256, 98, 49));
         // fewer tiles than resident CTAs: one CTA per tile
         let s = GemmShape::new(1, 300, 200, 64);
         let p = GemmPlan::persistent(GemmTile::T64x64, s, false, 432, 40 << 20);
