@@ -575,7 +575,9 @@ impl GemmPlan {
     /// 2 * SPLITK_MIN_KTILES k tiles: splits = min(ceil(sms / tiles), ktiles / SPLITK_MIN_KTILES,
     /// SPLITK_MAX).
     ///
-    /// Launches without split-K are persistent ([`GemmPlan::persistent`], `l2_bytes`: the GPU's L2).
+    /// Launches without split-K of the one-CTA-per-SM tiles (128 x 256, 256 x 128) are persistent
+    /// ([`GemmPlan::persistent`], `l2_bytes`: the GPU's L2); 128 x 128 and 64 x 64 run one CTA per
+    /// tile in the rastered order.
     pub fn choose(
         shape: GemmShape,
         geglu: bool,
@@ -584,8 +586,15 @@ impl GemmPlan {
         allow_split: bool,
     ) -> GemmPlan {
         let ktiles = ceil_div(shape.k, GEMM_V2_BK as u64).max(1);
+        // Persistent for the one-CTA-per-SM tiles; the others keep a CTA per tile (a resident
+        // count as large as the grid): with several CTAs per SM a persistent grid balances
+        // tiles per CTA, not per SM, and was not faster (docs/performance.md).
         let whole = |tile: GemmTile| {
-            GemmPlan::persistent(tile, shape, geglu, sms * tile.ctas_per_sm(), l2_bytes)
+            let resident = match tile.ctas_per_sm() {
+                1 => sms,
+                _ => u32::MAX,
+            };
+            GemmPlan::persistent(tile, shape, geglu, resident, l2_bytes)
         };
         let fill = |x: u64, t: u64| x as f64 / (ceil_div(x, t) * t) as f64;
         for tile in [GemmTile::T128x256, GemmTile::T256x128, GemmTile::T128x128] {
@@ -857,6 +866,10 @@ mod v2_tests {
         let s = GemmShape::new(1, 8 * 4096, 768, 640);
         let p = GemmPlan::choose(s, false, 108, 40 << 20, true);
         assert_eq!((p.tile, p.ctas, p.raster), (GemmTile::T128x256, 98, 49));
+        // 64 x 64 from the heuristic: one CTA per tile, whatever the SMs
+        let s = GemmShape::new(1, 300, 200, 64);
+        let p = GemmPlan::choose(s, false, 4, 40 << 20, true);
+        assert_eq!((p.tile, p.ctas), (GemmTile::T64x64, 20));
         // fewer tiles than resident CTAs: one CTA per tile
         let s = GemmShape::new(1, 300, 200, 64);
         let p = GemmPlan::persistent(GemmTile::T64x64, s, false, 432, 40 << 20);
