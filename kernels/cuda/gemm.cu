@@ -139,7 +139,19 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) matmul_v1_f32(const G
 // The v2 entries need the cp.async path (`ops.aligned`: A, B 16-byte aligned, K-contiguous row
 // and batch strides multiples of 8); the launcher keeps the v1 entries for the others.
 //
-// Split-K (p.splits > 1, grid.z = batch * splits): split s runs k tiles
+// Persistent (p.splits == 1): grid = (P, 1, 1) with P <= the resident CTAs of the GPU (the
+// launcher's GemmPlan::choose: CTAs per SM x SMs, balanced so that every CTA gets
+// ceil(tiles / P) or one tile fewer); CTA b runs the output tiles t = b, b + P, .. of the
+// rastered order of gemm_tiles.cuh `raster_tile` (groups of p.raster tile rows sweeping the tile
+// columns), each tile = the cp.async pipeline drained and re-primed (the mainloop returns with
+// every copy landed and the block synchronised), then the staged epilogue, then a
+// __syncthreads before the next tile's prologue overwrites the epilogue's staging slabs. The P
+// tiles in flight at a time span ~p.raster tile rows x P / p.raster tile columns: the A row
+// panels and B column panels they read are shared in the L2 (the launcher sizes the group so
+// its A panels take at most a quarter of the L2; see GemmPlan::raster_rows).
+//
+// Split-K (p.splits > 1, grid.z = batch * splits, not persistent: split-K grids are under one
+// wave by construction): split s runs k tiles
 // [s * ktiles_per_split, (s + 1) * ktiles_per_split) and stores its raw f32 tile (GEGLU: value
 // and gate columns interleaved per 8 as in the tile; raw column (n / 8) * 16 + n % 8 for output
 // n, its gate 8 further) with 16-byte stores to workspace[s][batch][M][ws_ld] (ws_ld = gridDim.x
@@ -154,9 +166,12 @@ struct GemmV2Params {
   void* workspace;           // split-K partials (f32), null when splits == 1
   uint32_t splits;           // >= 1
   uint32_t ktiles_per_split; // 32-deep k tiles per split (splits == 1: >= ceil(K / 32))
-  uint32_t ws_ld;            // workspace row stride (f32): gridDim.x * BN of the tile config
-  uint32_t batch;            // batch entries (grid.z / splits)
-}; // 136 bytes (kernels/src/gemm.rs GemmV2Params)
+  uint32_t ws_ld;            // workspace row stride (f32): tiles_n * BN of the tile config
+  uint32_t batch;            // batch entries
+  uint32_t tiles_m, tiles_n; // CTA tiles per batch entry: ceil(M / BM), ceil(N / BN_out)
+  uint32_t raster;           // persistent (splits == 1): tile rows per raster group, >= 1
+  uint32_t pad;
+}; // 152 bytes (kernels/src/gemm.rs GemmV2Params)
 
 // CH bf16 (bits) of p as f32: `valid` leading elements, the rest 0; `vec`: one 2 CH-byte load.
 template <uint32_t CH> __device__ __forceinline__ void load_bf16_chunk(const uint16_t* p, uint32_t valid, float (&v)[CH]) {
@@ -224,15 +239,17 @@ __device__ __forceinline__ void epilogue_chunk(const GemmParams& g, OutT* c, con
     if (e < valid) out[e] = from_f32<OutT>(v[e] * g.scale);
 }
 
+// One output tile (tile row tm, tile column tn of batch entry `batch`; k split `split`): the
+// mainloop, then the fused epilogue or (split-K) the raw partial tile. smem: the dynamic shared
+// memory; on return the block may still read it (the caller synchronises before reusing it).
 template <class Cfg, bool B_KN, typename OutT>
-__device__ __forceinline__ void gemm_v2(const GemmV2Params& p) {
-  extern __shared__ __align__(128) uint8_t smem[];
+__device__ __forceinline__ void gemm_v2_tile(const GemmV2Params& p, uint8_t* smem, uint32_t batch, uint32_t split,
+                                             uint32_t tm, uint32_t tn) {
   constexpr uint32_t CH = 16 / sizeof(OutT);
   const GemmParams& g = p.g;
   const bool geglu = !B_KN && g.geglu != 0;
-  const uint32_t batch = blockIdx.z / p.splits, split = blockIdx.z % p.splits;
-  const uint32_t bm = blockIdx.y * Cfg::BM;
-  const uint32_t bn = blockIdx.x * (geglu ? (uint32_t)Cfg::BN / 2 : (uint32_t)Cfg::BN);
+  const uint32_t bm = tm * Cfg::BM;
+  const uint32_t bn = tn * (geglu ? (uint32_t)Cfg::BN / 2 : (uint32_t)Cfg::BN);
   uint32_t lane, wm, wn;
   warp_coords<Cfg::WARPS_N>(threadIdx.x, lane, wm, wn);
   const uint32_t ktiles = ceil_div(g.ops.k, Cfg::BK);
@@ -256,7 +273,7 @@ __device__ __forceinline__ void gemm_v2(const GemmV2Params& p) {
   if (p.splits > 1) {
     // raw partial tile -> workspace[split][batch] (16-byte stores of 4 f32)
     float* ws = static_cast<float*>(p.workspace) + ((uint64_t)split * p.batch + batch) * g.ops.m * p.ws_ld;
-    const uint32_t col0 = blockIdx.x * Cfg::BN + wn * Cfg::WN;
+    const uint32_t col0 = tn * Cfg::BN + wn * Cfg::WN;
     warp_staged_epilogue<Cfg, Cfg::WN, 4>(wbuf, lane, raw, [&](uint32_t i, uint32_t r, uint32_t c, float (&v)[4]) {
       const uint32_t row = row0 + i * MMA_M + r;
       if (row < g.ops.m)
@@ -294,6 +311,23 @@ __device__ __forceinline__ void gemm_v2(const GemmV2Params& p) {
     warp_staged_epilogue<Cfg, Cfg::WN, CH>(wbuf, lane, raw, [&](uint32_t i, uint32_t r, uint32_t cc, float (&v)[CH]) {
       epilogue_chunk<OutT, CH>(g, c, res, row0 + i * MMA_M + r, colw + cc, v, false);
     });
+  }
+}
+
+// The tile scheduler: split-K launches map blockIdx to one tile and split; the others are
+// persistent over the rastered tiles (see above).
+template <class Cfg, bool B_KN, typename OutT>
+__device__ __forceinline__ void gemm_v2(const GemmV2Params& p) {
+  extern __shared__ __align__(128) uint8_t smem[];
+  if (p.splits > 1) {
+    gemm_v2_tile<Cfg, B_KN, OutT>(p, smem, blockIdx.z / p.splits, blockIdx.z % p.splits, blockIdx.y, blockIdx.x);
+    return;
+  }
+  const uint32_t tiles = p.tiles_m * p.tiles_n * p.batch;
+  for (uint32_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const RasterTile rt = raster_tile(t, p.tiles_m, p.tiles_n, p.raster);
+    gemm_v2_tile<Cfg, B_KN, OutT>(p, smem, rt.batch, 0, rt.row, rt.col);
+    __syncthreads(); // every warp's epilogue reads of its staging slab done before the next prologue
   }
 }
 

@@ -108,6 +108,28 @@ template <uint32_t BN, uint32_t THREADS> struct KnTileLoader {
 };
 
 // ------------------------------------------------------------------------------------------------
+// persistent tile scheduler
+// ------------------------------------------------------------------------------------------------
+
+// Output tile t of a (batch, tiles_m x tiles_n) tile grid in swizzled (rastered) order: batch-major;
+// inside a batch, groups of `group` tile rows sweep the tile columns one column at a time (the
+// tiles of one column of a group consecutive), the last group holding the remaining rows.
+// A persistent CTA takes t = blockIdx.x, + gridDim.x, ..: the CTAs resident together work on
+// neighbouring tiles of a group, which share A row panels and B column panels in the L2.
+struct RasterTile {
+  uint32_t batch, row, col; // tile coordinates (multiply by BM / BN)
+};
+__device__ __forceinline__ RasterTile raster_tile(uint32_t t, uint32_t tiles_m, uint32_t tiles_n, uint32_t group) {
+  const uint32_t per_batch = tiles_m * tiles_n;
+  const uint32_t b = t / per_batch, r = t % per_batch;
+  const uint32_t per_group = group * tiles_n;
+  const uint32_t first = (r / per_group) * group;
+  const uint32_t rows = min(tiles_m - first, group);
+  const uint32_t rr = r % per_group;
+  return RasterTile{b, first + rr % rows, rr / rows};
+}
+
+// ------------------------------------------------------------------------------------------------
 // mainloop
 // ------------------------------------------------------------------------------------------------
 

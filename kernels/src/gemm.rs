@@ -87,7 +87,8 @@ pub const ENTRIES: &[Entry] = &[
 ];
 
 const LAUNCH_V2: &str =
-    "grid = (ceil(N / BN) | GEGLU ceil(N / (BN / 2)), ceil(M / BM), batch * splits), \
+    "persistent grid = (GemmPlan::ctas <= CTAs per SM * SMs, 1, 1) over the rastered tiles; \
+     split-K: grid = (ceil(N / BN) | GEGLU ceil(N / (BN / 2)), ceil(M / BM), batch * splits); \
      block = 32 * warps, dynamic smem GemmTile::smem_bytes (plan: GemmPlan::choose)";
 const LAUNCH_SPLITK: &str = "grid = (ceil(M * ceil(N / 8) / 256), batch), block = 256, no smem";
 
@@ -99,7 +100,7 @@ const fn v2(name: &'static str, op: &'static str, launch: &'static str) -> Entry
         version: 2,
         dtype: DType::Bf16,
         params: "GemmV2Params",
-        params_size: 136,
+        params_size: 152,
         launch,
     }
 }
@@ -512,8 +513,17 @@ impl GemmTile {
 
     /// CTA tiles of `shape` (all batch entries, one split).
     pub fn tiles(self, shape: GemmShape, geglu: bool) -> u64 {
+        let (tm, tn) = self.tile_grid(shape, geglu);
+        tm * tn * shape.batch
+    }
+
+    /// CTA tiles of one batch entry: `(ceil(M / BM), ceil(N / BN_out))`.
+    pub fn tile_grid(self, shape: GemmShape, geglu: bool) -> (u64, u64) {
         let (bm, ..) = self.geometry();
-        ceil_div(shape.m, bm as u64) * ceil_div(shape.n, self.bn_out(geglu) as u64) * shape.batch
+        (
+            ceil_div(shape.m, bm as u64),
+            ceil_div(shape.n, self.bn_out(geglu) as u64),
+        )
     }
 
     pub fn entry(self, op: GemmOp) -> &'static str {
@@ -531,7 +541,7 @@ impl GemmTile {
 /// The split-K reduction + epilogue entry.
 pub const SPLITK_ENTRY: &str = "gemm_splitk_v2_bf16";
 
-/// Tile config and k split of one v2 launch.
+/// Tile config, k split and tile schedule of one v2 launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemmPlan {
     pub tile: GemmTile,
@@ -539,7 +549,17 @@ pub struct GemmPlan {
     pub splits: u32,
     /// 32-deep k tiles per split.
     pub ktiles_per_split: u32,
+    /// Persistent CTAs (`splits == 1`; grid `(ctas, 1, 1)`): CTA b runs the tiles b, b + ctas, ..
+    /// of the rastered order. Unused with split-K (one CTA per tile and split).
+    pub ctas: u32,
+    /// Tile rows per raster group of the persistent schedule (`gemm_tiles.cuh` `raster_tile`).
+    pub raster: u32,
 }
+
+/// Share of the L2 the A row panels of one raster group may take (1 / `RASTER_L2_SHARE`).
+pub const RASTER_L2_SHARE: u64 = 4;
+/// Least mean tiles per persistent CTA, as a fraction of the most any CTA runs.
+pub const PERSISTENT_BALANCE: f64 = 0.97;
 
 /// Fewest k tiles a split gets (128 of K): shorter splits cost more in workspace traffic than
 /// they win in parallelism.
@@ -554,12 +574,27 @@ impl GemmPlan {
     /// 64 x 64 grid leaves SMs idle (fewer CTAs than `sms`) and K has at least
     /// 2 * SPLITK_MIN_KTILES k tiles: splits = min(ceil(sms / tiles), ktiles / SPLITK_MIN_KTILES,
     /// SPLITK_MAX).
-    pub fn choose(shape: GemmShape, geglu: bool, sms: u32, allow_split: bool) -> GemmPlan {
+    ///
+    /// Launches without split-K of the one-CTA-per-SM tiles (128 x 256, 256 x 128) are persistent
+    /// ([`GemmPlan::persistent`], `l2_bytes`: the GPU's L2); 128 x 128 and 64 x 64 run one CTA per
+    /// tile in the rastered order.
+    pub fn choose(
+        shape: GemmShape,
+        geglu: bool,
+        sms: u32,
+        l2_bytes: u64,
+        allow_split: bool,
+    ) -> GemmPlan {
         let ktiles = ceil_div(shape.k, GEMM_V2_BK as u64).max(1);
-        let whole = |tile: GemmTile| GemmPlan {
-            tile,
-            splits: 1,
-            ktiles_per_split: ktiles as u32,
+        // Persistent for the one-CTA-per-SM tiles; the others keep a CTA per tile (a resident
+        // count as large as the grid): with several CTAs per SM a persistent grid balances
+        // tiles per CTA, not per SM, and was not faster (docs/performance.md).
+        let whole = |tile: GemmTile| {
+            let resident = match tile.ctas_per_sm() {
+                1 => sms,
+                _ => u32::MAX,
+            };
+            GemmPlan::persistent(tile, shape, geglu, resident, l2_bytes)
         };
         let fill = |x: u64, t: u64| x as f64 / (ceil_div(x, t) * t) as f64;
         for tile in [GemmTile::T128x256, GemmTile::T256x128, GemmTile::T128x128] {
@@ -579,10 +614,71 @@ impl GemmPlan {
             .min(ktiles / SPLITK_MIN_KTILES)
             .min(SPLITK_MAX);
         let per = ceil_div(ktiles, splits);
+        GemmPlan::split_k(small, ktiles, per)
+    }
+
+    /// `tile` with `ktiles` k tiles split into runs of `per` (`per >= ktiles`: one split, one CTA
+    /// per tile, as [`GemmPlan::persistent`] with a CTA for every tile).
+    pub fn split_k(tile: GemmTile, ktiles: u64, per: u64) -> GemmPlan {
         GemmPlan {
-            tile: small,
-            splits: ceil_div(ktiles, per) as u32,
+            tile,
+            splits: ceil_div(ktiles, per.max(1)) as u32,
             ktiles_per_split: per as u32,
+            ctas: 0,
+            raster: 1,
+        }
+    }
+
+    /// The persistent schedule of `tile` over `shape` (no split-K) with `resident` CTAs at a time
+    /// (CTAs per SM x SMs) and an L2 of `l2_bytes`:
+    /// * `waves = ceil(tiles / resident)` tiles per CTA at most, on `ctas` from
+    ///   `ceil(tiles / waves)` up to `resident`, but no more than keep the mean tiles per CTA
+    ///   within [`PERSISTENT_BALANCE`] of `waves`: every CTA runs `waves` or fewer tiles, so the
+    ///   launch takes the time of `waves` tiles, as a grid of one CTA per tile would, and CTAs
+    ///   are not left short of tiles (the gpu-model spreads a launch's work evenly over its CTAs:
+    ///   with balanced CTAs that is also what the busiest one does, within 3 %);
+    /// * `raster` tile rows per group: at most the rows whose A panels (`BM x K` bf16) fit in a
+    ///   quarter of the L2 (the rest holds the B panels of the tiles in flight, the output and
+    ///   residual streams, and the A100's second L2 partition's copies), and a divisor of `ctas`,
+    ///   so that CTA b stays on tile row `b mod raster` of every group and its consecutive tiles
+    ///   reuse one A panel; among the admissible `ctas` the one with the largest such divisor
+    ///   (fewest CTAs on ties). When no divisor reaches half the L2 bound, `raster` is the bound
+    ///   and `ctas` the fewest.
+    pub fn persistent(
+        tile: GemmTile,
+        shape: GemmShape,
+        geglu: bool,
+        resident: u32,
+        l2_bytes: u64,
+    ) -> GemmPlan {
+        let ktiles = ceil_div(shape.k, GEMM_V2_BK as u64).max(1);
+        let tiles = tile.tiles(shape, geglu).max(1);
+        let waves = ceil_div(tiles, resident.max(1) as u64);
+        let fewest = ceil_div(tiles, waves);
+        let balanced = (tiles as f64 / (PERSISTENT_BALANCE * waves as f64)) as u64;
+        let most = tiles.min(resident.max(1) as u64).min(balanced).max(fewest);
+        let (bm, ..) = tile.geometry();
+        let panel = bm as u64 * ktiles * GEMM_V2_BK as u64 * 2;
+        let (tiles_m, _) = tile.tile_grid(shape, geglu);
+        let bound = (l2_bytes / RASTER_L2_SHARE / panel).clamp(1, tiles_m.max(1));
+        let mut best = (0, fewest);
+        for ctas in fewest..=most {
+            let g = largest_divisor_at_most(ctas, bound);
+            if g > best.0 {
+                best = (g, ctas);
+            }
+        }
+        let (raster, ctas) = if 2 * best.0 >= bound {
+            best
+        } else {
+            (bound, fewest)
+        };
+        GemmPlan {
+            tile,
+            splits: 1,
+            ktiles_per_split: ktiles as u32,
+            ctas: ctas as u32,
+            raster: raster as u32,
         }
     }
 
@@ -601,15 +697,21 @@ impl GemmPlan {
         }
     }
 
-    /// The main launch: `grid = (ceil(N / BN_out), ceil(M / BM), batch * splits)`.
+    /// The main launch: persistent `grid = (ctas, 1, 1)`, or with split-K
+    /// `grid = (ceil(N / BN_out), ceil(M / BM), batch * splits)`.
     pub fn launch_config(&self, shape: GemmShape, geglu: bool) -> LaunchConfig {
         let (bm, ..) = self.tile.geometry();
-        LaunchConfig {
-            grid: [
+        let grid = if self.splits > 1 {
+            [
                 tiles(shape.n, self.tile.bn_out(geglu)),
                 tiles(shape.m, bm),
                 (shape.batch.max(1) * self.splits as u64) as u32,
-            ],
+            ]
+        } else {
+            [self.ctas.max(1), 1, 1]
+        };
+        LaunchConfig {
+            grid,
             block: [self.tile.threads(), 1, 1],
             dynamic_smem_bytes: self.tile.smem_bytes(),
         }
@@ -638,7 +740,24 @@ impl GemmPlan {
     }
 }
 
-/// Mirrors `struct GemmV2Params` in `gemm.cu` (136 bytes).
+/// The largest divisor of `n` (>= 1) that is at most `bound` (>= 1).
+fn largest_divisor_at_most(n: u64, bound: u64) -> u64 {
+    let mut best = 1;
+    let mut d = 1;
+    while d * d <= n {
+        if n % d == 0 {
+            for x in [d, n / d] {
+                if x <= bound && x > best {
+                    best = x;
+                }
+            }
+        }
+        d += 1;
+    }
+    best
+}
+
+/// Mirrors `struct GemmV2Params` in `gemm.cu` (152 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct GemmV2Params {
@@ -649,6 +768,12 @@ pub struct GemmV2Params {
     pub ktiles_per_split: u32,
     pub ws_ld: u32,
     pub batch: u32,
+    /// CTA tiles per batch entry, `ceil(M / BM)` and `ceil(N / BN_out)`.
+    pub tiles_m: u32,
+    pub tiles_n: u32,
+    /// Tile rows per raster group (persistent launches).
+    pub raster: u32,
+    pub pad: u32,
 }
 
 impl GemmV2Params {
@@ -665,6 +790,12 @@ impl GemmV2Params {
             plan.splits <= 1 || workspace != 0,
             "split-K needs a workspace"
         );
+        let (tiles_m, tiles_n) = plan.tile.tile_grid(shape, geglu);
+        ensure!(
+            plan.splits > 1 || plan.tile.tiles(shape, geglu) <= u32::MAX as u64,
+            "gemm v2: {} tiles exceed the u32 tile index; split the batch",
+            plan.tile.tiles(shape, geglu)
+        );
         Ok(GemmV2Params {
             g,
             workspace,
@@ -672,6 +803,10 @@ impl GemmV2Params {
             ktiles_per_split: plan.ktiles_per_split,
             ws_ld: to_u32(plan.ws_ld(shape, geglu), "gemm v2 ws_ld")?,
             batch: to_u32(shape.batch, "gemm v2 batch")?,
+            tiles_m: to_u32(tiles_m, "gemm v2 tile rows")?,
+            tiles_n: to_u32(tiles_n, "gemm v2 tile columns")?,
+            raster: plan.raster.max(1),
+            pad: 0,
         })
     }
 }
@@ -680,7 +815,7 @@ impl GemmV2Params {
 mod v2_tests {
     use super::*;
 
-    crate::params_layout_test!(GemmV2Params, 136, align 8);
+    crate::params_layout_test!(GemmV2Params, 152, align 8);
 
     #[test]
     fn smem_bytes() {
@@ -702,38 +837,83 @@ mod v2_tests {
         );
     }
 
+    /// An H100's L2 (the plans' raster bound).
+    const L2: u64 = 50 << 20;
+
+    #[test]
+    fn persistent_schedule() {
+        // GEGLU proj of the U-Net's 320-channel blocks on an A100 (108 SMs, 40 MB L2): 1024 x 10
+        // tiles of 128 x 256, 95 per CTA on 108 CTAs; 80 KB A panels: 108 rows fit a quarter of
+        // the L2, so one group of 108 rows (each CTA one row of each group).
+        let s = GemmShape::new(1, 32 * 4096, 1280, 320);
+        let p = GemmPlan::choose(s, true, 108, 40 << 20, true);
+        assert_eq!((p.tile, p.splits), (GemmTile::T128x256, 1));
+        assert_eq!((p.ctas, p.raster), (108, 108));
+        assert_eq!(p.launch_config(s, true).grid, [108, 1, 1]);
+        // K = 1280: 320 KB panels, at most 32 rows -> 27 (a divisor of 108).
+        let s = GemmShape::new(1, 8 * 4096, 1280, 1280);
+        let p = GemmPlan::choose(s, false, 108, 40 << 20, true);
+        assert_eq!((p.ctas, p.raster), (108, 27));
+        // 1536 tiles on 108 CTAs: 15 waves, 103..=105 CTAs (>= 14.55 tiles each); 256 x 128 at
+        // K = 320 (160 KB panels, at most 64 rows): 104 CTAs and groups of 52 rows.
+        let s = GemmShape::new(1, 32 * 4096, 320, 320);
+        let p = GemmPlan::choose(s, false, 108, 40 << 20, true);
+        assert_eq!(p.tile, GemmTile::T256x128);
+        assert_eq!((p.ctas, p.raster), (104, 52));
+        assert!(ceil_div(1536, p.ctas as u64) == 15);
+        // 256 x 3 tiles: 8 waves on 96..=98 CTAs (108 would leave 7.1 tiles on average); 160 KB
+        // panels, at most 64 rows: 98 CTAs in groups of 49 rows
+        let s = GemmShape::new(1, 8 * 4096, 768, 640);
+        let p = GemmPlan::choose(s, false, 108, 40 << 20, true);
+        assert_eq!((p.tile, p.ctas, p.raster), (GemmTile::T128x256, 98, 49));
+        // 64 x 64 from the heuristic: one CTA per tile, whatever the SMs
+        let s = GemmShape::new(1, 300, 200, 64);
+        let p = GemmPlan::choose(s, false, 4, 40 << 20, true);
+        assert_eq!((p.tile, p.ctas), (GemmTile::T64x64, 20));
+        // fewer tiles than resident CTAs: one CTA per tile
+        let s = GemmShape::new(1, 300, 200, 64);
+        let p = GemmPlan::persistent(GemmTile::T64x64, s, false, 432, 40 << 20);
+        assert_eq!((p.ctas, p.raster), (20, 5));
+        // the raster bound never exceeds the tile rows
+        let p = GemmPlan::persistent(GemmTile::T64x64, s, false, 7, 40 << 20);
+        assert!(p.raster <= 5 && p.ctas <= 7 && ceil_div(20, p.ctas as u64) == 3);
+        assert_eq!(largest_divisor_at_most(108, 31), 27);
+        assert_eq!(largest_divisor_at_most(107, 50), 1);
+        assert_eq!(largest_divisor_at_most(1, 9), 1);
+    }
+
     #[test]
     fn plan_heuristic() {
         // U-Net linear, M = 2 * 4096 tokens: 128 x 256 tiles fill a wave of 132 SMs.
         let big = GemmShape::new(1, 8192, 1280, 320);
         assert_eq!(
-            GemmPlan::choose(big, false, 132, true).tile,
+            GemmPlan::choose(big, false, 132, L2, true).tile,
             GemmTile::T128x256
         );
         // N = 320: 128 x 256 would waste 37.5 % of its columns, 256 x 128 17 %.
         let n320 = GemmShape::new(1, 32768, 320, 320);
         assert_eq!(
-            GemmPlan::choose(n320, false, 132, true).tile,
+            GemmPlan::choose(n320, false, 132, L2, true).tile,
             GemmTile::T256x128
         );
         // M = 320 as well: 256-row tiles would waste 37.5 % of their rows.
         let sq = GemmShape::new(64, 320, 320, 320);
         assert_eq!(
-            GemmPlan::choose(sq, false, 132, true).tile,
+            GemmPlan::choose(sq, false, 132, L2, true).tile,
             GemmTile::T128x128
         );
         // small M, long K: 64 x 64 with split-K
         let small = GemmShape::new(1, 77, 320, 1024);
-        let p = GemmPlan::choose(small, false, 132, true);
+        let p = GemmPlan::choose(small, false, 132, L2, true);
         assert_eq!(
             (p.tile, p.splits, p.ktiles_per_split),
             (GemmTile::T64x64, 8, 4)
         );
-        assert_eq!(GemmPlan::choose(small, false, 132, false).splits, 1);
+        assert_eq!(GemmPlan::choose(small, false, 132, L2, false).splits, 1);
         // short K: no split
         let short = GemmShape::new(1, 77, 320, 96);
-        assert_eq!(GemmPlan::choose(short, false, 132, true).splits, 1);
-        let p = GemmPlan::choose(GemmShape::new(2, 40, 48, 600), true, 132, true);
+        assert_eq!(GemmPlan::choose(short, false, 132, L2, true).splits, 1);
+        let p = GemmPlan::choose(GemmShape::new(2, 40, 48, 600), true, 132, L2, true);
         assert_eq!(
             p.launch_config(GemmShape::new(2, 40, 48, 600), true).grid[2],
             2 * p.splits

@@ -180,20 +180,62 @@ fn run_gemm(dev: &mut Device, c: GemmCase, seed: u64) -> anyhow::Result<()> {
 
 crate::harness::schedules_test!(gemm_linear_matmul_epilogues, gemm_cases(), 0, run_gemm);
 
-/// A v2 case: the entry of `tile`, `splits` k splits (1 = none; more: the split-K pass after).
+/// A v2 case: the entry of `tile`, `splits` k splits (1 = none; more: the split-K pass after);
+/// without split-K the persistent schedule of `GemmPlan::persistent` for `sched` = (resident
+/// CTAs, L2 bytes), or one CTA per tile when `None`.
 #[derive(Clone, Copy, Debug)]
 struct V2Case {
     c: GemmCase,
     tile: GemmTile,
     splits: u32,
+    sched: Option<(u32, u64)>,
 }
 
 fn v2_cases() -> Vec<V2Case> {
     use GemmOp::{Linear, Matmul};
     use GemmTile::{T128x128 as L, T128x256 as XL, T256x128 as XT, T64x64 as S};
     use Opt::*;
-    let v = |c: GemmCase, tile, splits| V2Case { c, tile, splits };
+    let v = |c: GemmCase, tile, splits| V2Case {
+        c,
+        tile,
+        splits,
+        sched: None,
+    };
+    // persistent: `resident` CTAs, an L2 that bounds the raster group at `rows` tile rows of K
+    let p = |c: GemmCase, tile: GemmTile, resident: u32, rows: u64| {
+        let panel = tile.geometry().0 as u64 * c.k.div_ceil(32) as u64 * 64;
+        V2Case {
+            c,
+            tile,
+            splits: 1,
+            sched: Some((resident, 4 * panel * rows)),
+        }
+    };
     vec![
+        // Persistent CTAs over several tiles each, tile rows not a multiple of the raster group:
+        // 5 x 4 tiles on 4 CTAs in groups of 2 rows (2, 2, 1).
+        p(
+            case(Linear, 1, (300, 200, 72)).with(&[Bias, Residual, Scale(0.5)]),
+            S,
+            4,
+            2,
+        ),
+        // GEGLU, 3 x 2 tiles of 128 x 256 on 2 CTAs, groups of 2 rows
+        p(
+            case(Linear, 1, (260, 136, 40)).with(&[Bias, Geglu]),
+            XL,
+            2,
+            2,
+        ),
+        // batched matmul: 2 x (3 x 2) tiles on 4 CTAs (a CTA's tiles cross batch entries)
+        p(
+            case(Matmul, 2, (260, 136, 48)).with(&[BatchedB, Residual]),
+            L,
+            4,
+            2,
+        ),
+        // 3 x 2 tiles of 256 x 128 on 2 CTAs, groups of 2 rows
+        p(case(Linear, 1, (520, 136, 48)).with(&[Bias]), XT, 2, 2),
         // M, N, K tails (K = 72: a partial last k tile), every epilogue term
         v(
             case(Linear, 1, (130, 136, 72)).with(&[Bias, Residual, Scale(0.5)]),
@@ -248,14 +290,26 @@ fn run_gemm_v2(dev: &mut Device, v: V2Case, seed: u64) -> anyhow::Result<()> {
     let (shape, layout, ptrs, epi, want) = upload_bf16_case(dev, &c, seed)?;
     let g = GemmParams::new(c.op, ptrs, shape, layout, epi)?;
     assert_eq!(g.ops.aligned, 1, "{v:?}: v2 needs the cp.async path");
-    let ktiles = c.k.div_ceil(32) as u32;
-    let per = ktiles.div_ceil(v.splits);
-    let plan = GemmPlan {
-        tile: v.tile,
-        splits: ktiles.div_ceil(per),
-        ktiles_per_split: per,
+    let ktiles = c.k.div_ceil(32) as u64;
+    let plan = match v.sched {
+        _ if v.splits > 1 => GemmPlan::split_k(v.tile, ktiles, ktiles.div_ceil(v.splits as u64)),
+        Some((resident, l2)) => GemmPlan::persistent(v.tile, shape, c.geglu, resident, l2),
+        None => GemmPlan::persistent(v.tile, shape, c.geglu, u32::MAX, 40 << 20),
     };
     assert_eq!(plan.splits, v.splits, "{v:?}");
+    if let Some((resident, _)) = v.sched {
+        let tiles = v.tile.tiles(shape, c.geglu);
+        let (tiles_m, _) = v.tile.tile_grid(shape, c.geglu);
+        // the case is what it says: several tiles per CTA, a ragged last raster group
+        assert!(
+            plan.ctas <= resident && tiles > plan.ctas as u64,
+            "{v:?} {plan:?}"
+        );
+        assert!(
+            plan.raster > 1 && tiles_m % plan.raster as u64 != 0,
+            "{v:?} {plan:?}"
+        );
+    }
     // the workspace is poisoned too: the reduction must read only what the splits wrote
     let ws = if plan.splits > 1 {
         dev.alloc_poisoned(plan.workspace_len(shape, c.geglu) as usize * 4)?

@@ -142,6 +142,8 @@ pub struct CudaDevice {
     dry: std::sync::atomic::AtomicBool,
     /// Streaming multiprocessors, read once at open (launch heuristics size grids by it).
     sm_count: u32,
+    /// L2 cache bytes, read once at open (the GEMM's raster groups are sized by it).
+    l2_bytes: u64,
     /// Compute capability (major, minor), read once at open.
     compute_capability: (u32, u32),
     /// The kernel set this device runs ([`Arch::for_compute_capability`], or
@@ -280,6 +282,13 @@ impl CudaDevice {
             .and_then(|n| u32::try_from(n).ok())
             .filter(|&n| n > 0)
             .unwrap_or(132);
+        // 40 MB (an A100's, the smallest of the datacenter cards) if the driver does not say.
+        let l2_bytes = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)
+            .ok()
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(40 << 20);
         let cc_attr = |a| {
             ctx.attribute(a)
                 .with_context(|| format!("cannot read the compute capability of {name}"))
@@ -300,6 +309,7 @@ impl CudaDevice {
             observer: Mutex::new(None),
             dry: std::sync::atomic::AtomicBool::new(false),
             sm_count,
+            l2_bytes,
             compute_capability,
             arch,
         })
@@ -451,6 +461,12 @@ impl CudaDevice {
     /// H100 SXM) if the driver does not say. Read once when the device is opened.
     pub fn sm_count(&self) -> u32 {
         self.sm_count
+    }
+
+    /// L2 cache bytes of this device; 40 MB (an A100) if the driver does not say. Read once when
+    /// the device is opened.
+    pub fn l2_bytes(&self) -> u64 {
+        self.l2_bytes
     }
 
     /// Compute capability (major, minor), read once when the device is opened.

@@ -156,7 +156,12 @@ pub struct GemmExtras<'a, T: DeviceRepr> {
 /// f32 elements of the split-K workspace the sm_80 GEMM plan uses for `shape` on `dev` (0: the
 /// plan does not split K; pass no workspace).
 pub fn splitk_workspace_len(dev: &CudaDevice, shape: GemmShape, geglu: bool) -> usize {
-    GemmPlan::choose(shape, geglu, dev.sm_count(), true).workspace_len(shape, geglu) as usize
+    plan_for(dev, shape, geglu, true).workspace_len(shape, geglu) as usize
+}
+
+/// The sm_80 GEMM plan for `shape` on `dev` ([`GemmPlan::choose`] with its SMs and L2).
+fn plan_for(dev: &CudaDevice, shape: GemmShape, geglu: bool, allow_split: bool) -> GemmPlan {
+    GemmPlan::choose(shape, geglu, dev.sm_count(), dev.l2_bytes(), allow_split)
 }
 
 /// f32 elements of the split-K workspace [`launch`] uses for `op` over `shape` / `layout` with
@@ -293,12 +298,7 @@ pub fn launch<T: DeviceRepr>(
     };
     let params = GemmParams::new(op, ptrs, shape, layout, epi)?;
     // v2 (templated mainloop, tile by GemmPlan::choose) when the operands take cp.async.
-    let plan = GemmPlan::choose(
-        shape,
-        extras.geglu,
-        dev.sm_count(),
-        extras.workspace.is_some(),
-    );
+    let plan = plan_for(dev, shape, extras.geglu, extras.workspace.is_some());
     let v2 = plan.fits(&params, shape);
     let ws = match extras.workspace {
         Some(w) if v2 && plan.splits > 1 => {
