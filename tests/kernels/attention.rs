@@ -58,6 +58,9 @@ pub(crate) struct AttnCase {
     /// Extra keys / values (the kernel's second key segment), `(1, H, Le, D)` broadcast over the
     /// batch (batch stride 0), in the same layout.
     pub extra: u64,
+    /// SMs the persistent grid is sized for (`launch_config`'s `sm_count`): 1 by default, so the
+    /// few resident blocks of one SM walk every tile (several per block, head-major).
+    pub sms: u32,
 }
 
 pub(crate) fn case(
@@ -80,7 +83,13 @@ pub(crate) fn case(
         dtype: DType::Bf16,
         pad: 0,
         extra: 0,
+        sms: 1,
     }
+}
+
+/// `c` on a persistent grid sized for `sms` SMs.
+pub(crate) fn on_sms(c: AttnCase, sms: u32) -> AttnCase {
+    AttnCase { sms, ..c }
 }
 
 /// `c` with padded rows and `extra` broadcast keys.
@@ -112,6 +121,13 @@ fn attn_cases() -> Vec<AttnCase> {
         padded(c(2, 2, 19, 5, 80, false, false), 8, 70), // extra keys, own Lk < one tile, padded
         padded(c(1, 3, 30, 7, 36, true, true), 4, 9), // extra keys, plain loads, D % 8 != 0
         padded(c(2, 2, 16, 16, 40, true, false), 8, 0), // temporal: Lq = Lk = 16, padded rows
+        // persistent: B H = 35 heads x 2 ragged query blocks = 70 tiles on 3 blocks (d80 at 3 per
+        // SM), tiles of one block in different heads and batches; extra keys straddling a tile
+        padded(c(5, 7, 70, 45, 80, true, false), 8, 37),
+        c(3, 5, 130, 33, 40, true, false), // d48: 2 x 15 tiles on 2 blocks, the FAST pad path
+        c(4, 6, 65, 20, 160, false, true), // d160 plain loads: 48 tiles on 2 blocks
+        on_sms(c(3, 5, 130, 33, 40, true, false), 4), // 30 tiles on 8 blocks: ragged last round
+        on_sms(c(2, 3, 70, 50, 64, true, false), 1000), // grid = tiles: one tile per block
     ]
 }
 
@@ -136,6 +152,10 @@ fn attn_cases_f32() -> Vec<AttnCase> {
         c(2, 3, 200, 77, 40, true, false),  // 128-row blocks (d48 entry), 2 of them
         padded(c(2, 2, 70, 130, 40, true, false), 8, 37), // extra keys, padded rows
         padded(c(1, 1, 20, 33, 72, false, true), 0, 20), // extra keys, plain loads, d80 entry
+        // persistent: several tiles per block (the split Q staging over K / V rows per tile)
+        padded(c(3, 4, 70, 20, 160, true, false), 0, 9), // 2 x 12 tiles on 2 blocks
+        c(3, 3, 130, 40, 40, false, false),                // d48: 18 tiles on 2 blocks
+        on_sms(c(2, 3, 65, 33, 128, true, false), 2),    // 12 tiles on 4 blocks
     ]
 }
 
@@ -175,9 +195,9 @@ fn gather(y: &[f32], (b, h, len, d): (usize, usize, usize, usize), st: AttnStrid
 
 fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
     run_attn_with(dev, c, seed, &|dev, p, shape| {
-        let entry = traits_for(c.d, c.dtype)?.entry;
-        dev.launch(KernelModule::Attention, entry, attn_launch(shape), p)?;
-        Ok(entry.to_string())
+        let t = traits_for(c.d, c.dtype)?;
+        dev.launch(KernelModule::Attention, t.entry, attn_launch(t, shape, c.sms), p)?;
+        Ok(t.entry.to_string())
     })
 }
 
@@ -559,8 +579,8 @@ fn attention_counters() {
         };
         let st = AttnStrides::tokens(f, d, c);
         let p = AttentionParams::new([q, k, v, o], [st; 4], shape, 0.25).unwrap();
-        let v1 = traits_for(d, DType::Bf16).unwrap().entry;
-        dev.launch(KernelModule::Attention, v1, attn_launch(shape), &p)
+        let v1 = traits_for(d, DType::Bf16).unwrap();
+        dev.launch(KernelModule::Attention, v1.entry, attn_launch(v1, shape, 108), &p)
             .unwrap();
         let t = short_traits(&p, DType::Bf16).unwrap();
         dev.launch(

@@ -6,7 +6,7 @@
 //! strides, extra broadcast keys (the second key segment, also straddling a tile), several
 //! warp schedules; and which params the module declines (the launcher's fallback rule).
 
-use crate::attention::{case, padded, run_attn_with, AttnCase};
+use crate::attention::{case, on_sms, padded, run_attn_with, AttnCase};
 use crate::harness::Device;
 use cyberhost_kernels::attention::{AttentionParams, AttentionShape, AttnStrides};
 use cyberhost_kernels::attention_sm90::{launch_config, supports};
@@ -32,6 +32,13 @@ fn cases() -> Vec<AttnCase> {
         padded(c(2, 2, 70, 130, 40, true, false), 0, 37), // extra keys straddle tiles 2 / 3
         padded(c(2, 2, 19, 5, 80, false, false), 8, 70), // extra keys, own Lk < one tile, padded
         padded(c(1, 2, 24, 32, 160, true, false), 8, 4), // d160 + 4 audio tokens
+        // persistent (one SM: 1 block, or 2 for d16 / d32, walks every tile head-major; the ring
+        // restarts per tile, Q's pad chunks re-zeroed after the staging)
+        padded(c(3, 5, 130, 150, 80, true, false), 8, 37), // 2 x 15 tiles, extra keys, 2 key tiles
+        padded(c(2, 3, 300, 140, 40, true, false), 0, 9), // d40: 2 x 6 tiles, LSUM pad column
+        c(3, 4, 70, 100, 160, false, false),              // d160: 12 tiles, 2 key tiles of 64
+        c(5, 3, 40, 33, 32, true, false),                 // d32: 15 tiles on 2 blocks
+        on_sms(c(2, 3, 200, 70, 64, true, false), 5),     // 12 tiles on 5 blocks: ragged round
     ]
 }
 
@@ -45,7 +52,7 @@ fn run(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
         dev.launch(
             KernelModule::AttentionSm90,
             t.entry,
-            launch_config(t, shape),
+            launch_config(t, shape, c.sms),
             p,
         )?;
         Ok(t.entry.to_string())
@@ -126,7 +133,7 @@ fn attention_sm90_counters() {
         dev.launch(
             KernelModule::AttentionSm90,
             t.entry,
-            launch_config(t, shape),
+            launch_config(t, shape, 132),
             &p,
         )
         .unwrap();
