@@ -23,6 +23,9 @@ pub struct AttnTraits {
     /// and static shared memory give on A100 and H100 alike (checked against
     /// `kernels/reports/attention.txt`); the persistent grid is this times the SMs.
     pub ctas_per_sm: u32,
+    /// Persistent blocks walking the tiles head-major (`AttnTraits::PERSIST` in the `.cu`: the
+    /// 64-row entries, DP >= 80); the 128-row entries run one tile per block.
+    pub persistent: bool,
     pub entry: &'static str,
 }
 
@@ -68,6 +71,7 @@ const fn tr(dp: u32, bn: u32, dtype: DType, ctas_per_sm: u32, entry: &'static st
         bm: block_rows(dp as u64),
         dtype,
         ctas_per_sm,
+        persistent: dp >= 80,
         entry,
     }
 }
@@ -99,9 +103,9 @@ const _: () = {
     }
 };
 
-const LAUNCH: &str = "persistent: grid = min(ceil(Lq / BM) H B, ctas_per_sm SMs) walking the \
-                      tiles head-major, BM = 128 (D <= 64) or 64, block = 2 BM, static smem (Q + K \
-                      + V tiles; f32: hi + lo planes)";
+const LAUNCH: &str = "grid = tiles = ceil(Lq / BM) H B (head-major); DP >= 80: persistent, grid = \
+                      min(tiles, ctas_per_sm SMs); BM = 128 (D <= 64) or 64, block = 2 BM, static \
+                      smem (Q + K + V tiles; f32: hi + lo planes)";
 
 macro_rules! entry {
     ($name:literal, $op:literal, $dt:ident) => {
@@ -479,8 +483,9 @@ impl AttentionParams {
 
 /// The fewest query rows per tile of any entry (both modules).
 pub const MIN_BLOCK_ROWS: u32 = 64;
-/// Most tiles a launch may have: the kernels index them in 32 bits, `t + gridDim.x` included.
-pub const MAX_TILES: u64 = 1 << 31;
+/// Most tiles a launch may have: the kernels index them in 32 bits (`t + gridDim.x` included)
+/// and a one-tile-per-block grid is at most `2^31 - 1` blocks wide.
+pub const MAX_TILES: u64 = (1 << 31) - 1;
 
 /// Tiles of `bm` query rows: `ceil(Lq / bm) H B`, the persistent blocks' work list.
 pub fn query_tiles(shape: AttentionShape, bm: u32) -> u64 {
@@ -494,11 +499,16 @@ pub fn persistent_grid(tiles: u64, ctas_per_sm: u32, sm_count: u32) -> [u32; 3] 
     [tiles.clamp(1, resident) as u32, 1, 1]
 }
 
-/// Persistent launch of `t` for `shape` on a GPU of `sm_count` SMs: grid =
-/// `min(ceil(Lq / BM) H B, ctas_per_sm sm_count)` blocks walking the tiles head-major, `block =
-/// 2 BM`, static smem only.
+/// Launch of `t` for `shape` on a GPU of `sm_count` SMs: persistent entries get grid =
+/// `min(ceil(Lq / BM) H B, ctas_per_sm sm_count)` blocks walking the tiles head-major, the others
+/// one block per tile; `block = 2 BM`, static smem only.
 pub fn launch_config(t: AttnTraits, shape: AttentionShape, sm_count: u32) -> LaunchConfig {
-    let grid = persistent_grid(query_tiles(shape, t.bm), t.ctas_per_sm, sm_count);
+    let tiles = query_tiles(shape, t.bm);
+    let grid = if t.persistent {
+        persistent_grid(tiles, t.ctas_per_sm, sm_count)
+    } else {
+        [tiles.max(1) as u32, 1, 1]
+    };
     LaunchConfig::blocks(grid, t.threads())
 }
 
@@ -568,6 +578,10 @@ mod tests {
         assert_eq!(launch_config(t, s(65, 2, 1), 108).grid, [4, 1, 1]);
         assert_eq!(launch_config(t, s(0, 2, 1), 108).grid, [1, 1, 1]);
         assert_eq!(query_tiles(s(129, 3, 5), 64), 45);
+        // the 128-row entries: one block per tile
+        let t48 = traits_for(40, DType::Bf16).unwrap();
+        assert!(!t48.persistent && t.persistent);
+        assert_eq!(launch_config(t48, s(4096, 8, 16), 108).grid, [4096, 1, 1]);
         let st = AttnStrides::bhld(65_535, 1 << 20, 80);
         let big = s(1 << 20, 65_535, 65_535);
         let e = AttentionParams::new([4096; 4], [st; 4], big, 0.5).unwrap_err();

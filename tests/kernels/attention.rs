@@ -592,3 +592,64 @@ fn attention_counters() {
         .unwrap();
     }
 }
+
+/// The self-attention launches of the `paper` step at head dim `d` (B 16 rows = 2 CFG x 8 frames,
+/// 8 heads, Lq = Lk = `l` latent positions, token layout `(B, L, 8 d)`): spatial (keys = the
+/// queries' own tokens) and reference (plus `l` reference-net keys as the second key segment,
+/// batch stride 0), as `(shape, params)` on `dev` (operands 0.5: counters only).
+pub(crate) fn paper_self_attention(dev: &mut Device, l: u64, d: u64) -> Vec<(AttentionShape, AttentionParams)> {
+    let (b, h) = (16u64, 8u64);
+    let c = h * d;
+    let x = vec![0.5f32; (b * l * c) as usize];
+    let [q, k, v] = dev
+        .upload_all(DType::Bf16, [&x[..], &x[..], &x[..]])
+        .unwrap();
+    let [ke, ve] = dev
+        .upload_all(
+            DType::Bf16,
+            [&x[..(l * c) as usize], &x[..(l * c) as usize]],
+        )
+        .unwrap();
+    let o = dev.alloc_poisoned(x.len() * 2).unwrap();
+    let shape = AttentionShape {
+        batch: b,
+        heads: h,
+        lq: l,
+        lk: l,
+        d,
+    };
+    let st = AttnStrides::tokens(l, d, c);
+    let p = AttentionParams::new([q, k, v, o], [st; 4], shape, 0.25).unwrap();
+    let ext_st = AttnStrides { batch: 0, ..st };
+    let pe = p.with_extra([ke, ve], [ext_st; 2], l).unwrap();
+    vec![(shape, p), (shape, pe)]
+}
+
+/// Counters of the `paper` step's self-attention launches on the sm_80 set's v1 entries (d80 at
+/// 32x32 = 1024 tokens, d160 at 16x16, d40 (the d48 entry) at 64x64; spatial and reference), each
+/// launched three times: one tile per block (grid = tiles: the pre-persistent launch shape),
+/// persistent on 108 SMs (an A100: grid = resident blocks x 108) and on 132 (H100 / H200, which
+/// the sm_80 set also runs on). Run with `PTX_EMU_ARCH=sm_80
+/// PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=16 CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p
+/// cyberhost-suite --test kernels attention_persistent_counters -- --ignored`, then `gpu-report
+/// --gpu a100-sxm FILE` (docs/performance.md, "Persistent attention"). Checks nothing: sampled
+/// launches leave outputs invalid.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in at sm_80 and PTX_EMU_STATS"]
+fn attention_persistent_counters() {
+    let mut dev = Device::new(1, 0);
+    assert!(
+        matches!(dev, Device::Cuda { .. }),
+        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
+    );
+    for (l, d) in [(1024u64, 80u64), (256, 160), (4096, 40)] {
+        for (shape, p) in paper_self_attention(&mut dev, l, d) {
+            let t = traits_for(d, DType::Bf16).unwrap();
+            let tiles = cyberhost_kernels::attention::query_tiles(shape, t.bm) as u32;
+            for sms in [tiles, 108, 132] {
+                dev.launch(KernelModule::Attention, t.entry, attn_launch(t, shape, sms), &p)
+                    .unwrap();
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //! strides, extra broadcast keys (the second key segment, also straddling a tile), several
 //! warp schedules; and which params the module declines (the launcher's fallback rule).
 
-use crate::attention::{case, on_sms, padded, run_attn_with, AttnCase};
+use crate::attention::{case, on_sms, padded, paper_self_attention, run_attn_with, AttnCase};
 use crate::harness::Device;
 use cyberhost_kernels::attention::{AttentionParams, AttentionShape, AttnStrides};
 use cyberhost_kernels::attention_sm90::{launch_config, supports};
@@ -90,12 +90,14 @@ fn attention_sm90_declines() {
     }
 }
 
-/// Counters of the d40 launches of the `paper` step's reference / spatial self-attention (B 16
-/// rows, 8 heads of 40, Lq 4096; Lk 4096, and 4096 + 4096 reference keys as the second key
-/// segment): run on the stand-in at sm_90a with `PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=2
-/// CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p cyberhost-suite --test kernels
-/// attention_sm90_counters -- --ignored`, then `gpu-report --gpu h100-sxm FILE`
-/// (docs/performance.md). Checks nothing: sampled launches leave outputs invalid.
+/// Counters of the `paper` step's self-attention launches on the sm_90a entries
+/// ([`paper_self_attention`]: d80, d160, d40; spatial and reference), each launched twice: one
+/// tile per block (grid = tiles: the pre-persistent launch shape) and persistent (grid = resident
+/// blocks x 132 SMs). Run on the stand-in at sm_90a with `PTX_EMU_STATS=FILE
+/// PTX_EMU_SAMPLE_BLOCKS=16 CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p cyberhost-suite
+/// --test kernels attention_sm90_counters -- --ignored`, then `gpu-report --gpu h100-sxm FILE`
+/// (docs/performance.md, "Persistent attention"). Checks nothing: sampled launches leave outputs
+/// invalid.
 #[test]
 #[ignore = "counters for docs/performance.md; needs the stand-in at sm_90a and PTX_EMU_STATS"]
 fn attention_sm90_counters() {
@@ -104,38 +106,19 @@ fn attention_sm90_counters() {
         matches!(dev, Device::Cuda { .. }),
         "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
     );
-    let (b, h, l, d) = (16u64, 8u64, 4096u64, 40u64);
-    let c = h * d;
-    let x = vec![0.5f32; (b * l * c) as usize];
-    let [q, k, v] = dev
-        .upload_all(DType::Bf16, [&x[..], &x[..], &x[..]])
-        .unwrap();
-    let [ke, ve] = dev
-        .upload_all(
-            DType::Bf16,
-            [&x[..(l * c) as usize], &x[..(l * c) as usize]],
-        )
-        .unwrap();
-    let o = dev.alloc_poisoned(x.len() * 2).unwrap();
-    let shape = AttentionShape {
-        batch: b,
-        heads: h,
-        lq: l,
-        lk: l,
-        d,
-    };
-    let st = AttnStrides::tokens(l, d, c);
-    let p = AttentionParams::new([q, k, v, o], [st; 4], shape, 0.25).unwrap();
-    let ext_st = AttnStrides { batch: 0, ..st };
-    let pe = p.with_extra([ke, ve], [ext_st; 2], l).unwrap();
-    for p in [p, pe] {
-        let t = supports(&p, DType::Bf16).unwrap();
-        dev.launch(
-            KernelModule::AttentionSm90,
-            t.entry,
-            launch_config(t, shape, 132),
-            &p,
-        )
-        .unwrap();
+    for (l, d) in [(1024u64, 80u64), (256, 160), (4096, 40)] {
+        for (shape, p) in paper_self_attention(&mut dev, l, d) {
+            let t = supports(&p, DType::Bf16).unwrap();
+            let tiles = cyberhost_kernels::attention::query_tiles(shape, t.bm()) as u32;
+            for sms in [tiles, 132] {
+                dev.launch(
+                    KernelModule::AttentionSm90,
+                    t.entry,
+                    launch_config(t, shape, sms),
+                    &p,
+                )
+                .unwrap();
+            }
+        }
     }
 }
