@@ -58,10 +58,10 @@
 // geometry
 // ------------------------------------------------------------------------------------------------
 
-// Launch rule (kernels/src/attention.rs): tiles = ceil(Lq / BM) H B in head-major order; PERSIST
-// entries (DP >= 80): grid = min(tiles, resident blocks per SM x SMs) blocks walking the tiles
-// (attention_v1), the others grid = tiles; block = T::THREADS (BM / 16 warps), static smem only
-// (AttnTraits::SMEM).
+// Launch rule (kernels/src/attention.rs): PERSIST entries (DP >= 80): grid = min(ceil(Lq / BM) H B,
+// resident blocks per SM x SMs) blocks walking the tiles head-major (attention_v1); the others
+// grid = (ceil(Lq / BM), H, B), one tile per block; block = T::THREADS (BM / 16 warps), static
+// smem only (AttnTraits::SMEM).
 enum : uint32_t { ATTN_WARP_ROWS = 16 }; // query rows per warp = one mma M
 enum : uint32_t { F32_CHUNK = 4 };       // f32 per 16-byte load
 
@@ -74,7 +74,7 @@ template <uint32_t DP_, uint32_t BN_, uint32_t BM_, typename S_> struct AttnTrai
   // Persistent blocks over head-major tiles for the 64-row entries (DP >= 80: the K / V passes
   // are what the DRAM-bound launches wait for); the 128-row entries (DP <= 64, issue-bound at
   // the paper's shapes) keep one tile per block, whose key loop compiles tighter.
-  static constexpr bool PERSIST = DP_ >= 80;
+  static constexpr bool PERSIST = DP_ >= 80; // (persistent, their PTX key loop grew 11-17 %)
   static constexpr uint32_t BN = BN_;        // keys per tile
   static constexpr uint32_t BM = BM_;        // query rows per block
   static constexpr uint32_t WARPS = BM / ATTN_WARP_ROWS;
@@ -237,7 +237,7 @@ __device__ __forceinline__ void attention_tile(const AttentionParams& p, __nv_bf
   const uint32_t tid = threadIdx.x + (T::PERSIST && !SPLIT && T::DP > 80 ? opaque_zero() : 0u);
   const uint32_t lane = tid % WARP_SIZE;
   const uint32_t warp = tid / WARP_SIZE;
-  const auto [q0, head, batch] = attn_tile<BM>(p, tile);
+  const auto [q0, head, batch] = T::PERSIST ? attn_tile<BM>(p, tile) : grid_tile<BM>();
   const bool aligned = (p.aligned & 1u) != 0;
   // Warps whose 16 rows are all >= Lq (short Lq, e.g. temporal attention over 16 frames) share
   // the tile loads and barriers but skip the math.
@@ -387,7 +387,7 @@ __device__ __forceinline__ void attention_tile(const AttentionParams& p, __nv_bf
   if (!active) return;
 
   // O / l; rows < Lq and columns < D stored.
-  const AttnTile ot = attn_tile<BM>(p, tile); // (decoded again: fewer registers across the key loop)
+  const AttnTile ot = T::PERSIST ? attn_tile<BM>(p, tile) : grid_tile<BM>(); // (decoded again: fewer registers across the key loop)
   S* out = static_cast<S*>(p.o) + ot.batch * p.o_batch + ot.head * p.o_head;
   float inv[2];
 #pragma unroll
@@ -431,9 +431,9 @@ __device__ __forceinline__ void attention_tile(const AttentionParams& p, __nv_bf
 // second instantiation pushes d128 / d160 past 255 registers).
 // Persistent over the tiles in head-major order (for_each_tile, attention_common.cuh).
 template <typename T, bool FAST> __device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bfloat16* smem) {
-  if constexpr (!T::PERSIST) { // one tile per block (grid = tiles)
+  if constexpr (!T::PERSIST) { // one tile per block, grid (ceil(Lq / BM), H, B)
     if (FAST && p.d < T::DP) zero_pad<T, T::KV_ROWS>(smem, 0, p.d, threadIdx.x);
-    attention_tile<T, FAST>(p, smem, blockIdx.x);
+    attention_tile<T, FAST>(p, smem, 0);
     return;
   }
   if (FAST && p.d < T::DP) zero_pad<T, T::KV_ROWS>(smem, 0, p.d, threadIdx.x); // K / V rows: once

@@ -100,6 +100,11 @@ template <uint32_t BM> __device__ __forceinline__ AttnTile attn_tile(const Atten
   return {(t - bh * qtiles) * BM, bh % p.heads, bh / p.heads};
 }
 
+// The tile of a one-tile-per-block launch, grid (ceil(Lq / BM), H, B).
+template <uint32_t BM> __device__ __forceinline__ AttnTile grid_tile() {
+  return {blockIdx.x * BM, blockIdx.y, blockIdx.z};
+}
+
 __device__ __forceinline__ float ex2_ftz(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));

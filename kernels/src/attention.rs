@@ -24,7 +24,8 @@ pub struct AttnTraits {
     /// `kernels/reports/attention.txt`); the persistent grid is this times the SMs.
     pub ctas_per_sm: u32,
     /// Persistent blocks walking the tiles head-major (`AttnTraits::PERSIST` in the `.cu`: the
-    /// 64-row entries, DP >= 80); the 128-row entries run one tile per block.
+    /// 64-row entries, DP >= 80); the 128-row entries run one tile per block on the grid
+    /// `(ceil(Lq / BM), H, B)`.
     pub persistent: bool,
     pub entry: &'static str,
 }
@@ -103,9 +104,10 @@ const _: () = {
     }
 };
 
-const LAUNCH: &str = "grid = tiles = ceil(Lq / BM) H B (head-major); DP >= 80: persistent, grid = \
-                      min(tiles, ctas_per_sm SMs); BM = 128 (D <= 64) or 64, block = 2 BM, static \
-                      smem (Q + K + V tiles; f32: hi + lo planes)";
+const LAUNCH: &str = "DP >= 80: persistent, grid = min(ceil(Lq / BM) H B, ctas_per_sm SMs) \
+                      walking the tiles head-major; else grid = (ceil(Lq / BM), H, B); BM = 128 \
+                      (D <= 64) or 64, block = 2 BM, static smem (Q + K + V tiles; f32: hi + lo \
+                      planes)";
 
 macro_rules! entry {
     ($name:literal, $op:literal, $dt:ident) => {
@@ -501,13 +503,16 @@ pub fn persistent_grid(tiles: u64, ctas_per_sm: u32, sm_count: u32) -> [u32; 3] 
 
 /// Launch of `t` for `shape` on a GPU of `sm_count` SMs: persistent entries get grid =
 /// `min(ceil(Lq / BM) H B, ctas_per_sm sm_count)` blocks walking the tiles head-major, the others
-/// one block per tile; `block = 2 BM`, static smem only.
+/// one block per tile, grid `(ceil(Lq / BM), H, B)`; `block = 2 BM`, static smem only.
 pub fn launch_config(t: AttnTraits, shape: AttentionShape, sm_count: u32) -> LaunchConfig {
-    let tiles = query_tiles(shape, t.bm);
     let grid = if t.persistent {
-        persistent_grid(tiles, t.ctas_per_sm, sm_count)
+        persistent_grid(query_tiles(shape, t.bm), t.ctas_per_sm, sm_count)
     } else {
-        [tiles.max(1) as u32, 1, 1]
+        [
+            tiles(shape.lq, t.bm),
+            shape.heads.max(1) as u32,
+            shape.batch.max(1) as u32,
+        ]
     };
     LaunchConfig::blocks(grid, t.threads())
 }
@@ -548,17 +553,16 @@ mod tests {
         }
     }
 
-    /// Registers and static shared memory of `kernels/reports/attention.txt` give every entry at
-    /// least `ctas_per_sm` resident blocks on A100 (164 KB shared) and H100 (228 KB) alike, and
-    /// no more than that by registers (the `__launch_bounds__` minimum is what ptxas met).
+    /// Registers (`kernels/reports/attention.txt`) and static shared memory give every entry
+    /// `ctas_per_sm` resident blocks on A100 and H100 alike by the gpu-model's occupancy rule
+    /// (the `__launch_bounds__` minimum is what ptxas met, and no more).
     #[test]
     fn ctas_per_sm_match_report() {
         let report = include_str!("../reports/attention.txt");
         for t in TRAITS {
-            for (arch, smem_sm) in [("sm_80", 164 * 1024), ("sm_90a", 228 * 1024)] {
-                let regs = crate::report_registers(report, t.entry, arch).unwrap();
-                let by = crate::resident_blocks(regs, t.threads(), t.smem_bytes(), smem_sm);
-                assert_eq!(by, t.ctas_per_sm, "{} {arch}: {regs} registers", t.entry);
+            for (arch, gpu) in [("sm_80", "a100-sxm"), ("sm_90a", "h100-sxm")] {
+                let by = crate::resident_blocks(report, t.entry, arch, t.threads(), t.smem_bytes(), gpu);
+                assert_eq!(by, t.ctas_per_sm, "{} {arch} on {gpu}", t.entry);
             }
         }
     }
@@ -581,7 +585,7 @@ mod tests {
         // the 128-row entries: one block per tile
         let t48 = traits_for(40, DType::Bf16).unwrap();
         assert!(!t48.persistent && t.persistent);
-        assert_eq!(launch_config(t48, s(4096, 8, 16), 108).grid, [4096, 1, 1]);
+        assert_eq!(launch_config(t48, s(4096, 8, 16), 108).grid, [32, 8, 16]);
         let st = AttnStrides::bhld(65_535, 1 << 20, 80);
         let big = s(1 << 20, 65_535, 65_535);
         let e = AttentionParams::new([4096; 4], [st; 4], big, 0.5).unwrap_err();

@@ -158,14 +158,14 @@ mod tests {
     }
 
     /// `ctas_per_sm` is what `kernels/reports/attention_sm90.txt`'s registers and the dynamic
-    /// shared memory give on an H100 (228 KB per SM).
+    /// shared memory give on an H100 by the gpu-model's occupancy rule.
     #[test]
     fn ctas_per_sm_match_report() {
         let report = include_str!("../reports/attention_sm90.txt");
         for t in TRAITS {
-            let regs = crate::report_registers(report, t.entry, "sm_90a").unwrap();
-            let by = crate::resident_blocks(regs, t.threads(), t.smem_bytes(), 228 * 1024);
-            assert_eq!(by, t.ctas_per_sm, "{}: {regs} registers", t.entry);
+            let (threads, smem) = (t.threads(), t.smem_bytes());
+            let by = crate::resident_blocks(report, t.entry, "sm_90a", threads, smem, "h100-sxm");
+            assert_eq!(by, t.ctas_per_sm, "{}", t.entry);
         }
         // d80: 4096 query rows = 32 tiles of 128 per head, 8 heads x 2: 512 tiles on 132 SMs
         let shape = AttentionShape {

@@ -479,28 +479,20 @@ macro_rules! params_layout_test {
 #[cfg(test)]
 pub(crate) use params_layout_test;
 
-/// Registers per thread of `entry` at `arch` ("sm_80" / "sm_90a") in a committed ptxas report
-/// (`kernels/reports/NAME.txt`: columns entry, arch, regs, ...).
+/// Resident blocks per SM of `entry` (`threads` per block, `smem` bytes of shared memory) on
+/// the gpu-model's `gpu` by its occupancy rule, with the registers of the committed ptxas
+/// `report` at `arch` ("sm_80" / "sm_90a").
 #[cfg(test)]
-pub(crate) fn report_registers(report: &str, entry: &str, arch: &str) -> Option<u32> {
-    report
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let mut f = l.split_whitespace();
-            (f.next()? == entry && f.next()? == arch).then(|| f.next()?.parse().ok())?
-        })
-}
-
-/// Resident blocks per SM of a kernel on an A100 / H100-class SM (65536 registers allocated per
-/// warp in units of 256, 2048 threads, 32 blocks, `smem_sm` bytes of shared memory with 1 KB
-/// reserved per block): the rule the gpu-model's occupancy applies.
-#[cfg(test)]
-pub(crate) fn resident_blocks(regs: u32, threads: u32, smem: u32, smem_sm: u32) -> u32 {
-    let warps = threads.div_ceil(32);
-    let by_regs = 65_536 / ((regs * 32).div_ceil(256) * 256 * warps);
-    let by_smem = smem_sm / (smem + 1024);
-    by_regs.min(by_smem).min(2048 / threads).min(32)
+pub(crate) fn resident_blocks(report: &str, entry: &str, arch: &str, threads: u32, smem: u32, gpu: &str) -> u32 {
+    let regs = gpu_model::counters::registers_from_report(report, entry, arch);
+    assert!(regs.is_some(), "{entry} {arch}: not in the ptxas report");
+    let c = gpu_model::counters::Counters {
+        block_size: threads as u64,
+        smem_static: smem as u64,
+        registers_per_thread: regs,
+        ..Default::default()
+    };
+    gpu_model::model::occupancy(&c, gpu_model::gpu::GpuSpec::by_name(gpu).unwrap()).0
 }
 
 #[cfg(test)]

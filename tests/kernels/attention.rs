@@ -557,11 +557,7 @@ fn attention_mixed_dtypes() {
 #[test]
 #[ignore = "counters for docs/performance.md; needs the stand-in and PTX_EMU_STATS"]
 fn attention_counters() {
-    let mut dev = Device::new(1, 0);
-    assert!(
-        matches!(dev, Device::Cuda { .. }),
-        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
-    );
+    let mut dev = stand_in_device();
     let (f, h) = (16u64, 8u64);
     for (n, d) in [(8192u64, 40u64), (2048, 80), (512, 160)] {
         let c = h * d;
@@ -637,19 +633,39 @@ pub(crate) fn paper_self_attention(dev: &mut Device, l: u64, d: u64) -> Vec<(Att
 #[test]
 #[ignore = "counters for docs/performance.md; needs the stand-in at sm_80 and PTX_EMU_STATS"]
 fn attention_persistent_counters() {
-    let mut dev = Device::new(1, 0);
+    let bm = |d| traits_for(d, DType::Bf16).unwrap().bm;
+    paper_counters(&bm, &[108, 132], &|dev, p, shape, sms| {
+        let t = traits_for(shape.d, DType::Bf16).unwrap();
+        dev.launch(KernelModule::Attention, t.entry, attn_launch(t, shape, sms), p)
+            .unwrap();
+    });
+}
+
+/// Runs `launch(dev, params, shape, sms)` on the stand-in for every [`paper_self_attention`]
+/// launch (d80 at 1024 tokens, d160 at 256, d40 at 4096), once with `sms` = its tile count (one
+/// tile per block, `bm(d)` query rows each) and once per entry of `sms`.
+pub(crate) fn paper_counters(
+    bm: &dyn Fn(u64) -> u32,
+    sms: &[u32],
+    launch: &dyn Fn(&mut Device, &AttentionParams, AttentionShape, u32),
+) {
+    let mut dev = stand_in_device();
+    for (l, d) in [(1024u64, 80u64), (256, 160), (4096, 40)] {
+        for (shape, p) in paper_self_attention(&mut dev, l, d) {
+            let tiles = cyberhost_kernels::attention::query_tiles(shape, bm(d)) as u32;
+            for &n in [tiles].iter().chain(sms) {
+                launch(&mut dev, &p, shape, n);
+            }
+        }
+    }
+}
+
+/// The stand-in driver's device (the counters tests need `PTX_EMU_STATS` from it).
+pub(crate) fn stand_in_device() -> Device {
+    let dev = Device::new(1, 0);
     assert!(
         matches!(dev, Device::Cuda { .. }),
         "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
     );
-    for (l, d) in [(1024u64, 80u64), (256, 160), (4096, 40)] {
-        for (shape, p) in paper_self_attention(&mut dev, l, d) {
-            let t = traits_for(d, DType::Bf16).unwrap();
-            let tiles = cyberhost_kernels::attention::query_tiles(shape, t.bm) as u32;
-            for sms in [tiles, 108, 132] {
-                dev.launch(KernelModule::Attention, t.entry, attn_launch(t, shape, sms), &p)
-                    .unwrap();
-            }
-        }
-    }
+    dev
 }

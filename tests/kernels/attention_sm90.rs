@@ -6,7 +6,7 @@
 //! strides, extra broadcast keys (the second key segment, also straddling a tile), several
 //! warp schedules; and which params the module declines (the launcher's fallback rule).
 
-use crate::attention::{case, on_sms, padded, paper_self_attention, run_attn_with, AttnCase};
+use crate::attention::{case, on_sms, padded, paper_counters, run_attn_with, AttnCase};
 use crate::harness::Device;
 use cyberhost_kernels::attention::{AttentionParams, AttentionShape, AttnStrides};
 use cyberhost_kernels::attention_sm90::{launch_config, supports};
@@ -101,24 +101,10 @@ fn attention_sm90_declines() {
 #[test]
 #[ignore = "counters for docs/performance.md; needs the stand-in at sm_90a and PTX_EMU_STATS"]
 fn attention_sm90_counters() {
-    let mut dev = Device::new(1, 0);
-    assert!(
-        matches!(dev, Device::Cuda { .. }),
-        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
-    );
-    for (l, d) in [(1024u64, 80u64), (256, 160), (4096, 40)] {
-        for (shape, p) in paper_self_attention(&mut dev, l, d) {
-            let t = supports(&p, DType::Bf16).unwrap();
-            let tiles = cyberhost_kernels::attention::query_tiles(shape, t.bm()) as u32;
-            for sms in [tiles, 132] {
-                dev.launch(
-                    KernelModule::AttentionSm90,
-                    t.entry,
-                    launch_config(t, shape, sms),
-                    &p,
-                )
-                .unwrap();
-            }
-        }
-    }
+    let bm = |d| cyberhost_kernels::attention_sm90::traits_for(d).unwrap().bm();
+    paper_counters(&bm, &[132], &|dev, p, shape, sms| {
+        let t = supports(p, DType::Bf16).unwrap();
+        dev.launch(KernelModule::AttentionSm90, t.entry, launch_config(t, shape, sms), p)
+            .unwrap();
+    });
 }
