@@ -549,7 +549,12 @@ mod tests {
             };
             let picked = traits_for(shape.d, t.dtype).unwrap();
             assert_eq!(picked, *t);
-            assert_eq!(launch_config(picked, shape, 108).block[0], t.threads(), "{}", t.entry);
+            assert_eq!(
+                launch_config(picked, shape, 108).block[0],
+                t.threads(),
+                "{}",
+                t.entry
+            );
         }
     }
 
@@ -561,7 +566,8 @@ mod tests {
         let report = include_str!("../reports/attention.txt");
         for t in TRAITS {
             for (arch, gpu) in [("sm_80", "a100-sxm"), ("sm_90a", "h100-sxm")] {
-                let by = crate::resident_blocks(report, t.entry, arch, t.threads(), t.smem_bytes(), gpu);
+                let by =
+                    crate::resident_blocks(report, t.entry, arch, t.threads(), t.smem_bytes(), gpu);
                 assert_eq!(by, t.ctas_per_sm, "{} {arch} on {gpu}", t.entry);
             }
         }

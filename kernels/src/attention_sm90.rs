@@ -177,6 +177,9 @@ mod tests {
         };
         let t = traits_for(80).unwrap();
         assert_eq!(launch_config(t, shape, 132).grid, [132, 1, 1]);
-        assert_eq!(launch_config(t, AttentionShape { lq: 100, ..shape }, 132).grid, [16, 1, 1]);
+        assert_eq!(
+            launch_config(t, AttentionShape { lq: 100, ..shape }, 132).grid,
+            [16, 1, 1]
+        );
     }
 }

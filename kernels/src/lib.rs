@@ -483,7 +483,14 @@ pub(crate) use params_layout_test;
 /// the gpu-model's `gpu` by its occupancy rule, with the registers of the committed ptxas
 /// `report` at `arch` ("sm_80" / "sm_90a").
 #[cfg(test)]
-pub(crate) fn resident_blocks(report: &str, entry: &str, arch: &str, threads: u32, smem: u32, gpu: &str) -> u32 {
+pub(crate) fn resident_blocks(
+    report: &str,
+    entry: &str,
+    arch: &str,
+    threads: u32,
+    smem: u32,
+    gpu: &str,
+) -> u32 {
     let regs = gpu_model::counters::registers_from_report(report, entry, arch);
     assert!(regs.is_some(), "{entry} {arch}: not in the ptxas report");
     let c = gpu_model::counters::Counters {

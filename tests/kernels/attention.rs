@@ -154,7 +154,7 @@ fn attn_cases_f32() -> Vec<AttnCase> {
         padded(c(1, 1, 20, 33, 72, false, true), 0, 20), // extra keys, plain loads, d80 entry
         // persistent: several tiles per block (the split Q staging over K / V rows per tile)
         padded(c(3, 4, 70, 20, 160, true, false), 0, 9), // 2 x 12 tiles on 2 blocks
-        c(3, 3, 130, 40, 40, false, false),                // d48: 18 tiles on 2 blocks
+        c(3, 3, 130, 40, 40, false, false),              // d48: 18 tiles on 2 blocks
         on_sms(c(2, 3, 65, 33, 128, true, false), 2),    // 12 tiles on 4 blocks
     ]
 }
@@ -196,7 +196,12 @@ fn gather(y: &[f32], (b, h, len, d): (usize, usize, usize, usize), st: AttnStrid
 fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
     run_attn_with(dev, c, seed, &|dev, p, shape| {
         let t = traits_for(c.d, c.dtype)?;
-        dev.launch(KernelModule::Attention, t.entry, attn_launch(t, shape, c.sms), p)?;
+        dev.launch(
+            KernelModule::Attention,
+            t.entry,
+            attn_launch(t, shape, c.sms),
+            p,
+        )?;
         Ok(t.entry.to_string())
     })
 }
@@ -560,24 +565,15 @@ fn attention_counters() {
     let mut dev = stand_in_device();
     let (f, h) = (16u64, 8u64);
     for (n, d) in [(8192u64, 40u64), (2048, 80), (512, 160)] {
-        let c = h * d;
-        let x = vec![0.5f32; (n * f * c) as usize];
-        let [q, k, v] = dev
-            .upload_all(DType::Bf16, [&x[..], &x[..], &x[..]])
-            .unwrap();
-        let o = dev.alloc_poisoned(x.len() * 2).unwrap();
-        let shape = AttentionShape {
-            batch: n,
-            heads: h,
-            lq: f,
-            lk: f,
-            d,
-        };
-        let st = AttnStrides::tokens(f, d, c);
-        let p = AttentionParams::new([q, k, v, o], [st; 4], shape, 0.25).unwrap();
+        let (shape, p) = token_self_attention(&mut dev, n, h, f, d);
         let v1 = traits_for(d, DType::Bf16).unwrap();
-        dev.launch(KernelModule::Attention, v1.entry, attn_launch(v1, shape, 108), &p)
-            .unwrap();
+        dev.launch(
+            KernelModule::Attention,
+            v1.entry,
+            attn_launch(v1, shape, 108),
+            &p,
+        )
+        .unwrap();
         let t = short_traits(&p, DType::Bf16).unwrap();
         dev.launch(
             KernelModule::Attention,
@@ -593,18 +589,36 @@ fn attention_counters() {
 /// 8 heads, Lq = Lk = `l` latent positions, token layout `(B, L, 8 d)`): spatial (keys = the
 /// queries' own tokens) and reference (plus `l` reference-net keys as the second key segment,
 /// batch stride 0), as `(shape, params)` on `dev` (operands 0.5: counters only).
-pub(crate) fn paper_self_attention(dev: &mut Device, l: u64, d: u64) -> Vec<(AttentionShape, AttentionParams)> {
-    let (b, h) = (16u64, 8u64);
+pub(crate) fn paper_self_attention(
+    dev: &mut Device,
+    l: u64,
+    d: u64,
+) -> Vec<(AttentionShape, AttentionParams)> {
+    let h = 8u64;
+    let (shape, p) = token_self_attention(dev, 16, h, l, d);
+    let x = vec![0.5f32; (l * h * d) as usize];
+    let [ke, ve] = dev.upload_all(DType::Bf16, [&x[..], &x[..]]).unwrap();
+    let ext_st = AttnStrides {
+        batch: 0,
+        ..AttnStrides::tokens(l, d, h * d)
+    };
+    let pe = p.with_extra([ke, ve], [ext_st; 2], l).unwrap();
+    vec![(shape, p), (shape, pe)]
+}
+
+/// Self-attention of `b` sequences of `l` tokens, `h` heads of `d` (token layout `(B, L, H d)`,
+/// operands 0.5, poisoned output) on `dev`: counters only.
+fn token_self_attention(
+    dev: &mut Device,
+    b: u64,
+    h: u64,
+    l: u64,
+    d: u64,
+) -> (AttentionShape, AttentionParams) {
     let c = h * d;
     let x = vec![0.5f32; (b * l * c) as usize];
     let [q, k, v] = dev
         .upload_all(DType::Bf16, [&x[..], &x[..], &x[..]])
-        .unwrap();
-    let [ke, ve] = dev
-        .upload_all(
-            DType::Bf16,
-            [&x[..(l * c) as usize], &x[..(l * c) as usize]],
-        )
         .unwrap();
     let o = dev.alloc_poisoned(x.len() * 2).unwrap();
     let shape = AttentionShape {
@@ -615,10 +629,10 @@ pub(crate) fn paper_self_attention(dev: &mut Device, l: u64, d: u64) -> Vec<(Att
         d,
     };
     let st = AttnStrides::tokens(l, d, c);
-    let p = AttentionParams::new([q, k, v, o], [st; 4], shape, 0.25).unwrap();
-    let ext_st = AttnStrides { batch: 0, ..st };
-    let pe = p.with_extra([ke, ve], [ext_st; 2], l).unwrap();
-    vec![(shape, p), (shape, pe)]
+    (
+        shape,
+        AttentionParams::new([q, k, v, o], [st; 4], shape, 0.25).unwrap(),
+    )
 }
 
 /// Counters of the `paper` step's self-attention launches on the sm_80 set's v1 entries (d80 at
@@ -636,8 +650,13 @@ fn attention_persistent_counters() {
     let bm = |d| traits_for(d, DType::Bf16).unwrap().bm;
     paper_counters(&bm, &[108, 132], &|dev, p, shape, sms| {
         let t = traits_for(shape.d, DType::Bf16).unwrap();
-        dev.launch(KernelModule::Attention, t.entry, attn_launch(t, shape, sms), p)
-            .unwrap();
+        dev.launch(
+            KernelModule::Attention,
+            t.entry,
+            attn_launch(t, shape, sms),
+            p,
+        )
+        .unwrap();
     });
 }
 

@@ -35,10 +35,10 @@ fn cases() -> Vec<AttnCase> {
         // persistent (one SM: 1 block, or 2 for d16 / d32, walks every tile head-major; the ring
         // restarts per tile, Q's pad chunks re-zeroed after the staging)
         padded(c(3, 5, 130, 150, 80, true, false), 8, 37), // 2 x 15 tiles, extra keys, 2 key tiles
-        padded(c(2, 3, 300, 140, 40, true, false), 0, 9), // d40: 2 x 6 tiles, LSUM pad column
-        c(3, 4, 70, 100, 160, false, false),              // d160: 12 tiles, 2 key tiles of 64
-        c(5, 3, 40, 33, 32, true, false),                 // d32: 15 tiles on 2 blocks
-        on_sms(c(2, 3, 200, 70, 64, true, false), 5),     // 12 tiles on 5 blocks: ragged round
+        padded(c(2, 3, 300, 140, 40, true, false), 0, 9),  // d40: 2 x 6 tiles, LSUM pad column
+        c(3, 4, 70, 100, 160, false, false),               // d160: 12 tiles, 2 key tiles of 64
+        c(5, 3, 40, 33, 32, true, false),                  // d32: 15 tiles on 2 blocks
+        on_sms(c(2, 3, 200, 70, 64, true, false), 5),      // 12 tiles on 5 blocks: ragged round
     ]
 }
 
@@ -101,10 +101,19 @@ fn attention_sm90_declines() {
 #[test]
 #[ignore = "counters for docs/performance.md; needs the stand-in at sm_90a and PTX_EMU_STATS"]
 fn attention_sm90_counters() {
-    let bm = |d| cyberhost_kernels::attention_sm90::traits_for(d).unwrap().bm();
+    let bm = |d| {
+        cyberhost_kernels::attention_sm90::traits_for(d)
+            .unwrap()
+            .bm()
+    };
     paper_counters(&bm, &[132], &|dev, p, shape, sms| {
         let t = supports(p, DType::Bf16).unwrap();
-        dev.launch(KernelModule::AttentionSm90, t.entry, launch_config(t, shape, sms), p)
-            .unwrap();
+        dev.launch(
+            KernelModule::AttentionSm90,
+            t.entry,
+            launch_config(t, shape, sms),
+            p,
+        )
+        .unwrap();
     });
 }
