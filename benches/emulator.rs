@@ -176,7 +176,8 @@ fn all_cases() -> Vec<Case> {
             ];
             let st = attention::AttnStrides::blhd(2, 256, 16);
             let p = attention::AttentionParams::new(ptrs, [st; 4], shape, 0.25).unwrap();
-            (attention::launch_config(shape), p)
+            let t = attention::traits_for(shape.d, cyberhost_kernels::DType::Bf16).unwrap();
+            (attention::launch_config(t, shape, 108), p)
         },
     );
     let group_norm = Case::build(

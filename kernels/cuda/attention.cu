@@ -16,9 +16,11 @@
 //   zero-filled loads, guarded stores).
 //
 // Versions:
-//   v1: one block per BM query rows of one (b, h): BM = 128 (8 warps) for DP <= 64, else 64 (4
-//       warps), 16 rows per warp; per key tile of BN keys: S = Q K^T by mma.m16n8k16 (Q fragments
-//       held in registers for the whole kernel, K fragments by ldmatrix from rows padded by 16
+//   v1: a tile = BM query rows of one (b, h): BM = 128 (8 warps) for DP <= 64, else 64 (4 warps),
+//       16 rows per warp; tiles in head-major order; DP >= 80: persistent blocks (grid = the
+//       resident blocks) walk the tiles, so the blocks resident together share a few heads' K / V
+//       in L2 (DP <= 64: one tile per block); per key tile of BN keys: S = Q K^T by mma.m16n8k16 (Q fragments
+//       held in registers for the whole tile, K fragments by ldmatrix from rows padded by 16
 //       bytes: conflict-free), online softmax in exp2 with the scale folded into one FMA per score
 //       (p = ex2.approx.ftz(s * scale log2e - m * scale log2e), max over raw scores), quad
 //       shuffles, P re-packed from the S accumulators into A fragments, O += P V with V fragments
@@ -56,8 +58,10 @@
 // geometry
 // ------------------------------------------------------------------------------------------------
 
-// Launch rule (kernels/src/attention.rs): grid = (ceil(Lq / BM), H, B), block = T::THREADS (BM / 16
-// warps), static smem only (AttnTraits::SMEM).
+// Launch rule (kernels/src/attention.rs): PERSIST entries (DP >= 80): grid = min(ceil(Lq / BM) H B,
+// resident blocks per SM x SMs) blocks walking the tiles head-major (attention_v1); the others
+// grid = (ceil(Lq / BM), H, B), one tile per block; block = T::THREADS (BM / 16 warps), static
+// smem only (AttnTraits::SMEM).
 enum : uint32_t { ATTN_WARP_ROWS = 16 }; // query rows per warp = one mma M
 enum : uint32_t { F32_CHUNK = 4 };       // f32 per 16-byte load
 
@@ -67,6 +71,10 @@ template <uint32_t DP_, uint32_t BN_, uint32_t BM_, typename S_> struct AttnTrai
   static constexpr bool SPLIT = sizeof(S) == 4; // f32 storage: bf16 hi + lo planes
   static constexpr uint32_t PARTS = SPLIT ? 2 : 1;
   static constexpr uint32_t DP = DP_;        // padded head dim
+  // Persistent blocks over head-major tiles for the 64-row entries (DP >= 80: the K / V passes
+  // are what the DRAM-bound launches wait for); the 128-row entries (DP <= 64, issue-bound at
+  // the paper's shapes) keep one tile per block, whose key loop compiles tighter.
+  static constexpr bool PERSIST = DP_ >= 80; // (persistent, their PTX key loop grew 11-17 %)
   static constexpr uint32_t BN = BN_;        // keys per tile
   static constexpr uint32_t BM = BM_;        // query rows per block
   static constexpr uint32_t WARPS = BM / ATTN_WARP_ROWS;
@@ -93,12 +101,14 @@ template <uint32_t DP_, uint32_t BN_, uint32_t BM_, typename S_> struct AttnTrai
 // device helpers
 // ------------------------------------------------------------------------------------------------
 
-// Zero columns d..DP of every smem row once (FAST path: the tile loads never write them).
-template <typename T> __device__ __forceinline__ void zero_pad(__nv_bfloat16* smem, uint32_t d) {
+// Zero columns d..DP of smem rows r0..r0 + ROWS (FAST path: the tile loads never write them):
+// every row once per block, the Q rows again per tile (the output is staged through them).
+template <typename T, uint32_t ROWS>
+__device__ __forceinline__ void zero_pad(__nv_bfloat16* smem, uint32_t r0, uint32_t d, uint32_t tid) {
   constexpr uint32_t U = T::DP / 4; // 8-byte units per row
-  for (uint32_t c = threadIdx.x; c < T::ROWS * U; c += T::THREADS) {
+  for (uint32_t c = tid; c < ROWS * U; c += T::THREADS) {
     const uint32_t col = (c % U) * 4;
-    if (col >= d) *reinterpret_cast<uint2*>(smem + (c / U) * T::LDS + col) = make_uint2(0u, 0u);
+    if (col >= d) *reinterpret_cast<uint2*>(smem + (r0 + c / U) * T::LDS + col) = make_uint2(0u, 0u);
   }
 }
 
@@ -108,12 +118,12 @@ template <typename T> __device__ __forceinline__ void zero_pad(__nv_bfloat16* sm
 // (cp.async with a partial source size when aligned, scalar loads otherwise).
 template <typename T, uint32_t ROWS, bool FAST>
 __device__ __forceinline__ void load_tile(__nv_bfloat16* dst, const RowSrc<__nv_bfloat16>& s, uint32_t r0,
-                                          uint32_t d, bool aligned) {
+                                          uint32_t d, bool aligned, uint32_t tid) {
   constexpr uint32_t N = ROWS * T::CPR;
   constexpr uint32_t ITERS = ceil_div(N, T::THREADS);
 #pragma unroll
   for (uint32_t i = 0; i < ITERS; ++i) {
-    const uint32_t c = threadIdx.x + i * T::THREADS;
+    const uint32_t c = tid + i * T::THREADS;
     if (N % T::THREADS != 0 && c >= N) break;
     const uint32_t r = c / T::CPR, col = (c % T::CPR) * CHUNK;
     const uint32_t j = r0 + r;
@@ -145,9 +155,9 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* dst, const RowSrc<__nv_
 // consecutive chunks of a row), 8-byte shared stores per plane (split entries: FAST is false).
 template <typename T, uint32_t ROWS, bool FAST>
 __device__ __forceinline__ void load_tile(__nv_bfloat16* dst, const RowSrc<float>& s, uint32_t r0, uint32_t d,
-                                          bool aligned) {
+                                          bool aligned, uint32_t tid) {
   constexpr uint32_t CPR = T::DP / F32_CHUNK;
-  for (uint32_t c = threadIdx.x; c < ROWS * CPR; c += T::THREADS) {
+  for (uint32_t c = tid; c < ROWS * CPR; c += T::THREADS) {
     const uint32_t r = c / CPR;
     const uint32_t col = (c % CPR) * F32_CHUNK;
     float x[F32_CHUNK] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -208,8 +218,9 @@ __device__ __forceinline__ uint32_t stage_o(__nv_bfloat16* so, const float (&o)[
 // mainloop
 // ------------------------------------------------------------------------------------------------
 
+// Tile t (attn_tile): BM query rows of one head. The caller's barrier separates tiles.
 template <typename T, bool FAST>
-__device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bfloat16* smem) {
+__device__ __forceinline__ void attention_tile(const AttentionParams& p, __nv_bfloat16* smem, uint32_t tile) {
   using S = typename T::S;
   constexpr bool SPLIT = T::SPLIT;
   constexpr uint32_t DP = T::DP, BN = T::BN, BM = T::BM, LDS = T::LDS, PARTS = T::PARTS;
@@ -217,19 +228,25 @@ __device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bflo
   __nv_bfloat16* sv = smem + PARTS * BN * LDS;       // PARTS planes of BN rows
   __nv_bfloat16* sq = smem + T::Q_ROW0 * LDS;        // PARTS planes of BM rows
 
-  const uint32_t lane = threadIdx.x % WARP_SIZE;
-  const uint32_t warp = threadIdx.x / WARP_SIZE;
-  const uint32_t q0 = blockIdx.x * BM;
-  const uint32_t head = blockIdx.y, batch = blockIdx.z;
+  // The thread index, opaque per tile (persistent bf16 d128 / d160): what derives from it (every
+  // load's and ldmatrix's shared address) is computed once per tile before the key loop rather
+  // than hoisted out of the tile loop and then recomputed inside the key loop (which NVVM does);
+  // d80 and the split entries keep threadIdx.x (the opaque one costs them spills at their
+  // register caps). PTX instructions per key tile vs the one-tile-per-block kernel: d128 -8 %,
+  // d160 -5 %, d80 +3 %.
+  const uint32_t tid = threadIdx.x + (T::PERSIST && !SPLIT && T::DP > 80 ? opaque_zero() : 0u);
+  const uint32_t lane = tid % WARP_SIZE;
+  const uint32_t warp = tid / WARP_SIZE;
+  const auto [q0, head, batch] = T::PERSIST ? attn_tile<BM>(p, tile) : grid_tile<BM>();
   const bool aligned = (p.aligned & 1u) != 0;
   // Warps whose 16 rows are all >= Lq (short Lq, e.g. temporal attention over 16 frames) share
   // the tile loads and barriers but skip the math.
   const bool active = q0 + warp * ATTN_WARP_ROWS < p.lq;
   const auto [q, k, v] = attn_rows<S>(p, batch, head);
 
-  if (FAST && p.d < DP) zero_pad<T>(smem, p.d);
-  load_tile<T, BM, FAST>(sq, q, q0, p.d, aligned);
-  if constexpr (!SPLIT) load_tile<T, BN, FAST>(sk, k, 0, p.d, aligned);
+  if (FAST && p.d < DP) zero_pad<T, BM>(smem, T::Q_ROW0, p.d, tid); // staging wrote the previous tile's O
+  load_tile<T, BM, FAST>(sq, q, q0, p.d, aligned, tid);
+  if constexpr (!SPLIT) load_tile<T, BN, FAST>(sk, k, 0, p.d, aligned, tid);
   tiles_commit<SPLIT>();
   tiles_wait<SPLIT>();
   __syncthreads();
@@ -245,7 +262,7 @@ __device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bflo
     }
   if constexpr (SPLIT) {
     __syncthreads(); // every warp holds its Q fragments: the K/V rows are free
-    load_tile<T, BN, FAST>(sk, k, 0, p.d, aligned);
+    load_tile<T, BN, FAST>(sk, k, 0, p.d, aligned, tid);
   }
 
   float o[T::ON][4];
@@ -262,7 +279,7 @@ __device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bflo
     const uint32_t k0 = t * BN;
     tiles_wait<SPLIT>();
     __syncthreads(); // K_t visible; every warp done with V_{t-1}
-    load_tile<T, BN, FAST>(sv, v, k0, p.d, aligned);
+    load_tile<T, BN, FAST>(sv, v, k0, p.d, aligned, tid);
     tiles_commit<SPLIT>();
 
     // S = Q K_t^T (16 x BN per warp); split: Qhi Khi + Qlo Khi + Qhi Klo.
@@ -328,7 +345,7 @@ __device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bflo
 
     tiles_wait<SPLIT>();
     __syncthreads(); // V_t visible; every warp done with K_t
-    if (t + 1 < ntiles) load_tile<T, BN, FAST>(sk, k, k0 + BN, p.d, aligned);
+    if (t + 1 < ntiles) load_tile<T, BN, FAST>(sk, k, k0 + BN, p.d, aligned, tid);
     tiles_commit<SPLIT>();
 
     // O += P V_t: the S accumulators of n-tiles 2kk, 2kk + 1 are the A fragment of k-step kk;
@@ -370,11 +387,12 @@ __device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bflo
   if (!active) return;
 
   // O / l; rows < Lq and columns < D stored.
-  S* out = static_cast<S*>(p.o) + batch * p.o_batch + head * p.o_head;
+  const AttnTile ot = T::PERSIST ? attn_tile<BM>(p, tile) : grid_tile<BM>(); // (decoded again: fewer registers across the key loop)
+  S* out = static_cast<S*>(p.o) + ot.batch * p.o_batch + ot.head * p.o_head;
   float inv[2];
 #pragma unroll
   for (uint32_t h = 0; h < 2; ++h) inv[h] = 1.0f / quad_sum(l_run[h]);
-  const uint32_t wrow0 = q0 + warp * ATTN_WARP_ROWS;
+  const uint32_t wrow0 = ot.q0 + warp * ATTN_WARP_ROWS;
   if constexpr (!SPLIT && FAST) {
     if ((p.aligned & 2u) != 0) {
       // Staged through this warp's own 16 Q rows (free since its Q fragments were taken), then
@@ -411,6 +429,19 @@ __device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bflo
 // padding, so the loads carry no per-column predicates (D % 8 == 0 and 16-byte aligned operands);
 // decided once per launch (uniform). The f32 (split) entries always take the general path (a
 // second instantiation pushes d128 / d160 past 255 registers).
+// Persistent over the tiles in head-major order (for_each_tile, attention_common.cuh).
+template <typename T, bool FAST> __device__ __forceinline__ void attention_v1(const AttentionParams& p, __nv_bfloat16* smem) {
+  if constexpr (!T::PERSIST) { // one tile per block, grid (ceil(Lq / BM), H, B)
+    if (FAST && p.d < T::DP) zero_pad<T, T::KV_ROWS>(smem, 0, p.d, threadIdx.x);
+    attention_tile<T, FAST>(p, smem, 0);
+    return;
+  }
+  if (FAST && p.d < T::DP) zero_pad<T, T::KV_ROWS>(smem, 0, p.d, threadIdx.x); // K / V rows: once
+  // (the split entries keep the tile count in a register, the bf16 ones re-derive it: 0 spills
+  // at the __launch_bounds__ caps either way round, not the other)
+  for_each_tile<T::BM, T::SPLIT>(p, [&](uint32_t t) { attention_tile<T, FAST>(p, smem, t); });
+}
+
 template <typename T> __device__ __forceinline__ void attention_entry(const AttentionParams& p) {
   __shared__ __align__(16) __nv_bfloat16 smem[T::ROWS * T::LDS];
   if (!T::SPLIT && (p.aligned & 1u) != 0 && p.d % CHUNK == 0)
@@ -423,21 +454,23 @@ template <typename T> __device__ __forceinline__ void attention_entry(const Atte
 // entries
 // ------------------------------------------------------------------------------------------------
 
-#define ATTN_ENTRY(NAME, DP, BN, BM, S)                                                            \
-  extern "C" __global__ void __launch_bounds__(BM * 2) NAME(const AttentionParams p) {             \
+// MINB: resident blocks per SM the registers must allow (__launch_bounds__' second argument;
+// kernels/src/attention.rs `AttnTraits::ctas_per_sm` = what the ptxas report gives).
+#define ATTN_ENTRY(NAME, DP, BN, BM, S, MINB)                                                      \
+  extern "C" __global__ void __launch_bounds__(BM * 2, MINB) NAME(const AttentionParams p) {       \
     attention_entry<AttnTraits<DP, BN, BM, S>>(p);                                                 \
   }
 
-ATTN_ENTRY(attention_d48_v1_bf16, 48, 64, 128, __nv_bfloat16)
-ATTN_ENTRY(attention_d64_v1_bf16, 64, 64, 128, __nv_bfloat16)
-ATTN_ENTRY(attention_d80_v1_bf16, 80, 64, 64, __nv_bfloat16)
-ATTN_ENTRY(attention_d128_v1_bf16, 128, 32, 64, __nv_bfloat16)
-ATTN_ENTRY(attention_d160_v1_bf16, 160, 32, 64, __nv_bfloat16)
-ATTN_ENTRY(attention_d48_v1_f32, 48, 64, 128, float)
-ATTN_ENTRY(attention_d64_v1_f32, 64, 64, 128, float)
-ATTN_ENTRY(attention_d80_v1_f32, 80, 64, 64, float)
-ATTN_ENTRY(attention_d128_v1_f32, 128, 32, 64, float)
-ATTN_ENTRY(attention_d160_v1_f32, 160, 32, 64, float)
+ATTN_ENTRY(attention_d48_v1_bf16, 48, 64, 128, __nv_bfloat16, 2)
+ATTN_ENTRY(attention_d64_v1_bf16, 64, 64, 128, __nv_bfloat16, 1)
+ATTN_ENTRY(attention_d80_v1_bf16, 80, 64, 64, __nv_bfloat16, 3)
+ATTN_ENTRY(attention_d128_v1_bf16, 128, 32, 64, __nv_bfloat16, 3)
+ATTN_ENTRY(attention_d160_v1_bf16, 160, 32, 64, __nv_bfloat16, 2)
+ATTN_ENTRY(attention_d48_v1_f32, 48, 64, 128, float, 2)
+ATTN_ENTRY(attention_d64_v1_f32, 64, 64, 128, float, 1)
+ATTN_ENTRY(attention_d80_v1_f32, 80, 64, 64, float, 3)
+ATTN_ENTRY(attention_d128_v1_f32, 128, 32, 64, float, 2)
+ATTN_ENTRY(attention_d160_v1_f32, 160, 32, 64, float, 2)
 
 // ------------------------------------------------------------------------------------------------
 // short: Lk <= 32, Lq <= 64 (temporal attention: Lq = Lk = frames), many (batch, head) problems

@@ -54,6 +54,57 @@ __device__ __forceinline__ AttnRows<S> attn_rows(const AttentionParams& p, uint3
           {vb, v2b, p.v_row, p.v2_row, p.lk_own, p.lk}};
 }
 
+// An opaque 0, evaluated where it stands: added to a value that the compiler would otherwise hoist
+// out of the persistent tile loop (and hold in a register across every key loop), or to a
+// dynamic shared-memory base so that no address derived from it is.
+__device__ __forceinline__ uint32_t opaque_zero() {
+  uint32_t z = 0;
+  asm volatile("" : "+r"(z));
+  return z;
+}
+
+// Persistent launches (the v1 entries of both modules): the grid is the resident blocks (at most) is the resident blocks (at most)
+// and block x runs tiles x, x + gridDim.x, ... of the head-major order
+//   tile = (batch H + head) ceil(Lq / BM) + query block,
+// so the blocks resident together work on neighbouring query blocks of the same few heads and
+// share those heads' K / V in L2 (one block per query block re-read each head's K / V from DRAM
+// once per wave of resident blocks). f(t) per tile, then a block barrier (the next tile reuses
+// every shared row). Tiles < 2^31 (AttentionParams::new). HOIST false: the tile count is
+// re-derived from the params per tile (opaque_zero: not hoisted into a register held across every
+// key loop), so t is the loop's only state; which of the two spills less is per kernel (ptxas).
+template <uint32_t BM, bool HOIST, typename F>
+__device__ __forceinline__ void for_each_tile(const AttentionParams& p, F&& f) {
+  if constexpr (HOIST) {
+    const uint32_t tiles = ceil_div(p.lq, BM) * p.heads * p.batch;
+#pragma unroll 1
+    for (uint32_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+      f(t);
+      __syncthreads();
+    }
+  } else {
+#pragma unroll 1
+    for (uint32_t t = blockIdx.x; t < ceil_div(p.lq + opaque_zero(), BM) * p.heads * p.batch; t += gridDim.x) {
+      f(t);
+      __syncthreads();
+    }
+  }
+}
+
+// Tile t of that order: first query row, head, batch.
+struct AttnTile {
+  uint32_t q0, head, batch;
+};
+template <uint32_t BM> __device__ __forceinline__ AttnTile attn_tile(const AttentionParams& p, uint32_t t) {
+  const uint32_t qtiles = ceil_div(p.lq, BM);
+  const uint32_t bh = t / qtiles;
+  return {(t - bh * qtiles) * BM, bh % p.heads, bh / p.heads};
+}
+
+// The tile of a one-tile-per-block launch, grid (ceil(Lq / BM), H, B).
+template <uint32_t BM> __device__ __forceinline__ AttnTile grid_tile() {
+  return {blockIdx.x * BM, blockIdx.y, blockIdx.z};
+}
+
 __device__ __forceinline__ float ex2_ftz(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));

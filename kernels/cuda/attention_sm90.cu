@@ -13,9 +13,10 @@
 //
 // Design (ships; entries keep the _v1 suffix, the block shape below is their launch rule):
 //   Block = WGS consumer warpgroups (128 threads each; WGS = 4 for D = 40, else 2), 64 query rows
-//   per warpgroup (BM = 64 WGS) of one (b, h), all reading the same K / V tiles; grid
-//   (ceil(Lq / BM), H, B). Every K / V pass over a head serves BM query rows, so the head's K / V
-//   is read Lq / BM times (d40, the reference / spatial self-attention with Lk 4096..8192, is
+//   per warpgroup (BM = 64 WGS) of one (b, h) per tile, all reading the same K / V tiles;
+//   persistent: grid = min(ceil(Lq / BM) H B, resident blocks x SMs) blocks walking the tiles in
+//   head-major order (the blocks resident together share a few heads' K / V in L2). Every K / V
+//   pass over a head serves BM query rows, so the head's K / V is read Lq / BM times (from L2) (d40, the reference / spatial self-attention with Lk 4096..8192, is
 //   DRAM-bound on exactly these passes: 4 warpgroups halve them). A warpgroup whose rows are all
 //   >= Lq only loads and waits. BN = 128 keys
 //   per tile up to D = 80 (S = 64 accumulators per thread), 64 for D = 128 / 160 (O holds up to
@@ -137,12 +138,13 @@ __device__ __forceinline__ void load_kv(uint32_t dk, uint32_t dv, const BfRows& 
   });
 }
 
-// The pad chunk D..DP of every Q, K and V row, written once (loads never write it): zero in Q
-// and K (QK^T's K tail); in V (LSUM) the row-sum column D = 1.0 (bf16 0x3f80), the rest zero.
-template <typename T> __device__ __forceinline__ void zero_pad(uint8_t* smem) {
+// The pad chunk D..DP of rows r0..ROWS of Q, then the K stages, then the V stages (loads never
+// write it): zero in Q and K (QK^T's K tail); in V (LSUM) the row-sum column D = 1.0 (bf16
+// 0x3f80), the rest zero. Every row once per block, Q's again per tile (the output staging
+// overwrites Q's rows).
+template <typename T, uint32_t ROWS> __device__ __forceinline__ void zero_pad(uint8_t* smem, uint32_t r0) {
   if constexpr (T::DP != T::D) {
-    constexpr uint32_t ROWS = T::BM + 2 * T::NST * T::BN; // Q, the K stages, the V stages
-    for (uint32_t r = threadIdx.x; r < ROWS; r += T::THREADS) {
+    for (uint32_t r = r0 + threadIdx.x; r < ROWS; r += T::THREADS) {
       const uint32_t base = r < T::BM ? 0u : T::Q_BYTES;
       const uint32_t rows = r < T::BM ? T::BM : T::BN;
       const uint32_t rr = r < T::BM ? r : (r - T::BM) % T::BN;
@@ -154,15 +156,16 @@ template <typename T> __device__ __forceinline__ void zero_pad(uint8_t* smem) {
   }
 }
 
-template <typename T> __device__ __forceinline__ void attention_sm90_v1(const AttentionParams& p, uint8_t* smem) {
+// Tile t (attn_tile): BM query rows of one head. The caller's barrier separates tiles.
+template <typename T> __device__ __forceinline__ void attention_sm90_tile(const AttentionParams& p, uint8_t* smem, uint32_t t) {
+  smem += opaque_zero();
   constexpr uint32_t D = T::D, DP = T::DP, BN = T::BN, BM = T::BM;
   constexpr uint32_t SR = BN / 2; // S accumulators per thread
   constexpr uint32_t OR = T::DN / 2; // O accumulators per thread (+ the row sums: LSUM)
   const uint32_t lane = threadIdx.x % WARP_SIZE;
   const uint32_t warp = threadIdx.x / WARP_SIZE; // warp of the block
   const uint32_t wg = warp / 4;
-  const uint32_t q0 = blockIdx.x * BM;
-  const uint32_t head = blockIdx.y, batch = blockIdx.z;
+  const auto [q0, head, batch] = attn_tile<BM>(p, t);
   // A warpgroup whose 64 rows are all >= Lq (short Lq: temporal attention over 16 frames) shares
   // the loads and barriers but issues no wgmma (its accumulators are never stored).
   const bool active = q0 + wg * WG_ROWS < p.lq;
@@ -174,7 +177,7 @@ template <typename T> __device__ __forceinline__ void attention_sm90_v1(const At
   const uint32_t sk = s_base + T::Q_BYTES;                      // NST stages
   const uint32_t sv = s_base + T::Q_BYTES + T::NST * T::KV_BYTES; // NST stages
 
-  zero_pad<T>(smem);
+  zero_pad<T, BM>(smem, 0); // Q's pad chunks (the previous tile's output staging wrote them)
   load_tile<T, BM>(sq, q, q0);
   load_kv<T>(sk, sv, k, v, 0);
   cp_async_commit();
@@ -290,8 +293,9 @@ template <typename T> __device__ __forceinline__ void attention_sm90_v1(const At
     *reinterpret_cast<uint32_t*>(so + r * T::LDO + col) = pack_bf16x2(o[i] * inv[h], o[i + 1] * inv[h]);
   }
   __syncwarp();
-  auto* out = static_cast<__nv_bfloat16*>(p.o) + batch * p.o_batch + head * p.o_head;
-  const uint32_t row0 = q0 + warp * 16;
+  const AttnTile ot = attn_tile<BM>(p, t); // (decoded again: fewer registers across the key loop)
+  auto* out = static_cast<__nv_bfloat16*>(p.o) + ot.batch * p.o_batch + ot.head * p.o_head;
+  const uint32_t row0 = ot.q0 + warp * 16;
   const bool ostore16 = (p.aligned & 2u) != 0;
 #pragma unroll
   for (uint32_t it = 0; it < 2 * ceil_div(T::CPR, 4); ++it) {
@@ -314,6 +318,14 @@ template <typename T> __device__ __forceinline__ void attention_sm90_v1(const At
   }
 }
 
+// Persistent over the tiles in head-major order (for_each_tile, attention_common.cuh); the
+// cp.async ring restarts at stage 0 per tile (every group was waited for).
+template <typename T> __device__ __forceinline__ void attention_sm90_v1(const AttentionParams& p, uint8_t* smem) {
+  static_assert(T::DP == T::D || T::BM * T::LDO * 2 <= T::Q_BYTES, "staging leaves the K / V pads alone");
+  zero_pad<T, T::BM + 2 * T::NST * T::BN>(smem, T::BM); // K / V stages: once
+  for_each_tile<T::BM, false>(p, [&](uint32_t t) { attention_sm90_tile<T>(p, smem, t); });
+}
+
 // ------------------------------------------------------------------------------------------------
 // entries
 // ------------------------------------------------------------------------------------------------
@@ -322,18 +334,21 @@ template <typename T> __device__ __forceinline__ void attention_sm90_v1(const At
 // (the U-Net's reference / spatial self-attention, where the model's DRAM bytes are the K/V
 // passes: one per 256 query rows instead of per 128; 128 registers x 512 threads, one block per
 // SM), 2 elsewhere; BN = 128 keys per tile up to D = 80, else 64.
-#define ATTN90_ENTRY(D, BN, WGS)                                                                                       \
-  extern "C" __global__ void __launch_bounds__(WGS * WG_THREADS) attention_sm90_d##D##_v1_bf16(const AttentionParams p) { \
+// MINB: resident blocks per SM the registers must allow (kernels/src/attention_sm90.rs
+// `Sm90Traits::ctas_per_sm`; shared memory allows no more).
+#define ATTN90_ENTRY(D, BN, WGS, MINB)                                                                                 \
+  extern "C" __global__ void __launch_bounds__(WGS * WG_THREADS, MINB)                                                \
+      attention_sm90_d##D##_v1_bf16(const AttentionParams p) {                                                         \
     extern __shared__ uint8_t attn90_smem_raw[];                                                                       \
     const uint32_t base = smem_u32(attn90_smem_raw);                                                                   \
     uint8_t* smem = attn90_smem_raw + ((1024u - (base % 1024u)) % 1024u);                                              \
     attention_sm90_v1<Sm90Traits<D, BN, WGS>>(p, smem);                                                                \
   }
 
-ATTN90_ENTRY(16, 128, 2)
-ATTN90_ENTRY(32, 128, 2)
-ATTN90_ENTRY(40, 128, 4)
-ATTN90_ENTRY(64, 128, 2)
-ATTN90_ENTRY(80, 128, 2)
-ATTN90_ENTRY(128, 64, 2)
-ATTN90_ENTRY(160, 64, 2)
+ATTN90_ENTRY(16, 128, 2, 2)
+ATTN90_ENTRY(32, 128, 2, 2)
+ATTN90_ENTRY(40, 128, 4, 1)
+ATTN90_ENTRY(64, 128, 2, 1)
+ATTN90_ENTRY(80, 128, 2, 1)
+ATTN90_ENTRY(128, 64, 2, 1)
+ATTN90_ENTRY(160, 64, 2, 1)

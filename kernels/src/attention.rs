@@ -19,6 +19,14 @@ pub struct AttnTraits {
     pub bm: u32,
     /// Storage dtype of q, k, v and o (f32: bf16 hi + lo planes in shared memory).
     pub dtype: DType,
+    /// Resident blocks per SM: the entry's `__launch_bounds__` minimum, which its ptxas registers
+    /// and static shared memory give on A100 and H100 alike (checked against
+    /// `kernels/reports/attention.txt`); the persistent grid is this times the SMs.
+    pub ctas_per_sm: u32,
+    /// Persistent blocks walking the tiles head-major (`AttnTraits::PERSIST` in the `.cu`: the
+    /// 64-row entries, DP >= 80); the 128-row entries run one tile per block on the grid
+    /// `(ceil(Lq / BM), H, B)`.
+    pub persistent: bool,
     pub entry: &'static str,
 }
 
@@ -57,12 +65,14 @@ pub const fn block_rows(dp: u64) -> u32 {
     }
 }
 
-const fn tr(dp: u32, bn: u32, dtype: DType, entry: &'static str) -> AttnTraits {
+const fn tr(dp: u32, bn: u32, dtype: DType, ctas_per_sm: u32, entry: &'static str) -> AttnTraits {
     AttnTraits {
         dp,
         bn,
         bm: block_rows(dp as u64),
         dtype,
+        ctas_per_sm,
+        persistent: dp >= 80,
         entry,
     }
 }
@@ -70,16 +80,16 @@ const fn tr(dp: u32, bn: u32, dtype: DType, entry: &'static str) -> AttnTraits {
 /// Every specialisation, bf16 then f32, smallest head dim first (the launcher picks the first of
 /// the operands' dtype with `dp >= D`).
 pub const TRAITS: [AttnTraits; 10] = [
-    tr(48, 64, DType::Bf16, "attention_d48_v1_bf16"),
-    tr(64, 64, DType::Bf16, "attention_d64_v1_bf16"),
-    tr(80, 64, DType::Bf16, "attention_d80_v1_bf16"),
-    tr(128, 32, DType::Bf16, "attention_d128_v1_bf16"),
-    tr(160, 32, DType::Bf16, "attention_d160_v1_bf16"),
-    tr(48, 64, DType::F32, "attention_d48_v1_f32"),
-    tr(64, 64, DType::F32, "attention_d64_v1_f32"),
-    tr(80, 64, DType::F32, "attention_d80_v1_f32"),
-    tr(128, 32, DType::F32, "attention_d128_v1_f32"),
-    tr(160, 32, DType::F32, "attention_d160_v1_f32"),
+    tr(48, 64, DType::Bf16, 2, "attention_d48_v1_bf16"),
+    tr(64, 64, DType::Bf16, 1, "attention_d64_v1_bf16"),
+    tr(80, 64, DType::Bf16, 3, "attention_d80_v1_bf16"),
+    tr(128, 32, DType::Bf16, 3, "attention_d128_v1_bf16"),
+    tr(160, 32, DType::Bf16, 2, "attention_d160_v1_bf16"),
+    tr(48, 64, DType::F32, 2, "attention_d48_v1_f32"),
+    tr(64, 64, DType::F32, 1, "attention_d64_v1_f32"),
+    tr(80, 64, DType::F32, 3, "attention_d80_v1_f32"),
+    tr(128, 32, DType::F32, 2, "attention_d128_v1_f32"),
+    tr(160, 32, DType::F32, 2, "attention_d160_v1_f32"),
 ];
 
 /// The largest head dim any entry takes.
@@ -94,9 +104,10 @@ const _: () = {
     }
 };
 
-const LAUNCH: &str =
-    "grid = (ceil(Lq / BM), H, B), BM = 128 (D <= 64) or 64, block = 2 BM, static smem \
-                      (Q + K + V tiles; f32: hi + lo planes)";
+const LAUNCH: &str = "DP >= 80: persistent, grid = min(ceil(Lq / BM) H B, ctas_per_sm SMs) \
+                      walking the tiles head-major; else grid = (ceil(Lq / BM), H, B); BM = 128 \
+                      (D <= 64) or 64, block = 2 BM, static smem (Q + K + V tiles; f32: hi + lo \
+                      planes)";
 
 macro_rules! entry {
     ($name:literal, $op:literal, $dt:ident) => {
@@ -377,6 +388,15 @@ impl AttentionParams {
             shape.batch,
             shape.heads
         );
+        let n = query_tiles(shape, MIN_BLOCK_ROWS);
+        ensure!(
+            n <= MAX_TILES,
+            "attention: {n} tiles of {MIN_BLOCK_ROWS} query rows (B {} x H {} x ceil(Lq {} / \
+             {MIN_BLOCK_ROWS})) exceed the kernels' 32-bit tile index ({MAX_TILES}); split the batch",
+            shape.batch,
+            shape.heads,
+            shape.lq
+        );
         for (s, what) in strides.iter().zip(["q", "k", "v", "o"]) {
             ensure!(
                 s.row >= shape.d,
@@ -463,16 +483,38 @@ impl AttentionParams {
     }
 }
 
-/// `grid = (ceil(Lq / BM), H, B)`, `block = 2 BM` ([`block_rows`] of the padded head dim; the
-/// same for both dtypes), static smem only.
-pub fn launch_config(shape: AttentionShape) -> LaunchConfig {
-    let bm = block_rows(shape.d.div_ceil(16) * 16);
-    let grid = [
-        tiles(shape.lq, bm),
-        shape.heads.max(1) as u32,
-        shape.batch.max(1) as u32,
-    ];
-    LaunchConfig::blocks(grid, bm / ATTN_WARP_ROWS * 32)
+/// The fewest query rows per tile of any entry (both modules).
+pub const MIN_BLOCK_ROWS: u32 = 64;
+/// Most tiles a launch may have: the kernels index them in 32 bits (`t + gridDim.x` included)
+/// and a one-tile-per-block grid is at most `2^31 - 1` blocks wide.
+pub const MAX_TILES: u64 = (1 << 31) - 1;
+
+/// Tiles of `bm` query rows: `ceil(Lq / bm) H B`, the persistent blocks' work list.
+pub fn query_tiles(shape: AttentionShape, bm: u32) -> u64 {
+    shape.lq.div_ceil(bm as u64) * shape.heads * shape.batch
+}
+
+/// Persistent grid of `ctas_per_sm` resident blocks on each of `sm_count` SMs, at most one per
+/// tile (at least one block: Lq = 0 runs an empty loop).
+pub fn persistent_grid(tiles: u64, ctas_per_sm: u32, sm_count: u32) -> [u32; 3] {
+    let resident = ctas_per_sm.max(1) as u64 * sm_count.max(1) as u64;
+    [tiles.clamp(1, resident) as u32, 1, 1]
+}
+
+/// Launch of `t` for `shape` on a GPU of `sm_count` SMs: persistent entries get grid =
+/// `min(ceil(Lq / BM) H B, ctas_per_sm sm_count)` blocks walking the tiles head-major, the others
+/// one block per tile, grid `(ceil(Lq / BM), H, B)`; `block = 2 BM`, static smem only.
+pub fn launch_config(t: AttnTraits, shape: AttentionShape, sm_count: u32) -> LaunchConfig {
+    let grid = if t.persistent {
+        persistent_grid(query_tiles(shape, t.bm), t.ctas_per_sm, sm_count)
+    } else {
+        [
+            tiles(shape.lq, t.bm),
+            shape.heads.max(1) as u32,
+            shape.batch.max(1) as u32,
+        ]
+    };
+    LaunchConfig::blocks(grid, t.threads())
 }
 
 #[cfg(test)]
@@ -505,8 +547,55 @@ mod tests {
                 lk: 1,
                 d: t.dp as u64 - 7,
             };
-            assert_eq!(launch_config(shape).block[0], t.threads(), "{}", t.entry);
+            let picked = traits_for(shape.d, t.dtype).unwrap();
+            assert_eq!(picked, *t);
+            assert_eq!(
+                launch_config(picked, shape, 108).block[0],
+                t.threads(),
+                "{}",
+                t.entry
+            );
         }
+    }
+
+    /// Registers (`kernels/reports/attention.txt`) and static shared memory give every entry
+    /// `ctas_per_sm` resident blocks on A100 and H100 alike by the gpu-model's occupancy rule
+    /// (the `__launch_bounds__` minimum is what ptxas met, and no more).
+    #[test]
+    fn ctas_per_sm_match_report() {
+        let report = include_str!("../reports/attention.txt");
+        for t in TRAITS {
+            for (arch, gpu) in [("sm_80", "a100-sxm"), ("sm_90a", "h100-sxm")] {
+                let by =
+                    crate::resident_blocks(report, t.entry, arch, t.threads(), t.smem_bytes(), gpu);
+                assert_eq!(by, t.ctas_per_sm, "{} {arch} on {gpu}", t.entry);
+            }
+        }
+    }
+
+    #[test]
+    fn persistent_grid_is_resident_blocks() {
+        let t = traits_for(80, DType::Bf16).unwrap();
+        let s = |lq, heads, batch| AttentionShape {
+            batch,
+            heads,
+            lq,
+            lk: 1,
+            d: 80,
+        };
+        // 16 query tiles x 8 heads x 16 = 2048 tiles on 108 SMs x 3
+        assert_eq!(launch_config(t, s(1024, 8, 16), 108).grid, [324, 1, 1]);
+        assert_eq!(launch_config(t, s(65, 2, 1), 108).grid, [4, 1, 1]);
+        assert_eq!(launch_config(t, s(0, 2, 1), 108).grid, [1, 1, 1]);
+        assert_eq!(query_tiles(s(129, 3, 5), 64), 45);
+        // the 128-row entries: one block per tile
+        let t48 = traits_for(40, DType::Bf16).unwrap();
+        assert!(!t48.persistent && t.persistent);
+        assert_eq!(launch_config(t48, s(4096, 8, 16), 108).grid, [32, 8, 16]);
+        let st = AttnStrides::bhld(65_535, 1 << 20, 80);
+        let big = s(1 << 20, 65_535, 65_535);
+        let e = AttentionParams::new([4096; 4], [st; 4], big, 0.5).unwrap_err();
+        assert!(e.to_string().contains("split the batch"), "{e}");
     }
 
     #[test]

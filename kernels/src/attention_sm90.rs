@@ -3,8 +3,10 @@
 //! bf16 only, head dim `D % 8 == 0` (one entry per D the presets use); it takes the sm_80
 //! module's params struct ([`AttentionParams`]) unchanged.
 
-use crate::attention::{AttentionParams, AttentionShape, ALIGNED_LOADS};
-use crate::{tiles, DType, Entry, LaunchConfig};
+use crate::attention::{
+    persistent_grid, query_tiles, AttentionParams, AttentionShape, ALIGNED_LOADS,
+};
+use crate::{DType, Entry, LaunchConfig};
 
 /// Query rows per consumer warpgroup (one wgmma M).
 pub const WG_ROWS: u32 = 64;
@@ -25,6 +27,11 @@ pub struct Sm90Traits {
     pub bn: u32,
     /// Consumer warpgroups per block ([`WGS`], or [`WGS_D40`] for D = 40).
     pub wgs: u32,
+    /// Resident blocks per SM on an H100: the entry's `__launch_bounds__` minimum, what its
+    /// ptxas registers and dynamic shared memory give (checked against
+    /// `kernels/reports/attention_sm90.txt`): 2 for D = 16 / 32, else 1. The persistent grid is
+    /// this times the SMs.
+    pub ctas_per_sm: u32,
     pub entry: &'static str,
 }
 
@@ -57,6 +64,7 @@ const fn tr(d: u32, entry: &'static str) -> Sm90Traits {
         d,
         bn: if d <= 80 { 128 } else { 64 },
         wgs: if d == 40 { WGS_D40 } else { WGS },
+        ctas_per_sm: if d <= 32 { 2 } else { 1 },
         entry,
     }
 }
@@ -72,8 +80,9 @@ pub const TRAITS: [Sm90Traits; 7] = [
     tr(160, "attention_sm90_d160_v1_bf16"),
 ];
 
-const LAUNCH: &str = "grid = (ceil(Lq / BM), H, B), BM = 64 WGS, block = 128 WGS (WGS warpgroups: \
-                      4 for D = 40, else 2), dynamic smem Sm90Traits::smem_bytes (sm_90a only)";
+const LAUNCH: &str = "persistent: grid = min(ceil(Lq / BM) H B, ctas_per_sm SMs) walking the \
+                      tiles head-major, BM = 64 WGS, block = 128 WGS (WGS warpgroups: 4 for D = \
+                      40, else 2), dynamic smem Sm90Traits::smem_bytes (sm_90a only)";
 
 macro_rules! entry {
     ($name:literal, $op:literal) => {
@@ -105,14 +114,11 @@ pub fn supports(p: &AttentionParams, dtype: DType) -> Option<Sm90Traits> {
     traits_for(p.d as u64)
 }
 
-/// `grid = (ceil(Lq / BM), H, B)`, [`Sm90Traits::wgs`] warpgroups, dynamic smem
+/// Persistent launch on a GPU of `sm_count` SMs: grid = `min(ceil(Lq / BM) H B, ctas_per_sm
+/// sm_count)` blocks walking the tiles head-major, [`Sm90Traits::wgs`] warpgroups, dynamic smem
 /// [`Sm90Traits::smem_bytes`].
-pub fn launch_config(t: Sm90Traits, shape: AttentionShape) -> LaunchConfig {
-    let grid = [
-        tiles(shape.lq, t.bm()),
-        shape.heads.max(1) as u32,
-        shape.batch.max(1) as u32,
-    ];
+pub fn launch_config(t: Sm90Traits, shape: AttentionShape, sm_count: u32) -> LaunchConfig {
+    let grid = persistent_grid(query_tiles(shape, t.bm()), t.ctas_per_sm, sm_count);
     let mut cfg = LaunchConfig::blocks(grid, t.threads());
     cfg.dynamic_smem_bytes = t.smem_bytes();
     cfg
@@ -149,5 +155,31 @@ mod tests {
             (128, 256)
         );
         assert!(traits_for(48).is_none() && traits_for(8).is_none());
+    }
+
+    /// `ctas_per_sm` is what `kernels/reports/attention_sm90.txt`'s registers and the dynamic
+    /// shared memory give on an H100 by the gpu-model's occupancy rule.
+    #[test]
+    fn ctas_per_sm_match_report() {
+        let report = include_str!("../reports/attention_sm90.txt");
+        for t in TRAITS {
+            let (threads, smem) = (t.threads(), t.smem_bytes());
+            let by = crate::resident_blocks(report, t.entry, "sm_90a", threads, smem, "h100-sxm");
+            assert_eq!(by, t.ctas_per_sm, "{}", t.entry);
+        }
+        // d80: 4096 query rows = 32 tiles of 128 per head, 8 heads x 2: 512 tiles on 132 SMs
+        let shape = AttentionShape {
+            batch: 2,
+            heads: 8,
+            lq: 4096,
+            lk: 1,
+            d: 80,
+        };
+        let t = traits_for(80).unwrap();
+        assert_eq!(launch_config(t, shape, 132).grid, [132, 1, 1]);
+        assert_eq!(
+            launch_config(t, AttentionShape { lq: 100, ..shape }, 132).grid,
+            [16, 1, 1]
+        );
     }
 }

@@ -479,6 +479,29 @@ macro_rules! params_layout_test {
 #[cfg(test)]
 pub(crate) use params_layout_test;
 
+/// Resident blocks per SM of `entry` (`threads` per block, `smem` bytes of shared memory) on
+/// the gpu-model's `gpu` by its occupancy rule, with the registers of the committed ptxas
+/// `report` at `arch` ("sm_80" / "sm_90a").
+#[cfg(test)]
+pub(crate) fn resident_blocks(
+    report: &str,
+    entry: &str,
+    arch: &str,
+    threads: u32,
+    smem: u32,
+    gpu: &str,
+) -> u32 {
+    let regs = gpu_model::counters::registers_from_report(report, entry, arch);
+    assert!(regs.is_some(), "{entry} {arch}: not in the ptxas report");
+    let c = gpu_model::counters::Counters {
+        block_size: threads as u64,
+        smem_static: smem as u64,
+        registers_per_thread: regs,
+        ..Default::default()
+    };
+    gpu_model::model::occupancy(&c, gpu_model::gpu::GpuSpec::by_name(gpu).unwrap()).0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

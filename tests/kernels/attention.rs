@@ -58,6 +58,9 @@ pub(crate) struct AttnCase {
     /// Extra keys / values (the kernel's second key segment), `(1, H, Le, D)` broadcast over the
     /// batch (batch stride 0), in the same layout.
     pub extra: u64,
+    /// SMs the persistent grid is sized for (`launch_config`'s `sm_count`): 1 by default, so the
+    /// few resident blocks of one SM walk every tile (several per block, head-major).
+    pub sms: u32,
 }
 
 pub(crate) fn case(
@@ -80,7 +83,13 @@ pub(crate) fn case(
         dtype: DType::Bf16,
         pad: 0,
         extra: 0,
+        sms: 1,
     }
+}
+
+/// `c` on a persistent grid sized for `sms` SMs.
+pub(crate) fn on_sms(c: AttnCase, sms: u32) -> AttnCase {
+    AttnCase { sms, ..c }
 }
 
 /// `c` with padded rows and `extra` broadcast keys.
@@ -112,6 +121,13 @@ fn attn_cases() -> Vec<AttnCase> {
         padded(c(2, 2, 19, 5, 80, false, false), 8, 70), // extra keys, own Lk < one tile, padded
         padded(c(1, 3, 30, 7, 36, true, true), 4, 9), // extra keys, plain loads, D % 8 != 0
         padded(c(2, 2, 16, 16, 40, true, false), 8, 0), // temporal: Lq = Lk = 16, padded rows
+        // persistent: B H = 35 heads x 2 ragged query blocks = 70 tiles on 3 blocks (d80 at 3 per
+        // SM), tiles of one block in different heads and batches; extra keys straddling a tile
+        padded(c(5, 7, 70, 45, 80, true, false), 8, 37),
+        c(3, 5, 130, 33, 40, true, false), // d48: 2 x 15 tiles on 2 blocks, the FAST pad path
+        c(4, 6, 65, 20, 160, false, true), // d160 plain loads: 48 tiles on 2 blocks
+        on_sms(c(3, 5, 130, 33, 40, true, false), 4), // 30 tiles on 8 blocks: ragged last round
+        on_sms(c(2, 3, 70, 50, 64, true, false), 1000), // grid = tiles: one tile per block
     ]
 }
 
@@ -136,6 +152,10 @@ fn attn_cases_f32() -> Vec<AttnCase> {
         c(2, 3, 200, 77, 40, true, false),  // 128-row blocks (d48 entry), 2 of them
         padded(c(2, 2, 70, 130, 40, true, false), 8, 37), // extra keys, padded rows
         padded(c(1, 1, 20, 33, 72, false, true), 0, 20), // extra keys, plain loads, d80 entry
+        // persistent: several tiles per block (the split Q staging over K / V rows per tile)
+        padded(c(3, 4, 70, 20, 160, true, false), 0, 9), // 2 x 12 tiles on 2 blocks
+        c(3, 3, 130, 40, 40, false, false),              // d48: 18 tiles on 2 blocks
+        on_sms(c(2, 3, 65, 33, 128, true, false), 2),    // 12 tiles on 4 blocks
     ]
 }
 
@@ -175,9 +195,14 @@ fn gather(y: &[f32], (b, h, len, d): (usize, usize, usize, usize), st: AttnStrid
 
 fn run_attn(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
     run_attn_with(dev, c, seed, &|dev, p, shape| {
-        let entry = traits_for(c.d, c.dtype)?.entry;
-        dev.launch(KernelModule::Attention, entry, attn_launch(shape), p)?;
-        Ok(entry.to_string())
+        let t = traits_for(c.d, c.dtype)?;
+        dev.launch(
+            KernelModule::Attention,
+            t.entry,
+            attn_launch(t, shape, c.sms),
+            p,
+        )?;
+        Ok(t.entry.to_string())
     })
 }
 
@@ -537,31 +562,18 @@ fn attention_mixed_dtypes() {
 #[test]
 #[ignore = "counters for docs/performance.md; needs the stand-in and PTX_EMU_STATS"]
 fn attention_counters() {
-    let mut dev = Device::new(1, 0);
-    assert!(
-        matches!(dev, Device::Cuda { .. }),
-        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
-    );
+    let mut dev = stand_in_device();
     let (f, h) = (16u64, 8u64);
     for (n, d) in [(8192u64, 40u64), (2048, 80), (512, 160)] {
-        let c = h * d;
-        let x = vec![0.5f32; (n * f * c) as usize];
-        let [q, k, v] = dev
-            .upload_all(DType::Bf16, [&x[..], &x[..], &x[..]])
-            .unwrap();
-        let o = dev.alloc_poisoned(x.len() * 2).unwrap();
-        let shape = AttentionShape {
-            batch: n,
-            heads: h,
-            lq: f,
-            lk: f,
-            d,
-        };
-        let st = AttnStrides::tokens(f, d, c);
-        let p = AttentionParams::new([q, k, v, o], [st; 4], shape, 0.25).unwrap();
-        let v1 = traits_for(d, DType::Bf16).unwrap().entry;
-        dev.launch(KernelModule::Attention, v1, attn_launch(shape), &p)
-            .unwrap();
+        let (shape, p) = token_self_attention(&mut dev, n, h, f, d);
+        let v1 = traits_for(d, DType::Bf16).unwrap();
+        dev.launch(
+            KernelModule::Attention,
+            v1.entry,
+            attn_launch(v1, shape, 108),
+            &p,
+        )
+        .unwrap();
         let t = short_traits(&p, DType::Bf16).unwrap();
         dev.launch(
             KernelModule::Attention,
@@ -571,4 +583,108 @@ fn attention_counters() {
         )
         .unwrap();
     }
+}
+
+/// The self-attention launches of the `paper` step at head dim `d` (B 16 rows = 2 CFG x 8 frames,
+/// 8 heads, Lq = Lk = `l` latent positions, token layout `(B, L, 8 d)`): spatial (keys = the
+/// queries' own tokens) and reference (plus `l` reference-net keys as the second key segment,
+/// batch stride 0), as `(shape, params)` on `dev` (operands 0.5: counters only).
+pub(crate) fn paper_self_attention(
+    dev: &mut Device,
+    l: u64,
+    d: u64,
+) -> Vec<(AttentionShape, AttentionParams)> {
+    let h = 8u64;
+    let (shape, p) = token_self_attention(dev, 16, h, l, d);
+    let x = vec![0.5f32; (l * h * d) as usize];
+    let [ke, ve] = dev.upload_all(DType::Bf16, [&x[..], &x[..]]).unwrap();
+    let ext_st = AttnStrides {
+        batch: 0,
+        ..AttnStrides::tokens(l, d, h * d)
+    };
+    let pe = p.with_extra([ke, ve], [ext_st; 2], l).unwrap();
+    vec![(shape, p), (shape, pe)]
+}
+
+/// Self-attention of `b` sequences of `l` tokens, `h` heads of `d` (token layout `(B, L, H d)`,
+/// operands 0.5, poisoned output) on `dev`: counters only.
+fn token_self_attention(
+    dev: &mut Device,
+    b: u64,
+    h: u64,
+    l: u64,
+    d: u64,
+) -> (AttentionShape, AttentionParams) {
+    let c = h * d;
+    let x = vec![0.5f32; (b * l * c) as usize];
+    let [q, k, v] = dev
+        .upload_all(DType::Bf16, [&x[..], &x[..], &x[..]])
+        .unwrap();
+    let o = dev.alloc_poisoned(x.len() * 2).unwrap();
+    let shape = AttentionShape {
+        batch: b,
+        heads: h,
+        lq: l,
+        lk: l,
+        d,
+    };
+    let st = AttnStrides::tokens(l, d, c);
+    (
+        shape,
+        AttentionParams::new([q, k, v, o], [st; 4], shape, 0.25).unwrap(),
+    )
+}
+
+/// Counters of the `paper` step's self-attention launches on the sm_80 set's v1 entries (d80 at
+/// 32x32 = 1024 tokens, d160 at 16x16, d40 (the d48 entry) at 64x64; spatial and reference), each
+/// launched three times: one tile per block (grid = tiles: the pre-persistent launch shape),
+/// persistent on 108 SMs (an A100: grid = resident blocks x 108) and on 132 (H100 / H200, which
+/// the sm_80 set also runs on). Run with `PTX_EMU_ARCH=sm_80
+/// PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=16 CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p
+/// cyberhost-suite --test kernels attention_persistent_counters -- --ignored`, then `gpu-report
+/// --gpu a100-sxm FILE` (docs/performance.md, "Persistent attention"). Checks nothing: sampled
+/// launches leave outputs invalid.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in at sm_80 and PTX_EMU_STATS"]
+fn attention_persistent_counters() {
+    let bm = |d| traits_for(d, DType::Bf16).unwrap().bm;
+    paper_counters(&bm, &[108, 132], &|dev, p, shape, sms| {
+        let t = traits_for(shape.d, DType::Bf16).unwrap();
+        dev.launch(
+            KernelModule::Attention,
+            t.entry,
+            attn_launch(t, shape, sms),
+            p,
+        )
+        .unwrap();
+    });
+}
+
+/// Runs `launch(dev, params, shape, sms)` on the stand-in for every [`paper_self_attention`]
+/// launch (d80 at 1024 tokens, d160 at 256, d40 at 4096), once with `sms` = its tile count (one
+/// tile per block, `bm(d)` query rows each) and once per entry of `sms`.
+pub(crate) fn paper_counters(
+    bm: &dyn Fn(u64) -> u32,
+    sms: &[u32],
+    launch: &dyn Fn(&mut Device, &AttentionParams, AttentionShape, u32),
+) {
+    let mut dev = stand_in_device();
+    for (l, d) in [(1024u64, 80u64), (256, 160), (4096, 40)] {
+        for (shape, p) in paper_self_attention(&mut dev, l, d) {
+            let tiles = cyberhost_kernels::attention::query_tiles(shape, bm(d)) as u32;
+            for &n in [tiles].iter().chain(sms) {
+                launch(&mut dev, &p, shape, n);
+            }
+        }
+    }
+}
+
+/// The stand-in driver's device (the counters tests need `PTX_EMU_STATS` from it).
+pub(crate) fn stand_in_device() -> Device {
+    let dev = Device::new(1, 0);
+    assert!(
+        matches!(dev, Device::Cuda { .. }),
+        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
+    );
+    dev
 }

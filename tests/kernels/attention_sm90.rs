@@ -6,7 +6,7 @@
 //! strides, extra broadcast keys (the second key segment, also straddling a tile), several
 //! warp schedules; and which params the module declines (the launcher's fallback rule).
 
-use crate::attention::{case, padded, run_attn_with, AttnCase};
+use crate::attention::{case, on_sms, padded, paper_counters, run_attn_with, AttnCase};
 use crate::harness::Device;
 use cyberhost_kernels::attention::{AttentionParams, AttentionShape, AttnStrides};
 use cyberhost_kernels::attention_sm90::{launch_config, supports};
@@ -32,6 +32,13 @@ fn cases() -> Vec<AttnCase> {
         padded(c(2, 2, 70, 130, 40, true, false), 0, 37), // extra keys straddle tiles 2 / 3
         padded(c(2, 2, 19, 5, 80, false, false), 8, 70), // extra keys, own Lk < one tile, padded
         padded(c(1, 2, 24, 32, 160, true, false), 8, 4), // d160 + 4 audio tokens
+        // persistent (one SM: 1 block, or 2 for d16 / d32, walks every tile head-major; the ring
+        // restarts per tile, Q's pad chunks re-zeroed after the staging)
+        padded(c(3, 5, 130, 150, 80, true, false), 8, 37), // 2 x 15 tiles, extra keys, 2 key tiles
+        padded(c(2, 3, 300, 140, 40, true, false), 0, 9),  // d40: 2 x 6 tiles, LSUM pad column
+        c(3, 4, 70, 100, 160, false, false),               // d160: 12 tiles, 2 key tiles of 64
+        c(5, 3, 40, 33, 32, true, false),                  // d32: 15 tiles on 2 blocks
+        on_sms(c(2, 3, 200, 70, 64, true, false), 5),      // 12 tiles on 5 blocks: ragged round
     ]
 }
 
@@ -45,7 +52,7 @@ fn run(dev: &mut Device, c: AttnCase, seed: u64) -> anyhow::Result<()> {
         dev.launch(
             KernelModule::AttentionSm90,
             t.entry,
-            launch_config(t, shape),
+            launch_config(t, shape, c.sms),
             p,
         )?;
         Ok(t.entry.to_string())
@@ -83,52 +90,30 @@ fn attention_sm90_declines() {
     }
 }
 
-/// Counters of the d40 launches of the `paper` step's reference / spatial self-attention (B 16
-/// rows, 8 heads of 40, Lq 4096; Lk 4096, and 4096 + 4096 reference keys as the second key
-/// segment): run on the stand-in at sm_90a with `PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=2
-/// CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p cyberhost-suite --test kernels
-/// attention_sm90_counters -- --ignored`, then `gpu-report --gpu h100-sxm FILE`
-/// (docs/performance.md). Checks nothing: sampled launches leave outputs invalid.
+/// Counters of the `paper` step's self-attention launches on the sm_90a entries
+/// ([`paper_self_attention`]: d80, d160, d40; spatial and reference), each launched twice: one
+/// tile per block (grid = tiles: the pre-persistent launch shape) and persistent (grid = resident
+/// blocks x 132 SMs). Run on the stand-in at sm_90a with `PTX_EMU_STATS=FILE
+/// PTX_EMU_SAMPLE_BLOCKS=16 CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p cyberhost-suite
+/// --test kernels attention_sm90_counters -- --ignored`, then `gpu-report --gpu h100-sxm FILE`
+/// (docs/performance.md, "Persistent attention"). Checks nothing: sampled launches leave outputs
+/// invalid.
 #[test]
 #[ignore = "counters for docs/performance.md; needs the stand-in at sm_90a and PTX_EMU_STATS"]
 fn attention_sm90_counters() {
-    let mut dev = Device::new(1, 0);
-    assert!(
-        matches!(dev, Device::Cuda { .. }),
-        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
-    );
-    let (b, h, l, d) = (16u64, 8u64, 4096u64, 40u64);
-    let c = h * d;
-    let x = vec![0.5f32; (b * l * c) as usize];
-    let [q, k, v] = dev
-        .upload_all(DType::Bf16, [&x[..], &x[..], &x[..]])
-        .unwrap();
-    let [ke, ve] = dev
-        .upload_all(
-            DType::Bf16,
-            [&x[..(l * c) as usize], &x[..(l * c) as usize]],
-        )
-        .unwrap();
-    let o = dev.alloc_poisoned(x.len() * 2).unwrap();
-    let shape = AttentionShape {
-        batch: b,
-        heads: h,
-        lq: l,
-        lk: l,
-        d,
+    let bm = |d| {
+        cyberhost_kernels::attention_sm90::traits_for(d)
+            .unwrap()
+            .bm()
     };
-    let st = AttnStrides::tokens(l, d, c);
-    let p = AttentionParams::new([q, k, v, o], [st; 4], shape, 0.25).unwrap();
-    let ext_st = AttnStrides { batch: 0, ..st };
-    let pe = p.with_extra([ke, ve], [ext_st; 2], l).unwrap();
-    for p in [p, pe] {
-        let t = supports(&p, DType::Bf16).unwrap();
+    paper_counters(&bm, &[132], &|dev, p, shape, sms| {
+        let t = supports(p, DType::Bf16).unwrap();
         dev.launch(
             KernelModule::AttentionSm90,
             t.entry,
-            launch_config(t, shape),
-            &p,
+            launch_config(t, shape, sms),
+            p,
         )
         .unwrap();
-    }
+    });
 }

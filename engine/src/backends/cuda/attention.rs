@@ -1,6 +1,7 @@
 //! Launchers for `kernels/cuda/attention.cu` (`attention_d{48,64,80,128,160}_v1_{bf16,f32}`): fused
-//! flash-style attention forward, `o = softmax(scale * q k^T) v` per (batch, head): the slice
-//! launcher [`attention`] and the backend's [`attention_heads`] on token layouts (q, k, v read from
+//! flash-style attention forward, `o = softmax(scale * q k^T) v` per (batch, head), on a
+//! persistent grid (the device's SMs times the entry's resident blocks, walking the query tiles
+//! head-major): the slice launcher [`attention`] and the backend's [`attention_heads`] on token layouts (q, k, v read from
 //! the projection outputs and o written where `to_out` reads it, through strides: no head
 //! split / merge copies; reference attention's extra keys read from their own (broadcast) tensor
 //! and its row ranges addressed by pointer offsets: no narrow / concat / index_select copies).
@@ -81,7 +82,7 @@ pub fn attention<T: DeviceRepr>(
         dev.launch(
             KernelModule::Attention,
             traits.entry,
-            launch_config(s),
+            launch_config(traits, s, dev.sm_count()),
             &params,
         )
     }
@@ -221,7 +222,7 @@ pub(crate) fn attention_heads(
             be.device().launch(
                 KernelModule::Attention,
                 traits.entry,
-                launch_config(shape),
+                launch_config(traits, shape, be.device().sm_count()),
                 &p,
             )
         }

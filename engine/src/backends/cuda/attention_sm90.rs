@@ -38,7 +38,7 @@ pub(crate) unsafe fn try_launch(
         dev.launch(
             KernelModule::AttentionSm90,
             t.entry,
-            launch_config(t, shape),
+            launch_config(t, shape, dev.sm_count()),
             p,
         )
     }
