@@ -648,16 +648,89 @@ fn token_self_attention(
 #[ignore = "counters for docs/performance.md; needs the stand-in at sm_80 and PTX_EMU_STATS"]
 fn attention_persistent_counters() {
     let bm = |d| traits_for(d, DType::Bf16).unwrap().bm;
-    paper_counters(&bm, &[108, 132], &|dev, p, shape, sms| {
-        let t = traits_for(shape.d, DType::Bf16).unwrap();
-        dev.launch(
-            KernelModule::Attention,
-            t.entry,
-            attn_launch(t, shape, sms),
-            p,
-        )
+    paper_counters(&bm, &[108, 132], &launch_v1);
+}
+
+/// Launches `p` (bf16, built for `shape`) on its v1 entry with the launcher's grid for `sms` SMs.
+fn launch_v1(dev: &mut Device, p: &AttentionParams, shape: AttentionShape, sms: u32) {
+    let t = traits_for(shape.d, DType::Bf16).unwrap();
+    dev.launch(
+        KernelModule::Attention,
+        t.entry,
+        attn_launch(t, shape, sms),
+        p,
+    )
+    .unwrap();
+}
+
+/// Counters of large self-attention on the sm_80 set's v1 entries: B 1, 8 heads, Lq = Lk = 4096
+/// tokens (token layout) at head dims 40 (the d48 entry), 80 and 160, the launcher's grid for an
+/// A100 (108 SMs). Unlike the `paper` step's d160 launches (Lq 256, DRAM-bound by their roofline),
+/// these shapes show the kernels' own efficiency: every launch's footprint (4 x 8 x 4096 x D bf16)
+/// fits the L2. Run every block (no `PTX_EMU_SAMPLE_BLOCKS`: exact counters, no persistent-grid
+/// sampling bias): `PTX_EMU_ARCH=sm_80 PTX_EMU_STATS=FILE CYBERHOST_KERNEL_TEST_DEVICE=stand-in
+/// cargo test -p cyberhost-suite --test kernels attention_large_counters -- --ignored`, then
+/// `gpu-report --gpu a100-sxm FILE` (docs/performance.md, "Head dim 160 attention"). Checks nothing.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in at sm_80 and PTX_EMU_STATS"]
+fn attention_large_counters() {
+    large_self_attention(&|dev, p, shape| launch_v1(dev, p, shape, 108));
+}
+
+/// Exact counters (every block run: no `PTX_EMU_SAMPLE_BLOCKS`) of the `paper` step's head-dim-160
+/// launches at 16x16 latents on the sm_80 set's persistent grid for an A100: spatial and reference
+/// self-attention ([`paper_self_attention`]) and the 32-key cross-attention ([`paper_cross_d160`]).
+/// `PTX_EMU_ARCH=sm_80 PTX_EMU_STATS=FILE CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p
+/// cyberhost-suite --test kernels attention_d160_paper_counters -- --ignored`, then `gpu-report
+/// --gpu a100-sxm FILE` (docs/performance.md, "Head dim 160 attention"). Checks nothing.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in at sm_80 and PTX_EMU_STATS"]
+fn attention_d160_paper_counters() {
+    paper_d160(&|dev, p, shape| launch_v1(dev, p, shape, 108));
+}
+
+/// Runs `launch(dev, params, shape)` for the `paper` step's d160 launches at Lq = 256: spatial,
+/// reference (256 extra keys, batch stride 0), cross (B 32, 32 keys per row).
+pub(crate) fn paper_d160(launch: &dyn Fn(&mut Device, &AttentionParams, AttentionShape)) {
+    let mut dev = stand_in_device();
+    for (shape, p) in paper_self_attention(&mut dev, 256, 160) {
+        launch(&mut dev, &p, shape);
+    }
+    let (shape, p) = paper_cross_d160(&mut dev);
+    launch(&mut dev, &p, shape);
+}
+
+/// The `paper` step's d160 cross-attention launch: B 32, 8 heads, Lq 256 tokens, Lk 32 keys per
+/// batch row (token layouts `(B, L, 1280)`; operands 0.5: counters only).
+pub(crate) fn paper_cross_d160(dev: &mut Device) -> (AttentionShape, AttentionParams) {
+    let (b, h, lq, lk, d) = (32u64, 8u64, 256u64, 32u64, 160u64);
+    let c = h * d;
+    let xq = vec![0.5f32; (b * lq * c) as usize];
+    let xk = vec![0.5f32; (b * lk * c) as usize];
+    let [q, k, v] = dev
+        .upload_all(DType::Bf16, [&xq[..], &xk[..], &xk[..]])
         .unwrap();
-    });
+    let o = dev.alloc_poisoned(xq.len() * 2).unwrap();
+    let shape = AttentionShape {
+        batch: b,
+        heads: h,
+        lq,
+        lk,
+        d,
+    };
+    let (qs, ks) = (AttnStrides::tokens(lq, d, c), AttnStrides::tokens(lk, d, c));
+    let p = AttentionParams::new([q, k, v, o], [qs, ks, ks, qs], shape, 0.25).unwrap();
+    (shape, p)
+}
+
+/// Runs `launch(dev, params, shape)` on the stand-in for self-attention of B 1, 8 heads,
+/// Lq = Lk = 4096 tokens at head dims 40, 80 and 160 (token layout, operands 0.5: counters only).
+pub(crate) fn large_self_attention(launch: &dyn Fn(&mut Device, &AttentionParams, AttentionShape)) {
+    let mut dev = stand_in_device();
+    for d in [40u64, 80, 160] {
+        let (shape, p) = token_self_attention(&mut dev, 1, 8, 4096, d);
+        launch(&mut dev, &p, shape);
+    }
 }
 
 /// Runs `launch(dev, params, shape, sms)` on the stand-in for every [`paper_self_attention`]

@@ -6,7 +6,9 @@
 //! strides, extra broadcast keys (the second key segment, also straddling a tile), several
 //! warp schedules; and which params the module declines (the launcher's fallback rule).
 
-use crate::attention::{case, on_sms, padded, paper_counters, run_attn_with, AttnCase};
+use crate::attention::{
+    case, large_self_attention, on_sms, padded, paper_counters, paper_d160, run_attn_with, AttnCase,
+};
 use crate::harness::Device;
 use cyberhost_kernels::attention::{AttentionParams, AttentionShape, AttnStrides};
 use cyberhost_kernels::attention_sm90::{launch_config, supports};
@@ -106,14 +108,40 @@ fn attention_sm90_counters() {
             .unwrap()
             .bm()
     };
-    paper_counters(&bm, &[132], &|dev, p, shape, sms| {
-        let t = supports(p, DType::Bf16).unwrap();
-        dev.launch(
-            KernelModule::AttentionSm90,
-            t.entry,
-            launch_config(t, shape, sms),
-            p,
-        )
-        .unwrap();
-    });
+    paper_counters(&bm, &[132], &launch_sm90);
+}
+
+/// Launches `p` (bf16, built for `shape`) on its `attention_sm90` entry with the launcher's grid
+/// for `sms` SMs.
+fn launch_sm90(dev: &mut Device, p: &AttentionParams, shape: AttentionShape, sms: u32) {
+    let t = supports(p, DType::Bf16).unwrap();
+    dev.launch(
+        KernelModule::AttentionSm90,
+        t.entry,
+        launch_config(t, shape, sms),
+        p,
+    )
+    .unwrap();
+}
+
+/// Counters of large self-attention on `attention_sm90` (B 1, 8 heads, Lq = Lk = 4096, head dims
+/// 40, 80, 160; the launcher's grid for an H100, 132 SMs), every block run (exact counters): at
+/// sm_90a with `PTX_EMU_STATS=FILE CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p
+/// cyberhost-suite --test kernels attention_sm90_large_counters -- --ignored`, then `gpu-report
+/// --gpu h100-sxm FILE` (docs/performance.md, "Head dim 160 attention"). Checks nothing.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in at sm_90a and PTX_EMU_STATS"]
+fn attention_sm90_large_counters() {
+    large_self_attention(&|dev, p, shape| launch_sm90(dev, p, shape, 132));
+}
+
+/// Exact counters (every block run) of the `paper` step's d160 launches at Lq 256 (spatial,
+/// reference, 32-key cross) on `attention_sm90`'s grid for an H100: at sm_90a with
+/// `PTX_EMU_STATS=FILE CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p cyberhost-suite --test
+/// kernels attention_sm90_d160_paper_counters -- --ignored`, then `gpu-report --gpu h100-sxm FILE`
+/// (docs/performance.md, "Head dim 160 attention"). Checks nothing.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in at sm_90a and PTX_EMU_STATS"]
+fn attention_sm90_d160_paper_counters() {
+    paper_d160(&|dev, p, shape| launch_sm90(dev, p, shape, 132));
 }
