@@ -153,14 +153,46 @@ pub fn vectorized(s: Conv2dShape, x: u64, ldx: u64) -> bool {
     s.c_in % 8 == 0 && ldx % 8 == 0 && x % 16 == 0
 }
 
-/// The plan of a conv on a GPU of `sms` SMs and `l2_bytes` of L2: [`GemmPlan::choose`] over
-/// [`gemm_shape`] for the vector loader; the element-wise loader runs one 64 x 64 CTA per tile.
+/// Relative mainloop efficiency of a tile config in [`plan`]'s cost (the profiler's ratio of
+/// the 64 x 64 tile's shared-memory-bound rate to the big tiles' tensor-bound one, about half;
+/// 128 x 128 a little under the big tiles).
+fn tile_efficiency(t: GemmTile) -> f64 {
+    match t {
+        GemmTile::T128x256 | GemmTile::T256x128 => 1.0,
+        GemmTile::T128x128 => 0.9,
+        GemmTile::T64x64 => 0.5,
+    }
+}
+
+/// The plan of a conv on a GPU of `sms` SMs and `l2_bytes` of L2. Vector loader: the tile config
+/// of least cost `waves * BM * BN * r / efficiency` ([`tile_efficiency`]; r = CTAs sharing an
+/// SM, at most CTAs per SM; waves = `ceil(tiles / (SMs * r))`; ties to the larger tile), which
+/// counts the padding of C_out to the tile width (C_out 640 takes 256 x 128 tiles, not 128 x 256
+/// ones that pad it to 768) and partial waves (8x8 latents: one wave of big tiles rather than two
+/// of 64 x 64); 128 x 256 / 256 x 128 persistent on `sms` CTAs, 128 x 128 one CTA per tile,
+/// 64 x 64 by [`GemmPlan::choose`] (which splits K when its grid is under one wave and
+/// `allow_split`). The element-wise loader runs one 64 x 64 CTA per tile.
 pub fn plan(s: Conv2dShape, vec: bool, sms: u32, l2_bytes: u64, allow_split: bool) -> GemmPlan {
     let g = gemm_shape(s);
-    if vec {
-        GemmPlan::choose(g, false, sms, l2_bytes, allow_split)
-    } else {
-        GemmPlan::persistent(GemmTile::T64x64, g, false, u32::MAX, l2_bytes)
+    if !vec {
+        return GemmPlan::persistent(GemmTile::T64x64, g, false, u32::MAX, l2_bytes);
+    }
+    let cost = |t: GemmTile| {
+        let (bm, bn, ..) = t.geometry();
+        let tiles = t.tiles(g, false).max(1);
+        // CTAs sharing an SM: up to CTAs per SM, fewer when the grid does not fill them
+        let per_sm = (t.ctas_per_sm() as u64).min(ceil_div(tiles, sms.max(1) as u64));
+        let waves = ceil_div(tiles, sms.max(1) as u64 * per_sm);
+        (waves * (bm * bn) as u64 * per_sm) as f64 / tile_efficiency(t)
+    };
+    let best = GemmTile::ALL
+        .into_iter()
+        .min_by(|a, b| cost(*a).total_cmp(&cost(*b)))
+        .unwrap_or(GemmTile::T64x64);
+    match best {
+        GemmTile::T64x64 => GemmPlan::choose(g, false, sms, l2_bytes, allow_split),
+        GemmTile::T128x128 => GemmPlan::persistent(best, g, false, u32::MAX, l2_bytes),
+        _ => GemmPlan::persistent(best, g, false, sms, l2_bytes),
     }
 }
 
@@ -333,6 +365,28 @@ mod tests {
         let s = Conv2dShape::square(2, 320, 64, 64, 320, 3, 1, 1);
         let p = plan(s, true, 108, 40 << 20, true);
         assert!(p.splits == 1 && entry_name(p.tile, true).is_ok());
+        // the paper's convs (N 32) on an A100: C_out 640 without padding to 768; 8x8 1280 on big
+        // tiles (80 CTAs, one wave) rather than two waves of 64 x 64
+        let paper = |c, hw, o| {
+            plan(
+                Conv2dShape::square(32, c, hw, hw, o, 3, 1, 1),
+                true,
+                108,
+                40 << 20,
+                true,
+            )
+        };
+        assert_eq!(paper(640, 64, 640).tile, GemmTile::T256x128);
+        assert_eq!(paper(640, 32, 640).tile, GemmTile::T256x128);
+        assert_eq!(paper(1280, 16, 1280).tile, GemmTile::T128x256);
+        assert_eq!(paper(1280, 8, 1280).tile, GemmTile::T128x256);
+        // small: 64 x 64, split-K when allowed and under one wave
+        let small = Conv2dShape::square(1, 64, 5, 4, 40, 3, 1, 1);
+        assert_eq!(
+            plan(small, true, 108, 40 << 20, true).tile,
+            GemmTile::T64x64
+        );
+        assert!(plan(small, true, 108, 40 << 20, true).splits > 1);
         let sc = plan(Conv2dShape { c_in: 4, ..s }, false, 108, 40 << 20, true);
         assert_eq!(entry_name(sc.tile, false).unwrap(), ENTRIES[4].name);
         assert!(entry_name(GemmTile::T128x128, false).is_err());

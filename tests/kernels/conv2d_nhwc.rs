@@ -310,3 +310,71 @@ fn conv2d_nhwc_engine_launcher() {
     let err = conv2d_nhwc(dev, &dx, &dw, &mut y, s, Default::default()).unwrap_err();
     assert!(format!("{err:#}").contains("conv2d_nhwc w"), "{err:#}");
 }
+
+/// The `paper` preset's U-Net conv shapes (N = 32: 2 CFG branches x 16 frames; from the grids and
+/// tensor FLOPs of its `conv2d_v2_bf16` launches), largest predicted time first: 3x3 at 64x64 /
+/// 32x32 / 16x16 / 8x8, the up blocks' concat inputs, a stride-2 downsampler, a 1x1 shortcut.
+pub(crate) fn paper_conv_shapes() -> Vec<(&'static str, Conv2dShape)> {
+    let sq = |c, hw, o, k, stride| Conv2dShape::square(32, c, hw, hw, o, k, stride, k / 2);
+    vec![
+        ("3x3 320->320 @64x64", sq(320, 64, 320, 3, 1)),
+        ("3x3 1280->1280 @16x16", sq(1280, 16, 1280, 3, 1)),
+        ("3x3 640->640 @32x32", sq(640, 32, 640, 3, 1)),
+        ("3x3 640->320 @64x64", sq(640, 64, 320, 3, 1)),
+        ("3x3 2560->1280 @16x16", sq(2560, 16, 1280, 3, 1)),
+        ("3x3 1280->1280 @8x8", sq(1280, 8, 1280, 3, 1)),
+        ("3x3 640->640 @64x64", sq(640, 64, 640, 3, 1)),
+        ("3x3 s2 320->320 @64x64", sq(320, 64, 320, 3, 2)),
+        ("1x1 640->320 @64x64", sq(640, 64, 320, 1, 1)),
+    ]
+}
+
+/// Profiling run for docs/performance.md, not a check: each paper conv shape once through
+/// `conv2d` (NCHW, `conv2d_v2_bf16` on the sm_80 set) and once through `conv2d_nhwc` on the
+/// engine device, bias epilogue, split-K workspace given; run on the stand-in with
+/// `PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=N PTX_EMU_ARCH=sm_80` and read FILE with
+/// `gpu-report --gpu a100-sxm FILE` (launches in the order printed).
+#[test]
+#[ignore = "minutes of emulation: a profiling run for docs/performance.md (PTX_EMU_STATS)"]
+fn conv2d_nhwc_paper_shapes_vs_v2() {
+    use cyberhost_engine::backends::cuda::conv2d::{conv2d, Conv2dExtras};
+    use cyberhost_engine::backends::cuda::conv2d_nhwc::{
+        conv2d_nhwc, workspace_len, ConvNhwcExtras,
+    };
+    let dev = engine_device();
+    for (label, s) in paper_conv_shapes() {
+        let pattern = |n: u64| -> Vec<u16> {
+            (0..n)
+                .map(|i| bf16::from_f32(((i % 13) as f32 - 6.0) / 8.0).to_bits())
+                .collect()
+        };
+        let up = |v: Vec<u16>| dev.stream().clone_htod(&v).unwrap();
+        let x = up(pattern(s.n * s.c_in * s.h * s.w));
+        let w = up(pattern(s.c_out * s.k()));
+        let wp = up(pack_weights(&pattern(s.c_out * s.k()), s).unwrap());
+        let b = up(pattern(s.c_out));
+        let mut y = dev
+            .stream()
+            .alloc_zeros::<u16>((s.n * s.c_out * s.h_out() * s.w_out()) as usize)
+            .unwrap();
+        let ws = dev
+            .stream()
+            .alloc_zeros::<u16>(2 * workspace_len(dev, s, 256, s.c_in).max(1))
+            .unwrap();
+        eprintln!("profile: conv2d (NCHW v2) {label}");
+        let extras = Conv2dExtras {
+            bias: Some(&b),
+            ..Default::default()
+        };
+        conv2d(dev, &x, &w, &mut y, s, extras).unwrap();
+        dev.synchronize().unwrap();
+        eprintln!("profile: conv2d_nhwc {label}");
+        let extras = ConvNhwcExtras {
+            bias: Some(&b),
+            workspace: Some(&ws),
+            ..Default::default()
+        };
+        conv2d_nhwc(dev, &x, &wp, &mut y, s, extras).unwrap();
+        dev.synchronize().unwrap();
+    }
+}
