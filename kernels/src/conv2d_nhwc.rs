@@ -6,7 +6,7 @@
 //! `K_pad` ([`pack_weights`]); the v2 tile configs, schedule, split-K and fused epilogue
 //! `scale * (conv + bias + residual)` with an optional channel-slice output (row stride > C_out).
 
-use crate::conv2d::Conv2dShape;
+use crate::conv2d::{Conv2dShape, ConvWindow};
 use crate::gemm::{
     GemmOperandParams, GemmParams, GemmPlan, GemmShape, GemmTile, GemmV2Params, GEMM_V2_BK,
 };
@@ -209,14 +209,8 @@ pub struct ConvNhwcParams {
     pub ldx: u32,
     pub h_out: u32,
     pub w_out: u32,
-    pub kh: u32,
-    pub kw: u32,
-    pub stride_h: u32,
-    pub stride_w: u32,
-    pub pad_h: u32,
-    pub pad_w: u32,
-    pub dil_h: u32,
-    pub dil_w: u32,
+    /// kh, kw, stride, padding, dilation.
+    pub win: ConvWindow,
     pub _pad: u32,
 }
 
@@ -309,14 +303,7 @@ impl ConvNhwcParams {
             ldx: u(layout.ldx, "conv2d_nhwc ldx")?,
             h_out: u(s.h_out(), "conv2d_nhwc Ho")?,
             w_out: u(s.w_out(), "conv2d_nhwc Wo")?,
-            kh: u(s.kh, "conv2d_nhwc kh")?,
-            kw: u(s.kw, "conv2d_nhwc kw")?,
-            stride_h: u(s.stride.0, "conv2d_nhwc stride")?,
-            stride_w: u(s.stride.1, "conv2d_nhwc stride")?,
-            pad_h: u(s.pad.0, "conv2d_nhwc padding")?,
-            pad_w: u(s.pad.1, "conv2d_nhwc padding")?,
-            dil_h: u(s.dilation.0, "conv2d_nhwc dilation")?,
-            dil_w: u(s.dilation.1, "conv2d_nhwc dilation")?,
+            win: s.window("conv2d_nhwc")?,
             _pad: 0,
         })
     }
