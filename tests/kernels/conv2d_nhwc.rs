@@ -2,8 +2,9 @@
 //! mainloop) against the CPU reference `cpu::conv2d_nhwc` (the NCHW reference conv between two
 //! permutes): every tile config, the element-wise loader (C % 8 != 0, x channel slices), stride
 //! 1 / 2, padding, 1x1 / 3x3 / rectangular dilated kernels, bias / residual / scale, channel-slice
-//! outputs (the columns outside the slice keep their poison), split-K; odd pixel counts and C_out
-//! that are not multiples of the tiles; and the engine launcher (`backends::cuda::conv2d_nhwc`).
+//! outputs (the columns outside the slice keep their poison), a residual read in place from y,
+//! split-K; odd pixel counts and C_out that are not multiples of the tiles; and the engine
+//! launcher (`backends::cuda::conv2d_nhwc`).
 
 use crate::common::{assert_close, cpu, host, round_bf16, to_bf16, Rng};
 use crate::harness::{download_bf16 as download, engine_device, upload_bf16 as upload, Device};
@@ -40,6 +41,8 @@ struct Case {
     x_extra: u64,
     y_extra: u64,
     y_c0: u64,
+    /// the residual is y itself (read in place, ldr = ldy)
+    alias: bool,
 }
 
 fn cases() -> Vec<Case> {
@@ -56,6 +59,7 @@ fn cases() -> Vec<Case> {
         x_extra: 0,
         y_extra: 0,
         y_c0: 0,
+        alias: false,
     };
     vec![
         // 3x3 pad 1, 2 images of 9 x 11 (198 pixels: 2 row tiles of 128, ragged), C_out 40
@@ -93,6 +97,14 @@ fn cases() -> Vec<Case> {
             y_c0: 8,
             residual: true,
             ..c(sq(2, 32, 6, 7, 24, 3, 1, 1), L)
+        },
+        // the residual read in place from y (a channel slice of 40: ldr = ldy = 40)
+        Case {
+            residual: true,
+            alias: true,
+            y_extra: 16,
+            y_c0: 8,
+            ..c(sq(1, 16, 7, 9, 24, 3, 1, 1), L)
         },
         // y slice at an odd offset (scalar stores), C_out 13
         Case {
@@ -163,10 +175,11 @@ fn run(dev: &mut Device, c: Case, seed: u64) -> anyhow::Result<()> {
     )?;
     let want = host(&want);
 
+    let ldy = s.c_out + c.y_extra;
     let layout = ConvNhwcLayout {
         ldx: s.c_in + c.x_extra,
-        ldr: s.c_out,
-        ldy: s.c_out + c.y_extra,
+        ldr: if c.alias { ldy } else { s.c_out },
+        ldy,
     };
     let xs = strided(&x, pixels, s.c_in, layout.ldx, 0, 0.0);
     let packed = pack_weights(&to_bf16(&w), s)?;
@@ -174,9 +187,19 @@ fn run(dev: &mut Device, c: Case, seed: u64) -> anyhow::Result<()> {
     let px = dev.upload(&to_bf16(&xs))?;
     let pw = dev.upload(&packed)?;
     let pb = dev.upload_bf16_opt(c.bias, &b)?;
-    let pr = dev.upload_bf16_opt(c.residual, &r)?;
-    let ybytes = (opix * layout.ldy * 2) as usize;
-    let py = dev.alloc_poisoned(ybytes)?;
+    let (py, pr) = if c.alias {
+        // y = the residual in its slice, poison (0xffff) around it
+        let mut bits = vec![0xffffu16; (opix * ldy) as usize];
+        for (i, v) in to_bf16(&r).iter().enumerate() {
+            let (row, col) = (i as u64 / s.c_out, i as u64 % s.c_out);
+            bits[(row * ldy + c.y_c0 + col) as usize] = v.to_bits();
+        }
+        let py = dev.upload(&bits)?;
+        (py, py + c.y_c0 * 2)
+    } else {
+        let pr = dev.upload_bf16_opt(c.residual, &r)?;
+        (dev.alloc_poisoned((opix * ldy * 2) as usize)?, pr)
+    };
     let ptrs = ConvNhwcPtrs {
         x: px,
         w: pw,
