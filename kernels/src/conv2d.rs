@@ -120,14 +120,8 @@ pub struct Conv2dParams {
     pub c_out: u32,
     pub h_out: u32,
     pub w_out: u32,
-    pub kh: u32,
-    pub kw: u32,
-    pub stride_h: u32,
-    pub stride_w: u32,
-    pub pad_h: u32,
-    pub pad_w: u32,
-    pub dil_h: u32,
-    pub dil_w: u32,
+    /// kh, kw, stride, padding, dilation (the `.cu`'s eight fields from `kh` to `dil_w`).
+    pub win: ConvWindow,
     pub groups: u32,
     /// `C_in / groups`.
     pub c_in_g: u32,
@@ -232,7 +226,8 @@ impl Conv2dShape {
 }
 
 /// Kernel extent, stride, padding and dilation (height, width) as a kernel's params hold them
-/// (this order, 32 bytes: `conv2d_nhwc.cu` embeds it as one piece).
+/// (this order, 32 bytes: the eight fields `kh` .. `dil_w` of `Conv2dParams` in `conv2d_common.cuh`
+/// and of `ConvNhwcParams` in `conv2d_nhwc.cu`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ConvWindow {
@@ -316,7 +311,6 @@ impl Conv2dParams {
             "conv2d: one image exceeds 2^31 elements"
         );
         let k = s.k();
-        let win = s.window("conv2d")?;
         Ok(Conv2dParams {
             ptrs,
             n: to_u32(s.n, "conv2d N")?,
@@ -326,14 +320,7 @@ impl Conv2dParams {
             c_out: to_u32(s.c_out, "conv2d C_out")?,
             h_out: to_u32(s.h_out(), "conv2d Ho")?,
             w_out: to_u32(s.w_out(), "conv2d Wo")?,
-            kh: win.kh,
-            kw: win.kw,
-            stride_h: win.stride_h,
-            stride_w: win.stride_w,
-            pad_h: win.pad_h,
-            pad_w: win.pad_w,
-            dil_h: win.dil_h,
-            dil_w: win.dil_w,
+            win: s.window("conv2d")?,
             groups: to_u32(s.groups, "conv2d groups")?,
             c_in_g: to_u32(s.c_in_g(), "conv2d C_in / groups")?,
             c_out_g: to_u32(s.c_out_g(), "conv2d C_out / groups")?,
