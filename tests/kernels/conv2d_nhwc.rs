@@ -328,7 +328,7 @@ fn conv2d_nhwc_engine_launcher() {
     assert!(format!("{err}").contains("groups = 1"), "{err}");
     let s = Conv2dShape::square(1, 8, 4, 4, 8, 3, 1, 1);
     let dx = upload(dev, &vec![0.0; 128]);
-    let dw = upload(dev, &vec![0.0; 8]);
+    let dw = upload(dev, &[0.0; 8]);
     let mut y = upload(dev, &vec![0.0; 128]);
     let err = conv2d_nhwc(dev, &dx, &dw, &mut y, s, Default::default()).unwrap_err();
     assert!(format!("{err:#}").contains("conv2d_nhwc w"), "{err:#}");
