@@ -3,7 +3,8 @@
 // implicit GEMM on the v2 GEMM mainloop (gemm_tiles.cuh / gemm_v2.cuh), bf16 storage, f32
 // accumulation, fused staged epilogue with 16-byte stores.
 //
-//   y[n, oy, ox, o] = scale * (sum_k X_col[(n, oy, ox), k] * Wp[o, k] + bias[o] + R[(n, oy, ox), o])
+//   y[n, oy, ox, o] = scale * (sum_k X_col[(n, oy, ox), k] * Wp[o, k] + temb[n, o] + bias[o]
+//                              + R[(n, oy, ox), o])
 //   k = (ky * kw + kx) * C + c  (tap-major, channels fastest),
 //   X_col[(n, oy, ox), k] = x[n, oy * sh - ph + ky * dh, ox * sw - pw + kx * dw, c] (0 outside)
 //
@@ -12,7 +13,8 @@
 //   Wp : (C_out, K_pad) bf16, the (C_out, C, kh, kw) weight permuted once to (C_out, kh, kw, C)
 //        and its rows padded with zeros to K_pad = ceil(K / 8) * 8 (16-byte aligned rows;
 //        kernels/src/conv2d_nhwc.rs `pack_weights`);
-//   bias : (C_out) | null;  R : (N * Ho * Wo, ldr) | null (may alias y when ldr == ldc);
+//   bias : (C_out) | null;  temb : (N, C_out) | null (ResNet time embedding);
+//   R : (N * Ho * Wo, ldr) | null (may alias y when ldr == ldc);
 //   y  : (N * Ho * Wo, ldc) bf16, columns [0, C_out) written: ldc > C_out with `y` pointing at
 //        channel c0 writes the channel slice [c0, c0 + C_out) of a wider tensor (a skip concat).
 //   groups = 1; any kh, kw, per-axis stride / padding / dilation.
@@ -41,9 +43,10 @@
 #include "common.cuh"
 #include "gemm_v2.cuh"
 
-// params (mirrored by kernels/src/conv2d_nhwc.rs `ConvNhwcParams`, 216 bytes)
+// params (mirrored by kernels/src/conv2d_nhwc.rs `ConvNhwcParams`, 224 bytes)
 struct ConvNhwcParams {
   GemmV2Params gemm; // ops.a = x, ops.b = Wp (ldb = K_pad), m = N * Ho * Wo, n = C_out, k = K; c = y
+  const void* temb;    // (N, C_out) bf16 (ResNet time embedding, added per image), or null
   uint32_t n, h, w, c; // x images, height, width, channels used
   uint32_t ldx;        // elements between consecutive pixels of x (>= c)
   uint32_t h_out, w_out;
@@ -129,10 +132,25 @@ template <uint32_t ROWS, uint32_t THREADS, bool VEC> struct Im2colTileLoader {
   }
 };
 
+// The epilogue's time-embedding term (gemm_v2.cuh row_add): temb[row / (Ho * Wo), col0 ..] for
+// output pixel `row`.
+struct ConvNhwcTemb {
+  const ConvNhwcParams* p;
+  template <uint32_t CH> __device__ __forceinline__ void operator()(uint32_t row, uint32_t col0, float (&v)[CH]) const {
+    const GemmOperandParams& o = p->gemm.g.ops;
+    if (p->temb == nullptr || row >= o.m || col0 >= o.n) return;
+    const uint32_t img = row / (p->h_out * p->w_out);
+    float t[CH];
+    load_bf16_chunk<CH>(static_cast<const uint16_t*>(p->temb) + (uint64_t)img * o.n + col0, min(o.n - col0, CH), t);
+#pragma unroll
+    for (uint32_t e = 0; e < CH; ++e) v[e] += t[e];
+  }
+};
+
 template <class Cfg, bool VEC> __device__ __forceinline__ void conv2d_nhwc_v1(const ConvNhwcParams& p) {
-  gemm_v2<Cfg, false, __nv_bfloat16>(p.gemm, [&p](uint32_t, uint32_t bm) {
-    return Im2colTileLoader<Cfg::BM, Cfg::THREADS, VEC>(p, bm);
-  });
+  gemm_v2<Cfg, false, __nv_bfloat16>(
+      p.gemm, [&p](uint32_t, uint32_t bm) { return Im2colTileLoader<Cfg::BM, Cfg::THREADS, VEC>(p, bm); },
+      ConvNhwcTemb{&p});
 }
 
 using ConvNhwcCfgXL = GemmTileConfig<128, 256, 2, 4, 3>;
@@ -153,5 +171,5 @@ CONV_NHWC_ENTRY(conv2d_nhwc_scalar_64x64_v1_bf16, ConvNhwcCfgS, false, 4)
 
 // The split-K pass of gemm.cu over the conv's GEMM: grid = (ceil(M * ceil(C_out / 8) / 256), 1).
 extern "C" __global__ void __launch_bounds__(256) conv2d_nhwc_splitk_v1_bf16(const ConvNhwcParams p) {
-  gemm_splitk_v2(p.gemm);
+  gemm_splitk_v2(p.gemm, ConvNhwcTemb{&p});
 }

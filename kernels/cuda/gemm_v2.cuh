@@ -62,6 +62,13 @@ template <uint32_t CH> __device__ __forceinline__ void load_bf16_chunk(const uin
   }
 }
 
+// The default extra epilogue term: none. A caller's row_add(row, col0, v) adds its own term to the
+// CH values v of (row, col0 ..) before epilogue_chunk's bias / residual / scale (conv2d_nhwc.cu:
+// the per-image time embedding).
+struct NoRowAdd {
+  template <uint32_t CH> __device__ __forceinline__ void operator()(uint32_t, uint32_t, float (&)[CH]) const {}
+};
+
 // One chunk of CH outputs of row `row` from column col0: v (+ bias unless `biased`) + residual,
 // times scale, stored as OutT; 16-byte store when all CH columns are in range and aligned.
 template <typename OutT, uint32_t CH>
@@ -109,10 +116,12 @@ __device__ __forceinline__ void epilogue_chunk(const GemmParams& g, OutT* c, con
 // mainloop, then the fused epilogue or (split-K) the raw partial tile. smem: the dynamic shared
 // memory; on return the block may still read it (the caller synchronises before reusing it).
 // make_a(batch, bm): the A-tile loader (gemm_tiles.cuh policy) of rows bm.. of batch entry
-// `batch` (gemm.cu: a RowTileLoader over A; conv2d_nhwc.cu: an im2col gather).
-template <class Cfg, bool B_KN, typename OutT, class MakeA>
+// `batch` (gemm.cu: a RowTileLoader over A; conv2d_nhwc.cu: an im2col gather); row_add: see
+// NoRowAdd.
+template <class Cfg, bool B_KN, typename OutT, class MakeA, class RowAdd = NoRowAdd>
 __device__ __forceinline__ void gemm_v2_tile(const GemmV2Params& p, uint8_t* smem, uint32_t batch, uint32_t split,
-                                             uint32_t tm, uint32_t tn, const MakeA& make_a) {
+                                             uint32_t tm, uint32_t tn, const MakeA& make_a,
+                                             const RowAdd& row_add = RowAdd()) {
   constexpr uint32_t CH = 16 / sizeof(OutT);
   const GemmParams& g = p.g;
   const bool geglu = !B_KN && g.geglu != 0;
@@ -171,11 +180,13 @@ __device__ __forceinline__ void gemm_v2_tile(const GemmV2Params& p, uint8_t* sme
           return (acc[i][2 * jj][2 * h + e] + bv[jj][e]) * gelu_erf(acc[i][2 * jj + 1][2 * h + e] + bg[jj][e]);
         },
         [&](uint32_t i, uint32_t r, uint32_t cc, float (&v)[CH]) {
+          row_add(row0 + i * MMA_M + r, colw + cc, v);
           epilogue_chunk<OutT, CH>(g, c, res, row0 + i * MMA_M + r, colw + cc, v, true);
         });
   } else {
     const uint32_t colw = bn + wn * Cfg::WN;
     warp_staged_epilogue<Cfg, Cfg::WN, CH>(wbuf, lane, raw, [&](uint32_t i, uint32_t r, uint32_t cc, float (&v)[CH]) {
+      row_add(row0 + i * MMA_M + r, colw + cc, v);
       epilogue_chunk<OutT, CH>(g, c, res, row0 + i * MMA_M + r, colw + cc, v, false);
     });
   }
@@ -183,25 +194,27 @@ __device__ __forceinline__ void gemm_v2_tile(const GemmV2Params& p, uint8_t* sme
 
 // The tile scheduler: split-K launches map blockIdx to one tile and split; the others are
 // persistent over the rastered tiles (see above).
-template <class Cfg, bool B_KN, typename OutT, class MakeA>
-__device__ __forceinline__ void gemm_v2(const GemmV2Params& p, const MakeA& make_a) {
+template <class Cfg, bool B_KN, typename OutT, class MakeA, class RowAdd = NoRowAdd>
+__device__ __forceinline__ void gemm_v2(const GemmV2Params& p, const MakeA& make_a, const RowAdd& row_add = RowAdd()) {
   extern __shared__ __align__(128) uint8_t smem[];
   if (p.splits > 1) {
     gemm_v2_tile<Cfg, B_KN, OutT>(p, smem, blockIdx.z / p.splits, blockIdx.z % p.splits, blockIdx.y, blockIdx.x,
-                                  make_a);
+                                  make_a, row_add);
     return;
   }
   const uint32_t tiles = p.tiles_m * p.tiles_n * p.batch;
   for (uint32_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const RasterTile rt = raster_tile(t, p.tiles_m, p.tiles_n, p.raster);
-    gemm_v2_tile<Cfg, B_KN, OutT>(p, smem, rt.batch, 0, rt.row, rt.col, make_a);
+    gemm_v2_tile<Cfg, B_KN, OutT>(p, smem, rt.batch, 0, rt.row, rt.col, make_a, row_add);
     __syncthreads(); // every warp's epilogue reads of its staging slab done before the next prologue
   }
 }
 
 // Split-K pass: grid = (ceil(M * ceil(N / 8) / 256), batch), block = 256; thread -> (row, 8
-// output columns): sums the p.splits partials in order, GEGLU / bias, residual, scale, bf16 C.
-__device__ __forceinline__ void gemm_splitk_v2(const GemmV2Params& p) {
+// output columns): sums the p.splits partials in order, GEGLU / row_add / bias, residual, scale,
+// bf16 C.
+template <class RowAdd = NoRowAdd>
+__device__ __forceinline__ void gemm_splitk_v2(const GemmV2Params& p, const RowAdd& row_add = RowAdd()) {
   constexpr uint32_t CH = 8;
   const GemmParams& g = p.g;
   const uint32_t cpr = ceil_div(g.ops.n, CH);
@@ -243,6 +256,7 @@ __device__ __forceinline__ void gemm_splitk_v2(const GemmV2Params& p) {
 #pragma unroll
     for (uint32_t e = 0; e < CH; ++e) v[e] = (v[e] + bv[e]) * gelu_erf(gate[e] + bg[e]);
   }
+  row_add(row, col0, v);
   epilogue_chunk<__nv_bfloat16, CH>(g, c, res, row, col0, v, geglu);
 }
 

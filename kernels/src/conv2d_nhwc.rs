@@ -4,7 +4,8 @@
 //! (16-byte cp.async chunks of 8 channels, zero-filled for padding, when `C % 8 == 0`; element
 //! loads otherwise), the weight pre-permuted once to `(C_out, kh, kw, C)` rows padded to
 //! `K_pad` ([`pack_weights`]); the v2 tile configs, schedule, split-K and fused epilogue
-//! `scale * (conv + bias + residual)` with an optional channel-slice output (row stride > C_out).
+//! `scale * (conv + temb + bias + residual)` (temb `(N, C_out)` per image) with an optional
+//! channel-slice output (row stride > C_out).
 
 use crate::conv2d::{Conv2dShape, ConvWindow};
 use crate::gemm::{
@@ -25,7 +26,7 @@ const fn entry(name: &'static str, op: &'static str, launch: &'static str) -> En
         version: 1,
         dtype: DType::Bf16,
         params: "ConvNhwcParams",
-        params_size: 216,
+        params_size: 224,
         launch,
     }
 }
@@ -122,6 +123,8 @@ pub struct ConvNhwcPtrs {
     pub w: u64,
     /// `(C_out)` bf16, or 0.
     pub bias: u64,
+    /// `(N, C_out)` bf16 (ResNet time embedding, added per image), or 0.
+    pub temb: u64,
     /// `(N * Ho * Wo, ldr)` bf16, or 0 (may equal `y` when `ldr == ldy`).
     pub residual: u64,
     /// `(N * Ho * Wo, ldy)` bf16, columns `[0, C_out)` written.
@@ -196,12 +199,14 @@ pub fn plan(s: Conv2dShape, vec: bool, sms: u32, l2_bytes: u64, allow_split: boo
     }
 }
 
-/// Mirrors `struct ConvNhwcParams` in `conv2d_nhwc.cu` (216 bytes).
+/// Mirrors `struct ConvNhwcParams` in `conv2d_nhwc.cu` (224 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ConvNhwcParams {
     /// The conv's GEMM: `ops.a` = x, `ops.b` = packed weight, `c` = y.
     pub gemm: GemmV2Params,
+    /// `(N, C_out)` bf16, or 0.
+    pub temb: u64,
     pub n: u32,
     pub h: u32,
     pub w: u32,
@@ -215,9 +220,9 @@ pub struct ConvNhwcParams {
 }
 
 impl ConvNhwcParams {
-    /// Params of `s` (groups 1) over `ptrs` / `layout`, `y = scale * (conv + bias + residual)`,
-    /// launched by `plan` (split-K: `workspace` holds [`GemmPlan::workspace_len`] f32 of
-    /// [`gemm_shape`]).
+    /// Params of `s` (groups 1) over `ptrs` / `layout`,
+    /// `y = scale * (conv + temb + bias + residual)`, launched by `plan` (split-K: `workspace`
+    /// holds [`GemmPlan::workspace_len`] f32 of [`gemm_shape`]).
     pub fn new(
         ptrs: ConvNhwcPtrs,
         s: Conv2dShape,
@@ -296,6 +301,7 @@ impl ConvNhwcParams {
         let u = |v: u64, what| to_u32(v, what);
         Ok(ConvNhwcParams {
             gemm: GemmV2Params::new(gp, plan, g, workspace)?,
+            temb: ptrs.temb,
             n: u(s.n, "conv2d_nhwc N")?,
             h: u(s.h, "conv2d_nhwc H")?,
             w: u(s.w, "conv2d_nhwc W")?,
@@ -325,7 +331,7 @@ const _: () = assert!(GEMM_V2_BK == 32);
 mod tests {
     use super::*;
 
-    crate::params_layout_test!(ConvNhwcParams, 216, align 8);
+    crate::params_layout_test!(ConvNhwcParams, 224, align 8);
 
     #[test]
     fn packed_weight_is_tap_major() {

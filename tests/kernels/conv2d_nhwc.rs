@@ -1,7 +1,7 @@
 //! `conv2d_nhwc_*` (`kernels/cuda/conv2d_nhwc.cu`, channels-last implicit GEMM on the v2 GEMM
 //! mainloop) against the CPU reference `cpu::conv2d_nhwc` (the NCHW reference conv between two
 //! permutes): every tile config, the element-wise loader (C % 8 != 0, x channel slices), stride
-//! 1 / 2, padding, 1x1 / 3x3 / rectangular dilated kernels, bias / residual / scale, channel-slice
+//! 1 / 2, padding, 1x1 / 3x3 / rectangular dilated kernels, bias / temb / residual / scale, channel-slice
 //! outputs (the columns outside the slice keep their poison), a residual read in place from y,
 //! split-K; odd pixel counts and C_out that are not multiples of the tiles; and the engine
 //! launcher (`backends::cuda::conv2d_nhwc`).
@@ -35,6 +35,8 @@ struct Case {
     /// the element-wise im2col loader
     scalar: bool,
     bias: bool,
+    /// a per-image time embedding (N, C_out)
+    temb: bool,
     residual: bool,
     scale: f32,
     /// extra channels of x / y rows (channel slices of wider tensors), y's slice offset
@@ -54,6 +56,7 @@ fn cases() -> Vec<Case> {
         splits: 1,
         scalar: false,
         bias: true,
+        temb: false,
         residual: false,
         scale: 1.0,
         x_extra: 0,
@@ -64,6 +67,7 @@ fn cases() -> Vec<Case> {
     vec![
         // 3x3 pad 1, 2 images of 9 x 11 (198 pixels: 2 row tiles of 128, ragged), C_out 40
         Case {
+            temb: true,
             residual: true,
             scale: 0.5,
             ..c(sq(2, 16, 9, 11, 40, 3, 1, 1), L)
@@ -108,13 +112,15 @@ fn cases() -> Vec<Case> {
         },
         // y slice at an odd offset (scalar stores), C_out 13
         Case {
+            temb: true,
             y_extra: 5,
             y_c0: 3,
-            ..c(sq(1, 16, 5, 6, 13, 3, 1, 1), S)
+            ..c(sq(2, 16, 5, 6, 13, 3, 1, 1), S)
         },
         // element-wise loader: latent-like C 4 and C 9 (K 36 / 81, not multiples of 8), x slice
         Case {
             scalar: true,
+            temb: true,
             residual: true,
             ..c(sq(2, 4, 9, 7, 20, 3, 1, 1), S)
         },
@@ -123,12 +129,13 @@ fn cases() -> Vec<Case> {
             x_extra: 3,
             ..c(sq(1, 9, 8, 5, 12, 3, 2, 1), S)
         },
-        // split-K: 1 image of 5 x 4, C 64, 3x3 (K 576, 18 k tiles) in 3 splits, + residual
+        // split-K: 2 images of 5 x 4, C 64, 3x3 (K 576, 18 k tiles) in 3 splits, + temb, residual
         Case {
             splits: 3,
+            temb: true,
             residual: true,
             scale: 0.5,
-            ..c(sq(1, 64, 5, 4, 40, 3, 1, 1), S)
+            ..c(sq(2, 64, 5, 4, 40, 3, 1, 1), S)
         },
     ]
 }
@@ -157,11 +164,13 @@ fn run(dev: &mut Device, c: Case, seed: u64) -> anyhow::Result<()> {
     let x = data(&mut rng, pixels * s.c_in);
     let w = data(&mut rng, s.c_out * s.k());
     let b = data(&mut rng, s.c_out);
+    let t = data(&mut rng, s.n * s.c_out);
     let r = data(&mut rng, opix * s.c_out);
     let want = conv_nhwc_ref(
         &cpu(&[u(s.n), u(s.h), u(s.w), u(s.c_in)], &x),
         &cpu(&[u(s.c_out), u(s.c_in), u(s.kh), u(s.kw)], &w),
         c.bias.then(|| cpu(&[u(s.c_out)], &b)).as_ref(),
+        c.temb.then(|| cpu(&[u(s.n), u(s.c_out)], &t)).as_ref(),
         c.residual
             .then(|| cpu(&[u(s.n), u(s.h_out()), u(s.w_out()), u(s.c_out)], &r))
             .as_ref(),
@@ -187,6 +196,7 @@ fn run(dev: &mut Device, c: Case, seed: u64) -> anyhow::Result<()> {
     let px = dev.upload(&to_bf16(&xs))?;
     let pw = dev.upload(&packed)?;
     let pb = dev.upload_bf16_opt(c.bias, &b)?;
+    let pt = dev.upload_bf16_opt(c.temb, &t)?;
     let (py, pr) = if c.alias {
         // y = the residual in its slice, poison (0xffff) around it
         let mut bits = vec![0xffffu16; (opix * ldy) as usize];
@@ -204,6 +214,7 @@ fn run(dev: &mut Device, c: Case, seed: u64) -> anyhow::Result<()> {
         x: px,
         w: pw,
         bias: pb,
+        temb: pt,
         residual: pr,
         y: py + c.y_c0 * 2,
     };
@@ -267,8 +278,8 @@ fn conv2d_nhwc_engine_launcher() {
     let dev = engine_device();
     let mut rng = Rng::new(11);
     let u = |v: u64| v as usize;
-    // 3x3 pad 1 with bias over a poisoned-then-overwritten y; then a split-K shape (20 pixels,
-    // K 576) with a residual
+    // 3x3 pad 1 with bias and temb over a poisoned-then-overwritten y; then a split-K shape (20
+    // pixels, K 576) with a residual
     for (s, with_res) in [
         (Conv2dShape::square(2, 24, 7, 9, 40, 3, 1, 1), false),
         (Conv2dShape::square(1, 64, 4, 5, 24, 3, 1, 1), true),
@@ -284,13 +295,15 @@ fn conv2d_nhwc_engine_launcher() {
             .stream()
             .clone_htod(&pack_weights(&bits, s).unwrap())
             .unwrap();
-        let (db, dr) = (upload(dev, &b), upload(dev, &r));
+        let tm = data(&mut rng, s.n * s.c_out);
+        let (db, dt, dr) = (upload(dev, &b), upload(dev, &tm), upload(dev, &r));
         let mut y = upload(dev, &vec![f32::NAN; u(opix * s.c_out)]);
         let ws_len = workspace_len(dev, s, 256, s.c_in);
         assert_eq!(ws_len > 0, with_res, "{s:?}: split-K plan");
         let ws = dev.stream().alloc_zeros::<u16>(2 * ws_len.max(1)).unwrap();
         let extras = ConvNhwcExtras {
             bias: Some(&db),
+            temb: Some(&dt),
             residual: with_res.then_some(&dr),
             workspace: Some(&ws),
             ..Default::default()
@@ -300,6 +313,7 @@ fn conv2d_nhwc_engine_launcher() {
             &cpu(&[u(s.n), u(s.h), u(s.w), u(s.c_in)], &x),
             &cpu(&[u(s.c_out), u(s.c_in), u(s.kh), u(s.kw)], &w),
             Some(&cpu(&[u(s.c_out)], &b)),
+            Some(&cpu(&[u(s.n), u(s.c_out)], &tm)),
             with_res
                 .then(|| cpu(&[u(s.n), u(s.h_out()), u(s.w_out()), u(s.c_out)], &r))
                 .as_ref(),

@@ -1,6 +1,6 @@
 //! Launcher for `kernels/cuda/conv2d_nhwc.cu`: channels-last convolution (x `(N, H, W, ldx)`,
 //! groups 1, any kernel / stride / padding / dilation) on the v2 GEMM mainloop, with a fused
-//! `scale * (conv + bias + residual)` epilogue and an optional channel-slice output; the weight
+//! `scale * (conv + temb + bias + residual)` epilogue and an optional channel-slice output; the weight
 //! is the kernel's packed `(C_out, K_pad)` operand ([`pack_weights`], done once per weight).
 //! The tile config and schedule are the sm_80 GEMM's ([`plan`]: `GemmPlan::choose` on the conv's
 //! GEMM `M = N * Ho * Wo, N = C_out, K = kh * kw * C`); `C % 8 != 0` (or an unaligned x) takes
@@ -23,11 +23,13 @@ use super::CudaDevice;
 use crate::backends::{Backend, Conv2dParams, TensorLike};
 use cyberhost_kernels::DType;
 
-/// Optional operands of [`conv2d_nhwc`]: `y = scale * (conv + bias + residual)`.
+/// Optional operands of [`conv2d_nhwc`]: `y = scale * (conv + temb + bias + residual)`.
 #[derive(Debug)]
 pub struct ConvNhwcExtras<'a, T: DeviceRepr> {
     /// `(C_out)`.
     pub bias: Option<&'a CudaSlice<T>>,
+    /// `(N, C_out)`: ResNet time embedding, added per (image, channel).
+    pub temb: Option<&'a CudaSlice<T>>,
     /// `(N * Ho * Wo, layout.ldr)`; may be `y` itself when `ldr == ldy`.
     pub residual: Option<&'a CudaSlice<T>>,
     /// 1.0 = none.
@@ -41,6 +43,7 @@ pub struct ConvNhwcExtras<'a, T: DeviceRepr> {
 
 copy_with_defaults!(ConvNhwcExtras<T: DeviceRepr> {
     bias: None,
+    temb: None,
     residual: None,
     scale: 1.0,
     layout: None,
@@ -88,6 +91,9 @@ pub fn conv2d_nhwc<T: DeviceRepr>(
     if let Some(b) = extras.bias {
         check_len("conv2d_nhwc bias", b, s.c_out)?;
     }
+    if let Some(t) = extras.temb {
+        check_len("conv2d_nhwc temb", t, s.n * s.c_out)?;
+    }
     if let Some(r) = extras.residual {
         check_len("conv2d_nhwc residual", r, rows(g.m, l.ldr, s.c_out))?;
     }
@@ -98,12 +104,14 @@ pub fn conv2d_nhwc<T: DeviceRepr>(
     let (px, _gx) = x.device_ptr(stream);
     let (pw, _gw) = w.device_ptr(stream);
     let pb = extras.bias.map(|b| b.device_ptr(stream));
+    let pt = extras.temb.map(|b| b.device_ptr(stream));
     let pr = extras.residual.map(|b| b.device_ptr(stream));
     let (py, _gy) = y.device_ptr_mut(stream);
     let ptrs = ConvNhwcPtrs {
         x: px,
         w: pw,
         bias: pb.as_ref().map_or(0, |p| p.0),
+        temb: pt.as_ref().map_or(0, |p| p.0),
         residual: pr.as_ref().map_or(0, |p| p.0),
         y: py,
     };
