@@ -23,6 +23,7 @@ mod attention;
 mod attention_sm90;
 mod cfg_ddim;
 mod conv2d;
+mod conv2d_nhwc;
 mod conv2d_sm90;
 mod gemm;
 mod gemm_bf16;
@@ -82,7 +83,7 @@ criterion_group! {
     name = kernels;
     config = config();
     targets = attention::benches, attention_sm90::benches, cfg_ddim::benches, conv2d::benches,
-        conv2d_sm90::benches, gemm::benches, gemm_bf16::benches, gemm_fp8_sm90::benches, gemm_sm90::benches,
+        conv2d_nhwc::benches, conv2d_sm90::benches, gemm::benches, gemm_bf16::benches, gemm_fp8_sm90::benches, gemm_sm90::benches,
         group_norm::benches, layer_norm::benches, layout::benches,
         mean_dim::benches, pointwise::benches, pool::benches, rca::benches, softmax::benches,
         timestep_embedding::benches, upsample::benches

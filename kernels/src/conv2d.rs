@@ -120,14 +120,8 @@ pub struct Conv2dParams {
     pub c_out: u32,
     pub h_out: u32,
     pub w_out: u32,
-    pub kh: u32,
-    pub kw: u32,
-    pub stride_h: u32,
-    pub stride_w: u32,
-    pub pad_h: u32,
-    pub pad_w: u32,
-    pub dil_h: u32,
-    pub dil_w: u32,
+    /// kh, kw, stride, padding, dilation (the `.cu`'s eight fields from `kh` to `dil_w`).
+    pub win: ConvWindow,
     pub groups: u32,
     /// `C_in / groups`.
     pub c_in_g: u32,
@@ -215,6 +209,36 @@ impl Conv2dShape {
     pub fn k(&self) -> u64 {
         self.c_in_g() * self.kh * self.kw
     }
+    /// The kernel window as the kernels' u32 fields; errors name `op` and the field.
+    pub fn window(&self, op: &str) -> Result<ConvWindow> {
+        let u = |v: u64, what: &str| to_u32(v, &format!("{op} {what}"));
+        Ok(ConvWindow {
+            kh: u(self.kh, "kh")?,
+            kw: u(self.kw, "kw")?,
+            stride_h: u(self.stride.0, "stride")?,
+            stride_w: u(self.stride.1, "stride")?,
+            pad_h: u(self.pad.0, "padding")?,
+            pad_w: u(self.pad.1, "padding")?,
+            dil_h: u(self.dilation.0, "dilation")?,
+            dil_w: u(self.dilation.1, "dilation")?,
+        })
+    }
+}
+
+/// Kernel extent, stride, padding and dilation (height, width) as a kernel's params hold them
+/// (this order, 32 bytes: the eight fields `kh` .. `dil_w` of `Conv2dParams` in `conv2d_common.cuh`
+/// and of `ConvNhwcParams` in `conv2d_nhwc.cu`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ConvWindow {
+    pub kh: u32,
+    pub kw: u32,
+    pub stride_h: u32,
+    pub stride_w: u32,
+    pub pad_h: u32,
+    pub pad_w: u32,
+    pub dil_h: u32,
+    pub dil_w: u32,
 }
 
 /// Device addresses (bias / temb / residual 0 = none), the head of [`Conv2dParams`].
@@ -296,14 +320,7 @@ impl Conv2dParams {
             c_out: to_u32(s.c_out, "conv2d C_out")?,
             h_out: to_u32(s.h_out(), "conv2d Ho")?,
             w_out: to_u32(s.w_out(), "conv2d Wo")?,
-            kh: to_u32(s.kh, "conv2d kh")?,
-            kw: to_u32(s.kw, "conv2d kw")?,
-            stride_h: to_u32(s.stride.0, "conv2d stride")?,
-            stride_w: to_u32(s.stride.1, "conv2d stride")?,
-            pad_h: to_u32(s.pad.0, "conv2d padding")?,
-            pad_w: to_u32(s.pad.1, "conv2d padding")?,
-            dil_h: to_u32(s.dilation.0, "conv2d dilation")?,
-            dil_w: to_u32(s.dilation.1, "conv2d dilation")?,
+            win: s.window("conv2d")?,
             groups: to_u32(s.groups, "conv2d groups")?,
             c_in_g: to_u32(s.c_in_g(), "conv2d C_in / groups")?,
             c_out_g: to_u32(s.c_out_g(), "conv2d C_out / groups")?,

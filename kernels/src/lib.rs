@@ -17,6 +17,7 @@ pub mod attention;
 pub mod attention_sm90;
 pub mod cfg_ddim;
 pub mod conv2d;
+pub mod conv2d_nhwc;
 pub mod conv2d_sm90;
 pub mod gemm;
 pub mod gemm_bf16;
@@ -39,6 +40,8 @@ pub const ATTENTION: &str = include_str!("../ptx/attention.ptx");
 pub const ATTENTION_SM90: &str = include_str!("../ptx/attention_sm90.ptx");
 /// `kernels/ptx/conv2d.ptx` (from `kernels/cuda/conv2d.cu`).
 pub const CONV2D: &str = include_str!("../ptx/conv2d.ptx");
+/// `kernels/ptx/conv2d_nhwc.ptx` (from `kernels/cuda/conv2d_nhwc.cu`).
+pub const CONV2D_NHWC: &str = include_str!("../ptx/conv2d_nhwc.ptx");
 /// `kernels/ptx/conv2d_sm90.ptx` (from `kernels/cuda/conv2d_sm90.cu`, sm_90a only).
 pub const CONV2D_SM90: &str = include_str!("../ptx/conv2d_sm90.ptx");
 /// `kernels/ptx/gemm.ptx` (from `kernels/cuda/gemm.cu`).
@@ -78,6 +81,7 @@ pub enum KernelModule {
     Attention,
     AttentionSm90,
     Conv2d,
+    Conv2dNhwc,
     Conv2dSm90,
     Gemm,
     GemmBf16,
@@ -139,10 +143,11 @@ impl std::fmt::Display for Arch {
 }
 
 impl KernelModule {
-    pub const ALL: [KernelModule; 19] = [
+    pub const ALL: [KernelModule; 20] = [
         KernelModule::Attention,
         KernelModule::AttentionSm90,
         KernelModule::Conv2d,
+        KernelModule::Conv2dNhwc,
         KernelModule::Conv2dSm90,
         KernelModule::Gemm,
         KernelModule::GemmBf16,
@@ -167,6 +172,7 @@ impl KernelModule {
             KernelModule::Attention => "attention",
             KernelModule::AttentionSm90 => "attention_sm90",
             KernelModule::Conv2d => "conv2d",
+            KernelModule::Conv2dNhwc => "conv2d_nhwc",
             KernelModule::Conv2dSm90 => "conv2d_sm90",
             KernelModule::Gemm => "gemm",
             KernelModule::GemmBf16 => "gemm_bf16",
@@ -192,6 +198,7 @@ impl KernelModule {
             KernelModule::Attention => ATTENTION,
             KernelModule::AttentionSm90 => ATTENTION_SM90,
             KernelModule::Conv2d => CONV2D,
+            KernelModule::Conv2dNhwc => CONV2D_NHWC,
             KernelModule::Conv2dSm90 => CONV2D_SM90,
             KernelModule::Gemm => GEMM,
             KernelModule::GemmBf16 => GEMM_BF16,
@@ -233,6 +240,7 @@ impl KernelModule {
             KernelModule::Attention => attention::ENTRIES,
             KernelModule::AttentionSm90 => attention_sm90::ENTRIES,
             KernelModule::Conv2d => conv2d::ENTRIES,
+            KernelModule::Conv2dNhwc => conv2d_nhwc::ENTRIES,
             KernelModule::Conv2dSm90 => conv2d_sm90::ENTRIES,
             KernelModule::Gemm => gemm::ENTRIES,
             KernelModule::GemmBf16 => gemm_bf16::ENTRIES,

@@ -17,6 +17,7 @@ mod attention;
 mod attention_sm90;
 mod cfg_ddim;
 mod conv2d;
+mod conv2d_nhwc;
 mod conv2d_sm90;
 mod gemm;
 mod gemm_bf16;

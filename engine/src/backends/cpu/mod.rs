@@ -12,6 +12,7 @@
 
 mod attention;
 mod conv2d;
+pub mod conv2d_nhwc;
 mod gemm;
 pub mod gemm_fp8_sm90;
 mod group_norm;

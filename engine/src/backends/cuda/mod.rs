@@ -9,7 +9,7 @@
 //! Layout (docs/architecture.md; `tools/check_layout.sh` keeps the arrows one way):
 //! - `backend.rs`: `impl Backend for CudaBackend`, dispatching to the files below;
 //! - one launcher file per kernel module `kernels/cuda/NAME.cu`: `NAME.rs` (`attention`,
-//!   `cfg_ddim`, `conv2d`, `gemm`, `gemm_bf16`, `gemm_sm90`, `group_norm`, `layer_norm`, `layout`, `mean_dim`,
+//!   `cfg_ddim`, `conv2d`, `conv2d_nhwc`, `gemm`, `gemm_bf16`, `gemm_sm90`, `group_norm`, `layer_norm`, `layout`, `mean_dim`,
 //!   `pointwise`, `pool`, `rca`, `softmax`, `timestep_embedding`, `upsample`);
 //! - compositions over several launchers: `linalg.rs` (linear / matmul / attention), `fused.rs`
 //!   (the fused primitives), `graph.rs` (`run_steps`:
@@ -25,6 +25,7 @@ mod backend;
 mod cfg_ddim;
 mod context;
 pub mod conv2d;
+pub mod conv2d_nhwc;
 mod conv2d_sm90;
 mod device;
 mod fused;
