@@ -4,7 +4,7 @@
 //! TMA tensor maps ([`TmaTile`], encoded by the caller with `cuTensorMapEncodeTiled`) inside the
 //! 64-byte-aligned params struct.
 
-use crate::gemm::{GemmEpilogue, GemmLayout, GemmPtrs, GemmShape};
+use crate::gemm::{GemmEpilogue, GemmLayout, GemmPlan, GemmPtrs, GemmShape, GemmTile};
 use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
@@ -28,8 +28,8 @@ pub const TMA_SWIZZLE_128B: u32 = 3;
 pub const TMA_L2_PROMOTION_128B: u32 = 2;
 
 const LAUNCH: &str =
-    "persistent: grid = min(ceil(M / 128) * ceil(N / (256 | GEGLU 128)) * batch, SMs), \
-                      block = 384, dynamic smem 218176";
+    "persistent: grid = (GemmPlan::persistent(128 x 256 tile, SMs, L2).ctas <= SMs, 1, 1) over \
+                      the rastered tiles, block = 384, dynamic smem 218176";
 
 pub const ENTRIES: &[Entry] = &[Entry {
     name: "linear_sm90_v1_bf16",
@@ -81,7 +81,9 @@ pub struct GemmSm90Params {
     pub b_batched: u32,
     pub tiles_m: u32,
     pub tiles_n: u32,
-    pub _pad: [u32; 10],
+    /// Tile rows per raster group ([`schedule`]).
+    pub raster: u32,
+    pub _pad: [u32; 9],
 }
 
 /// Whether `linear_sm90_v1_bf16` runs this linear: K > 0, non-empty output, A and B 16-byte
@@ -157,6 +159,7 @@ impl GemmSm90Params {
         layout: GemmLayout,
         epi: GemmEpilogue,
         maps: [[u64; 16]; 2],
+        plan: GemmPlan,
     ) -> Result<Self> {
         ensure!(
             supports(ptrs, shape, layout),
@@ -189,16 +192,28 @@ impl GemmSm90Params {
             b_batched: (layout.stride_b != 0) as u32,
             tiles_m: to_u32(ceil_div(shape.m, BM as u64), "tiles_m")?,
             tiles_n: to_u32(ceil_div(shape.n, bn_out(epi.geglu) as u64), "tiles_n")?,
-            _pad: [0; 10],
+            raster: plan.raster.max(1),
+            _pad: [0; 9],
         })
     }
 }
 
-/// Persistent launch: `min(tiles, sm_count)` CTAs of [`THREADS`], [`SMEM_BYTES`] dynamic smem.
-pub fn launch_config(shape: GemmShape, geglu: bool, sm_count: u32) -> LaunchConfig {
-    let ctas = tiles(shape, geglu).min(sm_count.max(1) as u64) as u32;
+/// The persistent schedule (CTAs, raster group) on a GPU of `sm_count` SMs and `l2_bytes` of L2:
+/// the v2 GEMM's [`GemmPlan::persistent`] for its 128 x 256 tile, whose tile grid, GEGLU output
+/// columns and one CTA per SM are this kernel's. `raster` divides `ctas` (where a divisor within
+/// the L2 bound exists), so CTA b stays on tile row `b mod raster` of every raster group and its
+/// consecutive tiles reuse one A panel.
+pub fn schedule(shape: GemmShape, geglu: bool, sm_count: u32, l2_bytes: u64) -> GemmPlan {
+    debug_assert_eq!(GemmTile::T128x256.geometry().0, BM);
+    debug_assert_eq!(GemmTile::T128x256.bn_out(geglu), bn_out(geglu));
+    GemmPlan::persistent(GemmTile::T128x256, shape, geglu, sm_count.max(1), l2_bytes)
+}
+
+/// Persistent launch of `plan` ([`schedule`]): `plan.ctas` CTAs of [`THREADS`], [`SMEM_BYTES`]
+/// dynamic smem.
+pub fn launch_config(plan: GemmPlan) -> LaunchConfig {
     LaunchConfig {
-        grid: [ctas, 1, 1],
+        grid: [plan.ctas.max(1), 1, 1],
         block: [THREADS, 1, 1],
         dynamic_smem_bytes: SMEM_BYTES,
     }
@@ -212,6 +227,7 @@ mod tests {
         assert_eq!(SMEM_BYTES, 218_176);
         assert_eq!(std::mem::offset_of!(GemmSm90Params, bias), 256);
         assert_eq!(std::mem::offset_of!(GemmSm90Params, tiles_n), 340);
+        assert_eq!(std::mem::offset_of!(GemmSm90Params, raster), 344);
     );
 
     #[test]
@@ -219,7 +235,15 @@ mod tests {
         let shape = GemmShape::new(2, 300, 520, 72);
         assert_eq!(tiles(shape, false), 3 * 3 * 2);
         assert_eq!(tiles(shape, true), 3 * 5 * 2);
-        assert_eq!(launch_config(shape, true, 8).grid, [8, 1, 1]);
+        // 30 tiles on 8 SMs: 4 waves on 8 CTAs (7 would leave the mean under 0.97 x 4); the
+        // largest divisor of 8 within the 3 tile rows is 2
+        let plan = schedule(shape, true, 8, 50 << 20);
+        assert_eq!((plan.ctas, plan.raster), (8, 2));
+        assert_eq!(launch_config(plan).grid, [8, 1, 1]);
+        // the paper preset's 320-channel projection on an H100: 2048 tiles, 16 a CTA on 131 CTAs,
+        // one raster group of 131 tile rows (A panels of 80 KiB: 10.2 MiB <= L2 / 4)
+        let paper = schedule(GemmShape::new(1, 131_072, 320, 320), false, 132, 50 << 20);
+        assert_eq!((paper.ctas, paper.raster), (131, 131));
         let layout = GemmLayout::contiguous(crate::gemm::GemmOp::Linear, shape, true, true);
         let ptrs = GemmPtrs {
             a: 0x1000,
