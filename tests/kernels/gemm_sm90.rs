@@ -70,8 +70,8 @@ fn sm90_cases() -> Vec<Sm90Case> {
             4,
         ),
         // raster groups of 2 tile rows (an L2 of 128 KiB: two 16 KiB A panels per quarter) on 4
-        // CTAs: 5 tile rows = 2 + 2 + 1 (a short last group), 2 tile columns, 3 tiles a CTA;
-        // bias + residual + scale over batched B: tiles cross batch entries
+        // CTAs: 5 tile rows = 2 + 2 + 1 (a short last group) x 2 tile columns x 2 batch entries,
+        // 5 tiles a CTA; bias + residual + scale over batched B: a CTA's tiles cross batch entries
         Sm90Case {
             c: case(Linear, 2, (520, 264, 40)).with(&[BatchedB, Bias, Residual, Scale(0.5)]),
             ctas: 4,
