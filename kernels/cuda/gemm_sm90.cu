@@ -7,7 +7,7 @@
 // bf16 A, B, bias, R, C; f32 accumulation (wgmma), epilogue in f32, one bf16 rounding.
 //
 // Design (one entry, linear_sm90_v1_bf16, 384 threads = 3 warpgroups, 1 CTA per SM):
-//   * persistent CTAs (grid and raster group sized on the host by gemm.rs `GemmPlan::persistent`,
+//   * persistent CTAs (grid and raster group sized on the host by gemm.rs `gemm_sm90::schedule`:
 //     as the v2 GEMM's) walk the output tiles t = blockIdx.x, + gridDim.x, .. of gemm_tiles.cuh's
 //     rastered order (groups of `p.raster` tile rows sweep the tile columns); `raster` divides the
 //     grid, so a CTA stays on one tile row of each group and its consecutive tiles reuse one A

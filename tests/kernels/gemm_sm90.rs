@@ -141,15 +141,16 @@ impl LaunchObserver for Entries {
 
 /// The backend's fused `linear_ext` (GEGLU, residual, scale) on the stand-in: an sm_90a device
 /// (its default arch) launches `linear_sm90_v1_bf16` for 16-byte rows and gemm.cu for K = 60
-/// (120-byte rows, no TMA); an sm_80 one (`PTX_EMU_ARCH=sm_80`) never the Hopper entry. Both
+/// (120-byte rows, no TMA) and for M = 16 (at most half a tile row, few tiles:
+/// `gemm_sm90::prefers`); an sm_80 one (`PTX_EMU_ARCH=sm_80`) never the Hopper entry. All
 /// results match the CPU.
 #[test]
 fn gemm_sm90_backend_dispatch() {
     let _serial = cuda_serial();
     let be = emulated_backend();
     let sm90 = be.device().arch() == Arch::Sm90a;
-    for (k, hopper) in [(64usize, sm90), (60, false)] {
-        let (m, n) = (70usize, 40usize);
+    for (m, k, hopper) in [(70usize, 64usize, sm90), (70, 60, false), (16, 64, false)] {
+        let n = 40usize;
         let (x, xc) = rand_pair(be, &[m, k], 170);
         let (w, wc) = rand_pair(be, &[2 * n, k], 171);
         let (b, bc) = rand_pair(be, &[2 * n], 172);
