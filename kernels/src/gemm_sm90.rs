@@ -256,7 +256,11 @@ mod tests {
         assert_eq!((paper.ctas, paper.raster), (132, 132));
         let long_k = schedule(GemmShape::new(1, 131_072, 320, 1280), false, 132, l2);
         assert_eq!((long_k.ctas, long_k.raster), (132, 33));
-        // fewer tiles than SMs: one CTA per tile
+        // fewer tiles than SMs: one CTA per tile (3 x 3 tiles)
+        assert_eq!(
+            schedule(GemmShape::new(1, 300, 520, 72), false, 132, l2).ctas,
+            9
+        );
         let layout = GemmLayout::contiguous(crate::gemm::GemmOp::Linear, shape, true, true);
         let ptrs = GemmPtrs {
             a: 0x1000,
@@ -269,7 +273,6 @@ mod tests {
         assert!(!supports(GemmPtrs { a: 0x1008, ..ptrs }, shape, layout));
         assert!(!supports(ptrs, GemmShape { k: 0, ..shape }, layout));
         // M at most 64 on few tiles: gemm.cu; more rows, or tiles for a quarter of the SMs: here
-        assert_eq!(schedule(GemmShape::new(1, 300, 520, 72), false, 132, l2).ctas, 9);
         assert!(!prefers(GemmShape::new(1, 32, 1280, 1280), false, 132));
         assert!(prefers(GemmShape::new(1, 65, 1280, 1280), false, 132));
         assert!(prefers(GemmShape::new(1, 1, 33 * 256, 1280), false, 132));
