@@ -7,9 +7,11 @@
 // bf16 A, B, bias, R, C; f32 accumulation (wgmma), epilogue in f32, one bf16 rounding.
 //
 // Design (one entry, linear_sm90_v1_bf16, 384 threads = 3 warpgroups, 1 CTA per SM):
-//   * persistent CTAs (grid = min(tiles, SMs)) walk the output tiles t = blockIdx.x, + gridDim.x, ..
-//     of a tile scheduler with swizzled rasterisation (groups of 8 tile rows sweep the tile columns,
-//     so the CTAs in flight share A rows and B columns in L2);
+//   * persistent CTAs (grid and raster group sized on the host by gemm.rs `gemm_sm90::schedule`:
+//     as the v2 GEMM's) walk the output tiles t = blockIdx.x, + gridDim.x, .. of gemm_tiles.cuh's
+//     rastered order (groups of `p.raster` tile rows sweep the tile columns); `raster` divides the
+//     grid, so a CTA stays on one tile row of each group and its consecutive tiles reuse one A
+//     panel, and the group's A panels fit in a quarter of the L2;
 //   * CTA tile 128 x 256 x 64 (GEGLU: 128 x 128 outputs, value and gate B rows in the two halves of
 //     the B tile); a 4-stage ring of A (128 x 64) + B (256 x 64) bf16 tiles = 48 KiB a stage,
 //     loaded by TMA (3D tensor maps (K, rows, batch) encoded on the host, passed as
@@ -39,6 +41,7 @@
 // ------------------------------------------------------------------------------------------------
 
 #include "common.cuh"
+#include "gemm_tiles.cuh"
 #include "mma.cuh"
 #include "sm90.cuh"
 
@@ -50,7 +53,6 @@ constexpr uint32_t CONSUMER_WARPS = 8, THREADS = 384;
 constexpr uint32_t EPI_W = 32, EPI_LD = EPI_W + 8, EPI_WARP_BYTES = 16 * EPI_LD * 4;
 constexpr uint32_t EPI_OFF = STAGES * STAGE_BYTES, BAR_OFF = EPI_OFF + CONSUMER_WARPS * EPI_WARP_BYTES;
 constexpr uint32_t SMEM_BYTES = BAR_OFF + 2 * STAGES * 8 + 1024;
-constexpr uint32_t RASTER_GROUP = 8;
 static_assert(A_BYTES % 1024 == 0 && STAGE_BYTES % 1024 == 0, "128B swizzle atoms stay 1024-byte aligned");
 static_assert(SMEM_BYTES == 218176, "kernels/src/gemm_sm90.rs SMEM_BYTES");
 
@@ -72,7 +74,8 @@ struct __align__(64) GemmSm90Params {
   uint32_t batch;
   uint32_t a_batched, b_batched; // 1: the map's dim 2 is the batch, 0: one A / B for all
   uint32_t tiles_m, tiles_n;     // ceil(M / 128), ceil(N / (256 | 128))
-  uint32_t pad[10];
+  uint32_t raster;               // tile rows per raster group (a divisor of gridDim.x where it can)
+  uint32_t pad[9];
 };
 static_assert(sizeof(GemmSm90Params) == 384, "kernels/src/gemm_sm90.rs");
 
@@ -112,16 +115,11 @@ struct Tile {
   uint32_t batch, m0, n0; // n0: first output column
 };
 
-// Tile t: batch-major; inside a batch, groups of RASTER_GROUP tile rows walk the tile columns
-// column by column (swizzled rasterisation).
+// Tile t of gemm_tiles.cuh's rastered order: batch-major; inside a batch, groups of p.raster tile
+// rows walk the tile columns column by column.
 __device__ __forceinline__ Tile tile_of(const GemmSm90Params& p, uint32_t t, uint32_t bn_out) {
-  const uint32_t per_batch = p.tiles_m * p.tiles_n;
-  const uint32_t b = t / per_batch, r = t % per_batch;
-  const uint32_t per_group = RASTER_GROUP * p.tiles_n;
-  const uint32_t first = (r / per_group) * RASTER_GROUP;
-  const uint32_t rows = min(p.tiles_m - first, RASTER_GROUP);
-  const uint32_t rr = r % per_group;
-  return Tile{b, (first + rr % rows) * BM, (rr / rows) * bn_out};
+  const RasterTile r = raster_tile(t, p.tiles_m, p.tiles_n, p.raster);
+  return Tile{r.batch, r.row * BM, r.col * bn_out};
 }
 
 // ------------------------------------------------------------------------------------------------

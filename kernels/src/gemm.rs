@@ -657,10 +657,7 @@ impl GemmPlan {
         let fewest = ceil_div(tiles, waves);
         let balanced = (tiles as f64 / (PERSISTENT_BALANCE * waves as f64)) as u64;
         let most = tiles.min(resident.max(1) as u64).min(balanced).max(fewest);
-        let (bm, ..) = tile.geometry();
-        let panel = bm as u64 * ktiles * GEMM_V2_BK as u64 * 2;
-        let (tiles_m, _) = tile.tile_grid(shape, geglu);
-        let bound = (l2_bytes / RASTER_L2_SHARE / panel).clamp(1, tiles_m.max(1));
+        let bound = raster_bound(tile, shape, geglu, l2_bytes);
         let mut best = (0, fewest);
         for ctas in fewest..=most {
             let g = largest_divisor_at_most(ctas, bound);
@@ -679,6 +676,28 @@ impl GemmPlan {
             ktiles_per_split: ktiles as u32,
             ctas: ctas as u32,
             raster: raster as u32,
+        }
+    }
+
+    /// The persistent schedule of `tile` over `shape` on exactly `ctas` CTAs (`gemm_sm90`: one
+    /// CTA per SM, `min(tiles, SMs)`): `raster` is the largest divisor of `ctas` within the L2
+    /// bound of [`GemmPlan::persistent`] when it reaches half that bound, else the bound.
+    pub fn on_grid(
+        tile: GemmTile,
+        shape: GemmShape,
+        geglu: bool,
+        ctas: u32,
+        l2_bytes: u64,
+    ) -> GemmPlan {
+        let ktiles = ceil_div(shape.k, GEMM_V2_BK as u64).max(1);
+        let bound = raster_bound(tile, shape, geglu, l2_bytes);
+        let g = largest_divisor_at_most(ctas.max(1) as u64, bound);
+        GemmPlan {
+            tile,
+            splits: 1,
+            ktiles_per_split: ktiles as u32,
+            ctas: ctas.max(1),
+            raster: if 2 * g >= bound { g } else { bound } as u32,
         }
     }
 
@@ -738,6 +757,16 @@ impl GemmPlan {
             && ceil_div(shape.m, bm as u64) <= 65_535
             && shape.batch * self.splits as u64 <= 65_535
     }
+}
+
+/// Most tile rows of a raster group: those whose A panels (`BM x K` bf16) fit in
+/// 1 / [`RASTER_L2_SHARE`] of the L2, at least 1 and at most the tile rows.
+fn raster_bound(tile: GemmTile, shape: GemmShape, geglu: bool, l2_bytes: u64) -> u64 {
+    let ktiles = ceil_div(shape.k, GEMM_V2_BK as u64).max(1);
+    let (bm, ..) = tile.geometry();
+    let panel = bm as u64 * ktiles * GEMM_V2_BK as u64 * 2;
+    let (tiles_m, _) = tile.tile_grid(shape, geglu);
+    (l2_bytes / RASTER_L2_SHARE / panel).clamp(1, tiles_m.max(1))
 }
 
 /// The largest divisor of `n` (>= 1) that is at most `bound` (>= 1).

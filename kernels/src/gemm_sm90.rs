@@ -4,7 +4,7 @@
 //! TMA tensor maps ([`TmaTile`], encoded by the caller with `cuTensorMapEncodeTiled`) inside the
 //! 64-byte-aligned params struct.
 
-use crate::gemm::{GemmEpilogue, GemmLayout, GemmPtrs, GemmShape};
+use crate::gemm::{GemmEpilogue, GemmLayout, GemmPlan, GemmPtrs, GemmShape, GemmTile};
 use crate::{ceil_div, to_u32, DType, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
@@ -28,8 +28,8 @@ pub const TMA_SWIZZLE_128B: u32 = 3;
 pub const TMA_L2_PROMOTION_128B: u32 = 2;
 
 const LAUNCH: &str =
-    "persistent: grid = min(ceil(M / 128) * ceil(N / (256 | GEGLU 128)) * batch, SMs), \
-                      block = 384, dynamic smem 218176";
+    "persistent: grid = min(ceil(M / 128) * ceil(N / (256 | GEGLU 128)) * batch, SMs) over the \
+                      rastered tiles (raster group: gemm_sm90::schedule), block = 384, dynamic smem 218176";
 
 pub const ENTRIES: &[Entry] = &[Entry {
     name: "linear_sm90_v1_bf16",
@@ -81,7 +81,9 @@ pub struct GemmSm90Params {
     pub b_batched: u32,
     pub tiles_m: u32,
     pub tiles_n: u32,
-    pub _pad: [u32; 10],
+    /// Tile rows per raster group ([`schedule`]).
+    pub raster: u32,
+    pub _pad: [u32; 9],
 }
 
 /// Whether `linear_sm90_v1_bf16` runs this linear: K > 0, non-empty output, A and B 16-byte
@@ -105,6 +107,15 @@ pub fn supports(ptrs: GemmPtrs, shape: GemmShape, layout: GemmLayout) -> bool {
         && layout.lda >= shape.k
         && layout.ldb >= shape.k
         && layout.ldc >= shape.n
+}
+
+/// Whether `linear_sm90_v1_bf16` is the better kernel for a linear it [`supports`] on a GPU of
+/// `sm_count` SMs: not when M is at most half a tile row (most of each 128-row wgmma tile is
+/// padding) and the tiles fill under a quarter of the SMs (one CTA per tile row streams the
+/// weights through a few SMs, K tile after K tile): gemm.cu's v2 64 x 64 tiles spread such a
+/// launch over more CTAs (docs/performance.md, "linear_sm90: raster groups that divide the grid").
+pub fn prefers(shape: GemmShape, geglu: bool, sm_count: u32) -> bool {
+    shape.m > (BM / 2) as u64 || 4 * tiles(shape, geglu) >= sm_count as u64
 }
 
 /// Output columns of one CTA tile.
@@ -157,6 +168,7 @@ impl GemmSm90Params {
         layout: GemmLayout,
         epi: GemmEpilogue,
         maps: [[u64; 16]; 2],
+        plan: GemmPlan,
     ) -> Result<Self> {
         ensure!(
             supports(ptrs, shape, layout),
@@ -189,16 +201,29 @@ impl GemmSm90Params {
             b_batched: (layout.stride_b != 0) as u32,
             tiles_m: to_u32(ceil_div(shape.m, BM as u64), "tiles_m")?,
             tiles_n: to_u32(ceil_div(shape.n, bn_out(epi.geglu) as u64), "tiles_n")?,
-            _pad: [0; 10],
+            raster: plan.raster.max(1),
+            _pad: [0; 9],
         })
     }
 }
 
-/// Persistent launch: `min(tiles, sm_count)` CTAs of [`THREADS`], [`SMEM_BYTES`] dynamic smem.
-pub fn launch_config(shape: GemmShape, geglu: bool, sm_count: u32) -> LaunchConfig {
+/// The persistent schedule on a GPU of `sm_count` SMs and `l2_bytes` of L2: `min(tiles, SMs)`
+/// CTAs (one per SM), and the raster group of the v2 GEMM's 128 x 256 tile ([`GemmPlan::on_grid`]:
+/// its tile grid, GEGLU output columns and one CTA per SM are this kernel's): the group's A panels
+/// fit in a quarter of the L2 and, where a divisor allows, the group divides the grid, so CTA b
+/// stays on tile row `b mod raster` of every group and its consecutive tiles reuse one A panel.
+pub fn schedule(shape: GemmShape, geglu: bool, sm_count: u32, l2_bytes: u64) -> GemmPlan {
+    debug_assert_eq!(GemmTile::T128x256.geometry().0, BM);
+    debug_assert_eq!(GemmTile::T128x256.bn_out(geglu), bn_out(geglu));
     let ctas = tiles(shape, geglu).min(sm_count.max(1) as u64) as u32;
+    GemmPlan::on_grid(GemmTile::T128x256, shape, geglu, ctas, l2_bytes)
+}
+
+/// Persistent launch of `plan` ([`schedule`]): `plan.ctas` CTAs of [`THREADS`], [`SMEM_BYTES`]
+/// dynamic smem.
+pub fn launch_config(plan: GemmPlan) -> LaunchConfig {
     LaunchConfig {
-        grid: [ctas, 1, 1],
+        grid: [plan.ctas.max(1), 1, 1],
         block: [THREADS, 1, 1],
         dynamic_smem_bytes: SMEM_BYTES,
     }
@@ -212,6 +237,7 @@ mod tests {
         assert_eq!(SMEM_BYTES, 218_176);
         assert_eq!(std::mem::offset_of!(GemmSm90Params, bias), 256);
         assert_eq!(std::mem::offset_of!(GemmSm90Params, tiles_n), 340);
+        assert_eq!(std::mem::offset_of!(GemmSm90Params, raster), 344);
     );
 
     #[test]
@@ -219,7 +245,22 @@ mod tests {
         let shape = GemmShape::new(2, 300, 520, 72);
         assert_eq!(tiles(shape, false), 3 * 3 * 2);
         assert_eq!(tiles(shape, true), 3 * 5 * 2);
-        assert_eq!(launch_config(shape, true, 8).grid, [8, 1, 1]);
+        // 30 tiles on 8 SMs: 8 CTAs; the largest divisor of 8 within the 3 tile rows is 2
+        let plan = schedule(shape, true, 8, 50 << 20);
+        assert_eq!((plan.ctas, plan.raster), (8, 2));
+        assert_eq!(launch_config(plan).grid, [8, 1, 1]);
+        // the paper preset's 320-channel projection on an H100: 2048 tiles on 132 CTAs, raster
+        // groups of 132 tile rows (A panels of 80 KiB: 10.3 MiB <= L2 / 4); K = 1280: 33 rows
+        let l2 = 50 << 20;
+        let paper = schedule(GemmShape::new(1, 131_072, 320, 320), false, 132, l2);
+        assert_eq!((paper.ctas, paper.raster), (132, 132));
+        let long_k = schedule(GemmShape::new(1, 131_072, 320, 1280), false, 132, l2);
+        assert_eq!((long_k.ctas, long_k.raster), (132, 33));
+        // fewer tiles than SMs: one CTA per tile (3 x 3 tiles)
+        assert_eq!(
+            schedule(GemmShape::new(1, 300, 520, 72), false, 132, l2).ctas,
+            9
+        );
         let layout = GemmLayout::contiguous(crate::gemm::GemmOp::Linear, shape, true, true);
         let ptrs = GemmPtrs {
             a: 0x1000,
@@ -231,6 +272,10 @@ mod tests {
         assert!(supports(ptrs, shape, layout));
         assert!(!supports(GemmPtrs { a: 0x1008, ..ptrs }, shape, layout));
         assert!(!supports(ptrs, GemmShape { k: 0, ..shape }, layout));
+        // M at most 64 on few tiles: gemm.cu; more rows, or tiles for a quarter of the SMs: here
+        assert!(!prefers(GemmShape::new(1, 32, 1280, 1280), false, 132));
+        assert!(prefers(GemmShape::new(1, 65, 1280, 1280), false, 132));
+        assert!(prefers(GemmShape::new(1, 1, 33 * 256, 1280), false, 132));
         let [a, b] = tensor_maps(ptrs, shape, layout, true);
         assert_eq!(a.dims, [72, 300, 2]);
         assert_eq!(a.strides, [144, 300 * 144]);

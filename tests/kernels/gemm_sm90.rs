@@ -18,17 +18,26 @@ use cyberhost_kernels::gemm::{GemmLayout, GemmOp, GemmPtrs, GemmShape};
 use cyberhost_kernels::gemm_sm90::{self, GemmSm90Params, ENTRY};
 use cyberhost_kernels::{Arch, KernelModule};
 
-/// A case and the SM count its persistent grid is sized for (`ctas` < tiles: CTAs loop).
+/// A case, the SM count its persistent grid is sized for (`ctas` < tiles: CTAs loop) and the L2
+/// bytes that bound its raster group (`gemm_sm90::schedule`).
 #[derive(Clone, Copy, Debug)]
 struct Sm90Case {
     c: GemmCase,
     ctas: u32,
+    l2: u64,
 }
+
+/// An H100's L2 (the raster group then spans every tile row of these small cases).
+const L2_H100: u64 = 50 << 20;
 
 fn sm90_cases() -> Vec<Sm90Case> {
     use GemmOp::Linear;
     use Opt::*;
-    let v = |c: GemmCase, ctas| Sm90Case { c, ctas };
+    let v = |c: GemmCase, ctas| Sm90Case {
+        c,
+        ctas,
+        l2: L2_H100,
+    };
     vec![
         // M, N tails; K = 72: a second k tile of 8 valid columns (zero fill past K)
         v(
@@ -60,6 +69,14 @@ fn sm90_cases() -> Vec<Sm90Case> {
             case(Linear, 1, (257, 200, 72)).with(&[Bias, Geglu, Residual, Scale(2.0)]),
             4,
         ),
+        // raster groups of 2 tile rows (an L2 of 128 KiB: two 16 KiB A panels per quarter) on 4
+        // CTAs: 5 tile rows = 2 + 2 + 1 (a short last group) x 2 tile columns x 2 batch entries,
+        // 5 tiles a CTA; bias + residual + scale over batched B: a CTA's tiles cross batch entries
+        Sm90Case {
+            c: case(Linear, 2, (520, 264, 40)).with(&[BatchedB, Bias, Residual, Scale(0.5)]),
+            ctas: 4,
+            l2: 128 << 10,
+        },
     ]
 }
 
@@ -72,10 +89,15 @@ fn run_sm90(dev: &mut Device, v: Sm90Case, seed: u64) -> anyhow::Result<()> {
     assert!(gemm_sm90::supports(ptrs, shape, layout), "{v:?}");
     let [ta, tb] = gemm_sm90::tensor_maps(ptrs, shape, layout, c.geglu);
     let maps = [dev.tensor_map(&ta)?, dev.tensor_map(&tb)?];
-    let p = GemmSm90Params::new(ptrs, shape, layout, epi, maps)?;
-    let cfg = gemm_sm90::launch_config(shape, c.geglu, v.ctas);
+    let plan = gemm_sm90::schedule(shape, c.geglu, v.ctas, v.l2);
+    let p = GemmSm90Params::new(ptrs, shape, layout, epi, maps, plan)?;
+    let cfg = gemm_sm90::launch_config(plan);
     dev.launch(KernelModule::GemmSm90, ENTRY, cfg, &p)?;
-    dev.check_bf16(&format!("{v:?} grid {:?}", cfg.grid), ptrs.c, &want)
+    dev.check_bf16(
+        &format!("{v:?} grid {:?} raster {}", cfg.grid, plan.raster),
+        ptrs.c,
+        &want,
+    )
 }
 
 crate::harness::schedules_test!(gemm_sm90_linear_epilogues, sm90_cases(), 900, run_sm90);
@@ -119,15 +141,16 @@ impl LaunchObserver for Entries {
 
 /// The backend's fused `linear_ext` (GEGLU, residual, scale) on the stand-in: an sm_90a device
 /// (its default arch) launches `linear_sm90_v1_bf16` for 16-byte rows and gemm.cu for K = 60
-/// (120-byte rows, no TMA); an sm_80 one (`PTX_EMU_ARCH=sm_80`) never the Hopper entry. Both
+/// (120-byte rows, no TMA) and for M = 16 (at most half a tile row, few tiles:
+/// `gemm_sm90::prefers`); an sm_80 one (`PTX_EMU_ARCH=sm_80`) never the Hopper entry. All
 /// results match the CPU.
 #[test]
 fn gemm_sm90_backend_dispatch() {
     let _serial = cuda_serial();
     let be = emulated_backend();
     let sm90 = be.device().arch() == Arch::Sm90a;
-    for (k, hopper) in [(64usize, sm90), (60, false)] {
-        let (m, n) = (70usize, 40usize);
+    for (m, k, hopper) in [(70usize, 64usize, sm90), (70, 60, false), (16, 64, false)] {
+        let n = 40usize;
         let (x, xc) = rand_pair(be, &[m, k], 170);
         let (w, wc) = rand_pair(be, &[2 * n, k], 171);
         let (b, bc) = rand_pair(be, &[2 * n], 172);

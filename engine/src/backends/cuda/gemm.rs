@@ -175,7 +175,7 @@ pub fn launch_workspace_len(
     layout: GemmLayout,
     geglu: bool,
 ) -> usize {
-    if takes_sm90(dev, op, ptrs, shape, layout) {
+    if takes_sm90(dev, op, ptrs, shape, layout, geglu) {
         0
     } else {
         splitk_workspace_len(dev, shape, geglu)
@@ -183,15 +183,19 @@ pub fn launch_workspace_len(
 }
 
 /// Whether [`launch`] hands this GEMM to the Hopper kernel (`gemm_sm90`): a linear on an sm_90a
-/// device that `gemm_sm90::supports`.
+/// device that `gemm_sm90::supports` and `gemm_sm90::prefers` (not a few rows on a few tiles).
 fn takes_sm90(
     dev: &CudaDevice,
     op: GemmOp,
     ptrs: GemmPtrs,
     shape: GemmShape,
     layout: GemmLayout,
+    geglu: bool,
 ) -> bool {
-    op == GemmOp::Linear && dev.arch() == Arch::Sm90a && gemm_sm90::supports(ptrs, shape, layout)
+    op == GemmOp::Linear
+        && dev.arch() == Arch::Sm90a
+        && gemm_sm90::supports(ptrs, shape, layout)
+        && gemm_sm90::prefers(shape, geglu, dev.sm_count())
 }
 
 copy_with_defaults!(GemmExtras<T: DeviceRepr> {
@@ -314,7 +318,7 @@ pub fn launch<T: DeviceRepr>(
     };
     // Hopper: the persistent TMA + wgmma kernel for the linears it takes (no split-K: its CTAs
     // stay resident and loop over the tiles; a given workspace is checked above all the same).
-    if takes_sm90(dev, op, ptrs, shape, layout) {
+    if takes_sm90(dev, op, ptrs, shape, layout, extras.geglu) {
         return super::gemm_sm90::launch(dev, ptrs, shape, layout, epi);
     }
     if v2 {
