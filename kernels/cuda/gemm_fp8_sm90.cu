@@ -10,9 +10,10 @@
 // round to nearest even, saturating); the activations by this module's quantize_rows entry.
 //
 // Entries:
-//   * quantize_rows_e4m3_v1_bf16 (one CTA of 256 threads per row): amax of the bf16 row (16-byte
-//     loads, warp + CTA max), sa = amax / 448 (1 for an all-zero row), q = e4m3_rn_satfinite(x / sa)
-//     (IEEE division: the CPU reference reproduces every byte), 8-byte stores of 8 codes;
+//   * quantize_rows_e4m3_v1_bf16 (a warp per row, 8 rows per 256-thread CTA): amax of the bf16 row
+//     (16-byte loads kept in registers for K <= 1280: the row is read once; warp max),
+//     sa = amax / 448 (1 for an all-zero row), q = e4m3_rn_satfinite(x / sa) (IEEE division: the
+//     CPU reference reproduces every byte), 8-byte stores of 8 codes (a warp: 256 contiguous bytes);
 //   * linear_fp8_sm90_v1_bf16 (384 threads = 3 warpgroups, 1 CTA per SM): gemm_sm90.cu's design
 //     with e4m3 operands: persistent CTAs over the output tiles with swizzled rasterisation, CTA
 //     tile 128 x 256 x 128 (GEGLU: 128 value + 128 gate rows of QB -> 128 outputs); a 4-stage
@@ -45,7 +46,8 @@ constexpr uint32_t EPI_W = 32, EPI_LD = EPI_W + 8, EPI_WARP_BYTES = 16 * EPI_LD 
 constexpr uint32_t EPI_OFF = STAGES * STAGE_BYTES, BAR_OFF = EPI_OFF + CONSUMER_WARPS * EPI_WARP_BYTES;
 constexpr uint32_t SMEM_BYTES = BAR_OFF + 2 * STAGES * 8 + 1024;
 constexpr uint32_t RASTER_GROUP = 8;
-constexpr uint32_t Q_THREADS = 256;
+constexpr uint32_t Q_THREADS = 256, Q_ROWS = Q_THREADS / 32; // a warp per row
+constexpr uint32_t Q_CHUNKS = 5, Q_REG_K = Q_CHUNKS * 32 * 8;  // rows read once: K <= 1280
 static_assert(A_BYTES % 1024 == 0 && STAGE_BYTES % 1024 == 0, "128B swizzle atoms stay 1024-byte aligned");
 static_assert(SMEM_BYTES == 218176, "kernels/src/gemm_fp8_sm90.rs SMEM_BYTES");
 
@@ -80,59 +82,85 @@ struct QuantizeRowsParams {
 // activation quantiser
 // ------------------------------------------------------------------------------------------------
 
-// 8 bf16 of row x from column c (valid leading ones, the rest 0) as f32: one 16-byte load when whole
-// (the launcher guarantees 16-byte aligned rows).
-__device__ __forceinline__ void load8(const uint16_t* x, uint32_t c, uint32_t k, float (&v)[8]) {
-  if (c + 8 <= k) {
-    const uint4 w = *reinterpret_cast<const uint4*>(x + c);
-    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+// 8 bf16 of row x from column c (valid leading ones, the rest +0) as raw bits: one 16-byte load when
+// whole (the launcher guarantees 16-byte aligned rows).
+__device__ __forceinline__ uint4 load8_bits(const uint16_t* x, uint32_t c, uint32_t k) {
+  if (c + 8 <= k) return *reinterpret_cast<const uint4*>(x + c);
+  uint32_t u[4] = {0, 0, 0, 0};
 #pragma unroll
-    for (uint32_t e = 0; e < 4; ++e) {
-      v[2 * e] = __uint_as_float(u[e] << 16);
-      v[2 * e + 1] = __uint_as_float(u[e] & 0xffff0000u);
-    }
-  } else {
+  for (uint32_t e = 0; e < 8; ++e)
+    if (c + e < k) u[e / 2] |= (uint32_t)x[c + e] << (16 * (e % 2));
+  return make_uint4(u[0], u[1], u[2], u[3]);
+}
+
+// The 8 bf16 of w as f32.
+__device__ __forceinline__ void unpack8(const uint4 w, float (&v)[8]) {
+  const uint32_t u[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
-    for (uint32_t e = 0; e < 8; ++e) v[e] = c + e < k ? bf16_bits_to_f32(x[c + e]) : 0.0f;
+  for (uint32_t e = 0; e < 4; ++e) {
+    v[2 * e] = __uint_as_float(u[e] << 16);
+    v[2 * e + 1] = __uint_as_float(u[e] & 0xffff0000u);
   }
 }
 
-extern "C" __global__ void __launch_bounds__(Q_THREADS) quantize_rows_e4m3_v1_bf16(const QuantizeRowsParams p) {
-  __shared__ float red[Q_THREADS / WARP_SIZE];
-  const uint32_t row = blockIdx.x;
-  if (row >= p.rows) return;
+__device__ __forceinline__ float amax8(const uint4 w, float amax) {
+  float v[8];
+  unpack8(w, v);
+#pragma unroll
+  for (uint32_t e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v[e]));
+  return amax;
+}
+
+// Codes of the 8 bf16 of w at columns c.. of row q (scale s): one 8-byte store when whole.
+__device__ __forceinline__ void store8_e4m3(uint8_t* q, uint32_t c, uint32_t k, const uint4 w, float s) {
+  float v[8];
+  unpack8(w, v);
+  uint32_t b[4];
+#pragma unroll
+  for (uint32_t e = 0; e < 4; ++e) b[e] = f32x2_to_e4m3x2(__fdiv_rn(v[2 * e], s), __fdiv_rn(v[2 * e + 1], s));
+  if (c + 8 <= k) {
+    *reinterpret_cast<uint2*>(q + c) = make_uint2(b[0] | (b[1] << 16), b[2] | (b[3] << 16));
+  } else {
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e)
+      if (c + e < k) q[c + e] = (uint8_t)(b[e / 2] >> (8 * (e % 2)));
+  }
+}
+
+// One warp per row, Q_ROWS rows per CTA. Rows of K <= Q_REG_K are read once: each lane keeps its
+// Q_CHUNKS 16-byte chunks (columns (i * 32 + lane) * 8) in registers, all loads issued before the
+// warp max; longer rows take two passes (the second mostly from L2).
+extern "C" __global__ void __launch_bounds__(Q_THREADS, 4) quantize_rows_e4m3_v1_bf16(const QuantizeRowsParams p) {
+  const uint32_t lane = threadIdx.x % WARP_SIZE;
+  const uint32_t row = blockIdx.x * Q_ROWS + threadIdx.x / WARP_SIZE;
+  if (row >= p.rows) return; // warp-uniform
   const uint16_t* x = p.x + (uint64_t)row * p.ldx;
-  float amax = 0.0f;
-  for (uint32_t c = threadIdx.x * 8; c < p.k; c += Q_THREADS * 8) {
-    float v[8];
-    load8(x, c, p.k, v);
-#pragma unroll
-    for (uint32_t e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v[e]));
-  }
-  amax = warp_max(amax);
-  if (threadIdx.x % WARP_SIZE == 0) red[threadIdx.x / WARP_SIZE] = amax;
-  __syncthreads();
-  amax = red[0];
-#pragma unroll
-  for (uint32_t w = 1; w < Q_THREADS / WARP_SIZE; ++w) amax = fmaxf(amax, red[w]);
-  const float s = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
-  if (threadIdx.x == 0) p.sa[row] = s;
   uint8_t* q = p.q + (uint64_t)row * p.ldq;
-  for (uint32_t c = threadIdx.x * 8; c < p.k; c += Q_THREADS * 8) {
-    float v[8];
-    load8(x, c, p.k, v);
-    uint32_t w[4];
+  float amax = 0.0f;
+  if (p.k <= Q_REG_K) {
+    uint4 w[Q_CHUNKS];
 #pragma unroll
-    for (uint32_t e = 0; e < 4; ++e)
-      w[e] = f32x2_to_e4m3x2(__fdiv_rn(v[2 * e], s), __fdiv_rn(v[2 * e + 1], s));
-    if (c + 8 <= p.k) {
-      *reinterpret_cast<uint2*>(q + c) = make_uint2(w[0] | (w[1] << 16), w[2] | (w[3] << 16));
-    } else {
-#pragma unroll
-      for (uint32_t e = 0; e < 8; ++e)
-        if (c + e < p.k) q[c + e] = (uint8_t)(w[e / 2] >> (8 * (e % 2)));
+    for (uint32_t i = 0; i < Q_CHUNKS; ++i) {
+      const uint32_t c = (i * WARP_SIZE + lane) * 8;
+      w[i] = c < p.k ? load8_bits(x, c, p.k) : make_uint4(0, 0, 0, 0);
     }
+#pragma unroll
+    for (uint32_t i = 0; i < Q_CHUNKS; ++i) amax = amax8(w[i], amax);
+    amax = warp_max(amax);
+    const float s = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+    if (lane == 0) p.sa[row] = s;
+#pragma unroll
+    for (uint32_t i = 0; i < Q_CHUNKS; ++i) {
+      const uint32_t c = (i * WARP_SIZE + lane) * 8;
+      if (c < p.k) store8_e4m3(q, c, p.k, w[i], s);
+    }
+    return;
   }
+  for (uint32_t c = lane * 8; c < p.k; c += WARP_SIZE * 8) amax = amax8(load8_bits(x, c, p.k), amax);
+  amax = warp_max(amax);
+  const float s = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+  if (lane == 0) p.sa[row] = s;
+  for (uint32_t c = lane * 8; c < p.k; c += WARP_SIZE * 8) store8_e4m3(q, c, p.k, load8_bits(x, c, p.k), s);
 }
 
 // ------------------------------------------------------------------------------------------------

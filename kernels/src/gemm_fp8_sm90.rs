@@ -17,8 +17,10 @@ pub const BN: u32 = 256;
 pub const BK: u32 = 128;
 /// Producer warpgroup + two consumer warpgroups.
 pub const THREADS: u32 = 384;
-/// Threads of a `quantize_rows` CTA (one row each).
+/// Threads of a `quantize_rows` CTA: a warp per row.
 pub const Q_THREADS: u32 = 256;
+/// Rows of a `quantize_rows` CTA.
+pub const Q_ROWS: u32 = Q_THREADS / 32;
 /// Dynamic shared memory: 4 stages of (128 + 256) x 128 bytes, 8 warp epilogue buffers of 16 x 40
 /// f32, 8 mbarriers, 1 KiB alignment slack (`static_assert` in the `.cu`).
 pub const SMEM_BYTES: u32 = 4 * (BM + BN) * BK + 8 * 16 * 40 * 4 + 8 * 8 + 1024;
@@ -38,7 +40,7 @@ pub const ENTRIES: &[Entry] = &[
         "quantize_rows_e4m3",
         DType::Bf16,
         ("QuantizeRowsParams", 40),
-        "grid = rows, block = 256",
+        "grid = ceil(rows / 8), block = 256 (a warp per row)",
     ),
     Entry::v1(
         ENTRY,
@@ -210,10 +212,10 @@ impl QuantizeRowsParams {
     }
 }
 
-/// One CTA of [`Q_THREADS`] per row.
+/// One warp per row: `ceil(rows / Q_ROWS)` CTAs of [`Q_THREADS`].
 pub fn quantize_launch_config(rows: u64) -> LaunchConfig {
     LaunchConfig {
-        grid: [rows as u32, 1, 1],
+        grid: [ceil_div(rows, Q_ROWS as u64) as u32, 1, 1],
         block: [Q_THREADS, 1, 1],
         dynamic_smem_bytes: 0,
     }

@@ -35,10 +35,19 @@ fn pad_rows(q: &[u8], rows: usize, k: usize, ldq: usize) -> Vec<u8> {
     out
 }
 
-/// (rows, K, ldx): K tails of the 8-element chunks, rows padded past K, more than one pass of the
-/// 256 threads (K > 2048).
-const QUANT_CASES: [(usize, usize, usize); 4] =
-    [(3, 37, 40), (5, 72, 72), (2, 2600, 2608), (4, 8, 16)];
+/// (rows, K, ldx): a warp per row, 8 rows per CTA (row counts off the 8: idle warps of the last
+/// CTA); K tails of the 8-element chunks, rows padded past K; the register path (K <= 1280 read
+/// once: one chunk a lane, 40 chunks = a second partial round, exactly 1280) and the two-pass path
+/// (K 1288 just past it, 2600 with a tail).
+const QUANT_CASES: [(usize, usize, usize); 7] = [
+    (3, 37, 40),
+    (5, 72, 72),
+    (2, 2600, 2608),
+    (4, 8, 16),
+    (11, 320, 328),
+    (9, 1280, 1280),
+    (10, 1288, 1296),
+];
 
 fn run_quantize(
     dev: &mut Device,
