@@ -10,10 +10,11 @@
 // round to nearest even, saturating); the activations by this module's quantize_rows entry.
 //
 // Entries:
-//   * quantize_rows_e4m3_v1_bf16 (a warp per row, 8 rows per 256-thread CTA): amax of the bf16 row
-//     (16-byte loads kept in registers for K <= 1280: the row is read once; warp max),
+//   * quantize_rows_e4m3_v1_bf16 (8, 16 or 32 lanes per row by K, 256-thread CTAs): amax of the
+//     bf16 row (16-byte loads kept in registers for K <= 1280, K % 8 == 0: the row is read once;
+//     shuffle max; other K: a warp per row, two passes),
 //     sa = amax / 448 (1 for an all-zero row), q = e4m3_rn_satfinite(x / sa) (IEEE division: the
-//     CPU reference reproduces every byte), 8-byte stores of 8 codes (a warp: 256 contiguous bytes);
+//     CPU reference reproduces every byte), 8-byte stores of 8 codes (a row group: 64 contiguous bytes or more);
 //   * linear_fp8_sm90_v1_bf16 (384 threads = 3 warpgroups, 1 CTA per SM): gemm_sm90.cu's design
 //     with e4m3 operands: persistent CTAs over the output tiles with swizzled rasterisation, CTA
 //     tile 128 x 256 x 128 (GEGLU: 128 value + 128 gate rows of QB -> 128 outputs); a 4-stage
@@ -46,7 +47,7 @@ constexpr uint32_t EPI_W = 32, EPI_LD = EPI_W + 8, EPI_WARP_BYTES = 16 * EPI_LD 
 constexpr uint32_t EPI_OFF = STAGES * STAGE_BYTES, BAR_OFF = EPI_OFF + CONSUMER_WARPS * EPI_WARP_BYTES;
 constexpr uint32_t SMEM_BYTES = BAR_OFF + 2 * STAGES * 8 + 1024;
 constexpr uint32_t RASTER_GROUP = 8;
-constexpr uint32_t Q_THREADS = 256, Q_ROWS = Q_THREADS / 32; // a warp per row
+constexpr uint32_t Q_THREADS = 256;
 constexpr uint32_t Q_CHUNKS = 5, Q_REG_K = Q_CHUNKS * 32 * 8;  // rows read once: K <= 1280
 static_assert(A_BYTES % 1024 == 0 && STAGE_BYTES % 1024 == 0, "128B swizzle atoms stay 1024-byte aligned");
 static_assert(SMEM_BYTES == 218176, "kernels/src/gemm_fp8_sm90.rs SMEM_BYTES");
@@ -127,40 +128,54 @@ __device__ __forceinline__ void store8_e4m3(uint8_t* q, uint32_t c, uint32_t k, 
   }
 }
 
-// One warp per row, Q_ROWS rows per CTA. Rows of K <= Q_REG_K are read once: each lane keeps its
-// Q_CHUNKS 16-byte chunks (columns (i * 32 + lane) * 8) in registers, all loads issued before the
-// warp max; longer rows take two passes (the second mostly from L2).
-extern "C" __global__ void __launch_bounds__(Q_THREADS, 4) quantize_rows_e4m3_v1_bf16(const QuantizeRowsParams p) {
-  const uint32_t lane = threadIdx.x % WARP_SIZE;
-  const uint32_t row = blockIdx.x * Q_ROWS + threadIdx.x / WARP_SIZE;
-  if (row >= p.rows) return; // warp-uniform
+// Whether rows of K are read once from registers: whole 16-byte chunks, K <= Q_REG_K.
+__device__ __forceinline__ bool quantize_in_registers(uint32_t k) { return k % 8 == 0 && k <= Q_REG_K; }
+
+// Lanes per row: in registers 8, 16 or 32, the fewest that hold the row in Q_CHUNKS 16-byte
+// chunks a lane (K 320 / 640 / 1280: every lane busy); else a warp. Mirrored by
+// kernels/src/gemm_fp8_sm90.rs `quantize_lanes`.
+__device__ __forceinline__ uint32_t quantize_lanes(uint32_t k) {
+  if (!quantize_in_registers(k)) return 32;
+  return k <= 64 * Q_CHUNKS ? 8 : k <= 128 * Q_CHUNKS ? 16 : 32;
+}
+
+// A group of quantize_lanes(K) lanes per row, Q_THREADS / lanes rows per CTA. Rows in registers
+// (quantize_in_registers) are read once: each lane keeps its Q_CHUNKS 16-byte chunks (columns (i * lanes + sub) * 8) in
+// registers, all loads issued before the group max; longer rows take two passes (the second
+// mostly from L2).
+extern "C" __global__ void __launch_bounds__(Q_THREADS) quantize_rows_e4m3_v1_bf16(const QuantizeRowsParams p) {
+  const uint32_t lanes = quantize_lanes(p.k), sub = threadIdx.x % lanes;
+  const uint32_t row = blockIdx.x * (Q_THREADS / lanes) + threadIdx.x / lanes;
+  const bool valid = row < p.rows; // uniform per group; the whole warp shuffles
   const uint16_t* x = p.x + (uint64_t)row * p.ldx;
   uint8_t* q = p.q + (uint64_t)row * p.ldq;
   float amax = 0.0f;
-  if (p.k <= Q_REG_K) {
+  if (quantize_in_registers(p.k)) {
     uint4 w[Q_CHUNKS];
 #pragma unroll
     for (uint32_t i = 0; i < Q_CHUNKS; ++i) {
-      const uint32_t c = (i * WARP_SIZE + lane) * 8;
-      w[i] = c < p.k ? load8_bits(x, c, p.k) : make_uint4(0, 0, 0, 0);
+      const uint32_t c = (i * lanes + sub) * 8;
+      w[i] = valid && c < p.k ? *reinterpret_cast<const uint4*>(x + c) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (uint32_t i = 0; i < Q_CHUNKS; ++i) amax = amax8(w[i], amax);
-    amax = warp_max(amax);
+    for (uint32_t o = lanes / 2; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(FULL_MASK, amax, o));
+    if (!valid) return;
     const float s = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
-    if (lane == 0) p.sa[row] = s;
+    if (sub == 0) p.sa[row] = s;
 #pragma unroll
     for (uint32_t i = 0; i < Q_CHUNKS; ++i) {
-      const uint32_t c = (i * WARP_SIZE + lane) * 8;
-      if (c < p.k) store8_e4m3(q, c, p.k, w[i], s);
+      const uint32_t c = (i * lanes + sub) * 8;
+      if (c < p.k) store8_e4m3(q, c, c + 8, w[i], s); // whole chunks
     }
     return;
   }
-  for (uint32_t c = lane * 8; c < p.k; c += WARP_SIZE * 8) amax = amax8(load8_bits(x, c, p.k), amax);
+  if (!valid) return; // lanes == 32: warp-uniform
+  for (uint32_t c = sub * 8; c < p.k; c += WARP_SIZE * 8) amax = amax8(load8_bits(x, c, p.k), amax);
   amax = warp_max(amax);
   const float s = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
-  if (lane == 0) p.sa[row] = s;
-  for (uint32_t c = lane * 8; c < p.k; c += WARP_SIZE * 8) store8_e4m3(q, c, p.k, load8_bits(x, c, p.k), s);
+  if (sub == 0) p.sa[row] = s;
+  for (uint32_t c = sub * 8; c < p.k; c += WARP_SIZE * 8) store8_e4m3(q, c, p.k, load8_bits(x, c, p.k), s);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ fn run_quantize(
     dev.launch(
         KernelModule::GemmFp8Sm90,
         QUANTIZE_ENTRY,
-        fp8::quantize_launch_config(rows as u64),
+        fp8::quantize_launch_config(rows as u64, k as u64),
         &p,
     )?;
     let got_q: Vec<u8> = dev.download(qa, rows * ldq)?;
@@ -95,6 +95,43 @@ fn run_quantize(
 }
 
 crate::harness::schedules_test!(gemm_fp8_sm90_quantize_rows, QUANT_CASES, 1200, run_quantize);
+
+/// The paper step's `quantize_rows` launch classes (rows, K): the 320 / 640 / 1280-channel token
+/// rows of the U-Net's linears at 64 x 64, 32 x 32, 16 x 16 frames (and 2048 rows of 1280).
+const PAPER_QUANT: [(usize, usize); 4] = [(131072, 320), (32768, 640), (8192, 1280), (2048, 1280)];
+
+/// [`PAPER_QUANT`] through `quantize_rows_e4m3_v1_bf16`, checked byte for byte against the CPU
+/// reference. Ignored (minutes of emulation); run on the stand-in
+/// (`CYBERHOST_KERNEL_TEST_DEVICE=stand-in`) with `PTX_EMU_SAMPLE_BLOCKS=2 PTX_EMU_STATS=F.jsonl`
+/// for the launches' counters (`gpu-report --gpu h100-sxm F.jsonl`:
+/// docs/performance.md; only sampled blocks run then, so nothing is compared).
+#[test]
+#[ignore = "minutes of emulation: a profiling run for docs/performance.md"]
+fn gemm_fp8_sm90_paper_quantize_rows() {
+    let sampled = std::env::var_os("PTX_EMU_SAMPLE_BLOCKS").is_some();
+    let mut dev = if sampled {
+        crate::attention::stand_in_device()
+    } else {
+        crate::harness::Device::new(1, 0)
+    };
+    if !crate::harness::runs_or_refuses(&dev, KernelModule::GemmFp8Sm90) {
+        return;
+    }
+    for (i, (rows, k)) in PAPER_QUANT.into_iter().enumerate() {
+        if sampled {
+            let mut rng = Rng::new(1400 + i as u64);
+            let xa = dev.upload(&to_bf16(&rng.randn(rows * k, 3.0, 0.0))).unwrap();
+            let qa = dev.alloc_poisoned(rows * k).unwrap();
+            let sa = dev.alloc_poisoned(rows * 4).unwrap();
+            let p = QuantizeRowsParams::new(xa, qa, sa, rows as u64, k as u64, k as u64).unwrap();
+            let cfg = fp8::quantize_launch_config(rows as u64, k as u64);
+            dev.launch(KernelModule::GemmFp8Sm90, QUANTIZE_ENTRY, cfg, &p)
+                .unwrap();
+        } else {
+            run_quantize(&mut dev, (rows, k, k), 1400 + i as u64).unwrap();
+        }
+    }
+}
 
 /// A case and the SM count its persistent grid is sized for (`ctas` < tiles: CTAs loop).
 #[derive(Clone, Copy, Debug)]
@@ -166,7 +203,7 @@ fn run_fp8(dev: &mut Device, v: Fp8Case, seed: u64) -> anyhow::Result<()> {
     dev.launch(
         KernelModule::GemmFp8Sm90,
         QUANTIZE_ENTRY,
-        fp8::quantize_launch_config(m as u64),
+        fp8::quantize_launch_config(m as u64, k as u64),
         &q,
     )?;
     let s = Fp8Shape {

@@ -42,7 +42,7 @@ pub fn quantize_rows(
         return Ok(());
     }
     let p = QuantizeRowsParams::new(x, q, sa, rows, k, ldx)?;
-    let cfg = gemm_fp8_sm90::quantize_launch_config(rows);
+    let cfg = gemm_fp8_sm90::quantize_launch_config(rows, k);
     // SAFETY: `QuantizeRowsParams` mirrors the .cu struct; the caller sized x (rows x ldx bf16),
     // q (rows x ldq bytes) and sa (rows f32).
     unsafe { dev.launch(KernelModule::GemmFp8Sm90, QUANTIZE_ENTRY, cfg, &p) }
