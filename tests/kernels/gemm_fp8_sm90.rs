@@ -35,16 +35,17 @@ fn pad_rows(q: &[u8], rows: usize, k: usize, ldq: usize) -> Vec<u8> {
     out
 }
 
-/// (rows, K, ldx): a warp per row, 8 rows per CTA (row counts off the 8: idle warps of the last
-/// CTA); K tails of the 8-element chunks, rows padded past K; the register path (K <= 1280 read
-/// once: one chunk a lane, 40 chunks = a second partial round, exactly 1280) and the two-pass path
-/// (K 1288 just past it, 2600 with a tail).
-const QUANT_CASES: [(usize, usize, usize); 7] = [
+/// (rows, K, ldx): 8 / 16 / 32 lanes per row, 32 / 16 / 8 rows per CTA (row counts off those:
+/// idle lanes of the last CTA, which still shuffle); K tails of the 8-element chunks, rows padded
+/// past K; the register path (K % 8 = 0, K <= 1280 read once: 8 lanes a row up to K 320, 16 at
+/// 648, 32 at exactly 1280) and the two-pass path (K 1288 just past it, 2600 and 37 with a tail).
+const QUANT_CASES: [(usize, usize, usize); 8] = [
     (3, 37, 40),
     (5, 72, 72),
     (2, 2600, 2608),
     (4, 8, 16),
     (11, 320, 328),
+    (7, 648, 656),
     (9, 1280, 1280),
     (10, 1288, 1296),
 ];
@@ -281,4 +282,41 @@ fn host_of(
 ) -> Vec<f32> {
     use cyberhost_engine::backends::Backend;
     be.to_f32(t).unwrap()
+}
+
+/// `--weights-dtype fp8` linears sharing one activation (the q / k / v projections of the same
+/// tokens): the first quantises x (`quantize_rows` + GEMM: 2 launches), the others reuse its e4m3
+/// rows (the GEMM only); each output equals, bit for bit, that of a fresh copy of x (quantised
+/// afresh), and the CPU's dequantised linear (`linear_fp8_ref`) within [`TOL_BF16`]. K and N off
+/// the tiles, M off the quantiser's rows per CTA.
+#[test]
+fn gemm_fp8_sm90_shared_activation_quantised_once() {
+    use crate::common::{emulated_backend, emulated_launches, rounded_pair};
+    use cyberhost_engine::backends::cpu::gemm_fp8_sm90::linear_fp8_ref;
+    use cyberhost_engine::backends::{Backend, LinearEpilogue};
+    let _serial = crate::common::cuda_serial();
+    let be = emulated_backend();
+    if be.set_weights_fp8(true).is_err() {
+        return; // the sm_80 kernel set: no FP8 path
+    }
+    let (m, k, n) = (70usize, 136usize, 40usize);
+    let (x, xc) = rounded_pair(be, &[m, k], 190);
+    for (i, seed) in [191u64, 192, 193].into_iter().enumerate() {
+        let (w, wc) = rounded_pair(be, &[n, k], seed);
+        be.prepare_linear_weight(&w).unwrap();
+        let mut out = None;
+        let launches = emulated_launches(|| out = Some(be.linear(&x, &w, None).unwrap()));
+        assert_eq!(launches, if i == 0 { 2 } else { 1 }, "linear {i} on the shared x");
+        let got = host_of(be, &out.unwrap());
+        let (fresh_x, _) = rounded_pair(be, &[m, k], 190);
+        let fresh = host_of(be, &be.linear(&fresh_x, &w, None).unwrap());
+        assert!(
+            got.iter().zip(&fresh).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "linear {i}: reused rows differ from a fresh quantisation"
+        );
+        let want = linear_fp8_ref(&xc, &wc, None, LinearEpilogue::default()).unwrap();
+        let err = rel_l2(&got, want.data());
+        assert!(err <= TOL_BF16, "linear {i}: rel L2 {err:.4} > {TOL_BF16}");
+    }
+    be.set_weights_fp8(false).unwrap();
 }
