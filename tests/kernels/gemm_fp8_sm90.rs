@@ -285,15 +285,18 @@ fn host_of(
 }
 
 /// `--weights-dtype fp8` linears sharing one activation (the q / k / v projections of the same
-/// tokens): the first quantises x (`quantize_rows` + GEMM: 2 launches), the others reuse its e4m3
-/// rows (the GEMM only); each output equals, bit for bit, that of a fresh copy of x (quantised
-/// afresh), and the CPU's dequantised linear (`linear_fp8_ref`) within [`TOL_BF16`]. K and N off
-/// the tiles, M off the quantiser's rows per CTA.
+/// tokens): the first quantises x (`quantize_rows` + the GEMM), the others reuse its e4m3 rows
+/// (the GEMM only: the launches seen by the backend's launch observer); each output equals, bit
+/// for bit, that of a fresh copy of x (quantised afresh), and the CPU's dequantised linear
+/// (`linear_fp8_ref`) within [`TOL_BF16`]. K and N off the tiles, M off the quantiser's rows per
+/// CTA.
 #[test]
 fn gemm_fp8_sm90_shared_activation_quantised_once() {
-    use crate::common::{emulated_backend, emulated_launches, rounded_pair};
+    use crate::common::{emulated_backend, rounded_pair};
+    use crate::gemm_sm90::Entries;
     use cyberhost_engine::backends::cpu::gemm_fp8_sm90::linear_fp8_ref;
     use cyberhost_engine::backends::{Backend, LinearEpilogue};
+    use std::sync::Arc;
     let _serial = crate::common::cuda_serial();
     let be = emulated_backend();
     if be.set_weights_fp8(true).is_err() {
@@ -304,9 +307,16 @@ fn gemm_fp8_sm90_shared_activation_quantised_once() {
     for (i, seed) in [191u64, 192, 193].into_iter().enumerate() {
         let (w, wc) = rounded_pair(be, &[n, k], seed);
         be.prepare_linear_weight(&w).unwrap();
-        let mut out = None;
-        let launches = emulated_launches(|| out = Some(be.linear(&x, &w, None).unwrap()));
-        assert_eq!(launches, if i == 0 { 2 } else { 1 }, "linear {i} on the shared x");
+        let entries = Arc::new(Entries::default());
+        be.device().set_launch_observer(Some(entries.clone()));
+        let out = be.linear(&x, &w, None);
+        be.device().set_launch_observer(None);
+        let want_entries: &[&str] = if i == 0 {
+            &[QUANTIZE_ENTRY, ENTRY]
+        } else {
+            &[ENTRY]
+        };
+        assert_eq!(*entries.0.lock().unwrap(), want_entries, "linear {i} on the shared x");
         let got = host_of(be, &out.unwrap());
         let (fresh_x, _) = rounded_pair(be, &[m, k], 190);
         let fresh = host_of(be, &be.linear(&fresh_x, &w, None).unwrap());
