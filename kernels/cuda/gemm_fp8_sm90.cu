@@ -253,8 +253,31 @@ __device__ __forceinline__ void store_chunk(const GemmFp8Params& p, uint32_t row
     if (e < valid) out[e] = from_f32<__nv_bfloat16>(v[e] * p.scale);
 }
 
+// A whole, aligned output chunk (row, col0..col0 + 7) = scale * (v + bias + residual) from the
+// bias / residual bits loaded ahead (0 when absent): store_chunk's sums in its order, one 16-byte
+// store.
+__device__ __forceinline__ void store_whole(const GemmFp8Params& p, uint32_t row, uint32_t col0, float (&v)[8],
+                                            const uint4 b, const uint4 r) {
+  const uint32_t bw[4] = {b.x, b.y, b.z, b.w}, rw[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+  for (uint32_t e = 0; e < 4; ++e) {
+    v[2 * e] = (v[2 * e] + __uint_as_float(bw[e] << 16)) + __uint_as_float(rw[e] << 16);
+    v[2 * e + 1] = (v[2 * e + 1] + __uint_as_float(bw[e] & 0xffff0000u)) + __uint_as_float(rw[e] & 0xffff0000u);
+  }
+  __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.c) + (uint64_t)row * p.ldc + col0;
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(out),
+               "r"(pack_bf16x2(v[0] * p.scale, v[1] * p.scale)), "r"(pack_bf16x2(v[2] * p.scale, v[3] * p.scale)),
+               "r"(pack_bf16x2(v[4] * p.scale, v[5] * p.scale)), "r"(pack_bf16x2(v[6] * p.scale, v[7] * p.scale))
+               : "memory");
+}
+
 // The f32 scale at i of `s` when i < n, else 0 (columns / rows past the edge stay 0).
 __device__ __forceinline__ float scale_at(const float* s, uint32_t i, uint32_t n) { return i < n ? s[i] : 0.0f; }
+
+// The bf16 at i of `b` as f32 when i < n, else 0.
+__device__ __forceinline__ float bf16_at(const uint16_t* b, uint32_t i, uint32_t n) {
+  return i < n ? bf16_bits_to_f32(b[i]) : 0.0f;
+}
 
 // This warp's 16 rows (row0..) of the tile: slabs of 32 output columns through `buf`, the row and
 // channel scales (and GEGLU's bias and gelu) applied as the accumulators are staged.
@@ -267,37 +290,59 @@ __device__ __forceinline__ void epilogue(const GemmFp8Params& p, const Tile& t, 
   const uint32_t order = (lane >> 2) & 1u; // which float4 half first (conflict-free reads)
 #pragma unroll
   for (uint32_t s = 0; s < SLABS; ++s) {
+    // the slab's channel scales (and GEGLU gate scales and biases), all loaded before the first
+    // use: one memory round trip per slab, not one per 8-column group
+    float sv[EPI_W / 8][2], sg[EPI_W / 8][2] = {}, bv[EPI_W / 8][2] = {}, bg[EPI_W / 8][2] = {};
+#pragma unroll
+    for (uint32_t jj = 0; jj < EPI_W / 8; ++jj) {
+#pragma unroll
+      for (uint32_t e = 0; e < 2; ++e) {
+        const uint32_t col = t.n0 + 8 * (s * (EPI_W / 8) + jj) + 2 * (lane % 4) + e;
+        sv[jj][e] = scale_at(p.sb, col, p.n);
+        if constexpr (GEGLU) {
+          sg[jj][e] = scale_at(p.sb + p.n, col, p.n);
+          if (bias != nullptr) bv[jj][e] = bf16_at(bias, col, p.n), bg[jj][e] = bf16_at(bias + p.n, col, p.n);
+        }
+      }
+    }
 #pragma unroll
     for (uint32_t jj = 0; jj < EPI_W / 8; ++jj) {
       const uint32_t j = s * (EPI_W / 8) + jj; // 8-column accumulator group
-      float sv[2], sg[2] = {}, bv[2] = {}, bg[2] = {};
-#pragma unroll
-      for (uint32_t e = 0; e < 2; ++e) {
-        const uint32_t col = t.n0 + 8 * j + 2 * (lane % 4) + e;
-        sv[e] = scale_at(p.sb, col, p.n);
-        if constexpr (GEGLU) {
-          if (col < p.n) {
-            sg[e] = p.sb[p.n + col];
-            if (bias != nullptr) bv[e] = bf16_bits_to_f32(bias[col]), bg[e] = bf16_bits_to_f32(bias[p.n + col]);
-          }
-        }
-      }
 #pragma unroll
       for (uint32_t h = 0; h < 2; ++h) {
         float v[2];
 #pragma unroll
         for (uint32_t e = 0; e < 2; ++e) {
-          v[e] = acc[4 * j + 2 * h + e] * (sa[h] * sv[e]);
+          v[e] = acc[4 * j + 2 * h + e] * (sa[h] * sv[jj][e]);
           if constexpr (GEGLU)
-            v[e] = (v[e] + bv[e]) * gelu_erf(acc[4 * (j + BN / 16) + 2 * h + e] * (sa[h] * sg[e]) + bg[e]);
+            v[e] = (v[e] + bv[jj][e]) * gelu_erf(acc[4 * (j + BN / 16) + 2 * h + e] * (sa[h] * sg[jj][e]) + bg[jj][e]);
         }
         const uint32_t row = lane / 4 + 8 * h, col = 8 * jj + 2 * (lane % 4);
         *reinterpret_cast<float2*>(&buf[row * EPI_LD + col]) = make_float2(v[0], v[1]);
       }
     }
     __syncwarp();
+    // the bias / residual of the lane's chunks, loaded before the first use (one round trip for
+    // the slab); chunks off the edge or unaligned take store_chunk's guarded loads
+    constexpr uint32_t ITS = 16 * EPI_W / 8 / WARP_SIZE;
+    uint4 rb[ITS], rr[ITS];
+    bool whole[ITS];
 #pragma unroll
-    for (uint32_t it = 0; it < 16 * EPI_W / 8 / WARP_SIZE; ++it) {
+    for (uint32_t it = 0; it < ITS; ++it) {
+      const uint32_t idx = lane + it * WARP_SIZE;
+      const uint32_t row = row0 + idx / (EPI_W / 8), col0 = t.n0 + s * EPI_W + (idx % (EPI_W / 8)) * 8;
+      const uint16_t* b = p.geglu ? nullptr : bias;
+      const uint16_t* r = static_cast<const uint16_t*>(p.residual);
+      const uint64_t out = reinterpret_cast<uint64_t>(static_cast<const uint16_t*>(p.c) + (uint64_t)row * p.ldc + col0);
+      whole[it] = row < p.m && col0 + 8 <= p.n && out % 16 == 0 &&
+                  (b == nullptr || reinterpret_cast<uint64_t>(b + col0) % 16 == 0) &&
+                  (r == nullptr || reinterpret_cast<uint64_t>(r + (uint64_t)row * p.ldr + col0) % 16 == 0);
+      rb[it] = whole[it] && b != nullptr ? *reinterpret_cast<const uint4*>(b + col0) : make_uint4(0, 0, 0, 0);
+      rr[it] = whole[it] && r != nullptr ? *reinterpret_cast<const uint4*>(r + (uint64_t)row * p.ldr + col0)
+                                         : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (uint32_t it = 0; it < ITS; ++it) {
       const uint32_t idx = lane + it * WARP_SIZE;
       const uint32_t r = idx / (EPI_W / 8), cc = (idx % (EPI_W / 8)) * 8;
       const float* src = &buf[r * EPI_LD + cc];
@@ -305,7 +350,11 @@ __device__ __forceinline__ void epilogue(const GemmFp8Params& p, const Tile& t, 
       const float4 x1 = *reinterpret_cast<const float4*>(src + 4 * (order ^ 1u));
       const float4 lo = order ? x1 : x0, hi = order ? x0 : x1;
       float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-      store_chunk(p, row0 + r, t.n0 + s * EPI_W + cc, v);
+      if (whole[it]) {
+        store_whole(p, row0 + r, t.n0 + s * EPI_W + cc, v, rb[it], rr[it]);
+      } else {
+        store_chunk(p, row0 + r, t.n0 + s * EPI_W + cc, v);
+      }
     }
     __syncwarp(); // reads done before the next slab overwrites the buffer
   }
