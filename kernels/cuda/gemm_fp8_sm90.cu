@@ -25,7 +25,9 @@
 //     bytes per k32), one stage of wgmmas in flight; epilogue per consumer warp: sa sb applied to
 //     the accumulators while they are staged (16 x 40 f32 buffer, float2 writes, two float4
 //     reads per 8-column chunk in lane-dependent order: conflict-free), then bias, residual,
-//     scale and 16-byte bf16 stores (scalar at unaligned edges).
+//     scale and 16-byte bf16 stores (scalar at unaligned edges); a slab's channel scales (GEGLU:
+//     gate scales, biases) and its chunks' bias / residual are loaded before their first use
+//     (one memory round trip each per slab).
 // Shared memory: 4 x 48 KiB ring + 8 x 2560 B epilogue + 8 mbarriers + 1 KiB slack = 218176 B.
 // The launcher (engine/src/backends/cuda/gemm_fp8_sm90.rs) takes this path for linears whose
 // weights were loaded as fp8 (`--weights-dtype fp8`) on sm_90a; K and the quantised rows' strides
@@ -225,6 +227,14 @@ __device__ __forceinline__ void load_bf16x8(const uint16_t* q, uint32_t valid, f
   }
 }
 
+// scale * v as 8 bf16 at a 16-byte aligned out: one st.global.v4 (nvcc would split a uint4 store).
+__device__ __forceinline__ void store_bf16x8(__nv_bfloat16* out, const float (&v)[8], float scale) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(out), "r"(pack_bf16x2(v[0] * scale, v[1] * scale)),
+               "r"(pack_bf16x2(v[2] * scale, v[3] * scale)), "r"(pack_bf16x2(v[4] * scale, v[5] * scale)),
+               "r"(pack_bf16x2(v[6] * scale, v[7] * scale))
+               : "memory");
+}
+
 // Output chunk (row, col0..col0 + 7) = scale * (v (+ bias unless GEGLU added it) + residual), bf16.
 __device__ __forceinline__ void store_chunk(const GemmFp8Params& p, uint32_t row, uint32_t col0, float (&v)[8]) {
   if (row >= p.m || col0 >= p.n) return;
@@ -242,10 +252,7 @@ __device__ __forceinline__ void store_chunk(const GemmFp8Params& p, uint32_t row
   }
   __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.c) + (uint64_t)row * p.ldc + col0;
   if (valid == 8 && (reinterpret_cast<uint64_t>(out) % 16) == 0) {
-    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(out),
-                 "r"(pack_bf16x2(v[0] * p.scale, v[1] * p.scale)), "r"(pack_bf16x2(v[2] * p.scale, v[3] * p.scale)),
-                 "r"(pack_bf16x2(v[4] * p.scale, v[5] * p.scale)), "r"(pack_bf16x2(v[6] * p.scale, v[7] * p.scale))
-                 : "memory");
+    store_bf16x8(out, v, p.scale);
     return;
   }
 #pragma unroll
@@ -265,10 +272,7 @@ __device__ __forceinline__ void store_whole(const GemmFp8Params& p, uint32_t row
     v[2 * e + 1] = (v[2 * e + 1] + __uint_as_float(bw[e] & 0xffff0000u)) + __uint_as_float(rw[e] & 0xffff0000u);
   }
   __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.c) + (uint64_t)row * p.ldc + col0;
-  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(out),
-               "r"(pack_bf16x2(v[0] * p.scale, v[1] * p.scale)), "r"(pack_bf16x2(v[2] * p.scale, v[3] * p.scale)),
-               "r"(pack_bf16x2(v[4] * p.scale, v[5] * p.scale)), "r"(pack_bf16x2(v[6] * p.scale, v[7] * p.scale))
-               : "memory");
+  store_bf16x8(out, v, p.scale);
 }
 
 // The f32 scale at i of `s` when i < n, else 0 (columns / rows past the edge stay 0).
