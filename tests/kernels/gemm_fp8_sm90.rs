@@ -121,7 +121,9 @@ fn gemm_fp8_sm90_paper_quantize_rows() {
     for (i, (rows, k)) in PAPER_QUANT.into_iter().enumerate() {
         if sampled {
             let mut rng = Rng::new(1400 + i as u64);
-            let xa = dev.upload(&to_bf16(&rng.randn(rows * k, 3.0, 0.0))).unwrap();
+            let xa = dev
+                .upload(&to_bf16(&rng.randn(rows * k, 3.0, 0.0)))
+                .unwrap();
             let qa = dev.alloc_poisoned(rows * k).unwrap();
             let sa = dev.alloc_poisoned(rows * 4).unwrap();
             let p = QuantizeRowsParams::new(xa, qa, sa, rows as u64, k as u64, k as u64).unwrap();
@@ -316,12 +318,18 @@ fn gemm_fp8_sm90_shared_activation_quantised_once() {
         } else {
             &[ENTRY]
         };
-        assert_eq!(*entries.0.lock().unwrap(), want_entries, "linear {i} on the shared x");
+        assert_eq!(
+            *entries.0.lock().unwrap(),
+            want_entries,
+            "linear {i} on the shared x"
+        );
         let got = host_of(be, &out.unwrap());
         let (fresh_x, _) = rounded_pair(be, &[m, k], 190);
         let fresh = host_of(be, &be.linear(&fresh_x, &w, None).unwrap());
         assert!(
-            got.iter().zip(&fresh).all(|(a, b)| a.to_bits() == b.to_bits()),
+            got.iter()
+                .zip(&fresh)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
             "linear {i}: reused rows differ from a fresh quantisation"
         );
         let want = linear_fp8_ref(&xc, &wc, None, LinearEpilogue::default()).unwrap();

@@ -14,8 +14,8 @@
 //! frees are stream-ordered (one stream), so a buffer reused after a free is written only by
 //! kernels enqueued after the last reader of its previous tenant.
 
-use std::mem::ManuallyDrop;
 use std::any::Any;
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Result};

@@ -117,7 +117,12 @@ struct RowsE4m3 {
 /// `x (m, k)` quantised per row, once per buffer: the rows are kept in the buffer's memo (the
 /// bytes cannot change while shared), so the q / k / v projections of the same tokens quantise
 /// them once. A memo of another view (other `m`, `k`) is not used: those rows are made afresh.
-fn quantized_rows(be: &CudaBackend, x: &CudaTensor, m: usize, k: usize) -> Result<std::sync::Arc<RowsE4m3>> {
+fn quantized_rows(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    m: usize,
+    k: usize,
+) -> Result<std::sync::Arc<RowsE4m3>> {
     use std::sync::Arc;
     let memo = x.memo();
     if let Some(r) = memo.get().and_then(|b| b.downcast_ref::<Arc<RowsE4m3>>()) {
