@@ -10,9 +10,11 @@
 // round to nearest even, saturating); the activations by this module's quantize_rows entry.
 //
 // Entries:
-//   * quantize_rows_e4m3_v1_bf16 (one CTA of 256 threads per row): amax of the bf16 row (16-byte
-//     loads, warp + CTA max), sa = amax / 448 (1 for an all-zero row), q = e4m3_rn_satfinite(x / sa)
-//     (IEEE division: the CPU reference reproduces every byte), 8-byte stores of 8 codes;
+//   * quantize_rows_e4m3_v1_bf16 (8, 16 or 32 lanes per row by K, 256-thread CTAs): amax of the
+//     bf16 row (16-byte loads kept in registers for K <= 1280, K % 8 == 0: the row is read once;
+//     shuffle max; other K: a warp per row, two passes),
+//     sa = amax / 448 (1 for an all-zero row), q = e4m3_rn_satfinite(x / sa) (IEEE division: the
+//     CPU reference reproduces every byte), 8-byte stores of 8 codes (a row group: 64 contiguous bytes or more);
 //   * linear_fp8_sm90_v1_bf16 (384 threads = 3 warpgroups, 1 CTA per SM): gemm_sm90.cu's design
 //     with e4m3 operands: persistent CTAs over the output tiles with swizzled rasterisation, CTA
 //     tile 128 x 256 x 128 (GEGLU: 128 value + 128 gate rows of QB -> 128 outputs); a 4-stage
@@ -23,7 +25,9 @@
 //     bytes per k32), one stage of wgmmas in flight; epilogue per consumer warp: sa sb applied to
 //     the accumulators while they are staged (16 x 40 f32 buffer, float2 writes, two float4
 //     reads per 8-column chunk in lane-dependent order: conflict-free), then bias, residual,
-//     scale and 16-byte bf16 stores (scalar at unaligned edges).
+//     scale and 16-byte bf16 stores (scalar at unaligned edges); a slab's channel scales (GEGLU:
+//     gate scales, biases) and its chunks' bias / residual are loaded before their first use
+//     (one memory round trip each per slab).
 // Shared memory: 4 x 48 KiB ring + 8 x 2560 B epilogue + 8 mbarriers + 1 KiB slack = 218176 B.
 // The launcher (engine/src/backends/cuda/gemm_fp8_sm90.rs) takes this path for linears whose
 // weights were loaded as fp8 (`--weights-dtype fp8`) on sm_90a; K and the quantised rows' strides
@@ -46,6 +50,7 @@ constexpr uint32_t EPI_OFF = STAGES * STAGE_BYTES, BAR_OFF = EPI_OFF + CONSUMER_
 constexpr uint32_t SMEM_BYTES = BAR_OFF + 2 * STAGES * 8 + 1024;
 constexpr uint32_t RASTER_GROUP = 8;
 constexpr uint32_t Q_THREADS = 256;
+constexpr uint32_t Q_CHUNKS = 5, Q_REG_K = Q_CHUNKS * 32 * 8;  // rows read once: K <= 1280
 static_assert(A_BYTES % 1024 == 0 && STAGE_BYTES % 1024 == 0, "128B swizzle atoms stay 1024-byte aligned");
 static_assert(SMEM_BYTES == 218176, "kernels/src/gemm_fp8_sm90.rs SMEM_BYTES");
 
@@ -80,59 +85,99 @@ struct QuantizeRowsParams {
 // activation quantiser
 // ------------------------------------------------------------------------------------------------
 
-// 8 bf16 of row x from column c (valid leading ones, the rest 0) as f32: one 16-byte load when whole
-// (the launcher guarantees 16-byte aligned rows).
-__device__ __forceinline__ void load8(const uint16_t* x, uint32_t c, uint32_t k, float (&v)[8]) {
-  if (c + 8 <= k) {
-    const uint4 w = *reinterpret_cast<const uint4*>(x + c);
-    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+// 8 bf16 of row x from column c (valid leading ones, the rest +0) as raw bits: one 16-byte load when
+// whole (the launcher guarantees 16-byte aligned rows).
+__device__ __forceinline__ uint4 load8_bits(const uint16_t* x, uint32_t c, uint32_t k) {
+  if (c + 8 <= k) return *reinterpret_cast<const uint4*>(x + c);
+  uint32_t u[4] = {0, 0, 0, 0};
 #pragma unroll
-    for (uint32_t e = 0; e < 4; ++e) {
-      v[2 * e] = __uint_as_float(u[e] << 16);
-      v[2 * e + 1] = __uint_as_float(u[e] & 0xffff0000u);
-    }
-  } else {
+  for (uint32_t e = 0; e < 8; ++e)
+    if (c + e < k) u[e / 2] |= (uint32_t)x[c + e] << (16 * (e % 2));
+  return make_uint4(u[0], u[1], u[2], u[3]);
+}
+
+// The 8 bf16 of w as f32.
+__device__ __forceinline__ void unpack8(const uint4 w, float (&v)[8]) {
+  const uint32_t u[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
-    for (uint32_t e = 0; e < 8; ++e) v[e] = c + e < k ? bf16_bits_to_f32(x[c + e]) : 0.0f;
+  for (uint32_t e = 0; e < 4; ++e) {
+    v[2 * e] = __uint_as_float(u[e] << 16);
+    v[2 * e + 1] = __uint_as_float(u[e] & 0xffff0000u);
   }
 }
 
+__device__ __forceinline__ float amax8(const uint4 w, float amax) {
+  float v[8];
+  unpack8(w, v);
+#pragma unroll
+  for (uint32_t e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v[e]));
+  return amax;
+}
+
+// Codes of the 8 bf16 of w at columns c.. of row q (scale s): one 8-byte store when whole.
+__device__ __forceinline__ void store8_e4m3(uint8_t* q, uint32_t c, uint32_t k, const uint4 w, float s) {
+  float v[8];
+  unpack8(w, v);
+  uint32_t b[4];
+#pragma unroll
+  for (uint32_t e = 0; e < 4; ++e) b[e] = f32x2_to_e4m3x2(__fdiv_rn(v[2 * e], s), __fdiv_rn(v[2 * e + 1], s));
+  if (c + 8 <= k) {
+    *reinterpret_cast<uint2*>(q + c) = make_uint2(b[0] | (b[1] << 16), b[2] | (b[3] << 16));
+  } else {
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e)
+      if (c + e < k) q[c + e] = (uint8_t)(b[e / 2] >> (8 * (e % 2)));
+  }
+}
+
+// Whether rows of K are read once from registers: whole 16-byte chunks, K <= Q_REG_K.
+__device__ __forceinline__ bool quantize_in_registers(uint32_t k) { return k % 8 == 0 && k <= Q_REG_K; }
+
+// Lanes per row: in registers 8, 16 or 32, the fewest that hold the row in Q_CHUNKS 16-byte
+// chunks a lane (K 320 / 640 / 1280: every lane busy); else a warp. Mirrored by
+// kernels/src/gemm_fp8_sm90.rs `quantize_lanes`.
+__device__ __forceinline__ uint32_t quantize_lanes(uint32_t k) {
+  if (!quantize_in_registers(k)) return 32;
+  return k <= 64 * Q_CHUNKS ? 8 : k <= 128 * Q_CHUNKS ? 16 : 32;
+}
+
+// A group of quantize_lanes(K) lanes per row, Q_THREADS / lanes rows per CTA. Rows in registers
+// (quantize_in_registers) are read once: each lane keeps its Q_CHUNKS 16-byte chunks (columns (i * lanes + sub) * 8) in
+// registers, all loads issued before the group max; longer rows take two passes (the second
+// mostly from L2).
 extern "C" __global__ void __launch_bounds__(Q_THREADS) quantize_rows_e4m3_v1_bf16(const QuantizeRowsParams p) {
-  __shared__ float red[Q_THREADS / WARP_SIZE];
-  const uint32_t row = blockIdx.x;
-  if (row >= p.rows) return;
+  const uint32_t lanes = quantize_lanes(p.k), sub = threadIdx.x % lanes;
+  const uint32_t row = blockIdx.x * (Q_THREADS / lanes) + threadIdx.x / lanes;
+  const bool valid = row < p.rows; // uniform per group; the whole warp shuffles
   const uint16_t* x = p.x + (uint64_t)row * p.ldx;
-  float amax = 0.0f;
-  for (uint32_t c = threadIdx.x * 8; c < p.k; c += Q_THREADS * 8) {
-    float v[8];
-    load8(x, c, p.k, v);
-#pragma unroll
-    for (uint32_t e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v[e]));
-  }
-  amax = warp_max(amax);
-  if (threadIdx.x % WARP_SIZE == 0) red[threadIdx.x / WARP_SIZE] = amax;
-  __syncthreads();
-  amax = red[0];
-#pragma unroll
-  for (uint32_t w = 1; w < Q_THREADS / WARP_SIZE; ++w) amax = fmaxf(amax, red[w]);
-  const float s = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
-  if (threadIdx.x == 0) p.sa[row] = s;
   uint8_t* q = p.q + (uint64_t)row * p.ldq;
-  for (uint32_t c = threadIdx.x * 8; c < p.k; c += Q_THREADS * 8) {
-    float v[8];
-    load8(x, c, p.k, v);
-    uint32_t w[4];
+  float amax = 0.0f;
+  if (quantize_in_registers(p.k)) {
+    uint4 w[Q_CHUNKS];
 #pragma unroll
-    for (uint32_t e = 0; e < 4; ++e)
-      w[e] = f32x2_to_e4m3x2(__fdiv_rn(v[2 * e], s), __fdiv_rn(v[2 * e + 1], s));
-    if (c + 8 <= p.k) {
-      *reinterpret_cast<uint2*>(q + c) = make_uint2(w[0] | (w[1] << 16), w[2] | (w[3] << 16));
-    } else {
-#pragma unroll
-      for (uint32_t e = 0; e < 8; ++e)
-        if (c + e < p.k) q[c + e] = (uint8_t)(w[e / 2] >> (8 * (e % 2)));
+    for (uint32_t i = 0; i < Q_CHUNKS; ++i) {
+      const uint32_t c = (i * lanes + sub) * 8;
+      w[i] = valid && c < p.k ? *reinterpret_cast<const uint4*>(x + c) : make_uint4(0, 0, 0, 0);
     }
+#pragma unroll
+    for (uint32_t i = 0; i < Q_CHUNKS; ++i) amax = amax8(w[i], amax);
+    for (uint32_t o = lanes / 2; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(FULL_MASK, amax, o));
+    if (!valid) return;
+    const float s = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+    if (sub == 0) p.sa[row] = s;
+#pragma unroll
+    for (uint32_t i = 0; i < Q_CHUNKS; ++i) {
+      const uint32_t c = (i * lanes + sub) * 8;
+      if (c < p.k) store8_e4m3(q, c, c + 8, w[i], s); // whole chunks
+    }
+    return;
   }
+  if (!valid) return; // lanes == 32: warp-uniform
+  for (uint32_t c = sub * 8; c < p.k; c += WARP_SIZE * 8) amax = amax8(load8_bits(x, c, p.k), amax);
+  amax = warp_max(amax);
+  const float s = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+  if (sub == 0) p.sa[row] = s;
+  for (uint32_t c = sub * 8; c < p.k; c += WARP_SIZE * 8) store8_e4m3(q, c, p.k, load8_bits(x, c, p.k), s);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -182,6 +227,14 @@ __device__ __forceinline__ void load_bf16x8(const uint16_t* q, uint32_t valid, f
   }
 }
 
+// scale * v as 8 bf16 at a 16-byte aligned out: one st.global.v4 (nvcc would split a uint4 store).
+__device__ __forceinline__ void store_bf16x8(__nv_bfloat16* out, const float (&v)[8], float scale) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(out), "r"(pack_bf16x2(v[0] * scale, v[1] * scale)),
+               "r"(pack_bf16x2(v[2] * scale, v[3] * scale)), "r"(pack_bf16x2(v[4] * scale, v[5] * scale)),
+               "r"(pack_bf16x2(v[6] * scale, v[7] * scale))
+               : "memory");
+}
+
 // Output chunk (row, col0..col0 + 7) = scale * (v (+ bias unless GEGLU added it) + residual), bf16.
 __device__ __forceinline__ void store_chunk(const GemmFp8Params& p, uint32_t row, uint32_t col0, float (&v)[8]) {
   if (row >= p.m || col0 >= p.n) return;
@@ -199,10 +252,7 @@ __device__ __forceinline__ void store_chunk(const GemmFp8Params& p, uint32_t row
   }
   __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.c) + (uint64_t)row * p.ldc + col0;
   if (valid == 8 && (reinterpret_cast<uint64_t>(out) % 16) == 0) {
-    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(out),
-                 "r"(pack_bf16x2(v[0] * p.scale, v[1] * p.scale)), "r"(pack_bf16x2(v[2] * p.scale, v[3] * p.scale)),
-                 "r"(pack_bf16x2(v[4] * p.scale, v[5] * p.scale)), "r"(pack_bf16x2(v[6] * p.scale, v[7] * p.scale))
-                 : "memory");
+    store_bf16x8(out, v, p.scale);
     return;
   }
 #pragma unroll
@@ -210,8 +260,28 @@ __device__ __forceinline__ void store_chunk(const GemmFp8Params& p, uint32_t row
     if (e < valid) out[e] = from_f32<__nv_bfloat16>(v[e] * p.scale);
 }
 
+// A whole, aligned output chunk (row, col0..col0 + 7) = scale * (v + bias + residual) from the
+// bias / residual bits loaded ahead (0 when absent): store_chunk's sums in its order, one 16-byte
+// store.
+__device__ __forceinline__ void store_whole(const GemmFp8Params& p, uint32_t row, uint32_t col0, float (&v)[8],
+                                            const uint4 b, const uint4 r) {
+  const uint32_t bw[4] = {b.x, b.y, b.z, b.w}, rw[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+  for (uint32_t e = 0; e < 4; ++e) {
+    v[2 * e] = (v[2 * e] + __uint_as_float(bw[e] << 16)) + __uint_as_float(rw[e] << 16);
+    v[2 * e + 1] = (v[2 * e + 1] + __uint_as_float(bw[e] & 0xffff0000u)) + __uint_as_float(rw[e] & 0xffff0000u);
+  }
+  __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.c) + (uint64_t)row * p.ldc + col0;
+  store_bf16x8(out, v, p.scale);
+}
+
 // The f32 scale at i of `s` when i < n, else 0 (columns / rows past the edge stay 0).
 __device__ __forceinline__ float scale_at(const float* s, uint32_t i, uint32_t n) { return i < n ? s[i] : 0.0f; }
+
+// The bf16 at i of `b` as f32 when i < n, else 0.
+__device__ __forceinline__ float bf16_at(const uint16_t* b, uint32_t i, uint32_t n) {
+  return i < n ? bf16_bits_to_f32(b[i]) : 0.0f;
+}
 
 // This warp's 16 rows (row0..) of the tile: slabs of 32 output columns through `buf`, the row and
 // channel scales (and GEGLU's bias and gelu) applied as the accumulators are staged.
@@ -224,37 +294,59 @@ __device__ __forceinline__ void epilogue(const GemmFp8Params& p, const Tile& t, 
   const uint32_t order = (lane >> 2) & 1u; // which float4 half first (conflict-free reads)
 #pragma unroll
   for (uint32_t s = 0; s < SLABS; ++s) {
+    // the slab's channel scales (and GEGLU gate scales and biases), all loaded before the first
+    // use: one memory round trip per slab, not one per 8-column group
+    float sv[EPI_W / 8][2], sg[EPI_W / 8][2] = {}, bv[EPI_W / 8][2] = {}, bg[EPI_W / 8][2] = {};
+#pragma unroll
+    for (uint32_t jj = 0; jj < EPI_W / 8; ++jj) {
+#pragma unroll
+      for (uint32_t e = 0; e < 2; ++e) {
+        const uint32_t col = t.n0 + 8 * (s * (EPI_W / 8) + jj) + 2 * (lane % 4) + e;
+        sv[jj][e] = scale_at(p.sb, col, p.n);
+        if constexpr (GEGLU) {
+          sg[jj][e] = scale_at(p.sb + p.n, col, p.n);
+          if (bias != nullptr) bv[jj][e] = bf16_at(bias, col, p.n), bg[jj][e] = bf16_at(bias + p.n, col, p.n);
+        }
+      }
+    }
 #pragma unroll
     for (uint32_t jj = 0; jj < EPI_W / 8; ++jj) {
       const uint32_t j = s * (EPI_W / 8) + jj; // 8-column accumulator group
-      float sv[2], sg[2] = {}, bv[2] = {}, bg[2] = {};
-#pragma unroll
-      for (uint32_t e = 0; e < 2; ++e) {
-        const uint32_t col = t.n0 + 8 * j + 2 * (lane % 4) + e;
-        sv[e] = scale_at(p.sb, col, p.n);
-        if constexpr (GEGLU) {
-          if (col < p.n) {
-            sg[e] = p.sb[p.n + col];
-            if (bias != nullptr) bv[e] = bf16_bits_to_f32(bias[col]), bg[e] = bf16_bits_to_f32(bias[p.n + col]);
-          }
-        }
-      }
 #pragma unroll
       for (uint32_t h = 0; h < 2; ++h) {
         float v[2];
 #pragma unroll
         for (uint32_t e = 0; e < 2; ++e) {
-          v[e] = acc[4 * j + 2 * h + e] * (sa[h] * sv[e]);
+          v[e] = acc[4 * j + 2 * h + e] * (sa[h] * sv[jj][e]);
           if constexpr (GEGLU)
-            v[e] = (v[e] + bv[e]) * gelu_erf(acc[4 * (j + BN / 16) + 2 * h + e] * (sa[h] * sg[e]) + bg[e]);
+            v[e] = (v[e] + bv[jj][e]) * gelu_erf(acc[4 * (j + BN / 16) + 2 * h + e] * (sa[h] * sg[jj][e]) + bg[jj][e]);
         }
         const uint32_t row = lane / 4 + 8 * h, col = 8 * jj + 2 * (lane % 4);
         *reinterpret_cast<float2*>(&buf[row * EPI_LD + col]) = make_float2(v[0], v[1]);
       }
     }
     __syncwarp();
+    // the bias / residual of the lane's chunks, loaded before the first use (one round trip for
+    // the slab); chunks off the edge or unaligned take store_chunk's guarded loads
+    constexpr uint32_t ITS = 16 * EPI_W / 8 / WARP_SIZE;
+    uint4 rb[ITS], rr[ITS];
+    bool whole[ITS];
 #pragma unroll
-    for (uint32_t it = 0; it < 16 * EPI_W / 8 / WARP_SIZE; ++it) {
+    for (uint32_t it = 0; it < ITS; ++it) {
+      const uint32_t idx = lane + it * WARP_SIZE;
+      const uint32_t row = row0 + idx / (EPI_W / 8), col0 = t.n0 + s * EPI_W + (idx % (EPI_W / 8)) * 8;
+      const uint16_t* b = p.geglu ? nullptr : bias;
+      const uint16_t* r = static_cast<const uint16_t*>(p.residual);
+      const uint64_t out = reinterpret_cast<uint64_t>(static_cast<const uint16_t*>(p.c) + (uint64_t)row * p.ldc + col0);
+      whole[it] = row < p.m && col0 + 8 <= p.n && out % 16 == 0 &&
+                  (b == nullptr || reinterpret_cast<uint64_t>(b + col0) % 16 == 0) &&
+                  (r == nullptr || reinterpret_cast<uint64_t>(r + (uint64_t)row * p.ldr + col0) % 16 == 0);
+      rb[it] = whole[it] && b != nullptr ? *reinterpret_cast<const uint4*>(b + col0) : make_uint4(0, 0, 0, 0);
+      rr[it] = whole[it] && r != nullptr ? *reinterpret_cast<const uint4*>(r + (uint64_t)row * p.ldr + col0)
+                                         : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (uint32_t it = 0; it < ITS; ++it) {
       const uint32_t idx = lane + it * WARP_SIZE;
       const uint32_t r = idx / (EPI_W / 8), cc = (idx % (EPI_W / 8)) * 8;
       const float* src = &buf[r * EPI_LD + cc];
@@ -262,7 +354,11 @@ __device__ __forceinline__ void epilogue(const GemmFp8Params& p, const Tile& t, 
       const float4 x1 = *reinterpret_cast<const float4*>(src + 4 * (order ^ 1u));
       const float4 lo = order ? x1 : x0, hi = order ? x0 : x1;
       float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-      store_chunk(p, row0 + r, t.n0 + s * EPI_W + cc, v);
+      if (whole[it]) {
+        store_whole(p, row0 + r, t.n0 + s * EPI_W + cc, v, rb[it], rr[it]);
+      } else {
+        store_chunk(p, row0 + r, t.n0 + s * EPI_W + cc, v);
+      }
     }
     __syncwarp(); // reads done before the next slab overwrites the buffer
   }

@@ -17,8 +17,11 @@ pub const BN: u32 = 256;
 pub const BK: u32 = 128;
 /// Producer warpgroup + two consumer warpgroups.
 pub const THREADS: u32 = 384;
-/// Threads of a `quantize_rows` CTA (one row each).
+/// Threads of a `quantize_rows` CTA.
 pub const Q_THREADS: u32 = 256;
+/// 16-byte chunks (8 bf16) a `quantize_rows` lane keeps in registers: rows of K <= 32 x 8 x
+/// `Q_CHUNKS` = 1280 are read once.
+pub const Q_CHUNKS: u32 = 5;
 /// Dynamic shared memory: 4 stages of (128 + 256) x 128 bytes, 8 warp epilogue buffers of 16 x 40
 /// f32, 8 mbarriers, 1 KiB alignment slack (`static_assert` in the `.cu`).
 pub const SMEM_BYTES: u32 = 4 * (BM + BN) * BK + 8 * 16 * 40 * 4 + 8 * 8 + 1024;
@@ -38,7 +41,7 @@ pub const ENTRIES: &[Entry] = &[
         "quantize_rows_e4m3",
         DType::Bf16,
         ("QuantizeRowsParams", 40),
-        "grid = rows, block = 256",
+        "grid = ceil(rows / (256 / lanes)), block = 256; lanes per row 8 | 16 | 32 by K",
     ),
     Entry::v1(
         ENTRY,
@@ -210,10 +213,25 @@ impl QuantizeRowsParams {
     }
 }
 
-/// One CTA of [`Q_THREADS`] per row.
-pub fn quantize_launch_config(rows: u64) -> LaunchConfig {
+/// Lanes per row of `quantize_rows` (mirrors the `.cu`): rows of whole 16-byte chunks with
+/// K <= 32 x 8 x [`Q_CHUNKS`] = 1280 are read once from registers by 8, 16 or 32 lanes, the
+/// fewest whose [`Q_CHUNKS`] chunks a lane hold the row (K 320 / 640 / 1280: 8 / 16 / 32); other
+/// rows by a warp in two passes.
+pub fn quantize_lanes(k: u64) -> u32 {
+    let chunks = Q_CHUNKS as u64 * 8;
+    match k {
+        k if k % 8 != 0 || k > 32 * chunks => 32,
+        k if k <= 8 * chunks => 8,
+        k if k <= 16 * chunks => 16,
+        _ => 32,
+    }
+}
+
+/// [`quantize_lanes`]`(k)` lanes per row: `ceil(rows / (Q_THREADS / lanes))` CTAs of [`Q_THREADS`].
+pub fn quantize_launch_config(rows: u64, k: u64) -> LaunchConfig {
+    let rows_per_cta = (Q_THREADS / quantize_lanes(k)) as u64;
     LaunchConfig {
-        grid: [rows as u32, 1, 1],
+        grid: [ceil_div(rows, rows_per_cta) as u32, 1, 1],
         block: [Q_THREADS, 1, 1],
         dynamic_smem_bytes: 0,
     }

@@ -35,10 +35,20 @@ fn pad_rows(q: &[u8], rows: usize, k: usize, ldq: usize) -> Vec<u8> {
     out
 }
 
-/// (rows, K, ldx): K tails of the 8-element chunks, rows padded past K, more than one pass of the
-/// 256 threads (K > 2048).
-const QUANT_CASES: [(usize, usize, usize); 4] =
-    [(3, 37, 40), (5, 72, 72), (2, 2600, 2608), (4, 8, 16)];
+/// (rows, K, ldx): 8 / 16 / 32 lanes per row, 32 / 16 / 8 rows per CTA (row counts off those:
+/// idle lanes of the last CTA, which still shuffle); K tails of the 8-element chunks, rows padded
+/// past K; the register path (K % 8 = 0, K <= 1280 read once: 8 lanes a row up to K 320, 16 at
+/// 648, 32 at exactly 1280) and the two-pass path (K 1288 just past it, 2600 and 37 with a tail).
+const QUANT_CASES: [(usize, usize, usize); 8] = [
+    (3, 37, 40),
+    (5, 72, 72),
+    (2, 2600, 2608),
+    (4, 8, 16),
+    (11, 320, 328),
+    (7, 648, 656),
+    (9, 1280, 1280),
+    (10, 1288, 1296),
+];
 
 fn run_quantize(
     dev: &mut Device,
@@ -69,7 +79,7 @@ fn run_quantize(
     dev.launch(
         KernelModule::GemmFp8Sm90,
         QUANTIZE_ENTRY,
-        fp8::quantize_launch_config(rows as u64),
+        fp8::quantize_launch_config(rows as u64, k as u64),
         &p,
     )?;
     let got_q: Vec<u8> = dev.download(qa, rows * ldq)?;
@@ -86,6 +96,45 @@ fn run_quantize(
 }
 
 crate::harness::schedules_test!(gemm_fp8_sm90_quantize_rows, QUANT_CASES, 1200, run_quantize);
+
+/// The paper step's `quantize_rows` launch classes (rows, K): the 320 / 640 / 1280-channel token
+/// rows of the U-Net's linears at 64 x 64, 32 x 32, 16 x 16 frames (and 2048 rows of 1280).
+const PAPER_QUANT: [(usize, usize); 4] = [(131072, 320), (32768, 640), (8192, 1280), (2048, 1280)];
+
+/// [`PAPER_QUANT`] through `quantize_rows_e4m3_v1_bf16`, checked byte for byte against the CPU
+/// reference. Ignored (minutes of emulation); run on the stand-in
+/// (`CYBERHOST_KERNEL_TEST_DEVICE=stand-in`) with `PTX_EMU_SAMPLE_BLOCKS=2 PTX_EMU_STATS=F.jsonl`
+/// for the launches' counters (`gpu-report --gpu h100-sxm F.jsonl`:
+/// docs/performance.md; only sampled blocks run then, so nothing is compared).
+#[test]
+#[ignore = "minutes of emulation: a profiling run for docs/performance.md"]
+fn gemm_fp8_sm90_paper_quantize_rows() {
+    let sampled = std::env::var_os("PTX_EMU_SAMPLE_BLOCKS").is_some();
+    let mut dev = if sampled {
+        crate::attention::stand_in_device()
+    } else {
+        crate::harness::Device::new(1, 0)
+    };
+    if !crate::harness::runs_or_refuses(&dev, KernelModule::GemmFp8Sm90) {
+        return;
+    }
+    for (i, (rows, k)) in PAPER_QUANT.into_iter().enumerate() {
+        if sampled {
+            let mut rng = Rng::new(1400 + i as u64);
+            let xa = dev
+                .upload(&to_bf16(&rng.randn(rows * k, 3.0, 0.0)))
+                .unwrap();
+            let qa = dev.alloc_poisoned(rows * k).unwrap();
+            let sa = dev.alloc_poisoned(rows * 4).unwrap();
+            let p = QuantizeRowsParams::new(xa, qa, sa, rows as u64, k as u64, k as u64).unwrap();
+            let cfg = fp8::quantize_launch_config(rows as u64, k as u64);
+            dev.launch(KernelModule::GemmFp8Sm90, QUANTIZE_ENTRY, cfg, &p)
+                .unwrap();
+        } else {
+            run_quantize(&mut dev, (rows, k, k), 1400 + i as u64).unwrap();
+        }
+    }
+}
 
 /// A case and the SM count its persistent grid is sized for (`ctas` < tiles: CTAs loop).
 #[derive(Clone, Copy, Debug)]
@@ -157,7 +206,7 @@ fn run_fp8(dev: &mut Device, v: Fp8Case, seed: u64) -> anyhow::Result<()> {
     dev.launch(
         KernelModule::GemmFp8Sm90,
         QUANTIZE_ENTRY,
-        fp8::quantize_launch_config(m as u64),
+        fp8::quantize_launch_config(m as u64, k as u64),
         &q,
     )?;
     let s = Fp8Shape {
@@ -235,4 +284,57 @@ fn host_of(
 ) -> Vec<f32> {
     use cyberhost_engine::backends::Backend;
     be.to_f32(t).unwrap()
+}
+
+/// `--weights-dtype fp8` linears sharing one activation (the q / k / v projections of the same
+/// tokens): the first quantises x (`quantize_rows` + the GEMM), the others reuse its e4m3 rows
+/// (the GEMM only: the launches seen by the backend's launch observer); each output equals, bit
+/// for bit, that of a fresh copy of x (quantised afresh), and the CPU's dequantised linear
+/// (`linear_fp8_ref`) within [`TOL_BF16`]. K and N off the tiles, M off the quantiser's rows per
+/// CTA.
+#[test]
+fn gemm_fp8_sm90_shared_activation_quantised_once() {
+    use crate::common::{emulated_backend, rounded_pair};
+    use crate::gemm_sm90::Entries;
+    use cyberhost_engine::backends::cpu::gemm_fp8_sm90::linear_fp8_ref;
+    use cyberhost_engine::backends::{Backend, LinearEpilogue};
+    use std::sync::Arc;
+    let _serial = crate::common::cuda_serial();
+    let be = emulated_backend();
+    if be.set_weights_fp8(true).is_err() {
+        return; // the sm_80 kernel set: no FP8 path
+    }
+    let (m, k, n) = (70usize, 136usize, 40usize);
+    let (x, xc) = rounded_pair(be, &[m, k], 190);
+    for (i, seed) in [191u64, 192, 193].into_iter().enumerate() {
+        let (w, wc) = rounded_pair(be, &[n, k], seed);
+        be.prepare_linear_weight(&w).unwrap();
+        let entries = Arc::new(Entries::default());
+        be.device().set_launch_observer(Some(entries.clone()));
+        let out = be.linear(&x, &w, None);
+        be.device().set_launch_observer(None);
+        let want_entries: &[&str] = if i == 0 {
+            &[QUANTIZE_ENTRY, ENTRY]
+        } else {
+            &[ENTRY]
+        };
+        assert_eq!(
+            *entries.0.lock().unwrap(),
+            want_entries,
+            "linear {i} on the shared x"
+        );
+        let got = host_of(be, &out.unwrap());
+        let (fresh_x, _) = rounded_pair(be, &[m, k], 190);
+        let fresh = host_of(be, &be.linear(&fresh_x, &w, None).unwrap());
+        assert!(
+            got.iter()
+                .zip(&fresh)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "linear {i}: reused rows differ from a fresh quantisation"
+        );
+        let want = linear_fp8_ref(&xc, &wc, None, LinearEpilogue::default()).unwrap();
+        let err = rel_l2(&got, want.data());
+        assert!(err <= TOL_BF16, "linear {i}: rel L2 {err:.4} > {TOL_BF16}");
+    }
+    be.set_weights_fp8(false).unwrap();
 }

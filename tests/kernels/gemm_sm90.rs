@@ -130,7 +130,7 @@ fn gemm_sm90_supports() {
 
 /// Entry names the backend launches while installed as its device's observer.
 #[derive(Default)]
-struct Entries(Mutex<Vec<String>>);
+pub(crate) struct Entries(pub(crate) Mutex<Vec<String>>);
 
 impl LaunchObserver for Entries {
     fn before_launch(&self, _: &Arc<CudaStream>, _: KernelModule, entry: &str) {

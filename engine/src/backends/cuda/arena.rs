@@ -14,8 +14,9 @@
 //! frees are stream-ordered (one stream), so a buffer reused after a free is written only by
 //! kernels enqueued after the last reader of its previous tenant.
 
+use std::any::Any;
 use std::mem::ManuallyDrop;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Result};
 use cudarc::driver::{CudaSlice, CudaStream};
@@ -25,10 +26,15 @@ use crate::placement::{self, align_up};
 /// First fake device address handed out by a dry run (never dereferenced: launches are skipped).
 const PHANTOM_BASE: u64 = 0x7f00_0000_0000;
 
+/// Something computed from a buffer's bytes and kept as long as they are (the e4m3 rows of
+/// `gemm_fp8_sm90::linear`): set once, dropped with the buffer, cleared by any mutable access.
+pub(crate) type Memo = OnceLock<Box<dyn Any + Send + Sync>>;
+
 /// The device bytes of a tensor and who owns them.
 pub struct DeviceBuffer {
     slice: ManuallyDrop<CudaSlice<u8>>,
     owner: Owner,
+    memo: Memo,
 }
 
 enum Owner {
@@ -45,6 +51,7 @@ impl DeviceBuffer {
         DeviceBuffer {
             slice: ManuallyDrop::new(slice),
             owner: Owner::Driver,
+            memo: Memo::new(),
         }
     }
 
@@ -62,6 +69,7 @@ impl DeviceBuffer {
         DeviceBuffer {
             slice: ManuallyDrop::new(slice),
             owner: Owner::Arena(arena.clone()),
+            memo: Memo::new(),
         }
     }
 
@@ -78,7 +86,13 @@ impl DeviceBuffer {
         DeviceBuffer {
             slice: ManuallyDrop::new(slice),
             owner: Owner::Recorded { rec, id },
+            memo: Memo::new(),
         }
+    }
+
+    /// The buffer's [`Memo`] (the bytes cannot change while it is shared: see `DerefMut`).
+    pub(crate) fn memo(&self) -> &Memo {
+        &self.memo
     }
 }
 
@@ -91,6 +105,8 @@ impl std::ops::Deref for DeviceBuffer {
 
 impl std::ops::DerefMut for DeviceBuffer {
     fn deref_mut(&mut self) -> &mut CudaSlice<u8> {
+        // the bytes may change: what was derived from them goes
+        self.memo.take();
         &mut self.slice
     }
 }

@@ -42,7 +42,7 @@ pub fn quantize_rows(
         return Ok(());
     }
     let p = QuantizeRowsParams::new(x, q, sa, rows, k, ldx)?;
-    let cfg = gemm_fp8_sm90::quantize_launch_config(rows);
+    let cfg = gemm_fp8_sm90::quantize_launch_config(rows, k);
     // SAFETY: `QuantizeRowsParams` mirrors the .cu struct; the caller sized x (rows x ldx bf16),
     // q (rows x ldq bytes) and sa (rows f32).
     unsafe { dev.launch(KernelModule::GemmFp8Sm90, QUANTIZE_ENTRY, cfg, &p) }
@@ -106,8 +106,53 @@ pub(crate) fn quantize_weight(be: &CudaBackend, w: &CudaTensor) -> Result<()> {
     Ok(())
 }
 
+/// The e4m3 rows of a bf16 activation: codes `(m, ldq(k))` and f32 row scales `(m)`.
+struct RowsE4m3 {
+    m: usize,
+    k: usize,
+    q: CudaTensor,
+    s: CudaTensor,
+}
+
+/// `x (m, k)` quantised per row, once per buffer: the rows are kept in the buffer's memo (the
+/// bytes cannot change while shared), so the q / k / v projections of the same tokens quantise
+/// them once. A memo of another view (other `m`, `k`) is not used: those rows are made afresh.
+fn quantized_rows(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    m: usize,
+    k: usize,
+) -> Result<std::sync::Arc<RowsE4m3>> {
+    use std::sync::Arc;
+    let memo = x.memo();
+    if let Some(r) = memo.get().and_then(|b| b.downcast_ref::<Arc<RowsE4m3>>()) {
+        if r.m == m && r.k == k {
+            return Ok(r.clone());
+        }
+    }
+    let ldq = gemm_fp8_sm90::ldq(k as u64);
+    let rows = Arc::new(RowsE4m3 {
+        m,
+        k,
+        q: byte_buffer(be, m * ldq as usize)?,
+        s: be.alloc(&[m], DType::F32)?,
+    });
+    quantize_rows(
+        be.device(),
+        be.ptr(x),
+        be.ptr(&rows.q),
+        be.ptr(&rows.s),
+        m as u64,
+        k as u64,
+        k as u64,
+    )?;
+    // first quantisation of this buffer wins the memo; a different view's rows are not kept
+    let _ = memo.set(Box::new(rows.clone()));
+    Ok(rows)
+}
+
 /// `scale * (x . w^T + bias [GEGLU] + residual)` for bf16 `x` `(.., k)` on `w`'s e4m3 copy `f`:
-/// x quantised per row, then `linear_fp8_sm90_v1_bf16`. `residual`: `(M, N)` or none. `None`
+/// x quantised per row (once per buffer: [`quantized_rows`]), then `linear_fp8_sm90_v1_bf16`. `residual`: `(M, N)` or none. `None`
 /// when x does not fit the quantiser (the caller runs the bf16 GEMM).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear(
@@ -127,22 +172,12 @@ pub(crate) fn linear(
         return Ok(None);
     }
     let ldq = gemm_fp8_sm90::ldq(k as u64);
-    let qa = byte_buffer(be, m * ldq as usize)?;
-    let sa = be.alloc(&[m], DType::F32)?;
-    let dev = be.device();
-    quantize_rows(
-        dev,
-        be.ptr(x),
-        be.ptr(&qa),
-        be.ptr(&sa),
-        m as u64,
-        k as u64,
-        k as u64,
-    )?;
+    let rows = quantized_rows(be, x, m, k)?;
+    let (qa, sa) = (&rows.q, &rows.s);
     let out = be.alloc(out_shape, DType::Bf16)?;
     let p = Fp8Ptrs {
-        qa: be.ptr(&qa),
-        sa: be.ptr(&sa),
+        qa: be.ptr(qa),
+        sa: be.ptr(sa),
         qb: be.ptr(&f.q),
         sb: be.ptr(&f.s),
         bias: bias.map_or(0, |b| be.ptr(b)),
@@ -157,6 +192,6 @@ pub(crate) fn linear(
         ldr: n as u64,
         ldc: n as u64,
     };
-    launch(dev, p, s, Fp8Epilogue { scale, geglu })?;
+    launch(be.device(), p, s, Fp8Epilogue { scale, geglu })?;
     Ok(Some(out))
 }

@@ -36,6 +36,11 @@ impl CudaTensor {
         &self.buf
     }
 
+    /// The [`Memo`](super::arena::Memo) of the tensor's bytes (shared by clones and reshapes).
+    pub(crate) fn memo(&self) -> &super::arena::Memo {
+        self.buf.memo()
+    }
+
     /// Mutable device bytes of a tensor no clone shares yet (a fresh output).
     pub(crate) fn buf_mut(&mut self) -> Result<&mut CudaSlice<u8>> {
         Arc::get_mut(&mut self.buf)
