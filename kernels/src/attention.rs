@@ -505,15 +505,16 @@ pub fn persistent_grid(tiles: u64, ctas_per_sm: u32, sm_count: u32) -> [u32; 3] 
 /// `min(ceil(Lq / BM) H B, ctas_per_sm sm_count)` blocks walking the tiles head-major, the others
 /// one block per tile, grid `(ceil(Lq / BM), H, B)`; `block = 2 BM`, static smem only.
 pub fn launch_config(t: AttnTraits, shape: AttentionShape, sm_count: u32) -> LaunchConfig {
-    let grid = if t.persistent {
-        persistent_grid(query_tiles(shape, t.bm), t.ctas_per_sm, sm_count)
-    } else {
-        [
-            tiles(shape.lq, t.bm),
-            shape.heads.max(1) as u32,
-            shape.batch.max(1) as u32,
-        ]
-    };
+    if t.persistent {
+        let tiles = query_tiles(shape, t.bm);
+        let grid = persistent_grid(tiles, t.ctas_per_sm, sm_count);
+        return LaunchConfig::blocks(grid, t.threads()).persistent_over(tiles);
+    }
+    let grid = [
+        tiles(shape.lq, t.bm),
+        shape.heads.max(1) as u32,
+        shape.batch.max(1) as u32,
+    ];
     LaunchConfig::blocks(grid, t.threads())
 }
 

@@ -68,6 +68,8 @@ pub fn launch_config(s: Conv2dShape, sms: u32) -> LaunchConfig {
         grid: [x, tiles(s.c_out_g(), C90_BM), s.groups.max(1) as u32],
         block: [C90_THREADS, 1, 1],
         dynamic_smem_bytes: C90_SMEM_BYTES,
+        // block x of row tile y walks column tiles x, x + grid.x, ..
+        persistent_tiles: col_tiles as u64,
     }
 }
 

@@ -714,6 +714,12 @@ impl GemmPlan {
             grid,
             block: [self.tile.threads(), 1, 1],
             dynamic_smem_bytes: self.tile.smem_bytes(),
+            // persistent: CTA b runs tiles b, b + ctas, .. (split-K: one CTA per tile and split)
+            persistent_tiles: if self.splits > 1 {
+                0
+            } else {
+                self.tile.tiles(shape, geglu).max(1)
+            },
         }
     }
 

@@ -201,6 +201,7 @@ pub fn launch_config(shape: GemmShape, geglu: bool, sm_count: u32) -> LaunchConf
         grid: [ctas, 1, 1],
         block: [THREADS, 1, 1],
         dynamic_smem_bytes: SMEM_BYTES,
+        persistent_tiles: tiles(shape, geglu),
     }
 }
 

@@ -204,6 +204,7 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
             dynamic_smem_bytes,
             params,
             cluster,
+            work,
         } => {
             bump(&c.kernel_launches);
             let cfg = LaunchConfig {
@@ -225,7 +226,7 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
                         cfg: &cfg,
                         params: &slices,
                     };
-                    profile::launch(p, call, *cluster, &mut ctx.mem, &opts)
+                    profile::launch(p, call, *cluster, work.as_deref(), &mut ctx.mem, &opts)
                 }
                 None => {
                     let call = ptx_emu::KernelCall {
