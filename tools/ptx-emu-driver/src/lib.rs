@@ -14,7 +14,9 @@
 //! - Entry points this driver resolves but does not implement print their name and return
 //!   `CUDA_ERROR_NOT_SUPPORTED` (801).
 //! - `ptxemu_stats` (extra symbol) exposes call counters (allocations, launches, ...);
-//!   `ptxemu_instruction_counts` the instructions kernels executed.
+//!   `ptxemu_instruction_counts` the instructions kernels executed; `ptxemu_set_launch_work`
+//!   states how the next launch's blocks share its work (the profiler's sampled blocks are
+//!   weighted by it, docs/profiling.md).
 #![allow(
     non_snake_case,
     clippy::missing_safety_doc,
