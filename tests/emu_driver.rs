@@ -350,7 +350,10 @@ fn persistent_attention_shape() -> cyberhost_kernels::attention::AttentionShape 
 }
 
 /// Rows of the stats file of a [`child_persistent_attention`] run with `sample` blocks at most.
-fn persistent_attention_rows(dir: &std::path::Path, sample: Option<&str>) -> Vec<serde_json::Value> {
+fn persistent_attention_rows(
+    dir: &std::path::Path,
+    sample: Option<&str>,
+) -> Vec<serde_json::Value> {
     let file = dir.join(format!("stats-{}.jsonl", sample.unwrap_or("all")));
     let path = file.to_str().unwrap();
     common::child_test_output(
@@ -380,7 +383,11 @@ fn persistent_engine_launch_samples_exact_tensor_work() {
     let dir = tempfile::tempdir().unwrap();
     let full = persistent_attention_rows(dir.path(), None);
     let sampled = persistent_attention_rows(dir.path(), Some("2"));
-    assert_eq!((full.len(), sampled.len()), (2, 2), "a direct launch and a graph replay");
+    assert_eq!(
+        (full.len(), sampled.len()),
+        (2, 2),
+        "a direct launch and a graph replay"
+    );
     let u = |r: &serde_json::Value, k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k}: {r}"));
     for (f, s) in full.iter().zip(&sampled) {
         assert_eq!((u(f, "blocks_total"), u(f, "blocks_executed")), (6, 6));
@@ -398,7 +405,10 @@ fn persistent_engine_launch_samples_exact_tensor_work() {
         ] {
             assert_eq!(u(s, k), u(f, k), "{k}");
         }
-        assert_eq!(s["emu__flop_tensor_by_dtype"], f["emu__flop_tensor_by_dtype"]);
+        assert_eq!(
+            s["emu__flop_tensor_by_dtype"],
+            f["emu__flop_tensor_by_dtype"]
+        );
         let per_tile = u(f, "flop_tensor") / 10;
         assert_eq!(per_tile * 10, u(f, "flop_tensor"), "equal tiles");
         assert_ne!(per_tile * 9, u(f, "flop_tensor"));

@@ -593,6 +593,9 @@ mod tests {
         let t48 = traits_for(40, DType::Bf16).unwrap();
         assert!(!t48.persistent && t.persistent);
         assert_eq!(launch_config(t48, s(4096, 8, 16), 108).grid, [32, 8, 16]);
+        // the profiler's work split: persistent launches state their tiles, the others none
+        assert_eq!(launch_config(t, s(1024, 8, 16), 108).persistent_tiles, 2048);
+        assert_eq!(launch_config(t48, s(4096, 8, 16), 108).persistent_tiles, 0);
         let st = AttnStrides::bhld(65_535, 1 << 20, 80);
         let big = s(1 << 20, 65_535, 65_535);
         let e = AttentionParams::new([4096; 4], [st; 4], big, 0.5).unwrap_err();

@@ -94,6 +94,9 @@ mod tests {
         let big = Conv2dShape::square(32, 320, 64, 64, 320, 3, 1, 1); // 1024 column tiles
         assert_eq!(launch_config(big, 132).grid, [66, 2, 1]);
         assert_eq!(launch_config(big, 1).grid, [1, 2, 1]);
+        // the profiler's work split: per row tile, 1024 = 15 x 66 + 34 column tiles
+        let runs = launch_config(big, 132).work_runs().unwrap();
+        assert_eq!(runs, [(34, 16), (32, 15), (34, 16), (32, 15)]);
         // C_out 1280 (5 row tiles): 26 x 5 = 130 blocks on 132 SMs, not 27 x 5 = 135
         let c1280 = Conv2dShape::square(32, 1280, 16, 16, 1280, 3, 1, 1);
         assert_eq!(launch_config(c1280, 132).grid, [26, 5, 1]);

@@ -221,6 +221,7 @@ mod tests {
         assert_eq!(tiles(shape, false), 3 * 3 * 2);
         assert_eq!(tiles(shape, true), 3 * 5 * 2);
         assert_eq!(launch_config(shape, true, 8).grid, [8, 1, 1]);
+        assert_eq!(launch_config(shape, true, 8).persistent_tiles, 30);
         let layout = GemmLayout::contiguous(crate::gemm::GemmOp::Linear, shape, true, true);
         let ptrs = GemmPtrs {
             a: 0x1000,

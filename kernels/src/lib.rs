@@ -603,3 +603,21 @@ mod tests {
         assert!(Arch::Sm80 < Arch::Sm90a);
     }
 }
+
+#[cfg(test)]
+mod launch_config_tests {
+    use super::LaunchConfig;
+
+    #[test]
+    fn persistent_work_runs() {
+        assert_eq!(LaunchConfig::blocks([6, 2, 1], 32).work_runs(), None);
+        // per row of 6 blocks over 10 tiles: 4 blocks of 2 tiles, 2 of 1
+        let c = LaunchConfig::blocks([6, 2, 1], 32).persistent_over(10);
+        assert_eq!(c.work_runs(), Some(vec![(4, 2), (2, 1), (4, 2), (2, 1)]));
+        // tiles a multiple of the grid (and fewer tiles than blocks): equal neighbours merged
+        let c = LaunchConfig::blocks([5, 1, 3], 32).persistent_over(15);
+        assert_eq!(c.work_runs(), Some(vec![(15, 3)]));
+        let c = LaunchConfig::blocks([8, 1, 1], 32).persistent_over(3);
+        assert_eq!(c.work_runs(), Some(vec![(3, 1), (5, 0)]));
+    }
+}
