@@ -372,5 +372,5 @@ fn launch_work_split_must_cover_the_grid() {
         unsafe { ptxemu_set_launch_work(std::ptr::null(), 2) },
         CUDA_ERROR_INVALID_VALUE
     );
-    ok(unsafe { cuCtxSynchronize() }, "cuCtxSynchronize");
+    ok(cuCtxSynchronize(), "cuCtxSynchronize");
 }
