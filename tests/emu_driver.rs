@@ -334,3 +334,136 @@ fn child_open_device() {
         Err(e) => println!("CHILD-RESULT: Err({e:#})"),
     }
 }
+
+/// The persistent launch of [`child_persistent_attention`]: sm_80 `attention_d80_v1_bf16`
+/// (64-row query tiles, 3 blocks per SM) over B 1, H 2, Lq 320, Lk 72 = 10 tiles, on the grid of a
+/// 2-SM GPU: 6 blocks, blocks 0..4 run 2 tiles and 4..6 run 1.
+const PERSISTENT_SMS: u32 = 2;
+fn persistent_attention_shape() -> cyberhost_kernels::attention::AttentionShape {
+    cyberhost_kernels::attention::AttentionShape {
+        batch: 1,
+        heads: 2,
+        lq: 320,
+        lk: 72,
+        d: 80,
+    }
+}
+
+/// Rows of the stats file of a [`child_persistent_attention`] run with `sample` blocks at most.
+fn persistent_attention_rows(
+    dir: &std::path::Path,
+    sample: Option<&str>,
+) -> Vec<serde_json::Value> {
+    let file = dir.join(format!("stats-{}.jsonl", sample.unwrap_or("all")));
+    let path = file.to_str().unwrap();
+    common::child_test_output(
+        "child_persistent_attention",
+        "EMU_DRIVER_PERSISTENT_CHILD",
+        &[
+            ("PTX_EMU_STATS", Some(path)),
+            ("PTX_EMU_SAMPLE_BLOCKS", sample),
+            ("PTX_EMU_GPU", None),
+        ],
+    );
+    std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["kernel"] == "attention_d80_v1_bf16")
+        .collect()
+}
+
+/// A persistent launch through the engine's `CudaDevice::launch` (which states the blocks'
+/// tiles to the stand-in, `ptxemu_set_launch_work`), launched directly and replayed from a
+/// captured graph: with 2 sampled blocks the profiler runs one block of each work class and its
+/// scaled tensor work equals the full run's; the old rule (blocks 0 and 5, times 3) would count
+/// 9 tiles of the 10.
+#[test]
+fn persistent_engine_launch_samples_exact_tensor_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = persistent_attention_rows(dir.path(), None);
+    let sampled = persistent_attention_rows(dir.path(), Some("2"));
+    assert_eq!(
+        (full.len(), sampled.len()),
+        (2, 2),
+        "a direct launch and a graph replay"
+    );
+    let u = |r: &serde_json::Value, k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k}: {r}"));
+    for (f, s) in full.iter().zip(&sampled) {
+        assert_eq!((u(f, "blocks_total"), u(f, "blocks_executed")), (6, 6));
+        assert_eq!(f["emu__sampled"], false);
+        assert!(f.get("emu__sample_weighting").is_none());
+        assert_eq!((u(s, "blocks_total"), u(s, "blocks_executed")), (6, 2));
+        assert_eq!(s["emu__sampled"], true);
+        assert_eq!(s["emu__sample_weighting"], "work_classes");
+        for k in [
+            "flop_tensor",
+            "sm__inst_executed_pipe_tensor.sum",
+            "smsp__inst_executed.sum",
+            "l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum",
+            "l1tex__t_sectors_pipe_lsu_mem_global_op_st.sum",
+        ] {
+            assert_eq!(u(s, k), u(f, k), "{k}");
+        }
+        assert_eq!(
+            s["emu__flop_tensor_by_dtype"],
+            f["emu__flop_tensor_by_dtype"]
+        );
+        let per_tile = u(f, "flop_tensor") / 10;
+        assert_eq!(per_tile * 10, u(f, "flop_tensor"), "equal tiles");
+        assert_ne!(per_tile * 9, u(f, "flop_tensor"));
+    }
+}
+
+/// Runs only as the child of [`persistent_engine_launch_samples_exact_tensor_work`]: the
+/// persistent attention launch, then the same launch captured into a graph and replayed.
+#[test]
+fn child_persistent_attention() {
+    if std::env::var_os("EMU_DRIVER_PERSISTENT_CHILD").is_none() {
+        return;
+    }
+    use cyberhost_engine::backends::cuda::cudarc::driver::DevicePtr;
+    use cyberhost_kernels::attention::{launch_config, traits_for, AttentionParams, AttnStrides};
+    let dev = emu_device();
+    let stream = dev.stream();
+    let s = persistent_attention_shape();
+    let t = traits_for(s.d, cyberhost_kernels::DType::Bf16).unwrap();
+    let cfg = launch_config(t, s, PERSISTENT_SMS);
+    assert_eq!((cfg.grid, cfg.persistent_tiles), ([6, 1, 1], 10));
+    let bf16 = |n: u64, seed| -> Vec<u16> {
+        random(n as usize, seed)
+            .iter()
+            .map(|&v| (v.to_bits() >> 16) as u16)
+            .collect()
+    };
+    let (q_len, kv_len) = (s.lq * s.heads * s.d, s.lk * s.heads * s.d);
+    let q = stream.clone_htod(&bf16(q_len, 1)).unwrap();
+    let k = stream.clone_htod(&bf16(kv_len, 2)).unwrap();
+    let v = stream.clone_htod(&bf16(kv_len, 3)).unwrap();
+    let o = stream.clone_htod(&vec![0xffffu16; q_len as usize]).unwrap();
+    let ptr = |b: &CudaSlice<u16>| b.device_ptr(stream).0;
+    let st = |len| AttnStrides::bhld(s.heads, len, s.d);
+    let p = AttentionParams::new(
+        [ptr(&q), ptr(&k), ptr(&v), ptr(&o)],
+        [st(s.lq), st(s.lk), st(s.lk), st(s.lq)],
+        s,
+        0.125,
+    )
+    .unwrap();
+    let launch = || {
+        // SAFETY: the params address q, k, v, o, each holding the B H L D bf16 elements of `s`.
+        unsafe { dev.launch(KernelModule::Attention, t.entry, cfg, &p) }.unwrap()
+    };
+    launch();
+    dev.synchronize().unwrap();
+    stream
+        .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .unwrap();
+    launch();
+    let graph = stream
+        .end_capture(sys::CUgraphInstantiate_flags(0))
+        .unwrap()
+        .expect("a graph");
+    graph.launch().unwrap();
+    dev.synchronize().unwrap();
+}

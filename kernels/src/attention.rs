@@ -505,15 +505,16 @@ pub fn persistent_grid(tiles: u64, ctas_per_sm: u32, sm_count: u32) -> [u32; 3] 
 /// `min(ceil(Lq / BM) H B, ctas_per_sm sm_count)` blocks walking the tiles head-major, the others
 /// one block per tile, grid `(ceil(Lq / BM), H, B)`; `block = 2 BM`, static smem only.
 pub fn launch_config(t: AttnTraits, shape: AttentionShape, sm_count: u32) -> LaunchConfig {
-    let grid = if t.persistent {
-        persistent_grid(query_tiles(shape, t.bm), t.ctas_per_sm, sm_count)
-    } else {
-        [
-            tiles(shape.lq, t.bm),
-            shape.heads.max(1) as u32,
-            shape.batch.max(1) as u32,
-        ]
-    };
+    if t.persistent {
+        let tiles = query_tiles(shape, t.bm);
+        let grid = persistent_grid(tiles, t.ctas_per_sm, sm_count);
+        return LaunchConfig::blocks(grid, t.threads()).persistent_over(tiles);
+    }
+    let grid = [
+        tiles(shape.lq, t.bm),
+        shape.heads.max(1) as u32,
+        shape.batch.max(1) as u32,
+    ];
     LaunchConfig::blocks(grid, t.threads())
 }
 
@@ -592,6 +593,9 @@ mod tests {
         let t48 = traits_for(40, DType::Bf16).unwrap();
         assert!(!t48.persistent && t.persistent);
         assert_eq!(launch_config(t48, s(4096, 8, 16), 108).grid, [32, 8, 16]);
+        // the profiler's work split: persistent launches state their tiles, the others none
+        assert_eq!(launch_config(t, s(1024, 8, 16), 108).persistent_tiles, 2048);
+        assert_eq!(launch_config(t48, s(4096, 8, 16), 108).persistent_tiles, 0);
         let st = AttnStrides::bhld(65_535, 1 << 20, 80);
         let big = s(1 << 20, 65_535, 65_535);
         let e = AttentionParams::new([4096; 4], [st; 4], big, 0.5).unwrap_err();

@@ -118,8 +118,9 @@ pub fn supports(p: &AttentionParams, dtype: DType) -> Option<Sm90Traits> {
 /// sm_count)` blocks walking the tiles head-major, [`Sm90Traits::wgs`] warpgroups, dynamic smem
 /// [`Sm90Traits::smem_bytes`].
 pub fn launch_config(t: Sm90Traits, shape: AttentionShape, sm_count: u32) -> LaunchConfig {
-    let grid = persistent_grid(query_tiles(shape, t.bm()), t.ctas_per_sm, sm_count);
-    let mut cfg = LaunchConfig::blocks(grid, t.threads());
+    let tiles = query_tiles(shape, t.bm());
+    let grid = persistent_grid(tiles, t.ctas_per_sm, sm_count);
+    let mut cfg = LaunchConfig::blocks(grid, t.threads()).persistent_over(tiles);
     cfg.dynamic_smem_bytes = t.smem_bytes();
     cfg
 }

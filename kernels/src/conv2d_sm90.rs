@@ -68,6 +68,10 @@ pub fn launch_config(s: Conv2dShape, sms: u32) -> LaunchConfig {
         grid: [x, tiles(s.c_out_g(), C90_BM), s.groups.max(1) as u32],
         block: [C90_THREADS, 1, 1],
         dynamic_smem_bytes: C90_SMEM_BYTES,
+        // Block x of row tile y walks column tiles x, x + grid.x, .., but the row tiles differ in
+        // work (the last one skips its 64-row wgmma slices past C_out), which a tiles-per-block
+        // split cannot state: no split, the profiler's uniform rule (docs/profiling.md).
+        persistent_tiles: 0,
     }
 }
 
@@ -92,6 +96,8 @@ mod tests {
         let big = Conv2dShape::square(32, 320, 64, 64, 320, 3, 1, 1); // 1024 column tiles
         assert_eq!(launch_config(big, 132).grid, [66, 2, 1]);
         assert_eq!(launch_config(big, 1).grid, [1, 2, 1]);
+        // no work split: the row tiles differ in work per tile
+        assert_eq!(launch_config(big, 132).work_runs(), None);
         // C_out 1280 (5 row tiles): 26 x 5 = 130 blocks on 132 SMs, not 27 x 5 = 135
         let c1280 = Conv2dShape::square(32, 1280, 16, 16, 1280, 3, 1, 1);
         assert_eq!(launch_config(c1280, 132).grid, [26, 5, 1]);

@@ -733,6 +733,12 @@ impl GemmPlan {
             grid,
             block: [self.tile.threads(), 1, 1],
             dynamic_smem_bytes: self.tile.smem_bytes(),
+            // persistent: CTA b runs tiles b, b + ctas, .. (split-K: one CTA per tile and split)
+            persistent_tiles: if self.splits > 1 {
+                0
+            } else {
+                self.tile.tiles(shape, geglu).max(1)
+            },
         }
     }
 
@@ -879,6 +885,12 @@ mod v2_tests {
         assert_eq!((p.tile, p.splits), (GemmTile::T128x256, 1));
         assert_eq!((p.ctas, p.raster), (108, 108));
         assert_eq!(p.launch_config(s, true).grid, [108, 1, 1]);
+        // the profiler's work split: 10240 tiles = 94 x 108 + 88
+        assert_eq!(p.launch_config(s, true).persistent_tiles, 10_240);
+        assert_eq!(
+            p.launch_config(s, true).work_runs(),
+            Some(vec![(88, 95), (20, 94)])
+        );
         // K = 1280: 320 KB panels, at most 32 rows -> 27 (a divisor of 108).
         let s = GemmShape::new(1, 8 * 4096, 1280, 1280);
         let p = GemmPlan::choose(s, false, 108, 40 << 20, true);

@@ -234,6 +234,7 @@ pub fn quantize_launch_config(rows: u64, k: u64) -> LaunchConfig {
         grid: [ceil_div(rows, rows_per_cta) as u32, 1, 1],
         block: [Q_THREADS, 1, 1],
         dynamic_smem_bytes: 0,
+        persistent_tiles: 0,
     }
 }
 
@@ -244,6 +245,7 @@ pub fn launch_config(s: Fp8Shape, geglu: bool, sm_count: u32) -> LaunchConfig {
         grid: [ctas, 1, 1],
         block: [THREADS, 1, 1],
         dynamic_smem_bytes: SMEM_BYTES,
+        persistent_tiles: tiles(s, geglu),
     }
 }
 

@@ -219,13 +219,15 @@ pub fn schedule(shape: GemmShape, geglu: bool, sm_count: u32, l2_bytes: u64) -> 
     GemmPlan::on_grid(GemmTile::T128x256, shape, geglu, ctas, l2_bytes)
 }
 
-/// Persistent launch of `plan` ([`schedule`]): `plan.ctas` CTAs of [`THREADS`], [`SMEM_BYTES`]
-/// dynamic smem.
-pub fn launch_config(plan: GemmPlan) -> LaunchConfig {
+/// Persistent launch of `plan` ([`schedule`] of `shape`, `geglu`): `plan.ctas` CTAs of
+/// [`THREADS`], [`SMEM_BYTES`] dynamic smem; CTA b runs tiles b, b + ctas, .. (stated to the
+/// profiler through [`LaunchConfig::persistent_tiles`]).
+pub fn launch_config(plan: GemmPlan, shape: GemmShape, geglu: bool) -> LaunchConfig {
     LaunchConfig {
         grid: [plan.ctas.max(1), 1, 1],
         block: [THREADS, 1, 1],
         dynamic_smem_bytes: SMEM_BYTES,
+        persistent_tiles: tiles(shape, geglu),
     }
 }
 
@@ -248,7 +250,8 @@ mod tests {
         // 30 tiles on 8 SMs: 8 CTAs; the largest divisor of 8 within the 3 tile rows is 2
         let plan = schedule(shape, true, 8, 50 << 20);
         assert_eq!((plan.ctas, plan.raster), (8, 2));
-        assert_eq!(launch_config(plan).grid, [8, 1, 1]);
+        assert_eq!(launch_config(plan, shape, true).grid, [8, 1, 1]);
+        assert_eq!(launch_config(plan, shape, true).persistent_tiles, 30);
         // the paper preset's 320-channel projection on an H100: 2048 tiles on 132 CTAs, raster
         // groups of 132 tile rows (A panels of 80 KiB: 10.3 MiB <= L2 / 4); K = 1280: 33 rows
         let l2 = 50 << 20;

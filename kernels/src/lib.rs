@@ -364,6 +364,11 @@ pub struct LaunchConfig {
     pub grid: [u32; 3],
     pub block: [u32; 3],
     pub dynamic_smem_bytes: u32,
+    /// Persistent launches: every row of blocks (one `y`, `z`) walks this many tiles, block `x`
+    /// the tiles `x, x + grid.x, ..`; 0: not persistent (no block loops over tiles). Not a
+    /// kernel argument: the stand-in driver's profiler weights sampled blocks by it
+    /// ([`LaunchConfig::work_runs`], `docs/profiling.md`).
+    pub persistent_tiles: u64,
 }
 
 impl LaunchConfig {
@@ -373,7 +378,39 @@ impl LaunchConfig {
             grid,
             block: [threads, 1, 1],
             dynamic_smem_bytes: 0,
+            persistent_tiles: 0,
         }
+    }
+
+    /// This launch, persistent over `tiles` tiles per row of blocks
+    /// ([`LaunchConfig::persistent_tiles`]).
+    pub const fn persistent_over(mut self, tiles: u64) -> LaunchConfig {
+        self.persistent_tiles = tiles;
+        self
+    }
+
+    /// The tiles each block of a persistent launch runs, as runs `(blocks, tiles per block)` in
+    /// linear block order (x fastest): per row of blocks, the first `tiles mod grid.x` run
+    /// `tiles / grid.x + 1` tiles and the others `tiles / grid.x`. `None` when not persistent.
+    /// What the engine states to the stand-in driver before the launch (`ptxemu_set_launch_work`).
+    pub fn work_runs(&self) -> Option<Vec<(u64, u64)>> {
+        if self.persistent_tiles == 0 {
+            return None;
+        }
+        let gx = u64::from(self.grid[0].max(1));
+        let rows = u64::from(self.grid[1].max(1)) * u64::from(self.grid[2].max(1));
+        let (n, r) = (self.persistent_tiles / gx, self.persistent_tiles % gx);
+        let row = [(r, n + 1), (gx - r, n)];
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for _ in 0..rows {
+            for &(blocks, units) in row.iter().filter(|r| r.0 > 0) {
+                match runs.last_mut() {
+                    Some(last) if last.1 == units => last.0 += blocks,
+                    _ => runs.push((blocks, units)),
+                }
+            }
+        }
+        Some(runs)
     }
 }
 
@@ -572,5 +609,23 @@ mod tests {
         }
         assert_eq!(Arch::for_compute_capability(7, 5), None);
         assert!(Arch::Sm80 < Arch::Sm90a);
+    }
+}
+
+#[cfg(test)]
+mod launch_config_tests {
+    use super::LaunchConfig;
+
+    #[test]
+    fn persistent_work_runs() {
+        assert_eq!(LaunchConfig::blocks([6, 2, 1], 32).work_runs(), None);
+        // per row of 6 blocks over 10 tiles: 4 blocks of 2 tiles, 2 of 1
+        let c = LaunchConfig::blocks([6, 2, 1], 32).persistent_over(10);
+        assert_eq!(c.work_runs(), Some(vec![(4, 2), (2, 1), (4, 2), (2, 1)]));
+        // tiles a multiple of the grid (and fewer tiles than blocks): equal neighbours merged
+        let c = LaunchConfig::blocks([5, 1, 3], 32).persistent_over(15);
+        assert_eq!(c.work_runs(), Some(vec![(15, 3)]));
+        let c = LaunchConfig::blocks([8, 1, 1], 32).persistent_over(3);
+        assert_eq!(c.work_runs(), Some(vec![(3, 1), (5, 0)]));
     }
 }

@@ -91,7 +91,7 @@ fn run_sm90(dev: &mut Device, v: Sm90Case, seed: u64) -> anyhow::Result<()> {
     let maps = [dev.tensor_map(&ta)?, dev.tensor_map(&tb)?];
     let plan = gemm_sm90::schedule(shape, c.geglu, v.ctas, v.l2);
     let p = GemmSm90Params::new(ptrs, shape, layout, epi, maps, plan)?;
-    let cfg = gemm_sm90::launch_config(plan);
+    let cfg = gemm_sm90::launch_config(plan, shape, c.geglu);
     dev.launch(KernelModule::GemmSm90, ENTRY, cfg, &p)?;
     dev.check_bf16(
         &format!("{v:?} grid {:?} raster {}", cfg.grid, plan.raster),

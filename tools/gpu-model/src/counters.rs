@@ -191,6 +191,16 @@ pub struct Counters {
     /// kernel's outputs are not valid.
     #[serde(rename = "emu__sampled", default)]
     pub sampled: bool,
+    /// How a sampled launch's counts were scaled to its grid (`docs/profiling.md`): `uniform`
+    /// (all times blocks / executed), `work_classes` (per work class of the launcher's
+    /// [`crate::sampling::WorkSplit`], times its blocks / its executed blocks), `work_units`
+    /// (times the launch's work units / the executed blocks'). Absent when every block ran.
+    #[serde(
+        rename = "emu__sample_weighting",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sample_weighting: Option<String>,
     /// Bytes moved global → shared by `cp.async.bulk[.tensor]` (TMA loads, OOB fill included).
     #[serde(rename = "emu__bulk_load_bytes", default)]
     pub bulk_load_bytes: u64,
@@ -555,6 +565,17 @@ pub struct LaunchAccumulator {
     total: Counters,
     read_sectors: HashSet<u64>,
     write_sectors: HashSet<u64>,
+    /// A weighted sample ([`LaunchAccumulator::with_plan`]).
+    weighted: Option<Weighted>,
+}
+
+/// The per-class sums of a weighted sample: blocks fold into their class as well as the total.
+#[derive(Debug)]
+struct Weighted {
+    plan: crate::sampling::SamplePlan,
+    /// Per class: the raw sums of its blocks; `unique_write_sectors` holds the sum of the
+    /// blocks' distinct written sectors.
+    sums: Vec<Counters>,
 }
 
 /// Static facts of a launch (from the launch call and the ptxas report).
@@ -588,50 +609,37 @@ impl LaunchAccumulator {
         Self::default()
     }
 
+    /// An accumulator for the blocks of `plan` ([`crate::sampling::plan`]): when the plan is
+    /// weighted, [`Self::finish`] scales each class by its factor; else as [`Self::new`].
+    pub fn with_plan(plan: &crate::sampling::SamplePlan) -> Self {
+        LaunchAccumulator {
+            weighted: plan.is_weighted().then(|| Weighted {
+                plan: plan.clone(),
+                sums: vec![Counters::default(); plan.factors.len()],
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// Fold executed block `block` (linear index) in (any order). With a weighted plan the block
+    /// must be one of the plan's.
+    pub fn add_block_at(&mut self, block: u64, b: BlockAccumulator) {
+        if let Some(w) = &mut self.weighted {
+            match w.plan.blocks.binary_search(&block) {
+                Ok(i) => {
+                    let sum = &mut w.sums[w.plan.class_of[i]];
+                    fold_block(sum, &b);
+                    sum.unique_write_sectors += b.write_sectors.len() as u64;
+                }
+                Err(_) => debug_assert!(false, "block {block} is not in the sample plan"),
+            }
+        }
+        self.add_block(b);
+    }
+
     /// Fold one executed block in (any order).
     pub fn add_block(&mut self, b: BlockAccumulator) {
-        let t = &mut self.total;
-        let c = &b.c;
-        t.blocks_executed += 1;
-        t.block_unique_read_sectors += b.read_sectors.len() as u64;
-        macro_rules! add {
-            ($($f:ident),*) => { $( t.$f += c.$f; )* };
-        }
-        add!(bulk_load_bytes, bulk_store_bytes);
-        add!(
-            inst_executed,
-            thread_inst_executed,
-            global_ld_requests,
-            global_ld_sectors,
-            global_st_requests,
-            global_st_sectors,
-            global_atom_requests,
-            global_atom_sectors,
-            global_ldgsts_requests,
-            global_ldgsts_sectors,
-            shared_ld_inst,
-            shared_st_inst,
-            shared_ld_wavefronts,
-            shared_st_wavefronts,
-            shared_ld_bank_conflicts,
-            shared_st_bank_conflicts,
-            shared_atom_inst,
-            shared_atom_wavefronts,
-            ldsm_inst,
-            ldsm_wavefronts,
-            tensor_inst,
-            flop_tensor,
-            flop_fp32,
-            wgmma_inst,
-            flop_tensor_wgmma,
-            l1_global_wavefronts,
-            mem_round_trips,
-            mem_wait_bytes
-        );
-        t.waiting_warps += b.waited.iter().filter(|&&w| w).count() as u64;
-        for (k, v) in &c.flop_tensor_by_dtype {
-            *t.flop_tensor_by_dtype.entry(k.clone()).or_default() += v;
-        }
+        fold_block(&mut self.total, &b);
         self.read_sectors.extend(b.read_sectors);
         self.write_sectors.extend(b.write_sectors);
     }
@@ -651,9 +659,93 @@ impl LaunchAccumulator {
         t.unique_write_sectors = self.write_sectors.len() as u64;
         t.read_footprint_cap_bytes = info.read_footprint_cap_bytes;
         let mut c = std::mem::take(&mut self.total);
-        crate::sampling::scale_to_grid(&mut c);
+        match self.weighted {
+            Some(w) if c.blocks_executed > 0 && c.blocks_executed < c.blocks_total => {
+                finish_weighted(&mut c, w)
+            }
+            _ => crate::sampling::scale_to_grid(&mut c),
+        }
         c
     }
+}
+
+/// Add block `b`'s counts to the sums `t` (not its sector sets: the caller's).
+fn fold_block(t: &mut Counters, b: &BlockAccumulator) {
+    let c = &b.c;
+    t.blocks_executed += 1;
+    t.block_unique_read_sectors += b.read_sectors.len() as u64;
+    macro_rules! add {
+        ($($f:ident),*) => { $( t.$f += c.$f; )* };
+    }
+    add!(bulk_load_bytes, bulk_store_bytes);
+    add!(
+        inst_executed,
+        thread_inst_executed,
+        global_ld_requests,
+        global_ld_sectors,
+        global_st_requests,
+        global_st_sectors,
+        global_atom_requests,
+        global_atom_sectors,
+        global_ldgsts_requests,
+        global_ldgsts_sectors,
+        shared_ld_inst,
+        shared_st_inst,
+        shared_ld_wavefronts,
+        shared_st_wavefronts,
+        shared_ld_bank_conflicts,
+        shared_st_bank_conflicts,
+        shared_atom_inst,
+        shared_atom_wavefronts,
+        ldsm_inst,
+        ldsm_wavefronts,
+        tensor_inst,
+        flop_tensor,
+        flop_fp32,
+        wgmma_inst,
+        flop_tensor_wgmma,
+        l1_global_wavefronts,
+        mem_round_trips,
+        mem_wait_bytes
+    );
+    t.waiting_warps += b.waited.iter().filter(|&&w| w).count() as u64;
+    for (k, v) in &c.flop_tensor_by_dtype {
+        *t.flop_tensor_by_dtype.entry(k.clone()).or_default() += v;
+    }
+}
+
+/// The sums of `c` (the executed blocks') replaced by the classes' sums of `w`, each scaled by
+/// its class factor; the distinct read sectors extrapolated by the growth of the per-block read
+/// sum. Sets `emu__sampled` and `emu__sample_weighting`.
+fn finish_weighted(c: &mut Counters, w: Weighted) {
+    use crate::sampling::{block_sums, extrapolate_unique_reads, scale_sums};
+    let raw_reads = c.block_unique_read_sectors;
+    let mut out = Counters::default();
+    for (mut k, f) in w.sums.into_iter().zip(w.plan.factors) {
+        scale_sums(&mut k, f);
+        for (o, v) in block_sums(&mut out).into_iter().zip(block_sums(&mut k)) {
+            *o += *v;
+        }
+        out.mem_round_trips += k.mem_round_trips;
+        out.mem_wait_bytes += k.mem_wait_bytes;
+        for (d, v) in k.flop_tensor_by_dtype {
+            *out.flop_tensor_by_dtype.entry(d).or_default() += v;
+        }
+    }
+    for (o, v) in block_sums(c).into_iter().zip(block_sums(&mut out)) {
+        *o = *v;
+    }
+    c.mem_round_trips = out.mem_round_trips;
+    c.mem_wait_bytes = out.mem_wait_bytes;
+    c.flop_tensor_by_dtype = out.flop_tensor_by_dtype;
+    let f = if raw_reads > 0 {
+        c.block_unique_read_sectors as f64 / raw_reads as f64
+    } else {
+        c.blocks_total as f64 / c.blocks_executed as f64
+    };
+    extrapolate_unique_reads(c, f);
+    c.sampled = true;
+    c.sample_weighting = Some(w.plan.weighting.name().to_string());
 }
 
 /// Registers per thread of `entry` for `arch` (`sm_80`, `sm_90a`) from a ptxas report as

@@ -6,7 +6,7 @@ use gpu_model::model::{dram_bytes, occupancy};
 use gpu_model::report::{
     append_jsonl, build, parse_jsonl, render_table, roofline_svg, to_json, write_roofline,
 };
-use gpu_model::sampling::{block_coords, sample_blocks, scale_to_grid};
+use gpu_model::sampling::{block_coords, plan, sample_blocks, scale_to_grid, Weighting, WorkSplit};
 use gpu_model::{predict, Counters, GpuSpec};
 
 #[test]
@@ -62,6 +62,151 @@ fn sampled_counters_scale_to_the_grid() {
     d.blocks_total = 8;
     scale_to_grid(&mut d);
     assert_eq!(d.unique_read_sectors, 10);
+}
+
+/// A persistent grid's split: `(T mod P)` blocks of `T / P + 1` tiles, then `T / P`.
+fn strided(p: u64, t: u64) -> WorkSplit {
+    WorkSplit::from_runs(&[(t % p, t / p + 1), (p - t % p, t / p)], p).unwrap()
+}
+
+#[test]
+fn work_split_runs_must_cover_the_grid() {
+    let s = WorkSplit::from_runs(&[(3, 2), (0, 9), (2, 2), (5, 1)], 10).unwrap();
+    assert_eq!(
+        s.runs(),
+        &[(5, 2), (5, 1)],
+        "empty runs dropped, equal neighbours merged"
+    );
+    assert_eq!(
+        (
+            s.total_units(),
+            s.units_of(4),
+            s.units_of(5),
+            s.units_of(10)
+        ),
+        (15, 2, 1, 0)
+    );
+    let e = WorkSplit::from_runs(&[(3, 2), (5, 1)], 10).unwrap_err();
+    assert!(e.contains("covers 8 blocks but the grid has 10"), "{e}");
+    assert!(WorkSplit::from_runs(&[(u64::MAX, 1), (2, 1)], 10).is_err());
+}
+
+#[test]
+fn sample_plan_runs_every_work_class() {
+    // no split, or a split of one class: the spread blocks, uniformly scaled (unchanged rule)
+    for split in [None, Some(strided(132, 264))] {
+        let p = plan(132, Some(2), split.as_ref());
+        assert_eq!(p.blocks, sample_blocks(132, Some(2)));
+        assert_eq!(
+            (p.weighting, p.factors.clone()),
+            (Weighting::Uniform, vec![66.0])
+        );
+    }
+    assert_eq!(plan(5, Some(9), None).weighting, Weighting::Exact);
+    // 263 tiles on 132 blocks: 131 blocks of 2 tiles, 1 of 1
+    let p = plan(132, Some(2), Some(&strided(132, 263)));
+    assert_eq!(p.weighting, Weighting::WorkClasses);
+    assert_eq!(
+        (p.blocks.clone(), p.class_of.clone()),
+        (vec![0, 131], vec![0, 1])
+    );
+    assert_eq!(p.factors, vec![131.0, 1.0]);
+    // more blocks: given to the class with the most blocks per pick, spread within it
+    let p = plan(10, Some(5), Some(&strided(10, 23)));
+    assert_eq!(p.blocks, vec![0, 2, 3, 6, 9]);
+    assert_eq!(p.class_of, vec![0, 0, 1, 1, 1]);
+    assert_eq!(p.factors, vec![1.5, 7.0 / 3.0]);
+    assert_eq!(
+        p,
+        plan(10, Some(5), Some(&strided(10, 23))),
+        "deterministic"
+    );
+    // classes need not be contiguous: rows of a 2-D persistent grid (4 x 3 over 6 tiles each)
+    let rows = WorkSplit::from_runs(&[(2, 2), (2, 1), (2, 2), (2, 1), (2, 2), (2, 1)], 12).unwrap();
+    let p = plan(12, Some(2), Some(&rows));
+    assert_eq!(
+        (p.blocks.clone(), p.factors.clone()),
+        (vec![0, 2], vec![6.0, 6.0])
+    );
+    // fewer blocks than classes: the spread blocks, scaled by units (23 / (3 + 2))
+    let p = plan(10, Some(1), Some(&strided(10, 23)));
+    assert_eq!(
+        (p.weighting, p.blocks.clone()),
+        (Weighting::WorkUnits, vec![0])
+    );
+    assert_eq!(p.factors, vec![23.0 / 3.0]);
+}
+
+/// Two work classes (blocks 0..3 run 3 tiles, 3..8 run 2): the class-weighted sample of blocks
+/// 0 and 3 reproduces the full run's sums, the uniform rule does not.
+#[test]
+fn class_weighted_counters_equal_the_full_run() {
+    let split = WorkSplit::from_runs(&[(3, 3), (5, 2)], 8).unwrap();
+    let block = |b: u64| {
+        let mut acc = BlockAccumulator::new();
+        acc.on_warp_inst(32); // prologue
+        for t in 0..split.units_of(b) {
+            let tile = b + 8 * t;
+            acc.on_warp_inst(32);
+            acc.on_global_access(
+                Access::Store,
+                4,
+                &(0..32)
+                    .map(|i| Some(tile * 128 + 4 * i))
+                    .collect::<Vec<_>>(),
+            );
+            acc.on_mma(16, 8, 16, TensorDtype::Bf16);
+        }
+        acc
+    };
+    let info = LaunchInfo::new("k", [8, 1, 1], [32, 1, 1]);
+    let mut full = LaunchAccumulator::new();
+    (0..8).for_each(|b| full.add_block_at(b, block(b)));
+    let full = full.finish(&info);
+    let p = plan(8, Some(2), Some(&split));
+    assert_eq!(p.blocks, vec![0, 3]);
+    let mut l = LaunchAccumulator::with_plan(&p);
+    p.blocks.iter().for_each(|&b| l.add_block_at(b, block(b)));
+    let c = l.finish(&info);
+    assert!(c.sampled && !full.sampled);
+    assert_eq!(c.sample_weighting.as_deref(), Some("work_classes"));
+    assert_eq!(full.sample_weighting, None);
+    assert_eq!((c.blocks_total, c.blocks_executed), (8, 2));
+    assert_eq!((full.tensor_inst, full.flop_tensor), (19, 19 * 4096));
+    assert_eq!(
+        (
+            c.inst_executed,
+            c.tensor_inst,
+            c.flop_tensor,
+            c.flop_tensor_by_dtype.clone()
+        ),
+        (
+            full.inst_executed,
+            full.tensor_inst,
+            full.flop_tensor,
+            full.flop_tensor_by_dtype.clone()
+        )
+    );
+    assert_eq!(
+        (
+            c.global_st_requests,
+            c.global_st_sectors,
+            c.unique_write_sectors
+        ),
+        (
+            full.global_st_requests,
+            full.global_st_sectors,
+            full.unique_write_sectors
+        )
+    );
+    // the old rule (blocks 0 and 7, times 4) counts 20 tiles
+    let mut u = LaunchAccumulator::new();
+    sample_blocks(8, Some(2))
+        .into_iter()
+        .for_each(|b| u.add_block(block(b)));
+    let u = u.finish(&info);
+    assert_eq!(u.sample_weighting.as_deref(), Some("uniform"));
+    assert_eq!(u.tensor_inst, 20);
 }
 
 #[test]

@@ -81,3 +81,48 @@ pub unsafe extern "C" fn ptxemu_instruction_counts(
         unsafe { out(counts, s) }
     })
 }
+
+thread_local! {
+    /// The work split `ptxemu_set_launch_work` stated for this thread's next launch.
+    static LAUNCH_WORK: std::cell::RefCell<Option<Vec<(u64, u64)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The work split stated for this thread's next launch, if any (taken: one launch only).
+pub(crate) fn take_launch_work() -> Option<Vec<(u64, u64)>> {
+    LAUNCH_WORK.with(|w| w.borrow_mut().take())
+}
+
+/// State how the next kernel launch of the calling thread (`cuLaunchKernel[Ex]`, direct or
+/// captured into a graph) shares its work among its blocks: `runs` points at `2 * nruns` values,
+/// pairs `(blocks, units per block)` in linear block order (x fastest) that must cover the grid
+/// exactly, e.g. a persistent grid of `P` blocks walking `T` tiles by stride `P` is
+/// `(T mod P, T / P + 1), (P - T mod P, T / P)`. A profiled launch with `PTX_EMU_SAMPLE_BLOCKS`
+/// then runs blocks of every work class (blocks of equal units) and scales each class by its
+/// size (`docs/profiling.md`); unprofiled launches ignore it. `nruns = 0` clears a pending split.
+/// The launch fails with `CUDA_ERROR_INVALID_VALUE` when the runs do not cover its grid.
+/// Resolve it with `dlsym(handle, "ptxemu_set_launch_work")`.
+///
+/// # Safety
+/// `runs` must point at `2 * nruns` readable `u64` values (or be null with `nruns = 0`).
+#[no_mangle]
+pub unsafe extern "C" fn ptxemu_set_launch_work(runs: *const u64, nruns: u64) -> CUresult {
+    entry("ptxemu_set_launch_work", || {
+        let split = if nruns == 0 {
+            None
+        } else {
+            if runs.is_null() {
+                return Err(CUDA_ERROR_INVALID_VALUE);
+            }
+            let n = usize::try_from(nruns)
+                .ok()
+                .and_then(|n| n.checked_mul(2))
+                .ok_or(CUDA_ERROR_INVALID_VALUE)?;
+            // SAFETY: the caller's contract (`2 * nruns` readable values).
+            let v = unsafe { std::slice::from_raw_parts(runs, n) };
+            Some(v.chunks_exact(2).map(|p| (p[0], p[1])).collect())
+        };
+        LAUNCH_WORK.with(|w| *w.borrow_mut() = split);
+        Ok(())
+    })
+}

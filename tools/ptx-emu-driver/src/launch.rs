@@ -66,6 +66,8 @@ pub(crate) unsafe fn launch_with_cluster(
     cluster: [u32; 3],
 ) -> CUresult {
     entry("cuLaunchKernel", || {
+        // taken first: a launch that fails leaves no split for the next one
+        let pending_work = crate::extras::take_launch_work();
         need_init()?;
         if !extra.is_null() {
             return Err(unsupported(
@@ -121,6 +123,19 @@ pub(crate) unsafe fn launch_with_cluster(
             };
             params.push(bytes);
         }
+        let total = grid.iter().map(|&g| u64::from(g)).product();
+        let work = match pending_work {
+            None => None,
+            Some(runs) => Some(Arc::new(
+                gpu_model::sampling::WorkSplit::from_runs(&runs, total).map_err(|e| {
+                    eprintln!(
+                        "ptx-emu-driver: cuLaunchKernel {kernel} grid {grid:?}: \
+                         ptxemu_set_launch_work: {e}"
+                    );
+                    CUDA_ERROR_INVALID_VALUE
+                })?,
+            )),
+        };
         let op = Op::Launch {
             module,
             kernel,
@@ -129,6 +144,7 @@ pub(crate) unsafe fn launch_with_cluster(
             dynamic_smem_bytes: shared_mem_bytes,
             params,
             cluster,
+            work,
         };
         if let Some(cap) = ctx.capture_of(s)? {
             cap.ops.push(op);

@@ -14,7 +14,9 @@
 //! - Entry points this driver resolves but does not implement print their name and return
 //!   `CUDA_ERROR_NOT_SUPPORTED` (801).
 //! - `ptxemu_stats` (extra symbol) exposes call counters (allocations, launches, ...);
-//!   `ptxemu_instruction_counts` the instructions kernels executed.
+//!   `ptxemu_instruction_counts` the instructions kernels executed; `ptxemu_set_launch_work`
+//!   states how the next launch's blocks share its work (the profiler's sampled blocks are
+//!   weighted by it, docs/profiling.md).
 #![allow(
     non_snake_case,
     clippy::missing_safety_doc,
@@ -204,6 +206,7 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
             dynamic_smem_bytes,
             params,
             cluster,
+            work,
         } => {
             bump(&c.kernel_launches);
             let cfg = LaunchConfig {
@@ -225,7 +228,7 @@ fn exec_op(ctx: &mut Ctx, op: &Op) -> Result<(), CUresult> {
                         cfg: &cfg,
                         params: &slices,
                     };
-                    profile::launch(p, call, *cluster, &mut ctx.mem, &opts)
+                    profile::launch(p, call, *cluster, work.as_deref(), &mut ctx.mem, &opts)
                 }
                 None => {
                     let call = ptx_emu::KernelCall {

@@ -3,7 +3,8 @@
 //! appended to FILE as JSON Lines at each synchronisation (`cuCtxSynchronize`,
 //! `cuStreamSynchronize`, `cuEventSynchronize`, a synchronous device→host copy, context
 //! teardown). `PTX_EMU_SAMPLE_BLOCKS=N` runs at most N blocks per launch (counters scaled, outputs
-//! not valid: the next device→host copy warns); `PTX_EMU_GPU=NAME` adds `predicted_us`, `bound`
+//! not valid: the next device→host copy warns; a launch whose launcher stated its blocks' work
+//! with `ptxemu_set_launch_work` runs blocks of every work class, each class scaled by its size); `PTX_EMU_GPU=NAME` adds `predicted_us`, `bound`
 //! and the modelled DRAM bytes. Unset `PTX_EMU_STATS`: nothing here runs.
 
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use gpu_model::sampling::WorkSplit;
 use gpu_model::{Counters, GpuSpec, LaunchInfo};
 use ptx_emu::{Fault, KernelCall, LaunchOptions, LaunchStats, Memory, Module};
 
@@ -81,17 +83,19 @@ fn registers(module: &Module, kernel: &str) -> Option<u32> {
     gpu_model::counters::registers_from_report(rep, kernel, arch)
 }
 
-/// Run a launch with counters; its row waits for the next synchronisation.
+/// Run a launch with counters (sampled blocks weighted by `work` when the launcher stated it);
+/// its row waits for the next synchronisation.
 // `Fault` is ptx-emu's launch error type (its size is its API).
 #[allow(clippy::result_large_err)]
 pub(crate) fn launch(
     p: &Profile,
     call: KernelCall<'_>,
     cluster: [u32; 3],
+    work: Option<&WorkSplit>,
     mem: &mut Memory,
     opts: &LaunchOptions,
 ) -> Result<LaunchStats, Fault> {
-    let (stats, acc) = ptx_emu::launch_counted_cluster(call, cluster, mem, opts, p.sample)?;
+    let (stats, acc) = ptx_emu::launch_counted_split(call, cluster, mem, opts, p.sample, work)?;
     let (module, kernel, cfg) = (call.module, call.kernel, call.cfg);
     // Read footprint bound: the allocations the parameters point into. Pointers are 8-byte
     // parameters or 8-byte-aligned fields of struct parameters (our kernels take one params

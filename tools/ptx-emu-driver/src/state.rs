@@ -154,6 +154,9 @@ pub enum Op {
         params: Vec<Vec<u8>>,
         /// Thread-block cluster shape (`[1, 1, 1]`: no clusters).
         cluster: [u32; 3],
+        /// The work of each block, when the launcher stated it (`ptxemu_set_launch_work`):
+        /// what a sampled profile weights the blocks by.
+        work: Option<Arc<gpu_model::sampling::WorkSplit>>,
     },
     HtoD {
         dst: u64,

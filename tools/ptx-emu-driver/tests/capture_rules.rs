@@ -337,3 +337,40 @@ fn unsupported_entry_points_say_so() {
         "CUDA_ERROR_NOT_SUPPORTED"
     );
 }
+
+/// `ptxemu_set_launch_work` applies to the next launch of the thread only: a split that does not
+/// cover that launch's grid fails it (INVALID_VALUE), the launch after it runs, a covering split
+/// is taken, and `nruns = 0` clears a pending split.
+#[test]
+fn launch_work_split_must_cover_the_grid() {
+    let fx = Fixture::new();
+    let n = 300; // 5 blocks of 64
+    let (a, b, out) = (fx.alloc(n), fx.alloc(n), fx.alloc(n));
+    fx.upload(a, &inputs(n, 1));
+    fx.upload(b, &inputs(n, 2));
+    let set =
+        |runs: &[u64]| unsafe { ptxemu_set_launch_work(runs.as_ptr(), runs.len() as u64 / 2) };
+    ok(set(&[3, 2, 1, 1]), "ptxemu_set_launch_work");
+    assert_eq!(
+        fx.axpy(a, b, out, 1.0, n as i32),
+        CUDA_ERROR_INVALID_VALUE,
+        "4 of 5 blocks"
+    );
+    ok(
+        fx.axpy(a, b, out, 1.0, n as i32),
+        "the next launch has no split",
+    );
+    ok(set(&[3, 2, 2, 1]), "ptxemu_set_launch_work");
+    ok(fx.axpy(a, b, out, 1.0, n as i32), "a covering split");
+    ok(set(&[1, 1]), "ptxemu_set_launch_work");
+    ok(
+        unsafe { ptxemu_set_launch_work(std::ptr::null(), 0) },
+        "clear",
+    );
+    ok(fx.axpy(a, b, out, 1.0, n as i32), "a cleared split");
+    assert_eq!(
+        unsafe { ptxemu_set_launch_work(std::ptr::null(), 2) },
+        CUDA_ERROR_INVALID_VALUE
+    );
+    ok(cuCtxSynchronize(), "cuCtxSynchronize");
+}

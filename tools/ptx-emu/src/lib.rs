@@ -467,14 +467,34 @@ pub fn launch_counted_cluster(
     opts: &LaunchOptions,
     sample_blocks: Option<u64>,
 ) -> Result<(LaunchStats, gpu_model::LaunchAccumulator), Fault> {
+    launch_counted_split(call, cluster, mem, opts, sample_blocks, None)
+}
+
+/// [`launch_counted_cluster`] for a launch whose blocks carry the work `split` states (a
+/// persistent launch: `gpu_model::sampling::WorkSplit`, covering the grid): a sampled launch
+/// runs blocks of every work class and scales each class by its size
+/// (`gpu_model::sampling::plan`). `split = None`: the blocks of
+/// `gpu_model::sampling::sample_blocks`, scaled uniformly.
+pub fn launch_counted_split(
+    call: KernelCall<'_>,
+    cluster: [u32; 3],
+    mem: &mut Memory,
+    opts: &LaunchOptions,
+    sample_blocks: Option<u64>,
+    split: Option<&gpu_model::sampling::WorkSplit>,
+) -> Result<(LaunchStats, gpu_model::LaunchAccumulator), Fault> {
     let sample_blocks = sample_blocks.filter(|_| cluster == [1, 1, 1]);
     let total = call.cfg.grid.iter().map(|&g| u64::from(g)).product::<u64>();
-    let sink = std::sync::Mutex::new(gpu_model::LaunchAccumulator::new());
+    let plan = sample_blocks
+        .filter(|&n| n < total)
+        .map(|n| gpu_model::sampling::plan(total, Some(n), split));
+    let sink = std::sync::Mutex::new(match &plan {
+        Some(p) => gpu_model::LaunchAccumulator::with_plan(p),
+        None => gpu_model::LaunchAccumulator::new(),
+    });
     let prof = exec::Profiling {
         sink: &sink,
-        blocks: sample_blocks
-            .filter(|&n| n < total)
-            .map(|n| gpu_model::sampling::sample_blocks(total, Some(n))),
+        blocks: plan.map(|p| p.blocks),
     };
     let stats = exec::launch(call, cluster, mem, opts, Some(&prof))?;
     Ok((stats, sink.into_inner().unwrap_or_else(|e| e.into_inner())))

@@ -2,6 +2,7 @@
 //! Nsight Compute counts can be derived by hand (tests/ptx/counters.ptx), exact and sampled.
 mod common;
 use common::*;
+use gpu_model::sampling::WorkSplit;
 use gpu_model::{Counters, LaunchInfo};
 use ptx_emu::*;
 
@@ -171,4 +172,106 @@ fn sampled_counts_equal_exact_on_a_uniform_kernel() {
     assert_eq!(s.unique_write_sectors, exact.unique_write_sectors);
     assert_eq!(s.waiting_warps, exact.waiting_warps);
     assert_eq!(s.mem_round_trips, exact.mem_round_trips);
+}
+
+/// `persistent` (tests/ptx/counters.ptx) on `grid` blocks of one warp over `tiles` tiles:
+/// `sample` blocks at most, weighted by `split` when given; the finished counters.
+fn persistent(grid: u32, tiles: u32, sample: Option<u64>, split: Option<&WorkSplit>) -> Counters {
+    let mut mem = Memory::new();
+    let n = 32 * tiles as usize;
+    let inp = upload(&mut mem, &f32_bytes(&rand_f32(n, 5)));
+    let out = mem.alloc(n * 4).unwrap();
+    let params = [ptr(inp), ptr(out), tiles.to_le_bytes().to_vec()];
+    let m = module("counters.ptx");
+    let p: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
+    let c = cfg([grid, 1, 1], [32, 1, 1], 0);
+    let call = KernelCall {
+        module: &m,
+        kernel: "persistent",
+        cfg: &c,
+        params: &p,
+    };
+    let (_, acc) = launch_counted_split(
+        call,
+        [1, 1, 1],
+        &mut mem,
+        &opts("persistent", 2),
+        sample,
+        split,
+    )
+    .unwrap_or_else(|f| panic!("persistent: {f}"));
+    acc.finish(&LaunchInfo::new("persistent", c.grid, c.block))
+}
+
+/// The work split of a persistent grid of `p` blocks over `t` tiles (block b: tiles b, b + p, ..).
+fn strided(p: u64, t: u64) -> WorkSplit {
+    WorkSplit::from_runs(&[(t % p, t / p + 1), (p - t % p, t / p)], p).unwrap()
+}
+
+/// A persistent grid (blocks of unequal tile counts): 2 sampled blocks weighted by work class
+/// give the exact per-block sums for every (grid, tiles) tried, where the spread blocks scaled
+/// uniformly (the old rule: blocks 0 and P - 1 times P / 2) are off by P / 2 - T mod P tiles.
+#[test]
+fn sampled_persistent_launch_weighted_by_work_class_is_exact() {
+    for (grid, tiles) in [(7u32, 23u32), (132, 200), (132, 263), (10, 11), (5, 15)] {
+        let exact = persistent(grid, tiles, None, None);
+        let (p, t) = (u64::from(grid), u64::from(tiles));
+        assert_eq!(exact.tensor_inst, t, "one mma per tile");
+        assert_eq!(exact.flop_tensor, 4096 * t);
+        let split = strided(p, t);
+        let s = persistent(grid, tiles, Some(2), Some(&split));
+        assert!(s.sampled && s.blocks_executed == 2, "{grid} {tiles}");
+        let weighting = if t % p == 0 {
+            "uniform"
+        } else {
+            "work_classes"
+        };
+        assert_eq!(s.sample_weighting.as_deref(), Some(weighting));
+        for (name, a, b) in [
+            ("inst", s.inst_executed, exact.inst_executed),
+            (
+                "thread inst",
+                s.thread_inst_executed,
+                exact.thread_inst_executed,
+            ),
+            ("tensor inst", s.tensor_inst, exact.tensor_inst),
+            ("flop tensor", s.flop_tensor, exact.flop_tensor),
+            ("fp32", s.flop_fp32, exact.flop_fp32),
+            ("ld sectors", s.global_ld_sectors, exact.global_ld_sectors),
+            ("st sectors", s.global_st_sectors, exact.global_st_sectors),
+            ("writes", s.unique_write_sectors, exact.unique_write_sectors),
+            ("reads", s.unique_read_sectors, exact.unique_read_sectors),
+            ("waiting warps", s.waiting_warps, exact.waiting_warps),
+        ] {
+            assert_eq!(a, b, "{name}: grid {grid} tiles {tiles}");
+        }
+        assert_eq!(s.flop_tensor_by_dtype, exact.flop_tensor_by_dtype);
+        assert_eq!(s.mem_round_trips, exact.mem_round_trips);
+        // The old endpoint rule: blocks 0 and P - 1, each count times P / 2.
+        let old = persistent(grid, tiles, Some(2), None);
+        assert_eq!(old.sample_weighting.as_deref(), Some("uniform"));
+        let tiles_old = ((t.div_ceil(p) + t / p) * p).div_ceil(2); // rounded half up
+        assert_eq!(old.tensor_inst, tiles_old, "grid {grid} tiles {tiles}");
+        if 2 * (t % p) != p && t % p != 0 {
+            assert_ne!(
+                old.flop_tensor, exact.flop_tensor,
+                "grid {grid} tiles {tiles}"
+            );
+        }
+    }
+}
+
+/// Fewer sampled blocks than work classes: the blocks' counts are scaled by the launch's tiles
+/// over theirs (exact for the tensor work, which is per tile; the per-block prologue is not).
+#[test]
+fn one_sampled_block_scales_by_work_units() {
+    let exact = persistent(7, 23, None, None);
+    let s = persistent(7, 23, Some(1), Some(&strided(7, 23)));
+    assert_eq!(s.sample_weighting.as_deref(), Some("work_units"));
+    assert_eq!(s.blocks_executed, 1);
+    assert_eq!(
+        (s.tensor_inst, s.flop_tensor),
+        (exact.tensor_inst, exact.flop_tensor)
+    );
+    assert_eq!(s.global_ld_sectors, exact.global_ld_sectors);
 }

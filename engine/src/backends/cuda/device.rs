@@ -111,6 +111,10 @@ pub struct DriverStats {
     pub module_loads: u64,
 }
 
+/// `ptxemu_set_launch_work(runs, nruns)` of the stand-in driver (`tools/ptx-emu-driver`):
+/// `(blocks, units per block)` pairs for the calling thread's next launch.
+type WorkFn = unsafe extern "C" fn(*const u64, u64) -> u32;
+
 /// Watches every kernel launch of a [`CudaDevice`] (per-kernel CUDA-event timing, NVTX ranges):
 /// `before_launch` runs right before the launch is enqueued, `after_launch` right after.
 pub trait LaunchObserver: Send + Sync {
@@ -137,6 +141,9 @@ pub struct CudaDevice {
     modules: Mutex<HashMap<KernelModule, Arc<CudaModule>>>,
     /// Set when the driver is the stand-in (exports `ptxemu_stats`).
     stats_fn: Option<unsafe extern "C" fn(*mut DriverStats) -> u32>,
+    /// The stand-in's `ptxemu_set_launch_work`: tells its profiler how a persistent launch's
+    /// blocks share the tiles (see [`Self::launch`]).
+    work_fn: Option<WorkFn>,
     observer: Mutex<Option<Arc<dyn LaunchObserver>>>,
     /// Dry run: launches are checked and dropped (allocation recording, see `arena.rs`).
     dry: std::sync::atomic::AtomicBool,
@@ -275,6 +282,13 @@ impl CudaDevice {
                 .ok()
                 .map(|s| *s)
         };
+        // SAFETY: as above; the signature is fixed by tools/ptx-emu-driver (`extras.rs`).
+        let work_fn = unsafe {
+            sys::culib()
+                .get::<WorkFn>(b"ptxemu_set_launch_work\0")
+                .ok()
+                .map(|s| *s)
+        };
         // 132 (an H100 SXM) if the driver does not say.
         let sm_count = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
@@ -306,6 +320,7 @@ impl CudaDevice {
             stream,
             modules: Mutex::new(HashMap::new()),
             stats_fn,
+            work_fn,
             observer: Mutex::new(None),
             dry: std::sync::atomic::AtomicBool::new(false),
             sm_count,
@@ -398,6 +413,9 @@ impl CudaDevice {
     }
 
     /// Launch `entry` of `module` with its single params-struct argument on this device's stream.
+    /// On the stand-in driver a persistent launch (`cfg.persistent_tiles > 0`) first states its
+    /// blocks' tiles ([`cyberhost_kernels::LaunchConfig::work_runs`]) so that a sampled profile
+    /// (`PTX_EMU_SAMPLE_BLOCKS`) weights its blocks by work class (`docs/profiling.md`).
     ///
     /// # Safety
     /// `params` must match the kernel's params struct field for field, and every device pointer
@@ -419,6 +437,7 @@ impl CudaDevice {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let cfg_work_runs = cfg.work_runs();
         let cfg = LaunchConfig {
             grid_dim: (cfg.grid[0], cfg.grid[1], cfg.grid[2]),
             block_dim: (cfg.block[0], cfg.block[1], cfg.block[2]),
@@ -441,11 +460,21 @@ impl CudaDevice {
                 )
             })?;
         }
+        let work = self.work_fn.zip(cfg_work_runs);
         let arg = PodArg(*params);
         let mut builder = self.stream.launch_builder(&f);
         builder.arg(&arg);
         if let Some(o) = &observer {
             o.before_launch(&self.stream, module, entry);
+        }
+        if let Some((set_work, runs)) = work {
+            let flat: Vec<u64> = runs.iter().flat_map(|&(b, u)| [b, u]).collect();
+            // SAFETY: `flat` holds `2 * runs.len()` values, alive for the call; the stand-in
+            // copies them and applies them to this thread's next launch (the one below).
+            let rc = unsafe { set_work(flat.as_ptr(), runs.len() as u64) };
+            if rc != 0 {
+                bail!("{entry}: the stand-in driver refused the work split {runs:?} (error {rc})");
+            }
         }
         // SAFETY: forwarded to the caller (argument layout and buffer sizes).
         let launched = unsafe { builder.launch(cfg) }

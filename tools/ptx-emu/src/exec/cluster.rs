@@ -248,7 +248,7 @@ impl<'a, 'b> Block<'a, 'b> {
         for i in 0..size {
             let cta = std::mem::take(&mut self.c.cluster.ctas[i]);
             if let (Ok(()), Some(p), Some(sink)) = (&r, cta.prof, self.c.prof) {
-                p.finish(sink.sink);
+                p.finish(sink.sink, cta.ctaid, self.c.cfg.grid);
             }
             self.c.pool.extend(cta.warps);
         }

@@ -719,7 +719,7 @@ fn run_block(
     };
     let r = blk.schedule(sched, rng);
     if let (Ok(()), Some(p), Some(sink)) = (&r, blk.prof.take(), blk.c.prof) {
-        p.finish(sink.sink);
+        p.finish(sink.sink, blk.ctaid, blk.c.cfg.grid);
     }
     // return the buffers to the pools
     blk.c.shared_buf = std::mem::take(&mut blk.shared);

@@ -62,11 +62,18 @@ impl BlockStats {
         self.acc.on_bulk_copy(addr, bytes);
     }
 
-    /// Fold the finished block into the launch.
-    pub fn finish(self: Box<Self>, sink: &Mutex<LaunchAccumulator>) {
+    /// Fold the finished block `ctaid` of a launch of `grid` blocks into the launch.
+    pub fn finish(
+        self: Box<Self>,
+        sink: &Mutex<LaunchAccumulator>,
+        ctaid: [u32; 3],
+        grid: [u32; 3],
+    ) {
+        let [x, y, z] = ctaid.map(u64::from);
+        let linear = x + u64::from(grid[0]) * (y + u64::from(grid[1]) * z);
         sink.lock()
             .unwrap_or_else(|e| e.into_inner())
-            .add_block(self.acc);
+            .add_block_at(linear, self.acc);
     }
 }
 
