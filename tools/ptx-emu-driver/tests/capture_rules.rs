@@ -35,15 +35,26 @@ unsafe fn load(name: &CStr) -> (*mut c_void, *mut c_void) {
     (module, f)
 }
 
-/// A fresh context (current on this thread), a stream in it and the test module.
+/// The tests of this file that allocate device memory run one at a time: the graph test checks
+/// the driver-wide `bytes_in_use`, which another test's allocations would move meanwhile.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A fresh context (current on this thread), a stream in it and the test module; the [`SERIAL`]
+/// lock is held as long as the fixture lives.
 struct Fixture {
     ctx: *mut c_void,
     stream: *mut c_void,
     axpy: *mut c_void,
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Fixture {
     fn new() -> Fixture {
+        let serial = serial();
         unsafe {
             ok(cuInit(0), "cuInit");
             let mut ctx = null_mut();
@@ -51,7 +62,12 @@ impl Fixture {
             let mut stream = null_mut();
             ok(cuStreamCreate(&mut stream, 1), "cuStreamCreate");
             let (_, axpy) = load(c"axpy_f32");
-            Fixture { ctx, stream, axpy }
+            Fixture {
+                ctx,
+                stream,
+                axpy,
+                _serial: serial,
+            }
         }
     }
 
@@ -283,6 +299,7 @@ fn capture_rules_match_cuda() {
 
 #[test]
 fn primary_context_reset_clears_a_sticky_fault() {
+    let _serial = serial();
     unsafe {
         ok(cuInit(0), "cuInit");
         let mut ctx = null_mut();
