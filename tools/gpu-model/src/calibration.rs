@@ -79,6 +79,7 @@ impl Shape {
             smem_static: self.smem_static,
             smem_dynamic: self.smem_dynamic,
             read_footprint_cap_bytes: Some(read_cap),
+            read_allocations: Vec::new(),
         }
     }
 }

@@ -187,6 +187,13 @@ pub struct Counters {
     /// used to bound `emu__unique_read_sectors` extrapolated from sampled blocks.
     #[serde(rename = "emu__read_footprint_cap_bytes", default)]
     pub read_footprint_cap_bytes: Option<u64>,
+    /// The executed blocks' distinct read sectors per allocation of
+    /// [`LaunchInfo::read_allocations`] (distinct sectors, the allocation's size in sectors),
+    /// then one entry (cap `u64::MAX`) for the sectors outside them. Empty when the allocations
+    /// are unknown. Consumed by the extrapolation of a sampled launch (each allocation's share is
+    /// capped by its size, [`crate::sampling::extrapolate_unique_reads`]); not serialized.
+    #[serde(skip)]
+    pub read_sectors_by_allocation: Vec<(u64, u64)>,
     /// `true` when only some blocks ran (`PTX_EMU_SAMPLE_BLOCKS`): the counters are scaled and the
     /// kernel's outputs are not valid.
     #[serde(rename = "emu__sampled", default)]
@@ -590,6 +597,11 @@ pub struct LaunchInfo {
     /// Bytes of the buffers the kernel reads, if the caller knows them (bounds the extrapolated
     /// footprint of a sampled launch).
     pub read_footprint_cap_bytes: Option<u64>,
+    /// The allocations (start address, bytes; disjoint) the kernel may read, if the caller knows
+    /// them. With them, the extrapolated footprint is bounded per allocation, and only the
+    /// allocations the executed blocks read count toward `emu__read_footprint_cap_bytes` (a
+    /// write-only output is not read traffic).
+    pub read_allocations: Vec<(u64, u64)>,
 }
 
 impl LaunchInfo {
@@ -658,6 +670,22 @@ impl LaunchAccumulator {
         t.unique_read_sectors = self.read_sectors.len() as u64;
         t.unique_write_sectors = self.write_sectors.len() as u64;
         t.read_footprint_cap_bytes = info.read_footprint_cap_bytes;
+        if !info.read_allocations.is_empty() {
+            let by = reads_by_allocation(&self.read_sectors, &info.read_allocations);
+            let read_bytes: u64 = info
+                .read_allocations
+                .iter()
+                .zip(&by)
+                .filter(|(_, (d, _))| *d > 0)
+                .map(|(a, _)| a.1)
+                .sum();
+            // reads outside the listed allocations (a pointer the caller did not list): keep
+            // the caller's cap
+            if by.last().is_some_and(|o| o.0 == 0) {
+                t.read_footprint_cap_bytes = Some(read_bytes);
+            }
+            t.read_sectors_by_allocation = by;
+        }
         let mut c = std::mem::take(&mut self.total);
         match self.weighted {
             Some(w) if c.blocks_executed > 0 && c.blocks_executed < c.blocks_total => {
@@ -667,6 +695,33 @@ impl LaunchAccumulator {
         }
         c
     }
+}
+
+/// The distinct sectors of `sectors` in each of `allocs` (start, bytes; disjoint) with the
+/// allocation's size in sectors, then (cap `u64::MAX`) those in none of them.
+fn reads_by_allocation(sectors: &HashSet<u64>, allocs: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut spans: Vec<(u64, u64, usize)> = allocs
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, len))| (start / SECTOR, (start + len).div_ceil(SECTOR), i))
+        .collect();
+    spans.sort_unstable();
+    let mut out: Vec<(u64, u64)> = allocs
+        .iter()
+        .map(|&(_, len)| (0, len.div_ceil(SECTOR)))
+        .collect();
+    out.push((0, u64::MAX));
+    let outside = allocs.len();
+    for &s in sectors {
+        // the last span starting at or before s
+        let i = spans.partition_point(|sp| sp.0 <= s);
+        let slot = match i.checked_sub(1).map(|j| spans[j]) {
+            Some((_, end, k)) if s < end => k,
+            _ => outside,
+        };
+        out[slot].0 += 1;
+    }
+    out
 }
 
 /// Add block `b`'s counts to the sums `t` (not its sector sets: the caller's).

@@ -327,9 +327,19 @@ pub(crate) fn scale_sums(c: &mut Counters, f: f64) {
 
 /// The launch's distinct read sectors `c.unique_read_sectors` (those of the executed blocks)
 /// extrapolated by `f`, but never beyond `emu__read_footprint_cap_bytes` nor beyond the (scaled)
-/// per-block sum.
+/// per-block sum; with the executed blocks' reads per allocation known
+/// (`read_sectors_by_allocation`), each allocation's share is extrapolated and capped by the
+/// allocation's size on its own (blocks that share an operand panel are not counted twice
+/// beyond the operand's size, and a write-only output adds nothing to the cap).
 pub(crate) fn extrapolate_unique_reads(c: &mut Counters, f: f64) {
-    let mut unique = (c.unique_read_sectors as f64 * f).round() as u64;
+    let mut unique = if c.read_sectors_by_allocation.is_empty() {
+        (c.unique_read_sectors as f64 * f).round() as u64
+    } else {
+        c.read_sectors_by_allocation
+            .iter()
+            .map(|&(d, cap)| ((d as f64 * f).round() as u64).min(cap))
+            .sum()
+    };
     unique = unique.min(c.block_unique_read_sectors);
     if let Some(cap) = c.read_footprint_cap_bytes {
         unique = unique.min(cap.div_ceil(SECTOR));

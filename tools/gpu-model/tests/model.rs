@@ -64,6 +64,44 @@ fn sampled_counters_scale_to_the_grid() {
     assert_eq!(d.unique_read_sectors, 10);
 }
 
+#[test]
+fn sampled_reads_are_capped_per_allocation() {
+    // 8 blocks; every block reads the whole 1 KiB panel A (32 sectors, shared by all blocks:
+    // on hardware it comes from DRAM once) and its own 128-byte row of B (4 sectors); the
+    // launch also points at a write-only 64 KiB output. 2 blocks run.
+    const A: u64 = 0x1000;
+    const B: u64 = 0x10_0000;
+    const C: u64 = 0x20_0000;
+    let run = |allocs: Vec<(u64, u64)>| {
+        let mut l = LaunchAccumulator::new();
+        for b in sample_blocks(8, Some(2)) {
+            let mut acc = BlockAccumulator::new();
+            for r in 0..8 {
+                let lanes: Vec<_> = (0..32).map(|i| Some(A + r * 128 + 4 * i)).collect();
+                acc.on_global_access(Access::Load, 4, &lanes);
+            }
+            let lanes: Vec<_> = (0..32).map(|i| Some(B + b * 128 + 4 * i)).collect();
+            acc.on_global_access(Access::Load, 4, &lanes);
+            l.add_block(acc);
+        }
+        let mut info = LaunchInfo::new("k", [8, 1, 1], [32, 1, 1]);
+        info.read_footprint_cap_bytes = Some(1024 + 8 * 128 + 65536);
+        info.read_allocations = allocs;
+        l.finish(&info)
+    };
+    // Without the allocations: (32 + 2 * 4) sectors x 4, under the whole-launch cap.
+    let old = run(Vec::new());
+    assert_eq!(old.unique_read_sectors, 160);
+    assert_eq!(old.read_footprint_cap_bytes, Some(1024 + 1024 + 65536));
+    // Per allocation: A at most its 32 sectors, B 8 x 4; C is never read (not in the cap).
+    let new = run(vec![(A, 1024), (B, 8 * 128), (C, 65536)]);
+    assert_eq!(new.unique_read_sectors, 32 + 32);
+    assert_eq!(new.read_footprint_cap_bytes, Some(1024 + 1024));
+    // Sectors outside every listed allocation are extrapolated without a cap of their own.
+    let part = run(vec![(B, 8 * 128)]);
+    assert_eq!(part.unique_read_sectors, 32 * 4 + 32);
+}
+
 /// A persistent grid's split: `(T mod P)` blocks of `T / P + 1` tiles, then `T / P`.
 fn strided(p: u64, t: u64) -> WorkSplit {
     WorkSplit::from_runs(&[(t % p, t / p + 1), (p - t % p, t / p)], p).unwrap()

@@ -118,6 +118,7 @@ pub(crate) fn launch(
         // no pointer found: no bound (a zero cap would erase every extrapolated read)
         read_footprint_cap_bytes: (!allocs.is_empty())
             .then(|| allocs.iter().map(|a| a.1 as u64).sum()),
+        read_allocations: allocs.iter().map(|&(s, l)| (s, l as u64)).collect(),
     };
     let mut c = acc.finish(&info);
     if let Some(g) = p.gpu {
