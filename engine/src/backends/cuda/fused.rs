@@ -197,7 +197,7 @@ pub(crate) fn conv2d_ext(
 
 /// Checks bias `(C_out)`, temb `(N, C_out)` and the residual of a conv of `dims`; returns whether
 /// the residual is one image broadcast over the batch.
-fn check_conv_epilogue(
+pub(crate) fn check_conv_epilogue(
     op: &str,
     dims: &Conv2dDims,
     bias: Option<&CudaTensor>,
