@@ -479,29 +479,55 @@ fn conv2d_nhwc_channels_last_trunk() {
     let (w2, w2c) = weight(&be, &[40, 40, 3, 3], 5, p3);
     let (r, rc) = pair(&be, &[2, 40, 7, 9], 6);
     let hs = same(&h);
-    let y = be.conv2d_ext(&h, &w2, None, p3, epi(None, Some(&r), 0.7)).unwrap();
+    let y = be
+        .conv2d_ext(&h, &w2, None, p3, epi(None, Some(&r), 0.7))
+        .unwrap();
     assert!(y.is_channels_last());
-    let yc = CPU.conv2d_ext(&hs, &w2c, None, p3, epi(None, Some(&rc), 0.7)).unwrap();
-    check("channels-last conv2d_ext (residual)", &be, &y, &yc, tol(40 * 9));
+    let yc = CPU
+        .conv2d_ext(&hs, &w2c, None, p3, epi(None, Some(&rc), 0.7))
+        .unwrap();
+    check(
+        "channels-last conv2d_ext (residual)",
+        &be,
+        &y,
+        &yc,
+        tol(40 * 9),
+    );
     // a channels-last residual, stride-2 downsampler, plain conv2d
     let p1 = EngineConv::new(1, 0);
     let (w3, w3c) = weight(&be, &[40, 40, 1, 1], 7, p1);
-    let z = be.conv2d_ext(&y, &w3, None, p1, epi(None, Some(&h), 1.0)).unwrap();
+    let z = be
+        .conv2d_ext(&y, &w3, None, p1, epi(None, Some(&h), 1.0))
+        .unwrap();
     let ys = same(&y);
-    let zc = CPU.conv2d_ext(&ys, &w3c, None, p1, epi(None, Some(&hs), 1.0)).unwrap();
+    let zc = CPU
+        .conv2d_ext(&ys, &w3c, None, p1, epi(None, Some(&hs), 1.0))
+        .unwrap();
     check("channels-last residual", &be, &z, &zc, tol(40));
     let p2 = EngineConv::new(2, 1);
     let (w4, w4c) = weight(&be, &[16, 40, 3, 3], 8, p2);
     let d = be.conv2d(&y, &w4, None, p2).unwrap();
     assert!(d.is_channels_last());
     assert_eq!(d.shape(), [2, 16, 4, 5]);
-    check("channels-last stride 2", &be, &d, &CPU.conv2d(&ys, &w4c, None, p2).unwrap(), tol(360));
+    check(
+        "channels-last stride 2",
+        &be,
+        &d,
+        &CPU.conv2d(&ys, &w4c, None, p2).unwrap(),
+        tol(360),
+    );
     // 4 channels (conv_in of a latent: the element-wise loader)
     let (l, lc) = pair(&be, &[1, 4, 5, 6], 9);
     let (w5, w5c) = weight(&be, &[8, 4, 3, 3], 10, p3);
     let o = be.conv2d(&l, &w5, None, p3).unwrap();
     assert!(o.is_channels_last());
-    check("channels-last C = 4", &be, &o, &CPU.conv2d(&lc, &w5c, None, p3).unwrap(), tol(36));
+    check(
+        "channels-last C = 4",
+        &be,
+        &o,
+        &CPU.conv2d(&lc, &w5c, None, p3).unwrap(),
+        tol(36),
+    );
     // the conv as the first part of a concat: a contiguous tail, and a channels-last one
     for tail in [r.clone(), h.clone()] {
         let tc = same(&tail);
@@ -516,22 +542,53 @@ fn conv2d_nhwc_channels_last_trunk() {
     }
     // ops that do not read channels-last get a contiguous copy
     let ew = 2f64.powi(-8);
-    check("silu of channels-last", &be, &be.unary(&y, Unary::Silu).unwrap(),
-        &CPU.unary(&ys, Unary::Silu).unwrap(), ew);
+    check(
+        "silu of channels-last",
+        &be,
+        &be.unary(&y, Unary::Silu).unwrap(),
+        &CPU.unary(&ys, Unary::Silu).unwrap(),
+        ew,
+    );
     let (g, gc) = pair(&be, &[40], 11);
-    check("group_norm of channels-last", &be,
+    check(
+        "group_norm of channels-last",
+        &be,
         &be.group_norm(&y, 8, Some(&g), None, 1e-5).unwrap(),
-        &CPU.group_norm(&ys, 8, Some(&gc), None, 1e-5).unwrap(), 4.0 * ew);
-    check("narrow of channels-last", &be, &be.narrow(&y, 1, 3, 10).unwrap(),
-        &CPU.narrow(&ys, 1, 3, 10).unwrap(), 0.0);
-    check("reshape of channels-last", &be, &be.reshape(&y, &[2, 40, 63]).unwrap(),
-        &CPU.reshape(&ys, &[2, 40, 63]).unwrap(), 0.0);
-    check("binary of channels-last and contiguous", &be, &be.binary(&y, &r,
-        cyberhost_engine::backends::Binary::Add).unwrap(),
-        &CPU.binary(&ys, &rc, cyberhost_engine::backends::Binary::Add).unwrap(), ew);
+        &CPU.group_norm(&ys, 8, Some(&gc), None, 1e-5).unwrap(),
+        4.0 * ew,
+    );
+    check(
+        "narrow of channels-last",
+        &be,
+        &be.narrow(&y, 1, 3, 10).unwrap(),
+        &CPU.narrow(&ys, 1, 3, 10).unwrap(),
+        0.0,
+    );
+    check(
+        "reshape of channels-last",
+        &be,
+        &be.reshape(&y, &[2, 40, 63]).unwrap(),
+        &CPU.reshape(&ys, &[2, 40, 63]).unwrap(),
+        0.0,
+    );
+    check(
+        "binary of channels-last and contiguous",
+        &be,
+        &be.binary(&y, &r, cyberhost_engine::backends::Binary::Add)
+            .unwrap(),
+        &CPU.binary(&ys, &rc, cyberhost_engine::backends::Binary::Add)
+            .unwrap(),
+        ew,
+    );
     // a weight not packed at load keeps the NCHW conv (and a contiguous output)
     let (w6, w6c) = pair(&be, &[8, 40, 1, 1], 12);
     let u = be.conv2d(&y, &w6, None, p1).unwrap();
     assert!(!u.is_channels_last());
-    check("unpacked weight", &be, &u, &CPU.conv2d(&ys, &w6c, None, p1).unwrap(), tol(40));
+    check(
+        "unpacked weight",
+        &be,
+        &u,
+        &CPU.conv2d(&ys, &w6c, None, p1).unwrap(),
+        tol(40),
+    );
 }

@@ -22,8 +22,8 @@ use anyhow::{bail, Context, Result};
 use cyberhost_kernels::DType;
 
 use super::context::CudaBackend;
-use super::tensor::CudaTensor;
 use super::memory_format::{self, contiguous, Contig, Held};
+use super::tensor::CudaTensor;
 use super::{
     attention as flash, cfg_ddim, fused, gemm_fp8_sm90, graph, group_norm, layer_norm, layout,
     linalg, mean_dim, pointwise, pool, rca, softmax, timestep_embedding, upsample,

@@ -270,17 +270,26 @@ impl CudaBackend {
         };
         let out = [n, s.h_out() as usize, s.w_out() as usize, o];
         let bf = |t: &CudaTensor| {
-            ensure!(!t.is_channels_last(), "conv2d_nhwc: {t:?} must be contiguous");
+            ensure!(
+                !t.is_channels_last(),
+                "conv2d_nhwc: {t:?} must be contiguous"
+            );
             self.as_dtype(t, DType::Bf16)
         };
         let bb = bias.map(bf).transpose()?;
         let tb = epi.temb.map(bf).transpose()?;
         let rb = epi.residual.map(bf).transpose()?;
         if let Some(t) = &tb {
-            ensure!(t.shape() == [n, o], "conv2d_nhwc: temb {t:?} must be (N, C_out)");
+            ensure!(
+                t.shape() == [n, o],
+                "conv2d_nhwc: temb {t:?} must be (N, C_out)"
+            );
         }
         if let Some(r) = &rb {
-            ensure!(r.shape() == out, "conv2d_nhwc: residual {r:?} must be {out:?}");
+            ensure!(
+                r.shape() == out,
+                "conv2d_nhwc: residual {r:?} must be {out:?}"
+            );
         }
         let mut y = self.alloc(&out, DType::Bf16)?;
         let ws_len = workspace_len(self.device(), s, self.ptr(x), u(c));

@@ -24,9 +24,7 @@ use super::fused;
 use super::layout;
 use super::tensor::{CudaTensor, MemoryFormat};
 use crate::backends::shape::conv2d_dims;
-use crate::backends::{
-    Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
-};
+use crate::backends::{Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
 
 /// `t` as a contiguous tensor: one copy (`(N, H, W, C)` → `(N, C, H, W)`) when it is
 /// channels-last, else `t` itself.
@@ -257,11 +255,7 @@ fn conv_channels_last(
     let dims = conv2d_dims("conv2d_ext", x.shape(), w.shape(), p)?;
     fused::check_conv_epilogue("conv2d_ext", &dims, bias, epi)?;
     let xc = channels_last(be, x)?;
-    let held = HeldConvEpilogue::new(
-        epi,
-        |r| Ok(channels_last(be, r)?.storage_view()),
-        be,
-    )?;
+    let held = HeldConvEpilogue::new(epi, |r| Ok(channels_last(be, r)?.storage_view()), be)?;
     let bias = bias.hold(be)?;
     let y = be.conv2d_nhwc_ext(&xc.storage_view(), pw, bias.as_ref(), p, held.view())?;
     y.nhwc_as_channels_last()
