@@ -312,12 +312,7 @@ pub(crate) fn conv2d_concat(
     };
     let y = conv_channels_last(be, x, w, &pw, bias, p, epi)?;
     let (ys, ts) = (y.shape(), tail.shape());
-    if ts.len() != 4 || ts[0] != ys[0] || ts[2..] != ys[2..] {
-        bail!(
-            "conv2d_concat: tail {ts:?} must be (N, C_t, Ho, Wo) with (N, Ho, Wo) of the conv \
-             output {ys:?}"
-        );
-    }
+    fused::check_concat_tail(ys, ts)?;
     let tail = channels_last(be, tail)?;
     let out = be.alloc(&[ys[0], ys[2], ys[3], ys[1] + ts[1]], DType::Bf16)?;
     layout::copy_into(be, &y.storage_view(), &out, 3, 0)?;
