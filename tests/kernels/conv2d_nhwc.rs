@@ -415,3 +415,180 @@ fn conv2d_nhwc_paper_shapes_vs_v2() {
         dev.synchronize().unwrap();
     }
 }
+
+/// The channels-last trunk through the `Backend` trait (`CudaBackend::set_channels_last`, sm_80
+/// set): convolutions whose weight was packed at load (`prepare_conv_weight`) run on
+/// `conv2d_nhwc` and return channels-last tensors — from contiguous or channels-last inputs, the
+/// epilogue's residual in either format, a 4-channel input (the element-wise loader), a conv
+/// whose output is the first part of a channel concat — against the CPU's NCHW ops; ops that do
+/// not read channels-last (elementwise, GroupNorm, narrow, reshape) get a contiguous copy and
+/// agree with the CPU on the same values; an unpacked weight keeps the NCHW conv. On the sm_90a
+/// set the switch is refused with a message naming the arch.
+#[test]
+fn conv2d_nhwc_channels_last_trunk() {
+    use crate::common::{check, open_cuda_backend, random, CPU};
+    use cyberhost_engine::backends::cuda::{CudaBackend, CudaTensor, MemoryFormat};
+    use cyberhost_engine::backends::{Backend, ConvEpilogue, TensorLike, Unary};
+    use cyberhost_kernels::Arch;
+    let be = open_cuda_backend();
+    be.set_poison_outputs(true);
+    if be.device().arch() != Arch::Sm80 {
+        let err = be.set_channels_last(true).unwrap_err();
+        assert!(format!("{err:#}").contains("sm_80"), "{err:#}");
+        assert!(!be.channels_last());
+        return;
+    }
+    be.set_channels_last(true).unwrap();
+    // bf16-rounded values on both backends
+    let pair = |be: &CudaBackend, shape: &[usize], seed: u64| {
+        let n: usize = shape.iter().product();
+        let v = round_bf16(&random(n, seed));
+        (be.from_f32(shape, &v).unwrap(), cpu(shape, &v))
+    };
+    let weight = |be: &CudaBackend, shape: &[usize], seed: u64, p: EngineConv| {
+        let (g, c) = pair(be, shape, seed);
+        be.prepare_conv_weight(&g, p).unwrap();
+        (g, c)
+    };
+    // the device's values as the CPU's inputs (checks of the later ops alone)
+    let same = |t: &CudaTensor| cpu(t.shape(), &be.to_f32(t).unwrap());
+    let p3 = EngineConv::new(1, 1);
+    // ResNet conv1: contiguous x (the trunk's entry), bias + temb + scale
+    let (x, xc) = pair(&be, &[2, 24, 7, 9], 1);
+    let (w1, w1c) = weight(&be, &[40, 24, 3, 3], 2, p3);
+    let (b1, b1c) = pair(&be, &[40], 3);
+    let (t1, t1c) = pair(&be, &[2, 40], 4);
+    fn epi<'a, T>(temb: Option<&'a T>, residual: Option<&'a T>, scale: f32) -> ConvEpilogue<'a, T> {
+        ConvEpilogue {
+            temb,
+            residual,
+            scale,
+        }
+    }
+    let h = be
+        .conv2d_ext(&x, &w1, Some(&b1), p3, epi(Some(&t1), None, 0.5))
+        .unwrap();
+    assert_eq!(h.memory_format(), MemoryFormat::ChannelsLast, "{h:?}");
+    assert_eq!(h.shape(), [2, 40, 7, 9]);
+    assert_eq!(h.storage_shape(), [2, 7, 9, 40]);
+    let hc = CPU
+        .conv2d_ext(&xc, &w1c, Some(&b1c), p3, epi(Some(&t1c), None, 0.5))
+        .unwrap();
+    check("channels-last conv2d_ext (temb)", &be, &h, &hc, tol(24 * 9));
+    // ResNet conv2: channels-last x, a contiguous residual, output scale
+    let (w2, w2c) = weight(&be, &[40, 40, 3, 3], 5, p3);
+    let (r, rc) = pair(&be, &[2, 40, 7, 9], 6);
+    let hs = same(&h);
+    let y = be
+        .conv2d_ext(&h, &w2, None, p3, epi(None, Some(&r), 0.7))
+        .unwrap();
+    assert!(y.is_channels_last());
+    let yc = CPU
+        .conv2d_ext(&hs, &w2c, None, p3, epi(None, Some(&rc), 0.7))
+        .unwrap();
+    check(
+        "channels-last conv2d_ext (residual)",
+        &be,
+        &y,
+        &yc,
+        tol(40 * 9),
+    );
+    // a channels-last residual, stride-2 downsampler, plain conv2d
+    let p1 = EngineConv::new(1, 0);
+    let (w3, w3c) = weight(&be, &[40, 40, 1, 1], 7, p1);
+    let z = be
+        .conv2d_ext(&y, &w3, None, p1, epi(None, Some(&h), 1.0))
+        .unwrap();
+    let ys = same(&y);
+    let zc = CPU
+        .conv2d_ext(&ys, &w3c, None, p1, epi(None, Some(&hs), 1.0))
+        .unwrap();
+    check("channels-last residual", &be, &z, &zc, tol(40));
+    let p2 = EngineConv::new(2, 1);
+    let (w4, w4c) = weight(&be, &[16, 40, 3, 3], 8, p2);
+    let d = be.conv2d(&y, &w4, None, p2).unwrap();
+    assert!(d.is_channels_last());
+    assert_eq!(d.shape(), [2, 16, 4, 5]);
+    check(
+        "channels-last stride 2",
+        &be,
+        &d,
+        &CPU.conv2d(&ys, &w4c, None, p2).unwrap(),
+        tol(360),
+    );
+    // 4 channels (conv_in of a latent: the element-wise loader)
+    let (l, lc) = pair(&be, &[1, 4, 5, 6], 9);
+    let (w5, w5c) = weight(&be, &[8, 4, 3, 3], 10, p3);
+    let o = be.conv2d(&l, &w5, None, p3).unwrap();
+    assert!(o.is_channels_last());
+    check(
+        "channels-last C = 4",
+        &be,
+        &o,
+        &CPU.conv2d(&lc, &w5c, None, p3).unwrap(),
+        tol(36),
+    );
+    // the conv as the first part of a concat: a contiguous tail, and a channels-last one
+    for tail in [r.clone(), h.clone()] {
+        let tc = same(&tail);
+        let cat = be
+            .conv2d_concat(&y, &w3, None, p1, ConvEpilogue::default(), &tail)
+            .unwrap();
+        assert!(cat.is_channels_last());
+        let want = CPU
+            .conv2d_concat(&ys, &w3c, None, p1, ConvEpilogue::default(), &tc)
+            .unwrap();
+        check("channels-last conv2d_concat", &be, &cat, &want, tol(40));
+    }
+    // ops that do not read channels-last get a contiguous copy
+    let ew = 2f64.powi(-8);
+    check(
+        "silu of channels-last",
+        &be,
+        &be.unary(&y, Unary::Silu).unwrap(),
+        &CPU.unary(&ys, Unary::Silu).unwrap(),
+        ew,
+    );
+    let (g, gc) = pair(&be, &[40], 11);
+    check(
+        "group_norm of channels-last",
+        &be,
+        &be.group_norm(&y, 8, Some(&g), None, 1e-5).unwrap(),
+        &CPU.group_norm(&ys, 8, Some(&gc), None, 1e-5).unwrap(),
+        4.0 * ew,
+    );
+    check(
+        "narrow of channels-last",
+        &be,
+        &be.narrow(&y, 1, 3, 10).unwrap(),
+        &CPU.narrow(&ys, 1, 3, 10).unwrap(),
+        0.0,
+    );
+    check(
+        "reshape of channels-last",
+        &be,
+        &be.reshape(&y, &[2, 40, 63]).unwrap(),
+        &CPU.reshape(&ys, &[2, 40, 63]).unwrap(),
+        0.0,
+    );
+    check(
+        "binary of channels-last and contiguous",
+        &be,
+        &be.binary(&y, &r, cyberhost_engine::backends::Binary::Add)
+            .unwrap(),
+        &CPU.binary(&ys, &rc, cyberhost_engine::backends::Binary::Add)
+            .unwrap(),
+        ew,
+    );
+    // a weight not packed at load keeps the NCHW conv (and a contiguous output)
+    let (w6, w6c) = pair(&be, &[8, 40, 1, 1], 12);
+    let u = be.conv2d(&y, &w6, None, p1).unwrap();
+    assert!(!u.is_channels_last());
+    check(
+        "unpacked weight",
+        &be,
+        &u,
+        &CPU.conv2d(&ys, &w6c, None, p1).unwrap(),
+        tol(40),
+    );
+}

@@ -173,6 +173,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn prepare_linear_weight(&self, _w: &Self::Tensor) -> Result<()> {
         Ok(())
     }
+    /// Called by `nn::Conv2d::load` with each conv weight `(out, in/groups, kh, kw)` and its
+    /// geometry once it is loaded. CUDA with the channels-last trunk (sm_80 set): packs it for
+    /// `conv2d_nhwc` (kept beside it); elsewhere nothing.
+    fn prepare_conv_weight(&self, _w: &Self::Tensor, _p: Conv2dParams) -> Result<()> {
+        Ok(())
+    }
 
     // ---- the primitives: layout, elementwise, normalisation and reductions, linear algebra,
     // resampling (declared from the list in `macros.rs`, which the CPU backend shares) -------

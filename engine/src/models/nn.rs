@@ -131,10 +131,12 @@ impl<B: Backend> Conv2d<B> {
         } else {
             None
         };
+        let params = Conv2dParams::new(stride, padding);
+        vb.backend().prepare_conv_weight(&weight, params)?;
         Ok(Conv2d {
             weight,
             bias,
-            params: Conv2dParams::new(stride, padding),
+            params,
         })
     }
 

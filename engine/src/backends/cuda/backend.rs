@@ -11,6 +11,10 @@
 //! several tensor inputs promote to f32 when the dtypes differ (per-channel vectors such as
 //! gamma / beta / bias follow `x` instead).
 //!
+//! Channels-last tensors (`memory_format.rs`): the convs there read and write them; every other
+//! op's tensor arguments are made contiguous here first (`contiguous_ops!` below, `Contig`), so
+//! no launcher reads channels-last bytes as NCHW.
+//!
 //! Arrows go one way: this file -> op files -> `context.rs` -> `tensor.rs`, `util.rs`,
 //! `device.rs`, `arena.rs` (`tools/check_layout.sh` fails on a cycle).
 
@@ -18,14 +22,28 @@ use anyhow::{bail, Context, Result};
 use cyberhost_kernels::DType;
 
 use super::context::CudaBackend;
+use super::memory_format::{self, contiguous, Contig, Held};
 use super::tensor::CudaTensor;
 use super::{
-    attention as flash, cfg_ddim, conv2d, fused, gemm_fp8_sm90, graph, group_norm, layer_norm,
-    layout, linalg, mean_dim, pointwise, pool, rca, softmax, timestep_embedding, upsample,
+    attention as flash, cfg_ddim, fused, gemm_fp8_sm90, graph, group_norm, layer_norm, layout,
+    linalg, mean_dim, pointwise, pool, rca, softmax, timestep_embedding, upsample,
 };
 use crate::backends::{
     Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
 };
+
+/// `forward_ops!` rows whose arguments pass through [`Contig`] first: every tensor contiguous
+/// (one copy for a channels-last one) before the op's launcher reads it.
+macro_rules! contiguous_ops {
+    ($($name:ident($($arg:ident: $ty:ty),*) => $f:path $(, $e:expr)*;)*) => {
+        $(
+            fn $name(&self, $($arg: $ty),*) -> Result<CudaTensor> {
+                $(let $arg = Contig::hold($arg, self)?;)*
+                $f(self, $(Held::view(&$arg),)* $($e),*)
+            }
+        )*
+    };
+}
 
 impl Backend for CudaBackend {
     type Tensor = CudaTensor;
@@ -45,6 +63,14 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
+    fn prepare_conv_weight(&self, w: &CudaTensor, p: Conv2dParams) -> Result<()> {
+        if self.channels_last() && p.groups == 1 && w.rank() == 4 {
+            let packed = self.conv2d_nhwc_weight(w)?;
+            self.insert_packed_conv_weight(w, packed.into_tensor());
+        }
+        Ok(())
+    }
+
     fn to_f32(&self, t: &CudaTensor) -> Result<Vec<f32>> {
         if self.in_step() {
             bail!(
@@ -52,6 +78,7 @@ impl Backend for CudaBackend {
                  cannot read the device from the host (move the read after `run_steps`)"
             );
         }
+        let t = &contiguous(self, t)?;
         let bytes = self
             .stream()
             .clone_dtoh(t.buf())
@@ -72,6 +99,7 @@ impl Backend for CudaBackend {
     }
 
     fn to_activation(&self, t: &CudaTensor) -> Result<CudaTensor> {
+        // the cast keeps a channels-last tensor channels-last
         self.as_dtype(t, self.activations())
     }
 
@@ -80,7 +108,7 @@ impl Backend for CudaBackend {
         init: CudaTensor,
         lp: crate::backends::step_loop::StepLoop<'_, Self>,
     ) -> Result<CudaTensor> {
-        graph::run_steps(self, init, lp)
+        graph::run_steps(self, contiguous(self, &init)?, lp)
     }
 
     fn zeros(&self, shape: &[usize]) -> Result<CudaTensor> {
@@ -88,17 +116,34 @@ impl Backend for CudaBackend {
     }
 
     fn reshape(&self, t: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
-        layout::reshape(t, shape)
+        layout::reshape(&contiguous(self, t)?, shape)
     }
 
     fn softmax_last(&self, t: &CudaTensor) -> Result<CudaTensor> {
-        softmax::softmax_last(self, t, 1.0)
+        softmax::softmax_last(self, &contiguous(self, t)?, 1.0)
     }
 
+    fn concat(&self, ts: &[&CudaTensor], dim: usize) -> Result<CudaTensor> {
+        let held = ts
+            .iter()
+            .map(|t| contiguous(self, t))
+            .collect::<Result<Vec<_>>>()?;
+        layout::concat(self, &held.iter().collect::<Vec<_>>(), dim)
+    }
+
+    // The convolutions take channels-last operands (`memory_format.rs`).
     forward_ops! {
         CudaTensor;
+        conv2d(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams)
+            => memory_format::conv2d;
+        conv2d_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,
+            epi: ConvEpilogue<'_, CudaTensor>) => memory_format::conv2d_ext;
+        conv2d_concat(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,
+            epi: ConvEpilogue<'_, CudaTensor>, tail: &CudaTensor) => memory_format::conv2d_concat;
+    }
+
+    contiguous_ops! {
         permute(t: &CudaTensor, dims: &[usize]) => layout::permute;
-        concat(ts: &[&CudaTensor], dim: usize) => layout::concat;
         narrow(t: &CudaTensor, dim: usize, start: usize, len: usize) => layout::narrow;
         index_select(t: &CudaTensor, dim: usize, idx: &[usize]) => layout::index_select;
         unary(t: &CudaTensor, op: Unary) => pointwise::unary;
@@ -110,8 +155,6 @@ impl Backend for CudaBackend {
             eps: f32) => layer_norm::layer_norm;
         linear(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>) => linalg::linear;
         matmul(a: &CudaTensor, b: &CudaTensor) => linalg::matmul;
-        conv2d(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams)
-            => conv2d::conv2d_op;
         attention(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, scale: f32)
             => linalg::attention;
         upsample_nearest2d(x: &CudaTensor, out_h: usize, out_w: usize)
@@ -138,10 +181,6 @@ impl Backend for CudaBackend {
             => group_norm::tokens_conv1x1_planes_add;
         linear_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>,
             epi: LinearEpilogue<'_, CudaTensor>) => fused::linear_ext;
-        conv2d_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,
-            epi: ConvEpilogue<'_, CudaTensor>) => fused::conv2d_ext;
-        conv2d_concat(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,
-            epi: ConvEpilogue<'_, CudaTensor>, tail: &CudaTensor) => fused::conv2d_concat;
         attention_heads(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor,
             extra: Option<(&CudaTensor, &CudaTensor, std::ops::Range<usize>)>, heads: usize,
             scale: f32) => flash::attention_heads;

@@ -60,6 +60,18 @@ struct Inner {
     /// `--weights-dtype fp8`: linear weights quantised to e4m3 at load (`prepare_linear_weight`)
     /// and their linears on `gemm_fp8_sm90`. Shared with `with_storage` copies.
     fp8: Arc<Fp8Weights>,
+    /// Channels-last trunk (`memory_format.rs`) and the packed conv weights it runs on. Shared
+    /// with `with_storage` copies.
+    channels_last: Arc<ChannelsLastWeights>,
+}
+
+/// [`CudaBackend::set_channels_last`]'s switch and the conv weights packed for `conv2d_nhwc` at
+/// load, by the device address of the `(O, C, kh, kw)` weight (the entry holds that weight, so
+/// the address stays its own): `(weight, packed (O, K_pad))`.
+#[derive(Default)]
+pub(crate) struct ChannelsLastWeights {
+    pub(crate) on: AtomicBool,
+    pub(crate) by_weight: Mutex<HashMap<u64, (CudaTensor, CudaTensor)>>,
 }
 
 /// The e4m3 copies of the linear weights, by the device address of the bf16 weight they were
@@ -111,6 +123,7 @@ impl CudaBackend {
 
     /// A backend on an open device whose new tensors use `storage` (bf16 or f32).
     pub fn from_device(dev: Arc<CudaDevice>, storage: DType) -> Self {
+        let dev_arch = dev.arch();
         CudaBackend {
             inner: Arc::new(Inner {
                 dev,
@@ -123,6 +136,10 @@ impl CudaBackend {
                 last_step: Mutex::new(None),
                 activations: Mutex::new(default_activations()),
                 fp8: Arc::new(Fp8Weights::default()),
+                channels_last: Arc::new(ChannelsLastWeights {
+                    on: AtomicBool::new(channels_last_default(dev_arch)),
+                    by_weight: Mutex::new(HashMap::new()),
+                }),
             }),
         }
     }
@@ -137,7 +154,51 @@ impl CudaBackend {
         Arc::get_mut(&mut b.inner)
             .expect("a fresh backend is not shared")
             .fp8 = self.inner.fp8.clone();
+        Arc::get_mut(&mut b.inner)
+            .expect("a fresh backend is not shared")
+            .channels_last = self.inner.channels_last.clone();
         b
+    }
+
+    /// Channels-last U-Net trunk on the sm_80 kernel set (`on`; default: the environment variable
+    /// `CYBERHOST_CHANNELS_LAST=1`): conv weights loaded after this call are packed for
+    /// `conv2d_nhwc`, and their convolutions read and write channels-last activations
+    /// ([`MemoryFormat`](super::tensor::MemoryFormat); docs/performance.md). Errors on the sm_90a
+    /// set, whose `conv2d_sm90` runs on NCHW planes.
+    pub fn set_channels_last(&self, on: bool) -> Result<()> {
+        let arch = self.inner.dev.arch();
+        if on && arch != cyberhost_kernels::Arch::Sm80 {
+            bail!(
+                "channels-last activations run on the sm_80 kernel set only: {} runs the {arch}                  set (on the stand-in, set PTX_EMU_ARCH=sm_80 or CYBERHOST_CUDA_ARCH=sm_80)",
+                self.inner.dev.name()
+            );
+        }
+        self.inner.channels_last.on.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether convolutions run channels-last ([`Self::set_channels_last`]).
+    pub fn channels_last(&self) -> bool {
+        self.inner.channels_last.on.load(Ordering::Relaxed)
+    }
+
+    /// The packed `conv2d_nhwc` copy of conv weight `w`, if it was packed at load.
+    pub(crate) fn packed_conv_weight(&self, w: &CudaTensor) -> Option<CudaTensor> {
+        if !self.channels_last() {
+            return None;
+        }
+        let key = self.ptr(w);
+        let map = self.inner.channels_last.by_weight.lock();
+        let map = map.unwrap_or_else(|e| e.into_inner());
+        map.get(&key).map(|(_, packed)| packed.clone())
+    }
+
+    /// Records the packed copy of conv weight `w`.
+    pub(crate) fn insert_packed_conv_weight(&self, w: &CudaTensor, packed: CudaTensor) {
+        let key = self.ptr(w);
+        let map = self.inner.channels_last.by_weight.lock();
+        let mut map = map.unwrap_or_else(|e| e.into_inner());
+        map.insert(key, (w.clone(), packed));
     }
 
     /// `--weights-dtype fp8` (`true`) or bf16: with fp8, linear weights loaded after this call are
@@ -310,6 +371,7 @@ impl CudaBackend {
             buf: Arc::new(DeviceBuffer::driver(buf)),
             shape: shape.to_vec(),
             dtype,
+            format: super::tensor::MemoryFormat::Contiguous,
         })
     }
 
@@ -394,6 +456,7 @@ impl CudaBackend {
             buf: Arc::new(buf),
             shape: shape.to_vec(),
             dtype,
+            format: super::tensor::MemoryFormat::Contiguous,
         };
         if self.poison_outputs() && !self.inner.dev.is_dry() {
             let p = self.ptr(&t);
@@ -494,6 +557,12 @@ pub fn default_activations() -> DType {
 }
 
 /// `CYBERHOST_CUDA_GRAPHS=0` turns graph replay off by default.
+/// `CYBERHOST_CHANNELS_LAST=1` on the sm_80 kernel set ([`CudaBackend::set_channels_last`]).
+fn channels_last_default(arch: cyberhost_kernels::Arch) -> bool {
+    arch == cyberhost_kernels::Arch::Sm80
+        && std::env::var("CYBERHOST_CHANNELS_LAST").is_ok_and(|v| v.trim() == "1")
+}
+
 fn graphs_default() -> bool {
     std::env::var("CYBERHOST_CUDA_GRAPHS").map_or(true, |v| v != "0")
 }

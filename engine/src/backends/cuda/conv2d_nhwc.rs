@@ -20,7 +20,7 @@ use super::context::CudaBackend;
 use super::tensor::CudaTensor;
 use super::util::check_len;
 use super::CudaDevice;
-use crate::backends::{Backend, Conv2dParams, TensorLike};
+use crate::backends::{Backend, Conv2dParams, ConvEpilogue, TensorLike};
 use cyberhost_kernels::DType;
 
 /// Optional operands of [`conv2d_nhwc`]: `y = scale * (conv + temb + bias + residual)`.
@@ -175,6 +175,13 @@ pub struct PackedConvWeight {
     pub dims: [usize; 4],
 }
 
+impl PackedConvWeight {
+    /// The packed `(O, K_pad)` bf16 tensor.
+    pub(crate) fn into_tensor(self) -> CudaTensor {
+        self.packed
+    }
+}
+
 impl CudaBackend {
     /// Packs `w (O, C, kh, kw)` for [`CudaBackend::conv2d_nhwc`] (a host round trip: once per
     /// weight, at load).
@@ -199,6 +206,18 @@ impl CudaBackend {
         })
     }
 
+    /// The weight `w` packed at load for the channels-last trunk
+    /// (`Backend::prepare_conv_weight`), if it was.
+    pub(crate) fn packed_conv_weight_of(&self, w: &CudaTensor) -> Option<PackedConvWeight> {
+        let &[o, c, kh, kw] = w.shape() else {
+            return None;
+        };
+        self.packed_conv_weight(w).map(|packed| PackedConvWeight {
+            packed,
+            dims: [o, c, kh, kw],
+        })
+    }
+
     /// Channels-last convolution: x `(N, H, W, C)` bf16, `w` packed ([`Self::conv2d_nhwc_weight`]),
     /// bias `(O)`, groups 1, any stride / padding / dilation; the result `(N, Ho, Wo, O)` bf16.
     pub fn conv2d_nhwc(
@@ -207,6 +226,19 @@ impl CudaBackend {
         w: &PackedConvWeight,
         bias: Option<&CudaTensor>,
         p: Conv2dParams,
+    ) -> Result<CudaTensor> {
+        self.conv2d_nhwc_ext(x, w, bias, p, ConvEpilogue::default())
+    }
+
+    /// [`Self::conv2d_nhwc`] with the fused epilogue `scale * (conv + bias + temb + residual)`:
+    /// temb `(N, O)`, residual `(N, Ho, Wo, O)` (both contiguous; cast to bf16 here).
+    pub(crate) fn conv2d_nhwc_ext(
+        &self,
+        x: &CudaTensor,
+        w: &PackedConvWeight,
+        bias: Option<&CudaTensor>,
+        p: Conv2dParams,
+        epi: ConvEpilogue<'_, CudaTensor>,
     ) -> Result<CudaTensor> {
         let [o, c, kh, kw] = w.dims;
         let &[n, h, wd, xc] = x.shape() else {
@@ -218,8 +250,9 @@ impl CudaBackend {
             p.groups
         );
         ensure!(
-            x.dtype() == DType::Bf16,
-            "conv2d_nhwc: x must be bf16 (convert with to_dtype)"
+            x.dtype() == DType::Bf16 && !x.is_channels_last(),
+            "conv2d_nhwc: x must be a contiguous bf16 (N, H, W, C) tensor, got {x:?} (convert \
+             with to_dtype; a channels-last (N, C, H, W) tensor stores exactly that)"
         );
         let u = |v: usize| v as u64;
         let s = Conv2dShape {
@@ -235,12 +268,41 @@ impl CudaBackend {
             dilation: (u(p.dilation.0), u(p.dilation.1)),
             groups: 1,
         };
-        let bb = bias.map(|b| self.as_dtype(b, DType::Bf16)).transpose()?;
         let out = [n, s.h_out() as usize, s.w_out() as usize, o];
+        let bf = |t: &CudaTensor| {
+            ensure!(
+                !t.is_channels_last(),
+                "conv2d_nhwc: {t:?} must be contiguous"
+            );
+            self.as_dtype(t, DType::Bf16)
+        };
+        let bb = bias.map(bf).transpose()?;
+        let tb = epi.temb.map(bf).transpose()?;
+        let rb = epi.residual.map(bf).transpose()?;
+        if let Some(t) = &tb {
+            ensure!(
+                t.shape() == [n, o],
+                "conv2d_nhwc: temb {t:?} must be (N, C_out)"
+            );
+        }
+        if let Some(r) = &rb {
+            ensure!(
+                r.shape() == out,
+                "conv2d_nhwc: residual {r:?} must be {out:?}"
+            );
+        }
         let mut y = self.alloc(&out, DType::Bf16)?;
+        let ws_len = workspace_len(self.device(), s, self.ptr(x), u(c));
+        let ws = (ws_len > 0)
+            .then(|| self.alloc(&[ws_len], DType::F32))
+            .transpose()?;
         let extras = ConvNhwcExtras {
             bias: bb.as_ref().map(|b| b.buf()),
-            ..Default::default()
+            temb: tb.as_ref().map(|t| t.buf()),
+            residual: rb.as_ref().map(|r| r.buf()),
+            scale: epi.scale,
+            layout: None,
+            workspace: ws.as_ref().map(|w| w.buf()),
         };
         conv2d_nhwc(
             self.device(),

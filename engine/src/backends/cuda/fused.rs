@@ -197,7 +197,7 @@ pub(crate) fn conv2d_ext(
 
 /// Checks bias `(C_out)`, temb `(N, C_out)` and the residual of a conv of `dims`; returns whether
 /// the residual is one image broadcast over the batch.
-fn check_conv_epilogue(
+pub(crate) fn check_conv_epilogue(
     op: &str,
     dims: &Conv2dDims,
     bias: Option<&CudaTensor>,
@@ -214,6 +214,17 @@ fn check_conv_epilogue(
         Some(r) => composed::check_conv_residual(r.shape(), &dims.out_shape()),
         None => Ok(false),
     }
+}
+
+/// Checks `conv2d_concat`'s tail `ts` against the conv's output shape `out` (both logical NCHW).
+pub(crate) fn check_concat_tail(out: &[usize], ts: &[usize]) -> Result<()> {
+    if ts.len() != 4 || ts[0] != out[0] || ts[2..] != out[2..] {
+        bail!(
+            "conv2d_concat: tail {ts:?} must be (N, C_t, Ho, Wo) with (N, Ho, Wo) of the conv \
+             output {out:?}"
+        );
+    }
+    Ok(())
 }
 
 /// The bf16 conv `s` with its epilogue into the first `C_out` channels of `y` `(N, C_y, Ho, Wo)`
@@ -269,12 +280,7 @@ pub(crate) fn conv2d_concat(
         _ => return composed::conv2d_concat(be, x, w, bias, p, epi, tail),
     };
     let ts = tail.shape();
-    if ts.len() != 4 || ts[0] != out[0] || ts[2..] != out[2..] {
-        bail!(
-            "conv2d_concat: tail {ts:?} must be (N, C_t, Ho, Wo) with (N, Ho, Wo) of the conv \
-             output {out:?}"
-        );
-    }
+    check_concat_tail(&out, ts)?;
     check_conv_epilogue("conv2d_concat", &dims, bias, epi)?;
     let mut y = be.alloc(&[out[0], out[1] + ts[1], out[2], out[3]], DType::Bf16)?;
     conv_bf16_into(be, x, w, bias, s, epi, &mut y)?;

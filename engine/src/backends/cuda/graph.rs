@@ -89,7 +89,7 @@ pub(crate) fn run_steps(
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .context("run_steps: cuStreamBeginCapture")?;
         let captured = (|| -> Result<()> {
-            let out = (lp.body)(be, &state, &inputs)?;
+            let out = super::memory_format::contiguous(be, &(lp.body)(be, &state, &inputs)?)?;
             check_state(&state, &out, 0)?;
             if out.dtype() != state.dtype() {
                 anyhow::bail!(

@@ -13,7 +13,8 @@
 //!   `pointwise`, `pool`, `rca`, `softmax`, `timestep_embedding`, `upsample`);
 //! - compositions over several launchers: `linalg.rs` (linear / matmul / attention), `fused.rs`
 //!   (the fused primitives), `graph.rs` (`run_steps`:
-//!   captured sampler steps);
+//!   captured sampler steps), `memory_format.rs` (channels-last tensors: the convs that take
+//!   them on `conv2d_nhwc`, the conversion every other op's operands get);
 //! - the layer they all launch through: `context.rs` (`CudaBackend`'s state, allocation,
 //!   uploads, `launch`), `tensor.rs` (`CudaTensor`, dtype promotion), `util.rs` (size checks),
 //!   `device.rs` (driver, modules, launches), `arena.rs` (planned step memory), `profiling.rs`.
@@ -39,6 +40,7 @@ mod layer_norm;
 mod layout;
 mod linalg;
 mod mean_dim;
+mod memory_format;
 mod pointwise;
 mod pool;
 pub mod profiling;
@@ -55,7 +57,7 @@ pub use device::{
     driver_present, find_stand_in_driver, load_driver_library, CudaDevice, DriverStats,
     LaunchObserver, PodArg, DRIVER_ENV, NO_DRIVER_MSG, STAND_IN_FILE,
 };
-pub use tensor::CudaTensor;
+pub use tensor::{CudaTensor, MemoryFormat};
 
 /// The cudarc version the backend is built on (re-exported so tests and launchers use the same).
 pub use cudarc;

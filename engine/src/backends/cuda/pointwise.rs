@@ -82,6 +82,10 @@ pub(crate) fn cast(be: &CudaBackend, t: &CudaTensor, dtype: DType) -> Result<Cud
     if t.dtype() == dtype {
         return Ok(t.clone());
     }
+    if t.is_channels_last() {
+        // Elementwise: the storage cast, in the same format.
+        return cast(be, &t.storage_view(), dtype)?.nhwc_as_channels_last();
+    }
     let out = be.alloc(t.shape(), dtype)?;
     if t.elem_count() == 0 {
         return Ok(out);

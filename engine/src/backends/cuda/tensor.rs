@@ -11,13 +11,28 @@ use cyberhost_kernels::DType;
 use super::arena::DeviceBuffer;
 use crate::backends::TensorLike;
 
-/// A contiguous row-major tensor on the device. Cheap to clone (the buffer is shared).
+/// How a tensor's elements are laid out in its buffer (PyTorch's `memory_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MemoryFormat {
+    /// Row-major in the logical shape (every op takes this).
+    #[default]
+    Contiguous,
+    /// A rank-4 tensor of logical shape `(N, C, H, W)` stored `(N, H, W, C)` (NHWC, the token
+    /// layout `(N, H·W, C)`): the sm_80 U-Net trunk's activations (`conv2d_nhwc`). Only the ops
+    /// listed in `memory_format.rs` read it; every other op gets a contiguous copy at its entry.
+    ChannelsLast,
+}
+
+/// A row-major tensor on the device: contiguous in its logical shape, or (rank 4 only)
+/// channels-last ([`MemoryFormat`]). Cheap to clone (the buffer is shared).
 #[derive(Clone)]
 pub struct CudaTensor {
     /// At least one element is allocated, so the address is never null (even for empty shapes).
     pub(super) buf: Arc<DeviceBuffer>,
+    /// The logical shape (NCHW for images, whatever the storage order).
     pub(super) shape: Vec<usize>,
     pub(super) dtype: DType,
+    pub(super) format: MemoryFormat,
 }
 
 impl CudaTensor {
@@ -48,19 +63,63 @@ impl CudaTensor {
             .ok_or_else(|| anyhow::anyhow!("CudaTensor{:?}: output buffer is shared", self.shape))
     }
 
-    /// Same buffer, new shape (the caller checked the element count).
+    /// How the elements are stored ([`MemoryFormat`]).
+    pub fn memory_format(&self) -> MemoryFormat {
+        self.format
+    }
+
+    /// Whether the tensor is stored channels-last.
+    pub fn is_channels_last(&self) -> bool {
+        self.format == MemoryFormat::ChannelsLast
+    }
+
+    /// The shape of the bytes as stored: the logical shape, or `(N, H, W, C)` for a
+    /// channels-last `(N, C, H, W)`.
+    pub fn storage_shape(&self) -> Vec<usize> {
+        match (self.format, self.shape.as_slice()) {
+            (MemoryFormat::ChannelsLast, &[n, c, h, w]) => vec![n, h, w, c],
+            _ => self.shape.clone(),
+        }
+    }
+
+    /// Same buffer, new shape, contiguous (the caller checked the element count, and that the
+    /// bytes are row-major in `shape`).
     pub(crate) fn with_shape(&self, shape: Vec<usize>) -> CudaTensor {
         CudaTensor {
             buf: self.buf.clone(),
             shape,
             dtype: self.dtype,
+            format: MemoryFormat::Contiguous,
+        }
+    }
+
+    /// The bytes as a contiguous tensor of their storage shape (a channels-last tensor as its
+    /// `(N, H, W, C)`; a contiguous one unchanged), for launchers that address the storage.
+    pub(crate) fn storage_view(&self) -> CudaTensor {
+        self.with_shape(self.storage_shape())
+    }
+
+    /// A contiguous `(N, H, W, C)` tensor read as the channels-last `(N, C, H, W)` it stores.
+    pub(crate) fn nhwc_as_channels_last(&self) -> anyhow::Result<CudaTensor> {
+        match (self.format, self.shape.as_slice()) {
+            (MemoryFormat::Contiguous, &[n, h, w, c]) => Ok(CudaTensor {
+                buf: self.buf.clone(),
+                shape: vec![n, c, h, w],
+                dtype: self.dtype,
+                format: MemoryFormat::ChannelsLast,
+            }),
+            _ => anyhow::bail!("{self:?} is not a contiguous (N, H, W, C) tensor"),
         }
     }
 }
 
 impl std::fmt::Debug for CudaTensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CudaTensor{:?}<{}>", self.shape, self.dtype.suffix())
+        write!(f, "CudaTensor{:?}<{}>", self.shape, self.dtype.suffix())?;
+        if self.is_channels_last() {
+            write!(f, "(channels-last)")?;
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,321 @@
+//! Channels-last activations ([`MemoryFormat::ChannelsLast`]) in the CUDA backend.
+//!
+//! The model keeps logical NCHW shapes; a [`CudaTensor`] may store an `(N, C, H, W)` image
+//! channels-last, `(N, H, W, C)` (PyTorch's `channels_last`). With
+//! [`CudaBackend::set_channels_last`] (the sm_80 kernel set only), convolutions whose weight was
+//! packed at load run on `conv2d_nhwc` and return channels-last tensors; a contiguous input is
+//! converted by one copy at the conv's entry (the trunk's entry, `conv_in`).
+//!
+//! The ops that read channels-last operands are the ones in this file (`conv2d`, `conv2d_ext`,
+//! `conv2d_concat`) and the dtype cast (`pointwise::cast`, elementwise on the storage). Every
+//! other op of the backend gets contiguous operands: `backend.rs` passes each tensor argument
+//! through [`Contig::hold`] (one copy for a channels-last tensor, a clone otherwise) before the
+//! op's launcher sees it, so no launcher reads channels-last bytes as NCHW.
+
+use std::ops::Range;
+
+use anyhow::{bail, Result};
+use cyberhost_kernels::DType;
+
+use super::context::CudaBackend;
+use super::conv2d::conv2d_op;
+use super::conv2d_nhwc::PackedConvWeight;
+use super::fused;
+use super::layout;
+use super::tensor::{CudaTensor, MemoryFormat};
+use crate::backends::shape::conv2d_dims;
+use crate::backends::{Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
+
+/// `t` as a contiguous tensor: one copy (`(N, H, W, C)` → `(N, C, H, W)`) when it is
+/// channels-last, else `t` itself.
+pub(crate) fn contiguous(be: &CudaBackend, t: &CudaTensor) -> Result<CudaTensor> {
+    match t.memory_format() {
+        MemoryFormat::Contiguous => Ok(t.clone()),
+        MemoryFormat::ChannelsLast => layout::permute(be, &t.storage_view(), &[0, 3, 1, 2]),
+    }
+}
+
+/// `t` `(N, C, H, W)` stored channels-last: one copy when it is contiguous, else `t` itself.
+pub(crate) fn channels_last(be: &CudaBackend, t: &CudaTensor) -> Result<CudaTensor> {
+    match t.memory_format() {
+        MemoryFormat::ChannelsLast => Ok(t.clone()),
+        MemoryFormat::Contiguous if t.rank() == 4 => {
+            layout::permute(be, t, &[0, 2, 3, 1])?.nhwc_as_channels_last()
+        }
+        MemoryFormat::Contiguous => bail!(
+            "channels-last: {t:?} is not an (N, C, H, W) image (only rank-4 tensors have a \
+             channels-last layout)"
+        ),
+    }
+}
+
+/// An op argument with its tensors made contiguous ([`contiguous`]): `hold` makes the owned
+/// form (clones of contiguous tensors, copies of channels-last ones), [`Held::view`] lends it
+/// back as the argument type.
+pub(crate) trait Contig {
+    type Held: Held;
+    fn hold(self, be: &CudaBackend) -> Result<Self::Held>;
+}
+
+/// The owned form of a [`Contig`] argument.
+pub(crate) trait Held {
+    type View<'b>
+    where
+        Self: 'b;
+    fn view(&self) -> Self::View<'_>;
+}
+
+impl Contig for &CudaTensor {
+    type Held = CudaTensor;
+    fn hold(self, be: &CudaBackend) -> Result<CudaTensor> {
+        contiguous(be, self)
+    }
+}
+
+impl Held for CudaTensor {
+    type View<'b> = &'b CudaTensor;
+    fn view(&self) -> &CudaTensor {
+        self
+    }
+}
+
+impl Contig for Option<&CudaTensor> {
+    type Held = Option<CudaTensor>;
+    fn hold(self, be: &CudaBackend) -> Result<Option<CudaTensor>> {
+        self.map(|t| contiguous(be, t)).transpose()
+    }
+}
+
+impl Held for Option<CudaTensor> {
+    type View<'b> = Option<&'b CudaTensor>;
+    fn view(&self) -> Option<&CudaTensor> {
+        self.as_ref()
+    }
+}
+
+/// Arguments without tensors pass through.
+macro_rules! plain_args {
+    ($($t:ty),*) => {
+        $(
+            impl Contig for $t {
+                type Held = $t;
+                fn hold(self, _be: &CudaBackend) -> Result<$t> {
+                    Ok(self)
+                }
+            }
+
+            impl Held for $t {
+                type View<'b> = $t;
+                fn view(&self) -> $t {
+                    *self
+                }
+            }
+        )*
+    };
+}
+
+plain_args!(usize, f32, bool, Unary, Option<Unary>, Binary, Conv2dParams);
+
+impl<'a> Contig for &'a [usize] {
+    type Held = &'a [usize];
+    fn hold(self, _be: &CudaBackend) -> Result<&'a [usize]> {
+        Ok(self)
+    }
+}
+
+impl<'a> Held for &'a [usize] {
+    type View<'b>
+        = &'a [usize]
+    where
+        Self: 'b;
+    fn view(&self) -> &'a [usize] {
+        self
+    }
+}
+
+/// `attention_heads`' extra keys / values.
+impl Contig for Option<(&CudaTensor, &CudaTensor, Range<usize>)> {
+    type Held = Option<(CudaTensor, CudaTensor, Range<usize>)>;
+    fn hold(self, be: &CudaBackend) -> Result<Self::Held> {
+        self.map(|(k, v, r)| Ok((contiguous(be, k)?, contiguous(be, v)?, r)))
+            .transpose()
+    }
+}
+
+impl Held for Option<(CudaTensor, CudaTensor, Range<usize>)> {
+    type View<'b> = Option<(&'b CudaTensor, &'b CudaTensor, Range<usize>)>;
+    fn view(&self) -> Self::View<'_> {
+        self.as_ref().map(|(k, v, r)| (k, v, r.clone()))
+    }
+}
+
+/// `rca_motion_sum`'s identity rows.
+impl Contig for Option<(&CudaTensor, usize)> {
+    type Held = Option<(CudaTensor, usize)>;
+    fn hold(self, be: &CudaBackend) -> Result<Self::Held> {
+        self.map(|(t, start)| Ok((contiguous(be, t)?, start)))
+            .transpose()
+    }
+}
+
+impl Held for Option<(CudaTensor, usize)> {
+    type View<'b> = Option<(&'b CudaTensor, usize)>;
+    fn view(&self) -> Self::View<'_> {
+        self.as_ref().map(|(t, start)| (t, *start))
+    }
+}
+
+/// A [`LinearEpilogue`] with its residual held.
+pub(crate) struct HeldLinearEpilogue {
+    residual: Option<CudaTensor>,
+    scale: f32,
+    geglu: bool,
+}
+
+impl Contig for LinearEpilogue<'_, CudaTensor> {
+    type Held = HeldLinearEpilogue;
+    fn hold(self, be: &CudaBackend) -> Result<HeldLinearEpilogue> {
+        Ok(HeldLinearEpilogue {
+            residual: self.residual.hold(be)?,
+            scale: self.scale,
+            geglu: self.geglu,
+        })
+    }
+}
+
+impl Held for HeldLinearEpilogue {
+    type View<'b> = LinearEpilogue<'b, CudaTensor>;
+    fn view(&self) -> LinearEpilogue<'_, CudaTensor> {
+        LinearEpilogue {
+            residual: self.residual.as_ref(),
+            scale: self.scale,
+            geglu: self.geglu,
+        }
+    }
+}
+
+/// A [`ConvEpilogue`] with its tensors held (contiguous, or channels-last by [`channels_last`]).
+struct HeldConvEpilogue {
+    temb: Option<CudaTensor>,
+    residual: Option<CudaTensor>,
+    scale: f32,
+}
+
+impl HeldConvEpilogue {
+    fn new(
+        epi: ConvEpilogue<'_, CudaTensor>,
+        residual: impl Fn(&CudaTensor) -> Result<CudaTensor>,
+        be: &CudaBackend,
+    ) -> Result<Self> {
+        Ok(HeldConvEpilogue {
+            temb: epi.temb.hold(be)?,
+            residual: epi.residual.map(residual).transpose()?,
+            scale: epi.scale,
+        })
+    }
+
+    fn view(&self) -> ConvEpilogue<'_, CudaTensor> {
+        ConvEpilogue {
+            temb: self.temb.as_ref(),
+            residual: self.residual.as_ref(),
+            scale: self.scale,
+        }
+    }
+}
+
+/// The packed weight when the conv runs channels-last: the switch is on, `w` was packed at load,
+/// x is bf16, groups 1, and a residual (if any) is per image (not one broadcast image).
+fn nhwc_weight(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    w: &CudaTensor,
+    p: Conv2dParams,
+    epi: &ConvEpilogue<'_, CudaTensor>,
+) -> Option<PackedConvWeight> {
+    let per_image = epi
+        .residual
+        .is_none_or(|r| r.shape().first() == x.shape().first());
+    if x.dtype() != DType::Bf16 || p.groups != 1 || !per_image || x.rank() != 4 {
+        return None;
+    }
+    be.packed_conv_weight_of(w)
+}
+
+/// The conv on `conv2d_nhwc`: x converted to channels-last (if it is not), the residual too,
+/// the result channels-last.
+fn conv_channels_last(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    w: &CudaTensor,
+    pw: &PackedConvWeight,
+    bias: Option<&CudaTensor>,
+    p: Conv2dParams,
+    epi: ConvEpilogue<'_, CudaTensor>,
+) -> Result<CudaTensor> {
+    let dims = conv2d_dims("conv2d_ext", x.shape(), w.shape(), p)?;
+    fused::check_conv_epilogue("conv2d_ext", &dims, bias, epi)?;
+    let xc = channels_last(be, x)?;
+    let held = HeldConvEpilogue::new(epi, |r| Ok(channels_last(be, r)?.storage_view()), be)?;
+    let bias = bias.hold(be)?;
+    let y = be.conv2d_nhwc_ext(&xc.storage_view(), pw, bias.as_ref(), p, held.view())?;
+    y.nhwc_as_channels_last()
+}
+
+/// [`Backend::conv2d`](crate::backends::Backend::conv2d).
+pub(crate) fn conv2d(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+    p: Conv2dParams,
+) -> Result<CudaTensor> {
+    match nhwc_weight(be, x, w, p, &ConvEpilogue::default()) {
+        Some(pw) => conv_channels_last(be, x, w, &pw, bias, p, ConvEpilogue::default()),
+        None => conv2d_op(be, &x.hold(be)?, &w.hold(be)?, bias.hold(be)?.as_ref(), p),
+    }
+}
+
+/// [`Backend::conv2d_ext`](crate::backends::Backend::conv2d_ext).
+pub(crate) fn conv2d_ext(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+    p: Conv2dParams,
+    epi: ConvEpilogue<'_, CudaTensor>,
+) -> Result<CudaTensor> {
+    if let Some(pw) = nhwc_weight(be, x, w, p, &epi) {
+        return conv_channels_last(be, x, w, &pw, bias, p, epi);
+    }
+    let held = HeldConvEpilogue::new(epi, |r| contiguous(be, r), be)?;
+    let (x, w, bias) = (x.hold(be)?, w.hold(be)?, bias.hold(be)?);
+    fused::conv2d_ext(be, &x, &w, bias.as_ref(), p, held.view())
+}
+
+/// [`Backend::conv2d_concat`](crate::backends::Backend::conv2d_concat): channels-last, the
+/// conv's output and `tail` copied into the channels of the concatenation (the rows of its
+/// `(N, Ho, Wo, C_out + C_t)` storage).
+pub(crate) fn conv2d_concat(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+    p: Conv2dParams,
+    epi: ConvEpilogue<'_, CudaTensor>,
+    tail: &CudaTensor,
+) -> Result<CudaTensor> {
+    let pw = nhwc_weight(be, x, w, p, &epi).filter(|_| tail.dtype() == DType::Bf16);
+    let Some(pw) = pw else {
+        let held = HeldConvEpilogue::new(epi, |r| contiguous(be, r), be)?;
+        let (x, w, bias, tail) = (x.hold(be)?, w.hold(be)?, bias.hold(be)?, tail.hold(be)?);
+        return fused::conv2d_concat(be, &x, &w, bias.as_ref(), p, held.view(), &tail);
+    };
+    let y = conv_channels_last(be, x, w, &pw, bias, p, epi)?;
+    let (ys, ts) = (y.shape(), tail.shape());
+    fused::check_concat_tail(ys, ts)?;
+    let tail = channels_last(be, tail)?;
+    let out = be.alloc(&[ys[0], ys[2], ys[3], ys[1] + ts[1]], DType::Bf16)?;
+    layout::copy_into(be, &y.storage_view(), &out, 3, 0)?;
+    layout::copy_into(be, &tail.storage_view(), &out, 3, ys[1])?;
+    out.nhwc_as_channels_last()
+}
