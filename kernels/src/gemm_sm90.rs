@@ -228,6 +228,7 @@ pub fn launch_config(plan: GemmPlan, shape: GemmShape, geglu: bool) -> LaunchCon
         block: [THREADS, 1, 1],
         dynamic_smem_bytes: SMEM_BYTES,
         persistent_tiles: tiles(shape, geglu),
+        tile_work: crate::TileWork::Equal,
     }
 }
 
