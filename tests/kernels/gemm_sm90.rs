@@ -18,13 +18,15 @@ use cyberhost_kernels::gemm::{GemmLayout, GemmOp, GemmPtrs, GemmShape};
 use cyberhost_kernels::gemm_sm90::{self, GemmSm90Params, ENTRY};
 use cyberhost_kernels::{Arch, KernelModule};
 
-/// A case, the SM count its persistent grid is sized for (`ctas` < tiles: CTAs loop) and the L2
-/// bytes that bound its raster group (`gemm_sm90::schedule`).
+/// A case, the SM count its persistent grid is sized for (`ctas` < tiles: CTAs loop), the L2
+/// bytes that bound its raster group (`gemm_sm90::schedule`) and, where set, the CTA tile width
+/// forced over the schedule's (`gemm_sm90::tile_n` only narrows launches of one wave).
 #[derive(Clone, Copy, Debug)]
 struct Sm90Case {
     c: GemmCase,
     ctas: u32,
     l2: u64,
+    width: Option<u32>,
 }
 
 /// An H100's L2 (the raster group then spans every tile row of these small cases).
@@ -37,6 +39,11 @@ fn sm90_cases() -> Vec<Sm90Case> {
         c,
         ctas,
         l2: L2_H100,
+        width: None,
+    };
+    let forced = |c: GemmCase, ctas, width| Sm90Case {
+        width: Some(width),
+        ..v(c, ctas)
     };
     vec![
         // M, N tails; K = 72: a second k tile of 8 valid columns (zero fill past K)
@@ -76,7 +83,27 @@ fn sm90_cases() -> Vec<Sm90Case> {
             c: case(Linear, 2, (520, 264, 40)).with(&[BatchedB, Bias, Residual, Scale(0.5)]),
             ctas: 4,
             l2: 128 << 10,
+            width: None,
         },
+        // the cost rule's 160-column tiles (6 tiles of 256 on 8 SMs: 6 of 160 beat 9 of 128 in
+        // two waves): M, N (300 = 160 + 140) and K (136 = 64 + 64 + 8) tails beside an interior
+        // tile; bias + residual + scale
+        v(
+            case(Linear, 1, (300, 300, 136)).with(&[Bias, Residual, Scale(0.5)]),
+            8,
+        ),
+        // 160 and 128 columns forced on CTAs that loop over several tiles (the ring wraps across
+        // tiles): N tails inside the narrow tiles, batched B, every epilogue term
+        forced(
+            case(Linear, 2, (200, 330, 72)).with(&[BatchedB, Bias, Residual, Scale(2.0)]),
+            3,
+            160,
+        ),
+        forced(
+            case(Linear, 1, (257, 300, 200)).with(&[Bias, Residual]),
+            2,
+            128,
+        ),
     ]
 }
 
@@ -87,14 +114,21 @@ fn run_sm90(dev: &mut Device, v: Sm90Case, seed: u64) -> anyhow::Result<()> {
     let c = v.c;
     let (shape, layout, ptrs, epi, want) = upload_bf16_case(dev, &c, seed)?;
     assert!(gemm_sm90::supports(ptrs, shape, layout), "{v:?}");
-    let [ta, tb] = gemm_sm90::tensor_maps(ptrs, shape, layout, c.geglu);
+    let mut sched = gemm_sm90::schedule(shape, c.geglu, v.ctas, v.l2);
+    if let Some(w) = v.width {
+        sched.tile_n = w;
+        sched.plan.ctas = gemm_sm90::tiles_of(shape, w).min(v.ctas as u64) as u32;
+    }
+    let [ta, tb] = gemm_sm90::tensor_maps(ptrs, shape, layout, c.geglu, sched);
     let maps = [dev.tensor_map(&ta)?, dev.tensor_map(&tb)?];
-    let plan = gemm_sm90::schedule(shape, c.geglu, v.ctas, v.l2);
-    let p = GemmSm90Params::new(ptrs, shape, layout, epi, maps, plan)?;
-    let cfg = gemm_sm90::launch_config(plan, shape, c.geglu);
+    let p = GemmSm90Params::new(ptrs, shape, layout, epi, maps, sched)?;
+    let cfg = gemm_sm90::launch_config(sched, shape);
     dev.launch(KernelModule::GemmSm90, ENTRY, cfg, &p)?;
     dev.check_bf16(
-        &format!("{v:?} grid {:?} raster {}", cfg.grid, plan.raster),
+        &format!(
+            "{v:?} grid {:?} raster {} tile_n {}",
+            cfg.grid, sched.plan.raster, sched.tile_n
+        ),
         ptrs.c,
         &want,
     )
