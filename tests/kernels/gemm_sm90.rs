@@ -215,3 +215,69 @@ fn gemm_sm90_backend_dispatch() {
         assert_close(&format!("linear_ext GEGLU K {k}"), &got, &want, TOL_BF16);
     }
 }
+
+/// Counters of `linear_sm90_v1_bf16` at the `paper` step's linears whose 256-column grid is under
+/// one wave on 132 SMs (2048 x 1280 x 1280 without and with bias + residual, 2048 x 1280 x 5120
+/// with bias + residual; the context projections 1024 x 320 | 640 | 1280 x 768), each launched
+/// twice: with the 256-column tile forced (before) and with the schedule's width
+/// (`gemm_sm90::tile_n`: 160 for 2048 rows, 128 for 1024). Run on the stand-in at its default sm_90a with
+/// `PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=2 CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p
+/// cyberhost-suite --test kernels gemm_sm90_counters -- --ignored`, then `gpu-report --gpu
+/// h100-sxm FILE` (docs/performance.md). Checks nothing: sampled launches leave outputs invalid.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in at sm_90a and PTX_EMU_STATS"]
+fn gemm_sm90_counters() {
+    let mut dev = Device::new(1, 0);
+    assert!(
+        matches!(dev, Device::Cuda { .. }),
+        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
+    );
+    let half = 0x3f00u16; // bf16 0.5
+    for (m, n, k, fused) in [
+        (2048usize, 1280usize, 1280usize, false),
+        (2048, 1280, 1280, true),
+        (2048, 1280, 5120, true),
+        (1024, 320, 768, false),
+        (1024, 640, 768, false),
+        (1024, 1280, 768, false),
+    ] {
+        let shape = GemmShape::new(1, m, n, k);
+        let layout = GemmLayout::contiguous(GemmOp::Linear, shape, false, true);
+        // exact-size buffers: the model's DRAM footprint is capped by the buffers' sizes
+        let opt = |dev: &mut Device, len: usize| {
+            if fused {
+                dev.upload(&vec![half; len]).unwrap()
+            } else {
+                0
+            }
+        };
+        let ptrs = GemmPtrs {
+            a: dev.upload(&vec![half; m * k]).unwrap(),
+            b: dev.upload(&vec![half; n * k]).unwrap(),
+            bias: opt(&mut dev, n),
+            residual: opt(&mut dev, m * n),
+            c: dev.alloc_poisoned(2 * m * n).unwrap(),
+        };
+        let epi = cyberhost_kernels::gemm::GemmEpilogue {
+            scale: 1.0,
+            geglu: false,
+        };
+        let natural = gemm_sm90::schedule(shape, false, 132, L2_H100);
+        assert!(natural.tile_n < gemm_sm90::BN, "{shape:?}");
+        let mut wide = gemm_sm90::schedule(shape, false, 132, L2_H100);
+        wide.tile_n = gemm_sm90::BN;
+        wide.plan.ctas = gemm_sm90::tiles_of(shape, gemm_sm90::BN).min(132) as u32;
+        for sched in [wide, natural] {
+            let [ta, tb] = gemm_sm90::tensor_maps(ptrs, shape, layout, false, sched);
+            let maps = [dev.tensor_map(&ta).unwrap(), dev.tensor_map(&tb).unwrap()];
+            let p = GemmSm90Params::new(ptrs, shape, layout, epi, maps, sched).unwrap();
+            dev.launch(
+                KernelModule::GemmSm90,
+                ENTRY,
+                gemm_sm90::launch_config(sched, shape),
+                &p,
+            )
+            .unwrap();
+        }
+    }
+}
