@@ -27,7 +27,7 @@
 //     `full`, four wgmma m64n{256,160,128}k16 per stage (descriptor advanced 32 bytes per k16 inside the
 //     128B atom), commit, wgmma.wait_group 1 (one stage of wgmmas in flight), then release the
 //     previous stage (one arrive per consumer warp on `empty`, count 8);
-//   * epilogue per consumer warp (16 rows x 256 columns of 128 f32 accumulators per thread): slabs
+//   * epilogue per consumer warp (16 rows x tile_n columns of tile_n / 2 f32 accumulators per thread): slabs
 //     of 32 columns staged in the warp's own shared buffer (16 x 40 f32, float2 writes of the
 //     fragment, two float4 reads per 8-column chunk in lane-dependent order: conflict-free, as
 //     gemm_tiles.cuh's warp_staged_epilogue with W = 32, CH = 8), then bias (16-byte loads),
