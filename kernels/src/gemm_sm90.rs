@@ -297,14 +297,20 @@ mod tests {
         assert_eq!(tiles(shape, true), 3 * 5 * 2);
         // 30 tiles on 8 SMs: 8 CTAs; the largest divisor of 8 within the 3 tile rows is 2
         let sched = schedule(shape, true, 8, 50 << 20);
-        assert_eq!((sched.plan.ctas, sched.plan.raster, sched.tile_n), (8, 2, 128));
+        assert_eq!(
+            (sched.plan.ctas, sched.plan.raster, sched.tile_n),
+            (8, 2, 128)
+        );
         assert_eq!(launch_config(sched, shape).grid, [8, 1, 1]);
         assert_eq!(launch_config(sched, shape).persistent_tiles, 30);
         // the paper preset's 320-channel projection on an H100: 2048 tiles on 132 CTAs, raster
         // groups of 132 tile rows (A panels of 80 KiB: 10.3 MiB <= L2 / 4); K = 1280: 33 rows
         let l2 = 50 << 20;
         let paper = schedule(GemmShape::new(1, 131_072, 320, 320), false, 132, l2);
-        assert_eq!((paper.plan.ctas, paper.plan.raster, paper.tile_n), (132, 132, 256));
+        assert_eq!(
+            (paper.plan.ctas, paper.plan.raster, paper.tile_n),
+            (132, 132, 256)
+        );
         let long_k = schedule(GemmShape::new(1, 131_072, 320, 1280), false, 132, l2);
         assert_eq!((long_k.plan.ctas, long_k.plan.raster), (132, 33));
         // under one wave at 256 columns: 2048 x 1280 runs 16 x 8 tiles of 160 (80 of 256 would

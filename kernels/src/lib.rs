@@ -402,7 +402,9 @@ impl TileWork {
                 slice_rows,
             } => {
                 let first = u64::from(y) * u64::from(tile_rows);
-                let live = u64::from(rows).saturating_sub(first).min(u64::from(tile_rows));
+                let live = u64::from(rows)
+                    .saturating_sub(first)
+                    .min(u64::from(tile_rows));
                 ceil_div(live, u64::from(slice_rows.max(1)))
             }
         }
