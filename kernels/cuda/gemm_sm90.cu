@@ -13,7 +13,10 @@
 //     grid, so a CTA stays on one tile row of each group and its consecutive tiles reuse one A
 //     panel, and the group's A panels fit in a quarter of the L2;
 //   * CTA tile 128 x 256 x 64 (GEGLU: 128 x 128 outputs, value and gate B rows in the two halves of
-//     the B tile); a 4-stage ring of A (128 x 64) + B (256 x 64) bf16 tiles = 48 KiB a stage,
+//     the B tile), or 128 x 160 / 128 x 128 (p.tile_n, non-GEGLU: the host's cost rule
+//     gemm_sm90::tile_n narrows the tile of a launch whose 256-wide grid leaves SMs idle, e.g.
+//     2048 x 1280 on 132 SMs: 80 tiles of 256 -> 128 of 160); a 4-stage ring of A (128 x 64) + B
+//     (up to 256 x 64) bf16 tiles = 48 KiB a stage,
 //     loaded by TMA (3D tensor maps (K, rows, batch) encoded on the host, passed as
 //     __grid_constant__ params) in the 128B-swizzle pattern the wgmma descriptors read (each 128-
 //     byte row of 64 k is its own swizzle row: bank-conflict free), zero fill for every tail;
@@ -21,10 +24,10 @@
 //     `empty` mbarrier, announces the stage's bytes on its `full` mbarrier (arrive.expect_tx) and
 //     issues the two (GEGLU: three) TMA loads;
 //   * warpgroups 1, 2 = consumers (rows 0-63, 64-127 of the tile): setmaxnreg.inc to 232, wait for
-//     `full`, four wgmma m64n256k16 per stage (descriptor advanced 32 bytes per k16 inside the
+//     `full`, four wgmma m64n{256,160,128}k16 per stage (descriptor advanced 32 bytes per k16 inside the
 //     128B atom), commit, wgmma.wait_group 1 (one stage of wgmmas in flight), then release the
 //     previous stage (one arrive per consumer warp on `empty`, count 8);
-//   * epilogue per consumer warp (16 rows x 256 columns of 128 f32 accumulators per thread): slabs
+//   * epilogue per consumer warp (16 rows x tile_n columns of tile_n / 2 f32 accumulators per thread): slabs
 //     of 32 columns staged in the warp's own shared buffer (16 x 40 f32, float2 writes of the
 //     fragment, two float4 reads per 8-column chunk in lane-dependent order: conflict-free, as
 //     gemm_tiles.cuh's warp_staged_epilogue with W = 32, CH = 8), then bias (16-byte loads),
@@ -47,8 +50,9 @@
 
 namespace {
 
-constexpr uint32_t BM = 128, BN = 256, BK = 64, STAGES = 4;
-constexpr uint32_t A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
+// BN_MAX: the widest CTA tile (the ring's B slot; narrower tiles use its first tile_n rows)
+constexpr uint32_t BM = 128, BN_MAX = 256, BK = 64, STAGES = 4;
+constexpr uint32_t A_BYTES = BM * BK * 2, B_BYTES = BN_MAX * BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
 constexpr uint32_t CONSUMER_WARPS = 8, THREADS = 384;
 constexpr uint32_t EPI_W = 32, EPI_LD = EPI_W + 8, EPI_WARP_BYTES = 16 * EPI_LD * 4;
 constexpr uint32_t EPI_OFF = STAGES * STAGE_BYTES, BAR_OFF = EPI_OFF + CONSUMER_WARPS * EPI_WARP_BYTES;
@@ -63,7 +67,7 @@ using hopper::TmaDesc;
 // Mirrored by kernels/src/gemm_sm90.rs `GemmSm90Params` (384 bytes).
 struct __align__(64) GemmSm90Params {
   TmaDesc tma_a;        // A: dims (K, M, batch | 1), box (64, 128, 1), bf16, 128B swizzle
-  TmaDesc tma_b;        // B: dims (K, N | 2N, batch | 1), box (64, 256 | 128, 1)
+  TmaDesc tma_b;        // B: dims (K, N | 2N, batch | 1), box (64, tile_n | GEGLU 128, 1)
   const void* bias;     // (N | 2N) bf16, or null
   const void* residual; // (batch, M, ldr) bf16, or null (may alias c)
   void* c;              // (batch, M, ldc) bf16
@@ -73,9 +77,10 @@ struct __align__(64) GemmSm90Params {
   uint32_t geglu;
   uint32_t batch;
   uint32_t a_batched, b_batched; // 1: the map's dim 2 is the batch, 0: one A / B for all
-  uint32_t tiles_m, tiles_n;     // ceil(M / 128), ceil(N / (256 | 128))
+  uint32_t tiles_m, tiles_n;     // ceil(M / 128), ceil(N / (tile_n | GEGLU 128))
   uint32_t raster;               // tile rows per raster group (a divisor of gridDim.x where it can)
-  uint32_t pad[9];
+  uint32_t tile_n;               // CTA tile columns without GEGLU: 256, 160 or 128 (GEGLU: 256)
+  uint32_t pad[8];
 };
 static_assert(sizeof(GemmSm90Params) == 384, "kernels/src/gemm_sm90.rs");
 
@@ -96,16 +101,21 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
   return wgmma_desc(addr, 16, 1024);
 }
 
-// d (64 x 256 f32: this warpgroup's fragment, element i of a lane at row 16 (warp % 4) + lane / 4 + 8 ((i / 2) % 2),
-// column 8 (i / 4) + 2 (lane % 4) + i % 2) = (accumulate ? d : 0) + A . B^T: A 64 x 16 and B 256 x 16 bf16 from
-// shared-memory descriptors (K-major, 128B swizzle).
-__device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t desc_a, uint64_t desc_b, uint32_t accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {" WG_R128 "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
-      : WG_D128
-      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
-}
+// d (64 x N f32: this warpgroup's fragment, element i of a lane at row 16 (warp % 4) + lane / 4 + 8 ((i / 2) % 2),
+// column 8 (i / 4) + 2 (lane % 4) + i % 2) = (accumulate ? d : 0) + A . B^T: A 64 x 16 and B N x 16 bf16 from
+// shared-memory descriptors (K-major, 128B swizzle); N = 256, 160, 128 (d of N / 2 f32).
+#define G90_WGMMA(N, R, D, DA, DB, ACC)                                                                         \
+  __device__ __forceinline__ void wgmma_m64k16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,            \
+                                               uint32_t accumulate) {                                         \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " ACC ", 0;\n"                                              \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 {" R "}, " DA ", " DB ", p, 1, 1, 0, 0;\n}\n" \
+                 : D                                                                                          \
+                 : "l"(desc_a), "l"(desc_b), "r"(accumulate));                                                \
+  }
+G90_WGMMA(256, WG_R128, WG_D128, "%128", "%129", "%130")
+G90_WGMMA(160, WG_R80, WG_D80, "%80", "%81", "%82")
+G90_WGMMA(128, WG_R64, WG_D64, "%64", "%65", "%66")
+#undef G90_WGMMA
 
 // ------------------------------------------------------------------------------------------------
 // tile scheduler
@@ -231,12 +241,12 @@ __device__ __forceinline__ void store_slab_interior(const GemmSm90Params& p, __n
   }
 }
 
-// This warp's 16 rows (row0..) of the tile: slabs of 32 output columns from n0 through the warp's
+// This warp's 16 rows (row0..) of a BN-column tile: slabs of 32 output columns from n0 through the warp's
 // staging buffer `buf` (16 x EPI_LD f32), GEGLU from the value (columns < 128) and gate (>= 128)
 // accumulators of the same thread.
-template <bool GEGLU>
+template <bool GEGLU, uint32_t BN>
 __device__ __forceinline__ void epilogue(const GemmSm90Params& p, const Tile& t, uint32_t row0, float* buf,
-                                         uint32_t lane, bool interior, const float (&acc)[128]) {
+                                         uint32_t lane, bool interior, const float (&acc)[BN / 2]) {
   __nv_bfloat16* c = static_cast<__nv_bfloat16*>(p.c) + t.batch * p.stride_c;
   const uint16_t* res =
       p.residual ? static_cast<const uint16_t*>(p.residual) + t.batch * p.stride_r : nullptr;
@@ -321,7 +331,9 @@ __device__ __forceinline__ void epilogue(const GemmSm90Params& p, const Tile& t,
 // kernel
 // ------------------------------------------------------------------------------------------------
 
-template <bool GEGLU> __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
+// BN: the CTA tile's B rows (GEGLU: 256, value and gate halves; else p.tile_n).
+template <bool GEGLU, uint32_t BN> __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
+  static_assert(BN <= BN_MAX && BN % EPI_W == 0 && (!GEGLU || BN == BN_MAX), "tile widths of gemm_sm90::TILE_NS");
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t base = (raw + 1023u) & ~1023u; // 128B swizzle atoms on 1024-byte boundaries
@@ -350,7 +362,7 @@ template <bool GEGLU> __device__ __forceinline__ void gemm_sm90(const GemmSm90Pa
       for (uint32_t kt = 0; kt < ktiles; ++kt) {
         mbar_wait(empty + 8 * stage, phase ^ 1u); // a fresh barrier passes parity 1
         const uint32_t bar = full + 8 * stage, sa = base + stage * STAGE_BYTES, sb = sa + A_BYTES;
-        mbar_arrive_expect_tx(bar, STAGE_BYTES);
+        mbar_arrive_expect_tx(bar, A_BYTES + BN * BK * 2);
         const int32_t k0 = (int32_t)(kt * BK);
         tma_load_3d(sa, &p.tma_a, bar, k0, (int32_t)t.m0, ba);
         if constexpr (GEGLU) {
@@ -375,9 +387,9 @@ template <bool GEGLU> __device__ __forceinline__ void gemm_sm90(const GemmSm90Pa
   const bool aligned = a16(p.c) && p.ldc % 8 == 0 && p.stride_c % 8 == 0 &&
                        (p.residual == nullptr || (a16(p.residual) && p.ldr % 8 == 0 && p.stride_r % 8 == 0)) &&
                        (GEGLU || p.bias == nullptr || a16(p.bias));
-  float acc[128];
+  float acc[BN / 2];
 #pragma unroll
-  for (uint32_t i = 0; i < 128; ++i) acc[i] = 0.0f;
+  for (uint32_t i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
   uint32_t stage = 0, phase = 0;
   for (uint32_t ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
     const Tile t = tile_of(p, ti, BN_OUT);
@@ -388,7 +400,7 @@ template <bool GEGLU> __device__ __forceinline__ void gemm_sm90(const GemmSm90Pa
       wgmma_fence();
 #pragma unroll
       for (uint32_t kk = 0; kk < BK / 16; ++kk)
-        wgmma_m64n256k16(acc, sw128_desc(sa + 32 * kk), sw128_desc(sb + 32 * kk), kt > 0 || kk > 0);
+        wgmma_m64k16(acc, sw128_desc(sa + 32 * kk), sw128_desc(sb + 32 * kk), kt > 0 || kk > 0);
       wgmma_commit();
       wgmma_wait_acc<1>(acc); // the previous stage's wgmmas are done: release it
       if (kt > 0 && lane == 0) mbar_arrive(empty + 8 * prev);
@@ -398,13 +410,17 @@ template <bool GEGLU> __device__ __forceinline__ void gemm_sm90(const GemmSm90Pa
     wgmma_wait_acc<0>(acc);
     if (lane == 0) mbar_arrive(empty + 8 * prev);
     const uint32_t row0 = t.m0 + 64 * cw + 16 * (warp % 4);
-    epilogue<GEGLU>(p, t, row0, buf, lane, row0 + 16 <= p.m && t.n0 + BN_OUT <= p.n && aligned, acc);
+    epilogue<GEGLU, BN>(p, t, row0, buf, lane, row0 + 16 <= p.m && t.n0 + BN_OUT <= p.n && aligned, acc);
   }
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1) linear_sm90_v1_bf16(const __grid_constant__ GemmSm90Params p) {
   if (p.geglu)
-    gemm_sm90<true>(p);
+    gemm_sm90<true, BN_MAX>(p);
+  else if (p.tile_n == 160)
+    gemm_sm90<false, 160>(p);
+  else if (p.tile_n == 128)
+    gemm_sm90<false, 128>(p);
   else
-    gemm_sm90<false>(p);
+    gemm_sm90<false, BN_MAX>(p);
 }

@@ -78,13 +78,13 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const TmaDesc* map, ui
                "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
                : "memory");
 }
-// wgmma_wait<N> with the 128 accumulators as operands: no read or write of them moves across it.
-template <uint32_t N> __device__ __forceinline__ void wgmma_wait_acc(float (&d)[128]) {
+// wgmma_wait<N> with the R accumulators as operands: no read or write of them moves across it.
+template <uint32_t N, uint32_t R> __device__ __forceinline__ void wgmma_wait_acc(float (&d)[R]) {
 #pragma unroll
-  for (uint32_t i = 0; i < 128; ++i) asm volatile("" : "+f"(d[i])::"memory");
+  for (uint32_t i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
   wgmma_wait<N>();
 #pragma unroll
-  for (uint32_t i = 0; i < 128; ++i) asm volatile("" : "+f"(d[i])::"memory");
+  for (uint32_t i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 // Two f32 as e4m3 (round to nearest even, saturating to +-448): `lo` in bits 0-7, `hi` in 8-15.
 __device__ __forceinline__ uint16_t f32x2_to_e4m3x2(float lo, float hi) {

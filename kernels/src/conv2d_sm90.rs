@@ -5,7 +5,7 @@
 //! ([`supports`]) run on `conv2d.cu`.
 
 use crate::conv2d::{self, Conv2dShape};
-use crate::{tiles, DType, Entry, LaunchConfig};
+use crate::{tiles, DType, Entry, LaunchConfig, TileWork};
 
 /// Block tile: output channels x (image, pixel) columns x K.
 pub const C90_BM: u32 = 256;
@@ -57,7 +57,10 @@ pub fn entry(out_f32: bool) -> &'static str {
 /// `grid = (x, ceil(C_out / groups / 256), groups)`, `block = 256`, [`C90_SMEM_BYTES`] of dynamic
 /// shared memory: the kernel is persistent over its `ceil(N * Ho * Wo / 128)` column tiles, block
 /// x taking tiles x, x + gridDim.x, ...; `x` = as many blocks as give each of `sms` SMs at most one
-/// block (at least 1, at most one per column tile).
+/// block (at least 1, at most one per column tile). The work split stated to the profiler
+/// ([`LaunchConfig::work_runs`]) counts a tile of row tile y as its m64 wgmma halves holding
+/// output channels ([`TileWork::RowSlices`]: 4 per whole 256-row tile, 1 for C_out / groups
+/// 320's second), the kernel's tensor work per tile.
 pub fn launch_config(s: Conv2dShape, sms: u32) -> LaunchConfig {
     let col_tiles = tiles(s.n * s.h_out() * s.w_out(), C90_BN);
     let rows = tiles(s.c_out_g(), C90_BM) * s.groups.max(1) as u32;
@@ -68,10 +71,12 @@ pub fn launch_config(s: Conv2dShape, sms: u32) -> LaunchConfig {
         grid: [x, tiles(s.c_out_g(), C90_BM), s.groups.max(1) as u32],
         block: [C90_THREADS, 1, 1],
         dynamic_smem_bytes: C90_SMEM_BYTES,
-        // Block x of row tile y walks column tiles x, x + grid.x, .., but the row tiles differ in
-        // work (the last one skips its 64-row wgmma slices past C_out), which a tiles-per-block
-        // split cannot state: no split, the profiler's uniform rule (docs/profiling.md).
-        persistent_tiles: 0,
+        persistent_tiles: u64::from(col_tiles.max(1)),
+        tile_work: TileWork::RowSlices {
+            rows: s.c_out_g() as u32,
+            tile_rows: C90_BM,
+            slice_rows: 64,
+        },
     }
 }
 
@@ -96,10 +101,19 @@ mod tests {
         let big = Conv2dShape::square(32, 320, 64, 64, 320, 3, 1, 1); // 1024 column tiles
         assert_eq!(launch_config(big, 132).grid, [66, 2, 1]);
         assert_eq!(launch_config(big, 1).grid, [1, 2, 1]);
-        // no work split: the row tiles differ in work per tile
-        assert_eq!(launch_config(big, 132).work_runs(), None);
+        // 1024 column tiles on 66 walkers per row tile (34 walk 16, 32 walk 15); row tile 0
+        // computes 4 m64 halves per tile, row tile 1 (channels 256..319) one
+        assert_eq!(
+            launch_config(big, 132).work_runs(),
+            Some(vec![(34, 64), (32, 60), (34, 16), (32, 15)])
+        );
         // C_out 1280 (5 row tiles): 26 x 5 = 130 blocks on 132 SMs, not 27 x 5 = 135
         let c1280 = Conv2dShape::square(32, 1280, 16, 16, 1280, 3, 1, 1);
         assert_eq!(launch_config(c1280, 132).grid, [26, 5, 1]);
+        // 64 column tiles: 12 walkers of 3 tiles and 14 of 2 in each whole row tile
+        assert_eq!(
+            launch_config(c1280, 132).work_runs().unwrap()[..2],
+            [(12, 12), (14, 8)]
+        );
     }
 }

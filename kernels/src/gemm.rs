@@ -739,6 +739,7 @@ impl GemmPlan {
             } else {
                 self.tile.tiles(shape, geglu).max(1)
             },
+            tile_work: crate::TileWork::Equal,
         }
     }
 

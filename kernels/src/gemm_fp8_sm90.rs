@@ -235,6 +235,7 @@ pub fn quantize_launch_config(rows: u64, k: u64) -> LaunchConfig {
         block: [Q_THREADS, 1, 1],
         dynamic_smem_bytes: 0,
         persistent_tiles: 0,
+        tile_work: crate::TileWork::Equal,
     }
 }
 
@@ -246,6 +247,7 @@ pub fn launch_config(s: Fp8Shape, geglu: bool, sm_count: u32) -> LaunchConfig {
         block: [THREADS, 1, 1],
         dynamic_smem_bytes: SMEM_BYTES,
         persistent_tiles: tiles(s, geglu),
+        tile_work: crate::TileWork::Equal,
     }
 }
 

@@ -10,8 +10,11 @@ use anyhow::{ensure, Result};
 
 /// CTA tile rows (two consumer warpgroups of 64).
 pub const BM: u32 = 128;
-/// CTA tile columns of B (GEGLU: 128 value + 128 gate rows -> 128 output columns).
+/// CTA tile columns of B at the widest (GEGLU: 128 value + 128 gate rows -> 128 output columns).
 pub const BN: u32 = 256;
+/// The CTA tile widths (output columns) the kernel instantiates without GEGLU, widest first
+/// ([`tile_n`] picks one per launch; GEGLU always runs [`BN`]).
+pub const TILE_NS: [u32; 3] = [256, 160, 128];
 /// k per pipeline stage (one 128-byte swizzle row of bf16).
 pub const BK: u32 = 64;
 /// Producer warpgroup + two consumer warpgroups.
@@ -28,8 +31,8 @@ pub const TMA_SWIZZLE_128B: u32 = 3;
 pub const TMA_L2_PROMOTION_128B: u32 = 2;
 
 const LAUNCH: &str =
-    "persistent: grid = min(ceil(M / 128) * ceil(N / (256 | GEGLU 128)) * batch, SMs) over the \
-                      rastered tiles (raster group: gemm_sm90::schedule), block = 384, dynamic smem 218176";
+    "persistent: grid = min(ceil(M / 128) * ceil(N / (tile_n | GEGLU 128)) * batch, SMs) over the \
+                      rastered tiles (tile_n 256, 160 or 128 and the raster group: gemm_sm90::schedule), block = 384, dynamic smem 218176";
 
 pub const ENTRIES: &[Entry] = &[Entry {
     name: "linear_sm90_v1_bf16",
@@ -83,7 +86,9 @@ pub struct GemmSm90Params {
     pub tiles_n: u32,
     /// Tile rows per raster group ([`schedule`]).
     pub raster: u32,
-    pub _pad: [u32; 9],
+    /// CTA tile columns without GEGLU ([`tile_n`]; GEGLU: [`BN`]).
+    pub tile_n: u32,
+    pub _pad: [u32; 8],
 }
 
 /// Whether `linear_sm90_v1_bf16` runs this linear: K > 0, non-empty output, A and B 16-byte
@@ -127,18 +132,43 @@ pub fn bn_out(geglu: bool) -> u32 {
     }
 }
 
-/// Output tiles of the problem (the persistent CTAs' work list).
+/// Output tiles of the problem on the widest tile ([`BN`], GEGLU 128 output columns).
 pub fn tiles(shape: GemmShape, geglu: bool) -> u64 {
-    ceil_div(shape.m, BM as u64) * ceil_div(shape.n, bn_out(geglu) as u64) * shape.batch
+    tiles_of(shape, bn_out(geglu))
 }
 
-/// The tensor maps of A `(batch | 1, M, lda)` and B `(batch | 1, N | 2N, ldb)`: dim 2 is the
-/// batch when the batch stride is non-zero, else 1 (the kernel then reads batch 0 for all).
+/// Output tiles of the problem on CTA tiles of `cols` output columns.
+pub fn tiles_of(shape: GemmShape, cols: u32) -> u64 {
+    ceil_div(shape.m, BM as u64) * ceil_div(shape.n, cols.max(1) as u64) * shape.batch
+}
+
+/// The CTA tile's output columns for a linear on `sm_count` SMs (the cost rule of the launch's
+/// [`Sm90Schedule`]): GEGLU 128 (its 256 B rows); otherwise [`BN`] when the 256-wide grid fills
+/// the SMs; when it leaves SMs idle (under one wave, e.g. 2048 x 1280: 80 tiles on 132 SMs), the
+/// width `w` of [`TILE_NS`] whose busiest CTA multiplies the fewest columns,
+/// `ceil(tiles_of(w) / SMs) * w` (ties: the wider, whose A tile is reused over more columns):
+/// 2048 x 1280 on 132 SMs runs 128 tiles of 160 (one wave, 160 columns a CTA against 256).
+pub fn tile_n(shape: GemmShape, geglu: bool, sm_count: u32) -> u32 {
+    let sms = sm_count.max(1) as u64;
+    if geglu || tiles(shape, false) >= sms {
+        return bn_out(geglu);
+    }
+    TILE_NS
+        .iter()
+        .copied()
+        .min_by_key(|&w| ceil_div(tiles_of(shape, w), sms) * w as u64)
+        .unwrap_or(BN)
+}
+
+/// The tensor maps of A `(batch | 1, M, lda)` and B `(batch | 1, N | 2N, ldb)` (B's box: the
+/// schedule's tile width, GEGLU 128 rows loaded twice): dim 2 is the batch when the batch stride
+/// is non-zero, else 1 (the kernel then reads batch 0 for all).
 pub fn tensor_maps(
     ptrs: GemmPtrs,
     shape: GemmShape,
     layout: GemmLayout,
     geglu: bool,
+    sched: Sm90Schedule,
 ) -> [TmaTile; 2] {
     let map = |base: u64, rows: u64, ld: u64, stride: u64, box_rows: u32| {
         let (batches, bstride) = if stride == 0 {
@@ -156,7 +186,7 @@ pub fn tensor_maps(
     let b_rows = if geglu { 2 * shape.n } else { shape.n };
     [
         map(ptrs.a, shape.m, layout.lda, layout.stride_a, BM),
-        map(ptrs.b, b_rows, layout.ldb, layout.stride_b, bn_out(geglu)),
+        map(ptrs.b, b_rows, layout.ldb, layout.stride_b, sched.tile_n),
     ]
 }
 
@@ -168,7 +198,7 @@ impl GemmSm90Params {
         layout: GemmLayout,
         epi: GemmEpilogue,
         maps: [[u64; 16]; 2],
-        plan: GemmPlan,
+        sched: Sm90Schedule,
     ) -> Result<Self> {
         ensure!(
             supports(ptrs, shape, layout),
@@ -200,34 +230,51 @@ impl GemmSm90Params {
             a_batched: (layout.stride_a != 0) as u32,
             b_batched: (layout.stride_b != 0) as u32,
             tiles_m: to_u32(ceil_div(shape.m, BM as u64), "tiles_m")?,
-            tiles_n: to_u32(ceil_div(shape.n, bn_out(epi.geglu) as u64), "tiles_n")?,
-            raster: plan.raster.max(1),
-            _pad: [0; 9],
+            tiles_n: to_u32(ceil_div(shape.n, sched.tile_n as u64), "tiles_n")?,
+            raster: sched.plan.raster.max(1),
+            tile_n: if epi.geglu { BN } else { sched.tile_n },
+            _pad: [0; 8],
         })
     }
 }
 
-/// The persistent schedule on a GPU of `sm_count` SMs and `l2_bytes` of L2: `min(tiles, SMs)`
-/// CTAs (one per SM), and the raster group of the v2 GEMM's 128 x 256 tile ([`GemmPlan::on_grid`]:
-/// its tile grid, GEGLU output columns and one CTA per SM are this kernel's): the group's A panels
-/// fit in a quarter of the L2 and, where a divisor allows, the group divides the grid, so CTA b
-/// stays on tile row `b mod raster` of every group and its consecutive tiles reuse one A panel.
-pub fn schedule(shape: GemmShape, geglu: bool, sm_count: u32, l2_bytes: u64) -> GemmPlan {
-    debug_assert_eq!(GemmTile::T128x256.geometry().0, BM);
-    debug_assert_eq!(GemmTile::T128x256.bn_out(geglu), bn_out(geglu));
-    let ctas = tiles(shape, geglu).min(sm_count.max(1) as u64) as u32;
-    GemmPlan::on_grid(GemmTile::T128x256, shape, geglu, ctas, l2_bytes)
+/// One launch's persistent schedule: the CTAs and raster group ([`GemmPlan`]) and the CTA tile's
+/// output columns ([`tile_n`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sm90Schedule {
+    pub plan: GemmPlan,
+    /// Output columns of one CTA tile: [`TILE_NS`] (GEGLU: 128).
+    pub tile_n: u32,
 }
 
-/// Persistent launch of `plan` ([`schedule`] of `shape`, `geglu`): `plan.ctas` CTAs of
-/// [`THREADS`], [`SMEM_BYTES`] dynamic smem; CTA b runs tiles b, b + ctas, .. (stated to the
-/// profiler through [`LaunchConfig::persistent_tiles`]).
-pub fn launch_config(plan: GemmPlan, shape: GemmShape, geglu: bool) -> LaunchConfig {
+/// The persistent schedule on a GPU of `sm_count` SMs and `l2_bytes` of L2: the tile width of
+/// [`tile_n`], `min(tiles, SMs)` CTAs (one per SM), and the raster group of the v2 GEMM's 128-row
+/// tiles ([`GemmPlan::on_grid`]: its tile rows, GEGLU output columns and one CTA per SM are this
+/// kernel's; the group counts tile rows, so it does not depend on the width): the group's A
+/// panels fit in a quarter of the L2 and, where a divisor allows, the group divides the grid, so
+/// CTA b stays on tile row `b mod raster` of every group and its consecutive tiles reuse one A
+/// panel.
+pub fn schedule(shape: GemmShape, geglu: bool, sm_count: u32, l2_bytes: u64) -> Sm90Schedule {
+    debug_assert_eq!(GemmTile::T128x256.geometry().0, BM);
+    debug_assert_eq!(GemmTile::T128x256.bn_out(geglu), bn_out(geglu));
+    let tile_n = tile_n(shape, geglu, sm_count);
+    let ctas = tiles_of(shape, tile_n).min(sm_count.max(1) as u64) as u32;
+    Sm90Schedule {
+        plan: GemmPlan::on_grid(GemmTile::T128x256, shape, geglu, ctas, l2_bytes),
+        tile_n,
+    }
+}
+
+/// Persistent launch of `sched` ([`schedule`] of `shape`): `plan.ctas` CTAs of [`THREADS`],
+/// [`SMEM_BYTES`] dynamic smem; CTA b runs tiles b, b + ctas, .. (stated to the profiler through
+/// [`LaunchConfig::persistent_tiles`]).
+pub fn launch_config(sched: Sm90Schedule, shape: GemmShape) -> LaunchConfig {
     LaunchConfig {
-        grid: [plan.ctas.max(1), 1, 1],
+        grid: [sched.plan.ctas.max(1), 1, 1],
         block: [THREADS, 1, 1],
         dynamic_smem_bytes: SMEM_BYTES,
-        persistent_tiles: tiles(shape, geglu),
+        persistent_tiles: tiles_of(shape, sched.tile_n),
+        tile_work: crate::TileWork::Equal,
     }
 }
 
@@ -240,6 +287,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(GemmSm90Params, bias), 256);
         assert_eq!(std::mem::offset_of!(GemmSm90Params, tiles_n), 340);
         assert_eq!(std::mem::offset_of!(GemmSm90Params, raster), 344);
+        assert_eq!(std::mem::offset_of!(GemmSm90Params, tile_n), 348);
     );
 
     #[test]
@@ -248,22 +296,36 @@ mod tests {
         assert_eq!(tiles(shape, false), 3 * 3 * 2);
         assert_eq!(tiles(shape, true), 3 * 5 * 2);
         // 30 tiles on 8 SMs: 8 CTAs; the largest divisor of 8 within the 3 tile rows is 2
-        let plan = schedule(shape, true, 8, 50 << 20);
-        assert_eq!((plan.ctas, plan.raster), (8, 2));
-        assert_eq!(launch_config(plan, shape, true).grid, [8, 1, 1]);
-        assert_eq!(launch_config(plan, shape, true).persistent_tiles, 30);
+        let sched = schedule(shape, true, 8, 50 << 20);
+        assert_eq!(
+            (sched.plan.ctas, sched.plan.raster, sched.tile_n),
+            (8, 2, 128)
+        );
+        assert_eq!(launch_config(sched, shape).grid, [8, 1, 1]);
+        assert_eq!(launch_config(sched, shape).persistent_tiles, 30);
         // the paper preset's 320-channel projection on an H100: 2048 tiles on 132 CTAs, raster
         // groups of 132 tile rows (A panels of 80 KiB: 10.3 MiB <= L2 / 4); K = 1280: 33 rows
         let l2 = 50 << 20;
         let paper = schedule(GemmShape::new(1, 131_072, 320, 320), false, 132, l2);
-        assert_eq!((paper.ctas, paper.raster), (132, 132));
-        let long_k = schedule(GemmShape::new(1, 131_072, 320, 1280), false, 132, l2);
-        assert_eq!((long_k.ctas, long_k.raster), (132, 33));
-        // fewer tiles than SMs: one CTA per tile (3 x 3 tiles)
         assert_eq!(
-            schedule(GemmShape::new(1, 300, 520, 72), false, 132, l2).ctas,
-            9
+            (paper.plan.ctas, paper.plan.raster, paper.tile_n),
+            (132, 132, 256)
         );
+        let long_k = schedule(GemmShape::new(1, 131_072, 320, 1280), false, 132, l2);
+        assert_eq!((long_k.plan.ctas, long_k.plan.raster), (132, 33));
+        // under one wave at 256 columns: 2048 x 1280 runs 16 x 8 tiles of 160 (80 of 256 would
+        // leave 52 SMs idle; 128 columns: 160 tiles, two waves of 128 = 256 columns a CTA)
+        let under = schedule(GemmShape::new(1, 2048, 1280, 1280), false, 132, l2);
+        assert_eq!((under.plan.ctas, under.tile_n), (128, 160));
+        assert_eq!(tile_n(GemmShape::new(1, 2048, 1280, 5120), false, 132), 160);
+        // 1024 rows: 64 tiles of 160 or 80 of 128 (both one wave): 128
+        assert_eq!(tile_n(GemmShape::new(1, 1024, 1280, 768), false, 132), 128);
+        // a full wave at 256 (8192 x 1280: 320 tiles), and GEGLU: 256 B rows
+        assert_eq!(tile_n(GemmShape::new(1, 8192, 1280, 1280), false, 132), 256);
+        assert_eq!(tile_n(GemmShape::new(1, 2048, 1280, 1280), true, 132), 128);
+        // fewer tiles than SMs: one CTA per tile (3 x 5 tiles of 128)
+        let few = schedule(GemmShape::new(1, 300, 520, 72), false, 132, l2);
+        assert_eq!((few.plan.ctas, few.tile_n), (15, 128));
         let layout = GemmLayout::contiguous(crate::gemm::GemmOp::Linear, shape, true, true);
         let ptrs = GemmPtrs {
             a: 0x1000,
@@ -279,10 +341,12 @@ mod tests {
         assert!(!prefers(GemmShape::new(1, 32, 1280, 1280), false, 132));
         assert!(prefers(GemmShape::new(1, 65, 1280, 1280), false, 132));
         assert!(prefers(GemmShape::new(1, 1, 33 * 256, 1280), false, 132));
-        let [a, b] = tensor_maps(ptrs, shape, layout, true);
+        let [a, b] = tensor_maps(ptrs, shape, layout, true, sched);
         assert_eq!(a.dims, [72, 300, 2]);
         assert_eq!(a.strides, [144, 300 * 144]);
         assert_eq!(b.dims, [72, 1040, 1]);
         assert_eq!(b.box_dim, [64, 128, 1]);
+        let [_, b] = tensor_maps(ptrs, shape, layout, false, under);
+        assert_eq!(b.box_dim, [64, 160, 1]);
     }
 }

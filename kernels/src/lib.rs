@@ -369,6 +369,46 @@ pub struct LaunchConfig {
     /// kernel argument: the stand-in driver's profiler weights sampled blocks by it
     /// ([`LaunchConfig::work_runs`], `docs/profiling.md`).
     pub persistent_tiles: u64,
+    /// The work units of one tile of a persistent launch, per row of blocks
+    /// ([`LaunchConfig::work_runs`]).
+    pub tile_work: TileWork,
+}
+
+/// The work units one tile of a persistent launch carries ([`LaunchConfig::tile_work`]): what the
+/// stand-in's profiler weights sampled blocks by (`docs/profiling.md` section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileWork {
+    /// Every tile one unit.
+    Equal,
+    /// Output rows tiled by grid `y`: the tiles of block row `y` cover rows
+    /// `y * tile_rows .. min(rows, (y + 1) * tile_rows)` and cost one unit per `slice_rows`-row
+    /// slice holding any of them (a tail row tile computes fewer slices: `conv2d_sm90`'s m64
+    /// wgmma halves past C_out are skipped); a row tile past `rows` costs 0.
+    RowSlices {
+        rows: u32,
+        tile_rows: u32,
+        slice_rows: u32,
+    },
+}
+
+impl TileWork {
+    /// Units of one tile of block row `y`.
+    pub fn units(self, y: u32) -> u64 {
+        match self {
+            TileWork::Equal => 1,
+            TileWork::RowSlices {
+                rows,
+                tile_rows,
+                slice_rows,
+            } => {
+                let first = u64::from(y) * u64::from(tile_rows);
+                let live = u64::from(rows)
+                    .saturating_sub(first)
+                    .min(u64::from(tile_rows));
+                ceil_div(live, u64::from(slice_rows.max(1)))
+            }
+        }
+    }
 }
 
 impl LaunchConfig {
@@ -379,6 +419,7 @@ impl LaunchConfig {
             block: [threads, 1, 1],
             dynamic_smem_bytes: 0,
             persistent_tiles: 0,
+            tile_work: TileWork::Equal,
         }
     }
 
@@ -389,20 +430,29 @@ impl LaunchConfig {
         self
     }
 
-    /// The tiles each block of a persistent launch runs, as runs `(blocks, tiles per block)` in
-    /// linear block order (x fastest): per row of blocks, the first `tiles mod grid.x` run
-    /// `tiles / grid.x + 1` tiles and the others `tiles / grid.x`. `None` when not persistent.
-    /// What the engine states to the stand-in driver before the launch (`ptxemu_set_launch_work`).
+    /// This launch, its tiles weighted by `work` ([`LaunchConfig::tile_work`]).
+    pub const fn tile_work(mut self, work: TileWork) -> LaunchConfig {
+        self.tile_work = work;
+        self
+    }
+
+    /// The work units of each block of a persistent launch, as runs `(blocks, units per block)`
+    /// in linear block order (x fastest): per row of blocks, the first `tiles mod grid.x` run
+    /// `tiles / grid.x + 1` tiles and the others `tiles / grid.x`, each tile of block row `y`
+    /// worth [`TileWork::units`]`(y)`. `None` when not persistent. What the engine states to the
+    /// stand-in driver before the launch (`ptxemu_set_launch_work`).
     pub fn work_runs(&self) -> Option<Vec<(u64, u64)>> {
         if self.persistent_tiles == 0 {
             return None;
         }
         let gx = u64::from(self.grid[0].max(1));
-        let rows = u64::from(self.grid[1].max(1)) * u64::from(self.grid[2].max(1));
+        let gy = self.grid[1].max(1);
+        let rows = u64::from(gy) * u64::from(self.grid[2].max(1));
         let (n, r) = (self.persistent_tiles / gx, self.persistent_tiles % gx);
-        let row = [(r, n + 1), (gx - r, n)];
         let mut runs: Vec<(u64, u64)> = Vec::new();
-        for _ in 0..rows {
+        for row_index in 0..rows {
+            let per_tile = self.tile_work.units((row_index % u64::from(gy)) as u32);
+            let row = [(r, (n + 1) * per_tile), (gx - r, n * per_tile)];
             for &(blocks, units) in row.iter().filter(|r| r.0 > 0) {
                 match runs.last_mut() {
                     Some(last) if last.1 == units => last.0 += blocks,
@@ -627,5 +677,34 @@ mod launch_config_tests {
         assert_eq!(c.work_runs(), Some(vec![(15, 3)]));
         let c = LaunchConfig::blocks([8, 1, 1], 32).persistent_over(3);
         assert_eq!(c.work_runs(), Some(vec![(3, 1), (5, 0)]));
+    }
+
+    #[test]
+    fn row_slice_work_runs() {
+        use super::TileWork;
+        // 320 rows in tiles of 256, slices of 64: row tile 0 computes 4 slices, row tile 1 one
+        let w = TileWork::RowSlices {
+            rows: 320,
+            tile_rows: 256,
+            slice_rows: 64,
+        };
+        assert_eq!((w.units(0), w.units(1), w.units(2)), (4, 1, 0));
+        assert_eq!(TileWork::Equal.units(7), 1);
+        // 3 blocks per row tile over 7 tiles (3, 2, 2), two groups (grid z): classes 12, 8, 3, 2
+        let c = LaunchConfig::blocks([3, 2, 2], 32)
+            .persistent_over(7)
+            .tile_work(w);
+        let row = [(1, 12), (2, 8), (1, 3), (2, 2)];
+        assert_eq!(c.work_runs(), Some([row, row].concat()));
+        // whole row tiles only: the tile counts' classes, units 4 per tile
+        let full = TileWork::RowSlices {
+            rows: 512,
+            tile_rows: 256,
+            slice_rows: 64,
+        };
+        let c = LaunchConfig::blocks([4, 2, 1], 32)
+            .persistent_over(8)
+            .tile_work(full);
+        assert_eq!(c.work_runs(), Some(vec![(8, 8)]));
     }
 }

@@ -18,13 +18,15 @@ use cyberhost_kernels::gemm::{GemmLayout, GemmOp, GemmPtrs, GemmShape};
 use cyberhost_kernels::gemm_sm90::{self, GemmSm90Params, ENTRY};
 use cyberhost_kernels::{Arch, KernelModule};
 
-/// A case, the SM count its persistent grid is sized for (`ctas` < tiles: CTAs loop) and the L2
-/// bytes that bound its raster group (`gemm_sm90::schedule`).
+/// A case, the SM count its persistent grid is sized for (`ctas` < tiles: CTAs loop), the L2
+/// bytes that bound its raster group (`gemm_sm90::schedule`) and, where set, the CTA tile width
+/// forced over the schedule's (`gemm_sm90::tile_n` only narrows launches of one wave).
 #[derive(Clone, Copy, Debug)]
 struct Sm90Case {
     c: GemmCase,
     ctas: u32,
     l2: u64,
+    width: Option<u32>,
 }
 
 /// An H100's L2 (the raster group then spans every tile row of these small cases).
@@ -37,6 +39,11 @@ fn sm90_cases() -> Vec<Sm90Case> {
         c,
         ctas,
         l2: L2_H100,
+        width: None,
+    };
+    let forced = |c: GemmCase, ctas, width| Sm90Case {
+        width: Some(width),
+        ..v(c, ctas)
     };
     vec![
         // M, N tails; K = 72: a second k tile of 8 valid columns (zero fill past K)
@@ -76,7 +83,27 @@ fn sm90_cases() -> Vec<Sm90Case> {
             c: case(Linear, 2, (520, 264, 40)).with(&[BatchedB, Bias, Residual, Scale(0.5)]),
             ctas: 4,
             l2: 128 << 10,
+            width: None,
         },
+        // the cost rule's 160-column tiles (6 tiles of 256 on 8 SMs: 6 of 160 beat 9 of 128 in
+        // two waves): M, N (300 = 160 + 140) and K (136 = 64 + 64 + 8) tails beside an interior
+        // tile; bias + residual + scale
+        v(
+            case(Linear, 1, (300, 300, 136)).with(&[Bias, Residual, Scale(0.5)]),
+            8,
+        ),
+        // 160 and 128 columns forced on CTAs that loop over several tiles (the ring wraps across
+        // tiles): N tails inside the narrow tiles, batched B, every epilogue term
+        forced(
+            case(Linear, 2, (200, 330, 72)).with(&[BatchedB, Bias, Residual, Scale(2.0)]),
+            3,
+            160,
+        ),
+        forced(
+            case(Linear, 1, (257, 300, 200)).with(&[Bias, Residual]),
+            2,
+            128,
+        ),
     ]
 }
 
@@ -87,14 +114,21 @@ fn run_sm90(dev: &mut Device, v: Sm90Case, seed: u64) -> anyhow::Result<()> {
     let c = v.c;
     let (shape, layout, ptrs, epi, want) = upload_bf16_case(dev, &c, seed)?;
     assert!(gemm_sm90::supports(ptrs, shape, layout), "{v:?}");
-    let [ta, tb] = gemm_sm90::tensor_maps(ptrs, shape, layout, c.geglu);
+    let mut sched = gemm_sm90::schedule(shape, c.geglu, v.ctas, v.l2);
+    if let Some(w) = v.width {
+        sched.tile_n = w;
+        sched.plan.ctas = gemm_sm90::tiles_of(shape, w).min(v.ctas as u64) as u32;
+    }
+    let [ta, tb] = gemm_sm90::tensor_maps(ptrs, shape, layout, c.geglu, sched);
     let maps = [dev.tensor_map(&ta)?, dev.tensor_map(&tb)?];
-    let plan = gemm_sm90::schedule(shape, c.geglu, v.ctas, v.l2);
-    let p = GemmSm90Params::new(ptrs, shape, layout, epi, maps, plan)?;
-    let cfg = gemm_sm90::launch_config(plan, shape, c.geglu);
+    let p = GemmSm90Params::new(ptrs, shape, layout, epi, maps, sched)?;
+    let cfg = gemm_sm90::launch_config(sched, shape);
     dev.launch(KernelModule::GemmSm90, ENTRY, cfg, &p)?;
     dev.check_bf16(
-        &format!("{v:?} grid {:?} raster {}", cfg.grid, plan.raster),
+        &format!(
+            "{v:?} grid {:?} raster {} tile_n {}",
+            cfg.grid, sched.plan.raster, sched.tile_n
+        ),
         ptrs.c,
         &want,
     )
@@ -179,5 +213,71 @@ fn gemm_sm90_backend_dispatch() {
             be.device().arch()
         );
         assert_close(&format!("linear_ext GEGLU K {k}"), &got, &want, TOL_BF16);
+    }
+}
+
+/// Counters of `linear_sm90_v1_bf16` at the `paper` step's linears whose 256-column grid is under
+/// one wave on 132 SMs (2048 x 1280 x 1280 without and with bias + residual, 2048 x 1280 x 5120
+/// with bias + residual; the context projections 1024 x 320 | 640 | 1280 x 768), each launched
+/// twice: with the 256-column tile forced (before) and with the schedule's width
+/// (`gemm_sm90::tile_n`: 160 for 2048 rows, 128 for 1024). Run on the stand-in at its default sm_90a with
+/// `PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=2 CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p
+/// cyberhost-suite --test kernels gemm_sm90_counters -- --ignored`, then `gpu-report --gpu
+/// h100-sxm FILE` (docs/performance.md). Checks nothing: sampled launches leave outputs invalid.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in at sm_90a and PTX_EMU_STATS"]
+fn gemm_sm90_counters() {
+    let mut dev = Device::new(1, 0);
+    assert!(
+        matches!(dev, Device::Cuda { .. }),
+        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
+    );
+    let half = 0x3f00u16; // bf16 0.5
+    for (m, n, k, fused) in [
+        (2048usize, 1280usize, 1280usize, false),
+        (2048, 1280, 1280, true),
+        (2048, 1280, 5120, true),
+        (1024, 320, 768, false),
+        (1024, 640, 768, false),
+        (1024, 1280, 768, false),
+    ] {
+        let shape = GemmShape::new(1, m, n, k);
+        let layout = GemmLayout::contiguous(GemmOp::Linear, shape, false, true);
+        // exact-size buffers: the model's DRAM footprint is capped by the buffers' sizes
+        let opt = |dev: &mut Device, len: usize| {
+            if fused {
+                dev.upload(&vec![half; len]).unwrap()
+            } else {
+                0
+            }
+        };
+        let ptrs = GemmPtrs {
+            a: dev.upload(&vec![half; m * k]).unwrap(),
+            b: dev.upload(&vec![half; n * k]).unwrap(),
+            bias: opt(&mut dev, n),
+            residual: opt(&mut dev, m * n),
+            c: dev.alloc_poisoned(2 * m * n).unwrap(),
+        };
+        let epi = cyberhost_kernels::gemm::GemmEpilogue {
+            scale: 1.0,
+            geglu: false,
+        };
+        let natural = gemm_sm90::schedule(shape, false, 132, L2_H100);
+        assert!(natural.tile_n < gemm_sm90::BN, "{shape:?}");
+        let mut wide = gemm_sm90::schedule(shape, false, 132, L2_H100);
+        wide.tile_n = gemm_sm90::BN;
+        wide.plan.ctas = gemm_sm90::tiles_of(shape, gemm_sm90::BN).min(132) as u32;
+        for sched in [wide, natural] {
+            let [ta, tb] = gemm_sm90::tensor_maps(ptrs, shape, layout, false, sched);
+            let maps = [dev.tensor_map(&ta).unwrap(), dev.tensor_map(&tb).unwrap()];
+            let p = GemmSm90Params::new(ptrs, shape, layout, epi, maps, sched).unwrap();
+            dev.launch(
+                KernelModule::GemmSm90,
+                ENTRY,
+                gemm_sm90::launch_config(sched, shape),
+                &p,
+            )
+            .unwrap();
+        }
     }
 }

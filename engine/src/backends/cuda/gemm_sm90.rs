@@ -60,11 +60,11 @@ pub fn launch(
     layout: GemmLayout,
     epi: GemmEpilogue,
 ) -> Result<()> {
-    let [ta, tb] = gemm_sm90::tensor_maps(ptrs, shape, layout, epi.geglu);
+    let sched = gemm_sm90::schedule(shape, epi.geglu, dev.sm_count(), dev.l2_bytes());
+    let [ta, tb] = gemm_sm90::tensor_maps(ptrs, shape, layout, epi.geglu, sched);
     let maps = [encode_tensor_map(&ta)?, encode_tensor_map(&tb)?];
-    let plan = gemm_sm90::schedule(shape, epi.geglu, dev.sm_count(), dev.l2_bytes());
-    let p = GemmSm90Params::new(ptrs, shape, layout, epi, maps, plan)?;
-    let cfg = gemm_sm90::launch_config(plan, shape, epi.geglu);
+    let p = GemmSm90Params::new(ptrs, shape, layout, epi, maps, sched)?;
+    let cfg = gemm_sm90::launch_config(sched, shape);
     // SAFETY: `GemmSm90Params` mirrors gemm_sm90.cu's struct (size and alignment asserted in
     // cyberhost-kernels); the caller checked every buffer against the last element the shape and
     // strides address, and the tensor maps cover exactly those extents.
