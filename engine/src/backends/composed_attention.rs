@@ -40,7 +40,11 @@ pub fn check_attention_heads<T: TensorLike>(
 }
 
 /// Extra keys / values `(1 or rows.len(), Le, c)` for rows inside `0..n`.
-fn check_extra<T: TensorLike>(n: usize, c: usize, extra: Option<(&T, &T, Range<usize>)>) -> Result<()> {
+fn check_extra<T: TensorLike>(
+    n: usize,
+    c: usize,
+    extra: Option<(&T, &T, Range<usize>)>,
+) -> Result<()> {
     if let Some((ke, ve, rows)) = extra {
         let (es, fs) = (ke.shape(), ve.shape());
         if rows.start > rows.end || rows.end > n {

@@ -173,11 +173,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn prepare_linear_weight(&self, _w: &Self::Tensor) -> Result<()> {
         Ok(())
     }
-    /// Whether `models::attention` runs self-attention's q / k / v projections as one linear
-    /// over weights packed at load (`(3·inner, C)`, [`Backend::attention_heads_packed`] reading
-    /// its `(N, L, 3·inner)` output): the activation read once, one launch on a 3× wider N. CPU:
-    /// false (the reference keeps the three projections it checks against diffusers); CUDA: true.
-    fn packs_qkv(&self) -> bool {
+    /// Whether `models::attention` runs self-attention's q / k / v projections of `heads` heads
+    /// of `head_dim` as one linear over weights packed at load (`(3·inner, C)`,
+    /// [`Backend::attention_heads_packed`] reading its `(N, L, 3·inner)` output): the activation
+    /// read once, one launch on a 3× wider N. CPU: false (the reference keeps the three
+    /// projections it checks against diffusers); CUDA: where a flash entry takes the head dim
+    /// (else the op's composed default would copy the three parts out).
+    fn packs_qkv(&self, _heads: usize, _head_dim: usize) -> bool {
         false
     }
 

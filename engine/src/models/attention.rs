@@ -161,11 +161,11 @@ impl<B: Backend> Attention<B> {
     /// else `self` as it is.
     pub fn pack_qkv(mut self, be: &B) -> Result<Self> {
         let (q, k, v) = (&self.to_q, &self.to_k, &self.to_v);
-        let same_in = q.weight.shape()[1] == k.weight.shape()[1]
-            && k.weight.shape() == v.weight.shape();
+        let same_in =
+            q.weight.shape()[1] == k.weight.shape()[1] && k.weight.shape() == v.weight.shape();
         let biases = [&q.bias, &k.bias, &v.bias];
         let same_bias = biases.iter().all(|b| b.is_some()) || biases.iter().all(|b| b.is_none());
-        if !be.packs_qkv() || !same_in || !same_bias {
+        if !be.packs_qkv(self.heads, self.inner_dim / self.heads) || !same_in || !same_bias {
             return Ok(self);
         }
         let weight = be.concat(&[&q.weight, &k.weight, &v.weight], 0)?;

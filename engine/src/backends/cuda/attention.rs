@@ -152,7 +152,15 @@ pub(crate) fn attention_heads(
         be.as_dtype(v, dt)?,
     );
     let ops = [&q, &k, &v].map(|t| TokenOperand { t, col: 0, row: c });
-    flash_heads(be, ops, (n, lq, lk, c), extra_as(be, extra, dt)?, heads, scale, dt)
+    flash_heads(
+        be,
+        ops,
+        (n, lq, lk, c),
+        extra_as(be, extra, dt)?,
+        heads,
+        scale,
+        dt,
+    )
 }
 
 /// [`Backend::attention_heads_packed`](crate::backends::Backend::attention_heads_packed) on CUDA:
@@ -178,7 +186,22 @@ pub(crate) fn attention_heads_packed(
         row: 3 * c,
     };
     let ops = [at(0), at(1), at(2)];
-    flash_heads(be, ops, (n, l, l, c), extra_as(be, extra, dt)?, heads, scale, dt)
+    flash_heads(
+        be,
+        ops,
+        (n, l, l, c),
+        extra_as(be, extra, dt)?,
+        heads,
+        scale,
+        dt,
+    )
+}
+
+/// [`Backend::packs_qkv`](crate::backends::Backend::packs_qkv) on CUDA: whether
+/// [`attention_heads_packed`] runs `heads` heads of `head_dim` on a flash entry (in the storage
+/// dtype, for any batch and sequence the entries take).
+pub(crate) fn packs_qkv(be: &CudaBackend, heads: usize, head_dim: usize) -> bool {
+    flash_takes(1, 1, head_dim, heads, 1.0, be.storage())
 }
 
 /// The dtype attention runs in: the operands' and the extra keys' / values' ([`promote`]).
@@ -266,7 +289,12 @@ fn flash_heads(
             base(v, lk, r0),
             be.ptr(&out) + r0 * lq * c64 * esz,
         ];
-        let strides = [st(q, lq), st(k, lk), st(v, lk), AttnStrides::tokens(lq, d64, c64)];
+        let strides = [
+            st(q, lq),
+            st(k, lk),
+            st(v, lk),
+            AttnStrides::tokens(lq, d64, c64),
+        ];
         let mut p = AttentionParams::new(ptrs, strides, shape, scale)?;
         if let Some((ke, ve)) = e {
             let le = ke.shape()[1] as u64;

@@ -38,8 +38,8 @@ impl Backend for CudaBackend {
         self.from_f32_as(shape, data, self.storage())
     }
 
-    fn packs_qkv(&self) -> bool {
-        true
+    fn packs_qkv(&self, heads: usize, head_dim: usize) -> bool {
+        flash::packs_qkv(self, heads, head_dim)
     }
 
     fn prepare_linear_weight(&self, w: &CudaTensor) -> Result<()> {
