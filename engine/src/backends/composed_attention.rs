@@ -12,6 +12,9 @@ use anyhow::{bail, Context, Result};
 
 use super::{Backend, TensorLike};
 
+/// Extra keys / values and the batch rows that attend to them (`attention_heads`' `extra`).
+pub type ExtraRows<'a, T> = Option<(&'a T, &'a T, Range<usize>)>;
+
 /// The operands of `attention_heads`: q `(N, Lq, C)`, k / v `(N, Lk, C)`, `heads | C`, extra keys
 /// / values `(1 or rows.len(), Le, C)` for rows inside `0..N`. Returns (N, Lq, Lk, C).
 pub fn check_attention_heads<T: TensorLike>(
@@ -69,7 +72,7 @@ pub fn check_attention_heads_packed<T: TensorLike>(
     heads: usize,
 ) -> Result<(usize, usize, usize)> {
     let s = qkv.shape();
-    if s.len() != 3 || s[2] % 3 != 0 || heads == 0 || (s[2] / 3) % heads != 0 {
+    if s.len() != 3 || !s[2].is_multiple_of(3) || heads == 0 || !(s[2] / 3).is_multiple_of(heads) {
         bail!(
             "attention_heads_packed: qkv {s:?} must be (N, L, 3C) (q, k, v side by side) with C \
              divisible by {heads} heads"

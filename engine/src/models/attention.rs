@@ -15,6 +15,7 @@ use std::ops::Range;
 
 use anyhow::{bail, Context, Result};
 
+use crate::backends::composed_attention::ExtraRows;
 use crate::backends::{Backend, BackendExt, LinearEpilogue, TensorLike};
 use crate::models::nn::{GroupNorm, Linear};
 use crate::var_builder::VarBuilder;
@@ -287,7 +288,7 @@ impl<B: Backend> Attention<B> {
         be: &B,
         extra: Option<&'a ExtraKv<'a, B>>,
         projected: &'a mut Option<(B::Tensor, B::Tensor)>,
-    ) -> Result<Option<(&'a B::Tensor, &'a B::Tensor, Range<usize>)>> {
+    ) -> Result<ExtraRows<'a, B::Tensor>> {
         let Some(extra) = extra else {
             return Ok(None);
         };
