@@ -152,15 +152,7 @@ pub(crate) fn attention_heads(
         be.as_dtype(v, dt)?,
     );
     let ops = [&q, &k, &v].map(|t| TokenOperand { t, col: 0, row: c });
-    flash_heads(
-        be,
-        ops,
-        (n, lq, lk, c),
-        extra_as(be, extra, dt)?,
-        heads,
-        scale,
-        dt,
-    )
+    flash_heads(be, ops, (n, lq, lk, c), extra, heads, scale, dt)
 }
 
 /// [`Backend::attention_heads_packed`](crate::backends::Backend::attention_heads_packed) on CUDA:
@@ -186,15 +178,7 @@ pub(crate) fn attention_heads_packed(
         row: 3 * c,
     };
     let ops = [at(0), at(1), at(2)];
-    flash_heads(
-        be,
-        ops,
-        (n, l, l, c),
-        extra_as(be, extra, dt)?,
-        heads,
-        scale,
-        dt,
-    )
+    flash_heads(be, ops, (n, l, l, c), extra, heads, scale, dt)
 }
 
 /// [`Backend::packs_qkv`](crate::backends::Backend::packs_qkv) on CUDA: whether
@@ -248,16 +232,18 @@ struct TokenOperand<'a> {
 }
 
 /// The flash launches of [`attention_heads`] on operands in `dt` that the caller checked: q
-/// `(N, Lq, C)`, k / v `(N, Lk, C)` ([`TokenOperand`]s), extra keys / values `(1 or R, Le, C)`.
+/// `(N, Lq, C)`, k / v `(N, Lk, C)` ([`TokenOperand`]s), extra keys / values `(1 or R, Le, C)`
+/// (converted to `dt` here).
 fn flash_heads(
     be: &CudaBackend,
     [q, k, v]: [TokenOperand<'_>; 3],
     (n, lq, lk, c): (usize, usize, usize, usize),
-    extra: Option<(CudaTensor, CudaTensor, Range<usize>)>,
+    extra: Option<(&CudaTensor, &CudaTensor, Range<usize>)>,
     heads: usize,
     scale: f32,
     dt: DType,
 ) -> Result<CudaTensor> {
+    let extra = extra_as(be, extra, dt)?;
     let d = c / heads;
     let out = be.alloc(&[n, lq, c], dt)?;
     if out.elem_count() == 0 {
