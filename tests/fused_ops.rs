@@ -935,3 +935,100 @@ fn cuda_f32_attention_is_one_flash_launch() {
     // composed on the f32 GEMM entries: scores GEMM, softmax, P·V GEMM (no split launches)
     assert_eq!(run(&k, &v24), 3, "Dv != D: composed");
 }
+
+/// `Attention` with self-attention's q / k / v packed on CUDA (`Backend::packs_qkv`: one linear
+/// over the weights concatenated at load, `attention_heads_packed` reading q, k, v through row
+/// stride 3C) against the CPU reference, which keeps the three projections: with and without
+/// q/k/v biases, reference attention's extra tokens on some rows, the caller's residual, both
+/// storages; two launches fewer than the same layer unpacked. Cross-attention is not packed.
+#[test]
+fn cuda_self_attention_projects_qkv_once() {
+    use cyberhost_engine::models::attention::{Attention, AttentionConfig, ExtraKv, ExtraKvSource};
+    use cyberhost_engine::var_builder::VarBuilder;
+    use std::collections::HashMap;
+    let _g = serial();
+    let (c, heads, dim_head, n, l) = (24usize, 2usize, 12usize, 3usize, 37usize);
+    let load = |gb: &CudaBackend, bias: bool, cross: Option<usize>| {
+        let mut cfg = AttentionConfig::new(c, cross, heads, dim_head);
+        cfg.bias = bias;
+        let inner = heads * dim_head;
+        let kv = cross.unwrap_or(c);
+        let mut t = HashMap::new();
+        let mut put = |name: &str, shape: &[usize], seed: u64| {
+            let v: Vec<f32> = random(shape.iter().product(), seed)
+                .iter()
+                .map(|x| x * 0.3)
+                .collect();
+            t.insert(format!("a.{name}"), (shape.to_vec(), v));
+        };
+        for (i, p) in ["to_q", "to_k", "to_v"].into_iter().enumerate() {
+            let din = if p == "to_q" { c } else { kv };
+            put(&format!("{p}.weight"), &[inner, din], 900 + i as u64);
+            if bias {
+                put(&format!("{p}.bias"), &[inner], 910 + i as u64);
+            }
+        }
+        put("to_out.0.weight", &[c, inner], 920);
+        put("to_out.0.bias", &[c], 921);
+        let cpu_attn = {
+            let vb = VarBuilder::from_tensors(CPU, t.clone()).unwrap();
+            Attention::load(&vb.pp("a"), &cfg).unwrap()
+        };
+        let vb = VarBuilder::from_tensors(gb.clone(), t).unwrap();
+        (Attention::load(&vb.pp("a"), &cfg).unwrap(), cpu_attn)
+    };
+    for (gb, label) in storages() {
+        for bias in [false, true] {
+            let (attn, cpu_attn) = load(&gb, bias, None);
+            assert!(
+                attn.to_qkv.is_some(),
+                "{label} bias {bias}: self-attention packed on CUDA"
+            );
+            assert!(
+                cpu_attn.to_qkv.is_none(),
+                "the CPU reference keeps to_q / to_k / to_v"
+            );
+            let (x, r, rf) = (
+                data(&[n, l, c], 930),
+                data(&[n, l, c], 931),
+                data(&[1, 11, c], 932),
+            );
+            let (xg, rg, rfg) = (up(&gb, &x), up(&gb, &r), up(&gb, &rf));
+            let (xc, rc, rfc) = (cpu(&x), cpu(&r), cpu(&rf));
+            let what = format!("packed self-attention {label} bias {bias}");
+            let got = attn.forward(&gb, &xg, None).unwrap();
+            let want = cpu_attn.forward(&CPU, &xc, None).unwrap();
+            check(&what, &got, &want, 1e-2);
+            // reference attention: 11 extra tokens (projected by to_k / to_v) for rows 1..3
+            let (exg, exc) = (
+                ExtraKv {
+                    source: ExtraKvSource::Tokens(&rfg),
+                    rows: 1..3,
+                },
+                ExtraKv {
+                    source: ExtraKvSource::Tokens(&rfc),
+                    rows: 1..3,
+                },
+            );
+            let got = attn
+                .forward_residual(&gb, &xg, None, Some(&exg), Some(&rg))
+                .unwrap();
+            let want = cpu_attn
+                .forward_residual(&CPU, &xc, None, Some(&exc), Some(&rc))
+                .unwrap();
+            check(&format!("{what}, extra keys, residual"), &got, &want, 1e-2);
+            // the same layer unpacked: to_q, to_k, to_v as three launches
+            let mut unpacked = attn.clone();
+            unpacked.to_qkv = None;
+            let packed_n = launches(|| drop(attn.forward(&gb, &xg, None).unwrap()));
+            let unpacked_n = launches(|| drop(unpacked.forward(&gb, &xg, None).unwrap()));
+            assert_eq!(
+                unpacked_n,
+                packed_n + 2,
+                "{what}: launches {packed_n} vs {unpacked_n}"
+            );
+        }
+        let (cross, _) = load(&gb, false, Some(16));
+        assert!(cross.to_qkv.is_none(), "cross-attention is not packed");
+    }
+}

@@ -525,6 +525,57 @@ crate::storages_test!(attention_heads_matches_cpu, |be, tol| {
     assert!(be.attention_heads(&q, &q, &q, None, 3, 1.0).is_err());
 });
 
+// `attention_heads_packed` (self-attention from one packed projection `(N, L, 3C)`: q, k, v read
+// in place through row stride 3C) on the flash kernels, against the CPU backend's composed
+// default (the three `narrow`s, then `attention_heads`).
+crate::storages_test!(attention_heads_packed_matches_cpu, |be, tol| {
+    type Extra = Option<(usize, usize, std::ops::Range<usize>)>; // (batch 1 or R, Le, rows)
+    let cases: [(usize, usize, usize, usize, Extra); 7] = [
+        (3, 2, 77, 80, None),  // d40, ragged Lq = Lk > 64 (wgmma kernel on sm_90a)
+        (5, 8, 16, 320, None), // temporal: short-sequence entry, 40 problems
+        (3, 2, 13, 160, Some((1, 5, 1..2))), // short-sequence d80 with extra keys (Lk 18)
+        (4, 8, 70, 320, Some((1, 21, 1..3))), // model-like: 8 heads of 40, broadcast extra
+        (3, 1, 9, 36, Some((2, 7, 1..3))), // D % 8 != 0 (row 108: plain loads), per-row extra
+        (5, 2, 130, 160, Some((1, 64, 4..5))), // d80, last row only, 3 launches
+        (2, 1, 20, 160, None), // d160
+    ];
+    for (i, (n, h, l, c, extra)) in cases.into_iter().enumerate() {
+        let seed = 600 + 10 * i as u64;
+        let (qkv, qkvc) = rand_pair(&be, &[n, l, 3 * c], seed);
+        let scale = 1.5 / ((c / h) as f32).sqrt();
+        let what = format!("attention_heads_packed n{n} h{h} l{l} c{c} extra {extra:?}");
+        match extra {
+            None => check_op!(what, be, tol,
+                attention_heads_packed(&qkv, None, h, scale) ~ (&qkvc, None, h, scale)),
+            Some((eb, le, rows)) => {
+                let (ke, kec) = rand_pair(&be, &[eb, le, c], seed + 3);
+                let (ve, vec) = rand_pair(&be, &[eb, le, c], seed + 4);
+                let r = rows.clone();
+                check_op!(what, be, tol,
+                    attention_heads_packed(&qkv, Some((&ke, &ve, r)), h, scale)
+                    ~ (&qkvc, Some((&kec, &vec, rows)), h, scale));
+            }
+        }
+    }
+    // a width not 3C, C not divisible by the heads, extra keys of another width or outside the
+    // batch: errors on both backends
+    let (q, qc) = rand_pair(&be, &[3, 4, 16], 690);
+    let (p, pc) = rand_pair(&be, &[3, 4, 48], 691);
+    let (e, ec) = rand_pair(&be, &[1, 5, 16], 692);
+    assert!(be.attention_heads_packed(&q, None, 2, 1.0).is_err());
+    assert!(CPU.attention_heads_packed(&qc, None, 2, 1.0).is_err());
+    assert!(be.attention_heads_packed(&p, None, 3, 1.0).is_err());
+    assert!(be
+        .attention_heads_packed(&p, Some((&p, &p, 0..1)), 2, 1.0)
+        .is_err());
+    assert!(be
+        .attention_heads_packed(&p, Some((&e, &e, 2..4)), 2, 1.0)
+        .is_err());
+    assert!(CPU
+        .attention_heads_packed(&pc, Some((&ec, &ec, 2..4)), 2, 1.0)
+        .is_err());
+});
+
 /// Mixed dtypes (f32 q / v, bf16 k) run the f32 flash entry; the bf16 operand is widened exactly,
 /// so the result matches the CPU on the values the device holds.
 #[test]

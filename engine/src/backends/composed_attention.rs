@@ -1,7 +1,8 @@
 //! [`Backend::attention_heads`] composed from the unfused ops (the trait's default body: the CPU
 //! reference keeps it, bit for bit the op sequence `models::attention` ran before the op existed:
 //! row `narrow`s, key/value `concat`s, heads split by `permute`, `attention`, heads merged by
-//! `permute`, row `concat`), plus the shape rule every backend checks. CUDA runs it as one flash
+//! `permute`, row `concat`; `attention_heads_packed`: the three `narrow`s of the packed
+//! projection, then that), plus the shape rules every backend checks. CUDA runs it as one flash
 //! launch per row range reading the token layouts through strides
 //! (`backends::cuda::attention::attention_heads`).
 
@@ -10,6 +11,9 @@ use std::ops::Range;
 use anyhow::{bail, Context, Result};
 
 use super::{Backend, TensorLike};
+
+/// Extra keys / values and the batch rows that attend to them (`attention_heads`' `extra`).
+pub type ExtraRows<'a, T> = Option<(&'a T, &'a T, Range<usize>)>;
 
 /// The operands of `attention_heads`: q `(N, Lq, C)`, k / v `(N, Lk, C)`, `heads | C`, extra keys
 /// / values `(1 or rows.len(), Le, C)` for rows inside `0..N`. Returns (N, Lq, Lk, C).
@@ -34,22 +38,63 @@ pub fn check_attention_heads<T: TensorLike>(
              with C divisible by {heads} heads"
         );
     }
-    let n = qs[0];
+    check_extra(qs[0], qs[2], extra)?;
+    Ok((qs[0], qs[1], ks[1], qs[2]))
+}
+
+/// Extra keys / values `(1 or rows.len(), Le, c)` for rows inside `0..n`.
+fn check_extra<T: TensorLike>(
+    n: usize,
+    c: usize,
+    extra: Option<(&T, &T, Range<usize>)>,
+) -> Result<()> {
     if let Some((ke, ve, rows)) = extra {
         let (es, fs) = (ke.shape(), ve.shape());
         if rows.start > rows.end || rows.end > n {
             bail!("Attention: extra key/value rows {rows:?} are outside the batch of {n}");
         }
         let b = es.first().copied().unwrap_or(0);
-        if es.len() != 3 || es != fs || es[2] != qs[2] || (b != 1 && b != rows.len()) {
+        if es.len() != 3 || es != fs || es[2] != c || (b != 1 && b != rows.len()) {
             bail!(
-                "attention_heads: extra keys {es:?} / values {fs:?} must be (1 or {}, Le, {})",
+                "attention_heads: extra keys {es:?} / values {fs:?} must be (1 or {}, Le, {c})",
                 rows.len(),
-                qs[2]
             );
         }
     }
-    Ok((n, qs[1], ks[1], qs[2]))
+    Ok(())
+}
+
+/// The operands of `attention_heads_packed`: qkv `(N, L, 3C)`, `heads | C`, extra keys / values
+/// as in [`check_attention_heads`]. Returns (N, L, C).
+pub fn check_attention_heads_packed<T: TensorLike>(
+    qkv: &T,
+    extra: Option<(&T, &T, Range<usize>)>,
+    heads: usize,
+) -> Result<(usize, usize, usize)> {
+    let s = qkv.shape();
+    if s.len() != 3 || !s[2].is_multiple_of(3) || heads == 0 || !(s[2] / 3).is_multiple_of(heads) {
+        bail!(
+            "attention_heads_packed: qkv {s:?} must be (N, L, 3C) (q, k, v side by side) with C \
+             divisible by {heads} heads"
+        );
+    }
+    check_extra(s[0], s[2] / 3, extra)?;
+    Ok((s[0], s[1], s[2] / 3))
+}
+
+/// [`Backend::attention_heads_packed`]: q, k, v `narrow`ed out of the packed rows, then
+/// [`Backend::attention_heads`].
+pub fn attention_heads_packed<B: Backend>(
+    be: &B,
+    qkv: &B::Tensor,
+    extra: Option<(&B::Tensor, &B::Tensor, Range<usize>)>,
+    heads: usize,
+    scale: f32,
+) -> Result<B::Tensor> {
+    let (.., c) = check_attention_heads_packed(qkv, extra.clone(), heads)?;
+    let part = |i: usize| be.narrow(qkv, 2, i * c, c);
+    let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+    be.attention_heads(&q, &k, &v, extra, heads, scale)
 }
 
 /// [`Backend::attention_heads`]: per row range `narrow` q, k, v (and `concat` the extra keys /

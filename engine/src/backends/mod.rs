@@ -179,6 +179,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn prepare_conv_weight(&self, _w: &Self::Tensor, _p: Conv2dParams) -> Result<()> {
         Ok(())
     }
+    /// Whether `models::attention` runs self-attention's q / k / v projections of `heads` heads
+    /// of `head_dim` as one linear over weights packed at load (`(3·inner, C)`,
+    /// [`Backend::attention_heads_packed`] reading its `(N, L, 3·inner)` output): the activation
+    /// read once, one launch on a 3× wider N. CPU: false (the reference keeps the three
+    /// projections it checks against diffusers); CUDA: where a flash entry takes the head dim
+    /// (else the op's composed default would copy the three parts out).
+    fn packs_qkv(&self, _heads: usize, _head_dim: usize) -> bool {
+        false
+    }
 
     // ---- the primitives: layout, elementwise, normalisation and reductions, linear algebra,
     // resampling (declared from the list in `macros.rs`, which the CPU backend shares) -------
@@ -275,6 +284,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
         attention_heads(q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor,
             extra: Option<(&Self::Tensor, &Self::Tensor, std::ops::Range<usize>)>, heads: usize,
             scale: f32) => composed_attention::attention_heads;
+
+        /// [`attention_heads`](Backend::attention_heads) of self-attention from one packed
+        /// projection: `qkv` `(N, L, 3C)` holds q, k, v at columns `0..C`, `C..2C`, `2C..3C`
+        /// (row stride 3C) → `(N, L, C)`; `extra` as in `attention_heads`. The default narrows the
+        /// three parts; CUDA reads them in place through the kernels' row strides.
+        attention_heads_packed(qkv: &Self::Tensor,
+            extra: Option<(&Self::Tensor, &Self::Tensor, std::ops::Range<usize>)>, heads: usize,
+            scale: f32) => composed_attention::attention_heads_packed;
 
         // ---- region codebook attention ------------------------------------------------------
         // `models::cyberhost::rca` (spec section 4). One launch each on CUDA

@@ -5,6 +5,8 @@
 //! ```text
 //! x (N, L, C) or (N, C, H, W)  ─[group_norm]─► tokens (N, L, C)
 //! q = to_q(tokens); k, v = to_k/to_v(encoder_hidden_states or tokens)
+//!   [self-attention on backends that pack (`Backend::packs_qkv`, CUDA): q|k|v = to_qkv(tokens),
+//!    one linear over the three weights concatenated at load, (N, L, 3·inner)]
 //! out = to_out.0(softmax(q kᵀ / sqrt(d)) v)       heads split as (N, heads, L, d)
 //! [4-D input: back to (N, C, H, W)]  [+ x if residual_connection]  / rescale_output_factor
 //! ```
@@ -13,6 +15,7 @@ use std::ops::Range;
 
 use anyhow::{bail, Context, Result};
 
+use crate::backends::composed_attention::ExtraRows;
 use crate::backends::{Backend, BackendExt, LinearEpilogue, TensorLike};
 use crate::models::nn::{GroupNorm, Linear};
 use crate::var_builder::VarBuilder;
@@ -100,6 +103,10 @@ pub struct Attention<B: Backend> {
     pub to_v: Linear<B>,
     /// `to_out.0`: (out_dim, inner)
     pub to_out: Linear<B>,
+    /// to_q, to_k, to_v stacked: (3·inner, query_dim), biases concatenated; set by
+    /// [`Self::pack_qkv`] for self-attention on backends that pack ([`Backend::packs_qkv`]), and
+    /// run instead of the three for keys and values from the tokens themselves.
+    pub to_qkv: Option<Linear<B>>,
     pub heads: usize,
     pub inner_dim: usize,
     pub residual_connection: bool,
@@ -130,17 +137,46 @@ impl<B: Backend> Attention<B> {
             )?),
             None => None,
         };
-        Ok(Attention {
+        let attn = Attention {
             group_norm,
             to_q: Linear::load(&vb.pp("to_q"), cfg.query_dim, inner, cfg.bias)?,
             to_k: Linear::load(&vb.pp("to_k"), kv_dim, inner, cfg.bias)?,
             to_v: Linear::load(&vb.pp("to_v"), kv_dim, inner, cfg.bias)?,
             to_out: Linear::load(&vb.pp("to_out").pp("0"), inner, out_dim, cfg.out_bias)?,
+            to_qkv: None,
             heads,
             inner_dim: inner,
             residual_connection: cfg.residual_connection,
             rescale_output_factor: cfg.rescale_output_factor,
-        })
+        };
+        if cfg.cross_attention_dim.is_some() {
+            return Ok(attn);
+        }
+        attn.pack_qkv(vb.backend())
+            .with_context(|| format!("Attention `{}`: packing to_q / to_k / to_v", vb.prefix()))
+    }
+
+    /// Sets [`Self::to_qkv`] (the three projection weights, and biases, concatenated; prepared
+    /// like any linear weight, e.g. quantised per output channel for `--weights-dtype fp8`) on
+    /// backends that pack ([`Backend::packs_qkv`]) when to_q, to_k, to_v all read the same width;
+    /// else `self` as it is.
+    pub fn pack_qkv(mut self, be: &B) -> Result<Self> {
+        let (q, k, v) = (&self.to_q, &self.to_k, &self.to_v);
+        let same_in =
+            q.weight.shape()[1] == k.weight.shape()[1] && k.weight.shape() == v.weight.shape();
+        let biases = [&q.bias, &k.bias, &v.bias];
+        let same_bias = biases.iter().all(|b| b.is_some()) || biases.iter().all(|b| b.is_none());
+        if !be.packs_qkv(self.heads, self.inner_dim / self.heads) || !same_in || !same_bias {
+            return Ok(self);
+        }
+        let weight = be.concat(&[&q.weight, &k.weight, &v.weight], 0)?;
+        be.prepare_linear_weight(&weight)?;
+        let bias = match biases {
+            [Some(bq), Some(bk), Some(bv)] => Some(be.concat(&[bq, bk, bv], 0)?),
+            _ => None,
+        };
+        self.to_qkv = Some(Linear { weight, bias });
+        Ok(self)
     }
 
     /// Project reference tokens (n, L_ref, cross_dim) once: returns (k, v), each (n, L_ref, inner).
@@ -228,11 +264,59 @@ impl<B: Backend> Attention<B> {
                 bail!("Attention: input must be (N, L, C) or (N, C, H, W), got rank {r} {shape:?}")
             }
         };
+        let d = self.inner_dim / self.heads;
+        let attn_scale = 1.0 / (d as f32).sqrt();
+        // heads split / merged (and reference rows, extra keys) inside the op: on CUDA the flash
+        // kernel reads the projection outputs through strides and writes the layout to_out reads
+        let mut projected = None;
+        let out = match (&self.to_qkv, &kv) {
+            // self-attention, packed: one projection, q / k / v read from it in place
+            (Some(qkv), KvSource::States(None)) => {
+                let qkv = qkv.forward(be, &tokens)?;
+                let extra = self.extra_kv(be, extra, &mut projected)?;
+                be.attention_heads_packed(&qkv, extra, self.heads, attn_scale)?
+            }
+            _ => self.attend(be, &tokens, kv, extra, attn_scale)?,
+        };
+        self.project_out(be, x, &shape, out, residual)
+    }
+
+    /// The extra keys / values of `extra` for `attention_heads`: given, or projected by to_k /
+    /// to_v into `projected`.
+    fn extra_kv<'a>(
+        &self,
+        be: &B,
+        extra: Option<&'a ExtraKv<'a, B>>,
+        projected: &'a mut Option<(B::Tensor, B::Tensor)>,
+    ) -> Result<ExtraRows<'a, B::Tensor>> {
+        let Some(extra) = extra else {
+            return Ok(None);
+        };
+        let (k_ref, v_ref) = match extra.source {
+            ExtraKvSource::Tokens(t) => {
+                let (k, v) = projected.insert(self.project_kv(be, t)?);
+                (&*k, &*v)
+            }
+            ExtraKvSource::Projected { k, v } => (k, v),
+        };
+        Ok(Some((k_ref, v_ref, extra.rows.clone())))
+    }
+
+    /// q = to_q(tokens), k / v from `kv` (to_k / to_v of the states or the tokens, or given), then
+    /// [`Backend::attention_heads`] (with `extra`'s keys): (N, L, inner).
+    fn attend(
+        &self,
+        be: &B,
+        tokens: &B::Tensor,
+        kv: KvSource<'_, B>,
+        extra: Option<&ExtraKv<'_, B>>,
+        attn_scale: f32,
+    ) -> Result<B::Tensor> {
         let n = tokens.shape()[0];
-        let q = self.to_q.forward(be, &tokens)?;
+        let q = self.to_q.forward(be, tokens)?;
         let (k, v) = match kv {
             KvSource::States(states) => {
-                let ctx = states.unwrap_or(&tokens);
+                let ctx = states.unwrap_or(tokens);
                 if ctx.shape()[0] != n {
                     bail!(
                         "Attention: encoder_hidden_states batch {} differs from the hidden states batch {n}",
@@ -254,25 +338,21 @@ impl<B: Backend> Attention<B> {
                 (k.clone(), v.clone())
             }
         };
+        let mut projected = None;
+        let extra = self.extra_kv(be, extra, &mut projected)?;
+        be.attention_heads(&q, &k, &v, extra, self.heads, attn_scale)
+    }
 
-        // heads split / merged (and reference rows, extra keys) inside the op: on CUDA the flash
-        // kernel reads the projection outputs through strides and writes the layout to_out reads
-        let projected;
-        let extra = match extra {
-            None => None,
-            Some(extra) => {
-                let (k_ref, v_ref) = match extra.source {
-                    ExtraKvSource::Tokens(t) => {
-                        projected = self.project_kv(be, t)?;
-                        (&projected.0, &projected.1)
-                    }
-                    ExtraKvSource::Projected { k, v } => (k, v),
-                };
-                Some((k_ref, v_ref, extra.rows.clone()))
-            }
-        };
-        let d = self.inner_dim / self.heads;
-        let out = be.attention_heads(&q, &k, &v, extra, self.heads, 1.0 / (d as f32).sqrt())?;
+    /// to_out of the attention output `out` (N, L, inner), with the residual / rescale epilogue,
+    /// back in x's layout (`shape`).
+    fn project_out(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        shape: &[usize],
+        out: B::Tensor,
+        residual: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         // to_out epilogue: scale · (to_out(..) + fused); `after` is added once back in x's layout
         let scale = 1.0 / self.rescale_output_factor;
         let (fused, scale, after) = match (self.residual_connection, residual) {
@@ -283,7 +363,7 @@ impl<B: Backend> Attention<B> {
         let fused = match fused {
             Some(r) if shape.len() == 4 => {
                 let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
-                if r.shape() != shape.as_slice() {
+                if r.shape() != shape {
                     bail!(
                         "Attention: residual {:?} differs from the input {shape:?}",
                         r.shape()

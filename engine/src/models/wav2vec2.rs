@@ -425,17 +425,19 @@ pub fn load_attention<B: Backend>(
     heads: usize,
 ) -> Result<Attention<B>> {
     let proj = |name: &str| Linear::load(&vb.pp(name), hidden, hidden, true);
-    Ok(Attention {
+    Attention {
         group_norm: None,
         to_q: proj("q_proj")?,
         to_k: proj("k_proj")?,
         to_v: proj("v_proj")?,
         to_out: proj("out_proj")?,
+        to_qkv: None,
         heads,
         inner_dim: hidden,
         residual_connection: false,
         rescale_output_factor: 1.0,
-    })
+    }
+    .pack_qkv(vb.backend())
 }
 
 /// `Wav2Vec2FeedForward`: intermediate_dense → act → output_dense.

@@ -4,7 +4,9 @@
 //! head-major): the slice launcher [`attention`] and the backend's [`attention_heads`] on token layouts (q, k, v read from
 //! the projection outputs and o written where `to_out` reads it, through strides: no head
 //! split / merge copies; reference attention's extra keys read from their own (broadcast) tensor
-//! and its row ranges addressed by pointer offsets: no narrow / concat / index_select copies).
+//! and its row ranges addressed by pointer offsets: no narrow / concat / index_select copies);
+//! [`attention_heads_packed`] reads self-attention's q, k, v from one packed projection `(N, L,
+//! 3C)` through row stride 3C.
 
 use std::ops::Range;
 
@@ -21,7 +23,9 @@ use super::context::CudaBackend;
 use super::tensor::{promote, CudaTensor};
 use super::util::check_bytes;
 use super::CudaDevice;
-use crate::backends::composed_attention::{self, check_attention_heads};
+use crate::backends::composed_attention::{
+    self, check_attention_heads, check_attention_heads_packed,
+};
 use crate::backends::TensorLike;
 
 /// Operand layout of [`attention`].
@@ -137,19 +141,8 @@ pub(crate) fn attention_heads(
     scale: f32,
 ) -> Result<CudaTensor> {
     let (n, lq, lk, c) = check_attention_heads(q, k, v, extra.clone(), heads)?;
-    let d = c / heads;
-    let mut ops = vec![q, k, v];
-    if let Some((ke, ve, _)) = &extra {
-        ops.extend([*ke, *ve]);
-    }
-    let dt = promote(&ops);
-    let flash_ok = traits_for(d as u64, dt).is_ok()
-        && lk >= 1
-        && heads <= 65_535
-        && n <= 65_535
-        && scale.is_finite()
-        && scale > 0.0;
-    if !flash_ok {
+    let dt = promote_with_extra(&[q, k, v], &extra);
+    if !flash_takes(n, lk, c / heads, heads, scale, dt) {
         return composed_attention::attention_heads(be, q, k, v, extra, heads, scale);
     }
     // Mixed dtypes run in the promoted one (a bf16 operand widened to f32 is exact).
@@ -158,17 +151,112 @@ pub(crate) fn attention_heads(
         be.as_dtype(k, dt)?,
         be.as_dtype(v, dt)?,
     );
-    let extra = match extra {
+    let ops = [&q, &k, &v].map(|t| TokenOperand { t, col: 0, row: c });
+    flash_heads(be, ops, (n, lq, lk, c), extra, heads, scale, dt)
+}
+
+/// [`Backend::attention_heads_packed`](crate::backends::Backend::attention_heads_packed) on CUDA:
+/// [`attention_heads`]'s launches with q, k, v read in place from the packed projection `(N, L,
+/// 3C)` (columns 0, C, 2C; row stride 3C): no split copies. Shapes no flash entry takes run the
+/// composed default.
+pub(crate) fn attention_heads_packed(
+    be: &CudaBackend,
+    qkv: &CudaTensor,
+    extra: Option<(&CudaTensor, &CudaTensor, Range<usize>)>,
+    heads: usize,
+    scale: f32,
+) -> Result<CudaTensor> {
+    let (n, l, c) = check_attention_heads_packed(qkv, extra.clone(), heads)?;
+    let dt = promote_with_extra(&[qkv], &extra);
+    if !flash_takes(n, l, c / heads, heads, scale, dt) {
+        return composed_attention::attention_heads_packed(be, qkv, extra, heads, scale);
+    }
+    let qkv = be.as_dtype(qkv, dt)?;
+    let at = |i: usize| TokenOperand {
+        t: &qkv,
+        col: i * c,
+        row: 3 * c,
+    };
+    let ops = [at(0), at(1), at(2)];
+    flash_heads(be, ops, (n, l, l, c), extra, heads, scale, dt)
+}
+
+/// [`Backend::packs_qkv`](crate::backends::Backend::packs_qkv) on CUDA: whether
+/// [`attention_heads_packed`] runs `heads` heads of `head_dim` on a flash entry (in the storage
+/// dtype, for any batch and sequence the entries take).
+pub(crate) fn packs_qkv(be: &CudaBackend, heads: usize, head_dim: usize) -> bool {
+    flash_takes(1, 1, head_dim, heads, 1.0, be.storage())
+}
+
+/// The dtype attention runs in: the operands' and the extra keys' / values' ([`promote`]).
+fn promote_with_extra(
+    ops: &[&CudaTensor],
+    extra: &Option<(&CudaTensor, &CudaTensor, Range<usize>)>,
+) -> DType {
+    let mut all = ops.to_vec();
+    if let Some((ke, ve, _)) = extra {
+        all.extend([*ke, *ve]);
+    }
+    promote(&all)
+}
+
+/// Whether a flash entry takes `n` rows of `heads` heads of dim `d`, `lk` own keys, `scale`.
+fn flash_takes(n: usize, lk: usize, d: usize, heads: usize, scale: f32, dt: DType) -> bool {
+    traits_for(d as u64, dt).is_ok()
+        && lk >= 1
+        && heads <= 65_535
+        && n <= 65_535
+        && scale.is_finite()
+        && scale > 0.0
+}
+
+/// `extra`'s keys / values in `dt`.
+fn extra_as(
+    be: &CudaBackend,
+    extra: Option<(&CudaTensor, &CudaTensor, Range<usize>)>,
+    dt: DType,
+) -> Result<Option<(CudaTensor, CudaTensor, Range<usize>)>> {
+    Ok(match extra {
         Some((ke, ve, rows)) => Some((be.as_dtype(ke, dt)?, be.as_dtype(ve, dt)?, rows)),
         None => None,
-    };
+    })
+}
+
+/// A token-layout operand of the flash launches: `(N, L, C)` at columns `col..col + C` of rows of
+/// `row` elements of `t` (a projection output: `row = C`; the packed q / k / v: `row = 3C`).
+#[derive(Clone, Copy)]
+struct TokenOperand<'a> {
+    t: &'a CudaTensor,
+    col: usize,
+    row: usize,
+}
+
+/// The flash launches of [`attention_heads`] on operands in `dt` that the caller checked: q
+/// `(N, Lq, C)`, k / v `(N, Lk, C)` ([`TokenOperand`]s), extra keys / values `(1 or R, Le, C)`
+/// (converted to `dt` here).
+fn flash_heads(
+    be: &CudaBackend,
+    [q, k, v]: [TokenOperand<'_>; 3],
+    (n, lq, lk, c): (usize, usize, usize, usize),
+    extra: Option<(&CudaTensor, &CudaTensor, Range<usize>)>,
+    heads: usize,
+    scale: f32,
+    dt: DType,
+) -> Result<CudaTensor> {
+    let extra = extra_as(be, extra, dt)?;
+    let d = c / heads;
     let out = be.alloc(&[n, lq, c], dt)?;
     if out.elem_count() == 0 {
         return Ok(out);
     }
     let traits = traits_for(d as u64, dt)?;
     let esz = dt.size_in_bytes() as u64;
-    let (lq, lk, c64) = (lq as u64, lk as u64, c as u64);
+    let (lq, lk, c64, d64) = (lq as u64, lk as u64, c as u64, d as u64);
+    // first element of batch row r0 of an operand, and its strides
+    let base = |o: TokenOperand<'_>, len: u64, r0: u64| {
+        be.ptr(o.t) + (r0 * len * o.row as u64 + o.col as u64) * esz
+    };
+    let st = |o: TokenOperand<'_>, len: u64| AttnStrides::tokens(len, d64, o.row as u64);
     let launch_rows = |rows: Range<usize>, e: Option<(&CudaTensor, &CudaTensor)>| -> Result<()> {
         if rows.is_empty() {
             return Ok(());
@@ -179,24 +267,26 @@ pub(crate) fn attention_heads(
             heads: heads as u64,
             lq,
             lk,
-            d: d as u64,
+            d: d64,
         };
-        let (qs, ks) = (
-            AttnStrides::tokens(lq, d as u64, c64),
-            AttnStrides::tokens(lk, d as u64, c64),
-        );
         let ptrs = [
-            be.ptr(&q) + r0 * lq * c64 * esz,
-            be.ptr(&k) + r0 * lk * c64 * esz,
-            be.ptr(&v) + r0 * lk * c64 * esz,
+            base(q, lq, r0),
+            base(k, lk, r0),
+            base(v, lk, r0),
             be.ptr(&out) + r0 * lq * c64 * esz,
         ];
-        let mut p = AttentionParams::new(ptrs, [qs, ks, ks, qs], shape, scale)?;
+        let strides = [
+            st(q, lq),
+            st(k, lk),
+            st(v, lk),
+            AttnStrides::tokens(lq, d64, c64),
+        ];
+        let mut p = AttentionParams::new(ptrs, strides, shape, scale)?;
         if let Some((ke, ve)) = e {
             let le = ke.shape()[1] as u64;
             let es = AttnStrides {
                 batch: if ke.shape()[0] == 1 { 0 } else { le * c64 },
-                head: d as u64,
+                head: d64,
                 row: c64,
             };
             if le > 0 {
@@ -205,9 +295,11 @@ pub(crate) fn attention_heads(
         }
         // SAFETY: `AttentionParams` mirrors `struct AttentionParams` of attention.cu (and of
         // attention_sm90.cu); q, k, v, out (and the extra keys / values) are live tensors of this
-        // backend in the entry's dtype whose shapes were checked (check_attention_heads): rows
-        // r0..r0 + B of q / out (N, Lq, C) and k / v (N, Lk, C), every head's D columns inside
-        // C, the extra keys (1 or B, Le, C) read with batch stride 0 or Le C.
+        // backend in the entry's dtype whose shapes were checked (check_attention_heads /
+        // check_attention_heads_packed): rows r0..r0 + B of q (N, Lq, C) / k, v (N, Lk, C), each
+        // at its column offset inside rows of `row` >= offset + C elements (C or 3C), out
+        // (N, Lq, C), every head's D columns inside C, the extra keys (1 or B, Le, C) read with
+        // batch stride 0 or Le C.
         // Hopper: the wgmma kernel where it takes the params (bf16, D 16/32/40/64/80/128/160,
         // 16-byte aligned), else the sm_80 entry.
         // Short sequences (temporal attention, Lq = Lk = frames): the short-sequence entry on

@@ -56,6 +56,10 @@ impl Backend for CudaBackend {
         self.from_f32_as(shape, data, self.storage())
     }
 
+    fn packs_qkv(&self, heads: usize, head_dim: usize) -> bool {
+        flash::packs_qkv(self, heads, head_dim)
+    }
+
     fn prepare_linear_weight(&self, w: &CudaTensor) -> Result<()> {
         if self.weights_fp8() {
             gemm_fp8_sm90::quantize_weight(self, w)?;
@@ -184,6 +188,9 @@ impl Backend for CudaBackend {
         attention_heads(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor,
             extra: Option<(&CudaTensor, &CudaTensor, std::ops::Range<usize>)>, heads: usize,
             scale: f32) => flash::attention_heads;
+        attention_heads_packed(qkv: &CudaTensor,
+            extra: Option<(&CudaTensor, &CudaTensor, std::ops::Range<usize>)>, heads: usize,
+            scale: f32) => flash::attention_heads_packed;
         rca_attention(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, heads: usize, scale: f32)
             => rca::rca_attention;
         rca_temporal_query(x: &CudaTensor, a_s: &CudaTensor, bank: &CudaTensor)
