@@ -195,10 +195,29 @@ impl Held for HeldLinearEpilogue {
 }
 
 /// A [`ConvEpilogue`] with its tensors held (contiguous, or channels-last by [`channels_last`]).
-struct HeldConvEpilogue {
+pub(crate) struct HeldConvEpilogue {
     temb: Option<CudaTensor>,
     residual: Option<CudaTensor>,
     scale: f32,
+}
+
+/// The NCHW conv's epilogue: temb and residual contiguous.
+impl Contig for ConvEpilogue<'_, CudaTensor> {
+    type Held = HeldConvEpilogue;
+    fn hold(self, be: &CudaBackend) -> Result<HeldConvEpilogue> {
+        HeldConvEpilogue::new(self, |r| contiguous(be, r), be)
+    }
+}
+
+impl Held for HeldConvEpilogue {
+    type View<'b> = ConvEpilogue<'b, CudaTensor>;
+    fn view(&self) -> ConvEpilogue<'_, CudaTensor> {
+        ConvEpilogue {
+            temb: self.temb.as_ref(),
+            residual: self.residual.as_ref(),
+            scale: self.scale,
+        }
+    }
 }
 
 impl HeldConvEpilogue {
@@ -212,14 +231,6 @@ impl HeldConvEpilogue {
             residual: epi.residual.map(residual).transpose()?,
             scale: epi.scale,
         })
-    }
-
-    fn view(&self) -> ConvEpilogue<'_, CudaTensor> {
-        ConvEpilogue {
-            temb: self.temb.as_ref(),
-            residual: self.residual.as_ref(),
-            scale: self.scale,
-        }
     }
 }
 
@@ -287,9 +298,8 @@ pub(crate) fn conv2d_ext(
     if let Some(pw) = nhwc_weight(be, x, w, p, &epi) {
         return conv_channels_last(be, x, w, &pw, bias, p, epi);
     }
-    let held = HeldConvEpilogue::new(epi, |r| contiguous(be, r), be)?;
-    let (x, w, bias) = (x.hold(be)?, w.hold(be)?, bias.hold(be)?);
-    fused::conv2d_ext(be, &x, &w, bias.as_ref(), p, held.view())
+    let (x, w, bias, epi) = (x.hold(be)?, w.hold(be)?, bias.hold(be)?, epi.hold(be)?);
+    fused::conv2d_ext(be, &x, &w, bias.as_ref(), p, epi.view())
 }
 
 /// [`Backend::conv2d_concat`](crate::backends::Backend::conv2d_concat): channels-last, the
@@ -306,9 +316,9 @@ pub(crate) fn conv2d_concat(
 ) -> Result<CudaTensor> {
     let pw = nhwc_weight(be, x, w, p, &epi).filter(|_| tail.dtype() == DType::Bf16);
     let Some(pw) = pw else {
-        let held = HeldConvEpilogue::new(epi, |r| contiguous(be, r), be)?;
         let (x, w, bias, tail) = (x.hold(be)?, w.hold(be)?, bias.hold(be)?, tail.hold(be)?);
-        return fused::conv2d_concat(be, &x, &w, bias.as_ref(), p, held.view(), &tail);
+        let epi = epi.hold(be)?;
+        return fused::conv2d_concat(be, &x, &w, bias.as_ref(), p, epi.view(), &tail);
     };
     let y = conv_channels_last(be, x, w, &pw, bias, p, epi)?;
     let (ys, ts) = (y.shape(), tail.shape());
