@@ -3,7 +3,11 @@
 //
 //   x, y        : (rows, cols) row-major contiguous; y may alias x
 //   gamma, beta : (cols) or null (no scale / no shift)
-//   y = (x - mean_r) * rsqrt(var_r + eps) * gamma[j] + beta[j], biased variance
+//   add         : (add_rows, cols) or null: a row table added after the affine, row r taking table
+//                 row r % add_rows (the motion module's sinusoidal position embedding, broadcast over
+//                 the (b h w) token groups of F frames: y = norm1(x) + pe[:F])
+//   y = (x - mean_r) * rsqrt(var_r + eps) * gamma[j] + beta[j] (+ add[r % add_rows][j]), biased
+//   variance; one rounding to T at the end (the add happens in f32)
 //   storage dtype T in {f32, bf16} for x, gamma, beta, y; accumulation in f32.
 //
 // Versions:
@@ -14,7 +18,8 @@
 //       16-byte vector accesses (8 bf16 / 4 f32 a lane) when cols is a multiple of the vector and
 //       x, y, gamma, beta are 16-byte aligned; rows of at most 32 * LN_CACHE_VECS vectors are kept
 //       in registers (x read once), longer rows re-read x per pass (vectorised); any other row takes
-//       v1's scalar three-pass path. <- ships
+//       v1's scalar three-pass path. The optional row table `add` (eleventh session) is read with
+//       the same vector / scalar choice (its base must be 16-byte aligned for the vector path). <- ships
 // Entries: layer_norm_v2_{f32,bf16} (one LayerNormParams argument).
 // ------------------------------------------------------------------------------------------------
 
@@ -29,7 +34,7 @@ enum : uint32_t { LN_WARPS = 4 };
 enum : uint32_t { LN_THREADS = LN_WARPS * WARP_SIZE };
 
 // ------------------------------------------------------------------------------------------------
-// params (mirrored by kernels/src/layer_norm.rs `LayerNormParams`, 48 bytes)
+// params (mirrored by kernels/src/layer_norm.rs `LayerNormParams`, 56 bytes)
 // ------------------------------------------------------------------------------------------------
 
 struct LayerNormParams {
@@ -37,10 +42,11 @@ struct LayerNormParams {
   const void* gamma; // (cols) T, or null
   const void* beta;  // (cols) T, or null
   void* y;           // (rows, cols) T, may alias x
+  const void* add;   // (add_rows, cols) T added to row r from row r % add_rows, or null
   uint32_t rows;
   uint32_t cols;
   float eps;
-  uint32_t _pad;
+  uint32_t add_rows; // >= 1 when add is set
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -72,7 +78,7 @@ template <typename T> __device__ __forceinline__ uint4 ln_pack(const float (&v)[
 // store it to y.
 template <typename T>
 __device__ __forceinline__ void ln_apply_vec(const uint4& raw, uint32_t k, float mean, float rstd, const uint4* gamma,
-                                             const uint4* beta, uint4* y) {
+                                             const uint4* beta, const uint4* add, uint4* y) {
   constexpr uint32_t VEC = LnVec<T>::N;
   float v[VEC];
   ln_unpack<T>(raw, v);
@@ -90,6 +96,12 @@ __device__ __forceinline__ void ln_apply_vec(const uint4& raw, uint32_t k, float
 #pragma unroll
     for (uint32_t j = 0; j < VEC; ++j) v[j] += b[j];
   }
+  if (add != nullptr) {
+    float a[VEC];
+    ln_unpack<T>(add[k], a);
+#pragma unroll
+    for (uint32_t j = 0; j < VEC; ++j) v[j] += a[j];
+  }
   y[k] = ln_pack<T>(v);
 }
 
@@ -97,8 +109,8 @@ __device__ __forceinline__ bool ln_aligned16(const void* p) { return (reinterpre
 
 // v1's scalar three-pass row (any cols, any alignment).
 template <typename T>
-__device__ __forceinline__ void ln_row_scalar(const T* x, T* y, const T* gamma, const T* beta, uint32_t cols,
-                                              float eps, uint32_t lane) {
+__device__ __forceinline__ void ln_row_scalar(const T* x, T* y, const T* gamma, const T* beta, const T* add,
+                                              uint32_t cols, float eps, uint32_t lane) {
   float acc = 0.0f;
   for (uint32_t j = lane; j < cols; j += WARP_SIZE) acc += to_f32(x[j]);
   const float mean = warp_sum(acc) / (float)cols;
@@ -114,6 +126,7 @@ __device__ __forceinline__ void ln_row_scalar(const T* x, T* y, const T* gamma, 
     float v = (to_f32(x[j]) - mean) * rstd;
     if (gamma != nullptr) v *= to_f32(gamma[j]);
     if (beta != nullptr) v += to_f32(beta[j]);
+    if (add != nullptr) v += to_f32(add[j]);
     y[j] = from_f32<T>(v);
   }
 }
@@ -122,7 +135,7 @@ __device__ __forceinline__ void ln_row_scalar(const T* x, T* y, const T* gamma, 
 // lane, lane + 32, ...), statistics two-pass on the registers.
 template <typename T>
 __device__ __forceinline__ void ln_row_cached(const uint4* x, uint4* y, const uint4* gamma, const uint4* beta,
-                                              uint32_t nvec, uint32_t cols, float eps, uint32_t lane) {
+                                              const uint4* add, uint32_t nvec, uint32_t cols, float eps, uint32_t lane) {
   constexpr uint32_t VEC = LnVec<T>::N;
   uint4 r[LN_CACHE_VECS];
 #pragma unroll
@@ -160,14 +173,14 @@ __device__ __forceinline__ void ln_row_cached(const uint4* x, uint4* y, const ui
 #pragma unroll
   for (uint32_t i = 0; i < LN_CACHE_VECS; ++i) {
     const uint32_t k = lane + i * WARP_SIZE;
-    if (k < nvec) ln_apply_vec<T>(r[i], k, mean, rstd, gamma, beta, y);
+    if (k < nvec) ln_apply_vec<T>(r[i], k, mean, rstd, gamma, beta, add, y);
   }
 }
 
 // Vectorised row, any nvec: three passes over x (the re-reads hit L1 / L2).
 template <typename T>
 __device__ __forceinline__ void ln_row_streamed(const uint4* x, uint4* y, const uint4* gamma, const uint4* beta,
-                                                uint32_t nvec, uint32_t cols, float eps, uint32_t lane) {
+                                                const uint4* add, uint32_t nvec, uint32_t cols, float eps, uint32_t lane) {
   constexpr uint32_t VEC = LnVec<T>::N;
   float acc = 0.0f;
   for (uint32_t k = lane; k < nvec; k += WARP_SIZE) {
@@ -190,7 +203,7 @@ __device__ __forceinline__ void ln_row_streamed(const uint4* x, uint4* y, const 
   }
   const float rstd = rsqrtf(warp_sum(acc) / (float)cols + eps);
 
-  for (uint32_t k = lane; k < nvec; k += WARP_SIZE) ln_apply_vec<T>(x[k], k, mean, rstd, gamma, beta, y);
+  for (uint32_t k = lane; k < nvec; k += WARP_SIZE) ln_apply_vec<T>(x[k], k, mean, rstd, gamma, beta, add, y);
 }
 
 template <typename T> __device__ __forceinline__ void layer_norm_v2(const LayerNormParams& p) {
@@ -201,12 +214,13 @@ template <typename T> __device__ __forceinline__ void layer_norm_v2(const LayerN
   T* y = static_cast<T*>(p.y) + (uint64_t)row * p.cols;
   const T* gamma = static_cast<const T*>(p.gamma);
   const T* beta = static_cast<const T*>(p.beta);
+  const T* add = p.add != nullptr ? static_cast<const T*>(p.add) + (uint64_t)(row % p.add_rows) * p.cols : nullptr;
 
   // Uniform over the grid: every row starts 16-byte aligned iff the bases are and cols % VEC == 0.
   const bool vec = p.cols % VEC == 0 && ln_aligned16(p.x) && ln_aligned16(p.y) && ln_aligned16(gamma) &&
-                   ln_aligned16(beta);
+                   ln_aligned16(beta) && ln_aligned16(p.add);
   if (!vec) {
-    ln_row_scalar<T>(x, y, gamma, beta, p.cols, p.eps, lane);
+    ln_row_scalar<T>(x, y, gamma, beta, add, p.cols, p.eps, lane);
     return;
   }
   const uint32_t nvec = p.cols / VEC;
@@ -214,10 +228,11 @@ template <typename T> __device__ __forceinline__ void layer_norm_v2(const LayerN
   uint4* yv = reinterpret_cast<uint4*>(y);
   const uint4* gv = reinterpret_cast<const uint4*>(gamma);
   const uint4* bv = reinterpret_cast<const uint4*>(beta);
+  const uint4* av = reinterpret_cast<const uint4*>(add);
   if (nvec <= LN_CACHE_VECS * WARP_SIZE)
-    ln_row_cached<T>(xv, yv, gv, bv, nvec, p.cols, p.eps, lane);
+    ln_row_cached<T>(xv, yv, gv, bv, av, nvec, p.cols, p.eps, lane);
   else
-    ln_row_streamed<T>(xv, yv, gv, bv, nvec, p.cols, p.eps, lane);
+    ln_row_streamed<T>(xv, yv, gv, bv, av, nvec, p.cols, p.eps, lane);
 }
 
 // ------------------------------------------------------------------------------------------------

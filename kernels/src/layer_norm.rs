@@ -20,7 +20,7 @@ const fn v2(name: &'static str, dtype: DType) -> Entry {
         version: VERSION,
         dtype,
         params: "LayerNormParams",
-        params_size: 48,
+        params_size: 56,
         launch: LAUNCH,
     }
 }
@@ -30,7 +30,7 @@ pub const ENTRIES: &[Entry] = &[
     v2("layer_norm_v2_bf16", DType::Bf16),
 ];
 
-/// Mirrors `struct LayerNormParams` in `layer_norm.cu` (48 bytes).
+/// Mirrors `struct LayerNormParams` in `layer_norm.cu` (56 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct LayerNormParams {
@@ -42,10 +42,14 @@ pub struct LayerNormParams {
     pub beta: u64,
     /// `(rows, cols)` output; may equal `x`.
     pub y: u64,
+    /// `(add_rows, cols)` row table added after the affine (row r gets table row
+    /// `r % add_rows`), or 0.
+    pub add: u64,
     pub rows: u32,
     pub cols: u32,
     pub eps: f32,
-    pub _pad: u32,
+    /// Rows of `add` (1 when `add` is 0).
+    pub add_rows: u32,
 }
 
 /// `(rows, cols)`, e.g. `(batch * tokens, 1024)`.
@@ -70,11 +74,24 @@ impl LayerNormParams {
             gamma,
             beta,
             y,
+            add: 0,
             rows,
             cols,
             eps,
-            _pad: 0,
+            add_rows: 1,
         })
+    }
+
+    /// Adds the row table `add` `(add_rows, cols)` to the output, row r taking table row
+    /// `r % add_rows`.
+    pub fn with_add(mut self, add: u64, add_rows: u32) -> Result<Self> {
+        ensure!(
+            add != 0 && add_rows >= 1,
+            "layer_norm: the added row table needs a pointer and at least one row (got {add_rows})"
+        );
+        self.add = add;
+        self.add_rows = add_rows;
+        Ok(self)
     }
 }
 
@@ -87,5 +104,5 @@ pub fn launch_config(shape: LayerNormShape) -> LaunchConfig {
 mod tests {
     use super::*;
 
-    crate::params_layout_test!(LayerNormParams, 48);
+    crate::params_layout_test!(LayerNormParams, 56);
 }

@@ -84,3 +84,62 @@ crate::storages_test!(layer_norm_v2_paths_match_cpu, |be, tol| {
             layer_norm(&x, None, None, 1e-5) ~ (&xc, None, None, 1e-5));
     }
 });
+
+// ------------------------------------------------------------------------------------------------
+// layer_norm_add: the row table added in the same launch (the motion module's norm + pos_embed)
+// ------------------------------------------------------------------------------------------------
+
+/// A table whose trailing dims are not x's `(L, C)`, or with a leading dim other than 1, is an
+/// error naming the shapes; a `(L, C)` and a `(1, L, C)` table give the same result.
+fn layer_norm_add_bad_tables<B: Backend>(be: &B) -> anyhow::Result<()> {
+    let x = be.from_f32(&[2, 3, 4], &random(24, 140))?;
+    for bad in [
+        vec![3usize, 5],
+        vec![2, 4],
+        vec![2, 3, 4],
+        vec![4],
+        vec![1, 1, 2, 4],
+    ] {
+        let t = be.from_f32(&bad, &random(bad.iter().product(), 141))?;
+        let e = be
+            .layer_norm_add(&x, None, None, 1e-5, &t)
+            .expect_err("mismatched table");
+        assert!(format!("{e:#}").contains("row table"), "{bad:?}: {e:#}");
+    }
+    let t2 = be.from_f32(&[3, 4], &random(12, 142))?;
+    let t3 = be.reshape(&t2, &[1, 3, 4])?;
+    let a = be.to_f32(&be.layer_norm_add(&x, None, None, 1e-5, &t2)?)?;
+    let b = be.to_f32(&be.layer_norm_add(&x, None, None, 1e-5, &t3)?)?;
+    assert_eq!(a, b);
+    Ok(())
+}
+backend_test!(layer_norm_add_bad_tables);
+
+// Rows r take table row r % L: L = 16 (a motion module's frames), 3 (37 rows: not a multiple of
+// L, the last block partial), 1; the vector path in registers (320), streamed (2056) and the
+// scalar path (37 columns); with and without the affine.
+crate::storages_test!(layer_norm_add_matches_cpu, |be, tol| {
+    for (n, l, c) in [
+        (5usize, 16usize, 320usize),
+        (1, 37, 37),
+        (13, 3, 320),
+        (2, 3, 2056),
+        (7, 1, 40),
+    ] {
+        let shape = [n, l, c];
+        let data: Vec<f32> = random(n * l * c, 150 + c as u64)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * (1.0 + 0.1 * (i / c % 7) as f32) + 0.3)
+            .collect();
+        let (x, xc) = pair(&be, &shape, &data);
+        let (t, tc) = rand_pair(&be, &[1, l, c], 151);
+        let (g, gc) = rand_pair(&be, &[c], 152);
+        let (b, bc) = rand_pair(&be, &[c], 153);
+        check_op!(format!("layer_norm_add {shape:?} affine"), be, tol,
+            layer_norm_add(&x, Some(&g), Some(&b), 1e-5, &t)
+                ~ (&xc, Some(&gc), Some(&bc), 1e-5, &tc));
+        check_op!(format!("layer_norm_add {shape:?} plain"), be, tol,
+            layer_norm_add(&x, None, None, 1e-5, &t) ~ (&xc, None, None, 1e-5, &tc));
+    }
+});

@@ -34,6 +34,38 @@ pub fn group_norm_tokens<B: Backend>(
     be.reshape(&h, &[n, s, f, c])
 }
 
+/// The row table of [`Backend::layer_norm_add`]: `table` `(L, C)` or `(1, .., 1, L, C)` for x
+/// `(.., L, C)` (rank ≥ 2); returns L. Errors name the shapes.
+pub fn layer_norm_add_rows(x: &[usize], table: &[usize]) -> Result<usize> {
+    let (r, t) = (x.len(), table.len());
+    let ok = r >= 2
+        && (2..=r).contains(&t)
+        && table[t - 2..] == x[r - 2..]
+        && table[..t - 2].iter().all(|&d| d == 1);
+    if !ok {
+        bail!(
+            "layer_norm_add: the row table {table:?} must be (L, C) (with leading 1s) for x \
+             {x:?} (.., L, C)"
+        );
+    }
+    Ok(table[t - 2])
+}
+
+/// [`Backend::layer_norm_add`]: `layer_norm`, then `add` the row table (broadcast over the leading
+/// dims).
+pub fn layer_norm_add<B: Backend>(
+    be: &B,
+    x: &B::Tensor,
+    gamma: Option<&B::Tensor>,
+    beta: Option<&B::Tensor>,
+    eps: f32,
+    table: &B::Tensor,
+) -> Result<B::Tensor> {
+    layer_norm_add_rows(x.shape(), table.shape())?;
+    let n = be.layer_norm(x, gamma, beta, eps)?;
+    be.binary(&n, table, Binary::Add)
+}
+
 /// [`Backend::tokens_planes_add`]: (N, H, W, F, C) `permute` to (N, F, C, H, W), `add` the residual.
 pub fn tokens_planes_add<B: Backend>(
     be: &B,

@@ -204,6 +204,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
             beta: Option<&Self::Tensor>, eps: f32, act: Option<Unary>)
             => composed::group_norm_act;
 
+        /// `layer_norm(x) + table`: x `(.., L, C)`, the row table `(L, C)` (or `(1, L, C)`)
+        /// broadcast over the leading dims, e.g. a temporal transformer block's
+        /// `norm1(x) + pos_embed` (sinusoidal, frames L). CUDA: one launch, the table added in
+        /// f32 before the output's one rounding.
+        layer_norm_add(x: &Self::Tensor, gamma: Option<&Self::Tensor>,
+            beta: Option<&Self::Tensor>, eps: f32, table: &Self::Tensor)
+            => composed::layer_norm_add;
+
         /// GroupNorm of planes `x` `(N·F, C, H, W)` (`frames` = F per batch item, frame-major;
         /// the statistics of batch item n over its F frames, as AnimateDiff's GroupNorm of
         /// `(N, C, F, H, W)`; F = 1: `group_norm`) written as tokens `(N, H·W, F, C)`.

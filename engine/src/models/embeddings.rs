@@ -183,14 +183,17 @@ impl<B: Backend> SinusoidalPositionalEmbedding<B> {
 
     /// x (N, L, D) → x + pe[:, :L].
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        let l = x.shape()[1];
+        be.add(x, &self.table(be, x.shape()[1])?)
+    }
+
+    /// pe[:, :L] (1, L, D), the rows added to a sequence of L frames.
+    pub fn table(&self, be: &B, l: usize) -> Result<B::Tensor> {
         if l > self.max_seq_length {
             bail!(
                 "SinusoidalPositionalEmbedding: sequence of {l} frames exceeds motion_max_seq_length {}",
                 self.max_seq_length
             );
         }
-        let pe = be.narrow(&self.pe, 1, 0, l)?;
-        be.add(x, &pe)
+        be.narrow(&self.pe, 1, 0, l)
     }
 }

@@ -63,8 +63,17 @@ pub trait UNetHooks<B: Backend> {
     }
 
     /// The `norm1` output (N, L, C) of the transformer block `name` (before any positional embedding).
+    /// Called only where [`records_norm1`](UNetHooks::records_norm1) says so.
     fn on_norm1(&mut self, _be: &B, _name: &str, _norm1: &B::Tensor) -> Result<()> {
         Ok(())
+    }
+
+    /// Whether [`on_norm1`](UNetHooks::on_norm1) wants the block `name`'s `norm1` output. A block
+    /// with a positional embedding fuses `norm1(x) + pos_embed` into one op
+    /// ([`Backend::layer_norm_add`](crate::backends::Backend::layer_norm_add)) where this is
+    /// false, so `norm1` alone never exists. Default true (every block reports).
+    fn records_norm1(&self, _name: &str) -> bool {
+        true
     }
 
     /// `attn2`'s keys and values (N, S, inner) of the transformer block `name`, already
@@ -83,4 +92,8 @@ pub trait UNetHooks<B: Backend> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoHooks;
 
-impl<B: Backend> UNetHooks<B> for NoHooks {}
+impl<B: Backend> UNetHooks<B> for NoHooks {
+    fn records_norm1(&self, _name: &str) -> bool {
+        false
+    }
+}

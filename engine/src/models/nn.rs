@@ -266,4 +266,10 @@ impl<B: Backend> LayerNorm<B> {
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
         be.layer_norm(x, self.weight.as_ref(), self.bias.as_ref(), self.eps)
     }
+
+    /// `forward(x) + table`, the row table `(1, L, C)` broadcast over x `(N, L, C)`
+    /// ([`Backend::layer_norm_add`]).
+    pub fn forward_add(&self, be: &B, x: &B::Tensor, table: &B::Tensor) -> Result<B::Tensor> {
+        be.layer_norm_add(x, self.weight.as_ref(), self.bias.as_ref(), self.eps, table)
+    }
 }

@@ -289,11 +289,21 @@ impl<B: Backend> BasicTransformerBlock<B> {
         encoder_hidden_states: Option<&B::Tensor>,
         hooks: &mut dyn UNetHooks<B>,
     ) -> Result<B::Tensor> {
-        let n = self.norm1.forward(be, x)?;
-        hooks.on_norm1(be, &self.name, &n)?;
-        let n = match &self.pos_embed {
-            Some(pe) => pe.forward(be, &n)?,
-            None => n,
+        // With a positional embedding, norm1(x) + pe is one op unless a hook records norm1.
+        let pe = match &self.pos_embed {
+            Some(pe) => Some(pe.table(be, x.shape()[1])?),
+            None => None,
+        };
+        let n = match &pe {
+            Some(t) if !hooks.records_norm1(&self.name) => self.norm1.forward_add(be, x, t)?,
+            _ => {
+                let n = self.norm1.forward(be, x)?;
+                hooks.on_norm1(be, &self.name, &n)?;
+                match &pe {
+                    Some(t) => be.add(&n, t)?,
+                    None => n,
+                }
+            }
         };
         let a = {
             let extra = hooks.attn1_extra_kv(&self.name);
@@ -307,10 +317,9 @@ impl<B: Backend> BasicTransformerBlock<B> {
         };
         let mut h = a;
         if let (Some(norm2), Some(attn2)) = (&self.norm2, &self.attn2) {
-            let n = norm2.forward(be, &h)?;
-            let n = match &self.pos_embed {
-                Some(pe) => pe.forward(be, &n)?,
-                None => n,
+            let n = match &pe {
+                Some(t) => norm2.forward_add(be, &h, t)?,
+                None => norm2.forward(be, &h)?,
             };
             h = match hooks.attn2_kv(&self.name) {
                 Some(kv) => attn2.forward_projected(be, &n, kv, Some(&h))?,

@@ -210,6 +210,9 @@ impl<B: Backend> UNetHooks<B> for ClarityHooks<'_, B> {
     fn time_embedding_residual(&mut self, _be: &B) -> Result<Option<B::Tensor>> {
         Ok(Some(self.clarity_emb.clone()))
     }
+    fn records_norm1(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// Keys and values projected once (per video or per clip) instead of every step.
@@ -238,6 +241,9 @@ pub struct DenoiseHooks<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> UNetHooks<B> for DenoiseHooks<'a, B> {
+    fn records_norm1(&self, _name: &str) -> bool {
+        false
+    }
     fn conv_in_residual(&mut self, _be: &B, _num_frames: usize) -> Result<Option<B::Tensor>> {
         Ok(Some(self.p_move.clone()))
     }

@@ -157,6 +157,8 @@ impl Backend for CudaBackend {
             beta: Option<&CudaTensor>, eps: f32) => group_norm::group_norm_act, None;
         layer_norm(x: &CudaTensor, gamma: Option<&CudaTensor>, beta: Option<&CudaTensor>,
             eps: f32) => layer_norm::layer_norm;
+        layer_norm_add(x: &CudaTensor, gamma: Option<&CudaTensor>, beta: Option<&CudaTensor>,
+            eps: f32, table: &CudaTensor) => layer_norm::layer_norm_add;
         linear(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>) => linalg::linear;
         matmul(a: &CudaTensor, b: &CudaTensor) => linalg::matmul;
         attention(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, scale: f32)
