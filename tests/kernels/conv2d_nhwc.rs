@@ -420,8 +420,9 @@ fn conv2d_nhwc_paper_shapes_vs_v2() {
 /// set): convolutions whose weight was packed at load (`prepare_conv_weight`) run on
 /// `conv2d_nhwc` and return channels-last tensors — from contiguous or channels-last inputs, the
 /// epilogue's residual in either format, a 4-channel input (the element-wise loader), a conv
-/// whose output is the first part of a channel concat — against the CPU's NCHW ops; ops that do
-/// not read channels-last (elementwise, GroupNorm, narrow, reshape) get a contiguous copy and
+/// whose output is the first part of a channel concat — against the CPU's NCHW ops; GroupNorm
+/// (+SiLU) reads and returns channels-last; ops that do not read channels-last (elementwise,
+/// GroupNorm with another activation, narrow, reshape) get a contiguous copy and
 /// agree with the CPU on the same values; an unpacked weight keeps the NCHW conv. On the sm_90a
 /// set the switch is refused with a message naming the arch.
 #[test]
@@ -549,12 +550,38 @@ fn conv2d_nhwc_channels_last_trunk() {
         &CPU.unary(&ys, Unary::Silu).unwrap(),
         ew,
     );
+    // GroupNorm(+SiLU) reads and writes channels-last (C / G = 5: groups off the 16-byte vectors)
     let (g, gc) = pair(&be, &[40], 11);
+    let (bb, bbc) = pair(&be, &[40], 13);
+    let gn = be.group_norm(&y, 8, Some(&g), None, 1e-5).unwrap();
+    assert!(gn.is_channels_last(), "{gn:?}");
     check(
         "group_norm of channels-last",
         &be,
-        &be.group_norm(&y, 8, Some(&g), None, 1e-5).unwrap(),
+        &gn,
         &CPU.group_norm(&ys, 8, Some(&gc), None, 1e-5).unwrap(),
+        4.0 * ew,
+    );
+    let gs = be
+        .group_norm_act(&y, 8, Some(&g), Some(&bb), 1e-5, Some(Unary::Silu))
+        .unwrap();
+    assert!(gs.is_channels_last(), "{gs:?}");
+    check(
+        "group_norm + SiLU of channels-last",
+        &be,
+        &gs,
+        &CPU.group_norm_act(&ys, 8, Some(&gc), Some(&bbc), 1e-5, Some(Unary::Silu))
+            .unwrap(),
+        4.0 * ew,
+    );
+    // an activation without a fused kernel: composed on a contiguous copy
+    check(
+        "group_norm + GELU of channels-last",
+        &be,
+        &be.group_norm_act(&y, 8, Some(&g), None, 1e-5, Some(Unary::Gelu))
+            .unwrap(),
+        &CPU.group_norm_act(&ys, 8, Some(&gc), None, 1e-5, Some(Unary::Gelu))
+            .unwrap(),
         4.0 * ew,
     );
     check(

@@ -11,7 +11,7 @@
 //! several tensor inputs promote to f32 when the dtypes differ (per-channel vectors such as
 //! gamma / beta / bias follow `x` instead).
 //!
-//! Channels-last tensors (`memory_format.rs`): the convs there read and write them; every other
+//! Channels-last tensors (`memory_format.rs`): the convs and GroupNorm there read and write them; every other
 //! op's tensor arguments are made contiguous here first (`contiguous_ops!` below, `Contig`), so
 //! no launcher reads channels-last bytes as NCHW.
 //!
@@ -135,9 +135,14 @@ impl Backend for CudaBackend {
         layout::concat(self, &held.iter().collect::<Vec<_>>(), dim)
     }
 
-    // The convolutions take channels-last operands (`memory_format.rs`).
+    // The convolutions and GroupNorm take channels-last operands (`memory_format.rs`).
     forward_ops! {
         CudaTensor;
+        group_norm(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
+            beta: Option<&CudaTensor>, eps: f32) => memory_format::group_norm_act, None;
+        group_norm_act(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
+            beta: Option<&CudaTensor>, eps: f32, act: Option<Unary>)
+            => memory_format::group_norm_act;
         conv2d(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams)
             => memory_format::conv2d;
         conv2d_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,
@@ -153,8 +158,6 @@ impl Backend for CudaBackend {
         unary(t: &CudaTensor, op: Unary) => pointwise::unary;
         binary(a: &CudaTensor, b: &CudaTensor, op: Binary) => pointwise::binary;
         affine(t: &CudaTensor, mul: f32, add: f32) => pointwise::affine;
-        group_norm(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
-            beta: Option<&CudaTensor>, eps: f32) => group_norm::group_norm_act, None;
         layer_norm(x: &CudaTensor, gamma: Option<&CudaTensor>, beta: Option<&CudaTensor>,
             eps: f32) => layer_norm::layer_norm;
         linear(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>) => linalg::linear;
@@ -168,8 +171,6 @@ impl Backend for CudaBackend {
         mean_dim(t: &CudaTensor, dim: usize) => mean_dim::mean_dim;
         max_pool2d(x: &CudaTensor, kernel: usize, stride: usize, padding: usize)
             => pool::max_pool2d;
-        group_norm_act(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
-            beta: Option<&CudaTensor>, eps: f32, act: Option<Unary>) => group_norm::group_norm_act;
         group_norm_tokens(x: &CudaTensor, frames: usize, groups: usize,
             gamma: Option<&CudaTensor>, beta: Option<&CudaTensor>, eps: f32)
             => group_norm::group_norm_tokens;

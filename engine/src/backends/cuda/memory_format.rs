@@ -7,7 +7,8 @@
 //! converted by one copy at the conv's entry (the trunk's entry, `conv_in`).
 //!
 //! The ops that read channels-last operands are the ones in this file (`conv2d`, `conv2d_ext`,
-//! `conv2d_concat`) and the dtype cast (`pointwise::cast`, elementwise on the storage). Every
+//! `conv2d_concat`; `group_norm_act`, which keeps a channels-last x channels-last through the
+//! `(N, H·W, C)` rows kernels of `group_norm.cu`) and the dtype cast (`pointwise::cast`, elementwise on the storage). Every
 //! other op of the backend gets contiguous operands: `backend.rs` passes each tensor argument
 //! through [`Contig::hold`] (one copy for a channels-last tensor, a clone otherwise) before the
 //! op's launcher sees it, so no launcher reads channels-last bytes as NCHW.
@@ -21,6 +22,7 @@ use super::context::CudaBackend;
 use super::conv2d::conv2d_op;
 use super::conv2d_nhwc::PackedConvWeight;
 use super::fused;
+use super::group_norm;
 use super::layout;
 use super::tensor::{CudaTensor, MemoryFormat};
 use crate::backends::shape::conv2d_dims;
@@ -328,4 +330,26 @@ pub(crate) fn conv2d_concat(
     layout::copy_into(be, &y.storage_view(), &out, 3, 0)?;
     layout::copy_into(be, &tail.storage_view(), &out, 3, ys[1])?;
     out.nhwc_as_channels_last()
+}
+
+/// [`Backend::group_norm_act`](crate::backends::Backend::group_norm_act) (and `group_norm`,
+/// `act` = `None`): a channels-last x runs the channels-last GroupNorm and stays channels-last
+/// (SiLU or no activation); anything else runs on contiguous operands.
+pub(crate) fn group_norm_act(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    groups: usize,
+    gamma: Option<&CudaTensor>,
+    beta: Option<&CudaTensor>,
+    eps: f32,
+    act: Option<Unary>,
+) -> Result<CudaTensor> {
+    let (gamma, beta) = (gamma.hold(be)?, beta.hold(be)?);
+    if x.is_channels_last() {
+        let y = group_norm::group_norm_act_nhwc(be, x, groups, gamma.view(), beta.view(), eps, act)?;
+        if let Some(y) = y {
+            return Ok(y);
+        }
+    }
+    group_norm::group_norm_act(be, &x.hold(be)?, groups, gamma.view(), beta.view(), eps, act)
 }
