@@ -574,6 +574,65 @@ fn conv2d_nhwc_channels_last_trunk() {
             .unwrap(),
         4.0 * ew,
     );
+    // Transformer2D entries / exits (F = 1): a channels-last image's storage is the tokens
+    let tk = be.group_norm_tokens(&y, 1, 8, Some(&g), Some(&bb), 1e-5).unwrap();
+    check(
+        "group_norm_tokens of channels-last",
+        &be,
+        &tk,
+        &CPU.group_norm_tokens(&ys, 1, 8, Some(&gc), Some(&bbc), 1e-5).unwrap(),
+        4.0 * ew,
+    );
+    check(
+        "group_norm_tokens of channels-last, 2 frames (contiguous copy)",
+        &be,
+        &be.group_norm_tokens(&y, 2, 8, Some(&g), Some(&bb), 1e-5).unwrap(),
+        &CPU.group_norm_tokens(&ys, 2, 8, Some(&gc), Some(&bbc), 1e-5).unwrap(),
+        4.0 * ew,
+    );
+    let (wp, wpc) = pair(&be, &[24, 40, 1, 1], 15);
+    let (bp, bpc) = pair(&be, &[24], 16);
+    check(
+        "group_norm_conv1x1_tokens of channels-last",
+        &be,
+        &be.group_norm_conv1x1_tokens(&y, 8, Some(&g), Some(&bb), 1e-5, &wp, Some(&bp))
+            .unwrap(),
+        &CPU.group_norm_conv1x1_tokens(&ys, 8, Some(&gc), Some(&bbc), 1e-5, &wpc, Some(&bpc))
+            .unwrap(),
+        tol(40),
+    );
+    let (tok, tokc) = pair(&be, &[2, 63, 40], 17);
+    let ta = be.tokens_planes_add(&tok, &y, 1).unwrap();
+    assert!(ta.is_channels_last(), "{ta:?}");
+    check(
+        "tokens_planes_add, channels-last residual",
+        &be,
+        &ta,
+        &CPU.tokens_planes_add(&tokc, &ys, 1).unwrap(),
+        ew,
+    );
+    let tc = be.tokens_planes_add_concat(&tok, &y, 1, &r).unwrap();
+    assert!(tc.is_channels_last(), "{tc:?}");
+    check(
+        "tokens_planes_add_concat, channels-last residual",
+        &be,
+        &tc,
+        &CPU.tokens_planes_add_concat(&tokc, &ys, 1, &rc).unwrap(),
+        ew,
+    );
+    let (ti, tic) = pair(&be, &[2, 63, 24], 18);
+    let (wo, woc) = pair(&be, &[40, 24, 1, 1], 19);
+    let to = be
+        .tokens_conv1x1_planes_add(&ti, &wo, Some(&b1), &y)
+        .unwrap();
+    assert!(to.is_channels_last(), "{to:?}");
+    check(
+        "tokens_conv1x1_planes_add, channels-last residual",
+        &be,
+        &to,
+        &CPU.tokens_conv1x1_planes_add(&tic, &woc, Some(&b1c), &ys).unwrap(),
+        tol(24),
+    );
     // an activation without a fused kernel: composed on a contiguous copy
     check(
         "group_norm + GELU of channels-last",

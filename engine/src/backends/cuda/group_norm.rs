@@ -180,7 +180,10 @@ pub(crate) fn group_norm_act_nhwc(
     let affine = affine_vecs(be, x, c, gamma, beta)?;
     let (shape, p) = gn_params(be, x, groups, &affine, eps, &out)?;
     let dtype = x.dtype();
-    let ws = be.alloc(&[gn::workspace_f32s_nhwc(shape, dtype) as usize], DType::F32)?;
+    let ws = be.alloc(
+        &[gn::workspace_f32s_nhwc(shape, dtype) as usize],
+        DType::F32,
+    )?;
     let p2 = GroupNorm2Params::nhwc(p, be.ptr(&ws), dtype)?;
     // SAFETY: group_norm_stats_nhwc_v1 / group_norm[_silu]_nhwc_v1_<dtype>(GroupNorm2Params): x
     // and out are (N, S, C) rows (x channels-last, out its storage shape), gamma and beta (C), all
@@ -368,22 +371,15 @@ fn tokens_planes_add_into(
     Ok(())
 }
 
-/// [`Backend::group_norm_conv1x1_tokens`](crate::backends::Backend::group_norm_conv1x1_tokens):
-/// `group_norm_tokens` (F = 1), then the 1x1 conv as a `linear` over the tokens (the weight
-/// `(O, C, 1, 1)` read as `(O, C)`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn group_norm_conv1x1_tokens(
+/// The 1x1 conv `w` `(O, C, 1, 1)` as a `linear` over tokens `t` `(N, H·W, 1, C)` (F = 1): the
+/// second half of `group_norm_conv1x1_tokens` (`memory_format.rs`, after `group_norm_tokens`).
+pub(crate) fn conv1x1_tokens(
     be: &CudaBackend,
-    x: &CudaTensor,
-    groups: usize,
-    gamma: Option<&CudaTensor>,
-    beta: Option<&CudaTensor>,
-    eps: f32,
+    t: &CudaTensor,
     w: &CudaTensor,
     bias: Option<&CudaTensor>,
 ) -> Result<CudaTensor> {
     let w2 = conv1x1_as_linear("group_norm_conv1x1_tokens", w)?;
-    let t = group_norm_tokens(be, x, 1, groups, gamma, beta, eps)?;
     let s = t.shape().to_vec(); // (N, H·W, 1, C)
     let t = t.with_shape(vec![s[0], s[1], s[3]]);
     linalg::linear(be, &t, &w2, bias)
@@ -404,7 +400,7 @@ pub(crate) fn tokens_conv1x1_planes_add(
 }
 
 /// A 1x1 conv weight `(O, C, 1, 1)` as the linear weight `(O, C)` (same buffer).
-fn conv1x1_as_linear(op: &str, w: &CudaTensor) -> Result<CudaTensor> {
+pub(crate) fn conv1x1_as_linear(op: &str, w: &CudaTensor) -> Result<CudaTensor> {
     match *w.shape() {
         [o, c, 1, 1] => Ok(w.with_shape(vec![o, c])),
         _ => bail!(
