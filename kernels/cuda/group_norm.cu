@@ -618,11 +618,12 @@ GN_TOKENS_V2_ENTRIES(__nv_bfloat16, bf16)
 // image channels-last, S = H*W), y in the same layout; group g of image n is channels
 // [g*cpg, (g+1)*cpg) of every row of image n. Two launches over grid (chunks, tiles, N):
 //   tile  t: channels [t*TC, (t+1)*TC), TC = 8 vectors of 16 bytes (64 bf16, 32 f32);
-//   chunk k: rows [k*GNR_ROWS, (k+1)*GNR_ROWS), GNR_ROWS = 128;
-//   thread (warp w, lane l): channel vector v = l % 8 of the tile, rows w*4 + l/8 + 32*i, i < 4.
+//   chunk k: rows [k*GNR_ROWS, (k+1)*GNR_ROWS), GNR_ROWS = 512;
+//   thread (warp w, lane l): channel vector v = l % 8 of the tile, rows w*4 + l/8 + 32*i, i < 16.
 //   A warp reads / writes 4 rows of 128 contiguous bytes per instruction (16 sectors per request).
-//   stats  block (k, t, n): per-channel (count, mean, M2) of the thread's 4 rows (exact two-pass
-//          in registers), merged over the block's 32 row slots (Chan's formula: the warp's 4 by
+//   stats  block (k, t, n): per-channel (count, mean, M2) of the thread's 16 rows (sums of
+//          x - K and (x - K)^2 with K the thread's first row: shifted data, no cancellation when
+//          K is near the mean, as a sample of it is), merged over the block's 32 row slots (Chan's formula: the warp's 4 by
 //          shuffles, then the 8 warps through shared memory in order), then over each group's
 //          channels in the tile (one warp per group) into one float4 partial {count, mean, M2, 0}
 //          at ws[((n * G + g) * chunks + k) * tiles + t] (only tiles that hold channels of g write).
@@ -635,8 +636,8 @@ GN_TOKENS_V2_ENTRIES(__nv_bfloat16, bf16)
 enum : uint32_t { GNR_THREADS = 256, GNR_WARPS = GNR_THREADS / WARP_SIZE };
 enum : uint32_t { GNR_LPR = 8 };                          // lanes (16-byte vectors) per row
 enum : uint32_t { GNR_RPW = WARP_SIZE / GNR_LPR };        // rows per warp instruction: 4
-enum : uint32_t { GNR_RPT = 4 };                          // rows per thread
-enum : uint32_t { GNR_ROWS = GNR_WARPS * GNR_RPW * GNR_RPT }; // 128 rows per block
+enum : uint32_t { GNR_RPT = 16 };                         // rows per thread
+enum : uint32_t { GNR_ROWS = GNR_WARPS * GNR_RPW * GNR_RPT }; // 512 rows per block
 
 template <typename T> struct GnRows {
   enum : uint32_t { VEC = Vec16<T>::N, TC = GNR_LPR * VEC }; // channels per tile: 64 bf16, 32 f32
@@ -688,36 +689,31 @@ __device__ __forceinline__ void group_norm_stats_nhwc(const GroupNorm2Params& p)
   const uint32_t n = blockIdx.z, c = tile.c0 + t.v * VEC;
   const uint32_t valid = gnt2_valid(c, p.c, VEC);
   const bool vec = gnr_vec<T>(p);
-  // 1. this thread's rows, per channel: exact two-pass over the values in registers.
-  float v[GNR_RPT][VEC];
-  float cnt = 0.0f, sum[VEC];
+  // 1. this thread's rows, per channel: shifted sums about its first row K (rows grow with i, so
+  //    a thread's valid rows are a prefix of its 16).
+  float cnt = 0.0f, k0[VEC], s1[VEC], s2[VEC];
 #pragma unroll
-  for (uint32_t j = 0; j < VEC; ++j) sum[j] = 0.0f;
-#pragma unroll
+  for (uint32_t j = 0; j < VEC; ++j) k0[j] = s1[j] = s2[j] = 0.0f;
+  const T* x = static_cast<const T*>(p.x) + (uint64_t)n * p.s * p.c + c;
+  if (valid != 0 && gnr_row(t, 0) < p.s) gnt2_load(x + (uint64_t)gnr_row(t, 0) * p.c, vec, valid, k0);
+#pragma unroll 4
   for (uint32_t i = 0; i < GNR_RPT; ++i) {
     const uint32_t s = gnr_row(t, i);
-    if (s < p.s && valid != 0) {
-      gnt2_load(static_cast<const T*>(p.x) + ((uint64_t)n * p.s + s) * p.c + c, vec, valid, v[i]);
-      cnt += 1.0f;
-    } else {
+    if (s >= p.s || valid == 0) break;
+    float v[VEC];
+    gnt2_load(x + (uint64_t)s * p.c, vec, valid, v);
 #pragma unroll
-      for (uint32_t j = 0; j < VEC; ++j) v[i][j] = 0.0f;
+    for (uint32_t j = 0; j < VEC; ++j) {
+      const float d = v[j] - k0[j];
+      s1[j] += d;
+      s2[j] = fmaf(d, d, s2[j]);
     }
-#pragma unroll
-    for (uint32_t j = 0; j < VEC; ++j) sum[j] += v[i][j];
+    cnt += 1.0f;
   }
   GnStat st[VEC];
+  const float inv = cnt > 0.0f ? 1.0f / cnt : 0.0f;
 #pragma unroll
-  for (uint32_t j = 0; j < VEC; ++j) {
-    const float mean = cnt > 0.0f ? sum[j] / cnt : 0.0f;
-    float m2 = 0.0f;
-#pragma unroll
-    for (uint32_t i = 0; i < GNR_RPT; ++i) {
-      const float d = gnr_row(t, i) < p.s ? v[i][j] - mean : 0.0f;
-      m2 = fmaf(d, d, m2);
-    }
-    st[j] = {cnt, mean, m2};
-  }
+  for (uint32_t j = 0; j < VEC; ++j) st[j] = {cnt, k0[j] + s1[j] * inv, fmaxf(fmaf(-s1[j], s1[j] * inv, s2[j]), 0.0f)};
   // 2. the warp's 4 row slots (lanes l, l ^ 8, l ^ 16, l ^ 24): lower lane first, so all four
   //    hold the same bits.
   const uint32_t lane = threadIdx.x % WARP_SIZE;
@@ -802,20 +798,23 @@ __device__ __forceinline__ void group_norm_apply_nhwc(const GroupNorm2Params& p)
   const uint32_t c = tile.c0 + t.v * VEC;
   const uint32_t valid = gnt2_valid(c, p.c, VEC);
   if (valid == 0) return;
+  const bool vec = gnr_vec<T>(p);
+  const bool vec_affine = vec && aligned16(p.gamma) && aligned16(p.beta);
   float sc[VEC], sh[VEC];
+  gnt2_load(static_cast<const T*>(p.gamma) + c, vec_affine, valid, sc);
+  gnt2_load(static_cast<const T*>(p.beta) + c, vec_affine, valid, sh);
 #pragma unroll
   for (uint32_t j = 0; j < VEC; ++j) {
     const uint32_t cj = j < valid ? c + j : c;
     const uint32_t gi = cj / tile.cpg - tile.g0, at = gi + gi / WARP_SIZE;
-    sc[j] = to_f32(static_cast<const T*>(p.gamma)[cj]) * grstd[at];
-    sh[j] = fmaf(-gmean[at], sc[j], to_f32(static_cast<const T*>(p.beta)[cj]));
+    sc[j] *= grstd[at];
+    sh[j] = fmaf(-gmean[at], sc[j], sh[j]);
   }
   // 3. normalise the rows.
-  const bool vec = gnr_vec<T>(p);
-#pragma unroll
+#pragma unroll 4
   for (uint32_t i = 0; i < GNR_RPT; ++i) {
     const uint32_t s = gnr_row(t, i);
-    if (s >= p.s) continue;
+    if (s >= p.s) break;
     const uint64_t e = ((uint64_t)n * p.s + s) * p.c + c;
     float v[VEC];
     gnt2_load(static_cast<const T*>(p.x) + e, vec, valid, v);

@@ -45,7 +45,7 @@ pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(
 );
 
 const LAUNCH_NHWC: &str =
-    "grid = (ceil(S / 128), ceil(C / TC), N), TC = 64 (bf16) / 32 (f32), block = 256; stats then apply";
+    "grid = (ceil(S / 512), ceil(C / TC), N), TC = 64 (bf16) / 32 (f32), block = 256; stats then apply";
 
 /// A channels-last entry (version 1) taking [`GroupNorm2Params`] over `(N, S, C)` rows.
 const fn nhwc(name: &'static str, op: &'static str, dtype: DType) -> Entry {
@@ -376,8 +376,8 @@ pub fn launch_config_tokens(shape: GroupNormShape, dtype: DType) -> LaunchConfig
 // channels-last: `group_norm_stats_nhwc` + `group_norm[_silu]_nhwc` over `(N, S, C)` rows
 // ------------------------------------------------------------------------------------------------
 
-/// Rows of one channels-last chunk (`GNR_ROWS`: 8 warps x 4 rows x 4 rows per thread).
-pub const GNR_ROWS: u64 = 128;
+/// Rows of one channels-last chunk (`GNR_ROWS`: 8 warps x 4 rows x 16 rows per thread).
+pub const GNR_ROWS: u64 = 512;
 /// Threads per channels-last block (`GNR_THREADS`).
 pub const GNR_THREADS: u32 = 256;
 
@@ -386,7 +386,7 @@ pub fn nhwc_tile_channels(dtype: DType) -> u64 {
     8 * vec_elems(dtype)
 }
 
-/// Row chunks of a channels-last launch: `ceil(S / 128)`.
+/// Row chunks of a channels-last launch: `ceil(S / 512)`.
 pub fn nhwc_chunks(shape: GroupNormShape) -> u64 {
     shape.s.div_ceil(GNR_ROWS).max(1)
 }
@@ -430,7 +430,7 @@ impl GroupNorm2Params {
     }
 }
 
-/// Both channels-last launches: `grid = (ceil(S / 128), ceil(C / TC), N)`, `block = 256`,
+/// Both channels-last launches: `grid = (ceil(S / 512), ceil(C / TC), N)`, `block = 256`,
 /// static smem only.
 pub fn launch_config_nhwc(shape: GroupNormShape, dtype: DType) -> LaunchConfig {
     LaunchConfig::blocks(
@@ -478,10 +478,10 @@ mod tests {
             s: 4097,
             groups: 32,
         };
-        assert_eq!(nhwc_chunks(shape), 33);
+        assert_eq!(nhwc_chunks(shape), 9);
         assert_eq!(nhwc_tiles(shape, DType::Bf16), 5);
         assert_eq!(nhwc_tiles(shape, DType::F32), 10);
-        assert_eq!(workspace_f32s_nhwc(shape, DType::Bf16), 4 * 2 * 32 * 33 * 5);
+        assert_eq!(workspace_f32s_nhwc(shape, DType::Bf16), 4 * 2 * 32 * 9 * 5);
     }
 
     #[test]
