@@ -151,6 +151,18 @@ impl GroupNormParams {
     }
 }
 
+impl GroupNormParams {
+    /// The shape these params were made for.
+    pub fn shape(&self) -> GroupNormShape {
+        GroupNormShape {
+            n: self.n as u64,
+            c: self.c as u64,
+            s: self.s as u64,
+            groups: self.groups as u64,
+        }
+    }
+}
+
 /// `grid = (groups, N)`, `block = 256`, static smem only.
 pub fn launch_config(shape: GroupNormShape) -> LaunchConfig {
     LaunchConfig::blocks(
@@ -229,12 +241,7 @@ pub struct GroupNorm2Params {
 impl GroupNorm2Params {
     /// The v2 params of `v1` (validated by [`GroupNormParams::new`]) with workspace `ws`.
     pub fn new(v1: GroupNormParams, ws: u64, dtype: DType) -> Result<Self> {
-        let shape = GroupNormShape {
-            n: v1.n as u64,
-            c: v1.c as u64,
-            s: v1.s as u64,
-            groups: v1.groups as u64,
-        };
+        let shape = v1.shape();
         ensure!(
             shape.groups <= 65_535,
             "group_norm v2: {} groups exceed gridDim.y 65535",
@@ -406,12 +413,7 @@ impl GroupNorm2Params {
     /// The channels-last params of `v1` (validated by [`GroupNormParams::new`]; x and y are
     /// `(N, S, C)` rows) with workspace `ws` of [`workspace_f32s_nhwc`] f32s.
     pub fn nhwc(v1: GroupNormParams, ws: u64, dtype: DType) -> Result<Self> {
-        let shape = GroupNormShape {
-            n: v1.n as u64,
-            c: v1.c as u64,
-            s: v1.s as u64,
-            groups: v1.groups as u64,
-        };
+        let shape = v1.shape();
         ensure!(
             nhwc_tiles(shape, dtype) <= 65_535,
             "group_norm (channels-last): {} channels exceed 65535 tiles",
@@ -421,7 +423,10 @@ impl GroupNorm2Params {
             shape.n * shape.s * shape.c <= (1u64 << 62),
             "group_norm (channels-last): tensor too large"
         );
-        ensure!(ws % 16 == 0, "group_norm (channels-last): workspace not 16-byte aligned");
+        ensure!(
+            ws % 16 == 0,
+            "group_norm (channels-last): workspace not 16-byte aligned"
+        );
         Ok(GroupNorm2Params {
             ws,
             chunks: to_u32(nhwc_chunks(shape), "group_norm channels-last chunks")?,

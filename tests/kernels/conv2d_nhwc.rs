@@ -575,19 +575,24 @@ fn conv2d_nhwc_channels_last_trunk() {
         4.0 * ew,
     );
     // Transformer2D entries / exits (F = 1): a channels-last image's storage is the tokens
-    let tk = be.group_norm_tokens(&y, 1, 8, Some(&g), Some(&bb), 1e-5).unwrap();
+    let tk = be
+        .group_norm_tokens(&y, 1, 8, Some(&g), Some(&bb), 1e-5)
+        .unwrap();
     check(
         "group_norm_tokens of channels-last",
         &be,
         &tk,
-        &CPU.group_norm_tokens(&ys, 1, 8, Some(&gc), Some(&bbc), 1e-5).unwrap(),
+        &CPU.group_norm_tokens(&ys, 1, 8, Some(&gc), Some(&bbc), 1e-5)
+            .unwrap(),
         4.0 * ew,
     );
     check(
         "group_norm_tokens of channels-last, 2 frames (contiguous copy)",
         &be,
-        &be.group_norm_tokens(&y, 2, 8, Some(&g), Some(&bb), 1e-5).unwrap(),
-        &CPU.group_norm_tokens(&ys, 2, 8, Some(&gc), Some(&bbc), 1e-5).unwrap(),
+        &be.group_norm_tokens(&y, 2, 8, Some(&g), Some(&bb), 1e-5)
+            .unwrap(),
+        &CPU.group_norm_tokens(&ys, 2, 8, Some(&gc), Some(&bbc), 1e-5)
+            .unwrap(),
         4.0 * ew,
     );
     let (wp, wpc) = pair(&be, &[24, 40, 1, 1], 15);
@@ -630,7 +635,8 @@ fn conv2d_nhwc_channels_last_trunk() {
         "tokens_conv1x1_planes_add, channels-last residual",
         &be,
         &to,
-        &CPU.tokens_conv1x1_planes_add(&tic, &woc, Some(&b1c), &ys).unwrap(),
+        &CPU.tokens_conv1x1_planes_add(&tic, &woc, Some(&b1c), &ys)
+            .unwrap(),
         tol(24),
     );
     // an activation without a fused kernel: composed on a contiguous copy

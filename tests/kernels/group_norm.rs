@@ -440,6 +440,33 @@ fn v2_tol(bf: bool, mean: f32, sigma: f32, chunks: u64) -> f64 {
     tol(bf) + 4.0 * steps.sqrt() * u * (1.0 + (mean / sigma).abs() as f64)
 }
 
+/// A case's buffers: x (after one poison element when misaligned: the buffers start aligned),
+/// gamma, beta, y (x itself when aliased, else poisoned) and a poisoned workspace of `ws_f32s`.
+/// Returns the v1 params, the workspace, y's buffer start and the leading elements.
+fn upload_case(
+    dev: &mut Device,
+    dtype: DType,
+    case: &V2Case,
+    x: &[f32],
+    inp: &Inputs,
+    ws_f32s: u64,
+) -> anyhow::Result<(GroupNormParams, u64, u64, usize)> {
+    let lead = case.misaligned as usize;
+    let sz = dtype.size_in_bytes();
+    let mut xl = vec![f32::NAN; lead];
+    xl.extend_from_slice(x);
+    let [dx0, dg, db] = dev.upload_all(dtype, [&xl, &inp.gamma, &inp.beta])?;
+    let dy0 = if case.alias {
+        dx0
+    } else {
+        dev.alloc_poisoned(xl.len() * sz)?
+    };
+    let (dx, dy) = (dx0 + (lead * sz) as u64, dy0 + (lead * sz) as u64);
+    let ws = dev.alloc_poisoned(ws_f32s as usize * 4)?;
+    let p1 = GroupNormParams::new(dx, dg, db, dy, inp.gshape, inp.eps)?;
+    Ok((p1, ws, dy0, lead))
+}
+
 fn run_v2(
     dev: &mut Device,
     dtype: DType,
@@ -454,20 +481,14 @@ fn run_v2(
     let bf = dtype == DType::Bf16;
     let inp = inputs(dtype, case.shape, silu, seed, (case.sigma, case.mean))?;
 
-    // Misaligned: one leading element (poison) before x and before y; the buffers start aligned.
-    let lead = case.misaligned as usize;
-    let sz = dtype.size_in_bytes();
-    let mut xl = vec![f32::NAN; lead];
-    xl.extend_from_slice(&inp.x);
-    let [dx0, dg, db] = dev.upload_all(dtype, [&xl, &inp.gamma, &inp.beta])?;
-    let dy0 = if case.alias {
-        dx0
-    } else {
-        dev.alloc_poisoned(xl.len() * sz)?
-    };
-    let (dx, dy) = (dx0 + (lead * sz) as u64, dy0 + (lead * sz) as u64);
-    let ws = dev.alloc_poisoned(workspace_f32s(inp.gshape, dtype) as usize * 4)?;
-    let p1 = GroupNormParams::new(dx, dg, db, dy, inp.gshape, inp.eps)?;
+    let (p1, ws, dy0, lead) = upload_case(
+        dev,
+        dtype,
+        case,
+        &inp.x,
+        &inp,
+        workspace_f32s(inp.gshape, dtype),
+    )?;
     let p = GroupNorm2Params::new(p1, ws, dtype)?;
     let cfg = launch_config_v2(inp.gshape, dtype);
     let op = if silu {
@@ -483,7 +504,7 @@ fn run_v2(
     )?;
     let entry = kernel_name(op, 2, dtype);
     dev.launch(KernelModule::GroupNorm, &entry, cfg, &p)?;
-    let got = dev.download_as(dtype, dy0, xl.len())?[lead..].to_vec();
+    let got = dev.download_as(dtype, dy0, lead + inp.x.len())?[lead..].to_vec();
     let k = chunks(inp.gshape, dtype);
     assert_close(
         &format!(
@@ -611,19 +632,9 @@ fn run_nhwc(
     let (n, c, s, groups) = case.shape;
     let bf = dtype == DType::Bf16;
     let inp = inputs(dtype, case.shape, silu, seed, (case.sigma, case.mean))?;
-    let lead = case.misaligned as usize;
-    let sz = dtype.size_in_bytes();
-    let mut xl = vec![f32::NAN; lead];
-    xl.extend_from_slice(&planes_to_rows(&inp.x, n, c, s));
-    let [dx0, dg, db] = dev.upload_all(dtype, [&xl, &inp.gamma, &inp.beta])?;
-    let dy0 = if case.alias {
-        dx0
-    } else {
-        dev.alloc_poisoned(xl.len() * sz)?
-    };
-    let (dx, dy) = (dx0 + (lead * sz) as u64, dy0 + (lead * sz) as u64);
-    let ws = dev.alloc_poisoned(workspace_f32s_nhwc(inp.gshape, dtype) as usize * 4)?;
-    let p1 = GroupNormParams::new(dx, dg, db, dy, inp.gshape, inp.eps)?;
+    let rows = planes_to_rows(&inp.x, n, c, s);
+    let ws_f32s = workspace_f32s_nhwc(inp.gshape, dtype);
+    let (p1, ws, dy0, lead) = upload_case(dev, dtype, case, &rows, &inp, ws_f32s)?;
     let p = GroupNorm2Params::nhwc(p1, ws, dtype)?;
     let cfg = launch_config_nhwc(inp.gshape, dtype);
     let op = if silu {
@@ -635,7 +646,7 @@ fn run_nhwc(
     dev.launch(m, &kernel_name("group_norm_stats_nhwc", 1, dtype), cfg, &p)?;
     let entry = kernel_name(op, 1, dtype);
     dev.launch(m, &entry, cfg, &p)?;
-    let got = dev.download_as(dtype, dy0, xl.len())?[lead..].to_vec();
+    let got = dev.download_as(dtype, dy0, lead + rows.len())?[lead..].to_vec();
     let cpg = c / groups;
     let parts = nhwc_chunks(inp.gshape) * nhwc_tiles(inp.gshape, dtype).min(2);
     assert_close(
@@ -656,7 +667,14 @@ fn sweep_nhwc(dtype: DType, silu: bool) {
     for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
         let mut dev = Device::new(*schedules, *seed);
         for (j, case) in NHWC_CASES.iter().enumerate() {
-            run_nhwc(&mut dev, dtype, case, silu, (i * 100 + j) as u64 + silu_seed + 11).unwrap();
+            run_nhwc(
+                &mut dev,
+                dtype,
+                case,
+                silu,
+                (i * 100 + j) as u64 + silu_seed + 11,
+            )
+            .unwrap();
         }
     }
 }
@@ -679,8 +697,7 @@ crate::harness::sweep_tests!(sweep_nhwc;
 #[ignore = "counters for docs/performance.md; needs the stand-in and PTX_EMU_STATS"]
 fn group_norm_nhwc_counters() {
     use cyberhost_kernels::group_norm::{
-        launch_config_nhwc, launch_config_v2, workspace_f32s, workspace_f32s_nhwc,
-        GroupNorm2Params,
+        launch_config_nhwc, launch_config_v2, workspace_f32s, workspace_f32s_nhwc, GroupNorm2Params,
     };
     let mut dev = Device::new(1, 0);
     assert!(
@@ -689,7 +706,12 @@ fn group_norm_nhwc_counters() {
     );
     let dtype = DType::Bf16;
     let m = KernelModule::GroupNorm;
-    for (c, s) in [(320u64, 64 * 64u64), (640, 32 * 32), (1280, 16 * 16), (1280, 8 * 8)] {
+    for (c, s) in [
+        (320u64, 64 * 64u64),
+        (640, 32 * 32),
+        (1280, 16 * 16),
+        (1280, 8 * 8),
+    ] {
         let gshape = GroupNormShape {
             n: 32,
             c,
