@@ -612,3 +612,235 @@ template <typename T> __device__ __forceinline__ void tokens_planes_add_v2(const
 
 GN_TOKENS_V2_ENTRIES(float, f32)
 GN_TOKENS_V2_ENTRIES(__nv_bfloat16, bf16)
+
+// ------------------------------------------------------------------------------------------------
+// Channels-last (issue 16 item 1): GroupNorm(+SiLU) of x stored (N, S, C) rows (an (N, C, H, W)
+// image channels-last, S = H*W), y in the same layout; group g of image n is channels
+// [g*cpg, (g+1)*cpg) of every row of image n. Two launches over grid (chunks, tiles, N):
+//   tile  t: channels [t*TC, (t+1)*TC), TC = 8 vectors of 16 bytes (64 bf16, 32 f32);
+//   chunk k: rows [k*GNR_ROWS, (k+1)*GNR_ROWS), GNR_ROWS = 512;
+//   thread (warp w, lane l): channel vector v = l % 8 of the tile, rows w*4 + l/8 + 32*i, i < 16.
+//   A warp reads / writes 4 rows of 128 contiguous bytes per instruction (16 sectors per request).
+//   stats  block (k, t, n): per-channel (count, mean, M2) of the thread's 16 rows (sums of
+//          x - K and (x - K)^2 with K the thread's first row: shifted data, no cancellation when
+//          K is near the mean, as a sample of it is), merged over the block's 32 row slots (Chan's formula: the warp's 4 by
+//          shuffles, then the 8 warps through shared memory in order), then over each group's
+//          channels in the tile (one warp per group) into one float4 partial {count, mean, M2, 0}
+//          at ws[((n * G + g) * chunks + k) * tiles + t] (only tiles that hold channels of g write).
+//   apply  block (k, t, n): one warp per group of the tile merges the group's chunks x spanned
+//          tiles partials in index order, then every thread normalises its rows (+ SiLU).
+// C not a multiple of VEC or a pointer off 16 bytes: the same mapping element by element.
+// Deterministic (fixed orders, no atomics); y may alias x (the apply reads before it writes).
+// ------------------------------------------------------------------------------------------------
+
+enum : uint32_t { GNR_THREADS = 256, GNR_WARPS = GNR_THREADS / WARP_SIZE };
+enum : uint32_t { GNR_LPR = 8 };                          // lanes (16-byte vectors) per row
+enum : uint32_t { GNR_RPW = WARP_SIZE / GNR_LPR };        // rows per warp instruction: 4
+enum : uint32_t { GNR_RPT = 16 };                         // rows per thread
+enum : uint32_t { GNR_ROWS = GNR_WARPS * GNR_RPW * GNR_RPT }; // 512 rows per block
+
+template <typename T> struct GnRows {
+  enum : uint32_t { VEC = Vec16<T>::N, TC = GNR_LPR * VEC }; // channels per tile: 64 bf16, 32 f32
+};
+
+// This thread's place: tile-local channel vector v, row slot within the warp rw.
+struct GnrSlot {
+  uint32_t w, v, rw;
+};
+
+__device__ __forceinline__ GnrSlot gnr_slot() {
+  const uint32_t l = threadIdx.x % WARP_SIZE;
+  return {threadIdx.x / WARP_SIZE, l % GNR_LPR, l / GNR_LPR};
+}
+
+// Row of row slot i of this thread in this block's chunk.
+__device__ __forceinline__ uint32_t gnr_row(const GnrSlot& t, uint32_t i) {
+  return blockIdx.x * GNR_ROWS + i * (GNR_WARPS * GNR_RPW) + t.w * GNR_RPW + t.rw;
+}
+
+// The groups holding channels of this block's tile: first g0, count ng; tile channels [c0, c_end).
+struct GnrTile {
+  uint32_t c0, c_end, cpg, g0, ng, tiles;
+};
+
+template <typename T> __device__ __forceinline__ GnrTile gnr_tile(const GroupNorm2Params& p) {
+  constexpr uint32_t TC = GnRows<T>::TC;
+  GnrTile r;
+  r.c0 = blockIdx.y * TC;
+  r.c_end = r.c0 + TC < p.c ? r.c0 + TC : p.c;
+  r.cpg = p.c / p.groups;
+  r.g0 = r.c0 / r.cpg;
+  r.ng = (r.c_end - 1) / r.cpg - r.g0 + 1;
+  r.tiles = (p.c + TC - 1) / TC;
+  return r;
+}
+
+template <typename T> __device__ __forceinline__ bool gnr_vec(const GroupNorm2Params& p) {
+  return p.c % Vec16<T>::N == 0 && aligned16(p.x) && aligned16(p.y);
+}
+
+template <typename T>
+__device__ __forceinline__ void group_norm_stats_nhwc(const GroupNorm2Params& p) {
+  constexpr uint32_t VEC = GnRows<T>::VEC, TC = GnRows<T>::TC;
+  __shared__ float pn[GNR_WARPS][TC], pm[GNR_WARPS][TC], pq[GNR_WARPS][TC];
+  __shared__ float cn[TC], cm[TC], cq[TC];
+  const GnrSlot t = gnr_slot();
+  const GnrTile tile = gnr_tile<T>(p);
+  const uint32_t n = blockIdx.z, c = tile.c0 + t.v * VEC;
+  const uint32_t valid = gnt2_valid(c, p.c, VEC);
+  const bool vec = gnr_vec<T>(p);
+  // 1. this thread's rows, per channel: shifted sums about its first row K (rows grow with i, so
+  //    a thread's valid rows are a prefix of its 16).
+  float cnt = 0.0f, k0[VEC], s1[VEC], s2[VEC];
+#pragma unroll
+  for (uint32_t j = 0; j < VEC; ++j) k0[j] = s1[j] = s2[j] = 0.0f;
+  const T* x = static_cast<const T*>(p.x) + (uint64_t)n * p.s * p.c + c;
+  if (valid != 0 && gnr_row(t, 0) < p.s) gnt2_load(x + (uint64_t)gnr_row(t, 0) * p.c, vec, valid, k0);
+#pragma unroll 4
+  for (uint32_t i = 0; i < GNR_RPT; ++i) {
+    const uint32_t s = gnr_row(t, i);
+    if (s >= p.s || valid == 0) break;
+    float v[VEC];
+    gnt2_load(x + (uint64_t)s * p.c, vec, valid, v);
+#pragma unroll
+    for (uint32_t j = 0; j < VEC; ++j) {
+      const float d = v[j] - k0[j];
+      s1[j] += d;
+      s2[j] = fmaf(d, d, s2[j]);
+    }
+    cnt += 1.0f;
+  }
+  GnStat st[VEC];
+  const float inv = cnt > 0.0f ? 1.0f / cnt : 0.0f;
+#pragma unroll
+  for (uint32_t j = 0; j < VEC; ++j) st[j] = {cnt, k0[j] + s1[j] * inv, fmaxf(fmaf(-s1[j], s1[j] * inv, s2[j]), 0.0f)};
+  // 2. the warp's 4 row slots (lanes l, l ^ 8, l ^ 16, l ^ 24): lower lane first, so all four
+  //    hold the same bits.
+  const uint32_t lane = threadIdx.x % WARP_SIZE;
+#pragma unroll
+  for (uint32_t off = GNR_LPR; off < WARP_SIZE; off <<= 1) {
+#pragma unroll
+    for (uint32_t j = 0; j < VEC; ++j) {
+      GnStat o;
+      o.n = __shfl_xor_sync(FULL_MASK, st[j].n, off);
+      o.mean = __shfl_xor_sync(FULL_MASK, st[j].mean, off);
+      o.m2 = __shfl_xor_sync(FULL_MASK, st[j].m2, off);
+      st[j] = (lane & off) ? gn_merge(o, st[j]) : gn_merge(st[j], o);
+    }
+  }
+  // 3. to shared memory, warp-major: store m of the VEC / 4 stores has lane (v, rw) write element
+  //    j = rw + 4 * ((v * VEC / 32) ^ m) % (VEC / 4): 32 distinct banks per store (no conflicts).
+#pragma unroll
+  for (uint32_t m = 0; m < VEC / 4; ++m) {
+    const uint32_t j = t.rw + 4 * (((t.v * VEC / WARP_SIZE) ^ m) % (VEC / 4));
+    GnStat e = st[0];
+#pragma unroll
+    for (uint32_t jj = 1; jj < VEC; ++jj) e = jj == j ? st[jj] : e;
+    pn[t.w][t.v * VEC + j] = e.n;
+    pm[t.w][t.v * VEC + j] = e.mean;
+    pq[t.w][t.v * VEC + j] = e.m2;
+  }
+  __syncthreads();
+  // 4. per channel over the 8 warps, in order.
+  if (threadIdx.x < TC) {
+    GnStat a = {pn[0][threadIdx.x], pm[0][threadIdx.x], pq[0][threadIdx.x]};
+#pragma unroll
+    for (uint32_t w = 1; w < GNR_WARPS; ++w) a = gn_merge(a, {pn[w][threadIdx.x], pm[w][threadIdx.x], pq[w][threadIdx.x]});
+    cn[threadIdx.x] = a.n;
+    cm[threadIdx.x] = a.mean;
+    cq[threadIdx.x] = a.m2;
+  }
+  __syncthreads();
+  // 5. per group over its channels in the tile: warp w takes groups w, w + 8, ...
+  for (uint32_t gi = t.w; gi < tile.ng; gi += GNR_WARPS) {
+    const uint32_t g = tile.g0 + gi;
+    const uint32_t lo = g * tile.cpg > tile.c0 ? g * tile.cpg - tile.c0 : 0;
+    const uint32_t hi = (g + 1) * tile.cpg < tile.c_end ? (g + 1) * tile.cpg - tile.c0 : tile.c_end - tile.c0;
+    GnStat a = {0.0f, 0.0f, 0.0f};
+    for (uint32_t k = lo + lane; k < hi; k += WARP_SIZE) a = gn_merge(a, {cn[k], cm[k], cq[k]});
+    a = gn_warp_merge(a, lane);
+    if (lane == 0) {
+      const uint64_t slot = (((uint64_t)n * p.groups + g) * p.chunks + blockIdx.x) * tile.tiles + blockIdx.y;
+      p.ws[slot] = make_float4(a.n, a.mean, a.m2, 0.0f);
+    }
+  }
+}
+
+template <typename T, bool SILU>
+__device__ __forceinline__ void group_norm_apply_nhwc(const GroupNorm2Params& p) {
+  constexpr uint32_t VEC = GnRows<T>::VEC, TC = GnRows<T>::TC;
+  // (mean, rstd) of the tile's groups at gi + gi / 32 (no bank conflicts when lanes of one
+  // instruction read up to 64 distinct groups, cpg = 1)
+  __shared__ float gmean[TC + 4], grstd[TC + 4];
+  const GnrSlot t = gnr_slot();
+  const GnrTile tile = gnr_tile<T>(p);
+  const uint32_t n = blockIdx.z, lane = threadIdx.x % WARP_SIZE;
+  // 1. warp w merges groups w, w + 8, ...: partials (chunk k, tile tt) for the tiles tt that hold
+  //    channels of the group, in index order.
+  for (uint32_t gi = t.w; gi < tile.ng; gi += GNR_WARPS) {
+    const uint32_t g = tile.g0 + gi;
+    const uint32_t t_lo = g * tile.cpg / TC, span = ((g + 1) * tile.cpg - 1) / TC - t_lo + 1;
+    const float4* ws = p.ws + ((uint64_t)n * p.groups + g) * p.chunks * tile.tiles + t_lo;
+    GnStat a = {0.0f, 0.0f, 0.0f};
+    for (uint32_t q = lane; q < p.chunks * span; q += WARP_SIZE) {
+      const uint32_t k = q / span;
+      const float4 w = ws[(uint64_t)k * tile.tiles + (q - k * span)];
+      a = gn_merge(a, {w.x, w.y, w.z});
+    }
+    a = gn_warp_merge(a, lane);
+    if (lane == 0) {
+      gmean[gi + gi / WARP_SIZE] = a.mean;
+      grstd[gi + gi / WARP_SIZE] = rsqrtf(a.m2 / a.n + p.eps);
+    }
+  }
+  __syncthreads();
+  // 2. this thread's channels: scale and shift in registers.
+  const uint32_t c = tile.c0 + t.v * VEC;
+  const uint32_t valid = gnt2_valid(c, p.c, VEC);
+  if (valid == 0) return;
+  const bool vec = gnr_vec<T>(p);
+  const bool vec_affine = vec && aligned16(p.gamma) && aligned16(p.beta);
+  float sc[VEC], sh[VEC];
+  gnt2_load(static_cast<const T*>(p.gamma) + c, vec_affine, valid, sc);
+  gnt2_load(static_cast<const T*>(p.beta) + c, vec_affine, valid, sh);
+#pragma unroll
+  for (uint32_t j = 0; j < VEC; ++j) {
+    const uint32_t cj = j < valid ? c + j : c;
+    const uint32_t gi = cj / tile.cpg - tile.g0, at = gi + gi / WARP_SIZE;
+    sc[j] *= grstd[at];
+    sh[j] = fmaf(-gmean[at], sc[j], sh[j]);
+  }
+  // 3. normalise the rows.
+#pragma unroll 4
+  for (uint32_t i = 0; i < GNR_RPT; ++i) {
+    const uint32_t s = gnr_row(t, i);
+    if (s >= p.s) break;
+    const uint64_t e = ((uint64_t)n * p.s + s) * p.c + c;
+    float v[VEC];
+    gnt2_load(static_cast<const T*>(p.x) + e, vec, valid, v);
+#pragma unroll
+    for (uint32_t j = 0; j < VEC; ++j) {
+      float o = fmaf(v[j], sc[j], sh[j]);
+      if (SILU) o = silu(o);
+      v[j] = o;
+    }
+    gnt2_store(static_cast<T*>(p.y) + e, vec, valid, v);
+  }
+}
+
+#define GROUP_NORM_NHWC_ENTRIES(T, SUFFIX)                                                         \
+  extern "C" __global__ void __launch_bounds__(GNR_THREADS)                                        \
+      group_norm_stats_nhwc_v1_##SUFFIX(const GroupNorm2Params p) {                                \
+    group_norm_stats_nhwc<T>(p);                                                                   \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(GNR_THREADS)                                        \
+      group_norm_nhwc_v1_##SUFFIX(const GroupNorm2Params p) {                                      \
+    group_norm_apply_nhwc<T, false>(p);                                                            \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(GNR_THREADS)                                        \
+      group_norm_silu_nhwc_v1_##SUFFIX(const GroupNorm2Params p) {                                 \
+    group_norm_apply_nhwc<T, true>(p);                                                             \
+  }
+
+GROUP_NORM_NHWC_ENTRIES(float, f32)
+GROUP_NORM_NHWC_ENTRIES(__nv_bfloat16, bf16)

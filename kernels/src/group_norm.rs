@@ -35,8 +35,30 @@ pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(
     tokens("group_norm_tokens_v2_f32", "group_norm_tokens", DType::F32),
     tokens("group_norm_tokens_v2_bf16", "group_norm_tokens", DType::Bf16),
     tokens("tokens_planes_add_v2_f32", "tokens_planes_add", DType::F32),
-    tokens("tokens_planes_add_v2_bf16", "tokens_planes_add", DType::Bf16)
+    tokens("tokens_planes_add_v2_bf16", "tokens_planes_add", DType::Bf16),
+    nhwc("group_norm_stats_nhwc_v1_f32", "group_norm_stats_nhwc", DType::F32),
+    nhwc("group_norm_nhwc_v1_f32", "group_norm_nhwc", DType::F32),
+    nhwc("group_norm_silu_nhwc_v1_f32", "group_norm_silu_nhwc", DType::F32),
+    nhwc("group_norm_stats_nhwc_v1_bf16", "group_norm_stats_nhwc", DType::Bf16),
+    nhwc("group_norm_nhwc_v1_bf16", "group_norm_nhwc", DType::Bf16),
+    nhwc("group_norm_silu_nhwc_v1_bf16", "group_norm_silu_nhwc", DType::Bf16)
 );
+
+const LAUNCH_NHWC: &str =
+    "grid = (ceil(S / 512), ceil(C / TC), N), TC = 64 (bf16) / 32 (f32), block = 256; stats then apply";
+
+/// A channels-last entry (version 1) taking [`GroupNorm2Params`] over `(N, S, C)` rows.
+const fn nhwc(name: &'static str, op: &'static str, dtype: DType) -> Entry {
+    Entry {
+        name,
+        op,
+        version: 1,
+        dtype,
+        params: "GroupNorm2Params",
+        params_size: 64,
+        launch: LAUNCH_NHWC,
+    }
+}
 
 const LAUNCH_TOKENS: &str =
     "grid = (ceil(S / 32), ceil(C / TC), N * F), TC = 64 (bf16) / 32 (f32), block = 256";
@@ -129,6 +151,18 @@ impl GroupNormParams {
     }
 }
 
+impl GroupNormParams {
+    /// The shape these params were made for.
+    pub fn shape(&self) -> GroupNormShape {
+        GroupNormShape {
+            n: self.n as u64,
+            c: self.c as u64,
+            s: self.s as u64,
+            groups: self.groups as u64,
+        }
+    }
+}
+
 /// `grid = (groups, N)`, `block = 256`, static smem only.
 pub fn launch_config(shape: GroupNormShape) -> LaunchConfig {
     LaunchConfig::blocks(
@@ -207,12 +241,7 @@ pub struct GroupNorm2Params {
 impl GroupNorm2Params {
     /// The v2 params of `v1` (validated by [`GroupNormParams::new`]) with workspace `ws`.
     pub fn new(v1: GroupNormParams, ws: u64, dtype: DType) -> Result<Self> {
-        let shape = GroupNormShape {
-            n: v1.n as u64,
-            c: v1.c as u64,
-            s: v1.s as u64,
-            groups: v1.groups as u64,
-        };
+        let shape = v1.shape();
         ensure!(
             shape.groups <= 65_535,
             "group_norm v2: {} groups exceed gridDim.y 65535",
@@ -350,6 +379,75 @@ pub fn launch_config_tokens(shape: GroupNormShape, dtype: DType) -> LaunchConfig
     )
 }
 
+// ------------------------------------------------------------------------------------------------
+// channels-last: `group_norm_stats_nhwc` + `group_norm[_silu]_nhwc` over `(N, S, C)` rows
+// ------------------------------------------------------------------------------------------------
+
+/// Rows of one channels-last chunk (`GNR_ROWS`: 8 warps x 4 rows x 16 rows per thread).
+pub const GNR_ROWS: u64 = 512;
+/// Threads per channels-last block (`GNR_THREADS`).
+pub const GNR_THREADS: u32 = 256;
+
+/// Channels of one channels-last tile (`GnRows<T>::TC`): 8 16-byte vectors, 64 bf16 / 32 f32.
+pub fn nhwc_tile_channels(dtype: DType) -> u64 {
+    8 * vec_elems(dtype)
+}
+
+/// Row chunks of a channels-last launch: `ceil(S / 512)`.
+pub fn nhwc_chunks(shape: GroupNormShape) -> u64 {
+    shape.s.div_ceil(GNR_ROWS).max(1)
+}
+
+/// Channel tiles of a channels-last launch: `ceil(C / TC)`.
+pub fn nhwc_tiles(shape: GroupNormShape, dtype: DType) -> u64 {
+    shape.c.div_ceil(nhwc_tile_channels(dtype)).max(1)
+}
+
+/// f32 words of the channels-last workspace: one `{count, mean, M2, 0}` partial per (image,
+/// group, chunk, tile); only the tiles holding channels of a group are written and read.
+pub fn workspace_f32s_nhwc(shape: GroupNormShape, dtype: DType) -> u64 {
+    4 * shape.n * shape.groups * nhwc_chunks(shape) * nhwc_tiles(shape, dtype)
+}
+
+impl GroupNorm2Params {
+    /// The channels-last params of `v1` (validated by [`GroupNormParams::new`]; x and y are
+    /// `(N, S, C)` rows) with workspace `ws` of [`workspace_f32s_nhwc`] f32s.
+    pub fn nhwc(v1: GroupNormParams, ws: u64, dtype: DType) -> Result<Self> {
+        let shape = v1.shape();
+        ensure!(
+            nhwc_tiles(shape, dtype) <= 65_535,
+            "group_norm (channels-last): {} channels exceed 65535 tiles",
+            shape.c
+        );
+        ensure!(
+            shape.n * shape.s * shape.c <= (1u64 << 62),
+            "group_norm (channels-last): tensor too large"
+        );
+        ensure!(
+            ws % 16 == 0,
+            "group_norm (channels-last): workspace not 16-byte aligned"
+        );
+        Ok(GroupNorm2Params {
+            ws,
+            chunks: to_u32(nhwc_chunks(shape), "group_norm channels-last chunks")?,
+            ..GroupNorm2Params::new(v1, ws, dtype)?
+        })
+    }
+}
+
+/// Both channels-last launches: `grid = (ceil(S / 512), ceil(C / TC), N)`, `block = 256`,
+/// static smem only.
+pub fn launch_config_nhwc(shape: GroupNormShape, dtype: DType) -> LaunchConfig {
+    LaunchConfig::blocks(
+        [
+            nhwc_chunks(shape) as u32,
+            nhwc_tiles(shape, dtype) as u32,
+            shape.n.max(1) as u32,
+        ],
+        GNR_THREADS,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +473,20 @@ mod tests {
         assert_eq!(chunks(GroupNormShape { s: 65_537, ..big }, DType::Bf16), 81);
         assert_eq!(version(GroupNormShape { s: 102, ..big }), 1);
         assert_eq!(version(GroupNormShape { s: 103, ..big }), 2);
+    }
+
+    #[test]
+    fn nhwc_grid() {
+        let shape = GroupNormShape {
+            n: 2,
+            c: 320,
+            s: 4097,
+            groups: 32,
+        };
+        assert_eq!(nhwc_chunks(shape), 9);
+        assert_eq!(nhwc_tiles(shape, DType::Bf16), 5);
+        assert_eq!(nhwc_tiles(shape, DType::F32), 10);
+        assert_eq!(workspace_f32s_nhwc(shape, DType::Bf16), 4 * 2 * 32 * 9 * 5);
     }
 
     #[test]

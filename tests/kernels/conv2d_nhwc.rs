@@ -420,8 +420,9 @@ fn conv2d_nhwc_paper_shapes_vs_v2() {
 /// set): convolutions whose weight was packed at load (`prepare_conv_weight`) run on
 /// `conv2d_nhwc` and return channels-last tensors — from contiguous or channels-last inputs, the
 /// epilogue's residual in either format, a 4-channel input (the element-wise loader), a conv
-/// whose output is the first part of a channel concat — against the CPU's NCHW ops; ops that do
-/// not read channels-last (elementwise, GroupNorm, narrow, reshape) get a contiguous copy and
+/// whose output is the first part of a channel concat — against the CPU's NCHW ops; GroupNorm
+/// (+SiLU) reads and returns channels-last; ops that do not read channels-last (elementwise,
+/// GroupNorm with another activation, narrow, reshape) get a contiguous copy and
 /// agree with the CPU on the same values; an unpacked weight keeps the NCHW conv. On the sm_90a
 /// set the switch is refused with a message naming the arch.
 #[test]
@@ -549,12 +550,103 @@ fn conv2d_nhwc_channels_last_trunk() {
         &CPU.unary(&ys, Unary::Silu).unwrap(),
         ew,
     );
+    // GroupNorm(+SiLU) reads and writes channels-last (C / G = 5: groups off the 16-byte vectors)
     let (g, gc) = pair(&be, &[40], 11);
+    let (bb, bbc) = pair(&be, &[40], 13);
+    let gn = be.group_norm(&y, 8, Some(&g), None, 1e-5).unwrap();
+    assert!(gn.is_channels_last(), "{gn:?}");
     check(
         "group_norm of channels-last",
         &be,
-        &be.group_norm(&y, 8, Some(&g), None, 1e-5).unwrap(),
+        &gn,
         &CPU.group_norm(&ys, 8, Some(&gc), None, 1e-5).unwrap(),
+        4.0 * ew,
+    );
+    let gs = be
+        .group_norm_act(&y, 8, Some(&g), Some(&bb), 1e-5, Some(Unary::Silu))
+        .unwrap();
+    assert!(gs.is_channels_last(), "{gs:?}");
+    check(
+        "group_norm + SiLU of channels-last",
+        &be,
+        &gs,
+        &CPU.group_norm_act(&ys, 8, Some(&gc), Some(&bbc), 1e-5, Some(Unary::Silu))
+            .unwrap(),
+        4.0 * ew,
+    );
+    // Transformer2D entries / exits (F = 1): a channels-last image's storage is the tokens
+    let tk = be
+        .group_norm_tokens(&y, 1, 8, Some(&g), Some(&bb), 1e-5)
+        .unwrap();
+    check(
+        "group_norm_tokens of channels-last",
+        &be,
+        &tk,
+        &CPU.group_norm_tokens(&ys, 1, 8, Some(&gc), Some(&bbc), 1e-5)
+            .unwrap(),
+        4.0 * ew,
+    );
+    check(
+        "group_norm_tokens of channels-last, 2 frames (contiguous copy)",
+        &be,
+        &be.group_norm_tokens(&y, 2, 8, Some(&g), Some(&bb), 1e-5)
+            .unwrap(),
+        &CPU.group_norm_tokens(&ys, 2, 8, Some(&gc), Some(&bbc), 1e-5)
+            .unwrap(),
+        4.0 * ew,
+    );
+    let (wp, wpc) = pair(&be, &[24, 40, 1, 1], 15);
+    let (bp, bpc) = pair(&be, &[24], 16);
+    check(
+        "group_norm_conv1x1_tokens of channels-last",
+        &be,
+        &be.group_norm_conv1x1_tokens(&y, 8, Some(&g), Some(&bb), 1e-5, &wp, Some(&bp))
+            .unwrap(),
+        &CPU.group_norm_conv1x1_tokens(&ys, 8, Some(&gc), Some(&bbc), 1e-5, &wpc, Some(&bpc))
+            .unwrap(),
+        tol(40),
+    );
+    let (tok, tokc) = pair(&be, &[2, 63, 40], 17);
+    let ta = be.tokens_planes_add(&tok, &y, 1).unwrap();
+    assert!(ta.is_channels_last(), "{ta:?}");
+    check(
+        "tokens_planes_add, channels-last residual",
+        &be,
+        &ta,
+        &CPU.tokens_planes_add(&tokc, &ys, 1).unwrap(),
+        ew,
+    );
+    let tc = be.tokens_planes_add_concat(&tok, &y, 1, &r).unwrap();
+    assert!(tc.is_channels_last(), "{tc:?}");
+    check(
+        "tokens_planes_add_concat, channels-last residual",
+        &be,
+        &tc,
+        &CPU.tokens_planes_add_concat(&tokc, &ys, 1, &rc).unwrap(),
+        ew,
+    );
+    let (ti, tic) = pair(&be, &[2, 63, 24], 18);
+    let (wo, woc) = pair(&be, &[40, 24, 1, 1], 19);
+    let to = be
+        .tokens_conv1x1_planes_add(&ti, &wo, Some(&b1), &y)
+        .unwrap();
+    assert!(to.is_channels_last(), "{to:?}");
+    check(
+        "tokens_conv1x1_planes_add, channels-last residual",
+        &be,
+        &to,
+        &CPU.tokens_conv1x1_planes_add(&tic, &woc, Some(&b1c), &ys)
+            .unwrap(),
+        tol(24),
+    );
+    // an activation without a fused kernel: composed on a contiguous copy
+    check(
+        "group_norm + GELU of channels-last",
+        &be,
+        &be.group_norm_act(&y, 8, Some(&g), None, 1e-5, Some(Unary::Gelu))
+            .unwrap(),
+        &CPU.group_norm_act(&ys, 8, Some(&gc), None, 1e-5, Some(Unary::Gelu))
+            .unwrap(),
         4.0 * ew,
     );
     check(

@@ -440,6 +440,33 @@ fn v2_tol(bf: bool, mean: f32, sigma: f32, chunks: u64) -> f64 {
     tol(bf) + 4.0 * steps.sqrt() * u * (1.0 + (mean / sigma).abs() as f64)
 }
 
+/// A case's buffers: x (after one poison element when misaligned: the buffers start aligned),
+/// gamma, beta, y (x itself when aliased, else poisoned) and a poisoned workspace of `ws_f32s`.
+/// Returns the v1 params, the workspace, y's buffer start and the leading elements.
+fn upload_case(
+    dev: &mut Device,
+    dtype: DType,
+    case: &V2Case,
+    x: &[f32],
+    inp: &Inputs,
+    ws_f32s: u64,
+) -> anyhow::Result<(GroupNormParams, u64, u64, usize)> {
+    let lead = case.misaligned as usize;
+    let sz = dtype.size_in_bytes();
+    let mut xl = vec![f32::NAN; lead];
+    xl.extend_from_slice(x);
+    let [dx0, dg, db] = dev.upload_all(dtype, [&xl, &inp.gamma, &inp.beta])?;
+    let dy0 = if case.alias {
+        dx0
+    } else {
+        dev.alloc_poisoned(xl.len() * sz)?
+    };
+    let (dx, dy) = (dx0 + (lead * sz) as u64, dy0 + (lead * sz) as u64);
+    let ws = dev.alloc_poisoned(ws_f32s as usize * 4)?;
+    let p1 = GroupNormParams::new(dx, dg, db, dy, inp.gshape, inp.eps)?;
+    Ok((p1, ws, dy0, lead))
+}
+
 fn run_v2(
     dev: &mut Device,
     dtype: DType,
@@ -454,20 +481,14 @@ fn run_v2(
     let bf = dtype == DType::Bf16;
     let inp = inputs(dtype, case.shape, silu, seed, (case.sigma, case.mean))?;
 
-    // Misaligned: one leading element (poison) before x and before y; the buffers start aligned.
-    let lead = case.misaligned as usize;
-    let sz = dtype.size_in_bytes();
-    let mut xl = vec![f32::NAN; lead];
-    xl.extend_from_slice(&inp.x);
-    let [dx0, dg, db] = dev.upload_all(dtype, [&xl, &inp.gamma, &inp.beta])?;
-    let dy0 = if case.alias {
-        dx0
-    } else {
-        dev.alloc_poisoned(xl.len() * sz)?
-    };
-    let (dx, dy) = (dx0 + (lead * sz) as u64, dy0 + (lead * sz) as u64);
-    let ws = dev.alloc_poisoned(workspace_f32s(inp.gshape, dtype) as usize * 4)?;
-    let p1 = GroupNormParams::new(dx, dg, db, dy, inp.gshape, inp.eps)?;
+    let (p1, ws, dy0, lead) = upload_case(
+        dev,
+        dtype,
+        case,
+        &inp.x,
+        &inp,
+        workspace_f32s(inp.gshape, dtype),
+    )?;
     let p = GroupNorm2Params::new(p1, ws, dtype)?;
     let cfg = launch_config_v2(inp.gshape, dtype);
     let op = if silu {
@@ -483,7 +504,7 @@ fn run_v2(
     )?;
     let entry = kernel_name(op, 2, dtype);
     dev.launch(KernelModule::GroupNorm, &entry, cfg, &p)?;
-    let got = dev.download_as(dtype, dy0, xl.len())?[lead..].to_vec();
+    let got = dev.download_as(dtype, dy0, lead + inp.x.len())?[lead..].to_vec();
     let k = chunks(inp.gshape, dtype);
     assert_close(
         &format!(
@@ -543,6 +564,180 @@ crate::harness::sweep_tests!(sweep;
     group_norm_silu_v2_f32 => (DType::F32, true, 2),
     group_norm_silu_v2_bf16 => (DType::Bf16, true, 2),
 );
+
+// ------------------------------------------------------------------------------------------------
+// channels-last: group_norm_stats_nhwc_v1 + group_norm[_silu]_nhwc_v1 over (N, S, C) rows
+// ------------------------------------------------------------------------------------------------
+
+/// Channels-last cases (the V2Case fields; x and y are (N, S, C) rows): C / G = 10, 5 and 48 (groups
+/// off the 16-byte vectors, groups straddling the 64-channel tiles), C / G = 1, S not a multiple of
+/// the 512-row chunk (up to 3 chunks), C = 6 (not a multiple of 8: the element-wise path), one chunk of 1 row, y
+/// aliasing x, pointers one element off 16 bytes, and a mean 1000 sigma far from zero.
+const NHWC_CASES: &[V2Case] = &[
+    v2_case((2, 40, 130, 4), 2.5, false),
+    v2_case((1, 320, 300, 32), -3.0, false),
+    v2_case((2, 96, 1031, 2), 2.5, true),
+    v2_case((1, 24, 129, 24), 2.5, false),
+    v2_case((2, 6, 7, 3), 2.5, false),
+    v2_case((3, 16, 1, 2), 2.5, false),
+    V2Case {
+        shape: (1, 64, 1000, 8),
+        mean: 1000.0,
+        sigma: 1.0,
+        alias: true,
+        misaligned: false,
+    },
+    V2Case {
+        shape: (2, 40, 700, 8),
+        mean: 2.5,
+        sigma: 1.5,
+        alias: false,
+        misaligned: true,
+    },
+];
+
+/// (N, C, S) planes as (N, S, C) rows.
+fn planes_to_rows(x: &[f32], n: usize, c: usize, s: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for p in 0..s {
+                out[(i * s + p) * c + ch] = x[(i * c + ch) * s + p];
+            }
+        }
+    }
+    out
+}
+
+/// Derived tolerance of the channels-last pair, as [`v2_tol`] with its steps on the mean's path:
+/// the 16 rows of a stats thread, 2 shuffle merges, the 8 warps, ceil(C/G / 32) in-order channel
+/// merges and 5 butterfly levels; then ceil(parts / 32) in-order merges of an apply lane over the
+/// group's `parts` partials (chunks x tiles spanned) and 5 butterfly levels.
+fn nhwc_tol(bf: bool, mean: f32, sigma: f32, cpg: usize, parts: u64) -> f64 {
+    let steps = 16.0 + 2.0 + 8.0 + cpg.div_ceil(32) as f64 + 5.0 + parts.div_ceil(32) as f64 + 5.0;
+    let u = 2f64.powi(-24);
+    tol(bf) + 4.0 * steps.sqrt() * u * (1.0 + (mean / sigma).abs() as f64)
+}
+
+fn run_nhwc(
+    dev: &mut Device,
+    dtype: DType,
+    case: &V2Case,
+    silu: bool,
+    seed: u64,
+) -> anyhow::Result<()> {
+    use cyberhost_kernels::group_norm::{
+        launch_config_nhwc, nhwc_chunks, nhwc_tiles, workspace_f32s_nhwc, GroupNorm2Params,
+    };
+    let (n, c, s, groups) = case.shape;
+    let bf = dtype == DType::Bf16;
+    let inp = inputs(dtype, case.shape, silu, seed, (case.sigma, case.mean))?;
+    let rows = planes_to_rows(&inp.x, n, c, s);
+    let ws_f32s = workspace_f32s_nhwc(inp.gshape, dtype);
+    let (p1, ws, dy0, lead) = upload_case(dev, dtype, case, &rows, &inp, ws_f32s)?;
+    let p = GroupNorm2Params::nhwc(p1, ws, dtype)?;
+    let cfg = launch_config_nhwc(inp.gshape, dtype);
+    let op = if silu {
+        "group_norm_silu_nhwc"
+    } else {
+        "group_norm_nhwc"
+    };
+    let m = KernelModule::GroupNorm;
+    dev.launch(m, &kernel_name("group_norm_stats_nhwc", 1, dtype), cfg, &p)?;
+    let entry = kernel_name(op, 1, dtype);
+    dev.launch(m, &entry, cfg, &p)?;
+    let got = dev.download_as(dtype, dy0, lead + rows.len())?[lead..].to_vec();
+    let cpg = c / groups;
+    let parts = nhwc_chunks(inp.gshape) * nhwc_tiles(inp.gshape, dtype).min(2);
+    assert_close(
+        &format!(
+            "{entry} (N, C, S) = ({n}, {c}, {s}), groups {groups}, mean {}, alias {}, misaligned {}",
+            case.mean, case.alias, case.misaligned
+        ),
+        &got,
+        &planes_to_rows(&inp.want, n, c, s),
+        nhwc_tol(bf, case.mean, case.sigma, cpg, parts),
+    );
+    Ok(())
+}
+
+/// The channels-last cases under every schedule.
+fn sweep_nhwc(dtype: DType, silu: bool) {
+    let silu_seed = silu as u64 * 1000;
+    for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
+        let mut dev = Device::new(*schedules, *seed);
+        for (j, case) in NHWC_CASES.iter().enumerate() {
+            run_nhwc(
+                &mut dev,
+                dtype,
+                case,
+                silu,
+                (i * 100 + j) as u64 + silu_seed + 11,
+            )
+            .unwrap();
+        }
+    }
+}
+
+crate::harness::sweep_tests!(sweep_nhwc;
+    group_norm_nhwc_f32 => (DType::F32, false),
+    group_norm_nhwc_bf16 => (DType::Bf16, false),
+    group_norm_silu_nhwc_f32 => (DType::F32, true),
+    group_norm_silu_nhwc_bf16 => (DType::Bf16, true),
+);
+
+/// Counters of v2 (planes) and the channels-last pair on the paper step's ResNet GroupNorm + SiLU
+/// shapes (N = 32 images: 2 guidance halves x 16 frames; 32 groups; bf16): (C, H·W) = (320, 64²),
+/// (640, 32²), (1280, 16²), (1280, 8²). Run on the stand-in at `PTX_EMU_ARCH=sm_80` with
+/// `PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=4 CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p
+/// cyberhost-suite --test kernels group_norm_nhwc_counters -- --ignored`, then `gpu-report --gpu
+/// a100-sxm FILE` (docs/performance.md, "Channels-last trunk, step 2"). Checks nothing: sampled
+/// launches leave outputs invalid.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in and PTX_EMU_STATS"]
+fn group_norm_nhwc_counters() {
+    use cyberhost_kernels::group_norm::{
+        launch_config_nhwc, launch_config_v2, workspace_f32s, workspace_f32s_nhwc, GroupNorm2Params,
+    };
+    let mut dev = Device::new(1, 0);
+    assert!(
+        matches!(dev, Device::Cuda { .. }),
+        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
+    );
+    let dtype = DType::Bf16;
+    let m = KernelModule::GroupNorm;
+    for (c, s) in [
+        (320u64, 64 * 64u64),
+        (640, 32 * 32),
+        (1280, 16 * 16),
+        (1280, 8 * 8),
+    ] {
+        let gshape = GroupNormShape {
+            n: 32,
+            c,
+            s,
+            groups: 32,
+        };
+        let len = (32 * c * s) as usize;
+        let gamma = vec![1.0f32; c as usize];
+        let [dx, dg] = dev.upload_all(dtype, [&vec![1.0f32; len], &gamma]).unwrap();
+        let ws_len = workspace_f32s(gshape, dtype).max(workspace_f32s_nhwc(gshape, dtype));
+        let ws = dev.alloc_poisoned(ws_len as usize * 4).unwrap();
+        let p1 = GroupNormParams::new(dx, dg, dg, dx, gshape, 1e-5).unwrap();
+        let p2 = GroupNorm2Params::new(p1, ws, dtype).unwrap();
+        let cfg = launch_config_v2(gshape, dtype);
+        dev.launch(m, &kernel_name("group_norm_stats", 2, dtype), cfg, &p2)
+            .unwrap();
+        dev.launch(m, &kernel_name("group_norm_silu", 2, dtype), cfg, &p2)
+            .unwrap();
+        let pn = GroupNorm2Params::nhwc(p1, ws, dtype).unwrap();
+        let cfg = launch_config_nhwc(gshape, dtype);
+        dev.launch(m, &kernel_name("group_norm_stats_nhwc", 1, dtype), cfg, &pn)
+            .unwrap();
+        dev.launch(m, &kernel_name("group_norm_silu_nhwc", 1, dtype), cfg, &pn)
+            .unwrap();
+    }
+}
 
 /// Counters of v1 and v2 on the paper's largest video GroupNorm, (N, C, S) = (2, 320, 16*64*64),
 /// 32 groups, bf16, and image-sized S = 64*64, 32*32, 16*16 (the last: one chunk per group, v1

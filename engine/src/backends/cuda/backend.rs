@@ -11,7 +11,7 @@
 //! several tensor inputs promote to f32 when the dtypes differ (per-channel vectors such as
 //! gamma / beta / bias follow `x` instead).
 //!
-//! Channels-last tensors (`memory_format.rs`): the convs there read and write them; every other
+//! Channels-last tensors (`memory_format.rs`): the convs and GroupNorm there read and write them; every other
 //! op's tensor arguments are made contiguous here first (`contiguous_ops!` below, `Contig`), so
 //! no launcher reads channels-last bytes as NCHW.
 //!
@@ -25,8 +25,8 @@ use super::context::CudaBackend;
 use super::memory_format::{self, contiguous, Contig, Held};
 use super::tensor::CudaTensor;
 use super::{
-    attention as flash, cfg_ddim, fused, gemm_fp8_sm90, graph, group_norm, layer_norm, layout,
-    linalg, mean_dim, pointwise, pool, rca, softmax, timestep_embedding, upsample,
+    attention as flash, cfg_ddim, fused, gemm_fp8_sm90, graph, layer_norm, layout, linalg,
+    mean_dim, pointwise, pool, rca, softmax, timestep_embedding, upsample,
 };
 use crate::backends::{
     Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
@@ -135,9 +135,28 @@ impl Backend for CudaBackend {
         layout::concat(self, &held.iter().collect::<Vec<_>>(), dim)
     }
 
-    // The convolutions take channels-last operands (`memory_format.rs`).
+    // The convolutions, GroupNorm and the token-layout entries / exits take channels-last
+    // operands (`memory_format.rs`).
     forward_ops! {
         CudaTensor;
+        group_norm(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
+            beta: Option<&CudaTensor>, eps: f32) => memory_format::group_norm_act, None;
+        group_norm_act(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
+            beta: Option<&CudaTensor>, eps: f32, act: Option<Unary>)
+            => memory_format::group_norm_act;
+        group_norm_tokens(x: &CudaTensor, frames: usize, groups: usize,
+            gamma: Option<&CudaTensor>, beta: Option<&CudaTensor>, eps: f32)
+            => memory_format::group_norm_tokens;
+        tokens_planes_add(tokens: &CudaTensor, residual: &CudaTensor, frames: usize)
+            => memory_format::tokens_planes_add;
+        tokens_planes_add_concat(tokens: &CudaTensor, residual: &CudaTensor, frames: usize,
+            tail: &CudaTensor) => memory_format::tokens_planes_add_concat;
+        group_norm_conv1x1_tokens(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
+            beta: Option<&CudaTensor>, eps: f32, w: &CudaTensor, bias: Option<&CudaTensor>)
+            => memory_format::group_norm_conv1x1_tokens;
+        tokens_conv1x1_planes_add(tokens: &CudaTensor, w: &CudaTensor,
+            bias: Option<&CudaTensor>, residual: &CudaTensor)
+            => memory_format::tokens_conv1x1_planes_add;
         conv2d(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams)
             => memory_format::conv2d;
         conv2d_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,
@@ -153,8 +172,6 @@ impl Backend for CudaBackend {
         unary(t: &CudaTensor, op: Unary) => pointwise::unary;
         binary(a: &CudaTensor, b: &CudaTensor, op: Binary) => pointwise::binary;
         affine(t: &CudaTensor, mul: f32, add: f32) => pointwise::affine;
-        group_norm(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
-            beta: Option<&CudaTensor>, eps: f32) => group_norm::group_norm_act, None;
         layer_norm(x: &CudaTensor, gamma: Option<&CudaTensor>, beta: Option<&CudaTensor>,
             eps: f32) => layer_norm::layer_norm;
         layer_norm_add(x: &CudaTensor, gamma: Option<&CudaTensor>, beta: Option<&CudaTensor>,
@@ -170,21 +187,6 @@ impl Backend for CudaBackend {
         mean_dim(t: &CudaTensor, dim: usize) => mean_dim::mean_dim;
         max_pool2d(x: &CudaTensor, kernel: usize, stride: usize, padding: usize)
             => pool::max_pool2d;
-        group_norm_act(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
-            beta: Option<&CudaTensor>, eps: f32, act: Option<Unary>) => group_norm::group_norm_act;
-        group_norm_tokens(x: &CudaTensor, frames: usize, groups: usize,
-            gamma: Option<&CudaTensor>, beta: Option<&CudaTensor>, eps: f32)
-            => group_norm::group_norm_tokens;
-        tokens_planes_add(tokens: &CudaTensor, residual: &CudaTensor, frames: usize)
-            => group_norm::tokens_planes_add;
-        tokens_planes_add_concat(tokens: &CudaTensor, residual: &CudaTensor, frames: usize,
-            tail: &CudaTensor) => group_norm::tokens_planes_add_concat;
-        group_norm_conv1x1_tokens(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
-            beta: Option<&CudaTensor>, eps: f32, w: &CudaTensor, bias: Option<&CudaTensor>)
-            => group_norm::group_norm_conv1x1_tokens;
-        tokens_conv1x1_planes_add(tokens: &CudaTensor, w: &CudaTensor,
-            bias: Option<&CudaTensor>, residual: &CudaTensor)
-            => group_norm::tokens_conv1x1_planes_add;
         linear_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>,
             epi: LinearEpilogue<'_, CudaTensor>) => fused::linear_ext;
         attention_heads(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor,

@@ -38,6 +38,66 @@ fn affine_vecs(
     Ok((gamma, beta))
 }
 
+/// The fused op of `act`: `"group_norm"` without one, `"group_norm_silu"` with SiLU, `None` for
+/// any other (run composed).
+fn fused_op(act: Option<Unary>) -> Option<&'static str> {
+    match act {
+        None => Some("group_norm"),
+        Some(Unary::Silu) => Some("group_norm_silu"),
+        Some(_) => None,
+    }
+}
+
+/// x's GroupNorm shape `(N, C, S)` and the v1 params of a launch writing `out`, with gamma and
+/// beta (identity ones when absent) kept alive by the caller.
+fn gn_params(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    groups: usize,
+    affine: &(CudaTensor, CudaTensor),
+    eps: f32,
+    out: &CudaTensor,
+) -> Result<(GroupNormShape, GroupNormParams)> {
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let shape = GroupNormShape {
+        n: n as u64,
+        c: c as u64,
+        s: (x.elem_count() / (n * c)) as u64,
+        groups: groups as u64,
+    };
+    let p = GroupNormParams::new(
+        be.ptr(x),
+        be.ptr(&affine.0),
+        be.ptr(&affine.1),
+        be.ptr(out),
+        shape,
+        eps,
+    )?;
+    Ok((shape, p))
+}
+
+/// The stats launch `stats_op` then the apply launch `op` (both version `version`, params `p2`,
+/// grid `cfg`).
+///
+/// # Safety
+/// `p2` must be valid for both entries: its x, y, gamma, beta and workspace sized for the shape,
+/// dtype and layout of those entries.
+unsafe fn stats_then_apply(
+    be: &CudaBackend,
+    (stats_op, op): (&str, &str),
+    version: u32,
+    dtype: DType,
+    cfg: cyberhost_kernels::LaunchConfig,
+    p2: &GroupNorm2Params,
+) -> Result<()> {
+    // SAFETY: the caller's contract; the stats launch writes every partial before the apply
+    // launch (the next one on the stream) reads them.
+    unsafe {
+        be.launch_version(KernelModule::GroupNorm, stats_op, version, dtype, cfg, p2)?;
+        be.launch_version(KernelModule::GroupNorm, op, version, dtype, cfg, p2)
+    }
+}
+
 /// `act(group_norm(x))`: op `"group_norm"` without an activation, `"group_norm_silu"` with SiLU,
 /// the composition of the unfused ops with any other.
 pub(crate) fn group_norm_act(
@@ -49,33 +109,16 @@ pub(crate) fn group_norm_act(
     eps: f32,
     act: Option<Unary>,
 ) -> Result<CudaTensor> {
-    let op = match act {
-        None => "group_norm",
-        Some(Unary::Silu) => "group_norm_silu",
-        Some(_) => return composed::group_norm_act(be, x, groups, gamma, beta, eps, act),
+    let Some(op) = fused_op(act) else {
+        return composed::group_norm_act(be, x, groups, gamma, beta, eps, act);
     };
     let c = group_norm_channels(x.shape(), groups)?;
-    let n = x.shape()[0];
     let out = be.alloc(x.shape(), x.dtype())?;
     if x.elem_count() == 0 {
         return Ok(out);
     }
-    let (gamma, beta) = affine_vecs(be, x, c, gamma, beta)?;
-    let s = x.elem_count() / (n * c);
-    let shape = GroupNormShape {
-        n: n as u64,
-        c: c as u64,
-        s: s as u64,
-        groups: groups as u64,
-    };
-    let p = GroupNormParams::new(
-        be.ptr(x),
-        be.ptr(&gamma),
-        be.ptr(&beta),
-        be.ptr(&out),
-        shape,
-        eps,
-    )?;
+    let affine = affine_vecs(be, x, c, gamma, beta)?;
+    let (shape, p) = gn_params(be, x, groups, &affine, eps, &out)?;
     if gn::version(shape) == 1 {
         // SAFETY: group_norm[_silu]_v1_<dtype>(GroupNormParams): x and y are (N, C, S) contiguous,
         // gamma and beta (C), all in x's dtype; groups divides C (checked by GroupNormParams::new too).
@@ -94,23 +137,69 @@ pub(crate) fn group_norm_act(
     let dtype = x.dtype();
     let ws = be.alloc(&[gn::workspace_f32s(shape, dtype) as usize], DType::F32)?;
     let p2 = GroupNorm2Params::new(p, be.ptr(&ws), dtype)?;
-    let cfg = gn::launch_config_v2(shape, dtype);
     // SAFETY: group_norm_stats_v2 / group_norm[_silu]_v2_<dtype>(GroupNorm2Params): x and y as for
-    // v1, ws holds workspace_f32s f32s for this shape and dtype; stats writes every partial before
-    // apply (the next launch on the stream) reads them.
+    // v1, ws holds workspace_f32s f32s for this shape and dtype.
     unsafe {
-        be.launch_version(
-            KernelModule::GroupNorm,
-            "group_norm_stats",
+        stats_then_apply(
+            be,
+            ("group_norm_stats", op),
             2,
             dtype,
-            cfg,
+            gn::launch_config_v2(shape, dtype),
             &p2,
         )?;
-        be.launch_version(KernelModule::GroupNorm, op, 2, dtype, cfg, &p2)?;
     }
     drop(ws);
     Ok(out)
+}
+
+/// `act(group_norm(x))` of a channels-last x `(N, C, H, W)` (stored `(N, H, W, C)`), returned
+/// channels-last: `group_norm_stats_nhwc_v1` then `group_norm[_silu]_nhwc_v1` over the
+/// `(N, H·W, C)` rows. Activations other than SiLU run on the contiguous ops (`None`: the caller
+/// takes that path).
+pub(crate) fn group_norm_act_nhwc(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    groups: usize,
+    gamma: Option<&CudaTensor>,
+    beta: Option<&CudaTensor>,
+    eps: f32,
+    act: Option<Unary>,
+) -> Result<Option<CudaTensor>> {
+    let Some(op) = fused_op(act) else {
+        return Ok(None);
+    };
+    if !x.is_channels_last() {
+        bail!("group_norm (channels-last): {x:?} is not a channels-last (N, C, H, W) tensor");
+    }
+    let c = group_norm_channels(x.shape(), groups)?;
+    let out = be.alloc(&x.storage_shape(), x.dtype())?;
+    if x.elem_count() == 0 {
+        return Ok(Some(out.nhwc_as_channels_last()?));
+    }
+    let affine = affine_vecs(be, x, c, gamma, beta)?;
+    let (shape, p) = gn_params(be, x, groups, &affine, eps, &out)?;
+    let dtype = x.dtype();
+    let ws = be.alloc(
+        &[gn::workspace_f32s_nhwc(shape, dtype) as usize],
+        DType::F32,
+    )?;
+    let p2 = GroupNorm2Params::nhwc(p, be.ptr(&ws), dtype)?;
+    // SAFETY: group_norm_stats_nhwc_v1 / group_norm[_silu]_nhwc_v1_<dtype>(GroupNorm2Params): x
+    // and out are (N, S, C) rows (x channels-last, out its storage shape), gamma and beta (C), all
+    // in x's dtype; ws holds workspace_f32s_nhwc f32s for this shape and dtype.
+    unsafe {
+        stats_then_apply(
+            be,
+            ("group_norm_stats_nhwc", &format!("{op}_nhwc")),
+            1,
+            dtype,
+            gn::launch_config_nhwc(shape, dtype),
+            &p2,
+        )?;
+    }
+    drop(ws);
+    Ok(Some(out.nhwc_as_channels_last()?))
 }
 
 /// The planes `(N·F, C, H, W)` of a token-layout op as the kernels' shape (`n` = N·F planes).
@@ -282,22 +371,15 @@ fn tokens_planes_add_into(
     Ok(())
 }
 
-/// [`Backend::group_norm_conv1x1_tokens`](crate::backends::Backend::group_norm_conv1x1_tokens):
-/// `group_norm_tokens` (F = 1), then the 1x1 conv as a `linear` over the tokens (the weight
-/// `(O, C, 1, 1)` read as `(O, C)`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn group_norm_conv1x1_tokens(
+/// The 1x1 conv `w` `(O, C, 1, 1)` as a `linear` over tokens `t` `(N, H·W, 1, C)` (F = 1): the
+/// second half of `group_norm_conv1x1_tokens` (`memory_format.rs`, after `group_norm_tokens`).
+pub(crate) fn conv1x1_tokens(
     be: &CudaBackend,
-    x: &CudaTensor,
-    groups: usize,
-    gamma: Option<&CudaTensor>,
-    beta: Option<&CudaTensor>,
-    eps: f32,
+    t: &CudaTensor,
     w: &CudaTensor,
     bias: Option<&CudaTensor>,
 ) -> Result<CudaTensor> {
     let w2 = conv1x1_as_linear("group_norm_conv1x1_tokens", w)?;
-    let t = group_norm_tokens(be, x, 1, groups, gamma, beta, eps)?;
     let s = t.shape().to_vec(); // (N, H·W, 1, C)
     let t = t.with_shape(vec![s[0], s[1], s[3]]);
     linalg::linear(be, &t, &w2, bias)
@@ -318,7 +400,7 @@ pub(crate) fn tokens_conv1x1_planes_add(
 }
 
 /// A 1x1 conv weight `(O, C, 1, 1)` as the linear weight `(O, C)` (same buffer).
-fn conv1x1_as_linear(op: &str, w: &CudaTensor) -> Result<CudaTensor> {
+pub(crate) fn conv1x1_as_linear(op: &str, w: &CudaTensor) -> Result<CudaTensor> {
     match *w.shape() {
         [o, c, 1, 1] => Ok(w.with_shape(vec![o, c])),
         _ => bail!(

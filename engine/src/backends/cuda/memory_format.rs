@@ -7,7 +7,11 @@
 //! converted by one copy at the conv's entry (the trunk's entry, `conv_in`).
 //!
 //! The ops that read channels-last operands are the ones in this file (`conv2d`, `conv2d_ext`,
-//! `conv2d_concat`) and the dtype cast (`pointwise::cast`, elementwise on the storage). Every
+//! `conv2d_concat`; `group_norm_act`, which keeps a channels-last x channels-last through the
+//! `(N, H·W, C)` rows kernels of `group_norm.cu`; the Transformer2D entries and exits with F = 1,
+//! `group_norm_tokens`, `group_norm_conv1x1_tokens`, `tokens_planes_add(_concat)`,
+//! `tokens_conv1x1_planes_add`, for which a channels-last image's storage is the tokens) and the
+//! dtype cast (`pointwise::cast`, elementwise on the storage). Every
 //! other op of the backend gets contiguous operands: `backend.rs` passes each tensor argument
 //! through [`Contig::hold`] (one copy for a channels-last tensor, a clone otherwise) before the
 //! op's launcher sees it, so no launcher reads channels-last bytes as NCHW.
@@ -21,7 +25,9 @@ use super::context::CudaBackend;
 use super::conv2d::conv2d_op;
 use super::conv2d_nhwc::PackedConvWeight;
 use super::fused;
+use super::group_norm;
 use super::layout;
+use super::pointwise;
 use super::tensor::{CudaTensor, MemoryFormat};
 use crate::backends::shape::conv2d_dims;
 use crate::backends::{Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
@@ -321,11 +327,192 @@ pub(crate) fn conv2d_concat(
         return fused::conv2d_concat(be, &x, &w, bias.as_ref(), p, epi.view(), &tail);
     };
     let y = conv_channels_last(be, x, w, &pw, bias, p, epi)?;
+    concat_channels_last(be, &y, tail)
+}
+
+/// `concat([y, tail], 1)` of a channels-last y `(N, C, H, W)`, channels-last: y and `tail` copied
+/// into the channel ranges of the `(N, H, W, C + C_t)` rows.
+fn concat_channels_last(be: &CudaBackend, y: &CudaTensor, tail: &CudaTensor) -> Result<CudaTensor> {
     let (ys, ts) = (y.shape(), tail.shape());
     fused::check_concat_tail(ys, ts)?;
     let tail = channels_last(be, tail)?;
-    let out = be.alloc(&[ys[0], ys[2], ys[3], ys[1] + ts[1]], DType::Bf16)?;
+    let out = be.alloc(&[ys[0], ys[2], ys[3], ys[1] + ts[1]], y.dtype())?;
     layout::copy_into(be, &y.storage_view(), &out, 3, 0)?;
     layout::copy_into(be, &tail.storage_view(), &out, 3, ys[1])?;
     out.nhwc_as_channels_last()
+}
+
+/// [`Backend::group_norm_act`](crate::backends::Backend::group_norm_act) (and `group_norm`,
+/// `act` = `None`): a channels-last x runs the channels-last GroupNorm and stays channels-last
+/// (SiLU or no activation); anything else runs on contiguous operands.
+pub(crate) fn group_norm_act(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    groups: usize,
+    gamma: Option<&CudaTensor>,
+    beta: Option<&CudaTensor>,
+    eps: f32,
+    act: Option<Unary>,
+) -> Result<CudaTensor> {
+    let (gamma, beta) = (gamma.hold(be)?, beta.hold(be)?);
+    if x.is_channels_last() {
+        let y =
+            group_norm::group_norm_act_nhwc(be, x, groups, gamma.view(), beta.view(), eps, act)?;
+        if let Some(y) = y {
+            return Ok(y);
+        }
+    }
+    group_norm::group_norm_act(
+        be,
+        &x.hold(be)?,
+        groups,
+        gamma.view(),
+        beta.view(),
+        eps,
+        act,
+    )
+}
+
+/// A channels-last `(N, C, H, W)` tensor's storage as the tokens `(N, H·W, 1, C)` (same bytes).
+fn tokens_of(y: &CudaTensor) -> CudaTensor {
+    let s = y.shape();
+    y.storage_view()
+        .with_shape(vec![s[0], s[2] * s[3], 1, s[1]])
+}
+
+/// [`Backend::group_norm_tokens`](crate::backends::Backend::group_norm_tokens): for a
+/// channels-last x and F = 1 the `(N, H·W, 1, C)` tokens are the storage of the channels-last
+/// GroupNorm's output (no transpose); otherwise the planes kernels on a contiguous x.
+pub(crate) fn group_norm_tokens(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    frames: usize,
+    groups: usize,
+    gamma: Option<&CudaTensor>,
+    beta: Option<&CudaTensor>,
+    eps: f32,
+) -> Result<CudaTensor> {
+    let (gamma, beta) = (gamma.hold(be)?, beta.hold(be)?);
+    if frames == 1 && x.is_channels_last() {
+        let y =
+            group_norm::group_norm_act_nhwc(be, x, groups, gamma.view(), beta.view(), eps, None)?;
+        if let Some(y) = y {
+            return Ok(tokens_of(&y));
+        }
+    }
+    let x = x.hold(be)?;
+    group_norm::group_norm_tokens(be, &x, frames, groups, gamma.view(), beta.view(), eps)
+}
+
+/// [`Backend::group_norm_conv1x1_tokens`](crate::backends::Backend::group_norm_conv1x1_tokens):
+/// [`group_norm_tokens`] (channels-last: no transpose), then the 1x1 conv as a `linear`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn group_norm_conv1x1_tokens(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    groups: usize,
+    gamma: Option<&CudaTensor>,
+    beta: Option<&CudaTensor>,
+    eps: f32,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+) -> Result<CudaTensor> {
+    let t = group_norm_tokens(be, x, 1, groups, gamma, beta, eps)?;
+    let (w, bias) = (w.hold(be)?, bias.hold(be)?);
+    group_norm::conv1x1_tokens(be, &t, &w, bias.view())
+}
+
+/// The residual of a token-layout exit when it can take the channels-last path: F = 1, the
+/// residual channels-last, tokens of its element count and dtype.
+fn channels_last_residual<'r>(
+    tokens: &CudaTensor,
+    residual: &'r CudaTensor,
+    frames: usize,
+) -> Option<&'r CudaTensor> {
+    (frames == 1
+        && residual.is_channels_last()
+        && !tokens.is_channels_last()
+        && tokens.dtype() == residual.dtype()
+        && tokens.elem_count() == residual.elem_count())
+    .then_some(residual)
+}
+
+/// tokens `(N, H·W, [1,] C)` + a channels-last residual `(N, C, H, W)`: one elementwise add over
+/// the storage (the tokens are the residual's row order), channels-last.
+fn tokens_add_channels_last(
+    be: &CudaBackend,
+    tokens: &CudaTensor,
+    residual: &CudaTensor,
+) -> Result<CudaTensor> {
+    let rs = residual.storage_view();
+    let t = tokens.with_shape(rs.shape().to_vec());
+    pointwise::binary(be, &t, &rs, Binary::Add)?.nhwc_as_channels_last()
+}
+
+/// [`Backend::tokens_planes_add`](crate::backends::Backend::tokens_planes_add): with F = 1 and a
+/// channels-last residual, [`tokens_add_channels_last`] (no transpose); else the planes kernel.
+pub(crate) fn tokens_planes_add(
+    be: &CudaBackend,
+    tokens: &CudaTensor,
+    residual: &CudaTensor,
+    frames: usize,
+) -> Result<CudaTensor> {
+    match channels_last_residual(tokens, residual, frames) {
+        Some(r) => tokens_add_channels_last(be, tokens, r),
+        None => group_norm::tokens_planes_add(be, &tokens.hold(be)?, &residual.hold(be)?, frames),
+    }
+}
+
+/// [`Backend::tokens_planes_add_concat`](crate::backends::Backend::tokens_planes_add_concat):
+/// with F = 1 and a channels-last residual, the add then the channel concat of the rows
+/// ([`concat_channels_last`]); else the planes kernel writing its channel slice.
+pub(crate) fn tokens_planes_add_concat(
+    be: &CudaBackend,
+    tokens: &CudaTensor,
+    residual: &CudaTensor,
+    frames: usize,
+    tail: &CudaTensor,
+) -> Result<CudaTensor> {
+    if let Some(r) = channels_last_residual(tokens, residual, frames) {
+        if tail.dtype() == r.dtype() {
+            return concat_channels_last(be, &tokens_add_channels_last(be, tokens, r)?, tail);
+        }
+    }
+    let (tokens, residual, tail) = (tokens.hold(be)?, residual.hold(be)?, tail.hold(be)?);
+    group_norm::tokens_planes_add_concat(be, &tokens, &residual, frames, &tail)
+}
+
+/// [`Backend::tokens_conv1x1_planes_add`](crate::backends::Backend::tokens_conv1x1_planes_add):
+/// with a channels-last residual the 1x1 conv is a `linear` whose epilogue adds the residual's
+/// storage (its `(N, H·W, C)` rows), and the output rows are the channels-last result: one launch,
+/// no transpose. Otherwise the planes kernel after the linear.
+pub(crate) fn tokens_conv1x1_planes_add(
+    be: &CudaBackend,
+    tokens: &CudaTensor,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+    residual: &CudaTensor,
+) -> Result<CudaTensor> {
+    let (tokens, w, bias) = (tokens.hold(be)?, w.hold(be)?, bias.hold(be)?);
+    let rs = residual.shape();
+    let w2 = group_norm::conv1x1_as_linear("tokens_conv1x1_planes_add", &w)?;
+    let fits = rs.len() == 4
+        && tokens.rank() == 3
+        && tokens.shape()[..2] == [rs[0], rs[2] * rs[3]]
+        && w2.shape()[0] == rs[1]
+        && tokens.dtype() == residual.dtype();
+    if !(residual.is_channels_last() && fits) {
+        let residual = residual.hold(be)?;
+        return group_norm::tokens_conv1x1_planes_add(be, &tokens, &w, bias.view(), &residual);
+    }
+    let r = residual.storage_view();
+    let r = r.with_shape(vec![rs[0], rs[2] * rs[3], rs[1]]);
+    let epi = LinearEpilogue {
+        residual: Some(&r),
+        scale: 1.0,
+        geglu: false,
+    };
+    let y = fused::linear_ext(be, &tokens, &w2, bias.view(), epi)?;
+    y.with_shape(vec![rs[0], rs[2], rs[3], rs[1]])
+        .nhwc_as_channels_last()
 }
