@@ -4,8 +4,8 @@
 //! read from DRAM once (`group_norm.cu`'s v2 reads it twice over two launches). Shapes [`plan`]
 //! declines run on `group_norm.cu`.
 
-use crate::group_norm::GroupNormShape;
-use crate::{to_u32, DType, Entry, LaunchConfig};
+use crate::group_norm::{GroupNormParams, GroupNormShape};
+use crate::{DType, Entry, LaunchConfig};
 use anyhow::{ensure, Result};
 
 /// Threads per block (`GN90_THREADS`).
@@ -122,16 +122,8 @@ impl GnSm90Params {
         eps: f32,
         plan: GnSm90Plan,
     ) -> Result<Self> {
-        ensure!(
-            shape.groups >= 1 && shape.c % shape.groups == 0,
-            "group_norm_sm90: channels {} not divisible by groups {}",
-            shape.c,
-            shape.groups
-        );
-        ensure!(
-            eps > 0.0,
-            "group_norm_sm90: eps {eps} must be > 0"
-        );
+        // the shape and eps checks of group_norm.cu's params
+        let p = GroupNormParams::new(x, gamma, beta, y, shape, eps)?;
         ensure!(
             x % 16 == 0 && y % 16 == 0,
             "group_norm_sm90: x and y must be 16-byte aligned (run group_norm.cu's v2)"
@@ -141,10 +133,10 @@ impl GnSm90Params {
             gamma,
             beta,
             y,
-            n: to_u32(shape.n, "group_norm_sm90 N")?,
-            c: to_u32(shape.c, "group_norm_sm90 C")?,
-            s: to_u32(shape.s, "group_norm_sm90 S")?,
-            groups: to_u32(shape.groups, "group_norm_sm90 groups")?,
+            n: p.n,
+            c: p.c,
+            s: p.s,
+            groups: p.groups,
             eps,
             vpc: plan.vpc,
         })
