@@ -106,11 +106,20 @@ __device__ __forceinline__ float4 gn90_merge(float4 a, float4 b) {
   return make_float4(n, fmaf(d, f, a.y), a.z + b.z + d * d * a.x * f, 0.0f);
 }
 
-// 8 bf16 of a 16-byte shared vector as f32.
-__device__ __forceinline__ void unpack8(const uint4& raw, float (&v)[GN90_VEC]) {
-  const __nv_bfloat16* e = reinterpret_cast<const __nv_bfloat16*>(&raw);
+// The 8 bf16 of the 16-byte shared vector `p` as f32, by one ld.shared.v4 (a warp: 4 wavefronts,
+// conflict-free; reinterpreting a uint4 reference let NVRTC emit eight 2-byte loads, each a
+// 4-way bank conflict). bf16 -> f32 is the 16 bits placed high.
+__device__ __forceinline__ void unpack8(const uint4* p, float (&v)[GN90_VEC]) {
+  uint32_t w[4];
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3])
+               : "r"(smem_u32(p))
+               : "memory");
 #pragma unroll
-  for (uint32_t j = 0; j < GN90_VEC; ++j) v[j] = to_f32(e[j]);
+  for (uint32_t j = 0; j < 4; ++j) {
+    v[2 * j] = __uint_as_float(w[j] << 16);
+    v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+  }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -161,7 +170,7 @@ template <uint32_t CL, bool SILU> __device__ __forceinline__ void group_norm_sm9
   float sum = 0.0f;
   for (uint32_t v = threadIdx.x; v < nvec; v += GN90_THREADS) {
     float e[VEC];
-    unpack8(slice[v], e);
+    unpack8(slice + v, e);
 #pragma unroll
     for (uint32_t j = 0; j < VEC; ++j) sum += e[j]; // zeros outside [lo, hi)
   }
@@ -171,7 +180,7 @@ template <uint32_t CL, bool SILU> __device__ __forceinline__ void group_norm_sm9
     const uint64_t e0 = a + (uint64_t)v * VEC;
     const bool all = interior(e0);
     float e[VEC];
-    unpack8(slice[v], e);
+    unpack8(slice + v, e);
 #pragma unroll
     for (uint32_t j = 0; j < VEC; ++j) {
       const float d = (all || (e0 + j >= lo && e0 + j < hi)) ? e[j] - bmean : 0.0f;
@@ -206,7 +215,7 @@ template <uint32_t CL, bool SILU> __device__ __forceinline__ void group_norm_sm9
   for (uint32_t v = threadIdx.x; v < nvec; v += GN90_THREADS) {
     const uint64_t e0 = a + (uint64_t)v * VEC;
     float e[VEC];
-    unpack8(slice[v], e);
+    unpack8(slice + v, e);
     if (interior(e0)) {
       const uint32_t off = (uint32_t)(e0 - gbase);
       uint32_t c = off / p.s;

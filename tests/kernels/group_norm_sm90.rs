@@ -75,3 +75,59 @@ fn group_norm_sm90_rules() {
     let err = GnSm90Params::new([8, 16, 16, 16], shape, 1e-5, p).unwrap_err();
     assert!(err.to_string().contains("16-byte aligned"), "{err}");
 }
+
+/// Counters of two `paper`-step ResNet GroupNorm + SiLU shapes (32 images, 32 groups; 1280
+/// channels x 8x8 = 5 MiB, one block per group, and 640 channels x 2048 = 80 MiB, clusters of 2),
+/// each as `group_norm.cu`'s v2 pair (stats, then apply) and as one `group_norm_silu_sm90`
+/// launch: at sm_90a with `PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=2 PTX_EMU_GPU=h100-sxm
+/// CYBERHOST_KERNEL_TEST_DEVICE=stand-in cargo test -p cyberhost-suite --test kernels
+/// group_norm_sm90_counters -- --ignored` (docs/performance.md, "Single-pass GroupNorm on
+/// thread-block clusters"). Checks nothing: sampled launches leave outputs invalid.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in at sm_90a and PTX_EMU_STATS"]
+fn group_norm_sm90_counters() {
+    use cyberhost_kernels::group_norm::{
+        launch_config_v2, workspace_f32s, GroupNorm2Params, GroupNormParams,
+    };
+    use cyberhost_kernels::kernel_name;
+    let mut dev = Device::new(1, 0);
+    assert!(
+        matches!(dev, Device::Cuda { .. }),
+        "run on the stand-in (CYBERHOST_KERNEL_TEST_DEVICE=stand-in)"
+    );
+    let dtype = DType::Bf16;
+    for (c, s) in [(1280u64, 64u64), (640, 2048)] {
+        let gshape = GroupNormShape {
+            n: 32,
+            c,
+            s,
+            groups: 32,
+        };
+        let len = (32 * c * s) as usize;
+        let x = vec![1.0f32; len];
+        let gamma = vec![1.0f32; c as usize];
+        let [dx, dg, db] = dev.upload_all(dtype, [&x, &gamma, &gamma]).unwrap();
+        let dy = dev.alloc_poisoned(len * 2).unwrap();
+        let ws = dev
+            .alloc_poisoned(workspace_f32s(gshape, dtype) as usize * 4)
+            .unwrap();
+        let p1 = GroupNormParams::new(dx, dg, db, dy, gshape, 1e-5).unwrap();
+        let p2 = GroupNorm2Params::new(p1, ws, dtype).unwrap();
+        let m = KernelModule::GroupNorm;
+        let cfg = launch_config_v2(gshape, dtype);
+        dev.launch(m, &kernel_name("group_norm_stats", 2, dtype), cfg, &p2)
+            .unwrap();
+        dev.launch(m, &kernel_name("group_norm_silu", 2, dtype), cfg, &p2)
+            .unwrap();
+        let p = plan(gshape, dtype).unwrap();
+        let p90 = GnSm90Params::new([dx, dg, db, dy], gshape, 1e-5, p).unwrap();
+        dev.launch(
+            KernelModule::GroupNormSm90,
+            p.entry(true),
+            launch_config(gshape, p),
+            &p90,
+        )
+        .unwrap();
+        dev.download_as(dtype, dy, 1).unwrap();
+    }
+}
