@@ -30,6 +30,7 @@ mod gemm_bf16;
 mod gemm_fp8_sm90;
 mod gemm_sm90;
 mod group_norm;
+mod group_norm_sm90;
 mod layer_norm;
 mod layout;
 mod mean_dim;
@@ -84,7 +85,7 @@ criterion_group! {
     config = config();
     targets = attention::benches, attention_sm90::benches, cfg_ddim::benches, conv2d::benches,
         conv2d_nhwc::benches, conv2d_sm90::benches, gemm::benches, gemm_bf16::benches, gemm_fp8_sm90::benches, gemm_sm90::benches,
-        group_norm::benches, layer_norm::benches, layout::benches,
+        group_norm::benches, group_norm_sm90::benches, layer_norm::benches, layout::benches,
         mean_dim::benches, pointwise::benches, pool::benches, rca::benches, softmax::benches,
         timestep_embedding::benches, upsample::benches
 }

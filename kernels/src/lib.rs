@@ -24,6 +24,7 @@ pub mod gemm_bf16;
 pub mod gemm_fp8_sm90;
 pub mod gemm_sm90;
 pub mod group_norm;
+pub mod group_norm_sm90;
 pub mod layer_norm;
 pub mod layout;
 pub mod mean_dim;
@@ -54,6 +55,8 @@ pub const GEMM_SM90: &str = include_str!("../ptx/gemm_sm90.ptx");
 pub const GEMM_FP8_SM90: &str = include_str!("../ptx/gemm_fp8_sm90.ptx");
 /// `kernels/ptx/group_norm.ptx` (from `kernels/cuda/group_norm.cu`).
 pub const GROUP_NORM: &str = include_str!("../ptx/group_norm.ptx");
+/// `kernels/ptx/group_norm_sm90.ptx` (from `kernels/cuda/group_norm_sm90.cu`, `.target sm_90a`).
+pub const GROUP_NORM_SM90: &str = include_str!("../ptx/group_norm_sm90.ptx");
 /// `kernels/ptx/layer_norm.ptx` (from `kernels/cuda/layer_norm.cu`).
 pub const LAYER_NORM: &str = include_str!("../ptx/layer_norm.ptx");
 /// `kernels/ptx/layout.ptx` (from `kernels/cuda/layout.cu`).
@@ -88,6 +91,7 @@ pub enum KernelModule {
     GemmSm90,
     GemmFp8Sm90,
     GroupNorm,
+    GroupNormSm90,
     LayerNorm,
     Layout,
     MeanDim,
@@ -143,7 +147,7 @@ impl std::fmt::Display for Arch {
 }
 
 impl KernelModule {
-    pub const ALL: [KernelModule; 20] = [
+    pub const ALL: [KernelModule; 21] = [
         KernelModule::Attention,
         KernelModule::AttentionSm90,
         KernelModule::Conv2d,
@@ -154,6 +158,7 @@ impl KernelModule {
         KernelModule::GemmSm90,
         KernelModule::GemmFp8Sm90,
         KernelModule::GroupNorm,
+        KernelModule::GroupNormSm90,
         KernelModule::LayerNorm,
         KernelModule::Layout,
         KernelModule::MeanDim,
@@ -179,6 +184,7 @@ impl KernelModule {
             KernelModule::GemmSm90 => "gemm_sm90",
             KernelModule::GemmFp8Sm90 => "gemm_fp8_sm90",
             KernelModule::GroupNorm => "group_norm",
+            KernelModule::GroupNormSm90 => "group_norm_sm90",
             KernelModule::LayerNorm => "layer_norm",
             KernelModule::Layout => "layout",
             KernelModule::MeanDim => "mean_dim",
@@ -205,6 +211,7 @@ impl KernelModule {
             KernelModule::GemmSm90 => GEMM_SM90,
             KernelModule::GemmFp8Sm90 => GEMM_FP8_SM90,
             KernelModule::GroupNorm => GROUP_NORM,
+            KernelModule::GroupNormSm90 => GROUP_NORM_SM90,
             KernelModule::LayerNorm => LAYER_NORM,
             KernelModule::Layout => LAYOUT,
             KernelModule::MeanDim => MEAN_DIM,
@@ -247,6 +254,7 @@ impl KernelModule {
             KernelModule::GemmSm90 => gemm_sm90::ENTRIES,
             KernelModule::GemmFp8Sm90 => gemm_fp8_sm90::ENTRIES,
             KernelModule::GroupNorm => group_norm::ENTRIES,
+            KernelModule::GroupNormSm90 => group_norm_sm90::ENTRIES,
             KernelModule::LayerNorm => layer_norm::ENTRIES,
             KernelModule::Layout => layout::ENTRIES,
             KernelModule::MeanDim => mean_dim::ENTRIES,

@@ -21,16 +21,16 @@ const SHAPES: &[(usize, usize, usize, usize)] = &[
 
 /// One test's inputs: x of `shape` ~ randn(scale, offset), gamma, beta (rounded to bf16 for bf16),
 /// eps, the CPU backend's output and the kernels' shape.
-struct Inputs {
-    x: Vec<f32>,
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
-    eps: f32,
-    want: Vec<f32>,
-    gshape: GroupNormShape,
+pub(crate) struct Inputs {
+    pub x: Vec<f32>,
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub eps: f32,
+    pub want: Vec<f32>,
+    pub gshape: GroupNormShape,
 }
 
-fn inputs(
+pub(crate) fn inputs(
     dtype: DType,
     shape: (usize, usize, usize, usize),
     silu: bool,

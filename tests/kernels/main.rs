@@ -24,6 +24,7 @@ mod gemm_bf16;
 mod gemm_fp8_sm90;
 mod gemm_sm90;
 mod group_norm;
+mod group_norm_sm90;
 mod layer_norm;
 mod layout;
 mod mean_dim;

@@ -458,8 +458,9 @@ pub fn launch_counted(
     launch_counted_cluster(call, [1, 1, 1], mem, opts, sample_blocks)
 }
 
-/// [`launch_counted`] with thread-block clusters (see [`launch_cluster`]); a launch with
-/// clusters of more than one block runs every block (`sample_blocks` is ignored).
+/// [`launch_counted`] with thread-block clusters (see [`launch_cluster`]); a sampled launch with
+/// clusters of more than one block runs `ceil(sample_blocks / cluster size)` whole clusters
+/// spread over the grid and scales its counters by blocks_total / blocks_executed.
 pub fn launch_counted_cluster(
     call: KernelCall<'_>,
     cluster: [u32; 3],
@@ -483,7 +484,11 @@ pub fn launch_counted_split(
     sample_blocks: Option<u64>,
     split: Option<&gpu_model::sampling::WorkSplit>,
 ) -> Result<(LaunchStats, gpu_model::LaunchAccumulator), Fault> {
-    let sample_blocks = sample_blocks.filter(|_| cluster == [1, 1, 1]);
+    // Clusters of several blocks (asked for, or the kernel's `.reqnctapercluster`) are sampled
+    // whole (`exec::launch`) and scaled uniformly: blocks_total / blocks_executed (a work split
+    // names single blocks, which a cluster sample does not run one by one).
+    let clustered = exec::effective_cluster(&call, cluster) != [1, 1, 1];
+    let split = split.filter(|_| !clustered);
     let total = call.cfg.grid.iter().map(|&g| u64::from(g)).product::<u64>();
     let plan = sample_blocks
         .filter(|&n| n < total)

@@ -269,3 +269,45 @@ fn cluster_directives() {
         .expect_err("no shape");
     assert_eq!(f.kind, FaultKind::InvalidParams, "{f}");
 }
+
+/// A sampled profiling launch of a clustered kernel (here `.reqnctapercluster 2` launched
+/// without a shape, as the CUDA backend launches `group_norm_sm90`) runs whole clusters
+/// (`ceil(3 / 2)` = 2 clusters for a 3-block sample) and scales every count by
+/// blocks_total / blocks_executed: the same instructions, global sectors and distinct DRAM read
+/// sectors as running every block, each byte counted once.
+#[test]
+fn sampled_cluster_launch_runs_whole_clusters() {
+    let counted = |sample: Option<u64>| {
+        let mut e = Emu::new("clusters.ptx");
+        let (grid, threads) = ([8u32, 2, 1], 32u32);
+        let n = (grid[0] * grid[1] * threads) as usize;
+        let input = e.alloc(n * 4);
+        let out = e.alloc(n * 4);
+        let c = cfg(grid, [threads, 1, 1], 0);
+        let p = [p64(input), p64(out)];
+        let params: Vec<&[u8]> = p.iter().map(Vec::as_slice).collect();
+        let call = KernelCall {
+            module: &e.m,
+            kernel: "req_cluster_copy",
+            cfg: &c,
+            params: &params,
+        };
+        let (_, acc) = launch_counted_cluster(
+            call,
+            [1, 1, 1],
+            &mut e.mem,
+            &LaunchOptions::with_checks(Checks::Full),
+            sample,
+        )
+        .unwrap_or_else(|f| panic!("{f}"));
+        acc.finish(&gpu_model::LaunchInfo::new("req_cluster_copy", c.grid, c.block))
+    };
+    let exact = counted(None);
+    let sampled = counted(Some(3));
+    assert_eq!((exact.blocks_executed, sampled.blocks_executed), (16, 4));
+    assert_eq!(sampled.inst_executed, exact.inst_executed);
+    assert_eq!(sampled.global_ld_sectors, exact.global_ld_sectors);
+    assert_eq!(sampled.global_st_sectors, exact.global_st_sectors);
+    assert_eq!(sampled.unique_read_sectors, exact.unique_read_sectors);
+    assert!(sampled.sampled && !exact.sampled);
+}

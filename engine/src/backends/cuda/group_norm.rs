@@ -1,5 +1,6 @@
 //! Launcher of `kernels/cuda/group_norm.cu`: `group_norm`, and `group_norm_act` with SiLU in
-//! the same launch (other activations run composed); `group_norm_tokens` and `tokens_planes_add`
+//! the same launch (other activations run composed; on sm_90a devices the v2 shapes whose groups
+//! fit a cluster's shared memory run `group_norm_sm90.cu`'s single pass instead); `group_norm_tokens` and `tokens_planes_add`
 //! (the token-layout entries), and the Transformer2DModel entry / exit around them
 //! (`group_norm_conv1x1_tokens`, `tokens_conv1x1_planes_add`: the 1x1 convs as `linear`s).
 
@@ -10,6 +11,7 @@ use cyberhost_kernels::group_norm::{
 use cyberhost_kernels::{DType, KernelModule};
 
 use super::context::CudaBackend;
+use super::group_norm_sm90;
 use super::layout;
 use super::linalg;
 use super::pointwise::channel_vec;
@@ -132,9 +134,25 @@ pub(crate) fn group_norm_act(
             )
         };
     }
+    // sm_90a: one pass over x on thread-block clusters where a group fits a cluster's shared memory.
+    let dtype = x.dtype();
+    if let Some(plan) = group_norm_sm90::takes(be.device(), shape, dtype, p.x, p.y) {
+        // SAFETY: x and out are (N, C, S) bf16 of `shape`, gamma and beta (C) bf16 (affine_vecs
+        // makes them in x's dtype); `plan` is takes' for this shape and these pointers.
+        unsafe {
+            group_norm_sm90::launch(
+                be.device(),
+                shape,
+                [p.x, p.gamma, p.beta, p.y],
+                eps,
+                plan,
+                act.is_some(),
+            )?;
+        }
+        return Ok(out);
+    }
     // v2: the per-chunk partials go to a workspace from the backend's normal allocation (a
     // planned arena slot under graph capture), dropped after both launches are enqueued.
-    let dtype = x.dtype();
     let ws = be.alloc(&[gn::workspace_f32s(shape, dtype) as usize], DType::F32)?;
     let p2 = GroupNorm2Params::new(p, be.ptr(&ws), dtype)?;
     // SAFETY: group_norm_stats_v2 / group_norm[_silu]_v2_<dtype>(GroupNorm2Params): x and y as for

@@ -9,7 +9,7 @@
 //! Layout (docs/architecture.md; `tools/check_layout.sh` keeps the arrows one way):
 //! - `backend.rs`: `impl Backend for CudaBackend`, dispatching to the files below;
 //! - one launcher file per kernel module `kernels/cuda/NAME.cu`: `NAME.rs` (`attention`,
-//!   `cfg_ddim`, `conv2d`, `conv2d_nhwc`, `gemm`, `gemm_bf16`, `gemm_sm90`, `group_norm`, `layer_norm`, `layout`, `mean_dim`,
+//!   `cfg_ddim`, `conv2d`, `conv2d_nhwc`, `gemm`, `gemm_bf16`, `gemm_sm90`, `group_norm`, `group_norm_sm90`, `layer_norm`, `layout`, `mean_dim`,
 //!   `pointwise`, `pool`, `rca`, `softmax`, `timestep_embedding`, `upsample`);
 //! - compositions over several launchers: `linalg.rs` (linear / matmul / attention), `fused.rs`
 //!   (the fused primitives), `graph.rs` (`run_steps`:
@@ -36,6 +36,7 @@ pub mod gemm_fp8_sm90;
 pub mod gemm_sm90;
 pub mod graph;
 mod group_norm;
+mod group_norm_sm90;
 mod layer_norm;
 mod layout;
 mod linalg;

@@ -115,6 +115,20 @@ pub(super) fn block_index(b: u64, dims: [u32; 3], grid: [u32; 3]) -> u64 {
     x + y * g[0] + z * g[0] * g[1]
 }
 
+/// The blocks a sampled launch with clusters of `dims` runs when a block sample of `n` blocks
+/// was asked for: `ceil(n / size)` whole clusters (all when that is every cluster), picked over
+/// the launch's clusters as `gpu_model::sampling::sample_blocks` picks blocks (first and last
+/// included, evenly spread), each as its `size` block numbers in the cluster-major order of
+/// [`block_index`].
+pub(super) fn sampled_clusters(n: u64, dims: [u32; 3], grid_blocks: u64) -> Vec<u64> {
+    let size = dims.iter().map(|&d| u64::from(d)).product::<u64>().max(1);
+    let clusters = grid_blocks / size;
+    gpu_model::sampling::sample_blocks(clusters, Some(n.div_ceil(size).max(1)))
+        .into_iter()
+        .flat_map(|c| c * size..(c + 1) * size)
+        .collect()
+}
+
 /// Shuffle the clusters of a launch order (the blocks of a cluster stay together, in rank
 /// order).
 pub(super) fn shuffle_clusters(order: &mut Vec<u64>, dims: [u32; 3], rng: &mut Rng) {

@@ -326,6 +326,16 @@ struct Block<'a, 'b> {
 /// 1024 threads is 32 MiB; real kernels stay far below).
 const MAX_BLOCK_REGISTER_BYTES: u64 = 1 << 30;
 
+/// The cluster shape a launch of `call` asking for `dims` runs with (a kernel's
+/// `.reqnctapercluster` applies to a launch without a shape); `dims` when the kernel is unknown
+/// or the shape is refused (the launch itself reports that).
+pub(crate) fn effective_cluster(call: &KernelCall<'_>, dims: [u32; 3]) -> [u32; 3] {
+    call.module
+        .kernel(call.kernel)
+        .and_then(|p| cluster::launch_dims(p, dims).ok())
+        .unwrap_or(dims)
+}
+
 pub(crate) fn launch(
     call: KernelCall<'_>,
     cluster_dims: [u32; 3],
@@ -470,10 +480,18 @@ pub(crate) fn launch(
         cluster: cluster::Cluster::new(cluster_dims),
     };
     let grid_blocks = cfg.grid[0] as u64 * cfg.grid[1] as u64 * cfg.grid[2] as u64;
-    // Sampled launches run the listed blocks only: block `b` below is the `b`-th of them.
-    let picked = prof
+    // Sampled launches run the listed blocks only: block `b` below is the `b`-th of them. A
+    // clustered launch runs whole clusters instead (its blocks wait for each other): as many
+    // clusters as the list holds blocks, rounded up, spread over the grid as the list is
+    // (`cluster::sampled_clusters`), counted cluster by cluster, rank by rank.
+    let cluster_pick = prof
         .and_then(|p| p.blocks.as_deref())
-        .filter(|_| !clustered);
+        .filter(|_| clustered)
+        .map(|v| cluster::sampled_clusters(v.len() as u64, cluster_dims, grid_blocks));
+    let picked = match &cluster_pick {
+        Some(v) => Some(v.as_slice()),
+        None => prof.and_then(|p| p.blocks.as_deref()),
+    };
     let nblocks = picked.map_or(grid_blocks, |v| v.len() as u64);
     let ctaid_of = |b: u64| {
         let b = picked.map_or(b, |v| v[b as usize]);
