@@ -177,6 +177,9 @@ impl Backend for CudaBackend {
             => group_norm::tokens_planes_add;
         tokens_planes_add_concat(tokens: &CudaTensor, residual: &CudaTensor, frames: usize,
             tail: &CudaTensor) => group_norm::tokens_planes_add_concat;
+        linear_tokens_planes_add(tokens: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>,
+            residual: &CudaTensor, frames: usize, tail: Option<&CudaTensor>)
+            => fused::linear_tokens_planes_add;
         group_norm_conv1x1_tokens(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
             beta: Option<&CudaTensor>, eps: f32, w: &CudaTensor, bias: Option<&CudaTensor>)
             => group_norm::group_norm_conv1x1_tokens;
