@@ -347,56 +347,87 @@ __device__ __forceinline__ uint32_t planes_slot(uint32_t row, uint32_t col) {
   return col * PL_LD + (((row / 4) ^ ((col >> 1) & 2u)) * 4) + row % 4;
 }
 
+// One slab's 16 columns: the fragment's f32 written transposed, then this lane's 8 rows of its column (lane / 2)
+// read back in row order.
+template <uint32_t BN>
+__device__ __forceinline__ void stage_planes_slab(float* buf, uint32_t lane, uint32_t s, const float (&acc)[BN / 2],
+                                                  float (&v)[8]) {
+#pragma unroll
+  for (uint32_t jj = 0; jj < PL_W / 8; ++jj)
+#pragma unroll
+    for (uint32_t h = 0; h < 2; ++h)
+#pragma unroll
+      for (uint32_t e = 0; e < 2; ++e)
+        buf[planes_slot(lane / 4 + 8 * h, 8 * jj + 2 * (lane % 4) + e)] = acc[4 * (s * (PL_W / 8) + jj) + 2 * h + e];
+  __syncwarp();
+  const uint32_t cl = lane / 2, half = lane % 2;
+#pragma unroll
+  for (uint32_t q = 0; q < 2; ++q) {
+    const uint32_t qq = q ^ half; // lane pairs read their halves in opposite order: conflict-free
+    const float4 x = *reinterpret_cast<const float4*>(&buf[planes_slot(8 * half + 4 * qq, cl)]);
+    v[4 * qq] = x.x; v[4 * qq + 1] = x.y; v[4 * qq + 2] = x.z; v[4 * qq + 3] = x.w;
+  }
+  __syncwarp(); // reads done before the next slab overwrites the buffer
+}
+
+// Slabs whose bias and residual loads an interior tile issues together, before the first use (one
+// memory round trip per group): 4 on the 256-wide tile (its 128 accumulators leave room for 4
+// slabs' 16-byte residual chunks), every slab on the narrower ones.
+template <uint32_t BN> __device__ constexpr uint32_t planes_group() { return BN == BN_MAX ? 4 : BN / PL_W; }
+
 template <uint32_t BN>
 __device__ __forceinline__ void epilogue_planes(const GemmSm90Params& p, const Tile& t, uint32_t row0, float* buf,
                                                 uint32_t lane, bool interior, const float (&acc)[BN / 2]) {
+  constexpr uint32_t SLABS = BN / PL_W, G = planes_group<BN>();
+  static_assert(SLABS % G == 0, "whole groups of slabs");
   __nv_bfloat16* c = static_cast<__nv_bfloat16*>(p.c);
   const uint16_t* res = static_cast<const uint16_t*>(p.residual);
   const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
-  const uint32_t cl = lane / 2, half = lane % 2, m = row0 + 8 * half;
+  const uint32_t cl = lane / 2, m = row0 + 8 * (lane % 2);
   // interior: the lane's 8 rows lie in one image (plane_hw % 8 == 0)
   const uint32_t img = t.batch + m / p.plane_hw, hw = m % p.plane_hw;
+  const uint64_t res0 = (uint64_t)img * p.stride_r + hw, out0 = (uint64_t)img * p.stride_c + hw;
 #pragma unroll
-  for (uint32_t s = 0; s < BN / PL_W; ++s) {
-#pragma unroll
-    for (uint32_t jj = 0; jj < PL_W / 8; ++jj)
-#pragma unroll
-      for (uint32_t h = 0; h < 2; ++h)
-#pragma unroll
-        for (uint32_t e = 0; e < 2; ++e)
-          buf[planes_slot(lane / 4 + 8 * h, 8 * jj + 2 * (lane % 4) + e)] = acc[4 * (s * (PL_W / 8) + jj) + 2 * h + e];
-    __syncwarp();
-    float v[8];
-#pragma unroll
-    for (uint32_t q = 0; q < 2; ++q) {
-      const uint32_t qq = q ^ half; // lane pairs read their halves in opposite order: conflict-free
-      const float4 x = *reinterpret_cast<const float4*>(&buf[planes_slot(8 * half + 4 * qq, cl)]);
-      v[4 * qq] = x.x; v[4 * qq + 1] = x.y; v[4 * qq + 2] = x.z; v[4 * qq + 3] = x.w;
-    }
-    __syncwarp(); // reads done before the next slab overwrites the buffer
-    const uint32_t col = t.n0 + s * PL_W + cl;
+  for (uint32_t g0 = 0; g0 < SLABS; g0 += G) {
+    uint4 rx[G] = {};
+    uint32_t bx[G] = {};
     if (interior) {
-      const float b = bias != nullptr ? bf16_bits_to_f32(bias[col]) : 0.0f;
-      float r[8] = {};
-      if (res != nullptr) load_bf16x8(res + (uint64_t)img * p.stride_r + (uint64_t)col * p.plane_hw + hw, 8, r);
 #pragma unroll
-      for (uint32_t e = 0; e < 8; ++e) v[e] = (v[e] + b + r[e]) * p.scale;
-      asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(c + (uint64_t)img * p.stride_c +
-                                                                       (uint64_t)col * p.plane_hw + hw),
-                   "r"(pack_bf16x2(v[0], v[1])), "r"(pack_bf16x2(v[2], v[3])), "r"(pack_bf16x2(v[4], v[5])),
-                   "r"(pack_bf16x2(v[6], v[7]))
-                   : "memory");
-      continue;
+      for (uint32_t i = 0; i < G; ++i) {
+        const uint32_t col = t.n0 + (g0 + i) * PL_W + cl;
+        if (bias != nullptr) bx[i] = bias[col];
+        if (res != nullptr) rx[i] = *reinterpret_cast<const uint4*>(res + res0 + (uint64_t)col * p.plane_hw);
+      }
     }
-    if (col >= p.n) continue;
-    const float b = bias != nullptr ? bf16_bits_to_f32(bias[col]) : 0.0f;
 #pragma unroll
-    for (uint32_t e = 0; e < 8; ++e) {
-      if (m + e >= p.m) break;
-      const uint32_t ie = t.batch + (m + e) / p.plane_hw, se = (m + e) % p.plane_hw;
-      float x = v[e] + b;
-      if (res != nullptr) x += bf16_bits_to_f32(res[(uint64_t)ie * p.stride_r + (uint64_t)col * p.plane_hw + se]);
-      c[(uint64_t)ie * p.stride_c + (uint64_t)col * p.plane_hw + se] = from_f32<__nv_bfloat16>(x * p.scale);
+    for (uint32_t i = 0; i < G; ++i) {
+      float v[8];
+      stage_planes_slab<BN>(buf, lane, g0 + i, acc, v);
+      const uint32_t col = t.n0 + (g0 + i) * PL_W + cl;
+      if (interior) {
+        const float b = __uint_as_float(bx[i] << 16);
+        const uint32_t rw[4] = {rx[i].x, rx[i].y, rx[i].z, rx[i].w};
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) {
+          v[2 * e] = (v[2 * e] + b + __uint_as_float(rw[e] << 16)) * p.scale;
+          v[2 * e + 1] = (v[2 * e + 1] + b + __uint_as_float(rw[e] & 0xffff0000u)) * p.scale;
+        }
+        asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(c + out0 + (uint64_t)col * p.plane_hw),
+                     "r"(pack_bf16x2(v[0], v[1])), "r"(pack_bf16x2(v[2], v[3])), "r"(pack_bf16x2(v[4], v[5])),
+                     "r"(pack_bf16x2(v[6], v[7]))
+                     : "memory");
+        continue;
+      }
+      if (col >= p.n) continue;
+      const float b = bias != nullptr ? bf16_bits_to_f32(bias[col]) : 0.0f;
+#pragma unroll
+      for (uint32_t e = 0; e < 8; ++e) {
+        if (m + e >= p.m) break;
+        const uint32_t ie = t.batch + (m + e) / p.plane_hw, se = (m + e) % p.plane_hw;
+        float x = v[e] + b;
+        if (res != nullptr) x += bf16_bits_to_f32(res[(uint64_t)ie * p.stride_r + (uint64_t)col * p.plane_hw + se]);
+        c[(uint64_t)ie * p.stride_c + (uint64_t)col * p.plane_hw + se] = from_f32<__nv_bfloat16>(x * p.scale);
+      }
     }
   }
 }
