@@ -157,24 +157,42 @@ pub(crate) fn linear_tokens_planes_add(
     frames: usize,
     tail: Option<&CudaTensor>,
 ) -> Result<CudaTensor> {
-    match planes_exit(be, tokens, w, bias, residual, frames, tail) {
-        Some(exit) => linear_planes_sm90(be, tokens, w, bias, residual, tail, exit),
+    let ops = ExitOperands {
+        tokens,
+        w,
+        bias,
+        residual,
+        frames,
+        tail,
+    };
+    match planes_exit(be, &ops) {
+        Some((exit, ptrs)) => linear_planes_sm90(be, residual, tail, exit, ptrs),
         None => composed::linear_tokens_planes_add(be, tokens, w, bias, residual, frames, tail),
     }
 }
 
-/// The [`PlanesExit`] of a `linear_tokens_planes_add` that `gemm_sm90` runs, or `None` (other
-/// arch, dtype, an fp8 weight, shapes that do not fit: the composed ops report those).
-#[allow(clippy::too_many_arguments)]
-fn planes_exit(
-    be: &CudaBackend,
-    tokens: &CudaTensor,
-    w: &CudaTensor,
-    bias: Option<&CudaTensor>,
-    residual: &CudaTensor,
+/// The operands of a `linear_tokens_planes_add`.
+struct ExitOperands<'a> {
+    tokens: &'a CudaTensor,
+    w: &'a CudaTensor,
+    bias: Option<&'a CudaTensor>,
+    residual: &'a CudaTensor,
     frames: usize,
-    tail: Option<&CudaTensor>,
-) -> Option<PlanesExit> {
+    tail: Option<&'a CudaTensor>,
+}
+
+/// The [`PlanesExit`] of a `linear_tokens_planes_add` that `gemm_sm90` runs and its operands
+/// (the output `c` still 0), or `None` (other arch, dtype, an fp8 weight, shapes that do not
+/// fit: the composed ops report those).
+fn planes_exit(be: &CudaBackend, ops: &ExitOperands<'_>) -> Option<(PlanesExit, GemmPtrs)> {
+    let &ExitOperands {
+        tokens,
+        w,
+        bias,
+        residual,
+        frames,
+        tail,
+    } = ops;
     let dev = be.device();
     let bf16 = |t: &CudaTensor| t.dtype() == DType::Bf16;
     let all_bf16 = [tokens, w, residual]
@@ -211,36 +229,31 @@ fn planes_exit(
     let ptrs = GemmPtrs {
         a: be.ptr(tokens),
         b: be.ptr(w),
-        bias: 0,
-        residual: 0,
+        bias: bias.map_or(0, |b| be.ptr(b)),
+        residual: be.ptr(residual),
         c: 0,
     };
     let (shape, layout) = (exit.shape(), exit.layout());
     (fits
         && gemm_sm90::supports(ptrs, shape, layout)
         && gemm_sm90::prefers(shape, false, dev.sm_count()))
-    .then_some(exit)
+    .then_some((exit, ptrs))
 }
 
 /// `exit` through `gemm_sm90`'s planes epilogue into a fresh `(N·F, C + C_t, H, W)` output, the
 /// tail copied into channels `[C, C + C_t)`.
 fn linear_planes_sm90(
     be: &CudaBackend,
-    tokens: &CudaTensor,
-    w: &CudaTensor,
-    bias: Option<&CudaTensor>,
     residual: &CudaTensor,
     tail: Option<&CudaTensor>,
     exit: PlanesExit,
+    ptrs: GemmPtrs,
 ) -> Result<CudaTensor> {
     let rs = residual.shape();
     let out = be.alloc(&[rs[0], exit.out_channels, rs[2], rs[3]], DType::Bf16)?;
     let ptrs = GemmPtrs {
-        a: be.ptr(tokens),
-        b: be.ptr(w),
-        bias: bias.map_or(0, |b| be.ptr(b)),
-        residual: be.ptr(residual),
         c: be.ptr(&out),
+        ..ptrs
     };
     // the element counts were checked by `planes_exit` (tokens, weight, bias, residual) and the
     // allocation (output): the extents the exit's tensor maps and epilogue address
