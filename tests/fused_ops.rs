@@ -1057,7 +1057,11 @@ fn cuda_linear_tokens_planes_add_launches() {
         )
     });
     let hopper = be.device().arch() == cyberhost_kernels::Arch::Sm90a;
-    assert_eq!(n, if hopper { 2 } else { 3 }, "linear_tokens_planes_add launches");
+    assert_eq!(
+        n,
+        if hopper { 2 } else { 3 },
+        "linear_tokens_planes_add launches"
+    );
     let [tc, wc, bc, rc, tlc] = [&td, &wd, &bd, &rd, &tld].map(cpu);
     let want = CPU
         .linear_tokens_planes_add(&tc, &wc, Some(&bc), &rc, 3, Some(&tlc))
