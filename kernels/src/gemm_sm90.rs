@@ -257,9 +257,9 @@ pub fn tensor_maps_framed(
 /// A transformer exit as one planes-epilogue GEMM: tokens `(items, hw, frames, K)` times the
 /// weight `(C, K)` + bias, as planes `(items · frames, out_channels, hw)` (channels `[0, C)`;
 /// `out_channels > C`: the first part of a concat) `+` the residual planes
-/// `(items · frames, C, hw)`. Frames 1: one batch, token row r = image r / hw, pixel r % hw; frames
-/// > 1: batch (item, frame) of hw rows (the A map's frames split), so a CTA tile's rows are one
-/// frame's pixels and its stores run along the planes.
+/// `(items · frames, C, hw)`. One frame: one batch, token row r = image r / hw, pixel r % hw;
+/// more frames: batch (item, frame) of hw rows (the A map's frames split), so a CTA tile's rows
+/// are one frame's pixels and its stores run along the planes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanesExit {
     pub items: usize,
