@@ -1032,3 +1032,39 @@ fn cuda_self_attention_projects_qkv_once() {
         assert!(cross.to_qkv.is_none(), "cross-attention is not packed");
     }
 }
+
+/// `linear_tokens_planes_add` (a motion module's exit into the next layer's skip concat): on an
+/// sm_90a device two launches (`linear_sm90_v1_bf16` writing the planes + residual, one copy of
+/// the tail), elsewhere the composed three (linear, `tokens_planes_add_v2`, the copy); the values
+/// match the CPU's composition either way (the kernel's cases: `tests/kernels/gemm_sm90.rs`).
+#[test]
+fn cuda_linear_tokens_planes_add_launches() {
+    let _g = serial();
+    let be = gpu();
+    let (td, wd, bd, rd, tld) = (
+        data(&[72, 3, 32], 84),
+        data(&[24, 32], 85),
+        data(&[24], 86),
+        data(&[3, 24, 8, 9], 87),
+        data(&[3, 5, 8, 9], 88),
+    );
+    let [t, w, b, r, tail] = [&td, &wd, &bd, &rd, &tld].map(|d| up(be, d));
+    let mut out = None;
+    let n = launches(|| {
+        out = Some(
+            be.linear_tokens_planes_add(&t, &w, Some(&b), &r, 3, Some(&tail))
+                .unwrap(),
+        )
+    });
+    let hopper = be.device().arch() == cyberhost_kernels::Arch::Sm90a;
+    assert_eq!(
+        n,
+        if hopper { 2 } else { 3 },
+        "linear_tokens_planes_add launches"
+    );
+    let [tc, wc, bc, rc, tlc] = [&td, &wd, &bd, &rd, &tld].map(cpu);
+    let want = CPU
+        .linear_tokens_planes_add(&tc, &wc, Some(&bc), &rc, 3, Some(&tlc))
+        .unwrap();
+    check("linear_tokens_planes_add", &out.unwrap(), &want, 1e-2);
+}

@@ -66,7 +66,7 @@ using hopper::TmaDesc;
 
 // Mirrored by kernels/src/gemm_sm90.rs `GemmSm90Params` (384 bytes).
 struct __align__(64) GemmSm90Params {
-  TmaDesc tma_a;        // A: dims (K, M, batch | 1), box (64, 128, 1), bf16, 128B swizzle
+  TmaDesc tma_a;        // A: dims (K, M, frames, batch / frames | 1), box (64, 128, 1, 1), bf16, 128B swizzle
   TmaDesc tma_b;        // B: dims (K, N | 2N, batch | 1), box (64, tile_n | GEGLU 128, 1)
   const void* bias;     // (N | 2N) bf16, or null
   const void* residual; // (batch, M, ldr) bf16, or null (may alias c)
@@ -80,7 +80,10 @@ struct __align__(64) GemmSm90Params {
   uint32_t tiles_m, tiles_n;     // ceil(M / 128), ceil(N / (tile_n | GEGLU 128))
   uint32_t raster;               // tile rows per raster group (a divisor of gridDim.x where it can)
   uint32_t tile_n;               // CTA tile columns without GEGLU: 256, 160 or 128 (GEGLU: 256)
-  uint32_t pad[8];
+  uint32_t frames;               // A map's frames per batch item: batch g reads (frame g % frames, item g / frames)
+  uint32_t planes;               // 1: C, R are planes (images, channels, plane_hw) (epilogue_planes)
+  uint32_t plane_hw;             // planes: H·W of one plane
+  uint32_t pad[5];
 };
 static_assert(sizeof(GemmSm90Params) == 384, "kernels/src/gemm_sm90.rs");
 
@@ -93,6 +96,7 @@ using hopper::mbar_arrive_expect_tx;
 using hopper::mbar_init;
 using hopper::mbar_wait;
 using hopper::tma_load_3d;
+using hopper::tma_load_4d;
 using hopper::wgmma_wait_acc;
 
 // K-major, 128B-swizzled operand descriptor: rows of 128 bytes (64 bf16 of k), 8-row groups 1024
@@ -327,6 +331,107 @@ __device__ __forceinline__ void epilogue(const GemmSm90Params& p, const Tile& t,
   }
 }
 
+// Planes epilogue (p.planes, no GEGLU): token row m of batch g is pixel m % plane_hw of image
+// g + m / plane_hw (f = 1: one batch, the rows run over the images; f > 1: batch g = (item, frame), the A
+// map hands the CTA rows of that frame), column n its channel: C[img][n][hw] = scale * (acc + bias[n] +
+// R[img][n][hw]) with images stride_c / stride_r elements apart, channels plane_hw apart.
+// Slabs of 16 columns are staged transposed (column-major, PL_LD = 24 f32 a column, the 4-row
+// groups of column c swizzled by (c >> 1) & 2): the fragment's f32 writes and the two float4 reads
+// of 8 rows a lane (lane pairs: one column's 16 rows, read in lane-dependent order) are
+// conflict-free. Each lane then adds bias and residual and stores its 8 rows of one channel plane:
+// 16 bytes, a lane pair one 32-byte sector, a warp 16 whole sectors a request.
+constexpr uint32_t PL_W = 16, PL_LD = 24;
+static_assert(PL_W * PL_LD <= 16 * EPI_LD, "the planes slab fits the warp's staging buffer");
+
+__device__ __forceinline__ uint32_t planes_slot(uint32_t row, uint32_t col) {
+  return col * PL_LD + (((row / 4) ^ ((col >> 1) & 2u)) * 4) + row % 4;
+}
+
+// One slab's 16 columns: the fragment's f32 written transposed, then this lane's 8 rows of its column (lane / 2)
+// read back in row order.
+template <uint32_t BN>
+__device__ __forceinline__ void stage_planes_slab(float* buf, uint32_t lane, uint32_t s, const float (&acc)[BN / 2],
+                                                  float (&v)[8]) {
+#pragma unroll
+  for (uint32_t jj = 0; jj < PL_W / 8; ++jj)
+#pragma unroll
+    for (uint32_t h = 0; h < 2; ++h)
+#pragma unroll
+      for (uint32_t e = 0; e < 2; ++e)
+        buf[planes_slot(lane / 4 + 8 * h, 8 * jj + 2 * (lane % 4) + e)] = acc[4 * (s * (PL_W / 8) + jj) + 2 * h + e];
+  __syncwarp();
+  const uint32_t cl = lane / 2, half = lane % 2;
+#pragma unroll
+  for (uint32_t q = 0; q < 2; ++q) {
+    const uint32_t qq = q ^ half; // lane pairs read their halves in opposite order: conflict-free
+    const float4 x = *reinterpret_cast<const float4*>(&buf[planes_slot(8 * half + 4 * qq, cl)]);
+    v[4 * qq] = x.x; v[4 * qq + 1] = x.y; v[4 * qq + 2] = x.z; v[4 * qq + 3] = x.w;
+  }
+  __syncwarp(); // reads done before the next slab overwrites the buffer
+}
+
+// Slabs whose bias and residual loads an interior tile issues together, before the first use (one
+// memory round trip per group): 4 on the 256-wide tile (its 128 accumulators leave room for 4
+// slabs' 16-byte residual chunks), every slab on the narrower ones.
+template <uint32_t BN> __device__ constexpr uint32_t planes_group() { return BN == BN_MAX ? 4 : BN / PL_W; }
+
+template <uint32_t BN>
+__device__ __forceinline__ void epilogue_planes(const GemmSm90Params& p, const Tile& t, uint32_t row0, float* buf,
+                                                uint32_t lane, bool interior, const float (&acc)[BN / 2]) {
+  constexpr uint32_t SLABS = BN / PL_W, G = planes_group<BN>();
+  static_assert(SLABS % G == 0, "whole groups of slabs");
+  __nv_bfloat16* c = static_cast<__nv_bfloat16*>(p.c);
+  const uint16_t* res = static_cast<const uint16_t*>(p.residual);
+  const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
+  const uint32_t cl = lane / 2, m = row0 + 8 * (lane % 2);
+  // interior: the lane's 8 rows lie in one image (plane_hw % 8 == 0)
+  const uint32_t img = t.batch + m / p.plane_hw, hw = m % p.plane_hw;
+  const uint64_t res0 = (uint64_t)img * p.stride_r + hw, out0 = (uint64_t)img * p.stride_c + hw;
+#pragma unroll
+  for (uint32_t g0 = 0; g0 < SLABS; g0 += G) {
+    uint4 rx[G] = {};
+    uint32_t bx[G] = {};
+    if (interior) {
+#pragma unroll
+      for (uint32_t i = 0; i < G; ++i) {
+        const uint32_t col = t.n0 + (g0 + i) * PL_W + cl;
+        if (bias != nullptr) bx[i] = bias[col];
+        if (res != nullptr) rx[i] = *reinterpret_cast<const uint4*>(res + res0 + (uint64_t)col * p.plane_hw);
+      }
+    }
+#pragma unroll
+    for (uint32_t i = 0; i < G; ++i) {
+      float v[8];
+      stage_planes_slab<BN>(buf, lane, g0 + i, acc, v);
+      const uint32_t col = t.n0 + (g0 + i) * PL_W + cl;
+      if (interior) {
+        const float b = __uint_as_float(bx[i] << 16);
+        const uint32_t rw[4] = {rx[i].x, rx[i].y, rx[i].z, rx[i].w};
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) {
+          v[2 * e] = (v[2 * e] + b + __uint_as_float(rw[e] << 16)) * p.scale;
+          v[2 * e + 1] = (v[2 * e + 1] + b + __uint_as_float(rw[e] & 0xffff0000u)) * p.scale;
+        }
+        asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(c + out0 + (uint64_t)col * p.plane_hw),
+                     "r"(pack_bf16x2(v[0], v[1])), "r"(pack_bf16x2(v[2], v[3])), "r"(pack_bf16x2(v[4], v[5])),
+                     "r"(pack_bf16x2(v[6], v[7]))
+                     : "memory");
+        continue;
+      }
+      if (col >= p.n) continue;
+      const float b = bias != nullptr ? bf16_bits_to_f32(bias[col]) : 0.0f;
+#pragma unroll
+      for (uint32_t e = 0; e < 8; ++e) {
+        if (m + e >= p.m) break;
+        const uint32_t ie = t.batch + (m + e) / p.plane_hw, se = (m + e) % p.plane_hw;
+        float x = v[e] + b;
+        if (res != nullptr) x += bf16_bits_to_f32(res[(uint64_t)ie * p.stride_r + (uint64_t)col * p.plane_hw + se]);
+        c[(uint64_t)ie * p.stride_c + (uint64_t)col * p.plane_hw + se] = from_f32<__nv_bfloat16>(x * p.scale);
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // kernel
 // ------------------------------------------------------------------------------------------------
@@ -358,13 +463,14 @@ template <bool GEGLU, uint32_t BN> __device__ __forceinline__ void gemm_sm90(con
     uint32_t stage = 0, phase = 0;
     for (uint32_t ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
       const Tile t = tile_of(p, ti, BN_OUT);
-      const int32_t ba = p.a_batched ? (int32_t)t.batch : 0, bb = p.b_batched ? (int32_t)t.batch : 0;
+      const uint32_t ga = p.a_batched ? t.batch : 0;
+      const int32_t bb = p.b_batched ? (int32_t)t.batch : 0;
       for (uint32_t kt = 0; kt < ktiles; ++kt) {
         mbar_wait(empty + 8 * stage, phase ^ 1u); // a fresh barrier passes parity 1
         const uint32_t bar = full + 8 * stage, sa = base + stage * STAGE_BYTES, sb = sa + A_BYTES;
         mbar_arrive_expect_tx(bar, A_BYTES + BN * BK * 2);
         const int32_t k0 = (int32_t)(kt * BK);
-        tma_load_3d(sa, &p.tma_a, bar, k0, (int32_t)t.m0, ba);
+        tma_load_4d(sa, &p.tma_a, bar, k0, (int32_t)t.m0, (int32_t)(ga % p.frames), (int32_t)(ga / p.frames));
         if constexpr (GEGLU) {
           tma_load_3d(sb, &p.tma_b, bar, k0, (int32_t)t.n0, bb);
           tma_load_3d(sb + B_BYTES / 2, &p.tma_b, bar, k0, (int32_t)(p.n + t.n0), bb);
@@ -387,6 +493,9 @@ template <bool GEGLU, uint32_t BN> __device__ __forceinline__ void gemm_sm90(con
   const bool aligned = a16(p.c) && p.ldc % 8 == 0 && p.stride_c % 8 == 0 &&
                        (p.residual == nullptr || (a16(p.residual) && p.ldr % 8 == 0 && p.stride_r % 8 == 0)) &&
                        (GEGLU || p.bias == nullptr || a16(p.bias));
+  // planes: whole 8-row runs of one plane, 16-byte aligned (every image and channel plane too)
+  const bool planes_aligned = a16(p.c) && (p.residual == nullptr || a16(p.residual)) && p.plane_hw % 8 == 0 &&
+                              p.stride_c % 8 == 0 && p.stride_r % 8 == 0;
   float acc[BN / 2];
 #pragma unroll
   for (uint32_t i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
@@ -410,6 +519,12 @@ template <bool GEGLU, uint32_t BN> __device__ __forceinline__ void gemm_sm90(con
     wgmma_wait_acc<0>(acc);
     if (lane == 0) mbar_arrive(empty + 8 * prev);
     const uint32_t row0 = t.m0 + 64 * cw + 16 * (warp % 4);
+    if constexpr (!GEGLU) {
+      if (p.planes) {
+        epilogue_planes<BN>(p, t, row0, buf, lane, row0 + 16 <= p.m && t.n0 + BN <= p.n && planes_aligned, acc);
+        continue;
+      }
+    }
     epilogue<GEGLU, BN>(p, t, row0, buf, lane, row0 + 16 <= p.m && t.n0 + BN_OUT <= p.n && aligned, acc);
   }
 }

@@ -78,6 +78,14 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const TmaDesc* map, ui
                "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
                : "memory");
 }
+// TMA 4D tile load of box (c0, c1, c2, c3) of `map` into shared `dst`, completing on mbarrier `bar`.
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const TmaDesc* map, uint32_t bar, int32_t c0, int32_t c1,
+                                            int32_t c2, int32_t c3) {
+  asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, "
+               "%4, %5}], [%6];\n" ::"r"(dst),
+               "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+               : "memory");
+}
 // wgmma_wait<N> with the R accumulators as operands: no read or write of them moves across it.
 template <uint32_t N, uint32_t R> __device__ __forceinline__ void wgmma_wait_acc(float (&d)[R]) {
 #pragma unroll

@@ -145,11 +145,13 @@ pub fn tiles(s: Fp8Shape, geglu: bool) -> u64 {
 /// The tensor maps of QA `(M, ldq)` and QB `(N | 2N, ldq)`: uint8, dims `(K, rows, 1)`, boxes
 /// `(128, 128 | 256 | 128, 1)`.
 pub fn tensor_maps(p: Fp8Ptrs, s: Fp8Shape, geglu: bool) -> [TmaTile; 2] {
-    let map = |base: u64, rows: u64, box_rows: u32| TmaTile {
-        base,
-        dims: [s.k, rows, 1],
-        strides: [s.ldq, rows.max(1) * s.ldq],
-        box_dim: [BK, box_rows, 1],
+    let map = |base: u64, rows: u64, box_rows: u32| {
+        TmaTile::rank3(
+            base,
+            [s.k, rows, 1],
+            [s.ldq, rows.max(1) * s.ldq],
+            [BK, box_rows, 1],
+        )
     };
     let b_rows = if geglu { 2 * s.n } else { s.n };
     [map(p.qa, s.m, BM), map(p.qb, b_rows, bn_out(geglu))]
@@ -286,9 +288,9 @@ mod tests {
             c: 0,
         };
         let [a, b] = tensor_maps(p, s, true);
-        assert_eq!(a.dims, [72, 300, 1]);
-        assert_eq!(a.strides, [80, 300 * 80]);
-        assert_eq!(b.dims, [72, 1040, 1]);
-        assert_eq!(b.box_dim, [128, 128, 1]);
+        assert_eq!(a.used().0, [72, 300, 1]);
+        assert_eq!(a.used().1, [80, 300 * 80]);
+        assert_eq!(b.used().0, [72, 1040, 1]);
+        assert_eq!(b.used().2, [128, 128, 1]);
     }
 }

@@ -47,15 +47,36 @@ pub const ENTRIES: &[Entry] = &[Entry {
 /// The entry name.
 pub const ENTRY: &str = "linear_sm90_v1_bf16";
 
-/// One rank-3 bf16 tile-mode tensor map for `cuTensorMapEncodeTiled`: dims `(K, rows, batch)`
-/// (dim 0 contiguous), byte strides of dims 1 and 2, box `(64, box_rows, 1)`, element strides 1,
-/// no interleave, [`TMA_SWIZZLE_128B`], [`TMA_L2_PROMOTION_128B`], OOB fill none (zeros).
+/// One bf16 tile-mode tensor map of `rank` (3 or 4) for `cuTensorMapEncodeTiled`: dims
+/// `(K, rows, d2 [, d3])` (dim 0 contiguous), byte strides of dims 1.., box `(64, box_rows, 1 [, 1])`,
+/// element strides 1, no interleave, [`TMA_SWIZZLE_128B`], [`TMA_L2_PROMOTION_128B`], OOB fill
+/// none (zeros). Entries past `rank` are unused (dims and box 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TmaTile {
     pub base: u64,
-    pub dims: [u64; 3],
-    pub strides: [u64; 2],
-    pub box_dim: [u32; 3],
+    pub rank: u32,
+    pub dims: [u64; 4],
+    pub strides: [u64; 3],
+    pub box_dim: [u32; 4],
+}
+
+impl TmaTile {
+    /// A rank-3 map (`(K, rows, batch)`; strides of dims 1, 2; box `(k, rows, 1)`).
+    pub fn rank3(base: u64, dims: [u64; 3], strides: [u64; 2], box_dim: [u32; 3]) -> Self {
+        TmaTile {
+            base,
+            rank: 3,
+            dims: [dims[0], dims[1], dims[2], 1],
+            strides: [strides[0], strides[1], strides[1]],
+            box_dim: [box_dim[0], box_dim[1], box_dim[2], 1],
+        }
+    }
+
+    /// The first `rank` dims, `rank - 1` strides and `rank` box sizes.
+    pub fn used(&self) -> (&[u64], &[u64], &[u32]) {
+        let r = self.rank as usize;
+        (&self.dims[..r], &self.strides[..r - 1], &self.box_dim[..r])
+    }
 }
 
 /// Mirrors `struct GemmSm90Params` in `gemm_sm90.cu` (384 bytes, 64-byte aligned: the tensor maps
@@ -88,7 +109,13 @@ pub struct GemmSm90Params {
     pub raster: u32,
     /// CTA tile columns without GEGLU ([`tile_n`]; GEGLU: [`BN`]).
     pub tile_n: u32,
-    pub _pad: [u32; 8],
+    /// Frames per batch item of A's map: batch g reads frame `g % frames` of item `g / frames`.
+    pub frames: u32,
+    /// 1: the planes epilogue ([`PlanesExit`]).
+    pub planes: u32,
+    /// Planes: H·W of one channel plane.
+    pub plane_hw: u32,
+    pub _pad: [u32; 5],
 }
 
 /// Whether `linear_sm90_v1_bf16` runs this linear: K > 0, non-empty output, A and B 16-byte
@@ -161,8 +188,9 @@ pub fn tile_n(shape: GemmShape, geglu: bool, sm_count: u32) -> u32 {
 }
 
 /// The tensor maps of A `(batch | 1, M, lda)` and B `(batch | 1, N | 2N, ldb)` (B's box: the
-/// schedule's tile width, GEGLU 128 rows loaded twice): dim 2 is the batch when the batch stride
-/// is non-zero, else 1 (the kernel then reads batch 0 for all).
+/// schedule's tile width, GEGLU 128 rows loaded twice): B's dim 2 is the batch when the batch stride
+/// is non-zero, else 1 (the kernel then reads batch 0 for all). A's map has rank 4, dims
+/// `(K, M, 1, batch | 1)` ([`tensor_maps_framed`] splits the batch into frames).
 pub fn tensor_maps(
     ptrs: GemmPtrs,
     shape: GemmShape,
@@ -170,24 +198,116 @@ pub fn tensor_maps(
     geglu: bool,
     sched: Sm90Schedule,
 ) -> [TmaTile; 2] {
-    let map = |base: u64, rows: u64, ld: u64, stride: u64, box_rows: u32| {
-        let (batches, bstride) = if stride == 0 {
+    tensor_maps_framed(ptrs, shape, layout, geglu, sched, 1)
+}
+
+/// [`tensor_maps`] with A's batch g = (item g / frames, frame g % frames): dims
+/// `(K, M, frames, batch / frames)`, the frames `stride_a` apart, the items `M · lda` apart (the
+/// tokens `(items, M, frames, K)` of a motion module, `lda = frames · K`, `stride_a = K`: a CTA tile
+/// holds rows of one frame). `frames` 1: the batch `stride_a` apart (0: one A for all).
+pub fn tensor_maps_framed(
+    ptrs: GemmPtrs,
+    shape: GemmShape,
+    layout: GemmLayout,
+    geglu: bool,
+    sched: Sm90Schedule,
+    frames: usize,
+) -> [TmaTile; 2] {
+    let frames = frames as u64;
+    let batch_dims = |rows: u64, ld: u64, stride: u64| {
+        if stride == 0 {
             (1, rows.max(1) * ld * 2)
         } else {
             (shape.batch, stride * 2)
-        };
+        }
+    };
+    let (a_batches, a_stride) = batch_dims(shape.m, layout.lda, layout.stride_a);
+    let a = if frames > 1 {
         TmaTile {
-            base,
-            dims: [shape.k, rows, batches],
-            strides: [ld * 2, bstride],
-            box_dim: [BK, box_rows, 1],
+            base: ptrs.a,
+            rank: 4,
+            dims: [shape.k, shape.m, frames, shape.batch / frames],
+            strides: [
+                layout.lda * 2,
+                layout.stride_a * 2,
+                shape.m * layout.lda * 2,
+            ],
+            box_dim: [BK, BM, 1, 1],
+        }
+    } else {
+        TmaTile {
+            base: ptrs.a,
+            rank: 4,
+            dims: [shape.k, shape.m, 1, a_batches],
+            strides: [layout.lda * 2, a_stride, a_stride],
+            box_dim: [BK, BM, 1, 1],
         }
     };
     let b_rows = if geglu { 2 * shape.n } else { shape.n };
-    [
-        map(ptrs.a, shape.m, layout.lda, layout.stride_a, BM),
-        map(ptrs.b, b_rows, layout.ldb, layout.stride_b, sched.tile_n),
-    ]
+    let (b_batches, b_stride) = batch_dims(b_rows, layout.ldb, layout.stride_b);
+    let b = TmaTile::rank3(
+        ptrs.b,
+        [shape.k, b_rows, b_batches],
+        [layout.ldb * 2, b_stride],
+        [BK, sched.tile_n, 1],
+    );
+    [a, b]
+}
+
+/// A transformer exit as one planes-epilogue GEMM: tokens `(items, hw, frames, K)` times the
+/// weight `(C, K)` + bias, as planes `(items · frames, out_channels, hw)` (channels `[0, C)`;
+/// `out_channels > C`: the first part of a concat) `+` the residual planes
+/// `(items · frames, C, hw)`. One frame: one batch, token row r = image r / hw, pixel r % hw;
+/// more frames: batch (item, frame) of hw rows (the A map's frames split), so a CTA tile's rows
+/// are one frame's pixels and its stores run along the planes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanesExit {
+    pub items: usize,
+    pub hw: usize,
+    pub frames: usize,
+    pub k: usize,
+    pub c: usize,
+    pub out_channels: usize,
+}
+
+impl PlanesExit {
+    /// The GEMM problem: frames 1 `(1, items · hw, C, K)`, else `(items · frames, hw, C, K)`.
+    pub fn shape(&self) -> GemmShape {
+        if self.frames > 1 {
+            GemmShape::new(self.items * self.frames, self.hw, self.c, self.k)
+        } else {
+            GemmShape::new(1, self.items * self.hw, self.c, self.k)
+        }
+    }
+
+    /// Its strides: A rows `frames · K` apart, frames `K` apart (frames 1: one batch); B shared;
+    /// C and R images `out_channels · hw` / `C · hw` apart (ldc / ldr: C, unused: the planes
+    /// epilogue steps the channels `hw` apart).
+    pub fn layout(&self) -> GemmLayout {
+        let u = |v: usize| v as u64;
+        let (f, k, c, hw) = (u(self.frames.max(1)), u(self.k), u(self.c), u(self.hw));
+        GemmLayout {
+            lda: f * k,
+            ldb: k,
+            ldr: c,
+            ldc: c,
+            stride_a: if f > 1 { k } else { 0 },
+            stride_b: 0,
+            stride_r: c * hw,
+            stride_c: u(self.out_channels) * hw,
+        }
+    }
+
+    /// Elements of the output planes / the residual / the tokens.
+    pub fn out_len(&self) -> usize {
+        self.items * self.frames * self.out_channels * self.hw
+    }
+    pub fn residual_len(&self) -> usize {
+        self.items * self.frames * self.c * self.hw
+    }
+    pub fn tokens_len(&self) -> usize {
+        self.items * self.hw * self.frames * self.k
+    }
 }
 
 impl GemmSm90Params {
@@ -233,8 +353,32 @@ impl GemmSm90Params {
             tiles_n: to_u32(ceil_div(shape.n, sched.tile_n as u64), "tiles_n")?,
             raster: sched.plan.raster.max(1),
             tile_n: if epi.geglu { BN } else { sched.tile_n },
-            _pad: [0; 8],
+            frames: 1,
+            planes: 0,
+            plane_hw: 0,
+            _pad: [0; 5],
         })
+    }
+
+    /// The params of `exit` ([`PlanesExit`]: its shape and layout, no GEGLU) with the maps of
+    /// [`tensor_maps_framed`] (`exit.frames`).
+    pub fn planes(
+        ptrs: GemmPtrs,
+        exit: PlanesExit,
+        epi: GemmEpilogue,
+        maps: [[u64; 16]; 2],
+        sched: Sm90Schedule,
+    ) -> Result<Self> {
+        ensure!(!epi.geglu, "{ENTRY}: the planes epilogue takes no GEGLU");
+        ensure!(
+            exit.frames > 0 && exit.hw > 0 && exit.out_channels >= exit.c,
+            "{ENTRY}: planes exit {exit:?}: frames and H·W must be > 0, out_channels >= C"
+        );
+        let mut p = Self::new(ptrs, exit.shape(), exit.layout(), epi, maps, sched)?;
+        p.frames = to_u32(exit.frames as u64, "frames")?;
+        p.planes = 1;
+        p.plane_hw = to_u32(exit.hw as u64, "plane H·W")?;
+        Ok(p)
     }
 }
 
@@ -288,6 +432,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(GemmSm90Params, tiles_n), 340);
         assert_eq!(std::mem::offset_of!(GemmSm90Params, raster), 344);
         assert_eq!(std::mem::offset_of!(GemmSm90Params, tile_n), 348);
+        assert_eq!(std::mem::offset_of!(GemmSm90Params, plane_hw), 360);
     );
 
     #[test]
@@ -342,11 +487,26 @@ mod tests {
         assert!(prefers(GemmShape::new(1, 65, 1280, 1280), false, 132));
         assert!(prefers(GemmShape::new(1, 1, 33 * 256, 1280), false, 132));
         let [a, b] = tensor_maps(ptrs, shape, layout, true, sched);
-        assert_eq!(a.dims, [72, 300, 2]);
-        assert_eq!(a.strides, [144, 300 * 144]);
-        assert_eq!(b.dims, [72, 1040, 1]);
-        assert_eq!(b.box_dim, [64, 128, 1]);
+        assert_eq!(a.dims, [72, 300, 1, 2]);
+        assert_eq!(a.strides, [144, 300 * 144, 300 * 144]);
+        assert_eq!(b.used().0, [72, 1040, 1]);
+        assert_eq!(b.used().2, [64, 128, 1]);
         let [_, b] = tensor_maps(ptrs, shape, layout, false, under);
-        assert_eq!(b.box_dim, [64, 160, 1]);
+        assert_eq!(b.used().2, [64, 160, 1]);
+        // a motion module's exit: 2 items of 8 x 8 pixels, 3 frames, 40 -> 24 channels
+        let exit = PlanesExit {
+            items: 2,
+            hw: 64,
+            frames: 3,
+            k: 40,
+            c: 24,
+            out_channels: 30,
+        };
+        assert_eq!(exit.shape(), GemmShape::new(6, 64, 24, 40));
+        let es = schedule(exit.shape(), false, 132, l2);
+        let [a, _] = tensor_maps_framed(ptrs, exit.shape(), exit.layout(), false, es, 3);
+        assert_eq!(a.dims, [40, 64, 3, 2]);
+        assert_eq!(a.strides, [240, 80, 64 * 240]);
+        assert_eq!(exit.layout().stride_c, 30 * 64);
     }
 }

@@ -21,7 +21,8 @@ pub const GN90_TARGET_SMEM: u64 = 48 * 1024;
 /// kernel's 80 static bytes, rounded down to 16): larger groups than 8 blocks of this run v2.
 pub const GN90_MAX_SMEM: u64 = 227 * 1024 - 128;
 
-const LAUNCH: &str = "grid = (CL, groups, N), cluster = (CL, 1, 1), block = 256, dynamic smem = vpc * 16";
+const LAUNCH: &str =
+    "grid = (CL, groups, N), cluster = (CL, 1, 1), block = 256, dynamic smem = vpc * 16";
 
 const fn entry(name: &'static str, op: &'static str) -> Entry {
     Entry::v1(name, op, DType::Bf16, ("GnSm90Params", 56), LAUNCH)
@@ -53,7 +54,10 @@ impl GnSm90Plan {
 
     /// The entry of this cluster size, with SiLU or without.
     pub fn entry(self, silu: bool) -> &'static str {
-        let i = CLUSTERS.iter().position(|&c| c == self.cluster).unwrap_or(0);
+        let i = CLUSTERS
+            .iter()
+            .position(|&c| c == self.cluster)
+            .unwrap_or(0);
         ENTRIES[2 * i + silu as usize].name
     }
 }
@@ -149,7 +153,11 @@ pub fn launch_config(shape: GroupNormShape, plan: GnSm90Plan) -> LaunchConfig {
     LaunchConfig {
         dynamic_smem_bytes: plan.smem_bytes(),
         ..LaunchConfig::blocks(
-            [plan.cluster, shape.groups.max(1) as u32, shape.n.max(1) as u32],
+            [
+                plan.cluster,
+                shape.groups.max(1) as u32,
+                shape.n.max(1) as u32,
+            ],
             GN90_THREADS,
         )
     }

@@ -8,14 +8,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::common::{assert_close, cuda_serial, emulated_backend, host, rand_pair, CPU};
+use crate::common::{
+    assert_close, cpu, cuda_serial, emulated_backend, host, rand_pair, round_bf16, to_bf16, Rng,
+    CPU,
+};
 use crate::gemm::{case, upload_bf16_case, GemmCase, Opt};
 use crate::harness::{Device, TOL_BF16};
 use cyberhost_engine::backends::cuda::cudarc::driver::CudaStream;
 use cyberhost_engine::backends::cuda::LaunchObserver;
-use cyberhost_engine::backends::{Backend, LinearEpilogue};
-use cyberhost_kernels::gemm::{GemmLayout, GemmOp, GemmPtrs, GemmShape};
-use cyberhost_kernels::gemm_sm90::{self, GemmSm90Params, ENTRY};
+use cyberhost_engine::backends::{composed, Backend, LinearEpilogue};
+use cyberhost_kernels::gemm::{GemmEpilogue, GemmLayout, GemmOp, GemmPtrs, GemmShape};
+use cyberhost_kernels::gemm_sm90::{self, GemmSm90Params, PlanesExit, ENTRY};
 use cyberhost_kernels::{Arch, KernelModule};
 
 /// A case, the SM count its persistent grid is sized for (`ctas` < tiles: CTAs loop), the L2
@@ -258,7 +261,7 @@ fn gemm_sm90_counters() {
             residual: opt(&mut dev, m * n),
             c: dev.alloc_poisoned(2 * m * n).unwrap(),
         };
-        let epi = cyberhost_kernels::gemm::GemmEpilogue {
+        let epi = GemmEpilogue {
             scale: 1.0,
             geglu: false,
         };
@@ -279,5 +282,188 @@ fn gemm_sm90_counters() {
             )
             .unwrap();
         }
+    }
+}
+
+/// A transformer exit through the planes epilogue ([`PlanesExit`]): tokens `(items, hw, frames,
+/// K)`, weight `(C, K)` (+ bias), output planes `(items · frames, C + tail, hw)` with the residual
+/// planes added; `ctas` persistent CTAs (fewer than the tiles: they loop).
+#[derive(Clone, Copy, Debug)]
+struct PlanesCase {
+    exit: PlanesExit,
+    bias: bool,
+    ctas: u32,
+}
+
+fn planes_cases() -> Vec<PlanesCase> {
+    let exit = |items, hw, frames, k, c, tail| PlanesExit {
+        items,
+        hw,
+        frames,
+        k,
+        c,
+        out_channels: c + tail,
+    };
+    let case = |exit, bias, ctas| PlanesCase { exit, bias, ctas };
+    vec![
+        // f = 1, 7 x 9 planes (H·W not a multiple of 8: every chunk takes the guarded path,
+        // images change inside a tile), C = 40 of a 128-wide tile, a 5-channel tail
+        case(exit(3, 63, 1, 72, 40, 5), true, 2),
+        // f = 1, 16 x 8 planes, C = 200 (N tail of the 256 / 128 tile), no tail
+        case(exit(2, 128, 1, 64, 200, 0), true, 3),
+        // f = 3: (item, frame) batches of 12 x 12 = 144 rows (a row tail per frame), C = 36
+        // (not a multiple of 8), a 4-channel tail, no bias
+        case(exit(2, 144, 3, 40, 36, 4), false, 4),
+        // f = 2, 8 x 8 planes (half a tile row per frame), C = 160, an 8-channel tail
+        case(exit(1, 64, 2, 64, 160, 8), true, 2),
+    ]
+}
+
+/// The CPU reference of `v` on `seed`'s bf16 data: `(tokens, weight, bias, residual, tail, out)`
+/// (out: `(N·F, C + tail, hw)` with the tail's channels after the exit's).
+#[allow(clippy::type_complexity)]
+fn planes_reference(
+    v: &PlanesCase,
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let e = v.exit;
+    let mut rng = Rng::new(seed);
+    let mut draw = |n: usize| round_bf16(&rng.randn(n, 1.0, 0.0));
+    let nf = e.items * e.frames;
+    let ct = e.out_channels - e.c;
+    let (t, w, b) = (draw(e.tokens_len()), draw(e.c * e.k), draw(e.c));
+    let (r, tail) = (draw(e.residual_len()), draw(nf * ct * e.hw));
+    let planes = |c: usize| [nf, c, e.hw, 1];
+    let tokens = cpu(&[e.items * e.hw, e.frames, e.k], &t);
+    let bias = v.bias.then(|| cpu(&[e.c], &b));
+    let (rc, tc) = (cpu(&planes(e.c), &r), cpu(&planes(ct), &tail));
+    let wc = cpu(&[e.c, e.k], &w);
+    let out = CPU
+        .linear_tokens_planes_add(&tokens, &wc, bias.as_ref(), &rc, e.frames, Some(&tc))
+        .unwrap();
+    (t, w, b, r, tail, host(&out))
+}
+
+fn run_planes(dev: &mut Device, v: PlanesCase, seed: u64) -> anyhow::Result<()> {
+    if !crate::harness::runs_or_refuses(dev, KernelModule::GemmSm90) {
+        return Ok(());
+    }
+    let e = v.exit;
+    let (t, w, b, r, tail, want) = planes_reference(&v, seed);
+    // the output: the tail's channels in place, the exit's poisoned (the kernel writes only those)
+    let (nf, ct) = (e.items * e.frames, e.out_channels - e.c);
+    let mut out = vec![f32::NAN; want.len()];
+    for i in 0..nf {
+        let (o, s) = ((i * e.out_channels + e.c) * e.hw, i * ct * e.hw);
+        out[o..o + ct * e.hw].copy_from_slice(&tail[s..s + ct * e.hw]);
+    }
+    let ptrs = GemmPtrs {
+        a: dev.upload(&to_bf16(&t))?,
+        b: dev.upload(&to_bf16(&w))?,
+        bias: dev.upload_bf16_opt(v.bias, &b)?,
+        residual: dev.upload(&to_bf16(&r))?,
+        c: dev.upload(&to_bf16(&out))?,
+    };
+    let (shape, layout) = (e.shape(), e.layout());
+    assert!(gemm_sm90::supports(ptrs, shape, layout), "{v:?}");
+    let mut sched = gemm_sm90::schedule(shape, false, v.ctas, L2_H100);
+    sched.plan.ctas = sched.plan.ctas.min(v.ctas);
+    let [ta, tb] = gemm_sm90::tensor_maps_framed(ptrs, shape, layout, false, sched, e.frames);
+    let maps = [dev.tensor_map(&ta)?, dev.tensor_map(&tb)?];
+    let p = GemmSm90Params::planes(ptrs, e, GemmEpilogue::default(), maps, sched)?;
+    let cfg = gemm_sm90::launch_config(sched, shape);
+    dev.launch(KernelModule::GemmSm90, ENTRY, cfg, &p)?;
+    dev.check_bf16(
+        &format!("{v:?} grid {:?} tile_n {}", cfg.grid, sched.tile_n),
+        ptrs.c,
+        &want,
+    )
+}
+
+crate::harness::schedules_test!(gemm_sm90_planes_exits, planes_cases(), 940, run_planes);
+
+/// The backend's `linear_tokens_planes_add` on the stand-in: an sm_90a device launches
+/// `linear_sm90_v1_bf16` (planes epilogue) and no `tokens_planes_add` for f = 1 and f > 1, with
+/// and without a tail; an sm_80 one (`PTX_EMU_ARCH=sm_80`) runs the composed ops. All results
+/// match the CPU.
+#[test]
+fn gemm_sm90_planes_backend_dispatch() {
+    let _serial = cuda_serial();
+    let be = emulated_backend();
+    let sm90 = be.device().arch() == Arch::Sm90a;
+    for (n, f, hh, ww, k, c, ct) in [
+        (2usize, 1usize, 6usize, 12usize, 48usize, 40usize, 0usize),
+        (1, 3, 8, 9, 32, 24, 7),
+    ] {
+        let (x, xc) = rand_pair(be, &[n * hh * ww, f, k], 180);
+        let (w, wc) = rand_pair(be, &[c, k], 181);
+        let (b, bc) = rand_pair(be, &[c], 182);
+        let (r, rc) = rand_pair(be, &[n * f, c, hh, ww], 183);
+        let (t, tc) = rand_pair(be, &[n * f, ct, hh, ww], 184);
+        let tail = (ct > 0).then_some(&t);
+        let entries = Arc::new(Entries::default());
+        be.device().set_launch_observer(Some(entries.clone()));
+        let got = be.linear_tokens_planes_add(&x, &w, Some(&b), &r, f, tail);
+        be.device().set_launch_observer(None);
+        let got = be.to_f32(&got.unwrap()).unwrap();
+        let tail_c = (ct > 0).then_some(&tc);
+        let want = host(
+            &CPU.linear_tokens_planes_add(&xc, &wc, Some(&bc), &rc, f, tail_c)
+                .unwrap(),
+        );
+        let launched = entries.0.lock().unwrap().clone();
+        let fused = launched.iter().any(|e| e == ENTRY)
+            && !launched.iter().any(|e| e.starts_with("tokens_planes_add"));
+        assert_eq!(
+            fused,
+            sm90,
+            "f {f}, arch {}: launched {launched:?}",
+            be.device().arch()
+        );
+        assert_close(
+            &format!("linear_tokens_planes_add f {f} tail {ct}"),
+            &got,
+            &want,
+            TOL_BF16,
+        );
+    }
+}
+
+/// Counters of the `paper` step's transformer / motion module exits (bf16, 2 items x 16 frames
+/// of 64 x 64 / 32 x 32 / 16 x 16 / 8 x 8 planes of 320 / 640 / 1280 / 1280 channels; f = 1: the
+/// Transformer2D exits over 32 images, f = 16: the motion modules'), each run twice through the
+/// backend: composed (before: `linear_sm90_v1_bf16` writing tokens, then `tokens_planes_add_v2`)
+/// and fused (after: one launch, the planes epilogue). Run on the stand-in at its default sm_90a
+/// with `PTX_EMU_STATS=FILE PTX_EMU_SAMPLE_BLOCKS=2 cargo test -p cyberhost-suite --test kernels
+/// gemm_sm90_planes_counters -- --ignored`, then `gpu-report --gpu h100-sxm FILE`
+/// (docs/performance.md). Checks nothing: sampled launches leave outputs invalid.
+#[test]
+#[ignore = "counters for docs/performance.md; needs the stand-in at sm_90a and PTX_EMU_STATS"]
+fn gemm_sm90_planes_counters() {
+    let _serial = cuda_serial();
+    let be = emulated_backend();
+    assert_eq!(be.device().arch(), Arch::Sm90a, "run at sm_90a");
+    for (side, c, frames) in [
+        (64usize, 320usize, 1usize),
+        (64, 320, 16),
+        (32, 640, 1),
+        (32, 640, 16),
+        (16, 1280, 1),
+        (16, 1280, 16),
+        (8, 1280, 1),
+        (8, 1280, 16),
+    ] {
+        let (images, hw) = (32, side * side);
+        let full = |shape: &[usize]| {
+            let n: usize = shape.iter().product();
+            be.from_f32(shape, &vec![0.5; n]).unwrap()
+        };
+        let tokens = full(&[images / frames * hw, frames, c]);
+        let (w, b) = (full(&[c, c]), full(&[c]));
+        let x = full(&[images, c, side, side]);
+        composed::linear_tokens_planes_add(be, &tokens, &w, Some(&b), &x, frames, None).unwrap();
+        be.linear_tokens_planes_add(&tokens, &w, Some(&b), &x, frames, None)
+            .unwrap();
+        be.device().synchronize().unwrap();
     }
 }

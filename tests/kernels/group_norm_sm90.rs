@@ -17,14 +17,18 @@ use cyberhost_kernels::{Arch, DType, KernelModule};
 
 /// (N, C, S, groups).
 const SHAPES: &[(usize, usize, usize, usize)] = &[
-    (2, 6, 7, 3),      // 14 elements per group: groups 2..5 start off 16 bytes, <= 3 vectors
-    (1, 3, 5, 1),      // one group of 15
-    (1, 32, 50, 8),    // 200: whole vectors, channels of 50 (vectors span two channels)
-    (2, 20, 301, 4),   // 1505: odd, 5 channels per group
-    (3, 12, 1001, 4),  // 3003: odd, several vectors per thread at CL 1
+    (2, 6, 7, 3),     // 14 elements per group: groups 2..5 start off 16 bytes, <= 3 vectors
+    (1, 3, 5, 1),     // one group of 15
+    (1, 32, 50, 8),   // 200: whole vectors, channels of 50 (vectors span two channels)
+    (2, 20, 301, 4),  // 1505: odd, 5 channels per group
+    (3, 12, 1001, 4), // 3003: odd, several vectors per thread at CL 1
 ];
 
-fn run(dev: &mut Device, (shape, i): ((usize, usize, usize, usize), usize), seed: u64) -> anyhow::Result<()> {
+fn run(
+    dev: &mut Device,
+    (shape, i): ((usize, usize, usize, usize), usize),
+    seed: u64,
+) -> anyhow::Result<()> {
     if !crate::harness::runs_or_refuses(dev, KernelModule::GroupNormSm90) {
         return Ok(());
     }
@@ -38,7 +42,12 @@ fn run(dev: &mut Device, (shape, i): ((usize, usize, usize, usize), usize), seed
         let p = with_cluster(inp.gshape, cl);
         let params = GnSm90Params::new([dx, dg, db, dy], inp.gshape, inp.eps, p)?;
         let entry = p.entry(silu);
-        dev.launch(KernelModule::GroupNormSm90, entry, launch_config(inp.gshape, p), &params)?;
+        dev.launch(
+            KernelModule::GroupNormSm90,
+            entry,
+            launch_config(inp.gshape, p),
+            &params,
+        )?;
         let got = dev.download_as(dtype, dy, inp.x.len())?;
         assert_close(
             &format!("{entry} (N, C, S) = ({n}, {c}, {s}), groups {groups}"),

@@ -182,12 +182,12 @@ impl Device {
                     } else {
                         gemm_sm90::TMA_DTYPE_BF16
                     },
-                    3,
+                    t.rank,
                     t.base,
-                    &t.dims,
-                    &t.strides,
-                    &t.box_dim,
-                    &[1, 1, 1],
+                    t.used().0,
+                    t.used().1,
+                    t.used().2,
+                    &[1, 1, 1, 1][..t.rank as usize],
                     0, // CU_TENSOR_MAP_INTERLEAVE_NONE
                     gemm_sm90::TMA_SWIZZLE_128B,
                     gemm_sm90::TMA_L2_PROMOTION_128B,

@@ -102,6 +102,25 @@ pub fn tokens_planes_add_concat<B: Backend>(
     be.concat(&[&y, tail], 1)
 }
 
+/// [`Backend::linear_tokens_planes_add`]: `linear`, then `tokens_planes_add` (with a tail:
+/// `tokens_planes_add_concat`).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_tokens_planes_add<B: Backend>(
+    be: &B,
+    tokens: &B::Tensor,
+    w: &B::Tensor,
+    bias: Option<&B::Tensor>,
+    residual: &B::Tensor,
+    frames: usize,
+    tail: Option<&B::Tensor>,
+) -> Result<B::Tensor> {
+    let y = be.linear(tokens, w, bias)?;
+    match tail {
+        Some(t) => be.tokens_planes_add_concat(&y, residual, frames, t),
+        None => be.tokens_planes_add(&y, residual, frames),
+    }
+}
+
 /// [`Backend::group_norm_conv1x1_tokens`]: `group_norm`, the 1x1 `conv2d`, `permute` to
 /// (N, H, W, O).
 #[allow(clippy::too_many_arguments)]

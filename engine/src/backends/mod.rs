@@ -231,6 +231,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
         tokens_planes_add_concat(tokens: &Self::Tensor, residual: &Self::Tensor, frames: usize,
             tail: &Self::Tensor) => composed::tokens_planes_add_concat;
 
+        /// A transformer's (or motion module's) linear exit: `linear(tokens, w, bias)` read back
+        /// as planes `+ residual` (`tokens_planes_add`), with a `tail` the first part of
+        /// `concat([.., tail], 1)` (`tokens_planes_add_concat`). CUDA on sm_90a: one GEMM whose
+        /// epilogue writes the planes (gemm_sm90's planes epilogue), no token tensor.
+        linear_tokens_planes_add(tokens: &Self::Tensor, w: &Self::Tensor,
+            bias: Option<&Self::Tensor>, residual: &Self::Tensor, frames: usize,
+            tail: Option<&Self::Tensor>) => composed::linear_tokens_planes_add;
+
         /// Transformer2DModel's entry with a 1x1-conv `proj_in`: GroupNorm of x `(N, C, H, W)`,
         /// the 1x1 conv w `(O, C, 1, 1)` + bias, written as tokens `(N, H·W, O)`.
         group_norm_conv1x1_tokens(x: &Self::Tensor, groups: usize, gamma: Option<&Self::Tensor>,

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The permutations ride in two ops ([`Backend::group_norm_tokens`],
-//! [`Backend::tokens_planes_add`]): no layout copies on CUDA.
+//! [`Backend::linear_tokens_planes_add`]: `proj_out` with the permutation back and `+ x`): no
+//! layout copies on CUDA.
 
 use anyhow::{bail, Result};
 
@@ -120,7 +121,7 @@ impl<B: Backend> AnimateDiffTransformer3D<B> {
 
     /// `forward`, then (with a `tail`, the next up layer's skip state) `concat([out, tail], 1)`,
     /// the output op writing its channels of the concat in place
-    /// ([`Backend::tokens_planes_add_concat`](crate::backends::Backend::tokens_planes_add_concat)).
+    /// ([`Backend::linear_tokens_planes_add`](crate::backends::Backend::linear_tokens_planes_add)).
     pub fn forward_concat(
         &self,
         be: &B,
@@ -150,11 +151,8 @@ impl<B: Backend> AnimateDiffTransformer3D<B> {
         for block in &self.transformer_blocks {
             h = block.forward(be, &h, None, hooks)?;
         }
-        // proj_out, then back to (B·F, C, H, W) with the skip connection + x in the same op
-        let h = self.proj_out.forward(be, &h)?;
-        match tail {
-            Some(t) => be.tokens_planes_add_concat(&h, x, f, t),
-            None => be.tokens_planes_add(&h, x, f),
-        }
+        // proj_out written back as (B·F, C, H, W) with the skip connection + x: one op
+        let out = &self.proj_out;
+        be.linear_tokens_planes_add(&h, &out.weight, out.bias.as_ref(), x, f, tail)
     }
 }

@@ -14,8 +14,8 @@
 //!
 //! The NCHW ↔ token permutations ride in the entry and exit ops
 //! ([`Backend::group_norm_conv1x1_tokens`] / [`Backend::group_norm_tokens`],
-//! [`Backend::tokens_conv1x1_planes_add`] / [`Backend::tokens_planes_add`]): no layout copies on
-//! CUDA.
+//! [`Backend::tokens_conv1x1_planes_add`] / [`Backend::linear_tokens_planes_add`]): no layout
+//! copies on CUDA.
 
 use anyhow::{bail, Result};
 
@@ -435,8 +435,8 @@ impl<B: Backend> Transformer2DModel<B> {
     }
 
     /// `forward`, then (with a `tail`, the next up layer's skip state) `concat([out, tail], 1)`:
-    /// with a linear `proj_out` the output op writes its channels of the concat in place
-    /// ([`Backend::tokens_planes_add_concat`](crate::backends::Backend::tokens_planes_add_concat));
+    /// with a linear `proj_out` the exit op writes its channels of the concat in place
+    /// ([`Backend::linear_tokens_planes_add`](crate::backends::Backend::linear_tokens_planes_add));
     /// the 1x1-conv `proj_out` concatenates after it.
     pub fn forward_concat(
         &self,
@@ -475,11 +475,7 @@ impl<B: Backend> Transformer2DModel<B> {
                 be.tokens_conv1x1_planes_add(&h, &conv.weight, conv.bias.as_ref(), x)?
             }
             Projection::Linear(lin) => {
-                let y = lin.forward(be, &h)?;
-                return match tail {
-                    Some(t) => be.tokens_planes_add_concat(&y, x, 1, t),
-                    None => be.tokens_planes_add(&y, x, 1),
-                };
+                return be.linear_tokens_planes_add(&h, &lin.weight, lin.bias.as_ref(), x, 1, tail);
             }
         };
         match tail {

@@ -300,7 +300,11 @@ fn sampled_cluster_launch_runs_whole_clusters() {
             sample,
         )
         .unwrap_or_else(|f| panic!("{f}"));
-        acc.finish(&gpu_model::LaunchInfo::new("req_cluster_copy", c.grid, c.block))
+        acc.finish(&gpu_model::LaunchInfo::new(
+            "req_cluster_copy",
+            c.grid,
+            c.block,
+        ))
     };
     let exact = counted(None);
     let sampled = counted(Some(3));

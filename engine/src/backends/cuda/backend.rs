@@ -157,6 +157,11 @@ impl Backend for CudaBackend {
         tokens_conv1x1_planes_add(tokens: &CudaTensor, w: &CudaTensor,
             bias: Option<&CudaTensor>, residual: &CudaTensor)
             => memory_format::tokens_conv1x1_planes_add;
+        // sm_90a: one gemm_sm90 launch (planes epilogue); elsewhere, or with a channels-last
+        // operand, the composed ops (which take either format)
+        linear_tokens_planes_add(tokens: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>,
+            residual: &CudaTensor, frames: usize, tail: Option<&CudaTensor>)
+            => fused::linear_tokens_planes_add;
         conv2d(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams)
             => memory_format::conv2d;
         conv2d_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,

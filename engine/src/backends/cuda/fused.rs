@@ -11,7 +11,8 @@
 use anyhow::{bail, Result};
 use cyberhost_kernels::conv2d::{Conv2dParams as ConvKernelParams, Conv2dPtrs, Conv2dShape};
 use cyberhost_kernels::gemm::{GemmEpilogue, GemmLayout, GemmOp, GemmPtrs, GemmShape};
-use cyberhost_kernels::DType;
+use cyberhost_kernels::gemm_sm90::{self, PlanesExit};
+use cyberhost_kernels::{Arch, DType};
 
 use super::context::CudaBackend;
 use super::conv2d::{self as conv, Conv2dExtras, ConvSplitOperands};
@@ -137,6 +138,132 @@ pub(crate) fn linear_ext(
             layout,
             extras,
         )?;
+    }
+    Ok(out)
+}
+
+/// [`Backend::linear_tokens_planes_add`](crate::backends::Backend::linear_tokens_planes_add):
+/// on sm_90a with bf16 operands (the weight not held as fp8) and a GEMM `gemm_sm90` takes, one
+/// `linear_sm90_v1_bf16` launch whose planes epilogue ([`PlanesExit`]) writes channels `[0, C)` of
+/// the output planes with the residual added (a `tail` is then copied after them); everything
+/// else (CPU-shaped fallbacks, sm_80, f32, fp8 weights, shape errors) runs composed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_tokens_planes_add(
+    be: &CudaBackend,
+    tokens: &CudaTensor,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+    residual: &CudaTensor,
+    frames: usize,
+    tail: Option<&CudaTensor>,
+) -> Result<CudaTensor> {
+    let ops = ExitOperands {
+        tokens,
+        w,
+        bias,
+        residual,
+        frames,
+        tail,
+    };
+    match planes_exit(be, &ops) {
+        Some((exit, ptrs)) => linear_planes_sm90(be, residual, tail, exit, ptrs),
+        None => composed::linear_tokens_planes_add(be, tokens, w, bias, residual, frames, tail),
+    }
+}
+
+/// The operands of a `linear_tokens_planes_add`.
+struct ExitOperands<'a> {
+    tokens: &'a CudaTensor,
+    w: &'a CudaTensor,
+    bias: Option<&'a CudaTensor>,
+    residual: &'a CudaTensor,
+    frames: usize,
+    tail: Option<&'a CudaTensor>,
+}
+
+/// The [`PlanesExit`] of a `linear_tokens_planes_add` that `gemm_sm90` runs and its operands
+/// (the output `c` still 0), or `None` (other arch, dtype, an fp8 weight, shapes that do not
+/// fit: the composed ops report those).
+fn planes_exit(be: &CudaBackend, ops: &ExitOperands<'_>) -> Option<(PlanesExit, GemmPtrs)> {
+    let &ExitOperands {
+        tokens,
+        w,
+        bias,
+        residual,
+        frames,
+        tail,
+    } = ops;
+    let dev = be.device();
+    let bf16 = |t: &CudaTensor| t.dtype() == DType::Bf16;
+    let all_bf16 = [tokens, w, residual]
+        .into_iter()
+        .chain(bias)
+        .chain(tail)
+        .all(bf16);
+    let channels_last = [tokens, residual]
+        .into_iter()
+        .chain(tail)
+        .any(CudaTensor::is_channels_last);
+    if dev.arch() != Arch::Sm90a || !all_bf16 || channels_last || be.fp8_weight(w).is_some() {
+        return None;
+    }
+    let (&[c, k], &[nf, rc, hh, ww]) = (w.shape(), residual.shape()) else {
+        return None;
+    };
+    let ct = match tail.map(|t| t.shape()) {
+        None => 0,
+        Some(&[tn, ct, th, tw]) if (tn, th, tw) == (nf, hh, ww) => ct,
+        Some(_) => return None,
+    };
+    let fits = frames > 0
+        && nf % frames == 0
+        && rc == c
+        && tokens.shape().last() == Some(&k)
+        && tokens.elem_count() == nf * hh * ww * k
+        && bias.is_none_or(|b| b.elem_count() == c)
+        && residual.elem_count() > 0;
+    let exit = PlanesExit {
+        items: nf / frames.max(1),
+        hw: hh * ww,
+        frames,
+        k,
+        c,
+        out_channels: c + ct,
+    };
+    let ptrs = GemmPtrs {
+        a: be.ptr(tokens),
+        b: be.ptr(w),
+        bias: bias.map_or(0, |b| be.ptr(b)),
+        residual: be.ptr(residual),
+        c: 0,
+    };
+    let (shape, layout) = (exit.shape(), exit.layout());
+    (fits
+        && gemm_sm90::supports(ptrs, shape, layout)
+        && gemm_sm90::prefers(shape, false, dev.sm_count()))
+    .then_some((exit, ptrs))
+}
+
+/// `exit` through `gemm_sm90`'s planes epilogue into a fresh `(N·F, C + C_t, H, W)` output, the
+/// tail copied into channels `[C, C + C_t)`.
+fn linear_planes_sm90(
+    be: &CudaBackend,
+    residual: &CudaTensor,
+    tail: Option<&CudaTensor>,
+    exit: PlanesExit,
+    ptrs: GemmPtrs,
+) -> Result<CudaTensor> {
+    let rs = residual.shape();
+    let out = be.alloc(&[rs[0], exit.out_channels, rs[2], rs[3]], DType::Bf16)?;
+    let ptrs = GemmPtrs {
+        c: be.ptr(&out),
+        ..ptrs
+    };
+    // the element counts were checked by `planes_exit` (tokens, weight, bias, residual) and the
+    // allocation (output): the extents the exit's tensor maps and epilogue address
+    super::gemm_sm90::launch_planes(be.device(), ptrs, exit, GemmEpilogue::default())?;
+    if let Some(t) = tail {
+        layout::copy_into(be, t, &out, 1, exit.c)?;
     }
     Ok(out)
 }

@@ -11,6 +11,7 @@ use cyberhost_kernels::group_norm::{
 use cyberhost_kernels::{DType, KernelModule};
 
 use super::context::CudaBackend;
+use super::fused;
 use super::group_norm_sm90;
 use super::layout;
 use super::linalg;
@@ -404,7 +405,8 @@ pub(crate) fn conv1x1_tokens(
 }
 
 /// [`Backend::tokens_conv1x1_planes_add`](crate::backends::Backend::tokens_conv1x1_planes_add):
-/// the 1x1 conv as a `linear` over the tokens, then `tokens_planes_add` (F = 1).
+/// the 1x1 conv as a `linear` over the tokens with the planes residual
+/// ([`fused::linear_tokens_planes_add`], F = 1).
 pub(crate) fn tokens_conv1x1_planes_add(
     be: &CudaBackend,
     tokens: &CudaTensor,
@@ -413,8 +415,8 @@ pub(crate) fn tokens_conv1x1_planes_add(
     residual: &CudaTensor,
 ) -> Result<CudaTensor> {
     let w2 = conv1x1_as_linear("tokens_conv1x1_planes_add", w)?;
-    let y = linalg::linear(be, tokens, &w2, bias)?;
-    tokens_planes_add(be, &y, residual, 1)
+    // sm_90a: one gemm_sm90 launch writing the planes + residual; elsewhere linear + the permute
+    fused::linear_tokens_planes_add(be, tokens, &w2, bias, residual, 1, None)
 }
 
 /// A 1x1 conv weight `(O, C, 1, 1)` as the linear weight `(O, C)` (same buffer).
