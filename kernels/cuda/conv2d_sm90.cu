@@ -146,9 +146,14 @@ __device__ __forceinline__ void c90_store4(float* y, float a, float b, float c, 
   *reinterpret_cast<float4*>(y) = make_float4(a, b, c, d);
 }
 
-// One 256 x 128 output tile at columns bn.. (the block's row tile blockIdx.y, group blockIdx.z).
+// One 256 x 128 output tile at columns bn.. (the block's row tile blockIdx.y, group blockIdx.z)
+// over k tiles kt0 .. kt1 (kt0 < kt1 <= ceil(K / 128), or kt0 == kt1: a zero partial). part null:
+// the fused epilogue into y; else the raw f32 tile (this split's partial sums) to part, rows of
+// part_ld floats (the tile's 128 columns, whole: columns past N * Ho * Wo hold zeros), rows past
+// C_out / groups not written.
 template <typename OutT>
-__device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t bn) {
+__device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t bn, uint32_t kt0, uint32_t kt1,
+                                                 float* part, uint32_t part_ld) {
   extern __shared__ __align__(1024) uint8_t c90_smem[];
   const uint32_t sbase = (smem_u32(c90_smem) + 1023u) & ~1023u; // swizzle atoms 1024-aligned
   uint8_t* smem = c90_smem + (sbase - smem_u32(c90_smem));
@@ -249,23 +254,22 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
 #pragma unroll
     for (uint32_t i = 0; i < 64; ++i) acc[h][i] = 0.0f;
 
-  const uint32_t ktiles = ceil_div(p.k, C90_BK);
   // this warpgroup's 64-row halves holding output channels (warpgroup-uniform): the tail tile of
   // C_out / groups = 320 runs one m64 half, not 256 rows
   const uint32_t rows0 = bm + 128 * wg;
   const uint32_t halves = rows0 >= p.c_out_g ? 0 : (p.c_out_g - rows0 >= 128 ? 2 : ceil_div(p.c_out_g - rows0, 64));
-  if (tid < 2 * C90_BK) // tiles 0, 1
-    c90_ktab(p, khw, (tid / C90_BK) * C90_BK, ktab + (tid / C90_BK) * C90_BK, tid % C90_BK);
+  if (tid < 2 * C90_BK) // tiles kt0, kt0 + 1 (slots 0, 1)
+    c90_ktab(p, khw, (kt0 + tid / C90_BK) * C90_BK, ktab + (tid / C90_BK) * C90_BK, tid % C90_BK);
   __syncthreads();
-  load_a(0, 0);
+  load_a(0, kt0 * C90_BK);
   cp_async_commit();
   gather(0, ktab);
   cp_async_wait<0>();
   fence_proxy_async();
   __syncthreads();
 
-  for (uint32_t kt = 0; kt < ktiles; ++kt) {
-    const uint32_t stage = kt % 2;
+  for (uint32_t kt = kt0; kt < kt1; ++kt) {
+    const uint32_t stage = (kt - kt0) % 2; // stage and k-table slot
     const uint32_t sa = sbase + stage * C90_STAGE_BYTES, sb = sa + C90_A_BYTES;
     wgmma_fence();
     {
@@ -280,7 +284,7 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
       }
     }
     wgmma_commit();
-    if (kt + 1 < ktiles) {
+    if (kt + 1 < kt1) {
       load_a(stage ^ 1, (kt + 1) * C90_BK);
       cp_async_commit();
       gather(stage ^ 1, ktab + (stage ^ 1) * C90_BK);
@@ -303,6 +307,15 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
       *reinterpret_cast<float2*>(&tile[row * C90_EPI_LD + col]) = make_float2(acc[h][i], acc[h][i + 1]);
     }
   __syncthreads();
+  if (part != nullptr) {
+    // split-K partial: each warp copies rows warp, warp + 8, .. (128 floats: a float4 per lane,
+    // 512 contiguous bytes per row store, 4 shared wavefronts per row read)
+    const uint32_t nrows = min((uint32_t)C90_BM, p.c_out_g - bm);
+    for (uint32_t r = warp; r < nrows; r += C90_WARPS)
+      *reinterpret_cast<float4*>(part + (uint64_t)r * part_ld + 4 * lane) =
+          *reinterpret_cast<const float4*>(&tile[r * C90_EPI_LD + 4 * lane]);
+    return;
+  }
   const uint32_t o0 = grp * p.c_out_g;
   OutT* y = static_cast<OutT*>(p.y);
   const uint16_t* res = static_cast<const uint16_t*>(p.residual);
@@ -380,8 +393,9 @@ __device__ __forceinline__ void conv2d_sm90_tile(const Conv2dParams& p, uint32_t
 // launcher sizes gridDim.x to fill the SMs once).
 template <typename OutT> __device__ __forceinline__ void conv2d_sm90(const Conv2dParams& p) {
   const uint32_t ntiles = ceil_div(p.n * p.h_out * p.w_out, C90_BN);
+  const uint32_t ktiles = ceil_div(p.k, C90_BK);
   for (uint32_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
-    conv2d_sm90_tile<OutT>(p, t * C90_BN);
+    conv2d_sm90_tile<OutT>(p, t * C90_BN, 0, ktiles, nullptr, 0);
     __syncthreads(); // the epilogue's shared reads before the next tile's prologue writes
   }
 }
@@ -392,4 +406,109 @@ extern "C" __global__ void __launch_bounds__(C90_THREADS, 1) conv2d_sm90_v1_bf16
 // bf16 operands, f32 y (as conv2d_v2_f32).
 extern "C" __global__ void __launch_bounds__(C90_THREADS, 1) conv2d_sm90_v1_f32(const Conv2dParams p) {
   conv2d_sm90<float>(p);
+}
+
+
+// ------------------------------------------------------------------------------------------------
+// Split-K for under-filled grids (conv2d_sm90_splitk_v1_*, then conv2d_sm90_reduce_v1_*)
+// ------------------------------------------------------------------------------------------------
+// The column tiles of a row tile are units of work: tiles 0 .. full_tiles - 1 whole (the fused
+// epilogue, as conv2d_sm90_v1_*), each later tile t as `splits` units of kt_split k tiles (the last
+// split the rest), unit v = (t - full_tiles) * splits + s; block x walks units x, x + gridDim.x, ..
+// (full_tiles is a multiple of gridDim.x: every walker takes the same whole tiles first). A split
+// unit writes its raw f32 partial tile to ws[s][o][c - full_tiles * 128] (rows of ws_ld = (tiles -
+// full_tiles) * 128 floats, o the output channel over all groups); the reduce pass sums the splits
+// in the order 0, 1, .. (deterministic: no atomics) and applies the epilogue of conv2d_sm90_tile
+// (scale * (acc + (bias + temb) + residual), y channel slices, broadcast residual) to the columns
+// from full_tiles * 128 on.
+struct C90SplitParams {
+  Conv2dParams p;
+  float* ws;           // (splits, C_out, ws_ld) f32
+  uint32_t splits;     // >= 1
+  uint32_t full_tiles; // column tiles computed whole
+  uint32_t kt_split;   // k tiles per split
+  uint32_t ws_ld;      // (ceil(N * Ho * Wo / 128) - full_tiles) * 128
+};
+
+template <typename OutT> __device__ __forceinline__ void conv2d_sm90_split(const C90SplitParams& q) {
+  const Conv2dParams& p = q.p;
+  const uint32_t ntiles = ceil_div(p.n * p.h_out * p.w_out, C90_BN), ktiles = ceil_div(p.k, C90_BK);
+  const uint32_t full = min(q.full_tiles, ntiles);
+  const uint32_t units = full + (ntiles - full) * q.splits;
+  for (uint32_t u = blockIdx.x; u < units; u += gridDim.x) {
+    if (u < full) {
+      conv2d_sm90_tile<OutT>(p, u * C90_BN, 0, ktiles, nullptr, 0);
+    } else {
+      const uint32_t v = u - full, t = v / q.splits, s = v % q.splits;
+      const uint32_t kt0 = min(ktiles, s * q.kt_split);
+      const uint32_t kt1 = s + 1 == q.splits ? ktiles : min(ktiles, kt0 + q.kt_split);
+      const uint64_t row = (uint64_t)s * p.c_out + blockIdx.z * p.c_out_g + blockIdx.y * C90_BM;
+      conv2d_sm90_tile<OutT>(p, (full + t) * C90_BN, kt0, kt1, q.ws + row * q.ws_ld + (uint64_t)t * C90_BN, q.ws_ld);
+    }
+    __syncthreads(); // the epilogue's shared reads before the next unit's prologue writes
+  }
+}
+
+// Launch rule (kernels/src/conv2d_sm90.rs reduce_launch_config): grid-stride over C_out x the
+// split columns / 4 (4 consecutive columns of one image per thread when Ho * Wo % 4 == 0 and y /
+// residual aligned, else single columns), block 256.
+template <typename OutT> __device__ __forceinline__ void conv2d_sm90_reduce(const C90SplitParams& q) {
+  const Conv2dParams& p = q.p;
+  const uint32_t npix = p.h_out * p.w_out, ncols = p.n * npix;
+  const uint32_t c0 = q.full_tiles * C90_BN;
+  if (c0 >= ncols) return;
+  const uint32_t cols = ncols - c0;
+  const bool vec4 = npix % 4 == 0 && (uint64_t)p.y % 16 == 0 && (uint64_t)p.residual % 8 == 0;
+  const uint32_t per = vec4 ? 4 : 1, cper = cols / per; // vec4: c0 and ncols multiples of 4
+  const uint64_t items = (uint64_t)p.c_out * cper, sstride = (uint64_t)p.c_out * q.ws_ld;
+  OutT* y = static_cast<OutT*>(p.y);
+  const uint16_t* res = static_cast<const uint16_t*>(p.residual);
+  const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
+  const uint16_t* temb = static_cast<const uint16_t*>(p.temb);
+  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < items; i += (uint64_t)gridDim.x * blockDim.x) {
+    const uint32_t o = (uint32_t)(i / cper), cc = (uint32_t)(i % cper) * per, col = c0 + cc;
+    const uint32_t img = col / npix, pix = col % npix;
+    const float* src = q.ws + (uint64_t)o * q.ws_ld + cc;
+    const uint64_t ch = (uint64_t)o * npix + pix;
+    const uint64_t ridx = p.res_bcast ? ch : (uint64_t)img * p.c_out * npix + ch;
+    OutT* yo = y + (uint64_t)img * p.y_c * npix + ch;
+    if (vec4) {
+      float4 a = *reinterpret_cast<const float4*>(src);
+      for (uint32_t s = 1; s < q.splits; ++s) {
+        const float4 b = *reinterpret_cast<const float4*>(src + s * sstride);
+        a.x += b.x;
+        a.y += b.y;
+        a.z += b.z;
+        a.w += b.w;
+      }
+      // conv2d_sm90_tile's 4-column order: (acc + (bias + temb)) + residual
+      const float add = (bias != nullptr ? operand_f32(bias[o]) : 0.0f) +
+                        (temb != nullptr ? operand_f32(temb[(uint64_t)img * p.c_out + o]) : 0.0f);
+      const uint2 rv = c90_ld_u16x4_if(res + (res != nullptr ? ridx : 0), res != nullptr);
+      const float v[4] = {a.x + add + bf16_bits_to_f32(rv.x & 0xffffu), a.y + add + bf16_bits_to_f32(rv.x >> 16),
+                          a.z + add + bf16_bits_to_f32(rv.y & 0xffffu), a.w + add + bf16_bits_to_f32(rv.y >> 16)};
+      c90_store4(yo, v[0] * p.scale, v[1] * p.scale, v[2] * p.scale, v[3] * p.scale);
+    } else {
+      // conv2d_sm90_tile's single-column order: ((acc + bias) + temb) + residual
+      float v = src[0];
+      for (uint32_t s = 1; s < q.splits; ++s) v += src[s * sstride];
+      if (bias != nullptr) v += operand_f32(bias[o]);
+      if (temb != nullptr) v += operand_f32(temb[(uint64_t)img * p.c_out + o]);
+      if (res != nullptr) v += operand_f32(res[ridx]);
+      *yo = from_f32<OutT>(v * p.scale);
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(C90_THREADS, 1) conv2d_sm90_splitk_v1_bf16(const C90SplitParams q) {
+  conv2d_sm90_split<__nv_bfloat16>(q);
+}
+extern "C" __global__ void __launch_bounds__(C90_THREADS, 1) conv2d_sm90_splitk_v1_f32(const C90SplitParams q) {
+  conv2d_sm90_split<float>(q);
+}
+extern "C" __global__ void __launch_bounds__(256) conv2d_sm90_reduce_v1_bf16(const C90SplitParams q) {
+  conv2d_sm90_reduce<__nv_bfloat16>(q);
+}
+extern "C" __global__ void __launch_bounds__(256) conv2d_sm90_reduce_v1_f32(const C90SplitParams q) {
+  conv2d_sm90_reduce<float>(q);
 }

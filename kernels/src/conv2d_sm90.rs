@@ -4,7 +4,7 @@
 //! `conv2d.rs`'s [`Conv2dParams`](crate::conv2d::Conv2dParams); the shapes it does not take
 //! ([`supports`]) run on `conv2d.cu`.
 
-use crate::conv2d::{self, Conv2dShape};
+use crate::conv2d::{self, Conv2dParams, Conv2dShape};
 use crate::{tiles, DType, Entry, LaunchConfig, TileWork};
 
 /// Block tile: output channels x (image, pixel) columns x K.
@@ -24,7 +24,14 @@ pub const C90_SMEM_BYTES: u32 = {
 const LAUNCH: &str =
     "grid = (max(1, min(ceil(N * Ho * Wo / 128), floor(SMs / (ceil(C_out / groups / 256) * groups)))), ceil(C_out / groups / 256), groups) (persistent over column tiles), block = 256, dynamic smem = C90_SMEM_BYTES (199680); kh * kw <= 31, K % 8 == 0";
 
-pub const ENTRIES: &[Entry] = &[
+const SPLIT_LAUNCH: &str =
+    "grid = (walkers, ceil(C_out / groups / 256), groups) over full_tiles + (tiles - full_tiles) * splits units (split_launch_config), block = 256, dynamic smem = C90_SMEM_BYTES (199680); then the reduce entry";
+const REDUCE_LAUNCH: &str =
+    "grid = clamp(ceil(C_out * split columns / (4 if Ho * Wo % 4 == 0 and y, residual aligned, else 1) / 256), 1, 65535), block = 256";
+
+/// Every entry of the module: the plain entries ([`ENTRIES`]) then the split-K ones
+/// ([`SPLIT_ENTRIES`]).
+pub const ALL_ENTRIES: &[Entry] = &[
     Entry::v1(
         "conv2d_sm90_v1_bf16",
         "conv2d_sm90",
@@ -40,7 +47,204 @@ pub const ENTRIES: &[Entry] = &[
         ("Conv2dParams", 144),
         LAUNCH,
     ),
+    Entry::v1(
+        "conv2d_sm90_splitk_v1_bf16",
+        "conv2d_sm90",
+        DType::Bf16,
+        ("C90SplitParams", 168),
+        SPLIT_LAUNCH,
+    ),
+    Entry::v1(
+        "conv2d_sm90_splitk_v1_f32",
+        "conv2d_sm90",
+        DType::F32,
+        ("C90SplitParams", 168),
+        SPLIT_LAUNCH,
+    ),
+    Entry::v1(
+        "conv2d_sm90_reduce_v1_bf16",
+        "conv2d_sm90",
+        DType::Bf16,
+        ("C90SplitParams", 168),
+        REDUCE_LAUNCH,
+    ),
+    Entry::v1(
+        "conv2d_sm90_reduce_v1_f32",
+        "conv2d_sm90",
+        DType::F32,
+        ("C90SplitParams", 168),
+        REDUCE_LAUNCH,
+    ),
 ];
+
+/// The plain entries (`conv2d_sm90_v1_{bf16,f32}`, [`Conv2dParams`]).
+pub const ENTRIES: &[Entry] = ALL_ENTRIES.split_at(2).0;
+
+/// The split-K entries (`conv2d_sm90_splitk_v1_{bf16,f32}`: the partial / whole tiles,
+/// `conv2d_sm90_reduce_v1_{bf16,f32}`: the ordered sum of the splits + epilogue), taking
+/// [`C90SplitParams`].
+pub const SPLIT_ENTRIES: &[Entry] = ALL_ENTRIES.split_at(2).1;
+
+/// The split entry and the reduce entry for a bf16 (`out_f32` false) or f32 y.
+pub fn split_entries(out_f32: bool) -> (&'static str, &'static str) {
+    (
+        SPLIT_ENTRIES[out_f32 as usize].name,
+        SPLIT_ENTRIES[2 + out_f32 as usize].name,
+    )
+}
+
+/// Mirrors `struct C90SplitParams` in `conv2d_sm90.cu` (168 bytes): the convolution, the f32
+/// workspace and the split plan ([`C90Split`]).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct C90SplitParams {
+    pub p: Conv2dParams,
+    /// `(splits, C_out, ws_ld)` f32, [`C90Split::workspace_len`] elements.
+    pub ws: u64,
+    pub splits: u32,
+    pub full_tiles: u32,
+    pub kt_split: u32,
+    pub ws_ld: u32,
+}
+
+impl C90SplitParams {
+    pub fn new(p: Conv2dParams, s: Conv2dShape, split: C90Split, ws: u64) -> Self {
+        Self {
+            p,
+            ws,
+            splits: split.splits,
+            full_tiles: split.full_tiles,
+            kt_split: split.kt_split,
+            ws_ld: split.ws_ld(s),
+        }
+    }
+
+    /// Whether the reduce pass takes 4 columns per thread (the `.cu`'s `vec4`): `Ho * Wo % 4 == 0`,
+    /// y 16-byte and the residual 8-byte aligned.
+    pub fn reduce_vec4(&self) -> bool {
+        self.p.h_out * self.p.w_out % 4 == 0
+            && self.p.ptrs.y % 16 == 0
+            && self.p.ptrs.residual % 8 == 0
+    }
+}
+
+/// The split-K plan of a `conv2d_sm90` launch ([`plan_split`]): column tiles `0 .. full_tiles`
+/// whole, each later tile as `splits` units of `kt_split` k tiles (the last split the rest).
+/// `splits == 1`: no split (the plain entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct C90Split {
+    pub splits: u32,
+    pub full_tiles: u32,
+    pub kt_split: u32,
+}
+
+impl C90Split {
+    pub const NONE: C90Split = C90Split {
+        splits: 1,
+        full_tiles: 0,
+        kt_split: 0,
+    };
+
+    pub fn is_split(self) -> bool {
+        self.splits > 1
+    }
+
+    /// Workspace row length: the split tiles' columns, whole tiles.
+    pub fn ws_ld(self, s: Conv2dShape) -> u32 {
+        let col_tiles = tiles(s.n * s.h_out() * s.w_out(), C90_BN);
+        col_tiles.saturating_sub(self.full_tiles) * C90_BN
+    }
+
+    /// f32 elements of the workspace (0 without a split).
+    pub fn workspace_len(self, s: Conv2dShape) -> u64 {
+        if !self.is_split() {
+            return 0;
+        }
+        u64::from(self.splits) * s.c_out * u64::from(self.ws_ld(s))
+    }
+}
+
+/// Cost model of [`plan_split`], in units of one SM's 128-deep k tile of a 256 x 128 block tile
+/// (~1.4 us on h100-sxm in the gpu-model's profile of the 8x8 1280-channel convs): a whole tile's
+/// prologue + fused epilogue, a split unit's prologue + f32 partial store (128 KiB per SM at the
+/// same time as every other SM's), the reduce launch's fixed cost and its DRAM bytes per k tile
+/// (~3.35 TB/s x 1.4 us, rounded down).
+const TILE_OVERHEAD: f64 = 3.0;
+const PART_OVERHEAD: f64 = 4.0;
+const REDUCE_FIXED: f64 = 3.0;
+const REDUCE_BYTES_PER_KTILE: f64 = 4.0e6;
+/// A split must beat the whole-tile walk by this factor of the predicted cost.
+const MIN_GAIN: f64 = 0.93;
+
+/// Walkers per row tile of the plain launch (at most one block per SM).
+fn walkers(s: Conv2dShape, sms: u32) -> u32 {
+    let rows = tiles(s.c_out_g(), C90_BM) * s.groups.max(1) as u32;
+    (sms.max(1) / rows.max(1)).max(1)
+}
+
+/// The split-K plan for `s` on `sms` SMs: where the column tiles of a row tile leave walkers idle
+/// (fewer tiles than walkers, or a last round of tiles on a fraction of them), the k-split of the
+/// last `tiles - full_tiles` tiles (`full_tiles` a multiple of the walkers: whole rounds first)
+/// that minimises the modelled busiest walker + reduce pass, if it beats the plain walk by 7 %;
+/// else [`C90Split::NONE`].
+pub fn plan_split(s: Conv2dShape, sms: u32) -> C90Split {
+    let t = tiles(s.n * s.h_out() * s.w_out(), C90_BN);
+    let k = tiles(s.k(), C90_BK);
+    if t == 0 || k < 2 {
+        return C90Split::NONE;
+    }
+    let g = walkers(s, sms);
+    let whole = |n: u32| f64::from(n) * (f64::from(k) + TILE_OVERHEAD);
+    let base = whole(t.div_ceil(g));
+    let mut best = (base * MIN_GAIN, C90Split::NONE);
+    for j in 0..=t / g {
+        let (d, r) = (j * g, t - j * g);
+        if r == 0 {
+            continue;
+        }
+        for splits in 2..=k.min(32) {
+            let kts = k.div_ceil(splits);
+            if (splits - 1) * kts >= k {
+                continue; // an empty last split
+            }
+            let units = r * splits;
+            let part = f64::from(units.div_ceil(g)) * (f64::from(kts) + PART_OVERHEAD);
+            let bytes = s.c_out as f64 * f64::from(r * C90_BN) * f64::from(4 * splits + 4);
+            let cost = whole(j) + part + REDUCE_FIXED + bytes / REDUCE_BYTES_PER_KTILE;
+            if cost < best.0 {
+                best = (
+                    cost,
+                    C90Split {
+                        splits,
+                        full_tiles: d,
+                        kt_split: kts,
+                    },
+                );
+            }
+        }
+    }
+    best.1
+}
+
+/// The split entry's launch: `grid = (walkers, ceil(C_out / groups / 256), groups)`, walkers =
+/// [`launch_config`]'s (at most one block per SM) capped at the units of a row tile. The work
+/// stated to the profiler counts a whole tile as `splits` units (`persistent_tiles = tiles *
+/// splits`: with `full_tiles` a multiple of the walkers every walker's share is the `.cu`'s).
+pub fn split_launch_config(s: Conv2dShape, sms: u32, split: C90Split) -> LaunchConfig {
+    let t = tiles(s.n * s.h_out() * s.w_out(), C90_BN).max(1);
+    let units = split.full_tiles + (t - split.full_tiles.min(t)) * split.splits;
+    let mut cfg = launch_config(s, sms);
+    cfg.grid[0] = walkers(s, sms).clamp(1, units.max(1));
+    cfg.persistent_tiles = u64::from(t) * u64::from(split.splits);
+    cfg
+}
+
+/// The reduce entry's launch over the split columns of `q`.
+pub fn reduce_launch_config(s: Conv2dShape, q: &C90SplitParams) -> LaunchConfig {
+    let cols = (s.n * s.h_out() * s.w_out()).saturating_sub(u64::from(q.full_tiles * C90_BN));
+    let per = if q.reduce_vec4() { 4 } else { 1 };
+    crate::grid_stride(s.c_out * (cols / per), 256, 1)
+}
 
 /// Whether the sm_90a kernel takes `s` with a W at device address `w_ptr`: the shapes of
 /// `conv2d.cu`'s v2 ([`conv2d::version`] 2) whose `K = C_in / groups * kh * kw` is a multiple of 8
@@ -83,6 +287,46 @@ pub fn launch_config(s: Conv2dShape, sms: u32) -> LaunchConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    crate::params_layout_test!(C90SplitParams, 168);
+
+    #[test]
+    fn split_plans() {
+        let sq = Conv2dShape::square;
+        // 8x8 1280 -> 1280, batch 32: 16 column tiles per row tile on 26 walkers: split
+        let c8 = sq(32, 1280, 8, 8, 1280, 3, 1, 1);
+        let p8 = plan_split(c8, 132);
+        assert!(p8.is_split() && p8.full_tiles == 0, "{p8:?}");
+        let cfg = split_launch_config(c8, 132, p8);
+        assert!(cfg.grid[0] <= 26 && cfg.grid[1] == 5, "{cfg:?}");
+        assert_eq!(p8.workspace_len(c8), u64::from(p8.splits) * 1280 * 16 * 128);
+        // 64x64 320 -> 320, batch 32: 1024 tiles fill the machine: no split
+        assert_eq!(
+            plan_split(sq(32, 320, 64, 64, 320, 3, 1, 1), 132),
+            C90Split::NONE
+        );
+        // one k tile: nothing to split
+        assert_eq!(
+            plan_split(sq(1, 8, 8, 8, 1280, 3, 1, 1), 132),
+            C90Split::NONE
+        );
+        // every split non-empty
+        for (s, sms) in [
+            (c8, 132),
+            (sq(32, 1280, 16, 16, 1280, 3, 1, 1), 132),
+            (sq(2, 40, 23, 21, 136, 3, 2, 1), 132),
+        ] {
+            let p = plan_split(s, sms);
+            if p.is_split() {
+                let k = tiles(s.k(), C90_BK);
+                assert!(
+                    (p.splits - 1) * p.kt_split < k && p.splits * p.kt_split >= k,
+                    "{p:?}"
+                );
+                assert_eq!(p.full_tiles % walkers(s, sms), 0, "{p:?}");
+            }
+        }
+    }
 
     #[test]
     fn smem_and_support() {

@@ -248,7 +248,7 @@ impl KernelModule {
             KernelModule::AttentionSm90 => attention_sm90::ENTRIES,
             KernelModule::Conv2d => conv2d::ENTRIES,
             KernelModule::Conv2dNhwc => conv2d_nhwc::ENTRIES,
-            KernelModule::Conv2dSm90 => conv2d_sm90::ENTRIES,
+            KernelModule::Conv2dSm90 => conv2d_sm90::ALL_ENTRIES,
             KernelModule::Gemm => gemm::ENTRIES,
             KernelModule::GemmBf16 => gemm_bf16::ENTRIES,
             KernelModule::GemmSm90 => gemm_sm90::ENTRIES,

@@ -598,6 +598,7 @@ fn conv2d_engine_launcher() {
         broadcast_residual: false,
         scale: 0.5,
         out_channels: 0,
+        workspace: None,
     };
     conv2d(dev, &dx, &dw, &mut y, s, extras).unwrap();
     let want = conv_ref(&x, &w, s, Some(&b), Some(&t), Some(&r), 0.5);

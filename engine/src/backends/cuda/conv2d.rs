@@ -39,6 +39,10 @@ pub struct Conv2dExtras<'a, T: DeviceRepr> {
     /// Ho, Wo)` and the output its first `C_out` channels (e.g. the first part of a channel
     /// concat, written in place; no residual may alias y then).
     pub out_channels: usize,
+    /// Split-K workspace of the Hopper kernel: at least [`sm90_workspace_len`] f32 (any `T`,
+    /// checked in bytes). `None`: `conv2d_sm90` runs unsplit (under-filled grids keep their idle
+    /// SMs).
+    pub workspace: Option<&'a CudaSlice<T>>,
 }
 
 copy_with_defaults!(Conv2dExtras<T: DeviceRepr> {
@@ -48,7 +52,15 @@ copy_with_defaults!(Conv2dExtras<T: DeviceRepr> {
     broadcast_residual: false,
     scale: 1.0,
     out_channels: 0,
+    workspace: None,
 });
+
+/// f32 elements of the split-K workspace [`conv2d`] uses for `s` with a W at device address
+/// `w_ptr` on `dev`: the Hopper kernel's split plan ([`conv2d_sm90::workspace_len`]), 0 where the
+/// conv does not split (or does not run on `conv2d_sm90`): pass no workspace then.
+pub fn sm90_workspace_len(dev: &CudaDevice, s: Conv2dShape, w_ptr: u64) -> usize {
+    conv2d_sm90::workspace_len(dev, s, w_ptr)
+}
 
 /// `y (N, C_out, Ho, Wo) = conv(x (N, C_in, H, W), w (C_out, C_in / groups, kh, kw)) + ...`.
 /// Buffers may be typed `u8`, `u16` or `half::bf16` (sizes checked in bytes, 2 per element).
@@ -151,7 +163,18 @@ fn conv2d_entry<T: DeviceRepr, Y: DeviceRepr>(
     );
     if sm90 {
         // SAFETY: as below; `takes` holds.
-        return unsafe { conv2d_sm90::launch(dev, s, &params, out_f32) };
+        let ws = extras
+            .workspace
+            .map(|w| (w.device_ptr(stream), w.num_bytes() as u64));
+        return unsafe {
+            conv2d_sm90::launch(
+                dev,
+                s,
+                &params,
+                out_f32,
+                ws.as_ref().map(|((p, _g), n)| (*p, *n)),
+            )
+        };
     }
     // SAFETY: `Conv2dParams` mirrors `struct Conv2dParams` of conv2d.cu (size asserted in
     // cyberhost-kernels); every pointer is a live `CudaSlice` of this device whose byte length was
@@ -209,8 +232,13 @@ pub(crate) fn conv2d_op(
     let bb = bias.map(|b| be.as_dtype(b, DType::Bf16)).transpose()?;
     let mut y = be.alloc(&out_shape, x.dtype())?;
     if y.elem_count() > 0 {
+        let ws_len = sm90_workspace_len(be.device(), shape, be.ptr(&wb));
+        let ws = (ws_len > 0)
+            .then(|| be.alloc(&[ws_len], DType::F32))
+            .transpose()?;
         let extras = Conv2dExtras {
             bias: bb.as_ref().map(|b| b.buf()),
+            workspace: ws.as_ref().map(|w| w.buf()),
             ..Default::default()
         };
         conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, shape, extras)?;

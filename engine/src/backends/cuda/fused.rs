@@ -377,6 +377,11 @@ fn conv_bf16_into(
     let bb = bias.map(bf).transpose()?;
     let tb = epi.temb.map(bf).transpose()?;
     let rb = epi.residual.map(bf).transpose()?;
+    // the Hopper kernel's split-K plans (under-filled grids) need an f32 workspace
+    let ws_len = conv::sm90_workspace_len(be.device(), s, be.ptr(&wb));
+    let ws = (ws_len > 0)
+        .then(|| be.alloc(&[ws_len], DType::F32))
+        .transpose()?;
     let extras = Conv2dExtras {
         bias: bb.as_ref().map(|b| b.buf()),
         temb: tb.as_ref().map(|t| t.buf()),
@@ -384,6 +389,7 @@ fn conv_bf16_into(
         broadcast_residual,
         scale: epi.scale,
         out_channels: y.shape()[1],
+        workspace: ws.as_ref().map(|w| w.buf()),
     };
     conv::conv2d(be.device(), xb.buf(), wb.buf(), y.buf_mut()?, s, extras)
 }
