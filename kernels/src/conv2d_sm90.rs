@@ -165,14 +165,14 @@ impl C90Split {
 }
 
 /// Cost model of [`plan_split`], in units of one SM's 128-deep k tile of a 256 x 128 block tile
-/// (~1.4 us on h100-sxm in the gpu-model's profile of the 8x8 1280-channel convs): a whole tile's
-/// prologue + fused epilogue, a split unit's prologue + f32 partial store (128 KiB per SM at the
-/// same time as every other SM's), the reduce launch's fixed cost and its DRAM bytes per k tile
-/// (~3.35 TB/s x 1.4 us, rounded down).
+/// (~1.1 us on h100-sxm in the gpu-model's prediction of the 8x8 1280-channel convs): a whole
+/// tile's prologue + fused epilogue, a split unit's prologue + f32 partial store (128 KiB per SM
+/// at the same time as every other SM's), the reduce launch's fixed cost and its DRAM bytes per k
+/// tile (~3.35 TB/s x 1.1 us, rounded down).
 const TILE_OVERHEAD: f64 = 3.0;
 const PART_OVERHEAD: f64 = 4.0;
 const REDUCE_FIXED: f64 = 3.0;
-const REDUCE_BYTES_PER_KTILE: f64 = 4.0e6;
+const REDUCE_BYTES_PER_KTILE: f64 = 3.5e6;
 /// A split must beat the whole-tile walk by this factor of the predicted cost.
 const MIN_GAIN: f64 = 0.93;
 
@@ -182,11 +182,13 @@ fn walkers(s: Conv2dShape, sms: u32) -> u32 {
     (sms.max(1) / rows.max(1)).max(1)
 }
 
-/// The split-K plan for `s` on `sms` SMs: where the column tiles of a row tile leave walkers idle
-/// (fewer tiles than walkers, or a last round of tiles on a fraction of them), the k-split of the
-/// last `tiles - full_tiles` tiles (`full_tiles` a multiple of the walkers: whole rounds first)
-/// that minimises the modelled busiest walker + reduce pass, if it beats the plain walk by 7 %;
-/// else [`C90Split::NONE`].
+/// The split-K plan for `s` on `sms` SMs: where a row tile has fewer column tiles than walkers
+/// (SMs left idle), the k-split that minimises the modelled busiest walker + reduce pass, if it
+/// beats the plain walk by 7 %; else [`C90Split::NONE`]. Grids of at least one tile per walker
+/// are not split (`full_tiles` stays 0): the gpu-model predicts the 16x16 1280-channel convs (64
+/// tiles on 26 walkers, 2.46 rounds) at 97 % of tensor speed of light unsplit, and whole rounds +
+/// a split last round no faster (docs/performance.md, branch `sk90`, twelfth session); the kernel
+/// takes `full_tiles` > 0 all the same (tested).
 pub fn plan_split(s: Conv2dShape, sms: u32) -> C90Split {
     let t = tiles(s.n * s.h_out() * s.w_out(), C90_BN);
     let k = tiles(s.k(), C90_BK);
@@ -194,33 +196,28 @@ pub fn plan_split(s: Conv2dShape, sms: u32) -> C90Split {
         return C90Split::NONE;
     }
     let g = walkers(s, sms);
+    if t >= g {
+        return C90Split::NONE;
+    }
     let whole = |n: u32| f64::from(n) * (f64::from(k) + TILE_OVERHEAD);
     let base = whole(t.div_ceil(g));
     let mut best = (base * MIN_GAIN, C90Split::NONE);
-    for j in 0..=t / g {
-        let (d, r) = (j * g, t - j * g);
-        if r == 0 {
-            continue;
+    // every tile split (full_tiles 0): each walker takes at most ceil(t * splits / g) units
+    for splits in 2..=k.min(32) {
+        let kts = k.div_ceil(splits);
+        if (splits - 1) * kts >= k {
+            continue; // an empty last split
         }
-        for splits in 2..=k.min(32) {
-            let kts = k.div_ceil(splits);
-            if (splits - 1) * kts >= k {
-                continue; // an empty last split
-            }
-            let units = r * splits;
-            let part = f64::from(units.div_ceil(g)) * (f64::from(kts) + PART_OVERHEAD);
-            let bytes = s.c_out as f64 * f64::from(r * C90_BN) * f64::from(4 * splits + 4);
-            let cost = whole(j) + part + REDUCE_FIXED + bytes / REDUCE_BYTES_PER_KTILE;
-            if cost < best.0 {
-                best = (
-                    cost,
-                    C90Split {
-                        splits,
-                        full_tiles: d,
-                        kt_split: kts,
-                    },
-                );
-            }
+        let part = f64::from((t * splits).div_ceil(g)) * (f64::from(kts) + PART_OVERHEAD);
+        let bytes = s.c_out as f64 * f64::from(t * C90_BN) * f64::from(4 * splits + 4);
+        let cost = part + REDUCE_FIXED + bytes / REDUCE_BYTES_PER_KTILE;
+        if cost < best.0 {
+            let split = C90Split {
+                splits,
+                full_tiles: 0,
+                kt_split: kts,
+            };
+            best = (cost, split);
         }
     }
     best.1
@@ -296,7 +293,26 @@ mod tests {
         // 8x8 1280 -> 1280, batch 32: 16 column tiles per row tile on 26 walkers: split
         let c8 = sq(32, 1280, 8, 8, 1280, 3, 1, 1);
         let p8 = plan_split(c8, 132);
-        assert!(p8.is_split() && p8.full_tiles == 0, "{p8:?}");
+        assert_eq!(
+            p8,
+            C90Split {
+                splits: 3,
+                full_tiles: 0,
+                kt_split: 30
+            }
+        );
+        // 8x8 2560 -> 1280 (K = 180 k tiles): the same 3 splits; its 1x1 shortcut (20 k tiles):
+        // none (the reduce pass costs more than the split saves)
+        assert_eq!(plan_split(sq(32, 2560, 8, 8, 1280, 3, 1, 1), 132).splits, 3);
+        assert_eq!(
+            plan_split(sq(32, 2560, 8, 8, 1280, 1, 1, 0), 132),
+            C90Split::NONE
+        );
+        // 16x16 1280 -> 1280: 64 tiles on 26 walkers, at least one tile each: no split
+        assert_eq!(
+            plan_split(sq(32, 1280, 16, 16, 1280, 3, 1, 1), 132),
+            C90Split::NONE
+        );
         let cfg = split_launch_config(c8, 132, p8);
         assert!(cfg.grid[0] <= 26 && cfg.grid[1] == 5, "{cfg:?}");
         assert_eq!(p8.workspace_len(c8), u64::from(p8.splits) * 1280 * 16 * 128);
