@@ -713,6 +713,30 @@ fn cuda_conv2d_ext_matches_cpu() {
     }
 }
 
+/// The backend's convs on a shape `conv2d_sm90`'s planner splits on the stand-in's 132 SMs (one
+/// column tile, 9 k tiles: `conv2d_sm90_splitk_v1_bf16` + the reduce pass, the workspace from the
+/// backend's allocator): `conv2d` and `conv2d_ext` with every epilogue part against the CPU.
+#[test]
+fn cuda_conv2d_split_k_matches_cpu() {
+    let _g = serial();
+    let x = data(&[1, 128, 8, 8], 141);
+    let w = data(&[64, 128, 3, 3], 142);
+    let b = data(&[64], 143);
+    let t = data(&[1, 64], 144);
+    let r = data(&[1, 64, 8, 8], 145);
+    let p = Conv2dParams::new(1, 1);
+    for (be, label) in storages() {
+        let got = be
+            .conv2d(&up(&be, &x), &up(&be, &w), Some(&up(&be, &b)), p)
+            .unwrap();
+        let want = CPU.conv2d(&cpu(&x), &cpu(&w), Some(&cpu(&b)), p).unwrap();
+        check(&format!("conv2d split-K {label}"), &got, &want, 1e-2);
+        let got = conv2d_ext_on(&be, [&x, &w, &b], p, Some(&t), Some(&r), 0.5);
+        let want = conv2d_ext_on(&CPU, [&x, &w, &b], p, Some(&t), Some(&r), 0.5);
+        check(&format!("conv2d_ext split-K {label}"), &got, &want, 1e-2);
+    }
+}
+
 #[test]
 fn cuda_fused_ops_are_one_launch_each() {
     let _g = serial();
