@@ -12,7 +12,7 @@
 //! [`BlockAccumulator`] and hands it to [`LaunchAccumulator::add_block`]; every total is a sum or
 //! a set union, so the result does not depend on the order blocks finish in.
 
-use rustc_hash::FxHashSet as HashSet;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -183,13 +183,22 @@ pub struct Counters {
     /// Sum over executed blocks of the distinct sectors each block reads.
     #[serde(rename = "emu__block_unique_read_sectors", default)]
     pub block_unique_read_sectors: u64,
+    /// Of `emu__unique_read_sectors`, the sectors that *every* executed block of a sampled
+    /// launch read (at least 2 blocks ran): a broadcast operand (LayerNorm / GroupNorm gamma and
+    /// beta, a bias every tile reads, a panel all tiles share). They are counted once, not
+    /// extrapolated by the grid ([`crate::sampling::extrapolate_unique_reads`]): on hardware the
+    /// first blocks bring them into the L2 and the rest hit there. 0 for a launch that ran
+    /// every block (its distinct sectors are exact).
+    #[serde(rename = "emu__broadcast_read_sectors", default)]
+    pub broadcast_read_sectors: u64,
     /// Upper bound on the launch's read footprint (bytes of the buffers it reads), when known:
     /// used to bound `emu__unique_read_sectors` extrapolated from sampled blocks.
     #[serde(rename = "emu__read_footprint_cap_bytes", default)]
     pub read_footprint_cap_bytes: Option<u64>,
     /// The executed blocks' distinct read sectors per allocation of
     /// [`LaunchInfo::read_allocations`] (distinct sectors, the allocation's size in sectors),
-    /// then one entry (cap `u64::MAX`) for the sectors outside them. Empty when the allocations
+    /// then one entry (cap `u64::MAX`) for the sectors outside them; the broadcast sectors
+    /// (`emu__broadcast_read_sectors`) are not in these counts. Empty when the allocations
     /// are unknown. Consumed by the extrapolation of a sampled launch (each allocation's share is
     /// capped by its size, [`crate::sampling::extrapolate_unique_reads`]); not serialized.
     #[serde(skip)]
@@ -570,7 +579,8 @@ impl BlockAccumulator {
 #[derive(Debug, Default)]
 pub struct LaunchAccumulator {
     total: Counters,
-    read_sectors: HashSet<u64>,
+    /// Distinct sectors read, with the number of executed blocks that read each.
+    read_sectors: HashMap<u64, u32>,
     write_sectors: HashSet<u64>,
     /// A weighted sample ([`LaunchAccumulator::with_plan`]).
     weighted: Option<Weighted>,
@@ -652,7 +662,9 @@ impl LaunchAccumulator {
     /// Fold one executed block in (any order).
     pub fn add_block(&mut self, b: BlockAccumulator) {
         fold_block(&mut self.total, &b);
-        self.read_sectors.extend(b.read_sectors);
+        for s in b.read_sectors {
+            *self.read_sectors.entry(s).or_default() += 1;
+        }
         self.write_sectors.extend(b.write_sectors);
     }
 
@@ -670,18 +682,35 @@ impl LaunchAccumulator {
         t.unique_read_sectors = self.read_sectors.len() as u64;
         t.unique_write_sectors = self.write_sectors.len() as u64;
         t.read_footprint_cap_bytes = info.read_footprint_cap_bytes;
+        // A sampled launch: the sectors every executed block read are a broadcast operand,
+        // counted once; the rest are extrapolated (by allocation when the allocations are known).
+        let (n, total) = (t.blocks_executed, t.blocks_total);
+        let broadcast = |k: u32| n >= 2 && n < total && u64::from(k) == n;
+        t.broadcast_read_sectors = self
+            .read_sectors
+            .values()
+            .filter(|&&k| broadcast(k))
+            .count() as u64;
         if !info.read_allocations.is_empty() {
-            let by = reads_by_allocation(&self.read_sectors, &info.read_allocations);
+            let all: Vec<u64> = self.read_sectors.keys().copied().collect();
+            let by_all = reads_by_allocation(all.iter().copied(), &info.read_allocations);
+            let by = reads_by_allocation(
+                self.read_sectors
+                    .iter()
+                    .filter(|&(_, &k)| !broadcast(k))
+                    .map(|(&s, _)| s),
+                &info.read_allocations,
+            );
             let read_bytes: u64 = info
                 .read_allocations
                 .iter()
-                .zip(&by)
+                .zip(&by_all)
                 .filter(|(_, (d, _))| *d > 0)
                 .map(|(a, _)| a.1)
                 .sum();
             // reads outside the listed allocations (a pointer the caller did not list): keep
             // the caller's cap
-            if by.last().is_some_and(|o| o.0 == 0) {
+            if by_all.last().is_some_and(|o| o.0 == 0) {
                 t.read_footprint_cap_bytes = Some(read_bytes);
             }
             t.read_sectors_by_allocation = by;
@@ -699,7 +728,10 @@ impl LaunchAccumulator {
 
 /// The distinct sectors of `sectors` in each of `allocs` (start, bytes; disjoint) with the
 /// allocation's size in sectors, then (cap `u64::MAX`) those in none of them.
-fn reads_by_allocation(sectors: &HashSet<u64>, allocs: &[(u64, u64)]) -> Vec<(u64, u64)> {
+fn reads_by_allocation(
+    sectors: impl IntoIterator<Item = u64>,
+    allocs: &[(u64, u64)],
+) -> Vec<(u64, u64)> {
     let mut spans: Vec<(u64, u64, usize)> = allocs
         .iter()
         .enumerate()
@@ -712,7 +744,7 @@ fn reads_by_allocation(sectors: &HashSet<u64>, allocs: &[(u64, u64)]) -> Vec<(u6
         .collect();
     out.push((0, u64::MAX));
     let outside = allocs.len();
-    for &s in sectors {
+    for s in sectors {
         // the last span starting at or before s
         let i = spans.partition_point(|sp| sp.0 <= s);
         let slot = match i.checked_sub(1).map(|j| spans[j]) {

@@ -330,10 +330,13 @@ pub(crate) fn scale_sums(c: &mut Counters, f: f64) {
 /// per-block sum; with the executed blocks' reads per allocation known
 /// (`read_sectors_by_allocation`), each allocation's share is extrapolated and capped by the
 /// allocation's size on its own (blocks that share an operand panel are not counted twice
-/// beyond the operand's size, and a write-only output adds nothing to the cap).
+/// beyond the operand's size, and a write-only output adds nothing to the cap). The sectors
+/// every executed block read (`emu__broadcast_read_sectors`: gamma / beta, a bias, a table that
+/// every block reads) are counted once and not extrapolated.
 pub(crate) fn extrapolate_unique_reads(c: &mut Counters, f: f64) {
-    let mut unique = if c.read_sectors_by_allocation.is_empty() {
-        (c.unique_read_sectors as f64 * f).round() as u64
+    let b = c.broadcast_read_sectors.min(c.unique_read_sectors);
+    let mut unique = b + if c.read_sectors_by_allocation.is_empty() {
+        ((c.unique_read_sectors - b) as f64 * f).round() as u64
     } else {
         c.read_sectors_by_allocation
             .iter()

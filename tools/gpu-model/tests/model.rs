@@ -66,9 +66,10 @@ fn sampled_counters_scale_to_the_grid() {
 
 #[test]
 fn sampled_reads_are_capped_per_allocation() {
-    // 8 blocks; every block reads the whole 1 KiB panel A (32 sectors, shared by all blocks:
-    // on hardware it comes from DRAM once) and its own 128-byte row of B (4 sectors); the
-    // launch also points at a write-only 64 KiB output. 2 blocks run.
+    // 8 blocks; every block reads one half of the 1 KiB panel A (even blocks the first 16
+    // sectors, odd blocks the last 16: shared by 4 blocks each, on hardware it comes from DRAM
+    // once) and its own 128-byte row of B (4 sectors); the launch also points at a write-only
+    // 64 KiB output. 2 blocks run (0 and 7: no sector read by both, so nothing is broadcast).
     const A: u64 = 0x1000;
     const B: u64 = 0x10_0000;
     const C: u64 = 0x20_0000;
@@ -76,7 +77,7 @@ fn sampled_reads_are_capped_per_allocation() {
         let mut l = LaunchAccumulator::new();
         for b in sample_blocks(8, Some(2)) {
             let mut acc = BlockAccumulator::new();
-            for r in 0..8 {
+            for r in (b % 2) * 4..(b % 2) * 4 + 4 {
                 let lanes: Vec<_> = (0..32).map(|i| Some(A + r * 128 + 4 * i)).collect();
                 acc.on_global_access(Access::Load, 4, &lanes);
             }
@@ -100,6 +101,64 @@ fn sampled_reads_are_capped_per_allocation() {
     // Sectors outside every listed allocation are extrapolated without a cap of their own.
     let part = run(vec![(B, 8 * 128)]);
     assert_eq!(part.unique_read_sectors, 32 * 4 + 32);
+}
+
+#[test]
+fn broadcast_reads_count_once() {
+    // 64 blocks; every block reads the same 1 KiB (gamma and beta: 32 sectors) and its own
+    // 128-byte row of x (4 sectors). The exact footprint is 32 + 64 * 4 sectors.
+    const G: u64 = 0x1000;
+    const X: u64 = 0x10_0000;
+    let run = |sample: Option<u64>, allocs: Vec<(u64, u64)>| {
+        let mut l = LaunchAccumulator::new();
+        for b in sample_blocks(64, sample) {
+            let mut acc = BlockAccumulator::new();
+            for r in 0..8 {
+                let lanes: Vec<_> = (0..32).map(|i| Some(G + r * 128 + 4 * i)).collect();
+                acc.on_global_access(Access::Load, 4, &lanes);
+            }
+            let lanes: Vec<_> = (0..32).map(|i| Some(X + b * 128 + 4 * i)).collect();
+            acc.on_global_access(Access::Load, 4, &lanes);
+            l.add_block(acc);
+        }
+        let mut info = LaunchInfo::new("k", [64, 1, 1], [32, 1, 1]);
+        info.read_allocations = allocs;
+        l.finish(&info)
+    };
+    let exact = run(None, Vec::new());
+    assert_eq!(
+        (exact.unique_read_sectors, exact.broadcast_read_sectors),
+        (32 + 256, 0)
+    );
+    // Sampled (2 or 5 blocks), with or without the allocations (gamma inside a large one, as a
+    // view of a weights or arena allocation is): gamma once, x extrapolated.
+    for n in [2, 5] {
+        for allocs in [Vec::new(), vec![(0, 1 << 30)]] {
+            let c = run(Some(n), allocs.clone());
+            assert!(c.sampled);
+            assert_eq!(c.broadcast_read_sectors, 32, "{n} {allocs:?}");
+            assert_eq!(c.unique_read_sectors, 32 + 256, "{n} {allocs:?}");
+        }
+    }
+    // A sector only some of the executed blocks read is extrapolated as before: with 3 blocks
+    // (0, 31/32, 63) and the first half of gamma read by even blocks only, it is not broadcast.
+    let mut l = LaunchAccumulator::new();
+    for b in sample_blocks(64, Some(3)) {
+        let mut acc = BlockAccumulator::new();
+        let rows = if b % 2 == 0 { 0..8 } else { 4..8 };
+        for r in rows {
+            let lanes: Vec<_> = (0..32).map(|i| Some(G + r * 128 + 4 * i)).collect();
+            acc.on_global_access(Access::Load, 4, &lanes);
+        }
+        l.add_block(acc);
+    }
+    let c = l.finish(&LaunchInfo::new("k", [64, 1, 1], [32, 1, 1]));
+    assert_eq!(c.broadcast_read_sectors, 16);
+    // 16 broadcast + 16 others x 64 / 3, bounded by the scaled per-block sum
+    assert_eq!(
+        c.unique_read_sectors,
+        16 + (16.0f64 * 64.0 / 3.0).round() as u64
+    );
 }
 
 /// A persistent grid's split: `(T mod P)` blocks of `T / P + 1` tiles, then `T / P`.
