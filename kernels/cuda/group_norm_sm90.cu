@@ -267,7 +267,8 @@ GN90_ENTRIES(8)
 //   1. load  16-byte cp.async of each (channel, unit) plane vector, a warp 32 consecutive units
 //            of one channel row (512 contiguous bytes within a frame);
 //   2. stats per group of the bundle: the block's exact (count, mean, M2) from shared memory
-//            (block sum -> mean, block sum of squared deviations), merged over the cluster
+//            (block sum -> mean, block sum of squared deviations; lanes along units, vectors
+//            BCP apart: conflict-free for BCP odd), merged over the cluster
 //            through DSMEM in rank order (Chan's formula; gn90's primitives); per channel one
 //            scale and shift (gamma / beta folded) in static shared memory;
 //   3. apply thread (unit ul, channel vector cv): 8 ld.shared.v4 (8 channels x 8 positions),
@@ -337,7 +338,7 @@ template <uint32_t CL> __device__ __forceinline__ void group_norm_tokens_sm90(co
   for (uint32_t gi = 0; gi < p.bundle; ++gi) {
     float sum = 0.0f;
     for (uint32_t i = threadIdx.x; i < cpg * nu; i += GN90_THREADS) {
-      const uint32_t ul = i / cpg, c = gi * cpg + (i - ul * cpg);
+      const uint32_t cc = i / nu, ul = i - cc * nu, c = gi * cpg + cc; // lanes along units: stride BCP
       float e[VEC];
       unpack8(at(ul, c), e);
 #pragma unroll
@@ -346,7 +347,7 @@ template <uint32_t CL> __device__ __forceinline__ void group_norm_tokens_sm90(co
     const float bmean = gn90_block_sum(sum, red) / fmaxf(cnt, 1.0f);
     float m2 = 0.0f;
     for (uint32_t i = threadIdx.x; i < cpg * nu; i += GN90_THREADS) {
-      const uint32_t ul = i / cpg, c = gi * cpg + (i - ul * cpg);
+      const uint32_t cc = i / nu, ul = i - cc * nu, c = gi * cpg + cc;
       float e[VEC];
       unpack8(at(ul, c), e);
 #pragma unroll

@@ -158,22 +158,26 @@ impl GnTok90Plan {
 }
 
 /// Groups per token-layout cluster for `cpg` channels per group: the fewest consecutive groups
-/// whose channels fill whole 8-channel (16-byte) vectors, `8 / gcd(cpg, 8)`.
-pub fn tokens_bundle(cpg: u64) -> u64 {
+/// whose channels fill whole runs of `run` channels, `run / gcd(cpg, run)` (`run` 8: whole 16-byte
+/// vectors of a token row; 16: whole 32-byte sectors).
+pub fn tokens_bundle(cpg: u64, run: u64) -> u64 {
     let mut a = cpg.max(1);
-    let mut b = GN90_VEC;
+    let mut b = run.max(1);
     while b != 0 {
         (a, b) = (b, a % b);
     }
-    GN90_VEC / a
+    run.max(1) / a
 }
 
 /// The plan for `group_norm_tokens` of bf16 planes `shape` (`shape.n` = N * F planes, F =
-/// `frames`) on the sm_90a single pass: C, S multiples of 8 (so the bundle, [`tokens_bundle`],
-/// divides the groups), a bundle of at most [`GNT90_MAX_BC`] channels, the smallest cluster whose block
-/// slice fits [`GN90_TARGET_SMEM`], else 8 blocks within [`GN90_MAX_SMEM`] less the static
-/// bytes; `None` (run `group_norm.cu`'s stats + tokens pair) otherwise, for f32, or for a shape
-/// [`crate::group_norm::check_shape_v2`] refuses.
+/// `frames`) on the sm_90a single pass, for C and S multiples of 8. The bundle: sector-aligned
+/// token rows (`tokens_bundle(cpg, 16)` groups, C a multiple of 16) when some cluster's block
+/// slice fits [`GN90_TARGET_SMEM`]; else 16-byte rows (`tokens_bundle(cpg, 8)` groups: token
+/// rows whose first and last sectors the neighbouring bundles share) on the smallest cluster
+/// whose slice fits [`GN90_TARGET_SMEM`], else 8 blocks within [`GN90_MAX_SMEM`] less the
+/// static bytes. A bundle takes at most [`GNT90_MAX_BUNDLE`] groups and [`GNT90_MAX_BC`]
+/// channels. `None` (run `group_norm.cu`'s stats + tokens pair) otherwise, for f32, or for a
+/// shape [`crate::group_norm::check_shape_v2`] refuses.
 pub fn plan_tokens(shape: GroupNormShape, frames: u64, dtype: DType) -> Option<GnTok90Plan> {
     if dtype != DType::Bf16
         || crate::group_norm::check_shape_v2(shape).is_err()
@@ -186,23 +190,40 @@ pub fn plan_tokens(shape: GroupNormShape, frames: u64, dtype: DType) -> Option<G
         return None;
     }
     let cpg = shape.c / shape.groups;
-    let bundle = tokens_bundle(cpg);
-    if shape.groups % bundle != 0 || bundle * cpg > GNT90_MAX_BC {
+    let fits = |bundle: u64| {
+        shape.groups % bundle == 0 && bundle <= GNT90_MAX_BUNDLE && bundle * cpg <= GNT90_MAX_BC
+    };
+    let bytes = |bundle, cl| u64::from(with_cluster_tokens(shape, frames, bundle, cl).smem_bytes());
+    let target = |bundle| {
+        CLUSTERS
+            .into_iter()
+            .find(|&cl| bytes(bundle, cl) <= GN90_TARGET_SMEM)
+    };
+    let b16 = tokens_bundle(cpg, 2 * GN90_VEC);
+    if fits(b16) {
+        if let Some(cl) = target(b16) {
+            return Some(with_cluster_tokens(shape, frames, b16, cl));
+        }
+    }
+    let b8 = tokens_bundle(cpg, GN90_VEC);
+    if !fits(b8) {
         return None;
     }
-    let bytes = |cl| u64::from(with_cluster_tokens(shape, frames, cl).smem_bytes());
-    let cluster = CLUSTERS
-        .into_iter()
-        .find(|&cl| bytes(cl) <= GN90_TARGET_SMEM)
-        .or_else(|| (bytes(8) <= GN90_MAX_SMEM - GNT90_STATIC_SMEM).then_some(8))?;
-    Some(with_cluster_tokens(shape, frames, cluster))
+    let cluster =
+        target(b8).or_else(|| (bytes(b8, 8) <= GN90_MAX_SMEM - GNT90_STATIC_SMEM).then_some(8))?;
+    Some(with_cluster_tokens(shape, frames, b8, cluster))
 }
 
-/// The token-layout plan of `shape` on clusters of `cluster` blocks ([`plan_tokens`] picks it,
-/// tests force each): `upb = ceil(F * S / 8 / cluster)` units per block.
-pub fn with_cluster_tokens(shape: GroupNormShape, frames: u64, cluster: u32) -> GnTok90Plan {
+/// The token-layout plan of `shape` with `bundle` groups per cluster (channels a multiple of 8)
+/// on clusters of `cluster` blocks ([`plan_tokens`] picks both, tests force them):
+/// `upb = ceil(F * S / 8 / cluster)` units per block.
+pub fn with_cluster_tokens(
+    shape: GroupNormShape,
+    frames: u64,
+    bundle: u64,
+    cluster: u32,
+) -> GnTok90Plan {
     let cpg = shape.c / shape.groups.max(1);
-    let bundle = tokens_bundle(cpg);
     let bc = bundle * cpg;
     let ncv = bc / GN90_VEC;
     let units = frames.max(1) * (shape.s / GN90_VEC);
@@ -370,12 +391,12 @@ mod tests {
     #[test]
     fn plan_tokens_rule() {
         let s = |n, c, s, groups| GroupNormShape { n, c, s, groups };
-        assert_eq!(
-            [1, 2, 3, 4, 5, 8, 10, 20, 40].map(tokens_bundle),
-            [8, 4, 8, 2, 8, 1, 4, 2, 1]
-        );
-        // paper Transformer2D entries (32 images, F = 1): 320 channels at 64x64, bundles of 4
-        // groups (40 channels, 45-vector rows), 8 blocks of 64 units
+        let b = |run| [1, 2, 3, 4, 5, 8, 10, 20, 40].map(|cpg| tokens_bundle(cpg, run));
+        assert_eq!(b(8), [8, 4, 8, 2, 8, 1, 4, 2, 1]);
+        assert_eq!(b(16), [16, 8, 16, 4, 16, 2, 8, 4, 2]);
+        // paper Transformer2D entries (32 images, F = 1): 320 channels at 64x64, 80-channel
+        // bundles need 82 KiB per block at CL 8: bundles of 4 groups (40 channels, 45-vector
+        // rows), 8 blocks of 64 units
         let p = plan_tokens(s(32, 320, 4096, 32), 1, DType::Bf16).unwrap();
         assert_eq!((p.cluster, p.bundle, p.upb, p.row_vectors), (8, 4, 64, 45));
         assert_eq!(p.entry(), "group_norm_tokens_sm90_c8_v1_bf16");
@@ -383,6 +404,9 @@ mod tests {
             launch_config_tokens(s(32, 320, 4096, 32), 1, p).grid,
             [8, 8, 32]
         );
+        // 640 at 32x32: sector-aligned bundles of 4 groups (80 channels, 82-vector rows), CL 4
+        let p = plan_tokens(s(32, 640, 1024, 32), 1, DType::Bf16).unwrap();
+        assert_eq!((p.cluster, p.bundle, p.upb, p.row_vectors), (4, 4, 32, 82));
         // motion module (2 items x 16 frames), 1280 channels at 16x16: one group per bundle
         let p = plan_tokens(s(32, 1280, 256, 32), 16, DType::Bf16).unwrap();
         assert_eq!((p.cluster, p.bundle, p.upb), (8, 1, 64));
