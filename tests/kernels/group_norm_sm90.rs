@@ -153,7 +153,7 @@ fn group_norm_sm90_counters() {
 /// (N·F, C, S, groups), frames. C / G not a multiple of 8 (10: bundles of 4 groups, 40 channels,
 /// 5 vectors per token row as in the paper; 6: 4 groups; 9: 8 groups, 72 channels; 1: 8 groups),
 /// C / G = 16 and 40 (one group per bundle; 2 and 5 vectors per row), S not a multiple of a
-/// block's units at any cluster size (40 = 5 units; 24; 4104 = 513 units, several per thread at
+/// block's units at any cluster size (40 = 5 units; 24; 2056 = 257 units, several per thread at
 /// CL 1), F = 1 and F > 1 (a block's units crossing frames), S = 8 (one unit: the blocks of a
 /// cluster past it hold nothing and merge as empty), several batch items and bundles. The plan
 /// picks sector-aligned bundles (16-channel runs) for C / G = 16, 40, 4 and the last shape (C / G
@@ -165,7 +165,7 @@ const TOKEN_SHAPES: &[((usize, usize, usize, usize), usize)] = &[
     ((4, 48, 24, 3), 2),
     ((2, 80, 24, 2), 1),
     ((2, 40, 8, 4), 1),
-    ((2, 16, 4104, 4), 2),
+    ((2, 16, 2056, 4), 2),
     ((4, 160, 24, 16), 2),
 ];
 
