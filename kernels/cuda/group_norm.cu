@@ -20,6 +20,7 @@
 // ------------------------------------------------------------------------------------------------
 
 #include "common.cuh"
+#include "group_norm_affine.cuh"
 
 // ------------------------------------------------------------------------------------------------
 // geometry
@@ -332,26 +333,9 @@ template <typename T, bool SILU> __device__ __forceinline__ void group_norm_appl
   // One whole 16-byte vector at flat v0: channel of its first element (one division per vector),
   // then step through the vector.
   auto vec = [&](uint64_t v0) {
-    const uint32_t off = (uint32_t)(v0 - ch.gbase);
-    uint32_t c = off / p.s;
-    uint32_t rem = off - c * p.s;
-    float sc = to_f32(gamma[c0 + c]) * rstd;
-    float sh = fmaf(-mean, sc, to_f32(beta[c0 + c]));
     float v[VEC];
     load_vec16(x + v0, v);
-#pragma unroll
-    for (uint32_t j = 0; j < VEC; ++j) {
-      if (rem == p.s) {
-        rem = 0;
-        ++c;
-        sc = to_f32(gamma[c0 + c]) * rstd;
-        sh = fmaf(-mean, sc, to_f32(beta[c0 + c]));
-      }
-      float o = fmaf(v[j], sc, sh);
-      if (SILU) o = silu(o);
-      v[j] = o;
-      ++rem;
-    }
+    gn_affine_vec<SILU>(v, (uint32_t)(v0 - ch.gbase), p.s, gamma, beta, c0, mean, rstd);
     store_vec16(y + v0, v);
   };
   if (aligned && ch.lo == ch.a && ch.hi == ch.a + GN2_CHUNK) { // interior chunk: unmasked
@@ -371,10 +355,7 @@ template <typename T, bool SILU> __device__ __forceinline__ void group_norm_appl
         const uint64_t e = v0 + j;
         if (e < ch.lo || e >= ch.hi) continue;
         const uint32_t c = c0 + (uint32_t)(e - ch.gbase) / p.s;
-        const float sc = to_f32(gamma[c]) * rstd;
-        float o = fmaf(to_f32(x[e]), sc, fmaf(-mean, sc, to_f32(beta[c])));
-        if (SILU) o = silu(o);
-        y[e] = from_f32<T>(o);
+        y[e] = from_f32<T>(gn_affine_elem<SILU>(to_f32(x[e]), c, gamma, beta, mean, rstd));
       }
     }
   }

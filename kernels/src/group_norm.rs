@@ -106,6 +106,44 @@ pub struct GroupNormShape {
     pub groups: u64,
 }
 
+/// The shape checks of every GroupNorm launch (v1's params; v2 and `group_norm_sm90.cu` add
+/// [`check_shape_v2`]): groups dividing C, at most 65535 samples (a grid dim), a group of at most
+/// `u32::MAX` elements, C and S u32.
+pub fn check_shape(shape: GroupNormShape) -> Result<()> {
+    ensure!(
+        shape.groups >= 1 && shape.c % shape.groups == 0,
+        "group_norm: channels {} not divisible by groups {}",
+        shape.c,
+        shape.groups
+    );
+    ensure!(
+        shape.n <= 65_535,
+        "group_norm: batch {} exceeds gridDim.y 65535",
+        shape.n
+    );
+    ensure!(
+        (shape.c / shape.groups) * shape.s <= u32::MAX as u64,
+        "group_norm: group of {} x {} elements exceeds u32",
+        shape.c / shape.groups,
+        shape.s
+    );
+    for (v, what) in [(shape.c, "group_norm C"), (shape.s, "group_norm S")] {
+        to_u32(v, what)?;
+    }
+    Ok(())
+}
+
+/// [`check_shape`] plus the launches whose grid has the groups along y: at most 65535 groups.
+pub fn check_shape_v2(shape: GroupNormShape) -> Result<()> {
+    check_shape(shape)?;
+    ensure!(
+        shape.groups <= 65_535,
+        "group_norm v2: {} groups exceed gridDim.y 65535",
+        shape.groups
+    );
+    Ok(())
+}
+
 impl GroupNormParams {
     pub fn new(
         x: u64,
@@ -115,23 +153,7 @@ impl GroupNormParams {
         shape: GroupNormShape,
         eps: f32,
     ) -> Result<Self> {
-        ensure!(
-            shape.groups >= 1 && shape.c % shape.groups == 0,
-            "group_norm: channels {} not divisible by groups {}",
-            shape.c,
-            shape.groups
-        );
-        ensure!(
-            shape.n <= 65_535,
-            "group_norm: batch {} exceeds gridDim.y 65535",
-            shape.n
-        );
-        ensure!(
-            (shape.c / shape.groups) * shape.s <= u32::MAX as u64,
-            "group_norm: group of {} x {} elements exceeds u32",
-            shape.c / shape.groups,
-            shape.s
-        );
+        check_shape(shape)?;
         ensure!(
             eps > 0.0 && eps.is_finite(),
             "group_norm: eps {eps} must be > 0"
@@ -242,11 +264,7 @@ impl GroupNorm2Params {
     /// The v2 params of `v1` (validated by [`GroupNormParams::new`]) with workspace `ws`.
     pub fn new(v1: GroupNormParams, ws: u64, dtype: DType) -> Result<Self> {
         let shape = v1.shape();
-        ensure!(
-            shape.groups <= 65_535,
-            "group_norm v2: {} groups exceed gridDim.y 65535",
-            shape.groups
-        );
+        check_shape_v2(shape)?;
         ensure!(ws % 16 == 0, "group_norm v2: workspace not 16-byte aligned");
         Ok(GroupNorm2Params {
             x: v1.x,

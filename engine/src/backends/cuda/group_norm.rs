@@ -1,7 +1,8 @@
 //! Launcher of `kernels/cuda/group_norm.cu`: `group_norm`, and `group_norm_act` with SiLU in
 //! the same launch (other activations run composed; on sm_90a devices the v2 shapes whose groups
 //! fit a cluster's shared memory run `group_norm_sm90.cu`'s single pass instead); `group_norm_tokens` and `tokens_planes_add`
-//! (the token-layout entries), and the Transformer2DModel entry / exit around them
+//! (the token-layout entries; `group_norm_tokens` on sm_90a as `group_norm_sm90.cu`'s single pass
+//! where it fits), and the Transformer2DModel entry / exit around them
 //! (`group_norm_conv1x1_tokens`, `tokens_conv1x1_planes_add`: the 1x1 convs as `linear`s).
 
 use anyhow::{bail, Result};
@@ -244,9 +245,10 @@ fn planes_shape(
     }
 }
 
-/// [`Backend::group_norm_tokens`](crate::backends::Backend::group_norm_tokens): the v2 stats
-/// launch over the planes, then `group_norm_tokens_v2` (the group statistics merged over the
-/// frames, the affine, the tile transpose to tokens). No layout copy.
+/// [`Backend::group_norm_tokens`](crate::backends::Backend::group_norm_tokens): on sm_90a, one
+/// `group_norm_tokens_sm90` launch where its plan holds ([`group_norm_sm90::takes_tokens`]);
+/// elsewhere the v2 stats launch over the planes, then `group_norm_tokens_v2` (the group
+/// statistics merged over the frames, the affine, the tile transpose to tokens). No layout copy.
 pub(crate) fn group_norm_tokens(
     be: &CudaBackend,
     x: &CudaTensor,
@@ -272,9 +274,28 @@ pub(crate) fn group_norm_tokens(
         shape,
         eps,
     )?;
+    let frames32 = u32_of(frames, "group_norm_tokens frames")?;
+    // sm_90a: one pass over x on thread-block clusters, writing the tokens, where a bundle of
+    // groups fits a cluster's shared memory.
+    if let Some(plan) = group_norm_sm90::takes_tokens(be.device(), shape, frames, dtype, p.x, p.y) {
+        // SAFETY: x is (N·F, C, S) bf16 planes of `shape`, gamma and beta (C) bf16 (affine_vecs
+        // makes them in x's dtype), out the fresh (N, S, F, C) tokens; `plan` is takes_tokens'
+        // for this shape, these frames and pointers.
+        unsafe {
+            group_norm_sm90::launch_tokens(
+                be.device(),
+                shape,
+                frames32,
+                [p.x, p.gamma, p.beta, p.y],
+                eps,
+                plan,
+            )?;
+        }
+        return Ok(out);
+    }
     let ws = be.alloc(&[gn::workspace_f32s(shape, dtype) as usize], DType::F32)?;
     let p2 = GroupNorm2Params::new(p, be.ptr(&ws), dtype)?;
-    let pt = GnTokensParams::new(p2, 0, u32_of(frames, "group_norm_tokens frames")?)?;
+    let pt = GnTokensParams::new(p2, 0, frames32)?;
     // SAFETY: group_norm_stats_v2_<dtype>(GroupNorm2Params) over x as (N·F, C, S) planes writes
     // every (plane, group, chunk) partial of ws (workspace_f32s f32s) before
     // group_norm_tokens_v2_<dtype>(GnTokensParams) (the next launch on the stream) merges them;
