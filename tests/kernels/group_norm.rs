@@ -886,8 +886,8 @@ fn sweep_nhwc_tokens(dtype: DType) {
 }
 
 crate::harness::sweep_tests!(sweep_nhwc_tokens;
-    group_norm_tokens_nhwc_f32 => DType::F32,
-    group_norm_tokens_nhwc_bf16 => DType::Bf16,
+    group_norm_tokens_nhwc_f32 => (DType::F32),
+    group_norm_tokens_nhwc_bf16 => (DType::Bf16),
 );
 
 /// Counters of v2 (planes) and the channels-last pair on the paper step's ResNet GroupNorm + SiLU

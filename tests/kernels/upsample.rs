@@ -113,6 +113,6 @@ fn sweep_upsample_nhwc(dtype: cyberhost_kernels::DType) {
 }
 
 crate::harness::sweep_tests!(sweep_upsample_nhwc;
-    upsample_nearest2d_nhwc_f32 => cyberhost_kernels::DType::F32,
-    upsample_nearest2d_nhwc_bf16 => cyberhost_kernels::DType::Bf16,
+    upsample_nearest2d_nhwc_f32 => (cyberhost_kernels::DType::F32),
+    upsample_nearest2d_nhwc_bf16 => (cyberhost_kernels::DType::Bf16),
 );
