@@ -72,12 +72,14 @@ fn upsample_nhwc_case(
     let entry = kernel_name("upsample_nearest2d_nhwc", 1, dtype);
     dev.launch(KernelModule::Upsample, &entry, launch_config(vectors), &p)?;
     let got = dev.download_as(dtype, dy0, lead + out_len)?[lead..].to_vec();
+    // the reference's own scales (PyTorch: in / out in f32), not the params'
+    let (scale_h, scale_w) = (h as f32 / oh as f32, w as f32 / ow as f32);
     let mut want = vec![0.0; out_len];
     for i in 0..n {
         for y in 0..oh {
-            let sy = ((y as f32 * p.scale_h).floor() as usize).min(h - 1);
+            let sy = ((y as f32 * scale_h).floor() as usize).min(h - 1);
             for xx in 0..ow {
-                let sx = ((xx as f32 * p.scale_w).floor() as usize).min(w - 1);
+                let sx = ((xx as f32 * scale_w).floor() as usize).min(w - 1);
                 let d = ((i * oh + y) * ow + xx) * c;
                 let s = ((i * h + sy) * w + sx) * c;
                 want[d..d + c].copy_from_slice(&x[s..s + c]);
