@@ -160,8 +160,8 @@ impl CudaBackend {
         b
     }
 
-    /// Channels-last U-Net trunk on the sm_80 kernel set (`on`; default: on for the sm_80 set,
-    /// off with the environment variable `CYBERHOST_CHANNELS_LAST=0`): conv weights loaded after
+    /// Channels-last U-Net trunk on the sm_80 kernel set (`on`; default: the environment
+    /// variable `CYBERHOST_CHANNELS_LAST=1`): conv weights loaded after
     /// this call are packed for `conv2d_nhwc`, and their convolutions read and write channels-last activations
     /// ([`MemoryFormat`](super::tensor::MemoryFormat); docs/performance.md). Errors on the sm_90a
     /// set, whose `conv2d_sm90` runs on NCHW planes.
@@ -557,11 +557,12 @@ pub fn default_activations() -> DType {
     }
 }
 
-/// Channels-last trunk on the sm_80 kernel set unless `CYBERHOST_CHANNELS_LAST=0`
-/// ([`CudaBackend::set_channels_last`]); never on the sm_90a set.
+/// Channels-last trunk on the sm_80 kernel set with `CYBERHOST_CHANNELS_LAST=1`
+/// ([`CudaBackend::set_channels_last`]); never on the sm_90a set. Off by default until the
+/// `paper` profiles with it on are measured (docs/performance.md, `trunk3`).
 fn channels_last_default(arch: cyberhost_kernels::Arch) -> bool {
     arch == cyberhost_kernels::Arch::Sm80
-        && std::env::var("CYBERHOST_CHANNELS_LAST").map_or(true, |v| v.trim() != "0")
+        && std::env::var("CYBERHOST_CHANNELS_LAST").is_ok_and(|v| v.trim() == "1")
 }
 
 /// `CYBERHOST_CUDA_GRAPHS=0` turns graph replay off by default.

@@ -2,8 +2,8 @@
 //!
 //! The model keeps logical NCHW shapes; a [`CudaTensor`] may store an `(N, C, H, W)` image
 //! channels-last, `(N, H, W, C)` (PyTorch's `channels_last`). With
-//! [`CudaBackend::set_channels_last`] (the sm_80 kernel set only, on by default there; off with
-//! `CYBERHOST_CHANNELS_LAST=0`), convolutions whose weight was packed at load run on
+//! [`CudaBackend::set_channels_last`] (the sm_80 kernel set only; default: the
+//! environment variable `CYBERHOST_CHANNELS_LAST=1`), convolutions whose weight was packed at load run on
 //! `conv2d_nhwc` and return channels-last tensors; a contiguous input is converted by one copy at
 //! the conv's entry. The trunk's entry, `conv_in` (its residual broadcast over the batch keeps it
 //! on the NCHW conv), has its output converted once; the step's output is converted back once.
