@@ -16,7 +16,9 @@
 //       <- ships for larger groups (rule: kernels/src/group_norm.rs `version`)
 // Entries: group_norm_v1_{f32,bf16}, group_norm_silu_v1_{f32,bf16} (one GroupNormParams argument);
 // group_norm_stats_v2_*, group_norm_v2_*, group_norm_silu_v2_* (one GroupNorm2Params argument);
-// group_norm_tokens_v2_*, tokens_planes_add_v2_* (one GnTokensParams argument; token layout, below).
+// group_norm_tokens_v2_*, tokens_planes_add_v2_* (one GnTokensParams argument; token layout, below);
+// channels-last: group_norm_stats_nhwc_v1_*, group_norm{,_silu}_nhwc_v1_* (GroupNorm2Params),
+// group_norm_tokens_nhwc_v1_*, tokens_planes_add_nhwc_v1_* (GnTokensParams; below).
 // ------------------------------------------------------------------------------------------------
 
 #include "common.cuh"
@@ -747,8 +749,12 @@ __device__ __forceinline__ void group_norm_stats_nhwc(const GroupNorm2Params& p)
   }
 }
 
-template <typename T, bool SILU>
-__device__ __forceinline__ void group_norm_apply_nhwc(const GroupNorm2Params& p) {
+// TOKENS: x is the channels-last storage of (N*F, C, H, W) planes seen as N items of S = F*H*W
+// rows (frame-major), and row s = f*HW + q of item n is written to tokens row q*F + f of
+// (N, H*W, F, C) (the motion module's entry; F = `frames`). Rows stay whole 16-byte vector runs,
+// so the stores keep 4 rows of 128 contiguous bytes per warp instruction.
+template <typename T, bool SILU, bool TOKENS = false>
+__device__ __forceinline__ void group_norm_apply_nhwc(const GroupNorm2Params& p, uint32_t frames = 1) {
   constexpr uint32_t VEC = GnRows<T>::VEC, TC = GnRows<T>::TC;
   // (mean, rstd) of the tile's groups at gi + gi / 32 (no bank conflicts when lanes of one
   // instruction read up to 64 distinct groups, cpg = 1)
@@ -797,6 +803,11 @@ __device__ __forceinline__ void group_norm_apply_nhwc(const GroupNorm2Params& p)
     const uint32_t s = gnr_row(t, i);
     if (s >= p.s) break;
     const uint64_t e = ((uint64_t)n * p.s + s) * p.c + c;
+    uint64_t eo = e;
+    if (TOKENS) {
+      const uint32_t hw = p.s / frames, f = s / hw;
+      eo = ((uint64_t)n * p.s + (uint64_t)(s - f * hw) * frames + f) * p.c + c;
+    }
     float v[VEC];
     gnt2_load(static_cast<const T*>(p.x) + e, vec, valid, v);
 #pragma unroll
@@ -805,7 +816,7 @@ __device__ __forceinline__ void group_norm_apply_nhwc(const GroupNorm2Params& p)
       if (SILU) o = silu(o);
       v[j] = o;
     }
-    gnt2_store(static_cast<T*>(p.y) + e, vec, valid, v);
+    gnt2_store(static_cast<T*>(p.y) + eo, vec, valid, v);
   }
 }
 
@@ -825,3 +836,53 @@ __device__ __forceinline__ void group_norm_apply_nhwc(const GroupNorm2Params& p)
 
 GROUP_NORM_NHWC_ENTRIES(float, f32)
 GROUP_NORM_NHWC_ENTRIES(__nv_bfloat16, bf16)
+
+// ------------------------------------------------------------------------------------------------
+// Channels-last token layouts (issue 16 item 1, step 3): the motion module's entry and exit on
+// channels-last planes (N*F, C, H, W), stored (N, F, H*W, C) rows; tokens (N, H*W, F, C).
+//   group_norm_tokens_nhwc_v1 (GnTokensParams; gn as the channels-last stats launch over N items
+//     of S = F*H*W rows): the apply above with its output rows permuted to tokens (TOKENS).
+//     Launch: group_norm_stats_nhwc_v1 then this, both grid (chunks, tiles, N).
+//   tokens_planes_add_nhwc_v1 (GnTokensParams; gn.x tokens (N, S, F, C), residual (N*F, S, C) rows,
+//     gn.y (N*F, S, y_c) rows with channels [0, C) written, gn.n = N*F planes, gn.s = S = H*W):
+//     y[p, s, c] = residual[p, s, c] + tokens[(n*S + s)*F + f, c], p = n*F + f. One 16-byte vector
+//     per thread per step of a grid-stride loop over (plane, s, vector) in 32-bit indices (N*F*S
+//     vectors per row < 2^32, checked on the host): consecutive lanes read and
+//     write consecutive vectors of one row (rows of C contiguous elements on every side), so a
+//     warp touches whole 32-byte sectors. C or y_c off whole vectors, or a pointer off 16 bytes:
+//     the same mapping with element-wise accesses.
+// ------------------------------------------------------------------------------------------------
+
+template <typename T> __device__ __forceinline__ void tokens_planes_add_nhwc(const GnTokensParams& q) {
+  constexpr uint32_t VEC = Vec16<T>::N;
+  const GroupNorm2Params& p = q.gn;
+  const uint32_t yc = q.y_c ? q.y_c : p.c;
+  const bool vec = p.c % VEC == 0 && yc % VEC == 0 && aligned16(p.x) && aligned16(p.y) && aligned16(q.residual);
+  const uint32_t units = (p.c + VEC - 1) / VEC; // vectors per row
+  const uint32_t total = p.n * p.s * units;      // < 2^32 (checked on the host)
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const uint32_t r = i / units, c = (i - r * units) * VEC;
+    const uint32_t plane = r / p.s, s = r - plane * p.s;
+    const uint32_t n = plane / q.frames, f = plane - n * q.frames;
+    const uint32_t valid = gnt2_valid(c, p.c, VEC);
+    float a[VEC], b[VEC];
+    gnt2_load(static_cast<const T*>(q.residual) + (uint64_t)r * p.c + c, vec, valid, a);
+    gnt2_load(static_cast<const T*>(p.x) + ((uint64_t)(n * p.s + s) * q.frames + f) * p.c + c, vec, valid, b);
+#pragma unroll
+    for (uint32_t j = 0; j < VEC; ++j) a[j] += b[j];
+    gnt2_store(static_cast<T*>(p.y) + (uint64_t)r * yc + c, vec, valid, a);
+  }
+}
+
+#define GN_TOKENS_NHWC_ENTRIES(T, SUFFIX)                                                          \
+  extern "C" __global__ void __launch_bounds__(GNR_THREADS)                                        \
+      group_norm_tokens_nhwc_v1_##SUFFIX(const GnTokensParams p) {                                 \
+    group_norm_apply_nhwc<T, false, true>(p.gn, p.frames);                                         \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(GNR_THREADS)                                        \
+      tokens_planes_add_nhwc_v1_##SUFFIX(const GnTokensParams p) {                                 \
+    tokens_planes_add_nhwc<T>(p);                                                                  \
+  }
+
+GN_TOKENS_NHWC_ENTRIES(float, f32)
+GN_TOKENS_NHWC_ENTRIES(__nv_bfloat16, bf16)

@@ -13,6 +13,8 @@
 //       f_in, out : (N, C, P) NCHW (P = h·w);  tok : (N, P, C) to_out's output tokens;
 //       hid : (N, C4, P) mask conv1's output (before SiLU);  w2 : (C4) mask conv2 (1x1, one
 //       channel);  b2 : (1) | null. Replaces SiLU + conv2 + sigmoid + permute + mul + add.
+//   rca_merge_nhwc: the same on the channels-last trunk: f_in, out (N, P, C) rows (an (N, C, h, w)
+//       image stored channels-last), hid (N, P, C4) rows, tok (N, P, C); no transpose.
 //   storage dtype T (every tensor operand) in {f32, bf16}; math in f32, one rounding per output.
 //
 // Versions:
@@ -21,8 +23,13 @@
 //       (warp w sums conv2 taps j = w, w+8, ..; lane = pixel, coalesced along P), then loop over C
 //       in 32-channel tiles: tokens -> smem [32 px][33] (coalesced along C), out written
 //       coalesced along P (the token -> NCHW transpose).                          <- ships
-// Entries: rca_temporal_query_v1_{f32,bf16}, rca_motion_sum_v1_{f32,bf16}, rca_merge_v1_{f32,bf16}
-// (one RcaParams argument each).
+//   merge_nhwc v1: one warp per pixel row (grid-stride over the N*P rows, 8 rows per 256-thread
+//       block): the lanes sum the conv2 taps along the row's C4 hidden channels (coalesced), a
+//       butterfly sum gives every lane the mask, then the lanes walk the row's C channels in
+//       16-byte vectors (f_in, tok, out rows contiguous: whole sectors). C off whole vectors or
+//       a pointer off 16 bytes: the same mapping element by element.             <- ships
+// Entries: rca_temporal_query_v1_{f32,bf16}, rca_motion_sum_v1_{f32,bf16}, rca_merge_v1_{f32,bf16},
+// rca_merge_nhwc_v1_{f32,bf16} (one RcaParams argument each).
 // ------------------------------------------------------------------------------------------------
 
 #include "common.cuh"
@@ -34,6 +41,7 @@
 // Launch rules (kernels/src/rca.rs):
 //   temporal_query, motion_sum: block = RCA_THREADS, grid = clamp(ceil(n / (RCA_THREADS * 4)), 1, 65535)
 //   merge: block = RCA_THREADS, grid = (ceil(P / RCA_TILE), N)
+//   merge_nhwc: block = RCA_THREADS, grid = clamp(ceil(N * P / RCA_WARPS), 1, 65535), grid-stride
 enum : uint32_t { RCA_THREADS = 256, RCA_TILE = 32, RCA_WARPS = RCA_THREADS / WARP_SIZE };
 static_assert(RCA_TILE == WARP_SIZE, "merge: one lane per pixel / channel of a tile");
 static_assert(RCA_TILE % RCA_WARPS == 0, "merge: warps stride the tile rows");
@@ -155,6 +163,47 @@ __device__ __forceinline__ void rca_merge_v1(const RcaParams& p) {
   }
 }
 
+template <typename T>
+__device__ __forceinline__ void rca_merge_nhwc_v1(const RcaParams& p) {
+  constexpr uint32_t VEC = Vec16<T>::N;
+  const T* f_in = static_cast<const T*>(p.a);
+  const T* tok = static_cast<const T*>(p.b);
+  const T* hid = static_cast<const T*>(p.c);
+  const T* w2 = static_cast<const T*>(p.d);
+  const T* b2 = static_cast<const T*>(p.e);
+  T* out = static_cast<T*>(p.out);
+  const uint32_t lane = threadIdx.x % WARP_SIZE, C = p.ch;
+  const uint32_t rows = p.n * p.l; // < 2^32 (checked on the host)
+  const bool vec = C % VEC == 0 && aligned16(f_in) && aligned16(tok) && aligned16(out);
+  const float bias = b2 != nullptr ? to_f32(b2[0]) : 0.0f;
+  const uint32_t warps = gridDim.x * (blockDim.x / WARP_SIZE);
+  for (uint32_t r = blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE; r < rows; r += warps) {
+    const T* h = hid + (uint64_t)r * p.c4;
+    float acc = 0.0f;
+    for (uint32_t j = lane; j < p.c4; j += WARP_SIZE) acc += to_f32(w2[j]) * silu(to_f32(h[j]));
+    const float m = 1.0f / (1.0f + __expf(-(bias + warp_sum(acc))));
+    const uint64_t row = (uint64_t)r * C;
+    for (uint32_t c = lane * VEC; c < C; c += WARP_SIZE * VEC) {
+      const uint32_t valid = C - c < VEC ? C - c : VEC;
+      float a[VEC], b[VEC];
+      if (vec) {
+        load_vec16(f_in + row + c, a);
+        load_vec16(tok + row + c, b);
+      } else {
+        load_vec_scalar(f_in + row + c, valid, a);
+        load_vec_scalar(tok + row + c, valid, b);
+      }
+#pragma unroll
+      for (uint32_t j = 0; j < VEC; ++j) a[j] = fmaf(m, b[j], a[j]);
+      if (vec) {
+        store_vec16(out + row + c, a);
+      } else {
+        store_vec_scalar(out + row + c, valid, a);
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // entries
 // ------------------------------------------------------------------------------------------------
@@ -165,3 +214,4 @@ __device__ __forceinline__ void rca_merge_v1(const RcaParams& p) {
 ENTRIES_F32_BF16(RCA_ENTRY, rca_temporal_query_v1)
 ENTRIES_F32_BF16(RCA_ENTRY, rca_motion_sum_v1)
 ENTRIES_F32_BF16(RCA_ENTRY, rca_merge_v1)
+ENTRIES_F32_BF16(RCA_ENTRY, rca_merge_nhwc_v1)

@@ -41,8 +41,35 @@ pub const ENTRIES: &[Entry] = crate::f32_bf16_entries!(
     nhwc("group_norm_silu_nhwc_v1_f32", "group_norm_silu_nhwc", DType::F32),
     nhwc("group_norm_stats_nhwc_v1_bf16", "group_norm_stats_nhwc", DType::Bf16),
     nhwc("group_norm_nhwc_v1_bf16", "group_norm_nhwc", DType::Bf16),
-    nhwc("group_norm_silu_nhwc_v1_bf16", "group_norm_silu_nhwc", DType::Bf16)
+    nhwc("group_norm_silu_nhwc_v1_bf16", "group_norm_silu_nhwc", DType::Bf16),
+    nhwc_tokens("group_norm_tokens_nhwc_v1_f32", "group_norm_tokens_nhwc", DType::F32, LAUNCH_NHWC),
+    nhwc_tokens("group_norm_tokens_nhwc_v1_bf16", "group_norm_tokens_nhwc", DType::Bf16, LAUNCH_NHWC),
+    nhwc_tokens("tokens_planes_add_nhwc_v1_f32", "tokens_planes_add_nhwc", DType::F32, LAUNCH_ROWS),
+    nhwc_tokens("tokens_planes_add_nhwc_v1_bf16", "tokens_planes_add_nhwc", DType::Bf16, LAUNCH_ROWS)
 );
+
+const LAUNCH_ROWS: &str =
+    "grid = clamp(ceil(N * F * S * ceil(C / VEC) / 256), 1, 65535), block = 256, grid-stride loop";
+
+/// A channels-last token-layout entry (version 1) taking [`GnTokensParams`]: the motion module's
+/// entry (`group_norm_tokens_nhwc`, after `group_norm_stats_nhwc`) and exit
+/// (`tokens_planes_add_nhwc`).
+const fn nhwc_tokens(
+    name: &'static str,
+    op: &'static str,
+    dtype: DType,
+    launch: &'static str,
+) -> Entry {
+    Entry {
+        name,
+        op,
+        version: 1,
+        dtype,
+        params: "GnTokensParams",
+        params_size: 80,
+        launch,
+    }
+}
 
 const LAUNCH_NHWC: &str =
     "grid = (ceil(S / 512), ceil(C / TC), N), TC = 64 (bf16) / 32 (f32), block = 256; stats then apply";
@@ -464,6 +491,12 @@ pub fn launch_config_nhwc(shape: GroupNormShape, dtype: DType) -> LaunchConfig {
         ],
         GNR_THREADS,
     )
+}
+
+/// `tokens_planes_add_nhwc`'s launch over its `vectors` 16-byte vectors (N·F·S·ceil(C / VEC)):
+/// one per thread, `block = 256`, grid-stride beyond 65535 blocks.
+pub fn launch_config_rows(vectors: u64) -> LaunchConfig {
+    crate::grid_stride(vectors, GNR_THREADS, 1)
 }
 
 #[cfg(test)]

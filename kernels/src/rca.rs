@@ -21,6 +21,8 @@ pub enum RcaOp {
     TemporalQuery,
     MotionSum,
     Merge,
+    /// `rca_merge` on channels-last rows (`rca_merge_nhwc`).
+    MergeNhwc,
 }
 
 impl RcaOp {
@@ -30,12 +32,15 @@ impl RcaOp {
             RcaOp::TemporalQuery => "rca_temporal_query",
             RcaOp::MotionSum => "rca_motion_sum",
             RcaOp::Merge => "rca_merge",
+            RcaOp::MergeNhwc => "rca_merge_nhwc",
         }
     }
 }
 
 const LAUNCH_EW: &str = "grid = clamp(ceil(n / 1024), 1, 65535), block = 256, grid-stride loop";
 const LAUNCH_MERGE: &str = "grid = (ceil(P / 32), N), block = 256, static smem 5376 B";
+const LAUNCH_MERGE_NHWC: &str =
+    "grid = clamp(ceil(N * P / 8), 1, 65535), block = 256 (one warp per pixel row), grid-stride";
 
 const fn entry(name: &'static str, op: &'static str, dtype: DType, launch: &'static str) -> Entry {
     Entry::v1(name, op, dtype, ("RcaParams", 88), launch)
@@ -68,6 +73,18 @@ pub const ENTRIES: &[Entry] = &[
     ),
     entry("rca_merge_v1_f32", "rca_merge", DType::F32, LAUNCH_MERGE),
     entry("rca_merge_v1_bf16", "rca_merge", DType::Bf16, LAUNCH_MERGE),
+    entry(
+        "rca_merge_nhwc_v1_f32",
+        "rca_merge_nhwc",
+        DType::F32,
+        LAUNCH_MERGE_NHWC,
+    ),
+    entry(
+        "rca_merge_nhwc_v1_bf16",
+        "rca_merge_nhwc",
+        DType::Bf16,
+        LAUNCH_MERGE_NHWC,
+    ),
 ];
 
 /// Mirrors `struct RcaParams` in `rca.cu` field for field (88 bytes). Operand roles per op in
@@ -201,6 +218,8 @@ pub fn launch_config(op: RcaOp, p: &RcaParams) -> LaunchConfig {
             grid_stride(p.n_elem, RCA_THREADS, RCA_ITEMS_PER_THREAD).grid
         }
         RcaOp::Merge => [tiles(p.l as u64, RCA_TILE), p.n.max(1), 1],
+        // one warp per pixel row
+        RcaOp::MergeNhwc => grid_stride(p.n as u64 * p.l as u64 * 32, RCA_THREADS, 1).grid,
     };
     LaunchConfig::blocks(grid, RCA_THREADS)
 }

@@ -587,7 +587,7 @@ fn conv2d_nhwc_channels_last_trunk() {
         4.0 * ew,
     );
     check(
-        "group_norm_tokens of channels-last, 2 frames (contiguous copy)",
+        "group_norm_tokens of channels-last, 2 frames (rows permuted in the kernel)",
         &be,
         &be.group_norm_tokens(&y, 2, 8, Some(&g), Some(&bb), 1e-5)
             .unwrap(),
@@ -638,6 +638,107 @@ fn conv2d_nhwc_channels_last_trunk() {
         &CPU.tokens_conv1x1_planes_add(&tic, &woc, Some(&b1c), &ys)
             .unwrap(),
         tol(24),
+    );
+    // the motion module (F = 3 frames of 2 items): entry GroupNorm to tokens, exit back to
+    // channels-last planes (+ the next layer's skip concat), all on channels-last rows
+    let (x6, _) = pair(&be, &[6, 40, 5, 3], 20);
+    let m = be.conv2d(&x6, &w2, None, p3).unwrap();
+    assert!(m.is_channels_last());
+    let ms = same(&m);
+    let mt = be
+        .group_norm_tokens(&m, 3, 8, Some(&g), Some(&bb), 1e-5)
+        .unwrap();
+    assert_eq!(mt.shape(), [2, 15, 3, 40]);
+    check(
+        "group_norm_tokens of channels-last, 3 frames",
+        &be,
+        &mt,
+        &CPU.group_norm_tokens(&ms, 3, 8, Some(&gc), Some(&bbc), 1e-5)
+            .unwrap(),
+        4.0 * ew,
+    );
+    let (mtok, mtokc) = pair(&be, &[30, 3, 40], 21);
+    let ma = be.tokens_planes_add(&mtok, &m, 3).unwrap();
+    assert!(ma.is_channels_last(), "{ma:?}");
+    check(
+        "tokens_planes_add, 3 frames, channels-last residual",
+        &be,
+        &ma,
+        &CPU.tokens_planes_add(&mtokc, &ms, 3).unwrap(),
+        ew,
+    );
+    let (mtail, mtailc) = pair(&be, &[6, 12, 5, 3], 22);
+    let (w12, _) = weight(&be, &[12, 40, 1, 1], 23, p1);
+    let mtail_cl = be.conv2d(&m, &w12, None, p1).unwrap();
+    assert!(mtail_cl.is_channels_last());
+    for (tail, tc) in [(&mtail, mtailc.clone()), (&mtail_cl, same(&mtail_cl))] {
+        let mc = be.tokens_planes_add_concat(&mtok, &m, 3, tail).unwrap();
+        assert!(mc.is_channels_last(), "{mc:?}");
+        check(
+            "tokens_planes_add_concat, 3 frames, channels-last residual",
+            &be,
+            &mc,
+            &CPU.tokens_planes_add_concat(&mtokc, &ms, 3, &tc).unwrap(),
+            ew,
+        );
+    }
+    let (mh, mhc) = pair(&be, &[30, 3, 24], 24);
+    let (wl, wlc) = pair(&be, &[40, 24], 25);
+    let ml = be
+        .linear_tokens_planes_add(&mh, &wl, Some(&b1), &m, 3, Some(&mtail))
+        .unwrap();
+    assert!(ml.is_channels_last(), "{ml:?}");
+    check(
+        "linear_tokens_planes_add, 3 frames, channels-last residual, concat",
+        &be,
+        &ml,
+        &CPU.linear_tokens_planes_add(&mhc, &wlc, Some(&b1c), &ms, 3, Some(&mtailc))
+            .unwrap(),
+        tol(24),
+    );
+    // RCA's merge on the rows: f_in and the mask hidden state (conv1's output) channels-last
+    let hid = be.conv2d(&y, &w12, None, p1).unwrap();
+    assert!(hid.is_channels_last());
+    let (mw, mwc) = pair(&be, &[1, 12, 1, 1], 27);
+    let (mb, mbc) = pair(&be, &[1], 28);
+    let rm = be.rca_merge(&y, &tok, &hid, &mw, Some(&mb)).unwrap();
+    assert!(rm.is_channels_last(), "{rm:?}");
+    check(
+        "rca_merge, channels-last f_in and hidden",
+        &be,
+        &rm,
+        &CPU.rca_merge(&ys, &tokc, &same(&hid), &mwc, Some(&mbc))
+            .unwrap(),
+        tol(12),
+    );
+    // nearest upsample on the rows (16-byte vectors; 12 channels: the element-wise path), then
+    // the up block's conv into its part of the concat
+    for (t, (oh, ow)) in [(&y, (14, 18)), (&y, (10, 13)), (&mtail_cl, (10, 6))] {
+        let up = be.upsample_nearest2d(t, oh, ow).unwrap();
+        assert!(up.is_channels_last(), "{up:?}");
+        check(
+            "upsample_nearest2d of channels-last",
+            &be,
+            &up,
+            &CPU.upsample_nearest2d(&same(t), oh, ow).unwrap(),
+            0.0,
+        );
+    }
+    let up = be.upsample_nearest2d(&y, 14, 18).unwrap();
+    let ups = same(&up);
+    let (rt, rtc) = pair(&be, &[2, 16, 14, 18], 26);
+    let uc = be
+        .conv2d_concat(&up, &w4, None, p3, ConvEpilogue::default(), &rt)
+        .unwrap();
+    assert!(uc.is_channels_last());
+    assert_eq!(uc.shape(), [2, 32, 14, 18]);
+    check(
+        "upsample then conv2d_concat (3x3, in place)",
+        &be,
+        &uc,
+        &CPU.conv2d_concat(&ups, &w4c, None, p3, ConvEpilogue::default(), &rtc)
+            .unwrap(),
+        tol(360),
     );
     // an activation without a fused kernel: composed on a contiguous copy
     check(

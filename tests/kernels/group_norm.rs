@@ -686,6 +686,210 @@ crate::harness::sweep_tests!(sweep_nhwc;
     group_norm_silu_nhwc_bf16 => (DType::Bf16, true),
 );
 
+// ------------------------------------------------------------------------------------------------
+// channels-last token layouts: group_norm_tokens_nhwc_v1 (after the stats launch) and
+// tokens_planes_add_nhwc_v1, the motion module's entry and exit on channels-last planes
+// ------------------------------------------------------------------------------------------------
+
+/// Frames of a channels-last tokens case: the smallest divisor F > 1 of S up to 16 (S = F·H·W), else 1.
+fn case_frames(s: usize) -> usize {
+    (2..=16).find(|f| s % f == 0).unwrap_or(1)
+}
+
+/// Per item, rows `f·HW + q` of `(N, F·HW, C)` rows moved to `q·F + f` (the `(N, HW, F, C)` tokens).
+fn rows_to_tokens(rows: &[f32], n: usize, frames: usize, hw: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0.0; rows.len()];
+    for i in 0..n {
+        for f in 0..frames {
+            for q in 0..hw {
+                let src = ((i * frames + f) * hw + q) * c;
+                let dst = ((i * hw + q) * frames + f) * c;
+                out[dst..dst + c].copy_from_slice(&rows[src..src + c]);
+            }
+        }
+    }
+    out
+}
+
+/// `group_norm_tokens_nhwc_v1`: the channels-last cases (N items of S = F·H·W rows; y never
+/// aliases x, the rows move) against the CPU's GroupNorm with its rows permuted to tokens.
+fn run_nhwc_tokens(dev: &mut Device, dtype: DType, case: &V2Case, seed: u64) -> anyhow::Result<()> {
+    use cyberhost_kernels::group_norm::{
+        launch_config_nhwc, nhwc_chunks, nhwc_tiles, workspace_f32s_nhwc, GnTokensParams,
+        GroupNorm2Params,
+    };
+    let case = &V2Case {
+        alias: false,
+        ..*case
+    };
+    let (n, c, s, groups) = case.shape;
+    let frames = case_frames(s);
+    let bf = dtype == DType::Bf16;
+    let inp = inputs(dtype, case.shape, false, seed, (case.sigma, case.mean))?;
+    let rows = planes_to_rows(&inp.x, n, c, s);
+    let (p1, ws, dy0, lead) = upload_case(
+        dev,
+        dtype,
+        case,
+        &rows,
+        &inp,
+        workspace_f32s_nhwc(inp.gshape, dtype),
+    )?;
+    let p = GroupNorm2Params::nhwc(p1, ws, dtype)?;
+    let pt = GnTokensParams {
+        gn: p,
+        residual: 0,
+        frames: frames as u32,
+        y_c: c as u32,
+    };
+    let cfg = launch_config_nhwc(inp.gshape, dtype);
+    let m = KernelModule::GroupNorm;
+    dev.launch(m, &kernel_name("group_norm_stats_nhwc", 1, dtype), cfg, &p)?;
+    let entry = kernel_name("group_norm_tokens_nhwc", 1, dtype);
+    dev.launch(m, &entry, cfg, &pt)?;
+    let got = dev.download_as(dtype, dy0, lead + rows.len())?[lead..].to_vec();
+    let want = rows_to_tokens(
+        &planes_to_rows(&inp.want, n, c, s),
+        n,
+        frames,
+        s / frames,
+        c,
+    );
+    let parts = nhwc_chunks(inp.gshape) * nhwc_tiles(inp.gshape, dtype).min(2);
+    assert_close(
+        &format!(
+            "{entry} (N, C, F·H·W) = ({n}, {c}, {s}), F = {frames}, groups {groups}, mean {}, \
+             misaligned {}",
+            case.mean, case.misaligned
+        ),
+        &got,
+        &want,
+        nhwc_tol(bf, case.mean, case.sigma, c / groups, parts),
+    );
+    Ok(())
+}
+
+/// `tokens_planes_add_nhwc_v1`: tokens (N, S, F, C) + channels-last residual rows (N·F, S, C)
+/// into channels [0, C) of (N·F, S, y_c) rows, against the sum on the host (exact in f32, one
+/// rounding in bf16); the channels past C keep their poison.
+fn run_tokens_add_nhwc(
+    dev: &mut Device,
+    dtype: DType,
+    (n, frames, s, c, y_c): (usize, usize, usize, usize, usize),
+    misaligned: bool,
+    seed: u64,
+) -> anyhow::Result<()> {
+    use cyberhost_kernels::group_norm::{launch_config_rows, GnTokensParams, GroupNormShape};
+    let len = n * frames * s * c;
+    let round = |v: Vec<f32>| {
+        if dtype == DType::Bf16 {
+            round_bf16(&v)
+        } else {
+            v
+        }
+    };
+    let tokens = round(crate::common::random(len, seed));
+    let residual = round(crate::common::random(len, seed + 1));
+    let lead = misaligned as usize;
+    let sz = dtype.size_in_bytes();
+    let pad = |v: &[f32]| {
+        let mut o = vec![f32::NAN; lead];
+        o.extend_from_slice(v);
+        o
+    };
+    let [dt, dr] = dev.upload_all(dtype, [&pad(&tokens), &pad(&residual)])?;
+    let out_len = n * frames * s * y_c;
+    let dy = dev.alloc_poisoned((lead + out_len) * sz)?;
+    let off = (lead * sz) as u64;
+    let shape = GroupNormShape {
+        n: (n * frames) as u64,
+        c: c as u64,
+        s: s as u64,
+        groups: 1,
+    };
+    let p = GnTokensParams::tokens_planes_add(dt + off, dr + off, dy + off, shape, frames as u32)?
+        .with_out_channels(y_c as u32)?;
+    let vectors = (n * frames * s * c.div_ceil(16 / sz)) as u64;
+    let entry = kernel_name("tokens_planes_add_nhwc", 1, dtype);
+    dev.launch(
+        KernelModule::GroupNorm,
+        &entry,
+        launch_config_rows(vectors),
+        &p,
+    )?;
+    let got = dev.download_as(dtype, dy, lead + out_len)?[lead..].to_vec();
+    let pz = dev.alloc_poisoned(sz)?;
+    let poison = dev.download_as(dtype, pz, 1)?[0];
+    let mut want = vec![0.0f32; out_len];
+    let mut written = Vec::with_capacity(len);
+    let mut gw = Vec::with_capacity(len);
+    for i in 0..n {
+        for f in 0..frames {
+            for q in 0..s {
+                for ch in 0..y_c {
+                    let r = (i * frames + f) * s + q;
+                    let o = r * y_c + ch;
+                    if ch < c {
+                        let t = tokens[((i * s + q) * frames + f) * c + ch];
+                        want[o] = residual[r * c + ch] + t;
+                        written.push(want[o]);
+                        gw.push(got[o]);
+                    } else {
+                        assert!(
+                            got[o].to_bits() == poison.to_bits()
+                                || (got[o].is_nan() && poison.is_nan()),
+                            "{entry}: channel {ch} >= C = {c} of row {r} was written"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let tol = if dtype == DType::Bf16 {
+        2f64.powi(-8)
+    } else {
+        0.0
+    };
+    assert_close(
+        &format!(
+            "{entry} (N, F, S, C, y_c) = ({n}, {frames}, {s}, {c}, {y_c}), misaligned {misaligned}"
+        ),
+        &gw,
+        &written,
+        tol,
+    );
+    Ok(())
+}
+
+/// The channels-last token cases under every schedule: the entry over `NHWC_CASES`, the exit over
+/// F = 1, 2, 3, 16, C = 40, 320, 6 (element-wise), 8, y_c = C or a concat's wider rows (y_c = C + 16,
+/// C + 3: off whole vectors), and pointers one element off 16 bytes.
+fn sweep_nhwc_tokens(dtype: DType) {
+    for (i, (schedules, seed)) in SCHEDULES.iter().enumerate() {
+        let mut dev = Device::new(*schedules, *seed);
+        for (j, case) in NHWC_CASES.iter().enumerate() {
+            run_nhwc_tokens(&mut dev, dtype, case, (i * 100 + j) as u64 + 71).unwrap();
+        }
+        let exits = [
+            ((1, 2, 35, 40, 40), false),
+            ((2, 3, 21, 320, 336), false),
+            ((1, 16, 9, 8, 8), false),
+            ((2, 1, 33, 40, 56), false),
+            ((1, 3, 13, 6, 6), false),
+            ((1, 2, 17, 40, 43), false),
+            ((2, 2, 11, 48, 48), true),
+        ];
+        for (j, (dims, mis)) in exits.into_iter().enumerate() {
+            run_tokens_add_nhwc(&mut dev, dtype, dims, mis, (i * 100 + j) as u64 + 91).unwrap();
+        }
+    }
+}
+
+crate::harness::sweep_tests!(sweep_nhwc_tokens;
+    group_norm_tokens_nhwc_f32 => (DType::F32),
+    group_norm_tokens_nhwc_bf16 => (DType::Bf16),
+);
+
 /// Counters of v2 (planes) and the channels-last pair on the paper step's ResNet GroupNorm + SiLU
 /// shapes (N = 32 images: 2 guidance halves x 16 frames; 32 groups; bf16): (C, H·W) = (320, 64²),
 /// (640, 32²), (1280, 16²), (1280, 8²). Run on the stand-in at `PTX_EMU_ARCH=sm_80` with

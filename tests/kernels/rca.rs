@@ -1,4 +1,4 @@
-//! `rca_temporal_query_v1_*`, `rca_motion_sum_v1_*`, `rca_merge_v1_*` against
+//! `rca_temporal_query_v1_*`, `rca_motion_sum_v1_*`, `rca_merge_v1_*`, `rca_merge_nhwc_v1_*` against
 //! the CPU backend's `rca_*` (the compositions of `backends/composed_rca.rs`): ragged C (not a multiple of 32 or of a vector width), odd L / h·w, N = 1,
 //! frame counts that do not divide N's period, identity rows in the middle / at the ends / none.
 
@@ -148,6 +148,82 @@ fn rca_merge() {
                 &want,
                 tol(bf),
             );
+        }
+        Ok(())
+    });
+}
+
+/// (N, C, H·W) planes as (N, H·W, C) rows.
+fn rows_of(x: &[f32], n: usize, c: usize, s: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for q in 0..s {
+                out[(i * s + q) * c + ch] = x[(i * c + ch) * s + q];
+            }
+        }
+    }
+    out
+}
+
+/// `rca_merge_nhwc_v1` (the channels-last trunk's merge) against the CPU's NCHW `rca_merge` with
+/// f_in, the hidden state and the output as `(N, P, C)` rows: the merge shapes (C = 64 and 96 on
+/// 16-byte vectors, C = 70, 33, 8 off them for bf16 or f32, P = 1, C4 = 17, 2) and pointers one
+/// element off 16 bytes (element-wise path). The output is poisoned first.
+#[test]
+fn rca_merge_nhwc() {
+    sweep(|dev, dtype, seed| {
+        let bf = dtype == DType::Bf16;
+        for (j, &(n, c, h, w, c4, bias)) in MERGE_SHAPES.iter().enumerate() {
+            for misaligned in [false, true] {
+                let p_ = h * w;
+                let mut rng = Rng::new(seed + 40 + j as u64);
+                let r = |v: Vec<f32>| if bf { round_bf16(&v) } else { v };
+                let f_in = r(rng.randn(n * c * p_, 1.0, 0.2));
+                let tok = r(rng.randn(n * p_ * c, 1.0, -0.3));
+                let hid = r(rng.randn(n * c4 * p_, 1.5, 0.1));
+                let w2 = r(rng.randn(c4, 0.4, 0.0));
+                let b2 = r(rng.randn(1, 0.5, 0.2));
+                let b2_t = cpu(&[1], &b2);
+                let want = host(&CPU.rca_merge(
+                    &cpu(&[n, c, h, w], &f_in),
+                    &cpu(&[n, p_, c], &tok),
+                    &cpu(&[n, c4, h, w], &hid),
+                    &cpu(&[1, c4, 1, 1], &w2),
+                    bias.then_some(&b2_t),
+                )?);
+                let want = rows_of(&want, n, c, p_);
+                let lead = misaligned as usize;
+                let pad = |v: Vec<f32>| {
+                    let mut o = vec![f32::NAN; lead];
+                    o.extend(v);
+                    o
+                };
+                let sz = dtype.size_in_bytes();
+                let [df, dt, dh, dw] = dev.upload_all(
+                    dtype,
+                    [
+                        &pad(rows_of(&f_in, n, c, p_)),
+                        &pad(tok.clone()),
+                        &rows_of(&hid, n, c4, p_),
+                        &w2,
+                    ],
+                )?;
+                let db = if bias { dev.upload_as(dtype, &b2)? } else { 0 };
+                let dout = dev.alloc_poisoned((lead + want.len()) * sz)?;
+                let off = (lead * sz) as u64;
+                let dims = (n as u64, p_ as u64, c as u64);
+                let p =
+                    RcaParams::merge(df + off, dt + off, dh, dw, db, dout + off, dims, c4 as u64)?;
+                let (entry, got) =
+                    run(dev, RcaOp::MergeNhwc, dtype, &p, (dout, lead + want.len()))?;
+                assert_close(
+                    &format!("{entry} {:?}, misaligned {misaligned}", MERGE_SHAPES[j]),
+                    &got[lead..],
+                    &want,
+                    tol(bf),
+                );
+            }
         }
         Ok(())
     });

@@ -26,7 +26,7 @@ use super::memory_format::{self, contiguous, Contig, Held};
 use super::tensor::CudaTensor;
 use super::{
     attention as flash, cfg_ddim, fused, gemm_fp8_sm90, graph, layer_norm, layout, linalg,
-    mean_dim, pointwise, pool, rca, softmax, timestep_embedding, upsample,
+    mean_dim, pointwise, pool, rca, softmax, timestep_embedding,
 };
 use crate::backends::{
     Backend, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
@@ -135,8 +135,8 @@ impl Backend for CudaBackend {
         layout::concat(self, &held.iter().collect::<Vec<_>>(), dim)
     }
 
-    // The convolutions, GroupNorm and the token-layout entries / exits take channels-last
-    // operands (`memory_format.rs`).
+    // The convolutions, GroupNorm, the token-layout entries / exits, the nearest upsample and the
+    // RCA merge take channels-last operands (`memory_format.rs`).
     forward_ops! {
         CudaTensor;
         group_norm(x: &CudaTensor, groups: usize, gamma: Option<&CudaTensor>,
@@ -157,11 +157,13 @@ impl Backend for CudaBackend {
         tokens_conv1x1_planes_add(tokens: &CudaTensor, w: &CudaTensor,
             bias: Option<&CudaTensor>, residual: &CudaTensor)
             => memory_format::tokens_conv1x1_planes_add;
-        // sm_90a: one gemm_sm90 launch (planes epilogue); elsewhere, or with a channels-last
-        // operand, the composed ops (which take either format)
         linear_tokens_planes_add(tokens: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>,
             residual: &CudaTensor, frames: usize, tail: Option<&CudaTensor>)
-            => fused::linear_tokens_planes_add;
+            => memory_format::linear_tokens_planes_add;
+        upsample_nearest2d(x: &CudaTensor, out_h: usize, out_w: usize)
+            => memory_format::upsample_nearest2d;
+        rca_merge(f_in: &CudaTensor, tokens: &CudaTensor, mask_hidden: &CudaTensor,
+            mask_w: &CudaTensor, mask_b: Option<&CudaTensor>) => memory_format::rca_merge;
         conv2d(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams)
             => memory_format::conv2d;
         conv2d_ext(x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, p: Conv2dParams,
@@ -185,8 +187,6 @@ impl Backend for CudaBackend {
         matmul(a: &CudaTensor, b: &CudaTensor) => linalg::matmul;
         attention(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, scale: f32)
             => linalg::attention;
-        upsample_nearest2d(x: &CudaTensor, out_h: usize, out_w: usize)
-            => upsample::upsample_nearest2d;
         pad2d(x: &CudaTensor, left: usize, right: usize, top: usize, bottom: usize)
             => layout::pad2d;
         mean_dim(t: &CudaTensor, dim: usize) => mean_dim::mean_dim;
@@ -206,8 +206,6 @@ impl Backend for CudaBackend {
             => rca::rca_temporal_query;
         rca_motion_sum(a_s: &CudaTensor, a_t: &CudaTensor, f_id: Option<(&CudaTensor, usize)>)
             => rca::rca_motion_sum;
-        rca_merge(f_in: &CudaTensor, tokens: &CudaTensor, mask_hidden: &CudaTensor,
-            mask_w: &CudaTensor, mask_b: Option<&CudaTensor>) => rca::rca_merge;
         timestep_embedding(t: &CudaTensor, dim: usize, flip_sin_to_cos: bool,
             downscale_freq_shift: f32) => timestep_embedding::timestep_embedding;
         cfg_ddim_step(out: &CudaTensor, z: &CudaTensor, frame_offset: usize, coeffs: &CudaTensor)

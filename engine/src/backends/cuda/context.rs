@@ -160,16 +160,17 @@ impl CudaBackend {
         b
     }
 
-    /// Channels-last U-Net trunk on the sm_80 kernel set (`on`; default: the environment variable
-    /// `CYBERHOST_CHANNELS_LAST=1`): conv weights loaded after this call are packed for
-    /// `conv2d_nhwc`, and their convolutions read and write channels-last activations
+    /// Channels-last U-Net trunk on the sm_80 kernel set (`on`; default: the environment
+    /// variable `CYBERHOST_CHANNELS_LAST=1`): conv weights loaded after
+    /// this call are packed for `conv2d_nhwc`, and their convolutions read and write channels-last activations
     /// ([`MemoryFormat`](super::tensor::MemoryFormat); docs/performance.md). Errors on the sm_90a
     /// set, whose `conv2d_sm90` runs on NCHW planes.
     pub fn set_channels_last(&self, on: bool) -> Result<()> {
         let arch = self.inner.dev.arch();
         if on && arch != cyberhost_kernels::Arch::Sm80 {
             bail!(
-                "channels-last activations run on the sm_80 kernel set only: {} runs the {arch}                  set (on the stand-in, set PTX_EMU_ARCH=sm_80 or CYBERHOST_CUDA_ARCH=sm_80)",
+                "channels-last activations run on the sm_80 kernel set only: {} runs the {arch} \
+                 set (on the stand-in, set PTX_EMU_ARCH=sm_80 or CYBERHOST_CUDA_ARCH=sm_80)",
                 self.inner.dev.name()
             );
         }
@@ -556,13 +557,15 @@ pub fn default_activations() -> DType {
     }
 }
 
-/// `CYBERHOST_CUDA_GRAPHS=0` turns graph replay off by default.
-/// `CYBERHOST_CHANNELS_LAST=1` on the sm_80 kernel set ([`CudaBackend::set_channels_last`]).
+/// Channels-last trunk on the sm_80 kernel set with `CYBERHOST_CHANNELS_LAST=1`
+/// ([`CudaBackend::set_channels_last`]); never on the sm_90a set. Off by default until the
+/// `paper` profiles with it on are measured (docs/performance.md, `trunk3`).
 fn channels_last_default(arch: cyberhost_kernels::Arch) -> bool {
     arch == cyberhost_kernels::Arch::Sm80
         && std::env::var("CYBERHOST_CHANNELS_LAST").is_ok_and(|v| v.trim() == "1")
 }
 
+/// `CYBERHOST_CUDA_GRAPHS=0` turns graph replay off by default.
 fn graphs_default() -> bool {
     std::env::var("CYBERHOST_CUDA_GRAPHS").map_or(true, |v| v != "0")
 }

@@ -240,35 +240,47 @@ impl CudaBackend {
         p: Conv2dParams,
         epi: ConvEpilogue<'_, CudaTensor>,
     ) -> Result<CudaTensor> {
-        let [o, c, kh, kw] = w.dims;
-        let &[n, h, wd, xc] = x.shape() else {
-            anyhow::bail!("conv2d_nhwc: x must be (N, H, W, C), got {:?}", x.shape());
-        };
-        ensure!(
-            xc == c && p.groups == 1,
-            "conv2d_nhwc: x has {xc} channels, the weight {c} (groups {} must be 1)",
-            p.groups
-        );
-        ensure!(
-            x.dtype() == DType::Bf16 && !x.is_channels_last(),
-            "conv2d_nhwc: x must be a contiguous bf16 (N, H, W, C) tensor, got {x:?} (convert \
-             with to_dtype; a channels-last (N, C, H, W) tensor stores exactly that)"
-        );
+        let s = nhwc_shape(x, w, p)?;
+        let mut y = self.alloc(
+            &[
+                x.shape()[0],
+                s.h_out() as usize,
+                s.w_out() as usize,
+                w.dims[0],
+            ],
+            DType::Bf16,
+        )?;
+        self.conv2d_nhwc_into(x, w, bias, p, epi, &mut y)?;
+        Ok(y)
+    }
+
+    /// [`Self::conv2d_nhwc_ext`] writing channels `[0, O)` of `y`, the contiguous bf16
+    /// `(N, Ho, Wo, ldy)` rows with `ldy >= O` (the conv's part of a channel concat when larger;
+    /// the other channels are left as they are).
+    pub(crate) fn conv2d_nhwc_into(
+        &self,
+        x: &CudaTensor,
+        w: &PackedConvWeight,
+        bias: Option<&CudaTensor>,
+        p: Conv2dParams,
+        epi: ConvEpilogue<'_, CudaTensor>,
+        y: &mut CudaTensor,
+    ) -> Result<()> {
+        let s = nhwc_shape(x, w, p)?;
+        let [o, c, ..] = w.dims;
+        let n = x.shape()[0];
         let u = |v: usize| v as u64;
-        let s = Conv2dShape {
-            n: u(n),
-            c_in: u(c),
-            h: u(h),
-            w: u(wd),
-            c_out: u(o),
-            kh: u(kh),
-            kw: u(kw),
-            stride: (u(p.stride.0), u(p.stride.1)),
-            pad: (u(p.padding.0), u(p.padding.1)),
-            dilation: (u(p.dilation.0), u(p.dilation.1)),
-            groups: 1,
-        };
         let out = [n, s.h_out() as usize, s.w_out() as usize, o];
+        let ldy = match *y.shape() {
+            [yn, yh, yw, ldy] if [yn, yh, yw] == out[..3] && ldy >= o => ldy,
+            _ => anyhow::bail!(
+                "conv2d_nhwc: output rows {y:?} must be (N, Ho, Wo, >= C_out) = {out:?} or wider"
+            ),
+        };
+        ensure!(
+            y.dtype() == DType::Bf16 && !y.is_channels_last(),
+            "conv2d_nhwc: output rows {y:?} must be a contiguous bf16 tensor"
+        );
         let bf = |t: &CudaTensor| {
             ensure!(
                 !t.is_channels_last(),
@@ -291,7 +303,6 @@ impl CudaBackend {
                 "conv2d_nhwc: residual {r:?} must be {out:?}"
             );
         }
-        let mut y = self.alloc(&out, DType::Bf16)?;
         let ws_len = workspace_len(self.device(), s, self.ptr(x), u(c));
         let ws = (ws_len > 0)
             .then(|| self.alloc(&[ws_len], DType::F32))
@@ -301,7 +312,10 @@ impl CudaBackend {
             temb: tb.as_ref().map(|t| t.buf()),
             residual: rb.as_ref().map(|r| r.buf()),
             scale: epi.scale,
-            layout: None,
+            layout: Some(ConvNhwcLayout {
+                ldy: u(ldy),
+                ..ConvNhwcLayout::contiguous(s)
+            }),
             workspace: ws.as_ref().map(|w| w.buf()),
         };
         conv2d_nhwc(
@@ -311,7 +325,38 @@ impl CudaBackend {
             y.buf_mut()?,
             s,
             extras,
-        )?;
-        Ok(y)
+        )
     }
+}
+
+/// The conv shape of x `(N, H, W, C)` (contiguous bf16) and the packed weight `w`, checked.
+fn nhwc_shape(x: &CudaTensor, w: &PackedConvWeight, p: Conv2dParams) -> Result<Conv2dShape> {
+    let [o, c, kh, kw] = w.dims;
+    let &[n, h, wd, xc] = x.shape() else {
+        anyhow::bail!("conv2d_nhwc: x must be (N, H, W, C), got {:?}", x.shape());
+    };
+    ensure!(
+        xc == c && p.groups == 1,
+        "conv2d_nhwc: x has {xc} channels, the weight {c} (groups {} must be 1)",
+        p.groups
+    );
+    ensure!(
+        x.dtype() == DType::Bf16 && !x.is_channels_last(),
+        "conv2d_nhwc: x must be a contiguous bf16 (N, H, W, C) tensor, got {x:?} (convert \
+         with to_dtype; a channels-last (N, C, H, W) tensor stores exactly that)"
+    );
+    let u = |v: usize| v as u64;
+    Ok(Conv2dShape {
+        n: u(n),
+        c_in: u(c),
+        h: u(h),
+        w: u(wd),
+        c_out: u(o),
+        kh: u(kh),
+        kw: u(kw),
+        stride: (u(p.stride.0), u(p.stride.1)),
+        pad: (u(p.padding.0), u(p.padding.1)),
+        dilation: (u(p.dilation.0), u(p.dilation.1)),
+        groups: 1,
+    })
 }

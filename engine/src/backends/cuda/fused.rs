@@ -146,7 +146,9 @@ pub(crate) fn linear_ext(
 /// on sm_90a with bf16 operands (the weight not held as fp8) and a GEMM `gemm_sm90` takes, one
 /// `linear_sm90_v1_bf16` launch whose planes epilogue ([`PlanesExit`]) writes channels `[0, C)` of
 /// the output planes with the residual added (a `tail` is then copied after them); everything
-/// else (CPU-shaped fallbacks, sm_80, f32, fp8 weights, shape errors) runs composed.
+/// else (CPU-shaped fallbacks, sm_80, f32, fp8 weights, shape errors) runs composed. Contiguous
+/// operands only: `memory_format::linear_tokens_planes_add` sends channels-last ones to the
+/// composed ops.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear_tokens_planes_add(
     be: &CudaBackend,
@@ -200,11 +202,7 @@ fn planes_exit(be: &CudaBackend, ops: &ExitOperands<'_>) -> Option<(PlanesExit, 
         .chain(bias)
         .chain(tail)
         .all(bf16);
-    let channels_last = [tokens, residual]
-        .into_iter()
-        .chain(tail)
-        .any(CudaTensor::is_channels_last);
-    if dev.arch() != Arch::Sm90a || !all_bf16 || channels_last || be.fp8_weight(w).is_some() {
+    if dev.arch() != Arch::Sm90a || !all_bf16 || be.fp8_weight(w).is_some() {
         return None;
     }
     let (&[c, k], &[nf, rc, hh, ww]) = (w.shape(), residual.shape()) else {

@@ -323,6 +323,150 @@ pub(crate) fn group_norm_tokens(
     Ok(out)
 }
 
+/// `group_norm_tokens` of a channels-last x `(N·F, C, H, W)` (stored `(N, F·H·W, C)` rows: each
+/// batch item's frames are consecutive rows): `group_norm_stats_nhwc_v1` over the N items, then
+/// `group_norm_tokens_nhwc_v1` writing the `(N, H·W, F, C)` tokens (the apply with its rows
+/// permuted; no transpose, no copy).
+pub(crate) fn group_norm_tokens_nhwc(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    frames: usize,
+    groups: usize,
+    gamma: Option<&CudaTensor>,
+    beta: Option<&CudaTensor>,
+    eps: f32,
+) -> Result<CudaTensor> {
+    if !x.is_channels_last() {
+        bail!(
+            "group_norm_tokens (channels-last): {x:?} is not a channels-last (N·F, C, H, W) tensor"
+        );
+    }
+    let planes = planes_shape("group_norm_tokens", x.shape(), frames, groups)?;
+    let (c, s) = (planes.c as usize, planes.s as usize);
+    let items = x.shape()[0] / frames;
+    let out = be.alloc(&[items, s, frames, c], x.dtype())?;
+    if x.elem_count() == 0 {
+        return Ok(out);
+    }
+    let (gamma, beta) = affine_vecs(be, x, c, gamma, beta)?;
+    let dtype = x.dtype();
+    // N items of F·H·W rows: a group's statistics span the item's frames
+    let shape = GroupNormShape {
+        n: items as u64,
+        s: planes.s * frames as u64,
+        ..planes
+    };
+    let p = GroupNormParams::new(
+        be.ptr(x),
+        be.ptr(&gamma),
+        be.ptr(&beta),
+        be.ptr(&out),
+        shape,
+        eps,
+    )?;
+    let ws = be.alloc(
+        &[gn::workspace_f32s_nhwc(shape, dtype) as usize],
+        DType::F32,
+    )?;
+    let p2 = GroupNorm2Params::nhwc(p, be.ptr(&ws), dtype)?;
+    let pt = GnTokensParams {
+        gn: p2,
+        residual: 0,
+        frames: u32_of(frames, "group_norm_tokens frames")?,
+        y_c: p2.c,
+    };
+    let cfg = gn::launch_config_nhwc(shape, dtype);
+    // SAFETY: group_norm_stats_nhwc_v1_<dtype>(GroupNorm2Params) over x's storage as (N, F·S, C)
+    // rows writes every (item, group, chunk, tile) partial of ws (workspace_f32s_nhwc f32s for
+    // this shape) before group_norm_tokens_nhwc_v1_<dtype>(GnTokensParams, same grid; the next
+    // launch on the stream) merges them; it reads x, gamma and beta (C) in x's dtype and writes
+    // out (N, S, F, C), as many elements as x, with no aliasing (out is fresh).
+    unsafe {
+        be.launch_version(
+            KernelModule::GroupNorm,
+            "group_norm_stats_nhwc",
+            1,
+            dtype,
+            cfg,
+            &p2,
+        )?;
+        be.launch_version(
+            KernelModule::GroupNorm,
+            "group_norm_tokens_nhwc",
+            1,
+            dtype,
+            cfg,
+            &pt,
+        )?;
+    }
+    drop(ws);
+    Ok(out)
+}
+
+/// `tokens_planes_add_nhwc_v1`: tokens `(N, H·W, F, C)` (any shape of that element count) + the
+/// channels-last residual `(N·F, C, H, W)` into channels `[0, C)` of `out`, the contiguous
+/// `(N·F, H, W, y_c)` rows of a channels-last result (y_c > C: the first part of a channel
+/// concat). One dtype; the caller allocated `out`.
+pub(crate) fn tokens_planes_add_nhwc_into(
+    be: &CudaBackend,
+    tokens: &CudaTensor,
+    residual: &CudaTensor,
+    frames: usize,
+    out: &CudaTensor,
+) -> Result<()> {
+    let rs = residual.shape();
+    let shape = planes_shape("tokens_planes_add", rs, frames, 1)?;
+    let os = out.shape();
+    let dtype = residual.dtype();
+    if !residual.is_channels_last()
+        || out.is_channels_last()
+        || tokens.elem_count() != residual.elem_count()
+        || tokens.dtype() != dtype
+        || out.dtype() != dtype
+        || os.len() != 4
+        || os[..3] != [rs[0], rs[2], rs[3]]
+        || os[3] < rs[1]
+    {
+        bail!(
+            "tokens_planes_add (channels-last): tokens {tokens:?}, residual {residual:?} and \
+             output rows {out:?} must be (N, H·W, F, C), channels-last (N·F, C, H, W) and \
+             (N·F, H, W, >= C) of one dtype"
+        );
+    }
+    let vectors = (shape.n * shape.s) * shape.c.div_ceil(16 / dtype.size_in_bytes() as u64);
+    if vectors == 0 {
+        return Ok(());
+    }
+    if vectors > u32::MAX as u64 {
+        bail!(
+            "tokens_planes_add (channels-last): {residual:?} has {vectors} 16-byte vectors, \
+             more than the kernel's 32-bit indices hold (split the batch)"
+        );
+    }
+    let pt = GnTokensParams::tokens_planes_add(
+        be.ptr(tokens),
+        be.ptr(residual),
+        be.ptr(out),
+        shape,
+        u32_of(frames, "tokens_planes_add frames")?,
+    )?
+    .with_out_channels(u32_of(os[3], "tokens_planes_add output channels")?)?;
+    // SAFETY: tokens_planes_add_nhwc_v1_<dtype>(GnTokensParams): x holds the (N, S, F, C) tokens
+    // (as many elements as the residual), residual is (N·F, S, C) rows (its channels-last
+    // storage) and out (N·F, S, y_c >= C) rows, all in one dtype (checked above); fewer than 2^32
+    // vectors; out is the caller's fresh buffer (no aliasing).
+    unsafe {
+        be.launch_version(
+            KernelModule::GroupNorm,
+            "tokens_planes_add_nhwc",
+            1,
+            dtype,
+            gn::launch_config_rows(vectors),
+            &pt,
+        )
+    }
+}
+
 /// [`Backend::tokens_planes_add`](crate::backends::Backend::tokens_planes_add): one
 /// `tokens_planes_add_v2` launch (tile transpose + residual add); mixed dtypes run composed.
 pub(crate) fn tokens_planes_add(

@@ -2,19 +2,24 @@
 //!
 //! The model keeps logical NCHW shapes; a [`CudaTensor`] may store an `(N, C, H, W)` image
 //! channels-last, `(N, H, W, C)` (PyTorch's `channels_last`). With
-//! [`CudaBackend::set_channels_last`] (the sm_80 kernel set only), convolutions whose weight was
-//! packed at load run on `conv2d_nhwc` and return channels-last tensors; a contiguous input is
-//! converted by one copy at the conv's entry (the trunk's entry, `conv_in`).
+//! [`CudaBackend::set_channels_last`] (the sm_80 kernel set only; default: the
+//! environment variable `CYBERHOST_CHANNELS_LAST=1`), convolutions whose weight was packed at load run on
+//! `conv2d_nhwc` and return channels-last tensors; a contiguous input is converted by one copy at
+//! the conv's entry. The trunk's entry, `conv_in` (its residual broadcast over the batch keeps it
+//! on the NCHW conv), has its output converted once; the step's output is converted back once.
 //!
 //! The ops that read channels-last operands are the ones in this file (`conv2d`, `conv2d_ext`,
-//! `conv2d_concat`; `group_norm_act`, which keeps a channels-last x channels-last through the
-//! `(N, H·W, C)` rows kernels of `group_norm.cu`; the Transformer2D entries and exits with F = 1,
+//! `conv2d_concat`, the last writing its channel slice of the concatenation in place;
+//! `group_norm_act`, which keeps a channels-last x channels-last through the `(N, H·W, C)` rows
+//! kernels of `group_norm.cu`; the Transformer2D and motion-module entries and exits,
 //! `group_norm_tokens`, `group_norm_conv1x1_tokens`, `tokens_planes_add(_concat)`,
-//! `tokens_conv1x1_planes_add`, for which a channels-last image's storage is the tokens) and the
-//! dtype cast (`pointwise::cast`, elementwise on the storage). Every
-//! other op of the backend gets contiguous operands: `backend.rs` passes each tensor argument
-//! through [`Contig::hold`] (one copy for a channels-last tensor, a clone otherwise) before the
-//! op's launcher sees it, so no launcher reads channels-last bytes as NCHW.
+//! `linear_tokens_planes_add`, `tokens_conv1x1_planes_add`: for F = 1 a channels-last image's
+//! storage is the tokens, for F > 1 the `group_norm.cu` rows kernels permute `(N, F, H·W, C)` rows
+//! to and from `(N, H·W, F, C)` tokens in their addressing; `upsample_nearest2d`, on the rows) and
+//! the dtype cast (`pointwise::cast`, elementwise on the storage). Every other op of the backend
+//! gets contiguous operands: `backend.rs` passes each tensor argument through [`Contig::hold`]
+//! (one copy for a channels-last tensor, a clone otherwise) before the op's launcher sees it, so
+//! no launcher reads channels-last bytes as NCHW.
 
 use std::ops::Range;
 
@@ -27,10 +32,13 @@ use super::conv2d_nhwc::PackedConvWeight;
 use super::fused;
 use super::group_norm;
 use super::layout;
-use super::pointwise;
+use super::rca;
 use super::tensor::{CudaTensor, MemoryFormat};
+use super::upsample;
 use crate::backends::shape::conv2d_dims;
-use crate::backends::{Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary};
+use crate::backends::{
+    composed, Binary, Conv2dParams, ConvEpilogue, LinearEpilogue, TensorLike, Unary,
+};
 
 /// `t` as a contiguous tensor: one copy (`(N, H, W, C)` → `(N, C, H, W)`) when it is
 /// channels-last, else `t` itself.
@@ -304,13 +312,24 @@ pub(crate) fn conv2d_ext(
     if let Some(pw) = nhwc_weight(be, x, w, p, &epi) {
         return conv_channels_last(be, x, w, &pw, bias, p, epi);
     }
+    // a packed weight whose conv stays NCHW (the trunk's entry, `conv_in` with the movement map
+    // broadcast over the batch): its output converted once here, so the trunk after it (the
+    // first ResNet's norm, conv and residual, and the skip state) reads channels-last
+    let to_channels_last = x.dtype() == DType::Bf16
+        && x.rank() == 4
+        && p.groups == 1
+        && be.packed_conv_weight_of(w).is_some();
     let (x, w, bias, epi) = (x.hold(be)?, w.hold(be)?, bias.hold(be)?, epi.hold(be)?);
-    fused::conv2d_ext(be, &x, &w, bias.as_ref(), p, epi.view())
+    let y = fused::conv2d_ext(be, &x, &w, bias.as_ref(), p, epi.view())?;
+    if to_channels_last && y.dtype() == DType::Bf16 {
+        return channels_last(be, &y);
+    }
+    Ok(y)
 }
 
-/// [`Backend::conv2d_concat`](crate::backends::Backend::conv2d_concat): channels-last, the
-/// conv's output and `tail` copied into the channels of the concatenation (the rows of its
-/// `(N, Ho, Wo, C_out + C_t)` storage).
+/// [`Backend::conv2d_concat`](crate::backends::Backend::conv2d_concat): channels-last, the conv
+/// writes channels `[0, C_out)` of the concatenation's `(N, Ho, Wo, C_out + C_t)` rows in place
+/// (its `ldy`), and one strided copy places `tail` after them.
 pub(crate) fn conv2d_concat(
     be: &CudaBackend,
     x: &CudaTensor,
@@ -326,20 +345,34 @@ pub(crate) fn conv2d_concat(
         let epi = epi.hold(be)?;
         return fused::conv2d_concat(be, &x, &w, bias.as_ref(), p, epi.view(), &tail);
     };
-    let y = conv_channels_last(be, x, w, &pw, bias, p, epi)?;
-    concat_channels_last(be, &y, tail)
+    let dims = conv2d_dims("conv2d_concat", x.shape(), w.shape(), p)?;
+    fused::check_conv_epilogue("conv2d_concat", &dims, bias, epi)?;
+    let ys = [dims.n, dims.o, dims.ho, dims.wo];
+    let mut out = concat_rows(be, &ys, tail)?;
+    let xc = channels_last(be, x)?;
+    let held = HeldConvEpilogue::new(epi, |r| Ok(channels_last(be, r)?.storage_view()), be)?;
+    let bias = bias.hold(be)?;
+    be.conv2d_nhwc_into(
+        &xc.storage_view(),
+        &pw,
+        bias.as_ref(),
+        p,
+        held.view(),
+        &mut out,
+    )?;
+    out.nhwc_as_channels_last()
 }
 
-/// `concat([y, tail], 1)` of a channels-last y `(N, C, H, W)`, channels-last: y and `tail` copied
-/// into the channel ranges of the `(N, H, W, C + C_t)` rows.
-fn concat_channels_last(be: &CudaBackend, y: &CudaTensor, tail: &CudaTensor) -> Result<CudaTensor> {
-    let (ys, ts) = (y.shape(), tail.shape());
+/// The `(N, H, W, C + C_t)` rows of `concat([y, tail], 1)` for a y of shape `ys` `(N, C, H, W)`,
+/// with `tail` (channels-last, converted if it is not) copied into channels `[C, C + C_t)`; the
+/// caller writes channels `[0, C)` in place.
+fn concat_rows(be: &CudaBackend, ys: &[usize], tail: &CudaTensor) -> Result<CudaTensor> {
+    let ts = tail.shape();
     fused::check_concat_tail(ys, ts)?;
     let tail = channels_last(be, tail)?;
-    let out = be.alloc(&[ys[0], ys[2], ys[3], ys[1] + ts[1]], y.dtype())?;
-    layout::copy_into(be, &y.storage_view(), &out, 3, 0)?;
+    let out = be.alloc(&[ys[0], ys[2], ys[3], ys[1] + ts[1]], tail.dtype())?;
     layout::copy_into(be, &tail.storage_view(), &out, 3, ys[1])?;
-    out.nhwc_as_channels_last()
+    Ok(out)
 }
 
 /// [`Backend::group_norm_act`](crate::backends::Backend::group_norm_act) (and `group_norm`,
@@ -382,7 +415,9 @@ fn tokens_of(y: &CudaTensor) -> CudaTensor {
 
 /// [`Backend::group_norm_tokens`](crate::backends::Backend::group_norm_tokens): for a
 /// channels-last x and F = 1 the `(N, H·W, 1, C)` tokens are the storage of the channels-last
-/// GroupNorm's output (no transpose); otherwise the planes kernels on a contiguous x.
+/// GroupNorm's output (no transpose); with F > 1 (the motion module) the channels-last apply
+/// writes its rows in token order (`group_norm_tokens_nhwc`); otherwise the planes kernels on a
+/// contiguous x.
 pub(crate) fn group_norm_tokens(
     be: &CudaBackend,
     x: &CudaTensor,
@@ -399,6 +434,17 @@ pub(crate) fn group_norm_tokens(
         if let Some(y) = y {
             return Ok(tokens_of(&y));
         }
+    }
+    if frames > 1 && x.is_channels_last() {
+        return group_norm::group_norm_tokens_nhwc(
+            be,
+            x,
+            frames,
+            groups,
+            gamma.view(),
+            beta.view(),
+            eps,
+        );
     }
     let x = x.hold(be)?;
     group_norm::group_norm_tokens(be, &x, frames, groups, gamma.view(), beta.view(), eps)
@@ -422,50 +468,44 @@ pub(crate) fn group_norm_conv1x1_tokens(
     group_norm::conv1x1_tokens(be, &t, &w, bias.view())
 }
 
-/// The residual of a token-layout exit when it can take the channels-last path: F = 1, the
-/// residual channels-last, tokens of its element count and dtype.
+/// The residual of a token-layout exit when it can take the channels-last path: the residual
+/// channels-last, tokens of its element count and dtype.
 fn channels_last_residual<'r>(
     tokens: &CudaTensor,
     residual: &'r CudaTensor,
-    frames: usize,
 ) -> Option<&'r CudaTensor> {
-    (frames == 1
-        && residual.is_channels_last()
+    (residual.is_channels_last()
+        && residual.rank() == 4
         && !tokens.is_channels_last()
         && tokens.dtype() == residual.dtype()
         && tokens.elem_count() == residual.elem_count())
     .then_some(residual)
 }
 
-/// tokens `(N, H·W, [1,] C)` + a channels-last residual `(N, C, H, W)`: one elementwise add over
-/// the storage (the tokens are the residual's row order), channels-last.
-fn tokens_add_channels_last(
-    be: &CudaBackend,
-    tokens: &CudaTensor,
-    residual: &CudaTensor,
-) -> Result<CudaTensor> {
-    let rs = residual.storage_view();
-    let t = tokens.with_shape(rs.shape().to_vec());
-    pointwise::binary(be, &t, &rs, Binary::Add)?.nhwc_as_channels_last()
-}
-
-/// [`Backend::tokens_planes_add`](crate::backends::Backend::tokens_planes_add): with F = 1 and a
-/// channels-last residual, [`tokens_add_channels_last`] (no transpose); else the planes kernel.
+/// [`Backend::tokens_planes_add`](crate::backends::Backend::tokens_planes_add): with a
+/// channels-last residual, `tokens_planes_add_nhwc` (the tokens' `(N, H·W, F, C)` rows added to
+/// the residual's `(N·F, H·W, C)` rows, permuted in the kernel's addressing; any F), returned
+/// channels-last; else the planes kernel.
 pub(crate) fn tokens_planes_add(
     be: &CudaBackend,
     tokens: &CudaTensor,
     residual: &CudaTensor,
     frames: usize,
 ) -> Result<CudaTensor> {
-    match channels_last_residual(tokens, residual, frames) {
-        Some(r) => tokens_add_channels_last(be, tokens, r),
+    match channels_last_residual(tokens, residual) {
+        Some(r) => {
+            let out = be.alloc(&r.storage_shape(), r.dtype())?;
+            group_norm::tokens_planes_add_nhwc_into(be, tokens, r, frames, &out)?;
+            out.nhwc_as_channels_last()
+        }
         None => group_norm::tokens_planes_add(be, &tokens.hold(be)?, &residual.hold(be)?, frames),
     }
 }
 
 /// [`Backend::tokens_planes_add_concat`](crate::backends::Backend::tokens_planes_add_concat):
-/// with F = 1 and a channels-last residual, the add then the channel concat of the rows
-/// ([`concat_channels_last`]); else the planes kernel writing its channel slice.
+/// with a channels-last residual, `tokens_planes_add_nhwc` writes channels `[0, C)` of the
+/// concatenation's `(N·F, H, W, C + C_t)` rows in place and one strided copy places `tail` after
+/// them (channels-last); else the planes kernel writing its channel slice.
 pub(crate) fn tokens_planes_add_concat(
     be: &CudaBackend,
     tokens: &CudaTensor,
@@ -473,13 +513,79 @@ pub(crate) fn tokens_planes_add_concat(
     frames: usize,
     tail: &CudaTensor,
 ) -> Result<CudaTensor> {
-    if let Some(r) = channels_last_residual(tokens, residual, frames) {
+    if let Some(r) = channels_last_residual(tokens, residual) {
         if tail.dtype() == r.dtype() {
-            return concat_channels_last(be, &tokens_add_channels_last(be, tokens, r)?, tail);
+            let out = concat_rows(be, r.shape(), tail)?;
+            group_norm::tokens_planes_add_nhwc_into(be, tokens, r, frames, &out)?;
+            return out.nhwc_as_channels_last();
         }
     }
     let (tokens, residual, tail) = (tokens.hold(be)?, residual.hold(be)?, tail.hold(be)?);
     group_norm::tokens_planes_add_concat(be, &tokens, &residual, frames, &tail)
+}
+
+/// [`Backend::linear_tokens_planes_add`](crate::backends::Backend::linear_tokens_planes_add):
+/// a channels-last residual or tail takes the composed ops (the `linear`, then
+/// [`tokens_planes_add`] / [`tokens_planes_add_concat`] above on channels-last rows); contiguous
+/// operands go to [`fused::linear_tokens_planes_add`] (sm_90a: one `gemm_sm90` launch with the
+/// planes epilogue).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_tokens_planes_add(
+    be: &CudaBackend,
+    tokens: &CudaTensor,
+    w: &CudaTensor,
+    bias: Option<&CudaTensor>,
+    residual: &CudaTensor,
+    frames: usize,
+    tail: Option<&CudaTensor>,
+) -> Result<CudaTensor> {
+    let channels_last = [tokens, residual]
+        .into_iter()
+        .chain(tail)
+        .any(CudaTensor::is_channels_last);
+    if channels_last {
+        return composed::linear_tokens_planes_add(be, tokens, w, bias, residual, frames, tail);
+    }
+    fused::linear_tokens_planes_add(be, tokens, w, bias, residual, frames, tail)
+}
+
+/// [`Backend::rca_merge`](crate::backends::Backend::rca_merge): with f_in and the mask hidden
+/// state channels-last (the channels-last trunk) and one dtype, `rca_merge_nhwc` on their rows,
+/// returned channels-last; else the NCHW kernel on contiguous operands.
+pub(crate) fn rca_merge(
+    be: &CudaBackend,
+    f_in: &CudaTensor,
+    tokens: &CudaTensor,
+    mask_hidden: &CudaTensor,
+    mask_w: &CudaTensor,
+    mask_b: Option<&CudaTensor>,
+) -> Result<CudaTensor> {
+    let rows = f_in.is_channels_last()
+        && mask_hidden.is_channels_last()
+        && !tokens.is_channels_last()
+        && tokens.dtype() == f_in.dtype()
+        && mask_hidden.dtype() == f_in.dtype();
+    if rows {
+        let (w, b) = (mask_w.hold(be)?, mask_b.hold(be)?);
+        return rca::rca_merge_nhwc(be, f_in, tokens, mask_hidden, &w, b.as_ref());
+    }
+    let (f_in, tokens, mask_hidden) = (f_in.hold(be)?, tokens.hold(be)?, mask_hidden.hold(be)?);
+    let (w, b) = (mask_w.hold(be)?, mask_b.hold(be)?);
+    rca::rca_merge(be, &f_in, &tokens, &mask_hidden, &w, b.as_ref())
+}
+
+/// [`Backend::upsample_nearest2d`](crate::backends::Backend::upsample_nearest2d): a channels-last
+/// x stays channels-last (`upsample_nearest2d_nhwc`); else the planes kernel.
+pub(crate) fn upsample_nearest2d(
+    be: &CudaBackend,
+    x: &CudaTensor,
+    out_h: usize,
+    out_w: usize,
+) -> Result<CudaTensor> {
+    if x.is_channels_last() {
+        return upsample::upsample_nearest2d_nhwc(be, x, out_h, out_w);
+    }
+    upsample::upsample_nearest2d(be, x, out_h, out_w)
 }
 
 /// [`Backend::tokens_conv1x1_planes_add`](crate::backends::Backend::tokens_conv1x1_planes_add):

@@ -125,6 +125,53 @@ pub(crate) fn rca_motion_sum(
     Ok(out)
 }
 
+/// `rca_merge` on the channels-last trunk: f_in and the mask hidden state channels-last (their
+/// `(N, P, C)` / `(N, P, C4)` rows), tokens `(N, P, C)`; returns the channels-last result
+/// (`rca_merge_nhwc_v1`, no transpose). One dtype for the activations.
+pub(crate) fn rca_merge_nhwc(
+    be: &CudaBackend,
+    f_in: &CudaTensor,
+    tokens: &CudaTensor,
+    mask_hidden: &CudaTensor,
+    mask_w: &CudaTensor,
+    mask_b: Option<&CudaTensor>,
+) -> Result<CudaTensor> {
+    let (n, c, pix, c4) = composed_rca::check_merge(f_in, tokens, mask_hidden, mask_w, mask_b)?;
+    let dt = f_in.dtype();
+    if !(f_in.is_channels_last() && mask_hidden.is_channels_last())
+        || tokens.is_channels_last()
+        || tokens.dtype() != dt
+        || mask_hidden.dtype() != dt
+    {
+        anyhow::bail!(
+            "rca_merge (channels-last): f_in {f_in:?} and the mask hidden state \
+             {mask_hidden:?} must be channels-last and tokens {tokens:?} contiguous, one dtype"
+        );
+    }
+    if (n * pix) as u64 * 32 > u32::MAX as u64 {
+        anyhow::bail!(
+            "rca_merge (channels-last): {n} x {pix} pixel rows exceed the kernel's 32-bit indices"
+        );
+    }
+    let wd = be.as_dtype(mask_w, dt)?;
+    let bd = mask_b.map(|b| be.as_dtype(b, dt)).transpose()?;
+    let out = be.alloc(&f_in.storage_shape(), dt)?;
+    if out.elem_count() > 0 {
+        let p = RcaParams::merge(
+            be.ptr(f_in),
+            be.ptr(tokens),
+            be.ptr(mask_hidden),
+            be.ptr(&wd),
+            bd.as_ref().map_or(0, |b| be.ptr(b)),
+            be.ptr(&out),
+            (n as u64, pix as u64, c as u64),
+            c4 as u64,
+        )?;
+        launch(be, RcaOp::MergeNhwc, dt, &p)?;
+    }
+    out.nhwc_as_channels_last()
+}
+
 pub(crate) fn rca_merge(
     be: &CudaBackend,
     f_in: &CudaTensor,
