@@ -161,8 +161,8 @@ impl CudaBackend {
     }
 
     /// Channels-last U-Net trunk on the sm_80 kernel set (`on`; default: the environment
-    /// variable `CYBERHOST_CHANNELS_LAST=1`): conv weights loaded after
-    /// this call are packed for `conv2d_nhwc`, and their convolutions read and write channels-last activations
+    /// variable `CYBERHOST_CHANNELS_LAST=1`): conv weights loaded after this call are packed for
+    /// `conv2d_nhwc`, and their convolutions read and write channels-last activations
     /// ([`MemoryFormat`](super::tensor::MemoryFormat); docs/performance.md). Errors on the sm_90a
     /// set, whose `conv2d_sm90` runs on NCHW planes.
     pub fn set_channels_last(&self, on: bool) -> Result<()> {
