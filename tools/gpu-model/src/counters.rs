@@ -183,12 +183,12 @@ pub struct Counters {
     /// Sum over executed blocks of the distinct sectors each block reads.
     #[serde(rename = "emu__block_unique_read_sectors", default)]
     pub block_unique_read_sectors: u64,
-    /// Of `emu__unique_read_sectors`, the sectors that *every* executed block of a sampled
-    /// launch read (at least 2 blocks ran): a broadcast operand (LayerNorm / GroupNorm gamma and
-    /// beta, a bias every tile reads, a panel all tiles share). They are counted once, not
-    /// extrapolated by the grid ([`crate::sampling::extrapolate_unique_reads`]): on hardware the
-    /// first blocks bring them into the L2 and the rest hit there. 0 for a launch that ran
-    /// every block (its distinct sectors are exact).
+    /// Of `emu__unique_read_sectors`, the sectors that *every* executed block read (at least 2
+    /// blocks ran): a broadcast operand (LayerNorm / GroupNorm gamma and beta, a bias every tile
+    /// reads, a panel all tiles share). A sampled launch counts them once instead of
+    /// extrapolating them by the grid ([`crate::sampling::extrapolate_unique_reads`]), and the
+    /// DRAM model counts them once per wave, not once per block ([`crate::model::dram_bytes`]):
+    /// on hardware the first blocks bring them into the L2 and the rest hit there.
     #[serde(rename = "emu__broadcast_read_sectors", default)]
     pub broadcast_read_sectors: u64,
     /// Upper bound on the launch's read footprint (bytes of the buffers it reads), when known:
@@ -682,10 +682,11 @@ impl LaunchAccumulator {
         t.unique_read_sectors = self.read_sectors.len() as u64;
         t.unique_write_sectors = self.write_sectors.len() as u64;
         t.read_footprint_cap_bytes = info.read_footprint_cap_bytes;
-        // A sampled launch: the sectors every executed block read are a broadcast operand,
-        // counted once; the rest are extrapolated (by allocation when the allocations are known).
+        // The sectors every executed block read (2 or more ran) are a broadcast operand: a
+        // sampled launch counts them once and extrapolates the rest (by allocation when the
+        // allocations are known); the DRAM model counts them once per wave.
         let (n, total) = (t.blocks_executed, t.blocks_total);
-        let broadcast = |k: u32| n >= 2 && n < total && u64::from(k) == n;
+        let broadcast = |k: u32| n >= 2 && u64::from(k) == n;
         t.broadcast_read_sectors = self
             .read_sectors
             .values()

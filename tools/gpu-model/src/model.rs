@@ -79,7 +79,9 @@ pub fn occupancy(c: &Counters, g: &GpuSpec) -> (u32, &'static str) {
 /// Reads: the launch's distinct sectors `F` are read once. If `F` exceeds the L2, data is reused
 /// in the L2 only among the blocks resident together (a *wave*, which progresses through its
 /// inputs together); each wave reads the union of its blocks' sectors, estimated as
-/// `min(F, resident blocks × mean distinct sectors per block)`, so
+/// `min(F, resident blocks × mean distinct sectors per block + B)` where the sectors every block
+/// reads (`emu__broadcast_read_sectors`, B: gamma / beta, a bias, a small table) are taken out of
+/// the per-block mean and counted once per wave, so
 /// `reads = max(F, waves × that)`. Writes: the distinct sectors written (write-back L2).
 ///
 /// Rows without the footprint ingredients (e.g. converted from a real Nsight Compute run) use
@@ -101,8 +103,11 @@ pub fn dram_bytes(c: &Counters, g: &GpuSpec) -> (u64, u64) {
     } else {
         let (bps, _) = occupancy(c, g);
         let resident = (bps as u64 * g.sms as u64).min(blocks).max(1);
+        // every block reads the broadcast sectors: a wave brings them into the L2 once
+        let shared = c.broadcast_read_sectors.min(c.unique_read_sectors) as f64 * SECTOR as f64;
         let per_block = c.block_unique_read_sectors as f64 * SECTOR as f64 / blocks as f64;
-        let wave_union = (per_block * resident as f64).min(f as f64);
+        let private = (per_block - shared).max(0.0);
+        let wave_union = (private * resident as f64 + shared).min(f as f64);
         let waves = blocks as f64 / resident as f64;
         (waves * wave_union).max(f as f64) as u64
     };

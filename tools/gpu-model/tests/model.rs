@@ -128,7 +128,7 @@ fn broadcast_reads_count_once() {
     let exact = run(None, Vec::new());
     assert_eq!(
         (exact.unique_read_sectors, exact.broadcast_read_sectors),
-        (32 + 256, 0)
+        (32 + 256, 32)
     );
     // Sampled (2 or 5 blocks), with or without the allocations (gamma inside a large one, as a
     // view of a weights or arena allocation is): gamma once, x extrapolated.
@@ -434,6 +434,15 @@ fn dram_rereads_when_footprint_exceeds_l2() {
     assert_eq!(r, 10 * (64 << 20));
     c.unique_read_sectors = (4 << 20) / 32; // fits the L2: read once
     assert_eq!(dram_bytes(&c, g).0, 4 << 20);
+    // 0.5 MB of each block's 1 MB is read by every block (broadcast): a wave reads it once,
+    // 84 x 0.5 MB + 0.5 MB = 42.5 MB per wave instead of 64 MB.
+    c.unique_read_sectors = (64 << 20) / 32;
+    c.broadcast_read_sectors = (512 << 10) / 32;
+    assert_eq!(dram_bytes(&c, g).0, 10 * (85 << 19));
+    // a footprint that is all broadcast (every block reads the same 64 MB): once per wave
+    c.block_unique_read_sectors = c.blocks_total * (64 << 20) / 32;
+    c.broadcast_read_sectors = (64 << 20) / 32;
+    assert_eq!(dram_bytes(&c, g).0, 10 * (64 << 20));
 }
 
 #[test]
